@@ -1,0 +1,1 @@
+"""kvtrace: a Kubernetes operator for traced key-value clusters."""

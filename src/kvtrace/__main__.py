@@ -1,0 +1,5 @@
+import sys
+
+from kvtrace.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""pytest fixtures for the local stack (cluster, namespaces, tracing backends, pod runner)."""

@@ -1,0 +1,240 @@
+"""Build and cache the upstream programs of the local stack (DESIGN.md section 5).
+
+Every tool is built from its Go module once, into a cache directory keyed by name and
+version (``~/.cache/kvtrace/tools/<name>-<version>/`` unless ``KVTRACE_TOOLS_DIR`` says
+otherwise). A build that is present and intact is skipped; a missing or corrupt one
+(its recorded SHA-256 no longer matches) is rebuilt rather than trusted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO_TOOLS = Path(__file__).resolve().parents[3] / "tools"
+
+KUBERNETES_VERSION = "1.37.2"
+ETCD_VERSION = "3.6.16"
+KWOK_VERSION = "0.8.0"
+OTELCOL_VERSION = "0.161.0"
+JAEGER_VERSION = "1.76.0"
+HELM_VERSION = "4.3.1"
+
+STAMP = ".kvtrace-tool.json"
+
+
+def cache_root() -> Path:
+    """The directory that holds one sub-directory per tool and version."""
+    env = os.environ.get("KVTRACE_TOOLS_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kvtrace" / "tools"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tool:
+    """One cached upstream program (or a group built together)."""
+
+    name: str
+    version: str
+    binaries: tuple[str, ...]
+    build: Callable[[Path, Path], None]  # (output dir, scratch dir) -> None
+
+    @property
+    def directory(self) -> Path:
+        return cache_root() / f"{self.name}-{self.version}"
+
+    def path(self, binary: str | None = None) -> Path:
+        return self.directory / (binary or self.binaries[0])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(tool: Tool) -> str | None:
+    """Return None when the cached build is intact, else why it is not."""
+    stamp = tool.directory / STAMP
+    if not stamp.is_file():
+        return "not built"
+    try:
+        recorded = json.loads(stamp.read_text())["sha256"]
+    except (ValueError, KeyError):
+        return "stamp unreadable"
+    for binary in tool.binaries:
+        path = tool.path(binary)
+        if not path.is_file() or not os.access(path, os.X_OK):
+            return f"{binary} missing"
+        if recorded.get(binary) != _sha256(path):
+            return f"{binary} corrupt (checksum mismatch)"
+    return None
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("GOTOOLCHAIN", "local")
+    env.setdefault("CGO_ENABLED", "0")
+    env.setdefault("GOFLAGS", "-mod=mod")
+    return env
+
+
+def _run(cmd: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    print(f"    $ {' '.join(cmd)}", flush=True)
+    proc = subprocess.run(
+        list(cmd), cwd=cwd, env=env or _go_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-40:])
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+def _build_wrapper(module_dir: str, targets: dict[str, str], ldflags: str = "") -> Callable[[Path, Path], None]:
+    """Build main packages from a committed wrapper module (go.mod + go.sum in tools/)."""
+
+    def build(out: Path, scratch: Path) -> None:
+        src = REPO_TOOLS / module_dir
+        work = scratch / module_dir
+        shutil.copytree(src, work)  # never let the build touch the committed go.sum
+        for binary, package in targets.items():
+            cmd = ["go", "build", "-trimpath", "-o", str(out / binary)]
+            if ldflags:
+                cmd += ["-ldflags", ldflags]
+            _run(cmd + [package], cwd=work)
+
+    return build
+
+
+def _go_install(targets: dict[str, str], ldflags: str = "") -> Callable[[Path, Path], None]:
+    """`go install PKG@VERSION` for modules that build without a wrapper."""
+
+    def build(out: Path, scratch: Path) -> None:
+        env = _go_env()
+        env["GOBIN"] = str(out)
+        for binary, package in targets.items():
+            cmd = ["go", "install", "-trimpath"]
+            if ldflags:
+                cmd += ["-ldflags", ldflags]
+            _run(cmd + [package], cwd=scratch, env=env)
+            built = out / package.split("@")[0].rsplit("/", 1)[-1]
+            if built.name != binary:
+                built.rename(out / binary)
+
+    return build
+
+
+def _build_otelcol(out: Path, scratch: Path) -> None:
+    ocb = TOOLS["ocb"]
+    ensure(ocb)
+    _run([str(ocb.path()), "--config", str(REPO_TOOLS / "otelcol" / "builder-config.yaml"),
+          "--output-path", str(scratch / "otelcol-build")])
+    shutil.copy2(scratch / "otelcol-build" / "otelcol-kvtrace", out / "otelcol-kvtrace")
+
+
+_K8S_LDFLAGS = " ".join(
+    f"-X k8s.io/{pkg}.{key}={value}"
+    for pkg in ("component-base/version", "client-go/pkg/version")
+    for key, value in (
+        ("gitVersion", f"v{KUBERNETES_VERSION}"),
+        ("gitMajor", KUBERNETES_VERSION.split(".")[0]),
+        ("gitMinor", KUBERNETES_VERSION.split(".")[1]),
+        ("gitTreeState", "clean"),
+    )
+)
+
+TOOLS: dict[str, Tool] = {
+    tool.name: tool
+    for tool in (
+        Tool("kubernetes", KUBERNETES_VERSION,
+             ("kube-apiserver", "kube-controller-manager", "kube-scheduler"),
+             _build_wrapper("kubernetes", {
+                 name: f"k8s.io/kubernetes/cmd/{name}"
+                 for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+             }, ldflags=_K8S_LDFLAGS)),
+        Tool("etcd", ETCD_VERSION, ("etcd",),
+             _build_wrapper("etcd", {"etcd": "go.etcd.io/etcd/server/v3"})),
+        Tool("kwok", KWOK_VERSION, ("kwok", "kwokctl"),
+             _go_install({
+                 name: f"sigs.k8s.io/kwok/cmd/{name}@v{KWOK_VERSION}" for name in ("kwok", "kwokctl")
+             }, ldflags=f"-X sigs.k8s.io/kwok/pkg/consts.Version=v{KWOK_VERSION}")),
+        Tool("ocb", OTELCOL_VERSION, ("builder",),
+             _go_install({"builder": f"go.opentelemetry.io/collector/cmd/builder@v{OTELCOL_VERSION}"})),
+        Tool("otelcol", OTELCOL_VERSION, ("otelcol-kvtrace",), _build_otelcol),
+        Tool("jaeger", JAEGER_VERSION, ("jaeger",),
+             _build_wrapper("jaeger", {"jaeger": "github.com/jaegertracing/jaeger/cmd/jaeger"})),
+        Tool("helm", HELM_VERSION, ("helm",),
+             _go_install({"helm": f"helm.sh/helm/v4/cmd/helm@v{HELM_VERSION}"},
+                         ldflags=f"-X helm.sh/helm/v4/internal/version.version=v{HELM_VERSION}")),
+    )
+}
+
+
+def ensure(tool: Tool, *, force: bool = False) -> Path:
+    """Build the tool unless an intact build is cached; return its directory."""
+    problem = "rebuild forced" if force else verify(tool)
+    if problem is None:
+        print(f"[tools] {tool.name} {tool.version}: cached at {tool.directory}", flush=True)
+        return tool.directory
+    print(f"[tools] {tool.name} {tool.version}: building ({problem})", flush=True)
+    started = time.monotonic()
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"build-{tool.name}-", dir=cache_root()) as tmp:
+        staging = Path(tmp) / "out"
+        staging.mkdir()
+        scratch = Path(tmp) / "scratch"
+        scratch.mkdir()
+        tool.build(staging, scratch)
+        sums = {binary: _sha256(staging / binary) for binary in tool.binaries}
+        (staging / STAMP).write_text(json.dumps({"version": tool.version, "sha256": sums}, indent=2))
+        if tool.directory.exists():
+            shutil.rmtree(tool.directory)
+        staging.rename(tool.directory)
+    print(f"[tools] {tool.name} {tool.version}: built in {time.monotonic() - started:.0f}s", flush=True)
+    return tool.directory
+
+
+def ensure_all(names: Sequence[str] = (), *, force: bool = False) -> dict[str, Path]:
+    """Ensure the named tools (all when empty); raise naming each one that failed."""
+    selected = list(names) or [n for n in TOOLS if n != "ocb"]
+    unknown = [n for n in selected if n not in TOOLS]
+    if unknown:
+        raise ValueError(f"unknown tool(s) {unknown}; expected some of {sorted(TOOLS)}")
+    started = time.monotonic()
+    result: dict[str, Path] = {}
+    failures: list[str] = []
+    for name in selected:
+        try:
+            result[name] = ensure(TOOLS[name], force=force)
+        except RuntimeError as exc:
+            failures.append(f"{name}: {exc}")
+            print(f"[tools] {name}: FAILED\n{exc}", file=sys.stderr, flush=True)
+    print(f"[tools] done in {time.monotonic() - started:.0f}s", flush=True)
+    if failures:
+        raise RuntimeError("tool builds failed:\n" + "\n".join(failures))
+    return result
+
+
+def binary(name: str) -> Path:
+    """Path of a cached binary by its file name (e.g. ``kube-apiserver``); raise if not built."""
+    for tool in TOOLS.values():
+        if name in tool.binaries:
+            problem = verify(tool)
+            if problem:
+                raise FileNotFoundError(
+                    f"{name} ({tool.name} {tool.version}) is {problem}: run `kvtrace dev tools`"
+                )
+            return tool.path(name)
+    raise KeyError(f"no tool provides {name!r}")
