@@ -1,0 +1,274 @@
+"""Tracing backends as local processes: the kvtrace collector distribution and Jaeger v2.
+
+Both are OpenTelemetry Collector builds configured by one YAML file. The harness takes a
+config dict, moves every listening endpoint (receivers, extensions, the collector's own
+metrics, which both default to 8888) to a free loopback port, writes the file, starts the
+binary and waits for health. ``endpoints`` tells where everything landed.
+
+    with Jaeger() as jaeger, Collector(forward_to_jaeger(jaeger)) as collector:
+        exporter = OTLPSpanExporter(endpoint=collector.otlp_http + "/v1/traces")
+        ...
+        jaeger.client().find_traces("my-service")
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kvtrace.devstack import tools
+from kvtrace.devstack.jaeger_client import JaegerClient
+from kvtrace.devstack.proc import Process, free_port, start_with_port_retry
+
+HOST = "127.0.0.1"
+# Components that listen on a top-level ``endpoint`` even when their config is empty.
+_LISTENERS = ("health_check", "zipkin", "pprof", "zpages", "expvar")
+
+
+def _rebind(conf: dict[str, Any], key: str, endpoints: dict[str, str], label: str) -> None:
+    address = f"{HOST}:{free_port()}"
+    conf[key] = address
+    endpoints[label] = address
+
+
+def _rebind_component(name: str, conf: Any, endpoints: dict[str, str]) -> Any:
+    """Give a receiver or extension fresh loopback ports for everything it listens on."""
+    conf = {} if conf is None else conf
+    protocols = conf.get("protocols")
+    if isinstance(protocols, dict):
+        for proto, proto_conf in list(protocols.items()):
+            proto_conf = {} if proto_conf is None else proto_conf
+            _rebind(proto_conf, "endpoint", endpoints, f"{name}/{proto}")
+            protocols[proto] = proto_conf
+        return conf
+    if "endpoint" in conf or name.split("/")[0] in _LISTENERS:
+        _rebind(conf, "endpoint", endpoints, name)
+    for sub in ("http", "grpc"):  # jaeger_query, healthcheckv2, remote_sampling
+        if isinstance(conf.get(sub), dict) or (sub in conf and conf[sub] is None):
+            conf[sub] = conf[sub] or {}
+            _rebind(conf[sub], "endpoint", endpoints, f"{name}/{sub}")
+    return conf
+
+
+def prepare_config(config: dict[str, Any], *, health_extension: str | None = "health_check") -> tuple[dict[str, Any], dict[str, str]]:
+    """Copy ``config`` with every listening port moved to a free loopback port.
+
+    Exporter endpoints are left alone (they name where data goes). When
+    ``health_extension`` is given and absent, it is added so readiness can be checked.
+    Returns the new config and ``{label: "127.0.0.1:port"}`` (labels such as
+    ``otlp/grpc``, ``otlp/http``, ``health_check``, ``metrics``).
+    """
+    config = copy.deepcopy(config)
+    endpoints: dict[str, str] = {}
+    for section in ("receivers", "extensions"):
+        components = config.get(section) or {}
+        for name in list(components):
+            components[name] = _rebind_component(name, components[name], endpoints)
+        if components:
+            config[section] = components
+    service = config.setdefault("service", {})
+    if health_extension and health_extension not in (config.get("extensions") or {}):
+        config.setdefault("extensions", {})[health_extension] = _rebind_component(
+            health_extension, None, endpoints)
+    if health_extension and health_extension not in (service.get("extensions") or []):
+        service["extensions"] = [*(service.get("extensions") or []), health_extension]
+    telemetry = service.setdefault("telemetry", {})
+    metrics = telemetry.get("metrics") or {}
+    if metrics.get("level") != "none":
+        port = free_port()
+        metrics.pop("address", None)
+        metrics["readers"] = [{"pull": {"exporter": {"prometheus": {"host": HOST, "port": port}}}}]
+        endpoints["metrics"] = f"{HOST}:{port}"
+    telemetry["metrics"] = metrics
+    return config, endpoints
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class _OtelProcess:
+    """Shared start/stop of a collector-style binary with a rewritten YAML config."""
+
+    binary_name = ""
+    health_extension: str | None = "health_check"
+
+    def __init__(self, config: dict[str, Any], *, workdir: Path | None = None, name: str | None = None,
+                 startup_timeout: float = 60.0) -> None:
+        self.source_config = config
+        self.name = name or self.binary_name
+        self._given_workdir = workdir
+        self.workdir = Path()
+        self.startup_timeout = startup_timeout
+        self.config: dict[str, Any] = {}
+        self.endpoints: dict[str, str] = {}
+        self.process: Process | None = None
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _health_url(self) -> str:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        return _http_ok(self._health_url())
+
+    def start(self) -> Any:
+        binary = tools.binary(self.binary_name)
+        if self._given_workdir is not None:
+            self.workdir = self._given_workdir
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"kvtrace-{self.name}-"))
+        config_path = self.workdir / "config.yaml"
+
+        def make() -> Process:
+            self.config, self.endpoints = prepare_config(self.source_config,
+                                                         health_extension=self.health_extension)
+            self._after_prepare()
+            config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+            return Process(self.name, [str(binary), "--config", str(config_path)],
+                           self.workdir / f"{self.name}.log")
+
+        try:
+            self.process = start_with_port_retry(make, lambda proc: self._ready(),
+                                                 timeout=self.startup_timeout, what="healthy")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _after_prepare(self) -> None:
+        """Hook: adjust ``self.config`` after the ports are chosen."""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+        if self._given_workdir is None and self.workdir != Path():
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def tail(self, lines: int = 40) -> str:
+        return self.process.tail(lines) if self.process else ""
+
+    def endpoint(self, label: str) -> str:
+        try:
+            return self.endpoints[label]
+        except KeyError:
+            raise KeyError(f"{self.name} has no endpoint {label!r}; it has {sorted(self.endpoints)}") from None
+
+    @property
+    def otlp_grpc(self) -> str:
+        """``127.0.0.1:PORT`` of the OTLP gRPC receiver."""
+        return self.endpoint("otlp/grpc")
+
+    @property
+    def otlp_http(self) -> str:
+        """``http://127.0.0.1:PORT`` of the OTLP HTTP receiver (append ``/v1/traces``)."""
+        return "http://" + self.endpoint("otlp/http")
+
+
+class Collector(_OtelProcess):
+    """``otelcol-kvtrace --config FILE`` with the given config dict."""
+
+    binary_name = "otelcol-kvtrace"
+
+    def _health_url(self) -> str:
+        return f"http://{self.endpoint('health_check')}/"
+
+
+def jaeger_config(*, storage: str = "memory", max_traces: int = 100_000,
+                  badger_dir: Path | None = None) -> dict[str, Any]:
+    """Jaeger v2 all-in-one: OTLP in, memory (or badger) storage, query API and UI."""
+    if storage == "memory":
+        backend: dict[str, Any] = {"memory": {"max_traces": max_traces}}
+    elif storage == "badger":
+        if badger_dir is None:
+            raise ValueError("badger storage needs badger_dir")
+        backend = {"badger": {"directories": {"keys": str(badger_dir / "keys"),
+                                              "values": str(badger_dir / "values")},
+                              "ephemeral": False}}
+    else:
+        raise ValueError(f"storage must be memory or badger, not {storage!r}")
+    return {
+        "service": {
+            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
+            "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"],
+                                     "exporters": ["jaeger_storage_exporter"]}},
+            "telemetry": {"resource": {"service.name": "jaeger"}, "logs": {"level": "info"}},
+        },
+        "extensions": {
+            "jaeger_query": {"storage": {"traces": "traces_store"}, "http": {}, "grpc": {}},
+            "jaeger_storage": {"backends": {"traces_store": backend}},
+            "healthcheckv2": {"use_v2": True, "http": {}},
+        },
+        "receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}},
+        "processors": {"batch": {"timeout": "100ms"}},
+        "exporters": {"jaeger_storage_exporter": {"trace_storage": "traces_store"}},
+    }
+
+
+class Jaeger(_OtelProcess):
+    """Jaeger v2 (``jaeger --config FILE``), memory storage by default."""
+
+    binary_name = "jaeger"
+    health_extension = None  # healthcheckv2 is part of jaeger_config()
+
+    def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(config or jaeger_config(), **kwargs)
+
+    def _health_url(self) -> str:
+        return f"http://{self.endpoint('healthcheckv2/http')}/status"
+
+    def _ready(self) -> bool:
+        return super()._ready() and _http_ok(f"{self.query_url}/api/v3/services")
+
+    @property
+    def query_url(self) -> str:
+        """Base URL of the query service (UI and ``/api/v3``)."""
+        return "http://" + self.endpoint("jaeger_query/http")
+
+    def client(self, timeout: float = 5.0) -> JaegerClient:
+        return JaegerClient(self.query_url, timeout=timeout)
+
+
+def forward_to_jaeger(jaeger: Jaeger | str, *, debug: bool = False,
+                      batch_timeout: str = "100ms") -> dict[str, Any]:
+    """A minimal collector config: OTLP in (gRPC and HTTP), batch, OTLP out to Jaeger."""
+    target = jaeger.otlp_grpc if isinstance(jaeger, Jaeger) else jaeger
+    exporters: dict[str, Any] = {"otlp/jaeger": {"endpoint": target, "tls": {"insecure": True}}}
+    if debug:
+        exporters["debug"] = {"verbosity": "basic"}
+    return {
+        "receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}},
+        "processors": {"batch": {"timeout": batch_timeout}},
+        "exporters": exporters,
+        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"],
+                                             "exporters": list(exporters)}}},
+    }
+
+
+def validate_config(config: dict[str, Any] | str, *, binary: str = "otelcol-kvtrace",
+                    workdir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``<binary> validate --config FILE``; returncode 0 means the config is valid."""
+    text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+    with tempfile.TemporaryDirectory(prefix="kvtrace-validate-", dir=workdir) as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(text)
+        return subprocess.run([str(tools.binary(binary)), "validate", "--config", str(path)],
+                              capture_output=True, text=True, timeout=60)

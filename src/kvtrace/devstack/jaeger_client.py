@@ -1,0 +1,241 @@
+"""A small client for Jaeger's ``/api/v3`` query API (the legacy ``/api/traces`` is going away).
+
+``/api/v3/traces`` answers with OTLP-JSON wrapped as ``{"result": {"resourceSpans": [...]}}``
+(possibly several such chunks in one body, as the gRPC gateway streams them) and needs an
+explicit time window; "no traces" is a 404. Spans come back decoded into :class:`Span`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+@dataclasses.dataclass
+class Span:
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: str  # SERVER, CLIENT, INTERNAL, ...
+    service: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    status_code: str  # UNSET, OK, ERROR
+    status_message: str = ""
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    links: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    scope: str = ""
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+    @property
+    def is_root(self) -> bool:
+        return not self.parent_span_id
+
+
+@dataclasses.dataclass
+class Trace:
+    trace_id: str
+    spans: list[Span]
+
+    def root(self) -> Span | None:
+        roots = [s for s in self.spans if s.is_root]
+        return min(roots, key=lambda s: s.start_ns) if roots else None
+
+    def named(self, name: str) -> list[Span]:
+        return [s for s in self.spans if s.name == name]
+
+    def children(self, span: Span) -> list[Span]:
+        return [s for s in self.spans if s.parent_span_id == span.span_id]
+
+    @property
+    def services(self) -> set[str]:
+        return {s.service for s in self.spans}
+
+
+def _id(value: Any) -> str:
+    """OTLP-JSON ids are hex; protobuf-JSON renders bytes as base64. Accept both."""
+    if not value:
+        return ""
+    text = str(value)
+    if len(text) in (16, 32) and all(c in "0123456789abcdefABCDEF" for c in text):
+        return text.lower()
+    try:
+        return base64.b64decode(text).hex()
+    except (binascii.Error, ValueError):
+        return text
+
+
+def any_value(value: dict[str, Any] | None) -> Any:
+    """Decode an OTLP ``AnyValue``."""
+    if not value:
+        return None
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "arrayValue" in value:
+        return [any_value(v) for v in (value["arrayValue"] or {}).get("values", [])]
+    if "kvlistValue" in value:
+        return attributes((value["kvlistValue"] or {}).get("values", []))
+    if "bytesValue" in value:
+        return base64.b64decode(value["bytesValue"])
+    return None
+
+
+def attributes(items: list[dict[str, Any]] | None) -> dict[str, Any]:
+    return {item["key"]: any_value(item.get("value")) for item in items or []}
+
+
+def _enum(value: Any, table: dict[int, str], prefix: str) -> str:
+    if isinstance(value, int):
+        return table.get(value, str(value))
+    if isinstance(value, str):
+        return value.removeprefix(prefix) if value.startswith(prefix) else value
+    return table[0]
+
+
+def decode_spans(traces_data: dict[str, Any]) -> list[Span]:
+    """Flatten an OTLP-JSON ``TracesData`` into spans."""
+    spans = []
+    for rs in traces_data.get("resourceSpans") or []:
+        resource = attributes((rs.get("resource") or {}).get("attributes"))
+        service = str(resource.get("service.name", ""))
+        for ss in rs.get("scopeSpans") or []:
+            scope = (ss.get("scope") or {}).get("name", "")
+            for raw in ss.get("spans") or []:
+                status = raw.get("status") or {}
+                spans.append(Span(
+                    trace_id=_id(raw.get("traceId")),
+                    span_id=_id(raw.get("spanId")),
+                    parent_span_id=_id(raw.get("parentSpanId")),
+                    name=raw.get("name", ""),
+                    kind=_enum(raw.get("kind", 0), _KINDS, "SPAN_KIND_"),
+                    service=service,
+                    start_ns=int(raw.get("startTimeUnixNano", 0)),
+                    end_ns=int(raw.get("endTimeUnixNano", 0)),
+                    attributes=attributes(raw.get("attributes")),
+                    resource=resource,
+                    status_code=_enum(status.get("code", 0), _STATUS, "STATUS_CODE_"),
+                    status_message=status.get("message", ""),
+                    events=[{"name": e.get("name", ""), "time_ns": int(e.get("timeUnixNano", 0)),
+                             "attributes": attributes(e.get("attributes"))} for e in raw.get("events") or []],
+                    links=[{"trace_id": _id(link.get("traceId")), "span_id": _id(link.get("spanId")),
+                            "attributes": attributes(link.get("attributes"))} for link in raw.get("links") or []],
+                    scope=scope,
+                ))
+    return spans
+
+
+def _chunks(body: str) -> Iterator[dict[str, Any]]:
+    """JSON objects in a body that may hold several concatenated or newline-separated ones."""
+    decoder = json.JSONDecoder()
+    index = 0
+    while True:
+        while index < len(body) and body[index] in " \t\r\n":
+            index += 1
+        if index >= len(body):
+            return
+        obj, index = decoder.raw_decode(body, index)
+        yield obj
+
+
+def group_traces(spans: list[Span]) -> list[Trace]:
+    by_id: dict[str, list[Span]] = {}
+    for span in spans:
+        by_id.setdefault(span.trace_id, []).append(span)
+    return [Trace(trace_id, sorted(items, key=lambda s: s.start_ns)) for trace_id, items in by_id.items()]
+
+
+def _rfc3339(moment: dt.datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class JaegerError(RuntimeError):
+    pass
+
+
+class JaegerClient:
+    def __init__(self, base_url: str, *, timeout: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> str | None:
+        url = self.base_url + path
+        if params:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310 - local Jaeger
+                return str(resp.read().decode())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise JaegerError(f"GET {url}: {exc.code} {exc.read().decode(errors='replace')[:500]}") from exc
+
+    def _spans(self, body: str | None) -> list[Span]:
+        spans: list[Span] = []
+        for chunk in _chunks(body or ""):
+            if "error" in chunk and "result" not in chunk:
+                raise JaegerError(str(chunk["error"]))
+            spans.extend(decode_spans(chunk.get("result", chunk)))
+        return spans
+
+    def services(self) -> list[str]:
+        body = self._get("/api/v3/services")
+        return sorted(json.loads(body).get("services") or []) if body else []
+
+    def operations(self, service: str, span_kind: str | None = None) -> list[str]:
+        body = self._get("/api/v3/operations", {"service": service, "span_kind": span_kind})
+        return sorted(op["name"] for op in (json.loads(body).get("operations") or [])) if body else []
+
+    def find_traces(
+        self,
+        service: str,
+        *,
+        operation: str | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        lookback: dt.timedelta = dt.timedelta(hours=1),
+        limit: int = 100,
+        min_duration: str | None = None,
+    ) -> list[Trace]:
+        """Up to ``limit`` traces of ``service`` in ``[start, end]`` (default: the last ``lookback``)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        end = end or now + dt.timedelta(minutes=1)
+        start = start or end - lookback - dt.timedelta(minutes=1)
+        body = self._get("/api/v3/traces", {
+            "query.service_name": service,
+            "query.operation_name": operation,
+            "query.start_time_min": _rfc3339(start),
+            "query.start_time_max": _rfc3339(end),
+            "query.num_traces": limit,
+            "query.duration_min": min_duration,
+        })
+        return group_traces(self._spans(body))
+
+    def trace(self, trace_id: str) -> Trace | None:
+        """One trace by its hex id, or None when Jaeger does not have it."""
+        spans = self._spans(self._get(f"/api/v3/traces/{trace_id}"))
+        return Trace(trace_id.lower(), sorted(spans, key=lambda s: s.start_ns)) if spans else None
