@@ -1,0 +1,149 @@
+"""`kvtrace node serve`, `kvtrace kv get|put|delete` and `kvtrace bench`.
+
+Registering parsers imports only the option table; each command imports what it needs when
+it runs (aiohttp, uvloop, OpenTelemetry), keeping `kvtrace --help` fast everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from kvnode.process.config import OPTIONS
+
+DEFAULT_ENDPOINT = "http://127.0.0.1:7070"
+
+
+def register(subparsers: Any) -> None:
+    _register_node(subparsers)
+    _register_kv(subparsers)
+    _register_bench(subparsers)
+
+
+def _register_node(subparsers: Any) -> None:
+    node = subparsers.add_parser("node", help="run a KV node", description="Run a kvtrace KV node.")
+    node_sub = node.add_subparsers(dest="node_command", required=True, metavar="COMMAND")
+    serve = node_sub.add_parser(
+        "serve",
+        help="serve the client API (7070) and the peer protocol (7071)",
+        description="Serve one replicated, durable KV node. Every flag has a matching KVNODE_* "
+        "environment variable (the flag wins). Tracing is configured only by the standard OTEL_* "
+        "variables: run under `opentelemetry-instrument`.",
+    )
+    for opt in OPTIONS:
+        serve.add_argument(
+            opt.flag, dest=opt.dest, default=None, metavar=opt.metavar,
+            help=f"{opt.help} (env {opt.env}; default: {opt.default or 'none'})",
+        )
+    serve.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from kvnode.process.config import ConfigError, raw_values, resolve
+    from kvnode.process.node import read_peers_file, serve
+
+    flags = vars(args)
+    peers_file = raw_values(flags, os.environ)["peers_file"]
+    text = read_peers_file(peers_file) if peers_file else None
+    try:
+        config = resolve(flags, os.environ, text)
+    except ConfigError as exc:
+        print(f"kvtrace node serve: {exc}", file=sys.stderr)
+        return 2
+    return serve(config)
+
+
+def _register_kv(subparsers: Any) -> None:
+    kv = subparsers.add_parser("kv", help="read and write keys", description="A client for the KV HTTP API.")
+    kv_sub = kv.add_subparsers(dest="kv_command", required=True, metavar="COMMAND")
+    for name, doc in (("get", "print a key's value"), ("put", "write a key"), ("delete", "delete a key")):
+        p = kv_sub.add_parser(name, help=doc, description=doc)
+        p.add_argument("--endpoint", default=os.environ.get("KVTRACE_ENDPOINT", DEFAULT_ENDPOINT),
+                       help="a node's client URL (env KVTRACE_ENDPOINT; default %(default)s)")
+        p.add_argument("--consistency", choices=("one", "quorum", "all"), default=None,
+                       help="consistency level (default: the node's)")
+        p.add_argument("--timeout", type=float, default=10.0, help="seconds (default %(default)s)")
+        p.add_argument("key")
+        if name == "put":
+            p.add_argument("value", help="the value; '-' reads it from standard input")
+        p.set_defaults(func=_kv, kv_op=name)
+
+
+def _kv(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from kvnode.client import ClientError, KVClient
+
+    async def go() -> int:
+        client = KVClient(args.endpoint, args.timeout)
+        try:
+            if args.kv_op == "put":
+                value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
+                resp = await client.put(args.key, value, args.consistency)
+            elif args.kv_op == "get":
+                resp = await client.get(args.key, args.consistency)
+            else:
+                resp = await client.delete(args.key, args.consistency)
+        except ClientError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            client.close()
+        if resp.status >= 300:
+            print(resp.body.decode(errors="replace"), file=sys.stderr)
+            return 1
+        if args.kv_op == "get":
+            sys.stdout.buffer.write(resp.body)
+            sys.stdout.flush()
+        else:
+            print(json.dumps({"version": resp.version}))
+        return 0
+
+    return asyncio.run(go())
+
+
+def _register_bench(subparsers: Any) -> None:
+    b = subparsers.add_parser(
+        "bench", help="load generator (ops/s, p50/p95/p99)",
+        description="Drive load against kvtrace nodes (or etcd's JSON gateway) and print ops/s and "
+        "latency percentiles as JSON and a short table. Bounded in op count and time.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    b.add_argument("--endpoint", action="append", dest="endpoints", help="client URL; repeat for several")
+    b.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    b.add_argument("--duration", type=float, default=10.0, help="seconds (at most 600)")
+    b.add_argument("--ops", type=int, default=0, help="stop after this many operations (0: duration only)")
+    b.add_argument("--write-ratio", type=float, default=0.5, help="fraction of writes (0..1)")
+    b.add_argument("--keys", type=int, default=10_000, help="key space size")
+    b.add_argument("--distribution", choices=("uniform", "zipfian"), default="uniform")
+    b.add_argument("--zipf-s", type=float, default=0.99, help="zipfian exponent")
+    b.add_argument("--value-size", type=int, default=100, help="bytes")
+    b.add_argument("--consistency", choices=("one", "quorum", "all"), default="quorum")
+    b.add_argument("--target", choices=("kvtrace", "etcd"), default="kvtrace")
+    b.add_argument("--key-prefix", default="bench/")
+    b.add_argument("--preload", action="store_true", help="write every key once before measuring")
+    b.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    b.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from kvnode.bench import BenchConfig, run_sync, table
+
+    cfg = BenchConfig(
+        endpoints=args.endpoints or [os.environ.get("KVTRACE_ENDPOINT", DEFAULT_ENDPOINT)],
+        clients=args.clients, duration=args.duration, ops=args.ops, write_ratio=args.write_ratio, keys=args.keys,
+        distribution=args.distribution, zipf_s=args.zipf_s, value_size=args.value_size, consistency=args.consistency,
+        target=args.target, key_prefix=args.key_prefix, preload=args.preload,
+    )
+    try:
+        result = run_sync(cfg)
+    except ValueError as exc:
+        print(f"kvtrace bench: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.as_dict()))
+    if not args.json_only:
+        print(table([(f"{cfg.target} w={cfg.write_ratio:g} {cfg.consistency}", result)]))
+    return 0 if result.ops else 1

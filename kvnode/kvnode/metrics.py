@@ -1,0 +1,99 @@
+"""In-process Prometheus metrics: cheap counters and histograms, rendered as text."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    if not names:
+        return ""
+    return "{" + ",".join(f'{n}="{v}"' for n, v in zip(names, values)) + "}"
+
+
+class Counter:
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = ()):
+        self.name, self.help, self.labels = name, help_text, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, *labels: str, amount: float = 1) -> None:
+        self.values[labels] = self.values.get(labels, 0) + amount
+
+    def get(self, *labels: str) -> float:
+        return self.values.get(labels, 0)
+
+    def render(self) -> list[str]:
+        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        out += [f"{self.name}{_labels(self.labels, k)} {v}" for k, v in sorted(self.values.items())]
+        return out
+
+
+class Gauge:
+    def __init__(self, name: str, help_text: str, read: Callable[[], dict[tuple[str, ...], float]], labels: tuple[str, ...] = ()):
+        self.name, self.help, self.read, self.labels = name, help_text, read, labels
+
+    def render(self) -> list[str]:
+        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
+        out += [f"{self.name}{_labels(self.labels, k)} {v}" for k, v in sorted(self.read().items())]
+        return out
+
+
+class Histogram:
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = _LATENCY_BUCKETS):
+        self.name, self.help, self.labels, self.buckets = name, help_text, labels, buckets
+        self.series: dict[tuple[str, ...], list[float]] = {}  # bucket counts..., +Inf, sum
+
+    def observe(self, seconds: float, *labels: str) -> None:
+        s = self.series.get(labels)
+        if s is None:
+            s = self.series[labels] = [0.0] * (len(self.buckets) + 2)
+        s[bisect.bisect_left(self.buckets, seconds)] += 1
+        s[-1] += seconds
+
+    def render(self) -> list[str]:
+        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        for labels, s in sorted(self.series.items()):
+            base = dict(zip(self.labels, labels))
+            total = 0.0
+            for bound, n in zip((*self.buckets, "+Inf"), s[:-1]):
+                total += n
+                le = {**base, "le": str(bound)}
+                out.append(f"{self.name}_bucket{_labels(tuple(le), tuple(le.values()))} {total}")
+            out.append(f"{self.name}_sum{_labels(self.labels, labels)} {s[-1]}")
+            out.append(f"{self.name}_count{_labels(self.labels, labels)} {total}")
+        return out
+
+
+class Metrics:
+    """All of one node's metrics (an instance per node keeps tests independent)."""
+
+    def __init__(self) -> None:
+        self.requests = Counter("kvnode_requests_total", "Client operations by outcome.", ("operation", "consistency", "code"))
+        self.latency = Histogram("kvnode_request_duration_seconds", "Client operation latency.", ("operation",))
+        self.replication_failures = Counter(
+            "kvnode_replication_failures_total", "Replica calls that failed.", ("peer", "reason")
+        )
+        self.hints_stored = Counter("kvnode_hints_stored_total", "Hints written for unreachable replicas.")
+        self.hints_delivered = Counter("kvnode_hints_delivered_total", "Hints replayed to their replica.")
+        self.read_repairs = Counter("kvnode_read_repairs_total", "Stale replicas repaired by reads.")
+        self.anti_entropy_rounds = Counter("kvnode_anti_entropy_rounds_total", "Merkle comparisons with a peer.", ("result",))
+        self.anti_entropy_repairs = Counter("kvnode_anti_entropy_repairs_total", "Records repaired by anti-entropy.")
+        self.rebalanced = Counter("kvnode_rebalance_records_total", "Records streamed to new owners.")
+        self.peer_requests = Counter("kvnode_peer_requests_total", "Peer protocol requests served.", ("type",))
+        self.gauges: list[Gauge] = []
+
+    def gauge(self, name: str, help_text: str, read: Callable[[], dict[tuple[str, ...], float]], labels: tuple[str, ...] = ()) -> None:
+        self.gauges.append(Gauge(name, help_text, read, labels))
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in (
+            self.requests, self.latency, self.replication_failures, self.hints_stored, self.hints_delivered,
+            self.read_repairs, self.anti_entropy_rounds, self.anti_entropy_repairs, self.rebalanced,
+            self.peer_requests, *self.gauges,
+        ):
+            lines += metric.render()
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Process layer: configuration, wiring, signals and tracing setup."""

@@ -1,0 +1,175 @@
+"""`kvtrace node serve` configuration: every flag has a `KVNODE_*` variable (pure).
+
+OPTIONS is the single table the CLI builds its parser and `--help` from; `resolve` merges
+flags over environment over defaults and validates the result into a Config.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kvnode.faults import Fault, parse_faults
+from kvnode.replication.quorum import LEVELS
+from kvnode.replication.ring import Member, PeersError, parse_hostport, parse_peers
+from kvnode.storage import FSYNC_POLICIES
+from kvnode.units import parse_duration, parse_size
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    default: str
+    help: str
+    metavar: str = "VALUE"
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "KVNODE_" + self.dest.upper()
+
+
+OPTIONS = (
+    Option("--id", "", "this member's id, as listed in the peers (default: the host name)", "NAME"),
+    Option("--client-addr", "0.0.0.0:7070", "client HTTP API listen address", "HOST:PORT"),
+    Option("--peer-addr", "0.0.0.0:7071", "peer protocol listen address", "HOST:PORT"),
+    Option("--peers", "", "every member, itself included: ID=HOST:PEERPORT,...", "LIST"),
+    Option("--peers-file", "", "file with the same list (commas or lines); re-read when it changes", "PATH"),
+    Option("--peers-file-interval", "1s", "how often the peers file is checked for changes", "DURATION"),
+    Option("--data-dir", "/var/lib/kvnode", "directory of the SQLite database (records and hints)", "DIR"),
+    Option("--replication-factor", "3", "replicas per key (N)", "N"),
+    Option("--vnodes", "64", "virtual nodes per member on the hash ring", "N"),
+    Option("--consistency", "quorum", f"default consistency for requests without one ({'|'.join(LEVELS)})", "LEVEL"),
+    Option("--anti-entropy-interval", "30s", "Merkle-tree comparison with each peer every DURATION (0 disables)", "DURATION"),
+    Option("--hinted-handoff", "true", "store hints for unreachable replicas and replay them (true|false)", "BOOL"),
+    Option("--hint-interval", "1s", "how often pending hints are replayed", "DURATION"),
+    Option("--tombstone-grace", "24h", "how long deletes are kept as tombstones before purging", "DURATION"),
+    Option("--max-key-size", "4096", "largest key in bytes (413 above)", "SIZE"),
+    Option("--max-value-size", "1536KiB", "largest value in bytes (413 above); etcd's request limit is 1.5 MiB", "SIZE"),
+    Option("--fsync-policy", "group", "always: one fsync per write; group: concurrent writes share one fsync "
+           "(both ack only after fsync)", "POLICY"),
+    Option("--group-commit-window", "0ms", "with group: wait this long to gather more writes per fsync", "DURATION"),
+    Option("--peer-timeout", "2s", "bound on every peer call (connect and answer)", "DURATION"),
+    Option("--shutdown-timeout", "10s", "bound on the graceful shutdown after SIGTERM", "DURATION"),
+    Option("--faults", "", "TEST ONLY: error:PREFIX,delay:PREFIX:300ms fail or slow operations on key prefixes", "SPEC"),
+    Option("--trace-raw-keys", "false", "DEVELOPMENT ONLY: also record raw keys on spans (true|false)", "BOOL"),
+    Option("--log-level", "info", "debug, info, warning or error", "LEVEL"),
+)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Config:
+    id: str
+    client_host: str
+    client_port: int
+    peer_host: str
+    peer_port: int
+    peers: tuple[Member, ...]
+    peers_file: str
+    peers_file_interval: float
+    data_dir: str
+    replication_factor: int
+    vnodes: int
+    consistency: str
+    anti_entropy_interval: float
+    hinted_handoff: bool
+    hint_interval: float
+    tombstone_grace: float
+    max_key_size: int
+    max_value_size: int
+    fsync_policy: str
+    group_commit_window: float
+    peer_timeout: float
+    shutdown_timeout: float
+    faults: tuple[Fault, ...]
+    trace_raw_keys: bool
+    log_level: str
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def raw_values(flags: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Flag if given, else the KVNODE_* variable, else the default."""
+    out = {}
+    for opt in OPTIONS:
+        value = flags.get(opt.dest)
+        if value is None:
+            value = env.get(opt.env, opt.default)
+        out[opt.dest] = str(value)
+    return out
+
+
+def resolve(flags: Mapping[str, Any], env: Mapping[str, str], peers_file_text: str | None = None) -> Config:
+    v = raw_values(flags, env)
+    try:
+        client_host, client_port = parse_hostport(v["client_addr"])
+        peer_host, peer_port = parse_hostport(v["peer_addr"])
+        text = peers_file_text if v["peers_file"] else v["peers"]
+        peers = parse_peers(text or "")
+        node_id = v["id"] or socket.gethostname()
+        config = Config(
+            id=node_id,
+            client_host=client_host,
+            client_port=client_port,
+            peer_host=peer_host,
+            peer_port=peer_port,
+            peers=peers,
+            peers_file=v["peers_file"],
+            peers_file_interval=parse_duration(v["peers_file_interval"]),
+            data_dir=v["data_dir"],
+            replication_factor=int(v["replication_factor"]),
+            vnodes=int(v["vnodes"]),
+            consistency=v["consistency"].lower(),
+            anti_entropy_interval=parse_duration(v["anti_entropy_interval"]),
+            hinted_handoff=_bool(v["hinted_handoff"]),
+            hint_interval=parse_duration(v["hint_interval"]),
+            tombstone_grace=parse_duration(v["tombstone_grace"]),
+            max_key_size=parse_size(v["max_key_size"]),
+            max_value_size=parse_size(v["max_value_size"]),
+            fsync_policy=v["fsync_policy"],
+            group_commit_window=parse_duration(v["group_commit_window"]),
+            peer_timeout=parse_duration(v["peer_timeout"]),
+            shutdown_timeout=parse_duration(v["shutdown_timeout"]),
+            faults=parse_faults(v["faults"]),
+            trace_raw_keys=_bool(v["trace_raw_keys"]),
+            log_level=v["log_level"].upper(),
+        )
+    except (ValueError, PeersError) as exc:
+        raise ConfigError(str(exc)) from None
+    problems = []
+    if not config.peers and not config.peers_file:
+        problems.append("no members: give --peers or --peers-file")
+    elif config.id not in {m.id for m in config.peers} and not config.peers_file:
+        # With a peers file a member that is not listed is leaving: it starts and drains.
+        problems.append(f"this node's id {config.id!r} is not among the peers")
+    if config.replication_factor < 1:
+        problems.append("--replication-factor must be at least 1")
+    if config.vnodes < 1:
+        problems.append("--vnodes must be at least 1")
+    if config.consistency not in LEVELS:
+        problems.append(f"--consistency must be one of {', '.join(LEVELS)}")
+    if config.fsync_policy not in FSYNC_POLICIES:
+        problems.append(f"--fsync-policy must be one of {', '.join(FSYNC_POLICIES)}")
+    if config.peer_timeout <= 0:
+        problems.append("--peer-timeout must be positive")
+    if config.max_key_size < 1 or config.max_value_size < 0:
+        problems.append("size limits must be positive")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return config

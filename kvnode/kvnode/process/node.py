@@ -1,0 +1,171 @@
+"""Wire a node together and run it until SIGTERM/SIGINT (then shut down gracefully)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from kvnode import telemetry
+from kvnode.metrics import Metrics
+from kvnode.process.config import Config
+from kvnode.replication.antientropy import anti_entropy_round
+from kvnode.replication.cluster import Cluster, Settings
+from kvnode.replication.coordinator import Coordinator
+from kvnode.replication.handoff import replay_hints
+from kvnode.replication.hlc import LOGICAL_BITS
+from kvnode.replication.rebalance import change_members
+from kvnode.replication.replica import Replica
+from kvnode.replication.ring import PeersError, parse_peers
+from kvnode.storage import Store
+from kvnode.transport.http_api import ApiState, build_app
+from kvnode.transport.peer_client import PeerClient
+from kvnode.transport.peer_server import PeerServer
+from kvnode.transport.validation import Limits
+
+log = logging.getLogger("kvnode")
+
+
+def read_peers_file(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        log.warning("cannot read peers file %s: %s", path, exc)
+        return None
+
+
+class Node:
+    def __init__(self, config: Config):
+        self.config = config
+        self.metrics = Metrics()
+        self.store = Store(config.data_dir, config.fsync_policy, config.group_commit_window)
+        self.peer_client = PeerClient(timeout=config.peer_timeout, max_frame=self.max_frame)
+        settings = Settings(
+            node_id=config.id,
+            replication_factor=config.replication_factor,
+            vnodes=config.vnodes,
+            hinted_handoff=config.hinted_handoff,
+            hint_interval=config.hint_interval,
+            anti_entropy_interval=config.anti_entropy_interval,
+            tombstone_grace=config.tombstone_grace,
+        )
+        self.cluster = Cluster(settings, config.peers, self.store, self.peer_client, self.metrics)
+        self.replica = Replica(self.cluster)
+        self.limits = Limits(config.max_key_size, config.max_value_size)
+        self.api = ApiState(self.cluster, Coordinator(self.cluster), self.metrics, self.limits, config.consistency, config.faults)
+        self.metrics.gauge(
+            "kvnode_hints_pending", "Hints waiting for their replica.",
+            lambda: {(t,): float(n) for t, n in self.store.hint_counts().items()}, ("peer",),
+        )
+        self.metrics.gauge("kvnode_ring_members", "Members in this node's ring.", lambda: {(): float(len(self.cluster.ring.members))})
+        self._peers_text: str | None = None
+
+    @property
+    def max_frame(self) -> int:
+        return max(16 * 1024 * 1024, 4 * (self.config.max_value_size + self.config.max_key_size))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        runner = web.AppRunner(
+            build_app(self.api), access_log=None, shutdown_timeout=cfg.shutdown_timeout,
+            max_line_size=max(8190, 3 * cfg.max_key_size + 1024),
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.client_host, cfg.client_port, reuse_address=True)
+        peer_server = PeerServer(self.replica, self.metrics, cfg.max_key_size, cfg.max_value_size, self.max_frame)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(peer_server.protocol, cfg.peer_host, cfg.peer_port, reuse_address=True)
+        await site.start()
+        self._start_background()
+        log.info("kvnode %s serving clients on %s:%d, peers on %s:%d, %d members, tracing %s",
+                 cfg.id, cfg.client_host, cfg.client_port, cfg.peer_host, cfg.peer_port,
+                 len(self.cluster.ring.members), "on" if telemetry.ENABLED else "off")
+        await stop.wait()
+        log.info("shutting down")
+        self.api.ready = False
+        await self.cluster.stop()
+        await runner.cleanup()  # stops accepting, waits for in-flight requests (bounded)
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), cfg.shutdown_timeout)
+        self.peer_client.close()
+        self.store.close()
+        log.info("stopped")
+
+    def _start_background(self) -> None:
+        c = self.cluster
+        cfg = self.config
+        if cfg.hinted_handoff:
+            c.every(lambda: cfg.hint_interval, lambda: replay_hints(c))
+        if cfg.anti_entropy_interval > 0:
+            # First round soon after start, so a node with a wiped data dir recovers quickly.
+            c.every(_jitter(cfg.anti_entropy_interval), lambda: anti_entropy_round(c, self.replica),
+                    first=min(1.0, cfg.anti_entropy_interval))
+        c.every(lambda: max(1.0, cfg.tombstone_grace / 4), self._purge_tombstones)
+        if cfg.peers_file:
+            self._peers_text = read_peers_file(cfg.peers_file)
+            c.every(lambda: cfg.peers_file_interval, self._check_peers_file)
+
+    async def _purge_tombstones(self) -> None:
+        cutoff_ms = int((time.time() - self.config.tombstone_grace) * 1000)
+        await self.store.purge_tombstones(cutoff_ms << LOGICAL_BITS)
+
+    async def _check_peers_file(self) -> None:
+        text = read_peers_file(self.config.peers_file)
+        if text is None or text == self._peers_text:
+            return
+        try:
+            members = parse_peers(text)
+        except PeersError as exc:
+            log.error("ignoring invalid peers file: %s", exc)
+            return
+        if not members:
+            log.error("ignoring empty peers file")
+            return
+        self._peers_text = text
+        await change_members(self.cluster, members)
+
+
+def _jitter(interval: float) -> Callable[[], float]:
+    import random
+
+    return lambda: interval * random.uniform(0.8, 1.2)
+
+
+def serve(config: Config) -> int:
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    telemetry.setup(raw_keys=config.trace_raw_keys)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is in the node extra
+        pass
+    return asyncio.run(_main(config))
+
+
+async def _main(config: Config) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = Node(config)
+    await node.run(stop)
+    _flush_tracing()
+    return 0
+
+
+def _flush_tracing() -> None:
+    from opentelemetry import trace
+
+    provider = trace.get_tracer_provider()
+    shutdown = getattr(provider, "force_flush", None)
+    if shutdown is not None and telemetry.ENABLED:
+        shutdown(5000)
+
+
+__all__ = ["Node", "serve"]

@@ -1,0 +1,1 @@
+"""Replication layer: placement, clocks, quorums, hints, repair, anti-entropy, rebalancing."""

@@ -1,0 +1,53 @@
+"""The replica role: what a node does with peer requests (apply, read, Merkle, fetch)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from kvnode.replication import merkle
+from kvnode.replication.cluster import Cluster
+from kvnode.storage import Record
+
+FETCH_LIMIT_BYTES = 4 * 1024 * 1024
+
+
+class Replica:
+    def __init__(self, cluster: Cluster):
+        self.c = cluster
+
+    def apply(self, records: Sequence[Record]) -> asyncio.Future[list[bool]]:
+        """Apply records last-write-wins; resolves after they are durable."""
+        if records:
+            self.c.clock.observe(max(r.version for r in records))
+        return self.c.store.apply(records)
+
+    def get(self, key: bytes) -> Record | None:
+        return self.c.store.get(key)
+
+    def shared_entries(self, peer: str) -> list[merkle.Entry]:
+        """Digests of the keys that both this node and `peer` replicate (current ring)."""
+        c = self.c
+        me = c.id
+        out = []
+        for entry in c.store.digests():
+            owners = c.owners(entry[1])
+            if me in owners and peer in owners:
+                out.append(entry)
+        return out
+
+    def merkle_leaves(self, peer: str) -> list[bytes]:
+        return merkle.leaves(self.shared_entries(peer))
+
+    def fetch(self, peer: str, leaves: Sequence[int], limit_bytes: int = FETCH_LIMIT_BYTES) -> list[Record]:
+        """Shared records in the given Merkle leaves (bounded in size; the rest next round)."""
+        wanted = set(leaves)
+        keys = [key for key, khash, _v, _t in self.shared_entries(peer) if merkle.leaf_of(khash) in wanted]
+        out: list[Record] = []
+        size = 0
+        for record in self.c.store.get_many(keys):
+            size += len(record.key) + len(record.value) + 16
+            if out and size > limit_bytes:
+                break
+            out.append(record)
+        return out

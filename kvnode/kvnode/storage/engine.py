@@ -1,0 +1,252 @@
+"""SQLite (WAL) storage engine with a single writer thread and group commit.
+
+Every mutation goes through the writer thread: it takes whatever is queued (optionally
+waiting a small window for more), applies it in one transaction, commits with
+``synchronous=FULL`` (the commit fsyncs the WAL) and only then resolves the callers'
+futures. So an acknowledged write is durable, many concurrent writes share one fsync, and a
+crash leaves either the whole transaction or none of it. Reads use their own connection on
+the event loop thread and see only committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from kvnode.keys import key_hash
+from kvnode.storage.records import Record
+
+FSYNC_POLICIES = ("always", "group")
+MAX_BATCH = 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key BLOB PRIMARY KEY,
+    khash INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    tombstone INTEGER NOT NULL,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    target TEXT NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    tombstone INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hints_target ON hints(target, id);
+"""
+
+_UPSERT = """
+INSERT INTO kv(key, khash, version, tombstone, value) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT(key) DO UPDATE SET
+    version = excluded.version, tombstone = excluded.tombstone, value = excluded.value
+WHERE (excluded.version, excluded.tombstone, excluded.value) > (kv.version, kv.tombstone, kv.value)
+"""
+
+Job = Callable[[sqlite3.Connection], Any]
+_STOP = object()
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def _apply(records: Sequence[Record]) -> Job:
+    def job(conn: sqlite3.Connection) -> list[bool]:
+        applied = []
+        for r in records:
+            cur = conn.execute(_UPSERT, (r.key, key_hash(r.key), r.version, int(r.tombstone), r.value))
+            applied.append(cur.rowcount > 0)
+        return applied
+
+    return job
+
+
+class Store:
+    """Durable records and hints. Mutations are coroutines (resolved after fsync)."""
+
+    def __init__(self, data_dir: str, fsync_policy: str = "group", group_window: float = 0.0):
+        if fsync_policy not in FSYNC_POLICIES:
+            raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, not {fsync_policy!r}")
+        os.makedirs(data_dir, exist_ok=True)
+        self.path = os.path.join(data_dir, "kv.sqlite3")
+        self.batch_limit = 1 if fsync_policy == "always" else MAX_BATCH
+        self.group_window = group_window if fsync_policy == "group" else 0.0
+        writer = _connect(self.path)
+        writer.executescript(_SCHEMA)
+        self._reader = _connect(self.path)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, args=(writer,), name="kvnode-writer", daemon=True)
+        self._thread.start()
+        self.closed = False
+
+    # -- writer thread --------------------------------------------------------------
+    def _run(self, conn: sqlite3.Connection) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            if self.group_window:
+                time.sleep(self.group_window)
+            stop = False
+            while len(batch) < self.batch_limit:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(conn, batch)
+            if stop:
+                break
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[tuple[Job, Any, Any]]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [(fut, loop, job(conn), None) for job, fut, loop in batch]
+            conn.execute("COMMIT")
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [(fut, loop, *self._commit_one(conn, job)) for job, fut, loop in batch]
+        by_loop: dict[Any, list[Any]] = {}
+        for fut, loop, result, error in results:
+            by_loop.setdefault(loop, []).append((fut, result, error))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:
+                pass  # the loop is gone (shutdown)
+
+    @staticmethod
+    def _commit_one(conn: sqlite3.Connection, job: Job) -> tuple[Any, BaseException | None]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = job(conn)
+            conn.execute("COMMIT")
+            return result, None
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return None, exc
+
+    def submit(self, job: Job) -> asyncio.Future[Any]:
+        """Queue a write job; the future resolves once it is committed and fsynced."""
+        if self.closed:
+            raise RuntimeError("store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((job, fut, loop))
+        return fut
+
+    # -- mutations ------------------------------------------------------------------
+    def apply(self, records: Sequence[Record]) -> asyncio.Future[list[bool]]:
+        """Apply records last-write-wins; resolves to which of them changed the store."""
+        return self.submit(_apply(records))
+
+    def add_hints(self, target: str, records: Sequence[Record]) -> asyncio.Future[None]:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO hints(target, key, value, version, tombstone) VALUES (?, ?, ?, ?, ?)",
+                [(target, r.key, r.value, r.version, int(r.tombstone)) for r in records],
+            )
+
+        return self.submit(job)
+
+    def delete_hints(self, ids: Sequence[int]) -> asyncio.Future[None]:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM hints WHERE id = ?", [(i,) for i in ids])
+
+        return self.submit(job)
+
+    def purge_tombstones(self, older_than_version: int) -> asyncio.Future[int]:
+        def job(conn: sqlite3.Connection) -> int:
+            cur = conn.execute("DELETE FROM kv WHERE tombstone = 1 AND version < ?", (older_than_version,))
+            return int(cur.rowcount)
+
+        return self.submit(job)
+
+    # -- reads (event loop thread) --------------------------------------------------
+    def get(self, key: bytes) -> Record | None:
+        row = self._reader.execute("SELECT value, version, tombstone FROM kv WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return Record(key, row[0], row[1], bool(row[2]))
+
+    def digests(self) -> list[tuple[bytes, int, int, bool]]:
+        """(key, khash, version, tombstone) of every record: the input of Merkle trees."""
+        rows = self._reader.execute("SELECT key, khash, version, tombstone FROM kv").fetchall()
+        return [(k, h, v, bool(t)) for k, h, v, t in rows]
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Record]:
+        out = []
+        for key in keys:
+            record = self.get(key)
+            if record is not None:
+                out.append(record)
+        return out
+
+    def scan(self, page: int = 512) -> Iterator[list[Record]]:
+        """Every record, in pages (for rebalancing)."""
+        last = b""
+        first = True
+        while True:
+            rows = self._reader.execute(
+                "SELECT key, value, version, tombstone FROM kv WHERE key > ? OR ? ORDER BY key LIMIT ?",
+                (last, first, page),
+            ).fetchall()
+            if not rows:
+                return
+            first = False
+            last = rows[-1][0]
+            yield [Record(k, v, ver, bool(t)) for k, v, ver, t in rows]
+
+    def count(self) -> int:
+        return int(self._reader.execute("SELECT count(*) FROM kv").fetchone()[0])
+
+    def hint_counts(self) -> dict[str, int]:
+        rows = self._reader.execute("SELECT target, count(*) FROM hints GROUP BY target").fetchall()
+        return {t: n for t, n in rows}
+
+    def hints_for(self, target: str, limit: int = 256) -> list[tuple[int, Record]]:
+        rows = self._reader.execute(
+            "SELECT id, key, value, version, tombstone FROM hints WHERE target = ? ORDER BY id LIMIT ?",
+            (target, limit),
+        ).fetchall()
+        return [(i, Record(k, v, ver, bool(t))) for i, k, v, ver, t in rows]
+
+    def integrity_ok(self) -> bool:
+        return bool(self._reader.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout=10)
+        self._reader.close()
+
+
+def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, result, error in items:
+        if fut.done():
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)

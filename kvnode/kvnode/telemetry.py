@@ -1,0 +1,70 @@
+"""Lean span helpers over the OpenTelemetry API.
+
+Tracing is configured only by the standard `OTEL_*` environment (the node runs under
+`opentelemetry-instrument`). `setup()` looks once at the global tracer provider: when the
+SDK is absent or disabled (`OTEL_SDK_DISABLED=true`), `ENABLED` stays False and callers skip
+every span call, so untraced nodes pay one attribute check per operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+ENABLED = False
+RAW_KEYS = False  # development only: also record the raw key (`--trace-raw-keys`)
+_tracer: Any = trace.NoOpTracer()
+_w3c = TraceContextTextMapPropagator()
+
+SERVER = SpanKind.SERVER
+CLIENT = SpanKind.CLIENT
+INTERNAL = SpanKind.INTERNAL
+
+
+def setup(raw_keys: bool = False) -> bool:
+    global ENABLED, RAW_KEYS, _tracer
+    tracer = trace.get_tracer_provider().get_tracer("kvnode")
+    ENABLED = not isinstance(tracer, (trace.NoOpTracer, trace.ProxyTracer))
+    RAW_KEYS = raw_keys and ENABLED
+    _tracer = tracer
+    return ENABLED
+
+
+def start(name: str, kind: SpanKind, attributes: dict[str, Any], parent: Span | Context | None = None) -> Span:
+    if isinstance(parent, Span):
+        parent = trace.set_span_in_context(parent)
+    return _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)  # type: ignore[no-any-return]
+
+
+def fail(span: Span, exc: BaseException | None, message: str) -> None:
+    if exc is not None:
+        span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, message))
+
+
+def context_from(traceparent: str | None, tracestate: str | None) -> Context | None:
+    if not traceparent:
+        return None
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return _w3c.extract(carrier)
+
+
+def w3c_headers(span: Span) -> tuple[str, str]:
+    """(traceparent, tracestate) that make a remote span a child of `span`."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return "", ""
+    return (
+        f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}",
+        ctx.trace_state.to_header() if ctx.trace_state else "",
+    )
+
+
+def key_hash_attr(khash: int) -> str:
+    return f"{khash:016x}"

@@ -1,0 +1,1 @@
+"""Transport layer: the client HTTP API (aiohttp) and the binary peer protocol."""

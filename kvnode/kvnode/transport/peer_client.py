@@ -1,0 +1,197 @@
+"""Peer client: one multiplexed connection per peer, futures resolved by request id.
+
+A request is one frame write plus one timer; no task per call. A peer that cannot be
+reached is marked down for a short backoff so calls fail fast (and become hints) instead
+of each waiting for a connect timeout; a peer that hangs costs each call at most
+`timeout`; a peer that answers garbage gets its connection dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kvnode.replication import merkle
+from kvnode.replication.peers import NO_TRACE, OPERATIONS, PeerError, Trace
+from kvnode.replication.ring import Member
+from kvnode.storage import Record
+from kvnode.transport import frames
+
+Decoder = Callable[[bytes], Any]
+
+
+def _records(body: bytes) -> list[Record]:
+    return frames.decode_records(body)[1]
+
+
+def _one_record(body: bytes) -> Record | None:
+    records = _records(body)
+    if len(records) > 1:
+        raise frames.ProtocolError("expected at most one record")
+    return records[0] if records else None
+
+
+def _leaves(body: bytes) -> list[bytes]:
+    if len(body) != merkle.LEAVES * 16:
+        raise frames.ProtocolError("wrong Merkle leaf count")
+    return [body[i : i + 16] for i in range(0, len(body), 16)]
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, client: PeerClient, addr: tuple[str, int]):
+        self.client = client
+        self.addr = addr
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.pending: dict[int, tuple[asyncio.Future[Any], asyncio.TimerHandle, Decoder]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        try:
+            payloads = frames.split(self.buffer, self.client.max_frame)
+        except frames.ProtocolError as exc:
+            self.abort(f"protocol error: {exc}")
+            return
+        for payload in payloads:
+            try:
+                msg = frames.decode(payload)
+            except frames.ProtocolError as exc:
+                self.abort(f"protocol error: {exc}")
+                return
+            entry = self.pending.pop(msg.request_id, None)
+            if entry is None:
+                continue  # answered after its timeout
+            fut, timer, decoder = entry
+            timer.cancel()
+            if fut.done():
+                continue
+            if msg.type == frames.OK:
+                try:
+                    fut.set_result(decoder(msg.body))
+                except frames.ProtocolError as exc:
+                    fut.set_exception(PeerError(f"protocol error: {exc}"))
+            elif msg.type == frames.ERROR:
+                fut.set_exception(PeerError(f"remote error: {msg.body.decode(errors='replace')[:200]}"))
+            else:
+                fut.set_exception(PeerError(f"protocol error: unexpected response type {msg.type}"))
+
+    def abort(self, reason: str) -> None:
+        self.fail_all(reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail_all("connection lost")
+        self.client.forget(self)
+
+    def fail_all(self, reason: str) -> None:
+        pending, self.pending = self.pending, {}
+        for fut, timer, _ in pending.values():
+            timer.cancel()
+            if not fut.done():
+                fut.set_exception(PeerError(reason))
+
+    def send(self, request_id: int, fut: asyncio.Future[Any], frame: bytes, decoder: Decoder, timeout: float) -> None:
+        assert self.transport is not None
+        timer = fut.get_loop().call_later(timeout, self.expire, request_id, timeout)
+        self.pending[request_id] = (fut, timer, decoder)
+        self.transport.write(frame)
+
+    def expire(self, request_id: int, timeout: float) -> None:
+        entry = self.pending.pop(request_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(PeerError(f"timeout after {timeout:g}s"))
+
+
+class PeerClient:
+    def __init__(self, timeout: float = 2.0, max_frame: int = 64 * 1024 * 1024, backoff: float = 0.5):
+        self.timeout = timeout
+        self.max_frame = max_frame
+        self.backoff = backoff
+        self._ids = itertools.count(1)
+        self._conns: dict[tuple[str, int], _Connection] = {}
+        self._connecting: dict[tuple[str, int], asyncio.Future[_Connection]] = {}
+        self._down: dict[tuple[str, int], tuple[float, str]] = {}
+
+    def forget(self, conn: _Connection) -> None:
+        if self._conns.get(conn.addr) is conn:
+            del self._conns[conn.addr]
+
+    def close(self) -> None:
+        for conn in list(self._conns.values()):
+            conn.abort("client closed")
+        self._conns.clear()
+
+    def _request(self, member: Member, type_: int, body: bytes, decoder: Decoder, trace: Trace) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        request_id = next(self._ids) & 0xFFFFFFFF
+        frame = frames.encode(request_id, type_, body, trace[0], trace[1])
+        addr = (member.host, member.port)
+        conn = self._conns.get(addr)
+        if conn is not None and conn.transport is not None and not conn.transport.is_closing():
+            conn.send(request_id, fut, frame, decoder, self.timeout)
+            return fut
+        down = self._down.get(addr)
+        if down is not None and down[0] > time.monotonic():
+            fut.set_exception(PeerError(f"unreachable: {down[1]}"))
+            return fut
+        loop.create_task(self._connect_and_send(addr, request_id, fut, frame, decoder))
+        return fut
+
+    async def _connect_and_send(self, addr: tuple[str, int], request_id: int, fut: asyncio.Future[Any], frame: bytes, decoder: Decoder) -> None:
+        try:
+            conn = await self._connect(addr)
+        except PeerError as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        if not fut.done():
+            conn.send(request_id, fut, frame, decoder, self.timeout)
+
+    async def _connect(self, addr: tuple[str, int]) -> _Connection:
+        waiting = self._connecting.get(addr)
+        if waiting is not None:
+            return await asyncio.shield(waiting)
+        loop = asyncio.get_running_loop()
+        waiting = self._connecting[addr] = loop.create_future()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(self, addr), addr[0], addr[1]), self.timeout
+            )
+            self._conns[addr] = conn
+            self._down.pop(addr, None)
+            waiting.set_result(conn)
+            return conn
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else (exc.strerror or str(exc))
+            self._down[addr] = (time.monotonic() + self.backoff, reason)
+            err = PeerError(f"unreachable: {reason}")
+            waiting.set_exception(err)
+            waiting.exception()  # retrieved: other waiters re-raise it via shield
+            raise err from None
+        finally:
+            del self._connecting[addr]
+
+    # -- the PeerAPI ------------------------------------------------------------------
+    def put(self, member: Member, records: Sequence[Record], operation: str, trace: Trace = NO_TRACE) -> asyncio.Future[int]:
+        body = frames.encode_records(records, OPERATIONS.index(operation))
+        return self._request(member, frames.PUT, body, frames.decode_u32, trace)
+
+    def get(self, member: Member, key: bytes, trace: Trace = NO_TRACE) -> asyncio.Future[Record | None]:
+        return self._request(member, frames.GET, key, _one_record, trace)
+
+    def merkle(self, member: Member, requester: str, trace: Trace = NO_TRACE) -> asyncio.Future[list[bytes]]:
+        return self._request(member, frames.MERKLE, requester.encode(), _leaves, trace)
+
+    def fetch(self, member: Member, requester: str, leaves: Sequence[int], trace: Trace = NO_TRACE) -> asyncio.Future[list[Record]]:
+        return self._request(member, frames.FETCH, frames.encode_fetch(requester, leaves), _records, trace)
+
+    def ping(self, member: Member) -> asyncio.Future[Any]:
+        return self._request(member, frames.PING, b"", lambda b: None, NO_TRACE)

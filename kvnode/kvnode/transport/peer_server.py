@@ -1,0 +1,146 @@
+"""Peer server: decodes frames, hands them to the replica role, answers by request id.
+
+Each request that carries a W3C traceparent gets a SERVER span continuing the caller's
+trace. Malformed messages get an ERROR answer (or, if even the frame is broken, the
+connection is dropped); nothing is applied unless the whole message decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from typing import Any
+
+from kvnode import telemetry
+from kvnode.keys import key_hash
+from kvnode.metrics import Metrics
+from kvnode.replication import merkle
+from kvnode.replication.peers import OPERATIONS
+from kvnode.replication.replica import Replica
+from kvnode.storage import Record
+from kvnode.transport import frames
+from opentelemetry.trace import Span
+
+log = logging.getLogger("kvnode.peer")
+
+
+class PeerServer:
+    def __init__(self, replica: Replica, metrics: Metrics, max_key: int, max_value: int, max_frame: int):
+        self.replica = replica
+        self.metrics = metrics
+        self.max_key = max_key
+        self.max_value = max_value
+        self.max_frame = max_frame
+
+    def protocol(self) -> asyncio.Protocol:
+        return _ServerConnection(self)
+
+    def check(self, records: list[Record]) -> None:
+        for r in records:
+            if len(r.key) > self.max_key or len(r.value) > self.max_value:
+                raise frames.ProtocolError("record exceeds the size limits")
+
+
+class _ServerConnection(asyncio.Protocol):
+    def __init__(self, server: PeerServer):
+        self.server = server
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.peer_host = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer_host = peer[0] if peer else ""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        try:
+            payloads = frames.split(self.buffer, self.server.max_frame)
+        except frames.ProtocolError as exc:
+            self.drop(str(exc))
+            return
+        for payload in payloads:
+            try:
+                msg = frames.decode(payload)
+            except frames.ProtocolError as exc:
+                self.drop(str(exc))
+                return
+            self.handle(msg)
+
+    def drop(self, reason: str) -> None:
+        log.warning("dropping peer connection from %s: %s", self.peer_host, reason)
+        self.server.metrics.peer_requests.inc("malformed")
+        if self.transport is not None:
+            self.transport.abort()
+
+    def reply(self, request_id: int, type_: int, body: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frames.encode(request_id, type_, body))
+
+    def span(self, msg: frames.Message, operation: str, attrs: dict[str, Any]) -> Span | None:
+        if not telemetry.ENABLED or not msg.traceparent:
+            return None
+        attrs["kvstore.operation"] = operation
+        attrs["db.operation.name"] = operation
+        attrs["network.peer.address"] = self.peer_host
+        parent = telemetry.context_from(msg.traceparent, msg.tracestate)
+        return telemetry.start(f"kvstore.{operation}", telemetry.SERVER, attrs, parent)
+
+    def handle(self, msg: frames.Message) -> None:
+        server = self.server
+        replica = server.replica
+        kind = frames.REQUEST_TYPES.get(msg.type, "unknown")
+        server.metrics.peer_requests.inc(kind)
+        span = None
+        try:
+            if msg.type == frames.PUT:
+                op, records = frames.decode_records(msg.body)
+                if op >= len(OPERATIONS):
+                    raise frames.ProtocolError(f"unknown operation {op}")
+                server.check(records)
+                attrs: dict[str, Any] = {"kvstore.records": len(records)}
+                if len(records) == 1:
+                    attrs["kvstore.key.hash"] = telemetry.key_hash_attr(key_hash(records[0].key))
+                span = self.span(msg, OPERATIONS[op], attrs)
+                replica.apply(records).add_done_callback(partial(self._applied, msg.request_id, span))
+                return
+            if msg.type == frames.GET:
+                if not msg.body or len(msg.body) > server.max_key:
+                    raise frames.ProtocolError("invalid key")
+                span = self.span(msg, "read", {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(msg.body))})
+                record = replica.get(msg.body)
+                body = frames.encode_records([record] if record is not None else [])
+            elif msg.type == frames.MERKLE:
+                span = self.span(msg, "anti_entropy", {})
+                body = b"".join(replica.merkle_leaves(msg.body.decode()))
+            elif msg.type == frames.FETCH:
+                requester, leaves = frames.decode_fetch(msg.body, merkle.LEAVES)
+                span = self.span(msg, "anti_entropy", {})
+                body = frames.encode_records(replica.fetch(requester, leaves))
+            elif msg.type == frames.PING:
+                body = b""
+            else:
+                raise frames.ProtocolError(f"unknown message type {msg.type}")
+        except (frames.ProtocolError, UnicodeDecodeError) as exc:
+            server.metrics.peer_requests.inc("malformed")
+            if span is not None:
+                telemetry.fail(span, exc, str(exc))
+                span.end()
+            self.reply(msg.request_id, frames.ERROR, f"bad request: {exc}".encode())
+            return
+        if span is not None:
+            span.end()
+        self.reply(msg.request_id, frames.OK, body)
+
+    def _applied(self, request_id: int, span: Span | None, fut: asyncio.Future[list[bool]]) -> None:
+        exc = fut.exception()
+        if exc is None:
+            self.reply(request_id, frames.OK, frames.encode_u32(sum(fut.result())))
+        else:
+            self.reply(request_id, frames.ERROR, f"storage error: {exc}".encode())
+            if span is not None:
+                telemetry.fail(span, exc, "storage error")
+        if span is not None:
+            span.end()

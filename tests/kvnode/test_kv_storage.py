@@ -1,0 +1,112 @@
+"""Storage engine: last-write-wins, hints, tombstones, and recovery after an unclean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from kvnode.storage import Record, Store, newest, supersedes
+
+pytestmark = pytest.mark.unit
+
+
+async def test_last_write_wins_and_reads_see_committed_records(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), "group")
+    try:
+        assert await store.apply([Record(b"k", b"v2", 20)]) == [True]
+        assert await store.apply([Record(b"k", b"v1", 10)]) == [False]  # older: ignored
+        assert store.get(b"k") == Record(b"k", b"v2", 20)
+        assert await store.apply([Record(b"k", b"", 30, True)]) == [True]
+        assert store.get(b"k") == Record(b"k", b"", 30, True)
+        # concurrent writes share commits and all resolve
+        results = await asyncio.gather(*(store.apply([Record(f"c{i}".encode(), b"x", i + 1)]) for i in range(200)))
+        assert all(r == [True] for r in results)
+        assert store.count() == 201
+        assert len(store.digests()) == 201
+        assert sum(len(p) for p in store.scan(page=50)) == 201
+        assert await store.purge_tombstones(31) == 1
+        assert store.get(b"k") is None
+    finally:
+        store.close()
+
+
+async def test_equal_versions_converge_deterministically(tmp_path: Path) -> None:
+    a, b = Record(b"k", b"aaa", 5), Record(b"k", b"bbb", 5)
+    assert supersedes(b, a) and not supersedes(a, b)
+    assert newest([a, None, b]) == newest([b, a]) == b
+    store = Store(str(tmp_path), "always")
+    try:
+        await store.apply([b])
+        await store.apply([a])
+        assert store.get(b"k") == b
+    finally:
+        store.close()
+
+
+async def test_hints_persist_until_deleted(tmp_path: Path) -> None:
+    store = Store(str(tmp_path))
+    await store.add_hints("n2", [Record(b"a", b"1", 1), Record(b"b", b"2", 2)])
+    store.close()
+    store = Store(str(tmp_path))
+    try:
+        assert store.hint_counts() == {"n2": 2}
+        batch = store.hints_for("n2")
+        assert [r.key for _, r in batch] == [b"a", b"b"]
+        await store.delete_hints([i for i, _ in batch])
+        assert store.hint_counts() == {}
+    finally:
+        store.close()
+
+
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from kvnode.storage import Record, Store
+
+    async def main():
+        store = Store(sys.argv[1], sys.argv[2])
+        i = 0
+        while True:
+            batch = [store.apply([Record(f"k{i + j}".encode(), b"v" * 200, i + j + 1)]) for j in range(16)]
+            await asyncio.gather(*batch)
+            i += 16
+            print(i, flush=True)  # everything below i is acknowledged
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("policy", ["group", "always"])
+def test_acknowledged_writes_survive_sigkill(tmp_path: Path, policy: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path), policy], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    acked = 0
+    deadline = time.monotonic() + 20
+    assert proc.stdout is not None
+    while acked < 200 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        acked = int(line)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert acked >= 200, "the writer made too little progress"
+    store = Store(str(tmp_path))
+    try:
+        assert store.integrity_ok()
+        for i in range(acked):
+            record = store.get(f"k{i}".encode())
+            assert record is not None and record.version == i + 1, f"acknowledged write k{i} lost"
+    finally:
+        store.close()
