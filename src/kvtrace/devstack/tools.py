@@ -136,12 +136,41 @@ def _go_install(targets: dict[str, str], ldflags: str = "") -> Callable[[Path, P
     return build
 
 
+_OCB_SECTIONS = ("receivers", "processors", "exporters", "extensions", "connectors", "providers",
+                 "converters")
+
+
+def _otelcol_go_mod(manifest: dict[str, object]) -> str:
+    """The go.mod ocb would write: every component module, the collector core, the replaces."""
+    requires = [f"go.opentelemetry.io/collector/{core} v{OTELCOL_VERSION}" for core in ("otelcol", "service")]
+    for section in _OCB_SECTIONS:
+        for entry in manifest.get(section) or []:  # type: ignore[attr-defined]
+            requires.append(entry["gomod"])
+    lines = ["module go.opentelemetry.io/collector/cmd/builder", "", "go 1.25.0", "", "require ("]
+    lines += [f"\t{req}" for req in requires] + [")", ""]
+    lines += [f"replace {rep}" for rep in manifest.get("replaces") or []]  # type: ignore[attr-defined]
+    return "\n".join(lines) + "\n"
+
+
 def _build_otelcol(out: Path, scratch: Path) -> None:
+    """Generate the distribution's sources with ocb, then build them with ``go build``.
+
+    ocb's own module step runs ``go mod tidy``, which also fetches the test-only
+    dependencies of every component; some of those are not served by the module
+    proxy. So ocb only generates the sources, and ``go build -mod=mod`` resolves just
+    what the binary links, from the go.mod written here from the same manifest.
+    """
+    import yaml
+
     ocb = TOOLS["ocb"]
     ensure(ocb)
-    _run([str(ocb.path()), "--config", str(REPO_TOOLS / "otelcol" / "builder-config.yaml"),
-          "--output-path", str(scratch / "otelcol-build")])
-    shutil.copy2(scratch / "otelcol-build" / "otelcol-kvtrace", out / "otelcol-kvtrace")
+    manifest_path = REPO_TOOLS / "otelcol" / "builder-config.yaml"
+    build_dir = scratch / "otelcol-build"
+    _run([str(ocb.path()), "--config", str(manifest_path), "--output-path", str(build_dir),
+          "--skip-get-modules", "--skip-compilation"])
+    shutil.copytree(REPO_TOOLS / "otelcol" / "stubs", build_dir / "stubs")
+    (build_dir / "go.mod").write_text(_otelcol_go_mod(yaml.safe_load(manifest_path.read_text())))
+    _run(["go", "build", "-trimpath", "-o", str(out / "otelcol-kvtrace"), "."], cwd=build_dir)
 
 
 _K8S_LDFLAGS = " ".join(
