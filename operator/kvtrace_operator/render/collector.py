@@ -1,0 +1,157 @@
+"""OpenTelemetry Collector configuration (v0.161, our ``otelcol-kvtrace`` distribution).
+
+Processor order: ``memory_limiter`` first, ``batch`` last. With two tiers the edge work
+(resource detection, key hashing, redaction) happens once, in the load-balancing tier, and
+the sampling tier runs only ``tail_sampling``; hashing twice would hash the hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render.defaults import apply_defaults_pipeline
+
+SAMPLING_TIER = "sampling"
+LOADBALANCER_TIER = "loadbalancer"
+TIERS = (SAMPLING_TIER, LOADBALANCER_TIER)
+JAEGER_EXPORTER = "otlp_grpc/jaeger"
+
+
+def listen(port: int) -> str:
+    return f"0.0.0.0:{port}"
+
+
+def otlp_receiver() -> dict[str, Any]:
+    return {"protocols": {
+        "grpc": {"endpoint": listen(names.OTLP_GRPC_PORT)},
+        "http": {"endpoint": listen(names.OTLP_HTTP_PORT)},
+    }}
+
+
+def self_telemetry(metrics_port: int) -> dict[str, Any]:
+    """The process's own metrics, pulled by Prometheus on ``metrics_port``."""
+    return {"metrics": {"readers": [{"pull": {"exporter": {"prometheus": {
+        "host": "0.0.0.0", "port": metrics_port}}}}]}}
+
+
+def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
+    """OTLP always; Zipkin and Jaeger only at the edge (where applications send)."""
+    result: dict[str, Any] = {"otlp": otlp_receiver()}
+    if edge and spec["receivers"]["zipkin"]["enabled"]:
+        result["zipkin"] = {"endpoint": listen(names.ZIPKIN_PORT)}
+    if edge and spec["receivers"]["jaeger"]["enabled"]:
+        result["jaeger"] = {"protocols": {
+            "grpc": {"endpoint": listen(names.JAEGER_GRPC_PORT)},
+            "thrift_http": {"endpoint": listen(names.JAEGER_THRIFT_HTTP_PORT)},
+        }}
+    return result
+
+
+def edge_processors(spec: dict[str, Any]) -> dict[str, Any]:
+    """Resource detection (env and system only: no cloud metadata calls), hashing, redaction."""
+    result: dict[str, Any] = {"resourcedetection": {
+        "detectors": ["env", "system"],
+        "system": {"hostname_sources": ["os"]},
+        "timeout": "2s",
+        "override": False,
+    }}
+    redaction = spec["redaction"]
+    hashed = redaction.get("hashAttributes") or []
+    if hashed:
+        result["attributes/hash"] = {"actions": [{"key": key, "action": "hash"} for key in hashed]}
+    patterns, values = redaction.get("blockedKeyPatterns") or [], redaction.get("blockedValues") or []
+    if patterns or values:
+        result["redaction"] = {"allow_all_keys": True, "blocked_key_patterns": list(patterns),
+                               "blocked_values": list(values), "summary": "silent"}
+    return result
+
+
+def processors(spec: dict[str, Any], edge: bool, tail: bool) -> dict[str, Any]:
+    limiter = spec["collector"]["memoryLimiter"]
+    batch = spec["collector"]["batch"]
+    result: dict[str, Any] = {"memory_limiter": {
+        "check_interval": limiter["checkInterval"],
+        "limit_percentage": limiter["limitPercentage"],
+        "spike_limit_percentage": limiter["spikeLimitPercentage"],
+    }}
+    if edge:
+        result.update(edge_processors(spec))
+    if tail:
+        result["tail_sampling"] = sampling.tail_sampling_config(spec)
+    result["batch"] = {"send_batch_size": batch["sendBatchSize"], "timeout": batch["timeout"]}
+    return result
+
+
+def user_exporter(exporter: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    kind = "otlp_grpc" if exporter["protocol"] == "grpc" else "otlp_http"
+    tls = exporter["tls"]
+    config: dict[str, Any] = {
+        "endpoint": exporter["endpoint"],
+        "tls": {"insecure": tls["insecure"], "insecure_skip_verify": tls["insecureSkipVerify"]},
+    }
+    if exporter.get("headers"):
+        config["headers"] = dict(sorted(exporter["headers"].items()))
+    if exporter.get("compression"):
+        config["compression"] = exporter["compression"]
+    return f"{kind}/{exporter['name']}", config
+
+
+def destination_exporters(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Jaeger, the user's OTLP exporters and the debug exporter."""
+    result: dict[str, Any] = {}
+    if spec["jaeger"]["enabled"]:
+        host = names.service_dns(names.jaeger_otlp(names.name_of(pipeline)), names.namespace_of(pipeline))
+        result[JAEGER_EXPORTER] = {"endpoint": f"{host}:{names.OTLP_GRPC_PORT}", "tls": {"insecure": True}}
+    for exporter in spec["exporters"].get("otlp") or []:
+        key, config = user_exporter(exporter)
+        result[key] = config
+    if sampling.debug_exporter_on(spec):
+        result["debug"] = {"verbosity": spec["exporters"]["debug"]["verbosity"]}
+    return result
+
+
+def loadbalancing_exporter(pipeline: dict[str, Any]) -> dict[str, Any]:
+    """Every span of a trace to the same sampling-tier pod (DNS on its headless Service)."""
+    host = names.service_dns(names.sampling_collector(names.name_of(pipeline)), names.namespace_of(pipeline))
+    return {"loadbalancing": {
+        "routing_key": "traceID",
+        "protocol": {"otlp": {"tls": {"insecure": True}, "timeout": "5s"}},
+        "resolver": {"dns": {"hostname": host, "port": str(names.OTLP_GRPC_PORT)}},
+    }}
+
+
+def service(receiver_names: list[str], processor_names: list[str], exporter_names: list[str]) -> dict[str, Any]:
+    return {
+        "extensions": ["health_check"],
+        "telemetry": self_telemetry(names.COLLECTOR_METRICS_PORT),
+        "pipelines": {"traces": {
+            "receivers": receiver_names,
+            "processors": processor_names,
+            "exporters": exporter_names,
+        }},
+    }
+
+
+def render_collector_config(pipeline: dict[str, Any], tier: str = SAMPLING_TIER) -> dict[str, Any]:
+    """The collector config of one tier: ``sampling`` (the only tier, or the one behind the
+    load balancer) or ``loadbalancer`` (the front tier of a two-tier pipeline)."""
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
+    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    two_tier = sampling.two_tier(spec)
+    edge = tier == LOADBALANCER_TIER or not two_tier
+    tail = tier == SAMPLING_TIER and sampling.uses_tail_sampling(spec)
+    if tier == LOADBALANCER_TIER:
+        exporters = loadbalancing_exporter(pipeline)
+    else:
+        exporters = destination_exporters(pipeline, spec)
+    recv = receivers(spec, edge)
+    procs = processors(spec, edge, tail)
+    return {
+        "extensions": {"health_check": {"endpoint": listen(names.HEALTH_PORT)}},
+        "receivers": recv,
+        "processors": procs,
+        "exporters": exporters,
+        "service": service(list(recv), list(procs), list(exporters)),
+    }

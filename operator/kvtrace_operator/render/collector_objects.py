@@ -1,0 +1,57 @@
+"""The collector's ConfigMaps, Deployments and Services: one tier, or two (DESIGN.md
+section 4: a load-balancing tier in front of the tail-sampling tier)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render.collector import LOADBALANCER_TIER, SAMPLING_TIER, render_collector_config
+from kvtrace_operator.render.deployment import Workload, service
+from kvtrace_operator.render.labels import COLLECTOR, COLLECTOR_LOADBALANCER, COLLECTOR_SAMPLING
+
+CONFIG_DIR = "/etc/otelcol"
+
+
+def receiver_ports(spec: dict[str, Any]) -> list[tuple[str, int]]:
+    ports = [("otlp-grpc", names.OTLP_GRPC_PORT), ("otlp-http", names.OTLP_HTTP_PORT)]
+    if spec["receivers"]["zipkin"]["enabled"]:
+        ports.append(("zipkin", names.ZIPKIN_PORT))
+    if spec["receivers"]["jaeger"]["enabled"]:
+        ports += [("jaeger-grpc", names.JAEGER_GRPC_PORT), ("jaeger-thrift", names.JAEGER_THRIFT_HTTP_PORT)]
+    return ports
+
+
+def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, component: str,
+             tier: str, ports: list[tuple[str, int]]) -> Workload:
+    collector = spec["collector"]
+    return Workload(
+        name=name,
+        component=component,
+        image=collector["image"],
+        replicas=collector["replicas"],
+        config=render_collector_config(pipeline, tier),
+        config_dir=CONFIG_DIR,
+        ports=[*ports, ("health", names.HEALTH_PORT), ("metrics", names.COLLECTOR_METRICS_PORT)],
+        probe_path="/",
+        resources=collector.get("resources"),
+    )
+
+
+def collector_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
+    name = names.name_of(pipeline)
+    edge_ports = receiver_ports(spec)
+    objects: list[dict[str, Any]] = []
+    if sampling.two_tier(spec):
+        back_ports = [("otlp-grpc", names.OTLP_GRPC_PORT)]
+        back = workload(pipeline, spec, names.sampling_collector(name), COLLECTOR_SAMPLING,
+                        SAMPLING_TIER, back_ports)
+        objects += [back.config_map(pipeline), back.deployment(pipeline),
+                    service(pipeline, back.name, COLLECTOR_SAMPLING, back_ports, headless=True)]
+        front = workload(pipeline, spec, names.collector(name), COLLECTOR_LOADBALANCER,
+                         LOADBALANCER_TIER, edge_ports)
+    else:
+        front = workload(pipeline, spec, names.collector(name), COLLECTOR, SAMPLING_TIER, edge_ports)
+    objects += [front.config_map(pipeline), front.deployment(pipeline),
+                service(pipeline, front.name, front.component, edge_ports)]
+    return objects

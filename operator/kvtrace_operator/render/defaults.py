@@ -1,0 +1,87 @@
+"""Spec defaults, identical to the ``default:`` values of the CRD schemas.
+
+The API server applies the schema defaults before the operator sees a resource; ``kvtrace
+render`` reads files that may omit them, so it applies the same ones here. A unit test
+derives the defaults from ``crds/*.yaml`` and compares them with these trees.
+
+A tree maps a field to its default value, or to a nested tree when the field is an object
+that itself defaults to ``{}`` (so its children get their defaults too). ``Each`` applies
+a tree to every element of a list, like defaults inside ``items`` of an array schema.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kvtrace_operator.render.images import COLLECTOR_IMAGE, JAEGER_IMAGE, KVNODE_IMAGE
+
+
+class Each(dict):  # type: ignore[type-arg]
+    """Defaults for every element of a list field (which itself has no default)."""
+
+
+KVCLUSTER_DEFAULTS: dict[str, Any] = {
+    "replicas": 3,
+    "image": KVNODE_IMAGE,
+    "imagePullPolicy": "IfNotPresent",
+    "replicationFactor": 3,
+    "consistency": {"read": "quorum", "write": "quorum"},
+    "storage": {"size": "1Gi"},
+    "antiEntropy": {"interval": "10m"},
+    "scheduling": {"podAntiAffinity": "preferred"},
+}
+
+PIPELINE_DEFAULTS: dict[str, Any] = {
+    "sampling": {
+        "mode": "production",
+        "ratio": 0.1,
+        "latencyThreshold": "500ms",
+        "decisionWait": "10s",
+        "numTraces": 50000,
+    },
+    "collector": {
+        "replicas": 1,
+        "image": COLLECTOR_IMAGE,
+        "batch": {"sendBatchSize": 8192, "timeout": "200ms"},
+        "memoryLimiter": {"checkInterval": "1s", "limitPercentage": 80, "spikeLimitPercentage": 25},
+    },
+    "jaeger": {
+        "enabled": True,
+        "image": JAEGER_IMAGE,
+        "storage": {"type": "memory", "maxTraces": 100000, "retention": "72h", "size": "10Gi"},
+        "tenancy": {"enabled": False, "header": "x-tenant"},
+    },
+    "exporters": {
+        "otlp": Each({"protocol": "grpc", "tls": {"insecure": False, "insecureSkipVerify": False}}),
+        "debug": {"enabled": False, "verbosity": "basic"},
+    },
+    "receivers": {"zipkin": {"enabled": False}, "jaeger": {"enabled": False}},
+    "redaction": {"hashAttributes": ["kvstore.key"]},
+}
+
+
+def _apply(tree: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+    for key, default in tree.items():
+        if isinstance(default, Each):
+            if isinstance(value.get(key), list):
+                value[key] = [_apply(default, item) if isinstance(item, dict) else item
+                              for item in value[key]]
+        elif isinstance(default, dict) and not isinstance(default, Each):
+            if key not in value:
+                value[key] = {}
+            if isinstance(value[key], dict):
+                _apply(default, value[key])
+        elif key not in value:
+            value[key] = copy.deepcopy(default)
+    return value
+
+
+def apply_defaults_kvcluster(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of a KVCluster spec with every schema default filled in."""
+    return _apply(KVCLUSTER_DEFAULTS, copy.deepcopy(spec or {}))
+
+
+def apply_defaults_pipeline(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of a TracingPipeline spec with every schema default filled in."""
+    return _apply(PIPELINE_DEFAULTS, copy.deepcopy(spec or {}))

@@ -1,0 +1,150 @@
+"""Every child object of a KVCluster, in apply order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvtrace_operator.render import names, podspec
+from kvtrace_operator.render.checksum import checksum
+from kvtrace_operator.render.defaults import apply_defaults_kvcluster
+from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels
+from kvtrace_operator.render.otel_env import otel_environment
+from kvtrace_operator.render.statefulset import default_consistency, render_statefulset
+from kvtrace_operator.render.validate import validate_kvcluster
+
+
+def quorum(replication_factor: int) -> int:
+    return replication_factor // 2 + 1
+
+
+def max_unavailable(replication_factor: int) -> int:
+    """Members that may be down at once while every key keeps a quorum of its replicas.
+
+    A key lives on ``replicationFactor`` consecutive ring members, and any set of members
+    can be the replicas of some key; so at most ``rf - quorum(rf)`` members may be
+    voluntarily disrupted (1 of 3, 2 of 5; 0 when rf is 1 or 2: then the PDB blocks
+    voluntary evictions, which is the truth: any eviction loses a quorum).
+    """
+    return replication_factor - quorum(replication_factor)
+
+
+def peers_file(cluster: dict[str, Any], replicas: int) -> str:
+    """``ID=HOST:PORT`` per line: the StatefulSet's stable DNS names."""
+    name, namespace = names.name_of(cluster), names.namespace_of(cluster)
+    return "".join(f"{name}-{i}={names.member_address(name, namespace, i)}\n" for i in range(replicas))
+
+
+def node_settings(spec: dict[str, Any]) -> str:
+    """The node settings the args carry, as KVNODE_* lines (what the checksum covers)."""
+    settings = [
+        ("KVNODE_REPLICATION_FACTOR", spec["replicationFactor"]),
+        ("KVNODE_CONSISTENCY", default_consistency(spec)),
+        ("KVNODE_READ_CONSISTENCY", spec["consistency"]["read"]),
+        ("KVNODE_WRITE_CONSISTENCY", spec["consistency"]["write"]),
+        ("KVNODE_ANTI_ENTROPY_INTERVAL", spec["antiEntropy"]["interval"]),
+    ]
+    return "".join(f"{key}={value}\n" for key, value in settings)
+
+
+def service_account(cluster: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": child_metadata(cluster, names.name_of(cluster), KVNODE),
+        "automountServiceAccountToken": False,
+    }
+
+
+def node_configmap(cluster: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    name = names.name_of(cluster)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(cluster, names.node_configmap(name), KVNODE),
+        "data": {"peers": peers_file(cluster, spec["replicas"]), "settings": node_settings(spec)},
+    }
+
+
+def peers_service(cluster: dict[str, Any]) -> dict[str, Any]:
+    """Headless: stable member DNS names, published before the members are ready."""
+    name = names.name_of(cluster)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(cluster, names.peers_service(name), KVNODE),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(cluster, KVNODE),
+            "ports": [podspec.service_port("peer", names.PEER_PORT),
+                      podspec.service_port("client", names.CLIENT_PORT)],
+        },
+    }
+
+
+def client_service(cluster: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(cluster, names.name_of(cluster), KVNODE),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(cluster, KVNODE),
+            "ports": [podspec.service_port("client", names.CLIENT_PORT)],
+        },
+    }
+
+
+def disruption_budget(cluster: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": child_metadata(cluster, names.name_of(cluster), KVNODE),
+        "spec": {
+            "maxUnavailable": max_unavailable(spec["replicationFactor"]),
+            "selector": {"matchLabels": selector_labels(cluster, KVNODE)},
+        },
+    }
+
+
+def network_policy(cluster: dict[str, Any]) -> dict[str, Any]:
+    """Peer port from the cluster's own pods only; client port from anywhere."""
+    members = {"podSelector": {"matchLabels": selector_labels(cluster, KVNODE)}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": child_metadata(cluster, names.name_of(cluster), KVNODE),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(cluster, KVNODE)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"ports": [{"protocol": "TCP", "port": names.CLIENT_PORT}]},
+                {"from": [members], "ports": [{"protocol": "TCP", "port": names.PEER_PORT}]},
+            ],
+        },
+    }
+
+
+def config_checksum(configmap: dict[str, Any], otel_env: list[dict[str, Any]]) -> str:
+    """What rolls the pods: node settings and OTel env, never the peers list (scaling
+    rewrites the peers file in place, without restarting members)."""
+    data = {key: value for key, value in configmap["data"].items() if key != "peers"}
+    return checksum({"config": data, "env": otel_env})
+
+
+def render_kvcluster(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """ServiceAccount, ConfigMap, headless Service, client Service, StatefulSet,
+    PodDisruptionBudget, NetworkPolicy; ``pipeline`` None renders an untraced cluster."""
+    validate_kvcluster(cluster)
+    spec = apply_defaults_kvcluster(cluster.get("spec"))
+    otel_env = otel_environment(cluster, pipeline)
+    configmap = node_configmap(cluster, spec)
+    return [
+        service_account(cluster),
+        configmap,
+        peers_service(cluster),
+        client_service(cluster),
+        render_statefulset(cluster, spec, otel_env, config_checksum(configmap, otel_env)),
+        disruption_budget(cluster, spec),
+        network_policy(cluster),
+    ]

@@ -1,0 +1,104 @@
+"""Names, ports and DNS of everything the operator creates (one place, so status, docs
+and tests agree)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+GROUP = "kvtrace.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KVCLUSTER = "KVCluster"
+PIPELINE = "TracingPipeline"
+
+# KV node (DESIGN.md section 3).
+CLIENT_PORT = 7070
+PEER_PORT = 7071
+DATA_DIR = "/var/lib/kvnode"
+CONFIG_DIR = "/etc/kvnode"
+PEERS_FILE = f"{CONFIG_DIR}/peers"
+
+# Collector and Jaeger.
+OTLP_GRPC_PORT = 4317
+OTLP_HTTP_PORT = 4318
+ZIPKIN_PORT = 9411
+JAEGER_GRPC_PORT = 14250
+JAEGER_THRIFT_HTTP_PORT = 14268
+HEALTH_PORT = 13133
+COLLECTOR_METRICS_PORT = 8889  # off 8888, which Jaeger keeps (DESIGN.md section 5)
+JAEGER_METRICS_PORT = 8888
+JAEGER_QUERY_HTTP_PORT = 16686
+JAEGER_QUERY_GRPC_PORT = 16685
+
+
+def name_of(resource: dict[str, Any]) -> str:
+    return str(resource.get("metadata", {}).get("name", ""))
+
+
+def namespace_of(resource: dict[str, Any]) -> str:
+    return str(resource.get("metadata", {}).get("namespace") or "default")
+
+
+def service_dns(service: str, namespace: str) -> str:
+    return f"{service}.{namespace}.svc.cluster.local"
+
+
+# KVCluster children.
+def peers_service(cluster_name: str) -> str:
+    return f"{cluster_name}-peers"
+
+
+def node_configmap(cluster_name: str) -> str:
+    return f"{cluster_name}-config"
+
+
+def member_address(cluster_name: str, namespace: str, ordinal: int) -> str:
+    """The stable DNS name and peer port of StatefulSet member ``ordinal``."""
+    host = service_dns(peers_service(cluster_name), namespace)
+    return f"{cluster_name}-{ordinal}.{host}:{PEER_PORT}"
+
+
+def client_endpoint(cluster: dict[str, Any]) -> str:
+    return f"http://{service_dns(name_of(cluster), namespace_of(cluster))}:{CLIENT_PORT}"
+
+
+# TracingPipeline children.
+def collector(pipeline_name: str) -> str:
+    """The collector apps send to (the load-balancing tier when there are two)."""
+    return f"{pipeline_name}-collector"
+
+
+def sampling_collector(pipeline_name: str) -> str:
+    """The sampling tier behind a load-balancing tier (Deployment, ConfigMap, headless Service)."""
+    return f"{pipeline_name}-collector-sampling"
+
+
+def jaeger(pipeline_name: str) -> str:
+    return f"{pipeline_name}-jaeger"
+
+
+def jaeger_query(pipeline_name: str) -> str:
+    return f"{pipeline_name}-jaeger-query"
+
+
+def jaeger_otlp(pipeline_name: str) -> str:
+    return f"{pipeline_name}-jaeger-otlp"
+
+
+def jaeger_data(pipeline_name: str) -> str:
+    return f"{pipeline_name}-jaeger-data"
+
+
+def instrumentation(pipeline_name: str) -> str:
+    return f"{pipeline_name}-instrumentation"
+
+
+def pipeline_endpoints(pipeline: dict[str, Any]) -> dict[str, str]:
+    """The addresses a TracingPipeline's status reports (``status.endpoints``)."""
+    name, namespace = name_of(pipeline), namespace_of(pipeline)
+    host = service_dns(collector(name), namespace)
+    endpoints = {"otlpGrpc": f"http://{host}:{OTLP_GRPC_PORT}", "otlpHttp": f"http://{host}:{OTLP_HTTP_PORT}"}
+    if pipeline.get("spec", {}).get("jaeger", {}).get("enabled", True):
+        query = service_dns(jaeger_query(name), namespace)
+        endpoints["jaegerQuery"] = f"http://{query}:{JAEGER_QUERY_HTTP_PORT}"
+    return endpoints

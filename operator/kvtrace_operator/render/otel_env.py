@@ -1,0 +1,75 @@
+"""The standard OTel environment (DESIGN.md section 4) of KV pods and of any application.
+
+The KV node runs under ``opentelemetry-instrument``: these variables are its whole tracing
+configuration. Python's OTLP default protocol is http/protobuf, so the endpoint is the
+collector Service on port 4318.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+
+
+def env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def field_env(name: str, field_path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
+
+
+def downward_env() -> list[dict[str, Any]]:
+    """POD_NAME and NODE_NAME from the downward API (``$(POD_NAME)`` in args and attributes)."""
+    return [field_env("POD_NAME", "metadata.name"), field_env("NODE_NAME", "spec.nodeName")]
+
+
+def exporter_env(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
+    """Exporter, propagation and sampler variables every application of ``pipeline`` shares."""
+    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    host = names.service_dns(names.collector(names.name_of(pipeline)), names.namespace_of(pipeline))
+    variables = [
+        env("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{names.OTLP_HTTP_PORT}"),
+        env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        env("OTEL_TRACES_EXPORTER", "otlp"),
+        # The pipeline carries traces only: without these the SDK would also push metrics
+        # and logs to the collector, which has no pipeline for them.
+        env("OTEL_METRICS_EXPORTER", "none"),
+        env("OTEL_LOGS_EXPORTER", "none"),
+        env("OTEL_PROPAGATORS", "tracecontext,baggage"),
+    ]
+    variables += [env(name, value) for name, value in sampling.sdk_sampler(spec)]
+    return variables
+
+
+def resource_attributes(cluster: dict[str, Any]) -> str:
+    name, namespace = names.name_of(cluster), names.namespace_of(cluster)
+    attributes = [
+        ("k8s.namespace.name", namespace),
+        ("k8s.pod.name", "$(POD_NAME)"),
+        ("k8s.node.name", "$(NODE_NAME)"),
+        ("k8s.statefulset.name", name),
+        ("kvtrace.cluster", name),
+        ("kvstore.member.id", "$(POD_NAME)"),
+        ("service.instance.id", "$(POD_NAME)"),
+    ]
+    return ",".join(f"{key}={value}" for key, value in attributes)
+
+
+def service_name(cluster: dict[str, Any]) -> str:
+    tracing = apply_defaults_kvcluster(cluster.get("spec")).get("tracing", {})
+    return str(tracing.get("serviceName") or names.name_of(cluster))
+
+
+def otel_environment(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The env list injected into KV pods; ``pipeline`` None means untraced."""
+    if pipeline is None:
+        return [env("OTEL_SDK_DISABLED", "true")]
+    return [
+        *downward_env(),
+        env("OTEL_SERVICE_NAME", service_name(cluster)),
+        env("OTEL_RESOURCE_ATTRIBUTES", resource_attributes(cluster)),
+        *exporter_env(pipeline),
+    ]

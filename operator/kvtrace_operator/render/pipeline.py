@@ -1,0 +1,32 @@
+"""Every child object of a TracingPipeline, in apply order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvtrace_operator.render import names
+from kvtrace_operator.render.collector_objects import collector_objects
+from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.render.deployment import config_map
+from kvtrace_operator.render.jaeger_objects import jaeger_objects
+from kvtrace_operator.render.labels import INSTRUMENTATION
+from kvtrace_operator.render.otel_env import exporter_env
+from kvtrace_operator.render.validate import validate_pipeline
+
+
+def instrumentation_configmap(pipeline: dict[str, Any]) -> dict[str, Any]:
+    """The standard OTEL_* variables any application can ``envFrom`` (it sets its own
+    OTEL_SERVICE_NAME)."""
+    data = {item["name"]: item["value"] for item in exporter_env(pipeline)}
+    return config_map(pipeline, names.instrumentation(names.name_of(pipeline)), INSTRUMENTATION, data)
+
+
+def render_pipeline(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
+    """Collector tier(s), Jaeger (PVC first when badger) and the instrumentation ConfigMap."""
+    validate_pipeline(pipeline)
+    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    return [
+        *collector_objects(pipeline, spec),
+        *jaeger_objects(pipeline, spec),
+        instrumentation_configmap(pipeline),
+    ]

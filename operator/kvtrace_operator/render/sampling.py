@@ -1,0 +1,85 @@
+"""Sampling semantics of DESIGN.md section 4, in one place.
+
+- ``production``: the SDK keeps every span (``parentbased_always_on``); the collector's
+  ``tail_sampling`` keeps every trace with an ERROR span (unless ``keepErrors: false``),
+  every trace slower than ``latencyThreshold``, and ``ratio`` of the rest.
+- ``development``: everything kept (ratio 1.0), no tail sampling, debug exporter on.
+- ``head``: the SDK samples ``parentbased_traceidratio`` with ``ratio``; no tail sampling,
+  so errors are sampled like everything else (``keepErrors: true`` is rejected).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvtrace_operator.render.durations import duration_ms
+
+PRODUCTION = "production"
+DEVELOPMENT = "development"
+HEAD = "head"
+MODES = (PRODUCTION, DEVELOPMENT, HEAD)
+
+HEAD_NOTE = ("head sampling: the SDK keeps a ratio of traces chosen at the root span, "
+             "so errors and slow traces are sampled at that ratio too")
+
+
+def mode(spec: dict[str, Any]) -> str:
+    return str(spec.get("sampling", {}).get("mode", PRODUCTION))
+
+
+def uses_tail_sampling(spec: dict[str, Any]) -> bool:
+    return mode(spec) == PRODUCTION
+
+
+def effective_ratio(spec: dict[str, Any]) -> float:
+    return 1.0 if mode(spec) == DEVELOPMENT else float(spec.get("sampling", {}).get("ratio", 0.1))
+
+
+def keeps_errors(spec: dict[str, Any]) -> bool:
+    """Whether every error trace is kept; unset means yes in production."""
+    return uses_tail_sampling(spec) and spec.get("sampling", {}).get("keepErrors", True) is not False
+
+
+def debug_exporter_on(spec: dict[str, Any]) -> bool:
+    return mode(spec) == DEVELOPMENT or bool(spec.get("exporters", {}).get("debug", {}).get("enabled"))
+
+
+def two_tier(spec: dict[str, Any]) -> bool:
+    """More than one collector replica with tail sampling: a load-balancing tier in front."""
+    return uses_tail_sampling(spec) and int(spec.get("collector", {}).get("replicas", 1)) > 1
+
+
+def sdk_sampler(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """``OTEL_TRACES_SAMPLER`` (and its argument) for applications sending to this pipeline."""
+    if mode(spec) == HEAD:
+        return [("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", format_ratio(effective_ratio(spec)))]
+    return [("OTEL_TRACES_SAMPLER", "parentbased_always_on")]
+
+
+def format_ratio(ratio: float) -> str:
+    return format(ratio, "g")
+
+
+def percentage(ratio: float) -> float | int:
+    """``ratio`` as a percentage for the probabilistic policy (an int when whole)."""
+    value = round(ratio * 100, 6)
+    return int(value) if value == int(value) else value
+
+
+def tail_sampling_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """The ``tail_sampling`` processor of a production pipeline."""
+    sampling = spec.get("sampling", {})
+    policies: list[dict[str, Any]] = []
+    if keeps_errors(spec):
+        policies.append({"name": "errors", "type": "status_code",
+                         "status_code": {"status_codes": ["ERROR"]}})
+    threshold = duration_ms(sampling.get("latencyThreshold", "500ms"), "spec.sampling.latencyThreshold")
+    policies.append({"name": "slow", "type": "latency", "latency": {"threshold_ms": threshold}})
+    policies.append({"name": "ratio", "type": "probabilistic",
+                     "probabilistic": {"sampling_percentage": percentage(effective_ratio(spec))}})
+    return {
+        "decision_wait": sampling.get("decisionWait", "10s"),
+        "num_traces": int(sampling.get("numTraces", 50000)),
+        "policies": policies,
+    }

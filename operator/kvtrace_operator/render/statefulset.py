@@ -1,0 +1,141 @@
+"""The KV node StatefulSet (DESIGN.md section 3 contract)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kvtrace_operator.render import names, podspec
+from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels, standard_labels
+from kvtrace_operator.render.otel_env import downward_env
+
+COMMAND = ["opentelemetry-instrument", "kvtrace", "node", "serve"]
+_STRENGTH = {"one": 0, "quorum": 1, "all": 2}
+
+
+def default_consistency(spec: dict[str, Any]) -> str:
+    """``--consistency``: the stronger of the read and write defaults."""
+    read, write = spec["consistency"]["read"], spec["consistency"]["write"]
+    return read if _STRENGTH[read] >= _STRENGTH[write] else write
+
+
+def node_args(spec: dict[str, Any]) -> list[str]:
+    return [
+        "--id=$(POD_NAME)",
+        f"--client-addr=0.0.0.0:{names.CLIENT_PORT}",
+        f"--peer-addr=0.0.0.0:{names.PEER_PORT}",
+        f"--peers-file={names.PEERS_FILE}",
+        f"--data-dir={names.DATA_DIR}",
+        f"--replication-factor={spec['replicationFactor']}",
+        f"--consistency={default_consistency(spec)}",
+        f"--read-consistency={spec['consistency']['read']}",
+        f"--write-consistency={spec['consistency']['write']}",
+        f"--anti-entropy-interval={spec['antiEntropy']['interval']}",
+    ]
+
+
+def node_env(otel_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    identity = downward_env()
+    taken = {item["name"] for item in identity}
+    return identity + [item for item in otel_env if item["name"] not in taken]
+
+
+def node_container(spec: dict[str, Any], otel_env: list[dict[str, Any]]) -> dict[str, Any]:
+    container = {
+        "name": "kvnode",
+        "image": spec["image"],
+        "imagePullPolicy": spec["imagePullPolicy"],
+        "command": list(COMMAND),
+        "args": node_args(spec),
+        "env": node_env(otel_env),
+        "ports": [podspec.port("client", names.CLIENT_PORT), podspec.port("peer", names.PEER_PORT)],
+        "livenessProbe": podspec.http_probe("/healthz", "client", period=10),
+        "readinessProbe": podspec.http_probe("/readyz", "client", period=5),
+        "volumeMounts": [
+            {"name": "data", "mountPath": names.DATA_DIR},
+            {"name": "config", "mountPath": names.CONFIG_DIR, "readOnly": True},
+            podspec.tmp_mount(),
+        ],
+        "securityContext": podspec.container_security_context(),
+    }
+    return podspec.with_resources(container, spec.get("resources"))
+
+
+def anti_affinity_term(cluster: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "labelSelector": {"matchLabels": selector_labels(cluster, KVNODE)},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+
+
+def affinity(cluster: dict[str, Any], scheduling: dict[str, Any]) -> dict[str, Any] | None:
+    """The user's affinity, plus pod anti-affinity on the instance unless they set their own."""
+    result = copy.deepcopy(scheduling.get("affinity") or {})
+    policy = scheduling["podAntiAffinity"]
+    if policy != "none" and "podAntiAffinity" not in result:
+        term = anti_affinity_term(cluster)
+        if policy == "required":
+            result["podAntiAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+        else:
+            result["podAntiAffinity"] = {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": term}]}
+    return result or None
+
+
+def pod_spec(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[str, Any]]) -> dict[str, Any]:
+    name = names.name_of(cluster)
+    scheduling = spec["scheduling"]
+    pod: dict[str, Any] = {
+        "serviceAccountName": name,
+        "automountServiceAccountToken": False,
+        "securityContext": podspec.pod_security_context(),
+        "terminationGracePeriodSeconds": 30,
+        "containers": [node_container(spec, otel_env)],
+        "volumes": [
+            podspec.config_volume("config", names.node_configmap(name), "peers", "peers"),
+            podspec.tmp_volume(),
+        ],
+    }
+    pod_affinity = affinity(cluster, scheduling)
+    if pod_affinity:
+        pod["affinity"] = pod_affinity
+    for key in ("nodeSelector", "tolerations", "topologySpreadConstraints", "priorityClassName"):
+        if scheduling.get(key):
+            pod[key] = copy.deepcopy(scheduling[key])
+    return pod
+
+
+def volume_claim(cluster: dict[str, Any], storage: dict[str, Any]) -> dict[str, Any]:
+    claim: dict[str, Any] = {
+        "metadata": {"name": "data", "labels": standard_labels(cluster, KVNODE)},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": storage["size"]}},
+        },
+    }
+    if storage.get("storageClassName"):
+        claim["spec"]["storageClassName"] = storage["storageClassName"]
+    return claim
+
+
+def render_statefulset(cluster: dict[str, Any], spec: dict[str, Any],
+                       otel_env: list[dict[str, Any]], config_checksum: str) -> dict[str, Any]:
+    """OrderedReady, one pod at a time: an image change never takes down more than one member."""
+    name = names.name_of(cluster)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": child_metadata(cluster, name, KVNODE),
+        "spec": {
+            "replicas": spec["replicas"],
+            "serviceName": names.peers_service(name),
+            "podManagementPolicy": "OrderedReady",
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+            "selector": {"matchLabels": selector_labels(cluster, KVNODE)},
+            "template": {
+                "metadata": podspec.template_metadata(standard_labels(cluster, KVNODE), config_checksum),
+                "spec": pod_spec(cluster, spec, otel_env),
+            },
+            "volumeClaimTemplates": [volume_claim(cluster, spec["storage"])],
+        },
+    }

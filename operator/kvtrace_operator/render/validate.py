@@ -1,0 +1,117 @@
+"""Checks the schema cannot express, and the schema's own rules again for ``kvtrace render``
+(files never went through the API server). Every SpecError names the field path."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kvtrace_operator.render import sampling
+from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.render.durations import parse_duration
+from kvtrace_operator.render.errors import SpecError
+
+# StatefulSet pods get a controller-revision-hash label "NAME-<10 chars>" (<= 63).
+MAX_KVCLUSTER_NAME = 52
+MAX_PIPELINE_NAME = 40  # "-collector-sampling" and friends must still fit in 63
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+CONSISTENCY_LEVELS = ("one", "quorum", "all")
+
+
+def _name(resource: dict[str, Any], limit: int) -> None:
+    name = resource.get("metadata", {}).get("name")
+    if not isinstance(name, str) or not _DNS_LABEL.match(name) or len(name) > limit:
+        raise SpecError("metadata.name", f"expected a DNS label (lower-case letters, digits, '-', "
+                        f"starting with a letter) of at most {limit} characters, got {name!r}")
+
+
+def _integer(value: Any, field: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise SpecError(field, f"expected an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _enum(value: Any, field: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SpecError(field, f"expected one of {', '.join(allowed)}, got {value!r}")
+    return str(value)
+
+
+def _quantity(value: Any, field: str) -> None:
+    if not isinstance(value, str) or not _QUANTITY.match(value):
+        raise SpecError(field, f"expected a storage quantity such as 1Gi or 500Mi, got {value!r}")
+
+
+def validate_kvcluster(cluster: dict[str, Any]) -> None:
+    _name(cluster, MAX_KVCLUSTER_NAME)
+    spec = apply_defaults_kvcluster(cluster.get("spec"))
+    replicas = _integer(spec["replicas"], "spec.replicas", 1, 100)
+    factor = _integer(spec["replicationFactor"], "spec.replicationFactor", 1, 7)
+    if factor > replicas:
+        raise SpecError("spec.replicationFactor", f"must be at most spec.replicas ({replicas}): "
+                        f"each key needs {factor} distinct members, got {factor}")
+    for level in ("read", "write"):
+        _enum(spec["consistency"][level], f"spec.consistency.{level}", CONSISTENCY_LEVELS)
+    parse_duration(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval")
+    _quantity(spec["storage"]["size"], "spec.storage.size")
+    _enum(spec["scheduling"]["podAntiAffinity"], "spec.scheduling.podAntiAffinity",
+          ("preferred", "required", "none"))
+
+
+def _validate_sampling(spec: dict[str, Any]) -> None:
+    values = spec["sampling"]
+    mode = _enum(values["mode"], "spec.sampling.mode", sampling.MODES)
+    ratio = values["ratio"]
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        raise SpecError("spec.sampling.ratio", f"expected a number from 0 to 1, got {ratio!r}")
+    if mode == sampling.HEAD and values.get("keepErrors") is True:
+        raise SpecError("spec.sampling.keepErrors", "head sampling decides at the root span, before "
+                        "any error happens, so it cannot keep every error: use mode production "
+                        "(tail sampling) or leave keepErrors unset/false")
+    parse_duration(values["latencyThreshold"], "spec.sampling.latencyThreshold")
+    parse_duration(values["decisionWait"], "spec.sampling.decisionWait")
+
+
+def _validate_destinations(spec: dict[str, Any]) -> None:
+    exporters = spec["exporters"].get("otlp") or []
+    seen: set[str] = set()
+    for index, exporter in enumerate(exporters):
+        field = f"spec.exporters.otlp[{index}]"
+        name = exporter.get("name")
+        if not isinstance(name, str) or not _DNS_LABEL.match(name):
+            raise SpecError(f"{field}.name", f"expected a lower-case name, got {name!r}")
+        if name in seen:
+            raise SpecError(f"{field}.name", f"duplicate exporter name {name!r}")
+        seen.add(name)
+        if not exporter.get("endpoint"):
+            raise SpecError(f"{field}.endpoint", "expected the OTLP endpoint (host:port or URL)")
+        _enum(exporter["protocol"], f"{field}.protocol", ("grpc", "http"))
+    if not (spec["jaeger"]["enabled"] or exporters or sampling.debug_exporter_on(spec)):
+        raise SpecError("spec.exporters", "traces have nowhere to go: enable spec.jaeger, add "
+                        "spec.exporters.otlp or enable spec.exporters.debug")
+
+
+def _validate_jaeger(spec: dict[str, Any]) -> None:
+    jaeger = spec["jaeger"]
+    storage = jaeger["storage"]
+    _enum(storage["type"], "spec.jaeger.storage.type", ("memory", "badger"))
+    _integer(storage["maxTraces"], "spec.jaeger.storage.maxTraces", 1, 10_000_000)
+    parse_duration(storage["retention"], "spec.jaeger.storage.retention")
+    _quantity(storage["size"], "spec.jaeger.storage.size")
+    tenancy = jaeger["tenancy"]
+    if tenancy["enabled"] and not tenancy.get("tenants"):
+        raise SpecError("spec.jaeger.tenancy.tenants", "expected at least one tenant when tenancy is enabled")
+
+
+def validate_pipeline(pipeline: dict[str, Any]) -> None:
+    _name(pipeline, MAX_PIPELINE_NAME)
+    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    _validate_sampling(spec)
+    _integer(spec["collector"]["replicas"], "spec.collector.replicas", 1, 20)
+    _validate_jaeger(spec)
+    _validate_destinations(spec)
+    hashed = spec["redaction"].get("hashAttributes") or []
+    if "kvstore.key" not in hashed and sampling.mode(spec) != sampling.DEVELOPMENT:
+        raise SpecError("spec.redaction.hashAttributes", "must contain kvstore.key: raw keys are "
+                        "kept only by a development pipeline that asks for it explicitly")

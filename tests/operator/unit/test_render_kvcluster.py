@@ -1,0 +1,226 @@
+"""render_kvcluster: every child of a KVCluster, parametrized over the spec space."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from render_testlib import env_map, kvcluster, one, pipeline, validate_k8s
+
+from kvtrace_operator.render import checksum, max_unavailable, quorum, render_kvcluster
+from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
+
+pytestmark = pytest.mark.unit
+
+KINDS = ["ServiceAccount", "ConfigMap", "Service", "Service", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy"]
+STANDARD = {
+    "app.kubernetes.io/name": "kvcluster",
+    "app.kubernetes.io/instance": "demo",
+    "app.kubernetes.io/component": "kvnode",
+    "app.kubernetes.io/part-of": "kvtrace",
+    "app.kubernetes.io/managed-by": "kvtrace-operator",
+}
+
+SPECS: list[dict[str, Any]] = [
+    {},
+    {"replicas": 1, "replicationFactor": 1},
+    {"replicas": 5, "replicationFactor": 5, "consistency": {"read": "one", "write": "all"}},
+    {"replicas": 7, "replicationFactor": 3, "storage": {"size": "20Gi", "storageClassName": "fast"}},
+    {"image": "registry.local/kvnode:dev", "imagePullPolicy": "Always",
+     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}},
+    {"antiEntropy": {"interval": "30s"}, "tracing": {"serviceName": "orders-kv"}},
+    {"scheduling": {"podAntiAffinity": "required", "nodeSelector": {"disk": "ssd"},
+                    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "kv", "effect": "NoSchedule"}],
+                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                                   "whenUnsatisfiable": "ScheduleAnyway",
+                                                   "labelSelector": {"matchLabels": {"a": "b"}}}],
+                    "priorityClassName": "high"}},
+    {"scheduling": {"podAntiAffinity": "none"}},
+    {"scheduling": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "kv", "operator": "Exists"}]}]}}}}},
+]
+PIPELINES: list[dict[str, Any] | None] = [
+    None,
+    pipeline(),
+    pipeline(sampling={"mode": "head", "ratio": 0.25}),
+    pipeline(sampling={"mode": "development"}),
+]
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("tp", PIPELINES, ids=["untraced", "production", "head", "development"])
+@pytest.mark.parametrize("spec", SPECS)
+class TestRenderKVCluster:
+    def render(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> list[dict[str, Any]]:
+        return render_kvcluster(kvcluster(**spec), tp)
+
+    def test_kinds_in_apply_order(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        assert [obj["kind"] for obj in self.render(spec, tp)] == KINDS
+
+    def test_valid_kubernetes_objects(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        for obj in self.render(spec, tp):
+            validate_k8s(obj)
+
+    def test_metadata_labels_and_owner(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        for obj in self.render(spec, tp):
+            metadata = obj["metadata"]
+            assert metadata["namespace"] == "store"
+            assert metadata["labels"] == STANDARD
+            assert metadata["ownerReferences"] == [{
+                "apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "name": "demo",
+                "uid": "uid-kvc", "controller": True, "blockOwnerDeletion": True}]
+
+    def test_statefulset(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        sts = one(self.render(spec, tp), "StatefulSet")["spec"]
+        assert sts["replicas"] == spec.get("replicas", 3)
+        assert sts["serviceName"] == "demo-peers"
+        assert sts["podManagementPolicy"] == "OrderedReady"
+        assert sts["updateStrategy"]["type"] == "RollingUpdate"
+        selector = sts["selector"]["matchLabels"]
+        assert selector.items() <= sts["template"]["metadata"]["labels"].items()
+        [claim] = sts["volumeClaimTemplates"]
+        assert claim["metadata"]["name"] == "data"
+        assert claim["spec"]["resources"]["requests"]["storage"] == spec.get("storage", {}).get("size", "1Gi")
+        assert claim["spec"].get("storageClassName") == spec.get("storage", {}).get("storageClassName")
+
+    def test_node_container_contract(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        node = container(self.render(spec, tp))
+        assert node["command"] == ["opentelemetry-instrument", "kvtrace", "node", "serve"]
+        consistency = {"read": "quorum", "write": "quorum", **spec.get("consistency", {})}
+        args = node["args"]
+        assert args[:5] == ["--id=$(POD_NAME)", "--client-addr=0.0.0.0:7070", "--peer-addr=0.0.0.0:7071",
+                            "--peers-file=/etc/kvnode/peers", "--data-dir=/var/lib/kvnode"]
+        assert f"--replication-factor={spec.get('replicationFactor', 3)}" in args
+        assert f"--read-consistency={consistency['read']}" in args
+        assert f"--write-consistency={consistency['write']}" in args
+        assert f"--anti-entropy-interval={spec.get('antiEntropy', {}).get('interval', '10m')}" in args
+        assert [(p["name"], p["containerPort"]) for p in node["ports"]] == [("client", 7070), ("peer", 7071)]
+        assert node["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "client"}
+        assert node["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "client"}
+        assert env_map(node)["POD_NAME"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
+        mounts = {m["mountPath"]: m["name"] for m in node["volumeMounts"]}
+        assert mounts == {"/var/lib/kvnode": "data", "/etc/kvnode": "config", "/tmp": "tmp"}
+        assert all("subPath" not in m for m in node["volumeMounts"])  # subPath mounts never refresh
+        assert node["image"] == spec.get("image", "ghcr.io/kvtrace/kvnode:0.1.0")
+        assert node.get("resources") == spec.get("resources")
+
+    def test_restricted_security(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        pod = one(self.render(spec, tp), "StatefulSet")["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        security = pod["containers"][0]["securityContext"]
+        assert security == {
+            "runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}}
+        assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+        assert pod["serviceAccountName"] == "demo" and pod["automountServiceAccountToken"] is False
+
+    def test_scheduling(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        pod = one(self.render(spec, tp), "StatefulSet")["spec"]["template"]["spec"]
+        scheduling = spec.get("scheduling", {})
+        for key in ("nodeSelector", "tolerations", "topologySpreadConstraints", "priorityClassName"):
+            assert pod.get(key) == scheduling.get(key)
+        anti = pod.get("affinity", {}).get("podAntiAffinity")
+        policy = scheduling.get("podAntiAffinity", "preferred")
+        if policy == "none":
+            assert anti is None
+        elif policy == "required":
+            [term] = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+            assert term["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "demo"
+        else:
+            [term] = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+            assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        if "affinity" in scheduling:
+            assert pod["affinity"]["nodeAffinity"] == scheduling["affinity"]["nodeAffinity"]
+
+    def test_services(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        objects = self.render(spec, tp)
+        headless = one(objects, "Service", "demo-peers")["spec"]
+        assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+        assert {p["name"]: p["port"] for p in headless["ports"]} == {"peer": 7071, "client": 7070}
+        client = one(objects, "Service", "demo")["spec"]
+        assert [(p["name"], p["port"], p["targetPort"]) for p in client["ports"]] == [("client", 7070, "client")]
+
+    def test_peers_configmap(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        configmap = one(self.render(spec, tp), "ConfigMap", "demo-config")
+        lines = configmap["data"]["peers"].splitlines()
+        assert len(lines) == spec.get("replicas", 3)
+        assert lines[0] == "demo-0=demo-0.demo-peers.store.svc.cluster.local:7071"
+        pod = one(self.render(spec, tp), "StatefulSet")["spec"]["template"]["spec"]
+        assert {"name": "config", "configMap": {"name": "demo-config",
+                                                "items": [{"key": "peers", "path": "peers"}]}} in pod["volumes"]
+
+    def test_disruption_budget_keeps_a_quorum(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        pdb = one(self.render(spec, tp), "PodDisruptionBudget")["spec"]
+        factor = spec.get("replicationFactor", 3)
+        assert pdb["maxUnavailable"] == factor - (factor // 2 + 1)
+        assert factor - pdb["maxUnavailable"] >= quorum(factor)
+
+    def test_network_policy(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        policy = one(self.render(spec, tp), "NetworkPolicy")["spec"]
+        client_rule, peer_rule = policy["ingress"]
+        assert client_rule == {"ports": [{"protocol": "TCP", "port": 7070}]}
+        assert peer_rule["ports"] == [{"protocol": "TCP", "port": 7071}]
+        assert peer_rule["from"] == [{"podSelector": policy["podSelector"]}]
+        assert policy["policyTypes"] == ["Ingress"]
+
+    def test_tracing_environment(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        env = env_map(container(self.render(spec, tp)))
+        if tp is None:
+            assert env["OTEL_SDK_DISABLED"] == "true"
+            assert not any(name.startswith("OTEL_") and name != "OTEL_SDK_DISABLED" for name in env)
+            return
+        assert "OTEL_SDK_DISABLED" not in env
+        assert env["OTEL_SERVICE_NAME"] == spec.get("tracing", {}).get("serviceName", "demo")
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://traces-collector.store.svc.cluster.local:4318"
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+
+
+class TestQuorumMath:
+    @pytest.mark.parametrize(("factor", "expected_quorum", "expected_unavailable"), [
+        (1, 1, 0), (2, 2, 0), (3, 2, 1), (4, 3, 1), (5, 3, 2), (6, 4, 2), (7, 4, 3)])
+    def test_max_unavailable(self, factor: int, expected_quorum: int, expected_unavailable: int) -> None:
+        assert quorum(factor) == expected_quorum
+        assert max_unavailable(factor) == expected_unavailable
+
+
+class TestConfigChecksum:
+    def annotation(self, cluster: dict[str, Any], tp: dict[str, Any] | None = None) -> str:
+        objects = render_kvcluster(cluster, tp)
+        return one(objects, "StatefulSet")["spec"]["template"]["metadata"]["annotations"][CHECKSUM_ANNOTATION]
+
+    def test_is_a_sha256(self) -> None:
+        value = self.annotation(kvcluster())
+        assert len(value) == 64 and int(value, 16) >= 0
+
+    @pytest.mark.parametrize("change", [
+        {"replicationFactor": 1},
+        {"consistency": {"read": "one"}},
+        {"antiEntropy": {"interval": "1m"}},
+        {"tracing": {"serviceName": "other"}},
+    ])
+    def test_changes_with_config(self, change: dict[str, Any]) -> None:
+        tp = pipeline()
+        assert self.annotation(kvcluster(**change), tp) != self.annotation(kvcluster(), tp)
+
+    @pytest.mark.parametrize("tp", [pipeline(sampling={"mode": "head"}), None])
+    def test_changes_with_pipeline(self, tp: dict[str, Any] | None) -> None:
+        assert self.annotation(kvcluster(), tp) != self.annotation(kvcluster(), pipeline())
+
+    @pytest.mark.parametrize("replicas", [4, 5, 9])
+    def test_not_with_replicas_or_peers(self, replicas: int) -> None:
+        before, after = render_kvcluster(kvcluster(), None), render_kvcluster(kvcluster(replicas=replicas), None)
+        assert one(before, "ConfigMap")["data"]["peers"] != one(after, "ConfigMap")["data"]["peers"]
+        assert self.annotation(kvcluster(replicas=replicas)) == self.annotation(kvcluster())
+
+    def test_checksum_ignores_key_order(self) -> None:
+        assert checksum({"a": 1, "b": [1, {"c": 2, "d": 3}]}) == checksum({"b": [1, {"d": 3, "c": 2}], "a": 1})
+
+
+def test_without_uid_children_have_no_owner_reference() -> None:
+    for obj in render_kvcluster(kvcluster(uid=None), None):
+        assert "ownerReferences" not in obj["metadata"]

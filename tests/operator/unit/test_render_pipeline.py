@@ -1,0 +1,169 @@
+"""render_pipeline: collector tier(s), Jaeger, instrumentation, over the spec space."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from render_testlib import by_kind, config_of, one, pipeline, validate_k8s
+
+from kvtrace_operator.render import pipeline_endpoints, render_pipeline
+from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
+
+pytestmark = pytest.mark.unit
+
+SPECS: list[dict[str, Any]] = [
+    {},
+    {"sampling": {"mode": "development"}},
+    {"sampling": {"mode": "head", "ratio": 0.3}},
+    {"collector": {"replicas": 3}},
+    {"collector": {"replicas": 2}, "sampling": {"mode": "head"}},
+    {"collector": {"replicas": 2, "resources": {"limits": {"memory": "512Mi"}}},
+     "receivers": {"zipkin": {"enabled": True}, "jaeger": {"enabled": True}}},
+    {"jaeger": {"storage": {"type": "badger", "retention": "24h", "size": "5Gi", "storageClassName": "fast"}}},
+    {"jaeger": {"tenancy": {"enabled": True, "tenants": ["team-a", "team-b"]}}},
+    {"jaeger": {"enabled": False}, "exporters": {"otlp": [{"name": "vendor", "endpoint": "otlp.example.com:443"}]}},
+    {"receivers": {"zipkin": {"enabled": True}}},
+]
+
+
+def two_tier(spec: dict[str, Any]) -> bool:
+    return spec.get("collector", {}).get("replicas", 1) > 1 and spec.get("sampling", {}).get("mode", "production") == "production"
+
+
+def jaeger_enabled(spec: dict[str, Any]) -> bool:
+    return spec.get("jaeger", {}).get("enabled", True)
+
+
+def badger(spec: dict[str, Any]) -> bool:
+    return spec.get("jaeger", {}).get("storage", {}).get("type") == "badger"
+
+
+@pytest.mark.parametrize("spec", SPECS)
+class TestRenderPipeline:
+    def test_valid_kubernetes_objects(self, spec: dict[str, Any]) -> None:
+        for obj in render_pipeline(pipeline(**spec)):
+            validate_k8s(obj)
+
+    def test_objects(self, spec: dict[str, Any]) -> None:
+        objects = render_pipeline(pipeline(**spec))
+        names = [(obj["kind"], obj["metadata"]["name"]) for obj in objects]
+        expected = []
+        if two_tier(spec):
+            expected += [("ConfigMap", "traces-collector-sampling"), ("Deployment", "traces-collector-sampling"),
+                         ("Service", "traces-collector-sampling")]
+        expected += [("ConfigMap", "traces-collector"), ("Deployment", "traces-collector"),
+                     ("Service", "traces-collector")]
+        if jaeger_enabled(spec):
+            expected += [("PersistentVolumeClaim", "traces-jaeger-data")] if badger(spec) else []
+            expected += [("ConfigMap", "traces-jaeger"), ("Deployment", "traces-jaeger"),
+                         ("Service", "traces-jaeger-query"), ("Service", "traces-jaeger-otlp")]
+        expected += [("ConfigMap", "traces-instrumentation")]
+        assert names == expected
+
+    def test_metadata(self, spec: dict[str, Any]) -> None:
+        for obj in render_pipeline(pipeline(**spec)):
+            labels = obj["metadata"]["labels"]
+            assert labels["app.kubernetes.io/name"] == "tracingpipeline"
+            assert labels["app.kubernetes.io/instance"] == "traces"
+            assert labels["app.kubernetes.io/part-of"] == "kvtrace"
+            assert labels["app.kubernetes.io/managed-by"] == "kvtrace-operator"
+            assert obj["metadata"]["namespace"] == "store"
+            [owner] = obj["metadata"]["ownerReferences"]
+            assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+                "TracingPipeline", "traces", "uid-tp", True)
+
+    def test_collector_service_ports(self, spec: dict[str, Any]) -> None:
+        service = one(render_pipeline(pipeline(**spec)), "Service", "traces-collector")["spec"]
+        ports = {p["name"]: p["port"] for p in service["ports"]}
+        assert ports["otlp-grpc"] == 4317 and ports["otlp-http"] == 4318
+        receivers = spec.get("receivers", {})
+        assert ("zipkin" in ports) == receivers.get("zipkin", {}).get("enabled", False)
+        assert ("jaeger-grpc" in ports) == receivers.get("jaeger", {}).get("enabled", False)
+        component = "collector-loadbalancer" if two_tier(spec) else "collector"
+        assert service["selector"]["app.kubernetes.io/component"] == component
+
+    def test_deployments(self, spec: dict[str, Any]) -> None:
+        for deployment in by_kind(render_pipeline(pipeline(**spec)), "Deployment"):
+            template = deployment["spec"]["template"]
+            assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+            assert len(template["metadata"]["annotations"][CHECKSUM_ANNOTATION]) == 64
+            [container] = template["spec"]["containers"]
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["readinessProbe"]["httpGet"]["port"] == "health"
+            assert {p["name"]: p["containerPort"] for p in container["ports"]}["health"] == 13133
+            assert container["args"][0].startswith("--config=/etc/")
+            if deployment["metadata"]["name"].startswith("traces-collector"):
+                assert deployment["spec"]["replicas"] == spec.get("collector", {}).get("replicas", 1)
+                assert container.get("resources") == spec.get("collector", {}).get("resources")
+            else:
+                assert deployment["spec"]["replicas"] == 1
+                assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+    def test_two_tier_topology(self, spec: dict[str, Any]) -> None:
+        objects = render_pipeline(pipeline(**spec))
+        front = config_of(one(objects, "ConfigMap", "traces-collector"))
+        if not two_tier(spec):
+            assert "loadbalancing" not in front["exporters"]
+            return
+        assert front["exporters"] == {"loadbalancing": {
+            "routing_key": "traceID",
+            "protocol": {"otlp": {"tls": {"insecure": True}, "timeout": "5s"}},
+            "resolver": {"dns": {"hostname": "traces-collector-sampling.store.svc.cluster.local", "port": "4317"}},
+        }}
+        headless = one(objects, "Service", "traces-collector-sampling")["spec"]
+        assert headless["clusterIP"] == "None"
+        assert headless["selector"]["app.kubernetes.io/component"] == "collector-sampling"
+        back = config_of(one(objects, "ConfigMap", "traces-collector-sampling"))
+        assert "tail_sampling" in back["processors"] and "tail_sampling" not in front["processors"]
+
+    def test_jaeger(self, spec: dict[str, Any]) -> None:
+        objects = render_pipeline(pipeline(**spec))
+        if not jaeger_enabled(spec):
+            assert not [o for o in objects if "jaeger" in o["metadata"]["name"]]
+            return
+        query = one(objects, "Service", "traces-jaeger-query")["spec"]
+        assert {p["name"]: p["port"] for p in query["ports"]} == {"query-http": 16686, "query-grpc": 16685}
+        otlp = one(objects, "Service", "traces-jaeger-otlp")["spec"]
+        assert {p["name"]: p["port"] for p in otlp["ports"]} == {"otlp-grpc": 4317, "otlp-http": 4318}
+        pod = one(objects, "Deployment", "traces-jaeger")["spec"]["template"]["spec"]
+        claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+        if badger(spec):
+            pvc = one(objects, "PersistentVolumeClaim")["spec"]
+            assert pvc["resources"]["requests"]["storage"] == spec["jaeger"]["storage"]["size"]
+            assert pvc["storageClassName"] == spec["jaeger"]["storage"]["storageClassName"]
+            assert claims == [{"name": "data", "persistentVolumeClaim": {"claimName": "traces-jaeger-data"}}]
+        else:
+            assert claims == []
+
+    def test_instrumentation_configmap(self, spec: dict[str, Any]) -> None:
+        data = one(render_pipeline(pipeline(**spec)), "ConfigMap", "traces-instrumentation")["data"]
+        assert data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://traces-collector.store.svc.cluster.local:4318"
+        assert data["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+        assert data["OTEL_TRACES_EXPORTER"] == "otlp"
+        assert "OTEL_SERVICE_NAME" not in data
+        mode = spec.get("sampling", {}).get("mode", "production")
+        if mode == "head":
+            assert data["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+            assert data["OTEL_TRACES_SAMPLER_ARG"] == str(spec["sampling"].get("ratio", 0.1))
+        else:
+            assert data["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
+            assert "OTEL_TRACES_SAMPLER_ARG" not in data
+
+
+def test_collector_checksum_rolls_on_config_change() -> None:
+    def annotation(tp: dict[str, Any]) -> str:
+        deployment = one(render_pipeline(tp), "Deployment", "traces-collector")
+        return deployment["spec"]["template"]["metadata"]["annotations"][CHECKSUM_ANNOTATION]
+
+    assert annotation(pipeline()) != annotation(pipeline(sampling={"ratio": 0.5}))
+    assert annotation(pipeline()) == annotation(pipeline(jaeger={"image": "jaegertracing/jaeger:other"}))
+
+
+def test_endpoints() -> None:
+    assert pipeline_endpoints(pipeline()) == {
+        "otlpGrpc": "http://traces-collector.store.svc.cluster.local:4317",
+        "otlpHttp": "http://traces-collector.store.svc.cluster.local:4318",
+        "jaegerQuery": "http://traces-jaeger-query.store.svc.cluster.local:16686",
+    }
+    assert "jaegerQuery" not in pipeline_endpoints(pipeline(jaeger={"enabled": False}))

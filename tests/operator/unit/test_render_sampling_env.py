@@ -1,0 +1,84 @@
+"""Sampling semantics at the SDK (DESIGN.md section 4) and the OTel env of KV pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from render_testlib import kvcluster, pipeline
+
+from kvtrace_operator.render import otel_environment, render_collector_config
+
+pytestmark = pytest.mark.unit
+
+ALLOWED = {"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_EXPORTER_OTLP_ENDPOINT",
+           "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_TRACES_EXPORTER", "OTEL_PROPAGATORS",
+           "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
+           # deliberate addition (docs/crds.md): the pipeline carries traces only
+           "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER",
+           # downward API, referenced as $(POD_NAME) and $(NODE_NAME)
+           "POD_NAME", "NODE_NAME"}
+
+
+def env(cluster: dict[str, Any], tp: dict[str, Any] | None) -> dict[str, Any]:
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in otel_environment(cluster, tp)}
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.5, 1.0])
+class TestSamplingSemantics:
+    def test_production_never_head_samples(self, ratio: float) -> None:
+        tp = pipeline(sampling={"mode": "production", "ratio": ratio})
+        variables = env(kvcluster(), tp)
+        assert variables["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
+        assert "OTEL_TRACES_SAMPLER_ARG" not in variables
+        assert "tail_sampling" in render_collector_config(tp)["processors"]
+
+    def test_head(self, ratio: float) -> None:
+        tp = pipeline(sampling={"mode": "head", "ratio": ratio})
+        variables = env(kvcluster(), tp)
+        assert variables["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+        assert float(variables["OTEL_TRACES_SAMPLER_ARG"]) == ratio
+        config = render_collector_config(tp)
+        assert "tail_sampling" not in config["processors"] and "debug" not in config["exporters"]
+
+    def test_development_keeps_everything(self, ratio: float) -> None:
+        tp = pipeline(sampling={"mode": "development", "ratio": ratio})
+        variables = env(kvcluster(), tp)
+        assert variables["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
+        config = render_collector_config(tp)
+        assert "tail_sampling" not in config["processors"]
+        assert "debug" in config["exporters"] and "debug" in config["service"]["pipelines"]["traces"]["exporters"]
+
+
+class TestOtelEnvironment:
+    def test_untraced(self) -> None:
+        assert otel_environment(kvcluster(), None) == [{"name": "OTEL_SDK_DISABLED", "value": "true"}]
+
+    def test_only_standard_variables(self) -> None:
+        assert set(env(kvcluster(), pipeline())) <= ALLOWED
+
+    def test_resource_attributes(self) -> None:
+        variables = env(kvcluster(name="orders", namespace="prod"), pipeline(namespace="prod"))
+        attributes = dict(pair.split("=", 1) for pair in variables["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+        assert attributes["k8s.namespace.name"] == "prod"
+        assert attributes["kvtrace.cluster"] == "orders"
+        assert attributes["k8s.pod.name"] == "$(POD_NAME)"
+        assert attributes["k8s.node.name"] == "$(NODE_NAME)"
+        assert attributes["kvstore.member.id"] == "$(POD_NAME)"
+        assert variables["NODE_NAME"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}}
+
+    def test_downward_variables_come_before_their_use(self) -> None:
+        names = [item["name"] for item in otel_environment(kvcluster(), pipeline())]
+        assert names.index("POD_NAME") < names.index("OTEL_RESOURCE_ATTRIBUTES")
+        assert names.index("NODE_NAME") < names.index("OTEL_RESOURCE_ATTRIBUTES")
+
+    def test_endpoint_is_the_http_port_of_the_collector(self) -> None:
+        variables = env(kvcluster(), pipeline(name="tp", namespace="store", collector={"replicas": 3}))
+        assert variables["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://tp-collector.store.svc.cluster.local:4318"
+        assert variables["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+        assert variables["OTEL_TRACES_EXPORTER"] == "otlp"
+        assert variables["OTEL_PROPAGATORS"] == "tracecontext,baggage"
+
+    @pytest.mark.parametrize(("tracing", "service"), [({}, "demo"), ({"serviceName": "kv-orders"}, "kv-orders")])
+    def test_service_name(self, tracing: dict[str, Any], service: str) -> None:
+        assert env(kvcluster(tracing=tracing), pipeline())["OTEL_SERVICE_NAME"] == service

@@ -1,0 +1,114 @@
+"""Bad input: every SpecError names the field and what was expected (and the CRD schema
+rejects the same resources, where it can express the rule)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from render_testlib import kvcluster, pipeline
+
+from kvtrace_operator.render import SpecError, render_all, render_kvcluster, render_pipeline, validate_kvcluster, validate_pipeline
+from kvtrace_operator.render.durations import parse_duration
+
+pytestmark = pytest.mark.unit
+
+BAD_KVCLUSTERS: list[tuple[dict[str, Any], str, str]] = [
+    (kvcluster(replicas=2), "spec.replicationFactor", "at most spec.replicas"),
+    (kvcluster(replicas=0, replicationFactor=1), "spec.replicas", "integer from 1 to 100"),
+    (kvcluster(replicas="3"), "spec.replicas", "integer"),
+    (kvcluster(replicationFactor=9, replicas=10), "spec.replicationFactor", "from 1 to 7"),
+    (kvcluster(consistency={"read": "most"}), "spec.consistency.read", "one, quorum, all"),
+    (kvcluster(antiEntropy={"interval": "10 minutes"}), "spec.antiEntropy.interval", "duration"),
+    (kvcluster(antiEntropy={"interval": "0s"}), "spec.antiEntropy.interval", "positive"),
+    (kvcluster(storage={"size": "lots"}), "spec.storage.size", "quantity"),
+    (kvcluster(scheduling={"podAntiAffinity": "always"}), "spec.scheduling.podAntiAffinity", "preferred"),
+    (kvcluster(name="Demo"), "metadata.name", "DNS label"),
+    (kvcluster(name="x" * 53), "metadata.name", "at most 52"),
+]
+BAD_PIPELINES: list[tuple[dict[str, Any], str, str]] = [
+    (pipeline(sampling={"mode": "head", "keepErrors": True}), "spec.sampling.keepErrors", "cannot keep every error"),
+    (pipeline(sampling={"mode": "tail"}), "spec.sampling.mode", "production, development, head"),
+    (pipeline(sampling={"ratio": 1.5}), "spec.sampling.ratio", "from 0 to 1"),
+    (pipeline(sampling={"ratio": -0.1}), "spec.sampling.ratio", "from 0 to 1"),
+    (pipeline(sampling={"latencyThreshold": "fast"}), "spec.sampling.latencyThreshold", "duration"),
+    (pipeline(sampling={"decisionWait": "10"}), "spec.sampling.decisionWait", "duration"),
+    (pipeline(collector={"replicas": 0}), "spec.collector.replicas", "from 1 to 20"),
+    (pipeline(jaeger={"storage": {"type": "cassandra"}}), "spec.jaeger.storage.type", "memory, badger"),
+    (pipeline(jaeger={"storage": {"retention": "1 week"}}), "spec.jaeger.storage.retention", "duration"),
+    (pipeline(jaeger={"tenancy": {"enabled": True}}), "spec.jaeger.tenancy.tenants", "at least one tenant"),
+    (pipeline(jaeger={"enabled": False}), "spec.exporters", "nowhere to go"),
+    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x:1"}, {"name": "a", "endpoint": "y:1"}]}),
+     "spec.exporters.otlp[1].name", "duplicate"),
+    (pipeline(exporters={"otlp": [{"name": "a"}]}), "spec.exporters.otlp[0].endpoint", "endpoint"),
+    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "protocol": "thrift"}]}),
+     "spec.exporters.otlp[0].protocol", "grpc, http"),
+    (pipeline(redaction={"hashAttributes": []}), "spec.redaction.hashAttributes", "kvstore.key"),
+    (pipeline(name="p" * 41), "metadata.name", "at most 40"),
+]
+
+
+CASES = [(validate_kvcluster, lambda r: render_kvcluster(r, None), *case) for case in BAD_KVCLUSTERS] + [
+    (validate_pipeline, render_pipeline, *case) for case in BAD_PIPELINES]
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(("validate", "render", "resource", "field", "words"), CASES)
+    def test_rejected_with_field_path(self, validate: Callable[[dict[str, Any]], None],
+                                      render: Callable[[dict[str, Any]], Any],
+                                      resource: dict[str, Any], field: str, words: str) -> None:
+        with pytest.raises(SpecError) as caught:
+            validate(resource)
+        assert caught.value.field == field
+        assert words in caught.value.message
+        assert str(caught.value).startswith(f"{field}: ")
+        with pytest.raises(SpecError):
+            render(resource)
+
+
+class TestGoodInput:
+    @pytest.mark.parametrize("resource", [
+        pipeline(sampling={"mode": "head", "keepErrors": False}),
+        pipeline(sampling={"mode": "head"}),
+        pipeline(sampling={"mode": "development"}, redaction={"hashAttributes": []}),
+        pipeline(jaeger={"enabled": False}, exporters={"debug": {"enabled": True}}),
+        pipeline(jaeger={"tenancy": {"enabled": True, "tenants": ["a"]}}),
+    ])
+    def test_accepted(self, resource: dict[str, Any]) -> None:
+        validate_pipeline(resource)
+
+
+class TestRenderAll:
+    def test_unknown_kind(self) -> None:
+        with pytest.raises(SpecError) as caught:
+            render_all([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}])
+        assert caught.value.field == "kind"
+
+    def test_wrong_api_version(self) -> None:
+        resource = kvcluster()
+        resource["apiVersion"] = "kvtrace.dev/v1"
+        with pytest.raises(SpecError) as caught:
+            render_all([resource])
+        assert caught.value.field == "apiVersion"
+
+    def test_pipeline_in_another_namespace_is_not_used(self) -> None:
+        cluster = kvcluster(tracing={"pipelineRef": {"name": "traces"}})
+        objects = render_all([cluster, pipeline(namespace="elsewhere")])
+        sts = [o for o in objects if o["kind"] == "StatefulSet"][0]
+        env = {e["name"]: e.get("value") for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["OTEL_SDK_DISABLED"] == "true"
+
+    def test_pipeline_among_inputs_is_used(self) -> None:
+        cluster = kvcluster(tracing={"pipelineRef": {"name": "traces"}})
+        objects = render_all([cluster, pipeline()])
+        assert len(objects) == 7 + len(render_pipeline(pipeline()))
+        sts = [o for o in objects if o["kind"] == "StatefulSet"][0]
+        names = {e["name"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" in names and "OTEL_SDK_DISABLED" not in names
+
+
+@pytest.mark.parametrize(("text", "nanos"), [
+    ("1ns", 1), ("1us", 1000), ("500ms", 500_000_000), ("2s", 2 * 10**9), ("1h30m", 5400 * 10**9), ("0.5s", 5 * 10**8)])
+def test_parse_duration(text: str, nanos: int) -> None:
+    assert parse_duration(text, "f") == nanos
