@@ -22,6 +22,14 @@ def register(subparsers: Any) -> None:
                      help="port of the operator's Prometheus metrics (default: %(default)s; 0 disables)")
     run.add_argument("--peering", default=None,
                      help="kopf peering name for several operator replicas (default: standalone)")
+    run.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
+                     help="re-reconcile every resource this often, repairing drift such as a child "
+                     "deleted or edited by hand (default: %(default)s)")
+    run.add_argument("--retry-backoff", type=float, default=5.0, metavar="SECONDS",
+                     help="delay before a failed reconcile is retried (default: %(default)s)")
+    run.add_argument("--watch-timeout", type=int, default=300, metavar="SECONDS",
+                     help="server-side timeout of each watch request; the client waits 30s more "
+                     "(default: %(default)s)")
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
 

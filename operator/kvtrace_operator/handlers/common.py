@@ -1,0 +1,98 @@
+"""What both resources' handlers share: options, per-object locks, status writing, events."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import datetime
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from lightkube import AsyncClient
+
+from kvtrace_operator import k8s
+from kvtrace_operator.render.status import find_condition
+
+log = logging.getLogger("kvtrace_operator")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Operator behaviour that handlers are registered with (from `kvtrace operator run`)."""
+
+    resync_interval: float = 60.0  # the drift-repair timer
+    retry_backoff: float = 5.0  # delay before a failed reconcile is retried
+
+
+_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+
+
+def lock(kind: str, namespace: str, name: str) -> asyncio.Lock:
+    """One reconcile at a time per object, whichever handler (or other object) triggers it."""
+    return _locks.setdefault((kind, namespace, name), asyncio.Lock())
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep plain-dict copy of a kopf body (the render layer wants plain dicts)."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        return copy.copy(value)
+    return convert(body)  # type: ignore[no-any-return]
+
+
+async def write_status(client: AsyncClient, res: Any, owner: Mapping[str, Any],
+                       status: dict[str, Any]) -> None:
+    """Patch ``status`` when it differs from what the owner already shows; post an event
+    when the Ready condition flips."""
+    previous = owner.get("status") or {}
+    if all(previous.get(key) == value for key, value in status.items()):
+        return
+    meta = owner["metadata"]
+    await k8s.patch_status(client, res, meta["name"], meta["namespace"], status)
+    before, after = find_condition(previous, "Ready"), find_condition(status, "Ready")
+    if after and (before or {}).get("status") != after["status"]:
+        ready = after["status"] == "True"
+        await k8s.post_event(client, owner, "Ready" if ready else "NotReady",
+                             f"{after['reason']}: {after['message']}",
+                             "Normal" if ready or before is None else "Warning")
+
+
+async def apply(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]]) -> k8s.Changes:
+    """Apply every child and prune the stale ones, with an event per kind of action; a
+    child that had to be deleted (immutable field) is retried shortly."""
+    try:
+        changes = await k8s.apply_children(client, owner, children)
+    except k8s.Recreating as exc:
+        await k8s.post_event(client, owner, "Recreating", str(exc), "Warning")
+        raise kopf.TemporaryError(str(exc), delay=2) from exc
+    await report_changes(client, owner, changes)
+    return changes
+
+
+async def report_changes(client: AsyncClient, owner: Mapping[str, Any], changes: k8s.Changes) -> None:
+    """One event per kind of action: Created, Updated, Deleted (children)."""
+    for reason, items in (("Created", changes.created), ("Updated", changes.updated),
+                          ("Deleted", changes.deleted)):
+        if items:
+            log.info("%s %s/%s: %s", reason, owner["kind"], owner["metadata"]["name"], ", ".join(items))
+            await k8s.post_event(client, owner, reason, ", ".join(items))
+
+
+async def report_spec_error(client: AsyncClient, owner: Mapping[str, Any], message: str) -> None:
+    """A Warning event, once per distinct error (the Ready condition carries it too)."""
+    ready = find_condition(owner.get("status"), "Ready") or {}
+    if ready.get("reason") == "InvalidSpec" and message in ready.get("message", ""):
+        return
+    log.warning("invalid %s %s/%s: %s", owner["kind"], owner["metadata"]["namespace"],
+                owner["metadata"]["name"], message)
+    await k8s.post_event(client, owner, "InvalidSpec", message, "Warning")

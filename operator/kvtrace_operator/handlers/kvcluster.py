@@ -1,0 +1,149 @@
+"""KVCluster handlers: one idempotent reconcile for resume, create, update, the drift timer,
+pipeline changes and children's events; and the index of clusters by pipeline."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+from lightkube import AsyncClient
+
+from kvtrace_operator import k8s
+from kvtrace_operator.handlers import common
+from kvtrace_operator.render import (
+    SpecError,
+    otel_environment,
+    pipeline_ref,
+    render_kvcluster,
+    validate_pipeline,
+)
+from kvtrace_operator.render.names import GROUP, VERSION
+from kvtrace_operator.render.sampling import mode as sampling_mode
+from kvtrace_operator.render.status import kvcluster_status, tracing_state, workload_summary
+
+PLURAL = "kvclusters"
+INDEX = "clusters_by_pipeline"
+log = logging.getLogger("kvtrace_operator")
+
+
+def index_key(namespace: str, pipeline: str) -> tuple[str, str]:
+    return namespace, pipeline
+
+
+def consumers(index: Mapping[Any, Iterable[str]] | None, namespace: str, pipeline: str) -> list[str]:
+    """Names of the KVClusters in ``namespace`` referencing ``pipeline`` (from the index)."""
+    if index is None:
+        return []
+    return sorted(set(index.get(index_key(namespace, pipeline), ())))
+
+
+async def resolve_pipeline(client: AsyncClient, cluster: Mapping[str, Any]
+                           ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The referenced pipeline if it exists and is valid (else None), and the tracing state."""
+    ref = pipeline_ref(dict(cluster))
+    if not ref:
+        return None, tracing_state(None, found=False)
+    pipeline = await k8s.get_object(client, k8s.TracingPipeline, ref, cluster["metadata"]["namespace"])
+    if pipeline is None:
+        return None, tracing_state(ref, found=False)
+    try:
+        validate_pipeline(pipeline)
+    except SpecError as exc:
+        return None, tracing_state(ref, found=True, error=str(exc))
+    env = {v["name"]: v.get("value", "") for v in otel_environment(dict(cluster), pipeline)}
+    return pipeline, tracing_state(ref, found=True, endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                                   mode=sampling_mode(pipeline.get("spec") or {}),
+                                   sampler=env.get("OTEL_TRACES_SAMPLER", ""))
+
+
+async def reconcile(client: AsyncClient, cluster: Mapping[str, Any], *, apply: bool = True) -> None:
+    """Render everything, then apply it all (or, with ``apply=False``, only observe) and
+    write the status. An invalid spec becomes conditions and an event; nothing is applied."""
+    cluster = common.plain(cluster)
+    meta = cluster["metadata"]
+    async with common.lock("KVCluster", meta["namespace"], meta["name"]):
+        pipeline, tracing = await resolve_pipeline(client, cluster)
+        try:
+            children = render_kvcluster(cluster, pipeline)
+        except SpecError as exc:
+            await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
+                cluster, statefulset=None, tracing=tracing, now=common.now(), spec_error=str(exc)))
+            await common.report_spec_error(client, cluster, str(exc))
+            return
+        if apply:
+            changes = await common.apply(client, cluster, children)
+            await report_scaling(client, cluster, changes)
+            workloads = k8s.workloads_of(changes.applied)
+        else:
+            workloads = await k8s.read_workloads(client, meta["namespace"], children)
+        statefulset = next((w for w in workloads if w["kind"] == "StatefulSet"), None)
+        await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
+            cluster, statefulset=statefulset, tracing=tracing, now=common.now()))
+
+
+async def report_scaling(client: AsyncClient, cluster: Mapping[str, Any], changes: k8s.Changes) -> None:
+    for obj in changes.applied:
+        if obj["kind"] != "StatefulSet":
+            continue
+        before = changes.previous.get(k8s.child_key(obj))
+        if before is None:
+            return
+        old = workload_summary(before)["desired"]
+        new = workload_summary(obj)["desired"]
+        if old != new:
+            await k8s.post_event(client, cluster, "Scaling",
+                                 f"membership {old} -> {new}: peers file rewritten, "
+                                 f"existing members keep running and rebalance")
+
+
+async def reconcile_named(client: AsyncClient, namespace: str, name: str, *, apply: bool = True) -> None:
+    """Reconcile a KVCluster known only by name (from a pipeline or a child's event)."""
+    cluster = await k8s.get_object(client, k8s.KVCluster, name, namespace)
+    if cluster is None or cluster["metadata"].get("deletionTimestamp"):
+        return
+    await reconcile(client, cluster, apply=apply)
+
+
+async def sync_consumers(client: AsyncClient, namespace: str, pipeline: str, names: list[str]) -> None:
+    """Keep a pipeline's ``status.consumers`` in step with the clusters referencing it."""
+    current = await k8s.get_object(client, k8s.TracingPipeline, pipeline, namespace)
+    if current is not None and (current.get("status") or {}).get("consumers") != names:
+        await k8s.patch_status(client, k8s.TracingPipeline, pipeline, namespace, {"consumers": names})
+
+
+def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.index(*resource, id=INDEX, registry=registry)
+    def clusters_by_pipeline(namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+                             ) -> dict[tuple[str, str], str] | None:
+        ref = pipeline_ref({"spec": dict(spec)})
+        return {index_key(namespace or "", ref): name} if ref else None
+
+    @kopf.on.resume(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
+    @kopf.on.create(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
+    @kopf.on.update(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
+    async def reconcile_handler(body: kopf.Body, old: Any, memo: kopf.Memo, **kwargs: Any) -> None:
+        await reconcile(memo.client, body)
+        namespace = body["metadata"]["namespace"]
+        index = kwargs[INDEX]
+        refs = {pipeline_ref(common.plain(body)), pipeline_ref({"spec": dict((old or {}).get("spec") or {})})}
+        for ref in sorted(r for r in refs if r):
+            await sync_consumers(memo.client, namespace, ref, consumers(index, namespace, ref))
+
+    @kopf.timer(*resource, id="resync", interval=options.resync_interval,
+                initial_delay=options.resync_interval, registry=registry)
+    async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await reconcile(memo.client, body)
+
+    @kopf.on.event(*resource, id="deleted", registry=registry)
+    async def deleted(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        if type != "DELETED":
+            return
+        ref = pipeline_ref(common.plain(body))
+        if ref:
+            namespace = body["metadata"]["namespace"]
+            await sync_consumers(memo.client, namespace, ref,
+                                 consumers(kwargs[INDEX], namespace, ref))

@@ -1,0 +1,85 @@
+"""TracingPipeline handlers: one idempotent reconcile; a pipeline change (or deletion)
+re-renders the KVClusters that reference it, which rolls their pods (checksum annotation)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from lightkube import AsyncClient
+
+from kvtrace_operator import k8s
+from kvtrace_operator.handlers import common, kvcluster
+from kvtrace_operator.render import SpecError, render_pipeline
+from kvtrace_operator.render.names import GROUP, VERSION
+from kvtrace_operator.render.status import pipeline_status
+
+PLURAL = "tracingpipelines"
+
+
+async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers: list[str],
+                    *, apply: bool = True) -> None:
+    """Render, apply (or only observe) and write the status, like kvcluster.reconcile()."""
+    pipeline = common.plain(pipeline)
+    meta = pipeline["metadata"]
+    async with common.lock("TracingPipeline", meta["namespace"], meta["name"]):
+        try:
+            children = render_pipeline(pipeline)
+        except SpecError as exc:
+            await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
+                pipeline, workloads=[], consumers=consumers, now=common.now(), spec_error=str(exc)))
+            await common.report_spec_error(client, pipeline, str(exc))
+            return
+        if apply:
+            changes = await common.apply(client, pipeline, children)
+            workloads = k8s.workloads_of(changes.applied)
+        else:
+            workloads = await k8s.read_workloads(client, meta["namespace"], children)
+        await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
+            pipeline, workloads=workloads, consumers=consumers, now=common.now()))
+
+
+async def reconcile_named(client: AsyncClient, namespace: str, name: str, consumers: list[str],
+                          *, apply: bool = True) -> None:
+    pipeline = await k8s.get_object(client, k8s.TracingPipeline, name, namespace)
+    if pipeline is None or pipeline["metadata"].get("deletionTimestamp"):
+        return
+    await reconcile(client, pipeline, consumers, apply=apply)
+
+
+async def rerender_consumers(client: AsyncClient, namespace: str, names: list[str]) -> None:
+    """Re-render every KVCluster using the pipeline (its pods roll if their env changed)."""
+    for name in names:
+        await kvcluster.reconcile_named(client, namespace, name)
+
+
+def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
+    resource = (GROUP, VERSION, PLURAL)
+
+    def consumers_of(body: Mapping[str, Any], kwargs: Mapping[str, Any]) -> list[str]:
+        meta = body["metadata"]
+        return kvcluster.consumers(kwargs.get(kvcluster.INDEX), meta["namespace"], meta["name"])
+
+    @kopf.on.resume(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
+    async def resumed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        await reconcile(memo.client, body, consumers_of(body, kwargs))
+
+    @kopf.on.create(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
+    @kopf.on.update(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
+    async def changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        names = consumers_of(body, kwargs)
+        await reconcile(memo.client, body, names)
+        await rerender_consumers(memo.client, body["metadata"]["namespace"], names)
+
+    @kopf.timer(*resource, id="resync", interval=options.resync_interval,
+                initial_delay=options.resync_interval, registry=registry)
+    async def resync(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        await reconcile(memo.client, body, consumers_of(body, kwargs))
+
+    @kopf.on.event(*resource, id="deleted", registry=registry)
+    async def deleted(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        if type == "DELETED":
+            # The clusters keep running, untraced, with TracingConfigured=False/PipelineNotFound.
+            await rerender_consumers(memo.client, body["metadata"]["namespace"],
+                                     consumers_of(body, kwargs))

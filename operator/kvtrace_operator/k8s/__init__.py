@@ -1,0 +1,49 @@
+"""Layer 2: talking to the API server (lightkube): server-side apply with the field manager
+``kvtrace-operator``, pruning children that are no longer rendered, reading children's
+status, writing our resources' status, and events. No kopf here."""
+
+from kvtrace_operator.k8s.apply import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    PRUNABLE_KINDS,
+    Changes,
+    Recreating,
+    apply_children,
+    child_key,
+    owned_by,
+    stale_children,
+)
+from kvtrace_operator.k8s.client import (
+    FIELD_MANAGER,
+    KVCluster,
+    TracingPipeline,
+    get_object,
+    make_client,
+    patch_status,
+    resource_class,
+)
+from kvtrace_operator.k8s.events import build_event, post_event
+from kvtrace_operator.k8s.observe import read_workloads, workloads_of
+
+__all__ = [
+    "FIELD_MANAGER",
+    "MANAGED_BY_LABEL",
+    "MANAGED_BY_VALUE",
+    "PRUNABLE_KINDS",
+    "Changes",
+    "Recreating",
+    "KVCluster",
+    "TracingPipeline",
+    "apply_children",
+    "build_event",
+    "child_key",
+    "get_object",
+    "make_client",
+    "owned_by",
+    "patch_status",
+    "post_event",
+    "read_workloads",
+    "resource_class",
+    "stale_children",
+    "workloads_of",
+]

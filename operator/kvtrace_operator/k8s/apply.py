@@ -1,0 +1,158 @@
+"""Server-side apply of rendered children, and pruning of the ones no longer rendered.
+
+Apply order is the render order. Before applying, the owner's existing children are listed
+(by our ``managed-by`` label, then by owner UID): that tells which applies created or changed
+an object (for events) and which existing children are stale (deleted after every apply
+succeeded, e.g. the load-balancing tier when the collector drops to one replica).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.types import CascadeType, PatchType
+
+from kvtrace_operator.k8s.client import FIELD_MANAGER, resource_class, to_dict
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "kvtrace-operator"
+
+# Every kind the renderers may produce and the operator may therefore have to delete.
+# PersistentVolumeClaims are deliberately absent: data is never deleted by a re-render
+# (claims of a StatefulSet are not ours anyway; a pipeline's claim goes with the pipeline).
+PRUNABLE_KINDS: tuple[tuple[str, str], ...] = (
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+)
+
+
+def child_key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """(kind, name): unique among one owner's children (all in the owner's namespace)."""
+    return str(obj["kind"]), str(obj["metadata"]["name"])
+
+
+def owned_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or ()
+    return any(ref.get("uid") == owner_uid for ref in refs)
+
+
+def stale_children(existing: Iterable[Mapping[str, Any]], rendered: Iterable[Mapping[str, Any]],
+                   owner_uid: str) -> list[Mapping[str, Any]]:
+    """Existing children of ``owner_uid`` that the current render no longer contains."""
+    keep = {child_key(obj) for obj in rendered}
+    return [obj for obj in existing if owned_by(obj, owner_uid) and child_key(obj) not in keep]
+
+
+@dataclasses.dataclass
+class Changes:
+    """What one apply pass did, as ``Kind/name`` strings (for events and logs)."""
+
+    created: list[str] = dataclasses.field(default_factory=list)
+    updated: list[str] = dataclasses.field(default_factory=list)
+    deleted: list[str] = dataclasses.field(default_factory=list)
+    applied: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    previous: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+
+def _label(obj: Mapping[str, Any]) -> str:
+    kind, name = child_key(obj)
+    return f"{kind}/{name}"
+
+
+async def list_children(client: AsyncClient, namespace: str, owner_uid: str,
+                        kinds: Sequence[tuple[str, str]] = PRUNABLE_KINDS) -> list[dict[str, Any]]:
+    """Every object of ``kinds`` in ``namespace`` carrying our label and owned by ``owner_uid``."""
+    found = []
+    for api_version, kind in kinds:
+        res = resource_class(api_version, kind)
+        async for item in client.list(res, namespace=namespace,
+                                      labels={MANAGED_BY_LABEL: MANAGED_BY_VALUE}):
+            obj = to_dict(item)
+            obj.setdefault("apiVersion", api_version)
+            obj.setdefault("kind", kind)
+            if owned_by(obj, owner_uid):
+                found.append(obj)
+    return found
+
+
+class Recreating(Exception):
+    """A child had to be deleted because a field we changed is immutable (a Deployment's
+    selector, a StatefulSet's claim templates); the next reconcile creates it again."""
+
+
+def is_immutable_error(exc: ApiError) -> bool:
+    return exc.status.code == 422 and "immutable" in (exc.status.message or "")
+
+
+async def apply_object(client: AsyncClient, obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """Server-side apply one object; we force ownership of the fields we set.
+
+    When the API server refuses because a field is immutable, the object is deleted and
+    Recreating raised (a StatefulSet orphans its pods, which the new one adopts, and keeps
+    its volumes; a Deployment takes its pods with it)."""
+    res = resource_class(obj["apiVersion"], obj["kind"])
+    try:
+        result = await client.patch(res, obj["metadata"]["name"], dict(obj), namespace=namespace,
+                                    patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER,
+                                    force=True)
+    except ApiError as exc:
+        if not is_immutable_error(exc):
+            raise
+        cascade = CascadeType.ORPHAN if obj["kind"] == "StatefulSet" else CascadeType.BACKGROUND
+        await delete_object(client, obj, namespace, cascade=cascade)
+        raise Recreating(f"{obj['kind']}/{obj['metadata']['name']} deleted to be re-created: "
+                         f"{exc.status.message}") from exc
+    applied = to_dict(result)
+    applied.setdefault("apiVersion", obj["apiVersion"])
+    applied.setdefault("kind", obj["kind"])
+    return applied
+
+
+async def delete_object(client: AsyncClient, obj: Mapping[str, Any], namespace: str,
+                        cascade: CascadeType = CascadeType.BACKGROUND) -> bool:
+    """Delete; False when it was already gone."""
+    res = resource_class(obj["apiVersion"], obj["kind"])
+    try:
+        await client.delete(res, obj["metadata"]["name"], namespace=namespace, cascade=cascade)
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return False
+        raise
+    return True
+
+
+async def apply_children(client: AsyncClient, owner: Mapping[str, Any],
+                         rendered: Sequence[Mapping[str, Any]], *, prune: bool = True) -> Changes:
+    """Apply ``rendered`` (in order) in the owner's namespace, then delete the owner's
+    children that are not rendered any more. Raises lightkube.ApiError on failure (the
+    caller retries; applies are idempotent)."""
+    namespace = owner["metadata"]["namespace"]
+    uid = owner["metadata"]["uid"]
+    changes = Changes()
+    existing = await list_children(client, namespace, uid)
+    changes.previous = {child_key(obj): obj for obj in existing}
+    for obj in rendered:
+        applied = await apply_object(client, obj, namespace)
+        changes.applied.append(applied)
+        before = changes.previous.get(child_key(obj))
+        if before is None:
+            changes.created.append(_label(obj))
+        elif before["metadata"].get("resourceVersion") != applied["metadata"].get("resourceVersion"):
+            changes.updated.append(_label(obj))
+    if prune:
+        for obj in stale_children(existing, rendered, uid):
+            if await delete_object(client, obj, namespace):
+                changes.deleted.append(_label(obj))
+    return changes

@@ -1,0 +1,84 @@
+"""Layer 4: `kvtrace operator run`. One startup handler holds every kopf setting; the
+handlers are registered into kopf's registry with the options from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from kvtrace_operator import handlers, k8s
+
+FINALIZER = "kvtrace.dev/finalizer"
+ANNOTATIONS_PREFIX = "kvtrace.dev"
+
+
+def configure(settings: kopf.OperatorSettings, args: Any) -> None:
+    """Every kopf setting the operator relies on, in one place."""
+    # No deletion handler needs one (children go by owner references), but should one ever
+    # be added, its finalizer is ours, not kopf's default.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration")
+    # Several replicas coordinate through a KopfPeering object only when asked to.
+    settings.peering.standalone = args.peering is None
+    if args.peering is not None:
+        settings.peering.name = args.peering
+        settings.peering.mandatory = True
+    # Watches end server-side before any proxy or load balancer cuts them silently; the
+    # client gives up a little later.
+    settings.watching.server_timeout = int(args.watch_timeout)
+    settings.watching.client_timeout = args.watch_timeout + 30
+    settings.watching.connect_timeout = 10
+    # kopf's own log lines become events only for warnings and errors; actions get our
+    # own events (Created, Updated, Deleted, Scaling, Ready, InvalidSpec...).
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = k8s.FIELD_MANAGER
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    settings.networking.error_backoffs = (1, 2, 5, 10, 20, 30)
+    settings.execution.max_workers = 4
+
+
+def run(args: Any) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "verbose", False):
+        logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per request otherwise
+    registry = kopf.get_default_registry()
+    options = handlers.Options(
+        resync_interval=getattr(args, "resync_interval", 60.0),
+        retry_backoff=getattr(args, "retry_backoff", 5.0),
+    )
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure(settings, args)
+        memo.client = k8s.make_client()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        client = getattr(memo, "client", None)
+        if client is not None:
+            await client.close()
+
+    handlers.register(registry, options)
+    namespaces = list(args.namespaces or [])
+    liveness = args.liveness or None
+    if liveness in ("none", "off"):
+        liveness = None
+    asyncio.run(kopf.operator(
+        registry=registry,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(),
+    ))
+    return 0

@@ -1,0 +1,206 @@
+"""The k8s layer against a fake API server (an httpx mock transport): the requests it sends
+(server-side apply, field manager, force; status merge patches; events), what it reports,
+what it prunes."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import httpx2
+import pytest
+from lightkube import AsyncClient, KubeConfig
+
+from kvtrace_operator import k8s
+from kvtrace_operator.k8s.apply import list_children
+
+pytestmark = pytest.mark.unit
+
+OWNER = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
+         "metadata": {"name": "kv", "namespace": "ns1", "uid": "owner-uid"}}
+LABELS = {"app.kubernetes.io/managed-by": "kvtrace-operator"}
+
+
+def child(kind: str, name: str, uid: str = "owner-uid", rv: str = "1", api: str = "v1") -> dict[str, Any]:
+    return {"apiVersion": api, "kind": kind,
+            "metadata": {"name": name, "namespace": "ns1", "labels": dict(LABELS), "resourceVersion": rv,
+                         "ownerReferences": [{"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
+                                              "name": "kv", "uid": uid}]}}
+
+
+class FakeServer:
+    """Just enough of the API: list by kind, apply (PATCH), delete. Records every request."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.objects = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+        self.requests: list[httpx2.Request] = []
+
+    PLURALS = {"configmaps": "ConfigMap", "secrets": "Secret", "services": "Service",
+               "serviceaccounts": "ServiceAccount", "deployments": "Deployment",
+               "statefulsets": "StatefulSet", "poddisruptionbudgets": "PodDisruptionBudget",
+               "networkpolicies": "NetworkPolicy"}
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        parts = request.url.path.strip("/").split("/")
+        ns_at = parts.index("namespaces")
+        assert parts[ns_at + 1] == "ns1"
+        kind = self.PLURALS[parts[ns_at + 2]]
+        if request.method == "GET":
+            assert request.url.params["labelSelector"] == "app.kubernetes.io/managed-by=kvtrace-operator"
+            items = [o for (k, _), o in self.objects.items() if k == kind]
+            return httpx2.Response(200, json={"kind": f"{kind}List", "apiVersion": "v1",
+                                              "metadata": {}, "items": items})
+        name = parts[ns_at + 3]
+        if request.method == "PATCH":
+            body = json.loads(request.content)
+            old = self.objects.get((kind, name))
+            new = dict(body)
+            new["metadata"] = {**body["metadata"], "resourceVersion":
+                               str(int(old["metadata"]["resourceVersion"]) + (0 if old and
+                                   old.get("data") == body.get("data") else 1)) if old else "1"}
+            self.objects[(kind, name)] = new
+            return httpx2.Response(200, json=new)
+        if request.method == "DELETE":
+            if self.objects.pop((kind, name), None) is None:
+                return httpx2.Response(404, json={"kind": "Status", "apiVersion": "v1", "code": 404,
+                                                  "status": "Failure", "message": "not found"})
+            return httpx2.Response(200, json={"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        raise AssertionError(request)
+
+
+def client_for(handler: Any) -> AsyncClient:
+    config = KubeConfig.from_dict({
+        "clusters": [{"name": "fake", "cluster": {"server": "http://api.invalid"}}],
+        "users": [{"name": "fake", "user": {"token": "t"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+        "current-context": "fake",
+    })
+    return AsyncClient(config=config, transport=httpx2.MockTransport(handler),
+                       field_manager="kvtrace-operator")
+
+
+def cm(name: str, data: str, uid: str = "owner-uid", rv: str = "1") -> dict[str, Any]:
+    obj = child("ConfigMap", name, uid=uid, rv=rv)
+    obj["data"] = {"k": data}
+    return obj
+
+
+async def test_apply_uses_server_side_apply_with_our_field_manager_and_force() -> None:
+    server = FakeServer([])
+    changes = await k8s.apply_children(client_for(server), OWNER, [cm("a", "x")])
+    patches = [r for r in server.requests if r.method == "PATCH"]
+    assert len(patches) == 1
+    assert patches[0].headers["content-type"] == "application/apply-patch+yaml"
+    assert patches[0].url.params["fieldManager"] == "kvtrace-operator"
+    assert patches[0].url.params["force"] == "true"
+    assert patches[0].url.path == "/api/v1/namespaces/ns1/configmaps/a"
+    assert changes.created == ["ConfigMap/a"] and not changes.updated and not changes.deleted
+    assert changes.applied[0]["kind"] == "ConfigMap"
+
+
+async def test_apply_reports_updates_only_for_objects_that_changed() -> None:
+    server = FakeServer([cm("same", "x"), cm("changed", "old")])
+    changes = await k8s.apply_children(client_for(server), OWNER, [cm("same", "x"), cm("changed", "new")])
+    assert changes.updated == ["ConfigMap/changed"]
+    assert changes.created == [] and bool(changes)
+
+
+async def test_prune_deletes_only_our_unrendered_children() -> None:
+    foreign = cm("foreign", "x", uid="someone-else")
+    deployment = {**child("Deployment", "stale-lb", api="apps/v1"), "spec": {"selector": {}, "template": {}}}
+    server = FakeServer([cm("keep", "x"), cm("stale", "x"), foreign, deployment])
+    changes = await k8s.apply_children(client_for(server), OWNER, [cm("keep", "x")])
+    assert sorted(changes.deleted) == ["ConfigMap/stale", "Deployment/stale-lb"]
+    assert ("ConfigMap", "foreign") in server.objects
+    deletes = [r for r in server.requests if r.method == "DELETE"]
+    # every apply is done before anything is deleted
+    last_patch = max(i for i, r in enumerate(server.requests) if r.method == "PATCH")
+    assert all(server.requests.index(r) > last_patch for r in deletes)
+
+
+async def test_prune_can_be_disabled_and_lists_every_prunable_kind() -> None:
+    server = FakeServer([cm("stale", "x")])
+    changes = await k8s.apply_children(client_for(server), OWNER, [], prune=False)
+    assert not changes and ("ConfigMap", "stale") in server.objects
+    listed = {r.url.path.rsplit("/", 1)[-1] for r in server.requests if r.method == "GET"}
+    assert listed == set(FakeServer.PLURALS)
+
+
+async def test_list_children_fills_kind_and_filters_by_owner() -> None:
+    server = FakeServer([cm("mine", "x"), cm("theirs", "x", uid="other")])
+    found = await list_children(client_for(server), "ns1", "owner-uid", [("v1", "ConfigMap")])
+    assert [(o["kind"], o["metadata"]["name"]) for o in found] == [("ConfigMap", "mine")]
+
+
+def test_stale_children_and_ownership() -> None:
+    existing = [cm("a", "x"), cm("b", "x"), cm("c", "x", uid="other")]
+    assert [o["metadata"]["name"] for o in k8s.stale_children(existing, [cm("a", "x")], "owner-uid")] == ["b"]
+    assert k8s.owned_by(cm("a", "x"), "owner-uid") and not k8s.owned_by({"metadata": {}}, "owner-uid")
+    assert k8s.child_key(cm("a", "x")) == ("ConfigMap", "a")
+
+
+def test_every_prunable_kind_resolves_to_a_lightkube_resource() -> None:
+    for api_version, kind in k8s.PRUNABLE_KINDS:
+        assert k8s.resource_class(api_version, kind).__name__ == kind
+    assert k8s.resource_class("kvtrace.dev/v1alpha1", "KVCluster") is k8s.KVCluster
+
+
+# --------------------------------------------------------------------------- events, status
+
+PIPELINE = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
+         "metadata": {"name": "traces", "namespace": "ns1", "uid": "u1", "resourceVersion": "7"}}
+
+
+def test_event_names_the_object_and_the_operator() -> None:
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    event = k8s.build_event(PIPELINE, "Created", "Deployment/traces-collector", now=when)
+    assert event["involvedObject"] == {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
+                                       "name": "traces", "namespace": "ns1", "uid": "u1",
+                                       "resourceVersion": "7"}
+    assert event["metadata"] == {"generateName": "traces.", "namespace": "ns1"}
+    assert event["source"] == {"component": "kvtrace-operator"}
+    assert (event["type"], event["reason"], event["firstTimestamp"]) == ("Normal", "Created", "2026-01-02T03:04:05Z")
+    assert len(k8s.build_event(PIPELINE, "X", "m" * 5000)["message"]) == 1024
+
+
+def recording_client(status: int = 200) -> tuple[AsyncClient, list[httpx2.Request]]:
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        if status != 200:
+            return httpx2.Response(status, json={"kind": "Status", "apiVersion": "v1", "code": status,
+                                                 "status": "Failure", "message": "nope"})
+        body = json.loads(request.content) if request.content else {}
+        return httpx2.Response(200 if request.method == "PATCH" else 201,
+                               json={**PIPELINE, **body} if request.method == "PATCH" else body)
+
+    return client_for(handler), seen
+
+
+async def test_post_event_creates_a_core_event() -> None:
+    client, seen = recording_client()
+    await k8s.post_event(client, PIPELINE, "Updated", "ConfigMap/x", "Normal")
+    assert seen[0].method == "POST" and seen[0].url.path == "/api/v1/namespaces/ns1/events"
+    assert json.loads(seen[0].content)["reason"] == "Updated"
+
+
+async def test_post_event_failure_is_not_fatal() -> None:
+    client, _ = recording_client(status=403)
+    await k8s.post_event(client, PIPELINE, "Updated", "ConfigMap/x")
+
+
+async def test_patch_status_is_a_merge_patch_of_the_status_subresource() -> None:
+    client, seen = recording_client()
+    await k8s.patch_status(client, k8s.TracingPipeline, "traces", "ns1", {"consumers": ["kv"]})
+    assert seen[0].method == "PATCH"
+    assert seen[0].url.path == "/apis/kvtrace.dev/v1alpha1/namespaces/ns1/tracingpipelines/traces/status"
+    assert seen[0].headers["content-type"] == "application/merge-patch+json"
+    assert json.loads(seen[0].content) == {"status": {"consumers": ["kv"]}}
+
+
+async def test_patch_status_of_a_deleted_object_is_ignored() -> None:
+    client, _ = recording_client(status=404)
+    await k8s.patch_status(client, k8s.KVCluster, "gone", "ns1", {"phase": "Running"})
