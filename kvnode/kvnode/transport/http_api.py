@@ -192,7 +192,7 @@ def build_app(state: ApiState) -> web.Application:
         return web.json_response(cluster_view(state.cluster))
 
     for method in ("PUT", "GET", "DELETE"):
-        app.router.add_route(method, "/v1/kv/{key:.+}", kv)
+        app.router.add_route(method, r"/v1/kv/{key:[\s\S]+}", kv)
         app.router.add_route(method, "/v1/kv/", empty_key)
         app.router.add_route(method, "/v1/kv", empty_key)
     app.router.add_get("/healthz", healthz)

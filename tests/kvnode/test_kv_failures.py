@@ -1,0 +1,103 @@
+"""Failures on a real cluster: SIGKILL under load, hinted handoff, anti-entropy, lost disks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+from conftest import Harness, Node, wait_until
+
+from kvnode.client import ClientError, KVClient
+
+pytestmark = pytest.mark.dataplane
+
+
+def write_keys(node: Node, prefix: str, count: int, level: str = "quorum") -> dict[str, bytes]:
+    written = {}
+    for i in range(count):
+        key, value = f"{prefix}/{i}", f"value-{i}".encode()
+        status, _, body = node.put(key, value, level)
+        assert status == 204, body
+        written[key] = value
+    return written
+
+
+def all_readable(node: Node, data: dict[str, bytes], level: str) -> bool:
+    return all(node.get(k, level)[2] == v for k, v in data.items())
+
+
+async def _write_stream(coordinators: list[Node], victim: Node, total: int, seconds: float) -> dict[str, bytes]:
+    acked: dict[str, bytes] = {}
+    counter = iter(range(total))
+    deadline = time.monotonic() + seconds
+    killed = asyncio.Event()
+
+    async def writer(n: int) -> None:
+        client = KVClient(coordinators[n % len(coordinators)].url, timeout=5)
+        try:
+            for i in counter:
+                if time.monotonic() > deadline:
+                    return
+                key, value = f"stream/{i}", f"v{i}".encode()
+                try:
+                    resp = await client.put(key, value, "quorum")
+                except ClientError:
+                    continue
+                if resp.status == 204:
+                    acked[key] = value
+                if len(acked) >= total // 4 and not killed.is_set():
+                    killed.set()
+                    victim.kill()
+        finally:
+            client.close()
+
+    await asyncio.gather(*(writer(n) for n in range(8)))
+    assert killed.is_set(), "the stream ended before the kill"
+    return acked
+
+
+def test_sigkill_during_quorum_writes_loses_no_acknowledged_write(kv_cluster: Callable[..., Harness]) -> None:
+    a, b, c = kv_cluster(3).nodes
+    acked = asyncio.run(_write_stream([a, b], c, total=1200, seconds=20))
+    assert len(acked) > 600, "QUORUM writes keep succeeding with one replica down"
+    for node in (a, b):
+        missing = [k for k, v in acked.items() if node.get(k, "quorum")[2] != v]
+        assert not missing, f"{len(missing)} acknowledged writes lost via {node.id}: {missing[:5]}"
+    c.start()
+    sample = dict(list(acked.items())[:200])
+    assert all_readable(c, sample, "quorum")
+
+
+def test_hinted_handoff_delivers_after_restart(kv_cluster: Callable[..., Harness]) -> None:
+    a, b, c = kv_cluster(3).nodes
+    c.kill()
+    data = write_keys(a, "hinted", 60)
+    assert a.cluster()["hints_pending"] == {c.id: 60}
+    assert a.metric("kvnode_hints_pending") == 60
+    c.start()
+    wait_until(lambda: a.cluster()["hints_pending"] == {}, 20, what="hints replayed")
+    assert a.metric("kvnode_hints_delivered_total") == 60
+    assert all_readable(c, data, "one"), "c holds every key it missed (anti-entropy is off here)"
+
+
+def test_anti_entropy_repairs_divergent_replicas(kv_cluster: Callable[..., Harness]) -> None:
+    a, b, c = kv_cluster(3, KVNODE_ANTI_ENTROPY_INTERVAL="1s", KVNODE_HINTED_HANDOFF="false").nodes
+    c.kill()
+    data = write_keys(a, "diverged", 60)
+    assert a.cluster()["hints_pending"] == {}
+    c.start()
+    wait_until(lambda: all_readable(c, data, "one"), 20, interval=0.3, what="anti-entropy repair")
+    assert c.metric("kvnode_anti_entropy_repairs_total") + a.metric("kvnode_anti_entropy_repairs_total") \
+        + b.metric("kvnode_anti_entropy_repairs_total") >= 60
+
+
+def test_node_with_wiped_data_dir_recovers_from_peers(kv_cluster: Callable[..., Harness]) -> None:
+    a, b, c = kv_cluster(3, KVNODE_ANTI_ENTROPY_INTERVAL="1s").nodes
+    data = write_keys(a, "wiped", 60, "all")
+    c.kill()
+    c.wipe()
+    c.start()
+    wait_until(lambda: all_readable(c, data, "one"), 20, interval=0.3, what="recovery from peers")
+    assert c.cluster()["keys"] == 60
