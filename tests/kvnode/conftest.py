@@ -73,13 +73,15 @@ class Node:
 
     def start(self, wait: bool = True) -> Node:
         h = self.harness
-        env = {**os.environ, "OTEL_SDK_DISABLED": "true", **h.env, **self.extra_env,
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KVNODE_"))},
+               "OTEL_SDK_DISABLED": "true", **h.env, **self.extra_env,
                "KVNODE_ID": self.id, "KVNODE_CLIENT_ADDR": f"{self.ip}:{self.client_port}",
                "KVNODE_PEER_ADDR": f"{self.ip}:{self.peer_port}", "KVNODE_DATA_DIR": str(self.data_dir),
                "KVNODE_PEERS_FILE": str(h.peers_file)}
         cmd = [str(BIN / "kvtrace"), "node", "serve"]
         if env.get("OTEL_SDK_DISABLED") != "true":
             cmd = [str(BIN / "opentelemetry-instrument"), *cmd]
+            env["OTEL_RESOURCE_ATTRIBUTES"] = f"service.instance.id={self.id}"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         if wait:
