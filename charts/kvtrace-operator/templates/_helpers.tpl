@@ -1,0 +1,72 @@
+{{/* Chart name, possibly overridden. */}}
+{{- define "kvtrace-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects: "<release>-<chart>" unless the release name already contains the chart name. */}}
+{{- define "kvtrace-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "chart-version" for the helm.sh/chart label. */}}
+{{- define "kvtrace-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object of the chart. */}}
+{{- define "kvtrace-operator.labels" -}}
+helm.sh/chart: {{ include "kvtrace-operator.chart" . }}
+{{ include "kvtrace-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: kvtrace
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels selecting the operator pods (never change on upgrade). */}}
+{{- define "kvtrace-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kvtrace-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Name of the operator's ServiceAccount. */}}
+{{- define "kvtrace-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kvtrace-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The operator image reference. */}}
+{{- define "kvtrace-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Namespaces watched with scope "namespace", as a JSON list (the release namespace when none is given). */}}
+{{- define "kvtrace-operator.watchNamespaces" -}}
+{{- if .Values.watch.namespaces }}
+{{- .Values.watch.namespaces | uniq | toJson }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* Fail early on combinations the schema cannot express. */}}
+{{- define "kvtrace-operator.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.name) }}
+{{- fail "replicaCount > 1 needs peering.name: without kopf peering several replicas would all reconcile at once" }}
+{{- end }}
+{{- if and .Values.watch.namespaces (ne .Values.watch.scope "namespace") }}
+{{- fail "watch.namespaces is only used with watch.scope=namespace (scope cluster watches every namespace)" }}
+{{- end }}
+{{- end }}

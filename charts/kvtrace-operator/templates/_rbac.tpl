@@ -1,0 +1,79 @@
+{{/*
+Least-privilege RBAC of the operator. No wildcards: every group, resource and verb is named,
+and every rule says why the operator needs it. The same namespaced rules become a ClusterRole
+(watch.scope=cluster) or one Role per watched namespace (watch.scope=namespace).
+*/}}
+
+{{/* Rules for objects inside the watched namespaces. */}}
+{{- define "kvtrace-operator.rules.namespaced" -}}
+# Our custom resources: kopf lists and watches them, a KVCluster reconcile reads the
+# TracingPipeline it references by name, and kopf patches their metadata (its progress and
+# last-handled-configuration annotations under kvtrace.dev/, and its finalizer).
+- apiGroups: [kvtrace.dev]
+  resources: [kvclusters, tracingpipelines]
+  verbs: [get, list, watch, patch]
+# Their status subresources: conditions, phase, replicas, endpoints and a pipeline's
+# consumers are written as merge patches of /status.
+- apiGroups: [kvtrace.dev]
+  resources: [kvclusters/status, tracingpipelines/status]
+  verbs: [get, patch]
+# The scale subresource of KVCluster (kubectl scale, HPAs) is read to report scaling; the
+# operator never scales a cluster itself, so no update/patch.
+- apiGroups: [kvtrace.dev]
+  resources: [kvclusters/scale]
+  verbs: [get]
+# Children of both kinds, applied server-side (create on the first apply, patch after),
+# watched by the managed-by label (a child deleted by hand is re-created at once, a rollout
+# refreshes the owner's status) and deleted when a re-render no longer contains them.
+# Core kinds: headless and client Services, node and collector ConfigMaps, the
+# instrumentation ConfigMap, the members' ServiceAccount.
+- apiGroups: [""]
+  resources: [configmaps, services, serviceaccounts]
+  verbs: [get, list, watch, create, patch, delete]
+# Workloads: the KV members' StatefulSet, the collector tier(s) and Jaeger Deployments.
+- apiGroups: [apps]
+  resources: [statefulsets, deployments]
+  verbs: [get, list, watch, create, patch, delete]
+# The PodDisruptionBudget that keeps a quorum of members through voluntary disruptions.
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, delete]
+# The NetworkPolicy limiting the peer port (7071) to the cluster's own members.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch, create, patch, delete]
+# Jaeger's badger volume claim is applied with its pipeline. No delete: the operator never
+# deletes data; the claim goes with its pipeline through the owner reference.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, list, watch, create, patch]
+# Pods are only read: members' and collectors' readiness for status and events.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+# Service endpoints are only read: whether the client, collector and Jaeger Services have
+# ready backends (status endpoints).
+- apiGroups: [""]
+  resources: [endpoints]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+# Events about our resources (Created, Updated, Scaling, Ready, InvalidSpec...) and kopf's
+# own warnings and errors: create only, never read or change others' events.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create]
+{{- end }}
+
+{{/* Cluster-scoped reads kopf needs whatever the watch scope. */}}
+{{- define "kvtrace-operator.rules.cluster" -}}
+# kopf scans the API for the resources its handlers serve and watches the CRDs, so the
+# handlers start (or stop) when kvtrace's CRDs are installed, upgraded or removed. Read only.
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- end }}

@@ -1,0 +1,174 @@
+"""The Helm chart, offline: CRD copies, the generated install manifest, lint, Kubernetes 1.37
+validation of everything it renders, least-privilege RBAC and the values schema."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+import yaml
+from chartlib import (
+    CHART,
+    INSTALL_YAML,
+    K8S_VERSION,
+    NAMESPACED_VALUES,
+    TOP_CRDS,
+    expected_install_yaml,
+    helm,
+    rbac_rules,
+    template,
+)
+
+pytestmark = pytest.mark.unit
+
+VARIANTS = {
+    "default": (),
+    "namespaced": NAMESPACED_VALUES,
+}
+
+
+def test_chart_crds_are_byte_identical_copies_of_the_top_level_crds() -> None:
+    top = sorted(p.name for p in TOP_CRDS.glob("*.yaml"))
+    chart = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert top, "no CRDs in crds/"
+    assert chart == top, f"charts/kvtrace-operator/crds/ holds {chart}, crds/ holds {top}: run `make crds`"
+    for name in top:
+        assert (CHART / "crds" / name).read_bytes() == (TOP_CRDS / name).read_bytes(), (
+            f"charts/kvtrace-operator/crds/{name} differs from crds/{name}: run `make crds`")
+
+
+def test_install_manifest_is_the_fresh_helm_template_output() -> None:
+    assert INSTALL_YAML.is_file(), "manifests/install.yaml is missing: run `make manifests`"
+    assert INSTALL_YAML.read_text() == expected_install_yaml(), (
+        "manifests/install.yaml is stale (chart or CRDs changed): run `make manifests`")
+
+
+def test_install_manifest_is_complete() -> None:
+    kinds = sorted({doc["kind"] for doc in yaml.safe_load_all(INSTALL_YAML.read_text()) if doc})
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
+                     "Namespace", "Service", "ServiceAccount"]
+
+
+@pytest.mark.parametrize("extra", [(), NAMESPACED_VALUES,
+                                   ("--set", "metrics.serviceMonitor.enabled=true"),
+                                   ("--set", "peering.name=kvtrace", "--set", "replicaCount=2")],
+                         ids=["default", "namespaced", "servicemonitor", "peering"])
+def test_helm_lint_strict_is_clean(extra: tuple[str, ...]) -> None:
+    proc = helm("lint", "--strict", "--kube-version", "1.37.2", str(CHART), *extra)
+    assert "0 chart(s) failed" in proc.stdout, proc.stdout
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_rendered_object_validates_against_kubernetes_1_37(variant: str) -> None:
+    objects = template(*VARIANTS[variant], include_crds=True)
+    assert objects
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as exc:
+            pytest.fail(f"{variant}: {obj['kind']}/{obj['metadata']['name']} is invalid: {exc}")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_rbac_has_no_wildcards_and_every_rule_is_commented(variant: str) -> None:
+    objects = template(*VARIANTS[variant])
+    rules = rbac_rules(objects)
+    assert rules
+    for where, rule in rules:
+        for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            assert "*" not in " ".join(rule.get(key) or ()), f"{where}: wildcard in {key}: {rule}"
+        assert "nonResourceURLs" not in rule, f"{where}: {rule}"
+        # Nothing ever gets write access to RBAC, secrets or the cluster's own configuration.
+        assert not {"secrets", "roles", "clusterroles", "rolebindings", "clusterrolebindings",
+                    "customresourcedefinitions/status", "nodes"} & set(rule["resources"]), rule
+        assert not {"escalate", "bind", "impersonate", "update", "deletecollection"} & set(rule["verbs"]), rule
+    # Each rule (or group of rules) is preceded by a comment saying why.
+    rendered = helm("template", "t", str(CHART), *VARIANTS[variant], "--show-only",
+                    "templates/rbac.yaml").stdout
+    lines = rendered.splitlines()
+    for index, line in enumerate(lines):
+        if line.strip().startswith("- apiGroups:"):
+            before = [prev.strip() for prev in lines[:index] if prev.strip()]
+            assert before[-1].startswith("#") or before[-1].startswith("verbs:"), (
+                f"{variant}: uncommented rule at line {index + 1}: {line}")
+
+
+def test_cluster_scope_is_one_clusterrole_and_namespace_scope_uses_roles() -> None:
+    default = {(o["kind"], o["metadata"].get("namespace")) for o in template()}
+    assert ("ClusterRole", None) in default and ("ClusterRoleBinding", None) in default
+    assert not any(kind in ("Role", "RoleBinding") for kind, _ in default)
+
+    namespaced = template(*NAMESPACED_VALUES)
+    roles = sorted(o["metadata"]["namespace"] for o in namespaced if o["kind"] == "Role")
+    bindings = sorted(o["metadata"]["namespace"] for o in namespaced if o["kind"] == "RoleBinding")
+    assert roles == bindings == ["team-a", "team-b"]
+    cluster_rules = [rule for where, rule in rbac_rules(namespaced) if where.startswith("ClusterRole/")]
+    # Only reads stay cluster-wide in namespace scope.
+    assert {verb for rule in cluster_rules for verb in rule["verbs"]} <= {"get", "list", "watch"}
+    deployment = next(o for o in namespaced if o["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    assert "--all-namespaces" not in args
+
+
+def test_deployment_probes_kopf_health_and_is_restricted() -> None:
+    deployment = next(o for o in template() if o["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert "--all-namespaces" in container["args"]
+    assert "--metrics-port=9090" in container["args"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    service = next(o for o in template() if o["kind"] == "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_service_monitor_is_optional() -> None:
+    assert not any(o["kind"] == "ServiceMonitor" for o in template())
+    monitors = [o for o in template("--set", "metrics.serviceMonitor.enabled=true")
+                if o["kind"] == "ServiceMonitor"]
+    assert len(monitors) == 1 and monitors[0]["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+@pytest.mark.parametrize(("setting", "named"), [
+    ("replicaCount=three", "/replicaCount"),
+    ("watch.scope=everywhere", "/watch/scope"),
+    ("healthPort=http", "/healthPort"),
+    ("rbac.create=maybe", "/rbac/create"),
+    ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+    ("unknownValue=1", "unknownValue"),
+])
+def test_values_schema_rejects_bad_values_naming_them(setting: str, named: str) -> None:
+    proc = helm("template", "t", str(CHART), "--set", setting, check=False)
+    assert proc.returncode != 0, f"--set {setting} was accepted"
+    assert named in proc.stderr, proc.stderr
+
+
+def test_values_schema_covers_every_value() -> None:
+    """values.yaml and values.schema.json name the same top-level values."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"]), set(values) - set(schema["properties"])
+
+
+def test_every_top_level_value_is_documented() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for index, line in enumerate(lines):
+        if line and not line.startswith(("#", " ")) and ":" in line:
+            assert index > 0 and lines[index - 1].startswith("#"), f"values.yaml: {line!r} has no comment"
+
+
+def test_several_replicas_need_peering() -> None:
+    proc = helm("template", "t", str(CHART), "--set", "replicaCount=2", check=False)
+    assert proc.returncode != 0 and "peering.name" in proc.stderr
