@@ -3,6 +3,10 @@
 Processor order: ``memory_limiter`` first, ``batch`` last. With two tiers the edge work
 (resource detection, key hashing, redaction) happens once, in the load-balancing tier, and
 the sampling tier runs only ``tail_sampling``; hashing twice would hash the hash.
+
+Component types use their v0.161 canonical names (``otlp_grpc``, ``otlp_http``,
+``load_balancing``, ``resource_detection``): the older ``otlp``, ``otlphttp``,
+``loadbalancing`` and ``resourcedetection`` are deprecated aliases that log warnings.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
 
 def edge_processors(spec: dict[str, Any]) -> dict[str, Any]:
     """Resource detection (env and system only: no cloud metadata calls), hashing, redaction."""
-    result: dict[str, Any] = {"resourcedetection": {
+    result: dict[str, Any] = {"resource_detection": {
         "detectors": ["env", "system"],
         "system": {"hostname_sources": ["os"]},
         "timeout": "2s",
@@ -114,7 +118,7 @@ def destination_exporters(pipeline: dict[str, Any], spec: dict[str, Any]) -> dic
 def loadbalancing_exporter(pipeline: dict[str, Any]) -> dict[str, Any]:
     """Every span of a trace to the same sampling-tier pod (DNS on its headless Service)."""
     host = names.service_dns(names.sampling_collector(names.name_of(pipeline)), names.namespace_of(pipeline))
-    return {"loadbalancing": {
+    return {"load_balancing": {
         "routing_key": "traceID",
         "protocol": {"otlp": {"tls": {"insecure": True}, "timeout": "5s"}},
         "resolver": {"dns": {"hostname": host, "port": str(names.OTLP_GRPC_PORT)}},

@@ -12,13 +12,16 @@ _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|ms|s|m|h)")
 _NANOS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 
 
-def parse_duration(value: object, field: str) -> int:
-    """Nanoseconds of a positive duration string; SpecError naming ``field`` otherwise."""
+def parse_duration(value: object, field: str, minimum: str | None = None) -> int:
+    """Nanoseconds of a positive duration string (at least ``minimum`` when given, like the
+    CRD's CEL rule); SpecError naming ``field`` otherwise."""
     if not isinstance(value, str) or not re.fullmatch(DURATION_PATTERN, value):
         raise SpecError(field, f"expected a duration such as 500ms, 10s, 5m or 1h30m, got {value!r}")
     nanos = sum(round(float(number) * _NANOS[unit]) for number, unit in _PART.findall(value))
     if nanos <= 0:
         raise SpecError(field, f"expected a positive duration, got {value!r}")
+    if minimum is not None and nanos < parse_duration(minimum, field):
+        raise SpecError(field, f"expected a duration of at least {minimum}, got {value!r}")
     return nanos
 
 

@@ -17,6 +17,20 @@ MAX_PIPELINE_NAME = 40  # "-collector-sampling" and friends must still fit in 63
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 CONSISTENCY_LEVELS = ("one", "quorum", "all")
+# The same minimums as the CRDs' CEL rules (a unit test compares them).
+MIN_DURATIONS = {
+    "spec.antiEntropy.interval": "1s",
+    "spec.sampling.latencyThreshold": "1ms",
+    "spec.sampling.decisionWait": "1s",
+    "spec.jaeger.storage.retention": "1m",
+}
+
+
+def _duration(spec: dict[str, Any], field: str) -> None:
+    value: Any = spec
+    for key in field.split(".")[1:]:
+        value = value[key]
+    parse_duration(value, field, MIN_DURATIONS.get(field))
 
 
 def _name(resource: dict[str, Any], limit: int) -> None:
@@ -53,7 +67,7 @@ def validate_kvcluster(cluster: dict[str, Any]) -> None:
                         f"each key needs {factor} distinct members, got {factor}")
     for level in ("read", "write"):
         _enum(spec["consistency"][level], f"spec.consistency.{level}", CONSISTENCY_LEVELS)
-    parse_duration(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval")
+    _duration(spec, "spec.antiEntropy.interval")
     _quantity(spec["storage"]["size"], "spec.storage.size")
     _enum(spec["scheduling"]["podAntiAffinity"], "spec.scheduling.podAntiAffinity",
           ("preferred", "required", "none"))
@@ -69,8 +83,8 @@ def _validate_sampling(spec: dict[str, Any]) -> None:
         raise SpecError("spec.sampling.keepErrors", "head sampling decides at the root span, before "
                         "any error happens, so it cannot keep every error: use mode production "
                         "(tail sampling) or leave keepErrors unset/false")
-    parse_duration(values["latencyThreshold"], "spec.sampling.latencyThreshold")
-    parse_duration(values["decisionWait"], "spec.sampling.decisionWait")
+    _duration(spec, "spec.sampling.latencyThreshold")
+    _duration(spec, "spec.sampling.decisionWait")
 
 
 def _validate_destinations(spec: dict[str, Any]) -> None:
@@ -97,7 +111,7 @@ def _validate_jaeger(spec: dict[str, Any]) -> None:
     storage = jaeger["storage"]
     _enum(storage["type"], "spec.jaeger.storage.type", ("memory", "badger"))
     _integer(storage["maxTraces"], "spec.jaeger.storage.maxTraces", 1, 10_000_000)
-    parse_duration(storage["retention"], "spec.jaeger.storage.retention")
+    _duration(spec, "spec.jaeger.storage.retention")
     _quantity(storage["size"], "spec.jaeger.storage.size")
     tenancy = jaeger["tenancy"]
     if tenancy["enabled"] and not tenancy.get("tenants"):

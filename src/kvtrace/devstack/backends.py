@@ -14,6 +14,7 @@ binary and waits for health. ``endpoints`` tells where everything landed.
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import subprocess
 import tempfile
@@ -99,6 +100,15 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _quiet_env() -> dict[str, str]:
+    """The harness's environment without OTel SDK settings: the backends must not trace
+    themselves into some other test's collector on the default localhost:4317."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["OTEL_SDK_DISABLED"] = "true"
+    env["OTEL_TRACES_EXPORTER"] = "none"
+    return env
+
+
 class _OtelProcess:
     """Shared start/stop of a collector-style binary with a rewritten YAML config."""
 
@@ -143,7 +153,7 @@ class _OtelProcess:
             self._after_prepare()
             config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
             return Process(self.name, [str(binary), "--config", str(config_path)],
-                           self.workdir / f"{self.name}.log")
+                           self.workdir / f"{self.name}.log", env=_quiet_env())
 
         try:
             self.process = start_with_port_retry(make, lambda proc: self._ready(),
@@ -213,7 +223,9 @@ def jaeger_config(*, storage: str = "memory", max_traces: int = 100_000,
             "telemetry": {"resource": {"service.name": "jaeger"}, "logs": {"level": "info"}},
         },
         "extensions": {
-            "jaeger_query": {"storage": {"traces": "traces_store"}, "http": {}, "grpc": {}},
+            # enable_tracing defaults to true: Jaeger would trace itself to localhost:4317.
+            "jaeger_query": {"storage": {"traces": "traces_store"}, "enable_tracing": False,
+                             "http": {}, "grpc": {}},
             "jaeger_storage": {"backends": {"traces_store": backend}},
             "healthcheckv2": {"use_v2": True, "http": {}},
         },
@@ -251,7 +263,7 @@ def forward_to_jaeger(jaeger: Jaeger | str, *, debug: bool = False,
                       batch_timeout: str = "100ms") -> dict[str, Any]:
     """A minimal collector config: OTLP in (gRPC and HTTP), batch, OTLP out to Jaeger."""
     target = jaeger.otlp_grpc if isinstance(jaeger, Jaeger) else jaeger
-    exporters: dict[str, Any] = {"otlp/jaeger": {"endpoint": target, "tls": {"insecure": True}}}
+    exporters: dict[str, Any] = {"otlp_grpc/jaeger": {"endpoint": target, "tls": {"insecure": True}}}
     if debug:
         exporters["debug"] = {"verbosity": "basic"}
     return {

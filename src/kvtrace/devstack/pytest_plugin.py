@@ -1,1 +1,241 @@
-"""pytest fixtures for the local stack (cluster, namespaces, tracing backends, pod runner)."""
+"""pytest fixtures for the local stack (cluster, namespaces, tracing backends, pod runner).
+
+Loaded by ``tests/conftest.py`` (``pytest_plugins = ["kvtrace.devstack.pytest_plugin"]``).
+
+- ``local_cluster`` (session): a :class:`~kvtrace.devstack.cluster.LocalCluster`, started once.
+- ``kube``: its admin lightkube ``Client``; ``kubectl(*args, input=None, check=True)``.
+- ``namespace``: a fresh namespace per test (its default ServiceAccount exists), deleted after.
+- ``poll(fn, timeout=30, interval=0.2, message="")``: first truthy result of ``fn``.
+- ``jaeger(config=None, **kw)`` / ``collector(config=None, *, jaeger=None, **kw)``: started
+  backends, stopped after the test.
+- ``loopback_ip()``: a loopback address no other user of the harness in this session has.
+- ``endpoint_map``: the test's endpoint map file; ``pod_runner(selector=None, namespace=None,
+  **kw)``: a started :class:`~kvtrace.devstack.podrunner.PodRunner` sharing that map.
+- ``kind_cluster`` (session): kubeconfig path of a kind cluster; tests marked ``kind`` skip,
+  saying why, when Docker or kind is unavailable.
+
+A missing or corrupt cached binary makes the fixture FAIL (never skip) with the hint to run
+``kvtrace dev tools``: CI must never silently skip the controlplane and dataplane tiers.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from kvtrace.devstack import cluster as cluster_mod
+from kvtrace.devstack.proc import StartupError
+
+T = TypeVar("T")
+
+TOOLS_HINT = "Build them with `kvtrace dev tools` (or `make tools`)."
+
+
+def poll(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.2, message: str = "") -> T:
+    """Call ``fn`` until it returns something truthy; on timeout raise with the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - reported on timeout
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s{': ' + message if message else ''}; "
+                                 f"last value: {last!r}")
+        time.sleep(interval)
+
+
+def require_binaries(*names: str) -> None:
+    """Fail the test (not skip) when a cached binary is missing or corrupt."""
+    problems = cluster_mod.missing_binaries(names)
+    if problems:
+        pytest.fail("local stack binaries unavailable:\n  " + "\n  ".join(problems) + "\n" + TOOLS_HINT,
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[cluster_mod.LocalCluster]:
+    require_binaries(*cluster_mod.BINARIES)
+    cluster = cluster_mod.LocalCluster()
+    try:
+        cluster.start()
+    except (StartupError, FileNotFoundError) as exc:
+        pytest.fail(f"local cluster did not start:\n{exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def kube(local_cluster: cluster_mod.LocalCluster) -> Any:
+    """The admin lightkube ``Client`` of the local cluster."""
+    return local_cluster.client
+
+
+@pytest.fixture
+def kubectl(local_cluster: cluster_mod.LocalCluster) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``kubectl(*args, input=None, check=True, timeout=60)`` against the local cluster."""
+    return local_cluster.kubectl
+
+
+def _namespace_name(nodeid: str) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", nodeid.rsplit("::", 1)[-1].lower()).strip("-")
+    return f"t-{name[:40].strip('-')}-{secrets.token_hex(2)}"
+
+
+@pytest.fixture
+def namespace(local_cluster: cluster_mod.LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test; deleted (not waited for) afterwards."""
+    from lightkube.resources.core_v1 import Namespace, ServiceAccount
+    from lightkube.models.meta_v1 import ObjectMeta
+
+    client = local_cluster.client
+    name = _namespace_name(request.node.nodeid)
+    client.create(Namespace(metadata=ObjectMeta(name=name, labels={"kvtrace.dev/test": "true"})))
+    # Pods are rejected until the ServiceAccount controller has made "default".
+    poll(lambda: client.get(ServiceAccount, "default", namespace=name), timeout=30,
+         message=f"default ServiceAccount in {name}")
+    try:
+        yield name
+    finally:
+        try:
+            client.delete(Namespace, name)
+        except Exception:  # noqa: BLE001 - the cluster may already be gone
+            pass
+
+
+@pytest.fixture(name="poll")
+def poll_fixture() -> Callable[..., Any]:
+    return poll
+
+
+@pytest.fixture
+def loopback_ip() -> Callable[[], str]:
+    from kvtrace.devstack.podrunner import ALLOCATOR
+
+    return ALLOCATOR.allocate
+
+
+@pytest.fixture
+def jaeger() -> Iterator[Callable[..., Any]]:
+    """Factory: ``jaeger(config=None, **kwargs)`` → a started Jaeger v2 (memory storage)."""
+    from kvtrace.devstack.backends import Jaeger
+
+    started: list[Jaeger] = []
+
+    def make(config: dict[str, Any] | None = None, **kwargs: Any) -> Jaeger:
+        require_binaries("jaeger")
+        backend = Jaeger(config, **kwargs)
+        started.append(backend)
+        return backend.start()  # type: ignore[no-any-return]
+
+    yield make
+    for backend in reversed(started):
+        backend.stop()
+
+
+@pytest.fixture
+def collector() -> Iterator[Callable[..., Any]]:
+    """Factory: ``collector(config=None, *, jaeger=None, **kwargs)`` → a started collector.
+
+    Without ``config`` it forwards OTLP to ``jaeger`` (see ``backends.forward_to_jaeger``).
+    """
+    from kvtrace.devstack.backends import Collector, forward_to_jaeger
+
+    started: list[Collector] = []
+
+    def make(config: dict[str, Any] | None = None, *, jaeger: Any = None, **kwargs: Any) -> Collector:
+        require_binaries("otelcol-kvtrace")
+        if config is None:
+            if jaeger is None:
+                raise ValueError("collector(): give a config or a jaeger to forward to")
+            config = forward_to_jaeger(jaeger)
+        backend = Collector(config, **kwargs)
+        started.append(backend)
+        return backend.start()  # type: ignore[no-any-return]
+
+    yield make
+    for backend in reversed(started):
+        backend.stop()
+
+
+@pytest.fixture
+def endpoint_map(tmp_path: Path) -> Any:
+    """The test's endpoint map (``{"host:port": "127.x.y.z:port"}``), shared by its pod runners."""
+    from kvtrace.devstack.endpoints import EndpointMapFile
+
+    return EndpointMapFile(tmp_path / "endpoints.json")
+
+
+@pytest.fixture
+def pod_runner(local_cluster: cluster_mod.LocalCluster, namespace: str, endpoint_map: Any,
+               tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Factory: ``pod_runner(selector=None, namespace=None, **kwargs)`` → a started PodRunner.
+
+    Defaults to the test's namespace; all runners of a test share ``endpoint_map``.
+    """
+    from kvtrace.devstack.podrunner import PodRunner
+
+    started: list[PodRunner] = []
+    test_namespace = namespace
+
+    def make(selector: Any = None, *, namespace: str | None = None, **kwargs: Any) -> PodRunner:
+        kwargs.setdefault("workdir", tmp_path / f"pods-{len(started)}")
+        runner = PodRunner(local_cluster, namespace or test_namespace, selector,
+                           endpoint_map=endpoint_map, **kwargs)
+        started.append(runner)
+        return runner.start()
+
+    yield make
+    for runner in reversed(started):
+        runner.stop()
+
+
+def kind_unavailable() -> str | None:
+    """Why the kind tier cannot run here, or None when it can."""
+    if shutil.which("kind") is None:
+        return "kind is not installed"
+    if shutil.which("docker") is None:
+        return "docker is not installed"
+    try:
+        probe = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`docker info` failed: {exc}"
+    if probe.returncode != 0:
+        return f"`docker info` failed: {(probe.stderr or probe.stdout).strip()[:200]}"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("kind") is not None:
+        reason = kind_unavailable()
+        if reason:
+            pytest.skip(f"kind tier needs Docker and kind: {reason}")
+
+
+@pytest.fixture(scope="session")
+def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Kubeconfig of a throw-away kind cluster (skips, saying why, without Docker/kind)."""
+    reason = kind_unavailable()
+    if reason:
+        pytest.skip(f"kind tier needs Docker and kind: {reason}")
+    name = f"kvtrace-test-{secrets.token_hex(3)}"
+    kubeconfig = tmp_path_factory.mktemp("kind") / "kubeconfig"
+    subprocess.run(["kind", "create", "cluster", "--name", name, "--kubeconfig", str(kubeconfig),
+                    "--wait", "120s"], check=True, timeout=600)
+    try:
+        yield kubeconfig
+    finally:
+        subprocess.run(["kind", "delete", "cluster", "--name", name], check=False, timeout=300)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from render_testlib import crd, schema_default, spec_schema, validate_k8s
 
 from kvtrace_operator.render import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import DURATION_PATTERN
+from kvtrace_operator.render.validate import MIN_DURATIONS
 
 pytestmark = pytest.mark.unit
 
@@ -73,6 +75,16 @@ class TestCRDDefinitions:
         found = {path: sub.get("pattern") for path, sub in walk(spec_schema(plural))
                  if "(ns|us|ms|s|m|h)" in sub.get("pattern", "")}
         assert found == dict.fromkeys(fields, DURATION_PATTERN)
+
+    def test_duration_minimums_match_the_renderer(self) -> None:
+        found = {}
+        for plural in PLURALS:
+            for path, sub in walk(spec_schema(plural)):
+                for rule in sub.get("x-kubernetes-validations", []):
+                    match = re.search(r'duration\(self\) >= duration\("([^"]+)"\)', rule["rule"])
+                    if match:
+                        found[f"spec{path}"] = match.group(1)
+        assert found == MIN_DURATIONS
 
     @pytest.mark.parametrize("plural", PLURALS)
     def test_status_conditions_follow_api_conventions(self, plural: str) -> None:

@@ -54,9 +54,9 @@ class TestCollectorConfig:
 
     def test_edge_processing_happens_once(self, mode: str, replicas: int) -> None:
         configs = self.configs(mode, replicas)
-        edge = [config for config in configs if "resourcedetection" in config["processors"]]
+        edge = [config for config in configs if "resource_detection" in config["processors"]]
         assert len(edge) == 1
-        assert edge[0]["processors"]["resourcedetection"]["detectors"] == ["env", "system"]
+        assert edge[0]["processors"]["resource_detection"]["detectors"] == ["env", "system"]
         assert edge[0]["processors"]["attributes/hash"] == {"actions": [{"key": "kvstore.key", "action": "hash"}]}
         assert sum("attributes/hash" in config["processors"] for config in configs) == 1
 

@@ -104,9 +104,9 @@ class TestRenderPipeline:
         objects = render_pipeline(pipeline(**spec))
         front = config_of(one(objects, "ConfigMap", "traces-collector"))
         if not two_tier(spec):
-            assert "loadbalancing" not in front["exporters"]
+            assert "load_balancing" not in front["exporters"]
             return
-        assert front["exporters"] == {"loadbalancing": {
+        assert front["exporters"] == {"load_balancing": {
             "routing_key": "traceID",
             "protocol": {"otlp": {"tls": {"insecure": True}, "timeout": "5s"}},
             "resolver": {"dns": {"hostname": "traces-collector-sampling.store.svc.cluster.local", "port": "4317"}},

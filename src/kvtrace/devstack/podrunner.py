@@ -1,0 +1,625 @@
+"""Run the processes behind KWOK pods on the host (development and tests only).
+
+KWOK marks pods Running but runs nothing. A :class:`PodRunner` follows the pods of one
+namespace (optionally a label selector) and, for each Running pod, starts every container's
+``command`` + ``args`` locally:
+
+- on the pod's own loopback address (``127.x.y.z``, sticky per pod name, so a pod that a
+  StatefulSet recreates comes back on the same address); ``0.0.0.0``/``[::]`` and the pod's
+  KWOK IP in arguments and environment are rewritten to that address, and
+  ``fieldRef: status.podIP`` resolves to it;
+- with the container's environment: ``env`` (values, ``$(VAR)`` expansion, ``fieldRef``,
+  ``configMapKeyRef``, ``secretKeyRef``, ``resourceFieldRef``) and ``envFrom``;
+- with its volumes as local directories: ConfigMap, Secret, projected and downwardAPI
+  volumes are materialised (and refreshed when the objects change, as the kubelet does),
+  emptyDir is a temp dir, a PersistentVolumeClaim uses its bound hostPath volume; every
+  ``mountPath`` in arguments, environment and ``workingDir`` is rewritten to the local path;
+- executables are resolved from the venv's bin directory first, then the cached upstream
+  tools, then ``PATH``.
+
+Pods deleted → processes stopped; pods recreated (new uid) → restarted; a process that
+exits is restarted per the pod's ``restartPolicy``. Service and pod DNS names are mapped to
+the local addresses through the endpoint map (:mod:`kvtrace.devstack.endpoints`), whose
+path every process gets as ``KVTRACE_ENDPOINT_MAP``. Nothing here knows what the pods are.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import itertools
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kvtrace.devstack import endpoints as endpoints_mod
+from kvtrace.devstack import tools
+from kvtrace.devstack.proc import Process, StartupError, port_open, wait_until
+
+Obj = dict[str, Any]
+CommandResolver = Callable[[Obj, Obj], Sequence[str] | None]
+
+
+class LoopbackAllocator:
+    """Hands out distinct loopback addresses; the second octet derives from the pid so
+    concurrent test sessions on one machine do not collide."""
+
+    def __init__(self, second_octet: int | None = None) -> None:
+        self.second = second_octet if second_octet is not None else 1 + os.getpid() % 250
+        self._counter = itertools.count(2)
+        self._by_key: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def allocate(self, key: str | None = None) -> str:
+        """A fresh address, or the one already given to ``key``."""
+        with self._lock:
+            if key is not None and key in self._by_key:
+                return self._by_key[key]
+            n = next(self._counter)
+            address = f"127.{self.second}.{n // 250}.{n % 250 + 2}"
+            if key is not None:
+                self._by_key[key] = address
+            return address
+
+
+ALLOCATOR = LoopbackAllocator()
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def resolve_executable(name: str) -> str | None:
+    """venv bin first, then a cached upstream tool of that name, then PATH."""
+    base = Path(name).name
+    if "/" in name and os.access(name, os.X_OK) and not Path(name).is_dir():
+        if not str(name).startswith(("/usr/bin/", "/bin/", "/usr/local/bin/")):
+            return name
+    candidate = venv_bin() / base
+    if candidate.exists() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    with contextlib.suppress(KeyError, FileNotFoundError):
+        return str(tools.binary(base))
+    return shutil.which(base)
+
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(value: str, env: Mapping[str, str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion: known variables replaced, ``$$`` escapes, others kept."""
+    def sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+
+    return _VAR.sub(sub, value)
+
+
+def _selector_matches(selector: Mapping[str, str] | None, labels: Mapping[str, str] | None) -> bool:
+    if not selector:
+        return False
+    labels = labels or {}
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _to_dict(obj: Any) -> Obj:
+    return obj if isinstance(obj, dict) else obj.to_dict()
+
+
+@dataclasses.dataclass
+class _Running:
+    pod_name: str
+    uid: str
+    address: str
+    pod: Obj
+    directory: Path
+    processes: dict[str, Process]
+    restart_policy: str
+    restarts: dict[str, int] = dataclasses.field(default_factory=dict)
+    next_restart: dict[str, float] = dataclasses.field(default_factory=dict)
+    volumes: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+
+class PodRunner:
+    """Follow pods in ``namespace`` (matching ``selector``) and run their processes locally."""
+
+    def __init__(
+        self,
+        cluster: Any,
+        namespace: str,
+        selector: Mapping[str, str] | str | None = None,
+        *,
+        workdir: Path | None = None,
+        endpoint_map: endpoints_mod.EndpointMapFile | None = None,
+        allocator: LoopbackAllocator | None = None,
+        env: Mapping[str, str] | None = None,
+        containers: Iterable[str] | None = None,
+        resolve_command: CommandResolver | None = None,
+        poll_interval: float = 0.3,
+        restart_delay: float = 1.0,
+    ) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.selector = selector
+        self._given_workdir = workdir
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"kvtrace-pods-{namespace}-"))
+        self.endpoint_map = endpoint_map or endpoints_mod.EndpointMapFile(self.workdir / "endpoints.json")
+        self.allocator = allocator or ALLOCATOR
+        self.extra_env = dict(env or {})
+        self.containers = set(containers) if containers is not None else None
+        self.resolve_command = resolve_command
+        self.poll_interval = poll_interval
+        self.restart_delay = restart_delay
+        self.errors: dict[str, str] = {}  # pod uid -> why its processes could not start
+        self._owner = f"podrunner/{namespace}/{selector}/{id(self)}"
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
+        self._cache: dict[tuple[str, str], Obj | None] = {}
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def endpoint_map_path(self) -> Path:
+        return self.endpoint_map.path
+
+    def __enter__(self) -> PodRunner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> PodRunner:
+        self._client = self.cluster.new_client()
+        self.sync()  # first pass synchronously: errors surface in the caller
+        self._thread = threading.Thread(target=self._loop, name=f"podrunner-{self.namespace}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        with self._lock:
+            for running in list(self._running.values()):
+                self._stop_pod(running)
+            self._running.clear()
+        self.endpoint_map.remove(self._owner)
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+        if self._given_workdir is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def address(self, pod_name: str) -> str:
+        """The loopback address of a pod (allocated on first use; sticky per pod name)."""
+        return self.allocator.allocate(f"{self.namespace}/{pod_name}")
+
+    def pods(self) -> dict[str, str]:
+        """Pods whose processes are running now: ``{pod name: address}``."""
+        with self._lock:
+            return {r.pod_name: r.address for r in self._running.values()
+                    if any(p.alive() for p in r.processes.values())}
+
+    def processes(self, pod_name: str) -> dict[str, Process]:
+        with self._lock:
+            for running in self._running.values():
+                if running.pod_name == pod_name:
+                    return dict(running.processes)
+        return {}
+
+    def restarts(self, pod_name: str) -> int:
+        with self._lock:
+            return sum(r.restarts.get(c, 0) for r in self._running.values() if r.pod_name == pod_name
+                       for c in r.processes)
+
+    def logs(self, pod_name: str, container: str | None = None, lines: int = 60) -> str:
+        procs = self.processes(pod_name)
+        chosen = [procs[container]] if container else list(procs.values())
+        return "\n".join(f"--- {p.name}\n{p.tail(lines)}" for p in chosen)
+
+    def resolve(self, address: str) -> str:
+        """``"host:port"`` through this runner's endpoint map."""
+        return self.endpoint_map.entries().get(address.lower(), address)
+
+    def wait_running(self, count: int, timeout: float = 60.0) -> dict[str, str]:
+        """Wait until ``count`` pods run processes whose declared ports accept connections."""
+        def ready() -> dict[str, str] | None:
+            pods = self.pods()
+            if len(pods) < count:
+                return None
+            with self._lock:
+                for running in self._running.values():
+                    for port in _container_ports(running.pod, self.containers):
+                        if not port_open(running.address, port["containerPort"], timeout=0.2):
+                            return None
+            return pods
+
+        try:
+            return wait_until(ready, timeout=timeout, what=f"{count} pod process(es) listening", interval=0.2)
+        except StartupError as exc:
+            problems = "; ".join(self.errors.values()) or "none reported"
+            logs = "\n".join(self.logs(name, lines=15) for name in self.pods())
+            raise StartupError(f"{exc}\nstart problems: {problems}\n{logs}") from None
+
+    # ----------------------------------------------------------------- loop
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                self.sync()
+            except Exception as exc:  # noqa: BLE001 - the API may blip; keep following
+                self._note(f"sync failed: {exc!r}")
+
+    def _note(self, message: str) -> None:
+        with (self.workdir / "podrunner.log").open("a") as log:
+            log.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+
+    def _list(self, kind: str) -> list[Obj]:
+        from lightkube.resources.core_v1 import Pod, Service
+
+        resource = {"Pod": Pod, "Service": Service}[kind]
+        labels: Any = None
+        if kind == "Pod" and self.selector:
+            labels = self.selector if isinstance(self.selector, Mapping) else _parse_selector(self.selector)
+        return [_to_dict(o) for o in self._client.list(resource, namespace=self.namespace, labels=labels)]
+
+    def sync(self) -> None:
+        """One reconciliation pass (the thread calls this every ``poll_interval``)."""
+        with self._lock:
+            self._cache.clear()
+            pods = self._list("Pod")
+            wanted = {p["metadata"]["uid"]: p for p in pods
+                      if (p.get("status") or {}).get("phase") == "Running"
+                      and not p["metadata"].get("deletionTimestamp")}
+            for uid in [u for u in self._running if u not in wanted]:
+                self._stop_pod(self._running.pop(uid))
+            for uid, pod in wanted.items():
+                running = self._running.get(uid)
+                if running is None:
+                    try:
+                        self._running[uid] = self._start_pod(pod)
+                        self.errors.pop(uid, None)
+                    except Exception as exc:  # noqa: BLE001 - retried next pass (a ConfigMap may come later)
+                        message = f"{pod['metadata']['name']}: {exc}"
+                        if self.errors.get(uid) != message:
+                            self._note(f"cannot start {message}")
+                        self.errors[uid] = message
+                else:
+                    running.pod = pod
+                    self._refresh_volumes(running)
+                    self._restart_exited(running)
+            self.endpoint_map.update(self._owner, self._endpoint_entries(self._list("Service")))
+
+    # ----------------------------------------------------------------- API objects
+    def _get(self, kind: str, name: str) -> Obj | None:
+        from lightkube.core.exceptions import ApiError
+        from lightkube.resources.core_v1 import ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret
+
+        key = (kind, name)
+        if key not in self._cache:
+            resource = {"ConfigMap": ConfigMap, "Secret": Secret, "PersistentVolumeClaim": PersistentVolumeClaim,
+                        "PersistentVolume": PersistentVolume}[kind]
+            try:
+                namespace = None if kind == "PersistentVolume" else self.namespace
+                self._cache[key] = _to_dict(self._client.get(resource, name, namespace=namespace))
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+                self._cache[key] = None
+        return self._cache[key]
+
+    def _data(self, kind: str, name: str, optional: bool = False) -> dict[str, bytes]:
+        obj = self._get(kind, name)
+        if obj is None:
+            if optional:
+                return {}
+            raise LookupError(f"{kind} {self.namespace}/{name} not found")
+        if kind == "Secret":
+            return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+        data = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+        return data
+
+    # ----------------------------------------------------------------- values
+    def _field(self, pod: Obj, address: str, path: str) -> str:
+        meta = pod["metadata"]
+        match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+        if match:
+            return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
+        values = {
+            "metadata.name": meta["name"], "metadata.namespace": meta.get("namespace", self.namespace),
+            "metadata.uid": meta.get("uid", ""), "spec.nodeName": pod["spec"].get("nodeName", ""),
+            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
+            "status.podIP": address, "status.podIPs": address, "status.hostIP": "127.0.0.1",
+            "status.hostIPs": "127.0.0.1",
+        }
+        return str(values.get(path, ""))
+
+    def _env(self, pod: Obj, container: Obj, address: str) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            prefix = source.get("prefix", "")
+            for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                ref = source.get(key)
+                if ref:
+                    data = self._data(kind, ref["name"], ref.get("optional", False))
+                    env.update({prefix + k: v.decode() for k, v in data.items()})
+        for item in container.get("env") or []:
+            name = item["name"]
+            if "value" in item:
+                env[name] = expand(str(item.get("value") or ""), env)
+                continue
+            source = item.get("valueFrom") or {}
+            if "fieldRef" in source:
+                env[name] = self._field(pod, address, source["fieldRef"]["fieldPath"])
+            elif "configMapKeyRef" in source or "secretKeyRef" in source:
+                kind, ref = (("ConfigMap", source["configMapKeyRef"]) if "configMapKeyRef" in source
+                             else ("Secret", source["secretKeyRef"]))
+                data = self._data(kind, ref["name"], ref.get("optional", False))
+                if ref["key"] in data:
+                    env[name] = data[ref["key"]].decode()
+                elif not ref.get("optional", False):
+                    raise LookupError(f"{kind} {ref['name']} has no key {ref['key']!r}")
+            elif "resourceFieldRef" in source:
+                env[name] = _resource_value(container, source["resourceFieldRef"])
+            else:
+                env[name] = ""
+        return env
+
+    # ----------------------------------------------------------------- volumes
+    def _materialise(self, running: _Running, volume: Obj, target: Path) -> None:
+        """Write the files of a ConfigMap/Secret/projected/downwardAPI volume (only changed ones)."""
+        files: dict[str, bytes] = {}
+
+        def add(kind: str, ref: Obj) -> None:
+            data = self._data(kind, ref["name"], ref.get("optional", False))
+            items = ref.get("items")
+            if items:
+                for item in items:
+                    if item["key"] in data:
+                        files[item["path"]] = data[item["key"]]
+            else:
+                files.update(data)
+
+        def add_downward(ref: Obj) -> None:
+            for item in ref.get("items") or []:
+                if "fieldRef" in item:
+                    files[item["path"]] = self._field(running.pod, running.address,
+                                                      item["fieldRef"]["fieldPath"]).encode()
+
+        if "configMap" in volume:
+            add("ConfigMap", volume["configMap"])
+        elif "secret" in volume:
+            add("Secret", {**volume["secret"], "name": volume["secret"]["secretName"]})
+        elif "downwardAPI" in volume:
+            add_downward(volume["downwardAPI"])
+        elif "projected" in volume:
+            for source in volume["projected"].get("sources") or []:
+                if "configMap" in source:
+                    add("ConfigMap", source["configMap"])
+                elif "secret" in source:
+                    add("Secret", source["secret"])
+                elif "downwardAPI" in source:
+                    add_downward(source["downwardAPI"])
+        target.mkdir(parents=True, exist_ok=True)
+        for rel, content in files.items():
+            path = target / rel
+            if path.is_file() and path.read_bytes() == content:
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(content)
+            os.replace(tmp, path)
+
+    def _volume_dir(self, running: _Running, volume: Obj) -> Path:
+        name = volume["name"]
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            pvc = self._get("PersistentVolumeClaim", claim)
+            pv_name = ((pvc or {}).get("spec") or {}).get("volumeName")
+            pv = self._get("PersistentVolume", pv_name) if pv_name else None
+            host_path = (((pv or {}).get("spec") or {}).get("hostPath") or {}).get("path")
+            path = Path(host_path) if host_path else self.workdir / "claims" / claim
+        elif "hostPath" in volume:
+            path = Path(volume["hostPath"]["path"])
+        else:
+            path = running.directory / "volumes" / name
+            if any(k in volume for k in ("configMap", "secret", "downwardAPI", "projected")):
+                self._materialise(running, volume, path)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _refresh_volumes(self, running: _Running) -> None:
+        for volume in running.pod["spec"].get("volumes") or []:
+            if any(k in volume for k in ("configMap", "secret", "downwardAPI", "projected")):
+                try:
+                    self._materialise(running, volume, running.volumes[volume["name"]])
+                except (LookupError, KeyError) as exc:
+                    self._note(f"{running.pod_name}: volume {volume['name']}: {exc}")
+
+    # ----------------------------------------------------------------- processes
+    def _start_pod(self, pod: Obj) -> _Running:
+        """Start every container of ``pod``; on any failure stop what started and raise."""
+        meta = pod["metadata"]
+        name = meta["name"]
+        directory = self.workdir / "pods" / f"{name}-{meta['uid'][:8]}"
+        running = _Running(name, meta["uid"], self.address(name), pod, directory, {},
+                           pod["spec"].get("restartPolicy") or "Always")
+        try:
+            for volume in pod["spec"].get("volumes") or []:
+                running.volumes[volume["name"]] = self._volume_dir(running, volume)
+            for container in pod["spec"].get("containers") or []:
+                if self.containers is None or container["name"] in self.containers:
+                    self._start_container(running, container)
+        except BaseException:
+            self._stop_pod(running)
+            raise
+        return running
+
+    def _argv(self, pod: Obj, container: Obj) -> list[str] | None:
+        argv = list(container.get("command") or [])
+        if not argv and self.resolve_command is not None:
+            argv = list(self.resolve_command(pod, container) or [])
+        if not argv:
+            return None
+        return argv + list(container.get("args") or [])
+
+    def _start_container(self, running: _Running, container: Obj) -> None:
+        pod = running.pod
+        cname = container["name"]
+        argv = self._argv(pod, container)
+        if argv is None:
+            raise LookupError(f"container {cname} has no command and no resolve_command mapping "
+                              f"for image {container.get('image')!r}")
+        container_env = self._env(pod, container, running.address)
+        mounts = sorted(((m["mountPath"].rstrip("/") or "/",
+                          running.volumes[m["name"]] / m.get("subPath", ""))
+                         for m in container.get("volumeMounts") or [] if m["name"] in running.volumes),
+                        key=lambda item: -len(item[0]))
+        kwok_ip = (pod.get("status") or {}).get("podIP")
+        rewrite = _Rewriter(mounts, running.address, kwok_ip)
+        argv = [rewrite(expand(a, container_env)) for a in argv]
+        executable = resolve_executable(argv[0])
+        if executable is None:
+            raise FileNotFoundError(f"container {cname}: executable {argv[0]!r} not found "
+                                    f"(venv {venv_bin()}, tool cache, PATH)")
+        argv[0] = executable
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
+        kubeconfig = getattr(self.cluster, "kubeconfig", None)
+        if kubeconfig:
+            env["KUBECONFIG"] = str(kubeconfig)
+        env.update(self.extra_env)
+        env.update({k: rewrite(v) for k, v in container_env.items()})
+        env.update({endpoints_mod.ENV: str(self.endpoint_map.path), "HOSTNAME": pod["metadata"]["name"],
+                    "KVTRACE_POD_ADDRESS": running.address})
+        workdir = container.get("workingDir")
+        cwd = Path(rewrite(workdir)) if workdir else running.directory
+        if not cwd.is_dir():
+            cwd = running.directory
+        running.directory.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "logs" / f"{running.pod_name}_{cname}.log"
+        process = Process(f"{running.pod_name}/{cname}", argv, log, env=env, cwd=cwd).start()
+        running.processes[cname] = process
+        self._note(f"started {process.name} pid {process.pid} on {running.address}: {' '.join(argv)}")
+
+    def _restart_exited(self, running: _Running) -> None:
+        now = time.monotonic()
+        for cname, process in list(running.processes.items()):
+            code = process.returncode
+            if code is None:
+                continue
+            if running.restart_policy == "Never" or (running.restart_policy == "OnFailure" and code == 0):
+                continue
+            due = running.next_restart.get(cname)
+            if due is None:
+                count = running.restarts.get(cname, 0)
+                running.next_restart[cname] = now + min(self.restart_delay * 2 ** count, 10.0)
+                self._note(f"{process.name} exited with {code}; restarting\n{process.tail(10)}")
+                continue
+            if now < due:
+                continue
+            del running.next_restart[cname]
+            running.restarts[cname] = running.restarts.get(cname, 0) + 1
+            container = next(c for c in running.pod["spec"]["containers"] if c["name"] == cname)
+            try:
+                self._start_container(running, container)
+            except Exception as exc:  # noqa: BLE001 - tried again after the next exit delay
+                self.errors[running.uid] = f"{running.pod_name}/{cname}: restart failed: {exc}"
+
+    def _stop_pod(self, running: _Running) -> None:
+        for process in running.processes.values():
+            process.stop(timeout=5.0)
+            self._note(f"stopped {process.name}")
+        running.processes.clear()
+
+    # ----------------------------------------------------------------- names
+    def _endpoint_entries(self, services: list[Obj]) -> dict[str, str]:
+        ns = self.namespace
+        entries: dict[str, str] = {}
+        running = sorted((r for r in self._running.values() if r.processes), key=lambda r: r.pod_name)
+        for r in running:
+            spec = r.pod["spec"]
+            ports = [p["containerPort"] for p in _container_ports(r.pod, None)]
+            names = [r.pod_name]
+            kwok_ip = (r.pod.get("status") or {}).get("podIP")
+            if kwok_ip:
+                names.append(kwok_ip)
+            if spec.get("subdomain"):
+                base = f"{spec.get('hostname') or r.pod_name}.{spec['subdomain']}"
+                names += [base, f"{base}.{ns}", f"{base}.{ns}.svc", f"{base}.{ns}.svc.cluster.local"]
+            for name in names:
+                for port in ports:
+                    entries[f"{name}:{port}"] = f"{r.address}:{port}"
+        for svc in services:
+            spec = svc.get("spec") or {}
+            backends = [r for r in running if _selector_matches(spec.get("selector"),
+                                                                r.pod["metadata"].get("labels"))]
+            if not backends:
+                continue
+            name = svc["metadata"]["name"]
+            names = [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+            if spec.get("clusterIP") and spec["clusterIP"] != "None":
+                names.append(spec["clusterIP"])
+            for port in spec.get("ports") or []:
+                target = _target_port(backends[0].pod, port.get("targetPort") or port["port"])
+                if target is None:
+                    continue
+                for host in names:
+                    entries[f"{host}:{port['port']}"] = f"{backends[0].address}:{target}"
+        return entries
+
+
+class _Rewriter:
+    """Rewrite mount paths and wildcard/pod addresses inside one argument or env value."""
+
+    def __init__(self, mounts: list[tuple[str, Path]], address: str, kwok_ip: str | None) -> None:
+        self.rules: list[tuple[re.Pattern[str], str]] = [
+            (re.compile(r"(?<![\w./-])" + re.escape(mount) + r"(?=/|$|[^\w.-])"), str(local))
+            for mount, local in mounts if mount != "/"
+        ]
+        addresses = [r"0\.0\.0\.0", r"\[::\]"] + ([re.escape(kwok_ip)] if kwok_ip else [])
+        self.rules.append((re.compile(r"(?<![\d.])(?:" + "|".join(addresses) + r")(?![\d])"), address))
+
+    def __call__(self, value: str) -> str:
+        for pattern, replacement in self.rules:
+            value = pattern.sub(lambda _m, r=replacement: r, value)
+        return value
+
+
+def _container_ports(pod: Obj, only: set[str] | None) -> list[Obj]:
+    return [port for c in pod["spec"].get("containers") or [] if only is None or c["name"] in only
+            for port in c.get("ports") or [] if (port.get("protocol") or "TCP") == "TCP"]
+
+
+def _target_port(pod: Obj, target: int | str) -> int | None:
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    for port in _container_ports(pod, None):
+        if port.get("name") == target:
+            return int(port["containerPort"])
+    return None
+
+
+def _resource_value(container: Obj, ref: Obj) -> str:
+    section, _, resource = ref["resource"].partition(".")
+    value = ((container.get("resources") or {}).get(section) or {}).get(resource)
+    return str(value) if value is not None else "0"
+
+
+def _parse_selector(text: str) -> dict[str, str]:
+    pairs = (part.split("=", 1) for part in text.split(",") if part.strip())
+    return {k.strip(): v.strip() for k, v in pairs}

@@ -1,0 +1,196 @@
+"""The local cluster itself: real API server, controllers, scheduler, KWOK nodes, volumes."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import textwrap
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+import yaml
+
+from kvtrace.devstack.cluster import LocalCluster
+from kvtrace.devstack.proc import processes_mentioning
+
+pytestmark = pytest.mark.controlplane
+
+
+def _apply(kubectl: Any, *objects: dict[str, Any]) -> None:
+    kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+
+
+def _pods(kube: Any, namespace: str, app: str) -> list[Any]:
+    from lightkube.resources.core_v1 import Pod
+
+    return list(kube.list(Pod, namespace=namespace, labels={"app": app}))
+
+
+def _running_ready(pods: list[Any], count: int) -> bool:
+    ready = [p for p in pods if p.status and p.status.phase == "Running"
+             and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+    return len(ready) == count
+
+
+def _deployment(namespace: str, name: str, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "main", "image": "example/none:1"}]}}},
+    }
+
+
+def test_deployment_runs_on_kwok_nodes_and_is_garbage_collected(
+        local_cluster: LocalCluster, kube: Any, kubectl: Any, namespace: str, poll: Any) -> None:
+    from lightkube.resources.apps_v1 import Deployment, ReplicaSet
+
+    _apply(kubectl, _deployment(namespace, "web", 3))
+    pods = poll(lambda: (lambda p: _running_ready(p, 3) and p)(_pods(kube, namespace, "web")),
+                timeout=60, message="3 Running and Ready pods")
+    assert {p.spec.nodeName for p in pods} <= set(local_cluster.node_names())
+    assert all(p.status.podIP for p in pods)
+
+    kube.delete(Deployment, "web", namespace=namespace)  # background propagation: the GC's job
+    poll(lambda: not list(kube.list(ReplicaSet, namespace=namespace)) and not _pods(kube, namespace, "web"),
+         timeout=60, message="ReplicaSet and pods garbage-collected")
+
+
+def _request_as(cluster: LocalCluster, path: str, user: str) -> int:
+    context = ssl.create_default_context(cafile=str(cluster.pki.ca_cert))
+    context.load_cert_chain(str(cluster.pki.admin_cert), str(cluster.pki.admin_key))
+    request = urllib.request.Request(cluster.server + path, headers={"Impersonate-User": user})
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_rbac_is_enforced_for_an_impersonated_service_account(
+        local_cluster: LocalCluster, kubectl: Any, namespace: str, poll: Any) -> None:
+    user = f"system:serviceaccount:{namespace}:robot"
+    path = f"/api/v1/namespaces/{namespace}/pods"
+    assert _request_as(local_cluster, path, user) == 403
+    denied = kubectl("get", "pods", "-n", namespace, f"--as={user}", check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+
+    _apply(kubectl,
+           {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "pod-reader", "namespace": namespace},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]},
+           {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "robot-reads-pods", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": namespace}]})
+    poll(lambda: _request_as(local_cluster, path, user) == 200, timeout=30, message="access after binding")
+    assert _request_as(local_cluster, f"/api/v1/namespaces/{namespace}/secrets", user) == 403
+
+
+def test_statefulset_claims_bind_and_pods_run(kube: Any, kubectl: Any, namespace: str, poll: Any) -> None:
+    from lightkube.resources.core_v1 import PersistentVolumeClaim
+
+    _apply(kubectl,
+           {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "db", "namespace": namespace},
+            "spec": {"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 7070}]}},
+           {"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "namespace": namespace},
+            "spec": {"replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                     "template": {"metadata": {"labels": {"app": "db"}},
+                                  "spec": {"containers": [{"name": "db", "image": "example/none:1",
+                                                           "volumeMounts": [{"name": "data",
+                                                                             "mountPath": "/data"}]}]}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                         "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})
+    poll(lambda: _running_ready(_pods(kube, namespace, "db"), 3), timeout=90, message="3 StatefulSet pods")
+    claims = list(kube.list(PersistentVolumeClaim, namespace=namespace))
+    assert sorted(c.metadata.name for c in claims) == ["data-db-0", "data-db-1", "data-db-2"]
+    assert all(c.status.phase == "Bound" and c.spec.storageClassName == "standard" for c in claims)
+
+
+_SERVER = textwrap.dedent("""
+    import http.server, json, os
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            with open(os.path.join(os.environ["WWW"], "greeting.txt")) as handle:
+                body = json.dumps({"env": dict(os.environ), "greeting": handle.read()}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    http.server.ThreadingHTTPServer((os.environ["BIND"], 8080), Handler).serve_forever()
+""")
+
+
+def _get_json(address: str) -> Any:
+    with urllib.request.urlopen(f"http://{address}/", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def test_pod_runner_runs_pods_locally_and_follows_them(
+        kube: Any, kubectl: Any, namespace: str, poll: Any, pod_runner: Any) -> None:
+    from lightkube.resources.core_v1 import Pod
+
+    _apply(kubectl,
+           {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "site", "namespace": namespace},
+            "data": {"greeting.txt": "hello", "mode": "test"}},
+           {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": namespace},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}},
+           {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": namespace},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                         "volumes": [{"name": "www", "configMap": {"name": "site"}}],
+                         "containers": [{
+                             "name": "web", "image": "example/web:1",
+                             "command": ["python3", "-c", _SERVER],
+                             "ports": [{"name": "http", "containerPort": 8080}],
+                             "env": [{"name": "WWW", "value": "/srv/www"},
+                                     {"name": "BIND", "value": "0.0.0.0"},
+                                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                     {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                                     {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "site", "key": "mode"}}},
+                                     {"name": "URL", "value": "http://$(POD_NAME):8080"}],
+                             "volumeMounts": [{"name": "www", "mountPath": "/srv/www"}]}]}}}})
+    runner = pod_runner({"app": "web"})
+    (pod_name, address), = runner.wait_running(1, timeout=60).items()
+
+    service = runner.resolve(f"web.{namespace}.svc:80")
+    assert service == f"{address}:8080"
+    answer = _get_json(service)
+    env = answer["env"]
+    assert answer["greeting"] == "hello"
+    assert env["POD_NAME"] == pod_name and env["POD_IP"] == address and env["BIND"] == address
+    assert env["MODE"] == "test" and env["URL"] == f"http://{pod_name}:8080"
+    assert env["KVTRACE_ENDPOINT_MAP"] == str(runner.endpoint_map_path)
+    mapping = json.loads(runner.endpoint_map_path.read_text())
+    assert mapping[f"web.{namespace}.svc.cluster.local:80"] == f"{address}:8080"
+
+    kubectl("patch", "configmap", "site", "-n", namespace, "--type=merge", "-p", '{"data":{"greeting.txt":"bye"}}')
+    poll(lambda: _get_json(service)["greeting"] == "bye", timeout=30, message="ConfigMap volume refreshed")
+
+    old_pid = runner.processes(pod_name)["web"].pid
+    kube.delete(Pod, pod_name, namespace=namespace)
+    new_name = poll(lambda: next((n for n in runner.pods() if n != pod_name), None), timeout=60,
+                    message="replacement pod started locally")
+    assert runner.processes(new_name)["web"].pid != old_pid
+    assert pod_name not in runner.pods()
+    poll(lambda: _get_json(runner.resolve(f"web.{namespace}.svc:80"))["env"]["POD_NAME"] == new_name,
+         timeout=30, message="service name follows the new pod")
+
+
+def test_a_stopped_cluster_leaves_no_process_or_directory_behind() -> None:
+    cluster = LocalCluster(nodes=1)
+    cluster.start()
+    workdir = cluster.workdir
+    pids = [p.pid for p in cluster.components.values()]
+    assert len(pids) == 5 and processes_mentioning(str(workdir))
+    cluster.stop()
+    assert processes_mentioning(str(workdir)) == []
+    assert not workdir.exists()
+    cluster.stop()  # idempotent

@@ -1,0 +1,146 @@
+"""Pure parts of the local stack harness: tool verification, config rewriting, decoding."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kvtrace.devstack import cluster, endpoints, tools
+from kvtrace.devstack.backends import forward_to_jaeger, jaeger_config, prepare_config
+from kvtrace.devstack.jaeger_client import decode_spans, group_traces
+from kvtrace.devstack.podrunner import LoopbackAllocator, _Rewriter, expand
+
+pytestmark = pytest.mark.unit
+
+
+def _fake_tool(tmp_path: Path) -> tools.Tool:
+    def build(out: Path, scratch: Path) -> None:
+        script = out / "fake"
+        script.write_text("#!/bin/sh\necho fake\n")
+        script.chmod(0o755)
+
+    return tools.Tool("fake", "1.0.0", ("fake",), build)
+
+
+@pytest.fixture
+def tools_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("KVTRACE_TOOLS_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_verify_detects_missing_and_corrupt_binaries(tools_dir: Path, tmp_path: Path) -> None:
+    tool = _fake_tool(tmp_path)
+    assert tools.verify(tool) == "not built"
+    tools.ensure(tool)
+    assert tools.verify(tool) is None
+    assert tool.directory.parent == tools_dir
+
+    tool.path().write_text("#!/bin/sh\necho tampered\n")
+    assert tools.verify(tool) == "fake corrupt (checksum mismatch)"
+    tools.ensure(tool)  # rebuilt, not trusted
+    assert tools.verify(tool) is None
+
+    tool.path().unlink()
+    assert tools.verify(tool) == "fake missing"
+
+
+def test_missing_cluster_binaries_name_the_fix(tools_dir: Path) -> None:
+    problems = cluster.missing_binaries()
+    assert len(problems) == len(cluster.BINARIES)
+    assert all("kvtrace dev tools" in p for p in problems)
+
+
+def test_prepare_config_moves_every_listener_to_loopback() -> None:
+    source = {
+        "receivers": {"otlp": {"protocols": {"grpc": None, "http": {"endpoint": "0.0.0.0:4318"}}},
+                      "zipkin": None},
+        "exporters": {"otlp_grpc": {"endpoint": "jaeger:4317"}},
+        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp_grpc"]}},
+                    "telemetry": {"metrics": {"address": "0.0.0.0:8888"}}},
+    }
+    config, found = prepare_config(source)
+    assert source["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"  # copied
+    assert set(found) == {"otlp/grpc", "otlp/http", "zipkin", "health_check", "metrics"}
+    assert all(v.startswith("127.0.0.1:") for v in found.values())
+    assert len(set(found.values())) == len(found)
+    assert config["exporters"]["otlp_grpc"]["endpoint"] == "jaeger:4317"
+    assert "health_check" in config["service"]["extensions"]
+    assert "address" not in config["service"]["telemetry"]["metrics"]
+
+
+def test_jaeger_and_forwarding_configs_have_distinct_ports() -> None:
+    _, found = prepare_config(jaeger_config(), health_extension=None)
+    assert {"otlp/grpc", "otlp/http", "jaeger_query/http", "healthcheckv2/http", "metrics"} <= set(found)
+    config = forward_to_jaeger("127.0.0.1:4317")
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlp_grpc/jaeger"]
+
+
+def test_decode_otlp_json_from_api_v3() -> None:
+    body = {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "kv"}}]},
+        "scopeSpans": [{"scope": {"name": "s"}, "spans": [
+            {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "PUT",
+             "kind": 2, "startTimeUnixNano": "1000", "endTimeUnixNano": "3000000",
+             "attributes": [{"key": "kvstore.replicas.acked", "value": {"intValue": "2"}},
+                            {"key": "ok", "value": {"boolValue": True}}],
+             "status": {"code": 2, "message": "boom"}},
+            {"traceId": "CvdlGRbNQ92ESOshHIAxnA==", "spanId": "AAAAAAAAAAE=", "parentSpanId": "t61rcWkgMzE=",
+             "name": "replicate", "kind": "SPAN_KIND_CLIENT", "status": {}},
+        ]}],
+    }]}
+    spans = decode_spans(body)
+    assert [s.trace_id for s in spans] == ["0af7651916cd43dd8448eb211c80319c"] * 2
+    first, second = spans
+    assert (first.kind, first.status_code, first.service) == ("SERVER", "ERROR", "kv")
+    assert first.attributes == {"kvstore.replicas.acked": 2, "ok": True}
+    assert second.parent_span_id == first.span_id and second.kind == "CLIENT"
+    (trace,) = group_traces(spans)
+    assert trace.root() is first and trace.children(first) == [second]
+
+
+def test_endpoint_map_file_and_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "map.json"
+    writer = endpoints.EndpointMapFile(path)
+    writer.update("a", {"kv.ns.svc:7070": "127.0.0.5:7070"})
+    writer.update("b", {"otel.ns.svc:4318": "127.0.0.6:4318"})
+    assert json.loads(path.read_text()) == {"kv.ns.svc:7070": "127.0.0.5:7070",
+                                            "otel.ns.svc:4318": "127.0.0.6:4318"}
+    monkeypatch.setenv(endpoints.ENV, str(path))
+    assert endpoints.resolve("KV.ns.svc", 7070) == ("127.0.0.5", 7070)
+    assert endpoints.resolve("other", 7070) == ("other", 7070)
+    assert endpoints.resolve_url("http://otel.ns.svc:4318/v1/traces") == "http://127.0.0.6:4318/v1/traces"
+    writer.remove("a")
+    assert endpoints.resolve("kv.ns.svc", 7070) == ("kv.ns.svc", 7070)
+    monkeypatch.delenv(endpoints.ENV)
+    assert endpoints.resolve("otel.ns.svc", 4318) == ("otel.ns.svc", 4318)
+
+
+def test_kubernetes_variable_expansion() -> None:
+    env = {"A": "x", "B": "y"}
+    assert expand("$(A)-$(B)-$(C)-$$(A)", env) == "x-y-$(C)-$(A)"
+
+
+def test_rewriter_maps_mounts_and_wildcard_addresses(tmp_path: Path) -> None:
+    rewrite = _Rewriter([("/etc/kv/peers", tmp_path / "p"), ("/etc/kv", tmp_path / "c")], "127.9.0.3",
+                        "10.244.0.7")
+    assert rewrite("--peers-file=/etc/kv/peers/list") == f"--peers-file={tmp_path}/p/list"
+    assert rewrite("/etc/kv/conf.yaml") == f"{tmp_path}/c/conf.yaml"
+    assert rewrite("/etc/kvx") == "/etc/kvx"
+    assert rewrite("--client-addr=0.0.0.0:7070") == "--client-addr=127.9.0.3:7070"
+    assert rewrite("[::]:7071") == "127.9.0.3:7071"
+    assert rewrite("10.244.0.7:7070,10.244.0.70:1") == "127.9.0.3:7070,10.244.0.70:1"
+
+
+def test_loopback_allocator_is_sticky_per_key() -> None:
+    allocator = LoopbackAllocator(second_octet=7)
+    a, b = allocator.allocate("ns/pod-0"), allocator.allocate()
+    assert a != b and a.startswith("127.7.") and allocator.allocate("ns/pod-0") == a
+    assert len({allocator.allocate() for _ in range(600)}) == 600
+
+
+def test_cached_tool_paths_are_under_the_cache_root(tools_dir: Path) -> None:
+    assert tools.TOOLS["kubernetes"].directory == tools_dir / f"kubernetes-{tools.KUBERNETES_VERSION}"
+    assert os.fspath(tools.cache_root()) == os.fspath(tools_dir)
