@@ -80,8 +80,8 @@ def test_rbac_has_no_wildcards_and_every_rule_is_commented(variant: str) -> None
         for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
             assert "*" not in " ".join(rule.get(key) or ()), f"{where}: wildcard in {key}: {rule}"
         assert "nonResourceURLs" not in rule, f"{where}: {rule}"
-        # Nothing ever gets write access to RBAC, secrets or the cluster's own configuration.
-        assert not {"secrets", "roles", "clusterroles", "rolebindings", "clusterrolebindings",
+        # Nothing ever gets access to RBAC or the cluster's own configuration.
+        assert not {"roles", "clusterroles", "rolebindings", "clusterrolebindings",
                     "customresourcedefinitions/status", "nodes"} & set(rule["resources"]), rule
         assert not {"escalate", "bind", "impersonate", "update", "deletecollection"} & set(rule["verbs"]), rule
     # Each rule (or group of rules) is preceded by a comment saying why.

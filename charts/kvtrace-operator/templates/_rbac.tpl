@@ -30,6 +30,12 @@ and every rule says why the operator needs it. The same namespaced rules become 
 - apiGroups: [""]
   resources: [configmaps, services, serviceaccounts]
   verbs: [get, list, watch, create, patch, delete]
+# Secrets: the operator lists the Secrets it owns (by its managed-by label) to prune the
+# ones a re-render drops, and re-creates one deleted by hand. RBAC cannot filter by label,
+# so this reads every Secret of the watched namespaces: narrow it with watch.scope=namespace.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, patch, delete]
 # Workloads: the KV members' StatefulSet, the collector tier(s) and Jaeger Deployments.
 - apiGroups: [apps]
   resources: [statefulsets, deployments]
