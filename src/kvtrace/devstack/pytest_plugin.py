@@ -20,6 +20,7 @@ A missing or corrupt cached binary makes the fixture FAIL (never skip) with the 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import shutil
@@ -128,22 +129,31 @@ def loopback_ip() -> Callable[[], str]:
     return ALLOCATOR.allocate
 
 
+@contextlib.contextmanager
+def _factory(binary: str, build: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """A fixture factory: each call builds and starts a backend; all are stopped at the end."""
+    started: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        require_binaries(binary)
+        backend = build(*args, **kwargs)
+        started.append(backend)
+        return backend.start()
+
+    try:
+        yield make
+    finally:
+        for backend in reversed(started):
+            backend.stop()
+
+
 @pytest.fixture
 def jaeger() -> Iterator[Callable[..., Any]]:
     """Factory: ``jaeger(config=None, **kwargs)`` → a started Jaeger v2 (memory storage)."""
     from kvtrace.devstack.backends import Jaeger
 
-    started: list[Jaeger] = []
-
-    def make(config: dict[str, Any] | None = None, **kwargs: Any) -> Jaeger:
-        require_binaries("jaeger")
-        backend = Jaeger(config, **kwargs)
-        started.append(backend)
-        return backend.start()  # type: ignore[no-any-return]
-
-    yield make
-    for backend in reversed(started):
-        backend.stop()
+    with _factory("jaeger", Jaeger) as make:
+        yield make
 
 
 @pytest.fixture
@@ -154,21 +164,15 @@ def collector() -> Iterator[Callable[..., Any]]:
     """
     from kvtrace.devstack.backends import Collector, forward_to_jaeger
 
-    started: list[Collector] = []
-
-    def make(config: dict[str, Any] | None = None, *, jaeger: Any = None, **kwargs: Any) -> Collector:
-        require_binaries("otelcol-kvtrace")
+    def build(config: dict[str, Any] | None = None, *, jaeger: Any = None, **kwargs: Any) -> Collector:
         if config is None:
             if jaeger is None:
                 raise ValueError("collector(): give a config or a jaeger to forward to")
             config = forward_to_jaeger(jaeger)
-        backend = Collector(config, **kwargs)
-        started.append(backend)
-        return backend.start()  # type: ignore[no-any-return]
+        return Collector(config, **kwargs)
 
-    yield make
-    for backend in reversed(started):
-        backend.stop()
+    with _factory("otelcol-kvtrace", build) as make:
+        yield make
 
 
 @pytest.fixture
