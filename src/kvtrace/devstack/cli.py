@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
 from typing import Any
+
+
+def state_path() -> Path:
+    """Where a running `kvtrace dev up` records its endpoints (read by `kvtrace dev env`)."""
+    env = os.environ.get("KVTRACE_DEV_STATE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kvtrace" / "dev" / "state.json"
 
 
 def register(subparsers: Any) -> None:
@@ -22,6 +37,30 @@ def register(subparsers: Any) -> None:
     tools.add_argument("--list", action="store_true", help="show each tool's cache state and exit")
     tools.set_defaults(func=_tools)
 
+    up = dev_sub.add_parser(
+        "up",
+        help="start a local cluster, the collector and Jaeger; stay until Ctrl-C",
+        description="Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok "
+        "(fake nodes) from the cached binaries, plus Jaeger v2 and the kvtrace collector forwarding "
+        "to it, on free loopback ports. Prints the kubeconfig and endpoints, records them for "
+        "`kvtrace dev env`, and stops everything on Ctrl-C or SIGTERM.",
+    )
+    up.add_argument("--nodes", type=int, default=3, help="number of KWOK fake nodes (default 3)")
+    up.add_argument("--no-backends", action="store_true", help="cluster only: no collector, no Jaeger")
+    up.add_argument("--run-pods", metavar="NAMESPACE[/SELECTOR]", action="append", default=[],
+                    help="run the processes behind the pods of NAMESPACE (optionally only those "
+                    "matching the label SELECTOR, e.g. 'demo/app=kv') on loopback addresses; repeatable")
+    up.set_defaults(func=_up)
+
+    env = dev_sub.add_parser(
+        "env",
+        help="print shell exports for the running `kvtrace dev up`",
+        description="Prints KUBECONFIG, OTEL_EXPORTER_OTLP_ENDPOINT, KVTRACE_JAEGER_URL and "
+        "KVTRACE_ENDPOINT_MAP of the running `kvtrace dev up`: eval \"$(kvtrace dev env)\".",
+    )
+    env.add_argument("--json", action="store_true", help="print the recorded state as JSON")
+    env.set_defaults(func=_env)
+
 
 def _tools(args: argparse.Namespace) -> int:
     from kvtrace.devstack import tools
@@ -35,4 +74,85 @@ def _tools(args: argparse.Namespace) -> int:
     except (RuntimeError, ValueError) as exc:
         print(f"kvtrace dev tools: {exc}")
         return 1
+    return 0
+
+
+def _exports(state: dict[str, Any]) -> dict[str, str]:
+    exports = {"KUBECONFIG": state["kubeconfig"]}
+    if state.get("otlp_http"):
+        exports["OTEL_EXPORTER_OTLP_ENDPOINT"] = state["otlp_http"]
+        exports["KVTRACE_JAEGER_URL"] = state["jaeger_url"]
+    if state.get("endpoint_map"):
+        exports["KVTRACE_ENDPOINT_MAP"] = state["endpoint_map"]
+    return exports
+
+
+def _up(args: argparse.Namespace) -> int:
+    from kvtrace.devstack.backends import Collector, Jaeger, forward_to_jaeger
+    from kvtrace.devstack.cluster import LocalCluster
+    from kvtrace.devstack.endpoints import EndpointMapFile
+    from kvtrace.devstack.podrunner import PodRunner
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    started: list[Any] = []
+    try:
+        cluster = LocalCluster(nodes=args.nodes).start()
+        started.append(cluster)
+        state: dict[str, Any] = {"pid": os.getpid(), "kubeconfig": str(cluster.kubeconfig),
+                                 "server": cluster.server, "startup_seconds": round(cluster.startup_seconds, 1)}
+        if not args.no_backends:
+            jaeger = Jaeger().start()
+            started.append(jaeger)
+            collector = Collector(forward_to_jaeger(jaeger)).start()
+            started.append(collector)
+            state.update(jaeger_url=jaeger.query_url, otlp_http=collector.otlp_http,
+                         otlp_grpc=collector.otlp_grpc, jaeger_otlp_grpc=jaeger.otlp_grpc)
+        if args.run_pods:
+            endpoint_map = EndpointMapFile(cluster.workdir / "endpoints.json")
+            state["endpoint_map"] = str(endpoint_map.path)
+            for spec in args.run_pods:
+                namespace, _, selector = spec.partition("/")
+                started.append(PodRunner(cluster, namespace, selector or None, endpoint_map=endpoint_map,
+                                         workdir=cluster.workdir / "pods" / namespace).start())
+        path = state_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(state, indent=2))
+        print(f"local cluster up in {cluster.startup_seconds:.1f}s", flush=True)
+        print(cluster.describe())
+        for key, value in _exports(state).items():
+            print(f"export {key}={value}")
+        print(f"state recorded in {path}; `eval \"$(kvtrace dev env)\"` in another shell. Ctrl-C stops.",
+              flush=True)
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        return 0
+    except (RuntimeError, FileNotFoundError) as exc:
+        print(f"kvtrace dev up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping...", flush=True)
+        for item in reversed(started):
+            item.stop()
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(state_path().read_text()).get("pid") == os.getpid():
+                state_path().unlink()
+
+
+def _env(args: argparse.Namespace) -> int:
+    path = state_path()
+    try:
+        state = json.loads(path.read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        print(f"kvtrace dev env: no running `kvtrace dev up` (state file {path})", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(state, indent=2))
+    else:
+        for key, value in _exports(state).items():
+            print(f"export {key}={value}")
     return 0
