@@ -18,8 +18,10 @@ install: $(BIN)/kvtrace
 tools: install
 	$(BIN)/kvtrace dev tools
 
+# import-linter puts its working directory first on sys.path, where the kvnode/ source
+# root would shadow the kvnode package: run it from a neutral directory.
 lint: install
-	$(BIN)/lint-imports
+	cd / && $(CURDIR)/$(BIN)/lint-imports $(CURDIR)/pyproject.toml
 
 # All tiers: unit, dataplane, controlplane (kind skips itself without Docker).
 test: tools lint
