@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from kvtrace.devstack import cluster, endpoints, tools
 from kvtrace.devstack.backends import forward_to_jaeger, jaeger_config, prepare_config
 from kvtrace.devstack.jaeger_client import decode_spans, group_traces
 from kvtrace.devstack.podrunner import LoopbackAllocator, _Rewriter, expand
+from kvtrace.devstack.proc import free_port
 
 pytestmark = pytest.mark.unit
 
@@ -144,3 +146,43 @@ def test_loopback_allocator_is_sticky_per_key() -> None:
 def test_cached_tool_paths_are_under_the_cache_root(tools_dir: Path) -> None:
     assert tools.TOOLS["kubernetes"].directory == tools_dir / f"kubernetes-{tools.KUBERNETES_VERSION}"
     assert os.fspath(tools.cache_root()) == os.fspath(tools_dir)
+
+
+_BIND = ("import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); "
+         "s.listen(); print('listening', flush=True); time.sleep(60)")
+
+
+def test_a_port_clash_picks_another_port(tmp_path: Path) -> None:
+    import socket
+
+    from kvtrace.devstack.proc import Process, start_with_port_retry
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = [taken.getsockname()[1], free_port()]
+    attempts: list[int] = []
+
+    def make() -> Process:
+        attempts.append(ports[len(attempts)])
+        return Process("binder", [sys.executable, "-c", _BIND, str(attempts[-1])], tmp_path / "binder.log")
+
+    proc = start_with_port_retry(make, lambda p: "listening" in p.tail().splitlines(), timeout=20,
+                                 what="listening")
+    try:
+        assert attempts == ports and proc.alive()
+    finally:
+        proc.stop()
+        taken.close()
+    assert not proc.alive()
+
+
+def test_a_component_that_dies_is_reported_with_its_log_tail(tmp_path: Path) -> None:
+    from kvtrace.devstack.proc import Process, StartupError, wait_until
+
+    proc = Process("broken", [sys.executable, "-c", "import sys; print('bad flag --frobnicate'); sys.exit(3)"],
+                   tmp_path / "broken.log").start()
+    with pytest.raises(StartupError) as info:
+        wait_until(lambda: False, timeout=20, what="healthy", process=proc)
+    message = str(info.value)
+    assert "broken died before healthy (exited with 3)" in message and "bad flag --frobnicate" in message

@@ -60,7 +60,7 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
-ADDRESS_IN_USE = ("address already in use", "bind: address already in use", "EADDRINUSE")
+ADDRESS_IN_USE = ("address already in use", "eaddrinuse")
 
 
 class Process:
@@ -108,7 +108,7 @@ class Process:
         return log_tail(self.log_path, lines)
 
     def failed_to_bind(self) -> bool:
-        text = self.tail(80)
+        text = self.tail(80).lower()
         return any(marker in text for marker in ADDRESS_IN_USE)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -205,6 +205,8 @@ def start_with_port_retry(
         proc = make().start()
         try:
             wait_until(lambda: ready(proc), timeout=timeout, what=what, process=proc)
+            if not proc.alive():  # a namesake on the clashing port may have answered for it
+                raise StartupError(proc.describe_failure(f"died after looking {what}"))
             return proc
         except StartupError:
             clash = not proc.alive() and proc.failed_to_bind()
