@@ -15,7 +15,7 @@ import yaml
 from kvtrace_operator.render import SpecError, pipeline_ref, referenced_pipeline
 from kvtrace_operator.render.names import KVCLUSTER, name_of, namespace_of
 from kvtrace_operator.render.output import dump_all
-from kvtrace_operator.render.resources import check_kind, render_one
+from kvtrace_operator.render.resources import check_kind, render_one, validate_resource
 
 
 class InputError(Exception):
@@ -63,15 +63,25 @@ def load_documents(path: str, stdin: TextIO) -> list[Document]:
     return documents
 
 
+def _attributed(document: Document, exc: SpecError) -> InputError:
+    return InputError(f"{document.where()}: {exc.field}: {exc.message}")
+
+
 def render_documents(documents: list[Document]) -> list[dict[str, Any]]:
-    """Render each document on its own, so an error names the document it came from."""
+    """Validate every document, then render each; an error names the document it is about
+    (a KVCluster is never blamed for a broken pipeline it references)."""
+    for document in documents:
+        try:
+            validate_resource(document.resource)
+        except SpecError as exc:
+            raise _attributed(document, exc) from exc
     resources = [document.resource for document in documents]
     objects: list[dict[str, Any]] = []
     for document in documents:
         try:
             objects += render_one(document.resource, resources)
         except SpecError as exc:
-            raise InputError(f"{document.where()}: {exc.field}: {exc.message}") from exc
+            raise _attributed(document, exc) from exc
     return objects
 
 

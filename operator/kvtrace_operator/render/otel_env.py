@@ -11,6 +11,7 @@ from typing import Any
 
 from kvtrace_operator.render import names, sampling
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.render.validate import validate_pipeline
 
 
 def env(name: str, value: str) -> dict[str, Any]:
@@ -64,9 +65,11 @@ def service_name(cluster: dict[str, Any]) -> str:
 
 
 def otel_environment(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The env list injected into KV pods; ``pipeline`` None means untraced."""
+    """The env list injected into KV pods; ``pipeline`` None means untraced. Raises
+    SpecError (naming the pipeline's field) when the pipeline cannot be rendered."""
     if pipeline is None:
         return [env("OTEL_SDK_DISABLED", "true")]
+    validate_pipeline(pipeline)
     return [
         *downward_env(),
         env("OTEL_SERVICE_NAME", service_name(cluster)),

@@ -8,6 +8,7 @@ from kvtrace_operator.render import names
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.kvcluster import render_kvcluster
 from kvtrace_operator.render.pipeline import render_pipeline
+from kvtrace_operator.render.validate import validate_kvcluster, validate_pipeline
 
 KINDS = (names.KVCLUSTER, names.PIPELINE)
 
@@ -38,6 +39,14 @@ def referenced_pipeline(cluster: dict[str, Any], resources: list[dict[str, Any]]
                 and names.namespace_of(resource) == names.namespace_of(cluster)):
             return resource
     return None
+
+
+def validate_resource(resource: dict[str, Any]) -> None:
+    """SpecError unless ``resource`` is a KVCluster or TracingPipeline the operator can render."""
+    if check_kind(resource) == names.KVCLUSTER:
+        validate_kvcluster(resource)
+    else:
+        validate_pipeline(resource)
 
 
 def render_one(resource: dict[str, Any], resources: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,9 +7,15 @@ import re
 from typing import Any
 
 from kvtrace_operator.render import sampling
-from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.render.defaults import (
+    KVCLUSTER_DEFAULTS,
+    PIPELINE_DEFAULTS,
+    apply_defaults_kvcluster,
+    apply_defaults_pipeline,
+)
 from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.errors import SpecError
+from kvtrace_operator.render.shapes import KVCLUSTER_OPTIONAL, PIPELINE_OPTIONAL, check_spec
 
 # StatefulSet pods get a controller-revision-hash label "NAME-<10 chars>" (<= 63).
 MAX_KVCLUSTER_NAME = 52
@@ -58,8 +64,8 @@ def _quantity(value: Any, field: str) -> None:
 
 
 def validate_kvcluster(cluster: dict[str, Any]) -> None:
+    spec = apply_defaults_kvcluster(check_spec(cluster, KVCLUSTER_DEFAULTS, KVCLUSTER_OPTIONAL))
     _name(cluster, MAX_KVCLUSTER_NAME)
-    spec = apply_defaults_kvcluster(cluster.get("spec"))
     replicas = _integer(spec["replicas"], "spec.replicas", 1, 100)
     factor = _integer(spec["replicationFactor"], "spec.replicationFactor", 1, 7)
     if factor > replicas:
@@ -119,8 +125,8 @@ def _validate_jaeger(spec: dict[str, Any]) -> None:
 
 
 def validate_pipeline(pipeline: dict[str, Any]) -> None:
+    spec = apply_defaults_pipeline(check_spec(pipeline, PIPELINE_DEFAULTS, PIPELINE_OPTIONAL))
     _name(pipeline, MAX_PIPELINE_NAME)
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
     _validate_sampling(spec)
     _integer(spec["collector"]["replicas"], "spec.collector.replicas", 1, 20)
     _validate_jaeger(spec)

@@ -100,6 +100,11 @@ class TestRenderCommandErrors:
         code, out, err = run("-", stdin="- a\n- b\n")
         assert code != 0 and out == "" and "<stdin> (document 1)" in err and "mapping" in err
 
+    def test_broken_pipeline_is_blamed_not_the_cluster(self) -> None:
+        code, out, err = run(DATA / "kvcluster-alone.yaml", DATA / "head-keeps-errors.yaml")
+        assert code != 0 and out == ""
+        assert "head-keeps-errors.yaml" in err and "kvcluster-alone.yaml" not in err
+
     def test_bad_cluster_spec_names_the_field(self) -> None:
         text = "apiVersion: kvtrace.dev/v1alpha1\nkind: KVCluster\nmetadata: {name: a}\nspec: {replicas: 1}\n"
         code, out, err = run("-", stdin=text)

@@ -10,6 +10,7 @@ import pytest
 from render_testlib import kvcluster, pipeline
 
 from kvtrace_operator.render import SpecError, render_all, render_kvcluster, render_pipeline, validate_kvcluster, validate_pipeline
+from kvtrace_operator.render.defaults import KVCLUSTER_DEFAULTS, PIPELINE_DEFAULTS
 from kvtrace_operator.render.durations import parse_duration
 
 pytestmark = pytest.mark.unit
@@ -115,3 +116,63 @@ class TestRenderAll:
     ("1ns", 1), ("1us", 1000), ("500ms", 500_000_000), ("2s", 2 * 10**9), ("1h30m", 5400 * 10**9), ("0.5s", 5 * 10**8)])
 def test_parse_duration(text: str, nanos: int) -> None:
     assert parse_duration(text, "f") == nanos
+
+
+def _field_paths(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for key, value in tree.items():
+        found.append((*prefix, key))
+        if isinstance(value, dict):
+            found += _field_paths(value, (*prefix, key))
+    return found
+
+
+def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    node = spec
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return spec
+
+
+WRONG_VALUES = [None, 5, 2.5, "x", [], {}, True, [1], {"a": 1}]
+OPTIONAL_KVCLUSTER = [("tracing",), ("tracing", "pipelineRef"), ("tracing", "serviceName"), ("resources",),
+                      ("scheduling", "tolerations"), ("storage", "storageClassName")]
+OPTIONAL_PIPELINE = [("sampling", "keepErrors"), ("jaeger", "tenancy", "tenants"), ("redaction", "blockedValues")]
+
+
+class TestWrongTypesNeverCrash:
+    """A spec from a file with any value of the wrong type gives a SpecError, never a crash."""
+
+    @pytest.mark.parametrize("value", WRONG_VALUES, ids=repr)
+    @pytest.mark.parametrize("path", _field_paths(KVCLUSTER_DEFAULTS) + OPTIONAL_KVCLUSTER, ids=".".join)
+    def test_kvcluster(self, path: tuple[str, ...], value: Any) -> None:
+        try:
+            render_kvcluster(kvcluster(**_with(path, value)), pipeline())
+        except SpecError as exc:
+            assert exc.field.startswith("spec.") or exc.field == "metadata.name"
+
+    @pytest.mark.parametrize("value", [*WRONG_VALUES, [{"name": 3}], [{"name": "a", "endpoint": "b", "headers": {"h": 1}}]],
+                             ids=repr)
+    @pytest.mark.parametrize("path", _field_paths(PIPELINE_DEFAULTS) + OPTIONAL_PIPELINE, ids=".".join)
+    def test_pipeline(self, path: tuple[str, ...], value: Any) -> None:
+        tp = pipeline(**_with(path, value))
+        for render in (render_pipeline, lambda p: render_kvcluster(kvcluster(), p)):
+            try:
+                render(tp)
+            except SpecError as exc:
+                assert exc.field.startswith("spec.")
+
+    @pytest.mark.parametrize("metadata", [None, 5, {}, {"name": 5}])
+    def test_metadata(self, metadata: Any) -> None:
+        for resource in (kvcluster(), pipeline()):
+            resource["metadata"] = metadata
+            with pytest.raises(SpecError) as caught:
+                render_all([resource])
+            assert caught.value.field.startswith("metadata")
+
+    def test_message_names_the_expected_type(self) -> None:
+        with pytest.raises(SpecError) as caught:
+            validate_kvcluster(kvcluster(consistency="quorum"))
+        assert (caught.value.field, caught.value.message) == ("spec.consistency", "expected an object, got 'quorum'")
