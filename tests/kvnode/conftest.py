@@ -176,7 +176,7 @@ def kv_cluster(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
     def make(count: int = 3, **env: str) -> Harness:
-        defaults = {"KVNODE_PEER_TIMEOUT": "1s", "KVNODE_ANTI_ENTROPY_INTERVAL": "0", "KVNODE_HINT_INTERVAL": "200ms",
+        defaults = {"KVNODE_PEER_TIMEOUT": "5s", "KVNODE_ANTI_ENTROPY_INTERVAL": "0", "KVNODE_HINT_INTERVAL": "200ms",
                     "KVNODE_PEERS_FILE_INTERVAL": "200ms", "KVNODE_SHUTDOWN_TIMEOUT": "5s"}
         harness = Harness(tmp_path / f"cluster{len(made)}", {**defaults, **env})
         harness.root.mkdir()

@@ -50,23 +50,23 @@ class Coordinator:
     def __init__(self, cluster: Cluster):
         self.c = cluster
 
-    def _replica_span(self, parent: Span | None, owner: str, operation: str, khash: int) -> Span | None:
-        if parent is None or not telemetry.ENABLED:
+    def _replica_span(self, parent: Span | None, owner: str, operation: str) -> Span | None:
+        """A CLIENT span for one peer call (lean: the key hash and consistency live on the
+        parent). The coordinator's own replica is applied in-process, without a span."""
+        if parent is None or owner == self.c.id:
+            return None
+        member = self.c.member(owner)
+        if member is None:
             return None
         attrs: dict[str, Any] = {
             "kvstore.operation": operation,
-            "kvstore.key.hash": telemetry.key_hash_attr(khash),
             "db.operation.name": operation,
+            "server.address": member.host,
+            "server.port": member.port,
+            "network.peer.address": member.host,
+            "kvstore.replica": owner,
         }
-        member = self.c.member(owner)
-        if owner != self.c.id and member is not None:
-            attrs["server.address"] = member.host
-            attrs["server.port"] = member.port
-            attrs["network.peer.address"] = member.host
-            kind = telemetry.CLIENT
-        else:
-            kind = telemetry.INTERNAL
-        return telemetry.start(f"kvstore.{operation} {owner}", kind, attrs, parent)
+        return telemetry.start(f"kvstore.{operation}", telemetry.CLIENT, attrs, parent)
 
     # -- writes ---------------------------------------------------------------------
     async def write(self, key: bytes, value: bytes, tombstone: bool, level: str, span: Span | None = None) -> tuple[Record, int, int]:
@@ -79,7 +79,7 @@ class Coordinator:
         loop = asyncio.get_running_loop()
         tally = _Tally(need, len(owners), loop.create_future())
         for owner in owners:
-            rspan = self._replica_span(span, owner, "replicate", khash)
+            rspan = self._replica_span(span, owner, "replicate")
             fut: asyncio.Future[Any]
             if owner == c.id:
                 fut = c.store.apply([record])
@@ -118,26 +118,19 @@ class Coordinator:
 
     # -- reads ----------------------------------------------------------------------
     async def read(self, key: bytes, level: str, span: Span | None = None) -> tuple[Record | None, int, int]:
-        """Returns (newest record or None, answered, required); raises NotEnoughReplicas."""
+        """Ask as many replicas as the level needs (this node first when it is one), one
+        more for each that fails; newest answer wins and stale answerers are repaired.
+        Returns (record or None, answered, required); raises NotEnoughReplicas."""
         c = self.c
-        khash = key_hash(key)
-        owners = c.owners(khash)
+        owners = c.owners(key_hash(key))
         need = required(level, len(owners))
-        if level == "one":
-            return await self._read_one(key, khash, owners, span)
-        loop = asyncio.get_running_loop()
-        tally = _Tally(need, len(owners), loop.create_future())
-        for owner in owners:
-            if owner == c.id:
-                tally.answers[owner] = c.store.get(key)
-                tally.acked += 1
-                continue
-            rspan = self._replica_span(span, owner, "read", khash)
-            member = c.member(owner)
-            assert member is not None
-            trace = telemetry.w3c_headers(rspan) if rspan is not None else NO_TRACE
-            fut = c.peers.get(member, key, trace)
-            fut.add_done_callback(partial(self._read_answered, tally, owner, rspan, span))
+        tally = _Tally(need, len(owners), asyncio.get_running_loop().create_future())
+        spare = [o for o in owners if o != c.id]
+        if c.id in owners:
+            tally.answers[c.id] = c.store.get(key)
+            tally.acked += 1
+        for _ in range(need - tally.acked):
+            self._ask(tally, spare, key, span)
         tally.settle()
         await tally.done
         if tally.acked < need:
@@ -149,14 +142,23 @@ class Coordinator:
                 self.repair(winner, stale, span)
         return winner, tally.acked, need
 
-    def _read_answered(self, tally: _Tally, owner: str, span: Span | None, parent: Span | None, fut: asyncio.Future[Any]) -> None:
+    def _ask(self, tally: _Tally, spare: list[str], key: bytes, parent: Span | None) -> None:
+        owner = spare.pop(0)
+        member = self.c.member(owner)
+        assert member is not None
+        rspan = self._replica_span(parent, owner, "read")
+        trace = telemetry.w3c_headers(rspan) if rspan is not None else NO_TRACE
+        fut = self.c.peers.get(member, key, trace)
+        fut.add_done_callback(partial(self._read_answered, tally, spare, key, owner, rspan, parent))
+
+    def _read_answered(self, tally: _Tally, spare: list[str], key: bytes, owner: str, span: Span | None,
+                       parent: Span | None, fut: asyncio.Future[Any]) -> None:
         exc = fut.exception()
         if exc is None:
             record = fut.result()
-            late = tally.done.done()
             tally.answers[owner] = record
             tally.acked += 1
-            if late:  # answered after the client got its reply: repair it if it is stale
+            if tally.done.done():  # answered after the client got its reply: repair it if stale
                 winner = newest(tally.answers.values())
                 if winner is not None and record != winner:
                     self.repair(winner, [owner], parent)
@@ -166,30 +168,11 @@ class Coordinator:
             self.c.metrics.replication_failures.inc(owner, reason.split(":")[0])
             if span is not None:
                 telemetry.fail(span, exc, reason)
+            if spare and not tally.done.done():
+                self._ask(tally, spare, key, parent)
         if span is not None:
             span.end()
         tally.settle()
-
-    async def _read_one(self, key: bytes, khash: int, owners: tuple[str, ...], span: Span | None) -> tuple[Record | None, int, int]:
-        c = self.c
-        if c.id in owners:
-            return c.store.get(key), 1, 1
-        failures: dict[str, str] = {}
-        for owner in owners:
-            member = c.member(owner)
-            assert member is not None
-            rspan = self._replica_span(span, owner, "read", khash)
-            trace = telemetry.w3c_headers(rspan) if rspan is not None else NO_TRACE
-            try:
-                return await c.peers.get(member, key, trace), 1, 1
-            except PeerError as exc:
-                failures[owner] = exc.reason
-                if rspan is not None:
-                    telemetry.fail(rspan, exc, exc.reason)
-            finally:
-                if rspan is not None:
-                    rspan.end()
-        raise NotEnoughReplicas(1, 0, failures)
 
     def repair(self, winner: Record, stale: list[str], parent: Span | None) -> None:
         """Push the newest record to replicas that answered with an older one (or none)."""
