@@ -67,6 +67,26 @@ async def write_status(client: AsyncClient, res: Any, owner: Mapping[str, Any],
                              "Normal" if ready or before is None else "Warning")
 
 
+def in_step(rendered: list[dict[str, Any]], observed: list[dict[str, Any]]) -> bool:
+    """Whether every rendered workload exists with the pod template checksum rendered now."""
+    current = {w["name"]: w["configChecksum"] for w in observed}
+    wanted = {w["name"]: w["configChecksum"] for w in k8s.workloads_of(rendered)}
+    return all(current.get(name) == checksum for name, checksum in wanted.items())
+
+
+async def converge(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]],
+                   *, apply_all: bool) -> tuple[list[dict[str, Any]], k8s.Changes | None]:
+    """Apply ``children`` (always when ``apply_all``; otherwise only when the observed
+    workloads lag behind the render, e.g. the pipeline changed meanwhile), and return the
+    observed workloads, so the status never describes a state that is not applied."""
+    if not apply_all:
+        observed = await k8s.read_workloads(client, owner["metadata"]["namespace"], children)
+        if in_step(children, observed):
+            return observed, None
+    changes = await apply(client, owner, children)
+    return k8s.workloads_of(changes.applied), changes
+
+
 async def apply(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]]) -> k8s.Changes:
     """Apply every child and prune the stale ones, with an event per kind of action; a
     child that had to be deleted (immutable field) is retried shortly."""

@@ -72,12 +72,9 @@ async def reconcile(client: AsyncClient, cluster: Mapping[str, Any], *, apply: b
                 cluster, statefulset=None, tracing=tracing, now=common.now(), spec_error=str(exc)))
             await common.report_spec_error(client, cluster, str(exc))
             return
-        if apply:
-            changes = await common.apply(client, cluster, children)
+        workloads, changes = await common.converge(client, cluster, children, apply_all=apply)
+        if changes is not None:
             await report_scaling(client, cluster, changes)
-            workloads = k8s.workloads_of(changes.applied)
-        else:
-            workloads = await k8s.read_workloads(client, meta["namespace"], children)
         statefulset = next((w for w in workloads if w["kind"] == "StatefulSet"), None)
         await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
             cluster, statefulset=statefulset, tracing=tracing, now=common.now()))

@@ -31,11 +31,7 @@ async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers:
                 pipeline, workloads=[], consumers=consumers, now=common.now(), spec_error=str(exc)))
             await common.report_spec_error(client, pipeline, str(exc))
             return
-        if apply:
-            changes = await common.apply(client, pipeline, children)
-            workloads = k8s.workloads_of(changes.applied)
-        else:
-            workloads = await k8s.read_workloads(client, meta["namespace"], children)
+        workloads, _ = await common.converge(client, pipeline, children, apply_all=apply)
         await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
             pipeline, workloads=workloads, consumers=consumers, now=common.now()))
 

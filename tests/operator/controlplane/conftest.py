@@ -1,0 +1,138 @@
+"""Controlplane fixtures: our CRDs installed once on the local cluster, and the operator
+(``kvtrace operator run -n NS``) as a real subprocess watching the test's namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+CRDS = Path(os.environ.get("KVTRACE_CRDS_DIR", REPO / "crds"))  # override: try other CRD files
+KVTRACE = str(Path(sys.executable).parent / "kvtrace")
+
+
+@pytest.fixture(scope="session")
+def crds(local_cluster: Any) -> list[str]:
+    """Install (server-side apply) every CRD of crds/ and wait until they are established."""
+    local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    names = [yaml.safe_load(path.read_text())["metadata"]["name"] for path in sorted(CRDS.glob("*.yaml"))]
+    local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          *[f"crd/{name}" for name in names])
+    return names
+
+
+class Operator:
+    """``kvtrace operator run`` in a subprocess; its log is printed when a test fails."""
+
+    def __init__(self, local_cluster: Any, namespace: str, log_path: Path, resync: float) -> None:
+        self.env = {**local_cluster.env(), "PYTHONUNBUFFERED": "1"}
+        self.argv = [KVTRACE, "operator", "run", "-n", namespace, "--liveness", "none",
+                     "--metrics-port", "0", "--resync-interval", str(resync), "--retry-backoff", "1"]
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies mid-reconcile."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_has(self, text: str) -> bool:
+        return text in self.log()
+
+
+@pytest.fixture
+def operator(local_cluster: Any, namespace: str, crds: list[str], tmp_path: Path,
+             request: pytest.FixtureRequest) -> Iterator[Operator]:
+    """The operator watching the test's namespace, with a short drift-repair interval."""
+    marker = request.node.get_closest_marker("resync")
+    resync = marker.args[0] if marker else 3.0
+    op = Operator(local_cluster, namespace, tmp_path / "operator.log", resync).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            sys.stderr.write(f"\n--- operator log ({op.log_path}) ---\n{op.log()[-20000:]}\n")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "resync(seconds): the operator fixture's --resync-interval")
+
+
+class Kube:
+    """Small helpers over kubectl for one namespace (what a user would type)."""
+
+    def __init__(self, kubectl: Callable[..., subprocess.CompletedProcess[str]], namespace: str) -> None:
+        self.kubectl = kubectl
+        self.namespace = namespace
+
+    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.kubectl("-n", self.namespace, *args, input=input, check=check)
+
+    def apply(self, *objects: dict[str, Any]) -> None:
+        self.run("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        proc = self.run("get", kind, name, "-o", "json", check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr:
+                return None
+            raise AssertionError(proc.stderr)
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    def list(self, kind: str, selector: str | None = None) -> list[dict[str, Any]]:
+        args = ["get", kind, "-o", "json"] + (["-l", selector] if selector else [])
+        return json.loads(self.run(*args).stdout)["items"]  # type: ignore[no-any-return]
+
+    def condition(self, kind: str, name: str, type_: str) -> dict[str, Any] | None:
+        obj = self.get(kind, name) or {}
+        for cond in (obj.get("status") or {}).get("conditions") or ():
+            if cond["type"] == type_:
+                return cond  # type: ignore[no-any-return]
+        return None
+
+    def condition_is(self, kind: str, name: str, type_: str, status: str, reason: str | None = None) -> bool:
+        cond = self.condition(kind, name, type_)
+        return cond is not None and cond["status"] == status and (reason is None or cond["reason"] == reason)
+
+
+@pytest.fixture
+def kube_ns(kubectl: Callable[..., subprocess.CompletedProcess[str]], namespace: str) -> Kube:
+    return Kube(kubectl, namespace)

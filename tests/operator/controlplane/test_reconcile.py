@@ -1,0 +1,253 @@
+"""The operator (``kvtrace operator run -n NS``) against the local cluster: both kinds reconcile
+to Ready on KWOK nodes, and scaling, image and pipeline changes, pipeline deletion, deletion of
+the resource or of a child, drift and a killed operator all converge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Kube, Operator
+
+pytestmark = pytest.mark.controlplane
+
+TIMEOUT = 90.0  # generous: the machine running the suite is small and busy
+CHECKSUM = "kvtrace.dev/config-checksum"
+KV_CHILDREN = {("ServiceAccount", "kv"), ("ConfigMap", "kv-config"), ("Service", "kv-peers"),
+               ("Service", "kv"), ("StatefulSet", "kv"), ("PodDisruptionBudget", "kv"),
+               ("NetworkPolicy", "kv")}
+TP_CHILDREN = {("ConfigMap", "traces-collector"), ("Deployment", "traces-collector"),
+               ("Service", "traces-collector"), ("ConfigMap", "traces-jaeger"),
+               ("Deployment", "traces-jaeger"), ("Service", "traces-jaeger-query"),
+               ("Service", "traces-jaeger-otlp"), ("ConfigMap", "traces-instrumentation")}
+CHILD_KINDS = "serviceaccounts,configmaps,services,statefulsets,deployments,poddisruptionbudgets,networkpolicies"
+
+
+def kvcluster(name: str = "kv", pipeline: str | None = "traces", **spec: Any) -> dict[str, Any]:
+    spec.setdefault("replicas", 3)
+    if pipeline:
+        spec["tracing"] = {"pipelineRef": {"name": pipeline}}
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "metadata": {"name": name},
+            "spec": spec}
+
+
+def pipeline(name: str = "traces", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline", "metadata": {"name": name},
+            "spec": spec}
+
+
+def ready(kube: Kube, poll: Any, kind: str, name: str) -> None:
+    poll(lambda: kube.condition_is(kind, name, "Ready", "True"), timeout=TIMEOUT,
+         message=f"{kind}/{name} Ready=True: {kube.condition(kind, name, 'Ready')}")
+
+
+def deploy(kube: Kube, poll: Any, *objects: dict[str, Any]) -> None:
+    kube.apply(*objects)
+    for obj in objects:
+        ready(kube, poll, obj["kind"].lower(), obj["metadata"]["name"])
+
+
+def children(kube: Kube, owner: dict[str, Any]) -> set[tuple[str, str]]:
+    uid = owner["metadata"]["uid"]
+    return {(item["kind"], item["metadata"]["name"])
+            for item in kube.list(CHILD_KINDS, "app.kubernetes.io/managed-by=kvtrace-operator")
+            if any(ref["uid"] == uid for ref in item["metadata"].get("ownerReferences", []))}
+
+
+def statefulset(kube: Kube) -> dict[str, Any]:
+    sts = kube.get("statefulset", "kv")
+    assert sts is not None
+    return sts
+
+
+def template_checksum(kube: Kube) -> str:
+    return str(statefulset(kube)["spec"]["template"]["metadata"]["annotations"][CHECKSUM])
+
+
+def node_env(kube: Kube) -> dict[str, Any]:
+    container = statefulset(kube)["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def member_pods(kube: Kube) -> dict[str, dict[str, Any]]:
+    pods = kube.list("pods", "app.kubernetes.io/instance=kv,app.kubernetes.io/component=kvnode")
+    return {p["metadata"]["name"]: p for p in pods}
+
+
+def reasons(kube: Kube, kind: str, name: str) -> set[str]:
+    events = kube.list("events")
+    return {e["reason"] for e in events
+            if e["involvedObject"]["kind"] == kind and e["involvedObject"]["name"] == name}
+
+
+def test_both_kinds_reconcile_to_ready_with_truthful_status(operator: Operator, kube_ns: Kube, poll: Any) -> None:
+    deploy(kube_ns, poll, pipeline(), kvcluster())
+    cluster, tp = kube_ns.get("kvcluster", "kv"), kube_ns.get("tracingpipeline", "traces")
+    assert cluster and tp
+    assert children(kube_ns, cluster) == KV_CHILDREN
+    assert children(kube_ns, tp) == TP_CHILDREN
+    pods = member_pods(kube_ns)
+    assert sorted(pods) == ["kv-0", "kv-1", "kv-2"]
+    assert all(p["status"]["phase"] == "Running" for p in pods.values())
+
+    status = cluster["status"]
+    assert (status["phase"], status["readyReplicas"], status["replicas"], status["readyText"]) == \
+        ("Running", 3, 3, "3/3")
+    assert status["observedGeneration"] == cluster["metadata"]["generation"]
+    assert status["selector"].startswith("app.kubernetes.io/name=kvcluster")
+    assert status["endpoints"]["client"] == f"http://kv.{kube_ns.namespace}.svc.cluster.local:7070"
+    assert status["tracing"] == {"pipeline": "traces", "sampler": "parentbased_always_on"}
+    assert status["configChecksum"] == template_checksum(kube_ns)
+    assert kube_ns.condition_is("kvcluster", "kv", "TracingConfigured", "True", "PipelineConfigured")
+    assert kube_ns.condition_is("kvcluster", "kv", "Degraded", "False")
+    assert node_env(kube_ns)["OTEL_EXPORTER_OTLP_ENDPOINT"] == \
+        f"http://traces-collector.{kube_ns.namespace}.svc.cluster.local:4318"
+
+    poll(lambda: (kube_ns.get("tracingpipeline", "traces") or {}).get("status", {}).get("consumers") == ["kv"],
+         timeout=TIMEOUT, message="pipeline status lists its consumer")
+    tp_status = kube_ns.get("tracingpipeline", "traces")["status"]  # type: ignore[index]
+    assert tp_status["collector"]["ready"] == "1/1" and tp_status["jaeger"]["ready"] == "1/1"
+    assert tp_status["endpoints"]["jaegerQuery"].endswith(":16686")
+    for cond in ("ConfigValid", "CollectorReady", "JaegerReady"):
+        assert kube_ns.condition_is("tracingpipeline", "traces", cond, "True")
+    poll(lambda: {"Created", "Ready"} <= reasons(kube_ns, "KVCluster", "kv"), timeout=TIMEOUT,
+         message="events for the cluster's actions")
+
+
+def test_scale_subresource_rewrites_peers_without_restarting_members(
+        operator: Operator, kube_ns: Kube, poll: Any) -> None:
+    deploy(kube_ns, poll, pipeline(), kvcluster())
+    before_pods = {name: pod["metadata"]["uid"] for name, pod in member_pods(kube_ns).items()}
+    before_checksum = template_checksum(kube_ns)
+
+    kube_ns.run("scale", "kvcluster", "kv", "--replicas=5")
+    poll(lambda: (kube_ns.get("kvcluster", "kv") or {}).get("status", {}).get("readyText") == "5/5",
+         timeout=TIMEOUT, message="5/5 members ready")
+    ready(kube_ns, poll, "kvcluster", "kv")
+    peers = kube_ns.get("configmap", "kv-config")["data"]["peers"].splitlines()  # type: ignore[index]
+    assert [line.split("=")[0] for line in peers] == [f"kv-{i}" for i in range(5)]
+    assert template_checksum(kube_ns) == before_checksum
+    after_pods = {name: pod["metadata"]["uid"] for name, pod in member_pods(kube_ns).items()}
+    assert {name: after_pods[name] for name in before_pods} == before_pods  # nobody restarted
+    assert kube_ns.get("kvcluster", "kv")["status"]["replicas"] == 5  # type: ignore[index]
+    scale = kube_ns.run("get", "--raw", f"/apis/kvtrace.dev/v1alpha1/namespaces/{kube_ns.namespace}"
+                        "/kvclusters/kv/scale").stdout
+    assert '"replicas":5' in scale.replace(" ", "") and "app.kubernetes.io/instance=kv" in scale
+    poll(lambda: "Scaling" in reasons(kube_ns, "KVCluster", "kv"), timeout=TIMEOUT, message="Scaling event")
+
+
+def test_image_change_updates_the_statefulset(operator: Operator, kube_ns: Kube, poll: Any) -> None:
+    deploy(kube_ns, poll, kvcluster(pipeline=None))
+    image = "registry.example/kvtrace/kvnode:9.9.9"
+    kube_ns.run("patch", "kvcluster", "kv", "--type=merge", "-p", f'{{"spec":{{"image":"{image}"}}}}')
+
+    def rolled() -> bool:
+        sts = statefulset(kube_ns)
+        pods = member_pods(kube_ns).values()
+        return (sts["spec"]["template"]["spec"]["containers"][0]["image"] == image
+                and len(pods) == 3 and all(p["spec"]["containers"][0]["image"] == image for p in pods))
+
+    poll(rolled, timeout=TIMEOUT, message="every member runs the new image")
+    ready(kube_ns, poll, "kvcluster", "kv")
+    assert kube_ns.condition_is("kvcluster", "kv", "TracingConfigured", "False", "TracingDisabled")
+
+
+def test_pipeline_change_rolls_the_members_and_deletion_leaves_them_untraced(
+        operator: Operator, kube_ns: Kube, poll: Any) -> None:
+    deploy(kube_ns, poll, pipeline(), kvcluster())
+    first = template_checksum(kube_ns)
+
+    kube_ns.run("patch", "tracingpipeline", "traces", "--type=merge",
+                "-p", '{"spec":{"sampling":{"mode":"head","ratio":0.5}}}')
+    poll(lambda: template_checksum(kube_ns) != first, timeout=TIMEOUT, message="checksum rolled")
+    assert node_env(kube_ns)["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert node_env(kube_ns)["OTEL_TRACES_SAMPLER_ARG"] == "0.5"
+    poll(lambda: "errors" in ((kube_ns.get("tracingpipeline", "traces") or {}).get("status", {})
+                              .get("sampling", {}).get("note", "")),
+         timeout=TIMEOUT, message="head-mode note in the pipeline status")
+    second = template_checksum(kube_ns)
+
+    kube_ns.run("delete", "tracingpipeline", "traces")
+    poll(lambda: kube_ns.condition_is("kvcluster", "kv", "TracingConfigured", "False", "PipelineNotFound"),
+         timeout=TIMEOUT, message="TracingConfigured=False/PipelineNotFound")
+    assert template_checksum(kube_ns) != second
+    assert node_env(kube_ns).get("OTEL_SDK_DISABLED") == "true"
+    ready(kube_ns, poll, "kvcluster", "kv")  # still running, untraced
+    assert kube_ns.get("kvcluster", "kv")["status"]["tracing"] == {"pipeline": "", "sampler": ""}  # type: ignore[index]
+
+    kube_ns.apply(pipeline())
+    poll(lambda: kube_ns.condition_is("kvcluster", "kv", "TracingConfigured", "True"), timeout=TIMEOUT,
+         message="traced again once the pipeline is back")
+
+
+def test_deleting_the_resource_garbage_collects_its_children(
+        operator: Operator, kube_ns: Kube, poll: Any) -> None:
+    deploy(kube_ns, poll, pipeline(), kvcluster())
+    kube_ns.run("delete", "kvcluster", "kv")
+    kube_ns.run("delete", "tracingpipeline", "traces")
+    poll(lambda: not kube_ns.list(CHILD_KINDS, "app.kubernetes.io/managed-by=kvtrace-operator"),
+         timeout=TIMEOUT, message="children garbage-collected")
+    poll(lambda: not member_pods(kube_ns), timeout=TIMEOUT, message="member pods gone")
+
+
+def test_a_child_deleted_or_changed_by_hand_is_repaired(operator: Operator, kube_ns: Kube, poll: Any) -> None:
+    deploy(kube_ns, poll, pipeline(), kvcluster())
+    old = {kind: kube_ns.get(kind, name)["metadata"]["uid"]  # type: ignore[index]
+           for kind, name in (("service", "kv"), ("configmap", "kv-config"))}
+    kube_ns.run("delete", "service", "kv")
+    kube_ns.run("delete", "configmap", "kv-config")
+    kube_ns.run("delete", "deployment", "traces-collector")
+
+    def back(kind: str, name: str, old_uid: str | None = None) -> bool:
+        obj = kube_ns.get(kind, name)
+        return obj is not None and obj["metadata"]["uid"] != old_uid
+
+    for kind, name in (("service", "kv"), ("configmap", "kv-config")):
+        poll(lambda: back(kind, name, old[kind]), timeout=TIMEOUT, message=f"{kind}/{name} re-created")
+    poll(lambda: back("deployment", "traces-collector"), timeout=TIMEOUT, message="collector re-created")
+
+    # Drift in a field we own (the timer repairs it; --resync-interval 3 in tests).
+    kube_ns.run("scale", "statefulset", "kv", "--replicas=1")
+    poll(lambda: statefulset(kube_ns)["spec"]["replicas"] == 3, timeout=TIMEOUT,
+         message="StatefulSet replicas restored")
+    ready(kube_ns, poll, "kvcluster", "kv")
+
+
+def test_operator_killed_mid_reconcile_converges_after_restart(
+        operator: Operator, kube_ns: Kube, poll: Any) -> None:
+    kube_ns.apply(pipeline(), kvcluster())
+    # Kill it as soon as it has started writing children.
+    poll(lambda: kube_ns.list("configmaps", "app.kubernetes.io/managed-by=kvtrace-operator"),
+         timeout=TIMEOUT, interval=0.05, message="the operator started applying")
+    operator.kill()
+    operator.start()
+    ready(kube_ns, poll, "tracingpipeline", "traces")
+    ready(kube_ns, poll, "kvcluster", "kv")
+    cluster, tp = kube_ns.get("kvcluster", "kv"), kube_ns.get("tracingpipeline", "traces")
+    assert children(kube_ns, cluster) == KV_CHILDREN  # type: ignore[arg-type]
+    assert children(kube_ns, tp) == TP_CHILDREN  # type: ignore[arg-type]
+    assert sorted(member_pods(kube_ns)) == ["kv-0", "kv-1", "kv-2"]
+    collector_pods = kube_ns.list("pods", "app.kubernetes.io/component=collector")
+    assert len([p for p in collector_pods if not p["metadata"].get("deletionTimestamp")]) == 1
+
+
+def test_invalid_spec_becomes_a_condition_and_others_keep_reconciling(
+        operator: Operator, kube_ns: Kube, poll: Any) -> None:
+    long_name = "p" * 45  # the API server accepts it; the operator cannot name its children
+    kube_ns.apply(pipeline(long_name), kvcluster("good", pipeline=long_name),
+                  kvcluster("c" * 55, pipeline=None, replicas=1, replicationFactor=1))
+    poll(lambda: kube_ns.condition_is("tracingpipeline", long_name, "ConfigValid", "False", "InvalidSpec"),
+         timeout=TIMEOUT, message="pipeline ConfigValid=False")
+    assert "metadata.name" in kube_ns.condition("tracingpipeline", long_name, "ConfigValid")["message"]  # type: ignore[index]
+    poll(lambda: kube_ns.condition_is("kvcluster", "c" * 55, "Ready", "False", "InvalidSpec"),
+         timeout=TIMEOUT, message="cluster Ready=False/InvalidSpec")
+    assert "metadata.name" in kube_ns.condition("kvcluster", "c" * 55, "Ready")["message"]  # type: ignore[index]
+    assert kube_ns.get("kvcluster", "c" * 55)["status"]["phase"] == "Failed"  # type: ignore[index]
+    assert not kube_ns.list("statefulsets", f"app.kubernetes.io/instance={'c' * 55}")  # nothing half-applied
+    poll(lambda: "InvalidSpec" in reasons(kube_ns, "KVCluster", "c" * 55), timeout=TIMEOUT,
+         message="InvalidSpec event")
+    # The cluster referencing the invalid pipeline still runs, untraced, and says why.
+    ready(kube_ns, poll, "kvcluster", "good")
+    poll(lambda: kube_ns.condition_is("kvcluster", "good", "TracingConfigured", "False", "PipelineInvalid"),
+         timeout=TIMEOUT, message="TracingConfigured=False/PipelineInvalid")
+    assert operator.proc is not None and operator.proc.poll() is None  # never crashed
