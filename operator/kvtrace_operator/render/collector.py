@@ -87,15 +87,33 @@ def processors(spec: dict[str, Any], edge: bool, tail: bool) -> dict[str, Any]:
     return result
 
 
+TLS_DIR = "/etc/otelcol-tls"  # not below the read-only config mount
+
+
+def header_env_name(exporter: str, index: int) -> str:
+    """The collector env var carrying secret header ``index`` of exporter ``exporter``."""
+    return f"KVTRACE_EXPORTER_{exporter.upper().replace('-', '_')}_HEADER_{index}"
+
+
+def ca_file(exporter: str) -> str:
+    return f"{TLS_DIR}/{exporter}/ca.crt"
+
+
 def user_exporter(exporter: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """An OTLP exporter; secret headers are ``${env:...}`` references, CA files are mounted."""
     kind = "otlp_grpc" if exporter["protocol"] == "grpc" else "otlp_http"
     tls = exporter["tls"]
     config: dict[str, Any] = {
         "endpoint": exporter["endpoint"],
         "tls": {"insecure": tls["insecure"], "insecure_skip_verify": tls["insecureSkipVerify"]},
     }
-    if exporter.get("headers"):
-        config["headers"] = dict(sorted(exporter["headers"].items()))
+    if tls.get("caSecret"):
+        config["tls"]["ca_file"] = ca_file(exporter["name"])
+    headers = dict(sorted((exporter.get("headers") or {}).items()))
+    for index, header in enumerate(exporter.get("secretHeaders") or []):
+        headers[header["name"]] = "${env:" + header_env_name(exporter["name"], index) + "}"
+    if headers:
+        config["headers"] = headers
     if exporter.get("compression"):
         config["compression"] = exporter["compression"]
     return f"{kind}/{exporter['name']}", config

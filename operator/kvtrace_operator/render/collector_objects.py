@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from kvtrace_operator.render import names, sampling
-from kvtrace_operator.render.collector import LOADBALANCER_TIER, SAMPLING_TIER, render_collector_config
+from kvtrace_operator.render.collector import (
+    LOADBALANCER_TIER,
+    SAMPLING_TIER,
+    ca_file,
+    header_env_name,
+    render_collector_config,
+)
 from kvtrace_operator.render.deployment import Workload, service
 from kvtrace_operator.render.labels import COLLECTOR, COLLECTOR_LOADBALANCER, COLLECTOR_SAMPLING
 
@@ -22,8 +28,34 @@ def receiver_ports(spec: dict[str, Any]) -> list[tuple[str, int]]:
     return ports
 
 
+def secret_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The secret header values of the user's exporters, as env vars of the collector."""
+    return [
+        {"name": header_env_name(exporter["name"], index),
+         "valueFrom": {"secretKeyRef": {"name": header["secretKeyRef"]["name"], "key": header["secretKeyRef"]["key"]}}}
+        for exporter in spec["exporters"].get("otlp") or []
+        for index, header in enumerate(exporter.get("secretHeaders") or [])
+    ]
+
+
+def ca_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """A Secret volume (and its mount) per exporter with a CA certificate."""
+    volumes = []
+    for exporter in spec["exporters"].get("otlp") or []:
+        secret = exporter["tls"].get("caSecret")
+        if secret:
+            volume = f"tls-{exporter['name']}"
+            volumes.append((
+                {"name": volume, "secret": {"secretName": secret["name"],
+                                            "items": [{"key": secret["key"], "path": "ca.crt"}]}},
+                {"name": volume, "mountPath": ca_file(exporter["name"]).rsplit("/", 1)[0], "readOnly": True},
+            ))
+    return volumes
+
+
 def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, component: str,
-             tier: str, ports: list[tuple[str, int]]) -> Workload:
+             tier: str, ports: list[tuple[str, int]], destinations: bool) -> Workload:
+    """``destinations``: this tier exports to Jaeger and the user's exporters (their secrets)."""
     collector = spec["collector"]
     return Workload(
         name=name,
@@ -35,6 +67,8 @@ def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, componen
         ports=[*ports, ("health", names.HEALTH_PORT), ("metrics", names.COLLECTOR_METRICS_PORT)],
         probe_path="/",
         resources=collector.get("resources"),
+        env=secret_env(spec) if destinations else [],
+        extra_volumes=ca_volumes(spec) if destinations else [],
     )
 
 
@@ -45,13 +79,14 @@ def collector_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
     if sampling.two_tier(spec):
         back_ports = [("otlp-grpc", names.OTLP_GRPC_PORT)]
         back = workload(pipeline, spec, names.sampling_collector(name), COLLECTOR_SAMPLING,
-                        SAMPLING_TIER, back_ports)
+                        SAMPLING_TIER, back_ports, destinations=True)
         objects += [back.config_map(pipeline), back.deployment(pipeline),
                     service(pipeline, back.name, COLLECTOR_SAMPLING, back_ports, headless=True)]
         front = workload(pipeline, spec, names.collector(name), COLLECTOR_LOADBALANCER,
-                         LOADBALANCER_TIER, edge_ports)
+                         LOADBALANCER_TIER, edge_ports, destinations=False)
     else:
-        front = workload(pipeline, spec, names.collector(name), COLLECTOR, SAMPLING_TIER, edge_ports)
+        front = workload(pipeline, spec, names.collector(name), COLLECTOR, SAMPLING_TIER, edge_ports,
+                         destinations=True)
     objects += [front.config_map(pipeline), front.deployment(pipeline),
                 service(pipeline, front.name, front.component, edge_ports)]
     return objects

@@ -48,6 +48,7 @@ class Workload:
     probe_path: str
     resources: dict[str, Any] | None = None
     extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    env: list[dict[str, Any]] = field(default_factory=list)
     recreate: bool = False
 
     def container(self) -> dict[str, Any]:
@@ -56,6 +57,7 @@ class Workload:
             "image": self.image,
             "imagePullPolicy": "IfNotPresent",
             "args": [f"--config={self.config_dir}/{CONFIG_KEY}"],
+            **({"env": self.env} if self.env else {}),
             "ports": [podspec.port(port_name, number) for port_name, number in self.ports],
             "livenessProbe": podspec.http_probe(self.probe_path, "health", period=10),
             "readinessProbe": podspec.http_probe(self.probe_path, "health", period=5),

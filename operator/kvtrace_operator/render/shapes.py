@@ -34,7 +34,9 @@ PIPELINE_OPTIONAL = {
     "redaction.blockedKeyPatterns": STRINGS,
     "redaction.blockedValues": STRINGS,
 }
-EXPORTER_OPTIONAL = {"name": STRING, "endpoint": STRING, "headers": STRING_MAP, "compression": STRING}
+EXPORTER_OPTIONAL = {"name": STRING, "endpoint": STRING, "headers": STRING_MAP, "compression": STRING,
+                     "secretHeaders": LIST, "tls.caSecret": OBJECT, "tls.caSecret.name": STRING,
+                     "tls.caSecret.key": STRING}
 
 
 def _kind_of(default: Any) -> str:

@@ -107,9 +107,30 @@ def _validate_destinations(spec: dict[str, Any]) -> None:
         if not exporter.get("endpoint"):
             raise SpecError(f"{field}.endpoint", "expected the OTLP endpoint (host:port or URL)")
         _enum(exporter["protocol"], f"{field}.protocol", ("grpc", "http"))
+        _validate_secret_refs(exporter, field)
     if not (spec["jaeger"]["enabled"] or exporters or sampling.debug_exporter_on(spec)):
         raise SpecError("spec.exporters", "traces have nowhere to go: enable spec.jaeger, add "
                         "spec.exporters.otlp or enable spec.exporters.debug")
+
+
+def _secret_ref(ref: Any, field: str) -> None:
+    if not isinstance(ref, dict) or not all(isinstance(ref.get(key), str) and ref[key] for key in ("name", "key")):
+        raise SpecError(field, f"expected {{name: SECRET, key: KEY}}, got {ref!r}")
+
+
+def _validate_secret_refs(exporter: dict[str, Any], field: str) -> None:
+    if exporter["tls"].get("caSecret") is not None:
+        _secret_ref(exporter["tls"]["caSecret"], f"{field}.tls.caSecret")
+    seen: set[str] = set()
+    for index, header in enumerate(exporter.get("secretHeaders") or []):
+        where = f"{field}.secretHeaders[{index}]"
+        name = header.get("name") if isinstance(header, dict) else None
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9-]+", name):
+            raise SpecError(f"{where}.name", f"expected a header name, got {name!r}")
+        if name.lower() in seen:
+            raise SpecError(f"{where}.name", f"duplicate header {name!r}")
+        seen.add(name.lower())
+        _secret_ref(header.get("secretKeyRef"), f"{where}.secretKeyRef")
 
 
 def _validate_jaeger(spec: dict[str, Any]) -> None:

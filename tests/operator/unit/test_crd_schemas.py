@@ -108,7 +108,9 @@ SPECS_PIPELINE = [
     {"collector": {"replicas": 3, "batch": {"timeout": "1s"}}},
     {"jaeger": {"storage": {"type": "badger"}, "tenancy": {"enabled": True, "tenants": ["a"]}}},
     {"exporters": {"otlp": [{"name": "vendor", "endpoint": "x:4317"},
-                            {"name": "other", "endpoint": "https://y", "protocol": "http", "tls": {}}]}},
+                            {"name": "other", "endpoint": "https://y", "protocol": "http", "tls": {}},
+                            {"name": "third", "endpoint": "z:4317", "tls": {"caSecret": {"name": "ca", "key": "ca.crt"}},
+                             "secretHeaders": [{"name": "authorization", "secretKeyRef": {"name": "s", "key": "k"}}]}]}},
     {"redaction": {"blockedValues": ["secret"]}, "receivers": {"zipkin": {"enabled": True}}},
 ]
 

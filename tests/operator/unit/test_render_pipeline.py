@@ -24,6 +24,10 @@ SPECS: list[dict[str, Any]] = [
     {"jaeger": {"tenancy": {"enabled": True, "tenants": ["team-a", "team-b"]}}},
     {"jaeger": {"enabled": False}, "exporters": {"otlp": [{"name": "vendor", "endpoint": "otlp.example.com:443"}]}},
     {"receivers": {"zipkin": {"enabled": True}}},
+    {"collector": {"replicas": 2}, "exporters": {"otlp": [
+        {"name": "vendor-x", "endpoint": "otlp.vendor.io:443",
+         "secretHeaders": [{"name": "authorization", "secretKeyRef": {"name": "vendor", "key": "token"}}],
+         "tls": {"caSecret": {"name": "vendor-ca", "key": "ca.pem"}}}]}},
 ]
 
 
@@ -149,6 +153,35 @@ class TestRenderPipeline:
         else:
             assert data["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
             assert "OTEL_TRACES_SAMPLER_ARG" not in data
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_exporter_secrets_reach_only_the_exporting_tier(replicas: int) -> None:
+    exporter = {"name": "vendor-x", "endpoint": "otlp.vendor.io:443", "headers": {"x-plain": "1"},
+                "secretHeaders": [{"name": "authorization", "secretKeyRef": {"name": "vendor", "key": "token"}},
+                                  {"name": "x-team", "secretKeyRef": {"name": "vendor", "key": "team"}}],
+                "tls": {"caSecret": {"name": "vendor-ca", "key": "ca.pem"}}}
+    objects = render_pipeline(pipeline(collector={"replicas": replicas}, exporters={"otlp": [exporter]}))
+    exporting = "traces-collector-sampling" if replicas > 1 else "traces-collector"
+    config = config_of(one(objects, "ConfigMap", exporting))["exporters"]["otlp_grpc/vendor-x"]
+    assert config["headers"] == {"x-plain": "1",
+                                 "authorization": "${env:KVTRACE_EXPORTER_VENDOR_X_HEADER_0}",
+                                 "x-team": "${env:KVTRACE_EXPORTER_VENDOR_X_HEADER_1}"}
+    assert config["tls"]["ca_file"] == "/etc/otelcol-tls/vendor-x/ca.crt"
+    pod = one(objects, "Deployment", exporting)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["env"] == [
+        {"name": "KVTRACE_EXPORTER_VENDOR_X_HEADER_0",
+         "valueFrom": {"secretKeyRef": {"name": "vendor", "key": "token"}}},
+        {"name": "KVTRACE_EXPORTER_VENDOR_X_HEADER_1",
+         "valueFrom": {"secretKeyRef": {"name": "vendor", "key": "team"}}}]
+    assert {"name": "tls-vendor-x", "secret": {"secretName": "vendor-ca",
+                                               "items": [{"key": "ca.pem", "path": "ca.crt"}]}} in pod["volumes"]
+    assert {"name": "tls-vendor-x", "mountPath": "/etc/otelcol-tls/vendor-x", "readOnly": True} in (
+        pod["containers"][0]["volumeMounts"])
+    if replicas > 1:
+        front = one(objects, "Deployment", "traces-collector")["spec"]["template"]["spec"]
+        assert "env" not in front["containers"][0]
+        assert not [v for v in front["volumes"] if "secret" in v]
 
 
 def test_collector_checksum_rolls_on_config_change() -> None:

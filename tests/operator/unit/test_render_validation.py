@@ -48,6 +48,15 @@ BAD_PIPELINES: list[tuple[dict[str, Any], str, str]] = [
     (pipeline(exporters={"otlp": [{"name": "a"}]}), "spec.exporters.otlp[0].endpoint", "endpoint"),
     (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "protocol": "thrift"}]}),
      "spec.exporters.otlp[0].protocol", "grpc, http"),
+    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "tls": {"caSecret": {"name": "s"}}}]}),
+     "spec.exporters.otlp[0].tls.caSecret", "{name: SECRET, key: KEY}"),
+    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "secretHeaders": [{"name": "a b"}]}]}),
+     "spec.exporters.otlp[0].secretHeaders[0].name", "header name"),
+    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "secretHeaders": [{"name": "h"}]}]}),
+     "spec.exporters.otlp[0].secretHeaders[0].secretKeyRef", "{name: SECRET, key: KEY}"),
+    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "secretHeaders": [
+        {"name": "h", "secretKeyRef": {"name": "s", "key": "k"}}, {"name": "H", "secretKeyRef": {"name": "s", "key": "k"}}]}]}),
+     "spec.exporters.otlp[0].secretHeaders[1].name", "duplicate header"),
     (pipeline(redaction={"hashAttributes": []}), "spec.redaction.hashAttributes", "kvstore.key"),
     (pipeline(name="p" * 41), "metadata.name", "at most 40"),
 ]
