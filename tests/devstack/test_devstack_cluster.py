@@ -7,6 +7,7 @@ import ssl
 import textwrap
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,20 +113,26 @@ def test_statefulset_claims_bind_and_pods_run(kube: Any, kubectl: Any, namespace
     assert all(c.status.phase == "Bound" and c.spec.storageClassName == "standard" for c in claims)
 
 
-_SERVER = textwrap.dedent("""
-    import http.server, json, os
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            with open(os.path.join(os.environ["WWW"], "greeting.txt")) as handle:
-                body = json.dumps({"env": dict(os.environ), "greeting": handle.read()}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    http.server.ThreadingHTTPServer((os.environ["BIND"], 8080), Handler).serve_forever()
-""")
+def _http_server(body: str, setup: str = "pass", bind: str = 'os.environ["BIND"]') -> str:
+    """Script of a tiny HTTP server on port 8080 whose GET answers ``body`` (an expression)."""
+    return textwrap.dedent(f"""
+        import http.server, json, os
+        {setup}
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = ({body}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            def log_message(self, *args):
+                pass
+        http.server.ThreadingHTTPServer(({bind}, 8080), Handler).serve_forever()
+    """)
+
+
+_SERVER = _http_server('json.dumps({"env": dict(os.environ), '
+                       '"greeting": open(os.path.join(os.environ["WWW"], "greeting.txt")).read()})')
 
 
 def _get_json(address: str) -> Any:
@@ -194,3 +201,56 @@ def test_a_stopped_cluster_leaves_no_process_or_directory_behind() -> None:
     assert processes_mentioning(str(workdir)) == []
     assert not workdir.exists()
     cluster.stop()  # idempotent
+
+
+# Appends its pod name to DATA/boots at start; GET answers the file.
+_WRITER = _http_server('open(os.path.join(os.environ["DATA"], "boots")).read()',
+                       setup='open(os.path.join(os.environ["DATA"], "boots"), "a").write(os.environ["POD_NAME"] + "\\n")',
+                       bind='"0.0.0.0"')
+
+
+def _get_text(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}/", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_pod_runner_gives_statefulset_pods_stable_names_addresses_and_data(
+        local_cluster: LocalCluster, kube: Any, kubectl: Any, namespace: str, poll: Any,
+        endpoint_map: Any, tmp_path: Any) -> None:
+    from lightkube.resources.core_v1 import Pod
+
+    from kvtrace.devstack.podrunner import PodRunner
+
+    _apply(kubectl,
+           {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kv", "namespace": namespace},
+            "spec": {"clusterIP": "None", "selector": {"app": "kv"}, "ports": [{"name": "http", "port": 8080}]}},
+           {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "kv", "namespace": namespace},
+            "spec": {"replicas": 2, "serviceName": "kv", "selector": {"matchLabels": {"app": "kv"}},
+                     "template": {"metadata": {"labels": {"app": "kv"}}, "spec": {"containers": [{
+                         "name": "kv", "image": "example/kv:1", "command": ["python3", "-c", _WRITER],
+                         "ports": [{"name": "http", "containerPort": 8080}],
+                         "env": [{"name": "DATA", "value": "/var/lib/kv"},
+                                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/kv"}]}]}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                         "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})
+    with PodRunner(local_cluster, namespace, "app=kv", endpoint_map=endpoint_map,
+                   workdir=tmp_path / "pods") as runner:
+        pods = runner.wait_running(2, timeout=90)
+        entries = endpoint_map.entries()
+        for name in ("kv-0", "kv-1"):
+            assert entries[f"{name}.kv.{namespace}.svc.cluster.local:8080"] == f"{pods[name]}:8080"
+            assert entries[f"{name}.kv.{namespace}.svc:8080"] == f"{pods[name]}:8080"
+        assert _get_text(f"{pods['kv-0']}:8080") == "kv-0\n"
+        old = runner.processes("kv-0")["kv"]
+
+        kube.delete(Pod, "kv-0", namespace=namespace)  # the StatefulSet controller recreates it
+        poll(lambda: runner.processes("kv-0").get("kv") not in (None, old) and runner.pods().get("kv-0"),
+             timeout=60, message="kv-0 recreated and restarted")
+        assert runner.pods()["kv-0"] == pods["kv-0"]  # same address
+        # Same claim, same data directory: the restarted process appended to the first boot's file.
+        assert poll(lambda: _get_text(f"{pods['kv-0']}:8080") == "kv-0\nkv-0\n", timeout=30)
+        pids = [p.pid for name in pods for p in runner.processes(name).values()]
+    assert not old.alive()
+    assert all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+               for pid in pids)
