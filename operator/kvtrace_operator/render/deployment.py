@@ -88,6 +88,7 @@ class Workload:
                                                           checksum(self.config)),
                     "spec": {
                         "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
                         "securityContext": podspec.pod_security_context(),
                         "containers": [self.container()],
                         "volumes": volumes,

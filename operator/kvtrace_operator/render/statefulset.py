@@ -88,6 +88,9 @@ def pod_spec(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[
     pod: dict[str, Any] = {
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
+        # No Docker-link env vars: a Service named e.g. kvnode-data would otherwise inject
+        # KVNODE_DATA_* variables, which the node reads as its own configuration.
+        "enableServiceLinks": False,
         "securityContext": podspec.pod_security_context(),
         "terminationGracePeriodSeconds": 30,
         "containers": [node_container(spec, otel_env)],

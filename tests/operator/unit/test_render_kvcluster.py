@@ -118,6 +118,7 @@ class TestRenderKVCluster:
             "seccompProfile": {"type": "RuntimeDefault"}}
         assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
         assert pod["serviceAccountName"] == "demo" and pod["automountServiceAccountToken"] is False
+        assert pod["enableServiceLinks"] is False  # no KVNODE_* variables from Services
 
     def test_scheduling(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
         pod = one(self.render(spec, tp), "StatefulSet")["spec"]["template"]["spec"]

@@ -93,6 +93,7 @@ class TestRenderPipeline:
             assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
             assert len(template["metadata"]["annotations"][CHECKSUM_ANNOTATION]) == 64
             [container] = template["spec"]["containers"]
+            assert template["spec"]["enableServiceLinks"] is False
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             assert container["readinessProbe"]["httpGet"]["port"] == "health"
             assert {p["name"]: p["containerPort"] for p in container["ports"]}["health"] == 13133
