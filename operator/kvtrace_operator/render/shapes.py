@@ -117,4 +117,4 @@ def check_spec(resource: dict[str, Any], tree: dict[str, Any], optional: dict[st
     _expect(spec, OBJECT, "spec")
     check_tree(tree, spec, "spec")
     check_optional(optional, spec, "spec")
-    return spec
+    return dict(spec)

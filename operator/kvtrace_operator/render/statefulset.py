@@ -15,7 +15,7 @@ _STRENGTH = {"one": 0, "quorum": 1, "all": 2}
 
 def default_consistency(spec: dict[str, Any]) -> str:
     """``--consistency``: the stronger of the read and write defaults."""
-    read, write = spec["consistency"]["read"], spec["consistency"]["write"]
+    read, write = str(spec["consistency"]["read"]), str(spec["consistency"]["write"])
     return read if _STRENGTH[read] >= _STRENGTH[write] else write
 
 
