@@ -148,14 +148,32 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-def measure(endpoints: list[str], target: str, args: argparse.Namespace) -> dict[str, Result]:
+def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU of the server processes (threads included), from /proc."""
+    total = 0
+    for p in procs:
+        try:
+            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measure(endpoints: list[str], target: str, args: argparse.Namespace, procs: list[subprocess.Popen[bytes]]) -> dict[str, Result]:
+    """Throughput and latency, plus the servers' CPU per operation: robust to a busy machine."""
     common = dict(endpoints=endpoints, clients=args.clients, duration=args.duration, keys=args.keys,
                   value_size=100, consistency="quorum", target=target)
     run_sync(BenchConfig(**{**common, "duration": 0.1}, write_ratio=1.0, preload=True))  # type: ignore[arg-type]
-    writes = run_sync(BenchConfig(**common, write_ratio=1.0))  # type: ignore[arg-type]
-    reads = run_sync(BenchConfig(**common, write_ratio=0.0))  # type: ignore[arg-type]
-    single = run_sync(BenchConfig(**{**common, "clients": 1, "duration": min(2.0, args.duration)}, write_ratio=1.0))  # type: ignore[arg-type]
-    return {"writes": writes, "reads": reads, "unloaded_writes": single}
+    out = {}
+    for phase, overrides in (("writes", {"write_ratio": 1.0}), ("reads", {"write_ratio": 0.0}),
+                             ("unloaded_writes", {"write_ratio": 1.0, "clients": 1, "duration": min(2.0, args.duration)})):
+        before = cpu_seconds(procs)
+        result = run_sync(BenchConfig(**{**common, **overrides}))  # type: ignore[arg-type]
+        if result.ops:
+            result.by_operation["server_cpu_us_per_op"] = {"value": round((cpu_seconds(procs) - before) / result.ops * 1e6, 1)}
+        out[phase] = result
+    return out
 
 
 def main() -> int:
@@ -178,7 +196,7 @@ def main() -> int:
                 procs, endpoints = start_kvtrace(root, subnet, TRACING[name], sink)
                 subnet += 1
                 try:
-                    results[f"kvtrace tracing={name}"] = measure(endpoints, "kvtrace", args)
+                    results[f"kvtrace tracing={name}"] = measure(endpoints, "kvtrace", args, procs)
                 finally:
                     stop(procs)
         finally:
@@ -189,7 +207,7 @@ def main() -> int:
             root.mkdir()
             procs, endpoints = start_etcd(etcd, root, subnet)
             try:
-                results["etcd (JSON gateway)"] = measure(endpoints, "etcd", args)
+                results["etcd (JSON gateway)"] = measure(endpoints, "etcd", args, procs)
             finally:
                 stop(procs)
         elif args.no_etcd:
@@ -206,6 +224,10 @@ def main() -> int:
             if base[phase].ops_per_s:
                 label = f"{name} / kvtrace tracing=off {phase}"
                 ratios[label] = round(res[phase].ops_per_s / base[phase].ops_per_s, 3)
+                cpu = base[phase].by_operation.get("server_cpu_us_per_op", {}).get("value")
+                if cpu:
+                    mine = res[phase].by_operation.get("server_cpu_us_per_op", {}).get("value", 0)
+                    ratios[f"{label} (server CPU per op)"] = round(mine / cpu, 3)
     doc = {
         "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
         "clients": args.clients, "duration_s": args.duration, "value_bytes": 100, "consistency": "quorum",
@@ -215,6 +237,10 @@ def main() -> int:
     print(json.dumps(doc, indent=2))
     rows = [(f"{name[:18]} {phase}", r) for name, phases in results.items() for phase, r in phases.items()]
     print(table(rows))
+    for name, phases in results.items():
+        cpu = ", ".join(f"{phase} {r.by_operation.get('server_cpu_us_per_op', {}).get('value', 0):.0f}"
+                        for phase, r in phases.items())
+        print(f"server CPU µs/op, {name}: {cpu}")
     for label, ratio in ratios.items():
         print(f"{label}: {ratio:.3f}")
     for note in notes:

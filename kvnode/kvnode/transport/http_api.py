@@ -68,6 +68,9 @@ def _kv_handler(state: ApiState) -> Any:
                 validate_value_size(request.content_length, state.limits)
             if telemetry.ENABLED:
                 span = _server_span(request, op, level, key, cluster)
+                if not span.is_recording():  # not sampled: no child spans, no context to pass
+                    span.end()
+                    span = None
             response = await _run(state, coord, request, method, key, level, span)
         except InvalidRequest as exc:
             response = error(exc.status, exc.code, exc.message)

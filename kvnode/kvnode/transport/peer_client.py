@@ -1,6 +1,8 @@
 """Peer client: one multiplexed connection per peer, futures resolved by request id.
 
-A request is one frame write plus one timer; no task per call. A peer that cannot be
+A request is one frame queued on the connection's outbox (frames of one loop iteration go
+out in one write) and one entry in its pending table, whose deadlines a periodic sweep
+enforces: no task and no timer per call. A peer that cannot be
 reached is marked down for a short backoff so calls fail fast (and become hints) instead
 of each waiting for a connect timeout; a peer that hangs costs each call at most
 `timeout`; a peer that answers garbage gets its connection dropped.
@@ -19,6 +21,7 @@ from kvnode.replication.peers import NO_TRACE, OPERATIONS, PeerError, Trace
 from kvnode.replication.ring import Member
 from kvnode.storage import Record
 from kvnode.transport import frames
+from kvnode.transport.outbox import Outbox
 
 Decoder = Callable[[bytes], Any]
 
@@ -45,11 +48,16 @@ class _Connection(asyncio.Protocol):
         self.client = client
         self.addr = addr
         self.transport: asyncio.Transport | None = None
+        self.outbox: Outbox | None = None
         self.buffer = bytearray()
-        self.pending: dict[int, tuple[asyncio.Future[Any], asyncio.TimerHandle, Decoder]] = {}
+        self.pending: dict[int, tuple[asyncio.Future[Any], float, Decoder]] = {}
+        self.sweeper: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+        self.outbox = Outbox(self.transport, loop)  # type: ignore[arg-type]
+        self.sweeper = loop.call_later(self.client.sweep_interval, self.sweep)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -67,8 +75,7 @@ class _Connection(asyncio.Protocol):
             entry = self.pending.pop(msg.request_id, None)
             if entry is None:
                 continue  # answered after its timeout
-            fut, timer, decoder = entry
-            timer.cancel()
+            fut, _, decoder = entry
             if fut.done():
                 continue
             if msg.type == frames.OK:
@@ -87,26 +94,32 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
         self.fail_all("connection lost")
         self.client.forget(self)
 
     def fail_all(self, reason: str) -> None:
         pending, self.pending = self.pending, {}
-        for fut, timer, _ in pending.values():
-            timer.cancel()
+        for fut, _, _ in pending.values():
             if not fut.done():
                 fut.set_exception(PeerError(reason))
 
-    def send(self, request_id: int, fut: asyncio.Future[Any], frame: bytes, decoder: Decoder, timeout: float) -> None:
-        assert self.transport is not None
-        timer = fut.get_loop().call_later(timeout, self.expire, request_id, timeout)
-        self.pending[request_id] = (fut, timer, decoder)
-        self.transport.write(frame)
+    def send(self, request_id: int, fut: asyncio.Future[Any], frame: bytes, decoder: Decoder) -> None:
+        assert self.outbox is not None
+        self.pending[request_id] = (fut, time.monotonic() + self.client.timeout, decoder)
+        self.outbox.write(frame)
 
-    def expire(self, request_id: int, timeout: float) -> None:
-        entry = self.pending.pop(request_id, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(PeerError(f"timeout after {timeout:g}s"))
+    def sweep(self) -> None:
+        """Fail the calls whose deadline passed (a peer that hangs costs at most the timeout)."""
+        now = time.monotonic()
+        expired = [rid for rid, (_, deadline, _) in self.pending.items() if deadline <= now]
+        for rid in expired:
+            fut = self.pending.pop(rid)[0]
+            if not fut.done():
+                fut.set_exception(PeerError(f"timeout after {self.client.timeout:g}s"))
+        if self.transport is not None and not self.transport.is_closing():
+            self.sweeper = asyncio.get_running_loop().call_later(self.client.sweep_interval, self.sweep)
 
 
 class PeerClient:
@@ -114,6 +127,7 @@ class PeerClient:
         self.timeout = timeout
         self.max_frame = max_frame
         self.backoff = backoff
+        self.sweep_interval = min(0.1, timeout / 5)
         self._ids = itertools.count(1)
         self._conns: dict[tuple[str, int], _Connection] = {}
         self._connecting: dict[tuple[str, int], asyncio.Future[_Connection]] = {}
@@ -136,7 +150,7 @@ class PeerClient:
         addr = (member.host, member.port)
         conn = self._conns.get(addr)
         if conn is not None and conn.transport is not None and not conn.transport.is_closing():
-            conn.send(request_id, fut, frame, decoder, self.timeout)
+            conn.send(request_id, fut, frame, decoder)
             return fut
         down = self._down.get(addr)
         if down is not None and down[0] > time.monotonic():
@@ -153,7 +167,7 @@ class PeerClient:
                 fut.set_exception(exc)
             return
         if not fut.done():
-            conn.send(request_id, fut, frame, decoder, self.timeout)
+            conn.send(request_id, fut, frame, decoder)
 
     async def _connect(self, addr: tuple[str, int]) -> _Connection:
         waiting = self._connecting.get(addr)

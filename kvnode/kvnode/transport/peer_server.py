@@ -20,6 +20,7 @@ from kvnode.replication.peers import OPERATIONS
 from kvnode.replication.replica import Replica
 from kvnode.storage import Record
 from kvnode.transport import frames
+from kvnode.transport.outbox import Outbox
 from opentelemetry.trace import Span
 
 log = logging.getLogger("kvnode.peer")
@@ -47,10 +48,12 @@ class _ServerConnection(asyncio.Protocol):
         self.server = server
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.outbox: Outbox | None = None
         self.peer_host = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.outbox = Outbox(self.transport, asyncio.get_running_loop())  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         self.peer_host = peer[0] if peer else ""
 
@@ -76,12 +79,12 @@ class _ServerConnection(asyncio.Protocol):
             self.transport.abort()
 
     def reply(self, request_id: int, type_: int, body: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frames.encode(request_id, type_, body))
+        if self.outbox is not None:
+            self.outbox.write(frames.encode(request_id, type_, body))
 
     def span(self, msg: frames.Message, operation: str, attrs: dict[str, Any]) -> Span | None:
-        if not telemetry.ENABLED or not msg.traceparent:
-            return None
+        if not telemetry.ENABLED or not msg.traceparent or msg.traceparent.endswith("-00"):
+            return None  # untraced, or a parent that was not sampled (parent-based sampling)
         attrs["kvstore.operation"] = operation
         attrs["db.operation.name"] = operation
         attrs["network.peer.address"] = self.peer_host
