@@ -254,3 +254,43 @@ def test_pod_runner_gives_statefulset_pods_stable_names_addresses_and_data(
     assert not old.alive()
     assert all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
                for pid in pids)
+
+
+def test_dev_up_serves_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path, poll: Any) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from kvtrace.devstack.cluster import kubectl_path
+
+    state = tmp_path / "state.json"
+    env = {**os.environ, "KVTRACE_DEV_STATE": str(state)}
+    up = subprocess.Popen([sys.executable, "-m", "kvtrace", "dev", "up", "--nodes", "1"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        poll(lambda: state.exists() or up.poll() is not None, timeout=120, message="dev up recorded its state")
+        assert up.poll() is None, up.communicate()[0]
+        exports = subprocess.run([sys.executable, "-m", "kvtrace", "dev", "env"], env=env, capture_output=True,
+                                 text=True, check=True, timeout=60).stdout
+        found = dict(re.findall(r"^export (\w+)=(\S+)$", exports, flags=re.M))
+        assert set(found) == {"KUBECONFIG", "OTEL_EXPORTER_OTLP_ENDPOINT", "KVTRACE_JAEGER_URL"}
+        nodes = subprocess.run([kubectl_path(), "--kubeconfig", found["KUBECONFIG"], "get", "nodes", "-o", "name"],
+                               capture_output=True, text=True, check=True, timeout=60).stdout
+        assert nodes.split() == ["node/kwok-node-0"]
+        with urllib.request.urlopen(found["KVTRACE_JAEGER_URL"] + "/api/v3/services", timeout=5) as resp:
+            assert resp.status == 200
+        workdirs = json.loads(state.read_text())["workdirs"]
+        assert len(workdirs) == 3 and str(Path(found["KUBECONFIG"]).parent) in workdirs
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            output = up.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            up.kill()
+            raise
+    assert up.returncode == 0, output
+    for workdir in workdirs:
+        assert processes_mentioning(workdir) == [] and not Path(workdir).exists()
+    assert not state.exists()

@@ -186,3 +186,30 @@ def test_a_component_that_dies_is_reported_with_its_log_tail(tmp_path: Path) -> 
         wait_until(lambda: False, timeout=20, what="healthy", process=proc)
     message = str(info.value)
     assert "broken died before healthy (exited with 3)" in message and "bad flag --frobnicate" in message
+
+
+def test_fixtures_fail_rather_than_skip_without_binaries_and_kind_says_why(tmp_path: Path) -> None:
+    import subprocess
+
+    from kvtrace.devstack.pytest_plugin import kind_unavailable
+
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["kvtrace.devstack.pytest_plugin"]\n')
+    (tmp_path / "test_inner.py").write_text(
+        "import pytest\n\n"
+        "def test_needs_cluster(local_cluster):\n    pass\n\n"
+        "def test_needs_jaeger(jaeger):\n    jaeger()\n\n"
+        "@pytest.mark.kind\ndef test_kind():\n    pass\n"
+    )
+    env = {**os.environ, "KVTRACE_TOOLS_DIR": str(tmp_path / "empty-cache")}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",
+                             "-W", "ignore::pytest.PytestUnknownMarkWarning", str(tmp_path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    out = result.stdout
+    assert result.returncode != 0, out
+    assert "ERROR test_inner.py::test_needs_cluster" in out and "FAILED test_inner.py::test_needs_jaeger" in out
+    assert out.count("run `kvtrace dev tools`") >= 2 and "Build them with `kvtrace dev tools`" in out
+    reason = kind_unavailable()
+    if reason:
+        assert "SKIPPED" in out and f"kind tier needs Docker and kind: {reason}" in out
+    else:
+        assert "PASSED test_inner.py::test_kind" in out

@@ -95,7 +95,7 @@ def prepare_config(config: dict[str, Any], *, health_extension: str | None = "he
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
-            return 200 <= resp.status < 300
+            return 200 <= int(resp.status) < 300
     except (urllib.error.URLError, OSError):
         return False
 

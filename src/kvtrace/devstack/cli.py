@@ -108,6 +108,7 @@ def _up(args: argparse.Namespace) -> int:
             started.append(collector)
             state.update(jaeger_url=jaeger.query_url, otlp_http=collector.otlp_http,
                          otlp_grpc=collector.otlp_grpc, jaeger_otlp_grpc=jaeger.otlp_grpc)
+        state["workdirs"] = [str(item.workdir) for item in started]
         if args.run_pods:
             endpoint_map = EndpointMapFile(cluster.workdir / "endpoints.json")
             state["endpoint_map"] = str(endpoint_map.path)

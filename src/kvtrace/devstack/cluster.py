@@ -279,7 +279,7 @@ class LocalCluster:
         context.load_cert_chain(str(p.admin_cert), str(p.admin_key))
 
         def ready(proc: Process) -> bool:
-            return _get_json(f"{self.server}/readyz", context) == "ok"
+            return bool(_get_json(f"{self.server}/readyz", context) == "ok")
 
         self._launch("kube-apiserver", argv, ready, "ready (/readyz)")
 
@@ -301,7 +301,7 @@ class LocalCluster:
         context = ssl._create_unverified_context()  # noqa: S323 - self-signed loopback component cert
 
         def ready(proc: Process) -> bool:
-            return _get_json(f"https://127.0.0.1:{getattr(self, port_attr)}/healthz", context) == "ok"
+            return bool(_get_json(f"https://127.0.0.1:{getattr(self, port_attr)}/healthz", context) == "ok")
 
         return ready
 

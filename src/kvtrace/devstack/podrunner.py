@@ -596,8 +596,13 @@ class _Rewriter:
 
     def __call__(self, value: str) -> str:
         for pattern, replacement in self.rules:
-            value = pattern.sub(lambda _m, r=replacement: r, value)
+            value = pattern.sub(_literal(replacement), value)
         return value
+
+
+def _literal(text: str) -> Callable[[re.Match[str]], str]:
+    """A ``re.sub`` replacement that inserts ``text`` verbatim (no backslash processing)."""
+    return lambda _match: text
 
 
 def _container_ports(pod: Obj, only: set[str] | None) -> list[Obj]:

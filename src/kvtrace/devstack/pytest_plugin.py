@@ -46,9 +46,10 @@ def poll(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.2, mess
     last: Any = None
     while True:
         try:
-            last = fn()
-            if last:
-                return last
+            value = fn()
+            if value:
+                return value
+            last = value
         except Exception as exc:  # noqa: BLE001 - reported on timeout
             last = exc
         if time.monotonic() >= deadline:
