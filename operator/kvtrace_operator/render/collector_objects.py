@@ -58,6 +58,7 @@ def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, componen
     """``destinations``: this tier exports to Jaeger and the user's exporters (their secrets)."""
     collector = spec["collector"]
     return Workload(
+        program="otelcol",
         name=name,
         component=component,
         image=collector["image"],

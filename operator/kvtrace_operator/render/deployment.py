@@ -36,8 +36,13 @@ def service(owner: dict[str, Any], name: str, component: str, ports: list[tuple[
 
 @dataclass
 class Workload:
-    """One single-container Deployment whose config file comes from a ConfigMap."""
+    """One single-container Deployment whose config file comes from a ConfigMap.
 
+    ``program`` names the container after the program it runs (``otelcol``, ``jaeger``): the
+    image's entrypoint is that program (no ``command``), so a local pod runner can map the
+    container name to the binary."""
+
+    program: str
     name: str
     component: str
     image: str
@@ -53,7 +58,7 @@ class Workload:
 
     def container(self) -> dict[str, Any]:
         container = {
-            "name": self.component,
+            "name": self.program,
             "image": self.image,
             "imagePullPolicy": "IfNotPresent",
             "args": [f"--config={self.config_dir}/{CONFIG_KEY}"],

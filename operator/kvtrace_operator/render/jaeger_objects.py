@@ -38,6 +38,7 @@ def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[
         volumes.append(({"name": "data", "persistentVolumeClaim": {"claimName": names.jaeger_data(name)}},
                         {"name": "data", "mountPath": BADGER_DIR}))
     workload = Workload(
+        program="jaeger",
         name=names.jaeger(name),
         component=JAEGER,
         image=jaeger["image"],

@@ -98,10 +98,13 @@ class TestRenderPipeline:
             assert container["readinessProbe"]["httpGet"]["port"] == "health"
             assert {p["name"]: p["containerPort"] for p in container["ports"]}["health"] == 13133
             assert container["args"][0].startswith("--config=/etc/")
+            assert "command" not in container  # the image's entrypoint: otelcol-kvtrace or jaeger
             if deployment["metadata"]["name"].startswith("traces-collector"):
+                assert container["name"] == "otelcol"
                 assert deployment["spec"]["replicas"] == spec.get("collector", {}).get("replicas", 1)
                 assert container.get("resources") == spec.get("collector", {}).get("resources")
             else:
+                assert container["name"] == "jaeger"
                 assert deployment["spec"]["replicas"] == 1
                 assert deployment["spec"]["strategy"] == {"type": "Recreate"}
 
