@@ -79,11 +79,12 @@ def test_hinted_handoff_delivers_after_restart(kv_cluster: Callable[..., Harness
     a, b, c = kv_cluster(3).nodes
     c.kill()
     data = write_keys(a, "hinted", 60)
-    assert a.cluster()["hints_pending"] == {c.id: 60}
+    # hints are written right after the QUORUM answer, by the write's background half
+    wait_until(lambda: a.cluster()["hints_pending"] == {c.id: 60}, 10, what="60 hints stored")
     assert a.metric("kvnode_hints_pending") == 60
     c.start()
     wait_until(lambda: a.cluster()["hints_pending"] == {}, 20, what="hints replayed")
-    assert a.metric("kvnode_hints_delivered_total") == 60
+    wait_until(lambda: a.metric("kvnode_hints_delivered_total") == 60, 10, what="delivery counted")
     assert all_readable(c, data, "one"), "c holds every key it missed (anti-entropy is off here)"
 
 
