@@ -28,3 +28,17 @@ def parse_duration(value: object, field: str, minimum: str | None = None) -> int
 def duration_ms(value: object, field: str) -> int:
     """Whole milliseconds of a duration (at least 1)."""
     return max(1, parse_duration(value, field) // 1_000_000)
+
+
+_SIMPLE = re.compile(r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$")
+
+
+def single_unit(value: str, field: str) -> str:
+    """``value`` with one unit of ms, s, m or h, the forms the KV node's flags accept:
+    ``1h30m`` becomes ``5400s``, ``1500000us`` becomes ``1500ms``."""
+    if _SIMPLE.match(value):
+        return value
+    nanos = parse_duration(value, field)
+    if nanos % 10**9 == 0:
+        return f"{nanos // 10**9}s"
+    return f"{-(-nanos // 10**6)}ms"  # whole milliseconds, rounded up

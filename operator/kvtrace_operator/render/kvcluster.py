@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, podspec
+from kvtrace_operator.render import names, podspec, sampling
 from kvtrace_operator.render.checksum import checksum
-from kvtrace_operator.render.defaults import apply_defaults_kvcluster
+from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.render.durations import single_unit
 from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels
 from kvtrace_operator.render.otel_env import otel_environment
 from kvtrace_operator.render.statefulset import default_consistency, render_statefulset
@@ -34,15 +35,15 @@ def peers_file(cluster: dict[str, Any], replicas: int) -> str:
     return "".join(f"{name}-{i}={names.member_address(name, namespace, i)}\n" for i in range(replicas))
 
 
-def node_settings(spec: dict[str, Any]) -> str:
+def node_settings(spec: dict[str, Any], raw_keys: bool) -> str:
     """The node settings the args carry, as KVNODE_* lines (what the checksum covers)."""
     settings = [
         ("KVNODE_REPLICATION_FACTOR", spec["replicationFactor"]),
         ("KVNODE_CONSISTENCY", default_consistency(spec)),
-        ("KVNODE_READ_CONSISTENCY", spec["consistency"]["read"]),
-        ("KVNODE_WRITE_CONSISTENCY", spec["consistency"]["write"]),
-        ("KVNODE_ANTI_ENTROPY_INTERVAL", spec["antiEntropy"]["interval"]),
+        ("KVNODE_ANTI_ENTROPY_INTERVAL", single_unit(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval")),
     ]
+    if raw_keys:
+        settings.append(("KVNODE_TRACE_RAW_KEYS", "true"))
     return "".join(f"{key}={value}\n" for key, value in settings)
 
 
@@ -55,13 +56,13 @@ def service_account(cluster: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def node_configmap(cluster: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def node_configmap(cluster: dict[str, Any], spec: dict[str, Any], raw_keys: bool) -> dict[str, Any]:
     name = names.name_of(cluster)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": child_metadata(cluster, names.node_configmap(name), KVNODE),
-        "data": {"peers": peers_file(cluster, spec["replicas"]), "settings": node_settings(spec)},
+        "data": {"peers": peers_file(cluster, spec["replicas"]), "settings": node_settings(spec, raw_keys)},
     }
 
 
@@ -138,13 +139,14 @@ def render_kvcluster(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -
     validate_kvcluster(cluster)
     spec = apply_defaults_kvcluster(cluster.get("spec"))
     otel_env = otel_environment(cluster, pipeline)
-    configmap = node_configmap(cluster, spec)
+    raw_keys = pipeline is not None and sampling.records_raw_keys(apply_defaults_pipeline(pipeline.get("spec")))
+    configmap = node_configmap(cluster, spec, raw_keys)
     return [
         service_account(cluster),
         configmap,
         peers_service(cluster),
         client_service(cluster),
-        render_statefulset(cluster, spec, otel_env, config_checksum(configmap, otel_env)),
+        render_statefulset(cluster, spec, otel_env, config_checksum(configmap, otel_env), raw_keys),
         disruption_budget(cluster, spec),
         network_policy(cluster),
     ]

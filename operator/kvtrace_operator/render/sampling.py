@@ -44,6 +44,12 @@ def debug_exporter_on(spec: dict[str, Any]) -> bool:
     return mode(spec) == DEVELOPMENT or bool(spec.get("exporters", {}).get("debug", {}).get("enabled"))
 
 
+def records_raw_keys(spec: dict[str, Any]) -> bool:
+    """A development pipeline that does not hash kvstore.key asks the nodes for raw keys."""
+    hashed = spec.get("redaction", {}).get("hashAttributes", ["kvstore.key"]) or []
+    return mode(spec) == DEVELOPMENT and "kvstore.key" not in hashed
+
+
 def two_tier(spec: dict[str, Any]) -> bool:
     """More than one collector replica with tail sampling: a load-balancing tier in front."""
     return uses_tail_sampling(spec) and int(spec.get("collector", {}).get("replicas", 1)) > 1

@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from kvtrace_operator.render import names, podspec
+from kvtrace_operator.render.durations import single_unit
 from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels, standard_labels
 from kvtrace_operator.render.otel_env import downward_env
 
@@ -14,13 +15,17 @@ _STRENGTH = {"one": 0, "quorum": 1, "all": 2}
 
 
 def default_consistency(spec: dict[str, Any]) -> str:
-    """``--consistency``: the stronger of the read and write defaults."""
+    """``--consistency``: the stronger of the read and write defaults (the node has one
+    default level for requests that name none)."""
     read, write = str(spec["consistency"]["read"]), str(spec["consistency"]["write"])
     return read if _STRENGTH[read] >= _STRENGTH[write] else write
 
 
-def node_args(spec: dict[str, Any]) -> list[str]:
-    return [
+def node_args(spec: dict[str, Any], raw_keys: bool) -> list[str]:
+    """Only flags ``kvtrace node serve`` has (DESIGN.md section 3); ``raw_keys``: a
+    development pipeline asked for raw keys on spans (it does not hash kvstore.key)."""
+    interval = single_unit(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval")
+    args = [
         "--id=$(POD_NAME)",
         f"--client-addr=0.0.0.0:{names.CLIENT_PORT}",
         f"--peer-addr=0.0.0.0:{names.PEER_PORT}",
@@ -28,10 +33,9 @@ def node_args(spec: dict[str, Any]) -> list[str]:
         f"--data-dir={names.DATA_DIR}",
         f"--replication-factor={spec['replicationFactor']}",
         f"--consistency={default_consistency(spec)}",
-        f"--read-consistency={spec['consistency']['read']}",
-        f"--write-consistency={spec['consistency']['write']}",
-        f"--anti-entropy-interval={spec['antiEntropy']['interval']}",
+        f"--anti-entropy-interval={interval}",
     ]
+    return args + (["--trace-raw-keys=true"] if raw_keys else [])
 
 
 def node_env(otel_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -40,13 +44,13 @@ def node_env(otel_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return identity + [item for item in otel_env if item["name"] not in taken]
 
 
-def node_container(spec: dict[str, Any], otel_env: list[dict[str, Any]]) -> dict[str, Any]:
+def node_container(spec: dict[str, Any], otel_env: list[dict[str, Any]], raw_keys: bool) -> dict[str, Any]:
     container = {
         "name": "kvnode",
         "image": spec["image"],
         "imagePullPolicy": spec["imagePullPolicy"],
         "command": list(COMMAND),
-        "args": node_args(spec),
+        "args": node_args(spec, raw_keys),
         "env": node_env(otel_env),
         "ports": [podspec.port("client", names.CLIENT_PORT), podspec.port("peer", names.PEER_PORT)],
         "livenessProbe": podspec.http_probe("/healthz", "client", period=10),
@@ -82,7 +86,8 @@ def affinity(cluster: dict[str, Any], scheduling: dict[str, Any]) -> dict[str, A
     return result or None
 
 
-def pod_spec(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[str, Any]]) -> dict[str, Any]:
+def pod_spec(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[str, Any]],
+             raw_keys: bool) -> dict[str, Any]:
     name = names.name_of(cluster)
     scheduling = spec["scheduling"]
     pod: dict[str, Any] = {
@@ -93,7 +98,7 @@ def pod_spec(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[
         "enableServiceLinks": False,
         "securityContext": podspec.pod_security_context(),
         "terminationGracePeriodSeconds": 30,
-        "containers": [node_container(spec, otel_env)],
+        "containers": [node_container(spec, otel_env, raw_keys)],
         "volumes": [
             podspec.config_volume("config", names.node_configmap(name), "peers", "peers"),
             podspec.tmp_volume(),
@@ -121,8 +126,8 @@ def volume_claim(cluster: dict[str, Any], storage: dict[str, Any]) -> dict[str, 
     return claim
 
 
-def render_statefulset(cluster: dict[str, Any], spec: dict[str, Any],
-                       otel_env: list[dict[str, Any]], config_checksum: str) -> dict[str, Any]:
+def render_statefulset(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[str, Any]],
+                       config_checksum: str, raw_keys: bool = False) -> dict[str, Any]:
     """OrderedReady, one pod at a time: an image change never takes down more than one member."""
     name = names.name_of(cluster)
     return {
@@ -137,7 +142,7 @@ def render_statefulset(cluster: dict[str, Any], spec: dict[str, Any],
             "selector": {"matchLabels": selector_labels(cluster, KVNODE)},
             "template": {
                 "metadata": podspec.template_metadata(standard_labels(cluster, KVNODE), config_checksum),
-                "spec": pod_spec(cluster, spec, otel_env),
+                "spec": pod_spec(cluster, spec, otel_env, raw_keys),
             },
             "volumeClaimTemplates": [volume_claim(cluster, spec["storage"])],
         },

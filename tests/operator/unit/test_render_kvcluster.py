@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from render_testlib import env_map, kvcluster, one, pipeline, validate_k8s
 
+from kvnode.process.config import resolve
+from kvtrace.cli import build_parser
 from kvtrace_operator.render import checksum, max_unavailable, quorum, render_kvcluster
 from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
 
@@ -29,6 +31,7 @@ SPECS: list[dict[str, Any]] = [
     {"image": "registry.local/kvnode:dev", "imagePullPolicy": "Always",
      "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}},
     {"antiEntropy": {"interval": "30s"}, "tracing": {"serviceName": "orders-kv"}},
+    {"antiEntropy": {"interval": "1h30m"}},
     {"scheduling": {"podAntiAffinity": "required", "nodeSelector": {"disk": "ssd"},
                     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "kv", "effect": "NoSchedule"}],
                     "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
@@ -44,6 +47,7 @@ PIPELINES: list[dict[str, Any] | None] = [
     pipeline(),
     pipeline(sampling={"mode": "head", "ratio": 0.25}),
     pipeline(sampling={"mode": "development"}),
+    pipeline(sampling={"mode": "development"}, redaction={"hashAttributes": []}),
 ]
 
 
@@ -51,7 +55,7 @@ def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
 
 
-@pytest.mark.parametrize("tp", PIPELINES, ids=["untraced", "production", "head", "development"])
+@pytest.mark.parametrize("tp", PIPELINES, ids=["untraced", "production", "head", "development", "raw-keys"])
 @pytest.mark.parametrize("spec", SPECS)
 class TestRenderKVCluster:
     def render(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -94,9 +98,13 @@ class TestRenderKVCluster:
         assert args[:5] == ["--id=$(POD_NAME)", "--client-addr=0.0.0.0:7070", "--peer-addr=0.0.0.0:7071",
                             "--peers-file=/etc/kvnode/peers", "--data-dir=/var/lib/kvnode"]
         assert f"--replication-factor={spec.get('replicationFactor', 3)}" in args
-        assert f"--read-consistency={consistency['read']}" in args
-        assert f"--write-consistency={consistency['write']}" in args
-        assert f"--anti-entropy-interval={spec.get('antiEntropy', {}).get('interval', '10m')}" in args
+        strongest = max(consistency.values(), key=["one", "quorum", "all"].index)
+        assert f"--consistency={strongest}" in args
+        interval = {"1h30m": "5400s"}.get(spec.get("antiEntropy", {}).get("interval", "10m"),
+                                          spec.get("antiEntropy", {}).get("interval", "10m"))
+        assert f"--anti-entropy-interval={interval}" in args
+        raw = tp is not None and tp["spec"].get("redaction", {}).get("hashAttributes") == []
+        assert ("--trace-raw-keys=true" in args) == raw
         assert [(p["name"], p["containerPort"]) for p in node["ports"]] == [("client", 7070), ("peer", 7071)]
         assert node["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "client"}
         assert node["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "client"}
@@ -106,6 +114,19 @@ class TestRenderKVCluster:
         assert all("subPath" not in m for m in node["volumeMounts"])  # subPath mounts never refresh
         assert node["image"] == spec.get("image", "ghcr.io/kvtrace/kvnode:0.1.0")
         assert node.get("resources") == spec.get("resources")
+
+    def test_the_node_accepts_the_rendered_command(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
+        """Parse the rendered args with the real `kvtrace node serve` parser and resolve them
+        with the node's own config code, peers file included (DESIGN.md section 3)."""
+        objects = self.render(spec, tp)
+        node = container(objects)
+        args = [arg.replace("$(POD_NAME)", "demo-0") for arg in node["args"]]
+        parsed = build_parser().parse_args([*node["command"][2:], *args])
+        config = resolve(vars(parsed), {}, one(objects, "ConfigMap", "demo-config")["data"]["peers"])
+        assert config.id == "demo-0"
+        assert [member.id for member in config.peers] == [f"demo-{i}" for i in range(spec.get("replicas", 3))]
+        assert config.replication_factor == spec.get("replicationFactor", 3)
+        assert (config.client_port, config.peer_port, config.data_dir) == (7070, 7071, "/var/lib/kvnode")
 
     def test_restricted_security(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
         pod = one(self.render(spec, tp), "StatefulSet")["spec"]["template"]["spec"]
@@ -200,7 +221,7 @@ class TestConfigChecksum:
 
     @pytest.mark.parametrize("change", [
         {"replicationFactor": 1},
-        {"consistency": {"read": "one"}},
+        {"consistency": {"read": "all"}},
         {"antiEntropy": {"interval": "1m"}},
         {"tracing": {"serviceName": "other"}},
     ])
@@ -208,7 +229,8 @@ class TestConfigChecksum:
         tp = pipeline()
         assert self.annotation(kvcluster(**change), tp) != self.annotation(kvcluster(), tp)
 
-    @pytest.mark.parametrize("tp", [pipeline(sampling={"mode": "head"}), None])
+    @pytest.mark.parametrize("tp", [pipeline(sampling={"mode": "head"}), None,
+                                    pipeline(sampling={"mode": "development"}, redaction={"hashAttributes": []})])
     def test_changes_with_pipeline(self, tp: dict[str, Any] | None) -> None:
         assert self.annotation(kvcluster(), tp) != self.annotation(kvcluster(), pipeline())
 

@@ -11,7 +11,7 @@ from render_testlib import kvcluster, pipeline
 
 from kvtrace_operator.render import SpecError, render_all, render_kvcluster, render_pipeline, validate_kvcluster, validate_pipeline
 from kvtrace_operator.render.defaults import KVCLUSTER_DEFAULTS, PIPELINE_DEFAULTS
-from kvtrace_operator.render.durations import parse_duration
+from kvtrace_operator.render.durations import parse_duration, single_unit
 
 pytestmark = pytest.mark.unit
 
@@ -185,3 +185,10 @@ class TestWrongTypesNeverCrash:
         with pytest.raises(SpecError) as caught:
             validate_kvcluster(kvcluster(consistency="quorum"))
         assert (caught.value.field, caught.value.message) == ("spec.consistency", "expected an object, got 'quorum'")
+
+
+@pytest.mark.parametrize(("text", "node_form"), [
+    ("10m", "10m"), ("500ms", "500ms"), ("1.5s", "1.5s"), ("1h30m", "5400s"), ("1500000us", "1500ms"),
+    ("1m0.5s", "60500ms")])
+def test_single_unit_durations_for_the_node(text: str, node_form: str) -> None:
+    assert single_unit(text, "f") == node_form
