@@ -107,6 +107,10 @@ def test_cluster_scope_is_one_clusterrole_and_namespace_scope_uses_roles() -> No
     cluster_rules = [rule for where, rule in rbac_rules(namespaced) if where.startswith("ClusterRole/")]
     # Only reads stay cluster-wide in namespace scope.
     assert {verb for rule in cluster_rules for verb in rule["verbs"]} <= {"get", "list", "watch"}
+    # The Roles hold exactly the namespaced rules the cluster-scope ClusterRole holds.
+    role_rules = [rule for where, rule in rbac_rules(namespaced) if where.startswith("Role/")]
+    cluster_role_rules = [rule for _, rule in rbac_rules(template())]
+    assert all(rule in cluster_role_rules for rule in role_rules)
     deployment = next(o for o in namespaced if o["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args

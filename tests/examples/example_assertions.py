@@ -1,0 +1,102 @@
+"""Assertions about an applied example, shared by the controlplane tier (local cluster) and
+the kind tier (tests/e2e): both pass a ``kubectl(*args, input=None, check=True, timeout=60)``
+callable bound to their cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from examples_lib import documents
+
+from kvtrace.devstack.pytest_plugin import poll
+from kvtrace_operator.render import render_all
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+OWNED_KINDS = ("KVCluster", "TracingPipeline")
+
+
+def resources(folder: Path) -> list[tuple[str, str]]:
+    """(kind, name) of every custom resource of the example."""
+    return [(doc["kind"], doc["metadata"]["name"]) for doc in documents(folder)]
+
+
+def apply_example(kubectl: Kubectl, namespace: str, folder: Path) -> None:
+    """Server-side dry run first (the API server validates, nothing is stored), then apply."""
+    dry = kubectl("-n", namespace, "apply", "--dry-run=server", "-f", str(folder), "-o", "name")
+    expected = sorted(f"{kind.lower()}.kvtrace.dev/{name}" for kind, name in resources(folder))
+    assert sorted(dry.stdout.split()) == expected, dry.stdout
+    assert kubectl("-n", namespace, "get", "kvtrace", "-o", "name").stdout.strip() == "", (
+        "a server-side dry run stored something")
+    kubectl("-n", namespace, "apply", "-f", str(folder))
+
+
+def get_json(kubectl: Kubectl, namespace: str, *refs: str) -> list[dict[str, Any]]:
+    proc = kubectl("-n", namespace, "get", *refs, "-o", "json")
+    data = json.loads(proc.stdout)
+    return data["items"] if data.get("kind") == "List" else [data]  # type: ignore[no-any-return]
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == type_:
+            return cond  # type: ignore[no-any-return]
+    return None
+
+
+def not_ready(kubectl: Kubectl, namespace: str, folder: Path) -> list[str]:
+    """Resources of the example whose Ready condition is not True for their generation."""
+    refs = [f"{kind.lower()}.kvtrace.dev/{name}" for kind, name in resources(folder)]
+    pending = []
+    for obj in get_json(kubectl, namespace, *refs):
+        ready = condition(obj, "Ready") or {}
+        status = obj.get("status") or {}
+        if ready.get("status") != "True" or status.get("observedGeneration") != obj["metadata"]["generation"]:
+            pending.append(f"{obj['kind']}/{obj['metadata']['name']}: phase={status.get('phase')} "
+                           f"Ready={ready.get('status')} ({ready.get('reason')}: {ready.get('message')})")
+    return pending
+
+
+def wait_ready(kubectl: Kubectl, namespace: str, folder: Path, timeout: float = 180) -> None:
+    last: list[list[str]] = [[]]
+
+    def done() -> bool:
+        last[0] = not_ready(kubectl, namespace, folder)
+        return not last[0]
+
+    try:
+        poll(done, timeout=timeout, interval=1.0)
+    except AssertionError:
+        raise AssertionError(f"{folder.name} not Ready after {timeout:.0f}s: {last[0]}") from None
+
+
+def expected_children(folder: Path, namespace: str) -> list[dict[str, Any]]:
+    """What the operator must have created: the renderers' output for the example."""
+    docs = [{**doc, "metadata": {**doc["metadata"], "namespace": namespace}} for doc in documents(folder)]
+    return render_all(docs)
+
+
+def kubectl_ref(obj: dict[str, Any]) -> str:
+    group = obj["apiVersion"].rpartition("/")[0]
+    kind = obj["kind"].lower()
+    return f"{kind}.{group}/{obj['metadata']['name']}" if group else f"{kind}/{obj['metadata']['name']}"
+
+
+def assert_children(kubectl: Kubectl, namespace: str, folder: Path) -> None:
+    """Every rendered child exists, labelled as ours and owned by its custom resource."""
+    children = expected_children(folder, namespace)
+    assert children
+    found = {(obj["kind"], obj["metadata"]["name"]): obj
+             for obj in get_json(kubectl, namespace, *[kubectl_ref(c) for c in children])}
+    for child in children:
+        key = (child["kind"], child["metadata"]["name"])
+        assert key in found, f"{folder.name}: {key} was not created"
+        meta = found[key]["metadata"]
+        assert meta["labels"].get("app.kubernetes.io/managed-by") == "kvtrace-operator", key
+        assert meta["labels"].get("app.kubernetes.io/part-of") == "kvtrace", key
+        owners = {(ref["kind"], ref["name"]) for ref in meta.get("ownerReferences") or ()}
+        assert owners & {(kind, name) for kind, name in resources(folder) if kind in OWNED_KINDS}, (
+            f"{key} has no owner reference to the example's resources: {owners}")
