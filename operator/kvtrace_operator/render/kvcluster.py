@@ -103,6 +103,8 @@ def disruption_budget(cluster: dict[str, Any], spec: dict[str, Any]) -> dict[str
         "metadata": child_metadata(cluster, names.name_of(cluster), KVNODE),
         "spec": {
             "maxUnavailable": max_unavailable(spec["replicationFactor"]),
+            # A member that is not ready holds no quorum share: evicting it never hurts.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
             "selector": {"matchLabels": selector_labels(cluster, KVNODE)},
         },
     }

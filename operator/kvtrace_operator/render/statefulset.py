@@ -138,6 +138,10 @@ def render_statefulset(cluster: dict[str, Any], spec: dict[str, Any], otel_env: 
             "replicas": spec["replicas"],
             "serviceName": names.peers_service(name),
             "podManagementPolicy": "OrderedReady",
+            # A member removed by scaling was drained first; its stale volume must not come
+            # back with a later scale-up (deleted keys whose tombstones were purged would
+            # reappear). Deleting the KVCluster keeps the volumes.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Delete"},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
             "selector": {"matchLabels": selector_labels(cluster, KVNODE)},
             "template": {

@@ -82,6 +82,7 @@ class TestRenderKVCluster:
         assert sts["replicas"] == spec.get("replicas", 3)
         assert sts["serviceName"] == "demo-peers"
         assert sts["podManagementPolicy"] == "OrderedReady"
+        assert sts["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Delete"}
         assert sts["updateStrategy"]["type"] == "RollingUpdate"
         selector = sts["selector"]["matchLabels"]
         assert selector.items() <= sts["template"]["metadata"]["labels"].items()
@@ -181,6 +182,7 @@ class TestRenderKVCluster:
         factor = spec.get("replicationFactor", 3)
         assert pdb["maxUnavailable"] == factor - (factor // 2 + 1)
         assert factor - pdb["maxUnavailable"] >= quorum(factor)
+        assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
     def test_network_policy(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
         policy = one(self.render(spec, tp), "NetworkPolicy")["spec"]
