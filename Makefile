@@ -51,6 +51,7 @@ IMAGE_TAG ?= 0.1.0
 CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 KIND ?= kind
 KIND_CLUSTER ?= kvtrace
+KIND_NODE_IMAGE ?=
 
 # The chart ships byte-identical copies of the top-level CRDs (the single source).
 crds:
@@ -76,7 +77,7 @@ images:
 kind-up: install images
 	@command -v $(KIND) >/dev/null || { echo "kind not found: see https://kind.sigs.k8s.io"; exit 1; }
 	@test -n "$(HELM)" || { echo "helm v4 is not built: run 'kvtrace dev tools' (or pass HELM=...)"; exit 1; }
-	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind/cluster.yaml
+	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind/cluster.yaml $(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE))
 	$(KIND) load docker-image --name $(KIND_CLUSTER) $(IMAGE_REGISTRY)/kvtrace-operator:$(IMAGE_TAG)
 	@if [ -f kvnode/Dockerfile ]; then $(KIND) load docker-image --name $(KIND_CLUSTER) $(IMAGE_REGISTRY)/kvnode:$(IMAGE_TAG); fi
 	$(HELM) upgrade --install kvtrace-operator $(CHART) --kube-context kind-$(KIND_CLUSTER) \
@@ -88,4 +89,4 @@ kind-down:
 
 # The kind tier (skips with a reason where Docker or kind is missing).
 e2e: install
-	KVTRACE_KIND_CLUSTER=$(KIND_CLUSTER) $(BIN)/python -m pytest -m kind tests/e2e $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m kind tests/e2e $(PYTEST_ARGS)

@@ -100,3 +100,17 @@ def assert_children(kubectl: Kubectl, namespace: str, folder: Path) -> None:
         owners = {(ref["kind"], ref["name"]) for ref in meta.get("ownerReferences") or ()}
         assert owners & {(kind, name) for kind, name in resources(folder) if kind in OWNED_KINDS}, (
             f"{key} has no owner reference to the example's resources: {owners}")
+
+
+def assert_kv_traces(jaeger: Any, service: str, raw_key_prefix: str) -> None:
+    """Jaeger (a ``kvtrace.devstack.jaeger_client.JaegerClient``) holds traces of ``service``
+    whose spans carry the kvstore.* attributes and never a raw key (keys written with
+    ``raw_key_prefix``; DESIGN.md section 4)."""
+    traces = jaeger.find_traces(service, limit=20)
+    assert traces, f"no traces of {service} in Jaeger"
+    spans = [span for trace in traces for span in trace.spans]
+    assert any("kvstore.operation" in span.attributes for span in spans), (
+        f"no span of {service} carries kvstore.operation")
+    raw = [span.name for span in spans
+           if any(str(value).startswith(raw_key_prefix) for value in span.attributes.values())]
+    assert not raw, f"raw keys reached Jaeger in spans {raw[:5]}"
