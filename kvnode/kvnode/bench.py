@@ -203,6 +203,8 @@ def run_sync(cfg: BenchConfig) -> Result:
     try:
         import uvloop
 
-        return uvloop.run(run(cfg))
+        loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover
-        return asyncio.run(run(cfg))
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(run(cfg))

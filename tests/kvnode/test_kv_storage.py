@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kvnode.storage import Record, Store, newest, supersedes
+from kvnode.storage import Record, newest, supersedes
+from kvnode.storage.engine import Store
 
 pytestmark = pytest.mark.unit
 
@@ -69,7 +70,8 @@ async def test_hints_persist_until_deleted(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import asyncio, sys
-    from kvnode.storage import Record, Store
+    from kvnode.storage import Record
+    from kvnode.storage.engine import Store
 
     async def main():
         store = Store(sys.argv[1], sys.argv[2])

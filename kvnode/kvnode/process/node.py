@@ -21,7 +21,7 @@ from kvnode.replication.hlc import LOGICAL_BITS
 from kvnode.replication.rebalance import change_members
 from kvnode.replication.replica import Replica
 from kvnode.replication.ring import PeersError, parse_peers
-from kvnode.storage import Store
+from kvnode.storage.engine import Store
 from kvnode.transport.http_api import ApiState, build_app
 from kvnode.transport.peer_client import PeerClient
 from kvnode.transport.peer_server import PeerServer
@@ -91,7 +91,10 @@ class Node:
         await self.cluster.stop()
         await runner.cleanup()  # stops accepting, waits for in-flight requests (bounded)
         server.close()
-        await asyncio.wait_for(server.wait_closed(), cfg.shutdown_timeout)
+        try:
+            await asyncio.wait_for(server.wait_closed(), cfg.shutdown_timeout)
+        except asyncio.TimeoutError:
+            log.warning("peer connections still open after %gs; closing anyway", cfg.shutdown_timeout)
         self.peer_client.close()
         self.store.close()
         log.info("stopped")
@@ -142,10 +145,11 @@ def serve(config: Config) -> int:
     try:
         import uvloop
 
-        uvloop.install()
+        loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is in the node extra
-        pass
-    return asyncio.run(_main(config))
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_main(config))
 
 
 async def _main(config: Config) -> int:

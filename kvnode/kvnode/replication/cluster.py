@@ -12,7 +12,7 @@ from kvnode.metrics import Metrics
 from kvnode.replication.hlc import Clock
 from kvnode.replication.peers import PeerAPI
 from kvnode.replication.ring import Member, Ring
-from kvnode.storage import Store
+from kvnode.storage.engine import Store
 
 log = logging.getLogger("kvnode")
 

@@ -1,6 +1,10 @@
-"""Storage layer: durable records and hints in SQLite (WAL) with group commit."""
+"""Storage layer: durable records and hints in SQLite (WAL) with group commit.
 
+The engine lives in `kvnode.storage.engine` (imported where it is used, so that building the
+CLI's parsers does not load sqlite3 and asyncio).
+"""
+
+from kvnode.storage.policy import FSYNC_POLICIES
 from kvnode.storage.records import Record, newest, supersedes
-from kvnode.storage.engine import FSYNC_POLICIES, Store
 
-__all__ = ["FSYNC_POLICIES", "Record", "Store", "newest", "supersedes"]
+__all__ = ["FSYNC_POLICIES", "Record", "newest", "supersedes"]

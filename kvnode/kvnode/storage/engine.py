@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from kvnode.keys import key_hash
+from kvnode.storage.policy import FSYNC_POLICIES
 from kvnode.storage.records import Record
 
-FSYNC_POLICIES = ("always", "group")
 MAX_BATCH = 1024
 
 _SCHEMA = """
