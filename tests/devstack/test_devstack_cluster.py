@@ -162,7 +162,9 @@ def test_pod_runner_runs_pods_locally_and_follows_them(
                                      {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                                      {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                                      {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "site", "key": "mode"}}},
-                                     {"name": "URL", "value": "http://$(POD_NAME):8080"}],
+                                     {"name": "URL", "value": "http://$(POD_NAME):8080"},
+                                     {"name": "SERVICE", "value": f"http://web.{namespace}.svc:80/x"},
+                                     {"name": "ELSEWHERE", "value": "other.example:80"}],
                              "volumeMounts": [{"name": "www", "mountPath": "/srv/www"}]}]}}}})
     runner = pod_runner({"app": "web"})
     (pod_name, address), = runner.wait_running(1, timeout=60).items()
@@ -173,15 +175,19 @@ def test_pod_runner_runs_pods_locally_and_follows_them(
     env = answer["env"]
     assert answer["greeting"] == "hello"
     assert env["POD_NAME"] == pod_name and env["POD_IP"] == address and env["BIND"] == address
-    assert env["MODE"] == "test" and env["URL"] == f"http://{pod_name}:8080"
+    assert env["MODE"] == "test"
+    # Cluster names the endpoint map knows are rewritten to the local addresses.
+    assert env["URL"] == f"http://{address}:8080" and env["SERVICE"] == f"http://{address}:8080/x"
+    assert env["ELSEWHERE"] == "other.example:80"
     assert env["KVTRACE_ENDPOINT_MAP"] == str(runner.endpoint_map_path)
     mapping = json.loads(runner.endpoint_map_path.read_text())
     assert mapping[f"web.{namespace}.svc.cluster.local:80"] == f"{address}:8080"
 
+    old_pid = runner.processes(pod_name)["web"].pid
     kubectl("patch", "configmap", "site", "-n", namespace, "--type=merge", "-p", '{"data":{"greeting.txt":"bye"}}')
     poll(lambda: _get_json(service)["greeting"] == "bye", timeout=30, message="ConfigMap volume refreshed")
+    assert runner.processes(pod_name)["web"].pid == old_pid  # refreshed in place, not restarted
 
-    old_pid = runner.processes(pod_name)["web"].pid
     kube.delete(Pod, pod_name, namespace=namespace)
     new_name = poll(lambda: next((n for n in runner.pods() if n != pod_name), None), timeout=60,
                     message="replacement pod started locally")
@@ -294,3 +300,47 @@ def test_dev_up_serves_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path, po
     for workdir in workdirs:
         assert processes_mentioning(workdir) == [] and not Path(workdir).exists()
     assert not state.exists()
+
+
+_ECHO = _http_server('json.dumps({"env": dict(os.environ), '
+                     '"config": open(os.path.join(os.environ["CONF"], "config.yaml")).read()})')
+
+
+def _echo_deployment(namespace: str, name: str, env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                  "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                      "volumes": [{"name": "conf", "configMap": {"name": "conf"}}],
+                      "containers": [{"name": "main", "image": "example/echo:1", "command": ["python3", "-c", _ECHO],
+                                      "ports": [{"containerPort": 8080}],
+                                      "env": [{"name": "CONF", "value": "/etc/app"},
+                                              {"name": "BIND", "value": "0.0.0.0"}, *env],
+                                      "volumeMounts": [{"name": "conf", "mountPath": "/etc/app"}]}]}}}},
+    ]
+
+
+def test_pod_runner_rewrites_names_in_env_and_files_and_restarts_when_they_resolve(
+        kubectl: Any, namespace: str, poll: Any, pod_runner: Any) -> None:
+    upstream = f"http://b.{namespace}.svc:80"
+    _apply(kubectl,
+           {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "conf", "namespace": namespace},
+            "data": {"config.yaml": f"listen: 0.0.0.0:8080\nupstream: {upstream}\n"}},
+           *_echo_deployment(namespace, "a", [{"name": "UPSTREAM", "value": upstream}]),
+           *_echo_deployment(namespace, "b", []))
+    runner_a = pod_runner("app=a")
+    (a_pod, a_address), = runner_a.wait_running(1, timeout=60).items()
+    before = _get_json(f"{a_address}:8080")
+    assert before["config"] == f"listen: {a_address}:8080\nupstream: {upstream}\n"
+    assert before["env"]["UPSTREAM"] == upstream  # b is not run by anyone yet
+    first = runner_a.processes(a_pod)["main"]
+
+    runner_b = pod_runner("app=b")  # shares the test's endpoint map
+    (b_address,) = runner_b.wait_running(1, timeout=60).values()
+    after = poll(lambda: (lambda answer: answer["env"]["UPSTREAM"] != upstream and answer)(
+        _get_json(f"{a_address}:8080")), timeout=60, message="a restarted with b resolved")
+    assert after["env"]["UPSTREAM"] == f"http://{b_address}:8080"
+    assert after["config"] == f"listen: {a_address}:8080\nupstream: http://{b_address}:8080\n"
+    assert not first.alive() and runner_a.processes(a_pod)["main"].alive()

@@ -117,17 +117,29 @@ def _to_dict(obj: Any) -> Obj:
 
 
 @dataclasses.dataclass
+class _Rendered:
+    """What a pod's processes get, after every rewrite, with the current endpoint map."""
+
+    argv: dict[str, list[str]]  # container -> argv (executable resolved)
+    env: dict[str, dict[str, str]]  # container -> environment
+    cwd: dict[str, Path]
+    files: dict[str, dict[str, bytes]]  # volume -> relative path -> content
+    names: dict[str, str | None]  # every host:port in argv/env -> where the map sends it
+
+
+@dataclasses.dataclass
 class _Running:
     pod_name: str
     uid: str
     address: str
     pod: Obj
     directory: Path
-    processes: dict[str, Process]
     restart_policy: str
+    volumes: dict[str, Path] = dataclasses.field(default_factory=dict)
+    rendered: _Rendered | None = None
+    processes: dict[str, Process] = dataclasses.field(default_factory=dict)
     restarts: dict[str, int] = dataclasses.field(default_factory=dict)
     next_restart: dict[str, float] = dataclasses.field(default_factory=dict)
-    volumes: dict[str, Path] = dataclasses.field(default_factory=dict)
 
 
 class PodRunner:
@@ -286,22 +298,25 @@ class PodRunner:
                       and not p["metadata"].get("deletionTimestamp")}
             for uid in [u for u in self._running if u not in wanted]:
                 self._stop_pod(self._running.pop(uid))
+            # Names map to addresses as soon as pods are wanted (addresses are allocated up
+            # front), so pods that name each other render resolved from their first start.
+            self.endpoint_map.update(self._owner, self._endpoint_entries(list(wanted.values()),
+                                                                         self._list("Service")))
+            names = self.endpoint_map.entries()
             for uid, pod in wanted.items():
                 running = self._running.get(uid)
-                if running is None:
-                    try:
-                        self._running[uid] = self._start_pod(pod)
-                        self.errors.pop(uid, None)
-                    except Exception as exc:  # noqa: BLE001 - retried next pass (a ConfigMap may come later)
-                        message = f"{pod['metadata']['name']}: {exc}"
-                        if self.errors.get(uid) != message:
-                            self._note(f"cannot start {message}")
-                        self.errors[uid] = message
-                else:
-                    running.pod = pod
-                    self._refresh_volumes(running)
-                    self._restart_exited(running)
-            self.endpoint_map.update(self._owner, self._endpoint_entries(self._list("Service")))
+                try:
+                    if running is None:
+                        self._running[uid] = self._start_pod(pod, names)
+                    else:
+                        running.pod = pod
+                        self._update_pod(running, names)
+                    self.errors.pop(uid, None)
+                except Exception as exc:  # noqa: BLE001 - retried next pass (a ConfigMap may come later)
+                    message = f"{pod['metadata']['name']}: {exc}"
+                    if self.errors.get(uid) != message:
+                        self._note(f"cannot start {message}")
+                    self.errors[uid] = message
 
     # ----------------------------------------------------------------- API objects
     def _get(self, kind: str, name: str) -> Obj | None:
@@ -380,25 +395,22 @@ class PodRunner:
         return env
 
     # ----------------------------------------------------------------- volumes
-    def _materialise(self, running: _Running, volume: Obj, target: Path) -> None:
-        """Write the files of a ConfigMap/Secret/projected/downwardAPI volume (only changed ones)."""
+    def _volume_files(self, pod: Obj, address: str, volume: Obj) -> dict[str, bytes] | None:
+        """Files of a ConfigMap/Secret/projected/downwardAPI volume; None for other kinds."""
         files: dict[str, bytes] = {}
 
         def add(kind: str, ref: Obj) -> None:
             data = self._data(kind, ref["name"], ref.get("optional", False))
             items = ref.get("items")
             if items:
-                for item in items:
-                    if item["key"] in data:
-                        files[item["path"]] = data[item["key"]]
+                files.update({item["path"]: data[item["key"]] for item in items if item["key"] in data})
             else:
                 files.update(data)
 
         def add_downward(ref: Obj) -> None:
             for item in ref.get("items") or []:
                 if "fieldRef" in item:
-                    files[item["path"]] = self._field(running.pod, running.address,
-                                                      item["fieldRef"]["fieldPath"]).encode()
+                    files[item["path"]] = self._field(pod, address, item["fieldRef"]["fieldPath"]).encode()
 
         if "configMap" in volume:
             add("ConfigMap", volume["configMap"])
@@ -414,18 +426,11 @@ class PodRunner:
                     add("Secret", source["secret"])
                 elif "downwardAPI" in source:
                     add_downward(source["downwardAPI"])
-        target.mkdir(parents=True, exist_ok=True)
-        for rel, content in files.items():
-            path = target / rel
-            if path.is_file() and path.read_bytes() == content:
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(content)
-            os.replace(tmp, path)
+        else:
+            return None
+        return files
 
     def _volume_dir(self, running: _Running, volume: Obj) -> Path:
-        name = volume["name"]
         if "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"]["claimName"]
             pvc = self._get("PersistentVolumeClaim", claim)
@@ -436,38 +441,115 @@ class PodRunner:
         elif "hostPath" in volume:
             path = Path(volume["hostPath"]["path"])
         else:
-            path = running.directory / "volumes" / name
-            if any(k in volume for k in ("configMap", "secret", "downwardAPI", "projected")):
-                self._materialise(running, volume, path)
+            path = running.directory / "volumes" / volume["name"]
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _refresh_volumes(self, running: _Running) -> None:
-        for volume in running.pod["spec"].get("volumes") or []:
-            if any(k in volume for k in ("configMap", "secret", "downwardAPI", "projected")):
-                try:
-                    self._materialise(running, volume, running.volumes[volume["name"]])
-                except (LookupError, KeyError) as exc:
-                    self._note(f"{running.pod_name}: volume {volume['name']}: {exc}")
+    @staticmethod
+    def _write_files(running: _Running, rendered: _Rendered) -> None:
+        """Write changed files only, each atomically (programs may be re-reading them)."""
+        for volume, files in rendered.files.items():
+            target = running.volumes[volume]
+            for rel, content in files.items():
+                path = target / rel
+                if path.is_file() and path.read_bytes() == content:
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_bytes(content)
+                os.replace(tmp, path)
+
+    # ----------------------------------------------------------------- rendering
+    def _selected(self, pod: Obj) -> list[Obj]:
+        return [c for c in pod["spec"].get("containers") or []
+                if self.containers is None or c["name"] in self.containers]
+
+    def _render(self, running: _Running, names: Mapping[str, str]) -> _Rendered:
+        """Everything the pod's processes get; raises LookupError while a referenced object is missing."""
+        pod = running.pod
+        kwok_ip = (pod.get("status") or {}).get("podIP")
+
+        def mounts(containers: Iterable[Obj]) -> list[tuple[str, Path]]:
+            found = {m["mountPath"].rstrip("/") or "/": running.volumes[m["name"]] / m.get("subPath", "")
+                     for c in containers for m in c.get("volumeMounts") or [] if m["name"] in running.volumes}
+            return sorted(found.items(), key=lambda item: -len(item[0]))
+
+        seen: dict[str, str | None] = {}
+        # Files are refreshed in place, as the kubelet does, never a reason to restart: a
+        # node re-reading its peers file must keep running when the membership changes.
+        pod_rewrite = _Rewriter(mounts(pod["spec"].get("containers") or []), running.address, kwok_ip, names)
+        files: dict[str, dict[str, bytes]] = {}
+        for volume in pod["spec"].get("volumes") or []:
+            content = self._volume_files(pod, running.address, volume)
+            if content is not None:
+                files[volume["name"]] = {rel: pod_rewrite.text(data) for rel, data in content.items()}
+        argvs: dict[str, list[str]] = {}
+        envs: dict[str, dict[str, str]] = {}
+        cwds: dict[str, Path] = {}
+        for container in self._selected(pod):
+            cname = container["name"]
+            raw = self._argv(pod, container)
+            if raw is None:
+                raise LookupError(f"container {cname} has no command and no resolve_command mapping "
+                                  f"for image {container.get('image')!r}")
+            container_env = self._env(pod, container, running.address)
+            rewrite = _Rewriter(mounts([container]), running.address, kwok_ip, names, seen)
+            argv = [rewrite(expand(a, container_env)) for a in raw]
+            executable = resolve_executable(argv[0])
+            if executable is None:
+                raise FileNotFoundError(f"container {cname}: executable {argv[0]!r} not found "
+                                        f"(venv {venv_bin()}, tool cache, PATH)")
+            argvs[cname] = [executable, *argv[1:]]
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+            env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
+            kubeconfig = getattr(self.cluster, "kubeconfig", None)
+            if kubeconfig:
+                env["KUBECONFIG"] = str(kubeconfig)
+            env.update({k: rewrite(v) for k, v in container_env.items()})
+            env.update(self.extra_env)  # the runner's caller has the last word (e.g. a test's collector)
+            env.update({endpoints_mod.ENV: str(self.endpoint_map.path), "HOSTNAME": pod["metadata"]["name"],
+                        "KVTRACE_POD_ADDRESS": running.address})
+            envs[cname] = env
+            workdir = container.get("workingDir")
+            cwd = Path(rewrite(workdir)) if workdir else running.directory
+            cwds[cname] = cwd if cwd.is_dir() else running.directory
+        return _Rendered(argvs, envs, cwds, files, seen)
 
     # ----------------------------------------------------------------- processes
-    def _start_pod(self, pod: Obj) -> _Running:
-        """Start every container of ``pod``; on any failure stop what started and raise."""
+    def _start_pod(self, pod: Obj, names: Mapping[str, str]) -> _Running:
+        """Start every selected container of ``pod``; on any failure stop what started and raise."""
         meta = pod["metadata"]
         name = meta["name"]
         directory = self.workdir / "pods" / f"{name}-{meta['uid'][:8]}"
-        running = _Running(name, meta["uid"], self.address(name), pod, directory, {},
+        running = _Running(name, meta["uid"], self.address(name), pod, directory,
                            pod["spec"].get("restartPolicy") or "Always")
         try:
+            directory.mkdir(parents=True, exist_ok=True)
             for volume in pod["spec"].get("volumes") or []:
                 running.volumes[volume["name"]] = self._volume_dir(running, volume)
-            for container in pod["spec"].get("containers") or []:
-                if self.containers is None or container["name"] in self.containers:
-                    self._start_container(running, container)
+            running.rendered = self._render(running, names)
+            self._write_files(running, running.rendered)
+            for cname in running.rendered.argv:
+                self._start_container(running, cname)
         except BaseException:
             self._stop_pod(running)
             raise
         return running
+
+    def _update_pod(self, running: _Running, names: Mapping[str, str]) -> None:
+        """Refresh volume files; restart the pod's processes when a name in their arguments or
+        environment now maps elsewhere (typically: another runner started running its target)."""
+        rendered = self._render(running, names)
+        self._write_files(running, rendered)
+        previous, running.rendered = running.rendered, rendered
+        changed = sorted(k for k, v in (previous.names if previous else {}).items() if rendered.names.get(k) != v)
+        if changed:
+            self._note(f"{running.pod_name}: endpoints {changed} changed; restarting its processes")
+            self._stop_pod(running)
+            for cname in rendered.argv:
+                self._start_container(running, cname)
+            return
+        self._restart_exited(running)
 
     def _argv(self, pod: Obj, container: Obj) -> list[str] | None:
         argv = list(container.get("command") or [])
@@ -477,44 +559,15 @@ class PodRunner:
             return None
         return argv + list(container.get("args") or [])
 
-    def _start_container(self, running: _Running, container: Obj) -> None:
-        pod = running.pod
-        cname = container["name"]
-        argv = self._argv(pod, container)
-        if argv is None:
-            raise LookupError(f"container {cname} has no command and no resolve_command mapping "
-                              f"for image {container.get('image')!r}")
-        container_env = self._env(pod, container, running.address)
-        mounts = sorted(((m["mountPath"].rstrip("/") or "/",
-                          running.volumes[m["name"]] / m.get("subPath", ""))
-                         for m in container.get("volumeMounts") or [] if m["name"] in running.volumes),
-                        key=lambda item: -len(item[0]))
-        kwok_ip = (pod.get("status") or {}).get("podIP")
-        rewrite = _Rewriter(mounts, running.address, kwok_ip)
-        argv = [rewrite(expand(a, container_env)) for a in argv]
-        executable = resolve_executable(argv[0])
-        if executable is None:
-            raise FileNotFoundError(f"container {cname}: executable {argv[0]!r} not found "
-                                    f"(venv {venv_bin()}, tool cache, PATH)")
-        argv[0] = executable
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-        env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
-        kubeconfig = getattr(self.cluster, "kubeconfig", None)
-        if kubeconfig:
-            env["KUBECONFIG"] = str(kubeconfig)
-        env.update(self.extra_env)
-        env.update({k: rewrite(v) for k, v in container_env.items()})
-        env.update({endpoints_mod.ENV: str(self.endpoint_map.path), "HOSTNAME": pod["metadata"]["name"],
-                    "KVTRACE_POD_ADDRESS": running.address})
-        workdir = container.get("workingDir")
-        cwd = Path(rewrite(workdir)) if workdir else running.directory
-        if not cwd.is_dir():
-            cwd = running.directory
-        running.directory.mkdir(parents=True, exist_ok=True)
+    def _start_container(self, running: _Running, cname: str) -> None:
+        rendered = running.rendered
+        assert rendered is not None
         log = self.workdir / "logs" / f"{running.pod_name}_{cname}.log"
-        process = Process(f"{running.pod_name}/{cname}", argv, log, env=env, cwd=cwd).start()
+        process = Process(f"{running.pod_name}/{cname}", rendered.argv[cname], log,
+                          env=rendered.env[cname], cwd=rendered.cwd[cname]).start()
         running.processes[cname] = process
-        self._note(f"started {process.name} pid {process.pid} on {running.address}: {' '.join(argv)}")
+        self._note(f"started {process.name} pid {process.pid} on {running.address}: "
+                   f"{' '.join(rendered.argv[cname])}")
 
     def _restart_exited(self, running: _Running) -> None:
         now = time.monotonic()
@@ -529,75 +582,93 @@ class PodRunner:
                 count = running.restarts.get(cname, 0)
                 running.next_restart[cname] = now + min(self.restart_delay * 2 ** count, 10.0)
                 self._note(f"{process.name} exited with {code}; restarting\n{process.tail(10)}")
-                continue
-            if now < due:
-                continue
-            del running.next_restart[cname]
-            running.restarts[cname] = running.restarts.get(cname, 0) + 1
-            container = next(c for c in running.pod["spec"]["containers"] if c["name"] == cname)
-            try:
-                self._start_container(running, container)
-            except Exception as exc:  # noqa: BLE001 - tried again after the next exit delay
-                self.errors[running.uid] = f"{running.pod_name}/{cname}: restart failed: {exc}"
+            elif now >= due:
+                del running.next_restart[cname]
+                running.restarts[cname] = running.restarts.get(cname, 0) + 1
+                self._start_container(running, cname)
 
     def _stop_pod(self, running: _Running) -> None:
         for process in running.processes.values():
             process.stop(timeout=5.0)
             self._note(f"stopped {process.name}")
         running.processes.clear()
+        running.next_restart.clear()
 
     # ----------------------------------------------------------------- names
-    def _endpoint_entries(self, services: list[Obj]) -> dict[str, str]:
+    def _endpoint_entries(self, pods: list[Obj], services: list[Obj]) -> dict[str, str]:
         ns = self.namespace
         entries: dict[str, str] = {}
-        running = sorted((r for r in self._running.values() if r.processes), key=lambda r: r.pod_name)
-        for r in running:
-            spec = r.pod["spec"]
-            ports = [p["containerPort"] for p in _container_ports(r.pod, None)]
-            names = [r.pod_name]
-            kwok_ip = (r.pod.get("status") or {}).get("podIP")
+        wanted = sorted(pods, key=lambda p: p["metadata"]["name"])
+        for pod in wanted:
+            spec, name = pod["spec"], pod["metadata"]["name"]
+            address = self.address(name)
+            ports = [p["containerPort"] for p in _container_ports(pod, None)]
+            hosts = [name]
+            kwok_ip = (pod.get("status") or {}).get("podIP")
             if kwok_ip:
-                names.append(kwok_ip)
+                hosts.append(kwok_ip)
             if spec.get("subdomain"):
-                base = f"{spec.get('hostname') or r.pod_name}.{spec['subdomain']}"
-                names += [base, f"{base}.{ns}", f"{base}.{ns}.svc", f"{base}.{ns}.svc.cluster.local"]
-            for name in names:
+                base = f"{spec.get('hostname') or name}.{spec['subdomain']}"
+                hosts += [base, f"{base}.{ns}", f"{base}.{ns}.svc", f"{base}.{ns}.svc.cluster.local"]
+            for host in hosts:
                 for port in ports:
-                    entries[f"{name}:{port}"] = f"{r.address}:{port}"
+                    entries[f"{host}:{port}"] = f"{address}:{port}"
         for svc in services:
             spec = svc.get("spec") or {}
-            backends = [r for r in running if _selector_matches(spec.get("selector"),
-                                                                r.pod["metadata"].get("labels"))]
+            backends = [p for p in wanted if _selector_matches(spec.get("selector"), p["metadata"].get("labels"))]
             if not backends:
                 continue
             name = svc["metadata"]["name"]
-            names = [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+            hosts = [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
             if spec.get("clusterIP") and spec["clusterIP"] != "None":
-                names.append(spec["clusterIP"])
+                hosts.append(spec["clusterIP"])
             for port in spec.get("ports") or []:
-                target = _target_port(backends[0].pod, port.get("targetPort") or port["port"])
+                target = _target_port(backends[0], port.get("targetPort") or port["port"])
                 if target is None:
                     continue
-                for host in names:
-                    entries[f"{host}:{port['port']}"] = f"{backends[0].address}:{target}"
+                for host in hosts:
+                    entries[f"{host}:{port['port']}"] = f"{self.address(backends[0]['metadata']['name'])}:{target}"
         return entries
 
 
-class _Rewriter:
-    """Rewrite mount paths and wildcard/pod addresses inside one argument or env value."""
+_HOST_PORT = re.compile(r"(?<![\w.-])((?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*"
+                        r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?):(\d{1,5})(?![\d])")
 
-    def __init__(self, mounts: list[tuple[str, Path]], address: str, kwok_ip: str | None) -> None:
+
+class _Rewriter:
+    """Rewrite one argument, env value or mounted file for the host: mount paths → local
+    directories, ``0.0.0.0``/``[::]``/the KWOK pod IP → the pod's loopback address, and
+    ``host:port`` that the endpoint map knows → its address. Every ``host:port`` met is
+    recorded in ``seen`` with its mapped address (or None), so a change is noticed."""
+
+    def __init__(self, mounts: list[tuple[str, Path]], address: str, kwok_ip: str | None,
+                 names: Mapping[str, str] | None = None, seen: dict[str, str | None] | None = None) -> None:
         self.rules: list[tuple[re.Pattern[str], str]] = [
             (re.compile(r"(?<![\w./-])" + re.escape(mount) + r"(?=/|$|[^\w.-])"), str(local))
             for mount, local in mounts if mount != "/"
         ]
         addresses = [r"0\.0\.0\.0", r"\[::\]"] + ([re.escape(kwok_ip)] if kwok_ip else [])
         self.rules.append((re.compile(r"(?<![\d.])(?:" + "|".join(addresses) + r")(?![\d])"), address))
+        self.names = names or {}
+        self.seen = seen if seen is not None else {}
+
+    def _name(self, match: re.Match[str]) -> str:
+        key = f"{match.group(1).lower()}:{match.group(2)}"
+        target = self.names.get(key)
+        self.seen[key] = target
+        return target or match.group(0)
 
     def __call__(self, value: str) -> str:
         for pattern, replacement in self.rules:
             value = pattern.sub(_literal(replacement), value)
-        return value
+        return _HOST_PORT.sub(self._name, value)
+
+    def text(self, data: bytes) -> bytes:
+        """The same rewrite for file content that is UTF-8 text; other bytes stay as they are."""
+        try:
+            return self(data.decode("utf-8")).encode()
+        except UnicodeDecodeError:
+            return data
 
 
 def _literal(text: str) -> Callable[[re.Match[str]], str]:
