@@ -158,7 +158,8 @@ def _build_otelcol(out: Path, scratch: Path) -> None:
     ocb's own module step runs ``go mod tidy``, which also fetches the test-only
     dependencies of every component; some of those are not served by the module
     proxy. So ocb only generates the sources, and ``go build -mod=mod`` resolves just
-    what the binary links, from the go.mod written here from the same manifest.
+    what the binary links, from the go.mod written here from the same manifest and the
+    committed ``tools/otelcol/go.sum`` (the build is byte-for-byte reproducible).
     """
     import yaml
 
@@ -170,6 +171,7 @@ def _build_otelcol(out: Path, scratch: Path) -> None:
           "--skip-get-modules", "--skip-compilation"])
     shutil.copytree(REPO_TOOLS / "otelcol" / "stubs", build_dir / "stubs")
     (build_dir / "go.mod").write_text(_otelcol_go_mod(yaml.safe_load(manifest_path.read_text())))
+    shutil.copy2(REPO_TOOLS / "otelcol" / "go.sum", build_dir / "go.sum")  # committed checksums
     _run(["go", "build", "-trimpath", "-o", str(out / "otelcol-kvtrace"), "."], cwd=build_dir)
 
 
