@@ -62,9 +62,7 @@ class Coordinator:
             "kvstore.operation": operation,
             "db.operation.name": operation,
             "server.address": member.host,
-            "server.port": member.port,
             "network.peer.address": member.host,
-            "kvstore.replica": owner,
         }
         return telemetry.start(f"kvstore.{operation}", telemetry.CLIENT, attrs, parent)
 

@@ -103,9 +103,10 @@ class _ServerConnection(asyncio.Protocol):
                 if op >= len(OPERATIONS):
                     raise frames.ProtocolError(f"unknown operation {op}")
                 server.check(records)
-                attrs: dict[str, Any] = {"kvstore.records": len(records)}
-                if len(records) == 1:
-                    attrs["kvstore.key.hash"] = telemetry.key_hash_attr(key_hash(records[0].key))
+                attrs: dict[str, Any] = (
+                    {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(records[0].key))}
+                    if len(records) == 1 else {"kvstore.records": len(records)}
+                )
                 span = self.span(msg, OPERATIONS[op], attrs)
                 replica.apply(records).add_done_callback(partial(self._applied, msg.request_id, span))
                 return
