@@ -4,6 +4,7 @@ validation of everything it renders, least-privilege RBAC and the values schema.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -176,3 +177,38 @@ def test_every_top_level_value_is_documented() -> None:
 def test_several_replicas_need_peering() -> None:
     proc = helm("template", "t", str(CHART), "--set", "replicaCount=2", check=False)
     assert proc.returncode != 0 and "peering.name" in proc.stderr
+
+
+def plural(kind: str) -> str:
+    lower = kind.lower()
+    return lower[:-1] + "ies" if lower.endswith("y") else lower + "s"
+
+
+def granted(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    return {verb for rule in rules if group in rule["apiGroups"] and resource in rule["resources"]
+            for verb in rule["verbs"]}
+
+
+def test_rbac_covers_what_the_operator_applies_and_prunes() -> None:
+    """Every kind the apply layer prunes (lists, watches, deletes) and every kind the renderers
+    produce for the examples (server-side apply) is granted: a new child kind in the operator
+    fails here before it fails with a 403 on a cluster."""
+    import sys
+
+    from kvtrace_operator import k8s
+    from kvtrace_operator.render import render_all
+
+    sys.path.insert(0, str(CHART.parents[1] / "tests" / "examples"))
+    from examples_lib import documents, folders
+
+    rules = [rule for _, rule in rbac_rules(template())]
+    for api_version, kind in k8s.PRUNABLE_KINDS:
+        group = api_version.rpartition("/")[0]
+        missing = {"get", "list", "watch", "create", "patch", "delete"} - granted(rules, group, plural(kind))
+        assert not missing, f"{kind}: the chart does not grant {sorted(missing)}"
+    for folder in folders():
+        docs = [{**d, "metadata": {**d["metadata"], "namespace": "x", "uid": "u"}} for d in documents(folder)]
+        for obj in render_all(docs):
+            group = obj["apiVersion"].rpartition("/")[0]
+            missing = {"get", "create", "patch"} - granted(rules, group, plural(obj["kind"]))
+            assert not missing, f"{folder.name}: {obj['kind']}: the chart does not grant {sorted(missing)}"
