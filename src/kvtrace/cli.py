@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "kvnode.cli",  # node serve, kv get|put|delete, bench
     "kvtrace_operator.cli",  # operator run, render
     "kvtrace.devstack.cli",  # dev tools|up|down|...
+    "kvtrace.inspect.cli",
 )
 
 

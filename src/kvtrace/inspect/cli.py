@@ -1,0 +1,185 @@
+"""``kvtrace status``, ``kvtrace trace`` and ``kvtrace traces``; the same
+commands as the kubectl plugin ``kubectl kvtrace`` (:func:`kubectl_main`).
+
+Bad input or an unreachable API server, collector or Jaeger prints one line naming the
+parameter or address, and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+EXIT_ERROR = 2
+JAEGER_ENV = "KVTRACE_JAEGER_URL"
+COLLECTOR_ENV = "KVTRACE_COLLECTOR_URL"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _kube_args(parser: argparse.ArgumentParser, *, all_namespaces: bool) -> None:
+    parser.add_argument("-n", "--namespace", default=None,
+                        help="namespace (default: the kubeconfig context's, else 'default')")
+    if all_namespaces:
+        parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    parser.add_argument("--kubeconfig", default=None,
+                        help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+
+
+def _jaeger_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jaeger", default=None, metavar="URL",
+                        help=f"Jaeger query base URL, e.g. http://localhost:16686 (default: ${JAEGER_ENV}, "
+                        "which `kvtrace dev env` sets)")
+
+
+def add_commands(subparsers: Any) -> None:
+    status = subparsers.add_parser(
+        "status", help="KVClusters and TracingPipelines: conditions, members, sampling, endpoints, events",
+        description="Shows KVClusters and TracingPipelines with their conditions, members and their "
+        "readiness (from the StatefulSet's pods), the pipeline each cluster uses, its sampling mode and "
+        "ratio, the collector and Jaeger endpoints, and recent events. Read-only API calls.")
+    status.add_argument("name", nargs="?", metavar="NAME", help="one KVCluster (with its pipeline) or TracingPipeline")
+    _kube_args(status, all_namespaces=True)
+    status.add_argument("-o", "--output", default="table", choices=("table", "json", "yaml"),
+                        help="output format (default: table)")
+    status.set_defaults(func=_guard(_status))
+
+    trace = subparsers.add_parser("trace", help="draw one trace from Jaeger as a waterfall",
+                                  description="Fetches a trace through Jaeger's /api/v3 and draws it: span "
+                                  "tree, durations to scale, service, node and status of each span.")
+    trace.add_argument("trace_id", metavar="ID", help="trace id (hex, up to 32 digits)")
+    _jaeger_arg(trace)
+    trace.add_argument("--ascii", action="store_true", help="ASCII only (no box-drawing characters)")
+    trace.set_defaults(func=_guard(_trace))
+
+    traces = subparsers.add_parser("traces", help="find traces of a service in Jaeger and draw them",
+                                   description="Finds recent traces of a service through Jaeger's /api/v3 "
+                                   "and draws each as a waterfall, most recent first.")
+    traces.add_argument("--service", required=True, help="service name (OTEL_SERVICE_NAME)")
+    traces.add_argument("--operation", default=None, help="only traces with this operation")
+    traces.add_argument("--errors", action="store_true", help="only traces with an ERROR span")
+    traces.add_argument("--slower-than", default=None, metavar="DURATION",
+                        help="only traces at least this long, e.g. 250ms")
+    traces.add_argument("--lookback", default="1h", metavar="DURATION", help="how far back (default: 1h)")
+    traces.add_argument("--limit", type=_positive_int, default=5, help="at most this many traces (default: 5)")
+    traces.add_argument("--summary", action="store_true", help="one line per trace, no waterfall")
+    traces.add_argument("--ascii", action="store_true", help="ASCII only (no box-drawing characters)")
+    _jaeger_arg(traces)
+    traces.set_defaults(func=_guard(_traces))
+
+
+def register(subparsers: Any) -> None:
+    add_commands(subparsers)
+
+
+def _guard(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``command``; an InspectError is one line on stderr and exit code 2, no traceback."""
+    def run(args: argparse.Namespace) -> int:
+        from kvtrace.inspect.errors import InspectError
+
+        try:
+            return command(args)
+        except InspectError as exc:
+            name = getattr(args, "command", None) or "kvtrace"
+            sys.stderr.write(f"kvtrace {name}: error: {exc}\n")
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            return 130
+    return run
+
+
+def _kube(args: argparse.Namespace) -> Any:
+    from kvtrace.inspect.kube import Kube
+
+    return Kube(args.kubeconfig)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from kvtrace.inspect import status
+
+    kube = _kube(args)
+    namespace = None if getattr(args, "all_namespaces", False) else (args.namespace or kube.default_namespace)
+    report = status.gather(kube, namespace)
+    if args.name:
+        report = status.select(report, args.name)
+    sys.stdout.write(status.render(report, args.output))
+    return 0
+
+
+def jaeger_url(value: str | None) -> str:
+    from kvtrace.devstack.endpoints import resolve_url
+    from kvtrace.inspect.errors import InspectError
+
+    url = value or os.environ.get(JAEGER_ENV)
+    if not url:
+        raise InspectError(f"--jaeger: give Jaeger's query URL (e.g. http://localhost:16686) or set {JAEGER_ENV}")
+    check_url(url, "--jaeger")
+    return resolve_url(url)
+
+
+def check_url(url: str, parameter: str) -> None:
+    from urllib.parse import urlsplit
+
+    from kvtrace.inspect.errors import InspectError
+
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise InspectError(f"{parameter}: expected an http(s) URL such as http://localhost:16686, got {url!r}")
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from kvtrace.inspect import jaeger, waterfall
+
+    trace = jaeger.fetch_trace(jaeger_url(args.jaeger), args.trace_id)
+    sys.stdout.write(waterfall.render_waterfall(trace, ascii_only=args.ascii))
+    return 0
+
+
+def _traces(args: argparse.Namespace) -> int:
+    from kvtrace.inspect import jaeger, waterfall
+
+    url = jaeger_url(args.jaeger)
+    found = jaeger.find(url, args.service, operation=args.operation, errors=args.errors,
+                        slower_than=args.slower_than, lookback=args.lookback, limit=args.limit)
+    if not found:
+        sys.stdout.write(f"No traces of service {args.service!r} match in the last {args.lookback}.\n")
+        return 0
+    for index, trace in enumerate(found):
+        if args.summary:
+            sys.stdout.write(waterfall.summary(trace) + "\n")
+        else:
+            sys.stdout.write(("\n" if index else "") + waterfall.render_waterfall(trace, ascii_only=args.ascii))
+    return 0
+
+
+def build_kubectl_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubectl kvtrace",
+                                     description="kvtrace inspection commands as a kubectl plugin.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_commands(subparsers)
+    return parser
+
+
+def kubectl_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kubectl-kvtrace`` console script (``kubectl kvtrace status``)."""
+    args = build_kubectl_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(kubectl_main())
