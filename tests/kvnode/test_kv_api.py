@@ -149,3 +149,29 @@ def test_health_metrics_cluster_view_and_faults(kv_cluster: Callable[..., Harnes
         assert f"# TYPE {name.removesuffix('_bucket')}" in text
     assert 'kvnode_requests_total{operation="write",consistency="quorum",code="500"} 1' in text
     assert a.terminate() == 0, "SIGTERM shuts down cleanly"
+
+
+def test_kv_cli_and_bench_against_a_cluster(kv_cluster: Callable[..., Harness]) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kvtrace = str(Path(sys.executable).parent / "kvtrace")
+    a, b, _ = kv_cluster(3).nodes
+
+    def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([kvtrace, *args], input=stdin, capture_output=True, timeout=60)
+
+    put = run("kv", "put", "--endpoint", a.url, "cli/key", "-", stdin=b"from stdin")
+    assert put.returncode == 0 and int(json.loads(put.stdout)["version"]) > 0
+    got = run("kv", "get", "--endpoint", b.url, "--consistency", "all", "cli/key")
+    assert (got.returncode, got.stdout) == (0, b"from stdin")
+    assert run("kv", "delete", "--endpoint", b.url, "cli/key").returncode == 0
+    missing = run("kv", "get", "--endpoint", a.url, "cli/key")
+    assert missing.returncode == 1 and b"not_found" in missing.stderr
+    bench = run("bench", "--endpoint", a.url, "--endpoint", b.url, "--ops", "300", "--duration", "20",
+                "--clients", "4", "--keys", "50", "--distribution", "zipfian")
+    assert bench.returncode == 0, bench.stderr
+    result = json.loads(bench.stdout.splitlines()[0])
+    assert result["ops"] == 300 and result["errors"] == 0 and result["p99_ms"] >= result["p50_ms"] > 0
+    assert "ops/s" in bench.stdout.decode()

@@ -1,0 +1,56 @@
+"""The CLI surface (parsers, help) and the load generator's pure parts."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from kvnode.bench import BenchConfig, key_sampler, percentile, table
+from kvnode.process.config import OPTIONS
+from kvtrace.cli import build_parser
+
+pytestmark = pytest.mark.unit
+
+
+def test_node_serve_help_documents_every_flag_and_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["node", "serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for opt in OPTIONS:
+        assert opt.flag in text and opt.env in text, opt.flag
+
+
+def test_commands_parse() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["kv", "put", "--endpoint", "http://h:7070", "--consistency", "all", "k", "v"])
+    assert (args.kv_op, args.key, args.value, args.consistency) == ("put", "k", "v", "all")
+    args = parser.parse_args(["bench", "--endpoint", "a", "--endpoint", "b", "--distribution", "zipfian", "--ops", "10"])
+    assert args.endpoints == ["a", "b"] and args.ops == 10
+    args = parser.parse_args(["node", "serve", "--data-dir", "/d"])
+    assert args.data_dir == "/d" and args.peers is None
+
+
+def test_zipfian_keys_are_skewed_and_uniform_keys_are_not() -> None:
+    zipf = key_sampler(BenchConfig(endpoints=["x"], keys=1000, distribution="zipfian"), random.Random(1))
+    uniform = key_sampler(BenchConfig(endpoints=["x"], keys=1000), random.Random(1))
+    for sample, lo, hi in ((zipf, 0.25, 1.0), (uniform, 0.0, 0.05)):
+        counts: dict[int, int] = {}
+        for _ in range(20000):
+            k = sample()
+            assert 0 <= k < 1000
+            counts[k] = counts.get(k, 0) + 1
+        top10 = sum(sorted(counts.values(), reverse=True)[:10]) / 20000
+        assert lo <= top10 <= hi
+
+
+def test_bench_bounds_and_percentiles() -> None:
+    for bad in (dict(clients=0), dict(duration=0), dict(duration=601), dict(write_ratio=2), dict(keys=0),
+                dict(distribution="normal"), dict(target="redis")):
+        with pytest.raises(ValueError):
+            BenchConfig(endpoints=["x"], **bad).validate()  # type: ignore[arg-type]
+    values = [i / 1000 for i in range(1, 101)]
+    assert percentile(values, 0.5) == pytest.approx(0.05, abs=0.002)
+    assert percentile(values, 0.99) == pytest.approx(0.099, abs=0.002)
+    assert percentile([], 0.5) == 0.0
+    assert "ops/s" in table([])
