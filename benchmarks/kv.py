@@ -95,8 +95,7 @@ def start_kvtrace(root: Path, subnet: int, tracing: dict[str, str], sink: Sink) 
         env.update({
             "OTEL_SERVICE_NAME": "kvnode", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}", "OTEL_BSP_MAX_QUEUE_SIZE": "65536",
-            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048", "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id=kv-{i}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}", "OTEL_BSP_MAX_QUEUE_SIZE": "65536", "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id=kv-{i}",
             **tracing,
             "KVNODE_ID": f"kv-{i}", "KVNODE_CLIENT_ADDR": f"{ip}:{cp}", "KVNODE_PEER_ADDR": f"{ip}:{pp}",
             "KVNODE_PEERS": peers, "KVNODE_DATA_DIR": str(root / f"kv-{i}"), "KVNODE_LOG_LEVEL": "warning",

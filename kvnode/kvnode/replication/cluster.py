@@ -12,6 +12,7 @@ from kvnode.metrics import Metrics
 from kvnode.replication.hlc import Clock
 from kvnode.replication.peers import PeerAPI
 from kvnode.replication.ring import Member, Ring
+from kvnode.storage import Record
 from kvnode.storage.engine import Store
 
 log = logging.getLogger("kvnode")
@@ -54,6 +55,11 @@ class Cluster:
     def is_member(self) -> bool:
         return self.id in self.ring.ids
 
+    def add_hints(self, owner: str, records: list[Record]) -> None:
+        """Persist hints for `owner` in the background (callers do not wait for them)."""
+        self.metrics.hints_stored.inc(amount=len(records))
+        self.store.add_hints(owner, records).add_done_callback(_retrieve)
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run background work, keep a reference, log its failure."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -85,3 +91,8 @@ class Cluster:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("could not store hints", exc_info=fut.exception())

@@ -103,16 +103,12 @@ class Coordinator:
             tally.failures[owner] = reason
             self.c.metrics.replication_failures.inc(owner, reason.split(":")[0])
             if owner != self.c.id and self.c.settings.hinted_handoff:
-                self.store_hint(owner, [record])
+                self.c.add_hints(owner, [record])
             if span is not None:
                 telemetry.fail(span, exc, reason)
         if span is not None:
             span.end()
         tally.settle()
-
-    def store_hint(self, owner: str, records: list[Record]) -> None:
-        self.c.metrics.hints_stored.inc(amount=len(records))
-        self.c.store.add_hints(owner, records).add_done_callback(_ignore)
 
     # -- reads ----------------------------------------------------------------------
     async def read(self, key: bytes, level: str, span: Span | None = None) -> tuple[Record | None, int, int]:
@@ -201,11 +197,6 @@ class Coordinator:
                 gathered.add_done_callback(lambda _f: span.end())
         elif span is not None:
             span.end()
-
-
-def _ignore(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 __all__ = ["Coordinator", "NotEnoughReplicas"]

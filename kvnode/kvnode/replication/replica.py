@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from kvnode.keys import key_hash
 from kvnode.replication import merkle
 from kvnode.replication.cluster import Cluster
 from kvnode.storage import Record
@@ -16,11 +17,29 @@ class Replica:
     def __init__(self, cluster: Cluster):
         self.c = cluster
 
-    def apply(self, records: Sequence[Record]) -> asyncio.Future[list[bool]]:
-        """Apply records last-write-wins; resolves after they are durable."""
+    def apply(self, records: Sequence[Record], forward: bool = False) -> asyncio.Future[list[bool]]:
+        """Apply records last-write-wins; resolves after they are durable.
+
+        With `forward`, records this node does not own under its ring (a coordinator with an
+        older view of the membership sent them) are also handed to their owners as hints, so a
+        write made while a membership change propagates is not stranded on a non-owner."""
+        c = self.c
         if records:
-            self.c.clock.observe(max(r.version for r in records))
-        return self.c.store.apply(records)
+            c.clock.observe(max(r.version for r in records))
+            if forward and c.settings.hinted_handoff:
+                self._forward_misdirected(records)
+        return c.store.apply(records)
+
+    def _forward_misdirected(self, records: Sequence[Record]) -> None:
+        c = self.c
+        by_owner: dict[str, list[Record]] = {}
+        for r in records:
+            owners = c.owners(key_hash(r.key))
+            if c.id not in owners:
+                for owner in owners:
+                    by_owner.setdefault(owner, []).append(r)
+        for owner, recs in by_owner.items():
+            c.add_hints(owner, recs)
 
     def get(self, key: bytes) -> Record | None:
         return self.c.store.get(key)
@@ -51,3 +70,4 @@ class Replica:
                 break
             out.append(record)
         return out
+

@@ -108,7 +108,8 @@ class _ServerConnection(asyncio.Protocol):
                     if len(records) == 1 else {"kvstore.records": len(records)}
                 )
                 span = self.span(msg, OPERATIONS[op], attrs)
-                replica.apply(records).add_done_callback(partial(self._applied, msg.request_id, span))
+                forward = OPERATIONS[op] in ("replicate", "read_repair")
+                replica.apply(records, forward).add_done_callback(partial(self._applied, msg.request_id, span))
                 return
             if msg.type == frames.GET:
                 if not msg.body or len(msg.body) > server.max_key:
