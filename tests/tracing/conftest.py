@@ -1,0 +1,75 @@
+"""Fixtures of the tracing dataplane tests: ``trace_stack(spec, ...)`` starts the whole chain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tracing_stack import (
+    KVNode,
+    RestartableCollector,
+    RestartableJaeger,
+    Stack,
+    kvcluster,
+    loopback_config,
+    pipeline,
+    start_kv_nodes,
+    stop_kv_nodes,
+)
+
+from kvtrace.devstack.backends import Collector, Jaeger
+from kvtrace.devstack.pytest_plugin import require_binaries
+from kvtrace_operator.render import render_collector_config, render_jaeger_config
+from kvtrace_operator.render.collector import LOADBALANCER_TIER, SAMPLING_TIER
+
+
+@pytest.fixture
+def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Callable[..., Stack]]:
+    """Factory ``trace_stack(spec, faults="", nodes=3)``: Jaeger (``render_jaeger_config``), the
+    collector tier(s) (``render_collector_config``) and KV nodes with the rendered OTel env, all
+    from the TracingPipeline ``spec``; with ``collector.replicas > 1`` and tail sampling, a
+    load-balancing collector in front of that many sampling collectors. Stopped afterwards."""
+    require_binaries("otelcol-kvtrace", "jaeger")
+    started: list[Any] = []
+    node_sets: list[list[KVNode]] = []
+
+    def make(spec: dict[str, Any], *, faults: str = "", nodes: int = 3, extra_env: dict[str, str] | None = None) -> Stack:
+        pipe = pipeline(**spec)
+        root = tmp_path / f"stack{len(node_sets)}"
+        root.mkdir()
+        jaeger = Jaeger(loopback_config(render_jaeger_config(pipe), badger_dir=root / "badger"),
+                        workdir=root / "jaeger", name="jaeger")
+        started.append(jaeger)
+        jaeger.start()
+        two_tier = spec.get("collector", {}).get("replicas", 1) > 1 and spec.get("sampling", {}).get(
+            "mode", "production") == "production"
+        samplers: list[RestartableCollector] = []
+        if two_tier:
+            for i in range(spec["collector"]["replicas"]):
+                c = Collector(loopback_config(render_collector_config(pipe, SAMPLING_TIER),
+                                              jaeger_otlp_grpc=jaeger.otlp_grpc),
+                              workdir=root / f"sampling-{i}", name=f"collector-sampling-{i}")
+                started.append(c)
+                samplers.append(RestartableCollector(c.start()))
+            front = Collector(loopback_config(render_collector_config(pipe, LOADBALANCER_TIER),
+                                              sampling_collectors=[s.backend.otlp_grpc for s in samplers]),
+                              workdir=root / "collector", name="collector")
+        else:
+            front = Collector(loopback_config(render_collector_config(pipe, SAMPLING_TIER),
+                                              jaeger_otlp_grpc=jaeger.otlp_grpc),
+                              workdir=root / "collector", name="collector")
+        started.append(front)
+        front.start()
+        stack = Stack(pipe, RestartableJaeger(jaeger), RestartableCollector(front), samplers)
+        stack.nodes = start_kv_nodes(root, [loopback_ip() for _ in range(nodes)], kvcluster(nodes), pipe,
+                                     front.otlp_http, faults=faults, extra=extra_env)
+        node_sets.append(stack.nodes)
+        return stack
+
+    yield make
+    for nodes in node_sets:
+        stop_kv_nodes(nodes)
+    for backend in reversed(started):
+        backend.stop()

@@ -1,0 +1,358 @@
+"""The real tracing chain on loopback: KV nodes → the collector config the operator renders →
+Jaeger v2, for the dataplane tests of tests/tracing (and benchmarks/tracing_overhead.py).
+
+Everything that decides what reaches Jaeger comes from the operator's pure renderers:
+``render_collector_config`` (each tier), ``render_jaeger_config`` and ``otel_environment``.
+What a Kubernetes cluster would resolve or inject is filled in by two small functions, and
+nothing else is changed:
+
+- :func:`loopback_config` (collector and Jaeger configs) - see its docstring for the exact
+  list of rewrites; the listening ports are moved by ``kvtrace.devstack.backends``.
+- :func:`pod_env` (KV node environment) - fieldRef values as the pod would see them,
+  ``$(VAR)`` expanded as the kubelet does, the collector Service URL pointed at loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import os
+import re
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvnode.client import ClientError, Connection, kv_path
+from kvnode.keys import key_hash
+from kvtrace.devstack.backends import Collector, Jaeger
+from kvtrace.devstack.jaeger_client import JaegerClient, Trace
+from kvtrace.devstack.proc import Process, free_port, wait_until
+from kvtrace_operator.render import otel_environment, render_collector_config, render_jaeger_config
+from kvtrace_operator.render.collector import JAEGER_EXPORTER, LOADBALANCER_TIER, SAMPLING_TIER
+
+BIN = Path(sys.executable).parent
+NAMESPACE = "shop"
+CLUSTER = "orders"  # the KVCluster: service name "orders", pods orders-0..2
+PIPELINE = "traces"
+PUT_OP = "PUT /v1/kv/{key}"
+GET_OP = "GET /v1/kv/{key}"
+
+
+def pipeline(**spec: Any) -> dict[str, Any]:
+    """A TracingPipeline custom resource (plain dict, as the operator receives it)."""
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
+            "metadata": {"name": PIPELINE, "namespace": NAMESPACE, "generation": 1}, "spec": spec}
+
+
+def kvcluster(replicas: int = 3) -> dict[str, Any]:
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
+            "metadata": {"name": CLUSTER, "namespace": NAMESPACE, "generation": 1},
+            "spec": {"replicas": replicas, "tracing": {"pipelineRef": {"name": PIPELINE}}}}
+
+
+# --------------------------------------------------------------------------- rewriting
+
+
+def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = None,
+                    sampling_collectors: Sequence[str] = (), badger_dir: Path | None = None) -> dict[str, Any]:
+    """A copy of a rendered collector or Jaeger config that runs on loopback. It changes only:
+
+    - ``exporters.otlp_grpc/jaeger.endpoint``: the Jaeger OTLP Service DNS name → Jaeger's
+      loopback OTLP gRPC address ``jaeger_otlp_grpc``;
+    - ``exporters.load_balancing.resolver``: ``dns`` on the sampling tier's headless Service →
+      ``static`` with ``sampling_collectors`` (their loopback OTLP gRPC addresses): a DNS
+      resolver cannot resolve loopback processes; routing (``routing_key: traceID``) and the
+      protocol are untouched;
+    - Jaeger's badger ``directories`` (``/badger/...`` in the pod) → under ``badger_dir``;
+    - Jaeger's ``jaeger_query.enable_tracing`` → false: left at its default (true) Jaeger
+      would send its own query spans to localhost:4317, someone else's collector here.
+
+    Every listening address (receivers, extensions, the process's own metrics) is then moved
+    to a free loopback port by ``kvtrace.devstack.backends`` when the process starts.
+    """
+    config = copy.deepcopy(config)
+    exporters = config.get("exporters") or {}
+    if JAEGER_EXPORTER in exporters:
+        if jaeger_otlp_grpc is None:
+            raise ValueError("the config exports to Jaeger: give jaeger_otlp_grpc")
+        exporters[JAEGER_EXPORTER]["endpoint"] = jaeger_otlp_grpc
+    if "load_balancing" in exporters:
+        if not sampling_collectors:
+            raise ValueError("the config has a load_balancing exporter: give sampling_collectors")
+        exporters["load_balancing"]["resolver"] = {"static": {"hostnames": list(sampling_collectors)}}
+    extensions = config.get("extensions") or {}
+    for backend in ((extensions.get("jaeger_storage") or {}).get("backends") or {}).values():
+        if "badger" in backend:
+            if badger_dir is None:
+                raise ValueError("the Jaeger config uses badger: give badger_dir")
+            backend["badger"]["directories"] = {"keys": str(badger_dir / "keys"), "values": str(badger_dir / "values")}
+    if "jaeger_query" in extensions:
+        extensions["jaeger_query"]["enable_tracing"] = False
+    return config
+
+
+_FIELD_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def pod_env(cluster: dict[str, Any], pipe: dict[str, Any] | None, *, pod: str, node: str,
+            collector_otlp_http: str | None) -> dict[str, str]:
+    """The environment ``otel_environment(cluster, pipe)`` gives KV pod ``pod`` on node ``node``:
+    fieldRefs resolved (``metadata.name`` → pod, ``spec.nodeName`` → node), ``$(VAR)`` expanded
+    from earlier entries as the kubelet does, and ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the collector
+    Service, port 4318) → ``collector_otlp_http`` (``http://127.0.0.1:PORT``)."""
+    fields = {"metadata.name": pod, "spec.nodeName": node}
+    env: dict[str, str] = {}
+    for item in otel_environment(cluster, pipe):
+        if "valueFrom" in item:
+            value = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        else:
+            value = _FIELD_REF.sub(lambda m: env.get(m.group(1), m.group(0)), item["value"])
+        env[item["name"]] = value
+    if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
+        if collector_otlp_http is None:
+            raise ValueError("the pod exports spans: give collector_otlp_http")
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4318"), env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector_otlp_http
+    return env
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class Restartable:
+    """Kill and restart a started backend on the very same ports and config (a pod restart
+    keeps its Service address; ``backends`` would pick new ports on a fresh ``start()``)."""
+
+    backend: Collector | Jaeger
+
+    def kill(self, graceful: bool = False) -> None:
+        proc = self.backend.process
+        assert proc is not None and proc.popen is not None
+        if graceful:
+            proc.stop(timeout=20)
+        else:
+            os.killpg(proc.popen.pid, signal.SIGKILL)
+            proc.stop(timeout=1)
+
+    def restart(self, timeout: float = 60) -> None:
+        b = self.backend
+        assert b.process is not None and not b.process.alive()
+        proc = Process(b.name, b.process.argv, b.process.log_path, env=b.process.env).start()
+        b.process = proc
+        wait_until(b._ready, timeout=timeout, what="healthy after restart", process=proc)  # noqa: SLF001
+
+
+@dataclass
+class RestartableCollector(Restartable):
+    backend: Collector
+
+
+@dataclass
+class RestartableJaeger(Restartable):
+    backend: Jaeger
+
+    @property
+    def client(self) -> JaegerClient:
+        return self.backend.client(timeout=10)
+
+
+# --------------------------------------------------------------------------- KV nodes
+
+
+@dataclass
+class KVNode:
+    pod: str
+    ip: str
+    client_port: int
+    peer_port: int
+    env: dict[str, str]
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.client_port}"
+
+
+def start_kv_nodes(root: Path, ips: Sequence[str], cluster: dict[str, Any], pipe: dict[str, Any] | None,
+                   collector_otlp_http: str | None, *, faults: str = "", extra: dict[str, str] | None = None,
+                   timeout: float = 60) -> list[KVNode]:
+    """``opentelemetry-instrument kvtrace node serve`` for pods ``orders-0..`` on ``ips``, each
+    with :func:`pod_env` as its whole OTel configuration (nothing else sets OTEL_*)."""
+    nodes = [KVNode(f"{CLUSTER}-{i}", ip, free_port(ip), free_port(ip), {}) for i, ip in enumerate(ips)]
+    peers = ",".join(f"{n.pod}={n.ip}:{n.peer_port}" for n in nodes)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KVNODE_"))}
+    for i, n in enumerate(nodes):
+        n.env = pod_env(cluster, pipe, pod=n.pod, node=f"kwok-node-{i}", collector_otlp_http=collector_otlp_http)
+        env = {**base, **n.env, "KVNODE_ID": n.pod, "KVNODE_CLIENT_ADDR": f"{n.ip}:{n.client_port}",
+               "KVNODE_PEER_ADDR": f"{n.ip}:{n.peer_port}", "KVNODE_PEERS": peers,
+               "KVNODE_DATA_DIR": str(root / n.pod), "KVNODE_ANTI_ENTROPY_INTERVAL": "0",
+               "KVNODE_PEER_TIMEOUT": "5s", "KVNODE_LOG_LEVEL": "warning", **(extra or {})}
+        if faults:
+            env["KVNODE_FAULTS"] = faults
+        argv = [str(BIN / "opentelemetry-instrument"), str(BIN / "kvtrace"), "node", "serve"]
+        n.process = Process(n.pod, argv, root / f"{n.pod}.log", env=env).start()
+    try:
+        for n in nodes:
+            wait_until(lambda n=n: _ready(n), timeout=timeout, what=f"{n.pod} ready", process=n.process)
+    except BaseException:
+        stop_kv_nodes(nodes)
+        raise
+    return nodes
+
+
+def _ready(node: KVNode) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(node.url + "/readyz", timeout=2) as resp:  # noqa: S310 - loopback
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def stop_kv_nodes(nodes: Iterable[KVNode]) -> None:
+    for n in nodes:
+        if n.process is not None:
+            n.process.stop(timeout=10)
+
+
+@dataclass
+class Stack:
+    """A started chain (see ``trace_stack`` in conftest.py)."""
+
+    pipeline: dict[str, Any]
+    jaeger: RestartableJaeger
+    collector: RestartableCollector  # where the nodes send (the load-balancing tier with two tiers)
+    samplers: list[RestartableCollector] = field(default_factory=list)  # the sampling tier of two tiers
+    nodes: list[KVNode] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@dataclass
+class Op:
+    """One client operation; after :func:`run_ops`: its status and latency in seconds."""
+
+    url: str
+    method: str
+    key: str
+    value: bytes = b""
+    consistency: str | None = "quorum"
+    headers: dict[str, str] = field(default_factory=dict)
+    status: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    trace_id: str = ""  # set when the test chose the trace (a sampled traceparent)
+
+    @property
+    def key_hash(self) -> str:
+        return f"{key_hash(self.key.encode()):016x}"
+
+
+def run_ops(ops: Sequence[Op], concurrency: int = 8, timeout: float = 120) -> list[Op]:
+    """Run ``ops`` with ``concurrency`` workers (keep-alive connections), bounded by ``timeout``."""
+
+    async def main() -> None:
+        queue = iter(ops)
+        deadline = time.monotonic() + timeout
+
+        async def worker() -> None:
+            conns: dict[str, Connection] = {}
+            try:
+                for op in queue:
+                    if time.monotonic() > deadline:
+                        op.error = "not run: the batch ran out of time"
+                        continue
+                    conn = conns.setdefault(op.url, Connection(op.url, timeout=15))
+                    t0 = time.perf_counter()
+                    try:
+                        resp = await conn.request(op.method, kv_path(op.key, op.consistency), op.value, op.headers)
+                        op.status = resp.status
+                    except ClientError as exc:
+                        op.error = str(exc)
+                    op.seconds = time.perf_counter() - t0
+            finally:
+                for conn in conns.values():
+                    conn.close()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    asyncio.run(main())
+    return list(ops)
+
+
+def traceparent() -> tuple[str, dict[str, str]]:
+    """A fresh sampled W3C parent: (trace id, headers). The node continues it."""
+    trace_id = secrets.token_hex(16)
+    return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+
+
+# --------------------------------------------------------------------------- Jaeger
+
+
+def traces_of(client: JaegerClient, operation: str | None = None, limit: int = 2000) -> list[Trace]:
+    """The traces of the KV service in the last half hour (the tests' stacks are fresh)."""
+    return list(client.find_traces(CLUSTER, operation=operation, limit=limit, lookback=dt.timedelta(minutes=30)))
+
+
+def roots_by_key_hash(traces: Iterable[Trace]) -> dict[str, list[Trace]]:
+    """Traces by the ``kvstore.key.hash`` of their coordinator (SERVER, client API) span."""
+    out: dict[str, list[Trace]] = {}
+    for t in traces:
+        for s in t.spans:
+            if s.kind == "SERVER" and s.name in (PUT_OP, GET_OP, "DELETE /v1/kv/{key}"):
+                out.setdefault(str(s.attributes.get("kvstore.key.hash")), []).append(t)
+                break
+    return out
+
+
+def wait_for_traces(client: JaegerClient, trace_ids: Iterable[str], timeout: float) -> dict[str, Trace]:
+    """Poll Jaeger until it has every one of ``trace_ids``; fail after ``timeout`` seconds."""
+    wanted = set(trace_ids)
+    found: dict[str, Trace] = {}
+
+    def check() -> bool:
+        for tid in wanted - set(found):
+            got = client.trace(tid)
+            if got is not None:
+                found[tid] = got
+        return set(found) == wanted
+
+    wait_until(check, timeout=timeout, what=f"traces {sorted(wanted - set(found))} in Jaeger", interval=0.5)
+    return found
+
+
+def flush_markers(nodes: Sequence[KVNode], error_prefix: str | None) -> list[Op]:
+    """One marker operation per node, sent after the operations under test, that every mode keeps:
+    it continues a sampled remote parent (head sampling keeps it) and, with ``error_prefix``,
+    fails through the fault switch (tail sampling keeps it). Each node's batch span processor
+    exports in order, so once a node's marker is in Jaeger, every span that node ended before
+    it has reached the collector. The markers' trace ids are in ``Op.trace_id``."""
+    ops = []
+    for n in nodes:
+        tid, headers = traceparent()
+        ops.append(Op(n.url, "PUT", f"{error_prefix or 'marker/'}{secrets.token_hex(4)}", b"m",
+                      headers=headers, trace_id=tid))
+    return run_ops(ops, concurrency=len(ops))
+
+
+def stable(fn: Callable[[], Any], timeout: float, settle: int = 2, interval: float = 1.0) -> Any:
+    """Poll ``fn`` until it returns the same value ``settle`` times in a row; bounded."""
+    deadline = time.monotonic() + timeout
+    last, same = fn(), 1
+    while same < settle:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"did not settle within {timeout}s (last value {last!r})")
+        time.sleep(interval)
+        value = fn()
+        same = same + 1 if value == last else 1
+        last = value
+    return last
+
