@@ -112,3 +112,23 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path, policy: str) -> Non
             assert record is not None and record.version == i + 1, f"acknowledged write k{i} lost"
     finally:
         store.close()
+
+
+async def test_read_cache_follows_commits_and_stays_bounded(tmp_path: Path) -> None:
+    store = Store(str(tmp_path), cache_bytes=16 * 1024)
+    try:
+        assert store.get(b"k") is None  # cached as absent
+        await store.apply([Record(b"k", b"v1", 1)])
+        assert store.get(b"k") == Record(b"k", b"v1", 1)
+        await store.apply([Record(b"k", b"old", 0)])  # loses LWW: cache unchanged
+        assert store.get(b"k") == Record(b"k", b"v1", 1)
+        await store.apply([Record(b"k", b"", 2, True)])
+        assert store.get(b"k") == Record(b"k", b"", 2, True)
+        await store.purge_tombstones(3)
+        assert store.get(b"k") is None
+        await store.apply([Record(f"big{i}".encode(), b"x" * 500, 5) for i in range(100)])
+        assert all(store.get(f"big{i}".encode()) == Record(f"big{i}".encode(), b"x" * 500, 5) for i in range(100))
+        assert store._cache_bytes <= 16 * 1024  # noqa: SLF001
+        assert store._cache_bytes == sum(len(k) + (len(r.value) if r else 0) for k, r in store._cache.items())  # noqa: SLF001
+    finally:
+        store.close()

@@ -51,6 +51,7 @@ OPTIONS = (
     Option("--tombstone-grace", "24h", "how long deletes are kept as tombstones before purging", "DURATION"),
     Option("--max-key-size", "4096", "largest key in bytes (413 above)", "SIZE"),
     Option("--max-value-size", "1536KiB", "largest value in bytes (413 above); etcd's request limit is 1.5 MiB", "SIZE"),
+    Option("--cache-size", "64MiB", "read cache of committed records, in bytes (0 disables)", "SIZE"),
     Option("--fsync-policy", "group", "always: one fsync per write; group: concurrent writes share one fsync "
            "(both ack only after fsync)", "POLICY"),
     Option("--group-commit-window", "0ms", "with group: wait this long to gather more writes per fsync", "DURATION"),
@@ -86,6 +87,7 @@ class Config:
     tombstone_grace: float
     max_key_size: int
     max_value_size: int
+    cache_size: int
     fsync_policy: str
     group_commit_window: float
     peer_timeout: float
@@ -142,6 +144,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], peers_file_text: s
             tombstone_grace=parse_duration(v["tombstone_grace"]),
             max_key_size=parse_size(v["max_key_size"]),
             max_value_size=parse_size(v["max_value_size"]),
+            cache_size=parse_size(v["cache_size"]),
             fsync_policy=v["fsync_policy"],
             group_commit_window=parse_duration(v["group_commit_window"]),
             peer_timeout=parse_duration(v["peer_timeout"]),

@@ -43,7 +43,7 @@ class Node:
     def __init__(self, config: Config):
         self.config = config
         self.metrics = Metrics()
-        self.store = Store(config.data_dir, config.fsync_policy, config.group_commit_window)
+        self.store = Store(config.data_dir, config.fsync_policy, config.group_commit_window, config.cache_size)
         self.peer_client = PeerClient(timeout=config.peer_timeout, max_frame=self.max_frame)
         settings = Settings(
             node_id=config.id,

@@ -77,7 +77,7 @@ def _apply(records: Sequence[Record]) -> Job:
 class Store:
     """Durable records and hints. Mutations are coroutines (resolved after fsync)."""
 
-    def __init__(self, data_dir: str, fsync_policy: str = "group", group_window: float = 0.0):
+    def __init__(self, data_dir: str, fsync_policy: str = "group", group_window: float = 0.0, cache_bytes: int = 64 << 20):
         if fsync_policy not in FSYNC_POLICIES:
             raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, not {fsync_policy!r}")
         os.makedirs(data_dir, exist_ok=True)
@@ -91,6 +91,12 @@ class Store:
         self._thread = threading.Thread(target=self._run, args=(writer,), name="kvnode-writer", daemon=True)
         self._thread.start()
         self.closed = False
+        # Read cache (event loop thread only): key -> committed record, or None for "absent".
+        # Updated by done callbacks of committed writes, which run before anyone is told the
+        # write succeeded; bounded by value bytes, evicted oldest-first.
+        self._cache: dict[bytes, Record | None] = {}
+        self._cache_bytes = 0
+        self._cache_limit = cache_bytes
 
     # -- writer thread --------------------------------------------------------------
     def _run(self, conn: sqlite3.Connection) -> None:
@@ -158,7 +164,32 @@ class Store:
     # -- mutations ------------------------------------------------------------------
     def apply(self, records: Sequence[Record]) -> asyncio.Future[list[bool]]:
         """Apply records last-write-wins; resolves to which of them changed the store."""
-        return self.submit(_apply(records))
+        fut = self.submit(_apply(records))
+        if self._cache_limit:
+            fut.add_done_callback(lambda f: self._cache_applied(records, f))
+        return fut
+
+    def _cache_applied(self, records: Sequence[Record], fut: asyncio.Future[list[bool]]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        for record, applied in zip(records, fut.result()):
+            if applied:
+                self._cache_put(record.key, record)
+
+    def _cache_put(self, key: bytes, record: Record | None) -> None:
+        cache = self._cache
+        if key in cache:
+            old = cache.pop(key)
+            self._cache_bytes -= len(key) + (len(old.value) if old is not None else 0)
+        size = len(key) + (len(record.value) if record is not None else 0)
+        if size > self._cache_limit // 16:
+            return
+        while cache and self._cache_bytes + size > self._cache_limit:
+            evicted_key = next(iter(cache))
+            evicted = cache.pop(evicted_key)
+            self._cache_bytes -= len(evicted_key) + (len(evicted.value) if evicted is not None else 0)
+        cache[key] = record
+        self._cache_bytes += size
 
     def add_hints(self, target: str, records: Sequence[Record]) -> asyncio.Future[None]:
         def job(conn: sqlite3.Connection) -> None:
@@ -180,14 +211,25 @@ class Store:
             cur = conn.execute("DELETE FROM kv WHERE tombstone = 1 AND version < ?", (older_than_version,))
             return int(cur.rowcount)
 
-        return self.submit(job)
+        fut = self.submit(job)
+        fut.add_done_callback(lambda f: self._cache_clear())
+        return fut
+
+    def _cache_clear(self) -> None:
+        self._cache.clear()
+        self._cache_bytes = 0
 
     # -- reads (event loop thread) --------------------------------------------------
     def get(self, key: bytes) -> Record | None:
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
         row = self._reader.execute("SELECT value, version, tombstone FROM kv WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        return Record(key, row[0], row[1], bool(row[2]))
+        record = None if row is None else Record(key, row[0], row[1], bool(row[2]))
+        if self._cache_limit:
+            self._cache_put(key, record)
+        return record
 
     def digests(self) -> list[tuple[bytes, int, int, bool]]:
         """(key, khash, version, tombstone) of every record: the input of Merkle trees."""

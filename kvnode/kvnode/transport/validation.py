@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from kvnode.replication.quorum import ConsistencyError, parse_level
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 DEFAULT_MAX_KEY = 4096
 DEFAULT_MAX_VALUE = 1536 * 1024  # 1.5 MiB, the order of etcd's request limit
 
@@ -25,7 +27,7 @@ class InvalidRequest(Exception):
 def validate_key(key: str, limits: Limits) -> bytes:
     if not key:
         raise InvalidRequest(400, "invalid_key", "the key is empty")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+    if _CONTROL.search(key):
         raise InvalidRequest(400, "invalid_key", "the key contains control characters")
     try:
         raw = key.encode("utf-8")
