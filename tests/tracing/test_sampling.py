@@ -1,0 +1,136 @@
+"""The sampling modes of DESIGN.md section 4, measured in Jaeger behind the rendered collector.
+
+The node's test-only fault switch (``KVNODE_FAULTS``, docs/kvnode.md) makes operations on
+``fail/`` keys fail (HTTP 500, ERROR span) and operations on ``slow/`` keys take 800 ms longer
+than they would. Every operation writes its own key, so each trace is found in Jaeger by the
+``kvstore.key.hash`` of its root span.
+
+Binomial tolerance: with ``ratio`` p and n independent traces the kept count has mean n·p and
+standard deviation sqrt(n·p·(1-p)); the tests accept 5 standard deviations (a false alarm
+about once in 1.7 million runs). The collector's probabilistic policy hashes the trace id and
+the SDK's ratio sampler reads its low 64 bits: both are random per trace, so the binomial
+model holds.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import pytest
+from tracing_stack import PUT_OP, Op, Stack, flush_markers, roots_by_key_hash, run_ops, stable, traces_of, wait_for_traces
+
+from kvtrace.devstack.jaeger_client import Trace
+from kvtrace_operator.render.status import sampling_status
+
+pytestmark = pytest.mark.dataplane
+
+FAULTS = "error:fail/,delay:slow/:800ms"
+SLOW = 0.8
+WAIT = 90  # seconds for the markers: export delay (5s) + decision wait (8s) + a loaded machine
+# decisionWait 8s (default 10s; the CRD allows down to 1s) must exceed the SDK batch span
+# processor's 5s export delay: the spans of one trace leave the three nodes up to ~5s apart
+# and the tail sampler decides on what it holds when the wait is over.
+DECISION_WAIT = "8s"
+
+
+def within(kept: int, n: int, p: float, sigmas: float = 5.0) -> tuple[bool, str]:
+    sd = math.sqrt(n * p * (1 - p))
+    return abs(kept - n * p) <= sigmas * sd, f"kept {kept} of {n}, expected {n * p:.1f} ± {sigmas * sd:.1f} ({sigmas:g}σ)"
+
+
+def workload(stack: Stack, normal: int, errors: int, slow: int, seed: int) -> list[Op]:
+    """Unique-key PUTs spread over the nodes, shuffled, then one marker per node (see
+    ``flush_markers``); returns the operations with status and latency."""
+    urls = [n.url for n in stack.nodes]
+    ops = [Op(urls[i % 3], "PUT", f"norm/{seed}-{i}", b"v") for i in range(normal)]
+    ops += [Op(urls[i % 3], "PUT", f"fail/{seed}-{i}", b"v") for i in range(errors)]
+    ops += [Op(urls[i % 3], "PUT", f"slow/{seed}-{i}", b"v") for i in range(slow)]
+    random.Random(seed).shuffle(ops)
+    run_ops(ops, concurrency=8)
+    bad = [op for op in ops if op.status != (500 if op.key.startswith("fail/") else 204)]
+    assert not bad, bad[:5]
+    return ops
+
+
+def kept_after_markers(stack: Stack, marker_prefix: str) -> dict[str, list[Trace]]:
+    """Send the markers, wait until Jaeger has them, then until the PUT traces stop changing;
+    returns the kept traces by the key hash of their root."""
+    client = stack.jaeger.client
+    markers = flush_markers(stack.nodes, error_prefix=marker_prefix)
+    wait_for_traces(client, [m.trace_id for m in markers], timeout=WAIT)
+
+    def snapshot() -> dict[str, list[Trace]]:
+        return roots_by_key_hash(traces_of(client, PUT_OP))
+
+    stable(lambda: {h: sorted(len(t.spans) for t in ts) for h, ts in snapshot().items()}, timeout=30)
+    return snapshot()
+
+
+def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace_stack: Callable[..., Stack]) -> None:
+    ratio, threshold = 0.5, 0.5
+    spec = {"sampling": {"mode": "production", "ratio": ratio, "latencyThreshold": "500ms",
+                         "decisionWait": DECISION_WAIT}}
+    stack = trace_stack(spec, faults=FAULTS)
+    assert {n.env["OTEL_TRACES_SAMPLER"] for n in stack.nodes} == {"parentbased_always_on"}
+    ops = workload(stack, normal=200, errors=20, slow=10, seed=1)
+    kept = kept_after_markers(stack, "fail/marker-")
+
+    errors = [op for op in ops if op.key.startswith("fail/")]
+    slow = [op for op in ops if op.key.startswith("slow/")]
+    assert [op.key for op in errors if op.key_hash not in kept] == [], "every error trace is kept"
+    assert [op.key for op in slow if op.key_hash not in kept] == [], "every slow trace is kept"
+    for op in errors:
+        (trace,) = kept[op.key_hash]
+        assert [s.status_code for s in trace.spans] == ["ERROR"]
+    for op in slow:
+        (trace,) = kept[op.key_hash]
+        assert len(trace.spans) == 5 and max(s.duration_ms for s in trace.spans) >= SLOW * 1000
+
+    # Normal operations that took a good part of the threshold might be kept by the latency
+    # policy (the trace also spans the third replica's late answer): count only the fast ones.
+    normal = [op for op in ops if op.key.startswith("norm/")]
+    fast = [op for op in normal if op.seconds < threshold / 2]
+    assert len(fast) >= 150, f"only {len(fast)} of {len(normal)} normal writes were fast"
+    n_kept = sum(op.key_hash in kept for op in fast)
+    ok, text = within(n_kept, len(fast), ratio)
+    print(f"production ratio {ratio}: {text}; errors {len(errors)}/{len(errors)}, slow {len(slow)}/{len(slow)} kept")
+    assert ok, text
+    for op in normal:
+        for trace in kept.get(op.key_hash, []):
+            assert len(trace.spans) == 5, "a kept trace is whole"
+
+
+def test_development_keeps_everything(trace_stack: Callable[..., Stack]) -> None:
+    stack = trace_stack({"sampling": {"mode": "development"}}, faults=FAULTS)
+    ops = workload(stack, normal=60, errors=10, slow=0, seed=2)
+    kept = kept_after_markers(stack, "fail/marker-")
+    missing = [op.key for op in ops if op.key_hash not in kept]
+    print(f"development: kept {len(ops) - len(missing)} of {len(ops)}")
+    assert missing == []
+    assert all(len(kept[op.key_hash][0].spans) == (1 if op.key.startswith("fail/") else 5) for op in ops)
+
+
+def test_head_sampling_keeps_about_ratio_of_everything_errors_included(trace_stack: Callable[..., Stack]) -> None:
+    ratio = 0.5
+    spec = {"sampling": {"mode": "head", "ratio": ratio}}
+    note = sampling_status(spec)["note"]
+    assert "errors" in note and "sampled" in note and "not every error is kept" in note, note
+    stack = trace_stack(spec, faults=FAULTS)
+    assert {(n.env["OTEL_TRACES_SAMPLER"], n.env["OTEL_TRACES_SAMPLER_ARG"]) for n in stack.nodes} == {
+        ("parentbased_traceidratio", "0.5")}
+    ops = workload(stack, normal=200, errors=40, slow=0, seed=3)
+    kept = kept_after_markers(stack, "fail/marker-")
+
+    n_kept = sum(op.key_hash in kept for op in ops)
+    ok, text = within(n_kept, len(ops), ratio)
+    errors = [op for op in ops if op.key.startswith("fail/")]
+    kept_errors = sum(op.key_hash in kept for op in errors)
+    print(f"head ratio {ratio}: {text}; errors kept {kept_errors} of {len(errors)}")
+    assert ok, text
+    # P(all 40 kept) = 2^-40: head sampling decides at the root, before the error happens
+    assert 0 < kept_errors < len(errors)
+    for op in ops:  # the replicas follow the root's decision (parent-based): kept traces are whole
+        for trace in kept.get(op.key_hash, []):
+            assert len(trace.spans) == (1 if op.key.startswith("fail/") else 5)
