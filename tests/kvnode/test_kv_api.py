@@ -175,3 +175,13 @@ def test_kv_cli_and_bench_against_a_cluster(kv_cluster: Callable[..., Harness]) 
     result = json.loads(bench.stdout.splitlines()[0])
     assert result["ops"] == 300 and result["errors"] == 0 and result["p99_ms"] >= result["p50_ms"] > 0
     assert "ops/s" in bench.stdout.decode()
+
+
+def test_values_at_the_default_size_limit_replicate(kv_cluster: Callable[..., Harness]) -> None:
+    a, b, c = kv_cluster(3).nodes
+    big = bytes(range(256)) * (1536 * 4)  # exactly 1.5 MiB, the default limit
+    assert len(big) == 1536 * 1024
+    for i in range(3):
+        assert a.put(f"big/{i}", big, "all")[0] == 204
+    assert c.get("big/2", "all")[2] == big
+    assert b.put("big/over", big + b"x")[0] == 413

@@ -136,3 +136,14 @@ def test_merkle_diff_finds_exactly_the_changed_buckets() -> None:
     assert merkle.from_leaves(merkle.leaves(_entries(base))) == a
     with pytest.raises(ValueError):
         merkle.from_leaves([b""] * 3)
+
+
+def test_batches_are_bounded_in_bytes() -> None:
+    from kvnode.replication.peers import batches
+
+    records = [Record(f"k{i}".encode(), b"x" * 1000, i) for i in range(50)]
+    out = list(batches(records, max_bytes=5000))
+    assert [r for b in out for r in b] == records
+    assert all(sum(len(r.key) + len(r.value) + 16 for r in b) <= 5000 for b in out)
+    assert [len(b) for b in batches([Record(b"huge", b"x" * 9000, 1)], max_bytes=5000)] == [1]
+    assert list(batches([])) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kvnode import telemetry
 from kvnode.keys import key_hash
 from kvnode.replication.cluster import Cluster
-from kvnode.replication.peers import PeerError
+from kvnode.replication.peers import PeerError, batches
 from kvnode.storage import Record
 
 BATCH = 256
@@ -17,9 +17,10 @@ async def replay_hints(cluster: Cluster) -> int:
     delivered = 0
     for target in list(c.store.hint_counts()):
         while True:
-            batch = c.store.hints_for(target, BATCH)
-            if not batch:
+            pending = c.store.hints_for(target, BATCH)
+            if not pending:
                 break
+            batch = pending[: len(next(batches([r for _, r in pending])))]  # bounded in bytes too
             ids = [i for i, _ in batch]
             records = [r for _, r in batch]
             member = c.member(target)

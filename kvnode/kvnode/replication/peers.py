@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from kvnode.replication.ring import Member
@@ -11,6 +11,24 @@ from kvnode.storage import Record
 
 # Operation codes carried in PUT messages so the replica's span names what it applies.
 OPERATIONS = ("replicate", "hinted_handoff", "read_repair", "anti_entropy", "rebalance")
+
+
+MAX_BATCH_BYTES = 4 << 20  # well under the peer frame limit, whatever the value size limit
+
+
+def batches(records: Sequence[Record], max_bytes: int = MAX_BATCH_BYTES) -> Iterator[list[Record]]:
+    """Split records into consecutive batches of at most `max_bytes` (at least one record each)."""
+    batch: list[Record] = []
+    size = 0
+    for r in records:
+        n = len(r.key) + len(r.value) + 16
+        if batch and size + n > max_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(r)
+        size += n
+    if batch:
+        yield batch
 
 
 class PeerError(Exception):

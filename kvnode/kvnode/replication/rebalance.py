@@ -10,7 +10,7 @@ from __future__ import annotations
 from kvnode import telemetry
 from kvnode.keys import key_hash
 from kvnode.replication.cluster import Cluster, log
-from kvnode.replication.peers import PeerError
+from kvnode.replication.peers import PeerError, batches
 from kvnode.replication.ring import Member, Ring
 from kvnode.storage import Record
 
@@ -52,12 +52,13 @@ async def change_members(c: Cluster, members: tuple[Member, ...]) -> None:
             for target, records in moves(page, old, new, c.id, c.rf).items():
                 member = new.member(target)
                 assert member is not None
-                try:
-                    await c.peers.put(member, records, "rebalance", trace)
-                    sent += len(records)
-                except PeerError as exc:
-                    log.warning("rebalance to %s failed (%s): kept as hints", target, exc.reason)
-                    await c.store.add_hints(target, records)
+                for batch in batches(records):
+                    try:
+                        await c.peers.put(member, batch, "rebalance", trace)
+                        sent += len(batch)
+                    except PeerError as exc:
+                        log.warning("rebalance to %s failed (%s): kept as hints", target, exc.reason)
+                        await c.store.add_hints(target, batch)
             if c.epoch != epoch:
                 return  # a newer change started its own pass
         c.metrics.rebalanced.inc(amount=sent)
