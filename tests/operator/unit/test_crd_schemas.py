@@ -10,7 +10,7 @@ from render_testlib import crd, schema_default, spec_schema, validate_k8s
 
 from kvtrace_operator.render import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import DURATION_PATTERN
-from kvtrace_operator.render.validate import MIN_DURATIONS
+from kvtrace_operator.render.validate import MAX_KVCLUSTER_NAME, MAX_PIPELINE_NAME, MIN_DURATIONS
 
 pytestmark = pytest.mark.unit
 
@@ -85,6 +85,12 @@ class TestCRDDefinitions:
                     if match:
                         found[f"spec{path}"] = match.group(1)
         assert found == MIN_DURATIONS
+
+    @pytest.mark.parametrize(("plural", "limit"), [("kvclusters", MAX_KVCLUSTER_NAME), ("tracingpipelines", MAX_PIPELINE_NAME)])
+    def test_name_rule_matches_the_renderer(self, plural: str, limit: int) -> None:
+        [rule] = crd(plural)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+        assert f"size(self.metadata.name) <= {limit}" in rule["rule"]
+        assert rule["message"].startswith(f"metadata.name must be a DNS label of at most {limit} characters")
 
     @pytest.mark.parametrize("plural", PLURALS)
     def test_status_conditions_follow_api_conventions(self, plural: str) -> None:
