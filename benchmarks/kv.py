@@ -161,14 +161,14 @@ def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
 
 def measure(endpoints: list[str], target: str, args: argparse.Namespace, procs: list[subprocess.Popen[bytes]]) -> dict[str, Result]:
     """Throughput and latency, plus the servers' CPU per operation: robust to a busy machine."""
-    common = dict(endpoints=endpoints, clients=args.clients, duration=args.duration, keys=args.keys,
-                  value_size=100, consistency="quorum", target=target)
-    run_sync(BenchConfig(**{**common, "duration": 0.1}, write_ratio=1.0, preload=True))  # type: ignore[arg-type]
+    common: dict[str, Any] = dict(endpoints=endpoints, clients=args.clients, duration=args.duration,
+                                  keys=args.keys, value_size=100, consistency="quorum", target=target)
+    run_sync(BenchConfig(**{**common, "duration": 0.1}, write_ratio=1.0, preload=True))
     out = {}
     for phase, overrides in (("writes", {"write_ratio": 1.0}), ("reads", {"write_ratio": 0.0}),
                              ("unloaded_writes", {"write_ratio": 1.0, "clients": 1, "duration": min(2.0, args.duration)})):
         before = cpu_seconds(procs)
-        result = run_sync(BenchConfig(**{**common, **overrides}))  # type: ignore[arg-type]
+        result = run_sync(BenchConfig(**{**common, **overrides}))
         if result.ops:
             result.by_operation["server_cpu_us_per_op"] = {"value": round((cpu_seconds(procs) - before) / result.ops * 1e6, 1)}
         out[phase] = result
@@ -237,9 +237,9 @@ def main() -> int:
     rows = [(f"{name[:18]} {phase}", r) for name, phases in results.items() for phase, r in phases.items()]
     print(table(rows))
     for name, phases in results.items():
-        cpu = ", ".join(f"{phase} {r.by_operation.get('server_cpu_us_per_op', {}).get('value', 0):.0f}"
+        cpu_text = ", ".join(f"{phase} {r.by_operation.get('server_cpu_us_per_op', {}).get('value', 0):.0f}"
                         for phase, r in phases.items())
-        print(f"server CPU µs/op, {name}: {cpu}")
+        print(f"server CPU µs/op, {name}: {cpu_text}")
     for label, ratio in ratios.items():
         print(f"{label}: {ratio:.3f}")
     for note in notes:

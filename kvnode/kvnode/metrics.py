@@ -90,10 +90,11 @@ class Metrics:
 
     def render(self) -> str:
         lines: list[str] = []
-        for metric in (
+        metrics: list[Counter | Histogram | Gauge] = [
             self.requests, self.latency, self.replication_failures, self.hints_stored, self.hints_delivered,
             self.read_repairs, self.anti_entropy_rounds, self.anti_entropy_repairs, self.rebalanced,
             self.peer_requests, *self.gauges,
-        ):
+        ]
+        for metric in metrics:
             lines += metric.render()
         return "\n".join(lines) + "\n"

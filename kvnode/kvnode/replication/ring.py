@@ -62,21 +62,20 @@ class Ring:
     vnodes: int = 64
     _tokens: list[int] = field(init=False, repr=False, compare=False)
     _owners: list[str] = field(init=False, repr=False, compare=False)
+    _by_id: dict[str, Member] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         points = sorted((_token(m.id, v), m.id) for m in self.members for v in range(self.vnodes))
         object.__setattr__(self, "_tokens", [t for t, _ in points])
         object.__setattr__(self, "_owners", [o for _, o in points])
+        object.__setattr__(self, "_by_id", {m.id: m for m in self.members})
 
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(m.id for m in self.members)
 
     def member(self, member_id: str) -> Member | None:
-        for m in self.members:
-            if m.id == member_id:
-                return m
-        return None
+        return self._by_id.get(member_id)
 
     def preference(self, khash: int, n: int) -> tuple[str, ...]:
         """The first `n` distinct members clockwise from the key's position."""

@@ -125,7 +125,9 @@ class Store:
     def _commit(self, conn: sqlite3.Connection, batch: list[tuple[Job, Any, Any]]) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
-            results = [(fut, loop, job(conn), None) for job, fut, loop in batch]
+            results: list[tuple[Any, Any, Any, BaseException | None]] = [
+                (fut, loop, job(conn), None) for job, fut, loop in batch
+            ]
             conn.execute("COMMIT")
         except Exception:
             if conn.in_transaction:
