@@ -26,6 +26,10 @@ def chart_operator(local_cluster: Any, namespace: str, tmp_path: Path,
         op.start()
         yield op
     finally:
+        # Delete the custom resources while the operator still runs: kopf removes its
+        # finalizer (it adds one for its timers), so the namespace can go away afterwards.
+        local_cluster.kubectl("-n", namespace, "delete", "kvclusters.kvtrace.dev,tracingpipelines.kvtrace.dev",
+                              "--all", "--wait", "--timeout=60s", check=False, timeout=90)
         op.stop()
         if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
             sys.stderr.write(f"\n--- operator log ({op.log_path}) ---\n{op.log()[-20000:]}\n")
