@@ -8,9 +8,10 @@ every span call, so untraced nodes pay one attribute check per operation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -25,13 +26,25 @@ CLIENT = SpanKind.CLIENT
 INTERNAL = SpanKind.INTERNAL
 
 
+_fields: frozenset[str] = frozenset()
+
+
 def setup(raw_keys: bool = False) -> bool:
-    global ENABLED, RAW_KEYS, _tracer
+    global ENABLED, RAW_KEYS, _tracer, _fields
     tracer = trace.get_tracer_provider().get_tracer("kvnode")
     ENABLED = not isinstance(tracer, (trace.NoOpTracer, trace.ProxyTracer))
     RAW_KEYS = raw_keys and ENABLED
     _tracer = tracer
+    _fields = frozenset(f.lower() for f in propagate.get_global_textmap().fields)
     return ENABLED
+
+
+def incoming_context(headers: Mapping[str, str]) -> Context | None:
+    """Context from request headers through the configured propagators (OTEL_PROPAGATORS);
+    skipped when no header any of them reads is present (the common case for clients)."""
+    if not any(name in headers for name in _fields):
+        return None
+    return propagate.extract(headers)
 
 
 def start(name: str, kind: SpanKind, attributes: dict[str, Any], parent: Span | Context | None = None) -> Span:

@@ -44,8 +44,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def http(method: str, url: str, body: bytes | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, data=body, method=method)
+def http(method: str, url: str, body: bytes | None = None, timeout: float = 10,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, dict(resp.headers), resp.read()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import Harness, free_port, wait_until
+from conftest import http as request
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
@@ -132,6 +133,14 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
         for key, value in attrs(s).items():
             assert SECRET_KEY not in str(value), f"raw key in {s.name} {key}"
         assert SECRET_KEY not in s.name
+
+    # a client that is traced itself: the coordinator span joins the client's trace
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    headers = {"traceparent": f"00-{trace_id}-{parent_id}-01"}
+    assert request("GET", a.kv_url(SECRET_KEY, "quorum"), headers=headers)[0] == 200
+    joined = wait_until(lambda: receiver.find(lambda n, s: s.trace_id.hex() == trace_id and s.parent_span_id.hex() == parent_id),
+                        20, what="the span continuing the client's trace")
+    assert joined[0][1].kind == Span.SPAN_KIND_SERVER and attrs(joined[0][1])["kvstore.operation"] == "read"
 
     # a failed write: ERROR status and a recorded exception on the coordinator span
     assert a.put("fail/x", b"v")[0] == 500

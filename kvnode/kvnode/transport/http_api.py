@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.web_app import Application
-from opentelemetry import propagate
 from opentelemetry.trace import Span
 
 from kvnode import telemetry
@@ -144,7 +143,7 @@ def _server_span(request: web.Request, op: str, level: str, key: bytes, cluster:
     }
     if telemetry.RAW_KEYS:
         attrs["kvstore.key"] = key.decode("utf-8", "replace")
-    parent = propagate.extract(request.headers)
+    parent = telemetry.incoming_context(request.headers)
     return telemetry.start(f"{request.method} {ROUTE}", telemetry.SERVER, attrs, parent)
 
 
