@@ -136,6 +136,23 @@ def test_rewriter_maps_mounts_and_wildcard_addresses(tmp_path: Path) -> None:
     assert rewrite("10.244.0.7:7070,10.244.0.70:1") == "127.9.0.3:7070,10.244.0.70:1"
 
 
+def test_rewriter_never_rewrites_a_replacement_again(tmp_path: Path) -> None:
+    rewrite = _Rewriter([("/tmp", tmp_path / "scratch"), ("/var/lib/kv", Path("/tmp/cluster/pvc-1"))],
+                        "127.9.0.3", None)
+    assert rewrite("--data-dir=/var/lib/kv") == "--data-dir=/tmp/cluster/pvc-1"
+    assert rewrite("/tmp/x:/var/lib/kv/y") == f"{tmp_path}/scratch/x:/tmp/cluster/pvc-1/y"
+
+
+def test_rewriter_maps_known_cluster_names_and_records_every_name_it_meets() -> None:
+    seen: dict[str, str | None] = {}
+    rewrite = _Rewriter([], "127.9.0.3", None, {"kv-1.kv.ns.svc.cluster.local:7071": "127.9.0.4:7071"}, seen)
+    assert (rewrite("kv-0=kv-0.kv.ns.svc.cluster.local:7071,kv-1=kv-1.kv.ns.svc.cluster.local:7071")
+            == "kv-0=kv-0.kv.ns.svc.cluster.local:7071,kv-1=127.9.0.4:7071")
+    assert seen == {"kv-0.kv.ns.svc.cluster.local:7071": None, "kv-1.kv.ns.svc.cluster.local:7071": "127.9.0.4:7071"}
+    assert rewrite.text(b"endpoint: http://KV-1.kv.ns.svc.cluster.local:7071/x\n") == b"endpoint: http://127.9.0.4:7071/x\n"
+    assert rewrite.text(b"\xff\xfe0.0.0.0:1") == b"\xff\xfe0.0.0.0:1"
+
+
 def test_loopback_allocator_is_sticky_per_key() -> None:
     allocator = LoopbackAllocator(second_octet=7)
     a, b = allocator.allocate("ns/pod-0"), allocator.allocate()

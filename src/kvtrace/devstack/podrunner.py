@@ -643,12 +643,15 @@ class _Rewriter:
 
     def __init__(self, mounts: list[tuple[str, Path]], address: str, kwok_ip: str | None,
                  names: Mapping[str, str] | None = None, seen: dict[str, str | None] | None = None) -> None:
-        self.rules: list[tuple[re.Pattern[str], str]] = [
-            (re.compile(r"(?<![\w./-])" + re.escape(mount) + r"(?=/|$|[^\w.-])"), str(local))
-            for mount, local in mounts if mount != "/"
-        ]
+        # One pass over all mount paths (longest first), so a replacement is never rewritten
+        # again (a volume mounted at /tmp must not touch the local path given for another).
+        self.mounts = {mount: str(local) for mount, local in mounts if mount != "/"}
+        self.mount_pattern = re.compile(
+            r"(?<![\w./-])(" + "|".join(re.escape(m) for m in sorted(self.mounts, key=len, reverse=True))
+            + r")(?=/|$|[^\w.-])") if self.mounts else None
         addresses = [r"0\.0\.0\.0", r"\[::\]"] + ([re.escape(kwok_ip)] if kwok_ip else [])
-        self.rules.append((re.compile(r"(?<![\d.])(?:" + "|".join(addresses) + r")(?![\d])"), address))
+        self.wildcard = re.compile(r"(?<![\d.])(?:" + "|".join(addresses) + r")(?![\d])")
+        self.address = address
         self.names = names or {}
         self.seen = seen if seen is not None else {}
 
@@ -659,9 +662,11 @@ class _Rewriter:
         return target or match.group(0)
 
     def __call__(self, value: str) -> str:
-        for pattern, replacement in self.rules:
-            value = pattern.sub(_literal(replacement), value)
-        return _HOST_PORT.sub(self._name, value)
+        value = self.wildcard.sub(_literal(self.address), value)
+        value = _HOST_PORT.sub(self._name, value)
+        if self.mount_pattern is not None:  # last: local paths are not scanned again
+            value = self.mount_pattern.sub(lambda match: self.mounts[match.group(1)], value)
+        return value
 
     def text(self, data: bytes) -> bytes:
         """The same rewrite for file content that is UTF-8 text; other bytes stay as they are."""
