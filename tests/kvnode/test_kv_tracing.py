@@ -79,11 +79,12 @@ def attrs(span: Span) -> dict[str, Any]:
     return out
 
 
-def traced_cluster(kv_cluster: Callable[..., Harness], receiver: Receiver, **env: str) -> Harness:
+def traced_cluster(kv_cluster: Callable[..., Harness], receiver: Receiver | str, **env: str) -> Harness:
+    endpoint = receiver if isinstance(receiver, str) else f"http://127.0.0.1:{receiver.port}"
     otel = {
         "OTEL_SDK_DISABLED": "false", "OTEL_SERVICE_NAME": "kvnode", "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}", "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_PROPAGATORS": "tracecontext,baggage",
     }
     return kv_cluster(3, **otel, **env)
@@ -165,3 +166,34 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
         20, what="the failed replica call",
     )
     assert attrs(failed_calls[0])["server.address"] == c.ip
+
+
+def test_quorum_write_trace_reaches_jaeger_through_the_collector(
+    kv_cluster: Callable[..., Harness], jaeger: Callable[..., Any], collector: Callable[..., Any],
+) -> None:
+    """The same trace through the real pipeline: nodes → OpenTelemetry Collector → Jaeger v2."""
+    backend = jaeger()
+    pipeline = collector(jaeger=backend)
+    a, b, c = traced_cluster(kv_cluster, pipeline.otlp_http).nodes
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    headers = {"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
+    assert request("PUT", a.kv_url(SECRET_KEY, "quorum"), b"v", headers=headers)[0] == 204
+    client = backend.client()
+
+    def complete() -> Any:
+        t = client.trace(trace_id)
+        if t is None or len({s.resource.get("service.instance.id") for s in t.spans}) < 3:
+            return None
+        return t
+
+    found = wait_until(complete, 30, interval=0.5, what="the trace in Jaeger")
+    coordinator = found.named("PUT /v1/kv/{key}")
+    assert len(coordinator) == 1 and coordinator[0].kind == "SERVER"
+    assert coordinator[0].attributes["kvstore.consistency"] == "quorum"
+    calls = found.children(coordinator[0])
+    assert len(calls) == 2 and {s.kind for s in calls} == {"CLIENT"}
+    for call in calls:
+        replica = found.children(call)
+        assert len(replica) == 1 and replica[0].kind == "SERVER" and replica[0].name == "kvstore.replicate"
+    assert {s.resource.get("service.instance.id") for s in found.spans} == {a.id, b.id, c.id}
+    assert all(SECRET_KEY not in str(v) for s in found.spans for v in s.attributes.values())
