@@ -177,6 +177,7 @@ class PodRunner:
         self._running: dict[str, _Running] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._client: Any = None
         self._cache: dict[tuple[str, str], Obj | None] = {}
@@ -200,14 +201,17 @@ class PodRunner:
         return self
 
     def stop(self) -> None:
+        # Stop the processes before the loop thread ends: those it (re)started die with it
+        # (PR_SET_PDEATHSIG follows the thread), and they deserve a SIGTERM first.
+        with self._lock:
+            self._stopping = True
+            for running in list(self._running.values()):
+                self._stop_pod(running)
+            self._running.clear()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        with self._lock:
-            for running in list(self._running.values()):
-                self._stop_pod(running)
-            self._running.clear()
         self.endpoint_map.remove(self._owner)
         if self._client is not None:
             with contextlib.suppress(Exception):
@@ -291,6 +295,8 @@ class PodRunner:
     def sync(self) -> None:
         """One reconciliation pass (the thread calls this every ``poll_interval``)."""
         with self._lock:
+            if self._stopping:
+                return
             self._cache.clear()
             pods = self._list("Pod")
             wanted = {p["metadata"]["uid"]: p for p in pods
