@@ -1,8 +1,8 @@
-"""``kvtrace status``, ``kvtrace trace`` and ``kvtrace traces``; the same
+"""``kvtrace status``, ``kvtrace doctor``, ``kvtrace trace`` and ``kvtrace traces``; the same
 commands as the kubectl plugin ``kubectl kvtrace`` (:func:`kubectl_main`).
 
 Bad input or an unreachable API server, collector or Jaeger prints one line naming the
-parameter or address, and exits 2.
+parameter or address, and exits 2; ``doctor`` exits 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -54,6 +54,25 @@ def add_commands(subparsers: Any) -> None:
     status.add_argument("-o", "--output", default="table", choices=("table", "json", "yaml"),
                         help="output format (default: table)")
     status.set_defaults(func=_guard(_status))
+
+    doctor = subparsers.add_parser(
+        "doctor", help="check that a KVCluster's traces really arrive: each check pass/fail, evidence, fix",
+        description="Runs the troubleshooting checklist against a KVCluster and its TracingPipeline: the "
+        "collector Service has ready endpoints and accepts OTLP; every member carries the pipeline's "
+        "OTel environment; sampling is coherent; batch and memory-limiter settings fit the collector's "
+        "resources; a canary trace sent through the collector shows up in Jaeger. Exits 1 when a "
+        "check fails.")
+    doctor.add_argument("name", metavar="NAME", help="the KVCluster")
+    _kube_args(doctor, all_namespaces=False)
+    doctor.add_argument("--collector", default=None, metavar="URL",
+                        help="collector OTLP/HTTP base URL, e.g. http://localhost:4318 (default: "
+                        f"${COLLECTOR_ENV}, else the pipeline's endpoint, through the dev endpoint map)")
+    _jaeger_arg(doctor)
+    doctor.add_argument("--canary-timeout", default=None, metavar="DURATION",
+                        help="how long to wait for the canary trace in Jaeger (default: the pipeline's "
+                        "decisionWait plus 20s)")
+    doctor.add_argument("--no-canary", action="store_true", help="skip the canary trace")
+    doctor.set_defaults(func=_guard(_doctor))
 
     trace = subparsers.add_parser("trace", help="draw one trace from Jaeger as a waterfall",
                                   description="Fetches a trace through Jaeger's /api/v3 and draws it: span "
@@ -115,6 +134,18 @@ def _status(args: argparse.Namespace) -> int:
         report = status.select(report, args.name)
     sys.stdout.write(status.render(report, args.output))
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from kvtrace.inspect import doctor
+
+    kube = _kube(args)
+    namespace = args.namespace or kube.default_namespace
+    results = doctor.run(kube, namespace, args.name, collector=args.collector or os.environ.get(COLLECTOR_ENV),
+                         jaeger=args.jaeger or os.environ.get(JAEGER_ENV), canary=not args.no_canary,
+                         canary_timeout=args.canary_timeout)
+    sys.stdout.write(doctor.render(results))
+    return 1 if doctor.failed(results) else 0
 
 
 def jaeger_url(value: str | None) -> str:

@@ -1,0 +1,586 @@
+"""``kvtrace doctor NAME``: the troubleshooting checklist for "my traces are missing", made
+executable. Each check is printed as PASS, FAIL, WARN or SKIP with its evidence and the fix.
+
+Every ``check_*`` function is pure: it takes the evidence :func:`gather` collected (objects
+as the API server returned them, the results of the OTLP and canary probes) and returns a
+:class:`Check`. :func:`gather` does the I/O: read-only API calls, an empty OTLP export to the
+collector, and a canary trace sent through the collector and looked up in Jaeger.
+
+Addresses: ``--collector`` / ``--jaeger``, else the pipeline's ``status.endpoints`` (cluster
+DNS names, resolvable from inside the cluster), rewritten through the development endpoint
+map (``KVTRACE_ENDPOINT_MAP``, see docs/local-stack.md) when one is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import time
+import urllib.error
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from kvtrace.inspect.errors import InspectError
+from kvtrace.inspect.status import COMPONENT, INSTANCE, pipeline_ref
+from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render.defaults import apply_defaults_pipeline
+
+PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
+CONFIG_KEY = "config.yaml"
+NODE_CONTAINER = "kvnode"
+# Memory estimates for the resources check (documented in docs/troubleshooting.md).
+SPAN_BYTES = 1024  # one span in the collector's memory, attributes included
+SPANS_PER_TRACE = 8  # a quorum write at replication factor 3: 1 + 3 client + 3 server spans, rounded up
+MAX_LIMIT_PERCENTAGE = 90
+RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+ALWAYS_ON = ("always_on", "parentbased_always_on")
+DEFAULT_CANARY_SLACK_S = 20.0
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    status: str
+    summary: str
+    evidence: list[str] = dataclasses.field(default_factory=list)
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def container_env(pod: Mapping[str, Any], container: str = NODE_CONTAINER) -> dict[str, Any]:
+    """``{name: value}`` of a pod's container (``valueFrom`` entries map to their source)."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    chosen = next((c for c in containers if c.get("name") == container), containers[0] if containers else {})
+    return {e["name"]: e["value"] if "value" in e else {"valueFrom": e.get("valueFrom")}
+            for e in chosen.get("env") or [] if "name" in e}
+
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(?:e([0-9]+))?([KMGTPE]i?|k|m)?$")
+_UNITS = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "m": 10**-3}
+
+
+def quantity_bytes(value: Any) -> int | None:
+    """A Kubernetes quantity (``512Mi``, ``1G``, ``1e9``) in bytes; None when unparsable."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    match = _QUANTITY.match(str(value or "").strip())
+    if not match:
+        return None
+    number = float(match.group(1)) * (10 ** int(match.group(2) or 0))
+    return int(number * _UNITS[match.group(3) or ""])
+
+
+def mib(value: float) -> str:
+    return f"{value / 2**20:.0f}MiB" if value >= 2**20 else f"{value / 1024:.0f}KiB"
+
+
+def traces_pipeline(config: Mapping[str, Any]) -> dict[str, Any]:
+    pipelines = ((config.get("service") or {}).get("pipelines") or {})
+    return dict(pipelines.get("traces") or next(iter(pipelines.values()), {}) or {})
+
+
+def _kind(component_name: str) -> str:
+    return component_name.split("/", 1)[0]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_pipeline(cluster: Mapping[str, Any], pipeline: Mapping[str, Any] | None) -> Check:
+    name = "tracing pipeline"
+    ref = pipeline_ref(cluster)
+    cname = names.name_of(dict(cluster))
+    if not ref:
+        return Check(name, FAIL, f"KVCluster {cname} has no spec.tracing.pipelineRef: its members run untraced",
+                     [f"KVCluster {cname}: spec.tracing = {(cluster.get('spec') or {}).get('tracing')!r}"],
+                     f"kubectl patch kvcluster {cname} --type merge -p "
+                     "'{\"spec\":{\"tracing\":{\"pipelineRef\":{\"name\":\"PIPELINE\"}}}}'")
+    if pipeline is None:
+        return Check(name, FAIL, f"TracingPipeline {ref} (spec.tracing.pipelineRef.name) does not exist",
+                     [f"KVCluster {cname} references TracingPipeline {ref!r}; no such object in the namespace"],
+                     f"create TracingPipeline {ref} in this namespace, or point spec.tracing.pipelineRef at an existing one")
+    ready = next((c for c in (pipeline.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    evidence = [f"TracingPipeline {ref}: Ready={ready.get('status')} {ready.get('reason')}: {ready.get('message')}"
+                if ready else f"TracingPipeline {ref}: no Ready condition yet"]
+    return Check(name, PASS, f"KVCluster {cname} uses TracingPipeline {ref}", evidence)
+
+
+def check_collector_endpoints(pipeline_name: str, service: Mapping[str, Any] | None,
+                              slices: Sequence[Mapping[str, Any]],
+                              deployments: Sequence[Mapping[str, Any]]) -> Check:
+    """The collector Service has at least one ready endpoint."""
+    name = "collector endpoints"
+    svc = names.collector(pipeline_name)
+    evidence = []
+    for dep in deployments:
+        st, spec = dep.get("status") or {}, dep.get("spec") or {}
+        evidence.append(f"Deployment {dep['metadata']['name']}: {int(st.get('readyReplicas') or 0)}/"
+                        f"{spec.get('replicas', 1)} replicas ready")
+    if service is None:
+        return Check(name, FAIL, f"Service {svc} does not exist", evidence,
+                     "the operator creates it with the pipeline: check that the operator runs "
+                     "(kvtrace status shows the pipeline's conditions and events)")
+    ready: list[str] = []
+    not_ready: list[str] = []
+    for piece in slices:
+        for endpoint in piece.get("endpoints") or []:
+            who = ((endpoint.get("targetRef") or {}).get("name") or ",".join(endpoint.get("addresses") or []))
+            cond = endpoint.get("conditions") or {}
+            (ready if cond.get("ready") is not False else not_ready).append(who)
+    evidence.insert(0, f"Service {svc}: {len(ready)} ready endpoint(s) {sorted(ready)}"
+                    + (f", {len(not_ready)} not ready {sorted(not_ready)}" if not_ready else ""))
+    if ready:
+        return Check(name, PASS, f"Service {svc} has {len(ready)} ready endpoint(s)", evidence)
+    scaled_to_zero = any((d.get("spec") or {}).get("replicas") == 0 for d in deployments)
+    fix = (f"kubectl scale deployment {svc} --replicas=1 (the operator restores spec.collector.replicas at its "
+           "next resync; if it does not, check that it runs)" if scaled_to_zero else
+           f"look at the collector pods: kubectl describe pods -l {COMPONENT}=collector,{INSTANCE}={pipeline_name}; "
+           f"kubectl logs deployment/{svc}")
+    return Check(name, FAIL, f"Service {svc} has no ready endpoint: spans sent to it are lost", evidence, fix)
+
+
+def check_otlp(probe: Mapping[str, Any] | None) -> Check:
+    """The collector answers an (empty) OTLP/HTTP export with 200."""
+    name = "collector accepts OTLP"
+    if probe is None or probe.get("skipped"):
+        why = (probe or {}).get("skipped") or "no collector URL"
+        return Check(name, SKIP, f"not verified: {why}", [],
+                     "pass --collector URL (e.g. kubectl port-forward svc/PIPELINE-collector 4318, then "
+                     "--collector http://localhost:4318), or run kvtrace doctor inside the cluster")
+    evidence = [f"POST {probe['url']}/v1/traces (empty ExportTraceServiceRequest)"]
+    if probe.get("error"):
+        evidence.append(f"error: {probe['error']}")
+        return Check(name, FAIL, f"cannot send OTLP to {probe['url']}", evidence,
+                     "check the collector's Service and pods (collector endpoints check above) and that "
+                     "the otlp receiver listens on 0.0.0.0:4318")
+    evidence.append(f"HTTP {probe['status']} {str(probe.get('body') or '')[:200]}".rstrip())
+    if probe["status"] == 200:
+        return Check(name, PASS, f"{probe['url']} accepts OTLP/HTTP", evidence)
+    return Check(name, FAIL, f"{probe['url']} answered HTTP {probe['status']} to an OTLP export", evidence,
+                 "the collector refused the export: read its log (kubectl logs deployment/PIPELINE-collector); "
+                 "HTTP 503 usually means the memory limiter is refusing data")
+
+
+def expected_env(cluster: Mapping[str, Any], pipeline: Mapping[str, Any]) -> dict[str, Any]:
+    """The OTel environment the pipeline gives the members (render layer, same as the operator)."""
+    from kvtrace_operator.render.otel_env import otel_environment
+
+    return {e["name"]: e["value"] if "value" in e else {"valueFrom": e.get("valueFrom")}
+            for e in otel_environment(dict(cluster), dict(pipeline))}
+
+
+def check_pod_env(cluster: Mapping[str, Any], pipeline: Mapping[str, Any] | None,
+                  pods: Sequence[Mapping[str, Any]]) -> Check:
+    """Every member pod carries the pipeline's OTel environment; which ones do not."""
+    name = "members' OTel environment"
+    cname = names.name_of(dict(cluster))
+    if pipeline is None:
+        return Check(name, SKIP, "no pipeline to compare with", [])
+    if not pods:
+        return Check(name, FAIL, f"KVCluster {cname} has no member pods", [],
+                     f"kvtrace status {cname} shows the members and why they are missing")
+    try:
+        wanted = expected_env(cluster, pipeline)
+    except ValueError as exc:  # SpecError: the pipeline cannot be rendered
+        return Check(name, FAIL, f"the pipeline cannot be rendered: {exc}", [], "fix the TracingPipeline's spec")
+    bad: dict[str, list[str]] = {}
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        have = container_env(pod)
+        problems = []
+        for var, value in wanted.items():
+            if var not in have:
+                problems.append(f"missing {var}")
+            elif isinstance(value, str) and have[var] != value:
+                problems.append(f"{var}={have[var]!r}, expected {value!r}")
+        if problems:
+            bad[pod["metadata"]["name"]] = problems
+    checked = [f"{len(wanted)} variables compared on {len(pods)} pod(s): {', '.join(sorted(wanted))}"]
+    if not bad:
+        return Check(name, PASS, f"all {len(pods)} member pods carry the pipeline's OTel environment", checked)
+    evidence = [f"{pod}: {'; '.join(problems)}" for pod, problems in bad.items()] + checked
+    return Check(name, FAIL, f"{len(bad)} of {len(pods)} member pods lack the pipeline's OTel environment: "
+                 f"{', '.join(bad)}", evidence,
+                 "these pods run an old or hand-edited template: the operator's StatefulSet carries the "
+                 f"right environment; delete the listed pods (kubectl delete pod {' '.join(bad)}) so the "
+                 "StatefulSet recreates them, and check that nothing edits the StatefulSet by hand")
+
+
+def check_sampling(pipeline: Mapping[str, Any] | None, configs: Mapping[str, Any],
+                   pods: Sequence[Mapping[str, Any]]) -> Check:
+    """No head sampling under production mode; the collector tail-samples and keeps errors.
+
+    ``configs``: collector ConfigMap name → parsed config (or an error string)."""
+    name = "sampling coherent"
+    if pipeline is None:
+        return Check(name, SKIP, "no pipeline", [])
+    spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
+    mode = sampling.mode(spec)
+    pname = names.name_of(dict(pipeline))
+    samplers: dict[str, list[str]] = {}
+    for pod in pods:
+        env = container_env(pod)
+        value = env.get("OTEL_TRACES_SAMPLER")
+        text = value if isinstance(value, str) else "(unset: the SDK default parentbased_always_on)"
+        if isinstance(value, str) and env.get("OTEL_TRACES_SAMPLER_ARG") and value in RATIO_SAMPLERS:
+            text += f" ratio {env['OTEL_TRACES_SAMPLER_ARG']}"
+        samplers.setdefault(text, []).append(pod["metadata"]["name"])
+    evidence = [f"pipeline {pname}: sampling.mode {mode}, ratio {sampling.format_ratio(sampling.effective_ratio(spec))}"]
+    evidence += [f"pods {', '.join(sorted(p))}: OTEL_TRACES_SAMPLER={s}" for s, p in sorted(samplers.items())]
+    tail_in: list[str] = []
+    for cm, config in sorted(configs.items()):
+        if not isinstance(config, Mapping):
+            evidence.append(f"ConfigMap {cm}: unreadable ({config})")
+            continue
+        procs = traces_pipeline(config).get("processors") or []
+        tails = [p for p in procs if _kind(p) == "tail_sampling"]
+        if tails:
+            tail_in.append(cm)
+            policies = ((config.get("processors") or {}).get(tails[0]) or {}).get("policies") or []
+            kinds = [f"{p.get('name')}({p.get('type')})" for p in policies]
+            evidence.append(f"ConfigMap {cm}: traces pipeline {procs}; tail_sampling policies {kinds}")
+        else:
+            evidence.append(f"ConfigMap {cm}: traces pipeline {procs} (no tail_sampling)")
+    problems = []
+    head_pods = sorted(p for s, pods_ in samplers.items() if any(r in s for r in RATIO_SAMPLERS) for p in pods_)
+    if mode == sampling.PRODUCTION:
+        if head_pods:
+            problems.append(f"head sampling under production mode on {', '.join(head_pods)}: the SDK drops "
+                            "traces before the collector sees them, errors included")
+        if not tail_in:
+            problems.append("production mode but no collector config tail-samples: nothing keeps every error "
+                            "and slow trace")
+        elif sampling.keeps_errors(spec):
+            for cm in tail_in:
+                policies = (configs[cm].get("processors") or {}).get("tail_sampling", {}).get("policies") or []
+                if not any(p.get("type") == "status_code" and "ERROR" in
+                           ((p.get("status_code") or {}).get("status_codes") or []) for p in policies):
+                    problems.append(f"ConfigMap {cm}: tail_sampling has no status_code ERROR policy, so errors "
+                                    "are sampled like everything else")
+    elif mode == sampling.HEAD:
+        if tail_in:
+            problems.append(f"head mode but {', '.join(tail_in)} also tail-samples: traces are sampled twice")
+    elif head_pods:  # development keeps everything
+        problems.append(f"development mode keeps every span, but {', '.join(head_pods)} head-sample")
+    if problems:
+        return Check(name, FAIL, problems[0], problems[1:] + evidence,
+                     "the operator renders a coherent configuration: something edited the collector ConfigMap "
+                     "or the StatefulSet by hand, or the operator is not running. Restore them with the "
+                     f"operator (kubectl delete configmap/deployment it owns are re-created), or compare with "
+                     f"`kvtrace render -f` of the KVCluster and TracingPipeline {pname}")
+    summary = {sampling.PRODUCTION: "production: the SDK keeps every span and the collector tail-samples "
+                                    "(errors and slow traces kept)",
+               sampling.HEAD: f"head mode: the SDK samples a ratio at the root; {sampling.HEAD_NOTE.split(': ', 1)[1]}",
+               sampling.DEVELOPMENT: "development: every span is kept"}.get(mode, mode)
+    return Check(name, WARN if mode == sampling.HEAD else PASS, summary, evidence,
+                 "use sampling.mode production to keep every error trace" if mode == sampling.HEAD else "")
+
+
+def check_resources(configs: Mapping[str, Any], deployments: Mapping[str, Mapping[str, Any]]) -> Check:
+    """memory_limiter first, batch last, and their sizes fit the collector's memory limit.
+
+    ``configs``: collector ConfigMap name → parsed config; ``deployments``: the same names →
+    the collector Deployment (its container's ``resources``)."""
+    name = "batch and memory limiter"
+    failures: list[str] = []
+    warnings: list[str] = []
+    evidence: list[str] = []
+    for cm, config in sorted(configs.items()):
+        if not isinstance(config, Mapping):
+            failures.append(f"ConfigMap {cm}: unreadable ({config})")
+            continue
+        procs = list(traces_pipeline(config).get("processors") or [])
+        settings = config.get("processors") or {}
+        limiter_name = next((p for p in procs if _kind(p) == "memory_limiter"), None)
+        batch_name = next((p for p in procs if _kind(p) == "batch"), None)
+        evidence.append(f"{cm}: processors {procs}")
+        if limiter_name is None:
+            failures.append(f"{cm}: no memory_limiter in the traces pipeline: a burst can OOM-kill the collector")
+        elif procs[0] != limiter_name:
+            failures.append(f"{cm}: memory_limiter is not the first processor")
+        if batch_name is None:
+            failures.append(f"{cm}: no batch processor: every span is exported on its own")
+        elif procs[-1] != batch_name:
+            failures.append(f"{cm}: batch is not the last processor")
+        limiter = settings.get(limiter_name) or {} if limiter_name else {}
+        batch = settings.get(batch_name) or {} if batch_name else {}
+        limit_pct = float(limiter.get("limit_percentage") or 0)
+        spike_pct = float(limiter.get("spike_limit_percentage") or 0)
+        batch_size = int(batch.get("send_batch_size") or 8192)
+        max_size = batch.get("send_batch_max_size")
+        if limiter_name:
+            evidence.append(f"{cm}: memory_limiter limit {limit_pct:g}%, spike {spike_pct:g}%; batch "
+                            f"send_batch_size {batch_size}" + (f", max {max_size}" if max_size else ""))
+            if limiter.get("limit_mib") is None and not limit_pct:
+                failures.append(f"{cm}: memory_limiter has neither limit_percentage nor limit_mib")
+            if limit_pct > MAX_LIMIT_PERCENTAGE:
+                failures.append(f"{cm}: limit_percentage {limit_pct:g} leaves the Go runtime no room "
+                                f"(keep it at most {MAX_LIMIT_PERCENTAGE})")
+            if spike_pct and limit_pct and spike_pct >= limit_pct:
+                failures.append(f"{cm}: spike_limit_percentage {spike_pct:g} is not below limit_percentage {limit_pct:g}")
+        if max_size and int(max_size) < batch_size:
+            failures.append(f"{cm}: send_batch_max_size {max_size} is below send_batch_size {batch_size}")
+        dep = deployments.get(cm)
+        containers = ((((dep or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+        memory = quantity_bytes(((containers[0].get("resources") or {}).get("limits") or {}).get("memory")) \
+            if containers else None
+        if memory is None:
+            warnings.append(f"{cm}: the collector has no memory limit, so the memory limiter's percentages refer "
+                            "to the whole node's memory")
+            continue
+        batch_bytes = batch_size * SPAN_BYTES
+        spike_bytes = memory * spike_pct / 100
+        soft_bytes = memory * (limit_pct - spike_pct) / 100
+        evidence.append(f"{cm}: memory limit {mib(memory)}: spike allowance {mib(spike_bytes)}, soft limit "
+                        f"{mib(soft_bytes)}; one batch ~{mib(batch_bytes)} ({batch_size} spans x {SPAN_BYTES}B)")
+        if limiter_name and batch_bytes > spike_bytes:
+            failures.append(f"{cm}: one batch (~{mib(batch_bytes)}) is larger than the memory limiter's spike "
+                            f"allowance ({mib(spike_bytes)} of {mib(memory)}): the limiter refuses data at every flush")
+        tail = settings.get(next((p for p in procs if _kind(p) == "tail_sampling"), ""), None)
+        if isinstance(tail, Mapping):
+            num = int(tail.get("num_traces") or 50000)
+            tail_bytes = num * SPANS_PER_TRACE * SPAN_BYTES
+            evidence.append(f"{cm}: tail_sampling num_traces {num}: up to ~{mib(tail_bytes)} held while deciding")
+            if tail_bytes > soft_bytes:
+                warnings.append(f"{cm}: a full tail-sampling buffer (~{mib(tail_bytes)}) exceeds the soft limit "
+                                f"({mib(soft_bytes)}): under load the limiter refuses spans before it fills")
+    fix_memory = ("in the TracingPipeline: give the collector more memory (spec.collector.resources.limits.memory) "
+                  "or lower spec.collector.batch.sendBatchSize / spec.sampling.numTraces")
+    if failures:
+        return Check(name, FAIL, failures[0], failures[1:] + warnings + evidence, fix_memory)
+    if warnings:
+        return Check(name, WARN, warnings[0], warnings[1:] + evidence, fix_memory)
+    return Check(name, PASS, "memory_limiter first, batch last, sizes fit the memory limit", evidence)
+
+
+def check_canary(result: Mapping[str, Any] | None) -> Check:
+    """A canary trace sent through the collector is found in Jaeger within the bound."""
+    name = "canary trace reaches Jaeger"
+    if result is None or result.get("skipped"):
+        return Check(name, SKIP, f"not verified: {(result or {}).get('skipped') or 'no canary sent'}", [],
+                     (result or {}).get("fix", ""))
+    evidence = [f"canary trace {result['trace_id']} (service {result.get('service', '')}) sent to {result['collector']}"]
+    if result.get("send_error"):
+        evidence.append(f"send failed: {result['send_error']}")
+        return Check(name, FAIL, "the canary could not be sent to the collector", evidence,
+                     "see the collector checks above")
+    evidence.append(f"looked up in Jaeger at {result['jaeger']} for {result['waited']:.1f}s "
+                    f"(bound {result['timeout']:.0f}s)")
+    if result.get("jaeger_not_ready"):
+        evidence.append(result["jaeger_not_ready"])
+    if result.get("found"):
+        return Check(name, PASS, f"found in Jaeger after {result['waited']:.1f}s", evidence)
+    if result.get("jaeger_error"):
+        evidence.append(f"Jaeger query failed: {result['jaeger_error']}")
+        return Check(name, FAIL, f"cannot query Jaeger at {result['jaeger']}", evidence,
+                     "check the Jaeger pod (kubectl get deployment PIPELINE-jaeger; kvtrace status shows "
+                     "JaegerReady) or pass --jaeger URL")
+    return Check(name, FAIL, f"not in Jaeger after {result['timeout']:.0f}s: the collector accepted it but it "
+                 "was not delivered", evidence,
+                 "read the collector's log for export errors (kubectl logs deployment/PIPELINE-collector); check "
+                 "that Jaeger runs (JaegerReady in kvtrace status) and that its OTLP Service has endpoints")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def failed(checks: Sequence[Check]) -> bool:
+    return any(c.status == FAIL for c in checks)
+
+
+def render(checks: Sequence[Check]) -> str:
+    lines = []
+    for check in checks:
+        lines.append(f"[{check.status}] {check.name}: {check.summary}")
+        lines += [f"       {line}" for line in check.evidence]
+        if check.fix and check.status in (FAIL, WARN, SKIP):
+            lines.append(f"       fix: {check.fix}")
+    counts = {s: sum(1 for c in checks if c.status == s) for s in (PASS, FAIL, WARN, SKIP)}
+    lines.append(f"{counts[PASS]} passed, {counts[FAIL]} failed, {counts[WARN]} warnings, "
+                 f"{counts[SKIP]} skipped (not verified)")
+    return "\n".join(lines) + "\n"
+
+
+def canary_timeout_s(pipeline: Mapping[str, Any] | None, given: str | None) -> float:
+    from kvtrace.inspect.jaeger import parse_duration_ns
+
+    if given:
+        return parse_duration_ns(given, "--canary-timeout") / 1e9
+    spec = apply_defaults_pipeline(dict((pipeline or {}).get("spec") or {}))
+    wait = 0.0
+    if sampling.uses_tail_sampling(spec):
+        try:
+            wait = parse_duration_ns(str(spec["sampling"]["decisionWait"]), "spec.sampling.decisionWait") / 1e9
+        except InspectError:
+            wait = 10.0
+    return wait + DEFAULT_CANARY_SLACK_S
+
+
+def canary_duration_ns(pipeline: Mapping[str, Any] | None) -> int:
+    """Longer than the latency threshold, so production tail sampling keeps the canary."""
+    from kvtrace.inspect.jaeger import parse_duration_ns
+
+    spec = apply_defaults_pipeline(dict((pipeline or {}).get("spec") or {}))
+    try:
+        threshold = parse_duration_ns(str(spec["sampling"]["latencyThreshold"]), "latencyThreshold")
+    except InspectError:
+        threshold = 500_000_000
+    return threshold + 100_000_000
+
+
+# --------------------------------------------------------------------------- I/O edge
+
+
+def _local_name_unresolvable(url: str) -> bool:
+    """A cluster-internal name that does not resolve here (outside the cluster, no endpoint map)."""
+    host = urlsplit(url).hostname or ""
+    if not host.endswith((".svc", ".svc.cluster.local", ".cluster.local")):
+        return False
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        return True
+    return False
+
+
+def resolve_address(given: str | None, from_status: str | None, parameter: str) -> tuple[str | None, bool]:
+    """The URL to use and whether the user gave it (``--collector``/``--jaeger``)."""
+    from kvtrace.devstack.endpoints import resolve_url
+    from kvtrace.inspect.cli import check_url
+
+    if given:
+        check_url(given, parameter)
+        return resolve_url(given.rstrip("/")), True
+    if from_status:
+        return resolve_url(from_status.rstrip("/")), False
+    return None, False
+
+
+def probe_otlp(url: str | None, user_given: bool, parameter: str = "--collector") -> dict[str, Any]:
+    from kvtrace.inspect import otlp
+
+    if url is None:
+        return {"skipped": "the pipeline reports no collector endpoint yet"}
+    if not user_given and _local_name_unresolvable(url):
+        return {"skipped": f"{urlsplit(url).hostname} does not resolve from here"}
+    try:
+        status, body = otlp.post(url, {"resourceSpans": []})
+    except (OSError, urllib.error.URLError) as exc:
+        return {"url": url, "error": f"{getattr(exc, 'reason', exc)} ({parameter})"}
+    return {"url": url, "status": status, "body": body}
+
+
+def send_canary(collector: str, jaeger: str | None, jaeger_given: bool, *, pipeline: Mapping[str, Any] | None,
+                cluster_name: str, timeout: float, jaeger_not_ready: str = "",
+                sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    from kvtrace.devstack.jaeger_client import JaegerClient, JaegerError
+    from kvtrace.inspect import otlp
+
+    if jaeger is None:
+        return {"skipped": "Jaeger is disabled in the pipeline and no --jaeger URL was given",
+                "fix": "pass --jaeger URL of the backend the pipeline exports to"}
+    if not jaeger_given and _local_name_unresolvable(jaeger) and not jaeger_not_ready:
+        return {"skipped": f"{urlsplit(jaeger).hostname} does not resolve from here",
+                "fix": "pass --jaeger URL (e.g. kubectl port-forward svc/PIPELINE-jaeger-query 16686, then "
+                       "--jaeger http://localhost:16686)"}
+    trace_id, span_id = otlp.new_ids()
+    end = time.time_ns()
+    request = otlp.canary_request(trace_id, span_id, start_ns=end - canary_duration_ns(pipeline), end_ns=end,
+                                  attributes={"kvtrace.doctor.cluster": cluster_name})
+    result: dict[str, Any] = {"trace_id": trace_id, "service": otlp.CANARY_SERVICE, "collector": collector,
+                              "jaeger": jaeger, "timeout": timeout, "waited": 0.0, "found": False}
+    if jaeger_not_ready:
+        result["jaeger_not_ready"] = jaeger_not_ready
+    try:
+        status, body = otlp.post(collector, request)
+        if status != 200:
+            result["send_error"] = f"HTTP {status} {body[:200]}"
+            return result
+    except (OSError, urllib.error.URLError) as exc:
+        result["send_error"] = str(getattr(exc, "reason", exc))
+        return result
+    client = JaegerClient(jaeger, timeout=3.0)
+    started = time.monotonic()
+    while True:
+        try:
+            if client.trace(trace_id) is not None:
+                result["found"] = True
+                result.pop("jaeger_error", None)
+        except (JaegerError, OSError, urllib.error.URLError, ValueError) as exc:
+            result["jaeger_error"] = str(getattr(exc, "reason", exc))
+        result["waited"] = time.monotonic() - started
+        if result["found"] or result["waited"] >= timeout:
+            return result
+        sleep(0.5)
+
+
+def _parse_config(cm: Mapping[str, Any] | None) -> Any:
+    if cm is None:
+        return "ConfigMap missing"
+    text = (cm.get("data") or {}).get(CONFIG_KEY)
+    if text is None:
+        return f"no {CONFIG_KEY} key"
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        return f"not YAML: {exc}"
+
+
+def run(kube: Any, namespace: str, name: str, *, collector: str | None = None, jaeger: str | None = None,
+        canary: bool = True, canary_timeout: str | None = None) -> list[Check]:
+    """Gather the evidence for KVCluster ``name`` and run every check."""
+    cluster = kube.get("KVCluster", name, namespace)
+    if cluster is None:
+        raise InspectError(f"NAME: no KVCluster named {name!r} in namespace {namespace}")
+    timeout = canary_timeout_s(None, canary_timeout) if canary_timeout else None  # validate early
+    ref = pipeline_ref(cluster)
+    pipeline = kube.get("TracingPipeline", ref, namespace) if ref else None
+    checks = [check_pipeline(cluster, pipeline)]
+    selector = {INSTANCE: name, COMPONENT: "kvnode"}
+    pods = [p for p in kube.list("Pod", namespace, selector) if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    if pipeline is None:
+        checks.append(check_pod_env(cluster, None, pods))
+        return checks
+    pname = names.name_of(pipeline)
+    spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
+    tiers = [names.collector(pname)] + ([names.sampling_collector(pname)] if sampling.two_tier(spec) else [])
+    deployments = {t: d for t in tiers if (d := kube.get("Deployment", t, namespace)) is not None}
+    service = kube.get("Service", names.collector(pname), namespace)
+    slices = kube.list("EndpointSlice", namespace, {"kubernetes.io/service-name": names.collector(pname)})
+    configs = {t: _parse_config(kube.get("ConfigMap", t, namespace)) for t in tiers}
+    endpoints = (pipeline.get("status") or {}).get("endpoints") or names.pipeline_endpoints(dict(pipeline))
+
+    checks.append(check_collector_endpoints(pname, service, slices, [deployments[t] for t in tiers if t in deployments]))
+    collector_url, collector_given = resolve_address(collector, endpoints.get("otlpHttp"), "--collector")
+    probe = probe_otlp(collector_url, collector_given)
+    otlp_check = check_otlp(probe)
+    checks.append(otlp_check)
+    checks.append(check_pod_env(cluster, pipeline, pods))
+    checks.append(check_sampling(pipeline, configs, pods))
+    checks.append(check_resources(configs, deployments))
+
+    if not canary:
+        checks.append(check_canary({"skipped": "--no-canary"}))
+    elif otlp_check.status != PASS:
+        checks.append(check_canary({"skipped": "the collector does not accept OTLP from here (see above)"}))
+    else:
+        jaeger_url, jaeger_given = resolve_address(jaeger, endpoints.get("jaegerQuery"), "--jaeger")
+        not_ready = ""
+        if spec["jaeger"]["enabled"] is not False:
+            dep = kube.get("Deployment", names.jaeger(pname), namespace)
+            ready = int(((dep or {}).get("status") or {}).get("readyReplicas") or 0)
+            if not ready:
+                not_ready = f"Deployment {names.jaeger(pname)}: no ready replica"
+        checks.append(check_canary(send_canary(
+            str(probe["url"]), jaeger_url, jaeger_given, pipeline=pipeline, cluster_name=name,
+            timeout=timeout or canary_timeout_s(pipeline, None), jaeger_not_ready=not_ready)))
+    return checks
