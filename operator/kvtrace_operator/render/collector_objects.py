@@ -81,13 +81,13 @@ def collector_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
         back_ports = [("otlp-grpc", names.OTLP_GRPC_PORT)]
         back = workload(pipeline, spec, names.sampling_collector(name), COLLECTOR_SAMPLING,
                         SAMPLING_TIER, back_ports, destinations=True)
-        objects += [back.config_map(pipeline), back.deployment(pipeline),
+        objects += [back.service_account(pipeline), back.config_map(pipeline), back.deployment(pipeline),
                     service(pipeline, back.name, COLLECTOR_SAMPLING, back_ports, headless=True)]
         front = workload(pipeline, spec, names.collector(name), COLLECTOR_LOADBALANCER,
                          LOADBALANCER_TIER, edge_ports, destinations=False)
     else:
         front = workload(pipeline, spec, names.collector(name), COLLECTOR, SAMPLING_TIER, edge_ports,
                          destinations=True)
-    objects += [front.config_map(pipeline), front.deployment(pipeline),
+    objects += [front.service_account(pipeline), front.config_map(pipeline), front.deployment(pipeline),
                 service(pipeline, front.name, front.component, edge_ports)]
     return objects

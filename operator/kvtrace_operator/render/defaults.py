@@ -30,6 +30,7 @@ KVCLUSTER_DEFAULTS: dict[str, Any] = {
     "storage": {"size": "1Gi"},
     "antiEntropy": {"interval": "10m"},
     "scheduling": {"podAntiAffinity": "preferred"},
+    "networkPolicy": {"enabled": True, "clientAccess": "all"},
 }
 
 PIPELINE_DEFAULTS: dict[str, Any] = {
@@ -58,6 +59,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     },
     "receivers": {"zipkin": {"enabled": False}, "jaeger": {"enabled": False}},
     "redaction": {"hashAttributes": ["kvstore.key"]},
+    "networkPolicy": {"enabled": True, "queryAccess": "namespace"},
 }
 
 

@@ -72,6 +72,13 @@ class Workload:
         }
         return podspec.with_resources(container, self.resources)
 
+    def service_account(self, owner: dict[str, Any]) -> dict[str, Any]:
+        """Its own ServiceAccount, without a token: neither the collector (no k8s_attributes
+        processor, DNS resolver for the load-balancing exporter) nor Jaeger calls the API."""
+        return {"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": child_metadata(owner, self.name, self.component),
+                "automountServiceAccountToken": False}
+
     def config_map(self, owner: dict[str, Any]) -> dict[str, Any]:
         return config_map(owner, self.name, self.component, {CONFIG_KEY: dump_config(self.config)})
 
@@ -92,6 +99,7 @@ class Workload:
                     "metadata": podspec.template_metadata(standard_labels(owner, self.component),
                                                           checksum(self.config)),
                     "spec": {
+                        "serviceAccountName": self.name,
                         "automountServiceAccountToken": False,
                         "enableServiceLinks": False,
                         "securityContext": podspec.pod_security_context(),

@@ -53,6 +53,7 @@ def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[
     )
     objects = [data_claim(pipeline, jaeger["storage"])] if badger else []
     return objects + [
+        workload.service_account(pipeline),
         workload.config_map(pipeline),
         workload.deployment(pipeline),
         service(pipeline, names.jaeger_query(name), JAEGER, QUERY_PORTS),

@@ -9,6 +9,7 @@ from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import single_unit
 from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels
+from kvtrace_operator.render.networkpolicy import TELEMETRY_CLIENT_LABEL, kvcluster_policies
 from kvtrace_operator.render.otel_env import otel_environment
 from kvtrace_operator.render.statefulset import default_consistency, render_statefulset
 from kvtrace_operator.render.validate import validate_kvcluster
@@ -110,24 +111,6 @@ def disruption_budget(cluster: dict[str, Any], spec: dict[str, Any]) -> dict[str
     }
 
 
-def network_policy(cluster: dict[str, Any]) -> dict[str, Any]:
-    """Peer port from the cluster's own pods only; client port from anywhere."""
-    members = {"podSelector": {"matchLabels": selector_labels(cluster, KVNODE)}}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": child_metadata(cluster, names.name_of(cluster), KVNODE),
-        "spec": {
-            "podSelector": {"matchLabels": selector_labels(cluster, KVNODE)},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {"ports": [{"protocol": "TCP", "port": names.CLIENT_PORT}]},
-                {"from": [members], "ports": [{"protocol": "TCP", "port": names.PEER_PORT}]},
-            ],
-        },
-    }
-
-
 def config_checksum(configmap: dict[str, Any], otel_env: list[dict[str, Any]]) -> str:
     """What rolls the pods: node settings and OTel env, never the peers list (scaling
     rewrites the peers file in place, without restarting members)."""
@@ -137,18 +120,23 @@ def config_checksum(configmap: dict[str, Any], otel_env: list[dict[str, Any]]) -
 
 def render_kvcluster(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -> list[dict[str, Any]]:
     """ServiceAccount, ConfigMap, headless Service, client Service, StatefulSet,
-    PodDisruptionBudget, NetworkPolicy; ``pipeline`` None renders an untraced cluster."""
+    PodDisruptionBudget, NetworkPolicy (unless ``networkPolicy.enabled`` is false);
+    ``pipeline`` None renders an untraced cluster."""
     validate_kvcluster(cluster)
     spec = apply_defaults_kvcluster(cluster.get("spec"))
     otel_env = otel_environment(cluster, pipeline)
     raw_keys = pipeline is not None and sampling.records_raw_keys(apply_defaults_pipeline(pipeline.get("spec")))
     configmap = node_configmap(cluster, spec, raw_keys)
+    # Traced members carry the label the pipeline's NetworkPolicy lets in.
+    pod_labels = {TELEMETRY_CLIENT_LABEL: names.name_of(pipeline)} if pipeline is not None else {}
+    statefulset = render_statefulset(cluster, spec, otel_env, config_checksum(configmap, otel_env), raw_keys,
+                                     pod_labels)
     return [
         service_account(cluster),
         configmap,
         peers_service(cluster),
         client_service(cluster),
-        render_statefulset(cluster, spec, otel_env, config_checksum(configmap, otel_env), raw_keys),
+        statefulset,
         disruption_budget(cluster, spec),
-        network_policy(cluster),
+        *kvcluster_policies(cluster, spec),
     ]

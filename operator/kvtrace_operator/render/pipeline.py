@@ -10,6 +10,7 @@ from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.deployment import config_map
 from kvtrace_operator.render.jaeger_objects import jaeger_objects
 from kvtrace_operator.render.labels import INSTRUMENTATION
+from kvtrace_operator.render.networkpolicy import pipeline_policies
 from kvtrace_operator.render.otel_env import exporter_env
 from kvtrace_operator.render.validate import validate_pipeline
 
@@ -22,11 +23,13 @@ def instrumentation_configmap(pipeline: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_pipeline(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
-    """Collector tier(s), Jaeger (PVC first when badger) and the instrumentation ConfigMap."""
+    """Collector tier(s), Jaeger (PVC first when badger), the instrumentation ConfigMap and
+    the NetworkPolicies (unless ``networkPolicy.enabled`` is false)."""
     validate_pipeline(pipeline)
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     return [
         *collector_objects(pipeline, spec),
         *jaeger_objects(pipeline, spec),
         instrumentation_configmap(pipeline),
+        *pipeline_policies(pipeline, spec),
     ]

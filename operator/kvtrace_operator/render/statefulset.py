@@ -127,9 +127,13 @@ def volume_claim(cluster: dict[str, Any], storage: dict[str, Any]) -> dict[str, 
 
 
 def render_statefulset(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[str, Any]],
-                       config_checksum: str, raw_keys: bool = False) -> dict[str, Any]:
-    """OrderedReady, one pod at a time: an image change never takes down more than one member."""
+                       config_checksum: str, raw_keys: bool = False,
+                       pod_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """OrderedReady, one pod at a time: an image change never takes down more than one member.
+    ``pod_labels``: extra labels of the members (not in the selector), e.g. the one that lets
+    them through the pipeline's NetworkPolicy."""
     name = names.name_of(cluster)
+    labels = {**standard_labels(cluster, KVNODE), **(pod_labels or {})}
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -145,7 +149,7 @@ def render_statefulset(cluster: dict[str, Any], spec: dict[str, Any], otel_env: 
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
             "selector": {"matchLabels": selector_labels(cluster, KVNODE)},
             "template": {
-                "metadata": podspec.template_metadata(standard_labels(cluster, KVNODE), config_checksum),
+                "metadata": podspec.template_metadata(labels, config_checksum),
                 "spec": pod_spec(cluster, spec, otel_env, raw_keys),
             },
             "volumeClaimTemplates": [volume_claim(cluster, spec["storage"])],

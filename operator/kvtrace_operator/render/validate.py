@@ -77,6 +77,7 @@ def validate_kvcluster(cluster: dict[str, Any]) -> None:
     _quantity(spec["storage"]["size"], "spec.storage.size")
     _enum(spec["scheduling"]["podAntiAffinity"], "spec.scheduling.podAntiAffinity",
           ("preferred", "required", "none"))
+    _enum(spec["networkPolicy"]["clientAccess"], "spec.networkPolicy.clientAccess", ("all", "labelled"))
 
 
 def _validate_sampling(spec: dict[str, Any]) -> None:
@@ -152,6 +153,7 @@ def validate_pipeline(pipeline: dict[str, Any]) -> None:
     _integer(spec["collector"]["replicas"], "spec.collector.replicas", 1, 20)
     _validate_jaeger(spec)
     _validate_destinations(spec)
+    _enum(spec["networkPolicy"]["queryAccess"], "spec.networkPolicy.queryAccess", ("namespace", "labelled"))
     hashed = spec["redaction"].get("hashAttributes") or []
     if "kvstore.key" not in hashed and sampling.mode(spec) != sampling.DEVELOPMENT:
         raise SpecError("spec.redaction.hashAttributes", "must contain kvstore.key: raw keys are "

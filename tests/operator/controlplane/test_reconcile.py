@@ -16,10 +16,12 @@ CHECKSUM = "kvtrace.dev/config-checksum"
 KV_CHILDREN = {("ServiceAccount", "kv"), ("ConfigMap", "kv-config"), ("Service", "kv-peers"),
                ("Service", "kv"), ("StatefulSet", "kv"), ("PodDisruptionBudget", "kv"),
                ("NetworkPolicy", "kv")}
-TP_CHILDREN = {("ConfigMap", "traces-collector"), ("Deployment", "traces-collector"),
-               ("Service", "traces-collector"), ("ConfigMap", "traces-jaeger"),
-               ("Deployment", "traces-jaeger"), ("Service", "traces-jaeger-query"),
-               ("Service", "traces-jaeger-otlp"), ("ConfigMap", "traces-instrumentation")}
+TP_CHILDREN = {("ServiceAccount", "traces-collector"), ("ConfigMap", "traces-collector"),
+               ("Deployment", "traces-collector"), ("Service", "traces-collector"),
+               ("NetworkPolicy", "traces-collector"), ("ServiceAccount", "traces-jaeger"),
+               ("ConfigMap", "traces-jaeger"), ("Deployment", "traces-jaeger"),
+               ("Service", "traces-jaeger-query"), ("Service", "traces-jaeger-otlp"),
+               ("NetworkPolicy", "traces-jaeger"), ("ConfigMap", "traces-instrumentation")}
 CHILD_KINDS = "serviceaccounts,configmaps,services,statefulsets,deployments,poddisruptionbudgets,networkpolicies"
 
 

@@ -53,16 +53,21 @@ class TestRenderPipeline:
         objects = render_pipeline(pipeline(**spec))
         names = [(obj["kind"], obj["metadata"]["name"]) for obj in objects]
         expected = []
+        workload = ("ServiceAccount", "ConfigMap", "Deployment", "Service")
         if two_tier(spec):
-            expected += [("ConfigMap", "traces-collector-sampling"), ("Deployment", "traces-collector-sampling"),
-                         ("Service", "traces-collector-sampling")]
-        expected += [("ConfigMap", "traces-collector"), ("Deployment", "traces-collector"),
-                     ("Service", "traces-collector")]
+            expected += [(kind, "traces-collector-sampling") for kind in workload]
+        expected += [(kind, "traces-collector") for kind in workload]
         if jaeger_enabled(spec):
             expected += [("PersistentVolumeClaim", "traces-jaeger-data")] if badger(spec) else []
-            expected += [("ConfigMap", "traces-jaeger"), ("Deployment", "traces-jaeger"),
-                         ("Service", "traces-jaeger-query"), ("Service", "traces-jaeger-otlp")]
+            expected += [("ServiceAccount", "traces-jaeger"), ("ConfigMap", "traces-jaeger"),
+                         ("Deployment", "traces-jaeger"), ("Service", "traces-jaeger-query"),
+                         ("Service", "traces-jaeger-otlp")]
         expected += [("ConfigMap", "traces-instrumentation")]
+        # NetworkPolicies last (on by default): one per collector tier, one for Jaeger.
+        if two_tier(spec):
+            expected += [("NetworkPolicy", "traces-collector-sampling")]
+        expected += [("NetworkPolicy", "traces-collector")]
+        expected += [("NetworkPolicy", "traces-jaeger")] if jaeger_enabled(spec) else []
         assert names == expected
 
     def test_metadata(self, spec: dict[str, Any]) -> None:
