@@ -14,58 +14,21 @@ model holds.
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Callable
 
 import pytest
-from tracing_stack import PUT_OP, Op, Stack, flush_markers, roots_by_key_hash, run_ops, stable, traces_of, wait_for_traces
+from tracing_stack import Stack, kept_after_markers, within, workload
 
-from kvtrace.devstack.jaeger_client import Trace
 from kvtrace_operator.render.status import sampling_status
 
 pytestmark = pytest.mark.dataplane
 
 FAULTS = "error:fail/,delay:slow/:800ms"
 SLOW = 0.8
-WAIT = 90  # seconds for the markers: export delay (5s) + decision wait (8s) + a loaded machine
 # decisionWait 8s (default 10s; the CRD allows down to 1s) must exceed the SDK batch span
 # processor's 5s export delay: the spans of one trace leave the three nodes up to ~5s apart
 # and the tail sampler decides on what it holds when the wait is over.
 DECISION_WAIT = "8s"
-
-
-def within(kept: int, n: int, p: float, sigmas: float = 5.0) -> tuple[bool, str]:
-    sd = math.sqrt(n * p * (1 - p))
-    return abs(kept - n * p) <= sigmas * sd, f"kept {kept} of {n}, expected {n * p:.1f} ± {sigmas * sd:.1f} ({sigmas:g}σ)"
-
-
-def workload(stack: Stack, normal: int, errors: int, slow: int, seed: int) -> list[Op]:
-    """Unique-key PUTs spread over the nodes, shuffled, then one marker per node (see
-    ``flush_markers``); returns the operations with status and latency."""
-    urls = [n.url for n in stack.nodes]
-    ops = [Op(urls[i % 3], "PUT", f"norm/{seed}-{i}", b"v") for i in range(normal)]
-    ops += [Op(urls[i % 3], "PUT", f"fail/{seed}-{i}", b"v") for i in range(errors)]
-    ops += [Op(urls[i % 3], "PUT", f"slow/{seed}-{i}", b"v") for i in range(slow)]
-    random.Random(seed).shuffle(ops)
-    run_ops(ops, concurrency=8)
-    bad = [op for op in ops if op.status != (500 if op.key.startswith("fail/") else 204)]
-    assert not bad, bad[:5]
-    return ops
-
-
-def kept_after_markers(stack: Stack, marker_prefix: str) -> dict[str, list[Trace]]:
-    """Send the markers, wait until Jaeger has them, then until the PUT traces stop changing;
-    returns the kept traces by the key hash of their root."""
-    client = stack.jaeger.client
-    markers = flush_markers(stack.nodes, error_prefix=marker_prefix)
-    wait_for_traces(client, [m.trace_id for m in markers], timeout=WAIT)
-
-    def snapshot() -> dict[str, list[Trace]]:
-        return roots_by_key_hash(traces_of(client, PUT_OP))
-
-    stable(lambda: {h: sorted(len(t.spans) for t in ts) for h, ts in snapshot().items()}, timeout=30)
-    return snapshot()
 
 
 def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace_stack: Callable[..., Stack]) -> None:
@@ -75,7 +38,7 @@ def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace
     stack = trace_stack(spec, faults=FAULTS)
     assert {n.env["OTEL_TRACES_SAMPLER"] for n in stack.nodes} == {"parentbased_always_on"}
     ops = workload(stack, normal=200, errors=20, slow=10, seed=1)
-    kept = kept_after_markers(stack, "fail/marker-")
+    kept = kept_after_markers(stack)
 
     errors = [op for op in ops if op.key.startswith("fail/")]
     slow = [op for op in ops if op.key.startswith("slow/")]
@@ -105,7 +68,7 @@ def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace
 def test_development_keeps_everything(trace_stack: Callable[..., Stack]) -> None:
     stack = trace_stack({"sampling": {"mode": "development"}}, faults=FAULTS)
     ops = workload(stack, normal=60, errors=10, slow=0, seed=2)
-    kept = kept_after_markers(stack, "fail/marker-")
+    kept = kept_after_markers(stack)
     missing = [op.key for op in ops if op.key_hash not in kept]
     print(f"development: kept {len(ops) - len(missing)} of {len(ops)}")
     assert missing == []
@@ -121,7 +84,7 @@ def test_head_sampling_keeps_about_ratio_of_everything_errors_included(trace_sta
     assert {(n.env["OTEL_TRACES_SAMPLER"], n.env["OTEL_TRACES_SAMPLER_ARG"]) for n in stack.nodes} == {
         ("parentbased_traceidratio", "0.5")}
     ops = workload(stack, normal=200, errors=40, slow=0, seed=3)
-    kept = kept_after_markers(stack, "fail/marker-")
+    kept = kept_after_markers(stack)
 
     n_kept = sum(op.key_hash in kept for op in ops)
     ok, text = within(n_kept, len(ops), ratio)

@@ -15,6 +15,8 @@ nothing else is changed:
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import copy
 import datetime as dt
 import os
@@ -327,6 +329,40 @@ def wait_for_traces(client: JaegerClient, trace_ids: Iterable[str], timeout: flo
 
     wait_until(check, timeout=timeout, what=f"traces {sorted(wanted - set(found))} in Jaeger", interval=0.5)
     return found
+
+
+def within(kept: int, n: int, p: float, sigmas: float = 5.0) -> tuple[bool, str]:
+    """Whether ``kept`` of ``n`` is within ``sigmas`` binomial standard deviations of n·p."""
+    sd = math.sqrt(n * p * (1 - p))
+    return abs(kept - n * p) <= sigmas * sd, f"kept {kept} of {n}, expected {n * p:.1f} ± {sigmas * sd:.1f} ({sigmas:g}σ)"
+
+
+def workload(stack: Stack, normal: int, errors: int, slow: int, seed: int) -> list[Op]:
+    """PUTs of unique keys ``norm/``, ``fail/`` and ``slow/`` (the fault switch's prefixes)
+    spread over the nodes in a shuffled order; returns them with status and latency."""
+    urls = [n.url for n in stack.nodes]
+    ops = [Op(urls[i % len(urls)], "PUT", f"{prefix}/{seed}-{i}", b"v")
+           for prefix, count in (("norm", normal), ("fail", errors), ("slow", slow)) for i in range(count)]
+    random.Random(seed).shuffle(ops)
+    run_ops(ops, concurrency=8)
+    bad = [op for op in ops if op.status != (500 if op.key.startswith("fail/") else 204)]
+    assert not bad, bad[:5]
+    return ops
+
+
+def kept_after_markers(stack: Stack, marker_prefix: str = "fail/marker-", timeout: float = 90) -> dict[str, list[Trace]]:
+    """Send the markers (``flush_markers``), wait until Jaeger has them, then until the PUT
+    traces stop changing (the collector's exporter queue may still reorder a little); returns
+    the kept traces by the key hash of their root."""
+    client = stack.jaeger.client
+    markers = flush_markers(stack.nodes, error_prefix=marker_prefix)
+    wait_for_traces(client, [m.trace_id for m in markers], timeout=timeout)
+
+    def snapshot() -> dict[str, list[Trace]]:
+        return roots_by_key_hash(traces_of(client, PUT_OP))
+
+    stable(lambda: {h: sorted(len(t.spans) for t in ts) for h, ts in snapshot().items()}, timeout=30)
+    return snapshot()
 
 
 def flush_markers(nodes: Sequence[KVNode], error_prefix: str | None) -> list[Op]:
