@@ -209,10 +209,13 @@ def test_a_stopped_cluster_leaves_no_process_or_directory_behind() -> None:
     cluster.stop()  # idempotent
 
 
-# Appends its pod name to DATA/boots at start; GET answers the file.
-_WRITER = _http_server('open(os.path.join(os.environ["DATA"], "boots")).read()',
-                       setup='open(os.path.join(os.environ["DATA"], "boots"), "a").write(os.environ["POD_NAME"] + "\\n")',
-                       bind='"0.0.0.0"')
+# Appends its pod name to DATA/boots at start and "stopped" on SIGTERM; GET answers the file.
+_BOOTS = 'open(os.path.join(os.environ["DATA"], "boots"), "a")'
+_WRITER = _http_server(
+    'open(os.path.join(os.environ["DATA"], "boots")).read()',
+    setup=f'{_BOOTS}.write(os.environ["POD_NAME"] + "\\n"); import signal, sys; '
+          f'signal.signal(signal.SIGTERM, lambda *_: ({_BOOTS}.write("stopped\\n"), sys.exit(0)))',
+    bind='"0.0.0.0"')
 
 
 def _get_text(address: str) -> str:
@@ -223,7 +226,7 @@ def _get_text(address: str) -> str:
 def test_pod_runner_gives_statefulset_pods_stable_names_addresses_and_data(
         local_cluster: LocalCluster, kube: Any, kubectl: Any, namespace: str, poll: Any,
         endpoint_map: Any, tmp_path: Any) -> None:
-    from lightkube.resources.core_v1 import Pod
+    from lightkube.resources.core_v1 import PersistentVolume, PersistentVolumeClaim, Pod
 
     from kvtrace.devstack.podrunner import PodRunner
 
@@ -255,9 +258,13 @@ def test_pod_runner_gives_statefulset_pods_stable_names_addresses_and_data(
              timeout=60, message="kv-0 recreated and restarted")
         assert runner.pods()["kv-0"] == pods["kv-0"]  # same address
         # Same claim, same data directory: the restarted process appended to the first boot's file.
-        assert poll(lambda: _get_text(f"{pods['kv-0']}:8080") == "kv-0\nkv-0\n", timeout=30)
+        assert poll(lambda: _get_text(f"{pods['kv-0']}:8080") == "kv-0\nstopped\nkv-0\n", timeout=30)
         pids = [p.pid for name in pods for p in runner.processes(name).values()]
     assert not old.alive()
+    # Leaving the runner stops the restarted process (started by its thread) with SIGTERM too.
+    claim = kube.get(PersistentVolumeClaim, "data-kv-0", namespace=namespace)
+    volume = kube.get(PersistentVolume, claim.spec.volumeName)
+    assert (Path(volume.spec.hostPath.path) / "boots").read_text() == "kv-0\nstopped\nkv-0\nstopped\n"
     assert all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
                for pid in pids)
 
