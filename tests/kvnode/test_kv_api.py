@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from conftest import Harness, http, wait_until
+from kvharness import Harness, http, wait_until
 
 pytestmark = pytest.mark.dataplane
 

@@ -7,25 +7,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import Harness, Node, wait_until
+from kvharness import Harness, Node, all_readable, wait_until, write_keys
 
 from kvnode.client import ClientError, KVClient
 
 pytestmark = pytest.mark.dataplane
-
-
-def write_keys(node: Node, prefix: str, count: int, level: str = "quorum") -> dict[str, bytes]:
-    written = {}
-    for i in range(count):
-        key, value = f"{prefix}/{i}", f"value-{i}".encode()
-        status, _, body = node.put(key, value, level)
-        assert status == 204, body
-        written[key] = value
-    return written
-
-
-def all_readable(node: Node, data: dict[str, bytes], level: str) -> bool:
-    return all(node.get(k, level)[2] == v for k, v in data.items())
 
 
 async def _write_stream(coordinators: list[Node], victim: Node, total: int, seconds: float) -> tuple[dict[str, bytes], int]:

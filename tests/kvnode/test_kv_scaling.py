@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import Harness, Node, wait_until
-from test_kv_failures import write_keys
+from kvharness import Harness, Node, wait_until, write_keys
 
 pytestmark = pytest.mark.dataplane
 
