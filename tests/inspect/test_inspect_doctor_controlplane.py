@@ -157,6 +157,10 @@ def test_doctor_flags_each_broken_thing(operator: Any, kube_ns: Any, kvtrace_cli
     poll(lambda: statuses(doctor().stdout)["collector endpoints"] == "FAIL", timeout=TIMEOUT,
          message="collector endpoints FAIL once scaled to zero")
     assert "kubectl scale deployment traces-collector --replicas=1" in doctor().stdout
+    as_json = kvtrace_cli("doctor", "-n", ns, "kv", "--no-canary", "-o", "json")
+    report = json.loads(as_json.stdout)
+    assert as_json.returncode == 1 and report["failed"] is True
+    assert {c["name"]: c["status"] for c in report["checks"]} == statuses(doctor().stdout)
 
     # Bad input: one line naming the parameter.
     missing = kvtrace_cli("doctor", "-n", ns, "nope")

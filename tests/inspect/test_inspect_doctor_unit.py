@@ -230,3 +230,12 @@ def test_canary_timing_follows_the_pipeline() -> None:
     assert doctor.canary_duration_ns(pipeline(sampling={"latencyThreshold": "1s"})) == 1_100_000_000
     with pytest.raises(doctor.InspectError, match="--canary-timeout: expected a duration"):
         doctor.canary_timeout_s(pipeline(), "soon")
+
+
+def test_json_output() -> None:
+    import json
+
+    checks = [doctor.Check("a", PASS, "fine"), doctor.Check("b", FAIL, "broken", ["e"], "fix it")]
+    data = json.loads(doctor.render_json(checks))
+    assert data["failed"] is True
+    assert data["checks"][1] == {"name": "b", "status": FAIL, "summary": "broken", "evidence": ["e"], "fix": "fix it"}

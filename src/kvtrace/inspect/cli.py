@@ -72,6 +72,8 @@ def add_commands(subparsers: Any) -> None:
                         help="how long to wait for the canary trace in Jaeger (default: the pipeline's "
                         "decisionWait plus 20s)")
     doctor.add_argument("--no-canary", action="store_true", help="skip the canary trace")
+    doctor.add_argument("-o", "--output", default="text", choices=("text", "json"),
+                        help="output format (default: text)")
     doctor.set_defaults(func=_guard(_doctor))
 
     trace = subparsers.add_parser("trace", help="draw one trace from Jaeger as a waterfall",
@@ -144,7 +146,7 @@ def _doctor(args: argparse.Namespace) -> int:
     results = doctor.run(kube, namespace, args.name, collector=args.collector or os.environ.get(COLLECTOR_ENV),
                          jaeger=args.jaeger or os.environ.get(JAEGER_ENV), canary=not args.no_canary,
                          canary_timeout=args.canary_timeout)
-    sys.stdout.write(doctor.render(results))
+    sys.stdout.write(doctor.render_json(results) if args.output == "json" else doctor.render(results))
     return 1 if doctor.failed(results) else 0
 
 

@@ -14,6 +14,7 @@ map (``KVTRACE_ENDPOINT_MAP``, see docs/local-stack.md) when one is set.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import socket
 import time
@@ -408,6 +409,10 @@ def render(checks: Sequence[Check]) -> str:
     lines.append(f"{counts[PASS]} passed, {counts[FAIL]} failed, {counts[WARN]} warnings, "
                  f"{counts[SKIP]} skipped (not verified)")
     return "\n".join(lines) + "\n"
+
+
+def render_json(checks: Sequence[Check]) -> str:
+    return json.dumps({"failed": failed(checks), "checks": [c.to_dict() for c in checks]}, indent=2) + "\n"
 
 
 def canary_timeout_s(pipeline: Mapping[str, Any] | None, given: str | None) -> float:
