@@ -185,3 +185,19 @@ def test_values_at_the_default_size_limit_replicate(kv_cluster: Callable[..., Ha
         assert a.put(f"big/{i}", big, "all")[0] == 204
     assert c.get("big/2", "all")[2] == big
     assert b.put("big/over", big + b"x")[0] == 413
+
+
+def test_a_node_without_members_is_not_ready_and_refuses_operations(kv_cluster: Callable[..., Harness]) -> None:
+    h = kv_cluster(1)
+    a = h.nodes[0]
+    h.peers_file.unlink()
+    a.terminate()
+    a.start(wait=False)
+    wait_until(lambda: http("GET", a.url + "/healthz", timeout=2)[0] == 200, 20, what="alive")
+    assert http("GET", a.url + "/readyz")[0] == 503
+    status, _, body = a.put("k", b"v")
+    assert status == 503 and "no members" in json.loads(body)["message"]
+    assert a.get("k")[0] == 503
+    h.write_peers([a])  # the operator writes the file: the node picks it up
+    a.wait_ready()
+    assert a.put("k", b"v")[0] == 204 and a.get("k")[2] == b"v"

@@ -66,12 +66,18 @@ class Coordinator:
         }
         return telemetry.start(f"kvstore.{operation}", telemetry.CLIENT, attrs, parent)
 
+    def _owners(self, khash: int) -> tuple[str, ...]:
+        owners = self.c.owners(khash)
+        if not owners:
+            raise NotEnoughReplicas(1, 0, {"ring": "no members known yet (peers file missing or empty)"})
+        return owners
+
     # -- writes ---------------------------------------------------------------------
     async def write(self, key: bytes, value: bytes, tombstone: bool, level: str, span: Span | None = None) -> tuple[Record, int, int]:
         """Returns (record, acked, required) once the level is met; raises NotEnoughReplicas."""
         c = self.c
         khash = key_hash(key)
-        owners = c.owners(khash)
+        owners = self._owners(khash)
         need = required(level, len(owners))
         record = Record(key, b"" if tombstone else value, c.clock.now(), tombstone)
         loop = asyncio.get_running_loop()
@@ -87,8 +93,6 @@ class Coordinator:
                 trace = telemetry.w3c_headers(rspan) if rspan is not None else NO_TRACE
                 fut = c.peers.put(member, [record], "replicate", trace)
             fut.add_done_callback(partial(self._write_answered, tally, owner, record, rspan))
-        if need == 0:
-            tally.done.set_result(None)
         await tally.done
         if tally.acked < need:
             raise NotEnoughReplicas(need, tally.acked, dict(tally.failures))
@@ -116,7 +120,7 @@ class Coordinator:
         more for each that fails; newest answer wins and stale answerers are repaired.
         Returns (record or None, answered, required); raises NotEnoughReplicas."""
         c = self.c
-        owners = c.owners(key_hash(key))
+        owners = self._owners(key_hash(key))
         need = required(level, len(owners))
         tally = _Tally(need, len(owners), asyncio.get_running_loop().create_future())
         spare = [o for o in owners if o != c.id]
