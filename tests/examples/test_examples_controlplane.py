@@ -1,14 +1,16 @@
 """Every example on the real local cluster: server-side dry run, real apply, then the
 operator, running with exactly the chart's ServiceAccount permissions, drives it to Ready
-with every child in place and no request refused (403) anywhere."""
+with every child in place and no request refused (403) anywhere; and each example shows the
+feature it exists for."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from example_assertions import apply_example, assert_children, wait_ready
+from example_assertions import apply_example, assert_children, get_json, wait_ready
 from examples_lib import folders
 
 pytestmark = pytest.mark.controlplane
@@ -16,11 +18,53 @@ pytestmark = pytest.mark.controlplane
 FOLDERS = folders()
 
 
+def status(kubectl: Any, namespace: str, ref: str) -> dict[str, Any]:
+    return get_json(kubectl, namespace, ref)[0].get("status") or {}
+
+
+def production_sampling(kubectl: Any, namespace: str) -> None:
+    sampling = status(kubectl, namespace, "tracingpipeline/prod-traces")["sampling"]
+    assert sampling["sdkSampler"] == "parentbased_always_on" and sampling["tailSampling"] is True
+
+
+def two_tiers(kubectl: Any, namespace: str) -> None:
+    assert status(kubectl, namespace, "tracingpipeline/scaled-traces")["collector"]["tiers"] == 2
+    tiers = get_json(kubectl, namespace, "deployment.apps/scaled-traces-collector",
+                     "deployment.apps/scaled-traces-collector-sampling")
+    assert [d["spec"]["replicas"] for d in tiers] == [2, 2]
+
+
+def badger_claim(kubectl: Any, namespace: str) -> None:
+    claim = get_json(kubectl, namespace, "persistentvolumeclaim/durable-traces-jaeger-data")[0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+
+
+def shared_pipeline(kubectl: Any, namespace: str) -> None:
+    consumers = status(kubectl, namespace, "tracingpipeline/shared-traces").get("consumers")
+    assert consumers == ["team-a-kv", "team-b-kv"]
+
+
+FEATURE: dict[str, Callable[[Any, str], None]] = {
+    "02-production-sampling": production_sampling,
+    "03-scaled-collector": two_tiers,
+    "04-badger-storage": badger_claim,
+    "05-multi-tenant-jaeger": shared_pipeline,
+}
+
+
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f.name for f in FOLDERS])
 def test_example_is_driven_ready_by_the_operator_with_the_charts_permissions(
-        folder: Path, chart_operator: Any, kubectl: Any, namespace: str) -> None:
+        folder: Path, chart_operator: Any, kubectl: Any, namespace: str, poll: Any) -> None:
     apply_example(kubectl, namespace, folder)
     wait_ready(kubectl, namespace, folder, timeout=180)
     assert_children(kubectl, namespace, folder)
+    if folder.name in FEATURE:
+        check = FEATURE[folder.name]
+
+        def holds() -> bool:
+            check(kubectl, namespace)
+            return True
+
+        poll(holds, timeout=60, message=f"{folder.name}: {check.__name__}")
     assert chart_operator.healthy(), "kopf's /healthz (the chart's probes) stopped answering"
     assert chart_operator.forbidden() == [], "the chart's RBAC refused the operator something"
