@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import tempfile
 import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import yaml
 
 from kvtrace.devstack import tools
 from kvtrace.devstack.jaeger_client import JaegerClient
-from kvtrace.devstack.proc import Process, free_port, start_with_port_retry
+from kvtrace.devstack.proc import Process, free_port, no_proxy_env, start_with_port_retry, urlopen_direct
 
 HOST = "127.0.0.1"
 # Components that listen on a top-level ``endpoint`` even when their config is empty.
@@ -94,7 +93,7 @@ def prepare_config(config: dict[str, Any], *, health_extension: str | None = "he
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+        with urlopen_direct(url, timeout=2) as resp:
             return 200 <= int(resp.status) < 300
     except (urllib.error.URLError, OSError):
         return False
@@ -106,7 +105,7 @@ def _quiet_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["OTEL_SDK_DISABLED"] = "true"
     env["OTEL_TRACES_EXPORTER"] = "none"
-    return env
+    return no_proxy_env(env)
 
 
 class _OtelProcess:

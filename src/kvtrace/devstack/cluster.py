@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,9 @@ from kvtrace.devstack.proc import (
     ProcessGroup,
     StartupError,
     free_port,
+    no_proxy_env,
     start_with_port_retry,
+    urlopen_direct,
     wait_until,
 )
 
@@ -87,7 +88,7 @@ def missing_binaries(names: Sequence[str] = BINARIES) -> list[str]:
 
 
 def _get_json(url: str, context: ssl.SSLContext | None, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, context=context, timeout=timeout) as resp:  # noqa: S310 - loopback
+    with urlopen_direct(url, context=context, timeout=timeout) as resp:
         body = resp.read()
     return json.loads(body) if body.startswith((b"{", b"[")) else body.decode()
 
@@ -184,6 +185,7 @@ class LocalCluster:
     def new_client(self, **kwargs: Any) -> Any:
         from lightkube import Client, KubeConfig
 
+        kwargs.setdefault("trust_env", False)  # loopback: never through an HTTP(S)_PROXY
         return Client(KubeConfig.from_file(str(self.kubeconfig)), **kwargs)
 
     def env(self) -> dict[str, str]:
@@ -223,10 +225,7 @@ class LocalCluster:
 
     def _child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECONFIG", "ETCD"))}
-        env.pop("HTTPS_PROXY", None)
-        env.pop("HTTP_PROXY", None)
-        env["NO_PROXY"] = "127.0.0.1,localhost"
-        return env
+        return no_proxy_env(env)
 
     def _start_etcd(self) -> None:
         data = self.workdir / "etcd"

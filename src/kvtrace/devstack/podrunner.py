@@ -42,7 +42,7 @@ from typing import Any
 
 from kvtrace.devstack import endpoints as endpoints_mod
 from kvtrace.devstack import tools
-from kvtrace.devstack.proc import Process, StartupError, port_open, wait_until
+from kvtrace.devstack.proc import Process, StartupError, no_proxy_env, port_open, wait_until
 
 Obj = dict[str, Any]
 CommandResolver = Callable[[Obj, Obj], Sequence[str] | None]
@@ -506,7 +506,7 @@ class PodRunner:
                 raise FileNotFoundError(f"container {cname}: executable {argv[0]!r} not found "
                                         f"(venv {venv_bin()}, tool cache, PATH)")
             argvs[cname] = [executable, *argv[1:]]
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+            env = no_proxy_env({k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")})
             env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
             kubeconfig = getattr(self.cluster, "kubeconfig", None)
             if kubeconfig:

@@ -13,12 +13,14 @@ import ctypes
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -58,6 +60,24 @@ def log_tail(path: Path, lines: int = 40) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(data.splitlines()[-lines:])
+
+
+def urlopen_direct(url: str, *, timeout: float, context: ssl.SSLContext | None = None) -> Any:
+    """``urlopen`` that never goes through an HTTP(S)_PROXY: the stack lives on loopback."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers).open(url, timeout=timeout)
+
+
+# Added to NO_PROXY for the processes the harness starts (Go and requests understand CIDRs).
+NO_PROXY = "127.0.0.0/8,localhost,.svc,.cluster.local"
+
+
+def no_proxy_env(env: dict[str, str]) -> dict[str, str]:
+    for key in ("NO_PROXY", "no_proxy"):
+        env[key] = ",".join(filter(None, [env.get(key, ""), NO_PROXY]))
+    return env
 
 
 ADDRESS_IN_USE = ("address already in use", "eaddrinuse")

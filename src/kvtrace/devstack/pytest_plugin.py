@@ -21,6 +21,7 @@ A missing or corrupt cached binary makes the fixture FAIL (never skip) with the 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import secrets
 import shutil
@@ -56,6 +57,16 @@ def poll(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.2, mess
             raise AssertionError(f"timed out after {timeout:.0f}s{': ' + message if message else ''}; "
                                  f"last value: {last!r}")
         time.sleep(interval)
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Everything the tests talk to is on loopback (127.x.y.z, which no NO_PROXY list covers
+    # for every HTTP client); a proxy from the environment could only get in the way.
+    for name in PROXY_VARIABLES:
+        os.environ.pop(name, None)
 
 
 def require_binaries(*names: str) -> None:
