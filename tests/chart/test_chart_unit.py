@@ -212,3 +212,14 @@ def test_rbac_covers_what_the_operator_applies_and_prunes() -> None:
             group = obj["apiVersion"].rpartition("/")[0]
             missing = {"get", "create", "patch"} - granted(rules, group, plural(obj["kind"]))
             assert not missing, f"{folder.name}: {obj['kind']}: the chart does not grant {sorted(missing)}"
+
+
+def test_operator_pods_carry_the_labels_the_kv_network_policies_admit() -> None:
+    """The KV members' NetworkPolicy lets the operator (any namespace) reach the client port
+    for drains by these labels: the chart's pods must carry them."""
+    from kvtrace_operator.render.networkpolicy import OPERATOR_LABELS
+
+    for variant in VARIANTS.values():
+        deployment = next(o for o in template(*variant) if o["kind"] == "Deployment")
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert OPERATOR_LABELS.items() <= labels.items(), (labels, OPERATOR_LABELS)
