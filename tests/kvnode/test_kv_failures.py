@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable
 
@@ -105,3 +106,40 @@ def test_read_repair_fixes_a_stale_replica(kv_cluster: Callable[..., Harness]) -
         assert c.get(key, "all")[2] == value  # c coordinates: its own stale copy loses
     wait_until(lambda: all_readable(c, data, "one"), 10, what="read repair")
     assert c.metric("kvnode_read_repairs_total") >= len(data)
+
+
+def test_sigterm_during_writes_is_graceful(kv_cluster: Callable[..., Harness]) -> None:
+    a, b, _ = kv_cluster(3).nodes
+
+    async def stream() -> tuple[dict[str, bytes], list[int]]:
+        acked: dict[str, bytes] = {}
+        statuses: list[int] = []
+        counter = iter(range(3000))
+        deadline = time.monotonic() + 20
+
+        async def writer() -> None:
+            client = KVClient(a.url, timeout=5)
+            try:
+                for i in counter:
+                    if time.monotonic() > deadline:
+                        return
+                    try:
+                        resp = await client.put(f"term/{i}", b"v", "quorum")
+                    except ClientError:
+                        return  # the node stopped accepting: this client is done
+                    statuses.append(resp.status)
+                    if resp.status == 204:
+                        acked[f"term/{i}"] = b"v"
+                    if len(acked) == 200:
+                        a.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            finally:
+                client.close()
+
+        await asyncio.gather(*(writer() for _ in range(4)))
+        return acked, statuses
+
+    acked, statuses = asyncio.run(stream())
+    assert a.proc is not None and a.proc.wait(timeout=15) == 0
+    assert len(acked) >= 200 and set(statuses) <= {204, 503}
+    missing = [k for k in acked if b.get(k, "quorum")[0] != 200]
+    assert not missing, f"{len(missing)} acknowledged writes lost across a graceful stop"
