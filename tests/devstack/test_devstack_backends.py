@@ -61,7 +61,8 @@ def test_collector_validate_rejects_a_broken_config() -> None:
     assert result.returncode != 0 and "nope" in result.stderr
 
 
-def test_backends_leave_no_process_behind() -> None:
+def test_backends_leave_no_process_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KVTRACE_KEEP_WORKDIRS", raising=False)
     require_binaries("jaeger")
     backend = Jaeger().start()
     workdir = backend.workdir

@@ -197,7 +197,8 @@ def test_pod_runner_runs_pods_locally_and_follows_them(
          timeout=30, message="service name follows the new pod")
 
 
-def test_a_stopped_cluster_leaves_no_process_or_directory_behind() -> None:
+def test_a_stopped_cluster_leaves_no_process_or_directory_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KVTRACE_KEEP_WORKDIRS", raising=False)
     cluster = LocalCluster(nodes=1)
     cluster.start()
     workdir = cluster.workdir
@@ -280,6 +281,7 @@ def test_dev_up_serves_the_stack_and_stops_cleanly_on_sigterm(tmp_path: Path, po
 
     state = tmp_path / "state.json"
     env = {**os.environ, "KVTRACE_DEV_STATE": str(state)}
+    env.pop("KVTRACE_KEEP_WORKDIRS", None)
     up = subprocess.Popen([sys.executable, "-m", "kvtrace", "dev", "up", "--nodes", "1"], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

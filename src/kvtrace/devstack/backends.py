@@ -26,7 +26,14 @@ import yaml
 
 from kvtrace.devstack import tools
 from kvtrace.devstack.jaeger_client import JaegerClient
-from kvtrace.devstack.proc import Process, free_port, no_proxy_env, start_with_port_retry, urlopen_direct
+from kvtrace.devstack.proc import (
+    Process,
+    free_port,
+    keep_workdirs,
+    no_proxy_env,
+    start_with_port_retry,
+    urlopen_direct,
+)
 
 HOST = "127.0.0.1"
 # Components that listen on a top-level ``endpoint`` even when their config is empty.
@@ -169,7 +176,7 @@ class _OtelProcess:
         if self.process is not None:
             self.process.stop()
             self.process = None
-        if self._given_workdir is None and self.workdir != Path():
+        if self._given_workdir is None and self.workdir != Path() and not keep_workdirs():
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def tail(self, lines: int = 40) -> str:

@@ -40,6 +40,7 @@ from kvtrace.devstack.proc import (
     ProcessGroup,
     StartupError,
     free_port,
+    keep_workdirs,
     no_proxy_env,
     start_with_port_retry,
     urlopen_direct,
@@ -167,7 +168,7 @@ class LocalCluster:
             self._client = None
         self.procs.stop_all()
         _LIVE.discard(self)
-        if self._given_workdir is None:
+        if self._given_workdir is None and not keep_workdirs():
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property

@@ -42,7 +42,7 @@ from typing import Any
 
 from kvtrace.devstack import endpoints as endpoints_mod
 from kvtrace.devstack import tools
-from kvtrace.devstack.proc import Process, StartupError, no_proxy_env, port_open, wait_until
+from kvtrace.devstack.proc import Process, StartupError, keep_workdirs, no_proxy_env, port_open, wait_until
 
 Obj = dict[str, Any]
 CommandResolver = Callable[[Obj, Obj], Sequence[str] | None]
@@ -217,7 +217,7 @@ class PodRunner:
             with contextlib.suppress(Exception):
                 self._client.close()
             self._client = None
-        if self._given_workdir is None:
+        if self._given_workdir is None and not keep_workdirs():
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def address(self, pod_name: str) -> str:

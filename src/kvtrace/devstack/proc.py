@@ -80,6 +80,14 @@ def no_proxy_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+KEEP_ENV = "KVTRACE_KEEP_WORKDIRS"
+
+
+def keep_workdirs() -> bool:
+    """``KVTRACE_KEEP_WORKDIRS=1``: leave temp dirs (logs, data) behind for debugging."""
+    return os.environ.get(KEEP_ENV, "") not in ("", "0", "false", "no")
+
+
 ADDRESS_IN_USE = ("address already in use", "eaddrinuse")
 
 
