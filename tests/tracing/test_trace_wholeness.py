@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tracing_stack import CLUSTER, GET_OP, PUT_OP, Op, Stack, flush_markers, run_ops, traceparent, wait_for_traces
+from tracing_stack import CLUSTER, GET_OP, PUT_OP, Op, Stack, flush, run_ops, traceparent, wait_for_traces
 
 from kvtrace.devstack.jaeger_client import Span, Trace
 from kvtrace.devstack.pytest_plugin import poll
@@ -98,12 +98,11 @@ def test_a_quorum_write_and_a_quorum_read_are_each_one_whole_trace(trace_stack: 
     read_id, read_headers = traceparent()
     (read,) = run_ops([Op(b.url, "GET", "whole/one", headers=read_headers)])
     assert read.status == 200
-    markers = flush_markers(stack.nodes, error_prefix="fail/")
-    found = wait_for_traces(client, [read_id, *(m.trace_id for m in markers)], timeout=WAIT)
-    read_trace = found[read_id]
+    wait_for_traces(client, [read_id], timeout=WAIT)
+    flush(stack, "fail/", timeout=WAIT)
     # the markers are in: everything the nodes ended before them has been decided and exported
-    trace = client.trace(trace.trace_id)
-    assert trace is not None
+    trace, read_trace = client.trace(trace.trace_id), client.trace(read_id)
+    assert trace is not None and read_trace is not None
     assert check_whole(trace, stack, "orders-0", "write", replicas=2) == {"orders-0", "orders-1", "orders-2"}
 
     # the read: the node's SERVER span is the root of what the nodes sent (its parent is the
@@ -154,8 +153,7 @@ def test_canary_keys_and_values_never_reach_jaeger(trace_stack: Callable[..., St
     ops += run_ops([Op(c.url, "DELETE", key)], concurrency=1)
     assert [op.status for op in ops] == [204, 200, 404, 500, 204]
     client = stack.jaeger.client
-    markers = flush_markers(stack.nodes, error_prefix="canary-fail-marker")
-    wait_for_traces(client, [m.trace_id for m in markers], timeout=WAIT)
+    flush(stack, "canary-fail-marker", timeout=WAIT)
 
     hashes = {op.key_hash for op in ops}
 

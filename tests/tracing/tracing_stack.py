@@ -35,6 +35,7 @@ from kvnode.keys import key_hash
 from kvtrace.devstack.backends import Collector, Jaeger
 from kvtrace.devstack.jaeger_client import JaegerClient, Trace
 from kvtrace.devstack.proc import Process, free_port, wait_until
+from kvtrace.devstack.pytest_plugin import poll
 from kvtrace_operator.render import otel_environment, render_collector_config, render_jaeger_config
 from kvtrace_operator.render.collector import JAEGER_EXPORTER, LOADBALANCER_TIER, SAMPLING_TIER
 
@@ -141,6 +142,9 @@ class Restartable:
         else:
             os.killpg(proc.popen.pid, signal.SIGKILL)
             proc.stop(timeout=1)
+        # stop() returns once the group shows no live process; a multi-threaded leader can
+        # still be exiting then (a zombie main thread): reap it, so its ports are free
+        proc.popen.wait(timeout=20)
 
     def restart(self, timeout: float = 60) -> None:
         b = self.backend
@@ -315,19 +319,21 @@ def roots_by_key_hash(traces: Iterable[Trace]) -> dict[str, list[Trace]]:
     return out
 
 
-def wait_for_traces(client: JaegerClient, trace_ids: Iterable[str], timeout: float) -> dict[str, Trace]:
-    """Poll Jaeger until it has every one of ``trace_ids``; fail after ``timeout`` seconds."""
+def wait_for_traces(client: JaegerClient, trace_ids: Iterable[str], timeout: float,
+                    complete: Callable[[str, Trace], bool] = lambda tid, trace: True) -> dict[str, Trace]:
+    """Poll Jaeger until it has every one of ``trace_ids`` (and ``complete(id, trace)`` holds for
+    each); fail after ``timeout`` seconds."""
     wanted = set(trace_ids)
     found: dict[str, Trace] = {}
 
     def check() -> bool:
         for tid in wanted - set(found):
             got = client.trace(tid)
-            if got is not None:
+            if got is not None and complete(tid, got):
                 found[tid] = got
         return set(found) == wanted
 
-    wait_until(check, timeout=timeout, what=f"traces {sorted(wanted - set(found))} in Jaeger", interval=0.5)
+    poll(check, timeout=timeout, interval=0.5, message=f"traces {sorted(wanted - set(found))} in Jaeger")
     return found
 
 
@@ -351,18 +357,30 @@ def workload(stack: Stack, normal: int, errors: int, slow: int, seed: int) -> li
 
 
 def kept_after_markers(stack: Stack, marker_prefix: str = "fail/marker-", timeout: float = 90) -> dict[str, list[Trace]]:
-    """Send the markers (``flush_markers``), wait until Jaeger has them, then until the PUT
-    traces stop changing (the collector's exporter queue may still reorder a little); returns
-    the kept traces by the key hash of their root."""
+    """:func:`flush`, then wait until the PUT traces stop changing (the collector's exporter
+    queue may still reorder a little); returns the kept traces by the key hash of their root."""
     client = stack.jaeger.client
-    markers = flush_markers(stack.nodes, error_prefix=marker_prefix)
-    wait_for_traces(client, [m.trace_id for m in markers], timeout=timeout)
+    flush(stack, marker_prefix, timeout)
 
     def snapshot() -> dict[str, list[Trace]]:
         return roots_by_key_hash(traces_of(client, PUT_OP))
 
     stable(lambda: {h: sorted(len(t.spans) for t in ts) for h, ts in snapshot().items()}, timeout=30)
     return snapshot()
+
+
+def flush(stack: Stack, error_prefix: str | None = None, timeout: float = 90) -> dict[str, Trace]:
+    """Send :func:`flush_markers` and wait until each marker's own SERVER span, from the node
+    it was sent to, is in Jaeger (its replicas' spans alone prove nothing about that node's
+    queue); returns the marker traces by id."""
+    member = {n.url: n.pod for n in stack.nodes}
+    want = {m.trace_id: member[m.url] for m in flush_markers(stack.nodes, error_prefix)}
+
+    def has_own_span(tid: str, trace: Trace) -> bool:
+        return any(s.kind == "SERVER" and s.name == PUT_OP and s.resource.get("kvstore.member.id") == want[tid]
+                   for s in trace.spans)
+
+    return wait_for_traces(stack.jaeger.client, want, timeout, complete=has_own_span)
 
 
 def flush_markers(nodes: Sequence[KVNode], error_prefix: str | None) -> list[Op]:
