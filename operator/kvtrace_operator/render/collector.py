@@ -11,9 +11,10 @@ Component types use their v0.161 canonical names (``otlp_grpc``, ``otlp_http``,
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render import names, sampling, security
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 
 SAMPLING_TIER = "sampling"
@@ -40,7 +41,8 @@ def self_telemetry(metrics_port: int) -> dict[str, Any]:
 
 
 def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
-    """OTLP always; Zipkin and Jaeger only at the edge (where applications send)."""
+    """OTLP always; Zipkin and Jaeger only at the edge (where applications send). Every edge
+    server gets the pipeline's authentication and TLS (``spec.security``)."""
     result: dict[str, Any] = {"otlp": otlp_receiver()}
     if edge and spec["receivers"]["zipkin"]["enabled"]:
         result["zipkin"] = {"endpoint": listen(names.ZIPKIN_PORT)}
@@ -49,6 +51,11 @@ def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
             "grpc": {"endpoint": listen(names.JAEGER_GRPC_PORT)},
             "thrift_http": {"endpoint": listen(names.JAEGER_THRIFT_HTTP_PORT)},
         }}
+    extra = security.receiver_settings(spec) if edge else {}
+    if extra:
+        for receiver in result.values():
+            for server in receiver.get("protocols", {}).values() if "protocols" in receiver else [receiver]:
+                server.update(copy.deepcopy(extra))
     return result
 
 
@@ -143,9 +150,10 @@ def loadbalancing_exporter(pipeline: dict[str, Any]) -> dict[str, Any]:
     }}
 
 
-def service(receiver_names: list[str], processor_names: list[str], exporter_names: list[str]) -> dict[str, Any]:
+def service(extension_names: list[str], receiver_names: list[str], processor_names: list[str],
+            exporter_names: list[str]) -> dict[str, Any]:
     return {
-        "extensions": ["health_check"],
+        "extensions": extension_names,
         "telemetry": self_telemetry(names.COLLECTOR_METRICS_PORT),
         "pipelines": {"traces": {
             "receivers": receiver_names,
@@ -170,10 +178,12 @@ def render_collector_config(pipeline: dict[str, Any], tier: str = SAMPLING_TIER)
         exporters = destination_exporters(pipeline, spec)
     recv = receivers(spec, edge)
     procs = processors(spec, edge, tail)
+    extensions = {"health_check": {"endpoint": listen(names.HEALTH_PORT)},
+                  **(security.extensions(spec) if edge else {})}
     return {
-        "extensions": {"health_check": {"endpoint": listen(names.HEALTH_PORT)}},
+        "extensions": extensions,
         "receivers": recv,
         "processors": procs,
         "exporters": exporters,
-        "service": service(list(recv), list(procs), list(exporters)),
+        "service": service(list(extensions), list(recv), list(procs), list(exporters)),
     }

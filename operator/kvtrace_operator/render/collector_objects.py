@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render import names, sampling, security
 from kvtrace_operator.render.collector import (
     LOADBALANCER_TIER,
     SAMPLING_TIER,
@@ -54,8 +54,9 @@ def ca_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any
 
 
 def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, component: str,
-             tier: str, ports: list[tuple[str, int]], destinations: bool) -> Workload:
-    """``destinations``: this tier exports to Jaeger and the user's exporters (their secrets)."""
+             tier: str, ports: list[tuple[str, int]], destinations: bool, edge: bool) -> Workload:
+    """``destinations``: this tier exports to Jaeger and the user's exporters (their secrets);
+    ``edge``: applications send to it (the token file and serving certificate)."""
     collector = spec["collector"]
     return Workload(
         program="otelcol",
@@ -69,7 +70,8 @@ def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, componen
         probe_path="/",
         resources=collector.get("resources"),
         env=secret_env(spec) if destinations else [],
-        extra_volumes=ca_volumes(spec) if destinations else [],
+        extra_volumes=((ca_volumes(spec) if destinations else [])
+                       + (security.collector_volumes(spec) if edge else [])),
     )
 
 
@@ -80,14 +82,14 @@ def collector_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
     if sampling.two_tier(spec):
         back_ports = [("otlp-grpc", names.OTLP_GRPC_PORT)]
         back = workload(pipeline, spec, names.sampling_collector(name), COLLECTOR_SAMPLING,
-                        SAMPLING_TIER, back_ports, destinations=True)
+                        SAMPLING_TIER, back_ports, destinations=True, edge=False)
         objects += [back.service_account(pipeline), back.config_map(pipeline), back.deployment(pipeline),
                     service(pipeline, back.name, COLLECTOR_SAMPLING, back_ports, headless=True)]
         front = workload(pipeline, spec, names.collector(name), COLLECTOR_LOADBALANCER,
-                         LOADBALANCER_TIER, edge_ports, destinations=False)
+                         LOADBALANCER_TIER, edge_ports, destinations=False, edge=True)
     else:
         front = workload(pipeline, spec, names.collector(name), COLLECTOR, SAMPLING_TIER, edge_ports,
-                         destinations=True)
+                         destinations=True, edge=True)
     objects += [front.service_account(pipeline), front.config_map(pipeline), front.deployment(pipeline),
                 service(pipeline, front.name, front.component, edge_ports)]
     return objects

@@ -60,6 +60,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "receivers": {"zipkin": {"enabled": False}, "jaeger": {"enabled": False}},
     "redaction": {"hashAttributes": ["kvstore.key"]},
     "networkPolicy": {"enabled": True, "queryAccess": "namespace"},
+    "security": {"auth": {"enabled": False}, "tls": {"enabled": False}},
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, podspec, sampling
+from kvtrace_operator.render import names, podspec, sampling, security
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import single_unit
@@ -129,8 +129,10 @@ def render_kvcluster(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -
     configmap = node_configmap(cluster, spec, raw_keys)
     # Traced members carry the label the pipeline's NetworkPolicy lets in.
     pod_labels = {TELEMETRY_CLIENT_LABEL: names.name_of(pipeline)} if pipeline is not None else {}
+    # The pipeline's CA certificate when its receivers serve TLS.
+    volumes = security.client_volumes(apply_defaults_pipeline(pipeline.get("spec"))) if pipeline is not None else []
     statefulset = render_statefulset(cluster, spec, otel_env, config_checksum(configmap, otel_env), raw_keys,
-                                     pod_labels)
+                                     pod_labels, volumes)
     return [
         service_account(cluster),
         configmap,

@@ -97,7 +97,9 @@ def pipeline_endpoints(pipeline: dict[str, Any]) -> dict[str, str]:
     """The addresses a TracingPipeline's status reports (``status.endpoints``)."""
     name, namespace = name_of(pipeline), namespace_of(pipeline)
     host = service_dns(collector(name), namespace)
-    endpoints = {"otlpGrpc": f"http://{host}:{OTLP_GRPC_PORT}", "otlpHttp": f"http://{host}:{OTLP_HTTP_PORT}"}
+    tls = pipeline.get("spec", {}).get("security", {}).get("tls", {}).get("enabled", False)
+    scheme = "https" if tls else "http"
+    endpoints = {"otlpGrpc": f"{scheme}://{host}:{OTLP_GRPC_PORT}", "otlpHttp": f"{scheme}://{host}:{OTLP_HTTP_PORT}"}
     if pipeline.get("spec", {}).get("jaeger", {}).get("enabled", True):
         query = service_dns(jaeger_query(name), namespace)
         endpoints["jaegerQuery"] = f"http://{query}:{JAEGER_QUERY_HTTP_PORT}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render import names, sampling, security
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.validate import validate_pipeline
 
@@ -32,7 +32,7 @@ def exporter_env(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     host = names.service_dns(names.collector(names.name_of(pipeline)), names.namespace_of(pipeline))
     variables = [
-        env("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host}:{names.OTLP_HTTP_PORT}"),
+        env("OTEL_EXPORTER_OTLP_ENDPOINT", f"{security.scheme(spec)}://{host}:{names.OTLP_HTTP_PORT}"),
         env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         env("OTEL_TRACES_EXPORTER", "otlp"),
         # The pipeline carries traces only: without these the SDK would also push metrics
@@ -75,4 +75,6 @@ def otel_environment(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -
         env("OTEL_SERVICE_NAME", service_name(cluster)),
         env("OTEL_RESOURCE_ATTRIBUTES", resource_attributes(cluster)),
         *exporter_env(pipeline),
+        # The token only by reference to its Secret, so never in the instrumentation ConfigMap.
+        *security.client_env(apply_defaults_pipeline(pipeline.get("spec"))),
     ]

@@ -33,6 +33,10 @@ PIPELINE_OPTIONAL = {
     "jaeger.tenancy.tenants": STRINGS,
     "redaction.blockedKeyPatterns": STRINGS,
     "redaction.blockedValues": STRINGS,
+    "security.auth.tokenSecretRef": OBJECT,
+    "security.auth.tokenSecretRef.name": STRING,
+    "security.auth.tokenSecretRef.key": STRING,
+    "security.tls.secretName": STRING,
 }
 EXPORTER_OPTIONAL = {"name": STRING, "endpoint": STRING, "headers": STRING_MAP, "compression": STRING,
                      "secretHeaders": LIST, "tls.caSecret": OBJECT, "tls.caSecret.name": STRING,

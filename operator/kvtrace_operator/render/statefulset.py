@@ -44,7 +44,8 @@ def node_env(otel_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return identity + [item for item in otel_env if item["name"] not in taken]
 
 
-def node_container(spec: dict[str, Any], otel_env: list[dict[str, Any]], raw_keys: bool) -> dict[str, Any]:
+def node_container(spec: dict[str, Any], otel_env: list[dict[str, Any]], raw_keys: bool,
+                   extra_mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     container = {
         "name": "kvnode",
         "image": spec["image"],
@@ -59,6 +60,7 @@ def node_container(spec: dict[str, Any], otel_env: list[dict[str, Any]], raw_key
             {"name": "data", "mountPath": names.DATA_DIR},
             {"name": "config", "mountPath": names.CONFIG_DIR, "readOnly": True},
             podspec.tmp_mount(),
+            *(extra_mounts or []),
         ],
         "securityContext": podspec.container_security_context(),
     }
@@ -87,9 +89,12 @@ def affinity(cluster: dict[str, Any], scheduling: dict[str, Any]) -> dict[str, A
 
 
 def pod_spec(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[str, Any]],
-             raw_keys: bool) -> dict[str, Any]:
+             raw_keys: bool, extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] | None = None
+             ) -> dict[str, Any]:
+    """``extra_volumes``: (volume, mount) pairs, e.g. the pipeline's CA certificate."""
     name = names.name_of(cluster)
     scheduling = spec["scheduling"]
+    extra = extra_volumes or []
     pod: dict[str, Any] = {
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
@@ -98,10 +103,11 @@ def pod_spec(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[
         "enableServiceLinks": False,
         "securityContext": podspec.pod_security_context(),
         "terminationGracePeriodSeconds": 30,
-        "containers": [node_container(spec, otel_env, raw_keys)],
+        "containers": [node_container(spec, otel_env, raw_keys, [mount for _, mount in extra])],
         "volumes": [
             podspec.config_volume("config", names.node_configmap(name), "peers", "peers"),
             podspec.tmp_volume(),
+            *(volume for volume, _ in extra),
         ],
     }
     pod_affinity = affinity(cluster, scheduling)
@@ -128,7 +134,8 @@ def volume_claim(cluster: dict[str, Any], storage: dict[str, Any]) -> dict[str, 
 
 def render_statefulset(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[str, Any]],
                        config_checksum: str, raw_keys: bool = False,
-                       pod_labels: dict[str, str] | None = None) -> dict[str, Any]:
+                       pod_labels: dict[str, str] | None = None,
+                       extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] | None = None) -> dict[str, Any]:
     """OrderedReady, one pod at a time: an image change never takes down more than one member.
     ``pod_labels``: extra labels of the members (not in the selector), e.g. the one that lets
     them through the pipeline's NetworkPolicy."""
@@ -150,7 +157,7 @@ def render_statefulset(cluster: dict[str, Any], spec: dict[str, Any], otel_env: 
             "selector": {"matchLabels": selector_labels(cluster, KVNODE)},
             "template": {
                 "metadata": podspec.template_metadata(labels, config_checksum),
-                "spec": pod_spec(cluster, spec, otel_env, raw_keys),
+                "spec": pod_spec(cluster, spec, otel_env, raw_keys, extra_volumes),
             },
             "volumeClaimTemplates": [volume_claim(cluster, spec["storage"])],
         },

@@ -146,6 +146,18 @@ def _validate_jaeger(spec: dict[str, Any]) -> None:
         raise SpecError("spec.jaeger.tenancy.tenants", "expected at least one tenant when tenancy is enabled")
 
 
+def _validate_security(spec: dict[str, Any]) -> None:
+    if spec["security"]["auth"]["enabled"]:
+        ref = spec["security"]["auth"].get("tokenSecretRef")
+        if ref is None:
+            raise SpecError("spec.security.auth.tokenSecretRef", "required when auth is enabled: "
+                            "{name: SECRET, key: KEY}, a Secret key holding the bearer token")
+        _secret_ref(ref, "spec.security.auth.tokenSecretRef")
+    if spec["security"]["tls"]["enabled"] and not spec["security"]["tls"].get("secretName"):
+        raise SpecError("spec.security.tls.secretName", "required when tls is enabled: a Secret with "
+                        "tls.crt, tls.key and ca.crt (as cert-manager writes it)")
+
+
 def validate_pipeline(pipeline: dict[str, Any]) -> None:
     spec = apply_defaults_pipeline(check_spec(pipeline, PIPELINE_DEFAULTS, PIPELINE_OPTIONAL))
     _name(pipeline, MAX_PIPELINE_NAME)
@@ -154,6 +166,7 @@ def validate_pipeline(pipeline: dict[str, Any]) -> None:
     _validate_jaeger(spec)
     _validate_destinations(spec)
     _enum(spec["networkPolicy"]["queryAccess"], "spec.networkPolicy.queryAccess", ("namespace", "labelled"))
+    _validate_security(spec)
     hashed = spec["redaction"].get("hashAttributes") or []
     if "kvstore.key" not in hashed and sampling.mode(spec) != sampling.DEVELOPMENT:
         raise SpecError("spec.redaction.hashAttributes", "must contain kvstore.key: raw keys are "

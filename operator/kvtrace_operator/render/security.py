@@ -1,0 +1,110 @@
+"""Authentication and TLS of the telemetry hop applications → collector
+(``TracingPipeline.spec.security``; docs/security.md).
+
+Both read user-provided Secrets; the operator creates none:
+
+- ``auth``: the collector's edge receivers require ``authorization: Bearer TOKEN``
+  (``bearertokenauth`` extension, token file mounted from ``tokenSecretRef``; the extension
+  re-reads the file when the kubelet updates it). KV pods get the token as an environment
+  variable from the same Secret key (``valueFrom.secretKeyRef``) and the header through
+  ``$(VAR)`` expansion: the token is never in a ConfigMap, a pod spec or the checksum.
+- ``tls``: the edge receivers serve ``tls.crt``/``tls.key`` of ``secretName`` (a
+  ``kubernetes.io/tls`` Secret, as cert-manager writes it), reloaded hourly; KV pods mount
+  only its ``ca.crt`` and point ``OTEL_EXPORTER_OTLP_CERTIFICATE`` at it, with an ``https``
+  endpoint.
+
+The sampling tier behind a load-balancing tier is reached only from that tier (its
+NetworkPolicy) and stays plaintext without auth, like the hop to Jaeger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+AUTH_EXTENSION = "bearertokenauth/otlp"
+AUTH_DIR = "/etc/otelcol-auth"
+TOKEN_FILE = f"{AUTH_DIR}/token"
+SERVING_DIR = "/etc/otelcol-serving"  # not below /etc/otelcol (read-only config) or /etc/otelcol-tls
+CLIENT_CA_DIR = "/etc/kvtrace-telemetry"
+CLIENT_CA_FILE = f"{CLIENT_CA_DIR}/ca.crt"
+TOKEN_ENV = "KVTRACE_OTLP_TOKEN"
+TLS_RELOAD_INTERVAL = "1h"
+
+
+def auth(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The auth settings when enabled, else None."""
+    settings = spec.get("security", {}).get("auth", {})
+    return settings if settings.get("enabled") else None
+
+
+def tls(spec: dict[str, Any]) -> dict[str, Any] | None:
+    settings = spec.get("security", {}).get("tls", {})
+    return settings if settings.get("enabled") else None
+
+
+def scheme(spec: dict[str, Any]) -> str:
+    return "https" if tls(spec) else "http"
+
+
+# ---- collector side -------------------------------------------------------------------------
+
+def receiver_settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """What every server protocol of an edge receiver gets (``auth``, ``tls``)."""
+    result: dict[str, Any] = {}
+    if auth(spec):
+        result["auth"] = {"authenticator": AUTH_EXTENSION}
+    if tls(spec):
+        result["tls"] = {"cert_file": f"{SERVING_DIR}/tls.crt", "key_file": f"{SERVING_DIR}/tls.key",
+                         "reload_interval": TLS_RELOAD_INTERVAL}
+    return result
+
+
+def extensions(spec: dict[str, Any]) -> dict[str, Any]:
+    return {AUTH_EXTENSION: {"filename": TOKEN_FILE}} if auth(spec) else {}
+
+
+def collector_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Secret volumes (and mounts) of the edge tier: the token file, the serving key pair."""
+    volumes = []
+    settings = auth(spec)
+    if settings:
+        ref = settings["tokenSecretRef"]
+        volumes.append((
+            {"name": "auth-token", "secret": {"secretName": ref["name"],
+                                              "items": [{"key": ref["key"], "path": "token"}]}},
+            {"name": "auth-token", "mountPath": AUTH_DIR, "readOnly": True}))
+    serving = tls(spec)
+    if serving:
+        volumes.append((
+            {"name": "serving-cert", "secret": {"secretName": serving["secretName"], "items": [
+                {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}},
+            {"name": "serving-cert", "mountPath": SERVING_DIR, "readOnly": True}))
+    return volumes
+
+
+# ---- client (KV pod) side -------------------------------------------------------------------
+
+def client_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The token (from the Secret), the header built from it, the CA file."""
+    result: list[dict[str, Any]] = []
+    settings = auth(spec)
+    if settings:
+        ref = settings["tokenSecretRef"]
+        result.append({"name": TOKEN_ENV,
+                       "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}})
+        # W3C-baggage format, value URL-encoded (%20 is the space); the kubelet expands $(...).
+        result.append({"name": "OTEL_EXPORTER_OTLP_HEADERS",
+                       "value": f"authorization=Bearer%20$({TOKEN_ENV})"})
+    if tls(spec):
+        result.append({"name": "OTEL_EXPORTER_OTLP_CERTIFICATE", "value": CLIENT_CA_FILE})
+    return result
+
+
+def client_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Only ``ca.crt`` of the serving Secret: a client never sees the private key."""
+    serving = tls(spec)
+    if not serving:
+        return []
+    return [({"name": "telemetry-ca", "secret": {"secretName": serving["secretName"],
+                                                  "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+             {"name": "telemetry-ca", "mountPath": CLIENT_CA_DIR, "readOnly": True})]

@@ -1,0 +1,70 @@
+"""The security fields of the CRDs on the real API server (issue 8): defaults applied, bad
+input rejected with a message naming the field (server-side dry run: nothing is stored)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.controlplane
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+@pytest.fixture(scope="module")
+def crds(local_cluster: Any) -> None:
+    local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          "crd/kvclusters.kvtrace.dev", "crd/tracingpipelines.kvtrace.dev")
+
+
+def kvc(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "metadata": {"name": "sec"}, "spec": spec}
+
+
+def tp(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline", "metadata": {"name": "sec"},
+            "spec": spec}
+
+
+def dry_run(kubectl: Any, obj: dict[str, Any]) -> Any:
+    return kubectl("-n", "default", "create", "--dry-run=server", "-o", "json", "-f", "-",
+                   input=yaml.safe_dump(obj), check=False)
+
+
+MALFORMED = [
+    ("client-access", kvc(networkPolicy={"clientAccess": "some"}), "spec.networkPolicy.clientAccess",
+     "Unsupported value"),
+    ("query-access", tp(networkPolicy={"queryAccess": "world"}), "spec.networkPolicy.queryAccess",
+     "Unsupported value"),
+    ("policy-enabled-type", tp(networkPolicy={"enabled": "yes"}), "spec.networkPolicy.enabled", "boolean"),
+    ("auth-without-secret", tp(security={"auth": {"enabled": True}}), "spec.security.auth.tokenSecretRef",
+     "tokenSecretRef is required when auth is enabled"),
+    ("auth-secret-without-key", tp(security={"auth": {"enabled": True, "tokenSecretRef": {"name": "t"}}}),
+     "spec.security.auth.tokenSecretRef.key", "Required value"),
+    ("tls-without-secret", tp(security={"tls": {"enabled": True}}), "spec.security.tls.secretName",
+     "secretName is required when tls is enabled"),
+]
+
+
+@pytest.mark.parametrize(("case", "obj", "field", "phrase"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_bad_security_input_is_rejected_naming_the_field(crds: None, kubectl: Any, case: str, obj: dict[str, Any],
+                                                         field: str, phrase: str) -> None:
+    proc = dry_run(kubectl, obj)
+    assert proc.returncode != 0, f"{case}: accepted"
+    assert f"{field}:" in proc.stderr and phrase in proc.stderr, proc.stderr
+
+
+def test_defaults_are_secure_where_they_can_be(crds: None, kubectl: Any) -> None:
+    cluster = json.loads(dry_run(kubectl, kvc()).stdout)
+    assert cluster["spec"]["networkPolicy"] == {"enabled": True, "clientAccess": "all"}
+    pipeline = json.loads(dry_run(kubectl, tp()).stdout)
+    assert pipeline["spec"]["networkPolicy"] == {"enabled": True, "queryAccess": "namespace"}
+    assert pipeline["spec"]["security"] == {"auth": {"enabled": False}, "tls": {"enabled": False}}
+    secured = tp(security={"auth": {"enabled": True, "tokenSecretRef": {"name": "t", "key": "token"}},
+                           "tls": {"enabled": True, "secretName": "collector-tls"}})
+    assert dry_run(kubectl, secured).returncode == 0

@@ -1,0 +1,258 @@
+"""Authenticated and encrypted telemetry through the real collector into the real Jaeger
+(issue 8): the collector runs the configuration the operator renders for
+``spec.security.auth`` / ``spec.security.tls``; the sender is the OpenTelemetry SDK's OTLP/HTTP
+exporter configured only by the environment the operator renders for a KV pod (Secret
+references resolved as the kubelet would).
+
+- auth: no token → HTTP 401, a wrong token → 401, the right one → the span is in Jaeger;
+- TLS: the right CA → the span is in Jaeger; plaintext, a client trusting another CA, and a
+  server certificate that has expired are all refused.
+
+Certificates are made per test with the ``openssl`` command line (ECDSA P-256, fast)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import secrets
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from kvtrace_operator.render import otel_environment, render_collector_config
+from kvtrace_operator.render.security import AUTH_DIR, CLIENT_CA_DIR, SERVING_DIR
+
+pytestmark = pytest.mark.dataplane
+
+NS = "store"
+COLLECTOR_DNS = f"traces-collector.{NS}.svc.cluster.local"
+TOKEN_SECRET = {"name": "otlp-token", "key": "token"}
+
+
+def pipeline(**security: Any) -> dict[str, Any]:
+    # head mode: no tail sampling, so an accepted span reaches Jaeger at once.
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
+            "metadata": {"name": "traces", "namespace": NS},
+            "spec": {"sampling": {"mode": "head", "ratio": 1}, "security": security}}
+
+
+def kvcluster() -> dict[str, Any]:
+    name = f"kv{secrets.token_hex(4)}"  # also the service name: unique per test
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"tracing": {"pipelineRef": {"name": "traces"}}}}
+
+
+def local_collector_config(pipe: dict[str, Any], jaeger: Any, files: dict[str, Path]) -> dict[str, Any]:
+    """The rendered config with the in-pod mount paths pointed at ``files`` and the Jaeger
+    exporter at the test's Jaeger; nothing else changes."""
+    text = yaml.safe_dump(render_collector_config(pipe))
+    for mount, local in files.items():
+        text = text.replace(mount, str(local))
+    config = yaml.safe_load(text)
+    config["exporters"]["otlp_grpc/jaeger"]["endpoint"] = jaeger.otlp_grpc
+    return config
+
+
+def pod_env(cluster: dict[str, Any], pipe: dict[str, Any], secret_data: dict[tuple[str, str], str],
+            endpoint: str, files: dict[str, Path]) -> dict[str, str]:
+    """What the kubelet would give the KV pod: fieldRefs and secretKeyRefs resolved, ``$(VAR)``
+    expanded; the collector's Service name → ``endpoint`` (scheme kept), mount paths → ``files``."""
+    fields = {"metadata.name": f"{cluster['metadata']['name']}-0", "spec.nodeName": "node-0"}
+    env: dict[str, str] = {}
+    for item in otel_environment(cluster, pipe):
+        source = item.get("valueFrom")
+        if source and "fieldRef" in source:
+            value = fields[source["fieldRef"]["fieldPath"]]
+        elif source:
+            ref = source["secretKeyRef"]
+            value = secret_data[(ref["name"], ref["key"])]
+        else:
+            value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env[m.group(1)], item["value"])
+        env[item["name"]] = value
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = env["OTEL_EXPORTER_OTLP_ENDPOINT"].replace(
+        f"{COLLECTOR_DNS}:4318", endpoint)
+    for mount, local in files.items():
+        env = {key: value.replace(mount, str(local)) for key, value in env.items()}
+    return env
+
+
+def send_span(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SpanExportResult:
+    """One span exported by the SDK's OTLP/HTTP exporter, configured only by ``env``."""
+    for key in list(os.environ):
+        if key.startswith("OTEL_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("OTEL_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5")
+    # requests lets these (set on this host, not in the KV image) override the exporter's CA.
+    for key in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(key, raising=False)
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create())
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("security-test").start_as_current_span("kv.put"):
+        pass
+    exporter = OTLPSpanExporter()
+    try:
+        return exporter.export(memory.get_finished_spans())
+    finally:
+        exporter.shutdown()
+        provider.shutdown()
+
+
+def arrives(jaeger: Any, poll: Any, service: str) -> None:
+    client = jaeger.client()
+    poll(lambda: client.find_traces(service), timeout=30, message=f"a trace of {service} in Jaeger")
+
+
+def post_traces(address: str, headers: dict[str, str], context: ssl.SSLContext | None = None) -> int:
+    """POST an empty OTLP/HTTP export request; the HTTP status."""
+    host, port = address.rsplit(":", 1)
+    conn = (http.client.HTTPSConnection(host, int(port), context=context, timeout=5) if context
+            else http.client.HTTPConnection(host, int(port), timeout=5))
+    try:
+        conn.request("POST", "/v1/traces", body=b"",
+                     headers={"Content-Type": "application/x-protobuf", **headers})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+# ---- authentication -------------------------------------------------------------------------
+
+def test_bearer_token_is_required_and_the_right_one_gets_through(
+        collector: Any, jaeger: Any, poll: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = secrets.token_urlsafe(24)
+    (tmp_path / "auth").mkdir()
+    (tmp_path / "auth" / "token").write_text(token)
+    files = {AUTH_DIR: tmp_path / "auth"}
+    pipe = pipeline(auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET})
+    backend = jaeger()
+    col = collector(local_collector_config(pipe, backend, files))
+    address = col.endpoint("otlp/http")
+
+    assert post_traces(address, {}) == 401
+    assert post_traces(address, {"Authorization": f"Bearer {secrets.token_urlsafe(24)}"}) == 401
+    assert post_traces(address, {"Authorization": f"Bearer {token}"}) == 200
+
+    cluster = kvcluster()
+    right = pod_env(cluster, pipe, {("otlp-token", "token"): token}, address, files)
+    assert token not in yaml.safe_dump(otel_environment(cluster, pipe))  # only by reference
+    assert send_span(right, monkeypatch) == SpanExportResult.SUCCESS
+    arrives(backend, poll, cluster["metadata"]["name"])
+
+    intruder = kvcluster()
+    wrong = pod_env(intruder, pipe, {("otlp-token", "token"): "not-the-token"}, address, files)
+    assert send_span(wrong, monkeypatch) == SpanExportResult.FAILURE
+    services = backend.client().services()
+    assert intruder["metadata"]["name"] not in services and cluster["metadata"]["name"] in services
+
+
+# ---- TLS ------------------------------------------------------------------------------------
+
+def openssl(*args: str, cwd: Path) -> None:
+    exe = shutil.which("openssl")
+    assert exe, "the openssl command line is needed to make test certificates"
+    subprocess.run([exe, *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def make_ca(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    openssl("req", "-x509", *KEY, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj",
+            f"/CN=kvtrace-test-ca-{directory.name}", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
+    return directory
+
+
+def make_serving_secret(ca: Path, directory: Path, *, expired: bool = False) -> Path:
+    """What a cert-manager Certificate writes: tls.crt, tls.key and ca.crt."""
+    directory.mkdir(parents=True)
+    openssl("req", "-new", *KEY, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=traces-collector",
+            cwd=directory)
+    sans = f"DNS:traces-collector.{NS}.svc,DNS:{COLLECTOR_DNS},IP:127.0.0.1"
+    (directory / "ext").write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", str(ca / "ca.crt"), "-CAkey", str(ca / "ca.key"),
+            "-CAcreateserial", "-days", "-1" if expired else "2", "-extfile", "ext", "-out", "tls.crt",
+            cwd=directory)
+    shutil.copy(ca / "ca.crt", directory / "ca.crt")
+    return directory
+
+
+def tls_collector(collector: Any, backend: Any, secret: Path) -> tuple[Any, dict[str, Path]]:
+    files = {SERVING_DIR: secret}
+    pipe = pipeline(tls={"enabled": True, "secretName": "collector-tls"})
+    return collector(local_collector_config(pipe, backend, files)), files
+
+
+def kv_files(secret: Path) -> dict[str, Path]:
+    return {CLIENT_CA_DIR: secret}
+
+
+def test_tls_with_the_right_ca_arrives_and_plaintext_or_another_ca_is_refused(
+        collector: Any, jaeger: Any, poll: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = make_serving_secret(make_ca(tmp_path / "ca"), tmp_path / "secret")
+    backend = jaeger()
+    col, _ = tls_collector(collector, backend, secret)
+    address = col.endpoint("otlp/http")
+    pipe = pipeline(tls={"enabled": True, "secretName": "collector-tls"})
+
+    cluster = kvcluster()
+    env = pod_env(cluster, pipe, {}, address, kv_files(secret))
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"https://{address}"
+    assert Path(env["OTEL_EXPORTER_OTLP_CERTIFICATE"]).read_bytes() == (secret / "ca.crt").read_bytes()
+    assert send_span(env, monkeypatch) == SpanExportResult.SUCCESS
+    arrives(backend, poll, cluster["metadata"]["name"])
+
+    # Plaintext to the TLS port: Go's TLS server answers 400 and takes nothing.
+    assert post_traces(address, {}) == 400
+    # A client trusting another CA refuses the collector's certificate.
+    other = ssl.create_default_context(cafile=str(make_ca(tmp_path / "other-ca") / "ca.crt"))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        post_traces(address, {}, context=other)
+    stranger = kvcluster()
+    wrong_env = pod_env(stranger, pipe, {}, address, kv_files(tmp_path / "other-ca"))
+    assert send_span(wrong_env, monkeypatch) == SpanExportResult.FAILURE
+    assert stranger["metadata"]["name"] not in backend.client().services()
+
+
+def test_an_expired_collector_certificate_is_refused(
+        collector: Any, jaeger: Any, tmp_path: Path) -> None:
+    ca = make_ca(tmp_path / "ca")
+    secret = make_serving_secret(ca, tmp_path / "secret", expired=True)
+    col, _ = tls_collector(collector, jaeger(), secret)
+    trusting = ssl.create_default_context(cafile=str(ca / "ca.crt"))
+    with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
+        post_traces(col.endpoint("otlp/http"), {}, context=trusting)
+
+
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one-tier", "two-tier"])
+def test_secured_configs_pass_otelcol_validate(replicas: int, tmp_path: Path) -> None:
+    """Every receiver (Zipkin and Jaeger too) with auth and TLS, each tier: the real binary agrees."""
+    from kvtrace.devstack.backends import validate_config
+    from kvtrace.devstack.pytest_plugin import require_binaries
+
+    require_binaries("otelcol-kvtrace")
+    pipe = pipeline(auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET},
+                    tls={"enabled": True, "secretName": "collector-tls"})
+    pipe["spec"].update(sampling={"mode": "production"}, collector={"replicas": replicas},
+                        receivers={"zipkin": {"enabled": True}, "jaeger": {"enabled": True}})
+    tiers = ["loadbalancer", "sampling"] if replicas > 1 else ["sampling"]
+    for tier in tiers:
+        proc = validate_config(render_collector_config(pipe, tier), workdir=tmp_path)
+        assert proc.returncode == 0, f"{tier}: {proc.stderr}"
