@@ -63,12 +63,14 @@ class Ring:
     _tokens: list[int] = field(init=False, repr=False, compare=False)
     _owners: list[str] = field(init=False, repr=False, compare=False)
     _by_id: dict[str, Member] = field(init=False, repr=False, compare=False)
+    _segments: dict[tuple[int, int], tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         points = sorted((_token(m.id, v), m.id) for m in self.members for v in range(self.vnodes))
         object.__setattr__(self, "_tokens", [t for t, _ in points])
         object.__setattr__(self, "_owners", [o for _, o in points])
         object.__setattr__(self, "_by_id", {m.id: m for m in self.members})
+        object.__setattr__(self, "_segments", {})
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -78,12 +80,19 @@ class Ring:
         return self._by_id.get(member_id)
 
     def preference(self, khash: int, n: int) -> tuple[str, ...]:
-        """The first `n` distinct members clockwise from the key's position."""
+        """The first `n` distinct members clockwise from the key's position. Every key between
+        two neighbouring tokens has the same list, so lists are memoised per segment."""
         owners = self._owners
         if not owners:
             return ()
-        n = min(n, len(self.members))
         start = bisect.bisect_right(self._tokens, khash)
+        cached = self._segments.get((start, n))
+        if cached is None:
+            cached = self._segments[(start, n)] = self._walk(start, min(n, len(self.members)))
+        return cached
+
+    def _walk(self, start: int, n: int) -> tuple[str, ...]:
+        owners = self._owners
         picked: list[str] = []
         size = len(owners)
         for i in range(size):
