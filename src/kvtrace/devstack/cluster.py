@@ -117,6 +117,7 @@ class LocalCluster:
         self._stop_event = threading.Event()
         self._provisioner: threading.Thread | None = None
         self._started = False
+        self._binaries: dict[str, Path] = {}
 
     # ----------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalCluster:
@@ -129,6 +130,9 @@ class LocalCluster:
         problems = missing_binaries()
         if problems:
             raise FileNotFoundError("local cluster binaries unavailable:\n  " + "\n  ".join(problems))
+        # Verified once (a checksum of each binary); port-clash retries reuse the paths.
+        self._binaries = {name: tools.TOOLS[tool].path(name) for tool in ("kubernetes", "etcd", "kwok")
+                          for name in tools.TOOLS[tool].binaries if name in BINARIES}
         begun = time.monotonic()
         if self._given_workdir is not None:
             self.workdir = self._given_workdir
@@ -235,7 +239,7 @@ class LocalCluster:
             self.etcd_port, peer = free_port(), free_port()
             shutil.rmtree(data, ignore_errors=True)
             return [
-                str(tools.binary("etcd")), "--name", "default", "--data-dir", str(data),
+                str(self._binaries["etcd"]), "--name", "default", "--data-dir", str(data),
                 "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
                 "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
@@ -257,7 +261,7 @@ class LocalCluster:
             self.apiserver_port = free_port()
             self.server = f"https://127.0.0.1:{self.apiserver_port}"
             return [
-                str(tools.binary("kube-apiserver")),
+                str(self._binaries["kube-apiserver"]),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
                 "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
                 f"--secure-port={self.apiserver_port}",
@@ -318,7 +322,7 @@ class LocalCluster:
         def argv() -> list[str]:
             self.kcm_port = free_port()
             return [
-                str(tools.binary("kube-controller-manager")), *self._common_client_flags(),
+                str(self._binaries["kube-controller-manager"]), *self._common_client_flags(),
                 f"--secure-port={self.kcm_port}", "--controllers=*",
                 "--cluster-name=kvtrace-local",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -334,7 +338,7 @@ class LocalCluster:
     def _start_scheduler(self) -> None:
         def argv() -> list[str]:
             self.scheduler_port = free_port()
-            return [str(tools.binary("kube-scheduler")), *self._common_client_flags(),
+            return [str(self._binaries["kube-scheduler"]), *self._common_client_flags(),
                     f"--secure-port={self.scheduler_port}"]
 
         self._launch("kube-scheduler", argv, self._healthz("scheduler_port"), "healthy (/healthz)")
@@ -346,7 +350,7 @@ class LocalCluster:
         def argv() -> list[str]:
             self.kwok_port = free_port()
             return [
-                str(tools.binary("kwok")), f"--kubeconfig={self.kubeconfig}", f"--config={config}",
+                str(self._binaries["kwok"]), f"--kubeconfig={self.kubeconfig}", f"--config={config}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
                 f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1", "--node-name=kwok-controller",

@@ -77,8 +77,21 @@ def venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
+_RESOLVED: dict[str, str] = {}
+
+
 def resolve_executable(name: str) -> str | None:
-    """venv bin first, then a cached upstream tool of that name, then PATH."""
+    """venv bin first, then a cached upstream tool of that name, then PATH (found ones cached:
+    verifying a cached tool checksums it, and pods are re-rendered every poll)."""
+    if name not in _RESOLVED:
+        found = _resolve_executable(name)
+        if found is None:
+            return None
+        _RESOLVED[name] = found
+    return _RESOLVED[name]
+
+
+def _resolve_executable(name: str) -> str | None:
     base = Path(name).name
     if "/" in name and os.access(name, os.X_OK) and not Path(name).is_dir():
         if not str(name).startswith(("/usr/bin/", "/bin/", "/usr/local/bin/")):
