@@ -18,7 +18,7 @@ pytestmark = pytest.mark.controlplane
 def can_i(kubectl: Any, user: str, verb: str, resource: str, namespace: str | None) -> bool:
     scope = ["-n", namespace] if namespace else ["--all-namespaces"]
     proc = kubectl("auth", "can-i", verb, resource, f"--as={user}", *scope, check=False)
-    return proc.stdout.strip() == "yes"
+    return bool(proc.stdout.strip() == "yes")
 
 
 def test_install_upgrade_uninstall_cluster_scope(local_cluster: Any, kubectl: Any, namespace: str,

@@ -61,12 +61,18 @@ def kind(kind_cluster: Path) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def port_forward(kubectl_args: list[str], remote: int) -> Iterator[int]:
+def port_forward(kubectl_args: list[str], target: str, remote: int) -> Iterator[int]:
+    """`kubectl port-forward TARGET LOCAL:REMOTE` until the block ends; yields LOCAL."""
+    from kvtrace.devstack.proc import port_open
+
     local = free_port()
-    proc = subprocess.Popen([*kubectl_args, "port-forward", f"{local}:{remote}"],
+    proc = subprocess.Popen([*kubectl_args, "port-forward", target, f"{local}:{remote}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(2)
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", local) and time.monotonic() < deadline:
+            assert proc.poll() is None, f"kubectl port-forward {target} exited ({proc.returncode})"
+            time.sleep(0.5)
         yield local
     finally:
         proc.terminate()
@@ -87,9 +93,8 @@ def test_example_runs_is_benchmarked_and_traced_in_kind(kind: Any, kind_cluster:
          "--timeout=180s", timeout=200)
 
     # Development pipeline: every trace is kept; find them through Jaeger's /api/v3.
-    forward = [kubectl_path(), "--kubeconfig", str(kind_cluster), "-n", NAMESPACE,
-               "svc/dev-traces-jaeger-query"]
-    with port_forward(forward, 16686) as port:
+    kubectl = [kubectl_path(), "--kubeconfig", str(kind_cluster), "-n", NAMESPACE]
+    with port_forward(kubectl, "svc/dev-traces-jaeger-query", 16686) as port:
         jaeger = JaegerClient(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 120
         while "basic" not in jaeger.services() and time.monotonic() < deadline:

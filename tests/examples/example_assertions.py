@@ -37,7 +37,8 @@ def apply_example(kubectl: Kubectl, namespace: str, folder: Path) -> None:
 def get_json(kubectl: Kubectl, namespace: str, *refs: str) -> list[dict[str, Any]]:
     proc = kubectl("-n", namespace, "get", *refs, "-o", "json")
     data = json.loads(proc.stdout)
-    return data["items"] if data.get("kind") == "List" else [data]  # type: ignore[no-any-return]
+    items: list[dict[str, Any]] = data["items"] if data.get("kind") == "List" else [data]
+    return items
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -76,7 +77,8 @@ def wait_ready(kubectl: Kubectl, namespace: str, folder: Path, timeout: float = 
 def expected_children(folder: Path, namespace: str) -> list[dict[str, Any]]:
     """What the operator must have created: the renderers' output for the example."""
     docs = [{**doc, "metadata": {**doc["metadata"], "namespace": namespace}} for doc in documents(folder)]
-    return render_all(docs)
+    rendered: list[dict[str, Any]] = render_all(docs)
+    return rendered
 
 
 def kubectl_ref(obj: dict[str, Any]) -> str:

@@ -36,7 +36,8 @@ def documents(folder: Path) -> list[dict[str, Any]]:
 
 @functools.cache
 def crd(kind: str) -> dict[str, Any]:
-    return yaml.safe_load((CRDS / f"kvtrace.dev_{PLURALS[kind]}.yaml").read_text())
+    loaded: dict[str, Any] = yaml.safe_load((CRDS / f"kvtrace.dev_{PLURALS[kind]}.yaml").read_text())
+    return loaded
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
