@@ -4,7 +4,8 @@
 
 Each configuration starts three fresh `kvtrace node serve` processes on 127.0.x.y under
 `opentelemetry-instrument` (traces go to a local OTLP/HTTP sink that discards them), preloads
-the key space, then measures QUORUM writes and QUORUM reads with 100-byte values using
+the key space, then measures QUORUM writes and QUORUM reads (32 clients, then 1 client for unloaded
+latency) with 100-byte values using
 `kvtrace bench`'s load generator. If an etcd binary is found (the local stack's
 ~/.cache/kvtrace/tools/etcd-3.6.16/etcd, or `etcd` on PATH) the same workload runs against
 a 3-member etcd cluster through its JSON gateway. Prints a JSON document and a table,
@@ -166,7 +167,8 @@ def measure(endpoints: list[str], target: str, args: argparse.Namespace, procs: 
     run_sync(BenchConfig(**{**common, "duration": 0.1}, write_ratio=1.0, preload=True))
     out = {}
     for phase, overrides in (("writes", {"write_ratio": 1.0}), ("reads", {"write_ratio": 0.0}),
-                             ("unloaded_writes", {"write_ratio": 1.0, "clients": 1, "duration": min(2.0, args.duration)})):
+                             ("unloaded_writes", {"write_ratio": 1.0, "clients": 1, "duration": min(2.0, args.duration)}),
+                             ("unloaded_reads", {"write_ratio": 0.0, "clients": 1, "duration": min(2.0, args.duration)})):
         before = cpu_seconds(procs)
         result = run_sync(BenchConfig(**{**common, **overrides}))
         if result.ops:
