@@ -23,6 +23,7 @@ from chartlib import (
 
 pytestmark = pytest.mark.unit
 
+RESYNC = "run `make manifests` (copies crds/ into the chart and regenerates manifests/install.yaml)"
 VARIANTS = {
     "default": (),
     "namespaced": NAMESPACED_VALUES,
@@ -33,10 +34,10 @@ def test_chart_crds_are_byte_identical_copies_of_the_top_level_crds() -> None:
     top = sorted(p.name for p in TOP_CRDS.glob("*.yaml"))
     chart = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
     assert top, "no CRDs in crds/"
-    assert chart == top, f"charts/kvtrace-operator/crds/ holds {chart}, crds/ holds {top}: run `make crds`"
+    assert chart == top, f"charts/kvtrace-operator/crds/ holds {chart}, crds/ holds {top}: " + RESYNC
     for name in top:
         assert (CHART / "crds" / name).read_bytes() == (TOP_CRDS / name).read_bytes(), (
-            f"charts/kvtrace-operator/crds/{name} differs from crds/{name}: run `make crds`")
+            f"charts/kvtrace-operator/crds/{name} differs from crds/{name}: " + RESYNC)
 
 
 def test_install_manifest_is_the_fresh_helm_template_output() -> None:
