@@ -353,3 +353,16 @@ def test_pod_runner_rewrites_names_in_env_and_files_and_restarts_when_they_resol
     assert after["env"]["UPSTREAM"] == f"http://{b_address}:8080"
     assert after["config"] == f"listen: {a_address}:8080\nupstream: http://{b_address}:8080\n"
     assert not first.alive() and runner_a.processes(a_pod)["main"].alive()
+
+
+def test_pod_runner_reports_why_a_pod_cannot_start_and_starts_it_once_it_can(
+        kubectl: Any, namespace: str, poll: Any, pod_runner: Any, tmp_path: Path) -> None:
+    _apply(kubectl, *_echo_deployment(namespace, "late", []))  # its ConfigMap "conf" does not exist yet
+    runner = pod_runner("app=late", workdir=tmp_path / "not-yet-created" / "runner")
+    problem = poll(lambda: " ".join(runner.errors.values()), timeout=60, message="start problem reported")
+    assert "ConfigMap" in problem and "conf" in problem and not runner.pods()
+    _apply(kubectl, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "conf", "namespace": namespace},
+                     "data": {"config.yaml": "listen: 0.0.0.0:8080\n"}})
+    (address,) = runner.wait_running(1, timeout=60).values()
+    assert _get_json(f"{address}:8080")["config"] == f"listen: {address}:8080\n"
+    assert not runner.errors

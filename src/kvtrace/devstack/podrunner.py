@@ -178,6 +178,7 @@ class PodRunner:
         self.selector = selector
         self._given_workdir = workdir
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"kvtrace-pods-{namespace}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.endpoint_map = endpoint_map or endpoints_mod.EndpointMapFile(self.workdir / "endpoints.json")
         self.allocator = allocator or ALLOCATOR
         self.extra_env = dict(env or {})
@@ -293,7 +294,7 @@ class PodRunner:
                 self._note(f"sync failed: {exc!r}")
 
     def _note(self, message: str) -> None:
-        with (self.workdir / "podrunner.log").open("a") as log:
+        with contextlib.suppress(OSError), (self.workdir / "podrunner.log").open("a") as log:
             log.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
     def _list(self, kind: str) -> list[Obj]:
