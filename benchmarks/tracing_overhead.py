@@ -1,0 +1,161 @@
+"""Benchmark: what tracing costs the KV workload, through the real collector, in one run.
+
+    .venv/bin/python benchmarks/tracing_overhead.py [--duration 5] [--clients 32] [--keys 2000]
+
+Three configurations of a 3-node cluster, each started fresh with exactly the environment the
+operator renders (`otel_environment`) for its TracingPipeline:
+
+- `untraced`: no pipeline (`OTEL_SDK_DISABLED=true`);
+- `production`: the default pipeline (sampling mode production, ratio 0.1): the SDK keeps every
+  span (`parentbased_always_on`) and the collector's `tail_sampling` decides;
+- `head-0.1`: sampling mode head, ratio 0.1: the SDK keeps a tenth of the traces.
+
+The traced ones send to the real `otelcol-kvtrace` running the rendered collector config, which
+exports to Jaeger v2 running the rendered Jaeger config (tests/tracing/tracing_stack.py starts
+them, rewriting only endpoints and ports for loopback). The workload and its measurement are
+benchmarks/kv.py's (`measure`: preload, QUORUM writes, QUORUM reads, unloaded writes, with the
+servers' CPU per operation). Also reported: the collector's CPU per operation and the share of
+the spans the nodes created that reached the collector (the rest were dropped by the SDK's
+batch span processor, whose queue the rendered environment leaves at its default, 2048;
+`measure`'s 0.1 s warm-up after the preload is not counted, so a few percent above 100% means
+nothing was dropped).
+Prints a JSON document, a table and the ratios to `untraced`. Not a test: it only reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "tracing")]
+
+from kv import cpu_seconds, measure  # noqa: E402 - benchmarks/kv.py
+from tracing_stack import kvcluster, loopback_config, pipeline, start_kv_nodes, stop_kv_nodes  # noqa: E402
+
+from kvnode.bench import Result, table  # noqa: E402
+from kvtrace.devstack.backends import Collector, Jaeger  # noqa: E402
+from kvtrace.devstack.podrunner import ALLOCATOR  # noqa: E402
+from kvtrace_operator.render import render_collector_config, render_jaeger_config  # noqa: E402
+
+MODES: dict[str, dict[str, Any] | None] = {
+    "untraced": None,
+    "production": {"sampling": {"mode": "production"}},
+    "head-0.1": {"sampling": {"mode": "head", "ratio": 0.1}},
+}
+# Spans per operation when nothing is dropped: a QUORUM write with replication factor 3 is the
+# coordinator's SERVER span plus a CLIENT and a SERVER span per peer (2 peers); a QUORUM read
+# asks one peer (the coordinator's own replica answers in-process).
+SPANS_PER_WRITE, SPANS_PER_READ = 5, 3
+
+
+def accepted_spans(collector: Collector) -> float:
+    url = f"http://{collector.endpoint('metrics')}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback collector
+        lines = resp.read().decode().splitlines()
+    name = "otelcol_receiver_accepted_spans"
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + "{"))
+
+
+def run_mode(name: str, spec: dict[str, Any] | None, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    pipe = pipeline(**spec) if spec is not None else None
+    backends: list[Any] = []
+    nodes = []
+    try:
+        collector = None
+        if pipe is not None:
+            jaeger = Jaeger(loopback_config(render_jaeger_config(pipe)), workdir=root / "jaeger", name="jaeger")
+            backends.append(jaeger)
+            jaeger.start()
+            collector = Collector(loopback_config(render_collector_config(pipe), jaeger_otlp_grpc=jaeger.otlp_grpc),
+                                  workdir=root / "collector", name="collector")
+            backends.append(collector)
+            collector.start()
+        nodes = start_kv_nodes(root, [ALLOCATOR.allocate() for _ in range(3)], kvcluster(3), pipe,
+                               collector.otlp_http if collector else None)
+        procs = [n.process for n in nodes]
+        collector_procs = [collector.process] if collector else []
+        cpu0 = cpu_seconds(collector_procs)
+        phases = measure([n.url for n in nodes], "kvtrace", args, procs)
+        out: dict[str, Any] = {"sampler": nodes[0].env.get("OTEL_TRACES_SAMPLER", "(SDK disabled)"),
+                               "phases": phases}
+        if collector is not None:
+            ops = sum(r.ops for r in phases.values()) + args.keys
+            # the nodes' batch processors export every 5s: give them time to hand over the rest
+            for n in nodes:
+                assert n.process is not None
+                n.process.stop(timeout=20)  # SIGTERM: the node flushes its spans before exiting
+            writes = args.keys + phases["writes"].ops + phases["unloaded_writes"].ops
+            expected = SPANS_PER_WRITE * writes + SPANS_PER_READ * phases["reads"].ops
+            out["collector_cpu_us_per_op"] = round((cpu_seconds(collector_procs) - cpu0) / ops * 1e6, 1)
+            out["spans_reaching_collector"] = round(accepted_spans(collector) / expected, 3)
+        return out
+    finally:
+        stop_kv_nodes(nodes)
+        for backend in reversed(backends):
+            backend.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--keys", type=int, default=2000)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma list of " + ",".join(MODES))
+    args = parser.parse_args()
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="kvtrace-tracing-bench-") as tmp:
+        for name in args.modes.split(","):
+            root = Path(tmp) / name
+            root.mkdir()
+            results[name] = run_mode(name, MODES[name], root, args)
+    base = results.get("untraced")
+    ratios: dict[str, float] = {}
+    for name, res in results.items():
+        if base is None or res is base:
+            continue
+        for phase in ("writes", "reads"):
+            mine, theirs = res["phases"][phase], base["phases"][phase]
+            if theirs.ops_per_s:
+                ratios[f"{name}/untraced {phase} ops/s"] = round(mine.ops_per_s / theirs.ops_per_s, 3)
+            cpu = theirs.by_operation.get("server_cpu_us_per_op", {}).get("value")
+            if cpu:
+                ratios[f"{name}/untraced {phase} node CPU per op"] = round(
+                    mine.by_operation["server_cpu_us_per_op"]["value"] / cpu, 3)
+        unloaded, base_unloaded = res["phases"]["unloaded_writes"], base["phases"]["unloaded_writes"]
+        if base_unloaded.p50_ms:
+            ratios[f"{name}/untraced unloaded write p50"] = round(unloaded.p50_ms / base_unloaded.p50_ms, 3)
+    doc = {
+        "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
+        "clients": args.clients, "duration_s": args.duration, "keys": args.keys, "value_bytes": 100,
+        "consistency": "quorum",
+        "results": {name: {**{k: v for k, v in res.items() if k != "phases"},
+                           "phases": {p: r.as_dict() for p, r in res["phases"].items()}}
+                    for name, res in results.items()},
+        "ratios": ratios,
+    }
+    print(json.dumps(doc, indent=2))
+    rows: list[tuple[str, Result]] = [(f"{name} {phase}", r) for name, res in results.items()
+                                      for phase, r in res["phases"].items()]
+    print(table(rows))
+    for name, res in results.items():
+        cpu = ", ".join(f"{phase} {r.by_operation.get('server_cpu_us_per_op', {}).get('value', 0):.0f}"
+                        for phase, r in res["phases"].items())
+        extra = ""
+        if "collector_cpu_us_per_op" in res:
+            extra = (f"; collector CPU {res['collector_cpu_us_per_op']:.0f} µs/op; "
+                     f"spans reaching the collector {res['spans_reaching_collector']:.1%}")
+        print(f"{name} ({res['sampler']}): node CPU µs/op {cpu}{extra}")
+    for label, ratio in ratios.items():
+        print(f"{label}: {ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
