@@ -224,3 +224,14 @@ def test_operator_pods_carry_the_labels_the_kv_network_policies_admit() -> None:
         deployment = next(o for o in template(*variant) if o["kind"] == "Deployment")
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert OPERATOR_LABELS.items() <= labels.items(), (labels, OPERATOR_LABELS)
+
+
+def test_versions_agree() -> None:
+    """The chart's appVersion is the package version, and the image tag `make images` builds."""
+    import tomllib
+
+    from chartlib import REPO, makefile_var
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"] == makefile_var("IMAGE_TAG")
