@@ -27,6 +27,9 @@ def register(subparsers: Any) -> None:
                      "deleted or edited by hand (default: %(default)s)")
     run.add_argument("--retry-backoff", type=float, default=5.0, metavar="SECONDS",
                      help="delay before a failed reconcile is retried (default: %(default)s)")
+    run.add_argument("--drain-timeout", type=float, default=300.0, metavar="SECONDS",
+                     help="on scale-down, how long leaving members may take to hand their data over "
+                     "before they are removed anyway; 0 removes them at once (default: %(default)s)")
     run.add_argument("--watch-timeout", type=int, default=300, metavar="SECONDS",
                      help="server-side timeout of each watch request; the client waits 30s more "
                      "(default: %(default)s)")

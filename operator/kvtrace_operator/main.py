@@ -8,8 +8,10 @@ import logging
 from typing import Any
 
 import kopf
+from aiohttp import web
 
 from kvtrace_operator import handlers, k8s
+from kvtrace_operator.handlers.metrics import METRICS
 
 FINALIZER = "kvtrace.dev/finalizer"
 ANNOTATIONS_PREFIX = "kvtrace.dev"
@@ -43,6 +45,22 @@ def configure(settings: kopf.OperatorSettings, args: Any) -> None:
     settings.execution.max_workers = 4
 
 
+async def serve_metrics(port: int) -> web.AppRunner | None:
+    """``GET /metrics`` (Prometheus text) on ``port``; None when the port is 0."""
+    if not port:
+        return None
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=METRICS.render(), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - scraped from the pod network
+    return runner
+
+
 def run(args: Any) -> int:
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
@@ -54,18 +72,22 @@ def run(args: Any) -> int:
     options = handlers.Options(
         resync_interval=getattr(args, "resync_interval", 60.0),
         retry_backoff=getattr(args, "retry_backoff", 5.0),
+        drain_timeout=getattr(args, "drain_timeout", 300.0),
     )
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings, args)
         memo.client = k8s.make_client()
+        memo.metrics = await serve_metrics(getattr(args, "metrics_port", 0))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         client = getattr(memo, "client", None)
         if client is not None:
             await client.close()
+        if getattr(memo, "metrics", None) is not None:
+            await memo.metrics.cleanup()
 
     handlers.register(registry, options)
     namespaces = list(args.namespaces or [])

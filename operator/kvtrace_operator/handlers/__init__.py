@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import kopf
 
-from kvtrace_operator.handlers import children, kvcluster, pipeline
+from kvtrace_operator.handlers import children, common, kvcluster, pipeline
 from kvtrace_operator.handlers.common import Options
 
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
+    common.configure(options)
     kvcluster.register(registry, options)
     pipeline.register(registry, options)
     children.register(registry, options)

@@ -14,6 +14,8 @@ import kopf
 from lightkube import AsyncClient
 
 from kvtrace_operator import k8s
+from kvtrace_operator.handlers.metrics import METRICS
+from kvtrace_operator.render import checksum
 from kvtrace_operator.render.status import find_condition
 
 log = logging.getLogger("kvtrace_operator")
@@ -25,6 +27,16 @@ class Options:
 
     resync_interval: float = 60.0  # the drift-repair timer
     retry_backoff: float = 5.0  # delay before a failed reconcile is retried
+    drain_timeout: float = 300.0  # how long leaving members may take to hand their data over
+
+
+options = Options()
+
+
+def configure(chosen: Options) -> None:
+    """Set the options every handler and reconcile uses (once, at registration)."""
+    global options
+    options = chosen
 
 
 _locks: dict[tuple[str, str, str], asyncio.Lock] = {}
@@ -35,8 +47,16 @@ def lock(kind: str, namespace: str, name: str) -> asyncio.Lock:
     return _locks.setdefault((kind, namespace, name), asyncio.Lock())
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.timezone.utc).strftime(TIME_FORMAT)
+
+
+def seconds_since(stamp: str) -> float:
+    then = datetime.datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=datetime.timezone.utc)
+    return (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds()
 
 
 def plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,10 +88,11 @@ async def write_status(client: AsyncClient, res: Any, owner: Mapping[str, Any],
 
 
 def in_step(rendered: list[dict[str, Any]], observed: list[dict[str, Any]]) -> bool:
-    """Whether every rendered workload exists with the pod template checksum rendered now."""
-    current = {w["name"]: w["configChecksum"] for w in observed}
-    wanted = {w["name"]: w["configChecksum"] for w in k8s.workloads_of(rendered)}
-    return all(current.get(name) == checksum for name, checksum in wanted.items())
+    """Whether every rendered workload exists with the pod template checksum and replica
+    count rendered now."""
+    current = {w["name"]: (w["configChecksum"], w["desired"]) for w in observed}
+    wanted = {w["name"]: (w["configChecksum"], w["desired"]) for w in k8s.workloads_of(rendered)}
+    return all(current.get(name) == state for name, state in wanted.items())
 
 
 async def converge(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]],
@@ -87,14 +108,22 @@ async def converge(client: AsyncClient, owner: Mapping[str, Any], children: list
     return k8s.workloads_of(changes.applied), changes
 
 
+_validated: dict[str, str] = {}  # owner uid -> checksum of the last render the API server accepted
+
+
 async def apply(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]]) -> k8s.Changes:
-    """Apply every child and prune the stale ones, with an event per kind of action; a
-    child that had to be deleted (immutable field) is retried shortly."""
+    """Apply every child and prune the stale ones, with an event per kind of action. A render
+    not yet accepted is dry-run first (k8s.Rejected leaves nothing half-applied); a child that
+    had to be deleted (immutable field) is retried shortly."""
+    uid = owner["metadata"]["uid"]
+    rendered = checksum(children)
     try:
-        changes = await k8s.apply_children(client, owner, children)
+        changes = await k8s.apply_children(client, owner, children,
+                                           validate_first=_validated.get(uid) != rendered)
     except k8s.Recreating as exc:
         await k8s.post_event(client, owner, "Recreating", str(exc), "Warning")
         raise kopf.TemporaryError(str(exc), delay=2) from exc
+    _validated[uid] = rendered
     await report_changes(client, owner, changes)
     return changes
 
@@ -103,6 +132,7 @@ async def report_changes(client: AsyncClient, owner: Mapping[str, Any], changes:
     """One event per kind of action: Created, Updated, Deleted (children)."""
     for reason, items in (("Created", changes.created), ("Updated", changes.updated),
                           ("Deleted", changes.deleted)):
+        METRICS.child_actions(owner["kind"], reason.lower(), len(items))
         if items:
             log.info("%s %s/%s: %s", reason, owner["kind"], owner["metadata"]["name"], ", ".join(items))
             await k8s.post_event(client, owner, reason, ", ".join(items))

@@ -12,6 +12,7 @@ from lightkube import AsyncClient
 
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
+from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import (
     SpecError,
     otel_environment,
@@ -21,7 +22,7 @@ from kvtrace_operator.render import (
 )
 from kvtrace_operator.render.names import GROUP, VERSION
 from kvtrace_operator.render.sampling import mode as sampling_mode
-from kvtrace_operator.render.status import kvcluster_status, tracing_state, workload_summary
+from kvtrace_operator.render.status import find_condition, kvcluster_status, tracing_state, workload_summary
 
 PLURAL = "kvclusters"
 INDEX = "clusters_by_pipeline"
@@ -52,32 +53,90 @@ async def resolve_pipeline(client: AsyncClient, cluster: Mapping[str, Any]
         validate_pipeline(pipeline)
     except SpecError as exc:
         return None, tracing_state(ref, found=True, error=str(exc))
+    valid = find_condition(pipeline.get("status"), "ConfigValid")
+    if valid is not None and valid.get("status") == "False":  # e.g. the API server rejected a child
+        return None, tracing_state(ref, found=True, error=str(valid.get("message", "")))
     env = {v["name"]: v.get("value", "") for v in otel_environment(dict(cluster), pipeline)}
     return pipeline, tracing_state(ref, found=True, endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
                                    mode=sampling_mode(pipeline.get("spec") or {}),
                                    sampler=env.get("OTEL_TRACES_SAMPLER", ""))
 
 
-async def reconcile(client: AsyncClient, cluster: Mapping[str, Any], *, apply: bool = True) -> None:
-    """Render everything, then apply it all (or, with ``apply=False``, only observe) and
-    write the status. An invalid spec becomes conditions and an event; nothing is applied."""
+async def reconcile(client: AsyncClient, cluster: Mapping[str, Any], *, apply: bool = True) -> bool:
+    """Render everything, then apply it all (or, with ``apply=False``, only observe unless
+    something lags behind) and write the status. An invalid spec becomes conditions and an
+    event; nothing is applied. True while leaving members still drain (call again soon)."""
     cluster = common.plain(cluster)
     meta = cluster["metadata"]
     async with common.lock("KVCluster", meta["namespace"], meta["name"]):
-        pipeline, tracing = await resolve_pipeline(client, cluster)
-        try:
-            children = render_kvcluster(cluster, pipeline)
-        except SpecError as exc:
+        with METRICS.reconcile("KVCluster") as result:
+            pipeline, tracing = await resolve_pipeline(client, cluster)
+            try:
+                children = render_kvcluster(cluster, pipeline)
+            except SpecError as exc:
+                result["outcome"] = "invalid_spec"
+                await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
+                    cluster, statefulset=None, tracing=tracing, now=common.now(), spec_error=str(exc)))
+                await common.report_spec_error(client, cluster, str(exc))
+                return False
+            draining = await hold_leaving_members(client, cluster, children)
+            try:
+                workloads, changes = await common.converge(client, cluster, children, apply_all=apply)
+            except k8s.Rejected as exc:
+                result["outcome"] = "invalid_spec"
+                await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
+                    cluster, statefulset=None, tracing=tracing, now=common.now(), spec_error=str(exc)))
+                await common.report_spec_error(client, cluster, str(exc))
+                return False
+            if changes is not None:
+                await report_scaling(client, cluster, changes)
+            statefulset = next((w for w in workloads if w["kind"] == "StatefulSet"), None)
             await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
-                cluster, statefulset=None, tracing=tracing, now=common.now(), spec_error=str(exc)))
-            await common.report_spec_error(client, cluster, str(exc))
-            return
-        workloads, changes = await common.converge(client, cluster, children, apply_all=apply)
-        if changes is not None:
-            await report_scaling(client, cluster, changes)
-        statefulset = next((w for w in workloads if w["kind"] == "StatefulSet"), None)
-        await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
-            cluster, statefulset=statefulset, tracing=tracing, now=common.now()))
+                cluster, statefulset=statefulset, tracing=tracing, now=common.now(), draining=draining))
+            return bool(draining)
+
+
+def draining_since(cluster: Mapping[str, Any]) -> str | None:
+    """When the current drain began (the Progressing/Draining condition's transition)."""
+    cond = find_condition(cluster.get("status"), "Progressing") or {}
+    return cond.get("lastTransitionTime") if cond.get("reason") == "Draining" else None
+
+
+async def hold_leaving_members(client: AsyncClient, cluster: Mapping[str, Any],
+                               children: list[dict[str, Any]]) -> list[str]:
+    """Scaling down drains first: the rendered peers file already leaves the last members
+    out (they see it and hand their data over), but the StatefulSet keeps them until each
+    reports it is drained, or ``drain_timeout`` passed. Returns the members still draining
+    (and then raises the rendered StatefulSet's replicas back to keep them)."""
+    sts = next(obj for obj in children if obj["kind"] == "StatefulSet")
+    desired = int(sts["spec"]["replicas"])
+    current = await k8s.get_object(client, k8s.resource_class("apps/v1", "StatefulSet"),
+                                   sts["metadata"]["name"], cluster["metadata"]["namespace"])
+    kept = int((current or {}).get("spec", {}).get("replicas") or 0)
+    if kept <= desired or common.options.drain_timeout <= 0:
+        return []
+    ordinals = list(range(desired, kept))
+    views = await k8s.member_views(cluster, ordinals)
+    name = sts["metadata"]["name"]
+    pending = [f"{name}-{i}" for i, view in zip(ordinals, views) if not k8s.drained(view)]
+    since = draining_since(cluster)
+    if not pending:
+        await k8s.post_event(client, cluster, "Drained", f"{name}-{desired}..{name}-{kept - 1} handed "
+                             f"their data over; scaling the StatefulSet down to {desired}")
+        return []
+    if since is not None and common.seconds_since(since) > common.options.drain_timeout:
+        await k8s.post_event(client, cluster, "DrainTimeout",
+                             f"{', '.join(pending)} did not report drained within "
+                             f"{common.options.drain_timeout:g}s; removing them anyway (their data "
+                             "has other replicas; anti-entropy restores the replication factor)",
+                             "Warning")
+        return []
+    if since is None:
+        await k8s.post_event(client, cluster, "Draining",
+                             f"{', '.join(pending)} left the peers file; they hand their data over "
+                             f"before the StatefulSet scales down to {desired}")
+    sts["spec"]["replicas"] = kept
+    return pending
 
 
 async def report_scaling(client: AsyncClient, cluster: Mapping[str, Any], changes: k8s.Changes) -> None:
@@ -123,12 +182,14 @@ def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
     @kopf.on.create(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
     @kopf.on.update(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
     async def reconcile_handler(body: kopf.Body, old: Any, memo: kopf.Memo, **kwargs: Any) -> None:
-        await reconcile(memo.client, body)
+        draining = await reconcile(memo.client, body)
         namespace = body["metadata"]["namespace"]
         index = kwargs[INDEX]
         refs = {pipeline_ref(common.plain(body)), pipeline_ref({"spec": dict((old or {}).get("spec") or {})})}
         for ref in sorted(r for r in refs if r):
             await sync_consumers(memo.client, namespace, ref, consumers(index, namespace, ref))
+        if draining:
+            raise kopf.TemporaryError("leaving members are still draining", delay=options.retry_backoff)
 
     @kopf.timer(*resource, id="resync", interval=options.resync_interval,
                 initial_delay=options.resync_interval, registry=registry)

@@ -11,6 +11,7 @@ from lightkube import AsyncClient
 
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common, kvcluster
+from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import SpecError, render_pipeline
 from kvtrace_operator.render.names import GROUP, VERSION
 from kvtrace_operator.render.status import pipeline_status
@@ -24,16 +25,25 @@ async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers:
     pipeline = common.plain(pipeline)
     meta = pipeline["metadata"]
     async with common.lock("TracingPipeline", meta["namespace"], meta["name"]):
-        try:
-            children = render_pipeline(pipeline)
-        except SpecError as exc:
+        with METRICS.reconcile("TracingPipeline") as result:
+            try:
+                children = render_pipeline(pipeline)
+            except SpecError as exc:
+                result["outcome"] = "invalid_spec"
+                await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
+                    pipeline, workloads=[], consumers=consumers, now=common.now(), spec_error=str(exc)))
+                await common.report_spec_error(client, pipeline, str(exc))
+                return
+            try:
+                workloads, _ = await common.converge(client, pipeline, children, apply_all=apply)
+            except k8s.Rejected as exc:
+                result["outcome"] = "invalid_spec"
+                await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
+                    pipeline, workloads=[], consumers=consumers, now=common.now(), spec_error=str(exc)))
+                await common.report_spec_error(client, pipeline, str(exc))
+                return
             await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
-                pipeline, workloads=[], consumers=consumers, now=common.now(), spec_error=str(exc)))
-            await common.report_spec_error(client, pipeline, str(exc))
-            return
-        workloads, _ = await common.converge(client, pipeline, children, apply_all=apply)
-        await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
-            pipeline, workloads=workloads, consumers=consumers, now=common.now()))
+                pipeline, workloads=workloads, consumers=consumers, now=common.now()))
 
 
 async def reconcile_named(client: AsyncClient, namespace: str, name: str, consumers: list[str],

@@ -8,6 +8,7 @@ from kvtrace_operator.k8s.apply import (
     PRUNABLE_KINDS,
     Changes,
     Recreating,
+    Rejected,
     apply_children,
     child_key,
     owned_by,
@@ -23,6 +24,7 @@ from kvtrace_operator.k8s.client import (
     resource_class,
 )
 from kvtrace_operator.k8s.events import build_event, post_event
+from kvtrace_operator.k8s.members import drained, member_url, member_views
 from kvtrace_operator.k8s.observe import read_workloads, workloads_of
 
 __all__ = [
@@ -32,13 +34,17 @@ __all__ = [
     "PRUNABLE_KINDS",
     "Changes",
     "Recreating",
+    "Rejected",
     "KVCluster",
     "TracingPipeline",
     "apply_children",
     "build_event",
+    "drained",
     "child_key",
     "get_object",
     "make_client",
+    "member_url",
+    "member_views",
     "owned_by",
     "patch_status",
     "post_event",

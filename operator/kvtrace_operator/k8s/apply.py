@@ -92,8 +92,46 @@ class Recreating(Exception):
     selector, a StatefulSet's claim templates); the next reconcile creates it again."""
 
 
+class Rejected(Exception):
+    """The API server refused a rendered child as invalid (422), e.g. a pass-through field
+    such as ``scheduling.affinity`` of the wrong shape: a spec problem, not a transient one."""
+
+
+# Server-side apply reports an object that does not fit its schema (a string where a map
+# belongs, a malformed quantity) as a 500 with one of these messages, not as a 422.
+_SCHEMA_MISMATCH = ("failed to create typed patch object", "failed to convert new object")
+
+
 def is_immutable_error(exc: ApiError) -> bool:
     return exc.status.code == 422 and "immutable" in (exc.status.message or "")
+
+
+def is_invalid_error(exc: ApiError) -> bool:
+    """The API server refused the object itself (retrying the same object cannot help)."""
+    message = exc.status.message or ""
+    if exc.status.code in (400, 422):
+        return not is_immutable_error(exc)
+    return exc.status.code == 500 and message.startswith(_SCHEMA_MISMATCH)
+
+
+def _rejected(obj: Mapping[str, Any], exc: ApiError) -> Rejected:
+    return Rejected(f"the API server rejected {obj['kind']}/{obj['metadata']['name']}: {exc.status.message}")
+
+
+async def dry_run(client: AsyncClient, rendered: Sequence[Mapping[str, Any]], namespace: str) -> None:
+    """Server-side dry-run apply of every child: raises Rejected before anything is written
+    (a change of an immutable field is not a rejection: the real apply re-creates)."""
+    for obj in rendered:
+        res = resource_class(obj["apiVersion"], obj["kind"])
+        try:
+            await client.patch(res, obj["metadata"]["name"], dict(obj), namespace=namespace,
+                               patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER, force=True,
+                               dry_run=True)
+        except ApiError as exc:
+            if is_invalid_error(exc):
+                raise _rejected(obj, exc) from exc
+            if not is_immutable_error(exc) and exc.status.code != 409:
+                raise
 
 
 async def apply_object(client: AsyncClient, obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
@@ -108,6 +146,8 @@ async def apply_object(client: AsyncClient, obj: Mapping[str, Any], namespace: s
                                     patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER,
                                     force=True)
     except ApiError as exc:
+        if is_invalid_error(exc):
+            raise _rejected(obj, exc) from exc
         if not is_immutable_error(exc):
             raise
         cascade = CascadeType.ORPHAN if obj["kind"] == "StatefulSet" else CascadeType.BACKGROUND
@@ -134,12 +174,17 @@ async def delete_object(client: AsyncClient, obj: Mapping[str, Any], namespace: 
 
 
 async def apply_children(client: AsyncClient, owner: Mapping[str, Any],
-                         rendered: Sequence[Mapping[str, Any]], *, prune: bool = True) -> Changes:
+                         rendered: Sequence[Mapping[str, Any]], *, prune: bool = True,
+                         validate_first: bool = False) -> Changes:
     """Apply ``rendered`` (in order) in the owner's namespace, then delete the owner's
-    children that are not rendered any more. Raises lightkube.ApiError on failure (the
-    caller retries; applies are idempotent)."""
+    children that are not rendered any more. With ``validate_first``, a server-side dry run
+    of every child comes first, so a child the API server rejects (Rejected) leaves nothing
+    half-applied. Raises lightkube.ApiError on other failures (the caller retries; applies
+    are idempotent)."""
     namespace = owner["metadata"]["namespace"]
     uid = owner["metadata"]["uid"]
+    if validate_first:
+        await dry_run(client, rendered, namespace)
     changes = Changes()
     existing = await list_children(client, namespace, uid)
     changes.previous = {child_key(obj): obj for obj in existing}

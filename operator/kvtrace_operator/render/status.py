@@ -168,12 +168,14 @@ def kvcluster_status(
     tracing: Mapping[str, Any],
     now: str,
     spec_error: str | None = None,
+    draining: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The full ``status`` of a KVCluster.
 
     ``statefulset``: the workload_summary() of its StatefulSet as observed (None when it does
     not exist yet); ``tracing``: from tracing_state(); ``spec_error``: why the operator
-    rejected the spec (nothing was applied then)."""
+    rejected the spec (nothing was applied then); ``draining``: members that left the peers
+    file and are still handing their data over (the StatefulSet keeps them meanwhile)."""
     previous = cluster.get("status") or {}
     generation = (cluster.get("metadata") or {}).get("generation")
     spec = apply_defaults_kvcluster(dict(cluster.get("spec") or {}))
@@ -212,7 +214,7 @@ def kvcluster_status(
         phase, conditions = _cluster_conditions(
             cond, statefulset, desired=desired,
             replication_factor=_int(spec.get("replicationFactor"), 1),
-            was_ready=bool(previous.get("readyReplicas")))
+            was_ready=bool(previous.get("readyReplicas")), draining=draining)
         status["phase"] = phase
     conditions.append(cond("TracingConfigured", tracing_ok, tracing["reason"], tracing["message"]))
     status["conditions"] = merge_conditions(previous.get("conditions"), conditions)
@@ -224,7 +226,8 @@ def _int(value: Any, default: int) -> int:
 
 
 def _cluster_conditions(cond: Callable[..., dict[str, Any]], sts: Mapping[str, Any] | None, *, desired: int,
-                        replication_factor: int, was_ready: bool) -> tuple[str, list[dict[str, Any]]]:
+                        replication_factor: int, was_ready: bool, draining: Sequence[str] = (),
+                        ) -> tuple[str, list[dict[str, Any]]]:
     """Phase, and the Ready, Progressing and Degraded conditions of a valid KVCluster."""
     ready = int(sts["readyReplicas"]) if sts else 0
     current = int(sts["replicas"]) if sts else 0
@@ -235,6 +238,10 @@ def _cluster_conditions(cond: Callable[..., dict[str, Any]], sts: Mapping[str, A
     progressing: tuple[str, str] | None = None
     if sts is None:
         phase, progressing = PHASE_PENDING, ("Creating", "creating the StatefulSet")
+    elif draining:
+        phase = PHASE_PROGRESSING
+        progressing = ("Draining", f"scaling down to {desired} members: {', '.join(draining)} left the "
+                                   "peers file and hand their data over before they are removed")
     elif sts["desired"] != desired or current != desired:
         phase = PHASE_PROGRESSING
         progressing = ("Scaling", f"scaling from {current} to {desired} members ({counts})")

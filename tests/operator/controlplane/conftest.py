@@ -33,10 +33,12 @@ def crds(local_cluster: Any) -> list[str]:
 class Operator:
     """``kvtrace operator run`` in a subprocess; its log is printed when a test fails."""
 
-    def __init__(self, local_cluster: Any, namespace: str, log_path: Path, resync: float) -> None:
-        self.env = {**local_cluster.env(), "PYTHONUNBUFFERED": "1"}
+    def __init__(self, local_cluster: Any, namespace: str, log_path: Path, extra: list[str],
+                 endpoint_map: Path) -> None:
+        # The endpoint map lets it reach members started by a pod runner (drain checks).
+        self.env = {**local_cluster.env(), "PYTHONUNBUFFERED": "1", "KVTRACE_ENDPOINT_MAP": str(endpoint_map)}
         self.argv = [KVTRACE, "operator", "run", "-n", namespace, "--liveness", "none",
-                     "--metrics-port", "0", "--resync-interval", str(resync), "--retry-backoff", "1"]
+                     "--metrics-port", "0", "--resync-interval", "3", "--retry-backoff", "1", *extra]
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -70,12 +72,13 @@ class Operator:
 
 
 @pytest.fixture
-def operator(local_cluster: Any, namespace: str, crds: list[str], tmp_path: Path,
+def operator(local_cluster: Any, namespace: str, crds: list[str], tmp_path: Path, endpoint_map: Any,
              request: pytest.FixtureRequest) -> Iterator[Operator]:
-    """The operator watching the test's namespace, with a short drift-repair interval."""
-    marker = request.node.get_closest_marker("resync")
-    resync = marker.args[0] if marker else 3.0
-    op = Operator(local_cluster, namespace, tmp_path / "operator.log", resync).start()
+    """The operator watching the test's namespace, with a short drift-repair interval (3s);
+    ``@pytest.mark.operator_args(...)`` adds flags."""
+    marker = request.node.get_closest_marker("operator_args")
+    extra = [str(arg) for arg in marker.args] if marker else []
+    op = Operator(local_cluster, namespace, tmp_path / "operator.log", extra, endpoint_map.path).start()
     try:
         yield op
     finally:
@@ -93,7 +96,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "resync(seconds): the operator fixture's --resync-interval")
+    config.addinivalue_line("markers", "operator_args(*flags): extra flags for the operator fixture")
 
 
 class Kube:

@@ -9,19 +9,12 @@ from typing import Any
 import pytest
 from conftest import Kube, Operator
 
+from kvtrace_operator.render import render_kvcluster, render_pipeline
+
 pytestmark = pytest.mark.controlplane
 
 TIMEOUT = 90.0  # generous: the machine running the suite is small and busy
 CHECKSUM = "kvtrace.dev/config-checksum"
-KV_CHILDREN = {("ServiceAccount", "kv"), ("ConfigMap", "kv-config"), ("Service", "kv-peers"),
-               ("Service", "kv"), ("StatefulSet", "kv"), ("PodDisruptionBudget", "kv"),
-               ("NetworkPolicy", "kv")}
-TP_CHILDREN = {("ServiceAccount", "traces-collector"), ("ConfigMap", "traces-collector"),
-               ("Deployment", "traces-collector"), ("Service", "traces-collector"),
-               ("NetworkPolicy", "traces-collector"), ("ServiceAccount", "traces-jaeger"),
-               ("ConfigMap", "traces-jaeger"), ("Deployment", "traces-jaeger"),
-               ("Service", "traces-jaeger-query"), ("Service", "traces-jaeger-otlp"),
-               ("NetworkPolicy", "traces-jaeger"), ("ConfigMap", "traces-instrumentation")}
 CHILD_KINDS = "serviceaccounts,configmaps,services,statefulsets,deployments,poddisruptionbudgets,networkpolicies"
 
 
@@ -49,6 +42,13 @@ def deploy(kube: Kube, poll: Any, *objects: dict[str, Any]) -> None:
         ready(kube, poll, obj["kind"].lower(), obj["metadata"]["name"])
 
 
+def rendered(owner: dict[str, Any], pipeline: dict[str, Any] | None = None) -> set[tuple[str, str]]:
+    """What the operator must have created for ``owner`` (as live objects): the render."""
+    objects = (render_kvcluster(owner, pipeline) if owner["kind"] == "KVCluster" else render_pipeline(owner))
+    return {(obj["kind"], obj["metadata"]["name"]) for obj in objects
+            if obj["kind"] != "PersistentVolumeClaim"}
+
+
 def children(kube: Kube, owner: dict[str, Any]) -> set[tuple[str, str]]:
     uid = owner["metadata"]["uid"]
     return {(item["kind"], item["metadata"]["name"])
@@ -56,8 +56,8 @@ def children(kube: Kube, owner: dict[str, Any]) -> set[tuple[str, str]]:
             if any(ref["uid"] == uid for ref in item["metadata"].get("ownerReferences", []))}
 
 
-def statefulset(kube: Kube) -> dict[str, Any]:
-    sts = kube.get("statefulset", "kv")
+def statefulset(kube: Kube, name: str = "kv") -> dict[str, Any]:
+    sts = kube.get("statefulset", name)
     assert sts is not None
     return sts
 
@@ -66,8 +66,8 @@ def template_checksum(kube: Kube) -> str:
     return str(statefulset(kube)["spec"]["template"]["metadata"]["annotations"][CHECKSUM])
 
 
-def node_env(kube: Kube) -> dict[str, Any]:
-    container = statefulset(kube)["spec"]["template"]["spec"]["containers"][0]
+def node_env(kube: Kube, name: str = "kv") -> dict[str, Any]:
+    container = statefulset(kube, name)["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
 
@@ -86,8 +86,10 @@ def test_both_kinds_reconcile_to_ready_with_truthful_status(operator: Operator, 
     deploy(kube_ns, poll, pipeline(), kvcluster())
     cluster, tp = kube_ns.get("kvcluster", "kv"), kube_ns.get("tracingpipeline", "traces")
     assert cluster and tp
-    assert children(kube_ns, cluster) == KV_CHILDREN
-    assert children(kube_ns, tp) == TP_CHILDREN
+    assert children(kube_ns, cluster) == rendered(cluster, tp)  # type: ignore[arg-type]
+    assert children(kube_ns, tp) == rendered(tp)  # type: ignore[arg-type]
+    assert ("StatefulSet", "kv") in children(kube_ns, cluster)  # type: ignore[arg-type]
+    assert ("Deployment", "traces-collector") in children(kube_ns, tp)  # type: ignore[arg-type]
     pods = member_pods(kube_ns)
     assert sorted(pods) == ["kv-0", "kv-1", "kv-2"]
     assert all(p["status"]["phase"] == "Running" for p in pods.values())
@@ -138,6 +140,26 @@ def test_scale_subresource_rewrites_peers_without_restarting_members(
     poll(lambda: "Scaling" in reasons(kube_ns, "KVCluster", "kv"), timeout=TIMEOUT, message="Scaling event")
 
 
+@pytest.mark.operator_args("--drain-timeout", "6")
+def test_scale_down_keeps_leaving_members_until_drained_or_timed_out(
+        operator: Operator, kube_ns: Kube, poll: Any) -> None:
+    deploy(kube_ns, poll, kvcluster(pipeline=None, replicas=4))
+    kube_ns.run("scale", "kvcluster", "kv", "--replicas=3")
+    poll(lambda: len(kube_ns.get("configmap", "kv-config")["data"]["peers"].splitlines()) == 3,  # type: ignore[index]
+         timeout=TIMEOUT, message="kv-3 left the peers file")
+    # KWOK members cannot report that they drained: the StatefulSet keeps kv-3 until the timeout.
+    poll(lambda: kube_ns.condition_is("kvcluster", "kv", "Progressing", "True", "Draining"),
+         timeout=TIMEOUT, message="Progressing=True/Draining")
+    assert statefulset(kube_ns)["spec"]["replicas"] == 4
+    assert "kv-3" in kube_ns.condition("kvcluster", "kv", "Progressing")["message"]  # type: ignore[index]
+    poll(lambda: statefulset(kube_ns)["spec"]["replicas"] == 3, timeout=TIMEOUT,
+         message="StatefulSet scaled down after the drain timeout")
+    assert {"Draining", "DrainTimeout"} <= reasons(kube_ns, "KVCluster", "kv")
+    poll(lambda: sorted(member_pods(kube_ns)) == ["kv-0", "kv-1", "kv-2"], timeout=TIMEOUT,
+         message="kv-3 removed")
+    ready(kube_ns, poll, "kvcluster", "kv")
+
+
 def test_image_change_updates_the_statefulset(operator: Operator, kube_ns: Kube, poll: Any) -> None:
     deploy(kube_ns, poll, kvcluster(pipeline=None))
     image = "registry.example/kvtrace/kvnode:9.9.9"
@@ -169,7 +191,7 @@ def test_pipeline_change_rolls_the_members_and_deletion_leaves_them_untraced(
          timeout=TIMEOUT, message="head-mode note in the pipeline status")
     second = template_checksum(kube_ns)
 
-    kube_ns.run("delete", "tracingpipeline", "traces")
+    kube_ns.run("delete", "tracingpipeline", "traces", "--wait=false")
     poll(lambda: kube_ns.condition_is("kvcluster", "kv", "TracingConfigured", "False", "PipelineNotFound"),
          timeout=TIMEOUT, message="TracingConfigured=False/PipelineNotFound")
     assert template_checksum(kube_ns) != second
@@ -185,10 +207,14 @@ def test_pipeline_change_rolls_the_members_and_deletion_leaves_them_untraced(
 def test_deleting_the_resource_garbage_collects_its_children(
         operator: Operator, kube_ns: Kube, poll: Any) -> None:
     deploy(kube_ns, poll, pipeline(), kvcluster())
-    kube_ns.run("delete", "kvcluster", "kv")
-    kube_ns.run("delete", "tracingpipeline", "traces")
+    kube_ns.run("delete", "kvcluster", "kv", "--wait=false")
+    kube_ns.run("delete", "tracingpipeline", "traces", "--wait=false")
+    # The operator lets them go (kopf's finalizer, held for the timers, is removed)...
+    poll(lambda: kube_ns.get("kvcluster", "kv") is None and kube_ns.get("tracingpipeline", "traces") is None,
+         timeout=TIMEOUT, message="resources deleted")
+    # ...and the garbage collector deletes the children through their owner references.
     poll(lambda: not kube_ns.list(CHILD_KINDS, "app.kubernetes.io/managed-by=kvtrace-operator"),
-         timeout=TIMEOUT, message="children garbage-collected")
+         timeout=2 * TIMEOUT, message="children garbage-collected")
     poll(lambda: not member_pods(kube_ns), timeout=TIMEOUT, message="member pods gone")
 
 
@@ -208,10 +234,14 @@ def test_a_child_deleted_or_changed_by_hand_is_repaired(operator: Operator, kube
         poll(lambda: back(kind, name, old[kind]), timeout=TIMEOUT, message=f"{kind}/{name} re-created")
     poll(lambda: back("deployment", "traces-collector"), timeout=TIMEOUT, message="collector re-created")
 
-    # Drift in a field we own (the timer repairs it; --resync-interval 3 in tests).
-    kube_ns.run("scale", "statefulset", "kv", "--replicas=1")
-    poll(lambda: statefulset(kube_ns)["spec"]["replicas"] == 3, timeout=TIMEOUT,
-         message="StatefulSet replicas restored")
+    # Drift in fields we own (the timer repairs it; --resync-interval 3 in tests).
+    peers = kube_ns.get("configmap", "kv-config")["data"]["peers"]  # type: ignore[index]
+    kube_ns.run("patch", "configmap", "kv-config", "--type=merge", "-p", '{"data":{"peers":"kv-0=nowhere:1\\n"}}')
+    kube_ns.run("patch", "service", "kv-peers", "--type=merge", "-p", '{"spec":{"publishNotReadyAddresses":false}}')
+    poll(lambda: kube_ns.get("configmap", "kv-config")["data"]["peers"] == peers,  # type: ignore[index]
+         timeout=TIMEOUT, message="peers file restored")
+    poll(lambda: kube_ns.get("service", "kv-peers")["spec"].get("publishNotReadyAddresses") is True,  # type: ignore[index]
+         timeout=TIMEOUT, message="headless Service restored")
     ready(kube_ns, poll, "kvcluster", "kv")
 
 
@@ -226,30 +256,43 @@ def test_operator_killed_mid_reconcile_converges_after_restart(
     ready(kube_ns, poll, "tracingpipeline", "traces")
     ready(kube_ns, poll, "kvcluster", "kv")
     cluster, tp = kube_ns.get("kvcluster", "kv"), kube_ns.get("tracingpipeline", "traces")
-    assert children(kube_ns, cluster) == KV_CHILDREN  # type: ignore[arg-type]
-    assert children(kube_ns, tp) == TP_CHILDREN  # type: ignore[arg-type]
+    assert children(kube_ns, cluster) == rendered(cluster, tp)  # type: ignore[arg-type]
+    assert children(kube_ns, tp) == rendered(tp)  # type: ignore[arg-type]
     assert sorted(member_pods(kube_ns)) == ["kv-0", "kv-1", "kv-2"]
     collector_pods = kube_ns.list("pods", "app.kubernetes.io/component=collector")
     assert len([p for p in collector_pods if not p["metadata"].get("deletionTimestamp")]) == 1
 
 
-def test_invalid_spec_becomes_a_condition_and_others_keep_reconciling(
+def test_invalid_spec_becomes_a_condition_nothing_is_half_applied_and_others_reconcile(
         operator: Operator, kube_ns: Kube, poll: Any) -> None:
-    long_name = "p" * 45  # the API server accepts it; the operator cannot name its children
-    kube_ns.apply(pipeline(long_name), kvcluster("good", pipeline=long_name),
-                  kvcluster("c" * 55, pipeline=None, replicas=1, replicationFactor=1))
-    poll(lambda: kube_ns.condition_is("tracingpipeline", long_name, "ConfigValid", "False", "InvalidSpec"),
+    # Pass-through fields the schema cannot check: the API server accepts the resources and
+    # rejects the children, which a server-side dry run finds before anything is written.
+    broken = pipeline(collector={"resources": {"limits": {"cpu": "lots"}}})
+    bad = kvcluster("bad", pipeline=None, scheduling={"affinity": {"podAntiAffinity": "bad"}})
+    kube_ns.apply(broken, kvcluster("good"), bad)
+    poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "ConfigValid", "False", "InvalidSpec"),
          timeout=TIMEOUT, message="pipeline ConfigValid=False")
-    assert "metadata.name" in kube_ns.condition("tracingpipeline", long_name, "ConfigValid")["message"]  # type: ignore[index]
-    poll(lambda: kube_ns.condition_is("kvcluster", "c" * 55, "Ready", "False", "InvalidSpec"),
+    message = kube_ns.condition("tracingpipeline", "traces", "ConfigValid")["message"]  # type: ignore[index]
+    assert "Deployment/traces-collector" in message and "quantities must match" in message, message
+    poll(lambda: kube_ns.condition_is("kvcluster", "bad", "Ready", "False", "InvalidSpec"),
          timeout=TIMEOUT, message="cluster Ready=False/InvalidSpec")
-    assert "metadata.name" in kube_ns.condition("kvcluster", "c" * 55, "Ready")["message"]  # type: ignore[index]
-    assert kube_ns.get("kvcluster", "c" * 55)["status"]["phase"] == "Failed"  # type: ignore[index]
-    assert not kube_ns.list("statefulsets", f"app.kubernetes.io/instance={'c' * 55}")  # nothing half-applied
-    poll(lambda: "InvalidSpec" in reasons(kube_ns, "KVCluster", "c" * 55), timeout=TIMEOUT,
+    assert "affinity" in kube_ns.condition("kvcluster", "bad", "Ready")["message"]  # type: ignore[index]
+    assert kube_ns.get("kvcluster", "bad")["status"]["phase"] == "Failed"  # type: ignore[index]
+    poll(lambda: "InvalidSpec" in reasons(kube_ns, "KVCluster", "bad"), timeout=TIMEOUT,
          message="InvalidSpec event")
-    # The cluster referencing the invalid pipeline still runs, untraced, and says why.
+    # Nothing half-applied for either.
+    assert not children(kube_ns, kube_ns.get("kvcluster", "bad"))  # type: ignore[arg-type]
+    assert not children(kube_ns, kube_ns.get("tracingpipeline", "traces"))  # type: ignore[arg-type]
+    # The cluster referencing the broken pipeline still runs, untraced, and says why.
     ready(kube_ns, poll, "kvcluster", "good")
     poll(lambda: kube_ns.condition_is("kvcluster", "good", "TracingConfigured", "False", "PipelineInvalid"),
          timeout=TIMEOUT, message="TracingConfigured=False/PipelineInvalid")
+    assert node_env(kube_ns, "good").get("OTEL_SDK_DISABLED") == "true"
+
+    # Fixing the pipeline traces the cluster.
+    kube_ns.run("patch", "tracingpipeline", "traces", "--type=json",
+                "-p", '[{"op":"remove","path":"/spec/collector/resources"}]')
+    ready(kube_ns, poll, "tracingpipeline", "traces")
+    poll(lambda: kube_ns.condition_is("kvcluster", "good", "TracingConfigured", "True"), timeout=TIMEOUT,
+         message="traced once the pipeline is fixed")
     assert operator.proc is not None and operator.proc.poll() is None  # never crashed

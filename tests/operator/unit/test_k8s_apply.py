@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from lightkube import AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient, KubeConfig
 
 from kvtrace_operator import k8s
 from kvtrace_operator.k8s.apply import list_children
@@ -35,6 +35,8 @@ class FakeServer:
     def __init__(self, objects: list[dict[str, Any]]) -> None:
         self.objects = {(o["kind"], o["metadata"]["name"]): o for o in objects}
         self.requests: list[httpx2.Request] = []
+        self.reject: dict[str, str] = {}  # name -> 422 message
+        self.reject_code = 422
 
     PLURALS = {"configmaps": "ConfigMap", "secrets": "Secret", "services": "Service",
                "serviceaccounts": "ServiceAccount", "deployments": "Deployment",
@@ -55,6 +57,13 @@ class FakeServer:
         name = parts[ns_at + 3]
         if request.method == "PATCH":
             body = json.loads(request.content)
+            if name in self.reject:
+                return httpx2.Response(self.reject_code, json={"kind": "Status", "apiVersion": "v1",
+                                                               "code": self.reject_code,
+                                                  "status": "Failure", "reason": "Invalid",
+                                                  "message": self.reject[name]})
+            if request.url.params.get("dryRun") == "All":
+                return httpx2.Response(200, json=body)
             old = self.objects.get((kind, name))
             new = dict(body)
             new["metadata"] = {**body["metadata"], "resourceVersion":
@@ -134,6 +143,49 @@ async def test_list_children_fills_kind_and_filters_by_owner() -> None:
     assert [(o["kind"], o["metadata"]["name"]) for o in found] == [("ConfigMap", "mine")]
 
 
+async def test_validate_first_dry_runs_everything_before_writing_anything() -> None:
+    server = FakeServer([])
+    await k8s.apply_children(client_for(server), OWNER, [cm("a", "x"), cm("b", "y")], validate_first=True)
+    patches = [(r.url.path.rsplit("/", 1)[-1], r.url.params.get("dryRun")) for r in server.requests
+               if r.method == "PATCH"]
+    assert patches == [("a", "All"), ("b", "All"), ("a", None), ("b", None)]
+
+
+async def test_a_rejected_child_leaves_nothing_half_applied() -> None:
+    server = FakeServer([])
+    server.reject["b"] = 'ConfigMap "b" is invalid: data[k]: Invalid value'
+    with pytest.raises(k8s.Rejected, match=r"rejected ConfigMap/b: .*data\[k\]"):
+        await k8s.apply_children(client_for(server), OWNER, [cm("a", "x"), cm("b", "y")], validate_first=True)
+    assert not [r for r in server.requests if r.method == "PATCH" and "dryRun" not in r.url.params]
+    assert server.objects == {}
+
+
+@pytest.mark.parametrize(("code", "message", "rejected"), [
+    (422, "spec.template: Invalid value", True),
+    (400, "bad request", True),
+    (500, "failed to create typed patch object (ns/kv; apps/v1, Kind=StatefulSet): "
+          ".spec.template.spec.affinity.podAntiAffinity: expected map", True),
+    (500, "failed to convert new object (ns/c; apps/v1, Kind=Deployment): quantities must match", True),
+    (500, "etcdserver: request timed out", False),  # transient: retried, not a spec problem
+])
+async def test_a_child_the_api_server_refuses_is_rejected(code: int, message: str, rejected: bool) -> None:
+    server = FakeServer([])
+    server.reject["a"] = message
+    server.reject_code = code
+    with pytest.raises(k8s.Rejected if rejected else ApiError):
+        await k8s.apply_children(client_for(server), OWNER, [cm("a", "x")])
+
+
+async def test_an_immutable_field_deletes_the_child_to_recreate_it() -> None:
+    server = FakeServer([cm("a", "x")])
+    server.reject["a"] = "spec.selector: Invalid value: field is immutable"
+    with pytest.raises(k8s.Recreating, match="ConfigMap/a"):
+        await k8s.apply_children(client_for(server), OWNER, [cm("a", "x")])
+    assert ("ConfigMap", "a") not in server.objects
+    delete = next(r for r in server.requests if r.method == "DELETE")
+    assert delete.url.params["propagationPolicy"] == "Background"
+
+
 def test_stale_children_and_ownership() -> None:
     existing = [cm("a", "x"), cm("b", "x"), cm("c", "x", uid="other")]
     assert [o["metadata"]["name"] for o in k8s.stale_children(existing, [cm("a", "x")], "owner-uid")] == ["b"]
@@ -204,3 +256,55 @@ async def test_patch_status_is_a_merge_patch_of_the_status_subresource() -> None
 async def test_patch_status_of_a_deleted_object_is_ignored() -> None:
     client, _ = recording_client(status=404)
     await k8s.patch_status(client, k8s.KVCluster, "gone", "ns1", {"phase": "Running"})
+
+
+# --------------------------------------------------------------------------- members (drain)
+
+
+def test_member_url_is_the_stable_dns_name_on_the_client_port() -> None:
+    cluster = {"metadata": {"name": "kv", "namespace": "ns1"}}
+    assert k8s.member_url(cluster, 3) == "http://kv-3.kv-peers.ns1.svc.cluster.local:7070/v1/cluster"
+
+
+@pytest.mark.parametrize(("view", "drained"), [
+    ({"member": False, "rebalancing": False, "hints_pending": {}}, True),
+    ({"member": False, "rebalancing": False, "hints_pending": {"kv-0": 0}}, True),
+    ({"member": False, "rebalancing": True, "hints_pending": {}}, False),  # still streaming
+    ({"member": False, "rebalancing": False, "hints_pending": {"kv-0": 3}}, False),  # would lose hints
+    ({"member": True, "rebalancing": False, "hints_pending": {}}, False),  # has not seen the new peers
+    (None, False),  # unreachable
+])
+def test_a_leaving_member_is_drained_only_when_it_holds_nothing_for_others(
+        view: dict[str, Any] | None, drained: bool) -> None:
+    assert k8s.drained(view) is drained
+
+
+async def test_member_views_resolve_through_the_endpoint_map(tmp_path: Any, monkeypatch: Any) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Member(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = json.dumps({"id": "kv-1", "member": False, "rebalancing": False}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Member)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mapping = tmp_path / "endpoints.json"
+        mapping.write_text(json.dumps({"kv-1.kv-peers.ns1.svc.cluster.local:7070":
+                                       f"127.0.0.1:{server.server_address[1]}"}))
+        monkeypatch.setenv("KVTRACE_ENDPOINT_MAP", str(mapping))
+        cluster = {"metadata": {"name": "kv", "namespace": "ns1"}}
+        views = await k8s.member_views(cluster, [1, 2], timeout=1.0)
+        assert views[0] == {"id": "kv-1", "member": False, "rebalancing": False}
+        assert views[1] is None  # kv-2 does not resolve: unknown, not drained
+    finally:
+        server.shutdown()

@@ -186,6 +186,18 @@ def test_cluster_scaling_is_progressing() -> None:
     assert status["replicas"] == 3 and status["readyText"] == "3/5"
 
 
+def test_cluster_draining_leaving_members_is_progressing() -> None:
+    # spec says 3; the StatefulSet still keeps kv-3 (4 desired, 4 ready) while it drains
+    status = kvcluster_status(cluster(replicas=3, status={"readyReplicas": 4}),
+                              statefulset=workload_summary(statefulset(desired=4, ready=4)),
+                              tracing=TRACED, now=T0, draining=["kv-3"])
+    c = conds(status)
+    assert status["phase"] == PHASE_PROGRESSING
+    assert c["Progressing"]["reason"] == "Draining" and "kv-3" in c["Progressing"]["message"]
+    assert c["Degraded"]["status"] == "False"
+    assert status["readyText"] == "4/3"
+
+
 def test_cluster_rolling_update_is_progressing() -> None:
     status = kvcluster_status(cluster(), statefulset=workload_summary(statefulset(target="r2")),
                               tracing=TRACED, now=T0)
