@@ -6,35 +6,17 @@ from typing import Any
 
 import pytest
 
-from kvtrace.devstack.backends import Jaeger, validate_config
+from kvtrace.devstack.backends import Jaeger, send_probe_trace, validate_config
 from kvtrace.devstack.proc import processes_mentioning
 from kvtrace.devstack.pytest_plugin import require_binaries
 
 pytestmark = pytest.mark.dataplane
 
 
-def _send_span(endpoint: str, service: str) -> str:
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
-    tracer = provider.get_tracer("kvtrace.devstack.test")
-    with tracer.start_as_current_span("PUT", kind=SpanKind.SERVER,
-                                      attributes={"kvstore.operation": "write"}) as root:
-        with tracer.start_as_current_span("replicate", kind=SpanKind.CLIENT) as child:
-            child.set_status(Status(StatusCode.ERROR, "replica down"))
-    provider.shutdown()
-    return format(root.get_span_context().trace_id, "032x")
-
-
 def test_otlp_span_through_the_collector_is_found_in_jaeger(jaeger: Any, collector: Any, poll: Any) -> None:
     backend = jaeger()
     pipeline = collector(jaeger=backend)
-    trace_id = _send_span(pipeline.otlp_http, "devstack-smoke")
+    trace_id = send_probe_trace(pipeline.otlp_http, "devstack-smoke")
     client = backend.client()
 
     (trace,) = poll(lambda: client.find_traces("devstack-smoke"), timeout=30, message="trace in Jaeger")

@@ -366,3 +366,64 @@ def test_pod_runner_reports_why_a_pod_cannot_start_and_starts_it_once_it_can(
     (address,) = runner.wait_running(1, timeout=60).values()
     assert _get_json(f"{address}:8080")["config"] == f"listen: {address}:8080\n"
     assert not runner.errors
+
+
+def _run_in_pod(namespace: str, name: str, command: list[str], config: dict[str, Any],
+                ports: dict[str, int]) -> list[dict[str, Any]]:
+    """ConfigMap + Deployment + Service running ``command`` with ``config`` at /etc/NAME/config.yaml."""
+    mount = f"/etc/{name}"
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+         "data": {"config.yaml": yaml.safe_dump(config)}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"selector": {"app": name},
+                  "ports": [{"name": port_name, "port": port} for port_name, port in ports.items()]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                  "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                      "volumes": [{"name": "config", "configMap": {"name": name}}],
+                      "containers": [{"name": name, "image": f"example/{name}:1",
+                                      "command": [*command, "--config", f"{mount}/config.yaml"],
+                                      "ports": [{"name": n, "containerPort": p} for n, p in ports.items()],
+                                      "volumeMounts": [{"name": "config", "mountPath": mount}]}]}}}},
+    ]
+
+
+def test_collector_and_jaeger_as_pods_carry_a_span_through_service_names(
+        kubectl: Any, namespace: str, poll: Any, pod_runner: Any) -> None:
+    from kvtrace.devstack.backends import send_probe_trace
+    from kvtrace.devstack.jaeger_client import JaegerClient
+
+    wildcard = "0.0.0.0"  # rewritten to each pod's loopback address
+    jaeger = {
+        "service": {"extensions": ["jaeger_storage", "jaeger_query"],
+                    "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["jaeger_storage_exporter"]}},
+                    "telemetry": {"metrics": {"level": "none"}}},
+        "extensions": {"jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 1000}}}},
+                       "jaeger_query": {"storage": {"traces": "memstore"}, "enable_tracing": False,
+                                        "http": {"endpoint": f"{wildcard}:16686"},
+                                        "grpc": {"endpoint": f"{wildcard}:16685"}}},
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"{wildcard}:4317"}}}},
+        "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
+    }
+    collector = {
+        "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"{wildcard}:4318"}}}},
+        "processors": {"batch": {"timeout": "100ms"}},
+        "exporters": {"otlp_grpc": {"endpoint": f"jaeger.{namespace}.svc:4317", "tls": {"insecure": True}}},
+        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"],
+                                             "exporters": ["otlp_grpc"]}},
+                    "telemetry": {"metrics": {"level": "none"}}},
+    }
+    _apply(kubectl,
+           *_run_in_pod(namespace, "jaeger", ["jaeger"], jaeger, {"otlp-grpc": 4317, "query": 16686}),
+           *_run_in_pod(namespace, "collector", ["otelcol-kvtrace"], collector, {"otlp-http": 4318}))
+    runner = pod_runner()  # the whole namespace: every name resolves from the first start
+    runner.wait_running(2, timeout=90)
+    collector_address = runner.resolve(f"collector.{namespace}.svc:4318")
+    assert collector_address.startswith("127.")
+    trace_id = send_probe_trace(f"http://{collector_address}", "devstack-pods")
+
+    client = JaegerClient("http://" + runner.resolve(f"jaeger.{namespace}.svc:16686"))
+    (trace,) = poll(lambda: client.find_traces("devstack-pods"), timeout=60,
+                    message="the span went collector pod -> jaeger.NS.svc -> Jaeger pod")
+    assert trace.trace_id == trace_id and {s.name for s in trace.spans} == {"PUT", "replicate"}

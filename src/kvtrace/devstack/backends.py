@@ -290,3 +290,26 @@ def validate_config(config: dict[str, Any] | str, *, binary: str = "otelcol-kvtr
         path.write_text(text)
         return subprocess.run([str(tools.binary(binary)), "validate", "--config", str(path)],
                               capture_output=True, text=True, timeout=60)
+
+
+def send_probe_trace(otlp_http: str, service: str) -> str:
+    """Send one two-span trace over OTLP/HTTP to ``otlp_http`` (``http://host:port``).
+
+    A ``PUT`` SERVER span (``kvstore.operation=write``) with a ``replicate`` CLIENT child
+    whose status is ERROR; returns the trace id (hex). Needs the OTel SDK (``kvtrace[node]``).
+    """
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp_http}/v1/traces")))
+    tracer = provider.get_tracer("kvtrace.devstack")
+    with tracer.start_as_current_span("PUT", kind=SpanKind.SERVER,
+                                      attributes={"kvstore.operation": "write"}) as root:
+        with tracer.start_as_current_span("replicate", kind=SpanKind.CLIENT) as child:
+            child.set_status(Status(StatusCode.ERROR, "replica down"))
+    provider.shutdown()
+    return format(root.get_span_context().trace_id, "032x")
