@@ -99,3 +99,28 @@ def test_status_bad_input_is_one_line_naming_the_parameter(crds: Any, namespace:
     assert "Traceback" not in down.stderr
     bad = kvtrace_cli("status", "-o", "xml")
     assert bad.returncode == 2 and "argument -o/--output: invalid choice: 'xml'" in bad.stderr
+
+
+def test_kubectl_plugin_runs_the_same_commands(crds: Any, namespace: str, local_cluster: Any, tmp_path: Path) -> None:
+    """kubectl finds ``kubectl-kvtrace`` on PATH and hands it the arguments after ``kvtrace``
+    (the console script of that name calls kvtrace.inspect.cli:kubectl_main, as this shim does)."""
+    import os
+    import subprocess
+    import sys
+
+    from kvtrace.devstack.cluster import kubectl_path
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "kubectl-kvtrace"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m kvtrace.inspect.cli "$@"\n')
+    shim.chmod(0o755)
+    env = {**local_cluster.env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run([kubectl_path(), "kvtrace", "status", "-n", namespace], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"No KVClusters or TracingPipelines in namespace {namespace}.\n"
+    missing = subprocess.run([kubectl_path(), "kvtrace", "doctor", "-n", namespace, "nope"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2
+    assert f"kvtrace doctor: error: NAME: no KVCluster named 'nope' in namespace {namespace}" in missing.stderr

@@ -8,6 +8,7 @@ becomes an :class:`InspectError` that says what was asked and why it failed.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from kvtrace.inspect.errors import InspectError
 GROUP = "kvtrace.dev"
 VERSION = "v1alpha1"
 T = TypeVar("T")
+RETRY_429 = (0.5, 1.0, 2.0, 4.0)  # seconds before each retry of a request the server throttled
 
 KINDS = {
     # kind: (module of lightkube.resources, class name) or None for ours
@@ -87,20 +89,31 @@ class Kube:
         import httpx2
         from lightkube import ApiError
 
-        try:
-            return fn()
-        except ApiError as exc:
-            code = exc.status.code
-            if code in (401, 403):
-                raise InspectError(f"the API server refused to {what} ({code} {exc.status.reason}): "
-                                   f"{exc.status.message}; kvtrace needs get and list on it") from exc
-            if code == 404 and "could not find the requested resource" in str(exc.status.message or ""):
-                raise InspectError(f"cannot {what}: the API server does not serve it (are the kvtrace "
-                                   "CRDs installed? kubectl apply -f crds/)") from exc
-            raise InspectError(f"cannot {what}: {code} {exc.status.message}") from exc
-        except (httpx2.TransportError, OSError) as exc:
-            raise InspectError(f"cannot reach the API server at {self.server} to {what}: {exc} "
-                               "(check --kubeconfig / KUBECONFIG and that the cluster is up)") from exc
+        for attempt in range(len(RETRY_429) + 1):
+            try:
+                return fn()
+            except ApiError as exc:
+                if exc.status.code == 429 and attempt < len(RETRY_429):
+                    # "storage is (re)initializing" just after a CRD is installed; API priority
+                    # and fairness: the server asks to come back later.
+                    time.sleep(RETRY_429[attempt])
+                    continue
+                raise self._api_error(what, exc) from exc
+            except (httpx2.TransportError, OSError) as exc:
+                raise InspectError(f"cannot reach the API server at {self.server} to {what}: {exc} "
+                                   "(check --kubeconfig / KUBECONFIG and that the cluster is up)") from exc
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _api_error(what: str, exc: Any) -> InspectError:
+        code = exc.status.code
+        if code in (401, 403):
+            return InspectError(f"the API server refused to {what} ({code} {exc.status.reason}): "
+                                f"{exc.status.message}; kvtrace needs get and list on it")
+        if code == 404 and "could not find the requested resource" in str(exc.status.message or ""):
+            return InspectError(f"cannot {what}: the API server does not serve it (are the kvtrace "
+                                "CRDs installed? kubectl apply -f crds/)")
+        return InspectError(f"cannot {what}: {code} {exc.status.message}")
 
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

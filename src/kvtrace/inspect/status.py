@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from kvtrace.inspect.errors import InspectError
-from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render import names, resources, sampling
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 
 INSTANCE = "app.kubernetes.io/instance"
@@ -156,8 +156,8 @@ def sampling_view(pipeline: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def pipeline_ref(cluster: Mapping[str, Any]) -> str:
-    ref = ((cluster.get("spec") or {}).get("tracing") or {}).get("pipelineRef") or {}
-    return str(ref.get("name") or "")
+    """The name of the TracingPipeline a KVCluster references ("" when none)."""
+    return resources.pipeline_ref(dict(cluster)) or ""
 
 
 # --------------------------------------------------------------------------- views
