@@ -147,3 +147,14 @@ def test_batches_are_bounded_in_bytes() -> None:
     assert all(sum(len(r.key) + len(r.value) + 16 for r in b) <= 5000 for b in out)
     assert [len(b) for b in batches([Record(b"huge", b"x" * 9000, 1)], max_bytes=5000)] == [1]
     assert list(batches([])) == []
+
+
+def test_leaf_ranges_cover_exactly_their_leaves() -> None:
+    ranges = merkle.leaf_ranges([5, 3, 4, 9])
+    assert len(ranges) == 2
+    for key in KEYS:
+        leaf = merkle.leaf_of(key_hash(key))
+        inside = any(lo <= key_hash(key) < hi for lo, hi in ranges)
+        assert inside == (leaf in {3, 4, 5, 9})
+    assert merkle.leaf_ranges([]) == []
+    assert merkle.leaf_ranges([merkle.LEAVES - 1])[0][1] == 1 << 63

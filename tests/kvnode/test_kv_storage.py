@@ -132,3 +132,19 @@ async def test_read_cache_follows_commits_and_stays_bounded(tmp_path: Path) -> N
         assert store._cache_bytes == sum(len(k) + (len(r.value) if r else 0) for k, r in store._cache.items())  # noqa: SLF001
     finally:
         store.close()
+
+
+async def test_digests_filtered_by_key_hash_ranges(tmp_path: Path) -> None:
+    from kvnode.keys import key_hash
+
+    store = Store(str(tmp_path))
+    try:
+        await store.apply([Record(f"k{i}".encode(), b"v", 1) for i in range(300)])
+        lo, hi = 0, 1 << 61
+        inside = {k for k, h, _, _ in store.digests([(lo, hi)])}
+        assert inside == {f"k{i}".encode() for i in range(300) if lo <= key_hash(f"k{i}".encode()) < hi}
+        assert 0 < len(inside) < 300
+        assert store.digests([]) == [] and len(store.digests()) == 300
+        assert len(store.digests([(0, 1 << 62), (1 << 62, 1 << 63)])) == 300  # the top of the hash space
+    finally:
+        store.close()

@@ -24,6 +24,19 @@ def leaf_of(khash: int) -> int:
     return khash >> (HASH_BITS - DEPTH)
 
 
+def leaf_ranges(leaf_indices: Iterable[int]) -> list[tuple[int, int]]:
+    """Half-open key-hash ranges covering the given leaves (adjacent leaves merged)."""
+    shift = HASH_BITS - DEPTH
+    ranges: list[tuple[int, int]] = []
+    for i in sorted(set(leaf_indices)):
+        lo, hi = i << shift, (i + 1) << shift
+        if ranges and ranges[-1][1] == lo:
+            ranges[-1] = (ranges[-1][0], hi)
+        else:
+            ranges.append((lo, hi))
+    return ranges
+
+
 def entry_digest(key: bytes, version: int, tombstone: bool) -> int:
     data = key + version.to_bytes(8, "big") + (b"\1" if tombstone else b"\0")
     return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")

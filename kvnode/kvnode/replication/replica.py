@@ -44,12 +44,14 @@ class Replica:
     def get(self, key: bytes) -> Record | None:
         return self.c.store.get(key)
 
-    def shared_entries(self, peer: str) -> list[merkle.Entry]:
-        """Digests of the keys that both this node and `peer` replicate (current ring)."""
+    def shared_entries(self, peer: str, leaves: Sequence[int] | None = None) -> list[merkle.Entry]:
+        """Digests of the keys that both this node and `peer` replicate (current ring),
+        optionally only those in the given Merkle leaves."""
         c = self.c
         me = c.id
         out = []
-        for entry in c.store.digests():
+        ranges = None if leaves is None else merkle.leaf_ranges(leaves)
+        for entry in c.store.digests(ranges):
             owners = c.owners(entry[1])
             if me in owners and peer in owners:
                 out.append(entry)
@@ -60,8 +62,7 @@ class Replica:
 
     def fetch(self, peer: str, leaves: Sequence[int], limit_bytes: int = FETCH_LIMIT_BYTES) -> list[Record]:
         """Shared records in the given Merkle leaves (bounded in size; the rest next round)."""
-        wanted = set(leaves)
-        keys = [key for key, khash, _v, _t in self.shared_entries(peer) if merkle.leaf_of(khash) in wanted]
+        keys = [key for key, _h, _v, _t in self.shared_entries(peer, leaves)]
         out: list[Record] = []
         size = 0
         for record in self.c.store.get_many(keys):

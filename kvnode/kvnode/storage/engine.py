@@ -233,9 +233,18 @@ class Store:
             self._cache_put(key, record)
         return record
 
-    def digests(self) -> list[tuple[bytes, int, int, bool]]:
-        """(key, khash, version, tombstone) of every record: the input of Merkle trees."""
-        rows = self._reader.execute("SELECT key, khash, version, tombstone FROM kv").fetchall()
+    def digests(self, khash_ranges: Sequence[tuple[int, int]] | None = None) -> list[tuple[bytes, int, int, bool]]:
+        """(key, khash, version, tombstone) of every record, or of those whose key hash lies in
+        one of the half-open ranges (filtered by SQLite): the input of Merkle trees."""
+        sql = "SELECT key, khash, version, tombstone FROM kv"
+        params: list[int] = []
+        if khash_ranges is not None:
+            if not khash_ranges:
+                return []
+            # BETWEEN lo AND hi - 1: the top range ends at 2**63, one past SQLite's largest integer
+            sql += " WHERE " + " OR ".join("khash BETWEEN ? AND ?" for _ in khash_ranges)
+            params = [bound for lo, hi in khash_ranges for bound in (lo, hi - 1)]
+        rows = self._reader.execute(sql, params).fetchall()
         return [(k, h, v, bool(t)) for k, h, v, t in rows]
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record]:
