@@ -35,6 +35,12 @@ def configure(settings: kopf.OperatorSettings, args: Any) -> None:
     settings.watching.server_timeout = int(args.watch_timeout)
     settings.watching.client_timeout = args.watch_timeout + 30
     settings.watching.connect_timeout = 10
+    # The children are watched through our label, filtered by the API server: the operator
+    # never streams the cluster's other ConfigMaps, Secrets, Services...
+    for api_version, kind in k8s.PRUNABLE_KINDS:
+        group, _, version = api_version.rpartition("/")
+        settings.watching.label_selectors[(group, version, kind)] = \
+            f"{k8s.MANAGED_BY_LABEL}={k8s.MANAGED_BY_VALUE}"
     # kopf's own log lines become events only for warnings and errors; actions get our
     # own events (Created, Updated, Deleted, Scaling, Ready, InvalidSpec...).
     settings.posting.level = logging.WARNING
@@ -83,9 +89,7 @@ def run(args: Any) -> int:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        client = getattr(memo, "client", None)
-        if client is not None:
-            await client.close()
+        # The API client stays open: timers may still be finishing; the process exits next.
         if getattr(memo, "metrics", None) is not None:
             await memo.metrics.cleanup()
 
