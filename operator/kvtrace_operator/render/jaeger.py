@@ -25,6 +25,9 @@ def storage_backend(storage: dict[str, Any]) -> dict[str, Any]:
 def query_extension(jaeger: dict[str, Any]) -> dict[str, Any]:
     query: dict[str, Any] = {
         "storage": {"traces": STORE},
+        # Defaults to true: Jaeger would export spans of its own queries to localhost:4317,
+        # where nothing listens in its pod.
+        "enable_tracing": False,
         "http": {"endpoint": listen(names.JAEGER_QUERY_HTTP_PORT)},
         "grpc": {"endpoint": listen(names.JAEGER_QUERY_GRPC_PORT)},
     }
