@@ -79,8 +79,8 @@ def run_mode(name: str, spec: dict[str, Any] | None, root: Path, args: argparse.
             collector.start()
         nodes = start_kv_nodes(root, [ALLOCATOR.allocate() for _ in range(3)], kvcluster(3), pipe,
                                collector.otlp_http if collector else None)
-        procs = [n.process for n in nodes]
-        collector_procs = [collector.process] if collector else []
+        procs: list[Any] = [n.process for n in nodes]  # Process has the .pid kv.measure reads
+        collector_procs: list[Any] = [collector.process] if collector else []
         cpu0 = cpu_seconds(collector_procs)
         phases = measure([n.url for n in nodes], "kvtrace", args, procs)
         out: dict[str, Any] = {"sampler": nodes[0].env.get("OTEL_TRACES_SAMPLER", "(SDK disabled)"),

@@ -72,9 +72,7 @@ def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = No
       ``static`` with ``sampling_collectors`` (their loopback OTLP gRPC addresses): a DNS
       resolver cannot resolve loopback processes; routing (``routing_key: traceID``) and the
       protocol are untouched;
-    - Jaeger's badger ``directories`` (``/badger/...`` in the pod) → under ``badger_dir``;
-    - Jaeger's ``jaeger_query.enable_tracing`` → false: left at its default (true) Jaeger
-      would send its own query spans to localhost:4317, someone else's collector here.
+    - Jaeger's badger ``directories`` (``/badger/...`` in the pod) → under ``badger_dir``.
 
     Every listening address (receivers, extensions, the process's own metrics) is then moved
     to a free loopback port by ``kvtrace.devstack.backends`` when the process starts.
@@ -95,8 +93,6 @@ def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = No
             if badger_dir is None:
                 raise ValueError("the Jaeger config uses badger: give badger_dir")
             backend["badger"]["directories"] = {"keys": str(badger_dir / "keys"), "values": str(badger_dir / "values")}
-    if "jaeger_query" in extensions:
-        extensions["jaeger_query"]["enable_tracing"] = False
     return config
 
 
