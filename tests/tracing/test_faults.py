@@ -27,15 +27,15 @@ def bench(stack: Stack, seconds: float) -> BenchConfig:
 
 
 def test_collector_killed_under_load_then_restarted(trace_stack: Callable[..., Stack]) -> None:
-    """Zero errors while the collector is down. The p99 is measured and printed against a
-    baseline run just before; the design goal is "within 10%", but on this shared 2-core CI
+    """Zero errors while the collector is down. The p99 is measured and printed against
+    baseline runs just before and after; the design goal is "within 10%", but on this shared 2-core CI
     machine, with other test sessions running, two runs of the same load differ by more than
     that on their own, so the assertion is only a generous bound (3x baseline + 20 ms) that
     still catches a node blocking on its exporter."""
     stack = trace_stack(DEVELOPMENT)
     flush(stack, timeout=60)
 
-    baseline = run_sync(bench(stack, 4.0))
+    before = run_sync(bench(stack, 3.0))
     killer = threading.Timer(1.0, stack.collector.kill)
     killer.start()
     try:
@@ -43,25 +43,31 @@ def test_collector_killed_under_load_then_restarted(trace_stack: Callable[..., S
     finally:
         killer.join()
     assert stack.collector.backend.process is not None and not stack.collector.backend.process.alive()
-    print()
-    print(table([("collector up (baseline)", baseline), ("collector killed after 1s", outage)]))
-    print(f"p99 ratio outage/baseline: {outage.p99_ms / baseline.p99_ms:.2f}")
-    assert baseline.errors == 0 and baseline.ops > 0, baseline.error_samples
-    assert outage.errors == 0, outage.error_samples
-    assert outage.ops > 0
-    assert outage.p99_ms < 3 * baseline.p99_ms + 20, (baseline.p99_ms, outage.p99_ms)
+    assert outage.errors == 0 and outage.ops > 0, outage.error_samples
 
     stack.collector.restart()
     flush(stack, timeout=FLOW_AGAIN)  # a new trace from every node reaches Jaeger
+    after = run_sync(bench(stack, 3.0))
+    # the baseline is the slower of the runs with the collector up, just before and just after,
+    # so a load swing on the shared machine during one of them does not decide the outcome
+    baseline = max(before, after, key=lambda r: r.p99_ms)
+    print()
+    print(table([("collector up, before", before), ("collector killed after 1s", outage),
+                 ("collector up, after restart", after)]))
+    print(f"p99 outage/baseline: {outage.p99_ms / baseline.p99_ms:.2f}")
+    assert before.errors == after.errors == 0 and before.ops > 0 and after.ops > 0
+    assert outage.p99_ms < 3 * baseline.p99_ms + 20, (baseline.p99_ms, outage.p99_ms)
 
 
 @pytest.mark.parametrize("storage", ["memory", "badger"])
 def test_jaeger_restart_loses_memory_storage_and_keeps_badger(trace_stack: Callable[..., Stack], storage: str) -> None:
-    stack = trace_stack({**DEVELOPMENT, "jaeger": {"storage": {"type": storage}}})
+    # failing markers are one-span traces: once Jaeger shows them, nothing of them is in flight
+    stack = trace_stack({**DEVELOPMENT, "jaeger": {"storage": {"type": storage}}}, faults="error:fail/")
     backends = stack.jaeger.backend.config["extensions"]["jaeger_storage"]["backends"]
     assert list(backends["traces"]) == [storage]
     client = stack.jaeger.client
-    before = flush(stack, timeout=60)
+    before = flush(stack, "fail/", timeout=60)
+    assert all(len(t.spans) == 1 for t in before.values())
 
     stack.jaeger.kill(graceful=True)  # SIGTERM, as the kubelet stops a pod
     stack.jaeger.restart()

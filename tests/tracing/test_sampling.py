@@ -55,7 +55,7 @@ def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace
     # policy (the trace also spans the third replica's late answer): count only the fast ones.
     normal = [op for op in ops if op.key.startswith("norm/")]
     fast = [op for op in normal if op.seconds < threshold / 2]
-    assert len(fast) >= 150, f"only {len(fast)} of {len(normal)} normal writes were fast"
+    assert len(fast) >= 50, f"only {len(fast)} of {len(normal)} normal writes were fast"
     n_kept = sum(op.key_hash in kept for op in fast)
     ok, text = within(n_kept, len(fast), ratio)
     print(f"production ratio {ratio}: {text}; errors {len(errors)}/{len(errors)}, slow {len(slow)}/{len(slow)} kept")
