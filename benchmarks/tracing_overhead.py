@@ -91,8 +91,9 @@ def run_mode(name: str, spec: dict[str, Any] | None, root: Path, args: argparse.
             for n in nodes:
                 assert n.process is not None
                 n.process.stop(timeout=20)  # SIGTERM: the node flushes its spans before exiting
-            writes = args.keys + phases["writes"].ops + phases["unloaded_writes"].ops
-            expected = SPANS_PER_WRITE * writes + SPANS_PER_READ * phases["reads"].ops
+            writes = args.keys + sum(r.ops for phase, r in phases.items() if "write" in phase)
+            reads = sum(r.ops for phase, r in phases.items() if "read" in phase)
+            expected = SPANS_PER_WRITE * writes + SPANS_PER_READ * reads
             out["collector_cpu_us_per_op"] = round((cpu_seconds(collector_procs) - cpu0) / ops * 1e6, 1)
             out["spans_reaching_collector"] = round(accepted_spans(collector) / expected, 3)
         return out
