@@ -16,6 +16,7 @@ from typing import Any
 
 from kvtrace_operator.render import names, sampling, security
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.render.redaction import redaction_processor
 
 SAMPLING_TIER = "sampling"
 LOADBALANCER_TIER = "loadbalancer"
@@ -60,7 +61,8 @@ def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
 
 
 def edge_processors(spec: dict[str, Any]) -> dict[str, Any]:
-    """Resource detection (env and system only: no cloud metadata calls), hashing, redaction."""
+    """Resource detection (env and system only: no cloud metadata calls), hashing, redaction
+    (the default patterns unless ``redaction.defaultPatterns`` is false, then the user's)."""
     result: dict[str, Any] = {"resource_detection": {
         "detectors": ["env", "system"],
         "system": {"hostname_sources": ["os"]},
@@ -71,10 +73,9 @@ def edge_processors(spec: dict[str, Any]) -> dict[str, Any]:
     hashed = redaction.get("hashAttributes") or []
     if hashed:
         result["attributes/hash"] = {"actions": [{"key": key, "action": "hash"} for key in hashed]}
-    patterns, values = redaction.get("blockedKeyPatterns") or [], redaction.get("blockedValues") or []
-    if patterns or values:
-        result["redaction"] = {"allow_all_keys": True, "blocked_key_patterns": list(patterns),
-                               "blocked_values": list(values), "summary": "silent"}
+    masking = redaction_processor(redaction)
+    if masking:
+        result["redaction"] = masking
     return result
 
 

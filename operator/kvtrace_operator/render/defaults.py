@@ -58,7 +58,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
         "debug": {"enabled": False, "verbosity": "basic"},
     },
     "receivers": {"zipkin": {"enabled": False}, "jaeger": {"enabled": False}},
-    "redaction": {"hashAttributes": ["kvstore.key"]},
+    "redaction": {"hashAttributes": ["kvstore.key"], "defaultPatterns": True},
     "networkPolicy": {"enabled": True, "queryAccess": "namespace"},
     "security": {"auth": {"enabled": False}, "tls": {"enabled": False}},
 }

@@ -9,6 +9,7 @@ import pytest
 from render_testlib import pipeline
 
 from kvtrace_operator.render import render_collector_config, render_jaeger_config
+from kvtrace_operator.render.redaction import DEFAULT_KEY_PATTERNS, DEFAULT_VALUE_PATTERNS
 
 pytestmark = pytest.mark.unit
 
@@ -101,10 +102,17 @@ class TestCollectorConfig:
     def test_redaction(self, mode: str, replicas: int) -> None:
         redaction = {"blockedKeyPatterns": [".*token.*"], "blockedValues": ["[0-9]{16}"]}
         edge = self.configs(mode, replicas, redaction=redaction)[-1]
+        # The user's patterns come after the default ones (tests/security covers those).
         assert edge["processors"]["redaction"] == {
-            "allow_all_keys": True, "blocked_key_patterns": [".*token.*"],
-            "blocked_values": ["[0-9]{16}"], "summary": "silent"}
-        assert "redaction" not in self.configs(mode, replicas)[-1]["processors"]
+            "allow_all_keys": True, "blocked_key_patterns": [*DEFAULT_KEY_PATTERNS, ".*token.*"],
+            "blocked_values": [*DEFAULT_VALUE_PATTERNS, "[0-9]{16}"], "summary": "silent"}
+        only_user = self.configs(mode, replicas, redaction={**redaction, "defaultPatterns": False})[-1]
+        assert only_user["processors"]["redaction"]["blocked_values"] == ["[0-9]{16}"]
+        default = self.configs(mode, replicas)[-1]["processors"]
+        assert default["redaction"]["blocked_values"] == DEFAULT_VALUE_PATTERNS
+        assert "redaction" not in self.configs(mode, replicas, redaction={"defaultPatterns": False})[-1]["processors"]
+        for config in self.configs(mode, replicas)[:-1]:  # once, at the edge
+            assert "redaction" not in config["processors"]
 
 
 class TestSamplingPolicies:

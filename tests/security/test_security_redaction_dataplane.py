@@ -1,0 +1,97 @@
+"""The default redaction patterns in the real collector (issue 8): a span carrying a bearer
+token, an e-mail address, a card number and a password goes through the collector rendered for
+a pipeline with default settings into the real Jaeger; none of them arrives, while kvtrace's
+own attributes do, the raw key only as its hash. With ``defaultPatterns: false`` the same
+e-mail address arrives: the defaults are what masks it."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.request
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from kvtrace_operator.render import render_collector_config
+
+pytestmark = pytest.mark.dataplane
+
+TOKEN = "Bearer " + secrets.token_hex(16)
+EMAIL = f"user-{secrets.token_hex(4)}@example.com"
+CARD = "4111111111111111"
+PASSWORD = "pw-" + secrets.token_hex(8)
+RAW_KEY = "order-" + secrets.token_hex(6)
+ADDRESS = "kv-1.kv-peers.store.svc.cluster.local:7071"
+
+
+def pipeline(**redaction: Any) -> dict[str, Any]:
+    # head mode: no tail sampling wait; everything else as rendered by default.
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
+            "metadata": {"name": "traces", "namespace": "store"},
+            "spec": {"sampling": {"mode": "head", "ratio": 1}, "redaction": redaction}}
+
+
+def start(collector: Any, jaeger: Any, pipe: dict[str, Any]) -> Any:
+    config = render_collector_config(pipe)
+    config["exporters"]["otlp_grpc/jaeger"]["endpoint"] = jaeger.otlp_grpc
+    return collector(config)
+
+
+def send(col: Any, service: str) -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("redaction-test").start_as_current_span("kv.put") as span:
+        span.set_attributes({
+            "http.request.header.authorization": TOKEN, "note": f"notify {EMAIL} about the order",
+            "payment.card": CARD, "db.password": PASSWORD, "kvstore.key": RAW_KEY,
+            "server.address": ADDRESS, "kvstore.consistency": "quorum", "kvstore.replicas.acked": 2,
+            "error.detail": f"upstream said: {TOKEN}",
+        })
+    exporter = OTLPSpanExporter(endpoint=col.otlp_http + "/v1/traces", timeout=5)
+    try:
+        assert exporter.export(memory.get_finished_spans()) == SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+        provider.shutdown()
+
+
+def stored(jaeger: Any, poll: Any, service: str) -> tuple[dict[str, Any], str]:
+    """The span's attributes as Jaeger stores them, and the raw answer of the query API."""
+    client = jaeger.client()
+    [trace] = poll(lambda: client.find_traces(service), timeout=30, message=f"{service} in Jaeger")
+    url = f"{jaeger.query_url}/api/v3/traces/{trace.trace_id}"
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+        body = response.read().decode()
+    return trace.spans[0].attributes, body
+
+
+def test_default_patterns_mask_secrets_and_keep_kvtrace_attributes(collector: Any, jaeger: Any, poll: Any) -> None:
+    backend = jaeger()
+    col = start(collector, backend, pipeline())
+    service = f"redaction-{secrets.token_hex(3)}"
+    send(col, service)
+    attributes, body = stored(backend, poll, service)
+    for secret in (TOKEN, TOKEN.split()[1], EMAIL, CARD, PASSWORD, RAW_KEY):
+        assert secret not in body, f"{secret!r} reached Jaeger: {json.dumps(attributes)}"
+    assert attributes["server.address"] == ADDRESS
+    assert attributes["kvstore.consistency"] == "quorum" and attributes["kvstore.replicas.acked"] == 2
+    assert len(attributes["kvstore.key"]) >= 40  # hashed, not masked
+    assert "****" in attributes["note"] and "notify" in attributes["note"]
+
+
+def test_without_default_patterns_only_the_users_apply(collector: Any, jaeger: Any, poll: Any) -> None:
+    backend = jaeger()
+    col = start(collector, backend, pipeline(defaultPatterns=False, blockedValues=[r"\b4[0-9]{15}\b"]))
+    service = f"redaction-off-{secrets.token_hex(3)}"
+    send(col, service)
+    attributes, body = stored(backend, poll, service)
+    assert EMAIL in attributes["note"]  # the defaults are what masks it
+    assert CARD not in body  # the user's own pattern still applies
+    assert RAW_KEY not in body  # hashing is separate from redaction
