@@ -3,6 +3,7 @@ pipeline changes and children's events; and the index of clusters by pipeline.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -65,7 +66,8 @@ async def resolve_pipeline(client: AsyncClient, cluster: Mapping[str, Any]
 async def reconcile(client: AsyncClient, cluster: Mapping[str, Any], *, apply: bool = True) -> bool:
     """Render everything, then apply it all (or, with ``apply=False``, only observe unless
     something lags behind) and write the status. An invalid spec becomes conditions and an
-    event; nothing is applied. True while leaving members still drain (call again soon)."""
+    event; nothing is applied. True while leaving members still drain (a background task
+    then reconciles again every ``retry_backoff`` seconds until they are done)."""
     cluster = common.plain(cluster)
     meta = cluster["metadata"]
     async with common.lock("KVCluster", meta["namespace"], meta["name"]):
@@ -93,7 +95,34 @@ async def reconcile(client: AsyncClient, cluster: Mapping[str, Any], *, apply: b
             statefulset = next((w for w in workloads if w["kind"] == "StatefulSet"), None)
             await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
                 cluster, statefulset=statefulset, tracing=tracing, now=common.now(), draining=draining))
-            return bool(draining)
+    if draining:
+        recheck_while_draining(client, meta["namespace"], meta["name"])
+    return bool(draining)
+
+
+_rechecks: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+
+def recheck_while_draining(client: AsyncClient, namespace: str, name: str) -> None:
+    """Reconcile again every ``retry_backoff`` seconds until the drain is over (one task per
+    cluster; nothing else would trigger a reconcile while members only stream data)."""
+    running = _rechecks.get((namespace, name))
+    if running is not None and not running.done():
+        return
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(common.options.retry_backoff)
+            try:
+                cluster = await k8s.get_object(client, k8s.KVCluster, name, namespace)
+                if cluster is None or cluster["metadata"].get("deletionTimestamp"):
+                    return
+                if not await reconcile(client, cluster):
+                    return
+            except Exception as exc:  # noqa: BLE001 - logged; the next round retries
+                log.warning("drain check of %s/%s failed: %s", namespace, name, exc)
+
+    _rechecks[(namespace, name)] = asyncio.get_running_loop().create_task(loop())
 
 
 def draining_since(cluster: Mapping[str, Any]) -> str | None:
@@ -182,14 +211,12 @@ def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
     @kopf.on.create(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
     @kopf.on.update(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
     async def reconcile_handler(body: kopf.Body, old: Any, memo: kopf.Memo, **kwargs: Any) -> None:
-        draining = await reconcile(memo.client, body)
+        await reconcile(memo.client, body)
         namespace = body["metadata"]["namespace"]
         index = kwargs[INDEX]
         refs = {pipeline_ref(common.plain(body)), pipeline_ref({"spec": dict((old or {}).get("spec") or {})})}
         for ref in sorted(r for r in refs if r):
             await sync_consumers(memo.client, namespace, ref, consumers(index, namespace, ref))
-        if draining:
-            raise kopf.TemporaryError("leaving members are still draining", delay=options.retry_backoff)
 
     @kopf.timer(*resource, id="resync", interval=options.resync_interval,
                 initial_delay=options.resync_interval, registry=registry)
