@@ -11,6 +11,7 @@ import yaml
 
 from kvtrace.inspect import doctor
 from kvtrace.inspect.doctor import FAIL, PASS, SKIP, WARN
+from kvtrace.inspect.errors import InspectError
 from kvtrace_operator.render.kvcluster import render_kvcluster
 from kvtrace_operator.render.pipeline import render_pipeline
 
@@ -228,7 +229,7 @@ def test_canary_timing_follows_the_pipeline() -> None:
     assert doctor.canary_timeout_s(pipeline(sampling={"mode": "head"}), None) == 20.0
     assert doctor.canary_timeout_s(pipeline(), "5s") == 5.0
     assert doctor.canary_duration_ns(pipeline(sampling={"latencyThreshold": "1s"})) == 1_100_000_000
-    with pytest.raises(doctor.InspectError, match="--canary-timeout: expected a duration"):
+    with pytest.raises(InspectError, match="--canary-timeout: expected a duration"):
         doctor.canary_timeout_s(pipeline(), "soon")
 
 

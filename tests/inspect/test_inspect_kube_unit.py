@@ -51,7 +51,7 @@ def test_errors_name_the_request(error: Exception, message: str) -> None:
 
 def test_throttled_requests_are_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr(kube_mod.time, "sleep", sleeps.append)
+    monkeypatch.setattr("kvtrace.inspect.kube.time.sleep", sleeps.append)
     assert fake()._call("list", raising(api(429, "storage is (re)initializing"), api(429, "again"))) == "ok"
     assert sleeps == [0.5, 1.0]
     with pytest.raises(InspectError, match="cannot list: 429 still"):
