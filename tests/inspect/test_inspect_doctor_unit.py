@@ -79,18 +79,33 @@ def endpoint_slice(*ready: bool) -> dict[str, Any]:
 def test_collector_endpoints_pass_and_fail_when_scaled_to_zero() -> None:
     tp = pipeline()
     deps = list(collector_deployments(tp).values())
-    service = {"metadata": {"name": "traces-collector"}}
-    ok = doctor.check_collector_endpoints("traces", service, [endpoint_slice(True, False)], deps)
-    assert ok.status == PASS and "1 ready endpoint(s) ['traces-collector-0'], 1 not ready" in ok.evidence[0]
+    service = {"traces-collector": {"metadata": {"name": "traces-collector"}}}
+    ok = doctor.check_collector_endpoints(service, {"traces-collector": [endpoint_slice(True, False)]}, deps)
+    assert ok.status == PASS and ok.summary == "ready endpoints: traces-collector (1)"
+    assert "1 ready endpoint(s) ['traces-collector-0'], 1 not ready ['traces-collector-1']" in ok.evidence[0]
     zero = copy.deepcopy(deps)
     zero[0]["spec"]["replicas"] = 0
-    failed = doctor.check_collector_endpoints("traces", service, [], zero)
-    assert failed.status == FAIL and "no ready endpoint" in failed.summary
+    failed = doctor.check_collector_endpoints(service, {}, zero)
+    assert failed.status == FAIL and failed.summary == \
+        "Service traces-collector has no ready endpoint: spans sent to it are lost"
     assert "Deployment traces-collector: 0/0 replicas ready" in failed.evidence
     assert failed.fix.startswith("kubectl scale deployment traces-collector --replicas=1")
-    unready = doctor.check_collector_endpoints("traces", service, [endpoint_slice(False)], deps)
+    unready = doctor.check_collector_endpoints(service, {"traces-collector": [endpoint_slice(False)]}, deps)
     assert unready.status == FAIL and "kubectl logs deployment/traces-collector" in unready.fix
-    assert doctor.check_collector_endpoints("traces", None, [], deps).status == FAIL
+    missing = doctor.check_collector_endpoints({"traces-collector": None}, {}, deps)
+    assert missing.status == FAIL and missing.summary == "Service traces-collector does not exist"
+
+
+def test_collector_endpoints_of_both_tiers() -> None:
+    tp = pipeline(collector={"replicas": 2})
+    deps = list(collector_deployments(tp).values())
+    services = {name: {"metadata": {"name": name}} for name in ("traces-collector", "traces-collector-sampling")}
+    both = {"traces-collector": [endpoint_slice(True, True)], "traces-collector-sampling": [endpoint_slice(True)]}
+    ok = doctor.check_collector_endpoints(services, both, deps)
+    assert ok.status == PASS and ok.summary == "ready endpoints: traces-collector (2), traces-collector-sampling (1)"
+    no_sampler = doctor.check_collector_endpoints(services, {"traces-collector": both["traces-collector"]}, deps)
+    assert no_sampler.status == FAIL and no_sampler.summary == (
+        "Service traces-collector-sampling has no ready endpoint: the load-balancing tier has nowhere to send spans")
 
 
 def test_otlp_probe() -> None:

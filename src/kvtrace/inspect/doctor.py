@@ -116,21 +116,8 @@ def check_pipeline(cluster: Mapping[str, Any], pipeline: Mapping[str, Any] | Non
     return Check(name, PASS, f"KVCluster {cname} uses TracingPipeline {ref}", evidence)
 
 
-def check_collector_endpoints(pipeline_name: str, service: Mapping[str, Any] | None,
-                              slices: Sequence[Mapping[str, Any]],
-                              deployments: Sequence[Mapping[str, Any]]) -> Check:
-    """The collector Service has at least one ready endpoint."""
-    name = "collector endpoints"
-    svc = names.collector(pipeline_name)
-    evidence = []
-    for dep in deployments:
-        st, spec = dep.get("status") or {}, dep.get("spec") or {}
-        evidence.append(f"Deployment {dep['metadata']['name']}: {int(st.get('readyReplicas') or 0)}/"
-                        f"{spec.get('replicas', 1)} replicas ready")
-    if service is None:
-        return Check(name, FAIL, f"Service {svc} does not exist", evidence,
-                     "the operator creates it with the pipeline: check that the operator runs "
-                     "(kvtrace status shows the pipeline's conditions and events)")
+def _ready_endpoints(slices: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """(ready, not ready) endpoints of a Service's EndpointSlices, by pod name."""
     ready: list[str] = []
     not_ready: list[str] = []
     for piece in slices:
@@ -138,16 +125,45 @@ def check_collector_endpoints(pipeline_name: str, service: Mapping[str, Any] | N
             who = ((endpoint.get("targetRef") or {}).get("name") or ",".join(endpoint.get("addresses") or []))
             cond = endpoint.get("conditions") or {}
             (ready if cond.get("ready") is not False else not_ready).append(who)
-    evidence.insert(0, f"Service {svc}: {len(ready)} ready endpoint(s) {sorted(ready)}"
-                    + (f", {len(not_ready)} not ready {sorted(not_ready)}" if not_ready else ""))
-    if ready:
-        return Check(name, PASS, f"Service {svc} has {len(ready)} ready endpoint(s)", evidence)
-    scaled_to_zero = any((d.get("spec") or {}).get("replicas") == 0 for d in deployments)
-    fix = (f"kubectl scale deployment {svc} --replicas=1 (the operator restores spec.collector.replicas at its "
-           "next resync; if it does not, check that it runs)" if scaled_to_zero else
-           f"look at the collector pods: kubectl describe pods -l {COMPONENT}=collector,{INSTANCE}={pipeline_name}; "
-           f"kubectl logs deployment/{svc}")
-    return Check(name, FAIL, f"Service {svc} has no ready endpoint: spans sent to it are lost", evidence, fix)
+    return sorted(ready), sorted(not_ready)
+
+
+def check_collector_endpoints(services: Mapping[str, Mapping[str, Any] | None],
+                              slices: Mapping[str, Sequence[Mapping[str, Any]]],
+                              deployments: Sequence[Mapping[str, Any]]) -> Check:
+    """Every collector Service (the one applications send to and, with two tiers, the
+    sampling tier's headless Service behind the load balancer) has a ready endpoint.
+
+    ``services``: Service name → object (None when missing), front tier first; ``slices``:
+    Service name → its EndpointSlices; ``deployments``: the collector Deployments."""
+    name = "collector endpoints"
+    evidence = []
+    for dep in deployments:
+        st, spec = dep.get("status") or {}, dep.get("spec") or {}
+        evidence.append(f"Deployment {dep['metadata']['name']}: {int(st.get('readyReplicas') or 0)}/"
+                        f"{spec.get('replicas', 1)} replicas ready")
+    replicas = {d["metadata"]["name"]: (d.get("spec") or {}).get("replicas") for d in deployments}
+    problems: list[tuple[str, str]] = []  # (summary, fix)
+    counts = []
+    for index, (svc, service) in enumerate(services.items()):
+        if service is None:
+            problems.append((f"Service {svc} does not exist",
+                             "the operator creates it with the pipeline: check that the operator runs "
+                             "(kvtrace status shows the pipeline's conditions and events)"))
+            continue
+        ready, not_ready = _ready_endpoints(slices.get(svc) or [])
+        evidence.insert(index, f"Service {svc}: {len(ready)} ready endpoint(s) {ready}"
+                        + (f", {len(not_ready)} not ready {not_ready}" if not_ready else ""))
+        counts.append(f"{svc} ({len(ready)})")
+        if not ready:
+            lost = "spans sent to it are lost" if index == 0 else "the load-balancing tier has nowhere to send spans"
+            fix = (f"kubectl scale deployment {svc} --replicas=1 (the operator restores spec.collector.replicas at "
+                   "its next resync; if it does not, check that it runs)" if replicas.get(svc) == 0 else
+                   f"look at the collector pods: kubectl describe deployment {svc}; kubectl logs deployment/{svc}")
+            problems.append((f"Service {svc} has no ready endpoint: {lost}", fix))
+    if problems:
+        return Check(name, FAIL, problems[0][0], [p for p, _ in problems[1:]] + evidence, problems[0][1])
+    return Check(name, PASS, f"ready endpoints: {', '.join(counts)}", evidence)
 
 
 def check_otlp(probe: Mapping[str, Any] | None) -> Check:
@@ -559,12 +575,12 @@ def run(kube: Any, namespace: str, name: str, *, collector: str | None = None, j
     spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
     tiers = [names.collector(pname)] + ([names.sampling_collector(pname)] if sampling.two_tier(spec) else [])
     deployments = {t: d for t in tiers if (d := kube.get("Deployment", t, namespace)) is not None}
-    service = kube.get("Service", names.collector(pname), namespace)
-    slices = kube.list("EndpointSlice", namespace, {"kubernetes.io/service-name": names.collector(pname)})
+    services = {t: kube.get("Service", t, namespace) for t in tiers}  # each tier's Service has its name
+    slices = {t: kube.list("EndpointSlice", namespace, {"kubernetes.io/service-name": t}) for t in tiers}
     configs = {t: _parse_config(kube.get("ConfigMap", t, namespace)) for t in tiers}
     endpoints = (pipeline.get("status") or {}).get("endpoints") or names.pipeline_endpoints(dict(pipeline))
 
-    checks.append(check_collector_endpoints(pname, service, slices, [deployments[t] for t in tiers if t in deployments]))
+    checks.append(check_collector_endpoints(services, slices, [deployments[t] for t in tiers if t in deployments]))
     collector_url, collector_given = resolve_address(collector, endpoints.get("otlpHttp"), "--collector")
     probe = probe_otlp(collector_url, collector_given)
     otlp_check = check_otlp(probe)
