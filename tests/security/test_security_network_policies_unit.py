@@ -211,3 +211,20 @@ def test_bad_access_values_name_the_field() -> None:
         validate_pipeline(tp("traces", networkPolicy={"queryAccess": "everyone"}))
     with pytest.raises(SpecError, match=r"spec\.networkPolicy\.enabled: expected true or false"):
         validate_pipeline(tp("traces", networkPolicy={"enabled": "yes"}))
+
+
+def test_the_chart_operator_pod_carries_the_labels_the_kv_policy_lets_in() -> None:
+    """clientAccess: labelled admits the operator by label (it asks leaving members whether
+    they drained): the pods of manifests/install.yaml (the chart) must carry it."""
+    from pathlib import Path
+
+    import yaml
+
+    from kvtrace_operator.render.networkpolicy import OPERATOR_LABELS
+
+    install = Path(__file__).resolve().parents[2] / "manifests" / "install.yaml"
+    [deployment] = [d for d in yaml.safe_load_all(install.read_text()) if d and d["kind"] == "Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert OPERATOR_LABELS.items() <= labels.items()
+    policies, pods = setup(secure=True)
+    assert allowed(policies, Pod("kvtrace-system", labels), pods["orders"], 7070)
