@@ -52,11 +52,17 @@ def objects_for(case: str, ns: str) -> list[dict[str, Any]]:
                                   jaeger={"storage": {"type": "badger", "size": "1Gi"}},
                                   exporters={"otlp": [{"name": "vendor", "endpoint": "https://otlp.example:4317",
                                                        "tls": {"caSecret": {"name": "vendor-ca", "key": "ca.crt"}}}]}))
+    if case == "secured-pipeline-and-consumer":
+        security = {"auth": {"enabled": True, "tokenSecretRef": {"name": "otlp-token", "key": "token"}},
+                    "tls": {"enabled": True, "secretName": "collector-tls"}}
+        pipeline = tp(ns, "secure", collector={"replicas": 2}, security=security)
+        cluster = kvc(ns, "vault", replicas=1, replicationFactor=1, tracing={"pipelineRef": {"name": "secure"}})
+        return render_pipeline(pipeline) + render_kvcluster(cluster, pipeline)
     raise AssertionError(case)
 
 
 CASES = ["kvcluster-traced", "kvcluster-untraced-labelled-clients", "pipeline-one-tier-memory",
-         "pipeline-two-tier-badger"]
+         "pipeline-two-tier-badger", "secured-pipeline-and-consumer"]
 
 
 def restrict(kubectl: Any, namespace: str) -> None:
