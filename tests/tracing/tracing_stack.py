@@ -15,17 +15,17 @@ nothing else is changed:
 from __future__ import annotations
 
 import asyncio
-import math
-import random
 import copy
 import datetime as dt
+import math
 import os
+import random
 import re
 import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,8 @@ from kvtrace.devstack.backends import Collector, Jaeger
 from kvtrace.devstack.jaeger_client import JaegerClient, Trace
 from kvtrace.devstack.proc import Process, free_port, wait_until
 from kvtrace.devstack.pytest_plugin import poll
-from kvtrace_operator.render import otel_environment, render_collector_config, render_jaeger_config
-from kvtrace_operator.render.collector import JAEGER_EXPORTER, LOADBALANCER_TIER, SAMPLING_TIER
+from kvtrace_operator.render import otel_environment
+from kvtrace_operator.render.collector import JAEGER_EXPORTER
 
 BIN = Path(sys.executable).parent
 NAMESPACE = "shop"
