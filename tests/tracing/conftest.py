@@ -27,15 +27,16 @@ from kvtrace_operator.render.collector import LOADBALANCER_TIER, SAMPLING_TIER
 
 @pytest.fixture
 def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Callable[..., Stack]]:
-    """Factory ``trace_stack(spec, faults="", nodes=3)``: Jaeger (``render_jaeger_config``), the
-    collector tier(s) (``render_collector_config``) and KV nodes with the rendered OTel env, all
+    """Factory ``trace_stack(spec, faults="", nodes=3, extra_env=None, stagger=0)``: Jaeger
+    (``render_jaeger_config``), the collector tier(s) (``render_collector_config``) and KV nodes with the rendered OTel env, all
     from the TracingPipeline ``spec``; with ``collector.replicas > 1`` and tail sampling, a
     load-balancing collector in front of that many sampling collectors. Stopped afterwards."""
     require_binaries("otelcol-kvtrace", "jaeger")
     started: list[Any] = []
     node_sets: list[list[KVNode]] = []
 
-    def make(spec: dict[str, Any], *, faults: str = "", nodes: int = 3, extra_env: dict[str, str] | None = None) -> Stack:
+    def make(spec: dict[str, Any], *, faults: str = "", nodes: int = 3, extra_env: dict[str, str] | None = None,
+             stagger: float = 0.0) -> Stack:
         pipe = pipeline(**spec)
         root = tmp_path / f"stack{len(node_sets)}"
         root.mkdir()
@@ -64,7 +65,7 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
         front.start()
         stack = Stack(pipe, RestartableJaeger(jaeger), RestartableCollector(front), samplers)
         stack.nodes = start_kv_nodes(root, [loopback_ip() for _ in range(nodes)], kvcluster(nodes), pipe,
-                                     front.otlp_http, faults=faults, extra=extra_env)
+                                     front.otlp_http, faults=faults, extra=extra_env, stagger=stagger)
         node_sets.append(stack.nodes)
         return stack
 

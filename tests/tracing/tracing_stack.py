@@ -183,9 +183,14 @@ class KVNode:
 
 def start_kv_nodes(root: Path, ips: Sequence[str], cluster: dict[str, Any], pipe: dict[str, Any] | None,
                    collector_otlp_http: str | None, *, faults: str = "", extra: dict[str, str] | None = None,
-                   timeout: float = 60) -> list[KVNode]:
+                   stagger: float = 0.0, timeout: float = 60) -> list[KVNode]:
     """``opentelemetry-instrument kvtrace node serve`` for pods ``orders-0..`` on ``ips``, each
-    with :func:`pod_env` as its whole OTel configuration (nothing else sets OTEL_*)."""
+    with :func:`pod_env` as its whole OTel configuration (nothing else sets OTEL_*).
+
+    ``stagger``: seconds between the starts. Each node's batch span processor exports on its
+    own 5 s timer from its start; nodes started together export in phase, which hides how far
+    apart the spans of one trace can reach the collector. Pods start at different times:
+    staggering puts the timers out of phase as they would be in a cluster."""
     nodes = [KVNode(f"{CLUSTER}-{i}", ip, free_port(ip), free_port(ip), {}) for i, ip in enumerate(ips)]
     peers = ",".join(f"{n.pod}={n.ip}:{n.peer_port}" for n in nodes)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KVNODE_"))}
@@ -198,6 +203,8 @@ def start_kv_nodes(root: Path, ips: Sequence[str], cluster: dict[str, Any], pipe
         if faults:
             env["KVNODE_FAULTS"] = faults
         argv = [str(BIN / "opentelemetry-instrument"), str(BIN / "kvtrace"), "node", "serve"]
+        if i and stagger:
+            time.sleep(stagger)  # deliberate offset of the export timers, not a wait for anything
         n.process = Process(n.pod, argv, root / f"{n.pod}.log", env=env).start()
     try:
         for n in nodes:
