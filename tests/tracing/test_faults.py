@@ -78,6 +78,7 @@ def test_jaeger_restart_loses_memory_storage_and_keeps_badger(trace_stack: Calla
         for tid, trace in before.items():
             kept = after[tid]
             assert kept is not None, f"badger lost trace {tid}"
-            assert sorted(s.span_id for s in kept.spans) == sorted(s.span_id for s in trace.spans)
+            # badger keeps every span it had; spans still in flight at the snapshot may add to it
+            assert {s.span_id for s in trace.spans} <= {s.span_id for s in kept.spans}
     # and new traces flow into the restarted Jaeger
     flush(stack, timeout=FLOW_AGAIN)
