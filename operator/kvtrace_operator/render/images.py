@@ -1,5 +1,11 @@
-"""Default images: one place, shared by the defaults and the docs."""
+"""Default images: one place, shared by the defaults, the docs, the Makefile (`make images`,
+`make kind-up` read these lines) and the chart (its image is checked against OPERATOR_IMAGE).
 
+Jaeger: the Go module tag v1.76.0 is the release "v1.76.0 / v2.13.0"; Jaeger v2 images are
+tagged with the v2 version.
+"""
+
+OPERATOR_IMAGE = "ghcr.io/kvtrace/kvtrace-operator:0.1.0"
 KVNODE_IMAGE = "ghcr.io/kvtrace/kvnode:0.1.0"
 COLLECTOR_IMAGE = "ghcr.io/kvtrace/otelcol-kvtrace:0.161.0"
-JAEGER_IMAGE = "jaegertracing/jaeger:1.76.0"
+JAEGER_IMAGE = "jaegertracing/jaeger:2.13.0"

@@ -10,6 +10,7 @@ from render_testlib import crd, schema_default, spec_schema, validate_k8s
 
 from kvtrace_operator.render import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import DURATION_PATTERN
+from kvtrace_operator.render.images import COLLECTOR_IMAGE, JAEGER_IMAGE, KVNODE_IMAGE
 from kvtrace_operator.render.validate import MAX_KVCLUSTER_NAME, MAX_PIPELINE_NAME, MIN_DURATIONS
 
 pytestmark = pytest.mark.unit
@@ -141,9 +142,9 @@ class TestDefaultsMatchSchema:
         assert spec == {"consistency": {}}
 
     @pytest.mark.parametrize(("plural", "path", "value"), [
-        ("kvclusters", ("image",), "ghcr.io/kvtrace/kvnode:0.1.0"),
-        ("tracingpipelines", ("collector", "image"), "ghcr.io/kvtrace/otelcol-kvtrace:0.161.0"),
-        ("tracingpipelines", ("jaeger", "image"), "jaegertracing/jaeger:1.76.0"),
+        ("kvclusters", ("image",), KVNODE_IMAGE),
+        ("tracingpipelines", ("collector", "image"), COLLECTOR_IMAGE),
+        ("tracingpipelines", ("jaeger", "image"), JAEGER_IMAGE),
         ("tracingpipelines", ("sampling", "mode"), "production"),
         ("tracingpipelines", ("sampling", "latencyThreshold"), "500ms"),
         ("tracingpipelines", ("sampling", "ratio"), 0.1),
