@@ -46,8 +46,19 @@ HELM ?= $(shell $(BIN)/python -c 'from kvtrace.devstack.tools import binary; pri
 # tests/chart/chartlib.py reads both lines below and fails on drift.
 MANIFESTS_HEADER = Generated from charts/kvtrace-operator by `make manifests` (helm template); do not edit.
 MANIFESTS_HELM_ARGS = template kvtrace-operator charts/kvtrace-operator --namespace kvtrace-system --include-crds --kube-version 1.37.2 --set createNamespace=true
-IMAGE_REGISTRY ?= ghcr.io/kvtrace
-IMAGE_TAG ?= 0.1.0
+# The image names are the operator's defaults, read from their single source (override any of
+# them, e.g. `make kind-up KVNODE_IMAGE=...`, and set the custom resources' images to match).
+IMAGES_PY := operator/kvtrace_operator/render/images.py
+image_default = $(shell sed -n 's/^$(1) = "\(.*\)"$$/\1/p' $(IMAGES_PY))
+OPERATOR_IMAGE ?= $(call image_default,OPERATOR_IMAGE)
+KVNODE_IMAGE ?= $(call image_default,KVNODE_IMAGE)
+COLLECTOR_IMAGE ?= $(call image_default,COLLECTOR_IMAGE)
+image_tag = $(lastword $(subst :, ,$(1)))
+image_repository = $(patsubst %:$(call image_tag,$(1)),%,$(1))
+IMAGE_REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# $(call build_image,IMAGE,DOCKERFILE): the image's version label is its tag.
+build_image = $(CONTAINER_ENGINE) build -f $(2) -t $(1) --build-arg VERSION=$(call image_tag,$(1)) \
+	--build-arg REVISION=$(IMAGE_REVISION) .
 CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 KIND ?= kind
 KIND_CLUSTER ?= kvtrace
@@ -64,29 +75,31 @@ manifests: install crds
 	{ echo '# $(MANIFESTS_HEADER)'; $(HELM) $(MANIFESTS_HELM_ARGS); } > manifests/install.yaml.tmp
 	mv manifests/install.yaml.tmp manifests/install.yaml
 
-# The operator and KV node images (where a container engine exists).
+# The operator, KV node and collector images (where a container engine exists).
 images:
 	@test -n "$(CONTAINER_ENGINE)" || { echo "no docker or podman found: cannot build images"; exit 1; }
-	$(CONTAINER_ENGINE) build -f operator/Dockerfile -t $(IMAGE_REGISTRY)/kvtrace-operator:$(IMAGE_TAG) .
-	@if [ -f kvnode/Dockerfile ]; then \
-		echo "$(CONTAINER_ENGINE) build -f kvnode/Dockerfile -t $(IMAGE_REGISTRY)/kvnode:$(IMAGE_TAG) ."; \
-		$(CONTAINER_ENGINE) build -f kvnode/Dockerfile -t $(IMAGE_REGISTRY)/kvnode:$(IMAGE_TAG) .; \
-	else echo "kvnode/Dockerfile not found: skipping the KV node image"; fi
+	$(call build_image,$(OPERATOR_IMAGE),operator/Dockerfile)
+	$(call build_image,$(KVNODE_IMAGE),kvnode/Dockerfile)
+	$(call build_image,$(COLLECTOR_IMAGE),tools/otelcol/Dockerfile)
 
-# A kind cluster with both images loaded and the operator installed by the chart.
+# A kind cluster (created once, then reused) with the three images loaded and the operator
+# installed by the chart. Jaeger's image is pulled by the cluster itself.
 kind-up: install images
 	@command -v $(KIND) >/dev/null || { echo "kind not found: see https://kind.sigs.k8s.io"; exit 1; }
 	@test -n "$(HELM)" || { echo "helm v4 is not built: run 'kvtrace dev tools' (or pass HELM=...)"; exit 1; }
 	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind/cluster.yaml $(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE))
-	$(KIND) load docker-image --name $(KIND_CLUSTER) $(IMAGE_REGISTRY)/kvtrace-operator:$(IMAGE_TAG)
-	@if [ -f kvnode/Dockerfile ]; then $(KIND) load docker-image --name $(KIND_CLUSTER) $(IMAGE_REGISTRY)/kvnode:$(IMAGE_TAG); fi
+	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(KVNODE_IMAGE) $(COLLECTOR_IMAGE)
 	$(HELM) upgrade --install kvtrace-operator $(CHART) --kube-context kind-$(KIND_CLUSTER) \
-		--namespace kvtrace-system --create-namespace --set image.tag=$(IMAGE_TAG) \
+		--namespace kvtrace-system --create-namespace \
+		--set image.repository=$(call image_repository,$(OPERATOR_IMAGE)) \
+		--set image.tag=$(call image_tag,$(OPERATOR_IMAGE)) \
 		--set image.pullPolicy=Never --wait --timeout 5m
 
 kind-down:
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
-# The kind tier (skips with a reason where Docker or kind is missing).
+# The kind tier (skips with a reason where Docker or kind is missing): it runs `make kind-up`
+# for cluster KVTRACE_KIND_CLUSTER (default kvtrace-e2e), deleting it afterwards only if it
+# created it.
 e2e: install
 	$(BIN)/python -m pytest -m kind tests/e2e $(PYTEST_ARGS)

@@ -152,6 +152,17 @@ def _otelcol_go_mod(manifest: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+OTELCOL_MANIFEST = REPO_TOOLS / "otelcol" / "builder-config.yaml"
+
+
+def otelcol_go_mod(manifest_path: Path = OTELCOL_MANIFEST) -> str:
+    """The distribution's go.mod, from the ocb manifest (also what tools/otelcol/Dockerfile
+    builds with: one recipe for the cached binary and the image)."""
+    import yaml
+
+    return _otelcol_go_mod(yaml.safe_load(manifest_path.read_text()))
+
+
 def _build_otelcol(out: Path, scratch: Path) -> None:
     """Generate the distribution's sources with ocb, then build them with ``go build``.
 
@@ -161,16 +172,13 @@ def _build_otelcol(out: Path, scratch: Path) -> None:
     what the binary links, from the go.mod written here from the same manifest and the
     committed ``tools/otelcol/go.sum`` (the build is byte-for-byte reproducible).
     """
-    import yaml
-
     ocb = TOOLS["ocb"]
     ensure(ocb)
-    manifest_path = REPO_TOOLS / "otelcol" / "builder-config.yaml"
     build_dir = scratch / "otelcol-build"
-    _run([str(ocb.path()), "--config", str(manifest_path), "--output-path", str(build_dir),
+    _run([str(ocb.path()), "--config", str(OTELCOL_MANIFEST), "--output-path", str(build_dir),
           "--skip-get-modules", "--skip-compilation"])
     shutil.copytree(REPO_TOOLS / "otelcol" / "stubs", build_dir / "stubs")
-    (build_dir / "go.mod").write_text(_otelcol_go_mod(yaml.safe_load(manifest_path.read_text())))
+    (build_dir / "go.mod").write_text(otelcol_go_mod())
     shutil.copy2(REPO_TOOLS / "otelcol" / "go.sum", build_dir / "go.sum")  # committed checksums
     _run(["go", "build", "-trimpath", "-o", str(out / "otelcol-kvtrace"), "."], cwd=build_dir)
 
