@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# `make dev DEV_ARGS=--exit`: flags of `kvtrace dev demo` (see `kvtrace dev demo --help`).
+DEV_ARGS ?=
 
-.PHONY: install tools lint test unit dataplane controlplane
+.PHONY: install tools lint test unit dataplane controlplane dev
 
 $(BIN)/kvtrace: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +37,12 @@ dataplane: tools
 
 controlplane: tools
 	$(BIN)/python -m pytest -m controlplane $(PYTEST_ARGS)
+
+# The README's one-command demo: local cluster, operator, the operator's collector and Jaeger,
+# examples/01-basic with its KV pods run as local processes, bounded load, traces summarised
+# and one drawn. Stays up until Ctrl-C; DEV_ARGS=--exit returns after the summary.
+dev: tools
+	$(BIN)/kvtrace dev demo $(DEV_ARGS)
 
 # ---- Shipping: chart, install manifests, images, kind (issue 5) ----------------------------
 .PHONY: crds manifests images kind-up kind-down e2e

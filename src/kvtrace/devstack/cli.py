@@ -52,6 +52,37 @@ def register(subparsers: Any) -> None:
                     "matching the label SELECTOR, e.g. 'demo/app=kv') on loopback addresses; repeatable")
     up.set_defaults(func=_up)
 
+    demo = dev_sub.add_parser(
+        "demo",
+        help="`make dev`: cluster, operator, backends, an example, load, traces drawn; stay until Ctrl-C",
+        description="Starts the local cluster, installs the CRDs, runs the operator, applies an "
+        "example and waits until it is Ready, runs the processes behind the operator's collector, "
+        "Jaeger and KV pods (exactly the rendered commands, files and environment; only addresses "
+        "made local), drives bounded load with `kvtrace bench`, then prints where everything is, a "
+        "summary of the load and of the traces in Jaeger, and draws one trace as a waterfall. Stays "
+        "up until Ctrl-C or SIGTERM and stops everything it started.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    defaults = _demo_defaults()
+    demo.add_argument("--exit", action="store_true", dest="exit_after",
+                      help="exit after the summary: status 0 only if every step succeeded")
+    demo.add_argument("--example", type=Path, default=defaults.example,
+                      help="example folder: one KVCluster and the TracingPipeline it references")
+    demo.add_argument("--crds", type=Path, default=defaults.crds, help="folder of the CRD manifests")
+    demo.add_argument("-n", "--namespace", default=defaults.namespace, help="namespace of the example")
+    demo.add_argument("--nodes", type=_positive(int), default=defaults.nodes,
+                      help="number of KWOK fake nodes")
+    demo.add_argument("--ops", type=_positive(int), default=defaults.ops,
+                      help="load: stop after this many operations")
+    demo.add_argument("--duration", type=_positive(float), default=defaults.duration,
+                      help="load: stop after this many seconds (at most 600)")
+    demo.add_argument("--clients", type=_positive(int), default=defaults.clients,
+                      help="load: concurrent clients")
+    demo.add_argument("--trace-timeout", type=_positive(float), default=defaults.trace_timeout,
+                      help="seconds to wait for the traces to reach Jaeger")
+    demo.add_argument("--ascii", action="store_true", help="draw the waterfall with ASCII characters only")
+    demo.set_defaults(func=_demo)
+
     env = dev_sub.add_parser(
         "env",
         help="print shell exports for the running `kvtrace dev up`",
@@ -141,6 +172,38 @@ def _up(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError, ValueError):
             if json.loads(state_path().read_text()).get("pid") == os.getpid():
                 state_path().unlink()
+
+
+def _demo_defaults() -> Any:
+    from kvtrace.devstack.demo import Options
+
+    return Options()
+
+
+def _positive(kind: Any) -> Any:
+    """An argparse type: a positive ``kind``; argparse names the flag in the error."""
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = 0
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from kvtrace.devstack.demo import Demo, Options
+
+    if args.duration > 600:
+        print(f"kvtrace dev demo: --duration: expected at most 600 seconds, got {args.duration:g}", file=sys.stderr)
+        return 2
+    options = Options(example=args.example, crds=args.crds, namespace=args.namespace, nodes=args.nodes,
+                      ops=args.ops, duration=args.duration, clients=args.clients,
+                      trace_timeout=args.trace_timeout, exit_after=args.exit_after, ascii=args.ascii)
+    return Demo(options, state_path=state_path()).run()
 
 
 def _env(args: argparse.Namespace) -> int:

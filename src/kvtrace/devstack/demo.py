@@ -1,0 +1,435 @@
+"""`kvtrace dev demo` (`make dev`): the whole product on one machine, in one command.
+
+Steps, each printed with its timing: the local cluster (real kube-apiserver on KWOK nodes);
+the CRDs; a namespace; the operator (`kvtrace operator run -n NS`, a local process); the
+example applied and driven Ready by the operator; the pod runner running the processes
+behind the operator's own collector and Jaeger pods, then behind the KV StatefulSet's pods,
+each with exactly the command, arguments, files and environment the operator rendered (only
+addresses are made local, see :mod:`kvtrace.devstack.podrunner`); bounded load with
+`kvtrace bench`; the traces that reached Jaeger, summarised, and one drawn as a waterfall.
+Then it stays up until Ctrl-C or SIGTERM (or, with ``exit_after``, returns at once) and
+stops everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from kvtrace.devstack import demo_summary as text
+from kvtrace.devstack.demo_summary import DemoError
+
+REPO = Path(__file__).resolve().parents[3]
+CLIENT_PORT = 7070  # DESIGN.md section 3
+STEPS = ("example", "local stack", "cluster", "CRDs", "namespace", "operator", "example Ready", "tracing backends",
+         "KV nodes", "load", "traces in Jaeger")
+
+
+@dataclasses.dataclass
+class Options:
+    example: Path = REPO / "examples" / "01-basic"
+    crds: Path = REPO / "crds"
+    namespace: str = "kv-demo"
+    nodes: int = 3
+    ops: int = 1000
+    duration: float = 15.0
+    clients: int = 8
+    ready_timeout: float = 180.0
+    trace_timeout: float = 60.0
+    exit_after: bool = False
+    ascii: bool = False
+
+
+class Demo:
+    """One run of the demo; :meth:`run` returns the exit status."""
+
+    def __init__(self, options: Options, out: TextIO = sys.stdout,
+                 state_path: Path | None = None) -> None:
+        self.options = options
+        self.out = out
+        self.state_path = state_path
+        self.started: list[Any] = []  # stopped in reverse order
+        self.cluster: Any = None
+        self.endpoint_map: Any = None
+        self.example: text.Example | None = None
+        self.kv_runner: Any = None
+        self.jaeger_url = ""
+        self.collector_http = ""
+        self.index = 0
+
+    # ------------------------------------------------------------------ output
+    def say(self, line: str = "") -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    @contextlib.contextmanager
+    def step(self, name: str, detail: str = "") -> Iterator[None]:
+        self.index += 1
+        self.say(text.step_start(self.index, len(STEPS), name, detail))
+        began = time.monotonic()
+        try:
+            yield
+        except DemoError as exc:
+            self.say(text.step_end(name, time.monotonic() - began, str(exc)))
+            raise StepFailed(name, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - any failure of a step is reported as that step's
+            problem = f"{type(exc).__name__}: {exc}"
+            self.say(text.step_end(name, time.monotonic() - began, problem))
+            raise StepFailed(name, problem) from None
+        self.say(text.step_end(name, time.monotonic() - began))
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> int:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        status = 0
+        try:
+            try:
+                self.steps()
+            except StepFailed as failed:
+                left_up = not self.options.exit_after and self.cluster is not None
+                self.say(text.failure(failed.step, failed.problem, left_up=left_up))
+                status = 1
+                if left_up:
+                    self.wait()
+                return status
+            if not self.options.exit_after:
+                self.say("\nUp until Ctrl-C (or SIGTERM); `eval \"$(kvtrace dev env)\"` in another shell.")
+                self.wait()
+            return status
+        except KeyboardInterrupt:
+            self.say("\ninterrupted")
+            return status or 130
+        finally:
+            # Cleanup runs to its end: a second Ctrl-C or SIGTERM meanwhile is ignored.
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self.stop()
+            signal.signal(signal.SIGINT, interrupt)
+            signal.signal(signal.SIGTERM, previous)
+
+    def wait(self) -> None:
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+    def stop(self) -> None:
+        if self.started:
+            self.say("stopping: KV processes, tracing backends, operator, cluster...")
+            began = time.monotonic()
+            for item in reversed(self.started):
+                with contextlib.suppress(Exception):
+                    item.stop()
+            self.started.clear()
+            self.say(f"stopped in {time.monotonic() - began:.1f}s")
+        if self.state_path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(self.state_path.read_text()).get("pid") == os.getpid():
+                    self.state_path.unlink()
+
+    def steps(self) -> None:
+        from kvtrace.devstack import cluster as cluster_mod
+        from kvtrace.devstack.endpoints import EndpointMapFile
+
+        opts = self.options
+        began = time.monotonic()
+        with self.step("example", str(opts.example)):
+            documents = self.read_example()
+        example = self.example
+        assert example is not None
+        with self.step("local stack", "the cached upstream programs (`make tools` builds them)"):
+            problems = cluster_mod.missing_binaries((*cluster_mod.BINARIES, "otelcol-kvtrace", "jaeger"))
+            if problems:
+                raise DemoError("; ".join(problems) + " (run `make tools` or `kvtrace dev tools`)")
+        # The KV processes get the rendered OTel environment and nothing of this shell's.
+        for name in [k for k in os.environ if k.startswith(("OTEL_", "KVNODE_"))]:
+            del os.environ[name]
+        with self.step("cluster", f"etcd, kube-apiserver, controller-manager, scheduler, kwok ({opts.nodes} nodes)"):
+            self.cluster = cluster_mod.LocalCluster(nodes=opts.nodes)
+            self.started.append(self.cluster)
+            self.cluster.start()
+            self.endpoint_map = EndpointMapFile(self.cluster.workdir / "endpoints.json")
+            self.say(self.cluster.describe())
+        with self.step("CRDs", str(opts.crds)):
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(opts.crds))
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        with self.step("namespace", opts.namespace):
+            self.kubectl("create", "namespace", opts.namespace)
+            self.wait_for(lambda: self.kubectl("-n", opts.namespace, "get", "serviceaccount", "default",
+                                               check=False).returncode == 0, 60, "default ServiceAccount")
+        with self.step("operator", f"kvtrace operator run -n {opts.namespace}"):
+            self.start_operator()
+        with self.step("example Ready", f"kubectl -n {opts.namespace} apply -f {opts.example}"):
+            self.apply_example(documents, example)
+        with self.step("tracing backends", f"the operator's {example.pipeline} collector and Jaeger pods"):
+            self.run_backends(example)
+        with self.step("KV nodes", f"the processes behind StatefulSet {example.cluster}'s pods"):
+            self.run_kv_nodes(example)
+        self.write_state()
+        with self.step("load", f"kvtrace bench: at most {opts.ops} ops and {opts.duration:g}s"):
+            result = self.load()
+        sent = int(result.get("ops", 0)) + int(result.get("errors", 0))
+        with self.step("traces in Jaeger", f"service {example.cluster!r} at {self.jaeger_url}"):
+            stats, trace = self.find_traces(example, sent)
+        self.say()
+        self.say(f"kvtrace dev demo: every step succeeded in {time.monotonic() - began:.1f}s.")
+        self.say(text.endpoints_text(self.exports(), self.jaeger_url, self.collector_http, example.cluster,
+                                     opts.namespace))
+        self.say(text.load_summary(result))
+        self.say(text.traces_summary(stats, sent))
+        self.say()
+        self.say(f"One trace, with spans from {len(text.trace_nodes(trace))} nodes "
+                 f"(`kvtrace trace {trace.trace_id}`):")
+        from kvtrace.inspect.waterfall import render_waterfall
+
+        self.say(render_waterfall(trace, ascii_only=opts.ascii).rstrip("\n"))
+
+    # ------------------------------------------------------------------ steps
+    def read_example(self) -> list[Any]:
+        """The example's documents (its KVCluster and TracingPipeline checked)."""
+        import yaml
+
+        folder = self.options.example
+        files = sorted(p for p in folder.glob("*") if p.suffix in (".yaml", ".yml", ".json")) if folder.is_dir() else []
+        if not files:
+            raise DemoError(f"--example: {folder} is not a folder with YAML manifests")
+        if not (self.options.crds.is_dir() and any(self.options.crds.glob("*.yaml"))):
+            raise DemoError(f"--crds: {self.options.crds} is not a folder with the CRD manifests")
+        documents = [doc for path in files for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+        self.example = text.read_example(documents, str(folder))
+        return documents
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+        result: subprocess.CompletedProcess[str] = self.cluster.kubectl(*args, check=False, timeout=timeout)
+        if check and result.returncode != 0:
+            raise DemoError(f"`kubectl {' '.join(args)}` failed: {(result.stderr or result.stdout).strip()}")
+        return result
+
+    def wait_for(self, check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise DemoError(f"no {what} within {timeout:g}s")
+            time.sleep(interval)
+
+    def start_operator(self) -> None:
+        from kvtrace.devstack.proc import Process, free_port, urlopen_direct
+
+        port = free_port()
+        argv = [str(Path(sys.executable).parent / "kvtrace"), "operator", "run", "-n", self.options.namespace,
+                "--liveness", f"http://127.0.0.1:{port}/healthz", "--metrics-port", "0",
+                "--resync-interval", "5", "--retry-backoff", "1"]
+        env = {**self.cluster.env(), "PYTHONUNBUFFERED": "1", "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path)}
+        process = Process("operator", argv, self.cluster.workdir / "logs" / "operator.log", env=env).start()
+        self.started.append(process)
+
+        def healthy() -> bool:
+            if not process.alive():
+                raise DemoError(process.describe_failure("exited"))
+            with contextlib.suppress(OSError), urlopen_direct(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                return bool(resp.status == 200)
+            return False
+
+        self.wait_for(healthy, 60, "answer from kopf's /healthz")
+        self.say(f"    operator pid {process.pid}, log {process.log_path}")
+
+    def apply_example(self, documents: list[Any], example: text.Example) -> None:
+        ns = self.options.namespace
+        self.kubectl("-n", ns, "apply", "-f", str(self.options.example))
+        result = self.kubectl("-n", ns, "wait", *example.refs, "--for=condition=Ready",
+                              f"--timeout={int(self.options.ready_timeout)}s", check=False,
+                              timeout=self.options.ready_timeout + 30)
+        if result.returncode != 0:
+            conditions = self.kubectl("-n", ns, "get", *example.refs, "-o",
+                                      "jsonpath={range .items[*]}{.kind}/{.metadata.name}: "
+                                      "{.status.conditions}{\"\\n\"}{end}", check=False).stdout
+            raise DemoError(f"not Ready within {self.options.ready_timeout:g}s: {result.stderr.strip()}\n{conditions}")
+        self.say("    " + result.stdout.strip().replace("\n", "\n    "))
+        self.say(f"    example Ready: {', '.join(example.refs)}")
+
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        out = self.kubectl("-n", self.options.namespace, "get", "pods", "-l", selector, "-o", "json").stdout
+        items: list[dict[str, Any]] = json.loads(out)["items"]
+        return items
+
+    def runner(self, selector: str, count: int, **kwargs: Any) -> Any:
+        from kvtrace.devstack.podrunner import PodRunner
+
+        ns = self.options.namespace
+        component = selector.rsplit("=", 1)[-1]
+        runner = PodRunner(self.cluster, ns, selector, endpoint_map=self.endpoint_map,
+                           workdir=self.cluster.workdir / "pods" / component, **kwargs)
+        self.started.append(runner)
+        runner.start()
+        pods = runner.wait_running(count, timeout=90)
+        for pod, address in sorted(pods.items()):
+            for container, process in runner.processes(pod).items():
+                self.say(f"    {pod}/{container} on {address}: pid {process.pid}, log {process.log_path}")
+        return runner
+
+    def run_backends(self, example: text.Example) -> None:
+        """Jaeger first: the collector's config names Jaeger's OTLP Service, which resolves
+        (and renders into its config) once Jaeger's pod runs."""
+        from kvtrace.devstack import tools
+        from kvtrace.devstack.endpoints import resolve_url
+        from kvtrace.devstack.proc import urlopen_direct
+        from kvtrace_operator.render.labels import COLLECTOR, COLLECTOR_SAMPLING, JAEGER
+
+        def entrypoint(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
+            # The images' entrypoint: the same program, from the tool cache.
+            return [str(tools.binary(text.image_program(container.get("image") or "")))]
+
+        base = f"app.kubernetes.io/name=tracingpipeline,app.kubernetes.io/instance={example.pipeline}"
+        for component in (JAEGER, COLLECTOR_SAMPLING, COLLECTOR):
+            selector = f"{base},app.kubernetes.io/component={component}"
+            count = len(self.pods(selector))
+            if count:
+                self.runner(selector, count, resolve_command=entrypoint)
+        status = json.loads(self.kubectl("-n", self.options.namespace, "get", "tracingpipeline",
+                                         example.pipeline, "-o", "json").stdout).get("status") or {}
+        endpoints = status.get("endpoints") or {}
+        for field in ("jaegerQuery", "otlpHttp"):
+            if not endpoints.get(field):
+                raise DemoError(f"TracingPipeline {example.pipeline}: status.endpoints.{field} is empty "
+                                "(the demo needs Jaeger and the collector)")
+        self.jaeger_url = resolve_url(endpoints["jaegerQuery"], self.endpoint_map.path)
+        self.collector_http = resolve_url(endpoints["otlpHttp"], self.endpoint_map.path)
+
+        def answers(url: str) -> bool:
+            with contextlib.suppress(OSError), urlopen_direct(url, timeout=2) as resp:
+                return bool(resp.status < 500)
+            return False
+
+        self.wait_for(lambda: answers(f"{self.jaeger_url}/api/v3/services"), 60, f"Jaeger query API at {self.jaeger_url}")
+        # OTLP/HTTP answers GET /v1/traces with 405: listening.
+        self.wait_for(lambda: _status_of(f"{self.collector_http}/v1/traces") in (200, 400, 405, 415), 60,
+                      f"collector OTLP/HTTP receiver at {self.collector_http}")
+        self.say(f"    Jaeger {endpoints['jaegerQuery']} -> {self.jaeger_url}")
+        self.say(f"    collector {endpoints['otlpHttp']} -> {self.collector_http}")
+
+    def run_kv_nodes(self, example: text.Example) -> None:
+        from kvtrace.devstack.proc import urlopen_direct
+
+        status = json.loads(self.kubectl("-n", self.options.namespace, "get", "kvcluster", example.cluster,
+                                         "-o", "json").stdout).get("status") or {}
+        selector = status.get("selector")
+        if not selector:
+            raise DemoError(f"KVCluster {example.cluster}: status.selector is empty")
+        self.kv_runner = self.runner(selector, example.replicas)
+        addresses = self.kv_runner.pods()
+
+        def ready(address: str) -> bool:
+            with contextlib.suppress(OSError), urlopen_direct(f"http://{address}:{CLIENT_PORT}/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+            return False
+
+        for pod, address in sorted(addresses.items()):
+            self.wait_for(functools.partial(ready, address), 60, f"/readyz 200 from {pod}")
+        first = sorted(addresses)[0]
+        env = next(iter(self.kv_runner.processes(first).values())).env or {}
+        self.say(f"    {len(addresses)} KV processes started ({', '.join(sorted(addresses))}); "
+                 f"{first}'s OTel environment, as the operator rendered it:")
+        for line in text.env_lines(env):
+            self.say(f"      {line}")
+
+    def write_state(self) -> None:
+        if self.state_path is None:
+            return
+        state = {"pid": os.getpid(), "kubeconfig": str(self.cluster.kubeconfig), "server": self.cluster.server,
+                 "namespace": self.options.namespace, "jaeger_url": self.jaeger_url,
+                 "otlp_http": self.collector_http, "endpoint_map": str(self.endpoint_map.path),
+                 "workdirs": [str(self.cluster.workdir)]}
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        self.state_path.write_text(json.dumps(state, indent=2))
+
+    def load(self) -> dict[str, Any]:
+        opts = self.options
+        urls = [f"http://{address}:{CLIENT_PORT}" for _, address in sorted(self.kv_runner.pods().items())]
+        argv = [str(Path(sys.executable).parent / "kvtrace"), "bench", "--json-only", "--ops", str(opts.ops),
+                "--duration", f"{opts.duration:g}", "--clients", str(opts.clients), "--keys", "1000",
+                "--key-prefix", "demo/", *[arg for url in urls for arg in ("--endpoint", url)]]
+        self.say("    $ " + " ".join(argv[1:]))
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=opts.duration + 120)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            raise DemoError(f"kvtrace bench exited {proc.returncode} without a result: {proc.stderr.strip()[-2000:]}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        self.say("    " + text.load_summary(result).splitlines()[0])
+        problems = text.load_problems(result)
+        if problems:
+            raise DemoError("; ".join(problems))
+        return result
+
+    def find_traces(self, example: text.Example, sent: int) -> tuple[text.TraceStats, Any]:
+        """Poll Jaeger until a trace with spans from more than one member is in and the count
+        stopped growing (the members export every 5 s); the stats and the trace to draw."""
+        from kvtrace.devstack.jaeger_client import JaegerClient
+
+        client = JaegerClient(self.jaeger_url, timeout=30)
+        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)
+        counts: list[int] = []
+
+        def fetch() -> list[Any]:
+            if example.cluster not in client.services():
+                return []
+            return client.find_traces(example.cluster, start=since, limit=sent + 100)
+
+        deadline = time.monotonic() + self.options.trace_timeout
+        while True:
+            traces = fetch()
+            stats = text.trace_stats(traces)
+            counts.append(stats.count)
+            settled = len(counts) >= 3 and len(set(counts[-3:])) == 1
+            if (settled and not text.trace_problems(stats)) or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        self.say("    " + text.traces_summary(stats, sent).splitlines()[0])
+        problems = text.trace_problems(stats)
+        if problems:
+            raise DemoError("; ".join(problems) + f" within {self.options.trace_timeout:g}s")
+        chosen = text.pick_trace(traces)
+        assert chosen is not None
+        return stats, client.trace(chosen.trace_id) or chosen  # with every span that arrived since
+
+    def exports(self) -> dict[str, str]:
+        return {"KUBECONFIG": str(self.cluster.kubeconfig), "KVTRACE_JAEGER_URL": self.jaeger_url,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": self.collector_http,
+                "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path)}
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, problem: str) -> None:
+        super().__init__(f"{step}: {problem}")
+        self.step = step
+        self.problem = problem
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _status_of(url: str) -> int:
+    import urllib.error
+
+    from kvtrace.devstack.proc import urlopen_direct
+
+    try:
+        with urlopen_direct(url, timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0

@@ -1,0 +1,150 @@
+"""`make dev` (`kvtrace dev demo`) for real: its own local cluster, the operator, the operator's
+collector and Jaeger pods and the KV StatefulSet's pods run by the pod runner, load, traces
+read back from Jaeger and drawn. Each test starts the command as a subprocess with its own
+cluster (so it needs no session cluster and no ``namespace`` fixture) and a namespace of its
+own, and checks that everything it started is gone afterwards."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvtrace.devstack.cluster import BINARIES, kubectl_path
+from kvtrace.devstack.proc import processes_mentioning
+from kvtrace.devstack.pytest_plugin import require_binaries
+
+pytestmark = pytest.mark.controlplane
+
+REPO = Path(__file__).resolve().parents[2]
+LOAD = ["--ops", "300", "--duration", "10", "--clients", "4"]
+
+
+def demo_env(state: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("KVTRACE_KEEP_WORKDIRS",)}
+    env.update(KVTRACE_DEV_STATE=str(state), PYTHONUNBUFFERED="1")
+    return env
+
+
+def make_dev_command(dev_args: list[str]) -> list[str]:
+    """What `make dev DEV_ARGS=...` runs once its prerequisites are met (`make -n` prints the
+    recipes without running them; the last one is the target's own)."""
+    shown = subprocess.run(["make", "-n", "-s", "dev", f"DEV_ARGS={shlex.join(dev_args)}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60, check=True).stdout
+    command = shlex.split(shown.strip().splitlines()[-1])
+    assert command[:3] == [".venv/bin/kvtrace", "dev", "demo"], shown
+    return [str(Path(sys.executable).parent / "kvtrace"), *command[1:]]
+
+
+def workdir_of(output: str) -> Path:
+    match = re.search(r"^kubeconfig: (\S+)/kubeconfig$", output, re.M)
+    assert match, output
+    return Path(match.group(1))
+
+
+def pids_of(output: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"\bpid (\d+)", output)]
+
+
+def assert_all_stopped(output: str, state: Path) -> None:
+    workdir = workdir_of(output)
+    assert not workdir.exists() and processes_mentioning(str(workdir)) == []
+    alive = [pid for pid in pids_of(output) if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"]
+    assert alive == [], f"still running: {alive}"
+    assert not state.exists()
+    assert "stopping: KV processes, tracing backends, operator, cluster..." in output
+
+
+def test_make_dev_exit_runs_every_step_draws_a_trace_and_cleans_up(tmp_path: Path) -> None:
+    require_binaries(*BINARIES, "otelcol-kvtrace", "jaeger")
+    namespace = f"demo-{secrets.token_hex(2)}"
+    state = tmp_path / "state.json"
+    argv = make_dev_command(["--exit", "--namespace", namespace, *LOAD])
+    proc = subprocess.run(argv, cwd=REPO, env=demo_env(state), capture_output=True, text=True, timeout=240)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+
+    steps = re.findall(r"^    (.+): ok \((\d+\.\d)s\)$", output, re.M)
+    assert [name for name, _ in steps] == ["example", "local stack", "cluster", "CRDs", "namespace", "operator",
+                                           "example Ready", "tracing backends", "KV nodes", "load",
+                                           "traces in Jaeger"], output
+    assert "    example Ready: kvcluster/basic, tracingpipeline/dev-traces" in output
+    assert "3 KV processes started (basic-0, basic-1, basic-2)" in output
+    # The KV processes got the operator's rendered OTel environment, the collector made local.
+    collector = re.search(r"^  collector \(OTLP/HTTP\): (http://127\.[\d.]+:4318)$", output, re.M)
+    assert collector, output
+    assert f"      OTEL_EXPORTER_OTLP_ENDPOINT={collector.group(1)}" in output
+    assert "      OTEL_SERVICE_NAME=basic" in output
+    assert f"k8s.namespace.name={namespace},k8s.pod.name=basic-0" in output
+
+    load = re.search(r"^load: (\d+) ops in [\d.]+s, ([\d.]+) ops/s, p50 [\d.]+ms, p99 [\d.]+ms, (\d+) errors",
+                     output, re.M)
+    assert load, output
+    assert int(load.group(1)) == 300 and float(load.group(2)) > 0 and load.group(3) == "0"
+    traces = re.search(r"^traces in Jaeger: (\d+) for 300 operations sent, \d+ spans, (\d+) with spans from "
+                       r"more than one node, (\d+) with errors$", output, re.M)
+    assert traces, output
+    # Development sampling keeps every operation's trace (anti-entropy adds a few of its own).
+    assert int(traces.group(1)) >= 300 and int(traces.group(2)) > 0 and traces.group(3) == "0"
+    assert "  services: basic; nodes: basic-0, basic-1, basic-2" in output
+
+    jaeger = re.search(r"^  export KVTRACE_JAEGER_URL=(http://127\.[\d.]+:16686)$", output, re.M)
+    assert jaeger and f"  Jaeger UI and /api/v3: {jaeger.group(1)}" in output
+    drawn = output.split("One trace, with spans from ", 1)[1]
+    header, rows = drawn.splitlines()[1], drawn.splitlines()[3:]
+    assert re.match(r"^trace [0-9a-f]{32}  basic: (PUT|GET|DELETE) /v1/kv/\{key\}", header), drawn
+    nodes = {match.group(1) for row in rows if (match := re.search(r"\s(basic-\d)\s+[\d.]+(?:us|ms|s)\s", row))}
+    assert len(nodes) > 1, drawn
+    assert any("└─ kvstore.replicate" in row for row in rows), drawn
+    assert_all_stopped(output, state)
+
+
+def test_dev_demo_stays_up_with_dev_env_until_sigterm_then_stops_everything(tmp_path: Path, poll: Any) -> None:
+    require_binaries(*BINARIES, "otelcol-kvtrace", "jaeger")
+    namespace = f"demo-{secrets.token_hex(2)}"
+    state = tmp_path / "state.json"
+    log = tmp_path / "demo.log"
+    env = demo_env(state)
+    kvtrace = str(Path(sys.executable).parent / "kvtrace")
+    with log.open("w") as out:
+        demo = subprocess.Popen([kvtrace, "dev", "demo", "--namespace", namespace, *LOAD], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        poll(lambda: "Up until Ctrl-C" in log.read_text() or demo.poll() is not None, timeout=180,
+             interval=1, message="the demo finished its steps")
+        assert demo.poll() is None, log.read_text()
+        exports = subprocess.run([kvtrace, "dev", "env"], env=env, capture_output=True, text=True, timeout=60,
+                                 check=True).stdout
+        found = dict(re.findall(r"^export (\w+)=(\S+)$", exports, flags=re.M))
+        assert set(found) == {"KUBECONFIG", "OTEL_EXPORTER_OTLP_ENDPOINT", "KVTRACE_JAEGER_URL", "KVTRACE_ENDPOINT_MAP"}
+        with urllib.request.urlopen(found["KVTRACE_JAEGER_URL"] + "/api/v3/services", timeout=10) as resp:
+            assert "basic" in resp.read().decode()
+        # `kvtrace traces` works with nothing but the printed exports.
+        listed = subprocess.run([kvtrace, "traces", "--service", "basic", "--limit", "2", "--summary"],
+                                env={**env, **found}, capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0 and len(re.findall(r"^trace [0-9a-f]{32}  basic: ", listed.stdout, re.M)) == 2, \
+            listed.stdout + listed.stderr
+        pods = subprocess.run([kubectl_path(), "-n", namespace, "get", "pods", "-o", "name"],
+                              env={**env, **found}, capture_output=True, text=True, timeout=60, check=True).stdout
+        assert {"pod/basic-0", "pod/basic-1", "pod/basic-2"} <= set(pods.split())
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        try:
+            demo.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            raise
+    output = log.read_text()
+    assert demo.returncode == 0, output
+    assert re.fullmatch(r"stopped in [\d.]+s", output.rstrip().splitlines()[-1]), output
+    assert_all_stopped(output, state)
