@@ -1,7 +1,7 @@
 """`kvtrace node serve`, `kvtrace kv get|put|delete` and `kvtrace bench`.
 
 Registering parsers imports only the option table; each command imports what it needs when
-it runs (aiohttp, uvloop, OpenTelemetry), keeping `kvtrace --help` fast everywhere.
+it runs (uvloop, OpenTelemetry, SQLite), keeping `kvtrace --help` fast everywhere.
 """
 
 from __future__ import annotations

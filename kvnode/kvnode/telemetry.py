@@ -47,7 +47,7 @@ def incoming_context(headers: Mapping[str, str]) -> Context | None:
     return propagate.extract(headers)
 
 
-def start(name: str, kind: SpanKind, attributes: dict[str, Any], parent: Span | Context | None = None) -> Span:
+def start(name: str, kind: SpanKind, attributes: dict[str, Any] | None, parent: Span | Context | None = None) -> Span:
     if isinstance(parent, Span):
         parent = trace.set_span_in_context(parent)
     return _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)  # type: ignore[no-any-return]

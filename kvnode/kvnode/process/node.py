@@ -8,8 +8,6 @@ import signal
 import time
 from collections.abc import Callable
 
-from aiohttp import web
-
 from kvnode import telemetry
 from kvnode.metrics import Metrics
 from kvnode.process.config import Config
@@ -22,7 +20,8 @@ from kvnode.replication.rebalance import change_members
 from kvnode.replication.replica import Replica
 from kvnode.replication.ring import PeersError, parse_peers
 from kvnode.storage.engine import Store
-from kvnode.transport.http_api import ApiState, build_app
+from kvnode.transport.http_api import ApiState, build_handler
+from kvnode.transport.http_server import HttpServer
 from kvnode.transport.peer_client import PeerClient
 from kvnode.transport.peer_server import PeerServer
 from kvnode.transport.validation import Limits
@@ -71,16 +70,12 @@ class Node:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
-        runner = web.AppRunner(
-            build_app(self.api), access_log=None, shutdown_timeout=cfg.shutdown_timeout,
-            max_line_size=max(8190, 3 * cfg.max_key_size + 1024),
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, cfg.client_host, cfg.client_port, reuse_address=True)
+        http = HttpServer(build_handler(self.api), max_body=cfg.max_value_size,
+                          max_line=max(8190, 3 * cfg.max_key_size + 1024))
         peer_server = PeerServer(self.replica, self.metrics, cfg.max_key_size, cfg.max_value_size, self.max_frame)
         loop = asyncio.get_running_loop()
         server = await loop.create_server(peer_server.protocol, cfg.peer_host, cfg.peer_port, reuse_address=True)
-        await site.start()
+        client_server = await loop.create_server(http.protocol, cfg.client_host, cfg.client_port, reuse_address=True)
         self._start_background()
         log.info("kvnode %s serving clients on %s:%d, peers on %s:%d, %d members, tracing %s",
                  cfg.id, cfg.client_host, cfg.client_port, cfg.peer_host, cfg.peer_port,
@@ -89,7 +84,8 @@ class Node:
         log.info("shutting down")
         self.api.ready = False
         await self.cluster.stop()
-        await runner.cleanup()  # stops accepting, waits for in-flight requests (bounded)
+        client_server.close()  # stop accepting; in-flight requests finish (bounded)
+        await http.shutdown(cfg.shutdown_timeout)
         server.close()
         try:
             await asyncio.wait_for(server.wait_closed(), cfg.shutdown_timeout)

@@ -1,1 +1,1 @@
-"""Transport layer: the client HTTP API (aiohttp) and the binary peer protocol."""
+"""Transport layer: the client HTTP API (a lean HTTP/1.1 server) and the binary peer protocol."""
