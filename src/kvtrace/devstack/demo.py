@@ -375,7 +375,7 @@ class Demo:
 
     def find_traces(self, example: text.Example, sent: int) -> tuple[text.TraceStats, Any]:
         """Poll Jaeger until a trace with spans from more than one member is in and the count
-        stopped growing (the members export every 5 s); the stats and the trace to draw."""
+        settled (:func:`text.traces_settled`); the stats and the trace to draw."""
         from kvtrace.devstack.jaeger_client import JaegerClient
 
         client = JaegerClient(self.jaeger_url, timeout=30)
@@ -392,8 +392,7 @@ class Demo:
             traces = fetch()
             stats = text.trace_stats(traces)
             counts.append(stats.count)
-            settled = len(counts) >= 3 and len(set(counts[-3:])) == 1
-            if (settled and not text.trace_problems(stats)) or time.monotonic() > deadline:
+            if (text.traces_settled(counts, sent) and not text.trace_problems(stats)) or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
         self.say("    " + text.traces_summary(stats, sent).splitlines()[0])

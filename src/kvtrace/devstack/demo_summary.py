@@ -183,6 +183,16 @@ def traces_summary(stats: TraceStats, operations_sent: int | None = None) -> str
     return "\n".join(lines)
 
 
+def traces_settled(counts: Sequence[int], sent: int, quiet_polls: int = 7) -> bool:
+    """Whether to stop polling Jaeger, given the trace counts seen so far (one per poll, about
+    a second apart): every operation's trace is in (development sampling keeps them all), or
+    the count has not changed for ``quiet_polls`` polls, longer than the members' 5 s export
+    interval (a sampling pipeline keeps fewer)."""
+    if counts and counts[-1] >= sent:
+        return True
+    return len(counts) > quiet_polls and len(set(counts[-quiet_polls - 1:])) == 1
+
+
 def trace_problems(stats: TraceStats) -> list[str]:
     """Why the traces found do not (yet) show what the demo promises."""
     problems = []
