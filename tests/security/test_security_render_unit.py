@@ -139,7 +139,7 @@ def test_secured_objects_are_valid_kubernetes(security: dict[str, Any]) -> None:
     ({"auth": {"enabled": True, "tokenSecretRef": {"name": "x"}}}, "spec.security.auth.tokenSecretRef",
      "expected {name: SECRET, key: KEY}"),
     ({"auth": {"enabled": "yes"}}, "spec.security.auth.enabled", "expected true or false"),
-    ({"tls": {"enabled": True}}, "spec.security.tls.secretName", "required when tls is enabled"),
+    ({"tls": {"enabled": True, "mode": "secret"}}, "spec.security.tls.secretName", "required with mode secret"),
     ({"tls": {"enabled": True, "secretName": 5}}, "spec.security.tls.secretName", "expected a string"),
 ])
 def test_bad_security_specs_name_the_field(security: dict[str, Any], field: str, phrase: str) -> None:

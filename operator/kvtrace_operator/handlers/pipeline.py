@@ -10,7 +10,7 @@ import kopf
 from lightkube import AsyncClient
 
 from kvtrace_operator import k8s
-from kvtrace_operator.handlers import common, kvcluster
+from kvtrace_operator.handlers import certificates, common, kvcluster
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import SpecError, render_pipeline
 from kvtrace_operator.render.names import GROUP, VERSION
@@ -35,8 +35,9 @@ async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers:
                 await common.report_spec_error(client, pipeline, str(exc))
                 return
             try:
+                children = await certificates.prepare(client, pipeline, children)  # TLS Secrets first
                 workloads, _ = await common.converge(client, pipeline, children, apply_all=apply)
-            except k8s.Rejected as exc:
+            except (k8s.Rejected, SpecError) as exc:  # SpecError: certManager without cert-manager
                 result["outcome"] = "invalid_spec"
                 await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
                     pipeline, workloads=[], consumers=consumers, now=common.now(), spec_error=str(exc)))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kvtrace_operator.render import names, sampling, security
+from kvtrace_operator.render import names, sampling, security, tls
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.redaction import redaction_processor
 
@@ -28,10 +28,12 @@ def listen(port: int) -> str:
     return f"0.0.0.0:{port}"
 
 
-def otlp_receiver() -> dict[str, Any]:
+def otlp_receiver(server_tls: dict[str, Any] | None = None) -> dict[str, Any]:
+    """gRPC and HTTP; both serve ``server_tls`` when given."""
+    extra = {"tls": server_tls} if server_tls else {}
     return {"protocols": {
-        "grpc": {"endpoint": listen(names.OTLP_GRPC_PORT)},
-        "http": {"endpoint": listen(names.OTLP_HTTP_PORT)},
+        "grpc": {"endpoint": listen(names.OTLP_GRPC_PORT), **copy.deepcopy(extra)},
+        "http": {"endpoint": listen(names.OTLP_HTTP_PORT), **copy.deepcopy(extra)},
     }}
 
 
@@ -52,7 +54,9 @@ def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
             "grpc": {"endpoint": listen(names.JAEGER_GRPC_PORT)},
             "thrift_http": {"endpoint": listen(names.JAEGER_THRIFT_HTTP_PORT)},
         }}
-    extra = security.receiver_settings(spec) if edge else {}
+    # Behind a load-balancing tier: TLS (every_hop modes) without auth.
+    extra = security.receiver_settings(spec) if edge else (
+        {"tls": tls.server_tls(spec)} if tls.every_hop(spec) else {})
     if extra:
         for receiver in result.values():
             for server in receiver.get("protocols", {}).values() if "protocols" in receiver else [receiver]:
@@ -132,7 +136,7 @@ def destination_exporters(pipeline: dict[str, Any], spec: dict[str, Any]) -> dic
     result: dict[str, Any] = {}
     if spec["jaeger"]["enabled"]:
         host = names.service_dns(names.jaeger_otlp(names.name_of(pipeline)), names.namespace_of(pipeline))
-        result[JAEGER_EXPORTER] = {"endpoint": f"{host}:{names.OTLP_GRPC_PORT}", "tls": {"insecure": True}}
+        result[JAEGER_EXPORTER] = {"endpoint": f"{host}:{names.OTLP_GRPC_PORT}", "tls": tls.exporter_tls(spec)}
     for exporter in spec["exporters"].get("otlp") or []:
         key, config = user_exporter(exporter)
         result[key] = config
@@ -141,12 +145,13 @@ def destination_exporters(pipeline: dict[str, Any], spec: dict[str, Any]) -> dic
     return result
 
 
-def loadbalancing_exporter(pipeline: dict[str, Any]) -> dict[str, Any]:
-    """Every span of a trace to the same sampling-tier pod (DNS on its headless Service)."""
+def loadbalancing_exporter(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Every span of a trace to the same sampling-tier pod (DNS on its headless Service; with
+    TLS the pods' certificate is verified for the Service's name, not the pod IP dialled)."""
     host = names.service_dns(names.sampling_collector(names.name_of(pipeline)), names.namespace_of(pipeline))
     return {"load_balancing": {
         "routing_key": "traceID",
-        "protocol": {"otlp": {"tls": {"insecure": True}, "timeout": "5s"}},
+        "protocol": {"otlp": {"tls": tls.exporter_tls(spec, server_name=host), "timeout": "5s"}},
         "resolver": {"dns": {"hostname": host, "port": str(names.OTLP_GRPC_PORT)}},
     }}
 
@@ -174,7 +179,7 @@ def render_collector_config(pipeline: dict[str, Any], tier: str = SAMPLING_TIER)
     edge = tier == LOADBALANCER_TIER or not two_tier
     tail = tier == SAMPLING_TIER and sampling.uses_tail_sampling(spec)
     if tier == LOADBALANCER_TIER:
-        exporters = loadbalancing_exporter(pipeline)
+        exporters = loadbalancing_exporter(pipeline, spec)
     else:
         exporters = destination_exporters(pipeline, spec)
     recv = receivers(spec, edge)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, sampling, security
+from kvtrace_operator.render import names, sampling, security, tls
 from kvtrace_operator.render.collector import (
     LOADBALANCER_TIER,
     SAMPLING_TIER,
@@ -56,7 +56,8 @@ def ca_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any
 def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, component: str,
              tier: str, ports: list[tuple[str, int]], destinations: bool, edge: bool) -> Workload:
     """``destinations``: this tier exports to Jaeger and the user's exporters (their secrets);
-    ``edge``: applications send to it (the token file and serving certificate)."""
+    ``edge``: applications send to it (the token file and serving certificate); render/tls.py
+    adds the serving certificate of every TLS tier and the trust bundle of exporting ones."""
     collector = spec["collector"]
     return Workload(
         program="otelcol",
@@ -71,7 +72,10 @@ def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, componen
         resources=collector.get("resources"),
         env=secret_env(spec) if destinations else [],
         extra_volumes=((ca_volumes(spec) if destinations else [])
-                       + (security.collector_volumes(spec) if edge else [])),
+                       + (security.collector_volumes(spec) if edge else [])
+                       + tls.collector_volumes(pipeline, spec, name, serves=edge or tls.every_hop(spec),
+                                               exports_inside=destinations and spec["jaeger"]["enabled"]
+                                               or tier == LOADBALANCER_TIER)),
     )
 
 

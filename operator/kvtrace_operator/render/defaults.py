@@ -60,7 +60,9 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "receivers": {"zipkin": {"enabled": False}, "jaeger": {"enabled": False}},
     "redaction": {"hashAttributes": ["kvstore.key"], "defaultPatterns": True},
     "networkPolicy": {"enabled": True, "queryAccess": "namespace"},
-    "security": {"auth": {"enabled": False}, "tls": {"enabled": False}},
+    "security": {"auth": {"enabled": False}, "tls": {
+        "enabled": False, "duration": "2160h", "renewBefore": "720h",
+        "caDuration": "26280h", "caRenewBefore": "4320h"}},
 }
 
 

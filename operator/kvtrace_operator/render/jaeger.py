@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names
+from kvtrace_operator.render import names, tls
 from kvtrace_operator.render.collector import listen, otlp_receiver, self_telemetry
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 
@@ -40,16 +40,19 @@ def query_extension(jaeger: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_jaeger_config(pipeline: dict[str, Any]) -> dict[str, Any]:
-    """Jaeger v2: OTLP in, one storage backend, the query service on 16686; its own metrics
-    stay on 8888 (the collector's moved to 8889)."""
-    jaeger = apply_defaults_pipeline(pipeline.get("spec"))["jaeger"]
+    """Jaeger v2: OTLP in (over TLS with the pipeline's managed or cert-manager leaf), one
+    storage backend, the query service on 16686; its own metrics stay on 8888 (the
+    collector's moved to 8889)."""
+    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    jaeger = spec["jaeger"]
     return {
         "extensions": {
             "jaeger_storage": {"backends": {STORE: storage_backend(jaeger["storage"])}},
             "jaeger_query": query_extension(jaeger),
             "healthcheckv2": {"use_v2": True, "http": {"endpoint": listen(names.HEALTH_PORT)}},
         },
-        "receivers": {"otlp": otlp_receiver()},
+        "receivers": {"otlp": otlp_receiver(tls.server_tls(spec, tls.JAEGER_SERVING_DIR)
+                                            if tls.every_hop(spec) else None)},
         "processors": {"batch": {}},
         "exporters": {"jaeger_storage_exporter": {"trace_storage": STORE}},
         "service": {

@@ -129,8 +129,9 @@ def render_kvcluster(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -
     configmap = node_configmap(cluster, spec, raw_keys)
     # Traced members carry the label the pipeline's NetworkPolicy lets in.
     pod_labels = {TELEMETRY_CLIENT_LABEL: names.name_of(pipeline)} if pipeline is not None else {}
-    # The pipeline's CA certificate when its receivers serve TLS.
-    volumes = security.client_volumes(apply_defaults_pipeline(pipeline.get("spec"))) if pipeline is not None else []
+    # The pipeline's CA bundle when its receivers serve TLS.
+    volumes = (security.client_volumes(apply_defaults_pipeline(pipeline.get("spec")), names.name_of(pipeline))
+               if pipeline is not None else [])
     statefulset = render_statefulset(cluster, spec, otel_env, config_checksum(configmap, otel_env), raw_keys,
                                      pod_labels, volumes)
     return [

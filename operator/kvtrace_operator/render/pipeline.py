@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvtrace_operator.render import names
+from kvtrace_operator.render.certificates import certificate_objects
 from kvtrace_operator.render.collector_objects import collector_objects
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.deployment import config_map
@@ -28,6 +29,7 @@ def render_pipeline(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
     validate_pipeline(pipeline)
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     return [
+        *certificate_objects(pipeline, spec),
         *collector_objects(pipeline, spec),
         *jaeger_objects(pipeline, spec),
         instrumentation_configmap(pipeline),

@@ -8,27 +8,28 @@ Both read user-provided Secrets; the operator creates none:
   re-reads the file when the kubelet updates it). KV pods get the token as an environment
   variable from the same Secret key (``valueFrom.secretKeyRef``) and the header through
   ``$(VAR)`` expansion: the token is never in a ConfigMap, a pod spec or the checksum.
-- ``tls``: the edge receivers serve ``tls.crt``/``tls.key`` of ``secretName`` (a
-  ``kubernetes.io/tls`` Secret, as cert-manager writes it), reloaded hourly; KV pods mount
-  only its ``ca.crt`` and point ``OTEL_EXPORTER_OTLP_CERTIFICATE`` at it, with an ``https``
-  endpoint.
+- ``tls``: the edge receivers serve a leaf certificate (render/tls.py: the managed CA's,
+  cert-manager's or ``secretName``'s) and reload it; KV pods mount only the CA bundle and
+  point ``OTEL_EXPORTER_OTLP_CERTIFICATE`` at it, with an ``https`` endpoint.
 
 The sampling tier behind a load-balancing tier is reached only from that tier (its
-NetworkPolicy) and stays plaintext without auth, like the hop to Jaeger.
+NetworkPolicy) without auth, like Jaeger's OTLP port; both serve TLS in the managed and
+certManager modes (render/tls.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kvtrace_operator.render import tls as tls_render
+from kvtrace_operator.render.tls import SERVING_DIR  # noqa: F401 (where the edge mounts its leaf)
+
 AUTH_EXTENSION = "bearertokenauth/otlp"
 AUTH_DIR = "/etc/otelcol-auth"
 TOKEN_FILE = f"{AUTH_DIR}/token"
-SERVING_DIR = "/etc/otelcol-serving"  # not below /etc/otelcol (read-only config) or /etc/otelcol-tls
 CLIENT_CA_DIR = "/etc/kvtrace-telemetry"
 CLIENT_CA_FILE = f"{CLIENT_CA_DIR}/ca.crt"
 TOKEN_ENV = "KVTRACE_OTLP_TOKEN"
-TLS_RELOAD_INTERVAL = "1h"
 
 
 def auth(spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -54,8 +55,7 @@ def receiver_settings(spec: dict[str, Any]) -> dict[str, Any]:
     if auth(spec):
         result["auth"] = {"authenticator": AUTH_EXTENSION}
     if tls(spec):
-        result["tls"] = {"cert_file": f"{SERVING_DIR}/tls.crt", "key_file": f"{SERVING_DIR}/tls.key",
-                         "reload_interval": TLS_RELOAD_INTERVAL}
+        result["tls"] = tls_render.server_tls(spec)
     return result
 
 
@@ -64,7 +64,7 @@ def extensions(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def collector_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Secret volumes (and mounts) of the edge tier: the token file, the serving key pair."""
+    """Secret volumes (and mounts) of the edge tier: the token file."""
     volumes = []
     settings = auth(spec)
     if settings:
@@ -73,13 +73,7 @@ def collector_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[s
             {"name": "auth-token", "secret": {"secretName": ref["name"],
                                               "items": [{"key": ref["key"], "path": "token"}]}},
             {"name": "auth-token", "mountPath": AUTH_DIR, "readOnly": True}))
-    serving = tls(spec)
-    if serving:
-        volumes.append((
-            {"name": "serving-cert", "secret": {"secretName": serving["secretName"], "items": [
-                {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}},
-            {"name": "serving-cert", "mountPath": SERVING_DIR, "readOnly": True}))
-    return volumes
+    return volumes  # TLS volumes: render/tls.py
 
 
 # ---- client (KV pod) side -------------------------------------------------------------------
@@ -100,11 +94,9 @@ def client_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
-def client_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Only ``ca.crt`` of the serving Secret: a client never sees the private key."""
-    serving = tls(spec)
-    if not serving:
+def client_volumes(spec: dict[str, Any], pipeline_name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Only the CA bundle (the user's Secret's ``ca.crt``, or the managed trust bundle): a
+    client never sees a private key."""
+    if not tls(spec):
         return []
-    return [({"name": "telemetry-ca", "secret": {"secretName": serving["secretName"],
-                                                  "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-             {"name": "telemetry-ca", "mountPath": CLIENT_CA_DIR, "readOnly": True})]
+    return [tls_render.trust_volume(*tls_render.client_ca(spec, pipeline_name), CLIENT_CA_DIR)]

@@ -37,6 +37,11 @@ PIPELINE_OPTIONAL = {
     "security.auth.tokenSecretRef.name": STRING,
     "security.auth.tokenSecretRef.key": STRING,
     "security.tls.secretName": STRING,
+    "security.tls.mode": STRING,
+    "security.tls.issuerRef": OBJECT,
+    "security.tls.issuerRef.name": STRING,
+    "security.tls.issuerRef.kind": STRING,
+    "security.tls.issuerRef.group": STRING,
 }
 EXPORTER_OPTIONAL = {"name": STRING, "endpoint": STRING, "headers": STRING_MAP, "compression": STRING,
                      "secretHeaders": LIST, "tls.caSecret": OBJECT, "tls.caSecret.name": STRING,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kvtrace_operator.render import sampling
+from kvtrace_operator.render import sampling, tls
 from kvtrace_operator.render.defaults import (
     KVCLUSTER_DEFAULTS,
     PIPELINE_DEFAULTS,
@@ -29,6 +29,7 @@ MIN_DURATIONS = {
     "spec.sampling.latencyThreshold": "1ms",
     "spec.sampling.decisionWait": "1s",
     "spec.jaeger.storage.retention": "1m",
+    **{f"spec.security.tls.{field}": "1s" for field in ("duration", "renewBefore", "caDuration", "caRenewBefore")},
 }
 
 
@@ -153,9 +154,7 @@ def _validate_security(spec: dict[str, Any]) -> None:
             raise SpecError("spec.security.auth.tokenSecretRef", "required when auth is enabled: "
                             "{name: SECRET, key: KEY}, a Secret key holding the bearer token")
         _secret_ref(ref, "spec.security.auth.tokenSecretRef")
-    if spec["security"]["tls"]["enabled"] and not spec["security"]["tls"].get("secretName"):
-        raise SpecError("spec.security.tls.secretName", "required when tls is enabled: a Secret with "
-                        "tls.crt, tls.key and ca.crt (as cert-manager writes it)")
+    tls.validate(spec)
 
 
 def validate_pipeline(pipeline: dict[str, Any]) -> None:

@@ -286,14 +286,14 @@ class Demo:
         from kvtrace.devstack import tools
         from kvtrace.devstack.endpoints import resolve_url
         from kvtrace.devstack.proc import urlopen_direct
-        from kvtrace_operator.render.labels import COLLECTOR, COLLECTOR_SAMPLING, JAEGER
+        from kvtrace_operator.render.labels import COLLECTOR, COLLECTOR_LOADBALANCER, COLLECTOR_SAMPLING, JAEGER
 
         def entrypoint(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
             # The images' entrypoint: the same program, from the tool cache.
             return [str(tools.binary(text.image_program(container.get("image") or "")))]
 
         base = f"app.kubernetes.io/name=tracingpipeline,app.kubernetes.io/instance={example.pipeline}"
-        for component in (JAEGER, COLLECTOR_SAMPLING, COLLECTOR):
+        for component in (JAEGER, COLLECTOR_SAMPLING, COLLECTOR_LOADBALANCER, COLLECTOR):
             selector = f"{base},app.kubernetes.io/component={component}"
             count = len(self.pods(selector))
             if count:

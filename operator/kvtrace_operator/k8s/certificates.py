@@ -1,0 +1,162 @@
+"""The TLS Secrets of a pipeline (docs/security.md, TLS): the managed CA's life cycle, and
+cert-manager's Certificates with the trust bundle copied from what cert-manager wrote.
+
+``prepare`` runs before the pipeline's children are applied (their pods mount these Secrets):
+it reads the current Secrets, lets ``rotation`` decide, and server-side applies the result.
+An unchanged Secret is applied with the same data, which the API server treats as a no-op (no
+new resourceVersion, so nothing rolls). Key material is never logged: only Secret names and
+reasons leave this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.core_v1 import Secret
+
+from kvtrace_operator import pki, rotation
+from kvtrace_operator.k8s.apply import apply_object
+from kvtrace_operator.k8s.client import get_object
+from kvtrace_operator.render import names, tls
+from kvtrace_operator.render.certificates import CRD_NAME, certificate_objects
+from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.render.errors import SpecError
+
+# Registers cert-manager's kind with lightkube (apply_object resolves kinds by apiVersion/kind).
+Certificate = create_namespaced_resource("cert-manager.io", "v1", "Certificate", "certificates")
+
+PREVIOUS_CERT, PREVIOUS_KEY = "previous.crt", "previous.key"
+
+
+@dataclasses.dataclass
+class Prepared:
+    """The Secrets written, to apply again with the children (so pruning keeps them), and
+    what changed (names and reasons only). cert-manager's Certificates are among the rendered
+    children already; they are applied here first because the workloads wait for their Secrets."""
+
+    objects: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    actions: list[str] = dataclasses.field(default_factory=list)
+
+
+def policy(spec: dict[str, Any]) -> rotation.Policy:
+    seconds = tls.policy_seconds(spec)
+    return rotation.Policy(
+        duration=datetime.timedelta(seconds=seconds["duration"]),
+        renew_before=datetime.timedelta(seconds=seconds["renewBefore"]),
+        ca_duration=datetime.timedelta(seconds=seconds["caDuration"]),
+        ca_renew_before=datetime.timedelta(seconds=seconds["caRenewBefore"]))
+
+
+def leaf_specs(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[rotation.LeafSpec]:
+    return [rotation.LeafSpec(leaf["secret"], leaf["commonName"], tuple(leaf["dnsNames"]))
+            for leaf in tls.leaves(pipeline, spec)]
+
+
+def _pair(data: dict[str, str], cert: str, key: str) -> pki.KeyPair | None:
+    return pki.KeyPair(data[cert], data[key]) if data.get(cert) and data.get(key) else None
+
+
+def state_of(ca_data: dict[str, str], leaf_data: dict[str, dict[str, str]]) -> rotation.State:
+    """The rotation state from the Secrets' decoded data (unreadable material counts as absent)."""
+    def usable(pair: pki.KeyPair | None) -> pki.KeyPair | None:
+        try:
+            return pair if pair and pki.matches_key(pair.cert_pem, pair.key_pem) else None
+        except ValueError:
+            return None
+    leaves = {name: pair for name, data in leaf_data.items()
+              if (pair := usable(_pair(data, "tls.crt", "tls.key"))) is not None}
+    return rotation.State(ca=usable(_pair(ca_data, "tls.crt", "tls.key")),
+                          previous_ca=usable(_pair(ca_data, PREVIOUS_CERT, PREVIOUS_KEY)), leaves=leaves)
+
+
+def managed_secrets(pipeline: dict[str, Any], spec: dict[str, Any], state: rotation.State,
+                    now: datetime.datetime) -> list[dict[str, Any]]:
+    """The CA Secret, the trust bundle and one ``kubernetes.io/tls`` Secret per leaf."""
+    assert state.ca is not None
+    name = names.name_of(pipeline)
+    bundle = rotation.trust_bundle(state, now)
+    ca_values = {"tls.crt": state.ca.cert_pem, "tls.key": state.ca.key_pem, tls.CA_FILE: bundle}
+    if state.previous_ca is not None:
+        ca_values |= {PREVIOUS_CERT: state.previous_ca.cert_pem, PREVIOUS_KEY: state.previous_ca.key_pem}
+    objects = [tls.secret(pipeline, tls.ca_secret(name), tls.CA_COMPONENT, ca_values, "Opaque"),
+               tls.trust_secret_object(pipeline, bundle)]
+    for leaf in tls.leaves(pipeline, spec):
+        pair = state.leaves[leaf["secret"]]
+        objects.append(tls.secret(pipeline, leaf["secret"], leaf["component"],
+                                  {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, tls.CA_FILE: bundle}))
+    return objects
+
+
+async def read_data(client: AsyncClient, name: str, namespace: str) -> dict[str, str]:
+    return tls.decoded(await get_object(client, Secret, name, namespace))
+
+
+async def prepare_managed(client: AsyncClient, pipeline: dict[str, Any], spec: dict[str, Any],
+                          now: datetime.datetime) -> Prepared:
+    name, namespace = names.name_of(pipeline), names.namespace_of(pipeline)
+    wanted = leaf_specs(pipeline, spec)
+    ca_data = await read_data(client, tls.ca_secret(name), namespace)
+    leaf_data = {leaf.secret: await read_data(client, leaf.secret, namespace) for leaf in wanted}
+    state, actions = rotation.rotate(state_of(ca_data, leaf_data), wanted, now, policy(spec),
+                                     ca_name=f"kvtrace {namespace}/{name} CA")
+    objects = managed_secrets(pipeline, spec, state, now)
+    for obj in objects:
+        await apply_object(client, obj, namespace)
+    return Prepared(objects, actions)
+
+
+def merged_bundle(ca_pems: list[str], previous_bundle: str, now: datetime.datetime) -> str:
+    """Every CA cert-manager's Secrets name now, then those of the previous bundle that are
+    still valid (a CA rotation keeps the old CA trusted until it expires), each once."""
+    seen: dict[str, str] = {}
+    for pem in [*ca_pems, *pki.split_bundle(previous_bundle)]:
+        cert = pki.info(pem)
+        if cert.not_after > now and cert.fingerprint not in seen:
+            seen[cert.fingerprint] = pem
+    return pki.bundle(*seen.values())
+
+
+async def cert_manager_installed(client: AsyncClient) -> bool:
+    async for _ in client.list(CustomResourceDefinition, fields={"metadata.name": CRD_NAME}):
+        return True
+    return False
+
+
+async def prepare_cert_manager(client: AsyncClient, pipeline: dict[str, Any], spec: dict[str, Any],
+                               now: datetime.datetime) -> Prepared:
+    if not await cert_manager_installed(client):
+        raise SpecError("spec.security.tls.mode", f"certManager needs cert-manager in the cluster: the "
+                        f"CustomResourceDefinition {CRD_NAME} does not exist (install cert-manager or "
+                        f"use mode managed)")
+    name, namespace = names.name_of(pipeline), names.namespace_of(pipeline)
+    objects = certificate_objects(pipeline, spec)
+    for obj in objects:
+        await apply_object(client, obj, namespace)
+    written = [await read_data(client, leaf["secret"], namespace) for leaf in tls.leaves(pipeline, spec)]
+    ca_pems = [pem for data in written for pem in pki.split_bundle(data.get(tls.CA_FILE, ""))]
+    previous = await read_data(client, tls.trust_secret(name), namespace)
+    bundle = merged_bundle(ca_pems, previous.get(tls.CA_FILE, ""), now)
+    if not bundle:  # cert-manager has not issued yet: the Secret watch reconciles when it has
+        return Prepared([], [])
+    trust = tls.trust_secret_object(pipeline, bundle)
+    await apply_object(client, trust, namespace)
+    changed = ["trust bundle updated"] if bundle != previous.get(tls.CA_FILE) else []
+    return Prepared([trust], changed)
+
+
+async def prepare(client: AsyncClient, pipeline: dict[str, Any],
+                  now: datetime.datetime | None = None) -> Prepared:
+    """Write what the pipeline's TLS mode needs before its workloads are applied. Raises
+    SpecError (certManager without cert-manager) and lightkube.ApiError."""
+    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    moment = now or datetime.datetime.now(datetime.timezone.utc)
+    if tls.mode(spec) == tls.MANAGED:
+        return await prepare_managed(client, pipeline, spec, moment)
+    if tls.mode(spec) == tls.CERT_MANAGER:
+        return await prepare_cert_manager(client, pipeline, spec, moment)
+    return Prepared()
