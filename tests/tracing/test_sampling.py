@@ -9,7 +9,8 @@ Binomial tolerance: with ``ratio`` p and n independent traces the kept count has
 standard deviation sqrt(n·p·(1-p)); the tests accept 5 standard deviations (a false alarm
 about once in 1.7 million runs). The collector's probabilistic policy hashes the trace id and
 the SDK's ratio sampler reads its low 64 bits: both are random per trace, so the binomial
-model holds.
+model holds. ``within`` refuses a sample so small that its tolerance would accept none (or
+all) of the traces kept, so a ratio assertion cannot pass vacuously.
 """
 
 from __future__ import annotations
@@ -25,11 +26,9 @@ pytestmark = pytest.mark.dataplane
 
 FAULTS = "error:fail/,delay:slow/:800ms"
 SLOW = 0.8
-# decisionWait 8s (default 10s; the CRD allows down to 1s) must exceed the SDK batch span
-# processor's 5s export delay: the spans of one trace leave the three nodes up to ~5s apart
-# and the tail sampler decides on what it holds when the wait is over. The nodes start 1.7s
-# apart, so their export timers are out of phase as pods' are (with decisionWait 1s that
-# setup lost 15 of 30 slow traces in a trial; see docs/tracing.md).
+# The nodes start 1.7s apart, so their batch span processors' export timers are out of phase
+# as pods' are, and the spans of one trace leave the three nodes up to one export delay
+# (OTEL_BSP_SCHEDULE_DELAY, rendered as a quarter of decisionWait) apart.
 DECISION_WAIT = "8s"
 STAGGER = 1.7
 
@@ -66,6 +65,31 @@ def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace
     for op in normal:
         for trace in kept.get(op.key_hash, []):
             assert len(trace.spans) == 5, "a kept trace is whole"
+
+
+def test_a_short_decision_wait_keeps_traces_from_three_nodes_whole(trace_stack: Callable[..., Stack]) -> None:
+    """decisionWait 2s, well below the SDK's own 5s export delay: the rendered environment
+    exports every 500ms, so every slow trace reaches the sampler whole before its decision.
+    With ratio 0 only the latency policy keeps a normal trace, and it judges a trace by the
+    spans it holds: had the sampler decided on the replicas' spans alone (a few ms each), the
+    trace would be dropped, or kept without them once the root arrived (docs/tracing.md: with
+    the SDK's 5s delay, 1s kept 15 of 30)."""
+    spec = {"sampling": {"mode": "production", "ratio": 0.0, "latencyThreshold": "500ms", "decisionWait": "2s"}}
+    stack = trace_stack(spec, faults=FAULTS, stagger=STAGGER)
+    assert {n.env["OTEL_BSP_SCHEDULE_DELAY"] for n in stack.nodes} == {"500"}
+    ops = workload(stack, normal=30, errors=0, slow=30, seed=5)
+    kept = kept_after_markers(stack)
+
+    slow = [op for op in ops if op.key.startswith("slow/")]
+    partial = {op.key: sorted(s.resource["kvstore.member.id"] for t in kept.get(op.key_hash, []) for s in t.spans)
+               for op in slow if [len(t.spans) for t in kept.get(op.key_hash, [])] != [5]}
+    print(f"decisionWait 2s, export delay 500ms: {len(slow) - len(partial)} of {len(slow)} slow traces kept whole")
+    assert partial == {}, f"slow traces missing or not whole (members of their kept spans): {partial}"
+    for op in slow:
+        (trace,) = kept[op.key_hash]
+        assert len({s.resource["kvstore.member.id"] for s in trace.spans}) == 3
+    fast = [op.key for op in ops if op.key.startswith("norm/") and op.seconds < 0.25 and op.key_hash in kept]
+    assert fast == [], "ratio 0 keeps no fast trace"
 
 
 def test_development_keeps_everything(trace_stack: Callable[..., Stack]) -> None:

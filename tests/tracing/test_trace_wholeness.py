@@ -27,10 +27,10 @@ from kvtrace.devstack.pytest_plugin import poll
 pytestmark = pytest.mark.dataplane
 
 # Production sampling with ratio 1: the tail sampler keeps every trace, after its decision
-# wait (the 8s given here must exceed the SDK batch processor's default 5s export delay, so
-# that all spans of a trace, from every node, reach the collector before it decides).
+# wait (8s; the rendered environment then exports every 2s, so all spans of a trace, from
+# every node, reach the collector before it decides).
 PRODUCTION_ALL = {"sampling": {"mode": "production", "ratio": 1.0, "decisionWait": "8s"}}
-WAIT = 60  # seconds: export delay (5s) + decision wait (8s) + margin for a loaded machine
+WAIT = 60  # seconds: export delay (2s) + decision wait (8s) + margin for a loaded machine
 
 
 def members_by_ip(stack: Stack) -> dict[str, str]:

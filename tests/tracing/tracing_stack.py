@@ -188,7 +188,7 @@ def start_kv_nodes(root: Path, ips: Sequence[str], cluster: dict[str, Any], pipe
     with :func:`pod_env` as its whole OTel configuration (nothing else sets OTEL_*).
 
     ``stagger``: seconds between the starts. Each node's batch span processor exports on its
-    own 5 s timer from its start; nodes started together export in phase, which hides how far
+    own timer (``OTEL_BSP_SCHEDULE_DELAY``) from its start; nodes started together export in phase, which hides how far
     apart the spans of one trace can reach the collector. Pods start at different times:
     staggering puts the timers out of phase as they would be in a cluster."""
     nodes = [KVNode(f"{CLUSTER}-{i}", ip, free_port(ip), free_port(ip), {}) for i, ip in enumerate(ips)]
@@ -341,8 +341,12 @@ def wait_for_traces(client: JaegerClient, trace_ids: Iterable[str], timeout: flo
 
 
 def within(kept: int, n: int, p: float, sigmas: float = 5.0) -> tuple[bool, str]:
-    """Whether ``kept`` of ``n`` is within ``sigmas`` binomial standard deviations of n·p."""
+    """Whether ``kept`` of ``n`` is within ``sigmas`` binomial standard deviations of n·p.
+    Refuses a sample so small that the tolerance would accept none or all kept: a ratio test
+    must not pass vacuously."""
     sd = math.sqrt(n * p * (1 - p))
+    if not (0 < n * p - sigmas * sd and n * p + sigmas * sd < n):
+        raise ValueError(f"{n} traces at ratio {p}: ±{sigmas:g}σ ({sigmas * sd:.1f}) would accept 0 or all {n} kept")
     return abs(kept - n * p) <= sigmas * sd, f"kept {kept} of {n}, expected {n * p:.1f} ± {sigmas * sd:.1f} ({sigmas:g}σ)"
 
 

@@ -42,6 +42,9 @@ def exporter_env(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
         env("OTEL_PROPAGATORS", "tracecontext,baggage"),
     ]
     variables += [env(name, value) for name, value in sampling.sdk_sampler(spec)]
+    # A deliberate extension of DESIGN.md section 4 (docs/tracing.md): spans of one trace
+    # reach the collector well within decisionWait, and bursts do not drop them in the SDK.
+    variables += [env(name, value) for name, value in sampling.sdk_batch_processor(spec)]
     return variables
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render.durations import duration_ms
+from kvtrace_operator.render.durations import duration_ms, parse_duration
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -61,6 +61,45 @@ def sdk_sampler(spec: dict[str, Any]) -> list[tuple[str, str]]:
         return [("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
                 ("OTEL_TRACES_SAMPLER_ARG", format_ratio(effective_ratio(spec)))]
     return [("OTEL_TRACES_SAMPLER", "parentbased_always_on")]
+
+
+# The SDK's batch span processor (OTEL_BSP_*), rendered for every application of a pipeline.
+# Spans of one trace leave the nodes that took part at most one schedule delay apart (each
+# node's processor exports on its own timer), and the tail sampler decides ``decisionWait``
+# after the first span it holds: the delay is a quarter of ``decisionWait``, never more than
+# the SDK's own 5 s default. Validation then keeps ``decisionWait`` at least twice
+# ``latencyThreshold`` + ``collector.batch.timeout`` (``min_decision_wait_ns``), so a trace just
+# over the threshold has ended, been exported and passed the load-balancing tier's batch with
+# a quarter of ``decisionWait`` to spare.
+SDK_SCHEDULE_DELAY_MS = 5000  # the SDK's default
+EXPORT_BATCH_SIZE = 512  # the SDK's default; larger batches hold the interpreter longer while encoded
+# 8x the SDK's 2048: about 7 s of one node's spans at the overhead benchmark's production load
+# (~2,200 spans/s per node), the time the exporter spends retrying (1 + 2 + 4 s backoff) one
+# batch the collector does not take; spans beyond it are dropped in the SDK, before any sampler.
+QUEUE_SIZE = 16384
+
+
+def schedule_delay_ms(spec: dict[str, Any]) -> int:
+    """``OTEL_BSP_SCHEDULE_DELAY``: a quarter of ``decisionWait``, at most 5000 ms."""
+    wait = parse_duration(spec.get("sampling", {}).get("decisionWait", "10s"), "spec.sampling.decisionWait")
+    return max(1, min(SDK_SCHEDULE_DELAY_MS, wait // 4_000_000))
+
+
+def min_decision_wait_ns(spec: dict[str, Any]) -> int:
+    """The shortest ``decisionWait`` that judges whole traces: twice ``latencyThreshold`` plus
+    ``collector.batch.timeout`` (see the comment above ``SDK_SCHEDULE_DELAY_MS``)."""
+    threshold = parse_duration(spec.get("sampling", {}).get("latencyThreshold", "500ms"),
+                               "spec.sampling.latencyThreshold")
+    batch = parse_duration(spec.get("collector", {}).get("batch", {}).get("timeout", "200ms"),
+                           "spec.collector.batch.timeout")
+    return 2 * (threshold + batch)
+
+
+def sdk_batch_processor(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ``OTEL_BSP_*`` variables for applications sending to this pipeline."""
+    return [("OTEL_BSP_SCHEDULE_DELAY", str(schedule_delay_ms(spec))),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", str(QUEUE_SIZE)),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", str(EXPORT_BATCH_SIZE))]
 
 
 def format_ratio(ratio: float) -> str:

@@ -93,6 +93,20 @@ def _validate_sampling(spec: dict[str, Any]) -> None:
                         "(tail sampling) or leave keepErrors unset/false")
     _duration(spec, "spec.sampling.latencyThreshold")
     _duration(spec, "spec.sampling.decisionWait")
+    if sampling.uses_tail_sampling(spec):
+        _decision_wait(spec)
+
+
+def _decision_wait(spec: dict[str, Any]) -> None:
+    """Tail sampling judges whole traces only if decisionWait leaves room for a slow trace to
+    end and reach the sampler (sampling.min_decision_wait_ns explains the bound)."""
+    wait = parse_duration(spec["sampling"]["decisionWait"], "spec.sampling.decisionWait")
+    minimum = sampling.min_decision_wait_ns(spec)
+    if wait < minimum:
+        raise SpecError("spec.sampling.decisionWait", (
+            f"expected at least 2 x (spec.sampling.latencyThreshold + spec.collector.batch.timeout) = "
+            f"{minimum / 1e9:g}s with tail sampling, got {spec['sampling']['decisionWait']!r}: the "
+            f"sampler would decide before a trace just over the latency threshold has reached it"))
 
 
 def _validate_destinations(spec: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from render_testlib import kvcluster, pipeline
 
-from kvtrace_operator.render import otel_environment, render_collector_config
+from kvtrace_operator.render import otel_environment, render_collector_config, render_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -16,6 +16,8 @@ ALLOWED = {"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_EXPORTER_OTLP_
            "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
            # deliberate addition (docs/crds.md): the pipeline carries traces only
            "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER",
+           # deliberate addition (docs/tracing.md): the batch span processor, sized for tail sampling
+           "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
            # downward API, referenced as $(POD_NAME) and $(NODE_NAME)
            "POD_NAME", "NODE_NAME"}
 
@@ -82,3 +84,39 @@ class TestOtelEnvironment:
     @pytest.mark.parametrize(("tracing", "service"), [({}, "demo"), ({"serviceName": "kv-orders"}, "kv-orders")])
     def test_service_name(self, tracing: dict[str, Any], service: str) -> None:
         assert env(kvcluster(tracing=tracing), pipeline())["OTEL_SERVICE_NAME"] == service
+
+
+class TestBatchSpanProcessor:
+    """OTEL_BSP_*: spans of one trace reach the tail sampler well within decisionWait, and the
+    SDK's queue holds a collector outage of one export's retries (sampling.py explains both)."""
+
+    @pytest.mark.parametrize(("decision_wait", "delay"), [
+        ("1s", "250"), ("2s", "500"), ("8s", "2000"), ("10s", "2500"), ("20s", "5000"), ("1m", "5000"), ("1500ms", "375")])
+    def test_schedule_delay_is_a_quarter_of_decision_wait_at_most_the_sdk_default(
+            self, decision_wait: str, delay: str) -> None:
+        tp = pipeline(sampling={"decisionWait": decision_wait, "latencyThreshold": "100ms"})
+        variables = env(kvcluster(), tp)
+        assert variables["OTEL_BSP_SCHEDULE_DELAY"] == delay
+        assert render_collector_config(tp)["processors"]["tail_sampling"]["decision_wait"] == decision_wait
+
+    @pytest.mark.parametrize("mode", ["production", "development", "head"])
+    def test_queue_and_batch_in_every_mode(self, mode: str) -> None:
+        variables = env(kvcluster(), pipeline(sampling={"mode": mode}))
+        assert variables["OTEL_BSP_MAX_QUEUE_SIZE"] == "16384"
+        assert variables["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] == "512"
+        assert variables["OTEL_BSP_SCHEDULE_DELAY"] == "2500"  # default decisionWait 10s
+
+    def test_delay_leaves_the_sampler_a_quarter_of_decision_wait_at_the_shortest_valid_wait(self) -> None:
+        # the shortest decisionWait validation accepts for a threshold and batch timeout ...
+        tp = pipeline(sampling={"decisionWait": "1400ms", "latencyThreshold": "500ms"})
+        delay_ms = int(env(kvcluster(), tp)["OTEL_BSP_SCHEDULE_DELAY"])
+        # ... minus a trace just over the threshold, one export delay and the batch timeout
+        assert 1400 - 500 - delay_ms - 200 >= 1400 // 4
+
+    def test_untraced_pods_get_none(self) -> None:
+        assert not any(name.startswith("OTEL_BSP_") for name in env(kvcluster(), None))
+
+    def test_the_instrumentation_config_map_carries_them_too(self) -> None:
+        data = next(o for o in render_pipeline(pipeline(sampling={"decisionWait": "4s"}))
+                    if o["kind"] == "ConfigMap" and "OTEL_BSP_SCHEDULE_DELAY" in o.get("data", {}))["data"]
+        assert data["OTEL_BSP_SCHEDULE_DELAY"] == "1000"

@@ -38,6 +38,11 @@ BAD_PIPELINES: list[tuple[dict[str, Any], str, str]] = [
     (pipeline(sampling={"latencyThreshold": "500us"}), "spec.sampling.latencyThreshold", "at least 1ms"),
     (pipeline(jaeger={"storage": {"retention": "30s"}}), "spec.jaeger.storage.retention", "at least 1m"),
     (pipeline(sampling={"decisionWait": "10"}), "spec.sampling.decisionWait", "duration"),
+    # tail sampling needs decisionWait >= 2 x (latencyThreshold + collector.batch.timeout)
+    (pipeline(sampling={"decisionWait": "1s"}), "spec.sampling.decisionWait",
+     "at least 2 x (spec.sampling.latencyThreshold + spec.collector.batch.timeout) = 1.4s with tail sampling, got '1s'"),
+    (pipeline(sampling={"decisionWait": "10s", "latencyThreshold": "5s"}, collector={"batch": {"timeout": "1s"}}),
+     "spec.sampling.decisionWait", "= 12s with tail sampling"),
     (pipeline(collector={"replicas": 0}), "spec.collector.replicas", "from 1 to 20"),
     (pipeline(jaeger={"storage": {"type": "cassandra"}}), "spec.jaeger.storage.type", "memory, badger"),
     (pipeline(jaeger={"storage": {"retention": "1 week"}}), "spec.jaeger.storage.retention", "duration"),
@@ -87,6 +92,10 @@ class TestGoodInput:
         pipeline(sampling={"mode": "development"}, redaction={"hashAttributes": []}),
         pipeline(jaeger={"enabled": False}, exporters={"debug": {"enabled": True}}),
         pipeline(jaeger={"tenancy": {"enabled": True, "tenants": ["a"]}}),
+        # exactly 2 x (latencyThreshold + batch timeout); without tail sampling decisionWait is unused
+        pipeline(sampling={"decisionWait": "1s", "latencyThreshold": "300ms"}, collector={"batch": {"timeout": "200ms"}}),
+        pipeline(sampling={"mode": "head", "decisionWait": "1s"}),
+        pipeline(sampling={"mode": "development", "decisionWait": "1s"}),
     ])
     def test_accepted(self, resource: dict[str, Any]) -> None:
         validate_pipeline(resource)
