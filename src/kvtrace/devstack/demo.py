@@ -91,7 +91,9 @@ class Demo:
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        # Ctrl-C and SIGTERM alike end the wait (or abort a step), then everything is stopped;
+        # set for SIGINT too, which a shell leaves ignored in background jobs.
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         status = 0
         try:
             try:
@@ -112,11 +114,11 @@ class Demo:
             return status or 130
         finally:
             # Cleanup runs to its end: a second Ctrl-C or SIGTERM meanwhile is ignored.
-            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
             self.stop()
-            signal.signal(signal.SIGINT, interrupt)
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def wait(self) -> None:
         with contextlib.suppress(KeyboardInterrupt):
