@@ -2,7 +2,54 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 from typing import Any
+
+from kvtrace_operator.render.durations import parse_duration
+from kvtrace_operator.render.errors import SpecError
+
+CANARY_INTERVAL_ENV = "KVTRACE_CANARY_INTERVAL"
+CANARY_TIMEOUT_ENV = "KVTRACE_CANARY_TIMEOUT"
+TRACE_PIPELINE_ENV = "KVTRACE_TRACE_PIPELINE"
+OFF = ("0", "off", "false", "no", "none", "disabled")
+
+
+def seconds(value: str, parameter: str, *, allow_off: bool = False) -> float:
+    """Seconds from ``30``, ``1.5``, or a duration such as ``90s``/``5m`` (``0``/``off``
+    too when ``allow_off``); ValueError naming ``parameter`` otherwise."""
+    text = str(value).strip().lower()
+    if allow_off and text in OFF:
+        return 0.0
+    try:
+        number = float(text)
+    except ValueError:
+        try:
+            return parse_duration(text, parameter) / 1e9
+        except SpecError:
+            number = -1.0
+    if number > 0 and number != float("inf"):
+        return number
+    off = ", or 0/off to disable" if allow_off else ""
+    raise ValueError(f"{parameter}: expected seconds or a duration such as 60s or 5m{off}, got {value!r}")
+
+
+def _arg_type(parameter: str, env: str, parse: Any) -> Any:
+    def convert(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            reason = str(exc).removeprefix(f"{parameter}: ")
+            raise argparse.ArgumentTypeError(f"{reason} (flag {parameter} or env {env})") from None
+    convert.__name__ = parameter  # argparse names the type in some messages
+    return convert
+
+
+def trace_target(value: str) -> tuple[str, str] | None:
+    """``NAMESPACE/NAME`` (or empty: no operator tracing)."""
+    from kvtrace_operator.tracing import parse_target
+
+    return parse_target(value) if value.strip() else None
 
 
 def register(subparsers: Any) -> None:
@@ -33,6 +80,24 @@ def register(subparsers: Any) -> None:
     run.add_argument("--watch-timeout", type=int, default=300, metavar="SECONDS",
                      help="server-side timeout of each watch request; the client waits 30s more "
                      "(default: %(default)s)")
+    run.add_argument("--canary-interval", metavar="DURATION",
+                     default=os.environ.get(CANARY_INTERVAL_ENV, "60s"),
+                     type=_arg_type("--canary-interval", CANARY_INTERVAL_ENV,
+                                    lambda v: seconds(v, "--canary-interval", allow_off=True)),
+                     help="send a canary trace through every TracingPipeline this often and report "
+                     f"the TraceDelivery condition; 0 or off disables (env {CANARY_INTERVAL_ENV}; "
+                     "default: 60s)")
+    run.add_argument("--canary-timeout", metavar="DURATION",
+                     default=os.environ.get(CANARY_TIMEOUT_ENV, "20s"),
+                     type=_arg_type("--canary-timeout", CANARY_TIMEOUT_ENV,
+                                    lambda v: seconds(v, "--canary-timeout")),
+                     help="how long the canary is looked for in Jaeger, on top of the pipeline's "
+                     f"tail-sampling decisionWait (env {CANARY_TIMEOUT_ENV}; default: 20s)")
+    run.add_argument("--trace-pipeline", metavar="NAMESPACE/NAME",
+                     default=os.environ.get(TRACE_PIPELINE_ENV, ""),
+                     type=_arg_type("--trace-pipeline", TRACE_PIPELINE_ENV, trace_target),
+                     help="export spans of the operator's own reconciles (service kvtrace-operator) "
+                     f"to this TracingPipeline's collector (env {TRACE_PIPELINE_ENV}; default: off)")
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kvtrace.inspect import otlp
+from kvtrace import canary as otlp
 
 pytestmark = pytest.mark.dataplane
 

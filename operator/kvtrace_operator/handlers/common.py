@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 
-from kvtrace_operator import k8s
+from kvtrace_operator import k8s, tracing
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import checksum
 from kvtrace_operator.render.status import find_condition
@@ -28,6 +28,8 @@ class Options:
     resync_interval: float = 60.0  # the drift-repair timer
     retry_backoff: float = 5.0  # delay before a failed reconcile is retried
     drain_timeout: float = 300.0  # how long leaving members may take to hand their data over
+    canary_interval: float = 60.0  # TraceDelivery canary of each pipeline; 0 disables it
+    canary_timeout: float = 20.0  # Jaeger lookup bound on top of the tail-sampling decision wait
 
 
 options = Options()
@@ -73,18 +75,24 @@ def plain(body: Mapping[str, Any]) -> dict[str, Any]:
 async def write_status(client: AsyncClient, res: Any, owner: Mapping[str, Any],
                        status: dict[str, Any]) -> None:
     """Patch ``status`` when it differs from what the owner already shows; post an event
-    when the Ready condition flips."""
+    when the Ready condition flips, and when TraceDelivery becomes True or False."""
     previous = owner.get("status") or {}
     if all(previous.get(key) == value for key, value in status.items()):
         return
     meta = owner["metadata"]
-    await k8s.patch_status(client, res, meta["name"], meta["namespace"], status)
+    with tracing.span("write status", {"kvtrace.phase": str(status.get("phase", ""))}):
+        await k8s.patch_status(client, res, meta["name"], meta["namespace"], status)
     before, after = find_condition(previous, "Ready"), find_condition(status, "Ready")
     if after and (before or {}).get("status") != after["status"]:
         ready = after["status"] == "True"
         await k8s.post_event(client, owner, "Ready" if ready else "NotReady",
                              f"{after['reason']}: {after['message']}",
                              "Normal" if ready or before is None else "Warning")
+    before, after = find_condition(previous, "TraceDelivery"), find_condition(status, "TraceDelivery")
+    if after and after["status"] != "Unknown" and (before or {}).get("status") != after["status"]:
+        delivered = after["status"] == "True"
+        await k8s.post_event(client, owner, "TraceDelivered" if delivered else "TraceDeliveryFailed",
+                             f"{after['reason']}: {after['message']}", "Normal" if delivered else "Warning")
 
 
 def in_step(rendered: list[dict[str, Any]], observed: list[dict[str, Any]]) -> bool:
@@ -101,10 +109,16 @@ async def converge(client: AsyncClient, owner: Mapping[str, Any], children: list
     workloads lag behind the render, e.g. the pipeline changed meanwhile), and return the
     observed workloads, so the status never describes a state that is not applied."""
     if not apply_all:
-        observed = await k8s.read_workloads(client, owner["metadata"]["namespace"], children)
+        with tracing.span("observe workloads") as step:
+            observed = await k8s.read_workloads(client, owner["metadata"]["namespace"], children)
+            step.set("kvtrace.in_step", in_step(children, observed))
         if in_step(children, observed):
             return observed, None
-    changes = await apply(client, owner, children)
+    with tracing.span("apply children", {"kvtrace.children": len(children)}) as step:
+        changes = await apply(client, owner, children)
+        for action, items in (("created", changes.created), ("updated", changes.updated),
+                              ("deleted", changes.deleted)):
+            step.set(f"kvtrace.children.{action}", len(items))
     return k8s.workloads_of(changes.applied), changes
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render import canary, names, sampling
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.kvcluster import quorum
@@ -297,17 +297,29 @@ def pipeline_status(
     consumers: Iterable[str],
     now: str,
     spec_error: str | None = None,
+    trace_delivery: tuple[str, str, str] | None = None,
+    delivery: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full ``status`` of a TracingPipeline.
 
     ``workloads``: workload_summary() of every Deployment observed (collector tiers and
-    Jaeger); ``consumers``: names of the KVClusters that reference the pipeline."""
+    Jaeger); ``consumers``: names of the KVClusters that reference the pipeline;
+    ``trace_delivery``: (status, reason, message) of the TraceDelivery condition from
+    render.canary.decide() and ``delivery`` the ``status.traceDelivery`` record (both kept
+    as the status shows them when ``trace_delivery`` is None). Ready never depends on
+    TraceDelivery (see render/canary.py)."""
     previous = pipeline.get("status") or {}
     generation = (pipeline.get("metadata") or {}).get("generation")
     spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
     cond = _condition_maker(generation, now)
 
     status: dict[str, Any] = {"observedGeneration": generation, "consumers": sorted(set(consumers))}
+    extra = [cond(canary.CONDITION, *trace_delivery)] if trace_delivery else []
+    if trace_delivery is None:  # unchanged: what the status shows
+        extra = [c for c in [find_condition(previous, canary.CONDITION)] if c]
+        delivery = previous.get("traceDelivery")
+    if delivery:
+        status["traceDelivery"] = dict(delivery)
     if spec_error is not None:
         msg = f"invalid spec, nothing applied: {spec_error}"
         conditions = [
@@ -315,6 +327,7 @@ def pipeline_status(
             cond("ConfigValid", False, "InvalidSpec", spec_error),
             cond("CollectorReady", "Unknown", "InvalidSpec", msg),
             cond("JaegerReady", "Unknown", "InvalidSpec", msg),
+            *extra,
         ]
         status["phase"] = PHASE_FAILED
         status["conditions"] = merge_conditions(previous.get("conditions"), conditions)
@@ -339,6 +352,7 @@ def pipeline_status(
         cond("ConfigValid", True, "Valid", "the spec is valid and rendered"),
         cond("CollectorReady", coll_ok, coll_reason, coll_msg),
         cond("JaegerReady", jg_ok, jg_reason, jg_msg),
+        *extra,
     ]
     relevant = collectors + (jaegers if jaeger_enabled else [])
     if ready:

@@ -18,7 +18,6 @@ import json
 import re
 import socket
 import time
-import urllib.error
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,8 +26,11 @@ import yaml
 
 from kvtrace.inspect.errors import InspectError
 from kvtrace.inspect.status import COMPONENT, INSTANCE, pipeline_ref
+from kvtrace_operator.render import canary as render_canary
 from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render.canary import lookup_bound_s
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.render.errors import SpecError
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 CONFIG_KEY = "config.yaml"
@@ -40,6 +42,7 @@ MAX_LIMIT_PERCENTAGE = 90
 RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
 ALWAYS_ON = ("always_on", "parentbased_always_on")
 DEFAULT_CANARY_SLACK_S = 20.0
+CANARY_SPAN = "kvtrace doctor canary"
 
 
 @dataclasses.dataclass
@@ -437,25 +440,19 @@ def canary_timeout_s(pipeline: Mapping[str, Any] | None, given: str | None) -> f
     if given:
         return parse_duration_ns(given, "--canary-timeout") / 1e9
     spec = apply_defaults_pipeline(dict((pipeline or {}).get("spec") or {}))
-    wait = 0.0
-    if sampling.uses_tail_sampling(spec):
-        try:
-            wait = parse_duration_ns(str(spec["sampling"]["decisionWait"]), "spec.sampling.decisionWait") / 1e9
-        except InspectError:
-            wait = 10.0
-    return wait + DEFAULT_CANARY_SLACK_S
+    try:
+        return lookup_bound_s(spec, DEFAULT_CANARY_SLACK_S)
+    except SpecError:
+        return 10.0 + DEFAULT_CANARY_SLACK_S
 
 
 def canary_duration_ns(pipeline: Mapping[str, Any] | None) -> int:
     """Longer than the latency threshold, so production tail sampling keeps the canary."""
-    from kvtrace.inspect.jaeger import parse_duration_ns
-
     spec = apply_defaults_pipeline(dict((pipeline or {}).get("spec") or {}))
     try:
-        threshold = parse_duration_ns(str(spec["sampling"]["latencyThreshold"]), "latencyThreshold")
-    except InspectError:
-        threshold = 500_000_000
-    return threshold + 100_000_000
+        return render_canary.canary_duration_ns(spec)
+    except SpecError:
+        return 600_000_000
 
 
 # --------------------------------------------------------------------------- I/O edge
@@ -487,7 +484,7 @@ def resolve_address(given: str | None, from_status: str | None, parameter: str) 
 
 
 def probe_otlp(url: str | None, user_given: bool, parameter: str = "--collector") -> dict[str, Any]:
-    from kvtrace.inspect import otlp
+    from kvtrace import canary as otlp
 
     if url is None:
         return {"skipped": "the pipeline reports no collector endpoint yet"}
@@ -495,16 +492,15 @@ def probe_otlp(url: str | None, user_given: bool, parameter: str = "--collector"
         return {"skipped": f"{urlsplit(url).hostname} does not resolve from here"}
     try:
         status, body = otlp.post(url, {"resourceSpans": []})
-    except (OSError, urllib.error.URLError) as exc:
-        return {"url": url, "error": f"{getattr(exc, 'reason', exc)} ({parameter})"}
+    except otlp.SEND_ERRORS as exc:
+        return {"url": url, "error": f"{otlp.error_text(exc)} ({parameter})"}
     return {"url": url, "status": status, "body": body}
 
 
 def send_canary(collector: str, jaeger: str | None, jaeger_given: bool, *, pipeline: Mapping[str, Any] | None,
                 cluster_name: str, timeout: float, jaeger_not_ready: str = "",
                 sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    from kvtrace.devstack.jaeger_client import JaegerClient, JaegerError
-    from kvtrace.inspect import otlp
+    from kvtrace import canary as otlp
 
     if jaeger is None:
         return {"skipped": "Jaeger is disabled in the pipeline and no --jaeger URL was given",
@@ -516,8 +512,9 @@ def send_canary(collector: str, jaeger: str | None, jaeger_given: bool, *, pipel
     trace_id, span_id = otlp.new_ids()
     end = time.time_ns()
     request = otlp.canary_request(trace_id, span_id, start_ns=end - canary_duration_ns(pipeline), end_ns=end,
+                                  service=otlp.DOCTOR_SERVICE, name=CANARY_SPAN,
                                   attributes={"kvtrace.doctor.cluster": cluster_name})
-    result: dict[str, Any] = {"trace_id": trace_id, "service": otlp.CANARY_SERVICE, "collector": collector,
+    result: dict[str, Any] = {"trace_id": trace_id, "service": otlp.DOCTOR_SERVICE, "collector": collector,
                               "jaeger": jaeger, "timeout": timeout, "waited": 0.0, "found": False}
     if jaeger_not_ready:
         result["jaeger_not_ready"] = jaeger_not_ready
@@ -526,18 +523,17 @@ def send_canary(collector: str, jaeger: str | None, jaeger_given: bool, *, pipel
         if status != 200:
             result["send_error"] = f"HTTP {status} {body[:200]}"
             return result
-    except (OSError, urllib.error.URLError) as exc:
-        result["send_error"] = str(getattr(exc, "reason", exc))
+    except otlp.SEND_ERRORS as exc:
+        result["send_error"] = otlp.error_text(exc)
         return result
-    client = JaegerClient(jaeger, timeout=3.0)
     started = time.monotonic()
     while True:
         try:
-            if client.trace(trace_id) is not None:
+            if otlp.in_jaeger(jaeger, trace_id):
                 result["found"] = True
                 result.pop("jaeger_error", None)
-        except (JaegerError, OSError, urllib.error.URLError, ValueError) as exc:
-            result["jaeger_error"] = str(getattr(exc, "reason", exc))
+        except otlp.LOOKUP_ERRORS as exc:
+            result["jaeger_error"] = otlp.error_text(exc)
         result["waited"] = time.monotonic() - started
         if result["found"] or result["waited"] >= timeout:
             return result

@@ -214,6 +214,7 @@ def pipeline_view(pipeline: Mapping[str, Any], *, events: Iterable[Mapping[str, 
         "sampling": sampling_view(pipeline),
         "endpoints": endpoints,
         "consumers": list(st.get("consumers") or []),
+        "traceDelivery": dict(st.get("traceDelivery") or {}),
         "conditions": conditions_of(pipeline),
         "events": events_for(events, "TracingPipeline", meta.get("name", ""), now),
         "age": age(meta.get("creationTimestamp"), now),
@@ -334,6 +335,12 @@ def render_pipeline(view: Mapping[str, Any]) -> list[str]:
         if view["endpoints"].get(key):
             lines.append(f"  {label}: {view['endpoints'][key]}")
     lines.append(f"  used by: {', '.join(view['consumers']) or '-'}")
+    delivery = view.get("traceDelivery") or {}
+    if delivery:
+        latency = f" after {delivery['latencySeconds']}s" if delivery.get("latencySeconds") else ""
+        lines.append(f"  trace delivery: last canary {delivery.get('lastProbeTime', '-')} "
+                     f"(trace {delivery.get('traceID', '-')}), last delivered "
+                     f"{delivery.get('lastSuccessTime', 'never')}{latency}")
     lines += _conditions_lines(view["conditions"])
     lines += _events_lines(view["events"])
     return lines
