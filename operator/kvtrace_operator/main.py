@@ -36,9 +36,12 @@ def configure(settings: kopf.OperatorSettings, args: Any) -> None:
     settings.watching.client_timeout = args.watch_timeout + 30
     settings.watching.connect_timeout = 10
     # The children are watched through our label, filtered by the API server: the operator
-    # never streams the cluster's other ConfigMaps, Secrets, Services...
+    # never streams the cluster's other ConfigMaps, Services... Secrets excepted: the ones a
+    # pipeline references are the user's (handlers/secret_watch.py filters them by an index).
     for api_version, kind in k8s.PRUNABLE_KINDS:
         group, _, version = api_version.rpartition("/")
+        if kind == "Secret":
+            continue
         settings.watching.label_selectors[(group, version, kind)] = \
             f"{k8s.MANAGED_BY_LABEL}={k8s.MANAGED_BY_VALUE}"
     # kopf's own log lines become events only for warnings and errors; actions get our

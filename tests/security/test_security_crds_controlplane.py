@@ -42,8 +42,6 @@ MALFORMED = [
     ("query-access", tp(networkPolicy={"queryAccess": "world"}), "spec.networkPolicy.queryAccess",
      "Unsupported value"),
     ("policy-enabled-type", tp(networkPolicy={"enabled": "yes"}), "spec.networkPolicy.enabled", "boolean"),
-    ("auth-without-secret", tp(security={"auth": {"enabled": True}}), "spec.security.auth.tokenSecretRef",
-     "tokenSecretRef is required when auth is enabled"),
     ("auth-secret-without-key", tp(security={"auth": {"enabled": True, "tokenSecretRef": {"name": "t"}}}),
      "spec.security.auth.tokenSecretRef.key", "Required value"),
     ("tls-without-secret", tp(security={"tls": {"enabled": True}}), "spec.security.tls.secretName",
@@ -68,3 +66,5 @@ def test_defaults_are_secure_where_they_can_be(crds: None, kubectl: Any) -> None
     secured = tp(security={"auth": {"enabled": True, "tokenSecretRef": {"name": "t", "key": "token"}},
                            "tls": {"enabled": True, "secretName": "collector-tls"}})
     assert dry_run(kubectl, secured).returncode == 0
+    # Without tokenSecretRef the operator generates the token Secret.
+    assert dry_run(kubectl, tp(security={"auth": {"enabled": True}})).returncode == 0

@@ -135,7 +135,6 @@ def test_secured_objects_are_valid_kubernetes(security: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("security", "field", "phrase"), [
-    ({"auth": {"enabled": True}}, "spec.security.auth.tokenSecretRef", "required when auth is enabled"),
     ({"auth": {"enabled": True, "tokenSecretRef": {"name": "x"}}}, "spec.security.auth.tokenSecretRef",
      "expected {name: SECRET, key: KEY}"),
     ({"auth": {"enabled": "yes"}}, "spec.security.auth.enabled", "expected true or false"),

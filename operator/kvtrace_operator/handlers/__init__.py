@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import kopf
 
-from kvtrace_operator.handlers import children, common, kvcluster, pipeline
+from kvtrace_operator.handlers import children, common, kvcluster, pipeline, secret_watch
 from kvtrace_operator.handlers.common import Options
 
 
@@ -19,6 +19,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     kvcluster.register(registry, options)
     pipeline.register(registry, options)
     children.register(registry, options)
+    secret_watch.register(registry, options)
 
 
 __all__ = ["Options", "register"]

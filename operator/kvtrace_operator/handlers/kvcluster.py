@@ -9,10 +9,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 
 from kvtrace_operator import k8s
-from kvtrace_operator.handlers import common
+from kvtrace_operator.handlers import common, secret_watch
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import (
     SpecError,
@@ -81,20 +81,35 @@ async def reconcile(client: AsyncClient, cluster: Mapping[str, Any], *, apply: b
                     cluster, statefulset=None, tracing=tracing, now=common.now(), spec_error=str(exc)))
                 await common.report_spec_error(client, cluster, str(exc))
                 return False
-            draining = await hold_leaving_members(client, cluster, children)
             try:
+                gate = await secret_watch.check(client, cluster, children)
+                if gate.problems:  # nothing applied: the members could not start
+                    result["outcome"] = "secret_not_found"
+                    observed = await k8s.read_workloads(client, meta["namespace"], children)
+                    await common.write_status(client, k8s.KVCluster, cluster, gate.status(cluster, kvcluster_status(
+                        cluster, statefulset=next(iter(observed), None), tracing=tracing, now=common.now())))
+                    await secret_watch.report_missing(client, cluster, gate)
+                    return False
+                children = gate.children
+                draining = await hold_leaving_members(client, cluster, children)
                 workloads, changes = await common.converge(client, cluster, children, apply_all=apply)
+                if changes is not None:
+                    await report_scaling(client, cluster, changes)
             except k8s.Rejected as exc:
                 result["outcome"] = "invalid_spec"
                 await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
                     cluster, statefulset=None, tracing=tracing, now=common.now(), spec_error=str(exc)))
                 await common.report_spec_error(client, cluster, str(exc))
                 return False
-            if changes is not None:
-                await report_scaling(client, cluster, changes)
+            except ApiError as exc:
+                if not k8s.is_forbidden(exc):
+                    raise
+                result["outcome"] = "forbidden"
+                await secret_watch.report_forbidden(client, k8s.KVCluster, cluster, exc)
+                return False
             statefulset = next((w for w in workloads if w["kind"] == "StatefulSet"), None)
-            await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
-                cluster, statefulset=statefulset, tracing=tracing, now=common.now(), draining=draining))
+            await common.write_status(client, k8s.KVCluster, cluster, gate.status(cluster, kvcluster_status(
+                cluster, statefulset=statefulset, tracing=tracing, now=common.now(), draining=draining)))
     if draining:
         recheck_while_draining(client, meta["namespace"], meta["name"])
     return bool(draining)

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 
 from kvtrace_operator import k8s
-from kvtrace_operator.handlers import certificates, common, kvcluster
+from kvtrace_operator.handlers import certificates, common, kvcluster, secret_watch
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import SpecError, render_pipeline
 from kvtrace_operator.render.names import GROUP, VERSION
@@ -36,15 +36,30 @@ async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers:
                 return
             try:
                 children = await certificates.prepare(client, pipeline, children)  # TLS Secrets first
-                workloads, _ = await common.converge(client, pipeline, children, apply_all=apply)
+                gate = await secret_watch.check(client, pipeline, children)
+                if gate.problems:  # nothing applied: the pods could not start
+                    result["outcome"] = "secret_not_found"
+                    observed = await k8s.read_workloads(client, meta["namespace"], children)
+                    await common.write_status(client, k8s.TracingPipeline, pipeline, gate.status(
+                        pipeline, pipeline_status(pipeline, workloads=observed, consumers=consumers,
+                                                  now=common.now())))
+                    await secret_watch.report_missing(client, pipeline, gate)
+                    return
+                workloads, _ = await common.converge(client, pipeline, gate.children, apply_all=apply)
             except (k8s.Rejected, SpecError) as exc:  # SpecError: certManager without cert-manager
                 result["outcome"] = "invalid_spec"
                 await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
                     pipeline, workloads=[], consumers=consumers, now=common.now(), spec_error=str(exc)))
                 await common.report_spec_error(client, pipeline, str(exc))
                 return
-            await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
-                pipeline, workloads=workloads, consumers=consumers, now=common.now()))
+            except ApiError as exc:
+                if not k8s.is_forbidden(exc):
+                    raise
+                result["outcome"] = "forbidden"
+                await secret_watch.report_forbidden(client, k8s.TracingPipeline, pipeline, exc)
+                return
+            await common.write_status(client, k8s.TracingPipeline, pipeline, gate.status(pipeline, pipeline_status(
+                pipeline, workloads=workloads, consumers=consumers, now=common.now())))
 
 
 async def reconcile_named(client: AsyncClient, namespace: str, name: str, consumers: list[str],

@@ -26,6 +26,8 @@ from kvtrace_operator.k8s.client import (
 from kvtrace_operator.k8s.events import build_event, post_event
 from kvtrace_operator.k8s.members import drained, member_url, member_views
 from kvtrace_operator.k8s.observe import read_workloads, workloads_of
+from kvtrace_operator.k8s.permissions import forbidden_message, is_forbidden
+from kvtrace_operator.k8s.secrets import read_secrets
 
 __all__ = [
     "FIELD_MANAGER",
@@ -40,6 +42,8 @@ __all__ = [
     "apply_children",
     "build_event",
     "drained",
+    "forbidden_message",
+    "is_forbidden",
     "child_key",
     "get_object",
     "make_client",
@@ -48,6 +52,7 @@ __all__ = [
     "owned_by",
     "patch_status",
     "post_event",
+    "read_secrets",
     "read_workloads",
     "resource_class",
     "stale_children",

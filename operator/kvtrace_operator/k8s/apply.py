@@ -16,6 +16,7 @@ from lightkube import ApiError, AsyncClient
 from lightkube.types import CascadeType, PatchType
 
 from kvtrace_operator.k8s.client import FIELD_MANAGER, resource_class, to_dict
+from kvtrace_operator.k8s.secrets import ensure_generated, is_generated
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "kvtrace-operator"
@@ -189,7 +190,10 @@ async def apply_children(client: AsyncClient, owner: Mapping[str, Any],
     existing = await list_children(client, namespace, uid)
     changes.previous = {child_key(obj): obj for obj in existing}
     for obj in rendered:
-        applied = await apply_object(client, obj, namespace)
+        if is_generated(obj):  # created once with its random token, never re-applied
+            applied, _ = await ensure_generated(client, obj, namespace)
+        else:
+            applied = await apply_object(client, obj, namespace)
         changes.applied.append(applied)
         before = changes.previous.get(child_key(obj))
         if before is None:

@@ -72,7 +72,7 @@ def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, componen
         resources=collector.get("resources"),
         env=secret_env(spec) if destinations else [],
         extra_volumes=((ca_volumes(spec) if destinations else [])
-                       + (security.collector_volumes(spec) if edge else [])
+                       + (security.collector_volumes(spec, names.name_of(pipeline)) if edge else [])
                        + tls.collector_volumes(pipeline, spec, name, serves=edge or tls.every_hop(spec),
                                                exports_inside=destinations and spec["jaeger"]["enabled"]
                                                or tier == LOADBALANCER_TIER)),

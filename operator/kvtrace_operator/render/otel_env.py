@@ -79,5 +79,5 @@ def otel_environment(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -
         env("OTEL_RESOURCE_ATTRIBUTES", resource_attributes(cluster)),
         *exporter_env(pipeline),
         # The token only by reference to its Secret, so never in the instrumentation ConfigMap.
-        *security.client_env(apply_defaults_pipeline(pipeline.get("spec"))),
+        *security.client_env(apply_defaults_pipeline(pipeline.get("spec")), names.name_of(pipeline)),
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names
+from kvtrace_operator.render import names, security
 from kvtrace_operator.render.certificates import certificate_objects
 from kvtrace_operator.render.collector_objects import collector_objects
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
@@ -24,11 +24,15 @@ def instrumentation_configmap(pipeline: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_pipeline(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
-    """Collector tier(s), Jaeger (PVC first when badger), the instrumentation ConfigMap and
-    the NetworkPolicies (unless ``networkPolicy.enabled`` is false)."""
+    """The generated token Secret (auth without ``tokenSecretRef``), cert-manager Certificates
+    (``tls.mode: certManager``), collector tier(s),
+    Jaeger (PVC first when badger), the instrumentation ConfigMap and the NetworkPolicies
+    (unless ``networkPolicy.enabled`` is false)."""
     validate_pipeline(pipeline)
     spec = apply_defaults_pipeline(pipeline.get("spec"))
+    token = security.token_secret(pipeline, spec)
     return [
+        *([token] if token else []),
         *certificate_objects(pipeline, spec),
         *collector_objects(pipeline, spec),
         *jaeger_objects(pipeline, spec),

@@ -1,13 +1,15 @@
 """Authentication and TLS of the telemetry hop applications → collector
 (``TracingPipeline.spec.security``; docs/security.md).
 
-Both read user-provided Secrets; the operator creates none:
-
 - ``auth``: the collector's edge receivers require ``authorization: Bearer TOKEN``
   (``bearertokenauth`` extension, token file mounted from ``tokenSecretRef``; the extension
   re-reads the file when the kubelet updates it). KV pods get the token as an environment
   variable from the same Secret key (``valueFrom.secretKeyRef``) and the header through
   ``$(VAR)`` expansion: the token is never in a ConfigMap, a pod spec or the checksum.
+  Without ``tokenSecretRef`` the pipeline gets ``NAME-otlp-token``, a Secret the operator
+  creates once with a random token (:func:`token_secret` renders it without data; the k8s
+  layer fills the key marked by ``GENERATED_ANNOTATION`` when it creates the Secret and never
+  touches it afterwards).
 - ``tls``: the edge receivers serve a leaf certificate (render/tls.py: the managed CA's,
   cert-manager's or ``secretName``'s) and reload it; KV pods mount only the CA bundle and
   point ``OTEL_EXPORTER_OTLP_CERTIFICATE`` at it, with an ``https`` endpoint.
@@ -22,6 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 from kvtrace_operator.render import tls as tls_render
+from kvtrace_operator.render.labels import child_metadata
+from kvtrace_operator.render.names import name_of
 from kvtrace_operator.render.tls import SERVING_DIR  # noqa: F401 (where the edge mounts its leaf)
 
 AUTH_EXTENSION = "bearertokenauth/otlp"
@@ -30,12 +34,41 @@ TOKEN_FILE = f"{AUTH_DIR}/token"
 CLIENT_CA_DIR = "/etc/kvtrace-telemetry"
 CLIENT_CA_FILE = f"{CLIENT_CA_DIR}/ca.crt"
 TOKEN_ENV = "KVTRACE_OTLP_TOKEN"
+TOKEN_KEY = "token"
+TOKEN_COMPONENT = "otlp-token"
+# On a rendered Secret: the key the operator fills with a random token when it creates the
+# Secret (never afterwards: no silent rotation).
+GENERATED_ANNOTATION = "kvtrace.dev/generated-key"
+# Secret volumes a program re-reads when the kubelet updates them: a change of their Secret
+# needs no rolling restart (the collector's token file, its serving certificate).
+RELOADED_VOLUMES = frozenset({"auth-token", "serving-cert"})
 
 
 def auth(spec: dict[str, Any]) -> dict[str, Any] | None:
     """The auth settings when enabled, else None."""
     settings = spec.get("security", {}).get("auth", {})
     return settings if settings.get("enabled") else None
+
+
+def token_secret_name(pipeline_name: str) -> str:
+    return f"{pipeline_name}-{TOKEN_COMPONENT}"
+
+
+def token_ref(spec: dict[str, Any], pipeline_name: str) -> dict[str, str]:
+    """The Secret key holding the token: ``tokenSecretRef``, else the generated Secret."""
+    ref = (auth(spec) or {}).get("tokenSecretRef")
+    return dict(ref) if ref else {"name": token_secret_name(pipeline_name), "key": TOKEN_KEY}
+
+
+def token_secret(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The Secret the operator creates for an auth pipeline without ``tokenSecretRef``
+    (metadata only: the token is generated once, when the Secret is created)."""
+    settings = auth(spec)
+    if settings is None or settings.get("tokenSecretRef"):
+        return None
+    metadata = child_metadata(pipeline, token_secret_name(name_of(pipeline)), TOKEN_COMPONENT)
+    metadata["annotations"] = {GENERATED_ANNOTATION: TOKEN_KEY}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque"}
 
 
 def tls(spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -63,12 +96,11 @@ def extensions(spec: dict[str, Any]) -> dict[str, Any]:
     return {AUTH_EXTENSION: {"filename": TOKEN_FILE}} if auth(spec) else {}
 
 
-def collector_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def collector_volumes(spec: dict[str, Any], pipeline_name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Secret volumes (and mounts) of the edge tier: the token file."""
     volumes = []
-    settings = auth(spec)
-    if settings:
-        ref = settings["tokenSecretRef"]
+    if auth(spec):
+        ref = token_ref(spec, pipeline_name)
         volumes.append((
             {"name": "auth-token", "secret": {"secretName": ref["name"],
                                               "items": [{"key": ref["key"], "path": "token"}]}},
@@ -78,12 +110,11 @@ def collector_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[s
 
 # ---- client (KV pod) side -------------------------------------------------------------------
 
-def client_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+def client_env(spec: dict[str, Any], pipeline_name: str) -> list[dict[str, Any]]:
     """The token (from the Secret), the header built from it, the CA file."""
     result: list[dict[str, Any]] = []
-    settings = auth(spec)
-    if settings:
-        ref = settings["tokenSecretRef"]
+    if auth(spec):
+        ref = token_ref(spec, pipeline_name)
         result.append({"name": TOKEN_ENV,
                        "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}})
         # W3C-baggage format, value URL-encoded (%20 is the space); the kubelet expands $(...).

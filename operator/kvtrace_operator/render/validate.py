@@ -162,11 +162,8 @@ def _validate_jaeger(spec: dict[str, Any]) -> None:
 
 
 def _validate_security(spec: dict[str, Any]) -> None:
-    if spec["security"]["auth"]["enabled"]:
-        ref = spec["security"]["auth"].get("tokenSecretRef")
-        if ref is None:
-            raise SpecError("spec.security.auth.tokenSecretRef", "required when auth is enabled: "
-                            "{name: SECRET, key: KEY}, a Secret key holding the bearer token")
+    ref = spec["security"]["auth"].get("tokenSecretRef")
+    if spec["security"]["auth"]["enabled"] and ref is not None:  # None: the operator makes one
         _secret_ref(ref, "spec.security.auth.tokenSecretRef")
     tls.validate(spec)
 

@@ -1,0 +1,62 @@
+"""Secrets: what the operator learns of the ones its workloads reference (resourceVersion and
+key names: the data is dropped at once and never logged, posted or written anywhere), and
+creating the ones it generates (a random token, once; never rotated behind the user's back)."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.resources.core_v1 import Secret
+
+from kvtrace_operator.k8s.client import get_object, to_dict
+from kvtrace_operator.render.secret_refs import Found
+from kvtrace_operator.render.security import GENERATED_ANNOTATION
+
+TOKEN_BYTES = 32  # 256 random bits, URL-safe base64 (43 characters of [A-Za-z0-9_-])
+
+
+async def read_secrets(client: AsyncClient, namespace: str, names: Iterable[str]) -> dict[str, Found | None]:
+    """resourceVersion and key names of each Secret, None for a missing one. Raises
+    lightkube.ApiError otherwise (403 when the operator may not get Secrets)."""
+    found: dict[str, Found | None] = {}
+    for name in sorted(set(names)):
+        secret = await get_object(client, Secret, name, namespace)
+        found[name] = None if secret is None else Found(
+            str(secret["metadata"].get("resourceVersion", "")),
+            frozenset((secret.get("data") or {}).keys()) | frozenset((secret.get("stringData") or {}).keys()))
+    return found
+
+
+def is_generated(obj: Mapping[str, Any]) -> bool:
+    """A rendered Secret whose key the operator fills itself (render.security.token_secret)."""
+    return obj.get("kind") == "Secret" and GENERATED_ANNOTATION in (obj["metadata"].get("annotations") or {})
+
+
+def metadata_only(secret: Mapping[str, Any]) -> dict[str, Any]:
+    """A Secret without its data (what the rest of the operator gets to see)."""
+    return {key: value for key, value in secret.items() if key not in ("data", "stringData")}
+
+
+async def ensure_generated(client: AsyncClient, obj: Mapping[str, Any], namespace: str
+                           ) -> tuple[dict[str, Any], bool]:
+    """Create the rendered Secret with a random token in its generated key unless it exists;
+    an existing one is left exactly as it is. Returns (the Secret without data, created)."""
+    name = obj["metadata"]["name"]
+    existing = await get_object(client, Secret, name, namespace)
+    if existing is not None:
+        return metadata_only({"apiVersion": "v1", "kind": "Secret", **existing}), False
+    key = obj["metadata"]["annotations"][GENERATED_ANNOTATION]
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    body = {**obj, "data": {key: base64.b64encode(token.encode()).decode()}}
+    try:
+        secret: Any = Secret.from_dict(body)  # the rendered Secret names its namespace
+        created = to_dict(await client.create(secret))
+    except ApiError as exc:
+        if exc.status.code != 409:  # created meanwhile (another reconcile): keep that one
+            raise
+        return await ensure_generated(client, obj, namespace)
+    return metadata_only({"apiVersion": "v1", "kind": "Secret", **created}), True
