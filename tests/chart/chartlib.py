@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from kvtrace.devstack.proc import Process
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kvtrace-operator"
@@ -82,7 +86,8 @@ class ChartOperator:
     """The chart installed on the local cluster, and the operator run locally exactly as the
     chart's Deployment runs it (same arguments; the health and metrics ports moved to free
     loopback ports) with a kubeconfig holding a TokenRequest token of the chart's
-    ServiceAccount, so it has exactly the chart's RBAC."""
+    ServiceAccount, so it has exactly the chart's RBAC (the plugin's ``operator_process`` and
+    ``token_kubeconfig``)."""
 
     def __init__(self, cluster: Any, namespace: str, workdir: Path, *, scope: str = "namespace",
                  values: tuple[str, ...] = ()) -> None:
@@ -96,7 +101,7 @@ class ChartOperator:
         self.release = f"kvo-{secrets.token_hex(3)}"
         self.log_path = workdir / "operator.log"
         self.health_port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: Process | None = None
 
     # ------------------------------------------------------------------ helm
     def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -110,6 +115,26 @@ class ChartOperator:
     def uninstall(self) -> None:
         self.helm("uninstall", self.release, "--wait", "--timeout", "120s", check=False)
 
+    @contextlib.contextmanager
+    def installed(self, request: pytest.FixtureRequest, *, start: bool = True) -> Iterator[ChartOperator]:
+        """For one test: the chart installed (and the operator started). Afterwards the custom
+        resources are deleted while the operator still runs (kopf removes the finalizer it adds
+        for its timers, so the namespace can go), the operator is stopped (its log printed if
+        the test failed) and the chart uninstalled."""
+        from kvtrace.devstack.pytest_plugin import dump_log_if_failed
+
+        try:
+            self.install()
+            if start:
+                self.start()
+            yield self
+        finally:
+            self.cluster.kubectl("-n", self.namespace, "delete", "kvclusters.kvtrace.dev,tracingpipelines.kvtrace.dev",
+                                 "--all", "--wait", "--timeout=60s", check=False, timeout=90)
+            self.stop()
+            dump_log_if_failed(request, "operator log", self.log_path)
+            self.uninstall()
+
     def manifest(self) -> list[dict[str, Any]]:
         out = self.helm("get", "manifest", self.release).stdout
         return [doc for doc in yaml.safe_load_all(out) if doc]
@@ -119,25 +144,6 @@ class ChartOperator:
 
     def service_account(self) -> str:
         return str(self.deployment()["spec"]["template"]["spec"]["serviceAccountName"])
-
-    # ------------------------------------------------------------------ identity
-    def kubeconfig(self) -> Path:
-        """A kubeconfig whose only credential is a token of the chart's ServiceAccount."""
-        token = self.cluster.kubectl("-n", self.namespace, "create", "token", self.service_account(),
-                                     "--duration", "1h").stdout.strip()
-        admin = yaml.safe_load(Path(self.cluster.kubeconfig).read_text())
-        config = {
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "local", "cluster": admin["clusters"][0]["cluster"]}],
-            "users": [{"name": "operator", "user": {"token": token}}],
-            "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator",
-                                                          "namespace": self.namespace}}],
-            "current-context": "operator",
-        }
-        path = self.workdir / "operator.kubeconfig"
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
-        return path
 
     # ------------------------------------------------------------------ process
     def args(self) -> list[str]:
@@ -155,29 +161,28 @@ class ChartOperator:
             args.append(arg)
         return args
 
-    def start(self) -> None:
-        import os
-        import sys
-        import time
-        import urllib.request
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.popen if self.process else None
 
-        argv = [str(Path(sys.executable).parent / "kvtrace"), "operator", "run", *self.args()]
-        env = {key: value for key, value in os.environ.items() if not key.startswith("KUBE")}
-        env.update(KUBECONFIG=str(self.kubeconfig()), PYTHONUNBUFFERED="1")
-        with self.log_path.open("ab") as log:
-            log.write(f"$ {shlex.join(argv)}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the operator exited ({self.proc.returncode}):\n{self.log()[-5000:]}",
-                            pytrace=False)
-            if self.healthy():
-                return
-            time.sleep(0.3)
-        pytest.fail(f"kopf's /healthz never answered 200:\n{self.log()[-5000:]}", pytrace=False)
+    def start(self) -> None:
+        """The operator with a kubeconfig whose only credential is a token of the chart's
+        ServiceAccount; returns once kopf's /healthz answers."""
+        from kvtrace.devstack.pytest_plugin import operator_process, poll, token_kubeconfig
+
+        kubeconfig = token_kubeconfig(self.cluster, self.namespace, self.service_account(),
+                                      self.workdir / "operator.kubeconfig")
+        process = self.process = operator_process(kubeconfig, self.args(), self.log_path).start()
+
+        def up() -> bool:
+            if not process.alive():  # pytest.fail is no Exception: poll does not retry it
+                pytest.fail(f"the operator exited ({process.returncode}):\n{self.log()[-5000:]}", pytrace=False)
+            return self.healthy()
+
+        try:
+            poll(up, timeout=60, interval=0.3)
+        except AssertionError:
+            pytest.fail(f"kopf's /healthz never answered 200:\n{self.log()[-5000:]}", pytrace=False)
 
     def healthy(self) -> bool:
         import urllib.error
@@ -190,17 +195,8 @@ class ChartOperator:
             return False
 
     def stop(self) -> None:
-        import os
-        import signal
-
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        if self.process is not None:
+            self.process.stop(timeout=20)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

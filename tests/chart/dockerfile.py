@@ -27,8 +27,7 @@ class Dockerfile:
 
     def args(self) -> dict[str, str]:
         """ARG defaults (``ARG NAME=VALUE``)."""
-        return dict(re.fullmatch(r"(\w+)=(\S+)", v).groups()  # type: ignore[union-attr]
-                    for v in self.values("ARG") if "=" in v)
+        return dict(value.split("=", 1) for value in self.values("ARG") if "=" in value)
 
     def bases(self) -> list[str]:
         """The image of every FROM, ARG defaults substituted; stage names left out."""

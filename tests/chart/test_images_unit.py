@@ -38,7 +38,7 @@ def rendered(kind: str, container: str) -> dict[str, Any]:
     for obj in render_all([{**d, "metadata": {**d["metadata"], "namespace": "demo"}} for d in docs]):
         pod = obj["spec"]["template"]["spec"] if obj["kind"] == kind else {}
         if any(c["name"] == container for c in pod.get("containers", ())):
-            return pod  # type: ignore[no-any-return]
+            return pod
     raise AssertionError(f"no {kind} running {container} rendered for {EXAMPLE.name}")
 
 

@@ -11,8 +11,12 @@ Loaded by ``tests/conftest.py`` (``pytest_plugins = ["kvtrace.devstack.pytest_pl
 - ``loopback_ip()``: a loopback address no other user of the harness in this session has.
 - ``endpoint_map``: the test's endpoint map file; ``pod_runner(selector=None, namespace=None,
   **kw)``: a started :class:`~kvtrace.devstack.podrunner.PodRunner` sharing that map.
-- ``kind_cluster`` (session): kubeconfig path of a kind cluster; tests marked ``kind`` skip,
-  saying why, when Docker or kind is unavailable.
+- Tests marked ``kind`` skip, saying why, when Docker or kind is unavailable
+  (``kind_unavailable()``); tests/e2e/conftest.py prepares their cluster with ``make kind-up``.
+- One way to run the operator against a cluster: ``operator_process(kubeconfig, args, log)``
+  (its environment from ``kubeconfig_env``), ``token_kubeconfig(...)`` for a ServiceAccount's
+  identity, and ``dump_log_if_failed(request, title, path)`` (every test item keeps its phase
+  reports as ``rep_setup``/``rep_call``/``rep_teardown``).
 
 A missing or corrupt cached binary makes the fixture FAIL (never skip) with the hint to run
 ``kvtrace dev tools``: CI must never silently skip the controlplane and dataplane tiers.
@@ -26,6 +30,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +39,7 @@ from typing import Any, TypeVar
 import pytest
 
 from kvtrace.devstack import cluster as cluster_mod
-from kvtrace.devstack.proc import StartupError
+from kvtrace.devstack.proc import Process, StartupError
 
 T = TypeVar("T")
 
@@ -241,17 +246,52 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.skip(f"kind tier needs Docker and kind: {reason}")
 
 
-@pytest.fixture(scope="session")
-def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Kubeconfig of a throw-away kind cluster (skips, saying why, without Docker/kind)."""
-    reason = kind_unavailable()
-    if reason:
-        pytest.skip(f"kind tier needs Docker and kind: {reason}")
-    name = f"kvtrace-test-{secrets.token_hex(3)}"
-    kubeconfig = tmp_path_factory.mktemp("kind") / "kubeconfig"
-    subprocess.run(["kind", "create", "cluster", "--name", name, "--kubeconfig", str(kubeconfig),
-                    "--wait", "120s"], check=True, timeout=600)
-    try:
-        yield kubeconfig
-    finally:
-        subprocess.run(["kind", "delete", "cluster", "--name", name], check=False, timeout=300)
+# ---------------------------------------------------------------- the operator as a process
+def kubeconfig_env(kubeconfig: Path | str, **extra: str) -> dict[str, str]:
+    """Environment of a child that talks to the cluster of ``kubeconfig`` and no other (no
+    inherited ``KUBE*`` variables)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("KUBE")}
+    return {**env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def operator_process(kubeconfig: Path | str, args: list[str], log_path: Path, **env: str) -> Process:
+    """``kvtrace operator run ARGS`` against ``kubeconfig``: a not yet started
+    :class:`~kvtrace.devstack.proc.Process` (own process group, log file, clean stop)."""
+    argv = [str(Path(sys.executable).parent / "kvtrace"), "operator", "run", *args]
+    return Process("operator", argv, log_path, env=kubeconfig_env(kubeconfig, **env))
+
+
+def token_kubeconfig(cluster: cluster_mod.LocalCluster, namespace: str, service_account: str,
+                     path: Path) -> Path:
+    """A kubeconfig for ``cluster`` whose only credential is a TokenRequest token (1h) of
+    ``namespace``/``service_account``: exactly that ServiceAccount's permissions."""
+    import yaml
+
+    token = cluster.kubectl("-n", namespace, "create", "token", service_account, "--duration", "1h").stdout.strip()
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    config = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "local", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": service_account, "context": {"cluster": "local", "user": service_account,
+                                                           "namespace": namespace}}],
+        "current-context": service_account,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def dump_log_if_failed(request: pytest.FixtureRequest, title: str, path: Path, limit: int = 20000) -> None:
+    """From a fixture's teardown: print the end of ``path`` when the test itself failed."""
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        text = path.read_text(errors="replace") if path.exists() else "(no log)"
+        sys.stderr.write(f"\n--- {title} ({path}) ---\n{text[-limit:]}\n")

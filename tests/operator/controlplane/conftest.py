@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
+from kvtrace.devstack.pytest_plugin import dump_log_if_failed, operator_process
+# The report hook lives in the plugin now; tests/security/conftest.py still re-exports it from here.
+from kvtrace.devstack.pytest_plugin import pytest_runtest_makereport  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[3]
 CRDS = Path(os.environ.get("KVTRACE_CRDS_DIR", REPO / "crds"))  # override: try other CRD files
-KVTRACE = str(Path(sys.executable).parent / "kvtrace")
 
 
 @pytest.fixture(scope="session")
@@ -31,38 +33,34 @@ def crds(local_cluster: Any) -> list[str]:
 
 
 class Operator:
-    """``kvtrace operator run`` in a subprocess; its log is printed when a test fails."""
+    """``kvtrace operator run -n NS`` in a subprocess (the plugin's ``operator_process``); its
+    log is printed when a test fails."""
 
     def __init__(self, local_cluster: Any, namespace: str, log_path: Path, extra: list[str],
                  endpoint_map: Path) -> None:
+        args = ["-n", namespace, "--liveness", "none", "--metrics-port", "0", "--resync-interval", "3",
+                "--retry-backoff", "1", *extra]
         # The endpoint map lets it reach members started by a pod runner (drain checks).
-        self.env = {**local_cluster.env(), "PYTHONUNBUFFERED": "1", "KVTRACE_ENDPOINT_MAP": str(endpoint_map)}
-        self.argv = [KVTRACE, "operator", "run", "-n", namespace, "--liveness", "none",
-                     "--metrics-port", "0", "--resync-interval", "3", "--retry-backoff", "1", *extra]
+        self.process = operator_process(local_cluster.kubeconfig, args, log_path,
+                                        KVTRACE_ENDPOINT_MAP=str(endpoint_map))
         self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.popen
 
     def start(self) -> Operator:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
+        self.process.start()
         return self
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when a node dies mid-reconcile."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        if self.process.alive():
+            os.killpg(self.process.popen.pid, signal.SIGKILL)  # type: ignore[union-attr]
+            self.process.popen.wait(timeout=10)  # type: ignore[union-attr]
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        self.process.stop(timeout=15)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -83,16 +81,7 @@ def operator(local_cluster: Any, namespace: str, crds: list[str], tmp_path: Path
         yield op
     finally:
         op.stop()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            sys.stderr.write(f"\n--- operator log ({op.log_path}) ---\n{op.log()[-20000:]}\n")
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
+        dump_log_if_failed(request, "operator log", op.log_path)
 
 
 def pytest_configure(config: pytest.Config) -> None:
