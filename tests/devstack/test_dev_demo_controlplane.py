@@ -78,28 +78,28 @@ def test_make_dev_exit_runs_every_step_draws_a_trace_and_cleans_up(tmp_path: Pat
     assert [name for name, _ in steps] == ["example", "local stack", "cluster", "CRDs", "namespace", "operator",
                                            "example Ready", "tracing backends", "KV nodes", "load",
                                            "traces in Jaeger"], output
-    assert "    example Ready: kvcluster/basic, tracingpipeline/dev-traces" in output
-    assert "3 KV processes started (basic-0, basic-1, basic-2)" in output
+    assert "    example Ready: kvcluster/basic, tracingpipeline/dev-traces" in output, output
+    assert "3 KV processes started (basic-0, basic-1, basic-2)" in output, output
     # The KV processes got the operator's rendered OTel environment, the collector made local.
     collector = re.search(r"^  collector \(OTLP/HTTP\): (http://127\.[\d.]+:4318)$", output, re.M)
     assert collector, output
     assert f"      OTEL_EXPORTER_OTLP_ENDPOINT={collector.group(1)}" in output
-    assert "      OTEL_SERVICE_NAME=basic" in output
-    assert f"k8s.namespace.name={namespace},k8s.pod.name=basic-0" in output
+    assert "      OTEL_SERVICE_NAME=basic" in output, output
+    assert f"k8s.namespace.name={namespace},k8s.pod.name=basic-0" in output, output
 
     load = re.search(r"^load: (\d+) ops in [\d.]+s, ([\d.]+) ops/s, p50 [\d.]+ms, p99 [\d.]+ms, (\d+) errors",
                      output, re.M)
     assert load, output
-    assert int(load.group(1)) == 300 and float(load.group(2)) > 0 and load.group(3) == "0"
+    assert int(load.group(1)) == 300 and float(load.group(2)) > 0 and load.group(3) == "0", output
     traces = re.search(r"^traces in Jaeger: (\d+) for 300 operations sent, \d+ spans, (\d+) with spans from "
                        r"more than one node, (\d+) with errors$", output, re.M)
     assert traces, output
     # Development sampling keeps every operation's trace (anti-entropy adds a few of its own).
-    assert int(traces.group(1)) >= 300 and int(traces.group(2)) > 0 and traces.group(3) == "0"
-    assert "  services: basic; nodes: basic-0, basic-1, basic-2" in output
+    assert int(traces.group(1)) >= 300 and int(traces.group(2)) > 0 and traces.group(3) == "0", output
+    assert "  services: basic; nodes: basic-0, basic-1, basic-2" in output, output
 
     jaeger = re.search(r"^  export KVTRACE_JAEGER_URL=(http://127\.[\d.]+:16686)$", output, re.M)
-    assert jaeger and f"  Jaeger UI and /api/v3: {jaeger.group(1)}" in output
+    assert jaeger and f"  Jaeger UI and /api/v3: {jaeger.group(1)}" in output, output
     drawn = output.split("One trace, with spans from ", 1)[1]
     header, rows = drawn.splitlines()[1], drawn.splitlines()[3:]
     assert re.match(r"^trace [0-9a-f]{32}  basic: (PUT|GET|DELETE) /v1/kv/\{key\}", header), drawn

@@ -132,13 +132,15 @@ def test_trace_problems_when_nothing_or_only_single_node_traces_arrived() -> Non
         "no trace has spans from more than one node (replica calls missing)"]
 
 
-def test_traces_settle_when_all_arrived_or_the_count_stays_put_longer_than_an_export_interval() -> None:
-    assert text.traces_settled([10, 300], sent=300)
-    assert text.traces_settled([10, 306], sent=300)  # anti-entropy adds traces of its own
-    assert not text.traces_settled([], sent=300)
-    assert not text.traces_settled([120] * 7, sent=300)  # 6 quiet polls: a 5 s export may still come
-    assert text.traces_settled([100] + [120] * 8, sent=300, quiet_polls=7)
-    assert not text.traces_settled([120] * 7 + [130], sent=300)
+def test_traces_settle_once_nothing_changed_for_longer_than_an_export_interval() -> None:
+    assert not text.traces_settled([])
+    assert not text.traces_settled([(0.0, (300, 900))])
+    # Every trace listed, but spans still arriving: not settled until 6 s without a change.
+    polls = [(0.0, (10, 20)), (1.0, (306, 834)), (2.0, (306, 1210)), (3.0, (306, 1210)), (7.9, (306, 1210))]
+    assert not text.traces_settled(polls)
+    assert text.traces_settled([*polls, (8.0, (306, 1210))])
+    assert not text.traces_settled([*polls, (8.0, (306, 1211))])
+    assert text.traces_settled([(0.0, (1, 1)), (2.5, (1, 1))], quiet_s=2.0)
 
 
 def test_pick_trace_prefers_more_nodes_over_a_slower_trace() -> None:

@@ -382,7 +382,7 @@ class Demo:
 
         client = JaegerClient(self.jaeger_url, timeout=30)
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)
-        counts: list[int] = []
+        seen: list[tuple[float, tuple[int, int]]] = []
 
         def fetch() -> list[Any]:
             if example.cluster not in client.services():
@@ -393,8 +393,8 @@ class Demo:
         while True:
             traces = fetch()
             stats = text.trace_stats(traces)
-            counts.append(stats.count)
-            if (text.traces_settled(counts, sent) and not text.trace_problems(stats)) or time.monotonic() > deadline:
+            seen.append((time.monotonic(), (stats.count, stats.spans)))
+            if (text.traces_settled(seen) and not text.trace_problems(stats)) or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
         self.say("    " + text.traces_summary(stats, sent).splitlines()[0])

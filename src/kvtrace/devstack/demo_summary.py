@@ -183,14 +183,23 @@ def traces_summary(stats: TraceStats, operations_sent: int | None = None) -> str
     return "\n".join(lines)
 
 
-def traces_settled(counts: Sequence[int], sent: int, quiet_polls: int = 7) -> bool:
-    """Whether to stop polling Jaeger, given the trace counts seen so far (one per poll, about
-    a second apart): every operation's trace is in (development sampling keeps them all), or
-    the count has not changed for ``quiet_polls`` polls, longer than the members' 5 s export
-    interval (a sampling pipeline keeps fewer)."""
-    if counts and counts[-1] >= sent:
-        return True
-    return len(counts) > quiet_polls and len(set(counts[-quiet_polls - 1:])) == 1
+EXPORT_QUIET_S = 6.0  # longer than the OTel SDK's 5 s batch export interval
+
+
+def traces_settled(seen: Sequence[tuple[float, Any]], quiet_s: float = EXPORT_QUIET_S) -> bool:
+    """Whether to stop polling Jaeger, given ``(monotonic time, what it held)`` per poll:
+    what it holds (trace and span counts) has not changed for ``quiet_s`` seconds. Counting
+    traces alone is not enough: a trace is listed as soon as any member's spans are in, and
+    the other members' spans of it may come one export interval later."""
+    if not seen:
+        return False
+    last_time, last = seen[-1]
+    since = last_time
+    for moment, value in reversed(seen):
+        if value != last:
+            break
+        since = moment
+    return last_time - since >= quiet_s
 
 
 def trace_problems(stats: TraceStats) -> list[str]:
