@@ -61,6 +61,7 @@ def test_off_by_default() -> None:
     config = render_collector_config(tp(receivers=ALL_RECEIVERS))
     assert all("auth" not in s and "tls" not in s for s in servers(config).values())
     assert list(config["extensions"]) == ["health_check"]
+    assert "level" not in config["service"]["telemetry"]["metrics"]
     env = {e["name"] for e in member_pod(render_kvcluster(kvc(), tp()))["containers"][0]["env"]}
     assert not env & {"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_CERTIFICATE", "KVTRACE_OTLP_TOKEN"}
 
@@ -74,6 +75,8 @@ def test_auth_guards_every_edge_receiver(replicas: int) -> None:
         assert server["auth"] == {"authenticator": AUTH_EXTENSION}, name
     assert edge["extensions"][AUTH_EXTENSION] == {"filename": TOKEN_FILE}
     assert edge["service"]["extensions"] == ["health_check", AUTH_EXTENSION]
+    # Refused requests are counted: the edge's servers report requests by status.
+    assert edge["service"]["telemetry"]["metrics"]["level"] == "detailed"
     # The token file comes from the Secret, mounted read-only into the edge tier only.
     objects = render_pipeline(pipe)
     pod = deployment(objects, "traces-collector")["spec"]["template"]["spec"]
@@ -84,6 +87,7 @@ def test_auth_guards_every_edge_receiver(replicas: int) -> None:
     if replicas > 1:  # the sampling tier is reached only from the load-balancing tier
         back = render_collector_config(pipe, "sampling")
         assert all("auth" not in s for s in servers(back).values()) and AUTH_EXTENSION not in back["extensions"]
+        assert "level" not in back["service"]["telemetry"]["metrics"]
         back_pod = deployment(objects, "traces-collector-sampling")["spec"]["template"]["spec"]
         assert not any(v["name"] == "auth-token" for v in back_pod["volumes"])
 

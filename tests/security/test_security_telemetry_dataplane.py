@@ -19,6 +19,7 @@ import secrets
 import shutil
 import ssl
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from kvtrace.devstack.backends import send_probe_trace
 from kvtrace_operator.render import otel_environment, render_collector_config
 from kvtrace_operator.render.security import AUTH_DIR, CLIENT_CA_DIR, SERVING_DIR
 
@@ -147,6 +149,8 @@ def test_bearer_token_is_required_and_the_right_one_gets_through(
     assert post_traces(address, {}) == 401
     assert post_traces(address, {"Authorization": f"Bearer {secrets.token_urlsafe(24)}"}) == 401
     assert post_traces(address, {"Authorization": f"Bearer {token}"}) == 200
+    # The edge counts what it refused in its own metrics (level detailed with auth).
+    assert http_requests(col, "401") == 2 and http_requests(col, "200") == 1
 
     cluster = kvcluster()
     right = pod_env(cluster, pipe, {("otlp-token", "token"): token}, address, files)
@@ -159,6 +163,58 @@ def test_bearer_token_is_required_and_the_right_one_gets_through(
     assert send_span(wrong, monkeypatch) == SpanExportResult.FAILURE
     services = backend.client().services()
     assert intruder["metadata"]["name"] not in services and cluster["metadata"]["name"] in services
+    assert http_requests(col, "401") == 3
+
+
+def test_grpc_without_token_is_unauthenticated_and_counted(collector: Any, jaeger: Any, poll: Any,
+                                                           tmp_path: Path) -> None:
+    """A gRPC sender without the token (another collector's OTLP exporter) is refused with
+    Unauthenticated, counted by the edge; with the token its span arrives."""
+    token = secrets.token_urlsafe(24)
+    (tmp_path / "auth").mkdir()
+    (tmp_path / "auth" / "token").write_text(token)
+    backend = jaeger()
+    edge = collector(local_collector_config(pipeline(auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET}),
+                                            backend, {AUTH_DIR: tmp_path / "auth"}))
+    anonymous = collector(grpc_sender(edge.otlp_grpc, {}), name="anonymous")
+    send_probe_trace(anonymous.otlp_http, "anonymous-sender")
+    poll(lambda: grpc_calls(edge, "UNAUTHENTICATED") >= 1, timeout=30,
+         message="the refused gRPC export counted as UNAUTHENTICATED")
+    assert grpc_calls(edge, "OK") == 0
+    holder = collector(grpc_sender(edge.otlp_grpc, {"authorization": f"Bearer {token}"}), name="holder")
+    send_probe_trace(holder.otlp_http, "token-holder")
+    arrives(backend, poll, "token-holder")
+    assert grpc_calls(edge, "OK") >= 1
+    assert "anonymous-sender" not in backend.client().services()
+
+
+def grpc_sender(endpoint: str, headers: dict[str, str]) -> dict[str, Any]:
+    """A collector that forwards what it receives over OTLP/HTTP to ``endpoint`` over gRPC,
+    with ``headers``, without retries (a refusal is final)."""
+    return {
+        "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
+        "exporters": {"otlp_grpc": {"endpoint": endpoint, "tls": {"insecure": True}, "headers": headers,
+                                    "retry_on_failure": {"enabled": False}, "sending_queue": {"enabled": False}}},
+        "extensions": {"health_check": {"endpoint": "127.0.0.1:0"}},
+        "service": {"extensions": ["health_check"],
+                    "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp_grpc"]}}},
+    }
+
+
+def own_metric(col: Any, name: str, label: str, value: str) -> float:
+    """Sum of the collector's own metric ``name`` over the series with ``label="value"``."""
+    with urllib.request.urlopen(f"http://{col.endpoint('metrics')}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and f'{label}="{value}"' in line)
+
+
+def http_requests(col: Any, status: str) -> float:
+    return own_metric(col, "http_server_request_duration_count", "http_response_status_code", status)
+
+
+def grpc_calls(col: Any, status: str) -> float:
+    return own_metric(col, "rpc_server_call_duration_count", "rpc_response_status_code", status)
 
 
 # ---- TLS ------------------------------------------------------------------------------------

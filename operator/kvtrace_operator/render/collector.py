@@ -186,10 +186,13 @@ def render_collector_config(pipeline: dict[str, Any], tier: str = SAMPLING_TIER)
     procs = processors(spec, edge, tail)
     extensions = {"health_check": {"endpoint": listen(names.HEALTH_PORT)},
                   **(security.extensions(spec) if edge else {})}
-    return {
+    result = {
         "extensions": extensions,
         "receivers": recv,
         "processors": procs,
         "exporters": exporters,
         "service": service(list(extensions), list(recv), list(procs), list(exporters)),
     }
+    if edge:  # refused (unauthenticated) requests are counted in the edge's own metrics
+        result["service"]["telemetry"] = security.edge_telemetry(spec, result["service"]["telemetry"])
+    return result
