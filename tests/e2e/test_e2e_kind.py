@@ -1,8 +1,9 @@
 """The kind tier: the whole product in a kind cluster prepared by `make kind-up` (the three
 images built and loaded, the chart installed; see conftest.py). Apply examples/01-basic,
-wait until it is Ready with every child in place (the controlplane tier's assertions), run
-`kvtrace bench` inside the cluster from the KV node image, port-forward Jaeger and find the
-traces. Skips, saying why, where Docker or kind is missing."""
+wait until it is Ready with every child in place (the controlplane tier's assertions) in a
+namespace enforcing Pod Security "restricted", run `kvtrace bench` inside the cluster from the
+KV node image, port-forward Jaeger and find the traces. Skips, saying why, where Docker or
+kind is missing."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from kvtrace.devstack.cluster import kubectl_path  # noqa: E402
 from kvtrace.devstack.jaeger_client import JaegerClient  # noqa: E402
 from kvtrace.devstack.proc import free_port, port_open  # noqa: E402
 from kvtrace.devstack.pytest_plugin import poll  # noqa: E402
+from kvtrace_operator.render import podspec  # noqa: E402
 from kvtrace_operator.render.images import KVNODE_IMAGE  # noqa: E402
 
 pytestmark = pytest.mark.kind
@@ -48,8 +50,11 @@ def kubectl(kind_cluster: Path) -> Any:
 
 @pytest.fixture
 def kind_namespace(kubectl: Any) -> Iterator[str]:
+    """A fresh namespace enforcing Pod Security "restricted": the images must run, for real,
+    under the security contexts the operator renders (non-root 10001, read-only root)."""
     name = f"kv-e2e-{secrets.token_hex(3)}"
     kubectl("create", "namespace", name)
+    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
     try:
         yield name
     finally:
@@ -74,6 +79,15 @@ def port_forward(kubeconfig: Path, namespace: str, target: str, remote: int) -> 
         proc.wait(timeout=10)
 
 
+def bench_pod(namespace: str, command: list[str]) -> dict[str, Any]:
+    """A one-shot Pod of the KV node image with the operator's own security contexts."""
+    container = {"name": "bench", "image": KVNODE_IMAGE, "imagePullPolicy": "Never", "command": command,
+                 "securityContext": podspec.container_security_context(), "volumeMounts": [podspec.tmp_mount()]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench", "namespace": namespace},
+            "spec": {"restartPolicy": "Never", "securityContext": podspec.pod_security_context(),
+                     "containers": [container], "volumes": [podspec.tmp_volume()]}}
+
+
 def test_example_runs_is_benchmarked_and_traced_in_kind(kubectl: Any, kind_namespace: str,
                                                          kind_cluster: Path) -> None:
     namespace = kind_namespace
@@ -82,10 +96,9 @@ def test_example_runs_is_benchmarked_and_traced_in_kind(kubectl: Any, kind_names
     assert_children(kubectl, namespace, EXAMPLE)
 
     # Load from inside the cluster, through the client Service, with the KV node image.
-    kubectl("-n", namespace, "run", "bench", "--restart=Never", f"--image={KVNODE_IMAGE}",
-            "--image-pull-policy=Never", "--command", "--", "kvtrace", "bench", "--json-only",
-            "--endpoint", "http://basic:7070", "--duration", "20", "--ops", "2000", "--clients", "4",
-            "--key-prefix", KEY_PREFIX)
+    kubectl("apply", "-f", "-", input=json.dumps(bench_pod(namespace, [
+        "kvtrace", "bench", "--json-only", "--endpoint", "http://basic:7070", "--duration", "20",
+        "--ops", "2000", "--clients", "4", "--key-prefix", KEY_PREFIX])))
 
     def finished() -> str:
         phase = kubectl("-n", namespace, "get", "pod/bench", "-o", "jsonpath={.status.phase}").stdout
