@@ -30,9 +30,13 @@ and every rule says why the operator needs it. The same namespaced rules become 
 - apiGroups: [""]
   resources: [configmaps, services, serviceaccounts]
   verbs: [get, list, watch, create, patch, delete]
-# Secrets: the operator lists the Secrets it owns (by its managed-by label) to prune the
-# ones a re-render drops, and re-creates one deleted by hand. RBAC cannot filter by label,
-# so this reads every Secret of the watched namespaces: narrow it with watch.scope=namespace.
+# Secrets: get reads the ones the rendered pods reference (resourceVersion and key names
+# only: a missing one becomes SecretsReady=False, a changed one rolls the pods that read it
+# at start); list/watch stream them so a change is seen at once and prune the ones the
+# operator owns; create makes a pipeline's generated token Secret (NAME-otlp-token, once) and
+# the managed TLS Secrets; patch/delete apply and prune owned ones (server-side apply: no
+# update). RBAC cannot filter by label or name, so this covers every Secret of the watched
+# namespaces: narrow it with watch.scope=namespace.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]
