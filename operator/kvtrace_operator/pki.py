@@ -56,9 +56,12 @@ def _cert_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
+MAX_COMMON_NAME = 64  # RFC 5280 ub-common-name; clients verify the DNS names, not the CN
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kvtrace"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name[:MAX_COMMON_NAME])])
 
 
 def _aware(moment: datetime.datetime) -> datetime.datetime:

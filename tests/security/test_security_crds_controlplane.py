@@ -44,8 +44,8 @@ MALFORMED = [
     ("policy-enabled-type", tp(networkPolicy={"enabled": "yes"}), "spec.networkPolicy.enabled", "boolean"),
     ("auth-secret-without-key", tp(security={"auth": {"enabled": True, "tokenSecretRef": {"name": "t"}}}),
      "spec.security.auth.tokenSecretRef.key", "Required value"),
-    ("tls-without-secret", tp(security={"tls": {"enabled": True}}), "spec.security.tls.secretName",
-     "secretName is required when tls is enabled"),
+    ("tls-secret-mode-without-secret", tp(security={"tls": {"enabled": True, "mode": "secret"}}),
+     "spec.security.tls.secretName", "secretName is required with mode secret"),
 ]
 
 
@@ -62,7 +62,9 @@ def test_defaults_are_secure_where_they_can_be(crds: None, kubectl: Any) -> None
     assert cluster["spec"]["networkPolicy"] == {"enabled": True, "clientAccess": "all"}
     pipeline = json.loads(dry_run(kubectl, tp()).stdout)
     assert pipeline["spec"]["networkPolicy"] == {"enabled": True, "queryAccess": "namespace"}
-    assert pipeline["spec"]["security"] == {"auth": {"enabled": False}, "tls": {"enabled": False}}
+    assert pipeline["spec"]["security"] == {"auth": {"enabled": False}, "tls": {
+        "enabled": False, "duration": "2160h", "renewBefore": "720h", "caDuration": "26280h",
+        "caRenewBefore": "4320h"}}
     secured = tp(security={"auth": {"enabled": True, "tokenSecretRef": {"name": "t", "key": "token"}},
                            "tls": {"enabled": True, "secretName": "collector-tls"}})
     assert dry_run(kubectl, secured).returncode == 0

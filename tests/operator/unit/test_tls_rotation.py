@@ -61,6 +61,10 @@ class TestPki:
         client = ssl.create_default_context(cadata=ca.cert_pem)
         assert client.get_ca_certs()[0]["subject"][-1][0][1] == "ssl CA"
 
+    def test_long_common_names_are_cut_to_64_characters(self) -> None:
+        ca = pki.make_ca("x" * 100, T0, HOUR)
+        assert pki.info(ca.cert_pem).common_name == "x" * 64
+
     def test_naive_datetimes_are_refused(self) -> None:
         with pytest.raises(ValueError, match="timezone-aware"):
             pki.make_ca("x", datetime.datetime(2026, 1, 1), HOUR)

@@ -1,0 +1,202 @@
+"""TLS certificates on the real API server (issue 8, docs/security.md "TLS"): the CRD's rules
+for ``spec.security.tls``, the operator's managed CA (Secrets created, a leaf due for renewal
+renewed, valid ones untouched, nothing rolled), and cert-manager mode against a schema-only
+copy of cert-manager's Certificate CRD (no cert-manager controller runs here)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import Kube
+
+from kvtrace_operator import pki
+from kvtrace_operator.render import render_pipeline, tls
+
+pytestmark = pytest.mark.controlplane
+
+CERTIFICATE_CRD = Path(__file__).parent / "data" / "cert-manager-certificates-crd.yaml"
+
+
+def tp(name: str = "traces", namespace: str = "default", **tls_settings: Any) -> dict[str, Any]:
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"sampling": {"mode": "head"}, "security": {"tls": {"enabled": True, **tls_settings}}}}
+
+
+def decoded(secret: dict[str, Any]) -> dict[str, str]:
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+def checksum_of(kube: Kube, deployment: str) -> str:
+    obj = kube.get("deployment", deployment)
+    assert obj is not None
+    return str(obj["spec"]["template"]["metadata"]["annotations"]["kvtrace.dev/config-checksum"])
+
+
+# ---- the CRD's rules ------------------------------------------------------------------------
+
+BAD = [
+    ("mode", {"mode": "vault"}, "spec.security.tls.mode", "Unsupported value"),
+    ("secret-name-with-managed", {"mode": "managed", "secretName": "x"}, "spec.security.tls.secretName",
+     "secretName is used only by mode secret"),
+    ("cert-manager-without-issuer", {"mode": "certManager"}, "spec.security.tls.issuerRef",
+     "issuerRef is required with mode certManager"),
+    ("renew-after-expiry", {"renewBefore": "3000h"}, "spec.security.tls.renewBefore",
+     "renewBefore must be less than duration"),
+    ("ca-window", {"caRenewBefore": "1000h"}, "spec.security.tls.caRenewBefore",
+     "caRenewBefore must be more than twice renewBefore"),
+    ("too-short", {"duration": "500ms"}, "spec.security.tls.duration", "duration must be at least 1s"),
+    ("issuer-kind", {"mode": "certManager", "issuerRef": {"name": "i", "kind": "Vault"}},
+     "spec.security.tls.issuerRef.kind", "Unsupported value"),
+]
+
+
+@pytest.mark.parametrize(("case", "settings", "field", "phrase"), BAD, ids=[b[0] for b in BAD])
+def test_bad_tls_input_is_rejected_naming_the_field(crds: list[str], kubectl: Any, case: str,
+                                                    settings: dict[str, Any], field: str, phrase: str) -> None:
+    proc = kubectl("-n", "default", "create", "--dry-run=server", "-f", "-",
+                   input=yaml.safe_dump(tp(**settings)), check=False)
+    assert proc.returncode != 0, f"{case}: accepted"
+    assert f"{field}:" in proc.stderr and phrase in proc.stderr, proc.stderr
+
+
+def test_the_old_enabled_and_secret_name_shape_is_still_accepted(crds: list[str], kubectl: Any) -> None:
+    proc = kubectl("-n", "default", "create", "--dry-run=server", "-o", "json", "-f", "-",
+                   input=yaml.safe_dump(tp(secretName="collector-tls")), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["spec"]["security"]["tls"]["secretName"] == "collector-tls"
+
+
+# ---- managed CA -----------------------------------------------------------------------------
+
+MANAGED_SECRETS = {"traces-tls-ca": "Opaque", "traces-tls-trust": "Opaque",
+                   "traces-collector-tls": "kubernetes.io/tls", "traces-jaeger-tls": "kubernetes.io/tls"}
+
+
+def test_the_operator_creates_the_ca_and_leaves_renews_a_due_leaf_and_leaves_valid_ones_alone(
+        operator: Any, kube_ns: Kube, poll: Any) -> None:
+    kube_ns.apply(tp(namespace=kube_ns.namespace))
+    pipeline = poll(lambda: kube_ns.get("tracingpipeline", "traces"), message="the pipeline")
+    secrets = poll(lambda: {name: s for name in MANAGED_SECRETS if (s := kube_ns.get("secret", name))}
+                   if all(kube_ns.get("secret", name) for name in MANAGED_SECRETS) else None,
+                   timeout=60, message="the CA, trust and leaf Secrets")
+    for name, secret in secrets.items():
+        assert secret["type"] == MANAGED_SECRETS[name]
+        owner = secret["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["uid"]) == ("TracingPipeline", pipeline["metadata"]["uid"])
+        assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kvtrace-operator"
+    ca = decoded(secrets["traces-tls-ca"])
+    assert pki.info(ca["tls.crt"]).is_ca
+    assert decoded(secrets["traces-tls-trust"]) == {"ca.crt": ca["tls.crt"]}  # the bundle, no key
+    edge = decoded(secrets["traces-collector-tls"])
+    ns = kube_ns.namespace
+    assert set(pki.info(edge["tls.crt"]).dns_names) == set(tls.dns_names("traces-collector", ns))
+    assert pki.signed_by(edge["tls.crt"], ca["tls.crt"]) and edge["ca.crt"] == ca["tls.crt"]
+    assert set(pki.info(decoded(secrets["traces-jaeger-tls"])["tls.crt"]).dns_names) == set(
+        tls.dns_names("traces-jaeger-otlp", ns))
+    poll(lambda: kube_ns.get("deployment", "traces-collector"), message="the collector Deployment")
+    before = {name: s["metadata"]["resourceVersion"] for name, s in secrets.items()}
+    rolled_from = checksum_of(kube_ns, "traces-collector")
+
+    # A leaf within renewBefore (720h): replaced by one the same CA signed, valid one more hour.
+    now = datetime.datetime.now(datetime.timezone.utc)
+    due = pki.issue(pki.KeyPair(ca["tls.crt"], ca["tls.key"]), "traces-collector",
+                    list(tls.dns_names("traces-collector", ns)), now, datetime.timedelta(hours=1))
+    patch = {"data": {"tls.crt": base64.b64encode(due.cert_pem.encode()).decode(),
+                      "tls.key": base64.b64encode(due.key_pem.encode()).decode()}}
+    kube_ns.run("patch", "secret", "traces-collector-tls", "--type=merge", "-p", json.dumps(patch))
+
+    def renewed() -> dict[str, str] | None:
+        data = decoded(kube_ns.get("secret", "traces-collector-tls") or {"data": {}})
+        return data if data.get("tls.crt") not in (None, due.cert_pem) else None
+
+    fresh = poll(renewed, timeout=30, message="the due leaf renewed")
+    info = pki.info(fresh["tls.crt"])
+    assert info.not_after - now > datetime.timedelta(hours=2000)  # a full duration (2160h)
+    assert pki.signed_by(fresh["tls.crt"], ca["tls.crt"])
+    # Valid ones untouched: same resourceVersion, and the collector did not roll (it reloads).
+    for name in ("traces-tls-ca", "traces-tls-trust", "traces-jaeger-tls"):
+        assert kube_ns.get("secret", name)["metadata"]["resourceVersion"] == before[name], name  # type: ignore[index]
+    assert checksum_of(kube_ns, "traces-collector") == rolled_from
+    events = poll(lambda: [e for e in kube_ns.list("events") if e["reason"] == "CertificatesRenewed"
+                           and "traces-collector-tls: expiring" in e["message"]] and kube_ns.list("events"),
+                  timeout=10, message="a CertificatesRenewed event")
+    assert not any("PRIVATE KEY" in e.get("message", "") for e in events)
+
+
+def test_a_deleted_leaf_secret_comes_back(operator: Any, kube_ns: Kube, poll: Any) -> None:
+    kube_ns.apply(tp(namespace=kube_ns.namespace))
+    first = poll(lambda: kube_ns.get("secret", "traces-jaeger-tls"), timeout=60, message="the Jaeger leaf")
+    kube_ns.run("delete", "secret", "traces-jaeger-tls")
+    again = poll(lambda: kube_ns.get("secret", "traces-jaeger-tls"), timeout=30, message="the leaf re-created")
+    assert again["metadata"]["uid"] != first["metadata"]["uid"]
+    ca = decoded(kube_ns.get("secret", "traces-tls-ca"))  # type: ignore[arg-type]
+    assert pki.signed_by(decoded(again)["tls.crt"], ca["tls.crt"])
+
+
+# ---- cert-manager -----------------------------------------------------------------------------
+
+def test_cert_manager_mode_without_cert_manager_is_a_clear_condition(
+        operator: Any, kube_ns: Kube, poll: Any, local_cluster: Any) -> None:
+    absent = local_cluster.kubectl("get", "crd", "certificates.cert-manager.io", check=False)
+    assert absent.returncode != 0, "this test needs a cluster without cert-manager's CRD"
+    kube_ns.apply(tp(namespace=kube_ns.namespace, mode="certManager", issuerRef={"name": "ca-issuer"}))
+    poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "Ready", "False", "InvalidSpec"),
+         timeout=30, message="Ready=False/InvalidSpec")
+    message = kube_ns.condition("tracingpipeline", "traces", "Ready")["message"]  # type: ignore[index]
+    assert "spec.security.tls.mode" in message and "certificates.cert-manager.io" in message
+    assert kube_ns.get("deployment", "traces-collector") is None  # nothing applied
+
+
+@pytest.fixture
+def certificate_crd(local_cluster: Any) -> Iterator[None]:
+    local_cluster.kubectl("apply", "--server-side", "-f", str(CERTIFICATE_CRD))
+    local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/certificates.cert-manager.io")
+    try:
+        yield
+    finally:
+        local_cluster.kubectl("delete", "-f", str(CERTIFICATE_CRD), "--wait=true", check=False)
+
+
+def test_rendered_certificates_are_accepted_and_their_secrets_feed_the_trust_bundle(
+        certificate_crd: None, operator: Any, kube_ns: Kube, poll: Any) -> None:
+    ns = kube_ns.namespace
+    pipe = tp(namespace=ns, mode="certManager", issuerRef={"name": "ca-issuer", "kind": "ClusterIssuer"})
+    pipe["spec"].update(sampling={"mode": "production"}, collector={"replicas": 2})
+    # The renderer's objects pass the real API server's validation of the CRD's schema.
+    certificates = [obj for obj in render_pipeline(pipe) if obj["kind"] == "Certificate"]
+    assert len(certificates) == 3
+    proc = kube_ns.run("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(certificates), check=False)
+    assert proc.returncode == 0, proc.stderr
+
+    kube_ns.apply(pipe)
+    names = ["traces-collector-tls", "traces-collector-sampling-tls", "traces-jaeger-tls"]
+    applied = poll(lambda: [c for name in names if (c := kube_ns.get("certificate", name))] or None,
+                   timeout=60, message="the Certificates applied by the operator")
+    poll(lambda: len([n for n in names if kube_ns.get("certificate", n)]) == 3, timeout=30, message="3 Certificates")
+    uid = kube_ns.get("tracingpipeline", "traces")["metadata"]["uid"]  # type: ignore[index]
+    assert all(c["metadata"]["ownerReferences"][0]["uid"] == uid for c in applied)
+    # No cert-manager controller: the Secrets are missing, so the workloads wait (a condition).
+    poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "SecretsReady", "False"), timeout=30,
+         message="SecretsReady=False while cert-manager has not issued")
+    assert kube_ns.get("deployment", "traces-collector") is None
+
+    # Play cert-manager: write the three Secrets (tls.crt, tls.key, ca.crt) from one CA.
+    now = datetime.datetime.now(datetime.timezone.utc)
+    issuer = pki.make_ca("cluster issuer", now, datetime.timedelta(days=30))
+    for cert in certificates:
+        leaf = pki.issue(issuer, cert["spec"]["commonName"], cert["spec"]["dnsNames"], now, datetime.timedelta(days=1))
+        kube_ns.run("create", "secret", "generic", cert["spec"]["secretName"], "--type=kubernetes.io/tls",
+                    f"--from-literal=tls.crt={leaf.cert_pem}", f"--from-literal=tls.key={leaf.key_pem}",
+                    f"--from-literal=ca.crt={issuer.cert_pem}")
+    trust = poll(lambda: kube_ns.get("secret", "traces-tls-trust"), timeout=60, message="the trust bundle")
+    assert decoded(trust) == {"ca.crt": issuer.cert_pem}
+    poll(lambda: kube_ns.get("deployment", "traces-collector-sampling"), timeout=60,
+         message="the workloads applied once the Secrets exist")
