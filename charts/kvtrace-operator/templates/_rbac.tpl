@@ -40,6 +40,11 @@ and every rule says why the operator needs it. The same namespaced rules become 
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]
+# cert-manager Certificates of a pipeline with spec.security.tls.mode certManager (one per TLS
+# server); without cert-manager installed the operator reports it and never calls this API.
+- apiGroups: [cert-manager.io]
+  resources: [certificates]
+  verbs: [create, patch]
 # Workloads: the KV members' StatefulSet, the collector tier(s) and Jaeger Deployments.
 - apiGroups: [apps]
   resources: [statefulsets, deployments]
