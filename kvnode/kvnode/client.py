@@ -51,7 +51,8 @@ class Connection:
 
     async def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:
         try:
-            return await asyncio.wait_for(self._request(method, path, body, headers), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no extra task per request, unlike wait_for
+                return await self._request(method, path, body, headers)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
             self.close()
             raise ClientError(f"{method} {self.host}:{self.port}{path.split('?')[0][:60]}: {type(exc).__name__} {exc}") from None

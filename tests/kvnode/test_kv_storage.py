@@ -148,3 +148,23 @@ async def test_digests_filtered_by_key_hash_ranges(tmp_path: Path) -> None:
         assert len(store.digests([(0, 1 << 62), (1 << 62, 1 << 63)])) == 300  # the top of the hash space
     finally:
         store.close()
+
+
+async def test_scans_run_on_their_own_thread_and_connection(tmp_path: Path) -> None:
+    import threading
+
+    store = Store(str(tmp_path))
+    try:
+        await store.apply([Record(f"s{i}".encode(), b"v", i + 1) for i in range(50)])
+
+        def scan() -> tuple[int, list[tuple[bytes, int, int, bool]], list[Record]]:
+            return threading.get_ident(), store.digests(), store.get_many([b"s3", b"missing", b"s7"])
+
+        thread, digests, records = await store.in_scan_thread(scan)
+        assert thread != threading.get_ident(), "the event loop's thread is not the one scanning"
+        assert sorted(digests) == sorted(store.digests())
+        assert records == [Record(b"s3", b"v", 4), Record(b"s7", b"v", 8)]
+        await store.apply([Record(b"s3", b"newer", 100)])  # the scan connection sees later commits
+        assert (await store.in_scan_thread(store.get_many, [b"s3"])) == [Record(b"s3", b"newer", 100)]
+    finally:
+        store.close()

@@ -35,7 +35,7 @@ async def sync_with(c: Cluster, replica: Replica, member: Member) -> int:
         trace = telemetry.w3c_headers(span)
     repaired = 0
     try:
-        local_tree = merkle.from_leaves(replica.merkle_leaves(member.id))
+        local_tree = merkle.from_leaves(await replica.merkle_leaves_off_loop(member.id))
         remote_tree = merkle.from_leaves(await c.peers.merkle(member, c.id, trace))
         differing = merkle.diff(local_tree, remote_tree)
         c.metrics.anti_entropy_rounds.inc("repair" if differing else "in_sync")
@@ -46,7 +46,7 @@ async def sync_with(c: Cluster, replica: Replica, member: Member) -> int:
                 applied = await replica.apply(theirs)
                 repaired += sum(applied)
             by_key = {r.key: r for r in theirs}
-            ours = [r for r in replica.fetch(member.id, leaves) if supersedes(r, by_key.get(r.key))]
+            ours = [r for r in await replica.fetch_off_loop(member.id, leaves) if supersedes(r, by_key.get(r.key))]
             if ours:
                 repaired += await c.peers.put(member, ours, "anti_entropy", trace)
     except PeerError as exc:

@@ -60,6 +60,14 @@ class Replica:
     def merkle_leaves(self, peer: str) -> list[bytes]:
         return merkle.leaves(self.shared_entries(peer))
 
+    # Anti-entropy scans every stored key's digest: off the event loop, on the store's scan
+    # thread (its own SQLite connection), so requests keep being served meanwhile.
+    def merkle_leaves_off_loop(self, peer: str) -> asyncio.Future[list[bytes]]:
+        return self.c.store.in_scan_thread(self.merkle_leaves, peer)
+
+    def fetch_off_loop(self, peer: str, leaves: Sequence[int]) -> asyncio.Future[list[Record]]:
+        return self.c.store.in_scan_thread(self.fetch, peer, leaves)
+
     def fetch(self, peer: str, leaves: Sequence[int], limit_bytes: int = FETCH_LIMIT_BYTES) -> list[Record]:
         """Shared records in the given Merkle leaves (bounded in size; the rest next round)."""
         keys = [key for key, _h, _v, _t in self.shared_entries(peer, leaves)]

@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kvnode.keys import key_hash
@@ -87,6 +88,11 @@ class Store:
         writer = _connect(self.path)
         writer.executescript(_SCHEMA)
         self._reader = _connect(self.path)
+        # Heavy scans (Merkle digests for anti-entropy) run on their own thread and connection,
+        # so that a node holding many keys does not stall the event loop while it compares.
+        self._scanner = ThreadPoolExecutor(1, thread_name_prefix="kvnode-scan")
+        self._scan_local = threading.local()
+        self._loop_thread = threading.get_ident()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, args=(writer,), name="kvnode-writer", daemon=True)
         self._thread.start()
@@ -233,6 +239,20 @@ class Store:
             self._cache_put(key, record)
         return record
 
+    def in_scan_thread(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run `fn(*args)` on the scan thread: the reads it makes there (`digests`,
+        `get_many`) use that thread's own connection, and the event loop keeps serving."""
+        return asyncio.get_running_loop().run_in_executor(self._scanner, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        """The reader of the calling thread: the event loop's, or the scan thread's own."""
+        if threading.get_ident() == self._loop_thread:
+            return self._reader
+        conn: sqlite3.Connection | None = getattr(self._scan_local, "conn", None)
+        if conn is None:
+            conn = self._scan_local.conn = _connect(self.path)
+        return conn
+
     def digests(self, khash_ranges: Sequence[tuple[int, int]] | None = None) -> list[tuple[bytes, int, int, bool]]:
         """(key, khash, version, tombstone) of every record, or of those whose key hash lies in
         one of the half-open ranges (filtered by SQLite): the input of Merkle trees."""
@@ -244,15 +264,17 @@ class Store:
             # BETWEEN lo AND hi - 1: the top range ends at 2**63, one past SQLite's largest integer
             sql += " WHERE " + " OR ".join("khash BETWEEN ? AND ?" for _ in khash_ranges)
             params = [bound for lo, hi in khash_ranges for bound in (lo, hi - 1)]
-        rows = self._reader.execute(sql, params).fetchall()
+        rows = self._conn().execute(sql, params).fetchall()
         return [(k, h, v, bool(t)) for k, h, v, t in rows]
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record]:
+        """Committed records of these keys (straight from SQLite, not the loop's cache)."""
+        conn = self._conn()
         out = []
         for key in keys:
-            record = self.get(key)
-            if record is not None:
-                out.append(record)
+            row = conn.execute("SELECT value, version, tombstone FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                out.append(Record(key, row[0], row[1], bool(row[2])))
         return out
 
     def scan(self, page: int = 512) -> Iterator[list[Record]]:
@@ -293,7 +315,14 @@ class Store:
         self.closed = True
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
+        self._scanner.submit(self._close_scan_conn)
+        self._scanner.shutdown(wait=True)
         self._reader.close()
+
+    def _close_scan_conn(self) -> None:
+        conn = getattr(self._scan_local, "conn", None)
+        if conn is not None:
+            conn.close()
 
 
 def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -82,9 +83,7 @@ class _ServerConnection(asyncio.Protocol):
         if self.outbox is not None:
             self.outbox.write(frames.encode(request_id, type_, body))
 
-    def span(self, msg: frames.Message, operation: str, attrs: dict[str, Any]) -> Span | None:
-        if not telemetry.ENABLED or not msg.traceparent or msg.traceparent.endswith("-00"):
-            return None  # untraced, or a parent that was not sampled (parent-based sampling)
+    def span(self, msg: frames.Message, operation: str, attrs: dict[str, Any]) -> Span:
         attrs["kvstore.operation"] = operation
         attrs["db.operation.name"] = operation
         attrs["network.peer.address"] = self.peer_host
@@ -96,6 +95,9 @@ class _ServerConnection(asyncio.Protocol):
         replica = server.replica
         kind = frames.REQUEST_TYPES.get(msg.type, "unknown")
         server.metrics.peer_requests.inc(kind)
+        # A SERVER span only for a traced request whose parent was sampled (parent-based
+        # sampling); nothing about spans is computed otherwise.
+        traced = telemetry.ENABLED and msg.traceparent != "" and not msg.traceparent.endswith("-00")
         span = None
         try:
             if msg.type == frames.PUT:
@@ -103,27 +105,33 @@ class _ServerConnection(asyncio.Protocol):
                 if op >= len(OPERATIONS):
                     raise frames.ProtocolError(f"unknown operation {op}")
                 server.check(records)
-                attrs: dict[str, Any] = (
-                    {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(records[0].key))}
-                    if len(records) == 1 else {"kvstore.records": len(records)}
-                )
-                span = self.span(msg, OPERATIONS[op], attrs)
+                if traced:
+                    span = self.span(msg, OPERATIONS[op], (
+                        {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(records[0].key))}
+                        if len(records) == 1 else {"kvstore.records": len(records)}
+                    ))
                 forward = OPERATIONS[op] in ("replicate", "read_repair")
-                replica.apply(records, forward).add_done_callback(partial(self._applied, msg.request_id, span))
+                self._answer_when_done(replica.apply(records, forward), msg.request_id, span, _applied_count)
                 return
             if msg.type == frames.GET:
                 if not msg.body or len(msg.body) > server.max_key:
                     raise frames.ProtocolError("invalid key")
-                span = self.span(msg, "read", {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(msg.body))})
+                if traced:
+                    span = self.span(msg, "read", {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(msg.body))})
                 record = replica.get(msg.body)
                 body = frames.encode_records([record] if record is not None else [])
             elif msg.type == frames.MERKLE:
-                span = self.span(msg, "anti_entropy", {})
-                body = b"".join(replica.merkle_leaves(msg.body.decode()))
+                requester = msg.body.decode()
+                if traced:
+                    span = self.span(msg, "anti_entropy", {})
+                self._answer_when_done(replica.merkle_leaves_off_loop(requester), msg.request_id, span, b"".join)
+                return
             elif msg.type == frames.FETCH:
                 requester, leaves = frames.decode_fetch(msg.body, merkle.LEAVES)
-                span = self.span(msg, "anti_entropy", {})
-                body = frames.encode_records(replica.fetch(requester, leaves))
+                if traced:
+                    span = self.span(msg, "anti_entropy", {})
+                self._answer_when_done(replica.fetch_off_loop(requester, leaves), msg.request_id, span, frames.encode_records)
+                return
             elif msg.type == frames.PING:
                 body = b""
             else:
@@ -139,13 +147,21 @@ class _ServerConnection(asyncio.Protocol):
             span.end()
         self.reply(msg.request_id, frames.OK, body)
 
-    def _applied(self, request_id: int, span: Span | None, fut: asyncio.Future[list[bool]]) -> None:
+    def _answer_when_done(self, fut: asyncio.Future[Any], request_id: int, span: Span | None,
+                          encode: Callable[[Any], bytes]) -> None:
+        fut.add_done_callback(partial(self._answer, request_id, span, encode))
+
+    def _answer(self, request_id: int, span: Span | None, encode: Callable[[Any], bytes], fut: asyncio.Future[Any]) -> None:
         exc = fut.exception()
         if exc is None:
-            self.reply(request_id, frames.OK, frames.encode_u32(sum(fut.result())))
+            self.reply(request_id, frames.OK, encode(fut.result()))
         else:
             self.reply(request_id, frames.ERROR, f"storage error: {exc}".encode())
             if span is not None:
                 telemetry.fail(span, exc, "storage error")
         if span is not None:
             span.end()
+
+
+def _applied_count(applied: list[bool]) -> bytes:
+    return frames.encode_u32(sum(applied))
