@@ -112,7 +112,11 @@ def test_kvnode_entrypoint_ports_and_data_volume_are_the_statefulsets() -> None:
     assert KVNODE.exposed() == {port["containerPort"] for port in container["ports"]}
     data = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "data")
     assert KVNODE.final_values("VOLUME") == [f'["{data}"]']
-    assert f"KVNODE_DATA_DIR={data}" in " ".join(KVNODE.final_values("ENV"))
+    env = " ".join(KVNODE.final_values("ENV"))
+    assert f"KVNODE_DATA_DIR={data}" in env
+    # Only the OTLP http/protobuf exporter is installed (kvtrace[node]); without this default
+    # opentelemetry-instrument looks for the gRPC one and fails to configure tracing.
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in env
     assert '".[node]"' in " ".join(KVNODE.values("RUN"))
 
 
