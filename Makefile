@@ -86,6 +86,8 @@ manifests: install crds
 # The operator, KV node and collector images (where a container engine exists).
 images:
 	@test -n "$(CONTAINER_ENGINE)" || { echo "no docker or podman found: cannot build images"; exit 1; }
+	@test -n "$(OPERATOR_IMAGE)" -a -n "$(KVNODE_IMAGE)" -a -n "$(COLLECTOR_IMAGE)" || \
+		{ echo "$(IMAGES_PY): expected lines NAME = \"IMAGE\" for OPERATOR_IMAGE, KVNODE_IMAGE, COLLECTOR_IMAGE"; exit 1; }
 	$(call build_image,$(OPERATOR_IMAGE),operator/Dockerfile)
 	$(call build_image,$(KVNODE_IMAGE),kvnode/Dockerfile)
 	$(call build_image,$(COLLECTOR_IMAGE),tools/otelcol/Dockerfile)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,6 +190,15 @@ def test_make_images_follows_an_overridden_image_name() -> None:
               if cmd[:2] == ["docker", "build"]]
     kvnode = next(cmd for cmd in builds if "kvnode/Dockerfile" in cmd)
     assert kvnode[kvnode.index("-t") + 1] == "localhost:5000/kvnode:dev" and "VERSION=dev" in kvnode
+
+
+def test_make_images_names_the_file_it_cannot_read_image_names_from(tmp_path: Path) -> None:
+    reformatted = tmp_path / "images.py"
+    reformatted.write_text('KVNODE_IMAGE: str = "ghcr.io/kvtrace/kvnode:0.1.0"\n')
+    proc = subprocess.run(["make", "images", "CONTAINER_ENGINE=true", f"IMAGES_PY={reformatted}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert f'{reformatted}: expected lines NAME = "IMAGE" for OPERATOR_IMAGE, KVNODE_IMAGE' in proc.stdout
 
 
 def test_chart_default_image_is_the_operator_image() -> None:
