@@ -30,7 +30,8 @@ from kvtrace.devstack.pytest_plugin import poll  # noqa: E402
 from kvtrace_operator.render import podspec  # noqa: E402
 from kvtrace_operator.render.images import KVNODE_IMAGE  # noqa: E402
 
-pytestmark = pytest.mark.kind
+# The first run builds the three images (the collector from source) inside `make kind-up`.
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(3600)]
 
 EXAMPLE = EXAMPLES / "01-basic"
 KEY_PREFIX = "e2e-raw-key-"
