@@ -45,7 +45,8 @@ def test_collector_killed_under_load_then_restarted(trace_stack: Callable[..., S
     - p99: the geometric mean of the rounds' outage/baseline p99 ratios is not above 1.10 with
       95% confidence (one-sided t on the logs). On a quiet machine that interval is narrow and
       this is the 10% bound itself; with other work on the two cores the rounds' ratios
-      spread (0.66 to 1.72 in one run at load average 10) and only a clear slowdown fails."""
+      spread (0.52 to 1.72 in the runs docs/tracing.md lists, load average 6 to 15) and only a
+      clear slowdown fails."""
     stacks = [trace_stack(DEVELOPMENT), trace_stack(DEVELOPMENT)]
     for stack in stacks:
         flush(stack, timeout=60)
@@ -68,18 +69,18 @@ def test_collector_killed_under_load_then_restarted(trace_stack: Callable[..., S
         victim.collector.restart()
         flush(victim, timeout=FLOW_AGAIN)  # a new trace from every node reaches Jaeger again
 
-    p99 = ratio_estimate([o.quantile(0.99) / b.quantile(0.99) for o, b in zip(outage, baseline)])
-    cpu = sum(p.cpu_seconds for p in outage) / sum(p.cpu_seconds for p in baseline)
     print()
     print(f"{'round: cluster, collector':<36} {'ops':>5} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'node CPU us/op':>14}")
     for phase in [p for pair in zip(outage, baseline) for p in pair]:
         print(f"{phase.name:<36} {len(phase.latencies):>5} {len(phase.errors):>6} {phase.quantile(0.5) * 1000:>7.2f} "
               f"{phase.quantile(0.99) * 1000:>7.2f} {phase.cpu_us_per_op:>14.0f}")
+    for phase in baseline + outage:
+        assert phase.errors == [] and len(phase.latencies) == OPS, (phase.name, phase.errors[:5])
+    p99 = ratio_estimate([o.quantile(0.99) / b.quantile(0.99) for o, b in zip(outage, baseline)])
+    cpu = sum(p.cpu_seconds for p in outage) / sum(p.cpu_seconds for p in baseline)
     print(f"outage/baseline: node CPU per op {cpu:.3f}; p99 per round {', '.join(f'{x:.3f}' for x in p99.ratios)}, "
           f"geometric mean {p99.point:.3f} (95% one-sided bounds {p99.low:.3f} .. {p99.high:.3f}); "
           f"pooled p99 {pooled(outage, 0.99) * 1000:.2f} / {pooled(baseline, 0.99) * 1000:.2f} ms")
-    for phase in baseline + outage:
-        assert phase.errors == [] and len(phase.latencies) == OPS, (phase.name, phase.errors[:5])
     assert cpu <= BOUND, f"the nodes work {cpu:.2f}x as hard per operation with the collector down"
     assert p99.low <= BOUND, f"p99 with the collector down is above {BOUND}x the baseline's: {p99}"
 
