@@ -1,4 +1,5 @@
-"""The client port's lean HTTP/1.1 server: head parsing (pure) and its behaviour on a real socket."""
+"""HTTP/1.1 on the client port: the lean server (head parsing, behaviour on a real socket) and
+the response parsing of the load generator's client."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from kvnode.client import parse_response
 from kvnode.transport.http_server import BadRequest, BodyTooLarge, HttpServer, Reply, Request, json_reply, parse_head
 
 
@@ -157,3 +159,25 @@ def test_shutdown_lets_an_in_flight_request_answer() -> None:
 
     status, headers, body = asyncio.run(main())
     assert status == 200 and headers["connection"] == "close" and json.loads(body)["path"] == "/slow"
+
+
+@pytest.mark.unit
+def test_client_parses_length_chunked_interim_and_close_delimited_responses() -> None:
+    buf = bytearray(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-KV-Version: 7\r\n\r\nabc"
+                    b"HTTP/1.1 204 No Content\r\n\r\n"
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"2;x=y\r\nhe\r\n3\r\nllo\r\n0\r\nTrailer: t\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+    first = parse_response(buf)
+    assert first is not None and (first.status, first.version, first.body) == (200, "7", b"abc")
+    second = parse_response(buf)
+    assert second is not None and (second.status, second.body) == (204, b"")
+    third = parse_response(buf)
+    assert third is not None and (third.status, third.body) == (200, b"hello")
+    assert parse_response(buf) is None, "an incomplete body waits for more bytes"
+    with pytest.raises(ValueError):
+        parse_response(buf, eof=True)
+    closing = bytearray(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
+    assert parse_response(closing) is None
+    done = parse_response(closing, eof=True)
+    assert done is not None and done.body == b"until the end" and closing == bytearray()
