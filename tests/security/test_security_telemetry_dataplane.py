@@ -90,8 +90,8 @@ def pod_env(cluster: dict[str, Any], pipe: dict[str, Any], secret_data: dict[tup
     return env
 
 
-def send_span(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SpanExportResult:
-    """One span exported by the SDK's OTLP/HTTP exporter, configured only by ``env``."""
+def use_pod_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's OTEL_* variables become exactly the pod's (exporters read them at init)."""
     for key in list(os.environ):
         if key.startswith("OTEL_"):
             monkeypatch.delenv(key)
@@ -102,6 +102,11 @@ def send_span(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SpanExpor
     # requests lets these (set on this host, not in the KV image) override the exporter's CA.
     for key in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         monkeypatch.delenv(key, raising=False)
+
+
+def send_span(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> SpanExportResult:
+    """One span exported by the SDK's OTLP/HTTP exporter, configured only by ``env``."""
+    use_pod_env(env, monkeypatch)
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create())
     provider.add_span_processor(SimpleSpanProcessor(memory))

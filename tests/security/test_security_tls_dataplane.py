@@ -30,7 +30,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from test_security_telemetry_dataplane import COLLECTOR_DNS, NS, kvcluster, pod_env
+from test_security_telemetry_dataplane import COLLECTOR_DNS, NS, kvcluster, pod_env, use_pod_env
 
 from kvtrace_operator import pki, rotation
 from kvtrace_operator.k8s.certificates import leaf_specs, managed_secrets, policy
@@ -146,15 +146,7 @@ class Client:
     def __init__(self, pipe: dict[str, Any], cluster: dict[str, Any], collector: Any, ca_dir: Path,
                  monkeypatch: pytest.MonkeyPatch) -> None:
         port = collector.endpoint("otlp/http").rsplit(":", 1)[1]
-        env = pod_env(cluster, pipe, {}, f"{COLLECTOR_DNS}:{port}", {CLIENT_CA_DIR: ca_dir})
-        for key in [key for key in os.environ if key.startswith("OTEL_")]:
-            monkeypatch.delenv(key)
-        for key, value in env.items():
-            if key.startswith("OTEL_"):
-                monkeypatch.setenv(key, value)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5")
-        for key in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-            monkeypatch.delenv(key, raising=False)
+        use_pod_env(pod_env(cluster, pipe, {}, f"{COLLECTOR_DNS}:{port}", {CLIENT_CA_DIR: ca_dir}), monkeypatch)
         self.exporter = OTLPSpanExporter()
         self.memory = InMemorySpanExporter()
         self.provider = TracerProvider(resource=Resource.create())
@@ -371,3 +363,32 @@ def test_leaf_and_ca_rotation_lose_no_span(rotation_stack: Stack, poll: Any,
 
     assert now() < start + datetime.timedelta(seconds=70), "the first leaves and CA must outlive the test"
     all_arrive(backend, poll, cluster["metadata"]["name"], sent)
+
+
+# ---- the real binaries accept every TLS configuration ------------------------------------------
+
+VALIDATED = {
+    "managed-one-tier": tp({"enabled": True}),
+    "managed-two-tiers": tp({"enabled": True}, sampling={"mode": "production"}, collector={"replicas": 3},
+                            receivers={"zipkin": {"enabled": True}, "jaeger": {"enabled": True}}),
+    "cert-manager-two-tiers": tp({"enabled": True, "mode": "certManager", "issuerRef": {"name": "ca"}},
+                                 sampling={"mode": "production"}, collector={"replicas": 2}),
+    "secret-two-tiers": tp({"enabled": True, "secretName": "mine"}, sampling={"mode": "production"},
+                           collector={"replicas": 2}),
+    "fast-renewal": tp(FAST),
+}
+
+
+@pytest.mark.parametrize("pipe", list(VALIDATED.values()), ids=list(VALIDATED))
+def test_tls_configs_pass_otelcol_and_jaeger_validate(pipe: dict[str, Any], tmp_path: Path) -> None:
+    from kvtrace.devstack.backends import validate_config
+    from kvtrace.devstack.pytest_plugin import require_binaries
+
+    require_binaries("otelcol-kvtrace", "jaeger")
+    spec = apply_defaults_pipeline(pipe["spec"])
+    tiers = ["loadbalancer", "sampling"] if spec["collector"]["replicas"] > 1 else ["sampling"]
+    for tier in tiers:
+        proc = validate_config(render_collector_config(pipe, tier), workdir=tmp_path)
+        assert proc.returncode == 0, f"{tier}: {proc.stderr}"
+    proc = validate_config(render_jaeger_config(pipe), binary="jaeger", workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
