@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from kvtrace_operator import handlers, k8s
+from kvtrace_operator import handlers, k8s, tracing
 from kvtrace_operator.handlers.metrics import METRICS
 
 FINALIZER = "kvtrace.dev/finalizer"
@@ -82,7 +82,12 @@ def run(args: Any) -> int:
         resync_interval=getattr(args, "resync_interval", 60.0),
         retry_backoff=getattr(args, "retry_backoff", 5.0),
         drain_timeout=getattr(args, "drain_timeout", 300.0),
+        canary_interval=getattr(args, "canary_interval", 60.0),
+        canary_timeout=getattr(args, "canary_timeout", 20.0),
     )
+    trace_pipeline = getattr(args, "trace_pipeline", None)
+    if trace_pipeline:
+        tracing.enable(*trace_pipeline)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -95,6 +100,7 @@ def run(args: Any) -> int:
         # The API client stays open: timers may still be finishing; the process exits next.
         if getattr(memo, "metrics", None) is not None:
             await memo.metrics.cleanup()
+        await asyncio.to_thread(tracing.shutdown)  # flush the operator's last spans
 
     handlers.register(registry, options)
     namespaces = list(args.namespaces or [])

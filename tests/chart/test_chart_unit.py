@@ -154,6 +154,10 @@ def test_service_monitor_is_optional() -> None:
     ("rbac.create=maybe", "/rbac/create"),
     ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
     ("unknownValue=1", "unknownValue"),
+    ("canary.interval=soon", "/canary/interval"),
+    ("canary.timeout=0", "/canary/timeout"),
+    ("tracing.pipeline=traces", "/tracing/pipeline"),
+    ("canary.every=1m", "every"),
 ])
 def test_values_schema_rejects_bad_values_naming_them(setting: str, named: str) -> None:
     proc = helm("template", "t", str(CHART), "--set", setting, check=False)

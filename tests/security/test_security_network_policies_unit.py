@@ -140,12 +140,12 @@ DEFAULT_TABLE: dict[tuple[str, int], tuple[str, ...]] = {
     ("orders", 7071): ("orders",),                          # peers: own members only
     ("billing", 7071): ("billing",),
     ("collector", 4317): ("orders", "instrumented-app"),    # consumers only
-    ("collector", 4318): ("orders", "instrumented-app"),
+    ("collector", 4318): ("orders", "instrumented-app", "operator"),  # + the operator's canary
     ("collector", 13133): ALL,                              # probes
     ("collector", 8889): ALL,                               # Prometheus
     ("jaeger", 4317): ("collector",),                       # only the exporting collector
     ("jaeger", 4318): ("collector",),
-    ("jaeger", 16686): SAME_NS,                             # queryAccess: namespace
+    ("jaeger", 16686): (*SAME_NS, "operator"),              # queryAccess: namespace; the canary
     ("jaeger", 16685): SAME_NS,
     ("jaeger", 13133): ALL,
 }
@@ -154,12 +154,12 @@ SECURE_TABLE: dict[tuple[str, int], tuple[str, ...]] = {
     ("orders", 7071): ("orders",),
     ("billing", 7070): ALL,
     ("collector", 4317): ("orders", "instrumented-app"),    # the load-balancing tier
-    ("collector", 4318): ("orders", "instrumented-app"),
+    ("collector", 4318): ("orders", "instrumented-app", "operator"),
     ("collector", 13133): ALL,
     ("sampling", 4317): ("collector",),                     # only from the load-balancing tier
     ("sampling", 13133): ALL,
     ("jaeger", 4317): ("sampling",),                        # only the tier that exports
-    ("jaeger", 16686): ("query-proxy",),                    # queryAccess: labelled
+    ("jaeger", 16686): ("query-proxy", "operator"),         # queryAccess: labelled; the canary
     ("jaeger", 16685): ("query-proxy",),
     ("jaeger", 8888): ALL,
 }

@@ -12,6 +12,7 @@ import kopf
 from lightkube import ApiError, AsyncClient
 
 from kvtrace_operator import k8s
+from kvtrace_operator import tracing as own_tracing
 from kvtrace_operator.handlers import common, secret_watch
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import (
@@ -71,10 +72,11 @@ async def reconcile(client: AsyncClient, cluster: Mapping[str, Any], *, apply: b
     cluster = common.plain(cluster)
     meta = cluster["metadata"]
     async with common.lock("KVCluster", meta["namespace"], meta["name"]):
-        with METRICS.reconcile("KVCluster") as result:
+        with METRICS.reconcile("KVCluster") as result, own_tracing.reconcile("KVCluster", cluster, result):
             pipeline, tracing = await resolve_pipeline(client, cluster)
             try:
-                children = render_kvcluster(cluster, pipeline)
+                with own_tracing.span("render"):
+                    children = render_kvcluster(cluster, pipeline)
             except SpecError as exc:
                 result["outcome"] = "invalid_spec"
                 await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
@@ -91,7 +93,9 @@ async def reconcile(client: AsyncClient, cluster: Mapping[str, Any], *, apply: b
                     await secret_watch.report_missing(client, cluster, gate)
                     return False
                 children = gate.children
-                draining = await hold_leaving_members(client, cluster, children)
+                with own_tracing.span("drain check") as step:
+                    draining = await hold_leaving_members(client, cluster, children)
+                    step.set("kvtrace.draining", ", ".join(draining))
                 workloads, changes = await common.converge(client, cluster, children, apply_all=apply)
                 if changes is not None:
                     await report_scaling(client, cluster, changes)

@@ -9,14 +9,21 @@ from typing import Any
 import kopf
 from lightkube import ApiError, AsyncClient
 
-from kvtrace_operator import k8s
-from kvtrace_operator.handlers import certificates, common, kvcluster, secret_watch
+from kvtrace_operator import k8s, tracing
+from kvtrace_operator.handlers import canary, certificates, common, kvcluster, secret_watch, self_tracing
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import SpecError, render_pipeline
 from kvtrace_operator.render.names import GROUP, VERSION
-from kvtrace_operator.render.status import pipeline_status
+from kvtrace_operator.render import status as render_status
 
 PLURAL = "tracingpipelines"
+
+
+def pipeline_status(pipeline: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """render.status.pipeline_status() with the TraceDelivery outcome this process holds
+    (handlers/canary.py), whichever way the reconcile ends."""
+    delivery, record = canary.current(pipeline)
+    return render_status.pipeline_status(pipeline, trace_delivery=delivery, delivery=record, **kwargs)
 
 
 async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers: list[str],
@@ -25,7 +32,7 @@ async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers:
     pipeline = common.plain(pipeline)
     meta = pipeline["metadata"]
     async with common.lock("TracingPipeline", meta["namespace"], meta["name"]):
-        with METRICS.reconcile("TracingPipeline") as result:
+        with METRICS.reconcile("TracingPipeline") as result, tracing.reconcile("TracingPipeline", pipeline, result):
             try:
                 children = render_pipeline(pipeline)
             except SpecError as exc:
@@ -60,6 +67,7 @@ async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers:
                 return
             await common.write_status(client, k8s.TracingPipeline, pipeline, gate.status(pipeline, pipeline_status(
                 pipeline, workloads=workloads, consumers=consumers, now=common.now())))
+    await self_tracing.follow(client, pipeline)
 
 
 async def reconcile_named(client: AsyncClient, namespace: str, name: str, consumers: list[str],
@@ -99,9 +107,19 @@ def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
     async def resync(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         await reconcile(memo.client, body, consumers_of(body, kwargs))
 
+    if options.canary_interval > 0:
+        @kopf.timer(*resource, id="canary", interval=options.canary_interval,
+                    initial_delay=min(options.canary_interval, 5.0), registry=registry)
+        async def trace_delivery(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+            """The TraceDelivery canary, then a status refresh that carries its outcome."""
+            if await canary.probe(memo.client, body):
+                await reconcile_named(memo.client, body["metadata"]["namespace"], body["metadata"]["name"],
+                                      consumers_of(body, kwargs), apply=False)
+
     @kopf.on.event(*resource, id="deleted", registry=registry)
     async def deleted(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         if type == "DELETED":
+            canary.forget(body)
             # The clusters keep running, untraced, with TracingConfigured=False/PipelineNotFound.
             await rerender_consumers(memo.client, body["metadata"]["namespace"],
                                      consumers_of(body, kwargs))

@@ -112,7 +112,11 @@ def pipeline_policies(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
         exporting = COLLECTOR_SAMPLING
     else:
         front = exporting = COLLECTOR
-    result.append(policy(pipeline, names.collector(name), front, [rule(edge_ports(spec), consumers), own]))
+    # The operator sends its TraceDelivery canary (and, with --trace-pipeline, its own spans)
+    # over OTLP/HTTP and looks the canary up through Jaeger's query API.
+    operator = {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(OPERATOR_LABELS)}}
+    result.append(policy(pipeline, names.collector(name), front, [
+        rule(edge_ports(spec), consumers), rule([names.OTLP_HTTP_PORT], [operator]), own]))
     if spec["jaeger"]["enabled"]:
         if spec["networkPolicy"]["queryAccess"] == "labelled":
             query_peers = [pods({QUERY_CLIENT_LABEL: name})]
@@ -121,6 +125,7 @@ def pipeline_policies(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
         result.append(policy(pipeline, names.jaeger(name), JAEGER, [
             rule([names.OTLP_GRPC_PORT, names.OTLP_HTTP_PORT], [pods(selector_labels(pipeline, exporting))]),
             rule([names.JAEGER_QUERY_HTTP_PORT, names.JAEGER_QUERY_GRPC_PORT], query_peers),
+            rule([names.JAEGER_QUERY_HTTP_PORT], [operator]),
             rule([names.HEALTH_PORT, names.JAEGER_METRICS_PORT], None),
         ]))
     return result
