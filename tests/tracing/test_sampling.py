@@ -68,22 +68,23 @@ def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace
 
 
 def test_a_short_decision_wait_keeps_traces_from_three_nodes_whole(trace_stack: Callable[..., Stack]) -> None:
-    """decisionWait 2s, well below the SDK's own 5s export delay: the rendered environment
-    exports every 500ms, so every slow trace reaches the sampler whole before its decision.
-    With ratio 0 only the latency policy keeps a normal trace, and it judges a trace by the
-    spans it holds: had the sampler decided on the replicas' spans alone (a few ms each), the
-    trace would be dropped, or kept without them once the root arrived (docs/tracing.md: with
-    the SDK's 5s delay, 1s kept 15 of 30)."""
-    spec = {"sampling": {"mode": "production", "ratio": 0.0, "latencyThreshold": "500ms", "decisionWait": "2s"}}
+    """decisionWait 1.4s, the shortest validation accepts with the default latencyThreshold
+    (500ms) and batch timeout (200ms), well below the SDK's own 5s export delay: the rendered
+    environment exports every 350ms, so every slow trace reaches the sampler whole before its
+    decision. With ratio 0 only the latency policy keeps a normal trace, and it judges a trace
+    by the spans it holds: had the sampler decided on the replicas' spans alone (a few ms
+    each), the trace would be dropped, or kept without them once the root arrived (with the
+    SDK's 5s delay forced, see docs/tracing.md)."""
+    spec = {"sampling": {"mode": "production", "ratio": 0.0, "latencyThreshold": "500ms", "decisionWait": "1.4s"}}
     stack = trace_stack(spec, faults=FAULTS, stagger=STAGGER)
-    assert {n.env["OTEL_BSP_SCHEDULE_DELAY"] for n in stack.nodes} == {"500"}
-    ops = workload(stack, normal=30, errors=0, slow=30, seed=5)
+    assert {n.env["OTEL_BSP_SCHEDULE_DELAY"] for n in stack.nodes} == {"350"}
+    ops = workload(stack, normal=30, errors=0, slow=60, seed=5)
     kept = kept_after_markers(stack)
 
     slow = [op for op in ops if op.key.startswith("slow/")]
     partial = {op.key: sorted(s.resource["kvstore.member.id"] for t in kept.get(op.key_hash, []) for s in t.spans)
                for op in slow if [len(t.spans) for t in kept.get(op.key_hash, [])] != [5]}
-    print(f"decisionWait 2s, export delay 500ms: {len(slow) - len(partial)} of {len(slow)} slow traces kept whole")
+    print(f"decisionWait 1.4s, export delay 350ms: {len(slow) - len(partial)} of {len(slow)} slow traces kept whole")
     assert partial == {}, f"slow traces missing or not whole (members of their kept spans): {partial}"
     for op in slow:
         (trace,) = kept[op.key_hash]
