@@ -108,9 +108,9 @@ def post(url: str, request: Mapping[str, Any], *, timeout: float = 5.0, token: s
 
 
 def error_text(exc: BaseException) -> str:
-    """A one-line reason for a failed send or lookup."""
-    reason = getattr(exc, "reason", None) or exc
-    return str(reason) or type(exc).__name__
+    """A one-line reason for a failed send or lookup (a TLS failure keeps its verify message)."""
+    reason = None if isinstance(exc, ssl.SSLError) else getattr(exc, "reason", None)
+    return " ".join(str(reason or exc).split()) or type(exc).__name__
 
 
 def in_jaeger(jaeger_url: str, trace_id: str, *, timeout: float = 3.0) -> bool:
