@@ -31,6 +31,7 @@ from kvtrace import canary as otlp_canary
 from kvtrace.devstack.endpoints import resolve_url
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
+from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import apply_defaults_pipeline, names, security, tls
 from kvtrace_operator.render.canary import (
     CanaryResult,
@@ -92,6 +93,7 @@ def record(pipeline: Mapping[str, Any], result: CanaryResult) -> Outcome:
     outcome = (decide(result, enabled=True, last_success=last_success,
                       interval_s=common.options.canary_interval),
                delivery_status(result, previous))
+    METRICS.canary(outcome[0][1])
     if before is None or before[0][:2] != outcome[0][:2]:
         log.info("TraceDelivery of TracingPipeline %s/%s: %s %s: %s", *key, *outcome[0])
     _latest[key] = outcome

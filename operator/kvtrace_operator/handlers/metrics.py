@@ -1,5 +1,6 @@
 """The operator's own Prometheus metrics (``--metrics-port``): reconciles by kind and outcome,
-their duration, and child actions. Plain counters rendered in the text exposition format."""
+their duration, child actions, and TraceDelivery canaries by reason. Plain counters rendered
+in the text exposition format."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ class Metrics:
         self.reconciles: Counter[tuple[str, str]] = Counter()  # (kind, outcome)
         self.seconds: dict[str, float] = {}  # kind -> total seconds
         self.children: Counter[tuple[str, str]] = Counter()  # (kind of owner, action)
+        self.canaries: Counter[str] = Counter()  # TraceDelivery reason
 
     @contextlib.contextmanager
     def reconcile(self, kind: str) -> Iterator[dict[str, str]]:
@@ -33,6 +35,9 @@ class Metrics:
         if count:
             self.children[(kind, action)] += count
 
+    def canary(self, reason: str) -> None:
+        self.canaries[reason] += 1
+
     def render(self) -> str:
         lines = [
             "# HELP kvtrace_operator_reconciles_total Reconciles by resource kind and outcome.",
@@ -47,6 +52,9 @@ class Metrics:
             "# TYPE kvtrace_operator_child_actions_total counter",
             *(f'kvtrace_operator_child_actions_total{{kind="{k}",action="{a}"}} {n}'
               for (k, a), n in sorted(self.children.items())),
+            "# HELP kvtrace_operator_canaries_total TraceDelivery canary runs by reason (Delivered, NotFoundInJaeger, ...).",
+            "# TYPE kvtrace_operator_canaries_total counter",
+            *(f'kvtrace_operator_canaries_total{{reason="{r}"}} {n}' for r, n in sorted(self.canaries.items())),
         ]
         return "\n".join(lines) + "\n"
 

@@ -220,3 +220,15 @@ def test_tracing_off_is_a_shared_no_op() -> None:
     with tracing.reconcile("KVCluster", {"metadata": {"name": "kv"}}, result) as root:
         root.set("k", "v")
     tracing.export_to("http://c:4318")  # nothing to point: ignored
+
+
+def test_canary_runs_are_counted_by_reason() -> None:
+    from kvtrace_operator.handlers.metrics import Metrics
+
+    metrics = Metrics()
+    for reason in ("Delivered", "NotFoundInJaeger", "Delivered"):
+        metrics.canary(reason)
+    text = metrics.render()
+    assert "# TYPE kvtrace_operator_canaries_total counter" in text
+    assert 'kvtrace_operator_canaries_total{reason="Delivered"} 2\n' in text
+    assert 'kvtrace_operator_canaries_total{reason="NotFoundInJaeger"} 1\n' in text
