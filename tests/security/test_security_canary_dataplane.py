@@ -19,7 +19,8 @@ from test_security_telemetry_dataplane import COLLECTOR_DNS, TOKEN_SECRET, local
 from kvtrace import canary
 from kvtrace_operator import pki
 from kvtrace_operator.render.canary import CanaryResult, decide
-from kvtrace_operator.render.security import AUTH_DIR, SERVING_DIR
+from kvtrace_operator.render.security import AUTH_DIR
+from kvtrace_operator.render.tls import SERVING_DIR
 
 pytestmark = pytest.mark.dataplane
 

@@ -32,7 +32,7 @@ from kvtrace.devstack.endpoints import resolve_url
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
 from kvtrace_operator.handlers.metrics import METRICS
-from kvtrace_operator.render import apply_defaults_pipeline, names, security, tls
+from kvtrace_operator.render import SpecError, apply_defaults_pipeline, names, security, tls
 from kvtrace_operator.render.canary import (
     CanaryResult,
     canary_duration_ns,
@@ -182,10 +182,15 @@ async def run(client: AsyncClient, pipeline: Mapping[str, Any]) -> CanaryResult:
 
 
 async def probe(client: AsyncClient, pipeline: Mapping[str, Any]) -> bool:
-    """One canary run for the timer; False when the pipeline is going away (nothing kept)."""
+    """One canary run for the timer; False when the pipeline is going away or its spec is
+    invalid (nothing kept, nothing to refresh)."""
     pipeline = common.plain(pipeline)
     if pipeline["metadata"].get("deletionTimestamp"):
         forget(pipeline)
         return False
-    record(pipeline, await run(client, pipeline))
+    try:
+        outcome = await run(client, pipeline)
+    except SpecError:  # the reconcile reports it (InvalidSpec); nothing to probe meanwhile
+        return False
+    record(pipeline, outcome)
     return True

@@ -232,3 +232,42 @@ def test_canary_runs_are_counted_by_reason() -> None:
     assert "# TYPE kvtrace_operator_canaries_total counter" in text
     assert 'kvtrace_operator_canaries_total{reason="Delivered"} 2\n' in text
     assert 'kvtrace_operator_canaries_total{reason="NotFoundInJaeger"} 1\n' in text
+
+
+class TestOutcomeKeeping:
+    """handlers/canary.py keeps the last outcome per pipeline for every status write."""
+
+    @pytest.fixture(autouse=True)
+    def options(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from kvtrace_operator.handlers import common
+
+        monkeypatch.setattr(common, "options", common.Options(canary_interval=30.0))
+
+    def test_pending_then_the_last_run_then_forgotten(self) -> None:
+        from kvtrace_operator.handlers import canary as handler
+
+        body = pipeline()
+        assert handler.current(body) == (("Unknown", "Pending", "the first canary trace is sent within 30s"), None)
+        handler.record(body, run(found=True, waited_s=1.0))
+        failed = handler.record(body, run(found=False))
+        assert handler.current(body) == failed
+        assert failed[0][:2] == ("False", "NotFoundInJaeger") and failed[0][2].endswith(f"last delivered at {T1}")
+        assert failed[1]["lastSuccessTime"] == T1
+        handler.forget(body)
+        assert handler.current(body)[0][1] == "Pending"
+
+    def test_after_a_restart_the_status_shown_is_kept(self) -> None:
+        from kvtrace_operator.handlers import canary as handler
+
+        shown = pipeline_status(pipeline(), workloads=HEALTHY, consumers=[], now=T0,
+                                trace_delivery=decide(run(found=True), enabled=True),
+                                delivery=delivery_status(run(found=True), None))
+        condition, record = handler.current(pipeline(shown))
+        assert condition[:2] == ("True", "Delivered") and record == shown["traceDelivery"]
+
+    def test_disabled_when_the_interval_is_zero(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from kvtrace_operator.handlers import canary as handler
+        from kvtrace_operator.handlers import common
+
+        monkeypatch.setattr(common, "options", common.Options(canary_interval=0.0))
+        assert handler.current(pipeline())[0][1] == "Disabled"
