@@ -109,34 +109,44 @@ def test_make_dev_exit_runs_every_step_draws_a_trace_and_cleans_up(tmp_path: Pat
     assert_all_stopped(output, state)
 
 
-def test_dev_demo_stays_up_with_dev_env_until_sigterm_then_stops_everything(tmp_path: Path, poll: Any) -> None:
+def test_dev_demo_of_the_production_example_stays_up_until_sigterm_then_stops_everything(
+        tmp_path: Path, poll: Any) -> None:
+    """examples/02-production-sampling: its members' service name (``serviceName: orders-kv``)
+    comes from their rendered environment, and the collector's tail sampling keeps about a
+    tenth of the traces. The demo stays up, usable through `kvtrace dev env`, until SIGTERM."""
     require_binaries(*BINARIES, "otelcol-kvtrace", "jaeger")
     namespace = f"demo-{secrets.token_hex(2)}"
     state = tmp_path / "state.json"
     log = tmp_path / "demo.log"
     env = demo_env(state)
     kvtrace = str(Path(sys.executable).parent / "kvtrace")
+    argv = [kvtrace, "dev", "demo", "--example", str(REPO / "examples" / "02-production-sampling"),
+            "--namespace", namespace, *LOAD]
     with log.open("w") as out:
-        demo = subprocess.Popen([kvtrace, "dev", "demo", "--namespace", namespace, *LOAD], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        demo = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         poll(lambda: "Up until Ctrl-C" in log.read_text() or demo.poll() is not None, timeout=180,
              interval=1, message="the demo finished its steps")
-        assert demo.poll() is None, log.read_text()
+        output = log.read_text()
+        assert demo.poll() is None, output
+        assert "      OTEL_SERVICE_NAME=orders-kv" in output and "3 KV processes started (orders-0, orders-1, orders-2)" \
+            in output, output
+        kept = re.search(r"^traces in Jaeger: (\d+) for 300 operations sent", output, re.M)
+        assert kept and 0 < int(kept.group(1)) < 300, output  # ratio 0.1 (+ slow and error traces)
         exports = subprocess.run([kvtrace, "dev", "env"], env=env, capture_output=True, text=True, timeout=60,
                                  check=True).stdout
         found = dict(re.findall(r"^export (\w+)=(\S+)$", exports, flags=re.M))
         assert set(found) == {"KUBECONFIG", "OTEL_EXPORTER_OTLP_ENDPOINT", "KVTRACE_JAEGER_URL", "KVTRACE_ENDPOINT_MAP"}
         with urllib.request.urlopen(found["KVTRACE_JAEGER_URL"] + "/api/v3/services", timeout=10) as resp:
-            assert "basic" in resp.read().decode()
-        # `kvtrace traces` works with nothing but the printed exports.
-        listed = subprocess.run([kvtrace, "traces", "--service", "basic", "--limit", "2", "--summary"],
+            assert "orders-kv" in resp.read().decode()
+        # `kvtrace traces` and kubectl work with nothing but the printed exports.
+        listed = subprocess.run([kvtrace, "traces", "--service", "orders-kv", "--limit", "2", "--summary"],
                                 env={**env, **found}, capture_output=True, text=True, timeout=60)
-        assert listed.returncode == 0 and len(re.findall(r"^trace [0-9a-f]{32}  basic: ", listed.stdout, re.M)) == 2, \
-            listed.stdout + listed.stderr
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert len(re.findall(r"^trace [0-9a-f]{32}  orders-kv: ", listed.stdout, re.M)) == 2, listed.stdout
         pods = subprocess.run([kubectl_path(), "-n", namespace, "get", "pods", "-o", "name"],
                               env={**env, **found}, capture_output=True, text=True, timeout=60, check=True).stdout
-        assert {"pod/basic-0", "pod/basic-1", "pod/basic-2"} <= set(pods.split())
+        assert {"pod/orders-0", "pod/orders-1", "pod/orders-2"} <= set(pods.split())
     finally:
         demo.send_signal(signal.SIGTERM)
         try:

@@ -66,6 +66,7 @@ class Demo:
         self.kv_runner: Any = None
         self.jaeger_url = ""
         self.collector_http = ""
+        self.service = ""  # the members' OTEL_SERVICE_NAME, as rendered
         self.index = 0
 
     # ------------------------------------------------------------------ output
@@ -149,10 +150,13 @@ class Demo:
             documents = self.read_example()
         example = self.example
         assert example is not None
-        with self.step("local stack", "the cached upstream programs (`make tools` builds them)"):
-            problems = cluster_mod.missing_binaries((*cluster_mod.BINARIES, "otelcol-kvtrace", "jaeger"))
-            if problems:
-                raise DemoError("; ".join(problems) + " (run `make tools` or `kvtrace dev tools`)")
+        with self.step("local stack", "the cached collector and Jaeger builds (`make tools` builds them; "
+                       "the cluster checks its own as it starts)"):
+            try:
+                for program in BACKEND_PROGRAMS:
+                    self.say(f"    {program}: {cached_program(program)}")
+            except (FileNotFoundError, KeyError) as exc:
+                raise DemoError(str(exc)) from None
         # The KV processes get the rendered OTel environment and nothing of this shell's.
         for name in [k for k in os.environ if k.startswith(("OTEL_", "KVNODE_"))]:
             del os.environ[name]
@@ -162,6 +166,7 @@ class Demo:
             self.cluster.start()
             self.endpoint_map = EndpointMapFile(self.cluster.workdir / "endpoints.json")
             self.say(self.cluster.describe())
+        self.write_state()  # `kvtrace dev env` works from here on (again below, with the backends)
         with self.step("CRDs", str(opts.crds)):
             self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(opts.crds))
             self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
@@ -175,17 +180,17 @@ class Demo:
             self.apply_example(documents, example)
         with self.step("tracing backends", f"the operator's {example.pipeline} collector and Jaeger pods"):
             self.run_backends(example)
+        self.write_state()
         with self.step("KV nodes", f"the processes behind StatefulSet {example.cluster}'s pods"):
             self.run_kv_nodes(example)
-        self.write_state()
         with self.step("load", f"kvtrace bench: at most {opts.ops} ops and {opts.duration:g}s"):
             result = self.load()
         sent = int(result.get("ops", 0)) + int(result.get("errors", 0))
-        with self.step("traces in Jaeger", f"service {example.cluster!r} at {self.jaeger_url}"):
-            stats, trace = self.find_traces(example, sent)
+        with self.step("traces in Jaeger", f"service {self.service!r} at {self.jaeger_url}"):
+            stats, trace = self.find_traces(sent)
         self.say()
         self.say(f"kvtrace dev demo: every step succeeded in {time.monotonic() - began:.1f}s.")
-        self.say(text.endpoints_text(self.exports(), self.jaeger_url, self.collector_http, example.cluster,
+        self.say(text.endpoints_text(self.exports(), self.jaeger_url, self.collector_http, self.service,
                                      opts.namespace))
         self.say(text.load_summary(result))
         self.say(text.traces_summary(stats, sent))
@@ -285,14 +290,13 @@ class Demo:
     def run_backends(self, example: text.Example) -> None:
         """Jaeger first: the collector's config names Jaeger's OTLP Service, which resolves
         (and renders into its config) once Jaeger's pod runs."""
-        from kvtrace.devstack import tools
         from kvtrace.devstack.endpoints import resolve_url
         from kvtrace.devstack.proc import urlopen_direct
         from kvtrace_operator.render.labels import COLLECTOR, COLLECTOR_LOADBALANCER, COLLECTOR_SAMPLING, JAEGER
 
         def entrypoint(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
             # The images' entrypoint: the same program, from the tool cache.
-            return [str(tools.binary(text.image_program(container.get("image") or "")))]
+            return [cached_program(text.image_program(container.get("image") or ""))]
 
         base = f"app.kubernetes.io/name=tracingpipeline,app.kubernetes.io/instance={example.pipeline}"
         for component in (JAEGER, COLLECTOR_SAMPLING, COLLECTOR_LOADBALANCER, COLLECTOR):
@@ -342,12 +346,16 @@ class Demo:
             self.wait_for(functools.partial(ready, address), 60, f"/readyz 200 from {pod}")
         first = sorted(addresses)[0]
         env = next(iter(self.kv_runner.processes(first).values())).env or {}
+        self.service = env.get("OTEL_SERVICE_NAME", "")
+        if not self.service:
+            raise DemoError(f"{first}: no OTEL_SERVICE_NAME in its environment (is the KVCluster traced?)")
         self.say(f"    {len(addresses)} KV processes started ({', '.join(sorted(addresses))}); "
                  f"{first}'s OTel environment, as the operator rendered it:")
         for line in text.env_lines(env):
             self.say(f"      {line}")
 
     def write_state(self) -> None:
+        """Record what runs for `kvtrace dev env` (the format of `kvtrace dev up`)."""
         if self.state_path is None:
             return
         state = {"pid": os.getpid(), "kubeconfig": str(self.cluster.kubeconfig), "server": self.cluster.server,
@@ -375,7 +383,7 @@ class Demo:
             raise DemoError("; ".join(problems))
         return result
 
-    def find_traces(self, example: text.Example, sent: int) -> tuple[text.TraceStats, Any]:
+    def find_traces(self, sent: int) -> tuple[text.TraceStats, Any]:
         """Poll Jaeger until a trace with spans from more than one member is in and the count
         settled (:func:`text.traces_settled`); the stats and the trace to draw."""
         from kvtrace.devstack.jaeger_client import JaegerClient
@@ -385,9 +393,9 @@ class Demo:
         seen: list[tuple[float, tuple[int, int]]] = []
 
         def fetch() -> list[Any]:
-            if example.cluster not in client.services():
+            if self.service not in client.services():
                 return []
-            return client.find_traces(example.cluster, start=since, limit=sent + 100)
+            return client.find_traces(self.service, start=since, limit=sent + 100)
 
         deadline = time.monotonic() + self.options.trace_timeout
         while True:
@@ -409,6 +417,18 @@ class Demo:
         return {"KUBECONFIG": str(self.cluster.kubeconfig), "KVTRACE_JAEGER_URL": self.jaeger_url,
                 "OTEL_EXPORTER_OTLP_ENDPOINT": self.collector_http,
                 "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path)}
+
+
+BACKEND_PROGRAMS = ("otelcol-kvtrace", "jaeger")
+
+
+@functools.cache
+def cached_program(name: str) -> str:
+    """A cached tool's path, checksummed once per process (`tools.binary` verifies on every
+    call, and the pod runners render their pods, hence ask, every 0.3 s)."""
+    from kvtrace.devstack import tools
+
+    return str(tools.binary(name))
 
 
 class StepFailed(Exception):

@@ -23,7 +23,7 @@ class DemoError(Exception):
 class Example:
     """What `kvtrace dev demo` needs to know about the example it applies."""
 
-    cluster: str  # the KVCluster's name (also its OTEL_SERVICE_NAME)
+    cluster: str  # the KVCluster's name
     replicas: int
     pipeline: str  # the TracingPipeline it references
 
