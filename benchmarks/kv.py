@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -160,6 +161,11 @@ def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(endpoints: list[str], target: str, args: argparse.Namespace, procs: list[subprocess.Popen[bytes]]) -> dict[str, Result]:
     """Throughput and latency, plus the servers' CPU per operation: robust to a busy machine."""
     common: dict[str, Any] = dict(endpoints=endpoints, clients=args.clients, duration=args.duration,
@@ -169,10 +175,14 @@ def measure(endpoints: list[str], target: str, args: argparse.Namespace, procs: 
     for phase, overrides in (("writes", {"write_ratio": 1.0}), ("reads", {"write_ratio": 0.0}),
                              ("unloaded_writes", {"write_ratio": 1.0, "clients": 1, "duration": min(2.0, args.duration)}),
                              ("unloaded_reads", {"write_ratio": 0.0, "clients": 1, "duration": min(2.0, args.duration)})):
-        before = cpu_seconds(procs)
+        before, client_before = cpu_seconds(procs), client_cpu_seconds()
         result = run_sync(BenchConfig(**{**common, **overrides}))
         if result.ops:
             result.by_operation["server_cpu_us_per_op"] = {"value": round((cpu_seconds(procs) - before) / result.ops * 1e6, 1)}
+            client = client_cpu_seconds() - client_before
+            # the load generator must not be the bottleneck: its share of one core stays well below 1
+            result.by_operation["client_cpu"] = {"us_per_op": round(client / result.ops * 1e6, 1),
+                                                 "cores": round(client / result.seconds, 2)}
         out[phase] = result
     return out
 
@@ -242,6 +252,8 @@ def main() -> int:
         cpu_text = ", ".join(f"{phase} {r.by_operation.get('server_cpu_us_per_op', {}).get('value', 0):.0f}"
                         for phase, r in phases.items())
         print(f"server CPU µs/op, {name}: {cpu_text}")
+        client_text = ", ".join(f"{phase} {r.by_operation.get('client_cpu', {}).get('cores', 0):.2f}" for phase, r in phases.items())
+        print(f"load generator CPU (cores), {name}: {client_text}")
     for label, ratio in ratios.items():
         print(f"{label}: {ratio:.3f}")
     for note in notes:

@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 ENABLED = False
@@ -47,10 +47,12 @@ def incoming_context(headers: Mapping[str, str]) -> Context | None:
     return propagate.extract(headers)
 
 
-def start(name: str, kind: SpanKind, attributes: dict[str, Any] | None, parent: Span | Context | None = None) -> Span:
-    if isinstance(parent, Span):
-        parent = trace.set_span_in_context(parent)
+def start(name: str, kind: SpanKind, attributes: dict[str, Any] | None, parent: Context | None = None) -> Span:
     return _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)  # type: ignore[no-any-return]
+
+
+def start_child(name: str, kind: SpanKind, attributes: dict[str, Any] | None, parent: Span) -> Span:
+    return _tracer.start_span(name, context=trace.set_span_in_context(parent), kind=kind, attributes=attributes)  # type: ignore[no-any-return]
 
 
 def fail(span: Span, exc: BaseException | None, message: str) -> None:
@@ -60,8 +62,22 @@ def fail(span: Span, exc: BaseException | None, message: str) -> None:
 
 
 def context_from(traceparent: str | None, tracestate: str | None) -> Context | None:
+    """The remote parent carried in a peer message. The common form (version 00, as our
+    peers send it) is parsed directly, in about half the CPU of the W3C propagator's regular
+    expressions (one call per replica span); anything else goes through the propagator."""
     if not traceparent:
         return None
+    if len(traceparent) == 55 and traceparent.startswith("00-") and traceparent[35] == "-" == traceparent[52]:
+        try:
+            trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
+            flags = int(traceparent[53:55], 16)
+        except ValueError:
+            return None
+        if not trace_id or not span_id:
+            return None
+        state = TraceState.from_header([tracestate]) if tracestate else None
+        parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state)
+        return trace.set_span_in_context(NonRecordingSpan(parent))
     carrier = {"traceparent": traceparent}
     if tracestate:
         carrier["tracestate"] = tracestate

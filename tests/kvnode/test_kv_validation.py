@@ -103,3 +103,22 @@ def test_frames_round_trip_and_reject_garbage() -> None:
     assert frames.decode_fetch(frames.encode_fetch("n1", [1, 5]), 1024) == ("n1", [1, 5])
     with pytest.raises(frames.ProtocolError):
         frames.decode_fetch(frames.encode_fetch("n1", [5000]), 1024)
+
+
+def test_peer_trace_context_parses_like_the_w3c_propagator() -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from kvnode import telemetry
+
+    w3c = TraceContextTextMapPropagator()
+    good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-"
+    for traceparent, tracestate in ((good + "01", "a=b,c=d"), (good + "00", ""), ("01-" + good[3:] + "01-later", ""),
+                                    ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", ""), ("00-" + "z" * 32 + "-00f067aa0ba902b7-01", "")):
+        carrier = {"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})}
+        ours = telemetry.context_from(traceparent, tracestate)
+        theirs = w3c.extract(carrier)
+        ours_ctx = trace.get_current_span(ours).get_span_context()
+        assert ours_ctx == trace.get_current_span(theirs).get_span_context()
+        assert ours_ctx.trace_state == trace.get_current_span(theirs).get_span_context().trace_state
+    assert telemetry.context_from("", "") is None

@@ -64,7 +64,7 @@ class Coordinator:
             "server.address": member.host,
             "network.peer.address": member.host,
         }
-        return telemetry.start(f"kvstore.{operation}", telemetry.CLIENT, attrs, parent)
+        return telemetry.start_child(f"kvstore.{operation}", telemetry.CLIENT, attrs, parent)
 
     def _owners(self, khash: int) -> tuple[str, ...]:
         owners = self.c.owners(khash)
@@ -179,7 +179,7 @@ class Coordinator:
         span = None
         trace = NO_TRACE
         if telemetry.ENABLED and parent is not None:
-            span = telemetry.start(
+            span = telemetry.start_child(
                 "kvstore.read_repair",
                 telemetry.INTERNAL,
                 {"kvstore.operation": "read_repair", "kvstore.key.hash": telemetry.key_hash_attr(key_hash(winner.key)),
