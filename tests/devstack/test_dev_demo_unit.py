@@ -204,3 +204,23 @@ def test_duration_above_the_bench_limit_is_refused(capsys: pytest.CaptureFixture
     args = build_parser().parse_args(["dev", "demo", "--duration", "601"])
     assert args.func(args) == 2
     assert capsys.readouterr().err.strip() == "kvtrace dev demo: --duration: expected at most 600 seconds, got 601"
+
+
+def test_the_pod_runner_asks_resolve_command_once_per_pod_container_and_image(tmp_path: Path) -> None:
+    """The demo's entrypoint callback checksums a cached binary; the runner renders every poll."""
+    from kvtrace.devstack.podrunner import PodRunner
+
+    asked: list[str] = []
+
+    def entrypoint(pod: dict[str, Any], container: dict[str, Any]) -> list[str] | None:
+        asked.append(container["image"])
+        return None if container["image"] == "later:1" else ["/bin/true"]
+
+    runner = PodRunner(None, "ns", workdir=tmp_path, resolve_command=entrypoint)
+    pod = {"metadata": {"uid": "u1"}}
+    container = {"name": "c", "image": "tool:1", "args": ["--x"]}
+    assert [runner._argv(pod, container) for _ in range(3)] == [["/bin/true", "--x"]] * 3  # noqa: SLF001
+    assert runner._argv({"metadata": {"uid": "u2"}}, container) == ["/bin/true", "--x"]  # noqa: SLF001
+    later = {"name": "c", "image": "later:1"}
+    assert runner._argv(pod, later) is None and runner._argv(pod, later) is None  # noqa: SLF001
+    assert asked == ["tool:1", "tool:1", "later:1", "later:1"]  # no answer is asked again

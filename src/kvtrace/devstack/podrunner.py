@@ -195,6 +195,9 @@ class PodRunner:
         self._thread: threading.Thread | None = None
         self._client: Any = None
         self._cache: dict[tuple[str, str], Obj | None] = {}
+        # resolve_command's answers per (pod uid, container, image): pods are re-rendered every
+        # poll, and a callback may be costly (tools.binary checksums the binary at each call).
+        self._commands: dict[tuple[str, str, str], list[str]] = {}
 
     # ----------------------------------------------------------------- public API
     @property
@@ -574,7 +577,10 @@ class PodRunner:
     def _argv(self, pod: Obj, container: Obj) -> list[str] | None:
         argv = list(container.get("command") or [])
         if not argv and self.resolve_command is not None:
-            argv = list(self.resolve_command(pod, container) or [])
+            key = (pod["metadata"]["uid"], container["name"], str(container.get("image")))
+            argv = list(self._commands.get(key) or self.resolve_command(pod, container) or [])
+            if argv:  # no answer (or an exception) is asked again next pass
+                self._commands[key] = argv
         if not argv:
             return None
         return argv + list(container.get("args") or [])
