@@ -34,6 +34,21 @@ def decoded(secret: dict[str, Any]) -> dict[str, str]:
     return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
 
+def patch_until(kube: Kube, poll: Any, secret: str, values: dict[str, str], done: Any, message: str) -> Any:
+    """Patch ``values`` into ``secret`` and wait for ``done()`` (truthy); patch again whenever a
+    reconcile that had read the Secret before the patch wrote it back meanwhile."""
+    patch = json.dumps({"data": {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}})
+
+    def attempt() -> Any:
+        result = done()
+        if not result and all(decoded(kube.get("secret", secret) or {"data": {}}).get(key) != value
+                              for key, value in values.items()):
+            kube.run("patch", "secret", secret, "--type=merge", "-p", patch)
+        return result
+
+    return poll(attempt, timeout=60, message=message)
+
+
 def checksum_of(kube: Kube, deployment: str) -> str:
     obj = kube.get("deployment", deployment)
     assert obj is not None
@@ -109,15 +124,14 @@ def test_the_operator_creates_the_ca_and_leaves_renews_a_due_leaf_and_leaves_val
     now = datetime.datetime.now(datetime.timezone.utc)
     due = pki.issue(pki.KeyPair(ca["tls.crt"], ca["tls.key"]), "traces-collector",
                     list(tls.dns_names("traces-collector", ns)), now, datetime.timedelta(hours=1))
-    patch = {"data": {"tls.crt": base64.b64encode(due.cert_pem.encode()).decode(),
-                      "tls.key": base64.b64encode(due.key_pem.encode()).decode()}}
-    kube_ns.run("patch", "secret", "traces-collector-tls", "--type=merge", "-p", json.dumps(patch))
+    original = edge["tls.crt"]
 
     def renewed() -> dict[str, str] | None:
         data = decoded(kube_ns.get("secret", "traces-collector-tls") or {"data": {}})
-        return data if data.get("tls.crt") not in (None, due.cert_pem) else None
+        return data if data.get("tls.crt") not in (None, due.cert_pem, original) else None
 
-    fresh = poll(renewed, timeout=30, message="the due leaf renewed")
+    fresh = patch_until(kube_ns, poll, "traces-collector-tls", {"tls.crt": due.cert_pem, "tls.key": due.key_pem},
+                        renewed, "the due leaf renewed")
     info = pki.info(fresh["tls.crt"])
     assert info.not_after - now > datetime.timedelta(hours=2000)  # a full duration (2160h)
     assert pki.signed_by(fresh["tls.crt"], ca["tls.crt"])
@@ -129,6 +143,45 @@ def test_the_operator_creates_the_ca_and_leaves_renews_a_due_leaf_and_leaves_val
                            and "traces-collector-tls: expiring" in e["message"]] and kube_ns.list("events"),
                   timeout=10, message="a CertificatesRenewed event")
     assert not any("PRIVATE KEY" in e.get("message", "") for e in events)
+
+
+def test_a_ca_rotation_rolls_the_bundle_consumers_and_not_jaeger(operator: Any, kube_ns: Kube, poll: Any) -> None:
+    """The CA within caRenewBefore: a new CA joins the bundle, so the collector and the KV
+    members (which read the bundle at start) roll; Jaeger (trusts nothing) does not."""
+    kube_ns.apply(tp(namespace=kube_ns.namespace), {
+        "apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "metadata": {"name": "kv"},
+        "spec": {"replicas": 1, "replicationFactor": 1, "tracing": {"pipelineRef": {"name": "traces"}}}})
+    poll(lambda: kube_ns.get("statefulset", "kv") and kube_ns.get("deployment", "traces-jaeger"), timeout=60,
+         message="the members and Jaeger")
+
+    def template(kind: str, name: str) -> str:
+        obj = kube_ns.get(kind, name)
+        assert obj is not None
+        return str(obj["spec"]["template"]["metadata"]["annotations"]["kvtrace.dev/config-checksum"])
+
+    before = {(kind, name): template(kind, name) for kind, name in
+              (("statefulset", "kv"), ("deployment", "traces-collector"), ("deployment", "traces-jaeger"))}
+    # A CA with 1000h left (< caRenewBefore, 4320h; > renewBefore, 720h), as if it had served
+    # for years.
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ageing = pki.make_ca("ageing CA", now - datetime.timedelta(days=1000),
+                         datetime.timedelta(days=1000, hours=1000))
+
+    def rotated() -> list[pki.CertInfo] | None:
+        trust = decoded(kube_ns.get("secret", "traces-tls-trust") or {"data": {}}).get("ca.crt", "")
+        certs = pki.bundle_info(trust)
+        return certs if len(certs) == 2 else None
+
+    bundle = patch_until(kube_ns, poll, "traces-tls-ca", {"tls.crt": ageing.cert_pem, "tls.key": ageing.key_pem},
+                         rotated, "a bundle of the new CA and the ageing one")
+    assert bundle[1].common_name == "ageing CA" and bundle[0].not_after - now > datetime.timedelta(days=1000)
+    for kind, name in (("statefulset", "kv"), ("deployment", "traces-collector")):
+        poll(lambda: template(kind, name) != before[(kind, name)], timeout=30, message=f"{kind}/{name} rolled")
+    assert template("deployment", "traces-jaeger") == before[("deployment", "traces-jaeger")]
+    # The leaves are signed by the ageing CA, the one signing until half-way through
+    # caRenewBefore (the patch made the originals' issuer unknown, so they were re-issued).
+    leaf = decoded(kube_ns.get("secret", "traces-collector-tls"))  # type: ignore[arg-type]
+    assert pki.signed_by(leaf["tls.crt"], ageing.cert_pem)
 
 
 def test_a_deleted_leaf_secret_comes_back(operator: Any, kube_ns: Kube, poll: Any) -> None:
