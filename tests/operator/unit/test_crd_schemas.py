@@ -53,7 +53,7 @@ class TestCRDDefinitions:
 
     @pytest.mark.parametrize(("plural", "columns"), [
         ("kvclusters", ["Ready", "Phase", "Pipeline", "Age"]),
-        ("tracingpipelines", ["Mode", "Ratio", "Collector", "Jaeger", "Ready", "Age"]),
+        ("tracingpipelines", ["Mode", "Ratio", "Collector", "Jaeger", "Ready", "Delivery", "Age"]),
     ])
     def test_printer_columns(self, plural: str, columns: list[str]) -> None:
         version = crd(plural)["spec"]["versions"][0]
