@@ -158,3 +158,23 @@ def test_dev_demo_of_the_production_example_stays_up_until_sigterm_then_stops_ev
     assert demo.returncode == 0, output
     assert re.fullmatch(r"stopped in [\d.]+s", output.rstrip().splitlines()[-1]), output
     assert_all_stopped(output, state)
+
+
+def test_dev_demo_exit_names_the_failed_step_and_stops_what_it_started(tmp_path: Path) -> None:
+    """Without the TracingPipeline CRD the example cannot be applied: the demo says which step
+    failed and why, exits 1 and leaves nothing running."""
+    require_binaries(*BINARIES, "otelcol-kvtrace", "jaeger")
+    crds = tmp_path / "crds"
+    crds.mkdir()
+    (crds / "kvclusters.yaml").write_text((REPO / "crds" / "kvtrace.dev_kvclusters.yaml").read_text())
+    state = tmp_path / "state.json"
+    argv = [str(Path(sys.executable).parent / "kvtrace"), "dev", "demo", "--exit", "--crds", str(crds),
+            "--namespace", f"demo-{secrets.token_hex(2)}"]
+    proc = subprocess.run(argv, cwd=REPO, env=demo_env(state), capture_output=True, text=True, timeout=180)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert re.search(r"^    example Ready: FAILED after [\d.]+s: `kubectl -n \S+ apply -f \S+01-basic` failed: "
+                     r".*TracingPipeline", output, re.M), output
+    assert "kvtrace dev demo: step 'example Ready' failed: `kubectl" in output
+    assert "Stopping everything that was started." in output and "] tracing backends" not in output
+    assert_all_stopped(output, state)

@@ -156,7 +156,7 @@ def test_step_lines_failure_message_and_env_lines() -> None:
     assert text.step_end("load", 1.0, "2 failed") == "    load: FAILED after 1.0s: 2 failed"
     message = text.failure("operator", "exited (1); log x\nTraceback ...", left_up=False)
     assert message.splitlines() == ["kvtrace dev demo: step 'operator' failed: exited (1); log x",
-                                    "Everything that was started is stopped."]
+                                    "Stopping everything that was started."]
     assert "Ctrl-C stops it" in text.failure("load", "x", left_up=True)
     assert text.env_lines({"PATH": "/bin", "OTEL_B": "2", "OTEL_A": "1"}) == ["OTEL_A=1", "OTEL_B=2"]
 
@@ -175,7 +175,7 @@ def test_a_bad_example_fails_the_first_step_and_starts_nothing(tmp_path: Path) -
     assert lines[-2] == (f"kvtrace dev demo: step 'example' failed: {folder}: KVCluster basic: "
                          "spec.tracing.pipelineRef.name: expected the TracingPipeline that traces it "
                          "(the demo shows traces)")
-    assert lines[-1] == "Everything that was started is stopped."
+    assert lines[-1] == "Stopping everything that was started."
     assert demo.cluster is None and not state.exists()
 
 

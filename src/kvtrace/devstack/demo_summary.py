@@ -89,7 +89,7 @@ def step_end(name: str, seconds: float, problem: str | None = None) -> str:
 def failure(step: str, problem: str, *, left_up: bool) -> str:
     """The closing message when a step failed."""
     tail = ("The stack stays up for inspection (`eval \"$(kvtrace dev env)\"`); Ctrl-C stops it."
-            if left_up else "Everything that was started is stopped.")
+            if left_up else "Stopping everything that was started.")
     first = problem.strip().splitlines()[0] if problem.strip() else "no reason given"
     return f"kvtrace dev demo: step '{step}' failed: {first}\n{tail}"
 
