@@ -147,7 +147,7 @@ class Demo:
         opts = self.options
         began = time.monotonic()
         with self.step("example", str(opts.example)):
-            documents = self.read_example()
+            self.read_example()
         example = self.example
         assert example is not None
         with self.step("local stack", "the cached collector and Jaeger builds (`make tools` builds them; "
@@ -177,7 +177,7 @@ class Demo:
         with self.step("operator", f"kvtrace operator run -n {opts.namespace}"):
             self.start_operator()
         with self.step("example Ready", f"kubectl -n {opts.namespace} apply -f {opts.example}"):
-            self.apply_example(documents, example)
+            self.apply_example(example)
         with self.step("tracing backends", f"the operator's {example.pipeline} collector and Jaeger pods"):
             self.run_backends(example)
         self.write_state()
@@ -202,8 +202,8 @@ class Demo:
         self.say(render_waterfall(trace, ascii_only=opts.ascii).rstrip("\n"))
 
     # ------------------------------------------------------------------ steps
-    def read_example(self) -> list[Any]:
-        """The example's documents (its KVCluster and TracingPipeline checked)."""
+    def read_example(self) -> None:
+        """Check the example's KVCluster and the TracingPipeline it references."""
         import yaml
 
         folder = self.options.example
@@ -214,7 +214,6 @@ class Demo:
             raise DemoError(f"--crds: {self.options.crds} is not a folder with the CRD manifests")
         documents = [doc for path in files for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
         self.example = text.read_example(documents, str(folder))
-        return documents
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
         result: subprocess.CompletedProcess[str] = self.cluster.kubectl(*args, check=False, timeout=timeout)
@@ -253,7 +252,7 @@ class Demo:
         self.wait_for(healthy, 60, "answer from kopf's /healthz")
         self.say(f"    operator pid {process.pid}, log {process.log_path}")
 
-    def apply_example(self, documents: list[Any], example: text.Example) -> None:
+    def apply_example(self, example: text.Example) -> None:
         ns = self.options.namespace
         self.kubectl("-n", ns, "apply", "-f", str(self.options.example))
         result = self.kubectl("-n", ns, "wait", *example.refs, "--for=condition=Ready",
@@ -291,7 +290,6 @@ class Demo:
         """Jaeger first: the collector's config names Jaeger's OTLP Service, which resolves
         (and renders into its config) once Jaeger's pod runs."""
         from kvtrace.devstack.endpoints import resolve_url
-        from kvtrace.devstack.proc import urlopen_direct
         from kvtrace_operator.render.labels import COLLECTOR, COLLECTOR_LOADBALANCER, COLLECTOR_SAMPLING, JAEGER
 
         def entrypoint(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
@@ -314,12 +312,8 @@ class Demo:
         self.jaeger_url = resolve_url(endpoints["jaegerQuery"], self.endpoint_map.path)
         self.collector_http = resolve_url(endpoints["otlpHttp"], self.endpoint_map.path)
 
-        def answers(url: str) -> bool:
-            with contextlib.suppress(OSError), urlopen_direct(url, timeout=2) as resp:
-                return bool(resp.status < 500)
-            return False
-
-        self.wait_for(lambda: answers(f"{self.jaeger_url}/api/v3/services"), 60, f"Jaeger query API at {self.jaeger_url}")
+        self.wait_for(lambda: _status_of(f"{self.jaeger_url}/api/v3/services") == 200, 60,
+                      f"Jaeger query API at {self.jaeger_url}")
         # OTLP/HTTP answers GET /v1/traces with 405: listening.
         self.wait_for(lambda: _status_of(f"{self.collector_http}/v1/traces") in (200, 400, 405, 415), 60,
                       f"collector OTLP/HTTP receiver at {self.collector_http}")
