@@ -117,6 +117,10 @@ def test_the_operator_creates_the_ca_and_leaves_renews_a_due_leaf_and_leaves_val
     assert set(pki.info(decoded(secrets["traces-jaeger-tls"])["tls.crt"]).dns_names) == set(
         tls.dns_names("traces-jaeger-otlp", ns))
     poll(lambda: kube_ns.get("deployment", "traces-collector"), message="the collector Deployment")
+    status = poll(lambda: (kube_ns.get("tracingpipeline", "traces") or {}).get("status", {}).get("tls"),
+                  message="status.tls")
+    assert status["mode"] == "managed" and [c["commonName"] for c in status["trusted"]] == [pki.info(ca["tls.crt"]).common_name]
+    assert [c["secret"] for c in status["certificates"]] == ["traces-collector-tls", "traces-jaeger-tls"]
     before = {name: s["metadata"]["resourceVersion"] for name, s in secrets.items()}
     rolled_from = checksum_of(kube_ns, "traces-collector")
 
@@ -135,6 +139,8 @@ def test_the_operator_creates_the_ca_and_leaves_renews_a_due_leaf_and_leaves_val
     info = pki.info(fresh["tls.crt"])
     assert info.not_after - now > datetime.timedelta(hours=2000)  # a full duration (2160h)
     assert pki.signed_by(fresh["tls.crt"], ca["tls.crt"])
+    poll(lambda: kube_ns.get("tracingpipeline", "traces")["status"]["tls"]["certificates"][0]["notAfter"]  # type: ignore[index]
+         == info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"), timeout=30, message="status.tls shows the renewed leaf")
     # Valid ones untouched: same resourceVersion, and the collector did not roll (it reloads).
     for name in ("traces-tls-ca", "traces-tls-trust", "traces-jaeger-tls"):
         assert kube_ns.get("secret", name)["metadata"]["resourceVersion"] == before[name], name  # type: ignore[index]

@@ -1,5 +1,6 @@
 """The pipeline's TLS Secrets before its workloads (k8s/certificates.py does the work): an
-event per change, naming Secrets and reasons only, never key material."""
+event per change, naming Secrets and reasons only, never key material, and ``status.tls``
+(the trusted CAs and each server certificate with its ``notAfter``)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,13 @@ async def prepare(client: AsyncClient, pipeline: Mapping[str, Any], children: li
     trust bundle), then ``children`` with those objects first, so the apply keeps them.
     Raises SpecError (certManager without cert-manager)."""
     prepared = await certificates.prepare(client, dict(pipeline))
+    meta = pipeline["metadata"]
     if prepared.actions:
         message = "; ".join(prepared.actions)
-        meta = pipeline["metadata"]
         log.info("TLS of TracingPipeline %s/%s: %s", meta["namespace"], meta["name"], message)
         await k8s.post_event(client, pipeline, "CertificatesRenewed", message)
+    if (pipeline.get("status") or {}).get("tls") != prepared.status:
+        # Its own key of the status (None removes it): the rest of the status is the reconcile's.
+        await k8s.patch_status(client, k8s.TracingPipeline, meta["name"], meta["namespace"],
+                               {"tls": prepared.status})
     return [*prepared.objects, *children]

@@ -41,6 +41,23 @@ class Prepared:
 
     objects: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     actions: list[str] = dataclasses.field(default_factory=list)
+    status: dict[str, Any] | None = None  # status.tls of the pipeline (None: TLS off or mode secret)
+
+
+def _stamp(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def tls_status(mode: str, bundle_pem: str, leaves: dict[str, str]) -> dict[str, Any]:
+    """``status.tls``: the CAs clients trust and each server certificate, with their ends
+    (``leaves``: Secret name -> its tls.crt, absent ones left out)."""
+    return {
+        "mode": mode,
+        "trusted": [{"commonName": cert.common_name, "notAfter": _stamp(cert.not_after)}
+                    for cert in pki.bundle_info(bundle_pem)],
+        "certificates": [{"secret": name, "issuer": cert.issuer, "notAfter": _stamp(cert.not_after)}
+                         for name, pem in sorted(leaves.items()) if pem for cert in [pki.info(pem)]],
+    }
 
 
 def policy(spec: dict[str, Any]) -> rotation.Policy:
@@ -107,7 +124,9 @@ async def prepare_managed(client: AsyncClient, pipeline: dict[str, Any], spec: d
     objects = managed_secrets(pipeline, spec, state, now)
     for obj in objects:
         await apply_object(client, obj, namespace)
-    return Prepared(objects, actions)
+    status = tls_status(tls.MANAGED, rotation.trust_bundle(state, now),
+                        {name: pair.cert_pem for name, pair in state.leaves.items()})
+    return Prepared(objects, actions, status)
 
 
 def merged_bundle(ca_pems: list[str], previous_bundle: str, now: datetime.datetime) -> str:
@@ -141,12 +160,14 @@ async def prepare_cert_manager(client: AsyncClient, pipeline: dict[str, Any], sp
     ca_pems = [pem for data in written for pem in pki.split_bundle(data.get(tls.CA_FILE, ""))]
     previous = await read_data(client, tls.trust_secret(name), namespace)
     bundle = merged_bundle(ca_pems, previous.get(tls.CA_FILE, ""), now)
+    status = tls_status(tls.CERT_MANAGER, bundle, {leaf["secret"]: data.get("tls.crt", "")
+                                                   for leaf, data in zip(tls.leaves(pipeline, spec), written)})
     if not bundle:  # cert-manager has not issued yet: the Secret watch reconciles when it has
-        return Prepared([], [])
+        return Prepared([], [], status)
     trust = tls.trust_secret_object(pipeline, bundle)
     await apply_object(client, trust, namespace)
     changed = ["trust bundle updated"] if bundle != previous.get(tls.CA_FILE) else []
-    return Prepared([trust], changed)
+    return Prepared([trust], changed, status)
 
 
 async def prepare(client: AsyncClient, pipeline: dict[str, Any],

@@ -144,3 +144,43 @@ class TestRotation:
         assert rotation.ca_due(None, T0, POLICY) == "missing"
         assert rotation.ca_due(pki.info(ca.cert_pem), T0 + 80 * HOUR, POLICY) == "expiring"
         assert rotation.ca_due(pki.info(ca.cert_pem), T0 + 79 * HOUR, POLICY) is None
+
+
+class TestSecretsOfTheManagedCA:
+    """The pure parts of k8s/certificates.py: Secrets from a state and back, the status, the
+    cert-manager trust bundle."""
+
+    PIPELINE = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+                "spec": {"collector": {"replicas": 2}, "security": {"tls": {"enabled": True}}}}
+
+    def test_secrets_round_trip_and_never_expose_the_ca_key_to_pods(self) -> None:
+        from kvtrace_operator.k8s import certificates
+        from kvtrace_operator.render import apply_defaults_pipeline, tls
+
+        spec = apply_defaults_pipeline(self.PIPELINE["spec"])
+        leaves = certificates.leaf_specs(self.PIPELINE, spec)
+        assert [leaf.secret for leaf in leaves] == ["p-collector-tls", "p-collector-sampling-tls", "p-jaeger-tls"]
+        state, _ = rotation.rotate(rotation.State(), leaves, T0, certificates.policy(spec), "CA")
+        objects = certificates.managed_secrets(self.PIPELINE, spec, state, T0)
+        data = {obj["metadata"]["name"]: tls.decoded(obj) for obj in objects}
+        assert set(data["p-tls-trust"]) == {"ca.crt"} and set(data["p-tls-ca"]) == {"tls.crt", "tls.key", "ca.crt"}
+        assert all(obj["metadata"]["ownerReferences"][0]["uid"] == "u1" for obj in objects)
+        again = certificates.state_of(data["p-tls-ca"], {leaf.secret: data[leaf.secret] for leaf in leaves})
+        assert again == state
+        # A key that does not match its certificate counts as missing (re-issued).
+        broken = {**data["p-jaeger-tls"], "tls.key": data["p-collector-tls"]["tls.key"]}
+        assert "p-jaeger-tls" not in certificates.state_of(data["p-tls-ca"], {"p-jaeger-tls": broken}).leaves
+        status = certificates.tls_status("managed", data["p-tls-trust"]["ca.crt"],
+                                         {leaf.secret: data[leaf.secret]["tls.crt"] for leaf in leaves})
+        assert status["trusted"] == [{"commonName": "CA", "notAfter": "2028-12-31T00:00:00Z"}]  # 26280h
+        assert status["certificates"][0] == {"secret": "p-collector-sampling-tls", "issuer": "CA",
+                                             "notAfter": "2026-04-01T00:00:00Z"}  # 2160h = 90 days
+
+    def test_cert_manager_bundle_keeps_a_replaced_ca_until_it_expires(self) -> None:
+        from kvtrace_operator.k8s.certificates import merged_bundle
+
+        old, new = pki.make_ca("old", T0, 10 * HOUR), pki.make_ca("new", T0, 100 * HOUR)
+        previous = merged_bundle([old.cert_pem], "", T0)
+        assert merged_bundle([new.cert_pem], previous, T0 + HOUR) == pki.bundle(new.cert_pem, old.cert_pem)
+        assert merged_bundle([new.cert_pem, new.cert_pem], previous, T0 + 11 * HOUR) == pki.bundle(new.cert_pem)
