@@ -67,8 +67,8 @@ def sdk_sampler(spec: dict[str, Any]) -> list[tuple[str, str]]:
 # Spans of one trace leave the nodes that took part at most one schedule delay apart (each
 # node's processor exports on its own timer), and the tail sampler decides ``decisionWait``
 # after the first span it holds: the delay is a quarter of ``decisionWait``, never more than
-# the SDK's own 5 s default. Validation then keeps ``decisionWait`` at least twice
-# ``latencyThreshold`` + ``collector.batch.timeout`` (``min_decision_wait_ns``), so a trace just
+# the SDK's own 5 s default. Validation then keeps ``decisionWait`` at least
+# 2 x (``latencyThreshold`` + ``collector.batch.timeout``) (``min_decision_wait_ns``), so a trace just
 # over the threshold has ended, been exported and passed the load-balancing tier's batch with
 # a quarter of ``decisionWait`` to spare.
 SDK_SCHEDULE_DELAY_MS = 5000  # the SDK's default
@@ -86,8 +86,8 @@ def schedule_delay_ms(spec: dict[str, Any]) -> int:
 
 
 def min_decision_wait_ns(spec: dict[str, Any]) -> int:
-    """The shortest ``decisionWait`` that judges whole traces: twice ``latencyThreshold`` plus
-    ``collector.batch.timeout`` (see the comment above ``SDK_SCHEDULE_DELAY_MS``)."""
+    """The shortest ``decisionWait`` that judges whole traces: 2 x (``latencyThreshold`` +
+    ``collector.batch.timeout``) (see the comment above ``SDK_SCHEDULE_DELAY_MS``)."""
     threshold = parse_duration(spec.get("sampling", {}).get("latencyThreshold", "500ms"),
                                "spec.sampling.latencyThreshold")
     batch = parse_duration(spec.get("collector", {}).get("batch", {}).get("timeout", "200ms"),
