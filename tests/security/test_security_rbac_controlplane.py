@@ -24,7 +24,7 @@ pytestmark = pytest.mark.controlplane
 TIMEOUT = 90.0
 
 
-class FastResyncOperator(ChartOperator):
+class FastResyncOperator(ChartOperator):  # type: ignore[misc]
     def args(self) -> list[str]:
         return [*super().args(), "--resync-interval", "3", "--retry-backoff", "1"]
 

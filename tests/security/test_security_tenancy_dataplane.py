@@ -31,11 +31,11 @@ pytestmark = pytest.mark.dataplane
 HEADER = "x-tenant"
 
 
-class TenantJaeger(Jaeger):
+class TenantJaeger(Jaeger):  # type: ignore[misc]
     """Ready on its health check alone: its query API now wants a tenant header."""
 
     def _ready(self) -> bool:
-        return super(Jaeger, self)._ready()
+        return bool(super(Jaeger, self)._ready())
 
 
 def tenancy_config(storage: str, badger_dir: Path) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def tenancy_config(storage: str, badger_dir: Path) -> dict[str, Any]:
             "metadata": {"name": "shared", "namespace": "kv-shared"},
             "spec": {"jaeger": {"storage": {"type": storage},
                                 "tenancy": {"enabled": True, "header": HEADER, "tenants": ["team-a", "team-b"]}}}}
-    config = render_jaeger_config(pipe)
+    config: dict[str, Any] = render_jaeger_config(pipe)
     # The tenant header kept as client metadata through the pipeline, the most a sender can do.
     config["receivers"]["otlp"]["protocols"]["http"]["include_metadata"] = True
     config["processors"]["batch"]["metadata_keys"] = [HEADER]
