@@ -70,6 +70,16 @@ def test_pipeline_reference() -> None:
     assert untraced.status == FAIL and "no spec.tracing.pipelineRef" in untraced.summary and "kubectl patch" in untraced.fix
 
 
+def test_pipeline_evidence_includes_the_operators_trace_delivery() -> None:
+    shown = pipeline()
+    shown["status"] = {"conditions": [
+        {"type": "Ready", "status": "True", "reason": "PipelineReady", "message": "ok"},
+        {"type": "TraceDelivery", "status": "False", "reason": "NotFoundInJaeger", "message": "canary trace ab..."}]}
+    check = doctor.check_pipeline(cluster(), shown)
+    assert check.status == PASS  # the doctor's own canary decides; this is evidence
+    assert check.evidence[1] == "TracingPipeline traces: TraceDelivery=False NotFoundInJaeger: canary trace ab..."
+
+
 def endpoint_slice(*ready: bool) -> dict[str, Any]:
     return {"endpoints": [{"addresses": [f"10.244.0.{i}"], "conditions": {"ready": r},
                            "targetRef": {"kind": "Pod", "name": f"traces-collector-{i}"}}

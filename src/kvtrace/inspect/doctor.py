@@ -113,9 +113,14 @@ def check_pipeline(cluster: Mapping[str, Any], pipeline: Mapping[str, Any] | Non
         return Check(name, FAIL, f"TracingPipeline {ref} (spec.tracing.pipelineRef.name) does not exist",
                      [f"KVCluster {cname} references TracingPipeline {ref!r}; no such object in the namespace"],
                      f"create TracingPipeline {ref} in this namespace, or point spec.tracing.pipelineRef at an existing one")
-    ready = next((c for c in (pipeline.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    conditions = {c.get("type"): c for c in (pipeline.get("status") or {}).get("conditions") or []}
+    ready = conditions.get("Ready")
     evidence = [f"TracingPipeline {ref}: Ready={ready.get('status')} {ready.get('reason')}: {ready.get('message')}"
                 if ready else f"TracingPipeline {ref}: no Ready condition yet"]
+    delivery = conditions.get("TraceDelivery")  # the operator's own canary (docs/operator.md)
+    if delivery:
+        evidence.append(f"TracingPipeline {ref}: TraceDelivery={delivery.get('status')} {delivery.get('reason')}: "
+                        f"{delivery.get('message')}")
     return Check(name, PASS, f"KVCluster {cname} uses TracingPipeline {ref}", evidence)
 
 
