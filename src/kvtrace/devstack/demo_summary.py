@@ -67,7 +67,7 @@ def read_example(documents: Sequence[Any], source: str) -> Example:
 def image_program(image: str) -> str:
     """The program a backend image runs, as the tool cache names it: the last path segment of
     the repository, without tag or digest (``ghcr.io/kvtrace/otelcol-kvtrace:0.161.0`` →
-    ``otelcol-kvtrace``, ``jaegertracing/jaeger:1.76.0`` → ``jaeger``)."""
+    ``otelcol-kvtrace``, ``jaegertracing/jaeger:2.13.0`` → ``jaeger``)."""
     repository = image.split("@", 1)[0]
     last = repository.rsplit("/", 1)[-1]
     program = last.split(":", 1)[0]
