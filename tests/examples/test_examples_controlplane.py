@@ -25,6 +25,11 @@ def status(kubectl: Any, namespace: str, ref: str) -> dict[str, Any]:
 def production_sampling(kubectl: Any, namespace: str) -> None:
     sampling = status(kubectl, namespace, "tracingpipeline/prod-traces")["sampling"]
     assert sampling["sdkSampler"] == "parentbased_always_on" and sampling["tailSampling"] is True
+    # security.auth without a Secret of its own: the operator generated one (chart RBAC: create).
+    secret = get_json(kubectl, namespace, "secret/prod-traces-otlp-token")[0]
+    assert secret["metadata"]["ownerReferences"][0]["name"] == "prod-traces" and "token" in secret["data"]
+    conditions = {c["type"]: c["status"] for c in status(kubectl, namespace, "tracingpipeline/prod-traces")["conditions"]}
+    assert conditions["SecretsReady"] == "True" and conditions["Authorized"] == "True"
 
 
 def two_tiers(kubectl: Any, namespace: str) -> None:
