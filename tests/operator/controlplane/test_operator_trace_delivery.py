@@ -194,6 +194,8 @@ def test_operator_reconciles_are_traced_into_the_pipeline_it_names(
     steps = {span.name for trace in traces for span in trace.spans}
     assert {"render", "drain check", "write status"} <= steps, steps
     assert "apply children" in steps or "observe workloads" in steps, steps
+    pipeline_roots = [t.root() for t in client.find_traces("kvtrace-operator", operation="reconcile TracingPipeline")]
+    assert any(r is not None and r.attributes["kvtrace.resource.name"] == "traces" for r in pipeline_roots)
     disabled = kube_ns.condition("tracingpipeline", "traces", "TraceDelivery")
     assert disabled is not None and (disabled["status"], disabled["reason"]) == ("Unknown", "Disabled")
 
