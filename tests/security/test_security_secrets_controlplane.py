@@ -6,7 +6,8 @@
   namespace/name/key) with an event, applies nothing, and creating it heals both kinds at
   once: the operator watches Secrets (the resync timer is 10 minutes here);
 - without ``tokenSecretRef`` the operator creates ``NAME-otlp-token`` once (owner reference,
-  labels, >= 32 random bytes), keeps it across reconciles, and re-creates a deleted one.
+  labels, >= 32 random bytes), keeps it across reconciles, and re-creates a deleted one; a
+  KVCluster created with the pipeline waits for it (SecretPending) without a warning.
 """
 
 from __future__ import annotations
@@ -150,8 +151,10 @@ def test_the_operator_creates_the_token_secret_once(operator: Any, kube_ns: Kube
     assert labels["app.kubernetes.io/part-of"] == "kvtrace" and labels["app.kubernetes.io/instance"] == "traces"
     token = decoded_token(kube_ns, "traces-otlp-token")
     assert re.fullmatch(r"[A-Za-z0-9_-]{43,}", token), "32 random bytes, URL-safe base64"
-    # Both sides use it: the collector's token file and the members' environment.
+    # Both sides use it: the collector's token file and the members' environment. The cluster,
+    # created with its pipeline, waited for the Secret (SecretPending) without a warning.
     wait_secrets_ready(kube_ns, poll, "kvcluster", "kv", "True")
+    assert "SecretNotFound" not in event_reasons(kube_ns, "kv")
     poll(lambda: kube_ns.get("statefulset", "kv") is not None, timeout=TIMEOUT, message="StatefulSet kv")
     sts = kube_ns.get("statefulset", "kv") or {}
     env = sts["spec"]["template"]["spec"]["containers"][0]["env"]

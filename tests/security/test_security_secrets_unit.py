@@ -15,6 +15,7 @@ from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
 from kvtrace_operator.render.secret_refs import (
     Found,
     SecretRef,
+    made_by_pipeline,
     missing_secrets,
     pipeline_secret_names,
     pod_secret_refs,
@@ -150,3 +151,13 @@ def test_extra_conditions_replace_their_type_and_keep_transition_times() -> None
 ])
 def test_a_denial_names_the_verb_and_the_resource(message: str, words: str) -> None:
     assert describe_denial(message) == words
+
+
+def test_consumers_wait_for_the_secrets_their_pipeline_makes() -> None:
+    assert made_by_pipeline(tp(security={"auth": {"enabled": True}})) == {"traces-otlp-token"}
+    assert made_by_pipeline(tp(security={"auth": OWN_TOKEN})) == set()  # the user's: reported missing
+    assert made_by_pipeline(tp(security={"tls": {"enabled": True, "mode": "managed"}})) == {"traces-tls-trust"}
+    waiting = secrets_condition([SecretRef("traces-otlp-token", "token", True)], [], generation=1, now="t",
+                                waiting=["Secret store/traces-otlp-token (key token) is not created"])
+    assert (waiting["status"], waiting["reason"]) == ("False", "SecretPending")
+    assert "is not created yet" in waiting["message"]

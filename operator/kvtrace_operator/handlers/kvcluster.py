@@ -24,6 +24,7 @@ from kvtrace_operator.render import (
 )
 from kvtrace_operator.render.names import GROUP, VERSION
 from kvtrace_operator.render.sampling import mode as sampling_mode
+from kvtrace_operator.render.secret_refs import made_by_pipeline
 from kvtrace_operator.render.status import find_condition, kvcluster_status, tracing_state, workload_summary
 
 PLURAL = "kvclusters"
@@ -84,8 +85,9 @@ async def reconcile(client: AsyncClient, cluster: Mapping[str, Any], *, apply: b
                 await common.report_spec_error(client, cluster, str(exc))
                 return False
             try:
-                gate = await secret_watch.check(client, cluster, children)
-                if gate.problems:  # nothing applied: the members could not start
+                gate = await secret_watch.check(client, cluster, children,
+                                                pending=made_by_pipeline(pipeline) if pipeline else ())
+                if gate.blocked:  # nothing applied: the members could not start
                     result["outcome"] = "secret_not_found"
                     observed = await k8s.read_workloads(client, meta["namespace"], children)
                     await common.write_status(client, k8s.KVCluster, cluster, gate.status(cluster, kvcluster_status(

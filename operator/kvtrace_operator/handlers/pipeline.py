@@ -44,7 +44,7 @@ async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers:
             try:
                 children = await certificates.prepare(client, pipeline, children)  # TLS Secrets first
                 gate = await secret_watch.check(client, pipeline, children)
-                if gate.problems:  # nothing applied: the pods could not start
+                if gate.blocked:  # nothing applied: the pods could not start
                     result["outcome"] = "secret_not_found"
                     observed = await k8s.read_workloads(client, meta["namespace"], children)
                     await common.write_status(client, k8s.TracingPipeline, pipeline, gate.status(

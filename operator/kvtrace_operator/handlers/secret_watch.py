@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import kopf
@@ -51,10 +51,15 @@ class Gate:
     children: list[dict[str, Any]]
     refs: list[SecretRef]
     problems: list[str]
+    waiting: list[str] = dataclasses.field(default_factory=list)  # Secrets the operator makes
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.problems or self.waiting)
 
     def conditions(self, owner: Mapping[str, Any]) -> list[dict[str, Any]]:
         generation, now = owner["metadata"].get("generation"), common.now()
-        return [secrets_condition(self.refs, self.problems, generation=generation, now=now),
+        return [secrets_condition(self.refs, self.problems, generation=generation, now=now, waiting=self.waiting),
                 condition(AUTHORIZED, True, "Allowed", "every request of the last reconcile was allowed",
                           generation=generation, now=now)]
 
@@ -62,15 +67,24 @@ class Gate:
         return with_conditions(status, owner.get("status"), self.conditions(owner))
 
 
-async def check(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]]) -> Gate:
+async def check(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]],
+                pending: Collection[str] = ()) -> Gate:
+    """``pending``: Secrets the operator itself is about to create (a missing one is waited
+    for, without a warning)."""
     namespace = owner["metadata"]["namespace"]
     refs = referenced_secrets(children)
     found = await k8s.read_secrets(client, namespace, {ref.name for ref in refs})
-    return Gate(roll_on_secret_changes(children, found), refs, missing_secrets(refs, found, namespace))
+    waiting = [message.replace("does not exist", "is not created") for message in
+               missing_secrets([ref for ref in refs if ref.name in pending], found, namespace)]
+    problems = missing_secrets([ref for ref in refs if ref.name not in pending], found, namespace)
+    return Gate(roll_on_secret_changes(children, found), refs, problems, waiting)
 
 
 async def report_missing(client: AsyncClient, owner: Mapping[str, Any], gate: Gate) -> None:
-    """A Warning event SecretNotFound, once per distinct set of missing Secrets."""
+    """A Warning event SecretNotFound, once per distinct set of missing Secrets (none while
+    only Secrets the operator makes are awaited)."""
+    if not gate.problems:
+        return
     message = secrets_condition(gate.refs, gate.problems, generation=None, now="")["message"]
     before = find_condition(owner.get("status"), SECRETS_READY) or {}
     if before.get("status") == "False" and before.get("message") == message:

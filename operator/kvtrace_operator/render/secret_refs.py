@@ -20,12 +20,21 @@ from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
 from kvtrace_operator.render.names import name_of
 from kvtrace_operator.render.pipeline import render_pipeline
-from kvtrace_operator.render.security import GENERATED_ANNOTATION, RELOADED_VOLUMES, client_env, client_volumes
+from kvtrace_operator.render import tls
+from kvtrace_operator.render.security import (
+    GENERATED_ANNOTATION,
+    RELOADED_VOLUMES,
+    client_env,
+    client_volumes,
+    token_secret,
+    token_secret_name,
+)
 from kvtrace_operator.render.status import condition, merge_conditions
 
 WORKLOAD_KINDS = ("StatefulSet", "Deployment")
 SECRETS_READY = "SecretsReady"
 SECRET_NOT_FOUND = "SecretNotFound"
+SECRET_PENDING = "SecretPending"
 
 
 class SecretRef(NamedTuple):
@@ -131,14 +140,28 @@ def roll_on_secret_changes(children: Sequence[Mapping[str, Any]], found: Mapping
     return result
 
 
+def made_by_pipeline(pipeline: dict[str, Any]) -> set[str]:
+    """Secrets the operator creates for ``pipeline`` that its consumers' pods use (the
+    generated token; the trust bundle of managed or cert-manager TLS): a consumer reconciled
+    before its pipeline waits for them instead of reporting them missing."""
+    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    made = {token_secret_name(name_of(pipeline))} if token_secret(pipeline, spec) else set()
+    return made | ({tls.trust_secret(name_of(pipeline))} if tls.every_hop(spec) else set())
+
+
 def secrets_condition(refs: Sequence[SecretRef], problems: Sequence[str], *, generation: int | None,
-                      now: str) -> dict[str, Any]:
-    """``SecretsReady``: False (reason SecretNotFound) while a referenced Secret or key is missing."""
+                      now: str, waiting: Sequence[str] = ()) -> dict[str, Any]:
+    """``SecretsReady``: False while a referenced Secret or key is missing: reason
+    SecretNotFound, or SecretPending when only Secrets the operator is about to create are."""
     if problems:
         return condition(SECRETS_READY, False, SECRET_NOT_FOUND,
                          "; ".join(problems) + ": nothing is applied until it exists "
                          "(pods would not start: CreateContainerConfigError)",
                          generation=generation, now=now)
+    if waiting:
+        return condition(SECRETS_READY, False, SECRET_PENDING,
+                         "; ".join(waiting) + " yet: the pipeline's reconcile creates it; nothing is "
+                         "applied until then", generation=generation, now=now)
     used = sorted({ref.name for ref in refs})
     message = f"every referenced Secret exists ({', '.join(used)})" if used else "no Secret is referenced"
     return condition(SECRETS_READY, True, "SecretsFound", message, generation=generation, now=now)
