@@ -1,15 +1,17 @@
 """Benchmark: a 3-node kvtrace cluster (tracing off / head 0.1 / every span) against etcd.
 
-    .venv/bin/python benchmarks/kv.py [--duration 5] [--clients 32] [--keys 2000]
+    .venv/bin/python benchmarks/kv.py [--duration 5] [--clients 32] [--keys 2000] [--rounds 3]
 
-Each configuration starts three fresh `kvtrace node serve` processes on 127.0.x.y under
-`opentelemetry-instrument` (traces go to a local OTLP/HTTP sink that discards them), preloads
-the key space, then measures QUORUM writes and QUORUM reads (32 clients, then 1 client for unloaded
-latency) with 100-byte values using
-`kvtrace bench`'s load generator. If an etcd binary is found (the local stack's
-~/.cache/kvtrace/tools/etcd-3.6.16/etcd, or `etcd` on PATH) the same workload runs against
-a 3-member etcd cluster through its JSON gateway. Prints a JSON document and a table,
-with the ratios traced/untraced and kvtrace/etcd. Not a test: it only reports.
+Each configuration runs three fresh `kvtrace node serve` processes on 127.0.x.y under
+`opentelemetry-instrument` (traces go to a local OTLP/HTTP sink that discards them). If an
+etcd binary is found (the local stack's ~/.cache/kvtrace/tools/etcd-3.6.16/etcd, or `etcd` on
+PATH) a 3-member etcd cluster joins, measured through its JSON gateway. All systems are
+started and preloaded first; then QUORUM writes and QUORUM reads (32 clients, 100-byte values,
+`kvtrace bench`'s load generator) run round-robin over them `--rounds` times, so that each
+sees the same mix of machine load, and the median round is reported; last, 1 client each for
+the unloaded latency. Prints a JSON document and a table with the ratios traced/untraced and
+kvtrace/etcd, the servers' CPU per operation and the load generator's CPU. Not a test: it
+only reports.
 """
 
 from __future__ import annotations
@@ -166,25 +168,59 @@ def client_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(endpoints: list[str], target: str, args: argparse.Namespace, procs: list[subprocess.Popen[bytes]]) -> dict[str, Result]:
-    """Throughput and latency, plus the servers' CPU per operation: robust to a busy machine."""
-    common: dict[str, Any] = dict(endpoints=endpoints, clients=args.clients, duration=args.duration,
-                                  keys=args.keys, value_size=100, consistency="quorum", target=target)
-    run_sync(BenchConfig(**{**common, "duration": 0.1}, write_ratio=1.0, preload=True))
-    out = {}
-    for phase, overrides in (("writes", {"write_ratio": 1.0}), ("reads", {"write_ratio": 0.0}),
-                             ("unloaded_writes", {"write_ratio": 1.0, "clients": 1, "duration": min(2.0, args.duration)}),
-                             ("unloaded_reads", {"write_ratio": 0.0, "clients": 1, "duration": min(2.0, args.duration)})):
-        before, client_before = cpu_seconds(procs), client_cpu_seconds()
-        result = run_sync(BenchConfig(**{**common, **overrides}))
+LOADED = (("writes", {"write_ratio": 1.0}), ("reads", {"write_ratio": 0.0}))
+UNLOADED = (("unloaded_writes", {"write_ratio": 1.0, "clients": 1}), ("unloaded_reads", {"write_ratio": 0.0, "clients": 1}))
+
+
+class Cluster:
+    """One running system under test (three kvtrace nodes, or etcd) and its measurements."""
+
+    def __init__(self, name: str, target: str, procs: list[subprocess.Popen[bytes]], endpoints: list[str]):
+        self.name, self.target, self.procs, self.endpoints = name, target, procs, endpoints
+        self.runs: dict[str, list[Result]] = {}
+
+    def common(self, args: argparse.Namespace) -> dict[str, Any]:
+        return dict(endpoints=self.endpoints, clients=args.clients, duration=args.duration,
+                    keys=args.keys, value_size=100, consistency="quorum", target=self.target)
+
+    def preload(self, args: argparse.Namespace) -> None:
+        run_sync(BenchConfig(**{**self.common(args), "duration": 0.1}, write_ratio=1.0, preload=True))
+
+    def measure(self, phase: str, overrides: dict[str, Any], args: argparse.Namespace) -> None:
+        """Throughput and latency, plus the servers' and the load generator's CPU per operation."""
+        before, client_before = cpu_seconds(self.procs), client_cpu_seconds()
+        result = run_sync(BenchConfig(**{**self.common(args), **overrides}))
         if result.ops:
-            result.by_operation["server_cpu_us_per_op"] = {"value": round((cpu_seconds(procs) - before) / result.ops * 1e6, 1)}
+            result.by_operation["server_cpu_us_per_op"] = {"value": round((cpu_seconds(self.procs) - before) / result.ops * 1e6, 1)}
             client = client_cpu_seconds() - client_before
             # the load generator must not be the bottleneck: its share of one core stays well below 1
             result.by_operation["client_cpu"] = {"us_per_op": round(client / result.ops * 1e6, 1),
                                                  "cores": round(client / result.seconds, 2)}
-        out[phase] = result
-    return out
+        self.runs.setdefault(phase, []).append(result)
+
+    def median(self) -> dict[str, Result]:
+        """Per phase, the run with the median throughput (the rounds' figures are kept in it)."""
+        out = {}
+        for phase, runs in self.runs.items():
+            ranked = sorted(runs, key=lambda r: r.ops_per_s)
+            chosen = ranked[len(ranked) // 2]
+            chosen.by_operation["rounds_ops_per_s"] = {f"round{i + 1}": r.ops_per_s for i, r in enumerate(runs)}
+            out[phase] = chosen
+        return out
+
+
+def run_rounds(clusters: list[Cluster], args: argparse.Namespace) -> None:
+    """Loaded phases round-robin over the systems, `--rounds` times, so that each sees the same
+    mix of machine load (the machine is shared); then the unloaded phases once each."""
+    for cluster in clusters:
+        cluster.preload(args)
+    for _ in range(args.rounds):
+        for cluster in clusters:
+            for phase, overrides in LOADED:
+                cluster.measure(phase, overrides, args)
+    for cluster in clusters:
+        for phase, overrides in UNLOADED:
+            cluster.measure(phase, {**overrides, "duration": min(2.0, args.duration)}, args)
 
 
 def main() -> int:
@@ -193,10 +229,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--keys", type=int, default=2000)
     parser.add_argument("--tracing", default="off,head-0.1,all-spans", help="comma list of " + ",".join(TRACING))
+    parser.add_argument("--rounds", type=int, default=3, help="loaded measurements per system (the median is reported)")
     parser.add_argument("--no-etcd", action="store_true")
     args = parser.parse_args()
-    results: dict[str, dict[str, Result]] = {}
+    load_at_start = os.getloadavg()
     notes: list[str] = []
+    clusters: list[Cluster] = []
     subnet = 200
     with tempfile.TemporaryDirectory(prefix="kvbench-") as tmp:
         sink = Sink()
@@ -205,27 +243,25 @@ def main() -> int:
                 root = Path(tmp) / name
                 root.mkdir()
                 procs, endpoints = start_kvtrace(root, subnet, TRACING[name], sink)
+                clusters.append(Cluster(f"kvtrace tracing={name}", "kvtrace", procs, endpoints))
                 subnet += 1
-                try:
-                    results[f"kvtrace tracing={name}"] = measure(endpoints, "kvtrace", args, procs)
-                finally:
-                    stop(procs)
+            etcd = None if args.no_etcd else find_etcd()
+            if etcd:
+                root = Path(tmp) / "etcd"
+                root.mkdir()
+                procs, endpoints = start_etcd(etcd, root, subnet)
+                clusters.append(Cluster("etcd (JSON gateway)", "etcd", procs, endpoints))
+            elif args.no_etcd:
+                notes.append("etcd column skipped: --no-etcd")
+            else:
+                notes.append("etcd column skipped: no etcd binary at "
+                             f"{ETCD_CANDIDATES[0]} or on PATH (build it with the local stack's tool cache)")
+            run_rounds(clusters, args)
         finally:
+            for cluster in clusters:
+                stop(cluster.procs)
             sink.close()
-        etcd = None if args.no_etcd else find_etcd()
-        if etcd:
-            root = Path(tmp) / "etcd"
-            root.mkdir()
-            procs, endpoints = start_etcd(etcd, root, subnet)
-            try:
-                results["etcd (JSON gateway)"] = measure(endpoints, "etcd", args, procs)
-            finally:
-                stop(procs)
-        elif args.no_etcd:
-            notes.append("etcd column skipped: --no-etcd")
-        else:
-            notes.append("etcd column skipped: no etcd binary at "
-                         f"{ETCD_CANDIDATES[0]} or on PATH (build it with the local stack's tool cache)")
+    results: dict[str, dict[str, Result]] = {c.name: c.median() for c in clusters}
     ratios: dict[str, float] = {}
     base = results.get("kvtrace tracing=off")
     for name, res in results.items():
@@ -240,8 +276,8 @@ def main() -> int:
                     mine = res[phase].by_operation.get("server_cpu_us_per_op", {}).get("value", 0)
                     ratios[f"{label} (server CPU per op)"] = round(mine / cpu, 3)
     doc = {
-        "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
-        "clients": args.clients, "duration_s": args.duration, "value_bytes": 100, "consistency": "quorum",
+        "machine": {"cpus": os.cpu_count(), "load_at_start": load_at_start, "load_at_end": os.getloadavg()},
+        "clients": args.clients, "duration_s": args.duration, "rounds": args.rounds, "value_bytes": 100, "consistency": "quorum",
         "results": {name: {phase: r.as_dict() for phase, r in phases.items()} for name, phases in results.items()},
         "ratios_ops_per_s": ratios, "notes": notes,
     }
@@ -256,6 +292,7 @@ def main() -> int:
         print(f"load generator CPU (cores), {name}: {client_text}")
     for label, ratio in ratios.items():
         print(f"{label}: {ratio:.3f}")
+    print(f"load average at start {load_at_start[0]:.1f}, at end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     for note in notes:
         print(note)
     return 0
