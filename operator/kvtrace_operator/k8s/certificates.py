@@ -122,8 +122,11 @@ async def prepare_managed(client: AsyncClient, pipeline: dict[str, Any], spec: d
     state, actions = rotation.rotate(state_of(ca_data, leaf_data), wanted, now, policy(spec),
                                      ca_name=f"kvtrace {namespace}/{name} CA")
     objects = managed_secrets(pipeline, spec, state, now)
-    for obj in objects:
-        await apply_object(client, obj, namespace)
+    current = {tls.ca_secret(name): ca_data, **leaf_data,
+               tls.trust_secret(name): await read_data(client, tls.trust_secret(name), namespace)}
+    for obj in objects:  # the changed ones now (the workloads wait for them); all again with the children
+        if tls.decoded(obj) != current.get(obj["metadata"]["name"]):
+            await apply_object(client, obj, namespace)
     status = tls_status(tls.MANAGED, rotation.trust_bundle(state, now),
                         {name: pair.cert_pem for name, pair in state.leaves.items()})
     return Prepared(objects, actions, status)
