@@ -113,10 +113,11 @@ def error_text(exc: BaseException) -> str:
     return " ".join(str(reason or exc).split()) or type(exc).__name__
 
 
-def in_jaeger(jaeger_url: str, trace_id: str, *, timeout: float = 3.0) -> bool:
-    """Whether Jaeger (``/api/v3``) has the trace. Raises JaegerError, OSError (unreachable)
-    or ValueError (not JSON)."""
-    return JaegerClient(jaeger_url, timeout=timeout).trace(trace_id) is not None
+def in_jaeger(jaeger_url: str, trace_id: str, *, timeout: float = 3.0, credentials: str | None = None) -> bool:
+    """Whether Jaeger (``/api/v3``) has the trace (``credentials``: USER:PASSWORD when its
+    query API asks for HTTP Basic). Raises JaegerError, OSError (unreachable) or ValueError
+    (not JSON)."""
+    return JaegerClient(jaeger_url, timeout=timeout, credentials=credentials).trace(trace_id) is not None
 
 
 LOOKUP_ERRORS = (JaegerError, OSError, urllib.error.URLError, ValueError)

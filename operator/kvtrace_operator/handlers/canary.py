@@ -4,7 +4,7 @@ Every ``--canary-interval`` seconds a kopf timer (id ``canary``, registered by p
 sends one span of service ``kvtrace-operator-canary`` to the pipeline's collector Service,
 with the bearer token and CA the pipeline's ``spec.security`` names (read from their
 Secrets, kept in memory only for the request, never logged), then looks for it in Jaeger
-for ``decisionWait`` + ``--canary-timeout`` seconds. The outcome is kept here, per pipeline;
+(with the ``spec.jaeger.query.auth`` credentials when it asks for them) for ``decisionWait`` + ``--canary-timeout`` seconds. The outcome is kept here, per pipeline;
 the pipeline's reconcile puts it into ``status.conditions`` (TraceDelivery) and
 ``status.traceDelivery``, so the canary and the reconcile never overwrite each other.
 
@@ -32,7 +32,7 @@ from kvtrace.devstack.endpoints import resolve_url
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
 from kvtrace_operator.handlers.metrics import METRICS
-from kvtrace_operator.render import SpecError, apply_defaults_pipeline, names, security, tls
+from kvtrace_operator.render import SpecError, apply_defaults_pipeline, names, query_access, security, tls
 from kvtrace_operator.render.canary import (
     CanaryResult,
     canary_duration_ns,
@@ -131,6 +131,15 @@ async def credentials(client: AsyncClient, pipeline: Mapping[str, Any], spec: di
     return token, ca
 
 
+async def query_credentials(client: AsyncClient, pipeline: Mapping[str, Any], spec: dict[str, Any]) -> str | None:
+    """USER:PASSWORD (first line of the Secret key) when Jaeger's query API asks for HTTP Basic."""
+    ref = query_access.credentials_ref(spec, _key(pipeline)[1])
+    if ref is None:
+        return None
+    value = await _secret_value(client, _key(pipeline)[0], ref["name"], ref["key"], "spec.jaeger.query.auth credentials")
+    return (value.strip().splitlines() or [""])[0]
+
+
 async def _in_thread(limit: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
     return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), limit)
 
@@ -149,6 +158,7 @@ async def run(client: AsyncClient, pipeline: Mapping[str, Any]) -> CanaryResult:
 
     try:
         token, ca = await credentials(client, pipeline, spec)
+        query = await query_credentials(client, pipeline, spec)
     except CredentialsError as exc:
         return result(credentials_error=str(exc))
     end = time.time_ns()
@@ -170,7 +180,7 @@ async def run(client: AsyncClient, pipeline: Mapping[str, Any]) -> CanaryResult:
     while True:
         try:
             found = await _in_thread(LOOKUP_TIMEOUT_S + 2, otlp_canary.in_jaeger, resolve_url(jaeger), trace_id,
-                                     timeout=LOOKUP_TIMEOUT_S)
+                                     timeout=LOOKUP_TIMEOUT_S, credentials=query)
             error = None
         except (*otlp_canary.LOOKUP_ERRORS, asyncio.TimeoutError) as exc:
             error = otlp_canary.error_text(exc)

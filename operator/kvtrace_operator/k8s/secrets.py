@@ -13,6 +13,7 @@ from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Secret
 
 from kvtrace_operator.k8s.client import get_object, to_dict
+from kvtrace_operator.render.query_access import GENERATED_PREFIX_ANNOTATION
 from kvtrace_operator.render.secret_refs import Found
 from kvtrace_operator.render.security import GENERATED_ANNOTATION
 
@@ -50,7 +51,8 @@ async def ensure_generated(client: AsyncClient, obj: Mapping[str, Any], namespac
     if existing is not None:
         return metadata_only({"apiVersion": "v1", "kind": "Secret", **existing}), False
     key = obj["metadata"]["annotations"][GENERATED_ANNOTATION]
-    token = secrets.token_urlsafe(TOKEN_BYTES)
+    # e.g. "kvtrace:" before the token makes the key a htpasswd line (render/query_access.py)
+    token = obj["metadata"]["annotations"].get(GENERATED_PREFIX_ANNOTATION, "") + secrets.token_urlsafe(TOKEN_BYTES)
     body = {**obj, "data": {key: base64.b64encode(token.encode()).decode()}}
     try:
         secret: Any = Secret.from_dict(body)  # the rendered Secret names its namespace

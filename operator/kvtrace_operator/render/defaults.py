@@ -52,6 +52,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
         "image": JAEGER_IMAGE,
         "storage": {"type": "memory", "maxTraces": 100000, "retention": "72h", "size": "10Gi"},
         "tenancy": {"enabled": False, "header": "x-tenant"},
+        "query": {"auth": {"mode": "none"}},
     },
     "exporters": {
         "otlp": Each({"protocol": "grpc", "tls": {"insecure": False, "insecureSkipVerify": False}}),

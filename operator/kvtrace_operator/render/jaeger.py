@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, tls
+from kvtrace_operator.render import names, query_access, tls
 from kvtrace_operator.render.collector import listen, otlp_receiver, self_telemetry
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 
@@ -22,14 +22,15 @@ def storage_backend(storage: dict[str, Any]) -> dict[str, Any]:
     return {"memory": {"max_traces": storage["maxTraces"]}}
 
 
-def query_extension(jaeger: dict[str, Any]) -> dict[str, Any]:
+def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
+    jaeger = spec["jaeger"]
     query: dict[str, Any] = {
         "storage": {"traces": STORE},
         # Defaults to true: Jaeger would export spans of its own queries to localhost:4317,
         # where nothing listens in its pod.
         "enable_tracing": False,
-        "http": {"endpoint": listen(names.JAEGER_QUERY_HTTP_PORT)},
-        "grpc": {"endpoint": listen(names.JAEGER_QUERY_GRPC_PORT)},
+        "http": {"endpoint": listen(names.JAEGER_QUERY_HTTP_PORT), **query_access.server_settings(spec)},
+        "grpc": {"endpoint": listen(names.JAEGER_QUERY_GRPC_PORT), **query_access.server_settings(spec)},
     }
     tenancy = jaeger["tenancy"]
     if tenancy["enabled"]:
@@ -48,15 +49,16 @@ def render_jaeger_config(pipeline: dict[str, Any]) -> dict[str, Any]:
     return {
         "extensions": {
             "jaeger_storage": {"backends": {STORE: storage_backend(jaeger["storage"])}},
-            "jaeger_query": query_extension(jaeger),
+            "jaeger_query": query_extension(spec),
             "healthcheckv2": {"use_v2": True, "http": {"endpoint": listen(names.HEALTH_PORT)}},
+            **query_access.extensions(spec),
         },
         "receivers": {"otlp": otlp_receiver(tls.server_tls(spec, tls.JAEGER_SERVING_DIR)
                                             if tls.every_hop(spec) else None)},
         "processors": {"batch": {}},
         "exporters": {"jaeger_storage_exporter": {"trace_storage": STORE}},
         "service": {
-            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
+            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2", *query_access.extensions(spec)],
             "telemetry": self_telemetry(names.JAEGER_METRICS_PORT),
             "pipelines": {"traces": {
                 "receivers": ["otlp"], "processors": ["batch"], "exporters": ["jaeger_storage_exporter"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, tls
+from kvtrace_operator.render import names, query_access, tls
 from kvtrace_operator.render.deployment import Workload, service
 from kvtrace_operator.render.jaeger import BADGER_DIR, render_jaeger_config
 from kvtrace_operator.render.labels import JAEGER, child_metadata
@@ -48,10 +48,12 @@ def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[
         ports=[*OTLP_PORTS, *QUERY_PORTS, ("health", names.HEALTH_PORT), ("metrics", names.JAEGER_METRICS_PORT)],
         probe_path="/status",
         resources=jaeger.get("resources"),
-        extra_volumes=volumes + tls.jaeger_volumes(pipeline, spec),
+        extra_volumes=volumes + tls.jaeger_volumes(pipeline, spec) + query_access.volumes(spec, name),
         recreate=True,
     )
     objects = [data_claim(pipeline, jaeger["storage"])] if badger else []
+    credentials = query_access.credentials_secret(pipeline, spec)
+    objects += [credentials] if credentials else []
     return objects + [
         workload.service_account(pipeline),
         workload.config_map(pipeline),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kvtrace_operator.render import sampling, tls
+from kvtrace_operator.render import query_access, sampling, tls
 from kvtrace_operator.render.defaults import (
     KVCLUSTER_DEFAULTS,
     PIPELINE_DEFAULTS,
@@ -159,6 +159,9 @@ def _validate_jaeger(spec: dict[str, Any]) -> None:
     tenancy = jaeger["tenancy"]
     if tenancy["enabled"] and not tenancy.get("tenants"):
         raise SpecError("spec.jaeger.tenancy.tenants", "expected at least one tenant when tenancy is enabled")
+    query_access.validate(spec)
+    if (ref := jaeger["query"]["auth"].get("credentialsSecretRef")) is not None:
+        _secret_ref(ref, f"{query_access.FIELD}.credentialsSecretRef")
 
 
 def _validate_security(spec: dict[str, Any]) -> None:

@@ -12,8 +12,10 @@ import binascii
 import dataclasses
 import datetime as dt
 import json
+import os
 import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -178,21 +180,34 @@ class JaegerError(RuntimeError):
     pass
 
 
+# USER:PASSWORD for a Jaeger whose query API asks for HTTP Basic (spec.jaeger.query.auth).
+CREDENTIALS_ENV = "KVTRACE_JAEGER_CREDENTIALS"
+
+
 class JaegerClient:
-    def __init__(self, base_url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 5.0, credentials: str | None = None) -> None:
+        """``credentials``: ``USER:PASSWORD`` sent as HTTP Basic (default: ``$KVTRACE_JAEGER_CREDENTIALS``)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.credentials = credentials if credentials is not None else os.environ.get(CREDENTIALS_ENV)
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> str | None:
         url = self.base_url + path
         if params:
             url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        request = urllib.request.Request(url)
+        if self.credentials:
+            request.add_header("Authorization", "Basic " + base64.b64encode(self.credentials.encode()).decode())
         try:
-            with urlopen_direct(url, timeout=self.timeout) as resp:
+            with urlopen_direct(request, timeout=self.timeout) as resp:
                 return str(resp.read().decode())
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return None
+            if exc.code == 401:
+                given = "were refused" if self.credentials else f"are needed (${CREDENTIALS_ENV})"
+                raise JaegerError(f"GET {url}: 401: Jaeger's query API asks for HTTP Basic and the "
+                                  f"credentials {given}") from exc
             raise JaegerError(f"GET {url}: {exc.code} {exc.read().decode(errors='replace')[:500]}") from exc
 
     def _spans(self, body: str | None) -> list[Span]:

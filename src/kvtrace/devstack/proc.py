@@ -62,7 +62,8 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
-def urlopen_direct(url: str, *, timeout: float, context: ssl.SSLContext | None = None) -> Any:
+def urlopen_direct(url: str | urllib.request.Request, *, timeout: float,
+                   context: ssl.SSLContext | None = None) -> Any:
     """``urlopen`` that never goes through an HTTP(S)_PROXY: the stack lives on loopback."""
     handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
     if context is not None:

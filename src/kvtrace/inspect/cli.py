@@ -41,6 +41,28 @@ def _jaeger_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jaeger", default=None, metavar="URL",
                         help=f"Jaeger query base URL, e.g. http://localhost:16686 (default: ${JAEGER_ENV}, "
                         "which `kvtrace dev env` sets)")
+    parser.add_argument("--jaeger-credentials-file", default=None, metavar="PATH",
+                        help="file whose first line is USER:PASSWORD, sent as HTTP Basic when the pipeline's "
+                        "spec.jaeger.query.auth.mode is basic (default: $KVTRACE_JAEGER_CREDENTIALS), e.g. from "
+                        "kubectl get secret PIPELINE-jaeger-query-credentials -o jsonpath='{.data.credentials}' "
+                        "| base64 -d")
+
+
+def use_jaeger_credentials(path: str | None) -> None:
+    """Make ``--jaeger-credentials-file`` the credentials of every Jaeger query of this command."""
+    from kvtrace.devstack.jaeger_client import CREDENTIALS_ENV
+    from kvtrace.inspect.errors import InspectError
+
+    if path is None:
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            line = handle.readline().strip()
+    except OSError as exc:
+        raise InspectError(f"--jaeger-credentials-file: cannot read {path}: {exc.strerror}") from None
+    if ":" not in line or line.startswith(":"):
+        raise InspectError(f"--jaeger-credentials-file: expected USER:PASSWORD on the first line of {path}")
+    os.environ[CREDENTIALS_ENV] = line
 
 
 def add_commands(subparsers: Any) -> None:
@@ -141,6 +163,7 @@ def _status(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from kvtrace.inspect import doctor
 
+    use_jaeger_credentials(args.jaeger_credentials_file)
     kube = _kube(args)
     namespace = args.namespace or kube.default_namespace
     results = doctor.run(kube, namespace, args.name, collector=args.collector or os.environ.get(COLLECTOR_ENV),
@@ -178,6 +201,7 @@ def check_url(url: str, parameter: str) -> None:
 def _trace(args: argparse.Namespace) -> int:
     from kvtrace.inspect import jaeger, waterfall
 
+    use_jaeger_credentials(args.jaeger_credentials_file)
     trace = jaeger.fetch_trace(jaeger_url(args.jaeger), args.trace_id)
     sys.stdout.write(waterfall.render_waterfall(trace, ascii_only=args.ascii))
     return 0
@@ -186,6 +210,7 @@ def _trace(args: argparse.Namespace) -> int:
 def _traces(args: argparse.Namespace) -> int:
     from kvtrace.inspect import jaeger, waterfall
 
+    use_jaeger_credentials(args.jaeger_credentials_file)
     url = jaeger_url(args.jaeger)
     found = jaeger.find(url, args.service, operation=args.operation, errors=args.errors,
                         slower_than=args.slower_than, lookback=args.lookback, limit=args.limit)

@@ -1,0 +1,157 @@
+"""What ``spec.jaeger.query.auth`` renders (issue 8, "Access to trace data"), its validation
+errors, and the ``--jaeger-credentials-file`` option of the inspection commands. The
+behaviour against the real Jaeger is in ``test_security_query_access_dataplane.py``, the
+CRD's rules on the real API server in ``test_security_query_access_controlplane.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kvtrace_operator.render import SpecError, render_jaeger_config, render_pipeline, validate_pipeline
+from kvtrace_operator.render.query_access import (
+    CREDENTIALS_DIR,
+    EXTENSION,
+    GENERATED_PREFIX_ANNOTATION,
+    HTPASSWD_FILE,
+)
+from kvtrace_operator.render.secret_refs import pipeline_secret_names, referenced_secrets
+from kvtrace_operator.render.security import GENERATED_ANNOTATION
+
+pytestmark = pytest.mark.unit
+
+OWN = {"name": "query-users", "key": "htpasswd"}
+
+
+def tp(auth: dict[str, Any] | None = None, **jaeger: Any) -> dict[str, Any]:
+    if auth is not None:
+        jaeger["query"] = {"auth": auth}
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
+            "metadata": {"name": "traces", "namespace": "store", "uid": "u-tp"}, "spec": {"jaeger": jaeger}}
+
+
+def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    [found] = [obj for obj in objects if obj["kind"] == kind and obj["metadata"]["name"] == name]
+    return found
+
+
+def jaeger_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(named(objects, "Deployment", "traces-jaeger")["spec"]["template"]["spec"])
+
+
+@pytest.mark.parametrize("auth", [None, {"mode": "none"}])
+def test_mode_none_renders_no_authenticator_secret_or_volume(auth: dict[str, Any] | None) -> None:
+    config = render_jaeger_config(tp(auth))
+    assert EXTENSION not in config["extensions"] and EXTENSION not in config["service"]["extensions"]
+    assert "auth" not in config["extensions"]["jaeger_query"]["http"]
+    assert "auth" not in config["extensions"]["jaeger_query"]["grpc"]
+    objects = render_pipeline(tp(auth))
+    assert [obj["metadata"]["name"] for obj in objects if obj["kind"] == "Secret"] == []
+    assert all(volume["name"] != "query-credentials" for volume in jaeger_pod(objects)["volumes"])
+
+
+def test_basic_puts_both_query_servers_behind_basicauth_reading_a_file() -> None:
+    config = render_jaeger_config(tp({"mode": "basic"}))
+    assert config["extensions"][EXTENSION] == {"htpasswd": {"file": HTPASSWD_FILE}}
+    assert EXTENSION in config["service"]["extensions"]
+    query = config["extensions"]["jaeger_query"]
+    assert query["http"]["auth"] == query["grpc"]["auth"] == {"authenticator": EXTENSION}
+    assert query["http"]["endpoint"].endswith(":16686") and query["grpc"]["endpoint"].endswith(":16685")
+    # The OTLP receiver (fed by the pipeline's own collector) is not affected.
+    assert all("auth" not in server for server in config["receivers"]["otlp"]["protocols"].values())
+
+
+def test_basic_without_ref_generates_a_secret_mounted_as_the_htpasswd_file() -> None:
+    objects = render_pipeline(tp({"mode": "basic"}))
+    secret = named(objects, "Secret", "traces-jaeger-query-credentials")
+    assert "data" not in secret and "stringData" not in secret  # filled once by the k8s layer
+    assert secret["metadata"]["annotations"] == {GENERATED_ANNOTATION: "credentials",
+                                                 GENERATED_PREFIX_ANNOTATION: "kvtrace:"}
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "u-tp"
+    pod = jaeger_pod(objects)
+    [volume] = [v for v in pod["volumes"] if v["name"] == "query-credentials"]
+    assert volume["secret"] == {"secretName": "traces-jaeger-query-credentials",
+                                "items": [{"key": "credentials", "path": "htpasswd"}]}
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "query-credentials"]
+    assert mount == {"name": "query-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True}
+    assert HTPASSWD_FILE == f"{CREDENTIALS_DIR}/htpasswd"
+    # Generated with the apply: not a missing Secret, but in the Secret watch's index.
+    assert referenced_secrets(objects) == []
+    assert "traces-jaeger-query-credentials" in pipeline_secret_names(tp({"mode": "basic"}))
+
+
+def test_basic_with_own_secret_mounts_that_key_and_rolls_jaeger_when_it_changes() -> None:
+    pipe = tp({"mode": "basic", "credentialsSecretRef": OWN})
+    objects = render_pipeline(pipe)
+    assert [obj for obj in objects if obj["kind"] == "Secret"] == []
+    [volume] = [v for v in jaeger_pod(objects)["volumes"] if v["name"] == "query-credentials"]
+    assert volume["secret"] == {"secretName": "query-users", "items": [{"key": "htpasswd", "path": "htpasswd"}]}
+    [ref] = referenced_secrets(objects)
+    assert (ref.name, ref.key, ref.rolls) == ("query-users", "htpasswd", True)  # basicauth reads it at start
+    assert "query-users" in pipeline_secret_names(pipe)
+
+
+@pytest.mark.parametrize("auth", [{"mode": "none"}, {"mode": "basic"}, {"mode": "basic", "credentialsSecretRef": OWN}])
+def test_no_credential_reaches_a_configmap_and_query_services_stay_clusterip(auth: dict[str, Any]) -> None:
+    objects = render_pipeline(tp(auth))
+    config_map = named(objects, "ConfigMap", "traces-jaeger")
+    text = yaml.safe_dump(config_map)
+    assert "kvtrace:" not in text and "password" not in text.lower()
+    for name in ("traces-jaeger-query", "traces-jaeger-otlp"):
+        assert named(objects, "Service", name)["spec"]["type"] == "ClusterIP"
+
+
+def test_jaeger_disabled_ignores_query_auth() -> None:
+    pipe = tp({"mode": "basic"}, enabled=False)
+    pipe["spec"]["exporters"] = {"debug": {"enabled": True}}
+    assert [obj for obj in render_pipeline(pipe) if obj["metadata"]["name"].startswith("traces-jaeger")] == []
+
+
+@pytest.mark.parametrize(("auth", "field", "words"), [
+    ({"mode": "oidc"}, "spec.jaeger.query.auth.mode", "expected one of none, basic"),
+    ({"mode": "bearer"}, "spec.jaeger.query.auth.mode", "no bearertokenauth or oidc extension"),
+    ({"mode": 3}, "spec.jaeger.query.auth.mode", "expected a string"),
+    ({"credentialsSecretRef": OWN}, "spec.jaeger.query.auth.credentialsSecretRef", "only used with mode basic"),
+    ({"mode": "basic", "credentialsSecretRef": {"name": "x"}}, "spec.jaeger.query.auth.credentialsSecretRef",
+     "expected {name: SECRET, key: KEY}"),
+    ({"mode": "basic", "credentialsSecretRef": "x"}, "spec.jaeger.query.auth.credentialsSecretRef",
+     "expected an object"),
+])
+def test_bad_query_auth_is_refused_naming_the_field(auth: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(SpecError) as info:
+        validate_pipeline(tp(auth))
+    assert info.value.field == field
+    assert words in str(info.value)
+
+
+def test_credentials_file_option_sets_the_client_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvtrace.devstack.jaeger_client import CREDENTIALS_ENV, JaegerClient
+    from kvtrace.inspect.cli import use_jaeger_credentials
+
+    monkeypatch.delenv(CREDENTIALS_ENV, raising=False)
+    good = tmp_path / "credentials"
+    good.write_text("kvtrace:s3cret\nother:$2y$05$hash\n")
+    use_jaeger_credentials(str(good))
+    assert JaegerClient("http://127.0.0.1:1").credentials == "kvtrace:s3cret"
+    assert JaegerClient("http://127.0.0.1:1", credentials="a:b").credentials == "a:b"
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (None, "cannot read"),
+    ("no-colon\n", "expected USER:PASSWORD on the first line"),
+    (":nouser\n", "expected USER:PASSWORD on the first line"),
+])
+def test_credentials_file_option_refuses_bad_files_naming_the_option(tmp_path: Path, content: str | None,
+                                                                     words: str) -> None:
+    from kvtrace.inspect.cli import use_jaeger_credentials
+    from kvtrace.inspect.errors import InspectError
+
+    path = tmp_path / "credentials"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InspectError) as info:
+        use_jaeger_credentials(str(path))
+    assert str(info.value).startswith("--jaeger-credentials-file: ") and words in str(info.value)
