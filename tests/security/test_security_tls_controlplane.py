@@ -139,11 +139,11 @@ def test_the_operator_creates_the_ca_and_leaves_renews_a_due_leaf_and_leaves_val
     info = pki.info(fresh["tls.crt"])
     assert info.not_after - now > datetime.timedelta(hours=2000)  # a full duration (2160h)
     assert pki.signed_by(fresh["tls.crt"], ca["tls.crt"])
-    poll(lambda: kube_ns.get("tracingpipeline", "traces")["status"]["tls"]["certificates"][0]["notAfter"]  # type: ignore[index]
+    poll(lambda: kube_ns.get("tracingpipeline", "traces")["status"]["tls"]["certificates"][0]["notAfter"]
          == info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"), timeout=30, message="status.tls shows the renewed leaf")
     # Valid ones untouched: same resourceVersion, and the collector did not roll (it reloads).
     for name in ("traces-tls-ca", "traces-tls-trust", "traces-jaeger-tls"):
-        assert kube_ns.get("secret", name)["metadata"]["resourceVersion"] == before[name], name  # type: ignore[index]
+        assert kube_ns.get("secret", name)["metadata"]["resourceVersion"] == before[name], name
     assert checksum_of(kube_ns, "traces-collector") == rolled_from
     events = poll(lambda: [e for e in kube_ns.list("events") if e["reason"] == "CertificatesRenewed"
                            and "traces-collector-tls: expiring" in e["message"]] and kube_ns.list("events"),
@@ -186,7 +186,7 @@ def test_a_ca_rotation_rolls_the_bundle_consumers_and_not_jaeger(operator: Any, 
     assert template("deployment", "traces-jaeger") == before[("deployment", "traces-jaeger")]
     # The leaves are signed by the ageing CA, the one signing until half-way through
     # caRenewBefore (the patch made the originals' issuer unknown, so they were re-issued).
-    leaf = decoded(kube_ns.get("secret", "traces-collector-tls"))  # type: ignore[arg-type]
+    leaf = decoded(kube_ns.get("secret", "traces-collector-tls"))
     assert pki.signed_by(leaf["tls.crt"], ageing.cert_pem)
 
 
@@ -196,7 +196,7 @@ def test_a_deleted_leaf_secret_comes_back(operator: Any, kube_ns: Kube, poll: An
     kube_ns.run("delete", "secret", "traces-jaeger-tls")
     again = poll(lambda: kube_ns.get("secret", "traces-jaeger-tls"), timeout=30, message="the leaf re-created")
     assert again["metadata"]["uid"] != first["metadata"]["uid"]
-    ca = decoded(kube_ns.get("secret", "traces-tls-ca"))  # type: ignore[arg-type]
+    ca = decoded(kube_ns.get("secret", "traces-tls-ca"))
     assert pki.signed_by(decoded(again)["tls.crt"], ca["tls.crt"])
 
 
@@ -209,7 +209,7 @@ def test_cert_manager_mode_without_cert_manager_is_a_clear_condition(
     kube_ns.apply(tp(namespace=kube_ns.namespace, mode="certManager", issuerRef={"name": "ca-issuer"}))
     poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "Ready", "False", "InvalidSpec"),
          timeout=30, message="Ready=False/InvalidSpec")
-    message = kube_ns.condition("tracingpipeline", "traces", "Ready")["message"]  # type: ignore[index]
+    message = kube_ns.condition("tracingpipeline", "traces", "Ready")["message"]
     assert "spec.security.tls.mode" in message and "certificates.cert-manager.io" in message
     assert kube_ns.get("deployment", "traces-collector") is None  # nothing applied
 
@@ -240,7 +240,7 @@ def test_rendered_certificates_are_accepted_and_their_secrets_feed_the_trust_bun
     applied = poll(lambda: [c for name in names if (c := kube_ns.get("certificate", name))] or None,
                    timeout=60, message="the Certificates applied by the operator")
     poll(lambda: len([n for n in names if kube_ns.get("certificate", n)]) == 3, timeout=30, message="3 Certificates")
-    uid = kube_ns.get("tracingpipeline", "traces")["metadata"]["uid"]  # type: ignore[index]
+    uid = kube_ns.get("tracingpipeline", "traces")["metadata"]["uid"]
     assert all(c["metadata"]["ownerReferences"][0]["uid"] == uid for c in applied)
     # No cert-manager controller: the Secrets are missing, so the workloads wait (a condition).
     poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "SecretsReady", "False"), timeout=30,

@@ -243,7 +243,7 @@ def test_a_client_trusting_another_ca_or_facing_an_expired_certificate_is_refuse
     assert stranger["metadata"]["name"] not in backend.client().services()
 
     # An expired leaf (issued by the right CA an hour ago, valid 10 minutes) is refused too.
-    expired = pki.issue(state.ca, "traces-collector", list(tls.dns_names("traces-collector", NS)),  # type: ignore[arg-type]
+    expired = pki.issue(state.ca, "traces-collector", list(tls.dns_names("traces-collector", NS)),
                         moment - datetime.timedelta(hours=1), datetime.timedelta(minutes=10))
     stack.volumes.write("collector", "serving-cert", {"tls.crt": expired.cert_pem, "tls.key": expired.key_pem},
                         ["tls.crt", "tls.key"])
@@ -354,7 +354,7 @@ def test_leaf_and_ca_rotation_lose_no_span(rotation_stack: Stack, poll: Any,
     stream(client, sent, at_least(moved_at - datetime.timedelta(seconds=59)))  # its leaves' notBefore is past
     moved, actions = issue(pipe, rotated, moved_at)
     assert actions == ["certificate traces-collector-tls: issuer", "certificate traces-jaeger-tls: issuer"]
-    assert all(pki.signed_by(leaf.cert_pem, rotated.ca.cert_pem) for leaf in moved.leaves.values())  # type: ignore[union-attr]
+    assert all(pki.signed_by(leaf.cert_pem, rotated.ca.cert_pem) for leaf in moved.leaves.values())
     stack.mount(secret_data(pipe, moved, now()))
     stream(client, sent, serving(rolled, COLLECTOR_DNS, "traces-collector-tls", moved))
     stream(client, sent, serving(backend, JAEGER_DNS, "traces-jaeger-tls", moved))

@@ -84,8 +84,8 @@ class TestRotation:
         assert renewed.ca == state.ca and renewed.previous_ca is None
         leaf = renewed.leaves["p-collector-tls"]
         assert pki.info(leaf.cert_pem).not_after == later + POLICY.duration
-        assert pki.signed_by(leaf.cert_pem, state.ca.cert_pem)  # type: ignore[union-attr]
-        assert rotation.trusted(renewed, later) == [state.ca.cert_pem]  # type: ignore[union-attr]
+        assert pki.signed_by(leaf.cert_pem, state.ca.cert_pem)
+        assert rotation.trusted(renewed, later) == [state.ca.cert_pem]
 
     def test_a_leaf_missing_a_name_is_reissued(self) -> None:
         state = fresh()
@@ -107,7 +107,7 @@ class TestRotation:
         s1, actions = rotation.rotate(s1, LEAVES, t1, POLICY, "test CA")
         assert actions[0] == "CA test CA: expiring"
         assert s1.previous_ca == old_ca and s1.ca != old_ca
-        assert rotation.trusted(s1, t1) == [s1.ca.cert_pem, old_ca.cert_pem]  # type: ignore[union-attr]
+        assert rotation.trusted(s1, t1) == [s1.ca.cert_pem, old_ca.cert_pem]
         assert all(pki.signed_by(leaf.cert_pem, old_ca.cert_pem) for leaf in s1.leaves.values())
         # Meanwhile a due leaf is still renewed by the old CA (not every client trusts the new one).
         s1, actions = rotation.rotate(s1, LEAVES, t1 + 4 * HOUR, POLICY, "test CA")
@@ -117,13 +117,13 @@ class TestRotation:
         t2 = t1 + POLICY.propagation + pki.BACKDATE
         s2, actions = rotation.rotate(s1, LEAVES, t2, POLICY, "test CA")
         assert actions == ["certificate p-collector-tls: issuer", "certificate p-jaeger-tls: issuer"]
-        assert all(pki.signed_by(leaf.cert_pem, s2.ca.cert_pem) for leaf in s2.leaves.values())  # type: ignore[union-attr]
+        assert all(pki.signed_by(leaf.cert_pem, s2.ca.cert_pem) for leaf in s2.leaves.values())
         assert len(rotation.trusted(s2, t2)) == 2
         # 3. The old CA expires: it leaves the bundle.
         t3 = T0 + 100 * HOUR + HOUR
         s3, actions = rotation.rotate(s2, LEAVES, t3, POLICY, "test CA")
         assert "CA test CA: previous CA expired, dropped from the trust bundle" in actions
-        assert s3.previous_ca is None and rotation.trusted(s3, t3) == [s2.ca.cert_pem]  # type: ignore[union-attr]
+        assert s3.previous_ca is None and rotation.trusted(s3, t3) == [s2.ca.cert_pem]
 
     def test_the_old_ca_stops_signing_when_its_leaves_would_be_due_at_once(self) -> None:
         new = pki.info(pki.make_ca("new", T0, 100 * HOUR).cert_pem)
