@@ -25,9 +25,11 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from kvtrace_operator.render.names import OPERATOR_SERVICE_NAME
+
 log = logging.getLogger("kvtrace_operator")
 
-SERVICE_NAME = "kvtrace-operator"
+SERVICE_NAME = OPERATOR_SERVICE_NAME
 SCOPE = "kvtrace_operator"
 ENV = "KVTRACE_TRACE_PIPELINE"
 

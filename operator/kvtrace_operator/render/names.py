@@ -10,6 +10,9 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KVCLUSTER = "KVCluster"
 PIPELINE = "TracingPipeline"
+# service.name of the operator's own reconcile spans (--trace-pipeline): production tail
+# sampling keeps all of them, so a rolling restart is always visible beside KV latency.
+OPERATOR_SERVICE_NAME = "kvtrace-operator"
 
 # KV node (DESIGN.md section 3).
 CLIENT_PORT = 7070

@@ -2,7 +2,8 @@
 
 - ``production``: the SDK keeps every span (``parentbased_always_on``); the collector's
   ``tail_sampling`` keeps every trace with an ERROR span (unless ``keepErrors: false``),
-  every trace slower than ``latencyThreshold``, and ``ratio`` of the rest.
+  every trace slower than ``latencyThreshold``, every trace of the operator's own
+  reconciles (service ``kvtrace-operator``), and ``ratio`` of the rest.
 - ``development``: everything kept (ratio 1.0), no tail sampling, debug exporter on.
 - ``head``: the SDK samples ``parentbased_traceidratio`` with ``ratio``; no tail sampling,
   so errors are sampled like everything else (``keepErrors: true`` is rejected).
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvtrace_operator.render.durations import duration_ms, parse_duration
+from kvtrace_operator.render.names import OPERATOR_SERVICE_NAME
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -121,6 +123,9 @@ def tail_sampling_config(spec: dict[str, Any]) -> dict[str, Any]:
                          "status_code": {"status_codes": ["ERROR"]}})
     threshold = duration_ms(sampling.get("latencyThreshold", "500ms"), "spec.sampling.latencyThreshold")
     policies.append({"name": "slow", "type": "latency", "latency": {"threshold_ms": threshold}})
+    # The operator's own reconciles are few and are what explains a rolling restart: keep them all.
+    policies.append({"name": "operator", "type": "string_attribute",
+                     "string_attribute": {"key": "service.name", "values": [OPERATOR_SERVICE_NAME]}})
     policies.append({"name": "ratio", "type": "probabilistic",
                      "probabilistic": {"sampling_percentage": percentage(effective_ratio(spec))}})
     return {

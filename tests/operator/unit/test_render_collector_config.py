@@ -51,6 +51,8 @@ class TestCollectorConfig:
         assert policies["status_code"]["status_code"] == {"status_codes": ["ERROR"]}
         assert policies["latency"]["latency"] == {"threshold_ms": 500}
         assert policies["probabilistic"]["probabilistic"] == {"sampling_percentage": 10}
+        assert policies["string_attribute"]["string_attribute"] == {
+            "key": "service.name", "values": ["kvtrace-operator"]}
         assert tails[0]["decision_wait"] == "10s"
 
     def test_edge_processing_happens_once(self, mode: str, replicas: int) -> None:
@@ -130,7 +132,7 @@ class TestSamplingPolicies:
 
     def test_keep_errors_false_drops_the_error_policy(self) -> None:
         config = render_collector_config(pipeline(sampling={"keepErrors": False}))
-        assert [p["type"] for p in config["processors"]["tail_sampling"]["policies"]] == ["latency", "probabilistic"]
+        assert [p["type"] for p in config["processors"]["tail_sampling"]["policies"]] == ["latency", "string_attribute", "probabilistic"]
 
     def test_development_hashing_can_be_turned_off_explicitly(self) -> None:
         config = render_collector_config(pipeline(sampling={"mode": "development"}, redaction={"hashAttributes": []}))
