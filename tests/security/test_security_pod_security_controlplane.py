@@ -58,11 +58,17 @@ def objects_for(case: str, ns: str) -> list[dict[str, Any]]:
         pipeline = tp(ns, "secure", collector={"replicas": 2}, security=security)
         cluster = kvc(ns, "vault", replicas=1, replicationFactor=1, tracing={"pipelineRef": {"name": "secure"}})
         return render_pipeline(pipeline) + render_kvcluster(cluster, pipeline)
+    if case == "managed-tls-two-tiers-and-consumer":
+        # Every hop over TLS: leaf and trust-bundle Secret volumes in each collector tier,
+        # Jaeger and the members.
+        pipeline = tp(ns, "hops", collector={"replicas": 2}, security={"tls": {"enabled": True}})
+        cluster = kvc(ns, "trusting", replicas=1, replicationFactor=1, tracing={"pipelineRef": {"name": "hops"}})
+        return render_pipeline(pipeline) + render_kvcluster(cluster, pipeline)
     raise AssertionError(case)
 
 
 CASES = ["kvcluster-traced", "kvcluster-untraced-labelled-clients", "pipeline-one-tier-memory",
-         "pipeline-two-tier-badger", "secured-pipeline-and-consumer"]
+         "pipeline-two-tier-badger", "secured-pipeline-and-consumer", "managed-tls-two-tiers-and-consumer"]
 
 
 def restrict(kubectl: Any, namespace: str) -> None:
