@@ -22,6 +22,7 @@ import pytest
 from kvtrace import canary
 from kvtrace.devstack.backends import Jaeger, send_probe_trace, validate_config
 from kvtrace.devstack.jaeger_client import CREDENTIALS_ENV, JaegerClient, JaegerError
+from kvtrace.inspect import doctor
 from kvtrace_operator.render import render_jaeger_config
 from kvtrace_operator.render.query_access import EXTENSION
 
@@ -109,8 +110,14 @@ def test_basic_query_auth_refuses_without_credentials_and_answers_with_them(
 
         # The operator canary's lookup.
         assert canary.in_jaeger(jaeger.query_url, trace_id, credentials=credentials)
-        with pytest.raises(JaegerError, match=f"401: .*credentials are needed \\(\\${CREDENTIALS_ENV}\\)"):
+        with pytest.raises(JaegerError, match=f"401: .*credentials are needed \\(\\${CREDENTIALS_ENV}\\)") as refused:
             canary.in_jaeger(jaeger.query_url, trace_id)
+        # kvtrace doctor's canary check tells how to give them.
+        check = doctor.check_canary({"trace_id": trace_id, "collector": jaeger.otlp_http, "jaeger": jaeger.query_url,
+                                     "timeout": 3.0, "waited": 3.0, "found": False,
+                                     "jaeger_error": canary.error_text(refused.value)})
+        assert check.summary == f"Jaeger at {jaeger.query_url} asks for query credentials"
+        assert "--jaeger-credentials-file" in check.fix and CREDENTIALS_ENV in check.fix
 
         # kvtrace traces: the option, the environment variable, and neither.
         command = [sys.executable, "-m", "kvtrace", "traces", "--jaeger", jaeger.query_url,

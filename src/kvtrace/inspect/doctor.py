@@ -406,6 +406,10 @@ def check_canary(result: Mapping[str, Any] | None) -> Check:
         return Check(name, PASS, f"found in Jaeger after {result['waited']:.1f}s", evidence)
     if result.get("jaeger_error"):
         evidence.append(f"Jaeger query failed: {result['jaeger_error']}")
+        if ": 401: " in result["jaeger_error"]:  # spec.jaeger.query.auth (jaeger_client.JaegerClient)
+            return Check(name, FAIL, f"Jaeger at {result['jaeger']} asks for query credentials", evidence,
+                         "pass --jaeger-credentials-file PATH (kubectl get secret PIPELINE-jaeger-query-credentials "
+                         "-o jsonpath='{.data.credentials}' | base64 -d > PATH) or set KVTRACE_JAEGER_CREDENTIALS")
         return Check(name, FAIL, f"cannot query Jaeger at {result['jaeger']}", evidence,
                      "check the Jaeger pod (kubectl get deployment PIPELINE-jaeger; kvtrace status shows "
                      "JaegerReady) or pass --jaeger URL")
