@@ -116,6 +116,10 @@ def test_oversized_bodies_and_garbage_get_errors_and_the_server_keeps_serving() 
         with socket.create_connection(("127.0.0.1", port)) as s:  # over the limit, then the connection is reused
             s.sendall(b"PUT /big HTTP/1.1\r\nContent-Length: 150\r\n\r\n" + b"x" * 150 + b"GET /after HTTP/1.1\r\n\r\n")
             out += _read_responses(s, 2)
+        with socket.create_connection(("127.0.0.1", port)) as s:  # over the limit, announced: no 100, an answer, closed
+            s.sendall(b"PUT /big HTTP/1.1\r\nContent-Length: 150\r\nExpect: 100-continue\r\n\r\n")
+            out += _read_responses(s, 1)
+            assert s.recv(10) == b""
         with socket.create_connection(("127.0.0.1", port)) as s:  # chunked over the limit
             s.sendall(b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n80\r\n" + b"y" * 128 + b"\r\n0\r\n\r\n")
             out += _read_responses(s, 1)
@@ -133,7 +137,7 @@ def test_oversized_bodies_and_garbage_get_errors_and_the_server_keeps_serving() 
 
     responses = _serve(_echo, exchange)
     assert isinstance(responses, list)
-    assert [status for status, _, _ in responses] == [413, 200, 413, 400, 400, 400, 414, 200]
+    assert [status for status, _, _ in responses] == [413, 200, 413, 413, 400, 400, 400, 414, 200]
     assert json.loads(responses[1][2])["path"] == "/after"
     assert all(json.loads(body)["error"] for status, _, body in responses if status >= 400)
     assert responses[-1][1]["connection"] == "close"

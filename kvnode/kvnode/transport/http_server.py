@@ -78,6 +78,8 @@ class Request:
         """The whole body; raises BodyTooLarge when it exceeds the server's limit."""
         if self._body is None:
             return b""
+        if self.content_length is not None and self.content_length > self._conn.server.max_body:
+            raise BodyTooLarge()  # from the announced length, before any of the body is read
         if not self._body.done():
             self._conn.continue_if_expected(self)
         return await self._body
@@ -351,8 +353,10 @@ class _Connection(asyncio.Protocol):
         except Exception as exc:  # noqa: BLE001 - the node keeps serving
             log.exception("request handler failed")
             reply = json_reply(500, {"error": "internal", "message": f"{type(exc).__name__}: {exc}"})
-        if not self.body_done and self.size + self.remaining > _DISCARD_FACTOR * self.server.max_body:
-            self.keep_alive = False  # answered without its (huge) body: do not wait for it
+        if not self.body_done and (self.expect_continue or self.size + self.remaining > _DISCARD_FACTOR * self.server.max_body):
+            # answered without its body, and the client waits for a 100 Continue that will not
+            # come (so it will not send it), or the body is huge: do not wait for it
+            self.keep_alive = False
             self._write(reply)
             self.close()
             return
