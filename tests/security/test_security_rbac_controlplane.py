@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Kube
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
 
@@ -47,7 +46,7 @@ def chart(local_cluster: Any, namespace: str, tmp_path: Path, crds: Any,
         op.uninstall()
 
 
-def role(kube: Kube, chart: ChartOperator) -> dict[str, Any]:
+def role(kube: Any, chart: ChartOperator) -> dict[str, Any]:
     name = next(obj["metadata"]["name"] for obj in chart.manifest() if obj["kind"] == "Role")
     obj = kube.get("role", name)
     assert obj is not None
@@ -65,11 +64,11 @@ def without(rbac_role: dict[str, Any], group: str, resource: str, verb: str) -> 
     return {**rbac_role, "rules": rules}
 
 
-def replace(kube: Kube, obj: dict[str, Any]) -> None:
+def replace(kube: Any, obj: dict[str, Any]) -> None:
     kube.run("replace", "-f", "-", input=json.dumps(obj))
 
 
-def authorized(kube: Kube, kind: str, name: str) -> dict[str, Any]:
+def authorized(kube: Any, kind: str, name: str) -> dict[str, Any]:
     return kube.condition(kind, name, "Authorized") or {}
 
 
@@ -82,7 +81,7 @@ CASES = [
 
 @pytest.mark.parametrize(("group", "resource", "verb", "words"), CASES, ids=[f"{c[2]}-{c[1]}" for c in CASES])
 def test_a_removed_permission_is_a_condition_and_restoring_it_heals(
-        chart: FastResyncOperator, kube_ns: Kube, poll: Any, group: str, resource: str, verb: str,
+        chart: FastResyncOperator, kube_ns: Any, poll: Any, group: str, resource: str, verb: str,
         words: str) -> None:
     granted = role(kube_ns, chart)
     replace(kube_ns, without(granted, group, resource, verb))

@@ -12,7 +12,6 @@ import secrets
 from typing import Any
 
 import pytest
-from conftest import Kube
 
 pytestmark = pytest.mark.controlplane
 
@@ -39,17 +38,17 @@ def kvcluster(name: str, pipeline_name: str) -> dict[str, Any]:
             "spec": {"replicas": 1, "replicationFactor": 1, "tracing": {"pipelineRef": {"name": pipeline_name}}}}
 
 
-def secrets_ready(kube: Kube, kind: str, name: str) -> str:
+def secrets_ready(kube: Any, kind: str, name: str) -> str:
     return str((kube.condition(kind, name, "SecretsReady") or {}).get("status"))
 
 
-def checksum(kube: Kube) -> str | None:
+def checksum(kube: Any) -> str | None:
     sts = kube.get("statefulset", "kv")
     return None if sts is None else str(sts["spec"]["template"]["metadata"]["annotations"]["kvtrace.dev/config-checksum"])
 
 
 @pytest.mark.operator_args("--verbose")
-def test_canary_tokens_reach_no_log_event_status_annotation_or_configmap(operator: Any, kube_ns: Kube,
+def test_canary_tokens_reach_no_log_event_status_annotation_or_configmap(operator: Any, kube_ns: Any,
                                                                          poll: Any) -> None:
     first, second = canary(), canary()
     ref = {"enabled": True, "tokenSecretRef": {"name": "otlp-token", "key": "token"}}

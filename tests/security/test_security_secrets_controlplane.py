@@ -18,7 +18,6 @@ import secrets
 from typing import Any
 
 import pytest
-from conftest import Kube
 
 pytestmark = pytest.mark.controlplane
 
@@ -44,27 +43,27 @@ def token_secret(name: str, token: str, key: str = "token") -> dict[str, Any]:
             "stringData": {key: token}}
 
 
-def checksum(kube: Kube, kind: str, name: str) -> str | None:
+def checksum(kube: Any, kind: str, name: str) -> str | None:
     obj = kube.get(kind, name)
     return None if obj is None else str(obj["spec"]["template"]["metadata"]["annotations"][CHECKSUM])
 
 
-def condition(kube: Kube, kind: str, name: str, type_: str) -> dict[str, Any]:
+def condition(kube: Any, kind: str, name: str, type_: str) -> dict[str, Any]:
     return kube.condition(kind, name, type_) or {}
 
 
-def event_reasons(kube: Kube, name: str) -> set[str]:
+def event_reasons(kube: Any, name: str) -> set[str]:
     return {e["reason"] for e in kube.list("events") if e["involvedObject"]["name"] == name}
 
 
-def wait_secrets_ready(kube: Kube, poll: Any, kind: str, name: str, status: str) -> dict[str, Any]:
+def wait_secrets_ready(kube: Any, poll: Any, kind: str, name: str, status: str) -> dict[str, Any]:
     poll(lambda: condition(kube, kind, name, "SecretsReady").get("status") == status, timeout=TIMEOUT,
          message=f"{kind}/{name} SecretsReady={status}: {condition(kube, kind, name, 'SecretsReady')}")
     return condition(kube, kind, name, "SecretsReady")
 
 
 @SLOW_RESYNC
-def test_a_changed_token_secret_rolls_the_members_and_nothing_else(operator: Any, kube_ns: Kube,
+def test_a_changed_token_secret_rolls_the_members_and_nothing_else(operator: Any, kube_ns: Any,
                                                                    poll: Any) -> None:
     kube_ns.apply(token_secret("otlp-token", secrets.token_urlsafe(32)))
     kube_ns.apply(pipeline({"enabled": True, "tokenSecretRef": {"name": "otlp-token", "key": "token"}}),
@@ -94,7 +93,7 @@ def test_a_changed_token_secret_rolls_the_members_and_nothing_else(operator: Any
 
 
 @SLOW_RESYNC
-def test_a_missing_secret_is_a_condition_and_creating_it_heals(operator: Any, kube_ns: Kube, poll: Any) -> None:
+def test_a_missing_secret_is_a_condition_and_creating_it_heals(operator: Any, kube_ns: Any, poll: Any) -> None:
     ref = {"name": "late-token", "key": "token"}
     kube_ns.apply(pipeline({"enabled": True, "tokenSecretRef": ref}), kvcluster())
     for kind, name in (("tracingpipeline", "traces"), ("kvcluster", "kv")):
@@ -131,14 +130,14 @@ def test_a_missing_secret_is_a_condition_and_creating_it_heals(operator: Any, ku
          message="the members roll onto the re-created Secret")
 
 
-def decoded_token(kube: Kube, name: str) -> str:
+def decoded_token(kube: Any, name: str) -> str:
     secret = kube.get("secret", name)
     assert secret is not None
     return base64.b64decode(secret["data"]["token"]).decode()
 
 
 @SLOW_RESYNC
-def test_the_operator_creates_the_token_secret_once(operator: Any, kube_ns: Kube, poll: Any) -> None:
+def test_the_operator_creates_the_token_secret_once(operator: Any, kube_ns: Any, poll: Any) -> None:
     kube_ns.apply(pipeline({"enabled": True}), kvcluster())
     poll(lambda: kube_ns.get("secret", "traces-otlp-token") is not None, timeout=TIMEOUT,
          message="the generated token Secret")
