@@ -259,3 +259,36 @@ def test_rendered_certificates_are_accepted_and_their_secrets_feed_the_trust_bun
     assert decoded(trust) == {"ca.crt": issuer.cert_pem}
     poll(lambda: kube_ns.get("deployment", "traces-collector-sampling"), timeout=60,
          message="the workloads applied once the Secrets exist")
+
+
+# ---- the operator's certificates carry real traffic -------------------------------------------
+
+@pytest.mark.operator_args("--canary-interval", "2", "--canary-timeout", "4")
+def test_the_operator_canary_crosses_both_tls_hops_into_jaeger(operator: Any, kube_ns: Kube, pod_runner: Any,
+                                                               endpoint_map: Any, poll: Any) -> None:
+    """Jaeger and the collector run behind their pods (pod runner: the real binaries with the
+    rendered config and the Secret volumes the operator wrote). The operator's canary trace
+    goes over TLS to the collector (trusting NAME-tls-trust, verifying the Service name), the
+    collector exports it over TLS to Jaeger (server_name_override keeps the Service name
+    although the pod runner rewrote the address), and the canary is found in Jaeger."""
+    from kvtrace.devstack import tools
+
+    pipe = tp(namespace=kube_ns.namespace)
+    pipe["spec"]["sampling"] = {"decisionWait": "1s", "latencyThreshold": "200ms"}
+    kube_ns.apply(pipe)
+    poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "Ready", "True"), timeout=90,
+         message="pipeline Ready")
+    programs = {"otelcol": "otelcol-kvtrace", "jaeger": "jaeger"}
+
+    def command(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
+        return [str(tools.binary(programs[container["name"]]))]
+
+    pod_runner("app.kubernetes.io/component=jaeger", resolve_command=command)
+    poll(lambda: any(key.startswith("traces-jaeger-otlp.") for key in endpoint_map.entries()), timeout=90,
+         message="Jaeger in the endpoint map")
+    pod_runner("app.kubernetes.io/component=collector", resolve_command=command)
+    delivered = poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "TraceDelivery", "True", "Delivered"),
+                     timeout=90, message="TraceDelivery True/Delivered through both TLS hops")
+    assert delivered
+    message = kube_ns.condition("tracingpipeline", "traces", "TraceDelivery")["message"]  # type: ignore[index]
+    assert "https://traces-collector." in message, message

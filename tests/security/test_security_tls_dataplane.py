@@ -5,9 +5,9 @@ The certificates are the ones the operator writes: ``rotation.rotate`` (the ``pk
 and ``k8s.certificates.managed_secrets`` build the Secrets; their keys are written to
 directories as the kubelet mounts them (``items`` only, atomically replaced on change). The
 collector and Jaeger run the configurations rendered for the pipeline with only the mount
-paths and addresses changed: an exporter to a Service gets ``127.0.0.1:PORT`` and keeps the
-Service's name as the name it verifies (``server_name_override``, as cluster DNS would make it);
-the load-balancing exporter resolves the sampling tier statically. The sender is the
+paths and addresses changed: an exporter to a Service gets ``127.0.0.1:PORT`` and still
+verifies the Service's name (the rendered ``server_name_override``); the load-balancing
+exporter resolves the sampling tier statically. The sender is the
 OpenTelemetry SDK's OTLP/HTTP exporter configured by the environment rendered for a KV pod,
 with the collector Service's name resolved to 127.0.0.1.
 """
@@ -120,7 +120,7 @@ class Stack:
         exporters = config["exporters"]
         if "otlp_grpc/jaeger" in exporters:
             exporters["otlp_grpc/jaeger"]["endpoint"] = jaeger.otlp_grpc
-            exporters["otlp_grpc/jaeger"]["tls"]["server_name_override"] = JAEGER_DNS
+            assert exporters["otlp_grpc/jaeger"]["tls"]["server_name_override"] == JAEGER_DNS
         if "load_balancing" in exporters:
             exporters["load_balancing"]["resolver"] = {"static": {"hostnames": [sampling.otlp_grpc]}}
         return self.collector_factory(config)

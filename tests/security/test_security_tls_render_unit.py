@@ -58,7 +58,8 @@ def test_managed_two_tiers_every_hop_is_tls_and_each_pod_mounts_only_what_it_nee
     sampling_dns = f"traces-collector-sampling.{NS}.svc.cluster.local"
     assert edge["exporters"]["load_balancing"]["protocol"]["otlp"]["tls"] == {
         **TRUST, "server_name_override": sampling_dns}
-    assert back["exporters"]["otlp_grpc/jaeger"]["tls"] == TRUST
+    jaeger_dns = f"traces-jaeger-otlp.{NS}.svc.cluster.local"
+    assert back["exporters"]["otlp_grpc/jaeger"]["tls"] == {**TRUST, "server_name_override": jaeger_dns}
     jaeger_tls = {"cert_file": "/etc/jaeger-serving/tls.crt", "key_file": "/etc/jaeger-serving/tls.key",
                   "reload_interval": "1h"}
     assert [protocol["tls"] for protocol in jaeger["receivers"]["otlp"]["protocols"].values()] == [jaeger_tls] * 2
@@ -83,7 +84,8 @@ def test_managed_two_tiers_every_hop_is_tls_and_each_pod_mounts_only_what_it_nee
 def test_one_tier_managed_exports_to_jaeger_over_tls() -> None:
     objects = render_pipeline(tp({"enabled": True, "mode": "managed"}))
     edge = config(objects, "traces-collector")
-    assert edge["exporters"]["otlp_grpc/jaeger"]["tls"] == TRUST
+    assert edge["exporters"]["otlp_grpc/jaeger"]["tls"] == {
+        **TRUST, "server_name_override": f"traces-jaeger-otlp.{NS}.svc.cluster.local"}
     assert set(secret_volumes(by_name(objects, "Deployment")["traces-collector"])) == {"serving-cert", "telemetry-ca"}
 
 

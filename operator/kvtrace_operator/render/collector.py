@@ -136,7 +136,9 @@ def destination_exporters(pipeline: dict[str, Any], spec: dict[str, Any]) -> dic
     result: dict[str, Any] = {}
     if spec["jaeger"]["enabled"]:
         host = names.service_dns(names.jaeger_otlp(names.name_of(pipeline)), names.namespace_of(pipeline))
-        result[JAEGER_EXPORTER] = {"endpoint": f"{host}:{names.OTLP_GRPC_PORT}", "tls": tls.exporter_tls(spec)}
+        # The name verified is the Service's even where the endpoint is rewritten (the local pod runner).
+        result[JAEGER_EXPORTER] = {"endpoint": f"{host}:{names.OTLP_GRPC_PORT}",
+                                   "tls": tls.exporter_tls(spec, server_name=host)}
     for exporter in spec["exporters"].get("otlp") or []:
         key, config = user_exporter(exporter)
         result[key] = config

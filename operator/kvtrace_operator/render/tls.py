@@ -134,7 +134,8 @@ def client_tls(server_name: str | None = None) -> dict[str, Any]:
     """The ``tls`` block of an exporter to one of the pipeline's own TLS servers."""
     result: dict[str, Any] = {"ca_file": f"{TRUST_DIR}/{CA_FILE}"}
     if server_name:
-        # The load-balancing exporter dials pod IPs: verify the Service name instead.
+        # The load-balancing exporter dials pod IPs, a local pod runner rewritten addresses:
+        # verify the Service name instead.
         result["server_name_override"] = server_name
     return result
 
