@@ -125,7 +125,11 @@ def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
         secrets = pipeline_secret_names(common.plain(body))
         return {(namespace or "", secret): name for secret in sorted(secrets)} or None
 
-    @kopf.on.event("", "v1", "secrets", id="referenced-secret", registry=registry)
+    def referenced(namespace: str | None, name: str, **kwargs: Any) -> bool:
+        """Only Secrets a pipeline uses reach the handler (kopf passes the indices here too)."""
+        return bool(pipelines_using(kwargs.get(INDEX), namespace or "", name))
+
+    @kopf.on.event("", "v1", "secrets", id="referenced-secret", when=referenced, registry=registry)
     async def secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         if type is None:  # the initial listing: resuming reconciles every resource anyway
             return
