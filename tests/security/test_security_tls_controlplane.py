@@ -74,10 +74,12 @@ BAD = [
 
 
 @pytest.mark.parametrize(("case", "settings", "field", "phrase"), BAD, ids=[b[0] for b in BAD])
+@pytest.mark.parametrize("enabled", [True, False], ids=["enabled", "disabled"])
 def test_bad_tls_input_is_rejected_naming_the_field(crds: list[str], kubectl: Any, case: str,
-                                                    settings: dict[str, Any], field: str, phrase: str) -> None:
+                                                    settings: dict[str, Any], field: str, phrase: str,
+                                                    enabled: bool) -> None:
     proc = kubectl("-n", "default", "create", "--dry-run=server", "-f", "-",
-                   input=yaml.safe_dump(tp(**settings)), check=False)
+                   input=yaml.safe_dump(tp(**settings, enabled=enabled)), check=False)
     assert proc.returncode != 0, f"{case}: accepted"
     assert f"{field}:" in proc.stderr and phrase in proc.stderr, proc.stderr
 

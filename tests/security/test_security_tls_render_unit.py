@@ -162,7 +162,9 @@ def test_no_certificate_for_a_disabled_jaeger() -> None:
     ({"renewBefore": "soon"}, "spec.security.tls.renewBefore", "expected a duration"),
     ({"mode": 3}, "spec.security.tls.mode", "expected a string"),
 ])
-def test_bad_tls_specs_name_the_field(tls: dict[str, Any], field: str, phrase: str) -> None:
+@pytest.mark.parametrize("enabled", [True, False], ids=["enabled", "disabled"])
+def test_bad_tls_specs_name_the_field(tls: dict[str, Any], field: str, phrase: str, enabled: bool) -> None:
+    """As the CRD's rules: whether or not TLS is enabled."""
     with pytest.raises(SpecError) as error:
-        validate_pipeline(tp({"enabled": True, **tls}))
+        validate_pipeline(tp({"enabled": enabled, **tls}))
     assert error.value.field == field and phrase in error.value.message

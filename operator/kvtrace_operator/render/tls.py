@@ -210,7 +210,7 @@ def decoded(secret_obj: dict[str, Any] | None) -> dict[str, str]:
 
 def validate(spec: dict[str, Any]) -> None:
     """SpecError naming the ``spec.security.tls`` field that cannot work (the CRD's CEL rules,
-    again for files)."""
+    again for files; like them, whether or not TLS is enabled)."""
     values = spec["security"]["tls"]
     field = "spec.security.tls"
     if values.get("mode") is not None and values["mode"] not in MODES:
@@ -226,8 +226,6 @@ def validate(spec: dict[str, Any]) -> None:
         if issuer.get("kind", "Issuer") not in ISSUER_KINDS:
             raise SpecError(f"{field}.issuerRef.kind", f"expected one of {', '.join(ISSUER_KINDS)}, "
                             f"got {issuer.get('kind')!r}")
-    if not values["enabled"]:
-        return
     if chosen == SECRET and not values.get("secretName"):
         raise SpecError(f"{field}.secretName", "required with mode secret: a Secret with tls.crt, tls.key "
                         "and ca.crt (as cert-manager writes it)")
