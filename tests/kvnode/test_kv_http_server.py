@@ -185,3 +185,23 @@ def test_client_parses_length_chunked_interim_and_close_delimited_responses() ->
     assert parse_response(closing) is None
     done = parse_response(closing, eof=True)
     assert done is not None and done.body == b"until the end" and closing == bytearray()
+
+
+@pytest.mark.dataplane
+def test_idle_and_stalled_connections_are_closed_after_the_idle_timeout() -> None:
+    async def main() -> list[bytes]:
+        server = HttpServer(_echo, max_body=100, idle_timeout=0.4)
+        listener = await asyncio.get_running_loop().create_server(server.protocol, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            streams[1][1].write(b"GET /half-a-head HTTP/1.1\r\n")  # stalls inside its head
+            streams[2][1].write(b"GET /slow HTTP/1.1\r\n\r\n")  # answered, then idle
+            return [await asyncio.wait_for(reader.read(), 10) for reader, _ in streams]
+        finally:
+            listener.close()
+            await server.shutdown(1)
+
+    idle, stalled, answered = asyncio.run(main())
+    assert idle == b"" and stalled == b"", "closed without an answer"
+    assert answered.startswith(b"HTTP/1.1 200 OK") and answered.endswith(b'"consistency": null}')

@@ -6,7 +6,8 @@ our simple requests here costs; the node's whole untraced budget is ~75 µs per 
 What it implements: keep-alive (HTTP/1.1 default; HTTP/1.0 with `Connection: keep-alive`),
 pipelining (one request at a time per connection, in order), `Content-Length` and chunked
 request bodies with a size limit checked before the body is read, `Expect: 100-continue`,
-and a graceful shutdown that lets in-flight requests finish. Anything that does not parse
+an idle timeout (a connection that sent nothing for 75 s and has no request being answered
+is closed: kept-alive, or stalled in a head or body), and a graceful shutdown that lets in-flight requests finish. Anything that does not parse
 gets a JSON 400 (or 431) and the connection is closed.
 """
 
@@ -123,8 +124,11 @@ def parse_head(head: bytes, max_line: int) -> tuple[str, str, str, dict[str, str
 class HttpServer:
     """Protocol factory and connection registry (for the graceful shutdown)."""
 
-    def __init__(self, handler: Handler, max_body: int, max_line: int = 8190, max_head: int = 64 * 1024):
+    def __init__(self, handler: Handler, max_body: int, max_line: int = 8190, max_head: int = 64 * 1024,
+                 idle_timeout: float = 75.0):
         self.handler = handler
+        self.idle_timeout = idle_timeout  # a connection with no request in progress is closed after this
+        self._sweeper: asyncio.TimerHandle | None = None
         self.max_body = max_body
         self.max_line = max_line
         self.max_head = max(max_head, max_line + 16 * 1024)
@@ -134,7 +138,20 @@ class HttpServer:
         self._date_at = 0
 
     def protocol(self) -> asyncio.Protocol:
+        if self._sweeper is None and not self.closing:
+            self._sweeper = asyncio.get_running_loop().call_later(self.idle_timeout / 4, self._sweep)
         return _Connection(self)
+
+    def _sweep(self) -> None:
+        """Close the connections that sent nothing for `idle_timeout` and have no request being
+        answered (idle keep-alive ones, and ones stalled inside a request head or body)."""
+        now = time.monotonic()
+        for conn in list(self.connections):
+            if not conn.responding and now - conn.last_active > self.idle_timeout:
+                conn.close()
+        self._sweeper = None
+        if self.connections and not self.closing:
+            self._sweeper = asyncio.get_running_loop().call_later(self.idle_timeout / 4, self._sweep)
 
     def date(self) -> str:
         now = int(time.time())
@@ -146,6 +163,9 @@ class HttpServer:
         """Close idle connections, let in-flight requests answer (with `Connection: close`),
         then close whatever is left after `timeout`."""
         self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in list(self.connections):
             if conn.idle():
                 conn.close()
@@ -174,6 +194,7 @@ class _Connection(asyncio.Protocol):
         self.parts: list[bytes] = []
         self.size = 0
         self.expect_continue = False
+        self.last_active = time.monotonic()
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -190,6 +211,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
+        self.last_active = time.monotonic()
         self.process()
 
     # -- state ---------------------------------------------------------------------------
@@ -362,6 +384,7 @@ class _Connection(asyncio.Protocol):
             return
         self._write(reply)
         self.responding = False
+        self.last_active = time.monotonic()
         if self.transport is None:
             return
         if self.paused:
