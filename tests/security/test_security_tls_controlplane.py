@@ -202,6 +202,20 @@ def test_a_deleted_leaf_secret_comes_back(operator: Any, kube_ns: Kube, poll: An
     assert pki.signed_by(decoded(again)["tls.crt"], ca["tls.crt"])
 
 
+def test_turning_tls_off_prunes_the_managed_secrets_and_status(operator: Any, kube_ns: Kube, poll: Any) -> None:
+    kube_ns.apply(tp(namespace=kube_ns.namespace))
+    poll(lambda: all(kube_ns.get("secret", name) for name in MANAGED_SECRETS), timeout=60,
+         message="the managed Secrets")
+    poll(lambda: (kube_ns.get("tracingpipeline", "traces") or {}).get("status", {}).get("tls"), message="status.tls")
+    kube_ns.apply(tp(namespace=kube_ns.namespace, enabled=False))
+    poll(lambda: not any(kube_ns.get("secret", name) for name in MANAGED_SECRETS), timeout=60,
+         message="the managed Secrets pruned")
+    poll(lambda: "tls" not in (kube_ns.get("tracingpipeline", "traces") or {}).get("status", {}), timeout=30,
+         message="status.tls removed")
+    collector = yaml.safe_load(kube_ns.get("configmap", "traces-collector")["data"]["config.yaml"])  # type: ignore[index]
+    assert "tls" not in collector["receivers"]["otlp"]["protocols"]["grpc"]
+
+
 # ---- cert-manager -----------------------------------------------------------------------------
 
 def test_cert_manager_mode_without_cert_manager_is_a_clear_condition(
