@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from kvtrace_operator.render import render_pipeline
+
 pytestmark = pytest.mark.controlplane
 
 TIMEOUT = 90.0
@@ -186,3 +188,25 @@ def test_the_operator_creates_the_token_secret_once(operator: Any, kube_ns: Any,
     poll(lambda: kube_ns.get("secret", "traces-otlp-token") is None, timeout=30,
          message="the generated Secret pruned")
     assert kube_ns.get("secret", "mine") is not None  # the user's Secret stays
+
+
+def test_a_token_secret_applied_without_data_gets_its_token(operator: Any, kube_ns: Any, poll: Any) -> None:
+    """GitOps with `kvtrace render` output: the generated Secret arrives without data (the
+    render is pure); the operator adds the token once and both sides use it."""
+    pipe = pipeline({"enabled": True})
+    rendered = next(obj for obj in render_pipeline({**pipe, "metadata": {"name": "traces",
+                                                                         "namespace": kube_ns.namespace}})
+                    if obj["kind"] == "Secret")
+    assert "data" not in rendered
+    kube_ns.apply(rendered, pipe, kvcluster())
+    poll(lambda: "token" in ((kube_ns.get("secret", "traces-otlp-token") or {}).get("data") or {}),
+         timeout=TIMEOUT, message="the operator filled the token in")
+    token = decoded_token(kube_ns, "traces-otlp-token")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43,}", token)
+    wait_secrets_ready(kube_ns, poll, "kvcluster", "kv", "True")
+    kube_ns.apply(rendered)  # applied again as GitOps would: the token stays
+    kube_ns.run("patch", "tracingpipeline", "traces", "--type=merge", "-p", '{"spec": {"sampling": {"ratio": 0.5}}}')
+    poll(lambda: (kube_ns.get("tracingpipeline", "traces") or {}).get("status", {}).get("observedGeneration")
+         == (kube_ns.get("tracingpipeline", "traces") or {})["metadata"]["generation"], timeout=TIMEOUT,
+         message="the pipeline change reconciled")
+    assert decoded_token(kube_ns, "traces-otlp-token") == token

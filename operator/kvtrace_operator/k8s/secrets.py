@@ -11,12 +11,15 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
 
 from kvtrace_operator.k8s.client import get_object, to_dict
+from kvtrace_operator.render.labels import MANAGED_BY
 from kvtrace_operator.render.query_access import GENERATED_PREFIX_ANNOTATION
 from kvtrace_operator.render.secret_refs import Found
 from kvtrace_operator.render.security import GENERATED_ANNOTATION
 
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 TOKEN_BYTES = 32  # 256 random bits, URL-safe base64 (43 characters of [A-Za-z0-9_-])
 
 
@@ -42,18 +45,30 @@ def metadata_only(secret: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in secret.items() if key not in ("data", "stringData")}
 
 
+def generated_data(obj: Mapping[str, Any]) -> dict[str, str]:
+    """``data`` of a new generated Secret: its generated key with a fresh random token."""
+    annotations = obj["metadata"]["annotations"]
+    # e.g. "kvtrace:" before the token makes the key a htpasswd line (render/query_access.py)
+    token = annotations.get(GENERATED_PREFIX_ANNOTATION, "") + secrets.token_urlsafe(TOKEN_BYTES)
+    return {annotations[GENERATED_ANNOTATION]: base64.b64encode(token.encode()).decode()}
+
+
 async def ensure_generated(client: AsyncClient, obj: Mapping[str, Any], namespace: str
                            ) -> tuple[dict[str, Any], bool]:
-    """Create the rendered Secret with a random token in its generated key unless it exists;
-    an existing one is left exactly as it is. Returns (the Secret without data, created)."""
+    """Create the rendered Secret with a random token in its generated key unless it exists.
+    An existing one keeps its token; only when it has none (it was applied without data, e.g.
+    from ``kvtrace render`` output, and carries our managed-by label) the key is added, once.
+    Returns (the Secret without data, created)."""
     name = obj["metadata"]["name"]
     existing = await get_object(client, Secret, name, namespace)
     if existing is not None:
+        key = obj["metadata"]["annotations"][GENERATED_ANNOTATION]
+        labels = existing["metadata"].get("labels") or {}
+        if key not in (existing.get("data") or {}) and labels.get(MANAGED_BY_LABEL) == MANAGED_BY:
+            existing = to_dict(await client.patch(Secret, name, {"data": generated_data(obj)},
+                                                  namespace=namespace, patch_type=PatchType.MERGE))
         return metadata_only({"apiVersion": "v1", "kind": "Secret", **existing}), False
-    key = obj["metadata"]["annotations"][GENERATED_ANNOTATION]
-    # e.g. "kvtrace:" before the token makes the key a htpasswd line (render/query_access.py)
-    token = obj["metadata"]["annotations"].get(GENERATED_PREFIX_ANNOTATION, "") + secrets.token_urlsafe(TOKEN_BYTES)
-    body = {**obj, "data": {key: base64.b64encode(token.encode()).decode()}}
+    body = {**obj, "data": generated_data(obj)}
     try:
         secret: Any = Secret.from_dict(body)  # the rendered Secret names its namespace
         created = to_dict(await client.create(secret))
