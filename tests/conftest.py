@@ -6,7 +6,7 @@ import pytest
 
 TIERS = ("unit", "dataplane", "controlplane", "kind")
 
-pytest_plugins = ["kvtrace.devstack.pytest_plugin"]
+pytest_plugins = ["kvtrace.devstack.pytest_plugin", "kvtrace.devstack.operator_fixtures"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

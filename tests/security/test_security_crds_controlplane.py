@@ -4,23 +4,12 @@ input rejected with a message naming the field (server-side dry run: nothing is 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 pytestmark = pytest.mark.controlplane
-
-CRDS = Path(__file__).resolve().parents[2] / "crds"
-
-
-@pytest.fixture(scope="module")
-def crds(local_cluster: Any) -> None:
-    local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/kvclusters.kvtrace.dev", "crd/tracingpipelines.kvtrace.dev")
-
 
 def kvc(**spec: Any) -> dict[str, Any]:
     return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "metadata": {"name": "sec"}, "spec": spec}

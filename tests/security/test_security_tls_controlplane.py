@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Kube
+from kvtrace.devstack.operator_fixtures import Kube
 
 from kvtrace_operator import pki
 from kvtrace_operator.render import render_pipeline, tls

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Kube, Operator
+from kvtrace.devstack.operator_fixtures import Kube, Operator
 
 from kvtrace.devstack import tools
 from kvtrace.devstack.pytest_plugin import require_binaries

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Kube, Operator
+from kvtrace.devstack.operator_fixtures import Kube, Operator
 
 from kvtrace_operator.render import render_kvcluster, render_pipeline
 

@@ -1,5 +1,9 @@
-"""Controlplane fixtures: our CRDs installed once on the local cluster, and the operator
-(``kvtrace operator run -n NS``) as a real subprocess watching the test's namespace."""
+"""Controlplane fixtures shared by every test directory (registered in tests/conftest.py): our
+CRDs installed once on the local cluster, the operator (``kvtrace operator run -n NS``) as a real
+subprocess watching the test's namespace, and ``Kube``, kubectl helpers for one namespace.
+
+One module with a unique name, so no test imports a ``conftest`` (which of several conftest
+modules that name resolves to depends on what one pytest run collects)."""
 
 from __future__ import annotations
 
@@ -15,8 +19,6 @@ import pytest
 import yaml
 
 from kvtrace.devstack.pytest_plugin import dump_log_if_failed, operator_process
-# The report hook lives in the plugin now; tests/security/conftest.py still re-exports it from here.
-from kvtrace.devstack.pytest_plugin import pytest_runtest_makereport  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[3]
 CRDS = Path(os.environ.get("KVTRACE_CRDS_DIR", REPO / "crds"))  # override: try other CRD files
