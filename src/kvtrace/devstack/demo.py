@@ -314,8 +314,9 @@ class Demo:
 
         self.wait_for(lambda: _status_of(f"{self.jaeger_url}/api/v3/services") == 200, 60,
                       f"Jaeger query API at {self.jaeger_url}")
-        # OTLP/HTTP answers GET /v1/traces with 405: listening.
-        self.wait_for(lambda: _status_of(f"{self.collector_http}/v1/traces") in (200, 400, 405, 415), 60,
+        # OTLP/HTTP answers GET /v1/traces with 405: listening; 401 when the pipeline's bearer
+        # token auth (spec.security.auth) refuses a request without the token: listening too.
+        self.wait_for(lambda: _status_of(f"{self.collector_http}/v1/traces") in (200, 400, 401, 405, 415), 60,
                       f"collector OTLP/HTTP receiver at {self.collector_http}")
         self.say(f"    Jaeger {endpoints['jaegerQuery']} -> {self.jaeger_url}")
         self.say(f"    collector {endpoints['otlpHttp']} -> {self.collector_http}")
