@@ -12,7 +12,8 @@ operator renders (`otel_environment`) for its TracingPipeline:
 
 The traced ones send to the real `otelcol-kvtrace` running the rendered collector config, which
 exports to Jaeger v2 running the rendered Jaeger config (tests/tracing/tracing_stack.py starts
-them, rewriting only endpoints and ports for loopback). The workload and its measurement are
+them, rewriting only endpoints and ports for loopback; with the default `security.auth` the
+collector reads a token file written by `kvtrace.devstack.otlp_token` and the nodes send it). The workload and its measurement are
 benchmarks/kv.py's (`measure`: preload, QUORUM writes, QUORUM reads, unloaded writes, with the
 servers' CPU per operation). Also reported: the collector's CPU per operation and the share of
 the spans the nodes created that reached the collector (the rest were dropped by the SDK's
@@ -42,6 +43,7 @@ from tracing_stack import kvcluster, loopback_config, pipeline, start_kv_nodes, 
 
 from kvnode.bench import Result, table  # noqa: E402
 from kvtrace.devstack.backends import Collector, Jaeger  # noqa: E402
+from kvtrace.devstack.otlp_token import local_token  # noqa: E402
 from kvtrace.devstack.podrunner import ALLOCATOR  # noqa: E402
 from kvtrace_operator.render import render_collector_config, render_jaeger_config  # noqa: E402
 
@@ -70,16 +72,19 @@ def run_mode(name: str, spec: dict[str, Any] | None, root: Path, args: argparse.
     nodes = []
     try:
         collector = None
+        token = local_token(root / "otlp-token")
         if pipe is not None:
             jaeger = Jaeger(loopback_config(render_jaeger_config(pipe)), workdir=root / "jaeger", name="jaeger")
             backends.append(jaeger)
             jaeger.start()
-            collector = Collector(loopback_config(render_collector_config(pipe), jaeger_otlp_grpc=jaeger.otlp_grpc),
+            collector = Collector(loopback_config(render_collector_config(pipe), jaeger_otlp_grpc=jaeger.otlp_grpc,
+                                                  token_file=token.file),
                                   workdir=root / "collector", name="collector")
             backends.append(collector)
             collector.start()
         nodes = start_kv_nodes(root, [ALLOCATOR.allocate() for _ in range(3)], kvcluster(3), pipe,
-                               collector.otlp_http if collector else None)
+                               collector.otlp_http if collector else None,
+                               secrets=token.secrets(pipe) if pipe is not None else None)
         procs: list[Any] = [n.process for n in nodes]  # Process has the .pid kv.measure reads
         collector_procs: list[Any] = [collector.process] if collector else []
         cpu0 = cpu_seconds(collector_procs)

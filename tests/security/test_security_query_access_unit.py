@@ -49,7 +49,8 @@ def test_mode_none_renders_no_authenticator_secret_or_volume(auth: dict[str, Any
     assert "auth" not in config["extensions"]["jaeger_query"]["http"]
     assert "auth" not in config["extensions"]["jaeger_query"]["grpc"]
     objects = render_pipeline(tp(auth))
-    assert [obj["metadata"]["name"] for obj in objects if obj["kind"] == "Secret"] == []
+    # only the OTLP token of the default telemetry auth (test_security_render_unit.py)
+    assert [obj["metadata"]["name"] for obj in objects if obj["kind"] == "Secret"] == ["traces-otlp-token"]
     assert all(volume["name"] != "query-credentials" for volume in jaeger_pod(objects)["volumes"])
 
 
@@ -86,7 +87,8 @@ def test_basic_without_ref_generates_a_secret_mounted_as_the_htpasswd_file() -> 
 def test_basic_with_own_secret_mounts_that_key_and_rolls_jaeger_when_it_changes() -> None:
     pipe = tp({"mode": "basic", "credentialsSecretRef": OWN})
     objects = render_pipeline(pipe)
-    assert [obj for obj in objects if obj["kind"] == "Secret"] == []
+    # only the OTLP token of the default telemetry auth (test_security_render_unit.py)
+    assert [obj["metadata"]["name"] for obj in objects if obj["kind"] == "Secret"] == ["traces-otlp-token"]
     [volume] = [v for v in jaeger_pod(objects)["volumes"] if v["name"] == "query-credentials"]
     assert volume["secret"] == {"secretName": "query-users", "items": [{"key": "htpasswd", "path": "htpasswd"}]}
     [ref] = referenced_secrets(objects)

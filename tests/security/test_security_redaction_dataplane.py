@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from kvtrace.devstack.otlp_token import LocalToken, local_token, use_token_file
 from kvtrace_operator.render import render_collector_config
 
 pytestmark = pytest.mark.dataplane
@@ -37,13 +39,14 @@ def pipeline(**redaction: Any) -> dict[str, Any]:
             "spec": {"sampling": {"mode": "head", "ratio": 1}, "redaction": redaction}}
 
 
-def start(collector: Any, jaeger: Any, pipe: dict[str, Any]) -> Any:
-    config = render_collector_config(pipe)
+def start(collector: Any, jaeger: Any, pipe: dict[str, Any], token: LocalToken) -> Any:
+    """The rendered collector; auth is on by default: its token file is ``token``'s."""
+    config = use_token_file(render_collector_config(pipe), token.file)
     config["exporters"]["otlp_grpc/jaeger"]["endpoint"] = jaeger.otlp_grpc
     return collector(config)
 
 
-def send(col: Any, service: str) -> None:
+def send(col: Any, service: str, token: LocalToken) -> None:
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -54,7 +57,7 @@ def send(col: Any, service: str) -> None:
             "server.address": ADDRESS, "kvstore.consistency": "quorum", "kvstore.replicas.acked": 2,
             "error.detail": f"upstream said: {TOKEN}",
         })
-    exporter = OTLPSpanExporter(endpoint=col.otlp_http + "/v1/traces", timeout=5)
+    exporter = OTLPSpanExporter(endpoint=col.otlp_http + "/v1/traces", headers=token.header, timeout=5)
     try:
         assert exporter.export(memory.get_finished_spans()) == SpanExportResult.SUCCESS
     finally:
@@ -72,11 +75,13 @@ def stored(jaeger: Any, poll: Any, service: str) -> tuple[dict[str, Any], str]:
     return trace.spans[0].attributes, body
 
 
-def test_default_patterns_mask_secrets_and_keep_kvtrace_attributes(collector: Any, jaeger: Any, poll: Any) -> None:
+def test_default_patterns_mask_secrets_and_keep_kvtrace_attributes(collector: Any, jaeger: Any, poll: Any,
+                                                                   tmp_path: Path) -> None:
     backend = jaeger()
-    col = start(collector, backend, pipeline())
+    token = local_token(tmp_path / "auth")
+    col = start(collector, backend, pipeline(), token)
     service = f"redaction-{secrets.token_hex(3)}"
-    send(col, service)
+    send(col, service, token)
     attributes, body = stored(backend, poll, service)
     for secret in (TOKEN, TOKEN.split()[1], EMAIL, CARD, PASSWORD, RAW_KEY):
         assert secret not in body, f"{secret!r} reached Jaeger: {json.dumps(attributes)}"
@@ -86,11 +91,12 @@ def test_default_patterns_mask_secrets_and_keep_kvtrace_attributes(collector: An
     assert "****" in attributes["note"] and "notify" in attributes["note"]
 
 
-def test_without_default_patterns_only_the_users_apply(collector: Any, jaeger: Any, poll: Any) -> None:
+def test_without_default_patterns_only_the_users_apply(collector: Any, jaeger: Any, poll: Any, tmp_path: Path) -> None:
     backend = jaeger()
-    col = start(collector, backend, pipeline(defaultPatterns=False, blockedValues=[r"\b4[0-9]{15}\b"]))
+    token = local_token(tmp_path / "auth")
+    col = start(collector, backend, pipeline(defaultPatterns=False, blockedValues=[r"\b4[0-9]{15}\b"]), token)
     service = f"redaction-off-{secrets.token_hex(3)}"
-    send(col, service)
+    send(col, service, token)
     attributes, body = stored(backend, poll, service)
     assert EMAIL in attributes["note"]  # the defaults are what masks it
     assert CARD not in body  # the user's own pattern still applies

@@ -57,13 +57,29 @@ def member_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return next(o for o in objects if o["kind"] == "StatefulSet")["spec"]["template"]["spec"]
 
 
-def test_off_by_default() -> None:
+def test_auth_on_and_tls_off_by_default() -> None:
+    """Without ``spec.security``: every edge receiver requires the generated token; no TLS."""
     config = render_collector_config(tp(receivers=ALL_RECEIVERS))
-    assert all("auth" not in s and "tls" not in s for s in servers(config).values())
+    assert all(s["auth"] == {"authenticator": AUTH_EXTENSION} and "tls" not in s for s in servers(config).values())
+    assert config["extensions"][AUTH_EXTENSION] == {"filename": TOKEN_FILE}
+    assert config["service"]["telemetry"]["metrics"]["level"] == "detailed"
+    [secret] = [o for o in render_pipeline(tp()) if o["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == "traces-otlp-token" and "data" not in secret
+    env = {e["name"]: e for e in member_pod(render_kvcluster(kvc(), tp()))["containers"][0]["env"]}
+    assert env["KVTRACE_OTLP_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "traces-otlp-token", "key": "token"}}
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"]["value"] == "authorization=Bearer%20$(KVTRACE_OTLP_TOKEN)"
+    assert "OTEL_EXPORTER_OTLP_CERTIFICATE" not in env
+
+
+def test_auth_can_be_turned_off() -> None:
+    pipe = tp(receivers=ALL_RECEIVERS, security={"auth": {"enabled": False}})
+    config = render_collector_config(pipe)
+    assert all("auth" not in s for s in servers(config).values())
     assert list(config["extensions"]) == ["health_check"]
     assert "level" not in config["service"]["telemetry"]["metrics"]
-    env = {e["name"] for e in member_pod(render_kvcluster(kvc(), tp()))["containers"][0]["env"]}
-    assert not env & {"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_CERTIFICATE", "KVTRACE_OTLP_TOKEN"}
+    assert not [o for o in render_pipeline(pipe) if o["kind"] == "Secret"]
+    env = {e["name"] for e in member_pod(render_kvcluster(kvc(), pipe))["containers"][0]["env"]}
+    assert not env & {"OTEL_EXPORTER_OTLP_HEADERS", "KVTRACE_OTLP_TOKEN"}
 
 
 @pytest.mark.parametrize("replicas", [1, 3], ids=["one-tier", "two-tier"])

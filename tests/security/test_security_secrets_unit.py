@@ -89,7 +89,8 @@ def test_a_changed_secret_rolls_the_members_but_not_the_collector_that_rereads_i
 
 
 def test_untraced_and_unauthenticated_workloads_keep_their_checksums() -> None:
-    objects = render_kvcluster(kvc(), tp()) + render_pipeline(tp())
+    unauthenticated = tp(security={"auth": {"enabled": False}})  # auth is on by default
+    objects = render_kvcluster(kvc(), unauthenticated) + render_pipeline(unauthenticated)
     assert roll_on_secret_changes(objects, {}) == objects
     assert referenced_secrets(objects) == []
 
@@ -156,7 +157,9 @@ def test_a_denial_names_the_verb_and_the_resource(message: str, words: str) -> N
 def test_consumers_wait_for_the_secrets_their_pipeline_makes() -> None:
     assert made_by_pipeline(tp(security={"auth": {"enabled": True}})) == {"traces-otlp-token"}
     assert made_by_pipeline(tp(security={"auth": OWN_TOKEN})) == set()  # the user's: reported missing
-    assert made_by_pipeline(tp(security={"tls": {"enabled": True, "mode": "managed"}})) == {"traces-tls-trust"}
+    assert made_by_pipeline(tp()) == {"traces-otlp-token"}  # auth is on by default
+    assert made_by_pipeline(tp(security={"tls": {"enabled": True, "mode": "managed"}})) == {
+        "traces-otlp-token", "traces-tls-trust"}
     waiting = secrets_condition([SecretRef("traces-otlp-token", "token", True)], [], generation=1, now="t",
                                 waiting=["Secret store/traces-otlp-token (key token) is not created"])
     assert (waiting["status"], waiting["reason"]) == ("False", "SecretPending")

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kvtrace.devstack.backends import send_probe_trace
+from kvtrace.devstack.otlp_token import LocalToken, local_token
 from kvtrace_operator.render import otel_environment, render_collector_config
 from kvtrace_operator.render.security import AUTH_DIR, CLIENT_CA_DIR, SERVING_DIR
 
@@ -255,8 +256,9 @@ def make_serving_secret(ca: Path, directory: Path, *, expired: bool = False) -> 
     return directory
 
 
-def tls_collector(collector: Any, backend: Any, secret: Path) -> tuple[Any, dict[str, Path]]:
-    files = {SERVING_DIR: secret}
+def tls_collector(collector: Any, backend: Any, secret: Path, token: LocalToken) -> tuple[Any, dict[str, Path]]:
+    """The edge with the TLS ``secret``; auth is on by default: it reads ``token``."""
+    files = {SERVING_DIR: secret, AUTH_DIR: token.file.parent}
     pipe = pipeline(tls={"enabled": True, "secretName": "collector-tls"})
     return collector(local_collector_config(pipe, backend, files)), files
 
@@ -269,12 +271,13 @@ def test_tls_with_the_right_ca_arrives_and_plaintext_or_another_ca_is_refused(
         collector: Any, jaeger: Any, poll: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = make_serving_secret(make_ca(tmp_path / "ca"), tmp_path / "secret")
     backend = jaeger()
-    col, _ = tls_collector(collector, backend, secret)
+    token = local_token(tmp_path / "auth")
+    col, _ = tls_collector(collector, backend, secret, token)
     address = col.endpoint("otlp/http")
     pipe = pipeline(tls={"enabled": True, "secretName": "collector-tls"})
 
     cluster = kvcluster()
-    env = pod_env(cluster, pipe, {}, address, kv_files(secret))
+    env = pod_env(cluster, pipe, token.secrets(pipe), address, kv_files(secret))
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"https://{address}"
     assert Path(env["OTEL_EXPORTER_OTLP_CERTIFICATE"]).read_bytes() == (secret / "ca.crt").read_bytes()
     assert send_span(env, monkeypatch) == SpanExportResult.SUCCESS
@@ -287,7 +290,7 @@ def test_tls_with_the_right_ca_arrives_and_plaintext_or_another_ca_is_refused(
     with pytest.raises(ssl.SSLCertVerificationError):
         post_traces(address, {}, context=other)
     stranger = kvcluster()
-    wrong_env = pod_env(stranger, pipe, {}, address, kv_files(tmp_path / "other-ca"))
+    wrong_env = pod_env(stranger, pipe, token.secrets(pipe), address, kv_files(tmp_path / "other-ca"))
     assert send_span(wrong_env, monkeypatch) == SpanExportResult.FAILURE
     assert stranger["metadata"]["name"] not in backend.client().services()
 
@@ -296,7 +299,7 @@ def test_an_expired_collector_certificate_is_refused(
         collector: Any, jaeger: Any, tmp_path: Path) -> None:
     ca = make_ca(tmp_path / "ca")
     secret = make_serving_secret(ca, tmp_path / "secret", expired=True)
-    col, _ = tls_collector(collector, jaeger(), secret)
+    col, _ = tls_collector(collector, jaeger(), secret, local_token(tmp_path / "auth"))
     trusting = ssl.create_default_context(cafile=str(ca / "ca.crt"))
     with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
         post_traces(col.endpoint("otlp/http"), {}, context=trusting)

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from test_security_telemetry_dataplane import COLLECTOR_DNS, NS, kvcluster, pod_env, use_pod_env
 
+from kvtrace.devstack.otlp_token import LocalToken, local_token, use_token_file
 from kvtrace_operator import pki, rotation
 from kvtrace_operator.k8s.certificates import leaf_specs, managed_secrets, policy
 from kvtrace_operator.render import render_collector_config, render_jaeger_config, tls
@@ -90,10 +91,12 @@ def issue(pipe: dict[str, Any], state: rotation.State, moment: datetime.datetime
 
 
 class Stack:
-    """The pipeline's pods as processes: mounts written from the Secrets, configs localised."""
+    """The pipeline's pods as processes: mounts written from the Secrets, configs localised
+    (the edge's token file too: auth is on by default)."""
 
     def __init__(self, pipe: dict[str, Any], volumes: Volumes, collector: Any, jaeger: Any) -> None:
         self.pipe, self.volumes, self.collector_factory, self.jaeger_factory = pipe, volumes, collector, jaeger
+        self.token = local_token(volumes.root / "otlp-token")
 
     def mount(self, secrets: dict[str, dict[str, str]]) -> None:
         """Every pod's TLS volumes from the current Secrets (what the kubelet syncs)."""
@@ -116,7 +119,7 @@ class Stack:
         return self.jaeger_factory(self.localise(render_jaeger_config(self.pipe), "jaeger"))
 
     def start_collector(self, tier: str, pod: str, jaeger: Any = None, sampling: Any = None) -> Any:
-        config = self.localise(render_collector_config(self.pipe, tier), pod)
+        config = use_token_file(self.localise(render_collector_config(self.pipe, tier), pod), self.token.file)
         exporters = config["exporters"]
         if "otlp_grpc/jaeger" in exporters:
             exporters["otlp_grpc/jaeger"]["endpoint"] = jaeger.otlp_grpc
@@ -144,9 +147,10 @@ class Client:
     a new Client is a restarted pod (it reads the CA file when it starts)."""
 
     def __init__(self, pipe: dict[str, Any], cluster: dict[str, Any], collector: Any, ca_dir: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> None:
+                 token: LocalToken, monkeypatch: pytest.MonkeyPatch) -> None:
         port = collector.endpoint("otlp/http").rsplit(":", 1)[1]
-        use_pod_env(pod_env(cluster, pipe, {}, f"{COLLECTOR_DNS}:{port}", {CLIENT_CA_DIR: ca_dir}), monkeypatch)
+        env = pod_env(cluster, pipe, token.secrets(pipe), f"{COLLECTOR_DNS}:{port}", {CLIENT_CA_DIR: ca_dir})
+        use_pod_env(env, monkeypatch)
         self.exporter = OTLPSpanExporter()
         self.memory = InMemorySpanExporter()
         self.provider = TracerProvider(resource=Resource.create())
@@ -210,7 +214,7 @@ def test_two_tiers_spans_flow_over_tls_on_every_hop(
                                  (backend.otlp_grpc, JAEGER_DNS, "traces-jaeger-tls")):
         assert served_fingerprint(server, name, trust) == pki.info(state.leaves[secret].cert_pem).fingerprint
     cluster = kvcluster()
-    client = Client(pipe, cluster, front, stack.volumes.directory("kv", "telemetry-ca"), monkeypatch)
+    client = Client(pipe, cluster, front, stack.volumes.directory("kv", "telemetry-ca"), stack.token, monkeypatch)
     sent = set()
     for _ in range(5):
         trace_id, result = client.send()
@@ -237,7 +241,7 @@ def test_a_client_trusting_another_ca_or_facing_an_expired_certificate_is_refuse
     with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer certificate"):
         served_fingerprint(edge.endpoint("otlp/http"), COLLECTOR_DNS, other / "ca.crt")
     stranger = kvcluster()
-    client = Client(pipe, stranger, edge, other, monkeypatch)
+    client = Client(pipe, stranger, edge, other, stack.token, monkeypatch)
     assert client.send()[1] == SpanExportResult.FAILURE
     client.close()
     assert stranger["metadata"]["name"] not in backend.client().services()
@@ -267,7 +271,7 @@ def test_the_collector_refuses_a_jaeger_certificate_from_another_ca(
     backend = stack.start_jaeger()
     edge = stack.start_collector("sampling", "collector", jaeger=backend)
     cluster = kvcluster()
-    client = Client(pipe, cluster, edge, stack.volumes.directory("kv", "telemetry-ca"), monkeypatch)
+    client = Client(pipe, cluster, edge, stack.volumes.directory("kv", "telemetry-ca"), stack.token, monkeypatch)
     assert client.send()[1] == SpanExportResult.SUCCESS  # the edge accepts ...
     client.close()
     poll(lambda: "certificate signed by unknown authority" in edge.tail(200), timeout=30,
@@ -316,7 +320,7 @@ def test_leaf_and_ca_rotation_lose_no_span(rotation_stack: Stack, poll: Any,
     edge = stack.start_collector("sampling", "collector", jaeger=backend)
     trust = stack.volumes.directory("kv", "telemetry-ca") / "ca.crt"
     cluster = kvcluster()
-    client = Client(pipe, cluster, edge, trust.parent, monkeypatch)
+    client = Client(pipe, cluster, edge, trust.parent, stack.token, monkeypatch)
     sent: set[str] = set()
     stream(client, sent, lambda: len(sent) >= 20)
 
@@ -343,7 +347,7 @@ def test_leaf_and_ca_rotation_lose_no_span(rotation_stack: Stack, poll: Any,
     stack.mount(secret_data(pipe, rotated, now()))
     assert len(pki.bundle_info(trust.read_text())) == 2
     rolled = stack.start_collector("sampling", "collector", jaeger=backend)
-    old_client, client = client, Client(pipe, cluster, rolled, trust.parent, monkeypatch)
+    old_client, client = client, Client(pipe, cluster, rolled, trust.parent, stack.token, monkeypatch)
     old_client.close()
     edge.stop()
     stream(client, sent, lambda: len(sent) >= 120)

@@ -65,6 +65,7 @@ def test_managed_two_tiers_every_hop_is_tls_and_each_pod_mounts_only_what_it_nee
     assert [protocol["tls"] for protocol in jaeger["receivers"]["otlp"]["protocols"].values()] == [jaeger_tls] * 2
     deployments = by_name(objects, "Deployment")
     assert secret_volumes(deployments["traces-collector"]) == {
+        "auth-token": ("traces-otlp-token", ["token"]),  # auth is on by default, at the edge
         "serving-cert": ("traces-collector-tls", ["tls.crt", "tls.key"]),
         "telemetry-ca": ("traces-tls-trust", ["ca.crt"])}
     assert secret_volumes(deployments["traces-collector-sampling"]) == {
@@ -86,7 +87,8 @@ def test_one_tier_managed_exports_to_jaeger_over_tls() -> None:
     edge = config(objects, "traces-collector")
     assert edge["exporters"]["otlp_grpc/jaeger"]["tls"] == {
         **TRUST, "server_name_override": f"traces-jaeger-otlp.{NS}.svc.cluster.local"}
-    assert set(secret_volumes(by_name(objects, "Deployment")["traces-collector"])) == {"serving-cert", "telemetry-ca"}
+    assert set(secret_volumes(by_name(objects, "Deployment")["traces-collector"])) == {
+        "auth-token", "serving-cert", "telemetry-ca"}
 
 
 def test_secret_mode_keeps_the_old_shape_edge_only() -> None:
@@ -100,7 +102,7 @@ def test_secret_mode_keeps_the_old_shape_edge_only() -> None:
     assert back["exporters"]["otlp_grpc/jaeger"]["tls"] == {"insecure": True}
     assert "tls" not in config(objects, "traces-jaeger")["receivers"]["otlp"]["protocols"]["grpc"]
     assert secret_volumes(by_name(objects, "Deployment")["traces-collector"]) == {
-        "serving-cert": ("mine", ["tls.crt", "tls.key"])}
+        "auth-token": ("traces-otlp-token", ["token"]), "serving-cert": ("mine", ["tls.crt", "tls.key"])}
     statefulset = by_name(render_kvcluster(kvc(), tp({"enabled": True, "secretName": "mine"})), "StatefulSet")["kv"]
     assert secret_volumes(statefulset) == {"telemetry-ca": ("mine", ["ca.crt"])}
 
@@ -121,7 +123,9 @@ def test_cert_manager_renders_one_certificate_per_server() -> None:
     objects = render_pipeline(pipe)
     certificates = by_name(objects, "Certificate")
     assert list(certificates) == ["traces-collector-tls", "traces-collector-sampling-tls", "traces-jaeger-tls"]
-    assert objects[0]["kind"] == "Certificate"  # applied before the workloads that mount their Secrets
+    kinds = [obj["kind"] for obj in objects]
+    # applied before the workloads that mount their Secrets (after the default auth token Secret)
+    assert kinds[:4] == ["Secret", "Certificate", "Certificate", "Certificate"]
     jaeger = certificates["traces-jaeger-tls"]
     assert jaeger["apiVersion"] == "cert-manager.io/v1"
     assert jaeger["metadata"]["ownerReferences"][0]["uid"] == "u1"

@@ -20,6 +20,7 @@ from tracing_stack import (
 )
 
 from kvtrace.devstack.backends import Collector, Jaeger
+from kvtrace.devstack.otlp_token import local_token
 from kvtrace.devstack.pytest_plugin import require_binaries
 from kvtrace_operator.render import render_collector_config, render_jaeger_config
 from kvtrace_operator.render.collector import LOADBALANCER_TIER, SAMPLING_TIER
@@ -30,7 +31,8 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
     """Factory ``trace_stack(spec, faults="", nodes=3, extra_env=None, stagger=0)``: Jaeger
     (``render_jaeger_config``), the collector tier(s) (``render_collector_config``) and KV nodes with the rendered OTel env, all
     from the TracingPipeline ``spec``; with ``collector.replicas > 1`` and tail sampling, a
-    load-balancing collector in front of that many sampling collectors. Stopped afterwards."""
+    load-balancing collector in front of that many sampling collectors. With auth (the default)
+    the edge tier reads a fresh token file and the nodes send that token. Stopped afterwards."""
     require_binaries("otelcol-kvtrace", "jaeger")
     started: list[Any] = []
     node_sets: list[list[KVNode]] = []
@@ -40,6 +42,7 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
         pipe = pipeline(**spec)
         root = tmp_path / f"stack{len(node_sets)}"
         root.mkdir()
+        token = local_token(root / "otlp-token")
         jaeger = Jaeger(loopback_config(render_jaeger_config(pipe), badger_dir=root / "badger"),
                         workdir=root / "jaeger", name="jaeger")
         started.append(jaeger)
@@ -55,17 +58,19 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
                 started.append(c)
                 samplers.append(RestartableCollector(c.start()))
             front = Collector(loopback_config(render_collector_config(pipe, LOADBALANCER_TIER),
-                                              sampling_collectors=[s.backend.otlp_grpc for s in samplers]),
+                                              sampling_collectors=[s.backend.otlp_grpc for s in samplers],
+                                              token_file=token.file),
                               workdir=root / "collector", name="collector")
         else:
             front = Collector(loopback_config(render_collector_config(pipe, SAMPLING_TIER),
-                                              jaeger_otlp_grpc=jaeger.otlp_grpc),
+                                              jaeger_otlp_grpc=jaeger.otlp_grpc, token_file=token.file),
                               workdir=root / "collector", name="collector")
         started.append(front)
         front.start()
         stack = Stack(pipe, RestartableJaeger(jaeger), RestartableCollector(front), samplers)
         stack.nodes = start_kv_nodes(root, [loopback_ip() for _ in range(nodes)], kvcluster(nodes), pipe,
-                                     front.otlp_http, faults=faults, extra=extra_env, stagger=stagger)
+                                     front.otlp_http, faults=faults, extra=extra_env, stagger=stagger,
+                                     secrets=token.secrets(pipe))
         node_sets.append(stack.nodes)
         return stack
 

@@ -8,14 +8,17 @@ nothing else is changed:
 
 - :func:`loopback_config` (collector and Jaeger configs) - see its docstring for the exact
   list of rewrites; the listening ports are moved by ``kvtrace.devstack.backends``.
-- :func:`pod_env` (KV node environment) - fieldRef values as the pod would see them,
-  ``$(VAR)`` expanded as the kubelet does, the collector Service URL pointed at loopback.
+- :func:`pod_env` (KV node environment) - fieldRef and secretKeyRef values as the pod would
+  see them, ``$(VAR)`` expanded as the kubelet does, the collector Service URL pointed at
+  loopback.
+
+Auth is on by default (``spec.security.auth``): the harness writes a token file
+(``kvtrace.devstack.otlp_token``), the edge collector reads it and the nodes send it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime as dt
 import math
 import os
@@ -25,7 +28,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from kvnode.client import ClientError, Connection, kv_path
 from kvnode.keys import key_hash
 from kvtrace.devstack.backends import Collector, Jaeger
 from kvtrace.devstack.jaeger_client import JaegerClient, Trace
+from kvtrace.devstack.otlp_token import use_token_file
 from kvtrace.devstack.proc import Process, free_port, wait_until
 from kvtrace.devstack.pytest_plugin import poll
 from kvtrace_operator.render import otel_environment
@@ -63,7 +67,8 @@ def kvcluster(replicas: int = 3) -> dict[str, Any]:
 
 
 def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = None,
-                    sampling_collectors: Sequence[str] = (), badger_dir: Path | None = None) -> dict[str, Any]:
+                    sampling_collectors: Sequence[str] = (), badger_dir: Path | None = None,
+                    token_file: Path | None = None) -> dict[str, Any]:
     """A copy of a rendered collector or Jaeger config that runs on loopback. It changes only:
 
     - ``exporters.otlp_grpc/jaeger.endpoint``: the Jaeger OTLP Service DNS name → Jaeger's
@@ -72,12 +77,14 @@ def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = No
       ``static`` with ``sampling_collectors`` (their loopback OTLP gRPC addresses): a DNS
       resolver cannot resolve loopback processes; routing (``routing_key: traceID``) and the
       protocol are untouched;
-    - Jaeger's badger ``directories`` (``/badger/...`` in the pod) → under ``badger_dir``.
+    - Jaeger's badger ``directories`` (``/badger/...`` in the pod) → under ``badger_dir``;
+    - the ``bearertokenauth`` extension's token file (the mounted Secret in the pod) →
+      ``token_file`` (``otlp_token.use_token_file``).
 
     Every listening address (receivers, extensions, the process's own metrics) is then moved
     to a free loopback port by ``kvtrace.devstack.backends`` when the process starts.
     """
-    config = copy.deepcopy(config)
+    config = use_token_file(config, token_file)
     exporters = config.get("exporters") or {}
     if JAEGER_EXPORTER in exporters:
         if jaeger_otlp_grpc is None:
@@ -100,16 +107,24 @@ _FIELD_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 def pod_env(cluster: dict[str, Any], pipe: dict[str, Any] | None, *, pod: str, node: str,
-            collector_otlp_http: str | None) -> dict[str, str]:
+            collector_otlp_http: str | None,
+            secrets: Mapping[tuple[str, str], str] | None = None) -> dict[str, str]:
     """The environment ``otel_environment(cluster, pipe)`` gives KV pod ``pod`` on node ``node``:
-    fieldRefs resolved (``metadata.name`` → pod, ``spec.nodeName`` → node), ``$(VAR)`` expanded
-    from earlier entries as the kubelet does, and ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the collector
-    Service, port 4318) → ``collector_otlp_http`` (``http://127.0.0.1:PORT``)."""
+    fieldRefs resolved (``metadata.name`` → pod, ``spec.nodeName`` → node), secretKeyRefs from
+    ``secrets`` (``{(secret, key): value}``, e.g. ``LocalToken.secrets(pipe)``), ``$(VAR)``
+    expanded from earlier entries as the kubelet does, and ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the
+    collector Service, port 4318) → ``collector_otlp_http`` (``http://127.0.0.1:PORT``)."""
     fields = {"metadata.name": pod, "spec.nodeName": node}
     env: dict[str, str] = {}
     for item in otel_environment(cluster, pipe):
-        if "valueFrom" in item:
-            value = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        source = item.get("valueFrom")
+        if source and "fieldRef" in source:
+            value = fields[source["fieldRef"]["fieldPath"]]
+        elif source:
+            ref = source["secretKeyRef"]
+            if (ref["name"], ref["key"]) not in (secrets or {}):
+                raise ValueError(f"{item['name']} reads Secret {ref['name']} key {ref['key']}: give its value in secrets")
+            value = (secrets or {})[(ref["name"], ref["key"])]
         else:
             value = _FIELD_REF.sub(lambda m: env.get(m.group(1), m.group(0)), item["value"])
         env[item["name"]] = value
@@ -183,9 +198,11 @@ class KVNode:
 
 def start_kv_nodes(root: Path, ips: Sequence[str], cluster: dict[str, Any], pipe: dict[str, Any] | None,
                    collector_otlp_http: str | None, *, faults: str = "", extra: dict[str, str] | None = None,
-                   stagger: float = 0.0, timeout: float = 60) -> list[KVNode]:
+                   stagger: float = 0.0, timeout: float = 60,
+                   secrets: Mapping[tuple[str, str], str] | None = None) -> list[KVNode]:
     """``opentelemetry-instrument kvtrace node serve`` for pods ``orders-0..`` on ``ips``, each
-    with :func:`pod_env` as its whole OTel configuration (nothing else sets OTEL_*).
+    with :func:`pod_env` as its whole OTel configuration (nothing else sets OTEL_*);
+    ``secrets`` resolves its secretKeyRefs (the auth token).
 
     ``stagger``: seconds between the starts. Each node's batch span processor exports on its
     own timer (``OTEL_BSP_SCHEDULE_DELAY``) from its start; nodes started together export in phase, which hides how far
@@ -195,7 +212,8 @@ def start_kv_nodes(root: Path, ips: Sequence[str], cluster: dict[str, Any], pipe
     peers = ",".join(f"{n.pod}={n.ip}:{n.peer_port}" for n in nodes)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KVNODE_"))}
     for i, n in enumerate(nodes):
-        n.env = pod_env(cluster, pipe, pod=n.pod, node=f"kwok-node-{i}", collector_otlp_http=collector_otlp_http)
+        n.env = pod_env(cluster, pipe, pod=n.pod, node=f"kwok-node-{i}", collector_otlp_http=collector_otlp_http,
+                        secrets=secrets)
         env = {**base, **n.env, "KVNODE_ID": n.pod, "KVNODE_CLIENT_ADDR": f"{n.ip}:{n.client_port}",
                "KVNODE_PEER_ADDR": f"{n.ip}:{n.peer_port}", "KVNODE_PEERS": peers,
                "KVNODE_DATA_DIR": str(root / n.pod), "KVNODE_ANTI_ENTROPY_INTERVAL": "0",

@@ -61,7 +61,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "receivers": {"zipkin": {"enabled": False}, "jaeger": {"enabled": False}},
     "redaction": {"hashAttributes": ["kvstore.key"], "defaultPatterns": True},
     "networkPolicy": {"enabled": True, "queryAccess": "namespace"},
-    "security": {"auth": {"enabled": False}, "tls": {
+    "security": {"auth": {"enabled": True}, "tls": {
         "enabled": False, "duration": "2160h", "renewBefore": "720h",
         "caDuration": "26280h", "caRenewBefore": "4320h"}},
 }

@@ -64,10 +64,13 @@ class TestCollectorConfig:
         assert sum("attributes/hash" in config["processors"] for config in configs) == 1
 
     def test_ports(self, mode: str, replicas: int) -> None:
-        for config in self.configs(mode, replicas):
+        configs = self.configs(mode, replicas)
+        for config in configs:
             assert config["extensions"]["health_check"] == {"endpoint": "0.0.0.0:13133"}
+            # auth is on by default, on the edge only (the tier applications send to)
+            auth = {"auth": {"authenticator": "bearertokenauth/otlp"}} if config is configs[-1] else {}
             assert config["receivers"]["otlp"]["protocols"] == {
-                "grpc": {"endpoint": "0.0.0.0:4317"}, "http": {"endpoint": "0.0.0.0:4318"}}
+                "grpc": {"endpoint": "0.0.0.0:4317", **auth}, "http": {"endpoint": "0.0.0.0:4318", **auth}}
             prometheus = config["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]
             assert prometheus["port"] == 8889  # Jaeger keeps 8888
 
@@ -96,8 +99,10 @@ class TestCollectorConfig:
     def test_extra_receivers_at_the_edge(self, mode: str, replicas: int) -> None:
         configs = self.configs(mode, replicas, receivers={"zipkin": {"enabled": True}, "jaeger": {"enabled": True}})
         edge = configs[-1]
-        assert edge["receivers"]["zipkin"] == {"endpoint": "0.0.0.0:9411"}
+        auth = {"authenticator": "bearertokenauth/otlp"}  # on by default
+        assert edge["receivers"]["zipkin"] == {"endpoint": "0.0.0.0:9411", "auth": auth}
         assert set(edge["receivers"]["jaeger"]["protocols"]) == {"grpc", "thrift_http"}
+        assert all(protocol["auth"] == auth for protocol in edge["receivers"]["jaeger"]["protocols"].values())
         for config in configs[:-1]:
             assert list(config["receivers"]) == ["otlp"]
 

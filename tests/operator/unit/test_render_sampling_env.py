@@ -19,7 +19,10 @@ ALLOWED = {"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_EXPORTER_OTLP_
            # deliberate addition (docs/tracing.md): the batch span processor, sized for tail sampling
            "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
            # downward API, referenced as $(POD_NAME) and $(NODE_NAME)
-           "POD_NAME", "NODE_NAME"}
+           "POD_NAME", "NODE_NAME",
+           # auth, on by default (docs/security.md): the standard header variable, built by the
+           # kubelet from the token Secret's key, referenced as $(KVTRACE_OTLP_TOKEN)
+           "OTEL_EXPORTER_OTLP_HEADERS", "KVTRACE_OTLP_TOKEN"}
 
 
 def env(cluster: dict[str, Any], tp: dict[str, Any] | None) -> dict[str, Any]:
