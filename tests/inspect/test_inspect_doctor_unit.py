@@ -125,6 +125,40 @@ def test_otlp_probe() -> None:
     assert doctor.check_otlp({"url": "http://c:4318", "status": 503, "body": "limiter"}).status == FAIL
     skipped = doctor.check_otlp({"skipped": "c.svc does not resolve from here"})
     assert skipped.status == SKIP and "--collector" in skipped.fix
+    unauthorized = doctor.check_otlp({"url": "http://c:4318", "status": 401, "body": "Unauthorized",
+                                       "token_error": "Secret store/traces-otlp-token (key token) not found"})
+    assert unauthorized.status == FAIL and "bearer token" in unauthorized.summary
+    assert "spec.security.auth" in unauthorized.fix
+    assert "bearer token (spec.security.auth): Secret store/traces-otlp-token (key token) not found" in (
+        unauthorized.evidence)
+
+
+class Secrets:
+    """``kube.get`` for Secrets only: ``{name: data}`` (base64 values, as the API returns them)."""
+
+    def __init__(self, data: dict[str, dict[str, str]], refuse: bool = False) -> None:
+        self.data, self.refuse = data, refuse
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        assert (kind, namespace) == ("Secret", NS)
+        if self.refuse:
+            raise InspectError("the API server refused to get Secret store/traces-otlp-token (403 Forbidden)")
+        return {"data": self.data[name]} if name in self.data else None
+
+
+def test_collector_token_comes_from_the_pipelines_token_secret() -> None:
+    spec = doctor.apply_defaults_pipeline({})  # auth on by default: the generated Secret
+    generated = Secrets({"traces-otlp-token": {"token": "c2VjcmV0LXRva2Vu"}})
+    assert doctor.collector_token(generated, NS, pipeline(), spec) == ("secret-token", "")
+    own = doctor.apply_defaults_pipeline({"security": {"auth": {"tokenSecretRef": {"name": "mine", "key": "t"}}}})
+    own_secret = Secrets({"mine": {"t": "b3duCg=="}})  # "own\n": the trailing newline is dropped
+    assert doctor.collector_token(own_secret, NS, pipeline(), own) == ("own", "")
+    assert doctor.collector_token(Secrets({}), NS, pipeline(), spec) == (
+        None, "Secret store/traces-otlp-token (key token) not found")
+    token, why = doctor.collector_token(Secrets({}, refuse=True), NS, pipeline(), spec)
+    assert token is None and "403 Forbidden" in why
+    off = doctor.apply_defaults_pipeline({"security": {"auth": {"enabled": False}}})
+    assert doctor.collector_token(Secrets({}, refuse=True), NS, pipeline(), off) == (None, "")
 
 
 def test_pod_env_names_the_pods_that_lack_it() -> None:

@@ -13,6 +13,8 @@ map (``KVTRACE_ENDPOINT_MAP``, see docs/local-stack.md) when one is set.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 import re
@@ -27,7 +29,7 @@ import yaml
 from kvtrace.inspect.errors import InspectError
 from kvtrace.inspect.status import COMPONENT, INSTANCE, pipeline_ref
 from kvtrace_operator.render import canary as render_canary
-from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render import names, sampling, security
 from kvtrace_operator.render.canary import lookup_bound_s
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
@@ -189,8 +191,15 @@ def check_otlp(probe: Mapping[str, Any] | None) -> Check:
                      "check the collector's Service and pods (collector endpoints check above) and that "
                      "the otlp receiver listens on 0.0.0.0:4318")
     evidence.append(f"HTTP {probe['status']} {str(probe.get('body') or '')[:200]}".rstrip())
+    if probe.get("token_error"):
+        evidence.append(f"bearer token (spec.security.auth): {probe['token_error']}")
     if probe["status"] == 200:
         return Check(name, PASS, f"{probe['url']} accepts OTLP/HTTP", evidence)
+    if probe["status"] == 401:
+        return Check(name, FAIL, f"{probe['url']} refused the export: bearer token missing or wrong", evidence,
+                     "the collector requires the token of spec.security.auth (on by default); doctor sends the "
+                     "one in the pipeline's token Secret (NAME-otlp-token or tokenSecretRef): it needs get on "
+                     "that Secret, and the collector's mounted token must be the same")
     return Check(name, FAIL, f"{probe['url']} answered HTTP {probe['status']} to an OTLP export", evidence,
                  "the collector refused the export: read its log (kubectl logs deployment/PIPELINE-collector); "
                  "HTTP 503 usually means the memory limiter is refusing data")
@@ -492,7 +501,29 @@ def resolve_address(given: str | None, from_status: str | None, parameter: str) 
     return None, False
 
 
-def probe_otlp(url: str | None, user_given: bool, parameter: str = "--collector") -> dict[str, Any]:
+def collector_token(kube: Any, namespace: str, pipeline: Mapping[str, Any],
+                    spec: dict[str, Any]) -> tuple[str | None, str]:
+    """(bearer token, why there is none): the token the pipeline's collector requires
+    (``spec.security.auth``, on by default), read from its Secret as the operator's canary
+    does; (None, "") without auth."""
+    if not security.auth(spec):
+        return None, ""
+    ref = security.token_ref(spec, names.name_of(dict(pipeline)))
+    try:
+        secret = kube.get("Secret", ref["name"], namespace)
+    except InspectError as exc:
+        return None, str(exc)
+    raw = ((secret or {}).get("data") or {}).get(ref["key"])
+    if raw is None:
+        return None, f"Secret {namespace}/{ref['name']} (key {ref['key']}) not found"
+    try:
+        return base64.b64decode(raw).decode().strip(), ""
+    except (binascii.Error, UnicodeDecodeError):
+        return None, f"Secret {namespace}/{ref['name']}: key {ref['key']} is not UTF-8 text"
+
+
+def probe_otlp(url: str | None, user_given: bool, parameter: str = "--collector", *,
+               token: str | None = None, token_error: str = "") -> dict[str, Any]:
     from kvtrace import canary as otlp
 
     if url is None:
@@ -500,14 +531,14 @@ def probe_otlp(url: str | None, user_given: bool, parameter: str = "--collector"
     if not user_given and _local_name_unresolvable(url):
         return {"skipped": f"{urlsplit(url).hostname} does not resolve from here"}
     try:
-        status, body = otlp.post(url, {"resourceSpans": []})
+        status, body = otlp.post(url, {"resourceSpans": []}, token=token)
     except otlp.SEND_ERRORS as exc:
         return {"url": url, "error": f"{otlp.error_text(exc)} ({parameter})"}
-    return {"url": url, "status": status, "body": body}
+    return {"url": url, "status": status, "body": body, **({"token_error": token_error} if token_error else {})}
 
 
 def send_canary(collector: str, jaeger: str | None, jaeger_given: bool, *, pipeline: Mapping[str, Any] | None,
-                cluster_name: str, timeout: float, jaeger_not_ready: str = "",
+                cluster_name: str, timeout: float, jaeger_not_ready: str = "", token: str | None = None,
                 sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     from kvtrace import canary as otlp
 
@@ -528,7 +559,7 @@ def send_canary(collector: str, jaeger: str | None, jaeger_given: bool, *, pipel
     if jaeger_not_ready:
         result["jaeger_not_ready"] = jaeger_not_ready
     try:
-        status, body = otlp.post(collector, request)
+        status, body = otlp.post(collector, request, token=token)
         if status != 200:
             result["send_error"] = f"HTTP {status} {body[:200]}"
             return result
@@ -587,7 +618,8 @@ def run(kube: Any, namespace: str, name: str, *, collector: str | None = None, j
 
     checks.append(check_collector_endpoints(services, slices, [deployments[t] for t in tiers if t in deployments]))
     collector_url, collector_given = resolve_address(collector, endpoints.get("otlpHttp"), "--collector")
-    probe = probe_otlp(collector_url, collector_given)
+    token, token_error = collector_token(kube, namespace, pipeline, spec)
+    probe = probe_otlp(collector_url, collector_given, token=token, token_error=token_error)
     otlp_check = check_otlp(probe)
     checks.append(otlp_check)
     checks.append(check_pod_env(cluster, pipeline, pods))
@@ -608,5 +640,5 @@ def run(kube: Any, namespace: str, name: str, *, collector: str | None = None, j
                 not_ready = f"Deployment {names.jaeger(pname)}: no ready replica"
         checks.append(check_canary(send_canary(
             str(probe["url"]), jaeger_url, jaeger_given, pipeline=pipeline, cluster_name=name,
-            timeout=timeout or canary_timeout_s(pipeline, None), jaeger_not_ready=not_ready)))
+            timeout=timeout or canary_timeout_s(pipeline, None), jaeger_not_ready=not_ready, token=token)))
     return checks

@@ -27,6 +27,7 @@ KINDS = {
     "Pod": ("core_v1", "Pod"),
     "Service": ("core_v1", "Service"),
     "ConfigMap": ("core_v1", "ConfigMap"),
+    "Secret": ("core_v1", "Secret"),  # doctor: only the collector's bearer token (spec.security.auth)
     "Event": ("core_v1", "Event"),
     "StatefulSet": ("apps_v1", "StatefulSet"),
     "Deployment": ("apps_v1", "Deployment"),
