@@ -51,7 +51,8 @@ def test_defaults_are_secure_where_they_can_be(crds: None, kubectl: Any) -> None
     assert cluster["spec"]["networkPolicy"] == {"enabled": True, "clientAccess": "all"}
     pipeline = json.loads(dry_run(kubectl, tp()).stdout)
     assert pipeline["spec"]["networkPolicy"] == {"enabled": True, "queryAccess": "namespace"}
-    assert pipeline["spec"]["security"] == {"auth": {"enabled": False}, "tls": {
+    # auth on by default (the generated token); TLS off (docs/security.md says why)
+    assert pipeline["spec"]["security"] == {"auth": {"enabled": True}, "tls": {
         "enabled": False, "duration": "2160h", "renewBefore": "720h", "caDuration": "26280h",
         "caRenewBefore": "4320h"}}
     secured = tp(security={"auth": {"enabled": True, "tokenSecretRef": {"name": "t", "key": "token"}},
@@ -59,3 +60,4 @@ def test_defaults_are_secure_where_they_can_be(crds: None, kubectl: Any) -> None
     assert dry_run(kubectl, secured).returncode == 0
     # Without tokenSecretRef the operator generates the token Secret.
     assert dry_run(kubectl, tp(security={"auth": {"enabled": True}})).returncode == 0
+    assert dry_run(kubectl, tp(security={"auth": {"enabled": False}})).returncode == 0  # the opt-out

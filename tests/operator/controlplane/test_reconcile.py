@@ -15,7 +15,8 @@ pytestmark = pytest.mark.controlplane
 
 TIMEOUT = 90.0  # generous: the machine running the suite is small and busy
 CHECKSUM = "kvtrace.dev/config-checksum"
-CHILD_KINDS = "serviceaccounts,configmaps,services,statefulsets,deployments,poddisruptionbudgets,networkpolicies"
+CHILD_KINDS = ("serviceaccounts,configmaps,services,statefulsets,deployments,poddisruptionbudgets,networkpolicies,"
+               "secrets")  # the generated OTLP token Secret (auth is on by default)
 
 
 def kvcluster(name: str = "kv", pipeline: str | None = "traces", **spec: Any) -> dict[str, Any]:
