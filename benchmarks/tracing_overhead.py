@@ -14,11 +14,11 @@ The traced ones send to the real `otelcol-kvtrace` running the rendered collecto
 exports to Jaeger v2 running the rendered Jaeger config (tests/tracing/tracing_stack.py starts
 them, rewriting only endpoints and ports for loopback; with the default `security.auth` the
 collector reads a token file written by `kvtrace.devstack.otlp_token` and the nodes send it). The workload and its measurement are
-benchmarks/kv.py's (`measure`: preload, QUORUM writes, QUORUM reads, unloaded writes, with the
+benchmarks/kv.py's (`Cluster.measure` via `run_rounds`: preload, QUORUM writes, QUORUM reads, unloaded writes, with the
 servers' CPU per operation). Also reported: the collector's CPU per operation and the share of
 the spans the nodes created that reached the collector (the rest were dropped by the SDK's
 batch span processor, whose queue the rendered environment sizes at 16384 spans;
-`measure`'s 0.1 s warm-up after the preload is not counted, so a few percent above 100% means
+the preload's 0.1 s warm-up after the preload is not counted, so a few percent above 100% means
 nothing was dropped).
 Prints a JSON document, a table of every phase, and a short table of the ratios to `untraced`
 (throughput, node CPU per operation, unloaded write p50). Not a test: it only reports.
@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "tracing")]
 
-from kv import cpu_seconds, measure  # noqa: E402 - benchmarks/kv.py
+from kv import Cluster, cpu_seconds, run_rounds  # noqa: E402 - benchmarks/kv.py
 from tracing_stack import kvcluster, loopback_config, pipeline, start_kv_nodes, stop_kv_nodes  # noqa: E402
 
 from kvnode.bench import Result, table  # noqa: E402
@@ -85,10 +85,12 @@ def run_mode(name: str, spec: dict[str, Any] | None, root: Path, args: argparse.
         nodes = start_kv_nodes(root, [ALLOCATOR.allocate() for _ in range(3)], kvcluster(3), pipe,
                                collector.otlp_http if collector else None,
                                secrets=token.secrets(pipe) if pipe is not None else None)
-        procs: list[Any] = [n.process for n in nodes]  # Process has the .pid kv.measure reads
+        procs: list[Any] = [n.process for n in nodes]  # Process has the .pid kv.cpu_seconds reads
         collector_procs: list[Any] = [collector.process] if collector else []
         cpu0 = cpu_seconds(collector_procs)
-        phases = measure([n.url for n in nodes], "kvtrace", args, procs)
+        cluster = Cluster(name, "kvtrace", procs, [n.url for n in nodes])
+        run_rounds([cluster], args)
+        phases = cluster.median()
         out: dict[str, Any] = {"sampler": nodes[0].env.get("OTEL_TRACES_SAMPLER", "(SDK disabled)"),
                                "phases": phases}
         if collector is not None:
@@ -151,6 +153,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--keys", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=1, help="loaded measurements per mode (the median is reported)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma list of " + ",".join(MODES))
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}

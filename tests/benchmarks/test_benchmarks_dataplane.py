@@ -1,0 +1,54 @@
+"""The benchmarks run end to end (tiny and bounded), so a change elsewhere cannot leave them
+broken until the next time somebody measures: each prints its JSON, its table and its ratios
+against the peer of the same run (etcd; the untraced node)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvtrace.devstack.pytest_plugin import require_binaries
+
+pytestmark = pytest.mark.dataplane
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--duration", "0.5", "--keys", "100", "--clients", "4"]
+
+
+def run_benchmark(script: str, *args: str) -> tuple[dict[str, Any], str]:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *TINY, *args],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The JSON document comes first (it ends at the first line that is a lone "}"), then the table.
+    end = proc.stdout.index("\n}\n") + 2
+    return json.loads(proc.stdout[:end]), proc.stdout[end:]
+
+
+def test_kv_benchmark_compares_with_etcd_in_the_same_run() -> None:
+    require_binaries("etcd")
+    report, text = run_benchmark("kv.py", "--rounds", "1", "--tracing", "off")
+    assert report["machine"]["cpus"] >= 1
+    assert "etcd (JSON gateway) / kvtrace tracing=off writes:" in text
+    assert "etcd (JSON gateway) / kvtrace tracing=off reads:" in text
+    assert "ops/s" in text and "p99" in text
+
+
+def test_tracing_overhead_benchmark_prints_ratios_of_three_modes_in_one_run() -> None:
+    require_binaries("otelcol-kvtrace", "jaeger")
+    report, text = run_benchmark("tracing_overhead.py")
+    results = report["results"]
+    assert set(results) == {"untraced", "production", "head-0.1"}
+    for name, result in results.items():
+        for phase in ("writes", "reads", "unloaded_writes"):
+            assert result["phases"][phase]["ops"] > 0, (name, phase)
+            assert result["phases"][phase]["errors"] == 0, (name, phase)
+    # production keeps every span in the SDK (all of them reach the collector, which decides);
+    # head 0.1 sends about a tenth
+    assert results["production"]["spans_reaching_collector"] >= 0.95
+    assert results["head-0.1"]["spans_reaching_collector"] < 0.5
+    assert "ratio to untraced" in text and "production" in text and "head-0.1" in text
