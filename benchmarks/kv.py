@@ -282,7 +282,7 @@ def main() -> int:
         "ratios_ops_per_s": ratios, "notes": notes,
     }
     print(json.dumps(doc, indent=2))
-    rows = [(f"{name[:18]} {phase}", r) for name, phases in results.items() for phase, r in phases.items()]
+    rows = [(f"{name} {phase}", r) for name, phases in results.items() for phase, r in phases.items()]
     print(table(rows))
     for name, phases in results.items():
         cpu_text = ", ".join(f"{phase} {r.by_operation.get('server_cpu_us_per_op', {}).get('value', 0):.0f}"

@@ -192,10 +192,11 @@ async def run(cfg: BenchConfig) -> Result:
 
 
 def table(rows: list[tuple[str, Result]]) -> str:
-    head = f"{'run':<28} {'ops/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}"
+    width = max([28, *(len(name) for name, _ in rows)])  # the run column fits the longest name
+    head = f"{'run':<{width}} {'ops/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}"
     lines = [head, "-" * len(head)]
     for name, r in rows:
-        lines.append(f"{name:<28} {r.ops_per_s:>10.1f} {r.p50_ms:>8.3f} {r.p95_ms:>8.3f} {r.p99_ms:>8.3f} {r.errors:>7}")
+        lines.append(f"{name:<{width}} {r.ops_per_s:>10.1f} {r.p50_ms:>8.3f} {r.p95_ms:>8.3f} {r.p99_ms:>8.3f} {r.errors:>7}")
     return "\n".join(lines)
 
 

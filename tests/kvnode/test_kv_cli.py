@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from kvnode.bench import BenchConfig, key_sampler, percentile, table
+from kvnode.bench import BenchConfig, Result, key_sampler, percentile, table
 from kvnode.process.config import OPTIONS
 from kvtrace.cli import build_parser
 
@@ -54,3 +54,12 @@ def test_bench_bounds_and_percentiles() -> None:
     assert percentile(values, 0.99) == pytest.approx(0.099, abs=0.002)
     assert percentile([], 0.5) == 0.0
     assert "ops/s" in table([])
+
+
+def test_bench_table_keeps_long_run_names_whole_and_aligned() -> None:
+    result = Result(target="kvtrace", clients=1, seconds=1.0, ops=10, errors=0, ops_per_s=10.0,
+                    p50_ms=1.0, p95_ms=2.0, p99_ms=3.0)
+    names = ["etcd (JSON gateway) unloaded_writes", "kvtrace tracing=off reads"]
+    lines = table([(name, result) for name in names]).splitlines()
+    assert [line.split("  ")[0].rstrip() for line in lines[2:]] == names
+    assert len({len(line) for line in lines}) == 1  # every row as wide as the header
