@@ -193,14 +193,21 @@ class LocalCluster:
         kwargs.setdefault("trust_env", False)  # loopback: never through an HTTP(S)_PROXY
         return Client(KubeConfig.from_file(str(self.kubeconfig)), **kwargs)
 
+    @property
+    def kube_cache(self) -> Path:
+        """kubectl's discovery cache for this cluster alone: the default (~/.kube/cache) is keyed
+        by host:port, and a later local cluster on a reused port would read an earlier one's
+        resource list (e.g. CRDs it does not have)."""
+        return self.workdir / "kube-cache"
+
     def env(self) -> dict[str, str]:
         """Environment for child programs that should talk to this cluster."""
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KUBECACHEDIR": str(self.kube_cache)}
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this cluster; raise with its stderr when ``check`` and it fails."""
-        cmd = [kubectl_path(), "--kubeconfig", str(self.kubeconfig), *args]
+        cmd = [kubectl_path(), "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.kube_cache), *args]
         proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
