@@ -16,14 +16,13 @@ from __future__ import annotations
 import http.client
 import json
 import secrets
-import socket
 import ssl
 import urllib.error
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from kvtrace.devstack.jaeger_client import JaegerClient, JaegerError
+from kvtrace.devstack.jaeger_client import JaegerClient, JaegerError, connection
 
 DOCTOR_SERVICE = "kvtrace-doctor"
 OPERATOR_SERVICE = "kvtrace-operator-canary"
@@ -61,22 +60,6 @@ def traces_url(base: str) -> str:
     return base if base.endswith("/v1/traces") else base + "/v1/traces"
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to ``connect_to`` (e.g. a development endpoint-map address) while verifying the
-    certificate against ``server_hostname`` (the Service name the certificate is for)."""
-
-    def __init__(self, connect_to: tuple[str, int], server_hostname: str, *, context: ssl.SSLContext,
-                 timeout: float) -> None:
-        super().__init__(connect_to[0], connect_to[1], context=context, timeout=timeout)
-        self._connect_to = connect_to
-        self._server_hostname = server_hostname
-        self._ssl_context = context
-
-    def connect(self) -> None:
-        sock = socket.create_connection(self._connect_to, self.timeout)
-        self.sock = self._ssl_context.wrap_socket(sock, server_hostname=self._server_hostname)
-
-
 def post(url: str, request: Mapping[str, Any], *, timeout: float = 5.0, token: str | None = None,
          ca_pem: str | None = None, server_hostname: str | None = None) -> tuple[int, str]:
     """POST an OTLP-JSON request to ``url`` (``/v1/traces`` appended); (HTTP status, body).
@@ -88,19 +71,12 @@ def post(url: str, request: Mapping[str, Any], *, timeout: float = 5.0, token: s
     parts = urlsplit(traces_url(url))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http(s) URL of an OTLP/HTTP receiver, got {url!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        context = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
-        conn = _PinnedHTTPSConnection((parts.hostname, port), server_hostname or parts.hostname,
-                                      context=context, timeout=timeout)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+    conn, target = connection(traces_url(url), timeout=timeout, ca_pem=ca_pem, server_hostname=server_hostname)
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
-        conn.request("POST", parts.path or "/v1/traces", body=json.dumps(request).encode(), headers=headers)
+        conn.request("POST", target, body=json.dumps(request).encode(), headers=headers)
         response = conn.getresponse()
         return response.status, response.read().decode(errors="replace")
     finally:
@@ -113,11 +89,15 @@ def error_text(exc: BaseException) -> str:
     return " ".join(str(reason or exc).split()) or type(exc).__name__
 
 
-def in_jaeger(jaeger_url: str, trace_id: str, *, timeout: float = 3.0, credentials: str | None = None) -> bool:
+def in_jaeger(jaeger_url: str, trace_id: str, *, timeout: float = 3.0, credentials: str | None = None,
+              token: str | None = None, ca_pem: str | None = None, server_hostname: str | None = None) -> bool:
     """Whether Jaeger (``/api/v3``) has the trace (``credentials``: USER:PASSWORD when its
-    query API asks for HTTP Basic). Raises JaegerError, OSError (unreachable) or ValueError
-    (not JSON)."""
-    return JaegerClient(jaeger_url, timeout=timeout, credentials=credentials).trace(trace_id) is not None
+    query API asks for HTTP Basic; ``token``: a bearer token for kvtrace's query proxy;
+    ``ca_pem``/``server_hostname``: verification of an https query API, as for :func:`post`).
+    Raises JaegerError, OSError (unreachable, TLS) or ValueError (not JSON)."""
+    client = JaegerClient(jaeger_url, timeout=timeout, credentials=credentials, token=token, ca_pem=ca_pem,
+                          server_hostname=server_hostname)
+    return client.trace(trace_id) is not None
 
 
 LOOKUP_ERRORS = (JaegerError, OSError, urllib.error.URLError, ValueError)

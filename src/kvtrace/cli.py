@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "kvtrace_operator.cli",  # operator run, render
     "kvtrace.devstack.cli",  # dev tools|up|down|...
     "kvtrace.inspect.cli",
+    "kvtrace.queryproxy.cli",  # query-proxy (the Jaeger sidecar of query auth bearer|oidc)
 )
 
 

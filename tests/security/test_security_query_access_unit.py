@@ -49,8 +49,9 @@ def test_mode_none_renders_no_authenticator_secret_or_volume(auth: dict[str, Any
     assert "auth" not in config["extensions"]["jaeger_query"]["http"]
     assert "auth" not in config["extensions"]["jaeger_query"]["grpc"]
     objects = render_pipeline(tp(auth))
-    # only the OTLP token of the default telemetry auth (test_security_render_unit.py)
-    assert [obj["metadata"]["name"] for obj in objects if obj["kind"] == "Secret"] == ["traces-otlp-token"]
+    # only the OTLP token Secrets of the default telemetry auth (test_security_render_unit.py)
+    assert [obj["metadata"]["name"] for obj in objects
+            if obj["kind"] == "Secret" and not obj["metadata"]["name"].startswith("traces-otlp-")] == []
     assert all(volume["name"] != "query-credentials" for volume in jaeger_pod(objects)["volumes"])
 
 
@@ -87,8 +88,9 @@ def test_basic_without_ref_generates_a_secret_mounted_as_the_htpasswd_file() -> 
 def test_basic_with_own_secret_mounts_that_key_and_rolls_jaeger_when_it_changes() -> None:
     pipe = tp({"mode": "basic", "credentialsSecretRef": OWN})
     objects = render_pipeline(pipe)
-    # only the OTLP token of the default telemetry auth (test_security_render_unit.py)
-    assert [obj["metadata"]["name"] for obj in objects if obj["kind"] == "Secret"] == ["traces-otlp-token"]
+    # only the OTLP token Secrets of the default telemetry auth (test_security_render_unit.py)
+    assert [obj["metadata"]["name"] for obj in objects
+            if obj["kind"] == "Secret" and not obj["metadata"]["name"].startswith("traces-otlp-")] == []
     [volume] = [v for v in jaeger_pod(objects)["volumes"] if v["name"] == "query-credentials"]
     assert volume["secret"] == {"secretName": "query-users", "items": [{"key": "htpasswd", "path": "htpasswd"}]}
     [ref] = referenced_secrets(objects)
@@ -112,11 +114,29 @@ def test_jaeger_disabled_ignores_query_auth() -> None:
     assert [obj for obj in render_pipeline(pipe) if obj["metadata"]["name"].startswith("traces-jaeger")] == []
 
 
+ISSUER = "https://idp.example.com/realms/kvtrace"
+
+
 @pytest.mark.parametrize(("auth", "field", "words"), [
-    ({"mode": "oidc"}, "spec.jaeger.query.auth.mode", "expected one of none, basic"),
-    ({"mode": "bearer"}, "spec.jaeger.query.auth.mode", "no bearertokenauth or oidc extension"),
+    ({"mode": "ldap"}, "spec.jaeger.query.auth.mode", "expected one of none, basic, bearer, oidc"),
     ({"mode": 3}, "spec.jaeger.query.auth.mode", "expected a string"),
-    ({"credentialsSecretRef": OWN}, "spec.jaeger.query.auth.credentialsSecretRef", "only used with mode basic"),
+    ({"credentialsSecretRef": OWN}, "spec.jaeger.query.auth.credentialsSecretRef", "not used with mode none"),
+    ({"mode": "oidc"}, "spec.jaeger.query.auth.oidc", "required with mode oidc"),
+    ({"mode": "oidc", "oidc": {"audience": "a"}}, "spec.jaeger.query.auth.oidc.issuer", "the https URL of the OIDC"),
+    ({"mode": "oidc", "oidc": {"issuer": "http://idp.example.com", "audience": "a"}},
+     "spec.jaeger.query.auth.oidc.issuer", "expected an https URL"),
+    ({"mode": "oidc", "oidc": {"issuer": ISSUER + "#x", "audience": "a"}},
+     "spec.jaeger.query.auth.oidc.issuer", "without query or fragment"),
+    ({"mode": "oidc", "oidc": {"issuer": ISSUER}}, "spec.jaeger.query.auth.oidc.audience", "expected the audience"),
+    ({"mode": "oidc", "oidc": {"issuer": ISSUER, "audience": "a", "requiredClaim": {"name": "groups"}}},
+     "spec.jaeger.query.auth.oidc.requiredClaim.value", "the value the claim must hold"),
+    ({"mode": "oidc", "oidc": {"issuer": ISSUER, "audience": "a", "requiredClaim": {"name": "a=b", "value": "c"}}},
+     "spec.jaeger.query.auth.oidc.requiredClaim.name", "without '='"),
+    ({"mode": "oidc", "oidc": {"issuer": ISSUER, "audience": "a", "caSecretRef": {"name": "ca"}}},
+     "spec.jaeger.query.auth.oidc.caSecretRef", "expected {name: SECRET, key: KEY}"),
+    ({"mode": "bearer", "oidc": {"issuer": ISSUER, "audience": "a"}}, "spec.jaeger.query.auth.oidc",
+     "only used with mode oidc"),
+    ({"mode": "basic", "proxyImage": "x/y:1"}, "spec.jaeger.query.auth.proxyImage", "only used with modes bearer"),
     ({"mode": "basic", "credentialsSecretRef": {"name": "x"}}, "spec.jaeger.query.auth.credentialsSecretRef",
      "expected {name: SECRET, key: KEY}"),
     ({"mode": "basic", "credentialsSecretRef": "x"}, "spec.jaeger.query.auth.credentialsSecretRef",
@@ -129,31 +149,55 @@ def test_bad_query_auth_is_refused_naming_the_field(auth: dict[str, Any], field:
     assert words in str(info.value)
 
 
-def test_credentials_file_option_sets_the_client_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kvtrace.devstack.jaeger_client import CREDENTIALS_ENV, JaegerClient
+def jaeger_options(**given: str) -> Any:
+    import argparse
+
+    options = {"jaeger_credentials_file": None, "jaeger_token_file": None, "jaeger_ca_file": None,
+               "jaeger_server_name": None}
+    return argparse.Namespace(**{**options, **given})
+
+
+def test_access_options_set_the_client_credentials_token_and_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvtrace.devstack import jaeger_client
+    from kvtrace.devstack.jaeger_client import JaegerClient
     from kvtrace.inspect.cli import use_jaeger_credentials
 
-    monkeypatch.delenv(CREDENTIALS_ENV, raising=False)
+    for env in (jaeger_client.CREDENTIALS_ENV, jaeger_client.TOKEN_ENV, jaeger_client.CA_FILE_ENV,
+                jaeger_client.SERVER_NAME_ENV):
+        monkeypatch.delenv(env, raising=False)
     good = tmp_path / "credentials"
     good.write_text("kvtrace:s3cret\nother:$2y$05$hash\n")
-    use_jaeger_credentials(str(good))
-    assert JaegerClient("http://127.0.0.1:1").credentials == "kvtrace:s3cret"
+    token = tmp_path / "token"
+    token.write_text("abc.def-ghi\nsecond\n")
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    use_jaeger_credentials(jaeger_options(jaeger_credentials_file=str(good), jaeger_token_file=str(token),
+                                          jaeger_ca_file=str(ca), jaeger_server_name="traces-jaeger-query"))
+    client = JaegerClient("http://127.0.0.1:1")
+    assert (client.credentials, client.token) == ("kvtrace:s3cret", "abc.def-ghi")
+    assert (client.ca_pem, client.server_hostname) == ("-----BEGIN CERTIFICATE-----\n", "traces-jaeger-query")
     assert JaegerClient("http://127.0.0.1:1", credentials="a:b").credentials == "a:b"
+    assert JaegerClient("http://127.0.0.1:1", token="t")._headers() == {"Authorization": "Bearer t"}
 
 
-@pytest.mark.parametrize(("content", "words"), [
-    (None, "cannot read"),
-    ("no-colon\n", "expected USER:PASSWORD on the first line"),
-    (":nouser\n", "expected USER:PASSWORD on the first line"),
+@pytest.mark.parametrize(("option", "content", "words"), [
+    ("jaeger_credentials_file", None, "cannot read"),
+    ("jaeger_credentials_file", "no-colon\n", "expected USER:PASSWORD on the first line"),
+    ("jaeger_credentials_file", ":nouser\n", "expected USER:PASSWORD on the first line"),
+    ("jaeger_token_file", None, "cannot read"),
+    ("jaeger_token_file", "\n", "expected a token on the first line"),
+    ("jaeger_token_file", "two words\n", "expected a token on the first line"),
+    ("jaeger_ca_file", None, "is not a file"),
 ])
-def test_credentials_file_option_refuses_bad_files_naming_the_option(tmp_path: Path, content: str | None,
-                                                                     words: str) -> None:
+def test_access_options_refuse_bad_files_naming_the_option(tmp_path: Path, option: str, content: str | None,
+                                                           words: str) -> None:
     from kvtrace.inspect.cli import use_jaeger_credentials
     from kvtrace.inspect.errors import InspectError
 
-    path = tmp_path / "credentials"
+    path = tmp_path / "file"
     if content is not None:
         path.write_text(content)
     with pytest.raises(InspectError) as info:
-        use_jaeger_credentials(str(path))
-    assert str(info.value).startswith("--jaeger-credentials-file: ") and words in str(info.value)
+        use_jaeger_credentials(jaeger_options(**{option: str(path)}))
+    flag = "--" + option.replace("_", "-")
+    assert str(info.value).startswith(f"{flag}: ") and words in str(info.value)

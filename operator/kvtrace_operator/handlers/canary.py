@@ -4,7 +4,8 @@ Every ``--canary-interval`` seconds a kopf timer (id ``canary``, registered by p
 sends one span of service ``kvtrace-operator-canary`` to the pipeline's collector Service,
 with the bearer token and CA the pipeline's ``spec.security`` names (read from their
 Secrets, kept in memory only for the request, never logged), then looks for it in Jaeger
-(with the ``spec.jaeger.query.auth`` credentials when it asks for them) for ``decisionWait`` + ``--canary-timeout`` seconds. The outcome is kept here, per pipeline;
+(with the ``spec.jaeger.query.auth`` credentials or token when it asks for them, verifying
+its certificate with TLS) for ``decisionWait`` + ``--canary-timeout`` seconds. The outcome is kept here, per pipeline;
 the pipeline's reconcile puts it into ``status.conditions`` (TraceDelivery) and
 ``status.traceDelivery``, so the canary and the reconcile never overwrite each other.
 
@@ -131,13 +132,17 @@ async def credentials(client: AsyncClient, pipeline: Mapping[str, Any], spec: di
     return token, ca
 
 
-async def query_credentials(client: AsyncClient, pipeline: Mapping[str, Any], spec: dict[str, Any]) -> str | None:
-    """USER:PASSWORD (first line of the Secret key) when Jaeger's query API asks for HTTP Basic."""
+async def query_credentials(client: AsyncClient, pipeline: Mapping[str, Any], spec: dict[str, Any]
+                            ) -> dict[str, str]:
+    """What the Jaeger lookup sends (the first line of the Secret key): ``credentials``
+    (USER:PASSWORD, HTTP Basic) or ``token`` (bearer, for the query proxy); empty without
+    query auth."""
     ref = query_access.credentials_ref(spec, _key(pipeline)[1])
     if ref is None:
-        return None
+        return {}
     value = await _secret_value(client, _key(pipeline)[0], ref["name"], ref["key"], "spec.jaeger.query.auth credentials")
-    return (value.strip().splitlines() or [""])[0]
+    first = (value.strip().splitlines() or [""])[0].strip()
+    return {"credentials": first} if query_access.mode(spec) == query_access.BASIC else {"token": first}
 
 
 async def _in_thread(limit: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -179,8 +184,10 @@ async def run(client: AsyncClient, pipeline: Mapping[str, Any]) -> CanaryResult:
     found, error = False, None
     while True:
         try:
+            # With TLS on every hop Jaeger's query port serves the pipeline's leaf (the same CA).
             found = await _in_thread(LOOKUP_TIMEOUT_S + 2, otlp_canary.in_jaeger, resolve_url(jaeger), trace_id,
-                                     timeout=LOOKUP_TIMEOUT_S, credentials=query)
+                                     timeout=LOOKUP_TIMEOUT_S, ca_pem=ca, server_hostname=urlsplit(jaeger).hostname,
+                                     **query)
             error = None
         except (*otlp_canary.LOOKUP_ERRORS, asyncio.TimeoutError) as exc:
             error = otlp_canary.error_text(exc)

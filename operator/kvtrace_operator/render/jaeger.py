@@ -23,14 +23,18 @@ def storage_backend(storage: dict[str, Any]) -> dict[str, Any]:
 
 
 def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
+    """The query servers: on the query ports, or on loopback behind kvtrace's query proxy
+    (modes bearer and oidc: the proxy serves the query port, render/query_access.py)."""
     jaeger = spec["jaeger"]
+    http, grpc = (query_access.loopback_endpoints() if query_access.proxied(spec)
+                  else (listen(names.JAEGER_QUERY_HTTP_PORT), listen(names.JAEGER_QUERY_GRPC_PORT)))
     query: dict[str, Any] = {
         "storage": {"traces": STORE},
         # Defaults to true: Jaeger would export spans of its own queries to localhost:4317,
         # where nothing listens in its pod.
         "enable_tracing": False,
-        "http": {"endpoint": listen(names.JAEGER_QUERY_HTTP_PORT), **query_access.server_settings(spec)},
-        "grpc": {"endpoint": listen(names.JAEGER_QUERY_GRPC_PORT), **query_access.server_settings(spec)},
+        "http": {"endpoint": http, **query_access.server_settings(spec)},
+        "grpc": {"endpoint": grpc, **query_access.server_settings(spec)},
     }
     tenancy = jaeger["tenancy"]
     if tenancy["enabled"]:
@@ -42,8 +46,8 @@ def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
 
 def render_jaeger_config(pipeline: dict[str, Any]) -> dict[str, Any]:
     """Jaeger v2: OTLP in (over TLS with the pipeline's managed or cert-manager leaf), one
-    storage backend, the query service on 16686; its own metrics stay on 8888 (the
-    collector's moved to 8889)."""
+    storage backend, the query service on 16686 (the same leaf with TLS; behind the query
+    proxy on loopback); its own metrics stay on 8888 (the collector's moved to 8889)."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     jaeger = spec["jaeger"]
     return {

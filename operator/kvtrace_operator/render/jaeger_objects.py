@@ -11,7 +11,6 @@ from kvtrace_operator.render.labels import JAEGER, child_metadata
 
 CONFIG_DIR = "/etc/jaeger"
 OTLP_PORTS = [("otlp-grpc", names.OTLP_GRPC_PORT), ("otlp-http", names.OTLP_HTTP_PORT)]
-QUERY_PORTS = [("query-http", names.JAEGER_QUERY_HTTP_PORT), ("query-grpc", names.JAEGER_QUERY_GRPC_PORT)]
 
 
 def data_claim(pipeline: dict[str, Any], storage: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +26,8 @@ def data_claim(pipeline: dict[str, Any], storage: dict[str, Any]) -> dict[str, A
 
 
 def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """One replica (memory and badger are single-node stores), recreated on change."""
+    """One replica (memory and badger are single-node stores), recreated on change; with
+    query auth bearer/oidc, the ``query-proxy`` sidecar serves the query port."""
     jaeger = spec["jaeger"]
     if not jaeger["enabled"]:
         return []
@@ -45,10 +45,11 @@ def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[
         replicas=1,
         config=render_jaeger_config(pipeline),
         config_dir=CONFIG_DIR,
-        ports=[*OTLP_PORTS, *QUERY_PORTS, ("health", names.HEALTH_PORT), ("metrics", names.JAEGER_METRICS_PORT)],
+        ports=[*OTLP_PORTS, *([] if query_access.proxied(spec) else query_access.query_ports(spec)),
+               ("health", names.HEALTH_PORT), ("metrics", names.JAEGER_METRICS_PORT)],
         probe_path="/status",
         resources=jaeger.get("resources"),
-        extra_volumes=volumes + tls.jaeger_volumes(pipeline, spec) + query_access.volumes(spec, name),
+        extra_volumes=volumes + tls.jaeger_volumes(pipeline, spec) + query_access.jaeger_volumes(spec, name),
         recreate=True,
     )
     objects = [data_claim(pipeline, jaeger["storage"])] if badger else []
@@ -57,7 +58,21 @@ def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[
     return objects + [
         workload.service_account(pipeline),
         workload.config_map(pipeline),
-        workload.deployment(pipeline),
-        service(pipeline, names.jaeger_query(name), JAEGER, QUERY_PORTS),
+        with_query_proxy(workload.deployment(pipeline), pipeline, spec),
+        service(pipeline, names.jaeger_query(name), JAEGER, query_access.query_ports(spec)),
         service(pipeline, names.jaeger_otlp(name), JAEGER, OTLP_PORTS),
     ]
+
+
+def with_query_proxy(deployment: dict[str, Any], pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The Deployment with the ``query-proxy`` sidecar and its volumes (bearer/oidc): the
+    tokens file and the issuer's CA only in the proxy, the serving certificate (TLS) in both."""
+    own = query_access.proxy_volumes(spec, names.name_of(pipeline))
+    serving = tls.jaeger_volumes(pipeline, spec)
+    container = query_access.proxy_container(spec, [mount for _, mount in own + serving])
+    if container is None:
+        return deployment
+    pod = deployment["spec"]["template"]["spec"]
+    pod["containers"].append(container)
+    pod["volumes"].extend(volume for volume, _ in own)
+    return deployment

@@ -105,5 +105,8 @@ def pipeline_endpoints(pipeline: dict[str, Any]) -> dict[str, str]:
     endpoints = {"otlpGrpc": f"{scheme}://{host}:{OTLP_GRPC_PORT}", "otlpHttp": f"{scheme}://{host}:{OTLP_HTTP_PORT}"}
     if pipeline.get("spec", {}).get("jaeger", {}).get("enabled", True):
         query = service_dns(jaeger_query(name), namespace)
-        endpoints["jaegerQuery"] = f"http://{query}:{JAEGER_QUERY_HTTP_PORT}"
+        # Jaeger serves a leaf of its own in TLS modes managed and certManager (not secret).
+        tls_settings = pipeline.get("spec", {}).get("security", {}).get("tls", {})
+        own_leaf = tls and (tls_settings.get("mode") or ("secret" if tls_settings.get("secretName") else "managed")) != "secret"
+        endpoints["jaegerQuery"] = f"{'https' if own_leaf else 'http'}://{query}:{JAEGER_QUERY_HTTP_PORT}"
     return endpoints

@@ -3,8 +3,9 @@ docs/security.md, "Query access").
 
 Jaeger v2 (``jaeger`` v1.76.0) serves the UI and ``/api/v3`` (HTTP 16686) and the query gRPC
 API (16685) through the collector's server settings, which take ``auth: {authenticator: X}``.
-Of the server authenticators, that binary registers only ``basicauth`` (its components list
-has no ``bearertokenauth`` and no ``oidc``), so the modes are:
+Of the server authenticators, that binary registers only ``basicauth`` (no
+``bearertokenauth``, no ``oidc``), so bearer tokens and OIDC go through kvtrace's own proxy
+(``kvtrace query-proxy``, src/kvtrace/queryproxy) in the Jaeger pod. The modes:
 
 - ``none`` (default): no authentication; the NetworkPolicy (``spec.networkPolicy.queryAccess``)
   decides who may connect, and the query Services are ClusterIP only.
@@ -13,93 +14,266 @@ has no ``bearertokenauth`` and no ``oidc``), so the modes are:
   plain text (what kvtrace's own clients send; further lines may be hashed htpasswd entries).
   Without ``credentialsSecretRef`` the pipeline gets ``NAME-jaeger-query-credentials``, created
   once by the operator with ``kvtrace:RANDOM`` in key ``credentials`` (the same mechanism as
-  the generated OTLP token, render/security.py), never rotated by itself. Jaeger reads the file
-  only at start: a changed Secret rolls the Jaeger pod (render/secret_refs.py).
+  the generated OTLP token), never rotated by itself. Jaeger reads the file only at start: a
+  changed Secret rolls the Jaeger pod (render/secret_refs.py).
+- ``bearer`` and ``oidc``: the ``query-proxy`` sidecar (the operator image) serves 16686 and
+  forwards authenticated requests to Jaeger's query HTTP server, which listens on
+  127.0.0.1:16687 only; the gRPC query server listens on 127.0.0.1:16685 only (no Service
+  port: the proxy speaks HTTP/1.1). ``bearer``: one token per line of a Secret key
+  (``credentialsSecretRef``, else ``NAME-jaeger-query-token``, generated once), re-read by the
+  proxy when it changes (no restart). ``oidc``: a JWT of ``oidc.issuer`` for ``oidc.audience``
+  (optionally ``oidc.requiredClaim``), or one of those static tokens (the operator's canary
+  uses the generated one).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+from urllib.parse import urlsplit
 
+from kvtrace_operator.render import names, podspec, tls
 from kvtrace_operator.render.errors import SpecError
+from kvtrace_operator.render.images import OPERATOR_IMAGE
 from kvtrace_operator.render.labels import JAEGER, child_metadata
 from kvtrace_operator.render.names import jaeger as jaeger_name
 from kvtrace_operator.render.names import name_of
 from kvtrace_operator.render.security import GENERATED_ANNOTATION
 
-MODES = ("none", "basic")
-BASIC = "basic"
+NONE, BASIC, BEARER, OIDC = "none", "basic", "bearer", "oidc"
+MODES = (NONE, BASIC, BEARER, OIDC)
+PROXY_MODES = (BEARER, OIDC)
 EXTENSION = "basicauth/query"
 CREDENTIALS_DIR = "/etc/jaeger-query-auth"
 HTPASSWD_FILE = f"{CREDENTIALS_DIR}/htpasswd"
+TOKENS_FILE = f"{CREDENTIALS_DIR}/tokens"
 CREDENTIALS_KEY = "credentials"
+TOKEN_KEY = "token"
 GENERATED_USER = "kvtrace"
 # On a generated Secret: what goes before the random token (so the key is a htpasswd line).
 GENERATED_PREFIX_ANNOTATION = "kvtrace.dev/generated-prefix"
-VOLUME = "query-credentials"
+VOLUME = "query-credentials"  # basic: Jaeger reads it at start (a change rolls the pod)
+TOKENS_VOLUME = "auth-token"  # bearer/oidc: the proxy re-reads it (security.RELOADED_VOLUMES)
+OIDC_CA_VOLUME = "query-oidc-ca"
+OIDC_CA_DIR = "/etc/jaeger-query-oidc-ca"
 FIELD = "spec.jaeger.query.auth"
+PROXY_CONTAINER = "query-proxy"
+LOOPBACK = "127.0.0.1"
+# Jaeger's own query HTTP server behind the proxy (pod-local only).
+UPSTREAM_PORT = 16687
+PROXY_RESOURCES = {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "192Mi"}}
 
 
 def settings(spec: dict[str, Any]) -> dict[str, Any] | None:
     """``spec.jaeger.query.auth`` when it asks for authentication (and Jaeger is on), else None."""
     jaeger = spec["jaeger"]
     auth = jaeger["query"]["auth"]
-    return auth if jaeger["enabled"] and auth["mode"] != "none" else None
+    return auth if jaeger["enabled"] and auth["mode"] != NONE else None
+
+
+def mode(spec: dict[str, Any]) -> str:
+    auth = settings(spec)
+    return str(auth["mode"]) if auth else NONE
+
+
+def proxied(spec: dict[str, Any]) -> bool:
+    """Whether the query-proxy sidecar serves the query port (modes bearer and oidc)."""
+    return mode(spec) in PROXY_MODES
+
+
+# ---- validation -------------------------------------------------------------------------------
+
+def _string(value: Any, field: str, expected: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(field, f"expected {expected}, got {value!r}")
+    return value
+
+
+def _validate_oidc(oidc: Any) -> None:
+    field = f"{FIELD}.oidc"
+    if not isinstance(oidc, dict):
+        raise SpecError(field, "required with mode oidc: {issuer: https://..., audience: CLIENT_ID}")
+    issuer = _string(oidc.get("issuer"), f"{field}.issuer", "the https URL of the OIDC issuer (its tokens' iss)")
+    parts = urlsplit(issuer)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+        raise SpecError(f"{field}.issuer", f"expected an https URL without query or fragment, got {issuer!r}")
+    _string(oidc.get("audience"), f"{field}.audience", "the audience (client id) tokens must be issued for")
+    claim = oidc.get("requiredClaim")
+    if claim is not None:
+        if not isinstance(claim, dict):
+            raise SpecError(f"{field}.requiredClaim", f"expected {{name: CLAIM, value: VALUE}}, got {claim!r}")
+        name = _string(claim.get("name"), f"{field}.requiredClaim.name", "a claim name, e.g. groups")
+        if "=" in name:
+            raise SpecError(f"{field}.requiredClaim.name", f"expected a claim name without '=', got {name!r}")
+        _string(claim.get("value"), f"{field}.requiredClaim.value", "the value the claim must hold")
+    ref = oidc.get("caSecretRef")
+    if ref is not None and not (isinstance(ref, dict) and all(isinstance(ref.get(k), str) and ref[k]
+                                                             for k in ("name", "key"))):
+        raise SpecError(f"{field}.caSecretRef", f"expected {{name: SECRET, key: KEY}}, got {ref!r}")
 
 
 def validate(spec: dict[str, Any]) -> None:
-    """The mode, and no ``credentialsSecretRef`` without it (its shape: render/validate.py)."""
+    """The mode and what goes with it (the CRD's rules, again for files; the shape of
+    ``credentialsSecretRef``: render/validate.py)."""
     auth = spec["jaeger"]["query"]["auth"]
     if auth["mode"] not in MODES:
-        raise SpecError(f"{FIELD}.mode", f"expected one of {', '.join(MODES)} (the jaeger binary has "
-                        f"no bearertokenauth or oidc extension), got {auth['mode']!r}")
-    ref = auth.get("credentialsSecretRef")
-    if ref is None:
-        return
-    if auth["mode"] == "none":
-        raise SpecError(f"{FIELD}.credentialsSecretRef", "only used with mode basic: set mode: basic or remove it")
+        raise SpecError(f"{FIELD}.mode", f"expected one of {', '.join(MODES)}, got {auth['mode']!r}")
+    if auth.get("credentialsSecretRef") is not None and auth["mode"] == NONE:
+        raise SpecError(f"{FIELD}.credentialsSecretRef", "not used with mode none: set a mode or remove it")
+    if auth["mode"] == OIDC:
+        _validate_oidc(auth.get("oidc"))
+    elif auth.get("oidc") is not None:
+        raise SpecError(f"{FIELD}.oidc", f"only used with mode oidc, got mode {auth['mode']}")
+    image = auth.get("proxyImage")
+    if image is not None:
+        _string(image, f"{FIELD}.proxyImage", "an image reference")
+        if auth["mode"] not in PROXY_MODES:
+            raise SpecError(f"{FIELD}.proxyImage", f"only used with modes bearer and oidc, got mode {auth['mode']}")
 
+
+# ---- Secrets ----------------------------------------------------------------------------------
 
 def credentials_secret_name(pipeline_name: str) -> str:
     return f"{jaeger_name(pipeline_name)}-query-credentials"
 
 
+def token_secret_name(pipeline_name: str) -> str:
+    return f"{jaeger_name(pipeline_name)}-query-token"
+
+
 def credentials_ref(spec: dict[str, Any], pipeline_name: str) -> dict[str, str] | None:
-    """The Secret key holding the credentials (``credentialsSecretRef`` or the generated one),
-    None without query auth."""
+    """The Secret key holding the credentials (``credentialsSecretRef`` or the generated one:
+    USER:PASSWORD lines for basic, tokens for bearer/oidc), None without query auth."""
     auth = settings(spec)
     if auth is None:
         return None
     ref = auth.get("credentialsSecretRef")
-    return dict(ref) if ref else {"name": credentials_secret_name(pipeline_name), "key": CREDENTIALS_KEY}
+    if ref:
+        return dict(ref)
+    if auth["mode"] == BASIC:
+        return {"name": credentials_secret_name(pipeline_name), "key": CREDENTIALS_KEY}
+    return {"name": token_secret_name(pipeline_name), "key": TOKEN_KEY}
 
 
 def credentials_secret(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
-    """The Secret the operator creates for ``basic`` without ``credentialsSecretRef``
-    (metadata only: the k8s layer fills ``kvtrace:RANDOM`` once, when it creates it)."""
+    """The Secret the operator creates without ``credentialsSecretRef`` (metadata only: the
+    k8s layer fills ``kvtrace:RANDOM`` (basic) or ``RANDOM`` once, when it creates it)."""
     auth = settings(spec)
     if auth is None or auth.get("credentialsSecretRef"):
         return None
-    metadata = child_metadata(pipeline, credentials_secret_name(name_of(pipeline)), JAEGER)
-    metadata["annotations"] = {GENERATED_ANNOTATION: CREDENTIALS_KEY,
-                               GENERATED_PREFIX_ANNOTATION: f"{GENERATED_USER}:"}
+    pipeline_name = name_of(pipeline)
+    if auth["mode"] == BASIC:
+        metadata = child_metadata(pipeline, credentials_secret_name(pipeline_name), JAEGER)
+        metadata["annotations"] = {GENERATED_ANNOTATION: CREDENTIALS_KEY,
+                                   GENERATED_PREFIX_ANNOTATION: f"{GENERATED_USER}:"}
+    else:
+        metadata = child_metadata(pipeline, token_secret_name(pipeline_name), JAEGER)
+        metadata["annotations"] = {GENERATED_ANNOTATION: TOKEN_KEY}
     return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque"}
 
 
+# ---- Jaeger's config ----------------------------------------------------------------------------
+
 def extensions(spec: dict[str, Any]) -> dict[str, Any]:
-    """The Jaeger config's authenticator extension (none without query auth)."""
-    return {EXTENSION: {"htpasswd": {"file": HTPASSWD_FILE}}} if settings(spec) else {}
+    """The Jaeger config's authenticator extension (basic only)."""
+    return {EXTENSION: {"htpasswd": {"file": HTPASSWD_FILE}}} if mode(spec) == BASIC else {}
 
 
 def server_settings(spec: dict[str, Any]) -> dict[str, Any]:
-    """What ``jaeger_query``'s ``http`` and ``grpc`` servers get."""
-    return {"auth": {"authenticator": EXTENSION}} if settings(spec) else {}
+    """What ``jaeger_query``'s ``http`` and ``grpc`` servers get besides their endpoint:
+    the authenticator (basic), their leaf certificate (TLS on every hop, unless the proxy
+    terminates TLS)."""
+    extra: dict[str, Any] = {}
+    if mode(spec) == BASIC:
+        extra["auth"] = {"authenticator": EXTENSION}
+    if tls.every_hop(spec) and not proxied(spec):
+        extra["tls"] = tls.server_tls(spec, tls.JAEGER_SERVING_DIR)
+    return extra
 
 
-def volumes(spec: dict[str, Any], pipeline_name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """The htpasswd file: only the credentials key of the Secret, read-only."""
+def loopback_endpoints() -> tuple[str, str]:
+    """(HTTP, gRPC) endpoints of Jaeger's query servers behind the proxy: pod-local only."""
+    return f"{LOOPBACK}:{UPSTREAM_PORT}", f"{LOOPBACK}:{names.JAEGER_QUERY_GRPC_PORT}"
+
+
+def query_ports(spec: dict[str, Any]) -> list[tuple[str, int]]:
+    """The query Service's ports: HTTP only behind the proxy, else HTTP and gRPC."""
+    ports = [("query-http", names.JAEGER_QUERY_HTTP_PORT)]
+    return ports if proxied(spec) else ports + [("query-grpc", names.JAEGER_QUERY_GRPC_PORT)]
+
+
+# ---- volumes and the proxy container ------------------------------------------------------------
+
+Volume = tuple[dict[str, Any], dict[str, Any]]
+
+
+def volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
+    """The credentials file, only the credentials key of the Secret, read-only: the htpasswd
+    of Jaeger (basic), or the proxy's tokens file (bearer/oidc)."""
     ref = credentials_ref(spec, pipeline_name)
     if ref is None:
         return []
-    return [({"name": VOLUME, "secret": {"secretName": ref["name"], "items": [{"key": ref["key"], "path": "htpasswd"}]}},
-             {"name": VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True})]
+    name, path = (VOLUME, "htpasswd") if mode(spec) == BASIC else (TOKENS_VOLUME, "tokens")
+    return [({"name": name, "secret": {"secretName": ref["name"], "items": [{"key": ref["key"], "path": path}]}},
+             {"name": name, "mountPath": CREDENTIALS_DIR, "readOnly": True})]
+
+
+def jaeger_volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
+    """What the Jaeger container mounts for query access (the htpasswd file of basic)."""
+    return volumes(spec, pipeline_name) if mode(spec) == BASIC else []
+
+
+def proxy_volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
+    """What the proxy container mounts: the tokens file and the OIDC issuer's CA."""
+    if not proxied(spec):
+        return []
+    found = volumes(spec, pipeline_name)
+    ca = (settings(spec) or {}).get("oidc", {}).get("caSecretRef") if mode(spec) == OIDC else None
+    if ca:
+        found.append(({"name": OIDC_CA_VOLUME, "secret": {"secretName": ca["name"],
+                                                           "items": [{"key": ca["key"], "path": "ca.crt"}]}},
+                      {"name": OIDC_CA_VOLUME, "mountPath": OIDC_CA_DIR, "readOnly": True}))
+    return found
+
+
+def proxy_args(spec: dict[str, Any]) -> list[str]:
+    auth = settings(spec) or {}
+    args = ["--mode", auth["mode"], "--listen", f"0.0.0.0:{names.JAEGER_QUERY_HTTP_PORT}",
+            "--upstream", f"http://{LOOPBACK}:{UPSTREAM_PORT}", "--tokens-file", TOKENS_FILE]
+    if auth["mode"] == OIDC:
+        oidc = auth["oidc"]
+        args += ["--issuer", oidc["issuer"], "--audience", oidc["audience"]]
+        if oidc.get("requiredClaim"):
+            args += ["--required-claim", f"{oidc['requiredClaim']['name']}={oidc['requiredClaim']['value']}"]
+        if oidc.get("caSecretRef"):
+            args += ["--oidc-ca-file", f"{OIDC_CA_DIR}/ca.crt"]
+    if tls.every_hop(spec):
+        args += ["--tls-cert-file", f"{tls.JAEGER_SERVING_DIR}/tls.crt",
+                 "--tls-key-file", f"{tls.JAEGER_SERVING_DIR}/tls.key"]
+    return args
+
+
+def proxy_container(spec: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``query-proxy`` sidecar (bearer/oidc): the operator image running
+    ``kvtrace query-proxy``, restricted like every container, with ``mounts`` (its own
+    volumes and, with TLS, Jaeger's serving certificate)."""
+    if not proxied(spec):
+        return None
+    auth = settings(spec) or {}
+
+    def probe(period: int) -> dict[str, Any]:
+        return {"tcpSocket": {"port": "query-http"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3}
+
+    return {
+        "name": PROXY_CONTAINER,
+        "image": auth.get("proxyImage") or OPERATOR_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["kvtrace", "query-proxy"],
+        "args": proxy_args(spec),
+        "ports": [podspec.port("query-http", names.JAEGER_QUERY_HTTP_PORT)],
+        "livenessProbe": probe(10),
+        "readinessProbe": probe(5),
+        "volumeMounts": mounts,
+        "securityContext": podspec.container_security_context(),
+        "resources": copy.deepcopy(PROXY_RESOURCES),
+    }

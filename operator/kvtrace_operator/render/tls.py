@@ -106,8 +106,10 @@ def leaves(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any
         servers.append((names.sampling_collector(name), names.sampling_collector(name), COLLECTOR_SAMPLING))
     if spec["jaeger"]["enabled"]:
         servers.append((names.jaeger(name), names.jaeger_otlp(name), JAEGER))
+    # Jaeger's leaf serves its query port too (or the query proxy beside it).
+    extra = {names.jaeger(name): dns_names(names.jaeger_query(name), namespace)}
     return [{"secret": leaf_secret(workload), "component": component, "commonName": service,
-             "dnsNames": list(dns_names(service, namespace))}
+             "dnsNames": [*dns_names(service, namespace), *extra.get(workload, ())]}
             for workload, service, component in servers]
 
 

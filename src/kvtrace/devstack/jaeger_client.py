@@ -11,15 +11,15 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import http.client
 import json
 import os
-import urllib.error
+import socket
+import ssl
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
-
-from kvtrace.devstack.proc import urlopen_direct
 
 _KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 _STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
@@ -180,35 +180,109 @@ class JaegerError(RuntimeError):
     pass
 
 
-# USER:PASSWORD for a Jaeger whose query API asks for HTTP Basic (spec.jaeger.query.auth).
+# USER:PASSWORD for a Jaeger whose query API asks for HTTP Basic (spec.jaeger.query.auth basic).
 CREDENTIALS_ENV = "KVTRACE_JAEGER_CREDENTIALS"
+# A bearer token for a query API behind kvtrace's query proxy (spec.jaeger.query.auth bearer|oidc).
+TOKEN_ENV = "KVTRACE_JAEGER_TOKEN"
+# The CA bundle (PEM file) of an https query API, and the name its certificate is checked for
+# when the URL's host is another one (a port-forward to localhost, a local address).
+CA_FILE_ENV = "KVTRACE_JAEGER_CA_FILE"
+SERVER_NAME_ENV = "KVTRACE_JAEGER_SERVER_NAME"
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to ``connect_to`` (e.g. a development endpoint-map address or a port-forward)
+    while verifying the certificate against ``server_hostname`` (the Service name it is for)."""
+
+    def __init__(self, connect_to: tuple[str, int], server_hostname: str, *, context: ssl.SSLContext,
+                 timeout: float) -> None:
+        super().__init__(connect_to[0], connect_to[1], context=context, timeout=timeout)
+        self._connect_to = connect_to
+        self._server_hostname = server_hostname
+        self._ssl_context = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection(self._connect_to, self.timeout)
+        self.sock = self._ssl_context.wrap_socket(sock, server_hostname=self._server_hostname)
+
+
+def connection(url: str, *, timeout: float, ca_pem: str | None = None,
+               server_hostname: str | None = None) -> tuple[http.client.HTTPConnection, str]:
+    """A connection for ``url`` (https verified with ``ca_pem``, else the system's CAs, for
+    ``server_hostname``, else the URL's host) and the request target (path and query)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http(s) URL, got {url!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    if parts.scheme == "http":
+        return http.client.HTTPConnection(parts.hostname, port, timeout=timeout), target
+    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
+    return PinnedHTTPSConnection((parts.hostname, port), server_hostname or parts.hostname,
+                                 context=context, timeout=timeout), target
+
+
+def _read_ca(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise JaegerError(f"cannot read the Jaeger CA file {path} (${CA_FILE_ENV}): {exc.strerror}") from None
 
 
 class JaegerClient:
-    def __init__(self, base_url: str, *, timeout: float = 5.0, credentials: str | None = None) -> None:
-        """``credentials``: ``USER:PASSWORD`` sent as HTTP Basic (default: ``$KVTRACE_JAEGER_CREDENTIALS``)."""
+    def __init__(self, base_url: str, *, timeout: float = 5.0, credentials: str | None = None,
+                 token: str | None = None, ca_pem: str | None = None, server_hostname: str | None = None) -> None:
+        """``credentials``: ``USER:PASSWORD`` sent as HTTP Basic (default: ``$KVTRACE_JAEGER_CREDENTIALS``);
+        ``token``: sent as ``Authorization: Bearer`` (default: ``$KVTRACE_JAEGER_TOKEN``); ``ca_pem``:
+        the CA of an https query API (default: the file ``$KVTRACE_JAEGER_CA_FILE``, else the system's);
+        ``server_hostname``: the name its certificate is for (default: ``$KVTRACE_JAEGER_SERVER_NAME``,
+        else the URL's host)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.credentials = credentials if credentials is not None else os.environ.get(CREDENTIALS_ENV)
+        self.token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self.ca_pem = ca_pem if ca_pem is not None else _read_ca(os.environ.get(CA_FILE_ENV))
+        self.server_hostname = server_hostname or os.environ.get(SERVER_NAME_ENV) or None
+
+    def _headers(self) -> dict[str, str]:
+        if self.token:
+            return {"Authorization": f"Bearer {self.token}"}
+        if self.credentials:
+            return {"Authorization": "Basic " + base64.b64encode(self.credentials.encode()).decode()}
+        return {}
+
+    def _refused(self, url: str, challenge: str) -> JaegerError:
+        if challenge.lower().startswith("bearer"):
+            reason = challenge.partition('error_description="')[2].partition('"')[0]
+            given = f"was refused ({reason or 'invalid token'})" if self.token else f"is needed (${TOKEN_ENV})"
+            return JaegerError(f"GET {url}: 401: Jaeger's query API asks for a bearer token and the token {given}")
+        given = "were refused" if self.credentials else f"are needed (${CREDENTIALS_ENV})"
+        return JaegerError(f"GET {url}: 401: Jaeger's query API asks for HTTP Basic and the credentials {given}")
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> str | None:
         url = self.base_url + path
         if params:
             url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        request = urllib.request.Request(url)
-        if self.credentials:
-            request.add_header("Authorization", "Basic " + base64.b64encode(self.credentials.encode()).decode())
+        conn, target = connection(url, timeout=self.timeout, ca_pem=self.ca_pem, server_hostname=self.server_hostname)
         try:
-            with urlopen_direct(request, timeout=self.timeout) as resp:
-                return str(resp.read().decode())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            if exc.code == 401:
-                given = "were refused" if self.credentials else f"are needed (${CREDENTIALS_ENV})"
-                raise JaegerError(f"GET {url}: 401: Jaeger's query API asks for HTTP Basic and the "
-                                  f"credentials {given}") from exc
-            raise JaegerError(f"GET {url}: {exc.code} {exc.read().decode(errors='replace')[:500]}") from exc
+            conn.request("GET", target, headers=self._headers())
+            response = conn.getresponse()
+            body = response.read().decode(errors="replace")
+        except http.client.HTTPException as exc:
+            raise JaegerError(f"GET {url}: {exc!r}") from None
+        finally:
+            conn.close()
+        if response.status == 404:
+            return None
+        if response.status == 401:
+            raise self._refused(url, response.getheader("WWW-Authenticate") or "")
+        if response.status != 200:
+            raise JaegerError(f"GET {url}: {response.status} {body[:500]}")
+        return body
 
     def _spans(self, body: str | None) -> list[Span]:
         spans: list[Span] = []

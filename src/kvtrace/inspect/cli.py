@@ -46,23 +46,51 @@ def _jaeger_arg(parser: argparse.ArgumentParser) -> None:
                         "spec.jaeger.query.auth.mode is basic (default: $KVTRACE_JAEGER_CREDENTIALS), e.g. from "
                         "kubectl get secret PIPELINE-jaeger-query-credentials -o jsonpath='{.data.credentials}' "
                         "| base64 -d")
+    parser.add_argument("--jaeger-token-file", default=None, metavar="PATH",
+                        help="file whose first line is a bearer token, sent when the pipeline's "
+                        "spec.jaeger.query.auth.mode is bearer or oidc (default: $KVTRACE_JAEGER_TOKEN): one line of "
+                        "the query credentials Secret, or an access token of your OIDC issuer")
+    parser.add_argument("--jaeger-ca-file", default=None, metavar="PATH",
+                        help="CA bundle of an https query API (spec.security.tls; default: $KVTRACE_JAEGER_CA_FILE), "
+                        "e.g. kubectl get secret PIPELINE-tls-trust -o jsonpath='{.data.ca\\.crt}' | base64 -d")
+    parser.add_argument("--jaeger-server-name", default=None, metavar="NAME",
+                        help="name the query API's certificate is checked for when --jaeger names another host, "
+                        "e.g. PIPELINE-jaeger-query through a port-forward (default: $KVTRACE_JAEGER_SERVER_NAME)")
 
 
-def use_jaeger_credentials(path: str | None) -> None:
-    """Make ``--jaeger-credentials-file`` the credentials of every Jaeger query of this command."""
-    from kvtrace.devstack.jaeger_client import CREDENTIALS_ENV
+def _first_line(path: str, option: str) -> str:
     from kvtrace.inspect.errors import InspectError
 
-    if path is None:
-        return
     try:
         with open(path, encoding="utf-8") as handle:
-            line = handle.readline().strip()
+            return handle.readline().strip()
     except OSError as exc:
-        raise InspectError(f"--jaeger-credentials-file: cannot read {path}: {exc.strerror}") from None
-    if ":" not in line or line.startswith(":"):
-        raise InspectError(f"--jaeger-credentials-file: expected USER:PASSWORD on the first line of {path}")
-    os.environ[CREDENTIALS_ENV] = line
+        raise InspectError(f"{option}: cannot read {path}: {exc.strerror}") from None
+
+
+def use_jaeger_credentials(args: argparse.Namespace) -> None:
+    """Make the ``--jaeger-*`` access options those of every Jaeger query of this command
+    (through the environment variables the Jaeger client reads)."""
+    from kvtrace.devstack import jaeger_client
+    from kvtrace.inspect.errors import InspectError
+
+    if args.jaeger_credentials_file is not None:
+        line = _first_line(args.jaeger_credentials_file, "--jaeger-credentials-file")
+        if ":" not in line or line.startswith(":"):
+            raise InspectError("--jaeger-credentials-file: expected USER:PASSWORD on the first line of "
+                               f"{args.jaeger_credentials_file}")
+        os.environ[jaeger_client.CREDENTIALS_ENV] = line
+    if args.jaeger_token_file is not None:
+        token = _first_line(args.jaeger_token_file, "--jaeger-token-file")
+        if not token or any(c.isspace() for c in token):
+            raise InspectError(f"--jaeger-token-file: expected a token on the first line of {args.jaeger_token_file}")
+        os.environ[jaeger_client.TOKEN_ENV] = token
+    if args.jaeger_ca_file is not None:
+        if not os.path.isfile(args.jaeger_ca_file):
+            raise InspectError(f"--jaeger-ca-file: {args.jaeger_ca_file} is not a file")
+        os.environ[jaeger_client.CA_FILE_ENV] = args.jaeger_ca_file
+    if args.jaeger_server_name is not None:
+        os.environ[jaeger_client.SERVER_NAME_ENV] = args.jaeger_server_name
 
 
 def add_commands(subparsers: Any) -> None:
@@ -163,7 +191,7 @@ def _status(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from kvtrace.inspect import doctor
 
-    use_jaeger_credentials(args.jaeger_credentials_file)
+    use_jaeger_credentials(args)
     kube = _kube(args)
     namespace = args.namespace or kube.default_namespace
     results = doctor.run(kube, namespace, args.name, collector=args.collector or os.environ.get(COLLECTOR_ENV),
@@ -201,7 +229,7 @@ def check_url(url: str, parameter: str) -> None:
 def _trace(args: argparse.Namespace) -> int:
     from kvtrace.inspect import jaeger, waterfall
 
-    use_jaeger_credentials(args.jaeger_credentials_file)
+    use_jaeger_credentials(args)
     trace = jaeger.fetch_trace(jaeger_url(args.jaeger), args.trace_id)
     sys.stdout.write(waterfall.render_waterfall(trace, ascii_only=args.ascii))
     return 0
@@ -210,7 +238,7 @@ def _trace(args: argparse.Namespace) -> int:
 def _traces(args: argparse.Namespace) -> int:
     from kvtrace.inspect import jaeger, waterfall
 
-    use_jaeger_credentials(args.jaeger_credentials_file)
+    use_jaeger_credentials(args)
     url = jaeger_url(args.jaeger)
     found = jaeger.find(url, args.service, operation=args.operation, errors=args.errors,
                         slower_than=args.slower_than, lookback=args.lookback, limit=args.limit)

@@ -416,9 +416,12 @@ def check_canary(result: Mapping[str, Any] | None) -> Check:
     if result.get("jaeger_error"):
         evidence.append(f"Jaeger query failed: {result['jaeger_error']}")
         if ": 401: " in result["jaeger_error"]:  # spec.jaeger.query.auth (jaeger_client.JaegerClient)
-            return Check(name, FAIL, f"Jaeger at {result['jaeger']} asks for query credentials", evidence,
-                         "pass --jaeger-credentials-file PATH (kubectl get secret PIPELINE-jaeger-query-credentials "
-                         "-o jsonpath='{.data.credentials}' | base64 -d > PATH) or set KVTRACE_JAEGER_CREDENTIALS")
+            fix = ("pass --jaeger-token-file PATH (your OIDC access token, or kubectl get secret "
+                   "PIPELINE-jaeger-query-token -o jsonpath='{.data.token}' | base64 -d > PATH) or set "
+                   "KVTRACE_JAEGER_TOKEN" if "bearer token" in result["jaeger_error"] else
+                   "pass --jaeger-credentials-file PATH (kubectl get secret PIPELINE-jaeger-query-credentials "
+                   "-o jsonpath='{.data.credentials}' | base64 -d > PATH) or set KVTRACE_JAEGER_CREDENTIALS")
+            return Check(name, FAIL, f"Jaeger at {result['jaeger']} asks for query credentials", evidence, fix)
         return Check(name, FAIL, f"cannot query Jaeger at {result['jaeger']}", evidence,
                      "check the Jaeger pod (kubectl get deployment PIPELINE-jaeger; kvtrace status shows "
                      "JaegerReady) or pass --jaeger URL")

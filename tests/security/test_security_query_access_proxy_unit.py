@@ -1,0 +1,145 @@
+"""What ``spec.jaeger.query.auth`` modes ``bearer`` and ``oidc`` render (issue 8: the
+``query-proxy`` sidecar in the Jaeger pod, Jaeger's query servers on loopback), and TLS on
+the query port. The proxy itself: test_security_query_proxy_unit.py and _dataplane.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from kvtrace_operator.render import names, render_jaeger_config, render_pipeline
+from kvtrace_operator.render.images import OPERATOR_IMAGE
+from kvtrace_operator.render.podspec import container_security_context
+from kvtrace_operator.render.query_access import EXTENSION, TOKENS_FILE
+from kvtrace_operator.render.secret_refs import pipeline_secret_names, referenced_secrets
+from kvtrace_operator.render.security import GENERATED_ANNOTATION, RELOADED_VOLUMES
+from kvtrace_operator.render.tls import leaves
+
+pytestmark = pytest.mark.unit
+
+ISSUER = "https://idp.example.com/realms/kvtrace"
+OIDC = {"mode": "oidc", "oidc": {"issuer": ISSUER, "audience": "jaeger-query"}}
+MANAGED_TLS = {"security": {"tls": {"enabled": True}}}
+
+
+def tp(auth: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
+            "metadata": {"name": "traces", "namespace": "store", "uid": "u-tp"},
+            "spec": {"jaeger": {"query": {"auth": auth}}, **spec}}
+
+
+def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    [found] = [obj for obj in objects if obj["kind"] == kind and obj["metadata"]["name"] == name]
+    return found
+
+
+def pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(named(objects, "Deployment", "traces-jaeger")["spec"]["template"]["spec"])
+
+
+def container(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    [found] = [c for c in pod(objects)["containers"] if c["name"] == name]
+    return dict(found)
+
+
+@pytest.mark.parametrize("auth", [{"mode": "bearer"}, OIDC])
+def test_proxy_modes_put_jaeger_query_on_loopback_and_the_proxy_on_the_query_port(auth: dict[str, Any]) -> None:
+    config = render_jaeger_config(tp(auth))
+    query = config["extensions"]["jaeger_query"]
+    assert query["http"] == {"endpoint": "127.0.0.1:16687"} and query["grpc"] == {"endpoint": "127.0.0.1:16685"}
+    assert EXTENSION not in config["extensions"] and EXTENSION not in config["service"]["extensions"]
+    objects = render_pipeline(tp(auth))
+    jaeger = container(objects, "jaeger")
+    assert {port["name"] for port in jaeger["ports"]} == {"otlp-grpc", "otlp-http", "health", "metrics"}
+    proxy = container(objects, "query-proxy")
+    assert proxy["image"] == OPERATOR_IMAGE and proxy["command"] == ["kvtrace", "query-proxy"]
+    assert proxy["args"][:8] == ["--mode", auth["mode"], "--listen", "0.0.0.0:16686",
+                                 "--upstream", "http://127.0.0.1:16687", "--tokens-file", TOKENS_FILE]
+    assert proxy["ports"] == [{"name": "query-http", "containerPort": 16686, "protocol": "TCP"}]
+    assert proxy["securityContext"] == container_security_context()
+    assert proxy["readinessProbe"]["tcpSocket"] == {"port": "query-http"}
+    assert proxy["resources"]["limits"]["memory"]
+    # No API access for either container; gRPC is not offered through the Service.
+    assert pod(objects)["automountServiceAccountToken"] is False
+    service = named(objects, "Service", "traces-jaeger-query")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert [port["name"] for port in service["spec"]["ports"]] == ["query-http"]
+    # The tokens reach only the proxy, from a Secret volume it re-reads (no roll on change).
+    [volume] = [v for v in pod(objects)["volumes"] if v["name"] == "auth-token"]
+    assert volume["secret"] == {"secretName": "traces-jaeger-query-token", "items": [{"key": "token", "path": "tokens"}]}
+    assert "auth-token" in RELOADED_VOLUMES
+    assert [m["mountPath"] for m in proxy["volumeMounts"]] == ["/etc/jaeger-query-auth"]
+    assert all(m["name"] != "auth-token" for m in jaeger["volumeMounts"])
+
+
+def test_bearer_generates_a_token_secret_without_prefix() -> None:
+    objects = render_pipeline(tp({"mode": "bearer"}))
+    secret = named(objects, "Secret", "traces-jaeger-query-token")
+    assert "data" not in secret and secret["metadata"]["annotations"] == {GENERATED_ANNOTATION: "token"}
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "u-tp"
+    assert "traces-jaeger-query-token" in pipeline_secret_names(tp({"mode": "bearer"}))
+    assert all(obj["metadata"]["name"] != "traces-jaeger-query-credentials" for obj in objects)
+
+
+def test_own_token_secret_is_reloaded_and_the_issuer_ca_rolls() -> None:
+    pipe = tp({"mode": "oidc", "credentialsSecretRef": {"name": "readers", "key": "tokens"},
+               "oidc": {**OIDC["oidc"], "requiredClaim": {"name": "groups", "value": "trace-readers"},
+                        "caSecretRef": {"name": "idp-ca", "key": "ca.crt"}}})
+    objects = render_pipeline(pipe)
+    assert all(obj["metadata"]["name"] != "traces-jaeger-query-token" for obj in objects)
+    refs = {(ref.name, ref.key): ref.rolls for ref in referenced_secrets(objects)}
+    assert refs[("readers", "tokens")] is False  # the proxy re-reads the tokens file
+    assert refs[("idp-ca", "ca.crt")] is True  # read at start
+    proxy = container(objects, "query-proxy")
+    assert proxy["args"][8:] == ["--issuer", ISSUER, "--audience", "jaeger-query",
+                                 "--required-claim", "groups=trace-readers",
+                                 "--oidc-ca-file", "/etc/jaeger-query-oidc-ca/ca.crt"]
+    assert {m["name"] for m in proxy["volumeMounts"]} == {"auth-token", "query-oidc-ca"}
+
+
+def test_proxy_image_can_be_chosen_and_no_secret_reaches_a_configmap() -> None:
+    objects = render_pipeline(tp({"mode": "bearer", "proxyImage": "registry.local/kvtrace-operator:dev"}))
+    assert container(objects, "query-proxy")["image"] == "registry.local/kvtrace-operator:dev"
+    text = yaml.safe_dump(named(objects, "ConfigMap", "traces-jaeger"))
+    assert "token" not in text.replace("enable_tracing", "")
+
+
+@pytest.mark.parametrize("auth", [{"mode": "none"}, {"mode": "basic"}])
+def test_tls_jaeger_query_servers_serve_the_jaeger_leaf(auth: dict[str, Any]) -> None:
+    pipe = tp(auth, **MANAGED_TLS)
+    query = render_jaeger_config(pipe)["extensions"]["jaeger_query"]
+    for server in ("http", "grpc"):
+        assert query[server]["tls"]["cert_file"] == "/etc/jaeger-serving/tls.crt"
+        assert query[server]["tls"]["key_file"] == "/etc/jaeger-serving/tls.key"
+    assert names.pipeline_endpoints(pipe)["jaegerQuery"] == "https://traces-jaeger-query.store.svc.cluster.local:16686"
+    assert "query-proxy" not in [c["name"] for c in pod(render_pipeline(pipe))["containers"]]
+
+
+def test_tls_the_proxy_terminates_it_with_the_jaeger_leaf() -> None:
+    pipe = tp({"mode": "bearer"}, **MANAGED_TLS)
+    assert "tls" not in render_jaeger_config(pipe)["extensions"]["jaeger_query"]["http"]  # loopback only
+    objects = render_pipeline(pipe)
+    proxy = container(objects, "query-proxy")
+    assert proxy["args"][-4:] == ["--tls-cert-file", "/etc/jaeger-serving/tls.crt",
+                                  "--tls-key-file", "/etc/jaeger-serving/tls.key"]
+    assert {"name": "serving-cert", "mountPath": "/etc/jaeger-serving", "readOnly": True} in proxy["volumeMounts"]
+    assert [v["name"] for v in pod(objects)["volumes"]].count("serving-cert") == 1
+
+
+def test_the_jaeger_leaf_names_the_query_service_and_secret_mode_keeps_query_plaintext() -> None:
+    pipe = tp({"mode": "none"}, **MANAGED_TLS)
+    [jaeger] = [leaf for leaf in leaves(pipe, render_pipeline_spec(pipe)) if leaf["secret"] == "traces-jaeger-tls"]
+    assert {"traces-jaeger-otlp.store.svc", "traces-jaeger-query", "traces-jaeger-query.store.svc",
+            "traces-jaeger-query.store.svc.cluster.local"} <= set(jaeger["dnsNames"])
+    own = tp({"mode": "bearer"}, security={"tls": {"enabled": True, "secretName": "edge"}})
+    assert names.pipeline_endpoints(own)["jaegerQuery"].startswith("http://")
+    assert "--tls-cert-file" not in container(render_pipeline(own), "query-proxy")["args"]
+    assert "tls" not in render_jaeger_config(tp({"mode": "basic"}))["extensions"]["jaeger_query"]["http"]
+
+
+def render_pipeline_spec(pipe: dict[str, Any]) -> dict[str, Any]:
+    from kvtrace_operator.render import apply_defaults_pipeline
+
+    return dict(apply_defaults_pipeline(pipe["spec"]))
