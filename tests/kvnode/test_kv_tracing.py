@@ -2,73 +2,18 @@
 
 from __future__ import annotations
 
-import gzip
-import http.server
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kvharness import Harness, free_port, wait_until
+from kvharness import Harness, wait_until
 from kvharness import http as request
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from tracing_receiver import Receiver, receiver  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.dataplane
 
 SECRET_KEY = "customer-42-secret-key"
-
-
-class Receiver:
-    """Collects every span exported over OTLP/HTTP (protobuf), with its node's id."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[str, Span]] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                with receiver.lock:
-                    for rs in request.resource_spans:
-                        attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
-                        for ss in rs.scope_spans:
-                            receiver.spans += [(attrs.get("service.instance.id", "?"), s) for s in ss.spans]
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.port = free_port("127.0.0.1")
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def trace(self, trace_id: bytes) -> list[tuple[str, Span]]:
-        with self.lock:
-            return [(node, s) for node, s in self.spans if s.trace_id == trace_id]
-
-    def find(self, predicate: Callable[[str, Span], bool]) -> list[tuple[str, Span]]:
-        with self.lock:
-            return [(node, s) for node, s in self.spans if predicate(node, s)]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def attrs(span: Span) -> dict[str, Any]:
@@ -117,18 +62,19 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
     assert root_attrs["kvstore.replicas.acked"] >= 2
     assert len(root_attrs["kvstore.key.hash"]) == 16
     assert root_attrs["db.operation.name"] == "write"
-    # the coordinator (a replica itself) applies its own copy in-process: one span per peer call
-    replica_calls = [s for _, s in spans if s.parent_span_id == root.span_id]
+    # the coordinator (a replica itself) applies its own copy in-process; each peer call is one
+    # span: the replica's SERVER span, a child of the coordinator's span (DESIGN.md section 4)
+    assert len(spans) == 3, [(n, s.name) for n, s in spans]
+    replica_calls = [(n, s) for n, s in spans if s.parent_span_id == root.span_id]
     assert len(replica_calls) == 2, "one span per replica call"
-    assert {attrs(s)["kvstore.operation"] for s in replica_calls} == {"replicate"}
-    assert {s.kind for s in replica_calls} == {Span.SPAN_KIND_CLIENT}
-    assert {attrs(s)["server.address"] for s in replica_calls} == {b.ip, c.ip}
-    for call in replica_calls:
-        assert attrs(call)["server.address"] in {b.ip, c.ip}
-        assert attrs(call)["network.peer.address"] == attrs(call)["server.address"]
-        children = [(n, s) for n, s in spans if s.parent_span_id == call.span_id]
-        assert len(children) == 1 and children[0][1].kind == Span.SPAN_KIND_SERVER
-        assert children[0][0] in {b.id, c.id} and attrs(children[0][1])["kvstore.operation"] == "replicate"
+    assert {n for n, _ in replica_calls} == {b.id, c.id}
+    for _, call in replica_calls:
+        assert call.kind == Span.SPAN_KIND_SERVER and call.name == "kvstore.replicate"
+        assert attrs(call)["kvstore.operation"] == "replicate"
+        assert attrs(call)["network.peer.address"]  # the coordinator's connection (its source address)
+        assert attrs(call)["kvstore.key.hash"] == root_attrs["kvstore.key.hash"]
+        assert call.flags & 0x300 == 0x300, "the parent is remote"
+        assert root.start_time_unix_nano <= call.start_time_unix_nano <= call.end_time_unix_nano
     assert all(s.parent_span_id in by_id or s is root for _, s in spans)
     for _, s in receiver.find(lambda n, s: True):
         for key, value in attrs(s).items():
@@ -152,7 +98,8 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
     assert failed.status.code == Status.STATUS_CODE_ERROR
     assert any(e.name == "exception" for e in failed.events)
 
-    # not enough replicas: 503, ERROR on the coordinator and on the failed replica call
+    # not enough replicas: 503, ERROR on the coordinator; the failed replica call is a CLIENT
+    # span recorded after the fact (from the call's start to its failure), ERROR, naming the replica
     c.kill()
     assert a.put("unavailable", b"v", "all")[0] == 503
     unavailable = wait_until(
@@ -165,7 +112,14 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
                  if s.parent_span_id == unavailable.span_id and s.status.code == Status.STATUS_CODE_ERROR],
         20, what="the failed replica call",
     )
-    assert attrs(failed_calls[0])["server.address"] == c.ip
+    assert len(failed_calls) == 1
+    call = failed_calls[0]
+    assert call.kind == Span.SPAN_KIND_CLIENT and call.name == "kvstore.replicate"
+    assert attrs(call)["server.address"] == c.ip and attrs(call)["kvstore.member.id"] == c.id
+    assert call.status.message and any(e.name == "exception" for e in call.events)
+    assert unavailable.start_time_unix_nano <= call.start_time_unix_nano < call.end_time_unix_nano
+    replica_spans = [(n, s) for n, s in receiver.trace(unavailable.trace_id) if s.kind == Span.SPAN_KIND_SERVER and n != a.id]
+    assert {n for n, _ in replica_spans} <= {b.id}, "the killed replica recorded nothing"
 
 
 def test_quorum_write_trace_reaches_jaeger_through_the_collector(
@@ -191,9 +145,8 @@ def test_quorum_write_trace_reaches_jaeger_through_the_collector(
     assert len(coordinator) == 1 and coordinator[0].kind == "SERVER"
     assert coordinator[0].attributes["kvstore.consistency"] == "quorum"
     calls = found.children(coordinator[0])
-    assert len(calls) == 2 and {s.kind for s in calls} == {"CLIENT"}
-    for call in calls:
-        replica = found.children(call)
-        assert len(replica) == 1 and replica[0].kind == "SERVER" and replica[0].name == "kvstore.replicate"
+    assert len(calls) == 2 and {s.kind for s in calls} == {"SERVER"} and {s.name for s in calls} == {"kvstore.replicate"}
+    assert {s.resource.get("service.instance.id") for s in calls} == {b.id, c.id}
+    assert len(found.spans) == 3
     assert {s.resource.get("service.instance.id") for s in found.spans} == {a.id, b.id, c.id}
     assert all(SECRET_KEY not in str(v) for s in found.spans for v in s.attributes.values())

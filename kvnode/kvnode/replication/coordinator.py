@@ -9,6 +9,7 @@ read answers trigger read repair.
 from __future__ import annotations
 
 import asyncio
+import time
 from functools import partial
 from typing import Any
 
@@ -50,21 +51,23 @@ class Coordinator:
     def __init__(self, cluster: Cluster):
         self.c = cluster
 
-    def _replica_span(self, parent: Span | None, owner: str, operation: str) -> Span | None:
-        """A CLIENT span for one peer call (lean: the key hash and consistency live on the
-        parent). The coordinator's own replica is applied in-process, without a span."""
+    def _failed_call(self, parent: Span | None, owner: str, operation: str, start_ns: int, exc: BaseException, reason: str) -> None:
+        """A peer call has no span of its own: the replica's SERVER span, a child of the
+        coordinator's span, is the one span per replica call. A call that failed (or timed
+        out) becomes visible as a CLIENT span recorded after the fact, from the call's start
+        to now, with status ERROR and the replica's address."""
         if parent is None or owner == self.c.id:
-            return None
+            return
         member = self.c.member(owner)
-        if member is None:
-            return None
+        host = member.host if member is not None else owner
         attrs: dict[str, Any] = {
             "kvstore.operation": operation,
             "db.operation.name": operation,
-            "server.address": member.host,
-            "network.peer.address": member.host,
+            "server.address": host,
+            "network.peer.address": host,
+            "kvstore.member.id": owner,
         }
-        return telemetry.start_child(f"kvstore.{operation}", telemetry.CLIENT, attrs, parent)
+        telemetry.record_failure(f"kvstore.{operation}", telemetry.CLIENT, attrs, parent, start_ns, exc, reason)
 
     def _owners(self, khash: int) -> tuple[str, ...]:
         owners = self.c.owners(khash)
@@ -82,23 +85,23 @@ class Coordinator:
         record = Record(key, b"" if tombstone else value, c.clock.now(), tombstone)
         loop = asyncio.get_running_loop()
         tally = _Tally(need, len(owners), loop.create_future())
+        trace, started = (telemetry.w3c_headers(span), time.time_ns()) if span is not None else (NO_TRACE, 0)
         for owner in owners:
-            rspan = self._replica_span(span, owner, "replicate")
             fut: asyncio.Future[Any]
             if owner == c.id:
                 fut = c.store.apply([record])
             else:
                 member = c.member(owner)
                 assert member is not None
-                trace = telemetry.w3c_headers(rspan) if rspan is not None else NO_TRACE
                 fut = c.peers.put(member, [record], "replicate", trace)
-            fut.add_done_callback(partial(self._write_answered, tally, owner, record, rspan))
+            fut.add_done_callback(partial(self._write_answered, tally, owner, record, span, started))
         await tally.done
         if tally.acked < need:
             raise NotEnoughReplicas(need, tally.acked, dict(tally.failures))
         return record, tally.acked, need
 
-    def _write_answered(self, tally: _Tally, owner: str, record: Record, span: Span | None, fut: asyncio.Future[Any]) -> None:
+    def _write_answered(self, tally: _Tally, owner: str, record: Record, span: Span | None, started: int,
+                        fut: asyncio.Future[Any]) -> None:
         exc = fut.exception()
         if exc is None:
             tally.acked += 1
@@ -109,9 +112,7 @@ class Coordinator:
             if owner != self.c.id and self.c.settings.hinted_handoff:
                 self.c.add_hints(owner, [record])
             if span is not None:
-                telemetry.fail(span, exc, reason)
-        if span is not None:
-            span.end()
+                self._failed_call(span, owner, "replicate", started, exc, reason)
         tally.settle()
 
     # -- reads ----------------------------------------------------------------------
@@ -144,12 +145,11 @@ class Coordinator:
         owner = spare.pop(0)
         member = self.c.member(owner)
         assert member is not None
-        rspan = self._replica_span(parent, owner, "read")
-        trace = telemetry.w3c_headers(rspan) if rspan is not None else NO_TRACE
+        trace, started = (telemetry.w3c_headers(parent), time.time_ns()) if parent is not None else (NO_TRACE, 0)
         fut = self.c.peers.get(member, key, trace)
-        fut.add_done_callback(partial(self._read_answered, tally, spare, key, owner, rspan, parent))
+        fut.add_done_callback(partial(self._read_answered, tally, spare, key, owner, started, parent))
 
-    def _read_answered(self, tally: _Tally, spare: list[str], key: bytes, owner: str, span: Span | None,
+    def _read_answered(self, tally: _Tally, spare: list[str], key: bytes, owner: str, started: int,
                        parent: Span | None, fut: asyncio.Future[Any]) -> None:
         exc = fut.exception()
         if exc is None:
@@ -164,12 +164,10 @@ class Coordinator:
             reason = _reason(exc)
             tally.failures[owner] = reason
             self.c.metrics.replication_failures.inc(owner, reason.split(":")[0])
-            if span is not None:
-                telemetry.fail(span, exc, reason)
+            if parent is not None:
+                self._failed_call(parent, owner, "read", started, exc, reason)
             if spare and not tally.done.done():
                 self._ask(tally, spare, key, parent)
-        if span is not None:
-            span.end()
         tally.settle()
 
     def repair(self, winner: Record, stale: list[str], parent: Span | None) -> None:

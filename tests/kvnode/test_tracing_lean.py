@@ -1,0 +1,144 @@
+"""The lean span path (kvnode.tracing_lean) under SDK pipelines built as opentelemetry-instrument
+builds them from the OTEL_* environment: which pipelines it takes over, the sampler's word,
+and what reaches an OTLP/HTTP receiver (headers, compression, batches, drops)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kvharness import wait_until
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from tracing_receiver import Receiver, receiver  # noqa: F401 - the fixture
+
+from kvnode import tracing_lean
+from kvnode.tracing_lean import LeanSpan, LeanTracer
+
+DEAD_ENDPOINT = "http://127.0.0.1:9/v1/traces"  # never contacted: these tests flush nothing there
+
+
+def provider(exporter: Any, *, sampler: Any = ALWAYS_ON, **bsp: Any) -> TracerProvider:
+    p = TracerProvider(sampler=sampler, resource=Resource({"service.name": "orders", "service.instance.id": "orders-1"}))
+    p.add_span_processor(BatchSpanProcessor(exporter, **bsp))
+    return p
+
+
+@pytest.fixture
+def providers() -> Iterator[list[TracerProvider]]:
+    made: list[TracerProvider] = []
+    yield made
+    for p in made:
+        for processor in p._active_span_processor._span_processors:  # noqa: SLF001
+            if isinstance(processor, tracing_lean.LeanExport):
+                processor.queue.clear()  # nothing left for a dead endpoint
+        p.shutdown()
+
+
+def lean(providers: list[TracerProvider], exporter: Any = None, **kw: Any) -> LeanTracer:
+    p = provider(exporter or OTLPSpanExporter(endpoint=DEAD_ENDPOINT), **kw)
+    providers.append(p)
+    tracer = tracing_lean.attach(p, "kvnode")
+    assert tracer is not None
+    return tracer
+
+
+@pytest.mark.unit
+def test_only_the_otlp_http_batch_pipeline_is_taken_over(providers: list[TracerProvider]) -> None:
+    console = provider(ConsoleSpanExporter())
+    simple = TracerProvider()
+    simple.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=DEAD_ENDPOINT)))
+    two = provider(OTLPSpanExporter(endpoint=DEAD_ENDPOINT))
+    two.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    providers += [console, simple, two]
+    for p in (console, simple, two, trace.NoOpTracerProvider()):
+        assert tracing_lean.attach(p, "kvnode") is None
+    tracer = lean(providers, max_queue_size=100, schedule_delay_millis=60_000, max_export_batch_size=7)
+    export = tracer.export
+    assert (export.max_queue, export.batch_size, export.delay) == (100, 7, 60.0), "the OTEL_BSP_* sizes"
+    assert providers[-1]._active_span_processor._span_processors == (export,)  # noqa: SLF001
+
+
+@pytest.mark.unit
+def test_the_configured_sampler_decides(providers: list[TracerProvider]) -> None:
+    never = lean(providers, sampler=ParentBased(TraceIdRatioBased(0.0)), schedule_delay_millis=60_000)
+    assert never.start("GET /v1/kv/{key}", SpanKind.SERVER, {"a": 1}, None) is INVALID_SPAN
+    sampled_parent = SpanContext(7, 8, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    child = never.start("kvstore.read", SpanKind.SERVER, {"a": 1},
+                        trace.set_span_in_context(NonRecordingSpan(sampled_parent)))
+    assert isinstance(child, LeanSpan), "parent-based: a sampled remote parent is followed"
+    data = child.data()
+    assert (data.trace_id, data.parent_id, data.parent_remote, data.kind) == (7, 8, True, SpanKind.SERVER.value + 1)
+    unsampled_parent = SpanContext(7, 8, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    assert never.start("kvstore.read", SpanKind.SERVER, None,
+                       trace.set_span_in_context(NonRecordingSpan(unsampled_parent))) is INVALID_SPAN
+
+    always = lean(providers, schedule_delay_millis=60_000)
+    root = always.start("PUT /v1/kv/{key}", SpanKind.SERVER, None, None)
+    assert isinstance(root, LeanSpan) and root.is_recording()
+    ctx = root.get_span_context()
+    assert ctx.is_valid and ctx.trace_flags.sampled and ctx.trace_flags.random_trace_id
+    local = always.start("kvstore.read_repair", SpanKind.INTERNAL, None, trace.set_span_in_context(root), start_ns=5)
+    assert isinstance(local, LeanSpan)
+    assert (local.data().parent_id, local.data().parent_remote, local.start_ns) == (ctx.span_id, False, 5)
+    root.end()
+    root.end()  # a second end changes nothing
+    assert not root.is_recording() and always.export.ended == 1
+
+
+@pytest.mark.unit
+def test_status_follows_the_api_rules(providers: list[TracerProvider]) -> None:
+    span = lean(providers, schedule_delay_millis=60_000).start("x", SpanKind.INTERNAL, None, None)
+    assert isinstance(span, LeanSpan)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, "boom"))
+    assert (span.status_code, span.status_message) == (2, "boom")
+    span.set_status(trace.StatusCode.UNSET)
+    assert span.status_code == 2, "UNSET does not clear ERROR"
+    span.set_status(trace.StatusCode.OK, "ignored")
+    span.set_status(trace.StatusCode.ERROR, "too late")
+    assert (span.status_code, span.status_message) == (1, ""), "OK is final"
+    try:
+        raise ValueError("bad value")
+    except ValueError as exc:
+        span.record_exception(exc)
+    name, _, attrs = span.events[0]
+    assert name == "exception" and attrs["exception.type"] == "ValueError" and attrs["exception.message"] == "bad value"
+    assert "Traceback" in attrs["exception.stacktrace"]
+
+
+@pytest.mark.dataplane
+def test_spans_reach_a_receiver_with_the_configured_headers_and_compression(
+    receiver: Receiver, providers: list[TracerProvider], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken,x-tenant=shop")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    tracer = lean(providers, OTLPSpanExporter(), schedule_delay_millis=60_000, max_export_batch_size=4, max_queue_size=10)
+    export = tracer.export
+    with export.lock:  # the export thread waits: the queue fills up deterministically
+        for i in range(14):  # 4 more than the queue holds: the 4 oldest are dropped
+            span = tracer.start(f"op-{i}", SpanKind.SERVER, {"i": i}, None)
+            if i == 13:
+                span.set_status(trace.StatusCode.ERROR, "failed")
+            span.end()
+        assert export.stats() == {"ended": 14, "exported": 0, "failed": 0, "dropped": 4, "queued": 10}
+    # the woken thread sends the full batches (4 + 4); a flush sends the last 2
+    wait_until(lambda: export.exported >= 8 or None, 20, what="the full batches")
+    assert providers[-1].force_flush()
+    assert export.stats() == {"ended": 14, "exported": 10, "failed": 0, "dropped": 4, "queued": 0}
+    assert sorted(s.name for _, s in receiver.spans) == sorted(f"op-{i}" for i in range(4, 14))
+    assert [len(r.resource_spans[0].scope_spans[0].spans) for _, r in receiver.requests] == [4, 4, 2]
+    for headers, _ in receiver.requests:
+        assert headers["authorization"] == "Bearer t0ken" and headers["x-tenant"] == "shop"
+        assert headers["Content-Encoding"] == "gzip"
+    assert all(node == "orders-1" for node, _ in receiver.spans)
+    last: Span = next(s for _, s in receiver.spans if s.name == "op-13")
+    assert last.status.code == Status.STATUS_CODE_ERROR and last.status.message == "failed"
+    assert last.kind == Span.SPAN_KIND_SERVER and last.attributes[0].value.int_value == 13
