@@ -134,6 +134,21 @@ async def test_read_cache_follows_commits_and_stays_bounded(tmp_path: Path) -> N
         store.close()
 
 
+async def test_read_cache_learns_a_commit_whose_caller_gave_up(tmp_path: Path) -> None:
+    """The cache is updated when the batch commits, before and regardless of the callers'
+    futures: a cancelled caller (a client that went away) must not leave a stale entry."""
+    store = Store(str(tmp_path))
+    try:
+        assert store.get(b"c") is None  # cached as absent
+        gone = store.apply([Record(b"c", b"v", 1)])
+        gone.cancel()
+        assert await store.apply([Record(b"d", b"w", 1)]) == [True]  # queued after it: committed after it
+        assert store.get(b"c") == Record(b"c", b"v", 1)
+        assert await store.submit(lambda conn: conn.execute("SELECT count(*) FROM kv").fetchone()[0]) == 2
+    finally:
+        store.close()
+
+
 async def test_digests_filtered_by_key_hash_ranges(tmp_path: Path) -> None:
     from kvnode.keys import key_hash
 

@@ -105,6 +105,25 @@ def test_frames_round_trip_and_reject_garbage() -> None:
         frames.decode_fetch(frames.encode_fetch("n1", [5000]), 1024)
 
 
+def test_frame_fast_paths_encode_exactly_like_the_general_format() -> None:
+    """Untraced frames and one-record bodies take one struct pack each (the hot path); the
+    bytes are those of the general layout, so both ends interoperate with older nodes."""
+    record = Record(b"key", b"v" * 100, (1 << 40) + 3, False)
+    general = b"".join((bytes((3,)), frames._U32.pack(1), frames._REC.pack(3, 100, record.version, 0), b"key", b"v" * 100))
+    assert frames.encode_records([record], 3) == general
+    assert frames.encode_records([record._replace(tombstone=True, value=b"")], 1)[-4:-3] == b"\x01"
+    body = frames.encode_records([record])
+    bare = frames.encode(7, frames.PUT, body)
+    assert bare == frames._LEN.pack(8 + len(body)) + frames._HEAD.pack(7, frames.PUT, 0) + b"\x00\x00" + body
+    msg = frames.decode(frames.split(bytearray(bare), 1 << 20)[0])
+    assert msg == frames.Message(7, frames.PUT, "", "", body) and type(msg) is frames.Message
+    op, decoded = frames.decode_records(msg.body)
+    assert (op, decoded) == (0, [record]) and type(decoded[0]) is Record and decoded[0].tombstone is False
+    assert frames.decode_records(frames.encode_records([Record(b"k", b"", 5, True)]))[1][0].tombstone is True
+    with pytest.raises(frames.ProtocolError):  # an empty traceparent, then a cut-off tracestate length
+        frames.decode(b"\x00\x00\x00\x01\x01\x00\x00")
+
+
 def test_peer_trace_context_parses_like_the_w3c_propagator() -> None:
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator

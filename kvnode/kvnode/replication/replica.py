@@ -25,7 +25,7 @@ class Replica:
         write made while a membership change propagates is not stranded on a non-owner."""
         c = self.c
         if records:
-            c.clock.observe(max(r.version for r in records))
+            c.clock.observe(records[0].version if len(records) == 1 else max(r.version for r in records))
             if forward and c.settings.hinted_handoff:
                 self._forward_misdirected(records)
         return c.store.apply(records)

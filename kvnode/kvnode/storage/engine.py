@@ -64,15 +64,13 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _apply(records: Sequence[Record]) -> Job:
-    def job(conn: sqlite3.Connection) -> list[bool]:
-        applied = []
-        for r in records:
-            cur = conn.execute(_UPSERT, (r.key, key_hash(r.key), r.version, int(r.tombstone), r.value))
-            applied.append(cur.rowcount > 0)
-        return applied
-
-    return job
+def _apply(cur: sqlite3.Cursor, records: Sequence[Record]) -> list[bool]:
+    """Upsert records last-write-wins (writer thread, inside its transaction); which changed."""
+    applied = []
+    for r in records:
+        cur.execute(_UPSERT, (r.key, key_hash(r.key), r.version, r.tombstone, r.value))
+        applied.append(cur.rowcount > 0)
+    return applied
 
 
 class Store:
@@ -105,7 +103,10 @@ class Store:
         self._cache_limit = cache_bytes
 
     # -- writer thread --------------------------------------------------------------
+    # A queue item is (job, records, future, loop): `records` are applied by the writer's own
+    # upsert (the hot path: no closure per write, one reused cursor), else `job(conn)` runs.
     def _run(self, conn: sqlite3.Connection) -> None:
+        cur = conn.cursor()
         while True:
             item = self._queue.get()
             if item is _STOP:
@@ -123,66 +124,81 @@ class Store:
                     stop = True
                     break
                 batch.append(nxt)
-            self._commit(conn, batch)
+            self._commit(conn, cur, batch)
             if stop:
                 break
+        cur.close()
         conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[tuple[Job, Any, Any]]) -> None:
+    def _commit(self, conn: sqlite3.Connection, cur: sqlite3.Cursor, batch: list[tuple[Any, ...]]) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            results: list[tuple[Any, Any, Any, BaseException | None]] = [
-                (fut, loop, job(conn), None) for job, fut, loop in batch
+            cur.execute("BEGIN IMMEDIATE")
+            results: list[tuple[Any, ...]] = [
+                (fut, loop, records, _apply(cur, records) if job is None else job(conn), None)
+                for job, records, fut, loop in batch
             ]
-            conn.execute("COMMIT")
+            cur.execute("COMMIT")
         except Exception:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            results = [(fut, loop, *self._commit_one(conn, job)) for job, fut, loop in batch]
-        by_loop: dict[Any, list[Any]] = {}
-        for fut, loop, result, error in results:
-            by_loop.setdefault(loop, []).append((fut, result, error))
+            results = [(fut, loop, records, *self._commit_one(conn, cur, job, records)) for job, records, fut, loop in batch]
+        first_loop = results[0][1]
+        if all(r[1] is first_loop for r in results):
+            by_loop = {first_loop: results}
+        else:
+            by_loop = {}
+            for r in results:
+                by_loop.setdefault(r[1], []).append(r)
         for loop, items in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_resolve, items)
+                loop.call_soon_threadsafe(self._resolve, items)
             except RuntimeError:
                 pass  # the loop is gone (shutdown)
 
     @staticmethod
-    def _commit_one(conn: sqlite3.Connection, job: Job) -> tuple[Any, BaseException | None]:
+    def _commit_one(conn: sqlite3.Connection, cur: sqlite3.Cursor, job: Job | None,
+                    records: Sequence[Record] | None) -> tuple[Any, BaseException | None]:
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            result = job(conn)
-            conn.execute("COMMIT")
+            cur.execute("BEGIN IMMEDIATE")
+            result = _apply(cur, records) if job is None else job(conn)  # type: ignore[arg-type]
+            cur.execute("COMMIT")
             return result, None
         except Exception as exc:  # noqa: BLE001 - handed to the caller
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             return None, exc
 
-    def submit(self, job: Job) -> asyncio.Future[Any]:
-        """Queue a write job; the future resolves once it is committed and fsynced."""
+    def _resolve(self, items: list[tuple[Any, ...]]) -> None:
+        """On the loop thread, once a batch is committed: the read cache learns the applied
+        records first (before anyone is told), then the futures resolve."""
+        for fut, _loop, records, result, error in items:
+            if records is not None and error is None and self._cache_limit:
+                for record, applied in zip(records, result):
+                    if applied:
+                        self._cache_put(record.key, record)
+            if fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+    def _enqueue(self, job: Job | None, records: Sequence[Record] | None) -> asyncio.Future[Any]:
         if self.closed:
             raise RuntimeError("store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((job, fut, loop))
+        self._queue.put((job, records, fut, loop))
         return fut
+
+    def submit(self, job: Job) -> asyncio.Future[Any]:
+        """Queue a write job; the future resolves once it is committed and fsynced."""
+        return self._enqueue(job, None)
 
     # -- mutations ------------------------------------------------------------------
     def apply(self, records: Sequence[Record]) -> asyncio.Future[list[bool]]:
         """Apply records last-write-wins; resolves to which of them changed the store."""
-        fut = self.submit(_apply(records))
-        if self._cache_limit:
-            fut.add_done_callback(lambda f: self._cache_applied(records, f))
-        return fut
-
-    def _cache_applied(self, records: Sequence[Record], fut: asyncio.Future[list[bool]]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            return
-        for record, applied in zip(records, fut.result()):
-            if applied:
-                self._cache_put(record.key, record)
+        return self._enqueue(None, records)
 
     def _cache_put(self, key: bytes, record: Record | None) -> None:
         cache = self._cache
@@ -323,13 +339,3 @@ class Store:
         conn = getattr(self._scan_local, "conn", None)
         if conn is not None:
             conn.close()
-
-
-def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for fut, result, error in items:
-        if fut.done():
-            continue
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(result)

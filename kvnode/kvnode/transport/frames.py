@@ -26,6 +26,9 @@ _HEAD = struct.Struct(">IBB")
 _U16 = struct.Struct(">H")
 _REC = struct.Struct(">HIQB")
 _U32 = struct.Struct(">I")
+_BARE = struct.Struct(">IIBBH")  # length, request id, type, empty traceparent and tracestate
+_ONE = struct.Struct(">BIHIQB")  # a body of exactly one record: operation, count, record head
+_new = tuple.__new__  # builds Message and Record without their Python-level __new__ (hot path)
 
 
 class ProtocolError(ValueError):
@@ -41,6 +44,8 @@ class Message(NamedTuple):
 
 
 def encode(request_id: int, type_: int, body: bytes = b"", traceparent: str = "", tracestate: str = "") -> bytes:
+    if not traceparent and not tracestate:  # untraced: one pack
+        return _BARE.pack(_HEAD.size + 2 + len(body), request_id, type_, 0, 0) + body
     tp = traceparent.encode()
     ts = tracestate.encode()
     payload_len = _HEAD.size + len(tp) + 2 + len(ts) + len(body)
@@ -53,17 +58,17 @@ def decode(payload: bytes) -> Message:
     try:
         request_id, type_, tp_len = _HEAD.unpack_from(payload, 0)
         pos = _HEAD.size
-        tp = payload[pos : pos + tp_len].decode("ascii")
+        tp = payload[pos : pos + tp_len].decode("ascii") if tp_len else ""
         pos += tp_len
         (ts_len,) = _U16.unpack_from(payload, pos)
         pos += 2
-        ts = payload[pos : pos + ts_len].decode("ascii")
+        ts = payload[pos : pos + ts_len].decode("ascii") if ts_len else ""
         pos += ts_len
         if pos > len(payload):
             raise ProtocolError("truncated header")
     except (struct.error, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed header: {exc}") from None
-    return Message(request_id, type_, tp, ts, payload[pos:])
+    return _new(Message, (request_id, type_, tp, ts, payload[pos:]))
 
 
 def split(buffer: bytearray, max_frame: int) -> list[bytes]:
@@ -85,6 +90,9 @@ def split(buffer: bytearray, max_frame: int) -> list[bytes]:
 
 
 def encode_records(records: Sequence[Record], operation: int = 0) -> bytes:
+    if len(records) == 1:  # the common case (one write, one read answer): one pack
+        r = records[0]
+        return _ONE.pack(operation, 1, len(r.key), len(r.value), r.version, r.tombstone) + r.key + r.value
     parts = [bytes((operation,)), _U32.pack(len(records))]
     for r in records:
         parts.append(_REC.pack(len(r.key), len(r.value), r.version, r.tombstone))
@@ -99,18 +107,19 @@ def decode_records(body: bytes) -> tuple[int, list[Record]]:
         (count,) = _U32.unpack_from(body, 1)
         pos = 5
         out = []
+        end = len(body)
         for _ in range(count):
             klen, vlen, version, tomb = _REC.unpack_from(body, pos)
             pos += _REC.size
-            if pos + klen + vlen > len(body) or tomb > 1 or klen == 0:
+            if pos + klen + vlen > end or tomb > 1 or klen == 0:
                 raise ProtocolError("truncated or invalid record")
             key = body[pos : pos + klen]
             pos += klen
-            out.append(Record(key, body[pos : pos + vlen], version, bool(tomb)))
+            out.append(_new(Record, (key, body[pos : pos + vlen], version, tomb == 1)))
             pos += vlen
     except (struct.error, IndexError) as exc:
         raise ProtocolError(f"malformed records: {exc}") from None
-    if pos != len(body):
+    if pos != end:
         raise ProtocolError("trailing bytes after records")
     return operation, out
 

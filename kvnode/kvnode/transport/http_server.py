@@ -71,8 +71,8 @@ class Request:
             return None
         for part in self.query_string.split("&"):
             key, _, value = part.partition("=")
-            if unquote_plus(key) == name:
-                return unquote_plus(value)
+            if key == name or (("%" in key or "+" in key) and unquote_plus(key) == name):
+                return unquote_plus(value) if "%" in value or "+" in value else value
         return None
 
     async def read(self) -> bytes:
