@@ -134,6 +134,9 @@ def test_rewriter_maps_mounts_and_wildcard_addresses(tmp_path: Path) -> None:
     assert rewrite("--client-addr=0.0.0.0:7070") == "--client-addr=127.9.0.3:7070"
     assert rewrite("[::]:7071") == "127.9.0.3:7071"
     assert rewrite("10.244.0.7:7070,10.244.0.70:1") == "127.9.0.3:7070,10.244.0.70:1"
+    # The pod's own loopback (a server only a sidecar reaches) is the pod's address too.
+    assert rewrite("--upstream http://127.0.0.1:16687") == "--upstream http://127.9.0.3:16687"
+    assert rewrite("127.0.0.10:1,127.0.0.1") == "127.0.0.10:1,127.9.0.3"
 
 
 def test_rewriter_never_rewrites_a_replacement_again(tmp_path: Path) -> None:

@@ -64,11 +64,19 @@ def objects_for(case: str, ns: str) -> list[dict[str, Any]]:
         pipeline = tp(ns, "hops", collector={"replicas": 2}, security={"tls": {"enabled": True}})
         cluster = kvc(ns, "trusting", replicas=1, replicationFactor=1, tracing={"pipelineRef": {"name": "hops"}})
         return render_pipeline(pipeline) + render_kvcluster(cluster, pipeline)
+    if case == "query-proxy-oidc-tls":
+        # spec.jaeger.query.auth oidc: the query-proxy sidecar in the Jaeger pod, with its
+        # tokens, the issuer's CA and (TLS) Jaeger's serving certificate.
+        oidc = {"issuer": "https://idp.example.com/realms/kvtrace", "audience": "jaeger-query",
+                "caSecretRef": {"name": "idp-ca", "key": "ca.crt"}}
+        return render_pipeline(tp(ns, "guarded", jaeger={"query": {"auth": {"mode": "oidc", "oidc": oidc}}},
+                                  security={"tls": {"enabled": True}}))
     raise AssertionError(case)
 
 
 CASES = ["kvcluster-traced", "kvcluster-untraced-labelled-clients", "pipeline-one-tier-memory",
-         "pipeline-two-tier-badger", "secured-pipeline-and-consumer", "managed-tls-two-tiers-and-consumer"]
+         "pipeline-two-tier-badger", "secured-pipeline-and-consumer", "managed-tls-two-tiers-and-consumer",
+         "query-proxy-oidc-tls"]
 
 
 def restrict(kubectl: Any, namespace: str) -> None:

@@ -38,12 +38,24 @@ def dry_run(kubectl: Any, obj: dict[str, Any]) -> Any:
                    input=yaml.safe_dump(obj), check=False)
 
 
+ISSUER = "https://idp.example.com/realms/kvtrace"
 MALFORMED = [
-    ("oidc-mode", {"mode": "oidc"}, f"{FIELD}.mode", "Unsupported value"),
-    ("ref-without-basic", {"credentialsSecretRef": {"name": "u", "key": "htpasswd"}},
-     f"{FIELD}.credentialsSecretRef", "credentialsSecretRef is only used with mode basic"),
+    ("unknown-mode", {"mode": "ldap"}, f"{FIELD}.mode", "Unsupported value"),
+    ("ref-with-mode-none", {"credentialsSecretRef": {"name": "u", "key": "htpasswd"}},
+     f"{FIELD}.credentialsSecretRef", "credentialsSecretRef is not used with mode none"),
     ("ref-without-key", {"mode": "basic", "credentialsSecretRef": {"name": "u"}},
      f"{FIELD}.credentialsSecretRef.key", "Required value"),
+    ("oidc-without-issuer", {"mode": "oidc"}, f"{FIELD}.oidc", "oidc (issuer, audience) is required with mode oidc"),
+    ("oidc-without-audience", {"mode": "oidc", "oidc": {"issuer": ISSUER}}, f"{FIELD}.oidc.audience", "Required value"),
+    ("oidc-http-issuer", {"mode": "oidc", "oidc": {"issuer": "http://idp.example.com", "audience": "a"}},
+     f"{FIELD}.oidc.issuer", "should match"),
+    ("oidc-with-bearer", {"mode": "bearer", "oidc": {"issuer": ISSUER, "audience": "a"}}, f"{FIELD}.oidc",
+     "oidc is only used with mode oidc"),
+    ("claim-without-value", {"mode": "oidc", "oidc": {"issuer": ISSUER, "audience": "a",
+                                                       "requiredClaim": {"name": "groups"}}},
+     f"{FIELD}.oidc.requiredClaim.value", "Required value"),
+    ("proxy-image-with-basic", {"mode": "basic", "proxyImage": "r/x:1"}, f"{FIELD}.proxyImage",
+     "proxyImage is only used with modes bearer and oidc"),
 ]
 
 
@@ -55,10 +67,15 @@ def test_bad_query_auth_is_rejected_by_the_crd_naming_the_field(crds: Any, kubec
     assert f"{field}:" in proc.stderr and phrase in proc.stderr, proc.stderr
 
 
-def test_query_auth_defaults_to_none_and_accepts_basic(crds: Any, kubectl: Any) -> None:
+def test_query_auth_defaults_to_none_and_accepts_every_mode(crds: Any, kubectl: Any) -> None:
     default = json.loads(dry_run(kubectl, {**tp({}), "spec": {}}).stdout)
     assert default["spec"]["jaeger"]["query"] == {"auth": {"mode": "none"}}
-    for auth in ({"mode": "basic"}, {"mode": "basic", "credentialsSecretRef": {"name": "u", "key": "htpasswd"}}):
+    for auth in ({"mode": "basic"}, {"mode": "basic", "credentialsSecretRef": {"name": "u", "key": "htpasswd"}},
+                 {"mode": "bearer"}, {"mode": "bearer", "proxyImage": "registry.local/kvtrace-operator:dev",
+                                      "credentialsSecretRef": {"name": "readers", "key": "tokens"}},
+                 {"mode": "oidc", "oidc": {"issuer": ISSUER, "audience": "jaeger-query",
+                                           "requiredClaim": {"name": "groups", "value": "trace-readers"},
+                                           "caSecretRef": {"name": "idp-ca", "key": "ca.crt"}}}):
         proc = dry_run(kubectl, tp(auth))
         assert proc.returncode == 0, proc.stderr
 
@@ -94,3 +111,40 @@ def test_basic_query_auth_end_to_end_with_the_canary(operator: Any, kube_ns: Any
         JaegerClient(query, timeout=5, credentials=f"kvtrace:{password}x").trace(trace_id)
     found = JaegerClient(query, timeout=5, credentials=credentials).trace(trace_id)
     assert found is not None and found.services == {"kvtrace-operator-canary"}
+
+
+@pytest.mark.operator_args(*FAST_CANARY)
+def test_bearer_query_auth_end_to_end_through_the_proxy_sidecar(operator: Any, kube_ns: Any, pod_runner: Any,
+                                                                 endpoint_map: Any, poll: Any) -> None:
+    """mode bearer: the operator generates the token Secret and renders the query-proxy
+    sidecar; the pod runner starts Jaeger (query servers on the pod's loopback) and the real
+    proxy process from the rendered pod; the canary's lookup sends the token: Delivered."""
+    kube_ns.apply(pipeline(jaeger={"query": {"auth": {"mode": "bearer"}}}))
+    poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "Ready", "True"), timeout=TIMEOUT,
+         message="pipeline Ready")
+    secret = poll(lambda: kube_ns.get("secret", "traces-jaeger-query-token"), timeout=TIMEOUT,
+                  message="the generated query token Secret")
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert len(token) >= 43 and ":" not in token
+    service = kube_ns.get("service", "traces-jaeger-query")
+    assert [port["name"] for port in service["spec"]["ports"]] == ["query-http"]
+    containers = kube_ns.get("deployment", "traces-jaeger")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["jaeger", "query-proxy"]
+
+    jaeger, _ = start_backends(pod_runner, endpoint_map, poll)
+    delivered = poll(lambda: delivery(kube_ns, "True", "Delivered"), timeout=TIMEOUT,
+                     message="TraceDelivery True/Delivered: the canary sends the query token through the proxy")
+    assert "found in Jaeger at http://traces-jaeger-query." in delivered["message"]
+    assert token not in json.dumps(kube_ns.get("tracingpipeline", "traces"))
+    trace_id = kube_ns.get("tracingpipeline", "traces")["status"]["traceDelivery"]["traceID"]
+    query = resolve_url(kube_ns.get("tracingpipeline", "traces")["status"]["endpoints"]["jaegerQuery"],
+                        endpoint_map.path)
+    with pytest.raises(JaegerError, match="401: .*bearer token and the token is needed"):
+        JaegerClient(query, timeout=5, token="", credentials="").trace(trace_id)
+    with pytest.raises(JaegerError, match="401: .*the token was refused"):
+        JaegerClient(query, timeout=5, token=token + "x").trace(trace_id)
+    found = JaegerClient(query, timeout=5, token=token).trace(trace_id)
+    assert found is not None and found.services == {"kvtrace-operator-canary"}
+    # Jaeger's own query server listens on the pod's loopback only: the proxy is the way in.
+    [pod_name] = jaeger.pods()
+    assert "query-proxy" in jaeger.processes(pod_name)

@@ -5,8 +5,9 @@ namespace (optionally a label selector) and, for each Running pod, starts every 
 ``command`` + ``args`` locally:
 
 - on the pod's own loopback address (``127.x.y.z``, sticky per pod name, so a pod that a
-  StatefulSet recreates comes back on the same address); ``0.0.0.0``/``[::]`` and the pod's
-  KWOK IP in arguments and environment are rewritten to that address, and
+  StatefulSet recreates comes back on the same address); ``0.0.0.0``/``[::]``, the pod's
+  KWOK IP and ``127.0.0.1`` (the pod's own loopback, e.g. a server only its sidecar may
+  reach) in arguments and environment are rewritten to that address, and
   ``fieldRef: status.podIP`` resolves to it;
 - with the container's environment: ``env`` (values, ``$(VAR)`` expansion, ``fieldRef``,
   ``configMapKeyRef``, ``secretKeyRef``, ``resourceFieldRef``) and ``envFrom``;
@@ -675,7 +676,8 @@ class _Rewriter:
         self.mount_pattern = re.compile(
             r"(?<![\w./-])(" + "|".join(re.escape(m) for m in sorted(self.mounts, key=len, reverse=True))
             + r")(?=/|$|[^\w.-])") if self.mounts else None
-        addresses = [r"0\.0\.0\.0", r"\[::\]"] + ([re.escape(kwok_ip)] if kwok_ip else [])
+        # 127.0.0.1 too: in a pod it is the pod's own loopback, which here is the pod's address.
+        addresses = [r"0\.0\.0\.0", r"\[::\]", r"127\.0\.0\.1"] + ([re.escape(kwok_ip)] if kwok_ip else [])
         self.wildcard = re.compile(r"(?<![\d.])(?:" + "|".join(addresses) + r")(?![\d])")
         self.address = address
         self.names = names or {}
