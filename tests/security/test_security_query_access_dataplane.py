@@ -7,6 +7,7 @@ Every mode's rendered config passes ``jaeger validate``."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import secrets
 import shutil
@@ -18,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kvtrace import canary
 from kvtrace.devstack.backends import Jaeger, send_probe_trace, validate_config
 from kvtrace.devstack.jaeger_client import CREDENTIALS_ENV, JaegerClient, JaegerError
 from kvtrace.inspect import doctor
-from kvtrace_operator.render import render_jaeger_config
+from kvtrace_operator import pki
+from kvtrace_operator.render import apply_defaults_pipeline, render_jaeger_config
 from kvtrace_operator.render.query_access import EXTENSION
+from kvtrace_operator.render.tls import leaves
 
 pytestmark = pytest.mark.dataplane
 
@@ -132,3 +136,57 @@ def test_basic_query_auth_refuses_without_credentials_and_answers_with_them(
         without = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
         assert without.returncode == 2
         assert "401" in without.stderr and CREDENTIALS_ENV in without.stderr, without.stderr
+
+
+MANAGED_TLS = {"security": {"tls": {"enabled": True}}}
+
+
+@pytest.mark.parametrize("auth", [{"mode": "none"}, {"mode": "basic"}, {"mode": "bearer"}])
+def test_tls_configs_pass_jaeger_validate(auth: dict[str, Any], tmp_path: Path) -> None:
+    pipeline = tp(auth)
+    pipeline["spec"].update(MANAGED_TLS)
+    proc = validate_config(render_jaeger_config(pipeline), binary="jaeger", workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_basic_query_auth_over_tls_with_the_jaeger_leaf(poll: Any, tmp_path: Path) -> None:
+    """Managed TLS: Jaeger's own query servers (HTTP and gRPC) serve the Jaeger leaf, which
+    names the query Service; clients verify it with the CA for that name."""
+    pipeline = tp({"mode": "basic"})
+    pipeline["spec"].update(MANAGED_TLS)
+    now = dt.datetime.now(dt.timezone.utc)
+    ca = pki.make_ca("traces ca", now, dt.timedelta(days=1))
+    [leaf] = [leaf for leaf in leaves(pipeline, apply_defaults_pipeline(pipeline["spec"]))
+              if leaf["secret"] == "traces-jaeger-tls"]
+    pair = pki.issue(ca, leaf["commonName"], leaf["dnsNames"], now, dt.timedelta(hours=1))
+    (tmp_path / "tls.crt").write_text(pair.cert_pem)
+    (tmp_path / "tls.key").write_text(pair.key_pem)
+    (tmp_path / "ca.crt").write_text(ca.cert_pem)
+    credentials = "kvtrace:" + secrets.token_urlsafe(32)
+    (tmp_path / "htpasswd").write_text(credentials + "\n")
+    text = yaml.safe_dump(render_jaeger_config(pipeline)).replace("/etc/jaeger-serving", str(tmp_path))
+    config = yaml.safe_load(text.replace("/etc/jaeger-query-auth", str(tmp_path)))
+    config["receivers"]["otlp"] = {"protocols": {"grpc": {}, "http": {}}}  # the OTLP hop's TLS: tls tests
+    name = "traces-jaeger-query.store.svc"
+
+    with GuardedJaeger(config, workdir=tmp_path / "jaeger") as jaeger:
+        trace_id = send_probe_trace(jaeger.otlp_http, SERVICE)
+        url = "https://" + jaeger.endpoint("jaeger_query/http")
+        client = JaegerClient(url, credentials=credentials, ca_pem=ca.cert_pem, server_hostname=name)
+        found = poll(lambda: client.trace(trace_id), timeout=30, message="the probe trace over https")
+        assert {span.name for span in found.spans} == {"PUT", "replicate"}
+        with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
+            JaegerClient(url, credentials=credentials, server_hostname=name).trace(trace_id)
+        with pytest.raises(JaegerError, match="401"):
+            JaegerClient(url, credentials="", ca_pem=ca.cert_pem, server_hostname=name).trace(trace_id)
+        # gRPC over TLS, verified for the Service name.
+        host, port = jaeger.endpoint("jaeger_query/grpc").rsplit(":", 1)
+        frame = tmp_path / "empty.grpc"
+        frame.write_bytes(b"\x00\x00\x00\x00\x00")
+        out = subprocess.run([str(shutil.which("curl")), "-sS", "--max-time", "5", "--http2", "--cacert",
+                              str(tmp_path / "ca.crt"), "--resolve", f"{name}:{port}:{host}",
+                              "-H", "content-type: application/grpc", "-H", "te: trailers",
+                              "-H", f"authorization: {basic(credentials)}", "--data-binary", f"@{frame}",
+                              "-D", "-", "-o", os.devnull, f"https://{name}:{port}{GET_SERVICES}"],
+                             capture_output=True, text=True, timeout=15, check=True).stdout
+        assert "grpc-status: 0" in out.lower(), out
