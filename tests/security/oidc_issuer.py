@@ -100,6 +100,7 @@ class Issuer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                body: dict[str, Any]
                 if self.path == "/realms/kvtrace/.well-known/openid-configuration":
                     body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/protocol/openid-connect/certs",
                             "id_token_signing_alg_values_supported": ["RS256", "ES256"]}

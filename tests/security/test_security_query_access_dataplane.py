@@ -2,7 +2,8 @@
 Jaeger v1.76 running the rendered config (issue 8, "Access to trace data"): without or with
 wrong credentials both query ports refuse (HTTP 401, gRPC UNAUTHENTICATED), with them the
 trace comes back; kvtrace's own clients (the canary's lookup, ``kvtrace traces``) send them.
-Every mode's rendered config passes ``jaeger validate``."""
+Every mode's rendered config passes ``jaeger validate`` (with managed TLS too), and with
+managed TLS both query ports serve the Jaeger leaf, verified with the CA for the Service name."""
 
 from __future__ import annotations
 

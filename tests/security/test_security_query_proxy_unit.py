@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from oidc_issuer import SigningKey, b64url, claims, mint
 
-from kvtrace.queryproxy import jwtcheck, tokens
+from kvtrace.queryproxy import headers, jwtcheck, tokens
 from kvtrace.queryproxy.settings import SettingsError, from_flags
 
 pytestmark = pytest.mark.unit
@@ -200,3 +200,27 @@ def test_key_set_keeps_only_usable_signing_keys(rsa_key: SigningKey, ec_key: Sig
     without_kid = {key: value for key, value in ec_key.jwk().items() if key != "kid"}
     assert list(jwtcheck.key_set({"keys": [without_kid]})) == [None]
     assert jwtcheck.key_set({}) == {}
+
+
+# ---- what crosses the proxy ------------------------------------------------------------------
+
+def test_the_token_and_hop_by_hop_headers_never_reach_jaeger() -> None:
+    given = [("Host", "traces-jaeger-query:16686"), ("Authorization", "Bearer secret"), ("Accept", "application/json"),
+             ("Connection", "keep-alive, X-Hop"), ("X-Hop", "1"), ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
+             ("Content-Length", "0"), ("Accept-Encoding", "gzip"), ("x-tenant", "team-a"),
+             ("Proxy-Authorization", "Basic x"), ("Upgrade", "h2c")]
+    assert headers.request_headers(given) == [("Accept", "application/json"), ("Accept-Encoding", "gzip"),
+                                              ("x-tenant", "team-a")]
+
+
+def test_jaegers_answer_keeps_its_length_and_encoding() -> None:
+    given = [("Content-Type", "application/json"), ("Content-Length", "42"), ("Content-Encoding", "gzip"),
+             ("Transfer-Encoding", "chunked"), ("Connection", "close"), ("Vary", "Accept-Encoding")]
+    assert headers.response_headers(given) == [("Content-Type", "application/json"), ("Content-Length", "42"),
+                                               ("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+
+
+def test_challenge_tells_the_reason_only_for_a_presented_token() -> None:
+    assert headers.challenge("jaeger-query", "no bearer token", False) == 'Bearer realm="jaeger-query"'
+    assert headers.challenge("jaeger-query", 'bad "quoted"\\ reason\n', True) == (
+        'Bearer realm="jaeger-query", error="invalid_token", error_description="bad quoted reason"')

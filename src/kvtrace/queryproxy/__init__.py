@@ -5,8 +5,8 @@ The Jaeger binary (v1.76.0) has no bearer-token or OIDC server authenticator, so
 runs this proxy as a sidecar in the Jaeger pod: Jaeger's query servers listen on 127.0.0.1
 only, the proxy on the query port, and every request needs ``Authorization: Bearer TOKEN``.
 
-Layers (import-linter keeps them): ``settings``, ``tokens`` and ``jwtcheck`` are pure (flags
-to settings, static token matching, JWT/JWK checks); ``jwks`` fetches the issuer's keys;
+Layers (import-linter keeps them): ``settings``, ``tokens``, ``jwtcheck`` and ``headers`` are
+pure (flags to settings, static token matching, JWT/JWK checks, what crosses the proxy); ``jwks`` fetches the issuer's keys;
 ``server`` is the aiohttp edge (authentication, forwarding, file and certificate reloads);
 ``cli`` registers the command.
 """

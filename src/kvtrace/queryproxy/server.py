@@ -28,17 +28,17 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from kvtrace.queryproxy import tokens as tokens_mod
+from kvtrace.queryproxy.headers import challenge, request_headers, response_headers
 from kvtrace.queryproxy.jwks import IssuerError, KeySet
 from kvtrace.queryproxy.jwtcheck import TokenRejected, check_claims, parse, verify_signature
 from kvtrace.queryproxy.settings import ProxySettings, is_loopback
 
 log = logging.getLogger("kvtrace.queryproxy")
 
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                        "transfer-encoding", "upgrade", "host", "authorization", "content-length"})
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=120)
 MAX_BODY = 1 << 20
 
@@ -126,17 +126,10 @@ class Authenticator:
         return None
 
 
-def _quoted(text: str) -> str:
-    return "".join(c for c in text if c.isprintable() and c not in '"\\')
-
-
 def unauthorized(realm: str, reason: str, presented: bool) -> web.Response:
-    challenge = f'Bearer realm="{_quoted(realm)}"'
-    if presented:
-        challenge += f', error="invalid_token", error_description="{_quoted(reason)}"'
     body = json.dumps({"error": "unauthorized", "message": f"Jaeger's query API needs a valid bearer token: {reason}"})
     return web.Response(status=401, text=body, content_type="application/json",
-                        headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"})
+                        headers={"WWW-Authenticate": challenge(realm, reason, presented), "Cache-Control": "no-store"})
 
 
 def _client(request: web.Request) -> str:
@@ -150,16 +143,15 @@ async def _forward(request: web.Request) -> web.StreamResponse:
         reason, presented = refused
         log.info("refused %s %s from %s: %s", request.method, request.path, _client(request), reason)
         return unauthorized(app["settings"].realm, reason, presented)
-    headers = {key: value for key, value in request.headers.items() if key.lower() not in HOP_BY_HOP}
+    headers = CIMultiDict(request_headers(request.headers.items()))
     body = await request.read() if request.body_exists else None
     url = URL(app["settings"].upstream + request.raw_path, encoded=True)
     session: aiohttp.ClientSession = app["upstream"]
     try:
         async with session.request(request.method, url, headers=headers, data=body, allow_redirects=False) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for key, value in upstream.headers.items():
-                if key.lower() not in HOP_BY_HOP or key.lower() == "content-length":
-                    response.headers.add(key, value)
+            for key, value in response_headers(upstream.headers.items()):
+                response.headers.add(key, value)
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
