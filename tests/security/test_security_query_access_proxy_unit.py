@@ -143,3 +143,27 @@ def render_pipeline_spec(pipe: dict[str, Any]) -> dict[str, Any]:
     from kvtrace_operator.render import apply_defaults_pipeline
 
     return dict(apply_defaults_pipeline(pipe["spec"]))
+
+
+def test_kvtrace_render_names_the_field_and_renders_the_sidecar(tmp_path: Any) -> None:
+    import io
+    from argparse import Namespace
+
+    from kvtrace_operator.render_command import main
+
+    def render(auth: dict[str, Any]) -> tuple[int, str, str]:
+        path = tmp_path / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(tp(auth)))
+        out, err = io.StringIO(), io.StringIO()
+        code = main(Namespace(files=[str(path)]), stdout=out, stderr=err, stdin=io.StringIO(""))
+        return code, out.getvalue(), err.getvalue()
+
+    code, _, err = render({"mode": "oidc", "oidc": {"issuer": "http://login.example.com", "audience": "jaeger"}})
+    assert code == 1 and "spec.jaeger.query.auth.oidc.issuer: expected an https URL" in err, err
+    code, _, err = render({"mode": "oidc"})
+    assert code == 1 and "spec.jaeger.query.auth.oidc: required with mode oidc" in err, err
+    code, out, err = render(OIDC)
+    assert code == 0, err
+    [deployment] = [doc for doc in yaml.safe_load_all(out) if doc and doc["kind"] == "Deployment"
+                    and doc["metadata"]["name"] == "traces-jaeger"]
+    assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == ["jaeger", "query-proxy"]
