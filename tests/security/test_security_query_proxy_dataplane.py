@@ -10,6 +10,7 @@ TLS they verify the proxy's certificate with the CA."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -158,6 +159,16 @@ def test_bearer_mode(jaeger: tuple[Jaeger, str], proxies: Any, loopback_ip: Any,
     without = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert without.returncode == 2 and "401" in without.stderr and TOKEN_ENV in without.stderr, without.stderr
 
+    # Concurrent readers, good and bad tokens mixed (bounded: 200 requests on 8 threads).
+    def status(i: int) -> tuple[bool, int]:
+        good = i % 3 != 0
+        return good, get(services, f"Bearer {token if good else token + str(i)}")[0]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(status, range(200)))
+    assert all(code == (200 if good else 401) for good, code in answers), answers
+    assert proxy.process.alive()
+
     # A changed Secret (the kubelet swaps the file): the new token works, the old one no longer.
     rotated = secrets.token_urlsafe(32)
     (tmp_path / "tokens.new").write_text(f"{rotated}\n")
@@ -217,6 +228,26 @@ def test_oidc_mode(jaeger: tuple[Jaeger, str], proxies: Any, loopback_ip: Any, i
     poll(lambda: get(services, bearer(rotated))[0] == 200, timeout=15, message="a token of the rotated key accepted")
     assert issuer.jwks_requests > before
     refused(services, bearer(rsa_key), "unknown key id")  # the retired key is gone from the cache
+
+
+def test_oidc_issuer_down_at_start_then_up(jaeger: tuple[Jaeger, str], proxies: Any, loopback_ip: Any,
+                                           tmp_path: Path, poll: Any) -> None:
+    """The identity provider is down when the proxy starts: JWTs get 401 (keys not
+    available), static tokens still work; once it is up, the next token fetches the keys."""
+    backend, _ = jaeger
+    service_token = secrets.token_urlsafe(32)
+    (tmp_path / "tokens").write_text(service_token)
+    issuer = Issuer(tmp_path, [SigningKey.new("ec-1", "ES256")])
+    proxy = proxies("--mode", "oidc", "--upstream", backend.query_url, "--issuer", issuer.url, "--audience", AUDIENCE,
+                    "--oidc-ca-file", str(issuer.ca_file), "--tokens-file", str(tmp_path / "tokens"),
+                    "--jwks-min-refresh", "1", address=loopback_ip())
+    services = f"{proxy.url()}/api/v3/services"
+    token = "Bearer " + mint(issuer.keys[0], claims(issuer.url, AUDIENCE))
+    refused(services, token, "signing keys are not available")
+    assert get(services, f"Bearer {service_token}")[0] == 200
+    with issuer.running():
+        poll(lambda: get(services, token)[0] == 200, timeout=15, message="the JWT accepted once the issuer is up")
+    assert "cannot fetch the signing keys" in proxy.process.tail(100)
 
 
 def test_tls_on_the_proxy_is_verified_with_the_ca(jaeger: tuple[Jaeger, str], proxies: Any, loopback_ip: Any,
