@@ -62,6 +62,7 @@ def test_bad_flags_name_the_flag(flags: dict[str, Any], flag: str, phrase: str) 
 def test_tokens_file_lines_comments_and_blanks() -> None:
     assert tokens.parse_tokens("# readers\n\n  abc  \nkvtrace:def\n#x\n") == ("abc", "kvtrace:def")
     assert tokens.parse_tokens("") == ()
+    assert tokens.unusable(("abc-_.~+/=", "kvtrace:pass", "a b", "ok==")) == [2, 3]
 
 
 @pytest.mark.parametrize(("header", "token"), [

@@ -85,6 +85,9 @@ class TokenFile:
             found = tokens_mod.parse_tokens(handle.read())
         self.digests = tokens_mod.digests(found)
         log.info("loaded %d token(s) from %s", len(found), self.path)
+        for index in tokens_mod.unusable(found):
+            log.warning("token %d of %s has characters a bearer token cannot carry (letters, digits and "
+                        "-._~+/ only): it never matches", index, self.path)
         if not found:
             log.warning("%s holds no token: only OIDC tokens (if any) are accepted", self.path)
 

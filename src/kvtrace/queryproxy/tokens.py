@@ -21,6 +21,12 @@ def parse_tokens(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
 
 
+def unusable(tokens: tuple[str, ...]) -> list[int]:
+    """Positions (1-based) of tokens no client can send as ``Bearer TOKEN`` (RFC 6750
+    b64token: letters, digits and ``-._~+/``, then ``=`` padding): they never match."""
+    return [index for index, token in enumerate(tokens, 1) if not _B64TOKEN.fullmatch(token)]
+
+
 def digests(tokens: tuple[str, ...]) -> tuple[bytes, ...]:
     return tuple(hashlib.sha256(token.encode()).digest() for token in tokens)
 
