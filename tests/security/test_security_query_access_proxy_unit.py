@@ -167,3 +167,18 @@ def test_kvtrace_render_names_the_field_and_renders_the_sidecar(tmp_path: Any) -
     [deployment] = [doc for doc in yaml.safe_load_all(out) if doc and doc["kind"] == "Deployment"
                     and doc["metadata"]["name"] == "traces-jaeger"]
     assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == ["jaeger", "query-proxy"]
+
+
+@pytest.mark.parametrize(("error", "option", "env"), [
+    ("GET http://j/api/v3/traces/x: 401: Jaeger's query API asks for a bearer token and the token is needed "
+     "($KVTRACE_JAEGER_TOKEN)", "--jaeger-token-file", "KVTRACE_JAEGER_TOKEN"),
+    ("GET http://j/api/v3/traces/x: 401: Jaeger's query API asks for HTTP Basic and the credentials are needed "
+     "($KVTRACE_JAEGER_CREDENTIALS)", "--jaeger-credentials-file", "KVTRACE_JAEGER_CREDENTIALS"),
+])
+def test_doctor_tells_which_query_credential_to_give(error: str, option: str, env: str) -> None:
+    from kvtrace.inspect import doctor
+
+    check = doctor.check_canary({"trace_id": "ab" * 16, "collector": "http://c:4318", "jaeger": "http://j:16686",
+                                 "timeout": 3.0, "waited": 3.0, "found": False, "jaeger_error": error})
+    assert check.summary == "Jaeger at http://j:16686 asks for query credentials"
+    assert option in check.fix and env in check.fix
