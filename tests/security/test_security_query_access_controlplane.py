@@ -148,3 +148,54 @@ def test_bearer_query_auth_end_to_end_through_the_proxy_sidecar(operator: Any, k
     # Jaeger's own query server listens on the pod's loopback only: the proxy is the way in.
     [pod_name] = jaeger.pods()
     assert "query-proxy" in jaeger.processes(pod_name)
+
+
+@pytest.mark.operator_args(*FAST_CANARY)
+def test_oidc_query_auth_with_tls_end_to_end(operator: Any, kube_ns: Any, pod_runner: Any, endpoint_map: Any,
+                                              poll: Any, tmp_path: Path) -> None:
+    """mode oidc with managed TLS, against a small https issuer standing in for the user's
+    identity provider (its CA from a Secret): the proxy in the Jaeger pod serves the Jaeger
+    leaf; the canary's lookup verifies it and sends the generated static token without a
+    query error; a JWT of the issuer with the required group gets in, one without does not."""
+    from urllib.parse import urlsplit
+
+    from oidc_issuer import Issuer, SigningKey, claims, mint
+
+    with Issuer(tmp_path, [SigningKey.new("ec-1", "ES256")]).running() as issuer:
+        kube_ns.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "idp-ca"},
+                       "data": {"ca.crt": base64.b64encode(issuer.ca_file.read_bytes()).decode()}})
+        oidc = {"issuer": issuer.url, "audience": "jaeger-query", "caSecretRef": {"name": "idp-ca", "key": "ca.crt"},
+                "requiredClaim": {"name": "groups", "value": "trace-readers"}}
+        kube_ns.apply(pipeline(jaeger={"query": {"auth": {"mode": "oidc", "oidc": oidc}}},
+                               security={"tls": {"enabled": True, "mode": "managed"}}))
+        poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "Ready", "True"), timeout=TIMEOUT,
+             message="pipeline Ready")
+        secret = poll(lambda: kube_ns.get("secret", "traces-jaeger-query-token"), timeout=TIMEOUT,
+                      message="the generated query token Secret (the canary's)")
+        static = base64.b64decode(secret["data"]["token"]).decode()
+        start_backends(pod_runner, endpoint_map, poll)
+
+        def looked_up() -> dict[str, Any] | None:
+            return delivery(kube_ns, "True", "Delivered") or delivery(kube_ns, "False", "NotFoundInJaeger")
+
+        # (Locally the collector's TLS hop to Jaeger fails its name check against the pod
+        # runner's address, so the canary may not arrive: the lookup is what is checked here.)
+        cond = poll(looked_up, timeout=TIMEOUT, message="the canary looked up through the proxy over TLS")
+        assert "https://traces-jaeger-query." in cond["message"], cond["message"]
+        assert "Jaeger query error" not in cond["message"], cond["message"]
+
+        endpoint = kube_ns.get("tracingpipeline", "traces")["status"]["endpoints"]["jaegerQuery"]
+        trust = base64.b64decode(kube_ns.get("secret", "traces-tls-trust")["data"]["ca.crt"]).decode()
+
+        def client(token: str) -> JaegerClient:
+            return JaegerClient(resolve_url(endpoint, endpoint_map.path), timeout=5, token=token, credentials="",
+                                ca_pem=trust, server_hostname=urlsplit(endpoint).hostname)
+
+        key = issuer.keys[0]
+        assert isinstance(client(static).services(), list)
+        assert isinstance(client(mint(key, claims(issuer.url, "jaeger-query", groups=["trace-readers"]))).services(),
+                          list)
+        with pytest.raises(JaegerError, match="claim groups does not hold the required value"):
+            client(mint(key, claims(issuer.url, "jaeger-query", groups=["dev"]))).services()
+        with pytest.raises(JaegerError, match="401: .*the token is needed"):
+            client("").services()
