@@ -92,10 +92,11 @@ def fail(span: Span, exc: BaseException | None, message: str) -> None:
     span.set_status(Status(StatusCode.ERROR, message))
 
 
-def context_from(traceparent: str | None, tracestate: str | None) -> Context | None:
-    """The remote parent carried in a peer message. The common form (version 00, as our
-    peers send it) is parsed directly, in about half the CPU of the W3C propagator's regular
-    expressions (one call per replica span); anything else goes through the propagator."""
+def remote_parent(traceparent: str | None, tracestate: str | None) -> SpanContext | None:
+    """The remote parent carried in a peer message (None: none, or not valid). The common
+    form (version 00, as our peers send it) is parsed directly, in about half the CPU of the
+    W3C propagator's regular expressions (one call per replica span); anything else goes
+    through the propagator."""
     if not traceparent:
         return None
     if len(traceparent) == 55 and traceparent.startswith("00-") and traceparent[35] == "-" == traceparent[52]:
@@ -107,12 +108,24 @@ def context_from(traceparent: str | None, tracestate: str | None) -> Context | N
         if not trace_id or not span_id:
             return None
         state = TraceState.from_header([tracestate]) if tracestate else None
-        parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state)
-        return trace.set_span_in_context(NonRecordingSpan(parent))
+        return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state)
     carrier = {"traceparent": traceparent}
     if tracestate:
         carrier["tracestate"] = tracestate
-    return _w3c.extract(carrier)
+    ctx = trace.get_current_span(_w3c.extract(carrier)).get_span_context()
+    return ctx if ctx.is_valid else None
+
+
+def context_from(traceparent: str | None, tracestate: str | None) -> Context | None:
+    parent = remote_parent(traceparent, tracestate)
+    return trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
+
+
+def start_remote(name: str, kind: SpanKind, attributes: dict[str, Any], traceparent: str, tracestate: str) -> Span:
+    """A span continuing the caller's trace carried in a peer message (a replica's SERVER span)."""
+    if LEAN is not None:
+        return LEAN.start_under(name, kind, attributes, remote_parent(traceparent, tracestate))  # type: ignore[no-any-return]
+    return start(name, kind, attributes, context_from(traceparent, tracestate))
 
 
 def w3c_headers(span: Span) -> tuple[str, str]:

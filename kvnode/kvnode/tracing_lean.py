@@ -32,7 +32,17 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import INVALID_SPAN, SpanContext, SpanKind, Status, StatusCode, TraceFlags, get_current_span
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    get_current_span,
+)
 from opentelemetry.util.types import Attributes
 
 from kvnode.tracing_otlp import AttributeCache, SpanData, encode_request, encode_span, resource_and_scope
@@ -121,31 +131,68 @@ class LeanSpan(trace.Span):
 class LeanTracer:
     """Starts `LeanSpan`s with the provider's sampler and id generator (as the SDK's
     `Tracer.start_span` does); a span the sampler does not keep is `INVALID_SPAN`: nothing is
-    allocated for it and no context is passed on (replicas record only under a sampled parent)."""
+    allocated for it and no context is passed on (replicas record only under a sampled parent).
+    The standard samplers' fixed answers (parent-based: follow a sampled parent; always on or
+    off) are read once from the sampler's configuration instead of asked per span."""
 
     def __init__(self, provider: TracerProvider, export: LeanExport):
         self.sampler = provider.sampler
         self.ids = provider.id_generator
         self.export = export
+        self.root_decision, self.parent_decisions = fixed_decisions(self.sampler)
 
     def start(self, name: str, kind: SpanKind, attributes: dict[str, Any] | None, parent: Any,
               start_ns: int | None = None) -> trace.Span:
         parent_ctx = get_current_span(parent).get_span_context() if parent is not None else None
+        return self.start_under(name, kind, attributes, parent_ctx, start_ns, parent)
+
+    def start_under(self, name: str, kind: SpanKind, attributes: dict[str, Any] | None, parent_ctx: SpanContext | None,
+                    start_ns: int | None = None, context: Any = None) -> trace.Span:
+        """`attributes` become the span's own (callers pass a fresh dict)."""
         if parent_ctx is not None and parent_ctx.is_valid:
             trace_id = parent_ctx.trace_id
             flags = _SAMPLED_RANDOM if parent_ctx.trace_flags.random_trace_id else _SAMPLED
+            decision = self.parent_decisions.get((parent_ctx.is_remote, parent_ctx.trace_flags.sampled))
+            trace_state = parent_ctx.trace_state
         else:
             parent_ctx = None
             trace_id = self.ids.generate_trace_id()
             flags = _SAMPLED_RANDOM if self.ids.is_trace_id_random() else _SAMPLED
-        result = self.sampler.should_sample(parent, trace_id, name, kind, attributes)
-        if not result.decision.is_sampled():  # type: ignore[no-untyped-call]
+            decision = self.root_decision
+            trace_state = None
+        if decision is None:
+            if context is None and parent_ctx is not None:
+                context = trace.set_span_in_context(NonRecordingSpan(parent_ctx))
+            result = self.sampler.should_sample(context, trace_id, name, kind, attributes)
+            if not result.decision.is_sampled():  # type: ignore[no-untyped-call]
+                return INVALID_SPAN
+            attrs = dict(result.attributes) if result.attributes else {}
+            if attributes:
+                attrs.update(attributes)
+            trace_state = result.trace_state
+        elif decision is not Decision.RECORD_AND_SAMPLE:
             return INVALID_SPAN
-        attrs = dict(result.attributes) if result.attributes else {}
-        if attributes:
-            attrs.update(attributes)
-        ctx = SpanContext(trace_id, self.ids.generate_span_id(), False, flags, result.trace_state)
+        else:
+            attrs = attributes if attributes is not None else {}
+        ctx = SpanContext(trace_id, self.ids.generate_span_id(), False, flags, trace_state)
         return LeanSpan(self.export, name, kind, ctx, parent_ctx, attrs, start_ns)
+
+
+def fixed_decisions(sampler: Any) -> tuple[Decision | None, dict[tuple[bool, bool], Decision | None]]:
+    """(decision for a root span, {(parent is remote, parent sampled): decision}) where the
+    sampler's answer does not depend on the trace id or the span (None: ask the sampler)."""
+    def static(s: Any) -> Decision | None:
+        return s._decision if type(s) is StaticSampler else None  # noqa: SLF001
+
+    if type(sampler).should_sample is ParentBased.should_sample:
+        return static(sampler._root), {  # noqa: SLF001
+            (True, True): static(sampler._remote_parent_sampled),  # noqa: SLF001
+            (True, False): static(sampler._remote_parent_not_sampled),  # noqa: SLF001
+            (False, True): static(sampler._local_parent_sampled),  # noqa: SLF001
+            (False, False): static(sampler._local_parent_not_sampled),  # noqa: SLF001
+        }
+    decision = static(sampler)
+    return decision, dict.fromkeys(((True, True), (True, False), (False, True), (False, False)), decision)
 
 
 class LeanExport(SpanProcessor):
@@ -234,7 +281,8 @@ class LeanExport(SpanProcessor):
             self.wake.set()
             self.thread.join(5)
             self._drain(all_=True)
-            log.info("spans: %s", self.stats())
+            stats = self.stats()
+            log.log(logging.WARNING if stats["dropped"] or stats["failed"] else logging.INFO, "spans: %s", stats)
         self.bsp.shutdown()  # type: ignore[no-untyped-call]
 
 

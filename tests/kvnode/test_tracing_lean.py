@@ -15,12 +15,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
-from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 from tracing_receiver import Receiver, receiver  # noqa: F401 - the fixture
 
 from kvnode import tracing_lean
-from kvnode.tracing_lean import LeanSpan, LeanTracer
+from kvnode.tracing_lean import LeanSpan, LeanTracer, fixed_decisions
 
 DEAD_ENDPOINT = "http://127.0.0.1:9/v1/traces"  # never contacted: these tests flush nothing there
 
@@ -142,3 +142,29 @@ def test_spans_reach_a_receiver_with_the_configured_headers_and_compression(
     last: Span = next(s for _, s in receiver.spans if s.name == "op-13")
     assert last.status.code == Status.STATUS_CODE_ERROR and last.status.message == "failed"
     assert last.kind == Span.SPAN_KIND_SERVER and last.attributes[0].value.int_value == 13
+
+
+@pytest.mark.unit
+def test_fixed_sampler_answers_are_read_once_and_match_the_sampler() -> None:
+    on, off = Decision.RECORD_AND_SAMPLE, Decision.DROP
+    assert fixed_decisions(ParentBased(TraceIdRatioBased(0.1))) == (
+        None, {(True, True): on, (True, False): off, (False, True): on, (False, False): off})
+    assert fixed_decisions(ALWAYS_OFF) == (off, dict.fromkeys([(True, True), (True, False), (False, True), (False, False)], off))
+    assert fixed_decisions(TraceIdRatioBased(0.5))[0] is None
+
+    class Custom(ParentBased):
+        def should_sample(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+            return super().should_sample(*args, **kwargs)
+
+    assert fixed_decisions(Custom(ALWAYS_ON)) == (None, dict.fromkeys([(True, True), (True, False), (False, True), (False, False)]))
+
+
+@pytest.mark.unit
+def test_a_followed_parent_passes_its_trace_state_on(providers: list[TracerProvider]) -> None:
+    tracer = lean(providers, sampler=ParentBased(ALWAYS_OFF), schedule_delay_millis=60_000)
+    parent = SpanContext(7, 8, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                         trace_state=TraceState([("congo", "t61rcWkgMzE")]))
+    span = tracer.start_under("kvstore.replicate", SpanKind.SERVER, {"k": "v"}, parent)
+    assert isinstance(span, LeanSpan) and span.data().trace_state == "congo=t61rcWkgMzE"
+    assert span.attributes == {"k": "v"}
+    assert tracer.start_under("x", SpanKind.SERVER, None, None) is INVALID_SPAN, "root: ALWAYS_OFF"

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from tracing_stack import Stack, kept_after_markers, within, workload
+from tracing_stack import SPANS_PER_WRITE, Stack, kept_after_markers, within, workload
 
 from kvtrace_operator.render.status import sampling_status
 
@@ -51,7 +51,7 @@ def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace
         assert [s.status_code for s in trace.spans] == ["ERROR"]
     for op in slow:
         (trace,) = kept[op.key_hash]
-        assert len(trace.spans) == 5 and max(s.duration_ms for s in trace.spans) >= SLOW * 1000
+        assert len(trace.spans) == SPANS_PER_WRITE and max(s.duration_ms for s in trace.spans) >= SLOW * 1000
 
     # Normal operations that took a good part of the threshold might be kept by the latency
     # policy (the trace also spans the third replica's late answer): count only the fast ones.
@@ -64,7 +64,7 @@ def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace
     assert ok, text
     for op in normal:
         for trace in kept.get(op.key_hash, []):
-            assert len(trace.spans) == 5, "a kept trace is whole"
+            assert len(trace.spans) == SPANS_PER_WRITE, "a kept trace is whole"
 
 
 def test_a_short_decision_wait_keeps_traces_from_three_nodes_whole(trace_stack: Callable[..., Stack]) -> None:
@@ -83,7 +83,7 @@ def test_a_short_decision_wait_keeps_traces_from_three_nodes_whole(trace_stack: 
 
     slow = [op for op in ops if op.key.startswith("slow/")]
     partial = {op.key: sorted(s.resource["kvstore.member.id"] for t in kept.get(op.key_hash, []) for s in t.spans)
-               for op in slow if [len(t.spans) for t in kept.get(op.key_hash, [])] != [5]}
+               for op in slow if [len(t.spans) for t in kept.get(op.key_hash, [])] != [SPANS_PER_WRITE]}
     print(f"decisionWait 1.4s, export delay 350ms: {len(slow) - len(partial)} of {len(slow)} slow traces kept whole")
     assert partial == {}, f"slow traces missing or not whole (members of their kept spans): {partial}"
     for op in slow:
@@ -100,7 +100,7 @@ def test_development_keeps_everything(trace_stack: Callable[..., Stack]) -> None
     missing = [op.key for op in ops if op.key_hash not in kept]
     print(f"development: kept {len(ops) - len(missing)} of {len(ops)}")
     assert missing == []
-    assert all(len(kept[op.key_hash][0].spans) == (1 if op.key.startswith("fail/") else 5) for op in ops)
+    assert all(len(kept[op.key_hash][0].spans) == (1 if op.key.startswith("fail/") else SPANS_PER_WRITE) for op in ops)
 
 
 def test_head_sampling_keeps_about_ratio_of_everything_errors_included(trace_stack: Callable[..., Stack]) -> None:
@@ -124,4 +124,4 @@ def test_head_sampling_keeps_about_ratio_of_everything_errors_included(trace_sta
     assert 0 < kept_errors < len(errors)
     for op in ops:  # the replicas follow the root's decision (parent-based): kept traces are whole
         for trace in kept.get(op.key_hash, []):
-            assert len(trace.spans) == (1 if op.key.startswith("fail/") else 5)
+            assert len(trace.spans) == (1 if op.key.startswith("fail/") else SPANS_PER_WRITE)

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-from tracing_stack import RestartableCollector, Stack, kept_after_markers, within, workload
+from tracing_stack import SPANS_PER_WRITE, RestartableCollector, Stack, kept_after_markers, within, workload
 
 pytestmark = pytest.mark.dataplane
 
@@ -48,10 +48,10 @@ def test_no_trace_is_split_or_partially_sampled_across_two_sampling_collectors(
     spans_in = metric(stack.collector, "otelcol_receiver_accepted_spans")
     assert sum(metric(s, "otelcol_receiver_accepted_spans") for s in stack.samplers) == spans_in
 
-    # What Jaeger shows is whole: all 5 spans of a kept write, and every error trace.
+    # What Jaeger shows is whole: all spans of a kept write, and every error trace.
     for op in ops:
         for trace in kept.get(op.key_hash, []):
-            assert len(trace.spans) == (1 if op.key.startswith("fail/") else 5), f"{op.key}: partial trace"
+            assert len(trace.spans) == (1 if op.key.startswith("fail/") else SPANS_PER_WRITE), f"{op.key}: partial trace"
             assert len({s.resource["kvstore.member.id"] for s in trace.spans}) == (1 if op.key.startswith("fail/") else 3)
     assert all(op.key_hash in kept for op in ops if op.key.startswith("fail/")), "every error trace is kept"
     normal = [op for op in ops if op.key.startswith("norm/")]

@@ -49,6 +49,9 @@ CLUSTER = "orders"  # the KVCluster: service name "orders", pods orders-0..2
 PIPELINE = "traces"
 PUT_OP = "PUT /v1/kv/{key}"
 GET_OP = "GET /v1/kv/{key}"
+# A whole QUORUM write trace (replication factor 3): the coordinator's SERVER span and one
+# SERVER span per peer replica, children of it (the coordinator applies its own copy in-process).
+SPANS_PER_WRITE = 3
 
 
 def pipeline(**spec: Any) -> dict[str, Any]:

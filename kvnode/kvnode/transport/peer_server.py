@@ -87,8 +87,7 @@ class _ServerConnection(asyncio.Protocol):
         attrs["kvstore.operation"] = operation
         attrs["db.operation.name"] = operation
         attrs["network.peer.address"] = self.peer_host
-        parent = telemetry.context_from(msg.traceparent, msg.tracestate)
-        return telemetry.start(f"kvstore.{operation}", telemetry.SERVER, attrs, parent)
+        return telemetry.start_remote(f"kvstore.{operation}", telemetry.SERVER, attrs, msg.traceparent, msg.tracestate)
 
     def handle(self, msg: frames.Message) -> None:
         server = self.server
