@@ -182,3 +182,12 @@ def test_doctor_tells_which_query_credential_to_give(error: str, option: str, en
                                  "timeout": 3.0, "waited": 3.0, "found": False, "jaeger_error": error})
     assert check.summary == "Jaeger at http://j:16686 asks for query credentials"
     assert option in check.fix and env in check.fix
+
+
+@pytest.mark.parametrize(("auth", "ports"), [({"mode": "basic"}, [16686, 16685]), ({"mode": "bearer"}, [16686]),
+                                             (OIDC, [16686])])
+def test_the_jaeger_network_policy_opens_only_the_served_query_ports(auth: dict[str, Any], ports: list[int]) -> None:
+    policy = named(render_pipeline(tp(auth)), "NetworkPolicy", "traces-jaeger")
+    query_rules = [rule for rule in policy["spec"]["ingress"]
+                   if {"podSelector": {}} in rule.get("from", [])]  # queryAccess: namespace
+    assert [[port["port"] for port in rule["ports"]] for rule in query_rules] == [ports]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render import names, query_access, sampling
 from kvtrace_operator.render.labels import (
     COLLECTOR,
     COLLECTOR_LOADBALANCER,
@@ -124,7 +124,8 @@ def pipeline_policies(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
             query_peers = [{"podSelector": {}}]
         result.append(policy(pipeline, names.jaeger(name), JAEGER, [
             rule([names.OTLP_GRPC_PORT, names.OTLP_HTTP_PORT], [pods(selector_labels(pipeline, exporting))]),
-            rule([names.JAEGER_QUERY_HTTP_PORT, names.JAEGER_QUERY_GRPC_PORT], query_peers),
+            # Both query ports, or only 16686 behind the query proxy (modes bearer and oidc).
+            rule([port for _, port in query_access.query_ports(spec)], query_peers),
             rule([names.JAEGER_QUERY_HTTP_PORT], [operator]),
             rule([names.HEALTH_PORT, names.JAEGER_METRICS_PORT], None),
         ]))
