@@ -49,7 +49,8 @@ def _stamp(path: str) -> tuple[int, int, int, int]:
 
 
 class WatchedFiles:
-    """Calls ``load`` when any of ``paths`` changed, checked at most every ``interval_s``."""
+    """Notices when any of ``paths`` changed (device, inode, mtime, size: the kubelet swaps a
+    Secret volume's files by symlink); :meth:`due` paces the checks to one per ``interval_s``."""
 
     def __init__(self, paths: tuple[str, ...], interval_s: float) -> None:
         self.paths, self.interval_s = paths, interval_s
