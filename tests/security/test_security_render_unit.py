@@ -63,10 +63,14 @@ def test_auth_on_and_tls_off_by_default() -> None:
     assert all(s["auth"] == {"authenticator": AUTH_EXTENSION} and "tls" not in s for s in servers(config).values())
     assert config["extensions"][AUTH_EXTENSION] == {"filename": TOKEN_FILE}
     assert config["service"]["telemetry"]["metrics"]["level"] == "detailed"
-    [secret] = [o for o in render_pipeline(tp()) if o["kind"] == "Secret"]
-    assert secret["metadata"]["name"] == "traces-otlp-token" and "data" not in secret
-    env = {e["name"]: e for e in member_pod(render_kvcluster(kvc(), tp()))["containers"][0]["env"]}
-    assert env["KVTRACE_OTLP_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "traces-otlp-token", "key": "token"}}
+    secrets = [o for o in render_pipeline(tp()) if o["kind"] == "Secret"]
+    assert [s["metadata"]["name"] for s in secrets] == ["traces-otlp-tokens", "traces-otlp-token"]
+    assert not any("data" in s for s in secrets)
+    cluster = render_kvcluster(kvc(), tp())
+    assert cluster[0]["kind"] == "Secret" and cluster[0]["metadata"]["name"] == "orders-otlp-client-token"
+    env = {e["name"]: e for e in member_pod(cluster)["containers"][0]["env"]}
+    assert env["KVTRACE_OTLP_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "orders-otlp-client-token", "key": "token"}}
     assert env["OTEL_EXPORTER_OTLP_HEADERS"]["value"] == "authorization=Bearer%20$(KVTRACE_OTLP_TOKEN)"
     assert "OTEL_EXPORTER_OTLP_CERTIFICATE" not in env
 
@@ -93,11 +97,11 @@ def test_auth_guards_every_edge_receiver(replicas: int) -> None:
     assert edge["service"]["extensions"] == ["health_check", AUTH_EXTENSION]
     # Refused requests are counted: the edge's servers report requests by status.
     assert edge["service"]["telemetry"]["metrics"]["level"] == "detailed"
-    # The token file comes from the Secret, mounted read-only into the edge tier only.
+    # The token file comes from the token-set Secret, mounted read-only into the edge tier only.
     objects = render_pipeline(pipe)
     pod = deployment(objects, "traces-collector")["spec"]["template"]["spec"]
-    assert {"name": "auth-token", "secret": {"secretName": "otlp-token", "items": [{"key": "token", "path": "token"}]}} \
-        in pod["volumes"]
+    assert {"name": "auth-token", "secret": {"secretName": "traces-otlp-tokens",
+                                             "items": [{"key": "tokens", "path": "token"}]}} in pod["volumes"]
     assert {"name": "auth-token", "mountPath": "/etc/otelcol-auth", "readOnly": True} \
         in pod["containers"][0]["volumeMounts"]
     if replicas > 1:  # the sampling tier is reached only from the load-balancing tier
@@ -114,7 +118,8 @@ def test_members_get_the_token_by_reference_only() -> None:
     env = member_pod(objects)["containers"][0]["env"]
     names = [e["name"] for e in env]
     token = env[names.index("KVTRACE_OTLP_TOKEN")]
-    assert token["valueFrom"] == {"secretKeyRef": {"name": "otlp-token", "key": "token"}}
+    # its own token, not the pipeline's tokenSecretRef
+    assert token["valueFrom"] == {"secretKeyRef": {"name": "orders-otlp-client-token", "key": "token"}}
     header = env[names.index("OTEL_EXPORTER_OTLP_HEADERS")]
     assert header == {"name": "OTEL_EXPORTER_OTLP_HEADERS", "value": "authorization=Bearer%20$(KVTRACE_OTLP_TOKEN)"}
     assert names.index("KVTRACE_OTLP_TOKEN") < names.index("OTEL_EXPORTER_OTLP_HEADERS")  # $(VAR) order

@@ -24,6 +24,7 @@ from kvtrace_operator.render.secret_refs import (
     secrets_condition,
     with_conditions,
 )
+from kvtrace_operator.render.consumer_tokens import TOKEN_SET_ANNOTATION
 from kvtrace_operator.render.security import GENERATED_ANNOTATION
 
 pytestmark = pytest.mark.unit
@@ -74,9 +75,14 @@ def test_missing_secrets_and_keys_are_named_and_optional_ones_ignored() -> None:
 def test_a_changed_secret_rolls_the_members_but_not_the_collector_that_rereads_it() -> None:
     pipe = tp(security={"auth": OWN_TOKEN})
     objects = render_kvcluster(kvc(), pipe) + render_pipeline(pipe)
-    before = roll_on_secret_changes(objects, {"otlp-token": Found("100", frozenset({"token"}))})
-    after = roll_on_secret_changes(objects, {"otlp-token": Found("101", frozenset({"token"}))})
-    same = roll_on_secret_changes(objects, {"otlp-token": Found("100", frozenset({"token"}))})
+    # The members read their own token at start; the collector re-reads the token set.
+    member, tokens = "orders-otlp-client-token", "traces-otlp-tokens"
+    before = roll_on_secret_changes(objects, {member: Found("100", frozenset({"token"})),
+                                              tokens: Found("7", frozenset({"tokens"}))})
+    after = roll_on_secret_changes(objects, {member: Found("101", frozenset({"token"})),
+                                             tokens: Found("8", frozenset({"tokens"}))})
+    same = roll_on_secret_changes(objects, {member: Found("100", frozenset({"token"})),
+                                            tokens: Found("7", frozenset({"tokens"}))})
     assert annotation(before, "StatefulSet", "orders") != annotation(after, "StatefulSet", "orders")
     assert annotation(before, "StatefulSet", "orders") == annotation(same, "StatefulSet", "orders")
     # The member's configuration checksum is still part of it; the collector's is untouched.
@@ -98,25 +104,30 @@ def test_untraced_and_unauthenticated_workloads_keep_their_checksums() -> None:
 def test_a_pipeline_without_token_secret_gets_a_generated_one() -> None:
     pipe = tp(security={"auth": {"enabled": True}})
     objects = render_pipeline(pipe)
-    secret = objects[0]
+    token_set, secret = objects[:2]
+    assert token_set["metadata"]["name"] == "traces-otlp-tokens" and "data" not in token_set
+    assert token_set["metadata"]["annotations"] == {GENERATED_ANNOTATION: "tokens", TOKEN_SET_ANNOTATION: "tokens"}
     assert secret["kind"] == "Secret" and secret["metadata"]["name"] == "traces-otlp-token"
     assert secret["metadata"]["annotations"] == {GENERATED_ANNOTATION: "token"}
     assert "data" not in secret and "stringData" not in secret  # generated once, by the k8s layer
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "u-tp"
     assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kvtrace-operator"
     assert secret["metadata"]["labels"]["app.kubernetes.io/part-of"] == "kvtrace"
-    # Both sides use it; the pipeline's own Secret is not "missing" before its first apply.
+    # The members use their cluster's own token, generated in the same apply: neither side's
+    # Secrets are "missing" before their first apply.
     members = render_kvcluster(kvc(), pipe)
     env = next(o for o in members if o["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {"name": "KVTRACE_OTLP_TOKEN", "valueFrom": {"secretKeyRef": {"name": "traces-otlp-token",
+    assert {"name": "KVTRACE_OTLP_TOKEN", "valueFrom": {"secretKeyRef": {"name": "orders-otlp-client-token",
                                                                          "key": "token"}}} in env
+    assert members[0]["metadata"]["annotations"] == {GENERATED_ANNOTATION: "token"}
+    assert members[0]["metadata"]["ownerReferences"][0]["uid"] == "u-kv"
     assert referenced_secrets(objects) == []
-    assert [r.name for r in referenced_secrets(members)] == ["traces-otlp-token"]
-    assert pipeline_secret_names(pipe) == {"traces-otlp-token"}
-    # A Secret of the user's: no generated one.
+    assert referenced_secrets(members) == []
+    assert pipeline_secret_names(pipe) == {"traces-otlp-token", "traces-otlp-tokens"}
+    # A Secret of the user's: no generated token, still the token set; the watch covers it.
     own = tp(security={"auth": OWN_TOKEN})
-    assert not any(o["kind"] == "Secret" for o in render_pipeline(own))
-    assert pipeline_secret_names(own) == {"otlp-token"}
+    assert [o["metadata"]["name"] for o in render_pipeline(own) if o["kind"] == "Secret"] == ["traces-otlp-tokens"]
+    assert pipeline_secret_names(own) == {"otlp-token", "traces-otlp-tokens"}
 
 
 def test_secret_names_of_a_pipeline_cover_tls_and_exporter_headers() -> None:
@@ -155,11 +166,10 @@ def test_a_denial_names_the_verb_and_the_resource(message: str, words: str) -> N
 
 
 def test_consumers_wait_for_the_secrets_their_pipeline_makes() -> None:
-    assert made_by_pipeline(tp(security={"auth": {"enabled": True}})) == {"traces-otlp-token"}
-    assert made_by_pipeline(tp(security={"auth": OWN_TOKEN})) == set()  # the user's: reported missing
-    assert made_by_pipeline(tp()) == {"traces-otlp-token"}  # auth is on by default
-    assert made_by_pipeline(tp(security={"tls": {"enabled": True, "mode": "managed"}})) == {
-        "traces-otlp-token", "traces-tls-trust"}
+    # A member's token is its cluster's own child: only the managed trust bundle is awaited.
+    assert made_by_pipeline(tp(security={"auth": {"enabled": True}})) == set()
+    assert made_by_pipeline(tp(security={"auth": OWN_TOKEN})) == set()
+    assert made_by_pipeline(tp(security={"tls": {"enabled": True, "mode": "managed"}})) == {"traces-tls-trust"}
     waiting = secrets_condition([SecretRef("traces-otlp-token", "token", True)], [], generation=1, now="t",
                                 waiting=["Secret store/traces-otlp-token (key token) is not created"])
     assert (waiting["status"], waiting["reason"]) == ("False", "SecretPending")

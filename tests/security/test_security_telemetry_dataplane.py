@@ -4,7 +4,8 @@
 exporter configured only by the environment the operator renders for a KV pod (Secret
 references resolved as the kubelet would).
 
-- auth: no token → HTTP 401, a wrong token → 401, the right one → the span is in Jaeger;
+- auth: no token → HTTP 401, a wrong token → 401, each consumer's token in the token set (as
+  the operator writes it, a labelled line per consumer) → the span is in Jaeger;
 - TLS: the right CA → the span is in Jaeger; plaintext, a client trusting another CA, and a
   server certificate that has expired are all refused.
 
@@ -33,7 +34,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from kvtrace.devstack.backends import send_probe_trace
 from kvtrace.devstack.otlp_token import LocalToken, local_token
-from kvtrace_operator.render import otel_environment, render_collector_config
+from kvtrace_operator.render import consumer_tokens, otel_environment, render_collector_config
 from kvtrace_operator.render.security import AUTH_DIR, CLIENT_CA_DIR, SERVING_DIR
 
 pytestmark = pytest.mark.dataplane
@@ -143,9 +144,12 @@ def post_traces(address: str, headers: dict[str, str], context: ssl.SSLContext |
 
 def test_bearer_token_is_required_and_the_right_one_gets_through(
         collector: Any, jaeger: Any, poll: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    token = secrets.token_urlsafe(24)
+    token, other = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     (tmp_path / "auth").mkdir()
-    (tmp_path / "auth" / "token").write_text(token)
+    cluster = kvcluster()
+    # The token set as the operator writes it: one "TOKEN LABEL" line per consumer.
+    (tmp_path / "auth" / "token").write_text(consumer_tokens.compose(
+        [(other, "pipeline"), (token, f"KVCluster/{cluster['metadata']['name']}")], "unused"))
     files = {AUTH_DIR: tmp_path / "auth"}
     pipe = pipeline(auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET})
     backend = jaeger()
@@ -155,21 +159,25 @@ def test_bearer_token_is_required_and_the_right_one_gets_through(
     assert post_traces(address, {}) == 401
     assert post_traces(address, {"Authorization": f"Bearer {secrets.token_urlsafe(24)}"}) == 401
     assert post_traces(address, {"Authorization": f"Bearer {token}"}) == 200
+    assert post_traces(address, {"Authorization": f"Bearer {other}"}) == 200  # every consumer's token
+    # The label after a token is a comment to the extension, never a token.
+    assert post_traces(address, {"Authorization": "Bearer pipeline"}) == 401
     # The edge counts what it refused in its own metrics (level detailed with auth).
-    assert http_requests(col, "401") == 2 and http_requests(col, "200") == 1
+    assert http_requests(col, "401") == 3 and http_requests(col, "200") == 2
 
-    cluster = kvcluster()
-    right = pod_env(cluster, pipe, {("otlp-token", "token"): token}, address, files)
+    own = (consumer_tokens.client_token_secret(cluster["metadata"]["name"]), "token")
+    right = pod_env(cluster, pipe, {own: token}, address, files)
     assert token not in yaml.safe_dump(otel_environment(cluster, pipe))  # only by reference
     assert send_span(right, monkeypatch) == SpanExportResult.SUCCESS
     arrives(backend, poll, cluster["metadata"]["name"])
 
     intruder = kvcluster()
-    wrong = pod_env(intruder, pipe, {("otlp-token", "token"): "not-the-token"}, address, files)
+    wrong = pod_env(intruder, pipe, {(consumer_tokens.client_token_secret(intruder["metadata"]["name"]), "token"):
+                                     "not-the-token"}, address, files)
     assert send_span(wrong, monkeypatch) == SpanExportResult.FAILURE
     services = backend.client().services()
     assert intruder["metadata"]["name"] not in services and cluster["metadata"]["name"] in services
-    assert http_requests(col, "401") == 3
+    assert http_requests(col, "401") == 4
 
 
 def test_grpc_without_token_is_unauthenticated_and_counted(collector: Any, jaeger: Any, poll: Any,

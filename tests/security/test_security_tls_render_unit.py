@@ -65,7 +65,7 @@ def test_managed_two_tiers_every_hop_is_tls_and_each_pod_mounts_only_what_it_nee
     assert [protocol["tls"] for protocol in jaeger["receivers"]["otlp"]["protocols"].values()] == [jaeger_tls] * 2
     deployments = by_name(objects, "Deployment")
     assert secret_volumes(deployments["traces-collector"]) == {
-        "auth-token": ("traces-otlp-token", ["token"]),  # auth is on by default, at the edge
+        "auth-token": ("traces-otlp-tokens", ["tokens"]),  # auth is on by default, at the edge
         "serving-cert": ("traces-collector-tls", ["tls.crt", "tls.key"]),
         "telemetry-ca": ("traces-tls-trust", ["ca.crt"])}
     assert secret_volumes(deployments["traces-collector-sampling"]) == {
@@ -102,7 +102,7 @@ def test_secret_mode_keeps_the_old_shape_edge_only() -> None:
     assert back["exporters"]["otlp_grpc/jaeger"]["tls"] == {"insecure": True}
     assert "tls" not in config(objects, "traces-jaeger")["receivers"]["otlp"]["protocols"]["grpc"]
     assert secret_volumes(by_name(objects, "Deployment")["traces-collector"]) == {
-        "auth-token": ("traces-otlp-token", ["token"]), "serving-cert": ("mine", ["tls.crt", "tls.key"])}
+        "auth-token": ("traces-otlp-tokens", ["tokens"]), "serving-cert": ("mine", ["tls.crt", "tls.key"])}
     statefulset = by_name(render_kvcluster(kvc(), tp({"enabled": True, "secretName": "mine"})), "StatefulSet")["kv"]
     assert secret_volumes(statefulset) == {"telemetry-ca": ("mine", ["ca.crt"])}
 
@@ -125,7 +125,7 @@ def test_cert_manager_renders_one_certificate_per_server() -> None:
     assert list(certificates) == ["traces-collector-tls", "traces-collector-sampling-tls", "traces-jaeger-tls"]
     kinds = [obj["kind"] for obj in objects]
     # applied before the workloads that mount their Secrets (after the default auth token Secret)
-    assert kinds[:4] == ["Secret", "Certificate", "Certificate", "Certificate"]
+    assert kinds[:5] == ["Secret", "Secret", "Certificate", "Certificate", "Certificate"]  # token set + token
     jaeger = certificates["traces-jaeger-tls"]
     assert jaeger["apiVersion"] == "cert-manager.io/v1"
     assert jaeger["metadata"]["ownerReferences"][0]["uid"] == "u1"

@@ -32,10 +32,11 @@ and every rule says why the operator needs it. The same namespaced rules become 
   verbs: [get, list, watch, create, patch, delete]
 # Secrets: get reads the ones the rendered pods reference (resourceVersion and key names
 # only: a missing one becomes SecretsReady=False, a changed one rolls the pods that read it
-# at start); list/watch stream them so a change is seen at once and prune the ones the
-# operator owns; create makes a pipeline's generated token Secret (NAME-otlp-token, once) and
-# the managed TLS Secrets; patch/delete apply and prune owned ones (server-side apply: no
-# update). RBAC cannot filter by label or name, so this covers every Secret of the watched
+# at start) and the consumers' OTLP tokens (to write the collector's token set); list/watch
+# stream them so a change is seen at once and prune the ones the operator owns; create makes
+# the generated token Secrets (NAME-otlp-token, CLUSTER-otlp-client-token, consumer tokens,
+# the token set NAME-otlp-tokens; once) and the managed TLS Secrets; patch/delete apply and
+# prune owned ones and rewrite the token set (server-side apply and merge patches: no update). RBAC cannot filter by label or name, so this covers every Secret of the watched
 # namespaces: narrow it with watch.scope=namespace.
 - apiGroups: [""]
   resources: [secrets]

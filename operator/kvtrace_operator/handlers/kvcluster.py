@@ -220,7 +220,17 @@ async def sync_consumers(client: AsyncClient, namespace: str, pipeline: str, nam
 
 
 def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
+    from kvtrace_operator.handlers import pipeline as pipelines  # it imports this module
     resource = (GROUP, VERSION, PLURAL)
+
+    async def consumers_changed(client: AsyncClient, namespace: str, refs: Iterable[str | None], index: Any) -> None:
+        """The pipelines ``refs`` gained or lost this cluster as a consumer: their status lists
+        their consumers, and their collector accepts exactly the consumers' tokens (a cluster
+        deleted or pointed elsewhere has its token revoked here)."""
+        for ref in sorted(r for r in refs if r):
+            names = consumers(index, namespace, ref)
+            await sync_consumers(client, namespace, ref, names)
+            await pipelines.reconcile_named(client, namespace, ref, names)
 
     @kopf.index(*resource, id=INDEX, registry=registry)
     def clusters_by_pipeline(namespace: str | None, name: str, spec: kopf.Spec, **_: Any
@@ -236,8 +246,7 @@ def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
         namespace = body["metadata"]["namespace"]
         index = kwargs[INDEX]
         refs = {pipeline_ref(common.plain(body)), pipeline_ref({"spec": dict((old or {}).get("spec") or {})})}
-        for ref in sorted(r for r in refs if r):
-            await sync_consumers(memo.client, namespace, ref, consumers(index, namespace, ref))
+        await consumers_changed(memo.client, namespace, refs, index)
 
     @kopf.timer(*resource, id="resync", interval=options.resync_interval,
                 initial_delay=options.resync_interval, registry=registry)
@@ -248,8 +257,5 @@ def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
     async def deleted(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         if type != "DELETED":
             return
-        ref = pipeline_ref(common.plain(body))
-        if ref:
-            namespace = body["metadata"]["namespace"]
-            await sync_consumers(memo.client, namespace, ref,
-                                 consumers(kwargs[INDEX], namespace, ref))
+        await consumers_changed(memo.client, body["metadata"]["namespace"], [pipeline_ref(common.plain(body))],
+                                kwargs[INDEX])

@@ -14,6 +14,7 @@ from kvtrace_operator.handlers import canary, certificates, common, kvcluster, s
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import SpecError, render_pipeline
 from kvtrace_operator.render.names import GROUP, VERSION
+from kvtrace_operator.render.secret_refs import with_conditions
 from kvtrace_operator.render import status as render_status
 
 PLURAL = "tracingpipelines"
@@ -24,6 +25,12 @@ def pipeline_status(pipeline: Mapping[str, Any], **kwargs: Any) -> dict[str, Any
     (handlers/canary.py), whichever way the reconcile ends."""
     delivery, record = canary.current(pipeline)
     return render_status.pipeline_status(pipeline, trace_delivery=delivery, delivery=record, **kwargs)
+
+
+def with_token_condition(pipeline: Mapping[str, Any], status: dict[str, Any],
+                         tokens: dict[str, Any] | None) -> dict[str, Any]:
+    """``status`` with ``TokensReady`` (secret_watch.sync_tokens) when the pipeline has auth."""
+    return status if tokens is None else with_conditions(status, pipeline.get("status"), [tokens])
 
 
 async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers: list[str],
@@ -47,12 +54,15 @@ async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers:
                 if gate.blocked:  # nothing applied: the pods could not start
                     result["outcome"] = "secret_not_found"
                     observed = await k8s.read_workloads(client, meta["namespace"], children)
-                    await common.write_status(client, k8s.TracingPipeline, pipeline, gate.status(
-                        pipeline, pipeline_status(pipeline, workloads=observed, consumers=consumers,
-                                                  now=common.now())))
+                    tokens = await secret_watch.sync_tokens(client, pipeline, consumers)  # revoking still works
+                    await common.write_status(client, k8s.TracingPipeline, pipeline, with_token_condition(
+                        pipeline, gate.status(pipeline, pipeline_status(pipeline, workloads=observed,
+                                                                        consumers=consumers, now=common.now())),
+                        tokens))
                     await secret_watch.report_missing(client, pipeline, gate)
                     return
                 workloads, _ = await common.converge(client, pipeline, gate.children, apply_all=apply)
+                tokens = await secret_watch.sync_tokens(client, pipeline, consumers)  # revokes too
             except (k8s.Rejected, SpecError) as exc:  # SpecError: certManager without cert-manager
                 result["outcome"] = "invalid_spec"
                 await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
@@ -65,8 +75,9 @@ async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers:
                 result["outcome"] = "forbidden"
                 await secret_watch.report_forbidden(client, k8s.TracingPipeline, pipeline, exc)
                 return
-            await common.write_status(client, k8s.TracingPipeline, pipeline, gate.status(pipeline, pipeline_status(
-                pipeline, workloads=workloads, consumers=consumers, now=common.now())))
+            await common.write_status(client, k8s.TracingPipeline, pipeline, with_token_condition(
+                pipeline, gate.status(pipeline, pipeline_status(
+                    pipeline, workloads=workloads, consumers=consumers, now=common.now())), tokens))
     await self_tracing.follow(client, pipeline)
 
 

@@ -8,6 +8,12 @@
 - Secrets are watched: a change of one that a pipeline (or its consumers' pods) references
   reconciles that pipeline and its KVClusters at once, not on the resync timer. An index
   maps (namespace, Secret) to the pipelines referencing it.
+- Consumer tokens (render/consumer_tokens.py): after applying, a pipeline's reconcile reads
+  the token of each of its consumers and rewrites the collector's token-set Secret when the
+  set changed (a KVCluster gone or no longer referencing the pipeline: its token is revoked);
+  ``TokensReady`` says which consumers the collector accepts and which have no usable token.
+  A second index maps each KVCluster's token Secret to its pipeline, so a changed, created or
+  deleted one updates the set at once.
 - A request the API server refuses with 403 sets ``Authorized=False`` (reason Forbidden,
   naming the verb and resource) and an event; the operator keeps running and the next
   reconcile heals it once the permission is back.
@@ -25,6 +31,9 @@ from lightkube import ApiError, AsyncClient
 
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
+from kvtrace_operator.k8s.secrets import ensure_generated, is_generated
+from kvtrace_operator.render import consumer_tokens, security
+from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.names import GROUP, VERSION
 from kvtrace_operator.render.secret_refs import (
     SECRETS_READY,
@@ -35,10 +44,14 @@ from kvtrace_operator.render.secret_refs import (
     roll_on_secret_changes,
     secrets_condition,
     with_conditions,
+    workload_secret_refs,
 )
 from kvtrace_operator.render.status import condition, find_condition
+from kvtrace_operator.render import pipeline_ref
 
 INDEX = "pipelines_by_secret"
+CLIENT_INDEX = "pipelines_by_client_token"
+TOKENS_READY = "TokensReady"
 AUTHORIZED = "Authorized"
 log = logging.getLogger("kvtrace_operator")
 
@@ -70,10 +83,16 @@ class Gate:
 async def check(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]],
                 pending: Collection[str] = ()) -> Gate:
     """``pending``: Secrets the operator itself is about to create (a missing one is waited
-    for, without a warning)."""
+    for, without a warning). The owner's own generated Secrets (a KVCluster's token) are
+    created first, so their versions are in the checksums from the first apply on (a changed
+    one then rolls the pods that read it, and a new cluster's members start only once)."""
     namespace = owner["metadata"]["namespace"]
+    for obj in children:
+        if is_generated(obj):
+            await ensure_generated(client, obj, namespace)
     refs = referenced_secrets(children)
-    found = await k8s.read_secrets(client, namespace, {ref.name for ref in refs})
+    used = {ref.name for obj in children for ref in workload_secret_refs(obj)}
+    found = await k8s.read_secrets(client, namespace, used)
     waiting = [message.replace("does not exist", "is not created") for message in
                missing_secrets([ref for ref in refs if ref.name in pending], found, namespace)]
     problems = missing_secrets([ref for ref in refs if ref.name not in pending], found, namespace)
@@ -112,6 +131,32 @@ async def report_forbidden(client: AsyncClient, res: Any, owner: Mapping[str, An
         await k8s.post_event(client, owner, "Forbidden", message, "Warning")
 
 
+async def sync_tokens(client: AsyncClient, pipeline: Mapping[str, Any], clusters: list[str]) -> dict[str, Any] | None:
+    """Bring the collector's token set in step with the pipeline's consumers (``clusters``:
+    the KVClusters referencing it); the ``TokensReady`` condition, None without auth. A
+    Warning event ``TokenNotFound`` once per distinct set of consumers without a token."""
+    settings = security.auth(apply_defaults_pipeline(pipeline.get("spec")))
+    if settings is None:
+        return None
+    meta = pipeline["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    entries, problems = await k8s.read_tokens(client, namespace, consumer_tokens.consumers(settings, name, clusters))
+    labels = ", ".join(label for _, label in entries) or "none"
+    if await k8s.write_token_set(client, namespace, consumer_tokens.token_set_secret(name), entries):
+        log.info("TracingPipeline %s/%s: the collector's token set now holds the tokens of: %s",
+                 namespace, name, labels)
+    generation, now = meta.get("generation"), common.now()
+    if not problems:
+        return condition(TOKENS_READY, True, "TokensFound", f"the collector accepts the tokens of: {labels}",
+                         generation=generation, now=now)
+    message = "; ".join(problems) + f": not accepted until it has one (accepted: {labels})"
+    before = find_condition(pipeline.get("status"), TOKENS_READY) or {}
+    if not (before.get("status") == "False" and before.get("message") == message):
+        log.warning("TracingPipeline %s/%s: %s", namespace, name, message)
+        await k8s.post_event(client, pipeline, "TokenNotFound", message, "Warning")
+    return condition(TOKENS_READY, False, "TokenNotFound", message, generation=generation, now=now)
+
+
 def pipelines_using(index: Mapping[Any, Any] | None, namespace: str, secret: str) -> list[str]:
     return sorted(set((index or {}).get((namespace, secret), ())))
 
@@ -125,16 +170,29 @@ def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
         secrets = pipeline_secret_names(common.plain(body))
         return {(namespace or "", secret): name for secret in sorted(secrets)} or None
 
+    @kopf.index(GROUP, VERSION, kvcluster.PLURAL, id=CLIENT_INDEX, registry=registry)
+    def pipelines_by_client_token(namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+                                  ) -> dict[tuple[str, str], str] | None:
+        """A KVCluster's own token Secret → the pipeline it references (its token is in that
+        pipeline's token set)."""
+        ref = pipeline_ref({"spec": dict(spec)})
+        return {(namespace or "", consumer_tokens.client_token_secret(name)): ref} if ref else None
+
+    def owners(namespace: str, name: str, kwargs: Mapping[str, Any]) -> list[str]:
+        return sorted({*pipelines_using(kwargs.get(INDEX), namespace, name),
+                       *pipelines_using(kwargs.get(CLIENT_INDEX), namespace, name)})
+
     def referenced(namespace: str | None, name: str, **kwargs: Any) -> bool:
-        """Only Secrets a pipeline uses reach the handler (kopf passes the indices here too)."""
-        return bool(pipelines_using(kwargs.get(INDEX), namespace or "", name))
+        """Only Secrets a pipeline or a consumer uses reach the handler (kopf passes the
+        indices here too)."""
+        return bool(owners(namespace or "", name, kwargs))
 
     @kopf.on.event("", "v1", "secrets", id="referenced-secret", when=referenced, registry=registry)
     async def secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         if type is None:  # the initial listing: resuming reconciles every resource anyway
             return
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        for owner in pipelines_using(kwargs.get(INDEX), namespace, name):
+        for owner in owners(namespace, name, kwargs):
             log.info("Secret %s/%s %s: reconciling TracingPipeline %s and its KVClusters",
                      namespace, name, type.lower(), owner)
             consumers = kvcluster.consumers(kwargs.get(kvcluster.INDEX), namespace, owner)

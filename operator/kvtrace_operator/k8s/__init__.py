@@ -27,7 +27,7 @@ from kvtrace_operator.k8s.events import build_event, post_event
 from kvtrace_operator.k8s.members import drained, member_url, member_views
 from kvtrace_operator.k8s.observe import read_workloads, workloads_of
 from kvtrace_operator.k8s.permissions import forbidden_message, is_forbidden
-from kvtrace_operator.k8s.secrets import read_secrets
+from kvtrace_operator.k8s.secrets import read_secrets, read_tokens, write_token_set
 
 __all__ = [
     "FIELD_MANAGER",
@@ -53,8 +53,10 @@ __all__ = [
     "patch_status",
     "post_event",
     "read_secrets",
+    "read_tokens",
     "read_workloads",
     "resource_class",
     "stale_children",
     "workloads_of",
+    "write_token_set",
 ]

@@ -14,6 +14,7 @@ from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from kvtrace_operator.k8s.client import get_object, to_dict
+from kvtrace_operator.render import consumer_tokens
 from kvtrace_operator.render.labels import MANAGED_BY
 from kvtrace_operator.render.query_access import GENERATED_PREFIX_ANNOTATION
 from kvtrace_operator.render.secret_refs import Found
@@ -77,3 +78,56 @@ async def ensure_generated(client: AsyncClient, obj: Mapping[str, Any], namespac
             raise
         return await ensure_generated(client, obj, namespace)
     return metadata_only({"apiVersion": "v1", "kind": "Secret", **created}), True
+
+
+# ---- the collector's token set (render/consumer_tokens.py) ----------------------------------
+
+def _decoded(secret: Mapping[str, Any], key: str) -> str | None:
+    raw = (secret.get("data") or {}).get(key)
+    if raw is None:
+        return None
+    try:
+        return base64.b64decode(raw).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ""  # not text: not a usable token either
+
+
+async def read_tokens(client: AsyncClient, namespace: str, consumers: Iterable[consumer_tokens.Consumer]
+                      ) -> tuple[list[tuple[str, str]], list[str]]:
+    """``(token, label)`` of every consumer whose Secret key holds a usable token, and one
+    message per consumer that has none (naming the Secret and key, never a value)."""
+    entries: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for consumer in consumers:
+        secret = await get_object(client, Secret, consumer.secret, namespace)
+        where = f"Secret {namespace}/{consumer.secret}"
+        value = None if secret is None else _decoded(secret, consumer.key)
+        token = consumer_tokens.usable(value) if value is not None else None
+        if secret is None:
+            problems.append(f"{where} (key {consumer.key}) of {consumer.label} does not exist")
+        elif value is None:
+            problems.append(f"{where} of {consumer.label} has no key {consumer.key}")
+        elif token is None:
+            problems.append(f"{where} key {consumer.key} of {consumer.label} holds no usable token "
+                            "(one token of letters, digits and -._~+/=)")
+        else:
+            entries.append((token, consumer.label))
+    return entries, problems
+
+
+async def write_token_set(client: AsyncClient, namespace: str, name: str, entries: list[tuple[str, str]]) -> bool:
+    """Rewrite the token-set Secret's file when it differs from ``entries`` (the collector
+    re-reads it once the kubelet updated the volume). False when unchanged or when the Secret
+    does not exist yet (the pipeline's apply creates it)."""
+    existing = await get_object(client, Secret, name, namespace)
+    if existing is None:
+        return False
+    current = _decoded(existing, consumer_tokens.TOKEN_SET_KEY) or ""
+    if not consumer_tokens.needs_rewrite(current, entries):
+        return False
+    placeholder = next((token for token, label in consumer_tokens.parse(current)
+                        if label == consumer_tokens.PLACEHOLDER_LABEL), None) or secrets.token_urlsafe(TOKEN_BYTES)
+    text = base64.b64encode(consumer_tokens.compose(entries, placeholder).encode()).decode()
+    await client.patch(Secret, name, {"data": {consumer_tokens.TOKEN_SET_KEY: text}},
+                       namespace=namespace, patch_type=PatchType.MERGE)
+    return True

@@ -119,7 +119,7 @@ def config_checksum(configmap: dict[str, Any], otel_env: list[dict[str, Any]]) -
 
 
 def render_kvcluster(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """ServiceAccount, ConfigMap, headless Service, client Service, StatefulSet,
+    """Its own OTLP token Secret (traced by an auth pipeline), ServiceAccount, ConfigMap, headless Service, client Service, StatefulSet,
     PodDisruptionBudget, NetworkPolicy (unless ``networkPolicy.enabled`` is false);
     ``pipeline`` None renders an untraced cluster."""
     validate_kvcluster(cluster)
@@ -134,7 +134,9 @@ def render_kvcluster(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -
                if pipeline is not None else [])
     statefulset = render_statefulset(cluster, spec, otel_env, config_checksum(configmap, otel_env), raw_keys,
                                      pod_labels, volumes)
+    token = security.client_secret(cluster, pipeline)  # its own OTLP token, before the members
     return [
+        *([token] if token else []),
         service_account(cluster),
         configmap,
         peers_service(cluster),

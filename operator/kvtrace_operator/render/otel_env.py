@@ -78,6 +78,6 @@ def otel_environment(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -
         env("OTEL_SERVICE_NAME", service_name(cluster)),
         env("OTEL_RESOURCE_ATTRIBUTES", resource_attributes(cluster)),
         *exporter_env(pipeline),
-        # The token only by reference to its Secret, so never in the instrumentation ConfigMap.
-        *security.client_env(apply_defaults_pipeline(pipeline.get("spec")), names.name_of(pipeline)),
+        # The cluster's own token only by reference to its Secret, never in a ConfigMap.
+        *security.client_env(apply_defaults_pipeline(pipeline.get("spec")), names.name_of(cluster)),
     ]

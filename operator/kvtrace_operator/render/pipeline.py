@@ -24,15 +24,14 @@ def instrumentation_configmap(pipeline: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_pipeline(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
-    """The generated token Secret (auth without ``tokenSecretRef``), cert-manager Certificates
+    """The auth Secrets (the collector's token set, generated tokens), cert-manager Certificates
     (``tls.mode: certManager``), collector tier(s),
     Jaeger (PVC first when badger), the instrumentation ConfigMap and the NetworkPolicies
     (unless ``networkPolicy.enabled`` is false)."""
     validate_pipeline(pipeline)
     spec = apply_defaults_pipeline(pipeline.get("spec"))
-    token = security.token_secret(pipeline, spec)
     return [
-        *([token] if token else []),
+        *security.pipeline_secrets(pipeline, spec),
         *certificate_objects(pipeline, spec),
         *collector_objects(pipeline, spec),
         *jaeger_objects(pipeline, spec),

@@ -21,13 +21,12 @@ from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
 from kvtrace_operator.render.names import name_of
 from kvtrace_operator.render.pipeline import render_pipeline
 from kvtrace_operator.render import tls
+from kvtrace_operator.render import consumer_tokens
 from kvtrace_operator.render.security import (
     GENERATED_ANNOTATION,
     RELOADED_VOLUMES,
-    client_env,
+    auth,
     client_volumes,
-    token_secret,
-    token_secret_name,
 )
 from kvtrace_operator.render.status import condition, merge_conditions
 
@@ -141,12 +140,11 @@ def roll_on_secret_changes(children: Sequence[Mapping[str, Any]], found: Mapping
 
 
 def made_by_pipeline(pipeline: dict[str, Any]) -> set[str]:
-    """Secrets the operator creates for ``pipeline`` that its consumers' pods use (the
-    generated token; the trust bundle of managed or cert-manager TLS): a consumer reconciled
-    before its pipeline waits for them instead of reporting them missing."""
+    """Secrets the operator creates for ``pipeline`` that its consumers' pods use (the trust
+    bundle of managed or cert-manager TLS; a KVCluster's token is its own child): a consumer
+    reconciled before its pipeline waits for them instead of reporting them missing."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
-    made = {token_secret_name(name_of(pipeline))} if token_secret(pipeline, spec) else set()
-    return made | ({tls.trust_secret(name_of(pipeline))} if tls.every_hop(spec) else set())
+    return {tls.trust_secret(name_of(pipeline))} if tls.every_hop(spec) else set()
 
 
 def secrets_condition(refs: Sequence[SecretRef], problems: Sequence[str], *, generation: int | None,
@@ -177,14 +175,16 @@ def with_conditions(status: Mapping[str, Any], previous: Mapping[str, Any] | Non
 
 
 def pipeline_secret_names(pipeline: dict[str, Any]) -> set[str]:
-    """Every Secret a pipeline's pods or its consumers' pods use (for the Secret watch's
-    index); none for a pipeline that cannot be rendered."""
+    """Every Secret a pipeline's pods or its consumers' pods use, and those holding the tokens
+    of the pipeline and its declared consumers (for the Secret watch's index; the KVClusters'
+    own tokens have an index of their own); none for a pipeline that cannot be rendered."""
     try:
         children = render_pipeline(pipeline)
     except SpecError:
         return set()
     spec = apply_defaults_pipeline(pipeline.get("spec"))
-    client = {"containers": [{"env": client_env(spec, name_of(pipeline))}],
-              "volumes": [volume for volume, _ in client_volumes(spec, name_of(pipeline))]}
+    client = {"volumes": [volume for volume, _ in client_volumes(spec, name_of(pipeline))]}
     uses = [*(ref for obj in children for ref in workload_secret_refs(obj)), *pod_secret_refs(client)]
-    return {ref.name for ref in uses} | generated_secrets(children)
+    tokens = {consumer.secret for consumer in consumer_tokens.consumers(auth(spec) or {}, name_of(pipeline), ())
+              } if auth(spec) else set()
+    return {ref.name for ref in uses} | generated_secrets(children) | tokens

@@ -2,14 +2,14 @@
 (``TracingPipeline.spec.security``; docs/security.md).
 
 - ``auth``: the collector's edge receivers require ``authorization: Bearer TOKEN``
-  (``bearertokenauth`` extension, token file mounted from ``tokenSecretRef``; the extension
-  re-reads the file when the kubelet updates it). KV pods get the token as an environment
-  variable from the same Secret key (``valueFrom.secretKeyRef``) and the header through
-  ``$(VAR)`` expansion: the token is never in a ConfigMap, a pod spec or the checksum.
-  Without ``tokenSecretRef`` the pipeline gets ``NAME-otlp-token``, a Secret the operator
-  creates once with a random token (:func:`token_secret` renders it without data; the k8s
-  layer fills the key marked by ``GENERATED_ANNOTATION`` when it creates the Secret and never
-  touches it afterwards).
+  (``bearertokenauth`` extension) and accept one token per consumer (render/consumer_tokens.py):
+  the token file is mounted from the pipeline's token-set Secret ``NAME-otlp-tokens``, which
+  the operator rewrites when consumers come and go; the extension re-reads the file when the
+  kubelet updates it. KV pods get their KVCluster's own token as an environment variable
+  (``valueFrom.secretKeyRef`` on ``CLUSTER-otlp-client-token``) and the header through
+  ``$(VAR)`` expansion: a token is never in a ConfigMap, a pod spec or the checksum.
+  Generated Secrets are rendered without data; the k8s layer fills the key marked by
+  ``GENERATED_ANNOTATION`` when it creates the Secret and never touches it afterwards.
 - ``tls``: the edge receivers serve a leaf certificate (render/tls.py: the managed CA's,
   cert-manager's or ``secretName``'s) and reload it; KV pods mount only the CA bundle and
   point ``OTEL_EXPORTER_OTLP_CERTIFICATE`` at it, with an ``https`` endpoint.
@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvtrace_operator.render import consumer_tokens
 from kvtrace_operator.render import tls as tls_render
-from kvtrace_operator.render.labels import child_metadata
+from kvtrace_operator.render.consumer_tokens import GENERATED_ANNOTATION as GENERATED_ANNOTATION  # re-exported
+from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.names import name_of
 from kvtrace_operator.render.tls import SERVING_DIR  # noqa: F401 (where the edge mounts its leaf)
 
@@ -34,11 +36,8 @@ TOKEN_FILE = f"{AUTH_DIR}/token"
 CLIENT_CA_DIR = "/etc/kvtrace-telemetry"
 CLIENT_CA_FILE = f"{CLIENT_CA_DIR}/ca.crt"
 TOKEN_ENV = "KVTRACE_OTLP_TOKEN"
-TOKEN_KEY = "token"
+TOKEN_KEY = consumer_tokens.TOKEN_KEY
 TOKEN_COMPONENT = "otlp-token"
-# On a rendered Secret: the key the operator fills with a random token when it creates the
-# Secret (never afterwards: no silent rotation).
-GENERATED_ANNOTATION = "kvtrace.dev/generated-key"
 # Secret volumes a program re-reads when the kubelet updates them: a change of their Secret
 # needs no rolling restart (the collector's token file, its serving certificate).
 RELOADED_VOLUMES = frozenset({"auth-token", "serving-cert"})
@@ -51,13 +50,14 @@ def auth(spec: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def token_secret_name(pipeline_name: str) -> str:
-    return f"{pipeline_name}-{TOKEN_COMPONENT}"
+    return consumer_tokens.pipeline_token_secret(pipeline_name)
 
 
 def token_ref(spec: dict[str, Any], pipeline_name: str) -> dict[str, str]:
-    """The Secret key holding the token: ``tokenSecretRef``, else the generated Secret."""
-    ref = (auth(spec) or {}).get("tokenSecretRef")
-    return dict(ref) if ref else {"name": token_secret_name(pipeline_name), "key": TOKEN_KEY}
+    """The Secret key holding the pipeline's own token (the operator's canary and
+    self-tracing send it): ``tokenSecretRef``, else the generated Secret."""
+    consumer = consumer_tokens.pipeline_consumer(auth(spec) or {}, pipeline_name)
+    return {"name": consumer.secret, "key": consumer.key}
 
 
 def token_secret(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -66,9 +66,26 @@ def token_secret(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, An
     settings = auth(spec)
     if settings is None or settings.get("tokenSecretRef"):
         return None
-    metadata = child_metadata(pipeline, token_secret_name(name_of(pipeline)), TOKEN_COMPONENT)
-    metadata["annotations"] = {GENERATED_ANNOTATION: TOKEN_KEY}
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque"}
+    return consumer_tokens.generated_secret(pipeline, token_secret_name(name_of(pipeline)), TOKEN_COMPONENT)
+
+
+def pipeline_secrets(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Secrets a pipeline with auth creates: its own token (without ``tokenSecretRef``),
+    the declared consumers' generated tokens and the collector's token set (first in apply
+    order: the collector mounts it)."""
+    settings = auth(spec)
+    if settings is None:
+        return []
+    own = token_secret(pipeline, spec)
+    return [consumer_tokens.token_set(pipeline), *([own] if own else []),
+            *consumer_tokens.generated_consumer_secrets(pipeline, settings)]
+
+
+def client_secret(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A traced KVCluster's own token Secret when its pipeline requires auth."""
+    if pipeline is None or auth(apply_defaults_pipeline(pipeline.get("spec"))) is None:
+        return None
+    return consumer_tokens.client_secret(cluster)
 
 
 def tls(spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -108,26 +125,24 @@ def extensions(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def collector_volumes(spec: dict[str, Any], pipeline_name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Secret volumes (and mounts) of the edge tier: the token file."""
+    """Secret volumes (and mounts) of the edge tier: the token file (every consumer's token)."""
     volumes = []
     if auth(spec):
-        ref = token_ref(spec, pipeline_name)
         volumes.append((
-            {"name": "auth-token", "secret": {"secretName": ref["name"],
-                                              "items": [{"key": ref["key"], "path": "token"}]}},
+            {"name": "auth-token", "secret": {"secretName": consumer_tokens.token_set_secret(pipeline_name),
+                                              "items": [{"key": consumer_tokens.TOKEN_SET_KEY, "path": "token"}]}},
             {"name": "auth-token", "mountPath": AUTH_DIR, "readOnly": True}))
     return volumes  # TLS volumes: render/tls.py
 
 
 # ---- client (KV pod) side -------------------------------------------------------------------
 
-def client_env(spec: dict[str, Any], pipeline_name: str) -> list[dict[str, Any]]:
-    """The token (from the Secret), the header built from it, the CA file."""
+def client_env(spec: dict[str, Any], cluster_name: str) -> list[dict[str, Any]]:
+    """The KVCluster's own token (from its Secret), the header built from it, the CA file."""
     result: list[dict[str, Any]] = []
     if auth(spec):
-        ref = token_ref(spec, pipeline_name)
-        result.append({"name": TOKEN_ENV,
-                       "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}})
+        result.append({"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {
+            "name": consumer_tokens.client_token_secret(cluster_name), "key": TOKEN_KEY}}})
         # W3C-baggage format, value URL-encoded (%20 is the space); the kubelet expands $(...).
         result.append({"name": "OTEL_EXPORTER_OTLP_HEADERS",
                        "value": f"authorization=Bearer%20$({TOKEN_ENV})"})

@@ -39,6 +39,7 @@ PIPELINE_OPTIONAL = {
     "security.auth.tokenSecretRef": OBJECT,
     "security.auth.tokenSecretRef.name": STRING,
     "security.auth.tokenSecretRef.key": STRING,
+    "security.auth.consumers": LIST,
     "security.tls.secretName": STRING,
     "security.tls.mode": STRING,
     "security.tls.issuerRef": OBJECT,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kvtrace_operator.render import query_access, sampling, tls
+from kvtrace_operator.render import consumer_tokens, query_access, sampling, tls
 from kvtrace_operator.render.defaults import (
     KVCLUSTER_DEFAULTS,
     PIPELINE_DEFAULTS,
@@ -168,6 +168,7 @@ def _validate_security(spec: dict[str, Any]) -> None:
     ref = spec["security"]["auth"].get("tokenSecretRef")
     if spec["security"]["auth"]["enabled"] and ref is not None:  # None: the operator makes one
         _secret_ref(ref, "spec.security.auth.tokenSecretRef")
+    consumer_tokens.validate(spec["security"]["auth"])
     tls.validate(spec)
 
 

@@ -2,23 +2,55 @@
 rendered collector without the operator and the kubelet (tests/tracing, tests/security,
 benchmarks/tracing_overhead.py).
 
-In a cluster the operator creates the token Secret, the kubelet mounts it as the edge
-collector's token file and resolves the KV pods' ``secretKeyRef``. Here :func:`local_token`
-writes such a file, :func:`use_token_file` points the rendered config's ``bearertokenauth``
-extension at it, and :meth:`LocalToken.secrets` is the Secret data a pod's ``secretKeyRef``
-resolves against; nothing else of the rendered config or environment changes.
+In a cluster the operator gives each consumer its own token (the pipeline's, each KVCluster's
+``CLUSTER-otlp-client-token``), writes them all into the token set the kubelet mounts as the
+edge collector's token file, and the kubelet resolves the KV pods' ``secretKeyRef``. Here one
+token stands for every consumer: :func:`local_token` writes it as the token file,
+:func:`use_token_file` points the rendered config's ``bearertokenauth`` extension at it, and
+:meth:`LocalToken.secrets` is the Secret data a pod's ``secretKeyRef`` resolves against;
+nothing else of the rendered config or environment changes.
 """
 
 from __future__ import annotations
 
 import copy
 import secrets
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvtrace_operator.render.consumer_tokens import TOKEN_KEY, client_token_secret
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.security import AUTH_EXTENSION, auth, token_ref
+
+
+class ConsumerSecrets(Mapping[tuple[str, str], str]):
+    """``{(secret name, key): token}``: the pipeline's token Secret key and, since a KVCluster's
+    Secret is named after the cluster, ``(NAME-otlp-client-token, token)`` of any cluster."""
+
+    def __init__(self, pipeline_ref: tuple[str, str], token: str) -> None:
+        self._pipeline_ref, self._token = pipeline_ref, token
+
+    def _covers(self, ref: object) -> bool:
+        if ref == self._pipeline_ref:
+            return True
+        return (isinstance(ref, tuple) and len(ref) == 2 and ref[1] == TOKEN_KEY and isinstance(ref[0], str)
+                and ref[0].endswith(client_token_secret("")))
+
+    def __getitem__(self, ref: tuple[str, str]) -> str:
+        if not self._covers(ref):
+            raise KeyError(ref)
+        return self._token
+
+    def __contains__(self, ref: object) -> bool:
+        return self._covers(ref)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter([self._pipeline_ref])
+
+    def __len__(self) -> int:
+        return 1
 
 
 @dataclass(frozen=True)
@@ -26,14 +58,15 @@ class LocalToken:
     value: str
     file: Path
 
-    def secrets(self, pipeline: dict[str, Any]) -> dict[tuple[str, str], str]:
-        """``{(secret name, key): token}`` for the Secret key the pipeline's pods reference
-        (its ``tokenSecretRef`` or the generated ``NAME-otlp-token``); empty without auth."""
+    def secrets(self, pipeline: dict[str, Any]) -> Mapping[tuple[str, str], str]:
+        """``{(secret name, key): token}`` for the Secret keys consumers of the pipeline read
+        (its ``tokenSecretRef`` or the generated ``NAME-otlp-token``, and every KVCluster's
+        own token Secret); empty without auth."""
         spec = apply_defaults_pipeline(pipeline.get("spec"))
         if auth(spec) is None:
             return {}
         ref = token_ref(spec, pipeline["metadata"]["name"])
-        return {(ref["name"], ref["key"]): self.value}
+        return ConsumerSecrets((ref["name"], ref["key"]), self.value)
 
     @property
     def header(self) -> dict[str, str]:

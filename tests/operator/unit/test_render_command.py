@@ -30,14 +30,15 @@ class TestRenderCommand:
         code, out, err = run(DATA / "kvcluster-with-pipeline.yaml")
         assert (code, err) == (0, "")
         docs = list(yaml.safe_load_all(out))
-        assert kinds(out)[:7] == ["ServiceAccount", "ConfigMap", "Service", "Service", "StatefulSet",
+        # the cluster's own OTLP token Secret first (its pipeline has auth, the default)
+        assert kinds(out)[:8] == ["Secret", "ServiceAccount", "ConfigMap", "Service", "Service", "StatefulSet",
                                   "PodDisruptionBudget", "NetworkPolicy"]
         assert "Deployment" in kinds(out)
         for doc in docs:
             validate_k8s(doc)
             assert doc["metadata"]["namespace"] == "shop"
             assert "ownerReferences" not in doc["metadata"]  # no uid offline
-        sts = docs[4]["spec"]["template"]["spec"]["containers"][0]
+        sts = docs[5]["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in sts["env"]}
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://traces-collector.shop.svc.cluster.local:4318"
         collector = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "traces-collector")

@@ -62,7 +62,8 @@ class TestRenderKVCluster:
         return render_kvcluster(kvcluster(**spec), tp)
 
     def test_kinds_in_apply_order(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
-        assert [obj["kind"] for obj in self.render(spec, tp)] == KINDS
+        # A cluster traced by a pipeline with auth (the default) gets its own OTLP token Secret first.
+        assert [obj["kind"] for obj in self.render(spec, tp)] == (["Secret"] if tp else []) + KINDS
 
     def test_valid_kubernetes_objects(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
         for obj in self.render(spec, tp):
@@ -72,7 +73,8 @@ class TestRenderKVCluster:
         for obj in self.render(spec, tp):
             metadata = obj["metadata"]
             assert metadata["namespace"] == "store"
-            assert metadata["labels"] == STANDARD
+            component = "otlp-client-token" if obj["kind"] == "Secret" else "kvnode"
+            assert metadata["labels"] == {**STANDARD, "app.kubernetes.io/component": component}
             assert metadata["ownerReferences"] == [{
                 "apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "name": "demo",
                 "uid": "uid-kvc", "controller": True, "blockOwnerDeletion": True}]

@@ -52,8 +52,9 @@ class TestRenderPipeline:
     def test_objects(self, spec: dict[str, Any]) -> None:
         objects = render_pipeline(pipeline(**spec))
         names = [(obj["kind"], obj["metadata"]["name"]) for obj in objects]
-        # auth is on by default: the generated token Secret first (the edge mounts it)
-        expected = [("Secret", "traces-otlp-token")]
+        # auth is on by default: the collector's token set (the edge mounts it) and the
+        # pipeline's own generated token first
+        expected = [("Secret", "traces-otlp-tokens"), ("Secret", "traces-otlp-token")]
         workload = ("ServiceAccount", "ConfigMap", "Deployment", "Service")
         if two_tier(spec):
             expected += [(kind, "traces-collector-sampling") for kind in workload]
@@ -191,8 +192,8 @@ def test_exporter_secrets_reach_only_the_exporting_tier(replicas: int) -> None:
     if replicas > 1:
         front = one(objects, "Deployment", "traces-collector")["spec"]["template"]["spec"]
         assert "env" not in front["containers"][0]
-        # the edge mounts only the token of the default auth, none of the exporter's Secrets
-        assert [v["secret"]["secretName"] for v in front["volumes"] if "secret" in v] == ["traces-otlp-token"]
+        # the edge mounts only the token set of the default auth, none of the exporter's Secrets
+        assert [v["secret"]["secretName"] for v in front["volumes"] if "secret" in v] == ["traces-otlp-tokens"]
 
 
 def test_collector_checksum_rolls_on_config_change() -> None:
