@@ -83,7 +83,7 @@ def test_query_auth_defaults_to_none_and_accepts_every_mode(crds: Any, kubectl: 
 @pytest.mark.operator_args(*FAST_CANARY)
 def test_basic_query_auth_end_to_end_with_the_canary(operator: Any, kube_ns: Any, pod_runner: Any,
                                                       endpoint_map: Any, poll: Any) -> None:
-    kube_ns.apply(pipeline(jaeger={"query": {"auth": {"mode": "basic"}}}))
+    kube_ns.apply(pipeline(jaeger={"query": {"auth": {"mode": "basic"}}}, security={"tls": {"enabled": False}}))
     poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "Ready", "True"), timeout=TIMEOUT,
          message="pipeline Ready")
     secret = poll(lambda: kube_ns.get("secret", "traces-jaeger-query-credentials"), timeout=TIMEOUT,
@@ -119,7 +119,7 @@ def test_bearer_query_auth_end_to_end_through_the_proxy_sidecar(operator: Any, k
     """mode bearer: the operator generates the token Secret and renders the query-proxy
     sidecar; the pod runner starts Jaeger (query servers on the pod's loopback) and the real
     proxy process from the rendered pod; the canary's lookup sends the token: Delivered."""
-    kube_ns.apply(pipeline(jaeger={"query": {"auth": {"mode": "bearer"}}}))
+    kube_ns.apply(pipeline(jaeger={"query": {"auth": {"mode": "bearer"}}}, security={"tls": {"enabled": False}}))
     poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "Ready", "True"), timeout=TIMEOUT,
          message="pipeline Ready")
     secret = poll(lambda: kube_ns.get("secret", "traces-jaeger-query-token"), timeout=TIMEOUT,

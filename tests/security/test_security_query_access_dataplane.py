@@ -46,7 +46,8 @@ class GuardedJaeger(Jaeger):  # type: ignore[misc]
 
 def tp(auth: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-            "metadata": {"name": "traces", "namespace": "store"}, "spec": {"jaeger": {"query": {"auth": auth}}}}
+            "metadata": {"name": "traces", "namespace": "store"},
+            "spec": {"jaeger": {"query": {"auth": auth}}, "security": {"tls": {"enabled": False}}}}
 
 
 def basic(credentials: str) -> str:

@@ -27,7 +27,7 @@ MANAGED_TLS = {"security": {"tls": {"enabled": True}}}
 def tp(auth: dict[str, Any], **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
             "metadata": {"name": "traces", "namespace": "store", "uid": "u-tp"},
-            "spec": {"jaeger": {"query": {"auth": auth}}, **spec}}
+            "spec": {"jaeger": {"query": {"auth": auth}}, "security": {"tls": {"enabled": False}}, **spec}}
 
 
 def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:

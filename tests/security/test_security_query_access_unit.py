@@ -30,7 +30,9 @@ def tp(auth: dict[str, Any] | None = None, **jaeger: Any) -> dict[str, Any]:
     if auth is not None:
         jaeger["query"] = {"auth": auth}
     return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-            "metadata": {"name": "traces", "namespace": "store", "uid": "u-tp"}, "spec": {"jaeger": jaeger}}
+            "metadata": {"name": "traces", "namespace": "store", "uid": "u-tp"},
+            # Plaintext: these tests are about authentication (TLS on the query port: _proxy_unit.py).
+            "spec": {"jaeger": jaeger, "security": {"tls": {"enabled": False}}}}
 
 
 def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -164,7 +166,8 @@ def test_access_options_set_the_client_credentials_token_and_ca(tmp_path: Path, 
 
     for env in (jaeger_client.CREDENTIALS_ENV, jaeger_client.TOKEN_ENV, jaeger_client.CA_FILE_ENV,
                 jaeger_client.SERVER_NAME_ENV):
-        monkeypatch.delenv(env, raising=False)
+        monkeypatch.setenv(env, "")  # recorded: what the options set is undone after the test
+        monkeypatch.delenv(env)
     good = tmp_path / "credentials"
     good.write_text("kvtrace:s3cret\nother:$2y$05$hash\n")
     token = tmp_path / "token"
@@ -176,7 +179,8 @@ def test_access_options_set_the_client_credentials_token_and_ca(tmp_path: Path, 
     client = JaegerClient("http://127.0.0.1:1")
     assert (client.credentials, client.token) == ("kvtrace:s3cret", "abc.def-ghi")
     assert (client.ca_pem, client.server_hostname) == ("-----BEGIN CERTIFICATE-----\n", "traces-jaeger-query")
-    assert JaegerClient("http://127.0.0.1:1", credentials="a:b").credentials == "a:b"
+    # What the caller passes beats the environment.
+    assert JaegerClient("http://127.0.0.1:1", credentials="a:b")._headers() == {"Authorization": "Basic YTpi"}
     assert JaegerClient("http://127.0.0.1:1", token="t")._headers() == {"Authorization": "Bearer t"}
 
 

@@ -42,7 +42,8 @@ AUDIENCE = "jaeger-query"
 
 def tp(auth: dict[str, Any], **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-            "metadata": {"name": "traces", "namespace": "store"}, "spec": {"jaeger": {"query": {"auth": auth}}, **spec}}
+            "metadata": {"name": "traces", "namespace": "store"},
+            "spec": {"jaeger": {"query": {"auth": auth}}, "security": {"tls": {"enabled": False}}, **spec}}
 
 
 class Proxy:

@@ -236,15 +236,17 @@ def _read_ca(path: str | None) -> str | None:
 class JaegerClient:
     def __init__(self, base_url: str, *, timeout: float = 5.0, credentials: str | None = None,
                  token: str | None = None, ca_pem: str | None = None, server_hostname: str | None = None) -> None:
-        """``credentials``: ``USER:PASSWORD`` sent as HTTP Basic (default: ``$KVTRACE_JAEGER_CREDENTIALS``);
-        ``token``: sent as ``Authorization: Bearer`` (default: ``$KVTRACE_JAEGER_TOKEN``); ``ca_pem``:
+        """``credentials``: ``USER:PASSWORD`` sent as HTTP Basic; ``token``: sent as
+        ``Authorization: Bearer`` (when neither is given: ``$KVTRACE_JAEGER_CREDENTIALS`` and
+        ``$KVTRACE_JAEGER_TOKEN``; a token goes first); ``ca_pem``:
         the CA of an https query API (default: the file ``$KVTRACE_JAEGER_CA_FILE``, else the system's);
         ``server_hostname``: the name its certificate is for (default: ``$KVTRACE_JAEGER_SERVER_NAME``,
         else the URL's host)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.credentials = credentials if credentials is not None else os.environ.get(CREDENTIALS_ENV)
-        self.token = token if token is not None else os.environ.get(TOKEN_ENV)
+        if credentials is None and token is None:  # the environment, unless the caller chose
+            credentials, token = os.environ.get(CREDENTIALS_ENV), os.environ.get(TOKEN_ENV)
+        self.credentials, self.token = credentials, token
         self.ca_pem = ca_pem if ca_pem is not None else _read_ca(os.environ.get(CA_FILE_ENV))
         self.server_hostname = server_hostname or os.environ.get(SERVER_NAME_ENV) or None
 
