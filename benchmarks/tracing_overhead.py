@@ -94,15 +94,15 @@ def run_mode(name: str, spec: dict[str, Any] | None, root: Path, args: argparse.
         out: dict[str, Any] = {"sampler": nodes[0].env.get("OTEL_TRACES_SAMPLER", "(SDK disabled)"),
                                "phases": phases}
         if collector is not None:
-            ops = sum(r.ops for r in phases.values()) + args.keys
             # the nodes' batch processors export on a timer: let them hand over the rest
             for n in nodes:
                 assert n.process is not None
                 n.process.stop(timeout=20)  # SIGTERM: the node flushes its spans before exiting
-            writes = args.keys + sum(r.ops for phase, r in phases.items() if "write" in phase)
-            reads = sum(r.ops for phase, r in phases.items() if "read" in phase)
+            # every round made spans, not only the median one reported
+            writes = args.keys + sum(r.ops for phase, runs in cluster.runs.items() if "write" in phase for r in runs)
+            reads = sum(r.ops for phase, runs in cluster.runs.items() if "read" in phase for r in runs)
             expected = SPANS_PER_WRITE * writes + SPANS_PER_READ * reads
-            out["collector_cpu_us_per_op"] = round((cpu_seconds(collector_procs) - cpu0) / ops * 1e6, 1)
+            out["collector_cpu_us_per_op"] = round((cpu_seconds(collector_procs) - cpu0) / (writes + reads) * 1e6, 1)
             accepted = accepted_spans(collector)
             out["spans_expected"] = expected
             out["spans_reaching_collector"] = round(accepted / expected, 3)

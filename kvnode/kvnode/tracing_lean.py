@@ -32,7 +32,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler, TraceIdRatioBased
 from opentelemetry.trace import (
     INVALID_SPAN,
     NonRecordingSpan,
@@ -41,6 +41,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
     get_current_span,
 )
 from opentelemetry.util.types import Attributes
@@ -51,31 +52,40 @@ log = logging.getLogger("kvnode.tracing")
 
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 
 
 class LeanSpan(trace.Span):
     """A recording span with the subset of the SDK's behaviour the node uses; `end()` hands
-    it to the export queue. No span limits apply (the node sets a handful of attributes)."""
+    it to the export queue. No span limits apply (the node sets a handful of attributes).
+    Ids, flags and trace state are kept as plain values (the W3C header form of the trace
+    state): the API's `SpanContext` is built only if someone asks for it."""
 
-    __slots__ = ("_ctx", "name", "kind", "parent_id", "parent_remote", "start_ns", "end_ns", "attributes", "events",
-                 "status_code", "status_message", "_export")
+    __slots__ = ("trace_id", "span_id", "flags", "trace_state", "name", "kind", "parent_id", "parent_remote",
+                 "start_ns", "end_ns", "attributes", "events", "status_code", "status_message", "_export", "_ctx")
 
-    def __init__(self, export: LeanExport, name: str, kind: SpanKind, ctx: SpanContext, parent: SpanContext | None,
-                 attributes: dict[str, Any], start_ns: int | None):
+    def __init__(self, export: LeanExport, name: str, kind: SpanKind, trace_id: int, span_id: int, flags: int,
+                 trace_state: str, parent_id: int, parent_remote: bool, attributes: dict[str, Any], start_ns: int | None):
         self._export = export
-        self._ctx = ctx
-        self.name = name
-        self.kind = kind
-        self.parent_id = parent.span_id if parent is not None else 0
-        self.parent_remote = parent is not None and parent.is_remote
+        self.trace_id, self.span_id, self.flags, self.trace_state = trace_id, span_id, flags, trace_state
+        self.name, self.kind = name, kind
+        self.parent_id, self.parent_remote = parent_id, parent_remote
         self.attributes = attributes
-        self.events: list[tuple[str, int, dict[str, Any]]] = []
+        self.events: tuple[tuple[str, int, dict[str, Any]], ...] | list[tuple[str, int, dict[str, Any]]] = ()
         self.status_code = 0
         self.status_message = ""
         self.start_ns = start_ns or time.time_ns()
         self.end_ns = 0
+        self._ctx: SpanContext | None = None
+
+    def traceparent(self) -> tuple[str, str]:
+        """(traceparent, tracestate) headers that make a remote span a child of this one."""
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.flags:02x}", self.trace_state
 
     def get_span_context(self) -> SpanContext:
+        if self._ctx is None:
+            state = TraceState.from_header([self.trace_state]) if self.trace_state else None
+            self._ctx = SpanContext(self.trace_id, self.span_id, False, TraceFlags(self.flags), state)
         return self._ctx
 
     def is_recording(self) -> bool:
@@ -88,7 +98,7 @@ class LeanSpan(trace.Span):
         self.attributes.update(attributes)
 
     def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
-        self.events.append((name, timestamp or time.time_ns(), dict(attributes or {})))
+        self.events = [*self.events, (name, timestamp or time.time_ns(), dict(attributes or {}))]
 
     def update_name(self, name: str) -> None:
         self.name = name
@@ -122,10 +132,9 @@ class LeanSpan(trace.Span):
         self._export.emit(self)
 
     def data(self) -> SpanData:
-        ctx = self._ctx
-        return SpanData(ctx.trace_id, ctx.span_id, self.parent_id, self.parent_remote,
-                        ctx.trace_state.to_header() if ctx.trace_state else "", self.name, self.kind.value + 1,
-                        self.start_ns, self.end_ns, self.attributes, self.events, self.status_code, self.status_message)
+        return SpanData(self.trace_id, self.span_id, self.parent_id, self.parent_remote, self.trace_state, self.name,
+                        self.kind.value + 1, self.start_ns, self.end_ns, self.attributes, self.events, self.status_code,
+                        self.status_message)
 
 
 class LeanTracer:
@@ -140,6 +149,7 @@ class LeanTracer:
         self.ids = provider.id_generator
         self.export = export
         self.root_decision, self.parent_decisions = fixed_decisions(self.sampler)
+        self.root_bound = ratio_bound(self.sampler)
 
     def start(self, name: str, kind: SpanKind, attributes: dict[str, Any] | None, parent: Any,
               start_ns: int | None = None) -> trace.Span:
@@ -151,7 +161,7 @@ class LeanTracer:
         """`attributes` become the span's own (callers pass a fresh dict)."""
         if parent_ctx is not None and parent_ctx.is_valid:
             trace_id = parent_ctx.trace_id
-            flags = _SAMPLED_RANDOM if parent_ctx.trace_flags.random_trace_id else _SAMPLED
+            flags = _SAMPLED | (parent_ctx.trace_flags & TraceFlags.RANDOM_TRACE_ID)
             decision = self.parent_decisions.get((parent_ctx.is_remote, parent_ctx.trace_flags.sampled))
             trace_state = parent_ctx.trace_state
         else:
@@ -160,6 +170,10 @@ class LeanTracer:
             flags = _SAMPLED_RANDOM if self.ids.is_trace_id_random() else _SAMPLED
             decision = self.root_decision
             trace_state = None
+            if self.root_bound is not None:  # TraceIdRatioBased's own test, without its result object
+                if trace_id & _TRACE_ID_LIMIT >= self.root_bound:
+                    return INVALID_SPAN
+                decision = Decision.RECORD_AND_SAMPLE
         if decision is None:
             if context is None and parent_ctx is not None:
                 context = trace.set_span_in_context(NonRecordingSpan(parent_ctx))
@@ -174,8 +188,35 @@ class LeanTracer:
             return INVALID_SPAN
         else:
             attrs = attributes if attributes is not None else {}
-        ctx = SpanContext(trace_id, self.ids.generate_span_id(), False, flags, trace_state)
-        return LeanSpan(self.export, name, kind, ctx, parent_ctx, attrs, start_ns)
+        parent_id, remote = (parent_ctx.span_id, parent_ctx.is_remote) if parent_ctx is not None else (0, False)
+        return LeanSpan(self.export, name, kind, trace_id, self.ids.generate_span_id(), flags,
+                        trace_state.to_header() if trace_state is not None else "", parent_id, remote, attrs, start_ns)
+
+    def continue_remote(self, name: str, kind: SpanKind, attributes: dict[str, Any], trace_id: int, span_id: int,
+                        flags: int, tracestate: str) -> trace.Span:
+        """A span whose parent is a remote span given by its (valid) ids, flags and tracestate
+        header: a replica's SERVER span, straight from the peer message."""
+        decision = self.parent_decisions.get((True, bool(flags & TraceFlags.SAMPLED)))
+        state = TraceState.from_header([tracestate]) if tracestate else None
+        if decision is None:
+            parent = SpanContext(trace_id, span_id, True, TraceFlags(flags), state)
+            return self.start_under(name, kind, attributes, parent)
+        if decision is not Decision.RECORD_AND_SAMPLE:
+            return INVALID_SPAN
+        return LeanSpan(self.export, name, kind, trace_id, self.ids.generate_span_id(),
+                        _SAMPLED | (flags & TraceFlags.RANDOM_TRACE_ID), state.to_header() if state is not None else "",
+                        span_id, True, attributes, None)
+
+
+def ratio_bound(sampler: Any) -> int | None:
+    """The bound of a ratio sampler deciding root spans (`traceidratio`, or the root of
+    `parentbased_traceidratio`): a root is sampled when its trace id's low 64 bits are below
+    it. None for other samplers."""
+    if type(sampler).should_sample is ParentBased.should_sample:
+        sampler = sampler._root  # noqa: SLF001
+    if type(sampler).should_sample is TraceIdRatioBased.should_sample:
+        return int(sampler.bound)
+    return None
 
 
 def fixed_decisions(sampler: Any) -> tuple[Decision | None, dict[tuple[bool, bool], Decision | None]]:
