@@ -251,6 +251,24 @@ def test_oidc_issuer_down_at_start_then_up(jaeger: tuple[Jaeger, str], proxies: 
     assert "cannot fetch the signing keys" in proxy.process.tail(100)
 
 
+def test_unknown_key_ids_refetch_the_keys_at_most_once_per_interval(jaeger: tuple[Jaeger, str], proxies: Any,
+                                                                    loopback_ip: Any, issuer: Issuer) -> None:
+    """Tokens with made-up key ids cannot make the proxy hammer the issuer: one refetch per
+    --jwks-min-refresh (default 10 s), whatever the number of such tokens."""
+    backend, _ = jaeger
+    proxy = proxies("--mode", "oidc", "--upstream", backend.query_url, "--issuer", issuer.url, "--audience", AUDIENCE,
+                    "--oidc-ca-file", str(issuer.ca_file), address=loopback_ip())
+    services = f"{proxy.url()}/api/v3/services"
+    assert get(services, "Bearer " + mint(issuer.keys[0], claims(issuer.url, AUDIENCE)))[0] == 200
+    before = issuer.jwks_requests
+    started = time.monotonic()
+    for index in range(20):
+        stranger = SigningKey(f"made-up-{index}", "RS256", issuer.keys[0].private)
+        refused(services, "Bearer " + mint(stranger, claims(issuer.url, AUDIENCE)), "unknown key id")
+    assert time.monotonic() - started < 10, "too slow to tell: the interval may have passed"
+    assert issuer.jwks_requests - before <= 1, issuer.jwks_requests - before
+
+
 def test_tls_on_the_proxy_is_verified_with_the_ca(jaeger: tuple[Jaeger, str], proxies: Any, loopback_ip: Any,
                                                   tmp_path: Path, poll: Any) -> None:
     """Managed TLS: the proxy serves the Jaeger leaf (renewed files are picked up); the
