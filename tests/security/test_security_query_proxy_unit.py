@@ -225,3 +225,13 @@ def test_challenge_tells_the_reason_only_for_a_presented_token() -> None:
     assert headers.challenge("jaeger-query", "no bearer token", False) == 'Bearer realm="jaeger-query"'
     assert headers.challenge("jaeger-query", 'bad "quoted"\\ reason\n', True) == (
         'Bearer realm="jaeger-query", error="invalid_token", error_description="bad quoted reason"')
+
+
+def test_refusals_are_logged_within_a_budget() -> None:
+    from kvtrace.queryproxy.server import LogBudget
+
+    budget = LogBudget(burst=3, window_s=60)
+    assert [budget.take(100 + i) for i in range(5)] == [(True, 0)] * 3 + [(False, 0)] * 2
+    assert budget.take(159) == (False, 0)  # same window
+    assert budget.take(160) == (True, 3)  # a new window tells how many were left out
+    assert budget.take(161) == (True, 0)

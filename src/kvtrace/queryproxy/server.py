@@ -103,6 +103,28 @@ class TokenFile:
             log.warning("cannot re-read %s (keeping %d token(s)): %s", self.path, len(self.digests), exc)
 
 
+class LogBudget:
+    """At most ``burst`` lines per ``window_s`` (refusals: a flood of bad requests must not
+    flood the log); the first line of the next window says how many were left out."""
+
+    def __init__(self, burst: int = 30, window_s: float = 60.0) -> None:
+        self.burst, self.window_s = burst, window_s
+        self.window_start = float("-inf")
+        self.used = self.left_out = 0
+
+    def take(self, now: float) -> tuple[bool, int]:
+        """(whether to log this line, how many were left out before it in the last window)."""
+        earlier = 0
+        if now - self.window_start >= self.window_s:
+            earlier, self.left_out = self.left_out, 0
+            self.window_start, self.used = now, 0
+        if self.used >= self.burst:
+            self.left_out += 1
+            return False, 0
+        self.used += 1
+        return True, earlier
+
+
 class Authenticator:
     def __init__(self, settings: ProxySettings, token_file: TokenFile | None, keys: KeySet | None) -> None:
         self.settings, self.token_file, self.keys = settings, token_file, keys
@@ -145,7 +167,11 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     refused = await app["authenticator"].reason_to_refuse(request.headers.get("Authorization"))
     if refused is not None:
         reason, presented = refused
-        log.info("refused %s %s from %s: %s", request.method, request.path, _client(request), reason)
+        allowed, left_out = app["refusal_log"].take(time.monotonic())
+        if left_out:
+            log.info("%d more refusal(s) not logged in the last %.0fs", left_out, app["refusal_log"].window_s)
+        if allowed:
+            log.info("refused %s %s from %s: %s", request.method, request.path, _client(request), reason)
         return unauthorized(app["settings"].realm, reason, presented)
     headers = CIMultiDict(request_headers(request.headers.items()))
     body = await request.read() if request.body_exists else None
@@ -201,6 +227,7 @@ def build_app(settings: ProxySettings, context: ssl.SSLContext | None = None) ->
                     settings.upstream)
     app = web.Application(client_max_size=MAX_BODY)
     app["settings"] = settings
+    app["refusal_log"] = LogBudget()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         upstream = aiohttp.ClientSession(auto_decompress=False, timeout=UPSTREAM_TIMEOUT)
