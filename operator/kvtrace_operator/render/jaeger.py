@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, query_access, tls
+from kvtrace_operator.render import names, query_access, query_proxy, tls
 from kvtrace_operator.render.collector import listen, otlp_receiver, self_telemetry
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 
@@ -26,7 +26,7 @@ def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
     """The query servers: on the query ports, or on loopback behind kvtrace's query proxy
     (modes bearer and oidc: the proxy serves the query port, render/query_access.py)."""
     jaeger = spec["jaeger"]
-    http, grpc = (query_access.loopback_endpoints() if query_access.proxied(spec)
+    http, grpc = (query_proxy.loopback_endpoints() if query_access.proxied(spec)
                   else (listen(names.JAEGER_QUERY_HTTP_PORT), listen(names.JAEGER_QUERY_GRPC_PORT)))
     query: dict[str, Any] = {
         "storage": {"traces": STORE},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, query_access, tls
+from kvtrace_operator.render import names, query_access, query_proxy, tls
 from kvtrace_operator.render.deployment import Workload, service
 from kvtrace_operator.render.jaeger import BADGER_DIR, render_jaeger_config
 from kvtrace_operator.render.labels import JAEGER, child_metadata
@@ -67,9 +67,9 @@ def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[
 def with_query_proxy(deployment: dict[str, Any], pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     """The Deployment with the ``query-proxy`` sidecar and its volumes (bearer/oidc): the
     tokens file and the issuer's CA only in the proxy, the serving certificate (TLS) in both."""
-    own = query_access.proxy_volumes(spec, names.name_of(pipeline))
+    own = query_proxy.proxy_volumes(spec, names.name_of(pipeline))
     serving = tls.jaeger_volumes(pipeline, spec)
-    container = query_access.proxy_container(spec, [mount for _, mount in own + serving])
+    container = query_proxy.proxy_container(spec, [mount for _, mount in own + serving])
     if container is None:
         return deployment
     pod = deployment["spec"]["template"]["spec"]

@@ -16,7 +16,7 @@ Of the server authenticators, that binary registers only ``basicauth`` (no
   once by the operator with ``kvtrace:RANDOM`` in key ``credentials`` (the same mechanism as
   the generated OTLP token), never rotated by itself. Jaeger reads the file only at start: a
   changed Secret rolls the Jaeger pod (render/secret_refs.py).
-- ``bearer`` and ``oidc``: the ``query-proxy`` sidecar (the operator image) serves 16686 and
+- ``bearer`` and ``oidc``: the ``query-proxy`` sidecar (render/query_proxy.py) serves 16686 and
   forwards authenticated requests to Jaeger's query HTTP server, which listens on
   127.0.0.1:16687 only; the gRPC query server listens on 127.0.0.1:16685 only (no Service
   port: the proxy speaks HTTP/1.1). ``bearer``: one token per line of a Secret key
@@ -28,13 +28,11 @@ Of the server authenticators, that binary registers only ``basicauth`` (no
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 from urllib.parse import urlsplit
 
-from kvtrace_operator.render import names, podspec, tls
+from kvtrace_operator.render import names, tls
 from kvtrace_operator.render.errors import SpecError
-from kvtrace_operator.render.images import OPERATOR_IMAGE
 from kvtrace_operator.render.labels import JAEGER, child_metadata
 from kvtrace_operator.render.names import jaeger as jaeger_name
 from kvtrace_operator.render.names import name_of
@@ -54,14 +52,7 @@ GENERATED_USER = "kvtrace"
 GENERATED_PREFIX_ANNOTATION = "kvtrace.dev/generated-prefix"
 VOLUME = "query-credentials"  # basic: Jaeger reads it at start (a change rolls the pod)
 TOKENS_VOLUME = "auth-token"  # bearer/oidc: the proxy re-reads it (security.RELOADED_VOLUMES)
-OIDC_CA_VOLUME = "query-oidc-ca"
-OIDC_CA_DIR = "/etc/jaeger-query-oidc-ca"
 FIELD = "spec.jaeger.query.auth"
-PROXY_CONTAINER = "query-proxy"
-LOOPBACK = "127.0.0.1"
-# Jaeger's own query HTTP server behind the proxy (pod-local only).
-UPSTREAM_PORT = 16687
-PROXY_RESOURCES = {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "192Mi"}}
 
 
 def settings(spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -191,18 +182,13 @@ def server_settings(spec: dict[str, Any]) -> dict[str, Any]:
     return extra
 
 
-def loopback_endpoints() -> tuple[str, str]:
-    """(HTTP, gRPC) endpoints of Jaeger's query servers behind the proxy: pod-local only."""
-    return f"{LOOPBACK}:{UPSTREAM_PORT}", f"{LOOPBACK}:{names.JAEGER_QUERY_GRPC_PORT}"
-
-
 def query_ports(spec: dict[str, Any]) -> list[tuple[str, int]]:
     """The query Service's ports: HTTP only behind the proxy, else HTTP and gRPC."""
     ports = [("query-http", names.JAEGER_QUERY_HTTP_PORT)]
     return ports if proxied(spec) else ports + [("query-grpc", names.JAEGER_QUERY_GRPC_PORT)]
 
 
-# ---- volumes and the proxy container ------------------------------------------------------------
+# ---- volumes ------------------------------------------------------------------------------------
 
 Volume = tuple[dict[str, Any], dict[str, Any]]
 
@@ -221,59 +207,3 @@ def volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
 def jaeger_volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
     """What the Jaeger container mounts for query access (the htpasswd file of basic)."""
     return volumes(spec, pipeline_name) if mode(spec) == BASIC else []
-
-
-def proxy_volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
-    """What the proxy container mounts: the tokens file and the OIDC issuer's CA."""
-    if not proxied(spec):
-        return []
-    found = volumes(spec, pipeline_name)
-    ca = (settings(spec) or {}).get("oidc", {}).get("caSecretRef") if mode(spec) == OIDC else None
-    if ca:
-        found.append(({"name": OIDC_CA_VOLUME, "secret": {"secretName": ca["name"],
-                                                           "items": [{"key": ca["key"], "path": "ca.crt"}]}},
-                      {"name": OIDC_CA_VOLUME, "mountPath": OIDC_CA_DIR, "readOnly": True}))
-    return found
-
-
-def proxy_args(spec: dict[str, Any]) -> list[str]:
-    auth = settings(spec) or {}
-    args = ["--mode", auth["mode"], "--listen", f"0.0.0.0:{names.JAEGER_QUERY_HTTP_PORT}",
-            "--upstream", f"http://{LOOPBACK}:{UPSTREAM_PORT}", "--tokens-file", TOKENS_FILE]
-    if auth["mode"] == OIDC:
-        oidc = auth["oidc"]
-        args += ["--issuer", oidc["issuer"], "--audience", oidc["audience"]]
-        if oidc.get("requiredClaim"):
-            args += ["--required-claim", f"{oidc['requiredClaim']['name']}={oidc['requiredClaim']['value']}"]
-        if oidc.get("caSecretRef"):
-            args += ["--oidc-ca-file", f"{OIDC_CA_DIR}/ca.crt"]
-    if tls.every_hop(spec):
-        args += ["--tls-cert-file", f"{tls.JAEGER_SERVING_DIR}/tls.crt",
-                 "--tls-key-file", f"{tls.JAEGER_SERVING_DIR}/tls.key"]
-    return args
-
-
-def proxy_container(spec: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The ``query-proxy`` sidecar (bearer/oidc): the operator image running
-    ``kvtrace query-proxy``, restricted like every container, with ``mounts`` (its own
-    volumes and, with TLS, Jaeger's serving certificate)."""
-    if not proxied(spec):
-        return None
-    auth = settings(spec) or {}
-
-    def probe(period: int) -> dict[str, Any]:
-        return {"tcpSocket": {"port": "query-http"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3}
-
-    return {
-        "name": PROXY_CONTAINER,
-        "image": auth.get("proxyImage") or OPERATOR_IMAGE,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["kvtrace", "query-proxy"],
-        "args": proxy_args(spec),
-        "ports": [podspec.port("query-http", names.JAEGER_QUERY_HTTP_PORT)],
-        "livenessProbe": probe(10),
-        "readinessProbe": probe(5),
-        "volumeMounts": mounts,
-        "securityContext": podspec.container_security_context(),
-        "resources": copy.deepcopy(PROXY_RESOURCES),
-    }
