@@ -80,6 +80,21 @@ def test_query_auth_defaults_to_none_and_accepts_every_mode(crds: Any, kubectl: 
         assert proc.returncode == 0, proc.stderr
 
 
+def delivered_through_query_auth(kube_ns: Any, pod_runner: Any, endpoint_map: Any, poll: Any,
+                                 secret: str) -> tuple[Any, str, str]:
+    """Start Jaeger and the collector behind the pods, wait for TraceDelivery True/Delivered
+    (the canary's lookup sends the query credentials), check ``secret`` is nowhere in the
+    pipeline; (Jaeger's pod runner, the canary's trace id, the local query URL)."""
+    jaeger, _ = start_backends(pod_runner, endpoint_map, poll)
+    delivered = poll(lambda: delivery(kube_ns, "True", "Delivered"), timeout=TIMEOUT,
+                     message="TraceDelivery True/Delivered: the canary sends the query credentials")
+    assert "found in Jaeger at http://traces-jaeger-query." in delivered["message"]
+    status = kube_ns.get("tracingpipeline", "traces")
+    assert secret not in json.dumps(status)
+    return (jaeger, status["status"]["traceDelivery"]["traceID"],
+            resolve_url(status["status"]["endpoints"]["jaegerQuery"], endpoint_map.path))
+
+
 @pytest.mark.operator_args(*FAST_CANARY)
 def test_basic_query_auth_end_to_end_with_the_canary(operator: Any, kube_ns: Any, pod_runner: Any,
                                                       endpoint_map: Any, poll: Any) -> None:
@@ -97,14 +112,7 @@ def test_basic_query_auth_end_to_end_with_the_canary(operator: Any, kube_ns: Any
     service = kube_ns.get("service", "traces-jaeger-query")
     assert service["spec"]["type"] == "ClusterIP"
 
-    start_backends(pod_runner, endpoint_map, poll)
-    delivered = poll(lambda: delivery(kube_ns, "True", "Delivered"), timeout=TIMEOUT,
-                     message="TraceDelivery True/Delivered: the canary sends the query credentials")
-    assert "found in Jaeger at http://traces-jaeger-query." in delivered["message"]
-    assert password not in json.dumps(kube_ns.get("tracingpipeline", "traces"))
-    trace_id = kube_ns.get("tracingpipeline", "traces")["status"]["traceDelivery"]["traceID"]
-    query = resolve_url(kube_ns.get("tracingpipeline", "traces")["status"]["endpoints"]["jaegerQuery"],
-                        endpoint_map.path)
+    _, trace_id, query = delivered_through_query_auth(kube_ns, pod_runner, endpoint_map, poll, password)
     with pytest.raises(JaegerError, match="401"):
         JaegerClient(query, timeout=5, credentials="").trace(trace_id)
     with pytest.raises(JaegerError, match="401: .*credentials were refused"):
@@ -131,14 +139,7 @@ def test_bearer_query_auth_end_to_end_through_the_proxy_sidecar(operator: Any, k
     containers = kube_ns.get("deployment", "traces-jaeger")["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["jaeger", "query-proxy"]
 
-    jaeger, _ = start_backends(pod_runner, endpoint_map, poll)
-    delivered = poll(lambda: delivery(kube_ns, "True", "Delivered"), timeout=TIMEOUT,
-                     message="TraceDelivery True/Delivered: the canary sends the query token through the proxy")
-    assert "found in Jaeger at http://traces-jaeger-query." in delivered["message"]
-    assert token not in json.dumps(kube_ns.get("tracingpipeline", "traces"))
-    trace_id = kube_ns.get("tracingpipeline", "traces")["status"]["traceDelivery"]["traceID"]
-    query = resolve_url(kube_ns.get("tracingpipeline", "traces")["status"]["endpoints"]["jaegerQuery"],
-                        endpoint_map.path)
+    jaeger, trace_id, query = delivered_through_query_auth(kube_ns, pod_runner, endpoint_map, poll, token)
     with pytest.raises(JaegerError, match="401: .*bearer token and the token is needed"):
         JaegerClient(query, timeout=5, token="", credentials="").trace(trace_id)
     with pytest.raises(JaegerError, match="401: .*the token was refused"):
