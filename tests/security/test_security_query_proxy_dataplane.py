@@ -323,3 +323,15 @@ def test_bad_flags_and_unreadable_files_exit_2_naming_them(tmp_path: Path) -> No
     assert missing.returncode == 2 and str(tmp_path / "absent") in missing.stderr, missing.stderr
     no_issuer = subprocess.run([*base, "--mode", "oidc", "--audience", "a"], capture_output=True, text=True, timeout=60)
     assert no_issuer.returncode == 2 and "--issuer: required with --mode oidc" in no_issuer.stderr
+
+
+def test_jaeger_not_answering_is_a_502_after_authentication(proxies: Any, loopback_ip: Any, tmp_path: Path) -> None:
+    token = secrets.token_urlsafe(32)
+    (tmp_path / "tokens").write_text(token)
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    proxy = proxies("--mode", "bearer", "--upstream", closed, "--tokens-file", str(tmp_path / "tokens"),
+                    address=loopback_ip())
+    refused(f"{proxy.url()}/api/v3/services", None, None)  # authentication first
+    status, _, body = get(f"{proxy.url()}/api/v3/services", f"Bearer {token}")
+    assert status == 502 and json.loads(body)["error"] == "bad_gateway", body
+    assert proxy.process.alive()

@@ -177,6 +177,7 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     body = await request.read() if request.body_exists else None
     url = URL(app["settings"].upstream + request.raw_path, encoded=True)
     session: aiohttp.ClientSession = app["upstream"]
+    response: web.StreamResponse | None = None
     try:
         async with session.request(request.method, url, headers=headers, data=body, allow_redirects=False) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
@@ -189,6 +190,8 @@ async def _forward(request: web.Request) -> web.StreamResponse:
             return response
     except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
         log.warning("upstream %s: %s", app["settings"].upstream, exc or type(exc).__name__)
+        if response is not None and response.prepared:
+            raise  # cut short: aiohttp drops the connection, so the client cannot take it as complete
         return web.Response(status=502, content_type="application/json",
                             text=json.dumps({"error": "bad_gateway", "message": "Jaeger's query server did not answer"}))
 
