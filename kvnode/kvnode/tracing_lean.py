@@ -68,7 +68,7 @@ class LeanSpan(trace.Span):
                  trace_state: str, parent_id: int, parent_remote: bool, attributes: dict[str, Any], start_ns: int | None):
         self._export = export
         self.trace_id, self.span_id, self.flags, self.trace_state = trace_id, span_id, flags, trace_state
-        self.name, self.kind = name, kind
+        self.name, self.kind = name, kind.value + 1  # OTLP's SpanKind
         self.parent_id, self.parent_remote = parent_id, parent_remote
         self.attributes = attributes
         self.events: tuple[tuple[str, int, dict[str, Any]], ...] | list[tuple[str, int, dict[str, Any]]] = ()
@@ -133,7 +133,7 @@ class LeanSpan(trace.Span):
 
     def data(self) -> SpanData:
         return SpanData(self.trace_id, self.span_id, self.parent_id, self.parent_remote, self.trace_state, self.name,
-                        self.kind.value + 1, self.start_ns, self.end_ns, self.attributes, self.events, self.status_code,
+                        self.kind, self.start_ns, self.end_ns, self.attributes, self.events, self.status_code,
                         self.status_message)
 
 
@@ -291,7 +291,7 @@ class LeanExport(SpanProcessor):
     def _send(self, batch: list[LeanSpan]) -> None:
         try:
             cache = self.cache
-            body = encode_request(self.resource, self.scope, [encode_span(s.data(), cache) for s in batch])
+            body = encode_request(self.resource, self.scope, [encode_span(s, cache) for s in batch])  # type: ignore[arg-type]
             ok = self.client.export(body).success
         except Exception:  # noqa: BLE001 - the node keeps serving; the batch is lost
             log.exception("exporting %d spans failed", len(batch))

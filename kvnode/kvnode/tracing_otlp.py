@@ -36,6 +36,9 @@ FLAGS_LOCAL = b"\x85\x01" + _I(0x100)
 FLAGS_REMOTE = b"\x85\x01" + _I(0x300)
 
 
+_VARINT = [bytes((i,)) for i in range(128)]
+
+
 class SpanData(NamedTuple):
     """What the encoder needs of one ended span. `kind` is OTLP's SpanKind (SDK value + 1),
     `status_code` OTLP's StatusCode (0 unset, 1 ok, 2 error); ids are integers, 0 = none."""
@@ -57,7 +60,7 @@ class SpanData(NamedTuple):
 
 def varint(n: int) -> bytes:
     if n < 0x80:
-        return bytes((n,))
+        return _VARINT[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -94,54 +97,83 @@ def key_value(key: str, value: Any) -> bytes:
 
 
 class AttributeCache:
-    """Encoded `KeyValue`s of repeated (key, value) pairs: most of a span's attributes
-    (operation, consistency, method, peer address) repeat on every operation."""
+    """Encoded span attributes (`KeyValue` fields) and span names, reused: most attributes
+    (operation, consistency, method, peer address) repeat on every operation. A key whose
+    values keep changing (the key hash) stops being cached after `per_key` distinct values;
+    its key's encoding is still reused."""
 
-    def __init__(self, limit: int = 4096):
-        self.limit = limit
-        self.cache: dict[tuple[str, Any, type], bytes] = {}
+    def __init__(self, per_key: int = 64):
+        self.per_key = per_key
+        self.values: dict[str, dict[tuple[Any, type], bytes] | None] = {}
+        self.key_fields: dict[str, bytes] = {}
+        self.names: dict[str, bytes] = {}
 
-    def attributes(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
-        cache = self.cache
+    def attributes(self, attributes: Mapping[str, Any]) -> bytes:
         parts = []
         for key, value in attributes.items():
-            ck = (key, value, type(value))
-            try:
-                enc = cache.get(ck)
-            except TypeError:  # unhashable (a list value)
-                enc = None
-                ck = None  # type: ignore[assignment]
-            if enc is None:
-                enc = _field(tag, key_value(key, value))
-                if ck is not None:
-                    if len(cache) >= self.limit:
-                        cache.clear()
-                    cache[ck] = enc
+            cached = self.values.get(key, _UNSEEN)
+            if cached is not None and cached is not _UNSEEN:
+                try:
+                    enc = cached.get((value, type(value)))
+                except TypeError:  # unhashable (a list value)
+                    enc = None
+                if enc is not None:
+                    parts.append(enc)
+                    continue
+            key_field = self.key_fields.get(key)
+            if key_field is None:
+                key_field = self.key_fields[key] = _field(b"\x0a", key.encode())
+            body = key_field + _field(b"\x12", any_value(value))
+            enc = b"\x4a" + varint(len(body)) + body
             parts.append(enc)
+            if cached is _UNSEEN:
+                cached = self.values[key] = {}
+            if cached is not None:
+                if len(cached) >= self.per_key:
+                    self.values[key] = None
+                else:
+                    try:
+                        cached[(value, type(value))] = enc
+                    except TypeError:
+                        pass
         return b"".join(parts)
+
+    def name(self, name: str) -> bytes:
+        enc = self.names.get(name)
+        if enc is None:
+            if len(self.names) >= 1024:
+                self.names.clear()
+            enc = self.names[name] = _field(b"\x2a", name.encode())
+        return enc
+
+
+_UNSEEN: Any = object()
+_KIND = [b"\x30" + bytes((i,)) for i in range(6)]
 
 
 def encode_span(span: SpanData, cache: AttributeCache) -> bytes:
+    """One `Span` message. `span` is a SpanData or anything with the same fields (LeanSpan)."""
     parts = [b"\x0a\x10", span.trace_id.to_bytes(16, "big"), b"\x12\x08", span.span_id.to_bytes(8, "big")]
     if span.trace_state:
         parts.append(_field(b"\x1a", span.trace_state.encode()))
     if span.parent_id:
         parts += (b"\x22\x08", span.parent_id.to_bytes(8, "big"))
-    parts += (_field(b"\x2a", span.name.encode()), b"\x30", varint(span.kind),
-              b"\x39", _Q(span.start_ns), b"\x41", _Q(span.end_ns))
+    parts += (cache.name(span.name), _KIND[span.kind], b"\x39", _Q(span.start_ns), b"\x41", _Q(span.end_ns))
     if span.attributes:
-        parts.append(cache.attributes(b"\x4a", span.attributes))
+        parts.append(cache.attributes(span.attributes))
     for name, time_ns, attrs in span.events:
         body = b"\x09" + _Q(time_ns) + _field(b"\x12", name.encode())
         if attrs:
             body += b"".join(_field(b"\x1a", key_value(k, v)) for k, v in attrs.items())
         parts.append(_field(b"\x5a", body))
-    status = b""
-    if span.status_message:
-        status = _field(b"\x12", span.status_message.encode())
-    if span.status_code:
-        status += b"\x18" + varint(span.status_code)
-    parts += (_field(b"\x7a", status), FLAGS_REMOTE if span.parent_remote else FLAGS_LOCAL)
+    if span.status_code or span.status_message:
+        status = _field(b"\x12", span.status_message.encode()) if span.status_message else b""
+        if span.status_code:
+            status += b"\x18" + varint(span.status_code)
+        parts.append(_field(b"\x7a", status))
+    else:
+        parts.append(b"\x7a\x00")
+    parts.append(FLAGS_REMOTE if span.parent_remote else FLAGS_LOCAL)
     return b"".join(parts)
 
 
