@@ -51,6 +51,8 @@ def test_each_consumer_has_its_token_and_a_removed_one_is_revoked(
     poll(lambda: "KVCluster/carts, KVCluster/orders" in tokens_ready(kube_ns).get("message", ""),
          timeout=TIMEOUT, message=f"both clusters in the token set: {tokens_ready(kube_ns)}")
     assert tokens_ready(kube_ns)["status"] == "True"
+    # The clusters' tokens were awaited (TokenPending) while they were being created: no warning.
+    assert not [e for e in kube_ns.list("events") if e["reason"] == "TokenNotFound"]
 
     # Each cluster owns its Secret; its members read it; nobody else's token is in it.
     tokens = {name: token_of(kube_ns, f"{name}-otlp-client-token") for name in ("orders", "carts")}

@@ -27,12 +27,13 @@ def auth(**fields: Any) -> dict[str, Any]:
 
 def test_every_consumer_has_its_own_secret() -> None:
     settings = auth(consumers=[{"name": "billing"}, {"name": "app", "tokenSecretRef": APP_REF}])["auth"]
+    # generated: the operator makes the Secret (a missing one is awaited, not reported)
     assert ct.consumers(settings, "traces", ["orders", "carts", "orders"]) == [
-        ct.Consumer("pipeline", "traces-otlp-token", "token"),
-        ct.Consumer("KVCluster/carts", "carts-otlp-client-token", "token"),
-        ct.Consumer("KVCluster/orders", "orders-otlp-client-token", "token"),
-        ct.Consumer("consumer/billing", "traces-billing-otlp-consumer-token", "token"),
-        ct.Consumer("consumer/app", "app-token", "value")]
+        ct.Consumer("pipeline", "traces-otlp-token", "token", generated=True),
+        ct.Consumer("KVCluster/carts", "carts-otlp-client-token", "token", generated=True),
+        ct.Consumer("KVCluster/orders", "orders-otlp-client-token", "token", generated=True),
+        ct.Consumer("consumer/billing", "traces-billing-otlp-consumer-token", "token", generated=True),
+        ct.Consumer("consumer/app", "app-token", "value", generated=False)]
     # The pipeline's own token is the user's Secret when it names one (pipelines from before).
     own = auth(tokenSecretRef={"name": "otlp-token", "key": "token"})["auth"]
     assert ct.consumers(own, "traces", [])[0] == ct.Consumer("pipeline", "otlp-token", "token")

@@ -31,6 +31,7 @@ from lightkube import ApiError, AsyncClient
 
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
+from kvtrace_operator.k8s.apply import dry_run
 from kvtrace_operator.k8s.secrets import ensure_generated, is_generated
 from kvtrace_operator.render import consumer_tokens, security
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
@@ -83,13 +84,9 @@ class Gate:
 async def check(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]],
                 pending: Collection[str] = ()) -> Gate:
     """``pending``: Secrets the operator itself is about to create (a missing one is waited
-    for, without a warning). The owner's own generated Secrets (a KVCluster's token) are
-    created first, so their versions are in the checksums from the first apply on (a changed
-    one then rolls the pods that read it, and a new cluster's members start only once)."""
+    for, without a warning)."""
     namespace = owner["metadata"]["namespace"]
-    for obj in children:
-        if is_generated(obj):
-            await ensure_generated(client, obj, namespace)
+    await create_generated_first(client, children, namespace)
     refs = referenced_secrets(children)
     used = {ref.name for obj in children for ref in workload_secret_refs(obj)}
     found = await k8s.read_secrets(client, namespace, used)
@@ -97,6 +94,25 @@ async def check(client: AsyncClient, owner: Mapping[str, Any], children: list[di
                missing_secrets([ref for ref in refs if ref.name in pending], found, namespace)]
     problems = missing_secrets([ref for ref in refs if ref.name not in pending], found, namespace)
     return Gate(roll_on_secret_changes(children, found), refs, problems, waiting)
+
+
+async def create_generated_first(client: AsyncClient, children: list[dict[str, Any]], namespace: str) -> None:
+    """Create the owner's missing generated Secrets (a KVCluster's token) before the rest, so
+    their versions are in the pod-template checksums from the first apply on: a changed one
+    then rolls the pods that read it, and a new cluster's members do not restart once it
+    exists. Only when the API server accepts every child (a dry run): an invalid render leaves
+    nothing behind."""
+    own = [obj for obj in children if is_generated(obj)]
+    found = await k8s.read_secrets(client, namespace, {obj["metadata"]["name"] for obj in own}) if own else {}
+    missing = [obj for obj in own if found.get(obj["metadata"]["name"]) is None]
+    if not missing:
+        return
+    try:
+        await dry_run(client, children, namespace)
+    except k8s.Rejected:
+        return  # the apply's own dry run reports it
+    for obj in missing:
+        await ensure_generated(client, obj, namespace)
 
 
 async def report_missing(client: AsyncClient, owner: Mapping[str, Any], gate: Gate) -> None:
@@ -140,12 +156,16 @@ async def sync_tokens(client: AsyncClient, pipeline: Mapping[str, Any], clusters
         return None
     meta = pipeline["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    entries, problems = await k8s.read_tokens(client, namespace, consumer_tokens.consumers(settings, name, clusters))
+    entries, problems, waiting = await k8s.read_tokens(client, namespace,
+                                                       consumer_tokens.consumers(settings, name, clusters))
     labels = ", ".join(label for _, label in entries) or "none"
     if await k8s.write_token_set(client, namespace, consumer_tokens.token_set_secret(name), entries):
         log.info("TracingPipeline %s/%s: the collector's token set now holds the tokens of: %s",
                  namespace, name, labels)
     generation, now = meta.get("generation"), common.now()
+    if not problems and waiting:  # created by the consumers' own reconciles: no warning
+        return condition(TOKENS_READY, False, "TokenPending", f"the token of {', '.join(waiting)} is not created "
+                         f"yet (accepted: {labels})", generation=generation, now=now)
     if not problems:
         return condition(TOKENS_READY, True, "TokensFound", f"the collector accepts the tokens of: {labels}",
                          generation=generation, now=now)

@@ -93,17 +93,21 @@ def _decoded(secret: Mapping[str, Any], key: str) -> str | None:
 
 
 async def read_tokens(client: AsyncClient, namespace: str, consumers: Iterable[consumer_tokens.Consumer]
-                      ) -> tuple[list[tuple[str, str]], list[str]]:
-    """``(token, label)`` of every consumer whose Secret key holds a usable token, and one
-    message per consumer that has none (naming the Secret and key, never a value)."""
+                      ) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """``(token, label)`` of every consumer whose Secret key holds a usable token, one message
+    per consumer that has none (naming the Secret and key, never a value), and the labels of
+    consumers whose generated Secret is not created yet (a new KVCluster's)."""
     entries: list[tuple[str, str]] = []
     problems: list[str] = []
+    waiting: list[str] = []
     for consumer in consumers:
         secret = await get_object(client, Secret, consumer.secret, namespace)
         where = f"Secret {namespace}/{consumer.secret}"
         value = None if secret is None else _decoded(secret, consumer.key)
         token = consumer_tokens.usable(value) if value is not None else None
-        if secret is None:
+        if secret is None and consumer.generated:
+            waiting.append(consumer.label)
+        elif secret is None:
             problems.append(f"{where} (key {consumer.key}) of {consumer.label} does not exist")
         elif value is None:
             problems.append(f"{where} of {consumer.label} has no key {consumer.key}")
@@ -112,7 +116,7 @@ async def read_tokens(client: AsyncClient, namespace: str, consumers: Iterable[c
                             "(one token of letters, digits and -._~+/=)")
         else:
             entries.append((token, consumer.label))
-    return entries, problems
+    return entries, problems, waiting
 
 
 async def write_token_set(client: AsyncClient, namespace: str, name: str, entries: list[tuple[str, str]]) -> bool:

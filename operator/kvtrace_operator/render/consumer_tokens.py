@@ -43,11 +43,13 @@ _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 
 
 class Consumer(NamedTuple):
-    """A consumer and the Secret key holding its token (in the pipeline's namespace)."""
+    """A consumer and the Secret key holding its token (in the pipeline's namespace);
+    ``generated``: the operator creates that Secret (a missing one is awaited, not an error)."""
 
     label: str
     secret: str
     key: str
+    generated: bool = False
 
 
 def pipeline_token_secret(pipeline_name: str) -> str:
@@ -106,7 +108,7 @@ def pipeline_consumer(auth: dict[str, Any], pipeline_name: str) -> Consumer:
     ref = auth.get("tokenSecretRef")
     if ref:
         return Consumer(PIPELINE_LABEL, ref["name"], ref["key"])
-    return Consumer(PIPELINE_LABEL, pipeline_token_secret(pipeline_name), TOKEN_KEY)
+    return Consumer(PIPELINE_LABEL, pipeline_token_secret(pipeline_name), TOKEN_KEY, True)
 
 
 def declared_consumers(auth: dict[str, Any], pipeline_name: str) -> list[Consumer]:
@@ -114,9 +116,9 @@ def declared_consumers(auth: dict[str, Any], pipeline_name: str) -> list[Consume
     result = []
     for entry in auth.get("consumers") or ():
         ref = entry.get("tokenSecretRef")
-        secret, key = (ref["name"], ref["key"]) if ref else (
-            consumer_token_secret(pipeline_name, entry["name"]), TOKEN_KEY)
-        result.append(Consumer(f"consumer/{entry['name']}", secret, key))
+        label = f"consumer/{entry['name']}"
+        result.append(Consumer(label, ref["name"], ref["key"]) if ref else
+                      Consumer(label, consumer_token_secret(pipeline_name, entry["name"]), TOKEN_KEY, True))
     return result
 
 
@@ -124,7 +126,8 @@ def consumers(auth: dict[str, Any], pipeline_name: str, clusters: Iterable[str])
     """Every consumer whose token the collector accepts: the pipeline's, each KVCluster's
     (``clusters``: the KVClusters referencing the pipeline), each declared one."""
     return [pipeline_consumer(auth, pipeline_name),
-            *(Consumer(f"KVCluster/{name}", client_token_secret(name), TOKEN_KEY) for name in sorted(set(clusters))),
+            *(Consumer(f"KVCluster/{name}", client_token_secret(name), TOKEN_KEY, True)
+              for name in sorted(set(clusters))),
             *declared_consumers(auth, pipeline_name)]
 
 
