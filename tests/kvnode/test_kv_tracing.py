@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +37,7 @@ def traced_cluster(kv_cluster: Callable[..., Harness], receiver: Receiver | str,
 
 
 def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[..., Harness], receiver: Receiver) -> None:
-    h = traced_cluster(kv_cluster, receiver, KVNODE_FAULTS="error:fail/")
+    h = traced_cluster(kv_cluster, receiver, KVNODE_FAULTS="error:fail/", KVNODE_LOG_LEVEL="info")
     a, b, c = h.nodes
     assert a.put(SECRET_KEY, b"value", "quorum")[0] == 204
 
@@ -120,6 +121,15 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
     assert unavailable.start_time_unix_nano <= call.start_time_unix_nano < call.end_time_unix_nano
     replica_spans = [(n, s) for n, s in receiver.trace(unavailable.trace_id) if s.kind == Span.SPAN_KIND_SERVER and n != a.id]
     assert {n for n, _ in replica_spans} <= {b.id}, "the killed replica recorded nothing"
+
+    # the node recorded and exported its spans itself (tracing_lean under opentelemetry-instrument):
+    # at shutdown it logs its counts, every span ended was exported, none dropped
+    assert a.terminate() == 0
+    logged = [line for line in a.log.read_text().splitlines() if "kvnode.tracing: spans:" in line]
+    assert logged, a.log.read_text()[-2000:]
+    stats = ast.literal_eval(logged[-1].split("spans: ", 1)[1])
+    assert stats["ended"] == stats["exported"] == len(receiver.find(lambda n, s: n == a.id)) > 0
+    assert stats["dropped"] == stats["failed"] == stats["queued"] == 0
 
 
 def test_quorum_write_trace_reaches_jaeger_through_the_collector(
