@@ -86,19 +86,36 @@ class Coordinator:
         loop = asyncio.get_running_loop()
         tally = _Tally(need, len(owners), loop.create_future())
         trace, started = (telemetry.w3c_headers(span), time.time_ns()) if span is not None else (NO_TRACE, 0)
+        local = False
         for owner in owners:
-            fut: asyncio.Future[Any]
             if owner == c.id:
-                fut = c.store.apply([record])
+                local = True
+                continue
+            member = c.member(owner)
+            assert member is not None
+            c.peers.put(member, [record], "replicate", trace).add_done_callback(
+                partial(self._write_answered, tally, owner, record, span, started))
+        if local:
+            # The own copy is queued to the writer after the peer frames have gone out (their
+            # flush is scheduled first): the peers' round trip is the longer path, and a woken
+            # writer thread would compete with this one for the GIL while they are sent.
+            if len(owners) > 1:
+                loop.call_soon(self._write_local, tally, record, span, started)
             else:
-                member = c.member(owner)
-                assert member is not None
-                fut = c.peers.put(member, [record], "replicate", trace)
-            fut.add_done_callback(partial(self._write_answered, tally, owner, record, span, started))
+                self._write_local(tally, record, span, started)
         await tally.done
         if tally.acked < need:
             raise NotEnoughReplicas(need, tally.acked, dict(tally.failures))
         return record, tally.acked, need
+
+    def _write_local(self, tally: _Tally, record: Record, span: Span | None, started: int) -> None:
+        fut: asyncio.Future[Any]
+        try:
+            fut = self.c.store.apply([record])
+        except RuntimeError as exc:  # the store is closed: shutting down
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(exc)
+        fut.add_done_callback(partial(self._write_answered, tally, self.c.id, record, span, started))
 
     def _write_answered(self, tally: _Tally, owner: str, record: Record, span: Span | None, started: int,
                         fut: asyncio.Future[Any]) -> None:
