@@ -33,6 +33,13 @@ MALFORMED = [
     ("policy-enabled-type", tp(networkPolicy={"enabled": "yes"}), "spec.networkPolicy.enabled", "boolean"),
     ("auth-secret-without-key", tp(security={"auth": {"enabled": True, "tokenSecretRef": {"name": "t"}}}),
      "spec.security.auth.tokenSecretRef.key", "Required value"),
+    ("auth-consumer-name", tp(security={"auth": {"consumers": [{"name": "Billing"}]}}),
+     "spec.security.auth.consumers[0].name", "should match"),
+    ("auth-consumer-duplicate", tp(security={"auth": {"consumers": [{"name": "a"}, {"name": "a"}]}}),
+     "spec.security.auth.consumers[1]", "Duplicate value"),
+    ("auth-consumer-secret-without-key",
+     tp(security={"auth": {"consumers": [{"name": "a", "tokenSecretRef": {"name": "t"}}]}}),
+     "spec.security.auth.consumers[0].tokenSecretRef.key", "Required value"),
     ("tls-secret-mode-without-secret", tp(security={"tls": {"enabled": True, "mode": "secret"}}),
      "spec.security.tls.secretName", "secretName is required with mode secret"),
 ]
