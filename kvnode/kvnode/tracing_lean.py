@@ -347,6 +347,13 @@ def attach(provider: Any, scope_name: str) -> LeanTracer | None:
     exporter = bsp.span_exporter
     if type(exporter) is not OTLPSpanExporter or not hasattr(getattr(exporter, "_client", None), "export"):
         return None
+    try:  # the SDK internals read here (pinned SDK version); another version keeps the SDK's spans
+        batch = bsp._batch_processor  # noqa: SLF001
+        _ = (batch._max_queue_size, batch._max_export_batch_size, batch._schedule_delay, multi._lock)  # noqa: SLF001
+        fixed_decisions(provider.sampler), ratio_bound(provider.sampler)
+    except AttributeError as exc:
+        log.warning("OpenTelemetry SDK internals not as expected (%s): the node records its spans through the SDK", exc)
+        return None
     export = LeanExport(bsp, dict(provider.resource.attributes), (scope_name, None))
     with multi._lock:  # noqa: SLF001
         multi._span_processors = (export,)  # noqa: SLF001

@@ -168,3 +168,18 @@ def test_a_followed_parent_passes_its_trace_state_on(providers: list[TracerProvi
     assert isinstance(span, LeanSpan) and span.data().trace_state == "congo=t61rcWkgMzE"
     assert span.attributes == {"k": "v"}
     assert tracer.start_under("x", SpanKind.SERVER, None, None) is INVALID_SPAN, "root: ALWAYS_OFF"
+
+
+@pytest.mark.unit
+def test_sdk_internals_of_another_version_keep_the_sdk_path(providers: list[TracerProvider]) -> None:
+    p = provider(OTLPSpanExporter(endpoint=DEAD_ENDPOINT))
+    providers.append(p)
+    (bsp,) = p._active_span_processor._span_processors  # noqa: SLF001
+    batch = bsp._batch_processor  # noqa: SLF001
+    size = batch._max_export_batch_size  # noqa: SLF001
+    del batch._max_export_batch_size  # noqa: SLF001 - as if the SDK had renamed it
+    try:
+        assert tracing_lean.attach(p, "kvnode") is None
+        assert p._active_span_processor._span_processors == (bsp,), "the SDK's pipeline is left as it was"  # noqa: SLF001
+    finally:
+        batch._max_export_batch_size = size  # noqa: SLF001 - its worker thread still reads it
