@@ -8,10 +8,12 @@ from typing import Any
 
 from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.errors import SpecError
+from kvtrace_operator.render.images import OPERATOR_IMAGE
 
 CANARY_INTERVAL_ENV = "KVTRACE_CANARY_INTERVAL"
 CANARY_TIMEOUT_ENV = "KVTRACE_CANARY_TIMEOUT"
 TRACE_PIPELINE_ENV = "KVTRACE_TRACE_PIPELINE"
+QUERY_PROXY_IMAGE_ENV = "KVTRACE_QUERY_PROXY_IMAGE"
 OFF = ("0", "off", "false", "no", "none", "disabled")
 
 
@@ -43,6 +45,29 @@ def _arg_type(parameter: str, env: str, parse: Any) -> Any:
             raise argparse.ArgumentTypeError(f"{reason} (flag {parameter} or env {env})") from None
     convert.__name__ = parameter  # argparse names the type in some messages
     return convert
+
+
+def image_reference(value: str, parameter: str) -> str:
+    """An image reference such as ``registry.example/kvtrace-operator:1.2`` or ``...@sha256:...``
+    (surrounding blanks dropped); ValueError naming ``parameter`` when empty or with blanks."""
+    text = str(value).strip()
+    if not text or any(char.isspace() for char in text):
+        raise ValueError(f"{parameter}: expected an image reference such as "
+                         f"{OPERATOR_IMAGE}, got {value!r}")
+    return text
+
+
+def add_query_proxy_image(parser: argparse.ArgumentParser) -> None:
+    """``--query-proxy-image`` (env KVTRACE_QUERY_PROXY_IMAGE), shared by ``operator run``
+    and ``render``: the default image of the pipelines' ``query-proxy`` sidecars."""
+    parser.add_argument("--query-proxy-image", metavar="IMAGE",
+                        default=os.environ.get(QUERY_PROXY_IMAGE_ENV, OPERATOR_IMAGE),
+                        type=_arg_type("--query-proxy-image", QUERY_PROXY_IMAGE_ENV,
+                                       lambda v: image_reference(v, "--query-proxy-image")),
+                        help="image of the query-proxy sidecar that spec.jaeger.query.auth modes "
+                        "bearer and oidc add to Jaeger, unless the pipeline sets proxyImage; the "
+                        "chart passes the operator's own image (env "
+                        f"{QUERY_PROXY_IMAGE_ENV}; default: {OPERATOR_IMAGE})")
 
 
 def trace_target(value: str) -> tuple[str, str] | None:
@@ -98,6 +123,7 @@ def register(subparsers: Any) -> None:
                      type=_arg_type("--trace-pipeline", TRACE_PIPELINE_ENV, trace_target),
                      help="export spans of the operator's own reconciles (service kvtrace-operator) "
                      f"to this TracingPipeline's collector (env {TRACE_PIPELINE_ENV}; default: off)")
+    add_query_proxy_image(run)
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
 
@@ -110,6 +136,7 @@ def register(subparsers: Any) -> None:
     )
     render.add_argument("-f", "--filename", action="append", dest="files", required=True,
                         metavar="FILE", help="a YAML file of custom resources ('-' for stdin); repeatable")
+    add_query_proxy_image(render)
     render.set_defaults(func=_render)
 
 

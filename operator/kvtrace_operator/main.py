@@ -12,6 +12,7 @@ from aiohttp import web
 
 from kvtrace_operator import handlers, k8s, tracing
 from kvtrace_operator.handlers.metrics import METRICS
+from kvtrace_operator.render.images import OPERATOR_IMAGE
 
 FINALIZER = "kvtrace.dev/finalizer"
 ANNOTATIONS_PREFIX = "kvtrace.dev"
@@ -70,6 +71,18 @@ async def serve_metrics(port: int) -> web.AppRunner | None:
     return runner
 
 
+def handler_options(args: Any) -> handlers.Options:
+    """What the handlers are registered with, from the parsed `kvtrace operator run` flags."""
+    return handlers.Options(
+        resync_interval=getattr(args, "resync_interval", 60.0),
+        retry_backoff=getattr(args, "retry_backoff", 5.0),
+        drain_timeout=getattr(args, "drain_timeout", 300.0),
+        canary_interval=getattr(args, "canary_interval", 60.0),
+        canary_timeout=getattr(args, "canary_timeout", 20.0),
+        query_proxy_image=getattr(args, "query_proxy_image", OPERATOR_IMAGE),
+    )
+
+
 def run(args: Any) -> int:
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
@@ -78,13 +91,7 @@ def run(args: Any) -> int:
     if not getattr(args, "verbose", False):
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per request otherwise
     registry = kopf.get_default_registry()
-    options = handlers.Options(
-        resync_interval=getattr(args, "resync_interval", 60.0),
-        retry_backoff=getattr(args, "retry_backoff", 5.0),
-        drain_timeout=getattr(args, "drain_timeout", 300.0),
-        canary_interval=getattr(args, "canary_interval", 60.0),
-        canary_timeout=getattr(args, "canary_timeout", 20.0),
-    )
+    options = handler_options(args)
     trace_pipeline = getattr(args, "trace_pipeline", None)
     if trace_pipeline:
         tracing.enable(*trace_pipeline)

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import yaml
 
 from kvtrace_operator.render import SpecError, pipeline_ref, referenced_pipeline
+from kvtrace_operator.render.images import OPERATOR_IMAGE
 from kvtrace_operator.render.names import KVCLUSTER, name_of, namespace_of
 from kvtrace_operator.render.output import dump_all
 from kvtrace_operator.render.resources import check_kind, render_one, validate_resource
@@ -67,9 +68,10 @@ def _attributed(document: Document, exc: SpecError) -> InputError:
     return InputError(f"{document.where()}: {exc.field}: {exc.message}")
 
 
-def render_documents(documents: list[Document]) -> list[dict[str, Any]]:
+def render_documents(documents: list[Document], proxy_image: str = OPERATOR_IMAGE) -> list[dict[str, Any]]:
     """Validate every document, then render each; an error names the document it is about
-    (a KVCluster is never blamed for a broken pipeline it references)."""
+    (a KVCluster is never blamed for a broken pipeline it references). ``proxy_image``:
+    the ``query-proxy`` sidecar's default image (``--query-proxy-image``)."""
     for document in documents:
         try:
             validate_resource(document.resource)
@@ -79,7 +81,7 @@ def render_documents(documents: list[Document]) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
     for document in documents:
         try:
-            objects += render_one(document.resource, resources)
+            objects += render_one(document.resource, resources, proxy_image=proxy_image)
         except SpecError as exc:
             raise _attributed(document, exc) from exc
     return objects
@@ -105,7 +107,7 @@ def main(args: Any, stdout: TextIO | None = None, stderr: TextIO | None = None,
         documents = [document for path in args.files for document in load_documents(path, inp)]
         if not documents:
             raise InputError(f"{', '.join(args.files)}: no KVCluster or TracingPipeline found")
-        objects = render_documents(documents)
+        objects = render_documents(documents, getattr(args, "query_proxy_image", OPERATOR_IMAGE))
     except InputError as exc:
         print(f"kvtrace render: {exc}", file=err)
         return 1

@@ -59,6 +59,24 @@ def template(*extra: str, release: str = "kvtrace-operator", namespace: str = "k
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
+def operator_args(*sets: str) -> list[str]:
+    """The operator container's arguments as `helm template --set SETTING...` renders them."""
+    extra = [arg for setting in sets for arg in ("--set", setting)]
+    deployment = next(o for o in template(*extra) if o["kind"] == "Deployment")
+    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def parse_operator_args(args: list[str]) -> Any:
+    """``args`` parsed by the real `kvtrace operator run` parser (argparse.Namespace)."""
+    import argparse
+
+    from kvtrace_operator import cli
+
+    parser = argparse.ArgumentParser(prog="kvtrace")
+    cli.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["operator", "run", *args])
+
+
 def makefile_var(name: str) -> str:
     """The value of a `NAME = value` line of the Makefile."""
     text = (REPO / "Makefile").read_text()

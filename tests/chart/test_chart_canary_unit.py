@@ -4,26 +4,11 @@ refusals of bad values are in test_chart_unit.py)."""
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
-from chartlib import template
-
-from kvtrace_operator import cli
+from chartlib import operator_args
+from chartlib import parse_operator_args as parse
 
 pytestmark = pytest.mark.unit
-
-
-def operator_args(*sets: str) -> list[str]:
-    extra = [arg for setting in sets for arg in ("--set", setting)]
-    deployment = next(o for o in template(*extra) if o["kind"] == "Deployment")
-    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
-
-
-def parse(args: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="kvtrace")
-    cli.register(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["operator", "run", *args])
 
 
 def test_defaults_run_the_canary_every_minute_and_trace_nothing() -> None:

@@ -4,11 +4,13 @@ the query port. The proxy itself: test_security_query_proxy_unit.py and _datapla
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
 import yaml
 
+from kvtrace_operator import cli
 from kvtrace_operator.render import names, render_jaeger_config, render_pipeline
 from kvtrace_operator.render.images import OPERATOR_IMAGE
 from kvtrace_operator.render.podspec import container_security_context
@@ -97,6 +99,34 @@ def test_own_token_secret_is_reloaded_and_the_issuer_ca_rolls() -> None:
                                  "--required-claim", "groups=trace-readers",
                                  "--oidc-ca-file", "/etc/jaeger-query-oidc-ca/ca.crt"]
     assert {m["name"] for m in proxy["volumeMounts"]} == {"auth-token", "query-oidc-ca"}
+
+
+OPERATORS_OWN = "mirror.internal/kvtrace-operator@sha256:" + "0" * 64
+
+
+@pytest.mark.parametrize(("auth", "operator_image", "expected"), [
+    ({"mode": "bearer"}, None, OPERATOR_IMAGE),  # no image given to the render: the built-in one
+    ({"mode": "bearer"}, OPERATORS_OWN, OPERATORS_OWN),  # the operator's own (chart) image
+    (OIDC, OPERATORS_OWN, OPERATORS_OWN),
+    ({"mode": "bearer", "proxyImage": "registry.local/kvtrace-operator:dev"}, OPERATORS_OWN,
+     "registry.local/kvtrace-operator:dev"),  # the pipeline's proxyImage wins
+])
+def test_proxy_image_is_the_pipelines_else_the_operators_own(
+        auth: dict[str, Any], operator_image: str | None, expected: str) -> None:
+    chosen = {} if operator_image is None else {"proxy_image": operator_image}
+    objects = render_pipeline(tp(auth), **chosen)
+    assert container(objects, "query-proxy")["image"] == expected
+    assert container(objects, "jaeger")["image"] != operator_image  # Jaeger keeps its own image
+
+
+def test_kvtrace_render_takes_the_same_query_proxy_image_option(tmp_path: Any, capsys: Any) -> None:
+    source = tmp_path / "pipeline.yaml"
+    source.write_text(yaml.safe_dump(tp({"mode": "bearer"})))
+    parser = argparse.ArgumentParser(prog="kvtrace")
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["render", "-f", str(source), "--query-proxy-image", OPERATORS_OWN])
+    assert args.func(args) == 0
+    assert container(list(yaml.safe_load_all(capsys.readouterr().out)), "query-proxy")["image"] == OPERATORS_OWN
 
 
 def test_proxy_image_can_be_chosen_and_no_secret_reaches_a_configmap() -> None:

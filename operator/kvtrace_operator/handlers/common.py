@@ -16,6 +16,7 @@ from lightkube import AsyncClient
 from kvtrace_operator import k8s, tracing
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import checksum
+from kvtrace_operator.render.images import OPERATOR_IMAGE
 from kvtrace_operator.render.status import find_condition
 
 log = logging.getLogger("kvtrace_operator")
@@ -30,6 +31,7 @@ class Options:
     drain_timeout: float = 300.0  # how long leaving members may take to hand their data over
     canary_interval: float = 60.0  # TraceDelivery canary of each pipeline; 0 disables it
     canary_timeout: float = 20.0  # Jaeger lookup bound on top of the tail-sampling decision wait
+    query_proxy_image: str = OPERATOR_IMAGE  # the query-proxy sidecar's image unless proxyImage
 
 
 options = Options()

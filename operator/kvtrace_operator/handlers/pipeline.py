@@ -41,7 +41,7 @@ async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers:
     async with common.lock("TracingPipeline", meta["namespace"], meta["name"]):
         with METRICS.reconcile("TracingPipeline") as result, tracing.reconcile("TracingPipeline", pipeline, result):
             try:
-                children = render_pipeline(pipeline)
+                children = render_pipeline(pipeline, proxy_image=common.options.query_proxy_image)
             except SpecError as exc:
                 result["outcome"] = "invalid_spec"
                 await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(

@@ -6,6 +6,7 @@ from typing import Any
 
 from kvtrace_operator.render import names, query_access, query_proxy, tls
 from kvtrace_operator.render.deployment import Workload, service
+from kvtrace_operator.render.images import OPERATOR_IMAGE
 from kvtrace_operator.render.jaeger import BADGER_DIR, render_jaeger_config
 from kvtrace_operator.render.labels import JAEGER, child_metadata
 
@@ -25,9 +26,11 @@ def data_claim(pipeline: dict[str, Any], storage: dict[str, Any]) -> dict[str, A
             "spec": spec}
 
 
-def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
+def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any],
+                   proxy_image: str = OPERATOR_IMAGE) -> list[dict[str, Any]]:
     """One replica (memory and badger are single-node stores), recreated on change; with
-    query auth bearer/oidc, the ``query-proxy`` sidecar serves the query port."""
+    query auth bearer/oidc, the ``query-proxy`` sidecar (``proxy_image`` unless the pipeline
+    names its own) serves the query port."""
     jaeger = spec["jaeger"]
     if not jaeger["enabled"]:
         return []
@@ -58,18 +61,19 @@ def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[
     return objects + [
         workload.service_account(pipeline),
         workload.config_map(pipeline),
-        with_query_proxy(workload.deployment(pipeline), pipeline, spec),
+        with_query_proxy(workload.deployment(pipeline), pipeline, spec, proxy_image),
         service(pipeline, names.jaeger_query(name), JAEGER, query_access.query_ports(spec)),
         service(pipeline, names.jaeger_otlp(name), JAEGER, OTLP_PORTS),
     ]
 
 
-def with_query_proxy(deployment: dict[str, Any], pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def with_query_proxy(deployment: dict[str, Any], pipeline: dict[str, Any], spec: dict[str, Any],
+                     proxy_image: str = OPERATOR_IMAGE) -> dict[str, Any]:
     """The Deployment with the ``query-proxy`` sidecar and its volumes (bearer/oidc): the
     tokens file and the issuer's CA only in the proxy, the serving certificate (TLS) in both."""
     own = query_proxy.proxy_volumes(spec, names.name_of(pipeline))
     serving = tls.jaeger_volumes(pipeline, spec)
-    container = query_proxy.proxy_container(spec, [mount for _, mount in own + serving])
+    container = query_proxy.proxy_container(spec, [mount for _, mount in own + serving], proxy_image)
     if container is None:
         return deployment
     pod = deployment["spec"]["template"]["spec"]

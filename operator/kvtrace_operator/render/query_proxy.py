@@ -1,6 +1,10 @@
 """The ``query-proxy`` sidecar of the Jaeger pod (``spec.jaeger.query.auth.mode`` bearer and
 oidc; render/query_access.py holds the modes, Secrets and validation): ``kvtrace query-proxy``
-from the operator image serves the query port, Jaeger's query servers listen on loopback."""
+from the operator image serves the query port, Jaeger's query servers listen on loopback.
+
+The image: the pipeline's ``proxyImage``, else ``default_image``, the image the operator
+itself runs (``kvtrace operator run --query-proxy-image``, which the chart sets from the
+Deployment's own image), else the built-in OPERATOR_IMAGE."""
 
 from __future__ import annotations
 
@@ -63,10 +67,11 @@ def proxy_args(spec: dict[str, Any]) -> list[str]:
     return args
 
 
-def proxy_container(spec: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The ``query-proxy`` sidecar (bearer/oidc): the operator image running
-    ``kvtrace query-proxy``, restricted like every container, with ``mounts`` (its own
-    volumes and, with TLS, Jaeger's serving certificate)."""
+def proxy_container(spec: dict[str, Any], mounts: list[dict[str, Any]],
+                    default_image: str = OPERATOR_IMAGE) -> dict[str, Any] | None:
+    """The ``query-proxy`` sidecar (bearer/oidc): ``proxyImage`` or ``default_image`` (the
+    operator's own image) running ``kvtrace query-proxy``, restricted like every container,
+    with ``mounts`` (its own volumes and, with TLS, Jaeger's serving certificate)."""
     if not proxied(spec):
         return None
     auth = settings(spec) or {}
@@ -76,7 +81,7 @@ def proxy_container(spec: dict[str, Any], mounts: list[dict[str, Any]]) -> dict[
 
     return {
         "name": CONTAINER,
-        "image": auth.get("proxyImage") or OPERATOR_IMAGE,
+        "image": auth.get("proxyImage") or default_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["kvtrace", "query-proxy"],
         "args": proxy_args(spec),

@@ -6,6 +6,7 @@ from typing import Any
 
 from kvtrace_operator.render import names
 from kvtrace_operator.render.errors import SpecError
+from kvtrace_operator.render.images import OPERATOR_IMAGE
 from kvtrace_operator.render.kvcluster import render_kvcluster
 from kvtrace_operator.render.pipeline import render_pipeline
 from kvtrace_operator.render.validate import validate_kvcluster, validate_pipeline
@@ -49,16 +50,18 @@ def validate_resource(resource: dict[str, Any]) -> None:
         validate_pipeline(resource)
 
 
-def render_one(resource: dict[str, Any], resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def render_one(resource: dict[str, Any], resources: list[dict[str, Any]], *,
+               proxy_image: str = OPERATOR_IMAGE) -> list[dict[str, Any]]:
     if check_kind(resource) == names.KVCLUSTER:
         return render_kvcluster(resource, referenced_pipeline(resource, resources))
-    return render_pipeline(resource)
+    return render_pipeline(resource, proxy_image=proxy_image)
 
 
-def render_all(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def render_all(resources: list[dict[str, Any]], *, proxy_image: str = OPERATOR_IMAGE) -> list[dict[str, Any]]:
     """Children of every KVCluster (traced when its pipeline is among ``resources``) and
-    every TracingPipeline, in input order. Raises SpecError before returning anything."""
+    every TracingPipeline, in input order (``proxy_image``: see render_pipeline). Raises
+    SpecError before returning anything."""
     objects: list[dict[str, Any]] = []
     for resource in resources:
-        objects += render_one(resource, resources)
+        objects += render_one(resource, resources, proxy_image=proxy_image)
     return objects
