@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 
+_DROP_REASONS = {"dropped": "queue_full", "failed": "export_failed"}  # telemetry.stats() key -> reason label
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -32,11 +33,15 @@ class Counter:
 
 
 class Gauge:
-    def __init__(self, name: str, help_text: str, read: Callable[[], dict[tuple[str, ...], float]], labels: tuple[str, ...] = ()):
-        self.name, self.help, self.read, self.labels = name, help_text, read, labels
+    """A value read when the metrics are rendered (`kind` "counter": a total another part of
+    the node keeps itself, such as the span export's counts)."""
+
+    def __init__(self, name: str, help_text: str, read: Callable[[], dict[tuple[str, ...], float]],
+                 labels: tuple[str, ...] = (), kind: str = "gauge"):
+        self.name, self.help, self.read, self.labels, self.kind = name, help_text, read, labels, kind
 
     def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge"]
+        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
         out += [f"{self.name}{_labels(self.labels, k)} {v}" for k, v in sorted(self.read().items())]
         return out
 
@@ -85,8 +90,29 @@ class Metrics:
         self.peer_requests = Counter("kvnode_peer_requests_total", "Peer protocol requests served.", ("type",))
         self.gauges: list[Gauge] = []
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], dict[tuple[str, ...], float]], labels: tuple[str, ...] = ()) -> None:
-        self.gauges.append(Gauge(name, help_text, read, labels))
+    def gauge(self, name: str, help_text: str, read: Callable[[], dict[tuple[str, ...], float]], labels: tuple[str, ...] = (),
+              kind: str = "gauge") -> None:
+        self.gauges.append(Gauge(name, help_text, read, labels, kind))
+
+    def span_export(self, stats: Callable[[], dict[str, int]]) -> None:
+        """The span export's counts (`telemetry.stats()`: ended, exported, failed, dropped,
+        queued), read at each scrape; no samples while the node does not export its spans itself
+        (tracing off, or the SDK's own pipeline)."""
+        def total(key: str) -> Callable[[], dict[tuple[str, ...], float]]:
+            return lambda: {(): float(v)} if (v := stats().get(key)) is not None else {}
+
+        def dropped() -> dict[tuple[str, ...], float]:
+            s = stats()
+            return {(reason,): float(s[key]) for key, reason in _DROP_REASONS.items() if key in s}
+
+        self.gauge("kvnode_spans_ended_total", "Spans the node recorded and handed to the export queue.",
+                   total("ended"), kind="counter")
+        self.gauge("kvnode_spans_exported_total", "Spans the collector accepted.", total("exported"), kind="counter")
+        self.gauge("kvnode_spans_dropped_total",
+                   "Spans lost: queue_full (export queue full, the oldest span dropped), export_failed "
+                   "(the collector refused the batch or was unreachable until the exporter gave up).",
+                   dropped, ("reason",), kind="counter")
+        self.gauge("kvnode_spans_queued", "Spans waiting in the export queue.", total("queued"))
 
     def render(self) -> str:
         lines: list[str] = []

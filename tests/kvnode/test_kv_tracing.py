@@ -25,7 +25,7 @@ def attrs(span: Span) -> dict[str, Any]:
     return out
 
 
-def traced_cluster(kv_cluster: Callable[..., Harness], receiver: Receiver | str, **env: str) -> Harness:
+def traced_cluster(kv_cluster: Callable[..., Harness], receiver: Receiver | str, count: int = 3, **env: str) -> Harness:
     endpoint = receiver if isinstance(receiver, str) else f"http://127.0.0.1:{receiver.port}"
     otel = {
         "OTEL_SDK_DISABLED": "false", "OTEL_SERVICE_NAME": "kvnode", "OTEL_TRACES_EXPORTER": "otlp",
@@ -33,7 +33,7 @@ def traced_cluster(kv_cluster: Callable[..., Harness], receiver: Receiver | str,
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_PROPAGATORS": "tracecontext,baggage",
     }
-    return kv_cluster(3, **otel, **env)
+    return kv_cluster(count, **{**otel, **env})
 
 
 def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[..., Harness], receiver: Receiver) -> None:

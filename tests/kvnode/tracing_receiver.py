@@ -15,9 +15,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 
 class Receiver:
-    """Collects every span exported over OTLP/HTTP (protobuf), with its node's id."""
+    """Collects every span exported over OTLP/HTTP (protobuf), with its node's id; on `port`
+    if given (a node configured while nothing listened there yet)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.spans: list[tuple[str, Span]] = []
         self.requests: list[tuple[dict[str, str], ExportTraceServiceRequest]] = []
         self.lock = threading.Lock()
@@ -43,7 +44,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.port = free_port("127.0.0.1")
+        self.port = port or free_port("127.0.0.1")
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -59,13 +60,6 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ class Node:
             lambda: {(t,): float(n) for t, n in self.store.hint_counts().items()}, ("peer",),
         )
         self.metrics.gauge("kvnode_ring_members", "Members in this node's ring.", lambda: {(): float(len(self.cluster.ring.members))})
+        self.metrics.span_export(telemetry.stats)
         self._peers_text: str | None = None
 
     @property
