@@ -61,7 +61,8 @@ def test_proxy_modes_put_jaeger_query_on_loopback_and_the_proxy_on_the_query_por
                                  "--upstream", "http://127.0.0.1:16687", "--tokens-file", TOKENS_FILE]
     assert proxy["ports"] == [{"name": "query-http", "containerPort": 16686, "protocol": "TCP"}]
     assert proxy["securityContext"] == container_security_context()
-    assert proxy["readinessProbe"]["tcpSocket"] == {"port": "query-http"}
+    for probe in ("livenessProbe", "readinessProbe"):  # the kubelet sends no token: /healthz needs none
+        assert proxy[probe]["httpGet"] == {"path": "/healthz", "port": "query-http", "scheme": "HTTP"}
     assert proxy["resources"]["limits"]["memory"]
     # No API access for either container; gRPC is not offered through the Service.
     assert pod(objects)["automountServiceAccountToken"] is False
@@ -156,6 +157,15 @@ def test_tls_the_proxy_terminates_it_with_the_jaeger_leaf() -> None:
                                   "--tls-key-file", "/etc/jaeger-serving/tls.key"]
     assert {"name": "serving-cert", "mountPath": "/etc/jaeger-serving", "readOnly": True} in proxy["volumeMounts"]
     assert [v["name"] for v in pod(objects)["volumes"]].count("serving-cert") == 1
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert proxy[probe]["httpGet"] == {"path": "/healthz", "port": "query-http", "scheme": "HTTPS"}
+
+
+def test_the_probed_path_is_the_one_the_proxy_answers_without_a_token() -> None:
+    from kvtrace.queryproxy import server
+    from kvtrace_operator.render import query_proxy
+
+    assert query_proxy.HEALTH_PATH == server.HEALTH_PATH
 
 
 def test_the_jaeger_leaf_names_the_query_service_and_secret_mode_keeps_query_plaintext() -> None:

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 import time
@@ -299,9 +300,12 @@ def test_tls_on_the_proxy_is_verified_with_the_ca(jaeger: tuple[Jaeger, str], pr
     other_ca = pki.make_ca("another ca", now, dt.timedelta(days=1))
     with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
         canary.in_jaeger(url, trace_id, token=token, ca_pem=other_ca.cert_pem, server_hostname=name)
+    kubelet = ssl.create_default_context()  # the rendered HTTPS probe: the kubelet verifies no certificate
+    kubelet.check_hostname, kubelet.verify_mode = False, ssl.CERT_NONE
+    with urllib.request.urlopen(f"{url}/healthz", timeout=10, context=kubelet) as health:
+        assert health.status == 200
 
     def served() -> str:
-        import ssl
         import socket
 
         context = ssl.create_default_context(cadata=ca.cert_pem)
@@ -335,3 +339,21 @@ def test_jaeger_not_answering_is_a_502_after_authentication(proxies: Any, loopba
     status, _, body = get(f"{proxy.url()}/api/v3/services", f"Bearer {token}")
     assert status == 502 and json.loads(body)["error"] == "bad_gateway", body
     assert proxy.process.alive()
+
+
+def test_healthz_answers_the_tokenless_kubelet_itself_and_nothing_else_is_open(
+        proxies: Any, loopback_ip: Any, tmp_path: Path) -> None:
+    """The rendered liveness/readiness probes (GET /healthz, no token): answered by the proxy
+    even while Jaeger is down (not forwarded); other methods and paths still need a token."""
+    (tmp_path / "tokens").write_text(secrets.token_urlsafe(32))
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a forwarded request would be a 502
+    proxy = proxies("--mode", "bearer", "--upstream", closed, "--tokens-file", str(tmp_path / "tokens"),
+                    address=loopback_ip())
+    status, headers, body = get(f"{proxy.url()}/healthz")
+    assert (status, body, headers["Cache-Control"]) == (200, "ok\n", "no-store")
+    for path in ("/healthz/", "/healthz/../api/v3/services", "/healthzx", "/api/v3/healthz"):
+        refused(f"{proxy.url()}{path}", None, None)
+    request = urllib.request.Request(f"{proxy.url()}/healthz", data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as post:
+        urllib.request.urlopen(request, timeout=10)
+    assert post.value.code == 401

@@ -29,6 +29,8 @@ LOOPBACK = "127.0.0.1"
 UPSTREAM_PORT = 16687
 OIDC_CA_VOLUME = "query-oidc-ca"
 OIDC_CA_DIR = "/etc/jaeger-query-oidc-ca"
+# The proxy answers it itself, without a token (kvtrace.queryproxy.server.HEALTH_PATH).
+HEALTH_PATH = "/healthz"
 RESOURCES = {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "192Mi"}}
 
 
@@ -75,9 +77,11 @@ def proxy_container(spec: dict[str, Any], mounts: list[dict[str, Any]],
     if not proxied(spec):
         return None
     auth = settings(spec) or {}
+    scheme = "HTTPS" if tls.every_hop(spec) else "HTTP"  # the kubelet does not verify the certificate
 
     def probe(period: int) -> dict[str, Any]:
-        return {"tcpSocket": {"port": "query-http"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3}
+        return {"httpGet": {"path": HEALTH_PATH, "port": "query-http", "scheme": scheme},
+                "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3}
 
     return {
         "name": CONTAINER,

@@ -13,6 +13,10 @@ Jaeger's query server on loopback, answer the others 401 with ``WWW-Authenticate
   reason, never the token.
 - TLS (``--tls-cert-file``/``--tls-key-file``): the certificate is re-read when its files
   change, so a renewed leaf is served without a restart.
+- ``GET /healthz``: the kubelet's liveness and readiness probes. Answered by the proxy
+  itself, without a token (the kubelet has none) and without asking Jaeger (Jaeger's own
+  container has its probes): 200 ``ok`` while the event loop serves requests. Nothing else
+  is answered without a token.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from kvtrace.queryproxy.settings import ProxySettings, is_loopback
 
 log = logging.getLogger("kvtrace.queryproxy")
 
+HEALTH_PATH = "/healthz"  # render/query_proxy.py probes it (a unit test checks they agree)
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=120)
 MAX_BODY = 1 << 20
 
@@ -158,6 +163,10 @@ def unauthorized(realm: str, reason: str, presented: bool) -> web.Response:
                         headers={"WWW-Authenticate": challenge(realm, reason, presented), "Cache-Control": "no-store"})
 
 
+async def _health(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
+
+
 def _client(request: web.Request) -> str:
     return str(request.remote or "?")
 
@@ -254,6 +263,7 @@ def build_app(settings: ProxySettings, context: ssl.SSLContext | None = None) ->
             await issuer.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app.router.add_get(HEALTH_PATH, _health, allow_head=False)  # before the catch-all: routes match in order
     app.router.add_route("*", "/{tail:.*}", _forward)
     return app
 
