@@ -19,6 +19,7 @@ from kvtrace_operator.render.images import OPERATOR_IMAGE
 pytestmark = pytest.mark.unit
 
 MIRROR = ("image.repository=registry.internal:5000/mirror/kvtrace-operator", "image.tag=1.2.3-rc1")
+DIGEST = "sha256:" + "3f" * 32
 BEARER_PIPELINE = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
                    "metadata": {"name": "traces", "namespace": "store", "uid": "u-tp"},
                    "spec": {"jaeger": {"query": {"auth": {"mode": "bearer"}}}}}
@@ -37,8 +38,11 @@ def sidecar_image(proxy_image: str) -> str:
     return str(proxy["image"])
 
 
-@pytest.mark.parametrize(("sets", "expected"), [((), OPERATOR_IMAGE),
-                                                 (MIRROR, "registry.internal:5000/mirror/kvtrace-operator:1.2.3-rc1")])
+@pytest.mark.parametrize(("sets", "expected"), [
+    ((), OPERATOR_IMAGE),
+    (MIRROR, "registry.internal:5000/mirror/kvtrace-operator:1.2.3-rc1"),
+    ((*MIRROR, f"image.digest={DIGEST}"), f"registry.internal:5000/mirror/kvtrace-operator@{DIGEST}"),  # pinned
+])
 def test_the_sidecar_runs_the_image_the_chart_runs_the_operator_with(sets: tuple[str, ...], expected: str) -> None:
     assert deployment_image(*sets) == expected
     args = operator_args(*sets)

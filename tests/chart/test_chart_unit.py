@@ -153,6 +153,7 @@ def test_service_monitor_is_optional() -> None:
     ("healthPort=http", "/healthPort"),
     ("rbac.create=maybe", "/rbac/create"),
     ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+    ("image.digest=latest", "/image/digest"),
     ("unknownValue=1", "unknownValue"),
     ("canary.interval=soon", "/canary/interval"),
     ("canary.timeout=0", "/canary/timeout"),

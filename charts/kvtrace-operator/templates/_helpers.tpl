@@ -47,9 +47,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The operator image reference. */}}
+{{/* The operator image reference (also the query-proxy sidecars' default): pinned by digest when one is given. */}}
 {{- define "kvtrace-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* Namespaces watched with scope "namespace", as a JSON list (the release namespace when none is given). */}}
