@@ -218,17 +218,17 @@ def test_sampling_head_mode_warns_development_passes_two_tier_is_read() -> None:
 
 def test_resources_default_warns_without_memory_limit_and_fits_a_sane_limit() -> None:
     tp = pipeline()
-    check = doctor.check_resources(configs(tp), collector_deployments(tp))
+    check = doctor.check_resources(configs(tp), collector_deployments(tp), 3)
     assert check.status == WARN and "no memory limit" in check.summary
     sized = pipeline(collector={"resources": {"limits": {"memory": "2Gi"}}})
-    check = doctor.check_resources(configs(sized), collector_deployments(sized))
+    check = doctor.check_resources(configs(sized), collector_deployments(sized), 3)
     assert check.status == PASS, check
     assert any("memory limit 2048MiB: spike allowance 512MiB" in line for line in check.evidence)
 
 
 def test_resources_fail_when_a_batch_exceeds_the_spike_allowance_or_order_is_wrong() -> None:
     small = pipeline(collector={"resources": {"limits": {"memory": "16Mi"}}})
-    check = doctor.check_resources(configs(small), collector_deployments(small))
+    check = doctor.check_resources(configs(small), collector_deployments(small), 3)
     assert check.status == FAIL
     assert "one batch (~8MiB) is larger than the memory limiter's spike allowance (4MiB of 16MiB)" in check.summary
     assert "spec.collector.resources.limits.memory" in check.fix
@@ -237,20 +237,29 @@ def test_resources_fail_when_a_batch_exceeds_the_spike_allowance_or_order_is_wro
     procs = broken["traces-collector"]["service"]["pipelines"]["traces"]["processors"]
     procs.remove("memory_limiter")
     procs.insert(0, procs.pop())  # batch first
-    check = doctor.check_resources(broken, collector_deployments(tp))
+    check = doctor.check_resources(broken, collector_deployments(tp), 3)
     assert check.status == FAIL and "no memory_limiter" in check.summary
     assert any("batch is not the last processor" in line for line in check.evidence)
     spiky = configs(tp)
     spiky["traces-collector"]["processors"]["memory_limiter"].update(limit_percentage=95, spike_limit_percentage=96)
-    check = doctor.check_resources(spiky, collector_deployments(tp))
+    check = doctor.check_resources(spiky, collector_deployments(tp), 3)
     assert "limit_percentage 95 leaves the Go runtime no room" in check.summary
     assert any("spike_limit_percentage 96 is not below" in line for line in check.evidence)
 
 
+def test_spans_per_trace_is_the_coordinator_and_one_per_replica_call() -> None:
+    assert [doctor.spans_per_trace(n) for n in (1, 3, 5)] == [2, 4, 6]
+
+
 def test_resources_warn_when_the_tail_buffer_cannot_fit() -> None:
     tp = pipeline(collector={"resources": {"limits": {"memory": "256Mi"}}})
-    check = doctor.check_resources(configs(tp), collector_deployments(tp))
-    assert check.status == WARN and "a full tail-sampling buffer (~391MiB) exceeds the soft limit (141MiB)" in check.summary
+    check = doctor.check_resources(configs(tp), collector_deployments(tp), 3)
+    assert check.status == WARN and "a full tail-sampling buffer (~195MiB) exceeds the soft limit (141MiB)" in check.summary
+    assert any("num_traces 50000 x 4 spans (replication factor 3): up to ~195MiB" in line for line in check.evidence)
+    # the buffer is sized by the cluster's replication factor: at 1, a trace is 2 spans and fits
+    check = doctor.check_resources(configs(tp), collector_deployments(tp), 1)
+    assert check.status == PASS, check
+    assert any("num_traces 50000 x 2 spans (replication factor 1): up to ~98MiB" in line for line in check.evidence)
 
 
 def test_canary() -> None:

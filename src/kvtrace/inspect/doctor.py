@@ -31,7 +31,7 @@ from kvtrace.inspect.status import COMPONENT, INSTANCE, pipeline_ref
 from kvtrace_operator.render import canary as render_canary
 from kvtrace_operator.render import names, sampling, security
 from kvtrace_operator.render.canary import lookup_bound_s
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
@@ -39,7 +39,6 @@ CONFIG_KEY = "config.yaml"
 NODE_CONTAINER = "kvnode"
 # Memory estimates for the resources check (documented in docs/troubleshooting.md).
 SPAN_BYTES = 1024  # one span in the collector's memory, attributes included
-SPANS_PER_TRACE = 8  # a quorum write at replication factor 3: 1 + 3 client + 3 server spans, rounded up
 MAX_LIMIT_PERCENTAGE = 90
 RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
 ALWAYS_ON = ("always_on", "parentbased_always_on")
@@ -319,11 +318,21 @@ def check_sampling(pipeline: Mapping[str, Any] | None, configs: Mapping[str, Any
                  "use sampling.mode production to keep every error trace" if mode == sampling.HEAD else "")
 
 
-def check_resources(configs: Mapping[str, Any], deployments: Mapping[str, Mapping[str, Any]]) -> Check:
+def spans_per_trace(replication_factor: int) -> int:
+    """The spans of one client operation's trace, at most (docs/tracing.md): the coordinator's
+    SERVER span and one span per replica call, ``replication_factor`` calls when the
+    coordinator holds no copy of the key (one fewer when it does: its own copy is applied
+    in-process). A failed call's CLIENT span takes the place of the replica's SERVER span."""
+    return 1 + replication_factor
+
+
+def check_resources(configs: Mapping[str, Any], deployments: Mapping[str, Mapping[str, Any]],
+                    replication_factor: int) -> Check:
     """memory_limiter first, batch last, and their sizes fit the collector's memory limit.
 
     ``configs``: collector ConfigMap name → parsed config; ``deployments``: the same names →
-    the collector Deployment (its container's ``resources``)."""
+    the collector Deployment (its container's ``resources``); ``replication_factor``: the
+    KVCluster's, which sizes its traces in the tail-sampling buffer."""
     name = "batch and memory limiter"
     failures: list[str] = []
     warnings: list[str] = []
@@ -382,8 +391,10 @@ def check_resources(configs: Mapping[str, Any], deployments: Mapping[str, Mappin
         tail = settings.get(next((p for p in procs if _kind(p) == "tail_sampling"), ""), None)
         if isinstance(tail, Mapping):
             num = int(tail.get("num_traces") or 50000)
-            tail_bytes = num * SPANS_PER_TRACE * SPAN_BYTES
-            evidence.append(f"{cm}: tail_sampling num_traces {num}: up to ~{mib(tail_bytes)} held while deciding")
+            spans = spans_per_trace(replication_factor)
+            tail_bytes = num * spans * SPAN_BYTES
+            evidence.append(f"{cm}: tail_sampling num_traces {num} x {spans} spans (replication factor "
+                            f"{replication_factor}): up to ~{mib(tail_bytes)} held while deciding")
             if tail_bytes > soft_bytes:
                 warnings.append(f"{cm}: a full tail-sampling buffer (~{mib(tail_bytes)}) exceeds the soft limit "
                                 f"({mib(soft_bytes)}): under load the limiter refuses spans before it fills")
@@ -627,7 +638,8 @@ def run(kube: Any, namespace: str, name: str, *, collector: str | None = None, j
     checks.append(otlp_check)
     checks.append(check_pod_env(cluster, pipeline, pods))
     checks.append(check_sampling(pipeline, configs, pods))
-    checks.append(check_resources(configs, deployments))
+    factor = int(apply_defaults_kvcluster(dict(cluster.get("spec") or {}))["replicationFactor"])
+    checks.append(check_resources(configs, deployments, factor))
 
     if not canary:
         checks.append(check_canary({"skipped": "--no-canary"}))
