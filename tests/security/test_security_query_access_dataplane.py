@@ -37,13 +37,6 @@ SERVICE = "query-access-kv"
 GET_SERVICES = "/jaeger.api_v3.QueryService/GetServices"
 
 
-class GuardedJaeger(Jaeger):  # type: ignore[misc]
-    """Ready on its health check alone: its query API now wants credentials."""
-
-    def _ready(self) -> bool:
-        return bool(super(Jaeger, self)._ready())
-
-
 def tp(auth: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
             "metadata": {"name": "traces", "namespace": "store"},
@@ -94,7 +87,7 @@ def test_basic_query_auth_refuses_without_credentials_and_answers_with_them(
     config["extensions"][EXTENSION]["htpasswd"]["file"] = str(htpasswd)  # the Secret's mount, locally
     wrong_password = credentials[:-1] + ("A" if credentials[-1] != "A" else "B")
 
-    with GuardedJaeger(config, workdir=tmp_path / "jaeger") as jaeger:
+    with Jaeger(config, workdir=tmp_path / "jaeger") as jaeger:
         trace_id = send_probe_trace(jaeger.otlp_http, SERVICE)
         client = JaegerClient(jaeger.query_url, credentials=credentials)
         found = poll(lambda: client.trace(trace_id), timeout=30, message="the probe trace, queried with credentials")
@@ -171,7 +164,7 @@ def test_basic_query_auth_over_tls_with_the_jaeger_leaf(poll: Any, tmp_path: Pat
     config["receivers"]["otlp"] = {"protocols": {"grpc": {}, "http": {}}}  # the OTLP hop's TLS: tls tests
     name = "traces-jaeger-query.store.svc"
 
-    with GuardedJaeger(config, workdir=tmp_path / "jaeger") as jaeger:
+    with Jaeger(config, workdir=tmp_path / "jaeger") as jaeger:
         trace_id = send_probe_trace(jaeger.otlp_http, SERVICE)
         url = "https://" + jaeger.endpoint("jaeger_query/http")
         client = JaegerClient(url, credentials=credentials, ca_pem=ca.cert_pem, server_hostname=name)

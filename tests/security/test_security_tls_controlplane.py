@@ -116,8 +116,9 @@ def test_the_operator_creates_the_ca_and_leaves_renews_a_due_leaf_and_leaves_val
     ns = kube_ns.namespace
     assert set(pki.info(edge["tls.crt"]).dns_names) == set(tls.dns_names("traces-collector", ns))
     assert pki.signed_by(edge["tls.crt"], ca["tls.crt"]) and edge["ca.crt"] == ca["tls.crt"]
-    assert set(pki.info(decoded(secrets["traces-jaeger-tls"])["tls.crt"]).dns_names) == set(
-        tls.dns_names("traces-jaeger-otlp", ns))
+    # Jaeger's leaf serves its OTLP port and its query port (or the query proxy beside it).
+    assert set(pki.info(decoded(secrets["traces-jaeger-tls"])["tls.crt"]).dns_names) == {
+        *tls.dns_names("traces-jaeger-otlp", ns), *tls.dns_names("traces-jaeger-query", ns)}
     poll(lambda: kube_ns.get("deployment", "traces-collector"), message="the collector Deployment")
     status = poll(lambda: (kube_ns.get("tracingpipeline", "traces") or {}).get("status", {}).get("tls"),
                   message="status.tls")

@@ -115,6 +115,12 @@ class Stack:
             text = text.replace(mount, str(self.volumes.directory(pod, volume)))
         return dict(yaml.safe_load(text))
 
+    def query(self, jaeger: Any, ca_pem: str | None = None) -> Any:
+        """Jaeger's query API over its TLS port, verified for the query Service's name (the
+        Jaeger leaf names it) with ``ca_pem``, by default the pods' trust bundle."""
+        trust = ca_pem or (self.volumes.directory("jaeger", "telemetry-ca") / "ca.crt").read_text()
+        return jaeger.client(ca_pem=trust, server_hostname=f"traces-jaeger-query.{NS}.svc")
+
     def start_jaeger(self) -> Any:
         return self.jaeger_factory(self.localise(render_jaeger_config(self.pipe), "jaeger"))
 
@@ -180,8 +186,7 @@ def served_fingerprint(address: str, server_name: str, ca_file: Path) -> str:
     return pki.info(ssl.DER_cert_to_PEM_cert(der)).fingerprint
 
 
-def all_arrive(jaeger: Any, poll: Any, service: str, trace_ids: set[str]) -> None:
-    client = jaeger.client()
+def all_arrive(client: Any, poll: Any, service: str, trace_ids: set[str]) -> None:
 
     def missing() -> set[str]:
         found = {trace.trace_id for trace in client.find_traces(service, limit=len(trace_ids) + 50)}
@@ -221,7 +226,7 @@ def test_two_tiers_spans_flow_over_tls_on_every_hop(
         assert result == SpanExportResult.SUCCESS
         sent.add(trace_id)
     client.close()
-    all_arrive(backend, poll, cluster["metadata"]["name"], sent)
+    all_arrive(stack.query(backend), poll, cluster["metadata"]["name"], sent)
 
 
 # ---- refused --------------------------------------------------------------------------------
@@ -244,7 +249,7 @@ def test_a_client_trusting_another_ca_or_facing_an_expired_certificate_is_refuse
     client = Client(pipe, stranger, edge, other, stack.token, monkeypatch)
     assert client.send()[1] == SpanExportResult.FAILURE
     client.close()
-    assert stranger["metadata"]["name"] not in backend.client().services()
+    assert stranger["metadata"]["name"] not in stack.query(backend).services()
 
     # An expired leaf (issued by the right CA an hour ago, valid 10 minutes) is refused too.
     expired = pki.issue(state.ca, "traces-collector", list(tls.dns_names("traces-collector", NS)),
@@ -266,8 +271,8 @@ def test_the_collector_refuses_a_jaeger_certificate_from_another_ca(
     impostor, _ = issue(pipe, rotation.State(), moment)  # a second CA and its own leaves
     stack = Stack(pipe, Volumes(tmp_path / "pods"), collector, jaeger)
     stack.mount(secret_data(pipe, state, moment))
-    stack.volumes.write("jaeger", "serving-cert", secret_data(pipe, impostor, moment)["traces-jaeger-tls"],
-                        ["tls.crt", "tls.key"])
+    impostor_secrets = secret_data(pipe, impostor, moment)
+    stack.volumes.write("jaeger", "serving-cert", impostor_secrets["traces-jaeger-tls"], ["tls.crt", "tls.key"])
     backend = stack.start_jaeger()
     edge = stack.start_collector("sampling", "collector", jaeger=backend)
     cluster = kvcluster()
@@ -276,7 +281,8 @@ def test_the_collector_refuses_a_jaeger_certificate_from_another_ca(
     client.close()
     poll(lambda: "certificate signed by unknown authority" in edge.tail(200), timeout=30,
          message="the collector's exporter refusing Jaeger's certificate")
-    assert cluster["metadata"]["name"] not in backend.client().services()  # ... Jaeger never gets it
+    # ... Jaeger (asked over its query port, which serves the impostor leaf too) never gets it
+    assert cluster["metadata"]["name"] not in stack.query(backend, impostor_secrets["traces-tls-trust"]["ca.crt"]).services()
 
 
 # ---- rotation -------------------------------------------------------------------------------
@@ -366,7 +372,7 @@ def test_leaf_and_ca_rotation_lose_no_span(rotation_stack: Stack, poll: Any,
     client.close()
 
     assert now() < start + datetime.timedelta(seconds=70), "the first leaves and CA must outlive the test"
-    all_arrive(backend, poll, cluster["metadata"]["name"], sent)
+    all_arrive(stack.query(backend), poll, cluster["metadata"]["name"], sent)
 
 
 # ---- the real binaries accept every TLS configuration ------------------------------------------

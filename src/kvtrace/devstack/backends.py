@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 import urllib.error
@@ -102,6 +103,20 @@ def _http_ok(url: str) -> bool:
     try:
         with urlopen_direct(url, timeout=2) as resp:
             return 200 <= int(resp.status) < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _http_answers(url: str) -> bool:
+    """Whether an HTTP server answers at ``url`` at all (any status; TLS not verified)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urlopen_direct(url, timeout=2, context=context):
+            return True
+    except urllib.error.HTTPError:
+        return True
     except (urllib.error.URLError, OSError):
         return False
 
@@ -253,16 +268,30 @@ class Jaeger(_OtelProcess):
     def _health_url(self) -> str:
         return f"http://{self.endpoint('healthcheckv2/http')}/status"
 
+    def _query_http(self) -> dict[str, Any]:
+        return ((self.config.get("extensions") or {}).get("jaeger_query") or {}).get("http") or {}
+
     def _ready(self) -> bool:
-        return super()._ready() and _http_ok(f"{self.query_url}/api/v3/services")
+        """Healthy, and the query port answers: anonymously with 200 for a plain config;
+        when it serves TLS or wants credentials, any HTTP answer over a TLS session that is not
+        verified (as the kubelet's probes do; clients verify with the pipeline's CA)."""
+        if not super()._ready():
+            return False
+        query = self._query_http()
+        if "tls" in query or "auth" in query:
+            return _http_answers(f"{self.query_url}/api/v3/services")
+        return _http_ok(f"{self.query_url}/api/v3/services")
 
     @property
     def query_url(self) -> str:
-        """Base URL of the query service (UI and ``/api/v3``)."""
-        return "http://" + self.endpoint("jaeger_query/http")
+        """Base URL of the query service (UI and ``/api/v3``): https when it serves TLS."""
+        scheme = "https" if "tls" in self._query_http() else "http"
+        return f"{scheme}://" + self.endpoint("jaeger_query/http")
 
-    def client(self, timeout: float = 5.0) -> JaegerClient:
-        return JaegerClient(self.query_url, timeout=timeout)
+    def client(self, timeout: float = 5.0, **options: Any) -> JaegerClient:
+        """A query client; ``options`` as JaegerClient's (credentials, token, ca_pem,
+        server_hostname) for a query port behind auth or TLS."""
+        return JaegerClient(self.query_url, timeout=timeout, **options)
 
 
 def forward_to_jaeger(jaeger: Jaeger | str, *, debug: bool = False,
