@@ -1,6 +1,7 @@
 """Benchmark: what tracing costs the KV workload, through the real collector, in one run.
 
     .venv/bin/python benchmarks/tracing_overhead.py [--duration 5] [--clients 32] [--keys 2000]
+        [--modes production] [--node-env OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048 ...]
 
 Three configurations of a 3-node cluster, each started fresh with exactly the environment the
 operator renders (`otel_environment`) for its TracingPipeline:
@@ -84,7 +85,8 @@ def run_mode(name: str, spec: dict[str, Any] | None, root: Path, args: argparse.
             collector.start()
         nodes = start_kv_nodes(root, [ALLOCATOR.allocate() for _ in range(3)], kvcluster(3), pipe,
                                collector.otlp_http if collector else None,
-                               secrets=token.secrets(pipe) if pipe is not None else None)
+                               secrets=token.secrets(pipe) if pipe is not None else None,
+                               extra=dict(kv.split("=", 1) for kv in args.node_env))
         procs: list[Any] = [n.process for n in nodes]  # Process has the .pid kv.cpu_seconds reads
         collector_procs: list[Any] = [collector.process] if collector else []
         cpu0 = cpu_seconds(collector_procs)
@@ -158,7 +160,13 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=1, help="loaded measurements per mode (the median is reported)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma list of " + ",".join(MODES))
+    parser.add_argument("--node-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="also set this in the nodes' environment, over the rendered one (to compare a setting, "
+                             "e.g. OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048); repeatable")
     args = parser.parse_args()
+    for kv in args.node_env:
+        if "=" not in kv or not kv.split("=", 1)[0]:
+            parser.error(f"--node-env: expected NAME=VALUE, got {kv!r}")
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="kvtrace-tracing-bench-") as tmp:
         for name in args.modes.split(","):
@@ -169,7 +177,7 @@ def main() -> int:
     doc = {
         "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
         "clients": args.clients, "duration_s": args.duration, "keys": args.keys, "value_bytes": 100,
-        "consistency": "quorum",
+        "consistency": "quorum", "node_env": dict(kv.split("=", 1) for kv in args.node_env),
         "results": {name: {**{k: v for k, v in res.items() if k != "phases"},
                            "phases": {p: r.as_dict() for p, r in res["phases"].items()}}
                     for name, res in results.items()},

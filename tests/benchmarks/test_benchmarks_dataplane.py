@@ -52,3 +52,10 @@ def test_tracing_overhead_benchmark_prints_ratios_of_three_modes_in_one_run() ->
     assert results["production"]["spans_reaching_collector"] >= 0.95
     assert results["head-0.1"]["spans_reaching_collector"] < 0.5
     assert "ratio to untraced" in text and "production" in text and "head-0.1" in text
+
+
+def test_tracing_overhead_node_env_must_be_name_equals_value() -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tracing_overhead.py"), "--node-env", "FOO"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2
+    assert "--node-env: expected NAME=VALUE, got 'FOO'" in proc.stderr
