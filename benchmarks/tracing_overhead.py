@@ -44,6 +44,7 @@ from tracing_stack import kvcluster, loopback_config, pipeline, start_kv_nodes, 
 
 from kvnode.bench import Result, table  # noqa: E402
 from kvtrace.devstack.backends import Collector, Jaeger  # noqa: E402
+from kvtrace.devstack.local_tls import local_tls  # noqa: E402
 from kvtrace.devstack.otlp_token import local_token  # noqa: E402
 from kvtrace.devstack.podrunner import ALLOCATOR  # noqa: E402
 from kvtrace_operator.render import render_collector_config, render_jaeger_config  # noqa: E402
@@ -74,18 +75,20 @@ def run_mode(name: str, spec: dict[str, Any] | None, root: Path, args: argparse.
     try:
         collector = None
         token = local_token(root / "otlp-token")
-        if pipe is not None:
-            jaeger = Jaeger(loopback_config(render_jaeger_config(pipe)), workdir=root / "jaeger", name="jaeger")
+        tls = local_tls(root / "tls", pipe) if pipe is not None else None  # TLS on by default, like auth
+        if pipe is not None and tls is not None:
+            jaeger = Jaeger(loopback_config(render_jaeger_config(pipe), tls=tls, leaf=tls.jaeger_leaf()),
+                            workdir=root / "jaeger", name="jaeger")
             backends.append(jaeger)
             jaeger.start()
             collector = Collector(loopback_config(render_collector_config(pipe), jaeger_otlp_grpc=jaeger.otlp_grpc,
-                                                  token_file=token.file),
+                                                  token_file=token.file, tls=tls, leaf=tls.edge_leaf()),
                                   workdir=root / "collector", name="collector")
             backends.append(collector)
             collector.start()
         nodes = start_kv_nodes(root, [ALLOCATOR.allocate() for _ in range(3)], kvcluster(3), pipe,
                                collector.otlp_http if collector else None,
-                               secrets=token.secrets(pipe) if pipe is not None else None,
+                               secrets=token.secrets(pipe) if pipe is not None else None, tls=tls,
                                extra=dict(kv.split("=", 1) for kv in args.node_env))
         procs: list[Any] = [n.process for n in nodes]  # Process has the .pid kv.cpu_seconds reads
         collector_procs: list[Any] = [collector.process] if collector else []

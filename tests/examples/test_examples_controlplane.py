@@ -22,6 +22,16 @@ def status(kubectl: Any, namespace: str, ref: str) -> dict[str, Any]:
     return get_json(kubectl, namespace, ref)[0].get("status") or {}
 
 
+def secure_defaults(kubectl: Any, namespace: str) -> None:
+    """No spec.security: TLS from the operator's own CA on every hop (chart RBAC: Secrets)."""
+    pipeline = status(kubectl, namespace, "tracingpipeline/dev-traces")
+    assert pipeline["endpoints"]["otlpHttp"].startswith("https://")
+    assert pipeline["tls"]["mode"] == "managed"
+    assert [c["secret"] for c in pipeline["tls"]["certificates"]] == ["dev-traces-collector-tls", "dev-traces-jaeger-tls"]
+    trust = get_json(kubectl, namespace, "secret/dev-traces-tls-trust")[0]
+    assert set(trust["data"]) == {"ca.crt"}  # the bundle only: no key reaches a client
+
+
 def production_sampling(kubectl: Any, namespace: str) -> None:
     sampling = status(kubectl, namespace, "tracingpipeline/prod-traces")["sampling"]
     assert sampling["sdkSampler"] == "parentbased_always_on" and sampling["tailSampling"] is True
@@ -50,6 +60,7 @@ def shared_pipeline(kubectl: Any, namespace: str) -> None:
 
 
 FEATURE: dict[str, Callable[[Any, str], None]] = {
+    "01-basic": secure_defaults,
     "02-production-sampling": production_sampling,
     "03-scaled-collector": two_tiers,
     "04-badger-storage": badger_claim,

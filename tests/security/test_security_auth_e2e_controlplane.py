@@ -3,11 +3,15 @@ and no Secret of the user's; the operator generates the token Secret, and the po
 the real Jaeger, the real collector and a real KV member behind their pods, with the rendered
 pod specs as the kubelet would (the token file from the Secret volume, ``KVTRACE_OTLP_TOKEN``
 from ``secretKeyRef``, ``$(VAR)`` expanded into ``OTEL_EXPORTER_OTLP_HEADERS``). The member's
-spans reach Jaeger; a request without the token is refused by that same collector."""
+spans reach Jaeger; a request without the token is refused by that same collector. TLS is on
+too (the default, managed CA): the member exports over https, trusting the mounted bundle, and
+the request without the token verifies the collector's certificate as well."""
 
 from __future__ import annotations
 
+import base64
 import http.client
+import ssl
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -28,9 +32,12 @@ def backend_command(pod: dict[str, Any], container: dict[str, Any]) -> list[str]
     return [str(tools.binary(PROGRAMS[container["name"]]))]
 
 
-def post_without_token(url: str) -> int:
+def post_without_token(url: str, ca_pem: str) -> int:
+    """POST an empty export over TLS, verifying the server against ``ca_pem``, without a token."""
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=5)
+    assert parts.scheme == "https", url
+    conn = http.client.HTTPSConnection(parts.hostname or "", parts.port or 443, timeout=5,
+                                       context=ssl.create_default_context(cadata=ca_pem))
     try:
         conn.request("POST", "/v1/traces", body=b"", headers={"Content-Type": "application/x-protobuf"})
         return conn.getresponse().status
@@ -59,7 +66,8 @@ def test_members_export_with_the_generated_token_and_others_are_refused(
 
     status = kube_ns.get("tracingpipeline", "traces")["status"]
     collector = resolve_url(status["endpoints"]["otlpHttp"], endpoint_map.path)
-    poll(lambda: _status_or_none(collector) == 401, timeout=TIMEOUT,
+    trust = base64.b64decode(kube_ns.get("secret", "traces-tls-trust")["data"]["ca.crt"]).decode()
+    poll(lambda: _status_or_none(collector, trust) == 401, timeout=TIMEOUT,
          message="the collector behind its pod refuses a request without the token")
 
     client = resolve_url(kube_ns.get("kvcluster", "kv")["status"]["endpoints"]["client"], endpoint_map.path)
@@ -79,9 +87,9 @@ def test_members_export_with_the_generated_token_and_others_are_refused(
          message=f"the member's spans in Jaeger (member log:\n{members.logs(members_name(members))})")
 
 
-def _status_or_none(url: str) -> int | None:
+def _status_or_none(url: str, ca_pem: str) -> int | None:
     try:
-        return post_without_token(url)
+        return post_without_token(url, ca_pem)
     except OSError:
         return None
 

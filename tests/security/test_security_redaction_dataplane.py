@@ -2,7 +2,8 @@
 token, an e-mail address, a card number and a password goes through the collector rendered for
 a pipeline with default settings into the real Jaeger; none of them arrives, while kvtrace's
 own attributes do, the raw key only as its hash. With ``defaultPatterns: false`` the same
-e-mail address arrives: the defaults are what masks it."""
+e-mail address arrives: the defaults are what masks it. Default settings include bearer auth
+and TLS on every hop (certificates of ``kvtrace.devstack.local_tls``)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from kvtrace.devstack.local_tls import LocalTLS, local_tls
 from kvtrace.devstack.otlp_token import LocalToken, local_token, use_token_file
-from kvtrace_operator.render import render_collector_config
+from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
+from kvtrace_operator.render import render_collector_config, render_jaeger_config
 
 pytestmark = pytest.mark.dataplane
 
@@ -39,14 +42,25 @@ def pipeline(**redaction: Any) -> dict[str, Any]:
             "spec": {"sampling": {"mode": "head", "ratio": 1}, "redaction": redaction}}
 
 
-def start(collector: Any, jaeger: Any, pipe: dict[str, Any], token: LocalToken) -> Any:
-    """The rendered collector; auth is on by default: its token file is ``token``'s."""
-    config = use_token_file(render_collector_config(pipe), token.file)
-    config["exporters"]["otlp_grpc/jaeger"]["endpoint"] = jaeger.otlp_grpc
-    return collector(config)
+@pytest.fixture(autouse=True)
+def no_host_ca_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exporter trusts the pipeline's CA file, as in a pod (no host CA bundle override)."""
+    for name in HOST_CA_OVERRIDES:
+        monkeypatch.delenv(name, raising=False)
 
 
-def send(col: Any, service: str, token: LocalToken) -> None:
+def start(collector: Any, jaeger: Any, pipe: dict[str, Any], token: LocalToken, tmp_path: Path
+          ) -> tuple[Any, Any, LocalTLS]:
+    """The rendered Jaeger and collector; auth is on by default (the collector's token file is
+    ``token``'s), so is TLS (each serves its local leaf). (collector, Jaeger, TLS)"""
+    tls = local_tls(tmp_path / "tls", pipe)
+    backend = jaeger(tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf()))
+    config = tls.use_files(use_token_file(render_collector_config(pipe), token.file), tls.edge_leaf())
+    config["exporters"]["otlp_grpc/jaeger"]["endpoint"] = backend.otlp_grpc
+    return collector(config), backend, tls
+
+
+def send(col: Any, service: str, token: LocalToken, tls: LocalTLS) -> None:
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -57,7 +71,8 @@ def send(col: Any, service: str, token: LocalToken) -> None:
             "server.address": ADDRESS, "kvstore.consistency": "quorum", "kvstore.replicas.acked": 2,
             "error.detail": f"upstream said: {TOKEN}",
         })
-    exporter = OTLPSpanExporter(endpoint=col.otlp_http + "/v1/traces", headers=token.header, timeout=5)
+    exporter = OTLPSpanExporter(endpoint=f"https://{col.endpoint('otlp/http')}/v1/traces", headers=token.header,
+                                certificate_file=str(tls.ca_file), timeout=5)
     try:
         assert exporter.export(memory.get_finished_spans()) == SpanExportResult.SUCCESS
     finally:
@@ -77,11 +92,10 @@ def stored(jaeger: Any, poll: Any, service: str) -> tuple[dict[str, Any], str]:
 
 def test_default_patterns_mask_secrets_and_keep_kvtrace_attributes(collector: Any, jaeger: Any, poll: Any,
                                                                    tmp_path: Path) -> None:
-    backend = jaeger()
     token = local_token(tmp_path / "auth")
-    col = start(collector, backend, pipeline(), token)
+    col, backend, tls = start(collector, jaeger, pipeline(), token, tmp_path)
     service = f"redaction-{secrets.token_hex(3)}"
-    send(col, service, token)
+    send(col, service, token, tls)
     attributes, body = stored(backend, poll, service)
     for secret in (TOKEN, TOKEN.split()[1], EMAIL, CARD, PASSWORD, RAW_KEY):
         assert secret not in body, f"{secret!r} reached Jaeger: {json.dumps(attributes)}"
@@ -92,11 +106,11 @@ def test_default_patterns_mask_secrets_and_keep_kvtrace_attributes(collector: An
 
 
 def test_without_default_patterns_only_the_users_apply(collector: Any, jaeger: Any, poll: Any, tmp_path: Path) -> None:
-    backend = jaeger()
     token = local_token(tmp_path / "auth")
-    col = start(collector, backend, pipeline(defaultPatterns=False, blockedValues=[r"\b4[0-9]{15}\b"]), token)
+    col, backend, tls = start(collector, jaeger, pipeline(defaultPatterns=False, blockedValues=[r"\b4[0-9]{15}\b"]),
+                              token, tmp_path)
     service = f"redaction-off-{secrets.token_hex(3)}"
-    send(col, service, token)
+    send(col, service, token, tls)
     attributes, body = stored(backend, poll, service)
     assert EMAIL in attributes["note"]  # the defaults are what masks it
     assert CARD not in body  # the user's own pattern still applies

@@ -57,22 +57,47 @@ def member_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return next(o for o in objects if o["kind"] == "StatefulSet")["spec"]["template"]["spec"]
 
 
-def test_auth_on_and_tls_off_by_default() -> None:
-    """Without ``spec.security``: every edge receiver requires the generated token; no TLS."""
-    config = render_collector_config(tp(receivers=ALL_RECEIVERS))
-    assert all(s["auth"] == {"authenticator": AUTH_EXTENSION} and "tls" not in s for s in servers(config).values())
-    assert config["extensions"][AUTH_EXTENSION] == {"filename": TOKEN_FILE}
-    assert config["service"]["telemetry"]["metrics"]["level"] == "detailed"
+def test_auth_and_managed_tls_on_by_default() -> None:
+    """Without ``spec.security``: every edge receiver requires the generated token and serves
+    the operator-managed leaf; every inner hop is TLS too; the members export over https and
+    trust the pipeline's bundle. The certificates are made by the operator, never rendered."""
+    pipe = tp(receivers=ALL_RECEIVERS, collector={"replicas": 2})
+    edge, inner = render_collector_config(pipe, "loadbalancer"), render_collector_config(pipe, "sampling")
+    serving = {"cert_file": "/etc/otelcol-serving/tls.crt", "key_file": "/etc/otelcol-serving/tls.key",
+               "reload_interval": "1h"}
+    assert all(s["auth"] == {"authenticator": AUTH_EXTENSION} and s["tls"] == serving
+               for s in servers(edge).values())
+    assert all(s["tls"] == serving for s in servers(inner).values())
+    assert edge["exporters"]["load_balancing"]["protocol"]["otlp"]["tls"]["ca_file"] == "/etc/otelcol-trust/ca.crt"
+    assert inner["exporters"]["otlp_grpc/jaeger"]["tls"]["ca_file"] == "/etc/otelcol-trust/ca.crt"
+    assert edge["extensions"][AUTH_EXTENSION] == {"filename": TOKEN_FILE}
+    assert edge["service"]["telemetry"]["metrics"]["level"] == "detailed"
     secrets = [o for o in render_pipeline(tp()) if o["kind"] == "Secret"]
     assert [s["metadata"]["name"] for s in secrets] == ["traces-otlp-tokens", "traces-otlp-token"]
-    assert not any("data" in s for s in secrets)
+    assert not any("data" in s for s in secrets)  # no TLS Secret either: the operator makes their keys
     cluster = render_kvcluster(kvc(), tp())
     assert cluster[0]["kind"] == "Secret" and cluster[0]["metadata"]["name"] == "orders-otlp-client-token"
     env = {e["name"]: e for e in member_pod(cluster)["containers"][0]["env"]}
     assert env["KVTRACE_OTLP_TOKEN"]["valueFrom"] == {
         "secretKeyRef": {"name": "orders-otlp-client-token", "key": "token"}}
     assert env["OTEL_EXPORTER_OTLP_HEADERS"]["value"] == "authorization=Bearer%20$(KVTRACE_OTLP_TOKEN)"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "https://traces-collector.store.svc.cluster.local:4318"
+    assert env["OTEL_EXPORTER_OTLP_CERTIFICATE"]["value"] == CLIENT_CA_FILE
+    assert pipeline_endpoints(tp())["otlpHttp"].startswith("https://")
+
+
+def test_tls_enabled_false_is_the_explicit_plaintext_opt_out() -> None:
+    pipe = tp(receivers=ALL_RECEIVERS, collector={"replicas": 2}, security={"tls": {"enabled": False}})
+    for tier in ("loadbalancer", "sampling"):
+        config = render_collector_config(pipe, tier)
+        assert all("tls" not in s for s in servers(config).values())
+    assert render_collector_config(pipe, "sampling")["exporters"]["otlp_grpc/jaeger"]["tls"] == {"insecure": True}
+    pod = member_pod(render_kvcluster(kvc(), pipe))
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://traces-collector.store.svc.cluster.local:4318"
     assert "OTEL_EXPORTER_OTLP_CERTIFICATE" not in env
+    assert not [v for v in pod["volumes"] if v["name"] == "telemetry-ca"]
+    assert pipeline_endpoints(pipe)["otlpHttp"].startswith("http://")
 
 
 def test_auth_can_be_turned_off() -> None:

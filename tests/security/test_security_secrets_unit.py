@@ -73,7 +73,8 @@ def test_missing_secrets_and_keys_are_named_and_optional_ones_ignored() -> None:
 
 
 def test_a_changed_secret_rolls_the_members_but_not_the_collector_that_rereads_it() -> None:
-    pipe = tp(security={"auth": OWN_TOKEN})
+    # TLS off: the token is then the only Secret these workloads read at start.
+    pipe = tp(security={"auth": OWN_TOKEN, "tls": {"enabled": False}})
     objects = render_kvcluster(kvc(), pipe) + render_pipeline(pipe)
     # The members read their own token at start; the collector re-reads the token set.
     member, tokens = "orders-otlp-client-token", "traces-otlp-tokens"
@@ -95,7 +96,8 @@ def test_a_changed_secret_rolls_the_members_but_not_the_collector_that_rereads_i
 
 
 def test_untraced_and_unauthenticated_workloads_keep_their_checksums() -> None:
-    unauthenticated = tp(security={"auth": {"enabled": False}})  # auth is on by default
+    # auth and TLS are on by default
+    unauthenticated = tp(security={"auth": {"enabled": False}, "tls": {"enabled": False}})
     objects = render_kvcluster(kvc(), unauthenticated) + render_pipeline(unauthenticated)
     assert roll_on_secret_changes(objects, {}) == objects
     assert referenced_secrets(objects) == []
@@ -121,13 +123,15 @@ def test_a_pipeline_without_token_secret_gets_a_generated_one() -> None:
                                                                          "key": "token"}}} in env
     assert members[0]["metadata"]["annotations"] == {GENERATED_ANNOTATION: "token"}
     assert members[0]["metadata"]["ownerReferences"][0]["uid"] == "u-kv"
-    assert referenced_secrets(objects) == []
-    assert referenced_secrets(members) == []
-    assert pipeline_secret_names(pipe) == {"traces-otlp-token", "traces-otlp-tokens"}
+    # Only the TLS Secrets (on by default; the operator makes them before the workloads).
+    tls_secrets = {"traces-tls-trust", "traces-collector-tls", "traces-jaeger-tls"}
+    assert {r.name for r in referenced_secrets(objects)} == tls_secrets
+    assert [r.name for r in referenced_secrets(members)] == ["traces-tls-trust"]
+    assert pipeline_secret_names(pipe) == {"traces-otlp-token", "traces-otlp-tokens", *tls_secrets}
     # A Secret of the user's: no generated token, still the token set; the watch covers it.
     own = tp(security={"auth": OWN_TOKEN})
     assert [o["metadata"]["name"] for o in render_pipeline(own) if o["kind"] == "Secret"] == ["traces-otlp-tokens"]
-    assert pipeline_secret_names(own) == {"otlp-token", "traces-otlp-tokens"}
+    assert pipeline_secret_names(own) == {"otlp-token", "traces-otlp-tokens", *tls_secrets}
 
 
 def test_secret_names_of_a_pipeline_cover_tls_and_exporter_headers() -> None:
@@ -166,9 +170,11 @@ def test_a_denial_names_the_verb_and_the_resource(message: str, words: str) -> N
 
 
 def test_consumers_wait_for_the_secrets_their_pipeline_makes() -> None:
-    # A member's token is its cluster's own child: only the managed trust bundle is awaited.
-    assert made_by_pipeline(tp(security={"auth": {"enabled": True}})) == set()
-    assert made_by_pipeline(tp(security={"auth": OWN_TOKEN})) == set()
+    # A member's token is its cluster's own child: only the managed trust bundle (TLS is on by
+    # default) is awaited.
+    assert made_by_pipeline(tp(security={"auth": {"enabled": True}})) == {"traces-tls-trust"}
+    assert made_by_pipeline(tp(security={"auth": OWN_TOKEN})) == {"traces-tls-trust"}
+    assert made_by_pipeline(tp(security={"tls": {"enabled": False}})) == set()
     assert made_by_pipeline(tp(security={"tls": {"enabled": True, "mode": "managed"}})) == {"traces-tls-trust"}
     waiting = secrets_condition([SecretRef("traces-otlp-token", "token", True)], [], generation=1, now="t",
                                 waiting=["Secret store/traces-otlp-token (key token) is not created"])

@@ -5,11 +5,14 @@ exporter configured only by the environment the operator renders for a KV pod (S
 references resolved as the kubelet would).
 
 - auth: no token → HTTP 401, a wrong token → 401, each consumer's token in the token set (as
-  the operator writes it, a labelled line per consumer) → the span is in Jaeger;
-- TLS: the right CA → the span is in Jaeger; plaintext, a client trusting another CA, and a
-  server certificate that has expired are all refused.
+  the operator writes it, a labelled line per consumer) → the span is in Jaeger; with TLS on
+  as by default (mode managed: certificates of ``kvtrace.devstack.local_tls``, every hop
+  verified);
+- TLS mode secret: the right CA → the span is in Jaeger; plaintext, a client trusting another
+  CA, and a server certificate that has expired are all refused.
 
-Certificates are made per test with the ``openssl`` command line (ECDSA P-256, fast)."""
+The mode secret certificates are made per test with the ``openssl`` command line (ECDSA P-256,
+fast)."""
 
 from __future__ import annotations
 
@@ -33,8 +36,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kvtrace.devstack.backends import send_probe_trace
+from kvtrace.devstack.local_tls import LocalTLS, local_tls
 from kvtrace.devstack.otlp_token import LocalToken, local_token
-from kvtrace_operator.render import consumer_tokens, otel_environment, render_collector_config
+from kvtrace_operator.render import consumer_tokens, otel_environment, render_collector_config, render_jaeger_config
 from kvtrace_operator.render.security import AUTH_DIR, CLIENT_CA_DIR, SERVING_DIR
 
 pytestmark = pytest.mark.dataplane
@@ -67,6 +71,16 @@ def local_collector_config(pipe: dict[str, Any], jaeger: Any, files: dict[str, P
     config = yaml.safe_load(text)
     config["exporters"]["otlp_grpc/jaeger"]["endpoint"] = jaeger.otlp_grpc
     return config
+
+
+def managed_tls_stack(collector: Any, jaeger: Any, pipe: dict[str, Any], tmp_path: Path,
+                      files: dict[str, Path]) -> tuple[Any, Any, LocalTLS]:
+    """Jaeger and the edge collector rendered for ``pipe`` with the default TLS (mode managed):
+    each serves its local leaf, the collector verifies Jaeger's Service name. (edge, Jaeger, TLS)"""
+    tls = local_tls(tmp_path / "tls", pipe)
+    backend = jaeger(tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf()))
+    edge = collector(tls.use_files(local_collector_config(pipe, backend, files), tls.edge_leaf()))
+    return edge, backend, tls
 
 
 def pod_env(cluster: dict[str, Any], pipe: dict[str, Any], secret_data: dict[tuple[str, str], str],
@@ -152,21 +166,23 @@ def test_bearer_token_is_required_and_the_right_one_gets_through(
         [(other, "pipeline"), (token, f"KVCluster/{cluster['metadata']['name']}")], "unused"))
     files = {AUTH_DIR: tmp_path / "auth"}
     pipe = pipeline(auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET})
-    backend = jaeger()
-    col = collector(local_collector_config(pipe, backend, files))
+    col, backend, tls = managed_tls_stack(collector, jaeger, pipe, tmp_path, files)
+    files[CLIENT_CA_DIR] = tls.ca_file.parent
     address = col.endpoint("otlp/http")
+    verified = ssl.create_default_context(cafile=str(tls.ca_file))
 
-    assert post_traces(address, {}) == 401
-    assert post_traces(address, {"Authorization": f"Bearer {secrets.token_urlsafe(24)}"}) == 401
-    assert post_traces(address, {"Authorization": f"Bearer {token}"}) == 200
-    assert post_traces(address, {"Authorization": f"Bearer {other}"}) == 200  # every consumer's token
+    assert post_traces(address, {}, verified) == 401
+    assert post_traces(address, {"Authorization": f"Bearer {secrets.token_urlsafe(24)}"}, verified) == 401
+    assert post_traces(address, {"Authorization": f"Bearer {token}"}, verified) == 200
+    assert post_traces(address, {"Authorization": f"Bearer {other}"}, verified) == 200  # every consumer's token
     # The label after a token is a comment to the extension, never a token.
-    assert post_traces(address, {"Authorization": "Bearer pipeline"}) == 401
+    assert post_traces(address, {"Authorization": "Bearer pipeline"}, verified) == 401
     # The edge counts what it refused in its own metrics (level detailed with auth).
     assert http_requests(col, "401") == 3 and http_requests(col, "200") == 2
 
     own = (consumer_tokens.client_token_secret(cluster["metadata"]["name"]), "token")
     right = pod_env(cluster, pipe, {own: token}, address, files)
+    assert right["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"https://{address}"  # TLS on by default
     assert token not in yaml.safe_dump(otel_environment(cluster, pipe))  # only by reference
     assert send_span(right, monkeypatch) == SpanExportResult.SUCCESS
     arrives(backend, poll, cluster["metadata"]["name"])
@@ -187,27 +203,27 @@ def test_grpc_without_token_is_unauthenticated_and_counted(collector: Any, jaege
     token = secrets.token_urlsafe(24)
     (tmp_path / "auth").mkdir()
     (tmp_path / "auth" / "token").write_text(token)
-    backend = jaeger()
-    edge = collector(local_collector_config(pipeline(auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET}),
-                                            backend, {AUTH_DIR: tmp_path / "auth"}))
-    anonymous = collector(grpc_sender(edge.otlp_grpc, {}), name="anonymous")
+    pipe = pipeline(auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET})
+    edge, backend, tls = managed_tls_stack(collector, jaeger, pipe, tmp_path, {AUTH_DIR: tmp_path / "auth"})
+    anonymous = collector(grpc_sender(edge.otlp_grpc, {}, tls.ca_file), name="anonymous")
     send_probe_trace(anonymous.otlp_http, "anonymous-sender")
     poll(lambda: grpc_calls(edge, "UNAUTHENTICATED") >= 1, timeout=30,
          message="the refused gRPC export counted as UNAUTHENTICATED")
     assert grpc_calls(edge, "OK") == 0
-    holder = collector(grpc_sender(edge.otlp_grpc, {"authorization": f"Bearer {token}"}), name="holder")
+    holder = collector(grpc_sender(edge.otlp_grpc, {"authorization": f"Bearer {token}"}, tls.ca_file),
+                       name="holder")
     send_probe_trace(holder.otlp_http, "token-holder")
     arrives(backend, poll, "token-holder")
     assert grpc_calls(edge, "OK") >= 1
     assert "anonymous-sender" not in backend.client().services()
 
 
-def grpc_sender(endpoint: str, headers: dict[str, str]) -> dict[str, Any]:
-    """A collector that forwards what it receives over OTLP/HTTP to ``endpoint`` over gRPC,
-    with ``headers``, without retries (a refusal is final)."""
+def grpc_sender(endpoint: str, headers: dict[str, str], ca_file: Path) -> dict[str, Any]:
+    """A collector that forwards what it receives over OTLP/HTTP to ``endpoint`` over gRPC
+    (TLS, trusting ``ca_file``), with ``headers``, without retries (a refusal is final)."""
     return {
         "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
-        "exporters": {"otlp_grpc": {"endpoint": endpoint, "tls": {"insecure": True}, "headers": headers,
+        "exporters": {"otlp_grpc": {"endpoint": endpoint, "tls": {"ca_file": str(ca_file)}, "headers": headers,
                                     "retry_on_failure": {"enabled": False}, "sending_queue": {"enabled": False}}},
         "extensions": {"health_check": {"endpoint": "127.0.0.1:0"}},
         "service": {"extensions": ["health_check"],

@@ -7,7 +7,8 @@ consumer would send, even with ``include_metadata`` and the header kept through 
 stored without a tenant. So the memory store (partitioned by tenant) answers every tenant with
 nothing, and badger answers every tenant with every tenant's spans. Per-consumer tenant headers
 set by the collector therefore cannot isolate tenants with this Jaeger; docs/security.md says
-so. When an upgrade changes this, this test fails and tells."""
+so. When an upgrade changes this, this test fails and tells. Jaeger's OTLP receiver serves TLS
+as by default (a leaf of ``kvtrace.devstack.local_tls``); the sender verifies it."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from kvtrace.devstack.backends import Jaeger
+from kvtrace.devstack.local_tls import LocalTLS, local_tls
+from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
 from kvtrace_operator.render import render_jaeger_config
 from kvtrace_operator.render.jaeger import BADGER_DIR
 
@@ -38,12 +41,13 @@ class TenantJaeger(Jaeger):  # type: ignore[misc]
         return bool(super(Jaeger, self)._ready())
 
 
-def tenancy_config(storage: str, badger_dir: Path) -> dict[str, Any]:
+def tenancy_config(storage: str, badger_dir: Path, tls_dir: Path) -> tuple[dict[str, Any], LocalTLS]:
     pipe = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
             "metadata": {"name": "shared", "namespace": "kv-shared"},
             "spec": {"jaeger": {"storage": {"type": storage},
                                 "tenancy": {"enabled": True, "header": HEADER, "tenants": ["team-a", "team-b"]}}}}
-    config: dict[str, Any] = render_jaeger_config(pipe)
+    tls = local_tls(tls_dir, pipe)
+    config: dict[str, Any] = tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf())
     # The tenant header kept as client metadata through the pipeline, the most a sender can do.
     config["receivers"]["otlp"]["protocols"]["http"]["include_metadata"] = True
     config["processors"]["batch"]["metadata_keys"] = [HEADER]
@@ -51,7 +55,7 @@ def tenancy_config(storage: str, badger_dir: Path) -> dict[str, Any]:
         badger = config["extensions"]["jaeger_storage"]["backends"]["traces"]["badger"]
         badger["directories"] = {key: path.replace(BADGER_DIR, str(badger_dir))
                                  for key, path in badger["directories"].items()}
-    return config
+    return config, tls
 
 
 def query(jaeger: Any, tenant: str | None) -> tuple[int, str]:
@@ -72,12 +76,16 @@ def stored_spans(jaeger: Any) -> float:
 
 
 @pytest.mark.parametrize("storage", ["memory", "badger"])
-def test_tenancy_gates_queries_but_spans_are_stored_without_tenant(storage: str, poll: Any,
-                                                                   tmp_path: Path) -> None:
-    with TenantJaeger(tenancy_config(storage, tmp_path / "badger"), workdir=tmp_path / "jaeger") as jaeger:
+def test_tenancy_gates_queries_but_spans_are_stored_without_tenant(storage: str, poll: Any, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in HOST_CA_OVERRIDES:  # the exporter trusts its CA file, as in a pod
+        monkeypatch.delenv(name, raising=False)
+    config, tls = tenancy_config(storage, tmp_path / "badger", tmp_path / "tls")
+    with TenantJaeger(config, workdir=tmp_path / "jaeger") as jaeger:
         provider = TracerProvider(resource=Resource.create({"service.name": "team-a-kv"}))
         provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
-            endpoint=f"http://{jaeger.endpoint('otlp/http')}/v1/traces", headers={HEADER: "team-a"})))
+            endpoint=f"https://{jaeger.endpoint('otlp/http')}/v1/traces", headers={HEADER: "team-a"},
+            certificate_file=str(tls.ca_file))))
         with provider.get_tracer("tenancy-test").start_as_current_span("PUT"):
             pass
         provider.shutdown()

@@ -278,6 +278,39 @@ def test_rendered_certificates_are_accepted_and_their_secrets_feed_the_trust_bun
          message="the workloads applied once the Secrets exist")
 
 
+def test_leaving_cert_manager_mode_or_tls_deletes_the_pipelines_certificates(
+        certificate_crd: None, operator: Any, kube_ns: Kube, poll: Any) -> None:
+    """certManager -> managed deletes the pipeline's Certificates (the managed CA takes over
+    their Secrets); certManager again re-creates them; TLS off deletes them again. A
+    Certificate the pipeline does not own stays."""
+    ns = kube_ns.namespace
+    cert_manager = {"mode": "certManager", "issuerRef": {"name": "ca-issuer", "kind": "ClusterIssuer"}}
+    names = ["traces-collector-tls", "traces-jaeger-tls"]
+
+    def certificates() -> list[str]:
+        return [name for name in names if kube_ns.get("certificate", name)]
+
+    kube_ns.apply(tp(namespace=ns, **cert_manager))
+    poll(lambda: certificates() == names, timeout=60, message="the pipeline's Certificates")
+    foreign = next(obj for obj in render_pipeline(tp(namespace=ns, **cert_manager)) if obj["kind"] == "Certificate")
+    foreign["metadata"]["name"] = foreign["spec"]["secretName"] = "someone-elses"
+    kube_ns.apply(foreign)  # the same labels, but no owner reference to the pipeline
+
+    kube_ns.apply(tp(namespace=ns))  # mode managed
+    poll(lambda: not certificates(), timeout=60, message="the Certificates deleted in mode managed")
+    poll(lambda: kube_ns.get("secret", "traces-tls-ca"), timeout=60, message="the managed CA")
+    events = poll(lambda: [e for e in kube_ns.list("events") if e["reason"] == "CertificatesRenewed"
+                           and "Certificate traces-jaeger-tls: deleted" in e["message"]], timeout=30,
+                  message="the deletion in an event")
+    assert "not rendered in mode managed" in events[0]["message"]
+
+    kube_ns.apply(tp(namespace=ns, **cert_manager))
+    poll(lambda: certificates() == names, timeout=60, message="the Certificates back in mode certManager")
+    kube_ns.apply(tp(namespace=ns, enabled=False, **cert_manager))
+    poll(lambda: not certificates(), timeout=60, message="the Certificates deleted with TLS off")
+    assert kube_ns.get("certificate", "someone-elses") is not None
+
+
 # ---- the operator's certificates carry real traffic -------------------------------------------
 
 @pytest.mark.operator_args("--canary-interval", "2", "--canary-timeout", "4")

@@ -20,6 +20,7 @@ from tracing_stack import (
 )
 
 from kvtrace.devstack.backends import Collector, Jaeger
+from kvtrace.devstack.local_tls import local_tls
 from kvtrace.devstack.otlp_token import local_token
 from kvtrace.devstack.pytest_plugin import require_binaries
 from kvtrace_operator.render import render_collector_config, render_jaeger_config
@@ -32,7 +33,8 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
     (``render_jaeger_config``), the collector tier(s) (``render_collector_config``) and KV nodes with the rendered OTel env, all
     from the TracingPipeline ``spec``; with ``collector.replicas > 1`` and tail sampling, a
     load-balancing collector in front of that many sampling collectors. With auth (the default)
-    the edge tier reads a fresh token file and the nodes send that token. Stopped afterwards."""
+    the edge tier reads a fresh token file and the nodes send that token; with TLS (the
+    default) every hop serves and verifies certificates of a fresh local CA. Stopped afterwards."""
     require_binaries("otelcol-kvtrace", "jaeger")
     started: list[Any] = []
     node_sets: list[list[KVNode]] = []
@@ -43,7 +45,9 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
         root = tmp_path / f"stack{len(node_sets)}"
         root.mkdir()
         token = local_token(root / "otlp-token")
-        jaeger = Jaeger(loopback_config(render_jaeger_config(pipe), badger_dir=root / "badger"),
+        tls = local_tls(root / "tls", pipe)
+        jaeger = Jaeger(loopback_config(render_jaeger_config(pipe), badger_dir=root / "badger", tls=tls,
+                                        leaf=tls.jaeger_leaf()),
                         workdir=root / "jaeger", name="jaeger")
         started.append(jaeger)
         jaeger.start()
@@ -53,24 +57,25 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
         if two_tier:
             for i in range(spec["collector"]["replicas"]):
                 c = Collector(loopback_config(render_collector_config(pipe, SAMPLING_TIER),
-                                              jaeger_otlp_grpc=jaeger.otlp_grpc),
+                                              jaeger_otlp_grpc=jaeger.otlp_grpc, tls=tls, leaf=tls.sampling_leaf()),
                               workdir=root / f"sampling-{i}", name=f"collector-sampling-{i}")
                 started.append(c)
                 samplers.append(RestartableCollector(c.start()))
             front = Collector(loopback_config(render_collector_config(pipe, LOADBALANCER_TIER),
                                               sampling_collectors=[s.backend.otlp_grpc for s in samplers],
-                                              token_file=token.file),
+                                              token_file=token.file, tls=tls, leaf=tls.edge_leaf()),
                               workdir=root / "collector", name="collector")
         else:
             front = Collector(loopback_config(render_collector_config(pipe, SAMPLING_TIER),
-                                              jaeger_otlp_grpc=jaeger.otlp_grpc, token_file=token.file),
+                                              jaeger_otlp_grpc=jaeger.otlp_grpc, token_file=token.file,
+                                              tls=tls, leaf=tls.edge_leaf()),
                               workdir=root / "collector", name="collector")
         started.append(front)
         front.start()
         stack = Stack(pipe, RestartableJaeger(jaeger), RestartableCollector(front), samplers)
         stack.nodes = start_kv_nodes(root, [loopback_ip() for _ in range(nodes)], kvcluster(nodes), pipe,
                                      front.otlp_http, faults=faults, extra=extra_env, stagger=stagger,
-                                     secrets=token.secrets(pipe))
+                                     secrets=token.secrets(pipe), tls=tls)
         node_sets.append(stack.nodes)
         return stack
 

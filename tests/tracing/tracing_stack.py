@@ -13,7 +13,10 @@ nothing else is changed:
   loopback.
 
 Auth is on by default (``spec.security.auth``): the harness writes a token file
-(``kvtrace.devstack.otlp_token``), the edge collector reads it and the nodes send it.
+(``kvtrace.devstack.otlp_token``), the edge collector reads it and the nodes send it. So is
+TLS (``spec.security.tls``, mode managed): ``kvtrace.devstack.local_tls`` issues every
+server's leaf (its Service names and 127.0.0.1) from a CA of its own, the servers serve it and
+every client verifies it (the nodes against 127.0.0.1, the exporters the Service names).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from kvnode.client import ClientError, Connection, kv_path
 from kvnode.keys import key_hash
 from kvtrace.devstack.backends import Collector, Jaeger
 from kvtrace.devstack.jaeger_client import JaegerClient, Trace
+from kvtrace.devstack.local_tls import LocalTLS
+from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
 from kvtrace.devstack.otlp_token import use_token_file
 from kvtrace.devstack.proc import Process, free_port, wait_until
 from kvtrace.devstack.pytest_plugin import poll
@@ -71,7 +76,8 @@ def kvcluster(replicas: int = 3) -> dict[str, Any]:
 
 def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = None,
                     sampling_collectors: Sequence[str] = (), badger_dir: Path | None = None,
-                    token_file: Path | None = None) -> dict[str, Any]:
+                    token_file: Path | None = None, tls: LocalTLS | None = None,
+                    leaf: str | None = None) -> dict[str, Any]:
     """A copy of a rendered collector or Jaeger config that runs on loopback. It changes only:
 
     - ``exporters.otlp_grpc/jaeger.endpoint``: the Jaeger OTLP Service DNS name → Jaeger's
@@ -82,12 +88,16 @@ def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = No
       protocol are untouched;
     - Jaeger's badger ``directories`` (``/badger/...`` in the pod) → under ``badger_dir``;
     - the ``bearertokenauth`` extension's token file (the mounted Secret in the pod) →
-      ``token_file`` (``otlp_token.use_token_file``).
+      ``token_file`` (``otlp_token.use_token_file``);
+    - the TLS mounts (the serving certificate, the trust bundle) → the files of ``tls``, the
+      server serving ``leaf`` (``local_tls.LocalTLS.use_files``).
 
     Every listening address (receivers, extensions, the process's own metrics) is then moved
     to a free loopback port by ``kvtrace.devstack.backends`` when the process starts.
     """
     config = use_token_file(config, token_file)
+    if tls is not None:
+        config = tls.use_files(config, leaf)
     exporters = config.get("exporters") or {}
     if JAEGER_EXPORTER in exporters:
         if jaeger_otlp_grpc is None:
@@ -111,12 +121,13 @@ _FIELD_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 def pod_env(cluster: dict[str, Any], pipe: dict[str, Any] | None, *, pod: str, node: str,
             collector_otlp_http: str | None,
-            secrets: Mapping[tuple[str, str], str] | None = None) -> dict[str, str]:
+            secrets: Mapping[tuple[str, str], str] | None = None, tls: LocalTLS | None = None) -> dict[str, str]:
     """The environment ``otel_environment(cluster, pipe)`` gives KV pod ``pod`` on node ``node``:
     fieldRefs resolved (``metadata.name`` → pod, ``spec.nodeName`` → node), secretKeyRefs from
     ``secrets`` (``{(secret, key): value}``, e.g. ``LocalToken.secrets(pipe)``), ``$(VAR)``
-    expanded from earlier entries as the kubelet does, and ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the
-    collector Service, port 4318) → ``collector_otlp_http`` (``http://127.0.0.1:PORT``)."""
+    expanded from earlier entries as the kubelet does, ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the
+    collector Service, port 4318) → ``collector_otlp_http``'s ``127.0.0.1:PORT`` (the rendered
+    scheme kept: https with TLS), and the trust bundle's mount → ``tls``'s files."""
     fields = {"metadata.name": pod, "spec.nodeName": node}
     env: dict[str, str] = {}
     for item in otel_environment(cluster, pipe):
@@ -135,8 +146,9 @@ def pod_env(cluster: dict[str, Any], pipe: dict[str, Any] | None, *, pod: str, n
         if collector_otlp_http is None:
             raise ValueError("the pod exports spans: give collector_otlp_http")
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4318"), env["OTEL_EXPORTER_OTLP_ENDPOINT"]
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector_otlp_http
-    return env
+        scheme = env["OTEL_EXPORTER_OTLP_ENDPOINT"].split("://", 1)[0]
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"{scheme}://{collector_otlp_http.split('://', 1)[-1]}"
+    return tls.client_env(env) if tls is not None else env
 
 
 # --------------------------------------------------------------------------- backends
@@ -202,10 +214,10 @@ class KVNode:
 def start_kv_nodes(root: Path, ips: Sequence[str], cluster: dict[str, Any], pipe: dict[str, Any] | None,
                    collector_otlp_http: str | None, *, faults: str = "", extra: dict[str, str] | None = None,
                    stagger: float = 0.0, timeout: float = 60,
-                   secrets: Mapping[tuple[str, str], str] | None = None) -> list[KVNode]:
+                   secrets: Mapping[tuple[str, str], str] | None = None, tls: LocalTLS | None = None) -> list[KVNode]:
     """``opentelemetry-instrument kvtrace node serve`` for pods ``orders-0..`` on ``ips``, each
     with :func:`pod_env` as its whole OTel configuration (nothing else sets OTEL_*);
-    ``secrets`` resolves its secretKeyRefs (the auth token).
+    ``secrets`` resolves its secretKeyRefs (the auth token), ``tls`` its trust bundle.
 
     ``stagger``: seconds between the starts. Each node's batch span processor exports on its
     own timer (``OTEL_BSP_SCHEDULE_DELAY``) from its start; nodes started together export in phase, which hides how far
@@ -213,10 +225,11 @@ def start_kv_nodes(root: Path, ips: Sequence[str], cluster: dict[str, Any], pipe
     staggering puts the timers out of phase as they would be in a cluster."""
     nodes = [KVNode(f"{CLUSTER}-{i}", ip, free_port(ip), free_port(ip), {}) for i, ip in enumerate(ips)]
     peers = ",".join(f"{n.pod}={n.ip}:{n.peer_port}" for n in nodes)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KVNODE_"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KVNODE_"))
+            and k not in HOST_CA_OVERRIDES}  # a pod has no host CA override
     for i, n in enumerate(nodes):
         n.env = pod_env(cluster, pipe, pod=n.pod, node=f"kwok-node-{i}", collector_otlp_http=collector_otlp_http,
-                        secrets=secrets)
+                        secrets=secrets, tls=tls)
         env = {**base, **n.env, "KVNODE_ID": n.pod, "KVNODE_CLIENT_ADDR": f"{n.ip}:{n.client_port}",
                "KVNODE_PEER_ADDR": f"{n.ip}:{n.peer_port}", "KVNODE_PEERS": peers,
                "KVNODE_DATA_DIR": str(root / n.pod), "KVNODE_ANTI_ENTROPY_INTERVAL": "0",

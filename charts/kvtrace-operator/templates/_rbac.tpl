@@ -42,10 +42,11 @@ and every rule says why the operator needs it. The same namespaced rules become 
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]
 # cert-manager Certificates of a pipeline with spec.security.tls.mode certManager (one per TLS
-# server); without cert-manager installed the operator reports it and never calls this API.
+# server): applied, then listed and deleted when the pipeline leaves that mode or drops a
+# server; without cert-manager installed the operator reports it and never calls this API.
 - apiGroups: [cert-manager.io]
   resources: [certificates]
-  verbs: [create, patch]
+  verbs: [list, create, patch, delete]
 # Workloads: the KV members' StatefulSet, the collector tier(s) and Jaeger Deployments.
 - apiGroups: [apps]
   resources: [statefulsets, deployments]

@@ -1,6 +1,10 @@
 """The pipeline's TLS Secrets before its workloads (k8s/certificates.py does the work): an
 event per change, naming Secrets and reasons only, never key material, and ``status.tls``
-(the trusted CAs and each server certificate with its ``notAfter``)."""
+(the trusted CAs and each server certificate with its ``notAfter``).
+
+A render the API server has not accepted yet is dry-run first, so an invalid spec writes no
+TLS Secret either (nothing half-applied). Without the Certificates: they need cert-manager's
+CRD, which k8s/certificates.py checks and reports as a spec error."""
 
 from __future__ import annotations
 
@@ -12,6 +16,11 @@ from lightkube import AsyncClient
 
 from kvtrace_operator import k8s
 from kvtrace_operator.k8s import certificates
+from kvtrace_operator.k8s.apply import dry_run
+from kvtrace_operator.render import checksum
+from kvtrace_operator.render.certificates import KIND as CERTIFICATE
+
+_accepted: dict[str, str] = {}  # pipeline uid -> checksum of the last render the dry run accepted
 
 log = logging.getLogger("kvtrace_operator")
 
@@ -20,9 +29,14 @@ async def prepare(client: AsyncClient, pipeline: Mapping[str, Any], children: li
                   ) -> list[dict[str, Any]]:
     """Create or renew the managed CA and leaves (or apply cert-manager's Certificates and the
     trust bundle), then ``children`` with those objects first, so the apply keeps them.
-    Raises SpecError (certManager without cert-manager)."""
-    prepared = await certificates.prepare(client, dict(pipeline))
+    Raises SpecError (certManager without cert-manager) and k8s.Rejected (a child the API
+    server refuses: then nothing was written)."""
     meta = pipeline["metadata"]
+    workloads = [child for child in children if child["kind"] != CERTIFICATE]
+    if _accepted.get(meta["uid"]) != checksum(workloads):
+        await dry_run(client, workloads, meta["namespace"])
+        _accepted[meta["uid"]] = checksum(workloads)
+    prepared = await certificates.prepare(client, dict(pipeline))
     if prepared.actions:
         message = "; ".join(prepared.actions)
         log.info("TLS of TracingPipeline %s/%s: %s", meta["namespace"], meta["name"], message)

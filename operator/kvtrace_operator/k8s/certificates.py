@@ -14,16 +14,16 @@ import dataclasses
 import datetime
 from typing import Any
 
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Secret
 
 from kvtrace_operator import pki, rotation
-from kvtrace_operator.k8s.apply import apply_object
+from kvtrace_operator.k8s.apply import apply_object, delete_object, list_children
 from kvtrace_operator.k8s.client import get_object
 from kvtrace_operator.render import names, tls
-from kvtrace_operator.render.certificates import CRD_NAME, certificate_objects
+from kvtrace_operator.render.certificates import API_VERSION, CRD_NAME, KIND, certificate_objects
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
 
@@ -173,14 +173,45 @@ async def prepare_cert_manager(client: AsyncClient, pipeline: dict[str, Any], sp
     return Prepared([trust], changed, status)
 
 
+async def prune_certificates(client: AsyncClient, pipeline: dict[str, Any], keep: set[str]) -> list[str]:
+    """Delete the pipeline's own cert-manager Certificates (owned by it, with its labels) that
+    are not in ``keep``: all of them once it leaves mode certManager or turns TLS off, a
+    server's when it goes (two tiers to one). Their Secrets stay (cert-manager never deletes
+    them; managed mode takes them over, or the children's pruning removes ours). Nothing
+    without cert-manager's CRD. Returns what was deleted, as action texts."""
+    if not await cert_manager_installed(client):
+        return []
+    meta = pipeline["metadata"]
+    try:
+        owned = await list_children(client, meta["namespace"], meta["uid"], kinds=((API_VERSION, KIND),))
+    except ApiError as exc:
+        if exc.status.code == 404:  # the CRD went away meanwhile
+            return []
+        raise
+    deleted = []
+    for obj in owned:
+        labels = obj["metadata"].get("labels") or {}
+        if labels.get("app.kubernetes.io/instance") == meta["name"] and obj["metadata"]["name"] not in keep:
+            if await delete_object(client, obj, meta["namespace"]):
+                deleted.append(f"Certificate {obj['metadata']['name']}: deleted (not rendered in mode "
+                               f"{tls.mode(apply_defaults_pipeline(pipeline.get('spec'))) or 'off'})")
+    return deleted
+
+
 async def prepare(client: AsyncClient, pipeline: dict[str, Any],
                   now: datetime.datetime | None = None) -> Prepared:
-    """Write what the pipeline's TLS mode needs before its workloads are applied. Raises
-    SpecError (certManager without cert-manager) and lightkube.ApiError."""
+    """Write what the pipeline's TLS mode needs before its workloads are applied, and delete
+    the cert-manager Certificates it no longer renders. Raises SpecError (certManager without
+    cert-manager) and lightkube.ApiError."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     moment = now or datetime.datetime.now(datetime.timezone.utc)
     if tls.mode(spec) == tls.MANAGED:
-        return await prepare_managed(client, pipeline, spec, moment)
-    if tls.mode(spec) == tls.CERT_MANAGER:
-        return await prepare_cert_manager(client, pipeline, spec, moment)
-    return Prepared()
+        prepared = await prepare_managed(client, pipeline, spec, moment)
+    elif tls.mode(spec) == tls.CERT_MANAGER:
+        prepared = await prepare_cert_manager(client, pipeline, spec, moment)
+    else:
+        prepared = Prepared()
+    if pipeline.get("metadata", {}).get("uid"):
+        keep = {obj["metadata"]["name"] for obj in certificate_objects(pipeline, spec)}
+        prepared.actions += await prune_certificates(client, pipeline, keep)
+    return prepared

@@ -62,7 +62,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "redaction": {"hashAttributes": ["kvstore.key"], "defaultPatterns": True},
     "networkPolicy": {"enabled": True, "queryAccess": "namespace"},
     "security": {"auth": {"enabled": True}, "tls": {
-        "enabled": False, "duration": "2160h", "renewBefore": "720h",
+        "enabled": True, "duration": "2160h", "renewBefore": "720h",
         "caDuration": "26280h", "caRenewBefore": "4320h"}},
 }
 

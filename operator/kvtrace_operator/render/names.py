@@ -100,7 +100,8 @@ def pipeline_endpoints(pipeline: dict[str, Any]) -> dict[str, str]:
     """The addresses a TracingPipeline's status reports (``status.endpoints``)."""
     name, namespace = name_of(pipeline), namespace_of(pipeline)
     host = service_dns(collector(name), namespace)
-    tls = pipeline.get("spec", {}).get("security", {}).get("tls", {}).get("enabled", False)
+    # TLS is on unless the spec turns it off (the schema default: render/defaults.py).
+    tls = (pipeline.get("spec") or {}).get("security", {}).get("tls", {}).get("enabled", True)
     scheme = "https" if tls else "http"
     endpoints = {"otlpGrpc": f"{scheme}://{host}:{OTLP_GRPC_PORT}", "otlpHttp": f"{scheme}://{host}:{OTLP_HTTP_PORT}"}
     if pipeline.get("spec", {}).get("jaeger", {}).get("enabled", True):

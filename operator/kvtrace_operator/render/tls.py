@@ -113,6 +113,16 @@ def leaves(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any
             for workload, service, component in servers]
 
 
+def written_secrets(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    """The Secrets the operator writes (and owns) for the pipeline's TLS, not rendered because
+    their keys are made when it applies: the CA, the trust bundle and each leaf in mode
+    managed; the trust bundle in mode certManager (cert-manager writes the leaves)."""
+    name = names.name_of(pipeline)
+    if mode(spec) == MANAGED:
+        return [ca_secret(name), trust_secret(name), *(leaf["secret"] for leaf in leaves(pipeline, spec))]
+    return [trust_secret(name)] if mode(spec) == CERT_MANAGER else []
+
+
 def reload_interval(spec: dict[str, Any]) -> str:
     """How often servers re-read their certificate: a quarter of ``renewBefore``, at most 1h,
     so a renewed leaf is served long before the old one expires."""

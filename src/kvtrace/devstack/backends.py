@@ -321,8 +321,9 @@ def validate_config(config: dict[str, Any] | str, *, binary: str = "otelcol-kvtr
                               capture_output=True, text=True, timeout=60)
 
 
-def send_probe_trace(otlp_http: str, service: str) -> str:
-    """Send one two-span trace over OTLP/HTTP to ``otlp_http`` (``http://host:port``).
+def send_probe_trace(otlp_http: str, service: str, ca_file: str | Path | None = None) -> str:
+    """Send one two-span trace over OTLP/HTTP to ``otlp_http`` (``http://host:port``, or
+    ``https://host:port`` verified against ``ca_file``).
 
     A ``PUT`` SERVER span (``kvstore.operation=write``) with a ``replicate`` CLIENT child
     whose status is ERROR; returns the trace id (hex). Needs the OTel SDK (``kvtrace[node]``).
@@ -334,7 +335,8 @@ def send_probe_trace(otlp_http: str, service: str) -> str:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp_http}/v1/traces")))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
+        endpoint=f"{otlp_http}/v1/traces", certificate_file=str(ca_file) if ca_file else None)))
     tracer = provider.get_tracer("kvtrace.devstack")
     with tracer.start_as_current_span("PUT", kind=SpanKind.SERVER,
                                       attributes={"kvstore.operation": "write"}) as root:

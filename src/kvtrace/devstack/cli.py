@@ -112,6 +112,8 @@ def _exports(state: dict[str, Any]) -> dict[str, str]:
     exports = {"KUBECONFIG": state["kubeconfig"]}
     if state.get("otlp_http"):
         exports["OTEL_EXPORTER_OTLP_ENDPOINT"] = state["otlp_http"]
+        if state.get("otlp_certificate"):  # `kvtrace dev demo`'s collector serves TLS
+            exports["OTEL_EXPORTER_OTLP_CERTIFICATE"] = state["otlp_certificate"]
         exports["KVTRACE_JAEGER_URL"] = state["jaeger_url"]
     if state.get("endpoint_map"):
         exports["KVTRACE_ENDPOINT_MAP"] = state["endpoint_map"]

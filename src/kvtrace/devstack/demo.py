@@ -66,6 +66,7 @@ class Demo:
         self.kv_runner: Any = None
         self.jaeger_url = ""
         self.collector_http = ""
+        self.collector_ca = ""  # the pipeline's trust bundle as a file, when the collector serves TLS
         self.service = ""  # the members' OTEL_SERVICE_NAME, as rendered
         self.index = 0
 
@@ -311,15 +312,39 @@ class Demo:
                                 "(the demo needs Jaeger and the collector)")
         self.jaeger_url = resolve_url(endpoints["jaegerQuery"], self.endpoint_map.path)
         self.collector_http = resolve_url(endpoints["otlpHttp"], self.endpoint_map.path)
+        context = self.trust_collector(example.pipeline, endpoints["otlpHttp"])
 
         self.wait_for(lambda: _status_of(f"{self.jaeger_url}/api/v3/services") == 200, 60,
                       f"Jaeger query API at {self.jaeger_url}")
         # OTLP/HTTP answers GET /v1/traces with 405: listening; 401 when the pipeline's bearer
         # token auth (spec.security.auth) refuses a request without the token: listening too.
-        self.wait_for(lambda: _status_of(f"{self.collector_http}/v1/traces") in (200, 400, 401, 405, 415), 60,
-                      f"collector OTLP/HTTP receiver at {self.collector_http}")
+        self.wait_for(lambda: _status_of(f"{self.collector_http}/v1/traces", context) in (200, 400, 401, 405, 415),
+                      60, f"collector OTLP/HTTP receiver at {self.collector_http}")
         self.say(f"    Jaeger {endpoints['jaegerQuery']} -> {self.jaeger_url}")
         self.say(f"    collector {endpoints['otlpHttp']} -> {self.collector_http}")
+
+    def trust_collector(self, pipeline: str, url: str) -> Any:
+        """With TLS (on by default), the pipeline's trust bundle as a file (``collector_ca``,
+        exported as OTEL_EXPORTER_OTLP_CERTIFICATE) and an SSL context verifying the collector
+        with it; None for a plaintext collector."""
+        import base64
+        import ssl
+
+        from kvtrace_operator.render import apply_defaults_pipeline, tls
+
+        if not url.startswith("https://"):
+            return None
+        obj = json.loads(self.kubectl("-n", self.options.namespace, "get", "tracingpipeline", pipeline,
+                                      "-o", "json").stdout)
+        secret, key = tls.client_ca(apply_defaults_pipeline(obj.get("spec")), pipeline)
+        data = json.loads(self.kubectl("-n", self.options.namespace, "get", "secret", secret,
+                                       "-o", "json").stdout).get("data") or {}
+        if key not in data:
+            raise DemoError(f"Secret {secret} has no {key}: the collector's CA bundle (spec.security.tls)")
+        path = Path(self.cluster.workdir) / f"{pipeline}-telemetry-ca.crt"
+        path.write_bytes(base64.b64decode(data[key]))
+        self.collector_ca = str(path)
+        return ssl.create_default_context(cafile=self.collector_ca)
 
     def run_kv_nodes(self, example: text.Example) -> None:
         from kvtrace.devstack.proc import urlopen_direct
@@ -355,7 +380,8 @@ class Demo:
             return
         state = {"pid": os.getpid(), "kubeconfig": str(self.cluster.kubeconfig), "server": self.cluster.server,
                  "namespace": self.options.namespace, "jaeger_url": self.jaeger_url,
-                 "otlp_http": self.collector_http, "endpoint_map": str(self.endpoint_map.path),
+                 "otlp_http": self.collector_http, "otlp_certificate": self.collector_ca,
+                 "endpoint_map": str(self.endpoint_map.path),
                  "workdirs": [str(self.cluster.workdir)]}
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         self.state_path.write_text(json.dumps(state, indent=2))
@@ -409,9 +435,12 @@ class Demo:
         return stats, client.trace(chosen.trace_id) or chosen  # with every span that arrived since
 
     def exports(self) -> dict[str, str]:
-        return {"KUBECONFIG": str(self.cluster.kubeconfig), "KVTRACE_JAEGER_URL": self.jaeger_url,
-                "OTEL_EXPORTER_OTLP_ENDPOINT": self.collector_http,
-                "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path)}
+        exports = {"KUBECONFIG": str(self.cluster.kubeconfig), "KVTRACE_JAEGER_URL": self.jaeger_url,
+                   "OTEL_EXPORTER_OTLP_ENDPOINT": self.collector_http,
+                   "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path)}
+        if self.collector_ca:  # TLS: the collector's certificate names this address (pod runner)
+            exports["OTEL_EXPORTER_OTLP_CERTIFICATE"] = self.collector_ca
+        return exports
 
 
 BACKEND_PROGRAMS = ("otelcol-kvtrace", "jaeger")
@@ -437,13 +466,13 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _status_of(url: str) -> int:
+def _status_of(url: str, context: Any = None) -> int:
     import urllib.error
 
     from kvtrace.devstack.proc import urlopen_direct
 
     try:
-        with urlopen_direct(url, timeout=2) as resp:
+        with urlopen_direct(url, timeout=2, context=context) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)

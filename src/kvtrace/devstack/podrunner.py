@@ -15,6 +15,10 @@ namespace (optionally a label selector) and, for each Running pod, starts every 
   volumes are materialised (and refreshed when the objects change, as the kubelet does),
   emptyDir is a temp dir, a PersistentVolumeClaim uses its bound hostPath volume; every
   ``mountPath`` in arguments, environment and ``workingDir`` is rewritten to the local path;
+- a serving certificate in a Secret volume (``tls.crt`` + ``tls.key``, a leaf with DNS names)
+  is served re-issued with the pod's loopback address added, by the CA in the namespace that
+  signed it (:func:`kvtrace.devstack.local_tls.loopback_leaf`): clients dial that address
+  instead of the Service name and keep verifying the certificate;
 - executables are resolved from the venv's bin directory first, then the cached upstream
   tools, then ``PATH``.
 
@@ -47,6 +51,10 @@ from kvtrace.devstack.proc import Process, StartupError, keep_workdirs, no_proxy
 
 Obj = dict[str, Any]
 CommandResolver = Callable[[Obj, Obj], Sequence[str] | None]
+
+# requests lets these override the OTLP exporter's CA file (docs/security.md, TLS); a pod has
+# neither, so a process run as a pod must not inherit them from the host.
+HOST_CA_OVERRIDES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 class LoopbackAllocator:
@@ -199,6 +207,8 @@ class PodRunner:
         # resolve_command's answers per (pod uid, container, image): pods are re-rendered every
         # poll, and a callback may be costly (tools.binary checksums the binary at each call).
         self._commands: dict[tuple[str, str, str], list[str]] = {}
+        # Re-issued serving certificates per (original tls.crt, pod address): see _serving_files.
+        self._leaves: dict[tuple[bytes, str], tuple[bytes, bytes] | None] = {}
 
     # ----------------------------------------------------------------- public API
     @property
@@ -454,6 +464,27 @@ class PodRunner:
             return None
         return files
 
+    def _serving_files(self, files: dict[str, bytes], address: str) -> dict[str, bytes]:
+        """A Secret volume's files with a serving leaf re-issued for ``address`` (once per
+        certificate: the Secrets are read only then), or unchanged."""
+        cert = files.get("tls.crt")
+        if cert is None or "tls.key" not in files:
+            return files
+        key = (cert, address)
+        if key not in self._leaves:
+            from lightkube.resources.core_v1 import Secret
+
+            from kvtrace.devstack.local_tls import issuers, loopback_leaf
+
+            secrets = [{k: base64.b64decode(v) for k, v in (_to_dict(s).get("data") or {}).items()}
+                       for s in self._client.list(Secret, namespace=self.namespace)]
+            pair = loopback_leaf(cert.decode(errors="replace"), issuers(secrets), address)
+            self._leaves[key] = (pair.cert_pem.encode(), pair.key_pem.encode()) if pair else None
+            self._note(f"serving certificate for {address}: "
+                       f"{'re-issued with that address' if pair else 'served as it is (no issuer key here)'}")
+        reissued = self._leaves[key]
+        return files if reissued is None else {**files, "tls.crt": reissued[0], "tls.key": reissued[1]}
+
     def _volume_dir(self, running: _Running, volume: Obj) -> Path:
         if "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"]["claimName"]
@@ -505,6 +536,8 @@ class PodRunner:
         files: dict[str, dict[str, bytes]] = {}
         for volume in pod["spec"].get("volumes") or []:
             content = self._volume_files(pod, running.address, volume)
+            if content is not None and "secret" in volume:
+                content = self._serving_files(content, running.address)
             if content is not None:
                 files[volume["name"]] = {rel: pod_rewrite.text(data) for rel, data in content.items()}
         argvs: dict[str, list[str]] = {}
@@ -524,7 +557,8 @@ class PodRunner:
                 raise FileNotFoundError(f"container {cname}: executable {argv[0]!r} not found "
                                         f"(venv {venv_bin()}, tool cache, PATH)")
             argvs[cname] = [executable, *argv[1:]]
-            env = no_proxy_env({k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")})
+            env = no_proxy_env({k: v for k, v in os.environ.items()
+                                if not k.startswith("PYTEST_") and k not in HOST_CA_OVERRIDES})
             env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
             kubeconfig = getattr(self.cluster, "kubeconfig", None)
             if kubeconfig:

@@ -29,7 +29,7 @@ import yaml
 from kvtrace.inspect.errors import InspectError
 from kvtrace.inspect.status import COMPONENT, INSTANCE, pipeline_ref
 from kvtrace_operator.render import canary as render_canary
-from kvtrace_operator.render import names, sampling, security
+from kvtrace_operator.render import names, sampling, security, tls
 from kvtrace_operator.render.canary import lookup_bound_s
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
@@ -536,8 +536,30 @@ def collector_token(kube: Any, namespace: str, pipeline: Mapping[str, Any],
         return None, f"Secret {namespace}/{ref['name']}: key {ref['key']} is not UTF-8 text"
 
 
+def collector_trust(kube: Any, namespace: str, pipeline: Mapping[str, Any], spec: dict[str, Any]
+                    ) -> tuple[str | None, str]:
+    """(CA bundle PEM, why there is none): what the pipeline's clients trust when its collector
+    serves TLS (``spec.security.tls``, on by default), read from its Secret as the operator's
+    canary does; (None, "") without TLS."""
+    if tls.settings(spec) is None:
+        return None, ""
+    secret_name, key = tls.client_ca(spec, names.name_of(dict(pipeline)))
+    try:
+        secret = kube.get("Secret", secret_name, namespace)
+    except InspectError as exc:
+        return None, str(exc)
+    raw = ((secret or {}).get("data") or {}).get(key)
+    if raw is None:
+        return None, f"Secret {namespace}/{secret_name} (key {key}) not found"
+    try:
+        return base64.b64decode(raw).decode(), ""
+    except (binascii.Error, UnicodeDecodeError):
+        return None, f"Secret {namespace}/{secret_name}: key {key} is not UTF-8 text"
+
+
 def probe_otlp(url: str | None, user_given: bool, parameter: str = "--collector", *,
-               token: str | None = None, token_error: str = "") -> dict[str, Any]:
+               token: str | None = None, token_error: str = "", ca_pem: str | None = None,
+               server_hostname: str | None = None) -> dict[str, Any]:
     from kvtrace import canary as otlp
 
     if url is None:
@@ -545,7 +567,8 @@ def probe_otlp(url: str | None, user_given: bool, parameter: str = "--collector"
     if not user_given and _local_name_unresolvable(url):
         return {"skipped": f"{urlsplit(url).hostname} does not resolve from here"}
     try:
-        status, body = otlp.post(url, {"resourceSpans": []}, token=token)
+        status, body = otlp.post(url, {"resourceSpans": []}, token=token, ca_pem=ca_pem,
+                                 server_hostname=server_hostname)
     except otlp.SEND_ERRORS as exc:
         return {"url": url, "error": f"{otlp.error_text(exc)} ({parameter})"}
     return {"url": url, "status": status, "body": body, **({"token_error": token_error} if token_error else {})}
@@ -553,6 +576,7 @@ def probe_otlp(url: str | None, user_given: bool, parameter: str = "--collector"
 
 def send_canary(collector: str, jaeger: str | None, jaeger_given: bool, *, pipeline: Mapping[str, Any] | None,
                 cluster_name: str, timeout: float, jaeger_not_ready: str = "", token: str | None = None,
+                ca_pem: str | None = None, server_hostname: str | None = None,
                 sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     from kvtrace import canary as otlp
 
@@ -573,7 +597,7 @@ def send_canary(collector: str, jaeger: str | None, jaeger_given: bool, *, pipel
     if jaeger_not_ready:
         result["jaeger_not_ready"] = jaeger_not_ready
     try:
-        status, body = otlp.post(collector, request, token=token)
+        status, body = otlp.post(collector, request, token=token, ca_pem=ca_pem, server_hostname=server_hostname)
         if status != 200:
             result["send_error"] = f"HTTP {status} {body[:200]}"
             return result
@@ -633,7 +657,14 @@ def run(kube: Any, namespace: str, name: str, *, collector: str | None = None, j
     checks.append(check_collector_endpoints(services, slices, [deployments[t] for t in tiers if t in deployments]))
     collector_url, collector_given = resolve_address(collector, endpoints.get("otlpHttp"), "--collector")
     token, token_error = collector_token(kube, namespace, pipeline, spec)
-    probe = probe_otlp(collector_url, collector_given, token=token, token_error=token_error)
+    # TLS (on by default): trust the pipeline's CA and check the certificate against the
+    # Service name, whatever address (--collector, a port-forward, the endpoint map) is dialled.
+    ca_pem, ca_error = collector_trust(kube, namespace, pipeline, spec)
+    service_host = urlsplit(endpoints.get("otlpHttp") or "").hostname if ca_pem else None
+    probe = probe_otlp(collector_url, collector_given, token=token, token_error=token_error, ca_pem=ca_pem,
+                       server_hostname=service_host)
+    if ca_error and "error" in probe:
+        probe["error"] += f"; CA bundle (spec.security.tls): {ca_error}"
     otlp_check = check_otlp(probe)
     checks.append(otlp_check)
     checks.append(check_pod_env(cluster, pipeline, pods))
@@ -655,5 +686,6 @@ def run(kube: Any, namespace: str, name: str, *, collector: str | None = None, j
                 not_ready = f"Deployment {names.jaeger(pname)}: no ready replica"
         checks.append(check_canary(send_canary(
             str(probe["url"]), jaeger_url, jaeger_given, pipeline=pipeline, cluster_name=name,
-            timeout=timeout or canary_timeout_s(pipeline, None), jaeger_not_ready=not_ready, token=token)))
+            timeout=timeout or canary_timeout_s(pipeline, None), jaeger_not_ready=not_ready, token=token,
+            ca_pem=ca_pem, server_hostname=service_host)))
     return checks

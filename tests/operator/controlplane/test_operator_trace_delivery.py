@@ -25,6 +25,7 @@ import pytest
 from kvtrace.devstack import tools
 from kvtrace.devstack.endpoints import resolve_url
 from kvtrace.devstack.jaeger_client import JaegerClient, Trace
+from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
 
 pytestmark = pytest.mark.controlplane
 
@@ -89,7 +90,7 @@ def test_trace_delivery_follows_the_collector_and_jaeger(operator: Any, kube_ns:
     # Nothing runs behind the pods yet: the collector's Service name resolves nowhere.
     unreachable = poll(lambda: delivery(kube_ns, "False", "CollectorUnreachable"), timeout=TIMEOUT,
                        message="TraceDelivery False/CollectorUnreachable before the collector runs")
-    assert "could not be sent to http://traces-collector." in unreachable["message"]
+    assert "could not be sent to https://traces-collector." in unreachable["message"]  # TLS by default
     assert unreachable["message"].endswith("no canary delivered yet")
     output = kvtrace_status(local_cluster, kube_ns.namespace)
     assert condition_row(output, "TraceDelivery") == ["False", "CollectorUnreachable"], output
@@ -151,7 +152,9 @@ def traced_operator(operator: Any, local_cluster: Any, kube_ns: Any, endpoint_ma
             [KVTRACE, "operator", "run", "-n", kube_ns.namespace, "--liveness", "none", "--metrics-port", "0",
              "--resync-interval", "3", "--retry-backoff", "1", "--canary-interval", "off",
              "--trace-pipeline", f"{kube_ns.namespace}/traces"],
-            env={**local_cluster.env(), "PYTHONUNBUFFERED": "1", "KVTRACE_ENDPOINT_MAP": str(endpoint_map.path),
+            # As in its pod: no host CA bundle overriding the exporter's (the pipeline's) CA.
+            env={**{k: v for k, v in local_cluster.env().items() if k not in HOST_CA_OVERRIDES},
+                 "PYTHONUNBUFFERED": "1", "KVTRACE_ENDPOINT_MAP": str(endpoint_map.path),
                  "OTEL_BSP_SCHEDULE_DELAY": "500"},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -168,8 +171,9 @@ def traced_operator(operator: Any, local_cluster: Any, kube_ns: Any, endpoint_ma
 
 def test_operator_reconciles_are_traced_into_the_pipeline_it_names(
         traced_operator: None, kube_ns: Any, kubectl: Any, pod_runner: Any, endpoint_map: Any, poll: Any) -> None:
-    """With --trace-pipeline (and the pipeline requiring a bearer token), every reconcile is a
-    trace of service kvtrace-operator; the canary, off here, reads Unknown/Disabled."""
+    """With --trace-pipeline (and the pipeline requiring a bearer token, over the default TLS),
+    every reconcile is a trace of service kvtrace-operator; the canary, off here, reads
+    Unknown/Disabled."""
     token = secrets.token_urlsafe(24)
     kube_ns.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "otlp-token"},
                    "data": {"token": base64.b64encode(token.encode()).decode()}})
@@ -217,9 +221,7 @@ def test_canary_with_auth_and_tls(operator: Any, kube_ns: Any, pod_runner: Any,
                                   endpoint_map: Any, poll: Any) -> None:
     """The canary carries the pipeline's bearer token and trusts its managed CA, the
     certificate checked against the collector's Service name, not the local address: the
-    collector accepts it. (Locally the collector's own TLS hop to Jaeger fails the same check
-    against the pod runner's address, so the canary is not found in Jaeger here: that hop is
-    not the canary's.) Without the token's Secret the canary is not sent at all."""
+    collector accepts it. Without the token's Secret the canary is not sent at all."""
     token = secrets.token_urlsafe(24)
     kube_ns.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "otlp-token"},
                    "data": {"token": base64.b64encode(token.encode()).decode()}})

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kvtrace.devstack.operator_fixtures import Kube, Operator
 
-from kvtrace_operator.render import render_kvcluster, render_pipeline
+from kvtrace_operator.render import apply_defaults_pipeline, render_kvcluster, render_pipeline, tls
 
 pytestmark = pytest.mark.controlplane
 
@@ -44,10 +44,16 @@ def deploy(kube: Kube, poll: Any, *objects: dict[str, Any]) -> None:
 
 
 def rendered(owner: dict[str, Any], pipeline: dict[str, Any] | None = None) -> set[tuple[str, str]]:
-    """What the operator must have created for ``owner`` (as live objects): the render."""
-    objects = (render_kvcluster(owner, pipeline) if owner["kind"] == "KVCluster" else render_pipeline(owner))
+    """What the operator must have created for ``owner`` (as live objects): the render, and a
+    pipeline's TLS Secrets (TLS is on by default; their keys are made when it applies)."""
+    if owner["kind"] == "KVCluster":
+        objects = render_kvcluster(owner, pipeline)
+        made: list[str] = []
+    else:
+        objects = render_pipeline(owner)
+        made = tls.written_secrets(owner, apply_defaults_pipeline(owner.get("spec")))
     return {(obj["kind"], obj["metadata"]["name"]) for obj in objects
-            if obj["kind"] != "PersistentVolumeClaim"}
+            if obj["kind"] != "PersistentVolumeClaim"} | {("Secret", name) for name in made}
 
 
 def children(kube: Kube, owner: dict[str, Any]) -> set[tuple[str, str]]:

@@ -67,18 +67,24 @@ class TestCollectorConfig:
         configs = self.configs(mode, replicas)
         for config in configs:
             assert config["extensions"]["health_check"] == {"endpoint": "0.0.0.0:13133"}
-            # auth is on by default, on the edge only (the tier applications send to)
+            # auth is on by default, on the edge only (the tier applications send to); TLS
+            # (managed) on every tier's receivers
             auth = {"auth": {"authenticator": "bearertokenauth/otlp"}} if config is configs[-1] else {}
+            tls = {"tls": {"cert_file": "/etc/otelcol-serving/tls.crt", "key_file": "/etc/otelcol-serving/tls.key",
+                           "reload_interval": "1h"}}
             assert config["receivers"]["otlp"]["protocols"] == {
-                "grpc": {"endpoint": "0.0.0.0:4317", **auth}, "http": {"endpoint": "0.0.0.0:4318", **auth}}
+                "grpc": {"endpoint": "0.0.0.0:4317", **auth, **tls}, "http": {"endpoint": "0.0.0.0:4318", **auth, **tls}}
             prometheus = config["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]
             assert prometheus["port"] == 8889  # Jaeger keeps 8888
 
     def test_exporters(self, mode: str, replicas: int) -> None:
         configs = self.configs(mode, replicas)
         destination = configs[0]["exporters"]
-        assert destination["otlp_grpc/jaeger"] == {"endpoint": "traces-jaeger-otlp.store.svc.cluster.local:4317",
-                                                   "tls": {"insecure": True}}
+        jaeger = "traces-jaeger-otlp.store.svc.cluster.local"  # TLS by default, verifying that name
+        assert destination["otlp_grpc/jaeger"] == {"endpoint": f"{jaeger}:4317", "tls": {
+            "ca_file": "/etc/otelcol-trust/ca.crt", "server_name_override": jaeger}}
+        plaintext = self.configs(mode, replicas, security={"tls": {"enabled": False}})[0]["exporters"]
+        assert plaintext["otlp_grpc/jaeger"]["tls"] == {"insecure": True}
         assert ("debug" in destination) == (mode == "development")
 
     def test_user_exporters(self, mode: str, replicas: int) -> None:
@@ -100,7 +106,9 @@ class TestCollectorConfig:
         configs = self.configs(mode, replicas, receivers={"zipkin": {"enabled": True}, "jaeger": {"enabled": True}})
         edge = configs[-1]
         auth = {"authenticator": "bearertokenauth/otlp"}  # on by default
-        assert edge["receivers"]["zipkin"] == {"endpoint": "0.0.0.0:9411", "auth": auth}
+        assert edge["receivers"]["zipkin"] == {"endpoint": "0.0.0.0:9411", "auth": auth, "tls": {
+            "cert_file": "/etc/otelcol-serving/tls.crt", "key_file": "/etc/otelcol-serving/tls.key",
+            "reload_interval": "1h"}}  # TLS on by default
         assert set(edge["receivers"]["jaeger"]["protocols"]) == {"grpc", "thrift_http"}
         assert all(protocol["auth"] == auth for protocol in edge["receivers"]["jaeger"]["protocols"].values())
         for config in configs[:-1]:

@@ -40,7 +40,7 @@ class TestRenderCommand:
             assert "ownerReferences" not in doc["metadata"]  # no uid offline
         sts = docs[5]["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in sts["env"]}
-        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://traces-collector.shop.svc.cluster.local:4318"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://traces-collector.shop.svc.cluster.local:4318"
         collector = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "traces-collector")
         assert "threshold_ms: 250" in collector["data"]["config.yaml"]
 

@@ -113,7 +113,9 @@ class TestRenderKVCluster:
         assert node["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "client"}
         assert env_map(node)["POD_NAME"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
         mounts = {m["mountPath"]: m["name"] for m in node["volumeMounts"]}
-        assert mounts == {"/var/lib/kvnode": "data", "/etc/kvnode": "config", "/tmp": "tmp"}
+        # A traced member trusts its pipeline's CA bundle (TLS on by default, docs/security.md).
+        trust = {} if tp is None else {"/etc/kvtrace-telemetry": "telemetry-ca"}
+        assert mounts == {"/var/lib/kvnode": "data", "/etc/kvnode": "config", "/tmp": "tmp", **trust}
         assert all("subPath" not in m for m in node["volumeMounts"])  # subPath mounts never refresh
         assert node["image"] == spec.get("image", "ghcr.io/kvtrace/kvnode:0.1.0")
         assert node.get("resources") == spec.get("resources")
@@ -202,7 +204,8 @@ class TestRenderKVCluster:
             return
         assert "OTEL_SDK_DISABLED" not in env
         assert env["OTEL_SERVICE_NAME"] == spec.get("tracing", {}).get("serviceName", "demo")
-        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://traces-collector.store.svc.cluster.local:4318"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://traces-collector.store.svc.cluster.local:4318"
+        assert env["OTEL_EXPORTER_OTLP_CERTIFICATE"] == "/etc/kvtrace-telemetry/ca.crt"
         assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
 
 

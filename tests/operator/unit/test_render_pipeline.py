@@ -123,7 +123,8 @@ class TestRenderPipeline:
             return
         assert front["exporters"] == {"load_balancing": {
             "routing_key": "traceID",
-            "protocol": {"otlp": {"tls": {"insecure": True}, "timeout": "5s"}},
+            "protocol": {"otlp": {"tls": {"ca_file": "/etc/otelcol-trust/ca.crt", "server_name_override":
+                                          "traces-collector-sampling.store.svc.cluster.local"}, "timeout": "5s"}},
             "resolver": {"dns": {"hostname": "traces-collector-sampling.store.svc.cluster.local", "port": "4317"}},
         }}
         headless = one(objects, "Service", "traces-collector-sampling")["spec"]
@@ -153,7 +154,7 @@ class TestRenderPipeline:
 
     def test_instrumentation_configmap(self, spec: dict[str, Any]) -> None:
         data = one(render_pipeline(pipeline(**spec)), "ConfigMap", "traces-instrumentation")["data"]
-        assert data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://traces-collector.store.svc.cluster.local:4318"
+        assert data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://traces-collector.store.svc.cluster.local:4318"
         assert data["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
         assert data["OTEL_TRACES_EXPORTER"] == "otlp"
         assert "OTEL_SERVICE_NAME" not in data
@@ -192,8 +193,10 @@ def test_exporter_secrets_reach_only_the_exporting_tier(replicas: int) -> None:
     if replicas > 1:
         front = one(objects, "Deployment", "traces-collector")["spec"]["template"]["spec"]
         assert "env" not in front["containers"][0]
-        # the edge mounts only the token set of the default auth, none of the exporter's Secrets
-        assert [v["secret"]["secretName"] for v in front["volumes"] if "secret" in v] == ["traces-otlp-tokens"]
+        # the edge mounts only the token set of the default auth and its TLS (leaf, trust
+        # bundle), none of the exporter's Secrets
+        assert [v["secret"]["secretName"] for v in front["volumes"] if "secret" in v] == [
+            "traces-otlp-tokens", "traces-collector-tls", "traces-tls-trust"]
 
 
 def test_collector_checksum_rolls_on_config_change() -> None:
@@ -206,9 +209,11 @@ def test_collector_checksum_rolls_on_config_change() -> None:
 
 
 def test_endpoints() -> None:
-    assert pipeline_endpoints(pipeline()) == {
-        "otlpGrpc": "http://traces-collector.store.svc.cluster.local:4317",
-        "otlpHttp": "http://traces-collector.store.svc.cluster.local:4318",
+    assert pipeline_endpoints(pipeline()) == {  # TLS by default
+        "otlpGrpc": "https://traces-collector.store.svc.cluster.local:4317",
+        "otlpHttp": "https://traces-collector.store.svc.cluster.local:4318",
         "jaegerQuery": "http://traces-jaeger-query.store.svc.cluster.local:16686",
     }
+    plaintext = pipeline_endpoints(pipeline(security={"tls": {"enabled": False}}))
+    assert plaintext["otlpHttp"] == "http://traces-collector.store.svc.cluster.local:4318"
     assert "jaegerQuery" not in pipeline_endpoints(pipeline(jaeger={"enabled": False}))

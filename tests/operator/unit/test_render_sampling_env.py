@@ -22,7 +22,9 @@ ALLOWED = {"OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_EXPORTER_OTLP_
            "POD_NAME", "NODE_NAME",
            # auth, on by default (docs/security.md): the standard header variable, built by the
            # kubelet from the token Secret's key, referenced as $(KVTRACE_OTLP_TOKEN)
-           "OTEL_EXPORTER_OTLP_HEADERS", "KVTRACE_OTLP_TOKEN"}
+           "OTEL_EXPORTER_OTLP_HEADERS", "KVTRACE_OTLP_TOKEN",
+           # TLS, on by default (docs/security.md): the standard CA-file variable
+           "OTEL_EXPORTER_OTLP_CERTIFICATE"}
 
 
 def env(cluster: dict[str, Any], tp: dict[str, Any] | None) -> dict[str, Any]:
@@ -79,7 +81,7 @@ class TestOtelEnvironment:
 
     def test_endpoint_is_the_http_port_of_the_collector(self) -> None:
         variables = env(kvcluster(), pipeline(name="tp", namespace="store", collector={"replicas": 3}))
-        assert variables["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://tp-collector.store.svc.cluster.local:4318"
+        assert variables["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://tp-collector.store.svc.cluster.local:4318"
         assert variables["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
         assert variables["OTEL_TRACES_EXPORTER"] == "otlp"
         assert variables["OTEL_PROPAGATORS"] == "tracecontext,baggage"
