@@ -78,7 +78,7 @@ def run_mode(name: str, spec: dict[str, Any] | None, root: Path, args: argparse.
         tls = local_tls(root / "tls", pipe) if pipe is not None else None  # TLS on by default, like auth
         if pipe is not None and tls is not None:
             jaeger = Jaeger(loopback_config(render_jaeger_config(pipe), tls=tls, leaf=tls.jaeger_leaf()),
-                            workdir=root / "jaeger", name="jaeger")
+                            ca_file=tls.ca_file if tls.enabled else None, workdir=root / "jaeger", name="jaeger")
             backends.append(jaeger)
             jaeger.start()
             collector = Collector(loopback_config(render_collector_config(pipe), jaeger_otlp_grpc=jaeger.otlp_grpc,

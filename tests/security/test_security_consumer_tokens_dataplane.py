@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import ssl
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_security_telemetry_dataplane import local_collector_config, pipeline, post_traces
+from test_security_telemetry_dataplane import managed_tls_stack, pipeline, post_traces
 
 from kvtrace_operator.render import consumer_tokens
 from kvtrace_operator.render.security import AUTH_DIR
@@ -46,8 +47,9 @@ def kubelet_write(volume: Path, files: dict[str, str]) -> None:
         (volume / old).rmdir()
 
 
-def status(address: str, token: str) -> int:
-    return post_traces(address, {"Authorization": f"Bearer {token}"})
+def status(address: str, token: str, context: ssl.SSLContext) -> int:
+    """An export with ``token`` over TLS (on by default), verifying the edge with ``context``."""
+    return post_traces(address, {"Authorization": f"Bearer {token}"}, context)
 
 
 def test_consumers_are_added_and_revoked_without_a_restart(collector: Any, jaeger: Any, poll: Any,
@@ -57,29 +59,31 @@ def test_consumers_are_added_and_revoked_without_a_restart(collector: Any, jaege
     entries = [(pipeline_token, "pipeline"), (orders, "KVCluster/orders")]
     kubelet_write(volume, {"token": consumer_tokens.compose(entries, "unused")})
     pipe = pipeline(auth={"enabled": True})
-    col = collector(local_collector_config(pipe, jaeger(), {AUTH_DIR: volume}))
+    col, _, tls = managed_tls_stack(collector, jaeger, pipe, tmp_path, {AUTH_DIR: volume})
     address = col.endpoint("otlp/http")
+    verified = ssl.create_default_context(cafile=str(tls.ca_file))
     pid = col.process.popen.pid
-    assert status(address, orders) == 200 and status(address, pipeline_token) == 200
-    assert status(address, carts) == 401
+    assert status(address, orders, verified) == 200 and status(address, pipeline_token, verified) == 200
+    assert status(address, carts, verified) == 401
 
     # A KVCluster starts referencing the pipeline: its token is accepted.
     entries.append((carts, "KVCluster/carts"))
     kubelet_write(volume, {"token": consumer_tokens.compose(entries, "unused")})
-    poll(lambda: status(address, carts) == 200, timeout=RELOAD_TIMEOUT, message="the new consumer's token accepted")
+    poll(lambda: status(address, carts, verified) == 200, timeout=RELOAD_TIMEOUT,
+         message="the new consumer's token accepted")
 
     # KVCluster orders is deleted: its token is revoked, the others keep working.
     started = time.monotonic()
     entries.remove((orders, "KVCluster/orders"))
     kubelet_write(volume, {"token": consumer_tokens.compose(entries, "unused")})
-    poll(lambda: status(address, orders) == 401, timeout=RELOAD_TIMEOUT, message="the revoked token refused")
+    poll(lambda: status(address, orders, verified) == 401, timeout=RELOAD_TIMEOUT, message="the revoked token refused")
     revoked_after = time.monotonic() - started
-    assert status(address, carts) == 200 and status(address, pipeline_token) == 200
+    assert status(address, carts, verified) == 200 and status(address, pipeline_token, verified) == 200
     print(f"revocation took effect after {revoked_after:.2f}s")
 
     # No consumer left: the placeholder nobody holds, so nothing is accepted any more.
     kubelet_write(volume, {"token": consumer_tokens.compose([], secrets.token_urlsafe(32))})
-    poll(lambda: status(address, carts) == 401, timeout=RELOAD_TIMEOUT, message="the last token revoked")
-    assert status(address, pipeline_token) == 401
-    assert status(address, consumer_tokens.PLACEHOLDER_LABEL) == 401
+    poll(lambda: status(address, carts, verified) == 401, timeout=RELOAD_TIMEOUT, message="the last token revoked")
+    assert status(address, pipeline_token, verified) == 401
+    assert status(address, consumer_tokens.PLACEHOLDER_LABEL, verified) == 401
     assert col.process.popen.pid == pid and col.process.popen.poll() is None  # never restarted

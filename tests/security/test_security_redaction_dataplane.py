@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kvtrace.devstack.local_tls import LocalTLS, local_tls
+from kvtrace.devstack.proc import urlopen_direct
 from kvtrace.devstack.otlp_token import LocalToken, local_token, use_token_file
 from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
 from kvtrace_operator.render import render_collector_config, render_jaeger_config
@@ -54,7 +54,7 @@ def start(collector: Any, jaeger: Any, pipe: dict[str, Any], token: LocalToken, 
     """The rendered Jaeger and collector; auth is on by default (the collector's token file is
     ``token``'s), so is TLS (each serves its local leaf). (collector, Jaeger, TLS)"""
     tls = local_tls(tmp_path / "tls", pipe)
-    backend = jaeger(tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf()))
+    backend = jaeger(tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf()), ca_file=tls.ca_file)
     config = tls.use_files(use_token_file(render_collector_config(pipe), token.file), tls.edge_leaf())
     config["exporters"]["otlp_grpc/jaeger"]["endpoint"] = backend.otlp_grpc
     return collector(config), backend, tls
@@ -85,7 +85,7 @@ def stored(jaeger: Any, poll: Any, service: str) -> tuple[dict[str, Any], str]:
     client = jaeger.client()
     [trace] = poll(lambda: client.find_traces(service), timeout=30, message=f"{service} in Jaeger")
     url = f"{jaeger.query_url}/api/v3/traces/{trace.trace_id}"
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+    with urlopen_direct(url, timeout=5, context=jaeger.ssl_context()) as response:  # its TLS query port
         body = response.read().decode()
     return trace.spans[0].attributes, body
 

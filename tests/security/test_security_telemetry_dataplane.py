@@ -78,7 +78,7 @@ def managed_tls_stack(collector: Any, jaeger: Any, pipe: dict[str, Any], tmp_pat
     """Jaeger and the edge collector rendered for ``pipe`` with the default TLS (mode managed):
     each serves its local leaf, the collector verifies Jaeger's Service name. (edge, Jaeger, TLS)"""
     tls = local_tls(tmp_path / "tls", pipe)
-    backend = jaeger(tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf()))
+    backend = jaeger(tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf()), ca_file=tls.ca_file)
     edge = collector(tls.use_files(local_collector_config(pipe, backend, files), tls.edge_leaf()))
     return edge, backend, tls
 

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from kvtrace.devstack.backends import Jaeger
 from kvtrace.devstack.local_tls import LocalTLS, local_tls
+from kvtrace.devstack.proc import urlopen_direct
 from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
 from kvtrace_operator.render import render_jaeger_config
 from kvtrace_operator.render.jaeger import BADGER_DIR
@@ -62,7 +63,7 @@ def query(jaeger: Any, tenant: str | None) -> tuple[int, str]:
     headers = {HEADER: tenant} if tenant else {}
     request = urllib.request.Request(f"{jaeger.query_url}/api/v3/services", headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urlopen_direct(request, timeout=5, context=jaeger.ssl_context()) as response:  # TLS query port
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -81,7 +82,7 @@ def test_tenancy_gates_queries_but_spans_are_stored_without_tenant(storage: str,
     for name in HOST_CA_OVERRIDES:  # the exporter trusts its CA file, as in a pod
         monkeypatch.delenv(name, raising=False)
     config, tls = tenancy_config(storage, tmp_path / "badger", tmp_path / "tls")
-    with TenantJaeger(config, workdir=tmp_path / "jaeger") as jaeger:
+    with TenantJaeger(config, ca_file=tls.ca_file, workdir=tmp_path / "jaeger") as jaeger:
         provider = TracerProvider(resource=Resource.create({"service.name": "team-a-kv"}))
         provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
             endpoint=f"https://{jaeger.endpoint('otlp/http')}/v1/traces", headers={HEADER: "team-a"},

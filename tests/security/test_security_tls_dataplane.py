@@ -122,7 +122,11 @@ class Stack:
         return jaeger.client(ca_pem=trust, server_hostname=f"traces-jaeger-query.{NS}.svc")
 
     def start_jaeger(self) -> Any:
-        return self.jaeger_factory(self.localise(render_jaeger_config(self.pipe), "jaeger"))
+        """Its query port serves the Jaeger leaf too: queries trust the bundle (the client's
+        mount) and verify the query Service's name."""
+        return self.jaeger_factory(self.localise(render_jaeger_config(self.pipe), "jaeger"),
+                                   ca_file=self.volumes.directory("kv", "telemetry-ca") / "ca.crt",
+                                   server_name=f"traces-jaeger-query.{NS}.svc.cluster.local")
 
     def start_collector(self, tier: str, pod: str, jaeger: Any = None, sampling: Any = None) -> Any:
         config = use_token_file(self.localise(render_collector_config(self.pipe, tier), pod), self.token.file)

@@ -47,7 +47,7 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
         token = local_token(root / "otlp-token")
         tls = local_tls(root / "tls", pipe)
         jaeger = Jaeger(loopback_config(render_jaeger_config(pipe), badger_dir=root / "badger", tls=tls,
-                                        leaf=tls.jaeger_leaf()),
+                                        leaf=tls.jaeger_leaf()), ca_file=tls.ca_file if tls.enabled else None,
                         workdir=root / "jaeger", name="jaeger")
         started.append(jaeger)
         jaeger.start()

@@ -99,9 +99,9 @@ def prepare_config(config: dict[str, Any], *, health_extension: str | None = "he
     return config, endpoints
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urlopen_direct(url, timeout=2) as resp:
+        with urlopen_direct(url, timeout=2, context=context) as resp:
             return 200 <= int(resp.status) < 300
     except (urllib.error.URLError, OSError):
         return False
@@ -262,14 +262,33 @@ class Jaeger(_OtelProcess):
     binary_name = "jaeger"
     health_extension = None  # healthcheckv2 is part of jaeger_config()
 
-    def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, config: dict[str, Any] | None = None, *, ca_file: str | Path | None = None,
+                 server_name: str | None = None, **kwargs: Any) -> None:
+        """``ca_file``: the CA that signed the query port's certificate when the config serves
+        it over TLS (a rendered config with TLS on, its default); ``server_name``: the name
+        that certificate is checked against (default: the address, 127.0.0.1)."""
         super().__init__(config or jaeger_config(), **kwargs)
+        self.ca_file, self.server_name = ca_file, server_name
 
     def _health_url(self) -> str:
         return f"http://{self.endpoint('healthcheckv2/http')}/status"
 
     def _query_http(self) -> dict[str, Any]:
-        return ((self.config.get("extensions") or {}).get("jaeger_query") or {}).get("http") or {}
+        return (((self.config or self.source_config).get("extensions") or {}).get("jaeger_query") or {}).get(
+            "http") or {}
+
+    @property
+    def query_tls(self) -> bool:
+        """Whether the query HTTP server serves TLS (its config has a ``tls`` block)."""
+        return "tls" in self._query_http()
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Verifies the query port against ``ca_file`` (None for a plaintext query port)."""
+        if not self.query_tls:
+            return None
+        if self.ca_file is None:
+            raise ValueError("the Jaeger config serves its query port over TLS: give ca_file")
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def _ready(self) -> bool:
         """Healthy, and the query port answers: anonymously with 200 for a plain config;
@@ -285,12 +304,16 @@ class Jaeger(_OtelProcess):
     @property
     def query_url(self) -> str:
         """Base URL of the query service (UI and ``/api/v3``): https when it serves TLS."""
-        scheme = "https" if "tls" in self._query_http() else "http"
+        scheme = "https" if self.query_tls else "http"
         return f"{scheme}://" + self.endpoint("jaeger_query/http")
 
     def client(self, timeout: float = 5.0, **options: Any) -> JaegerClient:
         """A query client; ``options`` as JaegerClient's (credentials, token, ca_pem,
-        server_hostname) for a query port behind auth or TLS."""
+        server_hostname) for a query port behind auth or TLS. By default a TLS query port is
+        verified with ``ca_file`` (for ``server_name``, else the address)."""
+        if self.query_tls and self.ca_file and "ca_pem" not in options:
+            options["ca_pem"] = Path(self.ca_file).read_text()
+            options.setdefault("server_hostname", self.server_name)
         return JaegerClient(self.query_url, timeout=timeout, **options)
 
 

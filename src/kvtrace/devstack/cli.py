@@ -114,6 +114,8 @@ def _exports(state: dict[str, Any]) -> dict[str, str]:
         exports["OTEL_EXPORTER_OTLP_ENDPOINT"] = state["otlp_http"]
         if state.get("otlp_certificate"):  # `kvtrace dev demo`'s collector serves TLS
             exports["OTEL_EXPORTER_OTLP_CERTIFICATE"] = state["otlp_certificate"]
+            if str(state.get("jaeger_url", "")).startswith("https://"):  # and Jaeger's query port, same CA
+                exports["KVTRACE_JAEGER_CA_FILE"] = state["otlp_certificate"]
         exports["KVTRACE_JAEGER_URL"] = state["jaeger_url"]
     if state.get("endpoint_map"):
         exports["KVTRACE_ENDPOINT_MAP"] = state["endpoint_map"]

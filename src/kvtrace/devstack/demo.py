@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 from kvtrace.devstack import demo_summary as text
 from kvtrace.devstack.demo_summary import DemoError
+from kvtrace.devstack.jaeger_client import CA_FILE_ENV
 
 REPO = Path(__file__).resolve().parents[3]
 CLIENT_PORT = 7070  # DESIGN.md section 3
@@ -314,7 +315,9 @@ class Demo:
         self.collector_http = resolve_url(endpoints["otlpHttp"], self.endpoint_map.path)
         context = self.trust_collector(example.pipeline, endpoints["otlpHttp"])
 
-        self.wait_for(lambda: _status_of(f"{self.jaeger_url}/api/v3/services") == 200, 60,
+        # With TLS Jaeger's query port serves its leaf too, signed by the same CA.
+        jaeger_context = context if self.jaeger_url.startswith("https://") else None
+        self.wait_for(lambda: _status_of(f"{self.jaeger_url}/api/v3/services", jaeger_context) == 200, 60,
                       f"Jaeger query API at {self.jaeger_url}")
         # OTLP/HTTP answers GET /v1/traces with 405: listening; 401 when the pipeline's bearer
         # token auth (spec.security.auth) refuses a request without the token: listening too.
@@ -409,7 +412,8 @@ class Demo:
         settled (:func:`text.traces_settled`); the stats and the trace to draw."""
         from kvtrace.devstack.jaeger_client import JaegerClient
 
-        client = JaegerClient(self.jaeger_url, timeout=30)
+        https = self.jaeger_url.startswith("https://") and self.collector_ca
+        client = JaegerClient(self.jaeger_url, timeout=30, ca_pem=Path(self.collector_ca).read_text() if https else None)
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)
         seen: list[tuple[float, tuple[int, int]]] = []
 
@@ -440,6 +444,8 @@ class Demo:
                    "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path)}
         if self.collector_ca:  # TLS: the collector's certificate names this address (pod runner)
             exports["OTEL_EXPORTER_OTLP_CERTIFICATE"] = self.collector_ca
+            if self.jaeger_url.startswith("https://"):  # kvtrace trace/traces read it (Jaeger's query port)
+                exports[CA_FILE_ENV] = self.collector_ca
         return exports
 
 

@@ -17,6 +17,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import os
 import re
 import socket
 import time
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from kvtrace.devstack.jaeger_client import CA_FILE_ENV
 from kvtrace.inspect.errors import InspectError
 from kvtrace.inspect.status import COMPONENT, INSTANCE, pipeline_ref
 from kvtrace_operator.render import canary as render_canary
@@ -577,6 +579,7 @@ def probe_otlp(url: str | None, user_given: bool, parameter: str = "--collector"
 def send_canary(collector: str, jaeger: str | None, jaeger_given: bool, *, pipeline: Mapping[str, Any] | None,
                 cluster_name: str, timeout: float, jaeger_not_ready: str = "", token: str | None = None,
                 ca_pem: str | None = None, server_hostname: str | None = None,
+                jaeger_ca_pem: str | None = None, jaeger_server_hostname: str | None = None,
                 sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     from kvtrace import canary as otlp
 
@@ -607,7 +610,7 @@ def send_canary(collector: str, jaeger: str | None, jaeger_given: bool, *, pipel
     started = time.monotonic()
     while True:
         try:
-            if otlp.in_jaeger(jaeger, trace_id):
+            if otlp.in_jaeger(jaeger, trace_id, ca_pem=jaeger_ca_pem, server_hostname=jaeger_server_hostname):
                 result["found"] = True
                 result.pop("jaeger_error", None)
         except otlp.LOOKUP_ERRORS as exc:
@@ -684,8 +687,12 @@ def run(kube: Any, namespace: str, name: str, *, collector: str | None = None, j
             ready = int(((dep or {}).get("status") or {}).get("readyReplicas") or 0)
             if not ready:
                 not_ready = f"Deployment {names.jaeger(pname)}: no ready replica"
+        # Jaeger's https query port serves a leaf of the same CA (unless --jaeger-ca-file chose).
+        query_tls = bool(ca_pem and jaeger_url and jaeger_url.startswith("https://")
+                         and not os.environ.get(CA_FILE_ENV))
         checks.append(check_canary(send_canary(
             str(probe["url"]), jaeger_url, jaeger_given, pipeline=pipeline, cluster_name=name,
             timeout=timeout or canary_timeout_s(pipeline, None), jaeger_not_ready=not_ready, token=token,
-            ca_pem=ca_pem, server_hostname=service_host)))
+            ca_pem=ca_pem, server_hostname=service_host, jaeger_ca_pem=ca_pem if query_tls else None,
+            jaeger_server_hostname=urlsplit(endpoints.get("jaegerQuery") or "").hostname if query_tls else None)))
     return checks

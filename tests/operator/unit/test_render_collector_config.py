@@ -174,7 +174,10 @@ class TestJaegerConfig:
     def test_query_and_tenancy(self, storage: dict[str, Any], tenancy: dict[str, Any]) -> None:
         query = self.config(storage, tenancy)["extensions"]["jaeger_query"]
         assert query["storage"] == {"traces": "traces"}
-        assert query["http"] == {"endpoint": "0.0.0.0:16686"}
+        # The query port serves Jaeger's leaf: TLS (mode managed) is on by default.
+        assert query["http"] == {"endpoint": "0.0.0.0:16686", "tls": {
+            "cert_file": "/etc/jaeger-serving/tls.crt", "key_file": "/etc/jaeger-serving/tls.key",
+            "reload_interval": "1h"}}
         if tenancy:
             assert query["multi_tenancy"] == {"Enabled": True, "Header": "x-org", "Tenants": ["a", "b"]}
         else:

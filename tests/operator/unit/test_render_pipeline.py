@@ -212,8 +212,9 @@ def test_endpoints() -> None:
     assert pipeline_endpoints(pipeline()) == {  # TLS by default
         "otlpGrpc": "https://traces-collector.store.svc.cluster.local:4317",
         "otlpHttp": "https://traces-collector.store.svc.cluster.local:4318",
-        "jaegerQuery": "http://traces-jaeger-query.store.svc.cluster.local:16686",
+        "jaegerQuery": "https://traces-jaeger-query.store.svc.cluster.local:16686",  # Jaeger's leaf
     }
     plaintext = pipeline_endpoints(pipeline(security={"tls": {"enabled": False}}))
     assert plaintext["otlpHttp"] == "http://traces-collector.store.svc.cluster.local:4318"
+    assert plaintext["jaegerQuery"] == "http://traces-jaeger-query.store.svc.cluster.local:16686"
     assert "jaegerQuery" not in pipeline_endpoints(pipeline(jaeger={"enabled": False}))

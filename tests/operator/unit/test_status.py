@@ -272,7 +272,7 @@ def test_pipeline_ready_with_endpoints_and_consumers() -> None:
     assert status["consumers"] == ["a", "b"]
     assert status["endpoints"]["otlpHttp"] == "https://traces-collector.ns1.svc.cluster.local:4318"  # TLS default
     assert status["endpoints"]["otlpGrpc"] == "https://traces-collector.ns1.svc.cluster.local:4317"
-    assert status["endpoints"]["jaegerQuery"] == "http://traces-jaeger-query.ns1.svc.cluster.local:16686"
+    assert status["endpoints"]["jaegerQuery"] == "https://traces-jaeger-query.ns1.svc.cluster.local:16686"
     assert "every trace with an error" in c["Ready"]["message"]
     assert status["observedGeneration"] == 3
     assert status["phase"] == PHASE_RUNNING
