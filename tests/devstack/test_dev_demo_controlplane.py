@@ -11,6 +11,7 @@ import re
 import secrets
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -80,10 +81,12 @@ def test_make_dev_exit_runs_every_step_draws_a_trace_and_cleans_up(tmp_path: Pat
                                            "traces in Jaeger"], output
     assert "    example Ready: kvcluster/basic, tracingpipeline/dev-traces" in output, output
     assert "3 KV processes started (basic-0, basic-1, basic-2)" in output, output
-    # The KV processes got the operator's rendered OTel environment, the collector made local.
-    collector = re.search(r"^  collector \(OTLP/HTTP\): (http://127\.[\d.]+:4318)$", output, re.M)
+    # The KV processes got the operator's rendered OTel environment, the collector made local:
+    # https (TLS is on by default), trusting the pipeline's bundle.
+    collector = re.search(r"^  collector \(OTLP/HTTP\): (https://127\.[\d.]+:4318)$", output, re.M)
     assert collector, output
     assert f"      OTEL_EXPORTER_OTLP_ENDPOINT={collector.group(1)}" in output
+    assert re.search(r"^      OTEL_EXPORTER_OTLP_CERTIFICATE=/\S+/telemetry-ca/ca\.crt$", output, re.M), output
     assert "      OTEL_SERVICE_NAME=basic" in output, output
     assert f"k8s.namespace.name={namespace},k8s.pod.name=basic-0" in output, output
 
@@ -98,7 +101,7 @@ def test_make_dev_exit_runs_every_step_draws_a_trace_and_cleans_up(tmp_path: Pat
     assert int(traces.group(1)) >= 300 and int(traces.group(2)) > 0 and traces.group(3) == "0", output
     assert "  services: basic; nodes: basic-0, basic-1, basic-2" in output, output
 
-    jaeger = re.search(r"^  export KVTRACE_JAEGER_URL=(http://127\.[\d.]+:16686)$", output, re.M)
+    jaeger = re.search(r"^  export KVTRACE_JAEGER_URL=(https://127\.[\d.]+:16686)$", output, re.M)
     assert jaeger and f"  Jaeger UI and /api/v3: {jaeger.group(1)}" in output, output
     drawn = output.split("One trace, with spans from ", 1)[1]
     header, rows = drawn.splitlines()[1], drawn.splitlines()[3:]
@@ -136,8 +139,13 @@ def test_dev_demo_of_the_production_example_stays_up_until_sigterm_then_stops_ev
         exports = subprocess.run([kvtrace, "dev", "env"], env=env, capture_output=True, text=True, timeout=60,
                                  check=True).stdout
         found = dict(re.findall(r"^export (\w+)=(\S+)$", exports, flags=re.M))
-        assert set(found) == {"KUBECONFIG", "OTEL_EXPORTER_OTLP_ENDPOINT", "KVTRACE_JAEGER_URL", "KVTRACE_ENDPOINT_MAP"}
-        with urllib.request.urlopen(found["KVTRACE_JAEGER_URL"] + "/api/v3/services", timeout=10) as resp:
+        # TLS (the default): the pipeline's CA bundle for the collector and Jaeger's query port.
+        assert set(found) == {"KUBECONFIG", "OTEL_EXPORTER_OTLP_ENDPOINT", "KVTRACE_JAEGER_URL", "KVTRACE_ENDPOINT_MAP",
+                              "OTEL_EXPORTER_OTLP_CERTIFICATE", "KVTRACE_JAEGER_CA_FILE"}
+        assert found["KVTRACE_JAEGER_URL"].startswith("https://")
+        verified = ssl.create_default_context(cafile=found["KVTRACE_JAEGER_CA_FILE"])
+        with urllib.request.urlopen(found["KVTRACE_JAEGER_URL"] + "/api/v3/services", timeout=10,
+                                    context=verified) as resp:
             assert "orders-kv" in resp.read().decode()
         # `kvtrace traces` and kubectl work with nothing but the printed exports.
         listed = subprocess.run([kvtrace, "traces", "--service", "orders-kv", "--limit", "2", "--summary"],

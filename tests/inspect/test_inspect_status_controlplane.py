@@ -57,7 +57,7 @@ def test_status_of_healthy_then_degraded_cluster(operator: Any, kube_ns: Any, kv
     table = kvtrace_cli("status", "-n", ns, "kv")
     assert table.returncode == 0, table.stderr
     assert f"KVCluster {ns}/kv: Running, 3/3 members ready, pipeline traces, sampling production 0.25" in table.stdout
-    assert f"Jaeger query: http://traces-jaeger-query.{ns}.svc.cluster.local:16686" in table.stdout
+    assert f"Jaeger query: https://traces-jaeger-query.{ns}.svc.cluster.local:16686" in table.stdout  # its leaf
     assert yaml.safe_load(kvtrace_cli("status", "-n", ns, "traces", "-o", "yaml").stdout)["kvclusters"] == []
 
     # Degraded: a fourth member has no node left under required anti-affinity.

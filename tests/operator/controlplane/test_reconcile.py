@@ -112,7 +112,7 @@ def test_both_kinds_reconcile_to_ready_with_truthful_status(operator: Operator, 
     assert kube_ns.condition_is("kvcluster", "kv", "TracingConfigured", "True", "PipelineConfigured")
     assert kube_ns.condition_is("kvcluster", "kv", "Degraded", "False")
     assert node_env(kube_ns)["OTEL_EXPORTER_OTLP_ENDPOINT"] == \
-        f"http://traces-collector.{kube_ns.namespace}.svc.cluster.local:4318"
+        f"https://traces-collector.{kube_ns.namespace}.svc.cluster.local:4318"  # TLS by default
 
     poll(lambda: (kube_ns.get("tracingpipeline", "traces") or {}).get("status", {}).get("consumers") == ["kv"],
          timeout=TIMEOUT, message="pipeline status lists its consumer")
