@@ -53,8 +53,12 @@ def start_backends(pod_runner: Any, endpoint_map: Any, poll: Any) -> tuple[Any, 
 
 
 def jaeger_client(kube_ns: Any, endpoint_map: Any) -> JaegerClient:
+    """Jaeger's query API as the pipeline reports it: https with TLS (the default), verified
+    with the pipeline's trust bundle."""
     query = kube_ns.get("tracingpipeline", "traces")["status"]["endpoints"]["jaegerQuery"]
-    return JaegerClient(resolve_url(query, endpoint_map.path), timeout=5)
+    trust = (kube_ns.get("secret", "traces-tls-trust") or {}).get("data", {}).get("ca.crt")
+    ca_pem = base64.b64decode(trust).decode() if trust and query.startswith("https://") else None
+    return JaegerClient(resolve_url(query, endpoint_map.path), timeout=5, ca_pem=ca_pem)
 
 
 def delivery(kube_ns: Any, status: str, reason: str) -> dict[str, Any] | None:
@@ -101,7 +105,7 @@ def test_trace_delivery_follows_the_collector_and_jaeger(operator: Any, kube_ns:
                      message="TraceDelivery True/Delivered once collector and Jaeger run")
     record = kube_ns.get("tracingpipeline", "traces")["status"]["traceDelivery"]
     assert set(record) >= {"lastProbeTime", "lastSuccessTime", "latencySeconds", "traceID"}, record
-    assert "found in Jaeger at http://traces-jaeger-query." in delivered["message"]
+    assert "found in Jaeger at https://traces-jaeger-query." in delivered["message"]  # its leaf (TLS default)
     trace: Trace | None = jaeger_client(kube_ns, endpoint_map).trace(record["traceID"])
     assert trace is not None and trace.services == {"kvtrace-operator-canary"}
     assert trace.spans[0].attributes["kvtrace.canary.pipeline"] == f"{kube_ns.namespace}/traces"
