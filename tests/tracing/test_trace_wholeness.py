@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 from tracing_stack import CLUSTER, GET_OP, PUT_OP, SPANS_PER_WRITE, Op, Stack, flush, run_ops, traceparent, wait_for_traces
 
 from kvtrace.devstack.jaeger_client import Span, Trace
+from kvtrace.devstack.proc import urlopen_direct
 from kvtrace.devstack.pytest_plugin import poll
 
 pytestmark = pytest.mark.dataplane
@@ -122,7 +122,7 @@ def test_a_quorum_write_and_a_quorum_read_are_each_one_whole_trace(trace_stack: 
 def raw_jaeger(stack: Stack, path: str, params: dict[str, Any] | None = None) -> str:
     url = stack.jaeger.backend.query_url + path + ("?" + urllib.parse.urlencode(params) if params else "")
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback Jaeger
+        with urlopen_direct(url, timeout=10, context=stack.jaeger.backend.ssl_context()) as resp:  # its TLS port
             return str(resp.read().decode())
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
