@@ -58,10 +58,13 @@ def test_defaults_are_secure_where_they_can_be(crds: None, kubectl: Any) -> None
     assert cluster["spec"]["networkPolicy"] == {"enabled": True, "clientAccess": "all"}
     pipeline = json.loads(dry_run(kubectl, tp()).stdout)
     assert pipeline["spec"]["networkPolicy"] == {"enabled": True, "queryAccess": "namespace"}
-    # auth on by default (the generated token); TLS off (docs/security.md says why)
+    # auth on by default (the generated token), and TLS (mode managed: the operator's own CA)
     assert pipeline["spec"]["security"] == {"auth": {"enabled": True}, "tls": {
-        "enabled": False, "duration": "2160h", "renewBefore": "720h", "caDuration": "26280h",
+        "enabled": True, "duration": "2160h", "renewBefore": "720h", "caDuration": "26280h",
         "caRenewBefore": "4320h"}}
+    # Plaintext only when asked for: enabled: false is kept as given.
+    plaintext = json.loads(dry_run(kubectl, tp(security={"tls": {"enabled": False}})).stdout)
+    assert plaintext["spec"]["security"]["tls"]["enabled"] is False
     secured = tp(security={"auth": {"enabled": True, "tokenSecretRef": {"name": "t", "key": "token"}},
                            "tls": {"enabled": True, "secretName": "collector-tls"}})
     assert dry_run(kubectl, secured).returncode == 0
