@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import time
 from typing import Any
 
@@ -73,10 +74,12 @@ def test_each_consumer_has_its_token_and_a_removed_one_is_revoked(
     collectors = pod_runner("app.kubernetes.io/component=collector", resolve_command=backend_command)
     status = kube_ns.get("tracingpipeline", "traces")["status"]
     address = resolve_url(status["endpoints"]["otlpHttp"], endpoint_map.path).split("://", 1)[1]
+    # TLS is on by default: verify the collector with the pipeline's bundle.
+    verified = ssl.create_default_context(cadata=token_of(kube_ns, "traces-tls-trust", "ca.crt"))
 
     def answer(token: str | None) -> int | None:
         try:
-            return post_traces(address, {"Authorization": f"Bearer {token}"} if token else {})
+            return post_traces(address, {"Authorization": f"Bearer {token}"} if token else {}, verified)
         except OSError:
             return None
 
