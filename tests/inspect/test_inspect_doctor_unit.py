@@ -161,6 +161,21 @@ def test_collector_token_comes_from_the_pipelines_token_secret() -> None:
     assert doctor.collector_token(Secrets({}, refuse=True), NS, pipeline(), off) == (None, "")
 
 
+def test_collector_trust_is_the_bundle_the_pipelines_clients_trust() -> None:
+    """TLS (on by default): doctor verifies the collector with the bundle the members mount."""
+    spec = doctor.apply_defaults_pipeline({})  # mode managed: NAME-tls-trust
+    managed = Secrets({"traces-tls-trust": {"ca.crt": "LS0tLS1CRUdJTg=="}})
+    assert doctor.collector_trust(managed, NS, pipeline(), spec) == ("-----BEGIN", "")
+    own = doctor.apply_defaults_pipeline({"security": {"tls": {"secretName": "collector-tls"}}})  # mode secret
+    assert doctor.collector_trust(Secrets({"collector-tls": {"ca.crt": "TUlORQ=="}}), NS, pipeline(), own) == ("MINE", "")
+    assert doctor.collector_trust(Secrets({}), NS, pipeline(), spec) == (
+        None, "Secret store/traces-tls-trust (key ca.crt) not found")
+    ca, why = doctor.collector_trust(Secrets({}, refuse=True), NS, pipeline(), spec)
+    assert ca is None and "403 Forbidden" in why
+    off = doctor.apply_defaults_pipeline({"security": {"tls": {"enabled": False}}})
+    assert doctor.collector_trust(Secrets({}, refuse=True), NS, pipeline(), off) == (None, "")
+
+
 def test_pod_env_names_the_pods_that_lack_it() -> None:
     tp = pipeline()
     members = pods(tp)
