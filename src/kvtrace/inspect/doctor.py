@@ -525,17 +525,23 @@ def collector_token(kube: Any, namespace: str, pipeline: Mapping[str, Any],
     if not security.auth(spec):
         return None, ""
     ref = security.token_ref(spec, names.name_of(dict(pipeline)))
+    token, why = secret_text(kube, namespace, ref["name"], ref["key"])
+    return (token.strip() if token is not None else None), why
+
+
+def secret_text(kube: Any, namespace: str, name: str, key: str) -> tuple[str | None, str]:
+    """(the text of Secret ``name``'s ``key``, why there is none)."""
     try:
-        secret = kube.get("Secret", ref["name"], namespace)
+        secret = kube.get("Secret", name, namespace)
     except InspectError as exc:
         return None, str(exc)
-    raw = ((secret or {}).get("data") or {}).get(ref["key"])
+    raw = ((secret or {}).get("data") or {}).get(key)
     if raw is None:
-        return None, f"Secret {namespace}/{ref['name']} (key {ref['key']}) not found"
+        return None, f"Secret {namespace}/{name} (key {key}) not found"
     try:
-        return base64.b64decode(raw).decode().strip(), ""
+        return base64.b64decode(raw).decode(), ""
     except (binascii.Error, UnicodeDecodeError):
-        return None, f"Secret {namespace}/{ref['name']}: key {ref['key']} is not UTF-8 text"
+        return None, f"Secret {namespace}/{name}: key {key} is not UTF-8 text"
 
 
 def collector_trust(kube: Any, namespace: str, pipeline: Mapping[str, Any], spec: dict[str, Any]
@@ -545,18 +551,7 @@ def collector_trust(kube: Any, namespace: str, pipeline: Mapping[str, Any], spec
     canary does; (None, "") without TLS."""
     if tls.settings(spec) is None:
         return None, ""
-    secret_name, key = tls.client_ca(spec, names.name_of(dict(pipeline)))
-    try:
-        secret = kube.get("Secret", secret_name, namespace)
-    except InspectError as exc:
-        return None, str(exc)
-    raw = ((secret or {}).get("data") or {}).get(key)
-    if raw is None:
-        return None, f"Secret {namespace}/{secret_name} (key {key}) not found"
-    try:
-        return base64.b64decode(raw).decode(), ""
-    except (binascii.Error, UnicodeDecodeError):
-        return None, f"Secret {namespace}/{secret_name}: key {key} is not UTF-8 text"
+    return secret_text(kube, namespace, *tls.client_ca(spec, names.name_of(dict(pipeline))))
 
 
 def probe_otlp(url: str | None, user_given: bool, parameter: str = "--collector", *,
