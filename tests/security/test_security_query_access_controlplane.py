@@ -80,6 +80,17 @@ def test_query_auth_defaults_to_none_and_accepts_every_mode(crds: Any, kubectl: 
         assert proc.returncode == 0, proc.stderr
 
 
+def ready_with_generated(kube_ns: Any, poll: Any, auth: dict[str, Any], tls: dict[str, Any],
+                         secret_name: str, key: str) -> tuple[dict[str, Any], str]:
+    """Apply the pipeline with query ``auth`` and ``tls``, wait until it is Ready and the
+    operator has generated ``secret_name``: that Secret and its decoded ``key``."""
+    kube_ns.apply(pipeline(jaeger={"query": {"auth": auth}}, security={"tls": tls}))
+    poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "Ready", "True"), timeout=TIMEOUT,
+         message="pipeline Ready")
+    secret = poll(lambda: kube_ns.get("secret", secret_name), timeout=TIMEOUT, message=f"the generated Secret {secret_name}")
+    return secret, base64.b64decode(secret["data"][key]).decode()
+
+
 def delivered_through_query_auth(kube_ns: Any, pod_runner: Any, endpoint_map: Any, poll: Any,
                                  secret: str) -> tuple[Any, str, str]:
     """Start Jaeger and the collector behind the pods, wait for TraceDelivery True/Delivered
@@ -98,12 +109,8 @@ def delivered_through_query_auth(kube_ns: Any, pod_runner: Any, endpoint_map: An
 @pytest.mark.operator_args(*FAST_CANARY)
 def test_basic_query_auth_end_to_end_with_the_canary(operator: Any, kube_ns: Any, pod_runner: Any,
                                                       endpoint_map: Any, poll: Any) -> None:
-    kube_ns.apply(pipeline(jaeger={"query": {"auth": {"mode": "basic"}}}, security={"tls": {"enabled": False}}))
-    poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "Ready", "True"), timeout=TIMEOUT,
-         message="pipeline Ready")
-    secret = poll(lambda: kube_ns.get("secret", "traces-jaeger-query-credentials"), timeout=TIMEOUT,
-                  message="the generated query credentials Secret")
-    credentials = base64.b64decode(secret["data"]["credentials"]).decode()
+    secret, credentials = ready_with_generated(kube_ns, poll, {"mode": "basic"}, {"enabled": False},
+                                               "traces-jaeger-query-credentials", "credentials")
     user, password = credentials.split(":", 1)
     assert user == "kvtrace" and len(password) >= 43
     assert secret["metadata"]["ownerReferences"][0]["name"] == "traces"
@@ -127,12 +134,8 @@ def test_bearer_query_auth_end_to_end_through_the_proxy_sidecar(operator: Any, k
     """mode bearer: the operator generates the token Secret and renders the query-proxy
     sidecar; the pod runner starts Jaeger (query servers on the pod's loopback) and the real
     proxy process from the rendered pod; the canary's lookup sends the token: Delivered."""
-    kube_ns.apply(pipeline(jaeger={"query": {"auth": {"mode": "bearer"}}}, security={"tls": {"enabled": False}}))
-    poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "Ready", "True"), timeout=TIMEOUT,
-         message="pipeline Ready")
-    secret = poll(lambda: kube_ns.get("secret", "traces-jaeger-query-token"), timeout=TIMEOUT,
-                  message="the generated query token Secret")
-    token = base64.b64decode(secret["data"]["token"]).decode()
+    _, token = ready_with_generated(kube_ns, poll, {"mode": "bearer"}, {"enabled": False},
+                                    "traces-jaeger-query-token", "token")
     assert len(token) >= 43 and ":" not in token
     service = kube_ns.get("service", "traces-jaeger-query")
     assert [port["name"] for port in service["spec"]["ports"]] == ["query-http"]
@@ -167,13 +170,9 @@ def test_oidc_query_auth_with_tls_end_to_end(operator: Any, kube_ns: Any, pod_ru
                        "data": {"ca.crt": base64.b64encode(issuer.ca_file.read_bytes()).decode()}})
         oidc = {"issuer": issuer.url, "audience": "jaeger-query", "caSecretRef": {"name": "idp-ca", "key": "ca.crt"},
                 "requiredClaim": {"name": "groups", "value": "trace-readers"}}
-        kube_ns.apply(pipeline(jaeger={"query": {"auth": {"mode": "oidc", "oidc": oidc}}},
-                               security={"tls": {"enabled": True, "mode": "managed"}}))
-        poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "Ready", "True"), timeout=TIMEOUT,
-             message="pipeline Ready")
-        secret = poll(lambda: kube_ns.get("secret", "traces-jaeger-query-token"), timeout=TIMEOUT,
-                      message="the generated query token Secret (the canary's)")
-        static = base64.b64decode(secret["data"]["token"]).decode()
+        # The generated static token is the canary's.
+        _, static = ready_with_generated(kube_ns, poll, {"mode": "oidc", "oidc": oidc},
+                                         {"enabled": True, "mode": "managed"}, "traces-jaeger-query-token", "token")
         start_backends(pod_runner, endpoint_map, poll)
 
         def looked_up() -> dict[str, Any] | None:
