@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # `make dev DEV_ARGS=--exit`: flags of `kvtrace dev demo` (see `kvtrace dev demo --help`).
 DEV_ARGS ?=
 
-.PHONY: install tools lint test unit dataplane controlplane dev
+.PHONY: install system-deps tools lint test unit dataplane controlplane dev
 
 $(BIN)/kvtrace: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,12 @@ $(BIN)/kvtrace: pyproject.toml
 
 install: $(BIN)/kvtrace
 
+# Debian packages some tiers need (tools/system/packages.txt); installs only what is missing.
+system-deps:
+	bash tools/system/install.sh
+
 # Build (or reuse) the real upstream programs of the local stack.
-tools: install
+tools: install system-deps
 	$(BIN)/kvtrace dev tools
 
 # import-linter puts its working directory first on sys.path, where the kvnode/ source
