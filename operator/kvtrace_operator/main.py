@@ -10,12 +10,13 @@ from typing import Any
 import kopf
 from aiohttp import web
 
+from kvtrace.shared import api
 from kvtrace_operator import handlers, k8s, tracing
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render.images import OPERATOR_IMAGE
 
-FINALIZER = "kvtrace.dev/finalizer"
-ANNOTATIONS_PREFIX = "kvtrace.dev"
+FINALIZER = f"{api.GROUP}/finalizer"
+ANNOTATIONS_PREFIX = api.GROUP
 
 
 def configure(settings: kopf.OperatorSettings, args: Any) -> None:
@@ -44,11 +45,11 @@ def configure(settings: kopf.OperatorSettings, args: Any) -> None:
         if kind == "Secret":
             continue
         settings.watching.label_selectors[(group, version, kind)] = \
-            f"{k8s.MANAGED_BY_LABEL}={k8s.MANAGED_BY_VALUE}"
+            f"{api.MANAGED_BY_LABEL}={api.MANAGED_BY}"
     # kopf's own log lines become events only for warnings and errors; actions get our
     # own events (Created, Updated, Deleted, Scaling, Ready, InvalidSpec...).
     settings.posting.level = logging.WARNING
-    settings.posting.reporting_component = k8s.FIELD_MANAGER
+    settings.posting.reporting_component = api.FIELD_MANAGER
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
     settings.networking.error_backoffs = (1, 2, 5, 10, 20, 30)

@@ -12,9 +12,10 @@ from typing import Any, TextIO
 
 import yaml
 
+from kvtrace.shared.api import KVCLUSTER
 from kvtrace_operator.render import SpecError, pipeline_ref, referenced_pipeline
 from kvtrace_operator.render.images import OPERATOR_IMAGE
-from kvtrace_operator.render.names import KVCLUSTER, name_of, namespace_of
+from kvtrace_operator.render.names import name_of, namespace_of
 from kvtrace_operator.render.output import dump_all
 from kvtrace_operator.render.resources import check_kind, render_one, validate_resource
 

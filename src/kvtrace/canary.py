@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from kvtrace.devstack.jaeger_client import JaegerClient, JaegerError, connection
+from kvtrace.shared.jaeger_client import JaegerClient, JaegerError, connection
 
 DOCTOR_SERVICE = "kvtrace-doctor"
 OPERATOR_SERVICE = "kvtrace-operator-canary"

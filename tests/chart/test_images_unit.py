@@ -233,3 +233,11 @@ def test_build_context_is_filtered_to_what_the_dockerfile_copies(dockerfile: Doc
     for source in dockerfile.copy_sources():
         assert any(source.rstrip("/") == inc.rstrip("/") or source.startswith(inc) for inc in included), (
             f"{dockerfile.path}: COPY {source} is not in its build context ({dockerfile.path.name}.dockerignore)")
+
+
+@pytest.mark.parametrize("dockerfile", [OPERATOR, KVNODE], ids=["operator", "kvnode"])
+def test_images_leave_the_development_harness_out(dockerfile: Dockerfile) -> None:
+    # BuildKit applies the last matching line: the exclusion must come after `!src/`.
+    ignore = dockerfile.dockerignore()
+    assert "src/kvtrace/devstack/" in ignore, f"{dockerfile.path}.dockerignore ships kvtrace.devstack"
+    assert ignore.index("src/kvtrace/devstack/") > ignore.index("!src/")

@@ -15,7 +15,7 @@ from kvtrace.cli import build_parser
 from kvtrace.devstack import demo_summary as text
 from kvtrace.devstack.demo import REPO, STEPS, Demo, Options
 from kvtrace.devstack.demo_summary import DemoError
-from kvtrace.devstack.jaeger_client import Span, Trace
+from kvtrace.shared.jaeger_client import Span, Trace
 
 pytestmark = pytest.mark.unit
 

@@ -392,7 +392,7 @@ def _run_in_pod(namespace: str, name: str, command: list[str], config: dict[str,
 def test_collector_and_jaeger_as_pods_carry_a_span_through_service_names(
         kubectl: Any, namespace: str, poll: Any, pod_runner: Any) -> None:
     from kvtrace.devstack.backends import send_probe_trace
-    from kvtrace.devstack.jaeger_client import JaegerClient
+    from kvtrace.shared.jaeger_client import JaegerClient
 
     wildcard = "0.0.0.0"  # rewritten to each pod's loopback address
     jaeger = {

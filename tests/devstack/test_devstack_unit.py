@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from kvtrace.devstack import cluster, endpoints, tools
+from kvtrace.devstack import cluster, tools
 from kvtrace.devstack.backends import forward_to_jaeger, jaeger_config, prepare_config
-from kvtrace.devstack.jaeger_client import decode_spans, group_traces
 from kvtrace.devstack.podrunner import LoopbackAllocator, _Rewriter, expand
 from kvtrace.devstack.proc import free_port
+from kvtrace.shared import endpoints
+from kvtrace.shared.jaeger_client import decode_spans, group_traces
 
 pytestmark = pytest.mark.unit
 

@@ -24,9 +24,9 @@ from example_assertions import apply_example, assert_children, assert_kv_traces,
 from examples_lib import EXAMPLES  # noqa: E402
 
 from kvtrace.devstack.cluster import kubectl_path  # noqa: E402
-from kvtrace.devstack.jaeger_client import JaegerClient  # noqa: E402
 from kvtrace.devstack.proc import free_port, port_open  # noqa: E402
 from kvtrace.devstack.pytest_plugin import poll  # noqa: E402
+from kvtrace.shared.jaeger_client import JaegerClient  # noqa: E402
 from kvtrace_operator.render import podspec  # noqa: E402
 from kvtrace_operator.render.images import KVNODE_IMAGE  # noqa: E402
 

@@ -105,7 +105,7 @@ def assert_children(kubectl: Kubectl, namespace: str, folder: Path) -> None:
 
 
 def assert_kv_traces(jaeger: Any, service: str, raw_key_prefix: str) -> None:
-    """Jaeger (a ``kvtrace.devstack.jaeger_client.JaegerClient``) holds traces of ``service``
+    """Jaeger (a ``kvtrace.shared.jaeger_client.JaegerClient``) holds traces of ``service``
     whose spans carry the kvstore.* attributes and never a raw key (keys written with
     ``raw_key_prefix``; DESIGN.md section 4)."""
     traces = jaeger.find_traces(service, limit=20)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kvtrace.cli import build_parser
-from kvtrace.inspect import cli
+from kvtrace.inspect import cli, urls
 
 pytestmark = pytest.mark.unit
 
@@ -44,18 +44,18 @@ def test_bad_flags_name_the_flag(argv: list[str], message: str, capsys: pytest.C
 def test_urls_are_checked_and_jaeger_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
     from kvtrace.inspect.errors import InspectError
 
-    monkeypatch.delenv(cli.JAEGER_ENV, raising=False)
+    monkeypatch.delenv(urls.JAEGER_ENV, raising=False)
     monkeypatch.delenv("KVTRACE_ENDPOINT_MAP", raising=False)
     with pytest.raises(InspectError, match="--jaeger: give Jaeger's query URL"):
-        cli.jaeger_url(None)
+        urls.jaeger_url(None)
     with pytest.raises(InspectError, match="--jaeger: expected an http"):
-        cli.jaeger_url("localhost:16686")
-    monkeypatch.setenv(cli.JAEGER_ENV, "http://jaeger:16686")
-    assert cli.jaeger_url(None) == "http://jaeger:16686"
+        urls.jaeger_url("localhost:16686")
+    monkeypatch.setenv(urls.JAEGER_ENV, "http://jaeger:16686")
+    assert urls.jaeger_url(None) == "http://jaeger:16686"
 
 
 def test_an_inspect_error_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(cli.JAEGER_ENV, raising=False)
+    monkeypatch.delenv(urls.JAEGER_ENV, raising=False)
     assert cli.kubectl_main(["trace", "abc"]) == 2
     err = capsys.readouterr().err
-    assert err == f"kvtrace trace: error: --jaeger: give Jaeger's query URL (e.g. http://localhost:16686) or set {cli.JAEGER_ENV}\n"
+    assert err == f"kvtrace trace: error: --jaeger: give Jaeger's query URL (e.g. http://localhost:16686) or set {urls.JAEGER_ENV}\n"

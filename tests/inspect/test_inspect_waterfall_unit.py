@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from kvtrace.devstack.jaeger_client import Span, Trace
 from kvtrace.inspect import jaeger, waterfall
 from kvtrace.inspect.errors import InspectError
+from kvtrace.shared.jaeger_client import Span, Trace
 
 pytestmark = pytest.mark.unit
 

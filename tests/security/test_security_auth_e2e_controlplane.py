@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from kvtrace.devstack import tools
-from kvtrace.devstack.endpoints import resolve_url
-from kvtrace.devstack.jaeger_client import JaegerClient
+from kvtrace.shared.endpoints import resolve_url
+from kvtrace.shared.jaeger_client import JaegerClient
 
 pytestmark = pytest.mark.controlplane
 

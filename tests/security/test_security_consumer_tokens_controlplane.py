@@ -18,7 +18,7 @@ import pytest
 from test_security_auth_e2e_controlplane import backend_command
 from test_security_telemetry_dataplane import post_traces
 
-from kvtrace.devstack.endpoints import resolve_url
+from kvtrace.shared.endpoints import resolve_url
 
 pytestmark = pytest.mark.controlplane
 

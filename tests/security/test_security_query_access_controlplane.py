@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kvtrace.devstack.endpoints import resolve_url
-from kvtrace.devstack.jaeger_client import JaegerClient, JaegerError
+from kvtrace.shared.endpoints import resolve_url
+from kvtrace.shared.jaeger_client import JaegerClient, JaegerError
 
 pytestmark = pytest.mark.controlplane
 

@@ -24,8 +24,8 @@ import yaml
 
 from kvtrace import canary
 from kvtrace.devstack.backends import Jaeger, send_probe_trace, validate_config
-from kvtrace.devstack.jaeger_client import CREDENTIALS_ENV, JaegerClient, JaegerError
 from kvtrace.inspect import doctor
+from kvtrace.shared.jaeger_client import CREDENTIALS_ENV, JaegerClient, JaegerError
 from kvtrace_operator import pki
 from kvtrace_operator.render import apply_defaults_pipeline, render_jaeger_config
 from kvtrace_operator.render.query_access import EXTENSION

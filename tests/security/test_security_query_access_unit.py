@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kvtrace_operator.render import SpecError, render_jaeger_config, render_pipeline, validate_pipeline
+from kvtrace_operator.render import (
+    SpecError,
+    render_jaeger_config,
+    render_pipeline,
+    validate_pipeline,
+)
 from kvtrace_operator.render.query_access import (
     CREDENTIALS_DIR,
     EXTENSION,
@@ -160,9 +165,9 @@ def jaeger_options(**given: str) -> Any:
 
 
 def test_access_options_set_the_client_credentials_token_and_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kvtrace.devstack import jaeger_client
-    from kvtrace.devstack.jaeger_client import JaegerClient
     from kvtrace.inspect.cli import use_jaeger_credentials
+    from kvtrace.shared import jaeger_client
+    from kvtrace.shared.jaeger_client import JaegerClient
 
     for env in (jaeger_client.CREDENTIALS_ENV, jaeger_client.TOKEN_ENV, jaeger_client.CA_FILE_ENV,
                 jaeger_client.SERVER_NAME_ENV):

@@ -30,8 +30,8 @@ from oidc_issuer import Issuer, SigningKey, claims, mint
 
 from kvtrace import canary
 from kvtrace.devstack.backends import Jaeger, send_probe_trace, validate_config
-from kvtrace.devstack.jaeger_client import CREDENTIALS_ENV, TOKEN_ENV, JaegerClient, JaegerError
 from kvtrace.devstack.proc import Process, free_port, port_open, wait_until
+from kvtrace.shared.jaeger_client import CREDENTIALS_ENV, TOKEN_ENV, JaegerClient, JaegerError
 from kvtrace_operator import pki
 from kvtrace_operator.render import render_jaeger_config
 

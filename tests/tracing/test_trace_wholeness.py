@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from tracing_stack import CLUSTER, GET_OP, PUT_OP, SPANS_PER_WRITE, Op, Stack, flush, run_ops, traceparent, wait_for_traces
 
-from kvtrace.devstack.jaeger_client import Span, Trace
 from kvtrace.devstack.proc import urlopen_direct
 from kvtrace.devstack.pytest_plugin import poll
+from kvtrace.shared.jaeger_client import Span, Trace
 
 pytestmark = pytest.mark.dataplane
 

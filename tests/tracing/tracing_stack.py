@@ -39,12 +39,12 @@ from typing import Any
 from kvnode.client import ClientError, Connection, kv_path
 from kvnode.keys import key_hash
 from kvtrace.devstack.backends import Collector, Jaeger
-from kvtrace.devstack.jaeger_client import JaegerClient, Trace
 from kvtrace.devstack.local_tls import LocalTLS
-from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
 from kvtrace.devstack.otlp_token import use_token_file
+from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
 from kvtrace.devstack.proc import Process, free_port, wait_until
 from kvtrace.devstack.pytest_plugin import poll
+from kvtrace.shared.jaeger_client import JaegerClient, Trace
 from kvtrace_operator.render import otel_environment
 from kvtrace_operator.render.collector import JAEGER_EXPORTER
 

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from lightkube import ApiError, AsyncClient
 
 from kvtrace import canary as otlp_canary
-from kvtrace.devstack.endpoints import resolve_url
+from kvtrace.shared.endpoints import resolve_url
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
 from kvtrace_operator.handlers.metrics import METRICS

@@ -8,9 +8,9 @@ from typing import Any
 
 import kopf
 
+from kvtrace.shared.api import API_VERSION, KVCLUSTER, MANAGED_BY, MANAGED_BY_LABEL, PIPELINE
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common, kvcluster, pipeline
-from kvtrace_operator.render.names import API_VERSION, KVCLUSTER, PIPELINE
 
 WORKLOADS = ("StatefulSet", "Deployment")
 
@@ -29,7 +29,7 @@ def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
 
         @kopf.on.event(group=group, version=version, kind=kind, id=f"child-{kind.lower()}",
                        registry=registry,
-                       labels={k8s.MANAGED_BY_LABEL: k8s.MANAGED_BY_VALUE})
+                       labels={MANAGED_BY_LABEL: MANAGED_BY})
         async def child_event(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             owner = owner_of(body)
             if owner is None or type not in ("DELETED", "MODIFIED", "ADDED"):

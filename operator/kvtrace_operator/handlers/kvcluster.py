@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 from lightkube import ApiError, AsyncClient
 
+from kvtrace.shared.api import GROUP, KVCLUSTER_PLURAL, VERSION
 from kvtrace_operator import k8s
 from kvtrace_operator import tracing as own_tracing
 from kvtrace_operator.handlers import common, secret_watch
@@ -22,12 +23,10 @@ from kvtrace_operator.render import (
     render_kvcluster,
     validate_pipeline,
 )
-from kvtrace_operator.render.names import GROUP, VERSION
 from kvtrace_operator.render.sampling import mode as sampling_mode
 from kvtrace_operator.render.secret_refs import made_by_pipeline
 from kvtrace_operator.render.status import find_condition, kvcluster_status, tracing_state, workload_summary
 
-PLURAL = "kvclusters"
 INDEX = "clusters_by_pipeline"
 log = logging.getLogger("kvtrace_operator")
 
@@ -221,7 +220,7 @@ async def sync_consumers(client: AsyncClient, namespace: str, pipeline: str, nam
 
 def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
     from kvtrace_operator.handlers import pipeline as pipelines  # it imports this module
-    resource = (GROUP, VERSION, PLURAL)
+    resource = (GROUP, VERSION, KVCLUSTER_PLURAL)
 
     async def consumers_changed(client: AsyncClient, namespace: str, refs: Iterable[str | None], index: Any) -> None:
         """The pipelines ``refs`` gained or lost this cluster as a consumer: their status lists

@@ -9,15 +9,13 @@ from typing import Any
 import kopf
 from lightkube import ApiError, AsyncClient
 
+from kvtrace.shared.api import GROUP, PIPELINE_PLURAL, VERSION
 from kvtrace_operator import k8s, tracing
 from kvtrace_operator.handlers import canary, certificates, common, kvcluster, secret_watch, self_tracing
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import SpecError, render_pipeline
-from kvtrace_operator.render.names import GROUP, VERSION
-from kvtrace_operator.render.secret_refs import with_conditions
 from kvtrace_operator.render import status as render_status
-
-PLURAL = "tracingpipelines"
+from kvtrace_operator.render.secret_refs import with_conditions
 
 
 def pipeline_status(pipeline: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -96,7 +94,7 @@ async def rerender_consumers(client: AsyncClient, namespace: str, names: list[st
 
 
 def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
-    resource = (GROUP, VERSION, PLURAL)
+    resource = (GROUP, VERSION, PIPELINE_PLURAL)
 
     def consumers_of(body: Mapping[str, Any], kwargs: Mapping[str, Any]) -> list[str]:
         meta = body["metadata"]

@@ -29,13 +29,13 @@ from typing import Any
 import kopf
 from lightkube import ApiError, AsyncClient
 
+from kvtrace.shared.api import GROUP, KVCLUSTER_PLURAL, PIPELINE_PLURAL, VERSION
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
 from kvtrace_operator.k8s.apply import dry_run
 from kvtrace_operator.k8s.secrets import ensure_generated, is_generated
-from kvtrace_operator.render import consumer_tokens, security
+from kvtrace_operator.render import consumer_tokens, pipeline_ref, security
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
-from kvtrace_operator.render.names import GROUP, VERSION
 from kvtrace_operator.render.secret_refs import (
     SECRETS_READY,
     SecretRef,
@@ -48,7 +48,6 @@ from kvtrace_operator.render.secret_refs import (
     workload_secret_refs,
 )
 from kvtrace_operator.render.status import condition, find_condition
-from kvtrace_operator.render import pipeline_ref
 
 INDEX = "pipelines_by_secret"
 CLIENT_INDEX = "pipelines_by_client_token"
@@ -184,13 +183,13 @@ def pipelines_using(index: Mapping[Any, Any] | None, namespace: str, secret: str
 def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
     from kvtrace_operator.handlers import kvcluster, pipeline  # they import this module
 
-    @kopf.index(GROUP, VERSION, pipeline.PLURAL, id=INDEX, registry=registry)
+    @kopf.index(GROUP, VERSION, PIPELINE_PLURAL, id=INDEX, registry=registry)
     def pipelines_by_secret(namespace: str | None, name: str, body: kopf.Body, **_: Any
                             ) -> dict[tuple[str, str], str] | None:
         secrets = pipeline_secret_names(common.plain(body))
         return {(namespace or "", secret): name for secret in sorted(secrets)} or None
 
-    @kopf.index(GROUP, VERSION, kvcluster.PLURAL, id=CLIENT_INDEX, registry=registry)
+    @kopf.index(GROUP, VERSION, KVCLUSTER_PLURAL, id=CLIENT_INDEX, registry=registry)
     def pipelines_by_client_token(namespace: str | None, name: str, spec: kopf.Spec, **_: Any
                                   ) -> dict[tuple[str, str], str] | None:
         """A KVCluster's own token Secret → the pipeline it references (its token is in that

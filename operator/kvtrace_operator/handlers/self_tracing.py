@@ -11,7 +11,7 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from kvtrace.devstack.endpoints import resolve_url
+from kvtrace.shared.endpoints import resolve_url
 from kvtrace_operator import tracing
 from kvtrace_operator.handlers import canary
 from kvtrace_operator.render import apply_defaults_pipeline, names

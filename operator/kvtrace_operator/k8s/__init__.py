@@ -3,8 +3,6 @@
 status, writing our resources' status, and events. No kopf here."""
 
 from kvtrace_operator.k8s.apply import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
     PRUNABLE_KINDS,
     Changes,
     Recreating,
@@ -15,7 +13,6 @@ from kvtrace_operator.k8s.apply import (
     stale_children,
 )
 from kvtrace_operator.k8s.client import (
-    FIELD_MANAGER,
     KVCluster,
     TracingPipeline,
     get_object,
@@ -30,9 +27,6 @@ from kvtrace_operator.k8s.permissions import forbidden_message, is_forbidden
 from kvtrace_operator.k8s.secrets import read_secrets, read_tokens, write_token_set
 
 __all__ = [
-    "FIELD_MANAGER",
-    "MANAGED_BY_LABEL",
-    "MANAGED_BY_VALUE",
     "PRUNABLE_KINDS",
     "Changes",
     "Recreating",

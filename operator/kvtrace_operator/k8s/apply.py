@@ -15,11 +15,9 @@ from typing import Any
 from lightkube import ApiError, AsyncClient
 from lightkube.types import CascadeType, PatchType
 
-from kvtrace_operator.k8s.client import FIELD_MANAGER, resource_class, to_dict
+from kvtrace.shared.api import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL
+from kvtrace_operator.k8s.client import resource_class, to_dict
 from kvtrace_operator.k8s.secrets import ensure_generated, is_generated
-
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "kvtrace-operator"
 
 # Every kind the renderers may produce and the operator may therefore have to delete.
 # PersistentVolumeClaims are deliberately absent: data is never deleted by a re-render
@@ -79,7 +77,7 @@ async def list_children(client: AsyncClient, namespace: str, owner_uid: str,
     for api_version, kind in kinds:
         res = resource_class(api_version, kind)
         async for item in client.list(res, namespace=namespace,
-                                      labels={MANAGED_BY_LABEL: MANAGED_BY_VALUE}):
+                                      labels={MANAGED_BY_LABEL: MANAGED_BY}):
             obj = to_dict(item)
             obj.setdefault("apiVersion", api_version)
             obj.setdefault("kind", kind)

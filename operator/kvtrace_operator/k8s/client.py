@@ -10,19 +10,17 @@ from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
-GROUP = "kvtrace.dev"
-VERSION = "v1alpha1"
-FIELD_MANAGER = "kvtrace-operator"
+from kvtrace.shared import api
 
-KVCluster = create_namespaced_resource(GROUP, VERSION, "KVCluster", "kvclusters")
-TracingPipeline = create_namespaced_resource(GROUP, VERSION, "TracingPipeline", "tracingpipelines")
+KVCluster = create_namespaced_resource(api.GROUP, api.VERSION, api.KVCLUSTER, api.KVCLUSTER_PLURAL)
+TracingPipeline = create_namespaced_resource(api.GROUP, api.VERSION, api.PIPELINE, api.PIPELINE_PLURAL)
 
 
 def make_client(timeout: float = 30.0) -> AsyncClient:
     """A client for the in-cluster service account, else ``$KUBECONFIG``/``~/.kube/config``."""
     return AsyncClient(
         config=KubeConfig.from_env(),
-        field_manager=FIELD_MANAGER,
+        field_manager=api.FIELD_MANAGER,
         timeout=httpx2.Timeout(timeout),
     )
 

@@ -10,7 +10,9 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Event
 
-COMPONENT = "kvtrace-operator"
+from kvtrace.shared.api import FIELD_MANAGER
+
+COMPONENT = FIELD_MANAGER
 MAX_MESSAGE = 1024
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx2
 
-from kvtrace.devstack.endpoints import resolve_url
+from kvtrace.shared.endpoints import resolve_url
 from kvtrace_operator.render import names
 
 

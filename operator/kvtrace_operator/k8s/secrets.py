@@ -13,14 +13,13 @@ from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
+from kvtrace.shared.api import MANAGED_BY, MANAGED_BY_LABEL
 from kvtrace_operator.k8s.client import get_object, to_dict
 from kvtrace_operator.render import consumer_tokens
-from kvtrace_operator.render.labels import MANAGED_BY
 from kvtrace_operator.render.query_access import GENERATED_PREFIX_ANNOTATION
 from kvtrace_operator.render.secret_refs import Found
 from kvtrace_operator.render.security import GENERATED_ANNOTATION
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 TOKEN_BYTES = 32  # 256 random bits, URL-safe base64 (43 characters of [A-Za-z0-9_-])
 
 

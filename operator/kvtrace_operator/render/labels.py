@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render.names import API_VERSION, name_of, namespace_of
+from kvtrace.shared.api import API_VERSION, MANAGED_BY
+from kvtrace_operator.render.names import name_of, namespace_of
 
 PART_OF = "kvtrace"
-MANAGED_BY = "kvtrace-operator"
 CHECKSUM_ANNOTATION = "kvtrace.dev/config-checksum"
 
 # Components.

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-GROUP = "kvtrace.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KVCLUSTER = "KVCluster"
-PIPELINE = "TracingPipeline"
 # service.name of the operator's own reconcile spans (--trace-pipeline): production tail
 # sampling keeps all of them, so a rolling restart is always visible beside KV latency.
 OPERATOR_SERVICE_NAME = "kvtrace-operator"

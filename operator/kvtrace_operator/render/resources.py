@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvtrace.shared import api
 from kvtrace_operator.render import names
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.images import OPERATOR_IMAGE
@@ -11,7 +12,7 @@ from kvtrace_operator.render.kvcluster import render_kvcluster
 from kvtrace_operator.render.pipeline import render_pipeline
 from kvtrace_operator.render.validate import validate_kvcluster, validate_pipeline
 
-KINDS = (names.KVCLUSTER, names.PIPELINE)
+KINDS = (api.KVCLUSTER, api.PIPELINE)
 
 
 def check_kind(resource: Any) -> str:
@@ -21,8 +22,8 @@ def check_kind(resource: Any) -> str:
     kind = resource.get("kind")
     if kind not in KINDS:
         raise SpecError("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
-    if resource.get("apiVersion") != names.API_VERSION:
-        raise SpecError("apiVersion", f"expected {names.API_VERSION} for {kind}, got {resource.get('apiVersion')!r}")
+    if resource.get("apiVersion") != api.API_VERSION:
+        raise SpecError("apiVersion", f"expected {api.API_VERSION} for {kind}, got {resource.get('apiVersion')!r}")
     return str(kind)
 
 
@@ -35,7 +36,7 @@ def referenced_pipeline(cluster: dict[str, Any], resources: list[dict[str, Any]]
     """The TracingPipeline among ``resources`` that ``cluster`` references (same namespace)."""
     wanted = pipeline_ref(cluster)
     for resource in resources:
-        if (wanted and isinstance(resource, dict) and resource.get("kind") == names.PIPELINE
+        if (wanted and isinstance(resource, dict) and resource.get("kind") == api.PIPELINE
                 and names.name_of(resource) == wanted
                 and names.namespace_of(resource) == names.namespace_of(cluster)):
             return resource
@@ -44,7 +45,7 @@ def referenced_pipeline(cluster: dict[str, Any], resources: list[dict[str, Any]]
 
 def validate_resource(resource: dict[str, Any]) -> None:
     """SpecError unless ``resource`` is a KVCluster or TracingPipeline the operator can render."""
-    if check_kind(resource) == names.KVCLUSTER:
+    if check_kind(resource) == api.KVCLUSTER:
         validate_kvcluster(resource)
     else:
         validate_pipeline(resource)
@@ -52,7 +53,7 @@ def validate_resource(resource: dict[str, Any]) -> None:
 
 def render_one(resource: dict[str, Any], resources: list[dict[str, Any]], *,
                proxy_image: str = OPERATOR_IMAGE) -> list[dict[str, Any]]:
-    if check_kind(resource) == names.KVCLUSTER:
+    if check_kind(resource) == api.KVCLUSTER:
         return render_kvcluster(resource, referenced_pipeline(resource, resources))
     return render_pipeline(resource, proxy_image=proxy_image)
 

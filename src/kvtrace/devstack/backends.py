@@ -26,7 +26,6 @@ from typing import Any
 import yaml
 
 from kvtrace.devstack import tools
-from kvtrace.devstack.jaeger_client import JaegerClient
 from kvtrace.devstack.proc import (
     Process,
     free_port,
@@ -35,6 +34,7 @@ from kvtrace.devstack.proc import (
     start_with_port_retry,
     urlopen_direct,
 )
+from kvtrace.shared.jaeger_client import JaegerClient
 
 HOST = "127.0.0.1"
 # Components that listen on a top-level ``endpoint`` even when their config is empty.

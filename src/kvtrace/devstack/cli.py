@@ -125,8 +125,8 @@ def _exports(state: dict[str, Any]) -> dict[str, str]:
 def _up(args: argparse.Namespace) -> int:
     from kvtrace.devstack.backends import Collector, Jaeger, forward_to_jaeger
     from kvtrace.devstack.cluster import LocalCluster
-    from kvtrace.devstack.endpoints import EndpointMapFile
     from kvtrace.devstack.podrunner import PodRunner
+    from kvtrace.shared.endpoints import EndpointMapFile
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

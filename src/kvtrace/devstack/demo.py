@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from kvtrace.devstack import demo_summary as text
 from kvtrace.devstack.demo_summary import DemoError
-from kvtrace.devstack.jaeger_client import CA_FILE_ENV
+from kvtrace.shared.jaeger_client import CA_FILE_ENV
 
 REPO = Path(__file__).resolve().parents[3]
 CLIENT_PORT = 7070  # DESIGN.md section 3
@@ -144,7 +144,7 @@ class Demo:
 
     def steps(self) -> None:
         from kvtrace.devstack import cluster as cluster_mod
-        from kvtrace.devstack.endpoints import EndpointMapFile
+        from kvtrace.shared.endpoints import EndpointMapFile
 
         opts = self.options
         began = time.monotonic()
@@ -291,7 +291,7 @@ class Demo:
     def run_backends(self, example: text.Example) -> None:
         """Jaeger first: the collector's config names Jaeger's OTLP Service, which resolves
         (and renders into its config) once Jaeger's pod runs."""
-        from kvtrace.devstack.endpoints import resolve_url
+        from kvtrace.shared.endpoints import resolve_url
         from kvtrace_operator.render.labels import COLLECTOR, COLLECTOR_LOADBALANCER, COLLECTOR_SAMPLING, JAEGER
 
         def entrypoint(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
@@ -410,7 +410,7 @@ class Demo:
     def find_traces(self, sent: int) -> tuple[text.TraceStats, Any]:
         """Poll Jaeger until a trace with spans from more than one member is in and the count
         settled (:func:`text.traces_settled`); the stats and the trace to draw."""
-        from kvtrace.devstack.jaeger_client import JaegerClient
+        from kvtrace.shared.jaeger_client import JaegerClient
 
         https = self.jaeger_url.startswith("https://") and self.collector_ca
         client = JaegerClient(self.jaeger_url, timeout=30, ca_pem=Path(self.collector_ca).read_text() if https else None)

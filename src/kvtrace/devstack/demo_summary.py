@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kvtrace.inspect.waterfall import duration_ns, format_duration, has_error, node_of
+from kvtrace.shared.api import API_VERSION
 
-GROUP_VERSION = "kvtrace.dev/v1alpha1"
 KINDS = {"KVCluster": "kvcluster", "TracingPipeline": "tracingpipeline"}
 
 
@@ -42,14 +42,14 @@ def read_example(documents: Sequence[Any], source: str) -> Example:
         if not isinstance(doc, Mapping):
             raise DemoError(f"{source}: document {index + 1}: expected a mapping, got {type(doc).__name__}")
         kind = doc.get("kind")
-        if doc.get("apiVersion") != GROUP_VERSION or kind not in KINDS:
+        if doc.get("apiVersion") != API_VERSION or kind not in KINDS:
             continue  # other objects are applied too, but the demo does not follow them
         name = (doc.get("metadata") or {}).get("name")
         if not isinstance(name, str) or not name:
             raise DemoError(f"{source}: {kind} document {index + 1}: metadata.name: expected a name")
         (clusters if kind == "KVCluster" else pipelines).append((name, doc.get("spec") or {}))
     if len(clusters) != 1:
-        raise DemoError(f"{source}: expected exactly one {GROUP_VERSION} KVCluster, found {len(clusters)}")
+        raise DemoError(f"{source}: expected exactly one {API_VERSION} KVCluster, found {len(clusters)}")
     name, spec = clusters[0]
     replicas = spec.get("replicas", 3)
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:

@@ -24,7 +24,7 @@ namespace (optionally a label selector) and, for each Running pod, starts every 
 
 Pods deleted → processes stopped; pods recreated (new uid) → restarted; a process that
 exits is restarted per the pod's ``restartPolicy``. Service and pod DNS names are mapped to
-the local addresses through the endpoint map (:mod:`kvtrace.devstack.endpoints`), whose
+the local addresses through the endpoint map (:mod:`kvtrace.shared.endpoints`), whose
 path every process gets as ``KVTRACE_ENDPOINT_MAP``. Nothing here knows what the pods are.
 """
 
@@ -45,9 +45,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kvtrace.devstack import endpoints as endpoints_mod
 from kvtrace.devstack import tools
 from kvtrace.devstack.proc import Process, StartupError, keep_workdirs, no_proxy_env, port_open, wait_until
+from kvtrace.shared import endpoints as endpoints_mod
 
 Obj = dict[str, Any]
 CommandResolver = Callable[[Obj, Obj], Sequence[str] | None]

@@ -116,8 +116,8 @@ def _namespace_name(nodeid: str) -> str:
 @pytest.fixture
 def namespace(local_cluster: cluster_mod.LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test; deleted (not waited for) afterwards."""
-    from lightkube.resources.core_v1 import Namespace, ServiceAccount
     from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import Namespace, ServiceAccount
 
     client = local_cluster.client
     name = _namespace_name(request.node.nodeid)
@@ -195,7 +195,7 @@ def collector() -> Iterator[Callable[..., Any]]:
 @pytest.fixture
 def endpoint_map(tmp_path: Path) -> Any:
     """The test's endpoint map (``{"host:port": "127.x.y.z:port"}``), shared by its pod runners."""
-    from kvtrace.devstack.endpoints import EndpointMapFile
+    from kvtrace.shared.endpoints import EndpointMapFile
 
     return EndpointMapFile(tmp_path / "endpoints.json")
 

@@ -13,8 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kvtrace.inspect.urls import JAEGER_ENV, jaeger_url
+
 EXIT_ERROR = 2
-JAEGER_ENV = "KVTRACE_JAEGER_URL"
 COLLECTOR_ENV = "KVTRACE_COLLECTOR_URL"
 
 
@@ -71,8 +72,8 @@ def _first_line(path: str, option: str) -> str:
 def use_jaeger_credentials(args: argparse.Namespace) -> None:
     """Make the ``--jaeger-*`` access options those of every Jaeger query of this command
     (through the environment variables the Jaeger client reads)."""
-    from kvtrace.devstack import jaeger_client
     from kvtrace.inspect.errors import InspectError
+    from kvtrace.shared import jaeger_client
 
     if args.jaeger_credentials_file is not None:
         line = _first_line(args.jaeger_credentials_file, "--jaeger-credentials-file")
@@ -199,31 +200,6 @@ def _doctor(args: argparse.Namespace) -> int:
                          canary_timeout=args.canary_timeout)
     sys.stdout.write(doctor.render_json(results) if args.output == "json" else doctor.render(results))
     return 1 if doctor.failed(results) else 0
-
-
-def jaeger_url(value: str | None) -> str:
-    from kvtrace.devstack.endpoints import resolve_url
-    from kvtrace.inspect.errors import InspectError
-
-    url = value or os.environ.get(JAEGER_ENV)
-    if not url:
-        raise InspectError(f"--jaeger: give Jaeger's query URL (e.g. http://localhost:16686) or set {JAEGER_ENV}")
-    check_url(url, "--jaeger")
-    return resolve_url(url)
-
-
-def check_url(url: str, parameter: str) -> None:
-    from urllib.parse import urlsplit
-
-    from kvtrace.inspect.errors import InspectError
-
-    parts = urlsplit(url)
-    try:
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-        raise InspectError(f"{parameter}: expected an http(s) URL such as http://localhost:16686, got {url!r}")
 
 
 def _trace(args: argparse.Namespace) -> int:

@@ -27,9 +27,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from kvtrace.devstack.jaeger_client import CA_FILE_ENV
 from kvtrace.inspect.errors import InspectError
 from kvtrace.inspect.status import COMPONENT, INSTANCE, pipeline_ref
+from kvtrace.inspect.urls import checked_url
+from kvtrace.shared.endpoints import resolve_url
+from kvtrace.shared.jaeger_client import CA_FILE_ENV
 from kvtrace_operator.render import canary as render_canary
 from kvtrace_operator.render import names, sampling, security, tls
 from kvtrace_operator.render.canary import lookup_bound_s
@@ -506,12 +508,8 @@ def _local_name_unresolvable(url: str) -> bool:
 
 def resolve_address(given: str | None, from_status: str | None, parameter: str) -> tuple[str | None, bool]:
     """The URL to use and whether the user gave it (``--collector``/``--jaeger``)."""
-    from kvtrace.devstack.endpoints import resolve_url
-    from kvtrace.inspect.cli import check_url
-
     if given:
-        check_url(given, parameter)
-        return resolve_url(given.rstrip("/")), True
+        return checked_url(given.rstrip("/"), parameter), True
     if from_status:
         return resolve_url(from_status.rstrip("/")), False
     return None, False

@@ -1,6 +1,6 @@
 """Jaeger ``/api/v3`` queries for the inspection commands (the I/O edge).
 
-The query client itself is :class:`kvtrace.devstack.jaeger_client.JaegerClient` (stdlib
+The query client itself is :class:`kvtrace.shared.jaeger_client.JaegerClient` (stdlib
 only); this module validates the user's input and turns every failure into an
 :class:`InspectError` naming the parameter or Jaeger's address.
 """
@@ -13,9 +13,9 @@ import urllib.error
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kvtrace.devstack.jaeger_client import JaegerClient, JaegerError, Trace
 from kvtrace.inspect.errors import InspectError
 from kvtrace.inspect.waterfall import select_traces
+from kvtrace.shared.jaeger_client import JaegerClient, JaegerError, Trace
 
 T = TypeVar("T")
 TRACE_ID = re.compile(r"^[0-9a-fA-F]{1,32}$")

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kvtrace.inspect.errors import InspectError
+from kvtrace.shared import api
 
-GROUP = "kvtrace.dev"
-VERSION = "v1alpha1"
 T = TypeVar("T")
 RETRY_429 = (0.5, 1.0, 2.0, 4.0)  # seconds before each retry of a request the server throttled
 
@@ -33,7 +32,6 @@ KINDS = {
     "Deployment": ("apps_v1", "Deployment"),
     "EndpointSlice": ("discovery_v1", "EndpointSlice"),
 }
-PLURALS = {"KVCluster": "kvclusters", "TracingPipeline": "tracingpipelines"}
 
 
 def _resource(kind: str) -> Any:
@@ -43,7 +41,7 @@ def _resource(kind: str) -> Any:
 
     where = KINDS[kind]
     if where is None:
-        return create_namespaced_resource(GROUP, VERSION, kind, PLURALS[kind])
+        return create_namespaced_resource(api.GROUP, api.VERSION, kind, api.PLURALS[kind])
     module = importlib.import_module(f"lightkube.resources.{where[0]}")
     return getattr(module, where[1])
 

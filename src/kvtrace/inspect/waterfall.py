@@ -1,6 +1,6 @@
 """Traces drawn as a waterfall in the terminal (``kvtrace trace ID``, ``kvtrace traces``).
 
-Pure functions of decoded spans (:class:`kvtrace.devstack.jaeger_client.Span`, or anything
+Pure functions of decoded spans (:class:`kvtrace.shared.jaeger_client.Span`, or anything
 with the same fields): the span tree in start order, each span's bar placed and sized to scale
 on the trace's time axis, with its service, node (pod / member) and status.
 

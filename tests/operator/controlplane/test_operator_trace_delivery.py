@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from kvtrace.devstack import tools
-from kvtrace.devstack.endpoints import resolve_url
-from kvtrace.devstack.jaeger_client import JaegerClient, Trace
 from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
+from kvtrace.shared.endpoints import resolve_url
+from kvtrace.shared.jaeger_client import JaegerClient, Trace
 
 pytestmark = pytest.mark.controlplane
 
