@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from kvnode.client import ClientError, Connection, kv_path
+from kvnode.client import ClientError, Connection, Security, kv_path
 
 MAX_DURATION = 600.0
 MAX_KEYS = 1_000_000
@@ -39,6 +39,7 @@ class BenchConfig:
     preload: bool = False
     timeout: float = 10.0
     seed: int = 1
+    security: Security = Security()
 
     def validate(self) -> None:
         if not self.endpoints:
@@ -124,7 +125,7 @@ async def _preload(cfg: BenchConfig, value: bytes) -> None:
     counter = itertools.count()
 
     async def worker(endpoint: str) -> None:
-        conn = Connection(endpoint, cfg.timeout)
+        conn = Connection(endpoint, cfg.timeout, cfg.security)
         try:
             while (i := next(counter)) < cfg.keys:
                 await conn.request(*_request_for(cfg, True, f"{cfg.key_prefix}{i}", value))
@@ -148,7 +149,7 @@ async def run(cfg: BenchConfig) -> Result:
     clock = time.perf_counter
 
     async def worker(n: int) -> None:
-        conn = Connection(cfg.endpoints[n % len(cfg.endpoints)], cfg.timeout)
+        conn = Connection(cfg.endpoints[n % len(cfg.endpoints)], cfg.timeout, cfg.security)
         wrng = random.Random(cfg.seed * 1000 + n)
         try:
             for _ in budget:

@@ -56,6 +56,24 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
+def _add_security(p: argparse.ArgumentParser) -> None:
+    """The CA bundle, token and server name of a secured cluster (kvnode.client.Security)."""
+    p.add_argument("--ca-file", default=None,
+                   help="CA bundle that verifies https endpoints (env KVTRACE_KV_CA_FILE; default: the system's)")
+    p.add_argument("--token-file", default=None,
+                   help="file holding the bearer token (env KVTRACE_KV_TOKEN_FILE, or the token itself in "
+                   "KVTRACE_KV_TOKEN)")
+    p.add_argument("--server-name", default=None,
+                   help="name the node's certificate must carry, when the endpoint's host is another "
+                   "(env KVTRACE_KV_SERVER_NAME)")
+
+
+def _security(args: argparse.Namespace) -> Any:
+    from kvnode.client import security_from
+
+    return security_from(args.ca_file, args.token_file, args.server_name)
+
+
 def _register_kv(subparsers: Any) -> None:
     kv = subparsers.add_parser("kv", help="read and write keys", description="A client for the KV HTTP API.")
     kv_sub = kv.add_subparsers(dest="kv_command", required=True, metavar="COMMAND")
@@ -66,6 +84,7 @@ def _register_kv(subparsers: Any) -> None:
         p.add_argument("--consistency", choices=("one", "quorum", "all"), default=None,
                        help="consistency level (default: the node's)")
         p.add_argument("--timeout", type=float, default=10.0, help="seconds (default %(default)s)")
+        _add_security(p)
         p.add_argument("key")
         if name == "put":
             p.add_argument("value", help="the value; '-' reads it from standard input")
@@ -77,8 +96,14 @@ def _kv(args: argparse.Namespace) -> int:
 
     from kvnode.client import ClientError, KVClient
 
+    try:
+        security = _security(args)
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
     async def go() -> int:
-        client = KVClient(args.endpoint, args.timeout)
+        client = KVClient(args.endpoint, args.timeout, security)
         try:
             if args.kv_op == "put":
                 value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
@@ -126,17 +151,24 @@ def _register_bench(subparsers: Any) -> None:
     b.add_argument("--key-prefix", default="bench/")
     b.add_argument("--preload", action="store_true", help="write every key once before measuring")
     b.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    _add_security(b)
     b.set_defaults(func=_bench)
 
 
 def _bench(args: argparse.Namespace) -> int:
     from kvnode.bench import BenchConfig, run_sync, table
+    from kvnode.client import ClientError
 
+    try:
+        security = _security(args)
+    except ClientError as exc:
+        print(f"kvtrace bench: {exc}", file=sys.stderr)
+        return 2
     cfg = BenchConfig(
         endpoints=args.endpoints or [os.environ.get("KVTRACE_ENDPOINT", DEFAULT_ENDPOINT)],
         clients=args.clients, duration=args.duration, ops=args.ops, write_ratio=args.write_ratio, keys=args.keys,
         distribution=args.distribution, zipf_s=args.zipf_s, value_size=args.value_size, consistency=args.consistency,
-        target=args.target, key_prefix=args.key_prefix, preload=args.preload,
+        target=args.target, key_prefix=args.key_prefix, preload=args.preload, security=security,
     )
     try:
         result = run_sync(cfg)

@@ -8,7 +8,11 @@ nodes it measures, so its own cost per request must stay small (~10 µs of CPU h
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
+import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
@@ -36,6 +40,52 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     if not url.hostname:
         raise ClientError(f"invalid endpoint {endpoint!r}")
     return url.hostname, url.port or 7070
+
+
+@dataclass(frozen=True)
+class Security:
+    """How a client reaches a secured cluster (docs/security.md, "The KV cluster"):
+    ``ca_file`` the CA bundle that verifies the nodes (https endpoints), ``token`` the bearer
+    token, ``server_name`` the name to verify instead of the endpoint's host."""
+
+    ca_file: str | None = None
+    token: str | None = None
+    server_name: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        return _context(self.ca_file)
+
+    def headers(self) -> str:
+        return f"Authorization: Bearer {self.token}\r\n" if self.token else ""
+
+
+@functools.lru_cache(maxsize=8)
+def _context(ca_file: str | None) -> ssl.SSLContext:
+    """One context per bundle (loading it costs a millisecond; the bench opens many connections)."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
+ENV_CA_FILE, ENV_TOKEN, ENV_TOKEN_FILE, ENV_SERVER_NAME = (
+    "KVTRACE_KV_CA_FILE", "KVTRACE_KV_TOKEN", "KVTRACE_KV_TOKEN_FILE", "KVTRACE_KV_SERVER_NAME")
+
+
+def security_from(ca_file: str | None, token_file: str | None, server_name: str | None,
+                  env: Mapping[str, str] = os.environ) -> Security:
+    """The flags, else the KVTRACE_KV_* variables; the token from ``token_file`` or
+    KVTRACE_KV_TOKEN (never a flag: it would show in the process list). Raises ClientError
+    naming the flag when the token file cannot be read or holds no token."""
+    token = env.get(ENV_TOKEN) or None
+    path = token_file or env.get(ENV_TOKEN_FILE)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            raise ClientError(f"--token-file {path}: {exc.strerror or exc}") from None
+        if not token or any(ch.isspace() for ch in token):
+            raise ClientError(f"--token-file {path}: expected one token, got {'nothing' if not token else 'spaces'}")
+    return Security(ca_file or env.get(ENV_CA_FILE) or None, token,
+                    server_name or env.get(ENV_SERVER_NAME) or None)
 
 
 def parse_response(buf: bytearray, eof: bool = False) -> Response | None:
@@ -138,10 +188,13 @@ class _Protocol(asyncio.Protocol):
 class Connection:
     """One keep-alive connection; requests on it are sequential."""
 
-    def __init__(self, endpoint: str, timeout: float = 10.0):
+    def __init__(self, endpoint: str, timeout: float = 10.0, security: Security = Security()):
         self.host, self.port = split_endpoint(endpoint)
         self.timeout = timeout
         self._proto: _Protocol | None = None
+        self._tls = security.context() if endpoint.startswith("https://") else None
+        self._server_name = security.server_name or self.host
+        self._auth = security.headers()
 
     async def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:
         try:
@@ -155,10 +208,14 @@ class Connection:
         proto = self._proto
         loop = asyncio.get_running_loop()
         if proto is None or proto.closed or proto.transport is None or proto.transport.is_closing():
-            _, proto = await loop.create_connection(_Protocol, self.host, self.port)
+            if self._tls is None:
+                _, proto = await loop.create_connection(_Protocol, self.host, self.port)
+            else:
+                _, proto = await loop.create_connection(_Protocol, self.host, self.port, ssl=self._tls,
+                                                        server_hostname=self._server_name)
             self._proto = proto
         assert proto.transport is not None
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n{self._auth}"
         if headers:
             head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         proto.buf.clear()
@@ -181,8 +238,8 @@ def kv_path(key: str, consistency: str | None = None) -> str:
 
 
 class KVClient:
-    def __init__(self, endpoint: str, timeout: float = 10.0):
-        self.conn = Connection(endpoint, timeout)
+    def __init__(self, endpoint: str, timeout: float = 10.0, security: Security = Security()):
+        self.conn = Connection(endpoint, timeout, security)
 
     async def put(self, key: str, value: bytes, consistency: str | None = None) -> Response:
         return await self.conn.request("PUT", kv_path(key, consistency), value)

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -43,10 +44,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 
 def http(method: str, url: str, body: bytes | None = None, timeout: float = 10,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+         headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
@@ -64,7 +65,14 @@ class Node:
 
     @property
     def url(self) -> str:
-        return f"http://{self.ip}:{self.client_port}"
+        return f"{'https' if self.harness.tls else 'http'}://{self.ip}:{self.client_port}"
+
+    def http(self, method: str, path: str, body: bytes | None = None, timeout: float = 10,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """A request to this node with the harness's CA and token (``headers`` win)."""
+        h = self.harness
+        auth = {"Authorization": f"Bearer {h.token}"} if h.token else {}
+        return http(method, self.url + path, body, timeout, {**auth, **(headers or {})}, h.tls)
 
     @property
     def peer(self) -> str:
@@ -92,7 +100,7 @@ class Node:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.id} exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            return http("GET", self.url + "/readyz", timeout=2)[0] == 200
+            return self.http("GET", "/readyz", timeout=2)[0] == 200
 
         wait_until(ready, timeout, what=f"{self.id} ready")
 
@@ -116,23 +124,27 @@ class Node:
 
     # -- client helpers ---------------------------------------------------------------
     def put(self, key: str, value: bytes, consistency: str | None = None) -> tuple[int, dict[str, str], bytes]:
-        return http("PUT", self.kv_url(key, consistency), value)
+        return self.http("PUT", self.kv_path(key, consistency), value)
 
     def get(self, key: str, consistency: str | None = None) -> tuple[int, dict[str, str], bytes]:
-        return http("GET", self.kv_url(key, consistency))
+        return self.http("GET", self.kv_path(key, consistency))
 
     def delete(self, key: str, consistency: str | None = None) -> tuple[int, dict[str, str], bytes]:
-        return http("DELETE", self.kv_url(key, consistency))
+        return self.http("DELETE", self.kv_path(key, consistency))
 
     def kv_url(self, key: str, consistency: str | None) -> str:
-        url = f"{self.url}/v1/kv/{urllib.request.quote(key, safe='')}"
-        return url + (f"?consistency={consistency}" if consistency else "")
+        return self.url + self.kv_path(key, consistency)
+
+    @staticmethod
+    def kv_path(key: str, consistency: str | None) -> str:
+        path = f"/v1/kv/{urllib.request.quote(key, safe='')}"
+        return path + (f"?consistency={consistency}" if consistency else "")
 
     def cluster(self) -> dict[str, Any]:
-        return json.loads(http("GET", self.url + "/v1/cluster")[2])  # type: ignore[no-any-return]
+        return json.loads(self.http("GET", "/v1/cluster")[2])  # type: ignore[no-any-return]
 
     def metric(self, name: str) -> float:
-        text = http("GET", self.url + "/metrics")[2].decode()
+        text = self.http("GET", "/metrics")[2].decode()
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith(name) and not line.startswith("#") and line[len(name)] in " {")
 
@@ -144,6 +156,9 @@ class Harness:
         self.subnet = next(_subnets)
         self.peers_file = root / "peers"
         self.nodes: list[Node] = []
+        # Set by a test that gives the nodes KVNODE_TLS_* and KVNODE_AUTH_TOKEN_DIR.
+        self.tls: ssl.SSLContext | None = None
+        self.token: str | None = None
 
     def add(self, count: int) -> list[Node]:
         new = [Node(self, f"kv-{len(self.nodes) + i}", f"127.0.{self.subnet}.{len(self.nodes) + i + 2}") for i in range(count)]

@@ -57,6 +57,15 @@ OPTIONS = (
     Option("--group-commit-window", "0ms", "with group: wait this long to gather more writes per fsync", "DURATION"),
     Option("--peer-timeout", "2s", "bound on every peer call (connect and answer)", "DURATION"),
     Option("--shutdown-timeout", "10s", "bound on the graceful shutdown after SIGTERM", "DURATION"),
+    Option("--tls-cert-file", "", "PEM certificate of this node (with --tls-key-file and --tls-ca-file: TLS on "
+           "both ports, mutual TLS between peers)", "PATH"),
+    Option("--tls-key-file", "", "PEM private key of --tls-cert-file", "PATH"),
+    Option("--tls-ca-file", "", "PEM CA bundle: peers must present a certificate it signed; peers' servers are "
+           "verified with it", "PATH"),
+    Option("--auth-token-dir", "", "clients must send Authorization: Bearer TOKEN, TOKEN one of this directory's "
+           "files (the file name is the client's label); /healthz, /readyz and /metrics stay open", "DIR"),
+    Option("--reload-interval", "10s", "how often the TLS files and the token directory are re-read when changed",
+           "DURATION"),
     Option("--faults", "", "TEST ONLY: error:PREFIX,delay:PREFIX:300ms fail or slow operations on key prefixes", "SPEC"),
     Option("--trace-raw-keys", "false", "DEVELOPMENT ONLY: also record raw keys on spans (true|false)", "BOOL"),
     Option("--log-level", "info", "debug, info, warning or error", "LEVEL"),
@@ -92,6 +101,11 @@ class Config:
     group_commit_window: float
     peer_timeout: float
     shutdown_timeout: float
+    tls_cert_file: str
+    tls_key_file: str
+    tls_ca_file: str
+    auth_token_dir: str
+    reload_interval: float
     faults: tuple[Fault, ...]
     trace_raw_keys: bool
     log_level: str
@@ -149,6 +163,11 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], peers_file_text: s
             group_commit_window=parse_duration(v["group_commit_window"]),
             peer_timeout=parse_duration(v["peer_timeout"]),
             shutdown_timeout=parse_duration(v["shutdown_timeout"]),
+            tls_cert_file=v["tls_cert_file"],
+            tls_key_file=v["tls_key_file"],
+            tls_ca_file=v["tls_ca_file"],
+            auth_token_dir=v["auth_token_dir"],
+            reload_interval=parse_duration(v["reload_interval"]),
             faults=parse_faults(v["faults"]),
             trace_raw_keys=_bool(v["trace_raw_keys"]),
             log_level=v["log_level"].upper(),
@@ -173,6 +192,22 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], peers_file_text: s
         problems.append("--peer-timeout must be positive")
     if config.max_key_size < 1 or config.max_value_size < 0:
         problems.append("size limits must be positive")
+    problems += security_problems(config)
     if problems:
         raise ConfigError("; ".join(problems))
     return config
+
+
+def security_problems(config: Config) -> list[str]:
+    """What is wrong with the TLS and token settings (whether the files load is checked when
+    the node starts: process/node.py)."""
+    problems = []
+    tls = {"--tls-cert-file": config.tls_cert_file, "--tls-key-file": config.tls_key_file,
+           "--tls-ca-file": config.tls_ca_file}
+    given = [flag for flag, path in tls.items() if path]
+    if given and len(given) < len(tls):
+        missing = ", ".join(flag for flag in tls if flag not in given)
+        problems.append(f"{', '.join(given)} given without {missing}: TLS needs all three")
+    if config.reload_interval <= 0:
+        problems.append("--reload-interval must be positive")
+    return problems

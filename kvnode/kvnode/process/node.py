@@ -20,6 +20,7 @@ from kvnode.replication.rebalance import change_members
 from kvnode.replication.replica import Replica
 from kvnode.replication.ring import PeersError, parse_peers
 from kvnode.storage.engine import Store
+from kvnode.transport.credentials import Credentials, TlsFiles
 from kvnode.transport.http_api import ApiState, build_handler
 from kvnode.transport.http_server import HttpServer
 from kvnode.transport.peer_client import PeerClient
@@ -38,12 +39,28 @@ def read_peers_file(path: str) -> str | None:
         return None
 
 
+class CredentialsError(Exception):
+    """The TLS files or the token directory do not load (the message names the flag)."""
+
+
+def load_credentials(config: Config) -> Credentials:
+    files = TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_ca_file) if config.tls_cert_file else None
+    try:
+        return Credentials(files, config.auth_token_dir or None)
+    except OSError as exc:  # ssl.SSLError included
+        where = ("--auth-token-dir " + config.auth_token_dir if files is None or exc.filename == config.auth_token_dir
+                 else "--tls-cert-file/--tls-key-file/--tls-ca-file")
+        raise CredentialsError(f"{where}: {exc}") from None
+
+
 class Node:
     def __init__(self, config: Config):
         self.config = config
+        self.credentials = load_credentials(config)
         self.metrics = Metrics()
         self.store = Store(config.data_dir, config.fsync_policy, config.group_commit_window, config.cache_size)
-        self.peer_client = PeerClient(timeout=config.peer_timeout, max_frame=self.max_frame)
+        self.peer_client = PeerClient(timeout=config.peer_timeout, max_frame=self.max_frame,
+                                      tls=lambda: self.credentials.peer_client)
         settings = Settings(
             node_id=config.id,
             replication_factor=config.replication_factor,
@@ -56,12 +73,15 @@ class Node:
         self.cluster = Cluster(settings, config.peers, self.store, self.peer_client, self.metrics)
         self.replica = Replica(self.cluster)
         self.limits = Limits(config.max_key_size, config.max_value_size)
-        self.api = ApiState(self.cluster, Coordinator(self.cluster), self.metrics, self.limits, config.consistency, config.faults)
+        self.api = ApiState(self.cluster, Coordinator(self.cluster), self.metrics, self.limits, config.consistency,
+                            config.faults, self.credentials)
         self.metrics.gauge(
             "kvnode_hints_pending", "Hints waiting for their replica.",
             lambda: {(t,): float(n) for t, n in self.store.hint_counts().items()}, ("peer",),
         )
         self.metrics.gauge("kvnode_ring_members", "Members in this node's ring.", lambda: {(): float(len(self.cluster.ring.members))})
+        self.metrics.gauge("kvnode_credentials_reloads_total", "TLS files or client tokens re-read after a change.",
+                           lambda: {(): float(self.credentials.reloads)}, kind="counter")
         self.metrics.span_export(telemetry.stats)
         self._peers_text: str | None = None
 
@@ -75,12 +95,17 @@ class Node:
                           max_line=max(8190, 3 * cfg.max_key_size + 1024))
         peer_server = PeerServer(self.replica, self.metrics, cfg.max_key_size, cfg.max_value_size, self.max_frame)
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(peer_server.protocol, cfg.peer_host, cfg.peer_port, reuse_address=True)
-        client_server = await loop.create_server(http.protocol, cfg.client_host, cfg.client_port, reuse_address=True)
+        creds = self.credentials
+        server = await loop.create_server(peer_server.protocol, cfg.peer_host, cfg.peer_port, reuse_address=True,
+                                          ssl=creds.listening(peer=True))
+        client_server = await loop.create_server(http.protocol, cfg.client_host, cfg.client_port, reuse_address=True,
+                                                 ssl=creds.listening(peer=False))
         self._start_background()
-        log.info("kvnode %s serving clients on %s:%d, peers on %s:%d, %d members, tracing %s",
-                 cfg.id, cfg.client_host, cfg.client_port, cfg.peer_host, cfg.peer_port,
-                 len(self.cluster.ring.members), "on" if telemetry.ENABLED else "off")
+        log.info("kvnode %s serving clients on %s:%d, peers on %s:%d, %d members, tracing %s, TLS %s, "
+                 "client tokens %s", cfg.id, cfg.client_host, cfg.client_port, cfg.peer_host, cfg.peer_port,
+                 len(self.cluster.ring.members), "on" if telemetry.ENABLED else "off",
+                 "on (mutual between peers)" if creds.tls else "off",
+                 f"required ({len(creds.tokens)} client(s))" if creds.auth else "off")
         await stop.wait()
         log.info("shutting down")
         self.api.ready = False
@@ -106,9 +131,14 @@ class Node:
             c.every(_jitter(cfg.anti_entropy_interval), lambda: anti_entropy_round(c, self.replica),
                     first=min(1.0, cfg.anti_entropy_interval))
         c.every(lambda: max(1.0, cfg.tombstone_grace / 4), self._purge_tombstones)
+        if self.credentials.tls is not None or self.credentials.auth:
+            c.every(lambda: cfg.reload_interval, self._refresh_credentials)
         if cfg.peers_file:
             self._peers_text = read_peers_file(cfg.peers_file)
             c.every(lambda: cfg.peers_file_interval, self._check_peers_file)
+
+    async def _refresh_credentials(self) -> None:
+        self.credentials.refresh()
 
     async def _purge_tombstones(self) -> None:
         cutoff_ms = int((time.time() - self.config.tombstone_grace) * 1000)
@@ -154,7 +184,11 @@ async def _main(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    node = Node(config)
+    try:
+        node = Node(config)
+    except CredentialsError as exc:
+        log.error("kvtrace node serve: %s", exc)
+        return 2
     await node.run(stop)
     _flush_tracing()
     return 0

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -25,6 +25,7 @@ from kvnode.metrics import Metrics
 from kvnode.replication.cluster import Cluster
 from kvnode.replication.coordinator import Coordinator, NotEnoughReplicas
 from kvnode.replication.quorum import required
+from kvnode.transport.credentials import Credentials
 from kvnode.transport.http_server import BodyTooLarge, Handler, Reply, Request, json_reply
 from kvnode.transport.validation import InvalidRequest, Limits, validate_consistency, validate_key, validate_value_size
 
@@ -42,6 +43,7 @@ class ApiState:
     limits: Limits
     default_consistency: str
     faults: tuple[Fault, ...] = ()
+    credentials: Credentials = field(default_factory=lambda: Credentials(None, None))
     ready: bool = True
 
 
@@ -176,8 +178,13 @@ def build_handler(state: ApiState) -> Handler:
     def ready() -> bool:
         return state.ready and not state.cluster.store.closed and len(state.cluster.ring.members) > 0
 
+    credentials = state.credentials
+
     async def handler(request: Request) -> Reply:
         path, method = request.path, request.method
+        if credentials.auth and path not in _OPEN and credentials.token_label(request.headers.get("authorization")) is None:
+            state.metrics.unauthorized.inc()
+            return _UNAUTHORIZED
         if path.startswith(_PREFIX) or path == "/v1/kv":
             if method not in _OPS:
                 return error(405, "method_not_allowed", f"{method} is not allowed here; use GET, PUT or DELETE",
@@ -204,3 +211,9 @@ def build_handler(state: ApiState) -> Handler:
 
 
 _SIMPLE = frozenset(("/healthz", "/readyz", "/metrics", "/v1/cluster"))
+# Without a token: the probes (the kubelet sends none) and the metrics (no keys or values;
+# who may scrape is the NetworkPolicy's decision, docs/security.md).
+_OPEN = frozenset(("/healthz", "/readyz", "/metrics"))
+_UNAUTHORIZED = error(401, "unauthorized", "send Authorization: Bearer TOKEN with a token this cluster accepts "
+                      "(the KVCluster's NAME-kv-client-token Secret, or a declared client's)",
+                      headers=(("WWW-Authenticate", 'Bearer realm="kvtrace"'),))

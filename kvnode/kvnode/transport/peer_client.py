@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -123,7 +124,12 @@ class _Connection(asyncio.Protocol):
 
 
 class PeerClient:
-    def __init__(self, timeout: float = 2.0, max_frame: int = 64 * 1024 * 1024, backoff: float = 0.5):
+    """``tls``: returns the current client context (mutual TLS, credentials.py), or None for
+    plain TCP; asked at each new connection, so a reloaded certificate is used from then on."""
+
+    def __init__(self, timeout: float = 2.0, max_frame: int = 64 * 1024 * 1024, backoff: float = 0.5,
+                 tls: Callable[[], ssl.SSLContext | None] = lambda: None):
+        self.tls = tls
         self.timeout = timeout
         self.max_frame = max_frame
         self.backoff = backoff
@@ -175,16 +181,20 @@ class PeerClient:
             return await asyncio.shield(waiting)
         loop = asyncio.get_running_loop()
         waiting = self._connecting[addr] = loop.create_future()
+        context = self.tls()
         try:
+            # The peers file's host is the name the member's certificate must carry.
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self, addr), addr[0], addr[1]), self.timeout
+                loop.create_connection(lambda: _Connection(self, addr), addr[0], addr[1], ssl=context,
+                                       server_hostname=addr[0] if context is not None else None),
+                self.timeout,
             )
             self._conns[addr] = conn
             self._down.pop(addr, None)
             waiting.set_result(conn)
             return conn
         except (OSError, asyncio.TimeoutError) as exc:
-            reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else (exc.strerror or str(exc))
+            reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else _reason(exc)
             self._down[addr] = (time.monotonic() + self.backoff, reason)
             err = PeerError(f"unreachable: {reason}")
             waiting.set_exception(err)
@@ -209,3 +219,9 @@ class PeerClient:
 
     def ping(self, member: Member) -> asyncio.Future[Any]:
         return self._request(member, frames.PING, b"", lambda b: None, NO_TRACE)
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):  # e.g. the peer's certificate does not verify
+        return f"TLS: {exc.reason or exc}"
+    return exc.strerror or str(exc)
