@@ -24,9 +24,13 @@ system-deps:
 tools: install system-deps
 	$(BIN)/kvtrace dev tools
 
-# import-linter puts its working directory first on sys.path, where the kvnode/ source
-# root would shadow the kvnode package: run it from a neutral directory.
+# ruff (rules in pyproject.toml), mypy --strict over the three source roots, and the
+# import-linter contracts. import-linter puts its working directory first on sys.path, where
+# the kvnode/ source root would shadow the kvnode package: it runs from a neutral directory.
+LINT_PATHS := src kvnode operator tests benchmarks tools
 lint: install
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy src kvnode operator
 	cd / && $(CURDIR)/$(BIN)/lint-imports $(CURDIR)/pyproject.toml
 
 # All tiers: unit, dataplane, controlplane (kind skips itself without Docker).

@@ -105,7 +105,7 @@ def start_kvtrace(root: Path, subnet: int, tracing: dict[str, str], sink: Sink) 
             "KVNODE_PEERS": peers, "KVNODE_DATA_DIR": str(root / f"kv-{i}"), "KVNODE_LOG_LEVEL": "warning",
         })
         cmd = [str(BIN / "opentelemetry-instrument"), str(BIN / "kvtrace"), "node", "serve"]
-        log = open(root / f"kv-{i}.log", "wb")
+        log = open(root / f"kv-{i}.log", "wb")  # noqa: SIM115 - the child's, for its lifetime
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
     endpoints = [f"http://{ip}:{cp}" for ip, (cp, _) in zip(ips, ports)]
     for url in endpoints:
@@ -131,7 +131,7 @@ def start_etcd(binary: str, root: Path, subnet: int) -> tuple[list[subprocess.Po
                "--listen-peer-urls", f"http://{ip}:{pp}", "--initial-advertise-peer-urls", f"http://{ip}:{pp}",
                "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", "bench",
                "--log-level", "error"]
-        log = open(root / f"etcd-{i}.log", "wb")
+        log = open(root / f"etcd-{i}.log", "wb")  # noqa: SIM115 - the child's, for its lifetime
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
     endpoints = [f"http://{ip}:{cp}" for ip, (cp, _) in zip(ips, ports)]
     for url in endpoints:

@@ -200,7 +200,7 @@ class Connection:
         try:
             async with asyncio.timeout(self.timeout):  # no extra task per request, unlike wait_for
                 return await self._request(method, path, body, headers)
-        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, OSError, ValueError) as exc:
             self.close()
             raise ClientError(f"{method} {self.host}:{self.port}{path.split('?')[0][:60]}: {type(exc).__name__} {exc}") from None
 

@@ -46,7 +46,13 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import Attributes
 
-from kvnode.tracing_otlp import AttributeCache, SpanData, encode_request, encode_span, resource_and_scope
+from kvnode.tracing_otlp import (
+    AttributeCache,
+    SpanData,
+    encode_request,
+    encode_span,
+    resource_and_scope,
+)
 
 log = logging.getLogger("kvnode.tracing")
 
@@ -293,7 +299,7 @@ class LeanExport(SpanProcessor):
             cache = self.cache
             body = encode_request(self.resource, self.scope, [encode_span(s, cache) for s in batch])  # type: ignore[arg-type]
             ok = self.client.export(body).success
-        except Exception:  # noqa: BLE001 - the node keeps serving; the batch is lost
+        except Exception:  # the node keeps serving; the batch is lost
             log.exception("exporting %d spans failed", len(batch))
             ok = False
         if ok:

@@ -183,8 +183,8 @@ def test_make_kind_up_loads_the_three_images_and_installs_that_operator_image() 
     sets = [helm[n + 1] for n, word in enumerate(helm) if word == "--set"]
     repository, _, version = images.OPERATOR_IMAGE.rpartition(":")
     assert {f"image.repository={repository}", f"image.tag={version}", "image.pullPolicy=Never"} <= set(sets)
-    assert ["--config", "kind/cluster.yaml"] == next(
-        cmd[cmd.index("--config"):cmd.index("--config") + 2] for cmd in commands if "create" in cmd)
+    assert next(
+        cmd[cmd.index("--config"):cmd.index("--config") + 2] for cmd in commands if "create" in cmd) == ["--config", "kind/cluster.yaml"]
 
 
 def test_make_images_follows_an_overridden_image_name() -> None:

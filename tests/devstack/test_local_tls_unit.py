@@ -17,7 +17,7 @@ from kvtrace_operator.render.security import CLIENT_CA_DIR
 
 pytestmark = pytest.mark.unit
 
-NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
 
 
 def tp(**spec: Any) -> dict[str, Any]:

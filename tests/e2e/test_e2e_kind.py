@@ -20,15 +20,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from example_assertions import apply_example, assert_children, assert_kv_traces, wait_ready  # noqa: E402
-from examples_lib import EXAMPLES  # noqa: E402
+from example_assertions import apply_example, assert_children, assert_kv_traces, wait_ready
+from examples_lib import EXAMPLES
 
-from kvtrace.devstack.cluster import kubectl_path  # noqa: E402
-from kvtrace.devstack.proc import free_port, port_open  # noqa: E402
-from kvtrace.devstack.pytest_plugin import poll  # noqa: E402
-from kvtrace.shared.jaeger_client import JaegerClient  # noqa: E402
-from kvtrace_operator.render import podspec  # noqa: E402
-from kvtrace_operator.render.images import KVNODE_IMAGE  # noqa: E402
+from kvtrace.devstack.cluster import kubectl_path
+from kvtrace.devstack.proc import free_port, port_open
+from kvtrace.devstack.pytest_plugin import poll
+from kvtrace.shared.jaeger_client import JaegerClient
+from kvtrace_operator.render import podspec
+from kvtrace_operator.render.images import KVNODE_IMAGE
 
 # The first run builds the three images (the collector from source) inside `make kind-up`.
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(3600)]

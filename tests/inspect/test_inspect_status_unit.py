@@ -14,7 +14,7 @@ from kvtrace.inspect.errors import InspectError
 
 pytestmark = pytest.mark.unit
 
-NOW = dt.datetime(2026, 11, 27, 6, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 27, 6, 0, 0, tzinfo=dt.UTC)
 NS = "store"
 
 

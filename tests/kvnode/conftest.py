@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from kvharness import Harness
+from tracing_receiver import receiver as receiver  # the OTLP receiver fixture, re-exported
 
 
 @pytest.fixture

@@ -8,17 +8,17 @@ import ssl
 from pathlib import Path
 
 import pytest
-from kvtrace_operator import pki
 
 from kvnode.client import ClientError, Security, security_from
 from kvnode.process.config import ConfigError, resolve
 from kvnode.process.node import CredentialsError, load_credentials
 from kvnode.transport.credentials import Credentials, TlsFiles, read_tokens
+from kvtrace_operator import pki
 
 pytestmark = pytest.mark.unit
 
 BASE = {"KVNODE_ID": "a", "KVNODE_PEERS": "a=127.0.0.1:7071"}
-NOW = datetime.datetime.now(datetime.timezone.utc)
+NOW = datetime.datetime.now(datetime.UTC)
 
 
 @pytest.mark.parametrize(("env", "message"), [

@@ -11,7 +11,15 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from kvnode.client import parse_response
-from kvnode.transport.http_server import BadRequest, BodyTooLarge, HttpServer, Reply, Request, json_reply, parse_head
+from kvnode.transport.http_server import (
+    BadRequest,
+    BodyTooLarge,
+    HttpServer,
+    Reply,
+    Request,
+    json_reply,
+    parse_head,
+)
 
 
 @pytest.mark.unit

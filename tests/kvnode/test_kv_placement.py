@@ -118,7 +118,7 @@ def _entries(records: dict[bytes, int]) -> list[merkle.Entry]:
 
 
 def test_merkle_diff_finds_exactly_the_changed_buckets() -> None:
-    base = {k: 1 for k in KEYS}
+    base = dict.fromkeys(KEYS, 1)
     a = merkle.build(_entries(base))
     assert merkle.diff(a, merkle.build(_entries(dict(reversed(list(base.items())))))) == []
     changed = dict(base)

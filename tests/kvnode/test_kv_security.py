@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 from kvharness import Harness, Node, http, wait_until
-from kvtrace_operator import pki
 
 from kvnode.transport import frames
+from kvtrace_operator import pki
 
 pytestmark = pytest.mark.dataplane
 
-NOW = datetime.datetime.now(datetime.timezone.utc)
+NOW = datetime.datetime.now(datetime.UTC)
 DAY = datetime.timedelta(days=1)
 TOKEN = "client-token-0123456789abcdef"
 
@@ -169,8 +169,8 @@ def test_rotation_under_load_keeps_every_acknowledged_write(kv_cluster: Callable
         for signer, trusted in steps:
             before = {n.id: n.metric("kvnode_credentials_reloads_total") for n in h.nodes}
             leaf = files.write_leaf(signer, trusted)
-            wait_until(lambda: all(n.metric("kvnode_credentials_reloads_total") > before[n.id] for n in h.nodes),
-                       10, what="every node reloaded")
+            wait_until(lambda: all(n.metric("kvnode_credentials_reloads_total") > before[n.id]  # noqa: B023 - this step's
+                                   for n in h.nodes), 10, what="every node reloaded")
             time.sleep(0.5)  # writes keep running on the reloaded credentials (bounded by the writers' count)
             h.tls = ssl.create_default_context(cadata=pki.bundle(*(ca.cert_pem for ca in trusted)))
             assert all(served_leaf(n) == leaf.cert_pem for n in h.nodes), "new connections get the new leaf"

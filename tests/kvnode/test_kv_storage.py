@@ -128,8 +128,8 @@ async def test_read_cache_follows_commits_and_stays_bounded(tmp_path: Path) -> N
         assert store.get(b"k") is None
         await store.apply([Record(f"big{i}".encode(), b"x" * 500, 5) for i in range(100)])
         assert all(store.get(f"big{i}".encode()) == Record(f"big{i}".encode(), b"x" * 500, 5) for i in range(100))
-        assert store._cache_bytes <= 16 * 1024  # noqa: SLF001
-        assert store._cache_bytes == sum(len(k) + (len(r.value) if r else 0) for k, r in store._cache.items())  # noqa: SLF001
+        assert store._cache_bytes <= 16 * 1024
+        assert store._cache_bytes == sum(len(k) + (len(r.value) if r else 0) for k, r in store._cache.items())
     finally:
         store.close()
 

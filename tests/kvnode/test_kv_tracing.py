@@ -10,7 +10,7 @@ import pytest
 from kvharness import Harness, wait_until
 from kvharness import http as request
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from tracing_receiver import Receiver, receiver  # noqa: F401 - the fixture
+from tracing_receiver import Receiver
 
 pytestmark = pytest.mark.dataplane
 

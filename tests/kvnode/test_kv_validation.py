@@ -9,7 +9,13 @@ from kvnode.process.config import OPTIONS, ConfigError, resolve
 from kvnode.replication.quorum import required
 from kvnode.storage import Record
 from kvnode.transport import frames
-from kvnode.transport.validation import InvalidRequest, Limits, validate_consistency, validate_key, validate_value_size
+from kvnode.transport.validation import (
+    InvalidRequest,
+    Limits,
+    validate_consistency,
+    validate_key,
+    validate_value_size,
+)
 from kvnode.units import parse_duration, parse_size
 
 pytestmark = pytest.mark.unit

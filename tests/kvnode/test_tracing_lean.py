@@ -14,10 +14,27 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased, TraceIdRatioBased
-from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
-from tracing_receiver import Receiver, receiver  # noqa: F401 - the fixture
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+)
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    TraceState,
+)
+from tracing_receiver import Receiver
 
 from kvnode import tracing_lean
 from kvnode.tracing_lean import LeanSpan, LeanTracer, fixed_decisions
@@ -36,7 +53,7 @@ def providers() -> Iterator[list[TracerProvider]]:
     made: list[TracerProvider] = []
     yield made
     for p in made:
-        for processor in p._active_span_processor._span_processors:  # noqa: SLF001
+        for processor in p._active_span_processor._span_processors:
             if isinstance(processor, tracing_lean.LeanExport):
                 processor.queue.clear()  # nothing left for a dead endpoint
         p.shutdown()
@@ -63,7 +80,7 @@ def test_only_the_otlp_http_batch_pipeline_is_taken_over(providers: list[TracerP
     tracer = lean(providers, max_queue_size=100, schedule_delay_millis=60_000, max_export_batch_size=7)
     export = tracer.export
     assert (export.max_queue, export.batch_size, export.delay) == (100, 7, 60.0), "the OTEL_BSP_* sizes"
-    assert providers[-1]._active_span_processor._span_processors == (export,)  # noqa: SLF001
+    assert providers[-1]._active_span_processor._span_processors == (export,)
 
 
 @pytest.mark.unit
@@ -153,7 +170,7 @@ def test_fixed_sampler_answers_are_read_once_and_match_the_sampler() -> None:
     assert fixed_decisions(TraceIdRatioBased(0.5))[0] is None
 
     class Custom(ParentBased):
-        def should_sample(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        def should_sample(self, *args: Any, **kwargs: Any) -> Any:
             return super().should_sample(*args, **kwargs)
 
     assert fixed_decisions(Custom(ALWAYS_ON)) == (None, dict.fromkeys([(True, True), (True, False), (False, True), (False, False)]))
@@ -174,12 +191,12 @@ def test_a_followed_parent_passes_its_trace_state_on(providers: list[TracerProvi
 def test_sdk_internals_of_another_version_keep_the_sdk_path(providers: list[TracerProvider]) -> None:
     p = provider(OTLPSpanExporter(endpoint=DEAD_ENDPOINT))
     providers.append(p)
-    (bsp,) = p._active_span_processor._span_processors  # noqa: SLF001
-    batch = bsp._batch_processor  # noqa: SLF001
-    size = batch._max_export_batch_size  # noqa: SLF001
-    del batch._max_export_batch_size  # noqa: SLF001 - as if the SDK had renamed it
+    (bsp,) = p._active_span_processor._span_processors
+    batch = bsp._batch_processor
+    size = batch._max_export_batch_size
+    del batch._max_export_batch_size  # as if the SDK had renamed it
     try:
         assert tracing_lean.attach(p, "kvnode") is None
-        assert p._active_span_processor._span_processors == (bsp,), "the SDK's pipeline is left as it was"  # noqa: SLF001
+        assert p._active_span_processor._span_processors == (bsp,), "the SDK's pipeline is left as it was"
     finally:
-        batch._max_export_batch_size = size  # noqa: SLF001 - its worker thread still reads it
+        batch._max_export_batch_size = size  # its worker thread still reads it

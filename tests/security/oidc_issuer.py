@@ -84,7 +84,7 @@ class Issuer:
         self.jwks_requests = 0
         self.port = free_port("127.0.0.1")
         self.url = f"https://localhost:{self.port}/realms/kvtrace"
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         ca = pki.make_ca("test idp ca", now, dt.timedelta(days=1))
         leaf = pki.issue(ca, "localhost", ["localhost"], now, dt.timedelta(days=1), ip_addresses=("127.0.0.1",))
         self.ca_file = workdir / "idp-ca.crt"
@@ -99,7 +99,7 @@ class Issuer:
         issuer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:  # http.server's name
                 body: dict[str, Any]
                 if self.path == "/realms/kvtrace/.well-known/openid-configuration":
                     body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/protocol/openid-connect/certs",

@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_security_telemetry_dataplane import COLLECTOR_DNS, TOKEN_SECRET, local_collector_config, pipeline
+from test_security_telemetry_dataplane import (
+    COLLECTOR_DNS,
+    TOKEN_SECRET,
+    local_collector_config,
+    pipeline,
+)
 
 from kvtrace import canary
 from kvtrace_operator import pki
@@ -29,7 +34,7 @@ SERVICE_URL = f"https://{COLLECTOR_DNS}:4318"
 
 def certificates(tmp_path: Path) -> tuple[str, str]:
     """(the collector's CA, an unrelated CA), the collector's leaf written to SERVING_DIR's stand-in."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca = pki.make_ca("canary-test-ca", now, datetime.timedelta(days=1))
     other = pki.make_ca("another-ca", now, datetime.timedelta(days=1))
     leaf = pki.issue(ca, "traces-collector", [COLLECTOR_DNS], now, datetime.timedelta(hours=1))

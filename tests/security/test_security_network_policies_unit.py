@@ -14,7 +14,13 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from kvtrace_operator.render import SpecError, render_kvcluster, render_pipeline, validate_kvcluster, validate_pipeline
+from kvtrace_operator.render import (
+    SpecError,
+    render_kvcluster,
+    render_pipeline,
+    validate_kvcluster,
+    validate_pipeline,
+)
 
 pytestmark = pytest.mark.unit
 

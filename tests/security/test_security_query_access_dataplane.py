@@ -149,7 +149,7 @@ def test_basic_query_auth_over_tls_with_the_jaeger_leaf(poll: Any, tmp_path: Pat
     names the query Service; clients verify it with the CA for that name."""
     pipeline = tp({"mode": "basic"})
     pipeline["spec"].update(MANAGED_TLS)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca = pki.make_ca("traces ca", now, dt.timedelta(days=1))
     [leaf] = [leaf for leaf in leaves(pipeline, apply_defaults_pipeline(pipeline["spec"]))
               if leaf["secret"] == "traces-jaeger-tls"]

@@ -86,7 +86,7 @@ def test_basic_without_ref_generates_a_secret_mounted_as_the_htpasswd_file() -> 
                                 "items": [{"key": "credentials", "path": "htpasswd"}]}
     [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "query-credentials"]
     assert mount == {"name": "query-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True}
-    assert HTPASSWD_FILE == f"{CREDENTIALS_DIR}/htpasswd"
+    assert f"{CREDENTIALS_DIR}/htpasswd" == HTPASSWD_FILE
     # Generated with the apply: not a missing Secret, but in the Secret watch's index.
     assert "traces-jaeger-query-credentials" not in {ref.name for ref in referenced_secrets(objects)}
     assert "traces-jaeger-query-credentials" in pipeline_secret_names(tp({"mode": "basic"}))

@@ -275,7 +275,7 @@ def test_tls_on_the_proxy_is_verified_with_the_ca(jaeger: tuple[Jaeger, str], pr
     """Managed TLS: the proxy serves the Jaeger leaf (renewed files are picked up); the
     canary's lookup verifies it with the CA for the query Service's name."""
     backend, trace_id = jaeger
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca = pki.make_ca("traces ca", now, dt.timedelta(days=1))
     name = "traces-jaeger-query.store.svc"
 

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
 
-from chartlib import ChartOperator  # noqa: E402
+from chartlib import ChartOperator
 
 pytestmark = pytest.mark.controlplane
 

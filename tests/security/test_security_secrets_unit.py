@@ -11,6 +11,7 @@ from test_security_render_unit import kvc, tp
 
 from kvtrace_operator.k8s.permissions import describe_denial
 from kvtrace_operator.render import render_kvcluster, render_pipeline
+from kvtrace_operator.render.consumer_tokens import TOKEN_SET_ANNOTATION
 from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
 from kvtrace_operator.render.secret_refs import (
     Found,
@@ -24,7 +25,6 @@ from kvtrace_operator.render.secret_refs import (
     secrets_condition,
     with_conditions,
 )
-from kvtrace_operator.render.consumer_tokens import TOKEN_SET_ANNOTATION
 from kvtrace_operator.render.security import GENERATED_ANNOTATION
 
 pytestmark = pytest.mark.unit

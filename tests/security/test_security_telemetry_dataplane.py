@@ -38,7 +38,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from kvtrace.devstack.backends import send_probe_trace
 from kvtrace.devstack.local_tls import LocalTLS, local_tls
 from kvtrace.devstack.otlp_token import LocalToken, local_token
-from kvtrace_operator.render import consumer_tokens, otel_environment, render_collector_config, render_jaeger_config
+from kvtrace_operator.render import (
+    consumer_tokens,
+    otel_environment,
+    render_collector_config,
+    render_jaeger_config,
+)
 from kvtrace_operator.render.security import AUTH_DIR, CLIENT_CA_DIR, SERVING_DIR
 
 pytestmark = pytest.mark.dataplane

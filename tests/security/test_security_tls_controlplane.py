@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-from kvtrace.devstack.operator_fixtures import Kube
 
+from kvtrace.devstack.operator_fixtures import Kube
 from kvtrace_operator import pki
 from kvtrace_operator.render import render_pipeline, tls
 
@@ -128,7 +128,7 @@ def test_the_operator_creates_the_ca_and_leaves_renews_a_due_leaf_and_leaves_val
     rolled_from = checksum_of(kube_ns, "traces-collector")
 
     # A leaf within renewBefore (720h): replaced by one the same CA signed, valid one more hour.
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     due = pki.issue(pki.KeyPair(ca["tls.crt"], ca["tls.key"]), "traces-collector",
                     list(tls.dns_names("traces-collector", ns)), now, datetime.timedelta(hours=1))
     original = edge["tls.crt"]
@@ -172,7 +172,7 @@ def test_a_ca_rotation_rolls_the_bundle_consumers_and_not_jaeger(operator: Any, 
               (("statefulset", "kv"), ("deployment", "traces-collector"), ("deployment", "traces-jaeger"))}
     # A CA with 1000h left (< caRenewBefore, 4320h; > renewBefore, 720h), as if it had served
     # for years.
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ageing = pki.make_ca("ageing CA", now - datetime.timedelta(days=1000),
                          datetime.timedelta(days=1000, hours=1000))
 
@@ -185,7 +185,8 @@ def test_a_ca_rotation_rolls_the_bundle_consumers_and_not_jaeger(operator: Any, 
                          rotated, "a bundle of the new CA and the ageing one")
     assert bundle[1].common_name == "ageing CA" and bundle[0].not_after - now > datetime.timedelta(days=1000)
     for kind, name in (("statefulset", "kv"), ("deployment", "traces-collector")):
-        poll(lambda: template(kind, name) != before[(kind, name)], timeout=30, message=f"{kind}/{name} rolled")
+        poll(lambda: template(kind, name) != before[(kind, name)],  # noqa: B023 - polled in this round
+             timeout=30, message=f"{kind}/{name} rolled")
     assert template("deployment", "traces-jaeger") == before[("deployment", "traces-jaeger")]
     # The leaves are signed by the ageing CA, the one signing until half-way through
     # caRenewBefore (the patch made the originals' issuer unknown, so they were re-issued).
@@ -265,7 +266,7 @@ def test_rendered_certificates_are_accepted_and_their_secrets_feed_the_trust_bun
     assert kube_ns.get("deployment", "traces-collector") is None
 
     # Play cert-manager: write the three Secrets (tls.crt, tls.key, ca.crt) from one CA.
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     issuer = pki.make_ca("cluster issuer", now, datetime.timedelta(days=30))
     for cert in certificates:
         leaf = pki.issue(issuer, cert["spec"]["commonName"], cert["spec"]["dnsNames"], now, datetime.timedelta(days=1))

@@ -55,7 +55,7 @@ def tp(tls_settings: dict[str, Any], **spec: Any) -> dict[str, Any]:
 
 
 def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 class Volumes:

@@ -18,7 +18,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tracing_stack import CLUSTER, GET_OP, PUT_OP, SPANS_PER_WRITE, Op, Stack, flush, run_ops, traceparent, wait_for_traces
+from tracing_stack import (
+    CLUSTER,
+    GET_OP,
+    PUT_OP,
+    SPANS_PER_WRITE,
+    Op,
+    Stack,
+    flush,
+    run_ops,
+    traceparent,
+    wait_for_traces,
+)
 
 from kvtrace.devstack.proc import urlopen_direct
 from kvtrace.devstack.pytest_plugin import poll
@@ -165,7 +176,7 @@ def test_canary_keys_and_values_never_reach_jaeger(trace_stack: Callable[..., St
     traces = poll(all_ops_in, timeout=WAIT, interval=0.5, message="the five operations' traces")
     raw = [raw_jaeger(stack, "/api/v3/services"), raw_jaeger(stack, "/api/v3/operations", {"service": CLUSTER})]
     raw += [raw_jaeger(stack, f"/api/v3/traces/{t.trace_id}") for t in traces]
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     raw.append(raw_jaeger(stack, "/api/v3/traces", {
         "query.service_name": CLUSTER, "query.num_traces": 100,
         "query.start_time_min": (now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),

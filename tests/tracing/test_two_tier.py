@@ -15,7 +15,14 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-from tracing_stack import SPANS_PER_WRITE, RestartableCollector, Stack, kept_after_markers, within, workload
+from tracing_stack import (
+    SPANS_PER_WRITE,
+    RestartableCollector,
+    Stack,
+    kept_after_markers,
+    within,
+    workload,
+)
 
 pytestmark = pytest.mark.dataplane
 
@@ -23,7 +30,7 @@ pytestmark = pytest.mark.dataplane
 def metric(collector: RestartableCollector, name: str) -> float:
     """Sum of a collector's own Prometheus metric over all label sets."""
     url = f"http://{collector.backend.endpoint('metrics')}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback collector
+    with urllib.request.urlopen(url, timeout=10) as resp:  # loopback collector
         text = resp.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name) and line[len(name)] in " {")

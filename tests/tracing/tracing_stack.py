@@ -177,7 +177,7 @@ class Restartable:
         assert b.process is not None and not b.process.alive()
         proc = Process(b.name, b.process.argv, b.process.log_path, env=b.process.env).start()
         b.process = proc
-        wait_until(b._ready, timeout=timeout, what="healthy after restart", process=proc)  # noqa: SLF001
+        wait_until(b._ready, timeout=timeout, what="healthy after restart", process=proc)
 
 
 @dataclass
@@ -253,7 +253,7 @@ def _ready(node: KVNode) -> bool:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(node.url + "/readyz", timeout=2) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(node.url + "/readyz", timeout=2) as resp:  # loopback
             return bool(resp.status == 200)
     except OSError:
         return False
@@ -379,7 +379,7 @@ def within(kept: int, n: int, p: float, sigmas: float = 5.0) -> tuple[bool, str]
     Refuses a sample so small that the tolerance would accept none or all kept: a ratio test
     must not pass vacuously."""
     sd = math.sqrt(n * p * (1 - p))
-    if not (0 < n * p - sigmas * sd and n * p + sigmas * sd < n):
+    if not (n * p - sigmas * sd > 0 and n * p + sigmas * sd < n):
         raise ValueError(f"{n} traces at ratio {p}: ±{sigmas:g}σ ({sigmas * sd:.1f}) would accept 0 or all {n} kept")
     return abs(kept - n * p) <= sigmas * sd, f"kept {kept} of {n}, expected {n * p:.1f} ± {sigmas * sd:.1f} ({sigmas:g}σ)"
 

@@ -115,7 +115,7 @@ class Node:
         server.close()
         try:
             await asyncio.wait_for(server.wait_closed(), cfg.shutdown_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("peer connections still open after %gs; closing anyway", cfg.shutdown_timeout)
         self.peer_client.close()
         self.store.close()

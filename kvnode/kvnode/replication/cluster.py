@@ -80,7 +80,7 @@ class Cluster:
                     await job()
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # noqa: BLE001 - a failed round must not stop the loop
+                except Exception:  # a failed round must not stop the loop
                     log.exception("periodic job %s failed", getattr(job, "__name__", job))
                 await asyncio.sleep(interval())
 

@@ -13,13 +13,14 @@ import time
 from functools import partial
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from kvnode import telemetry
 from kvnode.keys import key_hash
 from kvnode.replication.cluster import Cluster
 from kvnode.replication.peers import NO_TRACE, PeerError
 from kvnode.replication.quorum import required
 from kvnode.storage import Record, newest
-from opentelemetry.trace import Span
 
 
 class NotEnoughReplicas(Exception):

@@ -138,7 +138,7 @@ class Store:
                 for job, records, fut, loop in batch
             ]
             cur.execute("COMMIT")
-        except Exception:
+        except Exception:  # noqa: BLE001 - each job again on its own: the failing one reports
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             results = [(fut, loop, records, *self._commit_one(conn, cur, job, records)) for job, records, fut, loop in batch]
@@ -313,7 +313,7 @@ class Store:
 
     def hint_counts(self) -> dict[str, int]:
         rows = self._reader.execute("SELECT target, count(*) FROM hints GROUP BY target").fetchall()
-        return {t: n for t, n in rows}
+        return dict(rows)
 
     def hints_for(self, target: str, limit: int = 256) -> list[tuple[int, Record]]:
         rows = self._reader.execute(

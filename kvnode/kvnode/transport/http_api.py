@@ -27,7 +27,13 @@ from kvnode.replication.coordinator import Coordinator, NotEnoughReplicas
 from kvnode.replication.quorum import required
 from kvnode.transport.credentials import Credentials
 from kvnode.transport.http_server import BodyTooLarge, Handler, Reply, Request, json_reply
-from kvnode.transport.validation import InvalidRequest, Limits, validate_consistency, validate_key, validate_value_size
+from kvnode.transport.validation import (
+    InvalidRequest,
+    Limits,
+    validate_consistency,
+    validate_key,
+    validate_value_size,
+)
 
 ROUTE = "/v1/kv/{key}"
 _PREFIX = "/v1/kv/"

@@ -372,7 +372,7 @@ class _Connection(asyncio.Protocol):
     async def _respond(self, req: Request) -> None:
         try:
             reply = await self.server.handler(req)
-        except Exception as exc:  # noqa: BLE001 - the node keeps serving
+        except Exception as exc:  # the node keeps serving
             log.exception("request handler failed")
             reply = json_reply(500, {"error": "internal", "message": f"{type(exc).__name__}: {exc}"})
         if not self.body_done and (self.expect_continue or self.size + self.remaining > _DISCARD_FACTOR * self.server.max_body):

@@ -193,8 +193,8 @@ class PeerClient:
             self._down.pop(addr, None)
             waiting.set_result(conn)
             return conn
-        except (OSError, asyncio.TimeoutError) as exc:
-            reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else _reason(exc)
+        except (TimeoutError, OSError) as exc:
+            reason = "connect timeout" if isinstance(exc, TimeoutError) else _reason(exc)
             self._down[addr] = (time.monotonic() + self.backoff, reason)
             err = PeerError(f"unreachable: {reason}")
             waiting.set_exception(err)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from kvnode import telemetry
 from kvnode.keys import key_hash
 from kvnode.metrics import Metrics
@@ -22,7 +24,6 @@ from kvnode.replication.replica import Replica
 from kvnode.storage import Record
 from kvnode.transport import frames
 from kvnode.transport.outbox import Outbox
-from opentelemetry.trace import Span
 
 log = logging.getLogger("kvnode.peer")
 

@@ -33,7 +33,14 @@ from kvtrace.shared.endpoints import resolve_url
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
 from kvtrace_operator.handlers.metrics import METRICS
-from kvtrace_operator.render import SpecError, apply_defaults_pipeline, names, query_access, security, tls
+from kvtrace_operator.render import (
+    SpecError,
+    apply_defaults_pipeline,
+    names,
+    query_access,
+    security,
+    tls,
+)
 from kvtrace_operator.render.canary import (
     CanaryResult,
     canary_duration_ns,
@@ -175,7 +182,7 @@ async def run(client: AsyncClient, pipeline: Mapping[str, Any]) -> CanaryResult:
         status, body = await _in_thread(
             SEND_TIMEOUT_S + 2, otlp_canary.post, resolve_url(collector), request, timeout=SEND_TIMEOUT_S,
             token=token, ca_pem=ca, server_hostname=urlsplit(collector).hostname)
-    except (*otlp_canary.SEND_ERRORS, asyncio.TimeoutError) as exc:
+    except (TimeoutError, *otlp_canary.SEND_ERRORS) as exc:
         return result(send_error=otlp_canary.error_text(exc))
     if status != 200 or jaeger is None:
         return result(http_status=status, http_body=body)
@@ -189,7 +196,7 @@ async def run(client: AsyncClient, pipeline: Mapping[str, Any]) -> CanaryResult:
                                      timeout=LOOKUP_TIMEOUT_S, ca_pem=ca, server_hostname=urlsplit(jaeger).hostname,
                                      **query)
             error = None
-        except (*otlp_canary.LOOKUP_ERRORS, asyncio.TimeoutError) as exc:
+        except (TimeoutError, *otlp_canary.LOOKUP_ERRORS) as exc:
             error = otlp_canary.error_text(exc)
         waited = time.monotonic() - started
         if found or waited >= bound:

@@ -55,12 +55,12 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime(TIME_FORMAT)
+    return datetime.datetime.now(datetime.UTC).strftime(TIME_FORMAT)
 
 
 def seconds_since(stamp: str) -> float:
-    then = datetime.datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=datetime.timezone.utc)
-    return (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds()
+    then = datetime.datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=datetime.UTC)
+    return (datetime.datetime.now(datetime.UTC) - then).total_seconds()
 
 
 def plain(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,12 @@ from kvtrace_operator.render import (
 )
 from kvtrace_operator.render.sampling import mode as sampling_mode
 from kvtrace_operator.render.secret_refs import made_by_pipeline
-from kvtrace_operator.render.status import find_condition, kvcluster_status, tracing_state, workload_summary
+from kvtrace_operator.render.status import (
+    find_condition,
+    kvcluster_status,
+    tracing_state,
+    workload_summary,
+)
 
 INDEX = "clusters_by_pipeline"
 log = logging.getLogger("kvtrace_operator")

@@ -11,7 +11,14 @@ from lightkube import ApiError, AsyncClient
 
 from kvtrace.shared.api import GROUP, PIPELINE_PLURAL, VERSION
 from kvtrace_operator import k8s, tracing
-from kvtrace_operator.handlers import canary, certificates, common, kvcluster, secret_watch, self_tracing
+from kvtrace_operator.handlers import (
+    canary,
+    certificates,
+    common,
+    kvcluster,
+    secret_watch,
+    self_tracing,
+)
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.render import SpecError, render_pipeline
 from kvtrace_operator.render import status as render_status

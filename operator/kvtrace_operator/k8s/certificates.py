@@ -45,7 +45,7 @@ class Prepared:
 
 
 def _stamp(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def tls_status(mode: str, bundle_pem: str, leaves: dict[str, str]) -> dict[str, Any]:
@@ -191,10 +191,10 @@ async def prune_certificates(client: AsyncClient, pipeline: dict[str, Any], keep
     deleted = []
     for obj in owned:
         labels = obj["metadata"].get("labels") or {}
-        if labels.get("app.kubernetes.io/instance") == meta["name"] and obj["metadata"]["name"] not in keep:
-            if await delete_object(client, obj, meta["namespace"]):
-                deleted.append(f"Certificate {obj['metadata']['name']}: deleted (not rendered in mode "
-                               f"{tls.mode(apply_defaults_pipeline(pipeline.get('spec'))) or 'off'})")
+        if (labels.get("app.kubernetes.io/instance") == meta["name"] and obj["metadata"]["name"] not in keep
+                and await delete_object(client, obj, meta["namespace"])):
+            deleted.append(f"Certificate {obj['metadata']['name']}: deleted (not rendered in mode "
+                           f"{tls.mode(apply_defaults_pipeline(pipeline.get('spec'))) or 'off'})")
     return deleted
 
 
@@ -204,7 +204,7 @@ async def prepare(client: AsyncClient, pipeline: dict[str, Any],
     the cert-manager Certificates it no longer renders. Raises SpecError (certManager without
     cert-manager) and lightkube.ApiError."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
-    moment = now or datetime.datetime.now(datetime.timezone.utc)
+    moment = now or datetime.datetime.now(datetime.UTC)
     if tls.mode(spec) == tls.MANAGED:
         prepared = await prepare_managed(client, pipeline, spec, moment)
     elif tls.mode(spec) == tls.CERT_MANAGER:

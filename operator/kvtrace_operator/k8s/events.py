@@ -21,7 +21,7 @@ def build_event(owner: Mapping[str, Any], reason: str, message: str, type_: str 
                 now: datetime.datetime | None = None) -> dict[str, Any]:
     """A core/v1 Event about ``owner``."""
     meta = owner["metadata"]
-    stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 3] + "..."
     return {

@@ -14,14 +14,13 @@ import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from kvtrace_operator.render import consumer_tokens, tls
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
 from kvtrace_operator.render.names import name_of
 from kvtrace_operator.render.pipeline import render_pipeline
-from kvtrace_operator.render import tls
-from kvtrace_operator.render import consumer_tokens
 from kvtrace_operator.render.security import (
     GENERATED_ANNOTATION,
     RELOADED_VOLUMES,

@@ -25,7 +25,13 @@ from typing import Any
 from kvtrace_operator.render import names, sampling
 from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.errors import SpecError
-from kvtrace_operator.render.labels import COLLECTOR, COLLECTOR_LOADBALANCER, COLLECTOR_SAMPLING, JAEGER, child_metadata
+from kvtrace_operator.render.labels import (
+    COLLECTOR,
+    COLLECTOR_LOADBALANCER,
+    COLLECTOR_SAMPLING,
+    JAEGER,
+    child_metadata,
+)
 
 MANAGED, CERT_MANAGER, SECRET = "managed", "certManager", "secret"
 MODES = (MANAGED, CERT_MANAGER, SECRET)

@@ -361,9 +361,9 @@ def send_probe_trace(otlp_http: str, service: str, ca_file: str | Path | None = 
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
         endpoint=f"{otlp_http}/v1/traces", certificate_file=str(ca_file) if ca_file else None)))
     tracer = provider.get_tracer("kvtrace.devstack")
-    with tracer.start_as_current_span("PUT", kind=SpanKind.SERVER,
-                                      attributes={"kvstore.operation": "write"}) as root:
-        with tracer.start_as_current_span("replicate", kind=SpanKind.CLIENT) as child:
-            child.set_status(Status(StatusCode.ERROR, "replica down"))
+    with (tracer.start_as_current_span("PUT", kind=SpanKind.SERVER,
+                                       attributes={"kvstore.operation": "write"}) as root,
+          tracer.start_as_current_span("replicate", kind=SpanKind.CLIENT) as child):
+        child.set_status(Status(StatusCode.ERROR, "replica down"))
     provider.shutdown()
     return format(root.get_span_context().trace_id, "032x")

@@ -292,7 +292,12 @@ class Demo:
         """Jaeger first: the collector's config names Jaeger's OTLP Service, which resolves
         (and renders into its config) once Jaeger's pod runs."""
         from kvtrace.shared.endpoints import resolve_url
-        from kvtrace_operator.render.labels import COLLECTOR, COLLECTOR_LOADBALANCER, COLLECTOR_SAMPLING, JAEGER
+        from kvtrace_operator.render.labels import (
+            COLLECTOR,
+            COLLECTOR_LOADBALANCER,
+            COLLECTOR_SAMPLING,
+            JAEGER,
+        )
 
         def entrypoint(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
             # The images' entrypoint: the same program, from the tool cache.
@@ -414,7 +419,7 @@ class Demo:
 
         https = self.jaeger_url.startswith("https://") and self.collector_ca
         client = JaegerClient(self.jaeger_url, timeout=30, ca_pem=Path(self.collector_ca).read_text() if https else None)
-        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
         seen: list[tuple[float, tuple[int, int]]] = []
 
         def fetch() -> list[Any]:

@@ -125,7 +125,7 @@ def local_tls(directory: Path, pipeline: dict[str, Any], hosts: Sequence[str] = 
         return LocalTLS(pipeline)
     if not tls.every_hop(spec):
         raise ValueError("spec.security.tls mode secret serves the user's own certificate: provide its files")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name, namespace = names.name_of(pipeline), names.namespace_of(pipeline)
     ca = pki.make_ca(f"kvtrace {namespace}/{name} local CA", now, VALIDITY * 2)
     trust_dir = directory / "trust"
@@ -167,7 +167,7 @@ def loopback_leaf(cert_pem: str, cas: Iterable[pki.KeyPair], address: str,
     that the endpoint map sends to ``address`` verify it; those verifying a Service name too.
     None when ``cert_pem`` is no server leaf (a CA, no DNS names), none of ``cas`` signed it
     (cert-manager's issuer keys are not in the namespace), or it has expired."""
-    moment = now or datetime.datetime.now(datetime.timezone.utc)
+    moment = now or datetime.datetime.now(datetime.UTC)
     try:
         leaf = pki.info(cert_pem)
     except ValueError:

@@ -46,7 +46,14 @@ from pathlib import Path
 from typing import Any
 
 from kvtrace.devstack import tools
-from kvtrace.devstack.proc import Process, StartupError, keep_workdirs, no_proxy_env, port_open, wait_until
+from kvtrace.devstack.proc import (
+    Process,
+    StartupError,
+    keep_workdirs,
+    no_proxy_env,
+    port_open,
+    wait_until,
+)
 from kvtrace.shared import endpoints as endpoints_mod
 
 Obj = dict[str, Any]
@@ -102,9 +109,9 @@ def resolve_executable(name: str) -> str | None:
 
 def _resolve_executable(name: str) -> str | None:
     base = Path(name).name
-    if "/" in name and os.access(name, os.X_OK) and not Path(name).is_dir():
-        if not str(name).startswith(("/usr/bin/", "/bin/", "/usr/local/bin/")):
-            return name
+    if ("/" in name and os.access(name, os.X_OK) and not Path(name).is_dir()
+            and not str(name).startswith(("/usr/bin/", "/bin/", "/usr/local/bin/"))):
+        return name
     candidate = venv_bin() / base
     if candidate.exists() and os.access(candidate, os.X_OK):
         return str(candidate)
@@ -355,7 +362,12 @@ class PodRunner:
     # ----------------------------------------------------------------- API objects
     def _get(self, kind: str, name: str) -> Obj | None:
         from lightkube.core.exceptions import ApiError
-        from lightkube.resources.core_v1 import ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret
+        from lightkube.resources.core_v1 import (
+            ConfigMap,
+            PersistentVolume,
+            PersistentVolumeClaim,
+            Secret,
+        )
 
         key = (kind, name)
         if key not in self._cache:

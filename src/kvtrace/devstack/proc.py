@@ -233,7 +233,7 @@ def start_with_port_retry(
     for attempt in range(attempts):
         proc = make().start()
         try:
-            wait_until(lambda: ready(proc), timeout=timeout, what=what, process=proc)
+            wait_until(lambda: ready(proc), timeout=timeout, what=what, process=proc)  # noqa: B023 - this round's
             if not proc.alive():  # a namesake on the clashing port may have answered for it
                 raise StartupError(proc.describe_failure(f"died after looking {what}"))
             return proc

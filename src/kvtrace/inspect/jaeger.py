@@ -79,7 +79,7 @@ def find(url: str, service: str, *, operation: str | None = None, errors: bool =
         known = ", ".join(services[:20]) or "none yet"
         raise InspectError(f"--service: Jaeger at {url} knows no service {service!r} (known: {known})")
     wanted = limit if not (errors or min_ns) else min(MAX_FETCH, limit * OVERFETCH)
-    end = (now or dt.datetime.now(dt.timezone.utc)) + dt.timedelta(minutes=1)
+    end = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(minutes=1)
     kwargs: dict[str, Any] = {"operation": operation, "start": end - window - dt.timedelta(minutes=1),
                               "end": end, "limit": wanted}
     if min_ns:

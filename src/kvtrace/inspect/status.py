@@ -32,7 +32,7 @@ FORMATS = ("table", "json", "yaml")
 
 def parse_time(value: Any) -> dt.datetime | None:
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if not value or not isinstance(value, str):
         return None
     try:
@@ -69,7 +69,7 @@ def _event_time(event: Mapping[str, Any]) -> dt.datetime:
         if moment:
             return moment
     return parse_time((event.get("metadata") or {}).get("creationTimestamp")) or dt.datetime.min.replace(
-        tzinfo=dt.timezone.utc)
+        tzinfo=dt.UTC)
 
 
 def events_for(events: Iterable[Mapping[str, Any]], kind: str, name: str, now: dt.datetime,
@@ -392,4 +392,4 @@ def gather(kube: Any, namespace: str | None, now: dt.datetime | None = None) -> 
     pods = kube.list("Pod", namespace, {COMPONENT: KVNODE}) if clusters else []
     events = kube.list("Event", namespace) if clusters or pipelines else []
     return build_report(clusters=clusters, pipelines=pipelines, pods=pods, events=events,
-                        now=now or dt.datetime.now(dt.timezone.utc), namespace=namespace)
+                        now=now or dt.datetime.now(dt.UTC), namespace=namespace)

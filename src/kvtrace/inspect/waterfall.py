@@ -102,7 +102,7 @@ def summary(trace: Any) -> str:
     root = min(roots, key=lambda s: s.start_ns)
     t0, t1 = min(s.start_ns for s in spans), max(s.end_ns for s in spans)
     errors = sum(1 for s in spans if s.status_code == "ERROR")
-    start = dt.datetime.fromtimestamp(t0 / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    start = dt.datetime.fromtimestamp(t0 / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     services = sorted({s.service for s in spans if s.service})
     text = (f"trace {trace.trace_id}  {root.service}: {root.name}  {start}Z  {format_duration(t1 - t0)}, "
             f"{len(spans)} span{'s' if len(spans) != 1 else ''}")

@@ -51,7 +51,7 @@ class KeySet:
                 if response.status != 200:
                     raise IssuerError(f"GET {url}: HTTP {response.status}")
                 value = await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise IssuerError(f"GET {url}: {exc or type(exc).__name__}") from None
         if not isinstance(value, dict):
             raise IssuerError(f"GET {url}: expected a JSON object")

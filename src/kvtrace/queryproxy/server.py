@@ -197,7 +197,7 @@ async def _forward(request: web.Request) -> web.StreamResponse:
                 await response.write(chunk)
             await response.write_eof()
             return response
-    except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientConnectionError) as exc:
         log.warning("upstream %s: %s", app["settings"].upstream, exc or type(exc).__name__)
         if response is not None and response.prepared:
             raise  # cut short: aiohttp drops the connection, so the client cannot take it as complete

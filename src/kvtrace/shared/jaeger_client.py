@@ -172,8 +172,8 @@ def group_traces(spans: list[Span]) -> list[Trace]:
 
 def _rfc3339(moment: dt.datetime) -> str:
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class JaegerError(RuntimeError):
@@ -314,7 +314,7 @@ class JaegerClient:
         min_duration: str | None = None,
     ) -> list[Trace]:
         """Up to ``limit`` traces of ``service`` in ``[start, end]`` (default: the last ``lookback``)."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         end = end or now + dt.timedelta(minutes=1)
         start = start or end - lookback - dt.timedelta(minutes=1)
         body = self._get("/api/v3/traces", {

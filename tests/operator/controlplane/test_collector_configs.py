@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from kvtrace.devstack.operator_fixtures import Kube, Operator
 
 from kvtrace.devstack import tools
+from kvtrace.devstack.operator_fixtures import Kube, Operator
 from kvtrace.devstack.pytest_plugin import require_binaries
 from kvtrace_operator.render import render_pipeline
 

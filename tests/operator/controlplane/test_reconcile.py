@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kvtrace.devstack.operator_fixtures import Kube, Operator
 
+from kvtrace.devstack.operator_fixtures import Kube, Operator
 from kvtrace_operator.render import apply_defaults_pipeline, render_kvcluster, render_pipeline, tls
 
 pytestmark = pytest.mark.controlplane
@@ -238,7 +238,8 @@ def test_a_child_deleted_or_changed_by_hand_is_repaired(operator: Operator, kube
         return obj is not None and obj["metadata"]["uid"] != old_uid
 
     for kind, name in (("service", "kv"), ("configmap", "kv-config")):
-        poll(lambda: back(kind, name, old[kind]), timeout=TIMEOUT, message=f"{kind}/{name} re-created")
+        poll(lambda: back(kind, name, old[kind]), timeout=TIMEOUT,  # noqa: B023 - polled in this round
+             message=f"{kind}/{name} re-created")
     poll(lambda: back("deployment", "traces-collector"), timeout=TIMEOUT, message="collector re-created")
 
     # Drift in fields we own (the timer repairs it; --resync-interval 3 in tests).

@@ -206,7 +206,7 @@ PIPELINE = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
 
 
 def test_event_names_the_object_and_the_operator() -> None:
-    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     event = k8s.build_event(PIPELINE, "Created", "Deployment/traces-collector", now=when)
     assert event["involvedObject"] == {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
                                        "name": "traces", "namespace": "ns1", "uid": "u1",
@@ -284,7 +284,7 @@ async def test_member_views_resolve_through_the_endpoint_map(tmp_path: Any, monk
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Member(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:  # http.server's name
             body = json.dumps({"id": "kv-1", "member": False, "rebalancing": False}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from render_testlib import kvcluster, pipeline
 
-from kvtrace_operator.render import SpecError, render_all, render_kvcluster, render_pipeline, validate_kvcluster, validate_pipeline
+from kvtrace_operator.render import (
+    SpecError,
+    render_all,
+    render_kvcluster,
+    render_pipeline,
+    validate_kvcluster,
+    validate_pipeline,
+)
 from kvtrace_operator.render.defaults import KVCLUSTER_DEFAULTS, PIPELINE_DEFAULTS
 from kvtrace_operator.render.durations import parse_duration, single_unit
 

@@ -12,7 +12,7 @@ from kvtrace_operator import pki, rotation
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 HOUR = datetime.timedelta(hours=1)
 POLICY = rotation.Policy(duration=10 * HOUR, renew_before=3 * HOUR, ca_duration=100 * HOUR,
                          ca_renew_before=20 * HOUR)
@@ -52,8 +52,8 @@ class TestPki:
 
     def test_python_ssl_accepts_the_pair(self, tmp_path: Path) -> None:
         """The real TLS stack loads the key pair and verifies the chain."""
-        ca = pki.make_ca("ssl CA", datetime.datetime.now(datetime.timezone.utc), HOUR)
-        leaf = pki.issue(ca, "srv", ["localhost"], datetime.datetime.now(datetime.timezone.utc), HOUR)
+        ca = pki.make_ca("ssl CA", datetime.datetime.now(datetime.UTC), HOUR)
+        leaf = pki.issue(ca, "srv", ["localhost"], datetime.datetime.now(datetime.UTC), HOUR)
         (tmp_path / "tls.crt").write_text(leaf.cert_pem)
         (tmp_path / "tls.key").write_text(leaf.key_pem)
         server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
