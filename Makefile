@@ -82,10 +82,13 @@ KUBECTL ?= $(or $(wildcard $(BIN)/kubectl),kubectl)
 KIND_CLUSTER ?= kvtrace
 KIND_NODE_IMAGE ?=
 
-# The chart ships byte-identical copies of the top-level CRDs (the single source).
+# The chart and the operator package (what `kvtrace render` validates against) ship
+# byte-identical copies of the top-level CRDs (the single source); unit tests fail on drift.
+PACKAGE_CRDS := operator/kvtrace_operator/crds
 crds:
-	rm -f $(CHART)/crds/*.yaml
+	rm -f $(CHART)/crds/*.yaml $(PACKAGE_CRDS)/*.yaml
 	cp crds/*.yaml $(CHART)/crds/
+	cp crds/*.yaml $(PACKAGE_CRDS)/
 
 manifests: install crds
 	@test -n "$(HELM)" || { echo "helm v4 is not built: run 'kvtrace dev tools' (or pass HELM=...)"; exit 1; }

@@ -129,13 +129,23 @@ def register(subparsers: Any) -> None:
 
     render = subparsers.add_parser(
         "render",
-        help="print, as multi-document YAML, exactly the objects the operator would apply",
+        help="check custom resources strictly and print exactly the objects the operator would apply",
         description="Reads KVCluster and TracingPipeline resources from files (a KVCluster and "
-        "the TracingPipeline it references may come together) and prints every child object "
-        "the operator would apply, from the same pure render functions the handlers use.",
+        "the TracingPipeline it references may come together), checks each against its CRD's "
+        "schema and validation rules as the API server's strict field validation does "
+        "(unknown fields are errors; every error is printed, exit status 1), and prints every "
+        "child object the operator would apply, from the same pure render functions the "
+        "handlers use.",
     )
     render.add_argument("-f", "--filename", action="append", dest="files", required=True,
-                        metavar="FILE", help="a YAML file of custom resources ('-' for stdin); repeatable")
+                        metavar="FILE|DIR",
+                        help="a YAML or JSON file of custom resources, a directory of them (its "
+                        ".json, .yaml and .yml files, as kubectl reads them) or '-' for stdin; "
+                        "repeatable")
+    render.add_argument("-R", "--recursive", action="store_true",
+                        help="read directories given to -f recursively")
+    render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml",
+                        help="yaml: multi-document YAML (default); json: one v1 List")
     add_query_proxy_image(render)
     render.set_defaults(func=_render)
 

@@ -1,11 +1,16 @@
-"""``kvtrace render -f FILE...``: print exactly the objects the operator would apply.
+"""``kvtrace render -f FILE|DIR...``: print exactly the objects the operator would apply.
 
-Everything is read, checked and rendered before anything is printed: bad input prints one
-message naming the file, the resource and the field, and exits 1 with nothing on stdout.
+Everything is read, checked and rendered before anything is printed. Every document is
+checked against its CRD's own schema and CEL rules as the API server's strict field
+validation does (``render.strict``, with the CRDs shipped in ``kvtrace_operator.crds``), and
+every error of every document is printed, each naming the file, the resource and the field;
+then the exit code is 1 with nothing on stdout. ``-f DIR`` reads the directory's .yaml, .yml
+and .json files as kubectl does (``-R`` recursively); ``-o json`` prints a v1 List.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -13,15 +18,20 @@ from typing import Any, TextIO
 import yaml
 
 from kvtrace.shared.api import KVCLUSTER
-from kvtrace_operator.render import SpecError, pipeline_ref, referenced_pipeline
+from kvtrace_operator import crds
+from kvtrace_operator.render import SpecError, pipeline_ref, referenced_pipeline, strict
 from kvtrace_operator.render.images import OPERATOR_IMAGE
 from kvtrace_operator.render.names import name_of, namespace_of
-from kvtrace_operator.render.output import dump_all
+from kvtrace_operator.render.output import dump_all, dump_json_list
 from kvtrace_operator.render.resources import check_kind, render_one, validate_resource
+
+# What kubectl reads from a directory given to -f.
+EXTENSIONS = (".json", ".yaml", ".yml")
+OUTPUTS = {"yaml": dump_all, "json": dump_json_list}
 
 
 class InputError(Exception):
-    """Bad input, with the whole message to print."""
+    """Bad input, with the whole message to print (one line per problem)."""
 
 
 @dataclass
@@ -35,6 +45,42 @@ class Document:
         return f"{self.source} (document {self.index + 1}, {kind}/{name_of(self.resource) or '?'})"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML with the API server's strict decoding: a key twice in one mapping is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate field {key_node.value!r}", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def input_files(paths: list[str], recursive: bool = False) -> list[str]:
+    """``paths`` with each directory replaced by its .json/.yaml/.yml files, sorted (as
+    kubectl does; ``recursive``: also in subdirectories)."""
+    files: list[str] = []
+    for path in paths:
+        if path == "-" or not os.path.isdir(path):
+            files.append(path)
+            continue
+        found = sorted(
+            os.path.join(root, name)
+            for root, dirs, names in os.walk(path)
+            for name in names if name.endswith(EXTENSIONS)
+            if recursive or root == path
+        )
+        if not found:
+            raise InputError(f"{path}: no {', '.join(EXTENSIONS)} files in this directory"
+                             + ("" if recursive else " (-R reads its subdirectories too)"))
+        files += found
+    return files
+
+
 def read_text(path: str, stdin: TextIO) -> str:
     if path == "-":
         return stdin.read()
@@ -45,12 +91,20 @@ def read_text(path: str, stdin: TextIO) -> str:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
+def _yaml_error(source: str, exc: yaml.YAMLError) -> InputError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    return InputError(f"{where}: malformed YAML: {problem}" + (f" ({context})" if context else ""))
+
+
 def load_documents(path: str, stdin: TextIO) -> list[Document]:
     source = "<stdin>" if path == "-" else path
     try:
-        loaded = list(yaml.safe_load_all(read_text(path, stdin)))
+        loaded = list(yaml.load_all(read_text(path, stdin), Loader=_StrictLoader))  # noqa: S506
     except yaml.YAMLError as exc:
-        raise InputError(f"{source}: malformed YAML: {exc}") from exc
+        raise _yaml_error(source, exc) from exc
     documents = []
     for index, resource in enumerate(loaded):
         if resource is None:
@@ -63,6 +117,20 @@ def load_documents(path: str, stdin: TextIO) -> list[Document]:
             raise InputError(f"{where}: {exc.field}: {exc.message}") from exc
         documents.append(document)
     return documents
+
+
+def strict_problems(documents: list[Document]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of every document against its CRD: every error, not the first."""
+    schemas = crds.schemas()
+    errors: list[str] = []
+    warnings: list[str] = []
+    for document in documents:
+        resource = document.resource
+        report = strict.check(resource, schemas[(resource["apiVersion"], resource["kind"])])
+        errors += [f"{document.where()}: {error}" for error in report.errors]
+        warnings += [f"warning: {document.where()}: rule not checked here (the API server will): "
+                     f"{rule}" for rule in report.unchecked]
+    return errors, warnings
 
 
 def _attributed(document: Document, exc: SpecError) -> InputError:
@@ -101,18 +169,30 @@ def missing_pipeline_warnings(documents: list[Document]) -> list[str]:
     return warnings
 
 
+def checked_documents(args: Any, stdin: TextIO) -> tuple[list[Document], list[str]]:
+    """The documents of ``args.files`` and the warnings about them; InputError with every
+    problem when any document is invalid."""
+    files = input_files(args.files, getattr(args, "recursive", False))
+    documents = [document for path in files for document in load_documents(path, stdin)]
+    if not documents:
+        raise InputError(f"{', '.join(args.files)}: no KVCluster or TracingPipeline found")
+    errors, warnings = strict_problems(documents)
+    if errors:
+        raise InputError("\n".join(errors))
+    return documents, warnings
+
+
 def main(args: Any, stdout: TextIO | None = None, stderr: TextIO | None = None,
          stdin: TextIO | None = None) -> int:
     out, err, inp = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
     try:
-        documents = [document for path in args.files for document in load_documents(path, inp)]
-        if not documents:
-            raise InputError(f"{', '.join(args.files)}: no KVCluster or TracingPipeline found")
+        documents, warnings = checked_documents(args, inp)
         objects = render_documents(documents, getattr(args, "query_proxy_image", OPERATOR_IMAGE))
     except InputError as exc:
-        print(f"kvtrace render: {exc}", file=err)
+        for line in str(exc).splitlines():
+            print(f"kvtrace render: {line}", file=err)
         return 1
-    for warning in missing_pipeline_warnings(documents):
+    for warning in warnings + missing_pipeline_warnings(documents):
         print(warning, file=err)
-    out.write(dump_all(objects))
+    out.write(OUTPUTS[getattr(args, "output", "yaml")](objects))
     return 0

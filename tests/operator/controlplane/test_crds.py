@@ -1,12 +1,18 @@
 """The CRDs on a real API server: they install, accept good resources, and reject malformed
-ones with a message naming the offending field (server-side dry run: nothing is stored)."""
+ones with a message naming the offending field (server-side dry run: nothing is stored);
+``kvtrace render``'s strict check (render.strict) says the same words for the same documents."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import re
+
 import pytest
 import yaml
+
+from kvtrace_operator.crds import schemas
+from kvtrace_operator.render import strict
 
 pytestmark = pytest.mark.controlplane
 
@@ -64,6 +70,11 @@ MALFORMED = [
 ]
 
 
+def render_errors(obj: dict[str, Any]) -> list[str]:
+    """What `kvtrace render` says about ``obj``: the CRD check, offline."""
+    return [str(error) for error in strict.check(obj, schemas()[(obj["apiVersion"], obj["kind"])]).errors]
+
+
 def dry_run_create(kubectl: Any, namespace: str, obj: dict[str, Any]) -> Any:
     return kubectl("-n", namespace, "create", "--dry-run=server", "-f", "-",
                    input=yaml.safe_dump(obj), check=False)
@@ -77,6 +88,10 @@ def test_malformed_resource_is_rejected_naming_the_field(crds: list[str], kubect
     assert "is invalid" in proc.stderr, proc.stderr
     assert f"{field}:" in proc.stderr, f"{case}: the message does not name {field}: {proc.stderr}"
     assert phrase in proc.stderr, f"{case}: expected {phrase!r} in: {proc.stderr}"
+    ours = render_errors(obj)
+    assert ours, f"{case}: the API server rejects it, kvtrace render accepts it"
+    for error in ours:  # kvtrace render's words are the API server's
+        assert error in proc.stderr, f"{case}: render says {error!r}, the API server: {proc.stderr}"
 
 
 @pytest.mark.parametrize("obj", [
@@ -105,3 +120,40 @@ def test_crds_serve_the_scale_subresource_and_short_names(crds: list[str], kubec
     assert "tracingpipelines" in resources and "tp" in resources
     categories = kubectl("get", "kvtrace", "-A").stdout + kubectl("get", "kvtrace", "-A").stderr
     assert "error" not in categories.lower()
+
+
+# Documents with unknown fields (strict decoding) or several errors at once.
+STRICT = [
+    ("unknown-fields", kvc(replicaz=3, tracing={"pipelineref": {"name": "traces"}})),
+    ("unknown-in-lists-and-metadata", {**tp(samplng={}, exporters={"otlp": [{"name": "a", "endpoint": "x:4317",
+                                                                            "protocl": "grpc"}]}),
+                                       "metadata": {"name": "bad", "labelz": {"a": "b"}}}),
+    ("several-errors", kvc(replicas=0, consistency={"read": "most"}, storage={"size": "lots"},
+                           antiEntropy={"interval": "500ms"})),
+    ("quantity", kvc(resources={"requests": {"cpu": "lots", "memory": "1Gi"}, "limits": {"memory": "x"}})),
+    ("quantity-pipeline", tp(collector={"resources": {"limits": {"memory": "lots"}}},
+                             jaeger={"resources": {"requests": {"cpu": "much"}}})),
+    ("duplicate-list-keys", tp(exporters={"otlp": [{"name": "a", "endpoint": "x:4317"},
+                                                   {"name": "a", "endpoint": "y:4317"}]})),
+    ("type-error-blocks-rules", kvc(replicas="three", replicationFactor=5)),
+    ("name", {**kvc(), "metadata": {"name": "Not-A-Label"}}),
+]
+_ERROR_START = re.compile(r"(?:^|\[|, )((?:spec|metadata)[\w.\[\]]*|<nil>): ", re.MULTILINE)
+
+
+@pytest.mark.parametrize(("case", "obj"), STRICT, ids=[s[0] for s in STRICT])
+def test_render_reports_what_the_api_server_reports(crds: list[str], kubectl: Any, case: str,
+                                                     obj: dict[str, Any]) -> None:
+    proc = dry_run_create(kubectl, "default", obj)
+    assert proc.returncode != 0, f"{case}: accepted by the API server"
+    ours = render_errors(obj)
+    server_unknown = set(re.findall(r'unknown field "([^"]+)"', proc.stderr))
+    our_unknown = {error.split(":")[0] for error in ours if "unknown field" in error}
+    assert our_unknown == server_unknown, proc.stderr
+    if server_unknown:  # strict decoding fails first: the API server says nothing more
+        return
+    assert ours, f"{case}: the API server rejects it, kvtrace render accepts it: {proc.stderr}"
+    for error in ours:
+        if not error.startswith("(rules)"):
+            assert error.replace("<root>", "<nil>") in proc.stderr, f"{error!r} vs {proc.stderr}"
+    assert len(_ERROR_START.findall(proc.stderr)) == len(ours), (ours, proc.stderr)
