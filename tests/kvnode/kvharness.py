@@ -84,7 +84,7 @@ class Node:
                "OTEL_SDK_DISABLED": "true", **h.env, **self.extra_env,
                "KVNODE_ID": self.id, "KVNODE_CLIENT_ADDR": f"{self.ip}:{self.client_port}",
                "KVNODE_PEER_ADDR": f"{self.ip}:{self.peer_port}", "KVNODE_DATA_DIR": str(self.data_dir),
-               "KVNODE_PEERS_FILE": str(h.peers_file)}
+               "KVNODE_PEERS_FILE": str(h.peers_file_of(self))}
         cmd = [str(BIN / "kvtrace"), "node", "serve"]
         if env.get("OTEL_SDK_DISABLED") != "true":
             cmd = [str(BIN / "opentelemetry-instrument"), *cmd]
@@ -150,9 +150,10 @@ class Node:
 
 
 class Harness:
-    def __init__(self, root: Path, env: dict[str, str]):
+    def __init__(self, root: Path, env: dict[str, str], own_peers_files: bool = False):
         self.root = root
         self.env = env
+        self.own_peers_files = own_peers_files
         self.subnet = next(_subnets)
         self.peers_file = root / "peers"
         self.nodes: list[Node] = []
@@ -165,10 +166,22 @@ class Harness:
         self.nodes += new
         return new
 
-    def write_peers(self, nodes: list[Node]) -> None:
-        tmp = self.peers_file.with_suffix(".tmp")
-        tmp.write_text("\n".join(n.peer for n in nodes) + "\n")
-        tmp.replace(self.peers_file)
+    def peers_file_of(self, node: Node) -> Path:
+        """The shared peers file, or with `own_peers_files` one per node (like pods that see
+        a ConfigMap update at different times)."""
+        return self.root / f"peers-{node.id}" if self.own_peers_files else self.peers_file
+
+    def write_peers(self, nodes: list[Node], to: list[Node] | None = None) -> None:
+        """Write the member list: to every node's file, or with `to` only to those nodes'
+        files (with `own_peers_files`; otherwise there is one shared file)."""
+        text = "\n".join(n.peer for n in nodes) + "\n"
+        paths = {self.peers_file} if not self.own_peers_files else set()
+        if self.own_peers_files:
+            paths.update(self.peers_file_of(n) for n in (self.nodes if to is None else to))
+        for path in paths:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
 
     def start(self, count: int) -> list[Node]:
         nodes = self.add(count)

@@ -16,7 +16,7 @@ from kvnode.replication.cluster import Cluster, Settings
 from kvnode.replication.coordinator import Coordinator
 from kvnode.replication.handoff import replay_hints
 from kvnode.replication.hlc import LOGICAL_BITS
-from kvnode.replication.rebalance import change_members
+from kvnode.replication.rebalance import change_members, ensure_driver, exchange_status
 from kvnode.replication.replica import Replica
 from kvnode.replication.ring import PeersError, parse_peers
 from kvnode.storage.engine import Store
@@ -98,6 +98,7 @@ class Node:
         creds = self.credentials
         server = await loop.create_server(peer_server.protocol, cfg.peer_host, cfg.peer_port, reuse_address=True,
                                           ssl=creds.listening(peer=True))
+        await self._join_change_in_progress()
         client_server = await loop.create_server(http.protocol, cfg.client_host, cfg.client_port, reuse_address=True,
                                                  ssl=creds.listening(peer=False))
         self._start_background()
@@ -120,6 +121,19 @@ class Node:
         self.peer_client.close()
         self.store.close()
         log.info("stopped")
+
+    async def _join_change_in_progress(self) -> None:
+        """Before serving clients, ask the members whether a membership change is going on
+        (a member restarted in the middle of one takes its phase and old ring from them)."""
+        c = self.cluster
+        try:
+            await asyncio.wait_for(exchange_status(c, c.view), min(self.config.peer_timeout, 2.0))
+        except TimeoutError:
+            log.warning("no membership status from the peers before serving; learning it later")
+        # members starting together refuse each other's first calls: that must not make the
+        # first client requests fail fast as if those peers were down
+        self.peer_client.forget_failures()
+        ensure_driver(c)
 
     def _start_background(self) -> None:
         c = self.cluster

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvnode.metrics import Metrics
+from kvnode.replication import membership
 from kvnode.replication.hlc import Clock
+from kvnode.replication.membership import Status, View
 from kvnode.replication.peers import PeerAPI
 from kvnode.replication.ring import Member, Ring
 from kvnode.storage import Record
@@ -38,18 +40,78 @@ class Cluster:
         self.peers = peers
         self.metrics = metrics
         self.clock = Clock()
-        self.ring = Ring(members, settings.vnodes)
+        self.view = View(Ring(members, settings.vnodes))
         self.epoch = 1
         self.rebalancing = False
         self.rebalanced_epoch = 1
+        # membership changes (replication/membership.py): what the peers said, whether this
+        # node streamed its records for the current target ring, whether it still has to
+        # learn from its peers that a change is going on (it just started)
+        self.peer_status: dict[str, Status] = {}
+        self.streamed_fp = ""
+        self.fresh = True
+        self.heard: set[str] = set()
+        self.status_changed = asyncio.Event()
+        self.driver: asyncio.Task[Any] | None = None  # drives the change in progress
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- membership -----------------------------------------------------------------
+    @property
+    def ring(self) -> Ring:
+        """The target ring: the members of the peers file."""
+        return self.view.target
+
     def owners(self, khash: int) -> tuple[str, ...]:
-        return self.ring.preference(khash, self.rf)
+        return self.view.target.preference(khash, self.rf)
+
+    def write_sets(self, khash: int) -> tuple[tuple[str, ...], ...]:
+        """Replica sets whose quorum an operation needs (one set unless ranges move)."""
+        if not self.view.previous:
+            return (self.view.target.preference(khash, self.rf),)
+        return self.view.write_sets(khash, self.rf)
+
+    def copy_to(self, khash: int) -> tuple[str, ...]:
+        """Every replica a write goes to (old and new owners while ranges move)."""
+        if not self.view.previous:
+            return self.view.target.preference(khash, self.rf)
+        return self.view.copy_to(khash, self.rf)
 
     def member(self, member_id: str) -> Member | None:
-        return self.ring.member(member_id)
+        found = self.view.target.member(member_id)
+        if found is None:
+            for ring in self.view.previous:
+                found = ring.member(member_id)
+                if found is not None:
+                    break
+        return found
+
+    def status(self) -> Status:
+        view = self.view
+        return Status(self.id, view.target.members, tuple(r.members for r in view.previous), view.phase,
+                      self.drained())
+
+    def drained(self) -> bool:
+        """Streamed for the current target ring, and no hints waiting for one of its members."""
+        if self.streamed_fp != membership.fingerprint(self.view.target.members):
+            return False
+        hints = self.store.hint_counts()
+        return not any(hints.get(m) for m in self.view.target.ids)
+
+    def learn(self, status: Status) -> None:
+        """Record a peer's status; a node that just started takes a change in progress from it."""
+        if status.node == self.id:
+            return
+        self.peer_status[status.node] = status
+        if self.fresh:
+            adopted = membership.adopt(self.view, status)
+            if adopted is not None and not self.view.previous:
+                log.info("joining the membership change in progress (phase %s, from %s)", adopted.phase, status.node)
+                self.view = adopted
+                self.rebalancing = True
+            self.heard.add(status.node)
+            if self.heard >= set(self.view.target.ids) - {self.id}:
+                self.fresh = False
+        self.status_changed.set()
 
     @property
     def is_member(self) -> bool:

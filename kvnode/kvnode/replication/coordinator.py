@@ -31,17 +31,40 @@ class NotEnoughReplicas(Exception):
 
 
 class _Tally:
-    __slots__ = ("need", "total", "acked", "failures", "done", "answers")
+    """Answers counted against the level's quorum of one replica set, or (while ranges move)
+    of each of `sets` (owners, need): done once each is met or one can no longer be."""
 
-    def __init__(self, need: int, total: int, done: asyncio.Future[None]):
-        self.need, self.total, self.done = need, total, done
+    __slots__ = ("need", "total", "acked", "failures", "done", "answers", "sets", "ok")
+
+    def __init__(self, need: int, total: int, done: asyncio.Future[None],
+                 sets: tuple[tuple[tuple[str, ...], int], ...] = ()):
+        self.need, self.total, self.done, self.sets = need, total, done, sets
         self.acked = 0
         self.failures: dict[str, str] = {}
         self.answers: dict[str, Record | None] = {}
+        self.ok: set[str] = set()
 
     def settle(self) -> None:
-        if not self.done.done() and (self.acked >= self.need or len(self.failures) > self.total - self.need):
+        if self.done.done():
+            return
+        if not self.sets:
+            if self.acked >= self.need or len(self.failures) > self.total - self.need:
+                self.done.set_result(None)
+            return
+        met = True
+        for owners, need in self.sets:
+            if sum(o in self.ok for o in owners) < need:
+                met = False
+                if sum(o in self.failures for o in owners) > len(owners) - need:
+                    self.done.set_result(None)
+                    return
+        if met:
             self.done.set_result(None)
+
+    def met(self) -> bool:
+        if not self.sets:
+            return self.acked >= self.need
+        return all(sum(o in self.ok for o in owners) >= need for owners, need in self.sets)
 
 
 def _reason(exc: BaseException) -> str:
@@ -86,6 +109,8 @@ class Coordinator:
         record = Record(key, b"" if tombstone else value, c.clock.now(), tombstone)
         loop = asyncio.get_running_loop()
         tally = _Tally(need, len(owners), loop.create_future())
+        if c.view.previous:  # ranges move: old and new owners get it, quorums per phase
+            owners, tally.sets = self._moving(khash, level)
         trace, started = (telemetry.w3c_headers(span), time.time_ns()) if span is not None else (NO_TRACE, 0)
         local = False
         for owner in owners:
@@ -105,9 +130,14 @@ class Coordinator:
             else:
                 self._write_local(tally, record, span, started)
         await tally.done
-        if tally.acked < need:
+        if not tally.met():
             raise NotEnoughReplicas(need, tally.acked, dict(tally.failures))
         return record, tally.acked, need
+
+    def _moving(self, khash: int, level: str) -> tuple[tuple[str, ...], tuple[tuple[tuple[str, ...], int], ...]]:
+        """While ranges move: every replica to contact, and each set's required answers."""
+        sets = tuple((owners, required(level, len(owners))) for owners in self.c.write_sets(khash))
+        return self.c.copy_to(khash), sets
 
     def _write_local(self, tally: _Tally, record: Record, span: Span | None, started: int) -> None:
         fut: asyncio.Future[Any]
@@ -123,6 +153,7 @@ class Coordinator:
         exc = fut.exception()
         if exc is None:
             tally.acked += 1
+            tally.ok.add(owner)
         else:
             reason = _reason(exc)
             tally.failures[owner] = reason
@@ -139,25 +170,36 @@ class Coordinator:
         more for each that fails; newest answer wins and stale answerers are repaired.
         Returns (record or None, answered, required); raises NotEnoughReplicas."""
         c = self.c
-        owners = self._owners(key_hash(key))
+        khash = key_hash(key)
+        owners = self._owners(khash)
         need = required(level, len(owners))
         tally = _Tally(need, len(owners), asyncio.get_running_loop().create_future())
+        if c.view.previous:  # ranges move: the old owners are consulted (phase rules)
+            sets = c.write_sets(khash)
+            if len(sets) == 1:
+                owners = sets[0]
+                tally.need = need = required(level, len(owners))
+                tally.total = len(owners)
+            else:
+                owners, tally.sets = self._moving(khash, level)
+                need = len(owners)  # every replica is asked
         spare = [o for o in owners if o != c.id]
         if c.id in owners:
             tally.answers[c.id] = c.store.get(key)
             tally.acked += 1
-        for _ in range(need - tally.acked):
+            tally.ok.add(c.id)
+        for _ in range(min(need - tally.acked, len(spare))):
             self._ask(tally, spare, key, span)
         tally.settle()
         await tally.done
-        if tally.acked < need:
-            raise NotEnoughReplicas(need, tally.acked, dict(tally.failures))
+        if not tally.met():
+            raise NotEnoughReplicas(tally.need, tally.acked, dict(tally.failures))
         winner = newest(tally.answers.values())
         if winner is not None:
             stale = [o for o, r in tally.answers.items() if r != winner]
             if stale:
                 self.repair(winner, stale, span)
-        return winner, tally.acked, need
+        return winner, tally.acked, tally.need
 
     def _ask(self, tally: _Tally, spare: list[str], key: bytes, parent: Span | None) -> None:
         owner = spare.pop(0)
@@ -174,6 +216,7 @@ class Coordinator:
             record = fut.result()
             tally.answers[owner] = record
             tally.acked += 1
+            tally.ok.add(owner)
             if tally.done.done():  # answered after the client got its reply: repair it if stale
                 winner = newest(tally.answers.values())
                 if winner is not None and record != winner:

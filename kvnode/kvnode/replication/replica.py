@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import Sequence
 
 from kvnode.keys import key_hash
-from kvnode.replication import merkle
+from kvnode.replication import membership, merkle
 from kvnode.replication.cluster import Cluster
+from kvnode.replication.rebalance import ensure_driver
 from kvnode.storage import Record
 
 FETCH_LIMIT_BYTES = 4 * 1024 * 1024
@@ -34,12 +35,18 @@ class Replica:
         c = self.c
         by_owner: dict[str, list[Record]] = {}
         for r in records:
-            owners = c.owners(key_hash(r.key))
+            owners = c.copy_to(key_hash(r.key))
             if c.id not in owners:
                 for owner in owners:
                     by_owner.setdefault(owner, []).append(r)
         for owner, recs in by_owner.items():
             c.add_hints(owner, recs)
+
+    def status(self, body: bytes) -> bytes:
+        """A peer's membership-change status in, this node's out (raises StatusError)."""
+        self.c.learn(membership.decode_status(body))
+        ensure_driver(self.c)  # a node that just started may have joined a change
+        return membership.encode_status(self.c.status())
 
     def get(self, key: bytes) -> Record | None:
         return self.c.store.get(key)

@@ -17,9 +17,9 @@ from typing import NamedTuple
 
 from kvnode.storage import Record
 
-PUT, GET, MERKLE, FETCH, PING = 1, 2, 3, 4, 5
+PUT, GET, MERKLE, FETCH, PING, STATUS = 1, 2, 3, 4, 5, 6
 OK, ERROR = 0x80, 0x81
-REQUEST_TYPES = {PUT: "put", GET: "get", MERKLE: "merkle", FETCH: "fetch", PING: "ping"}
+REQUEST_TYPES = {PUT: "put", GET: "get", MERKLE: "merkle", FETCH: "fetch", PING: "ping", STATUS: "status"}
 
 _LEN = struct.Struct(">I")
 _HEAD = struct.Struct(">IBB")

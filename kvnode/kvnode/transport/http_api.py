@@ -172,6 +172,7 @@ def cluster_view(cluster: Cluster) -> dict[str, Any]:
         "ring": {"vnodes": ring.vnodes, "tokens": len(tokens), "ownership": {k: round(v, 4) for k, v in share.items()}},
         "hints_pending": cluster.store.hint_counts(),
         "rebalancing": cluster.rebalancing,
+        "membership": {"phase": cluster.view.phase, "previous": [list(r.ids) for r in cluster.view.previous]},
         "rebalanced_epoch": cluster.rebalanced_epoch,
         "keys": cluster.store.count(),
     }

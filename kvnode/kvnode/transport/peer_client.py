@@ -143,6 +143,10 @@ class PeerClient:
         if self._conns.get(conn.addr) is conn:
             del self._conns[conn.addr]
 
+    def forget_failures(self) -> None:
+        """Drop the backoff of peers that could not be reached (they are tried again)."""
+        self._down.clear()
+
     def close(self) -> None:
         for conn in list(self._conns.values()):
             conn.abort("client closed")
@@ -216,6 +220,9 @@ class PeerClient:
 
     def fetch(self, member: Member, requester: str, leaves: Sequence[int], trace: Trace = NO_TRACE) -> asyncio.Future[list[Record]]:
         return self._request(member, frames.FETCH, frames.encode_fetch(requester, leaves), _records, trace)
+
+    def status(self, member: Member, body: bytes) -> asyncio.Future[bytes]:
+        return self._request(member, frames.STATUS, body, bytes, NO_TRACE)
 
     def ping(self, member: Member) -> asyncio.Future[Any]:
         return self._request(member, frames.PING, b"", lambda b: None, NO_TRACE)

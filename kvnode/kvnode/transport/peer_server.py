@@ -19,6 +19,7 @@ from kvnode import telemetry
 from kvnode.keys import key_hash
 from kvnode.metrics import Metrics
 from kvnode.replication import merkle
+from kvnode.replication.membership import StatusError
 from kvnode.replication.peers import OPERATIONS
 from kvnode.replication.replica import Replica
 from kvnode.storage import Record
@@ -132,11 +133,13 @@ class _ServerConnection(asyncio.Protocol):
                     span = self.span(msg, "anti_entropy", {})
                 self._answer_when_done(replica.fetch_off_loop(requester, leaves), msg.request_id, span, frames.encode_records)
                 return
+            elif msg.type == frames.STATUS:
+                body = replica.status(msg.body)
             elif msg.type == frames.PING:
                 body = b""
             else:
                 raise frames.ProtocolError(f"unknown message type {msg.type}")
-        except (frames.ProtocolError, UnicodeDecodeError) as exc:
+        except (frames.ProtocolError, UnicodeDecodeError, StatusError) as exc:
             server.metrics.peer_requests.inc("malformed")
             if span is not None:
                 telemetry.fail(span, exc, str(exc))
