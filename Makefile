@@ -52,7 +52,7 @@ controlplane: tools
 dev: tools
 	$(BIN)/kvtrace dev demo $(DEV_ARGS)
 
-# ---- Shipping: chart, install manifests, images, kind (issue 5) ----------------------------
+# ---- Shipping: chart, install manifests, images, kind -------------------------------------
 .PHONY: crds manifests images kind-up kind-down e2e
 
 CHART := charts/kvtrace-operator

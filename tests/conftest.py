@@ -1,4 +1,4 @@
-"""Shared test configuration: every test belongs to exactly one tier (DESIGN.md section 6)."""
+"""Shared test configuration: every test belongs to exactly one tier (docs/design.md section 7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The layer contracts of DESIGN.md section 2, kept by import-linter (as kopf does for itself)."""
+"""The layer contracts of docs/design.md section 2, kept by import-linter (as kopf does for itself)."""
 
 from __future__ import annotations
 

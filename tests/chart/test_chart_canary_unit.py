@@ -1,4 +1,4 @@
-"""The chart's canary and operator-tracing values (issue 7) reach the operator's arguments,
+"""The chart's canary and operator-tracing values (docs/operator.md) reach the operator's arguments,
 and the rendered arguments parse with the real `kvtrace operator run` parser (the schema's
 refusals of bad values are in test_chart_unit.py)."""
 

@@ -107,7 +107,7 @@ def assert_children(kubectl: Kubectl, namespace: str, folder: Path) -> None:
 def assert_kv_traces(jaeger: Any, service: str, raw_key_prefix: str) -> None:
     """Jaeger (a ``kvtrace.shared.jaeger_client.JaegerClient``) holds traces of ``service``
     whose spans carry the kvstore.* attributes and never a raw key (keys written with
-    ``raw_key_prefix``; DESIGN.md section 4)."""
+    ``raw_key_prefix``; docs/design.md section 4)."""
     traces = jaeger.find_traces(service, limit=20)
     assert traces, f"no traces of {service} in Jaeger"
     spans = [span for trace in traces for span in trace.spans]

@@ -64,7 +64,7 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
     assert len(root_attrs["kvstore.key.hash"]) == 16
     assert root_attrs["db.operation.name"] == "write"
     # the coordinator (a replica itself) applies its own copy in-process; each peer call is one
-    # span: the replica's SERVER span, a child of the coordinator's span (DESIGN.md section 4)
+    # span: the replica's SERVER span, a child of the coordinator's span (docs/design.md section 4)
     assert len(spans) == 3, [(n, s.name) for n, s in spans]
     replica_calls = [(n, s) for n, s in spans if s.parent_span_id == root.span_id]
     assert len(replica_calls) == 2, "one span per replica call"

@@ -1,4 +1,4 @@
-"""Authentication end to end on the local cluster (issue 8): a pipeline with ``auth.enabled``
+"""Authentication end to end on the local cluster (docs/security.md): a pipeline with ``auth.enabled``
 and no Secret of the user's; the operator generates the token Secret, and the pod runner runs
 the real Jaeger, the real collector and a real KV member behind their pods, with the rendered
 pod specs as the kubelet would (the token file from the Secret volume, ``KVTRACE_OTLP_TOKEN``

@@ -1,4 +1,4 @@
-"""One OTLP token per consumer, end to end on the local cluster (issue 8): the operator gives
+"""One OTLP token per consumer, end to end on the local cluster (docs/security.md): the operator gives
 each KVCluster referencing a pipeline its own token Secret, keeps the collector's token set in
 step with the consumers, and the real collector, run by the pod runner from the rendered pod
 spec (its token file refreshed from the token-set Secret as the kubelet does), accepts exactly

@@ -1,4 +1,4 @@
-"""Per-consumer tokens against the real collector (issue 8): the rendered edge config reads the
+"""Per-consumer tokens against the real collector (docs/security.md): the rendered edge config reads the
 token set the operator writes (``render/consumer_tokens.py``), updated the way the kubelet
 updates a Secret volume (a new timestamped directory, the ``..data`` symlink swapped, the old
 directory removed). A consumer added is accepted, a consumer removed is refused (401) within a

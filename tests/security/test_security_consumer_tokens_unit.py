@@ -1,4 +1,4 @@
-"""One OTLP token per consumer (issue 8), pure: who the consumers of a pipeline are, the Secrets
+"""One OTLP token per consumer (docs/security.md), pure: who the consumers of a pipeline are, the Secrets
 rendered for them, the token-set file the collector reads, and the errors of
 ``spec.security.auth.consumers``. The real collector's side is
 ``test_security_consumer_tokens_dataplane.py``, the operator's

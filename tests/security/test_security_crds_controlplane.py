@@ -1,4 +1,4 @@
-"""The security fields of the CRDs on the real API server (issue 8): defaults applied, bad
+"""The security fields of the CRDs on the real API server (docs/security.md): defaults applied, bad
 input rejected with a message naming the field (server-side dry run: nothing is stored)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The rendered NetworkPolicies against a table of who may reach what (issue 8).
+"""The rendered NetworkPolicies against a table of who may reach what (docs/security.md).
 
 A small pure evaluator implements the NetworkPolicy semantics we rely on (ingress only: a
 pod selected by no policy accepts everything; a selected pod accepts a connection when some

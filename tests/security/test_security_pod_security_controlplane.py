@@ -1,5 +1,5 @@
 """Every pod the operator renders meets the Pod Security "restricted" profile, proven on the
-real API server (issue 8): the test namespace enforces ``restricted`` (version ``latest``),
+real API server (docs/security.md): the test namespace enforces ``restricted`` (version ``latest``),
 every rendered object of a representative spread of specs is applied server-side (no dry
 run), a Pod made from each pod template is created directly (PodSecurity admission runs on
 pods; for Deployments and StatefulSets the API server only warns), no PodSecurity warning

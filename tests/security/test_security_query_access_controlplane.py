@@ -1,4 +1,4 @@
-"""Query access on the local cluster (issue 8, "Access to trace data"): the CRD's
+"""Query access on the local cluster (docs/security.md, "Access to trace data"): the CRD's
 ``spec.jaeger.query.auth`` rules on the real API server (server-side dry run), and a
 pipeline with ``mode: basic`` end to end: the operator generates the credentials Secret,
 the real Jaeger behind its pod (the pod runner) refuses queries without them, and the

@@ -1,5 +1,5 @@
 """Jaeger's query API behind HTTP Basic (``spec.jaeger.query.auth.mode: basic``) on the real
-Jaeger v1.76 running the rendered config (issue 8, "Access to trace data"): without or with
+Jaeger v1.76 running the rendered config (docs/security.md, "Access to trace data"): without or with
 wrong credentials both query ports refuse (HTTP 401, gRPC UNAUTHENTICATED), with them the
 trace comes back; kvtrace's own clients (the canary's lookup, ``kvtrace traces``) send them.
 Every mode's rendered config passes ``jaeger validate`` (with managed TLS too), and with

@@ -1,4 +1,4 @@
-"""What ``spec.jaeger.query.auth`` modes ``bearer`` and ``oidc`` render (issue 8: the
+"""What ``spec.jaeger.query.auth`` modes ``bearer`` and ``oidc`` render (docs/security.md: the
 ``query-proxy`` sidecar in the Jaeger pod, Jaeger's query servers on loopback), and TLS on
 the query port. The proxy itself: test_security_query_proxy_unit.py and _dataplane.py."""
 

@@ -1,4 +1,4 @@
-"""What ``spec.jaeger.query.auth`` renders (issue 8, "Access to trace data"), its validation
+"""What ``spec.jaeger.query.auth`` renders (docs/security.md, "Access to trace data"), its validation
 errors, and the ``--jaeger-credentials-file`` option of the inspection commands. The
 behaviour against the real Jaeger is in ``test_security_query_access_dataplane.py``, the
 CRD's rules on the real API server in ``test_security_query_access_controlplane.py``."""

@@ -1,4 +1,4 @@
-"""``kvtrace query-proxy`` in front of the real Jaeger v1.76 (issue 8, bearer/OIDC query
+"""``kvtrace query-proxy`` in front of the real Jaeger v1.76 (docs/security.md, bearer/OIDC query
 access): the proxy runs as its own process with the flags the operator renders, Jaeger
 with the rendered config (its query servers on loopback), and a tiny https OIDC issuer
 (tests/security/oidc_issuer.py) stands in for the user's identity provider.

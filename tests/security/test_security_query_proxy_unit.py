@@ -1,4 +1,4 @@
-"""The pure parts of ``kvtrace query-proxy`` (issue 8, bearer/OIDC query access): its flags,
+"""The pure parts of ``kvtrace query-proxy`` (docs/security.md, bearer/OIDC query access): its flags,
 static token matching, and the JWT checks with keys generated here (``cryptography``)."""
 
 from __future__ import annotations

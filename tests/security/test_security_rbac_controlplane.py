@@ -1,4 +1,4 @@
-"""The operator under the chart's RBAC minus one permission (issue 8): it keeps running, sets
+"""The operator under the chart's RBAC minus one permission (docs/security.md): it keeps running, sets
 ``Authorized=False`` (reason Forbidden, naming the verb and the resource) with an event, applies
 nothing half-way, and heals once the permission is back. The operator runs exactly as the
 chart's Deployment runs it, with a token of the chart's ServiceAccount (tests/chart/chartlib.py),

@@ -1,4 +1,4 @@
-"""The default redaction patterns in the real collector (issue 8): a span carrying a bearer
+"""The default redaction patterns in the real collector (docs/security.md): a span carrying a bearer
 token, an e-mail address, a card number and a password goes through the collector rendered for
 a pipeline with default settings into the real Jaeger; none of them arrives, while kvtrace's
 own attributes do, the raw key only as its hash. With ``defaultPatterns: false`` the same

@@ -1,4 +1,4 @@
-"""The default redaction patterns (``spec.redaction.defaultPatterns``, issue 8): they catch
+"""The default redaction patterns (``spec.redaction.defaultPatterns``, docs/security.md): they catch
 tokens, e-mail addresses and card numbers, and leave alone everything kvtrace itself puts on
 spans (hashed keys, addresses, ids, versions). Checked with Python's ``re``, whose reading of
 these patterns is the same as RE2's (the collector's); the real processor is exercised in

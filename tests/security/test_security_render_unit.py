@@ -1,5 +1,5 @@
 """What ``spec.security`` (auth, TLS) renders, and that secrets only travel by reference
-(issue 8). The behaviour against the real collector is in
+(docs/security.md). The behaviour against the real collector is in
 ``test_security_telemetry_dataplane.py``."""
 
 from __future__ import annotations

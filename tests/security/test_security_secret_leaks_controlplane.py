@@ -1,4 +1,4 @@
-"""Secrets never leave their Secret (issue 8): the operator runs at DEBUG with canary tokens
+"""Secrets never leave their Secret (docs/security.md): the operator runs at DEBUG with canary tokens
 (the user's pipeline token and a declared consumer's, tokens it generates itself: a pipeline's,
 each KVCluster's) while reconciles create, update, follow Secret changes (the collector's token
 set rewritten from them, a member token changed), a missing Secret and a deleted consumer;

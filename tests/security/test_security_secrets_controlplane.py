@@ -1,4 +1,4 @@
-"""Secrets the operator's workloads use, on the real local cluster (issue 8):
+"""Secrets the operator's workloads use, on the real local cluster (docs/security.md):
 
 - a changed member token Secret rolls the KV members (their pod-template checksum changes),
   an unchanged one does not, and the collector (which re-reads its token file) never rolls; a

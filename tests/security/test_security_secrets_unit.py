@@ -1,4 +1,4 @@
-"""Secrets the rendered workloads use (issue 8), pure: which references exist, what is
+"""Secrets the rendered workloads use (docs/security.md), pure: which references exist, what is
 missing, the checksum that rolls a workload when a Secret it reads only at start changes, and
 the token Secret the operator generates when a pipeline names none."""
 

@@ -1,5 +1,5 @@
 """Authenticated and encrypted telemetry through the real collector into the real Jaeger
-(issue 8): the collector runs the configuration the operator renders for
+(docs/security.md): the collector runs the configuration the operator renders for
 ``spec.security.auth`` / ``spec.security.tls``; the sender is the OpenTelemetry SDK's OTLP/HTTP
 exporter configured only by the environment the operator renders for a KV pod (Secret
 references resolved as the kubelet would).

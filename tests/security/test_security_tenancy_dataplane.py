@@ -1,5 +1,5 @@
 """Jaeger's multi-tenancy as kvtrace renders it (``spec.jaeger.tenancy``), against the real
-Jaeger v1.76 (issue 8): what it does and what it does not.
+Jaeger v1.76 (docs/security.md): what it does and what it does not.
 
 The query side is gated: no tenant header → 401, an unknown tenant → 401. The write side is
 not: a span sent over OTLP with the tenant header (what a collector setting the header per

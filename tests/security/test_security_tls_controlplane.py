@@ -1,4 +1,4 @@
-"""TLS certificates on the real API server (issue 8, docs/security.md "TLS"): the CRD's rules
+"""TLS certificates on the real API server (docs/security.md "TLS"): the CRD's rules
 for ``spec.security.tls``, the operator's managed CA (Secrets created, a leaf due for renewal
 renewed, valid ones untouched, nothing rolled), and cert-manager mode against a schema-only
 copy of cert-manager's Certificate CRD (no cert-manager controller runs here)."""

@@ -1,5 +1,5 @@
 """TLS on every telemetry hop with the operator-managed CA, through the real collector(s) and
-the real Jaeger (issue 8, docs/security.md "TLS").
+the real Jaeger (docs/security.md "TLS").
 
 The certificates are the ones the operator writes: ``rotation.rotate`` (the ``pki`` module)
 and ``k8s.certificates.managed_secrets`` build the Secrets; their keys are written to

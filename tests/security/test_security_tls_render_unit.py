@@ -135,7 +135,7 @@ def test_cert_manager_renders_one_certificate_per_server() -> None:
         "commonName": "traces-jaeger-otlp",
         "dnsNames": ["traces-jaeger-otlp", f"traces-jaeger-otlp.{NS}", f"traces-jaeger-otlp.{NS}.svc",
                      f"traces-jaeger-otlp.{NS}.svc.cluster.local",
-                     # the query port serves the same leaf (issue 8)
+                     # the query port serves the same leaf (docs/security.md)
                      "traces-jaeger-query", f"traces-jaeger-query.{NS}", f"traces-jaeger-query.{NS}.svc",
                      f"traces-jaeger-query.{NS}.svc.cluster.local"],
         "duration": "2160h", "renewBefore": "720h",

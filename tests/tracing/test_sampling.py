@@ -1,4 +1,4 @@
-"""The sampling modes of DESIGN.md section 4, measured in Jaeger behind the rendered collector.
+"""The sampling modes of docs/design.md section 4, measured in Jaeger behind the rendered collector.
 
 The node's test-only fault switch (``KVNODE_FAULTS``, docs/kvnode.md) makes operations on
 ``fail/`` keys fail (HTTP 500, ERROR span) and operations on ``slow/`` keys take 800 ms longer

@@ -61,7 +61,7 @@ def check_resource(span: Span) -> str:
 
 def check_whole(trace: Trace, stack: Stack, coordinator: str, operation: str, replicas: int) -> set[str]:
     """The coordinator's SERVER span is the root; it is the parent of one span per peer call:
-    the SERVER span of the replica called, on another member, with no children (DESIGN.md
+    the SERVER span of the replica called, on another member, with no children (docs/design.md
     section 4). Returns the members seen."""
     by_ip = members_by_ip(stack)
     roots = [s for s in trace.spans if s.is_root]

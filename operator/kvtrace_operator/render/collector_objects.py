@@ -1,4 +1,4 @@
-"""The collector's ConfigMaps, Deployments and Services: one tier, or two (DESIGN.md
+"""The collector's ConfigMaps, Deployments and Services: one tier, or two (docs/design.md
 section 4: a load-balancing tier in front of the tail-sampling tier)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Standard labels, selectors, owner references and object metadata (DESIGN.md section 1)."""
+"""Standard labels, selectors, owner references and object metadata (docs/design.md section 1)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any
 # sampling keeps all of them, so a rolling restart is always visible beside KV latency.
 OPERATOR_SERVICE_NAME = "kvtrace-operator"
 
-# KV node (DESIGN.md section 3).
+# KV node (docs/design.md section 3).
 CLIENT_PORT = 7070
 PEER_PORT = 7071
 DATA_DIR = "/var/lib/kvnode"
@@ -23,7 +23,7 @@ ZIPKIN_PORT = 9411
 JAEGER_GRPC_PORT = 14250
 JAEGER_THRIFT_HTTP_PORT = 14268
 HEALTH_PORT = 13133
-COLLECTOR_METRICS_PORT = 8889  # off 8888, which Jaeger keeps (DESIGN.md section 5)
+COLLECTOR_METRICS_PORT = 8889  # off 8888, which Jaeger keeps (docs/design.md section 5)
 JAEGER_METRICS_PORT = 8888
 JAEGER_QUERY_HTTP_PORT = 16686
 JAEGER_QUERY_GRPC_PORT = 16685

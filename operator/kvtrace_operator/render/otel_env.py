@@ -1,4 +1,4 @@
-"""The standard OTel environment (DESIGN.md section 4) of KV pods and of any application.
+"""The standard OTel environment (docs/design.md section 4) of KV pods and of any application.
 
 The KV node runs under ``opentelemetry-instrument``: these variables are its whole tracing
 configuration. Python's OTLP default protocol is http/protobuf, so the endpoint is the
@@ -42,7 +42,7 @@ def exporter_env(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
         env("OTEL_PROPAGATORS", "tracecontext,baggage"),
     ]
     variables += [env(name, value) for name, value in sampling.sdk_sampler(spec)]
-    # A deliberate extension of DESIGN.md section 4 (docs/tracing.md): spans of one trace
+    # A deliberate extension of docs/design.md section 4 (docs/tracing.md): spans of one trace
     # reach the collector well within decisionWait, and bursts do not drop them in the SDK.
     variables += [env(name, value) for name, value in sampling.sdk_batch_processor(spec)]
     return variables

@@ -1,4 +1,4 @@
-"""Sampling semantics of DESIGN.md section 4, in one place.
+"""Sampling semantics of docs/design.md section 4, in one place.
 
 - ``production``: the SDK keeps every span (``parentbased_always_on``); the collector's
   ``tail_sampling`` keeps every trace with an ERROR span (unless ``keepErrors: false``),

@@ -1,4 +1,4 @@
-"""The KV node StatefulSet (DESIGN.md section 3 contract)."""
+"""The KV node StatefulSet (docs/design.md section 3 contract)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def default_consistency(spec: dict[str, Any]) -> str:
 
 
 def node_args(spec: dict[str, Any], raw_keys: bool) -> list[str]:
-    """Only flags ``kvtrace node serve`` has (DESIGN.md section 3); ``raw_keys``: a
+    """Only flags ``kvtrace node serve`` has (docs/design.md section 3); ``raw_keys``: a
     development pipeline asked for raw keys on spans (it does not hash kvstore.key)."""
     interval = single_unit(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval")
     args = [

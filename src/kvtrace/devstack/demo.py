@@ -32,7 +32,7 @@ from kvtrace.devstack.demo_summary import DemoError
 from kvtrace.shared.jaeger_client import CA_FILE_ENV
 
 REPO = Path(__file__).resolve().parents[3]
-CLIENT_PORT = 7070  # DESIGN.md section 3
+CLIENT_PORT = 7070  # docs/design.md section 3
 STEPS = ("example", "local stack", "cluster", "CRDs", "namespace", "operator", "example Ready", "tracing backends",
          "KV nodes", "load", "traces in Jaeger")
 

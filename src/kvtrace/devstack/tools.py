@@ -1,4 +1,4 @@
-"""Build and cache the upstream programs of the local stack (DESIGN.md section 5).
+"""Build and cache the upstream programs of the local stack (docs/design.md section 5).
 
 Every tool is built from its Go module once, into a cache directory keyed by name and
 version (``~/.cache/kvtrace/tools/<name>-<version>/`` unless ``KVTRACE_TOOLS_DIR`` says

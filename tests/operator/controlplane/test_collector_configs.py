@@ -1,5 +1,5 @@
 """Every collector configuration the operator renders passes the real `otelcol validate` (the
-cached otelcol-kvtrace build, DESIGN.md section 5): each sampling mode, one and two tiers,
+cached otelcol-kvtrace build, docs/design.md section 5): each sampling mode, one and two tiers,
 extra exporters and receivers, redaction; and the one the operator actually applied."""
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ def test_canary_with_auth_and_tls(operator: Any, kube_ns: Any, pod_runner: Any,
 
     cond = poll(accepted, timeout=TIMEOUT, message="the canary accepted by the auth+TLS collector")
     assert "https://traces-collector." in cond["message"], cond["message"]
-    # Jaeger's query port serves its leaf too (issue 8): the lookup verifies it and gets an answer.
+    # Jaeger's query port serves its leaf too (docs/security.md): the lookup verifies it and gets an answer.
     assert "https://traces-jaeger-query." in cond["message"], cond["message"]
     assert "Jaeger query error" not in cond["message"], cond["message"]
 

@@ -1,4 +1,4 @@
-"""render_collector_config and render_jaeger_config: the sampling semantics of DESIGN.md
+"""render_collector_config and render_jaeger_config: the sampling semantics of docs/design.md
 section 4, processor order, ports, exporters."""
 
 from __future__ import annotations

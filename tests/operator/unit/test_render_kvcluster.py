@@ -122,7 +122,7 @@ class TestRenderKVCluster:
 
     def test_the_node_accepts_the_rendered_command(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
         """Parse the rendered args with the real `kvtrace node serve` parser and resolve them
-        with the node's own config code, peers file included (DESIGN.md section 3)."""
+        with the node's own config code, peers file included (docs/design.md section 3)."""
         objects = self.render(spec, tp)
         node = container(objects)
         args = [arg.replace("$(POD_NAME)", "demo-0") for arg in node["args"]]

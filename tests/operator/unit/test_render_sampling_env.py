@@ -1,4 +1,4 @@
-"""Sampling semantics at the SDK (DESIGN.md section 4) and the OTel env of KV pods."""
+"""Sampling semantics at the SDK (docs/design.md section 4) and the OTel env of KV pods."""
 
 from __future__ import annotations
 

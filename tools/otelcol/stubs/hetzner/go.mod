@@ -1,6 +1,6 @@
 // Stand-in for go.opentelemetry.io/contrib/detectors/hetzner, which the module proxy this project builds from does not serve.
 // The kvtrace collector only ever runs the env and system resource detectors
-// (DESIGN.md section 5): cloud metadata addresses must not be contacted locally.
+// (docs/design.md section 5): cloud metadata addresses must not be contacted locally.
 module go.opentelemetry.io/contrib/detectors/hetzner
 
 go 1.24
