@@ -88,7 +88,7 @@ def _message(rule: dict[str, Any], value: Any) -> str:
             result = compiled(expression).eval(data={"self": value}).plain_value()
             if isinstance(result, str) and result.strip():
                 return result
-        except Exception:  # the API server also falls back to message
+        except Exception:  # noqa: BLE001 - the API server also falls back to message
             pass
     return str(rule.get("message") or f"failed rule: {rule['rule']}")
 
@@ -99,7 +99,7 @@ def check_rule(rule: dict[str, Any], value: Any, path: str) -> FieldError | None
     where = _field(path, str(rule.get("fieldPath", "")))
     try:
         result = expression.eval(data={"self": value}).plain_value()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any evaluation error is the user's, reported
         return FieldError(where, f'Invalid value: "{_type_name(value)}": rule evaluation error: {exc}')
     if result is True:
         return None

@@ -4,9 +4,8 @@ ones with a message naming the offending field (server-side dry run: nothing is 
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
+from typing import Any
 
 import pytest
 import yaml
