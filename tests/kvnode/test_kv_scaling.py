@@ -53,7 +53,7 @@ def test_scale_out_and_in_keeps_every_key(kv_cluster: Callable[..., Harness]) ->
 
 def test_no_quorum_read_misses_an_acknowledged_key_while_members_join_and_leave(
         kv_cluster: Callable[..., Harness]) -> None:
-    """Issue 14: 3 members, N=2, scaled to 5 and back under QUORUM reads and writes, the new
+    """3 members, N=2, scaled to 5 and back under QUORUM reads and writes, the new
     member list reaching the nodes seconds apart (as a ConfigMap update reaches pods). Before
     pending ranges, reads through the nodes that knew the new ring asked only the new owners,
     which did not have the data yet: 404s and older versions for acknowledged keys (3 404s
