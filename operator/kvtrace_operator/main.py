@@ -12,7 +12,7 @@ from aiohttp import web
 
 from kvtrace.shared import api
 from kvtrace_operator import handlers, k8s, tracing
-from kvtrace_operator.handlers.metrics import METRICS
+from kvtrace_operator.handlers.metrics import CONTENT_TYPE, METRICS
 from kvtrace_operator.render.images import OPERATOR_IMAGE
 
 FINALIZER = f"{api.GROUP}/finalizer"
@@ -62,7 +62,7 @@ async def serve_metrics(port: int) -> web.AppRunner | None:
         return None
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=METRICS.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(body=METRICS.render().encode(), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

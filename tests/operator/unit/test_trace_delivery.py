@@ -230,8 +230,8 @@ def test_canary_runs_are_counted_by_reason() -> None:
         metrics.canary(reason)
     text = metrics.render()
     assert "# TYPE kvtrace_operator_canaries_total counter" in text
-    assert 'kvtrace_operator_canaries_total{reason="Delivered"} 2\n' in text
-    assert 'kvtrace_operator_canaries_total{reason="NotFoundInJaeger"} 1\n' in text
+    assert 'kvtrace_operator_canaries_total{reason="Delivered"} 2.0\n' in text
+    assert 'kvtrace_operator_canaries_total{reason="NotFoundInJaeger"} 1.0\n' in text
 
 
 class TestOutcomeKeeping:
