@@ -13,6 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from kvtrace.shared.version import add_version_flag
+
 COMMAND_MODULES = (
     "kvnode.cli",  # node serve, kv get|put|delete, bench
     "kvtrace_operator.cli",  # operator run, render
@@ -27,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kvtrace",
         description="Traced key-value clusters on Kubernetes: node, client, operator and dev tools.",
     )
+    add_version_flag(parser)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

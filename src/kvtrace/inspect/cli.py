@@ -1,8 +1,9 @@
 """``kvtrace status``, ``kvtrace doctor``, ``kvtrace trace`` and ``kvtrace traces``; the same
 commands as the kubectl plugin ``kubectl kvtrace`` (:func:`kubectl_main`).
 
-Bad input or an unreachable API server, collector or Jaeger prints one line naming the
-parameter or address, and exits 2; ``doctor`` exits 1 when a check fails.
+Bad input prints one line naming the parameter and exits 2 (as argparse does for usage
+errors); an API server, collector or Jaeger that cannot be reached prints one line naming the
+address and exits 3; ``doctor`` exits 1 when a check fails (``EXIT_CODES``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,23 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kvtrace.inspect.urls import JAEGER_ENV, jaeger_url
+from kvtrace.shared.version import add_version_flag
 
-EXIT_ERROR = 2
+EXIT_CODES = """exit codes:
+  0  done (doctor: every check passed)
+  1  doctor: a check failed
+  2  usage: a bad flag or input, named in the message
+  3  the API server, the collector or Jaeger could not be reached"""
 COLLECTOR_ENV = "KVTRACE_COLLECTOR_URL"
+
+
+class Formatter(argparse.HelpFormatter):
+    """argparse's help layout, but the exit-code table of the epilog keeps its lines."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("exit codes:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def _positive_int(text: str) -> int:
@@ -36,6 +51,8 @@ def _kube_args(parser: argparse.ArgumentParser, *, all_namespaces: bool) -> None
         parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     parser.add_argument("--kubeconfig", default=None,
                         help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+    parser.add_argument("--context", default=None, metavar="NAME",
+                        help="kubeconfig context to use (default: the current context)")
 
 
 def _jaeger_arg(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +113,8 @@ def use_jaeger_credentials(args: argparse.Namespace) -> None:
 
 def add_commands(subparsers: Any) -> None:
     status = subparsers.add_parser(
-        "status", help="KVClusters and TracingPipelines: conditions, members, sampling, endpoints, events",
+        "status", epilog=EXIT_CODES, formatter_class=Formatter,
+        help="KVClusters and TracingPipelines: conditions, members, sampling, endpoints, events",
         description="Shows KVClusters and TracingPipelines with their conditions, members and their "
         "readiness (from the StatefulSet's pods), the pipeline each cluster uses, its sampling mode and "
         "ratio, the collector and Jaeger endpoints, and recent events. Read-only API calls.")
@@ -107,7 +125,8 @@ def add_commands(subparsers: Any) -> None:
     status.set_defaults(func=_guard(_status))
 
     doctor = subparsers.add_parser(
-        "doctor", help="check that a KVCluster's traces really arrive: each check pass/fail, evidence, fix",
+        "doctor", epilog=EXIT_CODES, formatter_class=Formatter,
+        help="check that a KVCluster's traces really arrive: each check pass/fail, evidence, fix",
         description="Runs the troubleshooting checklist against a KVCluster and its TracingPipeline: the "
         "collector Service has ready endpoints and accepts OTLP; every member carries the pipeline's "
         "OTel environment; sampling is coherent; batch and memory-limiter settings fit the collector's "
@@ -127,7 +146,8 @@ def add_commands(subparsers: Any) -> None:
                         help="output format (default: text)")
     doctor.set_defaults(func=_guard(_doctor))
 
-    trace = subparsers.add_parser("trace", help="draw one trace from Jaeger as a waterfall",
+    trace = subparsers.add_parser("trace", epilog=EXIT_CODES, formatter_class=Formatter,
+                                  help="draw one trace from Jaeger as a waterfall",
                                   description="Fetches a trace through Jaeger's /api/v3 and draws it: span "
                                   "tree, durations to scale, service, node and status of each span.")
     trace.add_argument("trace_id", metavar="ID", help="trace id (hex, up to 32 digits)")
@@ -135,7 +155,8 @@ def add_commands(subparsers: Any) -> None:
     trace.add_argument("--ascii", action="store_true", help="ASCII only (no box-drawing characters)")
     trace.set_defaults(func=_guard(_trace))
 
-    traces = subparsers.add_parser("traces", help="find traces of a service in Jaeger and draw them",
+    traces = subparsers.add_parser("traces", epilog=EXIT_CODES, formatter_class=Formatter,
+                                   help="find traces of a service in Jaeger and draw them",
                                    description="Finds recent traces of a service through Jaeger's /api/v3 "
                                    "and draws each as a waterfall, most recent first.")
     traces.add_argument("--service", required=True, help="service name (OTEL_SERVICE_NAME)")
@@ -156,7 +177,8 @@ def register(subparsers: Any) -> None:
 
 
 def _guard(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Run ``command``; an InspectError is one line on stderr and exit code 2, no traceback."""
+    """Run ``command``; an InspectError is one line on stderr and its exit code (2 bad input,
+    3 unreachable), no traceback."""
     def run(args: argparse.Namespace) -> int:
         from kvtrace.inspect.errors import InspectError
 
@@ -165,7 +187,7 @@ def _guard(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
         except InspectError as exc:
             name = getattr(args, "command", None) or "kvtrace"
             sys.stderr.write(f"kvtrace {name}: error: {exc}\n")
-            return EXIT_ERROR
+            return exc.exit_code
         except KeyboardInterrupt:
             return 130
     return run
@@ -174,7 +196,7 @@ def _guard(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 def _kube(args: argparse.Namespace) -> Any:
     from kvtrace.inspect.kube import Kube
 
-    return Kube(args.kubeconfig)
+    return Kube(args.kubeconfig, context=args.context)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -230,8 +252,9 @@ def _traces(args: argparse.Namespace) -> int:
 
 
 def build_kubectl_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kubectl kvtrace",
+    parser = argparse.ArgumentParser(prog="kubectl kvtrace", epilog=EXIT_CODES, formatter_class=Formatter,
                                      description="kvtrace inspection commands as a kubectl plugin.")
+    add_version_flag(parser)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(subparsers)
     return parser

@@ -13,7 +13,7 @@ import urllib.error
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kvtrace.inspect.errors import InspectError
+from kvtrace.inspect.errors import InspectError, Unreachable
 from kvtrace.inspect.waterfall import select_traces
 from kvtrace.shared.jaeger_client import JaegerClient, JaegerError, Trace
 
@@ -49,7 +49,7 @@ def call(url: str, what: str, fn: Callable[[], T]) -> T:
         raise InspectError(f"Jaeger at {url} (--jaeger) refused to {what}: {exc}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise InspectError(f"cannot reach Jaeger at {url} (--jaeger) to {what}: {reason}") from None
+        raise Unreachable(f"cannot reach Jaeger at {url} (--jaeger) to {what}: {reason}") from None
     except ValueError as exc:  # JSON
         raise InspectError(f"Jaeger at {url} (--jaeger) answered something that is not /api/v3 JSON "
                            f"when asked to {what}: {exc}") from None

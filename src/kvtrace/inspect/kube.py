@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kvtrace.inspect.errors import InspectError
+from kvtrace.inspect.errors import InspectError, Unreachable
 from kvtrace.shared import api
 
 T = TypeVar("T")
@@ -54,7 +54,8 @@ def _to_dict(obj: Any) -> dict[str, Any]:
 class Kube:
     """A read-only view of one cluster: ``get`` and ``list`` returning plain dicts."""
 
-    def __init__(self, kubeconfig: str | None = None, *, timeout: float = 10.0) -> None:
+    def __init__(self, kubeconfig: str | None = None, *, context: str | None = None,
+                 timeout: float = 10.0) -> None:
         try:
             import httpx2
             from lightkube import Client, ConfigError, KubeConfig
@@ -72,6 +73,11 @@ class Kube:
         except ConfigError as exc:
             where = path or os.environ.get("KUBECONFIG") or "~/.kube/config"
             raise InspectError(f"cannot load a kubeconfig ({where}; set --kubeconfig or KUBECONFIG): {exc}") from exc
+        if context:
+            try:
+                config = config.get(context_name=context)
+            except ConfigError as exc:
+                raise InspectError(f"--context: {exc} in the kubeconfig") from exc
         self.config = config
         self.server = self._server(config)
         self.client = Client(config=config, timeout=httpx2.Timeout(timeout))
@@ -80,7 +86,8 @@ class Kube:
     @staticmethod
     def _server(config: Any) -> str:
         try:
-            return str(config.get().cluster.server)
+            single = config.get() if hasattr(config, "get") else config
+            return str(single.cluster.server)
         except Exception:  # noqa: BLE001 - only used in messages
             return "the API server"
 
@@ -99,7 +106,7 @@ class Kube:
                     continue
                 raise self._api_error(what, exc) from exc
             except (httpx2.TransportError, OSError) as exc:
-                raise InspectError(f"cannot reach the API server at {self.server} to {what}: {exc} "
+                raise Unreachable(f"cannot reach the API server at {self.server} to {what}: {exc} "
                                    "(check --kubeconfig / KUBECONFIG and that the cluster is up)") from exc
         raise AssertionError("unreachable")
 
