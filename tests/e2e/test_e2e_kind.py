@@ -2,8 +2,10 @@
 images built and loaded, the chart installed; see conftest.py). Apply examples/01-basic,
 wait until it is Ready with every child in place (the controlplane tier's assertions) in a
 namespace enforcing Pod Security "restricted", run `kvtrace bench` inside the cluster from the
-KV node image, port-forward Jaeger and find the traces. Skips, saying why, where Docker or
-kind is missing."""
+KV node image, port-forward Jaeger's query Service and find the traces over the default TLS
+(verified with the pipeline's trust bundle). The bench Pod, its result and the traces are
+checked by the same functions as the containers tier (tests/examples/example_assertions.py).
+Skips, saying why, where Docker or kind is missing."""
 
 from __future__ import annotations
 
@@ -20,21 +22,25 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from example_assertions import apply_example, assert_children, assert_kv_traces, wait_ready
+from example_assertions import (
+    apply_example,
+    assert_bench_succeeded,
+    assert_children,
+    bench_pod,
+    pipeline_jaeger,
+    wait_kv_traces,
+    wait_ready,
+)
 from examples_lib import EXAMPLES
 
 from kvtrace.devstack.cluster import kubectl_path
 from kvtrace.devstack.proc import free_port, port_open
 from kvtrace.devstack.pytest_plugin import poll
-from kvtrace.shared.jaeger_client import JaegerClient
-from kvtrace_operator.render import podspec
-from kvtrace_operator.render.images import KVNODE_IMAGE
 
 # The first run builds the three images (the collector from source) inside `make kind-up`.
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(3600)]
 
 EXAMPLE = EXAMPLES / "01-basic"
-KEY_PREFIX = "e2e-raw-key-"
 
 
 @pytest.fixture
@@ -80,15 +86,6 @@ def port_forward(kubeconfig: Path, namespace: str, target: str, remote: int) -> 
         proc.wait(timeout=10)
 
 
-def bench_pod(namespace: str, command: list[str]) -> dict[str, Any]:
-    """A one-shot Pod of the KV node image with the operator's own security contexts."""
-    container = {"name": "bench", "image": KVNODE_IMAGE, "imagePullPolicy": "Never", "command": command,
-                 "securityContext": podspec.container_security_context(), "volumeMounts": [podspec.tmp_mount()]}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench", "namespace": namespace},
-            "spec": {"restartPolicy": "Never", "securityContext": podspec.pod_security_context(),
-                     "containers": [container], "volumes": [podspec.tmp_volume()]}}
-
-
 def test_example_runs_is_benchmarked_and_traced_in_kind(kubectl: Any, kind_namespace: str,
                                                          kind_cluster: Path) -> None:
     namespace = kind_namespace
@@ -97,22 +94,16 @@ def test_example_runs_is_benchmarked_and_traced_in_kind(kubectl: Any, kind_names
     assert_children(kubectl, namespace, EXAMPLE)
 
     # Load from inside the cluster, through the client Service, with the KV node image.
-    kubectl("apply", "-f", "-", input=json.dumps(bench_pod(namespace, [
-        "kvtrace", "bench", "--json-only", "--endpoint", "http://basic:7070", "--duration", "20",
-        "--ops", "2000", "--clients", "4", "--key-prefix", KEY_PREFIX])))
+    kubectl("apply", "-f", "-", input=json.dumps(bench_pod(namespace, "http://basic:7070")))
 
     def finished() -> str:
         phase = kubectl("-n", namespace, "get", "pod/bench", "-o", "jsonpath={.status.phase}").stdout
         return phase if phase in ("Succeeded", "Failed") else ""
 
     phase = poll(finished, timeout=180, interval=2, message="the bench pod to finish")
-    logs = kubectl("-n", namespace, "logs", "pod/bench").stdout
-    assert phase == "Succeeded", f"kvtrace bench failed in the cluster:\n{logs[-3000:]}"
-    result = json.loads(logs.strip().splitlines()[-1])
-    assert result["ops"] > 0 and result["errors"] == 0, result
+    assert_bench_succeeded(0 if phase == "Succeeded" else 1, kubectl("-n", namespace, "logs", "pod/bench").stdout)
 
-    # Development pipeline: every trace is kept; find them through Jaeger's /api/v3.
+    # Development pipeline: every trace is kept; found through Jaeger's /api/v3 over TLS.
     with port_forward(kind_cluster, namespace, "svc/dev-traces-jaeger-query", 16686) as port:
-        jaeger = JaegerClient(f"http://127.0.0.1:{port}")
-        poll(lambda: "basic" in jaeger.services(), timeout=120, interval=2, message="service basic in Jaeger")
-        assert_kv_traces(jaeger, "basic", KEY_PREFIX)
+        wait_kv_traces(pipeline_jaeger(kubectl, namespace, "dev-traces", lambda host, _port: f"127.0.0.1:{port}"),
+                       "basic")

@@ -1,11 +1,15 @@
-"""Assertions about an applied example, shared by the controlplane tier (local cluster) and
-the kind tier (tests/e2e): both pass a ``kubectl(*args, input=None, check=True, timeout=60)``
-callable bound to their cluster."""
+"""Assertions about an applied example, shared by the controlplane tier (local cluster), the
+containers tier (tests/containers: the pods as containers of our images) and the kind tier
+(tests/e2e): each passes a ``kubectl(*args, input=None, check=True, timeout=60)`` callable
+bound to its cluster. The bench Pod, its result and the traces it leaves are checked the same
+way in the containers and kind tiers."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,9 @@ from typing import Any
 from examples_lib import documents
 
 from kvtrace.devstack.pytest_plugin import poll
-from kvtrace_operator.render import render_all
+from kvtrace.shared.jaeger_client import JaegerClient
+from kvtrace_operator.render import podspec, render_all
+from kvtrace_operator.render.images import KVNODE_IMAGE
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 OWNED_KINDS = ("KVCluster", "TracingPipeline")
@@ -116,3 +122,48 @@ def assert_kv_traces(jaeger: Any, service: str, raw_key_prefix: str) -> None:
     raw = [span.name for span in spans
            if any(str(value).startswith(raw_key_prefix) for value in span.attributes.values())]
     assert not raw, f"raw keys reached Jaeger in spans {raw[:5]}"
+
+
+# ------------------------------------------------------------------ load and traces
+BENCH_KEY_PREFIX = "e2e-raw-key-"
+
+
+def bench_pod(namespace: str, endpoint: str, *, ops: int = 2000, seconds: int = 20) -> dict[str, Any]:
+    """A one-shot Pod of the KV node image, with the operator's own security contexts, that
+    runs ``kvtrace bench`` against ``endpoint`` (the KV client Service) and prints JSON."""
+    command = ["kvtrace", "bench", "--json-only", "--endpoint", endpoint, "--duration", str(seconds),
+               "--ops", str(ops), "--clients", "4", "--key-prefix", BENCH_KEY_PREFIX]
+    container = {"name": "bench", "image": KVNODE_IMAGE, "imagePullPolicy": "Never", "command": command,
+                 "securityContext": podspec.container_security_context(), "volumeMounts": [podspec.tmp_mount()]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench", "namespace": namespace},
+            "spec": {"restartPolicy": "Never", "securityContext": podspec.pod_security_context(),
+                     "containers": [container], "volumes": [podspec.tmp_volume()]}}
+
+
+def assert_bench_succeeded(exit_code: int | None, logs: str) -> dict[str, Any]:
+    """The bench Pod's result: it exited 0, did operations, and none failed."""
+    assert exit_code == 0, f"kvtrace bench failed in the cluster ({exit_code}):\n{logs[-3000:]}"
+    result: dict[str, Any] = json.loads(logs.strip().splitlines()[-1])
+    assert result["ops"] > 0 and result["errors"] == 0, result
+    return result
+
+
+def pipeline_jaeger(kubectl: Kubectl, namespace: str, pipeline: str, connect_to: Callable[[str, int], str]) -> Any:
+    """A client of the pipeline's Jaeger query API as its status reports it (https by default,
+    verified with the pipeline's trust bundle for the query Service's name), reached at
+    ``connect_to(host, port)`` (an endpoint-map address, a port-forward)."""
+    status = get_json(kubectl, namespace, f"tracingpipeline.kvtrace.dev/{pipeline}")[0]["status"]
+    query = urllib.parse.urlsplit(status["endpoints"]["jaegerQuery"])
+    assert query.hostname and query.port, status["endpoints"]
+    ca_pem = None
+    if query.scheme == "https":
+        trust = get_json(kubectl, namespace, f"secret/{pipeline}-tls-trust")[0]
+        ca_pem = base64.b64decode(trust["data"]["ca.crt"]).decode()
+    return JaegerClient(f"{query.scheme}://{connect_to(query.hostname, query.port)}", timeout=5, ca_pem=ca_pem,
+                        server_hostname=query.hostname)
+
+
+def wait_kv_traces(jaeger: Any, service: str, timeout: float = 120) -> None:
+    """The bench's traces of ``service`` reach Jaeger, with kvstore.* attributes and no raw key."""
+    poll(lambda: service in jaeger.services(), timeout=timeout, interval=2, message=f"service {service} in Jaeger")
+    assert_kv_traces(jaeger, service, BENCH_KEY_PREFIX)

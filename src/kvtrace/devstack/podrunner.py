@@ -22,6 +22,16 @@ namespace (optionally a label selector) and, for each Running pod, starts every 
 - executables are resolved from the venv's bin directory first, then the cached upstream
   tools, then ``PATH``.
 
+Container mode (``engine=`` docker or podman, the ``containers`` test tier): each container
+runs as a real container of its image (``images`` maps a rendered image to a local one) with
+exactly the rendered command (none: the image's entrypoint), args, environment and security
+context, on the host network and the pod's loopback address as above; volumes are the same
+local directories, bind-mounted at their ``mountPath`` (so paths are not rewritten), the
+endpoint map's directory is mounted read-only, a projected ServiceAccount token is a
+TokenRequest token of the pod's ServiceAccount bound to the pod, and the API server is
+``KUBERNETES_SERVICE_HOST``/``_PORT`` as the kubelet sets them
+(:mod:`kvtrace.devstack.containers`).
+
 Pods deleted → processes stopped; pods recreated (new uid) → restarted; a process that
 exits is restarted per the pod's ``restartPolicy``. Service and pod DNS names are mapped to
 the local addresses through the endpoint map (:mod:`kvtrace.shared.endpoints`), whose
@@ -41,10 +51,12 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kvtrace.devstack import containers as containers_mod
 from kvtrace.devstack import tools
 from kvtrace.devstack.proc import (
     Process,
@@ -58,6 +70,12 @@ from kvtrace.shared import endpoints as endpoints_mod
 
 Obj = dict[str, Any]
 CommandResolver = Callable[[Obj, Obj], Sequence[str] | None]
+
+# What an engine's client needs of the host's environment in container mode (nothing else of
+# the host reaches a container).
+ENGINE_ENV = ("PATH", "HOME", "TMPDIR", "XDG_RUNTIME_DIR", "CONTAINERS_CONF", "DOCKER_HOST", "CONTAINER_HOST")
+# Volume kinds a container may write to (Kubernetes mounts the others read-only).
+WRITABLE_VOLUMES = ("emptyDir", "persistentVolumeClaim", "hostPath", "ephemeral")
 
 # requests lets these override the OTLP exporter's CA file (docs/security.md, TLS); a pod has
 # neither, so a process run as a pod must not inherit them from the host.
@@ -188,6 +206,8 @@ class PodRunner:
         resolve_command: CommandResolver | None = None,
         poll_interval: float = 0.3,
         restart_delay: float = 1.0,
+        engine: str | None = None,
+        images: Mapping[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
         self.namespace = namespace
@@ -202,6 +222,8 @@ class PodRunner:
         self.resolve_command = resolve_command
         self.poll_interval = poll_interval
         self.restart_delay = restart_delay
+        self.engine = engine  # container mode when set
+        self.images = dict(images or {})
         self.errors: dict[str, str] = {}  # pod uid -> why its processes could not start
         self._owner = f"podrunner/{namespace}/{selector}/{id(self)}"
         self._running: dict[str, _Running] = {}
@@ -216,6 +238,9 @@ class PodRunner:
         self._commands: dict[tuple[str, str, str], list[str]] = {}
         # Re-issued serving certificates per (original tls.crt, pod address): see _serving_files.
         self._leaves: dict[tuple[bytes, str], tuple[bytes, bytes] | None] = {}
+        # Projected ServiceAccount tokens per (pod uid, path): (token, refresh after).
+        self._tokens: dict[tuple[str, str], tuple[bytes, float]] = {}
+        self._api_server: dict[str, str] | None = None  # container mode: KUBERNETES_SERVICE_*
 
     # ----------------------------------------------------------------- public API
     @property
@@ -472,9 +497,28 @@ class PodRunner:
                     add("Secret", source["secret"])
                 elif "downwardAPI" in source:
                     add_downward(source["downwardAPI"])
+                elif "serviceAccountToken" in source:
+                    files[source["serviceAccountToken"]["path"]] = self._token(pod, source["serviceAccountToken"])
         else:
             return None
         return files
+
+    def _token(self, pod: Obj, source: Obj) -> bytes:
+        """A TokenRequest token of the pod's ServiceAccount bound to the pod, renewed at half
+        its life (the kubelet renews at 80%)."""
+        meta = pod["metadata"]
+        key = (meta["uid"], source["path"])
+        cached = self._tokens.get(key)
+        if cached is None or time.monotonic() > cached[1]:
+            seconds = max(600, int(source.get("expirationSeconds") or 3600))
+            args = ["-n", self.namespace, "create", "token", pod["spec"].get("serviceAccountName") or "default",
+                    "--bound-object-kind=Pod", f"--bound-object-name={meta['name']}",
+                    f"--bound-object-uid={meta['uid']}", f"--duration={seconds}s"]
+            if source.get("audience"):
+                args.append(f"--audience={source['audience']}")
+            token = self.cluster.kubectl(*args).stdout.strip().encode()
+            self._tokens[key] = cached = (token, time.monotonic() + seconds / 2)
+        return cached[0]
 
     def _serving_files(self, files: dict[str, bytes], address: str) -> dict[str, bytes]:
         """A Secret volume's files with a serving leaf re-issued for ``address`` (once per
@@ -510,6 +554,8 @@ class PodRunner:
         else:
             path = running.directory / "volumes" / volume["name"]
         path.mkdir(parents=True, exist_ok=True)
+        if self.engine is not None and any(kind in volume for kind in WRITABLE_VOLUMES):
+            path.chmod(0o777)  # as the kubelet makes an emptyDir: any container user may write
         return path
 
     @staticmethod
@@ -537,6 +583,8 @@ class PodRunner:
         kwok_ip = (pod.get("status") or {}).get("podIP")
 
         def mounts(containers: Iterable[Obj]) -> list[tuple[str, Path]]:
+            if self.engine is not None:  # containers see their volumes at the real paths
+                return []
             found = {m["mountPath"].rstrip("/") or "/": running.volumes[m["name"]] / m.get("subPath", "")
                      for c in containers for m in c.get("volumeMounts") or [] if m["name"] in running.volumes}
             return sorted(found.items(), key=lambda item: -len(item[0]))
@@ -557,6 +605,12 @@ class PodRunner:
         cwds: dict[str, Path] = {}
         for container in self._selected(pod):
             cname = container["name"]
+            if self.engine is not None:
+                container_env = self._env(pod, container, running.address)
+                rewrite = _Rewriter([], running.address, kwok_ip, names, seen)
+                argvs[cname], envs[cname] = self._container_run(running, container, container_env, rewrite)
+                cwds[cname] = running.directory
+                continue
             raw = self._argv(pod, container)
             if raw is None:
                 raise LookupError(f"container {cname} has no command and no resolve_command mapping "
@@ -584,6 +638,49 @@ class PodRunner:
             cwd = Path(rewrite(workdir)) if workdir else running.directory
             cwds[cname] = cwd if cwd.is_dir() else running.directory
         return _Rendered(argvs, envs, cwds, files, seen)
+
+    def _container_run(self, running: _Running, container: Obj, container_env: dict[str, str],
+                       rewrite: _Rewriter) -> tuple[list[str], dict[str, str]]:
+        """Container mode: the ``ENGINE run`` argv of one container and the engine client's
+        environment (the container's variables ride in it, passed by name)."""
+        assert self.engine is not None
+        pod = running.pod
+        env = {k: rewrite(v) for k, v in container_env.items()}
+        env.update(self.extra_env)
+        env.update({endpoints_mod.ENV: f"{containers_mod.ENDPOINT_MAP_DIR}/{self.endpoint_map.path.name}",
+                    "HOSTNAME": pod["metadata"]["name"], "KVTRACE_POD_ADDRESS": running.address})
+        env.update(self._service_env())
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        mounts = [containers_mod.Mount(self.endpoint_map.path.parent, containers_mod.ENDPOINT_MAP_DIR, True)]
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"])
+            if volume is None or mount["name"] not in running.volumes:
+                continue
+            writable = any(kind in volume for kind in WRITABLE_VOLUMES) and not mount.get("readOnly")
+            mounts.append(containers_mod.Mount(running.volumes[mount["name"]] / mount.get("subPath", ""),
+                                               mount["mountPath"], not writable))
+        image = str(container.get("image"))
+        argv = containers_mod.run_argv(
+            self.engine, name=f"kvtrace-{self.namespace}-{running.pod_name}-{container['name']}-{running.uid[:8]}",
+            pod=pod, container=container, image=self.images.get(image, image), env_names=sorted(env), mounts=mounts,
+            command=[rewrite(expand(a, container_env)) for a in container.get("command") or []],
+            args=[rewrite(expand(a, container_env)) for a in container.get("args") or []])
+        client_env = {k: v for k, v in os.environ.items() if k in ENGINE_ENV}
+        return argv, {**client_env, **env}
+
+    def _service_env(self) -> dict[str, str]:
+        """``KUBERNETES_SERVICE_HOST``/``_PORT``: the API server of the cluster's kubeconfig."""
+        kubeconfig = getattr(self.cluster, "kubeconfig", None)
+        if not kubeconfig:
+            return {}
+        if self._api_server is None:
+            import yaml
+
+            config = yaml.safe_load(Path(kubeconfig).read_text())
+            server = urllib.parse.urlsplit(config["clusters"][0]["cluster"]["server"])
+            self._api_server = {"KUBERNETES_SERVICE_HOST": server.hostname or "127.0.0.1",
+                                "KUBERNETES_SERVICE_PORT": str(server.port or 443)}
+        return self._api_server
 
     # ----------------------------------------------------------------- processes
     def _start_pod(self, pod: Obj, names: Mapping[str, str]) -> _Running:
@@ -636,8 +733,13 @@ class PodRunner:
         rendered = running.rendered
         assert rendered is not None
         log = self.workdir / "logs" / f"{running.pod_name}_{cname}.log"
-        process = Process(f"{running.pod_name}/{cname}", rendered.argv[cname], log,
-                          env=rendered.env[cname], cwd=rendered.cwd[cname]).start()
+        argv, env, cwd = rendered.argv[cname], rendered.env[cname], rendered.cwd[cname]
+        if self.engine is not None:
+            process: Process = containers_mod.ContainerProcess(
+                self.engine, argv[argv.index("--name") + 1], f"{running.pod_name}/{cname}", argv, log,
+                env=env, cwd=cwd).start()
+        else:
+            process = Process(f"{running.pod_name}/{cname}", argv, log, env=env, cwd=cwd).start()
         running.processes[cname] = process
         self._note(f"started {process.name} pid {process.pid} on {running.address}: "
                    f"{' '.join(rendered.argv[cname])}")

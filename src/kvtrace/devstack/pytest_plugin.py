@@ -239,11 +239,27 @@ def kind_unavailable() -> str | None:
     return None
 
 
+_ENGINE: list[tuple[str | None, str]] = []
+
+
+def container_engine() -> tuple[str | None, str]:
+    """(a working docker or podman, "") or (None, why not): found once per session."""
+    if not _ENGINE:
+        from kvtrace.devstack.containers import find_engine
+
+        _ENGINE.append(find_engine())
+    return _ENGINE[0]
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("kind") is not None:
         reason = kind_unavailable()
         if reason:
             pytest.skip(f"kind tier needs Docker and kind: {reason}")
+    if item.get_closest_marker("containers") is not None:
+        engine, why = container_engine()
+        if engine is None:
+            pytest.skip(f"containers tier needs docker or podman: {why}")
 
 
 # ---------------------------------------------------------------- the operator as a process
