@@ -73,14 +73,15 @@ class Kube:
         except ConfigError as exc:
             where = path or os.environ.get("KUBECONFIG") or "~/.kube/config"
             raise InspectError(f"cannot load a kubeconfig ({where}; set --kubeconfig or KUBECONFIG): {exc}") from exc
+        selected: Any = config
         if context:
             try:
-                config = config.get(context_name=context)
+                selected = config.get(context_name=context)
             except ConfigError as exc:
                 raise InspectError(f"--context: {exc} in the kubeconfig") from exc
-        self.config = config
-        self.server = self._server(config)
-        self.client = Client(config=config, timeout=httpx2.Timeout(timeout))
+        self.config = selected
+        self.server = self._server(selected)
+        self.client = Client(config=selected, timeout=httpx2.Timeout(timeout))
         self.default_namespace = self.client.namespace or "default"
 
     @staticmethod
