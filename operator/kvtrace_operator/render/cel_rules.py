@@ -42,7 +42,7 @@ def compiled(rule: str) -> cel.Expression:
     """The compiled rule (cached: every document of a run shares the CRDs' rules)."""
     try:
         return _environment().compile(rule)
-    except Exception as exc:  # the binding raises plain exceptions for compile errors
+    except RuntimeError as exc:  # what the binding raises for a rule it cannot compile
         raise RuleUnsupported(f"{rule!r}: {exc}") from exc
 
 
@@ -81,15 +81,23 @@ def _field(path: str, field_path: str) -> str:
     return joined.lstrip(".")
 
 
+def _evaluated(expression: cel.Expression, value: Any) -> tuple[Any, str | None]:
+    """(result, None), or (None, the evaluation error): the binding returns errors as values."""
+    result = expression.eval(data={"self": value})
+    if result.type() == cel.Type.ERROR:
+        return None, str(result.value())
+    return result.plain_value(), None
+
+
 def _message(rule: dict[str, Any], value: Any) -> str:
     expression = rule.get("messageExpression")
     if expression:
         try:
-            result = compiled(expression).eval(data={"self": value}).plain_value()
-            if isinstance(result, str) and result.strip():
-                return result
-        except Exception:  # noqa: BLE001 - the API server also falls back to message
-            pass
+            result, _ = _evaluated(compiled(expression), value)
+        except RuleUnsupported:  # the API server also falls back to message
+            result = None
+        if isinstance(result, str) and result.strip():
+            return result
     return str(rule.get("message") or f"failed rule: {rule['rule']}")
 
 
@@ -97,10 +105,9 @@ def check_rule(rule: dict[str, Any], value: Any, path: str) -> FieldError | None
     """The error of one rule at ``path`` (None when it holds). Raises RuleUnsupported."""
     expression = compiled(str(rule["rule"]))
     where = _field(path, str(rule.get("fieldPath", "")))
-    try:
-        result = expression.eval(data={"self": value}).plain_value()
-    except Exception as exc:  # noqa: BLE001 - any evaluation error is the user's, reported
-        return FieldError(where, f'Invalid value: "{_type_name(value)}": rule evaluation error: {exc}')
+    result, failure = _evaluated(expression, value)
+    if failure is not None:
+        return FieldError(where, f'Invalid value: "{_type_name(value)}": rule evaluation error: {failure}')
     if result is True:
         return None
     if result is not False:

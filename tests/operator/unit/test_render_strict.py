@@ -233,3 +233,10 @@ class TestCommandLine:
         code, out, err = run(DATA / "kvcluster-alone.yaml")
         assert code == 0 and out
         assert "rule not checked here (the API server will)" in err
+
+
+def test_a_rule_that_fails_to_evaluate_is_an_error_naming_it() -> None:
+    spec = {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+            "x-kubernetes-validations": [{"rule": "self.missing > 1"}]}
+    [error] = spec_errors(spec, {"x": 1})
+    assert error.startswith('spec: Invalid value: "object": rule evaluation error:') and "missing" in error
