@@ -231,8 +231,14 @@ def test_sampling_head_mode_warns_development_passes_two_tier_is_read() -> None:
                in line for line in check.evidence)
 
 
-def test_resources_default_warns_without_memory_limit_and_fits_a_sane_limit() -> None:
-    tp = pipeline()
+def test_resources_default_limit_fits_and_no_memory_limit_warns() -> None:
+    for tp in (pipeline(), pipeline(sampling={"mode": "development"}), pipeline(collector={"replicas": 2})):
+        check = doctor.check_resources(configs(tp), collector_deployments(tp), 3)
+        assert check.status == PASS, check  # the operator's default memory limit (render.sizing)
+    # a memory request of the user's own and no limit: the limiter measures the node
+    tp = pipeline(collector={"resources": {"requests": {"memory": "1Gi"}}})
+    assert "limits" not in collector_deployments(tp)["traces-collector"]["spec"]["template"]["spec"][
+        "containers"][0]["resources"]
     check = doctor.check_resources(configs(tp), collector_deployments(tp), 3)
     assert check.status == WARN and "no memory limit" in check.summary
     sized = pipeline(collector={"resources": {"limits": {"memory": "2Gi"}}})

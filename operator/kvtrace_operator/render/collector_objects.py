@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, sampling, security, tls
+from kvtrace_operator.render import names, sampling, security, sizing, tls
 from kvtrace_operator.render.collector import (
     LOADBALANCER_TIER,
     SAMPLING_TIER,
@@ -69,7 +69,7 @@ def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, componen
         config_dir=CONFIG_DIR,
         ports=[*ports, ("health", names.HEALTH_PORT), ("metrics", names.COLLECTOR_METRICS_PORT)],
         probe_path="/",
-        resources=collector.get("resources"),
+        resources=sizing.collector_resources(spec, samples=tier == SAMPLING_TIER),
         env=secret_env(spec) if destinations else [],
         extra_volumes=((ca_volumes(spec) if destinations else [])
                        + (security.collector_volumes(spec, names.name_of(pipeline)) if edge else [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, query_access, query_proxy, tls
+from kvtrace_operator.render import names, query_access, query_proxy, sizing, tls
 from kvtrace_operator.render.deployment import Workload, service
 from kvtrace_operator.render.images import OPERATOR_IMAGE
 from kvtrace_operator.render.jaeger import BADGER_DIR, render_jaeger_config
@@ -51,7 +51,7 @@ def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any],
         ports=[*OTLP_PORTS, *([] if query_access.proxied(spec) else query_access.query_ports(spec)),
                ("health", names.HEALTH_PORT), ("metrics", names.JAEGER_METRICS_PORT)],
         probe_path="/status",
-        resources=jaeger.get("resources"),
+        resources=sizing.jaeger_resources(spec),
         extra_volumes=volumes + tls.jaeger_volumes(pipeline, spec) + query_access.jaeger_volumes(spec, name),
         recreate=True,
     )

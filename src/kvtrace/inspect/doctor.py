@@ -33,7 +33,7 @@ from kvtrace.inspect.urls import checked_url
 from kvtrace.shared.endpoints import resolve_url
 from kvtrace.shared.jaeger_client import CA_FILE_ENV
 from kvtrace_operator.render import canary as render_canary
-from kvtrace_operator.render import names, sampling, security, tls
+from kvtrace_operator.render import names, sampling, security, sizing, tls
 from kvtrace_operator.render.canary import lookup_bound_s
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
@@ -41,8 +41,9 @@ from kvtrace_operator.render.errors import SpecError
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 CONFIG_KEY = "config.yaml"
 NODE_CONTAINER = "kvnode"
-# Memory estimates for the resources check (documented in docs/troubleshooting.md).
-SPAN_BYTES = 1024  # one span in the collector's memory, attributes included
+# Memory estimates for the resources check (documented in docs/troubleshooting.md): the
+# operator's default collector and Jaeger resources are sized with the same model.
+SPAN_BYTES = sizing.SPAN_BYTES
 MAX_LIMIT_PERCENTAGE = 90
 RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
 ALWAYS_ON = ("always_on", "parentbased_always_on")

@@ -109,7 +109,10 @@ class TestRenderPipeline:
             if deployment["metadata"]["name"].startswith("traces-collector"):
                 assert container["name"] == "otelcol"
                 assert deployment["spec"]["replicas"] == spec.get("collector", {}).get("replicas", 1)
-                assert container.get("resources") == spec.get("collector", {}).get("resources")
+                user = spec.get("collector", {}).get("resources") or {}
+                for part in ("requests", "limits"):  # the user's values, defaults beside them
+                    assert (user.get(part) or {}).items() <= container["resources"][part].items()
+                assert "memory" in container["resources"]["limits"]  # never unbounded (render.sizing)
             else:
                 assert container["name"] == "jaeger"
                 assert deployment["spec"]["replicas"] == 1
