@@ -7,8 +7,12 @@ What it implements: keep-alive (HTTP/1.1 default; HTTP/1.0 with `Connection: kee
 pipelining (one request at a time per connection, in order), `Content-Length` and chunked
 request bodies with a size limit checked before the body is read, `Expect: 100-continue`,
 an idle timeout (a connection that sent nothing for 75 s and has no request being answered
-is closed: kept-alive, or stalled in a head or body), and a graceful shutdown that lets in-flight requests finish. Anything that does not parse
-gets a JSON 400 (or 431) and the connection is closed.
+is closed: kept-alive, or stalled in a head or body), 408 for slow senders (SlowSenderLimits),
+and a graceful shutdown that lets in-flight requests finish. Parsing is strict
+(`http_parse.py`); anything that does not parse gets a JSON 400 (414, 431). An answer sent
+before the body was read (413, or without the 100 Continue the client waits for) carries
+`Connection: close` and the connection closes lingeringly, so that clients read it. Never
+imports the replication or storage layers.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import NamedTuple
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote_plus
+
+from kvnode.transport.http_parse import BadRequest, chunk_size, content_length, parse_head
 
 log = logging.getLogger("kvnode.http")
 
@@ -29,7 +35,6 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _HEAD_END = b"\r\n\r\n"
 _CRLF = b"\r\n"
 _SMALL_BODY = 64 * 1024  # bodies up to this size are sent in one write with their head
-_DISCARD_FACTOR = 8  # an unread body larger than this many times the limit closes the connection
 
 
 class Reply(NamedTuple):
@@ -41,12 +46,6 @@ class Reply(NamedTuple):
 
 def json_reply(status: int, doc: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
     return Reply(status, json.dumps(doc).encode(), "application/json", headers)
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 class BodyTooLarge(Exception):
@@ -89,45 +88,26 @@ class Request:
 Handler = Callable[[Request], Awaitable[Reply]]
 
 
-def parse_head(head: bytes, max_line: int) -> tuple[str, str, str, dict[str, str], bool]:
-    """(method, decoded path, raw query, lower-cased headers, HTTP/1.1?) of a request head."""
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise BadRequest(400, "undecodable request head") from None
-    lines = text.split("\r\n")
-    line = lines[0]
-    if len(line) > max_line:
-        raise BadRequest(414, f"request line longer than {max_line} bytes")
-    parts = line.split(" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith("HTTP/1."):
-        raise BadRequest(400, "malformed request line")
-    method, target, version = parts
-    if not target.startswith("/"):
-        raise BadRequest(400, "the request target must be an absolute path")
-    headers: dict[str, str] = {}
-    for raw in lines[1:]:
-        name, sep, value = raw.partition(":")
-        if not sep or not name or name != name.strip():
-            raise BadRequest(400, "malformed header line")
-        name = name.lower()
-        value = value.strip()
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    path, _, query = target.partition("?")
-    try:
-        decoded = unquote(path, errors="strict")
-    except UnicodeDecodeError:
-        raise BadRequest(400, "the path is not valid UTF-8 once percent-decoded") from None
-    return method, decoded, query, headers, version == "HTTP/1.1"
+class SlowSenderLimits(NamedTuple):
+    """Bounds on clients that send slowly, and on the lingering close after an early answer
+    (as nginx: stop reading into memory, drain and discard up to a bound, then close)."""
+
+    header_timeout: float = 10.0  # a request head must be complete this long after its first byte
+    body_timeout: float = 10.0  # the longest pause inside a request body
+    linger_time: float = 10.0  # after an early answer, drain the client's body at most this long
+    linger_timeout: float = 2.0  # ... stop earlier once it paused this long
+    linger_bytes: int = 64 << 20  # ... or after discarding this much
 
 
 class HttpServer:
     """Protocol factory and connection registry (for the graceful shutdown)."""
 
     def __init__(self, handler: Handler, max_body: int, max_line: int = 8190, max_head: int = 64 * 1024,
-                 idle_timeout: float = 75.0):
+                 idle_timeout: float = 75.0, limits: SlowSenderLimits | None = None):
         self.handler = handler
         self.idle_timeout = idle_timeout  # a connection with no request in progress is closed after this
+        self.slow = limits or SlowSenderLimits()
+        self.sweep_every = min(idle_timeout, self.slow.header_timeout, self.slow.body_timeout) / 4
         self._sweeper: asyncio.TimerHandle | None = None
         self.max_body = max_body
         self.max_line = max_line
@@ -139,19 +119,28 @@ class HttpServer:
 
     def protocol(self) -> asyncio.Protocol:
         if self._sweeper is None and not self.closing:
-            self._sweeper = asyncio.get_running_loop().call_later(self.idle_timeout / 4, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(self.sweep_every, self._sweep)
         return _Connection(self)
 
     def _sweep(self) -> None:
         """Close the connections that sent nothing for `idle_timeout` and have no request being
-        answered (idle keep-alive ones, and ones stalled inside a request head or body)."""
+        answered (idle keep-alive ones, and ones stalled inside a request head or body), and
+        answer 408 to slow senders: a head not complete `header_timeout` after its first
+        byte, a body that stopped arriving for `body_timeout`."""
         now = time.monotonic()
+        slow = self.slow
         for conn in list(self.connections):
-            if not conn.responding and now - conn.last_active > self.idle_timeout:
+            if conn.lingering:
+                continue
+            if conn.request is None and conn.buf and now - conn.head_started > slow.header_timeout:
+                conn.fail(408, f"the request head did not arrive within {slow.header_timeout:g} s")
+            elif not conn.body_done and now - conn.last_active > slow.body_timeout:
+                conn.fail(408, f"the request body stopped arriving for {slow.body_timeout:g} s")
+            elif not conn.responding and now - conn.last_active > self.idle_timeout:
                 conn.close()
         self._sweeper = None
         if self.connections and not self.closing:
-            self._sweeper = asyncio.get_running_loop().call_later(self.idle_timeout / 4, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(self.sweep_every, self._sweep)
 
     def date(self) -> str:
         now = int(time.time())
@@ -194,7 +183,11 @@ class _Connection(asyncio.Protocol):
         self.parts: list[bytes] = []
         self.size = 0
         self.expect_continue = False
-        self.last_active = time.monotonic()
+        self.too_large = False  # the body is known to exceed the limit (announced or arrived)
+        self.last_active = self.head_started = time.monotonic()
+        self.lingering = False  # answered early and closing: the rest of the input is discarded
+        self.linger_left = 0
+        self.linger_end = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -210,9 +203,24 @@ class _Connection(asyncio.Protocol):
             req._body.exception()  # noqa: SLF001 - retrieved: a handler may never read it
 
     def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.last_active = now
+        if self.lingering:
+            self.linger_left -= len(data)
+            if self.linger_left < 0:
+                self.close()
+            return
+        if not self.buf and self.request is None:
+            self.head_started = now
         self.buf += data
-        self.last_active = time.monotonic()
-        self.process()
+        try:
+            self.process()
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not cost more than this connection
+            log.error("closing a client connection after an unexpected parser error: %s: %s", type(exc).__name__, exc)
+            self.fail(400, "malformed request")
+
+    def eof_received(self) -> bool | None:
+        return None  # the client finished sending: close (an answer in progress is still written)
 
     # -- state ---------------------------------------------------------------------------
     def idle(self) -> bool:
@@ -230,7 +238,9 @@ class _Connection(asyncio.Protocol):
                 try:
                     self._feed_body()
                 except BadRequest as exc:
-                    self._fail(exc.status, str(exc))
+                    self.fail(exc.status, str(exc))
+                    return
+                if self.lingering:
                     return
                 if not self.body_done:
                     return
@@ -243,6 +253,7 @@ class _Connection(asyncio.Protocol):
             # answered, and its body consumed: on to the next request, if any
             self.request = None
             self.answered = False
+            self.head_started = time.monotonic()  # a pipelined head's clock starts now
             if not self.keep_alive or self.server.closing:
                 self.close()
                 return
@@ -251,10 +262,10 @@ class _Connection(asyncio.Protocol):
         end = self.buf.find(_HEAD_END)
         if end < 0:
             if len(self.buf) > self.server.max_head:
-                self._fail(431, f"request head larger than {self.server.max_head} bytes")
+                self.fail(431, f"request head larger than {self.server.max_head} bytes")
             return False
         if end > self.server.max_head:
-            self._fail(431, f"request head larger than {self.server.max_head} bytes")
+            self.fail(431, f"request head larger than {self.server.max_head} bytes")
             return False
         head = bytes(self.buf[:end]).lstrip(b"\r\n")
         del self.buf[: end + 4]
@@ -262,7 +273,7 @@ class _Connection(asyncio.Protocol):
             method, path, query, headers, http11 = parse_head(head, self.server.max_line)
             length = self._body_framing(headers)
         except BadRequest as exc:
-            self._fail(exc.status, str(exc))
+            self.fail(exc.status, str(exc))
             return False
         connection = headers.get("connection", "").lower()
         self.keep_alive = "close" not in connection if http11 else "keep-alive" in connection
@@ -276,32 +287,34 @@ class _Connection(asyncio.Protocol):
         return True
 
     def _body_framing(self, headers: dict[str, str]) -> int | None:
-        self.parts, self.size = [], 0
+        self.parts, self.size, self.too_large = [], 0, False
+        length = content_length(headers)  # refuses Content-Length with Transfer-Encoding
         if "transfer-encoding" in headers:
             if headers["transfer-encoding"].lower() != "chunked":
                 raise BadRequest(400, "only the chunked transfer encoding is supported")
             self.chunked, self.chunk_state, self.remaining, self.body_done = True, 0, 0, False
             return None
         self.chunked = False
-        text = headers.get("content-length")
-        if text is None:
-            self.body_done = True
-            return None
-        if not text.isdigit():
-            raise BadRequest(400, "invalid Content-Length")
-        self.remaining = int(text)
+        self.remaining = length or 0
         self.body_done = self.remaining == 0
-        return self.remaining
+        self.too_large = self.remaining > self.server.max_body
+        return length
 
     def _take(self, n: int) -> None:
-        """Move up to n body bytes from the buffer into the body (kept only within the limit)."""
+        """Move up to n body bytes from the buffer into the body (kept only within the limit;
+        once over it the handler learns at once, answers 413 early and the connection closes)."""
         chunk = bytes(self.buf[:n])
         del self.buf[:n]
         self.size += len(chunk)
         if self.size <= self.server.max_body:
             self.parts.append(chunk)
-        elif self.size > _DISCARD_FACTOR * self.server.max_body + (1 << 20):
-            raise BadRequest(413, "request body far over the size limit")
+        elif not self.too_large:
+            self.too_large = True
+            self.parts = []
+            fut = self.request._body if self.request is not None else None  # noqa: SLF001
+            if fut is not None and not fut.done():
+                fut.set_exception(BodyTooLarge())
+                fut.exception()  # retrieved: the handler may have answered without reading
 
     def _feed_body(self) -> None:
         buf = self.buf
@@ -316,16 +329,10 @@ class _Connection(asyncio.Protocol):
                 end = buf.find(_CRLF)
                 if end < 0:
                     if len(buf) > 1024:
-                        raise BadRequest(400, "malformed chunk size line")
+                        raise BadRequest(400, "chunk size line longer than 1024 bytes")
                     return
-                line = bytes(buf[:end]).split(b";", 1)[0].strip()
+                self.remaining = chunk_size(bytes(buf[:end]))
                 del buf[: end + 2]
-                try:
-                    self.remaining = int(line, 16)
-                except ValueError:
-                    raise BadRequest(400, "malformed chunk size") from None
-                if self.remaining < 0:
-                    raise BadRequest(400, "malformed chunk size")
                 self.chunk_state = 1 if self.remaining else 3
             elif self.chunk_state == 1:  # data
                 n = min(self.remaining, len(buf))
@@ -372,15 +379,17 @@ class _Connection(asyncio.Protocol):
     async def _respond(self, req: Request) -> None:
         try:
             reply = await self.server.handler(req)
+        except ConnectionError:  # the body never came: the client left, or it was malformed
+            reply = json_reply(400, {"error": "bad_request", "message": "the request body did not arrive"})
         except Exception as exc:  # the node keeps serving
             log.exception("request handler failed")
             reply = json_reply(500, {"error": "internal", "message": f"{type(exc).__name__}: {exc}"})
-        if not self.body_done and (self.expect_continue or self.size + self.remaining > _DISCARD_FACTOR * self.server.max_body):
+        if not self.body_done and (self.expect_continue or self.too_large):
             # answered without its body, and the client waits for a 100 Continue that will not
-            # come (so it will not send it), or the body is huge: do not wait for it
+            # come, or the body is over the limit: answer, then close lingeringly
             self.keep_alive = False
             self._write(reply)
-            self.close()
+            self.linger()
             return
         self._write(reply)
         self.responding = False
@@ -419,12 +428,44 @@ class _Connection(asyncio.Protocol):
         else:
             self.transport.writelines((data, body))
 
-    def _fail(self, status: int, message: str) -> None:
-        """A request that cannot be parsed: answer it and close the connection."""
+    def fail(self, status: int, message: str) -> None:
+        """A request that cannot be parsed (or a slow sender): answer it, then close lingeringly."""
         self.keep_alive = False
-        self._write(json_reply(status, {"error": "bad_request", "message": message}))  # unless answered
+        self._write(json_reply(status, {"error": "bad_request" if status != 408 else "timeout", "message": message}))
+        self.linger()
+
+    def linger(self) -> None:
+        """Close after an answer the client may not read yet because it is still sending: stop
+        parsing, shut down our sending side (the client sees the answer, then end of file),
+        discard what still arrives up to `linger_bytes`, for at most `linger_time`, and close
+        once the client stops (`linger_timeout`) or closes. Closing at once would make the
+        kernel reset the connection, and a reset discards the answer at most clients."""
+        if self.lingering or self.transport is None:
+            return
+        self.lingering = True
         self.buf.clear()
-        self.close()
+        self.parts = []
+        slow = self.server.slow
+        self.linger_left = slow.linger_bytes
+        self.linger_end = time.monotonic() + slow.linger_time
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+        asyncio.get_running_loop().call_later(min(slow.linger_timeout, slow.linger_time), self._linger_check)
+
+    def _linger_check(self) -> None:
+        if self.transport is None:
+            return
+        now = time.monotonic()
+        slow = self.server.slow
+        if now >= self.linger_end or now - self.last_active >= slow.linger_timeout:
+            self.close()
+            return
+        wait = min(self.linger_end - now, slow.linger_timeout - (now - self.last_active))
+        asyncio.get_running_loop().call_later(max(wait, 0.01), self._linger_check)
 
 
-__all__ = ["BadRequest", "BodyTooLarge", "HttpServer", "Reply", "Request", "json_reply", "parse_head"]
+__all__ = ["BadRequest", "BodyTooLarge", "HttpServer", "Reply", "Request", "SlowSenderLimits", "json_reply",
+           "parse_head"]
