@@ -2,7 +2,9 @@
 
 Spec: comma-separated rules, `error:PREFIX` (operations on keys starting with PREFIX fail
 with HTTP 500 and an ERROR span) and `delay:PREFIX:DURATION` (they are slowed down by
-DURATION, e.g. `300ms`). Used to prove that tail sampling keeps error and slow traces.
+DURATION, e.g. `300ms`), used to prove that tail sampling keeps error and slow traces;
+`protocol:LOW-HIGH` (the node speaks only those peer protocol versions, as another build
+would: the mixed-version tests).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from kvnode.units import parse_duration
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # "error" or "delay"
+    kind: str  # "error", "delay" or "protocol"
     prefix: bytes
     delay: float = 0.0
+    versions: tuple[int, int] = (0, 0)
 
 
 def parse_faults(spec: str | None) -> tuple[Fault, ...]:
@@ -28,18 +31,29 @@ def parse_faults(spec: str | None) -> tuple[Fault, ...]:
         kind, _, rest = rule.partition(":")
         if kind == "error" and rest:
             faults.append(Fault("error", rest.encode()))
+        elif kind == "protocol":
+            low, sep, high = rest.partition("-")
+            if not (sep and low.isascii() and low.isdigit() and high.isascii() and high.isdigit()
+                    and 1 <= int(low) <= int(high) < 1 << 16):
+                raise ValueError(f"fault {rule!r}: expected protocol:LOW-HIGH, e.g. protocol:1-1")
+            faults.append(Fault("protocol", b"", versions=(int(low), int(high))))
         elif kind == "delay":
             prefix, _, duration = rest.rpartition(":")
             if not prefix:
                 raise ValueError(f"fault {rule!r}: expected delay:PREFIX:DURATION")
             faults.append(Fault("delay", prefix.encode(), parse_duration(duration)))
         else:
-            raise ValueError(f"fault {rule!r}: expected error:PREFIX or delay:PREFIX:DURATION")
+            raise ValueError(f"fault {rule!r}: expected error:PREFIX, delay:PREFIX:DURATION or protocol:LOW-HIGH")
     return tuple(faults)
+
+
+def protocol_versions(faults: tuple[Fault, ...], default: tuple[int, int]) -> tuple[int, int]:
+    """The peer protocol versions to speak: `default` unless a protocol rule says otherwise."""
+    return next((f.versions for f in faults if f.kind == "protocol"), default)
 
 
 def match(faults: tuple[Fault, ...], key: bytes) -> Fault | None:
     for fault in faults:
-        if key.startswith(fault.prefix):
+        if fault.kind != "protocol" and key.startswith(fault.prefix):
             return fault
     return None

@@ -88,6 +88,11 @@ class Metrics:
         self.anti_entropy_repairs = Counter("kvnode_anti_entropy_repairs_total", "Records repaired by anti-entropy.")
         self.rebalanced = Counter("kvnode_rebalance_records_total", "Records streamed to new owners.")
         self.peer_requests = Counter("kvnode_peer_requests_total", "Peer protocol requests served.", ("type",))
+        self.peer_handshakes = Counter(
+            "kvnode_peer_handshakes_total",
+            "Peer connections by protocol handshake outcome: ok (a common version), legacy (a version-1 "
+            "peer without a handshake), refused (no common version).", ("side", "result"),
+        )
         self.unauthorized = Counter("kvnode_unauthorized_total", "Client requests refused: no token or an unknown one.")
         self.gauges: list[Gauge] = []
 
@@ -120,7 +125,7 @@ class Metrics:
         metrics: list[Counter | Histogram | Gauge] = [
             self.requests, self.latency, self.replication_failures, self.hints_stored, self.hints_delivered,
             self.read_repairs, self.anti_entropy_rounds, self.anti_entropy_repairs, self.rebalanced,
-            self.peer_requests, self.unauthorized, *self.gauges,
+            self.peer_requests, self.peer_handshakes, self.unauthorized, *self.gauges,
         ]
         for metric in metrics:
             lines += metric.render()

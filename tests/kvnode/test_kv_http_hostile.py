@@ -1,4 +1,4 @@
-"""Hostile and unusual clients on a real socket (issue 14): strict parsing answers 400 without
+"""Hostile and unusual clients on a real socket: strict parsing answers 400 without
 a traceback, slow senders get 408, early 413 answers reach the standard library's client
 (lingering close), and fuzzed requests (Hypothesis, bounded) each get an answer or a clean
 close while another keep-alive connection keeps being served. ~15 s."""

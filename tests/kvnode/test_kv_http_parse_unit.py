@@ -1,5 +1,5 @@
 """The client port's strict HTTP/1.1 parsing (kvnode.transport.http_parse): a table of the
-hostile inputs issue 14 names, and Hypothesis fuzzing (bounded) of every parsing function."""
+hostile inputs a public port meets, and Hypothesis fuzzing (bounded) of every parsing function."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kvnode.faults import match, parse_faults
+from kvnode.faults import match, parse_faults, protocol_versions
 from kvnode.process.config import OPTIONS, ConfigError, resolve
 from kvnode.replication.quorum import required
 from kvnode.storage import Record
@@ -147,3 +147,19 @@ def test_peer_trace_context_parses_like_the_w3c_propagator() -> None:
         assert ours_ctx == trace.get_current_span(theirs).get_span_context()
         assert ours_ctx.trace_state == trace.get_current_span(theirs).get_span_context().trace_state
     assert telemetry.context_from("", "") is None
+
+
+def test_peer_protocol_versions_negotiate_the_newest_common_one() -> None:
+    assert frames.negotiate((1, 2), (1, 1)) == 1  # this build and the previous release
+    assert frames.negotiate((1, 2), (2, 3)) == 2  # this build and the next release
+    assert frames.negotiate((1, 2), (3, 4)) is None  # two releases apart: refused
+    assert frames.decode_hello(frames.encode_hello((1, 2), "kv-0")) == ((1, 2), "kv-0")
+    for bad in (b"\x00", frames.encode_hello((3, 2), "x"), b"\x00\x01\x00\x02\xff"):
+        with pytest.raises(frames.ProtocolError, match="malformed hello"):
+            frames.decode_hello(bad)
+    assert protocol_versions(parse_faults("protocol:1-1,error:x"), (1, 2)) == (1, 1)
+    assert protocol_versions(parse_faults("error:x"), (1, 2)) == (1, 2)
+    assert match(parse_faults("protocol:1-1"), b"any") is None
+    for bad in ("protocol:2", "protocol:2-1", "protocol:0-1", "protocol:a-b"):
+        with pytest.raises(ValueError, match="protocol:LOW-HIGH"):
+            parse_faults(bad)

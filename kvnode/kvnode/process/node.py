@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from kvnode import telemetry
+from kvnode.faults import protocol_versions
 from kvnode.metrics import Metrics
 from kvnode.process.config import Config
 from kvnode.replication.antientropy import anti_entropy_round
@@ -20,6 +21,7 @@ from kvnode.replication.rebalance import change_members, ensure_driver, exchange
 from kvnode.replication.replica import Replica
 from kvnode.replication.ring import PeersError, parse_peers
 from kvnode.storage.engine import Store
+from kvnode.transport import frames
 from kvnode.transport.credentials import Credentials, TlsFiles
 from kvnode.transport.http_api import ApiState, build_handler
 from kvnode.transport.http_server import HttpServer
@@ -59,8 +61,10 @@ class Node:
         self.credentials = load_credentials(config)
         self.metrics = Metrics()
         self.store = Store(config.data_dir, config.fsync_policy, config.group_commit_window, config.cache_size)
+        self.versions = protocol_versions(config.faults, frames.PROTOCOL)
         self.peer_client = PeerClient(timeout=config.peer_timeout, max_frame=self.max_frame,
-                                      tls=lambda: self.credentials.peer_client)
+                                      tls=lambda: self.credentials.peer_client, node_id=config.id,
+                                      versions=self.versions, metrics=self.metrics)
         settings = Settings(
             node_id=config.id,
             replication_factor=config.replication_factor,
@@ -93,7 +97,8 @@ class Node:
         cfg = self.config
         http = HttpServer(build_handler(self.api), max_body=cfg.max_value_size,
                           max_line=max(8190, 3 * cfg.max_key_size + 1024))
-        peer_server = PeerServer(self.replica, self.metrics, cfg.max_key_size, cfg.max_value_size, self.max_frame)
+        peer_server = PeerServer(self.replica, self.metrics, cfg.max_key_size, cfg.max_value_size, self.max_frame,
+                                 self.versions)
         loop = asyncio.get_running_loop()
         creds = self.credentials
         server = await loop.create_server(peer_server.protocol, cfg.peer_host, cfg.peer_port, reuse_address=True,

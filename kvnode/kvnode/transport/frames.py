@@ -17,9 +17,18 @@ from typing import NamedTuple
 
 from kvnode.storage import Record
 
-PUT, GET, MERKLE, FETCH, PING, STATUS = 1, 2, 3, 4, 5, 6
+PUT, GET, MERKLE, FETCH, PING, STATUS, HELLO = 1, 2, 3, 4, 5, 6, 7
 OK, ERROR = 0x80, 0x81
-REQUEST_TYPES = {PUT: "put", GET: "get", MERKLE: "merkle", FETCH: "fetch", PING: "ping", STATUS: "status"}
+REQUEST_TYPES = {PUT: "put", GET: "get", MERKLE: "merkle", FETCH: "fetch", PING: "ping", STATUS: "status",
+                 HELLO: "hello"}
+
+# Peer protocol versions (docs/kvnode.md, "Peer protocol versions"): a build speaks its own
+# version and the one before, so a rolling upgrade from one release to the next always finds a
+# common version; a peer without a common version is refused at the handshake. Version 1 had
+# no handshake (its first frame is a request); version 2 added HELLO and STATUS.
+PROTOCOL = (1, 2)  # (oldest, newest) this build speaks
+REFUSED = "incompatible peer protocol"
+_HELLO = struct.Struct(">HH")
 
 _LEN = struct.Struct(">I")
 _HEAD = struct.Struct(">IBB")
@@ -122,6 +131,37 @@ def decode_records(body: bytes) -> tuple[int, list[Record]]:
     if pos != end:
         raise ProtocolError("trailing bytes after records")
     return operation, out
+
+
+def encode_hello(versions: tuple[int, int], node: str) -> bytes:
+    return _HELLO.pack(*versions) + node.encode()
+
+
+def decode_hello(body: bytes) -> tuple[tuple[int, int], str]:
+    try:
+        low, high = _HELLO.unpack_from(body, 0)
+        node = body[_HELLO.size :].decode()
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed hello: {exc}") from None
+    if low > high:
+        raise ProtocolError("malformed hello: version range is empty")
+    return (low, high), node
+
+
+def negotiate(ours: tuple[int, int], theirs: tuple[int, int]) -> int | None:
+    """The newest version both speak, or None (then the connection is refused)."""
+    version = min(ours[1], theirs[1])
+    return version if version >= max(ours[0], theirs[0]) else None
+
+
+def encode_u16(value: int) -> bytes:
+    return _U16.pack(value)
+
+
+def decode_u16(body: bytes) -> int:
+    if len(body) != 2:
+        raise ProtocolError("expected a 2-byte integer")
+    return int(_U16.unpack(body)[0])
 
 
 def encode_u32(value: int) -> bytes:

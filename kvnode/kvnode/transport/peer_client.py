@@ -5,18 +5,22 @@ out in one write) and one entry in its pending table, whose deadlines a periodic
 enforces: no task and no timer per call. A peer that cannot be
 reached is marked down for a short backoff so calls fail fast (and become hints) instead
 of each waiting for a connect timeout; a peer that hangs costs each call at most
-`timeout`; a peer that answers garbage gets its connection dropped.
+`timeout`; a peer that answers garbage gets its connection dropped. Each connection starts
+with a HELLO naming the peer protocol versions this node speaks (frames.PROTOCOL); a peer
+without a common version refuses it, and calls to it fail with that reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kvnode.metrics import Metrics
 from kvnode.replication import merkle
 from kvnode.replication.peers import NO_TRACE, OPERATIONS, PeerError, Trace
 from kvnode.replication.ring import Member
@@ -25,6 +29,7 @@ from kvnode.transport import frames
 from kvnode.transport.outbox import Outbox
 
 Decoder = Callable[[bytes], Any]
+log = logging.getLogger("kvnode.peer")
 
 
 def _records(body: bytes) -> list[Record]:
@@ -53,12 +58,39 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.pending: dict[int, tuple[asyncio.Future[Any], float, Decoder]] = {}
         self.sweeper: asyncio.TimerHandle | None = None
+        self.version = 0  # the negotiated peer protocol version, once the HELLO is answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
         self.outbox = Outbox(self.transport, loop)  # type: ignore[arg-type]
         self.sweeper = loop.call_later(self.client.sweep_interval, self.sweep)
+        versions = self.client.versions
+        if versions[1] >= 2:  # request id 0, ahead of every request on this connection
+            self.outbox.write(frames.encode(0, frames.HELLO, frames.encode_hello(versions, self.client.node_id)))
+        else:
+            self.version = 1  # (a node emulating version 1 says nothing first)
+
+    def hello_answered(self, msg: frames.Message) -> None:
+        """The peer's answer to the HELLO: a version, a refusal, or (a version-1 peer, which
+        does not know HELLO) an error about an unknown message type."""
+        client = self.client
+        text = msg.body.decode(errors="replace")[:300]
+        if msg.type == frames.OK:
+            self.version = frames.decode_u16(msg.body)
+            client.handshake("ok")
+            return
+        if not text.startswith(frames.REFUSED) and frames.negotiate(client.versions, (1, 1)) is not None:
+            self.version = 1
+            client.handshake("legacy")
+            log.info("peer %s:%d speaks peer protocol version 1 (no handshake)", *self.addr)
+            return
+        if not text.startswith(frames.REFUSED):
+            text = f"{frames.REFUSED}: the peer speaks version 1, this node {client.versions[0]}-{client.versions[1]}"
+        log.warning("peer %s:%d refused: %s", *self.addr, text)
+        client.handshake("refused")
+        client.mark_down(self.addr, f"refused: {text}")
+        self.abort(f"refused: {text}")
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -73,6 +105,9 @@ class _Connection(asyncio.Protocol):
             except frames.ProtocolError as exc:
                 self.abort(f"protocol error: {exc}")
                 return
+            if msg.request_id == 0 and not self.version:
+                self.hello_answered(msg)
+                continue
             entry = self.pending.pop(msg.request_id, None)
             if entry is None:
                 continue  # answered after its timeout
@@ -128,8 +163,12 @@ class PeerClient:
     plain TCP; asked at each new connection, so a reloaded certificate is used from then on."""
 
     def __init__(self, timeout: float = 2.0, max_frame: int = 64 * 1024 * 1024, backoff: float = 0.5,
-                 tls: Callable[[], ssl.SSLContext | None] = lambda: None):
+                 tls: Callable[[], ssl.SSLContext | None] = lambda: None, node_id: str = "",
+                 versions: tuple[int, int] = frames.PROTOCOL, metrics: Metrics | None = None):
         self.tls = tls
+        self.node_id = node_id
+        self.versions = versions
+        self.metrics = metrics
         self.timeout = timeout
         self.max_frame = max_frame
         self.backoff = backoff
@@ -143,6 +182,14 @@ class PeerClient:
         if self._conns.get(conn.addr) is conn:
             del self._conns[conn.addr]
 
+    def handshake(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.peer_handshakes.inc("client", result)
+
+    def mark_down(self, addr: tuple[str, int], reason: str) -> None:
+        """Calls to `addr` fail at once with `reason` for the backoff."""
+        self._down[addr] = (time.monotonic() + self.backoff, reason)
+
     def forget_failures(self) -> None:
         """Drop the backoff of peers that could not be reached (they are tried again)."""
         self._down.clear()
@@ -155,7 +202,7 @@ class PeerClient:
     def _request(self, member: Member, type_: int, body: bytes, decoder: Decoder, trace: Trace) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        request_id = next(self._ids) & 0xFFFFFFFF
+        request_id = next(self._ids) & 0xFFFFFFFF or 1  # 0 is the HELLO's
         frame = frames.encode(request_id, type_, body, trace[0], trace[1])
         addr = (member.host, member.port)
         conn = self._conns.get(addr)
@@ -164,7 +211,7 @@ class PeerClient:
             return fut
         down = self._down.get(addr)
         if down is not None and down[0] > time.monotonic():
-            fut.set_exception(PeerError(f"unreachable: {down[1]}"))
+            fut.set_exception(PeerError(down[1] if down[1].startswith("refused") else f"unreachable: {down[1]}"))
             return fut
         loop.create_task(self._connect_and_send(addr, request_id, fut, frame, decoder))
         return fut
@@ -199,7 +246,7 @@ class PeerClient:
             return conn
         except (TimeoutError, OSError) as exc:
             reason = "connect timeout" if isinstance(exc, TimeoutError) else _reason(exc)
-            self._down[addr] = (time.monotonic() + self.backoff, reason)
+            self.mark_down(addr, reason)
             err = PeerError(f"unreachable: {reason}")
             waiting.set_exception(err)
             waiting.exception()  # retrieved: other waiters re-raise it via shield

@@ -30,7 +30,9 @@ log = logging.getLogger("kvnode.peer")
 
 
 class PeerServer:
-    def __init__(self, replica: Replica, metrics: Metrics, max_key: int, max_value: int, max_frame: int):
+    def __init__(self, replica: Replica, metrics: Metrics, max_key: int, max_value: int, max_frame: int,
+                 versions: tuple[int, int] = frames.PROTOCOL):
+        self.versions = versions  # the peer protocol versions this node speaks
         self.replica = replica
         self.metrics = metrics
         self.max_key = max_key
@@ -53,6 +55,7 @@ class _ServerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.outbox: Outbox | None = None
         self.peer_host = ""
+        self.version = 0  # the peer protocol version of this connection, once known
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -73,7 +76,39 @@ class _ServerConnection(asyncio.Protocol):
             except frames.ProtocolError as exc:
                 self.drop(str(exc))
                 return
-            self.handle(msg)
+            if not self.version and not self.handshake(msg):
+                return
+            if msg.type != frames.HELLO or self.server.versions[1] < 2:
+                self.handle(msg)  # (a HELLO to a node emulating version 1 gets its ERROR there)
+
+    def handshake(self, msg: frames.Message) -> bool:
+        """The connection's first frame: a HELLO with the caller's versions, or (version 1,
+        which had no handshake) a request. False when the connection is refused."""
+        server, ours = self.server, self.server.versions
+        theirs, node = (1, 1), "?"
+        if msg.type == frames.HELLO and ours[1] >= 2:
+            try:
+                theirs, node = frames.decode_hello(msg.body)
+            except frames.ProtocolError as exc:
+                self.drop(str(exc))
+                return False
+        version = frames.negotiate(ours, theirs)
+        if version is None:
+            reason = (f"{frames.REFUSED}: this node speaks versions {ours[0]}-{ours[1]}, "
+                      f"the peer {theirs[0]}-{theirs[1]}")
+            log.warning("refusing the peer connection from %s (%s): %s", self.peer_host, node, reason)
+            server.metrics.peer_handshakes.inc("server", "refused")
+            if self.transport is not None:  # written at once, then closed (the outbox would be too late)
+                self.transport.write(frames.encode(msg.request_id, frames.ERROR, reason.encode()))
+                self.transport.close()
+            return False
+        self.version = version
+        server.metrics.peer_handshakes.inc("server", "ok" if msg.type == frames.HELLO else "legacy")
+        if msg.type == frames.HELLO and ours[1] >= 2:
+            self.reply(msg.request_id, frames.OK, frames.encode_u16(version))
+        else:
+            log.info("peer connection from %s without a handshake: peer protocol version 1", self.peer_host)
+        return True
 
     def drop(self, reason: str) -> None:
         log.warning("dropping peer connection from %s: %s", self.peer_host, reason)
