@@ -98,14 +98,18 @@ def run(args: Any) -> int:
         tracing.enable(*trace_pipeline)
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
         configure(settings, args)
-        memo.client = k8s.make_client()
+        # The run's state (handlers/runtime.py): kopf hands its live indices to startup too.
+        memo.runtime = handlers.start(k8s.make_client(), options, kwargs)
+        METRICS.state.sizes = memo.runtime.sizes
         memo.metrics = await serve_metrics(getattr(args, "metrics_port", 0))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         # The API client stays open: timers may still be finishing; the process exits next.
+        if getattr(memo, "runtime", None) is not None:
+            await memo.runtime.requests.close()
         if getattr(memo, "metrics", None) is not None:
             await memo.metrics.cleanup()
         await asyncio.to_thread(tracing.shutdown)  # flush the operator's last spans

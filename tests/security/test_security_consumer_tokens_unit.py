@@ -28,7 +28,8 @@ def auth(**fields: Any) -> dict[str, Any]:
 def test_every_consumer_has_its_own_secret() -> None:
     settings = auth(consumers=[{"name": "billing"}, {"name": "app", "tokenSecretRef": APP_REF}])["auth"]
     # generated: the operator makes the Secret (a missing one is awaited, not reported)
-    assert ct.consumers(settings, "traces", ["orders", "carts", "orders"]) == [
+    assert ct.consumers(settings, "traces", [("KVCluster", "orders"), ("KVCluster", "carts"),
+                                             ("KVCluster", "orders")]) == [
         ct.Consumer("pipeline", "traces-otlp-token", "token", generated=True),
         ct.Consumer("KVCluster/carts", "carts-otlp-client-token", "token", generated=True),
         ct.Consumer("KVCluster/orders", "orders-otlp-client-token", "token", generated=True),

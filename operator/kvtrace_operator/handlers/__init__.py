@@ -1,25 +1,43 @@
-"""Layer 3: kopf handlers, one module per custom resource, plus the watch on our children.
+"""Layer 3: kopf handlers, one module per custom resource, plus the watches on our children
+and on Secrets.
 
 Level-based: resume, create and update of a resource call one idempotent ``reconcile``; a
 timer re-runs it (a child deleted or edited by hand is repaired); a child's deletion triggers
-it at once; a child workload's status change refreshes the owner's status. ``register()``
-adds every handler to a kopf registry with the given options.
+it at once; a child workload's status change refreshes the owner's status. Handlers of one
+resource never call another's reconcile: they ask for it (``Runtime.request``, coalesced).
+``register()`` adds every handler to a kopf registry with the given options; ``start()``
+makes the run's Runtime (kept on kopf's memo) with the runners of the requests.
 """
 
 from __future__ import annotations
 
-import kopf
+from collections.abc import Mapping
+from typing import Any
 
-from kvtrace_operator.handlers import children, common, kvcluster, pipeline, secret_watch
-from kvtrace_operator.handlers.common import Options
+import kopf
+from lightkube import AsyncClient
+
+from kvtrace.shared.api import KVCLUSTER, PIPELINE
+from kvtrace_operator.handlers import children, consumers, kvcluster, pipeline, secret_watch
+from kvtrace_operator.handlers.runtime import Options, Runtime
+
+# kopf's indices the runtime reads (kopf hands them, live, to the startup handler too).
+INDICES = (*consumers.SOURCES, secret_watch.INDEX, secret_watch.CLIENT_INDEX)
 
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
-    common.configure(options)
+    consumers.register(registry)
     kvcluster.register(registry, options)
     pipeline.register(registry, options)
     children.register(registry, options)
     secret_watch.register(registry, options)
 
 
-__all__ = ["Options", "register"]
+def start(client: AsyncClient, options: Options, indices: Mapping[str, Any]) -> Runtime:
+    """The Runtime of one operator run: ``indices`` are kopf's (the startup handler's kwargs)."""
+    runtime = Runtime(client, options, indices={key: indices[key] for key in INDICES if key in indices})
+    runtime.requests.runners.update({KVCLUSTER: kvcluster.run_requested, PIPELINE: pipeline.run_requested})
+    return runtime
+
+
+__all__ = ["INDICES", "Options", "Runtime", "register", "start"]

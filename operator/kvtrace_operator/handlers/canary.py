@@ -5,7 +5,8 @@ sends one span of service ``kvtrace-operator-canary`` to the pipeline's collecto
 with the bearer token and CA the pipeline's ``spec.security`` names (read from their
 Secrets, kept in memory only for the request, never logged), then looks for it in Jaeger
 (with the ``spec.jaeger.query.auth`` credentials or token when it asks for them, verifying
-its certificate with TLS) for ``decisionWait`` + ``--canary-timeout`` seconds. The outcome is kept here, per pipeline;
+its certificate with TLS) for ``decisionWait`` + ``--canary-timeout`` seconds. The outcome is kept
+per pipeline in the operator's runtime (``Runtime.deliveries``, dropped with the pipeline);
 the pipeline's reconcile puts it into ``status.conditions`` (TraceDelivery) and
 ``status.traceDelivery``, so the canary and the reconcile never overwrite each other.
 
@@ -29,10 +30,12 @@ from urllib.parse import urlsplit
 from lightkube import ApiError, AsyncClient
 
 from kvtrace import canary as otlp_canary
+from kvtrace.shared.api import PIPELINE
 from kvtrace.shared.endpoints import resolve_url
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
 from kvtrace_operator.handlers.metrics import METRICS
+from kvtrace_operator.handlers.runtime import Delivery, Runtime
 from kvtrace_operator.render import (
     SpecError,
     apply_defaults_pipeline,
@@ -57,8 +60,6 @@ LOOKUP_TIMEOUT_S = 3.0
 LOOKUP_PAUSE_S = 0.5
 SPAN_NAME = "kvtrace operator canary"
 
-Outcome = tuple[tuple[str, str, str], dict[str, Any]]  # (condition status/reason/message, traceDelivery)
-_latest: dict[tuple[str, str], Outcome] = {}
 
 
 class CredentialsError(Exception):
@@ -70,14 +71,14 @@ def _key(pipeline: Mapping[str, Any]) -> tuple[str, str]:
     return str(meta["namespace"]), str(meta["name"])
 
 
-def current(pipeline: Mapping[str, Any]) -> tuple[tuple[str, str, str], dict[str, Any] | None]:
+def current(runtime: Runtime, pipeline: Mapping[str, Any]) -> tuple[tuple[str, str, str], dict[str, Any] | None]:
     """The TraceDelivery condition (status, reason, message) and ``status.traceDelivery``
     for the pipeline's status: the last run of this process, else what the status already
     shows (the operator restarted), else Pending; Disabled when the canary is off."""
-    interval = common.options.canary_interval
+    interval = runtime.options.canary_interval
     if interval <= 0:
         return decide(None, enabled=False), None
-    outcome = _latest.get(_key(pipeline))
+    outcome = runtime.deliveries.get(_key(pipeline))
     if outcome is not None:
         return outcome
     status = pipeline.get("status") or {}
@@ -88,23 +89,19 @@ def current(pipeline: Mapping[str, Any]) -> tuple[tuple[str, str, str], dict[str
     return decide(None, enabled=True, interval_s=interval), status.get("traceDelivery")
 
 
-def forget(pipeline: Mapping[str, Any]) -> None:
-    _latest.pop(_key(pipeline), None)
-
-
-def record(pipeline: Mapping[str, Any], result: CanaryResult) -> Outcome:
+def record(runtime: Runtime, pipeline: Mapping[str, Any], result: CanaryResult) -> Delivery:
     """Decide the condition from ``result`` and keep it for the next status write."""
     key = _key(pipeline)
-    before = _latest.get(key)
+    before = runtime.deliveries.get(key)
     previous = before[1] if before else (pipeline.get("status") or {}).get("traceDelivery")
     last_success = (previous or {}).get("lastSuccessTime")
     outcome = (decide(result, enabled=True, last_success=last_success,
-                      interval_s=common.options.canary_interval),
+                      interval_s=runtime.options.canary_interval),
                delivery_status(result, previous))
     METRICS.canary(outcome[0][1])
     if before is None or before[0][:2] != outcome[0][:2]:
         log.info("TraceDelivery of TracingPipeline %s/%s: %s %s: %s", *key, *outcome[0])
-    _latest[key] = outcome
+    runtime.deliveries[key] = outcome
     return outcome
 
 
@@ -156,8 +153,9 @@ async def _in_thread(limit: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
     return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), limit)
 
 
-async def run(client: AsyncClient, pipeline: Mapping[str, Any]) -> CanaryResult:
+async def run(runtime: Runtime, pipeline: Mapping[str, Any]) -> CanaryResult:
     """Send one canary through the pipeline and look for it in Jaeger (bounded in time)."""
+    client = runtime.client
     namespace, name = _key(pipeline)
     spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
     endpoints = names.pipeline_endpoints(dict(pipeline))
@@ -186,7 +184,7 @@ async def run(client: AsyncClient, pipeline: Mapping[str, Any]) -> CanaryResult:
         return result(send_error=otlp_canary.error_text(exc))
     if status != 200 or jaeger is None:
         return result(http_status=status, http_body=body)
-    bound = lookup_bound_s(spec, common.options.canary_timeout)
+    bound = lookup_bound_s(spec, runtime.options.canary_timeout)
     started = time.monotonic()
     found, error = False, None
     while True:
@@ -205,16 +203,17 @@ async def run(client: AsyncClient, pipeline: Mapping[str, Any]) -> CanaryResult:
         await asyncio.sleep(LOOKUP_PAUSE_S)
 
 
-async def probe(client: AsyncClient, pipeline: Mapping[str, Any]) -> bool:
+async def probe(runtime: Runtime, pipeline: Mapping[str, Any]) -> bool:
     """One canary run for the timer; False when the pipeline is going away or its spec is
     invalid (nothing kept, nothing to refresh)."""
     pipeline = common.plain(pipeline)
-    if pipeline["metadata"].get("deletionTimestamp"):
-        forget(pipeline)
+    meta = pipeline["metadata"]
+    if meta.get("deletionTimestamp"):
+        runtime.forget(PIPELINE, meta["namespace"], meta["name"], meta.get("uid"))
         return False
     try:
-        outcome = await run(client, pipeline)
+        outcome = await run(runtime, pipeline)
     except SpecError:  # the reconcile reports it (InvalidSpec); nothing to probe meanwhile
         return False
-    record(pipeline, outcome)
+    record(runtime, pipeline, outcome)
     return True

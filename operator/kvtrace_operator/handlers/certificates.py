@@ -12,30 +12,27 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from lightkube import AsyncClient
-
 from kvtrace_operator import k8s
+from kvtrace_operator.handlers.runtime import Runtime
 from kvtrace_operator.k8s import certificates
 from kvtrace_operator.k8s.apply import dry_run
 from kvtrace_operator.render import checksum
 from kvtrace_operator.render.certificates import KIND as CERTIFICATE
 
-_accepted: dict[str, str] = {}  # pipeline uid -> checksum of the last render the dry run accepted
-
 log = logging.getLogger("kvtrace_operator")
 
 
-async def prepare(client: AsyncClient, pipeline: Mapping[str, Any], children: list[dict[str, Any]]
+async def prepare(runtime: Runtime, pipeline: Mapping[str, Any], children: list[dict[str, Any]]
                   ) -> list[dict[str, Any]]:
     """Create or renew the managed CA and leaves (or apply cert-manager's Certificates and the
     trust bundle), then ``children`` with those objects first, so the apply keeps them.
     Raises SpecError (certManager without cert-manager) and k8s.Rejected (a child the API
     server refuses: then nothing was written)."""
-    meta = pipeline["metadata"]
+    client, meta = runtime.client, pipeline["metadata"]
     workloads = [child for child in children if child["kind"] != CERTIFICATE]
-    if _accepted.get(meta["uid"]) != checksum(workloads):
+    if runtime.tls_accepted.get(meta["uid"]) != checksum(workloads):
         await dry_run(client, workloads, meta["namespace"])
-        _accepted[meta["uid"]] = checksum(workloads)
+        runtime.tls_accepted[meta["uid"]] = checksum(workloads)
     prepared = await certificates.prepare(client, dict(pipeline))
     if prepared.actions:
         message = "; ".join(prepared.actions)

@@ -1,5 +1,8 @@
-"""Watching our children (by the managed-by label): a deleted child is re-created at once,
-and a workload's status change (pods becoming ready, a rollout) refreshes its owner's status."""
+"""Watching our children (by the managed-by label): a deleted child asks for its owner's
+reconcile (it is re-created at once), and a workload's status change (pods becoming ready,
+a rollout) asks for a status refresh. Requests are coalesced (handlers/runtime.py): a
+rollout's many events make one reconcile of the owner, and this watch never waits for it.
+Imports no other resource's handler module."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import kopf
 
 from kvtrace.shared.api import API_VERSION, KVCLUSTER, MANAGED_BY, MANAGED_BY_LABEL, PIPELINE
 from kvtrace_operator import k8s
-from kvtrace_operator.handlers import common, kvcluster, pipeline
+from kvtrace_operator.handlers.runtime import Options, Runtime
 
 WORKLOADS = ("StatefulSet", "Deployment")
 
@@ -23,24 +26,20 @@ def owner_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
+def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     for api_version, kind in k8s.PRUNABLE_KINDS:
         group, _, version = api_version.rpartition("/")
 
         @kopf.on.event(group=group, version=version, kind=kind, id=f"child-{kind.lower()}",
                        registry=registry,
                        labels={MANAGED_BY_LABEL: MANAGED_BY})
-        async def child_event(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        async def child_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             owner = owner_of(body)
             if owner is None or type not in ("DELETED", "MODIFIED", "ADDED"):
                 return
             if type != "DELETED" and body.get("kind") not in WORKLOADS:
                 return
-            apply = type == "DELETED"  # repair a deletion; otherwise only refresh the status
-            namespace, (kind, name) = body["metadata"]["namespace"], owner
-            if kind == KVCLUSTER:
-                await kvcluster.reconcile_named(memo.client, namespace, name, apply=apply)
-            else:
-                await pipeline.reconcile_named(
-                    memo.client, namespace, name,
-                    kvcluster.consumers(kwargs.get(kvcluster.INDEX), namespace, name), apply=apply)
+            runtime: Runtime = memo.runtime
+            owner_kind, owner_name = owner
+            # repair a deletion; otherwise only refresh the status
+            runtime.request(owner_kind, body["metadata"]["namespace"], owner_name, apply=type == "DELETED")

@@ -1,10 +1,10 @@
-"""What both resources' handlers share: options, per-object locks, status writing, events."""
+"""What both resources' reconciles share: applying children, status writing, events.
+Per-run state (options, locks, what was accepted) is the Runtime on kopf's memo
+(handlers/runtime.py), passed in; nothing here is kept between calls."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping
@@ -15,40 +15,11 @@ from lightkube import AsyncClient
 
 from kvtrace_operator import k8s, tracing
 from kvtrace_operator.handlers.metrics import METRICS
+from kvtrace_operator.handlers.runtime import Runtime
 from kvtrace_operator.render import checksum
-from kvtrace_operator.render.images import OPERATOR_IMAGE
 from kvtrace_operator.render.status import find_condition
 
 log = logging.getLogger("kvtrace_operator")
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """Operator behaviour that handlers are registered with (from `kvtrace operator run`)."""
-
-    resync_interval: float = 60.0  # the drift-repair timer
-    retry_backoff: float = 5.0  # delay before a failed reconcile is retried
-    drain_timeout: float = 300.0  # how long leaving members may take to hand their data over
-    canary_interval: float = 60.0  # TraceDelivery canary of each pipeline; 0 disables it
-    canary_timeout: float = 20.0  # Jaeger lookup bound on top of the tail-sampling decision wait
-    query_proxy_image: str = OPERATOR_IMAGE  # the query-proxy sidecar's image unless proxyImage
-
-
-options = Options()
-
-
-def configure(chosen: Options) -> None:
-    """Set the options every handler and reconcile uses (once, at registration)."""
-    global options
-    options = chosen
-
-
-_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
-
-
-def lock(kind: str, namespace: str, name: str) -> asyncio.Lock:
-    """One reconcile at a time per object, whichever handler (or other object) triggers it."""
-    return _locks.setdefault((kind, namespace, name), asyncio.Lock())
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -105,11 +76,12 @@ def in_step(rendered: list[dict[str, Any]], observed: list[dict[str, Any]]) -> b
     return all(current.get(name) == state for name, state in wanted.items())
 
 
-async def converge(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]],
+async def converge(runtime: Runtime, owner: Mapping[str, Any], children: list[dict[str, Any]],
                    *, apply_all: bool) -> tuple[list[dict[str, Any]], k8s.Changes | None]:
     """Apply ``children`` (always when ``apply_all``; otherwise only when the observed
     workloads lag behind the render, e.g. the pipeline changed meanwhile), and return the
     observed workloads, so the status never describes a state that is not applied."""
+    client = runtime.client
     if not apply_all:
         with tracing.span("observe workloads") as step:
             observed = await k8s.read_workloads(client, owner["metadata"]["namespace"], children)
@@ -117,29 +89,26 @@ async def converge(client: AsyncClient, owner: Mapping[str, Any], children: list
         if in_step(children, observed):
             return observed, None
     with tracing.span("apply children", {"kvtrace.children": len(children)}) as step:
-        changes = await apply(client, owner, children)
+        changes = await apply(runtime, owner, children)
         for action, items in (("created", changes.created), ("updated", changes.updated),
                               ("deleted", changes.deleted)):
             step.set(f"kvtrace.children.{action}", len(items))
     return k8s.workloads_of(changes.applied), changes
 
 
-_validated: dict[str, str] = {}  # owner uid -> checksum of the last render the API server accepted
-
-
-async def apply(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]]) -> k8s.Changes:
+async def apply(runtime: Runtime, owner: Mapping[str, Any], children: list[dict[str, Any]]) -> k8s.Changes:
     """Apply every child and prune the stale ones, with an event per kind of action. A render
     not yet accepted is dry-run first (k8s.Rejected leaves nothing half-applied); a child that
     had to be deleted (immutable field) is retried shortly."""
-    uid = owner["metadata"]["uid"]
+    client, uid = runtime.client, owner["metadata"]["uid"]
     rendered = checksum(children)
     try:
         changes = await k8s.apply_children(client, owner, children,
-                                           validate_first=_validated.get(uid) != rendered)
+                                           validate_first=runtime.validated.get(uid) != rendered)
     except k8s.Recreating as exc:
         await k8s.post_event(client, owner, "Recreating", str(exc), "Warning")
         raise kopf.TemporaryError(str(exc), delay=2) from exc
-    _validated[uid] = rendered
+    runtime.validated[uid] = rendered
     await report_changes(client, owner, changes)
     return changes
 
@@ -162,3 +131,16 @@ async def report_spec_error(client: AsyncClient, owner: Mapping[str, Any], messa
     log.warning("invalid %s %s/%s: %s", owner["kind"], owner["metadata"]["namespace"],
                 owner["metadata"]["name"], message)
     await k8s.post_event(client, owner, "InvalidSpec", message, "Warning")
+
+
+async def fresh(runtime: Runtime, res: Any, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The object as the API server holds it now: the body a handler, a timer or a queued
+    request started with may be older, and applying it would undo a newer update. None when
+    it is gone, being deleted, or replaced by another object of the same name (uid)."""
+    meta = body["metadata"]
+    current = await k8s.get_object(runtime.client, res, meta["name"], meta["namespace"])
+    if current is None or current["metadata"].get("deletionTimestamp"):
+        return None
+    if meta.get("uid") and current["metadata"].get("uid") != meta["uid"]:
+        return None
+    return plain(current)

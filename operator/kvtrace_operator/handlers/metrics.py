@@ -1,6 +1,7 @@
 """The operator's own Prometheus metrics (``--metrics-port``): reconciles by kind and outcome,
-their duration (a histogram), child actions, TraceDelivery canaries by reason, and the
-process's own metrics (CPU, memory, file descriptors, GC), on ``prometheus_client``.
+their duration (a histogram), child actions, TraceDelivery canaries by reason, the entries
+of the run's per-object state (handlers/runtime.py), and the process's own metrics (CPU,
+memory, file descriptors, GC), on ``prometheus_client``.
 
 Each :class:`Metrics` has its own registry, so tests count from zero. Imports neither kopf
 nor the Kubernetes client.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,6 +24,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 # No `_created` series beside every counter and histogram: nothing here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -30,6 +32,22 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Reconciles take milliseconds (nothing changed) to tens of seconds (dry runs, many children).
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class StateEntries:
+    """``kvtrace_operator_state_entries{store}``: read from the run's state when scraped."""
+
+    def __init__(self) -> None:
+        self.sizes: Callable[[], dict[str, int]] | None = None  # Runtime.sizes, once running
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "kvtrace_operator_state_entries",
+            "Per-object entries the operator keeps, by store (locks, requests, ...): back to "
+            "their baseline once the objects are gone.", labels=("store",))
+        for store, count in sorted((self.sizes() if self.sizes else {}).items()):
+            family.add_metric((store,), count)
+        yield family
 
 
 class Metrics:
@@ -50,6 +68,8 @@ class Metrics:
             "kvtrace_operator_canaries",
             "TraceDelivery canary runs by reason (Delivered, NotFoundInJaeger, ...).",
             ("reason",), registry=self.registry)
+        self.state = StateEntries()
+        self.registry.register(self.state)
 
     @contextlib.contextmanager
     def reconcile(self, kind: str) -> Iterator[dict[str, str]]:

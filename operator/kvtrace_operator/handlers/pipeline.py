@@ -1,5 +1,9 @@
-"""TracingPipeline handlers: one idempotent reconcile; a pipeline change (or deletion)
-re-renders the KVClusters that reference it, which rolls their pods (checksum annotation)."""
+"""TracingPipeline handlers: one idempotent reconcile (resume, create, update, the drift
+timer, requests); a pipeline change (or deletion) asks for a reconcile of the KVClusters that
+reference it, which rolls their pods (checksum annotation). Every reconcile re-reads the
+pipeline under its lock and derives its consumers at that moment (handlers/consumers.py):
+``status.consumers`` and the collector's token set follow the live consumers, however many
+requests came before. Imports no other resource's handler module."""
 
 from __future__ import annotations
 
@@ -7,135 +11,150 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from lightkube import ApiError, AsyncClient
+from lightkube import ApiError
 
-from kvtrace.shared.api import GROUP, PIPELINE_PLURAL, VERSION
+from kvtrace.shared.api import GROUP, KVCLUSTER, PIPELINE, PIPELINE_PLURAL, VERSION
 from kvtrace_operator import k8s, tracing
 from kvtrace_operator.handlers import (
     canary,
     certificates,
     common,
-    kvcluster,
-    secret_watch,
+    consumers,
+    secret_gate,
     self_tracing,
 )
 from kvtrace_operator.handlers.metrics import METRICS
+from kvtrace_operator.handlers.runtime import Options, Runtime
 from kvtrace_operator.render import SpecError, render_pipeline
 from kvtrace_operator.render import status as render_status
 from kvtrace_operator.render.secret_refs import with_conditions
 
 
-def pipeline_status(pipeline: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+def pipeline_status(runtime: Runtime, pipeline: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
     """render.status.pipeline_status() with the TraceDelivery outcome this process holds
     (handlers/canary.py), whichever way the reconcile ends."""
-    delivery, record = canary.current(pipeline)
+    delivery, record = canary.current(runtime, pipeline)
     return render_status.pipeline_status(pipeline, trace_delivery=delivery, delivery=record, **kwargs)
 
 
 def with_token_condition(pipeline: Mapping[str, Any], status: dict[str, Any],
                          tokens: dict[str, Any] | None) -> dict[str, Any]:
-    """``status`` with ``TokensReady`` (secret_watch.sync_tokens) when the pipeline has auth."""
+    """``status`` with ``TokensReady`` (secret_gate.sync_tokens) when the pipeline has auth."""
     return status if tokens is None else with_conditions(status, pipeline.get("status"), [tokens])
 
 
-async def reconcile(client: AsyncClient, pipeline: Mapping[str, Any], consumers: list[str],
-                    *, apply: bool = True) -> None:
-    """Render, apply (or only observe) and write the status, like kvcluster.reconcile()."""
-    pipeline = common.plain(pipeline)
+async def sync_tokens(runtime: Runtime, pipeline: Mapping[str, Any],
+                      referencing: list[consumers.Referencing]) -> dict[str, Any] | None:
+    """secret_gate.sync_tokens() for the consumers derived at the start of the reconcile;
+    when they changed meanwhile, TokensReady is False (ConsumersChanged) and one more
+    reconcile is requested: True only while the token file holds exactly the live ones."""
+    tokens = await secret_gate.sync_tokens(runtime.client, pipeline, referencing)
     meta = pipeline["metadata"]
-    async with common.lock("TracingPipeline", meta["namespace"], meta["name"]):
+    if consumers.referencing(runtime.indices, meta["namespace"], meta["name"]) == referencing:
+        return tokens
+    runtime.request(PIPELINE, meta["namespace"], meta["name"])
+    if tokens is None:
+        return None
+    return render_status.condition(secret_gate.TOKENS_READY, False, "ConsumersChanged",
+                                   "the consumers changed while the token set was written; writing it again",
+                                   generation=meta.get("generation"), now=common.now())
+
+
+async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = True) -> None:
+    """Re-read, render, apply (or only observe) and write the status, like kvcluster.reconcile()."""
+    meta = body["metadata"]
+    client = runtime.client
+    async with runtime.lock(PIPELINE, meta["namespace"], meta["name"]):
+        pipeline = await common.fresh(runtime, k8s.TracingPipeline, body)
+        if pipeline is None:
+            return
+        referencing = consumers.referencing(runtime.indices, meta["namespace"], meta["name"])
+        names = consumers.cluster_names(referencing)
         with METRICS.reconcile("TracingPipeline") as result, tracing.reconcile("TracingPipeline", pipeline, result):
             try:
-                children = render_pipeline(pipeline, proxy_image=common.options.query_proxy_image)
+                children = render_pipeline(pipeline, proxy_image=runtime.options.query_proxy_image)
             except SpecError as exc:
                 result["outcome"] = "invalid_spec"
                 await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
-                    pipeline, workloads=[], consumers=consumers, now=common.now(), spec_error=str(exc)))
+                    runtime, pipeline, workloads=[], consumers=names, now=common.now(), spec_error=str(exc)))
                 await common.report_spec_error(client, pipeline, str(exc))
                 return
             try:
-                children = await certificates.prepare(client, pipeline, children)  # TLS Secrets first
-                gate = await secret_watch.check(client, pipeline, children)
+                children = await certificates.prepare(runtime, pipeline, children)  # TLS Secrets first
+                gate = await secret_gate.check(client, pipeline, children)
                 if gate.blocked:  # nothing applied: the pods could not start
                     result["outcome"] = "secret_not_found"
                     observed = await k8s.read_workloads(client, meta["namespace"], children)
-                    tokens = await secret_watch.sync_tokens(client, pipeline, consumers)  # revoking still works
+                    tokens = await sync_tokens(runtime, pipeline, referencing)  # revoking still works
                     await common.write_status(client, k8s.TracingPipeline, pipeline, with_token_condition(
-                        pipeline, gate.status(pipeline, pipeline_status(pipeline, workloads=observed,
-                                                                        consumers=consumers, now=common.now())),
+                        pipeline, gate.status(pipeline, pipeline_status(
+                            runtime, pipeline, workloads=observed, consumers=names, now=common.now())),
                         tokens))
-                    await secret_watch.report_missing(client, pipeline, gate)
+                    await secret_gate.report_missing(client, pipeline, gate)
                     return
-                workloads, _ = await common.converge(client, pipeline, gate.children, apply_all=apply)
-                tokens = await secret_watch.sync_tokens(client, pipeline, consumers)  # revokes too
+                workloads, _ = await common.converge(runtime, pipeline, gate.children, apply_all=apply)
+                tokens = await sync_tokens(runtime, pipeline, referencing)  # revokes too
             except (k8s.Rejected, SpecError) as exc:  # SpecError: certManager without cert-manager
                 result["outcome"] = "invalid_spec"
                 await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
-                    pipeline, workloads=[], consumers=consumers, now=common.now(), spec_error=str(exc)))
+                    runtime, pipeline, workloads=[], consumers=names, now=common.now(), spec_error=str(exc)))
                 await common.report_spec_error(client, pipeline, str(exc))
                 return
             except ApiError as exc:
                 if not k8s.is_forbidden(exc):
                     raise
                 result["outcome"] = "forbidden"
-                await secret_watch.report_forbidden(client, k8s.TracingPipeline, pipeline, exc)
+                await secret_gate.report_forbidden(client, k8s.TracingPipeline, pipeline, exc)
                 return
             await common.write_status(client, k8s.TracingPipeline, pipeline, with_token_condition(
                 pipeline, gate.status(pipeline, pipeline_status(
-                    pipeline, workloads=workloads, consumers=consumers, now=common.now())), tokens))
+                    runtime, pipeline, workloads=workloads, consumers=names, now=common.now())), tokens))
     await self_tracing.follow(client, pipeline)
 
 
-async def reconcile_named(client: AsyncClient, namespace: str, name: str, consumers: list[str],
-                          *, apply: bool = True) -> None:
-    pipeline = await k8s.get_object(client, k8s.TracingPipeline, name, namespace)
-    if pipeline is None or pipeline["metadata"].get("deletionTimestamp"):
-        return
-    await reconcile(client, pipeline, consumers, apply=apply)
+async def run_requested(runtime: Runtime, namespace: str, name: str, apply: bool) -> None:
+    """A requested reconcile (a consumer came or went, a child's event, a Secret's change)."""
+    await reconcile(runtime, {"metadata": {"namespace": namespace, "name": name}}, apply=apply)
 
 
-async def rerender_consumers(client: AsyncClient, namespace: str, names: list[str]) -> None:
-    """Re-render every KVCluster using the pipeline (its pods roll if their env changed)."""
-    for name in names:
-        await kvcluster.reconcile_named(client, namespace, name)
+def request_consumers(runtime: Runtime, body: Mapping[str, Any]) -> None:
+    """Ask every KVCluster using the pipeline to re-render (its pods roll if their env changed)."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    for cluster in consumers.cluster_names(consumers.referencing(runtime.indices, namespace, name)):
+        runtime.request(KVCLUSTER, namespace, cluster)
 
 
-def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
+def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     resource = (GROUP, VERSION, PIPELINE_PLURAL)
 
-    def consumers_of(body: Mapping[str, Any], kwargs: Mapping[str, Any]) -> list[str]:
-        meta = body["metadata"]
-        return kvcluster.consumers(kwargs.get(kvcluster.INDEX), meta["namespace"], meta["name"])
-
     @kopf.on.resume(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
-    async def resumed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        await reconcile(memo.client, body, consumers_of(body, kwargs))
+    async def resumed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await reconcile(memo.runtime, body)
 
     @kopf.on.create(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
     @kopf.on.update(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
-    async def changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        names = consumers_of(body, kwargs)
-        await reconcile(memo.client, body, names)
-        await rerender_consumers(memo.client, body["metadata"]["namespace"], names)
+    async def changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await reconcile(memo.runtime, body)
+        request_consumers(memo.runtime, body)
 
     @kopf.timer(*resource, id="resync", interval=options.resync_interval,
                 initial_delay=options.resync_interval, registry=registry)
-    async def resync(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-        await reconcile(memo.client, body, consumers_of(body, kwargs))
+    async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await reconcile(memo.runtime, body)
 
     if options.canary_interval > 0:
         @kopf.timer(*resource, id="canary", interval=options.canary_interval,
                     initial_delay=min(options.canary_interval, 5.0), registry=registry)
-        async def trace_delivery(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        async def trace_delivery(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             """The TraceDelivery canary, then a status refresh that carries its outcome."""
-            if await canary.probe(memo.client, body):
-                await reconcile_named(memo.client, body["metadata"]["namespace"], body["metadata"]["name"],
-                                      consumers_of(body, kwargs), apply=False)
+            if await canary.probe(memo.runtime, body):
+                await reconcile(memo.runtime, body, apply=False)
 
     @kopf.on.event(*resource, id="deleted", registry=registry)
-    async def deleted(type: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    async def deleted(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if type == "DELETED":
-            canary.forget(body)
+            runtime: Runtime = memo.runtime
+            meta = body["metadata"]
+            runtime.forget(PIPELINE, meta["namespace"], meta["name"], meta.get("uid"))
             # The clusters keep running, untraced, with TracingConfigured=False/PipelineNotFound.
-            await rerender_consumers(memo.client, body["metadata"]["namespace"],
-                                     consumers_of(body, kwargs))
+            request_consumers(runtime, body)

@@ -1,188 +1,56 @@
-"""Secrets the workloads use, and refused requests.
+"""The Secret watch: a change of a Secret that a pipeline (or its consumers' pods) references
+asks for a reconcile of that pipeline and its KVClusters at once, not on the resync timer;
+a change of a KVCluster's own token Secret asks for its pipeline (the collector's token set)
+and that cluster. Two indices find them: (namespace, Secret) -> pipelines referencing it, and
+(namespace, a KVCluster's token Secret) -> (pipeline, cluster). Requests are coalesced
+(handlers/runtime.py): a burst of Secret events makes one reconcile per object.
 
-- Before applying, a reconcile reads every Secret its rendered workloads reference
-  (resourceVersion and key names only): a missing Secret or key stops the apply (the pods
-  would fail with CreateContainerConfigError) and sets ``SecretsReady=False`` with an event;
-  otherwise the resourceVersions go into the pod-template checksums, so a changed Secret rolls
-  the pods that read it only at start.
-- Secrets are watched: a change of one that a pipeline (or its consumers' pods) references
-  reconciles that pipeline and its KVClusters at once, not on the resync timer. An index
-  maps (namespace, Secret) to the pipelines referencing it.
-- Consumer tokens (render/consumer_tokens.py): after applying, a pipeline's reconcile reads
-  the token of each of its consumers and rewrites the collector's token-set Secret when the
-  set changed (a KVCluster gone or no longer referencing the pipeline: its token is revoked);
-  ``TokensReady`` says which consumers the collector accepts and which have no usable token.
-  A second index maps each KVCluster's token Secret to its pipeline, so a changed, created or
-  deleted one updates the set at once.
-- A request the API server refuses with 403 sets ``Authorized=False`` (reason Forbidden,
-  naming the verb and resource) and an event; the operator keeps running and the next
-  reconcile heals it once the permission is back.
-"""
+What a reconcile does with Secrets is handlers/secret_gate.py. Imports no handler module but
+the shared ones (common, consumers, runtime)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from lightkube import ApiError, AsyncClient
 
-from kvtrace.shared.api import GROUP, KVCLUSTER_PLURAL, PIPELINE_PLURAL, VERSION
-from kvtrace_operator import k8s
-from kvtrace_operator.handlers import common
-from kvtrace_operator.k8s.apply import dry_run
-from kvtrace_operator.k8s.secrets import ensure_generated, is_generated
-from kvtrace_operator.render import consumer_tokens, pipeline_ref, security
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
-from kvtrace_operator.render.secret_refs import (
-    SECRETS_READY,
-    SecretRef,
-    missing_secrets,
-    pipeline_secret_names,
-    referenced_secrets,
-    roll_on_secret_changes,
-    secrets_condition,
-    with_conditions,
-    workload_secret_refs,
+from kvtrace.shared.api import (
+    GROUP,
+    KVCLUSTER,
+    KVCLUSTER_PLURAL,
+    PIPELINE,
+    PIPELINE_PLURAL,
+    VERSION,
 )
-from kvtrace_operator.render.status import condition, find_condition
+from kvtrace_operator.handlers import common, consumers
+from kvtrace_operator.handlers.runtime import Options, Runtime
+from kvtrace_operator.render import consumer_tokens, pipeline_ref
+from kvtrace_operator.render.secret_refs import pipeline_secret_names
 
 INDEX = "pipelines_by_secret"
 CLIENT_INDEX = "pipelines_by_client_token"
-TOKENS_READY = "TokensReady"
-AUTHORIZED = "Authorized"
 log = logging.getLogger("kvtrace_operator")
 
 
-@dataclasses.dataclass
-class Gate:
-    """What a reconcile learned about its Secrets: the children to apply (checksums extended
-    by the Secrets' versions), the references, and what is missing."""
-
-    children: list[dict[str, Any]]
-    refs: list[SecretRef]
-    problems: list[str]
-    waiting: list[str] = dataclasses.field(default_factory=list)  # Secrets the operator makes
-
-    @property
-    def blocked(self) -> bool:
-        return bool(self.problems or self.waiting)
-
-    def conditions(self, owner: Mapping[str, Any]) -> list[dict[str, Any]]:
-        generation, now = owner["metadata"].get("generation"), common.now()
-        return [secrets_condition(self.refs, self.problems, generation=generation, now=now, waiting=self.waiting),
-                condition(AUTHORIZED, True, "Allowed", "every request of the last reconcile was allowed",
-                          generation=generation, now=now)]
-
-    def status(self, owner: Mapping[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-        return with_conditions(status, owner.get("status"), self.conditions(owner))
-
-
-async def check(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]],
-                pending: Collection[str] = ()) -> Gate:
-    """``pending``: Secrets the operator itself is about to create (a missing one is waited
-    for, without a warning)."""
-    namespace = owner["metadata"]["namespace"]
-    await create_generated_first(client, children, namespace)
-    refs = referenced_secrets(children)
-    used = {ref.name for obj in children for ref in workload_secret_refs(obj)}
-    found = await k8s.read_secrets(client, namespace, used)
-    waiting = [message.replace("does not exist", "is not created") for message in
-               missing_secrets([ref for ref in refs if ref.name in pending], found, namespace)]
-    problems = missing_secrets([ref for ref in refs if ref.name not in pending], found, namespace)
-    return Gate(roll_on_secret_changes(children, found), refs, problems, waiting)
-
-
-async def create_generated_first(client: AsyncClient, children: list[dict[str, Any]], namespace: str) -> None:
-    """Create the owner's missing generated Secrets (a KVCluster's token) before the rest, so
-    their versions are in the pod-template checksums from the first apply on: a changed one
-    then rolls the pods that read it, and a new cluster's members do not restart once it
-    exists. Only when the API server accepts every child (a dry run): an invalid render leaves
-    nothing behind."""
-    own = [obj for obj in children if is_generated(obj)]
-    found = await k8s.read_secrets(client, namespace, {obj["metadata"]["name"] for obj in own}) if own else {}
-    missing = [obj for obj in own if found.get(obj["metadata"]["name"]) is None]
-    if not missing:
-        return
-    try:
-        await dry_run(client, children, namespace)
-    except k8s.Rejected:
-        return  # the apply's own dry run reports it
-    for obj in missing:
-        await ensure_generated(client, obj, namespace)
-
-
-async def report_missing(client: AsyncClient, owner: Mapping[str, Any], gate: Gate) -> None:
-    """A Warning event SecretNotFound, once per distinct set of missing Secrets (none while
-    only Secrets the operator makes are awaited)."""
-    if not gate.problems:
-        return
-    message = secrets_condition(gate.refs, gate.problems, generation=None, now="")["message"]
-    before = find_condition(owner.get("status"), SECRETS_READY) or {}
-    if before.get("status") == "False" and before.get("message") == message:
-        return
-    meta = owner["metadata"]
-    log.warning("%s %s/%s: %s", owner["kind"], meta["namespace"], meta["name"], message)
-    await k8s.post_event(client, owner, "SecretNotFound", message, "Warning")
-
-
-async def report_forbidden(client: AsyncClient, res: Any, owner: Mapping[str, Any], exc: ApiError) -> None:
-    """Authorized=False with the refused verb and resource (the rest of the status stays),
-    and a Warning event once per distinct refusal."""
-    message = k8s.forbidden_message(exc)
-    meta = owner["metadata"]
-    before = find_condition(owner.get("status"), AUTHORIZED) or {}
-    cond = condition(AUTHORIZED, False, "Forbidden", message, generation=meta.get("generation"), now=common.now())
-    log.warning("%s %s/%s: %s", owner["kind"], meta["namespace"], meta["name"], message)
-    try:
-        status = with_conditions(owner.get("status") or {}, owner.get("status"), [cond])
-        await k8s.patch_status(client, res, meta["name"], meta["namespace"], status)
-    except ApiError as second:  # the status itself may be what is forbidden: the log says it
-        log.warning("could not write the status of %s %s/%s: %s", owner["kind"], meta["namespace"],
-                    meta["name"], k8s.forbidden_message(second) if k8s.is_forbidden(second) else second)
-    if not (before.get("status") == "False" and before.get("message") == message):
-        await k8s.post_event(client, owner, "Forbidden", message, "Warning")
-
-
-async def sync_tokens(client: AsyncClient, pipeline: Mapping[str, Any], clusters: list[str]) -> dict[str, Any] | None:
-    """Bring the collector's token set in step with the pipeline's consumers (``clusters``:
-    the KVClusters referencing it); the ``TokensReady`` condition, None without auth. A
-    Warning event ``TokenNotFound`` once per distinct set of consumers without a token."""
-    settings = security.auth(apply_defaults_pipeline(pipeline.get("spec")))
-    if settings is None:
-        return None
-    meta = pipeline["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    entries, problems, waiting = await k8s.read_tokens(client, namespace,
-                                                       consumer_tokens.consumers(settings, name, clusters))
-    labels = ", ".join(label for _, label in entries) or "none"
-    if await k8s.write_token_set(client, namespace, consumer_tokens.token_set_secret(name), entries):
-        log.info("TracingPipeline %s/%s: the collector's token set now holds the tokens of: %s",
-                 namespace, name, labels)
-    generation, now = meta.get("generation"), common.now()
-    if not problems and waiting:  # created by the consumers' own reconciles: no warning
-        return condition(TOKENS_READY, False, "TokenPending", f"the token of {', '.join(waiting)} is not created "
-                         f"yet (accepted: {labels})", generation=generation, now=now)
-    if not problems:
-        return condition(TOKENS_READY, True, "TokensFound", f"the collector accepts the tokens of: {labels}",
-                         generation=generation, now=now)
-    message = "; ".join(problems) + f": not accepted until it has one (accepted: {labels})"
-    before = find_condition(pipeline.get("status"), TOKENS_READY) or {}
-    if not (before.get("status") == "False" and before.get("message") == message):
-        log.warning("TracingPipeline %s/%s: %s", namespace, name, message)
-        await k8s.post_event(client, pipeline, "TokenNotFound", message, "Warning")
-    return condition(TOKENS_READY, False, "TokenNotFound", message, generation=generation, now=now)
-
-
-def pipelines_using(index: Mapping[Any, Any] | None, namespace: str, secret: str) -> list[str]:
+def using(index: Mapping[Any, Any] | None, namespace: str, secret: str) -> list[Any]:
     return sorted(set((index or {}).get((namespace, secret), ())))
 
 
-def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
-    from kvtrace_operator.handlers import kvcluster, pipeline  # they import this module
+def affected(indices: Mapping[str, Any], namespace: str, secret: str) -> tuple[list[str], list[str]]:
+    """(pipelines, KVClusters) to reconcile when ``secret`` changes: the pipelines referencing
+    it and their clusters, and the pipeline and the cluster whose own token it is."""
+    pipelines = set(using(indices.get(INDEX), namespace, secret))
+    clusters = {name for pipeline in pipelines
+                for name in consumers.cluster_names(consumers.referencing(indices, namespace, pipeline))}
+    for pipeline, cluster in using(indices.get(CLIENT_INDEX), namespace, secret):
+        pipelines.add(pipeline)
+        clusters.add(cluster)
+    return sorted(pipelines), sorted(clusters)
 
+
+def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     @kopf.index(GROUP, VERSION, PIPELINE_PLURAL, id=INDEX, registry=registry)
     def pipelines_by_secret(namespace: str | None, name: str, body: kopf.Body, **_: Any
                             ) -> dict[tuple[str, str], str] | None:
@@ -191,29 +59,27 @@ def register(registry: kopf.OperatorRegistry, options: common.Options) -> None:
 
     @kopf.index(GROUP, VERSION, KVCLUSTER_PLURAL, id=CLIENT_INDEX, registry=registry)
     def pipelines_by_client_token(namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-                                  ) -> dict[tuple[str, str], str] | None:
-        """A KVCluster's own token Secret → the pipeline it references (its token is in that
-        pipeline's token set)."""
+                                  ) -> dict[tuple[str, str], tuple[str, str]] | None:
+        """A KVCluster's own token Secret → (the pipeline it references, the cluster): its
+        token is in that pipeline's token set."""
         ref = pipeline_ref({"spec": dict(spec)})
-        return {(namespace or "", consumer_tokens.client_token_secret(name)): ref} if ref else None
-
-    def owners(namespace: str, name: str, kwargs: Mapping[str, Any]) -> list[str]:
-        return sorted({*pipelines_using(kwargs.get(INDEX), namespace, name),
-                       *pipelines_using(kwargs.get(CLIENT_INDEX), namespace, name)})
+        return {(namespace or "", consumer_tokens.client_token_secret(name)): (ref, name)} if ref else None
 
     def referenced(namespace: str | None, name: str, **kwargs: Any) -> bool:
         """Only Secrets a pipeline or a consumer uses reach the handler (kopf passes the
         indices here too)."""
-        return bool(owners(namespace or "", name, kwargs))
+        return any(affected(kwargs, namespace or "", name))
 
     @kopf.on.event("", "v1", "secrets", id="referenced-secret", when=referenced, registry=registry)
-    async def secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    async def secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if type is None:  # the initial listing: resuming reconciles every resource anyway
             return
+        runtime: Runtime = memo.runtime
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        for owner in owners(namespace, name, kwargs):
-            log.info("Secret %s/%s %s: reconciling TracingPipeline %s and its KVClusters",
-                     namespace, name, type.lower(), owner)
-            consumers = kvcluster.consumers(kwargs.get(kvcluster.INDEX), namespace, owner)
-            await pipeline.reconcile_named(memo.client, namespace, owner, consumers)
-            await pipeline.rerender_consumers(memo.client, namespace, consumers)
+        pipelines, clusters = affected(runtime.indices, namespace, name)
+        log.info("Secret %s/%s %s: reconciling TracingPipeline %s and KVCluster %s", namespace, name,
+                 type.lower(), ", ".join(pipelines) or "-", ", ".join(clusters) or "-")
+        for pipeline in pipelines:
+            runtime.request(PIPELINE, namespace, pipeline)
+        for cluster in clusters:  # applied only if a pod template's Secret versions changed
+            runtime.request(KVCLUSTER, namespace, cluster, apply=False)

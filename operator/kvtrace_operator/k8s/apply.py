@@ -1,7 +1,7 @@
 """Server-side apply of rendered children, and pruning of the ones no longer rendered.
 
 Apply order is the render order. Before applying, the owner's existing children are listed
-(by our ``managed-by`` label, then by owner UID): that tells which applies created or changed
+(by the owner's labels, selected by the API server, then by owner UID): that tells which applies created or changed
 an object (for events) and which existing children are stale (deleted after every apply
 succeeded, e.g. the load-balancing tier when the collector drops to one replica).
 """
@@ -15,9 +15,10 @@ from typing import Any
 from lightkube import ApiError, AsyncClient
 from lightkube.types import CascadeType, PatchType
 
-from kvtrace.shared.api import FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL
+from kvtrace.shared.api import FIELD_MANAGER
 from kvtrace_operator.k8s.client import resource_class, to_dict
 from kvtrace_operator.k8s.secrets import ensure_generated, is_generated
+from kvtrace_operator.render.labels import owner_labels
 
 # Every kind the renderers may produce and the operator may therefore have to delete.
 # PersistentVolumeClaims are deliberately absent: data is never deleted by a re-render
@@ -70,14 +71,17 @@ def _label(obj: Mapping[str, Any]) -> str:
     return f"{kind}/{name}"
 
 
-async def list_children(client: AsyncClient, namespace: str, owner_uid: str,
+async def list_children(client: AsyncClient, owner: Mapping[str, Any],
                         kinds: Sequence[tuple[str, str]] = PRUNABLE_KINDS) -> list[dict[str, Any]]:
-    """Every object of ``kinds`` in ``namespace`` carrying our label and owned by ``owner_uid``."""
+    """Every object of ``kinds`` in the owner's namespace owned by it: the API server selects
+    them by the owner's labels (render.labels.owner_labels), so the work grows with the
+    owner's children, not with the namespace; the owner UID check drops a namesake's."""
+    namespace, owner_uid = owner["metadata"]["namespace"], owner["metadata"]["uid"]
+    selector: dict[str, Any] = dict(owner_labels(owner))
     found = []
     for api_version, kind in kinds:
         res = resource_class(api_version, kind)
-        async for item in client.list(res, namespace=namespace,
-                                      labels={MANAGED_BY_LABEL: MANAGED_BY}):
+        async for item in client.list(res, namespace=namespace, labels=selector):
             obj = to_dict(item)
             obj.setdefault("apiVersion", api_version)
             obj.setdefault("kind", kind)
@@ -185,7 +189,7 @@ async def apply_children(client: AsyncClient, owner: Mapping[str, Any],
     if validate_first:
         await dry_run(client, rendered, namespace)
     changes = Changes()
-    existing = await list_children(client, namespace, uid)
+    existing = await list_children(client, owner)
     changes.previous = {child_key(obj): obj for obj in existing}
     for obj in rendered:
         if is_generated(obj):  # created once with its random token, never re-applied

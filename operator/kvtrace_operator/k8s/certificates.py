@@ -183,7 +183,7 @@ async def prune_certificates(client: AsyncClient, pipeline: dict[str, Any], keep
         return []
     meta = pipeline["metadata"]
     try:
-        owned = await list_children(client, meta["namespace"], meta["uid"], kinds=((API_VERSION, KIND),))
+        owned = await list_children(client, pipeline, kinds=((API_VERSION, KIND),))
     except ApiError as exc:
         if exc.status.code == 404:  # the CRD went away meanwhile
             return []

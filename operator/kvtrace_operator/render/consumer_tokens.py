@@ -21,9 +21,10 @@ the consumer in the file without being a token. The k8s layer writes the file
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from kvtrace.shared.api import KVCLUSTER
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.labels import child_metadata
 from kvtrace_operator.render.names import name_of
@@ -122,12 +123,27 @@ def declared_consumers(auth: dict[str, Any], pipeline_name: str) -> list[Consume
     return result
 
 
-def consumers(auth: dict[str, Any], pipeline_name: str, clusters: Iterable[str]) -> list[Consumer]:
-    """Every consumer whose token the collector accepts: the pipeline's, each KVCluster's
-    (``clusters``: the KVClusters referencing the pipeline), each declared one."""
+# The token Secret of an object that references the pipeline, by the object's kind: each
+# source of consumers (KVClusters today) names its Secret here and feeds ``referencing``.
+CLIENT_TOKEN_SECRETS: dict[str, Callable[[str], str]] = {KVCLUSTER: client_token_secret}
+
+
+def referencing_consumer(kind: str, name: str) -> Consumer:
+    """The consumer an object referencing the pipeline is (its own generated token)."""
+    if kind not in CLIENT_TOKEN_SECRETS:
+        raise ValueError(f"no token Secret for consumers of kind {kind!r} "
+                         f"(known: {', '.join(sorted(CLIENT_TOKEN_SECRETS))})")
+    return Consumer(f"{kind}/{name}", CLIENT_TOKEN_SECRETS[kind](name), TOKEN_KEY, True)
+
+
+def consumers(auth: dict[str, Any], pipeline_name: str, referencing: Iterable[tuple[str, str]]
+              ) -> list[Consumer]:
+    """Every consumer whose token the collector accepts, derived from its sources (never
+    accumulated): the pipeline's own, each object referencing it (``referencing``: (kind,
+    name) pairs, e.g. the KVClusters whose tracing names it), each declared one. Same
+    sources, same list, in one order."""
     return [pipeline_consumer(auth, pipeline_name),
-            *(Consumer(f"KVCluster/{name}", client_token_secret(name), TOKEN_KEY, True)
-              for name in sorted(set(clusters))),
+            *(referencing_consumer(kind, name) for kind, name in sorted(set(referencing))),
             *declared_consumers(auth, pipeline_name)]
 
 

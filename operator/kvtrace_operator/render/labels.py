@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kvtrace.shared.api import API_VERSION, MANAGED_BY
@@ -25,6 +26,16 @@ def selector_labels(resource: dict[str, Any], component: str) -> dict[str, str]:
         "app.kubernetes.io/name": str(resource.get("kind", "")).lower(),
         "app.kubernetes.io/instance": name_of(resource),
         "app.kubernetes.io/component": component,
+    }
+
+
+def owner_labels(resource: Mapping[str, Any]) -> dict[str, str]:
+    """What every child of ``resource`` carries whatever its component: the label selector
+    that finds one owner's children (the API server filters, not the operator)."""
+    return {
+        "app.kubernetes.io/name": str(resource.get("kind", "")).lower(),
+        "app.kubernetes.io/instance": str((resource.get("metadata") or {}).get("name", "")),
+        "app.kubernetes.io/managed-by": MANAGED_BY,
     }
 
 

@@ -225,6 +225,25 @@ def _int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
+def _not_ready_detail(sts: Mapping[str, Any] | None, desired: int, ready: int, current: int,
+                      draining: Sequence[str]) -> str:
+    """Why a cluster is not Ready, also when every member it has is ready (not "3/3 members
+    ready" alone): the StatefulSet is missing, members drain, it scales or rolls a new template."""
+    if sts is None:
+        return f"0/{desired} members ready: the StatefulSet is not created yet"
+    counts = f"{ready}/{desired} members ready"
+    if draining:
+        return f"{counts}, {', '.join(draining)} draining before the scale-down"
+    if ready < desired:
+        return counts
+    if current != desired or int(sts["desired"]) != desired:
+        return f"{counts}, but the StatefulSet has {current} of {desired} (scaling)"
+    updated = int(sts.get("updatedReplicas") or 0)
+    if updated < desired:
+        return f"{counts}, but only {updated}/{desired} run the current pod template (rolling update)"
+    return f"{counts}, but the StatefulSet has not finished rolling out the current pod template"
+
+
 def _cluster_conditions(cond: Callable[..., dict[str, Any]], sts: Mapping[str, Any] | None, *, desired: int,
                         replication_factor: int, was_ready: bool, draining: Sequence[str] = (),
                         ) -> tuple[str, list[dict[str, Any]]]:
@@ -258,7 +277,8 @@ def _cluster_conditions(cond: Callable[..., dict[str, Any]], sts: Mapping[str, A
 
     is_ready = sts is not None and bool(sts["ready"]) and current == desired and ready >= desired
     ready_cond = (cond("Ready", True, "AllMembersReady", counts) if is_ready
-                  else cond("Ready", False, "MembersNotReady", f"{counts}; {quorum_note}"))
+                  else cond("Ready", False, "MembersNotReady",
+                            f"{_not_ready_detail(sts, desired, ready, current, draining)}; {quorum_note}"))
     prog_cond = (cond("Progressing", True, *progressing) if progressing
                  else cond("Progressing", False, "Stable", f"all {desired} members rolled out"))
     if phase == PHASE_DEGRADED:

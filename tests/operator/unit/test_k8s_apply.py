@@ -19,7 +19,8 @@ pytestmark = pytest.mark.unit
 
 OWNER = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
          "metadata": {"name": "kv", "namespace": "ns1", "uid": "owner-uid"}}
-LABELS = {"app.kubernetes.io/managed-by": "kvtrace-operator"}
+LABELS = {"app.kubernetes.io/managed-by": "kvtrace-operator", "app.kubernetes.io/name": "kvcluster",
+          "app.kubernetes.io/instance": "kv"}
 
 
 def child(kind: str, name: str, uid: str = "owner-uid", rv: str = "1", api: str = "v1") -> dict[str, Any]:
@@ -50,8 +51,9 @@ class FakeServer:
         assert parts[ns_at + 1] == "ns1"
         kind = self.PLURALS[parts[ns_at + 2]]
         if request.method == "GET":
-            assert request.url.params["labelSelector"] == "app.kubernetes.io/managed-by=kvtrace-operator"
-            items = [o for (k, _), o in self.objects.items() if k == kind]
+            wanted = dict(term.split("=", 1) for term in request.url.params["labelSelector"].split(","))
+            items = [o for (k, _), o in self.objects.items()
+                     if k == kind and wanted.items() <= (o["metadata"].get("labels") or {}).items()]
             return httpx2.Response(200, json={"kind": f"{kind}List", "apiVersion": "v1",
                                               "metadata": {}, "items": items})
         name = parts[ns_at + 3]
@@ -138,9 +140,15 @@ async def test_prune_can_be_disabled_and_lists_every_prunable_kind() -> None:
 
 
 async def test_list_children_fills_kind_and_filters_by_owner() -> None:
-    server = FakeServer([cm("mine", "x"), cm("theirs", "x", uid="other")])
-    found = await list_children(client_for(server), "ns1", "owner-uid", [("v1", "ConfigMap")])
+    other_owner = cm("other-cluster", "x", uid="other")
+    other_owner["metadata"]["labels"]["app.kubernetes.io/instance"] = "other"
+    server = FakeServer([cm("mine", "x"), cm("namesake", "x", uid="other"), other_owner])
+    found = await list_children(client_for(server), OWNER, [("v1", "ConfigMap")])
     assert [(o["kind"], o["metadata"]["name"]) for o in found] == [("ConfigMap", "mine")]
+    # The API server selects one owner's children: the operator never reads the namespace's.
+    selectors = {r.url.params["labelSelector"] for r in server.requests}
+    assert selectors == {"app.kubernetes.io/name=kvcluster,app.kubernetes.io/instance=kv,"
+                         "app.kubernetes.io/managed-by=kvtrace-operator"}
 
 
 async def test_validate_first_dry_runs_everything_before_writing_anything() -> None:

@@ -206,6 +206,28 @@ def test_cluster_rolling_update_is_progressing() -> None:
     assert c["Ready"]["status"] == "False" and status["phase"] == PHASE_PROGRESSING
 
 
+@pytest.mark.parametrize(("sts", "draining", "message"), [
+    (None, [], "0/3 members ready: the StatefulSet is not created yet; quorum not available"),
+    (statefulset(target="r2"), [],
+     "3/3 members ready, but the StatefulSet has not finished rolling out the current pod template; "
+     "quorum available"),
+    (statefulset(updated=1, target="r2"), [],
+     "3/3 members ready, but only 1/3 run the current pod template (rolling update); quorum available"),
+    (statefulset(desired=3, replicas=4, ready=4), [],
+     "4/3 members ready, but the StatefulSet has 4 of 3 (scaling); quorum available"),
+    (statefulset(desired=4, ready=4), ["kv-3"],
+     "4/3 members ready, kv-3 draining before the scale-down; quorum available"),
+    (statefulset(ready=1), [], "1/3 members ready; quorum not available"),
+])
+def test_members_not_ready_says_why_even_when_every_member_is_ready(
+        sts: dict[str, Any] | None, draining: list[str], message: str) -> None:
+    status = kvcluster_status(cluster(), statefulset=workload_summary(sts) if sts else None,
+                              tracing=TRACED, now=T0, draining=draining)
+    ready = conds(status)["Ready"]
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False", "MembersNotReady", f"{message} (2 of replication factor 3)")
+
+
 def test_invalid_spec_names_the_field_and_keeps_observed_counts() -> None:
     status = kvcluster_status(cluster(), statefulset=None, tracing=TRACED, now=T0,
                               spec_error="spec.replicationFactor: must be at most spec.replicas (1)")

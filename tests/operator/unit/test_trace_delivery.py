@@ -235,26 +235,30 @@ def test_canary_runs_are_counted_by_reason() -> None:
 
 
 class TestOutcomeKeeping:
-    """handlers/canary.py keeps the last outcome per pipeline for every status write."""
+    """handlers/canary.py keeps the last outcome per pipeline (on the run's Runtime) for every
+    status write."""
 
-    @pytest.fixture(autouse=True)
-    def options(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from kvtrace_operator.handlers import common
+    @staticmethod
+    def runtime(interval: float = 30.0) -> Any:
+        from kvtrace_operator.handlers.runtime import Options, Runtime
 
-        monkeypatch.setattr(common, "options", common.Options(canary_interval=30.0))
+        return Runtime(client=None, options=Options(canary_interval=interval))  # type: ignore[arg-type]
 
     def test_pending_then_the_last_run_then_forgotten(self) -> None:
         from kvtrace_operator.handlers import canary as handler
 
-        body = pipeline()
-        assert handler.current(body) == (("Unknown", "Pending", "the first canary trace is sent within 30s"), None)
-        handler.record(body, run(found=True, waited_s=1.0))
-        failed = handler.record(body, run(found=False))
-        assert handler.current(body) == failed
+        body, runtime = pipeline(), self.runtime()
+        assert handler.current(runtime, body) == (
+            ("Unknown", "Pending", "the first canary trace is sent within 30s"), None)
+        handler.record(runtime, body, run(found=True, waited_s=1.0))
+        failed = handler.record(runtime, body, run(found=False))
+        assert handler.current(runtime, body) == failed
         assert failed[0][:2] == ("False", "NotFoundInJaeger") and failed[0][2].endswith(f"last delivered at {T1}")
         assert failed[1]["lastSuccessTime"] == T1
-        handler.forget(body)
-        assert handler.current(body)[0][1] == "Pending"
+        meta = body["metadata"]
+        runtime.forget("TracingPipeline", meta["namespace"], meta["name"], meta.get("uid"))
+        assert handler.current(runtime, body)[0][1] == "Pending"
+        assert runtime.deliveries == {}
 
     def test_after_a_restart_the_status_shown_is_kept(self) -> None:
         from kvtrace_operator.handlers import canary as handler
@@ -262,12 +266,10 @@ class TestOutcomeKeeping:
         shown = pipeline_status(pipeline(), workloads=HEALTHY, consumers=[], now=T0,
                                 trace_delivery=decide(run(found=True), enabled=True),
                                 delivery=delivery_status(run(found=True), None))
-        condition, record = handler.current(pipeline(shown))
+        condition, record = handler.current(self.runtime(), pipeline(shown))
         assert condition[:2] == ("True", "Delivered") and record == shown["traceDelivery"]
 
-    def test_disabled_when_the_interval_is_zero(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_disabled_when_the_interval_is_zero(self) -> None:
         from kvtrace_operator.handlers import canary as handler
-        from kvtrace_operator.handlers import common
 
-        monkeypatch.setattr(common, "options", common.Options(canary_interval=0.0))
-        assert handler.current(pipeline())[0][1] == "Disabled"
+        assert handler.current(self.runtime(0.0), pipeline())[0][1] == "Disabled"

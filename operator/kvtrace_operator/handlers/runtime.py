@@ -1,0 +1,177 @@
+"""The operator's state for one run, kept on kopf's ``memo`` (``memo.runtime``), never in
+module globals: the options, the API client, one lock per object being reconciled, what the
+API server accepted per owner, the canary's outcomes, kopf's live indices, and the queue of
+reconcile requests (coalesced: many requests for one object while it waits or runs -> one
+more reconcile, reading the object afresh).
+
+Per-object entries are dropped when the object is deleted (``forget``) or, for locks and
+requests, as soon as nobody uses them: the state does not grow with create/delete cycles.
+Imports no other handler module (they all import this one)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from lightkube import AsyncClient
+
+from kvtrace.shared.api import PIPELINE
+from kvtrace_operator.render.images import OPERATOR_IMAGE
+
+log = logging.getLogger("kvtrace_operator")
+
+ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
+# A runner reconciles one object known by namespace and name; ``apply=False`` only observes.
+Runner = Callable[["Runtime", str, str, bool], Awaitable[None]]
+# The canary's outcome per pipeline: (condition status/reason/message, status.traceDelivery).
+Delivery = tuple[tuple[str, str, str], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Operator behaviour that handlers are registered with (from `kvtrace operator run`)."""
+
+    resync_interval: float = 60.0  # the drift-repair timer
+    retry_backoff: float = 5.0  # delay before a failed reconcile is retried
+    drain_timeout: float = 300.0  # how long leaving members may take to hand their data over
+    canary_interval: float = 60.0  # TraceDelivery canary of each pipeline; 0 disables it
+    canary_timeout: float = 20.0  # Jaeger lookup bound on top of the tail-sampling decision wait
+    query_proxy_image: str = OPERATOR_IMAGE  # the query-proxy sidecar's image unless proxyImage
+    request_delay: float = 0.5  # requests for one object within this window make one reconcile
+    request_concurrency: int = 8  # queued reconciles running at once (kopf's own run besides)
+
+
+class ObjectLocks:
+    """One reconcile at a time per object, whichever handler (or request) triggers it. An
+    entry lives only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._entries: dict[ObjectKey, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: ObjectKey) -> AsyncIterator[None]:
+        lock, users = self._entries.get(key, (asyncio.Lock(), 0))
+        self._entries[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._entries[key]
+            if users <= 1:
+                del self._entries[key]
+            else:
+                self._entries[key] = (lock, users - 1)
+
+
+@dataclasses.dataclass
+class _Request:
+    apply: bool
+    dirty: bool = True
+
+
+class Requests:
+    """Reconcile requests, coalesced per object: a request waits ``delay`` seconds (the
+    burst it belongs to gathers), then the object's runner runs; requests arriving meanwhile
+    make one more run after it. At most ``concurrency`` runs at once. The caller never
+    waits: a handler asking for another object's reconcile is not blocked by it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.runners: dict[str, Runner] = {}
+        self._pending: dict[ObjectKey, _Request] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def request(self, kind: str, namespace: str, name: str, *, apply: bool = True) -> None:
+        key = (kind, namespace, name)
+        pending = self._pending.get(key)
+        if pending is not None:
+            pending.dirty, pending.apply = True, pending.apply or apply
+            return
+        if kind not in self.runners:
+            raise KeyError(f"no runner for {kind} (registered: {', '.join(sorted(self.runners))})")
+        self._pending[key] = _Request(apply)
+        task = asyncio.get_running_loop().create_task(self._run(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: ObjectKey) -> None:
+        kind, namespace, name = key
+        options = self.runtime.options
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(max(1, options.request_concurrency))
+        try:
+            await asyncio.sleep(options.request_delay)
+            pending = self._pending[key]
+            while pending.dirty:
+                apply, pending.dirty, pending.apply = pending.apply, False, False
+                async with self._slots:
+                    try:
+                        await self.runners[kind](self.runtime, namespace, name, apply)
+                    except Exception as exc:  # noqa: BLE001 - logged; the resync timer repairs
+                        log.warning("queued reconcile of %s %s/%s failed: %s", kind, namespace, name, exc)
+        finally:
+            self._pending.pop(key, None)
+
+    async def close(self) -> None:
+        """Cancel what is still queued (the operator is stopping)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._pending.clear()  # a task cancelled before it started never ran its cleanup
+
+
+@dataclasses.dataclass
+class Runtime:
+    """Everything the handlers of one operator run share (``memo.runtime``)."""
+
+    client: AsyncClient
+    options: Options = Options()
+    indices: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # kopf's live indices
+    locks: ObjectLocks = dataclasses.field(default_factory=ObjectLocks)
+    # owner uid -> checksum of the last render the API server accepted (no dry run again)
+    validated: dict[str, str] = dataclasses.field(default_factory=dict)
+    # pipeline uid -> checksum of the last workloads the TLS step's dry run accepted
+    tls_accepted: dict[str, str] = dataclasses.field(default_factory=dict)
+    deliveries: dict[tuple[str, str], Delivery] = dataclasses.field(default_factory=dict)
+    rechecks: dict[tuple[str, str], asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    requests: Requests = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.requests = Requests(self)
+
+    def request(self, kind: str, namespace: str, name: str, *, apply: bool = True) -> None:
+        """Ask for a reconcile of another object (coalesced, never waited for)."""
+        self.requests.request(kind, namespace, name, apply=apply)
+
+    def lock(self, kind: str, namespace: str, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.locks.hold((kind, namespace, name))
+
+    def forget(self, kind: str, namespace: str, name: str, uid: str | None) -> None:
+        """Drop the per-object entries of a deleted KVCluster or TracingPipeline."""
+        if uid:
+            self.validated.pop(uid, None)
+            self.tls_accepted.pop(uid, None)
+        if kind == PIPELINE:
+            self.deliveries.pop((namespace, name), None)
+            return
+        task = self.rechecks.pop((namespace, name), None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def sizes(self) -> dict[str, int]:
+        """Entries per store (the operator's metrics show them: they return to their
+        baseline once the objects are gone)."""
+        return {"locks": len(self.locks), "requests": len(self.requests), "validated": len(self.validated),
+                "tls_accepted": len(self.tls_accepted), "deliveries": len(self.deliveries),
+                "rechecks": len(self.rechecks)}

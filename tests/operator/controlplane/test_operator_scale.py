@@ -1,0 +1,169 @@
+"""The operator at scale, on the real API server: no reconcile applies a spec older than the
+API server's (a stale body from a resync timer that fired while the worker was busy), a
+pipeline's consumers and token file follow the live clusters through create/delete cycles,
+and the per-object state returns to its baseline once the clusters are gone."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvtrace.devstack.operator_fixtures import Kube, Operator
+from kvtrace.devstack.proc import free_port
+from kvtrace.devstack.pytest_plugin import dump_log_if_failed
+from kvtrace_operator import handlers, k8s
+from kvtrace_operator.handlers import kvcluster as kvcluster_handlers
+from kvtrace_operator.render.consumer_tokens import TOKEN_SET_KEY, parse, token_set_secret
+
+pytestmark = pytest.mark.controlplane
+
+TIMEOUT = 90.0  # generous: the machine running the suite is small and busy
+
+
+def cluster(name: str, cpu: str = "100m", pipeline: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"replicas": 1, "resources": {"requests": {"cpu": cpu}}}
+    if pipeline:
+        spec["tracing"] = {"pipelineRef": {"name": pipeline}}
+    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "metadata": {"name": name}, "spec": spec}
+
+
+def sts_cpu(kube: Kube, name: str) -> tuple[str, int]:
+    """(cpu request of the node container, metadata.generation) of the cluster's StatefulSet."""
+    sts = kube.get("statefulset", name) or {}
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    return container["resources"]["requests"]["cpu"], int(sts["metadata"]["generation"])
+
+
+@pytest.fixture
+async def runtime(local_cluster: Any, crds: list[str], monkeypatch: pytest.MonkeyPatch
+                  ) -> AsyncIterator[handlers.Runtime]:
+    """The handlers' runtime in this process, against the local cluster (no kopf: the test
+    plays the handlers' and the timer's parts itself)."""
+    monkeypatch.setenv("KUBECONFIG", str(local_cluster.kubeconfig))
+    runtime = handlers.start(k8s.make_client(), handlers.Options(request_delay=0.05), {})
+    try:
+        yield runtime
+    finally:
+        await runtime.requests.close()
+        await runtime.client.close()
+
+
+@pytest.fixture
+def metrics_port(local_cluster: Any, kube_ns: Kube, crds: list[str], endpoint_map: Any, tmp_path: Path,
+                 request: pytest.FixtureRequest) -> Iterator[int]:
+    """The operator on the test's namespace serving its metrics on a free loopback port (the
+    canary off: no collector runs behind the KWOK pods)."""
+    port = free_port()
+    log = tmp_path / "operator.log"
+    operator = Operator(local_cluster, kube_ns.namespace, log, ["--metrics-port", str(port), "--canary-interval", "0"],
+                        endpoint_map.path).start()
+    try:
+        yield port
+    finally:
+        operator.stop()
+        dump_log_if_failed(request, "operator log", log)
+
+
+async def test_a_stale_body_from_the_resync_timer_never_undoes_an_update(
+        runtime: handlers.Runtime, kube_ns: Kube) -> None:
+    """The race of the issue: the update is applied, then the resync timer, which fired while
+    the object's worker was busy, runs with the body from before the update. The timer's
+    reconcile must apply the API server's spec, not its body: the StatefulSet stays at 150m and
+    is not written again (its generation: no flip-flop). Then both at once, the update queued
+    behind the timer on the object's lock."""
+    kube_ns.apply(cluster("kv"))
+    stale = kube_ns.get("kvcluster", "kv")
+    assert stale is not None
+    await kvcluster_handlers.reconcile(runtime, stale)
+    assert sts_cpu(kube_ns, "kv")[0] == "100m"
+
+    kube_ns.run("patch", "kvcluster", "kv", "--type=merge", "-p",
+                json.dumps({"spec": {"resources": {"requests": {"cpu": "150m"}}}}))
+    updated = kube_ns.get("kvcluster", "kv")
+    assert updated is not None
+    await kvcluster_handlers.reconcile(runtime, updated)  # the update handler
+    cpu, generation = sts_cpu(kube_ns, "kv")
+    assert cpu == "150m"
+    await kvcluster_handlers.reconcile(runtime, stale)  # the resync timer, with the old body
+    assert sts_cpu(kube_ns, "kv") == ("150m", generation), "the stale body was applied"
+
+    # A slow reconcile holds the object (as a blocked worker would) while the timer fires with
+    # the old body and the next update arrives: whoever runs first applies the newest spec.
+    async with runtime.lock("KVCluster", kube_ns.namespace, "kv"):
+        timer = asyncio.create_task(kvcluster_handlers.reconcile(runtime, stale))
+        kube_ns.run("patch", "kvcluster", "kv", "--type=merge", "-p",
+                    json.dumps({"spec": {"resources": {"requests": {"cpu": "200m"}}}}))
+        newest = kube_ns.get("kvcluster", "kv")
+        assert newest is not None
+        update = asyncio.create_task(kvcluster_handlers.reconcile(runtime, newest))
+        await asyncio.sleep(0.2)
+        assert not timer.done() and not update.done()
+    await asyncio.wait_for(asyncio.gather(timer, update), TIMEOUT)
+    assert sts_cpu(kube_ns, "kv") == ("200m", generation + 1), "applied once, at the newest spec"
+    status = (kube_ns.get("kvcluster", "kv") or {}).get("status") or {}
+    assert status.get("observedGeneration") == newest["metadata"]["generation"]
+
+
+def metrics(port: int) -> dict[str, int]:
+    """``kvtrace_operator_state_entries`` by store."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("kvtrace_operator_state_entries{"):
+            labels, value = line.rsplit(" ", 1)
+            found[labels.split('"')[1]] = int(value)
+    return found
+
+
+def token_file_labels(kube: Kube, pipeline: str) -> set[str]:
+    secret = kube.get("secret", token_set_secret(pipeline)) or {}
+    text = base64.b64decode((secret.get("data") or {}).get(TOKEN_SET_KEY, "")).decode()
+    return {label for _, label in parse(text)}
+
+
+def test_consumers_and_state_follow_create_delete_cycles(metrics_port: int, kube_ns: Kube, poll: Any) -> None:
+    """Clusters created and deleted in bursts: each time the pipeline's status.consumers and
+    the collector's token file hold exactly the live clusters (TokensReady True only then),
+    and afterwards the operator's per-object state is back to its baseline."""
+    port = metrics_port
+    kube_ns.apply({"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
+                   "metadata": {"name": "traces"}, "spec": {}})
+    poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "TokensReady", "True"), timeout=TIMEOUT,
+         message="pipeline TokensReady")
+    baseline = poll(lambda: metrics(port), timeout=TIMEOUT, message="operator metrics")
+    names = [f"kv-{index}" for index in range(6)]
+    for cycle in range(3):
+        kube_ns.apply(*(cluster(name, pipeline="traces") for name in names))
+        expect_consumers(kube_ns, poll, names, f"cycle {cycle}: every cluster a consumer")
+        kube_ns.run("delete", "kvcluster", "--all", "--wait=false")
+        expect_consumers(kube_ns, poll, [], f"cycle {cycle}: no consumer left")
+
+    def quiet() -> dict[str, int] | None:
+        entries = metrics(port)
+        return entries if entries.get("locks") == 0 and entries.get("requests") == 0 else None
+
+    settled = poll(quiet, timeout=TIMEOUT, message="no lock held, no request pending")
+    assert settled == {**baseline, "locks": 0, "requests": 0}, (baseline, settled)
+    assert settled["validated"] <= 1 and settled["rechecks"] == 0  # the pipeline's own entry only
+
+
+def expect_consumers(kube: Kube, poll: Any, names: list[str], message: str) -> None:
+    labels = {"pipeline", *(f"KVCluster/{name}" for name in names)}
+
+    def converged() -> bool:
+        pipe = kube.get("tracingpipeline", "traces") or {}
+        return ((pipe.get("status") or {}).get("consumers") == sorted(names)
+                and token_file_labels(kube, "traces") == labels
+                and kube.condition_is("tracingpipeline", "traces", "TokensReady", "True"))
+
+    poll(converged, timeout=TIMEOUT, message=message)
+    # TokensReady True means the file holds exactly the live consumers.
+    assert token_file_labels(kube, "traces") == labels
