@@ -1,5 +1,5 @@
 """Default compute resources of a pipeline's collector and Jaeger containers, derived from
-the pipeline, so nothing runs unbounded unless the user says so (issue 19, found by Checkov).
+the pipeline, so nothing runs unbounded unless the user says so (a finding of the Checkov scanner).
 
 One memory model, shared with ``kvtrace doctor``'s resources check: a span takes
 ``SPAN_BYTES`` in memory; a KV trace has ``SPANS_PER_TRACE`` spans (the coordinator's and
