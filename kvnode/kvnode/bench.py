@@ -135,7 +135,12 @@ async def _preload(cfg: BenchConfig, value: bytes) -> None:
     await asyncio.gather(*(worker(cfg.endpoints[i % len(cfg.endpoints)]) for i in range(min(cfg.clients, 64))))
 
 
-async def run(cfg: BenchConfig) -> Result:
+# progress(elapsed seconds, duration, operations so far, errors so far), about once a second.
+Progress = Callable[[float, float, int, int], None]
+PROGRESS_INTERVAL = 1.0
+
+
+async def run(cfg: BenchConfig, progress: Progress | None = None) -> Result:
     cfg.validate()
     rng = random.Random(cfg.seed)
     value = bytes(rng.getrandbits(8) for _ in range(cfg.value_size))
@@ -172,8 +177,21 @@ async def run(cfg: BenchConfig) -> Result:
         finally:
             conn.close()
 
+    async def report(started: float) -> None:
+        duration = min(cfg.duration, MAX_DURATION)
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            if progress is not None:
+                progress(clock() - started, duration,
+                         len(latencies["write"]) + len(latencies["read"]), len(errors))
+
     started = clock()
-    await asyncio.gather(*(worker(n) for n in range(cfg.clients)))
+    reporter = asyncio.create_task(report(started)) if progress is not None else None
+    try:
+        await asyncio.gather(*(worker(n) for n in range(cfg.clients)))
+    finally:
+        if reporter is not None:
+            reporter.cancel()
     elapsed = clock() - started
     every = sorted(latencies["write"] + latencies["read"])
     by_op = {}
@@ -201,7 +219,7 @@ def table(rows: list[tuple[str, Result]]) -> str:
     return "\n".join(lines)
 
 
-def run_sync(cfg: BenchConfig) -> Result:
+def run_sync(cfg: BenchConfig, progress: Progress | None = None) -> Result:
     try:
         import uvloop
 
@@ -209,4 +227,4 @@ def run_sync(cfg: BenchConfig) -> Result:
     except ImportError:  # pragma: no cover
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(run(cfg))
+        return runner.run(run(cfg, progress))

@@ -10,7 +10,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from kvnode.process.config import OPTIONS
 
@@ -134,25 +135,58 @@ def _register_bench(subparsers: Any) -> None:
     b = subparsers.add_parser(
         "bench", help="load generator (ops/s, p50/p95/p99)",
         description="Drive load against kvtrace nodes (or etcd's JSON gateway) and print ops/s and "
-        "latency percentiles as JSON and a short table. Bounded in op count and time.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "latency percentiles as JSON and a short table. Bounded in op count and time; progress "
+        "goes to standard error while it runs.",
     )
-    b.add_argument("--endpoint", action="append", dest="endpoints", help="client URL; repeat for several")
-    b.add_argument("--clients", type=int, default=32, help="concurrent clients")
-    b.add_argument("--duration", type=float, default=10.0, help="seconds (at most 600)")
-    b.add_argument("--ops", type=int, default=0, help="stop after this many operations (0: duration only)")
-    b.add_argument("--write-ratio", type=float, default=0.5, help="fraction of writes (0..1)")
-    b.add_argument("--keys", type=int, default=10_000, help="key space size")
-    b.add_argument("--distribution", choices=("uniform", "zipfian"), default="uniform")
-    b.add_argument("--zipf-s", type=float, default=0.99, help="zipfian exponent")
-    b.add_argument("--value-size", type=int, default=100, help="bytes")
-    b.add_argument("--consistency", choices=("one", "quorum", "all"), default="quorum")
-    b.add_argument("--target", choices=("kvtrace", "etcd"), default="kvtrace")
-    b.add_argument("--key-prefix", default="bench/")
-    b.add_argument("--preload", action="store_true", help="write every key once before measuring")
-    b.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    b.add_argument("--endpoint", action="append", dest="endpoints", metavar="URL",
+                   help="client URL of a node, e.g. http://127.0.0.1:7070; repeat for several, clients "
+                   f"are spread round-robin (default: $KVTRACE_ENDPOINT, else {DEFAULT_ENDPOINT})")
+    b.add_argument("--clients", type=int, default=32, metavar="N",
+                   help="concurrent clients, each with its own keep-alive connection (1..4096; default: 32)")
+    b.add_argument("--duration", type=float, default=10.0, metavar="SECONDS",
+                   help="stop after this long (at most 600; default: 10)")
+    b.add_argument("--ops", type=int, default=0, metavar="N",
+                   help="stop after this many operations, if sooner than --duration (default: 0, no count)")
+    b.add_argument("--write-ratio", type=float, default=0.5, metavar="R",
+                   help="fraction of operations that are writes, the rest reads (0..1; default: 0.5)")
+    b.add_argument("--keys", type=int, default=10_000, metavar="N",
+                   help="size of the key space the operations pick from (default: 10000)")
+    b.add_argument("--distribution", choices=("uniform", "zipfian"), default="uniform",
+                   help="how keys are picked: uniform, or zipfian (a few hot keys; default: uniform)")
+    b.add_argument("--zipf-s", type=float, default=0.99, metavar="S",
+                   help="exponent of the zipfian distribution (default: 0.99)")
+    b.add_argument("--value-size", type=int, default=100, metavar="BYTES",
+                   help="size of each written value (default: 100)")
+    b.add_argument("--consistency", choices=("one", "quorum", "all"), default="quorum",
+                   help="consistency level of every request (kvtrace only; default: quorum)")
+    b.add_argument("--target", choices=("kvtrace", "etcd"), default="kvtrace",
+                   help="what the endpoints are: kvtrace nodes, or etcd's JSON gateway (default: kvtrace)")
+    b.add_argument("--key-prefix", default="bench/", metavar="PREFIX",
+                   help="prefix of every key, to keep the load apart from other data (default: bench/)")
+    b.add_argument("--preload", action="store_true",
+                   help="write every key once before measuring, so reads find values")
+    b.add_argument("--json-only", action="store_true",
+                   help="print only the JSON line, no table and no progress")
     _add_security(b)
     b.set_defaults(func=_bench)
+
+
+def _progress_printer(stream: TextIO) -> Callable[[float, float, int, int], None]:
+    """Progress lines for standard error: rewritten in place on a terminal, one every 5 s
+    otherwise (a log keeps them readable)."""
+    live = stream.isatty()
+    last = [0.0]
+
+    def show(elapsed: float, duration: float, ops: int, errors: int) -> None:
+        if not live and elapsed - last[0] < 5.0:
+            return
+        last[0] = elapsed
+        rate = ops / elapsed if elapsed > 0 else 0.0
+        line = (f"kvtrace bench: {elapsed:5.1f}/{duration:g} s, {ops:,} operations "
+                f"({rate:,.0f}/s), {errors:,} errors")
+        stream.write(f"\r{line}\033[K" if live else line + "\n")
+        stream.flush()
+    return show
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -170,11 +204,15 @@ def _bench(args: argparse.Namespace) -> int:
         distribution=args.distribution, zipf_s=args.zipf_s, value_size=args.value_size, consistency=args.consistency,
         target=args.target, key_prefix=args.key_prefix, preload=args.preload, security=security,
     )
+    progress = None if args.json_only else _progress_printer(sys.stderr)
     try:
-        result = run_sync(cfg)
+        result = run_sync(cfg, progress=progress)
     except ValueError as exc:
         print(f"kvtrace bench: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if progress is not None and sys.stderr.isatty():
+            sys.stderr.write("\n")
     print(json.dumps(result.as_dict()))
     if not args.json_only:
         print(table([(f"{cfg.target} w={cfg.write_ratio:g} {cfg.consistency}", result)]))

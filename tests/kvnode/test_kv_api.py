@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -179,6 +180,11 @@ def test_kv_cli_and_bench_against_a_cluster(kv_cluster: Callable[..., Harness]) 
     result = json.loads(bench.stdout.splitlines()[0])
     assert result["ops"] == 300 and result["errors"] == 0 and result["p99_ms"] >= result["p50_ms"] > 0
     assert "ops/s" in bench.stdout.decode()
+    # A timed run reports progress on stderr while it runs (a line every 5 s off a terminal).
+    timed = run("bench", "--endpoint", a.url, "--duration", "5.5", "--clients", "2", "--keys", "50")
+    assert timed.returncode == 0, timed.stderr
+    assert re.search(rb"^kvtrace bench: +5\.\d/5\.5 s, [\d,]+ operations \([\d,]+/s\), 0 errors$",
+                     timed.stderr, re.M), timed.stderr
 
 
 def test_values_at_the_default_size_limit_replicate(kv_cluster: Callable[..., Harness]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 
 import pytest
@@ -19,6 +20,35 @@ def test_node_serve_help_documents_every_flag_and_its_variable(capsys: pytest.Ca
     text = " ".join(capsys.readouterr().out.split())
     for opt in OPTIONS:
         assert opt.flag in text and opt.env in text, opt.flag
+
+
+def test_bench_help_describes_every_flag() -> None:
+    (bench,) = [action.choices["bench"] for action in build_parser()._subparsers._group_actions]  # type: ignore[union-attr]
+    for action in bench._actions:
+        assert action.help and len(action.help) > 10, f"kvtrace bench {action.option_strings}: no help"
+
+
+def test_bench_progress_is_in_place_on_a_terminal_and_every_5_s_in_a_log() -> None:
+    from kvnode.cli import _progress_printer
+
+    class Stream(io.StringIO):
+        def __init__(self, tty: bool) -> None:
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    log, terminal = Stream(False), Stream(True)
+    show_log, show_terminal = _progress_printer(log), _progress_printer(terminal)
+    for elapsed in (1.0, 2.0, 5.0, 6.0, 10.5):
+        show_log(elapsed, 20, int(elapsed * 100), 0)
+        show_terminal(elapsed, 20, int(elapsed * 100), 0)
+    assert log.getvalue().splitlines() == [
+        "kvtrace bench:   5.0/20 s, 500 operations (100/s), 0 errors",
+        "kvtrace bench:  10.5/20 s, 1,050 operations (100/s), 0 errors",
+    ]
+    assert terminal.getvalue().count("\r") == 5 and "\n" not in terminal.getvalue()
 
 
 def test_commands_parse() -> None:
