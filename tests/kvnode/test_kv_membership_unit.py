@@ -71,6 +71,11 @@ def test_scale_in_waits_for_the_leaving_members_and_they_stream_everything() -> 
     assert view.involved() == tuple(m.id for m in FIVE)
     peers = {m.id: _status(m.id, view) for m in FIVE if m.id not in ("kv-0", "kv-4")}
     assert membership.advance(view, "kv-0", True, peers) == view, "kv-4 (leaving) not heard yet"
+    # the remaining members may settle while a leaving one is still `both`: it follows them
+    both = View(view.target, view.previous, BOTH)
+    peers = {m.id: _status(m.id, View(Ring(THREE))) for m in THREE} | {"kv-3": _status("kv-3", both)}
+    assert membership.advance(both, "kv-4", True, peers).phase == NEW
+    assert membership.everyone_new(View(view.target, view.previous, NEW), "kv-4", peers)
     records = [Record(f"k{i}".encode(), b"v", 1) for i in range(50)]
     sent = moves(records, Ring(FIVE), Ring(THREE), "kv-4", 2)
     assert sum(len(r) for r in sent.values()) == 2 * len(records), "a leaving member sends to every new owner"

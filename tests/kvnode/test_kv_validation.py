@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kvnode.faults import match, parse_faults, protocol_versions
+from kvnode.faults import cut_off, match, parse_faults, partitions_file, protocol_versions
 from kvnode.process.config import OPTIONS, ConfigError, resolve
 from kvnode.replication.quorum import required
 from kvnode.storage import Record
@@ -163,3 +163,12 @@ def test_peer_protocol_versions_negotiate_the_newest_common_one() -> None:
     for bad in ("protocol:2", "protocol:2-1", "protocol:0-1", "protocol:a-b"):
         with pytest.raises(ValueError, match="protocol:LOW-HIGH"):
             parse_faults(bad)
+
+
+def test_partition_faults_name_the_members_a_node_cannot_send_to() -> None:
+    faults = parse_faults("partitions:/tmp/p, error:x")
+    assert partitions_file(faults) == "/tmp/p" and partitions_file(parse_faults("")) == ""
+    text = "kv-0 kv-1\nkv-1 kv-0  # two-way\nkv-2 kv-0\n\nbroken line here\n"
+    assert cut_off(text, "kv-0") == {"kv-1"} and cut_off(text, "kv-2") == {"kv-0"} and cut_off(text, "kv-3") == set()
+    with pytest.raises(ValueError, match="partitions:PATH"):
+        parse_faults("partitions:")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from kvnode import telemetry
-from kvnode.faults import protocol_versions
+from kvnode.faults import cut_off, partitions_file, protocol_versions
 from kvnode.metrics import Metrics
 from kvnode.process.config import Config
 from kvnode.replication.antientropy import anti_entropy_round
@@ -152,12 +152,26 @@ class Node:
         c.every(lambda: max(1.0, cfg.tombstone_grace / 4), self._purge_tombstones)
         if self.credentials.tls is not None or self.credentials.auth:
             c.every(lambda: cfg.reload_interval, self._refresh_credentials)
+        if partitions_file(cfg.faults):
+            c.every(lambda: 0.1, self._check_partitions, first=0)
         if cfg.peers_file:
             self._peers_text = read_peers_file(cfg.peers_file)
             c.every(lambda: cfg.peers_file_interval, self._check_peers_file)
 
     async def _refresh_credentials(self) -> None:
         self.credentials.refresh()
+
+    async def _check_partitions(self) -> None:
+        """Test faults only: the members this node's peer calls to fail (a partitions file)."""
+        try:
+            with open(partitions_file(self.config.faults), encoding="utf-8") as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            text = ""
+        cut = cut_off(text, self.config.id)
+        if cut != self.peer_client.cut_off:
+            log.warning("test fault: peer calls to %s fail (partitions file)", ", ".join(sorted(cut)) or "nobody")
+            self.peer_client.cut_off = cut
 
     async def _purge_tombstones(self) -> None:
         cutoff_ms = int((time.time() - self.config.tombstone_grace) * 1000)

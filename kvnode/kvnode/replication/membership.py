@@ -162,11 +162,13 @@ def advance(view: View, me: str, drained: bool, peers: Mapping[str, Status]) -> 
     if any(s is None or s.target_fp != target_fp for s in statuses):
         return view
     known = [s for s in statuses if s is not None]
-    # a peer `settled` on the new ring while this node is not has not learnt of the change
-    # yet (it just started): it does not count until it adopted the change
+    # a peer `settled` on the new ring while this node is `joint` has not learnt of the change
+    # yet (it just started): it does not count until it adopted the change. While this node is
+    # `both`, a settled peer went through `new` (a leaving member waits for the others, which
+    # settle once every member of the new ring is `new`), or is as good as `new`.
     if view.phase == JOINT and drained and all(s.drained and s.phase in (JOINT, BOTH, NEW) for s in known):
         return View(view.target, view.previous, BOTH)
-    if view.phase == BOTH and drained and all(s.drained and s.phase in (BOTH, NEW) for s in known):
+    if view.phase == BOTH and drained and all(s.drained and s.phase in (BOTH, NEW, SETTLED) for s in known):
         return View(view.target, view.previous, NEW)
     return view
 

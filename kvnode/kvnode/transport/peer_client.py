@@ -169,6 +169,7 @@ class PeerClient:
         self.node_id = node_id
         self.versions = versions
         self.metrics = metrics
+        self.cut_off: frozenset[str] = frozenset()  # test faults only: members calls to fail at once
         self.timeout = timeout
         self.max_frame = max_frame
         self.backoff = backoff
@@ -202,6 +203,9 @@ class PeerClient:
     def _request(self, member: Member, type_: int, body: bytes, decoder: Decoder, trace: Trace) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
+        if self.cut_off and member.id in self.cut_off:
+            fut.set_exception(PeerError("unreachable: partitioned (test fault)"))
+            return fut
         request_id = next(self._ids) & 0xFFFFFFFF or 1  # 0 is the HELLO's
         frame = frames.encode(request_id, type_, body, trace[0], trace[1])
         addr = (member.host, member.port)
