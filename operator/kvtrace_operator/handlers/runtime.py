@@ -29,6 +29,8 @@ ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 Runner = Callable[["Runtime", str, str, bool], Awaitable[None]]
 # The canary's outcome per pipeline: (condition status/reason/message, status.traceDelivery).
 Delivery = tuple[tuple[str, str, str], dict[str, Any]]
+# How long after a deletion a reconcile that was under way may still write the object's entries.
+LATE_WRITES_S = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,16 +160,23 @@ class Runtime:
         return self.locks.hold((kind, namespace, name))
 
     def forget(self, kind: str, namespace: str, name: str, uid: str | None) -> None:
-        """Drop the per-object entries of a deleted KVCluster or TracingPipeline."""
+        """Drop the per-object entries of a deleted KVCluster or TracingPipeline. A reconcile
+        under way (a queued request that read the object just before its deletion) may still
+        record its uid once: those entries are dropped again a little later."""
         if uid:
-            self.validated.pop(uid, None)
-            self.tls_accepted.pop(uid, None)
+            self._forget_uid(uid)
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing can be under way
+                asyncio.get_running_loop().call_later(LATE_WRITES_S, self._forget_uid, uid)
         if kind == PIPELINE:
             self.deliveries.pop((namespace, name), None)
             return
         task = self.rechecks.pop((namespace, name), None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+
+    def _forget_uid(self, uid: str) -> None:
+        self.validated.pop(uid, None)
+        self.tls_accepted.pop(uid, None)
 
     def sizes(self) -> dict[str, int]:
         """Entries per store (the operator's metrics show them: they return to their

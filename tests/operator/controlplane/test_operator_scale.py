@@ -28,7 +28,7 @@ TIMEOUT = 90.0  # generous: the machine running the suite is small and busy
 
 
 def cluster(name: str, cpu: str = "100m", pipeline: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"replicas": 1, "resources": {"requests": {"cpu": cpu}}}
+    spec: dict[str, Any] = {"replicas": 1, "replicationFactor": 1, "resources": {"requests": {"cpu": cpu}}}
     if pipeline:
         spec["tracing"] = {"pipelineRef": {"name": pipeline}}
     return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "metadata": {"name": name}, "spec": spec}
@@ -119,7 +119,7 @@ def metrics(port: int) -> dict[str, int]:
     for line in text.splitlines():
         if line.startswith("kvtrace_operator_state_entries{"):
             labels, value = line.rsplit(" ", 1)
-            found[labels.split('"')[1]] = int(value)
+            found[labels.split('"')[1]] = int(float(value))
     return found
 
 

@@ -131,6 +131,19 @@ async def test_create_delete_cycles_do_not_grow_the_state() -> None:
                           "rechecks": 0}
 
 
+async def test_an_entry_written_by_a_reconcile_under_way_at_deletion_is_dropped_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvtrace_operator.handlers import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "LATE_WRITES_S", 0.05)
+    rt = runtime()
+    rt.validated["uid-1"] = "checksum"
+    rt.forget("KVCluster", "ns", "kv", "uid-1")
+    rt.validated["uid-1"] = "checksum"  # the apply of a reconcile that read kv before its deletion
+    await asyncio.sleep(0.2)
+    assert rt.validated == {}
+
+
 INDICES: dict[str, Any] = {
     consumers.CLUSTERS_INDEX: {("ns", "traces"): [("KVCluster", "orders"), ("KVCluster", "carts"),
                                                    ("KVCluster", "orders")],
