@@ -144,6 +144,9 @@ def register(subparsers: Any) -> None:
                         "repeatable")
     render.add_argument("-R", "--recursive", action="store_true",
                         help="read directories given to -f recursively")
+    render.add_argument("-n", "--namespace", metavar="NAMESPACE",
+                        help="namespace of the resources that name none (default: their own, "
+                        "else default); a resource naming another is an error, as in kubectl")
     render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml",
                         help="yaml: multi-document YAML (default); json: one v1 List")
     add_query_proxy_image(render)

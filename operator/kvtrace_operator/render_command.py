@@ -5,7 +5,8 @@ checked against its CRD's own schema and CEL rules as the API server's strict fi
 validation does (``render.strict``, with the CRDs shipped in ``kvtrace_operator.crds``), and
 every error of every document is printed, each naming the file, the resource and the field;
 then the exit code is 1 with nothing on stdout. ``-f DIR`` reads the directory's .yaml, .yml
-and .json files as kubectl does (``-R`` recursively); ``-o json`` prints a v1 List.
+and .json files as kubectl does (``-R`` recursively); ``-n NS`` is the namespace of documents
+without one; ``-o json`` prints a v1 List.
 """
 
 from __future__ import annotations
@@ -169,6 +170,23 @@ def missing_pipeline_warnings(documents: list[Document]) -> list[str]:
     return warnings
 
 
+def in_namespace(documents: list[Document], namespace: str | None) -> list[Document]:
+    """``-n NAMESPACE`` as kubectl applies it: the namespace of documents without one; a
+    document naming another is an error."""
+    if not namespace:
+        return documents
+    for document in documents:
+        metadata = document.resource.get("metadata")
+        if not isinstance(metadata, dict):
+            continue
+        given = metadata.get("namespace")
+        if given and given != namespace:
+            raise InputError(f"{document.where()}: metadata.namespace: {given!r} does not match "
+                             f"-n {namespace!r}: pass -n {given} or remove it from the file")
+        document.resource = {**document.resource, "metadata": {**metadata, "namespace": namespace}}
+    return documents
+
+
 def checked_documents(args: Any, stdin: TextIO) -> tuple[list[Document], list[str]]:
     """The documents of ``args.files`` and the warnings about them; InputError with every
     problem when any document is invalid."""
@@ -176,6 +194,7 @@ def checked_documents(args: Any, stdin: TextIO) -> tuple[list[Document], list[st
     documents = [document for path in files for document in load_documents(path, stdin)]
     if not documents:
         raise InputError(f"{', '.join(args.files)}: no KVCluster or TracingPipeline found")
+    documents = in_namespace(documents, getattr(args, "namespace", None))
     errors, warnings = strict_problems(documents)
     if errors:
         raise InputError("\n".join(errors))

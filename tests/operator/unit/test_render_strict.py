@@ -240,3 +240,13 @@ def test_a_rule_that_fails_to_evaluate_is_an_error_naming_it() -> None:
             "x-kubernetes-validations": [{"rule": "self.missing > 1"}]}
     [error] = spec_errors(spec, {"x": 1})
     assert error.startswith('spec: Invalid value: "object": rule evaluation error:') and "missing" in error
+
+
+def test_namespace_flag_like_kubectl() -> None:
+    code, out, _ = run(DATA / "pipeline-two-tier.yaml", namespace="shop")  # the file says shop
+    assert code == 0 and "namespace: shop" in out
+    code, out, err = run(DATA / "pipeline-two-tier.yaml", namespace="elsewhere")
+    assert (code, out) == (1, "") and "metadata.namespace: 'shop' does not match -n 'elsewhere'" in err
+    text = yaml.safe_dump(pipeline(uid=None, namespace=None))
+    code, out, _ = run("-", stdin=text, namespace="team-a")
+    assert code == 0 and {d["metadata"]["namespace"] for d in yaml.safe_load_all(out)} == {"team-a"}
