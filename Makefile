@@ -53,7 +53,7 @@ dev: tools
 	$(BIN)/kvtrace dev demo $(DEV_ARGS)
 
 # ---- Shipping: chart, install manifests, images, kind -------------------------------------
-.PHONY: crds manifests images push-images kind-up kind-down e2e
+.PHONY: crds chart-readme manifests images push-images kind-up kind-down e2e
 
 CHART := charts/kvtrace-operator
 # helm v4 from the tool cache (`kvtrace dev tools`); override with HELM=/path/to/helm.
@@ -93,6 +93,10 @@ crds:
 	rm -f $(CHART)/crds/*.yaml $(PACKAGE_CRDS)/*.yaml
 	cp crds/*.yaml $(CHART)/crds/
 	cp crds/*.yaml $(PACKAGE_CRDS)/
+
+# The chart's README values table, from values.schema.json (tools/chart/values_readme.py).
+chart-readme: install
+	$(BIN)/python tools/chart/values_readme.py
 
 manifests: install crds
 	@test -n "$(HELM)" || { echo "helm v4 is not built: run 'kvtrace dev tools' (or pass HELM=...)"; exit 1; }
