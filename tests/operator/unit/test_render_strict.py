@@ -250,3 +250,20 @@ def test_namespace_flag_like_kubectl() -> None:
     text = yaml.safe_dump(pipeline(uid=None, namespace=None))
     code, out, _ = run("-", stdin=text, namespace="team-a")
     assert code == 0 and {d["metadata"]["namespace"] for d in yaml.safe_load_all(out)} == {"team-a"}
+
+
+def test_every_image_may_be_pinned_by_digest() -> None:
+    """Checkov's digest check is skipped for the default tags only (tools/checkov/config.yaml):
+    every image field accepts repo@sha256:... and renders it unchanged."""
+    digest = "@sha256:" + "a" * 64
+    images = {name: f"registry.example/{name}{digest}" for name in ("kvnode", "otelcol", "jaeger", "proxy")}
+    cluster = kvcluster(uid=None, image=images["kvnode"], tracing={"pipelineRef": {"name": "traces"}})
+    tp = pipeline(uid=None, collector={"image": images["otelcol"]},
+                  jaeger={"image": images["jaeger"], "query": {"auth": {
+                      "mode": "bearer", "proxyImage": images["proxy"]}}})
+    assert errors_of(cluster) == [] and errors_of(tp) == []
+    code, out, err = run("-", stdin=yaml.safe_dump_all([cluster, tp]))
+    assert code == 0, err
+    rendered = {c["image"] for d in yaml.safe_load_all(out) if d["kind"] in ("StatefulSet", "Deployment")
+                for c in d["spec"]["template"]["spec"]["containers"]}
+    assert rendered == set(images.values())
