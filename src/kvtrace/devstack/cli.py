@@ -102,6 +102,9 @@ def _tools(args: argparse.Namespace) -> int:
         return 0
     try:
         tools.ensure_all(args.names, force=args.force)
+    except tools.MissingPrerequisite as exc:
+        print(f"kvtrace dev tools: error: {exc}", file=sys.stderr)
+        return 2
     except (RuntimeError, ValueError) as exc:
         print(f"kvtrace dev tools: {exc}")
         return 1

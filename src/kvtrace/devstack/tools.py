@@ -31,6 +31,19 @@ HELM_VERSION = "4.3.1"
 
 STAMP = ".kvtrace-tool.json"
 
+# Cold build times measured on an idle 2-core machine (docs/local-stack.md, "Measured build
+# times"), printed as what to expect; a busy machine takes longer.
+EXPECTED_SECONDS = {"kubernetes": 299, "etcd": 35, "kwok": 85, "ocb": 3, "otelcol": 263,
+                    "jaeger": 184, "helm": 170}
+# Commands a tool's build runs besides Go (every build needs Go), by tool name.
+EXTRA_PREREQUISITES: dict[str, tuple[str, ...]] = {}
+PREREQUISITE_NAMES = {"go": "Go 1.26", "make": "make", "node": "Node.js", "npm": "npm (Node.js)"}
+MIN_GO = (1, 26)
+
+
+class MissingPrerequisite(RuntimeError):
+    """A program the builds need is not installed (one line naming it)."""
+
 
 def cache_root() -> Path:
     """The directory that holds one sub-directory per tool and version."""
@@ -221,13 +234,60 @@ TOOLS: dict[str, Tool] = {
 }
 
 
+def minutes(seconds: float) -> str:
+    """``75`` -> ``1m15s``; under a minute ``42s``."""
+    whole = int(round(seconds))
+    return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{whole}s"
+
+
+def _go_version() -> tuple[int, int] | None:
+    try:
+        text = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, timeout=60,
+                              env=_go_env()).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    parts = text.removeprefix("go").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def check_prerequisites(tools: Sequence[Tool]) -> None:
+    """Raise MissingPrerequisite naming the first program the builds of ``tools`` need and do
+    not find (Go 1.26 for all of them), before anything is built."""
+    if not tools:
+        return
+    commands = ["go", *sorted({c for t in tools for c in EXTRA_PREREQUISITES.get(t.name, ())})]
+    names = ", ".join(t.name for t in tools)
+    for command in commands:
+        if shutil.which(command) is None:
+            raise MissingPrerequisite(
+                f"{PREREQUISITE_NAMES.get(command, command)} is needed to build {names}, and "
+                f"`{command}` is not on PATH (README.md, Prerequisites)")
+    version = _go_version()
+    if version is None or version < MIN_GO:
+        found = "an unreadable version" if version is None else f"go{version[0]}.{version[1]}"
+        raise MissingPrerequisite(
+            f"Go {MIN_GO[0]}.{MIN_GO[1]} or newer is needed to build {names} (GOTOOLCHAIN=local), "
+            f"`go` on PATH is {found} (README.md, Prerequisites)")
+
+
 def ensure(tool: Tool, *, force: bool = False) -> Path:
     """Build the tool unless an intact build is cached; return its directory."""
-    problem = "rebuild forced" if force else verify(tool)
+    return _ensure(tool, "rebuild forced" if force else verify(tool))
+
+
+def _ensure(tool: Tool, problem: str | None, position: str = "", since: float | None = None) -> Path:
+    """Build ``tool`` when ``problem`` says why (None: it is cached). ``position`` (``"3 of
+    7"``) and ``since`` (when the whole run began) only enrich the progress lines."""
+    head = f"[tools] {position + ': ' if position else ''}{tool.name} {tool.version}"
     if problem is None:
-        print(f"[tools] {tool.name} {tool.version}: cached at {tool.directory}", flush=True)
+        print(f"{head}: cached at {tool.directory}", flush=True)
         return tool.directory
-    print(f"[tools] {tool.name} {tool.version}: building ({problem})", flush=True)
+    expected = EXPECTED_SECONDS.get(tool.name)
+    expectation = f", about {minutes(expected)} cold on 2 idle cores" if expected else ""
+    print(f"{head}: building ({problem}{expectation})", flush=True)
     started = time.monotonic()
     cache_root().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"build-{tool.name}-", dir=cache_root()) as tmp:
@@ -241,7 +301,8 @@ def ensure(tool: Tool, *, force: bool = False) -> Path:
         if tool.directory.exists():
             shutil.rmtree(tool.directory)
         staging.rename(tool.directory)
-    print(f"[tools] {tool.name} {tool.version}: built in {time.monotonic() - started:.0f}s", flush=True)
+    total = f", {minutes(time.monotonic() - since)} since the start" if since is not None else ""
+    print(f"{head}: built in {minutes(time.monotonic() - started)}{total}", flush=True)
     return tool.directory
 
 
@@ -251,16 +312,18 @@ def ensure_all(names: Sequence[str] = (), *, force: bool = False) -> dict[str, P
     unknown = [n for n in selected if n not in TOOLS]
     if unknown:
         raise ValueError(f"unknown tool(s) {unknown}; expected some of {sorted(TOOLS)}")
+    problems = {n: "rebuild forced" if force else verify(TOOLS[n]) for n in selected}
+    check_prerequisites([TOOLS[n] for n in selected if problems[n] is not None])
     started = time.monotonic()
     result: dict[str, Path] = {}
     failures: list[str] = []
-    for name in selected:
+    for index, name in enumerate(selected, 1):
         try:
-            result[name] = ensure(TOOLS[name], force=force)
+            result[name] = _ensure(TOOLS[name], problems[name], f"{index} of {len(selected)}", started)
         except RuntimeError as exc:
             failures.append(f"{name}: {exc}")
             print(f"[tools] {name}: FAILED\n{exc}", file=sys.stderr, flush=True)
-    print(f"[tools] done in {time.monotonic() - started:.0f}s", flush=True)
+    print(f"[tools] done in {minutes(time.monotonic() - started)}", flush=True)
     if failures:
         raise RuntimeError("tool builds failed:\n" + "\n".join(failures))
     return result
