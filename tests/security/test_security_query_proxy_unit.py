@@ -133,11 +133,16 @@ def test_hmac_with_the_public_key_as_secret_is_refused(rsa_key: SigningKey) -> N
 
 
 @pytest.mark.parametrize(("token", "phrase"), [
-    ("abc", "expected a JWT"), ("a.b", "expected a JWT"), ("a..c", "expected a JWT"),
-    (f"{b64url(b'[1]')}.{b64url(b'{}')}.AA", "header is not a JSON object"),
-    (f"{b64url(b'not json')}.{b64url(b'{}')}.AA", "header is not JSON"),
-    (f"{b64url(json.dumps({'alg': 'RS256'}).encode())}.{b64url(b'[]')}.AA", "payload is not a JSON object"),
+    ("abc", "malformed token: Not enough segments"), ("a.b", "malformed token: Not enough segments"),
+    ("a..c", "malformed token: Invalid header"),
+    (f"{b64url(b'[1]')}.{b64url(b'{}')}.AA", "malformed token: Invalid header string: must be a json object"),
+    (f"{b64url(b'not json')}.{b64url(b'{}')}.AA", "malformed token: Invalid header string"),
+    (f"{b64url(json.dumps({'alg': 'RS256'}).encode())}.{b64url(b'[]')}.AA",
+     "malformed token: Invalid payload string: must be a json object"),
     (f"{b64url(json.dumps({'alg': 'RS256', 'crit': ['exp']}).encode())}.{b64url(b'{}')}.AA", "critical"),
+    # An extension PyJWT itself understands (b64) is refused all the same.
+    (f"{b64url(json.dumps({'alg': 'RS256', 'crit': ['b64'], 'b64': False}).encode())}..AA",
+     "critical header extensions are not supported"),
 ])
 def test_malformed_tokens(token: str, phrase: str) -> None:
     with pytest.raises(jwtcheck.TokenRejected, match=phrase):

@@ -1,30 +1,31 @@
 """JSON Web Token checks of the ``oidc`` mode (pure: the keys come in, nothing is fetched).
 
-Only what an OIDC access or ID token needs, and no more: compact JWS, algorithms **RS256**
-and **ES256** only (``none``, HMAC and everything else are refused before any key is
-looked at, so a public key can never be used as an HMAC secret), the key chosen by ``kid``
-from the issuer's JWKS (RSA, or EC on P-256), then ``iss`` (exact), ``aud`` (the audience,
-alone or in the list), ``exp`` (required) and ``nbf`` (when present) with a small leeway, and
-optionally one required claim (equal, or a list containing the value, e.g. ``groups``).
+Parsing, JWK decoding and signature verification are PyJWT's (on ``cryptography``); this
+module holds the rules kvtrace adds and the claim checks (pure, with ``now`` as a parameter):
+compact JWS, algorithms **RS256** and **ES256** only (``none``, HMAC and everything else are
+refused before any key is looked at, so a public key can never be used as an HMAC secret),
+``crit`` headers refused, the key chosen by ``kid`` from the issuer's JWKS (RSA of at least
+2048 bits, or EC on P-256, of the header's algorithm), then ``iss`` (exact), ``aud`` (the
+audience, alone or in the list), ``exp`` (required) and ``nbf`` (when present) with a small
+leeway, and optionally one required claim (equal, or a list containing the value, e.g.
+``groups``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.exceptions import DecodeError, InvalidSignatureError, InvalidTokenError, PyJWTError
 
 ALGORITHMS = ("RS256", "ES256")
 MIN_RSA_BITS = 2048
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+KEY_TYPES: dict[str, type[PublicKey]] = {"RS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey}
+_JWS = jwt.PyJWS(algorithms=list(ALGORITHMS))
 
 
 class TokenRejected(Exception):
@@ -35,8 +36,7 @@ class TokenRejected(Exception):
 class Jws:
     header: dict[str, Any]
     claims: dict[str, Any]
-    signing_input: bytes
-    signature: bytes
+    token: str
 
     @property
     def algorithm(self) -> str:
@@ -48,52 +48,32 @@ class Jws:
         return kid if isinstance(kid, str) else None
 
 
-def b64url(part: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError):
-        raise TokenRejected("malformed token: not base64url") from None
-
-
-def _json_object(part: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(b64url(part))
-    except (UnicodeDecodeError, ValueError):
-        raise TokenRejected(f"malformed token: the {what} is not JSON") from None
-    if not isinstance(value, dict):
-        raise TokenRejected(f"malformed token: the {what} is not a JSON object")
-    return value
-
-
 def parse(token: str) -> Jws:
     """A compact JWS whose algorithm is allowed (nothing verified yet)."""
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
-        raise TokenRejected("malformed token: expected a JWT (three base64url parts)")
-    header = _json_object(parts[0], "header")
-    if header.get("alg") not in ALGORITHMS:
-        raise TokenRejected(f"algorithm {header.get('alg')!r} not allowed (only {', '.join(ALGORITHMS)})")
-    if "crit" in header:
-        raise TokenRejected("critical header extensions are not supported")
-    return Jws(header, _json_object(parts[1], "payload"), f"{parts[0]}.{parts[1]}".encode(), b64url(parts[2]))
-
-
-def _int(jwk: Mapping[str, Any], name: str) -> int:
-    value = jwk.get(name)
-    if not isinstance(value, str):
-        raise ValueError(f"missing {name}")
-    return int.from_bytes(b64url(value), "big")
+    try:
+        header = _JWS.get_unverified_header(token)
+        if header.get("alg") not in ALGORITHMS:
+            raise TokenRejected(f"algorithm {header.get('alg')!r} not allowed (only {', '.join(ALGORITHMS)})")
+        if "crit" in header:
+            raise TokenRejected("critical header extensions are not supported")
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except InvalidTokenError as exc:  # PyJWT's DecodeError, or its own refusal of crit
+        raise TokenRejected(f"malformed token: {exc}") from None
+    return Jws(header, claims, token)
 
 
 def public_key(jwk: Mapping[str, Any]) -> PublicKey:
-    """An RSA or P-256 public key from a JWK; ValueError for anything else."""
-    if jwk.get("kty") == "RSA":
-        key = rsa.RSAPublicNumbers(_int(jwk, "e"), _int(jwk, "n")).public_key()
+    """An RSA (at least 2048 bits) or P-256 public key from a JWK; ValueError for anything else."""
+    try:
+        key = jwt.PyJWK(dict(jwk)).key
+    except (PyJWTError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"unusable JWK: {exc}") from None
+    if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
             raise ValueError(f"RSA key of {key.key_size} bits (at least {MIN_RSA_BITS})")
         return key
-    if jwk.get("kty") == "EC" and jwk.get("crv") == "P-256":
-        return ec.EllipticCurvePublicNumbers(_int(jwk, "x"), _int(jwk, "y"), ec.SECP256R1()).public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
     raise ValueError(f"unsupported key type {jwk.get('kty')!r}/{jwk.get('crv')!r}")
 
 
@@ -106,7 +86,7 @@ def key_set(document: Mapping[str, Any]) -> dict[str | None, PublicKey]:
             continue
         try:
             key = public_key(jwk)
-        except (ValueError, TokenRejected):
+        except ValueError:
             continue
         kid = jwk.get("kid")
         keys[kid if isinstance(kid, str) else None] = key
@@ -114,19 +94,15 @@ def key_set(document: Mapping[str, Any]) -> dict[str | None, PublicKey]:
 
 
 def verify_signature(jws: Jws, key: PublicKey) -> None:
+    """The signature is ``key``'s, with the header's algorithm; TokenRejected otherwise."""
+    if not isinstance(key, KEY_TYPES[jws.algorithm]):
+        raise TokenRejected(f"key {jws.kid!r} is not a key for {jws.algorithm}")
     try:
-        if jws.algorithm == "RS256" and isinstance(key, rsa.RSAPublicKey):
-            key.verify(jws.signature, jws.signing_input, padding.PKCS1v15(), hashes.SHA256())
-            return
-        if jws.algorithm == "ES256" and isinstance(key, ec.EllipticCurvePublicKey):
-            if len(jws.signature) != 64:
-                raise TokenRejected("bad signature")
-            r, s = int.from_bytes(jws.signature[:32], "big"), int.from_bytes(jws.signature[32:], "big")
-            key.verify(encode_dss_signature(r, s), jws.signing_input, ec.ECDSA(hashes.SHA256()))
-            return
-    except InvalidSignature:
+        _JWS.decode_complete(jws.token, key, algorithms=[jws.algorithm])
+    except InvalidSignatureError:
         raise TokenRejected("bad signature") from None
-    raise TokenRejected(f"key {jws.kid!r} is not a key for {jws.algorithm}")
+    except DecodeError as exc:
+        raise TokenRejected(f"malformed token: {exc}") from None
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
