@@ -195,7 +195,7 @@ def test_no_status_yet_says_so() -> None:
     del fresh["status"]
     rep = report(clusters=[fresh], pods=[])
     assert rep["kvclusters"][0]["phase"] == "Unknown"
-    assert rep["kvclusters"][0]["endpoints"]["client"] == "http://kv.store.svc.cluster.local:7070"
+    assert rep["kvclusters"][0]["endpoints"]["client"] == "https://kv.store.svc.cluster.local:7070"  # TLS default
     assert "conditions: none yet (is the operator running?)" in status.render_table(rep)
 
 

@@ -59,12 +59,15 @@ def test_a_pipeline_renders_the_token_set_and_the_generated_consumer_tokens() ->
 
 
 def test_a_kvcluster_owns_its_token_only_while_its_pipeline_authenticates() -> None:
-    [secret] = [o for o in render_kvcluster(kvc(), tp()) if o["kind"] == "Secret"]
+    [secret] = [o for o in render_kvcluster(kvc(), tp()) if o["kind"] == "Secret" and "otlp" in o["metadata"]["name"]]
     assert secret["metadata"]["name"] == "orders-otlp-client-token"
     assert secret["metadata"]["ownerReferences"][0]["kind"] == "KVCluster"
     assert secret["metadata"]["annotations"] == {ct.GENERATED_ANNOTATION: "token"}
-    assert not [o for o in render_kvcluster(kvc(), tp(security={"auth": {"enabled": False}})) if o["kind"] == "Secret"]
-    assert not [o for o in render_kvcluster(kvc(), None) if o["kind"] == "Secret"]
+    def otlp_tokens(pipe: dict[str, Any] | None) -> list[dict[str, Any]]:
+        return [o for o in render_kvcluster(kvc(), pipe) if o["kind"] == "Secret" and "otlp" in o["metadata"]["name"]]
+
+    assert not otlp_tokens(tp(security={"auth": {"enabled": False}}))
+    assert not otlp_tokens(None)
 
 
 def test_the_token_file_has_a_labelled_line_per_consumer() -> None:

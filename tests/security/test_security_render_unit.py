@@ -32,10 +32,10 @@ def tp(**spec: Any) -> dict[str, Any]:
             "metadata": {"name": "traces", "namespace": "store", "uid": "u-tp"}, "spec": spec}
 
 
-def kvc() -> dict[str, Any]:
+def kvc(**spec: Any) -> dict[str, Any]:
     return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
             "metadata": {"name": "orders", "namespace": "store", "uid": "u-kv"},
-            "spec": {"tracing": {"pipelineRef": {"name": "traces"}}}}
+            "spec": {"tracing": {"pipelineRef": {"name": "traces"}}, **spec}}
 
 
 def servers(config: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -97,8 +97,9 @@ def test_a_changed_secret_rolls_the_members_but_not_the_collector_that_rereads_i
 
 def test_untraced_and_unauthenticated_workloads_keep_their_checksums() -> None:
     # auth and TLS are on by default
-    unauthenticated = tp(security={"auth": {"enabled": False}, "tls": {"enabled": False}})
-    objects = render_kvcluster(kvc(), unauthenticated) + render_pipeline(unauthenticated)
+    off = {"auth": {"enabled": False}, "tls": {"enabled": False}}
+    unauthenticated = tp(security=off)
+    objects = render_kvcluster(kvc(security=off), unauthenticated) + render_pipeline(unauthenticated)
     assert roll_on_secret_changes(objects, {}) == objects
     assert referenced_secrets(objects) == []
 
@@ -121,12 +122,15 @@ def test_a_pipeline_without_token_secret_gets_a_generated_one() -> None:
     env = next(o for o in members if o["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "KVTRACE_OTLP_TOKEN", "valueFrom": {"secretKeyRef": {"name": "orders-otlp-client-token",
                                                                          "key": "token"}}} in env
+    assert [m["metadata"]["name"] for m in members[:2]] == ["orders-otlp-client-token", "orders-kv-client-token"]
     assert members[0]["metadata"]["annotations"] == {GENERATED_ANNOTATION: "token"}
     assert members[0]["metadata"]["ownerReferences"][0]["uid"] == "u-kv"
     # Only the TLS Secrets (on by default; the operator makes them before the workloads).
     tls_secrets = {"traces-tls-trust", "traces-collector-tls", "traces-jaeger-tls"}
     assert {r.name for r in referenced_secrets(objects)} == tls_secrets
-    assert [r.name for r in referenced_secrets(members)] == ["traces-tls-trust"]
+    # ... and the cluster's own TLS Secrets (KV TLS on by default, made before the members too).
+    assert [r.name for r in referenced_secrets(members)] == [
+        "orders-kv-tls", "orders-kv-tls", "orders-kv-tls-trust", "traces-tls-trust"]
     assert pipeline_secret_names(pipe) == {"traces-otlp-token", "traces-otlp-tokens", *tls_secrets}
     # A Secret of the user's: no generated token, still the token set; the watch covers it.
     own = tp(security={"auth": OWN_TOKEN})

@@ -75,11 +75,15 @@ def test_managed_two_tiers_every_hop_is_tls_and_each_pod_mounts_only_what_it_nee
     # The KV members: only the trust bundle, https, the CA file.
     statefulset = by_name(render_kvcluster(kvc(), tp({"enabled": True})), "StatefulSet")["kv"]
     pod = statefulset["spec"]["template"]["spec"]
-    assert secret_volumes(statefulset) == {"telemetry-ca": ("traces-tls-trust", ["ca.crt"])}
+    # (and their own cluster's leaf and bundle: KV TLS is on by default, render/kvsecurity.py)
+    assert secret_volumes(statefulset) == {"telemetry-ca": ("traces-tls-trust", ["ca.crt"]), **KV_TLS}
     env = {item["name"]: item.get("value") for item in pod["containers"][0]["env"]}
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"https://traces-collector.{NS}.svc.cluster.local:4318"
     assert env["OTEL_EXPORTER_OTLP_CERTIFICATE"] == "/etc/kvtrace-telemetry/ca.crt"
     assert not certificate_objects(tp({"enabled": True}), apply_defaults_pipeline(tp({"enabled": True})["spec"]))
+
+
+KV_TLS = {"serving-cert": ("kv-kv-tls", ["tls.crt", "tls.key"]), "kv-trust": ("kv-kv-tls-trust", ["ca.crt"])}
 
 
 def test_one_tier_managed_exports_to_jaeger_over_tls() -> None:
@@ -104,7 +108,7 @@ def test_secret_mode_keeps_the_old_shape_edge_only() -> None:
     assert secret_volumes(by_name(objects, "Deployment")["traces-collector"]) == {
         "auth-token": ("traces-otlp-tokens", ["tokens"]), "serving-cert": ("mine", ["tls.crt", "tls.key"])}
     statefulset = by_name(render_kvcluster(kvc(), tp({"enabled": True, "secretName": "mine"})), "StatefulSet")["kv"]
-    assert secret_volumes(statefulset) == {"telemetry-ca": ("mine", ["ca.crt"])}
+    assert secret_volumes(statefulset) == {"telemetry-ca": ("mine", ["ca.crt"]), **KV_TLS}
 
 
 def test_tls_off_renders_no_tls() -> None:

@@ -1,4 +1,4 @@
-"""The pipeline's TLS Secrets before its workloads (k8s/certificates.py does the work): an
+"""The TLS Secrets of a pipeline or a KVCluster before its workloads (k8s/certificates.py does the work): an
 event per change, naming Secrets and reasons only, never key material, and ``status.tls``
 (the trusted CAs and each server certificate with its ``notAfter``).
 
@@ -36,10 +36,11 @@ async def prepare(runtime: Runtime, pipeline: Mapping[str, Any], children: list[
     prepared = await certificates.prepare(client, dict(pipeline))
     if prepared.actions:
         message = "; ".join(prepared.actions)
-        log.info("TLS of TracingPipeline %s/%s: %s", meta["namespace"], meta["name"], message)
+        log.info("TLS of %s %s/%s: %s", pipeline.get("kind", "TracingPipeline"), meta["namespace"], meta["name"],
+                 message)
         await k8s.post_event(client, pipeline, "CertificatesRenewed", message)
     if (pipeline.get("status") or {}).get("tls") != prepared.status:
         # Its own key of the status (None removes it): the rest of the status is the reconcile's.
-        await k8s.patch_status(client, k8s.TracingPipeline, meta["name"], meta["namespace"],
-                               {"tls": prepared.status})
+        resource = k8s.KVCluster if pipeline.get("kind") == "KVCluster" else k8s.TracingPipeline
+        await k8s.patch_status(client, resource, meta["name"], meta["namespace"], {"tls": prepared.status})
     return [*prepared.objects, *children]

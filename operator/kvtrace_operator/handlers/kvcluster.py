@@ -18,7 +18,7 @@ from lightkube import ApiError, AsyncClient
 from kvtrace.shared.api import GROUP, KVCLUSTER, KVCLUSTER_PLURAL, PIPELINE, VERSION
 from kvtrace_operator import k8s
 from kvtrace_operator import tracing as own_tracing
-from kvtrace_operator.handlers import common, secret_gate
+from kvtrace_operator.handlers import certificates, common, secret_gate
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.handlers.runtime import Options, Runtime
 from kvtrace_operator.render import (
@@ -29,7 +29,7 @@ from kvtrace_operator.render import (
     validate_pipeline,
 )
 from kvtrace_operator.render.sampling import mode as sampling_mode
-from kvtrace_operator.render.secret_refs import made_by_pipeline
+from kvtrace_operator.render.secret_refs import made_by_pipeline, made_for_members
 from kvtrace_operator.render.status import (
     find_condition,
     kvcluster_status,
@@ -86,8 +86,9 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 await common.report_spec_error(client, cluster, str(exc))
                 return False
             try:
-                gate = await secret_gate.check(client, cluster, children,
-                                                pending=made_by_pipeline(pipeline) if pipeline else ())
+                children = await certificates.prepare(runtime, cluster, children)  # TLS Secrets first
+                pending = (made_by_pipeline(pipeline) if pipeline else set()) | made_for_members(cluster)
+                gate = await secret_gate.check(client, cluster, children, pending=pending)
                 if gate.blocked:  # nothing applied: the members could not start
                     result["outcome"] = "secret_not_found"
                     observed = await k8s.read_workloads(client, meta["namespace"], children)
@@ -102,7 +103,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 workloads, changes = await common.converge(runtime, cluster, children, apply_all=apply)
                 if changes is not None:
                     await report_scaling(client, cluster, changes)
-            except k8s.Rejected as exc:
+            except (k8s.Rejected, SpecError) as exc:  # SpecError: certManager without cert-manager
                 result["outcome"] = "invalid_spec"
                 await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
                     cluster, statefulset=None, tracing=tracing, now=common.now(), spec_error=str(exc)))

@@ -1,4 +1,4 @@
-"""The TLS Secrets of a pipeline (docs/security.md, TLS): the managed CA's life cycle, and
+"""The TLS Secrets of a pipeline or a KVCluster (docs/security.md, TLS): the managed CA's life cycle, and
 cert-manager's Certificates with the trust bundle copied from what cert-manager wrote.
 
 ``prepare`` runs before the pipeline's children are applied (their pods mount these Secrets):
@@ -24,7 +24,6 @@ from kvtrace_operator.k8s.apply import apply_object, delete_object, list_childre
 from kvtrace_operator.k8s.client import get_object
 from kvtrace_operator.render import names, tls
 from kvtrace_operator.render.certificates import API_VERSION, CRD_NAME, KIND, certificate_objects
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
 
 # Registers cert-manager's kind with lightkube (apply_object resolves kinds by apiVersion/kind).
@@ -95,7 +94,7 @@ def managed_secrets(pipeline: dict[str, Any], spec: dict[str, Any], state: rotat
                     now: datetime.datetime) -> list[dict[str, Any]]:
     """The CA Secret, the trust bundle and one ``kubernetes.io/tls`` Secret per leaf."""
     assert state.ca is not None
-    name = names.name_of(pipeline)
+    name = tls.base_name(pipeline)
     bundle = rotation.trust_bundle(state, now)
     ca_values = {"tls.crt": state.ca.cert_pem, "tls.key": state.ca.key_pem, tls.CA_FILE: bundle}
     if state.previous_ca is not None:
@@ -115,7 +114,7 @@ async def read_data(client: AsyncClient, name: str, namespace: str) -> dict[str,
 
 async def prepare_managed(client: AsyncClient, pipeline: dict[str, Any], spec: dict[str, Any],
                           now: datetime.datetime) -> Prepared:
-    name, namespace = names.name_of(pipeline), names.namespace_of(pipeline)
+    name, namespace = tls.base_name(pipeline), names.namespace_of(pipeline)
     wanted = leaf_specs(pipeline, spec)
     ca_data = await read_data(client, tls.ca_secret(name), namespace)
     leaf_data = {leaf.secret: await read_data(client, leaf.secret, namespace) for leaf in wanted}
@@ -155,7 +154,7 @@ async def prepare_cert_manager(client: AsyncClient, pipeline: dict[str, Any], sp
         raise SpecError("spec.security.tls.mode", f"certManager needs cert-manager in the cluster: the "
                         f"CustomResourceDefinition {CRD_NAME} does not exist (install cert-manager or "
                         f"use mode managed)")
-    name, namespace = names.name_of(pipeline), names.namespace_of(pipeline)
+    name, namespace = tls.base_name(pipeline), names.namespace_of(pipeline)
     objects = certificate_objects(pipeline, spec)
     for obj in objects:
         await apply_object(client, obj, namespace)
@@ -194,7 +193,7 @@ async def prune_certificates(client: AsyncClient, pipeline: dict[str, Any], keep
         if (labels.get("app.kubernetes.io/instance") == meta["name"] and obj["metadata"]["name"] not in keep
                 and await delete_object(client, obj, meta["namespace"])):
             deleted.append(f"Certificate {obj['metadata']['name']}: deleted (not rendered in mode "
-                           f"{tls.mode(apply_defaults_pipeline(pipeline.get('spec'))) or 'off'})")
+                           f"{tls.mode(tls.owner_spec(pipeline)) or 'off'})")
     return deleted
 
 
@@ -203,7 +202,7 @@ async def prepare(client: AsyncClient, pipeline: dict[str, Any],
     """Write what the pipeline's TLS mode needs before its workloads are applied, and delete
     the cert-manager Certificates it no longer renders. Raises SpecError (certManager without
     cert-manager) and lightkube.ApiError."""
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    spec = tls.owner_spec(pipeline)
     moment = now or datetime.datetime.now(datetime.UTC)
     if tls.mode(spec) == tls.MANAGED:
         prepared = await prepare_managed(client, pipeline, spec, moment)

@@ -77,27 +77,29 @@ def generated_secret(owner: dict[str, Any], name: str, component: str, key: str 
     return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque"}
 
 
-def validate(auth: dict[str, Any]) -> None:
-    """``consumers``: a list of ``{name, tokenSecretRef?}`` with distinct DNS-label names."""
-    entries = auth.get("consumers")
+def validate(auth: dict[str, Any], key: str = "consumers", field: str = FIELD, reserved: tuple[str, ...] = ()) -> None:
+    """``consumers`` (a KVCluster's ``clients``: ``key`` under ``field``): a list of
+    ``{name, tokenSecretRef?}`` with distinct DNS-label names, none of ``reserved``."""
+    entries = auth.get(key)
     if entries is None:
         return
     if not isinstance(entries, list):
-        raise SpecError(FIELD, f"expected a list of {{name, tokenSecretRef}}, got {entries!r}")
+        raise SpecError(field, f"expected a list of {{name, tokenSecretRef}}, got {entries!r}")
     seen: set[str] = set()
     for index, entry in enumerate(entries):
-        where = f"{FIELD}[{index}]"
+        where = f"{field}[{index}]"
         if not isinstance(entry, dict):
             raise SpecError(where, f"expected {{name: NAME, tokenSecretRef: {{name, key}}}}, got {entry!r}")
         unknown = sorted(set(entry) - {"name", "tokenSecretRef"})
         if unknown:
-            raise SpecError(f"{where}.{unknown[0]}", "unknown field: a consumer has name and tokenSecretRef")
+            raise SpecError(f"{where}.{unknown[0]}", f"unknown field: a {key[:-1]} has name and tokenSecretRef")
         name = entry.get("name")
         if not isinstance(name, str) or not _DNS_LABEL.match(name) or len(name) > 63:
             raise SpecError(f"{where}.name", "expected a DNS label (lower-case letters, digits, '-', "
                             f"starting with a letter) of at most 63 characters, got {name!r}")
-        if name in seen:
-            raise SpecError(f"{where}.name", f"duplicate consumer {name!r}: each consumer has one token")
+        if name in seen or name in reserved:
+            raise SpecError(f"{where}.name", f"duplicate {key[:-1]} {name!r}: each {key[:-1]} has one token"
+                            if name in seen else f"{name!r} is the generated token's name: choose another")
         seen.add(name)
         ref = entry.get("tokenSecretRef")
         if ref is not None and not (isinstance(ref, dict) and set(ref) <= {"name", "key"} and all(

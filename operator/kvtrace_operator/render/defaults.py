@@ -31,6 +31,9 @@ KVCLUSTER_DEFAULTS: dict[str, Any] = {
     "antiEntropy": {"interval": "10m"},
     "scheduling": {"podAntiAffinity": "preferred"},
     "networkPolicy": {"enabled": True, "clientAccess": "all"},
+    "security": {"auth": {"enabled": True}, "tls": {
+        "enabled": True, "duration": "2160h", "renewBefore": "720h",
+        "caDuration": "26280h", "caRenewBefore": "4320h"}},
 }
 
 PIPELINE_DEFAULTS: dict[str, Any] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, podspec, sampling, security
+from kvtrace_operator.render import kvsecurity, names, podspec, sampling, security
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import single_unit
@@ -119,7 +119,8 @@ def config_checksum(configmap: dict[str, Any], otel_env: list[dict[str, Any]]) -
 
 
 def render_kvcluster(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Its own OTLP token Secret (traced by an auth pipeline), ServiceAccount, ConfigMap, headless Service, client Service, StatefulSet,
+    """Its own OTLP token Secret (traced by an auth pipeline), its clients' token Secrets
+    (auth on), ServiceAccount, ConfigMap, headless Service, client Service, StatefulSet,
     PodDisruptionBudget, NetworkPolicy (unless ``networkPolicy.enabled`` is false);
     ``pipeline`` None renders an untraced cluster."""
     validate_kvcluster(cluster)
@@ -129,14 +130,15 @@ def render_kvcluster(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -
     configmap = node_configmap(cluster, spec, raw_keys)
     # Traced members carry the label the pipeline's NetworkPolicy lets in.
     pod_labels = {TELEMETRY_CLIENT_LABEL: names.name_of(pipeline)} if pipeline is not None else {}
-    # The pipeline's CA bundle when its receivers serve TLS.
+    # The pipeline's CA bundle when its receivers serve TLS; the cluster's own TLS and tokens.
     volumes = (security.client_volumes(apply_defaults_pipeline(pipeline.get("spec")), names.name_of(pipeline))
-               if pipeline is not None else [])
+               if pipeline is not None else []) + kvsecurity.volumes(cluster, spec)
     statefulset = render_statefulset(cluster, spec, otel_env, config_checksum(configmap, otel_env), raw_keys,
                                      pod_labels, volumes)
     token = security.client_secret(cluster, pipeline)  # its own OTLP token, before the members
     return [
         *([token] if token else []),
+        *kvsecurity.token_secrets(cluster, spec),  # its clients' tokens, before the members
         service_account(cluster),
         configmap,
         peers_service(cluster),

@@ -57,7 +57,20 @@ def member_address(cluster_name: str, namespace: str, ordinal: int) -> str:
 
 
 def client_endpoint(cluster: dict[str, Any]) -> str:
-    return f"http://{service_dns(name_of(cluster), namespace_of(cluster))}:{CLIENT_PORT}"
+    # TLS is on unless the spec turns it off (the schema default: render/defaults.py).
+    tls = (cluster.get("spec") or {}).get("security", {}).get("tls", {}).get("enabled", True)
+    return f"{'https' if tls else 'http'}://{service_dns(name_of(cluster), namespace_of(cluster))}:{CLIENT_PORT}"
+
+
+def kv_tls_base(cluster_name: str) -> str:
+    """Prefix of a KVCluster's TLS Secrets (NAME-kv-tls-ca, NAME-kv-tls-trust, NAME-kv-tls):
+    distinct from a pipeline's of the same name."""
+    return f"{cluster_name}-kv"
+
+
+def kv_client_token(cluster_name: str, client: str | None = None) -> str:
+    """The generated token Secret of a KVCluster's clients, or of the declared ``client``."""
+    return f"{cluster_name}-{client}-kv-client-token" if client else f"{cluster_name}-kv-client-token"
 
 
 # TracingPipeline children.

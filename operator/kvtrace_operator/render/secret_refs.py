@@ -16,10 +16,10 @@ from typing import Any, NamedTuple
 
 from kvtrace_operator.render import consumer_tokens, tls
 from kvtrace_operator.render.checksum import checksum
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
-from kvtrace_operator.render.names import name_of
+from kvtrace_operator.render.names import kv_tls_base, name_of
 from kvtrace_operator.render.pipeline import render_pipeline
 from kvtrace_operator.render.security import (
     GENERATED_ANNOTATION,
@@ -144,6 +144,15 @@ def made_by_pipeline(pipeline: dict[str, Any]) -> set[str]:
     reconciled before its pipeline waits for them instead of reporting them missing."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     return {tls.trust_secret(name_of(pipeline))} if tls.every_hop(spec) else set()
+
+
+def made_for_members(cluster: dict[str, Any]) -> set[str]:
+    """The TLS Secrets of a KVCluster's members that the operator (mode managed) or
+    cert-manager (mode certManager) writes: awaited, not reported missing."""
+    spec = apply_defaults_kvcluster(cluster.get("spec"))
+    if not tls.every_hop(spec):
+        return set()
+    return {tls.trust_secret(kv_tls_base(name_of(cluster))), *(leaf["secret"] for leaf in tls.leaves(cluster, spec))}
 
 
 def secrets_condition(refs: Sequence[SecretRef], problems: Sequence[str], *, generation: int | None,

@@ -42,7 +42,8 @@ TOKEN_KEY = consumer_tokens.TOKEN_KEY
 TOKEN_COMPONENT = "otlp-token"
 # Secret volumes a program re-reads when the kubelet updates them: a change of their Secret
 # needs no rolling restart (the collector's token file, its serving certificate).
-RELOADED_VOLUMES = frozenset({"auth-token", "serving-cert"})
+# The KV node re-reads its leaf, its CA bundle and its client tokens (render/kvsecurity.py).
+RELOADED_VOLUMES = frozenset({"auth-token", "serving-cert", "kv-trust", "client-tokens"})
 
 
 def auth(spec: dict[str, Any]) -> dict[str, Any] | None:

@@ -24,6 +24,13 @@ KVCLUSTER_OPTIONAL = {
     "scheduling.tolerations": LIST,
     "scheduling.topologySpreadConstraints": LIST,
     "scheduling.priorityClassName": STRING,
+    "security.auth.clients": LIST,
+    "security.tls.secretName": STRING,
+    "security.tls.mode": STRING,
+    "security.tls.issuerRef": OBJECT,
+    "security.tls.issuerRef.name": STRING,
+    "security.tls.issuerRef.kind": STRING,
+    "security.tls.issuerRef.group": STRING,
 }
 PIPELINE_OPTIONAL = {
     "sampling.keepErrors": BOOLEAN,

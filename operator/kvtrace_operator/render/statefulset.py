@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kvtrace_operator.render import names, podspec
+from kvtrace_operator.render import kvsecurity, names, podspec
 from kvtrace_operator.render.durations import single_unit
 from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels, standard_labels
 from kvtrace_operator.render.otel_env import downward_env
@@ -35,7 +35,7 @@ def node_args(spec: dict[str, Any], raw_keys: bool) -> list[str]:
         f"--consistency={default_consistency(spec)}",
         f"--anti-entropy-interval={interval}",
     ]
-    return args + (["--trace-raw-keys=true"] if raw_keys else [])
+    return args + (["--trace-raw-keys=true"] if raw_keys else []) + kvsecurity.node_args(spec)
 
 
 def node_env(otel_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -54,8 +54,8 @@ def node_container(spec: dict[str, Any], otel_env: list[dict[str, Any]], raw_key
         "args": node_args(spec, raw_keys),
         "env": node_env(otel_env),
         "ports": [podspec.port("client", names.CLIENT_PORT), podspec.port("peer", names.PEER_PORT)],
-        "livenessProbe": podspec.http_probe("/healthz", "client", period=10),
-        "readinessProbe": podspec.http_probe("/readyz", "client", period=5),
+        "livenessProbe": podspec.http_probe("/healthz", "client", period=10, scheme=kvsecurity.probe_scheme(spec)),
+        "readinessProbe": podspec.http_probe("/readyz", "client", period=5, scheme=kvsecurity.probe_scheme(spec)),
         "volumeMounts": [
             {"name": "data", "mountPath": names.DATA_DIR},
             {"name": "config", "mountPath": names.CONFIG_DIR, "readOnly": True},

@@ -12,6 +12,11 @@ Three modes (``mode``; unset means ``secret`` when ``secretName`` is given, else
 - ``secret``: your own ``kubernetes.io/tls`` Secret serves the edge only (the sampling tier
   and Jaeger stay plaintext; both accept only their own collector, by NetworkPolicy).
 
+A KVCluster (``KVCluster.spec.security.tls``, the same fields and modes) gets the same
+machinery under the prefix ``NAME-kv`` (``base_name``): CA ``NAME-kv-tls-ca``, bundle
+``NAME-kv-tls-trust``, one leaf ``NAME-kv-tls`` for every member (``kv_leaves``); in mode
+``secret`` the user's Secret is that leaf. render/kvsecurity.py mounts it.
+
 Servers mount their leaf in a volume named ``serving-cert`` and reload it
 (``reload_interval``): a renewed leaf needs no restart. Clients read the trust bundle only at
 start, so its Secret rolls them (render/secret_refs.py) -- it changes only when a CA does.
@@ -23,6 +28,7 @@ import base64
 from typing import Any
 
 from kvtrace_operator.render import names, sampling
+from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.labels import (
@@ -30,6 +36,7 @@ from kvtrace_operator.render.labels import (
     COLLECTOR_LOADBALANCER,
     COLLECTOR_SAMPLING,
     JAEGER,
+    KVNODE,
     child_metadata,
 )
 
@@ -69,6 +76,26 @@ def every_hop(spec: dict[str, Any]) -> bool:
     return mode(spec) in (MANAGED, CERT_MANAGER)
 
 
+KVCLUSTER_KIND = "KVCluster"
+
+
+def is_kvcluster(owner: dict[str, Any]) -> bool:
+    return owner.get("kind") == KVCLUSTER_KIND
+
+
+def base_name(owner: dict[str, Any]) -> str:
+    """What the CA and trust Secrets of ``owner`` are named after: a pipeline's name, a
+    KVCluster's ``NAME-kv``."""
+    name = names.name_of(owner)
+    return names.kv_tls_base(name) if is_kvcluster(owner) else name
+
+
+def owner_spec(owner: dict[str, Any]) -> dict[str, Any]:
+    """The defaulted spec of a pipeline or a KVCluster."""
+    defaults = apply_defaults_kvcluster if is_kvcluster(owner) else apply_defaults_pipeline
+    return defaults(owner.get("spec"))
+
+
 def ca_secret(pipeline_name: str) -> str:
     return f"{pipeline_name}-tls-ca"
 
@@ -100,9 +127,25 @@ def dns_names(service: str, namespace: str) -> tuple[str, ...]:
     return (service, f"{service}.{namespace}", f"{service}.{namespace}.svc", names.service_dns(service, namespace))
 
 
+def kv_leaves(cluster: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """One leaf every member serves on both ports (managed and certManager modes): the client
+    Service's names, the peer Service's and each member's (``NAME-i.NAME-peers.NS.svc...``,
+    by wildcard: the peers file names members so, and a new member needs no new leaf)."""
+    if not every_hop(spec):
+        return []
+    name, namespace = names.name_of(cluster), names.namespace_of(cluster)
+    peers = names.peers_service(name)
+    members = [f"*.{peers}.{namespace}.svc", f"*.{names.service_dns(peers, namespace)}"]
+    return [{"secret": leaf_secret(names.kv_tls_base(name)), "component": KVNODE, "commonName": name,
+             "dnsNames": [*dns_names(name, namespace), *dns_names(peers, namespace), *members]}]
+
+
 def leaves(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
     """One serving certificate per TLS server of the pipeline (managed and certManager
-    modes): ``secret``, ``component`` (labels), ``commonName``, ``dnsNames``."""
+    modes): ``secret``, ``component`` (labels), ``commonName``, ``dnsNames``; a KVCluster's
+    one (``kv_leaves``)."""
+    if is_kvcluster(pipeline):
+        return kv_leaves(pipeline, spec)
     if not every_hop(spec):
         return []
     name, namespace = names.name_of(pipeline), names.namespace_of(pipeline)
@@ -123,7 +166,7 @@ def written_secrets(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[str]
     """The Secrets the operator writes (and owns) for the pipeline's TLS, not rendered because
     their keys are made when it applies: the CA, the trust bundle and each leaf in mode
     managed; the trust bundle in mode certManager (cert-manager writes the leaves)."""
-    name = names.name_of(pipeline)
+    name = base_name(pipeline)
     if mode(spec) == MANAGED:
         return [ca_secret(name), trust_secret(name), *(leaf["secret"] for leaf in leaves(pipeline, spec))]
     return [trust_secret(name)] if mode(spec) == CERT_MANAGER else []
@@ -214,7 +257,7 @@ def secret(pipeline: dict[str, Any], name: str, component: str, values: dict[str
 
 
 def trust_secret_object(pipeline: dict[str, Any], bundle_pem: str) -> dict[str, Any]:
-    return secret(pipeline, trust_secret(names.name_of(pipeline)), TRUST_COMPONENT, {CA_FILE: bundle_pem}, "Opaque")
+    return secret(pipeline, trust_secret(base_name(pipeline)), TRUST_COMPONENT, {CA_FILE: bundle_pem}, "Opaque")
 
 
 def decoded(secret_obj: dict[str, Any] | None) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kvtrace_operator.render import consumer_tokens, query_access, sampling, tls
+from kvtrace_operator.render import consumer_tokens, kvsecurity, query_access, sampling, tls
 from kvtrace_operator.render.defaults import (
     KVCLUSTER_DEFAULTS,
     PIPELINE_DEFAULTS,
@@ -79,6 +79,7 @@ def validate_kvcluster(cluster: dict[str, Any]) -> None:
     _enum(spec["scheduling"]["podAntiAffinity"], "spec.scheduling.podAntiAffinity",
           ("preferred", "required", "none"))
     _enum(spec["networkPolicy"]["clientAccess"], "spec.networkPolicy.clientAccess", ("all", "labelled"))
+    kvsecurity.validate(spec)
 
 
 def _validate_sampling(spec: dict[str, Any]) -> None:

@@ -68,7 +68,8 @@ class TestCRDDefinitions:
         assert missing == []
 
     @pytest.mark.parametrize(("plural", "fields"), [
-        ("kvclusters", {".antiEntropy.interval"}),
+        ("kvclusters", {".antiEntropy.interval", ".security.tls.duration", ".security.tls.renewBefore",
+                        ".security.tls.caDuration", ".security.tls.caRenewBefore"}),
         ("tracingpipelines", {".sampling.latencyThreshold", ".sampling.decisionWait", ".collector.batch.timeout",
                               ".collector.memoryLimiter.checkInterval", ".jaeger.storage.retention",
                               ".security.tls.duration", ".security.tls.renewBefore", ".security.tls.caDuration",

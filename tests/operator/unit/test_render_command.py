@@ -30,8 +30,9 @@ class TestRenderCommand:
         code, out, err = run(DATA / "kvcluster-with-pipeline.yaml")
         assert (code, err) == (0, "")
         docs = list(yaml.safe_load_all(out))
-        # the cluster's own OTLP token Secret first (its pipeline has auth, the default)
-        assert kinds(out)[:8] == ["Secret", "ServiceAccount", "ConfigMap", "Service", "Service", "StatefulSet",
+        # the cluster's own OTLP token Secret first (its pipeline has auth, the default), then
+        # its KV clients' token (KV auth on by default)
+        assert kinds(out)[:9] == ["Secret", "Secret", "ServiceAccount", "ConfigMap", "Service", "Service", "StatefulSet",
                                   "PodDisruptionBudget", "NetworkPolicy"]
         assert "Deployment" in kinds(out)
         for doc in docs:

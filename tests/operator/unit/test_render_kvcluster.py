@@ -62,8 +62,9 @@ class TestRenderKVCluster:
         return render_kvcluster(kvcluster(**spec), tp)
 
     def test_kinds_in_apply_order(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
-        # A cluster traced by a pipeline with auth (the default) gets its own OTLP token Secret first.
-        assert [obj["kind"] for obj in self.render(spec, tp)] == (["Secret"] if tp else []) + KINDS
+        # A cluster traced by a pipeline with auth (the default) gets its own OTLP token Secret
+        # first, then its clients' token Secret (KV auth on by default).
+        assert [obj["kind"] for obj in self.render(spec, tp)] == (["Secret"] if tp else []) + ["Secret"] + KINDS
 
     def test_valid_kubernetes_objects(self, spec: dict[str, Any], tp: dict[str, Any] | None) -> None:
         for obj in self.render(spec, tp):
@@ -73,7 +74,8 @@ class TestRenderKVCluster:
         for obj in self.render(spec, tp):
             metadata = obj["metadata"]
             assert metadata["namespace"] == "store"
-            component = "otlp-client-token" if obj["kind"] == "Secret" else "kvnode"
+            component = {"demo-otlp-client-token": "otlp-client-token", "demo-kv-client-token": "kv-client-token"
+                         }.get(metadata["name"], "kvnode")
             assert metadata["labels"] == {**STANDARD, "app.kubernetes.io/component": component}
             assert metadata["ownerReferences"] == [{
                 "apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "name": "demo",
@@ -109,13 +111,17 @@ class TestRenderKVCluster:
         raw = tp is not None and tp["spec"].get("redaction", {}).get("hashAttributes") == []
         assert ("--trace-raw-keys=true" in args) == raw
         assert [(p["name"], p["containerPort"]) for p in node["ports"]] == [("client", 7070), ("peer", 7071)]
-        assert node["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "client"}
-        assert node["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "client"}
+        # TLS and client tokens by default (docs/security.md, The KV cluster): HTTPS probes.
+        assert args[-4:] == ["--tls-cert-file=/etc/kvnode-tls/tls.crt", "--tls-key-file=/etc/kvnode-tls/tls.key",
+                             "--tls-ca-file=/etc/kvnode-trust/ca.crt", "--auth-token-dir=/etc/kvnode-tokens"]
+        assert node["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "client", "scheme": "HTTPS"}
+        assert node["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "client", "scheme": "HTTPS"}
         assert env_map(node)["POD_NAME"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
         mounts = {m["mountPath"]: m["name"] for m in node["volumeMounts"]}
         # A traced member trusts its pipeline's CA bundle (TLS on by default, docs/security.md).
         trust = {} if tp is None else {"/etc/kvtrace-telemetry": "telemetry-ca"}
-        assert mounts == {"/var/lib/kvnode": "data", "/etc/kvnode": "config", "/tmp": "tmp", **trust}
+        secured = {"/etc/kvnode-tls": "serving-cert", "/etc/kvnode-trust": "kv-trust", "/etc/kvnode-tokens": "client-tokens"}
+        assert mounts == {"/var/lib/kvnode": "data", "/etc/kvnode": "config", "/tmp": "tmp", **trust, **secured}
         assert all("subPath" not in m for m in node["volumeMounts"])  # subPath mounts never refresh
         assert node["image"] == spec.get("image", "ghcr.io/kvtrace/kvnode:0.1.0")
         assert node.get("resources") == spec.get("resources")

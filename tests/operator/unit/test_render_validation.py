@@ -131,7 +131,7 @@ class TestRenderAll:
     def test_pipeline_among_inputs_is_used(self) -> None:
         cluster = kvcluster(tracing={"pipelineRef": {"name": "traces"}})
         objects = render_all([cluster, pipeline()])
-        assert len(objects) == 8 + len(render_pipeline(pipeline()))  # 8: with its own token Secret
+        assert len(objects) == 9 + len(render_pipeline(pipeline()))  # 9: with its OTLP and KV client tokens
         sts = [o for o in objects if o["kind"] == "StatefulSet"][0]
         names = {e["name"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert "OTEL_EXPORTER_OTLP_ENDPOINT" in names and "OTEL_SDK_DISABLED" not in names

@@ -133,7 +133,7 @@ def test_cluster_all_ready() -> None:
     assert (status["replicas"], status["readyReplicas"], status["readyText"]) == (3, 3, "3/3")
     assert status["selector"] == ("app.kubernetes.io/name=kvcluster,app.kubernetes.io/instance=kv,"
                                   "app.kubernetes.io/component=kvnode")
-    assert status["endpoints"]["client"] == "http://kv.ns1.svc.cluster.local:7070"
+    assert status["endpoints"]["client"] == "https://kv.ns1.svc.cluster.local:7070"  # TLS by default
     assert status["endpoints"]["peers"] == "kv-peers.ns1.svc.cluster.local"
     assert status["tracing"] == {"pipeline": "traces", "sampler": "parentbased_always_on"}
     assert status["configChecksum"] == "abc"
