@@ -94,7 +94,7 @@ def test_example_runs_is_benchmarked_and_traced_in_kind(kubectl: Any, kind_names
     assert_children(kubectl, namespace, EXAMPLE)
 
     # Load from inside the cluster, through the client Service, with the KV node image.
-    kubectl("apply", "-f", "-", input=json.dumps(bench_pod(namespace, "http://basic:7070")))
+    kubectl("apply", "-f", "-", input=json.dumps(bench_pod(namespace, "https://basic:7070", cluster="basic")))
 
     def finished() -> str:
         phase = kubectl("-n", namespace, "get", "pod/bench", "-o", "jsonpath={.status.phase}").stdout

@@ -128,16 +128,24 @@ def assert_kv_traces(jaeger: Any, service: str, raw_key_prefix: str) -> None:
 BENCH_KEY_PREFIX = "e2e-raw-key-"
 
 
-def bench_pod(namespace: str, endpoint: str, *, ops: int = 2000, seconds: int = 20) -> dict[str, Any]:
+def bench_pod(namespace: str, endpoint: str, *, cluster: str, ops: int = 2000, seconds: int = 20) -> dict[str, Any]:
     """A one-shot Pod of the KV node image, with the operator's own security contexts, that
-    runs ``kvtrace bench`` against ``endpoint`` (the KV client Service) and prints JSON."""
+    runs ``kvtrace bench`` against ``endpoint`` (the KV client Service) and prints JSON; with
+    KVCluster ``cluster``'s CA bundle and generated client token mounted (its TLS and tokens
+    are on by default)."""
+    secrets = [("kv-trust", f"{cluster}-kv-tls-trust", "ca.crt"), ("kv-token", f"{cluster}-kv-client-token", "token")]
     command = ["kvtrace", "bench", "--json-only", "--endpoint", endpoint, "--duration", str(seconds),
-               "--ops", str(ops), "--clients", "4", "--key-prefix", BENCH_KEY_PREFIX]
+               "--ops", str(ops), "--clients", "4", "--key-prefix", BENCH_KEY_PREFIX,
+               "--ca-file", "/etc/kv-trust/ca.crt", "--token-file", "/etc/kv-token/token"]
+    mounts = [podspec.tmp_mount(), *({"name": name, "mountPath": f"/etc/{name}", "readOnly": True}
+                                     for name, _, _ in secrets)]
+    volumes = [podspec.tmp_volume(), *({"name": name, "secret": {"secretName": secret, "items": [
+        {"key": key, "path": key}]}} for name, secret, key in secrets)]
     container = {"name": "bench", "image": KVNODE_IMAGE, "imagePullPolicy": "Never", "command": command,
-                 "securityContext": podspec.container_security_context(), "volumeMounts": [podspec.tmp_mount()]}
+                 "securityContext": podspec.container_security_context(), "volumeMounts": mounts}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench", "namespace": namespace},
             "spec": {"restartPolicy": "Never", "securityContext": podspec.pod_security_context(),
-                     "containers": [container], "volumes": [podspec.tmp_volume()]}}
+                     "containers": [container], "volumes": volumes}}
 
 
 def assert_bench_succeeded(exit_code: int | None, logs: str) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def test_status_of_healthy_then_degraded_cluster(operator: Any, kube_ns: Any, kv
     assert all(m["node"].startswith("kwok-node-") for m in cluster["members"])
     assert cluster["pipeline"] == "traces"
     assert (cluster["sampling"]["mode"], cluster["sampling"]["ratio"]) == ("production", 0.25)
-    assert cluster["endpoints"]["client"] == f"http://kv.{ns}.svc.cluster.local:7070"
+    assert cluster["endpoints"]["client"] == f"https://kv.{ns}.svc.cluster.local:7070"
     assert tp["collector"] == "1/1" and tp["jaeger"] == "1/1" and tp["consumers"] == ["kv"]
     assert tp["endpoints"]["otlpHttp"] == f"https://traces-collector.{ns}.svc.cluster.local:4318"  # TLS default
     assert {e["reason"] for e in cluster["events"]} & {"Created", "Updated", "Ready"}  # the last five

@@ -71,11 +71,16 @@ def test_members_export_with_the_generated_token_and_others_are_refused(
          message="the collector behind its pod refuses a request without the token")
 
     client = resolve_url(kube_ns.get("kvcluster", "kv")["status"]["endpoints"]["client"], endpoint_map.path)
+    # The KV cluster's own TLS and client token (on by default): its bundle and generated token.
+    kv_trust = ssl.create_default_context(
+        cadata=base64.b64decode(kube_ns.get("secret", "kv-kv-tls-trust")["data"]["ca.crt"]).decode())
+    kv_token = base64.b64decode(kube_ns.get("secret", "kv-kv-client-token")["data"]["token"]).decode()
 
     def put() -> bool:
-        request = urllib.request.Request(f"{client}/v1/kv/auth-e2e", data=b"value", method="PUT")
+        request = urllib.request.Request(f"{client}/v1/kv/auth-e2e", data=b"value", method="PUT",
+                                         headers={"Authorization": f"Bearer {kv_token}"})
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5, context=kv_trust) as response:
                 return bool(200 <= response.status < 300)
         except OSError:
             return False

@@ -11,6 +11,15 @@ from kvtrace_operator.render.errors import SpecError
 OBJECT, LIST, STRING, BOOLEAN, INTEGER, NUMBER = "an object", "a list", "a string", "true or false", "an integer", "a number"
 STRINGS, STRING_MAP = "a list of strings", "an object of string values"
 
+# spec.security.tls of both kinds (render/tls.py).
+_TLS_OPTIONAL = {
+    "security.tls.secretName": STRING,
+    "security.tls.mode": STRING,
+    "security.tls.issuerRef": OBJECT,
+    "security.tls.issuerRef.name": STRING,
+    "security.tls.issuerRef.kind": STRING,
+    "security.tls.issuerRef.group": STRING,
+}
 # Optional fields without a default (so not in the defaults trees), by dotted path under spec.
 KVCLUSTER_OPTIONAL = {
     "storage.storageClassName": STRING,
@@ -25,12 +34,7 @@ KVCLUSTER_OPTIONAL = {
     "scheduling.topologySpreadConstraints": LIST,
     "scheduling.priorityClassName": STRING,
     "security.auth.clients": LIST,
-    "security.tls.secretName": STRING,
-    "security.tls.mode": STRING,
-    "security.tls.issuerRef": OBJECT,
-    "security.tls.issuerRef.name": STRING,
-    "security.tls.issuerRef.kind": STRING,
-    "security.tls.issuerRef.group": STRING,
+    **_TLS_OPTIONAL,
 }
 PIPELINE_OPTIONAL = {
     "sampling.keepErrors": BOOLEAN,
@@ -47,12 +51,7 @@ PIPELINE_OPTIONAL = {
     "security.auth.tokenSecretRef.name": STRING,
     "security.auth.tokenSecretRef.key": STRING,
     "security.auth.consumers": LIST,
-    "security.tls.secretName": STRING,
-    "security.tls.mode": STRING,
-    "security.tls.issuerRef": OBJECT,
-    "security.tls.issuerRef.name": STRING,
-    "security.tls.issuerRef.kind": STRING,
-    "security.tls.issuerRef.group": STRING,
+    **_TLS_OPTIONAL,
 }
 EXPORTER_OPTIONAL = {"name": STRING, "endpoint": STRING, "headers": STRING_MAP, "compression": STRING,
                      "secretHeaders": LIST, "tls.caSecret": OBJECT, "tls.caSecret.name": STRING,

@@ -122,6 +122,9 @@ def _exports(state: dict[str, Any]) -> dict[str, str]:
         exports["KVTRACE_JAEGER_URL"] = state["jaeger_url"]
     if state.get("endpoint_map"):
         exports["KVTRACE_ENDPOINT_MAP"] = state["endpoint_map"]
+    from kvtrace.devstack.demo import kv_exports
+
+    exports.update(kv_exports(state.get("kv_ca_file", ""), state.get("kv_token_file", "")))
     return exports
 
 

@@ -68,6 +68,8 @@ class Demo:
         self.jaeger_url = ""
         self.collector_http = ""
         self.collector_ca = ""  # the pipeline's trust bundle as a file, when the collector serves TLS
+        self.kv_ca = ""  # the KVCluster's CA bundle as a file, when its members serve TLS
+        self.kv_token = ""  # its generated client token as a file, when they require one
         self.service = ""  # the members' OTEL_SERVICE_NAME, as rendered
         self.index = 0
 
@@ -335,7 +337,6 @@ class Demo:
         """With TLS (on by default), the pipeline's trust bundle as a file (``collector_ca``,
         exported as OTEL_EXPORTER_OTLP_CERTIFICATE) and an SSL context verifying the collector
         with it; None for a plaintext collector."""
-        import base64
         import ssl
 
         from kvtrace_operator.render import apply_defaults_pipeline, tls
@@ -345,14 +346,41 @@ class Demo:
         obj = json.loads(self.kubectl("-n", self.options.namespace, "get", "tracingpipeline", pipeline,
                                       "-o", "json").stdout)
         secret, key = tls.client_ca(apply_defaults_pipeline(obj.get("spec")), pipeline)
+        self.collector_ca = self.secret_file(secret, key, f"{pipeline}-telemetry-ca.crt",
+                                             "the collector's CA bundle (spec.security.tls)")
+        return ssl.create_default_context(cafile=self.collector_ca)
+
+    def secret_file(self, secret: str, key: str, file_name: str, what: str) -> str:
+        """Key ``key`` of Secret ``secret`` as a private file in the cluster's work directory."""
+        import base64
+
         data = json.loads(self.kubectl("-n", self.options.namespace, "get", "secret", secret,
                                        "-o", "json").stdout).get("data") or {}
         if key not in data:
-            raise DemoError(f"Secret {secret} has no {key}: the collector's CA bundle (spec.security.tls)")
-        path = Path(self.cluster.workdir) / f"{pipeline}-telemetry-ca.crt"
+            raise DemoError(f"Secret {secret} has no {key}: {what}")
+        path = Path(self.cluster.workdir) / file_name
+        path.touch(mode=0o600)
         path.write_bytes(base64.b64decode(data[key]))
-        self.collector_ca = str(path)
-        return ssl.create_default_context(cafile=self.collector_ca)
+        return str(path)
+
+    def trust_kv_cluster(self, name: str) -> Any:
+        """The KVCluster's CA bundle and generated client token as files (``kv_ca``,
+        ``kv_token``; TLS and tokens are on by default) and an SSL context verifying its
+        members with the bundle; None when its members serve plaintext."""
+        import ssl
+
+        from kvtrace_operator.render import apply_defaults_kvcluster, kvsecurity, names
+
+        obj = json.loads(self.kubectl("-n", self.options.namespace, "get", "kvcluster", name, "-o", "json").stdout)
+        spec = apply_defaults_kvcluster(obj.get("spec"))
+        if kvsecurity.auth_on(spec):
+            self.kv_token = self.secret_file(names.kv_client_token(name), "token", f"{name}-kv-client-token",
+                                             "the KV clients' token (spec.security.auth)")
+        if not kvsecurity.tls_on(spec):
+            return None
+        self.kv_ca = self.secret_file(kvsecurity.trust_secret(obj, spec), "ca.crt", f"{name}-kv-ca.crt",
+                                      "the KV members' CA bundle (spec.security.tls)")
+        return ssl.create_default_context(cafile=self.kv_ca)
 
     def run_kv_nodes(self, example: text.Example) -> None:
         from kvtrace.devstack.proc import urlopen_direct
@@ -364,9 +392,11 @@ class Demo:
             raise DemoError(f"KVCluster {example.cluster}: status.selector is empty")
         self.kv_runner = self.runner(selector, example.replicas)
         addresses = self.kv_runner.pods()
+        context = self.trust_kv_cluster(example.cluster)
 
         def ready(address: str) -> bool:
-            with contextlib.suppress(OSError), urlopen_direct(f"http://{address}:{CLIENT_PORT}/readyz", timeout=2) as r:
+            with contextlib.suppress(OSError), urlopen_direct(f"{self.kv_scheme}://{address}:{CLIENT_PORT}/readyz",
+                                                              timeout=2, context=context) as r:
                 return bool(r.status == 200)
             return False
 
@@ -382,6 +412,10 @@ class Demo:
         for line in text.env_lines(env):
             self.say(f"      {line}")
 
+    @property
+    def kv_scheme(self) -> str:
+        return "https" if self.kv_ca else "http"
+
     def write_state(self) -> None:
         """Record what runs for `kvtrace dev env` (the format of `kvtrace dev up`)."""
         if self.state_path is None:
@@ -390,16 +424,19 @@ class Demo:
                  "namespace": self.options.namespace, "jaeger_url": self.jaeger_url,
                  "otlp_http": self.collector_http, "otlp_certificate": self.collector_ca,
                  "endpoint_map": str(self.endpoint_map.path),
+                 "kv_ca_file": self.kv_ca, "kv_token_file": self.kv_token,
                  "workdirs": [str(self.cluster.workdir)]}
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         self.state_path.write_text(json.dumps(state, indent=2))
 
     def load(self) -> dict[str, Any]:
         opts = self.options
-        urls = [f"http://{address}:{CLIENT_PORT}" for _, address in sorted(self.kv_runner.pods().items())]
+        urls = [f"{self.kv_scheme}://{address}:{CLIENT_PORT}" for _, address in sorted(self.kv_runner.pods().items())]
+        secured = [*(["--ca-file", self.kv_ca] if self.kv_ca else []),
+                   *(["--token-file", self.kv_token] if self.kv_token else [])]
         argv = [str(Path(sys.executable).parent / "kvtrace"), "bench", "--json-only", "--ops", str(opts.ops),
                 "--duration", f"{opts.duration:g}", "--clients", str(opts.clients), "--keys", "1000",
-                "--key-prefix", "demo/", *[arg for url in urls for arg in ("--endpoint", url)]]
+                "--key-prefix", "demo/", *secured, *[arg for url in urls for arg in ("--endpoint", url)]]
         self.say("    $ " + " ".join(argv[1:]))
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=opts.duration + 120)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -447,6 +484,7 @@ class Demo:
         exports = {"KUBECONFIG": str(self.cluster.kubeconfig), "KVTRACE_JAEGER_URL": self.jaeger_url,
                    "OTEL_EXPORTER_OTLP_ENDPOINT": self.collector_http,
                    "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path)}
+        exports.update(kv_exports(self.kv_ca, self.kv_token))
         if self.collector_ca:  # TLS: the collector's certificate names this address (pod runner)
             exports["OTEL_EXPORTER_OTLP_CERTIFICATE"] = self.collector_ca
             if self.jaeger_url.startswith("https://"):  # kvtrace trace/traces read it (Jaeger's query port)
@@ -489,3 +527,12 @@ def _status_of(url: str, context: Any = None) -> int:
         return int(exc.code)
     except OSError:
         return 0
+
+
+def kv_exports(ca_file: str, token_file: str) -> dict[str, str]:
+    """What `kvtrace kv` and `kvtrace bench` read to reach the demo's KV members (TLS and
+    tokens are on by default; the pod runner's leaves name the members' local addresses)."""
+    exports = {"KVTRACE_KV_CA_FILE": ca_file} if ca_file else {}
+    if token_file:
+        exports["KVTRACE_KV_TOKEN_FILE"] = token_file
+    return exports

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from kvtrace.devstack.operator_fixtures import Kube, Operator
-from kvtrace_operator.render import apply_defaults_pipeline, render_kvcluster, render_pipeline, tls
+from kvtrace_operator.render import (
+    apply_defaults_kvcluster,
+    apply_defaults_pipeline,
+    render_kvcluster,
+    render_pipeline,
+    tls,
+)
 
 pytestmark = pytest.mark.controlplane
 
@@ -44,11 +50,11 @@ def deploy(kube: Kube, poll: Any, *objects: dict[str, Any]) -> None:
 
 
 def rendered(owner: dict[str, Any], pipeline: dict[str, Any] | None = None) -> set[tuple[str, str]]:
-    """What the operator must have created for ``owner`` (as live objects): the render, and a
-    pipeline's TLS Secrets (TLS is on by default; their keys are made when it applies)."""
+    """What the operator must have created for ``owner`` (as live objects): the render, and
+    its TLS Secrets (TLS is on by default for both kinds; their keys are made when it applies)."""
     if owner["kind"] == "KVCluster":
         objects = render_kvcluster(owner, pipeline)
-        made: list[str] = []
+        made = tls.written_secrets(owner, apply_defaults_kvcluster(owner.get("spec")))
     else:
         objects = render_pipeline(owner)
         made = tls.written_secrets(owner, apply_defaults_pipeline(owner.get("spec")))
@@ -106,7 +112,7 @@ def test_both_kinds_reconcile_to_ready_with_truthful_status(operator: Operator, 
         ("Running", 3, 3, "3/3")
     assert status["observedGeneration"] == cluster["metadata"]["generation"]
     assert status["selector"].startswith("app.kubernetes.io/name=kvcluster")
-    assert status["endpoints"]["client"] == f"http://kv.{kube_ns.namespace}.svc.cluster.local:7070"
+    assert status["endpoints"]["client"] == f"https://kv.{kube_ns.namespace}.svc.cluster.local:7070"
     assert status["tracing"] == {"pipeline": "traces", "sampler": "parentbased_always_on"}
     assert status["configChecksum"] == template_checksum(kube_ns)
     assert kube_ns.condition_is("kvcluster", "kv", "TracingConfigured", "True", "PipelineConfigured")
