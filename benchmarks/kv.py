@@ -1,6 +1,12 @@
 """Benchmark: a 3-node kvtrace cluster (tracing off / head 0.1 / every span) against etcd.
 
     .venv/bin/python benchmarks/kv.py [--duration 5] [--clients 32] [--keys 2000] [--rounds 3]
+        [--tracing off,head-0.1,all-spans] [--secure off]
+
+`--secure` names tracing configurations that also run a second time with the KV cluster's
+transport security on (TLS on both ports, mutual between peers, and a bearer token per
+request: what the operator renders by default), so the cost of TLS per operation shows as
+"tls / plain" ratios of throughput and server CPU per operation.
 
 Each configuration runs three fresh `kvtrace node serve` processes on 127.0.x.y under
 `opentelemetry-instrument` (traces go to a local OTLP/HTTP sink that discards them). If an
@@ -32,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from kvnode.bench import BenchConfig, Result, run_sync, table
+from kvnode.client import Security
 
 BIN = Path(sys.executable).parent
 ETCD_CANDIDATES = [Path.home() / ".cache/kvtrace/tools/etcd-3.6.16/etcd"]
@@ -48,11 +55,11 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 30, ok: Any = lambda body: True) -> None:
+def wait_http(url: str, timeout: float = 30, ok: Any = lambda body: True, context: Any = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                 if resp.status == 200 and ok(resp.read()):
                     return
         except OSError:
@@ -89,8 +96,32 @@ class Sink:
         self.proc.wait(timeout=10)
 
 
-def start_kvtrace(root: Path, subnet: int, tracing: dict[str, str], sink: Sink) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+def secure_files(root: Path, ips: list[str]) -> tuple[dict[str, str], Security]:
+    """A CA, one leaf for the three members (their addresses) and one client token, as the
+    operator's managed mode makes them: the nodes' KVNODE_* settings and the client's."""
+    import datetime
+    import secrets
+
+    from kvtrace_operator import pki
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = pki.make_ca("bench CA", now, datetime.timedelta(days=1))
+    leaf = pki.issue(ca, "kv", ["kv.bench"], now, datetime.timedelta(days=1), ip_addresses=tuple(ips))
+    tokens = root / "tokens"
+    tokens.mkdir()
+    token = secrets.token_urlsafe(32)
+    (tokens / "default").write_text(token)
+    for name, text in (("tls.crt", leaf.cert_pem), ("tls.key", leaf.key_pem), ("ca.crt", ca.cert_pem)):
+        (root / name).write_text(text)
+    env = {"KVNODE_TLS_CERT_FILE": str(root / "tls.crt"), "KVNODE_TLS_KEY_FILE": str(root / "tls.key"),
+           "KVNODE_TLS_CA_FILE": str(root / "ca.crt"), "KVNODE_AUTH_TOKEN_DIR": str(tokens)}
+    return env, Security(ca_file=str(root / "ca.crt"), token=token)
+
+
+def start_kvtrace(root: Path, subnet: int, tracing: dict[str, str], sink: Sink, secure: bool = False
+                  ) -> tuple[list[subprocess.Popen[bytes]], list[str], Security]:
     ips = [f"127.0.{subnet}.{i + 2}" for i in range(3)]
+    security_env, security = secure_files(root, ips) if secure else ({}, Security())
     ports = [(free_port(ip), free_port(ip)) for ip in ips]
     peers = ",".join(f"kv-{i}={ip}:{pp}" for i, (ip, (_, pp)) in enumerate(zip(ips, ports)))
     procs = []
@@ -103,14 +134,15 @@ def start_kvtrace(root: Path, subnet: int, tracing: dict[str, str], sink: Sink) 
             **tracing,
             "KVNODE_ID": f"kv-{i}", "KVNODE_CLIENT_ADDR": f"{ip}:{cp}", "KVNODE_PEER_ADDR": f"{ip}:{pp}",
             "KVNODE_PEERS": peers, "KVNODE_DATA_DIR": str(root / f"kv-{i}"), "KVNODE_LOG_LEVEL": "warning",
+            **security_env,
         })
         cmd = [str(BIN / "opentelemetry-instrument"), str(BIN / "kvtrace"), "node", "serve"]
         log = open(root / f"kv-{i}.log", "wb")  # noqa: SIM115 - the child's, for its lifetime
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-    endpoints = [f"http://{ip}:{cp}" for ip, (cp, _) in zip(ips, ports)]
+    endpoints = [f"{'https' if secure else 'http'}://{ip}:{cp}" for ip, (cp, _) in zip(ips, ports)]
     for url in endpoints:
-        wait_http(url + "/readyz")
-    return procs, endpoints
+        wait_http(url + "/readyz", context=security.context() if secure else None)
+    return procs, endpoints, security
 
 
 def find_etcd() -> str | None:
@@ -179,13 +211,16 @@ UNLOADED = (("unloaded_writes", {"write_ratio": 1.0, "clients": 1}), ("unloaded_
 class Cluster:
     """One running system under test (three kvtrace nodes, or etcd) and its measurements."""
 
-    def __init__(self, name: str, target: str, procs: list[subprocess.Popen[bytes]], endpoints: list[str]):
+    def __init__(self, name: str, target: str, procs: list[subprocess.Popen[bytes]], endpoints: list[str],
+                 security: Security = Security()):
         self.name, self.target, self.procs, self.endpoints = name, target, procs, endpoints
+        self.security = security
         self.runs: dict[str, list[Result]] = {}
 
     def common(self, args: argparse.Namespace) -> dict[str, Any]:
         return dict(endpoints=self.endpoints, clients=args.clients, duration=args.duration,
-                    keys=args.keys, value_size=100, consistency="quorum", target=self.target)
+                    keys=args.keys, value_size=100, consistency="quorum", target=self.target,
+                    security=self.security)
 
     def preload(self, args: argparse.Namespace) -> None:
         run_sync(BenchConfig(**{**self.common(args), "duration": 0.1}, write_ratio=1.0, preload=True))
@@ -231,6 +266,24 @@ def run_rounds(clusters: list[Cluster], args: argparse.Namespace) -> None:
             cluster.measure(phase, {**overrides, "duration": min(2.0, args.duration)}, args)
 
 
+def tls_costs(results: dict[str, dict[str, Result]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per tracing configuration measured both ways: the servers' CPU per operation without
+    and with TLS and tokens, and the difference (all three nodes together)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, secured in results.items():
+        if not name.endswith(" tls+token") or name[: -len(" tls+token")] not in results:
+            continue
+        plain = results[name[: -len(" tls+token")]]
+        costs = {}
+        for phase, result in secured.items():
+            mine = result.by_operation.get("server_cpu_us_per_op", {}).get("value")
+            base = plain[phase].by_operation.get("server_cpu_us_per_op", {}).get("value") if phase in plain else None
+            if mine is not None and base is not None:
+                costs[phase] = {"plain": base, "tls": mine, "added": round(mine - base, 1)}
+        out[name[: -len(" tls+token")]] = costs
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
@@ -238,6 +291,8 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=2000)
     parser.add_argument("--tracing", default="off,head-0.1,all-spans", help="comma list of " + ",".join(TRACING))
     parser.add_argument("--rounds", type=int, default=3, help="loaded measurements per system (the median is reported)")
+    parser.add_argument("--secure", default="off", help="comma list of --tracing names also measured with TLS "
+                        "and client tokens on ('' for none)")
     parser.add_argument("--no-etcd", action="store_true")
     args = parser.parse_args()
     load_at_start = os.getloadavg()
@@ -247,11 +302,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kvbench-") as tmp:
         sink = Sink()
         try:
-            for name in args.tracing.split(","):
-                root = Path(tmp) / name
+            secure = [name for name in args.secure.split(",") if name]
+            for name, tls in [(n, False) for n in args.tracing.split(",")] + [(n, True) for n in secure]:
+                root = Path(tmp) / f"{name}{'-tls' if tls else ''}"
                 root.mkdir()
-                procs, endpoints = start_kvtrace(root, subnet, TRACING[name], sink)
-                clusters.append(Cluster(f"kvtrace tracing={name}", "kvtrace", procs, endpoints))
+                procs, endpoints, security = start_kvtrace(root, subnet, TRACING[name], sink, tls)
+                label = f"kvtrace tracing={name}{' tls+token' if tls else ''}"
+                clusters.append(Cluster(label, "kvtrace", procs, endpoints, security))
                 subnet += 1
             etcd = None if args.no_etcd else find_etcd()
             if etcd:
@@ -283,11 +340,12 @@ def main() -> int:
                 if cpu:
                     mine = res[phase].by_operation.get("server_cpu_us_per_op", {}).get("value", 0)
                     ratios[f"{label} (server CPU per op)"] = round(mine / cpu, 3)
+    tls_cost = tls_costs(results)
     doc = {
         "machine": {"cpus": os.cpu_count(), "load_at_start": load_at_start, "load_at_end": os.getloadavg()},
         "clients": args.clients, "duration_s": args.duration, "rounds": args.rounds, "value_bytes": 100, "consistency": "quorum",
         "results": {name: {phase: r.as_dict() for phase, r in phases.items()} for name, phases in results.items()},
-        "ratios_ops_per_s": ratios, "notes": notes,
+        "ratios_ops_per_s": ratios, "tls_cost_server_cpu_us_per_op": tls_cost, "notes": notes,
     }
     print(json.dumps(doc, indent=2))
     rows = [(f"{name} {phase}", r) for name, phases in results.items() for phase, r in phases.items()]
@@ -302,6 +360,9 @@ def main() -> int:
         print(f"load generator CPU (cores), {name}: {client_text}")
     for label, ratio in ratios.items():
         print(f"{label}: {ratio:.3f}")
+    for label, phases in tls_cost.items():
+        print(f"TLS + token cost, {label}: " + ", ".join(
+            f"{phase} {c['plain']:.0f} -> {c['tls']:.0f} µs server CPU/op (+{c['added']:.0f})" for phase, c in phases.items()))
     print(f"load average at start {load_at_start[0]:.1f}, at end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     for note in notes:
         print(note)

@@ -36,6 +36,9 @@ def test_kv_benchmark_compares_with_etcd_in_the_same_run() -> None:
     assert "etcd (JSON gateway) / kvtrace tracing=off writes:" in text
     assert "etcd (JSON gateway) / kvtrace tracing=off reads:" in text
     assert "ops/s" in text and "p99" in text
+    # The same cluster with TLS and client tokens (--secure off is the default): its cost per op.
+    assert "TLS + token cost, kvtrace tracing=off: writes" in text
+    assert report["tls_cost_server_cpu_us_per_op"]["kvtrace tracing=off"]["reads"]["tls"] > 0
 
 
 def test_tracing_overhead_benchmark_prints_ratios_of_three_modes_in_one_run() -> None:

@@ -169,7 +169,7 @@ async def hold_leaving_members(runtime: Runtime, cluster: Mapping[str, Any],
     if kept <= desired or options.drain_timeout <= 0:
         return []
     ordinals = list(range(desired, kept))
-    views = await k8s.member_views(cluster, ordinals)
+    views = await k8s.member_views(cluster, ordinals, await k8s.member_credentials(client, cluster))
     name = sts["metadata"]["name"]
     pending = [f"{name}-{i}" for i, view in zip(ordinals, views) if not k8s.drained(view)]
     since = draining_since(cluster)

@@ -21,7 +21,7 @@ from kvtrace_operator.k8s.client import (
     resource_class,
 )
 from kvtrace_operator.k8s.events import build_event, post_event
-from kvtrace_operator.k8s.members import drained, member_url, member_views
+from kvtrace_operator.k8s.members import drained, member_credentials, member_url, member_views
 from kvtrace_operator.k8s.observe import read_workloads, workloads_of
 from kvtrace_operator.k8s.permissions import forbidden_message, is_forbidden
 from kvtrace_operator.k8s.secrets import read_secrets, read_tokens, write_token_set
@@ -42,6 +42,7 @@ __all__ = [
     "get_object",
     "make_client",
     "member_url",
+    "member_credentials",
     "member_views",
     "owned_by",
     "patch_status",
