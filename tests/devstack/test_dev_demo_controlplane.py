@@ -139,9 +139,19 @@ def test_dev_demo_of_the_production_example_stays_up_until_sigterm_then_stops_ev
         exports = subprocess.run([kvtrace, "dev", "env"], env=env, capture_output=True, text=True, timeout=60,
                                  check=True).stdout
         found = dict(re.findall(r"^export (\w+)=(\S+)$", exports, flags=re.M))
-        # TLS (the default): the pipeline's CA bundle for the collector and Jaeger's query port.
+        # TLS (the default): the pipeline's CA bundle for the collector and Jaeger's query port;
+        # the KV cluster's own bundle and client token (its TLS and tokens are on by default).
         assert set(found) == {"KUBECONFIG", "OTEL_EXPORTER_OTLP_ENDPOINT", "KVTRACE_JAEGER_URL", "KVTRACE_ENDPOINT_MAP",
-                              "OTEL_EXPORTER_OTLP_CERTIFICATE", "KVTRACE_JAEGER_CA_FILE"}
+                              "OTEL_EXPORTER_OTLP_CERTIFICATE", "KVTRACE_JAEGER_CA_FILE", "KVTRACE_KV_CA_FILE",
+                              "KVTRACE_KV_TOKEN_FILE"}
+        member = re.search(r"--endpoint (https://127\.[\d.]+:7070)", output)
+        assert member, output
+        kv = [kvtrace, "kv", "put", "--endpoint", member.group(1), "demo/exported", "v"]
+        put = subprocess.run(kv, env={**env, **found}, capture_output=True, text=True, timeout=60)
+        assert put.returncode == 0, put.stdout + put.stderr
+        no_token = {k: v for k, v in {**env, **found}.items() if k != "KVTRACE_KV_TOKEN_FILE"}
+        refused = subprocess.run(kv, env=no_token, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and "unauthorized" in refused.stderr, refused.stdout + refused.stderr
         assert found["KVTRACE_JAEGER_URL"].startswith("https://")
         verified = ssl.create_default_context(cafile=found["KVTRACE_JAEGER_CA_FILE"])
         with urllib.request.urlopen(found["KVTRACE_JAEGER_URL"] + "/api/v3/services", timeout=10,
