@@ -104,7 +104,7 @@ def secure_files(root: Path, ips: list[str]) -> tuple[dict[str, str], Security]:
 
     from kvtrace_operator import pki
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca = pki.make_ca("bench CA", now, datetime.timedelta(days=1))
     leaf = pki.issue(ca, "kv", ["kv.bench"], now, datetime.timedelta(days=1), ip_addresses=tuple(ips))
     tokens = root / "tokens"
@@ -205,6 +205,7 @@ def client_cpu_seconds() -> float:
 
 
 LOADED = (("writes", {"write_ratio": 1.0}), ("reads", {"write_ratio": 0.0}))
+PLAIN = Security()  # no TLS, no token
 UNLOADED = (("unloaded_writes", {"write_ratio": 1.0, "clients": 1}), ("unloaded_reads", {"write_ratio": 0.0, "clients": 1}))
 
 
@@ -212,7 +213,7 @@ class Cluster:
     """One running system under test (three kvtrace nodes, or etcd) and its measurements."""
 
     def __init__(self, name: str, target: str, procs: list[subprocess.Popen[bytes]], endpoints: list[str],
-                 security: Security = Security()):
+                 security: Security = PLAIN):
         self.name, self.target, self.procs, self.endpoints = name, target, procs, endpoints
         self.security = security
         self.runs: dict[str, list[Result]] = {}

@@ -59,7 +59,7 @@ def test_managed_by_default_one_leaf_for_every_member_and_the_generated_token() 
 def test_the_managed_ca_signs_the_members_leaf_under_the_kv_prefix() -> None:
     cluster = untraced()
     spec = apply_defaults_kvcluster(cluster["spec"])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     state, actions = rotation.rotate(rotation.State(), leaf_specs(cluster, spec), now, policy(spec), "kv CA")
     assert actions == ["CA kv CA: missing", "certificate orders-kv-tls: missing"]
     secrets = {o["metadata"]["name"]: o for o in managed_secrets(cluster, spec, state, now)}
