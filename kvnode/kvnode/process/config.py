@@ -57,6 +57,8 @@ OPTIONS = (
     Option("--group-commit-window", "0ms", "with group: wait this long to gather more writes per fsync", "DURATION"),
     Option("--peer-timeout", "2s", "bound on every peer call (connect and answer)", "DURATION"),
     Option("--shutdown-timeout", "10s", "bound on the graceful shutdown after SIGTERM", "DURATION"),
+    Option("--catch-up-timeout", "120s", "after a start, /readyz waits until no peer holds hints for this node, "
+           "at most this long (0: ready at once)", "DURATION"),
     Option("--tls-cert-file", "", "PEM certificate of this node (with --tls-key-file and --tls-ca-file: TLS on "
            "both ports, mutual TLS between peers)", "PATH"),
     Option("--tls-key-file", "", "PEM private key of --tls-cert-file", "PATH"),
@@ -103,6 +105,7 @@ class Config:
     group_commit_window: float
     peer_timeout: float
     shutdown_timeout: float
+    catch_up_timeout: float
     tls_cert_file: str
     tls_key_file: str
     tls_ca_file: str
@@ -165,6 +168,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], peers_file_text: s
             group_commit_window=parse_duration(v["group_commit_window"]),
             peer_timeout=parse_duration(v["peer_timeout"]),
             shutdown_timeout=parse_duration(v["shutdown_timeout"]),
+            catch_up_timeout=parse_duration(v["catch_up_timeout"]),
             tls_cert_file=v["tls_cert_file"],
             tls_key_file=v["tls_key_file"],
             tls_ca_file=v["tls_ca_file"],

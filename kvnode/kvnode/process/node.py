@@ -13,6 +13,7 @@ from kvnode.faults import cut_off, partitions_file, protocol_versions
 from kvnode.metrics import Metrics
 from kvnode.process.config import Config
 from kvnode.replication.antientropy import anti_entropy_round
+from kvnode.replication.catchup import catch_up
 from kvnode.replication.cluster import Cluster, Settings
 from kvnode.replication.coordinator import Coordinator
 from kvnode.replication.handoff import replay_hints
@@ -84,6 +85,8 @@ class Node:
             lambda: {(t,): float(n) for t, n in self.store.hint_counts().items()}, ("peer",),
         )
         self.metrics.gauge("kvnode_ring_members", "Members in this node's ring.", lambda: {(): float(len(self.cluster.ring.members))})
+        self.metrics.gauge("kvnode_caught_up", "1 once no peer held hints for this node after its start (/readyz).",
+                           lambda: {(): float(self.cluster.caught_up)})
         self.metrics.gauge("kvnode_credentials_reloads_total", "TLS files or client tokens re-read after a change.",
                            lambda: {(): float(self.credentials.reloads)}, kind="counter")
         self.metrics.span_export(telemetry.stats)
@@ -143,6 +146,8 @@ class Node:
     def _start_background(self) -> None:
         c = self.cluster
         cfg = self.config
+        # Ready only once no peer holds hints for this node (a roll waits for it).
+        c.spawn(catch_up(c, interval=min(0.5, cfg.hint_interval), timeout=cfg.catch_up_timeout))
         if cfg.hinted_handoff:
             c.every(lambda: cfg.hint_interval, lambda: replay_hints(c))
         if cfg.anti_entropy_interval > 0:

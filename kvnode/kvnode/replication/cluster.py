@@ -54,6 +54,9 @@ class Cluster:
         self.status_changed = asyncio.Event()
         self.driver: asyncio.Task[Any] | None = None  # drives the change in progress
         self._tasks: set[asyncio.Task[Any]] = set()
+        # After a start: not ready until no peer holds hints for this node (catchup.py).
+        self.caught_up = False
+        self.catching_up: dict[str, int] = {}
 
     # -- membership -----------------------------------------------------------------
     @property

@@ -52,6 +52,10 @@ class PeerAPI(Protocol):
 
     def fetch(self, member: Member, requester: str, leaves: Sequence[int], trace: Trace = NO_TRACE) -> asyncio.Future[list[Record]]: ...
 
+    def hints_held(self, member: Member, requester: str) -> asyncio.Future[int]:
+        """How many hints `member` holds for `requester` (0 from a build that does not say)."""
+        ...
+
     def status(self, member: Member, body: bytes) -> asyncio.Future[bytes]:
         """Exchange membership-change status (replication/membership.py encodes the bodies)."""
         ...

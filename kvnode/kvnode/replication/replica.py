@@ -48,6 +48,9 @@ class Replica:
         ensure_driver(self.c)  # a node that just started may have joined a change
         return membership.encode_status(self.c.status())
 
+    def hints_held(self, peer: str) -> int:
+        return self.c.store.hint_counts().get(peer, 0)
+
     def get(self, key: bytes) -> Record | None:
         return self.c.store.get(key)
 

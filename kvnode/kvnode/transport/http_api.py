@@ -172,6 +172,8 @@ def cluster_view(cluster: Cluster) -> dict[str, Any]:
         "ring": {"vnodes": ring.vnodes, "tokens": len(tokens), "ownership": {k: round(v, 4) for k, v in share.items()}},
         "hints_pending": cluster.store.hint_counts(),
         "rebalancing": cluster.rebalancing,
+        "caught_up": cluster.caught_up,
+        "catching_up": cluster.catching_up,
         "membership": {"phase": cluster.view.phase, "previous": [list(r.ids) for r in cluster.view.previous]},
         "rebalanced_epoch": cluster.rebalanced_epoch,
         "keys": cluster.store.count(),
@@ -183,7 +185,8 @@ def build_handler(state: ApiState) -> Handler:
     kv = _kv_handler(state)
 
     def ready() -> bool:
-        return state.ready and not state.cluster.store.closed and len(state.cluster.ring.members) > 0
+        cluster = state.cluster
+        return state.ready and not cluster.store.closed and len(cluster.ring.members) > 0 and cluster.caught_up
 
     credentials = state.credentials
 

@@ -43,6 +43,11 @@ def _one_record(body: bytes) -> Record | None:
     return records[0] if records else None
 
 
+def _hint_count(body: bytes) -> int:
+    """A PING answer: the hints held for the asker, or nothing (an older build: none)."""
+    return frames.decode_u32(body) if body else 0
+
+
 def _leaves(body: bytes) -> list[bytes]:
     if len(body) != merkle.LEAVES * 16:
         raise frames.ProtocolError("wrong Merkle leaf count")
@@ -274,6 +279,9 @@ class PeerClient:
 
     def status(self, member: Member, body: bytes) -> asyncio.Future[bytes]:
         return self._request(member, frames.STATUS, body, bytes, NO_TRACE)
+
+    def hints_held(self, member: Member, requester: str) -> asyncio.Future[int]:
+        return self._request(member, frames.PING, requester.encode(), _hint_count, NO_TRACE)
 
     def ping(self, member: Member) -> asyncio.Future[Any]:
         return self._request(member, frames.PING, b"", lambda b: None, NO_TRACE)

@@ -170,8 +170,8 @@ class _ServerConnection(asyncio.Protocol):
                 return
             elif msg.type == frames.STATUS:
                 body = replica.status(msg.body)
-            elif msg.type == frames.PING:
-                body = b""
+            elif msg.type == frames.PING:  # with the asker's id: the hints held for it (catchup.py)
+                body = frames.encode_u32(replica.hints_held(msg.body.decode())) if msg.body else b""
             else:
                 raise frames.ProtocolError(f"unknown message type {msg.type}")
         except (frames.ProtocolError, UnicodeDecodeError, StatusError) as exc:

@@ -39,7 +39,7 @@ class TestRenderCommand:
             validate_k8s(doc)
             assert doc["metadata"]["namespace"] == "shop"
             assert "ownerReferences" not in doc["metadata"]  # no uid offline
-        sts = docs[5]["spec"]["template"]["spec"]["containers"][0]
+        sts = next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in sts["env"]}
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://traces-collector.shop.svc.cluster.local:4318"
         collector = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "traces-collector")
