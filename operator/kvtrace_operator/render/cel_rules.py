@@ -11,6 +11,7 @@ Pure: never imports kopf, a Kubernetes client, or anything doing I/O.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,8 @@ from cel_expr_python.ext import ext_strings
 from kvtrace_operator.render.errors import FieldError
 
 _TRANSITION = re.compile(r"\boldSelf\b")
+# How the API server names the object itself (a rule at the root of the schema).
+ROOT = "<nil>"
 # reason -> the API server's prefix for the message (FieldValueInvalid is the default).
 _REASONS = {"FieldValueForbidden": "Forbidden", "FieldValueRequired": "Required value",
             "FieldValueDuplicate": "Duplicate value"}
@@ -66,17 +69,16 @@ def cel_value(value: Any, schema: dict[str, Any]) -> Any:
     return value
 
 
-def _type_name(value: Any) -> str:
-    for kind, name in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"),
-                       (int, "integer"), (float, "number")):
-        if isinstance(value, kind):
-            return name
-    return "null"
+def _invalid(value: Any) -> str:
+    """The API server's prefix of a failed rule: the value when it is a scalar."""
+    if isinstance(value, (dict, list)):
+        return "Invalid value: "
+    return f"Invalid value: {json.dumps(value)}: "
 
 
 def _field(path: str, field_path: str) -> str:
     if not field_path:
-        return path or "<root>"
+        return path or ROOT
     joined = f"{path}{field_path}" if field_path[0] in ".[" else f"{path}.{field_path}"
     return joined.lstrip(".")
 
@@ -107,7 +109,7 @@ def check_rule(rule: dict[str, Any], value: Any, path: str) -> FieldError | None
     where = _field(path, str(rule.get("fieldPath", "")))
     result, failure = _evaluated(expression, value)
     if failure is not None:
-        return FieldError(where, f'Invalid value: "{_type_name(value)}": rule evaluation error: {failure}')
+        return FieldError(where, f"{_invalid(value)}rule evaluation error: {failure}")
     if result is True:
         return None
     if result is not False:
@@ -116,7 +118,7 @@ def check_rule(rule: dict[str, Any], value: Any, path: str) -> FieldError | None
     prefix = _REASONS.get(str(rule.get("reason", "")))
     if prefix:
         return FieldError(where, f"{prefix}: {message}")
-    return FieldError(where, f'Invalid value: "{_type_name(value)}": {message}')
+    return FieldError(where, f"{_invalid(value)}{message}")
 
 
 def _children(value: Any, schema: dict[str, Any], path: str) -> Iterator[tuple[Any, dict[str, Any], str]]:
@@ -141,7 +143,7 @@ def evaluate(value: Any, schema: dict[str, Any], path: str = "") -> tuple[list[F
         try:
             error = check_rule(rule, typed, path)
         except RuleUnsupported as exc:
-            unchecked.append(f"{path or '<root>'}: {exc}")
+            unchecked.append(f"{path or ROOT}: {exc}")
             continue
         if error is not None:
             errors.append(error)

@@ -157,6 +157,15 @@ def _shown(value: Any) -> str:
     return json.dumps(value)
 
 
+def _kind(value: Any) -> str:
+    """A value's JSON type, quoted, as the API server names it in a type error."""
+    for kind, name in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"),
+                       (int, "integer"), (float, "number")):
+        if isinstance(value, kind):
+            return f'"{name}"'
+    return "null"
+
+
 def _message(error: jsonschema.ValidationError, where: str) -> tuple[str, str]:
     """(field, message) in the API server's words for one jsonschema error."""
     kind, expected, value = error.validator, error.validator_value, error.instance
@@ -168,8 +177,9 @@ def _message(error: jsonschema.ValidationError, where: str) -> tuple[str, str]:
         return where, (f"Unsupported value: {_shown(value)}: supported values: "
                        + ", ".join(json.dumps(item) for item in expected))
     words = {
-        "type": f"{invalid} must be of type {expected}: {_shown(value)}",
-        "anyOf": f"{invalid} must be of type integer or string: {_shown(value)}",
+        "type": f"Invalid value: {_kind(value)}: {where} in body must be of type {expected}: {_kind(value)}",
+        "anyOf": f"Invalid value: {_kind(value)}: {where} in body must be of type integer or string: "
+                 f"{_kind(value)}",
         "minimum": f"{invalid} should be greater than or equal to {expected}",
         "maximum": f"{invalid} should be less than or equal to {expected}",
         "pattern": f"{invalid} should match '{expected}'",
@@ -191,13 +201,14 @@ def schema_errors(value: Any, schema: dict[str, Any]) -> list[FieldError]:
     found: list[FieldError] = []
     for error in sorted(validator.iter_errors(value), key=lambda e: (path_of(e.absolute_path), str(e.validator))):
         where, message = _message(error, path_of(error.absolute_path))
-        found.append(FieldError(where, message, blocking=error.validator in ("type", "anyOf")))
+        # A wrong type or an unsupported enum value leaves the API server's rules unchecked.
+        found.append(FieldError(where, message, blocking=error.validator in ("type", "anyOf", "enum")))
     return found
 
 
 def _list_key(item: Any, keys: list[str]) -> str:
     return json.dumps({key: item.get(key) for key in keys} if isinstance(item, dict) else item,
-                      sort_keys=True)
+                      sort_keys=True, separators=(",", ":"))
 
 
 def list_errors(value: Any, schema: dict[str, Any], path: str = "") -> Iterator[FieldError]:
@@ -231,7 +242,7 @@ def check(resource: dict[str, Any], schema: dict[str, Any]) -> Report:
     found = metadata_errors(resource) + schema_errors(defaulted, full)
     report.errors += found + list(list_errors(defaulted, full))
     if any(error.blocking for error in found):
-        report.errors.append(FieldError("(rules)", BLOCKED_NOTE))
+        report.errors.append(FieldError(cel_rules.ROOT, f"Invalid value: null: {BLOCKED_NOTE}"))
         return report
     errors, report.unchecked = cel_rules.evaluate(defaulted, full)
     report.errors += errors
