@@ -59,8 +59,8 @@ def _cert_pem(cert: x509.Certificate) -> str:
 MAX_COMMON_NAME = 64  # RFC 5280 ub-common-name; clients verify the DNS names, not the CN
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kvtrace"),
+def _name(common_name: str, organization: str = "kvtrace") -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name[:MAX_COMMON_NAME])])
 
 
@@ -91,9 +91,11 @@ def make_ca(common_name: str, now: datetime.datetime, validity: datetime.timedel
 
 
 def issue(ca: KeyPair, common_name: str, dns_names: list[str] | tuple[str, ...], now: datetime.datetime,
-          validity: datetime.timedelta, ip_addresses: tuple[str, ...] = ()) -> KeyPair:
+          validity: datetime.timedelta, ip_addresses: tuple[str, ...] = (),
+          organization: str = "kvtrace") -> KeyPair:
     """A leaf for ``dns_names`` (and ``ip_addresses``) signed by ``ca``, valid for
-    ``validity`` but never beyond the CA's own ``notAfter``."""
+    ``validity`` but never beyond the CA's own ``notAfter``. ``organization`` is the
+    subject's O (Kubernetes reads a client certificate's O as its groups)."""
     now = _aware(now)
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
     ca_key = serialization.load_pem_private_key(ca.key_pem.encode(), password=None)
@@ -104,7 +106,7 @@ def issue(ca: KeyPair, common_name: str, dns_names: list[str] | tuple[str, ...],
     sans += [x509.IPAddress(ipaddress.ip_address(address)) for address in ip_addresses]
     not_after = min(now + validity, ca_cert.not_valid_after_utc)
     cert = (x509.CertificateBuilder()
-            .subject_name(_name(common_name)).issuer_name(ca_cert.subject)
+            .subject_name(_name(common_name, organization)).issuer_name(ca_cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - BACKDATE).not_valid_after(not_after)
@@ -120,6 +122,15 @@ def issue(ca: KeyPair, common_name: str, dns_names: list[str] | tuple[str, ...],
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
     return KeyPair(_cert_pem(cert), _key_pem(key))
+
+
+def make_signing_key() -> KeyPair:
+    """A bare ECDSA P-256 key pair (no certificate): ``cert_pem`` holds the public key's PEM
+    (``BEGIN PUBLIC KEY``), e.g. for signing and verifying service-account tokens."""
+    key = _new_key()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return KeyPair(public.decode(), _key_pem(key))
 
 
 def _common_name(name: x509.Name) -> str:

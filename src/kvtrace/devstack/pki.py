@@ -1,19 +1,24 @@
-"""Certificates for the local control plane, made with the ``openssl`` command line.
+"""Certificates for the local control plane, made with the operator's own
+:mod:`kvtrace_operator.pki` (``cryptography``; the one PKI of the code base).
 
 One throw-away CA per cluster signs the API server's serving certificate and the admin
 client certificate (``O=system:masters``); a separate key pair signs service-account tokens.
-ECDSA P-256 keys keep generation well under a second.
+ECDSA P-256 keys keep generation well under a second. Private keys are written 0600.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
+import datetime
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+from kvtrace_operator import pki
+
+VALIDITY = datetime.timedelta(days=3650)
+API_SERVER_NAMES = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local")
 
 
 def _file(name: str) -> property:
@@ -36,50 +41,27 @@ class Pki:
     sa_pub = _file("sa.pub")
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    exe = shutil.which("openssl")
-    if exe is None:
-        raise FileNotFoundError("the openssl command is needed to make the local cluster's certificates")
-    proc = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"openssl {' '.join(args[:2])} failed: {proc.stderr.strip()}")
+def _write(cert: Path, key: Path, pair: pki.KeyPair) -> None:
+    cert.write_text(pair.cert_pem)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(pair.key_pem)
+    key.chmod(0o600)  # also when the file was there already
 
 
-def _leaf(directory: Path, name: str, subject: str, extensions: Sequence[str]) -> None:
-    _openssl("req", "-new", *_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-             "-subj", subject, cwd=directory)
-    (directory / f"{name}.ext").write_text("\n".join(extensions) + "\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", f"{name}.ext",
-             "-out", f"{name}.crt", cwd=directory)
-
-
-def create(directory: Path, *, service_ip: str, hosts: Sequence[str] = ()) -> Pki:
+def create(directory: Path, *, service_ip: str, hosts: Sequence[str] = (),
+           now: datetime.datetime | None = None) -> Pki:
     """Make the CA, serving, admin and service-account keys under ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-new", *_KEY, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-             "-subj", "/CN=kvtrace-local-ca",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature", cwd=directory)
-    names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-             "kubernetes.default.svc.cluster.local", *hosts]
-    sans = [f"DNS:{n}" for n in names] + ["IP:127.0.0.1", f"IP:{service_ip}"]
-    _leaf(directory, "apiserver", "/CN=kube-apiserver", [
-        "basicConstraints=CA:FALSE",
-        "keyUsage=critical,digitalSignature,keyEncipherment",
-        "extendedKeyUsage=serverAuth",
-        "subjectAltName=" + ",".join(sans),
-    ])
-    _leaf(directory, "admin", "/O=system:masters/CN=kvtrace-admin", [
-        "basicConstraints=CA:FALSE",
-        "keyUsage=critical,digitalSignature,keyEncipherment",
-        "extendedKeyUsage=clientAuth,serverAuth",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    ])
-    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "sa.key",
-             cwd=directory)
-    _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
-    for path in directory.iterdir():
-        if path.suffix in (".key",):
-            path.chmod(0o600)
-    return Pki(directory)
+    files = Pki(directory)
+    now = now or datetime.datetime.now(datetime.UTC)
+    ca = pki.make_ca("kvtrace-local-ca", now, VALIDITY)
+    _write(files.ca_cert, files.ca_key, ca)
+    _write(files.serving_cert, files.serving_key,
+           pki.issue(ca, "kube-apiserver", (*API_SERVER_NAMES, *hosts), now, VALIDITY,
+                     ip_addresses=("127.0.0.1", service_ip)))
+    _write(files.admin_cert, files.admin_key,
+           pki.issue(ca, "kvtrace-admin", ("localhost",), now, VALIDITY, ip_addresses=("127.0.0.1",),
+                     organization="system:masters"))
+    _write(files.sa_pub, files.sa_key, pki.make_signing_key())
+    return files
