@@ -29,26 +29,26 @@ def mebibytes(quantity: str) -> int:
 class TestCollector:
     def test_production_holds_its_tail_sampling_buffer(self) -> None:
         found = resources(pipeline())["traces-collector"]
-        # 64Mi process + 8192 spans x 1KiB batch + 50000 traces x 4 spans x 1KiB
-        assert found == {"requests": {"cpu": "100m", "memory": "268Mi"}, "limits": {"memory": "487Mi"}}
+        # 128Mi process + 8192 spans x 1KiB batch + 50000 traces x 4 spans x 1KiB
+        assert found == {"requests": {"cpu": "100m", "memory": "332Mi"}, "limits": {"memory": "603Mi"}}
 
     def test_the_buffer_follows_num_traces(self) -> None:
         small = resources(pipeline(sampling={"numTraces": 10000}))["traces-collector"]
-        assert small["requests"]["memory"] == "112Mi"  # 64 + 8 + 10000 x 4KiB (39.06Mi)
-        assert mebibytes(small["limits"]["memory"]) < 487
+        assert small["requests"]["memory"] == "176Mi"  # 128 + 8 + 10000 x 4KiB (39.06Mi)
+        assert mebibytes(small["limits"]["memory"]) < 603
 
     def test_without_tail_sampling_no_buffer(self) -> None:
         for spec in ({"sampling": {"mode": "development"}}, {"sampling": {"mode": "head"}}):
-            assert resources(pipeline(**spec))["traces-collector"]["requests"]["memory"] == "72Mi"
+            assert resources(pipeline(**spec))["traces-collector"]["requests"]["memory"] == "136Mi"
 
     def test_two_tiers_only_the_sampling_tier_holds_traces(self) -> None:
         found = resources(pipeline(collector={"replicas": 3}))
-        assert found["traces-collector"]["requests"]["memory"] == "72Mi"  # load balancing
-        assert found["traces-collector-sampling"]["requests"]["memory"] == "268Mi"
+        assert found["traces-collector"]["requests"]["memory"] == "136Mi"  # load balancing
+        assert found["traces-collector-sampling"]["requests"]["memory"] == "332Mi"
 
     def test_the_limit_follows_the_memory_limiter(self) -> None:
         tight = pipeline(collector={"memoryLimiter": {"limitPercentage": 90, "spikeLimitPercentage": 10}})
-        assert resources(tight)["traces-collector"]["limits"]["memory"] == "335Mi"  # 268 / 0.8
+        assert resources(tight)["traces-collector"]["limits"]["memory"] == "415Mi"  # 331.3 / 0.8
 
     @pytest.mark.parametrize("spec", [{}, {"sampling": {"mode": "development"}}, {"collector": {"replicas": 2}},
                                       {"sampling": {"numTraces": 200000}},
@@ -66,12 +66,12 @@ class TestCollector:
 class TestJaeger:
     def test_memory_store_from_max_traces(self) -> None:
         found = resources(pipeline(jaeger={"storage": {"maxTraces": 10000}}))["traces-jaeger"]
-        # 64Mi + 10000 traces x 4 spans x 1KiB = 103.06Mi; limit 1.5x
-        assert found == {"requests": {"cpu": "100m", "memory": "104Mi"}, "limits": {"memory": "155Mi"}}
+        # 128Mi + 10000 traces x 4 spans x 1KiB = 167.06Mi; limit 1.5x
+        assert found == {"requests": {"cpu": "100m", "memory": "168Mi"}, "limits": {"memory": "251Mi"}}
 
     def test_badger_is_a_fixed_cache(self) -> None:
         found = resources(pipeline(jaeger={"storage": {"type": "badger", "maxTraces": 10}}))["traces-jaeger"]
-        assert found["requests"]["memory"] == "576Mi" and found["limits"]["memory"] == "864Mi"
+        assert found["requests"]["memory"] == "640Mi" and found["limits"]["memory"] == "960Mi"
 
 
 class TestTheUsersOwn:
