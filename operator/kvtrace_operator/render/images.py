@@ -9,3 +9,7 @@ OPERATOR_IMAGE = "ghcr.io/kvtrace/kvtrace-operator:0.1.0"
 KVNODE_IMAGE = "ghcr.io/kvtrace/kvnode:0.1.0"
 COLLECTOR_IMAGE = "ghcr.io/kvtrace/otelcol-kvtrace:0.161.0"
 JAEGER_IMAGE = "jaegertracing/jaeger:2.13.0"
+# Language agents of injected pods (render/injection.py): images built in this repository
+# (instrumentation/), each copying its agent into an emptyDir from an init container.
+PYTHON_AGENT_IMAGE = "ghcr.io/kvtrace/autoinstrumentation-python:0.66b2"
+JAVA_AGENT_IMAGE = "ghcr.io/kvtrace/autoinstrumentation-java:2.22.0"
