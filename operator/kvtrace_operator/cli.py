@@ -14,6 +14,9 @@ CANARY_INTERVAL_ENV = "KVTRACE_CANARY_INTERVAL"
 CANARY_TIMEOUT_ENV = "KVTRACE_CANARY_TIMEOUT"
 TRACE_PIPELINE_ENV = "KVTRACE_TRACE_PIPELINE"
 QUERY_PROXY_IMAGE_ENV = "KVTRACE_QUERY_PROXY_IMAGE"
+WEBHOOK_PORT_ENV = "KVTRACE_WEBHOOK_PORT"
+WEBHOOK_HOST_ENV = "KVTRACE_WEBHOOK_HOST"
+WEBHOOK_SERVICE_ENV = "KVTRACE_WEBHOOK_SERVICE"
 OFF = ("0", "off", "false", "no", "none", "disabled")
 
 
@@ -77,6 +80,41 @@ def trace_target(value: str) -> tuple[str, str] | None:
     return parse_target(value) if value.strip() else None
 
 
+def port_number(value: str, parameter: str) -> int:
+    """A TCP port, 0 for off; ValueError naming ``parameter`` otherwise."""
+    text = str(value).strip()
+    if not text.isdigit() or int(text) > 65535:
+        raise ValueError(f"{parameter}: expected a port from 1 to 65535, or 0 to disable, got {value!r}")
+    return int(text)
+
+
+def service_ref(value: str) -> tuple[str, str] | None:
+    """``NAMESPACE/NAME`` of a Service (or empty: none)."""
+    text = value.strip()
+    if not text:
+        return None
+    namespace, _, name = text.partition("/")
+    if not namespace or not name or "/" in name:
+        raise ValueError(f"--webhook-service: expected NAMESPACE/NAME, got {value!r}")
+    return namespace, name
+
+
+def add_webhook(run: argparse.ArgumentParser) -> None:
+    """The injection webhook's flags (docs/injection.md)."""
+    run.add_argument("--webhook-port", metavar="PORT", default=os.environ.get(WEBHOOK_PORT_ENV, "0"),
+                     type=_arg_type("--webhook-port", WEBHOOK_PORT_ENV, lambda v: port_number(v, "--webhook-port")),
+                     help="serve the injection webhook (kvtrace.dev/inject) on this port and register "
+                     f"it with the API server; 0 disables (env {WEBHOOK_PORT_ENV}; default: 0, the chart: 9443)")
+    run.add_argument("--webhook-host", metavar="HOST", default=os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1"),
+                     help="the address the API server calls the webhook at (https://HOST:PORT), and "
+                     f"listens on, unless --webhook-service (env {WEBHOOK_HOST_ENV}; default: %(default)s)")
+    run.add_argument("--webhook-service", metavar="NAMESPACE/NAME",
+                     default=os.environ.get(WEBHOOK_SERVICE_ENV, ""),
+                     type=_arg_type("--webhook-service", WEBHOOK_SERVICE_ENV, service_ref),
+                     help="the API server calls the webhook through this Service (port 443 to "
+                     f"--webhook-port); the operator then listens on all addresses (env {WEBHOOK_SERVICE_ENV})")
+
+
 def register(subparsers: Any) -> None:
     operator = subparsers.add_parser("operator", help="the kvtrace operator")
     operator_sub = operator.add_subparsers(dest="operator_command", required=True, metavar="CMD")
@@ -124,6 +162,7 @@ def register(subparsers: Any) -> None:
                      help="export spans of the operator's own reconciles (service kvtrace-operator) "
                      f"to this TracingPipeline's collector (env {TRACE_PIPELINE_ENV}; default: off)")
     add_query_proxy_image(run)
+    add_webhook(run)
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
 

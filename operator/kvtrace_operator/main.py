@@ -12,6 +12,7 @@ from aiohttp import web
 
 from kvtrace.shared import api
 from kvtrace_operator import handlers, k8s, tracing
+from kvtrace_operator.handlers import webhook
 from kvtrace_operator.handlers.metrics import CONTENT_TYPE, METRICS
 from kvtrace_operator.render.images import OPERATOR_IMAGE
 
@@ -81,7 +82,18 @@ def handler_options(args: Any) -> handlers.Options:
         canary_interval=getattr(args, "canary_interval", 60.0),
         canary_timeout=getattr(args, "canary_timeout", 20.0),
         query_proxy_image=getattr(args, "query_proxy_image", OPERATOR_IMAGE),
+        namespaces=tuple(getattr(args, "namespaces", None) or ()),
+        webhook=bool(getattr(args, "webhook_port", 0)),
     )
+
+
+def webhook_serving(args: Any) -> webhook.Serving | None:
+    """Where the injection webhook is served, None when it is off (``--webhook-port 0``)."""
+    port = int(getattr(args, "webhook_port", 0) or 0)
+    if not port:
+        return None
+    return webhook.Serving(port=port, host=getattr(args, "webhook_host", "127.0.0.1"),
+                           service=getattr(args, "webhook_service", None))
 
 
 def run(args: Any) -> int:
@@ -93,6 +105,8 @@ def run(args: Any) -> int:
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per request otherwise
     registry = kopf.get_default_registry()
     options = handler_options(args)
+    serving = webhook_serving(args)
+    namespaces = list(args.namespaces or [])
     trace_pipeline = getattr(args, "trace_pipeline", None)
     if trace_pipeline:
         tracing.enable(*trace_pipeline)
@@ -104,6 +118,11 @@ def run(args: Any) -> int:
         memo.runtime = handlers.start(k8s.make_client(), options, kwargs)
         METRICS.state.sizes = memo.runtime.sizes
         memo.metrics = await serve_metrics(getattr(args, "metrics_port", 0))
+        memo.injection_events = {}
+        if serving is not None:
+            settings.admission.server, ca_pem = webhook.server(serving)
+            settings.admission.managed = None  # our own configuration (render/webhook.py)
+            await webhook.install(memo.client, serving, ca_pem, namespaces)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
@@ -115,7 +134,6 @@ def run(args: Any) -> int:
         await asyncio.to_thread(tracing.shutdown)  # flush the operator's last spans
 
     handlers.register(registry, options)
-    namespaces = list(args.namespaces or [])
     liveness = args.liveness or None
     if liveness in ("none", "off"):
         liveness = None

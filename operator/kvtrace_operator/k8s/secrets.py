@@ -100,8 +100,8 @@ async def read_tokens(client: AsyncClient, namespace: str, consumers: Iterable[c
     problems: list[str] = []
     waiting: list[str] = []
     for consumer in consumers:
-        secret = await get_object(client, Secret, consumer.secret, namespace)
-        where = f"Secret {namespace}/{consumer.secret}"
+        secret = await get_object(client, Secret, consumer.secret, consumer.namespace or namespace)
+        where = f"Secret {consumer.namespace or namespace}/{consumer.secret}"
         value = None if secret is None else _decoded(secret, consumer.key)
         token = consumer_tokens.usable(value) if value is not None else None
         if secret is None and consumer.generated:

@@ -8,7 +8,9 @@ Consumers of a pipeline with ``spec.security.auth``:
 - ``KVCluster/C``: each KVCluster referencing the pipeline, with its own generated Secret
   ``C-otlp-client-token`` (owned by the KVCluster, so deleted with it);
 - ``consumer/N``: each entry of ``spec.security.auth.consumers`` (``tokenSecretRef``, else a
-  generated ``PIPELINE-N-otlp-consumer-token`` owned by the pipeline).
+  generated ``PIPELINE-N-otlp-consumer-token`` owned by the pipeline);
+- ``workload/NS/KIND/NAME``: each workload injected with the pipeline (render/injection.py),
+  its Secret ``NAME-KIND-otlp-workload`` in its own namespace, owned by the workload.
 
 The collector's token file is the Secret ``NAME-otlp-tokens`` (key ``tokens``): one line per
 consumer, ``TOKEN LABEL``. The ``bearertokenauth`` extension (v0.161) takes the first
@@ -44,13 +46,15 @@ _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 
 
 class Consumer(NamedTuple):
-    """A consumer and the Secret key holding its token (in the pipeline's namespace);
-    ``generated``: the operator creates that Secret (a missing one is awaited, not an error)."""
+    """A consumer and the Secret key holding its token (in ``namespace``, empty for the
+    pipeline's); ``generated``: the operator creates that Secret (a missing one is awaited,
+    not an error)."""
 
     label: str
     secret: str
     key: str
     generated: bool = False
+    namespace: str = ""
 
 
 def pipeline_token_secret(pipeline_name: str) -> str:
@@ -147,6 +151,11 @@ def consumers(auth: dict[str, Any], pipeline_name: str, referencing: Iterable[tu
     return [pipeline_consumer(auth, pipeline_name),
             *(referencing_consumer(kind, name) for kind, name in sorted(set(referencing))),
             *declared_consumers(auth, pipeline_name)]
+
+
+def workload_consumer(namespace: str, workload: str, secret: str) -> Consumer:
+    """An injected workload (``KIND/NAME``) whose token is in its own namespace's ``secret``."""
+    return Consumer(f"workload/{namespace}/{workload}", secret, TOKEN_KEY, True, namespace)
 
 
 def generated_consumer_secrets(pipeline: dict[str, Any], auth: dict[str, Any]) -> list[dict[str, Any]]:
