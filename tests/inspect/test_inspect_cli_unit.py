@@ -40,7 +40,6 @@ def test_kubectl_plugin_parses_like_kvtrace() -> None:
 @pytest.mark.parametrize(("argv", "message"), [
     (["traces", "--service", "kv", "--limit", "0"], "argument --limit: expected a positive whole number, got '0'"),
     (["status", "-o", "xml"], "argument -o/--output: invalid choice: 'xml'"),
-    (["doctor"], "the following arguments are required: NAME"),
 ])
 def test_bad_flags_name_the_flag(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:

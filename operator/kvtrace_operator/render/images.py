@@ -11,5 +11,5 @@ COLLECTOR_IMAGE = "ghcr.io/kvtrace/otelcol-kvtrace:0.161.0"
 JAEGER_IMAGE = "jaegertracing/jaeger:2.13.0"
 # Language agents of injected pods (render/injection.py): images built in this repository
 # (instrumentation/), each copying its agent into an emptyDir from an init container.
-PYTHON_AGENT_IMAGE = "ghcr.io/kvtrace/autoinstrumentation-python:0.66b2"
+PYTHON_AGENT_IMAGE = "ghcr.io/kvtrace/autoinstrumentation-python:0.66b1"
 JAVA_AGENT_IMAGE = "ghcr.io/kvtrace/autoinstrumentation-java:2.22.0"

@@ -20,7 +20,11 @@ namespace (optionally a label selector) and, for each Running pod, starts every 
   signed it (:func:`kvtrace.devstack.local_tls.loopback_leaf`): clients dial that address
   instead of the Service name and keep verifying the certificate;
 - executables are resolved from the venv's bin directory first, then the cached upstream
-  tools, then ``PATH``.
+  tools, then ``PATH``;
+- init containers run first, in order, each to completion (as the kubelet does); files of an
+  image the host does not have come from ``image_roots`` (image -> a local directory standing
+  for the image's root: ``/autoinstrumentation`` of the Python agent image is
+  ``ROOT/autoinstrumentation``; :func:`agent_image_roots` gives the injection agents').
 
 Container mode (``engine=`` docker or podman, the ``containers`` test tier): each container
 runs as a real container of its image (``images`` maps a rendered image to a local one) with
@@ -47,6 +51,7 @@ import itertools
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -105,6 +110,15 @@ class LoopbackAllocator:
 
 
 ALLOCATOR = LoopbackAllocator()
+
+
+def agent_image_roots() -> dict[str, Path]:
+    """The injection agents' images (render/images.py) -> the tool cache's copies of their
+    files (``kvtrace dev tools``), for those that are built."""
+    from kvtrace_operator.render.images import PYTHON_AGENT_IMAGE
+
+    tool = tools.TOOLS["python-agent"]
+    return {PYTHON_AGENT_IMAGE: tool.directory} if tools.verify(tool) is None else {}
 
 
 def venv_bin() -> Path:
@@ -170,6 +184,7 @@ class _Rendered:
     argv: dict[str, list[str]]  # container -> argv (executable resolved)
     env: dict[str, dict[str, str]]  # container -> environment
     cwd: dict[str, Path]
+    init: list[str]  # init containers (in argv/env/cwd too), in the order they run
     files: dict[str, dict[str, bytes]]  # volume -> relative path -> content
     names: dict[str, str | None]  # every host:port in argv/env -> where the map sends it
 
@@ -208,6 +223,7 @@ class PodRunner:
         restart_delay: float = 1.0,
         engine: str | None = None,
         images: Mapping[str, str] | None = None,
+        image_roots: Mapping[str, Path] | None = None,
     ) -> None:
         self.cluster = cluster
         self.namespace = namespace
@@ -224,6 +240,7 @@ class PodRunner:
         self.restart_delay = restart_delay
         self.engine = engine  # container mode when set
         self.images = dict(images or {})
+        self.image_roots = dict(image_roots or {})
         self.errors: dict[str, str] = {}  # pod uid -> why its processes could not start
         self._owner = f"podrunner/{namespace}/{selector}/{id(self)}"
         self._running: dict[str, _Running] = {}
@@ -603,7 +620,8 @@ class PodRunner:
         argvs: dict[str, list[str]] = {}
         envs: dict[str, dict[str, str]] = {}
         cwds: dict[str, Path] = {}
-        for container in self._selected(pod):
+        init = [c["name"] for c in pod["spec"].get("initContainers") or []]
+        for container in [*(pod["spec"].get("initContainers") or []), *self._selected(pod)]:
             cname = container["name"]
             if self.engine is not None:
                 container_env = self._env(pod, container, running.address)
@@ -616,7 +634,8 @@ class PodRunner:
                 raise LookupError(f"container {cname} has no command and no resolve_command mapping "
                                   f"for image {container.get('image')!r}")
             container_env = self._env(pod, container, running.address)
-            rewrite = _Rewriter(mounts([container]), running.address, kwok_ip, names, seen)
+            rewrite = _Rewriter(mounts([container]) + self._image_mounts(container), running.address,
+                                kwok_ip, names, seen)
             argv = [rewrite(expand(a, container_env)) for a in raw]
             executable = resolve_executable(argv[0])
             if executable is None:
@@ -637,7 +656,32 @@ class PodRunner:
             workdir = container.get("workingDir")
             cwd = Path(rewrite(workdir)) if workdir else running.directory
             cwds[cname] = cwd if cwd.is_dir() else running.directory
-        return _Rendered(argvs, envs, cwds, files, seen)
+        return _Rendered(argvs, envs, cwds, init, files, seen)
+
+    def _image_mounts(self, container: Obj) -> list[tuple[str, Path]]:
+        """What stands for the files of the container's image: each top-level entry of its
+        ``image_roots`` directory at ``/ENTRY``."""
+        root = self.image_roots.get(str(container.get("image")))
+        if root is None or not root.is_dir():
+            return []
+        return [(f"/{entry.name}", entry) for entry in sorted(root.iterdir())]
+
+    def _run_init(self, running: _Running, timeout: float = 120.0) -> None:
+        """Run the pod's init containers in order, each to completion; raise if one fails."""
+        rendered = running.rendered
+        assert rendered is not None
+        for cname in rendered.init:
+            log = self.workdir / "logs" / f"{running.pod_name}_{cname}.log"
+            process = Process(f"{running.pod_name}/{cname}", rendered.argv[cname], log,
+                              env=rendered.env[cname], cwd=rendered.cwd[cname]).start()
+            self._note(f"init {process.name} pid {process.pid}: {' '.join(rendered.argv[cname])}")
+            try:
+                code = process.popen.wait(timeout=timeout)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                process.stop(timeout=5.0)
+                raise RuntimeError(f"init container {cname} did not finish within {timeout:g}s") from None
+            if code != 0:
+                raise RuntimeError(f"init container {cname} exited with {code}:\n{process.tail(10)}")
 
     def _container_run(self, running: _Running, container: Obj, container_env: dict[str, str],
                        rewrite: _Rewriter) -> tuple[list[str], dict[str, str]]:
@@ -696,8 +740,10 @@ class PodRunner:
                 running.volumes[volume["name"]] = self._volume_dir(running, volume)
             running.rendered = self._render(running, names)
             self._write_files(running, running.rendered)
+            self._run_init(running)
             for cname in running.rendered.argv:
-                self._start_container(running, cname)
+                if cname not in running.rendered.init:
+                    self._start_container(running, cname)
         except BaseException:
             self._stop_pod(running)
             raise
@@ -714,7 +760,8 @@ class PodRunner:
             self._note(f"{running.pod_name}: endpoints {changed} changed; restarting its processes")
             self._stop_pod(running)
             for cname in rendered.argv:
-                self._start_container(running, cname)
+                if cname not in rendered.init:
+                    self._start_container(running, cname)
             return
         self._restart_exited(running)
 

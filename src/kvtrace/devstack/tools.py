@@ -28,6 +28,9 @@ KWOK_VERSION = "0.8.0"
 OTELCOL_VERSION = "0.161.0"
 JAEGER_VERSION = "1.76.0"
 HELM_VERSION = "4.3.1"
+# The Python agent of injected pods (instrumentation/python/requirements.txt pins its packages).
+PYTHON_AGENT_VERSION = "0.66b1"
+PYTHON_AGENT_REQUIREMENTS = REPO_TOOLS.parent / "instrumentation" / "python" / "requirements.txt"
 
 STAMP = ".kvtrace-tool.json"
 
@@ -153,6 +156,14 @@ _OCB_SECTIONS = ("receivers", "processors", "exporters", "extensions", "connecto
                  "converters")
 
 
+def _build_python_agent(out: Path, scratch: Path) -> None:
+    """The files the Python agent image holds (``/autoinstrumentation``), for the pod runner's
+    init containers: ``pip install --target`` of the agent's pinned requirements."""
+    _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--target",
+          str(out / "autoinstrumentation"), "-r", str(PYTHON_AGENT_REQUIREMENTS)], cwd=scratch,
+         env=dict(os.environ))
+
+
 def _otelcol_go_mod(manifest: dict[str, object]) -> str:
     """The go.mod ocb would write: every component module, the collector core, the replaces."""
     requires = [f"go.opentelemetry.io/collector/{core} v{OTELCOL_VERSION}" for core in ("otelcol", "service")]
@@ -227,6 +238,7 @@ TOOLS: dict[str, Tool] = {
         Tool("otelcol", OTELCOL_VERSION, ("otelcol-kvtrace",), _build_otelcol),
         Tool("jaeger", JAEGER_VERSION, ("jaeger",),
              _build_wrapper("jaeger", {"jaeger": "github.com/jaegertracing/jaeger/cmd/jaeger"})),
+        Tool("python-agent", PYTHON_AGENT_VERSION, (), _build_python_agent),
         Tool("helm", HELM_VERSION, ("helm",),
              _go_install({"helm": f"helm.sh/helm/v4/cmd/helm@v{HELM_VERSION}"},
                          ldflags=f"-X helm.sh/helm/v4/internal/version.version=v{HELM_VERSION}")),

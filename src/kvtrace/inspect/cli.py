@@ -130,9 +130,10 @@ def add_commands(subparsers: Any) -> None:
         description="Runs the troubleshooting checklist against a KVCluster and its TracingPipeline: the "
         "collector Service has ready endpoints and accepts OTLP; every member carries the pipeline's "
         "OTel environment; sampling is coherent; batch and memory-limiter settings fit the collector's "
-        "resources; a canary trace sent through the collector shows up in Jaeger. Exits 1 when a "
-        "check fails.")
-    doctor.add_argument("name", metavar="NAME", help="the KVCluster")
+        "resources; a canary trace sent through the collector shows up in Jaeger; every pod asking for "
+        "kvtrace.dev/inject is injected (or why not). Exits 1 when a check fails.")
+    doctor.add_argument("name", nargs="?", metavar="NAME",
+                        help="the KVCluster (without it: only the namespace's injection check)")
     _kube_args(doctor, all_namespaces=False)
     doctor.add_argument("--collector", default=None, metavar="URL",
                         help="collector OTLP/HTTP base URL, e.g. http://localhost:4318 (default: "

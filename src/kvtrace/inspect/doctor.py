@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from kvtrace.inspect import injection
 from kvtrace.inspect.errors import InspectError
 from kvtrace.inspect.status import COMPONENT, INSTANCE, pipeline_ref
 from kvtrace.inspect.urls import checked_url
@@ -450,6 +451,29 @@ def check_canary(result: Mapping[str, Any] | None) -> Check:
 # --------------------------------------------------------------------------- report
 
 
+def check_injection(views: Sequence[Mapping[str, Any]]) -> Check:
+    """The workloads of the namespace asking for injection (inspect/injection.py): FAIL when
+    a running pod is not injected, WARN when an injected one is stale or misses its token."""
+    if not views:
+        return Check("injection", SKIP, "no pod of this namespace asks for kvtrace.dev/inject")
+    evidence, missing, warned = [], 0, 0
+    for view in views:
+        for pod in view["pods"]:
+            state = "injected" if pod["injected"] else "NOT injected"
+            evidence.append(f"{view['workload']} pod {pod['name']} ({view['pipeline']}): {state}"
+                            + (f": {pod['problem']}" if pod["problem"] else ""))
+            missing += not pod["injected"]
+            warned += bool(pod["injected"] and pod["problem"])
+    total = sum(len(view["pods"]) for view in views)
+    fix = "see each pod's reason; docs/injection.md lists them with their fixes"
+    if missing:
+        return Check("injection", FAIL, f"{missing} of {total} pod(s) asking for injection are not injected",
+                     evidence, fix)
+    if warned:
+        return Check("injection", WARN, f"{warned} of {total} injected pod(s) need attention", evidence, fix)
+    return Check("injection", PASS, f"all {total} pod(s) asking for injection are injected", evidence)
+
+
 def failed(checks: Sequence[Check]) -> bool:
     return any(c.status == FAIL for c in checks)
 
@@ -627,9 +651,20 @@ def _parse_config(cm: Mapping[str, Any] | None) -> Any:
         return f"not YAML: {exc}"
 
 
-def run(kube: Any, namespace: str, name: str, *, collector: str | None = None, jaeger: str | None = None,
+def run(kube: Any, namespace: str, name: str | None, *, collector: str | None = None, jaeger: str | None = None,
         canary: bool = True, canary_timeout: str | None = None) -> list[Check]:
-    """Gather the evidence for KVCluster ``name`` and run every check."""
+    """Gather the evidence for KVCluster ``name`` and run every check; without ``name``,
+    only the namespace's injection check."""
+    if name is None:
+        return [check_injection(injection.gather(kube, namespace))]
+    checks = run_cluster(kube, namespace, name, collector=collector, jaeger=jaeger, canary=canary,
+                         canary_timeout=canary_timeout)
+    return [*checks, check_injection(injection.gather(kube, namespace))]
+
+
+def run_cluster(kube: Any, namespace: str, name: str, *, collector: str | None = None,
+                jaeger: str | None = None, canary: bool = True, canary_timeout: str | None = None) -> list[Check]:
+    """The checks of KVCluster ``name`` and its pipeline."""
     cluster = kube.get("KVCluster", name, namespace)
     if cluster is None:
         raise InspectError(f"NAME: no KVCluster named {name!r} in namespace {namespace}")

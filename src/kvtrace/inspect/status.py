@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from kvtrace.inspect import injection
 from kvtrace.inspect.errors import InspectError
 from kvtrace_operator.render import names, resources, sampling
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
@@ -214,6 +215,7 @@ def pipeline_view(pipeline: Mapping[str, Any], *, events: Iterable[Mapping[str, 
         "sampling": sampling_view(pipeline),
         "endpoints": endpoints,
         "consumers": list(st.get("consumers") or []),
+        "instrumentedWorkloads": list(st.get("instrumentedWorkloads") or []),
         "traceDelivery": dict(st.get("traceDelivery") or {}),
         "conditions": conditions_of(pipeline),
         "events": events_for(events, "TracingPipeline", meta.get("name", ""), now),
@@ -223,8 +225,10 @@ def pipeline_view(pipeline: Mapping[str, Any], *, events: Iterable[Mapping[str, 
 
 def build_report(*, clusters: Sequence[Mapping[str, Any]], pipelines: Sequence[Mapping[str, Any]],
                  pods: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]],
-                 now: dt.datetime, namespace: str | None = None) -> dict[str, Any]:
-    """The whole report (``-o json``): one entry per KVCluster and per TracingPipeline."""
+                 now: dt.datetime, namespace: str | None = None,
+                 injected: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The whole report (``-o json``): one entry per KVCluster and per TracingPipeline, and
+    ``injection``: the workloads asking for it (inspect/injection.py)."""
     def key(obj: Mapping[str, Any]) -> tuple[str, str]:
         meta = obj.get("metadata") or {}
         return str(meta.get("namespace", "")), str(meta.get("name", ""))
@@ -245,7 +249,8 @@ def build_report(*, clusters: Sequence[Mapping[str, Any]], pipelines: Sequence[M
             events=events_by_ns.get(ns, []), now=now))
     pipeline_views = [pipeline_view(p, events=events_by_ns.get(key(p)[0], []), now=now)
                       for p in sorted(pipelines, key=key)]
-    return {"namespace": namespace, "kvclusters": cluster_views, "tracingpipelines": pipeline_views}
+    return {"namespace": namespace, "kvclusters": cluster_views, "tracingpipelines": pipeline_views,
+            "injection": [dict(view) for view in injected]}
 
 
 def select(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -335,6 +340,8 @@ def render_pipeline(view: Mapping[str, Any]) -> list[str]:
         if view["endpoints"].get(key):
             lines.append(f"  {label}: {view['endpoints'][key]}")
     lines.append(f"  used by: {', '.join(view['consumers']) or '-'}")
+    if view.get("instrumentedWorkloads"):
+        lines.append(f"  instrumented workloads: {', '.join(view['instrumentedWorkloads'])}")
     delivery = view.get("traceDelivery") or {}
     if delivery:
         latency = f" after {delivery['latencySeconds']}s" if delivery.get("latencySeconds") else ""
@@ -349,9 +356,10 @@ def render_pipeline(view: Mapping[str, Any]) -> list[str]:
 def render_table(report: Mapping[str, Any]) -> str:
     """The human-readable report: a summary table, then one section per resource."""
     clusters, pipelines = report["kvclusters"], report["tracingpipelines"]
+    injected = injection.render_lines(report.get("injection") or [])
     if not clusters and not pipelines:
         where = f" in namespace {report['namespace']}" if report.get("namespace") else ""
-        return f"No KVClusters or TracingPipelines{where}.\n"
+        return "\n".join([f"No KVClusters or TracingPipelines{where}.", *injected]) + "\n"
     rows = [("KIND", "NAME", "PHASE", "READY", "PIPELINE", "SAMPLING", "AGE")]
     for c in clusters:
         rows.append(("KVCluster", _qualified(c, report), c["phase"], c["ready"], c["pipeline"] or "-",
@@ -365,6 +373,8 @@ def render_table(report: Mapping[str, Any]) -> str:
         lines += ["", *render_cluster(view)]
     for view in pipelines:
         lines += ["", *render_pipeline(view)]
+    if injected:
+        lines += ["", *injected]
     return "\n".join(lines) + "\n"
 
 
@@ -392,4 +402,5 @@ def gather(kube: Any, namespace: str | None, now: dt.datetime | None = None) -> 
     pods = kube.list("Pod", namespace, {COMPONENT: KVNODE}) if clusters else []
     events = kube.list("Event", namespace) if clusters or pipelines else []
     return build_report(clusters=clusters, pipelines=pipelines, pods=pods, events=events,
-                        now=now or dt.datetime.now(dt.UTC), namespace=namespace)
+                        now=now or dt.datetime.now(dt.UTC), namespace=namespace,
+                        injected=injection.gather(kube, namespace))
