@@ -17,7 +17,8 @@ from lightkube.resources.apps_v1 import ReplicaSet
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
-from kvtrace_operator.k8s.client import FIELD_MANAGER, get_object, resource_class, to_dict
+from kvtrace.shared.api import FIELD_MANAGER
+from kvtrace_operator.k8s.client import get_object, resource_class, to_dict
 from kvtrace_operator.k8s.secrets import TOKEN_BYTES, metadata_only
 from kvtrace_operator.render import injection
 from kvtrace_operator.render.consumer_tokens import TOKEN_KEY

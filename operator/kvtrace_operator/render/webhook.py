@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kvtrace_operator.render.labels import MANAGED_BY, PART_OF
+from kvtrace.shared.api import MANAGED_BY
+from kvtrace_operator.render.labels import PART_OF
 
 API_VERSION = "admissionregistration.k8s.io/v1"
 POD_HOOK = "pods.inject.kvtrace.dev"

@@ -18,7 +18,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from kvtrace_operator.render import injection
+import kvtrace_operator.render.injection as injection
 from kvtrace_operator.render import webhook as webhook_render
 from kvtrace_operator.render.consumer_tokens import TOKEN_KEY
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
