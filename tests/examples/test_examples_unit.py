@@ -20,7 +20,7 @@ from kvtrace_operator.render import (
 pytestmark = pytest.mark.unit
 
 EXPECTED = ["01-basic", "02-production-sampling", "03-scaled-collector", "04-badger-storage",
-            "05-multi-tenant-jaeger"]
+            "05-multi-tenant-jaeger", "06-instrumented-app"]
 FOLDERS = folders()
 IDS = [f.name for f in FOLDERS]
 

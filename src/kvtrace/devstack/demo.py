@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[3]
 CLIENT_PORT = 7070  # docs/design.md section 3
 STEPS = ("example", "local stack", "cluster", "CRDs", "namespace", "operator", "example Ready", "tracing backends",
          "KV nodes", "load", "traces in Jaeger")
+APP_STEP = "application"  # after "KV nodes", for an example with an app/ folder (docs/injection.md)
+APP_FOLDER = "app"
 
 
 @dataclasses.dataclass
@@ -71,6 +73,7 @@ class Demo:
         self.kv_ca = ""  # the KVCluster's CA bundle as a file, when its members serve TLS
         self.kv_token = ""  # its generated client token as a file, when they require one
         self.service = ""  # the members' OTEL_SERVICE_NAME, as rendered
+        self.app_service = ""  # the injected application's OTEL_SERVICE_NAME, when the example has one
         self.index = 0
 
     # ------------------------------------------------------------------ output
@@ -81,7 +84,7 @@ class Demo:
     @contextlib.contextmanager
     def step(self, name: str, detail: str = "") -> Iterator[None]:
         self.index += 1
-        self.say(text.step_start(self.index, len(STEPS), name, detail))
+        self.say(text.step_start(self.index, len(STEPS) + bool(self.app_folder), name, detail))
         began = time.monotonic()
         try:
             yield
@@ -93,6 +96,12 @@ class Demo:
             self.say(text.step_end(name, time.monotonic() - began, problem))
             raise StepFailed(name, problem) from None
         self.say(text.step_end(name, time.monotonic() - began))
+
+    @property
+    def app_folder(self) -> Path | None:
+        """The example's application (``app/``, applied with ``kubectl apply -k``), if any."""
+        folder = self.options.example / APP_FOLDER
+        return folder if (folder / "kustomization.yaml").is_file() else None
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
@@ -187,11 +196,17 @@ class Demo:
         self.write_state()
         with self.step("KV nodes", f"the processes behind StatefulSet {example.cluster}'s pods"):
             self.run_kv_nodes(example)
+        if self.app_folder is not None:
+            with self.step(APP_STEP, f"kubectl -n {opts.namespace} apply -k {self.app_folder}; its pods "
+                           "injected by the webhook, run from their mutated spec"):
+                self.run_application(self.app_folder)
         with self.step("load", f"kvtrace bench: at most {opts.ops} ops and {opts.duration:g}s"):
             result = self.load()
         sent = int(result.get("ops", 0)) + int(result.get("errors", 0))
         with self.step("traces in Jaeger", f"service {self.service!r} at {self.jaeger_url}"):
             stats, trace = self.find_traces(sent)
+            if self.app_service:
+                trace = self.find_application_trace()
         self.say()
         self.say(f"kvtrace dev demo: every step succeeded in {time.monotonic() - began:.1f}s.")
         self.say(text.endpoints_text(self.exports(), self.jaeger_url, self.collector_http, self.service,
@@ -199,7 +214,8 @@ class Demo:
         self.say(text.load_summary(result))
         self.say(text.traces_summary(stats, sent))
         self.say()
-        self.say(f"One trace, with spans from {len(text.trace_nodes(trace))} nodes "
+        origin = f"from the application {self.app_service!r} through the store, " if self.app_service else ""
+        self.say(f"One trace, {origin}with spans from {len(text.trace_nodes(trace))} nodes "
                  f"(`kvtrace trace {trace.trace_id}`):")
         from kvtrace.inspect.waterfall import render_waterfall
 
@@ -236,12 +252,15 @@ class Demo:
             time.sleep(interval)
 
     def start_operator(self) -> None:
-        from kvtrace.devstack.proc import Process, free_port, urlopen_direct
+        from kvtrace.devstack.proc import Process, free_port, port_open, urlopen_direct
 
         port = free_port()
         argv = [str(Path(sys.executable).parent / "kvtrace"), "operator", "run", "-n", self.options.namespace,
                 "--liveness", f"http://127.0.0.1:{port}/healthz", "--metrics-port", "0",
                 "--resync-interval", "5", "--retry-backoff", "1"]
+        webhook = free_port() if self.app_folder is not None else 0
+        if webhook:  # the application's pods are injected (the API server calls it on loopback)
+            argv += ["--webhook-port", str(webhook), "--webhook-host", "127.0.0.1"]
         env = {**self.cluster.env(), "PYTHONUNBUFFERED": "1", "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path)}
         process = Process("operator", argv, self.cluster.workdir / "logs" / "operator.log", env=env).start()
         self.started.append(process)
@@ -254,6 +273,11 @@ class Demo:
             return False
 
         self.wait_for(healthy, 60, "answer from kopf's /healthz")
+        if webhook:
+            self.wait_for(lambda: port_open("127.0.0.1", webhook, timeout=0.5), 60,
+                          f"injection webhook listening on 127.0.0.1:{webhook}")
+            self.say(f"    injection webhook https://127.0.0.1:{webhook} (MutatingWebhookConfiguration "
+                     f"kvtrace-injection-{self.options.namespace})")
         self.say(f"    operator pid {process.pid}, log {process.log_path}")
 
     def apply_example(self, example: text.Example) -> None:
@@ -415,6 +439,65 @@ class Demo:
     @property
     def kv_scheme(self) -> str:
         return "https" if self.kv_ca else "http"
+
+    def run_application(self, folder: Path) -> None:
+        """Apply the example's application; check its pods were injected; run them (agents'
+        init containers included) from their mutated spec."""
+        from kvtrace.devstack.podrunner import agent_image_roots
+        from kvtrace_operator.render import injection
+
+        ns = self.options.namespace
+        self.kubectl("-n", ns, "apply", "-k", str(folder))
+        deployments = [d for d in json.loads(self.kubectl("-n", ns, "get", "deployments", "-o", "json").stdout)["items"]
+                       if injection.INJECT in ((d["spec"]["template"]["metadata"].get("annotations")) or {})]
+        if not deployments:
+            raise DemoError(f"{folder}: no Deployment whose pod template asks for {injection.INJECT}")
+        roots = agent_image_roots()
+        for deployment in deployments:
+            selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
+            replicas = int(deployment["spec"].get("replicas", 1))
+            pods = self.wait_for(functools.partial(self.running_pods, selector, replicas), 60,
+                                 f"{replicas} running pod(s) of Deployment {deployment['metadata']['name']}")
+            for pod in pods:
+                annotations = pod["metadata"].get("annotations") or {}
+                if not annotations.get(injection.INJECTED):
+                    why = annotations.get(injection.INJECTION_ERROR) or "the webhook did not answer"
+                    raise DemoError(f"pod {pod['metadata']['name']} not injected: {why}")
+                missing = [c["image"] for c in pod["spec"].get("initContainers") or [] if c["image"] not in roots]
+                if missing:
+                    raise DemoError(f"no local copy of {', '.join(missing)}: run `kvtrace dev tools python-agent`")
+            runner = self.runner(selector, replicas, image_roots=roots)
+            first = sorted(runner.pods())[0]
+            env = next(iter(runner.processes(first).values())).env or {}
+            self.app_service = self.app_service or env.get("OTEL_SERVICE_NAME", "")
+            self.say(f"    {first}: injected by {pod['metadata']['annotations'][injection.INJECTED]}, "
+                     f"OTEL_SERVICE_NAME={env.get('OTEL_SERVICE_NAME')}, PYTHONPATH={env.get('PYTHONPATH', '-')}")
+
+    def running_pods(self, selector: str, count: int) -> list[dict[str, Any]] | None:
+        found = [p for p in self.pods(selector) if (p.get("status") or {}).get("phase") == "Running"
+                 and not p["metadata"].get("deletionTimestamp")]
+        return found if len(found) >= count else None
+
+    def find_application_trace(self) -> Any:
+        """Poll Jaeger for a trace rooted in the application's span holding the coordinator's
+        and replicas' spans (:func:`text.application_trace`)."""
+        from kvtrace.shared.jaeger_client import JaegerClient
+
+        https = self.jaeger_url.startswith("https://") and self.collector_ca
+        client = JaegerClient(self.jaeger_url, timeout=30, ca_pem=Path(self.collector_ca).read_text() if https else None)
+        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)
+
+        def found() -> Any:
+            if self.app_service not in client.services():
+                return None
+            return text.application_trace(client.find_traces(self.app_service, start=since, limit=50),
+                                          self.app_service, self.service)
+
+        trace = self.wait_for(found, self.options.trace_timeout, f"trace of {self.app_service!r} through "
+                              f"{self.service!r}'s coordinator and replicas in Jaeger", interval=1.0)
+        self.say(f"    application trace {trace.trace_id}: {len(trace.spans)} spans, services "
+                 f"{', '.join(sorted(trace.services))}")
+        return client.trace(trace.trace_id) or trace
 
     def write_state(self) -> None:
         """Record what runs for `kvtrace dev env` (the format of `kvtrace dev up`)."""

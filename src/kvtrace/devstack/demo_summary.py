@@ -228,3 +228,15 @@ def endpoints_text(exports: Mapping[str, str], jaeger_url: str, collector_http: 
 def env_lines(env: Mapping[str, str], prefix: str = "OTEL_") -> list[str]:
     """The ``prefix`` variables of a process environment, sorted, as ``NAME=value``."""
     return [f"{k}={v}" for k, v in sorted(env.items()) if k.startswith(prefix)]
+
+
+def application_trace(traces: Iterable[Any], app_service: str, kv_service: str) -> Any | None:
+    """A trace that starts in the application (its root span is the app's) and holds the KV
+    coordinator's and at least one replica's spans (``kv_service`` spans of two or more
+    members): the one-trace proof of injection (docs/injection.md). The one with the most
+    members, then spans; None when none is complete yet."""
+    complete = [t for t in traces if t.spans and (root := t.root()) is not None and root.service == app_service
+                and len({node_of(s) for s in t.spans if s.service == kv_service and node_of(s)}) >= 2]
+    if not complete:
+        return None
+    return max(complete, key=lambda t: (len(trace_nodes(t)), len(t.spans), t.trace_id))
