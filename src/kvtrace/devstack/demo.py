@@ -37,6 +37,7 @@ STEPS = ("example", "local stack", "cluster", "CRDs", "namespace", "operator", "
          "KV nodes", "load", "traces in Jaeger")
 APP_STEP = "application"  # after "KV nodes", for an example with an app/ folder (docs/injection.md)
 APP_FOLDER = "app"
+APP_START_SLACK = 150.0  # seconds on top of trace_timeout: a JVM and its agent start slowly on 2 busy cores
 
 
 @dataclasses.dataclass
@@ -73,7 +74,7 @@ class Demo:
         self.kv_ca = ""  # the KVCluster's CA bundle as a file, when its members serve TLS
         self.kv_token = ""  # its generated client token as a file, when they require one
         self.service = ""  # the members' OTEL_SERVICE_NAME, as rendered
-        self.app_service = ""  # the injected application's OTEL_SERVICE_NAME, when the example has one
+        self.app_services: list[str] = []  # the injected applications' OTEL_SERVICE_NAMEs (example app/)
         self.index = 0
 
     # ------------------------------------------------------------------ output
@@ -205,8 +206,8 @@ class Demo:
         sent = int(result.get("ops", 0)) + int(result.get("errors", 0))
         with self.step("traces in Jaeger", f"service {self.service!r} at {self.jaeger_url}"):
             stats, trace = self.find_traces(sent)
-            if self.app_service:
-                trace = self.find_application_trace()
+            if self.app_services:
+                trace = [self.find_application_trace(service) for service in self.app_services][0]
         self.say()
         self.say(f"kvtrace dev demo: every step succeeded in {time.monotonic() - began:.1f}s.")
         self.say(text.endpoints_text(self.exports(), self.jaeger_url, self.collector_http, self.service,
@@ -214,7 +215,7 @@ class Demo:
         self.say(text.load_summary(result))
         self.say(text.traces_summary(stats, sent))
         self.say()
-        origin = f"from the application {self.app_service!r} through the store, " if self.app_service else ""
+        origin = f"from the application {self.app_services[0]!r} through the store, " if self.app_services else ""
         self.say(f"One trace, {origin}with spans from {len(text.trace_nodes(trace))} nodes "
                  f"(`kvtrace trace {trace.trace_id}`):")
         from kvtrace.inspect.waterfall import render_waterfall
@@ -469,18 +470,20 @@ class Demo:
             runner = self.runner(selector, replicas, image_roots=roots)
             first = sorted(runner.pods())[0]
             env = next(iter(runner.processes(first).values())).env or {}
-            self.app_service = self.app_service or env.get("OTEL_SERVICE_NAME", "")
+            self.app_services.append(env.get("OTEL_SERVICE_NAME", ""))
+            agent = " ".join(f"{name}={env[name]}" for name in ("PYTHONPATH", "JAVA_TOOL_OPTIONS") if name in env)
             self.say(f"    {first}: injected by {pod['metadata']['annotations'][injection.INJECTED]}, "
-                     f"OTEL_SERVICE_NAME={env.get('OTEL_SERVICE_NAME')}, PYTHONPATH={env.get('PYTHONPATH', '-')}")
+                     f"OTEL_SERVICE_NAME={env.get('OTEL_SERVICE_NAME')}, {agent or 'no agent'}")
 
     def running_pods(self, selector: str, count: int) -> list[dict[str, Any]] | None:
         found = [p for p in self.pods(selector) if (p.get("status") or {}).get("phase") == "Running"
                  and not p["metadata"].get("deletionTimestamp")]
         return found if len(found) >= count else None
 
-    def find_application_trace(self) -> Any:
-        """Poll Jaeger for a trace rooted in the application's span holding the coordinator's
-        and replicas' spans (:func:`text.application_trace`)."""
+    def find_application_trace(self, service: str) -> Any:
+        """Poll Jaeger for a trace rooted in the application ``service``'s span holding the
+        coordinator's and replicas' spans (:func:`text.application_trace`). A JVM with its
+        agent may take a minute to start on a busy machine: the bound is longer there."""
         from kvtrace.shared.jaeger_client import JaegerClient
 
         https = self.jaeger_url.startswith("https://") and self.collector_ca
@@ -488,14 +491,13 @@ class Demo:
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)
 
         def found() -> Any:
-            if self.app_service not in client.services():
+            if service not in client.services():
                 return None
-            return text.application_trace(client.find_traces(self.app_service, start=since, limit=50),
-                                          self.app_service, self.service)
+            return text.application_trace(client.find_traces(service, start=since, limit=50), service, self.service)
 
-        trace = self.wait_for(found, self.options.trace_timeout, f"trace of {self.app_service!r} through "
+        trace = self.wait_for(found, self.options.trace_timeout + APP_START_SLACK, f"trace of {service!r} through "
                               f"{self.service!r}'s coordinator and replicas in Jaeger", interval=1.0)
-        self.say(f"    application trace {trace.trace_id}: {len(trace.spans)} spans, services "
+        self.say(f"    application {service}: trace {trace.trace_id}, {len(trace.spans)} spans, services "
                  f"{', '.join(sorted(trace.services))}")
         return client.trace(trace.trace_id) or trace
 

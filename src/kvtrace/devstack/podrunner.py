@@ -115,10 +115,10 @@ ALLOCATOR = LoopbackAllocator()
 def agent_image_roots() -> dict[str, Path]:
     """The injection agents' images (render/images.py) -> the tool cache's copies of their
     files (``kvtrace dev tools``), for those that are built."""
-    from kvtrace_operator.render.images import PYTHON_AGENT_IMAGE
+    from kvtrace_operator.render.images import JAVA_AGENT_IMAGE, PYTHON_AGENT_IMAGE
 
-    tool = tools.TOOLS["python-agent"]
-    return {PYTHON_AGENT_IMAGE: tool.directory} if tools.verify(tool) is None else {}
+    agents = {PYTHON_AGENT_IMAGE: tools.TOOLS["python-agent"], JAVA_AGENT_IMAGE: tools.TOOLS["java-agent"]}
+    return {image: tool.directory for image, tool in agents.items() if tools.verify(tool) is None}
 
 
 def venv_bin() -> Path:

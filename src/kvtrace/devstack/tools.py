@@ -31,6 +31,9 @@ HELM_VERSION = "4.3.1"
 # The Python agent of injected pods (instrumentation/python/requirements.txt pins its packages).
 PYTHON_AGENT_VERSION = "0.66b1"
 PYTHON_AGENT_REQUIREMENTS = REPO_TOOLS.parent / "instrumentation" / "python" / "requirements.txt"
+# The Java agent of injected pods, from Maven Central (instrumentation/java/Dockerfile).
+JAVA_AGENT_VERSION = "2.22.0"
+JAVA_AGENT_ARTIFACT = f"io.opentelemetry.javaagent:opentelemetry-javaagent:{JAVA_AGENT_VERSION}"
 
 STAMP = ".kvtrace-tool.json"
 
@@ -164,6 +167,14 @@ def _build_python_agent(out: Path, scratch: Path) -> None:
          env=dict(os.environ))
 
 
+def _build_java_agent(out: Path, scratch: Path) -> None:
+    """``/javaagent.jar`` of the Java agent image: the OpenTelemetry Java agent from Maven
+    Central (``mvn dependency:copy``, the machine's Maven and its settings)."""
+    _run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={JAVA_AGENT_ARTIFACT}",
+          f"-DoutputDirectory={scratch}", "-Dmdep.stripVersion=true"], cwd=scratch, env=dict(os.environ))
+    shutil.move(str(scratch / "opentelemetry-javaagent.jar"), out / "javaagent.jar")
+
+
 def _otelcol_go_mod(manifest: dict[str, object]) -> str:
     """The go.mod ocb would write: every component module, the collector core, the replaces."""
     requires = [f"go.opentelemetry.io/collector/{core} v{OTELCOL_VERSION}" for core in ("otelcol", "service")]
@@ -239,6 +250,7 @@ TOOLS: dict[str, Tool] = {
         Tool("jaeger", JAEGER_VERSION, ("jaeger",),
              _build_wrapper("jaeger", {"jaeger": "github.com/jaegertracing/jaeger/cmd/jaeger"})),
         Tool("python-agent", PYTHON_AGENT_VERSION, (), _build_python_agent),
+        Tool("java-agent", JAVA_AGENT_VERSION, (), _build_java_agent),
         Tool("helm", HELM_VERSION, ("helm",),
              _go_install({"helm": f"helm.sh/helm/v4/cmd/helm@v{HELM_VERSION}"},
                          ldflags=f"-X helm.sh/helm/v4/internal/version.version=v{HELM_VERSION}")),
