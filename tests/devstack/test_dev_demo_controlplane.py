@@ -202,7 +202,7 @@ def test_dev_demo_exit_names_the_failed_step_and_stops_what_it_started(tmp_path:
 
 
 def test_dev_demo_of_the_instrumented_app_draws_one_trace_from_the_app_through_the_store(tmp_path: Path) -> None:
-    """examples/06-instrumented-app (issue 16): the operator serves the injection webhook on
+    """examples/06-instrumented-app: the operator serves the injection webhook on
     loopback; the application's pods are injected (token, CA, the Python agent by init
     container) and run by the pod runner from their mutated spec with no change to the app's
     code; one trace in the real Jaeger starts with the app's urllib CLIENT span and holds the

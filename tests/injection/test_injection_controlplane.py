@@ -1,4 +1,4 @@
-"""The injection webhook on the real API server (issue 16): the operator serves kopf's admission
+"""The injection webhook on the real API server: the operator serves kopf's admission
 hook on loopback with a certificate of its own CA and registers its MutatingWebhookConfiguration;
 an annotated Deployment's pods are injected (its own token Secret, owned by the Deployment and
 in the token set; the CA copy; status.instrumentedWorkloads), an unannotated one's are not;

@@ -1,4 +1,4 @@
-"""kvtrace status / doctor on injection (issue 16), pure: which pods ask for it, whether each is
+"""kvtrace status / doctor on injection, pure: which pods ask for it, whether each is
 injected, and every reason why not, in the order the doctor looks for them."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ INJECTED = injection.inject(pod("web-5d9f-ok", ASKS), PIPELINE, injection.Reques
 
 
 def states(*pods: dict[str, Any], pipelines: list[dict[str, Any]] | None = None,
-           configs: list[dict[str, Any]] | None = [CONFIG], secrets: list[dict[str, Any]] | None = None
+           configs: tuple[dict[str, Any], ...] | list[dict[str, Any]] | None = (CONFIG,), secrets: list[dict[str, Any]] | None = None
            ) -> dict[str, tuple[bool, str]]:
     views = view.workload_views(list(pods), [PIPELINE] if pipelines is None else pipelines, configs,
                                 [SECRET] if secrets is None else secrets)

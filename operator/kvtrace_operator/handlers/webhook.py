@@ -83,7 +83,7 @@ def server(serving: Serving, directory: Path | None = None) -> tuple[kopf.Webhoo
     """kopf's admission server with a fresh CA of the operator's and a leaf for the address
     the API server uses; the CA's PEM (the configuration's caBundle). Private keys stay in a
     private temporary directory of this process."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca = pki.make_ca("kvtrace-operator webhook CA", now, CA_VALIDITY)
     names = serving.dns_names()
     ips = (serving.host,) if serving.service is None and _is_ip(serving.host) else ()
@@ -213,7 +213,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         pod = common.plain(body)
         try:
             after = await admit_pod(memo.client, memo, pod, dryrun)
-        except Exception as exc:  # noqa: BLE001 - a pod is never refused for our failure
+        except Exception as exc:
             log.exception("injection of a pod in %s failed", pod["metadata"].get("namespace"))
             after = injection.refused(pod, f"the operator failed to inject it: {exc}")
         set_patch(patch, pod, after)

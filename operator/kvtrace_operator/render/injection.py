@@ -1,7 +1,7 @@
 """Injection of a TracingPipeline's OpenTelemetry configuration into the user's own pods
 (docs/injection.md): a pure function from a pod and the pipeline it asks for to the patched pod.
 
-Annotations (on the pod template; DESIGN.md section 6):
+Annotations (on the pod template; docs/design.md section 6):
 
 - ``kvtrace.dev/inject: PIPELINE`` or ``NAMESPACE/PIPELINE`` (``"false"``: not injected);
 - ``kvtrace.dev/inject-python: "true"``, ``kvtrace.dev/inject-java: "true"``: a language
@@ -28,9 +28,9 @@ import re
 from typing import Any
 
 from kvtrace.shared.api import MANAGED_BY
-from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render import images, security
 from kvtrace_operator.render import tls as tls_render
+from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.consumer_tokens import TOKEN_KEY
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError

@@ -488,7 +488,7 @@ class Demo:
 
         https = self.jaeger_url.startswith("https://") and self.collector_ca
         client = JaegerClient(self.jaeger_url, timeout=30, ca_pem=Path(self.collector_ca).read_text() if https else None)
-        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
 
         def found() -> Any:
             if service not in client.services():

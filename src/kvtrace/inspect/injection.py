@@ -25,7 +25,6 @@ from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.security import auth
 
-
 UNKNOWN_WEBHOOK: Mapping[str, Any] = {"metadata": {}}  # not permitted to read the configurations
 
 

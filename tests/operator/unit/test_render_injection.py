@@ -1,4 +1,4 @@
-"""render/injection.py: the pod mutation of auto-instrumentation (issue 16), over many pod
+"""render/injection.py: the pod mutation of auto-instrumentation, over many pod
 shapes: what every container gets, what the pod's own settings keep, agents, idempotence and
 determinism, and the annotation errors (named by their annotation)."""
 

@@ -1,4 +1,4 @@
-"""render/webhook.py: the injection webhook's MutatingWebhookConfiguration (issue 16): scoped to
+"""render/webhook.py: the injection webhook's MutatingWebhookConfiguration: scoped to
 the watched namespaces (or every one but the system namespaces and the operator's), never the
 operator's children, only annotated objects (CEL), failurePolicy Ignore; and the operator's
 webhook flags, refused with the flag named."""
