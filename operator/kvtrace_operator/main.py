@@ -82,7 +82,6 @@ def handler_options(args: Any) -> handlers.Options:
         canary_interval=getattr(args, "canary_interval", 60.0),
         canary_timeout=getattr(args, "canary_timeout", 20.0),
         query_proxy_image=getattr(args, "query_proxy_image", OPERATOR_IMAGE),
-        namespaces=tuple(getattr(args, "namespaces", None) or ()),
         webhook=bool(getattr(args, "webhook_port", 0)),
     )
 
@@ -118,11 +117,10 @@ def run(args: Any) -> int:
         memo.runtime = handlers.start(k8s.make_client(), options, kwargs)
         METRICS.state.sizes = memo.runtime.sizes
         memo.metrics = await serve_metrics(getattr(args, "metrics_port", 0))
-        memo.injection_events = {}
         if serving is not None:
             settings.admission.server, ca_pem = webhook.server(serving)
             settings.admission.managed = None  # our own configuration (render/webhook.py)
-            await webhook.install(memo.client, serving, ca_pem, namespaces)
+            await webhook.install(memo.runtime.client, serving, ca_pem, namespaces)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:

@@ -18,7 +18,14 @@ import kopf
 from lightkube import AsyncClient
 
 from kvtrace.shared.api import KVCLUSTER, PIPELINE
-from kvtrace_operator.handlers import children, consumers, kvcluster, pipeline, secret_watch
+from kvtrace_operator.handlers import (
+    children,
+    consumers,
+    kvcluster,
+    pipeline,
+    secret_watch,
+    webhook,
+)
 from kvtrace_operator.handlers.runtime import Options, Runtime
 
 # kopf's indices the runtime reads (kopf hands them, live, to the startup handler too).
@@ -31,6 +38,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     pipeline.register(registry, options)
     children.register(registry, options)
     secret_watch.register(registry, options)
+    webhook.register(registry, options)
 
 
 def start(client: AsyncClient, options: Options, indices: Mapping[str, Any]) -> Runtime:

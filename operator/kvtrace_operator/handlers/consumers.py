@@ -1,9 +1,11 @@
 """Who consumes a TracingPipeline, derived from kopf's live indices at the moment a reconcile
 needs it (never accumulated, never handed over from an older event): each source of
 consumers is a kopf index mapping (namespace, pipeline) to the (kind, name) of the objects
-referencing it. KVClusters are one source (their ``spec.tracing.pipelineRef``); a new source
-(e.g. workloads asking for injection) registers its index and adds its id to ``SOURCES``
-(and its token Secret to render.consumer_tokens.CLIENT_TOKEN_SECRETS). The pipeline's own
+referencing it. KVClusters are one source (their ``spec.tracing.pipelineRef``); the workloads
+injected with the pipeline are another (their Secret, labelled with the pipeline by the
+injection webhook: render/injection.py; kind ``Workload``, name ``NAMESPACE/KIND/NAME``, which
+may be in another namespace than the pipeline). A new source registers its index and adds
+its id to ``SOURCES`` (and its token Secret to render.consumer_tokens.CLIENT_TOKEN_SECRETS). The pipeline's own
 declared ``spec.security.auth.consumers`` come from its spec (render.consumer_tokens).
 
 Imports no other handler module."""
@@ -16,10 +18,12 @@ from typing import Any
 import kopf
 
 from kvtrace.shared.api import GROUP, KVCLUSTER, KVCLUSTER_PLURAL, VERSION
-from kvtrace_operator.render import pipeline_ref
+from kvtrace_operator.render import injection, pipeline_ref
+from kvtrace_operator.render.consumer_tokens import WORKLOAD
 
 CLUSTERS_INDEX = "clusters_by_pipeline"
-SOURCES: tuple[str, ...] = (CLUSTERS_INDEX,)
+WORKLOADS_INDEX = "workloads_by_pipeline"
+SOURCES: tuple[str, ...] = (CLUSTERS_INDEX, WORKLOADS_INDEX)
 
 Referencing = tuple[str, str]  # (kind, name) of an object referencing a pipeline
 
@@ -37,6 +41,12 @@ def referencing(indices: Mapping[str, Any], namespace: str, pipeline: str) -> li
     return sorted(found)
 
 
+def workload_names(consumers: Iterable[Referencing]) -> list[str]:
+    """The injected workloads among ``consumers`` (``NAMESPACE/KIND/NAME``, what
+    ``status.instrumentedWorkloads`` lists)."""
+    return sorted({name for kind, name in consumers if kind == WORKLOAD})
+
+
 def cluster_names(consumers: Iterable[Referencing]) -> list[str]:
     """The KVClusters among ``consumers`` (what ``status.consumers`` lists)."""
     return sorted({name for kind, name in consumers if kind == KVCLUSTER})
@@ -48,3 +58,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
                              ) -> dict[tuple[str, str], Referencing] | None:
         ref = pipeline_ref({"spec": dict(spec)})
         return {index_key(namespace or "", ref): (KVCLUSTER, name)} if ref else None
+
+    @kopf.index("", "v1", "secrets", id=WORKLOADS_INDEX, labels={injection.PIPELINE_LABEL: kopf.PRESENT},
+                registry=registry)
+    def workloads_by_pipeline(namespace: str | None, meta: kopf.Meta, **_: Any
+                              ) -> dict[tuple[str, str], Referencing] | None:
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        pipeline_namespace = labels.get(injection.PIPELINE_NAMESPACE_LABEL)
+        workload = annotations.get(injection.WORKLOAD_ANNOTATION)
+        if not pipeline_namespace or not workload:
+            return None
+        return {index_key(pipeline_namespace, labels[injection.PIPELINE_LABEL]): (WORKLOAD, f"{namespace}/{workload}")}

@@ -20,6 +20,7 @@ from kvtrace_operator.handlers import (
     certificates,
     common,
     consumers,
+    instrumented,
     secret_gate,
     self_tracing,
 )
@@ -94,6 +95,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                     return
                 workloads, _ = await common.converge(runtime, pipeline, gate.children, apply_all=apply)
                 tokens = await sync_tokens(runtime, pipeline, referencing)  # revokes too
+                await instrumented.sync(client, pipeline, consumers.workload_names(referencing))
             except (k8s.Rejected, SpecError) as exc:  # SpecError: certManager without cert-manager
                 result["outcome"] = "invalid_spec"
                 await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
@@ -107,8 +109,9 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 await secret_gate.report_forbidden(client, k8s.TracingPipeline, pipeline, exc)
                 return
             await common.write_status(client, k8s.TracingPipeline, pipeline, with_token_condition(
-                pipeline, gate.status(pipeline, pipeline_status(
-                    runtime, pipeline, workloads=workloads, consumers=names, now=common.now())), tokens))
+                pipeline, gate.status(pipeline, {**pipeline_status(
+                    runtime, pipeline, workloads=workloads, consumers=names, now=common.now()),
+                    "instrumentedWorkloads": consumers.workload_names(referencing)}), tokens))
     await self_tracing.follow(client, pipeline)
 
 

@@ -45,6 +45,7 @@ class Options:
     query_proxy_image: str = OPERATOR_IMAGE  # the query-proxy sidecar's image unless proxyImage
     request_delay: float = 0.5  # requests for one object within this window make one reconcile
     request_concurrency: int = 8  # queued reconciles running at once (kopf's own run besides)
+    webhook: bool = False  # the injection webhook is served (handlers/webhook.py)
 
 
 class ObjectLocks:
@@ -147,6 +148,8 @@ class Runtime:
     tls_accepted: dict[str, str] = dataclasses.field(default_factory=dict)
     deliveries: dict[tuple[str, str], Delivery] = dataclasses.field(default_factory=dict)
     rechecks: dict[tuple[str, str], asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    # (workload uid, message) -> when its last InjectionFailed event was posted (bounded)
+    injection_events: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
     requests: Requests = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -183,4 +186,4 @@ class Runtime:
         baseline once the objects are gone)."""
         return {"locks": len(self.locks), "requests": len(self.requests), "validated": len(self.validated),
                 "tls_accepted": len(self.tls_accepted), "deliveries": len(self.deliveries),
-                "rechecks": len(self.rechecks)}
+                "rechecks": len(self.rechecks), "injection_events": len(self.injection_events)}

@@ -7,12 +7,13 @@ and the two mutating handlers calling render/injection.py:
   invalid pipeline, malformed annotation) is created unchanged but for the annotation
   ``kvtrace.dev/injection-error``, with a Warning event ``InjectionFailed`` on its workload;
 - workloads on CREATE/UPDATE: ``restart-on-change`` pod templates get the checksum of their
-  injected configuration, so a later change of it (``sync_pipeline``) rolls them.
+  injected configuration, so a later change of it (handlers/instrumented.py) rolls them.
 
 A failure inside a handler never blocks a pod (``failurePolicy: Ignore``, and the handlers
-catch what they can name). Per pipeline, ``sync_pipeline`` (called by its reconcile) lists
-the injected workloads from their Secrets: their tokens join the collector's token set, their
-CA copies follow the pipeline's bundle, and restart-on-change workloads roll on a change.
+catch what they can name). The workloads' Secrets are a source of their pipeline's consumers
+(handlers/consumers.py); a change of one asks for a reconcile of its pipeline, which brings
+the token set, the CA copies and restart-on-change workloads in step (handlers/instrumented.py).
+Imports no other resource's handler module.
 """
 
 from __future__ import annotations
@@ -25,20 +26,20 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import kopf
 from lightkube import AsyncClient
 
+from kvtrace.shared.api import PIPELINE
 from kvtrace_operator import k8s, pki
 from kvtrace_operator.handlers import common
+from kvtrace_operator.handlers.runtime import Options, Runtime
 from kvtrace_operator.k8s import injection as k8s_injection
 from kvtrace_operator.render import SpecError, injection, validate_pipeline
 from kvtrace_operator.render import tls as tls_render
 from kvtrace_operator.render import webhook as webhook_render
-from kvtrace_operator.render.consumer_tokens import Consumer, workload_consumer
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.security import auth, tls
 from kvtrace_operator.render.status import find_condition
@@ -125,7 +126,7 @@ async def usable_pipeline(client: AsyncClient, request: injection.Request) -> tu
     return pipeline, ""
 
 
-async def workload_secret(client: AsyncClient, pod: dict[str, Any], request: injection.Request,
+async def ensure_secret(client: AsyncClient, pod: dict[str, Any], request: injection.Request,
                           pipeline: dict[str, Any]) -> str:
     """Create (or complete) the pod's workload Secret; an empty string, or why it cannot be."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
@@ -142,15 +143,16 @@ async def workload_secret(client: AsyncClient, pod: dict[str, Any], request: inj
     return ""
 
 
-async def report(client: AsyncClient, memo: Any, pod: dict[str, Any], message: str) -> None:
+async def report(runtime: Runtime, pod: dict[str, Any], message: str) -> None:
     """A Warning event InjectionFailed on the pod's workload (at most once a minute per
     workload and message; a bare pod only gets the annotation)."""
+    client = runtime.client
     owner = await k8s_injection.workload_owner(client, pod)
     log.warning("pod of %s in %s not injected: %s", (owner or {}).get("name", "a bare pod"),
                 pod["metadata"].get("namespace"), message)
     if owner is None:
         return
-    recent: dict[tuple[str, str], float] = memo.setdefault("injection_events", {})
+    recent = runtime.injection_events
     key = (owner["uid"], message)
     if time.monotonic() - recent.get(key, -EVENT_INTERVAL) < EVENT_INTERVAL:
         return
@@ -170,21 +172,22 @@ def set_patch(patch: kopf.Patch, before: dict[str, Any], after: dict[str, Any]) 
     patch.setdefault("metadata", {})["annotations"] = after["metadata"]["annotations"]
 
 
-async def admit_pod(client: AsyncClient, memo: Any, pod: dict[str, Any], dryrun: bool) -> dict[str, Any]:
+async def admit_pod(runtime: Runtime, pod: dict[str, Any], dryrun: bool) -> dict[str, Any]:
     """The pod as it should be created (unchanged when it asks for nothing)."""
+    client = runtime.client
     namespace = pod["metadata"].get("namespace") or ""
     try:
         request = injection.parse_request(pod["metadata"].get("annotations"), namespace)
     except SpecError as exc:
-        await report(client, memo, pod, str(exc))
+        await report(runtime, pod, str(exc))
         return injection.refused(pod, str(exc))
     if request is None:
         return pod
     pipeline, why = await usable_pipeline(client, request)
     if pipeline is not None and not dryrun:
-        why = await workload_secret(client, pod, request, pipeline)
+        why = await ensure_secret(client, pod, request, pipeline)
     if pipeline is None or why:
-        await report(client, memo, pod, why)
+        await report(runtime, pod, why)
         return injection.refused(pod, why)
     return injection.inject(pod, pipeline, request)
 
@@ -205,14 +208,29 @@ async def admit_workload(client: AsyncClient, workload: dict[str, Any]) -> str |
     return None if pipeline is None else injection.config_checksum(pipeline, request)
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register(registry: kopf.OperatorRegistry, options: Options) -> None:
+    """The Secret watch always (workload Secrets of an earlier run still count); the admission
+    handlers only when the webhook is served (kopf refuses them without a server)."""
+    @kopf.on.event("", "v1", "secrets", id="workload-secret", labels={injection.PIPELINE_LABEL: kopf.PRESENT},
+                   registry=registry)
+    async def workload_secret(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """An injected workload's Secret created, changed or deleted (with its workload): its
+        pipeline's token set and status follow."""
+        labels = body["metadata"].get("labels") or {}
+        namespace, name = labels.get(injection.PIPELINE_NAMESPACE_LABEL), labels.get(injection.PIPELINE_LABEL)
+        if type is not None and namespace and name:
+            memo.runtime.request(PIPELINE, namespace, name)
+
+    if not options.webhook:
+        return
+
     @kopf.on.mutate("", "v1", "pods", id=webhook_render.POD_HANDLER, operations=["CREATE"],
                     ignore_failures=True, side_effects=True, registry=registry)
     async def inject_pod(body: kopf.Body, patch: kopf.Patch, dryrun: bool, memo: kopf.Memo,
                          **_: Any) -> None:
         pod = common.plain(body)
         try:
-            after = await admit_pod(memo.client, memo, pod, dryrun)
+            after = await admit_pod(memo.runtime, pod, dryrun)
         except Exception as exc:
             log.exception("injection of a pod in %s failed", pod["metadata"].get("namespace"))
             after = injection.refused(pod, f"the operator failed to inject it: {exc}")
@@ -225,56 +243,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.mutate("apps", "v1", "daemonsets", id=webhook_render.WORKLOAD_HANDLER,
                     operations=["CREATE", "UPDATE"], ignore_failures=True, registry=registry)
     async def stamp_workload(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        checksum = await admit_workload(memo.client, common.plain(body))
+        checksum = await admit_workload(memo.runtime.client, common.plain(body))
         if checksum is not None:
             patch.setdefault("spec", {})["template"] = {"metadata": {"annotations": {
                 injection.RESTART_CHECKSUM: checksum}}}
-
-
-# ---- per pipeline, from its reconcile -------------------------------------------------------
-
-async def sync_pipeline(client: AsyncClient, pipeline: Mapping[str, Any], namespaces: list[str]
-                        ) -> tuple[list[Consumer], list[str]]:
-    """The injected workloads' consumers (for the token set) and labels (``NS/KIND/NAME``,
-    for the status); their CA copies brought up to date, restart-on-change ones rolled."""
-    meta = pipeline["metadata"]
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
-    secrets = await k8s_injection.workload_secrets(client, namespaces, meta["namespace"], meta["name"])
-    ca = None
-    if tls(spec):
-        ca = await k8s_injection.read_ca(client, meta["namespace"], *tls_render.client_ca(spec, meta["name"]))
-    consumers, labels = [], []
-    for secret in secrets:
-        namespace = secret["metadata"]["namespace"]
-        workload = str((secret["metadata"].get("annotations") or {}).get(injection.WORKLOAD_ANNOTATION, ""))
-        if ca:
-            await k8s_injection.refresh_ca(client, secret, ca)
-        consumers.append(workload_consumer(namespace, workload, secret["metadata"]["name"]))
-        labels.append(f"{namespace}/{workload}")
-        await restart_if_changed(client, dict(pipeline), namespace, workload)
-    return (consumers if auth(spec) else []), labels
-
-
-async def restart_if_changed(client: AsyncClient, pipeline: dict[str, Any], namespace: str, label: str) -> None:
-    kind, _, name = label.partition("/")
-    workload = await k8s_injection.get_workload(client, kind, namespace, name)
-    if workload is None:
-        return
-    annotations = (((workload.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("annotations") or {}
-    if annotations.get(injection.RESTART_ON_CHANGE) != "true":
-        return
-    try:
-        request = injection.parse_request(annotations, namespace)
-    except SpecError:
-        return
-    if request is None or request.ref != f"{pipeline['metadata']['namespace']}/{pipeline['metadata']['name']}":
-        return
-    wanted = injection.config_checksum(pipeline, request)
-    if annotations.get(injection.RESTART_CHECKSUM) == wanted:
-        return
-    workload.setdefault("apiVersion", k8s_injection.WORKLOAD_API_VERSIONS[kind])
-    workload.setdefault("kind", kind)
-    await k8s_injection.roll(client, workload, wanted)
-    log.info("%s %s/%s: injected configuration of %s changed; rolling its pods", kind, namespace, name, request.ref)
-    await k8s.post_event(client, workload, "InstrumentationChanged",
-                         f"the injected configuration of TracingPipeline {request.ref} changed: rolling the pods")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from lightkube import ALL_NS, ApiError, AsyncClient
+from lightkube import ApiError, AsyncClient
 from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
 from lightkube.resources.apps_v1 import ReplicaSet
 from lightkube.resources.core_v1 import Secret
@@ -91,18 +91,6 @@ async def ensure_workload_secret(client: AsyncClient, obj: dict[str, Any], *, to
         existing = to_dict(await client.patch(Secret, name, {"data": changes}, namespace=namespace,
                                               patch_type=PatchType.MERGE))
     return metadata_only({"apiVersion": "v1", "kind": "Secret", **(existing or {})})
-
-
-async def workload_secrets(client: AsyncClient, namespaces: Iterable[str], pipeline_namespace: str,
-                           pipeline: str) -> list[dict[str, Any]]:
-    """The Secrets (without data) of the workloads injected with ``pipeline``, in
-    ``namespaces`` (empty: all), ordered by namespace and name."""
-    labels: dict[str, Any] = {injection.PIPELINE_NAMESPACE_LABEL: pipeline_namespace, injection.PIPELINE_LABEL: pipeline}
-    found: list[dict[str, Any]] = []
-    for namespace in sorted(set(namespaces)) or [ALL_NS]:
-        async for secret in client.list(Secret, namespace=namespace, labels=labels):
-            found.append(metadata_only({"apiVersion": "v1", "kind": "Secret", **to_dict(secret)}))
-    return sorted(found, key=lambda s: (s["metadata"]["namespace"], s["metadata"]["name"]))
 
 
 async def refresh_ca(client: AsyncClient, secret: Mapping[str, Any], ca: str) -> bool:

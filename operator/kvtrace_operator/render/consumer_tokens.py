@@ -132,10 +132,16 @@ def declared_consumers(auth: dict[str, Any], pipeline_name: str) -> list[Consume
 # The token Secret of an object that references the pipeline, by the object's kind: each
 # source of consumers (KVClusters today) names its Secret here and feeds ``referencing``.
 CLIENT_TOKEN_SECRETS: dict[str, Callable[[str], str]] = {KVCLUSTER: client_token_secret}
+WORKLOAD = "Workload"  # an injected workload (render/injection.py): its Secret is in its own namespace
 
 
 def referencing_consumer(kind: str, name: str) -> Consumer:
-    """The consumer an object referencing the pipeline is (its own generated token)."""
+    """The consumer an object referencing the pipeline is (its own generated token); an
+    injected workload (``Workload``, ``NAMESPACE/KIND/NAME``) has it in its own namespace."""
+    if kind == WORKLOAD:
+        namespace, _, workload = name.partition("/")
+        workload_kind, _, workload_name = workload.partition("/")
+        return workload_consumer(namespace, workload, workload_secret_name(workload_kind, workload_name))
     if kind not in CLIENT_TOKEN_SECRETS:
         raise ValueError(f"no token Secret for consumers of kind {kind!r} "
                          f"(known: {', '.join(sorted(CLIENT_TOKEN_SECRETS))})")
@@ -151,6 +157,11 @@ def consumers(auth: dict[str, Any], pipeline_name: str, referencing: Iterable[tu
     return [pipeline_consumer(auth, pipeline_name),
             *(referencing_consumer(kind, name) for kind, name in sorted(set(referencing))),
             *declared_consumers(auth, pipeline_name)]
+
+
+def workload_secret_name(kind: str, name: str) -> str:
+    """An injected workload's own Secret (token and CA bundle) in its namespace."""
+    return f"{name}-{kind.lower()}-otlp-workload"[:253]
 
 
 def workload_consumer(namespace: str, workload: str, secret: str) -> Consumer:

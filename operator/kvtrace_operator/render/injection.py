@@ -31,7 +31,7 @@ from kvtrace.shared.api import MANAGED_BY
 from kvtrace_operator.render import images, security
 from kvtrace_operator.render import tls as tls_render
 from kvtrace_operator.render.checksum import checksum
-from kvtrace_operator.render.consumer_tokens import TOKEN_KEY
+from kvtrace_operator.render.consumer_tokens import TOKEN_KEY, workload_secret_name
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.labels import PART_OF
@@ -103,7 +103,7 @@ class Workload:
     @property
     def secret(self) -> str:
         """The workload's own Secret (token and CA bundle) in the pod's namespace."""
-        return f"{self.name}-{self.kind.lower()}-otlp-workload"[:253]
+        return workload_secret_name(self.kind, self.name)
 
     @property
     def label(self) -> str:

@@ -128,7 +128,7 @@ async def test_create_delete_cycles_do_not_grow_the_state() -> None:
         rt.forget("TracingPipeline", "ns", name, uid)
     await settle(rt)
     assert rt.sizes() == {"locks": 0, "requests": 0, "validated": 0, "tls_accepted": 0, "deliveries": 0,
-                          "rechecks": 0}
+                          "rechecks": 0, "injection_events": 0}
 
 
 async def test_an_entry_written_by_a_reconcile_under_way_at_deletion_is_dropped_later(

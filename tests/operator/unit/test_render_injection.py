@@ -246,3 +246,15 @@ def test_workload_secret() -> None:
     assert secret["metadata"]["labels"]["kvtrace.dev/pipeline-namespace"] == "obs"
     assert secret["metadata"]["ownerReferences"] == [owner]
     assert "data" not in secret
+
+
+def test_an_injected_workload_is_a_consumer_with_its_token_in_its_own_namespace() -> None:
+    from kvtrace_operator.render import consumer_tokens as ct
+
+    consumer = ct.referencing_consumer(ct.WORKLOAD, "shop/Deployment/web")
+    assert consumer == ct.Consumer("workload/shop/Deployment/web", "web-deployment-otlp-workload", "token",
+                                   True, "shop")
+    auth = {"enabled": True}
+    labels = [c.label for c in ct.consumers(auth, "traces", [("KVCluster", "kv"), (ct.WORKLOAD, "shop/Deployment/web")])]
+    assert labels == ["pipeline", "KVCluster/kv", "workload/shop/Deployment/web"]
+    assert inj.Workload("Deployment", "web").secret == consumer.secret
