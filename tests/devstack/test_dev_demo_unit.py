@@ -224,3 +224,25 @@ def test_the_pod_runner_asks_resolve_command_once_per_pod_container_and_image(tm
     later = {"name": "c", "image": "later:1"}
     assert runner._argv(pod, later) is None and runner._argv(pod, later) is None
     assert asked == ["tool:1", "tool:1", "later:1", "later:1"]  # no answer is asked again
+
+
+def test_application_trace_starts_in_the_app_and_holds_two_members() -> None:
+    """Example 06's proof: a trace rooted in the injected app's span with the store's
+    coordinator and a replica (two members); the app alone or one member is not enough."""
+    def app_span(trace: str) -> Span:
+        return Span(trace_id=trace, span_id="9" * 16, parent_span_id="", name="PUT", kind="CLIENT", service="kvapp",
+                    start_ns=0, end_ns=int(20e6), attributes={}, resource={"k8s.pod.name": "kvapp-1"},
+                    status_code="UNSET")
+
+    def store_span(trace: str, sid: str, parent: str, node: str) -> Span:
+        return Span(trace_id=trace, span_id=sid, parent_span_id=parent, name="PUT /v1/kv/{key}", kind="SERVER",
+                    service="store", start_ns=int(1e6), end_ns=int(9e6), attributes={},
+                    resource={"kvstore.member.id": node}, status_code="UNSET")
+
+    whole = Trace("c" * 32, [app_span("c" * 32), store_span("c" * 32, "5" * 16, "9" * 16, "store-0"),
+                             store_span("c" * 32, "6" * 16, "5" * 16, "store-1")])
+    one_member = Trace("d" * 32, [app_span("d" * 32), store_span("d" * 32, "5" * 16, "9" * 16, "store-0")])
+    kv_rooted = Trace("e" * 32, [store_span("e" * 32, "5" * 16, "", "store-0"),
+                                 store_span("e" * 32, "6" * 16, "5" * 16, "store-1")])
+    assert text.application_trace([one_member, kv_rooted, whole], "kvapp", "store") is whole
+    assert text.application_trace([one_member, kv_rooted], "kvapp", "store") is None
