@@ -48,8 +48,8 @@ def parse_faults(spec: str | None) -> tuple[Fault, ...]:
                 raise ValueError(f"fault {rule!r}: expected delay:PREFIX:DURATION")
             faults.append(Fault("delay", prefix.encode(), parse_duration(duration)))
         else:
-            raise ValueError(f"fault {rule!r}: expected error:PREFIX, delay:PREFIX:DURATION, protocol:LOW-HIGH "
-                             "or partitions:PATH")
+            raise ValueError(f"fault {rule!r}: expected error:PREFIX, delay:PREFIX:DURATION, "
+                             "protocol:LOW-HIGH or partitions:PATH")
     return tuple(faults)
 
 

@@ -90,8 +90,9 @@ class Metrics:
         self.peer_requests = Counter("kvnode_peer_requests_total", "Peer protocol requests served.", ("type",))
         self.peer_handshakes = Counter(
             "kvnode_peer_handshakes_total",
-            "Peer connections by protocol handshake outcome: ok (a common version), legacy (a version-1 "
-            "peer without a handshake), refused (no common version).", ("side", "result"),
+            "Peer connections by protocol handshake outcome: ok (a common version), legacy "
+            "(a version-1 peer without a handshake), refused (no common version).",
+            ("side", "result"),
         )
         self.unauthorized = Counter("kvnode_unauthorized_total", "Client requests refused: no token or an unknown one.")
         self.gauges: list[Gauge] = []

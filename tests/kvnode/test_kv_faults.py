@@ -41,7 +41,9 @@ class Nemesis:
         self.faults: list[str] = []
 
     def step(self, members: list[Node]) -> None:
-        kind = self.rng.choice(["kill", "pause", "restart", "partition-one-way", "partition-two-way"])
+        kind = self.rng.choice(
+            ["kill", "pause", "restart", "partition-one-way", "partition-two-way"]
+        )
         victim = self.rng.choice(members)
         hold = self.rng.uniform(0.5, 2.0)
         if kind.startswith("partition"):
@@ -81,17 +83,24 @@ def _own_copies(nodes: list[Node], keys: list[str]) -> bool:
     return True
 
 
-def test_acknowledged_writes_survive_a_random_fault_schedule(kv_cluster: Callable[..., Harness],
-                                                             tmp_path: Path) -> None:
+def test_acknowledged_writes_survive_a_random_fault_schedule(
+    kv_cluster: Callable[..., Harness], tmp_path: Path
+) -> None:
     seed = int(os.environ.get("KVTRACE_FAULT_SEED") or random.randrange(1 << 32))
     print(f"fault schedule seed {seed} (replay: KVTRACE_FAULT_SEED={seed})")
     rng = random.Random(seed)
     partitions = tmp_path / "partitions"
     partitions.write_text("")
-    h = kv_cluster(3, KVNODE_FAULTS=f"partitions:{partitions}", KVNODE_PEER_TIMEOUT="1s",
-                   KVNODE_ANTI_ENTROPY_INTERVAL=f"{ANTI_ENTROPY:g}s")
+    h = kv_cluster(
+        3,
+        KVNODE_FAULTS=f"partitions:{partitions}",
+        KVNODE_PEER_TIMEOUT="1s",
+        KVNODE_ANTI_ENTROPY_INTERVAL=f"{ANTI_ENTROPY:g}s",
+    )
     up = [n.url for n in h.nodes]
-    load = Workload(lambda: list(up), keys=200, clients=6, write_ratio=0.4, seed=seed, max_seconds=240)
+    load = Workload(
+        lambda: list(up), keys=200, clients=6, write_ratio=0.4, seed=seed, max_seconds=240
+    )
     load.preload(h.nodes[0].url)
     nemesis = Nemesis(h, up, partitions, rng)
     started = time.monotonic()
@@ -119,13 +128,19 @@ def test_acknowledged_writes_survive_a_random_fault_schedule(kv_cluster: Callabl
         counts = load.stop()
     nodes = h.nodes[:3]
     healed = time.monotonic()
-    wait_until(lambda: _own_copies(nodes, load.keys), ANTI_ENTROPY + 10, interval=0.5,
-               what="replicas converged within the anti-entropy interval + 10 s")
+    wait_until(
+        lambda: _own_copies(nodes, load.keys),
+        ANTI_ENTROPY + 10,
+        interval=0.5,
+        what="replicas converged within the anti-entropy interval + 10 s",
+    )
     converged = time.monotonic() - healed
     lost = load.lost(lambda key: nodes[0].get(key, "quorum"))
     print(f"faults ({len(nemesis.faults)}): {'; '.join(nemesis.faults)}")
-    print(f"operations={counts.reads + counts.writes} {counts.summary()} lost={len(lost)} "
-          f"converged in {converged:.1f}s, run {healed - started:.0f}s, seed {seed}")
+    print(
+        f"operations={counts.reads + counts.writes} {counts.summary()} lost={len(lost)} "
+        f"converged in {converged:.1f}s, run {healed - started:.0f}s, seed {seed}"
+    )
     assert counts.reads > 500 and counts.acked > 300, "the workload ran"
     assert not counts.missing, f"QUORUM reads of acknowledged keys gave 404: {counts.missing[:5]}"
     assert not counts.stale, f"QUORUM reads older than an acknowledged write: {counts.stale[:5]}"

@@ -82,19 +82,25 @@ def _exchange(port: int, data: bytes, timeout: float = 5) -> bytes:
         return out
 
 
-def test_content_length_with_a_non_ascii_digit_gets_400_and_no_traceback(server: tuple[int, _Errors]) -> None:
+def test_content_length_with_a_non_ascii_digit_gets_400_and_no_traceback(
+    server: tuple[int, _Errors],
+) -> None:
     port, errors = server
     before = len(errors.records)
-    for head in ("PUT /k HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\n".encode(),
-                 b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x10\r\n",
-                 b"PUT /k HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc"):
+    for head in (
+        "PUT /k HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\n".encode(),
+        b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x10\r\n",
+        b"PUT /k HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+    ):
         answer = _exchange(port, head)
         assert answer.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in answer, answer
         assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == "bad_request"
     assert errors.records[before:] == []
 
 
-def test_a_16_mib_put_gets_its_413_through_the_standard_library_clients(server: tuple[int, _Errors]) -> None:
+def test_a_16_mib_put_gets_its_413_through_the_standard_library_clients(
+    server: tuple[int, _Errors],
+) -> None:
     port, _ = server
     body = b"x" * (16 << 20)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -116,7 +122,9 @@ def test_a_16_mib_put_gets_its_413_through_the_standard_library_clients(server: 
 
 def test_slow_senders_get_408_and_are_closed(server: tuple[int, _Errors]) -> None:
     port, _ = server
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # a head, one line at a time
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=5
+    ) as s:  # a head, one line at a time
         s.sendall(b"GET /slow HTTP/1.1\r\n")
         start = time.monotonic()
         answer = b""
@@ -129,13 +137,17 @@ def test_slow_senders_get_408_and_are_closed(server: tuple[int, _Errors]) -> Non
                 continue
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert time.monotonic() - start < 3, "the head timeout (0.5 s) bounds a trickling head"
-    answer = _exchange(port, b"PUT /stalled HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")  # then nothing
+    answer = _exchange(
+        port, b"PUT /stalled HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"
+    )  # then nothing
     assert answer.startswith(b"HTTP/1.1 408 ") and b"body" in answer
 
 
-_VALID = [b"GET /v1/kv/a HTTP/1.1\r\nHost: h\r\n\r\n",
-          b"PUT /v1/kv/b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-          b"PUT /v1/kv/c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"]
+_VALID = [
+    b"GET /v1/kv/a HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"PUT /v1/kv/b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    b"PUT /v1/kv/c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+]
 
 
 @st.composite
@@ -144,8 +156,22 @@ def _mutated(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 4))):
         pos = draw(st.integers(0, len(data)))
         action = draw(st.sampled_from(["insert", "delete", "replace"]))
-        blob = draw(st.binary(min_size=1, max_size=8) | st.sampled_from(
-            [b"\xc2\xb2", b"\r\n", b"\x00", b":", b" ", b"0x", b"+", b"ffffffffffffffffff", b"\r\n\r\n"]))
+        blob = draw(
+            st.binary(min_size=1, max_size=8)
+            | st.sampled_from(
+                [
+                    b"\xc2\xb2",
+                    b"\r\n",
+                    b"\x00",
+                    b":",
+                    b" ",
+                    b"0x",
+                    b"+",
+                    b"ffffffffffffffffff",
+                    b"\r\n\r\n",
+                ]
+            )
+        )
         if action == "insert":
             data[pos:pos] = blob
         elif action == "delete":
@@ -155,16 +181,27 @@ def _mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(_mutated())
-def test_fuzzed_requests_get_an_answer_or_a_clean_close(server: tuple[int, _Errors], request_bytes: bytes) -> None:
+def test_fuzzed_requests_get_an_answer_or_a_clean_close(
+    server: tuple[int, _Errors], request_bytes: bytes
+) -> None:
     port, errors = server
     before = len(errors.records)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as good:
-        answer = _exchange(port, request_bytes + b"\r\n\r\n")  # ended, so nothing waits for more head
+        answer = _exchange(
+            port, request_bytes + b"\r\n\r\n"
+        )  # ended, so nothing waits for more head
         assert answer == b"" or answer.startswith(b"HTTP/1.1 "), answer[:80]
         statuses = [int(part[:3]) for part in answer.split(b"HTTP/1.1 ")[1:] if part[:3].isdigit()]
-        assert all(status in (200, 400, 404, 408, 413, 414, 431) for status in statuses), answer[:200]
+        assert all(status in (200, 400, 404, 408, 413, 414, 431) for status in statuses), answer[
+            :200
+        ]
         good.sendall(b"GET /still-served HTTP/1.1\r\n\r\n")  # another connection is unaffected
         assert good.recv(4096).startswith(b"HTTP/1.1 200 ")
     assert errors.records[before:] == []

@@ -17,7 +17,9 @@ from kvnode.transport.http_parse import (
 
 pytestmark = pytest.mark.unit
 
-FUZZ = settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _status(fn: object, *args: object) -> int:
@@ -48,14 +50,21 @@ def test_malformed_heads_are_refused_with_the_status_to_answer(head: bytes, stat
 
 
 def test_a_well_formed_head_with_tabs_and_percent_encoded_utf8_parses() -> None:
-    method, path, query, headers, http11 = parse_head(b"PUT /v1/kv/caf%C3%A9?consistency=one HTTP/1.0\r\n"
-                                                      b"X-A:\t spaced \t\r\nx-a: 2", 200)
-    assert (method, path, query, headers, http11) == ("PUT", "/v1/kv/caf\u00e9", "consistency=one",
-                                                      {"x-a": "spaced, 2"}, False)
+    method, path, query, headers, http11 = parse_head(
+        b"PUT /v1/kv/caf%C3%A9?consistency=one HTTP/1.0\r\nX-A:\t spaced \t\r\nx-a: 2", 200
+    )
+    assert (method, path, query, headers, http11) == (
+        "PUT",
+        "/v1/kv/caf\u00e9",
+        "consistency=one",
+        {"x-a": "spaced, 2"},
+        False,
+    )
 
 
-@pytest.mark.parametrize("text", ["\u00b2", "+5", "-1", " 5", "5 ", "0x10", "1_0", "1e3", "5, 5", "",
-                                  "9" * 19, "\uff15"])
+@pytest.mark.parametrize(
+    "text", ["\u00b2", "+5", "-1", " 5", "5 ", "0x10", "1_0", "1e3", "5, 5", "", "9" * 19, "\uff15"]
+)
 def test_content_length_is_ascii_digits_only(text: str) -> None:
     assert _status(content_length, {"content-length": text}) == 400
 
@@ -65,13 +74,19 @@ def test_content_length_and_transfer_encoding_together_are_refused() -> None:
     assert _status(content_length, {"content-length": "3", "transfer-encoding": "chunked"}) == 400
 
 
-@pytest.mark.parametrize("line", [b"0x10", b"1_0", b"+5", b"-5", b" 5", b"", b"g", b"1" * 17, b"\xb2", b"5 x"])
+@pytest.mark.parametrize(
+    "line", [b"0x10", b"1_0", b"+5", b"-5", b" 5", b"", b"g", b"1" * 17, b"\xb2", b"5 x"]
+)
 def test_chunk_sizes_are_hex_digits_only(line: bytes) -> None:
     assert _status(chunk_size, line) == 400
 
 
 def test_chunk_sizes_with_extensions_and_trailing_space() -> None:
-    assert chunk_size(b"1aF") == 0x1AF and chunk_size(b"10;name=value") == 16 and chunk_size(b"10 \t;x") == 16
+    assert (
+        chunk_size(b"1aF") == 0x1AF
+        and chunk_size(b"10;name=value") == 16
+        and chunk_size(b"10 \t;x") == 16
+    )
 
 
 @FUZZ
@@ -86,10 +101,24 @@ def test_fuzz_parse_head_returns_or_refuses(head: bytes) -> None:
 
 
 _HEAD_LINES = st.lists(
-    st.sampled_from([b"GET /v1/kv/a HTTP/1.1", b"PUT /x?y=%zz HTTP/1.0", b"Content-Length: 5", b"Host: h",
-                     b"Transfer-Encoding: chunked", b"X:", b"X: \xc2\xb2", b"\x00", b" folded", b"A: b\r"])
+    st.sampled_from(
+        [
+            b"GET /v1/kv/a HTTP/1.1",
+            b"PUT /x?y=%zz HTTP/1.0",
+            b"Content-Length: 5",
+            b"Host: h",
+            b"Transfer-Encoding: chunked",
+            b"X:",
+            b"X: \xc2\xb2",
+            b"\x00",
+            b" folded",
+            b"A: b\r",
+        ]
+    )
     | st.binary(max_size=40),
-    min_size=1, max_size=12)
+    min_size=1,
+    max_size=12,
+)
 
 
 @FUZZ

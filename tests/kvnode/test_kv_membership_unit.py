@@ -19,7 +19,9 @@ FIVE = tuple(Member(f"kv-{i}", f"10.0.0.{i}", 7071) for i in range(5))
 
 
 def _status(node: str, view: View, drained: bool = True) -> Status:
-    return Status(node, view.target.members, tuple(r.members for r in view.previous), view.phase, drained)
+    return Status(
+        node, view.target.members, tuple(r.members for r in view.previous), view.phase, drained
+    )
 
 
 def _moved_key(view: View) -> int:
@@ -42,7 +44,9 @@ def test_a_change_starts_joint_where_writes_need_the_old_quorum_and_reach_the_ne
     both = View(view.target, view.previous, BOTH)
     assert both.write_sets(khash, 2) == (old, new) and both.read_sets(khash, 2) == (old, new)
     assert View(view.target, view.previous, NEW).read_sets(khash, 2) == (new,)
-    assert membership.change(view, FIVE).previous == view.previous, "the same list again changes nothing"
+    assert membership.change(view, FIVE).previous == view.previous, (
+        "the same list again changes nothing"
+    )
 
 
 def test_phases_advance_only_when_every_member_of_both_rings_reached_the_phase_drained() -> None:
@@ -55,7 +59,10 @@ def test_phases_advance_only_when_every_member_of_both_rings_reached_the_phase_d
     assert membership.advance(view, "kv-0", True, lagging) == view
     undrained = {**peers, "kv-4": _status("kv-4", view, drained=False)}
     assert membership.advance(view, "kv-0", True, undrained) == view
-    fresh = {**peers, "kv-4": _status("kv-4", View(Ring(FIVE)))}  # started, did not learn the change
+    fresh = {
+        **peers,
+        "kv-4": _status("kv-4", View(Ring(FIVE))),
+    }  # started, did not learn the change
     assert membership.advance(view, "kv-0", True, fresh) == view
     both = membership.advance(view, "kv-0", True, peers)
     assert both.phase == BOTH
@@ -73,12 +80,16 @@ def test_scale_in_waits_for_the_leaving_members_and_they_stream_everything() -> 
     assert membership.advance(view, "kv-0", True, peers) == view, "kv-4 (leaving) not heard yet"
     # the remaining members may settle while a leaving one is still `both`: it follows them
     both = View(view.target, view.previous, BOTH)
-    peers = {m.id: _status(m.id, View(Ring(THREE))) for m in THREE} | {"kv-3": _status("kv-3", both)}
+    peers = {m.id: _status(m.id, View(Ring(THREE))) for m in THREE} | {
+        "kv-3": _status("kv-3", both)
+    }
     assert membership.advance(both, "kv-4", True, peers).phase == NEW
     assert membership.everyone_new(View(view.target, view.previous, NEW), "kv-4", peers)
     records = [Record(f"k{i}".encode(), b"v", 1) for i in range(50)]
     sent = moves(records, Ring(FIVE), Ring(THREE), "kv-4", 2)
-    assert sum(len(r) for r in sent.values()) == 2 * len(records), "a leaving member sends to every new owner"
+    assert sum(len(r) for r in sent.values()) == 2 * len(records), (
+        "a leaving member sends to every new owner"
+    )
 
 
 def test_a_restarted_member_adopts_the_change_in_progress_from_a_peer() -> None:
@@ -88,8 +99,13 @@ def test_a_restarted_member_adopts_the_change_in_progress_from_a_peer() -> None:
     assert adopted == peer_view
     assert membership.adopt(mine, _status("kv-1", View(Ring(FIVE)))) is None, "nothing going on"
     old_ring_peer = membership.adopt(mine, _status("kv-1", View(Ring(THREE))))
-    assert old_ring_peer == View(Ring(FIVE), (Ring(THREE),), JOINT), "the peer has not read the new list yet"
-    assert membership.adopt(mine, _status("kv-1", membership.change(View(Ring(THREE)), THREE[:2]))) is None
+    assert old_ring_peer == View(Ring(FIVE), (Ring(THREE),), JOINT), (
+        "the peer has not read the new list yet"
+    )
+    assert (
+        membership.adopt(mine, _status("kv-1", membership.change(View(Ring(THREE)), THREE[:2])))
+        is None
+    )
 
 
 def test_a_change_before_the_last_settled_keeps_every_ring_that_may_hold_data() -> None:
@@ -104,9 +120,19 @@ def test_a_change_before_the_last_settled_keeps_every_ring_that_may_hold_data() 
 def test_status_round_trips_and_bad_status_is_refused_naming_what_is_wrong() -> None:
     status = _status("kv-1", membership.change(View(Ring(THREE)), FIVE), drained=False)
     assert membership.decode_status(membership.encode_status(status)) == status
-    for body, why in ((b"nope", "not JSON"), (b"[]", "not an object"),
-                      (b'{"node": "a", "phase": "later", "drained": true, "previous": [], "target": []}', "phase"),
-                      (b'{"node": "a", "phase": "joint", "drained": true, "previous": [], "target": [["a"]]}',
-                       "[id, host, port]")):
-        with pytest.raises(membership.StatusError, match=why.replace("[", r"\[").replace("]", r"\]")):
+    for body, why in (
+        (b"nope", "not JSON"),
+        (b"[]", "not an object"),
+        (
+            b'{"node": "a", "phase": "later", "drained": true, "previous": [], "target": []}',
+            "phase",
+        ),
+        (
+            b'{"node": "a", "phase": "joint", "drained": true, "previous": [], "target": [["a"]]}',
+            "[id, host, port]",
+        ),
+    ):
+        with pytest.raises(
+            membership.StatusError, match=why.replace("[", r"\[").replace("]", r"\]")
+        ):
             membership.decode_status(body)

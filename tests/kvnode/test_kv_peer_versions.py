@@ -16,7 +16,8 @@ pytestmark = pytest.mark.dataplane
 
 
 def test_a_mixed_version_cluster_serves_and_an_incompatible_member_is_refused(
-        kv_cluster: Callable[..., Harness]) -> None:
+    kv_cluster: Callable[..., Harness],
+) -> None:
     h = kv_cluster(3)
     a, b, c = h.nodes
     # roll c to the previous build: it speaks version 1 only (its first frame is a request)
@@ -38,8 +39,13 @@ def test_a_mixed_version_cluster_serves_and_an_incompatible_member_is_refused(
     status, _, body = a.put("mixed/all", b"1", "all")
     assert status == 503
     assert frames.REFUSED in json.loads(body)["failures"][c.id]
-    wait_until(lambda: _handshakes(a, "client", "refused") >= 1 and _handshakes(c, "server", "refused") >= 1, 10,
-               what="refusals counted")
+    wait_until(
+        lambda: (
+            _handshakes(a, "client", "refused") >= 1 and _handshakes(c, "server", "refused") >= 1
+        ),
+        10,
+        what="refusals counted",
+    )
     assert frames.REFUSED in (h.root / f"{a.id}.log").read_text()
     assert "refusing the peer connection" in (h.root / f"{c.id}.log").read_text()
 
@@ -47,4 +53,6 @@ def test_a_mixed_version_cluster_serves_and_an_incompatible_member_is_refused(
 def _handshakes(node: Node, side: str, result: str) -> float:
     text = http("GET", node.url + "/metrics")[2].decode()
     needle = f'kvnode_peer_handshakes_total{{side="{side}",result="{result}"}} '
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(needle))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(needle)
+    )

@@ -24,20 +24,33 @@ class Counts:
     writes: int = 0
     acked: int = 0
     unavailable: int = 0  # 503s and connection errors: allowed, not violations
-    missing: list[str] = field(default_factory=list)  # QUORUM reads of acknowledged keys that gave 404
-    stale: list[str] = field(default_factory=list)  # reads older than a write acknowledged before them
+    missing: list[str] = field(
+        default_factory=list
+    )  # QUORUM reads of acknowledged keys that gave 404
+    stale: list[str] = field(
+        default_factory=list
+    )  # reads older than a write acknowledged before them
 
     def summary(self) -> str:
-        return (f"reads={self.reads} writes={self.writes} acked={self.acked} unavailable={self.unavailable} "
-                f"missing(404)={len(self.missing)} stale={len(self.stale)}")
+        return (
+            f"reads={self.reads} writes={self.writes} acked={self.acked} unavailable={self.unavailable} "
+            f"missing(404)={len(self.missing)} stale={len(self.stale)}"
+        )
 
 
 class Workload:
     """Run `clients` concurrent clients against `endpoints()` (re-read per request) in a
     background thread until `stop()`; bounded by `max_seconds` whatever happens."""
 
-    def __init__(self, endpoints: Callable[[], list[str]], keys: int = 200, clients: int = 8,
-                 write_ratio: float = 0.3, seed: int = 0, max_seconds: float = 120):
+    def __init__(
+        self,
+        endpoints: Callable[[], list[str]],
+        keys: int = 200,
+        clients: int = 8,
+        write_ratio: float = 0.3,
+        seed: int = 0,
+        max_seconds: float = 120,
+    ):
         self.endpoints = endpoints
         self.keys = [f"wl/{i}" for i in range(keys)]
         self.clients = clients
@@ -95,7 +108,9 @@ class Workload:
             self.counts.missing.append(f"GET {key} via {endpoint} -> 404")
         elif resp.status == 200:
             if int(resp.version or 0) < floor:
-                self.counts.stale.append(f"GET {key} via {endpoint}: version {resp.version} < acknowledged {floor}")
+                self.counts.stale.append(
+                    f"GET {key} via {endpoint}: version {resp.version} < acknowledged {floor}"
+                )
         else:
             self.counts.unavailable += 1
 

@@ -68,9 +68,9 @@ OPTIONS = (
            "files (the file name is the client's label); /healthz, /readyz and /metrics stay open", "DIR"),
     Option("--reload-interval", "10s", "how often the TLS files and the token directory are re-read when changed",
            "DURATION"),
-    Option("--faults", "", "TEST ONLY: error:PREFIX,delay:PREFIX:300ms fail or slow operations on key prefixes; "
-           "protocol:LOW-HIGH speak only those peer protocol versions; partitions:PATH fail peer calls "
-           "as its FROM TO lines say", "SPEC"),
+    Option("--faults", "", "TEST ONLY: error:PREFIX,delay:PREFIX:300ms fail or slow operations on "
+           "key prefixes; protocol:LOW-HIGH speak only those peer protocol versions; "
+           "partitions:PATH fail peer calls as its FROM TO lines say", "SPEC"),
     Option("--trace-raw-keys", "false", "DEVELOPMENT ONLY: also record raw keys on spans (true|false)", "BOOL"),
     Option("--log-level", "info", "debug, info, warning or error", "LEVEL"),
 )

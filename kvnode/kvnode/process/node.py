@@ -100,8 +100,8 @@ class Node:
         cfg = self.config
         http = HttpServer(build_handler(self.api), max_body=cfg.max_value_size,
                           max_line=max(8190, 3 * cfg.max_key_size + 1024))
-        peer_server = PeerServer(self.replica, self.metrics, cfg.max_key_size, cfg.max_value_size, self.max_frame,
-                                 self.versions)
+        peer_server = PeerServer(self.replica, self.metrics, cfg.max_key_size, cfg.max_value_size,
+                                 self.max_frame, self.versions)
         loop = asyncio.get_running_loop()
         creds = self.credentials
         server = await loop.create_server(peer_server.protocol, cfg.peer_host, cfg.peer_port, reuse_address=True,
@@ -175,7 +175,8 @@ class Node:
             text = ""
         cut = cut_off(text, self.config.id)
         if cut != self.peer_client.cut_off:
-            log.warning("test fault: peer calls to %s fail (partitions file)", ", ".join(sorted(cut)) or "nobody")
+            log.warning("test fault: peer calls to %s fail (partitions file)",
+                        ", ".join(sorted(cut)) or "nobody")
             self.peer_client.cut_off = cut
 
     async def _purge_tombstones(self) -> None:

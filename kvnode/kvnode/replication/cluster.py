@@ -90,8 +90,8 @@ class Cluster:
 
     def status(self) -> Status:
         view = self.view
-        return Status(self.id, view.target.members, tuple(r.members for r in view.previous), view.phase,
-                      self.drained())
+        previous = tuple(r.members for r in view.previous)
+        return Status(self.id, view.target.members, previous, view.phase, self.drained())
 
     def drained(self) -> bool:
         """Streamed for the current target ring, and no hints waiting for one of its members."""
@@ -108,7 +108,8 @@ class Cluster:
         if self.fresh:
             adopted = membership.adopt(self.view, status)
             if adopted is not None and not self.view.previous:
-                log.info("joining the membership change in progress (phase %s, from %s)", adopted.phase, status.node)
+                log.info("joining the membership change in progress (phase %s, from %s)",
+                         adopted.phase, status.node)
                 self.view = adopted
                 self.rebalancing = True
             self.heard.add(status.node)

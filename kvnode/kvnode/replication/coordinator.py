@@ -30,6 +30,9 @@ class NotEnoughReplicas(Exception):
         self.needed, self.acked, self.failures = needed, acked, failures
 
 
+_NeedSet = tuple[tuple[str, ...], int]  # a replica set and how many of it must answer
+
+
 class _Tally:
     """Answers counted against the level's quorum of one replica set, or (while ranges move)
     of each of `sets` (owners, need): done once each is met or one can no longer be."""
@@ -37,7 +40,7 @@ class _Tally:
     __slots__ = ("need", "total", "acked", "failures", "done", "answers", "sets", "ok")
 
     def __init__(self, need: int, total: int, done: asyncio.Future[None],
-                 sets: tuple[tuple[tuple[str, ...], int], ...] = ()):
+                 sets: tuple[_NeedSet, ...] = ()):
         self.need, self.total, self.done, self.sets = need, total, done, sets
         self.acked = 0
         self.failures: dict[str, str] = {}
@@ -134,7 +137,7 @@ class Coordinator:
             raise NotEnoughReplicas(need, tally.acked, dict(tally.failures))
         return record, tally.acked, need
 
-    def _moving(self, khash: int, level: str) -> tuple[tuple[str, ...], tuple[tuple[tuple[str, ...], int], ...]]:
+    def _moving(self, khash: int, level: str) -> tuple[tuple[str, ...], tuple[_NeedSet, ...]]:
         """While ranges move: every replica to contact, and each set's required answers."""
         sets = tuple((owners, required(level, len(owners))) for owners in self.c.write_sets(khash))
         return self.c.copy_to(khash), sets

@@ -74,8 +74,13 @@ def _members(raw: object) -> tuple[Member, ...]:
         raise StatusError("expected a member list")
     out = []
     for item in raw:
-        if (not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str)
-                or not isinstance(item[1], str) or not isinstance(item[2], int)):
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], str)
+            or not isinstance(item[2], int)
+        ):
             raise StatusError("expected [id, host, port]")
         out.append(Member(item[0], item[1], item[2]))
     return tuple(sorted(out))
@@ -90,11 +95,18 @@ def decode_status(body: bytes) -> Status:
         raise StatusError("status is not an object")
     node, phase, drained = doc.get("node"), doc.get("phase"), doc.get("drained")
     previous = doc.get("previous")
-    if not isinstance(node, str) or not node or phase not in PHASES or not isinstance(drained, bool):
+    if (
+        not isinstance(node, str)
+        or not node
+        or phase not in PHASES
+        or not isinstance(drained, bool)
+    ):
         raise StatusError("status needs node, phase (joint|both|new|settled) and drained")
     if not isinstance(previous, list):
         raise StatusError("status needs previous (a list of member lists)")
-    return Status(node, _members(doc.get("target")), tuple(_members(r) for r in previous), phase, drained)
+    return Status(
+        node, _members(doc.get("target")), tuple(_members(r) for r in previous), phase, drained
+    )
 
 
 def quorum(n: int) -> int:
@@ -166,9 +178,17 @@ def advance(view: View, me: str, drained: bool, peers: Mapping[str, Status]) -> 
     # yet (it just started): it does not count until it adopted the change. While this node is
     # `both`, a settled peer went through `new` (a leaving member waits for the others, which
     # settle once every member of the new ring is `new`), or is as good as `new`.
-    if view.phase == JOINT and drained and all(s.drained and s.phase in (JOINT, BOTH, NEW) for s in known):
+    if (
+        view.phase == JOINT
+        and drained
+        and all(s.drained and s.phase in (JOINT, BOTH, NEW) for s in known)
+    ):
         return View(view.target, view.previous, BOTH)
-    if view.phase == BOTH and drained and all(s.drained and s.phase in (BOTH, NEW, SETTLED) for s in known):
+    if (
+        view.phase == BOTH
+        and drained
+        and all(s.drained and s.phase in (BOTH, NEW, SETTLED) for s in known)
+    ):
         return View(view.target, view.previous, NEW)
     return view
 
@@ -190,7 +210,11 @@ def everyone_new(view: View, me: str, peers: Mapping[str, Status]) -> bool:
 def all_joint(view: View, me: str, peers: Mapping[str, Status]) -> bool:
     """Every member of the change knows the new ring (streaming may start)."""
     target_fp = fingerprint(view.target.members)
-    return all((s := peers.get(m)) is not None and s.target_fp == target_fp for m in view.involved() if m != me)
+    return all(
+        (s := peers.get(m)) is not None and s.target_fp == target_fp
+        for m in view.involved()
+        if m != me
+    )
 
 
 def adopt(view: View, status: Status) -> View | None:
@@ -202,11 +226,29 @@ def adopt(view: View, status: Status) -> View | None:
     if status.target_fp == target_fp:
         if not status.previous or status.phase == SETTLED:
             return None
-        return View(view.target, tuple(Ring(r, view.target.vnodes) for r in status.previous), status.phase)
+        return View(
+            view.target, tuple(Ring(r, view.target.vnodes) for r in status.previous), status.phase
+        )
     if status.previous or not status.target:
         return None  # the peer is itself changing to yet another ring: wait for it
     return View(view.target, (Ring(status.target, view.target.vnodes),), JOINT)
 
 
-__all__ = ["BOTH", "JOINT", "NEW", "SETTLED", "Status", "StatusError", "View", "adopt", "advance", "all_joint",
-           "change", "decode_status", "encode_status", "everyone_new", "fingerprint", "quorum"]
+__all__ = [
+    "BOTH",
+    "JOINT",
+    "NEW",
+    "SETTLED",
+    "Status",
+    "StatusError",
+    "View",
+    "adopt",
+    "advance",
+    "all_joint",
+    "change",
+    "decode_status",
+    "encode_status",
+    "everyone_new",
+    "fingerprint",
+    "quorum",
+]

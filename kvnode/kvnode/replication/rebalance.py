@@ -43,7 +43,12 @@ async def change_members(c: Cluster, members: tuple[Member, ...]) -> None:
     c.view = membership.change(c.view, members)
     c.epoch += 1
     c.fresh = False  # the peers file, not a peer, says what this node's ring is
-    log.info("membership changed (epoch %d, phase %s): %s", c.epoch, c.view.phase, ", ".join(c.view.target.ids))
+    log.info(
+        "membership changed (epoch %d, phase %s): %s",
+        c.epoch,
+        c.view.phase,
+        ", ".join(c.view.target.ids),
+    )
     ensure_driver(c)
 
 
@@ -111,7 +116,11 @@ async def _stream(c: Cluster, view: View) -> bool:
         span = telemetry.start(
             "kvstore.rebalance",
             telemetry.INTERNAL,
-            {"kvstore.operation": "rebalance", "kvstore.members": len(new.members), "kvstore.epoch": c.epoch},
+            {
+                "kvstore.operation": "rebalance",
+                "kvstore.members": len(new.members),
+                "kvstore.epoch": c.epoch,
+            },
         )
     sent = 0
     trace = telemetry.w3c_headers(span) if span is not None else ("", "")
@@ -126,7 +135,9 @@ async def _stream(c: Cluster, view: View) -> bool:
                         await c.peers.put(member, batch, "rebalance", trace)
                         sent += len(batch)
                     except PeerError as exc:
-                        log.warning("rebalance to %s failed (%s): kept as hints", target, exc.reason)
+                        log.warning(
+                            "rebalance to %s failed (%s): kept as hints", target, exc.reason
+                        )
                         await c.store.add_hints(target, batch)
             if c.view.target is not new:
                 return False

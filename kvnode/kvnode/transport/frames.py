@@ -19,8 +19,8 @@ from kvnode.storage import Record
 
 PUT, GET, MERKLE, FETCH, PING, STATUS, HELLO = 1, 2, 3, 4, 5, 6, 7
 OK, ERROR = 0x80, 0x81
-REQUEST_TYPES = {PUT: "put", GET: "get", MERKLE: "merkle", FETCH: "fetch", PING: "ping", STATUS: "status",
-                 HELLO: "hello"}
+REQUEST_TYPES = {PUT: "put", GET: "get", MERKLE: "merkle", FETCH: "fetch", PING: "ping",
+                 STATUS: "status", HELLO: "hello"}
 
 # Peer protocol versions (docs/kvnode.md, "Peer protocol versions"): a build speaks its own
 # version and the one before, so a rolling upgrade from one release to the next always finds a

@@ -174,7 +174,8 @@ def cluster_view(cluster: Cluster) -> dict[str, Any]:
         "rebalancing": cluster.rebalancing,
         "caught_up": cluster.caught_up,
         "catching_up": cluster.catching_up,
-        "membership": {"phase": cluster.view.phase, "previous": [list(r.ids) for r in cluster.view.previous]},
+        "membership": {"phase": cluster.view.phase,
+                       "previous": [list(r.ids) for r in cluster.view.previous]},
         "rebalanced_epoch": cluster.rebalanced_epoch,
         "keys": cluster.store.count(),
     }

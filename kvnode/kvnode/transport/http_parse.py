@@ -17,7 +17,9 @@ from urllib.parse import unquote
 
 _T = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # a token (RFC 9110)
 _REQUEST_LINE = re.compile(rb"(" + _T + rb") (/[\x21-\x7e]*) HTTP/1\.([01])")
-_HEADER_BLOCK = re.compile(rb"(?:\r\n" + _T + rb":[\x20-\x7e\t]*)*")  # one pass over every header line
+_HEADER_BLOCK = re.compile(
+    rb"(?:\r\n" + _T + rb":[\x20-\x7e\t]*)*"
+)  # one pass over every header line
 _DIGITS = re.compile(r"[0-9]{1,18}")  # [0-9], not \d: ASCII digits only
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
@@ -30,7 +32,9 @@ class BadRequest(Exception):
         self.status = status
 
 
-def parse_head(head: bytes, max_line: int, max_headers: int = MAX_HEADERS) -> tuple[str, str, str, dict[str, str], bool]:
+def parse_head(
+    head: bytes, max_line: int, max_headers: int = MAX_HEADERS
+) -> tuple[str, str, str, dict[str, str], bool]:
     """(method, decoded path, raw query, lower-cased headers, HTTP/1.1?) of a request head
     (without its final empty line)."""
     if not head.isascii():
@@ -41,7 +45,9 @@ def parse_head(head: bytes, max_line: int, max_headers: int = MAX_HEADERS) -> tu
         raise BadRequest(414, f"request line longer than {max_line} bytes")
     request = _REQUEST_LINE.fullmatch(line)
     if request is None:
-        raise BadRequest(400, "malformed request line: expected METHOD /path HTTP/1.1, the path in visible ASCII")
+        raise BadRequest(
+            400, "malformed request line: expected METHOD /path HTTP/1.1, the path in visible ASCII"
+        )
     method, target, minor = request.groups()
     headers: dict[str, str] = {}
     if end >= 0:

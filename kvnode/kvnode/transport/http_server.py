@@ -215,8 +215,9 @@ class _Connection(asyncio.Protocol):
         self.buf += data
         try:
             self.process()
-        except Exception as exc:  # noqa: BLE001 - a parser bug must not cost more than this connection
-            log.error("closing a client connection after an unexpected parser error: %s: %s", type(exc).__name__, exc)
+        except Exception as exc:  # noqa: BLE001 - a parser bug costs this connection, no more
+            log.error("closing a client connection after an unexpected parser error: %s: %s",
+                      type(exc).__name__, exc)
             self.fail(400, "malformed request")
 
     def eof_received(self) -> bool | None:
@@ -380,7 +381,8 @@ class _Connection(asyncio.Protocol):
         try:
             reply = await self.server.handler(req)
         except ConnectionError:  # the body never came: the client left, or it was malformed
-            reply = json_reply(400, {"error": "bad_request", "message": "the request body did not arrive"})
+            reply = json_reply(400, {"error": "bad_request",
+                                     "message": "the request body did not arrive"})
         except Exception as exc:  # the node keeps serving
             log.exception("request handler failed")
             reply = json_reply(500, {"error": "internal", "message": f"{type(exc).__name__}: {exc}"})
@@ -431,7 +433,8 @@ class _Connection(asyncio.Protocol):
     def fail(self, status: int, message: str) -> None:
         """A request that cannot be parsed (or a slow sender): answer it, then close lingeringly."""
         self.keep_alive = False
-        self._write(json_reply(status, {"error": "bad_request" if status != 408 else "timeout", "message": message}))
+        code = "timeout" if status == 408 else "bad_request"
+        self._write(json_reply(status, {"error": code, "message": message}))
         self.linger()
 
     def linger(self) -> None:
@@ -453,7 +456,8 @@ class _Connection(asyncio.Protocol):
         if self.paused:
             self.paused = False
             self.transport.resume_reading()
-        asyncio.get_running_loop().call_later(min(slow.linger_timeout, slow.linger_time), self._linger_check)
+        first_check = min(slow.linger_timeout, slow.linger_time)
+        asyncio.get_running_loop().call_later(first_check, self._linger_check)
 
     def _linger_check(self) -> None:
         if self.transport is None:
@@ -467,5 +471,5 @@ class _Connection(asyncio.Protocol):
         asyncio.get_running_loop().call_later(max(wait, 0.01), self._linger_check)
 
 
-__all__ = ["BadRequest", "BodyTooLarge", "HttpServer", "Reply", "Request", "SlowSenderLimits", "json_reply",
-           "parse_head"]
+__all__ = ["BadRequest", "BodyTooLarge", "HttpServer", "Reply", "Request", "SlowSenderLimits",
+           "json_reply", "parse_head"]

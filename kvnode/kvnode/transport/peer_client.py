@@ -72,7 +72,8 @@ class _Connection(asyncio.Protocol):
         self.sweeper = loop.call_later(self.client.sweep_interval, self.sweep)
         versions = self.client.versions
         if versions[1] >= 2:  # request id 0, ahead of every request on this connection
-            self.outbox.write(frames.encode(0, frames.HELLO, frames.encode_hello(versions, self.client.node_id)))
+            hello = frames.encode_hello(versions, self.client.node_id)
+            self.outbox.write(frames.encode(0, frames.HELLO, hello))
         else:
             self.version = 1  # (a node emulating version 1 says nothing first)
 
@@ -85,13 +86,15 @@ class _Connection(asyncio.Protocol):
             self.version = frames.decode_u16(msg.body)
             client.handshake("ok")
             return
-        if not text.startswith(frames.REFUSED) and frames.negotiate(client.versions, (1, 1)) is not None:
+        legacy_ok = frames.negotiate(client.versions, (1, 1)) is not None
+        if not text.startswith(frames.REFUSED) and legacy_ok:
             self.version = 1
             client.handshake("legacy")
             log.info("peer %s:%d speaks peer protocol version 1 (no handshake)", *self.addr)
             return
         if not text.startswith(frames.REFUSED):
-            text = f"{frames.REFUSED}: the peer speaks version 1, this node {client.versions[0]}-{client.versions[1]}"
+            low, high = client.versions
+            text = f"{frames.REFUSED}: the peer speaks version 1, this node {low}-{high}"
         log.warning("peer %s:%d refused: %s", *self.addr, text)
         client.handshake("refused")
         client.mark_down(self.addr, f"refused: {text}")
@@ -174,7 +177,7 @@ class PeerClient:
         self.node_id = node_id
         self.versions = versions
         self.metrics = metrics
-        self.cut_off: frozenset[str] = frozenset()  # test faults only: members calls to fail at once
+        self.cut_off: frozenset[str] = frozenset()  # test faults: members whose calls fail at once
         self.timeout = timeout
         self.max_frame = max_frame
         self.backoff = backoff
@@ -220,7 +223,8 @@ class PeerClient:
             return fut
         down = self._down.get(addr)
         if down is not None and down[0] > time.monotonic():
-            fut.set_exception(PeerError(down[1] if down[1].startswith("refused") else f"unreachable: {down[1]}"))
+            why = down[1] if down[1].startswith("refused") else f"unreachable: {down[1]}"
+            fut.set_exception(PeerError(why))
             return fut
         loop.create_task(self._connect_and_send(addr, request_id, fut, frame, decoder))
         return fut

@@ -30,8 +30,8 @@ log = logging.getLogger("kvnode.peer")
 
 
 class PeerServer:
-    def __init__(self, replica: Replica, metrics: Metrics, max_key: int, max_value: int, max_frame: int,
-                 versions: tuple[int, int] = frames.PROTOCOL):
+    def __init__(self, replica: Replica, metrics: Metrics, max_key: int, max_value: int,
+                 max_frame: int, versions: tuple[int, int] = frames.PROTOCOL):
         self.versions = versions  # the peer protocol versions this node speaks
         self.replica = replica
         self.metrics = metrics
@@ -96,9 +96,10 @@ class _ServerConnection(asyncio.Protocol):
         if version is None:
             reason = (f"{frames.REFUSED}: this node speaks versions {ours[0]}-{ours[1]}, "
                       f"the peer {theirs[0]}-{theirs[1]}")
-            log.warning("refusing the peer connection from %s (%s): %s", self.peer_host, node, reason)
+            log.warning("refusing the peer connection from %s (%s): %s",
+                        self.peer_host, node, reason)
             server.metrics.peer_handshakes.inc("server", "refused")
-            if self.transport is not None:  # written at once, then closed (the outbox would be too late)
+            if self.transport is not None:  # written at once, then closed (no outbox: too late)
                 self.transport.write(frames.encode(msg.request_id, frames.ERROR, reason.encode()))
                 self.transport.close()
             return False
@@ -107,7 +108,8 @@ class _ServerConnection(asyncio.Protocol):
         if msg.type == frames.HELLO and ours[1] >= 2:
             self.reply(msg.request_id, frames.OK, frames.encode_u16(version))
         else:
-            log.info("peer connection from %s without a handshake: peer protocol version 1", self.peer_host)
+            log.info("peer connection from %s without a handshake: peer protocol version 1",
+                     self.peer_host)
         return True
 
     def drop(self, reason: str) -> None:
