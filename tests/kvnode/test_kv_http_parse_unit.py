@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from kvnode.transport.http_parse import (
     MAX_HEADERS,
     BadRequest,
+    check_trailer,
     chunk_size,
     content_length,
     parse_head,
@@ -79,6 +80,14 @@ def test_content_length_and_transfer_encoding_together_are_refused() -> None:
 )
 def test_chunk_sizes_are_hex_digits_only(line: bytes) -> None:
     assert _status(chunk_size, line) == 400
+
+
+def test_trailer_lines_are_header_lines_within_bounds() -> None:
+    check_trailer(b"X-Checksum: abc", 200, 1)
+    assert _status(check_trailer, b"\n", 200, 1) == 400  # a bare LF (found by the socket fuzzing)
+    assert _status(check_trailer, b"no colon", 200, 1) == 400
+    assert _status(check_trailer, b"X: " + b"y" * 300, 200, 1) == 431
+    assert _status(check_trailer, b"X: y", 200, MAX_HEADERS + 1) == 431
 
 
 def test_chunk_sizes_with_extensions_and_trailing_space() -> None:

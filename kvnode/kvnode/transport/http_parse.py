@@ -85,6 +85,16 @@ def content_length(headers: dict[str, str]) -> int | None:
     return int(text)
 
 
+def check_trailer(line: bytes, max_line: int, count: int, max_headers: int = MAX_HEADERS) -> None:
+    """A chunked body's trailer line (the `count`th): a header line, within the same bounds."""
+    if count > max_headers:
+        raise BadRequest(431, f"more than {max_headers} trailer lines")
+    if len(line) > max_line:
+        raise BadRequest(431, f"a trailer line is longer than {max_line} bytes")
+    if not line.isascii() or not _HEADER_BLOCK.fullmatch(b"\r\n" + line):
+        raise BadRequest(400, "malformed trailer line: expected Name: value, in visible ASCII")
+
+
 def chunk_size(line: bytes) -> int:
     """The size of a chunk from its size line (extensions after `;` are ignored)."""
     size = line.split(b";", 1)[0].rstrip(b" \t")
@@ -93,4 +103,11 @@ def chunk_size(line: bytes) -> int:
     return int(size, 16)
 
 
-__all__ = ["MAX_HEADERS", "BadRequest", "chunk_size", "content_length", "parse_head"]
+__all__ = [
+    "MAX_HEADERS",
+    "BadRequest",
+    "check_trailer",
+    "chunk_size",
+    "content_length",
+    "parse_head",
+]

@@ -27,7 +27,13 @@ from http import HTTPStatus
 from typing import NamedTuple
 from urllib.parse import unquote_plus
 
-from kvnode.transport.http_parse import BadRequest, chunk_size, content_length, parse_head
+from kvnode.transport.http_parse import (
+    BadRequest,
+    check_trailer,
+    chunk_size,
+    content_length,
+    parse_head,
+)
 
 log = logging.getLogger("kvnode.http")
 
@@ -184,6 +190,7 @@ class _Connection(asyncio.Protocol):
         self.size = 0
         self.expect_continue = False
         self.too_large = False  # the body is known to exceed the limit (announced or arrived)
+        self.trailers = 0  # trailer lines of a chunked body so far
         self.last_active = self.head_started = time.monotonic()
         self.lingering = False  # answered early and closing: the rest of the input is discarded
         self.linger_left = 0
@@ -288,7 +295,7 @@ class _Connection(asyncio.Protocol):
         return True
 
     def _body_framing(self, headers: dict[str, str]) -> int | None:
-        self.parts, self.size, self.too_large = [], 0, False
+        self.parts, self.size, self.too_large, self.trailers = [], 0, False, 0
         length = content_length(headers)  # refuses Content-Length with Transfer-Encoding
         if "transfer-encoding" in headers:
             if headers["transfer-encoding"].lower() != "chunked":
@@ -351,13 +358,16 @@ class _Connection(asyncio.Protocol):
             else:  # trailers, up to an empty line
                 end = buf.find(_CRLF)
                 if end < 0:
-                    if len(buf) > self.server.max_head:
-                        raise BadRequest(431, "chunked trailers too large")
+                    if len(buf) > self.server.max_line:
+                        raise BadRequest(431, "a chunked trailer line is too long")
                     return
+                line = bytes(buf[:end])
                 del buf[: end + 2]
                 if end == 0:
                     self.body_done = True
                     return
+                self.trailers += 1
+                check_trailer(line, self.server.max_line, self.trailers)
 
     def _body_complete(self) -> None:
         req = self.request
