@@ -64,6 +64,7 @@ class _Connection(asyncio.Protocol):
         self.pending: dict[int, tuple[asyncio.Future[Any], float, Decoder]] = {}
         self.sweeper: asyncio.TimerHandle | None = None
         self.version = 0  # the negotiated peer protocol version, once the HELLO is answered
+        self.lost = ""  # why the connection ended, once it did
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -144,6 +145,7 @@ class _Connection(asyncio.Protocol):
         self.client.forget(self)
 
     def fail_all(self, reason: str) -> None:
+        self.lost = self.lost or reason
         pending, self.pending = self.pending, {}
         for fut, _, _ in pending.values():
             if not fut.done():
@@ -151,6 +153,9 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request_id: int, fut: asyncio.Future[Any], frame: bytes, decoder: Decoder) -> None:
         assert self.outbox is not None
+        if self.lost:  # lost between the connect and this call (e.g. the HELLO was refused)
+            fut.set_exception(PeerError(self.lost))
+            return
         self.pending[request_id] = (fut, time.monotonic() + self.client.timeout, decoder)
         self.outbox.write(frame)
 
