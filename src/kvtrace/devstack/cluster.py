@@ -103,8 +103,10 @@ class LocalCluster:
         nodes: int = 3,
         workdir: Path | None = None,
         startup_timeout: float = 120.0,
+        apiserver_args: Sequence[str] = (),
     ) -> None:
         self.node_count = nodes
+        self.apiserver_args = list(apiserver_args)  # extra kube-apiserver flags (e.g. an audit log)
         self._given_workdir = workdir
         self.startup_timeout = startup_timeout
         self.workdir: Path = Path()
@@ -284,6 +286,7 @@ class LocalCluster:
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--endpoint-reconciler-type=none",
+                *self.apiserver_args,
             ]
 
         context = ssl.create_default_context(cafile=str(p.ca_cert))
