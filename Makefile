@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # `make dev DEV_ARGS=--exit`: flags of `kvtrace dev demo` (see `kvtrace dev demo --help`).
 DEV_ARGS ?=
 
-.PHONY: install system-deps tools lint scan test unit dataplane controlplane dev
+.PHONY: install system-deps tools lint scan test unit dataplane controlplane containers dev
 
 $(BIN)/kvtrace: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,12 @@ lint: install
 scan: tools
 	HELM=$(HELM) KVTRACE=$(CURDIR)/$(BIN)/kvtrace PYTHON=$(PYTHON) bash tools/checkov/scan.sh
 
-# All tiers: unit, dataplane, controlplane (kind skips itself without Docker).
+# All tiers: unit, dataplane, controlplane, containers (the images are built first wherever
+# docker or podman works; elsewhere the containers tier skips saying why), kind (skips itself
+# without Docker and kind).
 test: tools lint scan
+	@if engine=$$(tools/images/engine.sh); then $(MAKE) --no-print-directory images CONTAINER_ENGINE=$$engine; \
+		else echo "[images] not built: the containers tier will skip"; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: install
@@ -50,6 +54,10 @@ dataplane: tools
 
 controlplane: tools
 	$(BIN)/python -m pytest -m controlplane $(PYTEST_ARGS)
+
+# The images, then the containers tier (the pods as containers of them).
+containers: tools images
+	$(BIN)/python -m pytest -m containers $(PYTEST_ARGS)
 
 # The README's one-command demo: local cluster, operator, the operator's collector and Jaeger,
 # examples/01-basic with its KV pods run as local processes, bounded load, traces summarised
@@ -111,10 +119,11 @@ manifests: install crds
 
 # The operator, KV node and collector images, and the local stack's Jaeger image
 # (tools/images/build.sh: bases, sizes against budgets, timings).
-images: install
+images:
 	@test -n "$(CONTAINER_ENGINE)" || { tools/images/engine.sh; exit 1; }
 	@test -n "$(OPERATOR_IMAGE)" -a -n "$(KVNODE_IMAGE)" -a -n "$(COLLECTOR_IMAGE)" || \
 		{ echo "$(IMAGES_PY): expected lines NAME = \"IMAGE\" for OPERATOR_IMAGE, KVNODE_IMAGE, COLLECTOR_IMAGE"; exit 1; }
+	@$(MAKE) --no-print-directory install
 	CONTAINER_ENGINE=$(CONTAINER_ENGINE) IMAGE_REVISION=$(IMAGE_REVISION) PYTHON=$(BIN)/python \
 		OPERATOR_IMAGE=$(call registry_image,$(OPERATOR_IMAGE)) \
 		KVNODE_IMAGE=$(call registry_image,$(KVNODE_IMAGE)) \

@@ -130,7 +130,8 @@ def test_collector_entrypoint_and_config_path_are_the_deployments() -> None:
     config = next(m for m in container["volumeMounts"] if m["name"] == "config")
     assert config["mountPath"] == CONFIG_DIR and config["readOnly"] is True
     assert COLLECTOR.exposed() >= {port["containerPort"] for port in container["ports"]}
-    assert f"go build -trimpath -o /rootfs/{binary} ." in " ".join(COLLECTOR.values("RUN"))
+    # Stripped (-s -w, as ocb builds by default): the image budget (tools/images/budgets.txt).
+    assert f'go build -trimpath -ldflags="-s -w" -o /rootfs/{binary} .' in " ".join(COLLECTOR.values("RUN"))
 
 
 def test_collector_is_built_like_the_local_stacks_binary() -> None:

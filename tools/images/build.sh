@@ -12,8 +12,7 @@
 # configuration and CA bundle mounted read-only (a pip or Go proxy that needs them works in
 # the build as on the host), and the collector's Go build reuses the host's Go module and
 # build caches (the tool cache's collector build fills them; -trimpath keeps them valid).
-# Prints each image's size against its budget (tools/images/budgets.txt; over budget fails)
-# and the build time.
+# Prints each image's size against its budget (tools/images/budgets.txt) and the build time.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -94,7 +93,8 @@ print(t.directory if t and tools.verify(t) is None else "")')
   echo "jaeger:x:10001:" >"$dir/rootfs/etc/group"
 }
 
-# Each built image's size against its budget (tools/images/budgets.txt); over budget fails.
+# Each built image's size against its budget (tools/images/budgets.txt), OVER BUDGET flagged
+# (the containers tier's budget test is what fails on it).
 sizes() {
   local name budget tag bytes mb over=0
   printf '%-10s %-45s %8s %8s\n' IMAGE TAG MB BUDGET >&2
@@ -107,7 +107,7 @@ sizes() {
       "$( ((mb > budget)) && echo '  OVER BUDGET')" >&2
     ((mb <= budget)) || over=1
   done < <(sed -e 's/#.*//' "$here/budgets.txt" | grep -v '^[[:space:]]*$')
-  return $over
+  ((over == 0)) || log "some image is over its budget (tools/images/budgets.txt)"
 }
 
 for name in $wanted; do
