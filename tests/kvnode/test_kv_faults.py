@@ -138,7 +138,7 @@ def test_acknowledged_writes_survive_a_random_fault_schedule(
     lost = load.lost(lambda key: nodes[0].get(key, "quorum"))
     print(f"faults ({len(nemesis.faults)}): {'; '.join(nemesis.faults)}")
     print(
-        f"operations={counts.reads + counts.writes} {counts.summary()} lost={len(lost)} "
+        f"operations={counts.reads + counts.writes} {counts.summary()} lost={len(lost)} ties={len(load.ties)} "
         f"converged in {converged:.1f}s, run {healed - started:.0f}s, seed {seed}"
     )
     assert counts.reads > 500 and counts.acked > 300, "the workload ran"

@@ -115,6 +115,9 @@ def test_a_change_before_the_last_settled_keeps_every_ring_that_may_hold_data() 
     back = membership.change(second, THREE)
     assert back.previous == (Ring(THREE), Ring(FIVE), Ring(FIVE[:4])) and back.phase == JOINT
     assert membership.change(View(Ring(THREE), (), SETTLED), THREE) == View(Ring(THREE))
+    assert membership.change(View(Ring(())), THREE) == View(Ring(THREE)), (
+        "a first list moves nothing"
+    )
 
 
 def test_status_round_trips_and_bad_status_is_refused_naming_what_is_wrong() -> None:

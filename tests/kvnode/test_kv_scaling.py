@@ -91,6 +91,7 @@ def test_no_quorum_read_misses_an_acknowledged_key_while_members_join_and_leave(
     assert not missing, f"{len(missing)} QUORUM reads of acknowledged keys gave 404: {missing[:5]}"
     assert not counts.stale, counts.stale[:5]
     lost = load.lost(lambda key: h.nodes[0].get(key, "quorum"))
+    print(f"lost={len(lost)} same-version ties={len(load.ties)}")
     assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:5]}"
 
 

@@ -59,6 +59,7 @@ class Workload:
         self.max_seconds = max_seconds
         self.acked: dict[str, tuple[int, bytes]] = {}  # key -> newest acknowledged (version, value)
         self.counts = Counts()
+        self.ties: list[str] = []  # keys whose acknowledged version a concurrent write shares
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
@@ -142,11 +143,15 @@ class Workload:
         await asyncio.gather(*(self._client(n) for n in range(self.clients)))
 
     def lost(self, read: Callable[[str], tuple[int, dict[str, str], bytes]]) -> list[str]:
-        """Acknowledged writes not readable at QUORUM with their version or a later one."""
+        """Acknowledged writes not readable at QUORUM with their version or a later one (a
+        concurrent write with the very same HLC version may win the tie-break: `ties`)."""
         out = []
         for key, (version, value) in sorted(self.acked.items()):
             status, headers, body = read(key)
             got = int(headers.get("X-KV-Version") or headers.get("x-kv-version") or 0)
-            if status != 200 or got < version or (got == version and body != value):
+            tie = got == version and body != value and body.startswith(f"{key}#".encode())
+            if tie:  # a concurrent write got the same HLC version and won the tie-break
+                self.ties.append(key)
+            elif status != 200 or got < version or (got == version and body != value):
                 out.append(f"{key}: acknowledged v{version}, read {status} v{got}")
         return out

@@ -155,6 +155,8 @@ def change(view: View, members: tuple[Member, ...]) -> View:
     target = Ring(members, view.target.vnodes)
     if members == view.target.members:
         return view
+    if not view.target.members:  # no ring before (no peers file yet): nothing to move
+        return View(target)
     if view.phase in (SETTLED, NEW):
         return View(target, (view.target,), JOINT)
     previous: list[Ring] = []
