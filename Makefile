@@ -66,7 +66,7 @@ dev: tools
 	$(BIN)/kvtrace dev demo $(DEV_ARGS)
 
 # ---- Shipping: chart, install manifests, images, kind -------------------------------------
-.PHONY: crds chart-readme manifests images push-images kind-up kind-down e2e
+.PHONY: crds chart-readme monitoring manifests images push-images kind-up kind-down e2e
 
 CHART := charts/kvtrace-operator
 # helm v4 from the tool cache (`kvtrace dev tools`); override with HELM=/path/to/helm.
@@ -111,7 +111,14 @@ crds:
 chart-readme: install
 	$(BIN)/python tools/chart/values_readme.py
 
-manifests: install crds
+# The chart's copies of the alert rules (filled with the defaults) and Grafana dashboards.
+monitoring: install
+	rm -rf $(CHART)/files/dashboards $(CHART)/files/alert-rules.yaml
+	$(BIN)/python -c 'import pathlib, sys; from kvtrace_operator.render.monitoring import chart_files; \
+	[(p := pathlib.Path(sys.argv[1], n)).parent.mkdir(parents=True, exist_ok=True) or p.write_text(t) \
+	 for n, t in chart_files().items()]' $(CHART)/files
+
+manifests: install crds monitoring
 	@test -n "$(HELM)" || { echo "helm v4 is not built: run 'kvtrace dev tools' (or pass HELM=...)"; exit 1; }
 	mkdir -p manifests
 	{ echo '# $(MANIFESTS_HEADER)'; $(HELM) $(MANIFESTS_HELM_ARGS); } > manifests/install.yaml.tmp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Callable
 
 _DROP_REASONS = {"dropped": "queue_full", "failed": "export_failed"}  # telemetry.stats() key -> reason label
@@ -72,6 +73,16 @@ class Histogram:
         return out
 
 
+def _rss() -> dict[tuple[str, ...], float]:
+    """Resident set size from /proc (Linux); no sample elsewhere."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return {(): float(pages * os.sysconf("SC_PAGE_SIZE"))}
+
+
 class Metrics:
     """All of one node's metrics (an instance per node keeps tests independent)."""
 
@@ -95,7 +106,12 @@ class Metrics:
             ("side", "result"),
         )
         self.unauthorized = Counter("kvnode_unauthorized_total", "Client requests refused: no token or an unknown one.")
+        self.fsync = Histogram("kvnode_fsync_duration_seconds",
+                               "Duration of a durable storage commit (one WAL fsync, shared by its batch).")
         self.gauges: list[Gauge] = []
+        self.gauge("process_cpu_seconds_total", "User and system CPU time of the node process.",
+                   lambda: {(): sum(os.times()[:2])}, kind="counter")
+        self.gauge("process_resident_memory_bytes", "Resident memory of the node process.", _rss)
 
     def gauge(self, name: str, help_text: str, read: Callable[[], dict[tuple[str, ...], float]], labels: tuple[str, ...] = (),
               kind: str = "gauge") -> None:
@@ -126,7 +142,7 @@ class Metrics:
         metrics: list[Counter | Histogram | Gauge] = [
             self.requests, self.latency, self.replication_failures, self.hints_stored, self.hints_delivered,
             self.read_repairs, self.anti_entropy_rounds, self.anti_entropy_repairs, self.rebalanced,
-            self.peer_requests, self.peer_handshakes, self.unauthorized, *self.gauges,
+            self.peer_requests, self.peer_handshakes, self.unauthorized, self.fsync, *self.gauges,
         ]
         for metric in metrics:
             lines += metric.render()

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 from tracing_stack import (
+    CLUSTER,
+    NAMESPACE,
+    PIPELINE,
     KVNode,
     RestartableCollector,
     RestartableJaeger,
@@ -22,9 +25,12 @@ from tracing_stack import (
 from kvtrace.devstack.backends import Collector, Jaeger
 from kvtrace.devstack.local_tls import local_tls
 from kvtrace.devstack.otlp_token import local_token
+from kvtrace.devstack.prometheus import Prometheus
 from kvtrace.devstack.pytest_plugin import require_binaries
-from kvtrace_operator.render import render_collector_config, render_jaeger_config
+from kvtrace_operator.render import apply_defaults_pipeline, render_collector_config, render_jaeger_config
 from kvtrace_operator.render.collector import LOADBALANCER_TIER, SAMPLING_TIER
+from kvtrace_operator.render.metrics import JOB_COLLECTOR, JOB_JAEGER, JOB_KVNODE, prometheus_config
+from kvtrace_operator.render.monitoring import rules_for
 
 
 @pytest.fixture
@@ -34,21 +40,31 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
     from the TracingPipeline ``spec``; with ``collector.replicas > 1`` and tail sampling, a
     load-balancing collector in front of that many sampling collectors. With auth (the default)
     the edge tier reads a fresh token file and the nodes send that token; with TLS (the
-    default) every hop serves and verifies certificates of a fresh local CA. Stopped afterwards."""
+    default) every hop serves and verifies certificates of a fresh local CA. ``prometheus=True``:
+    the pipeline's rendered Prometheus (config and alert rules) receives the span metrics,
+    scrapes the collector(s), Jaeger and the nodes, and Jaeger's Monitor tab reads it
+    (``Stack.prometheus``); without it the span metrics go nowhere. Stopped afterwards."""
     require_binaries("otelcol-kvtrace", "jaeger")
     started: list[Any] = []
     node_sets: list[list[KVNode]] = []
 
     def make(spec: dict[str, Any], *, faults: str = "", nodes: int = 3, extra_env: dict[str, str] | None = None,
-             stagger: float = 0.0) -> Stack:
+             stagger: float = 0.0, prometheus: bool = False) -> Stack:
         pipe = pipeline(**spec)
         root = tmp_path / f"stack{len(node_sets)}"
         root.mkdir()
         token = local_token(root / "otlp-token")
         tls = local_tls(root / "tls", pipe)
+        prom = None
+        if prometheus:  # the rendered config and rules; targets once everything listens
+            defaulted = apply_defaults_pipeline(pipe["spec"])
+            prom = Prometheus(prometheus_config(pipe, defaulted), rules_for(pipe, defaulted), workdir=root / "prometheus")
+            started.append(prom)
+            prom.start()
+        prometheus_url = {"prometheus_url": prom.url} if prom else {}
         jaeger = Jaeger(loopback_config(render_jaeger_config(pipe), badger_dir=root / "badger", tls=tls,
-                                        leaf=tls.jaeger_leaf()), ca_file=tls.ca_file if tls.enabled else None,
-                        workdir=root / "jaeger", name="jaeger")
+                                        leaf=tls.jaeger_leaf(), **prometheus_url),
+                        ca_file=tls.ca_file if tls.enabled else None, workdir=root / "jaeger", name="jaeger")
         started.append(jaeger)
         jaeger.start()
         two_tier = spec.get("collector", {}).get("replicas", 1) > 1 and spec.get("sampling", {}).get(
@@ -57,7 +73,8 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
         if two_tier:
             for i in range(spec["collector"]["replicas"]):
                 c = Collector(loopback_config(render_collector_config(pipe, SAMPLING_TIER),
-                                              jaeger_otlp_grpc=jaeger.otlp_grpc, tls=tls, leaf=tls.sampling_leaf()),
+                                              jaeger_otlp_grpc=jaeger.otlp_grpc, tls=tls, leaf=tls.sampling_leaf(),
+                                              **prometheus_url),
                               workdir=root / f"sampling-{i}", name=f"collector-sampling-{i}")
                 started.append(c)
                 samplers.append(RestartableCollector(c.start()))
@@ -68,7 +85,7 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
         else:
             front = Collector(loopback_config(render_collector_config(pipe, SAMPLING_TIER),
                                               jaeger_otlp_grpc=jaeger.otlp_grpc, token_file=token.file,
-                                              tls=tls, leaf=tls.edge_leaf()),
+                                              tls=tls, leaf=tls.edge_leaf(), **prometheus_url),
                               workdir=root / "collector", name="collector")
         started.append(front)
         front.start()
@@ -77,6 +94,14 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
                                      front.otlp_http, faults=faults, extra=extra_env, stagger=stagger,
                                      secrets=token.secrets(pipe), tls=tls)
         node_sets.append(stack.nodes)
+        if prom is not None:
+            stack.prometheus = prom
+            collectors = [front, *(s.backend for s in samplers)]
+            own = {"namespace": NAMESPACE, "instance_of": PIPELINE}
+            prom.set_targets({JOB_COLLECTOR: {c.endpoint("metrics"): {**own, "pod": c.name} for c in collectors},
+                              JOB_JAEGER: {jaeger.endpoint("metrics"): {**own, "pod": "jaeger"}},
+                              JOB_KVNODE: {f"{n.ip}:{n.client_port}": {"namespace": NAMESPACE, "instance_of": CLUSTER,
+                                                                      "pod": n.pod} for n in stack.nodes}})
         return stack
 
     yield make

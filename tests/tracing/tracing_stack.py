@@ -46,7 +46,9 @@ from kvtrace.devstack.proc import Process, free_port, wait_until
 from kvtrace.devstack.pytest_plugin import poll
 from kvtrace.shared.jaeger_client import JaegerClient, Trace
 from kvtrace_operator.render import otel_environment
+from kvtrace.devstack.prometheus import OTLP_METRICS_PATH, Prometheus
 from kvtrace_operator.render.collector import JAEGER_EXPORTER
+from kvtrace_operator.render.metrics import METRICS_EXPORTER
 
 BIN = Path(sys.executable).parent
 NAMESPACE = "shop"
@@ -57,6 +59,8 @@ GET_OP = "GET /v1/kv/{key}"
 # A whole QUORUM write trace (replication factor 3): the coordinator's SERVER span and one
 # SERVER span per peer replica, children of it (the coordinator applies its own copy in-process).
 SPANS_PER_WRITE = 3
+CLIENT_SERVICE = "shop-frontend"  # a traced client of the KV service (traced_client_writes)
+CLOSED_PROMETHEUS = "http://127.0.0.1:9"  # discard port: nothing listens on loopback
 
 
 def pipeline(**spec: Any) -> dict[str, Any]:
@@ -77,7 +81,7 @@ def kvcluster(replicas: int = 3) -> dict[str, Any]:
 def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = None,
                     sampling_collectors: Sequence[str] = (), badger_dir: Path | None = None,
                     token_file: Path | None = None, tls: LocalTLS | None = None,
-                    leaf: str | None = None) -> dict[str, Any]:
+                    leaf: str | None = None, prometheus_url: str = CLOSED_PROMETHEUS) -> dict[str, Any]:
     """A copy of a rendered collector or Jaeger config that runs on loopback. It changes only:
 
     - ``exporters.otlp_grpc/jaeger.endpoint``: the Jaeger OTLP Service DNS name → Jaeger's
@@ -90,7 +94,10 @@ def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = No
     - the ``bearertokenauth`` extension's token file (the mounted Secret in the pod) →
       ``token_file`` (``otlp_token.use_token_file``);
     - the TLS mounts (the serving certificate, the trust bundle) → the files of ``tls``, the
-      server serving ``leaf`` (``local_tls.LocalTLS.use_files``).
+      server serving ``leaf`` (``local_tls.LocalTLS.use_files``);
+    - the pipeline's Prometheus (``spec.metrics``: the collector's ``otlp_http/metrics``
+      exporter, Jaeger's metric backend) → ``prometheus_url`` (by default a closed loopback
+      port: a stack without a Prometheus drops its span metrics, and traces flow anyway).
 
     Every listening address (receivers, extensions, the process's own metrics) is then moved
     to a free loopback port by ``kvtrace.devstack.backends`` when the process starts.
@@ -107,7 +114,11 @@ def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = No
         if not sampling_collectors:
             raise ValueError("the config has a load_balancing exporter: give sampling_collectors")
         exporters["load_balancing"]["resolver"] = {"static": {"hostnames": list(sampling_collectors)}}
+    if METRICS_EXPORTER in exporters:
+        exporters[METRICS_EXPORTER]["metrics_endpoint"] = prometheus_url + OTLP_METRICS_PATH
     extensions = config.get("extensions") or {}
+    for backend in ((extensions.get("jaeger_storage") or {}).get("metric_backends") or {}).values():
+        backend["prometheus"]["endpoint"] = prometheus_url
     for backend in ((extensions.get("jaeger_storage") or {}).get("backends") or {}).values():
         if "badger" in backend:
             if badger_dir is None:
@@ -274,6 +285,7 @@ class Stack:
     collector: RestartableCollector  # where the nodes send (the load-balancing tier with two tiers)
     samplers: list[RestartableCollector] = field(default_factory=list)  # the sampling tier of two tiers
     nodes: list[KVNode] = field(default_factory=list)
+    prometheus: Prometheus | None = None  # trace_stack(..., prometheus=True)
 
 
 # --------------------------------------------------------------------------- operations
@@ -329,6 +341,33 @@ def run_ops(ops: Sequence[Op], concurrency: int = 8, timeout: float = 120) -> li
 
     asyncio.run(main())
     return list(ops)
+
+
+def traced_client_writes(stack: Stack, keys: Sequence[str]) -> list[Op]:
+    """PUTs of ``keys``, each under a CLIENT span of ``shop-frontend`` (its own SDK, exporting
+    to the stack's collector) whose context the node continues: one edge client -> KV."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.propagate import inject
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import SpanKind
+
+    provider = TracerProvider(resource=Resource.create({"service.name": CLIENT_SERVICE}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
+        endpoint=f"{stack.collector.backend.otlp_http}/v1/traces")))
+    tracer = provider.get_tracer("kvtrace.tests")
+    ops = []
+    for i, key in enumerate(keys):
+        with tracer.start_as_current_span(f"kv put {key.split('/')[0]}", kind=SpanKind.CLIENT) as span:
+            headers: dict[str, str] = {}
+            inject(headers)
+            op = Op(stack.nodes[i % len(stack.nodes)].url, "PUT", key, b"v", headers=headers,
+                    trace_id=format(span.get_span_context().trace_id, "032x"))
+            run_ops([op], concurrency=1)
+            ops.append(op)
+    provider.shutdown()
+    return ops
 
 
 def traceparent() -> tuple[str, dict[str, str]]:

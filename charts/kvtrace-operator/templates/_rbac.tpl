@@ -76,6 +76,12 @@ and every rule says why the operator needs it. The same namespaced rules become 
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [get, list, watch]
+# The Role and RoleBinding of a pipeline's Prometheus (spec.metrics): it discovers the
+# collector, Jaeger and KV node pods of its own namespace to scrape them. The Role grants only
+# get/list/watch on pods, which the operator holds itself (no escalate or bind needed).
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [get, list, watch, create, patch, delete]
 # Events about our resources (Created, Updated, Scaling, Ready, InvalidSpec...) and kopf's
 # own warnings and errors: create only, never read or change others' events.
 - apiGroups: [""]

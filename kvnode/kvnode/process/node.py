@@ -61,7 +61,8 @@ class Node:
         self.config = config
         self.credentials = load_credentials(config)
         self.metrics = Metrics()
-        self.store = Store(config.data_dir, config.fsync_policy, config.group_commit_window, config.cache_size)
+        self.store = Store(config.data_dir, config.fsync_policy, config.group_commit_window, config.cache_size,
+                           on_commit=self.metrics.fsync.observe)
         self.versions = protocol_versions(config.faults, frames.PROTOCOL)
         self.peer_client = PeerClient(timeout=config.peer_timeout, max_frame=self.max_frame,
                                       tls=lambda: self.credentials.peer_client, node_id=config.id,

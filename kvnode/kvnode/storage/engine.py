@@ -76,7 +76,8 @@ def _apply(cur: sqlite3.Cursor, records: Sequence[Record]) -> list[bool]:
 class Store:
     """Durable records and hints. Mutations are coroutines (resolved after fsync)."""
 
-    def __init__(self, data_dir: str, fsync_policy: str = "group", group_window: float = 0.0, cache_bytes: int = 64 << 20):
+    def __init__(self, data_dir: str, fsync_policy: str = "group", group_window: float = 0.0, cache_bytes: int = 64 << 20,
+                 on_commit: Callable[[float], None] | None = None):
         if fsync_policy not in FSYNC_POLICIES:
             raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, not {fsync_policy!r}")
         os.makedirs(data_dir, exist_ok=True)
@@ -101,6 +102,7 @@ class Store:
         self._cache: dict[bytes, Record | None] = {}
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
+        self._on_commit = on_commit  # seconds of each durable commit (the WAL fsync), on the writer thread
 
     # -- writer thread --------------------------------------------------------------
     # A queue item is (job, records, future, loop): `records` are applied by the writer's own
@@ -137,7 +139,10 @@ class Store:
                 (fut, loop, records, _apply(cur, records) if job is None else job(conn), None)
                 for job, records, fut, loop in batch
             ]
+            started = time.perf_counter()
             cur.execute("COMMIT")
+            if self._on_commit is not None:
+                self._on_commit(time.perf_counter() - started)
         except Exception:  # noqa: BLE001 - each job again on its own: the failing one reports
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -32,6 +32,8 @@ PRUNABLE_KINDS: tuple[tuple[str, str], ...] = (
     ("apps/v1", "StatefulSet"),
     ("policy/v1", "PodDisruptionBudget"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
 )
 
 

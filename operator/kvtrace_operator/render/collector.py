@@ -16,6 +16,7 @@ from typing import Any
 
 from kvtrace_operator.render import names, sampling, security, tls
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.render.metrics import add_span_metrics
 from kvtrace_operator.render.redaction import redaction_processor
 
 SAMPLING_TIER = "sampling"
@@ -197,4 +198,6 @@ def render_collector_config(pipeline: dict[str, Any], tier: str = SAMPLING_TIER)
     }
     if edge:  # refused (unauthenticated) requests are counted in the edge's own metrics
         result["service"]["telemetry"] = security.edge_telemetry(spec, result["service"]["telemetry"])
+    if tier == SAMPLING_TIER:  # where every span of a trace meets, before tail sampling
+        result = add_span_metrics(result, pipeline, spec)
     return result

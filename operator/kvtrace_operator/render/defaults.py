@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kvtrace_operator.render.images import COLLECTOR_IMAGE, JAEGER_IMAGE, KVNODE_IMAGE
+from kvtrace_operator.render.images import COLLECTOR_IMAGE, JAEGER_IMAGE, KVNODE_IMAGE, PROMETHEUS_IMAGE
 
 
 class Each(dict):  # type: ignore[type-arg]
@@ -64,6 +64,11 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "receivers": {"zipkin": {"enabled": False}, "jaeger": {"enabled": False}},
     "redaction": {"hashAttributes": ["kvstore.key"], "defaultPatterns": True},
     "networkPolicy": {"enabled": True, "queryAccess": "namespace"},
+    "metrics": {
+        "enabled": True,
+        "prometheus": {"image": PROMETHEUS_IMAGE, "retention": "24h", "storageSize": "1Gi",
+                       "scrapeInterval": "15s"},
+    },
     "security": {"auth": {"enabled": True}, "tls": {
         "enabled": True, "duration": "2160h", "renewBefore": "720h",
         "caDuration": "26280h", "caRenewBefore": "4320h"}},

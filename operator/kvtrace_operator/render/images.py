@@ -13,3 +13,4 @@ JAEGER_IMAGE = "jaegertracing/jaeger:2.13.0"
 # (instrumentation/), each copying its agent into an emptyDir from an init container.
 PYTHON_AGENT_IMAGE = "ghcr.io/kvtrace/autoinstrumentation-python:0.66b1"
 JAVA_AGENT_IMAGE = "ghcr.io/kvtrace/autoinstrumentation-java:2.22.0"
+PROMETHEUS_IMAGE = "prom/prometheus:v3.16.0"  # the release of Go module v0.316.0 (the local build)

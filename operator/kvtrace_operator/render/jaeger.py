@@ -7,6 +7,7 @@ from typing import Any
 from kvtrace_operator.render import names, query_access, query_proxy, tls
 from kvtrace_operator.render.collector import listen, otlp_receiver, self_telemetry
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.render.metrics import SPM_BACKEND, jaeger_metric_backends
 
 STORE = "traces"
 BADGER_DIR = "/badger"
@@ -29,7 +30,8 @@ def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
     http, grpc = (query_proxy.loopback_endpoints() if query_access.proxied(spec)
                   else (listen(names.JAEGER_QUERY_HTTP_PORT), listen(names.JAEGER_QUERY_GRPC_PORT)))
     query: dict[str, Any] = {
-        "storage": {"traces": STORE},
+        # The Monitor tab (SPM) reads the span metrics (render/metrics.py).
+        "storage": {"traces": STORE, **({"metrics": SPM_BACKEND} if spec["metrics"]["enabled"] else {})},
         # Defaults to true: Jaeger would export spans of its own queries to localhost:4317,
         # where nothing listens in its pod.
         "enable_tracing": False,
@@ -50,9 +52,12 @@ def render_jaeger_config(pipeline: dict[str, Any]) -> dict[str, Any]:
     proxy on loopback); its own metrics stay on 8888 (the collector's moved to 8889)."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     jaeger = spec["jaeger"]
+    storage: dict[str, Any] = {"backends": {STORE: storage_backend(jaeger["storage"])}}
+    if metric_backends := jaeger_metric_backends(pipeline, spec):
+        storage["metric_backends"] = metric_backends  # the Monitor tab (SPM)
     return {
         "extensions": {
-            "jaeger_storage": {"backends": {STORE: storage_backend(jaeger["storage"])}},
+            "jaeger_storage": storage,
             "jaeger_query": query_extension(spec),
             "healthcheckv2": {"use_v2": True, "http": {"endpoint": listen(names.HEALTH_PORT)}},
             **query_access.extensions(spec),

@@ -17,6 +17,7 @@ COLLECTOR = "collector"
 COLLECTOR_LOADBALANCER = "collector-loadbalancer"
 COLLECTOR_SAMPLING = "collector-sampling"
 JAEGER = "jaeger"
+PROMETHEUS = "prometheus"
 INSTRUMENTATION = "instrumentation"
 
 

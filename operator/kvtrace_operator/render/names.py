@@ -27,6 +27,7 @@ COLLECTOR_METRICS_PORT = 8889  # off 8888, which Jaeger keeps (docs/design.md se
 JAEGER_METRICS_PORT = 8888
 JAEGER_QUERY_HTTP_PORT = 16686
 JAEGER_QUERY_GRPC_PORT = 16685
+PROMETHEUS_PORT = 9090  # the pipeline's Prometheus: queries and the OTLP metrics receiver
 
 
 def name_of(resource: dict[str, Any]) -> str:
@@ -100,6 +101,11 @@ def jaeger_data(pipeline_name: str) -> str:
     return f"{pipeline_name}-jaeger-data"
 
 
+def prometheus(pipeline_name: str) -> str:
+    """The pipeline's Prometheus (spec.metrics): Deployment, Service, ConfigMap, RBAC."""
+    return f"{pipeline_name}-prometheus"
+
+
 def instrumentation(pipeline_name: str) -> str:
     return f"{pipeline_name}-instrumentation"
 
@@ -118,4 +124,8 @@ def pipeline_endpoints(pipeline: dict[str, Any]) -> dict[str, str]:
         tls_settings = pipeline.get("spec", {}).get("security", {}).get("tls", {})
         own_leaf = tls and (tls_settings.get("mode") or ("secret" if tls_settings.get("secretName") else "managed")) != "secret"
         endpoints["jaegerQuery"] = f"{'https' if own_leaf else 'http'}://{query}:{JAEGER_QUERY_HTTP_PORT}"
+    metrics = (pipeline.get("spec") or {}).get("metrics") or {}
+    if metrics.get("enabled", True):  # the schema default (render/defaults.py)
+        external = (metrics.get("external") or {}).get("url")
+        endpoints["metrics"] = external or f"http://{service_dns(prometheus(name), namespace)}:{PROMETHEUS_PORT}"
     return endpoints

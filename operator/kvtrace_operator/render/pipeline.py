@@ -12,6 +12,7 @@ from kvtrace_operator.render.deployment import config_map
 from kvtrace_operator.render.images import OPERATOR_IMAGE
 from kvtrace_operator.render.jaeger_objects import jaeger_objects
 from kvtrace_operator.render.labels import INSTRUMENTATION
+from kvtrace_operator.render.metrics import metrics_objects
 from kvtrace_operator.render.networkpolicy import pipeline_policies
 from kvtrace_operator.render.otel_env import exporter_env
 from kvtrace_operator.render.validate import validate_pipeline
@@ -27,7 +28,7 @@ def instrumentation_configmap(pipeline: dict[str, Any]) -> dict[str, Any]:
 def render_pipeline(pipeline: dict[str, Any], *, proxy_image: str = OPERATOR_IMAGE) -> list[dict[str, Any]]:
     """The auth Secrets (the collector's token set, generated tokens), cert-manager Certificates
     (``tls.mode: certManager``), collector tier(s),
-    Jaeger (PVC first when badger), the instrumentation ConfigMap and the NetworkPolicies
+    Jaeger (PVC first when badger), Prometheus (``spec.metrics``), the instrumentation ConfigMap and the NetworkPolicies
     (unless ``networkPolicy.enabled`` is false). ``proxy_image``: the ``query-proxy``
     sidecar's image unless the pipeline sets ``proxyImage`` (the operator passes its own)."""
     validate_pipeline(pipeline)
@@ -37,6 +38,7 @@ def render_pipeline(pipeline: dict[str, Any], *, proxy_image: str = OPERATOR_IMA
         *certificate_objects(pipeline, spec),
         *collector_objects(pipeline, spec),
         *jaeger_objects(pipeline, spec, proxy_image),
+        *metrics_objects(pipeline, spec),
         instrumentation_configmap(pipeline),
         *pipeline_policies(pipeline, spec),
     ]

@@ -29,6 +29,8 @@ MIN_DURATIONS = {
     "spec.sampling.latencyThreshold": "1ms",
     "spec.sampling.decisionWait": "1s",
     "spec.jaeger.storage.retention": "1m",
+    "spec.metrics.prometheus.retention": "1h",
+    "spec.metrics.prometheus.scrapeInterval": "1s",
     **{f"spec.security.tls.{field}": "1s" for field in ("duration", "renewBefore", "caDuration", "caRenewBefore")},
 }
 
@@ -165,6 +167,29 @@ def _validate_jaeger(spec: dict[str, Any]) -> None:
         _secret_ref(ref, f"{query_access.FIELD}.credentialsSecretRef")
 
 
+_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+
+
+def _validate_metrics(spec: dict[str, Any]) -> None:
+    prometheus = spec["metrics"]["prometheus"]
+    _duration(spec, "spec.metrics.prometheus.retention")
+    _duration(spec, "spec.metrics.prometheus.scrapeInterval")
+    _quantity(prometheus["storageSize"], "spec.metrics.prometheus.storageSize")
+    if not prometheus["image"]:
+        raise SpecError("spec.metrics.prometheus.image", "expected an image reference, got ''")
+    external = spec["metrics"].get("external")
+    if external is None:
+        return
+    if not spec["metrics"]["enabled"]:
+        raise SpecError("spec.metrics.external", "external needs enabled: true (the span metrics "
+                        "are what is sent there)")
+    for key in ("url", "otlpEndpoint"):
+        value = external.get(key)
+        if (value is not None or key == "url") and not (isinstance(value, str) and _URL.match(value)):
+            raise SpecError(f"spec.metrics.external.{key}", "expected an http(s) URL such as "
+                            f"http://prometheus.monitoring:9090, got {value!r}")
+
+
 def _validate_security(spec: dict[str, Any]) -> None:
     ref = spec["security"]["auth"].get("tokenSecretRef")
     if spec["security"]["auth"]["enabled"] and ref is not None:  # None: the operator makes one
@@ -180,6 +205,7 @@ def validate_pipeline(pipeline: dict[str, Any]) -> None:
     _integer(spec["collector"]["replicas"], "spec.collector.replicas", 1, 20)
     _validate_jaeger(spec)
     _validate_destinations(spec)
+    _validate_metrics(spec)
     _enum(spec["networkPolicy"]["queryAccess"], "spec.networkPolicy.queryAccess", ("namespace", "labelled"))
     _validate_security(spec)
     hashed = spec["redaction"].get("hashAttributes") or []

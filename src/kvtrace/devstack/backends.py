@@ -263,12 +263,21 @@ class Jaeger(_OtelProcess):
     health_extension = None  # healthcheckv2 is part of jaeger_config()
 
     def __init__(self, config: dict[str, Any] | None = None, *, ca_file: str | Path | None = None,
-                 server_name: str | None = None, **kwargs: Any) -> None:
+                 server_name: str | None = None, ui: bool | None = None, **kwargs: Any) -> None:
         """``ca_file``: the CA that signed the query port's certificate when the config serves
         it over TLS (a rendered config with TLS on, its default); ``server_name``: the name
-        that certificate is checked against (default: the address, 127.0.0.1)."""
+        that certificate is checked against (default: the address, 127.0.0.1). ``ui``: serve the
+        cached jaeger-ui (``ui.assets_path``): True requires it, None uses it when it is built."""
         super().__init__(config or jaeger_config(), **kwargs)
-        self.ca_file, self.server_name = ca_file, server_name
+        self.ca_file, self.server_name, self.ui = ca_file, server_name, ui
+
+    def _after_prepare(self) -> None:
+        query = self.config["extensions"]["jaeger_query"]
+        if self.ui is False or "ui" in query:
+            return
+        if self.ui is None and tools.verify(tools.TOOLS["jaeger-ui"]) is not None:
+            return
+        query["ui"] = {"assets_path": str(tools.jaeger_ui_assets())}
 
     def _health_url(self) -> str:
         return f"http://{self.endpoint('healthcheckv2/http')}/status"

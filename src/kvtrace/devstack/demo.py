@@ -318,6 +318,7 @@ class Demo:
     def run_backends(self, example: text.Example) -> None:
         """Jaeger first: the collector's config names Jaeger's OTLP Service, which resolves
         (and renders into its config) once Jaeger's pod runs."""
+        from kvtrace.devstack.tools import jaeger_ui_flag
         from kvtrace.shared.endpoints import resolve_url
         from kvtrace_operator.render.labels import (
             COLLECTOR,
@@ -327,8 +328,10 @@ class Demo:
         )
 
         def entrypoint(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
-            # The images' entrypoint: the same program, from the tool cache.
-            return [cached_program(text.image_program(container.get("image") or ""))]
+            # The images' entrypoint: the same program, from the tool cache; the upstream Jaeger
+            # image embeds jaeger-ui, the local build serves the cached one.
+            program = text.image_program(container.get("image") or "")
+            return [cached_program(program), *([jaeger_ui_flag()] if program == "jaeger" else [])]
 
         base = f"app.kubernetes.io/name=tracingpipeline,app.kubernetes.io/instance={example.pipeline}"
         for component in (JAEGER, COLLECTOR_SAMPLING, COLLECTOR_LOADBALANCER, COLLECTOR):

@@ -15,8 +15,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -34,6 +36,8 @@ PYTHON_AGENT_REQUIREMENTS = REPO_TOOLS.parent / "instrumentation" / "python" / "
 # The Java agent of injected pods, from Maven Central (instrumentation/java/Dockerfile).
 JAVA_AGENT_VERSION = "2.22.0"
 JAVA_AGENT_ARTIFACT = f"io.opentelemetry.javaagent:opentelemetry-javaagent:{JAVA_AGENT_VERSION}"
+# Prometheus publishes its Go module as v0.<major*100+minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
+PROMETHEUS_VERSION = "0.316.0"
 
 STAMP = ".kvtrace-tool.json"
 
@@ -49,6 +53,12 @@ MIN_GO = (1, 26)
 
 class MissingPrerequisite(RuntimeError):
     """A program the builds need is not installed (one line naming it)."""
+
+
+def prometheus_release(module_version: str = PROMETHEUS_VERSION) -> str:
+    """The Prometheus release of its Go module version (v0.316.0 is 3.16.0)."""
+    _, minor, patch = module_version.split(".")
+    return f"{int(minor) // 100}.{int(minor) % 100}.{patch}"
 
 
 def cache_root() -> Path:
@@ -67,6 +77,7 @@ class Tool:
     version: str
     binaries: tuple[str, ...]
     build: Callable[[Path, Path], None]  # (output dir, scratch dir) -> None
+    executable: bool = True  # False: ``binaries`` are data files (jaeger-ui's assets)
 
     @property
     def directory(self) -> Path:
@@ -95,7 +106,7 @@ def verify(tool: Tool) -> str | None:
         return "stamp unreadable"
     for binary in tool.binaries:
         path = tool.path(binary)
-        if not path.is_file() or not os.access(path, os.X_OK):
+        if not path.is_file() or (tool.executable and not os.access(path, os.X_OK)):
             return f"{binary} missing"
         if recorded.get(binary) != _sha256(path):
             return f"{binary} corrupt (checksum mismatch)"
@@ -190,6 +201,15 @@ def _otelcol_go_mod(manifest: dict[str, object]) -> str:
 OTELCOL_MANIFEST = REPO_TOOLS / "otelcol" / "builder-config.yaml"
 
 
+def otelcol_cache_version() -> str:
+    """The collector's cache key: its release and a digest of the manifest and go.sum, so a
+    build with other components (the connectors added for issue 13) is never reused."""
+    digest = hashlib.sha256()
+    for path in (OTELCOL_MANIFEST, REPO_TOOLS / "otelcol" / "go.sum"):
+        digest.update(path.read_bytes())
+    return f"{OTELCOL_VERSION}-{digest.hexdigest()[:10]}"
+
+
 def otelcol_go_mod(manifest_path: Path = OTELCOL_MANIFEST) -> str:
     """The distribution's go.mod, from the ocb manifest (also what tools/otelcol/Dockerfile
     builds with: one recipe for the cached binary and the image)."""
@@ -216,6 +236,58 @@ def _build_otelcol(out: Path, scratch: Path) -> None:
     (build_dir / "go.mod").write_text(otelcol_go_mod())
     shutil.copy2(REPO_TOOLS / "otelcol" / "go.sum", build_dir / "go.sum")  # committed checksums
     _run(["go", "build", "-trimpath", "-o", str(out / "otelcol-kvtrace"), "."], cwd=build_dir)
+
+
+JAEGER_UI_VERSION = JAEGER_VERSION  # jaeger-ui tags its releases like the Jaeger v1 line
+JAEGER_UI_ARCHIVE = f"jaeger-ui-v{JAEGER_UI_VERSION}.tar.gz"
+JAEGER_UI_SHA256 = "42dffc4acf32f2f60f9e1c319039516bde24b4a1903848ddbbfb9b6c2d07eace"
+JAEGER_UI_URL = f"https://github.com/jaegertracing/jaeger-ui/archive/refs/tags/v{JAEGER_UI_VERSION}.tar.gz"
+
+
+def jaeger_ui_source(repo: Path = REPO_TOOLS.parent) -> Path | None:
+    """The mirrored jaeger-ui tree: ``shared/upstream/`` beside the repository (or beside a
+    directory above it, as for a git worktree), else ``$KVTRACE_UPSTREAM_DIR``; None when absent."""
+    env = os.environ.get("KVTRACE_UPSTREAM_DIR")
+    candidates = [Path(env) / JAEGER_UI_ARCHIVE] if env else []
+    candidates += [parent / "shared" / "upstream" / JAEGER_UI_ARCHIVE for parent in repo.resolve().parents]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def _fetch_jaeger_ui(scratch: Path) -> Path:
+    """The source archive: the mirrored one (checksum verified), else the tag's tarball."""
+    source = jaeger_ui_source()
+    if source is not None:
+        if _sha256(source) != JAEGER_UI_SHA256:
+            raise RuntimeError(f"{source}: sha256 is not {JAEGER_UI_SHA256}")
+        return source
+    print(f"    no ../shared/upstream/{JAEGER_UI_ARCHIVE}: fetching {JAEGER_UI_URL}", flush=True)
+    target = scratch / JAEGER_UI_ARCHIVE
+    try:
+        with urllib.request.urlopen(JAEGER_UI_URL, timeout=120) as resp:  # noqa: S310 - fixed https URL
+            target.write_bytes(resp.read())
+    except OSError as exc:
+        raise RuntimeError(
+            f"jaeger-ui source not found: put {JAEGER_UI_ARCHIVE} (a `git archive` of tag "
+            f"v{JAEGER_UI_VERSION}) in ../shared/upstream/ beside the repository or in "
+            f"$KVTRACE_UPSTREAM_DIR; downloading {JAEGER_UI_URL} failed: {exc}") from exc
+    return target
+
+
+def _build_jaeger_ui(out: Path, scratch: Path) -> None:
+    """jaeger-ui with npm (``npm ci``, ``npm run build``; its package.json asks for node >= 24,
+    node 20 builds it with ``--engine-strict=false``); the built assets are the cached tool."""
+    if shutil.which("npm") is None:
+        raise RuntimeError("npm not found: install nodejs and npm (tools/system/packages.txt)")
+    archive = _fetch_jaeger_ui(scratch)
+    with tarfile.open(archive) as tar:
+        tar.extractall(scratch, filter="data")
+    tree = next(path for path in scratch.iterdir() if path.is_dir() and path.name.startswith("jaeger-ui"))
+    env = {**os.environ, "CI": "true", "npm_config_engine_strict": "false", "npm_config_fund": "false",
+           "npm_config_audit": "false", "npm_config_update_notifier": "false"}
+    _run(["npm", "ci", "--ignore-scripts", "--engine-strict=false", "--no-audit", "--no-fund"],
+         cwd=tree, env=env)
+    _run(["npm", "run", "build"], cwd=tree, env=env)
+    shutil.copytree(tree / "packages" / "jaeger-ui" / "build", out, dirs_exist_ok=True)
 
 
 _K8S_LDFLAGS = " ".join(
@@ -246,14 +318,19 @@ TOOLS: dict[str, Tool] = {
              }, ldflags=f"-X sigs.k8s.io/kwok/pkg/consts.Version=v{KWOK_VERSION}")),
         Tool("ocb", OTELCOL_VERSION, ("builder",),
              _go_install({"builder": f"go.opentelemetry.io/collector/cmd/builder@v{OTELCOL_VERSION}"})),
-        Tool("otelcol", OTELCOL_VERSION, ("otelcol-kvtrace",), _build_otelcol),
+        Tool("otelcol", otelcol_cache_version(), ("otelcol-kvtrace",), _build_otelcol),
         Tool("jaeger", JAEGER_VERSION, ("jaeger",),
              _build_wrapper("jaeger", {"jaeger": "github.com/jaegertracing/jaeger/cmd/jaeger"})),
         Tool("python-agent", PYTHON_AGENT_VERSION, (), _build_python_agent),
         Tool("java-agent", JAVA_AGENT_VERSION, (), _build_java_agent),
+        Tool("jaeger-ui", JAEGER_UI_VERSION, ("index.html",), _build_jaeger_ui, executable=False),
         Tool("helm", HELM_VERSION, ("helm",),
              _go_install({"helm": f"helm.sh/helm/v4/cmd/helm@v{HELM_VERSION}"},
                          ldflags=f"-X helm.sh/helm/v4/internal/version.version=v{HELM_VERSION}")),
+        Tool("prometheus", PROMETHEUS_VERSION, ("prometheus", "promtool"),
+             _go_install({name: f"github.com/prometheus/prometheus/cmd/{name}@v{PROMETHEUS_VERSION}"
+                          for name in ("prometheus", "promtool")},
+                         ldflags=f"-X github.com/prometheus/common/version.Version={prometheus_release()}")),
     )
 }
 
@@ -364,3 +441,15 @@ def binary(name: str) -> Path:
                 )
             return tool.path(name)
     raise KeyError(f"no tool provides {name!r}")
+
+
+def jaeger_ui_assets() -> Path:
+    """The directory of the built jaeger-ui (``ui.assets_path`` of the local Jaeger); raise
+    like :func:`binary` when it is not built."""
+    return binary("index.html").parent
+
+
+def jaeger_ui_flag() -> str:
+    """The flag that makes a local ``jaeger`` serve the cached jaeger-ui (its Go module has no
+    UI assets; the upstream images embed them)."""
+    return f"--set=extensions.jaeger_query.ui.assets_path={jaeger_ui_assets()}"

@@ -23,6 +23,7 @@ EXIT_CODES = """exit codes:
   2  usage: a bad flag or input, named in the message
   3  the API server, the collector or Jaeger could not be reached"""
 COLLECTOR_ENV = "KVTRACE_COLLECTOR_URL"
+PROMETHEUS_ENV = "KVTRACE_PROMETHEUS_URL"
 
 
 class Formatter(argparse.HelpFormatter):
@@ -173,6 +174,24 @@ def add_commands(subparsers: Any) -> None:
     traces.set_defaults(func=_guard(_traces))
 
 
+    top = subparsers.add_parser(
+        "top", help="RED table per KV operation and member, and the collector's spans, from Prometheus",
+        description="Like kubectl top, from the pipeline's metrics store (spec.metrics): request rate, "
+        "error ratio and p50/p95/p99 per KV operation and consistency, per member, and the collector's "
+        "accepted, refused and dropped spans per second. Prints once unless --watch.")
+    _kube_args(top, all_namespaces=False)
+    top.add_argument("--pipeline", default=None, metavar="NAME",
+                     help="the TracingPipeline whose store to read (default: the namespace's only one)")
+    top.add_argument("--prometheus", default=None, metavar="URL",
+                     help=f"Prometheus query URL (default: ${PROMETHEUS_ENV}, else the pipeline's "
+                     "status.endpoints.metrics through the dev endpoint map)")
+    top.add_argument("--window", default="1m", metavar="DURATION", help="rate window (default: 1m)")
+    top.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    top.add_argument("--interval", default="5s", metavar="DURATION", help="refresh interval with --watch (default: 5s)")
+    top.add_argument("-o", "--output", default="table", choices=("table", "json"), help="output format (default: table)")
+    top.set_defaults(func=_guard(_top))
+
+
 def register(subparsers: Any) -> None:
     add_commands(subparsers)
 
@@ -250,6 +269,50 @@ def _traces(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(("\n" if index else "") + waterfall.render_waterfall(trace, ascii_only=args.ascii))
     return 0
+
+
+def prometheus_url(args: argparse.Namespace) -> str:
+    """--prometheus, $KVTRACE_PROMETHEUS, else the pipeline's status.endpoints.metrics."""
+    from kvtrace.devstack.endpoints import resolve_url
+    from kvtrace.inspect.errors import InspectError
+
+    url = args.prometheus or os.environ.get(PROMETHEUS_ENV)
+    if not url:
+        kube = _kube(args)
+        namespace = args.namespace or kube.default_namespace
+        found = [p for p in kube.list("TracingPipeline", namespace)
+                 if args.pipeline in (None, p["metadata"]["name"])]
+        if len(found) != 1:
+            names = sorted(p["metadata"]["name"] for p in found)
+            raise InspectError(f"--pipeline: expected one TracingPipeline in namespace {namespace}, found {names}"
+                               if found else f"no TracingPipeline{' ' + args.pipeline if args.pipeline else ''} "
+                               f"in namespace {namespace}: give --prometheus URL")
+        url = ((found[0].get("status") or {}).get("endpoints") or {}).get("metrics")
+        if not url:
+            raise InspectError(f"TracingPipeline {found[0]['metadata']['name']}: no status.endpoints.metrics "
+                               "(spec.metrics.enabled is false?): give --prometheus URL")
+    check_url(url, "--prometheus")
+    return resolve_url(url)
+
+
+def _top(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from kvtrace.inspect import top
+    from kvtrace.inspect.jaeger import parse_duration_ns
+
+    parse_duration_ns(args.window, "--window")
+    interval = parse_duration_ns(args.interval, "--interval") / 1e9
+    query = top.prometheus_query(prometheus_url(args))
+    while True:
+        report = top.fetch(query, args.window)
+        text = json.dumps(report, indent=2) + "\n" if args.output == "json" else top.render_table(report, args.window)
+        sys.stdout.write(("\x1b[H\x1b[2J" if args.watch and sys.stdout.isatty() else "") + text)
+        sys.stdout.flush()
+        if not args.watch:
+            return 0
+        time.sleep(interval)  # the refresh period the user asked for
 
 
 def build_kubectl_parser() -> argparse.ArgumentParser:

@@ -331,3 +331,30 @@ class JaegerClient:
         """One trace by its hex id, or None when Jaeger does not have it."""
         spans = self._spans(self._get(f"/api/v3/traces/{trace_id}"))
         return Trace(trace_id.lower(), sorted(spans, key=lambda s: s.start_ns)) if spans else None
+
+    def service_metrics(self, metric: str, service: str, *, lookback: dt.timedelta = dt.timedelta(minutes=15),
+                        step: dt.timedelta = dt.timedelta(seconds=5), span_kind: str = "server",
+                        group_by_operation: bool = True) -> list[dict[str, Any]]:
+        """What the Monitor tab (SPM) shows: ``metric`` ``calls`` (requests/s), ``errors`` (error
+        ratio) or ``latencies`` (needs ``quantile``; not offered here) of ``service`` per
+        operation, read by Jaeger from its metrics backend (``/api/metrics/...``): one entry
+        per series, ``{"labels": {...}, "points": [float, ...]}`` (NaN points left out)."""
+        now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+        body = self._get(f"/api/metrics/{metric}", {
+            "service": service, "endTs": now_ms, "lookback": int(lookback.total_seconds() * 1000),
+            "step": int(step.total_seconds() * 1000), "ratePer": 1000, "spanKind": span_kind,
+            "groupByOperation": "true" if group_by_operation else None})
+        series = []
+        for entry in (json.loads(body).get("metrics") or []) if body else []:
+            labels = {label["name"]: label["value"] for label in entry.get("labels") or []}
+            points = [float(p["gaugeValue"]["doubleValue"]) for p in entry.get("metricPoints") or []
+                      if "doubleValue" in (p.get("gaugeValue") or {})]
+            series.append({"labels": labels, "points": [v for v in points if v == v]})
+        return series
+
+    def dependencies(self, lookback: dt.timedelta = dt.timedelta(hours=1)) -> list[tuple[str, str, int]]:
+        """The System Architecture view's edges: (parent service, child service, calls)."""
+        now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+        body = self._get("/api/dependencies", {"endTs": now_ms, "lookback": int(lookback.total_seconds() * 1000)})
+        data = (json.loads(body).get("data") or []) if body else []
+        return sorted((str(d["parent"]), str(d["child"]), int(d.get("callCount", 0))) for d in data)

@@ -73,7 +73,8 @@ class TestCRDDefinitions:
         ("tracingpipelines", {".sampling.latencyThreshold", ".sampling.decisionWait", ".collector.batch.timeout",
                               ".collector.memoryLimiter.checkInterval", ".jaeger.storage.retention",
                               ".security.tls.duration", ".security.tls.renewBefore", ".security.tls.caDuration",
-                              ".security.tls.caRenewBefore"}),
+                              ".security.tls.caRenewBefore", ".metrics.prometheus.retention",
+                              ".metrics.prometheus.scrapeInterval"}),
     ])
     def test_duration_fields_use_the_renderer_pattern(self, plural: str, fields: set[str]) -> None:
         found = {path: sub.get("pattern") for path, sub in walk(spec_schema(plural))

@@ -42,7 +42,7 @@ class FakeServer:
     PLURALS = {"configmaps": "ConfigMap", "secrets": "Secret", "services": "Service",
                "serviceaccounts": "ServiceAccount", "deployments": "Deployment",
                "statefulsets": "StatefulSet", "poddisruptionbudgets": "PodDisruptionBudget",
-               "networkpolicies": "NetworkPolicy"}
+               "networkpolicies": "NetworkPolicy", "roles": "Role", "rolebindings": "RoleBinding"}
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)

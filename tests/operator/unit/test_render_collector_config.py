@@ -36,8 +36,10 @@ class TestCollectorConfig:
 
     def test_pipeline_references_defined_components(self, mode: str, replicas: int) -> None:
         for config in self.configs(mode, replicas):
-            for section in ("receivers", "processors", "exporters"):
+            for section in ("receivers", "processors"):
                 assert traces(config)[section] == list(config[section])
+            # Every exporter is in the traces pipeline but the span metrics' own (render/metrics.py).
+            assert traces(config)["exporters"] == [name for name in config["exporters"] if name != "otlp_http/metrics"]
             assert config["service"]["extensions"] == list(config["extensions"])
 
     def test_tail_sampling_only_in_production(self, mode: str, replicas: int) -> None:
@@ -173,7 +175,7 @@ class TestJaegerConfig:
 
     def test_query_and_tenancy(self, storage: dict[str, Any], tenancy: dict[str, Any]) -> None:
         query = self.config(storage, tenancy)["extensions"]["jaeger_query"]
-        assert query["storage"] == {"traces": "traces"}
+        assert query["storage"] == {"traces": "traces", "metrics": "metrics"}  # SPM: spec.metrics on by default
         # The query port serves Jaeger's leaf: TLS (mode managed) is on by default.
         assert query["http"] == {"endpoint": "0.0.0.0:16686", "tls": {
             "cert_file": "/etc/jaeger-serving/tls.crt", "key_file": "/etc/jaeger-serving/tls.key",

@@ -64,6 +64,10 @@ class TestRenderPipeline:
             expected += [("ServiceAccount", "traces-jaeger"), ("ConfigMap", "traces-jaeger"),
                          ("Deployment", "traces-jaeger"), ("Service", "traces-jaeger-query"),
                          ("Service", "traces-jaeger-otlp")]
+        # Prometheus (spec.metrics, on by default): RBAC for its pod discovery, config, workload.
+        expected += [("ServiceAccount", "traces-prometheus"), ("Role", "traces-prometheus"),
+                     ("RoleBinding", "traces-prometheus"), ("ConfigMap", "traces-prometheus"),
+                     ("Deployment", "traces-prometheus"), ("Service", "traces-prometheus")]
         expected += [("ConfigMap", "traces-instrumentation")]
         # NetworkPolicies last (on by default): one per collector tier, one for Jaeger.
         if two_tier(spec):
@@ -96,6 +100,8 @@ class TestRenderPipeline:
 
     def test_deployments(self, spec: dict[str, Any]) -> None:
         for deployment in by_kind(render_pipeline(pipeline(**spec)), "Deployment"):
+            if deployment["metadata"]["name"] == "traces-prometheus":
+                continue  # its own probes and flags: tests/operator/unit/test_render_metrics.py
             template = deployment["spec"]["template"]
             assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
             assert len(template["metadata"]["annotations"][CHECKSUM_ANNOTATION]) == 64
@@ -216,8 +222,11 @@ def test_endpoints() -> None:
         "otlpGrpc": "https://traces-collector.store.svc.cluster.local:4317",
         "otlpHttp": "https://traces-collector.store.svc.cluster.local:4318",
         "jaegerQuery": "https://traces-jaeger-query.store.svc.cluster.local:16686",  # Jaeger's leaf
+        "metrics": "http://traces-prometheus.store.svc.cluster.local:9090",  # spec.metrics, on by default
     }
     plaintext = pipeline_endpoints(pipeline(security={"tls": {"enabled": False}}))
     assert plaintext["otlpHttp"] == "http://traces-collector.store.svc.cluster.local:4318"
     assert plaintext["jaegerQuery"] == "http://traces-jaeger-query.store.svc.cluster.local:16686"
     assert "jaegerQuery" not in pipeline_endpoints(pipeline(jaeger={"enabled": False}))
+    assert "metrics" not in pipeline_endpoints(pipeline(metrics={"enabled": False}))
+    assert pipeline_endpoints(pipeline(metrics={"external": {"url": "http://vm:8428"}}))["metrics"] == "http://vm:8428"

@@ -71,6 +71,20 @@ BAD_PIPELINES: list[tuple[dict[str, Any], str, str]] = [
      "spec.exporters.otlp[0].secretHeaders[1].name", "duplicate header"),
     (pipeline(redaction={"hashAttributes": []}), "spec.redaction.hashAttributes", "kvstore.key"),
     (pipeline(name="p" * 41), "metadata.name", "at most 40"),
+    # spec.metrics (issue 13)
+    (pipeline(metrics={"enabled": "yes"}), "spec.metrics.enabled", "true or false"),
+    (pipeline(metrics={"prometheus": {"retention": "2 days"}}), "spec.metrics.prometheus.retention", "duration"),
+    (pipeline(metrics={"prometheus": {"retention": "30m"}}), "spec.metrics.prometheus.retention", "at least 1h"),
+    (pipeline(metrics={"prometheus": {"scrapeInterval": "500ms"}}), "spec.metrics.prometheus.scrapeInterval",
+     "at least 1s"),
+    (pipeline(metrics={"prometheus": {"storageSize": "big"}}), "spec.metrics.prometheus.storageSize", "quantity"),
+    (pipeline(metrics={"prometheus": {"resources": "small"}}), "spec.metrics.prometheus.resources", "an object"),
+    (pipeline(metrics={"external": {}}), "spec.metrics.external.url", "http(s) URL"),
+    (pipeline(metrics={"external": {"url": "prometheus:9090"}}), "spec.metrics.external.url", "http(s) URL"),
+    (pipeline(metrics={"external": {"url": "http://p:9090", "otlpEndpoint": "p:4318"}}),
+     "spec.metrics.external.otlpEndpoint", "http(s) URL"),
+    (pipeline(metrics={"enabled": False, "external": {"url": "http://p:9090"}}), "spec.metrics.external",
+     "needs enabled: true"),
 ]
 
 
@@ -103,6 +117,8 @@ class TestGoodInput:
         pipeline(sampling={"decisionWait": "1s", "latencyThreshold": "300ms"}, collector={"batch": {"timeout": "200ms"}}),
         pipeline(sampling={"mode": "head", "decisionWait": "1s"}),
         pipeline(sampling={"mode": "development", "decisionWait": "1s"}),
+        pipeline(metrics={"enabled": False}),
+        pipeline(metrics={"external": {"url": "https://mimir.example.com/prometheus"}}),
     ])
     def test_accepted(self, resource: dict[str, Any]) -> None:
         validate_pipeline(resource)
