@@ -47,7 +47,7 @@ def test_promtool_checks_and_unit_tests_the_rules(tmp_path: Path) -> None:
     for path in (PLAIN_RULES, rendered):
         checked = promtool("check", "rules", str(path))
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        assert "SUCCESS: 9 rules found" in checked.stdout, checked.stdout
+        assert "SUCCESS: 9 rules found" in checked.stdout + checked.stderr, checked.stdout
     tested = promtool("test", "rules", str(RULES_TEST))
     assert tested.returncode == 0, tested.stdout + tested.stderr
 

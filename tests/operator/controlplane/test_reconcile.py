@@ -22,6 +22,7 @@ pytestmark = pytest.mark.controlplane
 TIMEOUT = 90.0  # generous: the machine running the suite is small and busy
 CHECKSUM = "kvtrace.dev/config-checksum"
 CHILD_KINDS = ("serviceaccounts,configmaps,services,statefulsets,deployments,poddisruptionbudgets,networkpolicies,"
+               "roles,rolebindings,"  # the pipeline's Prometheus (spec.metrics)
                "secrets")  # the generated OTLP token Secret (auth is on by default)
 
 
