@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kvtrace_operator.render.monitoring import alert_rules, chart_files, dashboard, dashboard_names, dashboard_queries
+from kvtrace_operator.render.monitoring import (
+    alert_rules,
+    chart_files,
+    dashboard,
+    dashboard_names,
+    dashboard_queries,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -27,7 +27,11 @@ from kvtrace.devstack.local_tls import local_tls
 from kvtrace.devstack.otlp_token import local_token
 from kvtrace.devstack.prometheus import Prometheus
 from kvtrace.devstack.pytest_plugin import require_binaries
-from kvtrace_operator.render import apply_defaults_pipeline, render_collector_config, render_jaeger_config
+from kvtrace_operator.render import (
+    apply_defaults_pipeline,
+    render_collector_config,
+    render_jaeger_config,
+)
 from kvtrace_operator.render.collector import LOADBALANCER_TIER, SAMPLING_TIER
 from kvtrace_operator.render.metrics import JOB_COLLECTOR, JOB_JAEGER, JOB_KVNODE, prometheus_config
 from kvtrace_operator.render.monitoring import rules_for

@@ -23,7 +23,12 @@ from tracing_stack import Stack, flush, traced_client_writes, workload
 from kvtrace.devstack import tools
 from kvtrace.devstack.pytest_plugin import poll, require_binaries
 from kvtrace_operator.render import apply_defaults_pipeline
-from kvtrace_operator.render.monitoring import dashboard, dashboard_names, dashboard_queries, rules_for
+from kvtrace_operator.render.monitoring import (
+    dashboard,
+    dashboard_names,
+    dashboard_queries,
+    rules_for,
+)
 
 pytestmark = pytest.mark.dataplane
 

@@ -13,7 +13,17 @@ import datetime as dt
 from collections.abc import Callable
 
 import pytest
-from tracing_stack import PUT_OP, Stack, flush, kept_after_markers, traceparent, within, workload, run_ops, Op
+from tracing_stack import (
+    PUT_OP,
+    Op,
+    Stack,
+    flush,
+    kept_after_markers,
+    run_ops,
+    traceparent,
+    within,
+    workload,
+)
 
 from kvtrace.devstack.pytest_plugin import poll
 

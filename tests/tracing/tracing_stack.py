@@ -43,10 +43,10 @@ from kvtrace.devstack.local_tls import LocalTLS
 from kvtrace.devstack.otlp_token import use_token_file
 from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
 from kvtrace.devstack.proc import Process, free_port, wait_until
+from kvtrace.devstack.prometheus import OTLP_METRICS_PATH, Prometheus
 from kvtrace.devstack.pytest_plugin import poll
 from kvtrace.shared.jaeger_client import JaegerClient, Trace
 from kvtrace_operator.render import otel_environment
-from kvtrace.devstack.prometheus import OTLP_METRICS_PATH, Prometheus
 from kvtrace_operator.render.collector import JAEGER_EXPORTER
 from kvtrace_operator.render.metrics import METRICS_EXPORTER
 

@@ -14,7 +14,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kvtrace_operator.render.images import COLLECTOR_IMAGE, JAEGER_IMAGE, KVNODE_IMAGE, PROMETHEUS_IMAGE
+from kvtrace_operator.render.images import (
+    COLLECTOR_IMAGE,
+    JAEGER_IMAGE,
+    KVNODE_IMAGE,
+    PROMETHEUS_IMAGE,
+)
 
 
 class Each(dict):  # type: ignore[type-arg]

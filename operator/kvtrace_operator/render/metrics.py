@@ -22,7 +22,6 @@ from kvtrace_operator.render import names, podspec, sampling
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.deployment import config_map, dump_config, service
 from kvtrace_operator.render.durations import parse_duration
-from kvtrace_operator.render.monitoring import rules_for
 from kvtrace_operator.render.labels import (
     COLLECTOR,
     COLLECTOR_SAMPLING,
@@ -33,6 +32,7 @@ from kvtrace_operator.render.labels import (
     selector_labels,
     standard_labels,
 )
+from kvtrace_operator.render.monitoring import rules_for
 
 SPANMETRICS = "spanmetrics"
 SERVICEGRAPH = "servicegraph"

@@ -24,7 +24,13 @@ from typing import Any
 import yaml
 
 from kvtrace.devstack import tools
-from kvtrace.devstack.proc import Process, free_port, keep_workdirs, start_with_port_retry, urlopen_direct
+from kvtrace.devstack.proc import (
+    Process,
+    free_port,
+    keep_workdirs,
+    start_with_port_retry,
+    urlopen_direct,
+)
 
 HOST = "127.0.0.1"
 OTLP_METRICS_PATH = "/api/v1/otlp/v1/metrics"
@@ -119,7 +125,7 @@ class Prometheus:
         """Scrape ``targets`` from now on (the config is rewritten and reloaded)."""
         self.targets = dict(targets)
         self._write_config()
-        request = urllib.request.Request(self.url + "/-/reload", method="POST")
+        request = urllib.request.Request(self.url + "/-/reload", method="POST")  # noqa: S310 - loopback http
         with urlopen_direct(request, timeout=30) as resp:
             if int(resp.status) != 200:
                 raise RuntimeError(f"Prometheus reload answered {resp.status}")

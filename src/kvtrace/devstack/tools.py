@@ -263,7 +263,7 @@ def _fetch_jaeger_ui(scratch: Path) -> Path:
     print(f"    no ../shared/upstream/{JAEGER_UI_ARCHIVE}: fetching {JAEGER_UI_URL}", flush=True)
     target = scratch / JAEGER_UI_ARCHIVE
     try:
-        with urllib.request.urlopen(JAEGER_UI_URL, timeout=120) as resp:  # noqa: S310 - fixed https URL
+        with urllib.request.urlopen(JAEGER_UI_URL, timeout=120) as resp:
             target.write_bytes(resp.read())
     except OSError as exc:
         raise RuntimeError(

@@ -272,9 +272,9 @@ def _traces(args: argparse.Namespace) -> int:
 
 
 def prometheus_url(args: argparse.Namespace) -> str:
-    """--prometheus, $KVTRACE_PROMETHEUS, else the pipeline's status.endpoints.metrics."""
-    from kvtrace.devstack.endpoints import resolve_url
+    """--prometheus, $KVTRACE_PROMETHEUS_URL, else the pipeline's status.endpoints.metrics."""
     from kvtrace.inspect.errors import InspectError
+    from kvtrace.inspect.urls import checked_url
 
     url = args.prometheus or os.environ.get(PROMETHEUS_ENV)
     if not url:
@@ -291,8 +291,7 @@ def prometheus_url(args: argparse.Namespace) -> str:
         if not url:
             raise InspectError(f"TracingPipeline {found[0]['metadata']['name']}: no status.endpoints.metrics "
                                "(spec.metrics.enabled is false?): give --prometheus URL")
-    check_url(url, "--prometheus")
-    return resolve_url(url)
+    return checked_url(url, "--prometheus")
 
 
 def _top(args: argparse.Namespace) -> int:

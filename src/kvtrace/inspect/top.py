@@ -73,7 +73,7 @@ def _rows(results: Mapping[str, list[dict[str, Any]]], labels: tuple[str, ...]) 
     for column, samples in results.items():
         for sample in samples:
             key = tuple(str(sample["metric"].get(label, "")) for label in labels)
-            row = rows.setdefault(key, {label: value for label, value in zip(labels, key)})
+            row = rows.setdefault(key, dict(zip(labels, key, strict=True)))
             row[column] = _number(sample)
     out = []
     for key in sorted(rows):

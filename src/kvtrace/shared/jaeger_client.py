@@ -339,7 +339,7 @@ class JaegerClient:
         ratio) or ``latencies`` (needs ``quantile``; not offered here) of ``service`` per
         operation, read by Jaeger from its metrics backend (``/api/metrics/...``): one entry
         per series, ``{"labels": {...}, "points": [float, ...]}`` (NaN points left out)."""
-        now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+        now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
         body = self._get(f"/api/metrics/{metric}", {
             "service": service, "endTs": now_ms, "lookback": int(lookback.total_seconds() * 1000),
             "step": int(step.total_seconds() * 1000), "ratePer": 1000, "spanKind": span_kind,
@@ -354,7 +354,7 @@ class JaegerClient:
 
     def dependencies(self, lookback: dt.timedelta = dt.timedelta(hours=1)) -> list[tuple[str, str, int]]:
         """The System Architecture view's edges: (parent service, child service, calls)."""
-        now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+        now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
         body = self._get("/api/dependencies", {"endTs": now_ms, "lookback": int(lookback.total_seconds() * 1000)})
         data = (json.loads(body).get("data") or []) if body else []
         return sorted((str(d["parent"]), str(d["child"]), int(d.get("callCount", 0))) for d in data)
