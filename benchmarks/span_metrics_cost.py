@@ -1,4 +1,4 @@
-"""Benchmark: what metrics from traces cost (issue 13), in one run.
+"""Benchmark: what metrics from traces cost, in one run.
 
     .venv/bin/python benchmarks/span_metrics_cost.py [--traces 20000] [--batch 200] [--rounds 2]
 

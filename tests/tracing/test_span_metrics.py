@@ -1,4 +1,4 @@
-"""Metrics from traces (issue 13) through the rendered stack: the collector's spanmetrics and
+"""Metrics from traces through the rendered stack: the collector's spanmetrics and
 servicegraph connectors, computed from every span BEFORE tail sampling, pushed to the
 pipeline's Prometheus (its rendered config and alert rules), read back by Jaeger's Monitor tab
 (``/api/metrics``) and by PromQL; Prometheus down never blocks traces.

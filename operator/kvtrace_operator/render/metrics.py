@@ -47,7 +47,7 @@ RULES_FILE = "rules.yml"
 CONFIG_DIR = "/etc/prometheus"
 DATA_DIR = "/prometheus"
 # Span attributes (or resource attributes) that become metric labels besides the connector's
-# own service.name, span.name, span.kind and status.code (DESIGN.md section 4).
+# own service.name, span.name, span.kind and status.code (docs/design.md, tracing contract).
 DIMENSIONS = ("kvstore.operation", "kvstore.consistency", "kvstore.member.id")
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}

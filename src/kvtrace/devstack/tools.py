@@ -203,7 +203,7 @@ OTELCOL_MANIFEST = REPO_TOOLS / "otelcol" / "builder-config.yaml"
 
 def otelcol_cache_version() -> str:
     """The collector's cache key: its release and a digest of the manifest and go.sum, so a
-    build with other components (the connectors added for issue 13) is never reused."""
+    build with other components (the span metrics connectors, say) is never reused."""
     digest = hashlib.sha256()
     for path in (OTELCOL_MANIFEST, REPO_TOOLS / "otelcol" / "go.sum"):
         digest.update(path.read_bytes())
@@ -245,7 +245,7 @@ JAEGER_UI_URL = f"https://github.com/jaegertracing/jaeger-ui/archive/refs/tags/v
 
 
 def jaeger_ui_source(repo: Path = REPO_TOOLS.parent) -> Path | None:
-    """The mirrored jaeger-ui tree: ``shared/upstream/`` beside the repository (or beside a
+    """The mirrored jaeger-ui tree: ``shared/upstream/`` next to the checkout (or next to a
     directory above it, as for a git worktree), else ``$KVTRACE_UPSTREAM_DIR``; None when absent."""
     env = os.environ.get("KVTRACE_UPSTREAM_DIR")
     candidates = [Path(env) / JAEGER_UI_ARCHIVE] if env else []
@@ -268,7 +268,7 @@ def _fetch_jaeger_ui(scratch: Path) -> Path:
     except OSError as exc:
         raise RuntimeError(
             f"jaeger-ui source not found: put {JAEGER_UI_ARCHIVE} (a `git archive` of tag "
-            f"v{JAEGER_UI_VERSION}) in ../shared/upstream/ beside the repository or in "
+            f"v{JAEGER_UI_VERSION}) in ../shared/upstream/ next to the checkout or in "
             f"$KVTRACE_UPSTREAM_DIR; downloading {JAEGER_UI_URL} failed: {exc}") from exc
     return target
 

@@ -71,7 +71,7 @@ BAD_PIPELINES: list[tuple[dict[str, Any], str, str]] = [
      "spec.exporters.otlp[0].secretHeaders[1].name", "duplicate header"),
     (pipeline(redaction={"hashAttributes": []}), "spec.redaction.hashAttributes", "kvstore.key"),
     (pipeline(name="p" * 41), "metadata.name", "at most 40"),
-    # spec.metrics (issue 13)
+    # spec.metrics
     (pipeline(metrics={"enabled": "yes"}), "spec.metrics.enabled", "true or false"),
     (pipeline(metrics={"prometheus": {"retention": "2 days"}}), "spec.metrics.prometheus.retention", "duration"),
     (pipeline(metrics={"prometheus": {"retention": "30m"}}), "spec.metrics.prometheus.retention", "at least 1h"),
