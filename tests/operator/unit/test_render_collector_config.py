@@ -9,6 +9,7 @@ import pytest
 from render_testlib import pipeline
 
 from kvtrace_operator.render import render_collector_config, render_jaeger_config
+from kvtrace_operator.render.defaults import PIPELINE_DEFAULTS
 from kvtrace_operator.render.redaction import DEFAULT_KEY_PATTERNS, DEFAULT_VALUE_PATTERNS
 
 pytestmark = pytest.mark.unit
@@ -175,7 +176,8 @@ class TestJaegerConfig:
 
     def test_query_and_tenancy(self, storage: dict[str, Any], tenancy: dict[str, Any]) -> None:
         query = self.config(storage, tenancy)["extensions"]["jaeger_query"]
-        assert query["storage"] == {"traces": "traces", "metrics": "metrics"}  # SPM: spec.metrics on by default
+        metrics = {"metrics": "metrics"} if PIPELINE_DEFAULTS["metrics"]["enabled"] else {}  # SPM: spec.metrics
+        assert query["storage"] == {"traces": "traces", **metrics}
         # The query port serves Jaeger's leaf: TLS (mode managed) is on by default.
         assert query["http"] == {"endpoint": "0.0.0.0:16686", "tls": {
             "cert_file": "/etc/jaeger-serving/tls.crt", "key_file": "/etc/jaeger-serving/tls.key",

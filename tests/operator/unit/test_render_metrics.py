@@ -19,6 +19,12 @@ pytestmark = pytest.mark.unit
 PROMETHEUS_URL = "http://traces-prometheus.store.svc.cluster.local:9090"
 
 
+def metered(**spec: Any) -> dict[str, Any]:
+    """A pipeline with spec.metrics.enabled true unless the spec says otherwise."""
+    spec.setdefault("metrics", {}).setdefault("enabled", True)
+    return pipeline(**spec)
+
+
 def pipelines_of(config: dict[str, Any]) -> dict[str, Any]:
     return dict(config["service"]["pipelines"])
 
@@ -26,7 +32,7 @@ def pipelines_of(config: dict[str, Any]) -> dict[str, Any]:
 class TestCollector:
     @pytest.mark.parametrize("spec", [{}, {"sampling": {"mode": "head"}}, {"sampling": {"mode": "development"}}])
     def test_connectors_see_every_span_before_sampling(self, spec: dict[str, Any]) -> None:
-        config = render_collector_config(pipeline(**spec))
+        config = render_collector_config(metered(**spec))
         pipes = pipelines_of(config)
         # Fed by the very receivers of the traces pipeline, never behind tail_sampling.
         assert pipes["traces/spanmetrics"] == {"receivers": pipes["traces"]["receivers"],
@@ -42,43 +48,43 @@ class TestCollector:
         assert exporter["sending_queue"]["queue_size"] == 100  # bounded: a store down drops metrics only
 
     def test_two_tiers_compute_in_the_sampling_tier_only(self) -> None:
-        pipe = pipeline(collector={"replicas": 2})
+        pipe = metered(collector={"replicas": 2})
         assert "connectors" not in render_collector_config(pipe, LOADBALANCER_TIER)
         assert "traces/spanmetrics" in pipelines_of(render_collector_config(pipe, SAMPLING_TIER))
 
     def test_off(self) -> None:
-        config = render_collector_config(pipeline(metrics={"enabled": False}))
+        config = render_collector_config(metered(metrics={"enabled": False}))
         assert "connectors" not in config and list(pipelines_of(config)) == ["traces"]
         assert "otlp_http/metrics" not in config["exporters"]
 
     def test_external_store(self) -> None:
-        config = render_collector_config(pipeline(metrics={"external": {"url": "https://mimir.example/prom/"}}))
+        config = render_collector_config(metered(metrics={"external": {"url": "https://mimir.example/prom/"}}))
         assert config["exporters"]["otlp_http/metrics"]["metrics_endpoint"] == \
             "https://mimir.example/prom/api/v1/otlp/v1/metrics"
-        explicit = render_collector_config(pipeline(metrics={"external": {
+        explicit = render_collector_config(metered(metrics={"external": {
             "url": "https://mimir.example/prom", "otlpEndpoint": "https://otlp.example/v1/metrics"}}))
         assert explicit["exporters"]["otlp_http/metrics"]["metrics_endpoint"] == "https://otlp.example/v1/metrics"
 
 
 class TestJaeger:
     def test_monitor_tab_reads_the_pipelines_prometheus(self) -> None:
-        config = render_jaeger_config(pipeline())
+        config = render_jaeger_config(metered())
         assert config["extensions"]["jaeger_query"]["storage"] == {"traces": "traces", "metrics": "metrics"}
         assert config["extensions"]["jaeger_storage"]["metric_backends"] == {"metrics": {"prometheus": {
             "endpoint": PROMETHEUS_URL, "normalize_calls": True, "normalize_duration": True}}}
 
     def test_external_and_off(self) -> None:
-        external = render_jaeger_config(pipeline(metrics={"external": {"url": "http://vm.mon:8428"}}))
+        external = render_jaeger_config(metered(metrics={"external": {"url": "http://vm.mon:8428"}}))
         backend = external["extensions"]["jaeger_storage"]["metric_backends"]["metrics"]["prometheus"]
         assert backend["endpoint"] == "http://vm.mon:8428"
-        off = render_jaeger_config(pipeline(metrics={"enabled": False}))
+        off = render_jaeger_config(metered(metrics={"enabled": False}))
         assert off["extensions"]["jaeger_query"]["storage"] == {"traces": "traces"}
         assert "metric_backends" not in off["extensions"]["jaeger_storage"]
 
 
 class TestPrometheusObjects:
     def test_objects_are_valid_and_bounded(self) -> None:
-        objects = render_pipeline(pipeline(metrics={"prometheus": {"retention": "6h", "storageSize": "2Gi"}}))
+        objects = render_pipeline(metered(metrics={"prometheus": {"retention": "6h", "storageSize": "2Gi"}}))
         for kind in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service"):
             validate_k8s(one(objects, kind, "traces-prometheus"))
         deployment = one(objects, "Deployment", "traces-prometheus")
@@ -96,7 +102,7 @@ class TestPrometheusObjects:
         assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
 
     def test_config_scrapes_own_namespace_and_loads_rules(self) -> None:
-        files = one(render_pipeline(pipeline()), "ConfigMap", "traces-prometheus")["data"]
+        files = one(render_pipeline(metered()), "ConfigMap", "traces-prometheus")["data"]
         config = yaml.safe_load(files["prometheus.yml"])
         assert config["global"]["scrape_interval"] == "15s"
         assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
@@ -111,10 +117,10 @@ class TestPrometheusObjects:
 
     def test_external_or_off_deploys_nothing(self) -> None:
         for spec in ({"metrics": {"enabled": False}}, {"metrics": {"external": {"url": "http://p:9090"}}}):
-            assert not [o for o in render_pipeline(pipeline(**spec)) if "prometheus" in o["metadata"]["name"]]
+            assert not [o for o in render_pipeline(metered(**spec)) if "prometheus" in o["metadata"]["name"]]
 
     def test_deterministic(self) -> None:
-        assert render_pipeline(pipeline()) == render_pipeline(pipeline())
+        assert render_pipeline(metered()) == render_pipeline(metered())
 
     @pytest.mark.parametrize(("size", "flag"), [("1Gi", "819MB"), ("512Mi", "409MB"), ("2G", "1525MB")])
     def test_retention_size(self, size: str, flag: str) -> None:
@@ -123,7 +129,7 @@ class TestPrometheusObjects:
 
 class TestRules:
     def test_pipeline_thresholds_are_filled_in(self) -> None:
-        files = one(render_pipeline(pipeline(sampling={"latencyThreshold": "250ms", "numTraces": 1000},
+        files = one(render_pipeline(metered(sampling={"latencyThreshold": "250ms", "numTraces": 1000},
                                              metrics={"prometheus": {"scrapeInterval": "5s"}})),
                     "ConfigMap", "traces-prometheus")["data"]
         rules = {rule["alert"]: rule for group in yaml.safe_load(files["rules.yml"])["groups"]
@@ -147,4 +153,4 @@ def test_head_mode_says_what_the_metrics_describe() -> None:
 
 
 def test_config_of_collector_is_yaml() -> None:
-    config_of(one(render_pipeline(pipeline()), "ConfigMap", "traces-collector"))
+    config_of(one(render_pipeline(metered()), "ConfigMap", "traces-collector"))

@@ -8,6 +8,7 @@ import pytest
 from render_testlib import by_kind, config_of, one, pipeline, validate_k8s
 
 from kvtrace_operator.render import pipeline_endpoints, render_pipeline
+from kvtrace_operator.render.defaults import PIPELINE_DEFAULTS
 from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
 
 pytestmark = pytest.mark.unit
@@ -39,6 +40,10 @@ def jaeger_enabled(spec: dict[str, Any]) -> bool:
     return spec.get("jaeger", {}).get("enabled", True)
 
 
+def metrics_on(spec: dict[str, Any]) -> bool:
+    return bool(spec.get("metrics", {}).get("enabled", PIPELINE_DEFAULTS["metrics"]["enabled"]))
+
+
 def badger(spec: dict[str, Any]) -> bool:
     return spec.get("jaeger", {}).get("storage", {}).get("type") == "badger"
 
@@ -64,8 +69,8 @@ class TestRenderPipeline:
             expected += [("ServiceAccount", "traces-jaeger"), ("ConfigMap", "traces-jaeger"),
                          ("Deployment", "traces-jaeger"), ("Service", "traces-jaeger-query"),
                          ("Service", "traces-jaeger-otlp")]
-        # Prometheus (spec.metrics, on by default): RBAC for its pod discovery, config, workload.
-        expected += [("ServiceAccount", "traces-prometheus"), ("Role", "traces-prometheus"),
+        # Prometheus (spec.metrics): RBAC for its pod discovery, config, workload.
+        expected += [] if not metrics_on(spec) else [("ServiceAccount", "traces-prometheus"), ("Role", "traces-prometheus"),
                      ("RoleBinding", "traces-prometheus"), ("ConfigMap", "traces-prometheus"),
                      ("Deployment", "traces-prometheus"), ("Service", "traces-prometheus")]
         expected += [("ConfigMap", "traces-instrumentation")]
@@ -218,11 +223,11 @@ def test_collector_checksum_rolls_on_config_change() -> None:
 
 
 def test_endpoints() -> None:
-    assert pipeline_endpoints(pipeline()) == {  # TLS by default
+    assert pipeline_endpoints(pipeline(metrics={"enabled": True})) == {  # TLS by default
         "otlpGrpc": "https://traces-collector.store.svc.cluster.local:4317",
         "otlpHttp": "https://traces-collector.store.svc.cluster.local:4318",
         "jaegerQuery": "https://traces-jaeger-query.store.svc.cluster.local:16686",  # Jaeger's leaf
-        "metrics": "http://traces-prometheus.store.svc.cluster.local:9090",  # spec.metrics, on by default
+        "metrics": "http://traces-prometheus.store.svc.cluster.local:9090",  # spec.metrics
     }
     plaintext = pipeline_endpoints(pipeline(security={"tls": {"enabled": False}}))
     assert plaintext["otlpHttp"] == "http://traces-collector.store.svc.cluster.local:4318"
