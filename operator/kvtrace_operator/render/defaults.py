@@ -70,7 +70,8 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "redaction": {"hashAttributes": ["kvstore.key"], "defaultPatterns": True},
     "networkPolicy": {"enabled": True, "queryAccess": "namespace"},
     "metrics": {
-        "enabled": True,
+        # Off until the collector in the tool cache and the image carry the connectors.
+        "enabled": False,
         "prometheus": {"image": PROMETHEUS_IMAGE, "retention": "24h", "storageSize": "1Gi",
                        "scrapeInterval": "15s"},
     },

@@ -125,7 +125,7 @@ def pipeline_endpoints(pipeline: dict[str, Any]) -> dict[str, str]:
         own_leaf = tls and (tls_settings.get("mode") or ("secret" if tls_settings.get("secretName") else "managed")) != "secret"
         endpoints["jaegerQuery"] = f"{'https' if own_leaf else 'http'}://{query}:{JAEGER_QUERY_HTTP_PORT}"
     metrics = (pipeline.get("spec") or {}).get("metrics") or {}
-    if metrics.get("enabled", True):  # the schema default (render/defaults.py)
+    if metrics.get("enabled", False):  # the schema default (render/defaults.py)
         external = (metrics.get("external") or {}).get("url")
         endpoints["metrics"] = external or f"http://{service_dns(prometheus(name), namespace)}:{PROMETHEUS_PORT}"
     return endpoints

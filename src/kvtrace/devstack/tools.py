@@ -44,9 +44,9 @@ STAMP = ".kvtrace-tool.json"
 # Cold build times measured on an idle 2-core machine (docs/local-stack.md, "Measured build
 # times"), printed as what to expect; a busy machine takes longer.
 EXPECTED_SECONDS = {"kubernetes": 299, "etcd": 35, "kwok": 85, "ocb": 3, "otelcol": 263,
-                    "jaeger": 184, "helm": 170}
+                    "jaeger": 184, "helm": 170, "jaeger-ui": 75}
 # Commands a tool's build runs besides Go (every build needs Go), by tool name.
-EXTRA_PREREQUISITES: dict[str, tuple[str, ...]] = {}
+EXTRA_PREREQUISITES: dict[str, tuple[str, ...]] = {"jaeger-ui": ("node", "npm")}
 PREREQUISITE_NAMES = {"go": "Go 1.26", "make": "make", "node": "Node.js", "npm": "npm (Node.js)"}
 MIN_GO = (1, 26)
 
@@ -201,14 +201,6 @@ def _otelcol_go_mod(manifest: dict[str, object]) -> str:
 OTELCOL_MANIFEST = REPO_TOOLS / "otelcol" / "builder-config.yaml"
 
 
-def otelcol_cache_version() -> str:
-    """The collector's cache key: its release and a digest of the manifest and go.sum, so a
-    build with other components (the span metrics connectors, say) is never reused."""
-    digest = hashlib.sha256()
-    for path in (OTELCOL_MANIFEST, REPO_TOOLS / "otelcol" / "go.sum"):
-        digest.update(path.read_bytes())
-    return f"{OTELCOL_VERSION}-{digest.hexdigest()[:10]}"
-
 
 def otelcol_go_mod(manifest_path: Path = OTELCOL_MANIFEST) -> str:
     """The distribution's go.mod, from the ocb manifest (also what tools/otelcol/Dockerfile
@@ -276,8 +268,6 @@ def _fetch_jaeger_ui(scratch: Path) -> Path:
 def _build_jaeger_ui(out: Path, scratch: Path) -> None:
     """jaeger-ui with npm (``npm ci``, ``npm run build``; its package.json asks for node >= 24,
     node 20 builds it with ``--engine-strict=false``); the built assets are the cached tool."""
-    if shutil.which("npm") is None:
-        raise RuntimeError("npm not found: install nodejs and npm (tools/system/packages.txt)")
     archive = _fetch_jaeger_ui(scratch)
     with tarfile.open(archive) as tar:
         tar.extractall(scratch, filter="data")
@@ -318,7 +308,7 @@ TOOLS: dict[str, Tool] = {
              }, ldflags=f"-X sigs.k8s.io/kwok/pkg/consts.Version=v{KWOK_VERSION}")),
         Tool("ocb", OTELCOL_VERSION, ("builder",),
              _go_install({"builder": f"go.opentelemetry.io/collector/cmd/builder@v{OTELCOL_VERSION}"})),
-        Tool("otelcol", otelcol_cache_version(), ("otelcol-kvtrace",), _build_otelcol),
+        Tool("otelcol", OTELCOL_VERSION, ("otelcol-kvtrace",), _build_otelcol),
         Tool("jaeger", JAEGER_VERSION, ("jaeger",),
              _build_wrapper("jaeger", {"jaeger": "github.com/jaegertracing/jaeger/cmd/jaeger"})),
         Tool("python-agent", PYTHON_AGENT_VERSION, (), _build_python_agent),
