@@ -234,4 +234,5 @@ def test_endpoints() -> None:
     assert plaintext["jaegerQuery"] == "http://traces-jaeger-query.store.svc.cluster.local:16686"
     assert "jaegerQuery" not in pipeline_endpoints(pipeline(jaeger={"enabled": False}))
     assert "metrics" not in pipeline_endpoints(pipeline(metrics={"enabled": False}))
-    assert pipeline_endpoints(pipeline(metrics={"external": {"url": "http://vm:8428"}}))["metrics"] == "http://vm:8428"
+    external = pipeline(metrics={"enabled": True, "external": {"url": "http://vm:8428"}})
+    assert pipeline_endpoints(external)["metrics"] == "http://vm:8428"

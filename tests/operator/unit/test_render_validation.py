@@ -79,9 +79,10 @@ BAD_PIPELINES: list[tuple[dict[str, Any], str, str]] = [
      "at least 1s"),
     (pipeline(metrics={"prometheus": {"storageSize": "big"}}), "spec.metrics.prometheus.storageSize", "quantity"),
     (pipeline(metrics={"prometheus": {"resources": "small"}}), "spec.metrics.prometheus.resources", "an object"),
-    (pipeline(metrics={"external": {}}), "spec.metrics.external.url", "http(s) URL"),
-    (pipeline(metrics={"external": {"url": "prometheus:9090"}}), "spec.metrics.external.url", "http(s) URL"),
-    (pipeline(metrics={"external": {"url": "http://p:9090", "otlpEndpoint": "p:4318"}}),
+    (pipeline(metrics={"enabled": True, "external": {}}), "spec.metrics.external.url", "http(s) URL"),
+    (pipeline(metrics={"enabled": True, "external": {"url": "prometheus:9090"}}), "spec.metrics.external.url",
+     "http(s) URL"),
+    (pipeline(metrics={"enabled": True, "external": {"url": "http://p:9090", "otlpEndpoint": "p:4318"}}),
      "spec.metrics.external.otlpEndpoint", "http(s) URL"),
     (pipeline(metrics={"enabled": False, "external": {"url": "http://p:9090"}}), "spec.metrics.external",
      "needs enabled: true"),
@@ -118,7 +119,7 @@ class TestGoodInput:
         pipeline(sampling={"mode": "head", "decisionWait": "1s"}),
         pipeline(sampling={"mode": "development", "decisionWait": "1s"}),
         pipeline(metrics={"enabled": False}),
-        pipeline(metrics={"external": {"url": "https://mimir.example.com/prometheus"}}),
+        pipeline(metrics={"enabled": True, "external": {"url": "https://mimir.example.com/prometheus"}}),
     ])
     def test_accepted(self, resource: dict[str, Any]) -> None:
         validate_pipeline(resource)
