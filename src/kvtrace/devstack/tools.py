@@ -317,10 +317,6 @@ TOOLS: dict[str, Tool] = {
         Tool("helm", HELM_VERSION, ("helm",),
              _go_install({"helm": f"helm.sh/helm/v4/cmd/helm@v{HELM_VERSION}"},
                          ldflags=f"-X helm.sh/helm/v4/internal/version.version=v{HELM_VERSION}")),
-        Tool("prometheus", PROMETHEUS_VERSION, ("prometheus", "promtool"),
-             _go_install({name: f"github.com/prometheus/prometheus/cmd/{name}@v{PROMETHEUS_VERSION}"
-                          for name in ("prometheus", "promtool")},
-                         ldflags=f"-X github.com/prometheus/common/version.Version={prometheus_release()}")),
     )
 }
 
