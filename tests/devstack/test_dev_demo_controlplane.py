@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from kvtrace.devstack import tools
 from kvtrace.devstack.cluster import BINARIES, kubectl_path
 from kvtrace.devstack.proc import processes_mentioning
 from kvtrace.devstack.pytest_plugin import require_binaries
@@ -199,3 +200,39 @@ def test_dev_demo_exit_names_the_failed_step_and_stops_what_it_started(tmp_path:
     assert "Stopping everything that was started." in output and "] tracing backends" not in output
     assert_all_stopped(output, state)
 
+
+
+def test_dev_demo_of_the_instrumented_app_draws_one_trace_from_the_app_through_the_store(tmp_path: Path) -> None:
+    """examples/06-instrumented-app: the operator serves the injection webhook on
+    loopback; the application's pods are injected (token, CA, the Python agent by init
+    container) and run by the pod runner from their mutated spec with no change to the app's
+    code; one trace in the real Jaeger starts with the app's urllib CLIENT span and holds the
+    coordinator's SERVER span and the replicas' spans."""
+    require_binaries(*BINARIES, "otelcol-kvtrace", "jaeger")
+    assert not [tool for tool in ("python-agent", "java-agent") if tools.verify(tools.TOOLS[tool])], \
+        "the agents are not built: kvtrace dev tools python-agent java-agent"
+    namespace = f"demo-{secrets.token_hex(2)}"
+    state = tmp_path / "state.json"
+    argv = [str(Path(sys.executable).parent / "kvtrace"), "dev", "demo", "--exit", "--example",
+            str(REPO / "examples" / "06-instrumented-app"), "--namespace", namespace, *LOAD]
+    proc = subprocess.run(argv, cwd=REPO, env=demo_env(state), capture_output=True, text=True, timeout=540)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    steps = re.findall(r"^    (.+): ok \((\d+\.\d)s\)$", output, re.M)
+    assert [name for name, _ in steps][8:10] == ["KV nodes", "application"], output
+    assert "    injection webhook https://127.0.0.1:" in output, output
+    assert re.search(rf"^    kvapp-\S+: injected by {namespace}/app-traces, OTEL_SERVICE_NAME=kvapp, "
+                     r"PYTHONPATH=/\S+/opentelemetry/instrumentation/auto_instrumentation:", output, re.M), output
+    assert re.search(rf"^    kvapp-java-\S+: injected by {namespace}/app-traces, OTEL_SERVICE_NAME=kvapp-java, "
+                     r"JAVA_TOOL_OPTIONS=-javaagent:/\S+/javaagent.jar", output, re.M), output
+    # both applications' requests are one trace with the store's spans (the Java agent too)
+    for service in ("kvapp", "kvapp-java"):
+        assert re.search(rf"^    application {service}: trace [0-9a-f]{{32}}, \d+ spans, services "
+                         rf"{'kvapp, store' if service == 'kvapp' else 'kvapp-java, store'}$", output, re.M), output
+    drawn = output.split("One trace, from the application 'kvapp' through the store, with spans from ", 1)[1]
+    header, rows = drawn.splitlines()[1], drawn.splitlines()[3:]
+    assert re.match(r"^trace [0-9a-f]{32}  kvapp: (PUT|GET)\b", header), drawn
+    assert re.search(r"\bkvapp\s+kvapp-", rows[0]), drawn  # the root: the app's own span, on its pod
+    assert any(re.search(r"(PUT|GET) /v1/kv/\{key\}\s+store\s+store-\d", row) for row in rows), drawn
+    assert len({m.group(1) for row in rows if (m := re.search(r"\s(store-\d)\s", row))}) >= 2, drawn
+    assert_all_stopped(output, state)
