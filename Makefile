@@ -24,12 +24,13 @@ system-deps:
 tools: install system-deps
 	$(BIN)/kvtrace dev tools
 
-# ruff (rules in pyproject.toml), mypy --strict over the three source roots, and the
+# ruff (rules and format in pyproject.toml), mypy --strict over the three source roots, and the
 # import-linter contracts. import-linter puts its working directory first on sys.path, where
 # the kvnode/ source root would shadow the kvnode package: it runs from a neutral directory.
 LINT_PATHS := src kvnode operator tests benchmarks tools
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy src kvnode operator
 	cd / && $(CURDIR)/$(BIN)/lint-imports $(CURDIR)/pyproject.toml
 

@@ -38,6 +38,7 @@ ROUND_TIMEOUT_S = 60.0
 
 # ---- the server process ----------------------------------------------------------------------
 
+
 def serve_own(port: int) -> None:
     from kvnode.transport.http_server import HttpServer, Reply, Request
 
@@ -58,7 +59,9 @@ def serve_aiohttp(port: int) -> None:
     from aiohttp import web
 
     async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=VALUE, content_type="application/octet-stream", headers={"X-KV-Version": "1"})
+        return web.Response(
+            body=VALUE, content_type="application/octet-stream", headers={"X-KV-Version": "1"}
+        )
 
     async def main() -> None:
         app = web.Application()
@@ -80,6 +83,7 @@ def run(main: Any) -> None:
 
 
 # ---- the driver --------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -118,8 +122,11 @@ async def load(port: int, requests: int, clients: int) -> int:
 
 def one_round(kind: str, requests: int, clients: int) -> dict[str, float]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "serve", "--server", kind, "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "serve", "--server", kind, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
@@ -131,8 +138,13 @@ def one_round(kind: str, requests: int, clients: int) -> dict[str, float]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    return {"requests": done, "seconds": round(elapsed, 3), "server_cpu_s": round(cpu, 3),
-            "server_cpu_us_per_request": round(cpu / done * 1e6, 2), "requests_per_s": round(done / elapsed, 1)}
+    return {
+        "requests": done,
+        "seconds": round(elapsed, 3),
+        "server_cpu_s": round(cpu, 3),
+        "server_cpu_us_per_request": round(cpu / done * 1e6, 2),
+        "requests_per_s": round(done / elapsed, 1),
+    }
 
 
 def measure(requests: int, clients: int, rounds: int) -> dict[str, Any]:
@@ -140,10 +152,18 @@ def measure(requests: int, clients: int, rounds: int) -> dict[str, Any]:
     for index in range(rounds):
         for kind in SERVERS if index % 2 == 0 else reversed(SERVERS):
             runs[kind].append(one_round(kind, requests, clients))
-    median = {kind: statistics.median(r["server_cpu_us_per_request"] for r in runs[kind]) for kind in SERVERS}
+    median = {
+        kind: statistics.median(r["server_cpu_us_per_request"] for r in runs[kind])
+        for kind in SERVERS
+    }
     return {
-        "benchmark": "http_server", "requests_per_round": requests, "clients": clients, "rounds": rounds,
-        "python": platform.python_version(), "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
+        "benchmark": "http_server",
+        "requests_per_round": requests,
+        "clients": clients,
+        "rounds": rounds,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
         "median_server_cpu_us_per_request": median,
         "aiohttp_over_own": round(median["aiohttp"] / median["own"], 2),
         "runs": runs,
@@ -151,10 +171,15 @@ def measure(requests: int, clients: int, rounds: int) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"{'server':<10} {'CPU µs/request (median)':>24} {'requests/s (rounds)':>30}", "-" * 66]
+    lines = [
+        f"{'server':<10} {'CPU µs/request (median)':>24} {'requests/s (rounds)':>30}",
+        "-" * 66,
+    ]
     for kind in SERVERS:
         rates = ", ".join(f"{r['requests_per_s']:,.0f}" for r in result["runs"][kind])
-        lines.append(f"{kind:<10} {result['median_server_cpu_us_per_request'][kind]:>24.1f} {rates:>30}")
+        lines.append(
+            f"{kind:<10} {result['median_server_cpu_us_per_request'][kind]:>24.1f} {rates:>30}"
+        )
     lines.append(f"aiohttp / own: x{result['aiohttp_over_own']}")
     return "\n".join(lines)
 
@@ -165,6 +190,7 @@ def positive(limit: int) -> Any:
         if not 1 <= value <= limit:
             raise argparse.ArgumentTypeError(f"expected 1..{limit}, got {text}")
         return value
+
     return parse
 
 
@@ -174,9 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="(internal) run one server")
     serve.add_argument("--server", choices=SERVERS, required=True)
     serve.add_argument("--port", type=int, required=True)
-    parser.add_argument("--requests", type=positive(MAX_REQUESTS), default=30_000, help="per round (default 30000)")
-    parser.add_argument("--clients", type=positive(256), default=8, help="keep-alive connections (default 8)")
-    parser.add_argument("--rounds", type=positive(9), default=3, help="rounds per server (default 3)")
+    parser.add_argument(
+        "--requests", type=positive(MAX_REQUESTS), default=30_000, help="per round (default 30000)"
+    )
+    parser.add_argument(
+        "--clients", type=positive(256), default=8, help="keep-alive connections (default 8)"
+    )
+    parser.add_argument(
+        "--rounds", type=positive(9), default=3, help="rounds per server (default 3)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.command == "serve":

@@ -44,7 +44,10 @@ BIN = Path(sys.executable).parent
 ETCD_CANDIDATES = [Path.home() / ".cache/kvtrace/tools/etcd-3.6.16/etcd"]
 TRACING = {
     "off": {"OTEL_SDK_DISABLED": "true"},
-    "head-0.1": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+    "head-0.1": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    },
     "all-spans": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
 }
 
@@ -55,7 +58,9 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 30, ok: Any = lambda body: True, context: Any = None) -> None:
+def wait_http(
+    url: str, timeout: float = 30, ok: Any = lambda body: True, context: Any = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -106,20 +111,31 @@ def secure_files(root: Path, ips: list[str]) -> tuple[dict[str, str], Security]:
 
     now = datetime.datetime.now(datetime.UTC)
     ca = pki.make_ca("bench CA", now, datetime.timedelta(days=1))
-    leaf = pki.issue(ca, "kv", ["kv.bench"], now, datetime.timedelta(days=1), ip_addresses=tuple(ips))
+    leaf = pki.issue(
+        ca, "kv", ["kv.bench"], now, datetime.timedelta(days=1), ip_addresses=tuple(ips)
+    )
     tokens = root / "tokens"
     tokens.mkdir()
     token = secrets.token_urlsafe(32)
     (tokens / "default").write_text(token)
-    for name, text in (("tls.crt", leaf.cert_pem), ("tls.key", leaf.key_pem), ("ca.crt", ca.cert_pem)):
+    for name, text in (
+        ("tls.crt", leaf.cert_pem),
+        ("tls.key", leaf.key_pem),
+        ("ca.crt", ca.cert_pem),
+    ):
         (root / name).write_text(text)
-    env = {"KVNODE_TLS_CERT_FILE": str(root / "tls.crt"), "KVNODE_TLS_KEY_FILE": str(root / "tls.key"),
-           "KVNODE_TLS_CA_FILE": str(root / "ca.crt"), "KVNODE_AUTH_TOKEN_DIR": str(tokens)}
+    env = {
+        "KVNODE_TLS_CERT_FILE": str(root / "tls.crt"),
+        "KVNODE_TLS_KEY_FILE": str(root / "tls.key"),
+        "KVNODE_TLS_CA_FILE": str(root / "ca.crt"),
+        "KVNODE_AUTH_TOKEN_DIR": str(tokens),
+    }
     return env, Security(ca_file=str(root / "ca.crt"), token=token)
 
 
-def start_kvtrace(root: Path, subnet: int, tracing: dict[str, str], sink: Sink, secure: bool = False
-                  ) -> tuple[list[subprocess.Popen[bytes]], list[str], Security]:
+def start_kvtrace(
+    root: Path, subnet: int, tracing: dict[str, str], sink: Sink, secure: bool = False
+) -> tuple[list[subprocess.Popen[bytes]], list[str], Security]:
     ips = [f"127.0.{subnet}.{i + 2}" for i in range(3)]
     security_env, security = secure_files(root, ips) if secure else ({}, Security())
     ports = [(free_port(ip), free_port(ip)) for ip in ips]
@@ -127,15 +143,26 @@ def start_kvtrace(root: Path, subnet: int, tracing: dict[str, str], sink: Sink, 
     procs = []
     for i, (ip, (cp, pp)) in enumerate(zip(ips, ports)):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KVNODE_"))}
-        env.update({
-            "OTEL_SERVICE_NAME": "kvnode", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}", "OTEL_BSP_MAX_QUEUE_SIZE": "65536", "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id=kv-{i}",
-            **tracing,
-            "KVNODE_ID": f"kv-{i}", "KVNODE_CLIENT_ADDR": f"{ip}:{cp}", "KVNODE_PEER_ADDR": f"{ip}:{pp}",
-            "KVNODE_PEERS": peers, "KVNODE_DATA_DIR": str(root / f"kv-{i}"), "KVNODE_LOG_LEVEL": "warning",
-            **security_env,
-        })
+        env.update(
+            {
+                "OTEL_SERVICE_NAME": "kvnode",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_METRICS_EXPORTER": "none",
+                "OTEL_LOGS_EXPORTER": "none",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}",
+                "OTEL_BSP_MAX_QUEUE_SIZE": "65536",
+                "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id=kv-{i}",
+                **tracing,
+                "KVNODE_ID": f"kv-{i}",
+                "KVNODE_CLIENT_ADDR": f"{ip}:{cp}",
+                "KVNODE_PEER_ADDR": f"{ip}:{pp}",
+                "KVNODE_PEERS": peers,
+                "KVNODE_DATA_DIR": str(root / f"kv-{i}"),
+                "KVNODE_LOG_LEVEL": "warning",
+                **security_env,
+            }
+        )
         cmd = [str(BIN / "opentelemetry-instrument"), str(BIN / "kvtrace"), "node", "serve"]
         log = open(root / f"kv-{i}.log", "wb")  # noqa: SIM115 - the child's, for its lifetime
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -152,17 +179,37 @@ def find_etcd() -> str | None:
     return shutil.which("etcd")
 
 
-def start_etcd(binary: str, root: Path, subnet: int) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+def start_etcd(
+    binary: str, root: Path, subnet: int
+) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
     ips = [f"127.0.{subnet}.{i + 2}" for i in range(3)]
     ports = [(free_port(ip), free_port(ip)) for ip in ips]
     initial = ",".join(f"e{i}=http://{ip}:{pp}" for i, (ip, (_, pp)) in enumerate(zip(ips, ports)))
     procs = []
     for i, (ip, (cp, pp)) in enumerate(zip(ips, ports)):
-        cmd = [binary, "--name", f"e{i}", "--data-dir", str(root / f"etcd-{i}"),
-               "--listen-client-urls", f"http://{ip}:{cp}", "--advertise-client-urls", f"http://{ip}:{cp}",
-               "--listen-peer-urls", f"http://{ip}:{pp}", "--initial-advertise-peer-urls", f"http://{ip}:{pp}",
-               "--initial-cluster", initial, "--initial-cluster-state", "new", "--initial-cluster-token", "bench",
-               "--log-level", "error"]
+        cmd = [
+            binary,
+            "--name",
+            f"e{i}",
+            "--data-dir",
+            str(root / f"etcd-{i}"),
+            "--listen-client-urls",
+            f"http://{ip}:{cp}",
+            "--advertise-client-urls",
+            f"http://{ip}:{cp}",
+            "--listen-peer-urls",
+            f"http://{ip}:{pp}",
+            "--initial-advertise-peer-urls",
+            f"http://{ip}:{pp}",
+            "--initial-cluster",
+            initial,
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            "bench",
+            "--log-level",
+            "error",
+        ]
         log = open(root / f"etcd-{i}.log", "wb")  # noqa: SIM115 - the child's, for its lifetime
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
     endpoints = [f"http://{ip}:{cp}" for ip, (cp, _) in zip(ips, ports)]
@@ -206,25 +253,43 @@ def client_cpu_seconds() -> float:
 
 LOADED = (("writes", {"write_ratio": 1.0}), ("reads", {"write_ratio": 0.0}))
 PLAIN = Security()  # no TLS, no token
-UNLOADED = (("unloaded_writes", {"write_ratio": 1.0, "clients": 1}), ("unloaded_reads", {"write_ratio": 0.0, "clients": 1}))
+UNLOADED = (
+    ("unloaded_writes", {"write_ratio": 1.0, "clients": 1}),
+    ("unloaded_reads", {"write_ratio": 0.0, "clients": 1}),
+)
 
 
 class Cluster:
     """One running system under test (three kvtrace nodes, or etcd) and its measurements."""
 
-    def __init__(self, name: str, target: str, procs: list[subprocess.Popen[bytes]], endpoints: list[str],
-                 security: Security = PLAIN):
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        procs: list[subprocess.Popen[bytes]],
+        endpoints: list[str],
+        security: Security = PLAIN,
+    ):
         self.name, self.target, self.procs, self.endpoints = name, target, procs, endpoints
         self.security = security
         self.runs: dict[str, list[Result]] = {}
 
     def common(self, args: argparse.Namespace) -> dict[str, Any]:
-        return dict(endpoints=self.endpoints, clients=args.clients, duration=args.duration,
-                    keys=args.keys, value_size=100, consistency="quorum", target=self.target,
-                    security=self.security)
+        return dict(
+            endpoints=self.endpoints,
+            clients=args.clients,
+            duration=args.duration,
+            keys=args.keys,
+            value_size=100,
+            consistency="quorum",
+            target=self.target,
+            security=self.security,
+        )
 
     def preload(self, args: argparse.Namespace) -> None:
-        run_sync(BenchConfig(**{**self.common(args), "duration": 0.1}, write_ratio=1.0, preload=True))
+        run_sync(
+            BenchConfig(**{**self.common(args), "duration": 0.1}, write_ratio=1.0, preload=True)
+        )
 
     def measure(self, phase: str, overrides: dict[str, Any], args: argparse.Namespace) -> None:
         """Throughput and latency, plus the servers' and the load generator's CPU per operation."""
@@ -232,14 +297,22 @@ class Cluster:
         main_before = cpu_seconds(self.procs, main_thread_only=True)
         result = run_sync(BenchConfig(**{**self.common(args), **overrides}))
         if result.ops:
-            result.by_operation["server_cpu_us_per_op"] = {"value": round((cpu_seconds(self.procs) - before) / result.ops * 1e6, 1)}
-            if self.target == "kvtrace":  # the main thread is the event loop; the others mostly the writer's commits
+            result.by_operation["server_cpu_us_per_op"] = {
+                "value": round((cpu_seconds(self.procs) - before) / result.ops * 1e6, 1)
+            }
+            if (
+                self.target == "kvtrace"
+            ):  # the main thread is the event loop; the others mostly the writer's commits
                 main = cpu_seconds(self.procs, main_thread_only=True) - main_before
-                result.by_operation["server_cpu_us_per_op"]["event_loop"] = round(main / result.ops * 1e6, 1)
+                result.by_operation["server_cpu_us_per_op"]["event_loop"] = round(
+                    main / result.ops * 1e6, 1
+                )
             client = client_cpu_seconds() - client_before
             # the load generator must not be the bottleneck: its share of one core stays well below 1
-            result.by_operation["client_cpu"] = {"us_per_op": round(client / result.ops * 1e6, 1),
-                                                 "cores": round(client / result.seconds, 2)}
+            result.by_operation["client_cpu"] = {
+                "us_per_op": round(client / result.ops * 1e6, 1),
+                "cores": round(client / result.seconds, 2),
+            }
         self.runs.setdefault(phase, []).append(result)
 
     def median(self) -> dict[str, Result]:
@@ -248,7 +321,9 @@ class Cluster:
         for phase, runs in self.runs.items():
             ranked = sorted(runs, key=lambda r: r.ops_per_s)
             chosen = ranked[len(ranked) // 2]
-            chosen.by_operation["rounds_ops_per_s"] = {f"round{i + 1}": r.ops_per_s for i, r in enumerate(runs)}
+            chosen.by_operation["rounds_ops_per_s"] = {
+                f"round{i + 1}": r.ops_per_s for i, r in enumerate(runs)
+            }
             out[phase] = chosen
         return out
 
@@ -278,7 +353,11 @@ def tls_costs(results: dict[str, dict[str, Result]]) -> dict[str, dict[str, dict
         costs = {}
         for phase, result in secured.items():
             mine = result.by_operation.get("server_cpu_us_per_op", {}).get("value")
-            base = plain[phase].by_operation.get("server_cpu_us_per_op", {}).get("value") if phase in plain else None
+            base = (
+                plain[phase].by_operation.get("server_cpu_us_per_op", {}).get("value")
+                if phase in plain
+                else None
+            )
             if mine is not None and base is not None:
                 costs[phase] = {"plain": base, "tls": mine, "added": round(mine - base, 1)}
         out[name[: -len(" tls+token")]] = costs
@@ -286,14 +365,27 @@ def tls_costs(results: dict[str, dict[str, Result]]) -> dict[str, dict[str, dict
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--keys", type=int, default=2000)
-    parser.add_argument("--tracing", default="off,head-0.1,all-spans", help="comma list of " + ",".join(TRACING))
-    parser.add_argument("--rounds", type=int, default=3, help="loaded measurements per system (the median is reported)")
-    parser.add_argument("--secure", default="off", help="comma list of --tracing names also measured with TLS "
-                        "and client tokens on ('' for none)")
+    parser.add_argument(
+        "--tracing", default="off,head-0.1,all-spans", help="comma list of " + ",".join(TRACING)
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="loaded measurements per system (the median is reported)",
+    )
+    parser.add_argument(
+        "--secure",
+        default="off",
+        help="comma list of --tracing names also measured with TLS "
+        "and client tokens on ('' for none)",
+    )
     parser.add_argument("--no-etcd", action="store_true")
     args = parser.parse_args()
     load_at_start = os.getloadavg()
@@ -304,7 +396,9 @@ def main() -> int:
         sink = Sink()
         try:
             secure = [name for name in args.secure.split(",") if name]
-            for name, tls in [(n, False) for n in args.tracing.split(",")] + [(n, True) for n in secure]:
+            for name, tls in [(n, False) for n in args.tracing.split(",")] + [
+                (n, True) for n in secure
+            ]:
                 root = Path(tmp) / f"{name}{'-tls' if tls else ''}"
                 root.mkdir()
                 procs, endpoints, security = start_kvtrace(root, subnet, TRACING[name], sink, tls)
@@ -320,8 +414,10 @@ def main() -> int:
             elif args.no_etcd:
                 notes.append("etcd column skipped: --no-etcd")
             else:
-                notes.append("etcd column skipped: no etcd binary at "
-                             f"{ETCD_CANDIDATES[0]} or on PATH (build it with the local stack's tool cache)")
+                notes.append(
+                    "etcd column skipped: no etcd binary at "
+                    f"{ETCD_CANDIDATES[0]} or on PATH (build it with the local stack's tool cache)"
+                )
             run_rounds(clusters, args)
         finally:
             for cluster in clusters:
@@ -343,28 +439,58 @@ def main() -> int:
                     ratios[f"{label} (server CPU per op)"] = round(mine / cpu, 3)
     tls_cost = tls_costs(results)
     doc = {
-        "machine": {"cpus": os.cpu_count(), "load_at_start": load_at_start, "load_at_end": os.getloadavg()},
-        "clients": args.clients, "duration_s": args.duration, "rounds": args.rounds, "value_bytes": 100, "consistency": "quorum",
-        "results": {name: {phase: r.as_dict() for phase, r in phases.items()} for name, phases in results.items()},
-        "ratios_ops_per_s": ratios, "tls_cost_server_cpu_us_per_op": tls_cost, "notes": notes,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_at_start": load_at_start,
+            "load_at_end": os.getloadavg(),
+        },
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "value_bytes": 100,
+        "consistency": "quorum",
+        "results": {
+            name: {phase: r.as_dict() for phase, r in phases.items()}
+            for name, phases in results.items()
+        },
+        "ratios_ops_per_s": ratios,
+        "tls_cost_server_cpu_us_per_op": tls_cost,
+        "notes": notes,
     }
     print(json.dumps(doc, indent=2))
-    rows = [(f"{name} {phase}", r) for name, phases in results.items() for phase, r in phases.items()]
+    rows = [
+        (f"{name} {phase}", r) for name, phases in results.items() for phase, r in phases.items()
+    ]
     print(table(rows))
     for name, phases in results.items():
-        cpu_text = ", ".join(f"{phase} {r.by_operation.get('server_cpu_us_per_op', {}).get('value', 0):.0f}"
-                        + (f" (event loop {r.by_operation['server_cpu_us_per_op']['event_loop']:.0f})"
-                           if "event_loop" in r.by_operation.get("server_cpu_us_per_op", {}) else "")
-                        for phase, r in phases.items())
+        cpu_text = ", ".join(
+            f"{phase} {r.by_operation.get('server_cpu_us_per_op', {}).get('value', 0):.0f}"
+            + (
+                f" (event loop {r.by_operation['server_cpu_us_per_op']['event_loop']:.0f})"
+                if "event_loop" in r.by_operation.get("server_cpu_us_per_op", {})
+                else ""
+            )
+            for phase, r in phases.items()
+        )
         print(f"server CPU µs/op, {name}: {cpu_text}")
-        client_text = ", ".join(f"{phase} {r.by_operation.get('client_cpu', {}).get('cores', 0):.2f}" for phase, r in phases.items())
+        client_text = ", ".join(
+            f"{phase} {r.by_operation.get('client_cpu', {}).get('cores', 0):.2f}"
+            for phase, r in phases.items()
+        )
         print(f"load generator CPU (cores), {name}: {client_text}")
     for label, ratio in ratios.items():
         print(f"{label}: {ratio:.3f}")
     for label, phases in tls_cost.items():
-        print(f"TLS + token cost, {label}: " + ", ".join(
-            f"{phase} {c['plain']:.0f} -> {c['tls']:.0f} µs server CPU/op (+{c['added']:.0f})" for phase, c in phases.items()))
-    print(f"load average at start {load_at_start[0]:.1f}, at end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
+        print(
+            f"TLS + token cost, {label}: "
+            + ", ".join(
+                f"{phase} {c['plain']:.0f} -> {c['tls']:.0f} µs server CPU/op (+{c['added']:.0f})"
+                for phase, c in phases.items()
+            )
+        )
+    print(
+        f"load average at start {load_at_start[0]:.1f}, at end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)"
+    )
     for note in notes:
         print(note)
     return 0

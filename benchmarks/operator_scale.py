@@ -80,9 +80,16 @@ class Usage(threading.Thread):
 
 
 def audit_policy(path: Path) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived", "ResponseStarted"],
-        "rules": [{"level": "Metadata", "users": [OPERATOR_USER]}, {"level": "None"}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "audit.k8s.io/v1",
+                "kind": "Policy",
+                "omitStages": ["RequestReceived", "ResponseStarted"],
+                "rules": [{"level": "Metadata", "users": [OPERATOR_USER]}, {"level": "None"}],
+            }
+        )
+    )
     return path
 
 
@@ -98,16 +105,26 @@ def operator_requests(audit_log: Path) -> Counter[str]:
 
 
 def kvcluster(index: int, pipelines: int, replicas: int, cpu: str) -> dict[str, Any]:
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
-            "metadata": {"name": f"kv-{index:03d}", "namespace": NAMESPACE},
-            "spec": {"replicas": replicas, "replicationFactor": min(3, replicas),
-                     "resources": {"requests": {"cpu": cpu}},
-                     "tracing": {"pipelineRef": {"name": f"traces-{index % pipelines:02d}"}}}}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "KVCluster",
+        "metadata": {"name": f"kv-{index:03d}", "namespace": NAMESPACE},
+        "spec": {
+            "replicas": replicas,
+            "replicationFactor": min(3, replicas),
+            "resources": {"requests": {"cpu": cpu}},
+            "tracing": {"pipelineRef": {"name": f"traces-{index % pipelines:02d}"}},
+        },
+    }
 
 
 def pipeline(index: int) -> dict[str, Any]:
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-            "metadata": {"name": f"traces-{index:02d}", "namespace": NAMESPACE}, "spec": {}}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "TracingPipeline",
+        "metadata": {"name": f"traces-{index:02d}", "namespace": NAMESPACE},
+        "spec": {},
+    }
 
 
 class Observer:
@@ -124,11 +141,18 @@ class Observer:
             args = ["-n", NAMESPACE, "get", kinds, "-o", "json"]
             if kinds == "secrets":
                 args += ["-l", "app.kubernetes.io/component=otlp-tokens"]
-            for item in json.loads(self.cluster.kubectl(*args, timeout=KUBECTL_TIMEOUT_S).stdout)["items"]:
+            for item in json.loads(self.cluster.kubectl(*args, timeout=KUBECTL_TIMEOUT_S).stdout)[
+                "items"
+            ]:
                 found.setdefault(item["kind"], []).append(item)
         for sts in found.get("StatefulSet", []):
             name = sts["metadata"]["name"]
-            cpu = sts["spec"]["template"]["spec"]["containers"][0].get("resources", {}).get("requests", {}).get("cpu")
+            cpu = (
+                sts["spec"]["template"]["spec"]["containers"][0]
+                .get("resources", {})
+                .get("requests", {})
+                .get("cpu")
+            )
             history = self.cpu_history.setdefault(name, [])
             if not history or history[-1] != cpu:
                 history.append(cpu)
@@ -147,47 +171,80 @@ class Observer:
     def converged(snap: dict[str, list[dict[str, Any]]], clusters: int, cpu: str) -> bool:
         kvcs = snap.get("KVCluster", [])
         sts = {s["metadata"]["name"]: s for s in snap.get("StatefulSet", [])}
-        if len(kvcs) != clusters or any((k.get("status") or {}).get("observedGeneration")
-                                        != k["metadata"]["generation"] for k in kvcs):
+        if len(kvcs) != clusters or any(
+            (k.get("status") or {}).get("observedGeneration") != k["metadata"]["generation"]
+            for k in kvcs
+        ):
             return False
         for kvc in kvcs:
             child = sts.get(kvc["metadata"]["name"])
             containers = child["spec"]["template"]["spec"]["containers"] if child else []
-            if not containers or containers[0].get("resources", {}).get("requests", {}).get("cpu") != cpu:
+            if (
+                not containers
+                or containers[0].get("resources", {}).get("requests", {}).get("cpu") != cpu
+            ):
                 return False
-        return all(consumers_match(p, kvcs, snap.get("Secret", [])) for p in snap.get("TracingPipeline", []))
+        return all(
+            consumers_match(p, kvcs, snap.get("Secret", []))
+            for p in snap.get("TracingPipeline", [])
+        )
 
     @staticmethod
     def gone(snap: dict[str, list[dict[str, Any]]]) -> bool:
-        return not any(snap.get(kind) for kind in ("KVCluster", "TracingPipeline", "StatefulSet", "Deployment"))
+        return not any(
+            snap.get(kind) for kind in ("KVCluster", "TracingPipeline", "StatefulSet", "Deployment")
+        )
 
     def flip_flops(self, updates: int) -> list[str]:
         """StatefulSets whose cpu went back to an older value, or that were written more often
         than created + ``updates``."""
-        bad = [f"{name}: cpu {' -> '.join(map(str, seen))}" for name, seen in self.cpu_history.items()
-               if len(seen) != len(set(seen))]
-        bad += [f"{name}: generation {gen} > {1 + updates}" for name, gen in self.generations.items()
-                if gen > 1 + updates]
+        bad = [
+            f"{name}: cpu {' -> '.join(map(str, seen))}"
+            for name, seen in self.cpu_history.items()
+            if len(seen) != len(set(seen))
+        ]
+        bad += [
+            f"{name}: generation {gen} > {1 + updates}"
+            for name, gen in self.generations.items()
+            if gen > 1 + updates
+        ]
         return sorted(bad)
 
 
-def consumers_match(pipe: dict[str, Any], kvcs: list[dict[str, Any]], secrets: list[dict[str, Any]]) -> bool:
+def consumers_match(
+    pipe: dict[str, Any], kvcs: list[dict[str, Any]], secrets: list[dict[str, Any]]
+) -> bool:
     """status.consumers and the token file hold exactly the pipeline's live KVClusters, and
     TokensReady says True."""
     name = pipe["metadata"]["name"]
-    live = sorted(k["metadata"]["name"] for k in kvcs
-                  if k["spec"].get("tracing", {}).get("pipelineRef", {}).get("name") == name)
+    live = sorted(
+        k["metadata"]["name"]
+        for k in kvcs
+        if k["spec"].get("tracing", {}).get("pipelineRef", {}).get("name") == name
+    )
     status = pipe.get("status") or {}
-    ready = any(c["type"] == "TokensReady" and c["status"] == "True" for c in status.get("conditions") or ())
+    ready = any(
+        c["type"] == "TokensReady" and c["status"] == "True" for c in status.get("conditions") or ()
+    )
     secret = next((s for s in secrets if s["metadata"]["name"] == f"{name}-otlp-tokens"), None)
     text = base64.b64decode(((secret or {}).get("data") or {}).get("tokens", "")).decode()
     labels = sorted(line.split(" ", 1)[1] for line in text.splitlines() if " " in line)
-    return status.get("consumers") == live and ready and labels == sorted(
-        ["pipeline", *(f"KVCluster/{n}" for n in live)])
+    return (
+        status.get("consumers") == live
+        and ready
+        and labels == sorted(["pipeline", *(f"KVCluster/{n}" for n in live)])
+    )
 
 
-def run_phase(name: str, observer: Observer, usage: Usage, audit: Path, args: argparse.Namespace,
-              act: Any, done: dict[str, Any]) -> dict[str, Any]:
+def run_phase(
+    name: str,
+    observer: Observer,
+    usage: Usage,
+    audit: Path,
+    args: argparse.Namespace,
+    act: Any,
+    done: dict[str, Any],
+) -> dict[str, Any]:
     """Do ``act``, then poll until every check of ``done`` holds or the phase times out."""
     requests_before, cpu_before = operator_requests(audit), usage.cpu_s()
     started = time.monotonic()
@@ -204,26 +261,48 @@ def run_phase(name: str, observer: Observer, usage: Usage, audit: Path, args: ar
         time.sleep(2.0)
     requests = operator_requests(audit) - requests_before
     total = sum(requests.values())
-    return {**{f"{key}_s": value for key, value in reached.items()},
-            "operator_cpu_s": round(usage.cpu_s() - cpu_before, 1), "api_requests": total,
-            "api_requests_per_resource": round(total / (args.clusters + args.pipelines), 1),
-            "api_requests_by_verb": dict(sorted(requests.items()))}
+    return {
+        **{f"{key}_s": value for key, value in reached.items()},
+        "operator_cpu_s": round(usage.cpu_s() - cpu_before, 1),
+        "api_requests": total,
+        "api_requests_per_resource": round(total / (args.clusters + args.pipelines), 1),
+        "api_requests_by_verb": dict(sorted(requests.items())),
+    }
 
 
 def apply(cluster: LocalCluster, objects: list[dict[str, Any]]) -> None:
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects), timeout=KUBECTL_TIMEOUT_S)
+    cluster.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump_all(objects), timeout=KUBECTL_TIMEOUT_S
+    )
 
 
 def start_operator(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> Any:
     cluster.kubectl("create", "namespace", NAMESPACE)
     cluster.kubectl("-n", NAMESPACE, "create", "serviceaccount", OPERATOR_SA)
-    cluster.kubectl("create", "clusterrolebinding", OPERATOR_SA, "--clusterrole=cluster-admin",
-                    f"--serviceaccount={NAMESPACE}:{OPERATOR_SA}")
+    cluster.kubectl(
+        "create",
+        "clusterrolebinding",
+        OPERATOR_SA,
+        "--clusterrole=cluster-admin",
+        f"--serviceaccount={NAMESPACE}:{OPERATOR_SA}",
+    )
     kubeconfig = token_kubeconfig(cluster, NAMESPACE, OPERATOR_SA, work / "operator.kubeconfig")
-    process = operator_process(kubeconfig, ["-n", NAMESPACE, "--liveness", "none", "--canary-interval", "0",
-                                            "--metrics-port", str(free_port()),
-                                            "--resync-interval", str(args.resync_interval)],
-                               work / "operator.log")
+    process = operator_process(
+        kubeconfig,
+        [
+            "-n",
+            NAMESPACE,
+            "--liveness",
+            "none",
+            "--canary-interval",
+            "0",
+            "--metrics-port",
+            str(free_port()),
+            "--resync-interval",
+            str(args.resync_interval),
+        ],
+        work / "operator.log",
+    )
     return process.start()
 
 
@@ -238,30 +317,71 @@ def measure(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> dict
     audit, observer, n = work / "audit.log", Observer(cluster), args.clusters
     pipes = [pipeline(i) for i in range(args.pipelines)]
     phases = {
-        "create": run_phase("create", observer, usage, audit, args, lambda: apply(cluster, [
-            *pipes, *(kvcluster(i, args.pipelines, args.replicas, "100m") for i in range(n))]),
-            {"processed": lambda s: observer.processed(s, n),
-             "converged": lambda s: observer.converged(s, n, "100m")}),
-        "update": run_phase("update", observer, usage, audit, args, lambda: apply(cluster, [
-            kvcluster(i, args.pipelines, args.replicas, "150m") for i in range(n)]),
-            {"processed": lambda s: observer.processed(s, n),
-             "converged": lambda s: observer.converged(s, n, "150m")}),
+        "create": run_phase(
+            "create",
+            observer,
+            usage,
+            audit,
+            args,
+            lambda: apply(
+                cluster,
+                [*pipes, *(kvcluster(i, args.pipelines, args.replicas, "100m") for i in range(n))],
+            ),
+            {
+                "processed": lambda s: observer.processed(s, n),
+                "converged": lambda s: observer.converged(s, n, "100m"),
+            },
+        ),
+        "update": run_phase(
+            "update",
+            observer,
+            usage,
+            audit,
+            args,
+            lambda: apply(
+                cluster, [kvcluster(i, args.pipelines, args.replicas, "150m") for i in range(n)]
+            ),
+            {
+                "processed": lambda s: observer.processed(s, n),
+                "converged": lambda s: observer.converged(s, n, "150m"),
+            },
+        ),
     }
     flips = observer.flip_flops(updates=1)
-    phases["delete"] = run_phase("delete", observer, usage, audit, args, lambda: cluster.kubectl(
-        "-n", NAMESPACE, "delete", "kvclusters,tracingpipelines", "--all", "--wait=false",
-        timeout=KUBECTL_TIMEOUT_S),
-        {"gone": observer.gone})
+    phases["delete"] = run_phase(
+        "delete",
+        observer,
+        usage,
+        audit,
+        args,
+        lambda: cluster.kubectl(
+            "-n",
+            NAMESPACE,
+            "delete",
+            "kvclusters,tracingpipelines",
+            "--all",
+            "--wait=false",
+            timeout=KUBECTL_TIMEOUT_S,
+        ),
+        {"gone": observer.gone},
+    )
     time.sleep(args.settle)
     quiet = operator_requests(audit)
     time.sleep(args.settle)
     after_gone = sum((operator_requests(audit) - quiet).values())
     usage.stopped.set()
-    rss = {"baseline_mib": round(baseline / 1024, 1), "peak_mib": round(usage.peak_kib / 1024, 1),
-           "after_mib": round(usage.rss_kib() / 1024, 1)}
+    rss = {
+        "baseline_mib": round(baseline / 1024, 1),
+        "peak_mib": round(usage.peak_kib / 1024, 1),
+        "after_mib": round(usage.rss_kib() / 1024, 1),
+    }
     process.stop(timeout=15)
-    return {"phases": phases, "rss": rss, "flip_flops": flips,
-            "requests_per_s_after_gone": round(after_gone / args.settle, 2)}
+    return {
+        "phases": phases,
+        "rss": rss,
+        "flip_flops": flips,
+        "requests_per_s_after_gone": round(after_gone / args.settle, 2),
+    }
 
 
 def verdict(result: dict[str, Any]) -> dict[str, bool]:
@@ -275,7 +395,8 @@ def verdict(result: dict[str, Any]) -> dict[str, bool]:
         "update converged <= 60 s": within(phases["update"]["converged_s"], TARGETS["converge_s"]),
         "delete gone <= 60 s": within(phases["delete"]["gone_s"], TARGETS["gone_s"]),
         "RSS peak <= 200 MiB": rss["peak_mib"] <= TARGETS["rss_peak_mib"],
-        "RSS after within 20% of baseline": rss["after_mib"] <= rss["baseline_mib"] * TARGETS["rss_after_ratio"],
+        "RSS after within 20% of baseline": rss["after_mib"]
+        <= rss["baseline_mib"] * TARGETS["rss_after_ratio"],
         "no flip-flop": not result["flip_flops"],
     }
 
@@ -285,23 +406,38 @@ def table(result: dict[str, Any]) -> str:
     lines = [head, "-" * len(head)]
     for name, phase in result["phases"].items():
         cells = [phase.get(key) for key in ("processed_s", "converged_s", "gone_s")]
-        text = [f"{c:>12}" if i < 2 else f"{c:>8}" for i, c in enumerate("-" if c is None else c for c in cells)]
-        lines.append(f"{name:<8} {' '.join(text)} {phase['operator_cpu_s']:>7} {phase['api_requests']:>9} "
-                     f"{phase['api_requests_per_resource']:>8}")
+        text = [
+            f"{c:>12}" if i < 2 else f"{c:>8}"
+            for i, c in enumerate("-" if c is None else c for c in cells)
+        ]
+        lines.append(
+            f"{name:<8} {' '.join(text)} {phase['operator_cpu_s']:>7} {phase['api_requests']:>9} "
+            f"{phase['api_requests_per_resource']:>8}"
+        )
     rss = result["rss"]
-    lines.append(f"operator RSS MiB: baseline {rss['baseline_mib']}, peak {rss['peak_mib']}, after {rss['after_mib']}; "
-                 f"requests/s once gone: {result['requests_per_s_after_gone']}; flip-flops: {len(result['flip_flops'])}")
-    lines += [f"target {'met    ' if ok else 'NOT met'}  {name}" for name, ok in result["targets"].items()]
+    lines.append(
+        f"operator RSS MiB: baseline {rss['baseline_mib']}, peak {rss['peak_mib']}, after {rss['after_mib']}; "
+        f"requests/s once gone: {result['requests_per_s_after_gone']}; flip-flops: {len(result['flip_flops'])}"
+    )
+    lines += [
+        f"target {'met    ' if ok else 'NOT met'}  {name}" for name, ok in result["targets"].items()
+    ]
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clusters", type=int, default=200, help="KVClusters (default 200)")
     parser.add_argument("--pipelines", type=int, default=20, help="TracingPipelines (default 20)")
     parser.add_argument("--replicas", type=int, default=3, help="members per KVCluster (default 3)")
-    parser.add_argument("--phase-timeout", type=float, default=300.0, help="seconds before a phase gives up")
-    parser.add_argument("--resync-interval", type=float, default=60.0, help="the operator's drift timer")
+    parser.add_argument(
+        "--phase-timeout", type=float, default=300.0, help="seconds before a phase gives up"
+    )
+    parser.add_argument(
+        "--resync-interval", type=float, default=60.0, help="the operator's drift timer"
+    )
     parser.add_argument("--settle", type=float, default=10.0, help="idle seconds before and after")
     parser.add_argument("--out", type=Path, help="also write the JSON document here")
     args = parser.parse_args(argv)
@@ -318,14 +454,23 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="kvtrace-operator-scale-") as tmp:
         work = Path(tmp)
-        audit_args = [f"--audit-policy-file={audit_policy(work / 'audit-policy.yaml')}",
-                      f"--audit-log-path={work / 'audit.log'}", "--audit-log-format=json"]
+        audit_args = [
+            f"--audit-policy-file={audit_policy(work / 'audit-policy.yaml')}",
+            f"--audit-log-path={work / 'audit.log'}",
+            "--audit-log-format=json",
+        ]
         with LocalCluster(nodes=3, apiserver_args=audit_args) as cluster:
             result = measure(cluster, work, args)
-    result = {"benchmark": "operator_scale", "params": {k: str(v) if isinstance(v, Path) else v
-                                                         for k, v in vars(args).items()},
-              "machine": {"cpus": os.cpu_count(), "load_at_start": load_at_start, "load_at_end": os.getloadavg()},
-              **result}
+    result = {
+        "benchmark": "operator_scale",
+        "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_at_start": load_at_start,
+            "load_at_end": os.getloadavg(),
+        },
+        **result,
+    }
     result["targets"] = verdict(result)
     document = json.dumps(result, indent=2)
     print(document)

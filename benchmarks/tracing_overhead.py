@@ -68,46 +68,76 @@ def accepted_spans(collector: Collector) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + "{"))
 
 
-def run_mode(name: str, spec: dict[str, Any] | None, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_mode(
+    name: str, spec: dict[str, Any] | None, root: Path, args: argparse.Namespace
+) -> dict[str, Any]:
     pipe = pipeline(**spec) if spec is not None else None
     backends: list[Any] = []
     nodes = []
     try:
         collector = None
         token = local_token(root / "otlp-token")
-        tls = local_tls(root / "tls", pipe) if pipe is not None else None  # TLS on by default, like auth
+        tls = (
+            local_tls(root / "tls", pipe) if pipe is not None else None
+        )  # TLS on by default, like auth
         if pipe is not None and tls is not None:
-            jaeger = Jaeger(loopback_config(render_jaeger_config(pipe), tls=tls, leaf=tls.jaeger_leaf()),
-                            ca_file=tls.ca_file if tls.enabled else None, workdir=root / "jaeger", name="jaeger")
+            jaeger = Jaeger(
+                loopback_config(render_jaeger_config(pipe), tls=tls, leaf=tls.jaeger_leaf()),
+                ca_file=tls.ca_file if tls.enabled else None,
+                workdir=root / "jaeger",
+                name="jaeger",
+            )
             backends.append(jaeger)
             jaeger.start()
-            collector = Collector(loopback_config(render_collector_config(pipe), jaeger_otlp_grpc=jaeger.otlp_grpc,
-                                                  token_file=token.file, tls=tls, leaf=tls.edge_leaf()),
-                                  workdir=root / "collector", name="collector")
+            collector = Collector(
+                loopback_config(
+                    render_collector_config(pipe),
+                    jaeger_otlp_grpc=jaeger.otlp_grpc,
+                    token_file=token.file,
+                    tls=tls,
+                    leaf=tls.edge_leaf(),
+                ),
+                workdir=root / "collector",
+                name="collector",
+            )
             backends.append(collector)
             collector.start()
-        nodes = start_kv_nodes(root, [ALLOCATOR.allocate() for _ in range(3)], kvcluster(3), pipe,
-                               collector.otlp_http if collector else None,
-                               secrets=token.secrets(pipe) if pipe is not None else None, tls=tls,
-                               extra=dict(kv.split("=", 1) for kv in args.node_env))
+        nodes = start_kv_nodes(
+            root,
+            [ALLOCATOR.allocate() for _ in range(3)],
+            kvcluster(3),
+            pipe,
+            collector.otlp_http if collector else None,
+            secrets=token.secrets(pipe) if pipe is not None else None,
+            tls=tls,
+            extra=dict(kv.split("=", 1) for kv in args.node_env),
+        )
         procs: list[Any] = [n.process for n in nodes]  # Process has the .pid kv.cpu_seconds reads
         collector_procs: list[Any] = [collector.process] if collector else []
         cpu0 = cpu_seconds(collector_procs)
         cluster = Cluster(name, "kvtrace", procs, [n.url for n in nodes])
         run_rounds([cluster], args)
         phases = cluster.median()
-        out: dict[str, Any] = {"sampler": nodes[0].env.get("OTEL_TRACES_SAMPLER", "(SDK disabled)"),
-                               "phases": phases}
+        out: dict[str, Any] = {
+            "sampler": nodes[0].env.get("OTEL_TRACES_SAMPLER", "(SDK disabled)"),
+            "phases": phases,
+        }
         if collector is not None:
             # the nodes' batch processors export on a timer: let them hand over the rest
             for n in nodes:
                 assert n.process is not None
                 n.process.stop(timeout=20)  # SIGTERM: the node flushes its spans before exiting
             # every round made spans, not only the median one reported
-            writes = args.keys + sum(r.ops for phase, runs in cluster.runs.items() if "write" in phase for r in runs)
-            reads = sum(r.ops for phase, runs in cluster.runs.items() if "read" in phase for r in runs)
+            writes = args.keys + sum(
+                r.ops for phase, runs in cluster.runs.items() if "write" in phase for r in runs
+            )
+            reads = sum(
+                r.ops for phase, runs in cluster.runs.items() if "read" in phase for r in runs
+            )
             expected = SPANS_PER_WRITE * writes + SPANS_PER_READ * reads
-            out["collector_cpu_us_per_op"] = round((cpu_seconds(collector_procs) - cpu0) / (writes + reads) * 1e6, 1)
+            out["collector_cpu_us_per_op"] = round(
+                (cpu_seconds(collector_procs) - cpu0) / (writes + reads) * 1e6, 1
+            )
             accepted = accepted_spans(collector)
             out["spans_expected"] = expected
             out["spans_reaching_collector"] = round(accepted / expected, 3)
@@ -136,8 +166,13 @@ def ratios_to_untraced(results: dict[str, dict[str, Any]]) -> dict[str, dict[str
                 mine[f"{phase} ops/s"] = round(ours.ops_per_s / theirs.ops_per_s, 3)
             cpu = theirs.by_operation.get("server_cpu_us_per_op", {}).get("value")
             if cpu:
-                mine[f"node CPU per {phase[:-1]}"] = round(ours.by_operation["server_cpu_us_per_op"]["value"] / cpu, 3)
-        unloaded, base_unloaded = res["phases"]["unloaded_writes"], base["phases"]["unloaded_writes"]
+                mine[f"node CPU per {phase[:-1]}"] = round(
+                    ours.by_operation["server_cpu_us_per_op"]["value"] / cpu, 3
+                )
+        unloaded, base_unloaded = (
+            res["phases"]["unloaded_writes"],
+            base["phases"]["unloaded_writes"],
+        )
         if base_unloaded.p50_ms:
             mine["unloaded write p50"] = round(unloaded.p50_ms / base_unloaded.p50_ms, 3)
     return ratios
@@ -150,22 +185,36 @@ def ratio_table(ratios: dict[str, dict[str, float]]) -> str:
     head = f"{'ratio to untraced':<24}" + "".join(f" {mode:>12}" for mode in modes)
     lines = [head, "-" * len(head)]
     for measure_ in measures:
-        cells = "".join(f" {ratios[mode][measure_]:>12.3f}" if measure_ in ratios[mode] else f" {'-':>12}"
-                        for mode in modes)
+        cells = "".join(
+            f" {ratios[mode][measure_]:>12.3f}" if measure_ in ratios[mode] else f" {'-':>12}"
+            for mode in modes
+        )
         lines.append(f"{measure_:<24}{cells}")
     return "\n".join(lines)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--keys", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=1, help="loaded measurements per mode (the median is reported)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="loaded measurements per mode (the median is reported)",
+    )
     parser.add_argument("--modes", default=",".join(MODES), help="comma list of " + ",".join(MODES))
-    parser.add_argument("--node-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="also set this in the nodes' environment, over the rendered one (to compare a setting, "
-                             "e.g. OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048); repeatable")
+    parser.add_argument(
+        "--node-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="also set this in the nodes' environment, over the rendered one (to compare a setting, "
+        "e.g. OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048); repeatable",
+    )
     args = parser.parse_args()
     for kv in args.node_env:
         if "=" not in kv or not kv.split("=", 1)[0]:
@@ -179,25 +228,40 @@ def main() -> int:
     ratios = ratios_to_untraced(results)
     doc = {
         "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
-        "clients": args.clients, "duration_s": args.duration, "keys": args.keys, "value_bytes": 100,
-        "consistency": "quorum", "node_env": dict(kv.split("=", 1) for kv in args.node_env),
-        "results": {name: {**{k: v for k, v in res.items() if k != "phases"},
-                           "phases": {p: r.as_dict() for p, r in res["phases"].items()}}
-                    for name, res in results.items()},
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "keys": args.keys,
+        "value_bytes": 100,
+        "consistency": "quorum",
+        "node_env": dict(kv.split("=", 1) for kv in args.node_env),
+        "results": {
+            name: {
+                **{k: v for k, v in res.items() if k != "phases"},
+                "phases": {p: r.as_dict() for p, r in res["phases"].items()},
+            }
+            for name, res in results.items()
+        },
         "ratios": ratios,
     }
     print(json.dumps(doc, indent=2))
-    rows: list[tuple[str, Result]] = [(f"{name} {phase}", r) for name, res in results.items()
-                                      for phase, r in res["phases"].items()]
+    rows: list[tuple[str, Result]] = [
+        (f"{name} {phase}", r)
+        for name, res in results.items()
+        for phase, r in res["phases"].items()
+    ]
     print(table(rows))
     for name, res in results.items():
-        cpu = ", ".join(f"{phase} {r.by_operation.get('server_cpu_us_per_op', {}).get('value', 0):.0f}"
-                        for phase, r in res["phases"].items())
+        cpu = ", ".join(
+            f"{phase} {r.by_operation.get('server_cpu_us_per_op', {}).get('value', 0):.0f}"
+            for phase, r in res["phases"].items()
+        )
         extra = ""
         if "collector_cpu_us_per_op" in res:
-            extra = (f"; collector CPU {res['collector_cpu_us_per_op']:.0f} µs/op; "
-                     f"spans reaching the collector {res['spans_reaching_collector']:.1%} "
-                     f"({res['spans_dropped']} of {res['spans_expected']} missing)")
+            extra = (
+                f"; collector CPU {res['collector_cpu_us_per_op']:.0f} µs/op; "
+                f"spans reaching the collector {res['spans_reaching_collector']:.1%} "
+                f"({res['spans_dropped']} of {res['spans_expected']} missing)"
+            )
         print(f"{name} ({res['sampler']}): node CPU µs/op {cpu}{extra}")
     print(ratio_table(ratios))
     return 0

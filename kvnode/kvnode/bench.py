@@ -71,7 +71,10 @@ def key_sampler(cfg: BenchConfig, rng: random.Random) -> Callable[[], int]:
 
     def sample() -> int:
         if not buffer:
-            buffer.extend(order[i] for i in _bisect_many(weights, [rng.random() * weights[-1] for _ in range(1024)]))
+            buffer.extend(
+                order[i]
+                for i in _bisect_many(weights, [rng.random() * weights[-1] for _ in range(1024)])
+            )
         return buffer.pop()
 
     return sample
@@ -112,7 +115,11 @@ def _request_for(cfg: BenchConfig, write: bool, key: str, value: bytes) -> tuple
     if cfg.target == "etcd":
         k = base64.b64encode(key.encode()).decode()
         if write:
-            return "POST", "/v3/kv/put", json.dumps({"key": k, "value": base64.b64encode(value).decode()}).encode()
+            return (
+                "POST",
+                "/v3/kv/put",
+                json.dumps({"key": k, "value": base64.b64encode(value).decode()}).encode(),
+            )
         return "POST", "/v3/kv/range", json.dumps({"key": k}).encode()
     return ("PUT" if write else "GET"), kv_path(key, cfg.consistency), (value if write else b"")
 
@@ -132,7 +139,9 @@ async def _preload(cfg: BenchConfig, value: bytes) -> None:
         finally:
             conn.close()
 
-    await asyncio.gather(*(worker(cfg.endpoints[i % len(cfg.endpoints)]) for i in range(min(cfg.clients, 64))))
+    await asyncio.gather(
+        *(worker(cfg.endpoints[i % len(cfg.endpoints)]) for i in range(min(cfg.clients, 64)))
+    )
 
 
 # progress(elapsed seconds, duration, operations so far, errors so far), about once a second.
@@ -182,8 +191,12 @@ async def run(cfg: BenchConfig, progress: Progress | None = None) -> Result:
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL)
             if progress is not None:
-                progress(clock() - started, duration,
-                         len(latencies["write"]) + len(latencies["read"]), len(errors))
+                progress(
+                    clock() - started,
+                    duration,
+                    len(latencies["write"]) + len(latencies["read"]),
+                    len(errors),
+                )
 
     started = clock()
     reporter = asyncio.create_task(report(started)) if progress is not None else None
@@ -199,14 +212,23 @@ async def run(cfg: BenchConfig, progress: Progress | None = None) -> Result:
         if values:
             values.sort()
             by_op[op] = {
-                "ops": len(values), "ops_per_s": round(len(values) / elapsed, 1),
-                "p50_ms": round(percentile(values, 0.5) * 1000, 3), "p99_ms": round(percentile(values, 0.99) * 1000, 3),
+                "ops": len(values),
+                "ops_per_s": round(len(values) / elapsed, 1),
+                "p50_ms": round(percentile(values, 0.5) * 1000, 3),
+                "p99_ms": round(percentile(values, 0.99) * 1000, 3),
             }
     return Result(
-        target=cfg.target, clients=cfg.clients, seconds=round(elapsed, 3), ops=len(every), errors=len(errors),
+        target=cfg.target,
+        clients=cfg.clients,
+        seconds=round(elapsed, 3),
+        ops=len(every),
+        errors=len(errors),
         ops_per_s=round(len(every) / elapsed, 1) if elapsed else 0.0,
-        p50_ms=round(percentile(every, 0.5) * 1000, 3), p95_ms=round(percentile(every, 0.95) * 1000, 3),
-        p99_ms=round(percentile(every, 0.99) * 1000, 3), by_operation=by_op, error_samples=errors[:5],
+        p50_ms=round(percentile(every, 0.5) * 1000, 3),
+        p95_ms=round(percentile(every, 0.95) * 1000, 3),
+        p99_ms=round(percentile(every, 0.99) * 1000, 3),
+        by_operation=by_op,
+        error_samples=errors[:5],
     )
 
 
@@ -215,7 +237,9 @@ def table(rows: list[tuple[str, Result]]) -> str:
     head = f"{'run':<{width}} {'ops/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}"
     lines = [head, "-" * len(head)]
     for name, r in rows:
-        lines.append(f"{name:<{width}} {r.ops_per_s:>10.1f} {r.p50_ms:>8.3f} {r.p95_ms:>8.3f} {r.p99_ms:>8.3f} {r.errors:>7}")
+        lines.append(
+            f"{name:<{width}} {r.ops_per_s:>10.1f} {r.p50_ms:>8.3f} {r.p95_ms:>8.3f} {r.p99_ms:>8.3f} {r.errors:>7}"
+        )
     return "\n".join(lines)
 
 

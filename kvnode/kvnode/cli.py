@@ -36,7 +36,10 @@ def _register_node(subparsers: Any) -> None:
     )
     for opt in OPTIONS:
         serve.add_argument(
-            opt.flag, dest=opt.dest, default=None, metavar=opt.metavar,
+            opt.flag,
+            dest=opt.dest,
+            default=None,
+            metavar=opt.metavar,
             help=f"{opt.help} (env {opt.env}; default: {opt.default or 'none'})",
         )
     serve.set_defaults(func=_serve)
@@ -59,14 +62,23 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _add_security(p: argparse.ArgumentParser) -> None:
     """The CA bundle, token and server name of a secured cluster (kvnode.client.Security)."""
-    p.add_argument("--ca-file", default=None,
-                   help="CA bundle that verifies https endpoints (env KVTRACE_KV_CA_FILE; default: the system's)")
-    p.add_argument("--token-file", default=None,
-                   help="file holding the bearer token (env KVTRACE_KV_TOKEN_FILE, or the token itself in "
-                   "KVTRACE_KV_TOKEN)")
-    p.add_argument("--server-name", default=None,
-                   help="name the node's certificate must carry, when the endpoint's host is another "
-                   "(env KVTRACE_KV_SERVER_NAME)")
+    p.add_argument(
+        "--ca-file",
+        default=None,
+        help="CA bundle that verifies https endpoints (env KVTRACE_KV_CA_FILE; default: the system's)",
+    )
+    p.add_argument(
+        "--token-file",
+        default=None,
+        help="file holding the bearer token (env KVTRACE_KV_TOKEN_FILE, or the token itself in "
+        "KVTRACE_KV_TOKEN)",
+    )
+    p.add_argument(
+        "--server-name",
+        default=None,
+        help="name the node's certificate must carry, when the endpoint's host is another "
+        "(env KVTRACE_KV_SERVER_NAME)",
+    )
 
 
 def _security(args: argparse.Namespace) -> Any:
@@ -76,14 +88,27 @@ def _security(args: argparse.Namespace) -> Any:
 
 
 def _register_kv(subparsers: Any) -> None:
-    kv = subparsers.add_parser("kv", help="read and write keys", description="A client for the KV HTTP API.")
+    kv = subparsers.add_parser(
+        "kv", help="read and write keys", description="A client for the KV HTTP API."
+    )
     kv_sub = kv.add_subparsers(dest="kv_command", required=True, metavar="COMMAND")
-    for name, doc in (("get", "print a key's value"), ("put", "write a key"), ("delete", "delete a key")):
+    for name, doc in (
+        ("get", "print a key's value"),
+        ("put", "write a key"),
+        ("delete", "delete a key"),
+    ):
         p = kv_sub.add_parser(name, help=doc, description=doc)
-        p.add_argument("--endpoint", default=os.environ.get("KVTRACE_ENDPOINT", DEFAULT_ENDPOINT),
-                       help="a node's client URL (env KVTRACE_ENDPOINT; default %(default)s)")
-        p.add_argument("--consistency", choices=("one", "quorum", "all"), default=None,
-                       help="consistency level (default: the node's)")
+        p.add_argument(
+            "--endpoint",
+            default=os.environ.get("KVTRACE_ENDPOINT", DEFAULT_ENDPOINT),
+            help="a node's client URL (env KVTRACE_ENDPOINT; default %(default)s)",
+        )
+        p.add_argument(
+            "--consistency",
+            choices=("one", "quorum", "all"),
+            default=None,
+            help="consistency level (default: the node's)",
+        )
         p.add_argument("--timeout", type=float, default=10.0, help="seconds (default %(default)s)")
         _add_security(p)
         p.add_argument("key")
@@ -133,40 +158,103 @@ def _kv(args: argparse.Namespace) -> int:
 
 def _register_bench(subparsers: Any) -> None:
     b = subparsers.add_parser(
-        "bench", help="load generator (ops/s, p50/p95/p99)",
+        "bench",
+        help="load generator (ops/s, p50/p95/p99)",
         description="Drive load against kvtrace nodes (or etcd's JSON gateway) and print ops/s and "
         "latency percentiles as JSON and a short table. Bounded in op count and time; progress "
         "goes to standard error while it runs.",
     )
-    b.add_argument("--endpoint", action="append", dest="endpoints", metavar="URL",
-                   help="client URL of a node, e.g. http://127.0.0.1:7070; repeat for several, clients "
-                   f"are spread round-robin (default: $KVTRACE_ENDPOINT, else {DEFAULT_ENDPOINT})")
-    b.add_argument("--clients", type=int, default=32, metavar="N",
-                   help="concurrent clients, each with its own keep-alive connection (1..4096; default: 32)")
-    b.add_argument("--duration", type=float, default=10.0, metavar="SECONDS",
-                   help="stop after this long (at most 600; default: 10)")
-    b.add_argument("--ops", type=int, default=0, metavar="N",
-                   help="stop after this many operations, if sooner than --duration (default: 0, no count)")
-    b.add_argument("--write-ratio", type=float, default=0.5, metavar="R",
-                   help="fraction of operations that are writes, the rest reads (0..1; default: 0.5)")
-    b.add_argument("--keys", type=int, default=10_000, metavar="N",
-                   help="size of the key space the operations pick from (default: 10000)")
-    b.add_argument("--distribution", choices=("uniform", "zipfian"), default="uniform",
-                   help="how keys are picked: uniform, or zipfian (a few hot keys; default: uniform)")
-    b.add_argument("--zipf-s", type=float, default=0.99, metavar="S",
-                   help="exponent of the zipfian distribution (default: 0.99)")
-    b.add_argument("--value-size", type=int, default=100, metavar="BYTES",
-                   help="size of each written value (default: 100)")
-    b.add_argument("--consistency", choices=("one", "quorum", "all"), default="quorum",
-                   help="consistency level of every request (kvtrace only; default: quorum)")
-    b.add_argument("--target", choices=("kvtrace", "etcd"), default="kvtrace",
-                   help="what the endpoints are: kvtrace nodes, or etcd's JSON gateway (default: kvtrace)")
-    b.add_argument("--key-prefix", default="bench/", metavar="PREFIX",
-                   help="prefix of every key, to keep the load apart from other data (default: bench/)")
-    b.add_argument("--preload", action="store_true",
-                   help="write every key once before measuring, so reads find values")
-    b.add_argument("--json-only", action="store_true",
-                   help="print only the JSON line, no table and no progress")
+    b.add_argument(
+        "--endpoint",
+        action="append",
+        dest="endpoints",
+        metavar="URL",
+        help="client URL of a node, e.g. http://127.0.0.1:7070; repeat for several, clients "
+        f"are spread round-robin (default: $KVTRACE_ENDPOINT, else {DEFAULT_ENDPOINT})",
+    )
+    b.add_argument(
+        "--clients",
+        type=int,
+        default=32,
+        metavar="N",
+        help="concurrent clients, each with its own keep-alive connection (1..4096; default: 32)",
+    )
+    b.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="stop after this long (at most 600; default: 10)",
+    )
+    b.add_argument(
+        "--ops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stop after this many operations, if sooner than --duration (default: 0, no count)",
+    )
+    b.add_argument(
+        "--write-ratio",
+        type=float,
+        default=0.5,
+        metavar="R",
+        help="fraction of operations that are writes, the rest reads (0..1; default: 0.5)",
+    )
+    b.add_argument(
+        "--keys",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="size of the key space the operations pick from (default: 10000)",
+    )
+    b.add_argument(
+        "--distribution",
+        choices=("uniform", "zipfian"),
+        default="uniform",
+        help="how keys are picked: uniform, or zipfian (a few hot keys; default: uniform)",
+    )
+    b.add_argument(
+        "--zipf-s",
+        type=float,
+        default=0.99,
+        metavar="S",
+        help="exponent of the zipfian distribution (default: 0.99)",
+    )
+    b.add_argument(
+        "--value-size",
+        type=int,
+        default=100,
+        metavar="BYTES",
+        help="size of each written value (default: 100)",
+    )
+    b.add_argument(
+        "--consistency",
+        choices=("one", "quorum", "all"),
+        default="quorum",
+        help="consistency level of every request (kvtrace only; default: quorum)",
+    )
+    b.add_argument(
+        "--target",
+        choices=("kvtrace", "etcd"),
+        default="kvtrace",
+        help="what the endpoints are: kvtrace nodes, or etcd's JSON gateway (default: kvtrace)",
+    )
+    b.add_argument(
+        "--key-prefix",
+        default="bench/",
+        metavar="PREFIX",
+        help="prefix of every key, to keep the load apart from other data (default: bench/)",
+    )
+    b.add_argument(
+        "--preload",
+        action="store_true",
+        help="write every key once before measuring, so reads find values",
+    )
+    b.add_argument(
+        "--json-only",
+        action="store_true",
+        help="print only the JSON line, no table and no progress",
+    )
     _add_security(b)
     b.set_defaults(func=_bench)
 
@@ -182,10 +270,13 @@ def _progress_printer(stream: TextIO) -> Callable[[float, float, int, int], None
             return
         last[0] = elapsed
         rate = ops / elapsed if elapsed > 0 else 0.0
-        line = (f"kvtrace bench: {elapsed:5.1f}/{duration:g} s, {ops:,} operations "
-                f"({rate:,.0f}/s), {errors:,} errors")
+        line = (
+            f"kvtrace bench: {elapsed:5.1f}/{duration:g} s, {ops:,} operations "
+            f"({rate:,.0f}/s), {errors:,} errors"
+        )
         stream.write(f"\r{line}\033[K" if live else line + "\n")
         stream.flush()
+
     return show
 
 
@@ -200,9 +291,19 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     cfg = BenchConfig(
         endpoints=args.endpoints or [os.environ.get("KVTRACE_ENDPOINT", DEFAULT_ENDPOINT)],
-        clients=args.clients, duration=args.duration, ops=args.ops, write_ratio=args.write_ratio, keys=args.keys,
-        distribution=args.distribution, zipf_s=args.zipf_s, value_size=args.value_size, consistency=args.consistency,
-        target=args.target, key_prefix=args.key_prefix, preload=args.preload, security=security,
+        clients=args.clients,
+        duration=args.duration,
+        ops=args.ops,
+        write_ratio=args.write_ratio,
+        keys=args.keys,
+        distribution=args.distribution,
+        zipf_s=args.zipf_s,
+        value_size=args.value_size,
+        consistency=args.consistency,
+        target=args.target,
+        key_prefix=args.key_prefix,
+        preload=args.preload,
+        security=security,
     )
     progress = None if args.json_only else _progress_printer(sys.stderr)
     try:

@@ -66,11 +66,19 @@ def _context(ca_file: str | None) -> ssl.SSLContext:
 
 
 ENV_CA_FILE, ENV_TOKEN, ENV_TOKEN_FILE, ENV_SERVER_NAME = (
-    "KVTRACE_KV_CA_FILE", "KVTRACE_KV_TOKEN", "KVTRACE_KV_TOKEN_FILE", "KVTRACE_KV_SERVER_NAME")
+    "KVTRACE_KV_CA_FILE",
+    "KVTRACE_KV_TOKEN",
+    "KVTRACE_KV_TOKEN_FILE",
+    "KVTRACE_KV_SERVER_NAME",
+)
 
 
-def security_from(ca_file: str | None, token_file: str | None, server_name: str | None,
-                  env: Mapping[str, str] = os.environ) -> Security:
+def security_from(
+    ca_file: str | None,
+    token_file: str | None,
+    server_name: str | None,
+    env: Mapping[str, str] = os.environ,
+) -> Security:
     """The flags, else the KVTRACE_KV_* variables; the token from ``token_file`` or
     KVTRACE_KV_TOKEN (never a flag: it would show in the process list). Raises ClientError
     naming the flag when the token file cannot be read or holds no token."""
@@ -83,9 +91,14 @@ def security_from(ca_file: str | None, token_file: str | None, server_name: str 
         except OSError as exc:
             raise ClientError(f"--token-file {path}: {exc.strerror or exc}") from None
         if not token or any(ch.isspace() for ch in token):
-            raise ClientError(f"--token-file {path}: expected one token, got {'nothing' if not token else 'spaces'}")
-    return Security(ca_file or env.get(ENV_CA_FILE) or None, token,
-                    server_name or env.get(ENV_SERVER_NAME) or None)
+            raise ClientError(
+                f"--token-file {path}: expected one token, got {'nothing' if not token else 'spaces'}"
+            )
+    return Security(
+        ca_file or env.get(ENV_CA_FILE) or None,
+        token,
+        server_name or env.get(ENV_SERVER_NAME) or None,
+    )
 
 
 def parse_response(buf: bytearray, eof: bool = False) -> Response | None:
@@ -196,23 +209,34 @@ class Connection:
         self._server_name = security.server_name or self.host
         self._auth = security.headers()
 
-    async def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Response:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> Response:
         try:
             async with asyncio.timeout(self.timeout):  # no extra task per request, unlike wait_for
                 return await self._request(method, path, body, headers)
         except (TimeoutError, OSError, ValueError) as exc:
             self.close()
-            raise ClientError(f"{method} {self.host}:{self.port}{path.split('?')[0][:60]}: {type(exc).__name__} {exc}") from None
+            raise ClientError(
+                f"{method} {self.host}:{self.port}{path.split('?')[0][:60]}: {type(exc).__name__} {exc}"
+            ) from None
 
-    async def _request(self, method: str, path: str, body: bytes, headers: dict[str, str] | None) -> Response:
+    async def _request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str] | None
+    ) -> Response:
         proto = self._proto
         loop = asyncio.get_running_loop()
         if proto is None or proto.closed or proto.transport is None or proto.transport.is_closing():
             if self._tls is None:
                 _, proto = await loop.create_connection(_Protocol, self.host, self.port)
             else:
-                _, proto = await loop.create_connection(_Protocol, self.host, self.port, ssl=self._tls,
-                                                        server_hostname=self._server_name)
+                _, proto = await loop.create_connection(
+                    _Protocol,
+                    self.host,
+                    self.port,
+                    ssl=self._tls,
+                    server_hostname=self._server_name,
+                )
             self._proto = proto
         assert proto.transport is not None
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n{self._auth}"

@@ -36,8 +36,14 @@ def parse_faults(spec: str | None) -> tuple[Fault, ...]:
             faults.append(Fault("error", rest.encode()))
         elif kind == "protocol":
             low, sep, high = rest.partition("-")
-            if not (sep and low.isascii() and low.isdigit() and high.isascii() and high.isdigit()
-                    and 1 <= int(low) <= int(high) < 1 << 16):
+            if not (
+                sep
+                and low.isascii()
+                and low.isdigit()
+                and high.isascii()
+                and high.isdigit()
+                and 1 <= int(low) <= int(high) < 1 << 16
+            ):
                 raise ValueError(f"fault {rule!r}: expected protocol:LOW-HIGH, e.g. protocol:1-1")
             faults.append(Fault("protocol", b"", versions=(int(low), int(high))))
         elif kind == "partitions" and rest:
@@ -48,8 +54,10 @@ def parse_faults(spec: str | None) -> tuple[Fault, ...]:
                 raise ValueError(f"fault {rule!r}: expected delay:PREFIX:DURATION")
             faults.append(Fault("delay", prefix.encode(), parse_duration(duration)))
         else:
-            raise ValueError(f"fault {rule!r}: expected error:PREFIX, delay:PREFIX:DURATION, "
-                             "protocol:LOW-HIGH or partitions:PATH")
+            raise ValueError(
+                f"fault {rule!r}: expected error:PREFIX, delay:PREFIX:DURATION, "
+                "protocol:LOW-HIGH or partitions:PATH"
+            )
     return tuple(faults)
 
 

@@ -6,7 +6,10 @@ import bisect
 import os
 from collections.abc import Callable
 
-_DROP_REASONS = {"dropped": "queue_full", "failed": "export_failed"}  # telemetry.stats() key -> reason label
+_DROP_REASONS = {
+    "dropped": "queue_full",
+    "failed": "export_failed",
+}  # telemetry.stats() key -> reason label
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -37,9 +40,21 @@ class Gauge:
     """A value read when the metrics are rendered (`kind` "counter": a total another part of
     the node keeps itself, such as the span export's counts)."""
 
-    def __init__(self, name: str, help_text: str, read: Callable[[], dict[tuple[str, ...], float]],
-                 labels: tuple[str, ...] = (), kind: str = "gauge"):
-        self.name, self.help, self.read, self.labels, self.kind = name, help_text, read, labels, kind
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        read: Callable[[], dict[tuple[str, ...], float]],
+        labels: tuple[str, ...] = (),
+        kind: str = "gauge",
+    ):
+        self.name, self.help, self.read, self.labels, self.kind = (
+            name,
+            help_text,
+            read,
+            labels,
+            kind,
+        )
 
     def render(self) -> list[str]:
         out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
@@ -48,7 +63,13 @@ class Gauge:
 
 
 class Histogram:
-    def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = _LATENCY_BUCKETS):
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        labels: tuple[str, ...] = (),
+        buckets: tuple[float, ...] = _LATENCY_BUCKETS,
+    ):
         self.name, self.help, self.labels, self.buckets = name, help_text, labels, buckets
         self.series: dict[tuple[str, ...], list[float]] = {}  # bucket counts..., +Inf, sum
 
@@ -87,40 +108,75 @@ class Metrics:
     """All of one node's metrics (an instance per node keeps tests independent)."""
 
     def __init__(self) -> None:
-        self.requests = Counter("kvnode_requests_total", "Client operations by outcome.", ("operation", "consistency", "code"))
-        self.latency = Histogram("kvnode_request_duration_seconds", "Client operation latency.", ("operation",))
+        self.requests = Counter(
+            "kvnode_requests_total",
+            "Client operations by outcome.",
+            ("operation", "consistency", "code"),
+        )
+        self.latency = Histogram(
+            "kvnode_request_duration_seconds", "Client operation latency.", ("operation",)
+        )
         self.replication_failures = Counter(
             "kvnode_replication_failures_total", "Replica calls that failed.", ("peer", "reason")
         )
-        self.hints_stored = Counter("kvnode_hints_stored_total", "Hints written for unreachable replicas.")
-        self.hints_delivered = Counter("kvnode_hints_delivered_total", "Hints replayed to their replica.")
-        self.read_repairs = Counter("kvnode_read_repairs_total", "Stale replicas repaired by reads.")
-        self.anti_entropy_rounds = Counter("kvnode_anti_entropy_rounds_total", "Merkle comparisons with a peer.", ("result",))
-        self.anti_entropy_repairs = Counter("kvnode_anti_entropy_repairs_total", "Records repaired by anti-entropy.")
-        self.rebalanced = Counter("kvnode_rebalance_records_total", "Records streamed to new owners.")
-        self.peer_requests = Counter("kvnode_peer_requests_total", "Peer protocol requests served.", ("type",))
+        self.hints_stored = Counter(
+            "kvnode_hints_stored_total", "Hints written for unreachable replicas."
+        )
+        self.hints_delivered = Counter(
+            "kvnode_hints_delivered_total", "Hints replayed to their replica."
+        )
+        self.read_repairs = Counter(
+            "kvnode_read_repairs_total", "Stale replicas repaired by reads."
+        )
+        self.anti_entropy_rounds = Counter(
+            "kvnode_anti_entropy_rounds_total", "Merkle comparisons with a peer.", ("result",)
+        )
+        self.anti_entropy_repairs = Counter(
+            "kvnode_anti_entropy_repairs_total", "Records repaired by anti-entropy."
+        )
+        self.rebalanced = Counter(
+            "kvnode_rebalance_records_total", "Records streamed to new owners."
+        )
+        self.peer_requests = Counter(
+            "kvnode_peer_requests_total", "Peer protocol requests served.", ("type",)
+        )
         self.peer_handshakes = Counter(
             "kvnode_peer_handshakes_total",
             "Peer connections by protocol handshake outcome: ok (a common version), legacy "
             "(a version-1 peer without a handshake), refused (no common version).",
             ("side", "result"),
         )
-        self.unauthorized = Counter("kvnode_unauthorized_total", "Client requests refused: no token or an unknown one.")
-        self.fsync = Histogram("kvnode_fsync_duration_seconds",
-                               "Duration of a durable storage commit (one WAL fsync, shared by its batch).")
+        self.unauthorized = Counter(
+            "kvnode_unauthorized_total", "Client requests refused: no token or an unknown one."
+        )
+        self.fsync = Histogram(
+            "kvnode_fsync_duration_seconds",
+            "Duration of a durable storage commit (one WAL fsync, shared by its batch).",
+        )
         self.gauges: list[Gauge] = []
-        self.gauge("process_cpu_seconds_total", "User and system CPU time of the node process.",
-                   lambda: {(): sum(os.times()[:2])}, kind="counter")
+        self.gauge(
+            "process_cpu_seconds_total",
+            "User and system CPU time of the node process.",
+            lambda: {(): sum(os.times()[:2])},
+            kind="counter",
+        )
         self.gauge("process_resident_memory_bytes", "Resident memory of the node process.", _rss)
 
-    def gauge(self, name: str, help_text: str, read: Callable[[], dict[tuple[str, ...], float]], labels: tuple[str, ...] = (),
-              kind: str = "gauge") -> None:
+    def gauge(
+        self,
+        name: str,
+        help_text: str,
+        read: Callable[[], dict[tuple[str, ...], float]],
+        labels: tuple[str, ...] = (),
+        kind: str = "gauge",
+    ) -> None:
         self.gauges.append(Gauge(name, help_text, read, labels, kind))
 
     def span_export(self, stats: Callable[[], dict[str, int]]) -> None:
         """The span export's counts (`telemetry.stats()`: ended, exported, failed, dropped,
         queued), read at each scrape; no samples while the node does not export its spans itself
         (tracing off, or the SDK's own pipeline)."""
+
         def total(key: str) -> Callable[[], dict[tuple[str, ...], float]]:
             return lambda: {(): float(v)} if (v := stats().get(key)) is not None else {}
 
@@ -128,21 +184,45 @@ class Metrics:
             s = stats()
             return {(reason,): float(s[key]) for key, reason in _DROP_REASONS.items() if key in s}
 
-        self.gauge("kvnode_spans_ended_total", "Spans the node recorded and handed to the export queue.",
-                   total("ended"), kind="counter")
-        self.gauge("kvnode_spans_exported_total", "Spans the collector accepted.", total("exported"), kind="counter")
-        self.gauge("kvnode_spans_dropped_total",
-                   "Spans lost: queue_full (export queue full, the oldest span dropped), export_failed "
-                   "(the collector refused the batch or was unreachable until the exporter gave up).",
-                   dropped, ("reason",), kind="counter")
+        self.gauge(
+            "kvnode_spans_ended_total",
+            "Spans the node recorded and handed to the export queue.",
+            total("ended"),
+            kind="counter",
+        )
+        self.gauge(
+            "kvnode_spans_exported_total",
+            "Spans the collector accepted.",
+            total("exported"),
+            kind="counter",
+        )
+        self.gauge(
+            "kvnode_spans_dropped_total",
+            "Spans lost: queue_full (export queue full, the oldest span dropped), export_failed "
+            "(the collector refused the batch or was unreachable until the exporter gave up).",
+            dropped,
+            ("reason",),
+            kind="counter",
+        )
         self.gauge("kvnode_spans_queued", "Spans waiting in the export queue.", total("queued"))
 
     def render(self) -> str:
         lines: list[str] = []
         metrics: list[Counter | Histogram | Gauge] = [
-            self.requests, self.latency, self.replication_failures, self.hints_stored, self.hints_delivered,
-            self.read_repairs, self.anti_entropy_rounds, self.anti_entropy_repairs, self.rebalanced,
-            self.peer_requests, self.peer_handshakes, self.unauthorized, self.fsync, *self.gauges,
+            self.requests,
+            self.latency,
+            self.replication_failures,
+            self.hints_stored,
+            self.hints_delivered,
+            self.read_repairs,
+            self.anti_entropy_rounds,
+            self.anti_entropy_repairs,
+            self.rebalanced,
+            self.peer_requests,
+            self.peer_handshakes,
+            self.unauthorized,
+            self.fsync,
+            *self.gauges,
         ]
         for metric in metrics:
             lines += metric.render()

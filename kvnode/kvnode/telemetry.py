@@ -77,20 +77,39 @@ def incoming_context(headers: Mapping[str, str]) -> Context | None:
     return propagate.extract(headers)
 
 
-def start(name: str, kind: SpanKind, attributes: dict[str, Any] | None, parent: Context | None = None,
-          start_ns: int | None = None) -> Span:
+def start(
+    name: str,
+    kind: SpanKind,
+    attributes: dict[str, Any] | None,
+    parent: Context | None = None,
+    start_ns: int | None = None,
+) -> Span:
     if LEAN is not None:
         return LEAN.start(name, kind, attributes, parent, start_ns)  # type: ignore[no-any-return]
-    return _tracer.start_span(name, context=parent, kind=kind, attributes=attributes, start_time=start_ns)  # type: ignore[no-any-return]
+    return _tracer.start_span(  # type: ignore[no-any-return]
+        name, context=parent, kind=kind, attributes=attributes, start_time=start_ns
+    )
 
 
-def start_child(name: str, kind: SpanKind, attributes: dict[str, Any] | None, parent: Span,
-                start_ns: int | None = None) -> Span:
+def start_child(
+    name: str,
+    kind: SpanKind,
+    attributes: dict[str, Any] | None,
+    parent: Span,
+    start_ns: int | None = None,
+) -> Span:
     return start(name, kind, attributes, trace.set_span_in_context(parent), start_ns)
 
 
-def record_failure(name: str, kind: SpanKind, attributes: dict[str, Any], parent: Span, start_ns: int,
-                   exc: BaseException | None, message: str) -> None:
+def record_failure(
+    name: str,
+    kind: SpanKind,
+    attributes: dict[str, Any],
+    parent: Span,
+    start_ns: int,
+    exc: BaseException | None,
+    message: str,
+) -> None:
     """A child span recorded after the fact, from `start_ns` to now, with status ERROR: how a
     failed call that had no span of its own while it ran stays visible in the trace."""
     span = start_child(name, kind, attributes, parent, start_ns)
@@ -108,7 +127,11 @@ def _common_traceparent(traceparent: str) -> tuple[int, int, int] | None:
     """(trace id, parent id, flags) of a valid traceparent in the common form (version 00, as
     our peers send it), parsed directly in a fraction of the W3C propagator's CPU (its
     regular expressions); None for anything else."""
-    if len(traceparent) == 55 and traceparent.startswith("00-") and traceparent[35] == "-" == traceparent[52]:
+    if (
+        len(traceparent) == 55
+        and traceparent.startswith("00-")
+        and traceparent[35] == "-" == traceparent[52]
+    ):
         try:
             trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
             flags = int(traceparent[53:55], 16)
@@ -127,7 +150,13 @@ def remote_parent(traceparent: str | None, tracestate: str | None) -> SpanContex
     common = _common_traceparent(traceparent)
     if common is not None:
         state = TraceState.from_header([tracestate]) if tracestate else None
-        return SpanContext(common[0], common[1], is_remote=True, trace_flags=TraceFlags(common[2]), trace_state=state)
+        return SpanContext(
+            common[0],
+            common[1],
+            is_remote=True,
+            trace_flags=TraceFlags(common[2]),
+            trace_state=state,
+        )
     carrier = {"traceparent": traceparent}
     if tracestate:
         carrier["tracestate"] = tracestate
@@ -140,7 +169,9 @@ def context_from(traceparent: str | None, tracestate: str | None) -> Context | N
     return trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
 
 
-def start_remote(name: str, kind: SpanKind, attributes: dict[str, Any], traceparent: str, tracestate: str) -> Span:
+def start_remote(
+    name: str, kind: SpanKind, attributes: dict[str, Any], traceparent: str, tracestate: str
+) -> Span:
     """A span continuing the caller's trace carried in a peer message (a replica's SERVER span)."""
     if LEAN is not None:
         common = _common_traceparent(traceparent)

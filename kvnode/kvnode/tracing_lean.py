@@ -67,17 +67,52 @@ class LeanSpan(trace.Span):
     Ids, flags and trace state are kept as plain values (the W3C header form of the trace
     state): the API's `SpanContext` is built only if someone asks for it."""
 
-    __slots__ = ("trace_id", "span_id", "flags", "trace_state", "name", "kind", "parent_id", "parent_remote",
-                 "start_ns", "end_ns", "attributes", "events", "status_code", "status_message", "_export", "_ctx")
+    __slots__ = (
+        "trace_id",
+        "span_id",
+        "flags",
+        "trace_state",
+        "name",
+        "kind",
+        "parent_id",
+        "parent_remote",
+        "start_ns",
+        "end_ns",
+        "attributes",
+        "events",
+        "status_code",
+        "status_message",
+        "_export",
+        "_ctx",
+    )
 
-    def __init__(self, export: LeanExport, name: str, kind: SpanKind, trace_id: int, span_id: int, flags: int,
-                 trace_state: str, parent_id: int, parent_remote: bool, attributes: dict[str, Any], start_ns: int | None):
+    def __init__(
+        self,
+        export: LeanExport,
+        name: str,
+        kind: SpanKind,
+        trace_id: int,
+        span_id: int,
+        flags: int,
+        trace_state: str,
+        parent_id: int,
+        parent_remote: bool,
+        attributes: dict[str, Any],
+        start_ns: int | None,
+    ):
         self._export = export
-        self.trace_id, self.span_id, self.flags, self.trace_state = trace_id, span_id, flags, trace_state
+        self.trace_id, self.span_id, self.flags, self.trace_state = (
+            trace_id,
+            span_id,
+            flags,
+            trace_state,
+        )
         self.name, self.kind = name, kind.value + 1  # OTLP's SpanKind
         self.parent_id, self.parent_remote = parent_id, parent_remote
         self.attributes = attributes
-        self.events: tuple[tuple[str, int, dict[str, Any]], ...] | list[tuple[str, int, dict[str, Any]]] = ()
+        self.events: (
+            tuple[tuple[str, int, dict[str, Any]], ...] | list[tuple[str, int, dict[str, Any]]]
+        ) = ()
         self.status_code = 0
         self.status_message = ""
         self.start_ns = start_ns or time.time_ns()
@@ -91,7 +126,9 @@ class LeanSpan(trace.Span):
     def get_span_context(self) -> SpanContext:
         if self._ctx is None:
             state = TraceState.from_header([self.trace_state]) if self.trace_state else None
-            self._ctx = SpanContext(self.trace_id, self.span_id, False, TraceFlags(self.flags), state)
+            self._ctx = SpanContext(
+                self.trace_id, self.span_id, False, TraceFlags(self.flags), state
+            )
         return self._ctx
 
     def is_recording(self) -> bool:
@@ -103,7 +140,9 @@ class LeanSpan(trace.Span):
     def set_attributes(self, attributes: dict[str, Any]) -> None:  # type: ignore[override]
         self.attributes.update(attributes)
 
-    def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
         self.events = [*self.events, (name, timestamp or time.time_ns(), dict(attributes or {}))]
 
     def update_name(self, name: str) -> None:
@@ -114,16 +153,25 @@ class LeanSpan(trace.Span):
             code, description = status.status_code, status.description
         else:
             code = status
-        if self.status_code == 1 or code is StatusCode.UNSET:  # OK is final, UNSET changes nothing (spec)
+        if (
+            self.status_code == 1 or code is StatusCode.UNSET
+        ):  # OK is final, UNSET changes nothing (spec)
             return
         self.status_code = 2 if code is StatusCode.ERROR else 1
         self.status_message = (description or "") if code is StatusCode.ERROR else ""
 
-    def record_exception(self, exception: BaseException, attributes: Attributes = None,
-                         timestamp: int | None = None, escaped: bool = False) -> None:
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
         module, qualname = type(exception).__module__, type(exception).__qualname__
         attrs: dict[str, Any] = {
-            "exception.type": f"{module}.{qualname}" if module and module != "builtins" else qualname,
+            "exception.type": f"{module}.{qualname}"
+            if module and module != "builtins"
+            else qualname,
             "exception.message": str(exception),
             "exception.stacktrace": "".join(traceback.format_exception(exception)),
             "exception.escaped": str(escaped),
@@ -138,9 +186,21 @@ class LeanSpan(trace.Span):
         self._export.emit(self)
 
     def data(self) -> SpanData:
-        return SpanData(self.trace_id, self.span_id, self.parent_id, self.parent_remote, self.trace_state, self.name,
-                        self.kind, self.start_ns, self.end_ns, self.attributes, self.events, self.status_code,
-                        self.status_message)
+        return SpanData(
+            self.trace_id,
+            self.span_id,
+            self.parent_id,
+            self.parent_remote,
+            self.trace_state,
+            self.name,
+            self.kind,
+            self.start_ns,
+            self.end_ns,
+            self.attributes,
+            self.events,
+            self.status_code,
+            self.status_message,
+        )
 
 
 class LeanTracer:
@@ -157,18 +217,33 @@ class LeanTracer:
         self.root_decision, self.parent_decisions = fixed_decisions(self.sampler)
         self.root_bound = ratio_bound(self.sampler)
 
-    def start(self, name: str, kind: SpanKind, attributes: dict[str, Any] | None, parent: Any,
-              start_ns: int | None = None) -> trace.Span:
+    def start(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any] | None,
+        parent: Any,
+        start_ns: int | None = None,
+    ) -> trace.Span:
         parent_ctx = get_current_span(parent).get_span_context() if parent is not None else None
         return self.start_under(name, kind, attributes, parent_ctx, start_ns, parent)
 
-    def start_under(self, name: str, kind: SpanKind, attributes: dict[str, Any] | None, parent_ctx: SpanContext | None,
-                    start_ns: int | None = None, context: Any = None) -> trace.Span:
+    def start_under(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any] | None,
+        parent_ctx: SpanContext | None,
+        start_ns: int | None = None,
+        context: Any = None,
+    ) -> trace.Span:
         """`attributes` become the span's own (callers pass a fresh dict)."""
         if parent_ctx is not None and parent_ctx.is_valid:
             trace_id = parent_ctx.trace_id
             flags = _SAMPLED | (parent_ctx.trace_flags & TraceFlags.RANDOM_TRACE_ID)
-            decision = self.parent_decisions.get((parent_ctx.is_remote, parent_ctx.trace_flags.sampled))
+            decision = self.parent_decisions.get(
+                (parent_ctx.is_remote, parent_ctx.trace_flags.sampled)
+            )
             trace_state = parent_ctx.trace_state
         else:
             parent_ctx = None
@@ -176,7 +251,9 @@ class LeanTracer:
             flags = _SAMPLED_RANDOM if self.ids.is_trace_id_random() else _SAMPLED
             decision = self.root_decision
             trace_state = None
-            if self.root_bound is not None:  # TraceIdRatioBased's own test, without its result object
+            if (
+                self.root_bound is not None
+            ):  # TraceIdRatioBased's own test, without its result object
                 if trace_id & _TRACE_ID_LIMIT >= self.root_bound:
                     return INVALID_SPAN
                 decision = Decision.RECORD_AND_SAMPLE
@@ -194,12 +271,33 @@ class LeanTracer:
             return INVALID_SPAN
         else:
             attrs = attributes if attributes is not None else {}
-        parent_id, remote = (parent_ctx.span_id, parent_ctx.is_remote) if parent_ctx is not None else (0, False)
-        return LeanSpan(self.export, name, kind, trace_id, self.ids.generate_span_id(), flags,
-                        trace_state.to_header() if trace_state is not None else "", parent_id, remote, attrs, start_ns)
+        parent_id, remote = (
+            (parent_ctx.span_id, parent_ctx.is_remote) if parent_ctx is not None else (0, False)
+        )
+        return LeanSpan(
+            self.export,
+            name,
+            kind,
+            trace_id,
+            self.ids.generate_span_id(),
+            flags,
+            trace_state.to_header() if trace_state is not None else "",
+            parent_id,
+            remote,
+            attrs,
+            start_ns,
+        )
 
-    def continue_remote(self, name: str, kind: SpanKind, attributes: dict[str, Any], trace_id: int, span_id: int,
-                        flags: int, tracestate: str) -> trace.Span:
+    def continue_remote(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        trace_id: int,
+        span_id: int,
+        flags: int,
+        tracestate: str,
+    ) -> trace.Span:
         """A span whose parent is a remote span given by its (valid) ids, flags and tracestate
         header: a replica's SERVER span, straight from the peer message."""
         decision = self.parent_decisions.get((True, bool(flags & TraceFlags.SAMPLED)))
@@ -209,9 +307,19 @@ class LeanTracer:
             return self.start_under(name, kind, attributes, parent)
         if decision is not Decision.RECORD_AND_SAMPLE:
             return INVALID_SPAN
-        return LeanSpan(self.export, name, kind, trace_id, self.ids.generate_span_id(),
-                        _SAMPLED | (flags & TraceFlags.RANDOM_TRACE_ID), state.to_header() if state is not None else "",
-                        span_id, True, attributes, None)
+        return LeanSpan(
+            self.export,
+            name,
+            kind,
+            trace_id,
+            self.ids.generate_span_id(),
+            _SAMPLED | (flags & TraceFlags.RANDOM_TRACE_ID),
+            state.to_header() if state is not None else "",
+            span_id,
+            True,
+            attributes,
+            None,
+        )
 
 
 def ratio_bound(sampler: Any) -> int | None:
@@ -225,9 +333,12 @@ def ratio_bound(sampler: Any) -> int | None:
     return None
 
 
-def fixed_decisions(sampler: Any) -> tuple[Decision | None, dict[tuple[bool, bool], Decision | None]]:
+def fixed_decisions(
+    sampler: Any,
+) -> tuple[Decision | None, dict[tuple[bool, bool], Decision | None]]:
     """(decision for a root span, {(parent is remote, parent sampled): decision}) where the
     sampler's answer does not depend on the trace id or the span (None: ask the sampler)."""
+
     def static(s: Any) -> Decision | None:
         return s._decision if type(s) is StaticSampler else None  # noqa: SLF001
 
@@ -239,7 +350,9 @@ def fixed_decisions(sampler: Any) -> tuple[Decision | None, dict[tuple[bool, boo
             (False, False): static(sampler._local_parent_not_sampled),  # noqa: SLF001
         }
     decision = static(sampler)
-    return decision, dict.fromkeys(((True, True), (True, False), (False, True), (False, False)), decision)
+    return decision, dict.fromkeys(
+        ((True, True), (True, False), (False, True), (False, False)), decision
+    )
 
 
 class LeanExport(SpanProcessor):
@@ -248,7 +361,12 @@ class LeanExport(SpanProcessor):
     `OTEL_BSP_SCHEDULE_DELAY` or as soon as a batch is full, encoded here and posted with the
     configured exporter's client. Also the provider's span processor in place of `bsp`."""
 
-    def __init__(self, bsp: BatchSpanProcessor, resource_attributes: dict[str, Any], scope: tuple[str, str | None]):
+    def __init__(
+        self,
+        bsp: BatchSpanProcessor,
+        resource_attributes: dict[str, Any],
+        scope: tuple[str, str | None],
+    ):
         batch = bsp._batch_processor  # noqa: SLF001 - the SDK's sizes, as configured from OTEL_BSP_*
         self.bsp = bsp
         self.client = bsp.span_exporter._client  # noqa: SLF001 - OTLP/HTTP client: endpoint, headers, TLS, retries
@@ -308,8 +426,13 @@ class LeanExport(SpanProcessor):
             self.failed += len(batch)
 
     def stats(self) -> dict[str, int]:
-        return {"ended": self.ended, "exported": self.exported, "failed": self.failed, "dropped": self.dropped,
-                "queued": len(self.queue)}
+        return {
+            "ended": self.ended,
+            "exported": self.exported,
+            "failed": self.failed,
+            "dropped": self.dropped,
+            "queued": len(self.queue),
+        }
 
     # -- SpanProcessor: spans other code starts through the SDK still go to the batch processor
     def on_start(self, span: Any, parent_context: Any = None) -> None:
@@ -329,7 +452,11 @@ class LeanExport(SpanProcessor):
             self.thread.join(5)
             self._drain(all_=True)
             stats = self.stats()
-            log.log(logging.WARNING if stats["dropped"] or stats["failed"] else logging.INFO, "spans: %s", stats)
+            log.log(
+                logging.WARNING if stats["dropped"] or stats["failed"] else logging.INFO,
+                "spans: %s",
+                stats,
+            )
         self.bsp.shutdown()  # type: ignore[no-untyped-call]
 
 
@@ -351,14 +478,24 @@ def attach(provider: Any, scope_name: str) -> LeanTracer | None:
         return None
     bsp = processors[0]
     exporter = bsp.span_exporter
-    if type(exporter) is not OTLPSpanExporter or not hasattr(getattr(exporter, "_client", None), "export"):
+    if type(exporter) is not OTLPSpanExporter or not hasattr(
+        getattr(exporter, "_client", None), "export"
+    ):
         return None
     try:  # the SDK internals read here (pinned SDK version); another version keeps the SDK's spans
         batch = bsp._batch_processor  # noqa: SLF001
-        _ = (batch._max_queue_size, batch._max_export_batch_size, batch._schedule_delay, multi._lock)  # noqa: SLF001
+        _ = (
+            batch._max_queue_size,  # noqa: SLF001
+            batch._max_export_batch_size,  # noqa: SLF001
+            batch._schedule_delay,  # noqa: SLF001
+            multi._lock,  # noqa: SLF001
+        )
         fixed_decisions(provider.sampler), ratio_bound(provider.sampler)
     except AttributeError as exc:
-        log.warning("OpenTelemetry SDK internals not as expected (%s): the node records its spans through the SDK", exc)
+        log.warning(
+            "OpenTelemetry SDK internals not as expected (%s): the node records its spans through the SDK",
+            exc,
+        )
         return None
     export = LeanExport(bsp, dict(provider.resource.attributes), (scope_name, None))
     with multi._lock:  # noqa: SLF001

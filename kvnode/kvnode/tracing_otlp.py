@@ -89,7 +89,9 @@ def any_value(value: Any) -> bytes:
         return b""
     if isinstance(value, Sequence):
         return _field(b"\x2a", b"".join(_field(b"\x0a", any_value(v)) for v in value))
-    raise TypeError(f"attribute value {value!r}: expected str, bool, int, float, bytes or a sequence of them")
+    raise TypeError(
+        f"attribute value {value!r}: expected str, bool, int, float, bytes or a sequence of them"
+    )
 
 
 def key_value(key: str, value: Any) -> bytes:
@@ -153,12 +155,24 @@ _KIND = [b"\x30" + bytes((i,)) for i in range(6)]
 
 def encode_span(span: SpanData, cache: AttributeCache) -> bytes:
     """One `Span` message. `span` is a SpanData or anything with the same fields (LeanSpan)."""
-    parts = [b"\x0a\x10", span.trace_id.to_bytes(16, "big"), b"\x12\x08", span.span_id.to_bytes(8, "big")]
+    parts = [
+        b"\x0a\x10",
+        span.trace_id.to_bytes(16, "big"),
+        b"\x12\x08",
+        span.span_id.to_bytes(8, "big"),
+    ]
     if span.trace_state:
         parts.append(_field(b"\x1a", span.trace_state.encode()))
     if span.parent_id:
         parts += (b"\x22\x08", span.parent_id.to_bytes(8, "big"))
-    parts += (cache.name(span.name), _KIND[span.kind], b"\x39", _Q(span.start_ns), b"\x41", _Q(span.end_ns))
+    parts += (
+        cache.name(span.name),
+        _KIND[span.kind],
+        b"\x39",
+        _Q(span.start_ns),
+        b"\x41",
+        _Q(span.end_ns),
+    )
     if span.attributes:
         parts.append(cache.attributes(span.attributes))
     for name, time_ns, attrs in span.events:
@@ -177,7 +191,9 @@ def encode_span(span: SpanData, cache: AttributeCache) -> bytes:
     return b"".join(parts)
 
 
-def resource_and_scope(resource_attributes: Mapping[str, Any], scope_name: str, scope_version: str | None) -> tuple[bytes, bytes]:
+def resource_and_scope(
+    resource_attributes: Mapping[str, Any], scope_name: str, scope_version: str | None
+) -> tuple[bytes, bytes]:
     """The encoded `resource` field of ResourceSpans and `scope` field of ScopeSpans: the same
     for every batch a node sends, so computed once."""
     resource = b"".join(_field(b"\x0a", key_value(k, v)) for k, v in resource_attributes.items())
@@ -187,7 +203,9 @@ def resource_and_scope(resource_attributes: Mapping[str, Any], scope_name: str, 
     return _field(b"\x0a", resource), _field(b"\x0a", scope)
 
 
-def encode_request(resource_field: bytes, scope_field: bytes, encoded_spans: Sequence[bytes]) -> bytes:
+def encode_request(
+    resource_field: bytes, scope_field: bytes, encoded_spans: Sequence[bytes]
+) -> bytes:
     """An ExportTraceServiceRequest with one resource and one scope holding the spans."""
     scope_spans = scope_field + b"".join(_field(b"\x12", s) for s in encoded_spans)
     resource_spans = resource_field + _field(b"\x12", scope_spans)

@@ -36,7 +36,9 @@ def seconds(value: str, parameter: str, *, allow_off: bool = False) -> float:
     if number > 0 and number != float("inf"):
         return number
     off = ", or 0/off to disable" if allow_off else ""
-    raise ValueError(f"{parameter}: expected seconds or a duration such as 60s or 5m{off}, got {value!r}")
+    raise ValueError(
+        f"{parameter}: expected seconds or a duration such as 60s or 5m{off}, got {value!r}"
+    )
 
 
 def _arg_type(parameter: str, env: str, parse: Any) -> Any:
@@ -46,6 +48,7 @@ def _arg_type(parameter: str, env: str, parse: Any) -> Any:
         except ValueError as exc:
             reason = str(exc).removeprefix(f"{parameter}: ")
             raise argparse.ArgumentTypeError(f"{reason} (flag {parameter} or env {env})") from None
+
     convert.__name__ = parameter  # argparse names the type in some messages
     return convert
 
@@ -55,22 +58,29 @@ def image_reference(value: str, parameter: str) -> str:
     (surrounding blanks dropped); ValueError naming ``parameter`` when empty or with blanks."""
     text = str(value).strip()
     if not text or any(char.isspace() for char in text):
-        raise ValueError(f"{parameter}: expected an image reference such as "
-                         f"{OPERATOR_IMAGE}, got {value!r}")
+        raise ValueError(
+            f"{parameter}: expected an image reference such as {OPERATOR_IMAGE}, got {value!r}"
+        )
     return text
 
 
 def add_query_proxy_image(parser: argparse.ArgumentParser) -> None:
     """``--query-proxy-image`` (env KVTRACE_QUERY_PROXY_IMAGE), shared by ``operator run``
     and ``render``: the default image of the pipelines' ``query-proxy`` sidecars."""
-    parser.add_argument("--query-proxy-image", metavar="IMAGE",
-                        default=os.environ.get(QUERY_PROXY_IMAGE_ENV, OPERATOR_IMAGE),
-                        type=_arg_type("--query-proxy-image", QUERY_PROXY_IMAGE_ENV,
-                                       lambda v: image_reference(v, "--query-proxy-image")),
-                        help="image of the query-proxy sidecar that spec.jaeger.query.auth modes "
-                        "bearer and oidc add to Jaeger, unless the pipeline sets proxyImage; the "
-                        "chart passes the operator's own image (env "
-                        f"{QUERY_PROXY_IMAGE_ENV}; default: {OPERATOR_IMAGE})")
+    parser.add_argument(
+        "--query-proxy-image",
+        metavar="IMAGE",
+        default=os.environ.get(QUERY_PROXY_IMAGE_ENV, OPERATOR_IMAGE),
+        type=_arg_type(
+            "--query-proxy-image",
+            QUERY_PROXY_IMAGE_ENV,
+            lambda v: image_reference(v, "--query-proxy-image"),
+        ),
+        help="image of the query-proxy sidecar that spec.jaeger.query.auth modes "
+        "bearer and oidc add to Jaeger, unless the pipeline sets proxyImage; the "
+        "chart passes the operator's own image (env "
+        f"{QUERY_PROXY_IMAGE_ENV}; default: {OPERATOR_IMAGE})",
+    )
 
 
 def trace_target(value: str) -> tuple[str, str] | None:
@@ -84,7 +94,9 @@ def port_number(value: str, parameter: str) -> int:
     """A TCP port, 0 for off; ValueError naming ``parameter`` otherwise."""
     text = str(value).strip()
     if not text.isdigit() or int(text) > 65535:
-        raise ValueError(f"{parameter}: expected a port from 1 to 65535, or 0 to disable, got {value!r}")
+        raise ValueError(
+            f"{parameter}: expected a port from 1 to 65535, or 0 to disable, got {value!r}"
+        )
     return int(text)
 
 
@@ -101,18 +113,31 @@ def service_ref(value: str) -> tuple[str, str] | None:
 
 def add_webhook(run: argparse.ArgumentParser) -> None:
     """The injection webhook's flags (docs/injection.md)."""
-    run.add_argument("--webhook-port", metavar="PORT", default=os.environ.get(WEBHOOK_PORT_ENV, "0"),
-                     type=_arg_type("--webhook-port", WEBHOOK_PORT_ENV, lambda v: port_number(v, "--webhook-port")),
-                     help="serve the injection webhook (kvtrace.dev/inject) on this port and register "
-                     f"it with the API server; 0 disables (env {WEBHOOK_PORT_ENV}; default: 0, the chart: 9443)")
-    run.add_argument("--webhook-host", metavar="HOST", default=os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1"),
-                     help="the address the API server calls the webhook at (https://HOST:PORT), and "
-                     f"listens on, unless --webhook-service (env {WEBHOOK_HOST_ENV}; default: %(default)s)")
-    run.add_argument("--webhook-service", metavar="NAMESPACE/NAME",
-                     default=os.environ.get(WEBHOOK_SERVICE_ENV, ""),
-                     type=_arg_type("--webhook-service", WEBHOOK_SERVICE_ENV, service_ref),
-                     help="the API server calls the webhook through this Service (port 443 to "
-                     f"--webhook-port); the operator then listens on all addresses (env {WEBHOOK_SERVICE_ENV})")
+    run.add_argument(
+        "--webhook-port",
+        metavar="PORT",
+        default=os.environ.get(WEBHOOK_PORT_ENV, "0"),
+        type=_arg_type(
+            "--webhook-port", WEBHOOK_PORT_ENV, lambda v: port_number(v, "--webhook-port")
+        ),
+        help="serve the injection webhook (kvtrace.dev/inject) on this port and register "
+        f"it with the API server; 0 disables (env {WEBHOOK_PORT_ENV}; default: 0, the chart: 9443)",
+    )
+    run.add_argument(
+        "--webhook-host",
+        metavar="HOST",
+        default=os.environ.get(WEBHOOK_HOST_ENV, "127.0.0.1"),
+        help="the address the API server calls the webhook at (https://HOST:PORT), and "
+        f"listens on, unless --webhook-service (env {WEBHOOK_HOST_ENV}; default: %(default)s)",
+    )
+    run.add_argument(
+        "--webhook-service",
+        metavar="NAMESPACE/NAME",
+        default=os.environ.get(WEBHOOK_SERVICE_ENV, ""),
+        type=_arg_type("--webhook-service", WEBHOOK_SERVICE_ENV, service_ref),
+        help="the API server calls the webhook through this Service (port 443 to "
+        f"--webhook-port); the operator then listens on all addresses (env {WEBHOOK_SERVICE_ENV})",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -123,44 +148,93 @@ def register(subparsers: Any) -> None:
         help="run the operator (kopf) against the cluster of the current kubeconfig",
     )
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", dest="namespaces", default=None,
-                       help="watch this namespace (repeatable); default: all namespaces")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        default=None,
+        help="watch this namespace (repeatable); default: all namespaces",
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces")
-    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
-                     help="kopf liveness endpoint URL (default: %(default)s)")
-    run.add_argument("--metrics-port", type=int, default=9090,
-                     help="port of the operator's Prometheus metrics (default: %(default)s; 0 disables)")
-    run.add_argument("--peering", default=None,
-                     help="kopf peering name for several operator replicas (default: standalone)")
-    run.add_argument("--resync-interval", type=float, default=60.0, metavar="SECONDS",
-                     help="re-reconcile every resource this often, repairing drift such as a child "
-                     "deleted or edited by hand (default: %(default)s)")
-    run.add_argument("--retry-backoff", type=float, default=5.0, metavar="SECONDS",
-                     help="delay before a failed reconcile is retried (default: %(default)s)")
-    run.add_argument("--drain-timeout", type=float, default=300.0, metavar="SECONDS",
-                     help="on scale-down, how long leaving members may take to hand their data over "
-                     "before they are removed anyway; 0 removes them at once (default: %(default)s)")
-    run.add_argument("--watch-timeout", type=int, default=300, metavar="SECONDS",
-                     help="server-side timeout of each watch request; the client waits 30s more "
-                     "(default: %(default)s)")
-    run.add_argument("--canary-interval", metavar="DURATION",
-                     default=os.environ.get(CANARY_INTERVAL_ENV, "60s"),
-                     type=_arg_type("--canary-interval", CANARY_INTERVAL_ENV,
-                                    lambda v: seconds(v, "--canary-interval", allow_off=True)),
-                     help="send a canary trace through every TracingPipeline this often and report "
-                     f"the TraceDelivery condition; 0 or off disables (env {CANARY_INTERVAL_ENV}; "
-                     "default: 60s)")
-    run.add_argument("--canary-timeout", metavar="DURATION",
-                     default=os.environ.get(CANARY_TIMEOUT_ENV, "20s"),
-                     type=_arg_type("--canary-timeout", CANARY_TIMEOUT_ENV,
-                                    lambda v: seconds(v, "--canary-timeout")),
-                     help="how long the canary is looked for in Jaeger, on top of the pipeline's "
-                     f"tail-sampling decisionWait (env {CANARY_TIMEOUT_ENV}; default: 20s)")
-    run.add_argument("--trace-pipeline", metavar="NAMESPACE/NAME",
-                     default=os.environ.get(TRACE_PIPELINE_ENV, ""),
-                     type=_arg_type("--trace-pipeline", TRACE_PIPELINE_ENV, trace_target),
-                     help="export spans of the operator's own reconciles (service kvtrace-operator) "
-                     f"to this TracingPipeline's collector (env {TRACE_PIPELINE_ENV}; default: off)")
+    run.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        help="kopf liveness endpoint URL (default: %(default)s)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9090,
+        help="port of the operator's Prometheus metrics (default: %(default)s; 0 disables)",
+    )
+    run.add_argument(
+        "--peering",
+        default=None,
+        help="kopf peering name for several operator replicas (default: standalone)",
+    )
+    run.add_argument(
+        "--resync-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="re-reconcile every resource this often, repairing drift such as a child "
+        "deleted or edited by hand (default: %(default)s)",
+    )
+    run.add_argument(
+        "--retry-backoff",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="delay before a failed reconcile is retried (default: %(default)s)",
+    )
+    run.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="on scale-down, how long leaving members may take to hand their data over "
+        "before they are removed anyway; 0 removes them at once (default: %(default)s)",
+    )
+    run.add_argument(
+        "--watch-timeout",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="server-side timeout of each watch request; the client waits 30s more "
+        "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--canary-interval",
+        metavar="DURATION",
+        default=os.environ.get(CANARY_INTERVAL_ENV, "60s"),
+        type=_arg_type(
+            "--canary-interval",
+            CANARY_INTERVAL_ENV,
+            lambda v: seconds(v, "--canary-interval", allow_off=True),
+        ),
+        help="send a canary trace through every TracingPipeline this often and report "
+        f"the TraceDelivery condition; 0 or off disables (env {CANARY_INTERVAL_ENV}; "
+        "default: 60s)",
+    )
+    run.add_argument(
+        "--canary-timeout",
+        metavar="DURATION",
+        default=os.environ.get(CANARY_TIMEOUT_ENV, "20s"),
+        type=_arg_type(
+            "--canary-timeout", CANARY_TIMEOUT_ENV, lambda v: seconds(v, "--canary-timeout")
+        ),
+        help="how long the canary is looked for in Jaeger, on top of the pipeline's "
+        f"tail-sampling decisionWait (env {CANARY_TIMEOUT_ENV}; default: 20s)",
+    )
+    run.add_argument(
+        "--trace-pipeline",
+        metavar="NAMESPACE/NAME",
+        default=os.environ.get(TRACE_PIPELINE_ENV, ""),
+        type=_arg_type("--trace-pipeline", TRACE_PIPELINE_ENV, trace_target),
+        help="export spans of the operator's own reconciles (service kvtrace-operator) "
+        f"to this TracingPipeline's collector (env {TRACE_PIPELINE_ENV}; default: off)",
+    )
     add_query_proxy_image(run)
     add_webhook(run)
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
@@ -176,18 +250,34 @@ def register(subparsers: Any) -> None:
         "child object the operator would apply, from the same pure render functions the "
         "handlers use.",
     )
-    render.add_argument("-f", "--filename", action="append", dest="files", required=True,
-                        metavar="FILE|DIR",
-                        help="a YAML or JSON file of custom resources, a directory of them (its "
-                        ".json, .yaml and .yml files, as kubectl reads them) or '-' for stdin; "
-                        "repeatable")
-    render.add_argument("-R", "--recursive", action="store_true",
-                        help="read directories given to -f recursively")
-    render.add_argument("-n", "--namespace", metavar="NAMESPACE",
-                        help="namespace of the resources that name none (default: their own, "
-                        "else default); a resource naming another is an error, as in kubectl")
-    render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml",
-                        help="yaml: multi-document YAML (default); json: one v1 List")
+    render.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        dest="files",
+        required=True,
+        metavar="FILE|DIR",
+        help="a YAML or JSON file of custom resources, a directory of them (its "
+        ".json, .yaml and .yml files, as kubectl reads them) or '-' for stdin; "
+        "repeatable",
+    )
+    render.add_argument(
+        "-R", "--recursive", action="store_true", help="read directories given to -f recursively"
+    )
+    render.add_argument(
+        "-n",
+        "--namespace",
+        metavar="NAMESPACE",
+        help="namespace of the resources that name none (default: their own, "
+        "else default); a resource naming another is an error, as in kubectl",
+    )
+    render.add_argument(
+        "-o",
+        "--output",
+        choices=("yaml", "json"),
+        default="yaml",
+        help="yaml: multi-document YAML (default); json: one v1 List",
+    )
     add_query_proxy_image(render)
     render.set_defaults(func=_render)
 

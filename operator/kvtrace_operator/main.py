@@ -25,9 +25,12 @@ def configure(settings: kopf.OperatorSettings, args: Any) -> None:
     # No deletion handler needs one (children go by owner references), but should one ever
     # be added, its finalizer is ours, not kopf's default.
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATIONS_PREFIX)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATIONS_PREFIX
+    )
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration")
+        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
+    )
     # Several replicas coordinate through a KopfPeering object only when asked to.
     settings.peering.standalone = args.peering is None
     if args.peering is not None:
@@ -45,8 +48,9 @@ def configure(settings: kopf.OperatorSettings, args: Any) -> None:
         group, _, version = api_version.rpartition("/")
         if kind == "Secret":
             continue
-        settings.watching.label_selectors[(group, version, kind)] = \
+        settings.watching.label_selectors[(group, version, kind)] = (
             f"{api.MANAGED_BY_LABEL}={api.MANAGED_BY}"
+        )
     # kopf's own log lines become events only for warnings and errors; actions get our
     # own events (Created, Updated, Deleted, Scaling, Ready, InvalidSpec...).
     settings.posting.level = logging.WARNING
@@ -91,8 +95,11 @@ def webhook_serving(args: Any) -> webhook.Serving | None:
     port = int(getattr(args, "webhook_port", 0) or 0)
     if not port:
         return None
-    return webhook.Serving(port=port, host=getattr(args, "webhook_host", "127.0.0.1"),
-                           service=getattr(args, "webhook_service", None))
+    return webhook.Serving(
+        port=port,
+        host=getattr(args, "webhook_host", "127.0.0.1"),
+        service=getattr(args, "webhook_service", None),
+    )
 
 
 def run(args: Any) -> int:
@@ -135,13 +142,15 @@ def run(args: Any) -> int:
     liveness = args.liveness or None
     if liveness in ("none", "off"):
         liveness = None
-    asyncio.run(kopf.operator(
-        registry=registry,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        liveness_endpoint=liveness,
-        memo=kopf.Memo(),
-    ))
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            liveness_endpoint=liveness,
+            memo=kopf.Memo(),
+        )
+    )
     return 0

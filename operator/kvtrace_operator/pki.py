@@ -48,8 +48,9 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def _cert_pem(cert: x509.Certificate) -> str:
@@ -60,8 +61,12 @@ MAX_COMMON_NAME = 64  # RFC 5280 ub-common-name; clients verify the DNS names, n
 
 
 def _name(common_name: str, organization: str = "kvtrace") -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name[:MAX_COMMON_NAME])])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:MAX_COMMON_NAME]),
+        ]
+    )
 
 
 def _aware(moment: datetime.datetime) -> datetime.datetime:
@@ -75,24 +80,44 @@ def make_ca(common_name: str, now: datetime.datetime, validity: datetime.timedel
     now = _aware(now)
     key = _new_key()
     subject = _name(common_name)
-    cert = (x509.CertificateBuilder()
-            .subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE).not_valid_after(now + validity)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     return KeyPair(_cert_pem(cert), _key_pem(key))
 
 
-def issue(ca: KeyPair, common_name: str, dns_names: list[str] | tuple[str, ...], now: datetime.datetime,
-          validity: datetime.timedelta, ip_addresses: tuple[str, ...] = (),
-          organization: str = "kvtrace") -> KeyPair:
+def issue(
+    ca: KeyPair,
+    common_name: str,
+    dns_names: list[str] | tuple[str, ...],
+    now: datetime.datetime,
+    validity: datetime.timedelta,
+    ip_addresses: tuple[str, ...] = (),
+    organization: str = "kvtrace",
+) -> KeyPair:
     """A leaf for ``dns_names`` (and ``ip_addresses``) signed by ``ca``, valid for
     ``validity`` but never beyond the CA's own ``notAfter``. ``organization`` is the
     subject's O (Kubernetes reads a client certificate's O as its groups)."""
@@ -105,22 +130,42 @@ def issue(ca: KeyPair, common_name: str, dns_names: list[str] | tuple[str, ...],
     sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(address)) for address in ip_addresses]
     not_after = min(now + validity, ca_cert.not_valid_after_utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(_name(common_name, organization)).issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE).not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
-                                         crl_sign=False, content_commitment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False),
-                           critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, organization))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     return KeyPair(_cert_pem(cert), _key_pem(key))
 
 
@@ -128,8 +173,9 @@ def make_signing_key() -> KeyPair:
     """A bare ECDSA P-256 key pair (no certificate): ``cert_pem`` holds the public key's PEM
     (``BEGIN PUBLIC KEY``), e.g. for signing and verifying service-account tokens."""
     key = _new_key()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return KeyPair(public.decode(), _key_pem(key))
 
 
@@ -148,9 +194,15 @@ def _info(cert: x509.Certificate) -> CertInfo:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         is_ca = False
-    return CertInfo(common_name=_common_name(cert.subject), not_before=cert.not_valid_before_utc,
-                    not_after=cert.not_valid_after_utc, dns_names=dns_names, is_ca=is_ca,
-                    fingerprint=cert.fingerprint(hashes.SHA256()).hex(), issuer=_common_name(cert.issuer))
+    return CertInfo(
+        common_name=_common_name(cert.subject),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        dns_names=dns_names,
+        is_ca=is_ca,
+        fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+        issuer=_common_name(cert.issuer),
+    )
 
 
 def info(cert_pem: str) -> CertInfo:
@@ -192,5 +244,8 @@ def matches_key(cert_pem: str, key_pem: str) -> bool:
     """Whether the private key belongs to the certificate."""
     cert = x509.load_pem_x509_certificate(cert_pem.encode())
     key = serialization.load_pem_private_key(key_pem.encode(), password=None)
-    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) \
-        == key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

@@ -55,8 +55,11 @@ class _StrictLoader(yaml.SafeLoader):
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                 if key_node.value in seen:
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        f"found duplicate field {key_node.value!r}", key_node.start_mark)
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate field {key_node.value!r}",
+                        key_node.start_mark,
+                    )
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep)
 
@@ -72,12 +75,15 @@ def input_files(paths: list[str], recursive: bool = False) -> list[str]:
         found = sorted(
             os.path.join(root, name)
             for root, dirs, names in os.walk(path)
-            for name in names if name.endswith(EXTENSIONS)
+            for name in names
+            if name.endswith(EXTENSIONS)
             if recursive or root == path
         )
         if not found:
-            raise InputError(f"{path}: no {', '.join(EXTENSIONS)} files in this directory"
-                             + ("" if recursive else " (-R reads its subdirectories too)"))
+            raise InputError(
+                f"{path}: no {', '.join(EXTENSIONS)} files in this directory"
+                + ("" if recursive else " (-R reads its subdirectories too)")
+            )
         files += found
     return files
 
@@ -114,7 +120,11 @@ def load_documents(path: str, stdin: TextIO) -> list[Document]:
         try:
             check_kind(resource)
         except SpecError as exc:
-            where = document.where() if isinstance(resource, dict) else f"{source} (document {index + 1})"
+            where = (
+                document.where()
+                if isinstance(resource, dict)
+                else f"{source} (document {index + 1})"
+            )
             raise InputError(f"{where}: {exc.field}: {exc.message}") from exc
         documents.append(document)
     return documents
@@ -129,8 +139,10 @@ def strict_problems(documents: list[Document]) -> tuple[list[str], list[str]]:
         resource = document.resource
         report = strict.check(resource, schemas[(resource["apiVersion"], resource["kind"])])
         errors += [f"{document.where()}: {error}" for error in report.errors]
-        warnings += [f"warning: {document.where()}: rule not checked here (the API server will): "
-                     f"{rule}" for rule in report.unchecked]
+        warnings += [
+            f"warning: {document.where()}: rule not checked here (the API server will): {rule}"
+            for rule in report.unchecked
+        ]
     return errors, warnings
 
 
@@ -138,7 +150,9 @@ def _attributed(document: Document, exc: SpecError) -> InputError:
     return InputError(f"{document.where()}: {exc.field}: {exc.message}")
 
 
-def render_documents(documents: list[Document], proxy_image: str = OPERATOR_IMAGE) -> list[dict[str, Any]]:
+def render_documents(
+    documents: list[Document], proxy_image: str = OPERATOR_IMAGE
+) -> list[dict[str, Any]]:
     """Validate every document, then render each; an error names the document it is about
     (a KVCluster is never blamed for a broken pipeline it references). ``proxy_image``:
     the ``query-proxy`` sidecar's default image (``--query-proxy-image``)."""
@@ -161,12 +175,16 @@ def missing_pipeline_warnings(documents: list[Document]) -> list[str]:
     resources = [document.resource for document in documents]
     warnings = []
     for document in documents:
-        ref = pipeline_ref(document.resource) if document.resource.get("kind") == KVCLUSTER else None
+        ref = (
+            pipeline_ref(document.resource) if document.resource.get("kind") == KVCLUSTER else None
+        )
         if ref and referenced_pipeline(document.resource, resources) is None:
-            warnings.append(f"warning: {document.where()}: TracingPipeline {ref!r} "
-                            f"(namespace {namespace_of(document.resource)}) is not among the inputs; "
-                            "rendering it untraced (OTEL_SDK_DISABLED=true), as the operator would "
-                            "while the pipeline is missing")
+            warnings.append(
+                f"warning: {document.where()}: TracingPipeline {ref!r} "
+                f"(namespace {namespace_of(document.resource)}) is not among the inputs; "
+                "rendering it untraced (OTEL_SDK_DISABLED=true), as the operator would "
+                "while the pipeline is missing"
+            )
     return warnings
 
 
@@ -181,8 +199,10 @@ def in_namespace(documents: list[Document], namespace: str | None) -> list[Docum
             continue
         given = metadata.get("namespace")
         if given and given != namespace:
-            raise InputError(f"{document.where()}: metadata.namespace: {given!r} does not match "
-                             f"-n {namespace!r}: pass -n {given} or remove it from the file")
+            raise InputError(
+                f"{document.where()}: metadata.namespace: {given!r} does not match "
+                f"-n {namespace!r}: pass -n {given} or remove it from the file"
+            )
         document.resource = {**document.resource, "metadata": {**metadata, "namespace": namespace}}
     return documents
 
@@ -201,8 +221,12 @@ def checked_documents(args: Any, stdin: TextIO) -> tuple[list[Document], list[st
     return documents, warnings
 
 
-def main(args: Any, stdout: TextIO | None = None, stderr: TextIO | None = None,
-         stdin: TextIO | None = None) -> int:
+def main(
+    args: Any,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    stdin: TextIO | None = None,
+) -> int:
     out, err, inp = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
     try:
         documents, warnings = checked_documents(args, inp)

@@ -71,8 +71,9 @@ def ca_due(ca: pki.CertInfo | None, now: datetime.datetime, policy: Policy) -> s
     return None
 
 
-def signs_now(ca: pki.CertInfo, previous: pki.CertInfo | None, now: datetime.datetime,
-              policy: Policy) -> str:
+def signs_now(
+    ca: pki.CertInfo, previous: pki.CertInfo | None, now: datetime.datetime, policy: Policy
+) -> str:
     """``ca`` or ``previous``: the previous CA keeps signing while the new one propagates, as
     long as what it signs would not be due for renewal at once."""
     if previous is None or now >= ca.not_before + pki.BACKDATE + policy.propagation:
@@ -82,8 +83,13 @@ def signs_now(ca: pki.CertInfo, previous: pki.CertInfo | None, now: datetime.dat
     return "previous"
 
 
-def leaf_due(leaf: pki.CertInfo | None, signed_by_signer: bool, spec: LeafSpec,
-             now: datetime.datetime, policy: Policy) -> str | None:
+def leaf_due(
+    leaf: pki.CertInfo | None,
+    signed_by_signer: bool,
+    spec: LeafSpec,
+    now: datetime.datetime,
+    policy: Policy,
+) -> str | None:
     """Why ``spec``'s leaf must be (re)issued now, or None."""
     if leaf is None:
         return "missing"
@@ -108,8 +114,9 @@ def trust_bundle(state: State, now: datetime.datetime) -> str:
     return pki.bundle(*trusted(state, now))
 
 
-def rotate(state: State, leaves: list[LeafSpec], now: datetime.datetime, policy: Policy,
-           ca_name: str) -> tuple[State, list[str]]:
+def rotate(
+    state: State, leaves: list[LeafSpec], now: datetime.datetime, policy: Policy, ca_name: str
+) -> tuple[State, list[str]]:
     """The state after every due creation and renewal, and what was done (for events and
     logs: names and reasons, never key material)."""
     actions: list[str] = []
@@ -125,7 +132,11 @@ def rotate(state: State, leaves: list[LeafSpec], now: datetime.datetime, policy:
         actions.append(f"CA {ca_name}: previous CA expired, dropped from the trust bundle")
     ca_info = pki.info(ca.cert_pem)
     previous_info = pki.info(previous.cert_pem) if previous else None
-    signer = previous if previous and signs_now(ca_info, previous_info, now, policy) == "previous" else ca
+    signer = (
+        previous
+        if previous and signs_now(ca_info, previous_info, now, policy) == "previous"
+        else ca
+    )
     result: dict[str, pki.KeyPair] = {}
     for spec in leaves:
         current = state.leaves.get(spec.secret)
@@ -136,6 +147,8 @@ def rotate(state: State, leaves: list[LeafSpec], now: datetime.datetime, policy:
         if why is None and current is not None:
             result[spec.secret] = current
             continue
-        result[spec.secret] = pki.issue(signer, spec.common_name, spec.dns_names, now, policy.duration)
+        result[spec.secret] = pki.issue(
+            signer, spec.common_name, spec.dns_names, now, policy.duration
+        )
         actions.append(f"certificate {spec.secret}: {why}")
     return State(ca=ca, previous_ca=previous, leaves=result), actions

@@ -68,7 +68,9 @@ def parse_target(value: str, parameter: str = "--trace-pipeline") -> tuple[str, 
     """``NAMESPACE/NAME`` of a TracingPipeline; ValueError naming ``parameter`` otherwise."""
     namespace, slash, name = value.strip().partition("/")
     if not slash or not namespace or not name or "/" in name:
-        raise ValueError(f"{parameter}: expected NAMESPACE/NAME of a TracingPipeline, got {value!r}")
+        raise ValueError(
+            f"{parameter}: expected NAMESPACE/NAME of a TracingPipeline, got {value!r}"
+        )
     return namespace, name
 
 
@@ -113,7 +115,9 @@ def shutdown() -> None:
         _state.provider.shutdown()
 
 
-def span(name: str, attributes: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager[Any]:
+def span(
+    name: str, attributes: Mapping[str, Any] | None = None
+) -> contextlib.AbstractContextManager[Any]:
     """A child span of the current one (a root span when there is none); yields an object
     with ``set(key, value)``. An exception marks the span ERROR and is re-raised."""
     if _state.tracer is None:
@@ -135,10 +139,15 @@ def reconcile(kind: str, obj: Mapping[str, Any], result: Mapping[str, str]) -> I
         yield _NO_SPAN
         return
     meta = obj.get("metadata") or {}
-    with span(f"reconcile {kind}", {"k8s.namespace.name": str(meta.get("namespace", "")),
-                                    "kvtrace.resource.kind": kind,
-                                    "kvtrace.resource.name": str(meta.get("name", "")),
-                                    "kvtrace.resource.generation": int(meta.get("generation") or 0)}) as root:
+    with span(
+        f"reconcile {kind}",
+        {
+            "k8s.namespace.name": str(meta.get("namespace", "")),
+            "kvtrace.resource.kind": kind,
+            "kvtrace.resource.name": str(meta.get("name", "")),
+            "kvtrace.resource.generation": int(meta.get("generation") or 0),
+        },
+    ) as root:
         try:
             yield root
         except BaseException:
@@ -169,12 +178,18 @@ def _switchable_exporter() -> Any:
                 old, old_ca = self.current, self.ca_file
                 self.ca_file = None
                 if ca_pem:
-                    fd, self.ca_file = tempfile.mkstemp(prefix="kvtrace-operator-ca-", suffix=".crt")
+                    fd, self.ca_file = tempfile.mkstemp(
+                        prefix="kvtrace-operator-ca-", suffix=".crt"
+                    )
                     with os.fdopen(fd, "w") as handle:
                         handle.write(ca_pem)
                 headers = {"authorization": f"Bearer {token}"} if token else None
-                self.current = OTLPSpanExporter(endpoint=url.rstrip("/") + "/v1/traces", headers=headers,
-                                                certificate_file=self.ca_file, timeout=5)
+                self.current = OTLPSpanExporter(
+                    endpoint=url.rstrip("/") + "/v1/traces",
+                    headers=headers,
+                    certificate_file=self.ca_file,
+                    timeout=5,
+                )
                 self.key = key
             log.info("operator spans go to %s", url)
             if old is not None:

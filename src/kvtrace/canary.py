@@ -37,21 +37,41 @@ def _attr(key: str, value: str) -> dict[str, Any]:
     return {"key": key, "value": {"stringValue": value}}
 
 
-def canary_request(trace_id: str, span_id: str, *, start_ns: int, end_ns: int, service: str, name: str,
-                   attributes: Mapping[str, str]) -> dict[str, Any]:
+def canary_request(
+    trace_id: str,
+    span_id: str,
+    *,
+    start_ns: int,
+    end_ns: int,
+    service: str,
+    name: str,
+    attributes: Mapping[str, str],
+) -> dict[str, Any]:
     """An ExportTraceServiceRequest (OTLP-JSON) with one root span ``name`` of ``service``."""
-    return {"resourceSpans": [{
-        "resource": {"attributes": [_attr("service.name", service)]},
-        "scopeSpans": [{
-            "scope": {"name": "kvtrace.canary"},
-            "spans": [{
-                "traceId": trace_id, "spanId": span_id, "name": name, "kind": 1,
-                "startTimeUnixNano": str(start_ns), "endTimeUnixNano": str(end_ns),
-                "attributes": [_attr(k, v) for k, v in sorted(attributes.items())],
-                "status": {"code": 0},
-            }],
-        }],
-    }]}
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [_attr("service.name", service)]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "kvtrace.canary"},
+                        "spans": [
+                            {
+                                "traceId": trace_id,
+                                "spanId": span_id,
+                                "name": name,
+                                "kind": 1,
+                                "startTimeUnixNano": str(start_ns),
+                                "endTimeUnixNano": str(end_ns),
+                                "attributes": [_attr(k, v) for k, v in sorted(attributes.items())],
+                                "status": {"code": 0},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
 
 
 def traces_url(base: str) -> str:
@@ -60,8 +80,15 @@ def traces_url(base: str) -> str:
     return base if base.endswith("/v1/traces") else base + "/v1/traces"
 
 
-def post(url: str, request: Mapping[str, Any], *, timeout: float = 5.0, token: str | None = None,
-         ca_pem: str | None = None, server_hostname: str | None = None) -> tuple[int, str]:
+def post(
+    url: str,
+    request: Mapping[str, Any],
+    *,
+    timeout: float = 5.0,
+    token: str | None = None,
+    ca_pem: str | None = None,
+    server_hostname: str | None = None,
+) -> tuple[int, str]:
     """POST an OTLP-JSON request to ``url`` (``/v1/traces`` appended); (HTTP status, body).
 
     ``token``: sent as ``authorization: Bearer TOKEN``; ``ca_pem``: the CA that signed an
@@ -71,7 +98,9 @@ def post(url: str, request: Mapping[str, Any], *, timeout: float = 5.0, token: s
     parts = urlsplit(traces_url(url))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http(s) URL of an OTLP/HTTP receiver, got {url!r}")
-    conn, target = connection(traces_url(url), timeout=timeout, ca_pem=ca_pem, server_hostname=server_hostname)
+    conn, target = connection(
+        traces_url(url), timeout=timeout, ca_pem=ca_pem, server_hostname=server_hostname
+    )
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -89,14 +118,28 @@ def error_text(exc: BaseException) -> str:
     return " ".join(str(reason or exc).split()) or type(exc).__name__
 
 
-def in_jaeger(jaeger_url: str, trace_id: str, *, timeout: float = 3.0, credentials: str | None = None,
-              token: str | None = None, ca_pem: str | None = None, server_hostname: str | None = None) -> bool:
+def in_jaeger(
+    jaeger_url: str,
+    trace_id: str,
+    *,
+    timeout: float = 3.0,
+    credentials: str | None = None,
+    token: str | None = None,
+    ca_pem: str | None = None,
+    server_hostname: str | None = None,
+) -> bool:
     """Whether Jaeger (``/api/v3``) has the trace (``credentials``: USER:PASSWORD when its
     query API asks for HTTP Basic; ``token``: a bearer token for kvtrace's query proxy;
     ``ca_pem``/``server_hostname``: verification of an https query API, as for :func:`post`).
     Raises JaegerError, OSError (unreachable, TLS) or ValueError (not JSON)."""
-    client = JaegerClient(jaeger_url, timeout=timeout, credentials=credentials, token=token, ca_pem=ca_pem,
-                          server_hostname=server_hostname)
+    client = JaegerClient(
+        jaeger_url,
+        timeout=timeout,
+        credentials=credentials,
+        token=token,
+        ca_pem=ca_pem,
+        server_hostname=server_hostname,
+    )
     return client.trace(trace_id) is not None
 
 

@@ -21,7 +21,10 @@ def test_import_linter_contracts_are_kept(tmp_path: Path) -> None:
     lint = Path(sys.executable).with_name("lint-imports")
     proc = subprocess.run(
         [str(lint), str(REPO / "pyproject.toml")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 broken" in proc.stdout
@@ -32,8 +35,11 @@ def test_product_modules_import_without_the_development_harness(tmp_path: Path) 
     # .dockerignore). Every product module must import from there, function-local imports
     # aside (import-linter sees those), and `kvtrace --help` must still work.
     for root in ("src", "kvnode", "operator"):
-        shutil.copytree(REPO / root, tmp_path / root,
-                        ignore=shutil.ignore_patterns("devstack", "__pycache__", "Dockerfile*"))
+        shutil.copytree(
+            REPO / root,
+            tmp_path / root,
+            ignore=shutil.ignore_patterns("devstack", "__pycache__", "Dockerfile*"),
+        )
     script = (
         "import importlib, pkgutil, sys\n"
         # The editable install's finder maps kvtrace.* to this checkout: out of the way.
@@ -48,8 +54,17 @@ def test_product_modules_import_without_the_development_harness(tmp_path: Path) 
         "from kvtrace.cli import build_parser\n"
         "build_parser().parse_args(['operator', 'run', '--help'])\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(tmp_path / r) for r in ("src", "kvnode", "operator"))}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(tmp_path / r) for r in ("src", "kvnode", "operator")),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "usage: kvtrace operator run" in proc.stdout

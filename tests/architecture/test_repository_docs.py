@@ -19,8 +19,13 @@ OUTSIDE = re.compile(r"\bDESIGN\.md\b|(?i:\bissues? #?\d+|\bbeside (this|the) re
 
 
 def tracked(*patterns: str) -> list[Path]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", *patterns],
-                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", *patterns],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [REPO / line for line in out.splitlines() if (REPO / line).is_file()]
 
 
@@ -38,8 +43,12 @@ def test_markdown_links_to_repository_files_resolve() -> None:
 
 def test_nothing_cites_documents_or_issues_kept_outside_the_repository() -> None:
     found = []
-    for path in tracked("*.md", "*.py", "*.yaml", "*.toml", "*.txt", "Makefile", "*Dockerfile", "*.go", "*.mod"):
-        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for path in tracked(
+        "*.md", "*.py", "*.yaml", "*.toml", "*.txt", "Makefile", "*Dockerfile", "*.go", "*.mod"
+    ):
+        for number, line in enumerate(
+            path.read_text(encoding="utf-8", errors="replace").splitlines(), 1
+        ):
             if OUTSIDE.search(line) and path != Path(__file__):
                 found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not found, "cite docs/design.md or a doc in the repository instead:\n" + "\n".join(found)
@@ -49,7 +58,9 @@ def test_license_files_match_the_declared_license() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["license"] == "Apache-2.0"
     text = (REPO / "LICENSE").read_text()
-    assert text.split()[:3] == ["Apache", "License", "Version"] and "Version 2.0, January 2004" in text
+    assert (
+        text.split()[:3] == ["Apache", "License", "Version"] and "Version 2.0, January 2004" in text
+    )
     assert "END OF TERMS AND CONDITIONS" in text
     notice = (REPO / "NOTICE").read_text()
     assert "src/kvtrace/devstack/kwok_stages.py" in notice  # the vendored KWOK stages

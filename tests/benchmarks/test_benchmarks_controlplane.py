@@ -21,10 +21,28 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_operator_scale_benchmark_measures_every_phase_at_a_tiny_size() -> None:
     require_binaries("etcd", "kube-apiserver", "kwok")
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "operator_scale.py"), "--clusters", "4",
-                           "--pipelines", "2", "--replicas", "1", "--phase-timeout", "150", "--settle", "2",
-                           "--resync-interval", "5"],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "operator_scale.py"),
+            "--clusters",
+            "4",
+            "--pipelines",
+            "2",
+            "--replicas",
+            "1",
+            "--phase-timeout",
+            "150",
+            "--settle",
+            "2",
+            "--resync-interval",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     end = proc.stdout.index("\n}\n") + 2
     report, text = json.loads(proc.stdout[:end]), proc.stdout[end:]
@@ -39,6 +57,11 @@ def test_operator_scale_benchmark_measures_every_phase_at_a_tiny_size() -> None:
 
 
 def test_operator_scale_benchmark_refuses_bad_sizes() -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "operator_scale.py"), "--clusters", "0"],
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "operator_scale.py"), "--clusters", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert proc.returncode == 2 and "--clusters must be at least 1, got 0" in proc.stderr

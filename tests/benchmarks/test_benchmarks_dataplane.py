@@ -21,8 +21,13 @@ TINY = ["--duration", "0.5", "--keys", "100", "--clients", "4"]
 
 
 def run_benchmark(script: str, *args: str) -> tuple[dict[str, Any], str]:
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *TINY, *args],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *TINY, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # The JSON document comes first (it ends at the first line that is a lone "}"), then the table.
     end = proc.stdout.index("\n}\n") + 2
@@ -58,7 +63,12 @@ def test_tracing_overhead_benchmark_prints_ratios_of_three_modes_in_one_run() ->
 
 
 def test_tracing_overhead_node_env_must_be_name_equals_value() -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tracing_overhead.py"), "--node-env", "FOO"],
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "tracing_overhead.py"), "--node-env", "FOO"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert proc.returncode == 2
     assert "--node-env: expected NAME=VALUE, got 'FOO'" in proc.stderr

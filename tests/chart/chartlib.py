@@ -33,24 +33,34 @@ def helm_binary() -> str:
     try:
         return str(tools.binary("helm"))
     except (FileNotFoundError, KeyError) as exc:
-        pytest.fail(f"helm v4 is needed for the chart tests: {exc}. Run `kvtrace dev tools` "
-                    "(or `make tools`).", pytrace=False)
+        pytest.fail(
+            f"helm v4 is needed for the chart tests: {exc}. Run `kvtrace dev tools` "
+            "(or `make tools`).",
+            pytrace=False,
+        )
 
 
-def helm(*args: str, check: bool = True, kubeconfig: Path | str | None = None,
-         timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def helm(
+    *args: str, check: bool = True, kubeconfig: Path | str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     cmd = [helm_binary(), *args]
     if kubeconfig is not None:
         cmd += ["--kubeconfig", str(kubeconfig)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        pytest.fail(f"`helm {shlex.join(args)}` failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}",
-                    pytrace=False)
+        pytest.fail(
+            f"`helm {shlex.join(args)}` failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}",
+            pytrace=False,
+        )
     return proc
 
 
-def template(*extra: str, release: str = "kvtrace-operator", namespace: str = "kvtrace-system",
-             include_crds: bool = False) -> list[dict[str, Any]]:
+def template(
+    *extra: str,
+    release: str = "kvtrace-operator",
+    namespace: str = "kvtrace-system",
+    include_crds: bool = False,
+) -> list[dict[str, Any]]:
     """Every object `helm template` renders (CRDs only when asked)."""
     args = ["template", release, str(CHART), "--namespace", namespace, "--kube-version", "1.37.2"]
     if include_crds:
@@ -95,9 +105,12 @@ def expected_install_yaml() -> str:
 
 def rbac_rules(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """(object name, rule) of every ClusterRole and Role."""
-    return [(f"{obj['kind']}/{obj['metadata']['name']}", rule)
-            for obj in objects if obj["kind"] in ("ClusterRole", "Role")
-            for rule in obj.get("rules") or ()]
+    return [
+        (f"{obj['kind']}/{obj['metadata']['name']}", rule)
+        for obj in objects
+        if obj["kind"] in ("ClusterRole", "Role")
+        for rule in obj.get("rules") or ()
+    ]
 
 
 class ChartOperator:
@@ -107,8 +120,15 @@ class ChartOperator:
     ServiceAccount, so it has exactly the chart's RBAC (the plugin's ``operator_process`` and
     ``token_kubeconfig``)."""
 
-    def __init__(self, cluster: Any, namespace: str, workdir: Path, *, scope: str = "namespace",
-                 values: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        cluster: Any,
+        namespace: str,
+        workdir: Path,
+        *,
+        scope: str = "namespace",
+        values: tuple[str, ...] = (),
+    ) -> None:
         import secrets
 
         self.cluster = cluster
@@ -122,19 +142,38 @@ class ChartOperator:
         self.process: Process | None = None
 
     # ------------------------------------------------------------------ helm
-    def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return helm(*args, "--namespace", self.namespace, check=check,
-                    kubeconfig=self.cluster.kubeconfig, timeout=timeout)
+    def helm(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return helm(
+            *args,
+            "--namespace",
+            self.namespace,
+            check=check,
+            kubeconfig=self.cluster.kubeconfig,
+            timeout=timeout,
+        )
 
     def install(self) -> None:
-        self.helm("install", self.release, str(CHART), "--set", f"watch.scope={self.scope}",
-                  *self.values, "--wait", "--timeout", "120s")
+        self.helm(
+            "install",
+            self.release,
+            str(CHART),
+            "--set",
+            f"watch.scope={self.scope}",
+            *self.values,
+            "--wait",
+            "--timeout",
+            "120s",
+        )
 
     def uninstall(self) -> None:
         self.helm("uninstall", self.release, "--wait", "--timeout", "120s", check=False)
 
     @contextlib.contextmanager
-    def installed(self, request: pytest.FixtureRequest, *, start: bool = True) -> Iterator[ChartOperator]:
+    def installed(
+        self, request: pytest.FixtureRequest, *, start: bool = True
+    ) -> Iterator[ChartOperator]:
         """For one test: the chart installed (and the operator started). Afterwards the custom
         resources are deleted while the operator still runs (kopf removes the finalizer it adds
         for its timers, so the namespace can go), the operator is stopped (its log printed if
@@ -147,8 +186,17 @@ class ChartOperator:
                 self.start()
             yield self
         finally:
-            self.cluster.kubectl("-n", self.namespace, "delete", "kvclusters.kvtrace.dev,tracingpipelines.kvtrace.dev",
-                                 "--all", "--wait", "--timeout=60s", check=False, timeout=90)
+            self.cluster.kubectl(
+                "-n",
+                self.namespace,
+                "delete",
+                "kvclusters.kvtrace.dev,tracingpipelines.kvtrace.dev",
+                "--all",
+                "--wait",
+                "--timeout=60s",
+                check=False,
+                timeout=90,
+            )
             self.stop()
             dump_log_if_failed(request, "operator log", self.log_path)
             self.uninstall()
@@ -188,13 +236,20 @@ class ChartOperator:
         ServiceAccount; returns once kopf's /healthz answers."""
         from kvtrace.devstack.pytest_plugin import operator_process, poll, token_kubeconfig
 
-        kubeconfig = token_kubeconfig(self.cluster, self.namespace, self.service_account(),
-                                      self.workdir / "operator.kubeconfig")
+        kubeconfig = token_kubeconfig(
+            self.cluster,
+            self.namespace,
+            self.service_account(),
+            self.workdir / "operator.kubeconfig",
+        )
         process = self.process = operator_process(kubeconfig, self.args(), self.log_path).start()
 
         def up() -> bool:
             if not process.alive():  # pytest.fail is no Exception: poll does not retry it
-                pytest.fail(f"the operator exited ({process.returncode}):\n{self.log()[-5000:]}", pytrace=False)
+                pytest.fail(
+                    f"the operator exited ({process.returncode}):\n{self.log()[-5000:]}",
+                    pytrace=False,
+                )
             return self.healthy()
 
         try:
@@ -207,7 +262,9 @@ class ChartOperator:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as resp:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+            ) as resp:
                 return bool(resp.status == 200)
         except (OSError, urllib.error.URLError):
             return False

@@ -19,8 +19,11 @@ class Dockerfile:
         self.path = path
         text = re.sub(r"\\\n\s*", " ", path.read_text())
         lines = (raw.strip() for raw in text.splitlines())
-        self.instructions = [Instruction(line.split(None, 1)[0].upper(), (line.split(None, 1) + [""])[1])
-                             for line in lines if line and not line.startswith("#")]
+        self.instructions = [
+            Instruction(line.split(None, 1)[0].upper(), (line.split(None, 1) + [""])[1])
+            for line in lines
+            if line and not line.startswith("#")
+        ]
 
     def values(self, name: str) -> list[str]:
         return [i.value for i in self.instructions if i.name == name]
@@ -45,7 +48,7 @@ class Dockerfile:
     def final(self) -> list[Instruction]:
         """The instructions of the last stage (what the image runs)."""
         starts = [n for n, i in enumerate(self.instructions) if i.name == "FROM"]
-        return self.instructions[starts[-1]:]
+        return self.instructions[starts[-1] :]
 
     def final_values(self, name: str) -> list[str]:
         return [i.value for i in self.final() if i.name == name]
@@ -61,7 +64,11 @@ class Dockerfile:
         return dict(re.findall(r'([\w.-]+)="([^"]*)"', " ".join(self.final_values("LABEL"))))
 
     def exposed(self) -> set[int]:
-        return {int(port.split("/")[0]) for value in self.final_values("EXPOSE") for port in value.split()}
+        return {
+            int(port.split("/")[0])
+            for value in self.final_values("EXPOSE")
+            for port in value.split()
+        }
 
     def copy_sources(self) -> list[str]:
         """Sources of every COPY from the build context (not ``--from=`` a stage)."""
@@ -76,5 +83,8 @@ class Dockerfile:
     def dockerignore(self) -> list[str]:
         """Lines of ``<Dockerfile>.dockerignore`` (BuildKit's per-Dockerfile context filter)."""
         path = self.path.with_name(self.path.name + ".dockerignore")
-        return [line.strip() for line in path.read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+        return [
+            line.strip()
+            for line in path.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]

@@ -16,12 +16,25 @@ def test_defaults_run_the_canary_every_minute_and_trace_nothing() -> None:
     assert "--canary-interval=60s" in args and "--canary-timeout=20s" in args
     assert not any(arg.startswith("--trace-pipeline") for arg in args)
     parsed = parse(args)
-    assert (parsed.canary_interval, parsed.canary_timeout, parsed.trace_pipeline) == (60.0, 20.0, None)
+    assert (parsed.canary_interval, parsed.canary_timeout, parsed.trace_pipeline) == (
+        60.0,
+        20.0,
+        None,
+    )
 
 
 def test_values_reach_the_flags() -> None:
-    args = operator_args("canary.interval=off", "canary.timeout=45s", "tracing.pipeline=observability/traces")
-    assert {"--canary-interval=off", "--canary-timeout=45s", "--trace-pipeline=observability/traces"} <= set(args)
+    args = operator_args(
+        "canary.interval=off", "canary.timeout=45s", "tracing.pipeline=observability/traces"
+    )
+    assert {
+        "--canary-interval=off",
+        "--canary-timeout=45s",
+        "--trace-pipeline=observability/traces",
+    } <= set(args)
     parsed = parse(args)
-    assert (parsed.canary_interval, parsed.canary_timeout, parsed.trace_pipeline) == \
-        (0.0, 45.0, ("observability", "traces"))
+    assert (parsed.canary_interval, parsed.canary_timeout, parsed.trace_pipeline) == (
+        0.0,
+        45.0,
+        ("observability", "traces"),
+    )

@@ -21,48 +21,96 @@ def can_i(kubectl: Any, user: str, verb: str, resource: str, namespace: str | No
     return bool(proc.stdout.strip() == "yes")
 
 
-def test_install_upgrade_uninstall_cluster_scope(local_cluster: Any, kubectl: Any, namespace: str,
-                                                 tmp_path: Path) -> None:
+def test_install_upgrade_uninstall_cluster_scope(
+    local_cluster: Any, kubectl: Any, namespace: str, tmp_path: Path
+) -> None:
     chart = ChartOperator(local_cluster, namespace, tmp_path, scope="cluster")
     chart.install()
     try:
-        deployment = json.loads(kubectl("-n", namespace, "get", "deployment", chart.deployment()["metadata"]["name"],
-                                        "-o", "json").stdout)
+        deployment = json.loads(
+            kubectl(
+                "-n",
+                namespace,
+                "get",
+                "deployment",
+                chart.deployment()["metadata"]["name"],
+                "-o",
+                "json",
+            ).stdout
+        )
         assert deployment["status"].get("availableReplicas") == 1
         assert "--all-namespaces" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         user = f"system:serviceaccount:{namespace}:{chart.service_account()}"
         # What the operator needs, everywhere...
-        for verb, resource in [("watch", "kvclusters.kvtrace.dev"), ("patch", "kvclusters.kvtrace.dev/status"),
-                               ("patch", "statefulsets.apps"), ("delete", "deployments.apps"),
-                               ("create", "poddisruptionbudgets.policy"), ("list", "pods"),
-                               ("create", "events"), ("watch", "customresourcedefinitions.apiextensions.k8s.io")]:
+        for verb, resource in [
+            ("watch", "kvclusters.kvtrace.dev"),
+            ("patch", "kvclusters.kvtrace.dev/status"),
+            ("patch", "statefulsets.apps"),
+            ("delete", "deployments.apps"),
+            ("create", "poddisruptionbudgets.policy"),
+            ("list", "pods"),
+            ("create", "events"),
+            ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+        ]:
             assert can_i(kubectl, user, verb, resource, None), f"cannot {verb} {resource}"
         # ...and nothing it does not.
-        for verb, resource in [("create", "clusterroles.rbac.authorization.k8s.io"), ("get", "nodes"),
-                               ("delete", "persistentvolumeclaims"), ("create", "pods"),
-                               ("delete", "kvclusters.kvtrace.dev"), ("update", "statefulsets.apps"),
-                               ("create", "customresourcedefinitions.apiextensions.k8s.io"),
-                               ("impersonate", "serviceaccounts")]:
+        for verb, resource in [
+            ("create", "clusterroles.rbac.authorization.k8s.io"),
+            ("get", "nodes"),
+            ("delete", "persistentvolumeclaims"),
+            ("create", "pods"),
+            ("delete", "kvclusters.kvtrace.dev"),
+            ("update", "statefulsets.apps"),
+            ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+            ("impersonate", "serviceaccounts"),
+        ]:
             assert not can_i(kubectl, user, verb, resource, None), f"may {verb} {resource}"
 
-        upgraded = chart.helm("upgrade", chart.release, str(CHART), "--reuse-values",
-                              "--set", "operator.verbose=true", "--wait", "--timeout", "120s")
+        upgraded = chart.helm(
+            "upgrade",
+            chart.release,
+            str(CHART),
+            "--reuse-values",
+            "--set",
+            "operator.verbose=true",
+            "--wait",
+            "--timeout",
+            "120s",
+        )
         assert "REVISION: 2" in upgraded.stdout, upgraded.stdout
         args = chart.deployment()["spec"]["template"]["spec"]["containers"][0]["args"]
         assert "--verbose" in args and "--all-namespaces" in args
     finally:
         chart.helm("uninstall", chart.release, "--wait", "--timeout", "120s")
-    leftovers = kubectl("get", "clusterrole,clusterrolebinding", "-o", "name",
-                        "-l", f"app.kubernetes.io/instance={chart.release}").stdout
+    leftovers = kubectl(
+        "get",
+        "clusterrole,clusterrolebinding",
+        "-o",
+        "name",
+        "-l",
+        f"app.kubernetes.io/instance={chart.release}",
+    ).stdout
     assert leftovers.strip() == ""
-    assert kubectl("-n", namespace, "get", "deployment,serviceaccount,service", "-o", "name",
-                   "-l", f"app.kubernetes.io/instance={chart.release}").stdout.strip() == ""
+    assert (
+        kubectl(
+            "-n",
+            namespace,
+            "get",
+            "deployment,serviceaccount,service",
+            "-o",
+            "name",
+            "-l",
+            f"app.kubernetes.io/instance={chart.release}",
+        ).stdout.strip()
+        == ""
+    )
     # helm never deletes CRDs: custom resources survive an uninstall.
     kubectl("get", "crd", "kvclusters.kvtrace.dev", "tracingpipelines.kvtrace.dev")
 
 
-def test_namespace_scope_grants_only_the_watched_namespace(local_cluster: Any, kubectl: Any,
-                                                           namespace: str, tmp_path: Path) -> None:
+def test_namespace_scope_grants_only_the_watched_namespace(
+    local_cluster: Any, kubectl: Any, namespace: str, tmp_path: Path
+) -> None:
     chart = ChartOperator(local_cluster, namespace, tmp_path, scope="namespace")
     chart.install()
     try:
@@ -85,15 +133,27 @@ def test_install_manifest_applies_with_kubectl(kubectl: Any, poll: Any) -> None:
     namespace = next(doc["metadata"]["name"] for doc in docs if doc["kind"] == "Namespace")
     deployment = next(doc["metadata"]["name"] for doc in docs if doc["kind"] == "Deployment")
     try:
-        poll(lambda: json.loads(kubectl("-n", namespace, "get", "deployment", deployment, "-o", "json").stdout)
-             ["status"].get("availableReplicas") == 1, timeout=120, message="operator Deployment available")
+        poll(
+            lambda: (
+                json.loads(
+                    kubectl("-n", namespace, "get", "deployment", deployment, "-o", "json").stdout
+                )["status"].get("availableReplicas")
+                == 1
+            ),
+            timeout=120,
+            message="operator Deployment available",
+        )
     finally:
         for doc in docs:
             if doc["kind"] in ("CustomResourceDefinition", "Namespace"):
                 continue
             ref = f"{doc['kind'].lower()}.{doc['apiVersion'].rpartition('/')[0] or ''}".rstrip(".")
             scope = ["-n", doc["metadata"]["namespace"]] if doc["metadata"].get("namespace") else []
-            kubectl(*scope, "delete", f"{ref}/{doc['metadata']['name']}", "--ignore-not-found",
-                    "--wait=false")
+            kubectl(
+                *scope,
+                "delete",
+                f"{ref}/{doc['metadata']['name']}",
+                "--ignore-not-found",
+                "--wait=false",
+            )
         kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
-

@@ -16,7 +16,9 @@ SCRIPT = REPO / "tools" / "chart" / "values_readme.py"
 
 
 def test_every_schema_entry_is_described_and_the_readme_is_fresh() -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -34,6 +36,9 @@ def test_a_value_without_description_fails_the_check(tmp_path: object) -> None:
         import values_readme
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    schema = {"properties": {"a": {"type": "object", "description": "A.",
-                                   "properties": {"b": {"type": "string"}}}}}
+    schema = {
+        "properties": {
+            "a": {"type": "object", "description": "A.", "properties": {"b": {"type": "string"}}}
+        }
+    }
     assert values_readme.undescribed(schema) == ["a.b"]

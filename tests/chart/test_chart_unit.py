@@ -34,28 +34,45 @@ def test_chart_crds_are_byte_identical_copies_of_the_top_level_crds() -> None:
     top = sorted(p.name for p in TOP_CRDS.glob("*.yaml"))
     chart = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
     assert top, "no CRDs in crds/"
-    assert chart == top, f"charts/kvtrace-operator/crds/ holds {chart}, crds/ holds {top}: " + RESYNC
+    assert chart == top, (
+        f"charts/kvtrace-operator/crds/ holds {chart}, crds/ holds {top}: " + RESYNC
+    )
     for name in top:
         assert (CHART / "crds" / name).read_bytes() == (TOP_CRDS / name).read_bytes(), (
-            f"charts/kvtrace-operator/crds/{name} differs from crds/{name}: " + RESYNC)
+            f"charts/kvtrace-operator/crds/{name} differs from crds/{name}: " + RESYNC
+        )
 
 
 def test_install_manifest_is_the_fresh_helm_template_output() -> None:
     assert INSTALL_YAML.is_file(), "manifests/install.yaml is missing: run `make manifests`"
     assert INSTALL_YAML.read_text() == expected_install_yaml(), (
-        "manifests/install.yaml is stale (chart or CRDs changed): run `make manifests`")
+        "manifests/install.yaml is stale (chart or CRDs changed): run `make manifests`"
+    )
 
 
 def test_install_manifest_is_complete() -> None:
     kinds = sorted({doc["kind"] for doc in yaml.safe_load_all(INSTALL_YAML.read_text()) if doc})
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
-                     "Namespace", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "Namespace",
+        "Service",
+        "ServiceAccount",
+    ]
 
 
-@pytest.mark.parametrize("extra", [(), NAMESPACED_VALUES,
-                                   ("--set", "metrics.serviceMonitor.enabled=true"),
-                                   ("--set", "peering.name=kvtrace", "--set", "replicaCount=2")],
-                         ids=["default", "namespaced", "servicemonitor", "peering"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),
+        NAMESPACED_VALUES,
+        ("--set", "metrics.serviceMonitor.enabled=true"),
+        ("--set", "peering.name=kvtrace", "--set", "replicaCount=2"),
+    ],
+    ids=["default", "namespaced", "servicemonitor", "peering"],
+)
 def test_helm_lint_strict_is_clean(extra: tuple[str, ...]) -> None:
     proc = helm("lint", "--strict", "--kube-version", "1.37.2", str(CHART), *extra)
     assert "0 chart(s) failed" in proc.stdout, proc.stdout
@@ -69,7 +86,10 @@ def test_every_rendered_object_validates_against_kubernetes_1_37(variant: str) -
     for obj in objects:
         try:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as exc:
+        except (
+            kubernetes_validate.ValidationError,
+            kubernetes_validate.SchemaNotFoundError,
+        ) as exc:
             pytest.fail(f"{variant}: {obj['kind']}/{obj['metadata']['name']} is invalid: {exc}")
 
 
@@ -83,18 +103,28 @@ def test_rbac_has_no_wildcards_and_every_rule_is_commented(variant: str) -> None
             assert "*" not in " ".join(rule.get(key) or ()), f"{where}: wildcard in {key}: {rule}"
         assert "nonResourceURLs" not in rule, f"{where}: {rule}"
         # Nothing ever gets access to RBAC or the cluster's own configuration.
-        assert not {"roles", "clusterroles", "rolebindings", "clusterrolebindings",
-                    "customresourcedefinitions/status", "nodes"} & set(rule["resources"]), rule
-        assert not {"escalate", "bind", "impersonate", "update", "deletecollection"} & set(rule["verbs"]), rule
+        assert not {
+            "roles",
+            "clusterroles",
+            "rolebindings",
+            "clusterrolebindings",
+            "customresourcedefinitions/status",
+            "nodes",
+        } & set(rule["resources"]), rule
+        assert not {"escalate", "bind", "impersonate", "update", "deletecollection"} & set(
+            rule["verbs"]
+        ), rule
     # Each rule (or group of rules) is preceded by a comment saying why.
-    rendered = helm("template", "t", str(CHART), *VARIANTS[variant], "--show-only",
-                    "templates/rbac.yaml").stdout
+    rendered = helm(
+        "template", "t", str(CHART), *VARIANTS[variant], "--show-only", "templates/rbac.yaml"
+    ).stdout
     lines = rendered.splitlines()
     for index, line in enumerate(lines):
         if line.strip().startswith("- apiGroups:"):
             before = [prev.strip() for prev in lines[:index] if prev.strip()]
             assert before[-1].startswith("#") or before[-1].startswith("verbs:"), (
-                f"{variant}: uncommented rule at line {index + 1}: {line}")
+                f"{variant}: uncommented rule at line {index + 1}: {line}"
+            )
 
 
 def test_cluster_scope_is_one_clusterrole_and_namespace_scope_uses_roles() -> None:
@@ -106,7 +136,9 @@ def test_cluster_scope_is_one_clusterrole_and_namespace_scope_uses_roles() -> No
     roles = sorted(o["metadata"]["namespace"] for o in namespaced if o["kind"] == "Role")
     bindings = sorted(o["metadata"]["namespace"] for o in namespaced if o["kind"] == "RoleBinding")
     assert roles == bindings == ["team-a", "team-b"]
-    cluster_rules = [rule for where, rule in rbac_rules(namespaced) if where.startswith("ClusterRole/")]
+    cluster_rules = [
+        rule for where, rule in rbac_rules(namespaced) if where.startswith("ClusterRole/")
+    ]
     # Only reads stay cluster-wide in namespace scope.
     assert {verb for rule in cluster_rules for verb in rule["verbs"]} <= {"get", "list", "watch"}
     # The Roles hold exactly the namespaced rules the cluster-scope ClusterRole holds.
@@ -142,24 +174,30 @@ def test_deployment_probes_kopf_health_and_is_restricted() -> None:
 
 def test_service_monitor_is_optional() -> None:
     assert not any(o["kind"] == "ServiceMonitor" for o in template())
-    monitors = [o for o in template("--set", "metrics.serviceMonitor.enabled=true")
-                if o["kind"] == "ServiceMonitor"]
+    monitors = [
+        o
+        for o in template("--set", "metrics.serviceMonitor.enabled=true")
+        if o["kind"] == "ServiceMonitor"
+    ]
     assert len(monitors) == 1 and monitors[0]["spec"]["endpoints"][0]["port"] == "metrics"
 
 
-@pytest.mark.parametrize(("setting", "named"), [
-    ("replicaCount=three", "/replicaCount"),
-    ("watch.scope=everywhere", "/watch/scope"),
-    ("healthPort=http", "/healthPort"),
-    ("rbac.create=maybe", "/rbac/create"),
-    ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
-    ("image.digest=latest", "/image/digest"),
-    ("unknownValue=1", "unknownValue"),
-    ("canary.interval=soon", "/canary/interval"),
-    ("canary.timeout=0", "/canary/timeout"),
-    ("tracing.pipeline=traces", "/tracing/pipeline"),
-    ("canary.every=1m", "every"),
-])
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("replicaCount=three", "/replicaCount"),
+        ("watch.scope=everywhere", "/watch/scope"),
+        ("healthPort=http", "/healthPort"),
+        ("rbac.create=maybe", "/rbac/create"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("image.digest=latest", "/image/digest"),
+        ("unknownValue=1", "unknownValue"),
+        ("canary.interval=soon", "/canary/interval"),
+        ("canary.timeout=0", "/canary/timeout"),
+        ("tracing.pipeline=traces", "/tracing/pipeline"),
+        ("canary.every=1m", "every"),
+    ],
+)
 def test_values_schema_rejects_bad_values_naming_them(setting: str, named: str) -> None:
     proc = helm("template", "t", str(CHART), "--set", setting, check=False)
     assert proc.returncode != 0, f"--set {setting} was accepted"
@@ -177,7 +215,9 @@ def test_every_top_level_value_is_documented() -> None:
     lines = (CHART / "values.yaml").read_text().splitlines()
     for index, line in enumerate(lines):
         if line and not line.startswith(("#", " ")) and ":" in line:
-            assert index > 0 and lines[index - 1].startswith("#"), f"values.yaml: {line!r} has no comment"
+            assert index > 0 and lines[index - 1].startswith("#"), (
+                f"values.yaml: {line!r} has no comment"
+            )
 
 
 def test_several_replicas_need_peering() -> None:
@@ -191,8 +231,12 @@ def plural(kind: str) -> str:
 
 
 def granted(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
-    return {verb for rule in rules if group in rule["apiGroups"] and resource in rule["resources"]
-            for verb in rule["verbs"]}
+    return {
+        verb
+        for rule in rules
+        if group in rule["apiGroups"] and resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 def test_rbac_covers_what_the_operator_applies_and_prunes() -> None:
@@ -210,14 +254,21 @@ def test_rbac_covers_what_the_operator_applies_and_prunes() -> None:
     rules = [rule for _, rule in rbac_rules(template())]
     for api_version, kind in k8s.PRUNABLE_KINDS:
         group = api_version.rpartition("/")[0]
-        missing = {"get", "list", "watch", "create", "patch", "delete"} - granted(rules, group, plural(kind))
+        missing = {"get", "list", "watch", "create", "patch", "delete"} - granted(
+            rules, group, plural(kind)
+        )
         assert not missing, f"{kind}: the chart does not grant {sorted(missing)}"
     for folder in folders():
-        docs = [{**d, "metadata": {**d["metadata"], "namespace": "x", "uid": "u"}} for d in documents(folder)]
+        docs = [
+            {**d, "metadata": {**d["metadata"], "namespace": "x", "uid": "u"}}
+            for d in documents(folder)
+        ]
         for obj in render_all(docs):
             group = obj["apiVersion"].rpartition("/")[0]
             missing = {"get", "create", "patch"} - granted(rules, group, plural(obj["kind"]))
-            assert not missing, f"{folder.name}: {obj['kind']}: the chart does not grant {sorted(missing)}"
+            assert not missing, (
+                f"{folder.name}: {obj['kind']}: the chart does not grant {sorted(missing)}"
+            )
 
 
 def test_operator_pods_carry_the_labels_the_kv_network_policies_admit() -> None:

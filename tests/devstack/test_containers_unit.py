@@ -22,8 +22,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def kv_pod() -> dict[str, Any]:
     """The StatefulSet pod template the operator renders for a plain KVCluster."""
-    cluster = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
-               "metadata": {"name": "kv", "namespace": "demo"}, "spec": {"replicas": 3}}
+    cluster = {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "KVCluster",
+        "metadata": {"name": "kv", "namespace": "demo"},
+        "spec": {"replicas": 3},
+    }
     statefulset = next(o for o in render_all([cluster]) if o["kind"] == "StatefulSet")
     return {"metadata": {"name": "kv-0"}, "spec": statefulset["spec"]["template"]["spec"]}
 
@@ -35,73 +39,142 @@ def pairs(argv: list[str], flag: str) -> list[str]:
 def test_runs_the_rendered_user_read_only_root_and_dropped_capabilities() -> None:
     pod = kv_pod()
     (container,) = pod["spec"]["containers"]
-    argv = run_argv("/usr/bin/podman", name="c", pod=pod, container=container, image="img", args=["--x"],
-                    env_names=[], mounts=[], command=container["command"])
+    argv = run_argv(
+        "/usr/bin/podman",
+        name="c",
+        pod=pod,
+        container=container,
+        image="img",
+        args=["--x"],
+        env_names=[],
+        mounts=[],
+        command=container["command"],
+    )
     context = {**pod["spec"]["securityContext"], **container["securityContext"]}
     assert pairs(argv, "--user") == [f"{context['runAsUser']}:{context['runAsGroup']}"]
-    assert "--read-only" in argv and "--read-only-tmpfs=false" in argv  # no tmpfs Kubernetes would not add
+    assert (
+        "--read-only" in argv and "--read-only-tmpfs=false" in argv
+    )  # no tmpfs Kubernetes would not add
     assert "--cap-drop=ALL" in argv
     assert pairs(argv, "--security-opt") == ["no-new-privileges"]
     assert pairs(argv, "--network") == ["host"] and pairs(argv, "--pull") == ["never"]
     # The rendered command replaces the entrypoint; its arguments follow the image.
     command = container["command"]
     assert pairs(argv, "--entrypoint") == [command[0]]
-    assert argv[argv.index("img"):] == ["img", *command[1:], "--x"]
+    assert argv[argv.index("img") :] == ["img", *command[1:], "--x"]
 
 
 def test_docker_gets_no_podman_only_flag() -> None:
     pod = kv_pod()
-    argv = run_argv("/usr/bin/docker", name="c", pod=pod, container=pod["spec"]["containers"][0], image="i",
-                    args=[], env_names=[], mounts=[])
+    argv = run_argv(
+        "/usr/bin/docker",
+        name="c",
+        pod=pod,
+        container=pod["spec"]["containers"][0],
+        image="i",
+        args=[],
+        env_names=[],
+        mounts=[],
+    )
     assert "--read-only" in argv and not any(word.startswith("--read-only-tmpfs") for word in argv)
 
 
 def test_without_a_command_the_image_entrypoint_runs_with_the_args() -> None:
     container = {"name": "otelcol", "image": "col", "args": ["--config=/etc/otelcol/config.yaml"]}
-    argv = run_argv("podman", name="c", pod={"spec": {}}, container=container, image="local/col",
-                    args=container["args"], env_names=["A"], mounts=[])
+    argv = run_argv(
+        "podman",
+        name="c",
+        pod={"spec": {}},
+        container=container,
+        image="local/col",
+        args=container["args"],
+        env_names=["A"],
+        mounts=[],
+    )
     assert "--entrypoint" not in argv and "--user" not in argv and "--read-only" not in argv
     assert argv[-2:] == ["local/col", "--config=/etc/otelcol/config.yaml"]
 
 
 def test_environment_is_passed_by_name_never_by_value(tmp_path: Path) -> None:
-    argv = run_argv("podman", name="c", pod={"spec": {}}, container={"name": "x"}, image="i", args=[],
-                    env_names=["KVTRACE_OTLP_TOKEN", "OTEL_SERVICE_NAME"], mounts=[])
+    argv = run_argv(
+        "podman",
+        name="c",
+        pod={"spec": {}},
+        container={"name": "x"},
+        image="i",
+        args=[],
+        env_names=["KVTRACE_OTLP_TOKEN", "OTEL_SERVICE_NAME"],
+        mounts=[],
+    )
     assert pairs(argv, "-e") == ["KVTRACE_OTLP_TOKEN", "OTEL_SERVICE_NAME"]
     assert not any("=" in value for value in pairs(argv, "-e"))
 
 
 def test_volumes_are_bind_mounts_read_only_unless_writable(tmp_path: Path) -> None:
-    mounts = [Mount(tmp_path / "config", "/etc/kvnode", True), Mount(tmp_path / "data", "/var/lib/kvnode", False)]
-    argv = run_argv("podman", name="c", pod={"spec": {}}, container={"name": "x"}, image="i", args=[],
-                    env_names=[], mounts=mounts)
-    assert pairs(argv, "-v") == [f"{tmp_path}/config:/etc/kvnode:ro", f"{tmp_path}/data:/var/lib/kvnode:rw"]
+    mounts = [
+        Mount(tmp_path / "config", "/etc/kvnode", True),
+        Mount(tmp_path / "data", "/var/lib/kvnode", False),
+    ]
+    argv = run_argv(
+        "podman",
+        name="c",
+        pod={"spec": {}},
+        container={"name": "x"},
+        image="i",
+        args=[],
+        env_names=[],
+        mounts=mounts,
+    )
+    assert pairs(argv, "-v") == [
+        f"{tmp_path}/config:/etc/kvnode:ro",
+        f"{tmp_path}/data:/var/lib/kvnode:rw",
+    ]
 
 
 def test_fs_group_and_supplemental_groups_are_added() -> None:
     pod = {"spec": {"securityContext": {"runAsUser": 7, "fsGroup": 8, "supplementalGroups": [9]}}}
-    argv = run_argv("podman", name="c", pod=pod, container={"name": "x", "securityContext": {"runAsGroup": 6}},
-                    image="i", args=[], env_names=[], mounts=[])
+    argv = run_argv(
+        "podman",
+        name="c",
+        pod=pod,
+        container={"name": "x", "securityContext": {"runAsGroup": 6}},
+        image="i",
+        args=[],
+        env_names=[],
+        mounts=[],
+    )
     assert pairs(argv, "--user") == ["7:6"] and pairs(argv, "--group-add") == ["8", "9"]
 
 
 def test_process_limits_are_explicit_and_within_the_hosts() -> None:
-    argv = run_argv("podman", name="c", pod={"spec": {}}, container={"name": "x"}, image="i", args=[],
-                    env_names=[], mounts=[])
+    argv = run_argv(
+        "podman",
+        name="c",
+        pod={"spec": {}},
+        container={"name": "x"},
+        image="i",
+        args=[],
+        env_names=[],
+        mounts=[],
+    )
     limits = dict(value.split("=", 1) for value in pairs(argv, "--ulimit"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert limits["nofile"] == f"{soft}:{hard}"
     nproc = int(limits["nproc"].split(":")[0])
     assert nproc <= containers.NPROC
-    assert nproc <= resource.getrlimit(resource.RLIMIT_NPROC)[1] or resource.getrlimit(
-        resource.RLIMIT_NPROC)[1] == resource.RLIM_INFINITY
+    assert (
+        nproc <= resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        or resource.getrlimit(resource.RLIMIT_NPROC)[1] == resource.RLIM_INFINITY
+    )
 
 
 def test_budgets_are_the_issues_and_bad_lines_are_named(tmp_path: Path) -> None:
     assert containers.budgets() == {"kvnode": 150, "operator": 200, "collector": 120}
     bad = tmp_path / "budgets.txt"
     bad.write_text("kvnode 150\noperator lots\n")
-    with pytest.raises(ValueError, match=r"budgets.txt: expected lines 'NAME MAX_MB', got 'operator lots'"):
+    with pytest.raises(
+        ValueError, match=r"budgets.txt: expected lines 'NAME MAX_MB', got 'operator lots'"
+    ):
         containers.budgets(bad)
 
 
@@ -109,7 +182,12 @@ def test_engine_finder_says_why_an_engine_does_not_work(tmp_path: Path) -> None:
     fake = tmp_path / "docker"
     fake.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
     fake.chmod(0o755)
-    proc = subprocess.run(["bash", str(containers.IMAGES_DIR / "engine.sh")], capture_output=True, text=True,
-                          env={**os.environ, "CONTAINER_ENGINE": str(fake)}, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(containers.IMAGES_DIR / "engine.sh")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CONTAINER_ENGINE": str(fake)},
+        timeout=60,
+    )
     assert proc.returncode == 1 and proc.stdout == ""
     assert f"{fake}: 'docker info' failed: Cannot connect to the Docker daemon" in proc.stderr

@@ -40,8 +40,14 @@ def demo_env(state: Path) -> dict[str, str]:
 def make_dev_command(dev_args: list[str]) -> list[str]:
     """What `make dev DEV_ARGS=...` runs once its prerequisites are met (`make -n` prints the
     recipes without running them; the last one is the target's own)."""
-    shown = subprocess.run(["make", "-n", "-s", "dev", f"DEV_ARGS={shlex.join(dev_args)}"], cwd=REPO,
-                           capture_output=True, text=True, timeout=60, check=True).stdout
+    shown = subprocess.run(
+        ["make", "-n", "-s", "dev", f"DEV_ARGS={shlex.join(dev_args)}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     command = shlex.split(shown.strip().splitlines()[-1])
     assert Path(command[0]).name == "kvtrace" and command[1:3] == ["dev", "demo"], shown
     return [str(Path(sys.executable).parent / "kvtrace"), *command[1:]]  # this test session's venv
@@ -60,8 +66,12 @@ def pids_of(output: str) -> list[int]:
 def assert_all_stopped(output: str, state: Path) -> None:
     workdir = workdir_of(output)
     assert not workdir.exists() and processes_mentioning(str(workdir)) == []
-    alive = [pid for pid in pids_of(output) if Path(f"/proc/{pid}").exists()
-             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"]
+    alive = [
+        pid
+        for pid in pids_of(output)
+        if Path(f"/proc/{pid}").exists()
+        and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    ]
     assert alive == [], f"still running: {alive}"
     assert not state.exists()
     assert "stopping: KV processes, tracing backends, operator, cluster..." in output
@@ -72,14 +82,26 @@ def test_make_dev_exit_runs_every_step_draws_a_trace_and_cleans_up(tmp_path: Pat
     namespace = f"demo-{secrets.token_hex(2)}"
     state = tmp_path / "state.json"
     argv = make_dev_command(["--exit", "--namespace", namespace, *LOAD])
-    proc = subprocess.run(argv, cwd=REPO, env=demo_env(state), capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        argv, cwd=REPO, env=demo_env(state), capture_output=True, text=True, timeout=240
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
 
     steps = re.findall(r"^    (.+): ok \((\d+\.\d)s\)$", output, re.M)
-    assert [name for name, _ in steps] == ["example", "local stack", "cluster", "CRDs", "namespace", "operator",
-                                           "example Ready", "tracing backends", "KV nodes", "load",
-                                           "traces in Jaeger"], output
+    assert [name for name, _ in steps] == [
+        "example",
+        "local stack",
+        "cluster",
+        "CRDs",
+        "namespace",
+        "operator",
+        "example Ready",
+        "tracing backends",
+        "KV nodes",
+        "load",
+        "traces in Jaeger",
+    ], output
     assert "    example Ready: kvcluster/basic, tracingpipeline/dev-traces" in output, output
     assert "3 KV processes started (basic-0, basic-1, basic-2)" in output, output
     # The KV processes got the operator's rendered OTel environment, the collector made local:
@@ -87,19 +109,30 @@ def test_make_dev_exit_runs_every_step_draws_a_trace_and_cleans_up(tmp_path: Pat
     collector = re.search(r"^  collector \(OTLP/HTTP\): (https://127\.[\d.]+:4318)$", output, re.M)
     assert collector, output
     assert f"      OTEL_EXPORTER_OTLP_ENDPOINT={collector.group(1)}" in output
-    assert re.search(r"^      OTEL_EXPORTER_OTLP_CERTIFICATE=/\S+/telemetry-ca/ca\.crt$", output, re.M), output
+    assert re.search(
+        r"^      OTEL_EXPORTER_OTLP_CERTIFICATE=/\S+/telemetry-ca/ca\.crt$", output, re.M
+    ), output
     assert "      OTEL_SERVICE_NAME=basic" in output, output
     assert f"k8s.namespace.name={namespace},k8s.pod.name=basic-0" in output, output
 
-    load = re.search(r"^load: (\d+) ops in [\d.]+s, ([\d.]+) ops/s, p50 [\d.]+ms, p99 [\d.]+ms, (\d+) errors",
-                     output, re.M)
+    load = re.search(
+        r"^load: (\d+) ops in [\d.]+s, ([\d.]+) ops/s, p50 [\d.]+ms, p99 [\d.]+ms, (\d+) errors",
+        output,
+        re.M,
+    )
     assert load, output
     assert int(load.group(1)) == 300 and float(load.group(2)) > 0 and load.group(3) == "0", output
-    traces = re.search(r"^traces in Jaeger: (\d+) for 300 operations sent, \d+ spans, (\d+) with spans from "
-                       r"more than one node, (\d+) with errors$", output, re.M)
+    traces = re.search(
+        r"^traces in Jaeger: (\d+) for 300 operations sent, \d+ spans, (\d+) with spans from "
+        r"more than one node, (\d+) with errors$",
+        output,
+        re.M,
+    )
     assert traces, output
     # Development sampling keeps every operation's trace (anti-entropy adds a few of its own).
-    assert int(traces.group(1)) >= 300 and int(traces.group(2)) > 0 and traces.group(3) == "0", output
+    assert int(traces.group(1)) >= 300 and int(traces.group(2)) > 0 and traces.group(3) == "0", (
+        output
+    )
     assert "  services: basic; nodes: basic-0, basic-1, basic-2" in output, output
 
     jaeger = re.search(r"^  export KVTRACE_JAEGER_URL=(https://127\.[\d.]+:16686)$", output, re.M)
@@ -107,14 +140,19 @@ def test_make_dev_exit_runs_every_step_draws_a_trace_and_cleans_up(tmp_path: Pat
     drawn = output.split("One trace, with spans from ", 1)[1]
     header, rows = drawn.splitlines()[1], drawn.splitlines()[3:]
     assert re.match(r"^trace [0-9a-f]{32}  basic: (PUT|GET|DELETE) /v1/kv/\{key\}", header), drawn
-    nodes = {match.group(1) for row in rows if (match := re.search(r"\s(basic-\d)\s+[\d.]+(?:us|ms|s)\s", row))}
+    nodes = {
+        match.group(1)
+        for row in rows
+        if (match := re.search(r"\s(basic-\d)\s+[\d.]+(?:us|ms|s)\s", row))
+    }
     assert len(nodes) > 1, drawn
     assert any("└─ kvstore.replicate" in row for row in rows), drawn
     assert_all_stopped(output, state)
 
 
 def test_dev_demo_of_the_production_example_stays_up_until_sigterm_then_stops_everything(
-        tmp_path: Path, poll: Any) -> None:
+    tmp_path: Path, poll: Any
+) -> None:
     """examples/02-production-sampling: its members' service name (``serviceName: orders-kv``)
     comes from their rendered environment, and the collector's tail sampling keeps about a
     tenth of the traces. The demo stays up, usable through `kvtrace dev env`, until SIGTERM."""
@@ -124,27 +162,49 @@ def test_dev_demo_of_the_production_example_stays_up_until_sigterm_then_stops_ev
     log = tmp_path / "demo.log"
     env = demo_env(state)
     kvtrace = str(Path(sys.executable).parent / "kvtrace")
-    argv = [kvtrace, "dev", "demo", "--example", str(REPO / "examples" / "02-production-sampling"),
-            "--namespace", namespace, *LOAD]
+    argv = [
+        kvtrace,
+        "dev",
+        "demo",
+        "--example",
+        str(REPO / "examples" / "02-production-sampling"),
+        "--namespace",
+        namespace,
+        *LOAD,
+    ]
     with log.open("w") as out:
         demo = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        poll(lambda: "Up until Ctrl-C" in log.read_text() or demo.poll() is not None, timeout=180,
-             interval=1, message="the demo finished its steps")
+        poll(
+            lambda: "Up until Ctrl-C" in log.read_text() or demo.poll() is not None,
+            timeout=180,
+            interval=1,
+            message="the demo finished its steps",
+        )
         output = log.read_text()
         assert demo.poll() is None, output
-        assert "      OTEL_SERVICE_NAME=orders-kv" in output and "3 KV processes started (orders-0, orders-1, orders-2)" \
-            in output, output
+        assert (
+            "      OTEL_SERVICE_NAME=orders-kv" in output
+            and "3 KV processes started (orders-0, orders-1, orders-2)" in output
+        ), output
         kept = re.search(r"^traces in Jaeger: (\d+) for 300 operations sent", output, re.M)
         assert kept and 0 < int(kept.group(1)) < 300, output  # ratio 0.1 (+ slow and error traces)
-        exports = subprocess.run([kvtrace, "dev", "env"], env=env, capture_output=True, text=True, timeout=60,
-                                 check=True).stdout
+        exports = subprocess.run(
+            [kvtrace, "dev", "env"], env=env, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
         found = dict(re.findall(r"^export (\w+)=(\S+)$", exports, flags=re.M))
         # TLS (the default): the pipeline's CA bundle for the collector and Jaeger's query port;
         # the KV cluster's own bundle and client token (its TLS and tokens are on by default).
-        assert set(found) == {"KUBECONFIG", "OTEL_EXPORTER_OTLP_ENDPOINT", "KVTRACE_JAEGER_URL", "KVTRACE_ENDPOINT_MAP",
-                              "OTEL_EXPORTER_OTLP_CERTIFICATE", "KVTRACE_JAEGER_CA_FILE", "KVTRACE_KV_CA_FILE",
-                              "KVTRACE_KV_TOKEN_FILE"}
+        assert set(found) == {
+            "KUBECONFIG",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "KVTRACE_JAEGER_URL",
+            "KVTRACE_ENDPOINT_MAP",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "KVTRACE_JAEGER_CA_FILE",
+            "KVTRACE_KV_CA_FILE",
+            "KVTRACE_KV_TOKEN_FILE",
+        }
         member = re.search(r"--endpoint (https://127\.[\d.]+:7070)", output)
         assert member, output
         kv = [kvtrace, "kv", "put", "--endpoint", member.group(1), "demo/exported", "v"]
@@ -152,19 +212,35 @@ def test_dev_demo_of_the_production_example_stays_up_until_sigterm_then_stops_ev
         assert put.returncode == 0, put.stdout + put.stderr
         no_token = {k: v for k, v in {**env, **found}.items() if k != "KVTRACE_KV_TOKEN_FILE"}
         refused = subprocess.run(kv, env=no_token, capture_output=True, text=True, timeout=60)
-        assert refused.returncode == 1 and "unauthorized" in refused.stderr, refused.stdout + refused.stderr
+        assert refused.returncode == 1 and "unauthorized" in refused.stderr, (
+            refused.stdout + refused.stderr
+        )
         assert found["KVTRACE_JAEGER_URL"].startswith("https://")
         verified = ssl.create_default_context(cafile=found["KVTRACE_JAEGER_CA_FILE"])
-        with urllib.request.urlopen(found["KVTRACE_JAEGER_URL"] + "/api/v3/services", timeout=10,
-                                    context=verified) as resp:
+        with urllib.request.urlopen(
+            found["KVTRACE_JAEGER_URL"] + "/api/v3/services", timeout=10, context=verified
+        ) as resp:
             assert "orders-kv" in resp.read().decode()
         # `kvtrace traces` and kubectl work with nothing but the printed exports.
-        listed = subprocess.run([kvtrace, "traces", "--service", "orders-kv", "--limit", "2", "--summary"],
-                                env={**env, **found}, capture_output=True, text=True, timeout=60)
+        listed = subprocess.run(
+            [kvtrace, "traces", "--service", "orders-kv", "--limit", "2", "--summary"],
+            env={**env, **found},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert listed.returncode == 0, listed.stdout + listed.stderr
-        assert len(re.findall(r"^trace [0-9a-f]{32}  orders-kv: ", listed.stdout, re.M)) == 2, listed.stdout
-        pods = subprocess.run([kubectl_path(), "-n", namespace, "get", "pods", "-o", "name"],
-                              env={**env, **found}, capture_output=True, text=True, timeout=60, check=True).stdout
+        assert len(re.findall(r"^trace [0-9a-f]{32}  orders-kv: ", listed.stdout, re.M)) == 2, (
+            listed.stdout
+        )
+        pods = subprocess.run(
+            [kubectl_path(), "-n", namespace, "get", "pods", "-o", "name"],
+            env={**env, **found},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
         assert {"pod/orders-0", "pod/orders-1", "pod/orders-2"} <= set(pods.split())
     finally:
         demo.send_signal(signal.SIGTERM)
@@ -185,54 +261,101 @@ def test_dev_demo_exit_names_the_failed_step_and_stops_what_it_started(tmp_path:
     require_binaries(*BINARIES, "otelcol-kvtrace", "jaeger")
     crds = tmp_path / "crds"
     crds.mkdir()
-    (crds / "kvclusters.yaml").write_text((REPO / "crds" / "kvtrace.dev_kvclusters.yaml").read_text())
+    (crds / "kvclusters.yaml").write_text(
+        (REPO / "crds" / "kvtrace.dev_kvclusters.yaml").read_text()
+    )
     state = tmp_path / "state.json"
-    argv = [str(Path(sys.executable).parent / "kvtrace"), "dev", "demo", "--exit", "--crds", str(crds),
-            "--namespace", f"demo-{secrets.token_hex(2)}"]
-    proc = subprocess.run(argv, cwd=REPO, env=demo_env(state), capture_output=True, text=True, timeout=180)
+    argv = [
+        str(Path(sys.executable).parent / "kvtrace"),
+        "dev",
+        "demo",
+        "--exit",
+        "--crds",
+        str(crds),
+        "--namespace",
+        f"demo-{secrets.token_hex(2)}",
+    ]
+    proc = subprocess.run(
+        argv, cwd=REPO, env=demo_env(state), capture_output=True, text=True, timeout=180
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output
     # kubectl names the kind ("no matches for kind TracingPipeline") or, when its discovery
     # cache still lists the resource, the resource it posted to (tracingpipelines.kvtrace.dev).
-    assert re.search(r"^    example Ready: FAILED after [\d.]+s: `kubectl -n \S+ apply -f \S+01-basic` failed: "
-                     r".*(TracingPipeline|tracingpipelines\.kvtrace\.dev)", output, re.M), output
+    assert re.search(
+        r"^    example Ready: FAILED after [\d.]+s: `kubectl -n \S+ apply -f \S+01-basic` failed: "
+        r".*(TracingPipeline|tracingpipelines\.kvtrace\.dev)",
+        output,
+        re.M,
+    ), output
     assert "kvtrace dev demo: step 'example Ready' failed: `kubectl" in output
     assert "Stopping everything that was started." in output and "] tracing backends" not in output
     assert_all_stopped(output, state)
 
 
-
-def test_dev_demo_of_the_instrumented_app_draws_one_trace_from_the_app_through_the_store(tmp_path: Path) -> None:
+def test_dev_demo_of_the_instrumented_app_draws_one_trace_from_the_app_through_the_store(
+    tmp_path: Path,
+) -> None:
     """examples/06-instrumented-app: the operator serves the injection webhook on
     loopback; the application's pods are injected (token, CA, the Python agent by init
     container) and run by the pod runner from their mutated spec with no change to the app's
     code; one trace in the real Jaeger starts with the app's urllib CLIENT span and holds the
     coordinator's SERVER span and the replicas' spans."""
     require_binaries(*BINARIES, "otelcol-kvtrace", "jaeger")
-    assert not [tool for tool in ("python-agent", "java-agent") if tools.verify(tools.TOOLS[tool])], \
-        "the agents are not built: kvtrace dev tools python-agent java-agent"
+    assert not [
+        tool for tool in ("python-agent", "java-agent") if tools.verify(tools.TOOLS[tool])
+    ], "the agents are not built: kvtrace dev tools python-agent java-agent"
     namespace = f"demo-{secrets.token_hex(2)}"
     state = tmp_path / "state.json"
-    argv = [str(Path(sys.executable).parent / "kvtrace"), "dev", "demo", "--exit", "--example",
-            str(REPO / "examples" / "06-instrumented-app"), "--namespace", namespace, *LOAD]
-    proc = subprocess.run(argv, cwd=REPO, env=demo_env(state), capture_output=True, text=True, timeout=540)
+    argv = [
+        str(Path(sys.executable).parent / "kvtrace"),
+        "dev",
+        "demo",
+        "--exit",
+        "--example",
+        str(REPO / "examples" / "06-instrumented-app"),
+        "--namespace",
+        namespace,
+        *LOAD,
+    ]
+    proc = subprocess.run(
+        argv, cwd=REPO, env=demo_env(state), capture_output=True, text=True, timeout=540
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     steps = re.findall(r"^    (.+): ok \((\d+\.\d)s\)$", output, re.M)
     assert [name for name, _ in steps][8:10] == ["KV nodes", "application"], output
     assert "    injection webhook https://127.0.0.1:" in output, output
-    assert re.search(rf"^    kvapp-\S+: injected by {namespace}/app-traces, OTEL_SERVICE_NAME=kvapp, "
-                     r"PYTHONPATH=/\S+/opentelemetry/instrumentation/auto_instrumentation:", output, re.M), output
-    assert re.search(rf"^    kvapp-java-\S+: injected by {namespace}/app-traces, OTEL_SERVICE_NAME=kvapp-java, "
-                     r"JAVA_TOOL_OPTIONS=-javaagent:/\S+/javaagent.jar", output, re.M), output
+    assert re.search(
+        rf"^    kvapp-\S+: injected by {namespace}/app-traces, OTEL_SERVICE_NAME=kvapp, "
+        r"PYTHONPATH=/\S+/opentelemetry/instrumentation/auto_instrumentation:",
+        output,
+        re.M,
+    ), output
+    assert re.search(
+        rf"^    kvapp-java-\S+: injected by {namespace}/app-traces, OTEL_SERVICE_NAME=kvapp-java, "
+        r"JAVA_TOOL_OPTIONS=-javaagent:/\S+/javaagent.jar",
+        output,
+        re.M,
+    ), output
     # both applications' requests are one trace with the store's spans (the Java agent too)
     for service in ("kvapp", "kvapp-java"):
-        assert re.search(rf"^    application {service}: trace [0-9a-f]{{32}}, \d+ spans, services "
-                         rf"{'kvapp, store' if service == 'kvapp' else 'kvapp-java, store'}$", output, re.M), output
-    drawn = output.split("One trace, from the application 'kvapp' through the store, with spans from ", 1)[1]
+        assert re.search(
+            rf"^    application {service}: trace [0-9a-f]{{32}}, \d+ spans, services "
+            rf"{'kvapp, store' if service == 'kvapp' else 'kvapp-java, store'}$",
+            output,
+            re.M,
+        ), output
+    drawn = output.split(
+        "One trace, from the application 'kvapp' through the store, with spans from ", 1
+    )[1]
     header, rows = drawn.splitlines()[1], drawn.splitlines()[3:]
     assert re.match(r"^trace [0-9a-f]{32}  kvapp: (PUT|GET)\b", header), drawn
-    assert re.search(r"\bkvapp\s+kvapp-", rows[0]), drawn  # the root: the app's own span, on its pod
-    assert any(re.search(r"(PUT|GET) /v1/kv/\{key\}\s+store\s+store-\d", row) for row in rows), drawn
+    assert re.search(r"\bkvapp\s+kvapp-", rows[0]), (
+        drawn
+    )  # the root: the app's own span, on its pod
+    assert any(re.search(r"(PUT|GET) /v1/kv/\{key\}\s+store\s+store-\d", row) for row in rows), (
+        drawn
+    )
     assert len({m.group(1) for row in rows if (m := re.search(r"\s(store-\d)\s", row))}) >= 2, drawn
     assert_all_stopped(output, state)

@@ -33,11 +33,19 @@ def test_control_plane_certificates(tmp_path: Path) -> None:
         assert pki.signed_by(leaf.read_text(), files.ca_cert.read_text())
     sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert {"kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "kv.local"} <= set(
-        sans.get_values_for_type(x509.DNSName))
-    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "10.96.0.1"}
+        sans.get_values_for_type(x509.DNSName)
+    )
+    assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {
+        "127.0.0.1",
+        "10.96.0.1",
+    }
     # The API server reads a client certificate's O as the user's groups, its CN as the user.
-    assert [a.value for a in admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == ["system:masters"]
-    assert [a.value for a in admin.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == ["kvtrace-admin"]
+    assert [a.value for a in admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == [
+        "system:masters"
+    ]
+    assert [a.value for a in admin.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == [
+        "kvtrace-admin"
+    ]
     usages = admin.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.CLIENT_AUTH in usages
     signer = serialization.load_pem_private_key(files.sa_key.read_bytes(), password=None)
@@ -56,16 +64,20 @@ def test_admin_and_api_server_certificates_complete_a_mutual_tls_handshake(tmp_p
     client_context.load_cert_chain(str(files.admin_cert), str(files.admin_key))
     seen: list[object] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
+
         def serve() -> None:
             conn, _ = listener.accept()
             with server_context.wrap_socket(conn, server_side=True) as tls:
                 seen.append(tls.getpeercert())
                 tls.sendall(b"ok")
+
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         port = listener.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                client_context.wrap_socket(raw, server_hostname="kubernetes.default.svc") as tls:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            client_context.wrap_socket(raw, server_hostname="kubernetes.default.svc") as tls,
+        ):
             assert tls.recv(2) == b"ok"
         thread.join(timeout=10)
     assert seen and seen[0], "the server saw no verified client certificate"

@@ -43,33 +43,53 @@ def fake_go(directory: Path, version: str) -> None:
 
 
 def test_progress_says_n_of_m_with_expected_and_elapsed_time(
-        fakes: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    fakes: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     fake_go(tmp_path / "bin", "go1.26.8")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     tools.ensure_all()
     out = capsys.readouterr().out.splitlines()
     assert fakes == ["kubernetes", "other"]
-    assert out[0] == ("[tools] 1 of 2: kubernetes 1.0.0: building (not built, about 4m59s cold "
-                      "on 2 idle cores)")
+    assert out[0] == (
+        "[tools] 1 of 2: kubernetes 1.0.0: building (not built, about 4m59s cold on 2 idle cores)"
+    )
     assert out[1].startswith("[tools] 1 of 2: kubernetes 1.0.0: built in 0s, ") and out[1].endswith(
-        "s since the start")
+        "s since the start"
+    )
     assert out[2] == "[tools] 2 of 2: other 1.0.0: building (not built)"
     tools.ensure_all()
     assert capsys.readouterr().out.splitlines()[:2] == [
         f"[tools] 1 of 2: kubernetes 1.0.0: cached at {tools.TOOLS['kubernetes'].directory}",
-        f"[tools] 2 of 2: other 1.0.0: cached at {tools.TOOLS['other'].directory}"]
+        f"[tools] 2 of 2: other 1.0.0: cached at {tools.TOOLS['other'].directory}",
+    ]
 
 
-@pytest.mark.parametrize(("go_version", "message"), [
-    (None, "Go 1.26 is needed to build kubernetes, other, and `go` is not on PATH (README.md, "
-           "Prerequisites)"),
-    ("go1.24.3", "Go 1.26 or newer is needed to build kubernetes, other (GOTOOLCHAIN=local), `go` "
-                 "on PATH is go1.24 (README.md, Prerequisites)"),
-])
+@pytest.mark.parametrize(
+    ("go_version", "message"),
+    [
+        (
+            None,
+            "Go 1.26 is needed to build kubernetes, other, and `go` is not on PATH (README.md, "
+            "Prerequisites)",
+        ),
+        (
+            "go1.24.3",
+            "Go 1.26 or newer is needed to build kubernetes, other (GOTOOLCHAIN=local), `go` "
+            "on PATH is go1.24 (README.md, Prerequisites)",
+        ),
+    ],
+)
 def test_a_missing_prerequisite_is_one_line_and_nothing_is_built(
-        fakes: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str], go_version: str | None, message: str) -> None:
+    fakes: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    go_version: str | None,
+    message: str,
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     if go_version:

@@ -58,11 +58,15 @@ def test_missing_cluster_binaries_name_the_fix(tools_dir: Path) -> None:
 
 def test_prepare_config_moves_every_listener_to_loopback() -> None:
     source = {
-        "receivers": {"otlp": {"protocols": {"grpc": None, "http": {"endpoint": "0.0.0.0:4318"}}},
-                      "zipkin": None},
+        "receivers": {
+            "otlp": {"protocols": {"grpc": None, "http": {"endpoint": "0.0.0.0:4318"}}},
+            "zipkin": None,
+        },
         "exporters": {"otlp_grpc": {"endpoint": "jaeger:4317"}},
-        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp_grpc"]}},
-                    "telemetry": {"metrics": {"address": "0.0.0.0:8888"}}},
+        "service": {
+            "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp_grpc"]}},
+            "telemetry": {"metrics": {"address": "0.0.0.0:8888"}},
+        },
     }
     config, found = prepare_config(source)
     assert source["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"  # copied
@@ -76,24 +80,51 @@ def test_prepare_config_moves_every_listener_to_loopback() -> None:
 
 def test_jaeger_and_forwarding_configs_have_distinct_ports() -> None:
     _, found = prepare_config(jaeger_config(), health_extension=None)
-    assert {"otlp/grpc", "otlp/http", "jaeger_query/http", "healthcheckv2/http", "metrics"} <= set(found)
+    assert {"otlp/grpc", "otlp/http", "jaeger_query/http", "healthcheckv2/http", "metrics"} <= set(
+        found
+    )
     config = forward_to_jaeger("127.0.0.1:4317")
     assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlp_grpc/jaeger"]
 
 
 def test_decode_otlp_json_from_api_v3() -> None:
-    body = {"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "kv"}}]},
-        "scopeSpans": [{"scope": {"name": "s"}, "spans": [
-            {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "PUT",
-             "kind": 2, "startTimeUnixNano": "1000", "endTimeUnixNano": "3000000",
-             "attributes": [{"key": "kvstore.replicas.acked", "value": {"intValue": "2"}},
-                            {"key": "ok", "value": {"boolValue": True}}],
-             "status": {"code": 2, "message": "boom"}},
-            {"traceId": "CvdlGRbNQ92ESOshHIAxnA==", "spanId": "AAAAAAAAAAE=", "parentSpanId": "t61rcWkgMzE=",
-             "name": "replicate", "kind": "SPAN_KIND_CLIENT", "status": {}},
-        ]}],
-    }]}
+    body = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "kv"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "s"},
+                        "spans": [
+                            {
+                                "traceId": "0af7651916cd43dd8448eb211c80319c",
+                                "spanId": "b7ad6b7169203331",
+                                "name": "PUT",
+                                "kind": 2,
+                                "startTimeUnixNano": "1000",
+                                "endTimeUnixNano": "3000000",
+                                "attributes": [
+                                    {"key": "kvstore.replicas.acked", "value": {"intValue": "2"}},
+                                    {"key": "ok", "value": {"boolValue": True}},
+                                ],
+                                "status": {"code": 2, "message": "boom"},
+                            },
+                            {
+                                "traceId": "CvdlGRbNQ92ESOshHIAxnA==",
+                                "spanId": "AAAAAAAAAAE=",
+                                "parentSpanId": "t61rcWkgMzE=",
+                                "name": "replicate",
+                                "kind": "SPAN_KIND_CLIENT",
+                                "status": {},
+                            },
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     spans = decode_spans(body)
     assert [s.trace_id for s in spans] == ["0af7651916cd43dd8448eb211c80319c"] * 2
     first, second = spans
@@ -109,12 +140,17 @@ def test_endpoint_map_file_and_resolution(tmp_path: Path, monkeypatch: pytest.Mo
     writer = endpoints.EndpointMapFile(path)
     writer.update("a", {"kv.ns.svc:7070": "127.0.0.5:7070"})
     writer.update("b", {"otel.ns.svc:4318": "127.0.0.6:4318"})
-    assert json.loads(path.read_text()) == {"kv.ns.svc:7070": "127.0.0.5:7070",
-                                            "otel.ns.svc:4318": "127.0.0.6:4318"}
+    assert json.loads(path.read_text()) == {
+        "kv.ns.svc:7070": "127.0.0.5:7070",
+        "otel.ns.svc:4318": "127.0.0.6:4318",
+    }
     monkeypatch.setenv(endpoints.ENV, str(path))
     assert endpoints.resolve("KV.ns.svc", 7070) == ("127.0.0.5", 7070)
     assert endpoints.resolve("other", 7070) == ("other", 7070)
-    assert endpoints.resolve_url("http://otel.ns.svc:4318/v1/traces") == "http://127.0.0.6:4318/v1/traces"
+    assert (
+        endpoints.resolve_url("http://otel.ns.svc:4318/v1/traces")
+        == "http://127.0.0.6:4318/v1/traces"
+    )
     writer.remove("a")
     assert endpoints.resolve("kv.ns.svc", 7070) == ("kv.ns.svc", 7070)
     monkeypatch.delenv(endpoints.ENV)
@@ -127,8 +163,9 @@ def test_kubernetes_variable_expansion() -> None:
 
 
 def test_rewriter_maps_mounts_and_wildcard_addresses(tmp_path: Path) -> None:
-    rewrite = _Rewriter([("/etc/kv/peers", tmp_path / "p"), ("/etc/kv", tmp_path / "c")], "127.9.0.3",
-                        "10.244.0.7")
+    rewrite = _Rewriter(
+        [("/etc/kv/peers", tmp_path / "p"), ("/etc/kv", tmp_path / "c")], "127.9.0.3", "10.244.0.7"
+    )
     assert rewrite("--peers-file=/etc/kv/peers/list") == f"--peers-file={tmp_path}/p/list"
     assert rewrite("/etc/kv/conf.yaml") == f"{tmp_path}/c/conf.yaml"
     assert rewrite("/etc/kvx") == "/etc/kvx"
@@ -141,19 +178,32 @@ def test_rewriter_maps_mounts_and_wildcard_addresses(tmp_path: Path) -> None:
 
 
 def test_rewriter_never_rewrites_a_replacement_again(tmp_path: Path) -> None:
-    rewrite = _Rewriter([("/tmp", tmp_path / "scratch"), ("/var/lib/kv", Path("/tmp/cluster/pvc-1"))],
-                        "127.9.0.3", None)
+    rewrite = _Rewriter(
+        [("/tmp", tmp_path / "scratch"), ("/var/lib/kv", Path("/tmp/cluster/pvc-1"))],
+        "127.9.0.3",
+        None,
+    )
     assert rewrite("--data-dir=/var/lib/kv") == "--data-dir=/tmp/cluster/pvc-1"
     assert rewrite("/tmp/x:/var/lib/kv/y") == f"{tmp_path}/scratch/x:/tmp/cluster/pvc-1/y"
 
 
 def test_rewriter_maps_known_cluster_names_and_records_every_name_it_meets() -> None:
     seen: dict[str, str | None] = {}
-    rewrite = _Rewriter([], "127.9.0.3", None, {"kv-1.kv.ns.svc.cluster.local:7071": "127.9.0.4:7071"}, seen)
-    assert (rewrite("kv-0=kv-0.kv.ns.svc.cluster.local:7071,kv-1=kv-1.kv.ns.svc.cluster.local:7071")
-            == "kv-0=kv-0.kv.ns.svc.cluster.local:7071,kv-1=127.9.0.4:7071")
-    assert seen == {"kv-0.kv.ns.svc.cluster.local:7071": None, "kv-1.kv.ns.svc.cluster.local:7071": "127.9.0.4:7071"}
-    assert rewrite.text(b"endpoint: http://KV-1.kv.ns.svc.cluster.local:7071/x\n") == b"endpoint: http://127.9.0.4:7071/x\n"
+    rewrite = _Rewriter(
+        [], "127.9.0.3", None, {"kv-1.kv.ns.svc.cluster.local:7071": "127.9.0.4:7071"}, seen
+    )
+    assert (
+        rewrite("kv-0=kv-0.kv.ns.svc.cluster.local:7071,kv-1=kv-1.kv.ns.svc.cluster.local:7071")
+        == "kv-0=kv-0.kv.ns.svc.cluster.local:7071,kv-1=127.9.0.4:7071"
+    )
+    assert seen == {
+        "kv-0.kv.ns.svc.cluster.local:7071": None,
+        "kv-1.kv.ns.svc.cluster.local:7071": "127.9.0.4:7071",
+    }
+    assert (
+        rewrite.text(b"endpoint: http://KV-1.kv.ns.svc.cluster.local:7071/x\n")
+        == b"endpoint: http://127.9.0.4:7071/x\n"
+    )
     assert rewrite.text(b"\xff\xfe0.0.0.0:1") == b"\xff\xfe0.0.0.0:1"
 
 
@@ -165,12 +215,16 @@ def test_loopback_allocator_is_sticky_per_key() -> None:
 
 
 def test_cached_tool_paths_are_under_the_cache_root(tools_dir: Path) -> None:
-    assert tools.TOOLS["kubernetes"].directory == tools_dir / f"kubernetes-{tools.KUBERNETES_VERSION}"
+    assert (
+        tools.TOOLS["kubernetes"].directory == tools_dir / f"kubernetes-{tools.KUBERNETES_VERSION}"
+    )
     assert os.fspath(tools.cache_root()) == os.fspath(tools_dir)
 
 
-_BIND = ("import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); "
-         "s.listen(); print('listening', flush=True); time.sleep(60)")
+_BIND = (
+    "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); "
+    "s.listen(); print('listening', flush=True); time.sleep(60)"
+)
 
 
 def test_a_port_clash_picks_another_port(tmp_path: Path) -> None:
@@ -186,10 +240,13 @@ def test_a_port_clash_picks_another_port(tmp_path: Path) -> None:
 
     def make() -> Process:
         attempts.append(ports[len(attempts)])
-        return Process("binder", [sys.executable, "-c", _BIND, str(attempts[-1])], tmp_path / "binder.log")
+        return Process(
+            "binder", [sys.executable, "-c", _BIND, str(attempts[-1])], tmp_path / "binder.log"
+        )
 
-    proc = start_with_port_retry(make, lambda p: "listening" in p.tail().splitlines(), timeout=20,
-                                 what="listening")
+    proc = start_with_port_retry(
+        make, lambda p: "listening" in p.tail().splitlines(), timeout=20, what="listening"
+    )
     try:
         assert attempts == ports and proc.alive()
     finally:
@@ -201,12 +258,18 @@ def test_a_port_clash_picks_another_port(tmp_path: Path) -> None:
 def test_a_component_that_dies_is_reported_with_its_log_tail(tmp_path: Path) -> None:
     from kvtrace.devstack.proc import Process, StartupError, wait_until
 
-    proc = Process("broken", [sys.executable, "-c", "import sys; print('bad flag --frobnicate'); sys.exit(3)"],
-                   tmp_path / "broken.log").start()
+    proc = Process(
+        "broken",
+        [sys.executable, "-c", "import sys; print('bad flag --frobnicate'); sys.exit(3)"],
+        tmp_path / "broken.log",
+    ).start()
     with pytest.raises(StartupError) as info:
         wait_until(lambda: False, timeout=20, what="healthy", process=proc)
     message = str(info.value)
-    assert "broken died before healthy (exited with 3)" in message and "bad flag --frobnicate" in message
+    assert (
+        "broken died before healthy (exited with 3)" in message
+        and "bad flag --frobnicate" in message
+    )
 
 
 def test_fixtures_fail_rather_than_skip_without_binaries_and_kind_says_why(tmp_path: Path) -> None:
@@ -222,13 +285,34 @@ def test_fixtures_fail_rather_than_skip_without_binaries_and_kind_says_why(tmp_p
         "@pytest.mark.kind\ndef test_kind():\n    pass\n"
     )
     env = {**os.environ, "KVTRACE_TOOLS_DIR": str(tmp_path / "empty-cache")}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",
-                             "-W", "ignore::pytest.PytestUnknownMarkWarning", str(tmp_path)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore::pytest.PytestUnknownMarkWarning",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = result.stdout
     assert result.returncode != 0, out
-    assert "ERROR test_inner.py::test_needs_cluster" in out and "FAILED test_inner.py::test_needs_jaeger" in out
-    assert out.count("run `kvtrace dev tools`") >= 2 and "Build them with `kvtrace dev tools`" in out
+    assert (
+        "ERROR test_inner.py::test_needs_cluster" in out
+        and "FAILED test_inner.py::test_needs_jaeger" in out
+    )
+    assert (
+        out.count("run `kvtrace dev tools`") >= 2 and "Build them with `kvtrace dev tools`" in out
+    )
     reason = kind_unavailable()
     if reason:
         assert "SKIPPED" in out and f"kind tier needs Docker and kind: {reason}" in out

@@ -24,15 +24,26 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     reason = kind_unavailable()
     if reason:
         pytest.skip(f"kind tier needs Docker and kind: {reason}")
-    clusters = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True, check=True, timeout=60)
+    clusters = subprocess.run(
+        ["kind", "get", "clusters"], capture_output=True, text=True, check=True, timeout=60
+    )
     existed = CLUSTER in clusters.stdout.split()
     try:
-        subprocess.run(["make", "kind-up", f"KIND_CLUSTER={CLUSTER}"], cwd=REPO, check=True, timeout=3600)
+        subprocess.run(
+            ["make", "kind-up", f"KIND_CLUSTER={CLUSTER}"], cwd=REPO, check=True, timeout=3600
+        )
         kubeconfig = tmp_path_factory.mktemp("kind") / "kubeconfig"
-        config = subprocess.run(["kind", "get", "kubeconfig", "--name", CLUSTER], capture_output=True, text=True,
-                                check=True, timeout=60)
+        config = subprocess.run(
+            ["kind", "get", "kubeconfig", "--name", CLUSTER],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
         kubeconfig.write_text(config.stdout)
         yield kubeconfig
     finally:
         if not existed:
-            subprocess.run(["kind", "delete", "cluster", "--name", CLUSTER], check=False, timeout=300)
+            subprocess.run(
+                ["kind", "delete", "cluster", "--name", CLUSTER], check=False, timeout=300
+            )

@@ -47,10 +47,17 @@ EXAMPLE = EXAMPLES / "01-basic"
 def kubectl(kind_cluster: Path) -> Any:
     """``kubectl(*args, input=None, check=True, timeout=120)`` bound to the kind cluster."""
 
-    def run(*args: str, input: str | None = None, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([kubectl_path(), "--kubeconfig", str(kind_cluster), *args], input=input,
-                              capture_output=True, text=True, timeout=timeout, check=check)
+    def run(
+        *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [kubectl_path(), "--kubeconfig", str(kind_cluster), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+        )
 
     return run
 
@@ -72,9 +79,22 @@ def kind_namespace(kubectl: Any) -> Iterator[str]:
 def port_forward(kubeconfig: Path, namespace: str, target: str, remote: int) -> Iterator[int]:
     """`kubectl port-forward TARGET LOCAL:REMOTE` until the block ends; yields LOCAL."""
     local = free_port()
-    proc = subprocess.Popen([kubectl_path(), "--kubeconfig", str(kubeconfig), "-n", namespace, "port-forward",
-                             target, f"{local}:{remote}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            kubectl_path(),
+            "--kubeconfig",
+            str(kubeconfig),
+            "-n",
+            namespace,
+            "port-forward",
+            target,
+            f"{local}:{remote}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         def listening() -> bool:
             assert proc.poll() is None, f"kubectl port-forward {target} exited ({proc.returncode})"
             return port_open("127.0.0.1", local)
@@ -86,24 +106,38 @@ def port_forward(kubeconfig: Path, namespace: str, target: str, remote: int) -> 
         proc.wait(timeout=10)
 
 
-def test_example_runs_is_benchmarked_and_traced_in_kind(kubectl: Any, kind_namespace: str,
-                                                         kind_cluster: Path) -> None:
+def test_example_runs_is_benchmarked_and_traced_in_kind(
+    kubectl: Any, kind_namespace: str, kind_cluster: Path
+) -> None:
     namespace = kind_namespace
     apply_example(kubectl, namespace, EXAMPLE)
     wait_ready(kubectl, namespace, EXAMPLE, timeout=600)
     assert_children(kubectl, namespace, EXAMPLE)
 
     # Load from inside the cluster, through the client Service, with the KV node image.
-    kubectl("apply", "-f", "-", input=json.dumps(bench_pod(namespace, "https://basic:7070", cluster="basic")))
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(bench_pod(namespace, "https://basic:7070", cluster="basic")),
+    )
 
     def finished() -> str:
-        phase = kubectl("-n", namespace, "get", "pod/bench", "-o", "jsonpath={.status.phase}").stdout
+        phase = kubectl(
+            "-n", namespace, "get", "pod/bench", "-o", "jsonpath={.status.phase}"
+        ).stdout
         return phase if phase in ("Succeeded", "Failed") else ""
 
     phase = poll(finished, timeout=180, interval=2, message="the bench pod to finish")
-    assert_bench_succeeded(0 if phase == "Succeeded" else 1, kubectl("-n", namespace, "logs", "pod/bench").stdout)
+    assert_bench_succeeded(
+        0 if phase == "Succeeded" else 1, kubectl("-n", namespace, "logs", "pod/bench").stdout
+    )
 
     # Development pipeline: every trace is kept; found through Jaeger's /api/v3 over TLS.
     with port_forward(kind_cluster, namespace, "svc/dev-traces-jaeger-query", 16686) as port:
-        wait_kv_traces(pipeline_jaeger(kubectl, namespace, "dev-traces", lambda host, _port: f"127.0.0.1:{port}"),
-                       "basic")
+        wait_kv_traces(
+            pipeline_jaeger(
+                kubectl, namespace, "dev-traces", lambda host, _port: f"127.0.0.1:{port}"
+            ),
+            "basic",
+        )

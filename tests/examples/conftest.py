@@ -18,7 +18,10 @@ from chartlib import ChartOperator
 
 
 @pytest.fixture
-def chart_operator(local_cluster: Any, namespace: str, tmp_path: Path,
-                   request: pytest.FixtureRequest) -> Iterator[ChartOperator]:
-    with ChartOperator(local_cluster, namespace, tmp_path, scope="namespace").installed(request) as op:
+def chart_operator(
+    local_cluster: Any, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[ChartOperator]:
+    with ChartOperator(local_cluster, namespace, tmp_path, scope="namespace").installed(
+        request
+    ) as op:
         yield op

@@ -36,7 +36,8 @@ def apply_example(kubectl: Kubectl, namespace: str, folder: Path) -> None:
     expected = sorted(f"{kind.lower()}.kvtrace.dev/{name}" for kind, name in resources(folder))
     assert sorted(dry.stdout.split()) == expected, dry.stdout
     assert kubectl("-n", namespace, "get", "kvtrace", "-o", "name").stdout.strip() == "", (
-        "a server-side dry run stored something")
+        "a server-side dry run stored something"
+    )
     kubectl("-n", namespace, "apply", "-f", str(folder))
 
 
@@ -61,9 +62,14 @@ def not_ready(kubectl: Kubectl, namespace: str, folder: Path) -> list[str]:
     for obj in get_json(kubectl, namespace, *refs):
         ready = condition(obj, "Ready") or {}
         status = obj.get("status") or {}
-        if ready.get("status") != "True" or status.get("observedGeneration") != obj["metadata"]["generation"]:
-            pending.append(f"{obj['kind']}/{obj['metadata']['name']}: phase={status.get('phase')} "
-                           f"Ready={ready.get('status')} ({ready.get('reason')}: {ready.get('message')})")
+        if (
+            ready.get("status") != "True"
+            or status.get("observedGeneration") != obj["metadata"]["generation"]
+        ):
+            pending.append(
+                f"{obj['kind']}/{obj['metadata']['name']}: phase={status.get('phase')} "
+                f"Ready={ready.get('status')} ({ready.get('reason')}: {ready.get('message')})"
+            )
     return pending
 
 
@@ -82,7 +88,10 @@ def wait_ready(kubectl: Kubectl, namespace: str, folder: Path, timeout: float = 
 
 def expected_children(folder: Path, namespace: str) -> list[dict[str, Any]]:
     """What the operator must have created: the renderers' output for the example."""
-    docs = [{**doc, "metadata": {**doc["metadata"], "namespace": namespace}} for doc in documents(folder)]
+    docs = [
+        {**doc, "metadata": {**doc["metadata"], "namespace": namespace}}
+        for doc in documents(folder)
+    ]
     rendered: list[dict[str, Any]] = render_all(docs)
     return rendered
 
@@ -90,15 +99,21 @@ def expected_children(folder: Path, namespace: str) -> list[dict[str, Any]]:
 def kubectl_ref(obj: dict[str, Any]) -> str:
     group = obj["apiVersion"].rpartition("/")[0]
     kind = obj["kind"].lower()
-    return f"{kind}.{group}/{obj['metadata']['name']}" if group else f"{kind}/{obj['metadata']['name']}"
+    return (
+        f"{kind}.{group}/{obj['metadata']['name']}"
+        if group
+        else f"{kind}/{obj['metadata']['name']}"
+    )
 
 
 def assert_children(kubectl: Kubectl, namespace: str, folder: Path) -> None:
     """Every rendered child exists, labelled as ours and owned by its custom resource."""
     children = expected_children(folder, namespace)
     assert children
-    found = {(obj["kind"], obj["metadata"]["name"]): obj
-             for obj in get_json(kubectl, namespace, *[kubectl_ref(c) for c in children])}
+    found = {
+        (obj["kind"], obj["metadata"]["name"]): obj
+        for obj in get_json(kubectl, namespace, *[kubectl_ref(c) for c in children])
+    }
     for child in children:
         key = (child["kind"], child["metadata"]["name"])
         assert key in found, f"{folder.name}: {key} was not created"
@@ -107,7 +122,8 @@ def assert_children(kubectl: Kubectl, namespace: str, folder: Path) -> None:
         assert meta["labels"].get("app.kubernetes.io/part-of") == "kvtrace", key
         owners = {(ref["kind"], ref["name"]) for ref in meta.get("ownerReferences") or ()}
         assert owners & {(kind, name) for kind, name in resources(folder) if kind in OWNED_KINDS}, (
-            f"{key} has no owner reference to the example's resources: {owners}")
+            f"{key} has no owner reference to the example's resources: {owners}"
+        )
 
 
 def assert_kv_traces(jaeger: Any, service: str, raw_key_prefix: str) -> None:
@@ -118,9 +134,13 @@ def assert_kv_traces(jaeger: Any, service: str, raw_key_prefix: str) -> None:
     assert traces, f"no traces of {service} in Jaeger"
     spans = [span for trace in traces for span in trace.spans]
     assert any("kvstore.operation" in span.attributes for span in spans), (
-        f"no span of {service} carries kvstore.operation")
-    raw = [span.name for span in spans
-           if any(str(value).startswith(raw_key_prefix) for value in span.attributes.values())]
+        f"no span of {service} carries kvstore.operation"
+    )
+    raw = [
+        span.name
+        for span in spans
+        if any(str(value).startswith(raw_key_prefix) for value in span.attributes.values())
+    ]
     assert not raw, f"raw keys reached Jaeger in spans {raw[:5]}"
 
 
@@ -128,24 +148,66 @@ def assert_kv_traces(jaeger: Any, service: str, raw_key_prefix: str) -> None:
 BENCH_KEY_PREFIX = "e2e-raw-key-"
 
 
-def bench_pod(namespace: str, endpoint: str, *, cluster: str, ops: int = 2000, seconds: int = 20) -> dict[str, Any]:
+def bench_pod(
+    namespace: str, endpoint: str, *, cluster: str, ops: int = 2000, seconds: int = 20
+) -> dict[str, Any]:
     """A one-shot Pod of the KV node image, with the operator's own security contexts, that
     runs ``kvtrace bench`` against ``endpoint`` (the KV client Service) and prints JSON; with
     KVCluster ``cluster``'s CA bundle and generated client token mounted (its TLS and tokens
     are on by default)."""
-    secrets = [("kv-trust", f"{cluster}-kv-tls-trust", "ca.crt"), ("kv-token", f"{cluster}-kv-client-token", "token")]
-    command = ["kvtrace", "bench", "--json-only", "--endpoint", endpoint, "--duration", str(seconds),
-               "--ops", str(ops), "--clients", "4", "--key-prefix", BENCH_KEY_PREFIX,
-               "--ca-file", "/etc/kv-trust/ca.crt", "--token-file", "/etc/kv-token/token"]
-    mounts = [podspec.tmp_mount(), *({"name": name, "mountPath": f"/etc/{name}", "readOnly": True}
-                                     for name, _, _ in secrets)]
-    volumes = [podspec.tmp_volume(), *({"name": name, "secret": {"secretName": secret, "items": [
-        {"key": key, "path": key}]}} for name, secret, key in secrets)]
-    container = {"name": "bench", "image": KVNODE_IMAGE, "imagePullPolicy": "Never", "command": command,
-                 "securityContext": podspec.container_security_context(), "volumeMounts": mounts}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench", "namespace": namespace},
-            "spec": {"restartPolicy": "Never", "securityContext": podspec.pod_security_context(),
-                     "containers": [container], "volumes": volumes}}
+    secrets = [
+        ("kv-trust", f"{cluster}-kv-tls-trust", "ca.crt"),
+        ("kv-token", f"{cluster}-kv-client-token", "token"),
+    ]
+    command = [
+        "kvtrace",
+        "bench",
+        "--json-only",
+        "--endpoint",
+        endpoint,
+        "--duration",
+        str(seconds),
+        "--ops",
+        str(ops),
+        "--clients",
+        "4",
+        "--key-prefix",
+        BENCH_KEY_PREFIX,
+        "--ca-file",
+        "/etc/kv-trust/ca.crt",
+        "--token-file",
+        "/etc/kv-token/token",
+    ]
+    mounts = [
+        podspec.tmp_mount(),
+        *({"name": name, "mountPath": f"/etc/{name}", "readOnly": True} for name, _, _ in secrets),
+    ]
+    volumes = [
+        podspec.tmp_volume(),
+        *(
+            {"name": name, "secret": {"secretName": secret, "items": [{"key": key, "path": key}]}}
+            for name, secret, key in secrets
+        ),
+    ]
+    container = {
+        "name": "bench",
+        "image": KVNODE_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": command,
+        "securityContext": podspec.container_security_context(),
+        "volumeMounts": mounts,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "bench", "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": podspec.pod_security_context(),
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
 
 
 def assert_bench_succeeded(exit_code: int | None, logs: str) -> dict[str, Any]:
@@ -156,7 +218,9 @@ def assert_bench_succeeded(exit_code: int | None, logs: str) -> dict[str, Any]:
     return result
 
 
-def pipeline_jaeger(kubectl: Kubectl, namespace: str, pipeline: str, connect_to: Callable[[str, int], str]) -> Any:
+def pipeline_jaeger(
+    kubectl: Kubectl, namespace: str, pipeline: str, connect_to: Callable[[str, int], str]
+) -> Any:
     """A client of the pipeline's Jaeger query API as its status reports it (https by default,
     verified with the pipeline's trust bundle for the query Service's name), reached at
     ``connect_to(host, port)`` (an endpoint-map address, a port-forward)."""
@@ -167,11 +231,20 @@ def pipeline_jaeger(kubectl: Kubectl, namespace: str, pipeline: str, connect_to:
     if query.scheme == "https":
         trust = get_json(kubectl, namespace, f"secret/{pipeline}-tls-trust")[0]
         ca_pem = base64.b64decode(trust["data"]["ca.crt"]).decode()
-    return JaegerClient(f"{query.scheme}://{connect_to(query.hostname, query.port)}", timeout=5, ca_pem=ca_pem,
-                        server_hostname=query.hostname)
+    return JaegerClient(
+        f"{query.scheme}://{connect_to(query.hostname, query.port)}",
+        timeout=5,
+        ca_pem=ca_pem,
+        server_hostname=query.hostname,
+    )
 
 
 def wait_kv_traces(jaeger: Any, service: str, timeout: float = 120) -> None:
     """The bench's traces of ``service`` reach Jaeger, with kvstore.* attributes and no raw key."""
-    poll(lambda: service in jaeger.services(), timeout=timeout, interval=2, message=f"service {service} in Jaeger")
+    poll(
+        lambda: service in jaeger.services(),
+        timeout=timeout,
+        interval=2,
+        message=f"service {service} in Jaeger",
+    )
     assert_kv_traces(jaeger, service, BENCH_KEY_PREFIX)

@@ -27,7 +27,10 @@ def secure_defaults(kubectl: Any, namespace: str) -> None:
     pipeline = status(kubectl, namespace, "tracingpipeline/dev-traces")
     assert pipeline["endpoints"]["otlpHttp"].startswith("https://")
     assert pipeline["tls"]["mode"] == "managed"
-    assert [c["secret"] for c in pipeline["tls"]["certificates"]] == ["dev-traces-collector-tls", "dev-traces-jaeger-tls"]
+    assert [c["secret"] for c in pipeline["tls"]["certificates"]] == [
+        "dev-traces-collector-tls",
+        "dev-traces-jaeger-tls",
+    ]
     trust = get_json(kubectl, namespace, "secret/dev-traces-tls-trust")[0]
     assert set(trust["data"]) == {"ca.crt"}  # the bundle only: no key reaches a client
 
@@ -37,15 +40,25 @@ def production_sampling(kubectl: Any, namespace: str) -> None:
     assert sampling["sdkSampler"] == "parentbased_always_on" and sampling["tailSampling"] is True
     # security.auth without a Secret of its own: the operator generated one (chart RBAC: create).
     secret = get_json(kubectl, namespace, "secret/prod-traces-otlp-token")[0]
-    assert secret["metadata"]["ownerReferences"][0]["name"] == "prod-traces" and "token" in secret["data"]
-    conditions = {c["type"]: c["status"] for c in status(kubectl, namespace, "tracingpipeline/prod-traces")["conditions"]}
+    assert (
+        secret["metadata"]["ownerReferences"][0]["name"] == "prod-traces"
+        and "token" in secret["data"]
+    )
+    conditions = {
+        c["type"]: c["status"]
+        for c in status(kubectl, namespace, "tracingpipeline/prod-traces")["conditions"]
+    }
     assert conditions["SecretsReady"] == "True" and conditions["Authorized"] == "True"
 
 
 def two_tiers(kubectl: Any, namespace: str) -> None:
     assert status(kubectl, namespace, "tracingpipeline/scaled-traces")["collector"]["tiers"] == 2
-    tiers = get_json(kubectl, namespace, "deployment.apps/scaled-traces-collector",
-                     "deployment.apps/scaled-traces-collector-sampling")
+    tiers = get_json(
+        kubectl,
+        namespace,
+        "deployment.apps/scaled-traces-collector",
+        "deployment.apps/scaled-traces-collector-sampling",
+    )
     assert [d["spec"]["replicas"] for d in tiers] == [2, 2]
 
 
@@ -70,7 +83,8 @@ FEATURE: dict[str, Callable[[Any, str], None]] = {
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f.name for f in FOLDERS])
 def test_example_is_driven_ready_by_the_operator_with_the_charts_permissions(
-        folder: Path, chart_operator: Any, kubectl: Any, namespace: str, poll: Any) -> None:
+    folder: Path, chart_operator: Any, kubectl: Any, namespace: str, poll: Any
+) -> None:
     apply_example(kubectl, namespace, folder)
     wait_ready(kubectl, namespace, folder, timeout=180)
     assert_children(kubectl, namespace, folder)

@@ -19,8 +19,14 @@ from kvtrace_operator.render import (
 
 pytestmark = pytest.mark.unit
 
-EXPECTED = ["01-basic", "02-production-sampling", "03-scaled-collector", "04-badger-storage",
-            "05-multi-tenant-jaeger", "06-instrumented-app"]
+EXPECTED = [
+    "01-basic",
+    "02-production-sampling",
+    "03-scaled-collector",
+    "04-badger-storage",
+    "05-multi-tenant-jaeger",
+    "06-instrumented-app",
+]
 FOLDERS = folders()
 IDS = [f.name for f in FOLDERS]
 
@@ -39,7 +45,9 @@ def test_manifests_match_the_crd_schemas(folder: Path) -> None:
     assert docs
     for doc in docs:
         errors = schema_errors(doc)
-        assert not errors, f"{folder.name} {doc.get('kind')}/{doc.get('metadata', {}).get('name')}: {errors}"
+        assert not errors, (
+            f"{folder.name} {doc.get('kind')}/{doc.get('metadata', {}).get('name')}: {errors}"
+        )
         # Examples are applied with `kubectl -n NS apply -f`: no namespace of their own.
         assert set(doc["metadata"]) == {"name"}, doc["metadata"]
 
@@ -63,8 +71,9 @@ def test_the_operator_accepts_and_renders_every_example(folder: Path) -> None:
             validate_kvcluster({**resource, "spec": apply_defaults_kvcluster(doc["spec"])})
         else:
             validate_pipeline({**resource, "spec": apply_defaults_pipeline(doc["spec"])})
-    rendered = render_all([{**d, "metadata": {**d["metadata"], "namespace": "examples", "uid": "uid"}}
-                           for d in docs])
+    rendered = render_all(
+        [{**d, "metadata": {**d["metadata"], "namespace": "examples", "uid": "uid"}} for d in docs]
+    )
     assert rendered
     for obj in rendered:
         kubernetes_validate.validate(obj, "1.37", strict=True)
@@ -72,6 +81,7 @@ def test_the_operator_accepts_and_renders_every_example(folder: Path) -> None:
 
 def test_examples_show_what_each_one_is_about() -> None:
     """The features each example exists for are really in its manifests."""
+
     def spec(name: str, kind: str = "TracingPipeline") -> dict:  # type: ignore[type-arg]
         return next(d["spec"] for d in documents(EXAMPLES / name) if d["kind"] == kind)
 
@@ -88,7 +98,11 @@ def test_examples_show_what_each_one_is_about() -> None:
 
 
 def test_schema_check_rejects_unknown_and_mistyped_fields() -> None:
-    bad = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "metadata": {"name": "x"},
-           "spec": {"replicas": "three", "replicationFactr": 1}}
+    bad = {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "KVCluster",
+        "metadata": {"name": "x"},
+        "spec": {"replicas": "three", "replicationFactr": 1},
+    }
     errors = " ".join(schema_errors(bad))
     assert "spec.replicas" in errors and "replicationFactr" in errors

@@ -17,8 +17,13 @@ def kv_cluster(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
     def make(count: int = 3, own_peers_files: bool = False, **env: str) -> Harness:
-        defaults = {"KVNODE_PEER_TIMEOUT": "5s", "KVNODE_ANTI_ENTROPY_INTERVAL": "0", "KVNODE_HINT_INTERVAL": "200ms",
-                    "KVNODE_PEERS_FILE_INTERVAL": "200ms", "KVNODE_SHUTDOWN_TIMEOUT": "5s"}
+        defaults = {
+            "KVNODE_PEER_TIMEOUT": "5s",
+            "KVNODE_ANTI_ENTROPY_INTERVAL": "0",
+            "KVNODE_HINT_INTERVAL": "200ms",
+            "KVNODE_PEERS_FILE_INTERVAL": "200ms",
+            "KVNODE_SHUTDOWN_TIMEOUT": "5s",
+        }
         harness = Harness(tmp_path / f"cluster{len(made)}", {**defaults, **env}, own_peers_files)
         harness.root.mkdir()
         made.append(harness)

@@ -28,7 +28,9 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition"
+) -> Any:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -43,8 +45,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def http(method: str, url: str, body: bytes | None = None, timeout: float = 10,
-         headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    timeout: float = 10,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
@@ -67,8 +75,14 @@ class Node:
     def url(self) -> str:
         return f"{'https' if self.harness.tls else 'http'}://{self.ip}:{self.client_port}"
 
-    def http(self, method: str, path: str, body: bytes | None = None, timeout: float = 10,
-             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        timeout: float = 10,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
         """A request to this node with the harness's CA and token (``headers`` win)."""
         h = self.harness
         auth = {"Authorization": f"Bearer {h.token}"} if h.token else {}
@@ -80,11 +94,17 @@ class Node:
 
     def start(self, wait: bool = True) -> Node:
         h = self.harness
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KVNODE_"))},
-               "OTEL_SDK_DISABLED": "true", **h.env, **self.extra_env,
-               "KVNODE_ID": self.id, "KVNODE_CLIENT_ADDR": f"{self.ip}:{self.client_port}",
-               "KVNODE_PEER_ADDR": f"{self.ip}:{self.peer_port}", "KVNODE_DATA_DIR": str(self.data_dir),
-               "KVNODE_PEERS_FILE": str(h.peers_file_of(self))}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KVNODE_"))},
+            "OTEL_SDK_DISABLED": "true",
+            **h.env,
+            **self.extra_env,
+            "KVNODE_ID": self.id,
+            "KVNODE_CLIENT_ADDR": f"{self.ip}:{self.client_port}",
+            "KVNODE_PEER_ADDR": f"{self.ip}:{self.peer_port}",
+            "KVNODE_DATA_DIR": str(self.data_dir),
+            "KVNODE_PEERS_FILE": str(h.peers_file_of(self)),
+        }
         cmd = [str(BIN / "kvtrace"), "node", "serve"]
         if env.get("OTEL_SDK_DISABLED") != "true":
             cmd = [str(BIN / "opentelemetry-instrument"), *cmd]
@@ -99,7 +119,9 @@ class Node:
         def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"{self.id} exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+                raise AssertionError(
+                    f"{self.id} exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}"
+                )
             return self.http("GET", "/readyz", timeout=2)[0] == 200
 
         wait_until(ready, timeout, what=f"{self.id} ready")
@@ -123,7 +145,9 @@ class Node:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     # -- client helpers ---------------------------------------------------------------
-    def put(self, key: str, value: bytes, consistency: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    def put(
+        self, key: str, value: bytes, consistency: str | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         return self.http("PUT", self.kv_path(key, consistency), value)
 
     def get(self, key: str, consistency: str | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -145,8 +169,11 @@ class Node:
 
     def metric(self, name: str) -> float:
         text = self.http("GET", "/metrics")[2].decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and not line.startswith("#") and line[len(name)] in " {")
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#") and line[len(name)] in " {"
+        )
 
 
 class Harness:
@@ -162,7 +189,12 @@ class Harness:
         self.token: str | None = None
 
     def add(self, count: int) -> list[Node]:
-        new = [Node(self, f"kv-{len(self.nodes) + i}", f"127.0.{self.subnet}.{len(self.nodes) + i + 2}") for i in range(count)]
+        new = [
+            Node(
+                self, f"kv-{len(self.nodes) + i}", f"127.0.{self.subnet}.{len(self.nodes) + i + 2}"
+            )
+            for i in range(count)
+        ]
         self.nodes += new
         return new
 
@@ -195,8 +227,6 @@ class Harness:
     def stop(self) -> None:
         for n in self.nodes:
             n.kill()
-
-
 
 
 def write_keys(node: Node, prefix: str, count: int, level: str = "quorum") -> dict[str, bytes]:

@@ -44,7 +44,9 @@ def test_every_consistency_level_and_read_after_write(kv_cluster: Callable[..., 
     assert b.get("dir/sub key/é")[2] == b"x"
 
 
-def test_bad_input_gets_json_errors_and_the_node_keeps_serving(kv_cluster: Callable[..., Harness]) -> None:
+def test_bad_input_gets_json_errors_and_the_node_keeps_serving(
+    kv_cluster: Callable[..., Harness],
+) -> None:
     h = kv_cluster(3, KVNODE_MAX_VALUE_SIZE="1KiB", KVNODE_MAX_KEY_SIZE="64")
     a = h.nodes[0]
     cases = [
@@ -79,9 +81,13 @@ def test_bad_input_gets_json_errors_and_the_node_keeps_serving(kv_cluster: Calla
     assert a.metric("kvnode_peer_requests_total") >= 1
 
 
-def test_unreachable_hanging_and_garbage_peers_are_bounded_503s(kv_cluster: Callable[..., Harness]) -> None:
+def test_unreachable_hanging_and_garbage_peers_are_bounded_503s(
+    kv_cluster: Callable[..., Harness],
+) -> None:
     """A member that hangs and one that answers garbage: ALL writes fail fast and name them."""
-    h = kv_cluster(1, KVNODE_REPLICATION_FACTOR="3", KVNODE_PEER_TIMEOUT="500ms", KVNODE_HINTED_HANDOFF="false")
+    h = kv_cluster(
+        1, KVNODE_REPLICATION_FACTOR="3", KVNODE_PEER_TIMEOUT="500ms", KVNODE_HINTED_HANDOFF="false"
+    )
     a = h.nodes[0]
     hang = socket.create_server(("127.0.0.1", 0))
     garbage = socket.create_server(("127.0.0.1", 0))
@@ -115,7 +121,10 @@ def test_unreachable_hanging_and_garbage_peers_are_bounded_503s(kv_cluster: Call
         err = json.loads(body)
         assert err["error"] == "unavailable" and err["required"] == 2 and err["acked"] == 1
         assert "timeout" in err["failures"]["hang"]
-        assert "protocol error" in err["failures"]["garbage"] or "connection lost" in err["failures"]["garbage"]
+        assert (
+            "protocol error" in err["failures"]["garbage"]
+            or "connection lost" in err["failures"]["garbage"]
+        )
         # ALL fails as soon as any replica fails
         status, _, body = a.put("x", b"2", "all")
         assert status == 503 and json.loads(body)["required"] == 3
@@ -149,8 +158,13 @@ def test_health_metrics_cluster_view_and_faults(kv_cluster: Callable[..., Harnes
         loop.close()
     a.get("slow/1")
     text = http("GET", a.url + "/metrics")[2].decode()
-    for name in ("kvnode_requests_total", "kvnode_request_duration_seconds_bucket", "kvnode_replication_failures_total",
-                 "kvnode_hints_pending", "kvnode_anti_entropy_repairs_total"):
+    for name in (
+        "kvnode_requests_total",
+        "kvnode_request_duration_seconds_bucket",
+        "kvnode_replication_failures_total",
+        "kvnode_hints_pending",
+        "kvnode_anti_entropy_repairs_total",
+    ):
         assert f"# TYPE {name.removesuffix('_bucket')}" in text
     assert 'kvnode_requests_total{operation="write",consistency="quorum",code="500"} 1' in text
     assert a.terminate() == 0, "SIGTERM shuts down cleanly"
@@ -174,17 +188,37 @@ def test_kv_cli_and_bench_against_a_cluster(kv_cluster: Callable[..., Harness]) 
     assert run("kv", "delete", "--endpoint", b.url, "cli/key").returncode == 0
     missing = run("kv", "get", "--endpoint", a.url, "cli/key")
     assert missing.returncode == 1 and b"not_found" in missing.stderr
-    bench = run("bench", "--endpoint", a.url, "--endpoint", b.url, "--ops", "300", "--duration", "20",
-                "--clients", "4", "--keys", "50", "--distribution", "zipfian")
+    bench = run(
+        "bench",
+        "--endpoint",
+        a.url,
+        "--endpoint",
+        b.url,
+        "--ops",
+        "300",
+        "--duration",
+        "20",
+        "--clients",
+        "4",
+        "--keys",
+        "50",
+        "--distribution",
+        "zipfian",
+    )
     assert bench.returncode == 0, bench.stderr
     result = json.loads(bench.stdout.splitlines()[0])
-    assert result["ops"] == 300 and result["errors"] == 0 and result["p99_ms"] >= result["p50_ms"] > 0
+    assert (
+        result["ops"] == 300 and result["errors"] == 0 and result["p99_ms"] >= result["p50_ms"] > 0
+    )
     assert "ops/s" in bench.stdout.decode()
     # A timed run reports progress on stderr while it runs (a line every 5 s off a terminal).
     timed = run("bench", "--endpoint", a.url, "--duration", "5.5", "--clients", "2", "--keys", "50")
     assert timed.returncode == 0, timed.stderr
-    assert re.search(rb"^kvtrace bench: +5\.\d/5\.5 s, [\d,]+ operations \([\d,]+/s\), 0 errors$",
-                     timed.stderr, re.M), timed.stderr
+    assert re.search(
+        rb"^kvtrace bench: +5\.\d/5\.5 s, [\d,]+ operations \([\d,]+/s\), 0 errors$",
+        timed.stderr,
+        re.M,
+    ), timed.stderr
 
 
 def test_values_at_the_default_size_limit_replicate(kv_cluster: Callable[..., Harness]) -> None:
@@ -197,7 +231,9 @@ def test_values_at_the_default_size_limit_replicate(kv_cluster: Callable[..., Ha
     assert b.put("big/over", big + b"x")[0] == 413
 
 
-def test_a_node_without_members_is_not_ready_and_refuses_operations(kv_cluster: Callable[..., Harness]) -> None:
+def test_a_node_without_members_is_not_ready_and_refuses_operations(
+    kv_cluster: Callable[..., Harness],
+) -> None:
     h = kv_cluster(1)
     a = h.nodes[0]
     h.peers_file.unlink()

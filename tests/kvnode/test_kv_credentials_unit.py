@@ -21,12 +21,20 @@ BASE = {"KVNODE_ID": "a", "KVNODE_PEERS": "a=127.0.0.1:7071"}
 NOW = datetime.datetime.now(datetime.UTC)
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"KVNODE_TLS_CERT_FILE": "c"}, "--tls-cert-file given without --tls-key-file, --tls-ca-file"),
-    ({"KVNODE_TLS_KEY_FILE": "k", "KVNODE_TLS_CA_FILE": "ca"},
-     "--tls-key-file, --tls-ca-file given without --tls-cert-file"),
-    ({"KVNODE_RELOAD_INTERVAL": "0"}, "--reload-interval must be positive"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"KVNODE_TLS_CERT_FILE": "c"},
+            "--tls-cert-file given without --tls-key-file, --tls-ca-file",
+        ),
+        (
+            {"KVNODE_TLS_KEY_FILE": "k", "KVNODE_TLS_CA_FILE": "ca"},
+            "--tls-key-file, --tls-ca-file given without --tls-cert-file",
+        ),
+        ({"KVNODE_RELOAD_INTERVAL": "0"}, "--reload-interval must be positive"),
+    ],
+)
 def test_tls_settings_come_together(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve({}, {**BASE, **env})
@@ -34,14 +42,25 @@ def test_tls_settings_come_together(env: dict[str, str], message: str) -> None:
 
 def write_pair(root: Path, ca: pki.KeyPair, name: str = "kv") -> TlsFiles:
     leaf = pki.issue(ca, name, [name], NOW, datetime.timedelta(days=1))
-    for file, text in (("tls.crt", leaf.cert_pem), ("tls.key", leaf.key_pem), ("ca.crt", ca.cert_pem)):
+    for file, text in (
+        ("tls.crt", leaf.cert_pem),
+        ("tls.key", leaf.key_pem),
+        ("ca.crt", ca.cert_pem),
+    ):
         (root / file).write_text(text)
     return TlsFiles(str(root / "tls.crt"), str(root / "tls.key"), str(root / "ca.crt"))
 
 
 def test_unreadable_tls_files_stop_the_node_naming_the_flags(tmp_path: Path) -> None:
-    config = resolve({}, {**BASE, "KVNODE_TLS_CERT_FILE": str(tmp_path / "missing.crt"),
-                          "KVNODE_TLS_KEY_FILE": str(tmp_path / "k"), "KVNODE_TLS_CA_FILE": str(tmp_path / "c")})
+    config = resolve(
+        {},
+        {
+            **BASE,
+            "KVNODE_TLS_CERT_FILE": str(tmp_path / "missing.crt"),
+            "KVNODE_TLS_KEY_FILE": str(tmp_path / "k"),
+            "KVNODE_TLS_CA_FILE": str(tmp_path / "c"),
+        },
+    )
     with pytest.raises(CredentialsError, match="--tls-cert-file/--tls-key-file/--tls-ca-file"):
         load_credentials(config)
     config = resolve({}, {**BASE, "KVNODE_AUTH_TOKEN_DIR": str(tmp_path / "nowhere")})
@@ -92,7 +111,10 @@ def test_client_security_from_flags_and_environment(tmp_path: Path) -> None:
     env = {"KVTRACE_KV_CA_FILE": "/ca", "KVTRACE_KV_TOKEN": "t", "KVTRACE_KV_SERVER_NAME": "kv.ns"}
     assert security_from(None, None, None, env) == Security("/ca", "t", "kv.ns")
     assert security_from("/flag", None, "n", env) == Security("/flag", "t", "n")
-    assert Security(token="t").headers() == "Authorization: Bearer t\r\n" and Security().headers() == ""
+    assert (
+        Security(token="t").headers() == "Authorization: Bearer t\r\n"
+        and Security().headers() == ""
+    )
     with pytest.raises(ClientError, match="--token-file .*missing"):
         security_from(None, str(tmp_path / "missing"), None, {})
     token_file.write_text("two words")

@@ -15,7 +15,9 @@ from kvnode.client import ClientError, KVClient
 pytestmark = pytest.mark.dataplane
 
 
-async def _write_stream(coordinators: list[Node], victim: Node, total: int, seconds: float) -> tuple[dict[str, bytes], int]:
+async def _write_stream(
+    coordinators: list[Node], victim: Node, total: int, seconds: float
+) -> tuple[dict[str, bytes], int]:
     """Bounded QUORUM write stream; SIGKILLs `victim` once a quarter is acknowledged.
     Returns the acknowledged writes and how many of them came after the kill."""
     acked: dict[str, bytes] = {}
@@ -50,7 +52,9 @@ async def _write_stream(coordinators: list[Node], victim: Node, total: int, seco
     return acked, after_kill
 
 
-def test_sigkill_during_quorum_writes_loses_no_acknowledged_write(kv_cluster: Callable[..., Harness]) -> None:
+def test_sigkill_during_quorum_writes_loses_no_acknowledged_write(
+    kv_cluster: Callable[..., Harness],
+) -> None:
     a, b, c = kv_cluster(3).nodes
     acked, after_kill = asyncio.run(_write_stream([a, b], c, total=1200, seconds=30))
     assert after_kill >= 50, "QUORUM writes keep succeeding with one replica down"
@@ -82,8 +86,12 @@ def test_anti_entropy_repairs_divergent_replicas(kv_cluster: Callable[..., Harne
     assert a.cluster()["hints_pending"] == {}
     c.start()
     wait_until(lambda: all_readable(c, data, "one"), 20, interval=0.3, what="anti-entropy repair")
-    assert c.metric("kvnode_anti_entropy_repairs_total") + a.metric("kvnode_anti_entropy_repairs_total") \
-        + b.metric("kvnode_anti_entropy_repairs_total") >= 60
+    assert (
+        c.metric("kvnode_anti_entropy_repairs_total")
+        + a.metric("kvnode_anti_entropy_repairs_total")
+        + b.metric("kvnode_anti_entropy_repairs_total")
+        >= 60
+    )
 
 
 def test_node_with_wiped_data_dir_recovers_from_peers(kv_cluster: Callable[..., Harness]) -> None:
@@ -97,7 +105,9 @@ def test_node_with_wiped_data_dir_recovers_from_peers(kv_cluster: Callable[..., 
 
 
 def test_read_repair_fixes_a_stale_replica(kv_cluster: Callable[..., Harness]) -> None:
-    a, b, c = kv_cluster(3, KVNODE_HINTED_HANDOFF="false").nodes  # anti-entropy is off by default here
+    a, b, c = kv_cluster(
+        3, KVNODE_HINTED_HANDOFF="false"
+    ).nodes  # anti-entropy is off by default here
     c.kill()
     data = write_keys(a, "repair", 20)
     c.start()

@@ -34,8 +34,15 @@ def test_parse_head_decodes_the_path_and_lowercases_headers() -> None:
 @pytest.mark.unit
 @pytest.mark.parametrize(
     ("head", "status"),
-    [(b"GET /x", 400), (b"GET x HTTP/1.1", 400), (b"GET / HTTP/2.0", 400), (b"GET / HTTP/1.1\r\nno colon", 400),
-     (b"GET / HTTP/1.1\r\n Folded: x", 400), (b"GET /%FF HTTP/1.1", 400), (b"GET /" + b"a" * 200 + b" HTTP/1.1", 414)],
+    [
+        (b"GET /x", 400),
+        (b"GET x HTTP/1.1", 400),
+        (b"GET / HTTP/2.0", 400),
+        (b"GET / HTTP/1.1\r\nno colon", 400),
+        (b"GET / HTTP/1.1\r\n Folded: x", 400),
+        (b"GET /%FF HTTP/1.1", 400),
+        (b"GET /" + b"a" * 200 + b" HTTP/1.1", 414),
+    ],
 )
 def test_parse_head_rejects_malformed_heads(head: bytes, status: int) -> None:
     with pytest.raises(BadRequest) as err:
@@ -50,10 +57,16 @@ async def _echo(request: Request) -> Reply:
         body = await request.read()
     except BodyTooLarge:
         return json_reply(413, {"error": "value_too_large"})
-    return json_reply(200, {"path": request.path, "len": len(body), "consistency": request.query("consistency")})
+    return json_reply(
+        200, {"path": request.path, "len": len(body), "consistency": request.query("consistency")}
+    )
 
 
-def _serve(handler: Callable[[Request], Awaitable[Reply]], exchange: Callable[[int], object], max_body: int = 100) -> object:
+def _serve(
+    handler: Callable[[Request], Awaitable[Reply]],
+    exchange: Callable[[int], object],
+    max_body: int = 100,
+) -> object:
     """Run the server on 127.0.0.1 in a thread's loop while `exchange(port)` talks to it."""
 
     async def main() -> object:
@@ -95,9 +108,11 @@ def test_keep_alive_pipelining_chunked_bodies_and_expect_continue() -> None:
     def exchange(port: int) -> list[tuple[int, dict[str, str], bytes]]:
         with socket.create_connection(("127.0.0.1", port)) as s:
             # three pipelined requests, the first slow: answers come back in order
-            s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
-                      b"PUT /b?consistency=one HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
-                      b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\n")
+            s.sendall(
+                b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"PUT /b?consistency=one HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+                b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\n"
+            )
             out = _read_responses(s, 3)
             s.sendall(b"PUT /d HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
             s.settimeout(5)
@@ -111,8 +126,12 @@ def test_keep_alive_pipelining_chunked_bodies_and_expect_continue() -> None:
     assert isinstance(responses, list)
     docs = [json.loads(body) for status, _, body in responses[:4]]
     assert [status for status, _, _ in responses[:4]] == [200, 200, 200, 200]
-    assert docs == [{"path": "/slow", "len": 0, "consistency": None}, {"path": "/b", "len": 5, "consistency": "one"},
-                    {"path": "/c", "len": 5, "consistency": None}, {"path": "/d", "len": 4, "consistency": None}]
+    assert docs == [
+        {"path": "/slow", "len": 0, "consistency": None},
+        {"path": "/b", "len": 5, "consistency": "one"},
+        {"path": "/c", "len": 5, "consistency": None},
+        {"path": "/d", "len": 4, "consistency": None},
+    ]
     assert responses[0][1]["content-type"] == "application/json" and "date" in responses[0][1]
     assert responses[4][2] == b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -121,18 +140,34 @@ def test_keep_alive_pipelining_chunked_bodies_and_expect_continue() -> None:
 def test_oversized_bodies_and_garbage_get_errors_and_the_server_keeps_serving() -> None:
     def exchange(port: int) -> list[tuple[int, dict[str, str], bytes]]:
         out = []
-        with socket.create_connection(("127.0.0.1", port)) as s:  # over the limit, then the connection is reused
-            s.sendall(b"PUT /big HTTP/1.1\r\nContent-Length: 150\r\n\r\n" + b"x" * 150 + b"GET /after HTTP/1.1\r\n\r\n")
+        with socket.create_connection(
+            ("127.0.0.1", port)
+        ) as s:  # over the limit, then the connection is reused
+            s.sendall(
+                b"PUT /big HTTP/1.1\r\nContent-Length: 150\r\n\r\n"
+                + b"x" * 150
+                + b"GET /after HTTP/1.1\r\n\r\n"
+            )
             out += _read_responses(s, 2)
-        with socket.create_connection(("127.0.0.1", port)) as s:  # over the limit, announced: no 100, an answer, closed
+        with socket.create_connection(
+            ("127.0.0.1", port)
+        ) as s:  # over the limit, announced: no 100, an answer, closed
             s.sendall(b"PUT /big HTTP/1.1\r\nContent-Length: 150\r\nExpect: 100-continue\r\n\r\n")
             out += _read_responses(s, 1)
             assert s.recv(10) == b""
         with socket.create_connection(("127.0.0.1", port)) as s:  # chunked over the limit
-            s.sendall(b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n80\r\n" + b"y" * 128 + b"\r\n0\r\n\r\n")
+            s.sendall(
+                b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n80\r\n"
+                + b"y" * 128
+                + b"\r\n0\r\n\r\n"
+            )
             out += _read_responses(s, 1)
-        for garbage in (b"NOT HTTP\r\n\r\n", b"PUT /x HTTP/1.1\r\nContent-Length: many\r\n\r\n",
-                        b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"GET /" + b"a" * 300 + b" HTTP/1.1\r\n\r\n"):
+        for garbage in (
+            b"NOT HTTP\r\n\r\n",
+            b"PUT /x HTTP/1.1\r\nContent-Length: many\r\n\r\n",
+            b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"GET /" + b"a" * 300 + b" HTTP/1.1\r\n\r\n",
+        ):
             with socket.create_connection(("127.0.0.1", port)) as s:
                 s.sendall(garbage)
                 out += _read_responses(s, 1)
@@ -167,19 +202,27 @@ def test_shutdown_lets_an_in_flight_request_answer() -> None:
         writer.close()
         head, _, body = raw.partition(b"\r\n\r\n")
         lines = head.decode().split("\r\n")
-        return int(lines[0].split(" ")[1]), {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}, body
+        return (
+            int(lines[0].split(" ")[1]),
+            {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])},
+            body,
+        )
 
     status, headers, body = asyncio.run(main())
-    assert status == 200 and headers["connection"] == "close" and json.loads(body)["path"] == "/slow"
+    assert (
+        status == 200 and headers["connection"] == "close" and json.loads(body)["path"] == "/slow"
+    )
 
 
 @pytest.mark.unit
 def test_client_parses_length_chunked_interim_and_close_delimited_responses() -> None:
-    buf = bytearray(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-KV-Version: 7\r\n\r\nabc"
-                    b"HTTP/1.1 204 No Content\r\n\r\n"
-                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    b"2;x=y\r\nhe\r\n3\r\nllo\r\n0\r\nTrailer: t\r\n\r\n"
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+    buf = bytearray(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-KV-Version: 7\r\n\r\nabc"
+        b"HTTP/1.1 204 No Content\r\n\r\n"
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2;x=y\r\nhe\r\n3\r\nllo\r\n0\r\nTrailer: t\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart"
+    )
     first = parse_response(buf)
     assert first is not None and (first.status, first.version, first.body) == (200, "7", b"abc")
     second = parse_response(buf)

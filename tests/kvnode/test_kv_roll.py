@@ -18,7 +18,9 @@ from kvharness import Harness, Node, http, wait_until, write_keys
 pytestmark = pytest.mark.dataplane
 
 
-def test_a_restarted_member_is_not_ready_until_its_hints_are_delivered(kv_cluster: Callable[..., Harness]) -> None:
+def test_a_restarted_member_is_not_ready_until_its_hints_are_delivered(
+    kv_cluster: Callable[..., Harness],
+) -> None:
     # kv-1 replays its hints only every 3 s: the restarted kv-0 must wait for them.
     h = kv_cluster(3)
     a, b = h.nodes[0], h.nodes[1]
@@ -27,7 +29,11 @@ def test_a_restarted_member_is_not_ready_until_its_hints_are_delivered(kv_cluste
     b.start()
     a.terminate()
     missed = write_keys(b, "missed", 20)  # acknowledged by kv-1 and kv-2, hints for kv-0
-    wait_until(lambda: b.cluster()["hints_pending"].get("kv-0", 0) > 0, 10, what="kv-1 holds hints for kv-0")
+    wait_until(
+        lambda: b.cluster()["hints_pending"].get("kv-0", 0) > 0,
+        10,
+        what="kv-1 holds hints for kv-0",
+    )
     a.start(wait=False)
     seen: list[tuple[int, int]] = []  # (kv-0's /readyz, kv-1's hints for kv-0)
 
@@ -41,14 +47,18 @@ def test_a_restarted_member_is_not_ready_until_its_hints_are_delivered(kv_cluste
 
     wait_until(ready, 30, what="kv-0 ready again")
     assert any(status == 503 and held > 0 for status, held in seen), seen
-    assert b.cluster()["hints_pending"].get("kv-0", 0) == 0, "ready only after the hints were delivered"
+    assert b.cluster()["hints_pending"].get("kv-0", 0) == 0, (
+        "ready only after the hints were delivered"
+    )
     view = a.cluster()
     assert view["caught_up"] is True and view["catching_up"] == {}
     assert all(a.get(k, "one")[2] == v for k, v in missed.items()), "kv-0 has every write it missed"
     assert a.metric("kvnode_caught_up") == 1
 
 
-def test_config_change_roll_under_load_fails_no_quorum_operation(kv_cluster: Callable[..., Harness]) -> None:
+def test_config_change_roll_under_load_fails_no_quorum_operation(
+    kv_cluster: Callable[..., Harness],
+) -> None:
     """Each member restarts with a changed setting (highest ordinal first), and the next one
     only once the previous is ready, as the StatefulSet controller rolls; clients whose
     connection a stopping member closes reconnect to another member, as through a Service."""
@@ -101,8 +111,10 @@ def test_config_change_roll_under_load_fails_no_quorum_operation(kv_cluster: Cal
         stop.set()
         for t in threads:
             t.join(timeout=60)
-    print(f"roll under load: {counts['ops']} QUORUM operations, {len(failed)} failed, "
-          f"{counts['reconnects']} reconnects, {len(acked)} acknowledged writes")
+    print(
+        f"roll under load: {counts['ops']} QUORUM operations, {len(failed)} failed, "
+        f"{counts['reconnects']} reconnects, {len(acked)} acknowledged writes"
+    )
     assert not failed, failed[:5]
     assert counts["ops"] > 100
     survivors: list[Node] = h.nodes

@@ -14,8 +14,13 @@ pytestmark = pytest.mark.dataplane
 
 def settled(nodes: list[Node], members: int) -> bool:
     views = [n.cluster() for n in nodes]
-    return all(len(v["members"]) == members and not v["rebalancing"] and v["rebalanced_epoch"] == v["epoch"]
-               and not v["hints_pending"] for v in views)
+    return all(
+        len(v["members"]) == members
+        and not v["rebalancing"]
+        and v["rebalanced_epoch"] == v["epoch"]
+        and not v["hints_pending"]
+        for v in views
+    )
 
 
 def test_scale_out_and_in_keeps_every_key(kv_cluster: Callable[..., Harness]) -> None:
@@ -31,7 +36,10 @@ def test_scale_out_and_in_keeps_every_key(kv_cluster: Callable[..., Harness]) ->
     moved = sum(n.cluster()["keys"] for n in new)
     assert moved > 0, "the new members received keys"
     # streamed directly, or kept as hints while the new members were still starting
-    streamed = sum(n.metric("kvnode_rebalance_records_total") + n.metric("kvnode_hints_delivered_total") for n in h.nodes)
+    streamed = sum(
+        n.metric("kvnode_rebalance_records_total") + n.metric("kvnode_hints_delivered_total")
+        for n in h.nodes
+    )
     assert streamed >= moved
     for node in h.nodes:
         bad = [k for k, v in data.items() if node.get(k, "quorum")[2] != v]
@@ -52,7 +60,8 @@ def test_scale_out_and_in_keeps_every_key(kv_cluster: Callable[..., Harness]) ->
 
 
 def test_no_quorum_read_misses_an_acknowledged_key_while_members_join_and_leave(
-        kv_cluster: Callable[..., Harness]) -> None:
+    kv_cluster: Callable[..., Harness],
+) -> None:
     """3 members, N=2, scaled to 5 and back under QUORUM reads and writes, the new
     member list reaching the nodes seconds apart (as a ConfigMap update reaches pods). Before
     pending ranges, reads through the nodes that knew the new ring asked only the new owners,

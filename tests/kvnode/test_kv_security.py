@@ -57,15 +57,21 @@ class Files:
 
     @staticmethod
     def env(root: Path) -> dict[str, str]:
-        return {"KVNODE_TLS_CERT_FILE": str(root / "tls.crt"), "KVNODE_TLS_KEY_FILE": str(root / "tls.key"),
-                "KVNODE_TLS_CA_FILE": str(root / "ca.crt"), "KVNODE_AUTH_TOKEN_DIR": str(root / "tokens"),
-                "KVNODE_RELOAD_INTERVAL": "200ms"}
+        return {
+            "KVNODE_TLS_CERT_FILE": str(root / "tls.crt"),
+            "KVNODE_TLS_KEY_FILE": str(root / "tls.key"),
+            "KVNODE_TLS_CA_FILE": str(root / "ca.crt"),
+            "KVNODE_AUTH_TOKEN_DIR": str(root / "tokens"),
+            "KVNODE_RELOAD_INTERVAL": "200ms",
+        }
 
     def client_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cadata=self.ca.cert_pem)
 
 
-def secure_cluster(kv_cluster: Callable[..., Harness], tmp_path: Path, count: int = 3) -> tuple[Harness, Files]:
+def secure_cluster(
+    kv_cluster: Callable[..., Harness], tmp_path: Path, count: int = 3
+) -> tuple[Harness, Files]:
     """``count`` nodes with TLS and tokens; their leaf carries the harness's addresses."""
     root = tmp_path / "secrets"
     h = kv_cluster(0, **Files.env(root))
@@ -89,7 +95,9 @@ def peer_ping(node: Node, context: ssl.SSLContext | None) -> bytes:
         raw.close()
 
 
-def test_peers_need_a_certificate_and_clients_a_token(kv_cluster: Callable[..., Harness], tmp_path: Path) -> None:
+def test_peers_need_a_certificate_and_clients_a_token(
+    kv_cluster: Callable[..., Harness], tmp_path: Path
+) -> None:
     h, files = secure_cluster(kv_cluster, tmp_path)
     a, b = h.nodes[0], h.nodes[1]
     # Replication runs over mutual TLS: a QUORUM write through one node, read through another.
@@ -115,18 +123,35 @@ def test_peers_need_a_certificate_and_clients_a_token(kv_cluster: Callable[..., 
     status, headers, body = http("GET", a.kv_url("k", "quorum"), context=h.tls)
     assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer"), body
     assert http("GET", a.url + "/v1/cluster", context=h.tls)[0] == 401
-    assert http("PUT", a.kv_url("k", None), b"x", context=h.tls, headers={"Authorization": "Bearer nope"})[0] == 401
+    assert (
+        http(
+            "PUT",
+            a.kv_url("k", None),
+            b"x",
+            context=h.tls,
+            headers={"Authorization": "Bearer nope"},
+        )[0]
+        == 401
+    )
     for path in ("/healthz", "/readyz", "/metrics"):
         assert http("GET", a.url + path, context=h.tls)[0] == 200, path
     assert a.metric("kvnode_unauthorized_total") == 3
     with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
-        http("GET", a.url + "/healthz", context=ssl.create_default_context())  # the system CAs do not know it
+        http(
+            "GET", a.url + "/healthz", context=ssl.create_default_context()
+        )  # the system CAs do not know it
     assert b.get("k", "quorum")[2] == b"v", "nothing was written by the refused PUT"
 
     # A new client's token works once its file appears (re-read, no restart).
     files.write_token("second", "second-token-xyz")
-    wait_until(lambda: a.http("GET", "/v1/cluster", headers={"Authorization": "Bearer second-token-xyz"})[0] == 200,
-               10, what="the new token accepted")
+    wait_until(
+        lambda: (
+            a.http("GET", "/v1/cluster", headers={"Authorization": "Bearer second-token-xyz"})[0]
+            == 200
+        ),
+        10,
+        what="the new token accepted",
+    )
 
 
 def served_leaf(node: Node) -> str:
@@ -139,8 +164,9 @@ def served_leaf(node: Node) -> str:
     return ssl.DER_cert_to_PEM_cert(der)
 
 
-def test_rotation_under_load_keeps_every_acknowledged_write(kv_cluster: Callable[..., Harness],
-                                                            tmp_path: Path) -> None:
+def test_rotation_under_load_keeps_every_acknowledged_write(
+    kv_cluster: Callable[..., Harness], tmp_path: Path
+) -> None:
     """The managed CA's rotation order (rotation.py): the new CA is trusted beside the old,
     then the leaves move to it, then the old CA leaves the bundle; QUORUM writers run
     throughout, on connections opened before and after each step."""
@@ -169,11 +195,21 @@ def test_rotation_under_load_keeps_every_acknowledged_write(kv_cluster: Callable
         for signer, trusted in steps:
             before = {n.id: n.metric("kvnode_credentials_reloads_total") for n in h.nodes}
             leaf = files.write_leaf(signer, trusted)
-            wait_until(lambda: all(n.metric("kvnode_credentials_reloads_total") > before[n.id]  # noqa: B023 - this step's
-                                   for n in h.nodes), 10, what="every node reloaded")
-            time.sleep(0.5)  # writes keep running on the reloaded credentials (bounded by the writers' count)
+            wait_until(
+                lambda: all(
+                    n.metric("kvnode_credentials_reloads_total") > before[n.id]  # noqa: B023 - this step's
+                    for n in h.nodes
+                ),
+                10,
+                what="every node reloaded",
+            )
+            time.sleep(
+                0.5
+            )  # writes keep running on the reloaded credentials (bounded by the writers' count)
             h.tls = ssl.create_default_context(cadata=pki.bundle(*(ca.cert_pem for ca in trusted)))
-            assert all(served_leaf(n) == leaf.cert_pem for n in h.nodes), "new connections get the new leaf"
+            assert all(served_leaf(n) == leaf.cert_pem for n in h.nodes), (
+                "new connections get the new leaf"
+            )
     finally:
         stop.set()
         for t in threads:

@@ -14,13 +14,21 @@ pytestmark = pytest.mark.dataplane
 
 QUEUE_FULL = 'kvnode_spans_dropped_total{reason="queue_full"}'
 EXPORT_FAILED = 'kvnode_spans_dropped_total{reason="export_failed"}'
-SPAN_SERIES = ("kvnode_spans_ended_total", "kvnode_spans_exported_total", QUEUE_FULL, EXPORT_FAILED, "kvnode_spans_queued")
+SPAN_SERIES = (
+    "kvnode_spans_ended_total",
+    "kvnode_spans_exported_total",
+    QUEUE_FULL,
+    EXPORT_FAILED,
+    "kvnode_spans_queued",
+)
 
 
 def span_metrics(node: Node) -> dict[str, float]:
     """The span export's series as the node renders them, by series name with labels."""
     text = http("GET", node.url + "/metrics")[2].decode()
-    series = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("kvnode_spans_"))
+    series = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("kvnode_spans_")
+    )
     return {name: float(value) for name, value in series.items()}
 
 
@@ -31,11 +39,19 @@ def settled(node: Node) -> dict[str, float] | None:
     return m if m["kvnode_spans_queued"] == 0 and m["kvnode_spans_ended_total"] == done else None
 
 
-def test_span_export_counts_on_metrics_with_the_collector_down_then_up(kv_cluster: Callable[..., Harness]) -> None:
+def test_span_export_counts_on_metrics_with_the_collector_down_then_up(
+    kv_cluster: Callable[..., Harness],
+) -> None:
     port = free_port("127.0.0.1")  # nothing listens there yet: the collector is down
     # a queue of 2 drained one span at a time; a refused export is retried once (~1 s), then given up
-    h = traced_cluster(kv_cluster, f"http://127.0.0.1:{port}", count=1, OTEL_BSP_MAX_QUEUE_SIZE="2",
-                       OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1", OTEL_EXPORTER_OTLP_TIMEOUT="2")
+    h = traced_cluster(
+        kv_cluster,
+        f"http://127.0.0.1:{port}",
+        count=1,
+        OTEL_BSP_MAX_QUEUE_SIZE="2",
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1",
+        OTEL_EXPORTER_OTLP_TIMEOUT="2",
+    )
     node = h.nodes[0]
     assert span_metrics(node) == dict.fromkeys(SPAN_SERIES, 0.0)
 
@@ -45,7 +61,9 @@ def test_span_export_counts_on_metrics_with_the_collector_down_then_up(kv_cluste
         assert node.put(f"down-{writes}", b"v", "one")[0] == 204
         if span_metrics(node)[QUEUE_FULL] > 0:
             break
-    down = wait_until(lambda: settled(node), 30, what="every span of the writes exported, failed or dropped")
+    down = wait_until(
+        lambda: settled(node), 30, what="every span of the writes exported, failed or dropped"
+    )
     assert down["kvnode_spans_ended_total"] == writes
     assert down["kvnode_spans_exported_total"] == 0
     assert down[QUEUE_FULL] >= 1, down
@@ -56,8 +74,11 @@ def test_span_export_counts_on_metrics_with_the_collector_down_then_up(kv_cluste
     try:
         for i in range(3):  # the exporter holds one, the queue two: nothing can be dropped
             assert node.put(f"up-{i}", b"v", "one")[0] == 204
-        up = wait_until(lambda: (m := settled(node)) and m["kvnode_spans_exported_total"] == 3 and m,
-                        30, what="the three spans exported")
+        up = wait_until(
+            lambda: (m := settled(node)) and m["kvnode_spans_exported_total"] == 3 and m,
+            30,
+            what="the three spans exported",
+        )
         assert up["kvnode_spans_ended_total"] == writes + 3
         assert (up[QUEUE_FULL], up[EXPORT_FAILED]) == (down[QUEUE_FULL], down[EXPORT_FAILED])
         assert len(receiver.find(lambda n, s: n == node.id)) == 3

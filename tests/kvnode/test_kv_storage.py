@@ -28,7 +28,9 @@ async def test_last_write_wins_and_reads_see_committed_records(tmp_path: Path) -
         assert await store.apply([Record(b"k", b"", 30, True)]) == [True]
         assert store.get(b"k") == Record(b"k", b"", 30, True)
         # concurrent writes share commits and all resolve
-        results = await asyncio.gather(*(store.apply([Record(f"c{i}".encode(), b"x", i + 1)]) for i in range(200)))
+        results = await asyncio.gather(
+            *(store.apply([Record(f"c{i}".encode(), b"x", i + 1)]) for i in range(200))
+        )
         assert all(r == [True] for r in results)
         assert store.count() == 201
         assert len(store.digests()) == 201
@@ -90,7 +92,9 @@ WRITER = textwrap.dedent(
 @pytest.mark.parametrize("policy", ["group", "always"])
 def test_acknowledged_writes_survive_sigkill(tmp_path: Path, policy: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(tmp_path), policy], stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", WRITER, str(tmp_path), policy],
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     acked = 0
@@ -127,9 +131,14 @@ async def test_read_cache_follows_commits_and_stays_bounded(tmp_path: Path) -> N
         await store.purge_tombstones(3)
         assert store.get(b"k") is None
         await store.apply([Record(f"big{i}".encode(), b"x" * 500, 5) for i in range(100)])
-        assert all(store.get(f"big{i}".encode()) == Record(f"big{i}".encode(), b"x" * 500, 5) for i in range(100))
+        assert all(
+            store.get(f"big{i}".encode()) == Record(f"big{i}".encode(), b"x" * 500, 5)
+            for i in range(100)
+        )
         assert store._cache_bytes <= 16 * 1024
-        assert store._cache_bytes == sum(len(k) + (len(r.value) if r else 0) for k, r in store._cache.items())
+        assert store._cache_bytes == sum(
+            len(k) + (len(r.value) if r else 0) for k, r in store._cache.items()
+        )
     finally:
         store.close()
 
@@ -142,9 +151,14 @@ async def test_read_cache_learns_a_commit_whose_caller_gave_up(tmp_path: Path) -
         assert store.get(b"c") is None  # cached as absent
         gone = store.apply([Record(b"c", b"v", 1)])
         gone.cancel()
-        assert await store.apply([Record(b"d", b"w", 1)]) == [True]  # queued after it: committed after it
+        assert await store.apply([Record(b"d", b"w", 1)]) == [
+            True
+        ]  # queued after it: committed after it
         assert store.get(b"c") == Record(b"c", b"v", 1)
-        assert await store.submit(lambda conn: conn.execute("SELECT count(*) FROM kv").fetchone()[0]) == 2
+        assert (
+            await store.submit(lambda conn: conn.execute("SELECT count(*) FROM kv").fetchone()[0])
+            == 2
+        )
     finally:
         store.close()
 
@@ -157,10 +171,14 @@ async def test_digests_filtered_by_key_hash_ranges(tmp_path: Path) -> None:
         await store.apply([Record(f"k{i}".encode(), b"v", 1) for i in range(300)])
         lo, hi = 0, 1 << 61
         inside = {k for k, h, _, _ in store.digests([(lo, hi)])}
-        assert inside == {f"k{i}".encode() for i in range(300) if lo <= key_hash(f"k{i}".encode()) < hi}
+        assert inside == {
+            f"k{i}".encode() for i in range(300) if lo <= key_hash(f"k{i}".encode()) < hi
+        }
         assert 0 < len(inside) < 300
         assert store.digests([]) == [] and len(store.digests()) == 300
-        assert len(store.digests([(0, 1 << 62), (1 << 62, 1 << 63)])) == 300  # the top of the hash space
+        assert (
+            len(store.digests([(0, 1 << 62), (1 << 62, 1 << 63)])) == 300
+        )  # the top of the hash space
     finally:
         store.close()
 
@@ -173,13 +191,19 @@ async def test_scans_run_on_their_own_thread_and_connection(tmp_path: Path) -> N
         await store.apply([Record(f"s{i}".encode(), b"v", i + 1) for i in range(50)])
 
         def scan() -> tuple[int, list[tuple[bytes, int, int, bool]], list[Record]]:
-            return threading.get_ident(), store.digests(), store.get_many([b"s3", b"missing", b"s7"])
+            return (
+                threading.get_ident(),
+                store.digests(),
+                store.get_many([b"s3", b"missing", b"s7"]),
+            )
 
         thread, digests, records = await store.in_scan_thread(scan)
         assert thread != threading.get_ident(), "the event loop's thread is not the one scanning"
         assert sorted(digests) == sorted(store.digests())
         assert records == [Record(b"s3", b"v", 4), Record(b"s7", b"v", 8)]
         await store.apply([Record(b"s3", b"newer", 100)])  # the scan connection sees later commits
-        assert (await store.in_scan_thread(store.get_many, [b"s3"])) == [Record(b"s3", b"newer", 100)]
+        assert (await store.in_scan_thread(store.get_many, [b"s3"])) == [
+            Record(b"s3", b"newer", 100)
+        ]
     finally:
         store.close()

@@ -21,28 +21,46 @@ def attrs(span: Span) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for a in span.attributes:
         v = a.value
-        out[a.key] = v.string_value if v.HasField("string_value") else v.int_value if v.HasField("int_value") else str(v)
+        out[a.key] = (
+            v.string_value
+            if v.HasField("string_value")
+            else v.int_value
+            if v.HasField("int_value")
+            else str(v)
+        )
     return out
 
 
-def traced_cluster(kv_cluster: Callable[..., Harness], receiver: Receiver | str, count: int = 3, **env: str) -> Harness:
+def traced_cluster(
+    kv_cluster: Callable[..., Harness], receiver: Receiver | str, count: int = 3, **env: str
+) -> Harness:
     endpoint = receiver if isinstance(receiver, str) else f"http://127.0.0.1:{receiver.port}"
     otel = {
-        "OTEL_SDK_DISABLED": "false", "OTEL_SERVICE_NAME": "kvnode", "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_PROPAGATORS": "tracecontext,baggage",
+        "OTEL_SDK_DISABLED": "false",
+        "OTEL_SERVICE_NAME": "kvnode",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_PROPAGATORS": "tracecontext,baggage",
     }
     return kv_cluster(count, **{**otel, **env})
 
 
-def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[..., Harness], receiver: Receiver) -> None:
+def test_one_quorum_write_is_one_trace_across_three_nodes(
+    kv_cluster: Callable[..., Harness], receiver: Receiver
+) -> None:
     h = traced_cluster(kv_cluster, receiver, KVNODE_FAULTS="error:fail/", KVNODE_LOG_LEVEL="info")
     a, b, c = h.nodes
     assert a.put(SECRET_KEY, b"value", "quorum")[0] == 204
 
     def coordinator() -> Span | None:
-        found = receiver.find(lambda n, s: s.kind == Span.SPAN_KIND_SERVER and s.name == "PUT /v1/kv/{key}")
+        found = receiver.find(
+            lambda n, s: s.kind == Span.SPAN_KIND_SERVER and s.name == "PUT /v1/kv/{key}"
+        )
         return found[0][1] if found else None
 
     root = wait_until(coordinator, 20, what="the coordinator span")
@@ -72,7 +90,9 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
     for _, call in replica_calls:
         assert call.kind == Span.SPAN_KIND_SERVER and call.name == "kvstore.replicate"
         assert attrs(call)["kvstore.operation"] == "replicate"
-        assert attrs(call)["network.peer.address"]  # the coordinator's connection (its source address)
+        assert attrs(call)[
+            "network.peer.address"
+        ]  # the coordinator's connection (its source address)
         assert attrs(call)["kvstore.key.hash"] == root_attrs["kvstore.key.hash"]
         assert call.flags & 0x300 == 0x300, "the parent is remote"
         assert root.start_time_unix_nano <= call.start_time_unix_nano <= call.end_time_unix_nano
@@ -86,15 +106,28 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     headers = {"traceparent": f"00-{trace_id}-{parent_id}-01"}
     assert request("GET", a.kv_url(SECRET_KEY, "quorum"), headers=headers)[0] == 200
-    joined = wait_until(lambda: receiver.find(lambda n, s: s.trace_id.hex() == trace_id and s.parent_span_id.hex() == parent_id),
-                        20, what="the span continuing the client's trace")
-    assert joined[0][1].kind == Span.SPAN_KIND_SERVER and attrs(joined[0][1])["kvstore.operation"] == "read"
+    joined = wait_until(
+        lambda: receiver.find(
+            lambda n, s: s.trace_id.hex() == trace_id and s.parent_span_id.hex() == parent_id
+        ),
+        20,
+        what="the span continuing the client's trace",
+    )
+    assert (
+        joined[0][1].kind == Span.SPAN_KIND_SERVER
+        and attrs(joined[0][1])["kvstore.operation"] == "read"
+    )
 
     # a failed write: ERROR status and a recorded exception on the coordinator span
     assert a.put("fail/x", b"v")[0] == 500
     failed = wait_until(
-        lambda: receiver.find(lambda n, s: s.kind == Span.SPAN_KIND_SERVER and attrs(s).get("http.response.status_code") == 500),
-        20, what="the failed write's span",
+        lambda: receiver.find(
+            lambda n, s: (
+                s.kind == Span.SPAN_KIND_SERVER and attrs(s).get("http.response.status_code") == 500
+            )
+        ),
+        20,
+        what="the failed write's span",
     )[0][1]
     assert failed.status.code == Status.STATUS_CODE_ERROR
     assert any(e.name == "exception" for e in failed.events)
@@ -104,14 +137,23 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
     c.kill()
     assert a.put("unavailable", b"v", "all")[0] == 503
     unavailable = wait_until(
-        lambda: receiver.find(lambda n, s: s.kind == Span.SPAN_KIND_SERVER and attrs(s).get("http.response.status_code") == 503),
-        20, what="the 503 span",
+        lambda: receiver.find(
+            lambda n, s: (
+                s.kind == Span.SPAN_KIND_SERVER and attrs(s).get("http.response.status_code") == 503
+            )
+        ),
+        20,
+        what="the 503 span",
     )[0][1]
     assert unavailable.status.code == Status.STATUS_CODE_ERROR
     failed_calls = wait_until(
-        lambda: [s for _, s in receiver.trace(unavailable.trace_id)
-                 if s.parent_span_id == unavailable.span_id and s.status.code == Status.STATUS_CODE_ERROR],
-        20, what="the failed replica call",
+        lambda: [
+            s
+            for _, s in receiver.trace(unavailable.trace_id)
+            if s.parent_span_id == unavailable.span_id and s.status.code == Status.STATUS_CODE_ERROR
+        ],
+        20,
+        what="the failed replica call",
     )
     assert len(failed_calls) == 1
     call = failed_calls[0]
@@ -119,7 +161,11 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
     assert attrs(call)["server.address"] == c.ip and attrs(call)["kvstore.member.id"] == c.id
     assert call.status.message and any(e.name == "exception" for e in call.events)
     assert unavailable.start_time_unix_nano <= call.start_time_unix_nano < call.end_time_unix_nano
-    replica_spans = [(n, s) for n, s in receiver.trace(unavailable.trace_id) if s.kind == Span.SPAN_KIND_SERVER and n != a.id]
+    replica_spans = [
+        (n, s)
+        for n, s in receiver.trace(unavailable.trace_id)
+        if s.kind == Span.SPAN_KIND_SERVER and n != a.id
+    ]
     assert {n for n, _ in replica_spans} <= {b.id}, "the killed replica recorded nothing"
 
     # the node recorded and exported its spans itself (tracing_lean under opentelemetry-instrument):
@@ -133,7 +179,9 @@ def test_one_quorum_write_is_one_trace_across_three_nodes(kv_cluster: Callable[.
 
 
 def test_quorum_write_trace_reaches_jaeger_through_the_collector(
-    kv_cluster: Callable[..., Harness], jaeger: Callable[..., Any], collector: Callable[..., Any],
+    kv_cluster: Callable[..., Harness],
+    jaeger: Callable[..., Any],
+    collector: Callable[..., Any],
 ) -> None:
     """The same trace through the real pipeline: nodes → OpenTelemetry Collector → Jaeger v2."""
     backend = jaeger()
@@ -155,7 +203,11 @@ def test_quorum_write_trace_reaches_jaeger_through_the_collector(
     assert len(coordinator) == 1 and coordinator[0].kind == "SERVER"
     assert coordinator[0].attributes["kvstore.consistency"] == "quorum"
     calls = found.children(coordinator[0])
-    assert len(calls) == 2 and {s.kind for s in calls} == {"SERVER"} and {s.name for s in calls} == {"kvstore.replicate"}
+    assert (
+        len(calls) == 2
+        and {s.kind for s in calls} == {"SERVER"}
+        and {s.name for s in calls} == {"kvstore.replicate"}
+    )
     assert {s.resource.get("service.instance.id") for s in calls} == {b.id, c.id}
     assert len(found.spans) == 3
     assert {s.resource.get("service.instance.id") for s in found.spans} == {a.id, b.id, c.id}

@@ -25,7 +25,12 @@ LIMITS = Limits(max_key=16, max_value=100)
 
 @pytest.mark.parametrize(
     ("key", "status", "code"),
-    [("", 400, "invalid_key"), ("a\nb", 400, "invalid_key"), ("x" * 17, 413, "key_too_large"), ("é" * 9, 413, "key_too_large")],
+    [
+        ("", 400, "invalid_key"),
+        ("a\nb", 400, "invalid_key"),
+        ("x" * 17, 413, "key_too_large"),
+        ("é" * 9, 413, "key_too_large"),
+    ],
 )
 def test_bad_keys(key: str, status: int, code: str) -> None:
     with pytest.raises(InvalidRequest) as err:
@@ -50,7 +55,11 @@ def test_good_keys_sizes_and_levels() -> None:
 
 
 def test_config_flags_override_env_override_defaults() -> None:
-    env = {"KVNODE_ID": "b", "KVNODE_PEERS": "a=h1:7071,b=h2:7071", "KVNODE_REPLICATION_FACTOR": "2"}
+    env = {
+        "KVNODE_ID": "b",
+        "KVNODE_PEERS": "a=h1:7071,b=h2:7071",
+        "KVNODE_REPLICATION_FACTOR": "2",
+    }
     config = resolve({"replication_factor": "3", "fsync_policy": None}, env)
     assert (config.id, config.replication_factor, config.fsync_policy) == ("b", 3, "group")
     assert config.client_port == 7070 and config.peer_port == 7071
@@ -58,7 +67,11 @@ def test_config_flags_override_env_override_defaults() -> None:
     assert config.anti_entropy_interval == 30.0
     assert [m.id for m in config.peers] == ["a", "b"]
     assert all(opt.env.startswith("KVNODE_") for opt in OPTIONS)
-    assert {opt.env for opt in OPTIONS} >= {"KVNODE_DATA_DIR", "KVNODE_PEERS_FILE", "KVNODE_ANTI_ENTROPY_INTERVAL"}
+    assert {opt.env for opt in OPTIONS} >= {
+        "KVNODE_DATA_DIR",
+        "KVNODE_PEERS_FILE",
+        "KVNODE_ANTI_ENTROPY_INTERVAL",
+    }
 
 
 @pytest.mark.parametrize(
@@ -92,7 +105,13 @@ def test_units_and_faults() -> None:
 
 def test_frames_round_trip_and_reject_garbage() -> None:
     records = [Record(b"k1", b"v" * 300, 12345, False), Record(b"k2", b"", 7, True)]
-    frame = frames.encode(9, frames.PUT, frames.encode_records(records, 2), "00-" + "a" * 32 + "-" + "b" * 16 + "-01", "x=y")
+    frame = frames.encode(
+        9,
+        frames.PUT,
+        frames.encode_records(records, 2),
+        "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        "x=y",
+    )
     buf = bytearray(frame + frame[:5])
     payloads = frames.split(buf, 1 << 20)
     assert len(payloads) == 1 and bytes(buf) == frame[:5]
@@ -101,7 +120,12 @@ def test_frames_round_trip_and_reject_garbage() -> None:
     assert frames.decode_records(msg.body) == (2, records)
     with pytest.raises(frames.ProtocolError):
         frames.split(bytearray(b"\xff\xff\xff\xff garbage"), 1 << 20)
-    for body in (b"", b"\x00\x00\x00\x00\x05", frames.encode_records(records)[:-3], frames.encode_records(records) + b"x"):
+    for body in (
+        b"",
+        b"\x00\x00\x00\x00\x05",
+        frames.encode_records(records)[:-3],
+        frames.encode_records(records) + b"x",
+    ):
         with pytest.raises(frames.ProtocolError):
             frames.decode_records(body)
     with pytest.raises(frames.ProtocolError):
@@ -115,18 +139,41 @@ def test_frame_fast_paths_encode_exactly_like_the_general_format() -> None:
     """Untraced frames and one-record bodies take one struct pack each (the hot path); the
     bytes are those of the general layout, so both ends interoperate with older nodes."""
     record = Record(b"key", b"v" * 100, (1 << 40) + 3, False)
-    general = b"".join((bytes((3,)), frames._U32.pack(1), frames._REC.pack(3, 100, record.version, 0), b"key", b"v" * 100))
+    general = b"".join(
+        (
+            bytes((3,)),
+            frames._U32.pack(1),
+            frames._REC.pack(3, 100, record.version, 0),
+            b"key",
+            b"v" * 100,
+        )
+    )
     assert frames.encode_records([record], 3) == general
     assert frames.encode_records([record._replace(tombstone=True, value=b"")], 1)[-4:-3] == b"\x01"
     body = frames.encode_records([record])
     bare = frames.encode(7, frames.PUT, body)
-    assert bare == frames._LEN.pack(8 + len(body)) + frames._HEAD.pack(7, frames.PUT, 0) + b"\x00\x00" + body
+    assert (
+        bare
+        == frames._LEN.pack(8 + len(body))
+        + frames._HEAD.pack(7, frames.PUT, 0)
+        + b"\x00\x00"
+        + body
+    )
     msg = frames.decode(frames.split(bytearray(bare), 1 << 20)[0])
     assert msg == frames.Message(7, frames.PUT, "", "", body) and type(msg) is frames.Message
     op, decoded = frames.decode_records(msg.body)
-    assert (op, decoded) == (0, [record]) and type(decoded[0]) is Record and decoded[0].tombstone is False
-    assert frames.decode_records(frames.encode_records([Record(b"k", b"", 5, True)]))[1][0].tombstone is True
-    with pytest.raises(frames.ProtocolError):  # an empty traceparent, then a cut-off tracestate length
+    assert (
+        (op, decoded) == (0, [record])
+        and type(decoded[0]) is Record
+        and decoded[0].tombstone is False
+    )
+    assert (
+        frames.decode_records(frames.encode_records([Record(b"k", b"", 5, True)]))[1][0].tombstone
+        is True
+    )
+    with pytest.raises(
+        frames.ProtocolError
+    ):  # an empty traceparent, then a cut-off tracestate length
         frames.decode(b"\x00\x00\x00\x01\x01\x00\x00")
 
 
@@ -138,8 +185,13 @@ def test_peer_trace_context_parses_like_the_w3c_propagator() -> None:
 
     w3c = TraceContextTextMapPropagator()
     good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-"
-    for traceparent, tracestate in ((good + "01", "a=b,c=d"), (good + "00", ""), ("01-" + good[3:] + "01-later", ""),
-                                    ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", ""), ("00-" + "z" * 32 + "-00f067aa0ba902b7-01", "")):
+    for traceparent, tracestate in (
+        (good + "01", "a=b,c=d"),
+        (good + "00", ""),
+        ("01-" + good[3:] + "01-later", ""),
+        ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", ""),
+        ("00-" + "z" * 32 + "-00f067aa0ba902b7-01", ""),
+    ):
         carrier = {"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})}
         ours = telemetry.context_from(traceparent, tracestate)
         theirs = w3c.extract(carrier)

@@ -43,7 +43,10 @@ DEAD_ENDPOINT = "http://127.0.0.1:9/v1/traces"  # never contacted: these tests f
 
 
 def provider(exporter: Any, *, sampler: Any = ALWAYS_ON, **bsp: Any) -> TracerProvider:
-    p = TracerProvider(sampler=sampler, resource=Resource({"service.name": "orders", "service.instance.id": "orders-1"}))
+    p = TracerProvider(
+        sampler=sampler,
+        resource=Resource({"service.name": "orders", "service.instance.id": "orders-1"}),
+    )
     p.add_span_processor(BatchSpanProcessor(exporter, **bsp))
     return p
 
@@ -77,34 +80,62 @@ def test_only_the_otlp_http_batch_pipeline_is_taken_over(providers: list[TracerP
     providers += [console, simple, two]
     for p in (console, simple, two, trace.NoOpTracerProvider()):
         assert tracing_lean.attach(p, "kvnode") is None
-    tracer = lean(providers, max_queue_size=100, schedule_delay_millis=60_000, max_export_batch_size=7)
+    tracer = lean(
+        providers, max_queue_size=100, schedule_delay_millis=60_000, max_export_batch_size=7
+    )
     export = tracer.export
-    assert (export.max_queue, export.batch_size, export.delay) == (100, 7, 60.0), "the OTEL_BSP_* sizes"
+    assert (export.max_queue, export.batch_size, export.delay) == (100, 7, 60.0), (
+        "the OTEL_BSP_* sizes"
+    )
     assert providers[-1]._active_span_processor._span_processors == (export,)
 
 
 @pytest.mark.unit
 def test_the_configured_sampler_decides(providers: list[TracerProvider]) -> None:
-    never = lean(providers, sampler=ParentBased(TraceIdRatioBased(0.0)), schedule_delay_millis=60_000)
+    never = lean(
+        providers, sampler=ParentBased(TraceIdRatioBased(0.0)), schedule_delay_millis=60_000
+    )
     assert never.start("GET /v1/kv/{key}", SpanKind.SERVER, {"a": 1}, None) is INVALID_SPAN
     sampled_parent = SpanContext(7, 8, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-    child = never.start("kvstore.read", SpanKind.SERVER, {"a": 1},
-                        trace.set_span_in_context(NonRecordingSpan(sampled_parent)))
+    child = never.start(
+        "kvstore.read",
+        SpanKind.SERVER,
+        {"a": 1},
+        trace.set_span_in_context(NonRecordingSpan(sampled_parent)),
+    )
     assert isinstance(child, LeanSpan), "parent-based: a sampled remote parent is followed"
     data = child.data()
-    assert (data.trace_id, data.parent_id, data.parent_remote, data.kind) == (7, 8, True, SpanKind.SERVER.value + 1)
+    assert (data.trace_id, data.parent_id, data.parent_remote, data.kind) == (
+        7,
+        8,
+        True,
+        SpanKind.SERVER.value + 1,
+    )
     unsampled_parent = SpanContext(7, 8, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
-    assert never.start("kvstore.read", SpanKind.SERVER, None,
-                       trace.set_span_in_context(NonRecordingSpan(unsampled_parent))) is INVALID_SPAN
+    assert (
+        never.start(
+            "kvstore.read",
+            SpanKind.SERVER,
+            None,
+            trace.set_span_in_context(NonRecordingSpan(unsampled_parent)),
+        )
+        is INVALID_SPAN
+    )
 
     always = lean(providers, schedule_delay_millis=60_000)
     root = always.start("PUT /v1/kv/{key}", SpanKind.SERVER, None, None)
     assert isinstance(root, LeanSpan) and root.is_recording()
     ctx = root.get_span_context()
     assert ctx.is_valid and ctx.trace_flags.sampled and ctx.trace_flags.random_trace_id
-    local = always.start("kvstore.read_repair", SpanKind.INTERNAL, None, trace.set_span_in_context(root), start_ns=5)
+    local = always.start(
+        "kvstore.read_repair", SpanKind.INTERNAL, None, trace.set_span_in_context(root), start_ns=5
+    )
     assert isinstance(local, LeanSpan)
-    assert (local.data().parent_id, local.data().parent_remote, local.start_ns) == (ctx.span_id, False, 5)
+    assert (local.data().parent_id, local.data().parent_remote, local.start_ns) == (
+        ctx.span_id,
+        False,
+        5,
+    )
     root.end()
     root.end()  # a second end changes nothing
     assert not root.is_recording() and always.export.ended == 1
@@ -126,18 +157,30 @@ def test_status_follows_the_api_rules(providers: list[TracerProvider]) -> None:
     except ValueError as exc:
         span.record_exception(exc)
     name, _, attrs = span.events[0]
-    assert name == "exception" and attrs["exception.type"] == "ValueError" and attrs["exception.message"] == "bad value"
+    assert (
+        name == "exception"
+        and attrs["exception.type"] == "ValueError"
+        and attrs["exception.message"] == "bad value"
+    )
     assert "Traceback" in attrs["exception.stacktrace"]
 
 
 @pytest.mark.dataplane
 def test_spans_reach_a_receiver_with_the_configured_headers_and_compression(
-    receiver: Receiver, providers: list[TracerProvider], monkeypatch: pytest.MonkeyPatch,
+    receiver: Receiver,
+    providers: list[TracerProvider],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken,x-tenant=shop")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
-    tracer = lean(providers, OTLPSpanExporter(), schedule_delay_millis=60_000, max_export_batch_size=4, max_queue_size=10)
+    tracer = lean(
+        providers,
+        OTLPSpanExporter(),
+        schedule_delay_millis=60_000,
+        max_export_batch_size=4,
+        max_queue_size=10,
+    )
     export = tracer.export
     with export.lock:  # the export thread waits: the queue fills up deterministically
         for i in range(14):  # 4 more than the queue holds: the 4 oldest are dropped
@@ -145,13 +188,23 @@ def test_spans_reach_a_receiver_with_the_configured_headers_and_compression(
             if i == 13:
                 span.set_status(trace.StatusCode.ERROR, "failed")
             span.end()
-        assert export.stats() == {"ended": 14, "exported": 0, "failed": 0, "dropped": 4, "queued": 10}
+        assert export.stats() == {
+            "ended": 14,
+            "exported": 0,
+            "failed": 0,
+            "dropped": 4,
+            "queued": 10,
+        }
     # the woken thread sends the full batches (4 + 4); a flush sends the last 2
     wait_until(lambda: export.exported >= 8 or None, 20, what="the full batches")
     assert providers[-1].force_flush()
     assert export.stats() == {"ended": 14, "exported": 10, "failed": 0, "dropped": 4, "queued": 0}
     assert sorted(s.name for _, s in receiver.spans) == sorted(f"op-{i}" for i in range(4, 14))
-    assert [len(r.resource_spans[0].scope_spans[0].spans) for _, r in receiver.requests] == [4, 4, 2]
+    assert [len(r.resource_spans[0].scope_spans[0].spans) for _, r in receiver.requests] == [
+        4,
+        4,
+        2,
+    ]
     for headers, _ in receiver.requests:
         assert headers["authorization"] == "Bearer t0ken" and headers["x-tenant"] == "shop"
         assert headers["Content-Encoding"] == "gzip"
@@ -165,22 +218,35 @@ def test_spans_reach_a_receiver_with_the_configured_headers_and_compression(
 def test_fixed_sampler_answers_are_read_once_and_match_the_sampler() -> None:
     on, off = Decision.RECORD_AND_SAMPLE, Decision.DROP
     assert fixed_decisions(ParentBased(TraceIdRatioBased(0.1))) == (
-        None, {(True, True): on, (True, False): off, (False, True): on, (False, False): off})
-    assert fixed_decisions(ALWAYS_OFF) == (off, dict.fromkeys([(True, True), (True, False), (False, True), (False, False)], off))
+        None,
+        {(True, True): on, (True, False): off, (False, True): on, (False, False): off},
+    )
+    assert fixed_decisions(ALWAYS_OFF) == (
+        off,
+        dict.fromkeys([(True, True), (True, False), (False, True), (False, False)], off),
+    )
     assert fixed_decisions(TraceIdRatioBased(0.5))[0] is None
 
     class Custom(ParentBased):
         def should_sample(self, *args: Any, **kwargs: Any) -> Any:
             return super().should_sample(*args, **kwargs)
 
-    assert fixed_decisions(Custom(ALWAYS_ON)) == (None, dict.fromkeys([(True, True), (True, False), (False, True), (False, False)]))
+    assert fixed_decisions(Custom(ALWAYS_ON)) == (
+        None,
+        dict.fromkeys([(True, True), (True, False), (False, True), (False, False)]),
+    )
 
 
 @pytest.mark.unit
 def test_a_followed_parent_passes_its_trace_state_on(providers: list[TracerProvider]) -> None:
     tracer = lean(providers, sampler=ParentBased(ALWAYS_OFF), schedule_delay_millis=60_000)
-    parent = SpanContext(7, 8, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED),
-                         trace_state=TraceState([("congo", "t61rcWkgMzE")]))
+    parent = SpanContext(
+        7,
+        8,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("congo", "t61rcWkgMzE")]),
+    )
     span = tracer.start_under("kvstore.replicate", SpanKind.SERVER, {"k": "v"}, parent)
     assert isinstance(span, LeanSpan) and span.data().trace_state == "congo=t61rcWkgMzE"
     assert span.attributes == {"k": "v"}
@@ -188,7 +254,9 @@ def test_a_followed_parent_passes_its_trace_state_on(providers: list[TracerProvi
 
 
 @pytest.mark.unit
-def test_sdk_internals_of_another_version_keep_the_sdk_path(providers: list[TracerProvider]) -> None:
+def test_sdk_internals_of_another_version_keep_the_sdk_path(
+    providers: list[TracerProvider],
+) -> None:
     p = provider(OTLPSpanExporter(endpoint=DEAD_ENDPOINT))
     providers.append(p)
     (bsp,) = p._active_span_processor._span_processors
@@ -197,6 +265,8 @@ def test_sdk_internals_of_another_version_keep_the_sdk_path(providers: list[Trac
     del batch._max_export_batch_size  # as if the SDK had renamed it
     try:
         assert tracing_lean.attach(p, "kvnode") is None
-        assert p._active_span_processor._span_processors == (bsp,), "the SDK's pipeline is left as it was"
+        assert p._active_span_processor._span_processors == (bsp,), (
+            "the SDK's pipeline is left as it was"
+        )
     finally:
         batch._max_export_batch_size = size  # its worker thread still reads it

@@ -36,7 +36,9 @@ class Receiver:
                     for rs in request.resource_spans:
                         attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
                         for ss in rs.scope_spans:
-                            receiver.spans += [(attrs.get("service.instance.id", "?"), s) for s in ss.spans]
+                            receiver.spans += [
+                                (attrs.get("service.instance.id", "?"), s) for s in ss.spans
+                            ]
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.end_headers()

@@ -26,13 +26,19 @@ def test_chart_files_are_what_make_monitoring_builds() -> None:
     found = sorted(str(p.relative_to(CHART_FILES)) for p in CHART_FILES.rglob("*") if p.is_file())
     assert found == sorted(expected), "run `make monitoring`"
     for name, text in expected.items():
-        assert (CHART_FILES / name).read_text() == text, f"charts/kvtrace-operator/files/{name}: run `make monitoring`"
+        assert (CHART_FILES / name).read_text() == text, (
+            f"charts/kvtrace-operator/files/{name}: run `make monitoring`"
+        )
     assert yaml.safe_load(expected["alert-rules.yaml"]) == alert_rules()
 
 
 def test_four_dashboards_each_panel_with_a_query() -> None:
-    assert dashboard_names() == ["dependency-map.json", "error-analysis.json", "resource-usage.json",
-                                 "service-performance.json"]
+    assert dashboard_names() == [
+        "dependency-map.json",
+        "error-analysis.json",
+        "resource-usage.json",
+        "service-performance.json",
+    ]
     uids = set()
     for name in dashboard_names():
         board = dashboard(name)

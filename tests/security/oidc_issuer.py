@@ -45,16 +45,33 @@ class SigningKey:
 
     @classmethod
     def new(cls, kid: str, alg: str = "RS256", rsa_bits: int = 2048) -> SigningKey:
-        private = (rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits) if alg == "RS256"
-                   else ec.generate_private_key(ec.SECP256R1()))
+        private = (
+            rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+            if alg == "RS256"
+            else ec.generate_private_key(ec.SECP256R1())
+        )
         return cls(kid, alg, private)
 
     def jwk(self) -> dict[str, str]:
         numbers = self.private.public_key().public_numbers()
         if isinstance(numbers, rsa.RSAPublicNumbers):
-            return {"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256", "n": _uint(numbers.n), "e": _uint(numbers.e)}
-        return {"kty": "EC", "kid": self.kid, "use": "sig", "alg": "ES256", "crv": "P-256",
-                "x": b64url(numbers.x.to_bytes(32, "big")), "y": b64url(numbers.y.to_bytes(32, "big"))}
+            return {
+                "kty": "RSA",
+                "kid": self.kid,
+                "use": "sig",
+                "alg": "RS256",
+                "n": _uint(numbers.n),
+                "e": _uint(numbers.e),
+            }
+        return {
+            "kty": "EC",
+            "kid": self.kid,
+            "use": "sig",
+            "alg": "ES256",
+            "crv": "P-256",
+            "x": b64url(numbers.x.to_bytes(32, "big")),
+            "y": b64url(numbers.y.to_bytes(32, "big")),
+        }
 
     def sign(self, signing_input: bytes) -> bytes:
         if isinstance(self.private, rsa.RSAPrivateKey):
@@ -66,13 +83,25 @@ class SigningKey:
 def mint(key: SigningKey, claims: dict[str, Any], *, header: dict[str, Any] | None = None) -> str:
     """A compact JWS of ``claims`` signed by ``key`` (``header`` overrides alg/kid/typ)."""
     head = {"alg": key.alg, "kid": key.kid, "typ": "JWT", **(header or {})}
-    signing_input = f"{b64url(json.dumps(head).encode())}.{b64url(json.dumps(claims).encode())}".encode()
+    signing_input = (
+        f"{b64url(json.dumps(head).encode())}.{b64url(json.dumps(claims).encode())}".encode()
+    )
     return f"{signing_input.decode()}.{b64url(key.sign(signing_input))}"
 
 
-def claims(issuer: str, audience: str | list[str], *, lifetime_s: int = 300, **extra: Any) -> dict[str, Any]:
+def claims(
+    issuer: str, audience: str | list[str], *, lifetime_s: int = 300, **extra: Any
+) -> dict[str, Any]:
     now = int(time.time())
-    return {"iss": issuer, "aud": audience, "sub": "alice", "iat": now, "nbf": now - 5, "exp": now + lifetime_s, **extra}
+    return {
+        "iss": issuer,
+        "aud": audience,
+        "sub": "alice",
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + lifetime_s,
+        **extra,
+    }
 
 
 class Issuer:
@@ -86,7 +115,9 @@ class Issuer:
         self.url = f"https://localhost:{self.port}/realms/kvtrace"
         now = dt.datetime.now(dt.UTC)
         ca = pki.make_ca("test idp ca", now, dt.timedelta(days=1))
-        leaf = pki.issue(ca, "localhost", ["localhost"], now, dt.timedelta(days=1), ip_addresses=("127.0.0.1",))
+        leaf = pki.issue(
+            ca, "localhost", ["localhost"], now, dt.timedelta(days=1), ip_addresses=("127.0.0.1",)
+        )
         self.ca_file = workdir / "idp-ca.crt"
         self.ca_file.write_text(ca.cert_pem)
         (workdir / "idp.crt").write_text(leaf.cert_pem)
@@ -102,8 +133,11 @@ class Issuer:
             def do_GET(self) -> None:  # http.server's name
                 body: dict[str, Any]
                 if self.path == "/realms/kvtrace/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/protocol/openid-connect/certs",
-                            "id_token_signing_alg_values_supported": ["RS256", "ES256"]}
+                    body = {
+                        "issuer": issuer.url,
+                        "jwks_uri": f"{issuer.url}/protocol/openid-connect/certs",
+                        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+                    }
                 elif self.path == "/realms/kvtrace/protocol/openid-connect/certs":
                     issuer.jwks_requests += 1
                     body = {"keys": [key.jwk() for key in issuer.keys]}

@@ -47,26 +47,44 @@ def certificates(tmp_path: Path) -> tuple[str, str]:
 
 def one_span(trace_id: str) -> dict[str, Any]:
     end = time.time_ns()
-    return canary.canary_request(trace_id, secrets.token_hex(8), start_ns=end - 10**6, end_ns=end,
-                                 service="kvtrace-canary-test", name="canary", attributes={})
+    return canary.canary_request(
+        trace_id,
+        secrets.token_hex(8),
+        start_ns=end - 10**6,
+        end_ns=end,
+        service="kvtrace-canary-test",
+        name="canary",
+        attributes={},
+    )
 
 
 def result(address: str, **fields: Any) -> CanaryResult:
-    return CanaryResult(trace_id="ab" * 16, collector=SERVICE_URL, jaeger="http://jaeger:16686",
-                        time="2026-01-01T00:00:00Z", **fields)
+    return CanaryResult(
+        trace_id="ab" * 16,
+        collector=SERVICE_URL,
+        jaeger="http://jaeger:16686",
+        time="2026-01-01T00:00:00Z",
+        **fields,
+    )
 
 
-def test_canary_through_auth_and_tls_and_each_failure(collector: Any, jaeger: Any, poll: Any,
-                                                      tmp_path: Path) -> None:
+def test_canary_through_auth_and_tls_and_each_failure(
+    collector: Any, jaeger: Any, poll: Any, tmp_path: Path
+) -> None:
     token = secrets.token_urlsafe(24)
     (tmp_path / "auth").mkdir()
     (tmp_path / "auth" / "token").write_text(token)
     ca_pem, other_ca_pem = certificates(tmp_path)
-    pipe = pipeline(auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET},
-                    tls={"enabled": True, "mode": "secret", "secretName": "collector-tls"})
+    pipe = pipeline(
+        auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET},
+        tls={"enabled": True, "mode": "secret", "secretName": "collector-tls"},
+    )
     backend = jaeger()
-    col = collector(local_collector_config(pipe, backend, {AUTH_DIR: tmp_path / "auth",
-                                                           SERVING_DIR: tmp_path / "serving"}))
+    col = collector(
+        local_collector_config(
+            pipe, backend, {AUTH_DIR: tmp_path / "auth", SERVING_DIR: tmp_path / "serving"}
+        )
+    )
     local = f"https://{col.endpoint('otlp/http')}"
 
     def send(trace_id: str, **kwargs: Any) -> tuple[int, str]:
@@ -76,8 +94,15 @@ def test_canary_through_auth_and_tls_and_each_failure(collector: Any, jaeger: An
     trace_id = canary.new_ids()[0]
     status, _ = send(trace_id, token=token, ca_pem=ca_pem, server_hostname=COLLECTOR_DNS)
     assert status == 200
-    poll(lambda: canary.in_jaeger(backend.query_url, trace_id), timeout=30, message="the canary in Jaeger")
-    assert decide(result(local, http_status=200, found=True, waited_s=0.4), enabled=True)[1] == "Delivered"
+    poll(
+        lambda: canary.in_jaeger(backend.query_url, trace_id),
+        timeout=30,
+        message="the canary in Jaeger",
+    )
+    assert (
+        decide(result(local, http_status=200, found=True, waited_s=0.4), enabled=True)[1]
+        == "Delivered"
+    )
 
     # No token: the collector refuses it.
     status, body = send(canary.new_ids()[0], ca_pem=ca_pem, server_hostname=COLLECTOR_DNS)
@@ -91,7 +116,10 @@ def test_canary_through_auth_and_tls_and_each_failure(collector: Any, jaeger: An
         why = canary.error_text(refused.value)
         assert "CERTIFICATE_VERIFY_FAILED" in why or "certificate verify failed" in why, why
         got = decide(result(local, send_error=why), enabled=True)
-        assert got[:2] == ("False", "CollectorUnreachable") and "certificate verify failed" in got[2].lower()
+        assert (
+            got[:2] == ("False", "CollectorUnreachable")
+            and "certificate verify failed" in got[2].lower()
+        )
 
     # Jaeger stopped: the collector still accepts, the lookup fails.
     query = backend.query_url
@@ -100,6 +128,14 @@ def test_canary_through_auth_and_tls_and_each_failure(collector: Any, jaeger: An
     assert send(lost, token=token, ca_pem=ca_pem, server_hostname=COLLECTOR_DNS)[0] == 200
     with pytest.raises(canary.LOOKUP_ERRORS) as down:
         canary.in_jaeger(query, lost, timeout=2)
-    got = decide(result(local, http_status=200, found=False, bound_s=2, jaeger_error=canary.error_text(down.value)),
-                 enabled=True)
+    got = decide(
+        result(
+            local,
+            http_status=200,
+            found=False,
+            bound_s=2,
+            jaeger_error=canary.error_text(down.value),
+        ),
+        enabled=True,
+    )
     assert got[:2] == ("False", "NotFoundInJaeger") and "last Jaeger query error" in got[2]

@@ -52,8 +52,9 @@ def status(address: str, token: str, context: ssl.SSLContext) -> int:
     return post_traces(address, {"Authorization": f"Bearer {token}"}, context)
 
 
-def test_consumers_are_added_and_revoked_without_a_restart(collector: Any, jaeger: Any, poll: Any,
-                                                           tmp_path: Path) -> None:
+def test_consumers_are_added_and_revoked_without_a_restart(
+    collector: Any, jaeger: Any, poll: Any, tmp_path: Path
+) -> None:
     volume = tmp_path / "auth"
     pipeline_token, orders, carts = (secrets.token_urlsafe(32) for _ in range(3))
     entries = [(pipeline_token, "pipeline"), (orders, "KVCluster/orders")]
@@ -63,27 +64,43 @@ def test_consumers_are_added_and_revoked_without_a_restart(collector: Any, jaege
     address = col.endpoint("otlp/http")
     verified = ssl.create_default_context(cafile=str(tls.ca_file))
     pid = col.process.popen.pid
-    assert status(address, orders, verified) == 200 and status(address, pipeline_token, verified) == 200
+    assert (
+        status(address, orders, verified) == 200
+        and status(address, pipeline_token, verified) == 200
+    )
     assert status(address, carts, verified) == 401
 
     # A KVCluster starts referencing the pipeline: its token is accepted.
     entries.append((carts, "KVCluster/carts"))
     kubelet_write(volume, {"token": consumer_tokens.compose(entries, "unused")})
-    poll(lambda: status(address, carts, verified) == 200, timeout=RELOAD_TIMEOUT,
-         message="the new consumer's token accepted")
+    poll(
+        lambda: status(address, carts, verified) == 200,
+        timeout=RELOAD_TIMEOUT,
+        message="the new consumer's token accepted",
+    )
 
     # KVCluster orders is deleted: its token is revoked, the others keep working.
     started = time.monotonic()
     entries.remove((orders, "KVCluster/orders"))
     kubelet_write(volume, {"token": consumer_tokens.compose(entries, "unused")})
-    poll(lambda: status(address, orders, verified) == 401, timeout=RELOAD_TIMEOUT, message="the revoked token refused")
+    poll(
+        lambda: status(address, orders, verified) == 401,
+        timeout=RELOAD_TIMEOUT,
+        message="the revoked token refused",
+    )
     revoked_after = time.monotonic() - started
-    assert status(address, carts, verified) == 200 and status(address, pipeline_token, verified) == 200
+    assert (
+        status(address, carts, verified) == 200 and status(address, pipeline_token, verified) == 200
+    )
     print(f"revocation took effect after {revoked_after:.2f}s")
 
     # No consumer left: the placeholder nobody holds, so nothing is accepted any more.
     kubelet_write(volume, {"token": consumer_tokens.compose([], secrets.token_urlsafe(32))})
-    poll(lambda: status(address, carts, verified) == 401, timeout=RELOAD_TIMEOUT, message="the last token revoked")
+    poll(
+        lambda: status(address, carts, verified) == 401,
+        timeout=RELOAD_TIMEOUT,
+        message="the last token revoked",
+    )
     assert status(address, pipeline_token, verified) == 401
     assert status(address, consumer_tokens.PLACEHOLDER_LABEL, verified) == 401
     assert col.process.popen.pid == pid and col.process.popen.poll() is None  # never restarted

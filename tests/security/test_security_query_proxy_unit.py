@@ -22,12 +22,24 @@ BASE = {"listen": "0.0.0.0:16686", "upstream": "http://127.0.0.1:16687"}
 
 # ---- settings --------------------------------------------------------------------------------
 
+
 def test_settings_of_both_modes() -> None:
     bearer = from_flags(mode="bearer", tokens_file="/etc/q/tokens", **BASE)
-    assert (bearer.listen_host, bearer.listen_port, bearer.upstream, bearer.oidc) == ("0.0.0.0", 16686,
-                                                                                     "http://127.0.0.1:16687", None)
-    oidc = from_flags(mode="oidc", issuer=ISSUER, audience=AUDIENCE, required_claim="groups=trace-readers",
-                      tls_cert_file="/c/tls.crt", tls_key_file="/c/tls.key", **BASE)
+    assert (bearer.listen_host, bearer.listen_port, bearer.upstream, bearer.oidc) == (
+        "0.0.0.0",
+        16686,
+        "http://127.0.0.1:16687",
+        None,
+    )
+    oidc = from_flags(
+        mode="oidc",
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        required_claim="groups=trace-readers",
+        tls_cert_file="/c/tls.crt",
+        tls_key_file="/c/tls.key",
+        **BASE,
+    )
     assert oidc.oidc is not None and oidc.oidc.required_claim == ("groups", "trace-readers")
     assert oidc.tokens_file is None and oidc.tls_cert_file == "/c/tls.crt"
 
@@ -36,21 +48,46 @@ BAD_FLAGS = [
     ({"mode": "basic"}, "--mode", "expected one of bearer, oidc"),
     ({"mode": "bearer"}, "--tokens-file", "required with --mode bearer"),
     ({"mode": "bearer", "tokens_file": "t", "listen": "16686"}, "--listen", "expected HOST:PORT"),
-    ({"mode": "bearer", "tokens_file": "t", "listen": "0.0.0.0:99999"}, "--listen", "expected HOST:PORT"),
-    ({"mode": "bearer", "tokens_file": "t", "upstream": "https://127.0.0.1:1"}, "--upstream", "expected http://"),
-    ({"mode": "bearer", "tokens_file": "t", "issuer": ISSUER}, "--issuer", "only used with --mode oidc"),
+    (
+        {"mode": "bearer", "tokens_file": "t", "listen": "0.0.0.0:99999"},
+        "--listen",
+        "expected HOST:PORT",
+    ),
+    (
+        {"mode": "bearer", "tokens_file": "t", "upstream": "https://127.0.0.1:1"},
+        "--upstream",
+        "expected http://",
+    ),
+    (
+        {"mode": "bearer", "tokens_file": "t", "issuer": ISSUER},
+        "--issuer",
+        "only used with --mode oidc",
+    ),
     ({"mode": "oidc", "audience": AUDIENCE}, "--issuer", "required with --mode oidc"),
     ({"mode": "oidc", "issuer": ISSUER}, "--audience", "required with --mode oidc"),
-    ({"mode": "oidc", "issuer": "http://idp.example.com", "audience": "a"}, "--issuer", "expected an https URL"),
+    (
+        {"mode": "oidc", "issuer": "http://idp.example.com", "audience": "a"},
+        "--issuer",
+        "expected an https URL",
+    ),
     ({"mode": "oidc", "issuer": ISSUER + "?x=1", "audience": "a"}, "--issuer", "without query"),
-    ({"mode": "oidc", "issuer": ISSUER, "audience": "a", "required_claim": "groups"}, "--required-claim",
-     "expected NAME=VALUE"),
+    (
+        {"mode": "oidc", "issuer": ISSUER, "audience": "a", "required_claim": "groups"},
+        "--required-claim",
+        "expected NAME=VALUE",
+    ),
     ({"mode": "bearer", "tokens_file": "t", "tls_cert_file": "c"}, "--tls-key-file", "go together"),
-    ({"mode": "bearer", "tokens_file": "t", "reload_interval_s": 0}, "--reload-interval", "at least 0.1"),
+    (
+        {"mode": "bearer", "tokens_file": "t", "reload_interval_s": 0},
+        "--reload-interval",
+        "at least 0.1",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("flags", "flag", "phrase"), BAD_FLAGS, ids=[f"{b[1]}-{i}" for i, b in enumerate(BAD_FLAGS)])
+@pytest.mark.parametrize(
+    ("flags", "flag", "phrase"), BAD_FLAGS, ids=[f"{b[1]}-{i}" for i, b in enumerate(BAD_FLAGS)]
+)
 def test_bad_flags_name_the_flag(flags: dict[str, Any], flag: str, phrase: str) -> None:
     with pytest.raises(SettingsError, match=phrase) as error:
         from_flags(**{**BASE, **flags})
@@ -59,17 +96,28 @@ def test_bad_flags_name_the_flag(flags: dict[str, Any], flag: str, phrase: str) 
 
 # ---- static tokens ---------------------------------------------------------------------------
 
+
 def test_tokens_file_lines_comments_and_blanks() -> None:
     assert tokens.parse_tokens("# readers\n\n  abc  \nkvtrace:def\n#x\n") == ("abc", "kvtrace:def")
     assert tokens.parse_tokens("") == ()
     assert tokens.unusable(("abc-_.~+/=", "kvtrace:pass", "a b", "ok==")) == [2, 3]
 
 
-@pytest.mark.parametrize(("header", "token"), [
-    ("Bearer abc.DEF-_~+/=", "abc.DEF-_~+/="), ("bearer  abc", "abc"), ("BEARER abc", "abc"),
-    (None, None), ("", None), ("Basic YWxhZGRpbjpvcGVuc2VzYW1l", None), ("Bearer", None),
-    ("Bearer a b", None), ("Bearer a,b", None), ("Bearerabc", None),
-])
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc.DEF-_~+/=", "abc.DEF-_~+/="),
+        ("bearer  abc", "abc"),
+        ("BEARER abc", "abc"),
+        (None, None),
+        ("", None),
+        ("Basic YWxhZGRpbjpvcGVuc2VzYW1l", None),
+        ("Bearer", None),
+        ("Bearer a b", None),
+        ("Bearer a,b", None),
+        ("Bearerabc", None),
+    ],
+)
 def test_bearer_header(header: str | None, token: str | None) -> None:
     assert tokens.bearer(header) == token
 
@@ -83,6 +131,7 @@ def test_matches_any_token_of_the_file_and_nothing_else() -> None:
 
 
 # ---- JWT checks ------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def rsa_key() -> SigningKey:
@@ -101,7 +150,9 @@ def verify(token: str, key: SigningKey, now: float | None = None, **options: Any
     if jws.kid not in keys:
         raise jwtcheck.TokenRejected(f"unknown key id {jws.kid!r}")
     jwtcheck.verify_signature(jws, keys[jws.kid])
-    jwtcheck.check_claims(jws.claims, issuer=ISSUER, audience=AUDIENCE, now=now or time.time(), **options)
+    jwtcheck.check_claims(
+        jws.claims, issuer=ISSUER, audience=AUDIENCE, now=now or time.time(), **options
+    )
     return jws.claims
 
 
@@ -132,24 +183,40 @@ def test_hmac_with_the_public_key_as_secret_is_refused(rsa_key: SigningKey) -> N
         verify(f"{head}.{body}.{signature}", rsa_key)
 
 
-@pytest.mark.parametrize(("token", "phrase"), [
-    ("abc", "malformed token: Not enough segments"), ("a.b", "malformed token: Not enough segments"),
-    ("a..c", "malformed token: Invalid header"),
-    (f"{b64url(b'[1]')}.{b64url(b'{}')}.AA", "malformed token: Invalid header string: must be a json object"),
-    (f"{b64url(b'not json')}.{b64url(b'{}')}.AA", "malformed token: Invalid header string"),
-    (f"{b64url(json.dumps({'alg': 'RS256'}).encode())}.{b64url(b'[]')}.AA",
-     "malformed token: Invalid payload string: must be a json object"),
-    (f"{b64url(json.dumps({'alg': 'RS256', 'crit': ['exp']}).encode())}.{b64url(b'{}')}.AA", "critical"),
-    # An extension PyJWT itself understands (b64) is refused all the same.
-    (f"{b64url(json.dumps({'alg': 'RS256', 'crit': ['b64'], 'b64': False}).encode())}..AA",
-     "critical header extensions are not supported"),
-])
+@pytest.mark.parametrize(
+    ("token", "phrase"),
+    [
+        ("abc", "malformed token: Not enough segments"),
+        ("a.b", "malformed token: Not enough segments"),
+        ("a..c", "malformed token: Invalid header"),
+        (
+            f"{b64url(b'[1]')}.{b64url(b'{}')}.AA",
+            "malformed token: Invalid header string: must be a json object",
+        ),
+        (f"{b64url(b'not json')}.{b64url(b'{}')}.AA", "malformed token: Invalid header string"),
+        (
+            f"{b64url(json.dumps({'alg': 'RS256'}).encode())}.{b64url(b'[]')}.AA",
+            "malformed token: Invalid payload string: must be a json object",
+        ),
+        (
+            f"{b64url(json.dumps({'alg': 'RS256', 'crit': ['exp']}).encode())}.{b64url(b'{}')}.AA",
+            "critical",
+        ),
+        # An extension PyJWT itself understands (b64) is refused all the same.
+        (
+            f"{b64url(json.dumps({'alg': 'RS256', 'crit': ['b64'], 'b64': False}).encode())}..AA",
+            "critical header extensions are not supported",
+        ),
+    ],
+)
 def test_malformed_tokens(token: str, phrase: str) -> None:
     with pytest.raises(jwtcheck.TokenRejected, match=phrase):
         jwtcheck.parse(token)
 
 
-def test_signature_of_another_key_or_a_changed_payload_is_refused(rsa_key: SigningKey, ec_key: SigningKey) -> None:
+def test_signature_of_another_key_or_a_changed_payload_is_refused(
+    rsa_key: SigningKey, ec_key: SigningKey
+) -> None:
     impostor = SigningKey.new(rsa_key.kid, "RS256")  # same kid, another key
     with pytest.raises(jwtcheck.TokenRejected, match="bad signature"):
         verify(mint(impostor, claims(ISSUER, AUDIENCE)), rsa_key)
@@ -166,17 +233,20 @@ def test_signature_of_another_key_or_a_changed_payload_is_refused(rsa_key: Signi
         verify(mixed, rsa_key)
 
 
-@pytest.mark.parametrize(("changes", "phrase"), [
-    ({"iss": "https://evil.example.com/realms/kvtrace"}, "wrong issuer"),
-    ({"iss": ISSUER + "/"}, "wrong issuer"),
-    ({"aud": "another-client"}, "wrong audience"),
-    ({"aud": ["a", "b"]}, "wrong audience"),
-    ({"exp": None}, "no exp"),
-    ({"exp": "tomorrow"}, "exp is not a number"),
-    ({"exp": True}, "exp is not a number"),
-    ({"exp": 1_000_000 - 61}, "expired"),
-    ({"nbf": 1_000_000 + 61}, "not valid yet"),
-])
+@pytest.mark.parametrize(
+    ("changes", "phrase"),
+    [
+        ({"iss": "https://evil.example.com/realms/kvtrace"}, "wrong issuer"),
+        ({"iss": ISSUER + "/"}, "wrong issuer"),
+        ({"aud": "another-client"}, "wrong audience"),
+        ({"aud": ["a", "b"]}, "wrong audience"),
+        ({"exp": None}, "no exp"),
+        ({"exp": "tomorrow"}, "exp is not a number"),
+        ({"exp": True}, "exp is not a number"),
+        ({"exp": 1_000_000 - 61}, "expired"),
+        ({"nbf": 1_000_000 + 61}, "not valid yet"),
+    ],
+)
 def test_claims_that_are_refused(changes: dict[str, Any], phrase: str) -> None:
     values = {"iss": ISSUER, "aud": AUDIENCE, "exp": 1_000_100, "nbf": 999_990, **changes}
     values = {key: value for key, value in values.items() if value is not None}
@@ -186,22 +256,40 @@ def test_claims_that_are_refused(changes: dict[str, Any], phrase: str) -> None:
 
 def test_leeway_and_required_claim() -> None:
     def check(**values: Any) -> None:
-        jwtcheck.check_claims({"iss": ISSUER, "aud": AUDIENCE, **values}, issuer=ISSUER, audience=AUDIENCE,
-                              now=1_000_000, leeway_s=60, required_claim=("groups", "trace-readers"))
+        jwtcheck.check_claims(
+            {"iss": ISSUER, "aud": AUDIENCE, **values},
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            now=1_000_000,
+            leeway_s=60,
+            required_claim=("groups", "trace-readers"),
+        )
 
-    check(exp=1_000_000 - 59, nbf=1_000_000 + 59, groups=["dev", "trace-readers"])  # within the leeway
+    check(
+        exp=1_000_000 - 59, nbf=1_000_000 + 59, groups=["dev", "trace-readers"]
+    )  # within the leeway
     check(exp=1_000_100, groups="trace-readers")
     for groups in (["dev"], "trace-readers-2", None, [["trace-readers"]]):
-        with pytest.raises(jwtcheck.TokenRejected, match="claim groups does not hold the required value"):
+        with pytest.raises(
+            jwtcheck.TokenRejected, match="claim groups does not hold the required value"
+        ):
             check(exp=1_000_100, **({"groups": groups} if groups is not None else {}))
 
 
 def test_key_set_keeps_only_usable_signing_keys(rsa_key: SigningKey, ec_key: SigningKey) -> None:
     small = SigningKey.new("small", "RS256", rsa_bits=1024)
-    document = {"keys": [rsa_key.jwk(), ec_key.jwk(), small.jwk(), {**rsa_key.jwk(), "kid": "enc", "use": "enc"},
-                         {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
-                         {"kty": "EC", "kid": "p384", "crv": "P-384", "x": "AA", "y": "AA"},
-                         {"kty": "RSA", "kid": "broken"}, "not a key"]}
+    document = {
+        "keys": [
+            rsa_key.jwk(),
+            ec_key.jwk(),
+            small.jwk(),
+            {**rsa_key.jwk(), "kid": "enc", "use": "enc"},
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kty": "EC", "kid": "p384", "crv": "P-384", "x": "AA", "y": "AA"},
+            {"kty": "RSA", "kid": "broken"},
+            "not a key",
+        ]
+    }
     assert sorted(k for k in jwtcheck.key_set(document) if k) == ["ec-1", "rsa-1"]
     without_kid = {key: value for key, value in ec_key.jwk().items() if key != "kid"}
     assert list(jwtcheck.key_set({"keys": [without_kid]})) == [None]
@@ -210,26 +298,53 @@ def test_key_set_keeps_only_usable_signing_keys(rsa_key: SigningKey, ec_key: Sig
 
 # ---- what crosses the proxy ------------------------------------------------------------------
 
+
 def test_the_token_and_hop_by_hop_headers_never_reach_jaeger() -> None:
-    given = [("Host", "traces-jaeger-query:16686"), ("Authorization", "Bearer secret"), ("Accept", "application/json"),
-             ("Connection", "keep-alive, X-Hop"), ("X-Hop", "1"), ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
-             ("Content-Length", "0"), ("Accept-Encoding", "gzip"), ("x-tenant", "team-a"),
-             ("Proxy-Authorization", "Basic x"), ("Upgrade", "h2c")]
-    assert headers.request_headers(given) == [("Accept", "application/json"), ("Accept-Encoding", "gzip"),
-                                              ("x-tenant", "team-a")]
+    given = [
+        ("Host", "traces-jaeger-query:16686"),
+        ("Authorization", "Bearer secret"),
+        ("Accept", "application/json"),
+        ("Connection", "keep-alive, X-Hop"),
+        ("X-Hop", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("TE", "trailers"),
+        ("Content-Length", "0"),
+        ("Accept-Encoding", "gzip"),
+        ("x-tenant", "team-a"),
+        ("Proxy-Authorization", "Basic x"),
+        ("Upgrade", "h2c"),
+    ]
+    assert headers.request_headers(given) == [
+        ("Accept", "application/json"),
+        ("Accept-Encoding", "gzip"),
+        ("x-tenant", "team-a"),
+    ]
 
 
 def test_jaegers_answer_keeps_its_length_and_encoding() -> None:
-    given = [("Content-Type", "application/json"), ("Content-Length", "42"), ("Content-Encoding", "gzip"),
-             ("Transfer-Encoding", "chunked"), ("Connection", "close"), ("Vary", "Accept-Encoding")]
-    assert headers.response_headers(given) == [("Content-Type", "application/json"), ("Content-Length", "42"),
-                                               ("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+    given = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", "42"),
+        ("Content-Encoding", "gzip"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "close"),
+        ("Vary", "Accept-Encoding"),
+    ]
+    assert headers.response_headers(given) == [
+        ("Content-Type", "application/json"),
+        ("Content-Length", "42"),
+        ("Content-Encoding", "gzip"),
+        ("Vary", "Accept-Encoding"),
+    ]
 
 
 def test_challenge_tells_the_reason_only_for_a_presented_token() -> None:
-    assert headers.challenge("jaeger-query", "no bearer token", False) == 'Bearer realm="jaeger-query"'
+    assert (
+        headers.challenge("jaeger-query", "no bearer token", False) == 'Bearer realm="jaeger-query"'
+    )
     assert headers.challenge("jaeger-query", 'bad "quoted"\\ reason\n', True) == (
-        'Bearer realm="jaeger-query", error="invalid_token", error_description="bad quoted reason"')
+        'Bearer realm="jaeger-query", error="invalid_token", error_description="bad quoted reason"'
+    )
 
 
 def test_refusals_are_logged_within_a_budget() -> None:

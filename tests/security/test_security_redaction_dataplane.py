@@ -37,9 +37,12 @@ ADDRESS = "kv-1.kv-peers.store.svc.cluster.local:7071"
 
 def pipeline(**redaction: Any) -> dict[str, Any]:
     # head mode: no tail sampling wait; everything else as rendered by default.
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-            "metadata": {"name": "traces", "namespace": "store"},
-            "spec": {"sampling": {"mode": "head", "ratio": 1}, "redaction": redaction}}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "TracingPipeline",
+        "metadata": {"name": "traces", "namespace": "store"},
+        "spec": {"sampling": {"mode": "head", "ratio": 1}, "redaction": redaction},
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -49,13 +52,18 @@ def no_host_ca_override(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def start(collector: Any, jaeger: Any, pipe: dict[str, Any], token: LocalToken, tmp_path: Path
-          ) -> tuple[Any, Any, LocalTLS]:
+def start(
+    collector: Any, jaeger: Any, pipe: dict[str, Any], token: LocalToken, tmp_path: Path
+) -> tuple[Any, Any, LocalTLS]:
     """The rendered Jaeger and collector; auth is on by default (the collector's token file is
     ``token``'s), so is TLS (each serves its local leaf). (collector, Jaeger, TLS)"""
     tls = local_tls(tmp_path / "tls", pipe)
-    backend = jaeger(tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf()), ca_file=tls.ca_file)
-    config = tls.use_files(use_token_file(render_collector_config(pipe), token.file), tls.edge_leaf())
+    backend = jaeger(
+        tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf()), ca_file=tls.ca_file
+    )
+    config = tls.use_files(
+        use_token_file(render_collector_config(pipe), token.file), tls.edge_leaf()
+    )
     config["exporters"]["otlp_grpc/jaeger"]["endpoint"] = backend.otlp_grpc
     return collector(config), backend, tls
 
@@ -65,14 +73,25 @@ def send(col: Any, service: str, token: LocalToken, tls: LocalTLS) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     with provider.get_tracer("redaction-test").start_as_current_span("kv.put") as span:
-        span.set_attributes({
-            "http.request.header.authorization": TOKEN, "note": f"notify {EMAIL} about the order",
-            "payment.card": CARD, "db.password": PASSWORD, "kvstore.key": RAW_KEY,
-            "server.address": ADDRESS, "kvstore.consistency": "quorum", "kvstore.replicas.acked": 2,
-            "error.detail": f"upstream said: {TOKEN}",
-        })
-    exporter = OTLPSpanExporter(endpoint=f"https://{col.endpoint('otlp/http')}/v1/traces", headers=token.header,
-                                certificate_file=str(tls.ca_file), timeout=5)
+        span.set_attributes(
+            {
+                "http.request.header.authorization": TOKEN,
+                "note": f"notify {EMAIL} about the order",
+                "payment.card": CARD,
+                "db.password": PASSWORD,
+                "kvstore.key": RAW_KEY,
+                "server.address": ADDRESS,
+                "kvstore.consistency": "quorum",
+                "kvstore.replicas.acked": 2,
+                "error.detail": f"upstream said: {TOKEN}",
+            }
+        )
+    exporter = OTLPSpanExporter(
+        endpoint=f"https://{col.endpoint('otlp/http')}/v1/traces",
+        headers=token.header,
+        certificate_file=str(tls.ca_file),
+        timeout=5,
+    )
     try:
         assert exporter.export(memory.get_finished_spans()) == SpanExportResult.SUCCESS
     finally:
@@ -85,13 +104,16 @@ def stored(jaeger: Any, poll: Any, service: str) -> tuple[dict[str, Any], str]:
     client = jaeger.client()
     [trace] = poll(lambda: client.find_traces(service), timeout=30, message=f"{service} in Jaeger")
     url = f"{jaeger.query_url}/api/v3/traces/{trace.trace_id}"
-    with urlopen_direct(url, timeout=5, context=jaeger.ssl_context()) as response:  # its TLS query port
+    with urlopen_direct(
+        url, timeout=5, context=jaeger.ssl_context()
+    ) as response:  # its TLS query port
         body = response.read().decode()
     return trace.spans[0].attributes, body
 
 
-def test_default_patterns_mask_secrets_and_keep_kvtrace_attributes(collector: Any, jaeger: Any, poll: Any,
-                                                                   tmp_path: Path) -> None:
+def test_default_patterns_mask_secrets_and_keep_kvtrace_attributes(
+    collector: Any, jaeger: Any, poll: Any, tmp_path: Path
+) -> None:
     token = local_token(tmp_path / "auth")
     col, backend, tls = start(collector, jaeger, pipeline(), token, tmp_path)
     service = f"redaction-{secrets.token_hex(3)}"
@@ -100,15 +122,24 @@ def test_default_patterns_mask_secrets_and_keep_kvtrace_attributes(collector: An
     for secret in (TOKEN, TOKEN.split()[1], EMAIL, CARD, PASSWORD, RAW_KEY):
         assert secret not in body, f"{secret!r} reached Jaeger: {json.dumps(attributes)}"
     assert attributes["server.address"] == ADDRESS
-    assert attributes["kvstore.consistency"] == "quorum" and attributes["kvstore.replicas.acked"] == 2
+    assert (
+        attributes["kvstore.consistency"] == "quorum" and attributes["kvstore.replicas.acked"] == 2
+    )
     assert len(attributes["kvstore.key"]) >= 40  # hashed, not masked
     assert "****" in attributes["note"] and "notify" in attributes["note"]
 
 
-def test_without_default_patterns_only_the_users_apply(collector: Any, jaeger: Any, poll: Any, tmp_path: Path) -> None:
+def test_without_default_patterns_only_the_users_apply(
+    collector: Any, jaeger: Any, poll: Any, tmp_path: Path
+) -> None:
     token = local_token(tmp_path / "auth")
-    col, backend, tls = start(collector, jaeger, pipeline(defaultPatterns=False, blockedValues=[r"\b4[0-9]{15}\b"]),
-                              token, tmp_path)
+    col, backend, tls = start(
+        collector,
+        jaeger,
+        pipeline(defaultPatterns=False, blockedValues=[r"\b4[0-9]{15}\b"]),
+        token,
+        tmp_path,
+    )
     service = f"redaction-off-{secrets.token_hex(3)}"
     send(col, service, token, tls)
     attributes, body = stored(backend, poll, service)

@@ -28,14 +28,21 @@ ALL_RECEIVERS = {"zipkin": {"enabled": True}, "jaeger": {"enabled": True}}
 
 
 def tp(**spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-            "metadata": {"name": "traces", "namespace": "store", "uid": "u-tp"}, "spec": spec}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "TracingPipeline",
+        "metadata": {"name": "traces", "namespace": "store", "uid": "u-tp"},
+        "spec": spec,
+    }
 
 
 def kvc(**spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
-            "metadata": {"name": "orders", "namespace": "store", "uid": "u-kv"},
-            "spec": {"tracing": {"pipelineRef": {"name": "traces"}}, **spec}}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "KVCluster",
+        "metadata": {"name": "orders", "namespace": "store", "uid": "u-kv"},
+        "spec": {"tracing": {"pipelineRef": {"name": "traces"}}, **spec},
+    }
 
 
 def servers(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -43,7 +50,9 @@ def servers(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     result = {}
     for name, receiver in config["receivers"].items():
         if "protocols" in receiver:
-            result.update({f"{name}/{proto}": conf for proto, conf in receiver["protocols"].items()})
+            result.update(
+                {f"{name}/{proto}": conf for proto, conf in receiver["protocols"].items()}
+            )
         else:
             result[name] = receiver
     return result
@@ -62,39 +71,67 @@ def test_auth_and_managed_tls_on_by_default() -> None:
     the operator-managed leaf; every inner hop is TLS too; the members export over https and
     trust the pipeline's bundle. The certificates are made by the operator, never rendered."""
     pipe = tp(receivers=ALL_RECEIVERS, collector={"replicas": 2})
-    edge, inner = render_collector_config(pipe, "loadbalancer"), render_collector_config(pipe, "sampling")
-    serving = {"cert_file": "/etc/otelcol-serving/tls.crt", "key_file": "/etc/otelcol-serving/tls.key",
-               "reload_interval": "1h"}
-    assert all(s["auth"] == {"authenticator": AUTH_EXTENSION} and s["tls"] == serving
-               for s in servers(edge).values())
+    edge, inner = (
+        render_collector_config(pipe, "loadbalancer"),
+        render_collector_config(pipe, "sampling"),
+    )
+    serving = {
+        "cert_file": "/etc/otelcol-serving/tls.crt",
+        "key_file": "/etc/otelcol-serving/tls.key",
+        "reload_interval": "1h",
+    }
+    assert all(
+        s["auth"] == {"authenticator": AUTH_EXTENSION} and s["tls"] == serving
+        for s in servers(edge).values()
+    )
     assert all(s["tls"] == serving for s in servers(inner).values())
-    assert edge["exporters"]["load_balancing"]["protocol"]["otlp"]["tls"]["ca_file"] == "/etc/otelcol-trust/ca.crt"
+    assert (
+        edge["exporters"]["load_balancing"]["protocol"]["otlp"]["tls"]["ca_file"]
+        == "/etc/otelcol-trust/ca.crt"
+    )
     assert inner["exporters"]["otlp_grpc/jaeger"]["tls"]["ca_file"] == "/etc/otelcol-trust/ca.crt"
     assert edge["extensions"][AUTH_EXTENSION] == {"filename": TOKEN_FILE}
     assert edge["service"]["telemetry"]["metrics"]["level"] == "detailed"
     secrets = [o for o in render_pipeline(tp()) if o["kind"] == "Secret"]
     assert [s["metadata"]["name"] for s in secrets] == ["traces-otlp-tokens", "traces-otlp-token"]
-    assert not any("data" in s for s in secrets)  # no TLS Secret either: the operator makes their keys
+    assert not any(
+        "data" in s for s in secrets
+    )  # no TLS Secret either: the operator makes their keys
     cluster = render_kvcluster(kvc(), tp())
-    assert cluster[0]["kind"] == "Secret" and cluster[0]["metadata"]["name"] == "orders-otlp-client-token"
+    assert (
+        cluster[0]["kind"] == "Secret"
+        and cluster[0]["metadata"]["name"] == "orders-otlp-client-token"
+    )
     env = {e["name"]: e for e in member_pod(cluster)["containers"][0]["env"]}
     assert env["KVTRACE_OTLP_TOKEN"]["valueFrom"] == {
-        "secretKeyRef": {"name": "orders-otlp-client-token", "key": "token"}}
-    assert env["OTEL_EXPORTER_OTLP_HEADERS"]["value"] == "authorization=Bearer%20$(KVTRACE_OTLP_TOKEN)"
-    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "https://traces-collector.store.svc.cluster.local:4318"
+        "secretKeyRef": {"name": "orders-otlp-client-token", "key": "token"}
+    }
+    assert (
+        env["OTEL_EXPORTER_OTLP_HEADERS"]["value"] == "authorization=Bearer%20$(KVTRACE_OTLP_TOKEN)"
+    )
+    assert (
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"]
+        == "https://traces-collector.store.svc.cluster.local:4318"
+    )
     assert env["OTEL_EXPORTER_OTLP_CERTIFICATE"]["value"] == CLIENT_CA_FILE
     assert pipeline_endpoints(tp())["otlpHttp"].startswith("https://")
 
 
 def test_tls_enabled_false_is_the_explicit_plaintext_opt_out() -> None:
-    pipe = tp(receivers=ALL_RECEIVERS, collector={"replicas": 2}, security={"tls": {"enabled": False}})
+    pipe = tp(
+        receivers=ALL_RECEIVERS, collector={"replicas": 2}, security={"tls": {"enabled": False}}
+    )
     for tier in ("loadbalancer", "sampling"):
         config = render_collector_config(pipe, tier)
         assert all("tls" not in s for s in servers(config).values())
-    assert render_collector_config(pipe, "sampling")["exporters"]["otlp_grpc/jaeger"]["tls"] == {"insecure": True}
+    assert render_collector_config(pipe, "sampling")["exporters"]["otlp_grpc/jaeger"]["tls"] == {
+        "insecure": True
+    }
     pod = member_pod(render_kvcluster(kvc(), pipe))
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
-    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://traces-collector.store.svc.cluster.local:4318"
+    assert (
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://traces-collector.store.svc.cluster.local:4318"
+    )
     assert "OTEL_EXPORTER_OTLP_CERTIFICATE" not in env
     assert not [v for v in pod["volumes"] if v["name"] == "telemetry-ca"]
     assert pipeline_endpoints(pipe)["otlpHttp"].startswith("http://")
@@ -115,7 +152,13 @@ def test_auth_can_be_turned_off() -> None:
 def test_auth_guards_every_edge_receiver(replicas: int) -> None:
     pipe = tp(receivers=ALL_RECEIVERS, collector={"replicas": replicas}, security={"auth": AUTH})
     edge = render_collector_config(pipe, "loadbalancer" if replicas > 1 else "sampling")
-    assert set(servers(edge)) == {"otlp/grpc", "otlp/http", "zipkin", "jaeger/grpc", "jaeger/thrift_http"}
+    assert set(servers(edge)) == {
+        "otlp/grpc",
+        "otlp/http",
+        "zipkin",
+        "jaeger/grpc",
+        "jaeger/thrift_http",
+    }
     for name, server in servers(edge).items():
         assert server["auth"] == {"authenticator": AUTH_EXTENSION}, name
     assert edge["extensions"][AUTH_EXTENSION] == {"filename": TOKEN_FILE}
@@ -125,13 +168,22 @@ def test_auth_guards_every_edge_receiver(replicas: int) -> None:
     # The token file comes from the token-set Secret, mounted read-only into the edge tier only.
     objects = render_pipeline(pipe)
     pod = deployment(objects, "traces-collector")["spec"]["template"]["spec"]
-    assert {"name": "auth-token", "secret": {"secretName": "traces-otlp-tokens",
-                                             "items": [{"key": "tokens", "path": "token"}]}} in pod["volumes"]
-    assert {"name": "auth-token", "mountPath": "/etc/otelcol-auth", "readOnly": True} \
-        in pod["containers"][0]["volumeMounts"]
+    assert {
+        "name": "auth-token",
+        "secret": {
+            "secretName": "traces-otlp-tokens",
+            "items": [{"key": "tokens", "path": "token"}],
+        },
+    } in pod["volumes"]
+    assert {"name": "auth-token", "mountPath": "/etc/otelcol-auth", "readOnly": True} in pod[
+        "containers"
+    ][0]["volumeMounts"]
     if replicas > 1:  # the sampling tier is reached only from the load-balancing tier
         back = render_collector_config(pipe, "sampling")
-        assert all("auth" not in s for s in servers(back).values()) and AUTH_EXTENSION not in back["extensions"]
+        assert (
+            all("auth" not in s for s in servers(back).values())
+            and AUTH_EXTENSION not in back["extensions"]
+        )
         assert "level" not in back["service"]["telemetry"]["metrics"]
         back_pod = deployment(objects, "traces-collector-sampling")["spec"]["template"]["spec"]
         assert not any(v["name"] == "auth-token" for v in back_pod["volumes"])
@@ -144,34 +196,55 @@ def test_members_get_the_token_by_reference_only() -> None:
     names = [e["name"] for e in env]
     token = env[names.index("KVTRACE_OTLP_TOKEN")]
     # its own token, not the pipeline's tokenSecretRef
-    assert token["valueFrom"] == {"secretKeyRef": {"name": "orders-otlp-client-token", "key": "token"}}
+    assert token["valueFrom"] == {
+        "secretKeyRef": {"name": "orders-otlp-client-token", "key": "token"}
+    }
     header = env[names.index("OTEL_EXPORTER_OTLP_HEADERS")]
-    assert header == {"name": "OTEL_EXPORTER_OTLP_HEADERS", "value": "authorization=Bearer%20$(KVTRACE_OTLP_TOKEN)"}
-    assert names.index("KVTRACE_OTLP_TOKEN") < names.index("OTEL_EXPORTER_OTLP_HEADERS")  # $(VAR) order
+    assert header == {
+        "name": "OTEL_EXPORTER_OTLP_HEADERS",
+        "value": "authorization=Bearer%20$(KVTRACE_OTLP_TOKEN)",
+    }
+    assert names.index("KVTRACE_OTLP_TOKEN") < names.index(
+        "OTEL_EXPORTER_OTLP_HEADERS"
+    )  # $(VAR) order
     # No ConfigMap mentions the token or the header (the instrumentation ConfigMap included).
     for cm in (o for o in objects if o["kind"] == "ConfigMap"):
         text = yaml.safe_dump(cm)
-        assert "KVTRACE_OTLP_TOKEN" not in text and "OTEL_EXPORTER_OTLP_HEADERS" not in text, cm["metadata"]["name"]
+        assert "KVTRACE_OTLP_TOKEN" not in text and "OTEL_EXPORTER_OTLP_HEADERS" not in text, cm[
+            "metadata"
+        ]["name"]
 
 
 def test_tls_serves_the_secret_and_members_verify_with_its_ca_only() -> None:
     pipe = tp(receivers=ALL_RECEIVERS, security={"tls": TLS})
     config = render_collector_config(pipe)
     for name, server in servers(config).items():
-        assert server["tls"] == {"cert_file": "/etc/otelcol-serving/tls.crt",
-                                 "key_file": "/etc/otelcol-serving/tls.key", "reload_interval": "1h"}, name
+        assert server["tls"] == {
+            "cert_file": "/etc/otelcol-serving/tls.crt",
+            "key_file": "/etc/otelcol-serving/tls.key",
+            "reload_interval": "1h",
+        }, name
     objects = render_kvcluster(kvc(), pipe) + render_pipeline(pipe)
     collector_pod = deployment(objects, "traces-collector")["spec"]["template"]["spec"]
-    assert {"name": "serving-cert", "secret": {"secretName": "collector-tls", "items": [
-        {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}} in collector_pod["volumes"]
+    assert {
+        "name": "serving-cert",
+        "secret": {
+            "secretName": "collector-tls",
+            "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+        },
+    } in collector_pod["volumes"]
     pod = member_pod(objects)
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
-    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://traces-collector.store.svc.cluster.local:4318"
+    assert (
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        == "https://traces-collector.store.svc.cluster.local:4318"
+    )
     assert env["OTEL_EXPORTER_OTLP_CERTIFICATE"] == CLIENT_CA_FILE
     ca = next(v for v in pod["volumes"] if v["name"] == "telemetry-ca")
     assert ca["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]  # never the private key
-    assert {"name": "telemetry-ca", "mountPath": "/etc/kvtrace-telemetry", "readOnly": True} \
-        in pod["containers"][0]["volumeMounts"]
+    assert {"name": "telemetry-ca", "mountPath": "/etc/kvtrace-telemetry", "readOnly": True} in pod[
+        "containers"
+    ][0]["volumeMounts"]
     instrumentation = next(o for o in objects if o["metadata"]["name"] == "traces-instrumentation")
     assert instrumentation["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("https://")
     assert pipeline_endpoints(pipe)["otlpHttp"].startswith("https://")
@@ -184,14 +257,30 @@ def test_secured_objects_are_valid_kubernetes(security: dict[str, Any]) -> None:
         kubernetes_validate.validate(obj, "1.37", strict=True)
 
 
-@pytest.mark.parametrize(("security", "field", "phrase"), [
-    ({"auth": {"enabled": True, "tokenSecretRef": {"name": "x"}}}, "spec.security.auth.tokenSecretRef",
-     "expected {name: SECRET, key: KEY}"),
-    ({"auth": {"enabled": "yes"}}, "spec.security.auth.enabled", "expected true or false"),
-    ({"tls": {"enabled": True, "mode": "secret"}}, "spec.security.tls.secretName", "required with mode secret"),
-    ({"tls": {"enabled": True, "secretName": 5}}, "spec.security.tls.secretName", "expected a string"),
-])
-def test_bad_security_specs_name_the_field(security: dict[str, Any], field: str, phrase: str) -> None:
+@pytest.mark.parametrize(
+    ("security", "field", "phrase"),
+    [
+        (
+            {"auth": {"enabled": True, "tokenSecretRef": {"name": "x"}}},
+            "spec.security.auth.tokenSecretRef",
+            "expected {name: SECRET, key: KEY}",
+        ),
+        ({"auth": {"enabled": "yes"}}, "spec.security.auth.enabled", "expected true or false"),
+        (
+            {"tls": {"enabled": True, "mode": "secret"}},
+            "spec.security.tls.secretName",
+            "required with mode secret",
+        ),
+        (
+            {"tls": {"enabled": True, "secretName": 5}},
+            "spec.security.tls.secretName",
+            "expected a string",
+        ),
+    ],
+)
+def test_bad_security_specs_name_the_field(
+    security: dict[str, Any], field: str, phrase: str
+) -> None:
     with pytest.raises(SpecError) as error:
         validate_pipeline(tp(security=security))
     assert error.value.field == field and phrase in error.value.message

@@ -55,19 +55,27 @@ TOKEN_SECRET = {"name": "otlp-token", "key": "token"}
 
 def pipeline(**security: Any) -> dict[str, Any]:
     # head mode: no tail sampling, so an accepted span reaches Jaeger at once.
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-            "metadata": {"name": "traces", "namespace": NS},
-            "spec": {"sampling": {"mode": "head", "ratio": 1}, "security": security}}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "TracingPipeline",
+        "metadata": {"name": "traces", "namespace": NS},
+        "spec": {"sampling": {"mode": "head", "ratio": 1}, "security": security},
+    }
 
 
 def kvcluster() -> dict[str, Any]:
     name = f"kv{secrets.token_hex(4)}"  # also the service name: unique per test
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"tracing": {"pipelineRef": {"name": "traces"}}}}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "KVCluster",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"tracing": {"pipelineRef": {"name": "traces"}}},
+    }
 
 
-def local_collector_config(pipe: dict[str, Any], jaeger: Any, files: dict[str, Path]) -> dict[str, Any]:
+def local_collector_config(
+    pipe: dict[str, Any], jaeger: Any, files: dict[str, Path]
+) -> dict[str, Any]:
     """The rendered config with the in-pod mount paths pointed at ``files`` and the Jaeger
     exporter at the test's Jaeger; nothing else changes."""
     text = yaml.safe_dump(render_collector_config(pipe))
@@ -78,18 +86,26 @@ def local_collector_config(pipe: dict[str, Any], jaeger: Any, files: dict[str, P
     return config
 
 
-def managed_tls_stack(collector: Any, jaeger: Any, pipe: dict[str, Any], tmp_path: Path,
-                      files: dict[str, Path]) -> tuple[Any, Any, LocalTLS]:
+def managed_tls_stack(
+    collector: Any, jaeger: Any, pipe: dict[str, Any], tmp_path: Path, files: dict[str, Path]
+) -> tuple[Any, Any, LocalTLS]:
     """Jaeger and the edge collector rendered for ``pipe`` with the default TLS (mode managed):
     each serves its local leaf, the collector verifies Jaeger's Service name. (edge, Jaeger, TLS)"""
     tls = local_tls(tmp_path / "tls", pipe)
-    backend = jaeger(tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf()), ca_file=tls.ca_file)
+    backend = jaeger(
+        tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf()), ca_file=tls.ca_file
+    )
     edge = collector(tls.use_files(local_collector_config(pipe, backend, files), tls.edge_leaf()))
     return edge, backend, tls
 
 
-def pod_env(cluster: dict[str, Any], pipe: dict[str, Any], secret_data: dict[tuple[str, str], str],
-            endpoint: str, files: dict[str, Path]) -> dict[str, str]:
+def pod_env(
+    cluster: dict[str, Any],
+    pipe: dict[str, Any],
+    secret_data: dict[tuple[str, str], str],
+    endpoint: str,
+    files: dict[str, Path],
+) -> dict[str, str]:
     """What the kubelet would give the KV pod: fieldRefs and secretKeyRefs resolved, ``$(VAR)``
     expanded; the collector's Service name → ``endpoint`` (scheme kept), mount paths → ``files``."""
     fields = {"metadata.name": f"{cluster['metadata']['name']}-0", "spec.nodeName": "node-0"}
@@ -102,10 +118,13 @@ def pod_env(cluster: dict[str, Any], pipe: dict[str, Any], secret_data: dict[tup
             ref = source["secretKeyRef"]
             value = secret_data[(ref["name"], ref["key"])]
         else:
-            value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env[m.group(1)], item["value"])
+            value = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env[m.group(1)], item["value"]
+            )
         env[item["name"]] = value
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = env["OTEL_EXPORTER_OTLP_ENDPOINT"].replace(
-        f"{COLLECTOR_DNS}:4318", endpoint)
+        f"{COLLECTOR_DNS}:4318", endpoint
+    )
     for mount, local in files.items():
         env = {key: value.replace(mount, str(local)) for key, value in env.items()}
     return env
@@ -146,14 +165,23 @@ def arrives(jaeger: Any, poll: Any, service: str) -> None:
     poll(lambda: client.find_traces(service), timeout=30, message=f"a trace of {service} in Jaeger")
 
 
-def post_traces(address: str, headers: dict[str, str], context: ssl.SSLContext | None = None) -> int:
+def post_traces(
+    address: str, headers: dict[str, str], context: ssl.SSLContext | None = None
+) -> int:
     """POST an empty OTLP/HTTP export request; the HTTP status."""
     host, port = address.rsplit(":", 1)
-    conn = (http.client.HTTPSConnection(host, int(port), context=context, timeout=5) if context
-            else http.client.HTTPConnection(host, int(port), timeout=5))
+    conn = (
+        http.client.HTTPSConnection(host, int(port), context=context, timeout=5)
+        if context
+        else http.client.HTTPConnection(host, int(port), timeout=5)
+    )
     try:
-        conn.request("POST", "/v1/traces", body=b"",
-                     headers={"Content-Type": "application/x-protobuf", **headers})
+        conn.request(
+            "POST",
+            "/v1/traces",
+            body=b"",
+            headers={"Content-Type": "application/x-protobuf", **headers},
+        )
         return conn.getresponse().status
     finally:
         conn.close()
@@ -161,14 +189,19 @@ def post_traces(address: str, headers: dict[str, str], context: ssl.SSLContext |
 
 # ---- authentication -------------------------------------------------------------------------
 
+
 def test_bearer_token_is_required_and_the_right_one_gets_through(
-        collector: Any, jaeger: Any, poll: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    collector: Any, jaeger: Any, poll: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     token, other = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     (tmp_path / "auth").mkdir()
     cluster = kvcluster()
     # The token set as the operator writes it: one "TOKEN LABEL" line per consumer.
-    (tmp_path / "auth" / "token").write_text(consumer_tokens.compose(
-        [(other, "pipeline"), (token, f"KVCluster/{cluster['metadata']['name']}")], "unused"))
+    (tmp_path / "auth" / "token").write_text(
+        consumer_tokens.compose(
+            [(other, "pipeline"), (token, f"KVCluster/{cluster['metadata']['name']}")], "unused"
+        )
+    )
     files = {AUTH_DIR: tmp_path / "auth"}
     pipe = pipeline(auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET})
     col, backend, tls = managed_tls_stack(collector, jaeger, pipe, tmp_path, files)
@@ -177,9 +210,14 @@ def test_bearer_token_is_required_and_the_right_one_gets_through(
     verified = ssl.create_default_context(cafile=str(tls.ca_file))
 
     assert post_traces(address, {}, verified) == 401
-    assert post_traces(address, {"Authorization": f"Bearer {secrets.token_urlsafe(24)}"}, verified) == 401
+    assert (
+        post_traces(address, {"Authorization": f"Bearer {secrets.token_urlsafe(24)}"}, verified)
+        == 401
+    )
     assert post_traces(address, {"Authorization": f"Bearer {token}"}, verified) == 200
-    assert post_traces(address, {"Authorization": f"Bearer {other}"}, verified) == 200  # every consumer's token
+    assert (
+        post_traces(address, {"Authorization": f"Bearer {other}"}, verified) == 200
+    )  # every consumer's token
     # The label after a token is a comment to the extension, never a token.
     assert post_traces(address, {"Authorization": "Bearer pipeline"}, verified) == 401
     # The edge counts what it refused in its own metrics (level detailed with auth).
@@ -193,30 +231,48 @@ def test_bearer_token_is_required_and_the_right_one_gets_through(
     arrives(backend, poll, cluster["metadata"]["name"])
 
     intruder = kvcluster()
-    wrong = pod_env(intruder, pipe, {(consumer_tokens.client_token_secret(intruder["metadata"]["name"]), "token"):
-                                     "not-the-token"}, address, files)
+    wrong = pod_env(
+        intruder,
+        pipe,
+        {
+            (
+                consumer_tokens.client_token_secret(intruder["metadata"]["name"]),
+                "token",
+            ): "not-the-token"
+        },
+        address,
+        files,
+    )
     assert send_span(wrong, monkeypatch) == SpanExportResult.FAILURE
     services = backend.client().services()
     assert intruder["metadata"]["name"] not in services and cluster["metadata"]["name"] in services
     assert http_requests(col, "401") == 4
 
 
-def test_grpc_without_token_is_unauthenticated_and_counted(collector: Any, jaeger: Any, poll: Any,
-                                                           tmp_path: Path) -> None:
+def test_grpc_without_token_is_unauthenticated_and_counted(
+    collector: Any, jaeger: Any, poll: Any, tmp_path: Path
+) -> None:
     """A gRPC sender without the token (another collector's OTLP exporter) is refused with
     Unauthenticated, counted by the edge; with the token its span arrives."""
     token = secrets.token_urlsafe(24)
     (tmp_path / "auth").mkdir()
     (tmp_path / "auth" / "token").write_text(token)
     pipe = pipeline(auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET})
-    edge, backend, tls = managed_tls_stack(collector, jaeger, pipe, tmp_path, {AUTH_DIR: tmp_path / "auth"})
+    edge, backend, tls = managed_tls_stack(
+        collector, jaeger, pipe, tmp_path, {AUTH_DIR: tmp_path / "auth"}
+    )
     anonymous = collector(grpc_sender(edge.otlp_grpc, {}, tls.ca_file), name="anonymous")
     send_probe_trace(anonymous.otlp_http, "anonymous-sender")
-    poll(lambda: grpc_calls(edge, "UNAUTHENTICATED") >= 1, timeout=30,
-         message="the refused gRPC export counted as UNAUTHENTICATED")
+    poll(
+        lambda: grpc_calls(edge, "UNAUTHENTICATED") >= 1,
+        timeout=30,
+        message="the refused gRPC export counted as UNAUTHENTICATED",
+    )
     assert grpc_calls(edge, "OK") == 0
-    holder = collector(grpc_sender(edge.otlp_grpc, {"authorization": f"Bearer {token}"}, tls.ca_file),
-                       name="holder")
+    holder = collector(
+        grpc_sender(edge.otlp_grpc, {"authorization": f"Bearer {token}"}, tls.ca_file),
+        name="holder",
+    )
     send_probe_trace(holder.otlp_http, "token-holder")
     arrives(backend, poll, "token-holder")
     assert grpc_calls(edge, "OK") >= 1
@@ -228,11 +284,20 @@ def grpc_sender(endpoint: str, headers: dict[str, str], ca_file: Path) -> dict[s
     (TLS, trusting ``ca_file``), with ``headers``, without retries (a refusal is final)."""
     return {
         "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
-        "exporters": {"otlp_grpc": {"endpoint": endpoint, "tls": {"ca_file": str(ca_file)}, "headers": headers,
-                                    "retry_on_failure": {"enabled": False}, "sending_queue": {"enabled": False}}},
+        "exporters": {
+            "otlp_grpc": {
+                "endpoint": endpoint,
+                "tls": {"ca_file": str(ca_file)},
+                "headers": headers,
+                "retry_on_failure": {"enabled": False},
+                "sending_queue": {"enabled": False},
+            }
+        },
         "extensions": {"health_check": {"endpoint": "127.0.0.1:0"}},
-        "service": {"extensions": ["health_check"],
-                    "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp_grpc"]}}},
+        "service": {
+            "extensions": ["health_check"],
+            "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp_grpc"]}},
+        },
     }
 
 
@@ -240,12 +305,17 @@ def own_metric(col: Any, name: str, label: str, value: str) -> float:
     """Sum of the collector's own metric ``name`` over the series with ``label="value"``."""
     with urllib.request.urlopen(f"http://{col.endpoint('metrics')}/metrics", timeout=5) as response:
         text = response.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") and f'{label}="{value}"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and f'{label}="{value}"' in line
+    )
 
 
 def http_requests(col: Any, status: str) -> float:
-    return own_metric(col, "http_server_request_duration_count", "http_response_status_code", status)
+    return own_metric(
+        col, "http_server_request_duration_count", "http_response_status_code", status
+    )
 
 
 def grpc_calls(col: Any, status: str) -> float:
@@ -253,6 +323,7 @@ def grpc_calls(col: Any, status: str) -> float:
 
 
 # ---- TLS ------------------------------------------------------------------------------------
+
 
 def openssl(*args: str, cwd: Path) -> None:
     exe = shutil.which("openssl")
@@ -265,27 +336,69 @@ KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
 def make_ca(directory: Path) -> Path:
     directory.mkdir(parents=True)
-    openssl("req", "-x509", *KEY, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj",
-            f"/CN=kvtrace-test-ca-{directory.name}", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
+    openssl(
+        "req",
+        "-x509",
+        *KEY,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=kvtrace-test-ca-{directory.name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )
     return directory
 
 
 def make_serving_secret(ca: Path, directory: Path, *, expired: bool = False) -> Path:
     """What a cert-manager Certificate writes: tls.crt, tls.key and ca.crt."""
     directory.mkdir(parents=True)
-    openssl("req", "-new", *KEY, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=traces-collector",
-            cwd=directory)
+    openssl(
+        "req",
+        "-new",
+        *KEY,
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+        "-subj",
+        "/CN=traces-collector",
+        cwd=directory,
+    )
     sans = f"DNS:traces-collector.{NS}.svc,DNS:{COLLECTOR_DNS},IP:127.0.0.1"
     (directory / "ext").write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "tls.csr", "-CA", str(ca / "ca.crt"), "-CAkey", str(ca / "ca.key"),
-            "-CAcreateserial", "-days", "-1" if expired else "2", "-extfile", "ext", "-out", "tls.crt",
-            cwd=directory)
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        str(ca / "ca.crt"),
+        "-CAkey",
+        str(ca / "ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "-1" if expired else "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "tls.crt",
+        cwd=directory,
+    )
     shutil.copy(ca / "ca.crt", directory / "ca.crt")
     return directory
 
 
-def tls_collector(collector: Any, backend: Any, secret: Path, token: LocalToken) -> tuple[Any, dict[str, Path]]:
+def tls_collector(
+    collector: Any, backend: Any, secret: Path, token: LocalToken
+) -> tuple[Any, dict[str, Path]]:
     """The edge with the TLS ``secret``; auth is on by default: it reads ``token``."""
     files = {SERVING_DIR: secret, AUTH_DIR: token.file.parent}
     pipe = pipeline(tls={"enabled": True, "secretName": "collector-tls"})
@@ -297,7 +410,8 @@ def kv_files(secret: Path) -> dict[str, Path]:
 
 
 def test_tls_with_the_right_ca_arrives_and_plaintext_or_another_ca_is_refused(
-        collector: Any, jaeger: Any, poll: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    collector: Any, jaeger: Any, poll: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = make_serving_secret(make_ca(tmp_path / "ca"), tmp_path / "secret")
     backend = jaeger()
     token = local_token(tmp_path / "auth")
@@ -308,7 +422,9 @@ def test_tls_with_the_right_ca_arrives_and_plaintext_or_another_ca_is_refused(
     cluster = kvcluster()
     env = pod_env(cluster, pipe, token.secrets(pipe), address, kv_files(secret))
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"https://{address}"
-    assert Path(env["OTEL_EXPORTER_OTLP_CERTIFICATE"]).read_bytes() == (secret / "ca.crt").read_bytes()
+    assert (
+        Path(env["OTEL_EXPORTER_OTLP_CERTIFICATE"]).read_bytes() == (secret / "ca.crt").read_bytes()
+    )
     assert send_span(env, monkeypatch) == SpanExportResult.SUCCESS
     arrives(backend, poll, cluster["metadata"]["name"])
 
@@ -319,13 +435,16 @@ def test_tls_with_the_right_ca_arrives_and_plaintext_or_another_ca_is_refused(
     with pytest.raises(ssl.SSLCertVerificationError):
         post_traces(address, {}, context=other)
     stranger = kvcluster()
-    wrong_env = pod_env(stranger, pipe, token.secrets(pipe), address, kv_files(tmp_path / "other-ca"))
+    wrong_env = pod_env(
+        stranger, pipe, token.secrets(pipe), address, kv_files(tmp_path / "other-ca")
+    )
     assert send_span(wrong_env, monkeypatch) == SpanExportResult.FAILURE
     assert stranger["metadata"]["name"] not in backend.client().services()
 
 
 def test_an_expired_collector_certificate_is_refused(
-        collector: Any, jaeger: Any, tmp_path: Path) -> None:
+    collector: Any, jaeger: Any, tmp_path: Path
+) -> None:
     ca = make_ca(tmp_path / "ca")
     secret = make_serving_secret(ca, tmp_path / "secret", expired=True)
     col, _ = tls_collector(collector, jaeger(), secret, local_token(tmp_path / "auth"))
@@ -341,10 +460,15 @@ def test_secured_configs_pass_otelcol_validate(replicas: int, tmp_path: Path) ->
     from kvtrace.devstack.pytest_plugin import require_binaries
 
     require_binaries("otelcol-kvtrace")
-    pipe = pipeline(auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET},
-                    tls={"enabled": True, "secretName": "collector-tls"})
-    pipe["spec"].update(sampling={"mode": "production"}, collector={"replicas": replicas},
-                        receivers={"zipkin": {"enabled": True}, "jaeger": {"enabled": True}})
+    pipe = pipeline(
+        auth={"enabled": True, "tokenSecretRef": TOKEN_SECRET},
+        tls={"enabled": True, "secretName": "collector-tls"},
+    )
+    pipe["spec"].update(
+        sampling={"mode": "production"},
+        collector={"replicas": replicas},
+        receivers={"zipkin": {"enabled": True}, "jaeger": {"enabled": True}},
+    )
     tiers = ["loadbalancer", "sampling"] if replicas > 1 else ["sampling"]
     for tier in tiers:
         proc = validate_config(render_collector_config(pipe, tier), workdir=tmp_path)

@@ -42,11 +42,20 @@ class TenantJaeger(Jaeger):  # type: ignore[misc]
         return bool(super(Jaeger, self)._ready())
 
 
-def tenancy_config(storage: str, badger_dir: Path, tls_dir: Path) -> tuple[dict[str, Any], LocalTLS]:
-    pipe = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-            "metadata": {"name": "shared", "namespace": "kv-shared"},
-            "spec": {"jaeger": {"storage": {"type": storage},
-                                "tenancy": {"enabled": True, "header": HEADER, "tenants": ["team-a", "team-b"]}}}}
+def tenancy_config(
+    storage: str, badger_dir: Path, tls_dir: Path
+) -> tuple[dict[str, Any], LocalTLS]:
+    pipe = {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "TracingPipeline",
+        "metadata": {"name": "shared", "namespace": "kv-shared"},
+        "spec": {
+            "jaeger": {
+                "storage": {"type": storage},
+                "tenancy": {"enabled": True, "header": HEADER, "tenants": ["team-a", "team-b"]},
+            }
+        },
+    }
     tls = local_tls(tls_dir, pipe)
     config: dict[str, Any] = tls.use_files(render_jaeger_config(pipe), tls.jaeger_leaf())
     # The tenant header kept as client metadata through the pipeline, the most a sender can do.
@@ -54,8 +63,10 @@ def tenancy_config(storage: str, badger_dir: Path, tls_dir: Path) -> tuple[dict[
     config["processors"]["batch"]["metadata_keys"] = [HEADER]
     if storage == "badger":
         badger = config["extensions"]["jaeger_storage"]["backends"]["traces"]["badger"]
-        badger["directories"] = {key: path.replace(BADGER_DIR, str(badger_dir))
-                                 for key, path in badger["directories"].items()}
+        badger["directories"] = {
+            key: path.replace(BADGER_DIR, str(badger_dir))
+            for key, path in badger["directories"].items()
+        }
     return config, tls
 
 
@@ -63,34 +74,53 @@ def query(jaeger: Any, tenant: str | None) -> tuple[int, str]:
     headers = {HEADER: tenant} if tenant else {}
     request = urllib.request.Request(f"{jaeger.query_url}/api/v3/services", headers=headers)
     try:
-        with urlopen_direct(request, timeout=5, context=jaeger.ssl_context()) as response:  # TLS query port
+        with urlopen_direct(
+            request, timeout=5, context=jaeger.ssl_context()
+        ) as response:  # TLS query port
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
 
 
 def stored_spans(jaeger: Any) -> float:
-    with urllib.request.urlopen(f"http://{jaeger.endpoint('metrics')}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(
+        f"http://{jaeger.endpoint('metrics')}/metrics", timeout=5
+    ) as response:
         text = response.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("otelcol_exporter_sent_spans_total{") and "jaeger_storage_exporter" in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("otelcol_exporter_sent_spans_total{")
+        and "jaeger_storage_exporter" in line
+    )
 
 
 @pytest.mark.parametrize("storage", ["memory", "badger"])
-def test_tenancy_gates_queries_but_spans_are_stored_without_tenant(storage: str, poll: Any, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tenancy_gates_queries_but_spans_are_stored_without_tenant(
+    storage: str, poll: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in HOST_CA_OVERRIDES:  # the exporter trusts its CA file, as in a pod
         monkeypatch.delenv(name, raising=False)
     config, tls = tenancy_config(storage, tmp_path / "badger", tmp_path / "tls")
     with TenantJaeger(config, ca_file=tls.ca_file, workdir=tmp_path / "jaeger") as jaeger:
         provider = TracerProvider(resource=Resource.create({"service.name": "team-a-kv"}))
-        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
-            endpoint=f"https://{jaeger.endpoint('otlp/http')}/v1/traces", headers={HEADER: "team-a"},
-            certificate_file=str(tls.ca_file))))
+        provider.add_span_processor(
+            SimpleSpanProcessor(
+                OTLPSpanExporter(
+                    endpoint=f"https://{jaeger.endpoint('otlp/http')}/v1/traces",
+                    headers={HEADER: "team-a"},
+                    certificate_file=str(tls.ca_file),
+                )
+            )
+        )
         with provider.get_tracer("tenancy-test").start_as_current_span("PUT"):
             pass
         provider.shutdown()
-        poll(lambda: stored_spans(jaeger) >= 1, timeout=30, message="the span written to Jaeger's storage")
+        poll(
+            lambda: stored_spans(jaeger) >= 1,
+            timeout=30,
+            message="the span written to Jaeger's storage",
+        )
 
         assert query(jaeger, None) == (401, "missing tenant header")
         assert query(jaeger, "team-c") == (401, "unknown tenant")

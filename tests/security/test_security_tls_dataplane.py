@@ -44,14 +44,23 @@ pytestmark = pytest.mark.dataplane
 JAEGER_DNS = f"traces-jaeger-otlp.{NS}.svc.cluster.local"
 # Short lives so that renewals fall due within the minute pki back-dates every certificate:
 # leaves due 10s before their 40s end, the CA due 25s before its 75s end.
-FAST = {"enabled": True, "duration": "40s", "renewBefore": "10s", "caDuration": "75s", "caRenewBefore": "25s"}
+FAST = {
+    "enabled": True,
+    "duration": "40s",
+    "renewBefore": "10s",
+    "caDuration": "75s",
+    "caRenewBefore": "25s",
+}
 
 
 def tp(tls_settings: dict[str, Any], **spec: Any) -> dict[str, Any]:
     base = {"sampling": {"mode": "head", "ratio": 1}}  # head: an accepted span is in Jaeger at once
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-            "metadata": {"name": "traces", "namespace": NS, "uid": "u1"},
-            "spec": {**base, **spec, "security": {"tls": tls_settings}}}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "TracingPipeline",
+        "metadata": {"name": "traces", "namespace": NS, "uid": "u1"},
+        "spec": {**base, **spec, "security": {"tls": tls_settings}},
+    }
 
 
 def now() -> datetime.datetime:
@@ -79,15 +88,24 @@ class Volumes:
         return directory
 
 
-def secret_data(pipe: dict[str, Any], state: rotation.State, moment: datetime.datetime) -> dict[str, dict[str, str]]:
+def secret_data(
+    pipe: dict[str, Any], state: rotation.State, moment: datetime.datetime
+) -> dict[str, dict[str, str]]:
     """What the operator's Secrets hold for ``state``: name -> decoded data."""
     spec = apply_defaults_pipeline(pipe["spec"])
-    return {obj["metadata"]["name"]: tls.decoded(obj) for obj in managed_secrets(pipe, spec, state, moment)}
+    return {
+        obj["metadata"]["name"]: tls.decoded(obj)
+        for obj in managed_secrets(pipe, spec, state, moment)
+    }
 
 
-def issue(pipe: dict[str, Any], state: rotation.State, moment: datetime.datetime) -> tuple[rotation.State, list[str]]:
+def issue(
+    pipe: dict[str, Any], state: rotation.State, moment: datetime.datetime
+) -> tuple[rotation.State, list[str]]:
     spec = apply_defaults_pipeline(pipe["spec"])
-    return rotation.rotate(state, leaf_specs(pipe, spec), moment, policy(spec), "kvtrace store/traces CA")
+    return rotation.rotate(
+        state, leaf_specs(pipe, spec), moment, policy(spec), "kvtrace store/traces CA"
+    )
 
 
 class Stack:
@@ -95,7 +113,12 @@ class Stack:
     (the edge's token file too: auth is on by default)."""
 
     def __init__(self, pipe: dict[str, Any], volumes: Volumes, collector: Any, jaeger: Any) -> None:
-        self.pipe, self.volumes, self.collector_factory, self.jaeger_factory = pipe, volumes, collector, jaeger
+        self.pipe, self.volumes, self.collector_factory, self.jaeger_factory = (
+            pipe,
+            volumes,
+            collector,
+            jaeger,
+        )
         self.token = local_token(volumes.root / "otlp-token")
 
     def mount(self, secrets: dict[str, dict[str, str]]) -> None:
@@ -110,8 +133,11 @@ class Stack:
 
     def localise(self, config: dict[str, Any], pod: str) -> dict[str, Any]:
         text = yaml.safe_dump(config)
-        for mount, volume in ((tls.SERVING_DIR, "serving-cert"), (tls.JAEGER_SERVING_DIR, "serving-cert"),
-                              (tls.TRUST_DIR, "telemetry-ca")):
+        for mount, volume in (
+            (tls.SERVING_DIR, "serving-cert"),
+            (tls.JAEGER_SERVING_DIR, "serving-cert"),
+            (tls.TRUST_DIR, "telemetry-ca"),
+        ):
             text = text.replace(mount, str(self.volumes.directory(pod, volume)))
         return dict(yaml.safe_load(text))
 
@@ -124,18 +150,24 @@ class Stack:
     def start_jaeger(self) -> Any:
         """Its query port serves the Jaeger leaf too: queries trust the bundle (the client's
         mount) and verify the query Service's name."""
-        return self.jaeger_factory(self.localise(render_jaeger_config(self.pipe), "jaeger"),
-                                   ca_file=self.volumes.directory("kv", "telemetry-ca") / "ca.crt",
-                                   server_name=f"traces-jaeger-query.{NS}.svc.cluster.local")
+        return self.jaeger_factory(
+            self.localise(render_jaeger_config(self.pipe), "jaeger"),
+            ca_file=self.volumes.directory("kv", "telemetry-ca") / "ca.crt",
+            server_name=f"traces-jaeger-query.{NS}.svc.cluster.local",
+        )
 
     def start_collector(self, tier: str, pod: str, jaeger: Any = None, sampling: Any = None) -> Any:
-        config = use_token_file(self.localise(render_collector_config(self.pipe, tier), pod), self.token.file)
+        config = use_token_file(
+            self.localise(render_collector_config(self.pipe, tier), pod), self.token.file
+        )
         exporters = config["exporters"]
         if "otlp_grpc/jaeger" in exporters:
             exporters["otlp_grpc/jaeger"]["endpoint"] = jaeger.otlp_grpc
             assert exporters["otlp_grpc/jaeger"]["tls"]["server_name_override"] == JAEGER_DNS
         if "load_balancing" in exporters:
-            exporters["load_balancing"]["resolver"] = {"static": {"hostnames": [sampling.otlp_grpc]}}
+            exporters["load_balancing"]["resolver"] = {
+                "static": {"hostnames": [sampling.otlp_grpc]}
+            }
         return self.collector_factory(config)
 
 
@@ -156,10 +188,19 @@ class Client:
     """A KV pod's exporter: configured by the rendered environment, trusting the mounted bundle;
     a new Client is a restarted pod (it reads the CA file when it starts)."""
 
-    def __init__(self, pipe: dict[str, Any], cluster: dict[str, Any], collector: Any, ca_dir: Path,
-                 token: LocalToken, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(
+        self,
+        pipe: dict[str, Any],
+        cluster: dict[str, Any],
+        collector: Any,
+        ca_dir: Path,
+        token: LocalToken,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
         port = collector.endpoint("otlp/http").rsplit(":", 1)[1]
-        env = pod_env(cluster, pipe, token.secrets(pipe), f"{COLLECTOR_DNS}:{port}", {CLIENT_CA_DIR: ca_dir})
+        env = pod_env(
+            cluster, pipe, token.secrets(pipe), f"{COLLECTOR_DNS}:{port}", {CLIENT_CA_DIR: ca_dir}
+        )
         use_pod_env(env, monkeypatch)
         self.exporter = OTLPSpanExporter()
         self.memory = InMemorySpanExporter()
@@ -183,8 +224,10 @@ def served_fingerprint(address: str, server_name: str, ca_file: Path) -> str:
     against ``ca_file`` (a new TLS connection: what a reconnecting client gets)."""
     host, port = address.rsplit(":", 1)
     context = ssl.create_default_context(cafile=str(ca_file))
-    with socket.create_connection((host, int(port)), timeout=5) as raw, \
-            context.wrap_socket(raw, server_hostname=server_name) as conn:
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=server_name) as conn,
+    ):
         der = conn.getpeercert(binary_form=True)
     assert der is not None
     return pki.info(ssl.DER_cert_to_PEM_cert(der)).fingerprint
@@ -196,18 +239,31 @@ def all_arrive(client: Any, poll: Any, service: str, trace_ids: set[str]) -> Non
         found = {trace.trace_id for trace in client.find_traces(service, limit=len(trace_ids) + 50)}
         return trace_ids - found
 
-    poll(lambda: not missing(), timeout=60, message=f"all {len(trace_ids)} traces of {service} in Jaeger")
+    poll(
+        lambda: not missing(),
+        timeout=60,
+        message=f"all {len(trace_ids)} traces of {service} in Jaeger",
+    )
     assert not missing()
 
 
 # ---- every hop over TLS ---------------------------------------------------------------------
 
+
 def test_two_tiers_spans_flow_over_tls_on_every_hop(
-        collector: Any, jaeger: Any, poll: Any, tmp_path: Path, cluster_dns: None,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    collector: Any,
+    jaeger: Any,
+    poll: Any,
+    tmp_path: Path,
+    cluster_dns: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """client -> load-balancing tier -> sampling tier -> Jaeger, each hop verified TLS."""
-    pipe = tp({"enabled": True}, sampling={"mode": "production", "ratio": 1, "decisionWait": "2s"},
-              collector={"replicas": 2})
+    pipe = tp(
+        {"enabled": True},
+        sampling={"mode": "production", "ratio": 1, "decisionWait": "2s"},
+        collector={"replicas": 2},
+    )
     state, actions = issue(pipe, rotation.State(), now())
     assert len(actions) == 4  # the CA and three leaves
     stack = Stack(pipe, Volumes(tmp_path / "pods"), collector, jaeger)
@@ -217,13 +273,28 @@ def test_two_tiers_spans_flow_over_tls_on_every_hop(
     front = stack.start_collector("loadbalancer", "collector", sampling=back)
     trust = stack.volumes.directory("kv", "telemetry-ca") / "ca.crt"
     # Every server presents the leaf the operator made for its Service's names.
-    for server, name, secret in ((front.endpoint("otlp/http"), COLLECTOR_DNS, "traces-collector-tls"),
-                                 (back.otlp_grpc, f"traces-collector-sampling.{NS}.svc.cluster.local",
-                                  "traces-collector-sampling-tls"),
-                                 (backend.otlp_grpc, JAEGER_DNS, "traces-jaeger-tls")):
-        assert served_fingerprint(server, name, trust) == pki.info(state.leaves[secret].cert_pem).fingerprint
+    for server, name, secret in (
+        (front.endpoint("otlp/http"), COLLECTOR_DNS, "traces-collector-tls"),
+        (
+            back.otlp_grpc,
+            f"traces-collector-sampling.{NS}.svc.cluster.local",
+            "traces-collector-sampling-tls",
+        ),
+        (backend.otlp_grpc, JAEGER_DNS, "traces-jaeger-tls"),
+    ):
+        assert (
+            served_fingerprint(server, name, trust)
+            == pki.info(state.leaves[secret].cert_pem).fingerprint
+        )
     cluster = kvcluster()
-    client = Client(pipe, cluster, front, stack.volumes.directory("kv", "telemetry-ca"), stack.token, monkeypatch)
+    client = Client(
+        pipe,
+        cluster,
+        front,
+        stack.volumes.directory("kv", "telemetry-ca"),
+        stack.token,
+        monkeypatch,
+    )
     sent = set()
     for _ in range(5):
         trace_id, result = client.send()
@@ -235,8 +306,10 @@ def test_two_tiers_spans_flow_over_tls_on_every_hop(
 
 # ---- refused --------------------------------------------------------------------------------
 
+
 def test_a_client_trusting_another_ca_or_facing_an_expired_certificate_is_refused(
-        collector: Any, jaeger: Any, tmp_path: Path, cluster_dns: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    collector: Any, jaeger: Any, tmp_path: Path, cluster_dns: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pipe = tp({"enabled": True})
     moment = now()
     state, _ = issue(pipe, rotation.State(), moment)
@@ -246,8 +319,12 @@ def test_a_client_trusting_another_ca_or_facing_an_expired_certificate_is_refuse
     edge = stack.start_collector("sampling", "collector", jaeger=backend)
     # Another CA (another pipeline's, say): the handshake fails, the SDK export fails.
     stranger_ca = pki.make_ca("another CA", moment, datetime.timedelta(hours=1))
-    other = Volumes(tmp_path / "other").write("kv", "telemetry-ca", {"ca.crt": stranger_ca.cert_pem}, ["ca.crt"])
-    with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer certificate"):
+    other = Volumes(tmp_path / "other").write(
+        "kv", "telemetry-ca", {"ca.crt": stranger_ca.cert_pem}, ["ca.crt"]
+    )
+    with pytest.raises(
+        ssl.SSLCertVerificationError, match="unable to get local issuer certificate"
+    ):
         served_fingerprint(edge.endpoint("otlp/http"), COLLECTOR_DNS, other / "ca.crt")
     stranger = kvcluster()
     client = Client(pipe, stranger, edge, other, stack.token, monkeypatch)
@@ -256,10 +333,19 @@ def test_a_client_trusting_another_ca_or_facing_an_expired_certificate_is_refuse
     assert stranger["metadata"]["name"] not in stack.query(backend).services()
 
     # An expired leaf (issued by the right CA an hour ago, valid 10 minutes) is refused too.
-    expired = pki.issue(state.ca, "traces-collector", list(tls.dns_names("traces-collector", NS)),
-                        moment - datetime.timedelta(hours=1), datetime.timedelta(minutes=10))
-    stack.volumes.write("collector", "serving-cert", {"tls.crt": expired.cert_pem, "tls.key": expired.key_pem},
-                        ["tls.crt", "tls.key"])
+    expired = pki.issue(
+        state.ca,
+        "traces-collector",
+        list(tls.dns_names("traces-collector", NS)),
+        moment - datetime.timedelta(hours=1),
+        datetime.timedelta(minutes=10),
+    )
+    stack.volumes.write(
+        "collector",
+        "serving-cert",
+        {"tls.crt": expired.cert_pem, "tls.key": expired.key_pem},
+        ["tls.crt", "tls.key"],
+    )
     stale = stack.start_collector("sampling", "collector", jaeger=backend)
     trust = stack.volumes.directory("kv", "telemetry-ca") / "ca.crt"
     with pytest.raises(ssl.SSLCertVerificationError, match="expired"):
@@ -267,8 +353,13 @@ def test_a_client_trusting_another_ca_or_facing_an_expired_certificate_is_refuse
 
 
 def test_the_collector_refuses_a_jaeger_certificate_from_another_ca(
-        collector: Any, jaeger: Any, poll: Any, tmp_path: Path, cluster_dns: None,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    collector: Any,
+    jaeger: Any,
+    poll: Any,
+    tmp_path: Path,
+    cluster_dns: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     pipe = tp({"enabled": True})
     moment = now()
     state, _ = issue(pipe, rotation.State(), moment)
@@ -276,23 +367,40 @@ def test_the_collector_refuses_a_jaeger_certificate_from_another_ca(
     stack = Stack(pipe, Volumes(tmp_path / "pods"), collector, jaeger)
     stack.mount(secret_data(pipe, state, moment))
     impostor_secrets = secret_data(pipe, impostor, moment)
-    stack.volumes.write("jaeger", "serving-cert", impostor_secrets["traces-jaeger-tls"], ["tls.crt", "tls.key"])
+    stack.volumes.write(
+        "jaeger", "serving-cert", impostor_secrets["traces-jaeger-tls"], ["tls.crt", "tls.key"]
+    )
     backend = stack.start_jaeger()
     edge = stack.start_collector("sampling", "collector", jaeger=backend)
     cluster = kvcluster()
-    client = Client(pipe, cluster, edge, stack.volumes.directory("kv", "telemetry-ca"), stack.token, monkeypatch)
+    client = Client(
+        pipe, cluster, edge, stack.volumes.directory("kv", "telemetry-ca"), stack.token, monkeypatch
+    )
     assert client.send()[1] == SpanExportResult.SUCCESS  # the edge accepts ...
     client.close()
-    poll(lambda: "certificate signed by unknown authority" in edge.tail(200), timeout=30,
-         message="the collector's exporter refusing Jaeger's certificate")
+    poll(
+        lambda: "certificate signed by unknown authority" in edge.tail(200),
+        timeout=30,
+        message="the collector's exporter refusing Jaeger's certificate",
+    )
     # ... Jaeger (asked over its query port, which serves the impostor leaf too) never gets it
-    assert cluster["metadata"]["name"] not in stack.query(backend, impostor_secrets["traces-tls-trust"]["ca.crt"]).services()
+    assert (
+        cluster["metadata"]["name"]
+        not in stack.query(backend, impostor_secrets["traces-tls-trust"]["ca.crt"]).services()
+    )
 
 
 # ---- rotation -------------------------------------------------------------------------------
 
-def stream(client: Client, sent: set[str], until: Callable[[], bool], *, limit: int = 400,
-           interval: float = 0.05) -> int:
+
+def stream(
+    client: Client,
+    sent: set[str],
+    until: Callable[[], bool],
+    *,
+    limit: int = 400,
+    interval: float = 0.05,
+) -> int:
     """Send spans until ``until()`` (checked between spans) or ``limit``; every export must
     succeed. Returns how many were sent."""
     count = 0
@@ -312,12 +420,15 @@ def at_least(moment: datetime.datetime) -> Callable[[], bool]:
 
 
 @pytest.fixture
-def rotation_stack(collector: Any, jaeger: Any, tmp_path: Path, cluster_dns: None) -> Iterator[Stack]:
+def rotation_stack(
+    collector: Any, jaeger: Any, tmp_path: Path, cluster_dns: None
+) -> Iterator[Stack]:
     yield Stack(tp(FAST), Volumes(tmp_path / "pods"), collector, jaeger)
 
 
-def test_leaf_and_ca_rotation_lose_no_span(rotation_stack: Stack, poll: Any,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_leaf_and_ca_rotation_lose_no_span(
+    rotation_stack: Stack, poll: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bounded stream of spans (each its own trace) runs while the leaves are renewed (the
     servers reload them: no restart), then the CA is rotated (the bundle gains the new CA,
     the collector and the client roll; leaves move to the new CA; servers reload): every
@@ -342,7 +453,10 @@ def test_leaf_and_ca_rotation_lose_no_span(rotation_stack: Stack, poll: Any,
     # 1. Leaves within renewBefore (5s of 40s left): renewed by the same CA, up to the CA's
     #    end; the collector and Jaeger pick them up by reloading (reload_interval: renewBefore / 4).
     renewed, actions = issue(pipe, state, start + datetime.timedelta(seconds=35))
-    assert actions == ["certificate traces-collector-tls: expiring", "certificate traces-jaeger-tls: expiring"]
+    assert actions == [
+        "certificate traces-collector-tls: expiring",
+        "certificate traces-jaeger-tls: expiring",
+    ]
     assert renewed.ca == state.ca
     stack.mount(secret_data(pipe, renewed, now()))
     stream(client, sent, serving(edge, COLLECTOR_DNS, "traces-collector-tls", renewed))
@@ -357,7 +471,10 @@ def test_leaf_and_ca_rotation_lose_no_span(rotation_stack: Stack, poll: Any,
     stack.mount(secret_data(pipe, rotated, now()))
     assert len(pki.bundle_info(trust.read_text())) == 2
     rolled = stack.start_collector("sampling", "collector", jaeger=backend)
-    old_client, client = client, Client(pipe, cluster, rolled, trust.parent, stack.token, monkeypatch)
+    old_client, client = (
+        client,
+        Client(pipe, cluster, rolled, trust.parent, stack.token, monkeypatch),
+    )
     old_client.close()
     edge.stop()
     stream(client, sent, lambda: len(sent) >= 120)
@@ -365,9 +482,14 @@ def test_leaf_and_ca_rotation_lose_no_span(rotation_stack: Stack, poll: Any,
     # 3. Half-way through caRenewBefore (12.5s after the new CA's notBefore, back-dated 1m)
     #    the new CA signs: leaves (11s left, not yet due) re-issued by it, reloaded.
     moved_at = start + datetime.timedelta(seconds=64)
-    stream(client, sent, at_least(moved_at - datetime.timedelta(seconds=59)))  # its leaves' notBefore is past
+    stream(
+        client, sent, at_least(moved_at - datetime.timedelta(seconds=59))
+    )  # its leaves' notBefore is past
     moved, actions = issue(pipe, rotated, moved_at)
-    assert actions == ["certificate traces-collector-tls: issuer", "certificate traces-jaeger-tls: issuer"]
+    assert actions == [
+        "certificate traces-collector-tls: issuer",
+        "certificate traces-jaeger-tls: issuer",
+    ]
     assert all(pki.signed_by(leaf.cert_pem, rotated.ca.cert_pem) for leaf in moved.leaves.values())
     stack.mount(secret_data(pipe, moved, now()))
     stream(client, sent, serving(rolled, COLLECTOR_DNS, "traces-collector-tls", moved))
@@ -375,7 +497,9 @@ def test_leaf_and_ca_rotation_lose_no_span(rotation_stack: Stack, poll: Any,
     stream(client, sent, lambda: True)
     client.close()
 
-    assert now() < start + datetime.timedelta(seconds=70), "the first leaves and CA must outlive the test"
+    assert now() < start + datetime.timedelta(seconds=70), (
+        "the first leaves and CA must outlive the test"
+    )
     all_arrive(stack.query(backend), poll, cluster["metadata"]["name"], sent)
 
 
@@ -383,12 +507,22 @@ def test_leaf_and_ca_rotation_lose_no_span(rotation_stack: Stack, poll: Any,
 
 VALIDATED = {
     "managed-one-tier": tp({"enabled": True}),
-    "managed-two-tiers": tp({"enabled": True}, sampling={"mode": "production"}, collector={"replicas": 3},
-                            receivers={"zipkin": {"enabled": True}, "jaeger": {"enabled": True}}),
-    "cert-manager-two-tiers": tp({"enabled": True, "mode": "certManager", "issuerRef": {"name": "ca"}},
-                                 sampling={"mode": "production"}, collector={"replicas": 2}),
-    "secret-two-tiers": tp({"enabled": True, "secretName": "mine"}, sampling={"mode": "production"},
-                           collector={"replicas": 2}),
+    "managed-two-tiers": tp(
+        {"enabled": True},
+        sampling={"mode": "production"},
+        collector={"replicas": 3},
+        receivers={"zipkin": {"enabled": True}, "jaeger": {"enabled": True}},
+    ),
+    "cert-manager-two-tiers": tp(
+        {"enabled": True, "mode": "certManager", "issuerRef": {"name": "ca"}},
+        sampling={"mode": "production"},
+        collector={"replicas": 2},
+    ),
+    "secret-two-tiers": tp(
+        {"enabled": True, "secretName": "mine"},
+        sampling={"mode": "production"},
+        collector={"replicas": 2},
+    ),
     "fast-renewal": tp(FAST),
 }
 

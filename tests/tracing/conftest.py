@@ -52,8 +52,15 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
     started: list[Any] = []
     node_sets: list[list[KVNode]] = []
 
-    def make(spec: dict[str, Any], *, faults: str = "", nodes: int = 3, extra_env: dict[str, str] | None = None,
-             stagger: float = 0.0, prometheus: bool = False) -> Stack:
+    def make(
+        spec: dict[str, Any],
+        *,
+        faults: str = "",
+        nodes: int = 3,
+        extra_env: dict[str, str] | None = None,
+        stagger: float = 0.0,
+        prometheus: bool = False,
+    ) -> Stack:
         pipe = pipeline(**spec)
         root = tmp_path / f"stack{len(node_sets)}"
         root.mkdir()
@@ -62,50 +69,108 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
         prom = None
         if prometheus:  # the rendered config and rules; targets once everything listens
             defaulted = apply_defaults_pipeline(pipe["spec"])
-            prom = Prometheus(prometheus_config(pipe, defaulted), rules_for(pipe, defaulted), workdir=root / "prometheus")
+            prom = Prometheus(
+                prometheus_config(pipe, defaulted),
+                rules_for(pipe, defaulted),
+                workdir=root / "prometheus",
+            )
             started.append(prom)
             prom.start()
         prometheus_url = {"prometheus_url": prom.url} if prom else {}
-        jaeger = Jaeger(loopback_config(render_jaeger_config(pipe), badger_dir=root / "badger", tls=tls,
-                                        leaf=tls.jaeger_leaf(), **prometheus_url),
-                        ca_file=tls.ca_file if tls.enabled else None, workdir=root / "jaeger", name="jaeger")
+        jaeger = Jaeger(
+            loopback_config(
+                render_jaeger_config(pipe),
+                badger_dir=root / "badger",
+                tls=tls,
+                leaf=tls.jaeger_leaf(),
+                **prometheus_url,
+            ),
+            ca_file=tls.ca_file if tls.enabled else None,
+            workdir=root / "jaeger",
+            name="jaeger",
+        )
         started.append(jaeger)
         jaeger.start()
-        two_tier = spec.get("collector", {}).get("replicas", 1) > 1 and spec.get("sampling", {}).get(
-            "mode", "production") == "production"
+        two_tier = (
+            spec.get("collector", {}).get("replicas", 1) > 1
+            and spec.get("sampling", {}).get("mode", "production") == "production"
+        )
         samplers: list[RestartableCollector] = []
         if two_tier:
             for i in range(spec["collector"]["replicas"]):
-                c = Collector(loopback_config(render_collector_config(pipe, SAMPLING_TIER),
-                                              jaeger_otlp_grpc=jaeger.otlp_grpc, tls=tls, leaf=tls.sampling_leaf(),
-                                              **prometheus_url),
-                              workdir=root / f"sampling-{i}", name=f"collector-sampling-{i}")
+                c = Collector(
+                    loopback_config(
+                        render_collector_config(pipe, SAMPLING_TIER),
+                        jaeger_otlp_grpc=jaeger.otlp_grpc,
+                        tls=tls,
+                        leaf=tls.sampling_leaf(),
+                        **prometheus_url,
+                    ),
+                    workdir=root / f"sampling-{i}",
+                    name=f"collector-sampling-{i}",
+                )
                 started.append(c)
                 samplers.append(RestartableCollector(c.start()))
-            front = Collector(loopback_config(render_collector_config(pipe, LOADBALANCER_TIER),
-                                              sampling_collectors=[s.backend.otlp_grpc for s in samplers],
-                                              token_file=token.file, tls=tls, leaf=tls.edge_leaf()),
-                              workdir=root / "collector", name="collector")
+            front = Collector(
+                loopback_config(
+                    render_collector_config(pipe, LOADBALANCER_TIER),
+                    sampling_collectors=[s.backend.otlp_grpc for s in samplers],
+                    token_file=token.file,
+                    tls=tls,
+                    leaf=tls.edge_leaf(),
+                ),
+                workdir=root / "collector",
+                name="collector",
+            )
         else:
-            front = Collector(loopback_config(render_collector_config(pipe, SAMPLING_TIER),
-                                              jaeger_otlp_grpc=jaeger.otlp_grpc, token_file=token.file,
-                                              tls=tls, leaf=tls.edge_leaf(), **prometheus_url),
-                              workdir=root / "collector", name="collector")
+            front = Collector(
+                loopback_config(
+                    render_collector_config(pipe, SAMPLING_TIER),
+                    jaeger_otlp_grpc=jaeger.otlp_grpc,
+                    token_file=token.file,
+                    tls=tls,
+                    leaf=tls.edge_leaf(),
+                    **prometheus_url,
+                ),
+                workdir=root / "collector",
+                name="collector",
+            )
         started.append(front)
         front.start()
         stack = Stack(pipe, RestartableJaeger(jaeger), RestartableCollector(front), samplers)
-        stack.nodes = start_kv_nodes(root, [loopback_ip() for _ in range(nodes)], kvcluster(nodes), pipe,
-                                     front.otlp_http, faults=faults, extra=extra_env, stagger=stagger,
-                                     secrets=token.secrets(pipe), tls=tls)
+        stack.nodes = start_kv_nodes(
+            root,
+            [loopback_ip() for _ in range(nodes)],
+            kvcluster(nodes),
+            pipe,
+            front.otlp_http,
+            faults=faults,
+            extra=extra_env,
+            stagger=stagger,
+            secrets=token.secrets(pipe),
+            tls=tls,
+        )
         node_sets.append(stack.nodes)
         if prom is not None:
             stack.prometheus = prom
             collectors = [front, *(s.backend for s in samplers)]
             own = {"namespace": NAMESPACE, "instance_of": PIPELINE}
-            prom.set_targets({JOB_COLLECTOR: {c.endpoint("metrics"): {**own, "pod": c.name} for c in collectors},
-                              JOB_JAEGER: {jaeger.endpoint("metrics"): {**own, "pod": "jaeger"}},
-                              JOB_KVNODE: {f"{n.ip}:{n.client_port}": {"namespace": NAMESPACE, "instance_of": CLUSTER,
-                                                                      "pod": n.pod} for n in stack.nodes}})
+            prom.set_targets(
+                {
+                    JOB_COLLECTOR: {
+                        c.endpoint("metrics"): {**own, "pod": c.name} for c in collectors
+                    },
+                    JOB_JAEGER: {jaeger.endpoint("metrics"): {**own, "pod": "jaeger"}},
+                    JOB_KVNODE: {
+                        f"{n.ip}:{n.client_port}": {
+                            "namespace": NAMESPACE,
+                            "instance_of": CLUSTER,
+                            "pod": n.pod,
+                        }
+                        for n in stack.nodes
+                    },
+                }
+            )
         return stack
 
     yield make

@@ -70,8 +70,17 @@ class Target:
     pids: Sequence[int] = ()
 
 
-def paced_load(targets: Sequence[Target], *, ops: int, rate: float, clients: int = 8,
-               write_ratio: float = 0.5, keys: int = 500, seed: int = 1, timeout: float = 120) -> dict[str, Phase]:
+def paced_load(
+    targets: Sequence[Target],
+    *,
+    ops: int,
+    rate: float,
+    clients: int = 8,
+    write_ratio: float = 0.5,
+    keys: int = 500,
+    seed: int = 1,
+    timeout: float = 120,
+) -> dict[str, Phase]:
     """``ops`` QUORUM writes and reads (``write_ratio``) of ``load/0..keys-1`` at ``rate`` per
     second to every target, the same operation to each at the same moment; within a target
     spread round-robin over its URLs on ``clients`` keep-alive connections (operation i goes to
@@ -99,8 +108,11 @@ def paced_load(targets: Sequence[Target], *, ops: int, rate: float, clients: int
                         await asyncio.sleep(wait)
                     write, key = plan[i]
                     try:
-                        resp = await conn.request("PUT" if write else "GET", kv_path(key, "quorum"),
-                                                  value if write else b"")
+                        resp = await conn.request(
+                            "PUT" if write else "GET",
+                            kv_path(key, "quorum"),
+                            value if write else b"",
+                        )
                     except ClientError as exc:
                         phase.errors.append(str(exc))
                         continue
@@ -124,8 +136,6 @@ def pooled(phases: Sequence[Phase], q: float) -> float:
     return quantile([x for p in phases for x in p.latencies], q)
 
 
-
-
 # One-sided 95% quantiles of Student's t by degrees of freedom (rounds - 1).
 _T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833}
 
@@ -145,5 +155,10 @@ def ratio_estimate(ratios: Sequence[float]) -> RatioEstimate:
     log scale: a load swing scales both sides of a round alike, so it cancels in the ratio;
     what remains is each round's own noise, which the rounds' spread measures."""
     logs = [math.log(r) for r in ratios]
-    mean, margin = statistics.fmean(logs), _T95[len(logs) - 1] * statistics.stdev(logs) / math.sqrt(len(logs))
-    return RatioEstimate(list(ratios), math.exp(mean), math.exp(mean - margin), math.exp(mean + margin))
+    mean, margin = (
+        statistics.fmean(logs),
+        _T95[len(logs) - 1] * statistics.stdev(logs) / math.sqrt(len(logs)),
+    )
+    return RatioEstimate(
+        list(ratios), math.exp(mean), math.exp(mean - margin), math.exp(mean + margin)
+    )

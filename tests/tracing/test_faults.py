@@ -25,8 +25,11 @@ BOUND = 1.10  # "within 10% of the baseline"
 
 
 def target(stack: Stack, name: str) -> Target:
-    return Target(name, [n.url for n in stack.nodes],
-                  [n.process.pid for n in stack.nodes if n.process is not None and n.process.pid is not None])
+    return Target(
+        name,
+        [n.url for n in stack.nodes],
+        [n.process.pid for n in stack.nodes if n.process is not None and n.process.pid is not None],
+    )
 
 
 def test_collector_killed_under_load_then_restarted(trace_stack: Callable[..., Stack]) -> None:
@@ -57,38 +60,57 @@ def test_collector_killed_under_load_then_restarted(trace_stack: Callable[..., S
         killer = threading.Timer(KILL_AFTER, victim.collector.kill)
         killer.start()
         try:
-            phases = paced_load([target(victim, f"{r + 1}: cluster {r % 2 + 1}, collector killed"),
-                                 target(other, f"{r + 1}: cluster {2 - r % 2}, collector up")],
-                                ops=OPS, rate=RATE, seed=r + 1)
+            phases = paced_load(
+                [
+                    target(victim, f"{r + 1}: cluster {r % 2 + 1}, collector killed"),
+                    target(other, f"{r + 1}: cluster {2 - r % 2}, collector up"),
+                ],
+                ops=OPS,
+                rate=RATE,
+                seed=r + 1,
+            )
         finally:
             killer.join()
         down, up = phases.values()
         outage.append(down)
         baseline.append(up)
-        assert victim.collector.backend.process is not None and not victim.collector.backend.process.alive()
+        assert (
+            victim.collector.backend.process is not None
+            and not victim.collector.backend.process.alive()
+        )
         victim.collector.restart()
         flush(victim, timeout=FLOW_AGAIN)  # a new trace from every node reaches Jaeger again
 
     print()
-    print(f"{'round: cluster, collector':<36} {'ops':>5} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'node CPU us/op':>14}")
+    print(
+        f"{'round: cluster, collector':<36} {'ops':>5} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7} {'node CPU us/op':>14}"
+    )
     for phase in [p for pair in zip(outage, baseline) for p in pair]:
-        print(f"{phase.name:<36} {len(phase.latencies):>5} {len(phase.errors):>6} {phase.quantile(0.5) * 1000:>7.2f} "
-              f"{phase.quantile(0.99) * 1000:>7.2f} {phase.cpu_us_per_op:>14.0f}")
+        print(
+            f"{phase.name:<36} {len(phase.latencies):>5} {len(phase.errors):>6} {phase.quantile(0.5) * 1000:>7.2f} "
+            f"{phase.quantile(0.99) * 1000:>7.2f} {phase.cpu_us_per_op:>14.0f}"
+        )
     for phase in baseline + outage:
         assert phase.errors == [] and len(phase.latencies) == OPS, (phase.name, phase.errors[:5])
     p99 = ratio_estimate([o.quantile(0.99) / b.quantile(0.99) for o, b in zip(outage, baseline)])
     cpu = sum(p.cpu_seconds for p in outage) / sum(p.cpu_seconds for p in baseline)
-    print(f"outage/baseline: node CPU per op {cpu:.3f}; p99 per round {', '.join(f'{x:.3f}' for x in p99.ratios)}, "
-          f"geometric mean {p99.point:.3f} (95% one-sided bounds {p99.low:.3f} .. {p99.high:.3f}); "
-          f"pooled p99 {pooled(outage, 0.99) * 1000:.2f} / {pooled(baseline, 0.99) * 1000:.2f} ms")
+    print(
+        f"outage/baseline: node CPU per op {cpu:.3f}; p99 per round {', '.join(f'{x:.3f}' for x in p99.ratios)}, "
+        f"geometric mean {p99.point:.3f} (95% one-sided bounds {p99.low:.3f} .. {p99.high:.3f}); "
+        f"pooled p99 {pooled(outage, 0.99) * 1000:.2f} / {pooled(baseline, 0.99) * 1000:.2f} ms"
+    )
     assert cpu <= BOUND, f"the nodes work {cpu:.2f}x as hard per operation with the collector down"
     assert p99.low <= BOUND, f"p99 with the collector down is above {BOUND}x the baseline's: {p99}"
 
 
 @pytest.mark.parametrize("storage", ["memory", "badger"])
-def test_jaeger_restart_loses_memory_storage_and_keeps_badger(trace_stack: Callable[..., Stack], storage: str) -> None:
+def test_jaeger_restart_loses_memory_storage_and_keeps_badger(
+    trace_stack: Callable[..., Stack], storage: str
+) -> None:
     # failing markers are one-span traces: once Jaeger shows them, nothing of them is in flight
-    stack = trace_stack({**DEVELOPMENT, "jaeger": {"storage": {"type": storage}}}, faults="error:fail/")
+    stack = trace_stack(
+        {**DEVELOPMENT, "jaeger": {"storage": {"type": storage}}}, faults="error:fail/"
+    )
     backends = stack.jaeger.backend.config["extensions"]["jaeger_storage"]["backends"]
     assert list(backends["traces"]) == [storage]
     client = stack.jaeger.client

@@ -26,7 +26,9 @@ def test_pooled_quantile_is_over_all_phases_together() -> None:
 
 def test_ratio_estimate_of_equal_rounds_is_exact() -> None:
     est = ratio_estimate([1.2] * 6)
-    assert math.isclose(est.point, 1.2) and math.isclose(est.low, 1.2) and math.isclose(est.high, 1.2)
+    assert (
+        math.isclose(est.point, 1.2) and math.isclose(est.low, 1.2) and math.isclose(est.high, 1.2)
+    )
 
 
 def test_ratio_estimate_bounds_use_students_t_on_the_logs() -> None:

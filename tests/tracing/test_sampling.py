@@ -33,10 +33,18 @@ DECISION_WAIT = "8s"
 STAGGER = 1.7
 
 
-def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace_stack: Callable[..., Stack]) -> None:
+def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(
+    trace_stack: Callable[..., Stack],
+) -> None:
     ratio, threshold = 0.5, 0.5
-    spec = {"sampling": {"mode": "production", "ratio": ratio, "latencyThreshold": "500ms",
-                         "decisionWait": DECISION_WAIT}}
+    spec = {
+        "sampling": {
+            "mode": "production",
+            "ratio": ratio,
+            "latencyThreshold": "500ms",
+            "decisionWait": DECISION_WAIT,
+        }
+    }
     stack = trace_stack(spec, faults=FAULTS, stagger=STAGGER)
     assert {n.env["OTEL_TRACES_SAMPLER"] for n in stack.nodes} == {"parentbased_always_on"}
     ops = workload(stack, normal=200, errors=20, slow=10, seed=1)
@@ -51,7 +59,10 @@ def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace
         assert [s.status_code for s in trace.spans] == ["ERROR"]
     for op in slow:
         (trace,) = kept[op.key_hash]
-        assert len(trace.spans) == SPANS_PER_WRITE and max(s.duration_ms for s in trace.spans) >= SLOW * 1000
+        assert (
+            len(trace.spans) == SPANS_PER_WRITE
+            and max(s.duration_ms for s in trace.spans) >= SLOW * 1000
+        )
 
     # Normal operations that took a good part of the threshold might be kept by the latency
     # policy (the trace also spans the third replica's late answer): count only the fast ones.
@@ -60,14 +71,18 @@ def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(trace
     assert len(fast) >= 50, f"only {len(fast)} of {len(normal)} normal writes were fast"
     n_kept = sum(op.key_hash in kept for op in fast)
     ok, text = within(n_kept, len(fast), ratio)
-    print(f"production ratio {ratio}: {text}; errors {len(errors)}/{len(errors)}, slow {len(slow)}/{len(slow)} kept")
+    print(
+        f"production ratio {ratio}: {text}; errors {len(errors)}/{len(errors)}, slow {len(slow)}/{len(slow)} kept"
+    )
     assert ok, text
     for op in normal:
         for trace in kept.get(op.key_hash, []):
             assert len(trace.spans) == SPANS_PER_WRITE, "a kept trace is whole"
 
 
-def test_a_short_decision_wait_keeps_traces_from_three_nodes_whole(trace_stack: Callable[..., Stack]) -> None:
+def test_a_short_decision_wait_keeps_traces_from_three_nodes_whole(
+    trace_stack: Callable[..., Stack],
+) -> None:
     """decisionWait 1.4s, the shortest validation accepts with the default latencyThreshold
     (500ms) and batch timeout (200ms), well below the SDK's own 5s export delay: the rendered
     environment exports every 350ms, so every slow trace reaches the sampler whole before its
@@ -75,21 +90,41 @@ def test_a_short_decision_wait_keeps_traces_from_three_nodes_whole(trace_stack: 
     by the spans it holds: had the sampler decided on the replicas' spans alone (a few ms
     each), the trace would be dropped, or kept without them once the root arrived (with the
     SDK's 5s delay forced, see docs/tracing.md)."""
-    spec = {"sampling": {"mode": "production", "ratio": 0.0, "latencyThreshold": "500ms", "decisionWait": "1.4s"}}
+    spec = {
+        "sampling": {
+            "mode": "production",
+            "ratio": 0.0,
+            "latencyThreshold": "500ms",
+            "decisionWait": "1.4s",
+        }
+    }
     stack = trace_stack(spec, faults=FAULTS, stagger=STAGGER)
     assert {n.env["OTEL_BSP_SCHEDULE_DELAY"] for n in stack.nodes} == {"350"}
     ops = workload(stack, normal=30, errors=0, slow=60, seed=5)
     kept = kept_after_markers(stack)
 
     slow = [op for op in ops if op.key.startswith("slow/")]
-    partial = {op.key: sorted(s.resource["kvstore.member.id"] for t in kept.get(op.key_hash, []) for s in t.spans)
-               for op in slow if [len(t.spans) for t in kept.get(op.key_hash, [])] != [SPANS_PER_WRITE]}
-    print(f"decisionWait 1.4s, export delay 350ms: {len(slow) - len(partial)} of {len(slow)} slow traces kept whole")
-    assert partial == {}, f"slow traces missing or not whole (members of their kept spans): {partial}"
+    partial = {
+        op.key: sorted(
+            s.resource["kvstore.member.id"] for t in kept.get(op.key_hash, []) for s in t.spans
+        )
+        for op in slow
+        if [len(t.spans) for t in kept.get(op.key_hash, [])] != [SPANS_PER_WRITE]
+    }
+    print(
+        f"decisionWait 1.4s, export delay 350ms: {len(slow) - len(partial)} of {len(slow)} slow traces kept whole"
+    )
+    assert partial == {}, (
+        f"slow traces missing or not whole (members of their kept spans): {partial}"
+    )
     for op in slow:
         (trace,) = kept[op.key_hash]
         assert len({s.resource["kvstore.member.id"] for s in trace.spans}) == 3
-    fast = [op.key for op in ops if op.key.startswith("norm/") and op.seconds < 0.25 and op.key_hash in kept]
+    fast = [
+        op.key
+        for op in ops
+        if op.key.startswith("norm/") and op.seconds < 0.25 and op.key_hash in kept
+    ]
     assert fast == [], "ratio 0 keeps no fast trace"
 
 
@@ -100,17 +135,23 @@ def test_development_keeps_everything(trace_stack: Callable[..., Stack]) -> None
     missing = [op.key for op in ops if op.key_hash not in kept]
     print(f"development: kept {len(ops) - len(missing)} of {len(ops)}")
     assert missing == []
-    assert all(len(kept[op.key_hash][0].spans) == (1 if op.key.startswith("fail/") else SPANS_PER_WRITE) for op in ops)
+    assert all(
+        len(kept[op.key_hash][0].spans) == (1 if op.key.startswith("fail/") else SPANS_PER_WRITE)
+        for op in ops
+    )
 
 
-def test_head_sampling_keeps_about_ratio_of_everything_errors_included(trace_stack: Callable[..., Stack]) -> None:
+def test_head_sampling_keeps_about_ratio_of_everything_errors_included(
+    trace_stack: Callable[..., Stack],
+) -> None:
     ratio = 0.5
     spec = {"sampling": {"mode": "head", "ratio": ratio}}
     note = sampling_status(spec)["note"]
     assert "errors" in note and "sampled" in note and "not every error is kept" in note, note
     stack = trace_stack(spec, faults=FAULTS)
-    assert {(n.env["OTEL_TRACES_SAMPLER"], n.env["OTEL_TRACES_SAMPLER_ARG"]) for n in stack.nodes} == {
-        ("parentbased_traceidratio", "0.5")}
+    assert {
+        (n.env["OTEL_TRACES_SAMPLER"], n.env["OTEL_TRACES_SAMPLER_ARG"]) for n in stack.nodes
+    } == {("parentbased_traceidratio", "0.5")}
     ops = workload(stack, normal=200, errors=40, slow=0, seed=3)
     kept = kept_after_markers(stack)
 

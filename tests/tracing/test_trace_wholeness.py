@@ -59,7 +59,9 @@ def check_resource(span: Span) -> str:
     return str(member)
 
 
-def check_whole(trace: Trace, stack: Stack, coordinator: str, operation: str, replicas: int) -> set[str]:
+def check_whole(
+    trace: Trace, stack: Stack, coordinator: str, operation: str, replicas: int
+) -> set[str]:
     """The coordinator's SERVER span is the root; it is the parent of one span per peer call:
     the SERVER span of the replica called, on another member, with no children (docs/design.md
     section 4). Returns the members seen."""
@@ -78,7 +80,9 @@ def check_whole(trace: Trace, stack: Stack, coordinator: str, operation: str, re
     members = {coordinator}
     for server in calls:
         assert trace.children(server) == []
-        assert server.attributes["kvstore.operation"] == ("replicate" if operation == "write" else "read")
+        assert server.attributes["kvstore.operation"] == (
+            "replicate" if operation == "write" else "read"
+        )
         assert server.attributes["kvstore.key.hash"] == root.attributes["kvstore.key.hash"]
         member = check_resource(server)
         assert member != coordinator and member in by_ip.values()
@@ -89,7 +93,9 @@ def check_whole(trace: Trace, stack: Stack, coordinator: str, operation: str, re
     return members
 
 
-def test_a_quorum_write_and_a_quorum_read_are_each_one_whole_trace(trace_stack: Callable[..., Stack]) -> None:
+def test_a_quorum_write_and_a_quorum_read_are_each_one_whole_trace(
+    trace_stack: Callable[..., Stack],
+) -> None:
     stack = trace_stack(PRODUCTION_ALL)
     a, b, _ = stack.nodes
     client = stack.jaeger.client
@@ -99,7 +105,11 @@ def test_a_quorum_write_and_a_quorum_read_are_each_one_whole_trace(trace_stack: 
     def write_trace() -> Trace | None:
         for t in client.find_traces(CLUSTER, operation=PUT_OP):
             root = t.root()
-            if root and root.attributes.get("kvstore.key.hash") == write.key_hash and len(t.spans) >= SPANS_PER_WRITE:
+            if (
+                root
+                and root.attributes.get("kvstore.key.hash") == write.key_hash
+                and len(t.spans) >= SPANS_PER_WRITE
+            ):
                 return t
         return None
 
@@ -114,12 +124,18 @@ def test_a_quorum_write_and_a_quorum_read_are_each_one_whole_trace(trace_stack: 
     # the markers are in: everything the nodes ended before them has been decided and exported
     trace, read_trace = client.trace(trace.trace_id), client.trace(read_id)
     assert trace is not None and read_trace is not None
-    assert check_whole(trace, stack, "orders-0", "write", replicas=2) == {"orders-0", "orders-1", "orders-2"}
+    assert check_whole(trace, stack, "orders-0", "write", replicas=2) == {
+        "orders-0",
+        "orders-1",
+        "orders-2",
+    }
 
     # the read: the node's SERVER span is the root of what the nodes sent (its parent is the
     # test's span, which Jaeger does not have); the local replica answers in-process, so QUORUM
     # needs one peer read
-    remote_parent = {s.parent_span_id for s in read_trace.spans} - {s.span_id for s in read_trace.spans}
+    remote_parent = {s.parent_span_id for s in read_trace.spans} - {
+        s.span_id for s in read_trace.spans
+    }
     assert len(remote_parent) == 1
     for s in read_trace.spans:
         if s.parent_span_id in remote_parent:
@@ -131,9 +147,15 @@ def test_a_quorum_write_and_a_quorum_read_are_each_one_whole_trace(trace_stack: 
 
 
 def raw_jaeger(stack: Stack, path: str, params: dict[str, Any] | None = None) -> str:
-    url = stack.jaeger.backend.query_url + path + ("?" + urllib.parse.urlencode(params) if params else "")
+    url = (
+        stack.jaeger.backend.query_url
+        + path
+        + ("?" + urllib.parse.urlencode(params) if params else "")
+    )
     try:
-        with urlopen_direct(url, timeout=10, context=stack.jaeger.backend.ssl_context()) as resp:  # its TLS port
+        with urlopen_direct(
+            url, timeout=10, context=stack.jaeger.backend.ssl_context()
+        ) as resp:  # its TLS port
             return str(resp.read().decode())
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -154,13 +176,21 @@ def test_canary_keys_and_values_never_reach_jaeger(trace_stack: Callable[..., St
     ``KVNODE_TRACE_RAW_KEYS=true`` (the operator sets it only for a development pipeline that
     does not hash keys): even then the rendered collector's ``attributes/hash`` replaces the raw
     ``kvstore.key``, so Jaeger holds only hashes."""
-    stack = trace_stack(PRODUCTION_ALL, faults="error:canary-fail-", extra_env={"KVNODE_TRACE_RAW_KEYS": "true"})
+    stack = trace_stack(
+        PRODUCTION_ALL, faults="error:canary-fail-", extra_env={"KVNODE_TRACE_RAW_KEYS": "true"}
+    )
     a, b, c = stack.nodes
     key, value = "canary-key-7f3e9a1c", b"canary-value-5d2b8e04"
     fail_key = "canary-fail-0c4d6f2a"
     ops = run_ops([Op(a.url, "PUT", key, value)], concurrency=1)
-    ops += run_ops([Op(b.url, "GET", key), Op(c.url, "GET", key + "-missing"), Op(a.url, "PUT", fail_key, value)],
-                   concurrency=1)
+    ops += run_ops(
+        [
+            Op(b.url, "GET", key),
+            Op(c.url, "GET", key + "-missing"),
+            Op(a.url, "PUT", fail_key, value),
+        ],
+        concurrency=1,
+    )
     ops += run_ops([Op(c.url, "DELETE", key)], concurrency=1)
     assert [op.status for op in ops] == [204, 200, 404, 500, 204]
     client = stack.jaeger.client
@@ -174,20 +204,47 @@ def test_canary_keys_and_values_never_reach_jaeger(trace_stack: Callable[..., St
         return traces if hashes <= seen else None
 
     traces = poll(all_ops_in, timeout=WAIT, interval=0.5, message="the five operations' traces")
-    raw = [raw_jaeger(stack, "/api/v3/services"), raw_jaeger(stack, "/api/v3/operations", {"service": CLUSTER})]
+    raw = [
+        raw_jaeger(stack, "/api/v3/services"),
+        raw_jaeger(stack, "/api/v3/operations", {"service": CLUSTER}),
+    ]
     raw += [raw_jaeger(stack, f"/api/v3/traces/{t.trace_id}") for t in traces]
     now = dt.datetime.now(dt.UTC)
-    raw.append(raw_jaeger(stack, "/api/v3/traces", {
-        "query.service_name": CLUSTER, "query.num_traces": 100,
-        "query.start_time_min": (now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "query.start_time_max": (now + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}))
+    raw.append(
+        raw_jaeger(
+            stack,
+            "/api/v3/traces",
+            {
+                "query.service_name": CLUSTER,
+                "query.num_traces": 100,
+                "query.start_time_min": (now - dt.timedelta(hours=1)).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
+                "query.start_time_max": (now + dt.timedelta(hours=1)).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
+            },
+        )
+    )
     body = "\n".join(raw)
     assert all(json.loads(chunk) for chunk in raw[2:-1])
-    for secret in (key.encode(), value, fail_key.encode(), b"canary-key", b"canary-value", b"canary-fail"):
+    for secret in (
+        key.encode(),
+        value,
+        fail_key.encode(),
+        b"canary-key",
+        b"canary-value",
+        b"canary-fail",
+    ):
         for form in leak_forms(secret):
             assert form not in body, f"{form!r} (from {secret!r}) leaked into Jaeger"
     for h in hashes:
         assert f'"{h}"' in body, f"kvstore.key.hash {h} missing"
     # the misconfigured nodes did send kvstore.key: the collector hashed it on the way
-    hashed = {s.attributes["kvstore.key"] for t in traces for s in t.spans if "kvstore.key" in s.attributes}
+    hashed = {
+        s.attributes["kvstore.key"]
+        for t in traces
+        for s in t.spans
+        if "kvstore.key" in s.attributes
+    }
     assert hashed and all(len(v) >= 40 and "canary" not in v for v in hashed), hashed

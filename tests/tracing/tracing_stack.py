@@ -65,23 +65,37 @@ CLOSED_PROMETHEUS = "http://127.0.0.1:9"  # discard port: nothing listens on loo
 
 def pipeline(**spec: Any) -> dict[str, Any]:
     """A TracingPipeline custom resource (plain dict, as the operator receives it)."""
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-            "metadata": {"name": PIPELINE, "namespace": NAMESPACE, "generation": 1}, "spec": spec}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "TracingPipeline",
+        "metadata": {"name": PIPELINE, "namespace": NAMESPACE, "generation": 1},
+        "spec": spec,
+    }
 
 
 def kvcluster(replicas: int = 3) -> dict[str, Any]:
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
-            "metadata": {"name": CLUSTER, "namespace": NAMESPACE, "generation": 1},
-            "spec": {"replicas": replicas, "tracing": {"pipelineRef": {"name": PIPELINE}}}}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "KVCluster",
+        "metadata": {"name": CLUSTER, "namespace": NAMESPACE, "generation": 1},
+        "spec": {"replicas": replicas, "tracing": {"pipelineRef": {"name": PIPELINE}}},
+    }
 
 
 # --------------------------------------------------------------------------- rewriting
 
 
-def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = None,
-                    sampling_collectors: Sequence[str] = (), badger_dir: Path | None = None,
-                    token_file: Path | None = None, tls: LocalTLS | None = None,
-                    leaf: str | None = None, prometheus_url: str = CLOSED_PROMETHEUS) -> dict[str, Any]:
+def loopback_config(
+    config: dict[str, Any],
+    *,
+    jaeger_otlp_grpc: str | None = None,
+    sampling_collectors: Sequence[str] = (),
+    badger_dir: Path | None = None,
+    token_file: Path | None = None,
+    tls: LocalTLS | None = None,
+    leaf: str | None = None,
+    prometheus_url: str = CLOSED_PROMETHEUS,
+) -> dict[str, Any]:
     """A copy of a rendered collector or Jaeger config that runs on loopback. It changes only:
 
     - ``exporters.otlp_grpc/jaeger.endpoint``: the Jaeger OTLP Service DNS name → Jaeger's
@@ -113,7 +127,9 @@ def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = No
     if "load_balancing" in exporters:
         if not sampling_collectors:
             raise ValueError("the config has a load_balancing exporter: give sampling_collectors")
-        exporters["load_balancing"]["resolver"] = {"static": {"hostnames": list(sampling_collectors)}}
+        exporters["load_balancing"]["resolver"] = {
+            "static": {"hostnames": list(sampling_collectors)}
+        }
     if METRICS_EXPORTER in exporters:
         exporters[METRICS_EXPORTER]["metrics_endpoint"] = prometheus_url + OTLP_METRICS_PATH
     extensions = config.get("extensions") or {}
@@ -123,16 +139,26 @@ def loopback_config(config: dict[str, Any], *, jaeger_otlp_grpc: str | None = No
         if "badger" in backend:
             if badger_dir is None:
                 raise ValueError("the Jaeger config uses badger: give badger_dir")
-            backend["badger"]["directories"] = {"keys": str(badger_dir / "keys"), "values": str(badger_dir / "values")}
+            backend["badger"]["directories"] = {
+                "keys": str(badger_dir / "keys"),
+                "values": str(badger_dir / "values"),
+            }
     return config
 
 
 _FIELD_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
-def pod_env(cluster: dict[str, Any], pipe: dict[str, Any] | None, *, pod: str, node: str,
-            collector_otlp_http: str | None,
-            secrets: Mapping[tuple[str, str], str] | None = None, tls: LocalTLS | None = None) -> dict[str, str]:
+def pod_env(
+    cluster: dict[str, Any],
+    pipe: dict[str, Any] | None,
+    *,
+    pod: str,
+    node: str,
+    collector_otlp_http: str | None,
+    secrets: Mapping[tuple[str, str], str] | None = None,
+    tls: LocalTLS | None = None,
+) -> dict[str, str]:
     """The environment ``otel_environment(cluster, pipe)`` gives KV pod ``pod`` on node ``node``:
     fieldRefs resolved (``metadata.name`` → pod, ``spec.nodeName`` → node), secretKeyRefs from
     ``secrets`` (``{(secret, key): value}``, e.g. ``LocalToken.secrets(pipe)``), ``$(VAR)``
@@ -148,7 +174,9 @@ def pod_env(cluster: dict[str, Any], pipe: dict[str, Any] | None, *, pod: str, n
         elif source:
             ref = source["secretKeyRef"]
             if (ref["name"], ref["key"]) not in (secrets or {}):
-                raise ValueError(f"{item['name']} reads Secret {ref['name']} key {ref['key']}: give its value in secrets")
+                raise ValueError(
+                    f"{item['name']} reads Secret {ref['name']} key {ref['key']}: give its value in secrets"
+                )
             value = (secrets or {})[(ref["name"], ref["key"])]
         else:
             value = _FIELD_REF.sub(lambda m: env.get(m.group(1), m.group(0)), item["value"])
@@ -156,7 +184,9 @@ def pod_env(cluster: dict[str, Any], pipe: dict[str, Any] | None, *, pod: str, n
     if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
         if collector_otlp_http is None:
             raise ValueError("the pod exports spans: give collector_otlp_http")
-        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4318"), env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4318"), env[
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ]
         scheme = env["OTEL_EXPORTER_OTLP_ENDPOINT"].split("://", 1)[0]
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"{scheme}://{collector_otlp_http.split('://', 1)[-1]}"
     return tls.client_env(env) if tls is not None else env
@@ -222,10 +252,20 @@ class KVNode:
         return f"http://{self.ip}:{self.client_port}"
 
 
-def start_kv_nodes(root: Path, ips: Sequence[str], cluster: dict[str, Any], pipe: dict[str, Any] | None,
-                   collector_otlp_http: str | None, *, faults: str = "", extra: dict[str, str] | None = None,
-                   stagger: float = 0.0, timeout: float = 60,
-                   secrets: Mapping[tuple[str, str], str] | None = None, tls: LocalTLS | None = None) -> list[KVNode]:
+def start_kv_nodes(
+    root: Path,
+    ips: Sequence[str],
+    cluster: dict[str, Any],
+    pipe: dict[str, Any] | None,
+    collector_otlp_http: str | None,
+    *,
+    faults: str = "",
+    extra: dict[str, str] | None = None,
+    stagger: float = 0.0,
+    timeout: float = 60,
+    secrets: Mapping[tuple[str, str], str] | None = None,
+    tls: LocalTLS | None = None,
+) -> list[KVNode]:
     """``opentelemetry-instrument kvtrace node serve`` for pods ``orders-0..`` on ``ips``, each
     with :func:`pod_env` as its whole OTel configuration (nothing else sets OTEL_*);
     ``secrets`` resolves its secretKeyRefs (the auth token), ``tls`` its trust bundle.
@@ -234,17 +274,38 @@ def start_kv_nodes(root: Path, ips: Sequence[str], cluster: dict[str, Any], pipe
     own timer (``OTEL_BSP_SCHEDULE_DELAY``) from its start; nodes started together export in phase, which hides how far
     apart the spans of one trace can reach the collector. Pods start at different times:
     staggering puts the timers out of phase as they would be in a cluster."""
-    nodes = [KVNode(f"{CLUSTER}-{i}", ip, free_port(ip), free_port(ip), {}) for i, ip in enumerate(ips)]
+    nodes = [
+        KVNode(f"{CLUSTER}-{i}", ip, free_port(ip), free_port(ip), {}) for i, ip in enumerate(ips)
+    ]
     peers = ",".join(f"{n.pod}={n.ip}:{n.peer_port}" for n in nodes)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KVNODE_"))
-            and k not in HOST_CA_OVERRIDES}  # a pod has no host CA override
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "KVNODE_")) and k not in HOST_CA_OVERRIDES
+    }  # a pod has no host CA override
     for i, n in enumerate(nodes):
-        n.env = pod_env(cluster, pipe, pod=n.pod, node=f"kwok-node-{i}", collector_otlp_http=collector_otlp_http,
-                        secrets=secrets, tls=tls)
-        env = {**base, **n.env, "KVNODE_ID": n.pod, "KVNODE_CLIENT_ADDR": f"{n.ip}:{n.client_port}",
-               "KVNODE_PEER_ADDR": f"{n.ip}:{n.peer_port}", "KVNODE_PEERS": peers,
-               "KVNODE_DATA_DIR": str(root / n.pod), "KVNODE_ANTI_ENTROPY_INTERVAL": "0",
-               "KVNODE_PEER_TIMEOUT": "5s", "KVNODE_LOG_LEVEL": "warning", **(extra or {})}
+        n.env = pod_env(
+            cluster,
+            pipe,
+            pod=n.pod,
+            node=f"kwok-node-{i}",
+            collector_otlp_http=collector_otlp_http,
+            secrets=secrets,
+            tls=tls,
+        )
+        env = {
+            **base,
+            **n.env,
+            "KVNODE_ID": n.pod,
+            "KVNODE_CLIENT_ADDR": f"{n.ip}:{n.client_port}",
+            "KVNODE_PEER_ADDR": f"{n.ip}:{n.peer_port}",
+            "KVNODE_PEERS": peers,
+            "KVNODE_DATA_DIR": str(root / n.pod),
+            "KVNODE_ANTI_ENTROPY_INTERVAL": "0",
+            "KVNODE_PEER_TIMEOUT": "5s",
+            "KVNODE_LOG_LEVEL": "warning",
+            **(extra or {}),
+        }
         if faults:
             env["KVNODE_FAULTS"] = faults
         argv = [str(BIN / "opentelemetry-instrument"), str(BIN / "kvtrace"), "node", "serve"]
@@ -253,7 +314,9 @@ def start_kv_nodes(root: Path, ips: Sequence[str], cluster: dict[str, Any], pipe
         n.process = Process(n.pod, argv, root / f"{n.pod}.log", env=env).start()
     try:
         for n in nodes:
-            wait_until(lambda n=n: _ready(n), timeout=timeout, what=f"{n.pod} ready", process=n.process)
+            wait_until(
+                lambda n=n: _ready(n), timeout=timeout, what=f"{n.pod} ready", process=n.process
+            )
     except BaseException:
         stop_kv_nodes(nodes)
         raise
@@ -283,7 +346,9 @@ class Stack:
     pipeline: dict[str, Any]
     jaeger: RestartableJaeger
     collector: RestartableCollector  # where the nodes send (the load-balancing tier with two tiers)
-    samplers: list[RestartableCollector] = field(default_factory=list)  # the sampling tier of two tiers
+    samplers: list[RestartableCollector] = field(
+        default_factory=list
+    )  # the sampling tier of two tiers
     nodes: list[KVNode] = field(default_factory=list)
     prometheus: Prometheus | None = None  # trace_stack(..., prometheus=True)
 
@@ -328,7 +393,9 @@ def run_ops(ops: Sequence[Op], concurrency: int = 8, timeout: float = 120) -> li
                     conn = conns.setdefault(op.url, Connection(op.url, timeout=15))
                     t0 = time.perf_counter()
                     try:
-                        resp = await conn.request(op.method, kv_path(op.key, op.consistency), op.value, op.headers)
+                        resp = await conn.request(
+                            op.method, kv_path(op.key, op.consistency), op.value, op.headers
+                        )
                         op.status = resp.status
                     except ClientError as exc:
                         op.error = str(exc)
@@ -354,16 +421,27 @@ def traced_client_writes(stack: Stack, keys: Sequence[str]) -> list[Op]:
     from opentelemetry.trace import SpanKind
 
     provider = TracerProvider(resource=Resource.create({"service.name": CLIENT_SERVICE}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
-        endpoint=f"{stack.collector.backend.otlp_http}/v1/traces")))
+    provider.add_span_processor(
+        SimpleSpanProcessor(
+            OTLPSpanExporter(endpoint=f"{stack.collector.backend.otlp_http}/v1/traces")
+        )
+    )
     tracer = provider.get_tracer("kvtrace.tests")
     ops = []
     for i, key in enumerate(keys):
-        with tracer.start_as_current_span(f"kv put {key.split('/')[0]}", kind=SpanKind.CLIENT) as span:
+        with tracer.start_as_current_span(
+            f"kv put {key.split('/')[0]}", kind=SpanKind.CLIENT
+        ) as span:
             headers: dict[str, str] = {}
             inject(headers)
-            op = Op(stack.nodes[i % len(stack.nodes)].url, "PUT", key, b"v", headers=headers,
-                    trace_id=format(span.get_span_context().trace_id, "032x"))
+            op = Op(
+                stack.nodes[i % len(stack.nodes)].url,
+                "PUT",
+                key,
+                b"v",
+                headers=headers,
+                trace_id=format(span.get_span_context().trace_id, "032x"),
+            )
             run_ops([op], concurrency=1)
             ops.append(op)
     provider.shutdown()
@@ -381,7 +459,11 @@ def traceparent() -> tuple[str, dict[str, str]]:
 
 def traces_of(client: JaegerClient, operation: str | None = None, limit: int = 2000) -> list[Trace]:
     """The traces of the KV service in the last half hour (the tests' stacks are fresh)."""
-    return list(client.find_traces(CLUSTER, operation=operation, limit=limit, lookback=dt.timedelta(minutes=30)))
+    return list(
+        client.find_traces(
+            CLUSTER, operation=operation, limit=limit, lookback=dt.timedelta(minutes=30)
+        )
+    )
 
 
 def roots_by_key_hash(traces: Iterable[Trace]) -> dict[str, list[Trace]]:
@@ -395,8 +477,12 @@ def roots_by_key_hash(traces: Iterable[Trace]) -> dict[str, list[Trace]]:
     return out
 
 
-def wait_for_traces(client: JaegerClient, trace_ids: Iterable[str], timeout: float,
-                    complete: Callable[[str, Trace], bool] = lambda tid, trace: True) -> dict[str, Trace]:
+def wait_for_traces(
+    client: JaegerClient,
+    trace_ids: Iterable[str],
+    timeout: float,
+    complete: Callable[[str, Trace], bool] = lambda tid, trace: True,
+) -> dict[str, Trace]:
     """Poll Jaeger until it has every one of ``trace_ids`` (and ``complete(id, trace)`` holds for
     each); fail after ``timeout`` seconds."""
     wanted = set(trace_ids)
@@ -409,7 +495,12 @@ def wait_for_traces(client: JaegerClient, trace_ids: Iterable[str], timeout: flo
                 found[tid] = got
         return set(found) == wanted
 
-    poll(check, timeout=timeout, interval=0.5, message=f"traces {sorted(wanted - set(found))} in Jaeger")
+    poll(
+        check,
+        timeout=timeout,
+        interval=0.5,
+        message=f"traces {sorted(wanted - set(found))} in Jaeger",
+    )
     return found
 
 
@@ -419,16 +510,23 @@ def within(kept: int, n: int, p: float, sigmas: float = 5.0) -> tuple[bool, str]
     must not pass vacuously."""
     sd = math.sqrt(n * p * (1 - p))
     if not (n * p - sigmas * sd > 0 and n * p + sigmas * sd < n):
-        raise ValueError(f"{n} traces at ratio {p}: ±{sigmas:g}σ ({sigmas * sd:.1f}) would accept 0 or all {n} kept")
-    return abs(kept - n * p) <= sigmas * sd, f"kept {kept} of {n}, expected {n * p:.1f} ± {sigmas * sd:.1f} ({sigmas:g}σ)"
+        raise ValueError(
+            f"{n} traces at ratio {p}: ±{sigmas:g}σ ({sigmas * sd:.1f}) would accept 0 or all {n} kept"
+        )
+    return abs(
+        kept - n * p
+    ) <= sigmas * sd, f"kept {kept} of {n}, expected {n * p:.1f} ± {sigmas * sd:.1f} ({sigmas:g}σ)"
 
 
 def workload(stack: Stack, normal: int, errors: int, slow: int, seed: int) -> list[Op]:
     """PUTs of unique keys ``norm/``, ``fail/`` and ``slow/`` (the fault switch's prefixes)
     spread over the nodes in a shuffled order; returns them with status and latency."""
     urls = [n.url for n in stack.nodes]
-    ops = [Op(urls[i % len(urls)], "PUT", f"{prefix}/{seed}-{i}", b"v")
-           for prefix, count in (("norm", normal), ("fail", errors), ("slow", slow)) for i in range(count)]
+    ops = [
+        Op(urls[i % len(urls)], "PUT", f"{prefix}/{seed}-{i}", b"v")
+        for prefix, count in (("norm", normal), ("fail", errors), ("slow", slow))
+        for i in range(count)
+    ]
     random.Random(seed).shuffle(ops)
     run_ops(ops, concurrency=8)
     bad = [op for op in ops if op.status != (500 if op.key.startswith("fail/") else 204)]
@@ -436,7 +534,9 @@ def workload(stack: Stack, normal: int, errors: int, slow: int, seed: int) -> li
     return ops
 
 
-def kept_after_markers(stack: Stack, marker_prefix: str = "fail/marker-", timeout: float = 90) -> dict[str, list[Trace]]:
+def kept_after_markers(
+    stack: Stack, marker_prefix: str = "fail/marker-", timeout: float = 90
+) -> dict[str, list[Trace]]:
     """:func:`flush`, then wait until the PUT traces stop changing (the collector's exporter
     queue may still reorder a little); returns the kept traces by the key hash of their root."""
     client = stack.jaeger.client
@@ -445,7 +545,9 @@ def kept_after_markers(stack: Stack, marker_prefix: str = "fail/marker-", timeou
     def snapshot() -> dict[str, list[Trace]]:
         return roots_by_key_hash(traces_of(client, PUT_OP))
 
-    stable(lambda: {h: sorted(len(t.spans) for t in ts) for h, ts in snapshot().items()}, timeout=30)
+    stable(
+        lambda: {h: sorted(len(t.spans) for t in ts) for h, ts in snapshot().items()}, timeout=30
+    )
     return snapshot()
 
 
@@ -457,8 +559,12 @@ def flush(stack: Stack, error_prefix: str | None = None, timeout: float = 90) ->
     want = {m.trace_id: member[m.url] for m in flush_markers(stack.nodes, error_prefix)}
 
     def has_own_span(tid: str, trace: Trace) -> bool:
-        return any(s.kind == "SERVER" and s.name == PUT_OP and s.resource.get("kvstore.member.id") == want[tid]
-                   for s in trace.spans)
+        return any(
+            s.kind == "SERVER"
+            and s.name == PUT_OP
+            and s.resource.get("kvstore.member.id") == want[tid]
+            for s in trace.spans
+        )
 
     return wait_for_traces(stack.jaeger.client, want, timeout, complete=has_own_span)
 
@@ -472,8 +578,16 @@ def flush_markers(nodes: Sequence[KVNode], error_prefix: str | None) -> list[Op]
     ops = []
     for n in nodes:
         tid, headers = traceparent()
-        ops.append(Op(n.url, "PUT", f"{error_prefix or 'marker/'}{secrets.token_hex(4)}", b"m",
-                      headers=headers, trace_id=tid))
+        ops.append(
+            Op(
+                n.url,
+                "PUT",
+                f"{error_prefix or 'marker/'}{secrets.token_hex(4)}",
+                b"m",
+                headers=headers,
+                trace_id=tid,
+            )
+        )
     return run_ops(ops, concurrency=len(ops))
 
 
@@ -489,4 +603,3 @@ def stable(fn: Callable[[], Any], timeout: float, settle: int = 2, interval: flo
         same = same + 1 if value == last else 1
         last = value
     return last
-

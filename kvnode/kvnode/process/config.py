@@ -39,39 +39,122 @@ OPTIONS = (
     Option("--client-addr", "0.0.0.0:7070", "client HTTP API listen address", "HOST:PORT"),
     Option("--peer-addr", "0.0.0.0:7071", "peer protocol listen address", "HOST:PORT"),
     Option("--peers", "", "every member, itself included: ID=HOST:PEERPORT,...", "LIST"),
-    Option("--peers-file", "", "file with the same list (commas or lines); re-read when it changes", "PATH"),
-    Option("--peers-file-interval", "1s", "how often the peers file is checked for changes", "DURATION"),
-    Option("--data-dir", "/var/lib/kvnode", "directory of the SQLite database (records and hints)", "DIR"),
+    Option(
+        "--peers-file",
+        "",
+        "file with the same list (commas or lines); re-read when it changes",
+        "PATH",
+    ),
+    Option(
+        "--peers-file-interval", "1s", "how often the peers file is checked for changes", "DURATION"
+    ),
+    Option(
+        "--data-dir",
+        "/var/lib/kvnode",
+        "directory of the SQLite database (records and hints)",
+        "DIR",
+    ),
     Option("--replication-factor", "3", "replicas per key (N)", "N"),
     Option("--vnodes", "64", "virtual nodes per member on the hash ring", "N"),
-    Option("--consistency", "quorum", f"default consistency for requests without one ({'|'.join(LEVELS)})", "LEVEL"),
-    Option("--anti-entropy-interval", "30s", "Merkle-tree comparison with each peer every DURATION (0 disables)", "DURATION"),
-    Option("--hinted-handoff", "true", "store hints for unreachable replicas and replay them (true|false)", "BOOL"),
+    Option(
+        "--consistency",
+        "quorum",
+        f"default consistency for requests without one ({'|'.join(LEVELS)})",
+        "LEVEL",
+    ),
+    Option(
+        "--anti-entropy-interval",
+        "30s",
+        "Merkle-tree comparison with each peer every DURATION (0 disables)",
+        "DURATION",
+    ),
+    Option(
+        "--hinted-handoff",
+        "true",
+        "store hints for unreachable replicas and replay them (true|false)",
+        "BOOL",
+    ),
     Option("--hint-interval", "1s", "how often pending hints are replayed", "DURATION"),
-    Option("--tombstone-grace", "24h", "how long deletes are kept as tombstones before purging", "DURATION"),
+    Option(
+        "--tombstone-grace",
+        "24h",
+        "how long deletes are kept as tombstones before purging",
+        "DURATION",
+    ),
     Option("--max-key-size", "4096", "largest key in bytes (413 above)", "SIZE"),
-    Option("--max-value-size", "1536KiB", "largest value in bytes (413 above); etcd's request limit is 1.5 MiB", "SIZE"),
-    Option("--cache-size", "64MiB", "read cache of committed records, in bytes (0 disables)", "SIZE"),
-    Option("--fsync-policy", "group", "always: one fsync per write; group: concurrent writes share one fsync "
-           "(both ack only after fsync)", "POLICY"),
-    Option("--group-commit-window", "0ms", "with group: wait this long to gather more writes per fsync", "DURATION"),
+    Option(
+        "--max-value-size",
+        "1536KiB",
+        "largest value in bytes (413 above); etcd's request limit is 1.5 MiB",
+        "SIZE",
+    ),
+    Option(
+        "--cache-size", "64MiB", "read cache of committed records, in bytes (0 disables)", "SIZE"
+    ),
+    Option(
+        "--fsync-policy",
+        "group",
+        "always: one fsync per write; group: concurrent writes share one fsync "
+        "(both ack only after fsync)",
+        "POLICY",
+    ),
+    Option(
+        "--group-commit-window",
+        "0ms",
+        "with group: wait this long to gather more writes per fsync",
+        "DURATION",
+    ),
     Option("--peer-timeout", "2s", "bound on every peer call (connect and answer)", "DURATION"),
     Option("--shutdown-timeout", "10s", "bound on the graceful shutdown after SIGTERM", "DURATION"),
-    Option("--catch-up-timeout", "120s", "after a start, /readyz waits until no peer holds hints for this node, "
-           "at most this long (0: ready at once)", "DURATION"),
-    Option("--tls-cert-file", "", "PEM certificate of this node (with --tls-key-file and --tls-ca-file: TLS on "
-           "both ports, mutual TLS between peers)", "PATH"),
+    Option(
+        "--catch-up-timeout",
+        "120s",
+        "after a start, /readyz waits until no peer holds hints for this node, "
+        "at most this long (0: ready at once)",
+        "DURATION",
+    ),
+    Option(
+        "--tls-cert-file",
+        "",
+        "PEM certificate of this node (with --tls-key-file and --tls-ca-file: TLS on "
+        "both ports, mutual TLS between peers)",
+        "PATH",
+    ),
     Option("--tls-key-file", "", "PEM private key of --tls-cert-file", "PATH"),
-    Option("--tls-ca-file", "", "PEM CA bundle: peers must present a certificate it signed; peers' servers are "
-           "verified with it", "PATH"),
-    Option("--auth-token-dir", "", "clients must send Authorization: Bearer TOKEN, TOKEN one of this directory's "
-           "files (the file name is the client's label); /healthz, /readyz and /metrics stay open", "DIR"),
-    Option("--reload-interval", "10s", "how often the TLS files and the token directory are re-read when changed",
-           "DURATION"),
-    Option("--faults", "", "TEST ONLY: error:PREFIX,delay:PREFIX:300ms fail or slow operations on "
-           "key prefixes; protocol:LOW-HIGH speak only those peer protocol versions; "
-           "partitions:PATH fail peer calls as its FROM TO lines say", "SPEC"),
-    Option("--trace-raw-keys", "false", "DEVELOPMENT ONLY: also record raw keys on spans (true|false)", "BOOL"),
+    Option(
+        "--tls-ca-file",
+        "",
+        "PEM CA bundle: peers must present a certificate it signed; peers' servers are "
+        "verified with it",
+        "PATH",
+    ),
+    Option(
+        "--auth-token-dir",
+        "",
+        "clients must send Authorization: Bearer TOKEN, TOKEN one of this directory's "
+        "files (the file name is the client's label); /healthz, /readyz and /metrics stay open",
+        "DIR",
+    ),
+    Option(
+        "--reload-interval",
+        "10s",
+        "how often the TLS files and the token directory are re-read when changed",
+        "DURATION",
+    ),
+    Option(
+        "--faults",
+        "",
+        "TEST ONLY: error:PREFIX,delay:PREFIX:300ms fail or slow operations on "
+        "key prefixes; protocol:LOW-HIGH speak only those peer protocol versions; "
+        "partitions:PATH fail peer calls as its FROM TO lines say",
+        "SPEC",
+    ),
+    Option(
+        "--trace-raw-keys",
+        "false",
+        "DEVELOPMENT ONLY: also record raw keys on spans (true|false)",
+        "BOOL",
+    ),
     Option("--log-level", "info", "debug, info, warning or error", "LEVEL"),
 )
 
@@ -136,7 +219,9 @@ def raw_values(flags: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, st
     return out
 
 
-def resolve(flags: Mapping[str, Any], env: Mapping[str, str], peers_file_text: str | None = None) -> Config:
+def resolve(
+    flags: Mapping[str, Any], env: Mapping[str, str], peers_file_text: str | None = None
+) -> Config:
     v = raw_values(flags, env)
     try:
         client_host, client_port = parse_hostport(v["client_addr"])
@@ -208,8 +293,11 @@ def security_problems(config: Config) -> list[str]:
     """What is wrong with the TLS and token settings (whether the files load is checked when
     the node starts: process/node.py)."""
     problems = []
-    tls = {"--tls-cert-file": config.tls_cert_file, "--tls-key-file": config.tls_key_file,
-           "--tls-ca-file": config.tls_ca_file}
+    tls = {
+        "--tls-cert-file": config.tls_cert_file,
+        "--tls-key-file": config.tls_key_file,
+        "--tls-ca-file": config.tls_ca_file,
+    }
     given = [flag for flag, path in tls.items() if path]
     if given and len(given) < len(tls):
         missing = ", ".join(flag for flag in tls if flag not in given)

@@ -47,12 +47,19 @@ class CredentialsError(Exception):
 
 
 def load_credentials(config: Config) -> Credentials:
-    files = TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_ca_file) if config.tls_cert_file else None
+    files = (
+        TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_ca_file)
+        if config.tls_cert_file
+        else None
+    )
     try:
         return Credentials(files, config.auth_token_dir or None)
     except OSError as exc:  # ssl.SSLError included
-        where = ("--auth-token-dir " + config.auth_token_dir if files is None or exc.filename == config.auth_token_dir
-                 else "--tls-cert-file/--tls-key-file/--tls-ca-file")
+        where = (
+            "--auth-token-dir " + config.auth_token_dir
+            if files is None or exc.filename == config.auth_token_dir
+            else "--tls-cert-file/--tls-key-file/--tls-ca-file"
+        )
         raise CredentialsError(f"{where}: {exc}") from None
 
 
@@ -61,12 +68,22 @@ class Node:
         self.config = config
         self.credentials = load_credentials(config)
         self.metrics = Metrics()
-        self.store = Store(config.data_dir, config.fsync_policy, config.group_commit_window, config.cache_size,
-                           on_commit=self.metrics.fsync.observe)
+        self.store = Store(
+            config.data_dir,
+            config.fsync_policy,
+            config.group_commit_window,
+            config.cache_size,
+            on_commit=self.metrics.fsync.observe,
+        )
         self.versions = protocol_versions(config.faults, frames.PROTOCOL)
-        self.peer_client = PeerClient(timeout=config.peer_timeout, max_frame=self.max_frame,
-                                      tls=lambda: self.credentials.peer_client, node_id=config.id,
-                                      versions=self.versions, metrics=self.metrics)
+        self.peer_client = PeerClient(
+            timeout=config.peer_timeout,
+            max_frame=self.max_frame,
+            tls=lambda: self.credentials.peer_client,
+            node_id=config.id,
+            versions=self.versions,
+            metrics=self.metrics,
+        )
         settings = Settings(
             node_id=config.id,
             replication_factor=config.replication_factor,
@@ -79,17 +96,37 @@ class Node:
         self.cluster = Cluster(settings, config.peers, self.store, self.peer_client, self.metrics)
         self.replica = Replica(self.cluster)
         self.limits = Limits(config.max_key_size, config.max_value_size)
-        self.api = ApiState(self.cluster, Coordinator(self.cluster), self.metrics, self.limits, config.consistency,
-                            config.faults, self.credentials)
-        self.metrics.gauge(
-            "kvnode_hints_pending", "Hints waiting for their replica.",
-            lambda: {(t,): float(n) for t, n in self.store.hint_counts().items()}, ("peer",),
+        self.api = ApiState(
+            self.cluster,
+            Coordinator(self.cluster),
+            self.metrics,
+            self.limits,
+            config.consistency,
+            config.faults,
+            self.credentials,
         )
-        self.metrics.gauge("kvnode_ring_members", "Members in this node's ring.", lambda: {(): float(len(self.cluster.ring.members))})
-        self.metrics.gauge("kvnode_caught_up", "1 once no peer held hints for this node after its start (/readyz).",
-                           lambda: {(): float(self.cluster.caught_up)})
-        self.metrics.gauge("kvnode_credentials_reloads_total", "TLS files or client tokens re-read after a change.",
-                           lambda: {(): float(self.credentials.reloads)}, kind="counter")
+        self.metrics.gauge(
+            "kvnode_hints_pending",
+            "Hints waiting for their replica.",
+            lambda: {(t,): float(n) for t, n in self.store.hint_counts().items()},
+            ("peer",),
+        )
+        self.metrics.gauge(
+            "kvnode_ring_members",
+            "Members in this node's ring.",
+            lambda: {(): float(len(self.cluster.ring.members))},
+        )
+        self.metrics.gauge(
+            "kvnode_caught_up",
+            "1 once no peer held hints for this node after its start (/readyz).",
+            lambda: {(): float(self.cluster.caught_up)},
+        )
+        self.metrics.gauge(
+            "kvnode_credentials_reloads_total",
+            "TLS files or client tokens re-read after a change.",
+            lambda: {(): float(self.credentials.reloads)},
+            kind="counter",
+        )
         self.metrics.span_export(telemetry.stats)
         self._peers_text: str | None = None
 
@@ -99,23 +136,50 @@ class Node:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
-        http = HttpServer(build_handler(self.api), max_body=cfg.max_value_size,
-                          max_line=max(8190, 3 * cfg.max_key_size + 1024))
-        peer_server = PeerServer(self.replica, self.metrics, cfg.max_key_size, cfg.max_value_size,
-                                 self.max_frame, self.versions)
+        http = HttpServer(
+            build_handler(self.api),
+            max_body=cfg.max_value_size,
+            max_line=max(8190, 3 * cfg.max_key_size + 1024),
+        )
+        peer_server = PeerServer(
+            self.replica,
+            self.metrics,
+            cfg.max_key_size,
+            cfg.max_value_size,
+            self.max_frame,
+            self.versions,
+        )
         loop = asyncio.get_running_loop()
         creds = self.credentials
-        server = await loop.create_server(peer_server.protocol, cfg.peer_host, cfg.peer_port, reuse_address=True,
-                                          ssl=creds.listening(peer=True))
+        server = await loop.create_server(
+            peer_server.protocol,
+            cfg.peer_host,
+            cfg.peer_port,
+            reuse_address=True,
+            ssl=creds.listening(peer=True),
+        )
         await self._join_change_in_progress()
-        client_server = await loop.create_server(http.protocol, cfg.client_host, cfg.client_port, reuse_address=True,
-                                                 ssl=creds.listening(peer=False))
+        client_server = await loop.create_server(
+            http.protocol,
+            cfg.client_host,
+            cfg.client_port,
+            reuse_address=True,
+            ssl=creds.listening(peer=False),
+        )
         self._start_background()
-        log.info("kvnode %s serving clients on %s:%d, peers on %s:%d, %d members, tracing %s, TLS %s, "
-                 "client tokens %s", cfg.id, cfg.client_host, cfg.client_port, cfg.peer_host, cfg.peer_port,
-                 len(self.cluster.ring.members), "on" if telemetry.ENABLED else "off",
-                 "on (mutual between peers)" if creds.tls else "off",
-                 f"required ({len(creds.tokens)} client(s))" if creds.auth else "off")
+        log.info(
+            "kvnode %s serving clients on %s:%d, peers on %s:%d, %d members, tracing %s, TLS %s, "
+            "client tokens %s",
+            cfg.id,
+            cfg.client_host,
+            cfg.client_port,
+            cfg.peer_host,
+            cfg.peer_port,
+            len(self.cluster.ring.members),
+            "on" if telemetry.ENABLED else "off",
+            "on (mutual between peers)" if creds.tls else "off",
+            f"required ({len(creds.tokens)} client(s))" if creds.auth else "off",
+        )
         await stop.wait()
         log.info("shutting down")
         self.api.ready = False
@@ -126,7 +190,9 @@ class Node:
         try:
             await asyncio.wait_for(server.wait_closed(), cfg.shutdown_timeout)
         except TimeoutError:
-            log.warning("peer connections still open after %gs; closing anyway", cfg.shutdown_timeout)
+            log.warning(
+                "peer connections still open after %gs; closing anyway", cfg.shutdown_timeout
+            )
         self.peer_client.close()
         self.store.close()
         log.info("stopped")
@@ -153,8 +219,11 @@ class Node:
             c.every(lambda: cfg.hint_interval, lambda: replay_hints(c))
         if cfg.anti_entropy_interval > 0:
             # First round soon after start, so a node with a wiped data dir recovers quickly.
-            c.every(_jitter(cfg.anti_entropy_interval), lambda: anti_entropy_round(c, self.replica),
-                    first=min(1.0, cfg.anti_entropy_interval))
+            c.every(
+                _jitter(cfg.anti_entropy_interval),
+                lambda: anti_entropy_round(c, self.replica),
+                first=min(1.0, cfg.anti_entropy_interval),
+            )
         c.every(lambda: max(1.0, cfg.tombstone_grace / 4), self._purge_tombstones)
         if self.credentials.tls is not None or self.credentials.auth:
             c.every(lambda: cfg.reload_interval, self._refresh_credentials)
@@ -176,8 +245,10 @@ class Node:
             text = ""
         cut = cut_off(text, self.config.id)
         if cut != self.peer_client.cut_off:
-            log.warning("test fault: peer calls to %s fail (partitions file)",
-                        ", ".join(sorted(cut)) or "nobody")
+            log.warning(
+                "test fault: peer calls to %s fail (partitions file)",
+                ", ".join(sorted(cut)) or "nobody",
+            )
             self.peer_client.cut_off = cut
 
     async def _purge_tombstones(self) -> None:
@@ -207,7 +278,9 @@ def _jitter(interval: float) -> Callable[[], float]:
 
 
 def serve(config: Config) -> int:
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     telemetry.setup(raw_keys=config.trace_raw_keys)
     try:
         import uvloop

@@ -30,7 +30,11 @@ async def sync_with(c: Cluster, replica: Replica, member: Member) -> int:
         span = telemetry.start(
             "kvstore.anti_entropy",
             telemetry.CLIENT,
-            {"kvstore.operation": "anti_entropy", "server.address": member.host, "network.peer.address": member.host},
+            {
+                "kvstore.operation": "anti_entropy",
+                "server.address": member.host,
+                "network.peer.address": member.host,
+            },
         )
         trace = telemetry.w3c_headers(span)
     repaired = 0
@@ -46,7 +50,11 @@ async def sync_with(c: Cluster, replica: Replica, member: Member) -> int:
                 applied = await replica.apply(theirs)
                 repaired += sum(applied)
             by_key = {r.key: r for r in theirs}
-            ours = [r for r in await replica.fetch_off_loop(member.id, leaves) if supersedes(r, by_key.get(r.key))]
+            ours = [
+                r
+                for r in await replica.fetch_off_loop(member.id, leaves)
+                if supersedes(r, by_key.get(r.key))
+            ]
             if ours:
                 repaired += await c.peers.put(member, ours, "anti_entropy", trace)
     except PeerError as exc:

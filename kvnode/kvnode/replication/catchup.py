@@ -33,8 +33,9 @@ async def pending_for_me(cluster: Cluster) -> tuple[dict[str, int], int]:
     """Hints each reachable peer holds for this node (peers that hold none left out), and how
     many peers could not be asked."""
     peers = [m for m in cluster.ring.members if m.id != cluster.id]
-    answers = await asyncio.gather(*(cluster.peers.hints_held(m, cluster.id) for m in peers),
-                                   return_exceptions=True)
+    answers = await asyncio.gather(
+        *(cluster.peers.hints_held(m, cluster.id) for m in peers), return_exceptions=True
+    )
     held = {}
     unreachable = 0
     for member, answer in zip(peers, answers, strict=True):
@@ -64,8 +65,11 @@ async def catch_up(cluster: Cluster, interval: float, timeout: float) -> None:
         if not held:
             break
         if time.monotonic() >= deadline:
-            log.warning("ready without having caught up after %gs: peers still hold hints for this node %s",
-                        timeout, held)
+            log.warning(
+                "ready without having caught up after %gs: peers still hold hints for this node %s",
+                timeout,
+                held,
+            )
             break
         await asyncio.sleep(interval)
     cluster.caught_up = True

@@ -32,7 +32,14 @@ class Settings:
 
 
 class Cluster:
-    def __init__(self, settings: Settings, members: tuple[Member, ...], store: Store, peers: PeerAPI, metrics: Metrics):
+    def __init__(
+        self,
+        settings: Settings,
+        members: tuple[Member, ...],
+        store: Store,
+        peers: PeerAPI,
+        metrics: Metrics,
+    ):
         self.settings = settings
         self.id = settings.node_id
         self.rf = settings.replication_factor
@@ -108,8 +115,11 @@ class Cluster:
         if self.fresh:
             adopted = membership.adopt(self.view, status)
             if adopted is not None and not self.view.previous:
-                log.info("joining the membership change in progress (phase %s, from %s)",
-                         adopted.phase, status.node)
+                log.info(
+                    "joining the membership change in progress (phase %s, from %s)",
+                    adopted.phase,
+                    status.node,
+                )
                 self.view = adopted
                 self.rebalancing = True
             self.heard.add(status.node)
@@ -138,7 +148,12 @@ class Cluster:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
 
-    def every(self, interval: Callable[[], float], job: Callable[[], Coroutine[Any, Any, Any]], first: float | None = None) -> None:
+    def every(
+        self,
+        interval: Callable[[], float],
+        job: Callable[[], Coroutine[Any, Any, Any]],
+        first: float | None = None,
+    ) -> None:
         async def loop() -> None:
             await asyncio.sleep(interval() if first is None else first)
             while True:

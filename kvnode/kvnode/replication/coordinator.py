@@ -39,8 +39,9 @@ class _Tally:
 
     __slots__ = ("need", "total", "acked", "failures", "done", "answers", "sets", "ok")
 
-    def __init__(self, need: int, total: int, done: asyncio.Future[None],
-                 sets: tuple[_NeedSet, ...] = ()):
+    def __init__(
+        self, need: int, total: int, done: asyncio.Future[None], sets: tuple[_NeedSet, ...] = ()
+    ):
         self.need, self.total, self.done, self.sets = need, total, done, sets
         self.acked = 0
         self.failures: dict[str, str] = {}
@@ -78,7 +79,15 @@ class Coordinator:
     def __init__(self, cluster: Cluster):
         self.c = cluster
 
-    def _failed_call(self, parent: Span | None, owner: str, operation: str, start_ns: int, exc: BaseException, reason: str) -> None:
+    def _failed_call(
+        self,
+        parent: Span | None,
+        owner: str,
+        operation: str,
+        start_ns: int,
+        exc: BaseException,
+        reason: str,
+    ) -> None:
         """A peer call has no span of its own: the replica's SERVER span, a child of the
         coordinator's span, is the one span per replica call. A call that failed (or timed
         out) becomes visible as a CLIENT span recorded after the fact, from the call's start
@@ -94,16 +103,22 @@ class Coordinator:
             "network.peer.address": host,
             "kvstore.member.id": owner,
         }
-        telemetry.record_failure(f"kvstore.{operation}", telemetry.CLIENT, attrs, parent, start_ns, exc, reason)
+        telemetry.record_failure(
+            f"kvstore.{operation}", telemetry.CLIENT, attrs, parent, start_ns, exc, reason
+        )
 
     def _owners(self, khash: int) -> tuple[str, ...]:
         owners = self.c.owners(khash)
         if not owners:
-            raise NotEnoughReplicas(1, 0, {"ring": "no members known yet (peers file missing or empty)"})
+            raise NotEnoughReplicas(
+                1, 0, {"ring": "no members known yet (peers file missing or empty)"}
+            )
         return owners
 
     # -- writes ---------------------------------------------------------------------
-    async def write(self, key: bytes, value: bytes, tombstone: bool, level: str, span: Span | None = None) -> tuple[Record, int, int]:
+    async def write(
+        self, key: bytes, value: bytes, tombstone: bool, level: str, span: Span | None = None
+    ) -> tuple[Record, int, int]:
         """Returns (record, acked, required) once the level is met; raises NotEnoughReplicas."""
         c = self.c
         khash = key_hash(key)
@@ -114,7 +129,9 @@ class Coordinator:
         tally = _Tally(need, len(owners), loop.create_future())
         if c.view.previous:  # ranges move: old and new owners get it, quorums per phase
             owners, tally.sets = self._moving(khash, level)
-        trace, started = (telemetry.w3c_headers(span), time.time_ns()) if span is not None else (NO_TRACE, 0)
+        trace, started = (
+            (telemetry.w3c_headers(span), time.time_ns()) if span is not None else (NO_TRACE, 0)
+        )
         local = False
         for owner in owners:
             if owner == c.id:
@@ -123,7 +140,8 @@ class Coordinator:
             member = c.member(owner)
             assert member is not None
             c.peers.put(member, [record], "replicate", trace).add_done_callback(
-                partial(self._write_answered, tally, owner, record, span, started))
+                partial(self._write_answered, tally, owner, record, span, started)
+            )
         if local:
             # The own copy is queued to the writer after the peer frames have gone out (their
             # flush is scheduled first): the peers' round trip is the longer path, and a woken
@@ -149,10 +167,19 @@ class Coordinator:
         except RuntimeError as exc:  # the store is closed: shutting down
             fut = asyncio.get_running_loop().create_future()
             fut.set_exception(exc)
-        fut.add_done_callback(partial(self._write_answered, tally, self.c.id, record, span, started))
+        fut.add_done_callback(
+            partial(self._write_answered, tally, self.c.id, record, span, started)
+        )
 
-    def _write_answered(self, tally: _Tally, owner: str, record: Record, span: Span | None, started: int,
-                        fut: asyncio.Future[Any]) -> None:
+    def _write_answered(
+        self,
+        tally: _Tally,
+        owner: str,
+        record: Record,
+        span: Span | None,
+        started: int,
+        fut: asyncio.Future[Any],
+    ) -> None:
         exc = fut.exception()
         if exc is None:
             tally.acked += 1
@@ -168,7 +195,9 @@ class Coordinator:
         tally.settle()
 
     # -- reads ----------------------------------------------------------------------
-    async def read(self, key: bytes, level: str, span: Span | None = None) -> tuple[Record | None, int, int]:
+    async def read(
+        self, key: bytes, level: str, span: Span | None = None
+    ) -> tuple[Record | None, int, int]:
         """Ask as many replicas as the level needs (this node first when it is one), one
         more for each that fails; newest answer wins and stale answerers are repaired.
         Returns (record or None, answered, required); raises NotEnoughReplicas."""
@@ -208,12 +237,24 @@ class Coordinator:
         owner = spare.pop(0)
         member = self.c.member(owner)
         assert member is not None
-        trace, started = (telemetry.w3c_headers(parent), time.time_ns()) if parent is not None else (NO_TRACE, 0)
+        trace, started = (
+            (telemetry.w3c_headers(parent), time.time_ns()) if parent is not None else (NO_TRACE, 0)
+        )
         fut = self.c.peers.get(member, key, trace)
-        fut.add_done_callback(partial(self._read_answered, tally, spare, key, owner, started, parent))
+        fut.add_done_callback(
+            partial(self._read_answered, tally, spare, key, owner, started, parent)
+        )
 
-    def _read_answered(self, tally: _Tally, spare: list[str], key: bytes, owner: str, started: int,
-                       parent: Span | None, fut: asyncio.Future[Any]) -> None:
+    def _read_answered(
+        self,
+        tally: _Tally,
+        spare: list[str],
+        key: bytes,
+        owner: str,
+        started: int,
+        parent: Span | None,
+        fut: asyncio.Future[Any],
+    ) -> None:
         exc = fut.exception()
         if exc is None:
             record = fut.result()
@@ -244,8 +285,11 @@ class Coordinator:
             span = telemetry.start_child(
                 "kvstore.read_repair",
                 telemetry.INTERNAL,
-                {"kvstore.operation": "read_repair", "kvstore.key.hash": telemetry.key_hash_attr(key_hash(winner.key)),
-                 "kvstore.replicas.required": len(stale)},
+                {
+                    "kvstore.operation": "read_repair",
+                    "kvstore.key.hash": telemetry.key_hash_attr(key_hash(winner.key)),
+                    "kvstore.replicas.required": len(stale),
+                },
                 parent,
             )
             trace = telemetry.w3c_headers(span)

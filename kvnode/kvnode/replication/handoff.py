@@ -33,9 +33,13 @@ async def replay_hints(cluster: Cluster) -> int:
                 span = telemetry.start(
                     "kvstore.hinted_handoff",
                     telemetry.CLIENT,
-                    {"kvstore.operation": "hinted_handoff", "server.address": member.host,
-                     "network.peer.address": member.host, "kvstore.replicas.required": 1,
-                     "kvstore.records": len(records)},
+                    {
+                        "kvstore.operation": "hinted_handoff",
+                        "server.address": member.host,
+                        "network.peer.address": member.host,
+                        "kvstore.replicas.required": 1,
+                        "kvstore.records": len(records),
+                    },
                 )
             try:
                 trace = telemetry.w3c_headers(span) if span is not None else ("", "")

@@ -59,7 +59,9 @@ def from_leaves(level: list[bytes]) -> Tree:
     levels = [level]
     while len(level) > 1:
         level = [
-            _EMPTY if a == _EMPTY and b == _EMPTY else hashlib.blake2b(a + b, digest_size=16).digest()
+            _EMPTY
+            if a == _EMPTY and b == _EMPTY
+            else hashlib.blake2b(a + b, digest_size=16).digest()
             for a, b in zip(level[0::2], level[1::2])
         ]
         levels.append(level)

@@ -12,7 +12,9 @@ class ConsistencyError(ValueError):
 def parse_level(text: str | None, default: str) -> str:
     level = (text or default).strip().lower()
     if level not in LEVELS:
-        raise ConsistencyError(f"unknown consistency level {text!r}; expected one of {', '.join(LEVELS)}")
+        raise ConsistencyError(
+            f"unknown consistency level {text!r}; expected one of {', '.join(LEVELS)}"
+        )
     return level
 
 

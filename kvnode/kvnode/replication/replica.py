@@ -26,7 +26,9 @@ class Replica:
         write made while a membership change propagates is not stranded on a non-owner."""
         c = self.c
         if records:
-            c.clock.observe(records[0].version if len(records) == 1 else max(r.version for r in records))
+            c.clock.observe(
+                records[0].version if len(records) == 1 else max(r.version for r in records)
+            )
             if forward and c.settings.hinted_handoff:
                 self._forward_misdirected(records)
         return c.store.apply(records)
@@ -78,7 +80,9 @@ class Replica:
     def fetch_off_loop(self, peer: str, leaves: Sequence[int]) -> asyncio.Future[list[Record]]:
         return self.c.store.in_scan_thread(self.fetch, peer, leaves)
 
-    def fetch(self, peer: str, leaves: Sequence[int], limit_bytes: int = FETCH_LIMIT_BYTES) -> list[Record]:
+    def fetch(
+        self, peer: str, leaves: Sequence[int], limit_bytes: int = FETCH_LIMIT_BYTES
+    ) -> list[Record]:
         """Shared records in the given Merkle leaves (bounded in size; the rest next round)."""
         keys = [key for key, _h, _v, _t in self.shared_entries(peer, leaves)]
         out: list[Record] = []
@@ -89,4 +93,3 @@ class Replica:
                 break
             out.append(record)
         return out
-

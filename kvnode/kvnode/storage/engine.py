@@ -76,8 +76,14 @@ def _apply(cur: sqlite3.Cursor, records: Sequence[Record]) -> list[bool]:
 class Store:
     """Durable records and hints. Mutations are coroutines (resolved after fsync)."""
 
-    def __init__(self, data_dir: str, fsync_policy: str = "group", group_window: float = 0.0, cache_bytes: int = 64 << 20,
-                 on_commit: Callable[[float], None] | None = None):
+    def __init__(
+        self,
+        data_dir: str,
+        fsync_policy: str = "group",
+        group_window: float = 0.0,
+        cache_bytes: int = 64 << 20,
+        on_commit: Callable[[float], None] | None = None,
+    ):
         if fsync_policy not in FSYNC_POLICIES:
             raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, not {fsync_policy!r}")
         os.makedirs(data_dir, exist_ok=True)
@@ -93,7 +99,9 @@ class Store:
         self._scan_local = threading.local()
         self._loop_thread = threading.get_ident()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, args=(writer,), name="kvnode-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(writer,), name="kvnode-writer", daemon=True
+        )
         self._thread.start()
         self.closed = False
         # Read cache (event loop thread only): key -> committed record, or None for "absent".
@@ -102,7 +110,9 @@ class Store:
         self._cache: dict[bytes, Record | None] = {}
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
-        self._on_commit = on_commit  # seconds of each durable commit (the WAL fsync), on the writer thread
+        self._on_commit = (
+            on_commit  # seconds of each durable commit (the WAL fsync), on the writer thread
+        )
 
     # -- writer thread --------------------------------------------------------------
     # A queue item is (job, records, future, loop): `records` are applied by the writer's own
@@ -132,7 +142,9 @@ class Store:
         cur.close()
         conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, cur: sqlite3.Cursor, batch: list[tuple[Any, ...]]) -> None:
+    def _commit(
+        self, conn: sqlite3.Connection, cur: sqlite3.Cursor, batch: list[tuple[Any, ...]]
+    ) -> None:
         try:
             cur.execute("BEGIN IMMEDIATE")
             results: list[tuple[Any, ...]] = [
@@ -146,7 +158,10 @@ class Store:
         except Exception:  # noqa: BLE001 - each job again on its own: the failing one reports
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            results = [(fut, loop, records, *self._commit_one(conn, cur, job, records)) for job, records, fut, loop in batch]
+            results = [
+                (fut, loop, records, *self._commit_one(conn, cur, job, records))
+                for job, records, fut, loop in batch
+            ]
         first_loop = results[0][1]
         if all(r[1] is first_loop for r in results):
             by_loop = {first_loop: results}
@@ -161,8 +176,12 @@ class Store:
                 pass  # the loop is gone (shutdown)
 
     @staticmethod
-    def _commit_one(conn: sqlite3.Connection, cur: sqlite3.Cursor, job: Job | None,
-                    records: Sequence[Record] | None) -> tuple[Any, BaseException | None]:
+    def _commit_one(
+        conn: sqlite3.Connection,
+        cur: sqlite3.Cursor,
+        job: Job | None,
+        records: Sequence[Record] | None,
+    ) -> tuple[Any, BaseException | None]:
         try:
             cur.execute("BEGIN IMMEDIATE")
             result = _apply(cur, records) if job is None else job(conn)  # type: ignore[arg-type]
@@ -216,7 +235,9 @@ class Store:
         while cache and self._cache_bytes + size > self._cache_limit:
             evicted_key = next(iter(cache))
             evicted = cache.pop(evicted_key)
-            self._cache_bytes -= len(evicted_key) + (len(evicted.value) if evicted is not None else 0)
+            self._cache_bytes -= len(evicted_key) + (
+                len(evicted.value) if evicted is not None else 0
+            )
         cache[key] = record
         self._cache_bytes += size
 
@@ -237,7 +258,9 @@ class Store:
 
     def purge_tombstones(self, older_than_version: int) -> asyncio.Future[int]:
         def job(conn: sqlite3.Connection) -> int:
-            cur = conn.execute("DELETE FROM kv WHERE tombstone = 1 AND version < ?", (older_than_version,))
+            cur = conn.execute(
+                "DELETE FROM kv WHERE tombstone = 1 AND version < ?", (older_than_version,)
+            )
             return int(cur.rowcount)
 
         fut = self.submit(job)
@@ -254,7 +277,9 @@ class Store:
             return self._cache[key]
         except KeyError:
             pass
-        row = self._reader.execute("SELECT value, version, tombstone FROM kv WHERE key = ?", (key,)).fetchone()
+        row = self._reader.execute(
+            "SELECT value, version, tombstone FROM kv WHERE key = ?", (key,)
+        ).fetchone()
         record = None if row is None else Record(key, row[0], row[1], bool(row[2]))
         if self._cache_limit:
             self._cache_put(key, record)
@@ -274,7 +299,9 @@ class Store:
             conn = self._scan_local.conn = _connect(self.path)
         return conn
 
-    def digests(self, khash_ranges: Sequence[tuple[int, int]] | None = None) -> list[tuple[bytes, int, int, bool]]:
+    def digests(
+        self, khash_ranges: Sequence[tuple[int, int]] | None = None
+    ) -> list[tuple[bytes, int, int, bool]]:
         """(key, khash, version, tombstone) of every record, or of those whose key hash lies in
         one of the half-open ranges (filtered by SQLite): the input of Merkle trees."""
         sql = "SELECT key, khash, version, tombstone FROM kv"
@@ -293,7 +320,9 @@ class Store:
         conn = self._conn()
         out = []
         for key in keys:
-            row = conn.execute("SELECT value, version, tombstone FROM kv WHERE key = ?", (key,)).fetchone()
+            row = conn.execute(
+                "SELECT value, version, tombstone FROM kv WHERE key = ?", (key,)
+            ).fetchone()
             if row is not None:
                 out.append(Record(key, row[0], row[1], bool(row[2])))
         return out

@@ -119,7 +119,11 @@ class Credentials:
         peer_server = server_context(tls, require_client_cert=True)
         client_server = server_context(tls, require_client_cert=False)
         peer_client = client_context(tls)
-        self.peer_server, self.client_server, self.peer_client = peer_server, client_server, peer_client
+        self.peer_server, self.client_server, self.peer_client = (
+            peer_server,
+            client_server,
+            peer_client,
+        )
 
     def listening(self, peer: bool) -> ssl.SSLContext | None:
         """The context a listening socket keeps: every handshake switches to the current one."""
@@ -127,7 +131,9 @@ class Credentials:
             return None
         ctx = server_context(self.tls, require_client_cert=peer)
 
-        def current(sslobj: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        def current(
+            sslobj: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext
+        ) -> None:
             latest = self.peer_server if peer else self.client_server
             if latest is not None and latest is not sslobj.context:
                 sslobj.context = latest
@@ -153,7 +159,10 @@ class Credentials:
                 try:
                     self._load_tls(self.tls)
                 except (OSError, ssl.SSLError, ValueError) as exc:
-                    log.warning("TLS files changed but do not load (kept the previous ones, retrying): %s", exc)
+                    log.warning(
+                        "TLS files changed but do not load (kept the previous ones, retrying): %s",
+                        exc,
+                    )
                 else:
                     self._tls_stamp = stamp
                     changed = True
@@ -164,7 +173,11 @@ class Credentials:
                 try:
                     tokens = read_tokens(self.token_dir)
                 except (OSError, UnicodeDecodeError) as exc:
-                    log.warning("client tokens in %s do not load (kept the previous ones): %s", self.token_dir, exc)
+                    log.warning(
+                        "client tokens in %s do not load (kept the previous ones): %s",
+                        self.token_dir,
+                        exc,
+                    )
                 else:
                     self.tokens, self._token_stamp = tokens, stamp
                     changed = True

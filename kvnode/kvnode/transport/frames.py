@@ -19,8 +19,15 @@ from kvnode.storage import Record
 
 PUT, GET, MERKLE, FETCH, PING, STATUS, HELLO = 1, 2, 3, 4, 5, 6, 7
 OK, ERROR = 0x80, 0x81
-REQUEST_TYPES = {PUT: "put", GET: "get", MERKLE: "merkle", FETCH: "fetch", PING: "ping",
-                 STATUS: "status", HELLO: "hello"}
+REQUEST_TYPES = {
+    PUT: "put",
+    GET: "get",
+    MERKLE: "merkle",
+    FETCH: "fetch",
+    PING: "ping",
+    STATUS: "status",
+    HELLO: "hello",
+}
 
 # Peer protocol versions (docs/kvnode.md, "Peer protocol versions"): a build speaks its own
 # version and the one before, so a rolling upgrade from one release to the next always finds a
@@ -52,14 +59,23 @@ class Message(NamedTuple):
     body: bytes
 
 
-def encode(request_id: int, type_: int, body: bytes = b"", traceparent: str = "", tracestate: str = "") -> bytes:
+def encode(
+    request_id: int, type_: int, body: bytes = b"", traceparent: str = "", tracestate: str = ""
+) -> bytes:
     if not traceparent and not tracestate:  # untraced: one pack
         return _BARE.pack(_HEAD.size + 2 + len(body), request_id, type_, 0, 0) + body
     tp = traceparent.encode()
     ts = tracestate.encode()
     payload_len = _HEAD.size + len(tp) + 2 + len(ts) + len(body)
     return b"".join(
-        (_LEN.pack(payload_len), _HEAD.pack(request_id, type_, len(tp)), tp, _U16.pack(len(ts)), ts, body)
+        (
+            _LEN.pack(payload_len),
+            _HEAD.pack(request_id, type_, len(tp)),
+            tp,
+            _U16.pack(len(ts)),
+            ts,
+            body,
+        )
     )
 
 
@@ -101,7 +117,11 @@ def split(buffer: bytearray, max_frame: int) -> list[bytes]:
 def encode_records(records: Sequence[Record], operation: int = 0) -> bytes:
     if len(records) == 1:  # the common case (one write, one read answer): one pack
         r = records[0]
-        return _ONE.pack(operation, 1, len(r.key), len(r.value), r.version, r.tombstone) + r.key + r.value
+        return (
+            _ONE.pack(operation, 1, len(r.key), len(r.value), r.version, r.tombstone)
+            + r.key
+            + r.value
+        )
     parts = [bytes((operation,)), _U32.pack(len(records))]
     for r in records:
         parts.append(_REC.pack(len(r.key), len(r.value), r.version, r.tombstone))
@@ -176,7 +196,9 @@ def decode_u32(body: bytes) -> int:
 
 def encode_fetch(requester: str, leaves: Sequence[int]) -> bytes:
     ident = requester.encode()
-    return b"".join((_U16.pack(len(ident)), ident, _U16.pack(len(leaves)), *(_U16.pack(i) for i in leaves)))
+    return b"".join(
+        (_U16.pack(len(ident)), ident, _U16.pack(len(leaves)), *(_U16.pack(i) for i in leaves))
+    )
 
 
 def decode_fetch(body: bytes, leaf_count: int) -> tuple[str, list[int]]:

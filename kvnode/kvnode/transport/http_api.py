@@ -53,7 +53,9 @@ class ApiState:
     ready: bool = True
 
 
-def error(status: int, code: str, message: str, *, headers: tuple[tuple[str, str], ...] = (), **extra: Any) -> Reply:
+def error(
+    status: int, code: str, message: str, *, headers: tuple[tuple[str, str], ...] = (), **extra: Any
+) -> Reply:
     return json_reply(status, {"error": code, "message": message, **extra}, headers)
 
 
@@ -78,9 +80,20 @@ def _kv_handler(state: ApiState) -> Callable[[Request, str, str], Awaitable[Repl
         except InvalidRequest as exc:
             response = error(exc.status, exc.code, exc.message)
         except BodyTooLarge:
-            response = error(413, "value_too_large", f"the value exceeds the limit of {state.limits.max_value} bytes")
+            response = error(
+                413,
+                "value_too_large",
+                f"the value exceeds the limit of {state.limits.max_value} bytes",
+            )
         except NotEnoughReplicas as exc:
-            response = error(503, "unavailable", str(exc), required=exc.needed, acked=exc.acked, failures=exc.failures)
+            response = error(
+                503,
+                "unavailable",
+                str(exc),
+                required=exc.needed,
+                acked=exc.acked,
+                failures=exc.failures,
+            )
             if span is not None:
                 telemetry.fail(span, exc, "not enough replicas")
         except _InjectedFault as exc:
@@ -105,7 +118,15 @@ class _InjectedFault(Exception):
     pass
 
 
-async def _run(state: ApiState, coord: Coordinator, request: Request, method: str, key: bytes, level: str, span: Span | None) -> Reply:
+async def _run(
+    state: ApiState,
+    coord: Coordinator,
+    request: Request,
+    method: str,
+    key: bytes,
+    level: str,
+    span: Span | None,
+) -> Reply:
     if state.faults:
         fault = match(state.faults, key)
         if fault is not None:
@@ -120,8 +141,15 @@ async def _run(state: ApiState, coord: Coordinator, request: Request, method: st
         if record is None:
             return Reply(404, _NOT_FOUND, "application/json")
         if record.tombstone:
-            return error(404, "not_found", "the key was deleted", headers=(("X-KV-Version", str(record.version)),))
-        return Reply(200, record.value, "application/octet-stream", (("X-KV-Version", str(record.version)),))
+            return error(
+                404,
+                "not_found",
+                "the key was deleted",
+                headers=(("X-KV-Version", str(record.version)),),
+            )
+        return Reply(
+            200, record.value, "application/octet-stream", (("X-KV-Version", str(record.version)),)
+        )
     value = b""
     if method == "PUT":
         value = await request.read()
@@ -132,11 +160,15 @@ async def _run(state: ApiState, coord: Coordinator, request: Request, method: st
     return Reply(204, headers=(("X-KV-Version", str(record.version)),))
 
 
-def _server_span(request: Request, op: str, level: str, key: bytes, cluster: Cluster) -> Span | None:
+def _server_span(
+    request: Request, op: str, level: str, key: bytes, cluster: Cluster
+) -> Span | None:
     """The coordinator's SERVER span, or None when it is not sampled (then no child spans
     and no context to pass on). Attributes are built only for a sampled span."""
     method = request.method
-    span = telemetry.start(f"{method} {ROUTE}", telemetry.SERVER, None, telemetry.incoming_context(request.headers))
+    span = telemetry.start(
+        f"{method} {ROUTE}", telemetry.SERVER, None, telemetry.incoming_context(request.headers)
+    )
     if not span.is_recording():
         span.end()
         return None
@@ -169,13 +201,19 @@ def cluster_view(cluster: Cluster) -> dict[str, Any]:
         "epoch": cluster.epoch,
         "replication_factor": cluster.rf,
         "members": [{"id": m.id, "peer_address": m.address} for m in ring.members],
-        "ring": {"vnodes": ring.vnodes, "tokens": len(tokens), "ownership": {k: round(v, 4) for k, v in share.items()}},
+        "ring": {
+            "vnodes": ring.vnodes,
+            "tokens": len(tokens),
+            "ownership": {k: round(v, 4) for k, v in share.items()},
+        },
         "hints_pending": cluster.store.hint_counts(),
         "rebalancing": cluster.rebalancing,
         "caught_up": cluster.caught_up,
         "catching_up": cluster.catching_up,
-        "membership": {"phase": cluster.view.phase,
-                       "previous": [list(r.ids) for r in cluster.view.previous]},
+        "membership": {
+            "phase": cluster.view.phase,
+            "previous": [list(r.ids) for r in cluster.view.previous],
+        },
         "rebalanced_epoch": cluster.rebalanced_epoch,
         "keys": cluster.store.count(),
     }
@@ -187,34 +225,56 @@ def build_handler(state: ApiState) -> Handler:
 
     def ready() -> bool:
         cluster = state.cluster
-        return state.ready and not cluster.store.closed and len(cluster.ring.members) > 0 and cluster.caught_up
+        return (
+            state.ready
+            and not cluster.store.closed
+            and len(cluster.ring.members) > 0
+            and cluster.caught_up
+        )
 
     credentials = state.credentials
 
     async def handler(request: Request) -> Reply:
         path, method = request.path, request.method
-        if credentials.auth and path not in _OPEN and credentials.token_label(request.headers.get("authorization")) is None:
+        if (
+            credentials.auth
+            and path not in _OPEN
+            and credentials.token_label(request.headers.get("authorization")) is None
+        ):
             state.metrics.unauthorized.inc()
             return _UNAUTHORIZED
         if path.startswith(_PREFIX) or path == "/v1/kv":
             if method not in _OPS:
-                return error(405, "method_not_allowed", f"{method} is not allowed here; use GET, PUT or DELETE",
-                             headers=(("Allow", "GET, PUT, DELETE"),))
-            key = path[len(_PREFIX):]
+                return error(
+                    405,
+                    "method_not_allowed",
+                    f"{method} is not allowed here; use GET, PUT or DELETE",
+                    headers=(("Allow", "GET, PUT, DELETE"),),
+                )
+            key = path[len(_PREFIX) :]
             if not key:
                 return error(400, "invalid_key", "the key is empty")
             return await kv(request, method, key)
         if path in _SIMPLE:
             if method != "GET":
-                return error(405, "method_not_allowed", f"{method} is not allowed here; use GET", headers=(("Allow", "GET"),))
+                return error(
+                    405,
+                    "method_not_allowed",
+                    f"{method} is not allowed here; use GET",
+                    headers=(("Allow", "GET"),),
+                )
             if path == "/healthz":
                 return json_reply(200, {"status": "ok"})
             if path == "/readyz":
                 ok = ready()
                 return json_reply(200 if ok else 503, {"ready": ok})
             if path == "/metrics":
-                return Reply(200, state.metrics.render().encode(), "text/plain; charset=utf-8",
-                             (("X-Content-Type-Options", "nosniff"),))
+                return Reply(
+                    200,
+                    state.metrics.render().encode(),
+                    "text/plain; charset=utf-8",
+                    (("X-Content-Type-Options", "nosniff"),),
+                )
             return json_reply(200, cluster_view(state.cluster))
         return error(404, "not_found", f"no route for {path}")
 
@@ -225,6 +285,10 @@ _SIMPLE = frozenset(("/healthz", "/readyz", "/metrics", "/v1/cluster"))
 # Without a token: the probes (the kubelet sends none) and the metrics (no keys or values;
 # who may scrape is the NetworkPolicy's decision, docs/security.md).
 _OPEN = frozenset(("/healthz", "/readyz", "/metrics"))
-_UNAUTHORIZED = error(401, "unauthorized", "send Authorization: Bearer TOKEN with a token this cluster accepts "
-                      "(the KVCluster's NAME-kv-client-token Secret, or a declared client's)",
-                      headers=(("WWW-Authenticate", 'Bearer realm="kvtrace"'),))
+_UNAUTHORIZED = error(
+    401,
+    "unauthorized",
+    "send Authorization: Bearer TOKEN with a token this cluster accepts "
+    "(the KVCluster's NAME-kv-client-token Secret, or a declared client's)",
+    headers=(("WWW-Authenticate", 'Bearer realm="kvtrace"'),),
+)

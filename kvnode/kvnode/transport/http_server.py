@@ -63,10 +63,22 @@ class Request:
 
     __slots__ = ("method", "path", "query_string", "headers", "content_length", "_conn", "_body")
 
-    def __init__(self, conn: _Connection, method: str, path: str, query_string: str, headers: dict[str, str],
-                 content_length: int | None):
+    def __init__(
+        self,
+        conn: _Connection,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: dict[str, str],
+        content_length: int | None,
+    ):
         self._conn = conn
-        self.method, self.path, self.query_string, self.headers = method, path, query_string, headers
+        self.method, self.path, self.query_string, self.headers = (
+            method,
+            path,
+            query_string,
+            headers,
+        )
         self.content_length = content_length
         self._body: asyncio.Future[bytes] | None = None
 
@@ -108,10 +120,19 @@ class SlowSenderLimits(NamedTuple):
 class HttpServer:
     """Protocol factory and connection registry (for the graceful shutdown)."""
 
-    def __init__(self, handler: Handler, max_body: int, max_line: int = 8190, max_head: int = 64 * 1024,
-                 idle_timeout: float = 75.0, limits: SlowSenderLimits | None = None):
+    def __init__(
+        self,
+        handler: Handler,
+        max_body: int,
+        max_line: int = 8190,
+        max_head: int = 64 * 1024,
+        idle_timeout: float = 75.0,
+        limits: SlowSenderLimits | None = None,
+    ):
         self.handler = handler
-        self.idle_timeout = idle_timeout  # a connection with no request in progress is closed after this
+        self.idle_timeout = (
+            idle_timeout  # a connection with no request in progress is closed after this
+        )
         self.slow = limits or SlowSenderLimits()
         self.sweep_every = min(idle_timeout, self.slow.header_timeout, self.slow.body_timeout) / 4
         self._sweeper: asyncio.TimerHandle | None = None
@@ -176,7 +197,9 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
-        self.request: Request | None = None  # from its head until it is answered and its body consumed
+        self.request: Request | None = (
+            None  # from its head until it is answered and its body consumed
+        )
         self.responding = False
         self.answered = False
         self.keep_alive = True
@@ -223,8 +246,11 @@ class _Connection(asyncio.Protocol):
         try:
             self.process()
         except Exception as exc:  # noqa: BLE001 - a parser bug costs this connection, no more
-            log.error("closing a client connection after an unexpected parser error: %s: %s",
-                      type(exc).__name__, exc)
+            log.error(
+                "closing a client connection after an unexpected parser error: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
             self.fail(400, "malformed request")
 
     def eof_received(self) -> bool | None:
@@ -391,11 +417,14 @@ class _Connection(asyncio.Protocol):
         try:
             reply = await self.server.handler(req)
         except ConnectionError:  # the body never came: the client left, or it was malformed
-            reply = json_reply(400, {"error": "bad_request",
-                                     "message": "the request body did not arrive"})
+            reply = json_reply(
+                400, {"error": "bad_request", "message": "the request body did not arrive"}
+            )
         except Exception as exc:  # the node keeps serving
             log.exception("request handler failed")
-            reply = json_reply(500, {"error": "internal", "message": f"{type(exc).__name__}: {exc}"})
+            reply = json_reply(
+                500, {"error": "internal", "message": f"{type(exc).__name__}: {exc}"}
+            )
         if not self.body_done and (self.expect_continue or self.too_large):
             # answered without its body, and the client waits for a 100 Continue that will not
             # come, or the body is over the limit: answer, then close lingeringly
@@ -421,7 +450,9 @@ class _Connection(asyncio.Protocol):
         self.answered = True
         status, body = reply.status, reply.body
         keep = self.keep_alive and not self.server.closing
-        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\nDate: {self.server.date()}\r\n"]
+        head = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\nDate: {self.server.date()}\r\n"
+        ]
         if status != 204 and status >= 200:
             head.append(f"Content-Length: {len(body)}\r\n")
             if reply.content_type:
@@ -481,5 +512,13 @@ class _Connection(asyncio.Protocol):
         asyncio.get_running_loop().call_later(max(wait, 0.01), self._linger_check)
 
 
-__all__ = ["BadRequest", "BodyTooLarge", "HttpServer", "Reply", "Request", "SlowSenderLimits",
-           "json_reply", "parse_head"]
+__all__ = [
+    "BadRequest",
+    "BodyTooLarge",
+    "HttpServer",
+    "Reply",
+    "Request",
+    "SlowSenderLimits",
+    "json_reply",
+    "parse_head",
+]

@@ -129,7 +129,9 @@ class _Connection(asyncio.Protocol):
                 except frames.ProtocolError as exc:
                     fut.set_exception(PeerError(f"protocol error: {exc}"))
             elif msg.type == frames.ERROR:
-                fut.set_exception(PeerError(f"remote error: {msg.body.decode(errors='replace')[:200]}"))
+                fut.set_exception(
+                    PeerError(f"remote error: {msg.body.decode(errors='replace')[:200]}")
+                )
             else:
                 fut.set_exception(PeerError(f"protocol error: unexpected response type {msg.type}"))
 
@@ -151,7 +153,9 @@ class _Connection(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(PeerError(reason))
 
-    def send(self, request_id: int, fut: asyncio.Future[Any], frame: bytes, decoder: Decoder) -> None:
+    def send(
+        self, request_id: int, fut: asyncio.Future[Any], frame: bytes, decoder: Decoder
+    ) -> None:
         assert self.outbox is not None
         if self.lost:  # lost between the connect and this call (e.g. the HELLO was refused)
             fut.set_exception(PeerError(self.lost))
@@ -168,16 +172,25 @@ class _Connection(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(PeerError(f"timeout after {self.client.timeout:g}s"))
         if self.transport is not None and not self.transport.is_closing():
-            self.sweeper = asyncio.get_running_loop().call_later(self.client.sweep_interval, self.sweep)
+            self.sweeper = asyncio.get_running_loop().call_later(
+                self.client.sweep_interval, self.sweep
+            )
 
 
 class PeerClient:
     """``tls``: returns the current client context (mutual TLS, credentials.py), or None for
     plain TCP; asked at each new connection, so a reloaded certificate is used from then on."""
 
-    def __init__(self, timeout: float = 2.0, max_frame: int = 64 * 1024 * 1024, backoff: float = 0.5,
-                 tls: Callable[[], ssl.SSLContext | None] = lambda: None, node_id: str = "",
-                 versions: tuple[int, int] = frames.PROTOCOL, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        timeout: float = 2.0,
+        max_frame: int = 64 * 1024 * 1024,
+        backoff: float = 0.5,
+        tls: Callable[[], ssl.SSLContext | None] = lambda: None,
+        node_id: str = "",
+        versions: tuple[int, int] = frames.PROTOCOL,
+        metrics: Metrics | None = None,
+    ):
         self.tls = tls
         self.node_id = node_id
         self.versions = versions
@@ -213,7 +226,9 @@ class PeerClient:
             conn.abort("client closed")
         self._conns.clear()
 
-    def _request(self, member: Member, type_: int, body: bytes, decoder: Decoder, trace: Trace) -> asyncio.Future[Any]:
+    def _request(
+        self, member: Member, type_: int, body: bytes, decoder: Decoder, trace: Trace
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if self.cut_off and member.id in self.cut_off:
@@ -234,7 +249,14 @@ class PeerClient:
         loop.create_task(self._connect_and_send(addr, request_id, fut, frame, decoder))
         return fut
 
-    async def _connect_and_send(self, addr: tuple[str, int], request_id: int, fut: asyncio.Future[Any], frame: bytes, decoder: Decoder) -> None:
+    async def _connect_and_send(
+        self,
+        addr: tuple[str, int],
+        request_id: int,
+        fut: asyncio.Future[Any],
+        frame: bytes,
+        decoder: Decoder,
+    ) -> None:
         try:
             conn = await self._connect(addr)
         except PeerError as exc:
@@ -254,8 +276,13 @@ class PeerClient:
         try:
             # The peers file's host is the name the member's certificate must carry.
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self, addr), addr[0], addr[1], ssl=context,
-                                       server_hostname=addr[0] if context is not None else None),
+                loop.create_connection(
+                    lambda: _Connection(self, addr),
+                    addr[0],
+                    addr[1],
+                    ssl=context,
+                    server_hostname=addr[0] if context is not None else None,
+                ),
                 self.timeout,
             )
             self._conns[addr] = conn
@@ -273,18 +300,28 @@ class PeerClient:
             del self._connecting[addr]
 
     # -- the PeerAPI ------------------------------------------------------------------
-    def put(self, member: Member, records: Sequence[Record], operation: str, trace: Trace = NO_TRACE) -> asyncio.Future[int]:
+    def put(
+        self, member: Member, records: Sequence[Record], operation: str, trace: Trace = NO_TRACE
+    ) -> asyncio.Future[int]:
         body = frames.encode_records(records, OPERATIONS.index(operation))
         return self._request(member, frames.PUT, body, frames.decode_u32, trace)
 
-    def get(self, member: Member, key: bytes, trace: Trace = NO_TRACE) -> asyncio.Future[Record | None]:
+    def get(
+        self, member: Member, key: bytes, trace: Trace = NO_TRACE
+    ) -> asyncio.Future[Record | None]:
         return self._request(member, frames.GET, key, _one_record, trace)
 
-    def merkle(self, member: Member, requester: str, trace: Trace = NO_TRACE) -> asyncio.Future[list[bytes]]:
+    def merkle(
+        self, member: Member, requester: str, trace: Trace = NO_TRACE
+    ) -> asyncio.Future[list[bytes]]:
         return self._request(member, frames.MERKLE, requester.encode(), _leaves, trace)
 
-    def fetch(self, member: Member, requester: str, leaves: Sequence[int], trace: Trace = NO_TRACE) -> asyncio.Future[list[Record]]:
-        return self._request(member, frames.FETCH, frames.encode_fetch(requester, leaves), _records, trace)
+    def fetch(
+        self, member: Member, requester: str, leaves: Sequence[int], trace: Trace = NO_TRACE
+    ) -> asyncio.Future[list[Record]]:
+        return self._request(
+            member, frames.FETCH, frames.encode_fetch(requester, leaves), _records, trace
+        )
 
     def status(self, member: Member, body: bytes) -> asyncio.Future[bytes]:
         return self._request(member, frames.STATUS, body, bytes, NO_TRACE)

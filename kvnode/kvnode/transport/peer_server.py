@@ -30,8 +30,15 @@ log = logging.getLogger("kvnode.peer")
 
 
 class PeerServer:
-    def __init__(self, replica: Replica, metrics: Metrics, max_key: int, max_value: int,
-                 max_frame: int, versions: tuple[int, int] = frames.PROTOCOL):
+    def __init__(
+        self,
+        replica: Replica,
+        metrics: Metrics,
+        max_key: int,
+        max_value: int,
+        max_frame: int,
+        versions: tuple[int, int] = frames.PROTOCOL,
+    ):
         self.versions = versions  # the peer protocol versions this node speaks
         self.replica = replica
         self.metrics = metrics
@@ -94,10 +101,13 @@ class _ServerConnection(asyncio.Protocol):
                 return False
         version = frames.negotiate(ours, theirs)
         if version is None:
-            reason = (f"{frames.REFUSED}: this node speaks versions {ours[0]}-{ours[1]}, "
-                      f"the peer {theirs[0]}-{theirs[1]}")
-            log.warning("refusing the peer connection from %s (%s): %s",
-                        self.peer_host, node, reason)
+            reason = (
+                f"{frames.REFUSED}: this node speaks versions {ours[0]}-{ours[1]}, "
+                f"the peer {theirs[0]}-{theirs[1]}"
+            )
+            log.warning(
+                "refusing the peer connection from %s (%s): %s", self.peer_host, node, reason
+            )
             server.metrics.peer_handshakes.inc("server", "refused")
             if self.transport is not None:  # written at once, then closed (no outbox: too late)
                 self.transport.write(frames.encode(msg.request_id, frames.ERROR, reason.encode()))
@@ -108,8 +118,10 @@ class _ServerConnection(asyncio.Protocol):
         if msg.type == frames.HELLO and ours[1] >= 2:
             self.reply(msg.request_id, frames.OK, frames.encode_u16(version))
         else:
-            log.info("peer connection from %s without a handshake: peer protocol version 1",
-                     self.peer_host)
+            log.info(
+                "peer connection from %s without a handshake: peer protocol version 1",
+                self.peer_host,
+            )
         return True
 
     def drop(self, reason: str) -> None:
@@ -126,7 +138,9 @@ class _ServerConnection(asyncio.Protocol):
         attrs["kvstore.operation"] = operation
         attrs["db.operation.name"] = operation
         attrs["network.peer.address"] = self.peer_host
-        return telemetry.start_remote(f"kvstore.{operation}", telemetry.SERVER, attrs, msg.traceparent, msg.tracestate)
+        return telemetry.start_remote(
+            f"kvstore.{operation}", telemetry.SERVER, attrs, msg.traceparent, msg.tracestate
+        )
 
     def handle(self, msg: frames.Message) -> None:
         server = self.server
@@ -144,31 +158,49 @@ class _ServerConnection(asyncio.Protocol):
                     raise frames.ProtocolError(f"unknown operation {op}")
                 server.check(records)
                 if traced:
-                    span = self.span(msg, OPERATIONS[op], (
-                        {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(records[0].key))}
-                        if len(records) == 1 else {"kvstore.records": len(records)}
-                    ))
+                    span = self.span(
+                        msg,
+                        OPERATIONS[op],
+                        (
+                            {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(records[0].key))}
+                            if len(records) == 1
+                            else {"kvstore.records": len(records)}
+                        ),
+                    )
                 forward = OPERATIONS[op] in ("replicate", "read_repair")
-                self._answer_when_done(replica.apply(records, forward), msg.request_id, span, _applied_count)
+                self._answer_when_done(
+                    replica.apply(records, forward), msg.request_id, span, _applied_count
+                )
                 return
             if msg.type == frames.GET:
                 if not msg.body or len(msg.body) > server.max_key:
                     raise frames.ProtocolError("invalid key")
                 if traced:
-                    span = self.span(msg, "read", {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(msg.body))})
+                    span = self.span(
+                        msg,
+                        "read",
+                        {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(msg.body))},
+                    )
                 record = replica.get(msg.body)
                 body = frames.encode_records([record] if record is not None else [])
             elif msg.type == frames.MERKLE:
                 requester = msg.body.decode()
                 if traced:
                     span = self.span(msg, "anti_entropy", {})
-                self._answer_when_done(replica.merkle_leaves_off_loop(requester), msg.request_id, span, b"".join)
+                self._answer_when_done(
+                    replica.merkle_leaves_off_loop(requester), msg.request_id, span, b"".join
+                )
                 return
             elif msg.type == frames.FETCH:
                 requester, leaves = frames.decode_fetch(msg.body, merkle.LEAVES)
                 if traced:
                     span = self.span(msg, "anti_entropy", {})
-                self._answer_when_done(replica.fetch_off_loop(requester, leaves), msg.request_id, span, frames.encode_records)
+                self._answer_when_done(
+                    replica.fetch_off_loop(requester, leaves),
+                    msg.request_id,
+                    span,
+                    frames.encode_records,
+                )
                 return
             elif msg.type == frames.STATUS:
                 body = replica.status(msg.body)
@@ -187,11 +219,22 @@ class _ServerConnection(asyncio.Protocol):
             span.end()
         self.reply(msg.request_id, frames.OK, body)
 
-    def _answer_when_done(self, fut: asyncio.Future[Any], request_id: int, span: Span | None,
-                          encode: Callable[[Any], bytes]) -> None:
+    def _answer_when_done(
+        self,
+        fut: asyncio.Future[Any],
+        request_id: int,
+        span: Span | None,
+        encode: Callable[[Any], bytes],
+    ) -> None:
         fut.add_done_callback(partial(self._answer, request_id, span, encode))
 
-    def _answer(self, request_id: int, span: Span | None, encode: Callable[[Any], bytes], fut: asyncio.Future[Any]) -> None:
+    def _answer(
+        self,
+        request_id: int,
+        span: Span | None,
+        encode: Callable[[Any], bytes],
+        fut: asyncio.Future[Any],
+    ) -> None:
         exc = fut.exception()
         if exc is None:
             self.reply(request_id, frames.OK, encode(fut.result()))

@@ -34,13 +34,17 @@ def validate_key(key: str, limits: Limits) -> bytes:
     except UnicodeEncodeError:
         raise InvalidRequest(400, "invalid_key", "the key is not valid UTF-8") from None
     if len(raw) > limits.max_key:
-        raise InvalidRequest(413, "key_too_large", f"the key has {len(raw)} bytes; the limit is {limits.max_key}")
+        raise InvalidRequest(
+            413, "key_too_large", f"the key has {len(raw)} bytes; the limit is {limits.max_key}"
+        )
     return raw
 
 
 def validate_value_size(size: int | None, limits: Limits) -> None:
     if size is not None and size > limits.max_value:
-        raise InvalidRequest(413, "value_too_large", f"the value has {size} bytes; the limit is {limits.max_value}")
+        raise InvalidRequest(
+            413, "value_too_large", f"the value has {size} bytes; the limit is {limits.max_value}"
+        )
 
 
 def validate_consistency(text: str | None, default: str) -> str:

@@ -17,8 +17,10 @@ import yaml
 @functools.cache
 def definitions() -> tuple[dict[str, Any], ...]:
     """Every CustomResourceDefinition shipped with the package, by file name."""
-    files = sorted((entry for entry in resources.files(__name__).iterdir()
-                    if entry.name.endswith(".yaml")), key=lambda entry: entry.name)
+    files = sorted(
+        (entry for entry in resources.files(__name__).iterdir() if entry.name.endswith(".yaml")),
+        key=lambda entry: entry.name,
+    )
     return tuple(yaml.safe_load(entry.read_text(encoding="utf-8")) for entry in files)
 
 

@@ -43,8 +43,12 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
 
 def start(client: AsyncClient, options: Options, indices: Mapping[str, Any]) -> Runtime:
     """The Runtime of one operator run: ``indices`` are kopf's (the startup handler's kwargs)."""
-    runtime = Runtime(client, options, indices={key: indices[key] for key in INDICES if key in indices})
-    runtime.requests.runners.update({KVCLUSTER: kvcluster.run_requested, PIPELINE: pipeline.run_requested})
+    runtime = Runtime(
+        client, options, indices={key: indices[key] for key in INDICES if key in indices}
+    )
+    runtime.requests.runners.update(
+        {KVCLUSTER: kvcluster.run_requested, PIPELINE: pipeline.run_requested}
+    )
     return runtime
 
 

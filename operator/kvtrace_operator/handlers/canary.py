@@ -61,7 +61,6 @@ LOOKUP_PAUSE_S = 0.5
 SPAN_NAME = "kvtrace operator canary"
 
 
-
 class CredentialsError(Exception):
     """A Secret the pipeline names for its token or CA cannot be read."""
 
@@ -71,7 +70,9 @@ def _key(pipeline: Mapping[str, Any]) -> tuple[str, str]:
     return str(meta["namespace"]), str(meta["name"])
 
 
-def current(runtime: Runtime, pipeline: Mapping[str, Any]) -> tuple[tuple[str, str, str], dict[str, Any] | None]:
+def current(
+    runtime: Runtime, pipeline: Mapping[str, Any]
+) -> tuple[tuple[str, str, str], dict[str, Any] | None]:
     """The TraceDelivery condition (status, reason, message) and ``status.traceDelivery``
     for the pipeline's status: the last run of this process, else what the status already
     shows (the operator restarted), else Pending; Disabled when the canary is off."""
@@ -84,8 +85,11 @@ def current(runtime: Runtime, pipeline: Mapping[str, Any]) -> tuple[tuple[str, s
     status = pipeline.get("status") or {}
     shown = find_condition(status, "TraceDelivery")
     if shown and shown.get("reason") not in ("Disabled", None):
-        return (str(shown["status"]), str(shown["reason"]), str(shown.get("message", ""))), \
-            status.get("traceDelivery")
+        return (
+            str(shown["status"]),
+            str(shown["reason"]),
+            str(shown.get("message", "")),
+        ), status.get("traceDelivery")
     return decide(None, enabled=True, interval_s=interval), status.get("traceDelivery")
 
 
@@ -95,9 +99,15 @@ def record(runtime: Runtime, pipeline: Mapping[str, Any], result: CanaryResult) 
     before = runtime.deliveries.get(key)
     previous = before[1] if before else (pipeline.get("status") or {}).get("traceDelivery")
     last_success = (previous or {}).get("lastSuccessTime")
-    outcome = (decide(result, enabled=True, last_success=last_success,
-                      interval_s=runtime.options.canary_interval),
-               delivery_status(result, previous))
+    outcome = (
+        decide(
+            result,
+            enabled=True,
+            last_success=last_success,
+            interval_s=runtime.options.canary_interval,
+        ),
+        delivery_status(result, previous),
+    )
     METRICS.canary(outcome[0][1])
     if before is None or before[0][:2] != outcome[0][:2]:
         log.info("TraceDelivery of TracingPipeline %s/%s: %s %s: %s", *key, *outcome[0])
@@ -109,7 +119,9 @@ async def _secret_value(client: AsyncClient, namespace: str, name: str, key: str
     try:
         secret = await k8s.get_object(client, k8s.resource_class("v1", "Secret"), name, namespace)
     except ApiError as exc:
-        raise CredentialsError(f"cannot read Secret {name} ({what}): {exc.status.message}") from None
+        raise CredentialsError(
+            f"cannot read Secret {name} ({what}): {exc.status.message}"
+        ) from None
     if secret is None:
         raise CredentialsError(f"Secret {name} ({what}) does not exist")
     raw = (secret.get("data") or {}).get(key)
@@ -121,32 +133,43 @@ async def _secret_value(client: AsyncClient, namespace: str, name: str, key: str
         raise CredentialsError(f"Secret {name} ({what}): key {key!r} is not UTF-8 text") from None
 
 
-async def credentials(client: AsyncClient, pipeline: Mapping[str, Any], spec: dict[str, Any]
-                      ) -> tuple[str | None, str | None]:
+async def credentials(
+    client: AsyncClient, pipeline: Mapping[str, Any], spec: dict[str, Any]
+) -> tuple[str | None, str | None]:
     """(bearer token, CA certificate PEM) the pipeline's collector requires, else None."""
     namespace, name = _key(pipeline)
     token = ca = None
     if security.auth(spec):
         ref = security.token_ref(spec, name)
-        token = (await _secret_value(client, namespace, ref["name"], ref["key"],
-                                     "spec.security.auth token")).strip()
+        token = (
+            await _secret_value(
+                client, namespace, ref["name"], ref["key"], "spec.security.auth token"
+            )
+        ).strip()
     if security.tls(spec):
         secret, key = tls.client_ca(spec, name)
         ca = await _secret_value(client, namespace, secret, key, "spec.security.tls CA bundle")
     return token, ca
 
 
-async def query_credentials(client: AsyncClient, pipeline: Mapping[str, Any], spec: dict[str, Any]
-                            ) -> dict[str, str]:
+async def query_credentials(
+    client: AsyncClient, pipeline: Mapping[str, Any], spec: dict[str, Any]
+) -> dict[str, str]:
     """What the Jaeger lookup sends (the first line of the Secret key): ``credentials``
     (USER:PASSWORD, HTTP Basic) or ``token`` (bearer, for the query proxy); empty without
     query auth."""
     ref = query_access.credentials_ref(spec, _key(pipeline)[1])
     if ref is None:
         return {}
-    value = await _secret_value(client, _key(pipeline)[0], ref["name"], ref["key"], "spec.jaeger.query.auth credentials")
+    value = await _secret_value(
+        client, _key(pipeline)[0], ref["name"], ref["key"], "spec.jaeger.query.auth credentials"
+    )
     first = (value.strip().splitlines() or [""])[0].strip()
-    return {"credentials": first} if query_access.mode(spec) == query_access.BASIC else {"token": first}
+    return (
+        {"credentials": first}
+        if query_access.mode(spec) == query_access.BASIC
+        else {"token": first}
+    )
 
 
 async def _in_thread(limit: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -164,7 +187,9 @@ async def run(runtime: Runtime, pipeline: Mapping[str, Any]) -> CanaryResult:
     trace_id, span_id = otlp_canary.new_ids()
 
     def result(**fields: Any) -> CanaryResult:
-        return CanaryResult(trace_id=trace_id, collector=collector, jaeger=jaeger, time=common.now(), **fields)
+        return CanaryResult(
+            trace_id=trace_id, collector=collector, jaeger=jaeger, time=common.now(), **fields
+        )
 
     try:
         token, ca = await credentials(client, pipeline, spec)
@@ -173,13 +198,25 @@ async def run(runtime: Runtime, pipeline: Mapping[str, Any]) -> CanaryResult:
         return result(credentials_error=str(exc))
     end = time.time_ns()
     request = otlp_canary.canary_request(
-        trace_id, span_id, start_ns=end - canary_duration_ns(spec), end_ns=end,
-        service=otlp_canary.OPERATOR_SERVICE, name=SPAN_NAME,
-        attributes={"kvtrace.canary.pipeline": f"{namespace}/{name}"})
+        trace_id,
+        span_id,
+        start_ns=end - canary_duration_ns(spec),
+        end_ns=end,
+        service=otlp_canary.OPERATOR_SERVICE,
+        name=SPAN_NAME,
+        attributes={"kvtrace.canary.pipeline": f"{namespace}/{name}"},
+    )
     try:
         status, body = await _in_thread(
-            SEND_TIMEOUT_S + 2, otlp_canary.post, resolve_url(collector), request, timeout=SEND_TIMEOUT_S,
-            token=token, ca_pem=ca, server_hostname=urlsplit(collector).hostname)
+            SEND_TIMEOUT_S + 2,
+            otlp_canary.post,
+            resolve_url(collector),
+            request,
+            timeout=SEND_TIMEOUT_S,
+            token=token,
+            ca_pem=ca,
+            server_hostname=urlsplit(collector).hostname,
+        )
     except (TimeoutError, *otlp_canary.SEND_ERRORS) as exc:
         return result(send_error=otlp_canary.error_text(exc))
     if status != 200 or jaeger is None:
@@ -190,16 +227,29 @@ async def run(runtime: Runtime, pipeline: Mapping[str, Any]) -> CanaryResult:
     while True:
         try:
             # With TLS on every hop Jaeger's query port serves the pipeline's leaf (the same CA).
-            found = await _in_thread(LOOKUP_TIMEOUT_S + 2, otlp_canary.in_jaeger, resolve_url(jaeger), trace_id,
-                                     timeout=LOOKUP_TIMEOUT_S, ca_pem=ca, server_hostname=urlsplit(jaeger).hostname,
-                                     **query)
+            found = await _in_thread(
+                LOOKUP_TIMEOUT_S + 2,
+                otlp_canary.in_jaeger,
+                resolve_url(jaeger),
+                trace_id,
+                timeout=LOOKUP_TIMEOUT_S,
+                ca_pem=ca,
+                server_hostname=urlsplit(jaeger).hostname,
+                **query,
+            )
             error = None
         except (TimeoutError, *otlp_canary.LOOKUP_ERRORS) as exc:
             error = otlp_canary.error_text(exc)
         waited = time.monotonic() - started
         if found or waited >= bound:
-            return result(http_status=status, http_body=body, found=found, waited_s=waited, bound_s=bound,
-                          jaeger_error=error)
+            return result(
+                http_status=status,
+                http_body=body,
+                found=found,
+                waited_s=waited,
+                bound_s=bound,
+                jaeger_error=error,
+            )
         await asyncio.sleep(LOOKUP_PAUSE_S)
 
 

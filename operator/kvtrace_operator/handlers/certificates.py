@@ -22,8 +22,9 @@ from kvtrace_operator.render.certificates import KIND as CERTIFICATE
 log = logging.getLogger("kvtrace_operator")
 
 
-async def prepare(runtime: Runtime, pipeline: Mapping[str, Any], children: list[dict[str, Any]]
-                  ) -> list[dict[str, Any]]:
+async def prepare(
+    runtime: Runtime, pipeline: Mapping[str, Any], children: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Create or renew the managed CA and leaves (or apply cert-manager's Certificates and the
     trust bundle), then ``children`` with those objects first, so the apply keeps them.
     Raises SpecError (certManager without cert-manager) and k8s.Rejected (a child the API
@@ -36,11 +37,18 @@ async def prepare(runtime: Runtime, pipeline: Mapping[str, Any], children: list[
     prepared = await certificates.prepare(client, dict(pipeline))
     if prepared.actions:
         message = "; ".join(prepared.actions)
-        log.info("TLS of %s %s/%s: %s", pipeline.get("kind", "TracingPipeline"), meta["namespace"], meta["name"],
-                 message)
+        log.info(
+            "TLS of %s %s/%s: %s",
+            pipeline.get("kind", "TracingPipeline"),
+            meta["namespace"],
+            meta["name"],
+            message,
+        )
         await k8s.post_event(client, pipeline, "CertificatesRenewed", message)
     if (pipeline.get("status") or {}).get("tls") != prepared.status:
         # Its own key of the status (None removes it): the rest of the status is the reconcile's.
         resource = k8s.KVCluster if pipeline.get("kind") == "KVCluster" else k8s.TracingPipeline
-        await k8s.patch_status(client, resource, meta["name"], meta["namespace"], {"tls": prepared.status})
+        await k8s.patch_status(
+            client, resource, meta["name"], meta["namespace"], {"tls": prepared.status}
+        )
     return [*prepared.objects, *children]

@@ -30,9 +30,14 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     for api_version, kind in k8s.PRUNABLE_KINDS:
         group, _, version = api_version.rpartition("/")
 
-        @kopf.on.event(group=group, version=version, kind=kind, id=f"child-{kind.lower()}",
-                       registry=registry,
-                       labels={MANAGED_BY_LABEL: MANAGED_BY})
+        @kopf.on.event(
+            group=group,
+            version=version,
+            kind=kind,
+            id=f"child-{kind.lower()}",
+            registry=registry,
+            labels={MANAGED_BY_LABEL: MANAGED_BY},
+        )
         async def child_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             owner = owner_of(body)
             if owner is None or type not in ("DELETED", "MODIFIED", "ADDED"):
@@ -42,4 +47,6 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             runtime: Runtime = memo.runtime
             owner_kind, owner_name = owner
             # repair a deletion; otherwise only refresh the status
-            runtime.request(owner_kind, body["metadata"]["namespace"], owner_name, apply=type == "DELETED")
+            runtime.request(
+                owner_kind, body["metadata"]["namespace"], owner_name, apply=type == "DELETED"
+            )

@@ -36,17 +36,20 @@ def seconds_since(stamp: str) -> float:
 
 def plain(body: Mapping[str, Any]) -> dict[str, Any]:
     """A deep plain-dict copy of a kopf body (the render layer wants plain dicts)."""
+
     def convert(value: Any) -> Any:
         if isinstance(value, Mapping):
             return {str(k): convert(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [convert(v) for v in value]
         return copy.copy(value)
+
     return convert(body)  # type: ignore[no-any-return]
 
 
-async def write_status(client: AsyncClient, res: Any, owner: Mapping[str, Any],
-                       status: dict[str, Any]) -> None:
+async def write_status(
+    client: AsyncClient, res: Any, owner: Mapping[str, Any], status: dict[str, Any]
+) -> None:
     """Patch ``status`` when it differs from what the owner already shows; post an event
     when the Ready condition flips, and when TraceDelivery becomes True or False."""
     previous = owner.get("status") or {}
@@ -58,14 +61,26 @@ async def write_status(client: AsyncClient, res: Any, owner: Mapping[str, Any],
     before, after = find_condition(previous, "Ready"), find_condition(status, "Ready")
     if after and (before or {}).get("status") != after["status"]:
         ready = after["status"] == "True"
-        await k8s.post_event(client, owner, "Ready" if ready else "NotReady",
-                             f"{after['reason']}: {after['message']}",
-                             "Normal" if ready or before is None else "Warning")
-    before, after = find_condition(previous, "TraceDelivery"), find_condition(status, "TraceDelivery")
+        await k8s.post_event(
+            client,
+            owner,
+            "Ready" if ready else "NotReady",
+            f"{after['reason']}: {after['message']}",
+            "Normal" if ready or before is None else "Warning",
+        )
+    before, after = (
+        find_condition(previous, "TraceDelivery"),
+        find_condition(status, "TraceDelivery"),
+    )
     if after and after["status"] != "Unknown" and (before or {}).get("status") != after["status"]:
         delivered = after["status"] == "True"
-        await k8s.post_event(client, owner, "TraceDelivered" if delivered else "TraceDeliveryFailed",
-                             f"{after['reason']}: {after['message']}", "Normal" if delivered else "Warning")
+        await k8s.post_event(
+            client,
+            owner,
+            "TraceDelivered" if delivered else "TraceDeliveryFailed",
+            f"{after['reason']}: {after['message']}",
+            "Normal" if delivered else "Warning",
+        )
 
 
 def in_step(rendered: list[dict[str, Any]], observed: list[dict[str, Any]]) -> bool:
@@ -76,8 +91,9 @@ def in_step(rendered: list[dict[str, Any]], observed: list[dict[str, Any]]) -> b
     return all(current.get(name) == state for name, state in wanted.items())
 
 
-async def converge(runtime: Runtime, owner: Mapping[str, Any], children: list[dict[str, Any]],
-                   *, apply_all: bool) -> tuple[list[dict[str, Any]], k8s.Changes | None]:
+async def converge(
+    runtime: Runtime, owner: Mapping[str, Any], children: list[dict[str, Any]], *, apply_all: bool
+) -> tuple[list[dict[str, Any]], k8s.Changes | None]:
     """Apply ``children`` (always when ``apply_all``; otherwise only when the observed
     workloads lag behind the render, e.g. the pipeline changed meanwhile), and return the
     observed workloads, so the status never describes a state that is not applied."""
@@ -90,21 +106,27 @@ async def converge(runtime: Runtime, owner: Mapping[str, Any], children: list[di
             return observed, None
     with tracing.span("apply children", {"kvtrace.children": len(children)}) as step:
         changes = await apply(runtime, owner, children)
-        for action, items in (("created", changes.created), ("updated", changes.updated),
-                              ("deleted", changes.deleted)):
+        for action, items in (
+            ("created", changes.created),
+            ("updated", changes.updated),
+            ("deleted", changes.deleted),
+        ):
             step.set(f"kvtrace.children.{action}", len(items))
     return k8s.workloads_of(changes.applied), changes
 
 
-async def apply(runtime: Runtime, owner: Mapping[str, Any], children: list[dict[str, Any]]) -> k8s.Changes:
+async def apply(
+    runtime: Runtime, owner: Mapping[str, Any], children: list[dict[str, Any]]
+) -> k8s.Changes:
     """Apply every child and prune the stale ones, with an event per kind of action. A render
     not yet accepted is dry-run first (k8s.Rejected leaves nothing half-applied); a child that
     had to be deleted (immutable field) is retried shortly."""
     client, uid = runtime.client, owner["metadata"]["uid"]
     rendered = checksum(children)
     try:
-        changes = await k8s.apply_children(client, owner, children,
-                                           validate_first=runtime.validated.get(uid) != rendered)
+        changes = await k8s.apply_children(
+            client, owner, children, validate_first=runtime.validated.get(uid) != rendered
+        )
     except k8s.Recreating as exc:
         await k8s.post_event(client, owner, "Recreating", str(exc), "Warning")
         raise kopf.TemporaryError(str(exc), delay=2) from exc
@@ -113,13 +135,20 @@ async def apply(runtime: Runtime, owner: Mapping[str, Any], children: list[dict[
     return changes
 
 
-async def report_changes(client: AsyncClient, owner: Mapping[str, Any], changes: k8s.Changes) -> None:
+async def report_changes(
+    client: AsyncClient, owner: Mapping[str, Any], changes: k8s.Changes
+) -> None:
     """One event per kind of action: Created, Updated, Deleted (children)."""
-    for reason, items in (("Created", changes.created), ("Updated", changes.updated),
-                          ("Deleted", changes.deleted)):
+    for reason, items in (
+        ("Created", changes.created),
+        ("Updated", changes.updated),
+        ("Deleted", changes.deleted),
+    ):
         METRICS.child_actions(owner["kind"], reason.lower(), len(items))
         if items:
-            log.info("%s %s/%s: %s", reason, owner["kind"], owner["metadata"]["name"], ", ".join(items))
+            log.info(
+                "%s %s/%s: %s", reason, owner["kind"], owner["metadata"]["name"], ", ".join(items)
+            )
             await k8s.post_event(client, owner, reason, ", ".join(items))
 
 
@@ -128,8 +157,13 @@ async def report_spec_error(client: AsyncClient, owner: Mapping[str, Any], messa
     ready = find_condition(owner.get("status"), "Ready") or {}
     if ready.get("reason") == "InvalidSpec" and message in ready.get("message", ""):
         return
-    log.warning("invalid %s %s/%s: %s", owner["kind"], owner["metadata"]["namespace"],
-                owner["metadata"]["name"], message)
+    log.warning(
+        "invalid %s %s/%s: %s",
+        owner["kind"],
+        owner["metadata"]["namespace"],
+        owner["metadata"]["name"],
+        message,
+    )
     await k8s.post_event(client, owner, "InvalidSpec", message, "Warning")
 
 

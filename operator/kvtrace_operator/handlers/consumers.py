@@ -54,18 +54,31 @@ def cluster_names(consumers: Iterable[Referencing]) -> list[str]:
 
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.index(GROUP, VERSION, KVCLUSTER_PLURAL, id=CLUSTERS_INDEX, registry=registry)
-    def clusters_by_pipeline(namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-                             ) -> dict[tuple[str, str], Referencing] | None:
+    def clusters_by_pipeline(
+        namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+    ) -> dict[tuple[str, str], Referencing] | None:
         ref = pipeline_ref({"spec": dict(spec)})
         return {index_key(namespace or "", ref): (KVCLUSTER, name)} if ref else None
 
-    @kopf.index("", "v1", "secrets", id=WORKLOADS_INDEX, labels={injection.PIPELINE_LABEL: kopf.PRESENT},
-                registry=registry)
-    def workloads_by_pipeline(namespace: str | None, meta: kopf.Meta, **_: Any
-                              ) -> dict[tuple[str, str], Referencing] | None:
+    @kopf.index(
+        "",
+        "v1",
+        "secrets",
+        id=WORKLOADS_INDEX,
+        labels={injection.PIPELINE_LABEL: kopf.PRESENT},
+        registry=registry,
+    )
+    def workloads_by_pipeline(
+        namespace: str | None, meta: kopf.Meta, **_: Any
+    ) -> dict[tuple[str, str], Referencing] | None:
         labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
         pipeline_namespace = labels.get(injection.PIPELINE_NAMESPACE_LABEL)
         workload = annotations.get(injection.WORKLOAD_ANNOTATION)
         if not pipeline_namespace or not workload:
             return None
-        return {index_key(pipeline_namespace, labels[injection.PIPELINE_LABEL]): (WORKLOAD, f"{namespace}/{workload}")}
+        return {
+            index_key(pipeline_namespace, labels[injection.PIPELINE_LABEL]): (
+                WORKLOAD,
+                f"{namespace}/{workload}",
+            )
+        }

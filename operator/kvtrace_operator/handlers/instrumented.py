@@ -28,18 +28,23 @@ async def sync(client: AsyncClient, pipeline: Mapping[str, Any], workloads: list
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     ca = None
     if tls_render.settings(spec) is not None:
-        ca = await k8s_injection.read_ca(client, meta["namespace"], *tls_render.client_ca(spec, meta["name"]))
+        ca = await k8s_injection.read_ca(
+            client, meta["namespace"], *tls_render.client_ca(spec, meta["name"])
+        )
     for label in workloads:
         namespace, _, workload = label.partition("/")
         kind, _, name = workload.partition("/")
         if ca:
-            secret = {"metadata": {"namespace": namespace, "name": workload_secret_name(kind, name)}}
+            secret = {
+                "metadata": {"namespace": namespace, "name": workload_secret_name(kind, name)}
+            }
             await k8s_injection.refresh_ca(client, secret, ca)
         await restart_if_changed(client, dict(pipeline), namespace, kind, name)
 
 
-async def restart_if_changed(client: AsyncClient, pipeline: dict[str, Any], namespace: str, kind: str,
-                             name: str) -> None:
+async def restart_if_changed(
+    client: AsyncClient, pipeline: dict[str, Any], namespace: str, kind: str, name: str
+) -> None:
     """Roll a restart-on-change workload of ``pipeline`` whose pod template carries another
     configuration checksum than the current one (event InstrumentationChanged)."""
     workload = await k8s_injection.get_workload(client, kind, namespace, name)
@@ -62,6 +67,16 @@ async def restart_if_changed(client: AsyncClient, pipeline: dict[str, Any], name
     workload.setdefault("apiVersion", k8s_injection.WORKLOAD_API_VERSIONS[kind])
     workload.setdefault("kind", kind)
     await k8s_injection.roll(client, workload, wanted)
-    log.info("%s %s/%s: the injected configuration of %s changed; rolling its pods", kind, namespace, name, ref)
-    await k8s.post_event(client, workload, "InstrumentationChanged",
-                         f"the injected configuration of TracingPipeline {ref} changed: rolling the pods")
+    log.info(
+        "%s %s/%s: the injected configuration of %s changed; rolling its pods",
+        kind,
+        namespace,
+        name,
+        ref,
+    )
+    await k8s.post_event(
+        client,
+        workload,
+        "InstrumentationChanged",
+        f"the injected configuration of TracingPipeline {ref} changed: rolling the pods",
+    )

@@ -40,13 +40,16 @@ from kvtrace_operator.render.status import (
 log = logging.getLogger("kvtrace_operator")
 
 
-async def resolve_pipeline(client: AsyncClient, cluster: Mapping[str, Any]
-                           ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+async def resolve_pipeline(
+    client: AsyncClient, cluster: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The referenced pipeline if it exists and is valid (else None), and the tracing state."""
     ref = pipeline_ref(dict(cluster))
     if not ref:
         return None, tracing_state(None, found=False)
-    pipeline = await k8s.get_object(client, k8s.TracingPipeline, ref, cluster["metadata"]["namespace"])
+    pipeline = await k8s.get_object(
+        client, k8s.TracingPipeline, ref, cluster["metadata"]["namespace"]
+    )
     if pipeline is None:
         return None, tracing_state(ref, found=False)
     try:
@@ -57,9 +60,13 @@ async def resolve_pipeline(client: AsyncClient, cluster: Mapping[str, Any]
     if valid is not None and valid.get("status") == "False":  # e.g. the API server rejected a child
         return None, tracing_state(ref, found=True, error=str(valid.get("message", "")))
     env = {v["name"]: v.get("value", "") for v in otel_environment(dict(cluster), pipeline)}
-    return pipeline, tracing_state(ref, found=True, endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
-                                   mode=sampling_mode(pipeline.get("spec") or {}),
-                                   sampler=env.get("OTEL_TRACES_SAMPLER", ""))
+    return pipeline, tracing_state(
+        ref,
+        found=True,
+        endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        mode=sampling_mode(pipeline.get("spec") or {}),
+        sampler=env.get("OTEL_TRACES_SAMPLER", ""),
+    )
 
 
 async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = True) -> bool:
@@ -74,39 +81,80 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
         cluster = await common.fresh(runtime, k8s.KVCluster, body)
         if cluster is None:
             return False
-        with METRICS.reconcile("KVCluster") as result, own_tracing.reconcile("KVCluster", cluster, result):
+        with (
+            METRICS.reconcile("KVCluster") as result,
+            own_tracing.reconcile("KVCluster", cluster, result),
+        ):
             pipeline, tracing = await resolve_pipeline(client, cluster)
             try:
                 with own_tracing.span("render"):
                     children = render_kvcluster(cluster, pipeline)
             except SpecError as exc:
                 result["outcome"] = "invalid_spec"
-                await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
-                    cluster, statefulset=None, tracing=tracing, now=common.now(), spec_error=str(exc)))
+                await common.write_status(
+                    client,
+                    k8s.KVCluster,
+                    cluster,
+                    kvcluster_status(
+                        cluster,
+                        statefulset=None,
+                        tracing=tracing,
+                        now=common.now(),
+                        spec_error=str(exc),
+                    ),
+                )
                 await common.report_spec_error(client, cluster, str(exc))
                 return False
             try:
-                children = await certificates.prepare(runtime, cluster, children)  # TLS Secrets first
-                pending = (made_by_pipeline(pipeline) if pipeline else set()) | made_for_members(cluster)
+                children = await certificates.prepare(
+                    runtime, cluster, children
+                )  # TLS Secrets first
+                pending = (made_by_pipeline(pipeline) if pipeline else set()) | made_for_members(
+                    cluster
+                )
                 gate = await secret_gate.check(client, cluster, children, pending=pending)
                 if gate.blocked:  # nothing applied: the members could not start
                     result["outcome"] = "secret_not_found"
                     observed = await k8s.read_workloads(client, meta["namespace"], children)
-                    await common.write_status(client, k8s.KVCluster, cluster, gate.status(cluster, kvcluster_status(
-                        cluster, statefulset=next(iter(observed), None), tracing=tracing, now=common.now())))
+                    await common.write_status(
+                        client,
+                        k8s.KVCluster,
+                        cluster,
+                        gate.status(
+                            cluster,
+                            kvcluster_status(
+                                cluster,
+                                statefulset=next(iter(observed), None),
+                                tracing=tracing,
+                                now=common.now(),
+                            ),
+                        ),
+                    )
                     await secret_gate.report_missing(client, cluster, gate)
                     return False
                 children = gate.children
                 with own_tracing.span("drain check") as step:
                     draining = await hold_leaving_members(runtime, cluster, children)
                     step.set("kvtrace.draining", ", ".join(draining))
-                workloads, changes = await common.converge(runtime, cluster, children, apply_all=apply)
+                workloads, changes = await common.converge(
+                    runtime, cluster, children, apply_all=apply
+                )
                 if changes is not None:
                     await report_scaling(client, cluster, changes)
             except (k8s.Rejected, SpecError) as exc:  # SpecError: certManager without cert-manager
                 result["outcome"] = "invalid_spec"
-                await common.write_status(client, k8s.KVCluster, cluster, kvcluster_status(
-                    cluster, statefulset=None, tracing=tracing, now=common.now(), spec_error=str(exc)))
+                await common.write_status(
+                    client,
+                    k8s.KVCluster,
+                    cluster,
+                    kvcluster_status(
+                        cluster,
+                        statefulset=None,
+                        tracing=tracing,
+                        now=common.now(),
+                        spec_error=str(exc),
+                    ),
+                )
                 await common.report_spec_error(client, cluster, str(exc))
                 return False
             except ApiError as exc:
@@ -116,8 +164,21 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 await secret_gate.report_forbidden(client, k8s.KVCluster, cluster, exc)
                 return False
             statefulset = next((w for w in workloads if w["kind"] == "StatefulSet"), None)
-            await common.write_status(client, k8s.KVCluster, cluster, gate.status(cluster, kvcluster_status(
-                cluster, statefulset=statefulset, tracing=tracing, now=common.now(), draining=draining)))
+            await common.write_status(
+                client,
+                k8s.KVCluster,
+                cluster,
+                gate.status(
+                    cluster,
+                    kvcluster_status(
+                        cluster,
+                        statefulset=statefulset,
+                        tracing=tracing,
+                        now=common.now(),
+                        draining=draining,
+                    ),
+                ),
+            )
     if draining:
         recheck_while_draining(runtime, meta["namespace"], meta["name"])
     return bool(draining)
@@ -137,7 +198,9 @@ def recheck_while_draining(runtime: Runtime, namespace: str, name: str) -> None:
             while True:
                 await asyncio.sleep(runtime.options.retry_backoff)
                 try:
-                    if not await reconcile(runtime, {"metadata": {"namespace": namespace, "name": name}}):
+                    if not await reconcile(
+                        runtime, {"metadata": {"namespace": namespace, "name": name}}
+                    ):
                         return
                 except Exception as exc:  # noqa: BLE001 - logged; the next round retries
                     log.warning("drain check of %s/%s failed: %s", namespace, name, exc)
@@ -154,8 +217,9 @@ def draining_since(cluster: Mapping[str, Any]) -> str | None:
     return cond.get("lastTransitionTime") if cond.get("reason") == "Draining" else None
 
 
-async def hold_leaving_members(runtime: Runtime, cluster: Mapping[str, Any],
-                               children: list[dict[str, Any]]) -> list[str]:
+async def hold_leaving_members(
+    runtime: Runtime, cluster: Mapping[str, Any], children: list[dict[str, Any]]
+) -> list[str]:
     """Scaling down drains first: the rendered peers file already leaves the last members
     out (they see it and hand their data over), but the StatefulSet keeps them until each
     reports it is drained, or ``drain_timeout`` passed. Returns the members still draining
@@ -163,8 +227,12 @@ async def hold_leaving_members(runtime: Runtime, cluster: Mapping[str, Any],
     client, options = runtime.client, runtime.options
     sts = next(obj for obj in children if obj["kind"] == "StatefulSet")
     desired = int(sts["spec"]["replicas"])
-    current = await k8s.get_object(client, k8s.resource_class("apps/v1", "StatefulSet"),
-                                   sts["metadata"]["name"], cluster["metadata"]["namespace"])
+    current = await k8s.get_object(
+        client,
+        k8s.resource_class("apps/v1", "StatefulSet"),
+        sts["metadata"]["name"],
+        cluster["metadata"]["namespace"],
+    )
     kept = int((current or {}).get("spec", {}).get("replicas") or 0)
     if kept <= desired or options.drain_timeout <= 0:
         return []
@@ -174,25 +242,40 @@ async def hold_leaving_members(runtime: Runtime, cluster: Mapping[str, Any],
     pending = [f"{name}-{i}" for i, view in zip(ordinals, views) if not k8s.drained(view)]
     since = draining_since(cluster)
     if not pending:
-        await k8s.post_event(client, cluster, "Drained", f"{name}-{desired}..{name}-{kept - 1} handed "
-                             f"their data over; scaling the StatefulSet down to {desired}")
+        await k8s.post_event(
+            client,
+            cluster,
+            "Drained",
+            f"{name}-{desired}..{name}-{kept - 1} handed "
+            f"their data over; scaling the StatefulSet down to {desired}",
+        )
         return []
     if since is not None and common.seconds_since(since) > options.drain_timeout:
-        await k8s.post_event(client, cluster, "DrainTimeout",
-                             f"{', '.join(pending)} did not report drained within "
-                             f"{options.drain_timeout:g}s; removing them anyway (their data "
-                             "has other replicas; anti-entropy restores the replication factor)",
-                             "Warning")
+        await k8s.post_event(
+            client,
+            cluster,
+            "DrainTimeout",
+            f"{', '.join(pending)} did not report drained within "
+            f"{options.drain_timeout:g}s; removing them anyway (their data "
+            "has other replicas; anti-entropy restores the replication factor)",
+            "Warning",
+        )
         return []
     if since is None:
-        await k8s.post_event(client, cluster, "Draining",
-                             f"{', '.join(pending)} left the peers file; they hand their data over "
-                             f"before the StatefulSet scales down to {desired}")
+        await k8s.post_event(
+            client,
+            cluster,
+            "Draining",
+            f"{', '.join(pending)} left the peers file; they hand their data over "
+            f"before the StatefulSet scales down to {desired}",
+        )
     sts["spec"]["replicas"] = kept
     return pending
 
 
-async def report_scaling(client: AsyncClient, cluster: Mapping[str, Any], changes: k8s.Changes) -> None:
+async def report_scaling(
+    client: AsyncClient, cluster: Mapping[str, Any], changes: k8s.Changes
+) -> None:
     for obj in changes.applied:
         if obj["kind"] != "StatefulSet":
             continue
@@ -202,9 +285,13 @@ async def report_scaling(client: AsyncClient, cluster: Mapping[str, Any], change
         old = workload_summary(before)["desired"]
         new = workload_summary(obj)["desired"]
         if old != new:
-            await k8s.post_event(client, cluster, "Scaling",
-                                 f"membership {old} -> {new}: peers file rewritten, "
-                                 f"existing members keep running and rebalance")
+            await k8s.post_event(
+                client,
+                cluster,
+                "Scaling",
+                f"membership {old} -> {new}: peers file rewritten, "
+                f"existing members keep running and rebalance",
+            )
 
 
 async def run_requested(runtime: Runtime, namespace: str, name: str, apply: bool) -> None:
@@ -229,11 +316,19 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     async def reconcile_handler(body: kopf.Body, old: Any, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime = memo.runtime
         await reconcile(runtime, body)
-        refs = {pipeline_ref(common.plain(body)), pipeline_ref({"spec": dict((old or {}).get("spec") or {})})}
+        refs = {
+            pipeline_ref(common.plain(body)),
+            pipeline_ref({"spec": dict((old or {}).get("spec") or {})}),
+        }
         request_pipelines(runtime, body["metadata"]["namespace"], refs)
 
-    @kopf.timer(*resource, id="resync", interval=options.resync_interval,
-                initial_delay=options.resync_interval, registry=registry)
+    @kopf.timer(
+        *resource,
+        id="resync",
+        interval=options.resync_interval,
+        initial_delay=options.resync_interval,
+        registry=registry,
+    )
     async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         await reconcile(memo.runtime, body)
 

@@ -44,7 +44,9 @@ class StateEntries:
         family = GaugeMetricFamily(
             "kvtrace_operator_state_entries",
             "Per-object entries the operator keeps, by store (locks, requests, ...): back to "
-            "their baseline once the objects are gone.", labels=("store",))
+            "their baseline once the objects are gone.",
+            labels=("store",),
+        )
         for store, count in sorted((self.sizes() if self.sizes else {}).items()):
             family.add_metric((store,), count)
         yield family
@@ -56,18 +58,30 @@ class Metrics:
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
         self.reconciles = Counter(
-            "kvtrace_operator_reconciles", "Reconciles by resource kind and outcome.",
-            ("kind", "outcome"), registry=self.registry)
+            "kvtrace_operator_reconciles",
+            "Reconciles by resource kind and outcome.",
+            ("kind", "outcome"),
+            registry=self.registry,
+        )
         self.duration = Histogram(
-            "kvtrace_operator_reconcile_duration_seconds", "How long reconciles took, by kind.",
-            ("kind",), buckets=RECONCILE_BUCKETS, registry=self.registry)
+            "kvtrace_operator_reconcile_duration_seconds",
+            "How long reconciles took, by kind.",
+            ("kind",),
+            buckets=RECONCILE_BUCKETS,
+            registry=self.registry,
+        )
         self.children = Counter(
-            "kvtrace_operator_child_actions", "Children created, updated or deleted.",
-            ("kind", "action"), registry=self.registry)
+            "kvtrace_operator_child_actions",
+            "Children created, updated or deleted.",
+            ("kind", "action"),
+            registry=self.registry,
+        )
         self.canaries = Counter(
             "kvtrace_operator_canaries",
             "TraceDelivery canary runs by reason (Delivered, NotFoundInJaeger, ...).",
-            ("reason",), registry=self.registry)
+            ("reason",),
+            registry=self.registry,
+        )
         self.state = StateEntries()
         self.registry.register(self.state)
 

@@ -35,17 +35,21 @@ def pipeline_status(runtime: Runtime, pipeline: Mapping[str, Any], **kwargs: Any
     """render.status.pipeline_status() with the TraceDelivery outcome this process holds
     (handlers/canary.py), whichever way the reconcile ends."""
     delivery, record = canary.current(runtime, pipeline)
-    return render_status.pipeline_status(pipeline, trace_delivery=delivery, delivery=record, **kwargs)
+    return render_status.pipeline_status(
+        pipeline, trace_delivery=delivery, delivery=record, **kwargs
+    )
 
 
-def with_token_condition(pipeline: Mapping[str, Any], status: dict[str, Any],
-                         tokens: dict[str, Any] | None) -> dict[str, Any]:
+def with_token_condition(
+    pipeline: Mapping[str, Any], status: dict[str, Any], tokens: dict[str, Any] | None
+) -> dict[str, Any]:
     """``status`` with ``TokensReady`` (secret_gate.sync_tokens) when the pipeline has auth."""
     return status if tokens is None else with_conditions(status, pipeline.get("status"), [tokens])
 
 
-async def sync_tokens(runtime: Runtime, pipeline: Mapping[str, Any],
-                      referencing: list[consumers.Referencing]) -> dict[str, Any] | None:
+async def sync_tokens(
+    runtime: Runtime, pipeline: Mapping[str, Any], referencing: list[consumers.Referencing]
+) -> dict[str, Any] | None:
     """secret_gate.sync_tokens() for the consumers derived at the start of the reconcile;
     when they changed meanwhile, TokensReady is False (ConsumersChanged) and one more
     reconcile is requested: True only while the token file holds exactly the live ones."""
@@ -56,9 +60,14 @@ async def sync_tokens(runtime: Runtime, pipeline: Mapping[str, Any],
     runtime.request(PIPELINE, meta["namespace"], meta["name"])
     if tokens is None:
         return None
-    return render_status.condition(secret_gate.TOKENS_READY, False, "ConsumersChanged",
-                                   "the consumers changed while the token set was written; writing it again",
-                                   generation=meta.get("generation"), now=common.now())
+    return render_status.condition(
+        secret_gate.TOKENS_READY,
+        False,
+        "ConsumersChanged",
+        "the consumers changed while the token set was written; writing it again",
+        generation=meta.get("generation"),
+        now=common.now(),
+    )
 
 
 async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = True) -> None:
@@ -71,35 +80,81 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
             return
         referencing = consumers.referencing(runtime.indices, meta["namespace"], meta["name"])
         names = consumers.cluster_names(referencing)
-        with METRICS.reconcile("TracingPipeline") as result, tracing.reconcile("TracingPipeline", pipeline, result):
+        with (
+            METRICS.reconcile("TracingPipeline") as result,
+            tracing.reconcile("TracingPipeline", pipeline, result),
+        ):
             try:
                 children = render_pipeline(pipeline, proxy_image=runtime.options.query_proxy_image)
             except SpecError as exc:
                 result["outcome"] = "invalid_spec"
-                await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
-                    runtime, pipeline, workloads=[], consumers=names, now=common.now(), spec_error=str(exc)))
+                await common.write_status(
+                    client,
+                    k8s.TracingPipeline,
+                    pipeline,
+                    pipeline_status(
+                        runtime,
+                        pipeline,
+                        workloads=[],
+                        consumers=names,
+                        now=common.now(),
+                        spec_error=str(exc),
+                    ),
+                )
                 await common.report_spec_error(client, pipeline, str(exc))
                 return
             try:
-                children = await certificates.prepare(runtime, pipeline, children)  # TLS Secrets first
+                children = await certificates.prepare(
+                    runtime, pipeline, children
+                )  # TLS Secrets first
                 gate = await secret_gate.check(client, pipeline, children)
                 if gate.blocked:  # nothing applied: the pods could not start
                     result["outcome"] = "secret_not_found"
                     observed = await k8s.read_workloads(client, meta["namespace"], children)
-                    tokens = await sync_tokens(runtime, pipeline, referencing)  # revoking still works
-                    await common.write_status(client, k8s.TracingPipeline, pipeline, with_token_condition(
-                        pipeline, gate.status(pipeline, pipeline_status(
-                            runtime, pipeline, workloads=observed, consumers=names, now=common.now())),
-                        tokens))
+                    tokens = await sync_tokens(
+                        runtime, pipeline, referencing
+                    )  # revoking still works
+                    await common.write_status(
+                        client,
+                        k8s.TracingPipeline,
+                        pipeline,
+                        with_token_condition(
+                            pipeline,
+                            gate.status(
+                                pipeline,
+                                pipeline_status(
+                                    runtime,
+                                    pipeline,
+                                    workloads=observed,
+                                    consumers=names,
+                                    now=common.now(),
+                                ),
+                            ),
+                            tokens,
+                        ),
+                    )
                     await secret_gate.report_missing(client, pipeline, gate)
                     return
-                workloads, _ = await common.converge(runtime, pipeline, gate.children, apply_all=apply)
+                workloads, _ = await common.converge(
+                    runtime, pipeline, gate.children, apply_all=apply
+                )
                 tokens = await sync_tokens(runtime, pipeline, referencing)  # revokes too
                 await instrumented.sync(client, pipeline, consumers.workload_names(referencing))
             except (k8s.Rejected, SpecError) as exc:  # SpecError: certManager without cert-manager
                 result["outcome"] = "invalid_spec"
-                await common.write_status(client, k8s.TracingPipeline, pipeline, pipeline_status(
-                    runtime, pipeline, workloads=[], consumers=names, now=common.now(), spec_error=str(exc)))
+                await common.write_status(
+                    client,
+                    k8s.TracingPipeline,
+                    pipeline,
+                    pipeline_status(
+                        runtime,
+                        pipeline,
+                        workloads=[],
+                        consumers=names,
+                        now=common.now(),
+                        spec_error=str(exc),
+                    ),
+                )
                 await common.report_spec_error(client, pipeline, str(exc))
                 return
             except ApiError as exc:
@@ -108,10 +163,28 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 result["outcome"] = "forbidden"
                 await secret_gate.report_forbidden(client, k8s.TracingPipeline, pipeline, exc)
                 return
-            await common.write_status(client, k8s.TracingPipeline, pipeline, with_token_condition(
-                pipeline, gate.status(pipeline, {**pipeline_status(
-                    runtime, pipeline, workloads=workloads, consumers=names, now=common.now()),
-                    "instrumentedWorkloads": consumers.workload_names(referencing)}), tokens))
+            await common.write_status(
+                client,
+                k8s.TracingPipeline,
+                pipeline,
+                with_token_condition(
+                    pipeline,
+                    gate.status(
+                        pipeline,
+                        {
+                            **pipeline_status(
+                                runtime,
+                                pipeline,
+                                workloads=workloads,
+                                consumers=names,
+                                now=common.now(),
+                            ),
+                            "instrumentedWorkloads": consumers.workload_names(referencing),
+                        },
+                    ),
+                    tokens,
+                ),
+            )
     await self_tracing.follow(client, pipeline)
 
 
@@ -140,14 +213,25 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         await reconcile(memo.runtime, body)
         request_consumers(memo.runtime, body)
 
-    @kopf.timer(*resource, id="resync", interval=options.resync_interval,
-                initial_delay=options.resync_interval, registry=registry)
+    @kopf.timer(
+        *resource,
+        id="resync",
+        interval=options.resync_interval,
+        initial_delay=options.resync_interval,
+        registry=registry,
+    )
     async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         await reconcile(memo.runtime, body)
 
     if options.canary_interval > 0:
-        @kopf.timer(*resource, id="canary", interval=options.canary_interval,
-                    initial_delay=min(options.canary_interval, 5.0), registry=registry)
+
+        @kopf.timer(
+            *resource,
+            id="canary",
+            interval=options.canary_interval,
+            initial_delay=min(options.canary_interval, 5.0),
+            registry=registry,
+        )
         async def trace_delivery(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             """The TraceDelivery canary, then a status refresh that carries its outcome."""
             if await canary.probe(memo.runtime, body):

@@ -122,7 +122,9 @@ class Requests:
                     try:
                         await self.runners[kind](self.runtime, namespace, name, apply)
                     except Exception as exc:  # noqa: BLE001 - logged; the resync timer repairs
-                        log.warning("queued reconcile of %s %s/%s failed: %s", kind, namespace, name, exc)
+                        log.warning(
+                            "queued reconcile of %s %s/%s failed: %s", kind, namespace, name, exc
+                        )
         finally:
             self._pending.pop(key, None)
 
@@ -159,7 +161,9 @@ class Runtime:
         """Ask for a reconcile of another object (coalesced, never waited for)."""
         self.requests.request(kind, namespace, name, apply=apply)
 
-    def lock(self, kind: str, namespace: str, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+    def lock(
+        self, kind: str, namespace: str, name: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         return self.locks.hold((kind, namespace, name))
 
     def forget(self, kind: str, namespace: str, name: str, uid: str | None) -> None:
@@ -184,6 +188,12 @@ class Runtime:
     def sizes(self) -> dict[str, int]:
         """Entries per store (the operator's metrics show them: they return to their
         baseline once the objects are gone)."""
-        return {"locks": len(self.locks), "requests": len(self.requests), "validated": len(self.validated),
-                "tls_accepted": len(self.tls_accepted), "deliveries": len(self.deliveries),
-                "rechecks": len(self.rechecks), "injection_events": len(self.injection_events)}
+        return {
+            "locks": len(self.locks),
+            "requests": len(self.requests),
+            "validated": len(self.validated),
+            "tls_accepted": len(self.tls_accepted),
+            "deliveries": len(self.deliveries),
+            "rechecks": len(self.rechecks),
+            "injection_events": len(self.injection_events),
+        }

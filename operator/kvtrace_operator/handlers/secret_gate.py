@@ -66,16 +66,30 @@ class Gate:
 
     def conditions(self, owner: Mapping[str, Any]) -> list[dict[str, Any]]:
         generation, now = owner["metadata"].get("generation"), common.now()
-        return [secrets_condition(self.refs, self.problems, generation=generation, now=now, waiting=self.waiting),
-                condition(AUTHORIZED, True, "Allowed", "every request of the last reconcile was allowed",
-                          generation=generation, now=now)]
+        return [
+            secrets_condition(
+                self.refs, self.problems, generation=generation, now=now, waiting=self.waiting
+            ),
+            condition(
+                AUTHORIZED,
+                True,
+                "Allowed",
+                "every request of the last reconcile was allowed",
+                generation=generation,
+                now=now,
+            ),
+        ]
 
     def status(self, owner: Mapping[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         return with_conditions(status, owner.get("status"), self.conditions(owner))
 
 
-async def check(client: AsyncClient, owner: Mapping[str, Any], children: list[dict[str, Any]],
-                pending: Collection[str] = ()) -> Gate:
+async def check(
+    client: AsyncClient,
+    owner: Mapping[str, Any],
+    children: list[dict[str, Any]],
+    pending: Collection[str] = (),
+) -> Gate:
     """``pending``: Secrets the operator itself is about to create (a missing one is waited
     for, without a warning)."""
     namespace = owner["metadata"]["namespace"]
@@ -83,20 +97,30 @@ async def check(client: AsyncClient, owner: Mapping[str, Any], children: list[di
     refs = referenced_secrets(children)
     used = {ref.name for obj in children for ref in workload_secret_refs(obj)}
     found = await k8s.read_secrets(client, namespace, used)
-    waiting = [message.replace("does not exist", "is not created") for message in
-               missing_secrets([ref for ref in refs if ref.name in pending], found, namespace)]
+    waiting = [
+        message.replace("does not exist", "is not created")
+        for message in missing_secrets(
+            [ref for ref in refs if ref.name in pending], found, namespace
+        )
+    ]
     problems = missing_secrets([ref for ref in refs if ref.name not in pending], found, namespace)
     return Gate(roll_on_secret_changes(children, found), refs, problems, waiting)
 
 
-async def create_generated_first(client: AsyncClient, children: list[dict[str, Any]], namespace: str) -> None:
+async def create_generated_first(
+    client: AsyncClient, children: list[dict[str, Any]], namespace: str
+) -> None:
     """Create the owner's missing generated Secrets (a KVCluster's token) before the rest, so
     their versions are in the pod-template checksums from the first apply on: a changed one
     then rolls the pods that read it, and a new cluster's members do not restart once it
     exists. Only when the API server accepts every child (a dry run): an invalid render leaves
     nothing behind."""
     own = [obj for obj in children if is_generated(obj)]
-    found = await k8s.read_secrets(client, namespace, {obj["metadata"]["name"] for obj in own}) if own else {}
+    found = (
+        await k8s.read_secrets(client, namespace, {obj["metadata"]["name"] for obj in own})
+        if own
+        else {}
+    )
     missing = [obj for obj in own if found.get(obj["metadata"]["name"]) is None]
     if not missing:
         return
@@ -122,26 +146,36 @@ async def report_missing(client: AsyncClient, owner: Mapping[str, Any], gate: Ga
     await k8s.post_event(client, owner, "SecretNotFound", message, "Warning")
 
 
-async def report_forbidden(client: AsyncClient, res: Any, owner: Mapping[str, Any], exc: ApiError) -> None:
+async def report_forbidden(
+    client: AsyncClient, res: Any, owner: Mapping[str, Any], exc: ApiError
+) -> None:
     """Authorized=False with the refused verb and resource (the rest of the status stays),
     and a Warning event once per distinct refusal."""
     message = k8s.forbidden_message(exc)
     meta = owner["metadata"]
     before = find_condition(owner.get("status"), AUTHORIZED) or {}
-    cond = condition(AUTHORIZED, False, "Forbidden", message, generation=meta.get("generation"), now=common.now())
+    cond = condition(
+        AUTHORIZED, False, "Forbidden", message, generation=meta.get("generation"), now=common.now()
+    )
     log.warning("%s %s/%s: %s", owner["kind"], meta["namespace"], meta["name"], message)
     try:
         status = with_conditions(owner.get("status") or {}, owner.get("status"), [cond])
         await k8s.patch_status(client, res, meta["name"], meta["namespace"], status)
     except ApiError as second:  # the status itself may be what is forbidden: the log says it
-        log.warning("could not write the status of %s %s/%s: %s", owner["kind"], meta["namespace"],
-                    meta["name"], k8s.forbidden_message(second) if k8s.is_forbidden(second) else second)
+        log.warning(
+            "could not write the status of %s %s/%s: %s",
+            owner["kind"],
+            meta["namespace"],
+            meta["name"],
+            k8s.forbidden_message(second) if k8s.is_forbidden(second) else second,
+        )
     if not (before.get("status") == "False" and before.get("message") == message):
         await k8s.post_event(client, owner, "Forbidden", message, "Warning")
 
 
-async def sync_tokens(client: AsyncClient, pipeline: Mapping[str, Any], referencing: Iterable[tuple[str, str]]
-                      ) -> dict[str, Any] | None:
+async def sync_tokens(
+    client: AsyncClient, pipeline: Mapping[str, Any], referencing: Iterable[tuple[str, str]]
+) -> dict[str, Any] | None:
     """Bring the collector's token set in step with the pipeline's consumers (``referencing``:
     (kind, name) of the objects referencing it now); the ``TokensReady`` condition, None
     without auth. A Warning event ``TokenNotFound`` once per distinct set of consumers
@@ -151,19 +185,38 @@ async def sync_tokens(client: AsyncClient, pipeline: Mapping[str, Any], referenc
         return None
     meta = pipeline["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    entries, problems, waiting = await k8s.read_tokens(client, namespace,
-                                                       consumer_tokens.consumers(settings, name, referencing))
+    entries, problems, waiting = await k8s.read_tokens(
+        client, namespace, consumer_tokens.consumers(settings, name, referencing)
+    )
     labels = ", ".join(label for _, label in entries) or "none"
-    if await k8s.write_token_set(client, namespace, consumer_tokens.token_set_secret(name), entries):
-        log.info("TracingPipeline %s/%s: the collector's token set now holds the tokens of: %s",
-                 namespace, name, labels)
+    if await k8s.write_token_set(
+        client, namespace, consumer_tokens.token_set_secret(name), entries
+    ):
+        log.info(
+            "TracingPipeline %s/%s: the collector's token set now holds the tokens of: %s",
+            namespace,
+            name,
+            labels,
+        )
     generation, now = meta.get("generation"), common.now()
     if not problems and waiting:  # created by the consumers' own reconciles: no warning
-        return condition(TOKENS_READY, False, "TokenPending", f"the token of {', '.join(waiting)} is not created "
-                         f"yet (accepted: {labels})", generation=generation, now=now)
+        return condition(
+            TOKENS_READY,
+            False,
+            "TokenPending",
+            f"the token of {', '.join(waiting)} is not created yet (accepted: {labels})",
+            generation=generation,
+            now=now,
+        )
     if not problems:
-        return condition(TOKENS_READY, True, "TokensFound", f"the collector accepts the tokens of: {labels}",
-                         generation=generation, now=now)
+        return condition(
+            TOKENS_READY,
+            True,
+            "TokensFound",
+            f"the collector accepts the tokens of: {labels}",
+            generation=generation,
+            now=now,
+        )
     message = "; ".join(problems) + f": not accepted until it has one (accepted: {labels})"
     before = find_condition(pipeline.get("status"), TOKENS_READY) or {}
     if not (before.get("status") == "False" and before.get("message") == message):

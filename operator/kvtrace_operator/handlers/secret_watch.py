@@ -38,12 +38,17 @@ def using(index: Mapping[Any, Any] | None, namespace: str, secret: str) -> list[
     return sorted(set((index or {}).get((namespace, secret), ())))
 
 
-def affected(indices: Mapping[str, Any], namespace: str, secret: str) -> tuple[list[str], list[str]]:
+def affected(
+    indices: Mapping[str, Any], namespace: str, secret: str
+) -> tuple[list[str], list[str]]:
     """(pipelines, KVClusters) to reconcile when ``secret`` changes: the pipelines referencing
     it and their clusters, and the pipeline and the cluster whose own token it is."""
     pipelines = set(using(indices.get(INDEX), namespace, secret))
-    clusters = {name for pipeline in pipelines
-                for name in consumers.cluster_names(consumers.referencing(indices, namespace, pipeline))}
+    clusters = {
+        name
+        for pipeline in pipelines
+        for name in consumers.cluster_names(consumers.referencing(indices, namespace, pipeline))
+    }
     for pipeline, cluster in using(indices.get(CLIENT_INDEX), namespace, secret):
         pipelines.add(pipeline)
         clusters.add(cluster)
@@ -52,18 +57,24 @@ def affected(indices: Mapping[str, Any], namespace: str, secret: str) -> tuple[l
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     @kopf.index(GROUP, VERSION, PIPELINE_PLURAL, id=INDEX, registry=registry)
-    def pipelines_by_secret(namespace: str | None, name: str, body: kopf.Body, **_: Any
-                            ) -> dict[tuple[str, str], str] | None:
+    def pipelines_by_secret(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], str] | None:
         secrets = pipeline_secret_names(common.plain(body))
         return {(namespace or "", secret): name for secret in sorted(secrets)} or None
 
     @kopf.index(GROUP, VERSION, KVCLUSTER_PLURAL, id=CLIENT_INDEX, registry=registry)
-    def pipelines_by_client_token(namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-                                  ) -> dict[tuple[str, str], tuple[str, str]] | None:
+    def pipelines_by_client_token(
+        namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+    ) -> dict[tuple[str, str], tuple[str, str]] | None:
         """A KVCluster's own token Secret → (the pipeline it references, the cluster): its
         token is in that pipeline's token set."""
         ref = pipeline_ref({"spec": dict(spec)})
-        return {(namespace or "", consumer_tokens.client_token_secret(name)): (ref, name)} if ref else None
+        return (
+            {(namespace or "", consumer_tokens.client_token_secret(name)): (ref, name)}
+            if ref
+            else None
+        )
 
     def referenced(namespace: str | None, name: str, **kwargs: Any) -> bool:
         """Only Secrets a pipeline or a consumer uses reach the handler (kopf passes the
@@ -77,8 +88,14 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         runtime: Runtime = memo.runtime
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         pipelines, clusters = affected(runtime.indices, namespace, name)
-        log.info("Secret %s/%s %s: reconciling TracingPipeline %s and KVCluster %s", namespace, name,
-                 type.lower(), ", ".join(pipelines) or "-", ", ".join(clusters) or "-")
+        log.info(
+            "Secret %s/%s %s: reconciling TracingPipeline %s and KVCluster %s",
+            namespace,
+            name,
+            type.lower(),
+            ", ".join(pipelines) or "-",
+            ", ".join(clusters) or "-",
+        )
         for pipeline in pipelines:
             runtime.request(PIPELINE, namespace, pipeline)
         for cluster in clusters:  # applied only if a pod template's Secret versions changed

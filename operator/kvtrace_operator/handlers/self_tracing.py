@@ -28,7 +28,12 @@ async def follow(client: AsyncClient, pipeline: Mapping[str, Any]) -> None:
     try:
         token, ca = await canary.credentials(client, pipeline, spec)
     except canary.CredentialsError as exc:
-        log.warning("operator spans cannot go to TracingPipeline %s/%s: %s", meta["namespace"], meta["name"], exc)
+        log.warning(
+            "operator spans cannot go to TracingPipeline %s/%s: %s",
+            meta["namespace"],
+            meta["name"],
+            exc,
+        )
         return
     url = resolve_url(names.pipeline_endpoints(dict(pipeline))["otlpHttp"])
     tracing.export_to(url, token=token, ca_pem=ca)

@@ -61,13 +61,21 @@ class Serving:
         if self.service is None:
             return [] if _is_ip(self.host) else [self.host]
         namespace, name = self.service
-        return [name, f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
+        return [
+            name,
+            f"{name}.{namespace}",
+            f"{name}.{namespace}.svc",
+            f"{name}.{namespace}.svc.cluster.local",
+        ]
 
     def client_config(self, ca_pem: str) -> dict[str, Any]:
         bundle = base64.b64encode(ca_pem.encode()).decode()
         if self.service is not None:
             namespace, name = self.service
-            return {"service": {"namespace": namespace, "name": name, "port": 443}, "caBundle": bundle}
+            return {
+                "service": {"namespace": namespace, "name": name, "port": 443},
+                "caBundle": bundle,
+            }
         host = f"[{self.host}]" if ":" in self.host else self.host
         return {"url": f"https://{host}:{self.port}", "caBundle": bundle}
 
@@ -88,32 +96,52 @@ def server(serving: Serving, directory: Path | None = None) -> tuple[kopf.Webhoo
     ca = pki.make_ca("kvtrace-operator webhook CA", now, CA_VALIDITY)
     names = serving.dns_names()
     ips = (serving.host,) if serving.service is None and _is_ip(serving.host) else ()
-    leaf = pki.issue(ca, names[0] if names else serving.host, names, now, CA_VALIDITY, ip_addresses=ips)
+    leaf = pki.issue(
+        ca, names[0] if names else serving.host, names, now, CA_VALIDITY, ip_addresses=ips
+    )
     folder = directory or Path(tempfile.mkdtemp(prefix="kvtrace-webhook-"))
     os.chmod(folder, 0o700)
-    for filename, text in (("ca.crt", ca.cert_pem), ("tls.crt", leaf.cert_pem), ("tls.key", leaf.key_pem)):
+    for filename, text in (
+        ("ca.crt", ca.cert_pem),
+        ("tls.crt", leaf.cert_pem),
+        ("tls.key", leaf.key_pem),
+    ):
         path = folder / filename
         path.write_text(text)
         path.chmod(0o600)
     listen = "0.0.0.0" if serving.service is not None else serving.host  # noqa: S104 - the Service's pods
-    return kopf.WebhookServer(addr=listen, port=serving.port, certfile=str(folder / "tls.crt"),
-                              pkeyfile=str(folder / "tls.key"), cafile=str(folder / "ca.crt")), ca.cert_pem
+    return kopf.WebhookServer(
+        addr=listen,
+        port=serving.port,
+        certfile=str(folder / "tls.crt"),
+        pkeyfile=str(folder / "tls.key"),
+        cafile=str(folder / "ca.crt"),
+    ), ca.cert_pem
 
 
 async def install(client: AsyncClient, serving: Serving, ca_pem: str, namespaces: list[str]) -> str:
     """Apply the MutatingWebhookConfiguration; its name."""
     configuration = webhook_render.webhook_configuration(
-        serving.client_config(ca_pem), namespaces, os.environ.get("POD_NAMESPACE"))
+        serving.client_config(ca_pem), namespaces, os.environ.get("POD_NAMESPACE")
+    )
     await k8s_injection.apply_configuration(client, configuration)
-    log.info("injection webhook registered: MutatingWebhookConfiguration %s", configuration["metadata"]["name"])
+    log.info(
+        "injection webhook registered: MutatingWebhookConfiguration %s",
+        configuration["metadata"]["name"],
+    )
     return str(configuration["metadata"]["name"])
 
 
 # ---- admission ------------------------------------------------------------------------------
 
-async def usable_pipeline(client: AsyncClient, request: injection.Request) -> tuple[dict[str, Any] | None, str]:
+
+async def usable_pipeline(
+    client: AsyncClient, request: injection.Request
+) -> tuple[dict[str, Any] | None, str]:
     """The pipeline a request names when it can be injected, else None and why not."""
-    pipeline = await k8s.get_object(client, k8s.TracingPipeline, request.pipeline, request.namespace)
+    pipeline = await k8s.get_object(
+        client, k8s.TracingPipeline, request.pipeline, request.namespace
+    )
     if pipeline is None:
         return None, f"TracingPipeline {request.ref} not found"
     try:
@@ -126,8 +154,9 @@ async def usable_pipeline(client: AsyncClient, request: injection.Request) -> tu
     return pipeline, ""
 
 
-async def ensure_secret(client: AsyncClient, pod: dict[str, Any], request: injection.Request,
-                          pipeline: dict[str, Any]) -> str:
+async def ensure_secret(
+    client: AsyncClient, pod: dict[str, Any], request: injection.Request, pipeline: dict[str, Any]
+) -> str:
     """Create (or complete) the pod's workload Secret; an empty string, or why it cannot be."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     namespace = pod["metadata"]["namespace"]
@@ -148,8 +177,12 @@ async def report(runtime: Runtime, pod: dict[str, Any], message: str) -> None:
     workload and message; a bare pod only gets the annotation)."""
     client = runtime.client
     owner = await k8s_injection.workload_owner(client, pod)
-    log.warning("pod of %s in %s not injected: %s", (owner or {}).get("name", "a bare pod"),
-                pod["metadata"].get("namespace"), message)
+    log.warning(
+        "pod of %s in %s not injected: %s",
+        (owner or {}).get("name", "a bare pod"),
+        pod["metadata"].get("namespace"),
+        message,
+    )
     if owner is None:
         return
     recent = runtime.injection_events
@@ -159,9 +192,18 @@ async def report(runtime: Runtime, pod: dict[str, Any], message: str) -> None:
     if len(recent) > 1000:
         recent.clear()
     recent[key] = time.monotonic()
-    involved = {"apiVersion": owner["apiVersion"], "kind": owner["kind"],
-                "metadata": {"name": owner["name"], "namespace": pod["metadata"]["namespace"], "uid": owner["uid"]}}
-    await k8s.post_event(client, involved, "InjectionFailed", f"pods not injected: {message}", "Warning")
+    involved = {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "metadata": {
+            "name": owner["name"],
+            "namespace": pod["metadata"]["namespace"],
+            "uid": owner["uid"],
+        },
+    }
+    await k8s.post_event(
+        client, involved, "InjectionFailed", f"pods not injected: {message}", "Warning"
+    )
 
 
 def set_patch(patch: kopf.Patch, before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -211,23 +253,42 @@ async def admit_workload(client: AsyncClient, workload: dict[str, Any]) -> str |
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     """The Secret watch always (workload Secrets of an earlier run still count); the admission
     handlers only when the webhook is served (kopf refuses them without a server)."""
-    @kopf.on.event("", "v1", "secrets", id="workload-secret", labels={injection.PIPELINE_LABEL: kopf.PRESENT},
-                   registry=registry)
+
+    @kopf.on.event(
+        "",
+        "v1",
+        "secrets",
+        id="workload-secret",
+        labels={injection.PIPELINE_LABEL: kopf.PRESENT},
+        registry=registry,
+    )
     async def workload_secret(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """An injected workload's Secret created, changed or deleted (with its workload): its
         pipeline's token set and status follow."""
         labels = body["metadata"].get("labels") or {}
-        namespace, name = labels.get(injection.PIPELINE_NAMESPACE_LABEL), labels.get(injection.PIPELINE_LABEL)
+        namespace, name = (
+            labels.get(injection.PIPELINE_NAMESPACE_LABEL),
+            labels.get(injection.PIPELINE_LABEL),
+        )
         if type is not None and namespace and name:
             memo.runtime.request(PIPELINE, namespace, name)
 
     if not options.webhook:
         return
 
-    @kopf.on.mutate("", "v1", "pods", id=webhook_render.POD_HANDLER, operations=["CREATE"],
-                    ignore_failures=True, side_effects=True, registry=registry)
-    async def inject_pod(body: kopf.Body, patch: kopf.Patch, dryrun: bool, memo: kopf.Memo,
-                         **_: Any) -> None:
+    @kopf.on.mutate(
+        "",
+        "v1",
+        "pods",
+        id=webhook_render.POD_HANDLER,
+        operations=["CREATE"],
+        ignore_failures=True,
+        side_effects=True,
+        registry=registry,
+    )
+    async def inject_pod(
+        body: kopf.Body, patch: kopf.Patch, dryrun: bool, memo: kopf.Memo, **_: Any
+    ) -> None:
         pod = common.plain(body)
         try:
             after = await admit_pod(memo.runtime, pod, dryrun)
@@ -236,14 +297,36 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             after = injection.refused(pod, f"the operator failed to inject it: {exc}")
         set_patch(patch, pod, after)
 
-    @kopf.on.mutate("apps", "v1", "deployments", id=webhook_render.WORKLOAD_HANDLER,
-                    operations=["CREATE", "UPDATE"], ignore_failures=True, registry=registry)
-    @kopf.on.mutate("apps", "v1", "statefulsets", id=webhook_render.WORKLOAD_HANDLER,
-                    operations=["CREATE", "UPDATE"], ignore_failures=True, registry=registry)
-    @kopf.on.mutate("apps", "v1", "daemonsets", id=webhook_render.WORKLOAD_HANDLER,
-                    operations=["CREATE", "UPDATE"], ignore_failures=True, registry=registry)
+    @kopf.on.mutate(
+        "apps",
+        "v1",
+        "deployments",
+        id=webhook_render.WORKLOAD_HANDLER,
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+        registry=registry,
+    )
+    @kopf.on.mutate(
+        "apps",
+        "v1",
+        "statefulsets",
+        id=webhook_render.WORKLOAD_HANDLER,
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+        registry=registry,
+    )
+    @kopf.on.mutate(
+        "apps",
+        "v1",
+        "daemonsets",
+        id=webhook_render.WORKLOAD_HANDLER,
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+        registry=registry,
+    )
     async def stamp_workload(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         checksum = await admit_workload(memo.runtime.client, common.plain(body))
         if checksum is not None:
-            patch.setdefault("spec", {})["template"] = {"metadata": {"annotations": {
-                injection.RESTART_CHECKSUM: checksum}}}
+            patch.setdefault("spec", {})["template"] = {
+                "metadata": {"annotations": {injection.RESTART_CHECKSUM: checksum}}
+            }

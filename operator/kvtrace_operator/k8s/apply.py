@@ -47,8 +47,9 @@ def owned_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
     return any(ref.get("uid") == owner_uid for ref in refs)
 
 
-def stale_children(existing: Iterable[Mapping[str, Any]], rendered: Iterable[Mapping[str, Any]],
-                   owner_uid: str) -> list[Mapping[str, Any]]:
+def stale_children(
+    existing: Iterable[Mapping[str, Any]], rendered: Iterable[Mapping[str, Any]], owner_uid: str
+) -> list[Mapping[str, Any]]:
     """Existing children of ``owner_uid`` that the current render no longer contains."""
     keep = {child_key(obj) for obj in rendered}
     return [obj for obj in existing if owned_by(obj, owner_uid) and child_key(obj) not in keep]
@@ -73,8 +74,9 @@ def _label(obj: Mapping[str, Any]) -> str:
     return f"{kind}/{name}"
 
 
-async def list_children(client: AsyncClient, owner: Mapping[str, Any],
-                        kinds: Sequence[tuple[str, str]] = PRUNABLE_KINDS) -> list[dict[str, Any]]:
+async def list_children(
+    client: AsyncClient, owner: Mapping[str, Any], kinds: Sequence[tuple[str, str]] = PRUNABLE_KINDS
+) -> list[dict[str, Any]]:
     """Every object of ``kinds`` in the owner's namespace owned by it: the API server selects
     them by the owner's labels (render.labels.owner_labels), so the work grows with the
     owner's children, not with the namespace; the owner UID check drops a namesake's."""
@@ -120,18 +122,29 @@ def is_invalid_error(exc: ApiError) -> bool:
 
 
 def _rejected(obj: Mapping[str, Any], exc: ApiError) -> Rejected:
-    return Rejected(f"the API server rejected {obj['kind']}/{obj['metadata']['name']}: {exc.status.message}")
+    return Rejected(
+        f"the API server rejected {obj['kind']}/{obj['metadata']['name']}: {exc.status.message}"
+    )
 
 
-async def dry_run(client: AsyncClient, rendered: Sequence[Mapping[str, Any]], namespace: str) -> None:
+async def dry_run(
+    client: AsyncClient, rendered: Sequence[Mapping[str, Any]], namespace: str
+) -> None:
     """Server-side dry-run apply of every child: raises Rejected before anything is written
     (a change of an immutable field is not a rejection: the real apply re-creates)."""
     for obj in rendered:
         res = resource_class(obj["apiVersion"], obj["kind"])
         try:
-            await client.patch(res, obj["metadata"]["name"], dict(obj), namespace=namespace,
-                               patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER, force=True,
-                               dry_run=True)
+            await client.patch(
+                res,
+                obj["metadata"]["name"],
+                dict(obj),
+                namespace=namespace,
+                patch_type=PatchType.APPLY,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                dry_run=True,
+            )
         except ApiError as exc:
             if is_invalid_error(exc):
                 raise _rejected(obj, exc) from exc
@@ -139,7 +152,9 @@ async def dry_run(client: AsyncClient, rendered: Sequence[Mapping[str, Any]], na
                 raise
 
 
-async def apply_object(client: AsyncClient, obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+async def apply_object(
+    client: AsyncClient, obj: Mapping[str, Any], namespace: str
+) -> dict[str, Any]:
     """Server-side apply one object; we force ownership of the fields we set.
 
     When the API server refuses because a field is immutable, the object is deleted and
@@ -147,9 +162,15 @@ async def apply_object(client: AsyncClient, obj: Mapping[str, Any], namespace: s
     its volumes; a Deployment takes its pods with it)."""
     res = resource_class(obj["apiVersion"], obj["kind"])
     try:
-        result = await client.patch(res, obj["metadata"]["name"], dict(obj), namespace=namespace,
-                                    patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER,
-                                    force=True)
+        result = await client.patch(
+            res,
+            obj["metadata"]["name"],
+            dict(obj),
+            namespace=namespace,
+            patch_type=PatchType.APPLY,
+            field_manager=FIELD_MANAGER,
+            force=True,
+        )
     except ApiError as exc:
         if is_invalid_error(exc):
             raise _rejected(obj, exc) from exc
@@ -157,16 +178,22 @@ async def apply_object(client: AsyncClient, obj: Mapping[str, Any], namespace: s
             raise
         cascade = CascadeType.ORPHAN if obj["kind"] == "StatefulSet" else CascadeType.BACKGROUND
         await delete_object(client, obj, namespace, cascade=cascade)
-        raise Recreating(f"{obj['kind']}/{obj['metadata']['name']} deleted to be re-created: "
-                         f"{exc.status.message}") from exc
+        raise Recreating(
+            f"{obj['kind']}/{obj['metadata']['name']} deleted to be re-created: "
+            f"{exc.status.message}"
+        ) from exc
     applied = to_dict(result)
     applied.setdefault("apiVersion", obj["apiVersion"])
     applied.setdefault("kind", obj["kind"])
     return applied
 
 
-async def delete_object(client: AsyncClient, obj: Mapping[str, Any], namespace: str,
-                        cascade: CascadeType = CascadeType.BACKGROUND) -> bool:
+async def delete_object(
+    client: AsyncClient,
+    obj: Mapping[str, Any],
+    namespace: str,
+    cascade: CascadeType = CascadeType.BACKGROUND,
+) -> bool:
     """Delete; False when it was already gone."""
     res = resource_class(obj["apiVersion"], obj["kind"])
     try:
@@ -178,9 +205,14 @@ async def delete_object(client: AsyncClient, obj: Mapping[str, Any], namespace: 
     return True
 
 
-async def apply_children(client: AsyncClient, owner: Mapping[str, Any],
-                         rendered: Sequence[Mapping[str, Any]], *, prune: bool = True,
-                         validate_first: bool = False) -> Changes:
+async def apply_children(
+    client: AsyncClient,
+    owner: Mapping[str, Any],
+    rendered: Sequence[Mapping[str, Any]],
+    *,
+    prune: bool = True,
+    validate_first: bool = False,
+) -> Changes:
     """Apply ``rendered`` (in order) in the owner's namespace, then delete the owner's
     children that are not rendered any more. With ``validate_first``, a server-side dry run
     of every child comes first, so a child the API server rejects (Rejected) leaves nothing
@@ -202,7 +234,9 @@ async def apply_children(client: AsyncClient, owner: Mapping[str, Any],
         before = changes.previous.get(child_key(obj))
         if before is None:
             changes.created.append(_label(obj))
-        elif before["metadata"].get("resourceVersion") != applied["metadata"].get("resourceVersion"):
+        elif before["metadata"].get("resourceVersion") != applied["metadata"].get(
+            "resourceVersion"
+        ):
             changes.updated.append(_label(obj))
     if prune:
         for obj in stale_children(existing, rendered, uid):

@@ -40,7 +40,9 @@ class Prepared:
 
     objects: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     actions: list[str] = dataclasses.field(default_factory=list)
-    status: dict[str, Any] | None = None  # status.tls of the pipeline (None: TLS off or mode secret)
+    status: dict[str, Any] | None = (
+        None  # status.tls of the pipeline (None: TLS off or mode secret)
+    )
 
 
 def _stamp(moment: datetime.datetime) -> str:
@@ -52,10 +54,16 @@ def tls_status(mode: str, bundle_pem: str, leaves: dict[str, str]) -> dict[str, 
     (``leaves``: Secret name -> its tls.crt, absent ones left out)."""
     return {
         "mode": mode,
-        "trusted": [{"commonName": cert.common_name, "notAfter": _stamp(cert.not_after)}
-                    for cert in pki.bundle_info(bundle_pem)],
-        "certificates": [{"secret": name, "issuer": cert.issuer, "notAfter": _stamp(cert.not_after)}
-                         for name, pem in sorted(leaves.items()) if pem for cert in [pki.info(pem)]],
+        "trusted": [
+            {"commonName": cert.common_name, "notAfter": _stamp(cert.not_after)}
+            for cert in pki.bundle_info(bundle_pem)
+        ],
+        "certificates": [
+            {"secret": name, "issuer": cert.issuer, "notAfter": _stamp(cert.not_after)}
+            for name, pem in sorted(leaves.items())
+            if pem
+            for cert in [pki.info(pem)]
+        ],
     }
 
 
@@ -65,12 +73,15 @@ def policy(spec: dict[str, Any]) -> rotation.Policy:
         duration=datetime.timedelta(seconds=seconds["duration"]),
         renew_before=datetime.timedelta(seconds=seconds["renewBefore"]),
         ca_duration=datetime.timedelta(seconds=seconds["caDuration"]),
-        ca_renew_before=datetime.timedelta(seconds=seconds["caRenewBefore"]))
+        ca_renew_before=datetime.timedelta(seconds=seconds["caRenewBefore"]),
+    )
 
 
 def leaf_specs(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[rotation.LeafSpec]:
-    return [rotation.LeafSpec(leaf["secret"], leaf["commonName"], tuple(leaf["dnsNames"]))
-            for leaf in tls.leaves(pipeline, spec)]
+    return [
+        rotation.LeafSpec(leaf["secret"], leaf["commonName"], tuple(leaf["dnsNames"]))
+        for leaf in tls.leaves(pipeline, spec)
+    ]
 
 
 def _pair(data: dict[str, str], cert: str, key: str) -> pki.KeyPair | None:
@@ -79,32 +90,52 @@ def _pair(data: dict[str, str], cert: str, key: str) -> pki.KeyPair | None:
 
 def state_of(ca_data: dict[str, str], leaf_data: dict[str, dict[str, str]]) -> rotation.State:
     """The rotation state from the Secrets' decoded data (unreadable material counts as absent)."""
+
     def usable(pair: pki.KeyPair | None) -> pki.KeyPair | None:
         try:
             return pair if pair and pki.matches_key(pair.cert_pem, pair.key_pem) else None
         except ValueError:
             return None
-    leaves = {name: pair for name, data in leaf_data.items()
-              if (pair := usable(_pair(data, "tls.crt", "tls.key"))) is not None}
-    return rotation.State(ca=usable(_pair(ca_data, "tls.crt", "tls.key")),
-                          previous_ca=usable(_pair(ca_data, PREVIOUS_CERT, PREVIOUS_KEY)), leaves=leaves)
+
+    leaves = {
+        name: pair
+        for name, data in leaf_data.items()
+        if (pair := usable(_pair(data, "tls.crt", "tls.key"))) is not None
+    }
+    return rotation.State(
+        ca=usable(_pair(ca_data, "tls.crt", "tls.key")),
+        previous_ca=usable(_pair(ca_data, PREVIOUS_CERT, PREVIOUS_KEY)),
+        leaves=leaves,
+    )
 
 
-def managed_secrets(pipeline: dict[str, Any], spec: dict[str, Any], state: rotation.State,
-                    now: datetime.datetime) -> list[dict[str, Any]]:
+def managed_secrets(
+    pipeline: dict[str, Any], spec: dict[str, Any], state: rotation.State, now: datetime.datetime
+) -> list[dict[str, Any]]:
     """The CA Secret, the trust bundle and one ``kubernetes.io/tls`` Secret per leaf."""
     assert state.ca is not None
     name = tls.base_name(pipeline)
     bundle = rotation.trust_bundle(state, now)
     ca_values = {"tls.crt": state.ca.cert_pem, "tls.key": state.ca.key_pem, tls.CA_FILE: bundle}
     if state.previous_ca is not None:
-        ca_values |= {PREVIOUS_CERT: state.previous_ca.cert_pem, PREVIOUS_KEY: state.previous_ca.key_pem}
-    objects = [tls.secret(pipeline, tls.ca_secret(name), tls.CA_COMPONENT, ca_values, "Opaque"),
-               tls.trust_secret_object(pipeline, bundle)]
+        ca_values |= {
+            PREVIOUS_CERT: state.previous_ca.cert_pem,
+            PREVIOUS_KEY: state.previous_ca.key_pem,
+        }
+    objects = [
+        tls.secret(pipeline, tls.ca_secret(name), tls.CA_COMPONENT, ca_values, "Opaque"),
+        tls.trust_secret_object(pipeline, bundle),
+    ]
     for leaf in tls.leaves(pipeline, spec):
         pair = state.leaves[leaf["secret"]]
-        objects.append(tls.secret(pipeline, leaf["secret"], leaf["component"],
-                                  {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, tls.CA_FILE: bundle}))
+        objects.append(
+            tls.secret(
+                pipeline,
+                leaf["secret"],
+                leaf["component"],
+                {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem, tls.CA_FILE: bundle},
+            )
+        )
     return objects
 
 
@@ -112,22 +143,36 @@ async def read_data(client: AsyncClient, name: str, namespace: str) -> dict[str,
     return tls.decoded(await get_object(client, Secret, name, namespace))
 
 
-async def prepare_managed(client: AsyncClient, pipeline: dict[str, Any], spec: dict[str, Any],
-                          now: datetime.datetime) -> Prepared:
+async def prepare_managed(
+    client: AsyncClient, pipeline: dict[str, Any], spec: dict[str, Any], now: datetime.datetime
+) -> Prepared:
     name, namespace = tls.base_name(pipeline), names.namespace_of(pipeline)
     wanted = leaf_specs(pipeline, spec)
     ca_data = await read_data(client, tls.ca_secret(name), namespace)
     leaf_data = {leaf.secret: await read_data(client, leaf.secret, namespace) for leaf in wanted}
-    state, actions = rotation.rotate(state_of(ca_data, leaf_data), wanted, now, policy(spec),
-                                     ca_name=f"kvtrace {namespace}/{name} CA")
+    state, actions = rotation.rotate(
+        state_of(ca_data, leaf_data),
+        wanted,
+        now,
+        policy(spec),
+        ca_name=f"kvtrace {namespace}/{name} CA",
+    )
     objects = managed_secrets(pipeline, spec, state, now)
-    current = {tls.ca_secret(name): ca_data, **leaf_data,
-               tls.trust_secret(name): await read_data(client, tls.trust_secret(name), namespace)}
-    for obj in objects:  # the changed ones now (the workloads wait for them); all again with the children
+    current = {
+        tls.ca_secret(name): ca_data,
+        **leaf_data,
+        tls.trust_secret(name): await read_data(client, tls.trust_secret(name), namespace),
+    }
+    for (
+        obj
+    ) in objects:  # the changed ones now (the workloads wait for them); all again with the children
         if tls.decoded(obj) != current.get(obj["metadata"]["name"]):
             await apply_object(client, obj, namespace)
-    status = tls_status(tls.MANAGED, rotation.trust_bundle(state, now),
-                        {name: pair.cert_pem for name, pair in state.leaves.items()})
+    status = tls_status(
+        tls.MANAGED,
+        rotation.trust_bundle(state, now),
+        {name: pair.cert_pem for name, pair in state.leaves.items()},
+    )
     return Prepared(objects, actions, status)
 
 
@@ -148,22 +193,34 @@ async def cert_manager_installed(client: AsyncClient) -> bool:
     return False
 
 
-async def prepare_cert_manager(client: AsyncClient, pipeline: dict[str, Any], spec: dict[str, Any],
-                               now: datetime.datetime) -> Prepared:
+async def prepare_cert_manager(
+    client: AsyncClient, pipeline: dict[str, Any], spec: dict[str, Any], now: datetime.datetime
+) -> Prepared:
     if not await cert_manager_installed(client):
-        raise SpecError("spec.security.tls.mode", f"certManager needs cert-manager in the cluster: the "
-                        f"CustomResourceDefinition {CRD_NAME} does not exist (install cert-manager or "
-                        f"use mode managed)")
+        raise SpecError(
+            "spec.security.tls.mode",
+            f"certManager needs cert-manager in the cluster: the "
+            f"CustomResourceDefinition {CRD_NAME} does not exist (install cert-manager or "
+            f"use mode managed)",
+        )
     name, namespace = tls.base_name(pipeline), names.namespace_of(pipeline)
     objects = certificate_objects(pipeline, spec)
     for obj in objects:
         await apply_object(client, obj, namespace)
-    written = [await read_data(client, leaf["secret"], namespace) for leaf in tls.leaves(pipeline, spec)]
+    written = [
+        await read_data(client, leaf["secret"], namespace) for leaf in tls.leaves(pipeline, spec)
+    ]
     ca_pems = [pem for data in written for pem in pki.split_bundle(data.get(tls.CA_FILE, ""))]
     previous = await read_data(client, tls.trust_secret(name), namespace)
     bundle = merged_bundle(ca_pems, previous.get(tls.CA_FILE, ""), now)
-    status = tls_status(tls.CERT_MANAGER, bundle, {leaf["secret"]: data.get("tls.crt", "")
-                                                   for leaf, data in zip(tls.leaves(pipeline, spec), written)})
+    status = tls_status(
+        tls.CERT_MANAGER,
+        bundle,
+        {
+            leaf["secret"]: data.get("tls.crt", "")
+            for leaf, data in zip(tls.leaves(pipeline, spec), written)
+        },
+    )
     if not bundle:  # cert-manager has not issued yet: the Secret watch reconciles when it has
         return Prepared([], [], status)
     trust = tls.trust_secret_object(pipeline, bundle)
@@ -172,7 +229,9 @@ async def prepare_cert_manager(client: AsyncClient, pipeline: dict[str, Any], sp
     return Prepared([trust], changed, status)
 
 
-async def prune_certificates(client: AsyncClient, pipeline: dict[str, Any], keep: set[str]) -> list[str]:
+async def prune_certificates(
+    client: AsyncClient, pipeline: dict[str, Any], keep: set[str]
+) -> list[str]:
     """Delete the pipeline's own cert-manager Certificates (owned by it, with its labels) that
     are not in ``keep``: all of them once it leaves mode certManager or turns TLS off, a
     server's when it goes (two tiers to one). Their Secrets stay (cert-manager never deletes
@@ -190,15 +249,21 @@ async def prune_certificates(client: AsyncClient, pipeline: dict[str, Any], keep
     deleted = []
     for obj in owned:
         labels = obj["metadata"].get("labels") or {}
-        if (labels.get("app.kubernetes.io/instance") == meta["name"] and obj["metadata"]["name"] not in keep
-                and await delete_object(client, obj, meta["namespace"])):
-            deleted.append(f"Certificate {obj['metadata']['name']}: deleted (not rendered in mode "
-                           f"{tls.mode(tls.owner_spec(pipeline)) or 'off'})")
+        if (
+            labels.get("app.kubernetes.io/instance") == meta["name"]
+            and obj["metadata"]["name"] not in keep
+            and await delete_object(client, obj, meta["namespace"])
+        ):
+            deleted.append(
+                f"Certificate {obj['metadata']['name']}: deleted (not rendered in mode "
+                f"{tls.mode(tls.owner_spec(pipeline)) or 'off'})"
+            )
     return deleted
 
 
-async def prepare(client: AsyncClient, pipeline: dict[str, Any],
-                  now: datetime.datetime | None = None) -> Prepared:
+async def prepare(
+    client: AsyncClient, pipeline: dict[str, Any], now: datetime.datetime | None = None
+) -> Prepared:
     """Write what the pipeline's TLS mode needs before its workloads are applied, and delete
     the cert-manager Certificates it no longer renders. Raises SpecError (certManager without
     cert-manager) and lightkube.ApiError."""

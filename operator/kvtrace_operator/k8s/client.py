@@ -13,7 +13,9 @@ from lightkube.types import PatchType
 from kvtrace.shared import api
 
 KVCluster = create_namespaced_resource(api.GROUP, api.VERSION, api.KVCLUSTER, api.KVCLUSTER_PLURAL)
-TracingPipeline = create_namespaced_resource(api.GROUP, api.VERSION, api.PIPELINE, api.PIPELINE_PLURAL)
+TracingPipeline = create_namespaced_resource(
+    api.GROUP, api.VERSION, api.PIPELINE, api.PIPELINE_PLURAL
+)
 
 
 def make_client(timeout: float = 30.0) -> AsyncClient:
@@ -34,7 +36,9 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
 
-async def get_object(client: AsyncClient, res: Any, name: str, namespace: str) -> dict[str, Any] | None:
+async def get_object(
+    client: AsyncClient, res: Any, name: str, namespace: str
+) -> dict[str, Any] | None:
     """The object as a plain dict, or None when it does not exist."""
     try:
         return to_dict(await client.get(res, name, namespace=namespace))
@@ -44,13 +48,15 @@ async def get_object(client: AsyncClient, res: Any, name: str, namespace: str) -
         raise
 
 
-async def patch_status(client: AsyncClient, res: Any, name: str, namespace: str,
-                       status: dict[str, Any]) -> None:
+async def patch_status(
+    client: AsyncClient, res: Any, name: str, namespace: str, status: dict[str, Any]
+) -> None:
     """Merge-patch the ``status`` subresource (lists such as ``conditions`` are replaced
     whole). A resource deleted meanwhile is not an error."""
     try:
-        await client.patch(res.Status, name, {"status": status}, namespace=namespace,
-                           patch_type=PatchType.MERGE)
+        await client.patch(
+            res.Status, name, {"status": status}, namespace=namespace, patch_type=PatchType.MERGE
+        )
     except ApiError as exc:
         if exc.status.code != 404:
             raise

@@ -17,8 +17,13 @@ MAX_MESSAGE = 1024
 log = logging.getLogger(__name__)
 
 
-def build_event(owner: Mapping[str, Any], reason: str, message: str, type_: str = "Normal",
-                now: datetime.datetime | None = None) -> dict[str, Any]:
+def build_event(
+    owner: Mapping[str, Any],
+    reason: str,
+    message: str,
+    type_: str = "Normal",
+    now: datetime.datetime | None = None,
+) -> dict[str, Any]:
     """A core/v1 Event about ``owner``."""
     meta = owner["metadata"]
     stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -49,8 +54,9 @@ def build_event(owner: Mapping[str, Any], reason: str, message: str, type_: str 
     }
 
 
-async def post_event(client: AsyncClient, owner: Mapping[str, Any], reason: str, message: str,
-                     type_: str = "Normal") -> None:
+async def post_event(
+    client: AsyncClient, owner: Mapping[str, Any], reason: str, message: str, type_: str = "Normal"
+) -> None:
     """Post an event; failing to post one is logged, never fatal."""
     try:
         event: Any = Event.from_dict(build_event(owner, reason, message, type_))

@@ -23,8 +23,13 @@ from kvtrace_operator.k8s.secrets import TOKEN_BYTES, metadata_only
 from kvtrace_operator.render import injection
 from kvtrace_operator.render.consumer_tokens import TOKEN_KEY
 
-WORKLOAD_API_VERSIONS = {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "DaemonSet": "apps/v1",
-                         "ReplicaSet": "apps/v1", "Job": "batch/v1"}
+WORKLOAD_API_VERSIONS = {
+    "Deployment": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "Job": "batch/v1",
+}
 
 
 def _b64(text: str) -> str:
@@ -38,8 +43,14 @@ def _decoded(secret: Mapping[str, Any] | None, key: str) -> str | None:
 
 async def apply_configuration(client: AsyncClient, configuration: dict[str, Any]) -> None:
     """Server-side apply the MutatingWebhookConfiguration (cluster-scoped)."""
-    await client.patch(MutatingWebhookConfiguration, configuration["metadata"]["name"], configuration,
-                       patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER, force=True)
+    await client.patch(
+        MutatingWebhookConfiguration,
+        configuration["metadata"]["name"],
+        configuration,
+        patch_type=PatchType.APPLY,
+        field_manager=FIELD_MANAGER,
+        force=True,
+    )
 
 
 async def workload_owner(client: AsyncClient, pod: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -50,11 +61,24 @@ async def workload_owner(client: AsyncClient, pod: Mapping[str, Any]) -> dict[st
     if owner is None:
         return None
     if owner["kind"] == "ReplicaSet":
-        replica_set = await get_object(client, ReplicaSet, owner["name"], str(meta.get("namespace")))
-        above = next((ref for ref in ((replica_set or {}).get("metadata") or {}).get("ownerReferences") or ()
-                      if ref.get("controller")), None)
+        replica_set = await get_object(
+            client, ReplicaSet, owner["name"], str(meta.get("namespace"))
+        )
+        above = next(
+            (
+                ref
+                for ref in ((replica_set or {}).get("metadata") or {}).get("ownerReferences") or ()
+                if ref.get("controller")
+            ),
+            None,
+        )
         owner = above or owner
-    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["name"], "uid": owner["uid"]}
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["name"],
+        "uid": owner["uid"],
+    }
 
 
 async def read_ca(client: AsyncClient, namespace: str, secret: str, key: str) -> str | None:
@@ -62,8 +86,9 @@ async def read_ca(client: AsyncClient, namespace: str, secret: str, key: str) ->
     return _decoded(await get_object(client, Secret, secret, namespace), key)
 
 
-async def ensure_workload_secret(client: AsyncClient, obj: dict[str, Any], *, token: bool,
-                                 ca: str | None) -> dict[str, Any]:
+async def ensure_workload_secret(
+    client: AsyncClient, obj: dict[str, Any], *, token: bool, ca: str | None
+) -> dict[str, Any]:
     """Create the workload's Secret (a random ``token`` when ``token``; ``ca.crt`` = ``ca``)
     unless it exists; an existing one keeps its token, gains one if it has none, and gets the
     current ``ca``. Returns the Secret without data."""
@@ -88,8 +113,11 @@ async def ensure_workload_secret(client: AsyncClient, obj: dict[str, Any], *, to
         wanted[TOKEN_KEY] = _b64(secrets.token_urlsafe(TOKEN_BYTES))
     changes = {key: value for key, value in wanted.items() if data.get(key) != value}
     if changes:
-        existing = to_dict(await client.patch(Secret, name, {"data": changes}, namespace=namespace,
-                                              patch_type=PatchType.MERGE))
+        existing = to_dict(
+            await client.patch(
+                Secret, name, {"data": changes}, namespace=namespace, patch_type=PatchType.MERGE
+            )
+        )
     return metadata_only({"apiVersion": "v1", "kind": "Secret", **(existing or {})})
 
 
@@ -99,20 +127,36 @@ async def refresh_ca(client: AsyncClient, secret: Mapping[str, Any], ca: str) ->
     current = await get_object(client, Secret, meta["name"], meta["namespace"])
     if current is None or _decoded(current, injection.CA_KEY) == ca:
         return False
-    await client.patch(Secret, meta["name"], {"data": {injection.CA_KEY: _b64(ca)}},
-                       namespace=meta["namespace"], patch_type=PatchType.MERGE)
+    await client.patch(
+        Secret,
+        meta["name"],
+        {"data": {injection.CA_KEY: _b64(ca)}},
+        namespace=meta["namespace"],
+        patch_type=PatchType.MERGE,
+    )
     return True
 
 
-async def get_workload(client: AsyncClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+async def get_workload(
+    client: AsyncClient, kind: str, namespace: str, name: str
+) -> dict[str, Any] | None:
     if kind not in WORKLOAD_API_VERSIONS:
         return None
-    return await get_object(client, resource_class(WORKLOAD_API_VERSIONS[kind], kind), name, namespace)
+    return await get_object(
+        client, resource_class(WORKLOAD_API_VERSIONS[kind], kind), name, namespace
+    )
 
 
 async def roll(client: AsyncClient, workload: Mapping[str, Any], checksum: str) -> None:
     """Set the pod template's restart checksum annotation: the workload rolls its pods."""
     meta = workload["metadata"]
-    patch = {"spec": {"template": {"metadata": {"annotations": {injection.RESTART_CHECKSUM: checksum}}}}}
-    await client.patch(resource_class(workload["apiVersion"], workload["kind"]), meta["name"], patch,
-                       namespace=meta["namespace"], patch_type=PatchType.MERGE)
+    patch = {
+        "spec": {"template": {"metadata": {"annotations": {injection.RESTART_CHECKSUM: checksum}}}}
+    }
+    await client.patch(
+        resource_class(workload["apiVersion"], workload["kind"]),
+        meta["name"],
+        patch,
+        namespace=meta["namespace"],
+        patch_type=PatchType.MERGE,
+    )

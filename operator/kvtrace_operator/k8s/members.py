@@ -39,7 +39,11 @@ def member_url(cluster: Mapping[str, Any], ordinal: int, scheme: str = "http") -
 async def _secret_text(client: AsyncClient, name: str, key: str, namespace: str) -> str | None:
     secret = await get_object(client, Secret, name, namespace)
     value = ((secret or {}).get("data") or {}).get(key)
-    return base64.b64decode(value).decode().strip() + ("\n" if key == tls.CA_FILE else "") if value else None
+    return (
+        base64.b64decode(value).decode().strip() + ("\n" if key == tls.CA_FILE else "")
+        if value
+        else None
+    )
 
 
 async def member_credentials(client: AsyncClient, cluster: Mapping[str, Any]) -> Credentials:
@@ -49,10 +53,18 @@ async def member_credentials(client: AsyncClient, cluster: Mapping[str, Any]) ->
     cluster = dict(cluster)
     spec = apply_defaults_kvcluster(cluster.get("spec"))
     namespace = names.namespace_of(cluster)
-    ca = (await _secret_text(client, kvsecurity.trust_secret(cluster, spec), tls.CA_FILE, namespace)
-          if kvsecurity.tls_on(spec) else None)
-    token = (await _secret_text(client, names.kv_client_token(names.name_of(cluster)), "token", namespace)
-             if kvsecurity.auth_on(spec) else None)
+    ca = (
+        await _secret_text(client, kvsecurity.trust_secret(cluster, spec), tls.CA_FILE, namespace)
+        if kvsecurity.tls_on(spec)
+        else None
+    )
+    token = (
+        await _secret_text(
+            client, names.kv_client_token(names.name_of(cluster)), "token", namespace
+        )
+        if kvsecurity.auth_on(spec)
+        else None
+    )
     return Credentials(ca, token)
 
 
@@ -65,15 +77,23 @@ def drained(view: Mapping[str, Any] | None) -> bool:
     return view.get("member") is False and not view.get("rebalancing") and not any(hints.values())
 
 
-async def member_views(cluster: Mapping[str, Any], ordinals: Sequence[int], credentials: Credentials = Credentials(),
-                       timeout: float = 3.0) -> list[dict[str, Any] | None]:
+async def member_views(
+    cluster: Mapping[str, Any],
+    ordinals: Sequence[int],
+    credentials: Credentials = Credentials(),
+    timeout: float = 3.0,
+) -> list[dict[str, Any] | None]:
     """Each member's ``/v1/cluster`` view, or None when it cannot be asked (not running yet,
     unreachable from the operator, an error)."""
-    verify: ssl.SSLContext | bool = (ssl.create_default_context(cadata=credentials.ca_pem)
-                                     if credentials.ca_pem else True)
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cadata=credentials.ca_pem) if credentials.ca_pem else True
+    )
     headers = {"Authorization": f"Bearer {credentials.token}"} if credentials.token else {}
     scheme = "https" if credentials.ca_pem else "http"
-    async with httpx2.AsyncClient(timeout=timeout, trust_env=False, verify=verify, headers=headers) as http:
+    async with httpx2.AsyncClient(
+        timeout=timeout, trust_env=False, verify=verify, headers=headers
+    ) as http:
+
         async def one(ordinal: int) -> dict[str, Any] | None:
             try:
                 # resolve_url: a no-op unless a development pod runner maps cluster names.
@@ -81,4 +101,5 @@ async def member_views(cluster: Mapping[str, Any], ordinals: Sequence[int], cred
                 return response.json() if response.status_code == 200 else None
             except (httpx2.HTTPError, ValueError, OSError, ssl.SSLError):
                 return None
+
         return list(await asyncio.gather(*(one(i) for i in ordinals)))

@@ -18,15 +18,20 @@ def workloads_of(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [workload_summary(obj) for obj in objects if obj.get("kind") in WORKLOAD_KINDS]
 
 
-async def read_workloads(client: AsyncClient, namespace: str,
-                         rendered: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+async def read_workloads(
+    client: AsyncClient, namespace: str, rendered: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """Read back the rendered workloads; a missing one is simply absent from the result."""
     found = []
     for obj in rendered:
         if obj.get("kind") not in WORKLOAD_KINDS:
             continue
-        current = await get_object(client, resource_class(obj["apiVersion"], obj["kind"]),
-                                   obj["metadata"]["name"], namespace)
+        current = await get_object(
+            client,
+            resource_class(obj["apiVersion"], obj["kind"]),
+            obj["metadata"]["name"],
+            namespace,
+        )
         if current is not None:
             current.setdefault("kind", obj["kind"])
             found.append(current)

@@ -8,8 +8,10 @@ import re
 from lightkube import ApiError
 
 # kube-apiserver's RBAC denial: ... cannot VERB resource "RES" in API group "GROUP" in the namespace "NS"
-_DENIAL = re.compile(r'cannot (?P<verb>\w+) resource "(?P<resource>[^"]+)"'
-                     r'(?: in API group "(?P<group>[^"]*)")?(?: in the namespace "(?P<namespace>[^"]+)")?')
+_DENIAL = re.compile(
+    r'cannot (?P<verb>\w+) resource "(?P<resource>[^"]+)"'
+    r'(?: in API group "(?P<group>[^"]*)")?(?: in the namespace "(?P<namespace>[^"]+)")?'
+)
 
 
 def is_forbidden(exc: BaseException) -> bool:
@@ -17,7 +19,7 @@ def is_forbidden(exc: BaseException) -> bool:
 
 
 def describe_denial(message: str) -> str:
-    """"may not VERB RESOURCE[.GROUP] in namespace NS" from the API server's message, or the
+    """ "may not VERB RESOURCE[.GROUP] in namespace NS" from the API server's message, or the
     message itself when it has another shape."""
     match = _DENIAL.search(message)
     if match is None:
@@ -29,6 +31,8 @@ def describe_denial(message: str) -> str:
 
 def forbidden_message(exc: ApiError) -> str:
     """For the Authorized condition: what was refused and what to do about it."""
-    return (f"the operator {describe_denial(exc.status.message or '')} (HTTP 403): grant it in the "
-            "operator's Role/ClusterRole (charts/kvtrace-operator/templates/_rbac.tpl lists every "
-            "rule); reconciling resumes on its own once it is granted")
+    return (
+        f"the operator {describe_denial(exc.status.message or '')} (HTTP 403): grant it in the "
+        "operator's Role/ClusterRole (charts/kvtrace-operator/templates/_rbac.tpl lists every "
+        "rule); reconciling resumes on its own once it is granted"
+    )

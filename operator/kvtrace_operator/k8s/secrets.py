@@ -23,21 +23,31 @@ from kvtrace_operator.render.security import GENERATED_ANNOTATION
 TOKEN_BYTES = 32  # 256 random bits, URL-safe base64 (43 characters of [A-Za-z0-9_-])
 
 
-async def read_secrets(client: AsyncClient, namespace: str, names: Iterable[str]) -> dict[str, Found | None]:
+async def read_secrets(
+    client: AsyncClient, namespace: str, names: Iterable[str]
+) -> dict[str, Found | None]:
     """resourceVersion and key names of each Secret, None for a missing one. Raises
     lightkube.ApiError otherwise (403 when the operator may not get Secrets)."""
     found: dict[str, Found | None] = {}
     for name in sorted(set(names)):
         secret = await get_object(client, Secret, name, namespace)
-        found[name] = None if secret is None else Found(
-            str(secret["metadata"].get("resourceVersion", "")),
-            frozenset((secret.get("data") or {}).keys()) | frozenset((secret.get("stringData") or {}).keys()))
+        found[name] = (
+            None
+            if secret is None
+            else Found(
+                str(secret["metadata"].get("resourceVersion", "")),
+                frozenset((secret.get("data") or {}).keys())
+                | frozenset((secret.get("stringData") or {}).keys()),
+            )
+        )
     return found
 
 
 def is_generated(obj: Mapping[str, Any]) -> bool:
     """A rendered Secret whose key the operator fills itself (render.security.token_secret)."""
-    return obj.get("kind") == "Secret" and GENERATED_ANNOTATION in (obj["metadata"].get("annotations") or {})
+    return obj.get("kind") == "Secret" and GENERATED_ANNOTATION in (
+        obj["metadata"].get("annotations") or {}
+    )
 
 
 def metadata_only(secret: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,8 +63,9 @@ def generated_data(obj: Mapping[str, Any]) -> dict[str, str]:
     return {annotations[GENERATED_ANNOTATION]: base64.b64encode(token.encode()).decode()}
 
 
-async def ensure_generated(client: AsyncClient, obj: Mapping[str, Any], namespace: str
-                           ) -> tuple[dict[str, Any], bool]:
+async def ensure_generated(
+    client: AsyncClient, obj: Mapping[str, Any], namespace: str
+) -> tuple[dict[str, Any], bool]:
     """Create the rendered Secret with a random token in its generated key unless it exists.
     An existing one keeps its token; only when it has none (it was applied without data, e.g.
     from ``kvtrace render`` output, and carries our managed-by label) the key is added, once.
@@ -65,8 +76,15 @@ async def ensure_generated(client: AsyncClient, obj: Mapping[str, Any], namespac
         key = obj["metadata"]["annotations"][GENERATED_ANNOTATION]
         labels = existing["metadata"].get("labels") or {}
         if key not in (existing.get("data") or {}) and labels.get(MANAGED_BY_LABEL) == MANAGED_BY:
-            existing = to_dict(await client.patch(Secret, name, {"data": generated_data(obj)},
-                                                  namespace=namespace, patch_type=PatchType.MERGE))
+            existing = to_dict(
+                await client.patch(
+                    Secret,
+                    name,
+                    {"data": generated_data(obj)},
+                    namespace=namespace,
+                    patch_type=PatchType.MERGE,
+                )
+            )
         return metadata_only({"apiVersion": "v1", "kind": "Secret", **existing}), False
     body = {**obj, "data": generated_data(obj)}
     try:
@@ -81,6 +99,7 @@ async def ensure_generated(client: AsyncClient, obj: Mapping[str, Any], namespac
 
 # ---- the collector's token set (render/consumer_tokens.py) ----------------------------------
 
+
 def _decoded(secret: Mapping[str, Any], key: str) -> str | None:
     raw = (secret.get("data") or {}).get(key)
     if raw is None:
@@ -91,8 +110,9 @@ def _decoded(secret: Mapping[str, Any], key: str) -> str | None:
         return ""  # not text: not a usable token either
 
 
-async def read_tokens(client: AsyncClient, namespace: str, consumers: Iterable[consumer_tokens.Consumer]
-                      ) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+async def read_tokens(
+    client: AsyncClient, namespace: str, consumers: Iterable[consumer_tokens.Consumer]
+) -> tuple[list[tuple[str, str]], list[str], list[str]]:
     """``(token, label)`` of every consumer whose Secret key holds a usable token, one message
     per consumer that has none (naming the Secret and key, never a value), and the labels of
     consumers whose generated Secret is not created yet (a new KVCluster's)."""
@@ -111,14 +131,18 @@ async def read_tokens(client: AsyncClient, namespace: str, consumers: Iterable[c
         elif value is None:
             problems.append(f"{where} of {consumer.label} has no key {consumer.key}")
         elif token is None:
-            problems.append(f"{where} key {consumer.key} of {consumer.label} holds no usable token "
-                            "(one token of letters, digits and -._~+/=)")
+            problems.append(
+                f"{where} key {consumer.key} of {consumer.label} holds no usable token "
+                "(one token of letters, digits and -._~+/=)"
+            )
         else:
             entries.append((token, consumer.label))
     return entries, problems, waiting
 
 
-async def write_token_set(client: AsyncClient, namespace: str, name: str, entries: list[tuple[str, str]]) -> bool:
+async def write_token_set(
+    client: AsyncClient, namespace: str, name: str, entries: list[tuple[str, str]]
+) -> bool:
     """Rewrite the token-set Secret's file when it differs from ``entries`` (the collector
     re-reads it once the kubelet updated the volume). False when unchanged or when the Secret
     does not exist yet (the pipeline's apply creates it)."""
@@ -128,9 +152,20 @@ async def write_token_set(client: AsyncClient, namespace: str, name: str, entrie
     current = _decoded(existing, consumer_tokens.TOKEN_SET_KEY) or ""
     if not consumer_tokens.needs_rewrite(current, entries):
         return False
-    placeholder = next((token for token, label in consumer_tokens.parse(current)
-                        if label == consumer_tokens.PLACEHOLDER_LABEL), None) or secrets.token_urlsafe(TOKEN_BYTES)
+    placeholder = next(
+        (
+            token
+            for token, label in consumer_tokens.parse(current)
+            if label == consumer_tokens.PLACEHOLDER_LABEL
+        ),
+        None,
+    ) or secrets.token_urlsafe(TOKEN_BYTES)
     text = base64.b64encode(consumer_tokens.compose(entries, placeholder).encode()).decode()
-    await client.patch(Secret, name, {"data": {consumer_tokens.TOKEN_SET_KEY: text}},
-                       namespace=namespace, patch_type=PatchType.MERGE)
+    await client.patch(
+        Secret,
+        name,
+        {"data": {consumer_tokens.TOKEN_SET_KEY: text}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
     return True

@@ -78,8 +78,12 @@ def lookup_bound_s(spec: Mapping[str, Any], slack_s: float = DEFAULT_TIMEOUT_S) 
     collector holds every trace that long) plus ``slack_s`` (``spec`` with defaults)."""
     wait = 0.0
     if sampling.uses_tail_sampling(dict(spec)):
-        wait = parse_duration(spec.get("sampling", {}).get("decisionWait", "10s"),
-                              "spec.sampling.decisionWait") / 1e9
+        wait = (
+            parse_duration(
+                spec.get("sampling", {}).get("decisionWait", "10s"), "spec.sampling.decisionWait"
+            )
+            / 1e9
+        )
     return wait + slack_s
 
 
@@ -87,41 +91,88 @@ def _since(last_success: str | None) -> str:
     return f"; last delivered at {last_success}" if last_success else "; no canary delivered yet"
 
 
-def decide(result: CanaryResult | None, *, enabled: bool, last_success: str | None = None,
-           interval_s: float = DEFAULT_INTERVAL_S) -> tuple[str, str, str]:
+def decide(
+    result: CanaryResult | None,
+    *,
+    enabled: bool,
+    last_success: str | None = None,
+    interval_s: float = DEFAULT_INTERVAL_S,
+) -> tuple[str, str, str]:
     """(status, reason, message) of the TraceDelivery condition."""
     if not enabled:
-        return "Unknown", DISABLED, ("the operator's canary trace is off (kvtrace operator run "
-                                     "--canary-interval 0, chart value canary.interval)")
+        return (
+            "Unknown",
+            DISABLED,
+            (
+                "the operator's canary trace is off (kvtrace operator run "
+                "--canary-interval 0, chart value canary.interval)"
+            ),
+        )
     if result is None:
         return "Unknown", PENDING, f"the first canary trace is sent within {interval_s:g}s"
     canary = f"canary trace {result.trace_id}"
     if result.credentials_error:
-        return "False", CREDENTIALS_UNAVAILABLE, (
-            f"{canary} not sent: {result.credentials_error}" + _since(last_success))
+        return (
+            "False",
+            CREDENTIALS_UNAVAILABLE,
+            (f"{canary} not sent: {result.credentials_error}" + _since(last_success)),
+        )
     if result.send_error:
-        return "False", COLLECTOR_UNREACHABLE, (
-            f"{canary} could not be sent to {result.collector}: {result.send_error}" + _since(last_success))
+        return (
+            "False",
+            COLLECTOR_UNREACHABLE,
+            (
+                f"{canary} could not be sent to {result.collector}: {result.send_error}"
+                + _since(last_success)
+            ),
+        )
     if result.http_status != 200:
         body = " ".join(result.http_body.split())[:BODY_CHARS]
-        hint = {401: " (the bearer token is missing or wrong)",
-                503: " (the collector refuses data: memory limiter or a full queue)"}.get(result.http_status or 0, "")
-        return "False", REJECTED, (f"{result.collector} answered HTTP {result.http_status} to {canary}{hint}"
-                                   + (f": {body}" if body else "") + _since(last_success))
+        hint = {
+            401: " (the bearer token is missing or wrong)",
+            503: " (the collector refuses data: memory limiter or a full queue)",
+        }.get(result.http_status or 0, "")
+        return (
+            "False",
+            REJECTED,
+            (
+                f"{result.collector} answered HTTP {result.http_status} to {canary}{hint}"
+                + (f": {body}" if body else "")
+                + _since(last_success)
+            ),
+        )
     if result.jaeger is None:
-        return "Unknown", JAEGER_DISABLED, (
-            f"{canary} accepted by {result.collector}; spec.jaeger.enabled is false, so its delivery "
-            "to the pipeline's exporters cannot be checked")
+        return (
+            "Unknown",
+            JAEGER_DISABLED,
+            (
+                f"{canary} accepted by {result.collector}; spec.jaeger.enabled is false, so its delivery "
+                "to the pipeline's exporters cannot be checked"
+            ),
+        )
     if result.found:
-        return "True", DELIVERED, (f"{canary} sent to {result.collector} found in Jaeger at "
-                                   f"{result.jaeger} after {result.waited_s:.1f}s")
+        return (
+            "True",
+            DELIVERED,
+            (
+                f"{canary} sent to {result.collector} found in Jaeger at "
+                f"{result.jaeger} after {result.waited_s:.1f}s"
+            ),
+        )
     why = f"; last Jaeger query error: {result.jaeger_error}" if result.jaeger_error else ""
-    return "False", NOT_FOUND_IN_JAEGER, (
-        f"{canary} accepted by {result.collector} but not found in Jaeger at {result.jaeger} within "
-        f"{result.bound_s:g}s{why}" + _since(last_success))
+    return (
+        "False",
+        NOT_FOUND_IN_JAEGER,
+        (
+            f"{canary} accepted by {result.collector} but not found in Jaeger at {result.jaeger} within "
+            f"{result.bound_s:g}s{why}" + _since(last_success)
+        ),
+    )
 
 
-def delivery_status(result: CanaryResult | None, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+def delivery_status(
+    result: CanaryResult | None, previous: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """``status.traceDelivery``: the last run and the last success (kept across failures)."""
     previous = previous or {}
     if result is None:

@@ -25,8 +25,11 @@ _TRANSITION = re.compile(r"\boldSelf\b")
 # How the API server names the object itself (a rule at the root of the schema).
 ROOT = "<nil>"
 # reason -> the API server's prefix for the message (FieldValueInvalid is the default).
-_REASONS = {"FieldValueForbidden": "Forbidden", "FieldValueRequired": "Required value",
-            "FieldValueDuplicate": "Duplicate value"}
+_REASONS = {
+    "FieldValueForbidden": "Forbidden",
+    "FieldValueRequired": "Required value",
+    "FieldValueDuplicate": "Duplicate value",
+}
 
 
 class RuleUnsupported(Exception):
@@ -36,8 +39,10 @@ class RuleUnsupported(Exception):
 @functools.cache
 def _environment() -> cel.Env:
     # oldSelf is declared so transition rules compile (they are skipped on create).
-    return cel.NewEnv(variables={"self": cel.Type.DYN, "oldSelf": cel.Type.DYN},
-                      extensions=[ext_strings.ExtStrings()])
+    return cel.NewEnv(
+        variables={"self": cel.Type.DYN, "oldSelf": cel.Type.DYN},
+        extensions=[ext_strings.ExtStrings()],
+    )
 
 
 @functools.cache
@@ -59,8 +64,10 @@ def cel_value(value: Any, schema: dict[str, Any]) -> Any:
     double (so ``self.ratio <= 1.0`` compares as the API server's typed CEL does)."""
     if isinstance(value, dict):
         properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
-        return {key: cel_value(item, properties.get(key, extra if isinstance(extra, dict) else {}))
-                for key, item in value.items()}
+        return {
+            key: cel_value(item, properties.get(key, extra if isinstance(extra, dict) else {}))
+            for key, item in value.items()
+        }
     if isinstance(value, list):
         items = schema.get("items")
         return [cel_value(item, items if isinstance(items, dict) else {}) for item in value]
@@ -121,7 +128,9 @@ def check_rule(rule: dict[str, Any], value: Any, path: str) -> FieldError | None
     return FieldError(where, f"{_invalid(value)}{message}")
 
 
-def _children(value: Any, schema: dict[str, Any], path: str) -> Iterator[tuple[Any, dict[str, Any], str]]:
+def _children(
+    value: Any, schema: dict[str, Any], path: str
+) -> Iterator[tuple[Any, dict[str, Any], str]]:
     if isinstance(value, dict):
         properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
         for key, item in value.items():
@@ -133,11 +142,15 @@ def _children(value: Any, schema: dict[str, Any], path: str) -> Iterator[tuple[A
             yield item, schema["items"], f"{path}[{index}]"
 
 
-def evaluate(value: Any, schema: dict[str, Any], path: str = "") -> tuple[list[FieldError], list[str]]:
+def evaluate(
+    value: Any, schema: dict[str, Any], path: str = ""
+) -> tuple[list[FieldError], list[str]]:
     """(errors, unchecked rules) of every rule at and below ``value`` (already defaulted)."""
     errors: list[FieldError] = []
     unchecked: list[str] = []
-    rules = [rule for rule in schema.get("x-kubernetes-validations", []) if not is_transition_rule(rule)]
+    rules = [
+        rule for rule in schema.get("x-kubernetes-validations", []) if not is_transition_rule(rule)
+    ]
     typed = cel_value(value, schema) if rules else value
     for rule in rules:
         try:

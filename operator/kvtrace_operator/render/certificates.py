@@ -20,11 +20,16 @@ CRD_NAME = "certificates.cert-manager.io"
 
 def issuer_ref(settings: dict[str, Any]) -> dict[str, str]:
     ref = settings["issuerRef"]
-    return {"name": str(ref["name"]), "kind": str(ref.get("kind") or "Issuer"),
-            "group": str(ref.get("group") or "cert-manager.io")}
+    return {
+        "name": str(ref["name"]),
+        "kind": str(ref.get("kind") or "Issuer"),
+        "group": str(ref.get("group") or "cert-manager.io"),
+    }
 
 
-def certificate(pipeline: dict[str, Any], leaf: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+def certificate(
+    pipeline: dict[str, Any], leaf: dict[str, Any], settings: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

@@ -32,16 +32,19 @@ def listen(port: int) -> str:
 def otlp_receiver(server_tls: dict[str, Any] | None = None) -> dict[str, Any]:
     """gRPC and HTTP; both serve ``server_tls`` when given."""
     extra = {"tls": server_tls} if server_tls else {}
-    return {"protocols": {
-        "grpc": {"endpoint": listen(names.OTLP_GRPC_PORT), **copy.deepcopy(extra)},
-        "http": {"endpoint": listen(names.OTLP_HTTP_PORT), **copy.deepcopy(extra)},
-    }}
+    return {
+        "protocols": {
+            "grpc": {"endpoint": listen(names.OTLP_GRPC_PORT), **copy.deepcopy(extra)},
+            "http": {"endpoint": listen(names.OTLP_HTTP_PORT), **copy.deepcopy(extra)},
+        }
+    }
 
 
 def self_telemetry(metrics_port: int) -> dict[str, Any]:
     """The process's own metrics, pulled by Prometheus on ``metrics_port``."""
-    return {"metrics": {"readers": [{"pull": {"exporter": {"prometheus": {
-        "host": "0.0.0.0", "port": metrics_port}}}}]}}  # noqa: S104 - scraped from the pod network
+    every_interface = "0.0.0.0"  # noqa: S104 - scraped from the pod network
+    prometheus = {"host": every_interface, "port": metrics_port}
+    return {"metrics": {"readers": [{"pull": {"exporter": {"prometheus": prometheus}}}]}}
 
 
 def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
@@ -51,16 +54,23 @@ def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
     if edge and spec["receivers"]["zipkin"]["enabled"]:
         result["zipkin"] = {"endpoint": listen(names.ZIPKIN_PORT)}
     if edge and spec["receivers"]["jaeger"]["enabled"]:
-        result["jaeger"] = {"protocols": {
-            "grpc": {"endpoint": listen(names.JAEGER_GRPC_PORT)},
-            "thrift_http": {"endpoint": listen(names.JAEGER_THRIFT_HTTP_PORT)},
-        }}
+        result["jaeger"] = {
+            "protocols": {
+                "grpc": {"endpoint": listen(names.JAEGER_GRPC_PORT)},
+                "thrift_http": {"endpoint": listen(names.JAEGER_THRIFT_HTTP_PORT)},
+            }
+        }
     # Behind a load-balancing tier: TLS (every_hop modes) without auth.
-    extra = security.receiver_settings(spec) if edge else (
-        {"tls": tls.server_tls(spec)} if tls.every_hop(spec) else {})
+    extra = (
+        security.receiver_settings(spec)
+        if edge
+        else ({"tls": tls.server_tls(spec)} if tls.every_hop(spec) else {})
+    )
     if extra:
         for receiver in result.values():
-            for server in receiver.get("protocols", {}).values() if "protocols" in receiver else [receiver]:
+            for server in (
+                receiver.get("protocols", {}).values() if "protocols" in receiver else [receiver]
+            ):
                 server.update(copy.deepcopy(extra))
     return result
 
@@ -68,12 +78,14 @@ def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
 def edge_processors(spec: dict[str, Any]) -> dict[str, Any]:
     """Resource detection (env and system only: no cloud metadata calls), hashing, redaction
     (the default patterns unless ``redaction.defaultPatterns`` is false, then the user's)."""
-    result: dict[str, Any] = {"resource_detection": {
-        "detectors": ["env", "system"],
-        "system": {"hostname_sources": ["os"]},
-        "timeout": "2s",
-        "override": False,
-    }}
+    result: dict[str, Any] = {
+        "resource_detection": {
+            "detectors": ["env", "system"],
+            "system": {"hostname_sources": ["os"]},
+            "timeout": "2s",
+            "override": False,
+        }
+    }
     redaction = spec["redaction"]
     hashed = redaction.get("hashAttributes") or []
     if hashed:
@@ -87,11 +99,13 @@ def edge_processors(spec: dict[str, Any]) -> dict[str, Any]:
 def processors(spec: dict[str, Any], edge: bool, tail: bool) -> dict[str, Any]:
     limiter = spec["collector"]["memoryLimiter"]
     batch = spec["collector"]["batch"]
-    result: dict[str, Any] = {"memory_limiter": {
-        "check_interval": limiter["checkInterval"],
-        "limit_percentage": limiter["limitPercentage"],
-        "spike_limit_percentage": limiter["spikeLimitPercentage"],
-    }}
+    result: dict[str, Any] = {
+        "memory_limiter": {
+            "check_interval": limiter["checkInterval"],
+            "limit_percentage": limiter["limitPercentage"],
+            "spike_limit_percentage": limiter["spikeLimitPercentage"],
+        }
+    }
     if edge:
         result.update(edge_processors(spec))
     if tail:
@@ -136,10 +150,14 @@ def destination_exporters(pipeline: dict[str, Any], spec: dict[str, Any]) -> dic
     """Jaeger, the user's OTLP exporters and the debug exporter."""
     result: dict[str, Any] = {}
     if spec["jaeger"]["enabled"]:
-        host = names.service_dns(names.jaeger_otlp(names.name_of(pipeline)), names.namespace_of(pipeline))
+        host = names.service_dns(
+            names.jaeger_otlp(names.name_of(pipeline)), names.namespace_of(pipeline)
+        )
         # The name verified is the Service's even where the endpoint is rewritten (the local pod runner).
-        result[JAEGER_EXPORTER] = {"endpoint": f"{host}:{names.OTLP_GRPC_PORT}",
-                                   "tls": tls.exporter_tls(spec, server_name=host)}
+        result[JAEGER_EXPORTER] = {
+            "endpoint": f"{host}:{names.OTLP_GRPC_PORT}",
+            "tls": tls.exporter_tls(spec, server_name=host),
+        }
     for exporter in spec["exporters"].get("otlp") or []:
         key, config = user_exporter(exporter)
         result[key] = config
@@ -151,24 +169,36 @@ def destination_exporters(pipeline: dict[str, Any], spec: dict[str, Any]) -> dic
 def loadbalancing_exporter(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     """Every span of a trace to the same sampling-tier pod (DNS on its headless Service; with
     TLS the pods' certificate is verified for the Service's name, not the pod IP dialled)."""
-    host = names.service_dns(names.sampling_collector(names.name_of(pipeline)), names.namespace_of(pipeline))
-    return {"load_balancing": {
-        "routing_key": "traceID",
-        "protocol": {"otlp": {"tls": tls.exporter_tls(spec, server_name=host), "timeout": "5s"}},
-        "resolver": {"dns": {"hostname": host, "port": str(names.OTLP_GRPC_PORT)}},
-    }}
+    host = names.service_dns(
+        names.sampling_collector(names.name_of(pipeline)), names.namespace_of(pipeline)
+    )
+    return {
+        "load_balancing": {
+            "routing_key": "traceID",
+            "protocol": {
+                "otlp": {"tls": tls.exporter_tls(spec, server_name=host), "timeout": "5s"}
+            },
+            "resolver": {"dns": {"hostname": host, "port": str(names.OTLP_GRPC_PORT)}},
+        }
+    }
 
 
-def service(extension_names: list[str], receiver_names: list[str], processor_names: list[str],
-            exporter_names: list[str]) -> dict[str, Any]:
+def service(
+    extension_names: list[str],
+    receiver_names: list[str],
+    processor_names: list[str],
+    exporter_names: list[str],
+) -> dict[str, Any]:
     return {
         "extensions": extension_names,
         "telemetry": self_telemetry(names.COLLECTOR_METRICS_PORT),
-        "pipelines": {"traces": {
-            "receivers": receiver_names,
-            "processors": processor_names,
-            "exporters": exporter_names,
-        }},
+        "pipelines": {
+            "traces": {
+                "receivers": receiver_names,
+                "processors": processor_names,
+                "exporters": exporter_names,
+            }
+        },
     }
 
 
@@ -187,8 +217,10 @@ def render_collector_config(pipeline: dict[str, Any], tier: str = SAMPLING_TIER)
         exporters = destination_exporters(pipeline, spec)
     recv = receivers(spec, edge)
     procs = processors(spec, edge, tail)
-    extensions = {"health_check": {"endpoint": listen(names.HEALTH_PORT)},
-                  **(security.extensions(spec) if edge else {})}
+    extensions = {
+        "health_check": {"endpoint": listen(names.HEALTH_PORT)},
+        **(security.extensions(spec) if edge else {}),
+    }
     result = {
         "extensions": extensions,
         "receivers": recv,
@@ -197,7 +229,9 @@ def render_collector_config(pipeline: dict[str, Any], tier: str = SAMPLING_TIER)
         "service": service(list(extensions), list(recv), list(procs), list(exporters)),
     }
     if edge:  # refused (unauthenticated) requests are counted in the edge's own metrics
-        result["service"]["telemetry"] = security.edge_telemetry(spec, result["service"]["telemetry"])
+        result["service"]["telemetry"] = security.edge_telemetry(
+            spec, result["service"]["telemetry"]
+        )
     if tier == SAMPLING_TIER:  # where every span of a trace meets, before tail sampling
         result = add_span_metrics(result, pipeline, spec)
     return result

@@ -24,15 +24,25 @@ def receiver_ports(spec: dict[str, Any]) -> list[tuple[str, int]]:
     if spec["receivers"]["zipkin"]["enabled"]:
         ports.append(("zipkin", names.ZIPKIN_PORT))
     if spec["receivers"]["jaeger"]["enabled"]:
-        ports += [("jaeger-grpc", names.JAEGER_GRPC_PORT), ("jaeger-thrift", names.JAEGER_THRIFT_HTTP_PORT)]
+        ports += [
+            ("jaeger-grpc", names.JAEGER_GRPC_PORT),
+            ("jaeger-thrift", names.JAEGER_THRIFT_HTTP_PORT),
+        ]
     return ports
 
 
 def secret_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """The secret header values of the user's exporters, as env vars of the collector."""
     return [
-        {"name": header_env_name(exporter["name"], index),
-         "valueFrom": {"secretKeyRef": {"name": header["secretKeyRef"]["name"], "key": header["secretKeyRef"]["key"]}}}
+        {
+            "name": header_env_name(exporter["name"], index),
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": header["secretKeyRef"]["name"],
+                    "key": header["secretKeyRef"]["key"],
+                }
+            },
+        }
         for exporter in spec["exporters"].get("otlp") or []
         for index, header in enumerate(exporter.get("secretHeaders") or [])
     ]
@@ -45,16 +55,35 @@ def ca_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any
         secret = exporter["tls"].get("caSecret")
         if secret:
             volume = f"tls-{exporter['name']}"
-            volumes.append((
-                {"name": volume, "secret": {"secretName": secret["name"],
-                                            "items": [{"key": secret["key"], "path": "ca.crt"}]}},
-                {"name": volume, "mountPath": ca_file(exporter["name"]).rsplit("/", 1)[0], "readOnly": True},
-            ))
+            volumes.append(
+                (
+                    {
+                        "name": volume,
+                        "secret": {
+                            "secretName": secret["name"],
+                            "items": [{"key": secret["key"], "path": "ca.crt"}],
+                        },
+                    },
+                    {
+                        "name": volume,
+                        "mountPath": ca_file(exporter["name"]).rsplit("/", 1)[0],
+                        "readOnly": True,
+                    },
+                )
+            )
     return volumes
 
 
-def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, component: str,
-             tier: str, ports: list[tuple[str, int]], destinations: bool, edge: bool) -> Workload:
+def workload(
+    pipeline: dict[str, Any],
+    spec: dict[str, Any],
+    name: str,
+    component: str,
+    tier: str,
+    ports: list[tuple[str, int]],
+    destinations: bool,
+    edge: bool,
+) -> Workload:
     """``destinations``: this tier exports to Jaeger and the user's exporters (their secrets);
     ``edge``: applications send to it (the token file and serving certificate); render/tls.py
     adds the serving certificate of every TLS tier and the trust bundle of exporting ones."""
@@ -71,11 +100,19 @@ def workload(pipeline: dict[str, Any], spec: dict[str, Any], name: str, componen
         probe_path="/",
         resources=sizing.collector_resources(spec, samples=tier == SAMPLING_TIER),
         env=secret_env(spec) if destinations else [],
-        extra_volumes=((ca_volumes(spec) if destinations else [])
-                       + (security.collector_volumes(spec, names.name_of(pipeline)) if edge else [])
-                       + tls.collector_volumes(pipeline, spec, name, serves=edge or tls.every_hop(spec),
-                                               exports_inside=destinations and spec["jaeger"]["enabled"]
-                                               or tier == LOADBALANCER_TIER)),
+        extra_volumes=(
+            (ca_volumes(spec) if destinations else [])
+            + (security.collector_volumes(spec, names.name_of(pipeline)) if edge else [])
+            + tls.collector_volumes(
+                pipeline,
+                spec,
+                name,
+                serves=edge or tls.every_hop(spec),
+                exports_inside=destinations
+                and spec["jaeger"]["enabled"]
+                or tier == LOADBALANCER_TIER,
+            )
+        ),
     )
 
 
@@ -85,15 +122,47 @@ def collector_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
     objects: list[dict[str, Any]] = []
     if sampling.two_tier(spec):
         back_ports = [("otlp-grpc", names.OTLP_GRPC_PORT)]
-        back = workload(pipeline, spec, names.sampling_collector(name), COLLECTOR_SAMPLING,
-                        SAMPLING_TIER, back_ports, destinations=True, edge=False)
-        objects += [back.service_account(pipeline), back.config_map(pipeline), back.deployment(pipeline),
-                    service(pipeline, back.name, COLLECTOR_SAMPLING, back_ports, headless=True)]
-        front = workload(pipeline, spec, names.collector(name), COLLECTOR_LOADBALANCER,
-                         LOADBALANCER_TIER, edge_ports, destinations=False, edge=True)
+        back = workload(
+            pipeline,
+            spec,
+            names.sampling_collector(name),
+            COLLECTOR_SAMPLING,
+            SAMPLING_TIER,
+            back_ports,
+            destinations=True,
+            edge=False,
+        )
+        objects += [
+            back.service_account(pipeline),
+            back.config_map(pipeline),
+            back.deployment(pipeline),
+            service(pipeline, back.name, COLLECTOR_SAMPLING, back_ports, headless=True),
+        ]
+        front = workload(
+            pipeline,
+            spec,
+            names.collector(name),
+            COLLECTOR_LOADBALANCER,
+            LOADBALANCER_TIER,
+            edge_ports,
+            destinations=False,
+            edge=True,
+        )
     else:
-        front = workload(pipeline, spec, names.collector(name), COLLECTOR, SAMPLING_TIER, edge_ports,
-                         destinations=True, edge=True)
-    objects += [front.service_account(pipeline), front.config_map(pipeline), front.deployment(pipeline),
-                service(pipeline, front.name, front.component, edge_ports)]
+        front = workload(
+            pipeline,
+            spec,
+            names.collector(name),
+            COLLECTOR,
+            SAMPLING_TIER,
+            edge_ports,
+            destinations=True,
+            edge=True,
+        )
+    objects += [
+        front.service_account(pipeline),
+        front.config_map(pipeline),
+        front.deployment(pipeline),
+        service(pipeline, front.name, front.component, edge_ports),
+    ]
     return objects

@@ -73,15 +73,22 @@ def token_set_secret(pipeline_name: str) -> str:
     return f"{pipeline_name}-otlp-tokens"
 
 
-def generated_secret(owner: dict[str, Any], name: str, component: str, key: str = TOKEN_KEY,
-                     extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+def generated_secret(
+    owner: dict[str, Any],
+    name: str,
+    component: str,
+    key: str = TOKEN_KEY,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """A Secret the operator creates once with a random value in ``key`` (metadata only)."""
     metadata = child_metadata(owner, name, component)
     metadata["annotations"] = {GENERATED_ANNOTATION: key, **(extra or {})}
     return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque"}
 
 
-def validate(auth: dict[str, Any], key: str = "consumers", field: str = FIELD, reserved: tuple[str, ...] = ()) -> None:
+def validate(
+    auth: dict[str, Any], key: str = "consumers", field: str = FIELD, reserved: tuple[str, ...] = ()
+) -> None:
     """``consumers`` (a KVCluster's ``clients``: ``key`` under ``field``): a list of
     ``{name, tokenSecretRef?}`` with distinct DNS-label names, none of ``reserved``."""
     entries = auth.get(key)
@@ -93,22 +100,38 @@ def validate(auth: dict[str, Any], key: str = "consumers", field: str = FIELD, r
     for index, entry in enumerate(entries):
         where = f"{field}[{index}]"
         if not isinstance(entry, dict):
-            raise SpecError(where, f"expected {{name: NAME, tokenSecretRef: {{name, key}}}}, got {entry!r}")
+            raise SpecError(
+                where, f"expected {{name: NAME, tokenSecretRef: {{name, key}}}}, got {entry!r}"
+            )
         unknown = sorted(set(entry) - {"name", "tokenSecretRef"})
         if unknown:
-            raise SpecError(f"{where}.{unknown[0]}", f"unknown field: a {key[:-1]} has name and tokenSecretRef")
+            raise SpecError(
+                f"{where}.{unknown[0]}", f"unknown field: a {key[:-1]} has name and tokenSecretRef"
+            )
         name = entry.get("name")
         if not isinstance(name, str) or not _DNS_LABEL.match(name) or len(name) > 63:
-            raise SpecError(f"{where}.name", "expected a DNS label (lower-case letters, digits, '-', "
-                            f"starting with a letter) of at most 63 characters, got {name!r}")
+            raise SpecError(
+                f"{where}.name",
+                "expected a DNS label (lower-case letters, digits, '-', "
+                f"starting with a letter) of at most 63 characters, got {name!r}",
+            )
         if name in seen or name in reserved:
-            raise SpecError(f"{where}.name", f"duplicate {key[:-1]} {name!r}: each {key[:-1]} has one token"
-                            if name in seen else f"{name!r} is the generated token's name: choose another")
+            raise SpecError(
+                f"{where}.name",
+                f"duplicate {key[:-1]} {name!r}: each {key[:-1]} has one token"
+                if name in seen
+                else f"{name!r} is the generated token's name: choose another",
+            )
         seen.add(name)
         ref = entry.get("tokenSecretRef")
-        if ref is not None and not (isinstance(ref, dict) and set(ref) <= {"name", "key"} and all(
-                isinstance(ref.get(key), str) and ref[key] for key in ("name", "key"))):
-            raise SpecError(f"{where}.tokenSecretRef", f"expected {{name: SECRET, key: KEY}}, got {ref!r}")
+        if ref is not None and not (
+            isinstance(ref, dict)
+            and set(ref) <= {"name", "key"}
+            and all(isinstance(ref.get(key), str) and ref[key] for key in ("name", "key"))
+        ):
+            raise SpecError(
+                f"{where}.tokenSecretRef", f"expected {{name: SECRET, key: KEY}}, got {ref!r}"
+            )
 
 
 def pipeline_consumer(auth: dict[str, Any], pipeline_name: str) -> Consumer:
@@ -124,15 +147,22 @@ def declared_consumers(auth: dict[str, Any], pipeline_name: str) -> list[Consume
     for entry in auth.get("consumers") or ():
         ref = entry.get("tokenSecretRef")
         label = f"consumer/{entry['name']}"
-        result.append(Consumer(label, ref["name"], ref["key"]) if ref else
-                      Consumer(label, consumer_token_secret(pipeline_name, entry["name"]), TOKEN_KEY, True))
+        result.append(
+            Consumer(label, ref["name"], ref["key"])
+            if ref
+            else Consumer(
+                label, consumer_token_secret(pipeline_name, entry["name"]), TOKEN_KEY, True
+            )
+        )
     return result
 
 
 # The token Secret of an object that references the pipeline, by the object's kind: each
 # source of consumers (KVClusters today) names its Secret here and feeds ``referencing``.
 CLIENT_TOKEN_SECRETS: dict[str, Callable[[str], str]] = {KVCLUSTER: client_token_secret}
-WORKLOAD = "Workload"  # an injected workload (render/injection.py): its Secret is in its own namespace
+WORKLOAD = (
+    "Workload"  # an injected workload (render/injection.py): its Secret is in its own namespace
+)
 
 
 def referencing_consumer(kind: str, name: str) -> Consumer:
@@ -141,22 +171,29 @@ def referencing_consumer(kind: str, name: str) -> Consumer:
     if kind == WORKLOAD:
         namespace, _, workload = name.partition("/")
         workload_kind, _, workload_name = workload.partition("/")
-        return workload_consumer(namespace, workload, workload_secret_name(workload_kind, workload_name))
+        return workload_consumer(
+            namespace, workload, workload_secret_name(workload_kind, workload_name)
+        )
     if kind not in CLIENT_TOKEN_SECRETS:
-        raise ValueError(f"no token Secret for consumers of kind {kind!r} "
-                         f"(known: {', '.join(sorted(CLIENT_TOKEN_SECRETS))})")
+        raise ValueError(
+            f"no token Secret for consumers of kind {kind!r} "
+            f"(known: {', '.join(sorted(CLIENT_TOKEN_SECRETS))})"
+        )
     return Consumer(f"{kind}/{name}", CLIENT_TOKEN_SECRETS[kind](name), TOKEN_KEY, True)
 
 
-def consumers(auth: dict[str, Any], pipeline_name: str, referencing: Iterable[tuple[str, str]]
-              ) -> list[Consumer]:
+def consumers(
+    auth: dict[str, Any], pipeline_name: str, referencing: Iterable[tuple[str, str]]
+) -> list[Consumer]:
     """Every consumer whose token the collector accepts, derived from its sources (never
     accumulated): the pipeline's own, each object referencing it (``referencing``: (kind,
     name) pairs, e.g. the KVClusters whose tracing names it), each declared one. Same
     sources, same list, in one order."""
-    return [pipeline_consumer(auth, pipeline_name),
-            *(referencing_consumer(kind, name) for kind, name in sorted(set(referencing))),
-            *declared_consumers(auth, pipeline_name)]
+    return [
+        pipeline_consumer(auth, pipeline_name),
+        *(referencing_consumer(kind, name) for kind, name in sorted(set(referencing))),
+        *declared_consumers(auth, pipeline_name),
+    ]
 
 
 def workload_secret_name(kind: str, name: str) -> str:
@@ -169,18 +206,30 @@ def workload_consumer(namespace: str, workload: str, secret: str) -> Consumer:
     return Consumer(f"workload/{namespace}/{workload}", secret, TOKEN_KEY, True, namespace)
 
 
-def generated_consumer_secrets(pipeline: dict[str, Any], auth: dict[str, Any]) -> list[dict[str, Any]]:
+def generated_consumer_secrets(
+    pipeline: dict[str, Any], auth: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Generated Secrets of declared consumers without ``tokenSecretRef``."""
-    return [generated_secret(pipeline, consumer_token_secret(name_of(pipeline), entry["name"]), "otlp-consumer-token")
-            for entry in auth.get("consumers") or () if not entry.get("tokenSecretRef")]
+    return [
+        generated_secret(
+            pipeline, consumer_token_secret(name_of(pipeline), entry["name"]), "otlp-consumer-token"
+        )
+        for entry in auth.get("consumers") or ()
+        if not entry.get("tokenSecretRef")
+    ]
 
 
 def token_set(pipeline: dict[str, Any]) -> dict[str, Any]:
     """The collector's token file Secret (metadata only). Created with one random token
     nobody holds (so the file is never empty: the extension keeps its last tokens when the
     file becomes empty), then rewritten by the operator from the consumers' tokens."""
-    return generated_secret(pipeline, token_set_secret(name_of(pipeline)), "otlp-tokens", TOKEN_SET_KEY,
-                            {TOKEN_SET_ANNOTATION: TOKEN_SET_KEY})
+    return generated_secret(
+        pipeline,
+        token_set_secret(name_of(pipeline)),
+        "otlp-tokens",
+        TOKEN_SET_KEY,
+        {TOKEN_SET_ANNOTATION: TOKEN_SET_KEY},
+    )
 
 
 def client_secret(cluster: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +238,7 @@ def client_secret(cluster: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- the token file -------------------------------------------------------------------------
+
 
 def usable(token: str) -> str | None:
     """The token a Secret value stands for (surrounding whitespace dropped), or None when it

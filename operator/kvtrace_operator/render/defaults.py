@@ -36,9 +36,16 @@ KVCLUSTER_DEFAULTS: dict[str, Any] = {
     "antiEntropy": {"interval": "10m"},
     "scheduling": {"podAntiAffinity": "preferred"},
     "networkPolicy": {"enabled": True, "clientAccess": "all"},
-    "security": {"auth": {"enabled": True}, "tls": {
-        "enabled": True, "duration": "2160h", "renewBefore": "720h",
-        "caDuration": "26280h", "caRenewBefore": "4320h"}},
+    "security": {
+        "auth": {"enabled": True},
+        "tls": {
+            "enabled": True,
+            "duration": "2160h",
+            "renewBefore": "720h",
+            "caDuration": "26280h",
+            "caRenewBefore": "4320h",
+        },
+    },
 }
 
 PIPELINE_DEFAULTS: dict[str, Any] = {
@@ -72,12 +79,23 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "metrics": {
         # Off until the collector in the tool cache and the image carry the connectors.
         "enabled": False,
-        "prometheus": {"image": PROMETHEUS_IMAGE, "retention": "24h", "storageSize": "1Gi",
-                       "scrapeInterval": "15s"},
+        "prometheus": {
+            "image": PROMETHEUS_IMAGE,
+            "retention": "24h",
+            "storageSize": "1Gi",
+            "scrapeInterval": "15s",
+        },
     },
-    "security": {"auth": {"enabled": True}, "tls": {
-        "enabled": True, "duration": "2160h", "renewBefore": "720h",
-        "caDuration": "26280h", "caRenewBefore": "4320h"}},
+    "security": {
+        "auth": {"enabled": True},
+        "tls": {
+            "enabled": True,
+            "duration": "2160h",
+            "renewBefore": "720h",
+            "caDuration": "26280h",
+            "caRenewBefore": "4320h",
+        },
+    },
 }
 
 
@@ -85,8 +103,9 @@ def _apply(tree: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
     for key, default in tree.items():
         if isinstance(default, Each):
             if isinstance(value.get(key), list):
-                value[key] = [_apply(default, item) if isinstance(item, dict) else item
-                              for item in value[key]]
+                value[key] = [
+                    _apply(default, item) if isinstance(item, dict) else item for item in value[key]
+                ]
         elif isinstance(default, dict) and not isinstance(default, Each):
             if key not in value:
                 value[key] = {}

@@ -18,20 +18,35 @@ def dump_config(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
-def config_map(owner: dict[str, Any], name: str, component: str, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": child_metadata(owner, name, component), "data": data}
+def config_map(
+    owner: dict[str, Any], name: str, component: str, data: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(owner, name, component),
+        "data": data,
+    }
 
 
-def service(owner: dict[str, Any], name: str, component: str, ports: list[tuple[str, int]],
-            headless: bool = False) -> dict[str, Any]:
+def service(
+    owner: dict[str, Any],
+    name: str,
+    component: str,
+    ports: list[tuple[str, int]],
+    headless: bool = False,
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"type": "ClusterIP"}
     if headless:
         spec = {"clusterIP": "None", "publishNotReadyAddresses": False}
     spec["selector"] = selector_labels(owner, component)
     spec["ports"] = [podspec.service_port(port_name, number) for port_name, number in ports]
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": child_metadata(owner, name, component), "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(owner, name, component),
+        "spec": spec,
+    }
 
 
 @dataclass
@@ -66,8 +81,11 @@ class Workload:
             "ports": [podspec.port(port_name, number) for port_name, number in self.ports],
             "livenessProbe": podspec.http_probe(self.probe_path, "health", period=10),
             "readinessProbe": podspec.http_probe(self.probe_path, "health", period=5),
-            "volumeMounts": [{"name": "config", "mountPath": self.config_dir, "readOnly": True},
-                             podspec.tmp_mount(), *(mount for _, mount in self.extra_volumes)],
+            "volumeMounts": [
+                {"name": "config", "mountPath": self.config_dir, "readOnly": True},
+                podspec.tmp_mount(),
+                *(mount for _, mount in self.extra_volumes),
+            ],
             "securityContext": podspec.container_security_context(),
         }
         return podspec.with_resources(container, self.resources)
@@ -75,18 +93,27 @@ class Workload:
     def service_account(self, owner: dict[str, Any]) -> dict[str, Any]:
         """Its own ServiceAccount, without a token: neither the collector (no k8s_attributes
         processor, DNS resolver for the load-balancing exporter) nor Jaeger calls the API."""
-        return {"apiVersion": "v1", "kind": "ServiceAccount",
-                "metadata": child_metadata(owner, self.name, self.component),
-                "automountServiceAccountToken": False}
+        return {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": child_metadata(owner, self.name, self.component),
+            "automountServiceAccountToken": False,
+        }
 
     def config_map(self, owner: dict[str, Any]) -> dict[str, Any]:
         return config_map(owner, self.name, self.component, {CONFIG_KEY: dump_config(self.config)})
 
     def deployment(self, owner: dict[str, Any]) -> dict[str, Any]:
-        volumes = [podspec.config_volume("config", self.name, CONFIG_KEY, CONFIG_KEY),
-                   podspec.tmp_volume(), *(volume for volume, _ in self.extra_volumes)]
-        strategy = {"type": "Recreate"} if self.recreate else {
-            "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+        volumes = [
+            podspec.config_volume("config", self.name, CONFIG_KEY, CONFIG_KEY),
+            podspec.tmp_volume(),
+            *(volume for volume, _ in self.extra_volumes),
+        ]
+        strategy = (
+            {"type": "Recreate"}
+            if self.recreate
+            else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+        )
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -96,8 +123,9 @@ class Workload:
                 "strategy": strategy,
                 "selector": {"matchLabels": selector_labels(owner, self.component)},
                 "template": {
-                    "metadata": podspec.template_metadata(standard_labels(owner, self.component),
-                                                          checksum(self.config)),
+                    "metadata": podspec.template_metadata(
+                        standard_labels(owner, self.component), checksum(self.config)
+                    ),
                     "spec": {
                         "serviceAccountName": self.name,
                         "automountServiceAccountToken": False,

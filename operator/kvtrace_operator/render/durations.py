@@ -16,7 +16,9 @@ def parse_duration(value: object, field: str, minimum: str | None = None) -> int
     """Nanoseconds of a positive duration string (at least ``minimum`` when given, like the
     CRD's CEL rule); SpecError naming ``field`` otherwise."""
     if not isinstance(value, str) or not re.fullmatch(DURATION_PATTERN, value):
-        raise SpecError(field, f"expected a duration such as 500ms, 10s, 5m or 1h30m, got {value!r}")
+        raise SpecError(
+            field, f"expected a duration such as 500ms, 10s, 5m or 1h30m, got {value!r}"
+        )
     nanos = sum(round(float(number) * _NANOS[unit]) for number, unit in _PART.findall(value))
     if nanos <= 0:
         raise SpecError(field, f"expected a positive duration, got {value!r}")

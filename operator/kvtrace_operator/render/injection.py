@@ -70,7 +70,10 @@ CA_VOLUME = "kvtrace-telemetry-ca"
 POD_NAME_ENV = "OTEL_RESOURCE_ATTRIBUTES_POD_NAME"
 NODE_NAME_ENV = "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME"
 POD_UID_ENV = "OTEL_RESOURCE_ATTRIBUTES_POD_UID"
-AGENT_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}}
+AGENT_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"cpu": "500m", "memory": "128Mi"},
+}
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _BOOL = ("true", "false")
 
@@ -127,8 +130,10 @@ def _typo(annotations: dict[str, str]) -> None:
         close = difflib.get_close_matches(key, REQUEST_ANNOTATIONS, n=1, cutoff=0.8)
         if close or key.startswith("kvtrace.dev/inject"):
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise SpecError(annotation_field(key), f"unknown kvtrace annotation{hint}; known: "
-                            f"{', '.join(REQUEST_ANNOTATIONS)}")
+            raise SpecError(
+                annotation_field(key),
+                f"unknown kvtrace annotation{hint}; known: {', '.join(REQUEST_ANNOTATIONS)}",
+            )
 
 
 def parse_request(annotations: dict[str, str] | None, pod_namespace: str) -> Request | None:
@@ -142,14 +147,19 @@ def parse_request(annotations: dict[str, str] | None, pod_namespace: str) -> Req
     if value is None or value == "false":
         if python or java:
             agent = INJECT_PYTHON if python else INJECT_JAVA
-            raise SpecError(annotation_field(agent), f"needs {INJECT}: PIPELINE (or NAMESPACE/PIPELINE)")
+            raise SpecError(
+                annotation_field(agent), f"needs {INJECT}: PIPELINE (or NAMESPACE/PIPELINE)"
+            )
         return None
     namespace, _, pipeline = value.rpartition("/")
     namespace = namespace or pod_namespace
     for part in (namespace, pipeline):
         if not _LABEL.match(part) or len(part) > 63:
-            raise SpecError(annotation_field(INJECT), "expected PIPELINE or NAMESPACE/PIPELINE (DNS "
-                            f"labels: lower-case letters, digits, '-'), got {value!r}")
+            raise SpecError(
+                annotation_field(INJECT),
+                "expected PIPELINE or NAMESPACE/PIPELINE (DNS "
+                f"labels: lower-case letters, digits, '-'), got {value!r}",
+            )
     return Request(namespace, pipeline, python, java)
 
 
@@ -171,20 +181,26 @@ def owning_workload(pod: dict[str, Any]) -> Workload:
 def config_checksum(pipeline: dict[str, Any], request: Request) -> str:
     """What an injected pod was given, as one value: a change means its pods must restart."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
-    return checksum({
-        "env": exporter_env(pipeline),
-        "auth": security.auth(spec) is not None,
-        "tls": tls_render.mode(spec),
-        "python": images.PYTHON_AGENT_IMAGE if request.python else None,
-        "java": images.JAVA_AGENT_IMAGE if request.java else None,
-    })[:16]
+    return checksum(
+        {
+            "env": exporter_env(pipeline),
+            "auth": security.auth(spec) is not None,
+            "tls": tls_render.mode(spec),
+            "python": images.PYTHON_AGENT_IMAGE if request.python else None,
+            "java": images.JAVA_AGENT_IMAGE if request.java else None,
+        }
+    )[:16]
 
 
 def resource_attributes(pod: dict[str, Any], workload: Workload, container: str) -> str:
     namespace = namespace_of(pod)
-    attributes = [("k8s.namespace.name", namespace), ("k8s.pod.name", f"$({POD_NAME_ENV})"),
-                  ("k8s.pod.uid", f"$({POD_UID_ENV})"), ("k8s.node.name", f"$({NODE_NAME_ENV})"),
-                  ("k8s.container.name", container)]
+    attributes = [
+        ("k8s.namespace.name", namespace),
+        ("k8s.pod.name", f"$({POD_NAME_ENV})"),
+        ("k8s.pod.uid", f"$({POD_UID_ENV})"),
+        ("k8s.node.name", f"$({NODE_NAME_ENV})"),
+        ("k8s.container.name", container),
+    ]
     if workload.kind != "Pod":
         attributes.append((f"k8s.{workload.kind.lower()}.name", workload.name))
     attributes.append(("service.instance.id", f"{namespace}.$({POD_NAME_ENV}).{container}"))
@@ -198,15 +214,24 @@ def merged_attributes(own: str, ours: str) -> str:
     return ",".join([own, *extra]) if own else ",".join(extra)
 
 
-def container_env(pod: dict[str, Any], pipeline: dict[str, Any], request: Request,
-                  workload: Workload, container: dict[str, Any]) -> list[dict[str, Any]]:
+def container_env(
+    pod: dict[str, Any],
+    pipeline: dict[str, Any],
+    request: Request,
+    workload: Workload,
+    container: dict[str, Any],
+) -> list[dict[str, Any]]:
     """The container's env list: ours first (skipping what it sets), then its own."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     own = list(container.get("env") or [])
     own_values = {item["name"]: item for item in own}
-    ours = [field_env(POD_NAME_ENV, "metadata.name"), field_env(POD_UID_ENV, "metadata.uid"),
-            field_env(NODE_NAME_ENV, "spec.nodeName"), env("OTEL_SERVICE_NAME", workload.name),
-            *exporter_env(pipeline)]
+    ours = [
+        field_env(POD_NAME_ENV, "metadata.name"),
+        field_env(POD_UID_ENV, "metadata.uid"),
+        field_env(NODE_NAME_ENV, "spec.nodeName"),
+        env("OTEL_SERVICE_NAME", workload.name),
+        *exporter_env(pipeline),
+    ]
     attributes = resource_attributes(pod, workload, container["name"])
     given = own_values.get("OTEL_RESOURCE_ATTRIBUTES")
     if given is None:
@@ -215,9 +240,15 @@ def container_env(pod: dict[str, Any], pipeline: dict[str, Any], request: Reques
         given = {**given, "value": merged_attributes(str(given["value"]), attributes)}
         own = [given if item["name"] == "OTEL_RESOURCE_ATTRIBUTES" else item for item in own]
     if security.auth(spec):
-        ours.append({"name": security.TOKEN_ENV, "valueFrom": {"secretKeyRef": {
-            "name": workload.secret, "key": TOKEN_KEY}}})
-        ours.append(env("OTEL_EXPORTER_OTLP_HEADERS", f"authorization=Bearer%20$({security.TOKEN_ENV})"))
+        ours.append(
+            {
+                "name": security.TOKEN_ENV,
+                "valueFrom": {"secretKeyRef": {"name": workload.secret, "key": TOKEN_KEY}},
+            }
+        )
+        ours.append(
+            env("OTEL_EXPORTER_OTLP_HEADERS", f"authorization=Bearer%20$({security.TOKEN_ENV})")
+        )
     if security.tls(spec):
         ours.append(env("OTEL_EXPORTER_OTLP_CERTIFICATE", security.CLIENT_CA_FILE))
     if request.python:
@@ -244,29 +275,53 @@ def _agent_volumes(request: Request) -> list[tuple[str, str, str, list[str]]]:
     """(volume, mount path, image, copy command) per agent asked for."""
     agents = []
     if request.python:
-        agents.append((PYTHON_VOLUME, PYTHON_DIR, images.PYTHON_AGENT_IMAGE,
-                       ["cp", "-a", f"{PYTHON_AGENT_SOURCE}/.", PYTHON_DIR]))
+        agents.append(
+            (
+                PYTHON_VOLUME,
+                PYTHON_DIR,
+                images.PYTHON_AGENT_IMAGE,
+                ["cp", "-a", f"{PYTHON_AGENT_SOURCE}/.", PYTHON_DIR],
+            )
+        )
     if request.java:
-        agents.append((JAVA_VOLUME, JAVA_DIR, images.JAVA_AGENT_IMAGE, ["cp", JAVA_AGENT_SOURCE, JAVA_AGENT]))
+        agents.append(
+            (JAVA_VOLUME, JAVA_DIR, images.JAVA_AGENT_IMAGE, ["cp", JAVA_AGENT_SOURCE, JAVA_AGENT])
+        )
     return agents
 
 
-def _add_named(items: list[dict[str, Any]], new: dict[str, Any], key: str = "name") -> list[dict[str, Any]]:
+def _add_named(
+    items: list[dict[str, Any]], new: dict[str, Any], key: str = "name"
+) -> list[dict[str, Any]]:
     """``items`` with ``new`` appended unless an item of that name is there already."""
     return items if any(item.get(key) == new[key] for item in items) else [*items, new]
 
 
-def _volumes(pipeline_spec: dict[str, Any], request: Request,
-             workload: Workload) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def _volumes(
+    pipeline_spec: dict[str, Any], request: Request, workload: Workload
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(volume, mount) pairs every container gets: the CA bundle, the agents."""
     pairs = []
     if security.tls(pipeline_spec):
-        pairs.append(({"name": CA_VOLUME, "secret": {
-            "secretName": workload.secret, "items": [{"key": CA_KEY, "path": CA_KEY}]}},
-            {"name": CA_VOLUME, "mountPath": security.CLIENT_CA_DIR, "readOnly": True}))
+        pairs.append(
+            (
+                {
+                    "name": CA_VOLUME,
+                    "secret": {
+                        "secretName": workload.secret,
+                        "items": [{"key": CA_KEY, "path": CA_KEY}],
+                    },
+                },
+                {"name": CA_VOLUME, "mountPath": security.CLIENT_CA_DIR, "readOnly": True},
+            )
+        )
     for volume, path, _, _ in _agent_volumes(request):
-        pairs.append(({"name": volume, "emptyDir": {"sizeLimit": "200Mi"}},
-                      {"name": volume, "mountPath": path}))
+        pairs.append(
+            (
+                {"name": volume, "emptyDir": {"sizeLimit": "200Mi"}},
+                {"name": volume, "mountPath": path},
+            )
+        )
     return pairs
 
 
@@ -296,10 +351,17 @@ def inject(pod: dict[str, Any], pipeline: dict[str, Any], request: Request) -> d
     spec["containers"] = containers
     init = list(spec.get("initContainers") or [])
     for agent, path, image, command in _agent_volumes(request):
-        init = _add_named(init, {
-            "name": agent, "image": image, "command": command,
-            "volumeMounts": [{"name": agent, "mountPath": path}],
-            "resources": copy.deepcopy(AGENT_RESOURCES), "securityContext": container_security_context()})
+        init = _add_named(
+            init,
+            {
+                "name": agent,
+                "image": image,
+                "command": command,
+                "volumeMounts": [{"name": agent, "mountPath": path}],
+                "resources": copy.deepcopy(AGENT_RESOURCES),
+                "securityContext": container_security_context(),
+            },
+        )
     if init:
         spec["initContainers"] = init
     annotations = result.setdefault("metadata", {}).setdefault("annotations", {})
@@ -317,19 +379,25 @@ def refused(pod: dict[str, Any], message: str) -> dict[str, Any]:
     return result
 
 
-def workload_secret(namespace: str, workload: Workload, request: Request, owner: dict[str, Any] | None
-                    ) -> dict[str, Any]:
+def workload_secret(
+    namespace: str, workload: Workload, request: Request, owner: dict[str, Any] | None
+) -> dict[str, Any]:
     """The workload's Secret (metadata only; the webhook fills ``token`` once, the operator the
     ``ca.crt`` copy): labelled with its pipeline, owned by the workload when known."""
     metadata: dict[str, Any] = {
-        "name": workload.secret, "namespace": namespace,
-        "labels": {"app.kubernetes.io/name": "kvtrace-workload-token", "app.kubernetes.io/instance": workload.name,
-                   "app.kubernetes.io/component": "otlp-workload-token", "app.kubernetes.io/part-of": PART_OF,
-                   "app.kubernetes.io/managed-by": MANAGED_BY, PIPELINE_NAMESPACE_LABEL: request.namespace,
-                   PIPELINE_LABEL: request.pipeline},
+        "name": workload.secret,
+        "namespace": namespace,
+        "labels": {
+            "app.kubernetes.io/name": "kvtrace-workload-token",
+            "app.kubernetes.io/instance": workload.name,
+            "app.kubernetes.io/component": "otlp-workload-token",
+            "app.kubernetes.io/part-of": PART_OF,
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+            PIPELINE_NAMESPACE_LABEL: request.namespace,
+            PIPELINE_LABEL: request.pipeline,
+        },
         "annotations": {WORKLOAD_ANNOTATION: workload.label},
     }
     if owner is not None:
         metadata["ownerReferences"] = [owner]
     return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque"}
-

@@ -15,11 +15,13 @@ BADGER_DIR = "/badger"
 
 def storage_backend(storage: dict[str, Any]) -> dict[str, Any]:
     if storage["type"] == "badger":
-        return {"badger": {
-            "directories": {"keys": f"{BADGER_DIR}/keys", "values": f"{BADGER_DIR}/values"},
-            "ephemeral": False,
-            "ttl": {"spans": storage["retention"]},
-        }}
+        return {
+            "badger": {
+                "directories": {"keys": f"{BADGER_DIR}/keys", "values": f"{BADGER_DIR}/values"},
+                "ephemeral": False,
+                "ttl": {"spans": storage["retention"]},
+            }
+        }
     return {"memory": {"max_traces": storage["maxTraces"]}}
 
 
@@ -27,11 +29,17 @@ def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
     """The query servers: on the query ports, or on loopback behind kvtrace's query proxy
     (modes bearer and oidc: the proxy serves the query port, render/query_access.py)."""
     jaeger = spec["jaeger"]
-    http, grpc = (query_proxy.loopback_endpoints() if query_access.proxied(spec)
-                  else (listen(names.JAEGER_QUERY_HTTP_PORT), listen(names.JAEGER_QUERY_GRPC_PORT)))
+    http, grpc = (
+        query_proxy.loopback_endpoints()
+        if query_access.proxied(spec)
+        else (listen(names.JAEGER_QUERY_HTTP_PORT), listen(names.JAEGER_QUERY_GRPC_PORT))
+    )
     query: dict[str, Any] = {
         # The Monitor tab (SPM) reads the span metrics (render/metrics.py).
-        "storage": {"traces": STORE, **({"metrics": SPM_BACKEND} if spec["metrics"]["enabled"] else {})},
+        "storage": {
+            "traces": STORE,
+            **({"metrics": SPM_BACKEND} if spec["metrics"]["enabled"] else {}),
+        },
         # Defaults to true: Jaeger would export spans of its own queries to localhost:4317,
         # where nothing listens in its pod.
         "enable_tracing": False,
@@ -41,8 +49,11 @@ def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
     tenancy = jaeger["tenancy"]
     if tenancy["enabled"]:
         # tenancy.Options has no mapstructure tags: jaeger v1.76 matches the Go field names.
-        query["multi_tenancy"] = {"Enabled": True, "Header": tenancy["header"],
-                                  "Tenants": list(tenancy.get("tenants") or [])}
+        query["multi_tenancy"] = {
+            "Enabled": True,
+            "Header": tenancy["header"],
+            "Tenants": list(tenancy.get("tenants") or []),
+        }
     return query
 
 
@@ -62,15 +73,27 @@ def render_jaeger_config(pipeline: dict[str, Any]) -> dict[str, Any]:
             "healthcheckv2": {"use_v2": True, "http": {"endpoint": listen(names.HEALTH_PORT)}},
             **query_access.extensions(spec),
         },
-        "receivers": {"otlp": otlp_receiver(tls.server_tls(spec, tls.JAEGER_SERVING_DIR)
-                                            if tls.every_hop(spec) else None)},
+        "receivers": {
+            "otlp": otlp_receiver(
+                tls.server_tls(spec, tls.JAEGER_SERVING_DIR) if tls.every_hop(spec) else None
+            )
+        },
         "processors": {"batch": {}},
         "exporters": {"jaeger_storage_exporter": {"trace_storage": STORE}},
         "service": {
-            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2", *query_access.extensions(spec)],
+            "extensions": [
+                "jaeger_storage",
+                "jaeger_query",
+                "healthcheckv2",
+                *query_access.extensions(spec),
+            ],
             "telemetry": self_telemetry(names.JAEGER_METRICS_PORT),
-            "pipelines": {"traces": {
-                "receivers": ["otlp"], "processors": ["batch"], "exporters": ["jaeger_storage_exporter"],
-            }},
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": ["batch"],
+                    "exporters": ["jaeger_storage_exporter"],
+                }
+            },
         },
     }

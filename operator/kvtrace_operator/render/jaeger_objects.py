@@ -21,13 +21,17 @@ def data_claim(pipeline: dict[str, Any], storage: dict[str, Any]) -> dict[str, A
     }
     if storage.get("storageClassName"):
         spec["storageClassName"] = storage["storageClassName"]
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": child_metadata(pipeline, names.jaeger_data(names.name_of(pipeline)), JAEGER),
-            "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": child_metadata(pipeline, names.jaeger_data(names.name_of(pipeline)), JAEGER),
+        "spec": spec,
+    }
 
 
-def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any],
-                   proxy_image: str = OPERATOR_IMAGE) -> list[dict[str, Any]]:
+def jaeger_objects(
+    pipeline: dict[str, Any], spec: dict[str, Any], proxy_image: str = OPERATOR_IMAGE
+) -> list[dict[str, Any]]:
     """One replica (memory and badger are single-node stores), recreated on change; with
     query auth bearer/oidc, the ``query-proxy`` sidecar (``proxy_image`` unless the pipeline
     names its own) serves the query port."""
@@ -38,8 +42,12 @@ def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any],
     badger = jaeger["storage"]["type"] == "badger"
     volumes = []
     if badger:
-        volumes.append(({"name": "data", "persistentVolumeClaim": {"claimName": names.jaeger_data(name)}},
-                        {"name": "data", "mountPath": BADGER_DIR}))
+        volumes.append(
+            (
+                {"name": "data", "persistentVolumeClaim": {"claimName": names.jaeger_data(name)}},
+                {"name": "data", "mountPath": BADGER_DIR},
+            )
+        )
     workload = Workload(
         program="jaeger",
         name=names.jaeger(name),
@@ -48,11 +56,17 @@ def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any],
         replicas=1,
         config=render_jaeger_config(pipeline),
         config_dir=CONFIG_DIR,
-        ports=[*OTLP_PORTS, *([] if query_access.proxied(spec) else query_access.query_ports(spec)),
-               ("health", names.HEALTH_PORT), ("metrics", names.JAEGER_METRICS_PORT)],
+        ports=[
+            *OTLP_PORTS,
+            *([] if query_access.proxied(spec) else query_access.query_ports(spec)),
+            ("health", names.HEALTH_PORT),
+            ("metrics", names.JAEGER_METRICS_PORT),
+        ],
         probe_path="/status",
         resources=sizing.jaeger_resources(spec),
-        extra_volumes=volumes + tls.jaeger_volumes(pipeline, spec) + query_access.jaeger_volumes(spec, name),
+        extra_volumes=volumes
+        + tls.jaeger_volumes(pipeline, spec)
+        + query_access.jaeger_volumes(spec, name),
         recreate=True,
     )
     objects = [data_claim(pipeline, jaeger["storage"])] if badger else []
@@ -67,13 +81,19 @@ def jaeger_objects(pipeline: dict[str, Any], spec: dict[str, Any],
     ]
 
 
-def with_query_proxy(deployment: dict[str, Any], pipeline: dict[str, Any], spec: dict[str, Any],
-                     proxy_image: str = OPERATOR_IMAGE) -> dict[str, Any]:
+def with_query_proxy(
+    deployment: dict[str, Any],
+    pipeline: dict[str, Any],
+    spec: dict[str, Any],
+    proxy_image: str = OPERATOR_IMAGE,
+) -> dict[str, Any]:
     """The Deployment with the ``query-proxy`` sidecar and its volumes (bearer/oidc): the
     tokens file and the issuer's CA only in the proxy, the serving certificate (TLS) in both."""
     own = query_proxy.proxy_volumes(spec, names.name_of(pipeline))
     serving = tls.jaeger_volumes(pipeline, spec)
-    container = query_proxy.proxy_container(spec, [mount for _, mount in own + serving], proxy_image)
+    container = query_proxy.proxy_container(
+        spec, [mount for _, mount in own + serving], proxy_image
+    )
     if container is None:
         return deployment
     pod = deployment["spec"]["template"]["spec"]

@@ -33,7 +33,9 @@ def max_unavailable(replication_factor: int) -> int:
 def peers_file(cluster: dict[str, Any], replicas: int) -> str:
     """``ID=HOST:PORT`` per line: the StatefulSet's stable DNS names."""
     name, namespace = names.name_of(cluster), names.namespace_of(cluster)
-    return "".join(f"{name}-{i}={names.member_address(name, namespace, i)}\n" for i in range(replicas))
+    return "".join(
+        f"{name}-{i}={names.member_address(name, namespace, i)}\n" for i in range(replicas)
+    )
 
 
 def node_settings(spec: dict[str, Any], raw_keys: bool) -> str:
@@ -41,7 +43,10 @@ def node_settings(spec: dict[str, Any], raw_keys: bool) -> str:
     settings = [
         ("KVNODE_REPLICATION_FACTOR", spec["replicationFactor"]),
         ("KVNODE_CONSISTENCY", default_consistency(spec)),
-        ("KVNODE_ANTI_ENTROPY_INTERVAL", single_unit(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval")),
+        (
+            "KVNODE_ANTI_ENTROPY_INTERVAL",
+            single_unit(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval"),
+        ),
     ]
     if raw_keys:
         settings.append(("KVNODE_TRACE_RAW_KEYS", "true"))
@@ -63,7 +68,10 @@ def node_configmap(cluster: dict[str, Any], spec: dict[str, Any], raw_keys: bool
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": child_metadata(cluster, names.node_configmap(name), KVNODE),
-        "data": {"peers": peers_file(cluster, spec["replicas"]), "settings": node_settings(spec, raw_keys)},
+        "data": {
+            "peers": peers_file(cluster, spec["replicas"]),
+            "settings": node_settings(spec, raw_keys),
+        },
     }
 
 
@@ -78,8 +86,10 @@ def peers_service(cluster: dict[str, Any]) -> dict[str, Any]:
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": selector_labels(cluster, KVNODE),
-            "ports": [podspec.service_port("peer", names.PEER_PORT),
-                      podspec.service_port("client", names.CLIENT_PORT)],
+            "ports": [
+                podspec.service_port("peer", names.PEER_PORT),
+                podspec.service_port("client", names.CLIENT_PORT),
+            ],
         },
     }
 
@@ -118,7 +128,9 @@ def config_checksum(configmap: dict[str, Any], otel_env: list[dict[str, Any]]) -
     return checksum({"config": data, "env": otel_env})
 
 
-def render_kvcluster(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -> list[dict[str, Any]]:
+def render_kvcluster(
+    cluster: dict[str, Any], pipeline: dict[str, Any] | None
+) -> list[dict[str, Any]]:
     """Its own OTLP token Secret (traced by an auth pipeline), its clients' token Secrets
     (auth on), ServiceAccount, ConfigMap, headless Service, client Service, StatefulSet,
     PodDisruptionBudget, NetworkPolicy (unless ``networkPolicy.enabled`` is false);
@@ -126,15 +138,23 @@ def render_kvcluster(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -
     validate_kvcluster(cluster)
     spec = apply_defaults_kvcluster(cluster.get("spec"))
     otel_env = otel_environment(cluster, pipeline)
-    raw_keys = pipeline is not None and sampling.records_raw_keys(apply_defaults_pipeline(pipeline.get("spec")))
+    raw_keys = pipeline is not None and sampling.records_raw_keys(
+        apply_defaults_pipeline(pipeline.get("spec"))
+    )
     configmap = node_configmap(cluster, spec, raw_keys)
     # Traced members carry the label the pipeline's NetworkPolicy lets in.
     pod_labels = {TELEMETRY_CLIENT_LABEL: names.name_of(pipeline)} if pipeline is not None else {}
     # The pipeline's CA bundle when its receivers serve TLS; the cluster's own TLS and tokens.
-    volumes = (security.client_volumes(apply_defaults_pipeline(pipeline.get("spec")), names.name_of(pipeline))
-               if pipeline is not None else []) + kvsecurity.volumes(cluster, spec)
-    statefulset = render_statefulset(cluster, spec, otel_env, config_checksum(configmap, otel_env), raw_keys,
-                                     pod_labels, volumes)
+    volumes = (
+        security.client_volumes(
+            apply_defaults_pipeline(pipeline.get("spec")), names.name_of(pipeline)
+        )
+        if pipeline is not None
+        else []
+    ) + kvsecurity.volumes(cluster, spec)
+    statefulset = render_statefulset(
+        cluster, spec, otel_env, config_checksum(configmap, otel_env), raw_keys, pod_labels, volumes
+    )
     token = security.client_secret(cluster, pipeline)  # its own OTLP token, before the members
     return [
         *([token] if token else []),

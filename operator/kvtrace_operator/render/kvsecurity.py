@@ -66,8 +66,13 @@ def clients(cluster: dict[str, Any], spec: dict[str, Any]) -> list[Client]:
     result = [Client(DEFAULT_CLIENT, names.kv_client_token(name), consumer_tokens.TOKEN_KEY)]
     for entry in spec["security"]["auth"].get("clients") or ():
         ref = entry.get("tokenSecretRef")
-        result.append(Client(entry["name"], ref["name"], ref["key"]) if ref else
-                      Client(entry["name"], names.kv_client_token(name, entry["name"]), consumer_tokens.TOKEN_KEY))
+        result.append(
+            Client(entry["name"], ref["name"], ref["key"])
+            if ref
+            else Client(
+                entry["name"], names.kv_client_token(name, entry["name"]), consumer_tokens.TOKEN_KEY
+            )
+        )
     return result
 
 
@@ -76,13 +81,21 @@ def token_secrets(cluster: dict[str, Any], spec: dict[str, Any]) -> list[dict[st
     the cluster): its own and each declared client's without ``tokenSecretRef``."""
     if not auth_on(spec):
         return []
-    declared = {entry["name"] for entry in spec["security"]["auth"].get("clients") or ()
-                if not entry.get("tokenSecretRef")}
-    return [consumer_tokens.generated_secret(cluster, client.secret, TOKEN_COMPONENT)
-            for client in clients(cluster, spec) if client.name == DEFAULT_CLIENT or client.name in declared]
+    declared = {
+        entry["name"]
+        for entry in spec["security"]["auth"].get("clients") or ()
+        if not entry.get("tokenSecretRef")
+    }
+    return [
+        consumer_tokens.generated_secret(cluster, client.secret, TOKEN_COMPONENT)
+        for client in clients(cluster, spec)
+        if client.name == DEFAULT_CLIENT or client.name in declared
+    ]
 
 
-def volumes(cluster: dict[str, Any], spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def volumes(
+    cluster: dict[str, Any], spec: dict[str, Any]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(volume, mount) pairs of the members: leaf, CA bundle, client tokens."""
     result = []
     if tls_on(spec):
@@ -90,10 +103,16 @@ def volumes(cluster: dict[str, Any], spec: dict[str, Any]) -> list[tuple[dict[st
         trust, mount = tls.trust_volume(trust_secret(cluster, spec), tls.CA_FILE, TRUST_DIR)
         result.append(({**trust, "name": TRUST_VOLUME}, {**mount, "name": TRUST_VOLUME}))
     if auth_on(spec):
-        sources = [{"secret": {"name": c.secret, "items": [{"key": c.key, "path": c.name}]}}
-                   for c in clients(cluster, spec)]
-        result.append(({"name": TOKEN_VOLUME, "projected": {"sources": sources}},
-                       {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}))
+        sources = [
+            {"secret": {"name": c.secret, "items": [{"key": c.key, "path": c.name}]}}
+            for c in clients(cluster, spec)
+        ]
+        result.append(
+            (
+                {"name": TOKEN_VOLUME, "projected": {"sources": sources}},
+                {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
+            )
+        )
     return result
 
 
@@ -101,8 +120,11 @@ def node_args(spec: dict[str, Any]) -> list[str]:
     """``kvtrace node serve`` flags of the mounted files."""
     args = []
     if tls_on(spec):
-        args += [f"--tls-cert-file={TLS_DIR}/tls.crt", f"--tls-key-file={TLS_DIR}/tls.key",
-                 f"--tls-ca-file={TRUST_DIR}/{tls.CA_FILE}"]
+        args += [
+            f"--tls-cert-file={TLS_DIR}/tls.crt",
+            f"--tls-key-file={TLS_DIR}/tls.key",
+            f"--tls-ca-file={TRUST_DIR}/{tls.CA_FILE}",
+        ]
     if auth_on(spec):
         args.append(f"--auth-token-dir={TOKEN_DIR}")
     return args

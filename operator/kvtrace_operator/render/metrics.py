@@ -83,7 +83,9 @@ def metrics_settings(pipeline: dict[str, Any], spec: dict[str, Any]) -> MetricsS
         query_url = str(external["url"]).rstrip("/")
         otlp_url = str(external.get("otlpEndpoint") or query_url + OTLP_PATH)
     else:
-        host = names.service_dns(names.prometheus(names.name_of(pipeline)), names.namespace_of(pipeline))
+        host = names.service_dns(
+            names.prometheus(names.name_of(pipeline)), names.namespace_of(pipeline)
+        )
         query_url = f"http://{host}:{names.PROMETHEUS_PORT}"
         otlp_url = query_url + OTLP_PATH
     return MetricsSettings(
@@ -94,7 +96,9 @@ def metrics_settings(pipeline: dict[str, Any], spec: dict[str, Any]) -> MetricsS
         image=prometheus["image"],
         retention=_seconds(prometheus["retention"], "spec.metrics.prometheus.retention"),
         storage_size=prometheus["storageSize"],
-        scrape_interval=_seconds(prometheus["scrapeInterval"], "spec.metrics.prometheus.scrapeInterval"),
+        scrape_interval=_seconds(
+            prometheus["scrapeInterval"], "spec.metrics.prometheus.scrapeInterval"
+        ),
         resources=prometheus.get("resources") or DEFAULT_RESOURCES,
     )
 
@@ -122,12 +126,16 @@ def connectors() -> dict[str, Any]:
 
 def metrics_exporter(settings: MetricsSettings) -> dict[str, Any]:
     """OTLP/HTTP to the store, with a bounded queue: a store that is down drops metrics only."""
-    return {"metrics_endpoint": settings.otlp_url,
-            "sending_queue": {"enabled": True, "queue_size": 100},
-            "retry_on_failure": {"enabled": True, "max_elapsed_time": "60s"}}
+    return {
+        "metrics_endpoint": settings.otlp_url,
+        "sending_queue": {"enabled": True, "queue_size": 100},
+        "retry_on_failure": {"enabled": True, "max_elapsed_time": "60s"},
+    }
 
 
-def add_span_metrics(config: dict[str, Any], pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def add_span_metrics(
+    config: dict[str, Any], pipeline: dict[str, Any], spec: dict[str, Any]
+) -> dict[str, Any]:
     """``config`` (a sampling-tier collector config) with the two connectors fed by the same
     receivers as its traces pipeline, before any sampling; unchanged when metrics are off."""
     settings = metrics_settings(pipeline, spec)
@@ -141,15 +149,20 @@ def add_span_metrics(config: dict[str, Any], pipeline: dict[str, Any], spec: dic
         "processors": ["memory_limiter"],
         "exporters": [SPANMETRICS, SERVICEGRAPH],
     }
-    pipelines[METRICS_PIPELINE] = {"receivers": [SPANMETRICS, SERVICEGRAPH], "exporters": [METRICS_EXPORTER]}
+    pipelines[METRICS_PIPELINE] = {
+        "receivers": [SPANMETRICS, SERVICEGRAPH],
+        "exporters": [METRICS_EXPORTER],
+    }
     return config
 
 
 def describes(spec: dict[str, Any]) -> str:
     """What the span metrics count (for status and docs)."""
     if sampling.mode(spec) == sampling.HEAD:
-        return (f"only the head-sampled share of the traffic (ratio {spec['sampling']['ratio']}): "
-                "scale rates by 1/ratio; error counts are sampled too")
+        return (
+            f"only the head-sampled share of the traffic (ratio {spec['sampling']['ratio']}): "
+            "scale rates by 1/ratio; error counts are sampled too"
+        )
     return "every span, before tail sampling"
 
 
@@ -161,8 +174,15 @@ def jaeger_metric_backends(pipeline: dict[str, Any], spec: dict[str, Any]) -> di
     settings = metrics_settings(pipeline, spec)
     if not settings.enabled:
         return {}
-    return {SPM_BACKEND: {"prometheus": {"endpoint": settings.query_url,
-                                         "normalize_calls": True, "normalize_duration": True}}}
+    return {
+        SPM_BACKEND: {
+            "prometheus": {
+                "endpoint": settings.query_url,
+                "normalize_calls": True,
+                "normalize_duration": True,
+            }
+        }
+    }
 
 
 # --------------------------------------------------------------------------- Prometheus
@@ -170,17 +190,33 @@ def jaeger_metric_backends(pipeline: dict[str, Any], spec: dict[str, Any]) -> di
 
 def _pods_job(job: str, namespace: str, keep: dict[str, str], port_name: str) -> dict[str, Any]:
     """Pods of ``namespace`` whose labels match ``keep``, on their container port ``port_name``."""
-    relabel = [{"source_labels": [f"__meta_kubernetes_pod_label_{_label_key(key)}"],
-                "regex": value, "action": "keep"} for key, value in keep.items()]
+    relabel = [
+        {
+            "source_labels": [f"__meta_kubernetes_pod_label_{_label_key(key)}"],
+            "regex": value,
+            "action": "keep",
+        }
+        for key, value in keep.items()
+    ]
     relabel += [
-        {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": port_name, "action": "keep"},
+        {
+            "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+            "regex": port_name,
+            "action": "keep",
+        },
         {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
         {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-        {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"], "target_label": "instance_of"},
+        {
+            "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+            "target_label": "instance_of",
+        },
     ]
-    return {"job_name": job, "metrics_path": "/metrics",
-            "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [namespace]}}],
-            "relabel_configs": relabel}
+    return {
+        "job_name": job,
+        "metrics_path": "/metrics",
+        "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": [namespace]}}],
+        "relabel_configs": relabel,
+    }
 
 
 def _label_key(key: str) -> str:
@@ -195,12 +231,22 @@ def prometheus_config(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[st
     own = {"app.kubernetes.io/instance": instance, "app.kubernetes.io/part-of": "kvtrace"}
     collector = "|".join(sorted({COLLECTOR, COLLECTOR_SAMPLING, "collector-loadbalancer"}))
     return {
-        "global": {"scrape_interval": settings.scrape_interval, "evaluation_interval": settings.scrape_interval,
-                   "external_labels": {"kvtrace_pipeline": f"{namespace}/{instance}"}},
+        "global": {
+            "scrape_interval": settings.scrape_interval,
+            "evaluation_interval": settings.scrape_interval,
+            "external_labels": {"kvtrace_pipeline": f"{namespace}/{instance}"},
+        },
         "rule_files": [f"{CONFIG_DIR}/{RULES_FILE}"],
         "scrape_configs": [
-            _pods_job(JOB_COLLECTOR, namespace, {**own, "app.kubernetes.io/component": collector}, "metrics"),
-            _pods_job(JOB_JAEGER, namespace, {**own, "app.kubernetes.io/component": JAEGER}, "metrics"),
+            _pods_job(
+                JOB_COLLECTOR,
+                namespace,
+                {**own, "app.kubernetes.io/component": collector},
+                "metrics",
+            ),
+            _pods_job(
+                JOB_JAEGER, namespace, {**own, "app.kubernetes.io/component": JAEGER}, "metrics"
+            ),
             _pods_job(JOB_KVNODE, namespace, {"app.kubernetes.io/component": KVNODE}, "client"),
         ],
     }
@@ -220,9 +266,18 @@ def prometheus_args(settings: MetricsSettings) -> list[str]:
 
 def retention_size(quantity: str) -> str:
     """80% of the data volume's size in Prometheus units (``1Gi`` -> ``819MB``; MB is 2^20)."""
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    units = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "k": 10**3,
+        "M": 10**6,
+        "G": 10**9,
+        "T": 10**12,
+    }
     number = quantity.rstrip("".join(units) + "iPE")
-    unit = quantity[len(number):]
+    unit = quantity[len(number) :]
     size = float(number) * units.get(unit, 1)
     return f"{max(1, int(size * 0.8) // 2**20)}MB"
 
@@ -236,15 +291,19 @@ def prometheus_container(settings: MetricsSettings) -> dict[str, Any]:
         "ports": [podspec.port("http", names.PROMETHEUS_PORT)],
         "livenessProbe": podspec.http_probe("/-/healthy", "http", period=10),
         "readinessProbe": podspec.http_probe("/-/ready", "http", period=5),
-        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-                         {"name": "data", "mountPath": DATA_DIR}, podspec.tmp_mount()],
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "data", "mountPath": DATA_DIR},
+            podspec.tmp_mount(),
+        ],
         "securityContext": podspec.container_security_context(),
     }
     return podspec.with_resources(container, settings.resources)
 
 
-def prometheus_deployment(pipeline: dict[str, Any], settings: MetricsSettings,
-                          files: dict[str, str]) -> dict[str, Any]:
+def prometheus_deployment(
+    pipeline: dict[str, Any], settings: MetricsSettings, files: dict[str, str]
+) -> dict[str, Any]:
     name = names.prometheus(names.name_of(pipeline))
     volumes = [
         {"name": "config", "configMap": {"name": name}},
@@ -252,14 +311,17 @@ def prometheus_deployment(pipeline: dict[str, Any], settings: MetricsSettings,
         podspec.tmp_volume(),
     ]
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": child_metadata(pipeline, name, PROMETHEUS),
         "spec": {
             "replicas": 1,
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector_labels(pipeline, PROMETHEUS)},
             "template": {
-                "metadata": podspec.template_metadata(standard_labels(pipeline, PROMETHEUS), checksum(files)),
+                "metadata": podspec.template_metadata(
+                    standard_labels(pipeline, PROMETHEUS), checksum(files)
+                ),
                 "spec": {
                     "serviceAccountName": name,
                     "enableServiceLinks": False,
@@ -278,18 +340,32 @@ def prometheus_rbac(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
     metadata = child_metadata(pipeline, name, PROMETHEUS)
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": metadata,
-         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": metadata,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": names.namespace_of(pipeline)}]},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": metadata,
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": name, "namespace": names.namespace_of(pipeline)}
+            ],
+        },
     ]
 
 
 def prometheus_files(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, str]:
     """The ConfigMap's files: ``prometheus.yml`` and the alert rules."""
-    return {CONFIG_FILE: dump_config(prometheus_config(pipeline, spec)),
-            RULES_FILE: dump_config(rules_for(pipeline, spec))}
+    return {
+        CONFIG_FILE: dump_config(prometheus_config(pipeline, spec)),
+        RULES_FILE: dump_config(rules_for(pipeline, spec)),
+    }
 
 
 def metrics_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:

@@ -71,7 +71,9 @@ def kv_tls_base(cluster_name: str) -> str:
 
 def kv_client_token(cluster_name: str, client: str | None = None) -> str:
     """The generated token Secret of a KVCluster's clients, or of the declared ``client``."""
-    return f"{cluster_name}-{client}-kv-client-token" if client else f"{cluster_name}-kv-client-token"
+    return (
+        f"{cluster_name}-{client}-kv-client-token" if client else f"{cluster_name}-kv-client-token"
+    )
 
 
 # TracingPipeline children.
@@ -117,15 +119,29 @@ def pipeline_endpoints(pipeline: dict[str, Any]) -> dict[str, str]:
     # TLS is on unless the spec turns it off (the schema default: render/defaults.py).
     tls = (pipeline.get("spec") or {}).get("security", {}).get("tls", {}).get("enabled", True)
     scheme = "https" if tls else "http"
-    endpoints = {"otlpGrpc": f"{scheme}://{host}:{OTLP_GRPC_PORT}", "otlpHttp": f"{scheme}://{host}:{OTLP_HTTP_PORT}"}
+    endpoints = {
+        "otlpGrpc": f"{scheme}://{host}:{OTLP_GRPC_PORT}",
+        "otlpHttp": f"{scheme}://{host}:{OTLP_HTTP_PORT}",
+    }
     if pipeline.get("spec", {}).get("jaeger", {}).get("enabled", True):
         query = service_dns(jaeger_query(name), namespace)
         # Jaeger serves a leaf of its own in TLS modes managed and certManager (not secret).
         tls_settings = pipeline.get("spec", {}).get("security", {}).get("tls", {})
-        own_leaf = tls and (tls_settings.get("mode") or ("secret" if tls_settings.get("secretName") else "managed")) != "secret"
-        endpoints["jaegerQuery"] = f"{'https' if own_leaf else 'http'}://{query}:{JAEGER_QUERY_HTTP_PORT}"
+        own_leaf = (
+            tls
+            and (
+                tls_settings.get("mode")
+                or ("secret" if tls_settings.get("secretName") else "managed")
+            )
+            != "secret"
+        )
+        endpoints["jaegerQuery"] = (
+            f"{'https' if own_leaf else 'http'}://{query}:{JAEGER_QUERY_HTTP_PORT}"
+        )
     metrics = (pipeline.get("spec") or {}).get("metrics") or {}
     if metrics.get("enabled", False):  # the schema default (render/defaults.py)
         external = (metrics.get("external") or {}).get("url")
-        endpoints["metrics"] = external or f"http://{service_dns(prometheus(name), namespace)}:{PROMETHEUS_PORT}"
+        endpoints["metrics"] = (
+            external or f"http://{service_dns(prometheus(name), namespace)}:{PROMETHEUS_PORT}"
+        )
     return endpoints

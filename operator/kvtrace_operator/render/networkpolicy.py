@@ -55,7 +55,9 @@ def rule(ports: list[int], peers: list[dict[str, Any]] | None) -> dict[str, Any]
     return result
 
 
-def policy(owner: dict[str, Any], name: str, component: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+def policy(
+    owner: dict[str, Any], name: str, component: str, rules: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -107,26 +109,48 @@ def pipeline_policies(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
     result = []
     if sampling.two_tier(spec):
         front = COLLECTOR_LOADBALANCER
-        result.append(policy(pipeline, names.sampling_collector(name), COLLECTOR_SAMPLING, [
-            rule([names.OTLP_GRPC_PORT], [pods(selector_labels(pipeline, front))]), own]))
+        result.append(
+            policy(
+                pipeline,
+                names.sampling_collector(name),
+                COLLECTOR_SAMPLING,
+                [rule([names.OTLP_GRPC_PORT], [pods(selector_labels(pipeline, front))]), own],
+            )
+        )
         exporting = COLLECTOR_SAMPLING
     else:
         front = exporting = COLLECTOR
     # The operator sends its TraceDelivery canary (and, with --trace-pipeline, its own spans)
     # over OTLP/HTTP and looks the canary up through Jaeger's query API.
     operator = {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(OPERATOR_LABELS)}}
-    result.append(policy(pipeline, names.collector(name), front, [
-        rule(edge_ports(spec), consumers), rule([names.OTLP_HTTP_PORT], [operator]), own]))
+    result.append(
+        policy(
+            pipeline,
+            names.collector(name),
+            front,
+            [rule(edge_ports(spec), consumers), rule([names.OTLP_HTTP_PORT], [operator]), own],
+        )
+    )
     if spec["jaeger"]["enabled"]:
         if spec["networkPolicy"]["queryAccess"] == "labelled":
             query_peers = [pods({QUERY_CLIENT_LABEL: name})]
         else:
             query_peers = [{"podSelector": {}}]
-        result.append(policy(pipeline, names.jaeger(name), JAEGER, [
-            rule([names.OTLP_GRPC_PORT, names.OTLP_HTTP_PORT], [pods(selector_labels(pipeline, exporting))]),
-            # Both query ports, or only 16686 behind the query proxy (modes bearer and oidc).
-            rule([port for _, port in query_access.query_ports(spec)], query_peers),
-            rule([names.JAEGER_QUERY_HTTP_PORT], [operator]),
-            rule([names.HEALTH_PORT, names.JAEGER_METRICS_PORT], None),
-        ]))
+        result.append(
+            policy(
+                pipeline,
+                names.jaeger(name),
+                JAEGER,
+                [
+                    rule(
+                        [names.OTLP_GRPC_PORT, names.OTLP_HTTP_PORT],
+                        [pods(selector_labels(pipeline, exporting))],
+                    ),
+                    # Both query ports, or only 16686 behind the query proxy (modes bearer and oidc).
+                    rule([port for _, port in query_access.query_ports(spec)], query_peers),
+                    rule([names.JAEGER_QUERY_HTTP_PORT], [operator]),
+                    rule([names.HEALTH_PORT, names.JAEGER_METRICS_PORT], None),
+                ],
+            )
+        )
     return result

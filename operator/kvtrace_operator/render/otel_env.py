@@ -32,7 +32,10 @@ def exporter_env(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     host = names.service_dns(names.collector(names.name_of(pipeline)), names.namespace_of(pipeline))
     variables = [
-        env("OTEL_EXPORTER_OTLP_ENDPOINT", f"{security.scheme(spec)}://{host}:{names.OTLP_HTTP_PORT}"),
+        env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            f"{security.scheme(spec)}://{host}:{names.OTLP_HTTP_PORT}",
+        ),
         env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         env("OTEL_TRACES_EXPORTER", "otlp"),
         # The pipeline carries traces only: without these the SDK would also push metrics
@@ -67,7 +70,9 @@ def service_name(cluster: dict[str, Any]) -> str:
     return str(tracing.get("serviceName") or names.name_of(cluster))
 
 
-def otel_environment(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -> list[dict[str, Any]]:
+def otel_environment(
+    cluster: dict[str, Any], pipeline: dict[str, Any] | None
+) -> list[dict[str, Any]]:
     """The env list injected into KV pods; ``pipeline`` None means untraced. Raises
     SpecError (naming the pipeline's field) when the pipeline cannot be rendered."""
     if pipeline is None:

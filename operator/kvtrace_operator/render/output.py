@@ -24,11 +24,22 @@ _Dumper.add_representer(str, _string)
 
 def dump_all(objects: list[dict[str, Any]]) -> str:
     """Objects as ``---``-separated YAML; same objects, same bytes."""
-    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                         explicit_start=True, allow_unicode=True, width=100)
+    return yaml.dump_all(
+        objects,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        explicit_start=True,
+        allow_unicode=True,
+        width=100,
+    )
 
 
 def dump_json_list(objects: list[dict[str, Any]]) -> str:
     """Objects as one ``v1`` List in JSON (what ``kubectl get -o json`` prints for many)."""
-    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=4,
-                      ensure_ascii=False) + "\n"
+    return (
+        json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": objects}, indent=4, ensure_ascii=False
+        )
+        + "\n"
+    )

@@ -22,10 +22,14 @@ def instrumentation_configmap(pipeline: dict[str, Any]) -> dict[str, Any]:
     """The standard OTEL_* variables any application can ``envFrom`` (it sets its own
     OTEL_SERVICE_NAME)."""
     data = {item["name"]: item["value"] for item in exporter_env(pipeline)}
-    return config_map(pipeline, names.instrumentation(names.name_of(pipeline)), INSTRUMENTATION, data)
+    return config_map(
+        pipeline, names.instrumentation(names.name_of(pipeline)), INSTRUMENTATION, data
+    )
 
 
-def render_pipeline(pipeline: dict[str, Any], *, proxy_image: str = OPERATOR_IMAGE) -> list[dict[str, Any]]:
+def render_pipeline(
+    pipeline: dict[str, Any], *, proxy_image: str = OPERATOR_IMAGE
+) -> list[dict[str, Any]]:
     """The auth Secrets (the collector's token set, generated tokens), cert-manager Certificates
     (``tls.mode: certManager``), collector tier(s),
     Jaeger (PVC first when badger), Prometheus (``spec.metrics``), the instrumentation ConfigMap and the NetworkPolicies

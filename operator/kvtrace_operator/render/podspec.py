@@ -38,7 +38,9 @@ def service_port(name: str, number: int) -> dict[str, Any]:
     return {"name": name, "port": number, "targetPort": name, "protocol": "TCP"}
 
 
-def http_probe(path: str, port_name: str, period: int, failures: int = 3, scheme: str = "HTTP") -> dict[str, Any]:
+def http_probe(
+    path: str, port_name: str, period: int, failures: int = 3, scheme: str = "HTTP"
+) -> dict[str, Any]:
     get: dict[str, Any] = {"path": path, "port": port_name}
     if scheme != "HTTP":  # HTTPS: the kubelet does not verify the certificate
         get["scheme"] = scheme

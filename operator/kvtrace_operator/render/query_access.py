@@ -74,6 +74,7 @@ def proxied(spec: dict[str, Any]) -> bool:
 
 # ---- validation -------------------------------------------------------------------------------
 
+
 def _string(value: Any, field: str, expected: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise SpecError(field, f"expected {expected}, got {value!r}")
@@ -83,23 +84,41 @@ def _string(value: Any, field: str, expected: str) -> str:
 def _validate_oidc(oidc: Any) -> None:
     field = f"{FIELD}.oidc"
     if not isinstance(oidc, dict):
-        raise SpecError(field, "required with mode oidc: {issuer: https://..., audience: CLIENT_ID}")
-    issuer = _string(oidc.get("issuer"), f"{field}.issuer", "the https URL of the OIDC issuer (its tokens' iss)")
+        raise SpecError(
+            field, "required with mode oidc: {issuer: https://..., audience: CLIENT_ID}"
+        )
+    issuer = _string(
+        oidc.get("issuer"), f"{field}.issuer", "the https URL of the OIDC issuer (its tokens' iss)"
+    )
     parts = urlsplit(issuer)
     if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
-        raise SpecError(f"{field}.issuer", f"expected an https URL without query or fragment, got {issuer!r}")
-    _string(oidc.get("audience"), f"{field}.audience", "the audience (client id) tokens must be issued for")
+        raise SpecError(
+            f"{field}.issuer", f"expected an https URL without query or fragment, got {issuer!r}"
+        )
+    _string(
+        oidc.get("audience"),
+        f"{field}.audience",
+        "the audience (client id) tokens must be issued for",
+    )
     claim = oidc.get("requiredClaim")
     if claim is not None:
         if not isinstance(claim, dict):
-            raise SpecError(f"{field}.requiredClaim", f"expected {{name: CLAIM, value: VALUE}}, got {claim!r}")
-        name = _string(claim.get("name"), f"{field}.requiredClaim.name", "a claim name, e.g. groups")
+            raise SpecError(
+                f"{field}.requiredClaim", f"expected {{name: CLAIM, value: VALUE}}, got {claim!r}"
+            )
+        name = _string(
+            claim.get("name"), f"{field}.requiredClaim.name", "a claim name, e.g. groups"
+        )
         if "=" in name:
-            raise SpecError(f"{field}.requiredClaim.name", f"expected a claim name without '=', got {name!r}")
+            raise SpecError(
+                f"{field}.requiredClaim.name", f"expected a claim name without '=', got {name!r}"
+            )
         _string(claim.get("value"), f"{field}.requiredClaim.value", "the value the claim must hold")
     ref = oidc.get("caSecretRef")
-    if ref is not None and not (isinstance(ref, dict) and all(isinstance(ref.get(k), str) and ref[k]
-                                                             for k in ("name", "key"))):
+    if ref is not None and not (
+        isinstance(ref, dict)
+        and all(isinstance(ref.get(k), str) and ref[k] for k in ("name", "key"))
+    ):
         raise SpecError(f"{field}.caSecretRef", f"expected {{name: SECRET, key: KEY}}, got {ref!r}")
 
 
@@ -108,9 +127,13 @@ def validate(spec: dict[str, Any]) -> None:
     ``credentialsSecretRef``: render/validate.py)."""
     auth = spec["jaeger"]["query"]["auth"]
     if auth["mode"] not in MODES:
-        raise SpecError(f"{FIELD}.mode", f"expected one of {', '.join(MODES)}, got {auth['mode']!r}")
+        raise SpecError(
+            f"{FIELD}.mode", f"expected one of {', '.join(MODES)}, got {auth['mode']!r}"
+        )
     if auth.get("credentialsSecretRef") is not None and auth["mode"] == NONE:
-        raise SpecError(f"{FIELD}.credentialsSecretRef", "not used with mode none: set a mode or remove it")
+        raise SpecError(
+            f"{FIELD}.credentialsSecretRef", "not used with mode none: set a mode or remove it"
+        )
     if auth["mode"] == OIDC:
         _validate_oidc(auth.get("oidc"))
     elif auth.get("oidc") is not None:
@@ -119,10 +142,14 @@ def validate(spec: dict[str, Any]) -> None:
     if image is not None:
         _string(image, f"{FIELD}.proxyImage", "an image reference")
         if auth["mode"] not in PROXY_MODES:
-            raise SpecError(f"{FIELD}.proxyImage", f"only used with modes bearer and oidc, got mode {auth['mode']}")
+            raise SpecError(
+                f"{FIELD}.proxyImage",
+                f"only used with modes bearer and oidc, got mode {auth['mode']}",
+            )
 
 
 # ---- Secrets ----------------------------------------------------------------------------------
+
 
 def credentials_secret_name(pipeline_name: str) -> str:
     return f"{jaeger_name(pipeline_name)}-query-credentials"
@@ -155,8 +182,10 @@ def credentials_secret(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[s
     pipeline_name = name_of(pipeline)
     if auth["mode"] == BASIC:
         metadata = child_metadata(pipeline, credentials_secret_name(pipeline_name), JAEGER)
-        metadata["annotations"] = {GENERATED_ANNOTATION: CREDENTIALS_KEY,
-                                   GENERATED_PREFIX_ANNOTATION: f"{GENERATED_USER}:"}
+        metadata["annotations"] = {
+            GENERATED_ANNOTATION: CREDENTIALS_KEY,
+            GENERATED_PREFIX_ANNOTATION: f"{GENERATED_USER}:",
+        }
     else:
         metadata = child_metadata(pipeline, token_secret_name(pipeline_name), JAEGER)
         metadata["annotations"] = {GENERATED_ANNOTATION: TOKEN_KEY}
@@ -164,6 +193,7 @@ def credentials_secret(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[s
 
 
 # ---- Jaeger's config ----------------------------------------------------------------------------
+
 
 def extensions(spec: dict[str, Any]) -> dict[str, Any]:
     """The Jaeger config's authenticator extension (basic only)."""
@@ -200,8 +230,15 @@ def volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
     if ref is None:
         return []
     name, path = (VOLUME, "htpasswd") if mode(spec) == BASIC else (TOKENS_VOLUME, "tokens")
-    return [({"name": name, "secret": {"secretName": ref["name"], "items": [{"key": ref["key"], "path": path}]}},
-             {"name": name, "mountPath": CREDENTIALS_DIR, "readOnly": True})]
+    return [
+        (
+            {
+                "name": name,
+                "secret": {"secretName": ref["name"], "items": [{"key": ref["key"], "path": path}]},
+            },
+            {"name": name, "mountPath": CREDENTIALS_DIR, "readOnly": True},
+        )
+    ]
 
 
 def jaeger_volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:

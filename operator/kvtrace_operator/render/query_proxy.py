@@ -46,42 +46,73 @@ def proxy_volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
     found = volumes(spec, pipeline_name)
     ca = (settings(spec) or {}).get("oidc", {}).get("caSecretRef") if mode(spec) == OIDC else None
     if ca:
-        found.append(({"name": OIDC_CA_VOLUME, "secret": {"secretName": ca["name"],
-                                                           "items": [{"key": ca["key"], "path": "ca.crt"}]}},
-                      {"name": OIDC_CA_VOLUME, "mountPath": OIDC_CA_DIR, "readOnly": True}))
+        found.append(
+            (
+                {
+                    "name": OIDC_CA_VOLUME,
+                    "secret": {
+                        "secretName": ca["name"],
+                        "items": [{"key": ca["key"], "path": "ca.crt"}],
+                    },
+                },
+                {"name": OIDC_CA_VOLUME, "mountPath": OIDC_CA_DIR, "readOnly": True},
+            )
+        )
     return found
 
 
 def proxy_args(spec: dict[str, Any]) -> list[str]:
     auth = settings(spec) or {}
-    args = ["--mode", auth["mode"], "--listen", f"0.0.0.0:{names.JAEGER_QUERY_HTTP_PORT}",
-            "--upstream", f"http://{LOOPBACK}:{UPSTREAM_PORT}", "--tokens-file", TOKENS_FILE]
+    args = [
+        "--mode",
+        auth["mode"],
+        "--listen",
+        f"0.0.0.0:{names.JAEGER_QUERY_HTTP_PORT}",
+        "--upstream",
+        f"http://{LOOPBACK}:{UPSTREAM_PORT}",
+        "--tokens-file",
+        TOKENS_FILE,
+    ]
     if auth["mode"] == OIDC:
         oidc = auth["oidc"]
         args += ["--issuer", oidc["issuer"], "--audience", oidc["audience"]]
         if oidc.get("requiredClaim"):
-            args += ["--required-claim", f"{oidc['requiredClaim']['name']}={oidc['requiredClaim']['value']}"]
+            args += [
+                "--required-claim",
+                f"{oidc['requiredClaim']['name']}={oidc['requiredClaim']['value']}",
+            ]
         if oidc.get("caSecretRef"):
             args += ["--oidc-ca-file", f"{OIDC_CA_DIR}/ca.crt"]
     if tls.every_hop(spec):
-        args += ["--tls-cert-file", f"{tls.JAEGER_SERVING_DIR}/tls.crt",
-                 "--tls-key-file", f"{tls.JAEGER_SERVING_DIR}/tls.key"]
+        args += [
+            "--tls-cert-file",
+            f"{tls.JAEGER_SERVING_DIR}/tls.crt",
+            "--tls-key-file",
+            f"{tls.JAEGER_SERVING_DIR}/tls.key",
+        ]
     return args
 
 
-def proxy_container(spec: dict[str, Any], mounts: list[dict[str, Any]],
-                    default_image: str = OPERATOR_IMAGE) -> dict[str, Any] | None:
+def proxy_container(
+    spec: dict[str, Any], mounts: list[dict[str, Any]], default_image: str = OPERATOR_IMAGE
+) -> dict[str, Any] | None:
     """The ``query-proxy`` sidecar (bearer/oidc): ``proxyImage`` or ``default_image`` (the
     operator's own image) running ``kvtrace query-proxy``, restricted like every container,
     with ``mounts`` (its own volumes and, with TLS, Jaeger's serving certificate)."""
     if not proxied(spec):
         return None
     auth = settings(spec) or {}
-    scheme = "HTTPS" if tls.every_hop(spec) else "HTTP"  # the kubelet does not verify the certificate
+    scheme = (
+        "HTTPS" if tls.every_hop(spec) else "HTTP"
+    )  # the kubelet does not verify the certificate
 
     def probe(period: int) -> dict[str, Any]:
-        return {"httpGet": {"path": HEALTH_PATH, "port": "query-http", "scheme": scheme},
-                "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3}
+        return {
+            "httpGet": {"path": HEALTH_PATH, "port": "query-http", "scheme": scheme},
+            "periodSeconds": period,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        }
 
     return {
         "name": CONTAINER,

@@ -34,9 +34,17 @@ DEFAULT_VALUE_PATTERNS = [
 def redaction_processor(redaction: dict[str, Any]) -> dict[str, Any] | None:
     """The ``redaction`` processor for ``spec.redaction``, or None when it masks nothing."""
     builtin = redaction.get("defaultPatterns", True)
-    patterns = (DEFAULT_KEY_PATTERNS if builtin else []) + list(redaction.get("blockedKeyPatterns") or [])
-    values = (DEFAULT_VALUE_PATTERNS if builtin else []) + list(redaction.get("blockedValues") or [])
+    patterns = (DEFAULT_KEY_PATTERNS if builtin else []) + list(
+        redaction.get("blockedKeyPatterns") or []
+    )
+    values = (DEFAULT_VALUE_PATTERNS if builtin else []) + list(
+        redaction.get("blockedValues") or []
+    )
     if not (patterns or values):
         return None
-    return {"allow_all_keys": True, "blocked_key_patterns": patterns, "blocked_values": values,
-            "summary": "silent"}
+    return {
+        "allow_all_keys": True,
+        "blocked_key_patterns": patterns,
+        "blocked_values": values,
+        "summary": "silent",
+    }

@@ -18,12 +18,17 @@ KINDS = (api.KVCLUSTER, api.PIPELINE)
 def check_kind(resource: Any) -> str:
     """The resource's kind, or a SpecError naming what was expected."""
     if not isinstance(resource, dict):
-        raise SpecError("(document)", f"expected a mapping (a Kubernetes object), got {type(resource).__name__}")
+        raise SpecError(
+            "(document)", f"expected a mapping (a Kubernetes object), got {type(resource).__name__}"
+        )
     kind = resource.get("kind")
     if kind not in KINDS:
         raise SpecError("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
     if resource.get("apiVersion") != api.API_VERSION:
-        raise SpecError("apiVersion", f"expected {api.API_VERSION} for {kind}, got {resource.get('apiVersion')!r}")
+        raise SpecError(
+            "apiVersion",
+            f"expected {api.API_VERSION} for {kind}, got {resource.get('apiVersion')!r}",
+        )
     return str(kind)
 
 
@@ -32,13 +37,19 @@ def pipeline_ref(cluster: dict[str, Any]) -> str | None:
     return str(ref) if ref else None
 
 
-def referenced_pipeline(cluster: dict[str, Any], resources: list[dict[str, Any]]) -> dict[str, Any] | None:
+def referenced_pipeline(
+    cluster: dict[str, Any], resources: list[dict[str, Any]]
+) -> dict[str, Any] | None:
     """The TracingPipeline among ``resources`` that ``cluster`` references (same namespace)."""
     wanted = pipeline_ref(cluster)
     for resource in resources:
-        if (wanted and isinstance(resource, dict) and resource.get("kind") == api.PIPELINE
-                and names.name_of(resource) == wanted
-                and names.namespace_of(resource) == names.namespace_of(cluster)):
+        if (
+            wanted
+            and isinstance(resource, dict)
+            and resource.get("kind") == api.PIPELINE
+            and names.name_of(resource) == wanted
+            and names.namespace_of(resource) == names.namespace_of(cluster)
+        ):
             return resource
     return None
 
@@ -51,14 +62,17 @@ def validate_resource(resource: dict[str, Any]) -> None:
         validate_pipeline(resource)
 
 
-def render_one(resource: dict[str, Any], resources: list[dict[str, Any]], *,
-               proxy_image: str = OPERATOR_IMAGE) -> list[dict[str, Any]]:
+def render_one(
+    resource: dict[str, Any], resources: list[dict[str, Any]], *, proxy_image: str = OPERATOR_IMAGE
+) -> list[dict[str, Any]]:
     if check_kind(resource) == api.KVCLUSTER:
         return render_kvcluster(resource, referenced_pipeline(resource, resources))
     return render_pipeline(resource, proxy_image=proxy_image)
 
 
-def render_all(resources: list[dict[str, Any]], *, proxy_image: str = OPERATOR_IMAGE) -> list[dict[str, Any]]:
+def render_all(
+    resources: list[dict[str, Any]], *, proxy_image: str = OPERATOR_IMAGE
+) -> list[dict[str, Any]]:
     """Children of every KVCluster (traced when its pipeline is among ``resources``) and
     every TracingPipeline, in input order (``proxy_image``: see render_pipeline). Raises
     SpecError before returning anything."""

@@ -21,8 +21,10 @@ DEVELOPMENT = "development"
 HEAD = "head"
 MODES = (PRODUCTION, DEVELOPMENT, HEAD)
 
-HEAD_NOTE = ("head sampling: the SDK keeps a ratio of traces chosen at the root span, "
-             "so errors and slow traces are sampled at that ratio too")
+HEAD_NOTE = (
+    "head sampling: the SDK keeps a ratio of traces chosen at the root span, "
+    "so errors and slow traces are sampled at that ratio too"
+)
 
 
 def mode(spec: dict[str, Any]) -> str:
@@ -39,11 +41,15 @@ def effective_ratio(spec: dict[str, Any]) -> float:
 
 def keeps_errors(spec: dict[str, Any]) -> bool:
     """Whether every error trace is kept; unset means yes in production."""
-    return uses_tail_sampling(spec) and spec.get("sampling", {}).get("keepErrors", True) is not False
+    return (
+        uses_tail_sampling(spec) and spec.get("sampling", {}).get("keepErrors", True) is not False
+    )
 
 
 def debug_exporter_on(spec: dict[str, Any]) -> bool:
-    return mode(spec) == DEVELOPMENT or bool(spec.get("exporters", {}).get("debug", {}).get("enabled"))
+    return mode(spec) == DEVELOPMENT or bool(
+        spec.get("exporters", {}).get("debug", {}).get("enabled")
+    )
 
 
 def records_raw_keys(spec: dict[str, Any]) -> bool:
@@ -60,8 +66,10 @@ def two_tier(spec: dict[str, Any]) -> bool:
 def sdk_sampler(spec: dict[str, Any]) -> list[tuple[str, str]]:
     """``OTEL_TRACES_SAMPLER`` (and its argument) for applications sending to this pipeline."""
     if mode(spec) == HEAD:
-        return [("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
-                ("OTEL_TRACES_SAMPLER_ARG", format_ratio(effective_ratio(spec)))]
+        return [
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", format_ratio(effective_ratio(spec))),
+        ]
     return [("OTEL_TRACES_SAMPLER", "parentbased_always_on")]
 
 
@@ -74,7 +82,9 @@ def sdk_sampler(spec: dict[str, Any]) -> list[tuple[str, str]]:
 # over the threshold has ended, been exported and passed the load-balancing tier's batch with
 # a quarter of ``decisionWait`` to spare.
 SDK_SCHEDULE_DELAY_MS = 5000  # the SDK's default
-EXPORT_BATCH_SIZE = 512  # the SDK's default; larger batches hold the interpreter longer while encoded
+EXPORT_BATCH_SIZE = (
+    512  # the SDK's default; larger batches hold the interpreter longer while encoded
+)
 # 8x the SDK's 2048: about 7 s of one node's spans at the overhead benchmark's production load
 # (~2,200 spans/s per node), the time the exporter spends retrying (1 + 2 + 4 s backoff) one
 # batch the collector does not take; spans beyond it are dropped in the SDK, before any sampler.
@@ -83,25 +93,32 @@ QUEUE_SIZE = 16384
 
 def schedule_delay_ms(spec: dict[str, Any]) -> int:
     """``OTEL_BSP_SCHEDULE_DELAY``: a quarter of ``decisionWait``, at most 5000 ms."""
-    wait = parse_duration(spec.get("sampling", {}).get("decisionWait", "10s"), "spec.sampling.decisionWait")
+    wait = parse_duration(
+        spec.get("sampling", {}).get("decisionWait", "10s"), "spec.sampling.decisionWait"
+    )
     return max(1, min(SDK_SCHEDULE_DELAY_MS, wait // 4_000_000))
 
 
 def min_decision_wait_ns(spec: dict[str, Any]) -> int:
     """The shortest ``decisionWait`` that judges whole traces: 2 x (``latencyThreshold`` +
     ``collector.batch.timeout``) (see the comment above ``SDK_SCHEDULE_DELAY_MS``)."""
-    threshold = parse_duration(spec.get("sampling", {}).get("latencyThreshold", "500ms"),
-                               "spec.sampling.latencyThreshold")
-    batch = parse_duration(spec.get("collector", {}).get("batch", {}).get("timeout", "200ms"),
-                           "spec.collector.batch.timeout")
+    threshold = parse_duration(
+        spec.get("sampling", {}).get("latencyThreshold", "500ms"), "spec.sampling.latencyThreshold"
+    )
+    batch = parse_duration(
+        spec.get("collector", {}).get("batch", {}).get("timeout", "200ms"),
+        "spec.collector.batch.timeout",
+    )
     return 2 * (threshold + batch)
 
 
 def sdk_batch_processor(spec: dict[str, Any]) -> list[tuple[str, str]]:
     """The ``OTEL_BSP_*`` variables for applications sending to this pipeline."""
-    return [("OTEL_BSP_SCHEDULE_DELAY", str(schedule_delay_ms(spec))),
-            ("OTEL_BSP_MAX_QUEUE_SIZE", str(QUEUE_SIZE)),
-            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", str(EXPORT_BATCH_SIZE))]
+    return [
+        ("OTEL_BSP_SCHEDULE_DELAY", str(schedule_delay_ms(spec))),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", str(QUEUE_SIZE)),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", str(EXPORT_BATCH_SIZE)),
+    ]
 
 
 def format_ratio(ratio: float) -> str:
@@ -119,15 +136,28 @@ def tail_sampling_config(spec: dict[str, Any]) -> dict[str, Any]:
     sampling = spec.get("sampling", {})
     policies: list[dict[str, Any]] = []
     if keeps_errors(spec):
-        policies.append({"name": "errors", "type": "status_code",
-                         "status_code": {"status_codes": ["ERROR"]}})
-    threshold = duration_ms(sampling.get("latencyThreshold", "500ms"), "spec.sampling.latencyThreshold")
+        policies.append(
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
+        )
+    threshold = duration_ms(
+        sampling.get("latencyThreshold", "500ms"), "spec.sampling.latencyThreshold"
+    )
     policies.append({"name": "slow", "type": "latency", "latency": {"threshold_ms": threshold}})
     # The operator's own reconciles are few and are what explains a rolling restart: keep them all.
-    policies.append({"name": "operator", "type": "string_attribute",
-                     "string_attribute": {"key": "service.name", "values": [OPERATOR_SERVICE_NAME]}})
-    policies.append({"name": "ratio", "type": "probabilistic",
-                     "probabilistic": {"sampling_percentage": percentage(effective_ratio(spec))}})
+    policies.append(
+        {
+            "name": "operator",
+            "type": "string_attribute",
+            "string_attribute": {"key": "service.name", "values": [OPERATOR_SERVICE_NAME]},
+        }
+    )
+    policies.append(
+        {
+            "name": "ratio",
+            "type": "probabilistic",
+            "probabilistic": {"sampling_percentage": percentage(effective_ratio(spec))},
+        }
+    )
     return {
         "decision_wait": sampling.get("decisionWait", "10s"),
         "num_traces": int(sampling.get("numTraces", 50000)),

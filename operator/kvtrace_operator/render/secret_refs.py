@@ -47,11 +47,20 @@ class SecretRef(NamedTuple):
 
 def _volume_refs(volume: Mapping[str, Any]) -> list[SecretRef]:
     rolls = volume.get("name") not in RELOADED_VOLUMES
-    sources = [volume["secret"] | {"name": volume["secret"].get("secretName")}] if "secret" in volume else [
-        source["secret"] for source in (volume.get("projected") or {}).get("sources") or () if "secret" in source]
-    return [SecretRef(str(source["name"]), key, rolls, bool(source.get("optional")))
-            for source in sources
-            for key in ([item["key"] for item in source.get("items") or ()] or [None])]
+    sources = (
+        [volume["secret"] | {"name": volume["secret"].get("secretName")}]
+        if "secret" in volume
+        else [
+            source["secret"]
+            for source in (volume.get("projected") or {}).get("sources") or ()
+            if "secret" in source
+        ]
+    )
+    return [
+        SecretRef(str(source["name"]), key, rolls, bool(source.get("optional")))
+        for source in sources
+        for key in ([item["key"] for item in source.get("items") or ()] or [None])
+    ]
 
 
 def pod_secret_refs(pod_spec: Mapping[str, Any]) -> list[SecretRef]:
@@ -61,7 +70,9 @@ def pod_secret_refs(pod_spec: Mapping[str, Any]) -> list[SecretRef]:
         for item in container.get("env") or ():
             ref = (item.get("valueFrom") or {}).get("secretKeyRef")
             if ref:
-                refs.append(SecretRef(str(ref["name"]), str(ref["key"]), True, bool(ref.get("optional"))))
+                refs.append(
+                    SecretRef(str(ref["name"]), str(ref["key"]), True, bool(ref.get("optional")))
+                )
         for source in container.get("envFrom") or ():
             if "secretRef" in source:
                 ref = source["secretRef"]
@@ -79,8 +90,12 @@ def workload_secret_refs(obj: Mapping[str, Any]) -> list[SecretRef]:
 
 def generated_secrets(children: Iterable[Mapping[str, Any]]) -> set[str]:
     """Names of the Secrets among ``children`` that the operator creates itself."""
-    return {obj["metadata"]["name"] for obj in children
-            if obj.get("kind") == "Secret" and GENERATED_ANNOTATION in (obj["metadata"].get("annotations") or {})}
+    return {
+        obj["metadata"]["name"]
+        for obj in children
+        if obj.get("kind") == "Secret"
+        and GENERATED_ANNOTATION in (obj["metadata"].get("annotations") or {})
+    }
 
 
 def referenced_secrets(children: Iterable[Mapping[str, Any]]) -> list[SecretRef]:
@@ -99,7 +114,9 @@ class Found(NamedTuple):
     keys: frozenset[str]
 
 
-def missing_secrets(refs: Sequence[SecretRef], found: Mapping[str, Found | None], namespace: str) -> list[str]:
+def missing_secrets(
+    refs: Sequence[SecretRef], found: Mapping[str, Found | None], namespace: str
+) -> list[str]:
     """One message per required Secret that does not exist or lacks a key the pods use."""
     problems: list[str] = []
     for ref in refs:
@@ -118,8 +135,9 @@ def missing_secrets(refs: Sequence[SecretRef], found: Mapping[str, Found | None]
     return problems
 
 
-def roll_on_secret_changes(children: Sequence[Mapping[str, Any]], found: Mapping[str, Found | None]
-                           ) -> list[dict[str, Any]]:
+def roll_on_secret_changes(
+    children: Sequence[Mapping[str, Any]], found: Mapping[str, Found | None]
+) -> list[dict[str, Any]]:
     """``children`` with the checksum annotation of every workload that uses a Secret it
     reads only at start extended by those Secrets' resourceVersions (so a changed Secret
     rolls it); workloads without such Secrets keep the checksum of their configuration."""
@@ -133,7 +151,8 @@ def roll_on_secret_changes(children: Sequence[Mapping[str, Any]], found: Mapping
         annotations = copied["spec"]["template"]["metadata"].setdefault("annotations", {})
         versions = {name: getattr(found.get(name), "resource_version", "") for name in names}
         annotations[CHECKSUM_ANNOTATION] = checksum(
-            {"config": annotations.get(CHECKSUM_ANNOTATION, ""), "secrets": versions})
+            {"config": annotations.get(CHECKSUM_ANNOTATION, ""), "secrets": versions}
+        )
         result.append(copied)
     return result
 
@@ -152,33 +171,58 @@ def made_for_members(cluster: dict[str, Any]) -> set[str]:
     spec = apply_defaults_kvcluster(cluster.get("spec"))
     if not tls.every_hop(spec):
         return set()
-    return {tls.trust_secret(kv_tls_base(name_of(cluster))), *(leaf["secret"] for leaf in tls.leaves(cluster, spec))}
+    return {
+        tls.trust_secret(kv_tls_base(name_of(cluster))),
+        *(leaf["secret"] for leaf in tls.leaves(cluster, spec)),
+    }
 
 
-def secrets_condition(refs: Sequence[SecretRef], problems: Sequence[str], *, generation: int | None,
-                      now: str, waiting: Sequence[str] = ()) -> dict[str, Any]:
+def secrets_condition(
+    refs: Sequence[SecretRef],
+    problems: Sequence[str],
+    *,
+    generation: int | None,
+    now: str,
+    waiting: Sequence[str] = (),
+) -> dict[str, Any]:
     """``SecretsReady``: False while a referenced Secret or key is missing: reason
     SecretNotFound, or SecretPending when only Secrets the operator is about to create are."""
     if problems:
-        return condition(SECRETS_READY, False, SECRET_NOT_FOUND,
-                         "; ".join(problems) + ": nothing is applied until it exists "
-                         "(pods would not start: CreateContainerConfigError)",
-                         generation=generation, now=now)
+        return condition(
+            SECRETS_READY,
+            False,
+            SECRET_NOT_FOUND,
+            "; ".join(problems) + ": nothing is applied until it exists "
+            "(pods would not start: CreateContainerConfigError)",
+            generation=generation,
+            now=now,
+        )
     if waiting:
-        return condition(SECRETS_READY, False, SECRET_PENDING,
-                         "; ".join(waiting) + " yet: the pipeline's reconcile creates it; nothing is "
-                         "applied until then", generation=generation, now=now)
+        return condition(
+            SECRETS_READY,
+            False,
+            SECRET_PENDING,
+            "; ".join(waiting) + " yet: the pipeline's reconcile creates it; nothing is "
+            "applied until then",
+            generation=generation,
+            now=now,
+        )
     used = sorted({ref.name for ref in refs})
-    message = f"every referenced Secret exists ({', '.join(used)})" if used else "no Secret is referenced"
+    message = (
+        f"every referenced Secret exists ({', '.join(used)})" if used else "no Secret is referenced"
+    )
     return condition(SECRETS_READY, True, "SecretsFound", message, generation=generation, now=now)
 
 
-def with_conditions(status: Mapping[str, Any], previous: Mapping[str, Any] | None,
-                    extra: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def with_conditions(
+    status: Mapping[str, Any], previous: Mapping[str, Any] | None, extra: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
     """``status`` with ``extra`` conditions replacing (or added after) those of the same type;
     transition times kept from ``previous`` where the status did not change."""
     types = {cond["type"] for cond in extra}
-    current = [cond for cond in status.get("conditions") or () if cond["type"] not in types] + list(extra)
+    current = [cond for cond in status.get("conditions") or () if cond["type"] not in types] + list(
+        extra
+    )
     return {**status, "conditions": merge_conditions((previous or {}).get("conditions"), current)}
 
 
@@ -192,7 +236,16 @@ def pipeline_secret_names(pipeline: dict[str, Any]) -> set[str]:
         return set()
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     client = {"volumes": [volume for volume, _ in client_volumes(spec, name_of(pipeline))]}
-    uses = [*(ref for obj in children for ref in workload_secret_refs(obj)), *pod_secret_refs(client)]
-    tokens = {consumer.secret for consumer in consumer_tokens.consumers(auth(spec) or {}, name_of(pipeline), ())
-              } if auth(spec) else set()
+    uses = [
+        *(ref for obj in children for ref in workload_secret_refs(obj)),
+        *pod_secret_refs(client),
+    ]
+    tokens = (
+        {
+            consumer.secret
+            for consumer in consumer_tokens.consumers(auth(spec) or {}, name_of(pipeline), ())
+        }
+        if auth(spec)
+        else set()
+    )
     return {ref.name for ref in uses} | generated_secrets(children) | tokens

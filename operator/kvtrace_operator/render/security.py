@@ -69,7 +69,9 @@ def token_secret(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, An
     settings = auth(spec)
     if settings is None or settings.get("tokenSecretRef"):
         return None
-    return consumer_tokens.generated_secret(pipeline, token_secret_name(name_of(pipeline)), TOKEN_COMPONENT)
+    return consumer_tokens.generated_secret(
+        pipeline, token_secret_name(name_of(pipeline)), TOKEN_COMPONENT
+    )
 
 
 def pipeline_secrets(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -80,11 +82,16 @@ def pipeline_secrets(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dic
     if settings is None:
         return []
     own = token_secret(pipeline, spec)
-    return [consumer_tokens.token_set(pipeline), *([own] if own else []),
-            *consumer_tokens.generated_consumer_secrets(pipeline, settings)]
+    return [
+        consumer_tokens.token_set(pipeline),
+        *([own] if own else []),
+        *consumer_tokens.generated_consumer_secrets(pipeline, settings),
+    ]
 
 
-def client_secret(cluster: dict[str, Any], pipeline: dict[str, Any] | None) -> dict[str, Any] | None:
+def client_secret(
+    cluster: dict[str, Any], pipeline: dict[str, Any] | None
+) -> dict[str, Any] | None:
     """A traced KVCluster's own token Secret when its pipeline requires auth."""
     if pipeline is None or auth(apply_defaults_pipeline(pipeline.get("spec"))) is None:
         return None
@@ -101,6 +108,7 @@ def scheme(spec: dict[str, Any]) -> str:
 
 
 # ---- collector side -------------------------------------------------------------------------
+
 
 def receiver_settings(spec: dict[str, Any]) -> dict[str, Any]:
     """What every server protocol of an edge receiver gets (``auth``, ``tls``)."""
@@ -127,34 +135,60 @@ def extensions(spec: dict[str, Any]) -> dict[str, Any]:
     return {AUTH_EXTENSION: {"filename": TOKEN_FILE}} if auth(spec) else {}
 
 
-def collector_volumes(spec: dict[str, Any], pipeline_name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def collector_volumes(
+    spec: dict[str, Any], pipeline_name: str
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Secret volumes (and mounts) of the edge tier: the token file (every consumer's token)."""
     volumes = []
     if auth(spec):
-        volumes.append((
-            {"name": "auth-token", "secret": {"secretName": consumer_tokens.token_set_secret(pipeline_name),
-                                              "items": [{"key": consumer_tokens.TOKEN_SET_KEY, "path": "token"}]}},
-            {"name": "auth-token", "mountPath": AUTH_DIR, "readOnly": True}))
+        volumes.append(
+            (
+                {
+                    "name": "auth-token",
+                    "secret": {
+                        "secretName": consumer_tokens.token_set_secret(pipeline_name),
+                        "items": [{"key": consumer_tokens.TOKEN_SET_KEY, "path": "token"}],
+                    },
+                },
+                {"name": "auth-token", "mountPath": AUTH_DIR, "readOnly": True},
+            )
+        )
     return volumes  # TLS volumes: render/tls.py
 
 
 # ---- client (KV pod) side -------------------------------------------------------------------
 
+
 def client_env(spec: dict[str, Any], cluster_name: str) -> list[dict[str, Any]]:
     """The KVCluster's own token (from its Secret), the header built from it, the CA file."""
     result: list[dict[str, Any]] = []
     if auth(spec):
-        result.append({"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {
-            "name": consumer_tokens.client_token_secret(cluster_name), "key": TOKEN_KEY}}})
+        result.append(
+            {
+                "name": TOKEN_ENV,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": consumer_tokens.client_token_secret(cluster_name),
+                        "key": TOKEN_KEY,
+                    }
+                },
+            }
+        )
         # W3C-baggage format, value URL-encoded (%20 is the space); the kubelet expands $(...).
-        result.append({"name": "OTEL_EXPORTER_OTLP_HEADERS",
-                       "value": f"authorization=Bearer%20$({TOKEN_ENV})"})
+        result.append(
+            {
+                "name": "OTEL_EXPORTER_OTLP_HEADERS",
+                "value": f"authorization=Bearer%20$({TOKEN_ENV})",
+            }
+        )
     if tls(spec):
         result.append({"name": "OTEL_EXPORTER_OTLP_CERTIFICATE", "value": CLIENT_CA_FILE})
     return result
 
 
-def client_volumes(spec: dict[str, Any], pipeline_name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def client_volumes(
+    spec: dict[str, Any], pipeline_name: str
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Only the CA bundle (the user's Secret's ``ca.crt``, or the managed trust bundle): a
     client never sees a private key."""
     if not tls(spec):

@@ -8,7 +8,14 @@ from typing import Any
 from kvtrace_operator.render.defaults import Each
 from kvtrace_operator.render.errors import SpecError
 
-OBJECT, LIST, STRING, BOOLEAN, INTEGER, NUMBER = "an object", "a list", "a string", "true or false", "an integer", "a number"
+OBJECT, LIST, STRING, BOOLEAN, INTEGER, NUMBER = (
+    "an object",
+    "a list",
+    "a string",
+    "true or false",
+    "an integer",
+    "a number",
+)
 STRINGS, STRING_MAP = "a list of strings", "an object of string values"
 
 # spec.security.tls of both kinds (render/tls.py).
@@ -57,9 +64,16 @@ PIPELINE_OPTIONAL = {
     "security.auth.consumers": LIST,
     **_TLS_OPTIONAL,
 }
-EXPORTER_OPTIONAL = {"name": STRING, "endpoint": STRING, "headers": STRING_MAP, "compression": STRING,
-                     "secretHeaders": LIST, "tls.caSecret": OBJECT, "tls.caSecret.name": STRING,
-                     "tls.caSecret.key": STRING}
+EXPORTER_OPTIONAL = {
+    "name": STRING,
+    "endpoint": STRING,
+    "headers": STRING_MAP,
+    "compression": STRING,
+    "secretHeaders": LIST,
+    "tls.caSecret": OBJECT,
+    "tls.caSecret.name": STRING,
+    "tls.caSecret.key": STRING,
+}
 
 
 def _kind_of(default: Any) -> str:
@@ -82,7 +96,9 @@ def _matches(value: Any, kind: str) -> bool:
         LIST: lambda v: isinstance(v, list),
         STRING: lambda v: isinstance(v, str),
         STRINGS: lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
-        STRING_MAP: lambda v: isinstance(v, dict) and all(isinstance(item, str) for item in v.values()),
+        STRING_MAP: lambda v: (
+            isinstance(v, dict) and all(isinstance(item, str) for item in v.values())
+        ),
         BOOLEAN: lambda v: isinstance(v, bool),
         INTEGER: lambda v: isinstance(v, int) and not isinstance(v, bool),
         NUMBER: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
@@ -130,10 +146,14 @@ def check_optional(types: dict[str, str], spec: dict[str, Any], field: str) -> N
             _expect(value, kind, f"{field}.{dotted}")
 
 
-def check_spec(resource: dict[str, Any], tree: dict[str, Any], optional: dict[str, str]) -> dict[str, Any]:
+def check_spec(
+    resource: dict[str, Any], tree: dict[str, Any], optional: dict[str, str]
+) -> dict[str, Any]:
     """The resource's spec (``{}`` when absent), checked against ``tree`` and ``optional``."""
     if not isinstance(resource.get("metadata"), dict):
-        raise SpecError("metadata", f"expected an object with a name, got {resource.get('metadata')!r}")
+        raise SpecError(
+            "metadata", f"expected an object with a name, got {resource.get('metadata')!r}"
+        )
     spec = resource.get("spec")
     if spec is None:
         return {}

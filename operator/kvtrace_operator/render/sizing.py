@@ -64,8 +64,10 @@ def collector_memory_limit(spec: dict[str, Any], working_set: int) -> int:
 def collector_resources(spec: dict[str, Any], samples: bool) -> dict[str, Any]:
     """The collector container's resources (``samples``: this tier runs the tail sampler)."""
     working = collector_working_set(spec, samples)
-    defaults = {"requests": {"cpu": CPU_REQUEST, "memory": _mebibytes(working)},
-                "limits": {"memory": _mebibytes(collector_memory_limit(spec, working))}}
+    defaults = {
+        "requests": {"cpu": CPU_REQUEST, "memory": _mebibytes(working)},
+        "limits": {"memory": _mebibytes(collector_memory_limit(spec, working))},
+    }
     return merged(spec["collector"].get("resources"), defaults)
 
 
@@ -76,8 +78,10 @@ def jaeger_resources(spec: dict[str, Any]) -> dict[str, Any]:
         working = PROCESS_BYTES + BADGER_BYTES
     else:
         working = PROCESS_BYTES + int(storage["maxTraces"]) * SPANS_PER_TRACE * SPAN_BYTES
-    defaults = {"requests": {"cpu": CPU_REQUEST, "memory": _mebibytes(working)},
-                "limits": {"memory": _mebibytes(working * JAEGER_LIMIT_FACTOR)}}
+    defaults = {
+        "requests": {"cpu": CPU_REQUEST, "memory": _mebibytes(working)},
+        "limits": {"memory": _mebibytes(working * JAEGER_LIMIT_FACTOR)},
+    }
     return merged(spec["jaeger"].get("resources"), defaults)
 
 
@@ -88,7 +92,9 @@ def merged(user: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, A
     taken = set(user.get("requests") or {}) | set(user.get("limits") or {})
     result = dict(user)
     for part in ("requests", "limits"):
-        values = {name: value for name, value in defaults.get(part, {}).items() if name not in taken}
+        values = {
+            name: value for name, value in defaults.get(part, {}).items() if name not in taken
+        }
         values.update(user.get(part) or {})
         if values:
             result[part] = values

@@ -44,8 +44,12 @@ def node_env(otel_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return identity + [item for item in otel_env if item["name"] not in taken]
 
 
-def node_container(spec: dict[str, Any], otel_env: list[dict[str, Any]], raw_keys: bool,
-                   extra_mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def node_container(
+    spec: dict[str, Any],
+    otel_env: list[dict[str, Any]],
+    raw_keys: bool,
+    extra_mounts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     container = {
         "name": "kvnode",
         "image": spec["image"],
@@ -54,8 +58,12 @@ def node_container(spec: dict[str, Any], otel_env: list[dict[str, Any]], raw_key
         "args": node_args(spec, raw_keys),
         "env": node_env(otel_env),
         "ports": [podspec.port("client", names.CLIENT_PORT), podspec.port("peer", names.PEER_PORT)],
-        "livenessProbe": podspec.http_probe("/healthz", "client", period=10, scheme=kvsecurity.probe_scheme(spec)),
-        "readinessProbe": podspec.http_probe("/readyz", "client", period=5, scheme=kvsecurity.probe_scheme(spec)),
+        "livenessProbe": podspec.http_probe(
+            "/healthz", "client", period=10, scheme=kvsecurity.probe_scheme(spec)
+        ),
+        "readinessProbe": podspec.http_probe(
+            "/readyz", "client", period=5, scheme=kvsecurity.probe_scheme(spec)
+        ),
         "volumeMounts": [
             {"name": "data", "mountPath": names.DATA_DIR},
             {"name": "config", "mountPath": names.CONFIG_DIR, "readOnly": True},
@@ -83,14 +91,21 @@ def affinity(cluster: dict[str, Any], scheduling: dict[str, Any]) -> dict[str, A
         if policy == "required":
             result["podAntiAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
         else:
-            result["podAntiAffinity"] = {"preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 100, "podAffinityTerm": term}]}
+            result["podAntiAffinity"] = {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 100, "podAffinityTerm": term}
+                ]
+            }
     return result or None
 
 
-def pod_spec(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[str, Any]],
-             raw_keys: bool, extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] | None = None
-             ) -> dict[str, Any]:
+def pod_spec(
+    cluster: dict[str, Any],
+    spec: dict[str, Any],
+    otel_env: list[dict[str, Any]],
+    raw_keys: bool,
+    extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """``extra_volumes``: (volume, mount) pairs, e.g. the pipeline's CA certificate."""
     name = names.name_of(cluster)
     scheduling = spec["scheduling"]
@@ -132,10 +147,15 @@ def volume_claim(cluster: dict[str, Any], storage: dict[str, Any]) -> dict[str, 
     return claim
 
 
-def render_statefulset(cluster: dict[str, Any], spec: dict[str, Any], otel_env: list[dict[str, Any]],
-                       config_checksum: str, raw_keys: bool = False,
-                       pod_labels: dict[str, str] | None = None,
-                       extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] | None = None) -> dict[str, Any]:
+def render_statefulset(
+    cluster: dict[str, Any],
+    spec: dict[str, Any],
+    otel_env: list[dict[str, Any]],
+    config_checksum: str,
+    raw_keys: bool = False,
+    pod_labels: dict[str, str] | None = None,
+    extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """OrderedReady, one pod at a time: an image change never takes down more than one member.
     ``pod_labels``: extra labels of the members (not in the selector), e.g. the one that lets
     them through the pipeline's NetworkPolicy."""
@@ -152,7 +172,10 @@ def render_statefulset(cluster: dict[str, Any], spec: dict[str, Any], otel_env: 
             # A member removed by scaling was drained first; its stale volume must not come
             # back with a later scale-up (deleted keys whose tombstones were purged would
             # reappear). Deleting the KVCluster keeps the volumes.
-            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Delete"},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Retain",
+                "whenScaled": "Delete",
+            },
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
             "selector": {"matchLabels": selector_labels(cluster, KVNODE)},
             "template": {

@@ -66,8 +66,10 @@ def condition(
 
 def _condition_maker(generation: int | None, now: str) -> Callable[..., dict[str, Any]]:
     """condition() with the resource's generation and the current time filled in."""
+
     def cond(type_: str, status: bool | str, reason: str, message: str) -> dict[str, Any]:
         return condition(type_, status, reason, message, generation=generation, now=now)
+
     return cond
 
 
@@ -80,7 +82,11 @@ def merge_conditions(
     merged = []
     for cond in current:
         old = before.get(cond["type"])
-        if old is not None and old.get("status") == cond["status"] and old.get("lastTransitionTime"):
+        if (
+            old is not None
+            and old.get("status") == cond["status"]
+            and old.get("lastTransitionTime")
+        ):
             cond = {**cond, "lastTransitionTime": old["lastTransitionTime"]}
         merged.append(cond)
     return merged
@@ -145,20 +151,33 @@ def tracing_state(
 ) -> dict[str, Any]:
     """What the handler learned about the referenced pipeline, for kvcluster_status()."""
     if not pipeline_name:
-        return {"reason": TRACING_DISABLED, "pipeline": None,
-                "message": "spec.tracing.pipelineRef is not set: the cluster runs untraced"}
+        return {
+            "reason": TRACING_DISABLED,
+            "pipeline": None,
+            "message": "spec.tracing.pipelineRef is not set: the cluster runs untraced",
+        }
     if not found:
-        return {"reason": TRACING_NOT_FOUND, "pipeline": pipeline_name,
-                "message": f"TracingPipeline {pipeline_name!r} (spec.tracing.pipelineRef.name) "
-                           "does not exist in this namespace: the cluster runs untraced until it appears"}
+        return {
+            "reason": TRACING_NOT_FOUND,
+            "pipeline": pipeline_name,
+            "message": f"TracingPipeline {pipeline_name!r} (spec.tracing.pipelineRef.name) "
+            "does not exist in this namespace: the cluster runs untraced until it appears",
+        }
     if error:
-        return {"reason": TRACING_INVALID, "pipeline": pipeline_name,
-                "message": f"TracingPipeline {pipeline_name!r} is invalid ({error}): "
-                           "the cluster runs untraced until it is fixed"}
+        return {
+            "reason": TRACING_INVALID,
+            "pipeline": pipeline_name,
+            "message": f"TracingPipeline {pipeline_name!r} is invalid ({error}): "
+            "the cluster runs untraced until it is fixed",
+        }
     where = f" to {endpoint}" if endpoint else ""
     how = f" (sampling mode {mode})" if mode else ""
-    return {"reason": TRACING_CONFIGURED, "pipeline": pipeline_name, "sampler": sampler,
-            "message": f"spans are exported{where} through TracingPipeline {pipeline_name!r}{how}"}
+    return {
+        "reason": TRACING_CONFIGURED,
+        "pipeline": pipeline_name,
+        "sampler": sampler,
+        "message": f"spans are exported{where} through TracingPipeline {pipeline_name!r}{how}",
+    }
 
 
 def kvcluster_status(
@@ -212,9 +231,13 @@ def kvcluster_status(
         ]
     else:
         phase, conditions = _cluster_conditions(
-            cond, statefulset, desired=desired,
+            cond,
+            statefulset,
+            desired=desired,
             replication_factor=_int(spec.get("replicationFactor"), 1),
-            was_ready=bool(previous.get("readyReplicas")), draining=draining)
+            was_ready=bool(previous.get("readyReplicas")),
+            draining=draining,
+        )
         status["phase"] = phase
     conditions.append(cond("TracingConfigured", tracing_ok, tracing["reason"], tracing["message"]))
     status["conditions"] = merge_conditions(previous.get("conditions"), conditions)
@@ -225,8 +248,9 @@ def _int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def _not_ready_detail(sts: Mapping[str, Any] | None, desired: int, ready: int, current: int,
-                      draining: Sequence[str]) -> str:
+def _not_ready_detail(
+    sts: Mapping[str, Any] | None, desired: int, ready: int, current: int, draining: Sequence[str]
+) -> str:
     """Why a cluster is not Ready, also when every member it has is ready (not "3/3 members
     ready" alone): the StatefulSet is missing, members drain, it scales or rolls a new template."""
     if sts is None:
@@ -240,27 +264,40 @@ def _not_ready_detail(sts: Mapping[str, Any] | None, desired: int, ready: int, c
         return f"{counts}, but the StatefulSet has {current} of {desired} (scaling)"
     updated = int(sts.get("updatedReplicas") or 0)
     if updated < desired:
-        return f"{counts}, but only {updated}/{desired} run the current pod template (rolling update)"
+        return (
+            f"{counts}, but only {updated}/{desired} run the current pod template (rolling update)"
+        )
     return f"{counts}, but the StatefulSet has not finished rolling out the current pod template"
 
 
-def _cluster_conditions(cond: Callable[..., dict[str, Any]], sts: Mapping[str, Any] | None, *, desired: int,
-                        replication_factor: int, was_ready: bool, draining: Sequence[str] = (),
-                        ) -> tuple[str, list[dict[str, Any]]]:
+def _cluster_conditions(
+    cond: Callable[..., dict[str, Any]],
+    sts: Mapping[str, Any] | None,
+    *,
+    desired: int,
+    replication_factor: int,
+    was_ready: bool,
+    draining: Sequence[str] = (),
+) -> tuple[str, list[dict[str, Any]]]:
     """Phase, and the Ready, Progressing and Degraded conditions of a valid KVCluster."""
     ready = int(sts["readyReplicas"]) if sts else 0
     current = int(sts["replicas"]) if sts else 0
     need = quorum(replication_factor)
     counts = f"{ready}/{desired} members ready"
-    quorum_note = (f"quorum {'available' if ready >= need else 'not available'} "
-                   f"({need} of replication factor {replication_factor})")
+    quorum_note = (
+        f"quorum {'available' if ready >= need else 'not available'} "
+        f"({need} of replication factor {replication_factor})"
+    )
     progressing: tuple[str, str] | None = None
     if sts is None:
         phase, progressing = PHASE_PENDING, ("Creating", "creating the StatefulSet")
     elif draining:
         phase = PHASE_PROGRESSING
-        progressing = ("Draining", f"scaling down to {desired} members: {', '.join(draining)} left the "
-                                   "peers file and hand their data over before they are removed")
+        progressing = (
+            "Draining",
+            f"scaling down to {desired} members: {', '.join(draining)} left the "
+            "peers file and hand their data over before they are removed",
+        )
     elif sts["desired"] != desired or current != desired:
         phase = PHASE_PROGRESSING
         progressing = ("Scaling", f"scaling from {current} to {desired} members ({counts})")
@@ -276,14 +313,28 @@ def _cluster_conditions(cond: Callable[..., dict[str, Any]], sts: Mapping[str, A
         phase = PHASE_DEGRADED
 
     is_ready = sts is not None and bool(sts["ready"]) and current == desired and ready >= desired
-    ready_cond = (cond("Ready", True, "AllMembersReady", counts) if is_ready
-                  else cond("Ready", False, "MembersNotReady",
-                            f"{_not_ready_detail(sts, desired, ready, current, draining)}; {quorum_note}"))
-    prog_cond = (cond("Progressing", True, *progressing) if progressing
-                 else cond("Progressing", False, "Stable", f"all {desired} members rolled out"))
+    ready_cond = (
+        cond("Ready", True, "AllMembersReady", counts)
+        if is_ready
+        else cond(
+            "Ready",
+            False,
+            "MembersNotReady",
+            f"{_not_ready_detail(sts, desired, ready, current, draining)}; {quorum_note}",
+        )
+    )
+    prog_cond = (
+        cond("Progressing", True, *progressing)
+        if progressing
+        else cond("Progressing", False, "Stable", f"all {desired} members rolled out")
+    )
     if phase == PHASE_DEGRADED:
-        deg = cond("Degraded", True, "MembersUnavailable" if ready >= need else "QuorumLost",
-                   f"{counts}; {quorum_note}")
+        deg = cond(
+            "Degraded",
+            True,
+            "MembersUnavailable" if ready >= need else "QuorumLost",
+            f"{counts}; {quorum_note}",
+        )
     else:
         deg = cond("Degraded", False, "AsExpected", counts)
     return phase, [ready_cond, prog_cond, deg]
@@ -304,10 +355,15 @@ def sampling_status(spec: Mapping[str, Any]) -> dict[str, Any]:
         note = "development: every span is kept and also written to the debug exporter"
     else:
         errors = "every trace with an error, " if sampling.keeps_errors(spec) else ""
-        note = (f"production tail sampling: {errors}every trace slower than "
-                f"{spec['sampling']['latencyThreshold']}, and a ratio {ratio} of the rest")
-    return {"sdkSampler": dict(sampling.sdk_sampler(spec))["OTEL_TRACES_SAMPLER"],
-            "tailSampling": sampling.uses_tail_sampling(spec), "note": note}
+        note = (
+            f"production tail sampling: {errors}every trace slower than "
+            f"{spec['sampling']['latencyThreshold']}, and a ratio {ratio} of the rest"
+        )
+    return {
+        "sdkSampler": dict(sampling.sdk_sampler(spec))["OTEL_TRACES_SAMPLER"],
+        "tailSampling": sampling.uses_tail_sampling(spec),
+        "note": note,
+    }
 
 
 def pipeline_status(
@@ -365,10 +421,16 @@ def pipeline_status(
         jg_ok, jg_reason, jg_msg = False, "Disabled", "spec.jaeger.enabled is false"
     ready = coll_ok and (jg_ok or not jaeger_enabled)
     status["sampling"] = sampling_status(spec)
-    why = "; ".join(m for ok, m in ((coll_ok, coll_msg), (jg_ok or not jaeger_enabled, jg_msg)) if not ok)
+    why = "; ".join(
+        m for ok, m in ((coll_ok, coll_msg), (jg_ok or not jaeger_enabled, jg_msg)) if not ok
+    )
     conditions = [
-        cond("Ready", ready, "PipelineReady" if ready else "ComponentsNotReady",
-             status["sampling"]["note"] if ready else why),
+        cond(
+            "Ready",
+            ready,
+            "PipelineReady" if ready else "ComponentsNotReady",
+            status["sampling"]["note"] if ready else why,
+        ),
         cond("ConfigValid", True, "Valid", "the spec is valid and rendered"),
         cond("CollectorReady", coll_ok, coll_reason, coll_msg),
         cond("JaegerReady", jg_ok, jg_reason, jg_msg),
@@ -377,7 +439,9 @@ def pipeline_status(
     relevant = collectors + (jaegers if jaeger_enabled else [])
     if ready:
         status["phase"] = PHASE_RUNNING
-    elif any(not w["rolledOut"] for w in relevant) or len(collectors) < status["collector"]["tiers"]:
+    elif (
+        any(not w["rolledOut"] for w in relevant) or len(collectors) < status["collector"]["tiers"]
+    ):
         status["phase"] = PHASE_PROGRESSING
     elif previous.get("phase") in (PHASE_RUNNING, PHASE_DEGRADED):
         status["phase"] = PHASE_DEGRADED

@@ -31,16 +31,26 @@ _STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
 OBJECT_META: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "name": {"type": "string"}, "generateName": {"type": "string"},
-        "namespace": {"type": "string"}, "labels": _STRINGS, "annotations": _STRINGS,
-        "uid": {"type": "string"}, "resourceVersion": {"type": "string"},
-        "generation": {"type": "integer"}, "creationTimestamp": {"type": ["string", "null"]},
-        "deletionTimestamp": {"type": "string"}, "deletionGracePeriodSeconds": {"type": "integer"},
+        "name": {"type": "string"},
+        "generateName": {"type": "string"},
+        "namespace": {"type": "string"},
+        "labels": _STRINGS,
+        "annotations": _STRINGS,
+        "uid": {"type": "string"},
+        "resourceVersion": {"type": "string"},
+        "generation": {"type": "integer"},
+        "creationTimestamp": {"type": ["string", "null"]},
+        "deletionTimestamp": {"type": "string"},
+        "deletionGracePeriodSeconds": {"type": "integer"},
         "finalizers": {"type": "array", "items": {"type": "string"}},
-        "ownerReferences": {"type": "array", "items": {"type": "object",
-                                                       "x-kubernetes-preserve-unknown-fields": True}},
-        "managedFields": {"type": "array", "items": {"type": "object",
-                                                     "x-kubernetes-preserve-unknown-fields": True}},
+        "ownerReferences": {
+            "type": "array",
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
+        "managedFields": {
+            "type": "array",
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
         "selfLink": {"type": "string"},
     },
 }
@@ -51,9 +61,12 @@ _SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 SUBDOMAIN_MESSAGE = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
     "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
-    f"for validation is '{_SUBDOMAIN}')")
-BLOCKED_NOTE = ("some validation rules were not checked because the object was invalid; "
-                "correct the existing errors to complete validation")
+    f"for validation is '{_SUBDOMAIN}')"
+)
+BLOCKED_NOTE = (
+    "some validation rules were not checked because the object was invalid; "
+    "correct the existing errors to complete validation"
+)
 
 
 @dataclass
@@ -78,13 +91,22 @@ def metadata_errors(resource: dict[str, Any]) -> list[FieldError]:
     metadata = resource.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     if not isinstance(name, str) or not name:
-        return [FieldError("metadata.name", "Required value: name or generateName is required",
-                           blocking=True)]
+        return [
+            FieldError(
+                "metadata.name", "Required value: name or generateName is required", blocking=True
+            )
+        ]
     if len(name) > 253:
-        return [FieldError("metadata.name", f"Invalid value: {json.dumps(name)}: "
-                           "must be no more than 253 characters")]
+        return [
+            FieldError(
+                "metadata.name",
+                f"Invalid value: {json.dumps(name)}: must be no more than 253 characters",
+            )
+        ]
     if not re.fullmatch(_SUBDOMAIN, name):
-        return [FieldError("metadata.name", f"Invalid value: {json.dumps(name)}: {SUBDOMAIN_MESSAGE}")]
+        return [
+            FieldError("metadata.name", f"Invalid value: {json.dumps(name)}: {SUBDOMAIN_MESSAGE}")
+        ]
     return []
 
 
@@ -112,8 +134,9 @@ def unknown_fields(value: Any, schema: dict[str, Any], path: str = "") -> Iterat
             elif isinstance(extra, dict):
                 yield from unknown_fields(item, extra, where)
             elif not preserve:
-                yield FieldError(where, f'unknown field "{where}"'
-                                 + _did_you_mean(str(key), sorted(properties)))
+                yield FieldError(
+                    where, f'unknown field "{where}"' + _did_you_mean(str(key), sorted(properties))
+                )
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
             yield from unknown_fields(item, schema["items"], f"{path}[{index}]")
@@ -159,8 +182,14 @@ def _shown(value: Any) -> str:
 
 def _kind(value: Any) -> str:
     """A value's JSON type, quoted, as the API server names it in a type error."""
-    for kind, name in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"),
-                       (int, "integer"), (float, "number")):
+    for kind, name in (
+        (bool, "boolean"),
+        (dict, "object"),
+        (list, "array"),
+        (str, "string"),
+        (int, "integer"),
+        (float, "number"),
+    ):
         if isinstance(value, kind):
             return f'"{name}"'
     return "null"
@@ -174,23 +203,25 @@ def _message(error: jsonschema.ValidationError, where: str) -> tuple[str, str]:
         missing = next((name for name in expected if name not in value), expected[0])
         return _join(where, missing), "Required value"
     if kind == "enum":
-        return where, (f"Unsupported value: {_shown(value)}: supported values: "
-                       + ", ".join(json.dumps(item) for item in expected))
+        return where, (
+            f"Unsupported value: {_shown(value)}: supported values: "
+            + ", ".join(json.dumps(item) for item in expected)
+        )
     words = {
         "type": f"Invalid value: {_kind(value)}: {where} in body must be of type {expected}: {_kind(value)}",
         "anyOf": f"Invalid value: {_kind(value)}: {where} in body must be of type integer or string: "
-                 f"{_kind(value)}",
+        f"{_kind(value)}",
         "minimum": f"{invalid} should be greater than or equal to {expected}",
         "maximum": f"{invalid} should be less than or equal to {expected}",
         "pattern": f"{invalid} should match '{expected}'",
         "minLength": f"{invalid} should be at least {expected} chars long",
         "maxLength": f"Too long: may not be more than {expected} bytes",
         "minItems": f"Invalid value: {len(value) if isinstance(value, list) else value}: "
-                    f"{where} in body should have at least {expected} items",
+        f"{where} in body should have at least {expected} items",
         "maxItems": f"Too many: {len(value) if isinstance(value, list) else value}: "
-                    f"must have at most {expected} items",
+        f"must have at most {expected} items",
         "maxProperties": f"Too many: {len(value) if isinstance(value, dict) else value}: "
-                         f"must have at most {expected} items",
+        f"must have at most {expected} items",
     }
     return where, words.get(str(kind), f"Invalid value: {_shown(value)}: {error.message}")
 
@@ -199,16 +230,23 @@ def schema_errors(value: Any, schema: dict[str, Any]) -> list[FieldError]:
     """The structural schema's errors (types, enums, bounds, patterns, required), each once."""
     validator = jsonschema.Draft4Validator(schema)
     found: list[FieldError] = []
-    for error in sorted(validator.iter_errors(value), key=lambda e: (path_of(e.absolute_path), str(e.validator))):
+    for error in sorted(
+        validator.iter_errors(value), key=lambda e: (path_of(e.absolute_path), str(e.validator))
+    ):
         where, message = _message(error, path_of(error.absolute_path))
         # A wrong type or an unsupported enum value leaves the API server's rules unchecked.
-        found.append(FieldError(where, message, blocking=error.validator in ("type", "anyOf", "enum")))
+        found.append(
+            FieldError(where, message, blocking=error.validator in ("type", "anyOf", "enum"))
+        )
     return found
 
 
 def _list_key(item: Any, keys: list[str]) -> str:
-    return json.dumps({key: item.get(key) for key in keys} if isinstance(item, dict) else item,
-                      sort_keys=True, separators=(",", ":"))
+    return json.dumps(
+        {key: item.get(key) for key in keys} if isinstance(item, dict) else item,
+        sort_keys=True,
+        separators=(",", ":"),
+    )
 
 
 def list_errors(value: Any, schema: dict[str, Any], path: str = "") -> Iterator[FieldError]:

@@ -44,7 +44,9 @@ MANAGED, CERT_MANAGER, SECRET = "managed", "certManager", "secret"
 MODES = (MANAGED, CERT_MANAGER, SECRET)
 SERVING_VOLUME = "serving-cert"  # re-read by the program: a change rolls nothing
 TRUST_VOLUME = "telemetry-ca"  # read at start: a change rolls the pods
-SERVING_DIR = "/etc/otelcol-serving"  # not below /etc/otelcol (read-only config) or /etc/otelcol-tls
+SERVING_DIR = (
+    "/etc/otelcol-serving"  # not below /etc/otelcol (read-only config) or /etc/otelcol-tls
+)
 TRUST_DIR = "/etc/otelcol-trust"
 JAEGER_SERVING_DIR = "/etc/jaeger-serving"
 CA_FILE = "ca.crt"
@@ -124,7 +126,12 @@ def client_ca(spec: dict[str, Any], pipeline_name: str) -> tuple[str, str]:
 
 def dns_names(service: str, namespace: str) -> tuple[str, ...]:
     """Every name a client in the cluster may use for ``service``."""
-    return (service, f"{service}.{namespace}", f"{service}.{namespace}.svc", names.service_dns(service, namespace))
+    return (
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        names.service_dns(service, namespace),
+    )
 
 
 def kv_leaves(cluster: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -136,8 +143,14 @@ def kv_leaves(cluster: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, A
     name, namespace = names.name_of(cluster), names.namespace_of(cluster)
     peers = names.peers_service(name)
     members = [f"*.{peers}.{namespace}.svc", f"*.{names.service_dns(peers, namespace)}"]
-    return [{"secret": leaf_secret(names.kv_tls_base(name)), "component": KVNODE, "commonName": name,
-             "dnsNames": [*dns_names(name, namespace), *dns_names(peers, namespace), *members]}]
+    return [
+        {
+            "secret": leaf_secret(names.kv_tls_base(name)),
+            "component": KVNODE,
+            "commonName": name,
+            "dnsNames": [*dns_names(name, namespace), *dns_names(peers, namespace), *members],
+        }
+    ]
 
 
 def leaves(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -149,17 +162,30 @@ def leaves(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any
     if not every_hop(spec):
         return []
     name, namespace = names.name_of(pipeline), names.namespace_of(pipeline)
-    servers = [(names.collector(name), names.collector(name),
-                COLLECTOR_LOADBALANCER if sampling.two_tier(spec) else COLLECTOR)]
+    servers = [
+        (
+            names.collector(name),
+            names.collector(name),
+            COLLECTOR_LOADBALANCER if sampling.two_tier(spec) else COLLECTOR,
+        )
+    ]
     if sampling.two_tier(spec):
-        servers.append((names.sampling_collector(name), names.sampling_collector(name), COLLECTOR_SAMPLING))
+        servers.append(
+            (names.sampling_collector(name), names.sampling_collector(name), COLLECTOR_SAMPLING)
+        )
     if spec["jaeger"]["enabled"]:
         servers.append((names.jaeger(name), names.jaeger_otlp(name), JAEGER))
     # Jaeger's leaf serves its query port too (or the query proxy beside it).
     extra = {names.jaeger(name): dns_names(names.jaeger_query(name), namespace)}
-    return [{"secret": leaf_secret(workload), "component": component, "commonName": service,
-             "dnsNames": [*dns_names(service, namespace), *extra.get(workload, ())]}
-            for workload, service, component in servers]
+    return [
+        {
+            "secret": leaf_secret(workload),
+            "component": component,
+            "commonName": service,
+            "dnsNames": [*dns_names(service, namespace), *extra.get(workload, ())],
+        }
+        for workload, service, component in servers
+    ]
 
 
 def written_secrets(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[str]:
@@ -168,7 +194,11 @@ def written_secrets(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[str]
     managed; the trust bundle in mode certManager (cert-manager writes the leaves)."""
     name = base_name(pipeline)
     if mode(spec) == MANAGED:
-        return [ca_secret(name), trust_secret(name), *(leaf["secret"] for leaf in leaves(pipeline, spec))]
+        return [
+            ca_secret(name),
+            trust_secret(name),
+            *(leaf["secret"] for leaf in leaves(pipeline, spec)),
+        ]
     return [trust_secret(name)] if mode(spec) == CERT_MANAGER else []
 
 
@@ -185,10 +215,14 @@ def reload_interval(spec: dict[str, Any]) -> str:
 
 # ---- configs --------------------------------------------------------------------------------
 
+
 def server_tls(spec: dict[str, Any], directory: str = SERVING_DIR) -> dict[str, Any]:
     """The ``tls`` block of a receiver protocol serving the mounted leaf."""
-    return {"cert_file": f"{directory}/tls.crt", "key_file": f"{directory}/tls.key",
-            "reload_interval": reload_interval(spec)}
+    return {
+        "cert_file": f"{directory}/tls.crt",
+        "key_file": f"{directory}/tls.key",
+        "reload_interval": reload_interval(spec),
+    }
 
 
 def client_tls(server_name: str | None = None) -> dict[str, Any]:
@@ -208,21 +242,43 @@ def exporter_tls(spec: dict[str, Any], server_name: str | None = None) -> dict[s
 
 # ---- volumes --------------------------------------------------------------------------------
 
+
 def serving_volume(secret: str, directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The key pair of ``secret`` at ``directory`` (reloaded: never rolls the pod)."""
-    return ({"name": SERVING_VOLUME, "secret": {"secretName": secret, "items": [
-                {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}},
-            {"name": SERVING_VOLUME, "mountPath": directory, "readOnly": True})
+    return (
+        {
+            "name": SERVING_VOLUME,
+            "secret": {
+                "secretName": secret,
+                "items": [
+                    {"key": "tls.crt", "path": "tls.crt"},
+                    {"key": "tls.key", "path": "tls.key"},
+                ],
+            },
+        },
+        {"name": SERVING_VOLUME, "mountPath": directory, "readOnly": True},
+    )
 
 
 def trust_volume(secret: str, key: str, directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Only the CA bundle (``ca.crt``) of ``secret``: clients never see a private key."""
-    return ({"name": TRUST_VOLUME, "secret": {"secretName": secret, "items": [{"key": key, "path": CA_FILE}]}},
-            {"name": TRUST_VOLUME, "mountPath": directory, "readOnly": True})
+    return (
+        {
+            "name": TRUST_VOLUME,
+            "secret": {"secretName": secret, "items": [{"key": key, "path": CA_FILE}]},
+        },
+        {"name": TRUST_VOLUME, "mountPath": directory, "readOnly": True},
+    )
 
 
-def collector_volumes(pipeline: dict[str, Any], spec: dict[str, Any], workload_name: str, *,
-                      serves: bool, exports_inside: bool) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def collector_volumes(
+    pipeline: dict[str, Any],
+    spec: dict[str, Any],
+    workload_name: str,
+    *,
+    serves: bool,
+    exports_inside: bool,
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """A collector tier's TLS volumes: ``serves`` its receivers over TLS (its leaf, or the
     user's Secret at the edge); ``exports_inside`` to the sampling tier or Jaeger (the bundle)."""
     if settings(spec) is None:
@@ -231,13 +287,19 @@ def collector_volumes(pipeline: dict[str, Any], spec: dict[str, Any], workload_n
     volumes = []
     if serves:
         edge = workload_name == names.collector(name)
-        volumes.append(serving_volume(edge_secret(spec, name) if edge else leaf_secret(workload_name), SERVING_DIR))
+        volumes.append(
+            serving_volume(
+                edge_secret(spec, name) if edge else leaf_secret(workload_name), SERVING_DIR
+            )
+        )
     if exports_inside and every_hop(spec):
         volumes.append(trust_volume(trust_secret(name), CA_FILE, TRUST_DIR))
     return volumes
 
 
-def jaeger_volumes(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def jaeger_volumes(
+    pipeline: dict[str, Any], spec: dict[str, Any]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     if not every_hop(spec):
         return []
     return [serving_volume(leaf_secret(names.jaeger(names.name_of(pipeline))), JAEGER_SERVING_DIR)]
@@ -245,29 +307,50 @@ def jaeger_volumes(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[tuple
 
 # ---- Secrets of the managed CA ----------------------------------------------------------------
 
+
 def _data(values: dict[str, str]) -> dict[str, str]:
     return {key: base64.b64encode(value.encode()).decode() for key, value in sorted(values.items())}
 
 
-def secret(pipeline: dict[str, Any], name: str, component: str, values: dict[str, str],
-           secret_type: str = TLS_SECRET_TYPE) -> dict[str, Any]:
+def secret(
+    pipeline: dict[str, Any],
+    name: str,
+    component: str,
+    values: dict[str, str],
+    secret_type: str = TLS_SECRET_TYPE,
+) -> dict[str, Any]:
     """A Secret the operator writes (PEM text in ``values``), owned by the pipeline."""
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": child_metadata(pipeline, name, component),
-            "type": secret_type, "data": _data(values)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": child_metadata(pipeline, name, component),
+        "type": secret_type,
+        "data": _data(values),
+    }
 
 
 def trust_secret_object(pipeline: dict[str, Any], bundle_pem: str) -> dict[str, Any]:
-    return secret(pipeline, trust_secret(base_name(pipeline)), TRUST_COMPONENT, {CA_FILE: bundle_pem}, "Opaque")
+    return secret(
+        pipeline,
+        trust_secret(base_name(pipeline)),
+        TRUST_COMPONENT,
+        {CA_FILE: bundle_pem},
+        "Opaque",
+    )
 
 
 def decoded(secret_obj: dict[str, Any] | None) -> dict[str, str]:
     """The data of a Secret read from the API, as text (empty for a missing Secret)."""
     if not secret_obj:
         return {}
-    return {key: base64.b64decode(value).decode() for key, value in (secret_obj.get("data") or {}).items()}
+    return {
+        key: base64.b64decode(value).decode()
+        for key, value in (secret_obj.get("data") or {}).items()
+    }
 
 
 # ---- validation -------------------------------------------------------------------------------
+
 
 def validate(spec: dict[str, Any]) -> None:
     """SpecError naming the ``spec.security.tls`` field that cannot work (the CRD's CEL rules,
@@ -275,35 +358,58 @@ def validate(spec: dict[str, Any]) -> None:
     values = spec["security"]["tls"]
     field = "spec.security.tls"
     if values.get("mode") is not None and values["mode"] not in MODES:
-        raise SpecError(f"{field}.mode", f"expected one of {', '.join(MODES)}, got {values['mode']!r}")
+        raise SpecError(
+            f"{field}.mode", f"expected one of {', '.join(MODES)}, got {values['mode']!r}"
+        )
     chosen = values.get("mode") or (SECRET if values.get("secretName") else MANAGED)
     if values.get("secretName") and chosen != SECRET:
         raise SpecError(f"{field}.secretName", f"is used only by mode secret, got mode {chosen}")
     if chosen == CERT_MANAGER:
         issuer = values.get("issuerRef")
         if not isinstance(issuer, dict) or not issuer.get("name"):
-            raise SpecError(f"{field}.issuerRef", "required with mode certManager: {name: ISSUER, kind: "
-                            "Issuer|ClusterIssuer}, the cert-manager issuer that signs the certificates")
+            raise SpecError(
+                f"{field}.issuerRef",
+                "required with mode certManager: {name: ISSUER, kind: "
+                "Issuer|ClusterIssuer}, the cert-manager issuer that signs the certificates",
+            )
         if issuer.get("kind", "Issuer") not in ISSUER_KINDS:
-            raise SpecError(f"{field}.issuerRef.kind", f"expected one of {', '.join(ISSUER_KINDS)}, "
-                            f"got {issuer.get('kind')!r}")
+            raise SpecError(
+                f"{field}.issuerRef.kind",
+                f"expected one of {', '.join(ISSUER_KINDS)}, got {issuer.get('kind')!r}",
+            )
     if chosen == SECRET and not values.get("secretName"):
-        raise SpecError(f"{field}.secretName", "required with mode secret: a Secret with tls.crt, tls.key "
-                        "and ca.crt (as cert-manager writes it)")
-    nanos = {key: parse_duration(values[key], f"{field}.{key}", MIN_DURATION) for key in DURATION_FIELDS}
+        raise SpecError(
+            f"{field}.secretName",
+            "required with mode secret: a Secret with tls.crt, tls.key "
+            "and ca.crt (as cert-manager writes it)",
+        )
+    nanos = {
+        key: parse_duration(values[key], f"{field}.{key}", MIN_DURATION) for key in DURATION_FIELDS
+    }
     if nanos["renewBefore"] >= nanos["duration"]:
-        raise SpecError(f"{field}.renewBefore", f"expected less than duration ({values['duration']}), "
-                        f"got {values['renewBefore']!r}")
+        raise SpecError(
+            f"{field}.renewBefore",
+            f"expected less than duration ({values['duration']}), got {values['renewBefore']!r}",
+        )
     if nanos["caRenewBefore"] >= nanos["caDuration"]:
-        raise SpecError(f"{field}.caRenewBefore", f"expected less than caDuration ({values['caDuration']}), "
-                        f"got {values['caRenewBefore']!r}")
+        raise SpecError(
+            f"{field}.caRenewBefore",
+            f"expected less than caDuration ({values['caDuration']}), "
+            f"got {values['caRenewBefore']!r}",
+        )
     if 2 * nanos["renewBefore"] >= nanos["caRenewBefore"]:
-        raise SpecError(f"{field}.caRenewBefore", "expected more than twice renewBefore "
-                        f"({values['renewBefore']}): leaves move to a new CA half-way through "
-                        f"caRenewBefore, got {values['caRenewBefore']!r}")
+        raise SpecError(
+            f"{field}.caRenewBefore",
+            "expected more than twice renewBefore "
+            f"({values['renewBefore']}): leaves move to a new CA half-way through "
+            f"caRenewBefore, got {values['caRenewBefore']!r}",
+        )
 
 
 def policy_seconds(spec: dict[str, Any]) -> dict[str, float]:
     """The four durations in seconds (for the rotation policy of the k8s layer)."""
     values = spec["security"]["tls"]
-    return {key: parse_duration(values[key], f"spec.security.tls.{key}") / 1e9 for key in DURATION_FIELDS}
+    return {
+        key: parse_duration(values[key], f"spec.security.tls.{key}") / 1e9
+        for key in DURATION_FIELDS
+    }

@@ -31,7 +31,10 @@ MIN_DURATIONS = {
     "spec.jaeger.storage.retention": "1m",
     "spec.metrics.prometheus.retention": "1h",
     "spec.metrics.prometheus.scrapeInterval": "1s",
-    **{f"spec.security.tls.{field}": "1s" for field in ("duration", "renewBefore", "caDuration", "caRenewBefore")},
+    **{
+        f"spec.security.tls.{field}": "1s"
+        for field in ("duration", "renewBefore", "caDuration", "caRenewBefore")
+    },
 }
 
 
@@ -45,8 +48,11 @@ def _duration(spec: dict[str, Any], field: str) -> None:
 def _name(resource: dict[str, Any], limit: int) -> None:
     name = resource.get("metadata", {}).get("name")
     if not isinstance(name, str) or not _DNS_LABEL.match(name) or len(name) > limit:
-        raise SpecError("metadata.name", f"expected a DNS label (lower-case letters, digits, '-', "
-                        f"starting with a letter) of at most {limit} characters, got {name!r}")
+        raise SpecError(
+            "metadata.name",
+            f"expected a DNS label (lower-case letters, digits, '-', "
+            f"starting with a letter) of at most {limit} characters, got {name!r}",
+        )
 
 
 def _integer(value: Any, field: str, low: int, high: int) -> int:
@@ -72,15 +78,25 @@ def validate_kvcluster(cluster: dict[str, Any]) -> None:
     replicas = _integer(spec["replicas"], "spec.replicas", 1, 100)
     factor = _integer(spec["replicationFactor"], "spec.replicationFactor", 1, 7)
     if factor > replicas:
-        raise SpecError("spec.replicationFactor", f"must be at most spec.replicas ({replicas}): "
-                        f"each key needs {factor} distinct members, got {factor}")
+        raise SpecError(
+            "spec.replicationFactor",
+            f"must be at most spec.replicas ({replicas}): "
+            f"each key needs {factor} distinct members, got {factor}",
+        )
     for level in ("read", "write"):
         _enum(spec["consistency"][level], f"spec.consistency.{level}", CONSISTENCY_LEVELS)
     _duration(spec, "spec.antiEntropy.interval")
     _quantity(spec["storage"]["size"], "spec.storage.size")
-    _enum(spec["scheduling"]["podAntiAffinity"], "spec.scheduling.podAntiAffinity",
-          ("preferred", "required", "none"))
-    _enum(spec["networkPolicy"]["clientAccess"], "spec.networkPolicy.clientAccess", ("all", "labelled"))
+    _enum(
+        spec["scheduling"]["podAntiAffinity"],
+        "spec.scheduling.podAntiAffinity",
+        ("preferred", "required", "none"),
+    )
+    _enum(
+        spec["networkPolicy"]["clientAccess"],
+        "spec.networkPolicy.clientAccess",
+        ("all", "labelled"),
+    )
     kvsecurity.validate(spec)
 
 
@@ -91,9 +107,12 @@ def _validate_sampling(spec: dict[str, Any]) -> None:
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
         raise SpecError("spec.sampling.ratio", f"expected a number from 0 to 1, got {ratio!r}")
     if mode == sampling.HEAD and values.get("keepErrors") is True:
-        raise SpecError("spec.sampling.keepErrors", "head sampling decides at the root span, before "
-                        "any error happens, so it cannot keep every error: use mode production "
-                        "(tail sampling) or leave keepErrors unset/false")
+        raise SpecError(
+            "spec.sampling.keepErrors",
+            "head sampling decides at the root span, before "
+            "any error happens, so it cannot keep every error: use mode production "
+            "(tail sampling) or leave keepErrors unset/false",
+        )
     _duration(spec, "spec.sampling.latencyThreshold")
     _duration(spec, "spec.sampling.decisionWait")
     if sampling.uses_tail_sampling(spec):
@@ -106,10 +125,14 @@ def _decision_wait(spec: dict[str, Any]) -> None:
     wait = parse_duration(spec["sampling"]["decisionWait"], "spec.sampling.decisionWait")
     minimum = sampling.min_decision_wait_ns(spec)
     if wait < minimum:
-        raise SpecError("spec.sampling.decisionWait", (
-            f"expected at least 2 x (spec.sampling.latencyThreshold + spec.collector.batch.timeout) = "
-            f"{minimum / 1e9:g}s with tail sampling, got {spec['sampling']['decisionWait']!r}: the "
-            f"sampler would decide before a trace just over the latency threshold has reached it"))
+        raise SpecError(
+            "spec.sampling.decisionWait",
+            (
+                f"expected at least 2 x (spec.sampling.latencyThreshold + spec.collector.batch.timeout) = "
+                f"{minimum / 1e9:g}s with tail sampling, got {spec['sampling']['decisionWait']!r}: the "
+                f"sampler would decide before a trace just over the latency threshold has reached it"
+            ),
+        )
 
 
 def _validate_destinations(spec: dict[str, Any]) -> None:
@@ -128,12 +151,17 @@ def _validate_destinations(spec: dict[str, Any]) -> None:
         _enum(exporter["protocol"], f"{field}.protocol", ("grpc", "http"))
         _validate_secret_refs(exporter, field)
     if not (spec["jaeger"]["enabled"] or exporters or sampling.debug_exporter_on(spec)):
-        raise SpecError("spec.exporters", "traces have nowhere to go: enable spec.jaeger, add "
-                        "spec.exporters.otlp or enable spec.exporters.debug")
+        raise SpecError(
+            "spec.exporters",
+            "traces have nowhere to go: enable spec.jaeger, add "
+            "spec.exporters.otlp or enable spec.exporters.debug",
+        )
 
 
 def _secret_ref(ref: Any, field: str) -> None:
-    if not isinstance(ref, dict) or not all(isinstance(ref.get(key), str) and ref[key] for key in ("name", "key")):
+    if not isinstance(ref, dict) or not all(
+        isinstance(ref.get(key), str) and ref[key] for key in ("name", "key")
+    ):
         raise SpecError(field, f"expected {{name: SECRET, key: KEY}}, got {ref!r}")
 
 
@@ -161,7 +189,9 @@ def _validate_jaeger(spec: dict[str, Any]) -> None:
     _quantity(storage["size"], "spec.jaeger.storage.size")
     tenancy = jaeger["tenancy"]
     if tenancy["enabled"] and not tenancy.get("tenants"):
-        raise SpecError("spec.jaeger.tenancy.tenants", "expected at least one tenant when tenancy is enabled")
+        raise SpecError(
+            "spec.jaeger.tenancy.tenants", "expected at least one tenant when tenancy is enabled"
+        )
     query_access.validate(spec)
     if (ref := jaeger["query"]["auth"].get("credentialsSecretRef")) is not None:
         _secret_ref(ref, f"{query_access.FIELD}.credentialsSecretRef")
@@ -181,13 +211,19 @@ def _validate_metrics(spec: dict[str, Any]) -> None:
     if external is None:
         return
     if not spec["metrics"]["enabled"]:
-        raise SpecError("spec.metrics.external", "external needs enabled: true (the span metrics "
-                        "are what is sent there)")
+        raise SpecError(
+            "spec.metrics.external",
+            "external needs enabled: true (the span metrics are what is sent there)",
+        )
     for key in ("url", "otlpEndpoint"):
         value = external.get(key)
-        if (value is not None or key == "url") and not (isinstance(value, str) and _URL.match(value)):
-            raise SpecError(f"spec.metrics.external.{key}", "expected an http(s) URL such as "
-                            f"http://prometheus.monitoring:9090, got {value!r}")
+        if (value is not None or key == "url") and not (
+            isinstance(value, str) and _URL.match(value)
+        ):
+            raise SpecError(
+                f"spec.metrics.external.{key}",
+                f"expected an http(s) URL such as http://prometheus.monitoring:9090, got {value!r}",
+            )
 
 
 def _validate_security(spec: dict[str, Any]) -> None:
@@ -206,9 +242,16 @@ def validate_pipeline(pipeline: dict[str, Any]) -> None:
     _validate_jaeger(spec)
     _validate_destinations(spec)
     _validate_metrics(spec)
-    _enum(spec["networkPolicy"]["queryAccess"], "spec.networkPolicy.queryAccess", ("namespace", "labelled"))
+    _enum(
+        spec["networkPolicy"]["queryAccess"],
+        "spec.networkPolicy.queryAccess",
+        ("namespace", "labelled"),
+    )
     _validate_security(spec)
     hashed = spec["redaction"].get("hashAttributes") or []
     if "kvstore.key" not in hashed and sampling.mode(spec) != sampling.DEVELOPMENT:
-        raise SpecError("spec.redaction.hashAttributes", "must contain kvstore.key: raw keys are "
-                        "kept only by a development pipeline that asks for it explicitly")
+        raise SpecError(
+            "spec.redaction.hashAttributes",
+            "must contain kvstore.key: raw keys are "
+            "kept only by a development pipeline that asks for it explicitly",
+        )

@@ -45,28 +45,35 @@ def configuration_name(namespaces: Sequence[str]) -> str:
 
 
 def namespace_selector(namespaces: Sequence[str], operator_namespace: str | None) -> dict[str, Any]:
-    expressions: list[dict[str, Any]] = [{"key": OPT_OUT_LABEL, "operator": "NotIn", "values": [OPT_OUT_VALUE]}]
+    expressions: list[dict[str, Any]] = [
+        {"key": OPT_OUT_LABEL, "operator": "NotIn", "values": [OPT_OUT_VALUE]}
+    ]
     if namespaces:
-        expressions.append({"key": NAMESPACE_LABEL, "operator": "In", "values": sorted(set(namespaces))})
+        expressions.append(
+            {"key": NAMESPACE_LABEL, "operator": "In", "values": sorted(set(namespaces))}
+        )
     else:
         excluded = {*SYSTEM_NAMESPACES, *([operator_namespace] if operator_namespace else [])}
-        expressions.append({"key": NAMESPACE_LABEL, "operator": "NotIn", "values": sorted(excluded)})
+        expressions.append(
+            {"key": NAMESPACE_LABEL, "operator": "NotIn", "values": sorted(excluded)}
+        )
     return {"matchExpressions": expressions}
 
 
 def object_selector() -> dict[str, Any]:
     """Never the operator's own children (KV members, collectors, Jaeger) nor the operator."""
-    return {"matchExpressions": [
-        {"key": "app.kubernetes.io/managed-by", "operator": "NotIn", "values": [MANAGED_BY]},
-        {"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["kvtrace-operator"]},
-    ]}
+    return {
+        "matchExpressions": [
+            {"key": "app.kubernetes.io/managed-by", "operator": "NotIn", "values": [MANAGED_BY]},
+            {"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["kvtrace-operator"]},
+        ]
+    }
 
 
 def _annotated(path: str) -> str:
     """CEL: the object at ``path`` carries an annotation whose key starts with ``kvtrace.``
     (misspelled ones included, so the webhook can report them)."""
-    return (f"has({path}.annotations) && "
-            f"{path}.annotations.exists(k, k.startsWith('kvtrace.'))")
+    return f"has({path}.annotations) && {path}.annotations.exists(k, k.startsWith('kvtrace.'))"
 
 
 def _client_config(base: dict[str, Any], handler: str) -> dict[str, Any]:
@@ -81,9 +88,15 @@ def _client_config(base: dict[str, Any], handler: str) -> dict[str, Any]:
     return config
 
 
-def _webhook(name: str, handler: str, rules: list[dict[str, Any]], condition: str,
-             client_config: dict[str, Any], namespaces: Sequence[str],
-             operator_namespace: str | None) -> dict[str, Any]:
+def _webhook(
+    name: str,
+    handler: str,
+    rules: list[dict[str, Any]],
+    condition: str,
+    client_config: dict[str, Any],
+    namespaces: Sequence[str],
+    operator_namespace: str | None,
+) -> dict[str, Any]:
     return {
         "name": name,
         "admissionReviewVersions": ["v1"],
@@ -100,25 +113,60 @@ def _webhook(name: str, handler: str, rules: list[dict[str, Any]], condition: st
     }
 
 
-def webhook_configuration(client_config: dict[str, Any], namespaces: Sequence[str],
-                          operator_namespace: str | None = None) -> dict[str, Any]:
+def webhook_configuration(
+    client_config: dict[str, Any], namespaces: Sequence[str], operator_namespace: str | None = None
+) -> dict[str, Any]:
     """The configuration the operator applies at start. ``client_config``: ``url`` (the
     operator reached directly, e.g. on loopback) or ``service`` (in a cluster), and the
     base64 ``caBundle`` of the operator's CA."""
-    pods = [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
-             "operations": ["CREATE"], "scope": "Namespaced"}]
-    workloads = [{"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": list(WORKLOAD_KINDS),
-                  "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}]
+    pods = [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "operations": ["CREATE"],
+            "scope": "Namespaced",
+        }
+    ]
+    workloads = [
+        {
+            "apiGroups": ["apps"],
+            "apiVersions": ["v1"],
+            "resources": list(WORKLOAD_KINDS),
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Namespaced",
+        }
+    ]
     return {
         "apiVersion": API_VERSION,
         "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": configuration_name(namespaces), "labels": {
-            "app.kubernetes.io/name": "kvtrace-operator", "app.kubernetes.io/component": "injection",
-            "app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/managed-by": MANAGED_BY}},
+        "metadata": {
+            "name": configuration_name(namespaces),
+            "labels": {
+                "app.kubernetes.io/name": "kvtrace-operator",
+                "app.kubernetes.io/component": "injection",
+                "app.kubernetes.io/part-of": PART_OF,
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+            },
+        },
         "webhooks": [
-            _webhook(POD_HOOK, POD_HANDLER, pods, _annotated("object.metadata"), client_config,
-                     namespaces, operator_namespace),
-            _webhook(WORKLOAD_HOOK, WORKLOAD_HANDLER, workloads, _annotated("object.spec.template.metadata"),
-                     client_config, namespaces, operator_namespace),
+            _webhook(
+                POD_HOOK,
+                POD_HANDLER,
+                pods,
+                _annotated("object.metadata"),
+                client_config,
+                namespaces,
+                operator_namespace,
+            ),
+            _webhook(
+                WORKLOAD_HOOK,
+                WORKLOAD_HANDLER,
+                workloads,
+                _annotated("object.spec.template.metadata"),
+                client_config,
+                namespaces,
+                operator_namespace,
+            ),
         ],
     }

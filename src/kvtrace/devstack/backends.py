@@ -66,7 +66,9 @@ def _rebind_component(name: str, conf: Any, endpoints: dict[str, str]) -> Any:
     return conf
 
 
-def prepare_config(config: dict[str, Any], *, health_extension: str | None = "health_check") -> tuple[dict[str, Any], dict[str, str]]:
+def prepare_config(
+    config: dict[str, Any], *, health_extension: str | None = "health_check"
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Copy ``config`` with every listening port moved to a free loopback port.
 
     Exporter endpoints are left alone (they name where data goes). When
@@ -85,7 +87,8 @@ def prepare_config(config: dict[str, Any], *, health_extension: str | None = "he
     service = config.setdefault("service", {})
     if health_extension and health_extension not in (config.get("extensions") or {}):
         config.setdefault("extensions", {})[health_extension] = _rebind_component(
-            health_extension, None, endpoints)
+            health_extension, None, endpoints
+        )
     if health_extension and health_extension not in (service.get("extensions") or []):
         service["extensions"] = [*(service.get("extensions") or []), health_extension]
     telemetry = service.setdefault("telemetry", {})
@@ -136,8 +139,14 @@ class _OtelProcess:
     binary_name = ""
     health_extension: str | None = "health_check"
 
-    def __init__(self, config: dict[str, Any], *, workdir: Path | None = None, name: str | None = None,
-                 startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        workdir: Path | None = None,
+        name: str | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
         self.source_config = config
         self.name = name or self.binary_name
         self._given_workdir = workdir
@@ -169,16 +178,22 @@ class _OtelProcess:
         config_path = self.workdir / "config.yaml"
 
         def make() -> Process:
-            self.config, self.endpoints = prepare_config(self.source_config,
-                                                         health_extension=self.health_extension)
+            self.config, self.endpoints = prepare_config(
+                self.source_config, health_extension=self.health_extension
+            )
             self._after_prepare()
             config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-            return Process(self.name, [str(binary), "--config", str(config_path)],
-                           self.workdir / f"{self.name}.log", env=_quiet_env())
+            return Process(
+                self.name,
+                [str(binary), "--config", str(config_path)],
+                self.workdir / f"{self.name}.log",
+                env=_quiet_env(),
+            )
 
         try:
-            self.process = start_with_port_retry(make, lambda proc: self._ready(),
-                                                 timeout=self.startup_timeout, what="healthy")
+            self.process = start_with_port_retry(
+                make, lambda proc: self._ready(), timeout=self.startup_timeout, what="healthy"
+            )
         except BaseException:
             self.stop()
             raise
@@ -201,7 +216,9 @@ class _OtelProcess:
         try:
             return self.endpoints[label]
         except KeyError:
-            raise KeyError(f"{self.name} has no endpoint {label!r}; it has {sorted(self.endpoints)}") from None
+            raise KeyError(
+                f"{self.name} has no endpoint {label!r}; it has {sorted(self.endpoints)}"
+            ) from None
 
     @property
     def otlp_grpc(self) -> str:
@@ -223,30 +240,46 @@ class Collector(_OtelProcess):
         return f"http://{self.endpoint('health_check')}/"
 
 
-def jaeger_config(*, storage: str = "memory", max_traces: int = 100_000,
-                  badger_dir: Path | None = None) -> dict[str, Any]:
+def jaeger_config(
+    *, storage: str = "memory", max_traces: int = 100_000, badger_dir: Path | None = None
+) -> dict[str, Any]:
     """Jaeger v2 all-in-one: OTLP in, memory (or badger) storage, query API and UI."""
     if storage == "memory":
         backend: dict[str, Any] = {"memory": {"max_traces": max_traces}}
     elif storage == "badger":
         if badger_dir is None:
             raise ValueError("badger storage needs badger_dir")
-        backend = {"badger": {"directories": {"keys": str(badger_dir / "keys"),
-                                              "values": str(badger_dir / "values")},
-                              "ephemeral": False}}
+        backend = {
+            "badger": {
+                "directories": {
+                    "keys": str(badger_dir / "keys"),
+                    "values": str(badger_dir / "values"),
+                },
+                "ephemeral": False,
+            }
+        }
     else:
         raise ValueError(f"storage must be memory or badger, not {storage!r}")
     return {
         "service": {
             "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
-            "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"],
-                                     "exporters": ["jaeger_storage_exporter"]}},
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": ["batch"],
+                    "exporters": ["jaeger_storage_exporter"],
+                }
+            },
             "telemetry": {"resource": {"service.name": "jaeger"}, "logs": {"level": "info"}},
         },
         "extensions": {
             # enable_tracing defaults to true: Jaeger would trace itself to localhost:4317.
-            "jaeger_query": {"storage": {"traces": "traces_store"}, "enable_tracing": False,
-                             "http": {}, "grpc": {}},
+            "jaeger_query": {
+                "storage": {"traces": "traces_store"},
+                "enable_tracing": False,
+                "http": {},
+                "grpc": {},
+            },
             "jaeger_storage": {"backends": {"traces_store": backend}},
             "healthcheckv2": {"use_v2": True, "http": {}},
         },
@@ -262,8 +295,15 @@ class Jaeger(_OtelProcess):
     binary_name = "jaeger"
     health_extension = None  # healthcheckv2 is part of jaeger_config()
 
-    def __init__(self, config: dict[str, Any] | None = None, *, ca_file: str | Path | None = None,
-                 server_name: str | None = None, ui: bool | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        *,
+        ca_file: str | Path | None = None,
+        server_name: str | None = None,
+        ui: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
         """``ca_file``: the CA that signed the query port's certificate when the config serves
         it over TLS (a rendered config with TLS on, its default); ``server_name``: the name
         that certificate is checked against (default: the address, 127.0.0.1). ``ui``: serve the
@@ -283,8 +323,9 @@ class Jaeger(_OtelProcess):
         return f"http://{self.endpoint('healthcheckv2/http')}/status"
 
     def _query_http(self) -> dict[str, Any]:
-        return (((self.config or self.source_config).get("extensions") or {}).get("jaeger_query") or {}).get(
-            "http") or {}
+        return (
+            ((self.config or self.source_config).get("extensions") or {}).get("jaeger_query") or {}
+        ).get("http") or {}
 
     @property
     def query_tls(self) -> bool:
@@ -326,31 +367,46 @@ class Jaeger(_OtelProcess):
         return JaegerClient(self.query_url, timeout=timeout, **options)
 
 
-def forward_to_jaeger(jaeger: Jaeger | str, *, debug: bool = False,
-                      batch_timeout: str = "100ms") -> dict[str, Any]:
+def forward_to_jaeger(
+    jaeger: Jaeger | str, *, debug: bool = False, batch_timeout: str = "100ms"
+) -> dict[str, Any]:
     """A minimal collector config: OTLP in (gRPC and HTTP), batch, OTLP out to Jaeger."""
     target = jaeger.otlp_grpc if isinstance(jaeger, Jaeger) else jaeger
-    exporters: dict[str, Any] = {"otlp_grpc/jaeger": {"endpoint": target, "tls": {"insecure": True}}}
+    exporters: dict[str, Any] = {
+        "otlp_grpc/jaeger": {"endpoint": target, "tls": {"insecure": True}}
+    }
     if debug:
         exporters["debug"] = {"verbosity": "basic"}
     return {
         "receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}},
         "processors": {"batch": {"timeout": batch_timeout}},
         "exporters": exporters,
-        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"],
-                                             "exporters": list(exporters)}}},
+        "service": {
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": ["batch"],
+                    "exporters": list(exporters),
+                }
+            }
+        },
     }
 
 
-def validate_config(config: dict[str, Any] | str, *, binary: str = "otelcol-kvtrace",
-                    workdir: Path | None = None) -> subprocess.CompletedProcess[str]:
+def validate_config(
+    config: dict[str, Any] | str, *, binary: str = "otelcol-kvtrace", workdir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``<binary> validate --config FILE``; returncode 0 means the config is valid."""
     text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
     with tempfile.TemporaryDirectory(prefix="kvtrace-validate-", dir=workdir) as tmp:
         path = Path(tmp) / "config.yaml"
         path.write_text(text)
-        return subprocess.run([str(tools.binary(binary)), "validate", "--config", str(path)],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [str(tools.binary(binary)), "validate", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
 
 def send_probe_trace(otlp_http: str, service: str, ca_file: str | Path | None = None) -> str:
@@ -367,12 +423,21 @@ def send_probe_trace(otlp_http: str, service: str, ca_file: str | Path | None = 
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
-        endpoint=f"{otlp_http}/v1/traces", certificate_file=str(ca_file) if ca_file else None)))
+    provider.add_span_processor(
+        SimpleSpanProcessor(
+            OTLPSpanExporter(
+                endpoint=f"{otlp_http}/v1/traces",
+                certificate_file=str(ca_file) if ca_file else None,
+            )
+        )
+    )
     tracer = provider.get_tracer("kvtrace.devstack")
-    with (tracer.start_as_current_span("PUT", kind=SpanKind.SERVER,
-                                       attributes={"kvstore.operation": "write"}) as root,
-          tracer.start_as_current_span("replicate", kind=SpanKind.CLIENT) as child):
+    with (
+        tracer.start_as_current_span(
+            "PUT", kind=SpanKind.SERVER, attributes={"kvstore.operation": "write"}
+        ) as root,
+        tracer.start_as_current_span("replicate", kind=SpanKind.CLIENT) as child,
+    ):
         child.set_status(Status(StatusCode.ERROR, "replica down"))
     provider.shutdown()
     return format(root.get_span_context().trace_id, "032x")

@@ -23,9 +23,18 @@ REPO = Path(__file__).resolve().parents[3]
 ARTIFACTS_ENV = "KVTRACE_TEST_ARTIFACTS"
 # Flags that work on this kind of machine: no sandbox (root, no user namespaces), no GPU, and
 # nothing that calls out (QUIC, background networking, component updates, sync).
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1600,1000", "--disable-dev-shm-usage")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,1000",
+    "--disable-dev-shm-usage",
+)
 CHROMIUM = ("chromium", "chromium-browser")
 CHROMEDRIVER = "chromedriver"
 
@@ -41,8 +50,10 @@ def _which(names: tuple[str, ...]) -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise FileNotFoundError(f"none of {list(names)} on PATH: install Debian's chromium and chromium-driver "
-                            "(`make system-deps`, tools/system/packages.txt)")
+    raise FileNotFoundError(
+        f"none of {list(names)} on PATH: install Debian's chromium and chromium-driver "
+        "(`make system-deps`, tools/system/packages.txt)"
+    )
 
 
 @contextlib.contextmanager
@@ -79,8 +90,10 @@ def page_text(driver: Any, url: str, ready: Callable[[str], bool], timeout: floa
                 return text
         time.sleep(0.5)
     shot = screenshot(driver, f"timeout-{url.rsplit('/', 1)[-1].split('?')[0] or 'page'}")
-    raise AssertionError(f"{url}: the page did not show what was expected within {timeout:.0f}s "
-                         f"(screenshot {shot}); its text ends with: {text[-1500:]!r}")
+    raise AssertionError(
+        f"{url}: the page did not show what was expected within {timeout:.0f}s "
+        f"(screenshot {shot}); its text ends with: {text[-1500:]!r}"
+    )
 
 
 def screenshot(driver: Any, name: str) -> Path:

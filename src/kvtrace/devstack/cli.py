@@ -18,7 +18,12 @@ def state_path() -> Path:
     env = os.environ.get("KVTRACE_DEV_STATE")
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kvtrace" / "dev" / "state.json"
+    return (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "kvtrace"
+        / "dev"
+        / "state.json"
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -46,10 +51,17 @@ def register(subparsers: Any) -> None:
         "`kvtrace dev env`, and stops everything on Ctrl-C or SIGTERM.",
     )
     up.add_argument("--nodes", type=int, default=3, help="number of KWOK fake nodes (default 3)")
-    up.add_argument("--no-backends", action="store_true", help="cluster only: no collector, no Jaeger")
-    up.add_argument("--run-pods", metavar="NAMESPACE[/SELECTOR]", action="append", default=[],
-                    help="run the processes behind the pods of NAMESPACE (optionally only those "
-                    "matching the label SELECTOR, e.g. 'demo/app=kv') on loopback addresses; repeatable")
+    up.add_argument(
+        "--no-backends", action="store_true", help="cluster only: no collector, no Jaeger"
+    )
+    up.add_argument(
+        "--run-pods",
+        metavar="NAMESPACE[/SELECTOR]",
+        action="append",
+        default=[],
+        help="run the processes behind the pods of NAMESPACE (optionally only those "
+        "matching the label SELECTOR, e.g. 'demo/app=kv') on loopback addresses; repeatable",
+    )
     up.set_defaults(func=_up)
 
     demo = dev_sub.add_parser(
@@ -64,30 +76,58 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     defaults = _demo_defaults()
-    demo.add_argument("--exit", action="store_true", dest="exit_after",
-                      help="exit after the summary: status 0 only if every step succeeded")
-    demo.add_argument("--example", type=Path, default=defaults.example,
-                      help="example folder: one KVCluster and the TracingPipeline it references")
-    demo.add_argument("--crds", type=Path, default=defaults.crds, help="folder of the CRD manifests")
-    demo.add_argument("-n", "--namespace", default=defaults.namespace, help="namespace of the example")
-    demo.add_argument("--nodes", type=_positive(int), default=defaults.nodes,
-                      help="number of KWOK fake nodes")
-    demo.add_argument("--ops", type=_positive(int), default=defaults.ops,
-                      help="load: stop after this many operations")
-    demo.add_argument("--duration", type=_positive(float), default=defaults.duration,
-                      help="load: stop after this many seconds (at most 600)")
-    demo.add_argument("--clients", type=_positive(int), default=defaults.clients,
-                      help="load: concurrent clients")
-    demo.add_argument("--trace-timeout", type=_positive(float), default=defaults.trace_timeout,
-                      help="seconds to wait for the traces to reach Jaeger")
-    demo.add_argument("--ascii", action="store_true", help="draw the waterfall with ASCII characters only")
+    demo.add_argument(
+        "--exit",
+        action="store_true",
+        dest="exit_after",
+        help="exit after the summary: status 0 only if every step succeeded",
+    )
+    demo.add_argument(
+        "--example",
+        type=Path,
+        default=defaults.example,
+        help="example folder: one KVCluster and the TracingPipeline it references",
+    )
+    demo.add_argument(
+        "--crds", type=Path, default=defaults.crds, help="folder of the CRD manifests"
+    )
+    demo.add_argument(
+        "-n", "--namespace", default=defaults.namespace, help="namespace of the example"
+    )
+    demo.add_argument(
+        "--nodes", type=_positive(int), default=defaults.nodes, help="number of KWOK fake nodes"
+    )
+    demo.add_argument(
+        "--ops",
+        type=_positive(int),
+        default=defaults.ops,
+        help="load: stop after this many operations",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive(float),
+        default=defaults.duration,
+        help="load: stop after this many seconds (at most 600)",
+    )
+    demo.add_argument(
+        "--clients", type=_positive(int), default=defaults.clients, help="load: concurrent clients"
+    )
+    demo.add_argument(
+        "--trace-timeout",
+        type=_positive(float),
+        default=defaults.trace_timeout,
+        help="seconds to wait for the traces to reach Jaeger",
+    )
+    demo.add_argument(
+        "--ascii", action="store_true", help="draw the waterfall with ASCII characters only"
+    )
     demo.set_defaults(func=_demo)
 
     env = dev_sub.add_parser(
         "env",
         help="print shell exports for the running `kvtrace dev up`",
         description="Prints KUBECONFIG, OTEL_EXPORTER_OTLP_ENDPOINT, KVTRACE_JAEGER_URL and "
-        "KVTRACE_ENDPOINT_MAP of the running `kvtrace dev up`: eval \"$(kvtrace dev env)\".",
+        'KVTRACE_ENDPOINT_MAP of the running `kvtrace dev up`: eval "$(kvtrace dev env)".',
     )
     env.add_argument("--json", action="store_true", help="print the recorded state as JSON")
     env.set_defaults(func=_env)
@@ -98,7 +138,9 @@ def _tools(args: argparse.Namespace) -> int:
 
     if args.list:
         for tool in tools.TOOLS.values():
-            print(f"{tool.name:12} {tool.version:10} {tools.verify(tool) or 'ok':40} {tool.directory}")
+            print(
+                f"{tool.name:12} {tool.version:10} {tools.verify(tool) or 'ok':40} {tool.directory}"
+            )
         return 0
     try:
         tools.ensure_all(args.names, force=args.force)
@@ -117,7 +159,9 @@ def _exports(state: dict[str, Any]) -> dict[str, str]:
         exports["OTEL_EXPORTER_OTLP_ENDPOINT"] = state["otlp_http"]
         if state.get("otlp_certificate"):  # `kvtrace dev demo`'s collector serves TLS
             exports["OTEL_EXPORTER_OTLP_CERTIFICATE"] = state["otlp_certificate"]
-            if str(state.get("jaeger_url", "")).startswith("https://"):  # and Jaeger's query port, same CA
+            if str(state.get("jaeger_url", "")).startswith(
+                "https://"
+            ):  # and Jaeger's query port, same CA
                 exports["KVTRACE_JAEGER_CA_FILE"] = state["otlp_certificate"]
         exports["KVTRACE_JAEGER_URL"] = state["jaeger_url"]
     if state.get("endpoint_map"):
@@ -140,23 +184,38 @@ def _up(args: argparse.Namespace) -> int:
     try:
         cluster = LocalCluster(nodes=args.nodes).start()
         started.append(cluster)
-        state: dict[str, Any] = {"pid": os.getpid(), "kubeconfig": str(cluster.kubeconfig),
-                                 "server": cluster.server, "startup_seconds": round(cluster.startup_seconds, 1)}
+        state: dict[str, Any] = {
+            "pid": os.getpid(),
+            "kubeconfig": str(cluster.kubeconfig),
+            "server": cluster.server,
+            "startup_seconds": round(cluster.startup_seconds, 1),
+        }
         if not args.no_backends:
             jaeger = Jaeger().start()
             started.append(jaeger)
             collector = Collector(forward_to_jaeger(jaeger)).start()
             started.append(collector)
-            state.update(jaeger_url=jaeger.query_url, otlp_http=collector.otlp_http,
-                         otlp_grpc=collector.otlp_grpc, jaeger_otlp_grpc=jaeger.otlp_grpc)
+            state.update(
+                jaeger_url=jaeger.query_url,
+                otlp_http=collector.otlp_http,
+                otlp_grpc=collector.otlp_grpc,
+                jaeger_otlp_grpc=jaeger.otlp_grpc,
+            )
         state["workdirs"] = [str(item.workdir) for item in started]
         if args.run_pods:
             endpoint_map = EndpointMapFile(cluster.workdir / "endpoints.json")
             state["endpoint_map"] = str(endpoint_map.path)
             for spec in args.run_pods:
                 namespace, _, selector = spec.partition("/")
-                started.append(PodRunner(cluster, namespace, selector or None, endpoint_map=endpoint_map,
-                                         workdir=cluster.workdir / "pods" / namespace).start())
+                started.append(
+                    PodRunner(
+                        cluster,
+                        namespace,
+                        selector or None,
+                        endpoint_map=endpoint_map,
+                        workdir=cluster.workdir / "pods" / namespace,
+                    ).start()
+                )
         path = state_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(state, indent=2))
@@ -164,8 +223,10 @@ def _up(args: argparse.Namespace) -> int:
         print(cluster.describe())
         for key, value in _exports(state).items():
             print(f"export {key}={value}")
-        print(f"state recorded in {path}; `eval \"$(kvtrace dev env)\"` in another shell. Ctrl-C stops.",
-              flush=True)
+        print(
+            f'state recorded in {path}; `eval "$(kvtrace dev env)"` in another shell. Ctrl-C stops.',
+            flush=True,
+        )
         try:
             while not stop.wait(1.0):
                 pass
@@ -192,6 +253,7 @@ def _demo_defaults() -> Any:
 
 def _positive(kind: Any) -> Any:
     """An argparse type: a positive ``kind``; argparse names the flag in the error."""
+
     def parse(value: str) -> Any:
         try:
             number = kind(value)
@@ -208,11 +270,23 @@ def _demo(args: argparse.Namespace) -> int:
     from kvtrace.devstack.demo import Demo, Options
 
     if args.duration > 600:
-        print(f"kvtrace dev demo: --duration: expected at most 600 seconds, got {args.duration:g}", file=sys.stderr)
+        print(
+            f"kvtrace dev demo: --duration: expected at most 600 seconds, got {args.duration:g}",
+            file=sys.stderr,
+        )
         return 2
-    options = Options(example=args.example, crds=args.crds, namespace=args.namespace, nodes=args.nodes,
-                      ops=args.ops, duration=args.duration, clients=args.clients,
-                      trace_timeout=args.trace_timeout, exit_after=args.exit_after, ascii=args.ascii)
+    options = Options(
+        example=args.example,
+        crds=args.crds,
+        namespace=args.namespace,
+        nodes=args.nodes,
+        ops=args.ops,
+        duration=args.duration,
+        clients=args.clients,
+        trace_timeout=args.trace_timeout,
+        exit_after=args.exit_after,
+        ascii=args.ascii,
+    )
     return Demo(options, state_path=state_path()).run()
 
 

@@ -131,10 +131,16 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         problems = missing_binaries()
         if problems:
-            raise FileNotFoundError("local cluster binaries unavailable:\n  " + "\n  ".join(problems))
+            raise FileNotFoundError(
+                "local cluster binaries unavailable:\n  " + "\n  ".join(problems)
+            )
         # Verified once (a checksum of each binary); port-clash retries reuse the paths.
-        self._binaries = {name: tools.TOOLS[tool].path(name) for tool in ("kubernetes", "etcd", "kwok")
-                          for name in tools.TOOLS[tool].binaries if name in BINARIES}
+        self._binaries = {
+            name: tools.TOOLS[tool].path(name)
+            for tool in ("kubernetes", "etcd", "kwok")
+            for name in tools.TOOLS[tool].binaries
+            if name in BINARIES
+        }
         begun = time.monotonic()
         if self._given_workdir is not None:
             self.workdir = self._given_workdir
@@ -204,12 +210,24 @@ class LocalCluster:
 
     def env(self) -> dict[str, str]:
         """Environment for child programs that should talk to this cluster."""
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KUBECACHEDIR": str(self.kube_cache)}
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "KUBECACHEDIR": str(self.kube_cache),
+        }
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this cluster; raise with its stderr when ``check`` and it fails."""
-        cmd = [kubectl_path(), "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.kube_cache), *args]
+        cmd = [
+            kubectl_path(),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--cache-dir",
+            str(self.kube_cache),
+            *args,
+        ]
         proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
@@ -220,15 +238,23 @@ class LocalCluster:
 
     def describe(self) -> str:
         lines = [f"kubeconfig: {self.kubeconfig}", f"server:     {self.server}"]
-        lines += [f"{name:24} pid {proc.pid:<7} log {proc.log_path}" for name, proc in self.components.items()]
+        lines += [
+            f"{name:24} pid {proc.pid:<7} log {proc.log_path}"
+            for name, proc in self.components.items()
+        ]
         return "\n".join(lines)
 
     # ----------------------------------------------------------------- components
     def _log(self, name: str) -> Path:
         return self.workdir / "logs" / f"{name}.log"
 
-    def _launch(self, name: str, make_argv: Callable[[], list[str]], ready: Callable[[Process], object],
-                what: str) -> Process:
+    def _launch(
+        self,
+        name: str,
+        make_argv: Callable[[], list[str]],
+        ready: Callable[[Process], object],
+        what: str,
+    ) -> Process:
         def make() -> Process:
             return Process(name, make_argv(), self._log(name), env=self._child_env())
 
@@ -248,13 +274,24 @@ class LocalCluster:
             self.etcd_port, peer = free_port(), free_port()
             shutil.rmtree(data, ignore_errors=True)
             return [
-                str(self._binaries["etcd"]), "--name", "default", "--data-dir", str(data),
-                "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-                "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                "--initial-cluster", f"default=http://127.0.0.1:{peer}",
-                "--unsafe-no-fsync", "--log-level", "warn",
+                str(self._binaries["etcd"]),
+                "--name",
+                "default",
+                "--data-dir",
+                str(data),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
             ]
 
         def ready(proc: Process) -> bool:
@@ -272,10 +309,12 @@ class LocalCluster:
             return [
                 str(self._binaries["kube-apiserver"]),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
                 f"--secure-port={self.apiserver_port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
-                f"--tls-cert-file={p.serving_cert}", f"--tls-private-key-file={p.serving_key}",
+                f"--tls-cert-file={p.serving_cert}",
+                f"--tls-private-key-file={p.serving_key}",
                 f"--client-ca-file={p.ca_cert}",
                 f"--service-account-key-file={p.sa_pub}",
                 f"--service-account-signing-key-file={p.sa_key}",
@@ -300,13 +339,34 @@ class LocalCluster:
     def _write_kubeconfig(self) -> None:
         p = self.pki
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "kvtrace-local",
-            "clusters": [{"name": "kvtrace-local", "cluster": {
-                "server": self.server, "certificate-authority": str(p.ca_cert)}}],
-            "users": [{"name": "kvtrace-admin", "user": {
-                "client-certificate": str(p.admin_cert), "client-key": str(p.admin_key)}}],
-            "contexts": [{"name": "kvtrace-local", "context": {
-                "cluster": "kvtrace-local", "user": "kvtrace-admin", "namespace": "default"}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "kvtrace-local",
+            "clusters": [
+                {
+                    "name": "kvtrace-local",
+                    "cluster": {"server": self.server, "certificate-authority": str(p.ca_cert)},
+                }
+            ],
+            "users": [
+                {
+                    "name": "kvtrace-admin",
+                    "user": {
+                        "client-certificate": str(p.admin_cert),
+                        "client-key": str(p.admin_key),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "kvtrace-local",
+                    "context": {
+                        "cluster": "kvtrace-local",
+                        "user": "kvtrace-admin",
+                        "namespace": "default",
+                    },
+                }
+            ],
         }
         self.kubeconfig = self.workdir / "kubeconfig"
         self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -318,16 +378,24 @@ class LocalCluster:
         context.verify_mode = ssl.CERT_NONE
 
         def ready(proc: Process) -> bool:
-            return bool(_get_json(f"https://127.0.0.1:{getattr(self, port_attr)}/healthz", context) == "ok")
+            return bool(
+                _get_json(f"https://127.0.0.1:{getattr(self, port_attr)}/healthz", context) == "ok"
+            )
 
         return ready
 
     def _common_client_flags(self) -> list[str]:
         kc = str(self.kubeconfig)
-        return [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-                f"--authorization-kubeconfig={kc}", "--leader-elect=false",
-                "--bind-address=127.0.0.1", "--kube-api-qps=200", "--kube-api-burst=400",
-                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"]
+        return [
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+        ]
 
     def _start_controller_manager(self) -> None:
         p = self.pki
@@ -335,8 +403,10 @@ class LocalCluster:
         def argv() -> list[str]:
             self.kcm_port = free_port()
             return [
-                str(self._binaries["kube-controller-manager"]), *self._common_client_flags(),
-                f"--secure-port={self.kcm_port}", "--controllers=*",
+                str(self._binaries["kube-controller-manager"]),
+                *self._common_client_flags(),
+                f"--secure-port={self.kcm_port}",
+                "--controllers=*",
                 "--cluster-name=kvtrace-local",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--root-ca-file={p.ca_cert}",
@@ -346,13 +416,18 @@ class LocalCluster:
                 "--use-service-account-credentials=false",
             ]
 
-        self._launch("kube-controller-manager", argv, self._healthz("kcm_port"), "healthy (/healthz)")
+        self._launch(
+            "kube-controller-manager", argv, self._healthz("kcm_port"), "healthy (/healthz)"
+        )
 
     def _start_scheduler(self) -> None:
         def argv() -> list[str]:
             self.scheduler_port = free_port()
-            return [str(self._binaries["kube-scheduler"]), *self._common_client_flags(),
-                    f"--secure-port={self.scheduler_port}"]
+            return [
+                str(self._binaries["kube-scheduler"]),
+                *self._common_client_flags(),
+                f"--secure-port={self.scheduler_port}",
+            ]
 
         self._launch("kube-scheduler", argv, self._healthz("scheduler_port"), "healthy (/healthz)")
 
@@ -363,12 +438,18 @@ class LocalCluster:
         def argv() -> list[str]:
             self.kwok_port = free_port()
             return [
-                str(self._binaries["kwok"]), f"--kubeconfig={self.kubeconfig}", f"--config={config}",
+                str(self._binaries["kwok"]),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--config={config}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-                f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1", "--node-name=kwok-controller",
-                f"--node-port={self.kwok_port}", f"--server-address=127.0.0.1:{self.kwok_port}",
-                f"--tls-cert-file={self.pki.admin_cert}", f"--tls-private-key-file={self.pki.admin_key}",
+                f"--cidr={POD_CIDR}",
+                "--node-ip=127.0.0.1",
+                "--node-name=kwok-controller",
+                f"--node-port={self.kwok_port}",
+                f"--server-address=127.0.0.1:{self.kwok_port}",
+                f"--tls-cert-file={self.pki.admin_cert}",
+                f"--tls-private-key-file={self.pki.admin_key}",
                 "--node-lease-duration-seconds=40",
             ]
 
@@ -392,34 +473,53 @@ class LocalCluster:
     def _bootstrap_objects(self) -> None:
         from lightkube import codecs
 
-        objects: list[dict[str, Any]] = [{
-            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-            "metadata": {"name": STORAGE_CLASS,
-                         "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-            "provisioner": PROVISIONER, "reclaimPolicy": "Delete",
-            "volumeBindingMode": "Immediate", "allowVolumeExpansion": True,
-        }]
-        for index, name in enumerate(self.node_names()):
-            objects.append({
-                "apiVersion": "v1", "kind": "Node",
+        objects: list[dict[str, Any]] = [
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
                 "metadata": {
-                    "name": name,
-                    "annotations": {FAKE_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                    "labels": {
-                        "type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                        "kubernetes.io/arch": "amd64", "kubernetes.io/role": "agent",
-                        "node-role.kubernetes.io/agent": "",
-                        "topology.kubernetes.io/zone": f"local-{'abc'[index % 3]}",
-                    },
+                    "name": STORAGE_CLASS,
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
                 },
-                "spec": {},
-                "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                           "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}},
-            })
+                "provisioner": PROVISIONER,
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "Immediate",
+                "allowVolumeExpansion": True,
+            }
+        ]
+        for index, name in enumerate(self.node_names()):
+            objects.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": name,
+                        "annotations": {
+                            FAKE_NODE_ANNOTATION: "fake",
+                            "node.alpha.kubernetes.io/ttl": "0",
+                        },
+                        "labels": {
+                            "type": "kwok",
+                            "kubernetes.io/hostname": name,
+                            "kubernetes.io/os": "linux",
+                            "kubernetes.io/arch": "amd64",
+                            "kubernetes.io/role": "agent",
+                            "node-role.kubernetes.io/agent": "",
+                            "topology.kubernetes.io/zone": f"local-{'abc'[index % 3]}",
+                        },
+                    },
+                    "spec": {},
+                    "status": {
+                        "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                        "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    },
+                }
+            )
         for obj in objects:
             self.client.create(codecs.from_dict(obj))
-        self._provisioner = threading.Thread(target=self._provision_loop, name="kvtrace-provisioner",
-                                             daemon=True)
+        self._provisioner = threading.Thread(
+            target=self._provision_loop, name="kvtrace-provisioner", daemon=True
+        )
         self._provisioner.start()
 
     def _wait_nodes_ready(self) -> None:
@@ -427,12 +527,21 @@ class LocalCluster:
 
         def ready() -> bool:
             nodes = list(self.client.list(Node))
-            ok = [n for n in nodes for c in (n.status.conditions or [])
-                  if c.type == "Ready" and c.status == "True"]
+            ok = [
+                n
+                for n in nodes
+                for c in (n.status.conditions or [])
+                if c.type == "Ready" and c.status == "True"
+            ]
             return len(ok) == self.node_count
 
-        wait_until(ready, timeout=self.startup_timeout, what="fake nodes Ready",
-                   process=self.components["kwok"], interval=0.2)
+        wait_until(
+            ready,
+            timeout=self.startup_timeout,
+            what="fake nodes Ready",
+            process=self.components["kwok"],
+            interval=0.2,
+        )
 
     # ----------------------------------------------------------------- volumes
     def _provision_loop(self) -> None:
@@ -469,9 +578,13 @@ def provision_once(client: Any, root: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         requests = (pvc.spec.resources.requests or {}) if pvc.spec.resources else {}
         pv = {
-            "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": name, "labels": {"kvtrace.dev/provisioned": "true"},
-                         "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {
+                "name": name,
+                "labels": {"kvtrace.dev/provisioned": "true"},
+                "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
+            },
             "spec": {
                 "capacity": {"storage": requests.get("storage", "1Gi")},
                 "accessModes": pvc.spec.accessModes or ["ReadWriteOnce"],
@@ -479,9 +592,13 @@ def provision_once(client: Any, root: Path) -> None:
                 "persistentVolumeReclaimPolicy": "Delete",
                 "storageClassName": STORAGE_CLASS,
                 "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
-                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                             "namespace": pvc.metadata.namespace, "name": pvc.metadata.name,
-                             "uid": pvc.metadata.uid},
+                "claimRef": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": pvc.metadata.namespace,
+                    "name": pvc.metadata.name,
+                    "uid": pvc.metadata.uid,
+                },
             },
         }
         try:

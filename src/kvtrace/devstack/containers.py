@@ -43,8 +43,13 @@ def ulimits() -> list[str]:
 def find_engine() -> tuple[str | None, str]:
     """(path of a working engine, "") or (None, why there is none)."""
     try:
-        proc = subprocess.run(["bash", str(IMAGES_DIR / "engine.sh")], capture_output=True, text=True,
-                              timeout=180, check=False)
+        proc = subprocess.run(
+            ["bash", str(IMAGES_DIR / "engine.sh")],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"tools/images/engine.sh failed: {exc}"
     if proc.returncode == 0 and proc.stdout.strip():
@@ -71,13 +76,20 @@ def budgets(path: Path = IMAGES_DIR / "budgets.txt") -> dict[str, int]:
 
 def image_size(engine: str, image: str) -> int:
     """Size in bytes the engine reports for a local image (raises if it has none)."""
-    proc = subprocess.run([engine, "image", "inspect", "--format", "{{.Size}}", image], capture_output=True,
-                          text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [engine, "image", "inspect", "--format", "{{.Size}}", image],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return int(proc.stdout.strip())
 
 
 def image_exists(engine: str, image: str) -> bool:
-    proc = subprocess.run([engine, "image", "inspect", image], capture_output=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [engine, "image", "inspect", image], capture_output=True, timeout=60, check=False
+    )
     return proc.returncode == 0
 
 
@@ -121,17 +133,37 @@ def _security_flags(engine: str, pod: Mapping[str, Any], container: Mapping[str,
     return flags
 
 
-def run_argv(engine: str, *, name: str, pod: Mapping[str, Any], container: Mapping[str, Any],
-             image: str, args: Sequence[str], env_names: Sequence[str], mounts: Sequence[Mount],
-             command: Sequence[str] = ()) -> list[str]:
+def run_argv(
+    engine: str,
+    *,
+    name: str,
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    image: str,
+    args: Sequence[str],
+    env_names: Sequence[str],
+    mounts: Sequence[Mount],
+    command: Sequence[str] = (),
+) -> list[str]:
     """``ENGINE run`` for one container: on the host network (the processes bind the pod's
     loopback address, rewritten into their arguments and files by the runner), with the
     rendered user, read-only root, capabilities and privilege escalation, the volumes as bind
     mounts, the environment passed by name (values come from the engine's own environment,
     so secrets never appear in a command line), ``command`` (empty: the image's entrypoint)
     and ``args``."""
-    argv = [engine, "run", "--rm", "--name", name, "--network", "host", "--pull", "never",
-            "--stop-timeout", "10"]
+    argv = [
+        engine,
+        "run",
+        "--rm",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--pull",
+        "never",
+        "--stop-timeout",
+        "10",
+    ]
     argv += [flag for limit in ulimits() for flag in ("--ulimit", limit)]
     argv += _security_flags(engine, pod, container)
     for mount in mounts:
@@ -164,5 +196,9 @@ class ContainerProcess(Process):
 
     def remove(self) -> None:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            subprocess.run([self.engine, "rm", "--force", "--time", "5", self.container_name],
-                           capture_output=True, timeout=60, check=False)
+            subprocess.run(
+                [self.engine, "rm", "--force", "--time", "5", self.container_name],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )

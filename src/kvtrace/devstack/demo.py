@@ -33,11 +33,24 @@ from kvtrace.shared.jaeger_client import CA_FILE_ENV
 
 REPO = Path(__file__).resolve().parents[3]
 CLIENT_PORT = 7070  # docs/design.md section 3
-STEPS = ("example", "local stack", "cluster", "CRDs", "namespace", "operator", "example Ready", "tracing backends",
-         "KV nodes", "load", "traces in Jaeger")
+STEPS = (
+    "example",
+    "local stack",
+    "cluster",
+    "CRDs",
+    "namespace",
+    "operator",
+    "example Ready",
+    "tracing backends",
+    "KV nodes",
+    "load",
+    "traces in Jaeger",
+)
 APP_STEP = "application"  # after "KV nodes", for an example with an app/ folder (docs/injection.md)
 APP_FOLDER = "app"
-APP_START_SLACK = 150.0  # seconds on top of trace_timeout: a JVM and its agent start slowly on 2 busy cores
+APP_START_SLACK = (
+    150.0  # seconds on top of trace_timeout: a JVM and its agent start slowly on 2 busy cores
+)
 
 
 @dataclasses.dataclass
@@ -58,8 +71,9 @@ class Options:
 class Demo:
     """One run of the demo; :meth:`run` returns the exit status."""
 
-    def __init__(self, options: Options, out: TextIO = sys.stdout,
-                 state_path: Path | None = None) -> None:
+    def __init__(
+        self, options: Options, out: TextIO = sys.stdout, state_path: Path | None = None
+    ) -> None:
         self.options = options
         self.out = out
         self.state_path = state_path
@@ -70,11 +84,15 @@ class Demo:
         self.kv_runner: Any = None
         self.jaeger_url = ""
         self.collector_http = ""
-        self.collector_ca = ""  # the pipeline's trust bundle as a file, when the collector serves TLS
+        self.collector_ca = (
+            ""  # the pipeline's trust bundle as a file, when the collector serves TLS
+        )
         self.kv_ca = ""  # the KVCluster's CA bundle as a file, when its members serve TLS
         self.kv_token = ""  # its generated client token as a file, when they require one
         self.service = ""  # the members' OTEL_SERVICE_NAME, as rendered
-        self.app_services: list[str] = []  # the injected applications' OTEL_SERVICE_NAMEs (example app/)
+        self.app_services: list[
+            str
+        ] = []  # the injected applications' OTEL_SERVICE_NAMEs (example app/)
         self.index = 0
 
     # ------------------------------------------------------------------ output
@@ -121,7 +139,9 @@ class Demo:
                     self.wait()
                 return status
             if not self.options.exit_after:
-                self.say("\nUp until Ctrl-C (or SIGTERM); `eval \"$(kvtrace dev env)\"` in another shell.")
+                self.say(
+                    '\nUp until Ctrl-C (or SIGTERM); `eval "$(kvtrace dev env)"` in another shell.'
+                )
                 self.wait()
             return status
         except KeyboardInterrupt:
@@ -164,8 +184,11 @@ class Demo:
             self.read_example()
         example = self.example
         assert example is not None
-        with self.step("local stack", "the cached collector and Jaeger builds (`make tools` builds them; "
-                       "the cluster checks its own as it starts)"):
+        with self.step(
+            "local stack",
+            "the cached collector and Jaeger builds (`make tools` builds them; "
+            "the cluster checks its own as it starts)",
+        ):
             try:
                 for program in BACKEND_PROGRAMS:
                     self.say(f"    {program}: {cached_program(program)}")
@@ -174,7 +197,10 @@ class Demo:
         # The KV processes get the rendered OTel environment and nothing of this shell's.
         for name in [k for k in os.environ if k.startswith(("OTEL_", "KVNODE_"))]:
             del os.environ[name]
-        with self.step("cluster", f"etcd, kube-apiserver, controller-manager, scheduler, kwok ({opts.nodes} nodes)"):
+        with self.step(
+            "cluster",
+            f"etcd, kube-apiserver, controller-manager, scheduler, kwok ({opts.nodes} nodes)",
+        ):
             self.cluster = cluster_mod.LocalCluster(nodes=opts.nodes)
             self.started.append(self.cluster)
             self.cluster.start()
@@ -186,20 +212,33 @@ class Demo:
             self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         with self.step("namespace", opts.namespace):
             self.kubectl("create", "namespace", opts.namespace)
-            self.wait_for(lambda: self.kubectl("-n", opts.namespace, "get", "serviceaccount", "default",
-                                               check=False).returncode == 0, 60, "default ServiceAccount")
+            self.wait_for(
+                lambda: (
+                    self.kubectl(
+                        "-n", opts.namespace, "get", "serviceaccount", "default", check=False
+                    ).returncode
+                    == 0
+                ),
+                60,
+                "default ServiceAccount",
+            )
         with self.step("operator", f"kvtrace operator run -n {opts.namespace}"):
             self.start_operator()
         with self.step("example Ready", f"kubectl -n {opts.namespace} apply -f {opts.example}"):
             self.apply_example(example)
-        with self.step("tracing backends", f"the operator's {example.pipeline} collector and Jaeger pods"):
+        with self.step(
+            "tracing backends", f"the operator's {example.pipeline} collector and Jaeger pods"
+        ):
             self.run_backends(example)
         self.write_state()
         with self.step("KV nodes", f"the processes behind StatefulSet {example.cluster}'s pods"):
             self.run_kv_nodes(example)
         if self.app_folder is not None:
-            with self.step(APP_STEP, f"kubectl -n {opts.namespace} apply -k {self.app_folder}; its pods "
-                           "injected by the webhook, run from their mutated spec"):
+            with self.step(
+                APP_STEP,
+                f"kubectl -n {opts.namespace} apply -k {self.app_folder}; its pods "
+                "injected by the webhook, run from their mutated spec",
+            ):
                 self.run_application(self.app_folder)
         with self.step("load", f"kvtrace bench: at most {opts.ops} ops and {opts.duration:g}s"):
             result = self.load()
@@ -210,14 +249,23 @@ class Demo:
                 trace = [self.find_application_trace(service) for service in self.app_services][0]
         self.say()
         self.say(f"kvtrace dev demo: every step succeeded in {time.monotonic() - began:.1f}s.")
-        self.say(text.endpoints_text(self.exports(), self.jaeger_url, self.collector_http, self.service,
-                                     opts.namespace))
+        self.say(
+            text.endpoints_text(
+                self.exports(), self.jaeger_url, self.collector_http, self.service, opts.namespace
+            )
+        )
         self.say(text.load_summary(result))
         self.say(text.traces_summary(stats, sent))
         self.say()
-        origin = f"from the application {self.app_services[0]!r} through the store, " if self.app_services else ""
-        self.say(f"One trace, {origin}with spans from {len(text.trace_nodes(trace))} nodes "
-                 f"(`kvtrace trace {trace.trace_id}`):")
+        origin = (
+            f"from the application {self.app_services[0]!r} through the store, "
+            if self.app_services
+            else ""
+        )
+        self.say(
+            f"One trace, {origin}with spans from {len(text.trace_nodes(trace))} nodes "
+            f"(`kvtrace trace {trace.trace_id}`):"
+        )
         from kvtrace.inspect.waterfall import render_waterfall
 
         self.say(render_waterfall(trace, ascii_only=opts.ascii).rstrip("\n"))
@@ -228,21 +276,35 @@ class Demo:
         import yaml
 
         folder = self.options.example
-        files = sorted(p for p in folder.glob("*") if p.suffix in (".yaml", ".yml", ".json")) if folder.is_dir() else []
+        files = (
+            sorted(p for p in folder.glob("*") if p.suffix in (".yaml", ".yml", ".json"))
+            if folder.is_dir()
+            else []
+        )
         if not files:
             raise DemoError(f"--example: {folder} is not a folder with YAML manifests")
         if not (self.options.crds.is_dir() and any(self.options.crds.glob("*.yaml"))):
             raise DemoError(f"--crds: {self.options.crds} is not a folder with the CRD manifests")
-        documents = [doc for path in files for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+        documents = [
+            doc for path in files for doc in yaml.safe_load_all(path.read_text()) if doc is not None
+        ]
         self.example = text.read_example(documents, str(folder))
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
-        result: subprocess.CompletedProcess[str] = self.cluster.kubectl(*args, check=False, timeout=timeout)
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 90.0
+    ) -> subprocess.CompletedProcess[str]:
+        result: subprocess.CompletedProcess[str] = self.cluster.kubectl(
+            *args, check=False, timeout=timeout
+        )
         if check and result.returncode != 0:
-            raise DemoError(f"`kubectl {' '.join(args)}` failed: {(result.stderr or result.stdout).strip()}")
+            raise DemoError(
+                f"`kubectl {' '.join(args)}` failed: {(result.stderr or result.stdout).strip()}"
+            )
         return result
 
-    def wait_for(self, check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    def wait_for(
+        self, check: Callable[[], Any], timeout: float, what: str, interval: float = 0.5
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = check()
@@ -256,47 +318,91 @@ class Demo:
         from kvtrace.devstack.proc import Process, free_port, port_open, urlopen_direct
 
         port = free_port()
-        argv = [str(Path(sys.executable).parent / "kvtrace"), "operator", "run", "-n", self.options.namespace,
-                "--liveness", f"http://127.0.0.1:{port}/healthz", "--metrics-port", "0",
-                "--resync-interval", "5", "--retry-backoff", "1"]
+        argv = [
+            str(Path(sys.executable).parent / "kvtrace"),
+            "operator",
+            "run",
+            "-n",
+            self.options.namespace,
+            "--liveness",
+            f"http://127.0.0.1:{port}/healthz",
+            "--metrics-port",
+            "0",
+            "--resync-interval",
+            "5",
+            "--retry-backoff",
+            "1",
+        ]
         webhook = free_port() if self.app_folder is not None else 0
         if webhook:  # the application's pods are injected (the API server calls it on loopback)
             argv += ["--webhook-port", str(webhook), "--webhook-host", "127.0.0.1"]
-        env = {**self.cluster.env(), "PYTHONUNBUFFERED": "1", "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path)}
-        process = Process("operator", argv, self.cluster.workdir / "logs" / "operator.log", env=env).start()
+        env = {
+            **self.cluster.env(),
+            "PYTHONUNBUFFERED": "1",
+            "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path),
+        }
+        process = Process(
+            "operator", argv, self.cluster.workdir / "logs" / "operator.log", env=env
+        ).start()
         self.started.append(process)
 
         def healthy() -> bool:
             if not process.alive():
                 raise DemoError(process.describe_failure("exited"))
-            with contextlib.suppress(OSError), urlopen_direct(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            with (
+                contextlib.suppress(OSError),
+                urlopen_direct(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp,
+            ):
                 return bool(resp.status == 200)
             return False
 
         self.wait_for(healthy, 60, "answer from kopf's /healthz")
         if webhook:
-            self.wait_for(lambda: port_open("127.0.0.1", webhook, timeout=0.5), 60,
-                          f"injection webhook listening on 127.0.0.1:{webhook}")
-            self.say(f"    injection webhook https://127.0.0.1:{webhook} (MutatingWebhookConfiguration "
-                     f"kvtrace-injection-{self.options.namespace})")
+            self.wait_for(
+                lambda: port_open("127.0.0.1", webhook, timeout=0.5),
+                60,
+                f"injection webhook listening on 127.0.0.1:{webhook}",
+            )
+            self.say(
+                f"    injection webhook https://127.0.0.1:{webhook} (MutatingWebhookConfiguration "
+                f"kvtrace-injection-{self.options.namespace})"
+            )
         self.say(f"    operator pid {process.pid}, log {process.log_path}")
 
     def apply_example(self, example: text.Example) -> None:
         ns = self.options.namespace
         self.kubectl("-n", ns, "apply", "-f", str(self.options.example))
-        result = self.kubectl("-n", ns, "wait", *example.refs, "--for=condition=Ready",
-                              f"--timeout={int(self.options.ready_timeout)}s", check=False,
-                              timeout=self.options.ready_timeout + 30)
+        result = self.kubectl(
+            "-n",
+            ns,
+            "wait",
+            *example.refs,
+            "--for=condition=Ready",
+            f"--timeout={int(self.options.ready_timeout)}s",
+            check=False,
+            timeout=self.options.ready_timeout + 30,
+        )
         if result.returncode != 0:
-            conditions = self.kubectl("-n", ns, "get", *example.refs, "-o",
-                                      "jsonpath={range .items[*]}{.kind}/{.metadata.name}: "
-                                      "{.status.conditions}{\"\\n\"}{end}", check=False).stdout
-            raise DemoError(f"not Ready within {self.options.ready_timeout:g}s: {result.stderr.strip()}\n{conditions}")
+            conditions = self.kubectl(
+                "-n",
+                ns,
+                "get",
+                *example.refs,
+                "-o",
+                "jsonpath={range .items[*]}{.kind}/{.metadata.name}: "
+                '{.status.conditions}{"\\n"}{end}',
+                check=False,
+            ).stdout
+            raise DemoError(
+                f"not Ready within {self.options.ready_timeout:g}s: {result.stderr.strip()}\n{conditions}"
+            )
         self.say("    " + result.stdout.strip().replace("\n", "\n    "))
         self.say(f"    example Ready: {', '.join(example.refs)}")
 
     def pods(self, selector: str) -> list[dict[str, Any]]:
-        out = self.kubectl("-n", self.options.namespace, "get", "pods", "-l", selector, "-o", "json").stdout
+        out = self.kubectl(
+            "-n", self.options.namespace, "get", "pods", "-l", selector, "-o", "json"
+        ).stdout
         items: list[dict[str, Any]] = json.loads(out)["items"]
         return items
 
@@ -305,14 +411,22 @@ class Demo:
 
         ns = self.options.namespace
         component = selector.rsplit("=", 1)[-1]
-        runner = PodRunner(self.cluster, ns, selector, endpoint_map=self.endpoint_map,
-                           workdir=self.cluster.workdir / "pods" / component, **kwargs)
+        runner = PodRunner(
+            self.cluster,
+            ns,
+            selector,
+            endpoint_map=self.endpoint_map,
+            workdir=self.cluster.workdir / "pods" / component,
+            **kwargs,
+        )
         self.started.append(runner)
         runner.start()
         pods = runner.wait_running(count, timeout=90)
         for pod, address in sorted(pods.items()):
             for container, process in runner.processes(pod).items():
-                self.say(f"    {pod}/{container} on {address}: pid {process.pid}, log {process.log_path}")
+                self.say(
+                    f"    {pod}/{container} on {address}: pid {process.pid}, log {process.log_path}"
+                )
         return runner
 
     def run_backends(self, example: text.Example) -> None:
@@ -333,31 +447,55 @@ class Demo:
             program = text.image_program(container.get("image") or "")
             return [cached_program(program), *([jaeger_ui_flag()] if program == "jaeger" else [])]
 
-        base = f"app.kubernetes.io/name=tracingpipeline,app.kubernetes.io/instance={example.pipeline}"
+        base = (
+            f"app.kubernetes.io/name=tracingpipeline,app.kubernetes.io/instance={example.pipeline}"
+        )
         for component in (JAEGER, COLLECTOR_SAMPLING, COLLECTOR_LOADBALANCER, COLLECTOR):
             selector = f"{base},app.kubernetes.io/component={component}"
             count = len(self.pods(selector))
             if count:
                 self.runner(selector, count, resolve_command=entrypoint)
-        status = json.loads(self.kubectl("-n", self.options.namespace, "get", "tracingpipeline",
-                                         example.pipeline, "-o", "json").stdout).get("status") or {}
+        status = (
+            json.loads(
+                self.kubectl(
+                    "-n",
+                    self.options.namespace,
+                    "get",
+                    "tracingpipeline",
+                    example.pipeline,
+                    "-o",
+                    "json",
+                ).stdout
+            ).get("status")
+            or {}
+        )
         endpoints = status.get("endpoints") or {}
         for field in ("jaegerQuery", "otlpHttp"):
             if not endpoints.get(field):
-                raise DemoError(f"TracingPipeline {example.pipeline}: status.endpoints.{field} is empty "
-                                "(the demo needs Jaeger and the collector)")
+                raise DemoError(
+                    f"TracingPipeline {example.pipeline}: status.endpoints.{field} is empty "
+                    "(the demo needs Jaeger and the collector)"
+                )
         self.jaeger_url = resolve_url(endpoints["jaegerQuery"], self.endpoint_map.path)
         self.collector_http = resolve_url(endpoints["otlpHttp"], self.endpoint_map.path)
         context = self.trust_collector(example.pipeline, endpoints["otlpHttp"])
 
         # With TLS Jaeger's query port serves its leaf too, signed by the same CA.
         jaeger_context = context if self.jaeger_url.startswith("https://") else None
-        self.wait_for(lambda: _status_of(f"{self.jaeger_url}/api/v3/services", jaeger_context) == 200, 60,
-                      f"Jaeger query API at {self.jaeger_url}")
+        self.wait_for(
+            lambda: _status_of(f"{self.jaeger_url}/api/v3/services", jaeger_context) == 200,
+            60,
+            f"Jaeger query API at {self.jaeger_url}",
+        )
         # OTLP/HTTP answers GET /v1/traces with 405: listening; 401 when the pipeline's bearer
         # token auth (spec.security.auth) refuses a request without the token: listening too.
-        self.wait_for(lambda: _status_of(f"{self.collector_http}/v1/traces", context) in (200, 400, 401, 405, 415),
-                      60, f"collector OTLP/HTTP receiver at {self.collector_http}")
+        self.wait_for(
+            lambda: (
+                _status_of(f"{self.collector_http}/v1/traces", context) in (200, 400, 401, 405, 415)
+            ),
+            60,
+            f"collector OTLP/HTTP receiver at {self.collector_http}",
+        )
         self.say(f"    Jaeger {endpoints['jaegerQuery']} -> {self.jaeger_url}")
         self.say(f"    collector {endpoints['otlpHttp']} -> {self.collector_http}")
 
@@ -371,19 +509,32 @@ class Demo:
 
         if not url.startswith("https://"):
             return None
-        obj = json.loads(self.kubectl("-n", self.options.namespace, "get", "tracingpipeline", pipeline,
-                                      "-o", "json").stdout)
+        obj = json.loads(
+            self.kubectl(
+                "-n", self.options.namespace, "get", "tracingpipeline", pipeline, "-o", "json"
+            ).stdout
+        )
         secret, key = tls.client_ca(apply_defaults_pipeline(obj.get("spec")), pipeline)
-        self.collector_ca = self.secret_file(secret, key, f"{pipeline}-telemetry-ca.crt",
-                                             "the collector's CA bundle (spec.security.tls)")
+        self.collector_ca = self.secret_file(
+            secret,
+            key,
+            f"{pipeline}-telemetry-ca.crt",
+            "the collector's CA bundle (spec.security.tls)",
+        )
         return ssl.create_default_context(cafile=self.collector_ca)
 
     def secret_file(self, secret: str, key: str, file_name: str, what: str) -> str:
         """Key ``key`` of Secret ``secret`` as a private file in the cluster's work directory."""
         import base64
 
-        data = json.loads(self.kubectl("-n", self.options.namespace, "get", "secret", secret,
-                                       "-o", "json").stdout).get("data") or {}
+        data = (
+            json.loads(
+                self.kubectl(
+                    "-n", self.options.namespace, "get", "secret", secret, "-o", "json"
+                ).stdout
+            ).get("data")
+            or {}
+        )
         if key not in data:
             raise DemoError(f"Secret {secret} has no {key}: {what}")
         path = Path(self.cluster.workdir) / file_name
@@ -399,22 +550,40 @@ class Demo:
 
         from kvtrace_operator.render import apply_defaults_kvcluster, kvsecurity, names
 
-        obj = json.loads(self.kubectl("-n", self.options.namespace, "get", "kvcluster", name, "-o", "json").stdout)
+        obj = json.loads(
+            self.kubectl(
+                "-n", self.options.namespace, "get", "kvcluster", name, "-o", "json"
+            ).stdout
+        )
         spec = apply_defaults_kvcluster(obj.get("spec"))
         if kvsecurity.auth_on(spec):
-            self.kv_token = self.secret_file(names.kv_client_token(name), "token", f"{name}-kv-client-token",
-                                             "the KV clients' token (spec.security.auth)")
+            self.kv_token = self.secret_file(
+                names.kv_client_token(name),
+                "token",
+                f"{name}-kv-client-token",
+                "the KV clients' token (spec.security.auth)",
+            )
         if not kvsecurity.tls_on(spec):
             return None
-        self.kv_ca = self.secret_file(kvsecurity.trust_secret(obj, spec), "ca.crt", f"{name}-kv-ca.crt",
-                                      "the KV members' CA bundle (spec.security.tls)")
+        self.kv_ca = self.secret_file(
+            kvsecurity.trust_secret(obj, spec),
+            "ca.crt",
+            f"{name}-kv-ca.crt",
+            "the KV members' CA bundle (spec.security.tls)",
+        )
         return ssl.create_default_context(cafile=self.kv_ca)
 
     def run_kv_nodes(self, example: text.Example) -> None:
         from kvtrace.devstack.proc import urlopen_direct
 
-        status = json.loads(self.kubectl("-n", self.options.namespace, "get", "kvcluster", example.cluster,
-                                         "-o", "json").stdout).get("status") or {}
+        status = (
+            json.loads(
+                self.kubectl(
+                    "-n", self.options.namespace, "get", "kvcluster", example.cluster, "-o", "json"
+                ).stdout
+            ).get("status")
+            or {}
+        )
         selector = status.get("selector")
         if not selector:
             raise DemoError(f"KVCluster {example.cluster}: status.selector is empty")
@@ -423,8 +592,12 @@ class Demo:
         context = self.trust_kv_cluster(example.cluster)
 
         def ready(address: str) -> bool:
-            with contextlib.suppress(OSError), urlopen_direct(f"{self.kv_scheme}://{address}:{CLIENT_PORT}/readyz",
-                                                              timeout=2, context=context) as r:
+            with (
+                contextlib.suppress(OSError),
+                urlopen_direct(
+                    f"{self.kv_scheme}://{address}:{CLIENT_PORT}/readyz", timeout=2, context=context
+                ) as r,
+            ):
                 return bool(r.status == 200)
             return False
 
@@ -434,9 +607,13 @@ class Demo:
         env = next(iter(self.kv_runner.processes(first).values())).env or {}
         self.service = env.get("OTEL_SERVICE_NAME", "")
         if not self.service:
-            raise DemoError(f"{first}: no OTEL_SERVICE_NAME in its environment (is the KVCluster traced?)")
-        self.say(f"    {len(addresses)} KV processes started ({', '.join(sorted(addresses))}); "
-                 f"{first}'s OTel environment, as the operator rendered it:")
+            raise DemoError(
+                f"{first}: no OTEL_SERVICE_NAME in its environment (is the KVCluster traced?)"
+            )
+        self.say(
+            f"    {len(addresses)} KV processes started ({', '.join(sorted(addresses))}); "
+            f"{first}'s OTel environment, as the operator rendered it:"
+        )
         for line in text.env_lines(env):
             self.say(f"      {line}")
 
@@ -452,35 +629,61 @@ class Demo:
 
         ns = self.options.namespace
         self.kubectl("-n", ns, "apply", "-k", str(folder))
-        deployments = [d for d in json.loads(self.kubectl("-n", ns, "get", "deployments", "-o", "json").stdout)["items"]
-                       if injection.INJECT in ((d["spec"]["template"]["metadata"].get("annotations")) or {})]
+        deployments = [
+            d
+            for d in json.loads(self.kubectl("-n", ns, "get", "deployments", "-o", "json").stdout)[
+                "items"
+            ]
+            if injection.INJECT in ((d["spec"]["template"]["metadata"].get("annotations")) or {})
+        ]
         if not deployments:
-            raise DemoError(f"{folder}: no Deployment whose pod template asks for {injection.INJECT}")
+            raise DemoError(
+                f"{folder}: no Deployment whose pod template asks for {injection.INJECT}"
+            )
         roots = agent_image_roots()
         for deployment in deployments:
-            selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
+            selector = ",".join(
+                f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items()
+            )
             replicas = int(deployment["spec"].get("replicas", 1))
-            pods = self.wait_for(functools.partial(self.running_pods, selector, replicas), 60,
-                                 f"{replicas} running pod(s) of Deployment {deployment['metadata']['name']}")
+            pods = self.wait_for(
+                functools.partial(self.running_pods, selector, replicas),
+                60,
+                f"{replicas} running pod(s) of Deployment {deployment['metadata']['name']}",
+            )
             for pod in pods:
                 annotations = pod["metadata"].get("annotations") or {}
                 if not annotations.get(injection.INJECTED):
                     why = annotations.get(injection.INJECTION_ERROR) or "the webhook did not answer"
                     raise DemoError(f"pod {pod['metadata']['name']} not injected: {why}")
-                missing = [c["image"] for c in pod["spec"].get("initContainers") or [] if c["image"] not in roots]
+                missing = [
+                    c["image"]
+                    for c in pod["spec"].get("initContainers") or []
+                    if c["image"] not in roots
+                ]
                 if missing:
-                    raise DemoError(f"no local copy of {', '.join(missing)}: run `kvtrace dev tools python-agent`")
+                    raise DemoError(
+                        f"no local copy of {', '.join(missing)}: run `kvtrace dev tools python-agent`"
+                    )
             runner = self.runner(selector, replicas, image_roots=roots)
             first = sorted(runner.pods())[0]
             env = next(iter(runner.processes(first).values())).env or {}
             self.app_services.append(env.get("OTEL_SERVICE_NAME", ""))
-            agent = " ".join(f"{name}={env[name]}" for name in ("PYTHONPATH", "JAVA_TOOL_OPTIONS") if name in env)
-            self.say(f"    {first}: injected by {pod['metadata']['annotations'][injection.INJECTED]}, "
-                     f"OTEL_SERVICE_NAME={env.get('OTEL_SERVICE_NAME')}, {agent or 'no agent'}")
+            agent = " ".join(
+                f"{name}={env[name]}" for name in ("PYTHONPATH", "JAVA_TOOL_OPTIONS") if name in env
+            )
+            self.say(
+                f"    {first}: injected by {pod['metadata']['annotations'][injection.INJECTED]}, "
+                f"OTEL_SERVICE_NAME={env.get('OTEL_SERVICE_NAME')}, {agent or 'no agent'}"
+            )
 
     def running_pods(self, selector: str, count: int) -> list[dict[str, Any]] | None:
-        found = [p for p in self.pods(selector) if (p.get("status") or {}).get("phase") == "Running"
-                 and not p["metadata"].get("deletionTimestamp")]
+        found = [
+            p
+            for p in self.pods(selector)
+            if (p.get("status") or {}).get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+        ]
         return found if len(found) >= count else None
 
     def find_application_trace(self, service: str) -> Any:
@@ -490,46 +693,86 @@ class Demo:
         from kvtrace.shared.jaeger_client import JaegerClient
 
         https = self.jaeger_url.startswith("https://") and self.collector_ca
-        client = JaegerClient(self.jaeger_url, timeout=30, ca_pem=Path(self.collector_ca).read_text() if https else None)
+        client = JaegerClient(
+            self.jaeger_url,
+            timeout=30,
+            ca_pem=Path(self.collector_ca).read_text() if https else None,
+        )
         since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
 
         def found() -> Any:
             if service not in client.services():
                 return None
-            return text.application_trace(client.find_traces(service, start=since, limit=50), service, self.service)
+            return text.application_trace(
+                client.find_traces(service, start=since, limit=50), service, self.service
+            )
 
-        trace = self.wait_for(found, self.options.trace_timeout + APP_START_SLACK, f"trace of {service!r} through "
-                              f"{self.service!r}'s coordinator and replicas in Jaeger", interval=1.0)
-        self.say(f"    application {service}: trace {trace.trace_id}, {len(trace.spans)} spans, services "
-                 f"{', '.join(sorted(trace.services))}")
+        trace = self.wait_for(
+            found,
+            self.options.trace_timeout + APP_START_SLACK,
+            f"trace of {service!r} through {self.service!r}'s coordinator and replicas in Jaeger",
+            interval=1.0,
+        )
+        self.say(
+            f"    application {service}: trace {trace.trace_id}, {len(trace.spans)} spans, services "
+            f"{', '.join(sorted(trace.services))}"
+        )
         return client.trace(trace.trace_id) or trace
 
     def write_state(self) -> None:
         """Record what runs for `kvtrace dev env` (the format of `kvtrace dev up`)."""
         if self.state_path is None:
             return
-        state = {"pid": os.getpid(), "kubeconfig": str(self.cluster.kubeconfig), "server": self.cluster.server,
-                 "namespace": self.options.namespace, "jaeger_url": self.jaeger_url,
-                 "otlp_http": self.collector_http, "otlp_certificate": self.collector_ca,
-                 "endpoint_map": str(self.endpoint_map.path),
-                 "kv_ca_file": self.kv_ca, "kv_token_file": self.kv_token,
-                 "workdirs": [str(self.cluster.workdir)]}
+        state = {
+            "pid": os.getpid(),
+            "kubeconfig": str(self.cluster.kubeconfig),
+            "server": self.cluster.server,
+            "namespace": self.options.namespace,
+            "jaeger_url": self.jaeger_url,
+            "otlp_http": self.collector_http,
+            "otlp_certificate": self.collector_ca,
+            "endpoint_map": str(self.endpoint_map.path),
+            "kv_ca_file": self.kv_ca,
+            "kv_token_file": self.kv_token,
+            "workdirs": [str(self.cluster.workdir)],
+        }
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         self.state_path.write_text(json.dumps(state, indent=2))
 
     def load(self) -> dict[str, Any]:
         opts = self.options
-        urls = [f"{self.kv_scheme}://{address}:{CLIENT_PORT}" for _, address in sorted(self.kv_runner.pods().items())]
-        secured = [*(["--ca-file", self.kv_ca] if self.kv_ca else []),
-                   *(["--token-file", self.kv_token] if self.kv_token else [])]
-        argv = [str(Path(sys.executable).parent / "kvtrace"), "bench", "--json-only", "--ops", str(opts.ops),
-                "--duration", f"{opts.duration:g}", "--clients", str(opts.clients), "--keys", "1000",
-                "--key-prefix", "demo/", *secured, *[arg for url in urls for arg in ("--endpoint", url)]]
+        urls = [
+            f"{self.kv_scheme}://{address}:{CLIENT_PORT}"
+            for _, address in sorted(self.kv_runner.pods().items())
+        ]
+        secured = [
+            *(["--ca-file", self.kv_ca] if self.kv_ca else []),
+            *(["--token-file", self.kv_token] if self.kv_token else []),
+        ]
+        argv = [
+            str(Path(sys.executable).parent / "kvtrace"),
+            "bench",
+            "--json-only",
+            "--ops",
+            str(opts.ops),
+            "--duration",
+            f"{opts.duration:g}",
+            "--clients",
+            str(opts.clients),
+            "--keys",
+            "1000",
+            "--key-prefix",
+            "demo/",
+            *secured,
+            *[arg for url in urls for arg in ("--endpoint", url)],
+        ]
         self.say("    $ " + " ".join(argv[1:]))
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=opts.duration + 120)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         if not lines:
-            raise DemoError(f"kvtrace bench exited {proc.returncode} without a result: {proc.stderr.strip()[-2000:]}")
+            raise DemoError(
+                f"kvtrace bench exited {proc.returncode} without a result: {proc.stderr.strip()[-2000:]}"
+            )
         result: dict[str, Any] = json.loads(lines[-1])
         self.say("    " + text.load_summary(result).splitlines()[0])
         problems = text.load_problems(result)
@@ -543,7 +786,11 @@ class Demo:
         from kvtrace.shared.jaeger_client import JaegerClient
 
         https = self.jaeger_url.startswith("https://") and self.collector_ca
-        client = JaegerClient(self.jaeger_url, timeout=30, ca_pem=Path(self.collector_ca).read_text() if https else None)
+        client = JaegerClient(
+            self.jaeger_url,
+            timeout=30,
+            ca_pem=Path(self.collector_ca).read_text() if https else None,
+        )
         since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
         seen: list[tuple[float, tuple[int, int]]] = []
 
@@ -557,7 +804,9 @@ class Demo:
             traces = fetch()
             stats = text.trace_stats(traces)
             seen.append((time.monotonic(), (stats.count, stats.spans)))
-            if (text.traces_settled(seen) and not text.trace_problems(stats)) or time.monotonic() > deadline:
+            if (
+                text.traces_settled(seen) and not text.trace_problems(stats)
+            ) or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
         self.say("    " + text.traces_summary(stats, sent).splitlines()[0])
@@ -569,13 +818,18 @@ class Demo:
         return stats, client.trace(chosen.trace_id) or chosen  # with every span that arrived since
 
     def exports(self) -> dict[str, str]:
-        exports = {"KUBECONFIG": str(self.cluster.kubeconfig), "KVTRACE_JAEGER_URL": self.jaeger_url,
-                   "OTEL_EXPORTER_OTLP_ENDPOINT": self.collector_http,
-                   "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path)}
+        exports = {
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "KVTRACE_JAEGER_URL": self.jaeger_url,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.collector_http,
+            "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path),
+        }
         exports.update(kv_exports(self.kv_ca, self.kv_token))
         if self.collector_ca:  # TLS: the collector's certificate names this address (pod runner)
             exports["OTEL_EXPORTER_OTLP_CERTIFICATE"] = self.collector_ca
-            if self.jaeger_url.startswith("https://"):  # kvtrace trace/traces read it (Jaeger's query port)
+            if self.jaeger_url.startswith(
+                "https://"
+            ):  # kvtrace trace/traces read it (Jaeger's query port)
                 exports[CA_FILE_ENV] = self.collector_ca
         return exports
 

@@ -30,7 +30,10 @@ class Example:
     @property
     def refs(self) -> list[str]:
         """``kind/name`` of both resources, as `kubectl wait` takes them."""
-        return [f"{KINDS['KVCluster']}/{self.cluster}", f"{KINDS['TracingPipeline']}/{self.pipeline}"]
+        return [
+            f"{KINDS['KVCluster']}/{self.cluster}",
+            f"{KINDS['TracingPipeline']}/{self.pipeline}",
+        ]
 
 
 def read_example(documents: Sequence[Any], source: str) -> Example:
@@ -40,27 +43,39 @@ def read_example(documents: Sequence[Any], source: str) -> Example:
     pipelines: list[tuple[str, Mapping[str, Any]]] = []
     for index, doc in enumerate(documents):
         if not isinstance(doc, Mapping):
-            raise DemoError(f"{source}: document {index + 1}: expected a mapping, got {type(doc).__name__}")
+            raise DemoError(
+                f"{source}: document {index + 1}: expected a mapping, got {type(doc).__name__}"
+            )
         kind = doc.get("kind")
         if doc.get("apiVersion") != API_VERSION or kind not in KINDS:
             continue  # other objects are applied too, but the demo does not follow them
         name = (doc.get("metadata") or {}).get("name")
         if not isinstance(name, str) or not name:
-            raise DemoError(f"{source}: {kind} document {index + 1}: metadata.name: expected a name")
+            raise DemoError(
+                f"{source}: {kind} document {index + 1}: metadata.name: expected a name"
+            )
         (clusters if kind == "KVCluster" else pipelines).append((name, doc.get("spec") or {}))
     if len(clusters) != 1:
-        raise DemoError(f"{source}: expected exactly one {API_VERSION} KVCluster, found {len(clusters)}")
+        raise DemoError(
+            f"{source}: expected exactly one {API_VERSION} KVCluster, found {len(clusters)}"
+        )
     name, spec = clusters[0]
     replicas = spec.get("replicas", 3)
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
-        raise DemoError(f"{source}: KVCluster {name}: spec.replicas: expected a positive integer, got {replicas!r}")
+        raise DemoError(
+            f"{source}: KVCluster {name}: spec.replicas: expected a positive integer, got {replicas!r}"
+        )
     ref = ((spec.get("tracing") or {}).get("pipelineRef") or {}).get("name")
     if not ref:
-        raise DemoError(f"{source}: KVCluster {name}: spec.tracing.pipelineRef.name: expected the "
-                        "TracingPipeline that traces it (the demo shows traces)")
+        raise DemoError(
+            f"{source}: KVCluster {name}: spec.tracing.pipelineRef.name: expected the "
+            "TracingPipeline that traces it (the demo shows traces)"
+        )
     if ref not in {p for p, _ in pipelines}:
-        raise DemoError(f"{source}: KVCluster {name}: spec.tracing.pipelineRef.name: {ref!r} is not "
-                        f"among the example's TracingPipelines ({', '.join(p for p, _ in pipelines) or 'none'})")
+        raise DemoError(
+            f"{source}: KVCluster {name}: spec.tracing.pipelineRef.name: {ref!r} is not "
+            f"among the example's TracingPipelines ({', '.join(p for p, _ in pipelines) or 'none'})"
+        )
     return Example(name, replicas, ref)
 
 
@@ -72,7 +87,9 @@ def image_program(image: str) -> str:
     last = repository.rsplit("/", 1)[-1]
     program = last.split(":", 1)[0]
     if not program:
-        raise DemoError(f"image {image!r}: expected REPOSITORY[:TAG], cannot tell which program it runs")
+        raise DemoError(
+            f"image {image!r}: expected REPOSITORY[:TAG], cannot tell which program it runs"
+        )
     return program
 
 
@@ -88,8 +105,11 @@ def step_end(name: str, seconds: float, problem: str | None = None) -> str:
 
 def failure(step: str, problem: str, *, left_up: bool) -> str:
     """The closing message when a step failed."""
-    tail = ("The stack stays up for inspection (`eval \"$(kvtrace dev env)\"`); Ctrl-C stops it."
-            if left_up else "Stopping everything that was started.")
+    tail = (
+        'The stack stays up for inspection (`eval "$(kvtrace dev env)"`); Ctrl-C stops it.'
+        if left_up
+        else "Stopping everything that was started."
+    )
     first = problem.strip().splitlines()[0] if problem.strip() else "no reason given"
     return f"kvtrace dev demo: step '{step}' failed: {first}\n{tail}"
 
@@ -104,19 +124,25 @@ def load_problems(result: Mapping[str, Any]) -> list[str]:
         problems.append("no operation succeeded")
     if result.get("errors"):
         samples = "; ".join(str(s) for s in result.get("error_samples") or [])
-        problems.append(f"{result['errors']} operation(s) failed" + (f" (e.g. {samples})" if samples else ""))
+        problems.append(
+            f"{result['errors']} operation(s) failed" + (f" (e.g. {samples})" if samples else "")
+        )
     return problems
 
 
 def load_summary(result: Mapping[str, Any]) -> str:
     """`kvtrace bench`'s JSON result as the demo's load lines."""
-    lines = [f"load: {result.get('ops', 0)} ops in {float(result.get('seconds', 0)):.1f}s, "
-             f"{float(result.get('ops_per_s', 0)):.1f} ops/s, p50 {float(result.get('p50_ms', 0)):.2f}ms, "
-             f"p99 {float(result.get('p99_ms', 0)):.2f}ms, {result.get('errors', 0)} errors "
-             f"({result.get('clients', '?')} clients)"]
+    lines = [
+        f"load: {result.get('ops', 0)} ops in {float(result.get('seconds', 0)):.1f}s, "
+        f"{float(result.get('ops_per_s', 0)):.1f} ops/s, p50 {float(result.get('p50_ms', 0)):.2f}ms, "
+        f"p99 {float(result.get('p99_ms', 0)):.2f}ms, {result.get('errors', 0)} errors "
+        f"({result.get('clients', '?')} clients)"
+    ]
     for op, figures in sorted((result.get("by_operation") or {}).items()):
-        lines.append(f"  {op:5}: {int(figures.get('ops', 0))} ops, {float(figures.get('ops_per_s', 0)):.1f} ops/s, "
-                     f"p50 {float(figures.get('p50_ms', 0)):.2f}ms, p99 {float(figures.get('p99_ms', 0)):.2f}ms")
+        lines.append(
+            f"  {op:5}: {int(figures.get('ops', 0))} ops, {float(figures.get('ops_per_s', 0)):.1f} ops/s, "
+            f"p50 {float(figures.get('p50_ms', 0)):.2f}ms, p99 {float(figures.get('p99_ms', 0)):.2f}ms"
+        )
     return "\n".join(lines)
 
 
@@ -134,7 +160,9 @@ def pick_trace(traces: Iterable[Any]) -> Any | None:
     candidates = [t for t in traces if t.spans]
     if not candidates:
         return None
-    return max(candidates, key=lambda t: (len(trace_nodes(t)), len(t.spans), duration_ns(t), t.trace_id))
+    return max(
+        candidates, key=lambda t: (len(trace_nodes(t)), len(t.spans), duration_ns(t), t.trace_id)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +182,9 @@ def trace_stats(traces: Sequence[Any]) -> TraceStats:
     with_spans = [t for t in traces if t.spans]
     roots: Counter[str] = Counter()
     for t in with_spans:
-        root = min((s for s in t.spans if not s.parent_span_id), key=lambda s: s.start_ns, default=None)
+        root = min(
+            (s for s in t.spans if not s.parent_span_id), key=lambda s: s.start_ns, default=None
+        )
         roots[root.name if root is not None else "(no root span)"] += 1
     slowest = max(with_spans, key=duration_ns, default=None)
     return TraceStats(
@@ -172,14 +202,18 @@ def trace_stats(traces: Sequence[Any]) -> TraceStats:
 
 def traces_summary(stats: TraceStats, operations_sent: int | None = None) -> str:
     kept = f" for {operations_sent} operations sent" if operations_sent is not None else ""
-    lines = [f"traces in Jaeger: {stats.count}{kept}, {stats.spans} spans, "
-             f"{stats.multi_node} with spans from more than one node, {stats.errors} with errors",
-             f"  services: {', '.join(stats.services) or 'none'}; nodes: {', '.join(stats.nodes) or 'none'}"]
+    lines = [
+        f"traces in Jaeger: {stats.count}{kept}, {stats.spans} spans, "
+        f"{stats.multi_node} with spans from more than one node, {stats.errors} with errors",
+        f"  services: {', '.join(stats.services) or 'none'}; nodes: {', '.join(stats.nodes) or 'none'}",
+    ]
     for name, count in stats.operations.items():
         lines.append(f"  {count:6} × {name}")
     if stats.slowest_id:
-        lines.append(f"  slowest: {stats.slowest_id} ({format_duration(stats.slowest_ns)}): "
-                     f"kvtrace trace {stats.slowest_id}")
+        lines.append(
+            f"  slowest: {stats.slowest_id} ({format_duration(stats.slowest_ns)}): "
+            f"kvtrace trace {stats.slowest_id}"
+        )
     return "\n".join(lines)
 
 
@@ -215,13 +249,17 @@ def trace_problems(stats: TraceStats) -> list[str]:
 # ------------------------------------------------------------------------------- the end
 
 
-def endpoints_text(exports: Mapping[str, str], jaeger_url: str, collector_http: str, service: str,
-                   namespace: str) -> str:
-    lines = ["Where things are:", *[f"  export {k}={v}" for k, v in exports.items()],
-             f"  Jaeger UI and /api/v3: {jaeger_url}  (search service {service!r})",
-             f"  collector (OTLP/HTTP): {collector_http}",
-             f"  kubectl -n {namespace} get kvtrace,pods      # after the exports above",
-             f"  kvtrace traces --service {service} --limit 3  # after the exports above"]
+def endpoints_text(
+    exports: Mapping[str, str], jaeger_url: str, collector_http: str, service: str, namespace: str
+) -> str:
+    lines = [
+        "Where things are:",
+        *[f"  export {k}={v}" for k, v in exports.items()],
+        f"  Jaeger UI and /api/v3: {jaeger_url}  (search service {service!r})",
+        f"  collector (OTLP/HTTP): {collector_http}",
+        f"  kubectl -n {namespace} get kvtrace,pods      # after the exports above",
+        f"  kvtrace traces --service {service} --limit 3  # after the exports above",
+    ]
     return "\n".join(lines)
 
 
@@ -235,8 +273,14 @@ def application_trace(traces: Iterable[Any], app_service: str, kv_service: str) 
     coordinator's and at least one replica's spans (``kv_service`` spans of two or more
     members): the one-trace proof of injection (docs/injection.md). The one with the most
     members, then spans; None when none is complete yet."""
-    complete = [t for t in traces if t.spans and (root := t.root()) is not None and root.service == app_service
-                and len({node_of(s) for s in t.spans if s.service == kv_service and node_of(s)}) >= 2]
+    complete = [
+        t
+        for t in traces
+        if t.spans
+        and (root := t.root()) is not None
+        and root.service == app_service
+        and len({node_of(s) for s in t.spans if s.service == kv_service and node_of(s)}) >= 2
+    ]
     if not complete:
         return None
     return max(complete, key=lambda t: (len(trace_nodes(t)), len(t.spans), t.trace_id))

@@ -84,8 +84,13 @@ class LocalTLS:
         mounts = {tls.TRUST_DIR: str(self.trust_dir)}
         if leaf is not None:
             if leaf not in self.leaves:
-                raise ValueError(f"no local leaf {leaf!r}: the pipeline's TLS servers are {sorted(self.leaves)}")
-            mounts |= {tls.SERVING_DIR: str(self.leaves[leaf]), tls.JAEGER_SERVING_DIR: str(self.leaves[leaf])}
+                raise ValueError(
+                    f"no local leaf {leaf!r}: the pipeline's TLS servers are {sorted(self.leaves)}"
+                )
+            mounts |= {
+                tls.SERVING_DIR: str(self.leaves[leaf]),
+                tls.JAEGER_SERVING_DIR: str(self.leaves[leaf]),
+            }
         return dict(_replace(config, mounts))
 
     def client_env(self, env: Mapping[str, str]) -> dict[str, str]:
@@ -105,7 +110,7 @@ def _replace(value: Any, mounts: Mapping[str, str]) -> Any:
     if isinstance(value, str):
         for mount, local in mounts.items():
             if value == mount or value.startswith(mount + "/"):
-                return local + value[len(mount):]
+                return local + value[len(mount) :]
     return value
 
 
@@ -115,7 +120,9 @@ def _write(path: Path, text: str, private: bool = False) -> None:
         path.chmod(0o600)
 
 
-def local_tls(directory: Path, pipeline: dict[str, Any], hosts: Sequence[str] = LOOPBACK) -> LocalTLS:
+def local_tls(
+    directory: Path, pipeline: dict[str, Any], hosts: Sequence[str] = LOOPBACK
+) -> LocalTLS:
     """A CA and every TLS server leaf of ``pipeline`` under ``directory``, each leaf valid for
     its Service names and ``hosts`` (IP addresses). Mode ``managed`` and ``certManager``
     pipelines get all their servers; TLS off gets nothing; mode ``secret`` (the user's own
@@ -124,7 +131,9 @@ def local_tls(directory: Path, pipeline: dict[str, Any], hosts: Sequence[str] = 
     if tls.settings(spec) is None:
         return LocalTLS(pipeline)
     if not tls.every_hop(spec):
-        raise ValueError("spec.security.tls mode secret serves the user's own certificate: provide its files")
+        raise ValueError(
+            "spec.security.tls mode secret serves the user's own certificate: provide its files"
+        )
     now = datetime.datetime.now(datetime.UTC)
     name, namespace = names.name_of(pipeline), names.namespace_of(pipeline)
     ca = pki.make_ca(f"kvtrace {namespace}/{name} local CA", now, VALIDITY * 2)
@@ -133,7 +142,9 @@ def local_tls(directory: Path, pipeline: dict[str, Any], hosts: Sequence[str] = 
     _write(trust_dir / tls.CA_FILE, ca.cert_pem)
     leaves = {}
     for leaf in tls.leaves(pipeline, spec):
-        pair = pki.issue(ca, leaf["commonName"], leaf["dnsNames"], now, VALIDITY, ip_addresses=tuple(hosts))
+        pair = pki.issue(
+            ca, leaf["commonName"], leaf["dnsNames"], now, VALIDITY, ip_addresses=tuple(hosts)
+        )
         leaf_dir = directory / leaf["secret"]
         leaf_dir.mkdir(parents=True, exist_ok=True)
         _write(leaf_dir / "tls.crt", pair.cert_pem)
@@ -144,13 +155,14 @@ def local_tls(directory: Path, pipeline: dict[str, Any], hosts: Sequence[str] = 
 
 # ---- the pod runner's servers -------------------------------------------------------------------
 
+
 def issuers(secrets: Iterable[Mapping[str, bytes]]) -> list[pki.KeyPair]:
     """Every CA key pair in the data of ``secrets`` (``X.crt`` beside ``X.key``: the managed
     CA Secret holds ``tls.crt``/``tls.key`` and, during a rotation, ``previous.crt``/``.key``)."""
     found = []
     for data in secrets:
         for name, cert in data.items():
-            key = data.get(name[:-len(".crt")] + ".key") if name.endswith(".crt") else None
+            key = data.get(name[: -len(".crt")] + ".key") if name.endswith(".crt") else None
             if key is None:
                 continue
             with contextlib.suppress(ValueError, UnicodeDecodeError):
@@ -159,8 +171,9 @@ def issuers(secrets: Iterable[Mapping[str, bytes]]) -> list[pki.KeyPair]:
     return found
 
 
-def loopback_leaf(cert_pem: str, cas: Iterable[pki.KeyPair], address: str,
-                  now: datetime.datetime | None = None) -> pki.KeyPair | None:
+def loopback_leaf(
+    cert_pem: str, cas: Iterable[pki.KeyPair], address: str, now: datetime.datetime | None = None
+) -> pki.KeyPair | None:
     """The serving certificate ``cert_pem`` re-issued for a server the pod runner runs on
     ``address``: same subject, DNS names and end (``notAfter``), the loopback ``address`` added
     as an IP name, signed by the one of ``cas`` that signed the original (a fresh key). Clients
@@ -176,6 +189,12 @@ def loopback_leaf(cert_pem: str, cas: Iterable[pki.KeyPair], address: str,
         return None
     for ca in cas:
         if pki.signed_by(cert_pem, ca.cert_pem):
-            return pki.issue(ca, leaf.common_name, leaf.dns_names, moment, leaf.not_after - moment,
-                             ip_addresses=(address,))
+            return pki.issue(
+                ca,
+                leaf.common_name,
+                leaf.dns_names,
+                moment,
+                leaf.not_after - moment,
+                ip_addresses=(address,),
+            )
     return None

@@ -28,9 +28,12 @@ CRDS = Path(os.environ.get("KVTRACE_CRDS_DIR", REPO / "crds"))  # override: try 
 def crds(local_cluster: Any) -> list[str]:
     """Install (server-side apply) every CRD of crds/ and wait until they are established."""
     local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    names = [yaml.safe_load(path.read_text())["metadata"]["name"] for path in sorted(CRDS.glob("*.yaml"))]
-    local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          *[f"crd/{name}" for name in names])
+    names = [
+        yaml.safe_load(path.read_text())["metadata"]["name"] for path in sorted(CRDS.glob("*.yaml"))
+    ]
+    local_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{name}" for name in names]
+    )
     return names
 
 
@@ -38,13 +41,31 @@ class Operator:
     """``kvtrace operator run -n NS`` in a subprocess (the plugin's ``operator_process``); its
     log is printed when a test fails."""
 
-    def __init__(self, local_cluster: Any, namespace: str, log_path: Path, extra: list[str],
-                 endpoint_map: Path) -> None:
-        args = ["-n", namespace, "--liveness", "none", "--metrics-port", "0", "--resync-interval", "3",
-                "--retry-backoff", "1", *extra]
+    def __init__(
+        self,
+        local_cluster: Any,
+        namespace: str,
+        log_path: Path,
+        extra: list[str],
+        endpoint_map: Path,
+    ) -> None:
+        args = [
+            "-n",
+            namespace,
+            "--liveness",
+            "none",
+            "--metrics-port",
+            "0",
+            "--resync-interval",
+            "3",
+            "--retry-backoff",
+            "1",
+            *extra,
+        ]
         # The endpoint map lets it reach members started by a pod runner (drain checks).
-        self.process = operator_process(local_cluster.kubeconfig, args, log_path,
-                                        KVTRACE_ENDPOINT_MAP=str(endpoint_map))
+        self.process = operator_process(
+            local_cluster.kubeconfig, args, log_path, KVTRACE_ENDPOINT_MAP=str(endpoint_map)
+        )
         self.log_path = log_path
 
     @property
@@ -72,13 +93,21 @@ class Operator:
 
 
 @pytest.fixture
-def operator(local_cluster: Any, namespace: str, crds: list[str], tmp_path: Path, endpoint_map: Any,
-             request: pytest.FixtureRequest) -> Iterator[Operator]:
+def operator(
+    local_cluster: Any,
+    namespace: str,
+    crds: list[str],
+    tmp_path: Path,
+    endpoint_map: Any,
+    request: pytest.FixtureRequest,
+) -> Iterator[Operator]:
     """The operator watching the test's namespace, with a short drift-repair interval (3s);
     ``@pytest.mark.operator_args(...)`` adds flags."""
     marker = request.node.get_closest_marker("operator_args")
     extra = [str(arg) for arg in marker.args] if marker else []
-    op = Operator(local_cluster, namespace, tmp_path / "operator.log", extra, endpoint_map.path).start()
+    op = Operator(
+        local_cluster, namespace, tmp_path / "operator.log", extra, endpoint_map.path
+    ).start()
     try:
         yield op
     finally:
@@ -87,17 +116,23 @@ def operator(local_cluster: Any, namespace: str, crds: list[str], tmp_path: Path
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "operator_args(*flags): extra flags for the operator fixture")
+    config.addinivalue_line(
+        "markers", "operator_args(*flags): extra flags for the operator fixture"
+    )
 
 
 class Kube:
     """Small helpers over kubectl for one namespace (what a user would type)."""
 
-    def __init__(self, kubectl: Callable[..., subprocess.CompletedProcess[str]], namespace: str) -> None:
+    def __init__(
+        self, kubectl: Callable[..., subprocess.CompletedProcess[str]], namespace: str
+    ) -> None:
         self.kubectl = kubectl
         self.namespace = namespace
 
-    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return self.kubectl("-n", self.namespace, *args, input=input, check=check)
 
     def apply(self, *objects: dict[str, Any]) -> None:
@@ -122,9 +157,15 @@ class Kube:
                 return cond  # type: ignore[no-any-return]
         return None
 
-    def condition_is(self, kind: str, name: str, type_: str, status: str, reason: str | None = None) -> bool:
+    def condition_is(
+        self, kind: str, name: str, type_: str, status: str, reason: str | None = None
+    ) -> bool:
         cond = self.condition(kind, name, type_)
-        return cond is not None and cond["status"] == status and (reason is None or cond["reason"] == reason)
+        return (
+            cond is not None
+            and cond["status"] == status
+            and (reason is None or cond["reason"] == reason)
+        )
 
 
 @pytest.fixture

@@ -35,8 +35,13 @@ class ConsumerSecrets(Mapping[tuple[str, str], str]):
     def _covers(self, ref: object) -> bool:
         if ref == self._pipeline_ref:
             return True
-        return (isinstance(ref, tuple) and len(ref) == 2 and ref[1] == TOKEN_KEY and isinstance(ref[0], str)
-                and ref[0].endswith(client_token_secret("")))
+        return (
+            isinstance(ref, tuple)
+            and len(ref) == 2
+            and ref[1] == TOKEN_KEY
+            and isinstance(ref[0], str)
+            and ref[0].endswith(client_token_secret(""))
+        )
 
     def __getitem__(self, ref: tuple[str, str]) -> str:
         if not self._covers(ref):

@@ -17,8 +17,13 @@ from pathlib import Path
 from kvtrace_operator import pki
 
 VALIDITY = datetime.timedelta(days=3650)
-API_SERVER_NAMES = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                    "kubernetes.default.svc.cluster.local")
+API_SERVER_NAMES = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
 
 
 def _file(name: str) -> property:
@@ -49,19 +54,43 @@ def _write(cert: Path, key: Path, pair: pki.KeyPair) -> None:
     key.chmod(0o600)  # also when the file was there already
 
 
-def create(directory: Path, *, service_ip: str, hosts: Sequence[str] = (),
-           now: datetime.datetime | None = None) -> Pki:
+def create(
+    directory: Path,
+    *,
+    service_ip: str,
+    hosts: Sequence[str] = (),
+    now: datetime.datetime | None = None,
+) -> Pki:
     """Make the CA, serving, admin and service-account keys under ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     files = Pki(directory)
     now = now or datetime.datetime.now(datetime.UTC)
     ca = pki.make_ca("kvtrace-local-ca", now, VALIDITY)
     _write(files.ca_cert, files.ca_key, ca)
-    _write(files.serving_cert, files.serving_key,
-           pki.issue(ca, "kube-apiserver", (*API_SERVER_NAMES, *hosts), now, VALIDITY,
-                     ip_addresses=("127.0.0.1", service_ip)))
-    _write(files.admin_cert, files.admin_key,
-           pki.issue(ca, "kvtrace-admin", ("localhost",), now, VALIDITY, ip_addresses=("127.0.0.1",),
-                     organization="system:masters"))
+    _write(
+        files.serving_cert,
+        files.serving_key,
+        pki.issue(
+            ca,
+            "kube-apiserver",
+            (*API_SERVER_NAMES, *hosts),
+            now,
+            VALIDITY,
+            ip_addresses=("127.0.0.1", service_ip),
+        ),
+    )
+    _write(
+        files.admin_cert,
+        files.admin_key,
+        pki.issue(
+            ca,
+            "kvtrace-admin",
+            ("localhost",),
+            now,
+            VALIDITY,
+            ip_addresses=("127.0.0.1",),
+            organization="system:masters",
+        ),
+    )
     _write(files.sa_pub, files.sa_key, pki.make_signing_key())
     return files

@@ -78,7 +78,15 @@ CommandResolver = Callable[[Obj, Obj], Sequence[str] | None]
 
 # What an engine's client needs of the host's environment in container mode (nothing else of
 # the host reaches a container).
-ENGINE_ENV = ("PATH", "HOME", "TMPDIR", "XDG_RUNTIME_DIR", "CONTAINERS_CONF", "DOCKER_HOST", "CONTAINER_HOST")
+ENGINE_ENV = (
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "CONTAINERS_CONF",
+    "DOCKER_HOST",
+    "CONTAINER_HOST",
+)
 # Volume kinds a container may write to (Kubernetes mounts the others read-only).
 WRITABLE_VOLUMES = ("emptyDir", "persistentVolumeClaim", "hostPath", "ephemeral")
 
@@ -117,7 +125,10 @@ def agent_image_roots() -> dict[str, Path]:
     files (``kvtrace dev tools``), for those that are built."""
     from kvtrace_operator.render.images import JAVA_AGENT_IMAGE, PYTHON_AGENT_IMAGE
 
-    agents = {PYTHON_AGENT_IMAGE: tools.TOOLS["python-agent"], JAVA_AGENT_IMAGE: tools.TOOLS["java-agent"]}
+    agents = {
+        PYTHON_AGENT_IMAGE: tools.TOOLS["python-agent"],
+        JAVA_AGENT_IMAGE: tools.TOOLS["java-agent"],
+    }
     return {image: tool.directory for image, tool in agents.items() if tools.verify(tool) is None}
 
 
@@ -141,8 +152,12 @@ def resolve_executable(name: str) -> str | None:
 
 def _resolve_executable(name: str) -> str | None:
     base = Path(name).name
-    if ("/" in name and os.access(name, os.X_OK) and not Path(name).is_dir()
-            and not str(name).startswith(("/usr/bin/", "/bin/", "/usr/local/bin/"))):
+    if (
+        "/" in name
+        and os.access(name, os.X_OK)
+        and not Path(name).is_dir()
+        and not str(name).startswith(("/usr/bin/", "/bin/", "/usr/local/bin/"))
+    ):
         return name
     candidate = venv_bin() / base
     if candidate.exists() and os.access(candidate, os.X_OK):
@@ -157,6 +172,7 @@ _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 def expand(value: str, env: Mapping[str, str]) -> str:
     """Kubernetes ``$(VAR)`` expansion: known variables replaced, ``$$`` escapes, others kept."""
+
     def sub(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
@@ -231,7 +247,9 @@ class PodRunner:
         self._given_workdir = workdir
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"kvtrace-pods-{namespace}-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.endpoint_map = endpoint_map or endpoints_mod.EndpointMapFile(self.workdir / "endpoints.json")
+        self.endpoint_map = endpoint_map or endpoints_mod.EndpointMapFile(
+            self.workdir / "endpoints.json"
+        )
         self.allocator = allocator or ALLOCATOR
         self.extra_env = dict(env or {})
         self.containers = set(containers) if containers is not None else None
@@ -273,7 +291,9 @@ class PodRunner:
     def start(self) -> PodRunner:
         self._client = self.cluster.new_client()
         self.sync()  # first pass synchronously: errors surface in the caller
-        self._thread = threading.Thread(target=self._loop, name=f"podrunner-{self.namespace}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"podrunner-{self.namespace}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -304,8 +324,11 @@ class PodRunner:
     def pods(self) -> dict[str, str]:
         """Pods whose processes are running now: ``{pod name: address}``."""
         with self._lock:
-            return {r.pod_name: r.address for r in self._running.values()
-                    if any(p.alive() for p in r.processes.values())}
+            return {
+                r.pod_name: r.address
+                for r in self._running.values()
+                if any(p.alive() for p in r.processes.values())
+            }
 
     def processes(self, pod_name: str) -> dict[str, Process]:
         with self._lock:
@@ -316,8 +339,12 @@ class PodRunner:
 
     def restarts(self, pod_name: str) -> int:
         with self._lock:
-            return sum(r.restarts.get(c, 0) for r in self._running.values() if r.pod_name == pod_name
-                       for c in r.processes)
+            return sum(
+                r.restarts.get(c, 0)
+                for r in self._running.values()
+                if r.pod_name == pod_name
+                for c in r.processes
+            )
 
     def logs(self, pod_name: str, container: str | None = None, lines: int = 60) -> str:
         procs = self.processes(pod_name)
@@ -330,6 +357,7 @@ class PodRunner:
 
     def wait_running(self, count: int, timeout: float = 60.0) -> dict[str, str]:
         """Wait until ``count`` pods run processes whose declared ports accept connections."""
+
         def ready() -> dict[str, str] | None:
             pods = self.pods()
             if len(pods) < count:
@@ -342,7 +370,9 @@ class PodRunner:
             return pods
 
         try:
-            return wait_until(ready, timeout=timeout, what=f"{count} pod process(es) listening", interval=0.2)
+            return wait_until(
+                ready, timeout=timeout, what=f"{count} pod process(es) listening", interval=0.2
+            )
         except StartupError as exc:
             problems = "; ".join(self.errors.values()) or "none reported"
             logs = "\n".join(self.logs(name, lines=15) for name in self.pods())
@@ -366,8 +396,15 @@ class PodRunner:
         resource = {"Pod": Pod, "Service": Service}[kind]
         labels: Any = None
         if kind == "Pod" and self.selector:
-            labels = self.selector if isinstance(self.selector, Mapping) else _parse_selector(self.selector)
-        return [_to_dict(o) for o in self._client.list(resource, namespace=self.namespace, labels=labels)]
+            labels = (
+                self.selector
+                if isinstance(self.selector, Mapping)
+                else _parse_selector(self.selector)
+            )
+        return [
+            _to_dict(o)
+            for o in self._client.list(resource, namespace=self.namespace, labels=labels)
+        ]
 
     def sync(self) -> None:
         """One reconciliation pass (the thread calls this every ``poll_interval``)."""
@@ -376,15 +413,19 @@ class PodRunner:
                 return
             self._cache.clear()
             pods = self._list("Pod")
-            wanted = {p["metadata"]["uid"]: p for p in pods
-                      if (p.get("status") or {}).get("phase") == "Running"
-                      and not p["metadata"].get("deletionTimestamp")}
+            wanted = {
+                p["metadata"]["uid"]: p
+                for p in pods
+                if (p.get("status") or {}).get("phase") == "Running"
+                and not p["metadata"].get("deletionTimestamp")
+            }
             for uid in [u for u in self._running if u not in wanted]:
                 self._stop_pod(self._running.pop(uid))
             # Names map to addresses as soon as pods are wanted (addresses are allocated up
             # front), so pods that name each other render resolved from their first start.
-            self.endpoint_map.update(self._owner, self._endpoint_entries(list(wanted.values()),
-                                                                         self._list("Service")))
+            self.endpoint_map.update(
+                self._owner, self._endpoint_entries(list(wanted.values()), self._list("Service"))
+            )
             names = self.endpoint_map.entries()
             for uid, pod in wanted.items():
                 running = self._running.get(uid)
@@ -413,8 +454,12 @@ class PodRunner:
 
         key = (kind, name)
         if key not in self._cache:
-            resource = {"ConfigMap": ConfigMap, "Secret": Secret, "PersistentVolumeClaim": PersistentVolumeClaim,
-                        "PersistentVolume": PersistentVolume}[kind]
+            resource = {
+                "ConfigMap": ConfigMap,
+                "Secret": Secret,
+                "PersistentVolumeClaim": PersistentVolumeClaim,
+                "PersistentVolume": PersistentVolume,
+            }[kind]
             try:
                 namespace = None if kind == "PersistentVolume" else self.namespace
                 self._cache[key] = _to_dict(self._client.get(resource, name, namespace=namespace))
@@ -443,10 +488,14 @@ class PodRunner:
         if match:
             return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
         values = {
-            "metadata.name": meta["name"], "metadata.namespace": meta.get("namespace", self.namespace),
-            "metadata.uid": meta.get("uid", ""), "spec.nodeName": pod["spec"].get("nodeName", ""),
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta.get("namespace", self.namespace),
+            "metadata.uid": meta.get("uid", ""),
+            "spec.nodeName": pod["spec"].get("nodeName", ""),
             "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-            "status.podIP": address, "status.podIPs": address, "status.hostIP": "127.0.0.1",
+            "status.podIP": address,
+            "status.podIPs": address,
+            "status.hostIP": "127.0.0.1",
             "status.hostIPs": "127.0.0.1",
         }
         return str(values.get(path, ""))
@@ -469,8 +518,11 @@ class PodRunner:
             if "fieldRef" in source:
                 env[name] = self._field(pod, address, source["fieldRef"]["fieldPath"])
             elif "configMapKeyRef" in source or "secretKeyRef" in source:
-                kind, ref = (("ConfigMap", source["configMapKeyRef"]) if "configMapKeyRef" in source
-                             else ("Secret", source["secretKeyRef"]))
+                kind, ref = (
+                    ("ConfigMap", source["configMapKeyRef"])
+                    if "configMapKeyRef" in source
+                    else ("Secret", source["secretKeyRef"])
+                )
                 data = self._data(kind, ref["name"], ref.get("optional", False))
                 if ref["key"] in data:
                     env[name] = data[ref["key"]].decode()
@@ -491,14 +543,18 @@ class PodRunner:
             data = self._data(kind, ref["name"], ref.get("optional", False))
             items = ref.get("items")
             if items:
-                files.update({item["path"]: data[item["key"]] for item in items if item["key"] in data})
+                files.update(
+                    {item["path"]: data[item["key"]] for item in items if item["key"] in data}
+                )
             else:
                 files.update(data)
 
         def add_downward(ref: Obj) -> None:
             for item in ref.get("items") or []:
                 if "fieldRef" in item:
-                    files[item["path"]] = self._field(pod, address, item["fieldRef"]["fieldPath"]).encode()
+                    files[item["path"]] = self._field(
+                        pod, address, item["fieldRef"]["fieldPath"]
+                    ).encode()
 
         if "configMap" in volume:
             add("ConfigMap", volume["configMap"])
@@ -515,7 +571,9 @@ class PodRunner:
                 elif "downwardAPI" in source:
                     add_downward(source["downwardAPI"])
                 elif "serviceAccountToken" in source:
-                    files[source["serviceAccountToken"]["path"]] = self._token(pod, source["serviceAccountToken"])
+                    files[source["serviceAccountToken"]["path"]] = self._token(
+                        pod, source["serviceAccountToken"]
+                    )
         else:
             return None
         return files
@@ -528,9 +586,17 @@ class PodRunner:
         cached = self._tokens.get(key)
         if cached is None or time.monotonic() > cached[1]:
             seconds = max(600, int(source.get("expirationSeconds") or 3600))
-            args = ["-n", self.namespace, "create", "token", pod["spec"].get("serviceAccountName") or "default",
-                    "--bound-object-kind=Pod", f"--bound-object-name={meta['name']}",
-                    f"--bound-object-uid={meta['uid']}", f"--duration={seconds}s"]
+            args = [
+                "-n",
+                self.namespace,
+                "create",
+                "token",
+                pod["spec"].get("serviceAccountName") or "default",
+                "--bound-object-kind=Pod",
+                f"--bound-object-name={meta['name']}",
+                f"--bound-object-uid={meta['uid']}",
+                f"--duration={seconds}s",
+            ]
             if source.get("audience"):
                 args.append(f"--audience={source['audience']}")
             token = self.cluster.kubectl(*args).stdout.strip().encode()
@@ -549,14 +615,20 @@ class PodRunner:
 
             from kvtrace.devstack.local_tls import issuers, loopback_leaf
 
-            secrets = [{k: base64.b64decode(v) for k, v in (_to_dict(s).get("data") or {}).items()}
-                       for s in self._client.list(Secret, namespace=self.namespace)]
+            secrets = [
+                {k: base64.b64decode(v) for k, v in (_to_dict(s).get("data") or {}).items()}
+                for s in self._client.list(Secret, namespace=self.namespace)
+            ]
             pair = loopback_leaf(cert.decode(errors="replace"), issuers(secrets), address)
             self._leaves[key] = (pair.cert_pem.encode(), pair.key_pem.encode()) if pair else None
-            self._note(f"serving certificate for {address}: "
-                       f"{'re-issued with that address' if pair else 'served as it is (no issuer key here)'}")
+            self._note(
+                f"serving certificate for {address}: "
+                f"{'re-issued with that address' if pair else 'served as it is (no issuer key here)'}"
+            )
         reissued = self._leaves[key]
-        return files if reissued is None else {**files, "tls.crt": reissued[0], "tls.key": reissued[1]}
+        return (
+            files if reissued is None else {**files, "tls.crt": reissued[0], "tls.key": reissued[1]}
+        )
 
     def _volume_dir(self, running: _Running, volume: Obj) -> Path:
         if "persistentVolumeClaim" in volume:
@@ -591,8 +663,11 @@ class PodRunner:
 
     # ----------------------------------------------------------------- rendering
     def _selected(self, pod: Obj) -> list[Obj]:
-        return [c for c in pod["spec"].get("containers") or []
-                if self.containers is None or c["name"] in self.containers]
+        return [
+            c
+            for c in pod["spec"].get("containers") or []
+            if self.containers is None or c["name"] in self.containers
+        ]
 
     def _render(self, running: _Running, names: Mapping[str, str]) -> _Rendered:
         """Everything the pod's processes get; raises LookupError while a referenced object is missing."""
@@ -602,21 +677,29 @@ class PodRunner:
         def mounts(containers: Iterable[Obj]) -> list[tuple[str, Path]]:
             if self.engine is not None:  # containers see their volumes at the real paths
                 return []
-            found = {m["mountPath"].rstrip("/") or "/": running.volumes[m["name"]] / m.get("subPath", "")
-                     for c in containers for m in c.get("volumeMounts") or [] if m["name"] in running.volumes}
+            found = {
+                m["mountPath"].rstrip("/") or "/": running.volumes[m["name"]] / m.get("subPath", "")
+                for c in containers
+                for m in c.get("volumeMounts") or []
+                if m["name"] in running.volumes
+            }
             return sorted(found.items(), key=lambda item: -len(item[0]))
 
         seen: dict[str, str | None] = {}
         # Files are refreshed in place, as the kubelet does, never a reason to restart: a
         # node re-reading its peers file must keep running when the membership changes.
-        pod_rewrite = _Rewriter(mounts(pod["spec"].get("containers") or []), running.address, kwok_ip, names)
+        pod_rewrite = _Rewriter(
+            mounts(pod["spec"].get("containers") or []), running.address, kwok_ip, names
+        )
         files: dict[str, dict[str, bytes]] = {}
         for volume in pod["spec"].get("volumes") or []:
             content = self._volume_files(pod, running.address, volume)
             if content is not None and "secret" in volume:
                 content = self._serving_files(content, running.address)
             if content is not None:
-                files[volume["name"]] = {rel: pod_rewrite.text(data) for rel, data in content.items()}
+                files[volume["name"]] = {
+                    rel: pod_rewrite.text(data) for rel, data in content.items()
+                }
         argvs: dict[str, list[str]] = {}
         envs: dict[str, dict[str, str]] = {}
         cwds: dict[str, Path] = {}
@@ -626,32 +709,55 @@ class PodRunner:
             if self.engine is not None:
                 container_env = self._env(pod, container, running.address)
                 rewrite = _Rewriter([], running.address, kwok_ip, names, seen)
-                argvs[cname], envs[cname] = self._container_run(running, container, container_env, rewrite)
+                argvs[cname], envs[cname] = self._container_run(
+                    running, container, container_env, rewrite
+                )
                 cwds[cname] = running.directory
                 continue
             raw = self._argv(pod, container)
             if raw is None:
-                raise LookupError(f"container {cname} has no command and no resolve_command mapping "
-                                  f"for image {container.get('image')!r}")
+                raise LookupError(
+                    f"container {cname} has no command and no resolve_command mapping "
+                    f"for image {container.get('image')!r}"
+                )
             container_env = self._env(pod, container, running.address)
-            rewrite = _Rewriter(mounts([container]) + self._image_mounts(container), running.address,
-                                kwok_ip, names, seen)
+            rewrite = _Rewriter(
+                mounts([container]) + self._image_mounts(container),
+                running.address,
+                kwok_ip,
+                names,
+                seen,
+            )
             argv = [rewrite(expand(a, container_env)) for a in raw]
             executable = resolve_executable(argv[0])
             if executable is None:
-                raise FileNotFoundError(f"container {cname}: executable {argv[0]!r} not found "
-                                        f"(venv {venv_bin()}, tool cache, PATH)")
+                raise FileNotFoundError(
+                    f"container {cname}: executable {argv[0]!r} not found "
+                    f"(venv {venv_bin()}, tool cache, PATH)"
+                )
             argvs[cname] = [executable, *argv[1:]]
-            env = no_proxy_env({k: v for k, v in os.environ.items()
-                                if not k.startswith("PYTEST_") and k not in HOST_CA_OVERRIDES})
+            env = no_proxy_env(
+                {
+                    k: v
+                    for k, v in os.environ.items()
+                    if not k.startswith("PYTEST_") and k not in HOST_CA_OVERRIDES
+                }
+            )
             env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
             kubeconfig = getattr(self.cluster, "kubeconfig", None)
             if kubeconfig:
                 env["KUBECONFIG"] = str(kubeconfig)
             env.update({k: rewrite(v) for k, v in container_env.items()})
-            env.update(self.extra_env)  # the runner's caller has the last word (e.g. a test's collector)
-            env.update({endpoints_mod.ENV: str(self.endpoint_map.path), "HOSTNAME": pod["metadata"]["name"],
-                        "KVTRACE_POD_ADDRESS": running.address})
+            env.update(
+                self.extra_env
+            )  # the runner's caller has the last word (e.g. a test's collector)
+            env.update(
+                {
+                    endpoints_mod.ENV: str(self.endpoint_map.path),
+                    "HOSTNAME": pod["metadata"]["name"],
+                    "KVTRACE_POD_ADDRESS": running.address,
+                }
+            )
             envs[cname] = env
             workdir = container.get("workingDir")
             cwd = Path(rewrite(workdir)) if workdir else running.directory
@@ -672,43 +778,75 @@ class PodRunner:
         assert rendered is not None
         for cname in rendered.init:
             log = self.workdir / "logs" / f"{running.pod_name}_{cname}.log"
-            process = Process(f"{running.pod_name}/{cname}", rendered.argv[cname], log,
-                              env=rendered.env[cname], cwd=rendered.cwd[cname]).start()
+            process = Process(
+                f"{running.pod_name}/{cname}",
+                rendered.argv[cname],
+                log,
+                env=rendered.env[cname],
+                cwd=rendered.cwd[cname],
+            ).start()
             self._note(f"init {process.name} pid {process.pid}: {' '.join(rendered.argv[cname])}")
             try:
                 code = process.popen.wait(timeout=timeout)  # type: ignore[union-attr]
             except subprocess.TimeoutExpired:
                 process.stop(timeout=5.0)
-                raise RuntimeError(f"init container {cname} did not finish within {timeout:g}s") from None
+                raise RuntimeError(
+                    f"init container {cname} did not finish within {timeout:g}s"
+                ) from None
             if code != 0:
-                raise RuntimeError(f"init container {cname} exited with {code}:\n{process.tail(10)}")
+                raise RuntimeError(
+                    f"init container {cname} exited with {code}:\n{process.tail(10)}"
+                )
 
-    def _container_run(self, running: _Running, container: Obj, container_env: dict[str, str],
-                       rewrite: _Rewriter) -> tuple[list[str], dict[str, str]]:
+    def _container_run(
+        self, running: _Running, container: Obj, container_env: dict[str, str], rewrite: _Rewriter
+    ) -> tuple[list[str], dict[str, str]]:
         """Container mode: the ``ENGINE run`` argv of one container and the engine client's
         environment (the container's variables ride in it, passed by name)."""
         assert self.engine is not None
         pod = running.pod
         env = {k: rewrite(v) for k, v in container_env.items()}
         env.update(self.extra_env)
-        env.update({endpoints_mod.ENV: f"{containers_mod.ENDPOINT_MAP_DIR}/{self.endpoint_map.path.name}",
-                    "HOSTNAME": pod["metadata"]["name"], "KVTRACE_POD_ADDRESS": running.address})
+        env.update(
+            {
+                endpoints_mod.ENV: f"{containers_mod.ENDPOINT_MAP_DIR}/{self.endpoint_map.path.name}",
+                "HOSTNAME": pod["metadata"]["name"],
+                "KVTRACE_POD_ADDRESS": running.address,
+            }
+        )
         env.update(self._service_env())
         volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
-        mounts = [containers_mod.Mount(self.endpoint_map.path.parent, containers_mod.ENDPOINT_MAP_DIR, True)]
+        mounts = [
+            containers_mod.Mount(
+                self.endpoint_map.path.parent, containers_mod.ENDPOINT_MAP_DIR, True
+            )
+        ]
         for mount in container.get("volumeMounts") or []:
             volume = volumes.get(mount["name"])
             if volume is None or mount["name"] not in running.volumes:
                 continue
-            writable = any(kind in volume for kind in WRITABLE_VOLUMES) and not mount.get("readOnly")
-            mounts.append(containers_mod.Mount(running.volumes[mount["name"]] / mount.get("subPath", ""),
-                                               mount["mountPath"], not writable))
+            writable = any(kind in volume for kind in WRITABLE_VOLUMES) and not mount.get(
+                "readOnly"
+            )
+            mounts.append(
+                containers_mod.Mount(
+                    running.volumes[mount["name"]] / mount.get("subPath", ""),
+                    mount["mountPath"],
+                    not writable,
+                )
+            )
         image = str(container.get("image"))
         argv = containers_mod.run_argv(
-            self.engine, name=f"kvtrace-{self.namespace}-{running.pod_name}-{container['name']}-{running.uid[:8]}",
-            pod=pod, container=container, image=self.images.get(image, image), env_names=sorted(env), mounts=mounts,
+            self.engine,
+            name=f"kvtrace-{self.namespace}-{running.pod_name}-{container['name']}-{running.uid[:8]}",
+            pod=pod,
+            container=container,
+            image=self.images.get(image, image),
+            env_names=sorted(env),
+            mounts=mounts,
             command=[rewrite(expand(a, container_env)) for a in container.get("command") or []],
-            args=[rewrite(expand(a, container_env)) for a in container.get("args") or []])
+            args=[rewrite(expand(a, container_env)) for a in container.get("args") or []],
+        )
         client_env = {k: v for k, v in os.environ.items() if k in ENGINE_ENV}
         return argv, {**client_env, **env}
 
@@ -722,8 +860,10 @@ class PodRunner:
 
             config = yaml.safe_load(Path(kubeconfig).read_text())
             server = urllib.parse.urlsplit(config["clusters"][0]["cluster"]["server"])
-            self._api_server = {"KUBERNETES_SERVICE_HOST": server.hostname or "127.0.0.1",
-                                "KUBERNETES_SERVICE_PORT": str(server.port or 443)}
+            self._api_server = {
+                "KUBERNETES_SERVICE_HOST": server.hostname or "127.0.0.1",
+                "KUBERNETES_SERVICE_PORT": str(server.port or 443),
+            }
         return self._api_server
 
     # ----------------------------------------------------------------- processes
@@ -732,8 +872,14 @@ class PodRunner:
         meta = pod["metadata"]
         name = meta["name"]
         directory = self.workdir / "pods" / f"{name}-{meta['uid'][:8]}"
-        running = _Running(name, meta["uid"], self.address(name), pod, directory,
-                           pod["spec"].get("restartPolicy") or "Always")
+        running = _Running(
+            name,
+            meta["uid"],
+            self.address(name),
+            pod,
+            directory,
+            pod["spec"].get("restartPolicy") or "Always",
+        )
         try:
             directory.mkdir(parents=True, exist_ok=True)
             for volume in pod["spec"].get("volumes") or []:
@@ -755,7 +901,9 @@ class PodRunner:
         rendered = self._render(running, names)
         self._write_files(running, rendered)
         previous, running.rendered = running.rendered, rendered
-        changed = sorted(k for k, v in (previous.names if previous else {}).items() if rendered.names.get(k) != v)
+        changed = sorted(
+            k for k, v in (previous.names if previous else {}).items() if rendered.names.get(k) != v
+        )
         if changed:
             self._note(f"{running.pod_name}: endpoints {changed} changed; restarting its processes")
             self._stop_pod(running)
@@ -783,13 +931,21 @@ class PodRunner:
         argv, env, cwd = rendered.argv[cname], rendered.env[cname], rendered.cwd[cname]
         if self.engine is not None:
             process: Process = containers_mod.ContainerProcess(
-                self.engine, argv[argv.index("--name") + 1], f"{running.pod_name}/{cname}", argv, log,
-                env=env, cwd=cwd).start()
+                self.engine,
+                argv[argv.index("--name") + 1],
+                f"{running.pod_name}/{cname}",
+                argv,
+                log,
+                env=env,
+                cwd=cwd,
+            ).start()
         else:
             process = Process(f"{running.pod_name}/{cname}", argv, log, env=env, cwd=cwd).start()
         running.processes[cname] = process
-        self._note(f"started {process.name} pid {process.pid} on {running.address}: "
-                   f"{' '.join(rendered.argv[cname])}")
+        self._note(
+            f"started {process.name} pid {process.pid} on {running.address}: "
+            f"{' '.join(rendered.argv[cname])}"
+        )
 
     def _restart_exited(self, running: _Running) -> None:
         now = time.monotonic()
@@ -797,12 +953,14 @@ class PodRunner:
             code = process.returncode
             if code is None:
                 continue
-            if running.restart_policy == "Never" or (running.restart_policy == "OnFailure" and code == 0):
+            if running.restart_policy == "Never" or (
+                running.restart_policy == "OnFailure" and code == 0
+            ):
                 continue
             due = running.next_restart.get(cname)
             if due is None:
                 count = running.restarts.get(cname, 0)
-                running.next_restart[cname] = now + min(self.restart_delay * 2 ** count, 10.0)
+                running.next_restart[cname] = now + min(self.restart_delay * 2**count, 10.0)
                 self._note(f"{process.name} exited with {code}; restarting\n{process.tail(10)}")
             elif now >= due:
                 del running.next_restart[cname]
@@ -831,13 +989,22 @@ class PodRunner:
                 hosts.append(kwok_ip)
             if spec.get("subdomain"):
                 base = f"{spec.get('hostname') or name}.{spec['subdomain']}"
-                hosts += [base, f"{base}.{ns}", f"{base}.{ns}.svc", f"{base}.{ns}.svc.cluster.local"]
+                hosts += [
+                    base,
+                    f"{base}.{ns}",
+                    f"{base}.{ns}.svc",
+                    f"{base}.{ns}.svc.cluster.local",
+                ]
             for host in hosts:
                 for port in ports:
                     entries[f"{host}:{port}"] = f"{address}:{port}"
         for svc in services:
             spec = svc.get("spec") or {}
-            backends = [p for p in wanted if _selector_matches(spec.get("selector"), p["metadata"].get("labels"))]
+            backends = [
+                p
+                for p in wanted
+                if _selector_matches(spec.get("selector"), p["metadata"].get("labels"))
+            ]
             if not backends:
                 continue
             name = svc["metadata"]["name"]
@@ -849,12 +1016,16 @@ class PodRunner:
                 if target is None:
                     continue
                 for host in hosts:
-                    entries[f"{host}:{port['port']}"] = f"{self.address(backends[0]['metadata']['name'])}:{target}"
+                    entries[f"{host}:{port['port']}"] = (
+                        f"{self.address(backends[0]['metadata']['name'])}:{target}"
+                    )
         return entries
 
 
-_HOST_PORT = re.compile(r"(?<![\w.-])((?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*"
-                        r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?):(\d{1,5})(?![\d])")
+_HOST_PORT = re.compile(
+    r"(?<![\w.-])((?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?):(\d{1,5})(?![\d])"
+)
 
 
 class _Rewriter:
@@ -863,16 +1034,30 @@ class _Rewriter:
     ``host:port`` that the endpoint map knows → its address. Every ``host:port`` met is
     recorded in ``seen`` with its mapped address (or None), so a change is noticed."""
 
-    def __init__(self, mounts: list[tuple[str, Path]], address: str, kwok_ip: str | None,
-                 names: Mapping[str, str] | None = None, seen: dict[str, str | None] | None = None) -> None:
+    def __init__(
+        self,
+        mounts: list[tuple[str, Path]],
+        address: str,
+        kwok_ip: str | None,
+        names: Mapping[str, str] | None = None,
+        seen: dict[str, str | None] | None = None,
+    ) -> None:
         # One pass over all mount paths (longest first), so a replacement is never rewritten
         # again (a volume mounted at /tmp must not touch the local path given for another).
         self.mounts = {mount: str(local) for mount, local in mounts if mount != "/"}
-        self.mount_pattern = re.compile(
-            r"(?<![\w./-])(" + "|".join(re.escape(m) for m in sorted(self.mounts, key=len, reverse=True))
-            + r")(?=/|$|[^\w.-])") if self.mounts else None
+        self.mount_pattern = (
+            re.compile(
+                r"(?<![\w./-])("
+                + "|".join(re.escape(m) for m in sorted(self.mounts, key=len, reverse=True))
+                + r")(?=/|$|[^\w.-])"
+            )
+            if self.mounts
+            else None
+        )
         # 127.0.0.1 too: in a pod it is the pod's own loopback, which here is the pod's address.
-        addresses = [r"0\.0\.0\.0", r"\[::\]", r"127\.0\.0\.1"] + ([re.escape(kwok_ip)] if kwok_ip else [])
+        addresses = [r"0\.0\.0\.0", r"\[::\]", r"127\.0\.0\.1"] + (
+            [re.escape(kwok_ip)] if kwok_ip else []
+        )
         self.wildcard = re.compile(r"(?<![\d.])(?:" + "|".join(addresses) + r")(?![\d])")
         self.address = address
         self.names = names or {}
@@ -905,8 +1090,13 @@ def _literal(text: str) -> Callable[[re.Match[str]], str]:
 
 
 def _container_ports(pod: Obj, only: set[str] | None) -> list[Obj]:
-    return [port for c in pod["spec"].get("containers") or [] if only is None or c["name"] in only
-            for port in c.get("ports") or [] if (port.get("protocol") or "TCP") == "TCP"]
+    return [
+        port
+        for c in pod["spec"].get("containers") or []
+        if only is None or c["name"] in only
+        for port in c.get("ports") or []
+        if (port.get("protocol") or "TCP") == "TCP"
+    ]
 
 
 def _target_port(pod: Obj, target: int | str) -> int | None:

@@ -62,8 +62,9 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
-def urlopen_direct(url: str | urllib.request.Request, *, timeout: float,
-                   context: ssl.SSLContext | None = None) -> Any:
+def urlopen_direct(
+    url: str | urllib.request.Request, *, timeout: float, context: ssl.SSLContext | None = None
+) -> Any:
     """``urlopen`` that never goes through an HTTP(S)_PROXY: the stack lives on loopback."""
     handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
     if context is not None:
@@ -117,8 +118,14 @@ class Process:
             log.write(f"$ {' '.join(self.argv)}\n".encode())
             log.flush()
             self.popen = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=self.cwd, start_new_session=True, preexec_fn=_die_with_parent,
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         return self
 
@@ -184,7 +191,9 @@ def processes_mentioning(text: str) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            cmdline = (
+                (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            )
             state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
         except (OSError, IndexError):
             continue
@@ -216,7 +225,9 @@ def wait_until(
         if time.monotonic() > deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
             if process is not None:
-                raise StartupError(process.describe_failure(f"not {what} after {timeout:.0f}s{detail}"))
+                raise StartupError(
+                    process.describe_failure(f"not {what} after {timeout:.0f}s{detail}")
+                )
             raise StartupError(f"not {what} after {timeout:.0f}s{detail}")
         time.sleep(interval)
 

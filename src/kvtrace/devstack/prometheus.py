@@ -36,11 +36,14 @@ HOST = "127.0.0.1"
 OTLP_METRICS_PATH = "/api/v1/otlp/v1/metrics"
 
 
-Targets = Mapping[str, Mapping[str, Mapping[str, str]]]  # job -> {host:port: the labels the pod's would get}
+Targets = Mapping[
+    str, Mapping[str, Mapping[str, str]]
+]  # job -> {host:port: the labels the pod's would get}
 
 
-def loopback_prometheus_config(config: Mapping[str, Any], targets: Targets,
-                               rules_file: Path | None) -> dict[str, Any]:
+def loopback_prometheus_config(
+    config: Mapping[str, Any], targets: Targets, rules_file: Path | None
+) -> dict[str, Any]:
     """A copy of a rendered Prometheus config whose jobs scrape ``targets[job]`` (``host:port``
     with the labels relabelling gives a pod: ``pod``, ``namespace``, ``instance_of``; a job
     without targets is dropped) instead of discovering pods, and whose rule file is
@@ -53,8 +56,10 @@ def loopback_prometheus_config(config: Mapping[str, Any], targets: Targets,
             continue
         job.pop("kubernetes_sd_configs", None)
         job.pop("relabel_configs", None)
-        job["static_configs"] = [{"targets": [address], "labels": dict(labels)}
-                                 for address, labels in sorted(addresses.items())]
+        job["static_configs"] = [
+            {"targets": [address], "labels": dict(labels)}
+            for address, labels in sorted(addresses.items())
+        ]
         jobs.append(job)
     result["scrape_configs"] = jobs
     result["rule_files"] = [str(rules_file)] if rules_file else []
@@ -65,9 +70,17 @@ class Prometheus:
     """``prometheus`` with a config dict (and rule groups), on a free loopback port; its TSDB
     in a temporary directory. ``args`` are extra flags (the rendered retention flags)."""
 
-    def __init__(self, config: Mapping[str, Any], rules: Mapping[str, Any] | None = None, *,
-                 targets: Targets | None = None, workdir: Path | None = None,
-                 args: Sequence[str] = (), name: str = "prometheus", startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        rules: Mapping[str, Any] | None = None,
+        *,
+        targets: Targets | None = None,
+        workdir: Path | None = None,
+        args: Sequence[str] = (),
+        name: str = "prometheus",
+        startup_timeout: float = 60.0,
+    ) -> None:
         self.source_config, self.rules = config, rules
         self.targets = dict(targets or {})
         self.args, self.name, self.startup_timeout = list(args), name, startup_timeout
@@ -99,14 +112,21 @@ class Prometheus:
 
         def make() -> Process:
             self.address = f"{HOST}:{free_port()}"
-            argv = [str(binary), f"--config.file={config_file}", f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address={self.address}", "--web.enable-otlp-receiver",
-                    "--web.enable-lifecycle", *self.args]
+            argv = [
+                str(binary),
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address={self.address}",
+                "--web.enable-otlp-receiver",
+                "--web.enable-lifecycle",
+                *self.args,
+            ]
             return Process(self.name, argv, self.workdir / f"{self.name}.log")
 
         try:
-            self.process = start_with_port_retry(make, lambda proc: self.ready(), timeout=self.startup_timeout,
-                                                 what="ready")
+            self.process = start_with_port_retry(
+                make, lambda proc: self.ready(), timeout=self.startup_timeout, what="ready"
+            )
         except BaseException:
             self.stop()
             raise
@@ -117,8 +137,12 @@ class Prometheus:
         if rules_file is not None:
             rules_file.write_text(yaml.safe_dump(dict(self.rules or {}), sort_keys=False))
         config_file = self.workdir / "prometheus.yml"
-        config_file.write_text(yaml.safe_dump(loopback_prometheus_config(self.source_config, self.targets,
-                                                                         rules_file), sort_keys=False))
+        config_file.write_text(
+            yaml.safe_dump(
+                loopback_prometheus_config(self.source_config, self.targets, rules_file),
+                sort_keys=False,
+            )
+        )
         return config_file
 
     def set_targets(self, targets: Targets) -> None:

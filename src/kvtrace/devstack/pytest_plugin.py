@@ -59,12 +59,21 @@ def poll(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.2, mess
         except Exception as exc:  # noqa: BLE001 - reported on timeout
             last = exc
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s{': ' + message if message else ''}; "
-                                 f"last value: {last!r}")
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s{': ' + message if message else ''}; "
+                f"last value: {last!r}"
+            )
         time.sleep(interval)
 
 
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,8 +87,10 @@ def require_binaries(*names: str) -> None:
     """Fail the test (not skip) when a cached binary is missing or corrupt."""
     problems = cluster_mod.missing_binaries(names)
     if problems:
-        pytest.fail("local stack binaries unavailable:\n  " + "\n  ".join(problems) + "\n" + TOOLS_HINT,
-                    pytrace=False)
+        pytest.fail(
+            "local stack binaries unavailable:\n  " + "\n  ".join(problems) + "\n" + TOOLS_HINT,
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +114,9 @@ def kube(local_cluster: cluster_mod.LocalCluster) -> Any:
 
 
 @pytest.fixture
-def kubectl(local_cluster: cluster_mod.LocalCluster) -> Callable[..., subprocess.CompletedProcess[str]]:
+def kubectl(
+    local_cluster: cluster_mod.LocalCluster,
+) -> Callable[..., subprocess.CompletedProcess[str]]:
     """``kubectl(*args, input=None, check=True, timeout=60)`` against the local cluster."""
     return local_cluster.kubectl
 
@@ -114,7 +127,9 @@ def _namespace_name(nodeid: str) -> str:
 
 
 @pytest.fixture
-def namespace(local_cluster: cluster_mod.LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+def namespace(
+    local_cluster: cluster_mod.LocalCluster, request: pytest.FixtureRequest
+) -> Iterator[str]:
     """A fresh namespace for one test; deleted (not waited for) afterwards."""
     from lightkube.models.meta_v1 import ObjectMeta
     from lightkube.resources.core_v1 import Namespace, ServiceAccount
@@ -123,8 +138,11 @@ def namespace(local_cluster: cluster_mod.LocalCluster, request: pytest.FixtureRe
     name = _namespace_name(request.node.nodeid)
     client.create(Namespace(metadata=ObjectMeta(name=name, labels={"kvtrace.dev/test": "true"})))
     # Pods are rejected until the ServiceAccount controller has made "default".
-    poll(lambda: client.get(ServiceAccount, "default", namespace=name), timeout=30,
-         message=f"default ServiceAccount in {name}")
+    poll(
+        lambda: client.get(ServiceAccount, "default", namespace=name),
+        timeout=30,
+        message=f"default ServiceAccount in {name}",
+    )
     try:
         yield name
     finally:
@@ -181,7 +199,9 @@ def collector() -> Iterator[Callable[..., Any]]:
     """
     from kvtrace.devstack.backends import Collector, forward_to_jaeger
 
-    def build(config: dict[str, Any] | None = None, *, jaeger: Any = None, **kwargs: Any) -> Collector:
+    def build(
+        config: dict[str, Any] | None = None, *, jaeger: Any = None, **kwargs: Any
+    ) -> Collector:
         if config is None:
             if jaeger is None:
                 raise ValueError("collector(): give a config or a jaeger to forward to")
@@ -201,8 +221,9 @@ def endpoint_map(tmp_path: Path) -> Any:
 
 
 @pytest.fixture
-def pod_runner(local_cluster: cluster_mod.LocalCluster, namespace: str, endpoint_map: Any,
-               tmp_path: Path) -> Iterator[Callable[..., Any]]:
+def pod_runner(
+    local_cluster: cluster_mod.LocalCluster, namespace: str, endpoint_map: Any, tmp_path: Path
+) -> Iterator[Callable[..., Any]]:
     """Factory: ``pod_runner(selector=None, namespace=None, **kwargs)`` → a started PodRunner.
 
     Defaults to the test's namespace; all runners of a test share ``endpoint_map``.
@@ -214,8 +235,13 @@ def pod_runner(local_cluster: cluster_mod.LocalCluster, namespace: str, endpoint
 
     def make(selector: Any = None, *, namespace: str | None = None, **kwargs: Any) -> PodRunner:
         kwargs.setdefault("workdir", tmp_path / f"pods-{len(started)}")
-        runner = PodRunner(local_cluster, namespace or test_namespace, selector,
-                           endpoint_map=endpoint_map, **kwargs)
+        runner = PodRunner(
+            local_cluster,
+            namespace or test_namespace,
+            selector,
+            endpoint_map=endpoint_map,
+            **kwargs,
+        )
         started.append(runner)
         return runner.start()
 
@@ -270,27 +296,37 @@ def kubeconfig_env(kubeconfig: Path | str, **extra: str) -> dict[str, str]:
     return {**env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", **extra}
 
 
-def operator_process(kubeconfig: Path | str, args: list[str], log_path: Path, **env: str) -> Process:
+def operator_process(
+    kubeconfig: Path | str, args: list[str], log_path: Path, **env: str
+) -> Process:
     """``kvtrace operator run ARGS`` against ``kubeconfig``: a not yet started
     :class:`~kvtrace.devstack.proc.Process` (own process group, log file, clean stop)."""
     argv = [str(Path(sys.executable).parent / "kvtrace"), "operator", "run", *args]
     return Process("operator", argv, log_path, env=kubeconfig_env(kubeconfig, **env))
 
 
-def token_kubeconfig(cluster: cluster_mod.LocalCluster, namespace: str, service_account: str,
-                     path: Path) -> Path:
+def token_kubeconfig(
+    cluster: cluster_mod.LocalCluster, namespace: str, service_account: str, path: Path
+) -> Path:
     """A kubeconfig for ``cluster`` whose only credential is a TokenRequest token (1h) of
     ``namespace``/``service_account``: exactly that ServiceAccount's permissions."""
     import yaml
 
-    token = cluster.kubectl("-n", namespace, "create", "token", service_account, "--duration", "1h").stdout.strip()
+    token = cluster.kubectl(
+        "-n", namespace, "create", "token", service_account, "--duration", "1h"
+    ).stdout.strip()
     admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
     config = {
-        "apiVersion": "v1", "kind": "Config",
+        "apiVersion": "v1",
+        "kind": "Config",
         "clusters": [{"name": "local", "cluster": admin["clusters"][0]["cluster"]}],
         "users": [{"name": service_account, "user": {"token": token}}],
-        "contexts": [{"name": service_account, "context": {"cluster": "local", "user": service_account,
-                                                           "namespace": namespace}}],
+        "contexts": [
+            {
+                "name": service_account,
+                "context": {"cluster": "local", "user": service_account, "namespace": namespace},
+            }
+        ],
         "current-context": service_account,
     }
     path.write_text(yaml.safe_dump(config))
@@ -305,7 +341,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def dump_log_if_failed(request: pytest.FixtureRequest, title: str, path: Path, limit: int = 20000) -> None:
+def dump_log_if_failed(
+    request: pytest.FixtureRequest, title: str, path: Path, limit: int = 20000
+) -> None:
     """From a fixture's teardown: print the end of ``path`` when the test itself failed."""
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:

@@ -43,8 +43,16 @@ STAMP = ".kvtrace-tool.json"
 
 # Cold build times measured on an idle 2-core machine (docs/local-stack.md, "Measured build
 # times"), printed as what to expect; a busy machine takes longer.
-EXPECTED_SECONDS = {"kubernetes": 299, "etcd": 35, "kwok": 85, "ocb": 3, "otelcol": 263,
-                    "jaeger": 184, "helm": 170, "jaeger-ui": 75}
+EXPECTED_SECONDS = {
+    "kubernetes": 299,
+    "etcd": 35,
+    "kwok": 85,
+    "ocb": 3,
+    "otelcol": 263,
+    "jaeger": 184,
+    "helm": 170,
+    "jaeger-ui": 75,
+}
 # Commands a tool's build runs besides Go (every build needs Go), by tool name.
 EXTRA_PREREQUISITES: dict[str, tuple[str, ...]] = {"jaeger-ui": ("node", "npm")}
 PREREQUISITE_NAMES = {"go": "Go 1.26", "make": "make", "node": "Node.js", "npm": "npm (Node.js)"}
@@ -124,15 +132,21 @@ def _go_env() -> dict[str, str]:
 def _run(cmd: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
     print(f"    $ {' '.join(cmd)}", flush=True)
     proc = subprocess.run(
-        list(cmd), cwd=cwd, env=env or _go_env(), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        list(cmd),
+        cwd=cwd,
+        env=env or _go_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-40:])
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
 
 
-def _build_wrapper(module_dir: str, targets: dict[str, str], ldflags: str = "") -> Callable[[Path, Path], None]:
+def _build_wrapper(
+    module_dir: str, targets: dict[str, str], ldflags: str = ""
+) -> Callable[[Path, Path], None]:
     """Build main packages from a committed wrapper module (go.mod + go.sum in tools/)."""
 
     def build(out: Path, scratch: Path) -> None:
@@ -166,29 +180,63 @@ def _go_install(targets: dict[str, str], ldflags: str = "") -> Callable[[Path, P
     return build
 
 
-_OCB_SECTIONS = ("receivers", "processors", "exporters", "extensions", "connectors", "providers",
-                 "converters")
+_OCB_SECTIONS = (
+    "receivers",
+    "processors",
+    "exporters",
+    "extensions",
+    "connectors",
+    "providers",
+    "converters",
+)
 
 
 def _build_python_agent(out: Path, scratch: Path) -> None:
     """The files the Python agent image holds (``/autoinstrumentation``), for the pod runner's
     init containers: ``pip install --target`` of the agent's pinned requirements."""
-    _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--target",
-          str(out / "autoinstrumentation"), "-r", str(PYTHON_AGENT_REQUIREMENTS)], cwd=scratch,
-         env=dict(os.environ))
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-compile",
+            "--target",
+            str(out / "autoinstrumentation"),
+            "-r",
+            str(PYTHON_AGENT_REQUIREMENTS),
+        ],
+        cwd=scratch,
+        env=dict(os.environ),
+    )
 
 
 def _build_java_agent(out: Path, scratch: Path) -> None:
     """``/javaagent.jar`` of the Java agent image: the OpenTelemetry Java agent from Maven
     Central (``mvn dependency:copy``, the machine's Maven and its settings)."""
-    _run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={JAVA_AGENT_ARTIFACT}",
-          f"-DoutputDirectory={scratch}", "-Dmdep.stripVersion=true"], cwd=scratch, env=dict(os.environ))
+    _run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "dependency:copy",
+            f"-Dartifact={JAVA_AGENT_ARTIFACT}",
+            f"-DoutputDirectory={scratch}",
+            "-Dmdep.stripVersion=true",
+        ],
+        cwd=scratch,
+        env=dict(os.environ),
+    )
     shutil.move(str(scratch / "opentelemetry-javaagent.jar"), out / "javaagent.jar")
 
 
 def _otelcol_go_mod(manifest: dict[str, object]) -> str:
     """The go.mod ocb would write: every component module, the collector core, the replaces."""
-    requires = [f"go.opentelemetry.io/collector/{core} v{OTELCOL_VERSION}" for core in ("otelcol", "service")]
+    requires = [
+        f"go.opentelemetry.io/collector/{core} v{OTELCOL_VERSION}"
+        for core in ("otelcol", "service")
+    ]
     for section in _OCB_SECTIONS:
         for entry in manifest.get(section) or []:  # type: ignore[attr-defined]
             requires.append(entry["gomod"])
@@ -199,7 +247,6 @@ def _otelcol_go_mod(manifest: dict[str, object]) -> str:
 
 
 OTELCOL_MANIFEST = REPO_TOOLS / "otelcol" / "builder-config.yaml"
-
 
 
 def otelcol_go_mod(manifest_path: Path = OTELCOL_MANIFEST) -> str:
@@ -222,8 +269,17 @@ def _build_otelcol(out: Path, scratch: Path) -> None:
     ocb = TOOLS["ocb"]
     ensure(ocb)
     build_dir = scratch / "otelcol-build"
-    _run([str(ocb.path()), "--config", str(OTELCOL_MANIFEST), "--output-path", str(build_dir),
-          "--skip-get-modules", "--skip-compilation"])
+    _run(
+        [
+            str(ocb.path()),
+            "--config",
+            str(OTELCOL_MANIFEST),
+            "--output-path",
+            str(build_dir),
+            "--skip-get-modules",
+            "--skip-compilation",
+        ]
+    )
     shutil.copytree(REPO_TOOLS / "otelcol" / "stubs", build_dir / "stubs")
     (build_dir / "go.mod").write_text(otelcol_go_mod())
     shutil.copy2(REPO_TOOLS / "otelcol" / "go.sum", build_dir / "go.sum")  # committed checksums
@@ -233,7 +289,9 @@ def _build_otelcol(out: Path, scratch: Path) -> None:
 JAEGER_UI_VERSION = JAEGER_VERSION  # jaeger-ui tags its releases like the Jaeger v1 line
 JAEGER_UI_ARCHIVE = f"jaeger-ui-v{JAEGER_UI_VERSION}.tar.gz"
 JAEGER_UI_SHA256 = "42dffc4acf32f2f60f9e1c319039516bde24b4a1903848ddbbfb9b6c2d07eace"
-JAEGER_UI_URL = f"https://github.com/jaegertracing/jaeger-ui/archive/refs/tags/v{JAEGER_UI_VERSION}.tar.gz"
+JAEGER_UI_URL = (
+    f"https://github.com/jaegertracing/jaeger-ui/archive/refs/tags/v{JAEGER_UI_VERSION}.tar.gz"
+)
 
 
 def jaeger_ui_source(repo: Path = REPO_TOOLS.parent) -> Path | None:
@@ -241,7 +299,9 @@ def jaeger_ui_source(repo: Path = REPO_TOOLS.parent) -> Path | None:
     directory above it, as for a git worktree), else ``$KVTRACE_UPSTREAM_DIR``; None when absent."""
     env = os.environ.get("KVTRACE_UPSTREAM_DIR")
     candidates = [Path(env) / JAEGER_UI_ARCHIVE] if env else []
-    candidates += [parent / "shared" / "upstream" / JAEGER_UI_ARCHIVE for parent in repo.resolve().parents]
+    candidates += [
+        parent / "shared" / "upstream" / JAEGER_UI_ARCHIVE for parent in repo.resolve().parents
+    ]
     return next((path for path in candidates if path.is_file()), None)
 
 
@@ -261,7 +321,8 @@ def _fetch_jaeger_ui(scratch: Path) -> Path:
         raise RuntimeError(
             f"jaeger-ui source not found: put {JAEGER_UI_ARCHIVE} (a `git archive` of tag "
             f"v{JAEGER_UI_VERSION}) in ../shared/upstream/ next to the checkout or in "
-            f"$KVTRACE_UPSTREAM_DIR; downloading {JAEGER_UI_URL} failed: {exc}") from exc
+            f"$KVTRACE_UPSTREAM_DIR; downloading {JAEGER_UI_URL} failed: {exc}"
+        ) from exc
     return target
 
 
@@ -271,11 +332,22 @@ def _build_jaeger_ui(out: Path, scratch: Path) -> None:
     archive = _fetch_jaeger_ui(scratch)
     with tarfile.open(archive) as tar:
         tar.extractall(scratch, filter="data")
-    tree = next(path for path in scratch.iterdir() if path.is_dir() and path.name.startswith("jaeger-ui"))
-    env = {**os.environ, "CI": "true", "npm_config_engine_strict": "false", "npm_config_fund": "false",
-           "npm_config_audit": "false", "npm_config_update_notifier": "false"}
-    _run(["npm", "ci", "--ignore-scripts", "--engine-strict=false", "--no-audit", "--no-fund"],
-         cwd=tree, env=env)
+    tree = next(
+        path for path in scratch.iterdir() if path.is_dir() and path.name.startswith("jaeger-ui")
+    )
+    env = {
+        **os.environ,
+        "CI": "true",
+        "npm_config_engine_strict": "false",
+        "npm_config_fund": "false",
+        "npm_config_audit": "false",
+        "npm_config_update_notifier": "false",
+    }
+    _run(
+        ["npm", "ci", "--ignore-scripts", "--engine-strict=false", "--no-audit", "--no-fund"],
+        cwd=tree,
+        env=env,
+    )
     _run(["npm", "run", "build"], cwd=tree, env=env)
     shutil.copytree(tree / "packages" / "jaeger-ui" / "build", out, dirs_exist_ok=True)
 
@@ -294,29 +366,64 @@ _K8S_LDFLAGS = " ".join(
 TOOLS: dict[str, Tool] = {
     tool.name: tool
     for tool in (
-        Tool("kubernetes", KUBERNETES_VERSION,
-             ("kube-apiserver", "kube-controller-manager", "kube-scheduler"),
-             _build_wrapper("kubernetes", {
-                 name: f"k8s.io/kubernetes/cmd/{name}"
-                 for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-             }, ldflags=_K8S_LDFLAGS)),
-        Tool("etcd", ETCD_VERSION, ("etcd",),
-             _build_wrapper("etcd", {"etcd": "go.etcd.io/etcd/server/v3"})),
-        Tool("kwok", KWOK_VERSION, ("kwok", "kwokctl"),
-             _go_install({
-                 name: f"sigs.k8s.io/kwok/cmd/{name}@v{KWOK_VERSION}" for name in ("kwok", "kwokctl")
-             }, ldflags=f"-X sigs.k8s.io/kwok/pkg/consts.Version=v{KWOK_VERSION}")),
-        Tool("ocb", OTELCOL_VERSION, ("builder",),
-             _go_install({"builder": f"go.opentelemetry.io/collector/cmd/builder@v{OTELCOL_VERSION}"})),
+        Tool(
+            "kubernetes",
+            KUBERNETES_VERSION,
+            ("kube-apiserver", "kube-controller-manager", "kube-scheduler"),
+            _build_wrapper(
+                "kubernetes",
+                {
+                    name: f"k8s.io/kubernetes/cmd/{name}"
+                    for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+                },
+                ldflags=_K8S_LDFLAGS,
+            ),
+        ),
+        Tool(
+            "etcd",
+            ETCD_VERSION,
+            ("etcd",),
+            _build_wrapper("etcd", {"etcd": "go.etcd.io/etcd/server/v3"}),
+        ),
+        Tool(
+            "kwok",
+            KWOK_VERSION,
+            ("kwok", "kwokctl"),
+            _go_install(
+                {
+                    name: f"sigs.k8s.io/kwok/cmd/{name}@v{KWOK_VERSION}"
+                    for name in ("kwok", "kwokctl")
+                },
+                ldflags=f"-X sigs.k8s.io/kwok/pkg/consts.Version=v{KWOK_VERSION}",
+            ),
+        ),
+        Tool(
+            "ocb",
+            OTELCOL_VERSION,
+            ("builder",),
+            _go_install(
+                {"builder": f"go.opentelemetry.io/collector/cmd/builder@v{OTELCOL_VERSION}"}
+            ),
+        ),
         Tool("otelcol", OTELCOL_VERSION, ("otelcol-kvtrace",), _build_otelcol),
-        Tool("jaeger", JAEGER_VERSION, ("jaeger",),
-             _build_wrapper("jaeger", {"jaeger": "github.com/jaegertracing/jaeger/cmd/jaeger"})),
+        Tool(
+            "jaeger",
+            JAEGER_VERSION,
+            ("jaeger",),
+            _build_wrapper("jaeger", {"jaeger": "github.com/jaegertracing/jaeger/cmd/jaeger"}),
+        ),
         Tool("python-agent", PYTHON_AGENT_VERSION, (), _build_python_agent),
         Tool("java-agent", JAVA_AGENT_VERSION, (), _build_java_agent),
         Tool("jaeger-ui", JAEGER_UI_VERSION, ("index.html",), _build_jaeger_ui, executable=False),
-        Tool("helm", HELM_VERSION, ("helm",),
-             _go_install({"helm": f"helm.sh/helm/v4/cmd/helm@v{HELM_VERSION}"},
-                         ldflags=f"-X helm.sh/helm/v4/internal/version.version=v{HELM_VERSION}")),
+        Tool(
+            "helm",
+            HELM_VERSION,
+            ("helm",),
+            _go_install(
+                {"helm": f"helm.sh/helm/v4/cmd/helm@v{HELM_VERSION}"},
+                ldflags=f"-X helm.sh/helm/v4/internal/version.version=v{HELM_VERSION}",
+            ),
+        ),
     )
 }
 
@@ -329,8 +436,9 @@ def minutes(seconds: float) -> str:
 
 def _go_version() -> tuple[int, int] | None:
     try:
-        text = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, timeout=60,
-                              env=_go_env()).stdout.strip()
+        text = subprocess.run(
+            ["go", "env", "GOVERSION"], capture_output=True, text=True, timeout=60, env=_go_env()
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     parts = text.removeprefix("go").split(".")
@@ -351,13 +459,15 @@ def check_prerequisites(tools: Sequence[Tool]) -> None:
         if shutil.which(command) is None:
             raise MissingPrerequisite(
                 f"{PREREQUISITE_NAMES.get(command, command)} is needed to build {names}, and "
-                f"`{command}` is not on PATH (README.md, Prerequisites)")
+                f"`{command}` is not on PATH (README.md, Prerequisites)"
+            )
     version = _go_version()
     if version is None or version < MIN_GO:
         found = "an unreadable version" if version is None else f"go{version[0]}.{version[1]}"
         raise MissingPrerequisite(
             f"Go {MIN_GO[0]}.{MIN_GO[1]} or newer is needed to build {names} (GOTOOLCHAIN=local), "
-            f"`go` on PATH is {found} (README.md, Prerequisites)")
+            f"`go` on PATH is {found} (README.md, Prerequisites)"
+        )
 
 
 def ensure(tool: Tool, *, force: bool = False) -> Path:
@@ -365,7 +475,9 @@ def ensure(tool: Tool, *, force: bool = False) -> Path:
     return _ensure(tool, "rebuild forced" if force else verify(tool))
 
 
-def _ensure(tool: Tool, problem: str | None, position: str = "", since: float | None = None) -> Path:
+def _ensure(
+    tool: Tool, problem: str | None, position: str = "", since: float | None = None
+) -> Path:
     """Build ``tool`` when ``problem`` says why (None: it is cached). ``position`` (``"3 of
     7"``) and ``since`` (when the whole run began) only enrich the progress lines."""
     head = f"[tools] {position + ': ' if position else ''}{tool.name} {tool.version}"
@@ -384,7 +496,9 @@ def _ensure(tool: Tool, problem: str | None, position: str = "", since: float | 
         scratch.mkdir()
         tool.build(staging, scratch)
         sums = {binary: _sha256(staging / binary) for binary in tool.binaries}
-        (staging / STAMP).write_text(json.dumps({"version": tool.version, "sha256": sums}, indent=2))
+        (staging / STAMP).write_text(
+            json.dumps({"version": tool.version, "sha256": sums}, indent=2)
+        )
         if tool.directory.exists():
             shutil.rmtree(tool.directory)
         staging.rename(tool.directory)
@@ -406,7 +520,9 @@ def ensure_all(names: Sequence[str] = (), *, force: bool = False) -> dict[str, P
     failures: list[str] = []
     for index, name in enumerate(selected, 1):
         try:
-            result[name] = _ensure(TOOLS[name], problems[name], f"{index} of {len(selected)}", started)
+            result[name] = _ensure(
+                TOOLS[name], problems[name], f"{index} of {len(selected)}", started
+            )
         except RuntimeError as exc:
             failures.append(f"{name}: {exc}")
             print(f"[tools] {name}: FAILED\n{exc}", file=sys.stderr, flush=True)

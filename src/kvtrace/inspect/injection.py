@@ -38,11 +38,15 @@ def _time(value: Any) -> dt.datetime | None:
 
 
 def _ready(pipeline: Mapping[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pipeline.get("status") or {}).get("conditions") or ())
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pipeline.get("status") or {}).get("conditions") or ()
+    )
 
 
-def covering_webhook(configs: Iterable[Mapping[str, Any]], namespace: str) -> Mapping[str, Any] | None:
+def covering_webhook(
+    configs: Iterable[Mapping[str, Any]], namespace: str
+) -> Mapping[str, Any] | None:
     """The operator's MutatingWebhookConfiguration whose pod hook selects ``namespace``."""
     for config in configs:
         for hook in config.get("webhooks") or ():
@@ -57,8 +61,13 @@ def covering_webhook(configs: Iterable[Mapping[str, Any]], namespace: str) -> Ma
     return None
 
 
-def pod_state(pod: Mapping[str, Any], *, pipelines: Mapping[tuple[str, str], Mapping[str, Any]],
-              webhook: Mapping[str, Any] | None, secrets: Mapping[str, Mapping[str, Any]]) -> tuple[bool, str]:
+def pod_state(
+    pod: Mapping[str, Any],
+    *,
+    pipelines: Mapping[tuple[str, str], Mapping[str, Any]],
+    webhook: Mapping[str, Any] | None,
+    secrets: Mapping[str, Mapping[str, Any]],
+) -> tuple[bool, str]:
     """(injected, problem) of one pod asking for injection; problem empty when all is well."""
     meta = pod.get("metadata") or {}
     annotations = meta.get("annotations") or {}
@@ -74,33 +83,51 @@ def pod_state(pod: Mapping[str, Any], *, pipelines: Mapping[tuple[str, str], Map
     if annotations.get(injection.INJECTED):
         return True, _injected_problem(pod, request, pipeline, secrets)
     if webhook is None:
-        return False, (f"no injection webhook covers namespace {namespace} (run the operator with "
-                       "--webhook-port; the chart does)")
+        return False, (
+            f"no injection webhook covers namespace {namespace} (run the operator with "
+            "--webhook-port; the chart does)"
+        )
     if pipeline is None:
         return False, f"TracingPipeline {request.ref} not found"
-    created, registered = _time(meta.get("creationTimestamp")), _time(
-        (webhook.get("metadata") or {}).get("creationTimestamp"))
+    created, registered = (
+        _time(meta.get("creationTimestamp")),
+        _time((webhook.get("metadata") or {}).get("creationTimestamp")),
+    )
     if created and registered and created < registered:
-        return False, "created before the injection webhook was registered: delete the pod to re-create it"
+        return (
+            False,
+            "created before the injection webhook was registered: delete the pod to re-create it",
+        )
     not_ready = "" if _ready(pipeline) else f" (TracingPipeline {request.ref} is not Ready)"
-    return False, ("the webhook did not answer when the pod was created (operator stopped or "
-                   f"unreachable; failurePolicy Ignore let it through){not_ready}: delete the pod once "
-                   "the operator runs")
+    return False, (
+        "the webhook did not answer when the pod was created (operator stopped or "
+        f"unreachable; failurePolicy Ignore let it through){not_ready}: delete the pod once "
+        "the operator runs"
+    )
 
 
-def _injected_problem(pod: Mapping[str, Any], request: injection.Request, pipeline: Mapping[str, Any] | None,
-                      secrets: Mapping[str, Mapping[str, Any]]) -> str:
+def _injected_problem(
+    pod: Mapping[str, Any],
+    request: injection.Request,
+    pipeline: Mapping[str, Any] | None,
+    secrets: Mapping[str, Mapping[str, Any]],
+) -> str:
     if pipeline is None:
         return f"TracingPipeline {request.ref} no longer exists"
     workload = injection.owning_workload(dict(pod))
     secret = secrets.get(workload.secret)
     if auth(apply_defaults_pipeline(dict(pipeline.get("spec") or {}))) and (
-            secret is None or TOKEN_KEY not in (secret.get("data") or {})):
+        secret is None or TOKEN_KEY not in (secret.get("data") or {})
+    ):
         return f"token missing: Secret {workload.secret} (key {TOKEN_KEY}) does not exist"
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    if annotations.get(injection.INJECTED_CHECKSUM) != injection.config_checksum(dict(pipeline), request):
-        return (f"stale: TracingPipeline {request.ref} changed since the pod was injected (restart it, or "
-                f"annotate the workload {injection.RESTART_ON_CHANGE}: \"true\")")
+    if annotations.get(injection.INJECTED_CHECKSUM) != injection.config_checksum(
+        dict(pipeline), request
+    ):
+        return (
+            f"stale: TracingPipeline {request.ref} changed since the pod was injected (restart it, or "
+            f'annotate the workload {injection.RESTART_ON_CHANGE}: "true")'
+        )
     return ""
 
 
@@ -124,7 +151,9 @@ def named_namespaces(pods: Iterable[Mapping[str, Any]]) -> list[str]:
         meta = pod.get("metadata") or {}
         found.add(str(meta.get("namespace", "")))
         try:
-            request = injection.parse_request(meta.get("annotations"), str(meta.get("namespace", "")))
+            request = injection.parse_request(
+                meta.get("annotations"), str(meta.get("namespace", ""))
+            )
         except SpecError:
             continue
         if request is not None:
@@ -132,29 +161,47 @@ def named_namespaces(pods: Iterable[Mapping[str, Any]]) -> list[str]:
     return sorted(found)
 
 
-def workload_views(pods: Sequence[Mapping[str, Any]], pipelines: Sequence[Mapping[str, Any]],
-                   configs: Sequence[Mapping[str, Any]] | None, secrets: Sequence[Mapping[str, Any]]
-                   ) -> list[dict[str, Any]]:
+def workload_views(
+    pods: Sequence[Mapping[str, Any]],
+    pipelines: Sequence[Mapping[str, Any]],
+    configs: Sequence[Mapping[str, Any]] | None,
+    secrets: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
     """One entry per workload asking for injection: its pods, injected or not, and why
     (``configs`` None: the webhook configurations could not be read, so not judged)."""
-    by_key = {(str(p["metadata"].get("namespace")), str(p["metadata"]["name"])): p for p in pipelines}
+    by_key = {
+        (str(p["metadata"].get("namespace")), str(p["metadata"]["name"])): p for p in pipelines
+    }
     secrets_by_ns: dict[str, dict[str, Mapping[str, Any]]] = {}
     for secret in secrets:
-        secrets_by_ns.setdefault(str(secret["metadata"].get("namespace")), {})[secret["metadata"]["name"]] = secret
+        secrets_by_ns.setdefault(str(secret["metadata"].get("namespace")), {})[
+            secret["metadata"]["name"]
+        ] = secret
     views: dict[tuple[str, str], dict[str, Any]] = {}
-    for pod in sorted(pods, key=lambda p: (p["metadata"].get("namespace", ""), p["metadata"].get("name", ""))):
+    for pod in sorted(
+        pods, key=lambda p: (p["metadata"].get("namespace", ""), p["metadata"].get("name", ""))
+    ):
         meta = pod["metadata"]
         if meta.get("deletionTimestamp") or not asks(pod):
             continue
         namespace = str(meta.get("namespace", ""))
         workload = injection.owning_workload(dict(pod))
         webhook = UNKNOWN_WEBHOOK if configs is None else covering_webhook(configs, namespace)
-        injected, problem = pod_state(pod, pipelines=by_key, webhook=webhook,
-                                      secrets=secrets_by_ns.get(namespace, {}))
-        view = views.setdefault((namespace, workload.label), {
-            "namespace": namespace, "workload": workload.label,
-            "pipeline": (meta.get("annotations") or {}).get(injection.INJECT, "-"), "pods": []})
-        view["pods"].append({"name": meta.get("name", ""), "injected": injected, "problem": problem})
+        injected, problem = pod_state(
+            pod, pipelines=by_key, webhook=webhook, secrets=secrets_by_ns.get(namespace, {})
+        )
+        view = views.setdefault(
+            (namespace, workload.label),
+            {
+                "namespace": namespace,
+                "workload": workload.label,
+                "pipeline": (meta.get("annotations") or {}).get(injection.INJECT, "-"),
+                "pods": [],
+            },
+        )
+        view["pods"].append(
+            {"name": meta.get("name", ""), "injected": injected, "problem": problem}
+        )
     return list(views.values())
 
 
@@ -165,12 +212,24 @@ def render_lines(views: Sequence[Mapping[str, Any]]) -> list[str]:
     rows = [("NAMESPACE", "WORKLOAD", "PIPELINE", "POD", "INJECTED", "PROBLEM")]
     for view in views:
         for pod in view["pods"]:
-            rows.append((view["namespace"], view["workload"], view["pipeline"], pod["name"],
-                         "yes" if pod["injected"] else "NO", pod["problem"] or "-"))
+            rows.append(
+                (
+                    view["namespace"],
+                    view["workload"],
+                    view["pipeline"],
+                    pod["name"],
+                    "yes" if pod["injected"] else "NO",
+                    pod["problem"] or "-",
+                )
+            )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
     return ["Injection (kvtrace.dev/inject):"] + [
-        "  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[-1])
-        for row in rows]
+        "  "
+        + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths))
+        + "  "
+        + str(row[-1])
+        for row in rows
+    ]
 
 
 def gather(kube: Any, namespace: str | None) -> list[dict[str, Any]]:
@@ -178,9 +237,14 @@ def gather(kube: Any, namespace: str | None) -> list[dict[str, Any]]:
     pods = [p for p in kube.list("Pod", namespace) if asks(p)]
     if not pods:
         return []
-    configs = kube.list_global("MutatingWebhookConfiguration", {"app.kubernetes.io/component": "injection"})
+    configs = kube.list_global(
+        "MutatingWebhookConfiguration", {"app.kubernetes.io/component": "injection"}
+    )
     pipelines = [p for ns in named_namespaces(pods) for p in kube.list("TracingPipeline", ns)]
     namespaces = sorted({str(p["metadata"].get("namespace")) for p in pods})
-    secrets = [s for ns in namespaces for s in kube.list(
-        "Secret", ns, {"app.kubernetes.io/component": "otlp-workload-token"})]
+    secrets = [
+        s
+        for ns in namespaces
+        for s in kube.list("Secret", ns, {"app.kubernetes.io/component": "otlp-workload-token"})
+    ]
     return workload_views(pods, pipelines, configs, secrets)

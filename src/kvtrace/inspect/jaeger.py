@@ -51,8 +51,10 @@ def call(url: str, what: str, fn: Callable[[], T]) -> T:
         reason = getattr(exc, "reason", exc)
         raise Unreachable(f"cannot reach Jaeger at {url} (--jaeger) to {what}: {reason}") from None
     except ValueError as exc:  # JSON
-        raise InspectError(f"Jaeger at {url} (--jaeger) answered something that is not /api/v3 JSON "
-                           f"when asked to {what}: {exc}") from None
+        raise InspectError(
+            f"Jaeger at {url} (--jaeger) answered something that is not /api/v3 JSON "
+            f"when asked to {what}: {exc}"
+        ) from None
 
 
 def fetch_trace(url: str, trace_id: str, *, timeout: float = 10.0) -> Trace:
@@ -60,14 +62,25 @@ def fetch_trace(url: str, trace_id: str, *, timeout: float = 10.0) -> Trace:
     client = JaegerClient(url, timeout=timeout)
     trace = call(url, f"get trace {trace_id}", lambda: client.trace(trace_id))
     if trace is None:
-        raise InspectError(f"ID: Jaeger at {url} has no trace {trace_id} (sampled out, not yet "
-                           "flushed, or older than its retention)")
+        raise InspectError(
+            f"ID: Jaeger at {url} has no trace {trace_id} (sampled out, not yet "
+            "flushed, or older than its retention)"
+        )
     return trace
 
 
-def find(url: str, service: str, *, operation: str | None = None, errors: bool = False,
-         slower_than: str | None = None, lookback: str = "1h", limit: int = 5,
-         now: dt.datetime | None = None, timeout: float = 10.0) -> list[Trace]:
+def find(
+    url: str,
+    service: str,
+    *,
+    operation: str | None = None,
+    errors: bool = False,
+    slower_than: str | None = None,
+    lookback: str = "1h",
+    limit: int = 5,
+    now: dt.datetime | None = None,
+    timeout: float = 10.0,
+) -> list[Trace]:
     """Recent traces of ``service`` matching the filters, most recent first."""
     if not service:
         raise InspectError("--service: give the service name (OTEL_SERVICE_NAME of the members)")
@@ -77,13 +90,18 @@ def find(url: str, service: str, *, operation: str | None = None, errors: bool =
     services = call(url, "list services", client.services)
     if service not in services:
         known = ", ".join(services[:20]) or "none yet"
-        raise InspectError(f"--service: Jaeger at {url} knows no service {service!r} (known: {known})")
+        raise InspectError(
+            f"--service: Jaeger at {url} knows no service {service!r} (known: {known})"
+        )
     wanted = limit if not (errors or min_ns) else min(MAX_FETCH, limit * OVERFETCH)
     end = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(minutes=1)
-    kwargs: dict[str, Any] = {"operation": operation, "start": end - window - dt.timedelta(minutes=1),
-                              "end": end, "limit": wanted}
+    kwargs: dict[str, Any] = {
+        "operation": operation,
+        "start": end - window - dt.timedelta(minutes=1),
+        "end": end,
+        "limit": wanted,
+    }
     if min_ns:
         kwargs["min_duration"] = f"{min_ns / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
     traces = call(url, f"find traces of {service}", lambda: client.find_traces(service, **kwargs))
     return select_traces(traces, errors=errors, slower_than_ns=min_ns, limit=limit)
-

@@ -26,7 +26,10 @@ KINDS = {
     "Pod": ("core_v1", "Pod"),
     "Service": ("core_v1", "Service"),
     "ConfigMap": ("core_v1", "ConfigMap"),
-    "Secret": ("core_v1", "Secret"),  # doctor: only the collector's bearer token (spec.security.auth)
+    "Secret": (
+        "core_v1",
+        "Secret",
+    ),  # doctor: only the collector's bearer token (spec.security.auth)
     "Event": ("core_v1", "Event"),
     "StatefulSet": ("apps_v1", "StatefulSet"),
     "Deployment": ("apps_v1", "Deployment"),
@@ -56,14 +59,17 @@ def _to_dict(obj: Any) -> dict[str, Any]:
 class Kube:
     """A read-only view of one cluster: ``get`` and ``list`` returning plain dicts."""
 
-    def __init__(self, kubeconfig: str | None = None, *, context: str | None = None,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, kubeconfig: str | None = None, *, context: str | None = None, timeout: float = 10.0
+    ) -> None:
         try:
             import httpx2
             from lightkube import Client, ConfigError, KubeConfig
         except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-            raise InspectError(f"this command needs lightkube ({exc.name} is not installed): "
-                               "pip install 'kvtrace[operator]'") from exc
+            raise InspectError(
+                f"this command needs lightkube ({exc.name} is not installed): "
+                "pip install 'kvtrace[operator]'"
+            ) from exc
         path = kubeconfig or None
         try:
             if path:
@@ -74,7 +80,9 @@ class Kube:
                 config = KubeConfig.from_env()
         except ConfigError as exc:
             where = path or os.environ.get("KUBECONFIG") or "~/.kube/config"
-            raise InspectError(f"cannot load a kubeconfig ({where}; set --kubeconfig or KUBECONFIG): {exc}") from exc
+            raise InspectError(
+                f"cannot load a kubeconfig ({where}; set --kubeconfig or KUBECONFIG): {exc}"
+            ) from exc
         selected: Any = config
         if context:
             try:
@@ -109,19 +117,25 @@ class Kube:
                     continue
                 raise self._api_error(what, exc) from exc
             except (httpx2.TransportError, OSError) as exc:
-                raise Unreachable(f"cannot reach the API server at {self.server} to {what}: {exc} "
-                                   "(check --kubeconfig / KUBECONFIG and that the cluster is up)") from exc
+                raise Unreachable(
+                    f"cannot reach the API server at {self.server} to {what}: {exc} "
+                    "(check --kubeconfig / KUBECONFIG and that the cluster is up)"
+                ) from exc
         raise AssertionError("unreachable")
 
     @staticmethod
     def _api_error(what: str, exc: Any) -> InspectError:
         code = exc.status.code
         if code in (401, 403):
-            return InspectError(f"the API server refused to {what} ({code} {exc.status.reason}): "
-                                f"{exc.status.message}; kvtrace needs get and list on it")
+            return InspectError(
+                f"the API server refused to {what} ({code} {exc.status.reason}): "
+                f"{exc.status.message}; kvtrace needs get and list on it"
+            )
         if code == 404 and "could not find the requested resource" in str(exc.status.message or ""):
-            return InspectError(f"cannot {what}: the API server does not serve it (are the kvtrace "
-                                "CRDs installed? kubectl apply -f crds/)")
+            return InspectError(
+                f"cannot {what}: the API server does not serve it (are the kvtrace "
+                "CRDs installed? kubectl apply -f crds/)"
+            )
         return InspectError(f"cannot {what}: {code} {exc.status.message}")
 
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
@@ -135,27 +149,34 @@ class Kube:
                 return _to_dict(self.client.get(res, name, namespace=namespace))
             except ApiError as exc:
                 if exc.status.code == 404 and "could not find the requested resource" not in str(
-                        exc.status.message or ""):
+                    exc.status.message or ""
+                ):
                     return None
                 raise
 
         return self._call(f"get {kind} {namespace}/{name}", fetch)
 
-    def list(self, kind: str, namespace: str | None, labels: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, kind: str, namespace: str | None, labels: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """Objects of ``kind`` in ``namespace`` (None: all namespaces) matching ``labels``."""
         from lightkube import ALL_NS
 
         res = _resource(kind)
         ns = ALL_NS if namespace is None else namespace
         where = f"in namespace {namespace}" if namespace else "in all namespaces"
-        return self._call(f"list {kind} {where}",
-                          lambda: [_to_dict(o) for o in self.client.list(res, namespace=ns, labels=labels)])
+        return self._call(
+            f"list {kind} {where}",
+            lambda: [_to_dict(o) for o in self.client.list(res, namespace=ns, labels=labels)],
+        )
 
     def list_global(self, kind: str, labels: dict[str, Any] | None = None) -> Objects | None:
         """Cluster-scoped objects of ``kind`` matching ``labels``; None when not permitted."""
         res = _resource(kind)
         try:
-            return self._call(f"list {kind}", lambda: [_to_dict(o) for o in self.client.list(res, labels=labels)])
+            return self._call(
+                f"list {kind}", lambda: [_to_dict(o) for o in self.client.list(res, labels=labels)]
+            )
         except InspectError as exc:
             if "refused" in str(exc):
                 return None

@@ -59,7 +59,10 @@ def age(value: Any, now: dt.datetime) -> str:
 
 def conditions_of(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [
-        {key: cond.get(key) for key in ("type", "status", "reason", "message", "lastTransitionTime")}
+        {
+            key: cond.get(key)
+            for key in ("type", "status", "reason", "message", "lastTransitionTime")
+        }
         for cond in ((obj.get("status") or {}).get("conditions") or [])
     ]
 
@@ -69,19 +72,36 @@ def _event_time(event: Mapping[str, Any]) -> dt.datetime:
         moment = parse_time(event.get(key))
         if moment:
             return moment
-    return parse_time((event.get("metadata") or {}).get("creationTimestamp")) or dt.datetime.min.replace(
-        tzinfo=dt.UTC)
+    return parse_time(
+        (event.get("metadata") or {}).get("creationTimestamp")
+    ) or dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
-def events_for(events: Iterable[Mapping[str, Any]], kind: str, name: str, now: dt.datetime,
-               limit: int = EVENTS_PER_OBJECT) -> list[dict[str, Any]]:
+def events_for(
+    events: Iterable[Mapping[str, Any]],
+    kind: str,
+    name: str,
+    now: dt.datetime,
+    limit: int = EVENTS_PER_OBJECT,
+) -> list[dict[str, Any]]:
     """The ``limit`` most recent events about ``kind/name``, oldest first."""
-    mine = [e for e in events
-            if (e.get("involvedObject") or {}).get("kind") == kind
-            and (e.get("involvedObject") or {}).get("name") == name]
+    mine = [
+        e
+        for e in events
+        if (e.get("involvedObject") or {}).get("kind") == kind
+        and (e.get("involvedObject") or {}).get("name") == name
+    ]
     mine.sort(key=_event_time)
-    return [{"type": e.get("type", ""), "reason": e.get("reason", ""), "message": e.get("message", ""),
-             "count": int(e.get("count") or 1), "age": age(_event_time(e), now)} for e in mine[-limit:]]
+    return [
+        {
+            "type": e.get("type", ""),
+            "reason": e.get("reason", ""),
+            "message": e.get("message", ""),
+            "count": int(e.get("count") or 1),
+            "age": age(_event_time(e), now),
+        }
+        for e in mine[-limit:]
+    ]
 
 
 def member_view(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,11 +119,27 @@ def member_view(pod: Mapping[str, Any]) -> dict[str, Any]:
             if waiting.get("reason"):
                 reason = waiting["reason"]
                 break
-        failing = [c.get("reason") for c in st.get("conditions") or [] if c.get("status") == "False" and c.get("reason")]
-        reason = reason or (failing[0] if failing else "") or st.get("reason") or st.get("phase") or "Unknown"
-    return {"name": meta.get("name", ""), "ready": ready, "phase": st.get("phase", "Unknown"),
-            "node": spec.get("nodeName") or "", "ip": st.get("podIP") or "", "restarts": restarts,
-            "reason": reason}
+        failing = [
+            c.get("reason")
+            for c in st.get("conditions") or []
+            if c.get("status") == "False" and c.get("reason")
+        ]
+        reason = (
+            reason
+            or (failing[0] if failing else "")
+            or st.get("reason")
+            or st.get("phase")
+            or "Unknown"
+        )
+    return {
+        "name": meta.get("name", ""),
+        "ready": ready,
+        "phase": st.get("phase", "Unknown"),
+        "node": spec.get("nodeName") or "",
+        "ip": st.get("podIP") or "",
+        "restarts": restarts,
+        "reason": reason,
+    }
 
 
 def members(cluster: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -116,9 +152,19 @@ def members(cluster: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> li
     for ordinal in range(desired):
         pod_name = f"{name}-{ordinal}"
         pod = by_name.pop(pod_name, None)
-        result.append(member_view(pod) if pod else {
-            "name": pod_name, "ready": False, "phase": "Missing", "node": "", "ip": "", "restarts": 0,
-            "reason": "NoPod"})
+        result.append(
+            member_view(pod)
+            if pod
+            else {
+                "name": pod_name,
+                "ready": False,
+                "phase": "Missing",
+                "node": "",
+                "ip": "",
+                "restarts": 0,
+                "reason": "NoPod",
+            }
+        )
     for pod_name in sorted(by_name, key=_ordinal):  # leaving members (scale-down, draining)
         result.append({**member_view(by_name[pod_name]), "extra": True})
     return result
@@ -131,8 +177,11 @@ def _ordinal(pod_name: str) -> tuple[int, str]:
 
 def is_member(pod: Mapping[str, Any], cluster_name: str) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
-    return labels.get(INSTANCE) == cluster_name and labels.get(COMPONENT) == KVNODE \
+    return (
+        labels.get(INSTANCE) == cluster_name
+        and labels.get(COMPONENT) == KVNODE
         and labels.get(NAME_LABEL, "kvcluster") == "kvcluster"
+    )
 
 
 def sampling_view(pipeline: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -164,10 +213,19 @@ def pipeline_ref(cluster: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- views
 
 
-def cluster_view(cluster: Mapping[str, Any], *, pods: Iterable[Mapping[str, Any]],
-                 pipeline: Mapping[str, Any] | None, events: Iterable[Mapping[str, Any]],
-                 now: dt.datetime) -> dict[str, Any]:
-    meta, spec, st = cluster.get("metadata") or {}, cluster.get("spec") or {}, cluster.get("status") or {}
+def cluster_view(
+    cluster: Mapping[str, Any],
+    *,
+    pods: Iterable[Mapping[str, Any]],
+    pipeline: Mapping[str, Any] | None,
+    events: Iterable[Mapping[str, Any]],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    meta, spec, st = (
+        cluster.get("metadata") or {},
+        cluster.get("spec") or {},
+        cluster.get("status") or {},
+    )
     member_list = members(cluster, pods)
     desired = spec.get("replicas") if isinstance(spec.get("replicas"), int) else 0
     ready = sum(1 for m in member_list if m["ready"] and not m.get("extra"))
@@ -200,8 +258,9 @@ def cluster_view(cluster: Mapping[str, Any], *, pods: Iterable[Mapping[str, Any]
     }
 
 
-def pipeline_view(pipeline: Mapping[str, Any], *, events: Iterable[Mapping[str, Any]],
-                  now: dt.datetime) -> dict[str, Any]:
+def pipeline_view(
+    pipeline: Mapping[str, Any], *, events: Iterable[Mapping[str, Any]], now: dt.datetime
+) -> dict[str, Any]:
     meta, st = pipeline.get("metadata") or {}, pipeline.get("status") or {}
     endpoints = dict(st.get("endpoints") or names.pipeline_endpoints(dict(pipeline)))
     return {
@@ -223,12 +282,19 @@ def pipeline_view(pipeline: Mapping[str, Any], *, events: Iterable[Mapping[str, 
     }
 
 
-def build_report(*, clusters: Sequence[Mapping[str, Any]], pipelines: Sequence[Mapping[str, Any]],
-                 pods: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]],
-                 now: dt.datetime, namespace: str | None = None,
-                 injected: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+def build_report(
+    *,
+    clusters: Sequence[Mapping[str, Any]],
+    pipelines: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    events: Sequence[Mapping[str, Any]],
+    now: dt.datetime,
+    namespace: str | None = None,
+    injected: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
     """The whole report (``-o json``): one entry per KVCluster and per TracingPipeline, and
     ``injection``: the workloads asking for it (inspect/injection.py)."""
+
     def key(obj: Mapping[str, Any]) -> tuple[str, str]:
         meta = obj.get("metadata") or {}
         return str(meta.get("namespace", "")), str(meta.get("name", ""))
@@ -239,18 +305,32 @@ def build_report(*, clusters: Sequence[Mapping[str, Any]], pipelines: Sequence[M
         pods_by_ns.setdefault(str((pod.get("metadata") or {}).get("namespace", "")), []).append(pod)
     events_by_ns: dict[str, list[Mapping[str, Any]]] = {}
     for event in events:
-        events_by_ns.setdefault(str((event.get("metadata") or {}).get("namespace", "")), []).append(event)
+        events_by_ns.setdefault(str((event.get("metadata") or {}).get("namespace", "")), []).append(
+            event
+        )
 
     cluster_views = []
     for cluster in sorted(clusters, key=key):
         ns, _ = key(cluster)
-        cluster_views.append(cluster_view(
-            cluster, pods=pods_by_ns.get(ns, []), pipeline=by_key.get((ns, pipeline_ref(cluster))),
-            events=events_by_ns.get(ns, []), now=now))
-    pipeline_views = [pipeline_view(p, events=events_by_ns.get(key(p)[0], []), now=now)
-                      for p in sorted(pipelines, key=key)]
-    return {"namespace": namespace, "kvclusters": cluster_views, "tracingpipelines": pipeline_views,
-            "injection": [dict(view) for view in injected]}
+        cluster_views.append(
+            cluster_view(
+                cluster,
+                pods=pods_by_ns.get(ns, []),
+                pipeline=by_key.get((ns, pipeline_ref(cluster))),
+                events=events_by_ns.get(ns, []),
+                now=now,
+            )
+        )
+    pipeline_views = [
+        pipeline_view(p, events=events_by_ns.get(key(p)[0], []), now=now)
+        for p in sorted(pipelines, key=key)
+    ]
+    return {
+        "namespace": namespace,
+        "kvclusters": cluster_views,
+        "tracingpipelines": pipeline_views,
+        "injection": [dict(view) for view in injected],
+    }
 
 
 def select(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -259,9 +339,13 @@ def select(report: dict[str, Any], name: str) -> dict[str, Any]:
     clusters = [c for c in report["kvclusters"] if c["name"] == name]
     pipelines = [p for p in report["tracingpipelines"] if p["name"] == name]
     for cluster in clusters:
-        pipelines += [p for p in report["tracingpipelines"]
-                      if p["name"] == cluster["pipeline"] and p["namespace"] == cluster["namespace"]
-                      and p not in pipelines]
+        pipelines += [
+            p
+            for p in report["tracingpipelines"]
+            if p["name"] == cluster["pipeline"]
+            and p["namespace"] == cluster["namespace"]
+            and p not in pipelines
+        ]
     if not clusters and not pipelines:
         where = f" in namespace {report['namespace']}" if report.get("namespace") else ""
         raise InspectError(f"NAME: no KVCluster or TracingPipeline named {name!r}{where}")
@@ -271,7 +355,10 @@ def select(report: dict[str, Any], name: str) -> dict[str, Any]:
 def healthy(report: Mapping[str, Any]) -> bool:
     """Every resource in the report is Ready=True."""
     items = [*report["kvclusters"], *report["tracingpipelines"]]
-    return all(any(c["type"] == "Ready" and c["status"] == "True" for c in item["conditions"]) for item in items)
+    return all(
+        any(c["type"] == "Ready" and c["status"] == "True" for c in item["conditions"])
+        for item in items
+    )
 
 
 # --------------------------------------------------------------------------- rendering
@@ -282,30 +369,52 @@ def table(rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
     if not rows:
         return []
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return [indent + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
-            for row in rows]
+    return [
+        indent + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in rows
+    ]
 
 
 def _sampling_text(view: Mapping[str, Any]) -> str:
     if not view.get("mode"):
         return "-"
     ratio = view.get("ratio")
-    return f"{view['mode']} {sampling.format_ratio(ratio)}" if isinstance(ratio, float) else str(view["mode"])
+    return (
+        f"{view['mode']} {sampling.format_ratio(ratio)}"
+        if isinstance(ratio, float)
+        else str(view["mode"])
+    )
 
 
 def _conditions_lines(conditions: Sequence[Mapping[str, Any]]) -> list[str]:
     rows = [("CONDITION", "STATUS", "REASON", "MESSAGE")]
-    rows += [(str(c.get("type")), str(c.get("status")), str(c.get("reason") or ""), str(c.get("message") or ""))
-             for c in conditions]
-    return table(rows, "  ") if conditions else ["  conditions: none yet (is the operator running?)"]
+    rows += [
+        (
+            str(c.get("type")),
+            str(c.get("status")),
+            str(c.get("reason") or ""),
+            str(c.get("message") or ""),
+        )
+        for c in conditions
+    ]
+    return (
+        table(rows, "  ") if conditions else ["  conditions: none yet (is the operator running?)"]
+    )
 
 
 def _events_lines(events: Sequence[Mapping[str, Any]]) -> list[str]:
     if not events:
         return ["  events: none"]
     rows = [("AGE", "TYPE", "REASON", "MESSAGE")]
-    rows += [(e["age"], e["type"], e["reason"] + (f" (x{e['count']})" if e["count"] > 1 else ""), e["message"])
-             for e in events]
+    rows += [
+        (
+            e["age"],
+            e["type"],
+            e["reason"] + (f" (x{e['count']})" if e["count"] > 1 else ""),
+            e["message"],
+        )
+        for e in events
+    ]
     return table(rows, "  ")
 
 
@@ -313,16 +422,26 @@ def render_cluster(view: Mapping[str, Any]) -> list[str]:
     pipeline = view["pipeline"] or "-"
     if view["pipeline"] and not view["pipelineFound"]:
         pipeline += " (not found)"
-    lines = [f"KVCluster {view['namespace']}/{view['name']}: {view['phase']}, {view['ready']} members ready"
-             f", pipeline {pipeline}, sampling {_sampling_text(view['sampling'])}"]
+    lines = [
+        f"KVCluster {view['namespace']}/{view['name']}: {view['phase']}, {view['ready']} members ready"
+        f", pipeline {pipeline}, sampling {_sampling_text(view['sampling'])}"
+    ]
     lines.append(f"  client: {view['endpoints'].get('client', '-')}")
     if view["tracing"]["sampler"]:
         lines.append(f"  members' sampler: {view['tracing']['sampler']}")
     rows = [("MEMBER", "READY", "STATUS", "RESTARTS", "NODE", "IP")]
     for m in view["members"]:
         status = m["phase"] if m["ready"] else (m["reason"] or m["phase"])
-        rows.append((m["name"] + (" (leaving)" if m.get("extra") else ""), "yes" if m["ready"] else "NO",
-                     status, str(m["restarts"]), m["node"] or "-", m["ip"] or "-"))
+        rows.append(
+            (
+                m["name"] + (" (leaving)" if m.get("extra") else ""),
+                "yes" if m["ready"] else "NO",
+                status,
+                str(m["restarts"]),
+                m["node"] or "-",
+                m["ip"] or "-",
+            )
+        )
     lines += table(rows, "  ") if view["members"] else ["  members: none"]
     lines += _conditions_lines(view["conditions"])
     lines += _events_lines(view["events"])
@@ -330,13 +449,22 @@ def render_cluster(view: Mapping[str, Any]) -> list[str]:
 
 
 def render_pipeline(view: Mapping[str, Any]) -> list[str]:
-    tiers = f" ({view['collectorTiers']} tiers)" if view["collectorTiers"] and view["collectorTiers"] > 1 else ""
-    lines = [f"TracingPipeline {view['namespace']}/{view['name']}: {view['phase']}, collector "
-             f"{view['collector']}{tiers}, jaeger {view['jaeger']}, sampling {_sampling_text(view['sampling'])}"]
+    tiers = (
+        f" ({view['collectorTiers']} tiers)"
+        if view["collectorTiers"] and view["collectorTiers"] > 1
+        else ""
+    )
+    lines = [
+        f"TracingPipeline {view['namespace']}/{view['name']}: {view['phase']}, collector "
+        f"{view['collector']}{tiers}, jaeger {view['jaeger']}, sampling {_sampling_text(view['sampling'])}"
+    ]
     if view["sampling"].get("note"):
         lines.append(f"  sampling: {view['sampling']['note']}")
-    for label, key in (("collector OTLP/HTTP", "otlpHttp"), ("collector OTLP/gRPC", "otlpGrpc"),
-                       ("Jaeger query", "jaegerQuery")):
+    for label, key in (
+        ("collector OTLP/HTTP", "otlpHttp"),
+        ("collector OTLP/gRPC", "otlpGrpc"),
+        ("Jaeger query", "jaegerQuery"),
+    ):
         if view["endpoints"].get(key):
             lines.append(f"  {label}: {view['endpoints'][key]}")
     lines.append(f"  used by: {', '.join(view['consumers']) or '-'}")
@@ -345,9 +473,11 @@ def render_pipeline(view: Mapping[str, Any]) -> list[str]:
     delivery = view.get("traceDelivery") or {}
     if delivery:
         latency = f" after {delivery['latencySeconds']}s" if delivery.get("latencySeconds") else ""
-        lines.append(f"  trace delivery: last canary {delivery.get('lastProbeTime', '-')} "
-                     f"(trace {delivery.get('traceID', '-')}), last delivered "
-                     f"{delivery.get('lastSuccessTime', 'never')}{latency}")
+        lines.append(
+            f"  trace delivery: last canary {delivery.get('lastProbeTime', '-')} "
+            f"(trace {delivery.get('traceID', '-')}), last delivered "
+            f"{delivery.get('lastSuccessTime', 'never')}{latency}"
+        )
     lines += _conditions_lines(view["conditions"])
     lines += _events_lines(view["events"])
     return lines
@@ -362,12 +492,29 @@ def render_table(report: Mapping[str, Any]) -> str:
         return "\n".join([f"No KVClusters or TracingPipelines{where}.", *injected]) + "\n"
     rows = [("KIND", "NAME", "PHASE", "READY", "PIPELINE", "SAMPLING", "AGE")]
     for c in clusters:
-        rows.append(("KVCluster", _qualified(c, report), c["phase"], c["ready"], c["pipeline"] or "-",
-                     _sampling_text(c["sampling"]), c["age"]))
+        rows.append(
+            (
+                "KVCluster",
+                _qualified(c, report),
+                c["phase"],
+                c["ready"],
+                c["pipeline"] or "-",
+                _sampling_text(c["sampling"]),
+                c["age"],
+            )
+        )
     for p in pipelines:
-        rows.append(("TracingPipeline", _qualified(p, report), p["phase"],
-                     f"collector {p['collector']}, jaeger {p['jaeger']}", "-", _sampling_text(p["sampling"]),
-                     p["age"]))
+        rows.append(
+            (
+                "TracingPipeline",
+                _qualified(p, report),
+                p["phase"],
+                f"collector {p['collector']}, jaeger {p['jaeger']}",
+                "-",
+                _sampling_text(p["sampling"]),
+                p["age"],
+            )
+        )
     lines = table(rows)
     for view in clusters:
         lines += ["", *render_cluster(view)]
@@ -401,6 +548,12 @@ def gather(kube: Any, namespace: str | None, now: dt.datetime | None = None) -> 
     pipelines = kube.list("TracingPipeline", namespace)
     pods = kube.list("Pod", namespace, {COMPONENT: KVNODE}) if clusters else []
     events = kube.list("Event", namespace) if clusters or pipelines else []
-    return build_report(clusters=clusters, pipelines=pipelines, pods=pods, events=events,
-                        now=now or dt.datetime.now(dt.UTC), namespace=namespace,
-                        injected=injection.gather(kube, namespace))
+    return build_report(
+        clusters=clusters,
+        pipelines=pipelines,
+        pods=pods,
+        events=events,
+        now=now or dt.datetime.now(dt.UTC),
+        namespace=namespace,
+        injected=injection.gather(kube, namespace),
+    )

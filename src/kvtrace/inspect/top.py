@@ -43,8 +43,10 @@ def red_queries(labels: tuple[str, ...], window: str) -> dict[str, str]:
         "errors": f"sum by ({by}) (rate({CALLS}{{{CLIENT_OPS}, {ERROR}}}[{window}]))",
     }
     for q in QUANTILES:
-        result[f"p{round(q * 100)}"] = (f"histogram_quantile({q}, sum by ({by}, le) "
-                                        f"(rate({BUCKETS}{{{CLIENT_OPS}}}[{window}])))")
+        result[f"p{round(q * 100)}"] = (
+            f"histogram_quantile({q}, sum by ({by}, le) "
+            f"(rate({BUCKETS}{{{CLIENT_OPS}}}[{window}])))"
+        )
     return result
 
 
@@ -58,8 +60,11 @@ def collector_queries(window: str) -> dict[str, str]:
 
 
 def queries(window: str) -> dict[str, dict[str, str]]:
-    return {"operations": red_queries(OPERATION, window), "members": red_queries(MEMBER, window),
-            "collector": collector_queries(window)}
+    return {
+        "operations": red_queries(OPERATION, window),
+        "members": red_queries(MEMBER, window),
+        "collector": collector_queries(window),
+    }
 
 
 def _number(sample: Mapping[str, Any]) -> float | None:
@@ -67,7 +72,9 @@ def _number(sample: Mapping[str, Any]) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-def _rows(results: Mapping[str, list[dict[str, Any]]], labels: tuple[str, ...]) -> list[dict[str, Any]]:
+def _rows(
+    results: Mapping[str, list[dict[str, Any]]], labels: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """One row per label set: its rate, errors (a share of the rate) and percentiles."""
     rows: dict[tuple[str, ...], dict[str, Any]] = {}
     for column, samples in results.items():
@@ -90,10 +97,15 @@ def _rows(results: Mapping[str, list[dict[str, Any]]], labels: tuple[str, ...]) 
 
 def assemble(results: Mapping[str, Mapping[str, list[dict[str, Any]]]]) -> dict[str, Any]:
     """The report from query results (same shape as :func:`queries`)."""
-    collector = {name: (_number(samples[0]) if samples else 0.0) or 0.0
-                 for name, samples in results["collector"].items()}
-    return {"operations": _rows(results["operations"], OPERATION),
-            "members": _rows(results["members"], MEMBER), "collector": collector}
+    collector = {
+        name: (_number(samples[0]) if samples else 0.0) or 0.0
+        for name, samples in results["collector"].items()
+    }
+    return {
+        "operations": _rows(results["operations"], OPERATION),
+        "members": _rows(results["members"], MEMBER),
+        "collector": collector,
+    }
 
 
 def _ms(value: float | None) -> str:
@@ -101,28 +113,46 @@ def _ms(value: float | None) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     return lines
 
 
 def _red(row: Mapping[str, Any]) -> list[str]:
-    return [f"{row['rate']:.2f}", f"{100 * row['error_ratio']:.1f}%", _ms(row["p50"]), _ms(row["p95"]), _ms(row["p99"])]
+    return [
+        f"{row['rate']:.2f}",
+        f"{100 * row['error_ratio']:.1f}%",
+        _ms(row["p50"]),
+        _ms(row["p95"]),
+        _ms(row["p99"]),
+    ]
 
 
 def render_table(report: Mapping[str, Any], window: str) -> str:
     red = ["OPS/S", "ERRORS", "P50 MS", "P95 MS", "P99 MS"]
     lines = [f"KV operations (spanmetrics, every span before sampling; rates over {window})"]
-    lines += _table(["OPERATION", "CONSISTENCY", *red],
-                    [[r["kvstore_operation"], r["kvstore_consistency"] or "-", *_red(r)] for r in report["operations"]])
+    lines += _table(
+        ["OPERATION", "CONSISTENCY", *red],
+        [
+            [r["kvstore_operation"], r["kvstore_consistency"] or "-", *_red(r)]
+            for r in report["operations"]
+        ],
+    )
     if not report["operations"]:
         lines.append("(no KV operations in the window)")
     lines += ["", "Members"]
-    lines += _table(["MEMBER", *red], [[r["kvstore_member_id"] or "-", *_red(r)] for r in report["members"]])
+    lines += _table(
+        ["MEMBER", *red], [[r["kvstore_member_id"] or "-", *_red(r)] for r in report["members"]]
+    )
     c = report["collector"]
-    lines += ["", f"Collector spans/s: accepted {c['accepted']:.1f}  refused {c['refused']:.1f}  "
-              f"dropped {c['dropped']:.1f}"]
+    lines += [
+        "",
+        f"Collector spans/s: accepted {c['accepted']:.1f}  refused {c['refused']:.1f}  "
+        f"dropped {c['dropped']:.1f}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -136,7 +166,9 @@ def prometheus_query(url: str, timeout: float = 10.0) -> Query:
             with opener.open(target, timeout=timeout) as resp:
                 body = json.loads(resp.read())
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise InspectError(f"--prometheus {url}: the query API did not answer ({exc})") from None
+            raise InspectError(
+                f"--prometheus {url}: the query API did not answer ({exc})"
+            ) from None
         if body.get("status") != "success":
             raise InspectError(f"--prometheus {url}: {body.get('error') or body}")
         result: list[dict[str, Any]] = body["data"]["result"]
@@ -147,5 +179,9 @@ def prometheus_query(url: str, timeout: float = 10.0) -> Query:
 
 def fetch(query: Query, window: str) -> dict[str, Any]:
     """Run every query and assemble the report."""
-    return assemble({section: {name: query(expr) for name, expr in exprs.items()}
-                     for section, exprs in queries(window).items()})
+    return assemble(
+        {
+            section: {name: query(expr) for name, expr in exprs.items()}
+            for section, exprs in queries(window).items()
+        }
+    )

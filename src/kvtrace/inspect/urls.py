@@ -24,7 +24,9 @@ def check_url(url: str, parameter: str) -> None:
     except ValueError:
         port_ok = False
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-        raise InspectError(f"{parameter}: expected an http(s) URL such as http://localhost:16686, got {url!r}")
+        raise InspectError(
+            f"{parameter}: expected an http(s) URL such as http://localhost:16686, got {url!r}"
+        )
 
 
 def checked_url(url: str, parameter: str) -> str:
@@ -37,5 +39,7 @@ def jaeger_url(value: str | None) -> str:
     """Jaeger's query URL from ``--jaeger``, else ``$KVTRACE_JAEGER_URL``."""
     url = value or os.environ.get(JAEGER_ENV)
     if not url:
-        raise InspectError(f"--jaeger: give Jaeger's query URL (e.g. http://localhost:16686) or set {JAEGER_ENV}")
+        raise InspectError(
+            f"--jaeger: give Jaeger's query URL (e.g. http://localhost:16686) or set {JAEGER_ENV}"
+        )
     return checked_url(url, "--jaeger")

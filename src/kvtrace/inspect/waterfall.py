@@ -52,7 +52,11 @@ def tree(spans: Sequence[Any]) -> list[tuple[Any, str]]:
     children: dict[str, list[Any]] = {}
     roots = []
     for span in sorted(spans, key=lambda s: (s.start_ns, s.end_ns)):
-        if span.parent_span_id and span.parent_span_id in ids and span.parent_span_id != span.span_id:
+        if (
+            span.parent_span_id
+            and span.parent_span_id in ids
+            and span.parent_span_id != span.span_id
+        ):
             children.setdefault(span.parent_span_id, []).append(span)
         else:
             roots.append(span)
@@ -104,8 +108,10 @@ def summary(trace: Any) -> str:
     errors = sum(1 for s in spans if s.status_code == "ERROR")
     start = dt.datetime.fromtimestamp(t0 / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     services = sorted({s.service for s in spans if s.service})
-    text = (f"trace {trace.trace_id}  {root.service}: {root.name}  {start}Z  {format_duration(t1 - t0)}, "
-            f"{len(spans)} span{'s' if len(spans) != 1 else ''}")
+    text = (
+        f"trace {trace.trace_id}  {root.service}: {root.name}  {start}Z  {format_duration(t1 - t0)}, "
+        f"{len(spans)} span{'s' if len(spans) != 1 else ''}"
+    )
     if len(services) > 1:
         text += f", services {', '.join(services)}"
     if errors:
@@ -113,8 +119,9 @@ def summary(trace: Any) -> str:
     return text
 
 
-def render_waterfall(trace: Any, *, width: int = BAR_WIDTH, name_width: int = NAME_WIDTH,
-                     ascii_only: bool = False) -> str:
+def render_waterfall(
+    trace: Any, *, width: int = BAR_WIDTH, name_width: int = NAME_WIDTH, ascii_only: bool = False
+) -> str:
     """The trace as a waterfall: header line, then one row per span of the tree."""
     spans = list(trace.spans)
     if not spans:
@@ -127,21 +134,36 @@ def render_waterfall(trace: Any, *, width: int = BAR_WIDTH, name_width: int = NA
         if ascii_only:
             prefix = prefix.replace("├─", "|-").replace("└─", "`-").replace("│", "|")
         fill = error_fill if span.status_code == "ERROR" else ok_fill
-        rows.append((_cut(prefix + span.name, name_width), span.service or "-", node_of(span) or "-",
-                     format_duration(span.end_ns - span.start_ns), status_text(span),
-                     "|" + bar(span.start_ns, span.end_ns, t0, total, width, fill) + "|"))
+        rows.append(
+            (
+                _cut(prefix + span.name, name_width),
+                span.service or "-",
+                node_of(span) or "-",
+                format_duration(span.end_ns - span.start_ns),
+                status_text(span),
+                "|" + bar(span.start_ns, span.end_ns, t0, total, width, fill) + "|",
+            )
+        )
     axis_end = format_duration(total)
     axis = "|0" + axis_end.rjust(width - 1) + "|"
     header = ("SPAN", "SERVICE", "NODE", "DURATION", "STATUS", axis)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
     lines = [summary(trace)]
     for row in [header, *rows]:
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2]),
-                 row[3].rjust(widths[3]), row[4].ljust(widths[4]), row[5]]
+        cells = [
+            row[0].ljust(widths[0]),
+            row[1].ljust(widths[1]),
+            row[2].ljust(widths[2]),
+            row[3].rjust(widths[3]),
+            row[4].ljust(widths[4]),
+            row[5],
+        ]
         lines.append("  ".join(cells))
     for span in spans:
         if span.status_code == "ERROR" and span.status_message:
-            lines.append(f"  ! {span.name} ({node_of(span) or span.service}): {span.status_message}")
+            lines.append(
+                f"  ! {span.name} ({node_of(span) or span.service}): {span.status_message}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -154,11 +176,20 @@ def duration_ns(trace: Any) -> int:
     return max(s.end_ns for s in spans) - min(s.start_ns for s in spans) if spans else 0
 
 
-def select_traces(traces: Iterable[Any], *, errors: bool = False, slower_than_ns: int | None = None,
-                  limit: int | None = None) -> list[Any]:
+def select_traces(
+    traces: Iterable[Any],
+    *,
+    errors: bool = False,
+    slower_than_ns: int | None = None,
+    limit: int | None = None,
+) -> list[Any]:
     """The traces that match, most recent first, at most ``limit``."""
-    chosen = [t for t in traces if t.spans
-              and (not errors or has_error(t))
-              and (slower_than_ns is None or duration_ns(t) >= slower_than_ns)]
+    chosen = [
+        t
+        for t in traces
+        if t.spans
+        and (not errors or has_error(t))
+        and (slower_than_ns is None or duration_ns(t) >= slower_than_ns)
+    ]
     chosen.sort(key=lambda t: min(s.start_ns for s in t.spans), reverse=True)
     return chosen[:limit] if limit is not None else chosen

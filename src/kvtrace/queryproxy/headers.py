@@ -10,14 +10,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                        "transfer-encoding", "upgrade"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 NOT_FORWARDED = HOP_BY_HOP | {"authorization", "host", "content-length"}
 
 
 def _connection_tokens(items: list[tuple[str, str]]) -> set[str]:
     """Headers named by ``Connection`` are hop-by-hop too."""
-    return {token.strip().lower() for key, value in items if key.lower() == "connection" for token in value.split(",")}
+    return {
+        token.strip().lower()
+        for key, value in items
+        if key.lower() == "connection"
+        for token in value.split(",")
+    }
 
 
 def request_headers(items: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -47,7 +47,9 @@ class KeySet:
     async def _json(self, url: str) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
         try:
-            async with self.session.get(url, ssl=self._ssl, timeout=timeout, allow_redirects=False) as response:
+            async with self.session.get(
+                url, ssl=self._ssl, timeout=timeout, allow_redirects=False
+            ) as response:
                 if response.status != 200:
                     raise IssuerError(f"GET {url}: HTTP {response.status}")
                 value = await response.json(content_type=None)
@@ -63,7 +65,9 @@ class KeySet:
         issuer = self.settings.issuer
         discovery = await self._json(issuer.rstrip("/") + DISCOVERY_PATH)
         if discovery.get("issuer") != issuer:
-            raise IssuerError(f"discovery names issuer {discovery.get('issuer')!r}, expected {issuer!r}")
+            raise IssuerError(
+                f"discovery names issuer {discovery.get('issuer')!r}, expected {issuer!r}"
+            )
         jwks_uri = discovery.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not jwks_uri.startswith("https://"):
             raise IssuerError(f"discovery has no https jwks_uri (got {jwks_uri!r})")

@@ -24,7 +24,10 @@ from jwt.exceptions import DecodeError, InvalidSignatureError, InvalidTokenError
 ALGORITHMS = ("RS256", "ES256")
 MIN_RSA_BITS = 2048
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-KEY_TYPES: dict[str, type[PublicKey]] = {"RS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey}
+KEY_TYPES: dict[str, type[PublicKey]] = {
+    "RS256": rsa.RSAPublicKey,
+    "ES256": ec.EllipticCurvePublicKey,
+}
 _JWS = jwt.PyJWS(algorithms=list(ALGORITHMS))
 
 
@@ -53,7 +56,9 @@ def parse(token: str) -> Jws:
     try:
         header = _JWS.get_unverified_header(token)
         if header.get("alg") not in ALGORITHMS:
-            raise TokenRejected(f"algorithm {header.get('alg')!r} not allowed (only {', '.join(ALGORITHMS)})")
+            raise TokenRejected(
+                f"algorithm {header.get('alg')!r} not allowed (only {', '.join(ALGORITHMS)})"
+            )
         if "crit" in header:
             raise TokenRejected("critical header extensions are not supported")
         claims = jwt.decode(token, options={"verify_signature": False})
@@ -114,8 +119,15 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def check_claims(claims: Mapping[str, Any], *, issuer: str, audience: str, now: float, leeway_s: float = 60,
-                 required_claim: tuple[str, str] | None = None) -> None:
+def check_claims(
+    claims: Mapping[str, Any],
+    *,
+    issuer: str,
+    audience: str,
+    now: float,
+    leeway_s: float = 60,
+    required_claim: tuple[str, str] | None = None,
+) -> None:
     if claims.get("iss") != issuer:
         raise TokenRejected(f"wrong issuer {claims.get('iss')!r}")
     aud = claims.get("aud")

@@ -92,8 +92,12 @@ class TokenFile:
         self.digests = tokens_mod.digests(found)
         log.info("loaded %d token(s) from %s", len(found), self.path)
         for index in tokens_mod.unusable(found):
-            log.warning("token %d of %s has characters a bearer token cannot carry (letters, digits and "
-                        "-._~+/ only): it never matches", index, self.path)
+            log.warning(
+                "token %d of %s has characters a bearer token cannot carry (letters, digits and "
+                "-._~+/ only): it never matches",
+                index,
+                self.path,
+            )
         if not found:
             log.warning("%s holds no token: only OIDC tokens (if any) are accepted", self.path)
 
@@ -105,7 +109,9 @@ class TokenFile:
             if self._watch.changed():
                 self.load()
         except (OSError, UnicodeDecodeError) as exc:
-            log.warning("cannot re-read %s (keeping %d token(s)): %s", self.path, len(self.digests), exc)
+            log.warning(
+                "cannot re-read %s (keeping %d token(s)): %s", self.path, len(self.digests), exc
+            )
 
 
 class LogBudget:
@@ -131,14 +137,20 @@ class LogBudget:
 
 
 class Authenticator:
-    def __init__(self, settings: ProxySettings, token_file: TokenFile | None, keys: KeySet | None) -> None:
+    def __init__(
+        self, settings: ProxySettings, token_file: TokenFile | None, keys: KeySet | None
+    ) -> None:
         self.settings, self.token_file, self.keys = settings, token_file, keys
 
     async def reason_to_refuse(self, header: str | None) -> tuple[str, bool] | None:
         """None when ``header`` authenticates the request, else (reason, whether a token was presented)."""
         token = tokens_mod.bearer(header)
         if token is None:
-            return ("no bearer token", False) if not header else ("expected Authorization: Bearer TOKEN", True)
+            return (
+                ("no bearer token", False)
+                if not header
+                else ("expected Authorization: Bearer TOKEN", True)
+            )
         if self.token_file is not None:
             self.token_file.refresh()
             if tokens_mod.matches(token, self.token_file.digests):
@@ -150,17 +162,35 @@ class Authenticator:
         try:
             jws = parse(token)
             verify_signature(jws, await self.keys.key(jws.kid))
-            check_claims(jws.claims, issuer=oidc.issuer, audience=oidc.audience, now=time.time(),
-                         leeway_s=oidc.leeway_s, required_claim=oidc.required_claim)
+            check_claims(
+                jws.claims,
+                issuer=oidc.issuer,
+                audience=oidc.audience,
+                now=time.time(),
+                leeway_s=oidc.leeway_s,
+                required_claim=oidc.required_claim,
+            )
         except TokenRejected as exc:
             return str(exc), True
         return None
 
 
 def unauthorized(realm: str, reason: str, presented: bool) -> web.Response:
-    body = json.dumps({"error": "unauthorized", "message": f"Jaeger's query API needs a valid bearer token: {reason}"})
-    return web.Response(status=401, text=body, content_type="application/json",
-                        headers={"WWW-Authenticate": challenge(realm, reason, presented), "Cache-Control": "no-store"})
+    body = json.dumps(
+        {
+            "error": "unauthorized",
+            "message": f"Jaeger's query API needs a valid bearer token: {reason}",
+        }
+    )
+    return web.Response(
+        status=401,
+        text=body,
+        content_type="application/json",
+        headers={
+            "WWW-Authenticate": challenge(realm, reason, presented),
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -178,9 +208,15 @@ async def _forward(request: web.Request) -> web.StreamResponse:
         reason, presented = refused
         allowed, left_out = app["refusal_log"].take(time.monotonic())
         if left_out:
-            log.info("%d more refusal(s) not logged in the last %.0fs", left_out, app["refusal_log"].window_s)
+            log.info(
+                "%d more refusal(s) not logged in the last %.0fs",
+                left_out,
+                app["refusal_log"].window_s,
+            )
         if allowed:
-            log.info("refused %s %s from %s: %s", request.method, request.path, _client(request), reason)
+            log.info(
+                "refused %s %s from %s: %s", request.method, request.path, _client(request), reason
+            )
         return unauthorized(app["settings"].realm, reason, presented)
     headers = CIMultiDict(request_headers(request.headers.items()))
     body = await request.read() if request.body_exists else None
@@ -188,7 +224,9 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     session: aiohttp.ClientSession = app["upstream"]
     response: web.StreamResponse | None = None
     try:
-        async with session.request(request.method, url, headers=headers, data=body, allow_redirects=False) as upstream:
+        async with session.request(
+            request.method, url, headers=headers, data=body, allow_redirects=False
+        ) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for key, value in response_headers(upstream.headers.items()):
                 response.headers.add(key, value)
@@ -201,8 +239,13 @@ async def _forward(request: web.Request) -> web.StreamResponse:
         log.warning("upstream %s: %s", app["settings"].upstream, exc or type(exc).__name__)
         if response is not None and response.prepared:
             raise  # cut short: aiohttp drops the connection, so the client cannot take it as complete
-        return web.Response(status=502, content_type="application/json",
-                            text=json.dumps({"error": "bad_gateway", "message": "Jaeger's query server did not answer"}))
+        return web.Response(
+            status=502,
+            content_type="application/json",
+            text=json.dumps(
+                {"error": "bad_gateway", "message": "Jaeger's query server did not answer"}
+            ),
+        )
 
 
 def server_ssl(settings: ProxySettings) -> ssl.SSLContext | None:
@@ -217,7 +260,9 @@ def server_ssl(settings: ProxySettings) -> ssl.SSLContext | None:
 async def _reload_certificate(settings: ProxySettings, context: ssl.SSLContext) -> None:
     """New connections get the renewed certificate (load_cert_chain on the live context)."""
     assert settings.tls_cert_file and settings.tls_key_file
-    watch = WatchedFiles((settings.tls_cert_file, settings.tls_key_file), settings.reload_interval_s)
+    watch = WatchedFiles(
+        (settings.tls_cert_file, settings.tls_key_file), settings.reload_interval_s
+    )
     watch.changed()
     while True:
         await asyncio.sleep(settings.reload_interval_s)
@@ -231,12 +276,18 @@ async def _reload_certificate(settings: ProxySettings, context: ssl.SSLContext) 
 
 def build_app(settings: ProxySettings, context: ssl.SSLContext | None = None) -> web.Application:
     """The proxy application (its sessions and background tasks live in ``cleanup_ctx``)."""
-    token_file = TokenFile(settings.tokens_file, settings.reload_interval_s) if settings.tokens_file else None
+    token_file = (
+        TokenFile(settings.tokens_file, settings.reload_interval_s)
+        if settings.tokens_file
+        else None
+    )
     if token_file is not None:
         token_file.load()  # unreadable at start: fail, naming the file
     if not is_loopback(URL(settings.upstream).host or ""):
-        log.warning("upstream %s is not a loopback address: requests could reach Jaeger without this proxy",
-                    settings.upstream)
+        log.warning(
+            "upstream %s is not a loopback address: requests could reach Jaeger without this proxy",
+            settings.upstream,
+        )
     app = web.Application(client_max_size=MAX_BODY)
     app["settings"] = settings
     app["refusal_log"] = LogBudget()
@@ -251,8 +302,16 @@ def build_app(settings: ProxySettings, context: ssl.SSLContext | None = None) ->
             try:
                 await keys.fetch()
             except IssuerError as exc:  # tried again at the first token
-                log.warning("cannot fetch the signing keys of %s yet: %s", settings.oidc.issuer if settings.oidc else "", exc)
-        tasks = [asyncio.create_task(_reload_certificate(settings, context))] if context is not None else []
+                log.warning(
+                    "cannot fetch the signing keys of %s yet: %s",
+                    settings.oidc.issuer if settings.oidc else "",
+                    exc,
+                )
+        tasks = (
+            [asyncio.create_task(_reload_certificate(settings, context))]
+            if context is not None
+            else []
+        )
         yield
         for task in tasks:
             task.cancel()
@@ -263,7 +322,9 @@ def build_app(settings: ProxySettings, context: ssl.SSLContext | None = None) ->
             await issuer.close()
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_get(HEALTH_PATH, _health, allow_head=False)  # before the catch-all: routes match in order
+    app.router.add_get(
+        HEALTH_PATH, _health, allow_head=False
+    )  # before the catch-all: routes match in order
     app.router.add_route("*", "/{tail:.*}", _forward)
     return app
 
@@ -273,7 +334,20 @@ def run(settings: ProxySettings) -> None:
     context = server_ssl(settings)
     app = build_app(settings, context)
     scheme = "https" if context else "http"
-    log.info("%s mode, listening on %s://%s:%d, forwarding to %s", settings.mode, scheme, settings.listen_host,
-             settings.listen_port, settings.upstream)
-    web.run_app(app, host=settings.listen_host, port=settings.listen_port, ssl_context=context,
-                access_log=None, print=None, shutdown_timeout=5)
+    log.info(
+        "%s mode, listening on %s://%s:%d, forwarding to %s",
+        settings.mode,
+        scheme,
+        settings.listen_host,
+        settings.listen_port,
+        settings.upstream,
+    )
+    web.run_app(
+        app,
+        host=settings.listen_host,
+        port=settings.listen_port,
+        ssl_context=context,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5,
+    )

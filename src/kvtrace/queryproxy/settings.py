@@ -57,7 +57,9 @@ def host_port(text: str, flag: str) -> tuple[str, int]:
 def _upstream(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") or parts.query:
-        raise SettingsError("--upstream", f"expected http://HOST:PORT of Jaeger's query HTTP server, got {text!r}")
+        raise SettingsError(
+            "--upstream", f"expected http://HOST:PORT of Jaeger's query HTTP server, got {text!r}"
+        )
     return text.rstrip("/")
 
 
@@ -65,7 +67,10 @@ def issuer_url(text: str, flag: str) -> str:
     """An OIDC issuer: https, a host, no query or fragment (OpenID Connect Discovery 1.0)."""
     parts = urlsplit(text)
     if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
-        raise SettingsError(flag, f"expected an https URL without query or fragment (the issuer's iss), got {text!r}")
+        raise SettingsError(
+            flag,
+            f"expected an https URL without query or fragment (the issuer's iss), got {text!r}",
+        )
     return text
 
 
@@ -83,36 +88,72 @@ def _seconds(value: float, flag: str, minimum: float) -> float:
     return value
 
 
-def from_flags(*, mode: str, listen: str, upstream: str, tokens_file: str | None = None,
-               issuer: str | None = None, audience: str | None = None, required_claim: str | None = None,
-               oidc_ca_file: str | None = None, tls_cert_file: str | None = None, tls_key_file: str | None = None,
-               leeway_s: int = 60, jwks_min_refresh_s: float = 10.0, reload_interval_s: float = 1.0) -> ProxySettings:
+def from_flags(
+    *,
+    mode: str,
+    listen: str,
+    upstream: str,
+    tokens_file: str | None = None,
+    issuer: str | None = None,
+    audience: str | None = None,
+    required_claim: str | None = None,
+    oidc_ca_file: str | None = None,
+    tls_cert_file: str | None = None,
+    tls_key_file: str | None = None,
+    leeway_s: int = 60,
+    jwks_min_refresh_s: float = 10.0,
+    reload_interval_s: float = 1.0,
+) -> ProxySettings:
     if mode not in MODES:
         raise SettingsError("--mode", f"expected one of {', '.join(MODES)}, got {mode!r}")
     listen_host, listen_port = host_port(listen, "--listen")
     if mode == "bearer" and not tokens_file:
-        raise SettingsError("--tokens-file", "required with --mode bearer: a file with one token per line")
+        raise SettingsError(
+            "--tokens-file", "required with --mode bearer: a file with one token per line"
+        )
     oidc = None
     if mode == "oidc":
         if not issuer:
-            raise SettingsError("--issuer", "required with --mode oidc: the https URL of the OIDC issuer")
+            raise SettingsError(
+                "--issuer", "required with --mode oidc: the https URL of the OIDC issuer"
+            )
         if not audience:
-            raise SettingsError("--audience", "required with --mode oidc: the client id tokens must be issued for")
-        oidc = OidcSettings(issuer=issuer_url(issuer, "--issuer"), audience=audience,
-                            required_claim=claim(required_claim, "--required-claim") if required_claim else None,
-                            ca_file=oidc_ca_file, leeway_s=int(_seconds(leeway_s, "--leeway", 0)),
-                            min_refresh_s=_seconds(jwks_min_refresh_s, "--jwks-min-refresh", 0))
+            raise SettingsError(
+                "--audience", "required with --mode oidc: the client id tokens must be issued for"
+            )
+        oidc = OidcSettings(
+            issuer=issuer_url(issuer, "--issuer"),
+            audience=audience,
+            required_claim=claim(required_claim, "--required-claim") if required_claim else None,
+            ca_file=oidc_ca_file,
+            leeway_s=int(_seconds(leeway_s, "--leeway", 0)),
+            min_refresh_s=_seconds(jwks_min_refresh_s, "--jwks-min-refresh", 0),
+        )
     else:
-        for flag, value in (("--issuer", issuer), ("--audience", audience), ("--required-claim", required_claim),
-                            ("--oidc-ca-file", oidc_ca_file)):
+        for flag, value in (
+            ("--issuer", issuer),
+            ("--audience", audience),
+            ("--required-claim", required_claim),
+            ("--oidc-ca-file", oidc_ca_file),
+        ):
             if value:
                 raise SettingsError(flag, "only used with --mode oidc")
     if bool(tls_cert_file) != bool(tls_key_file):
-        raise SettingsError("--tls-cert-file" if not tls_cert_file else "--tls-key-file",
-                            "--tls-cert-file and --tls-key-file go together (the serving certificate and its key)")
-    return ProxySettings(mode=mode, listen_host=listen_host, listen_port=listen_port, upstream=_upstream(upstream),
-                         tokens_file=tokens_file, oidc=oidc, tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
-                         reload_interval_s=_seconds(reload_interval_s, "--reload-interval", 0.1))
+        raise SettingsError(
+            "--tls-cert-file" if not tls_cert_file else "--tls-key-file",
+            "--tls-cert-file and --tls-key-file go together (the serving certificate and its key)",
+        )
+    return ProxySettings(
+        mode=mode,
+        listen_host=listen_host,
+        listen_port=listen_port,
+        upstream=_upstream(upstream),
+        tokens_file=tokens_file,
+        oidc=oidc,
+        tls_cert_file=tls_cert_file,
+        tls_key_file=tls_key_file,
+        reload_interval_s=_seconds(reload_interval_s, "--reload-interval", 0.1),
+    )
 
 
 def is_loopback(host: str) -> bool:

@@ -128,25 +128,39 @@ def decode_spans(traces_data: dict[str, Any]) -> list[Span]:
             scope = (ss.get("scope") or {}).get("name", "")
             for raw in ss.get("spans") or []:
                 status = raw.get("status") or {}
-                spans.append(Span(
-                    trace_id=_id(raw.get("traceId")),
-                    span_id=_id(raw.get("spanId")),
-                    parent_span_id=_id(raw.get("parentSpanId")),
-                    name=raw.get("name", ""),
-                    kind=_enum(raw.get("kind", 0), _KINDS, "SPAN_KIND_"),
-                    service=service,
-                    start_ns=int(raw.get("startTimeUnixNano", 0)),
-                    end_ns=int(raw.get("endTimeUnixNano", 0)),
-                    attributes=attributes(raw.get("attributes")),
-                    resource=resource,
-                    status_code=_enum(status.get("code", 0), _STATUS, "STATUS_CODE_"),
-                    status_message=status.get("message", ""),
-                    events=[{"name": e.get("name", ""), "time_ns": int(e.get("timeUnixNano", 0)),
-                             "attributes": attributes(e.get("attributes"))} for e in raw.get("events") or []],
-                    links=[{"trace_id": _id(link.get("traceId")), "span_id": _id(link.get("spanId")),
-                            "attributes": attributes(link.get("attributes"))} for link in raw.get("links") or []],
-                    scope=scope,
-                ))
+                spans.append(
+                    Span(
+                        trace_id=_id(raw.get("traceId")),
+                        span_id=_id(raw.get("spanId")),
+                        parent_span_id=_id(raw.get("parentSpanId")),
+                        name=raw.get("name", ""),
+                        kind=_enum(raw.get("kind", 0), _KINDS, "SPAN_KIND_"),
+                        service=service,
+                        start_ns=int(raw.get("startTimeUnixNano", 0)),
+                        end_ns=int(raw.get("endTimeUnixNano", 0)),
+                        attributes=attributes(raw.get("attributes")),
+                        resource=resource,
+                        status_code=_enum(status.get("code", 0), _STATUS, "STATUS_CODE_"),
+                        status_message=status.get("message", ""),
+                        events=[
+                            {
+                                "name": e.get("name", ""),
+                                "time_ns": int(e.get("timeUnixNano", 0)),
+                                "attributes": attributes(e.get("attributes")),
+                            }
+                            for e in raw.get("events") or []
+                        ],
+                        links=[
+                            {
+                                "trace_id": _id(link.get("traceId")),
+                                "span_id": _id(link.get("spanId")),
+                                "attributes": attributes(link.get("attributes")),
+                            }
+                            for link in raw.get("links") or []
+                        ],
+                        scope=scope,
+                    )
+                )
     return spans
 
 
@@ -167,7 +181,10 @@ def group_traces(spans: list[Span]) -> list[Trace]:
     by_id: dict[str, list[Span]] = {}
     for span in spans:
         by_id.setdefault(span.trace_id, []).append(span)
-    return [Trace(trace_id, sorted(items, key=lambda s: s.start_ns)) for trace_id, items in by_id.items()]
+    return [
+        Trace(trace_id, sorted(items, key=lambda s: s.start_ns))
+        for trace_id, items in by_id.items()
+    ]
 
 
 def _rfc3339(moment: dt.datetime) -> str:
@@ -194,8 +211,14 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to ``connect_to`` (e.g. a development endpoint-map address or a port-forward)
     while verifying the certificate against ``server_hostname`` (the Service name it is for)."""
 
-    def __init__(self, connect_to: tuple[str, int], server_hostname: str, *, context: ssl.SSLContext,
-                 timeout: float) -> None:
+    def __init__(
+        self,
+        connect_to: tuple[str, int],
+        server_hostname: str,
+        *,
+        context: ssl.SSLContext,
+        timeout: float,
+    ) -> None:
         super().__init__(connect_to[0], connect_to[1], context=context, timeout=timeout)
         self._connect_to = connect_to
         self._server_hostname = server_hostname
@@ -206,8 +229,9 @@ class PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._ssl_context.wrap_socket(sock, server_hostname=self._server_hostname)
 
 
-def connection(url: str, *, timeout: float, ca_pem: str | None = None,
-               server_hostname: str | None = None) -> tuple[http.client.HTTPConnection, str]:
+def connection(
+    url: str, *, timeout: float, ca_pem: str | None = None, server_hostname: str | None = None
+) -> tuple[http.client.HTTPConnection, str]:
     """A connection for ``url`` (https verified with ``ca_pem``, else the system's CAs, for
     ``server_hostname``, else the URL's host) and the request target (path and query)."""
     parts = urllib.parse.urlsplit(url)
@@ -220,8 +244,9 @@ def connection(url: str, *, timeout: float, ca_pem: str | None = None,
     if parts.scheme == "http":
         return http.client.HTTPConnection(parts.hostname, port, timeout=timeout), target
     context = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
-    return PinnedHTTPSConnection((parts.hostname, port), server_hostname or parts.hostname,
-                                 context=context, timeout=timeout), target
+    return PinnedHTTPSConnection(
+        (parts.hostname, port), server_hostname or parts.hostname, context=context, timeout=timeout
+    ), target
 
 
 def _read_ca(path: str | None) -> str | None:
@@ -230,12 +255,22 @@ def _read_ca(path: str | None) -> str | None:
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise JaegerError(f"cannot read the Jaeger CA file {path} (${CA_FILE_ENV}): {exc.strerror}") from None
+        raise JaegerError(
+            f"cannot read the Jaeger CA file {path} (${CA_FILE_ENV}): {exc.strerror}"
+        ) from None
 
 
 class JaegerClient:
-    def __init__(self, base_url: str, *, timeout: float = 5.0, credentials: str | None = None,
-                 token: str | None = None, ca_pem: str | None = None, server_hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 5.0,
+        credentials: str | None = None,
+        token: str | None = None,
+        ca_pem: str | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
         """``credentials``: ``USER:PASSWORD`` sent as HTTP Basic; ``token``: sent as
         ``Authorization: Bearer`` (when neither is given: ``$KVTRACE_JAEGER_CREDENTIALS`` and
         ``$KVTRACE_JAEGER_TOKEN``; a token goes first); ``ca_pem``:
@@ -254,22 +289,34 @@ class JaegerClient:
         if self.token:
             return {"Authorization": f"Bearer {self.token}"}
         if self.credentials:
-            return {"Authorization": "Basic " + base64.b64encode(self.credentials.encode()).decode()}
+            return {
+                "Authorization": "Basic " + base64.b64encode(self.credentials.encode()).decode()
+            }
         return {}
 
     def _refused(self, url: str, challenge: str) -> JaegerError:
         if challenge.lower().startswith("bearer"):
             reason = challenge.partition('error_description="')[2].partition('"')[0]
-            given = f"was refused ({reason or 'invalid token'})" if self.token else f"is needed (${TOKEN_ENV})"
-            return JaegerError(f"GET {url}: 401: Jaeger's query API asks for a bearer token and the token {given}")
+            given = (
+                f"was refused ({reason or 'invalid token'})"
+                if self.token
+                else f"is needed (${TOKEN_ENV})"
+            )
+            return JaegerError(
+                f"GET {url}: 401: Jaeger's query API asks for a bearer token and the token {given}"
+            )
         given = "were refused" if self.credentials else f"are needed (${CREDENTIALS_ENV})"
-        return JaegerError(f"GET {url}: 401: Jaeger's query API asks for HTTP Basic and the credentials {given}")
+        return JaegerError(
+            f"GET {url}: 401: Jaeger's query API asks for HTTP Basic and the credentials {given}"
+        )
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> str | None:
         url = self.base_url + path
         if params:
             url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        conn, target = connection(url, timeout=self.timeout, ca_pem=self.ca_pem, server_hostname=self.server_hostname)
+        conn, target = connection(
+            url, timeout=self.timeout, ca_pem=self.ca_pem, server_hostname=self.server_hostname
+        )
         try:
             conn.request("GET", target, headers=self._headers())
             response = conn.getresponse()
@@ -300,7 +347,9 @@ class JaegerClient:
 
     def operations(self, service: str, span_kind: str | None = None) -> list[str]:
         body = self._get("/api/v3/operations", {"service": service, "span_kind": span_kind})
-        return sorted(op["name"] for op in (json.loads(body).get("operations") or [])) if body else []
+        return (
+            sorted(op["name"] for op in (json.loads(body).get("operations") or [])) if body else []
+        )
 
     def find_traces(
         self,
@@ -317,14 +366,17 @@ class JaegerClient:
         now = dt.datetime.now(dt.UTC)
         end = end or now + dt.timedelta(minutes=1)
         start = start or end - lookback - dt.timedelta(minutes=1)
-        body = self._get("/api/v3/traces", {
-            "query.service_name": service,
-            "query.operation_name": operation,
-            "query.start_time_min": _rfc3339(start),
-            "query.start_time_max": _rfc3339(end),
-            "query.num_traces": limit,
-            "query.duration_min": min_duration,
-        })
+        body = self._get(
+            "/api/v3/traces",
+            {
+                "query.service_name": service,
+                "query.operation_name": operation,
+                "query.start_time_min": _rfc3339(start),
+                "query.start_time_max": _rfc3339(end),
+                "query.num_traces": limit,
+                "query.duration_min": min_duration,
+            },
+        )
         return group_traces(self._spans(body))
 
     def trace(self, trace_id: str) -> Trace | None:
@@ -332,29 +384,51 @@ class JaegerClient:
         spans = self._spans(self._get(f"/api/v3/traces/{trace_id}"))
         return Trace(trace_id.lower(), sorted(spans, key=lambda s: s.start_ns)) if spans else None
 
-    def service_metrics(self, metric: str, service: str, *, lookback: dt.timedelta = dt.timedelta(minutes=15),
-                        step: dt.timedelta = dt.timedelta(seconds=5), span_kind: str = "server",
-                        group_by_operation: bool = True) -> list[dict[str, Any]]:
+    def service_metrics(
+        self,
+        metric: str,
+        service: str,
+        *,
+        lookback: dt.timedelta = dt.timedelta(minutes=15),
+        step: dt.timedelta = dt.timedelta(seconds=5),
+        span_kind: str = "server",
+        group_by_operation: bool = True,
+    ) -> list[dict[str, Any]]:
         """What the Monitor tab (SPM) shows: ``metric`` ``calls`` (requests/s), ``errors`` (error
         ratio) or ``latencies`` (needs ``quantile``; not offered here) of ``service`` per
         operation, read by Jaeger from its metrics backend (``/api/metrics/...``): one entry
         per series, ``{"labels": {...}, "points": [float, ...]}`` (NaN points left out)."""
         now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-        body = self._get(f"/api/metrics/{metric}", {
-            "service": service, "endTs": now_ms, "lookback": int(lookback.total_seconds() * 1000),
-            "step": int(step.total_seconds() * 1000), "ratePer": 1000, "spanKind": span_kind,
-            "groupByOperation": "true" if group_by_operation else None})
+        body = self._get(
+            f"/api/metrics/{metric}",
+            {
+                "service": service,
+                "endTs": now_ms,
+                "lookback": int(lookback.total_seconds() * 1000),
+                "step": int(step.total_seconds() * 1000),
+                "ratePer": 1000,
+                "spanKind": span_kind,
+                "groupByOperation": "true" if group_by_operation else None,
+            },
+        )
         series = []
         for entry in (json.loads(body).get("metrics") or []) if body else []:
             labels = {label["name"]: label["value"] for label in entry.get("labels") or []}
-            points = [float(p["gaugeValue"]["doubleValue"]) for p in entry.get("metricPoints") or []
-                      if "doubleValue" in (p.get("gaugeValue") or {})]
+            points = [
+                float(p["gaugeValue"]["doubleValue"])
+                for p in entry.get("metricPoints") or []
+                if "doubleValue" in (p.get("gaugeValue") or {})
+            ]
             series.append({"labels": labels, "points": [v for v in points if v == v]})
         return series
 
-    def dependencies(self, lookback: dt.timedelta = dt.timedelta(hours=1)) -> list[tuple[str, str, int]]:
+    def dependencies(
+        self, lookback: dt.timedelta = dt.timedelta(hours=1)
+    ) -> list[tuple[str, str, int]]:
         """The System Architecture view's edges: (parent service, child service, calls)."""
         now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-        body = self._get("/api/dependencies", {"endTs": now_ms, "lookback": int(lookback.total_seconds() * 1000)})
+        body = self._get(
+            "/api/dependencies", {"endTs": now_ms, "lookback": int(lookback.total_seconds() * 1000)}
+        )
         data = (json.loads(body).get("data") or []) if body else []
         return sorted((str(d["parent"]), str(d["child"]), int(d.get("callCount", 0))) for d in data)

@@ -28,10 +28,19 @@ TIMEOUT = 90.0  # generous: the machine running the suite is small and busy
 
 
 def cluster(name: str, cpu: str = "100m", pipeline: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"replicas": 1, "replicationFactor": 1, "resources": {"requests": {"cpu": cpu}}}
+    spec: dict[str, Any] = {
+        "replicas": 1,
+        "replicationFactor": 1,
+        "resources": {"requests": {"cpu": cpu}},
+    }
     if pipeline:
         spec["tracing"] = {"pipelineRef": {"name": pipeline}}
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "KVCluster",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def sts_cpu(kube: Kube, name: str) -> tuple[str, int]:
@@ -42,8 +51,9 @@ def sts_cpu(kube: Kube, name: str) -> tuple[str, int]:
 
 
 @pytest.fixture
-async def runtime(local_cluster: Any, crds: list[str], monkeypatch: pytest.MonkeyPatch
-                  ) -> AsyncIterator[handlers.Runtime]:
+async def runtime(
+    local_cluster: Any, crds: list[str], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[handlers.Runtime]:
     """The handlers' runtime in this process, against the local cluster (no kopf: the test
     plays the handlers' and the timer's parts itself)."""
     monkeypatch.setenv("KUBECONFIG", str(local_cluster.kubeconfig))
@@ -56,14 +66,25 @@ async def runtime(local_cluster: Any, crds: list[str], monkeypatch: pytest.Monke
 
 
 @pytest.fixture
-def metrics_port(local_cluster: Any, kube_ns: Kube, crds: list[str], endpoint_map: Any, tmp_path: Path,
-                 request: pytest.FixtureRequest) -> Iterator[int]:
+def metrics_port(
+    local_cluster: Any,
+    kube_ns: Kube,
+    crds: list[str],
+    endpoint_map: Any,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[int]:
     """The operator on the test's namespace serving its metrics on a free loopback port (the
     canary off: no collector runs behind the KWOK pods)."""
     port = free_port()
     log = tmp_path / "operator.log"
-    operator = Operator(local_cluster, kube_ns.namespace, log, ["--metrics-port", str(port), "--canary-interval", "0"],
-                        endpoint_map.path).start()
+    operator = Operator(
+        local_cluster,
+        kube_ns.namespace,
+        log,
+        ["--metrics-port", str(port), "--canary-interval", "0"],
+        endpoint_map.path,
+    ).start()
     try:
         yield port
     finally:
@@ -72,7 +93,8 @@ def metrics_port(local_cluster: Any, kube_ns: Kube, crds: list[str], endpoint_ma
 
 
 async def test_a_stale_body_from_the_resync_timer_never_undoes_an_update(
-        runtime: handlers.Runtime, kube_ns: Kube) -> None:
+    runtime: handlers.Runtime, kube_ns: Kube
+) -> None:
     """The race of the issue: the update is applied, then the resync timer, which fired while
     the object's worker was busy, runs with the body from before the update. The timer's
     reconcile must apply the API server's spec, not its body: the StatefulSet stays at 150m and
@@ -84,8 +106,14 @@ async def test_a_stale_body_from_the_resync_timer_never_undoes_an_update(
     await kvcluster_handlers.reconcile(runtime, stale)
     assert sts_cpu(kube_ns, "kv")[0] == "100m"
 
-    kube_ns.run("patch", "kvcluster", "kv", "--type=merge", "-p",
-                json.dumps({"spec": {"resources": {"requests": {"cpu": "150m"}}}}))
+    kube_ns.run(
+        "patch",
+        "kvcluster",
+        "kv",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"resources": {"requests": {"cpu": "150m"}}}}),
+    )
     updated = kube_ns.get("kvcluster", "kv")
     assert updated is not None
     await kvcluster_handlers.reconcile(runtime, updated)  # the update handler
@@ -98,8 +126,14 @@ async def test_a_stale_body_from_the_resync_timer_never_undoes_an_update(
     # the old body and the next update arrives: whoever runs first applies the newest spec.
     async with runtime.lock("KVCluster", kube_ns.namespace, "kv"):
         timer = asyncio.create_task(kvcluster_handlers.reconcile(runtime, stale))
-        kube_ns.run("patch", "kvcluster", "kv", "--type=merge", "-p",
-                    json.dumps({"spec": {"resources": {"requests": {"cpu": "200m"}}}}))
+        kube_ns.run(
+            "patch",
+            "kvcluster",
+            "kv",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"resources": {"requests": {"cpu": "200m"}}}}),
+        )
         newest = kube_ns.get("kvcluster", "kv")
         assert newest is not None
         update = asyncio.create_task(kvcluster_handlers.reconcile(runtime, newest))
@@ -129,15 +163,26 @@ def token_file_labels(kube: Kube, pipeline: str) -> set[str]:
     return {label for _, label in parse(text)}
 
 
-def test_consumers_and_state_follow_create_delete_cycles(metrics_port: int, kube_ns: Kube, poll: Any) -> None:
+def test_consumers_and_state_follow_create_delete_cycles(
+    metrics_port: int, kube_ns: Kube, poll: Any
+) -> None:
     """Clusters created and deleted in bursts: each time the pipeline's status.consumers and
     the collector's token file hold exactly the live clusters (TokensReady True only then),
     and afterwards the operator's per-object state is back to its baseline."""
     port = metrics_port
-    kube_ns.apply({"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-                   "metadata": {"name": "traces"}, "spec": {}})
-    poll(lambda: kube_ns.condition_is("tracingpipeline", "traces", "TokensReady", "True"), timeout=TIMEOUT,
-         message="pipeline TokensReady")
+    kube_ns.apply(
+        {
+            "apiVersion": "kvtrace.dev/v1alpha1",
+            "kind": "TracingPipeline",
+            "metadata": {"name": "traces"},
+            "spec": {},
+        }
+    )
+    poll(
+        lambda: kube_ns.condition_is("tracingpipeline", "traces", "TokensReady", "True"),
+        timeout=TIMEOUT,
+        message="pipeline TokensReady",
+    )
     baseline = poll(lambda: metrics(port), timeout=TIMEOUT, message="operator metrics")
     names = [f"kv-{index}" for index in range(6)]
     for cycle in range(3):
@@ -160,9 +205,11 @@ def expect_consumers(kube: Kube, poll: Any, names: list[str], message: str) -> N
 
     def converged() -> bool:
         pipe = kube.get("tracingpipeline", "traces") or {}
-        return ((pipe.get("status") or {}).get("consumers") == sorted(names)
-                and token_file_labels(kube, "traces") == labels
-                and kube.condition_is("tracingpipeline", "traces", "TokensReady", "True"))
+        return (
+            (pipe.get("status") or {}).get("consumers") == sorted(names)
+            and token_file_labels(kube, "traces") == labels
+            and kube.condition_is("tracingpipeline", "traces", "TokensReady", "True")
+        )
 
     poll(converged, timeout=TIMEOUT, message=message)
     # TokensReady True means the file holds exactly the live consumers.

@@ -46,20 +46,32 @@ def validate_k8s(obj: dict[str, Any]) -> None:
     kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
-def kvcluster(name: str = "demo", namespace: str = "store", uid: str | None = "uid-kvc",
-              **spec: Any) -> dict[str, Any]:
+def kvcluster(
+    name: str = "demo", namespace: str = "store", uid: str | None = "uid-kvc", **spec: Any
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if uid:
         metadata["uid"] = uid
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster", "metadata": metadata, "spec": spec}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "KVCluster",
+        "metadata": metadata,
+        "spec": spec,
+    }
 
 
-def pipeline(name: str = "traces", namespace: str = "store", uid: str | None = "uid-tp",
-             **spec: Any) -> dict[str, Any]:
+def pipeline(
+    name: str = "traces", namespace: str = "store", uid: str | None = "uid-tp", **spec: Any
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if uid:
         metadata["uid"] = uid
-    return {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline", "metadata": metadata, "spec": spec}
+    return {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "TracingPipeline",
+        "metadata": metadata,
+        "spec": spec,
+    }
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -67,13 +79,19 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [obj for obj in by_kind(objects, kind) if name is None or obj["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {[o['metadata']['name'] for o in found]}"
+    found = [
+        obj for obj in by_kind(objects, kind) if name is None or obj["metadata"]["name"] == name
+    ]
+    assert len(found) == 1, (
+        f"expected one {kind} {name or ''}, found {[o['metadata']['name'] for o in found]}"
+    )
     return found[0]
 
 
 def env_map(container: dict[str, Any]) -> dict[str, Any]:
-    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container.get("env", [])}
+    return {
+        item["name"]: item.get("value", item.get("valueFrom")) for item in container.get("env", [])
+    }
 
 
 def config_of(configmap: dict[str, Any]) -> dict[str, Any]:

@@ -33,14 +33,20 @@ class TestCRDDefinitions:
     def test_valid_against_kubernetes_schema(self, plural: str) -> None:
         validate_k8s(crd(plural))
 
-    @pytest.mark.parametrize(("plural", "kind", "short"), [
-        ("kvclusters", "KVCluster", "kvc"), ("tracingpipelines", "TracingPipeline", "tp")])
+    @pytest.mark.parametrize(
+        ("plural", "kind", "short"),
+        [("kvclusters", "KVCluster", "kvc"), ("tracingpipelines", "TracingPipeline", "tp")],
+    )
     def test_names(self, plural: str, kind: str, short: str) -> None:
         definition = crd(plural)
         assert definition["metadata"]["name"] == f"{plural}.kvtrace.dev"
         names = definition["spec"]["names"]
         assert (names["kind"], names["plural"], names["shortNames"], names["categories"]) == (
-            kind, plural, [short], ["kvtrace"])
+            kind,
+            plural,
+            [short],
+            ["kvtrace"],
+        )
         assert definition["spec"]["scope"] == "Namespaced"
         [version] = definition["spec"]["versions"]
         assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
@@ -48,13 +54,22 @@ class TestCRDDefinitions:
 
     def test_kvcluster_scale_subresource(self) -> None:
         scale = crd("kvclusters")["spec"]["versions"][0]["subresources"]["scale"]
-        assert scale == {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
-                         "labelSelectorPath": ".status.selector"}
+        assert scale == {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        }
 
-    @pytest.mark.parametrize(("plural", "columns"), [
-        ("kvclusters", ["Ready", "Phase", "Pipeline", "Age"]),
-        ("tracingpipelines", ["Mode", "Ratio", "Collector", "Jaeger", "Ready", "Delivery", "Age"]),
-    ])
+    @pytest.mark.parametrize(
+        ("plural", "columns"),
+        [
+            ("kvclusters", ["Ready", "Phase", "Pipeline", "Age"]),
+            (
+                "tracingpipelines",
+                ["Mode", "Ratio", "Collector", "Jaeger", "Ready", "Delivery", "Age"],
+            ),
+        ],
+    )
     def test_printer_columns(self, plural: str, columns: list[str]) -> None:
         version = crd(plural)["spec"]["versions"][0]
         assert [column["name"] for column in version["additionalPrinterColumns"]] == columns
@@ -62,23 +77,54 @@ class TestCRDDefinitions:
     @pytest.mark.parametrize("plural", PLURALS)
     def test_every_field_is_described(self, plural: str) -> None:
         schema = crd(plural)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-        missing = [path for path, sub in walk(schema)
-                   if path and path != ".metadata" and "{}" not in path and "[]" not in path[-2:]
-                   and "description" not in sub]
+        missing = [
+            path
+            for path, sub in walk(schema)
+            if path
+            and path != ".metadata"
+            and "{}" not in path
+            and "[]" not in path[-2:]
+            and "description" not in sub
+        ]
         assert missing == []
 
-    @pytest.mark.parametrize(("plural", "fields"), [
-        ("kvclusters", {".antiEntropy.interval", ".security.tls.duration", ".security.tls.renewBefore",
-                        ".security.tls.caDuration", ".security.tls.caRenewBefore"}),
-        ("tracingpipelines", {".sampling.latencyThreshold", ".sampling.decisionWait", ".collector.batch.timeout",
-                              ".collector.memoryLimiter.checkInterval", ".jaeger.storage.retention",
-                              ".security.tls.duration", ".security.tls.renewBefore", ".security.tls.caDuration",
-                              ".security.tls.caRenewBefore", ".metrics.prometheus.retention",
-                              ".metrics.prometheus.scrapeInterval"}),
-    ])
+    @pytest.mark.parametrize(
+        ("plural", "fields"),
+        [
+            (
+                "kvclusters",
+                {
+                    ".antiEntropy.interval",
+                    ".security.tls.duration",
+                    ".security.tls.renewBefore",
+                    ".security.tls.caDuration",
+                    ".security.tls.caRenewBefore",
+                },
+            ),
+            (
+                "tracingpipelines",
+                {
+                    ".sampling.latencyThreshold",
+                    ".sampling.decisionWait",
+                    ".collector.batch.timeout",
+                    ".collector.memoryLimiter.checkInterval",
+                    ".jaeger.storage.retention",
+                    ".security.tls.duration",
+                    ".security.tls.renewBefore",
+                    ".security.tls.caDuration",
+                    ".security.tls.caRenewBefore",
+                    ".metrics.prometheus.retention",
+                    ".metrics.prometheus.scrapeInterval",
+                },
+            ),
+        ],
+    )
     def test_duration_fields_use_the_renderer_pattern(self, plural: str, fields: set[str]) -> None:
-        found = {path: sub.get("pattern") for path, sub in walk(spec_schema(plural))
-                 if "(ns|us|ms|s|m|h)" in sub.get("pattern", "")}
+        found = {
+            path: sub.get("pattern")
+            for path, sub in walk(spec_schema(plural))
+            if "(ns|us|ms|s|m|h)" in sub.get("pattern", "")
+        }
         assert found == dict.fromkeys(fields, DURATION_PATTERN)
 
     def test_duration_minimums_match_the_renderer(self) -> None:
@@ -91,19 +137,34 @@ class TestCRDDefinitions:
                         found[f"spec{path}"] = match.group(1)
         assert found == MIN_DURATIONS
 
-    @pytest.mark.parametrize(("plural", "limit"), [("kvclusters", MAX_KVCLUSTER_NAME), ("tracingpipelines", MAX_PIPELINE_NAME)])
+    @pytest.mark.parametrize(
+        ("plural", "limit"),
+        [("kvclusters", MAX_KVCLUSTER_NAME), ("tracingpipelines", MAX_PIPELINE_NAME)],
+    )
     def test_name_rule_matches_the_renderer(self, plural: str, limit: int) -> None:
-        [rule] = crd(plural)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+        [rule] = crd(plural)["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+            "x-kubernetes-validations"
+        ]
         assert f"size(self.metadata.name) <= {limit}" in rule["rule"]
-        assert rule["message"].startswith(f"metadata.name must be a DNS label of at most {limit} characters")
+        assert rule["message"].startswith(
+            f"metadata.name must be a DNS label of at most {limit} characters"
+        )
 
     @pytest.mark.parametrize("plural", PLURALS)
     def test_status_conditions_follow_api_conventions(self, plural: str) -> None:
-        status = crd(plural)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        status = crd(plural)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+            "status"
+        ]
         conditions = status["properties"]["conditions"]
         assert conditions["x-kubernetes-list-map-keys"] == ["type"]
         assert set(conditions["items"]["properties"]) == {
-            "type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
+            "type",
+            "status",
+            "reason",
+            "message",
+            "lastTransitionTime",
+            "observedGeneration",
+        }
         assert {"observedGeneration", "phase"} <= set(status["properties"])
 
 
@@ -111,17 +172,32 @@ SPECS_KVCLUSTER = [
     {},
     {"replicas": 5, "replicationFactor": 5},
     {"consistency": {"read": "one"}, "storage": {"storageClassName": "fast"}},
-    {"scheduling": {"tolerations": [{"key": "k", "operator": "Exists"}]}, "tracing": {"serviceName": "x"}},
+    {
+        "scheduling": {"tolerations": [{"key": "k", "operator": "Exists"}]},
+        "tracing": {"serviceName": "x"},
+    },
 ]
 SPECS_PIPELINE = [
     {},
     {"sampling": {"mode": "head", "ratio": 0.5}},
     {"collector": {"replicas": 3, "batch": {"timeout": "1s"}}},
     {"jaeger": {"storage": {"type": "badger"}, "tenancy": {"enabled": True, "tenants": ["a"]}}},
-    {"exporters": {"otlp": [{"name": "vendor", "endpoint": "x:4317"},
-                            {"name": "other", "endpoint": "https://y", "protocol": "http", "tls": {}},
-                            {"name": "third", "endpoint": "z:4317", "tls": {"caSecret": {"name": "ca", "key": "ca.crt"}},
-                             "secretHeaders": [{"name": "authorization", "secretKeyRef": {"name": "s", "key": "k"}}]}]}},
+    {
+        "exporters": {
+            "otlp": [
+                {"name": "vendor", "endpoint": "x:4317"},
+                {"name": "other", "endpoint": "https://y", "protocol": "http", "tls": {}},
+                {
+                    "name": "third",
+                    "endpoint": "z:4317",
+                    "tls": {"caSecret": {"name": "ca", "key": "ca.crt"}},
+                    "secretHeaders": [
+                        {"name": "authorization", "secretKeyRef": {"name": "s", "key": "k"}}
+                    ],
+                },
+            ]
+        }
+    },
     {"redaction": {"blockedValues": ["secret"]}, "receivers": {"zipkin": {"enabled": True}}},
 ]
 
@@ -133,7 +209,9 @@ class TestDefaultsMatchSchema:
 
     @pytest.mark.parametrize("spec", SPECS_PIPELINE)
     def test_pipeline(self, spec: dict[str, Any]) -> None:
-        assert apply_defaults_pipeline(spec) == schema_default(spec_schema("tracingpipelines"), spec)
+        assert apply_defaults_pipeline(spec) == schema_default(
+            spec_schema("tracingpipelines"), spec
+        )
 
     def test_spec_itself_defaults_to_an_object(self) -> None:
         for plural in PLURALS:
@@ -145,14 +223,17 @@ class TestDefaultsMatchSchema:
         apply_defaults_kvcluster(spec)
         assert spec == {"consistency": {}}
 
-    @pytest.mark.parametrize(("plural", "path", "value"), [
-        ("kvclusters", ("image",), KVNODE_IMAGE),
-        ("tracingpipelines", ("collector", "image"), COLLECTOR_IMAGE),
-        ("tracingpipelines", ("jaeger", "image"), JAEGER_IMAGE),
-        ("tracingpipelines", ("sampling", "mode"), "production"),
-        ("tracingpipelines", ("sampling", "latencyThreshold"), "500ms"),
-        ("tracingpipelines", ("sampling", "ratio"), 0.1),
-    ])
+    @pytest.mark.parametrize(
+        ("plural", "path", "value"),
+        [
+            ("kvclusters", ("image",), KVNODE_IMAGE),
+            ("tracingpipelines", ("collector", "image"), COLLECTOR_IMAGE),
+            ("tracingpipelines", ("jaeger", "image"), JAEGER_IMAGE),
+            ("tracingpipelines", ("sampling", "mode"), "production"),
+            ("tracingpipelines", ("sampling", "latencyThreshold"), "500ms"),
+            ("tracingpipelines", ("sampling", "ratio"), 0.1),
+        ],
+    )
     def test_documented_defaults(self, plural: str, path: tuple[str, ...], value: Any) -> None:
         spec = schema_default(spec_schema(plural), {})
         for key in path:

@@ -73,7 +73,9 @@ async def test_requests_during_a_run_make_exactly_one_more_run_and_apply_wins() 
     assert runner.calls == [("ns", "kv", False), ("ns", "kv", True)]
 
 
-async def test_runs_are_bounded_and_a_failure_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+async def test_runs_are_bounded_and_a_failure_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     rt, runner = runtime(), Recorder(pause=0.05, fail=True)
     rt.requests.runners["KVCluster"] = runner
     for index in range(6):
@@ -127,12 +129,20 @@ async def test_create_delete_cycles_do_not_grow_the_state() -> None:
         rt.forget("KVCluster", "ns", name, uid)
         rt.forget("TracingPipeline", "ns", name, uid)
     await settle(rt)
-    assert rt.sizes() == {"locks": 0, "requests": 0, "validated": 0, "tls_accepted": 0, "deliveries": 0,
-                          "rechecks": 0, "injection_events": 0}
+    assert rt.sizes() == {
+        "locks": 0,
+        "requests": 0,
+        "validated": 0,
+        "tls_accepted": 0,
+        "deliveries": 0,
+        "rechecks": 0,
+        "injection_events": 0,
+    }
 
 
 async def test_an_entry_written_by_a_reconcile_under_way_at_deletion_is_dropped_later(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from kvtrace_operator.handlers import runtime as runtime_module
 
     monkeypatch.setattr(runtime_module, "LATE_WRITES_S", 0.05)
@@ -145,9 +155,14 @@ async def test_an_entry_written_by_a_reconcile_under_way_at_deletion_is_dropped_
 
 
 INDICES: dict[str, Any] = {
-    consumers.CLUSTERS_INDEX: {("ns", "traces"): [("KVCluster", "orders"), ("KVCluster", "carts"),
-                                                   ("KVCluster", "orders")],
-                               ("other", "traces"): [("KVCluster", "elsewhere")]},
+    consumers.CLUSTERS_INDEX: {
+        ("ns", "traces"): [
+            ("KVCluster", "orders"),
+            ("KVCluster", "carts"),
+            ("KVCluster", "orders"),
+        ],
+        ("other", "traces"): [("KVCluster", "elsewhere")],
+    },
     secret_watch.INDEX: {("ns", "traces-ca"): ["traces"]},
     secret_watch.CLIENT_INDEX: {("ns", "orders-otlp-client-token"): [("traces", "orders")]},
 }
@@ -165,7 +180,12 @@ def test_a_consumer_set_is_a_function_of_its_sources() -> None:
     auth = {"enabled": True, "consumers": [{"name": "billing"}]}
     referencing = consumers.referencing(INDICES, "ns", "traces")
     first = consumer_tokens.consumers(auth, "traces", referencing)
-    assert [c.label for c in first] == ["pipeline", "KVCluster/carts", "KVCluster/orders", "consumer/billing"]
+    assert [c.label for c in first] == [
+        "pipeline",
+        "KVCluster/carts",
+        "KVCluster/orders",
+        "consumer/billing",
+    ]
     assert consumer_tokens.consumers(auth, "traces", list(reversed(referencing))) == first
     with pytest.raises(ValueError, match="no token Secret for consumers of kind 'Pod'"):
         consumer_tokens.consumers(auth, "traces", [("Pod", "p")])
@@ -173,11 +193,16 @@ def test_a_consumer_set_is_a_function_of_its_sources() -> None:
 
 def test_a_secret_change_reaches_the_pipelines_and_clusters_it_concerns() -> None:
     assert secret_watch.affected(INDICES, "ns", "traces-ca") == (["traces"], ["carts", "orders"])
-    assert secret_watch.affected(INDICES, "ns", "orders-otlp-client-token") == (["traces"], ["orders"])
+    assert secret_watch.affected(INDICES, "ns", "orders-otlp-client-token") == (
+        ["traces"],
+        ["orders"],
+    )
     assert secret_watch.affected(INDICES, "ns", "unrelated") == ([], [])
 
 
-async def test_tokens_ready_is_false_while_the_consumers_move(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_tokens_ready_is_false_while_the_consumers_move(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A cluster arriving while the token file is written: the file holds the older set, so
     TokensReady says ConsumersChanged (not True) and one more reconcile is requested."""
     from kvtrace_operator.handlers import pipeline, secret_gate
@@ -191,8 +216,16 @@ async def test_tokens_ready_is_false_while_the_consumers_move(monkeypatch: pytes
 
     async def written(client: Any, pipe: Any, referencing: Any) -> dict[str, Any]:
         index[("ns", "traces")] = [("KVCluster", "a"), ("KVCluster", "b")]  # b arrives meanwhile
-        return dict(condition("TokensReady", True, "TokensFound", "the collector accepts the tokens of: a",
-                              generation=2, now="2026-01-01T00:00:00Z"))
+        return dict(
+            condition(
+                "TokensReady",
+                True,
+                "TokensFound",
+                "the collector accepts the tokens of: a",
+                generation=2,
+                now="2026-01-01T00:00:00Z",
+            )
+        )
 
     monkeypatch.setattr(secret_gate, "sync_tokens", written)
     moved = await pipeline.sync_tokens(rt, body, [("KVCluster", "a")])

@@ -17,17 +17,39 @@ from kvtrace_operator.k8s.apply import list_children
 
 pytestmark = pytest.mark.unit
 
-OWNER = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
-         "metadata": {"name": "kv", "namespace": "ns1", "uid": "owner-uid"}}
-LABELS = {"app.kubernetes.io/managed-by": "kvtrace-operator", "app.kubernetes.io/name": "kvcluster",
-          "app.kubernetes.io/instance": "kv"}
+OWNER = {
+    "apiVersion": "kvtrace.dev/v1alpha1",
+    "kind": "KVCluster",
+    "metadata": {"name": "kv", "namespace": "ns1", "uid": "owner-uid"},
+}
+LABELS = {
+    "app.kubernetes.io/managed-by": "kvtrace-operator",
+    "app.kubernetes.io/name": "kvcluster",
+    "app.kubernetes.io/instance": "kv",
+}
 
 
-def child(kind: str, name: str, uid: str = "owner-uid", rv: str = "1", api: str = "v1") -> dict[str, Any]:
-    return {"apiVersion": api, "kind": kind,
-            "metadata": {"name": name, "namespace": "ns1", "labels": dict(LABELS), "resourceVersion": rv,
-                         "ownerReferences": [{"apiVersion": "kvtrace.dev/v1alpha1", "kind": "KVCluster",
-                                              "name": "kv", "uid": uid}]}}
+def child(
+    kind: str, name: str, uid: str = "owner-uid", rv: str = "1", api: str = "v1"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": api,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "ns1",
+            "labels": dict(LABELS),
+            "resourceVersion": rv,
+            "ownerReferences": [
+                {
+                    "apiVersion": "kvtrace.dev/v1alpha1",
+                    "kind": "KVCluster",
+                    "name": "kv",
+                    "uid": uid,
+                }
+            ],
+        },
+    }
 
 
 class FakeServer:
@@ -39,10 +61,18 @@ class FakeServer:
         self.reject: dict[str, str] = {}  # name -> 422 message
         self.reject_code = 422
 
-    PLURALS = {"configmaps": "ConfigMap", "secrets": "Secret", "services": "Service",
-               "serviceaccounts": "ServiceAccount", "deployments": "Deployment",
-               "statefulsets": "StatefulSet", "poddisruptionbudgets": "PodDisruptionBudget",
-               "networkpolicies": "NetworkPolicy", "roles": "Role", "rolebindings": "RoleBinding"}
+    PLURALS = {
+        "configmaps": "ConfigMap",
+        "secrets": "Secret",
+        "services": "Service",
+        "serviceaccounts": "ServiceAccount",
+        "deployments": "Deployment",
+        "statefulsets": "StatefulSet",
+        "poddisruptionbudgets": "PodDisruptionBudget",
+        "networkpolicies": "NetworkPolicy",
+        "roles": "Role",
+        "rolebindings": "RoleBinding",
+    }
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
@@ -51,45 +81,78 @@ class FakeServer:
         assert parts[ns_at + 1] == "ns1"
         kind = self.PLURALS[parts[ns_at + 2]]
         if request.method == "GET":
-            wanted = dict(term.split("=", 1) for term in request.url.params["labelSelector"].split(","))
-            items = [o for (k, _), o in self.objects.items()
-                     if k == kind and wanted.items() <= (o["metadata"].get("labels") or {}).items()]
-            return httpx2.Response(200, json={"kind": f"{kind}List", "apiVersion": "v1",
-                                              "metadata": {}, "items": items})
+            wanted = dict(
+                term.split("=", 1) for term in request.url.params["labelSelector"].split(",")
+            )
+            items = [
+                o
+                for (k, _), o in self.objects.items()
+                if k == kind and wanted.items() <= (o["metadata"].get("labels") or {}).items()
+            ]
+            return httpx2.Response(
+                200,
+                json={"kind": f"{kind}List", "apiVersion": "v1", "metadata": {}, "items": items},
+            )
         name = parts[ns_at + 3]
         if request.method == "PATCH":
             body = json.loads(request.content)
             if name in self.reject:
-                return httpx2.Response(self.reject_code, json={"kind": "Status", "apiVersion": "v1",
-                                                               "code": self.reject_code,
-                                                  "status": "Failure", "reason": "Invalid",
-                                                  "message": self.reject[name]})
+                return httpx2.Response(
+                    self.reject_code,
+                    json={
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "code": self.reject_code,
+                        "status": "Failure",
+                        "reason": "Invalid",
+                        "message": self.reject[name],
+                    },
+                )
             if request.url.params.get("dryRun") == "All":
                 return httpx2.Response(200, json=body)
             old = self.objects.get((kind, name))
             new = dict(body)
-            new["metadata"] = {**body["metadata"], "resourceVersion":
-                               str(int(old["metadata"]["resourceVersion"]) + (0 if old and
-                                   old.get("data") == body.get("data") else 1)) if old else "1"}
+            new["metadata"] = {
+                **body["metadata"],
+                "resourceVersion": str(
+                    int(old["metadata"]["resourceVersion"])
+                    + (0 if old and old.get("data") == body.get("data") else 1)
+                )
+                if old
+                else "1",
+            }
             self.objects[(kind, name)] = new
             return httpx2.Response(200, json=new)
         if request.method == "DELETE":
             if self.objects.pop((kind, name), None) is None:
-                return httpx2.Response(404, json={"kind": "Status", "apiVersion": "v1", "code": 404,
-                                                  "status": "Failure", "message": "not found"})
-            return httpx2.Response(200, json={"kind": "Status", "apiVersion": "v1", "status": "Success"})
+                return httpx2.Response(
+                    404,
+                    json={
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "code": 404,
+                        "status": "Failure",
+                        "message": "not found",
+                    },
+                )
+            return httpx2.Response(
+                200, json={"kind": "Status", "apiVersion": "v1", "status": "Success"}
+            )
         raise AssertionError(request)
 
 
 def client_for(handler: Any) -> AsyncClient:
-    config = KubeConfig.from_dict({
-        "clusters": [{"name": "fake", "cluster": {"server": "http://api.invalid"}}],
-        "users": [{"name": "fake", "user": {"token": "t"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-        "current-context": "fake",
-    })
-    return AsyncClient(config=config, transport=httpx2.MockTransport(handler),
-                       field_manager="kvtrace-operator")
+    config = KubeConfig.from_dict(
+        {
+            "clusters": [{"name": "fake", "cluster": {"server": "http://api.invalid"}}],
+            "users": [{"name": "fake", "user": {"token": "t"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+            "current-context": "fake",
+        }
+    )
+    return AsyncClient(
+        config=config, transport=httpx2.MockTransport(handler), field_manager="kvtrace-operator"
+    )
 
 
 def cm(name: str, data: str, uid: str = "owner-uid", rv: str = "1") -> dict[str, Any]:
@@ -113,14 +176,19 @@ async def test_apply_uses_server_side_apply_with_our_field_manager_and_force() -
 
 async def test_apply_reports_updates_only_for_objects_that_changed() -> None:
     server = FakeServer([cm("same", "x"), cm("changed", "old")])
-    changes = await k8s.apply_children(client_for(server), OWNER, [cm("same", "x"), cm("changed", "new")])
+    changes = await k8s.apply_children(
+        client_for(server), OWNER, [cm("same", "x"), cm("changed", "new")]
+    )
     assert changes.updated == ["ConfigMap/changed"]
     assert changes.created == [] and bool(changes)
 
 
 async def test_prune_deletes_only_our_unrendered_children() -> None:
     foreign = cm("foreign", "x", uid="someone-else")
-    deployment = {**child("Deployment", "stale-lb", api="apps/v1"), "spec": {"selector": {}, "template": {}}}
+    deployment = {
+        **child("Deployment", "stale-lb", api="apps/v1"),
+        "spec": {"selector": {}, "template": {}},
+    }
     server = FakeServer([cm("keep", "x"), cm("stale", "x"), foreign, deployment])
     changes = await k8s.apply_children(client_for(server), OWNER, [cm("keep", "x")])
     assert sorted(changes.deleted) == ["ConfigMap/stale", "Deployment/stale-lb"]
@@ -147,15 +215,22 @@ async def test_list_children_fills_kind_and_filters_by_owner() -> None:
     assert [(o["kind"], o["metadata"]["name"]) for o in found] == [("ConfigMap", "mine")]
     # The API server selects one owner's children: the operator never reads the namespace's.
     selectors = {r.url.params["labelSelector"] for r in server.requests}
-    assert selectors == {"app.kubernetes.io/name=kvcluster,app.kubernetes.io/instance=kv,"
-                         "app.kubernetes.io/managed-by=kvtrace-operator"}
+    assert selectors == {
+        "app.kubernetes.io/name=kvcluster,app.kubernetes.io/instance=kv,"
+        "app.kubernetes.io/managed-by=kvtrace-operator"
+    }
 
 
 async def test_validate_first_dry_runs_everything_before_writing_anything() -> None:
     server = FakeServer([])
-    await k8s.apply_children(client_for(server), OWNER, [cm("a", "x"), cm("b", "y")], validate_first=True)
-    patches = [(r.url.path.rsplit("/", 1)[-1], r.url.params.get("dryRun")) for r in server.requests
-               if r.method == "PATCH"]
+    await k8s.apply_children(
+        client_for(server), OWNER, [cm("a", "x"), cm("b", "y")], validate_first=True
+    )
+    patches = [
+        (r.url.path.rsplit("/", 1)[-1], r.url.params.get("dryRun"))
+        for r in server.requests
+        if r.method == "PATCH"
+    ]
     assert patches == [("a", "All"), ("b", "All"), ("a", None), ("b", None)]
 
 
@@ -163,20 +238,35 @@ async def test_a_rejected_child_leaves_nothing_half_applied() -> None:
     server = FakeServer([])
     server.reject["b"] = 'ConfigMap "b" is invalid: data[k]: Invalid value'
     with pytest.raises(k8s.Rejected, match=r"rejected ConfigMap/b: .*data\[k\]"):
-        await k8s.apply_children(client_for(server), OWNER, [cm("a", "x"), cm("b", "y")], validate_first=True)
+        await k8s.apply_children(
+            client_for(server), OWNER, [cm("a", "x"), cm("b", "y")], validate_first=True
+        )
     assert not [r for r in server.requests if r.method == "PATCH" and "dryRun" not in r.url.params]
     assert server.objects == {}
 
 
-@pytest.mark.parametrize(("code", "message", "rejected"), [
-    (422, "spec.template: Invalid value", True),
-    (400, "bad request", True),
-    (500, "failed to create typed patch object (ns/kv; apps/v1, Kind=StatefulSet): "
-          ".spec.template.spec.affinity.podAntiAffinity: expected map", True),
-    (500, "failed to convert new object (ns/c; apps/v1, Kind=Deployment): quantities must match", True),
-    (500, "etcdserver: request timed out", False),  # transient: retried, not a spec problem
-])
-async def test_a_child_the_api_server_refuses_is_rejected(code: int, message: str, rejected: bool) -> None:
+@pytest.mark.parametrize(
+    ("code", "message", "rejected"),
+    [
+        (422, "spec.template: Invalid value", True),
+        (400, "bad request", True),
+        (
+            500,
+            "failed to create typed patch object (ns/kv; apps/v1, Kind=StatefulSet): "
+            ".spec.template.spec.affinity.podAntiAffinity: expected map",
+            True,
+        ),
+        (
+            500,
+            "failed to convert new object (ns/c; apps/v1, Kind=Deployment): quantities must match",
+            True,
+        ),
+        (500, "etcdserver: request timed out", False),  # transient: retried, not a spec problem
+    ],
+)
+async def test_a_child_the_api_server_refuses_is_rejected(
+    code: int, message: str, rejected: bool
+) -> None:
     server = FakeServer([])
     server.reject["a"] = message
     server.reject_code = code
@@ -196,8 +286,12 @@ async def test_an_immutable_field_deletes_the_child_to_recreate_it() -> None:
 
 def test_stale_children_and_ownership() -> None:
     existing = [cm("a", "x"), cm("b", "x"), cm("c", "x", uid="other")]
-    assert [o["metadata"]["name"] for o in k8s.stale_children(existing, [cm("a", "x")], "owner-uid")] == ["b"]
-    assert k8s.owned_by(cm("a", "x"), "owner-uid") and not k8s.owned_by({"metadata": {}}, "owner-uid")
+    assert [
+        o["metadata"]["name"] for o in k8s.stale_children(existing, [cm("a", "x")], "owner-uid")
+    ] == ["b"]
+    assert k8s.owned_by(cm("a", "x"), "owner-uid") and not k8s.owned_by(
+        {"metadata": {}}, "owner-uid"
+    )
     assert k8s.child_key(cm("a", "x")) == ("ConfigMap", "a")
 
 
@@ -209,19 +303,31 @@ def test_every_prunable_kind_resolves_to_a_lightkube_resource() -> None:
 
 # --------------------------------------------------------------------------- events, status
 
-PIPELINE = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-         "metadata": {"name": "traces", "namespace": "ns1", "uid": "u1", "resourceVersion": "7"}}
+PIPELINE = {
+    "apiVersion": "kvtrace.dev/v1alpha1",
+    "kind": "TracingPipeline",
+    "metadata": {"name": "traces", "namespace": "ns1", "uid": "u1", "resourceVersion": "7"},
+}
 
 
 def test_event_names_the_object_and_the_operator() -> None:
     when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     event = k8s.build_event(PIPELINE, "Created", "Deployment/traces-collector", now=when)
-    assert event["involvedObject"] == {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-                                       "name": "traces", "namespace": "ns1", "uid": "u1",
-                                       "resourceVersion": "7"}
+    assert event["involvedObject"] == {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "TracingPipeline",
+        "name": "traces",
+        "namespace": "ns1",
+        "uid": "u1",
+        "resourceVersion": "7",
+    }
     assert event["metadata"] == {"generateName": "traces.", "namespace": "ns1"}
     assert event["source"] == {"component": "kvtrace-operator"}
-    assert (event["type"], event["reason"], event["firstTimestamp"]) == ("Normal", "Created", "2026-01-02T03:04:05Z")
+    assert (event["type"], event["reason"], event["firstTimestamp"]) == (
+        "Normal",
+        "Created",
+        "2026-01-02T03:04:05Z",
+    )
     assert len(k8s.build_event(PIPELINE, "X", "m" * 5000)["message"]) == 1024
 
 
@@ -231,11 +337,21 @@ def recording_client(status: int = 200) -> tuple[AsyncClient, list[httpx2.Reques
     def handler(request: httpx2.Request) -> httpx2.Response:
         seen.append(request)
         if status != 200:
-            return httpx2.Response(status, json={"kind": "Status", "apiVersion": "v1", "code": status,
-                                                 "status": "Failure", "message": "nope"})
+            return httpx2.Response(
+                status,
+                json={
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "code": status,
+                    "status": "Failure",
+                    "message": "nope",
+                },
+            )
         body = json.loads(request.content) if request.content else {}
-        return httpx2.Response(200 if request.method == "PATCH" else 201,
-                               json={**PIPELINE, **body} if request.method == "PATCH" else body)
+        return httpx2.Response(
+            200 if request.method == "PATCH" else 201,
+            json={**PIPELINE, **body} if request.method == "PATCH" else body,
+        )
 
     return client_for(handler), seen
 
@@ -256,7 +372,10 @@ async def test_patch_status_is_a_merge_patch_of_the_status_subresource() -> None
     client, seen = recording_client()
     await k8s.patch_status(client, k8s.TracingPipeline, "traces", "ns1", {"consumers": ["kv"]})
     assert seen[0].method == "PATCH"
-    assert seen[0].url.path == "/apis/kvtrace.dev/v1alpha1/namespaces/ns1/tracingpipelines/traces/status"
+    assert (
+        seen[0].url.path
+        == "/apis/kvtrace.dev/v1alpha1/namespaces/ns1/tracingpipelines/traces/status"
+    )
     assert seen[0].headers["content-type"] == "application/merge-patch+json"
     assert json.loads(seen[0].content) == {"status": {"consumers": ["kv"]}}
 
@@ -271,23 +390,37 @@ async def test_patch_status_of_a_deleted_object_is_ignored() -> None:
 
 def test_member_url_is_the_stable_dns_name_on_the_client_port() -> None:
     cluster = {"metadata": {"name": "kv", "namespace": "ns1"}}
-    assert k8s.member_url(cluster, 3) == "http://kv-3.kv-peers.ns1.svc.cluster.local:7070/v1/cluster"
+    assert (
+        k8s.member_url(cluster, 3) == "http://kv-3.kv-peers.ns1.svc.cluster.local:7070/v1/cluster"
+    )
 
 
-@pytest.mark.parametrize(("view", "drained"), [
-    ({"member": False, "rebalancing": False, "hints_pending": {}}, True),
-    ({"member": False, "rebalancing": False, "hints_pending": {"kv-0": 0}}, True),
-    ({"member": False, "rebalancing": True, "hints_pending": {}}, False),  # still streaming
-    ({"member": False, "rebalancing": False, "hints_pending": {"kv-0": 3}}, False),  # would lose hints
-    ({"member": True, "rebalancing": False, "hints_pending": {}}, False),  # has not seen the new peers
-    (None, False),  # unreachable
-])
+@pytest.mark.parametrize(
+    ("view", "drained"),
+    [
+        ({"member": False, "rebalancing": False, "hints_pending": {}}, True),
+        ({"member": False, "rebalancing": False, "hints_pending": {"kv-0": 0}}, True),
+        ({"member": False, "rebalancing": True, "hints_pending": {}}, False),  # still streaming
+        (
+            {"member": False, "rebalancing": False, "hints_pending": {"kv-0": 3}},
+            False,
+        ),  # would lose hints
+        (
+            {"member": True, "rebalancing": False, "hints_pending": {}},
+            False,
+        ),  # has not seen the new peers
+        (None, False),  # unreachable
+    ],
+)
 def test_a_leaving_member_is_drained_only_when_it_holds_nothing_for_others(
-        view: dict[str, Any] | None, drained: bool) -> None:
+    view: dict[str, Any] | None, drained: bool
+) -> None:
     assert k8s.drained(view) is drained
 
 
-async def test_member_views_resolve_through_the_endpoint_map(tmp_path: Any, monkeypatch: Any) -> None:
+async def test_member_views_resolve_through_the_endpoint_map(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -307,8 +440,13 @@ async def test_member_views_resolve_through_the_endpoint_map(tmp_path: Any, monk
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         mapping = tmp_path / "endpoints.json"
-        mapping.write_text(json.dumps({"kv-1.kv-peers.ns1.svc.cluster.local:7070":
-                                       f"127.0.0.1:{server.server_address[1]}"}))
+        mapping.write_text(
+            json.dumps(
+                {
+                    "kv-1.kv-peers.ns1.svc.cluster.local:7070": f"127.0.0.1:{server.server_address[1]}"
+                }
+            )
+        )
         monkeypatch.setenv("KVTRACE_ENDPOINT_MAP", str(mapping))
         cluster = {"metadata": {"name": "kv", "namespace": "ns1"}}
         views = await k8s.member_views(cluster, [1, 2], timeout=1.0)

@@ -17,8 +17,11 @@ pytestmark = pytest.mark.unit
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of the exposition, by name and labels (parsed, so format details such as
     label order or 1 versus 1.0 do not matter)."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def types(text: str) -> dict[str, str]:
@@ -41,11 +44,21 @@ def test_reconciles_are_counted_by_kind_and_outcome() -> None:
     assert got[(reconciles, frozenset({("kind", "KVCluster"), ("outcome", "success")}))] == 1
     assert got[(reconciles, frozenset({("kind", "KVCluster"), ("outcome", "invalid_spec")}))] == 1
     assert got[(reconciles, frozenset({("kind", "TracingPipeline"), ("outcome", "error")}))] == 1
-    assert got[("kvtrace_operator_child_actions_total", frozenset({("kind", "KVCluster"), ("action", "created")}))] == 7
+    assert (
+        got[
+            (
+                "kvtrace_operator_child_actions_total",
+                frozenset({("kind", "KVCluster"), ("action", "created")}),
+            )
+        ]
+        == 7
+    )
     assert 'action="deleted"' not in text
     duration = "kvtrace_operator_reconcile_duration_seconds"
     assert got[(f"{duration}_count", frozenset({("kind", "KVCluster")}))] == 2
-    assert got[(f"{duration}_bucket", frozenset({("kind", "TracingPipeline"), ("le", "+Inf")}))] == 1
+    assert (
+        got[(f"{duration}_bucket", frozenset({("kind", "TracingPipeline"), ("le", "+Inf")}))] == 1
+    )
     assert types(text)["kvtrace_operator_reconciles"] == "counter"
     assert types(text)[duration] == "histogram"
     assert "_created" not in text
@@ -61,7 +74,15 @@ def test_label_values_are_escaped() -> None:
     metrics = Metrics()
     metrics.canary('odd "reason"\\with\nnewline')
     got = samples(metrics.render())
-    assert got[("kvtrace_operator_canaries_total", frozenset({("reason", 'odd "reason"\\with\nnewline')}))] == 1
+    assert (
+        got[
+            (
+                "kvtrace_operator_canaries_total",
+                frozenset({("reason", 'odd "reason"\\with\nnewline')}),
+            )
+        ]
+        == 1
+    )
 
 
 async def test_metrics_endpoint_serves_the_text_format() -> None:

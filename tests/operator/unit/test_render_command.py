@@ -17,7 +17,9 @@ pytestmark = pytest.mark.unit
 
 def run(*files: str | Path, stdin: str = "") -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = main(Namespace(files=[str(f) for f in files]), stdout=out, stderr=err, stdin=io.StringIO(stdin))
+    code = main(
+        Namespace(files=[str(f) for f in files]), stdout=out, stderr=err, stdin=io.StringIO(stdin)
+    )
     return code, out.getvalue(), err.getvalue()
 
 
@@ -32,17 +34,35 @@ class TestRenderCommand:
         docs = list(yaml.safe_load_all(out))
         # the cluster's own OTLP token Secret first (its pipeline has auth, the default), then
         # its KV clients' token (KV auth on by default)
-        assert kinds(out)[:9] == ["Secret", "Secret", "ServiceAccount", "ConfigMap", "Service", "Service", "StatefulSet",
-                                  "PodDisruptionBudget", "NetworkPolicy"]
+        assert kinds(out)[:9] == [
+            "Secret",
+            "Secret",
+            "ServiceAccount",
+            "ConfigMap",
+            "Service",
+            "Service",
+            "StatefulSet",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+        ]
         assert "Deployment" in kinds(out)
         for doc in docs:
             validate_k8s(doc)
             assert doc["metadata"]["namespace"] == "shop"
             assert "ownerReferences" not in doc["metadata"]  # no uid offline
-        sts = next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+        sts = next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["spec"][
+            "containers"
+        ][0]
         env = {e["name"]: e.get("value") for e in sts["env"]}
-        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://traces-collector.shop.svc.cluster.local:4318"
-        collector = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "traces-collector")
+        assert (
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            == "https://traces-collector.shop.svc.cluster.local:4318"
+        )
+        collector = next(
+            d
+            for d in docs
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "traces-collector"
+        )
         assert "threshold_ms: 250" in collector["data"]["config.yaml"]
 
     def test_config_files_are_literal_blocks(self) -> None:
@@ -70,7 +90,10 @@ class TestRenderCommand:
         assert code == 0
         assert "warning:" in err and "'traces'" in err and "kvcluster-alone.yaml" in err
         sts = [d for d in yaml.safe_load_all(out) if d["kind"] == "StatefulSet"][0]
-        env = {e["name"]: e.get("value") for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+        env = {
+            e["name"]: e.get("value")
+            for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
         assert env["OTEL_SDK_DISABLED"] == "true"
 
     def test_stdin(self) -> None:
@@ -79,15 +102,25 @@ class TestRenderCommand:
 
 
 class TestRenderCommandErrors:
-    @pytest.mark.parametrize(("files", "words"), [
-        (["unknown-kind.yaml"], ["unknown-kind.yaml", "ConfigMap/not-ours", "kind", "KVCluster, TracingPipeline"]),
-        (["malformed.yaml"], ["malformed.yaml", "malformed YAML"]),
-        (["head-keeps-errors.yaml"], ["head-keeps-errors.yaml", "TracingPipeline/traces",
-                                      "spec.sampling.keepErrors"]),
-        (["kvcluster-with-pipeline.yaml", "malformed.yaml"], ["malformed.yaml"]),
-        (["does-not-exist.yaml"], ["does-not-exist.yaml", "cannot read"]),
-    ])
-    def test_error_names_the_file_and_prints_nothing(self, files: list[str], words: list[str]) -> None:
+    @pytest.mark.parametrize(
+        ("files", "words"),
+        [
+            (
+                ["unknown-kind.yaml"],
+                ["unknown-kind.yaml", "ConfigMap/not-ours", "kind", "KVCluster, TracingPipeline"],
+            ),
+            (["malformed.yaml"], ["malformed.yaml", "malformed YAML"]),
+            (
+                ["head-keeps-errors.yaml"],
+                ["head-keeps-errors.yaml", "TracingPipeline/traces", "spec.sampling.keepErrors"],
+            ),
+            (["kvcluster-with-pipeline.yaml", "malformed.yaml"], ["malformed.yaml"]),
+            (["does-not-exist.yaml"], ["does-not-exist.yaml", "cannot read"]),
+        ],
+    )
+    def test_error_names_the_file_and_prints_nothing(
+        self, files: list[str], words: list[str]
+    ) -> None:
         code, out, err = run(*(DATA / name for name in files))
         assert code != 0
         assert out == ""

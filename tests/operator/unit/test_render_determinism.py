@@ -17,7 +17,12 @@ INPUTS: list[list[dict[str, Any]]] = [
     [kvcluster()],
     [kvcluster(tracing={"pipelineRef": {"name": "traces"}}), pipeline()],
     [pipeline(collector={"replicas": 4}, jaeger={"storage": {"type": "badger"}})],
-    [pipeline(sampling={"mode": "head"}, exporters={"otlp": [{"name": "v", "endpoint": "x:1", "headers": {"b": "1", "a": "2"}}]})],
+    [
+        pipeline(
+            sampling={"mode": "head"},
+            exporters={"otlp": [{"name": "v", "endpoint": "x:1", "headers": {"b": "1", "a": "2"}}]},
+        )
+    ],
 ]
 
 
@@ -34,5 +39,9 @@ class TestDeterminism:
     def test_configs_stable(self, resources: list[dict[str, Any]]) -> None:
         for resource in resources:
             if resource["kind"] == "TracingPipeline":
-                assert render_collector_config(resource) == render_collector_config(copy.deepcopy(resource))
-                assert render_jaeger_config(resource) == render_jaeger_config(copy.deepcopy(resource))
+                assert render_collector_config(resource) == render_collector_config(
+                    copy.deepcopy(resource)
+                )
+                assert render_jaeger_config(resource) == render_jaeger_config(
+                    copy.deepcopy(resource)
+                )

@@ -30,22 +30,30 @@ def pipelines_of(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class TestCollector:
-    @pytest.mark.parametrize("spec", [{}, {"sampling": {"mode": "head"}}, {"sampling": {"mode": "development"}}])
+    @pytest.mark.parametrize(
+        "spec", [{}, {"sampling": {"mode": "head"}}, {"sampling": {"mode": "development"}}]
+    )
     def test_connectors_see_every_span_before_sampling(self, spec: dict[str, Any]) -> None:
         config = render_collector_config(metered(**spec))
         pipes = pipelines_of(config)
         # Fed by the very receivers of the traces pipeline, never behind tail_sampling.
-        assert pipes["traces/spanmetrics"] == {"receivers": pipes["traces"]["receivers"],
-                                               "processors": ["memory_limiter"],
-                                               "exporters": ["spanmetrics", "servicegraph"]}
-        assert pipes["metrics/spanmetrics"] == {"receivers": ["spanmetrics", "servicegraph"],
-                                                "exporters": ["otlp_http/metrics"]}
+        assert pipes["traces/spanmetrics"] == {
+            "receivers": pipes["traces"]["receivers"],
+            "processors": ["memory_limiter"],
+            "exporters": ["spanmetrics", "servicegraph"],
+        }
+        assert pipes["metrics/spanmetrics"] == {
+            "receivers": ["spanmetrics", "servicegraph"],
+            "exporters": ["otlp_http/metrics"],
+        }
         assert "otlp_http/metrics" not in pipes["traces"]["exporters"]
         dims = [d["name"] for d in config["connectors"]["spanmetrics"]["dimensions"]]
         assert dims == ["kvstore.operation", "kvstore.consistency", "kvstore.member.id"]
         exporter = config["exporters"]["otlp_http/metrics"]
         assert exporter["metrics_endpoint"] == PROMETHEUS_URL + "/api/v1/otlp/v1/metrics"
-        assert exporter["sending_queue"]["queue_size"] == 100  # bounded: a store down drops metrics only
+        assert (
+            exporter["sending_queue"]["queue_size"] == 100
+        )  # bounded: a store down drops metrics only
 
     def test_two_tiers_compute_in_the_sampling_tier_only(self) -> None:
         pipe = metered(collector={"replicas": 2})
@@ -58,24 +66,53 @@ class TestCollector:
         assert "otlp_http/metrics" not in config["exporters"]
 
     def test_external_store(self) -> None:
-        config = render_collector_config(metered(metrics={"external": {"url": "https://mimir.example/prom/"}}))
-        assert config["exporters"]["otlp_http/metrics"]["metrics_endpoint"] == \
-            "https://mimir.example/prom/api/v1/otlp/v1/metrics"
-        explicit = render_collector_config(metered(metrics={"external": {
-            "url": "https://mimir.example/prom", "otlpEndpoint": "https://otlp.example/v1/metrics"}}))
-        assert explicit["exporters"]["otlp_http/metrics"]["metrics_endpoint"] == "https://otlp.example/v1/metrics"
+        config = render_collector_config(
+            metered(metrics={"external": {"url": "https://mimir.example/prom/"}})
+        )
+        assert (
+            config["exporters"]["otlp_http/metrics"]["metrics_endpoint"]
+            == "https://mimir.example/prom/api/v1/otlp/v1/metrics"
+        )
+        explicit = render_collector_config(
+            metered(
+                metrics={
+                    "external": {
+                        "url": "https://mimir.example/prom",
+                        "otlpEndpoint": "https://otlp.example/v1/metrics",
+                    }
+                }
+            )
+        )
+        assert (
+            explicit["exporters"]["otlp_http/metrics"]["metrics_endpoint"]
+            == "https://otlp.example/v1/metrics"
+        )
 
 
 class TestJaeger:
     def test_monitor_tab_reads_the_pipelines_prometheus(self) -> None:
         config = render_jaeger_config(metered())
-        assert config["extensions"]["jaeger_query"]["storage"] == {"traces": "traces", "metrics": "metrics"}
-        assert config["extensions"]["jaeger_storage"]["metric_backends"] == {"metrics": {"prometheus": {
-            "endpoint": PROMETHEUS_URL, "normalize_calls": True, "normalize_duration": True}}}
+        assert config["extensions"]["jaeger_query"]["storage"] == {
+            "traces": "traces",
+            "metrics": "metrics",
+        }
+        assert config["extensions"]["jaeger_storage"]["metric_backends"] == {
+            "metrics": {
+                "prometheus": {
+                    "endpoint": PROMETHEUS_URL,
+                    "normalize_calls": True,
+                    "normalize_duration": True,
+                }
+            }
+        }
 
     def test_external_and_off(self) -> None:
-        external = render_jaeger_config(metered(metrics={"external": {"url": "http://vm.mon:8428"}}))
-        backend = external["extensions"]["jaeger_storage"]["metric_backends"]["metrics"]["prometheus"]
+        external = render_jaeger_config(
+            metered(metrics={"external": {"url": "http://vm.mon:8428"}})
+        )
+        backend = external["extensions"]["jaeger_storage"]["metric_backends"]["metrics"][
+            "prometheus"
+        ]
         assert backend["endpoint"] == "http://vm.mon:8428"
         off = render_jaeger_config(metered(metrics={"enabled": False}))
         assert off["extensions"]["jaeger_query"]["storage"] == {"traces": "traces"}
@@ -84,7 +121,9 @@ class TestJaeger:
 
 class TestPrometheusObjects:
     def test_objects_are_valid_and_bounded(self) -> None:
-        objects = render_pipeline(metered(metrics={"prometheus": {"retention": "6h", "storageSize": "2Gi"}}))
+        objects = render_pipeline(
+            metered(metrics={"prometheus": {"retention": "6h", "storageSize": "2Gi"}})
+        )
         for kind in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service"):
             validate_k8s(one(objects, kind, "traces-prometheus"))
         deployment = one(objects, "Deployment", "traces-prometheus")
@@ -99,7 +138,9 @@ class TestPrometheusObjects:
         assert data["emptyDir"] == {"sizeLimit": "2Gi"}
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         role = one(objects, "Role", "traces-prometheus")
-        assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+        assert role["rules"] == [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+        ]
 
     def test_config_scrapes_own_namespace_and_loads_rules(self) -> None:
         files = one(render_pipeline(metered()), "ConfigMap", "traces-prometheus")["data"]
@@ -109,31 +150,57 @@ class TestPrometheusObjects:
         jobs = {job["job_name"]: job for job in config["scrape_configs"]}
         assert list(jobs) == ["kvtrace-collector", "kvtrace-jaeger", "kvtrace-kvnode"]
         for job in jobs.values():
-            assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": ["store"]}}]
+            assert job["kubernetes_sd_configs"] == [
+                {"role": "pod", "namespaces": {"names": ["store"]}}
+            ]
         rules = yaml.safe_load(files["rules.yml"])
         assert {rule["alert"] for group in rules["groups"] for rule in group["rules"]} >= {
-            "KVQuorumLost", "KVErrorRatioHigh", "KVLatencyP99AboveThreshold", "SpansRefused", "SpansDropped",
-            "MemoryLimiterRefusing", "TailSamplingBufferNearFull", "TraceDeliveryFailing"}
+            "KVQuorumLost",
+            "KVErrorRatioHigh",
+            "KVLatencyP99AboveThreshold",
+            "SpansRefused",
+            "SpansDropped",
+            "MemoryLimiterRefusing",
+            "TailSamplingBufferNearFull",
+            "TraceDeliveryFailing",
+        }
 
     def test_external_or_off_deploys_nothing(self) -> None:
-        for spec in ({"metrics": {"enabled": False}}, {"metrics": {"external": {"url": "http://p:9090"}}}):
-            assert not [o for o in render_pipeline(metered(**spec)) if "prometheus" in o["metadata"]["name"]]
+        for spec in (
+            {"metrics": {"enabled": False}},
+            {"metrics": {"external": {"url": "http://p:9090"}}},
+        ):
+            assert not [
+                o for o in render_pipeline(metered(**spec)) if "prometheus" in o["metadata"]["name"]
+            ]
 
     def test_deterministic(self) -> None:
         assert render_pipeline(metered()) == render_pipeline(metered())
 
-    @pytest.mark.parametrize(("size", "flag"), [("1Gi", "819MB"), ("512Mi", "409MB"), ("2G", "1525MB")])
+    @pytest.mark.parametrize(
+        ("size", "flag"), [("1Gi", "819MB"), ("512Mi", "409MB"), ("2G", "1525MB")]
+    )
     def test_retention_size(self, size: str, flag: str) -> None:
         assert retention_size(size) == flag
 
 
 class TestRules:
     def test_pipeline_thresholds_are_filled_in(self) -> None:
-        files = one(render_pipeline(metered(sampling={"latencyThreshold": "250ms", "numTraces": 1000},
-                                             metrics={"prometheus": {"scrapeInterval": "5s"}})),
-                    "ConfigMap", "traces-prometheus")["data"]
-        rules = {rule["alert"]: rule for group in yaml.safe_load(files["rules.yml"])["groups"]
-                 for rule in group["rules"]}
+        files = one(
+            render_pipeline(
+                metered(
+                    sampling={"latencyThreshold": "250ms", "numTraces": 1000},
+                    metrics={"prometheus": {"scrapeInterval": "5s"}},
+                )
+            ),
+            "ConfigMap",
+            "traces-prometheus",
+        )["data"]
+        rules = {
+            rule["alert"]: rule
+            for group in yaml.safe_load(files["rules.yml"])["groups"]
+            for rule in group["rules"]
+        }
         assert rules["KVLatencyP99AboveThreshold"]["expr"].rstrip().endswith("> 250")
         assert "0.9 * 1000" in rules["TailSamplingBufferNearFull"]["expr"]
         assert rules["KVQuorumLost"]["for"] == "20s"  # 4 scrape intervals
@@ -144,12 +211,18 @@ class TestRules:
             fill("x > ${KVTRACE_NOPE}", {})
 
     def test_standard_rules(self) -> None:
-        assert [group["name"] for group in alert_rules()["groups"]] == ["kvtrace-kv", "kvtrace-pipeline"]
+        assert [group["name"] for group in alert_rules()["groups"]] == [
+            "kvtrace-kv",
+            "kvtrace-pipeline",
+        ]
 
 
 def test_head_mode_says_what_the_metrics_describe() -> None:
     assert "head-sampled share" in describes({"sampling": {"mode": "head", "ratio": 0.2}})
-    assert describes({"sampling": {"mode": "production", "ratio": 0.1}}) == "every span, before tail sampling"
+    assert (
+        describes({"sampling": {"mode": "production", "ratio": 0.1}})
+        == "every span, before tail sampling"
+    )
 
 
 def test_config_of_collector_is_yaml() -> None:

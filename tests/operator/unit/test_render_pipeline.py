@@ -19,21 +19,52 @@ SPECS: list[dict[str, Any]] = [
     {"sampling": {"mode": "head", "ratio": 0.3}},
     {"collector": {"replicas": 3}},
     {"collector": {"replicas": 2}, "sampling": {"mode": "head"}},
-    {"collector": {"replicas": 2, "resources": {"limits": {"memory": "512Mi"}}},
-     "receivers": {"zipkin": {"enabled": True}, "jaeger": {"enabled": True}}},
-    {"jaeger": {"storage": {"type": "badger", "retention": "24h", "size": "5Gi", "storageClassName": "fast"}}},
+    {
+        "collector": {"replicas": 2, "resources": {"limits": {"memory": "512Mi"}}},
+        "receivers": {"zipkin": {"enabled": True}, "jaeger": {"enabled": True}},
+    },
+    {
+        "jaeger": {
+            "storage": {
+                "type": "badger",
+                "retention": "24h",
+                "size": "5Gi",
+                "storageClassName": "fast",
+            }
+        }
+    },
     {"jaeger": {"tenancy": {"enabled": True, "tenants": ["team-a", "team-b"]}}},
-    {"jaeger": {"enabled": False}, "exporters": {"otlp": [{"name": "vendor", "endpoint": "otlp.example.com:443"}]}},
+    {
+        "jaeger": {"enabled": False},
+        "exporters": {"otlp": [{"name": "vendor", "endpoint": "otlp.example.com:443"}]},
+    },
     {"receivers": {"zipkin": {"enabled": True}}},
-    {"collector": {"replicas": 2}, "exporters": {"otlp": [
-        {"name": "vendor-x", "endpoint": "otlp.vendor.io:443",
-         "secretHeaders": [{"name": "authorization", "secretKeyRef": {"name": "vendor", "key": "token"}}],
-         "tls": {"caSecret": {"name": "vendor-ca", "key": "ca.pem"}}}]}},
+    {
+        "collector": {"replicas": 2},
+        "exporters": {
+            "otlp": [
+                {
+                    "name": "vendor-x",
+                    "endpoint": "otlp.vendor.io:443",
+                    "secretHeaders": [
+                        {
+                            "name": "authorization",
+                            "secretKeyRef": {"name": "vendor", "key": "token"},
+                        }
+                    ],
+                    "tls": {"caSecret": {"name": "vendor-ca", "key": "ca.pem"}},
+                }
+            ]
+        },
+    },
 ]
 
 
 def two_tier(spec: dict[str, Any]) -> bool:
-    return spec.get("collector", {}).get("replicas", 1) > 1 and spec.get("sampling", {}).get("mode", "production") == "production"
+    return (
+        spec.get("collector", {}).get("replicas", 1) > 1
+        and spec.get("sampling", {}).get("mode", "production") == "production"
+    )
 
 
 def jaeger_enabled(spec: dict[str, Any]) -> bool:
@@ -66,13 +97,26 @@ class TestRenderPipeline:
         expected += [(kind, "traces-collector") for kind in workload]
         if jaeger_enabled(spec):
             expected += [("PersistentVolumeClaim", "traces-jaeger-data")] if badger(spec) else []
-            expected += [("ServiceAccount", "traces-jaeger"), ("ConfigMap", "traces-jaeger"),
-                         ("Deployment", "traces-jaeger"), ("Service", "traces-jaeger-query"),
-                         ("Service", "traces-jaeger-otlp")]
+            expected += [
+                ("ServiceAccount", "traces-jaeger"),
+                ("ConfigMap", "traces-jaeger"),
+                ("Deployment", "traces-jaeger"),
+                ("Service", "traces-jaeger-query"),
+                ("Service", "traces-jaeger-otlp"),
+            ]
         # Prometheus (spec.metrics): RBAC for its pod discovery, config, workload.
-        expected += [] if not metrics_on(spec) else [("ServiceAccount", "traces-prometheus"), ("Role", "traces-prometheus"),
-                     ("RoleBinding", "traces-prometheus"), ("ConfigMap", "traces-prometheus"),
-                     ("Deployment", "traces-prometheus"), ("Service", "traces-prometheus")]
+        expected += (
+            []
+            if not metrics_on(spec)
+            else [
+                ("ServiceAccount", "traces-prometheus"),
+                ("Role", "traces-prometheus"),
+                ("RoleBinding", "traces-prometheus"),
+                ("ConfigMap", "traces-prometheus"),
+                ("Deployment", "traces-prometheus"),
+                ("Service", "traces-prometheus"),
+            ]
+        )
         expected += [("ConfigMap", "traces-instrumentation")]
         # NetworkPolicies last (on by default): one per collector tier, one for Jaeger.
         if two_tier(spec):
@@ -91,7 +135,11 @@ class TestRenderPipeline:
             assert obj["metadata"]["namespace"] == "store"
             [owner] = obj["metadata"]["ownerReferences"]
             assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
-                "TracingPipeline", "traces", "uid-tp", True)
+                "TracingPipeline",
+                "traces",
+                "uid-tp",
+                True,
+            )
 
     def test_collector_service_ports(self, spec: dict[str, Any]) -> None:
         service = one(render_pipeline(pipeline(**spec)), "Service", "traces-collector")["spec"]
@@ -108,7 +156,10 @@ class TestRenderPipeline:
             if deployment["metadata"]["name"] == "traces-prometheus":
                 continue  # its own probes and flags: tests/operator/unit/test_render_metrics.py
             template = deployment["spec"]["template"]
-            assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+            assert (
+                deployment["spec"]["selector"]["matchLabels"].items()
+                <= template["metadata"]["labels"].items()
+            )
             assert len(template["metadata"]["annotations"][CHECKSUM_ANNOTATION]) == 64
             [container] = template["spec"]["containers"]
             assert template["spec"]["enableServiceLinks"] is False
@@ -119,11 +170,15 @@ class TestRenderPipeline:
             assert "command" not in container  # the image's entrypoint: otelcol-kvtrace or jaeger
             if deployment["metadata"]["name"].startswith("traces-collector"):
                 assert container["name"] == "otelcol"
-                assert deployment["spec"]["replicas"] == spec.get("collector", {}).get("replicas", 1)
+                assert deployment["spec"]["replicas"] == spec.get("collector", {}).get(
+                    "replicas", 1
+                )
                 user = spec.get("collector", {}).get("resources") or {}
                 for part in ("requests", "limits"):  # the user's values, defaults beside them
                     assert (user.get(part) or {}).items() <= container["resources"][part].items()
-                assert "memory" in container["resources"]["limits"]  # never unbounded (render.sizing)
+                assert (
+                    "memory" in container["resources"]["limits"]
+                )  # never unbounded (render.sizing)
             else:
                 assert container["name"] == "jaeger"
                 assert deployment["spec"]["replicas"] == 1
@@ -135,12 +190,26 @@ class TestRenderPipeline:
         if not two_tier(spec):
             assert "load_balancing" not in front["exporters"]
             return
-        assert front["exporters"] == {"load_balancing": {
-            "routing_key": "traceID",
-            "protocol": {"otlp": {"tls": {"ca_file": "/etc/otelcol-trust/ca.crt", "server_name_override":
-                                          "traces-collector-sampling.store.svc.cluster.local"}, "timeout": "5s"}},
-            "resolver": {"dns": {"hostname": "traces-collector-sampling.store.svc.cluster.local", "port": "4317"}},
-        }}
+        assert front["exporters"] == {
+            "load_balancing": {
+                "routing_key": "traceID",
+                "protocol": {
+                    "otlp": {
+                        "tls": {
+                            "ca_file": "/etc/otelcol-trust/ca.crt",
+                            "server_name_override": "traces-collector-sampling.store.svc.cluster.local",
+                        },
+                        "timeout": "5s",
+                    }
+                },
+                "resolver": {
+                    "dns": {
+                        "hostname": "traces-collector-sampling.store.svc.cluster.local",
+                        "port": "4317",
+                    }
+                },
+            }
+        }
         headless = one(objects, "Service", "traces-collector-sampling")["spec"]
         assert headless["clusterIP"] == "None"
         assert headless["selector"]["app.kubernetes.io/component"] == "collector-sampling"
@@ -153,22 +222,33 @@ class TestRenderPipeline:
             assert not [o for o in objects if "jaeger" in o["metadata"]["name"]]
             return
         query = one(objects, "Service", "traces-jaeger-query")["spec"]
-        assert {p["name"]: p["port"] for p in query["ports"]} == {"query-http": 16686, "query-grpc": 16685}
+        assert {p["name"]: p["port"] for p in query["ports"]} == {
+            "query-http": 16686,
+            "query-grpc": 16685,
+        }
         otlp = one(objects, "Service", "traces-jaeger-otlp")["spec"]
-        assert {p["name"]: p["port"] for p in otlp["ports"]} == {"otlp-grpc": 4317, "otlp-http": 4318}
+        assert {p["name"]: p["port"] for p in otlp["ports"]} == {
+            "otlp-grpc": 4317,
+            "otlp-http": 4318,
+        }
         pod = one(objects, "Deployment", "traces-jaeger")["spec"]["template"]["spec"]
         claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
         if badger(spec):
             pvc = one(objects, "PersistentVolumeClaim")["spec"]
             assert pvc["resources"]["requests"]["storage"] == spec["jaeger"]["storage"]["size"]
             assert pvc["storageClassName"] == spec["jaeger"]["storage"]["storageClassName"]
-            assert claims == [{"name": "data", "persistentVolumeClaim": {"claimName": "traces-jaeger-data"}}]
+            assert claims == [
+                {"name": "data", "persistentVolumeClaim": {"claimName": "traces-jaeger-data"}}
+            ]
         else:
             assert claims == []
 
     def test_instrumentation_configmap(self, spec: dict[str, Any]) -> None:
         data = one(render_pipeline(pipeline(**spec)), "ConfigMap", "traces-instrumentation")["data"]
-        assert data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://traces-collector.store.svc.cluster.local:4318"
+        assert (
+            data["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            == "https://traces-collector.store.svc.cluster.local:4318"
+        )
         assert data["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
         assert data["OTEL_TRACES_EXPORTER"] == "otlp"
         assert "OTEL_SERVICE_NAME" not in data
@@ -183,34 +263,55 @@ class TestRenderPipeline:
 
 @pytest.mark.parametrize("replicas", [1, 3])
 def test_exporter_secrets_reach_only_the_exporting_tier(replicas: int) -> None:
-    exporter = {"name": "vendor-x", "endpoint": "otlp.vendor.io:443", "headers": {"x-plain": "1"},
-                "secretHeaders": [{"name": "authorization", "secretKeyRef": {"name": "vendor", "key": "token"}},
-                                  {"name": "x-team", "secretKeyRef": {"name": "vendor", "key": "team"}}],
-                "tls": {"caSecret": {"name": "vendor-ca", "key": "ca.pem"}}}
-    objects = render_pipeline(pipeline(collector={"replicas": replicas}, exporters={"otlp": [exporter]}))
+    exporter = {
+        "name": "vendor-x",
+        "endpoint": "otlp.vendor.io:443",
+        "headers": {"x-plain": "1"},
+        "secretHeaders": [
+            {"name": "authorization", "secretKeyRef": {"name": "vendor", "key": "token"}},
+            {"name": "x-team", "secretKeyRef": {"name": "vendor", "key": "team"}},
+        ],
+        "tls": {"caSecret": {"name": "vendor-ca", "key": "ca.pem"}},
+    }
+    objects = render_pipeline(
+        pipeline(collector={"replicas": replicas}, exporters={"otlp": [exporter]})
+    )
     exporting = "traces-collector-sampling" if replicas > 1 else "traces-collector"
     config = config_of(one(objects, "ConfigMap", exporting))["exporters"]["otlp_grpc/vendor-x"]
-    assert config["headers"] == {"x-plain": "1",
-                                 "authorization": "${env:KVTRACE_EXPORTER_VENDOR_X_HEADER_0}",
-                                 "x-team": "${env:KVTRACE_EXPORTER_VENDOR_X_HEADER_1}"}
+    assert config["headers"] == {
+        "x-plain": "1",
+        "authorization": "${env:KVTRACE_EXPORTER_VENDOR_X_HEADER_0}",
+        "x-team": "${env:KVTRACE_EXPORTER_VENDOR_X_HEADER_1}",
+    }
     assert config["tls"]["ca_file"] == "/etc/otelcol-tls/vendor-x/ca.crt"
     pod = one(objects, "Deployment", exporting)["spec"]["template"]["spec"]
     assert pod["containers"][0]["env"] == [
-        {"name": "KVTRACE_EXPORTER_VENDOR_X_HEADER_0",
-         "valueFrom": {"secretKeyRef": {"name": "vendor", "key": "token"}}},
-        {"name": "KVTRACE_EXPORTER_VENDOR_X_HEADER_1",
-         "valueFrom": {"secretKeyRef": {"name": "vendor", "key": "team"}}}]
-    assert {"name": "tls-vendor-x", "secret": {"secretName": "vendor-ca",
-                                               "items": [{"key": "ca.pem", "path": "ca.crt"}]}} in pod["volumes"]
+        {
+            "name": "KVTRACE_EXPORTER_VENDOR_X_HEADER_0",
+            "valueFrom": {"secretKeyRef": {"name": "vendor", "key": "token"}},
+        },
+        {
+            "name": "KVTRACE_EXPORTER_VENDOR_X_HEADER_1",
+            "valueFrom": {"secretKeyRef": {"name": "vendor", "key": "team"}},
+        },
+    ]
+    assert {
+        "name": "tls-vendor-x",
+        "secret": {"secretName": "vendor-ca", "items": [{"key": "ca.pem", "path": "ca.crt"}]},
+    } in pod["volumes"]
     assert {"name": "tls-vendor-x", "mountPath": "/etc/otelcol-tls/vendor-x", "readOnly": True} in (
-        pod["containers"][0]["volumeMounts"])
+        pod["containers"][0]["volumeMounts"]
+    )
     if replicas > 1:
         front = one(objects, "Deployment", "traces-collector")["spec"]["template"]["spec"]
         assert "env" not in front["containers"][0]
         # the edge mounts only the token set of the default auth and its TLS (leaf, trust
         # bundle), none of the exporter's Secrets
         assert [v["secret"]["secretName"] for v in front["volumes"] if "secret" in v] == [
-            "traces-otlp-tokens", "traces-collector-tls", "traces-tls-trust"]
+            "traces-otlp-tokens",
+            "traces-collector-tls",
+            "traces-tls-trust",
+        ]
 
 
 def test_collector_checksum_rolls_on_config_change() -> None:
@@ -219,7 +320,9 @@ def test_collector_checksum_rolls_on_config_change() -> None:
         return deployment["spec"]["template"]["metadata"]["annotations"][CHECKSUM_ANNOTATION]
 
     assert annotation(pipeline()) != annotation(pipeline(sampling={"ratio": 0.5}))
-    assert annotation(pipeline()) == annotation(pipeline(jaeger={"image": "jaegertracing/jaeger:other"}))
+    assert annotation(pipeline()) == annotation(
+        pipeline(jaeger={"image": "jaegertracing/jaeger:other"})
+    )
 
 
 def test_endpoints() -> None:

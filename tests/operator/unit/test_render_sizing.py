@@ -17,8 +17,10 @@ pytestmark = pytest.mark.unit
 
 def resources(tp: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Deployment name -> its first container's resources."""
-    return {d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["resources"]
-            for d in by_kind(render_pipeline(tp), "Deployment")}
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["resources"]
+        for d in by_kind(render_pipeline(tp), "Deployment")
+    }
 
 
 def mebibytes(quantity: str) -> int:
@@ -30,7 +32,10 @@ class TestCollector:
     def test_production_holds_its_tail_sampling_buffer(self) -> None:
         found = resources(pipeline())["traces-collector"]
         # 128Mi process + 8192 spans x 1KiB batch + 50000 traces x 4 spans x 1KiB
-        assert found == {"requests": {"cpu": "100m", "memory": "332Mi"}, "limits": {"memory": "603Mi"}}
+        assert found == {
+            "requests": {"cpu": "100m", "memory": "332Mi"},
+            "limits": {"memory": "603Mi"},
+        }
 
     def test_the_buffer_follows_num_traces(self) -> None:
         small = resources(pipeline(sampling={"numTraces": 10000}))["traces-collector"]
@@ -47,17 +52,29 @@ class TestCollector:
         assert found["traces-collector-sampling"]["requests"]["memory"] == "332Mi"
 
     def test_the_limit_follows_the_memory_limiter(self) -> None:
-        tight = pipeline(collector={"memoryLimiter": {"limitPercentage": 90, "spikeLimitPercentage": 10}})
+        tight = pipeline(
+            collector={"memoryLimiter": {"limitPercentage": 90, "spikeLimitPercentage": 10}}
+        )
         assert resources(tight)["traces-collector"]["limits"]["memory"] == "415Mi"  # 331.3 / 0.8
 
-    @pytest.mark.parametrize("spec", [{}, {"sampling": {"mode": "development"}}, {"collector": {"replicas": 2}},
-                                      {"sampling": {"numTraces": 200000}},
-                                      {"collector": {"batch": {"sendBatchSize": 65536}}}])
+    @pytest.mark.parametrize(
+        "spec",
+        [
+            {},
+            {"sampling": {"mode": "development"}},
+            {"collector": {"replicas": 2}},
+            {"sampling": {"numTraces": 200000}},
+            {"collector": {"batch": {"sendBatchSize": 65536}}},
+        ],
+    )
     def test_the_doctor_finds_the_default_limit_sufficient(self, spec: dict[str, Any]) -> None:
         tp = pipeline(**spec)
         objects = render_pipeline(tp)
-        configs = {cm["metadata"]["name"]: doctor._parse_config(cm) for cm in by_kind(objects, "ConfigMap")
-                   if cm["metadata"]["name"].startswith("traces-collector")}
+        configs = {
+            cm["metadata"]["name"]: doctor._parse_config(cm)
+            for cm in by_kind(objects, "ConfigMap")
+            if cm["metadata"]["name"].startswith("traces-collector")
+        }
         deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
         check = doctor.check_resources(configs, deployments, 3)
         assert check.status == "PASS", check
@@ -67,26 +84,38 @@ class TestJaeger:
     def test_memory_store_from_max_traces(self) -> None:
         found = resources(pipeline(jaeger={"storage": {"maxTraces": 10000}}))["traces-jaeger"]
         # 128Mi + 10000 traces x 4 spans x 1KiB = 167.06Mi; limit 1.5x
-        assert found == {"requests": {"cpu": "100m", "memory": "168Mi"}, "limits": {"memory": "251Mi"}}
+        assert found == {
+            "requests": {"cpu": "100m", "memory": "168Mi"},
+            "limits": {"memory": "251Mi"},
+        }
 
     def test_badger_is_a_fixed_cache(self) -> None:
-        found = resources(pipeline(jaeger={"storage": {"type": "badger", "maxTraces": 10}}))["traces-jaeger"]
+        found = resources(pipeline(jaeger={"storage": {"type": "badger", "maxTraces": 10}}))[
+            "traces-jaeger"
+        ]
         assert found["requests"]["memory"] == "640Mi" and found["limits"]["memory"] == "960Mi"
 
 
 class TestTheUsersOwn:
     def test_a_resource_named_is_entirely_the_users(self) -> None:
-        tp = pipeline(collector={"resources": {"limits": {"memory": "2Gi"}}},
-                      jaeger={"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}})
+        tp = pipeline(
+            collector={"resources": {"limits": {"memory": "2Gi"}}},
+            jaeger={"resources": {"requests": {"cpu": "1", "memory": "1Gi"}}},
+        )
         found = resources(tp)
-        assert found["traces-collector"] == {"requests": {"cpu": "100m"}, "limits": {"memory": "2Gi"}}
+        assert found["traces-collector"] == {
+            "requests": {"cpu": "100m"},
+            "limits": {"memory": "2Gi"},
+        }
         assert found["traces-jaeger"] == {"requests": {"cpu": "1", "memory": "1Gi"}}
 
     def test_merged_keeps_other_resources_and_fields(self) -> None:
         user = {"requests": {"ephemeral-storage": "1Gi"}, "claims": [{"name": "x"}]}
         assert sizing.merged(user, {"requests": {"cpu": "100m"}, "limits": {"memory": "1Mi"}}) == {
-            "requests": {"cpu": "100m", "ephemeral-storage": "1Gi"}, "limits": {"memory": "1Mi"},
-            "claims": [{"name": "x"}]}
+            "requests": {"cpu": "100m", "ephemeral-storage": "1Gi"},
+            "limits": {"memory": "1Mi"},
+            "claims": [{"name": "x"}],
+        }
 
     def test_deterministic_and_pure(self) -> None:
         spec = apply_defaults_pipeline({})

@@ -32,72 +32,190 @@ BAD_KVCLUSTERS: list[tuple[dict[str, Any], str, str]] = [
     (kvcluster(antiEntropy={"interval": "0s"}), "spec.antiEntropy.interval", "positive"),
     (kvcluster(antiEntropy={"interval": "10ms"}), "spec.antiEntropy.interval", "at least 1s"),
     (kvcluster(storage={"size": "lots"}), "spec.storage.size", "quantity"),
-    (kvcluster(scheduling={"podAntiAffinity": "always"}), "spec.scheduling.podAntiAffinity", "preferred"),
+    (
+        kvcluster(scheduling={"podAntiAffinity": "always"}),
+        "spec.scheduling.podAntiAffinity",
+        "preferred",
+    ),
     (kvcluster(name="Demo"), "metadata.name", "DNS label"),
     (kvcluster(name="x" * 53), "metadata.name", "at most 52"),
 ]
 BAD_PIPELINES: list[tuple[dict[str, Any], str, str]] = [
-    (pipeline(sampling={"mode": "head", "keepErrors": True}), "spec.sampling.keepErrors", "cannot keep every error"),
+    (
+        pipeline(sampling={"mode": "head", "keepErrors": True}),
+        "spec.sampling.keepErrors",
+        "cannot keep every error",
+    ),
     (pipeline(sampling={"mode": "tail"}), "spec.sampling.mode", "production, development, head"),
     (pipeline(sampling={"ratio": 1.5}), "spec.sampling.ratio", "from 0 to 1"),
     (pipeline(sampling={"ratio": -0.1}), "spec.sampling.ratio", "from 0 to 1"),
     (pipeline(sampling={"latencyThreshold": "fast"}), "spec.sampling.latencyThreshold", "duration"),
-    (pipeline(sampling={"latencyThreshold": "500us"}), "spec.sampling.latencyThreshold", "at least 1ms"),
-    (pipeline(jaeger={"storage": {"retention": "30s"}}), "spec.jaeger.storage.retention", "at least 1m"),
+    (
+        pipeline(sampling={"latencyThreshold": "500us"}),
+        "spec.sampling.latencyThreshold",
+        "at least 1ms",
+    ),
+    (
+        pipeline(jaeger={"storage": {"retention": "30s"}}),
+        "spec.jaeger.storage.retention",
+        "at least 1m",
+    ),
     (pipeline(sampling={"decisionWait": "10"}), "spec.sampling.decisionWait", "duration"),
     # tail sampling needs decisionWait >= 2 x (latencyThreshold + collector.batch.timeout)
-    (pipeline(sampling={"decisionWait": "1s"}), "spec.sampling.decisionWait",
-     "at least 2 x (spec.sampling.latencyThreshold + spec.collector.batch.timeout) = 1.4s with tail sampling, got '1s'"),
-    (pipeline(sampling={"decisionWait": "10s", "latencyThreshold": "5s"}, collector={"batch": {"timeout": "1s"}}),
-     "spec.sampling.decisionWait", "= 12s with tail sampling"),
+    (
+        pipeline(sampling={"decisionWait": "1s"}),
+        "spec.sampling.decisionWait",
+        "at least 2 x (spec.sampling.latencyThreshold + spec.collector.batch.timeout) = 1.4s with tail sampling, got '1s'",
+    ),
+    (
+        pipeline(
+            sampling={"decisionWait": "10s", "latencyThreshold": "5s"},
+            collector={"batch": {"timeout": "1s"}},
+        ),
+        "spec.sampling.decisionWait",
+        "= 12s with tail sampling",
+    ),
     (pipeline(collector={"replicas": 0}), "spec.collector.replicas", "from 1 to 20"),
-    (pipeline(jaeger={"storage": {"type": "cassandra"}}), "spec.jaeger.storage.type", "memory, badger"),
-    (pipeline(jaeger={"storage": {"retention": "1 week"}}), "spec.jaeger.storage.retention", "duration"),
-    (pipeline(jaeger={"tenancy": {"enabled": True}}), "spec.jaeger.tenancy.tenants", "at least one tenant"),
+    (
+        pipeline(jaeger={"storage": {"type": "cassandra"}}),
+        "spec.jaeger.storage.type",
+        "memory, badger",
+    ),
+    (
+        pipeline(jaeger={"storage": {"retention": "1 week"}}),
+        "spec.jaeger.storage.retention",
+        "duration",
+    ),
+    (
+        pipeline(jaeger={"tenancy": {"enabled": True}}),
+        "spec.jaeger.tenancy.tenants",
+        "at least one tenant",
+    ),
     (pipeline(jaeger={"enabled": False}), "spec.exporters", "nowhere to go"),
-    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x:1"}, {"name": "a", "endpoint": "y:1"}]}),
-     "spec.exporters.otlp[1].name", "duplicate"),
+    (
+        pipeline(
+            exporters={"otlp": [{"name": "a", "endpoint": "x:1"}, {"name": "a", "endpoint": "y:1"}]}
+        ),
+        "spec.exporters.otlp[1].name",
+        "duplicate",
+    ),
     (pipeline(exporters={"otlp": [{"name": "a"}]}), "spec.exporters.otlp[0].endpoint", "endpoint"),
-    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "protocol": "thrift"}]}),
-     "spec.exporters.otlp[0].protocol", "grpc, http"),
-    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "tls": {"caSecret": {"name": "s"}}}]}),
-     "spec.exporters.otlp[0].tls.caSecret", "{name: SECRET, key: KEY}"),
-    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "secretHeaders": [{"name": "a b"}]}]}),
-     "spec.exporters.otlp[0].secretHeaders[0].name", "header name"),
-    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "secretHeaders": [{"name": "h"}]}]}),
-     "spec.exporters.otlp[0].secretHeaders[0].secretKeyRef", "{name: SECRET, key: KEY}"),
-    (pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "secretHeaders": [
-        {"name": "h", "secretKeyRef": {"name": "s", "key": "k"}}, {"name": "H", "secretKeyRef": {"name": "s", "key": "k"}}]}]}),
-     "spec.exporters.otlp[0].secretHeaders[1].name", "duplicate header"),
+    (
+        pipeline(exporters={"otlp": [{"name": "a", "endpoint": "x", "protocol": "thrift"}]}),
+        "spec.exporters.otlp[0].protocol",
+        "grpc, http",
+    ),
+    (
+        pipeline(
+            exporters={"otlp": [{"name": "a", "endpoint": "x", "tls": {"caSecret": {"name": "s"}}}]}
+        ),
+        "spec.exporters.otlp[0].tls.caSecret",
+        "{name: SECRET, key: KEY}",
+    ),
+    (
+        pipeline(
+            exporters={"otlp": [{"name": "a", "endpoint": "x", "secretHeaders": [{"name": "a b"}]}]}
+        ),
+        "spec.exporters.otlp[0].secretHeaders[0].name",
+        "header name",
+    ),
+    (
+        pipeline(
+            exporters={"otlp": [{"name": "a", "endpoint": "x", "secretHeaders": [{"name": "h"}]}]}
+        ),
+        "spec.exporters.otlp[0].secretHeaders[0].secretKeyRef",
+        "{name: SECRET, key: KEY}",
+    ),
+    (
+        pipeline(
+            exporters={
+                "otlp": [
+                    {
+                        "name": "a",
+                        "endpoint": "x",
+                        "secretHeaders": [
+                            {"name": "h", "secretKeyRef": {"name": "s", "key": "k"}},
+                            {"name": "H", "secretKeyRef": {"name": "s", "key": "k"}},
+                        ],
+                    }
+                ]
+            }
+        ),
+        "spec.exporters.otlp[0].secretHeaders[1].name",
+        "duplicate header",
+    ),
     (pipeline(redaction={"hashAttributes": []}), "spec.redaction.hashAttributes", "kvstore.key"),
     (pipeline(name="p" * 41), "metadata.name", "at most 40"),
     # spec.metrics
     (pipeline(metrics={"enabled": "yes"}), "spec.metrics.enabled", "true or false"),
-    (pipeline(metrics={"prometheus": {"retention": "2 days"}}), "spec.metrics.prometheus.retention", "duration"),
-    (pipeline(metrics={"prometheus": {"retention": "30m"}}), "spec.metrics.prometheus.retention", "at least 1h"),
-    (pipeline(metrics={"prometheus": {"scrapeInterval": "500ms"}}), "spec.metrics.prometheus.scrapeInterval",
-     "at least 1s"),
-    (pipeline(metrics={"prometheus": {"storageSize": "big"}}), "spec.metrics.prometheus.storageSize", "quantity"),
-    (pipeline(metrics={"prometheus": {"resources": "small"}}), "spec.metrics.prometheus.resources", "an object"),
-    (pipeline(metrics={"enabled": True, "external": {}}), "spec.metrics.external.url", "http(s) URL"),
-    (pipeline(metrics={"enabled": True, "external": {"url": "prometheus:9090"}}), "spec.metrics.external.url",
-     "http(s) URL"),
-    (pipeline(metrics={"enabled": True, "external": {"url": "http://p:9090", "otlpEndpoint": "p:4318"}}),
-     "spec.metrics.external.otlpEndpoint", "http(s) URL"),
-    (pipeline(metrics={"enabled": False, "external": {"url": "http://p:9090"}}), "spec.metrics.external",
-     "needs enabled: true"),
+    (
+        pipeline(metrics={"prometheus": {"retention": "2 days"}}),
+        "spec.metrics.prometheus.retention",
+        "duration",
+    ),
+    (
+        pipeline(metrics={"prometheus": {"retention": "30m"}}),
+        "spec.metrics.prometheus.retention",
+        "at least 1h",
+    ),
+    (
+        pipeline(metrics={"prometheus": {"scrapeInterval": "500ms"}}),
+        "spec.metrics.prometheus.scrapeInterval",
+        "at least 1s",
+    ),
+    (
+        pipeline(metrics={"prometheus": {"storageSize": "big"}}),
+        "spec.metrics.prometheus.storageSize",
+        "quantity",
+    ),
+    (
+        pipeline(metrics={"prometheus": {"resources": "small"}}),
+        "spec.metrics.prometheus.resources",
+        "an object",
+    ),
+    (
+        pipeline(metrics={"enabled": True, "external": {}}),
+        "spec.metrics.external.url",
+        "http(s) URL",
+    ),
+    (
+        pipeline(metrics={"enabled": True, "external": {"url": "prometheus:9090"}}),
+        "spec.metrics.external.url",
+        "http(s) URL",
+    ),
+    (
+        pipeline(
+            metrics={
+                "enabled": True,
+                "external": {"url": "http://p:9090", "otlpEndpoint": "p:4318"},
+            }
+        ),
+        "spec.metrics.external.otlpEndpoint",
+        "http(s) URL",
+    ),
+    (
+        pipeline(metrics={"enabled": False, "external": {"url": "http://p:9090"}}),
+        "spec.metrics.external",
+        "needs enabled: true",
+    ),
 ]
 
 
-CASES = [(validate_kvcluster, lambda r: render_kvcluster(r, None), *case) for case in BAD_KVCLUSTERS] + [
-    (validate_pipeline, render_pipeline, *case) for case in BAD_PIPELINES]
+CASES = [
+    (validate_kvcluster, lambda r: render_kvcluster(r, None), *case) for case in BAD_KVCLUSTERS
+] + [(validate_pipeline, render_pipeline, *case) for case in BAD_PIPELINES]
 
 
 class TestBadInput:
     @pytest.mark.parametrize(("validate", "render", "resource", "field", "words"), CASES)
-    def test_rejected_with_field_path(self, validate: Callable[[dict[str, Any]], None],
-                                      render: Callable[[dict[str, Any]], Any],
-                                      resource: dict[str, Any], field: str, words: str) -> None:
+    def test_rejected_with_field_path(
+        self,
+        validate: Callable[[dict[str, Any]], None],
+        render: Callable[[dict[str, Any]], Any],
+        resource: dict[str, Any],
+        field: str,
+        words: str,
+    ) -> None:
         with pytest.raises(SpecError) as caught:
             validate(resource)
         assert caught.value.field == field
@@ -108,19 +226,30 @@ class TestBadInput:
 
 
 class TestGoodInput:
-    @pytest.mark.parametrize("resource", [
-        pipeline(sampling={"mode": "head", "keepErrors": False}),
-        pipeline(sampling={"mode": "head"}),
-        pipeline(sampling={"mode": "development"}, redaction={"hashAttributes": []}),
-        pipeline(jaeger={"enabled": False}, exporters={"debug": {"enabled": True}}),
-        pipeline(jaeger={"tenancy": {"enabled": True, "tenants": ["a"]}}),
-        # exactly 2 x (latencyThreshold + batch timeout); without tail sampling decisionWait is unused
-        pipeline(sampling={"decisionWait": "1s", "latencyThreshold": "300ms"}, collector={"batch": {"timeout": "200ms"}}),
-        pipeline(sampling={"mode": "head", "decisionWait": "1s"}),
-        pipeline(sampling={"mode": "development", "decisionWait": "1s"}),
-        pipeline(metrics={"enabled": False}),
-        pipeline(metrics={"enabled": True, "external": {"url": "https://mimir.example.com/prometheus"}}),
-    ])
+    @pytest.mark.parametrize(
+        "resource",
+        [
+            pipeline(sampling={"mode": "head", "keepErrors": False}),
+            pipeline(sampling={"mode": "head"}),
+            pipeline(sampling={"mode": "development"}, redaction={"hashAttributes": []}),
+            pipeline(jaeger={"enabled": False}, exporters={"debug": {"enabled": True}}),
+            pipeline(jaeger={"tenancy": {"enabled": True, "tenants": ["a"]}}),
+            # exactly 2 x (latencyThreshold + batch timeout); without tail sampling decisionWait is unused
+            pipeline(
+                sampling={"decisionWait": "1s", "latencyThreshold": "300ms"},
+                collector={"batch": {"timeout": "200ms"}},
+            ),
+            pipeline(sampling={"mode": "head", "decisionWait": "1s"}),
+            pipeline(sampling={"mode": "development", "decisionWait": "1s"}),
+            pipeline(metrics={"enabled": False}),
+            pipeline(
+                metrics={
+                    "enabled": True,
+                    "external": {"url": "https://mimir.example.com/prometheus"},
+                }
+            ),
+        ],
+    )
     def test_accepted(self, resource: dict[str, Any]) -> None:
         validate_pipeline(resource)
 
@@ -142,20 +271,34 @@ class TestRenderAll:
         cluster = kvcluster(tracing={"pipelineRef": {"name": "traces"}})
         objects = render_all([cluster, pipeline(namespace="elsewhere")])
         sts = [o for o in objects if o["kind"] == "StatefulSet"][0]
-        env = {e["name"]: e.get("value") for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+        env = {
+            e["name"]: e.get("value")
+            for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
         assert env["OTEL_SDK_DISABLED"] == "true"
 
     def test_pipeline_among_inputs_is_used(self) -> None:
         cluster = kvcluster(tracing={"pipelineRef": {"name": "traces"}})
         objects = render_all([cluster, pipeline()])
-        assert len(objects) == 9 + len(render_pipeline(pipeline()))  # 9: with its OTLP and KV client tokens
+        assert len(objects) == 9 + len(
+            render_pipeline(pipeline())
+        )  # 9: with its OTLP and KV client tokens
         sts = [o for o in objects if o["kind"] == "StatefulSet"][0]
         names = {e["name"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert "OTEL_EXPORTER_OTLP_ENDPOINT" in names and "OTEL_SDK_DISABLED" not in names
 
 
-@pytest.mark.parametrize(("text", "nanos"), [
-    ("1ns", 1), ("1us", 1000), ("500ms", 500_000_000), ("2s", 2 * 10**9), ("1h30m", 5400 * 10**9), ("0.5s", 5 * 10**8)])
+@pytest.mark.parametrize(
+    ("text", "nanos"),
+    [
+        ("1ns", 1),
+        ("1us", 1000),
+        ("500ms", 500_000_000),
+        ("2s", 2 * 10**9),
+        ("1h30m", 5400 * 10**9),
+        ("0.5s", 5 * 10**8),
+    ],
+)
 def test_parse_duration(text: str, nanos: int) -> None:
     assert parse_duration(text, "f") == nanos
 
@@ -179,25 +322,42 @@ def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
 
 
 WRONG_VALUES = [None, 5, 2.5, "x", [], {}, True, [1], {"a": 1}]
-OPTIONAL_KVCLUSTER = [("tracing",), ("tracing", "pipelineRef"), ("tracing", "serviceName"), ("resources",),
-                      ("scheduling", "tolerations"), ("storage", "storageClassName")]
-OPTIONAL_PIPELINE = [("sampling", "keepErrors"), ("jaeger", "tenancy", "tenants"), ("redaction", "blockedValues")]
+OPTIONAL_KVCLUSTER = [
+    ("tracing",),
+    ("tracing", "pipelineRef"),
+    ("tracing", "serviceName"),
+    ("resources",),
+    ("scheduling", "tolerations"),
+    ("storage", "storageClassName"),
+]
+OPTIONAL_PIPELINE = [
+    ("sampling", "keepErrors"),
+    ("jaeger", "tenancy", "tenants"),
+    ("redaction", "blockedValues"),
+]
 
 
 class TestWrongTypesNeverCrash:
     """A spec from a file with any value of the wrong type gives a SpecError, never a crash."""
 
     @pytest.mark.parametrize("value", WRONG_VALUES, ids=repr)
-    @pytest.mark.parametrize("path", _field_paths(KVCLUSTER_DEFAULTS) + OPTIONAL_KVCLUSTER, ids=".".join)
+    @pytest.mark.parametrize(
+        "path", _field_paths(KVCLUSTER_DEFAULTS) + OPTIONAL_KVCLUSTER, ids=".".join
+    )
     def test_kvcluster(self, path: tuple[str, ...], value: Any) -> None:
         try:
             render_kvcluster(kvcluster(**_with(path, value)), pipeline())
         except SpecError as exc:
             assert exc.field.startswith("spec.") or exc.field == "metadata.name"
 
-    @pytest.mark.parametrize("value", [*WRONG_VALUES, [{"name": 3}], [{"name": "a", "endpoint": "b", "headers": {"h": 1}}]],
-                             ids=repr)
-    @pytest.mark.parametrize("path", _field_paths(PIPELINE_DEFAULTS) + OPTIONAL_PIPELINE, ids=".".join)
+    @pytest.mark.parametrize(
+        "value",
+        [*WRONG_VALUES, [{"name": 3}], [{"name": "a", "endpoint": "b", "headers": {"h": 1}}]],
+        ids=repr,
+    )
+    @pytest.mark.parametrize(
+        "path", _field_paths(PIPELINE_DEFAULTS) + OPTIONAL_PIPELINE, ids=".".join
+    )
     def test_pipeline(self, path: tuple[str, ...], value: Any) -> None:
         tp = pipeline(**_with(path, value))
         for render in (render_pipeline, lambda p: render_kvcluster(kvcluster(), p)):
@@ -217,11 +377,22 @@ class TestWrongTypesNeverCrash:
     def test_message_names_the_expected_type(self) -> None:
         with pytest.raises(SpecError) as caught:
             validate_kvcluster(kvcluster(consistency="quorum"))
-        assert (caught.value.field, caught.value.message) == ("spec.consistency", "expected an object, got 'quorum'")
+        assert (caught.value.field, caught.value.message) == (
+            "spec.consistency",
+            "expected an object, got 'quorum'",
+        )
 
 
-@pytest.mark.parametrize(("text", "node_form"), [
-    ("10m", "10m"), ("500ms", "500ms"), ("1.5s", "1.5s"), ("1h30m", "5400s"), ("1500000us", "1500ms"),
-    ("1m0.5s", "60500ms")])
+@pytest.mark.parametrize(
+    ("text", "node_form"),
+    [
+        ("10m", "10m"),
+        ("500ms", "500ms"),
+        ("1.5s", "1.5s"),
+        ("1h30m", "5400s"),
+        ("1500000us", "1500ms"),
+        ("1m0.5s", "60500ms"),
+    ],
+)
 def test_single_unit_durations_for_the_node(text: str, node_form: str) -> None:
     assert single_unit(text, "f") == node_form

@@ -14,16 +14,22 @@ pytestmark = pytest.mark.unit
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 HOUR = datetime.timedelta(hours=1)
-POLICY = rotation.Policy(duration=10 * HOUR, renew_before=3 * HOUR, ca_duration=100 * HOUR,
-                         ca_renew_before=20 * HOUR)
-LEAVES = [rotation.LeafSpec("p-collector-tls", "p-collector", ("p-collector", "p-collector.ns.svc")),
-          rotation.LeafSpec("p-jaeger-tls", "p-jaeger-otlp", ("p-jaeger-otlp.ns.svc",))]
+POLICY = rotation.Policy(
+    duration=10 * HOUR, renew_before=3 * HOUR, ca_duration=100 * HOUR, ca_renew_before=20 * HOUR
+)
+LEAVES = [
+    rotation.LeafSpec("p-collector-tls", "p-collector", ("p-collector", "p-collector.ns.svc")),
+    rotation.LeafSpec("p-jaeger-tls", "p-jaeger-otlp", ("p-jaeger-otlp.ns.svc",)),
+]
 
 
 def fresh() -> rotation.State:
     state, actions = rotation.rotate(rotation.State(), LEAVES, T0, POLICY, "test CA")
-    assert actions == ["CA test CA: missing", "certificate p-collector-tls: missing",
-                       "certificate p-jaeger-tls: missing"]
+    assert actions == [
+        "CA test CA: missing",
+        "certificate p-collector-tls: missing",
+        "certificate p-jaeger-tls: missing",
+    ]
     return state
 
 
@@ -37,11 +43,15 @@ class TestPki:
         assert leaf_info.dns_names == ("a.ns.svc", "a") and leaf_info.issuer == "test CA"
         assert pki.signed_by(leaf.cert_pem, ca.cert_pem)
         assert not pki.signed_by(leaf.cert_pem, pki.make_ca("other", T0, HOUR).cert_pem)
-        assert pki.matches_key(leaf.cert_pem, leaf.key_pem) and not pki.matches_key(leaf.cert_pem, ca.key_pem)
+        assert pki.matches_key(leaf.cert_pem, leaf.key_pem) and not pki.matches_key(
+            leaf.cert_pem, ca.key_pem
+        )
 
     def test_a_leaf_never_outlives_its_ca(self) -> None:
         ca = pki.make_ca("short CA", T0, 5 * HOUR)
-        assert pki.info(pki.issue(ca, "x", ["x"], T0, 10 * HOUR).cert_pem).not_after == T0 + 5 * HOUR
+        assert (
+            pki.info(pki.issue(ca, "x", ["x"], T0, 10 * HOUR).cert_pem).not_after == T0 + 5 * HOUR
+        )
 
     def test_bundles_round_trip(self) -> None:
         a, b = pki.make_ca("a", T0, HOUR), pki.make_ca("b", T0, HOUR)
@@ -80,7 +90,10 @@ class TestRotation:
         state = fresh()
         later = T0 + 7 * HOUR  # 3h left of 10h: due
         renewed, actions = rotation.rotate(state, LEAVES, later, POLICY, "test CA")
-        assert actions == ["certificate p-collector-tls: expiring", "certificate p-jaeger-tls: expiring"]
+        assert actions == [
+            "certificate p-collector-tls: expiring",
+            "certificate p-jaeger-tls: expiring",
+        ]
         assert renewed.ca == state.ca and renewed.previous_ca is None
         leaf = renewed.leaves["p-collector-tls"]
         assert pki.info(leaf.cert_pem).not_after == later + POLICY.duration
@@ -89,7 +102,10 @@ class TestRotation:
 
     def test_a_leaf_missing_a_name_is_reissued(self) -> None:
         state = fresh()
-        wider = [rotation.LeafSpec("p-collector-tls", "p-collector", ("p-collector", "extra.ns.svc")), LEAVES[1]]
+        wider = [
+            rotation.LeafSpec("p-collector-tls", "p-collector", ("p-collector", "extra.ns.svc")),
+            LEAVES[1],
+        ]
         renewed, actions = rotation.rotate(state, wider, T0 + HOUR, POLICY, "test CA")
         assert actions == ["certificate p-collector-tls: dns-names"]
         assert "extra.ns.svc" in pki.info(renewed.leaves["p-collector-tls"].cert_pem).dns_names
@@ -111,12 +127,18 @@ class TestRotation:
         assert all(pki.signed_by(leaf.cert_pem, old_ca.cert_pem) for leaf in s1.leaves.values())
         # Meanwhile a due leaf is still renewed by the old CA (not every client trusts the new one).
         s1, actions = rotation.rotate(s1, LEAVES, t1 + 4 * HOUR, POLICY, "test CA")
-        assert actions == ["certificate p-collector-tls: expiring", "certificate p-jaeger-tls: expiring"]
+        assert actions == [
+            "certificate p-collector-tls: expiring",
+            "certificate p-jaeger-tls: expiring",
+        ]
         assert all(pki.signed_by(leaf.cert_pem, old_ca.cert_pem) for leaf in s1.leaves.values())
         # 2. Half-way through caRenewBefore: leaves move to the new CA (reason: issuer).
         t2 = t1 + POLICY.propagation + pki.BACKDATE
         s2, actions = rotation.rotate(s1, LEAVES, t2, POLICY, "test CA")
-        assert actions == ["certificate p-collector-tls: issuer", "certificate p-jaeger-tls: issuer"]
+        assert actions == [
+            "certificate p-collector-tls: issuer",
+            "certificate p-jaeger-tls: issuer",
+        ]
         assert all(pki.signed_by(leaf.cert_pem, s2.ca.cert_pem) for leaf in s2.leaves.values())
         assert len(rotation.trusted(s2, t2)) == 2
         # 3. The old CA expires: it leaves the bundle.
@@ -127,7 +149,9 @@ class TestRotation:
 
     def test_the_old_ca_stops_signing_when_its_leaves_would_be_due_at_once(self) -> None:
         new = pki.info(pki.make_ca("new", T0, 100 * HOUR).cert_pem)
-        old = pki.info(pki.make_ca("old", T0 - 90 * HOUR, 92 * HOUR).cert_pem)  # 2h left < renewBefore
+        old = pki.info(
+            pki.make_ca("old", T0 - 90 * HOUR, 92 * HOUR).cert_pem
+        )  # 2h left < renewBefore
         assert rotation.signs_now(new, old, T0, POLICY) == "ca"
         younger_old = pki.info(pki.make_ca("old", T0 - 80 * HOUR, 100 * HOUR).cert_pem)  # 20h left
         assert rotation.signs_now(new, younger_old, T0, POLICY) == "previous"
@@ -150,9 +174,12 @@ class TestSecretsOfTheManagedCA:
     """The pure parts of k8s/certificates.py: Secrets from a state and back, the status, the
     cert-manager trust bundle."""
 
-    PIPELINE = {"apiVersion": "kvtrace.dev/v1alpha1", "kind": "TracingPipeline",
-                "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
-                "spec": {"collector": {"replicas": 2}, "security": {"tls": {"enabled": True}}}}
+    PIPELINE = {
+        "apiVersion": "kvtrace.dev/v1alpha1",
+        "kind": "TracingPipeline",
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+        "spec": {"collector": {"replicas": 2}, "security": {"tls": {"enabled": True}}},
+    }
 
     def test_secrets_round_trip_and_never_expose_the_ca_key_to_pods(self) -> None:
         from kvtrace_operator.k8s import certificates
@@ -160,27 +187,52 @@ class TestSecretsOfTheManagedCA:
 
         spec = apply_defaults_pipeline(self.PIPELINE["spec"])
         leaves = certificates.leaf_specs(self.PIPELINE, spec)
-        assert [leaf.secret for leaf in leaves] == ["p-collector-tls", "p-collector-sampling-tls", "p-jaeger-tls"]
+        assert [leaf.secret for leaf in leaves] == [
+            "p-collector-tls",
+            "p-collector-sampling-tls",
+            "p-jaeger-tls",
+        ]
         state, _ = rotation.rotate(rotation.State(), leaves, T0, certificates.policy(spec), "CA")
         objects = certificates.managed_secrets(self.PIPELINE, spec, state, T0)
         data = {obj["metadata"]["name"]: tls.decoded(obj) for obj in objects}
-        assert set(data["p-tls-trust"]) == {"ca.crt"} and set(data["p-tls-ca"]) == {"tls.crt", "tls.key", "ca.crt"}
+        assert set(data["p-tls-trust"]) == {"ca.crt"} and set(data["p-tls-ca"]) == {
+            "tls.crt",
+            "tls.key",
+            "ca.crt",
+        }
         assert all(obj["metadata"]["ownerReferences"][0]["uid"] == "u1" for obj in objects)
-        again = certificates.state_of(data["p-tls-ca"], {leaf.secret: data[leaf.secret] for leaf in leaves})
+        again = certificates.state_of(
+            data["p-tls-ca"], {leaf.secret: data[leaf.secret] for leaf in leaves}
+        )
         assert again == state
         # A key that does not match its certificate counts as missing (re-issued).
         broken = {**data["p-jaeger-tls"], "tls.key": data["p-collector-tls"]["tls.key"]}
-        assert "p-jaeger-tls" not in certificates.state_of(data["p-tls-ca"], {"p-jaeger-tls": broken}).leaves
-        status = certificates.tls_status("managed", data["p-tls-trust"]["ca.crt"],
-                                         {leaf.secret: data[leaf.secret]["tls.crt"] for leaf in leaves})
-        assert status["trusted"] == [{"commonName": "CA", "notAfter": "2028-12-31T00:00:00Z"}]  # 26280h
-        assert status["certificates"][0] == {"secret": "p-collector-sampling-tls", "issuer": "CA",
-                                             "notAfter": "2026-04-01T00:00:00Z"}  # 2160h = 90 days
+        assert (
+            "p-jaeger-tls"
+            not in certificates.state_of(data["p-tls-ca"], {"p-jaeger-tls": broken}).leaves
+        )
+        status = certificates.tls_status(
+            "managed",
+            data["p-tls-trust"]["ca.crt"],
+            {leaf.secret: data[leaf.secret]["tls.crt"] for leaf in leaves},
+        )
+        assert status["trusted"] == [
+            {"commonName": "CA", "notAfter": "2028-12-31T00:00:00Z"}
+        ]  # 26280h
+        assert status["certificates"][0] == {
+            "secret": "p-collector-sampling-tls",
+            "issuer": "CA",
+            "notAfter": "2026-04-01T00:00:00Z",
+        }  # 2160h = 90 days
 
     def test_cert_manager_bundle_keeps_a_replaced_ca_until_it_expires(self) -> None:
         from kvtrace_operator.k8s.certificates import merged_bundle
 
         old, new = pki.make_ca("old", T0, 10 * HOUR), pki.make_ca("new", T0, 100 * HOUR)
         previous = merged_bundle([old.cert_pem], "", T0)
-        assert merged_bundle([new.cert_pem], previous, T0 + HOUR) == pki.bundle(new.cert_pem, old.cert_pem)
-        assert merged_bundle([new.cert_pem, new.cert_pem], previous, T0 + 11 * HOUR) == pki.bundle(new.cert_pem)
+        assert merged_bundle([new.cert_pem], previous, T0 + HOUR) == pki.bundle(
+            new.cert_pem, old.cert_pem
+        )
+        assert merged_bundle([new.cert_pem, new.cert_pem], previous, T0 + 11 * HOUR) == pki.bundle(
+            new.cert_pem
+        )
