@@ -154,7 +154,7 @@ def test_status_bad_input_is_one_line_naming_the_parameter(
     dead.write_text(yaml.safe_dump(config))
     down = kvtrace_cli("status", "--kubeconfig", str(dead), "-n", namespace)
     assert (
-        down.returncode == 2 and "cannot reach the API server at https://127.0.0.1:9" in down.stderr
+        down.returncode == 3 and "cannot reach the API server at https://127.0.0.1:9" in down.stderr
     )
     assert "Traceback" not in down.stderr
     bad = kvtrace_cli("status", "-o", "xml")

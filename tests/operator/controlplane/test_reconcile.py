@@ -421,9 +421,12 @@ def test_operator_killed_mid_reconcile_converges_after_restart(
 def test_invalid_spec_becomes_a_condition_nothing_is_half_applied_and_others_reconcile(
     operator: Operator, kube_ns: Kube, poll: Any
 ) -> None:
-    # Pass-through fields the schema cannot check: the API server accepts the resources and
-    # rejects the children, which a server-side dry run finds before anything is written.
-    broken = pipeline(collector={"resources": {"limits": {"cpu": "lots"}}})
+    # What the schema cannot check (a request above its limit; an affinity the CRD passes
+    # through): the API server accepts the resources and rejects the children, which a
+    # server-side dry run finds before anything is written.
+    broken = pipeline(
+        collector={"resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}}
+    )
     bad = kvcluster("bad", pipeline=None, scheduling={"affinity": {"podAntiAffinity": "bad"}})
     kube_ns.apply(broken, kvcluster("good"), bad)
     poll(
@@ -434,7 +437,8 @@ def test_invalid_spec_becomes_a_condition_nothing_is_half_applied_and_others_rec
         message="pipeline ConfigValid=False",
     )
     message = kube_ns.condition("tracingpipeline", "traces", "ConfigValid")["message"]  # type: ignore[index]
-    assert "Deployment/traces-collector" in message and "quantities must match" in message, message
+    assert "Deployment/traces-collector" in message, message
+    assert "must be less than or equal to memory limit" in message, message
     poll(
         lambda: kube_ns.condition_is("kvcluster", "bad", "Ready", "False", "InvalidSpec"),
         timeout=TIMEOUT,
