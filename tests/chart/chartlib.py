@@ -140,6 +140,7 @@ class ChartOperator:
         self.log_path = workdir / "operator.log"
         self.health_port = 0
         self.process: Process | None = None
+        self.webhook: str | None = None  # the webhook configuration of the started operator
 
     # ------------------------------------------------------------------ helm
     def helm(
@@ -224,8 +225,24 @@ class ChartOperator:
                 arg = f"--liveness=http://127.0.0.1:{self.health_port}/healthz"
             elif arg.startswith("--metrics-port="):
                 arg = f"--metrics-port={free_port()}"
+            elif arg.startswith("--webhook-port="):
+                arg = f"--webhook-port={free_port()}"
+            elif arg.startswith("--webhook-service="):
+                # No Service reaches this host's process: the API server calls it on loopback.
+                arg = "--webhook-host=127.0.0.1"
             args.append(arg)
         return args
+
+    @staticmethod
+    def webhook_configuration(args: list[str]) -> str | None:
+        """The MutatingWebhookConfiguration the operator applies when run with ``args`` (None
+        when the chart turns the webhook off)."""
+        from kvtrace_operator.render.webhook import configuration_name
+
+        parsed = parse_operator_args(args)
+        if not parsed.webhook_port:
+            return None
+        return configuration_name(list(parsed.namespaces or []))
 
     @property
     def proc(self) -> subprocess.Popen[bytes] | None:
@@ -242,7 +259,9 @@ class ChartOperator:
             self.service_account(),
             self.workdir / "operator.kubeconfig",
         )
-        process = self.process = operator_process(kubeconfig, self.args(), self.log_path).start()
+        args = self.args()
+        self.webhook = self.webhook_configuration(args)
+        process = self.process = operator_process(kubeconfig, args, self.log_path).start()
 
         def up() -> bool:
             if not process.alive():  # pytest.fail is no Exception: poll does not retry it
@@ -270,8 +289,19 @@ class ChartOperator:
             return False
 
     def stop(self) -> None:
+        """Stop the operator and delete its webhook configuration (the operator leaves it, like
+        a Deployment's operator would, and it would outlive this test)."""
         if self.process is not None:
             self.process.stop(timeout=20)
+        if self.webhook is not None:
+            self.cluster.kubectl(
+                "delete",
+                "mutatingwebhookconfiguration",
+                self.webhook,
+                "--ignore-not-found",
+                check=False,
+                timeout=60,
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -51,6 +51,15 @@ def test_install_upgrade_uninstall_cluster_scope(
             ("list", "pods"),
             ("create", "events"),
             ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+            # the injection webhook (on by default)
+            ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
+            (
+                "patch",
+                "mutatingwebhookconfigurations.admissionregistration.k8s.io/kvtrace-injection",
+            ),
+            ("get", "replicasets.apps"),
+            ("patch", "daemonsets.apps"),
+            ("get", "jobs.batch"),
         ]:
             assert can_i(kubectl, user, verb, resource, None), f"cannot {verb} {resource}"
         # ...and nothing it does not.
@@ -63,6 +72,10 @@ def test_install_upgrade_uninstall_cluster_scope(
             ("update", "statefulsets.apps"),
             ("create", "customresourcedefinitions.apiextensions.k8s.io"),
             ("impersonate", "serviceaccounts"),
+            ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/other"),
+            ("delete", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
+            ("patch", "replicasets.apps"),
+            ("patch", "jobs.batch"),
         ]:
             assert not can_i(kubectl, user, verb, resource, None), f"may {verb} {resource}"
 

@@ -27,6 +27,7 @@ RESYNC = "run `make manifests` (copies crds/ into the chart and regenerates mani
 VARIANTS = {
     "default": (),
     "namespaced": NAMESPACED_VALUES,
+    "no-webhook": ("--set", "webhook.enabled=false"),
 }
 
 
@@ -69,9 +70,17 @@ def test_install_manifest_is_complete() -> None:
         (),
         NAMESPACED_VALUES,
         ("--set", "metrics.serviceMonitor.enabled=true"),
-        ("--set", "peering.name=kvtrace", "--set", "replicaCount=2"),
+        (
+            "--set",
+            "peering.name=kvtrace",
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "webhook.enabled=false",
+        ),
+        ("--set", "webhook.enabled=false"),
     ],
-    ids=["default", "namespaced", "servicemonitor", "peering"],
+    ids=["default", "namespaced", "servicemonitor", "peering", "no-webhook"],
 )
 def test_helm_lint_strict_is_clean(extra: tuple[str, ...]) -> None:
     proc = helm("lint", "--strict", "--kube-version", "1.37.2", str(CHART), *extra)
@@ -139,8 +148,10 @@ def test_cluster_scope_is_one_clusterrole_and_namespace_scope_uses_roles() -> No
     cluster_rules = [
         rule for where, rule in rbac_rules(namespaced) if where.startswith("ClusterRole/")
     ]
-    # Only reads stay cluster-wide in namespace scope.
-    assert {verb for rule in cluster_rules for verb in rule["verbs"]} <= {"get", "list", "watch"}
+    # Only reads stay cluster-wide in namespace scope, but for the injection webhook's own
+    # MutatingWebhookConfiguration, which is cluster-scoped (test_chart_webhook_unit.py).
+    reads = [r for r in cluster_rules if r["resources"] != ["mutatingwebhookconfigurations"]]
+    assert {verb for rule in reads for verb in rule["verbs"]} <= {"get", "list", "watch"}
     # The Roles hold exactly the namespaced rules the cluster-scope ClusterRole holds.
     role_rules = [rule for where, rule in rbac_rules(namespaced) if where.startswith("Role/")]
     cluster_role_rules = [rule for _, rule in rbac_rules(template())]
@@ -196,6 +207,9 @@ def test_service_monitor_is_optional() -> None:
         ("canary.timeout=0", "/canary/timeout"),
         ("tracing.pipeline=traces", "/tracing/pipeline"),
         ("canary.every=1m", "every"),
+        ("webhook.enabled=yes", "/webhook/enabled"),
+        ("webhook.port=0", "/webhook/port"),
+        ("webhook.failurePolicy=Fail", "failurePolicy"),
     ],
 )
 def test_values_schema_rejects_bad_values_naming_them(setting: str, named: str) -> None:

@@ -65,6 +65,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* Name of the Service the API server calls the injection webhook through. */}}
+{{- define "kvtrace-operator.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "kvtrace-operator.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/* Name of the MutatingWebhookConfiguration the operator applies (render/webhook.py
+configuration_name): kvtrace-injection cluster-wide, else kvtrace-injection-NS... */}}
+{{- define "kvtrace-operator.webhookConfigurationName" -}}
+{{- if eq .Values.watch.scope "cluster" }}
+{{- print "kvtrace-injection" }}
+{{- else }}
+{{- $namespaces := include "kvtrace-operator.watchNamespaces" . | fromJsonArray | sortAlpha | uniq }}
+{{- printf "kvtrace-injection-%s" (join "-" $namespaces) | trunc 253 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
 {{/* Fail early on combinations the schema cannot express. */}}
 {{- define "kvtrace-operator.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.name) }}
@@ -72,5 +88,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- if and .Values.watch.namespaces (ne .Values.watch.scope "namespace") }}
 {{- fail "watch.namespaces is only used with watch.scope=namespace (scope cluster watches every namespace)" }}
+{{- end }}
+{{- if and .Values.webhook.enabled (gt (int .Values.replicaCount) 1) }}
+{{- fail "webhook.enabled with replicaCount > 1 is not supported yet: each replica makes its own webhook CA (docs/injection.md); set webhook.enabled=false or replicaCount=1" }}
+{{- end }}
+{{- if and .Values.webhook.enabled (has (int .Values.webhook.port) (list (int .Values.healthPort) (int .Values.metrics.port))) }}
+{{- fail "webhook.port must differ from healthPort and metrics.port (each is a port of the operator container)" }}
 {{- end }}
 {{- end }}

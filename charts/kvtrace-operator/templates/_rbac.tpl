@@ -90,6 +90,29 @@ and every rule says why the operator needs it. The same namespaced rules become 
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create]
+{{- if .Values.webhook.enabled }}
+{{- include "kvtrace-operator.rules.webhook" . }}
+{{- end }}
+{{- end }}
+
+{{/* What the injection webhook adds in the watched namespaces (webhook.enabled). Its
+workloads' token Secrets (get, create, patch) and InjectionFailed/InstrumentationChanged
+events (create) are already granted above. */}}
+{{- define "kvtrace-operator.rules.webhook" }}
+# Injection: a pod's workload is the Deployment above its ReplicaSet (read only).
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [get]
+# Injection: an injected workload is read when its pipeline changes, and a restart-on-change
+# one is rolled by a merge patch of its pod template's checksum annotation (Deployments and
+# StatefulSets are granted get and patch above).
+- apiGroups: [apps]
+  resources: [daemonsets]
+  verbs: [get, patch]
+# Injection: a Job's pods can be injected too; it is only read (never rolled).
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs whatever the watch scope. */}}
@@ -99,4 +122,16 @@ and every rule says why the operator needs it. The same namespaced rules become 
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+{{- if .Values.webhook.enabled }}
+# The injection webhook's MutatingWebhookConfiguration, server-side applied at every start
+# with the operator's new CA: create (RBAC cannot restrict create by name), and patch only
+# the configuration of this operator's scope.
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [mutatingwebhookconfigurations]
+  verbs: [create]
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [mutatingwebhookconfigurations]
+  resourceNames: [{{ include "kvtrace-operator.webhookConfigurationName" . }}]
+  verbs: [patch]
+{{- end }}
 {{- end }}
