@@ -109,10 +109,6 @@ events (create) are already granted above. */}}
 - apiGroups: [apps]
   resources: [daemonsets]
   verbs: [get, patch]
-# Injection: a Job's pods can be injected too; it is only read (never rolled).
-- apiGroups: [batch]
-  resources: [jobs]
-  verbs: [get]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs whatever the watch scope. */}}

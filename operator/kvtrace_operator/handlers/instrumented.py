@@ -47,6 +47,8 @@ async def restart_if_changed(
 ) -> None:
     """Roll a restart-on-change workload of ``pipeline`` whose pod template carries another
     configuration checksum than the current one (event InstrumentationChanged)."""
+    if kind not in injection.RESTART_KINDS:
+        return
     workload = await k8s_injection.get_workload(client, kind, namespace, name)
     if workload is None:
         return

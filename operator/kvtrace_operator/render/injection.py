@@ -44,6 +44,9 @@ INJECT = "kvtrace.dev/inject"
 INJECT_PYTHON = "kvtrace.dev/inject-python"
 INJECT_JAVA = "kvtrace.dev/inject-java"
 RESTART_ON_CHANGE = "kvtrace.dev/restart-on-change"
+# The workloads restart-on-change rolls (the workload webhook's kinds); a Job's template is
+# immutable and a bare pod or ReplicaSet has no rollout: they are never read nor patched.
+RESTART_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 REQUEST_ANNOTATIONS = (INJECT, INJECT_PYTHON, INJECT_JAVA, RESTART_ON_CHANGE)
 # Written by the webhook on the pods it handled (read by `kvtrace status` and `kvtrace doctor`).
 INJECTED = "kvtrace.dev/injected"  # NAMESPACE/PIPELINE
