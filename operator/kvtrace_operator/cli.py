@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from kvtrace_operator.render.durations import parse_duration
@@ -18,6 +19,8 @@ WEBHOOK_PORT_ENV = "KVTRACE_WEBHOOK_PORT"
 WEBHOOK_HOST_ENV = "KVTRACE_WEBHOOK_HOST"
 WEBHOOK_SERVICE_ENV = "KVTRACE_WEBHOOK_SERVICE"
 OFF = ("0", "off", "false", "no", "none", "disabled")
+# The packages of the `render` extra: `kvtrace render` says so when one is missing.
+RENDER_EXTRA = ("jsonschema", "cel_expr_python")
 
 
 def seconds(value: str, parameter: str, *, allow_off: bool = False) -> float:
@@ -289,6 +292,15 @@ def _run(args: Any) -> int:
 
 
 def _render(args: Any) -> int:
-    from kvtrace_operator.render_command import main
-
+    try:
+        from kvtrace_operator.render_command import main
+    except ModuleNotFoundError as exc:
+        if exc.name not in RENDER_EXTRA:
+            raise
+        print(
+            f"kvtrace render: error: the {exc.name} package is missing: "
+            "install the render extra (pip install 'kvtrace[render]')",
+            file=sys.stderr,
+        )
+        return 2
     return main(args)

@@ -145,3 +145,25 @@ class TestRenderCommandErrors:
         code, out, err = run("-", stdin=text)
         assert code != 0 and out == ""
         assert "KVCluster/a" in err and "spec.replicationFactor" in err
+
+
+@pytest.mark.parametrize("package", ["cel_expr_python", "jsonschema"])
+def test_without_the_render_extra_it_names_the_missing_package(
+    package: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from kvtrace_operator import cli, render
+
+    # As in the operator image, where the render extra is not installed.
+    monkeypatch.delitem(sys.modules, "kvtrace_operator.render_command", raising=False)
+    for module in ("strict", "cel_rules"):
+        monkeypatch.delitem(sys.modules, f"kvtrace_operator.render.{module}", raising=False)
+        monkeypatch.delattr(render, module, raising=False)
+    monkeypatch.setitem(sys.modules, package, None)
+    assert cli._render(Namespace(files=["-"])) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"kvtrace render: error: the {package} package is missing: "
+        "install the render extra (pip install 'kvtrace[render]')\n"
+    )
