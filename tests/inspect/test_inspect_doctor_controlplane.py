@@ -120,6 +120,8 @@ def test_doctor_passes_then_flags_a_stopped_jaeger(
         "sampling coherent": "PASS",
         "batch and memory limiter": "PASS",
         "canary trace reaches Jaeger": "PASS",
+        # no pod of the namespace asks for kvtrace.dev/inject: nothing to verify
+        "injection": "SKIP",
     }, result.stdout
     assert "0 failed" in result.stdout
     jaeger_url = next(

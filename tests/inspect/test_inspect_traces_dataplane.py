@@ -137,7 +137,7 @@ def test_trace_and_traces_draw_waterfalls_and_filter(
         ), result
     unreachable = kvtrace("trace", slow, "--jaeger", "http://127.0.0.1:9")
     assert (
-        unreachable.returncode == 2
+        unreachable.returncode == 3
         and "cannot reach Jaeger at http://127.0.0.1:9 (--jaeger)" in unreachable.stderr
     )
     assert "Traceback" not in unreachable.stderr
