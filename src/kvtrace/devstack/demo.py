@@ -233,6 +233,7 @@ class Demo:
         self.write_state()
         with self.step("KV nodes", f"the processes behind StatefulSet {example.cluster}'s pods"):
             self.run_kv_nodes(example)
+        self.write_state()  # again, now with the KV cluster's CA bundle and client token
         if self.app_folder is not None:
             with self.step(
                 APP_STEP,
