@@ -83,6 +83,8 @@ image_default = $(shell sed -n 's/^$(1) = "\(.*\)"$$/\1/p' $(IMAGES_PY))
 OPERATOR_IMAGE ?= $(call image_default,OPERATOR_IMAGE)
 KVNODE_IMAGE ?= $(call image_default,KVNODE_IMAGE)
 COLLECTOR_IMAGE ?= $(call image_default,COLLECTOR_IMAGE)
+PYTHON_AGENT_IMAGE ?= $(call image_default,PYTHON_AGENT_IMAGE)
+JAVA_AGENT_IMAGE ?= $(call image_default,JAVA_AGENT_IMAGE)
 image_tag = $(lastword $(subst :, ,$(1)))
 image_repository = $(patsubst %:$(call image_tag,$(1)),%,$(1))
 IMAGE_REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -90,8 +92,9 @@ IMAGE_REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown
 CONTAINER_ENGINE ?= $(shell tools/images/engine.sh 2>/dev/null)
 # The local stack's Jaeger image, from the cached binary (kvtrace.devstack.containers).
 JAEGER_LOCAL_IMAGE ?= $(shell $(BIN)/python -c 'from kvtrace.devstack.containers import LOCAL_JAEGER_IMAGE; print(LOCAL_JAEGER_IMAGE)' 2>/dev/null)
-# Push target: `make images IMAGE_REGISTRY=registry.example.com/team` builds the three images
-# as REGISTRY/NAME:TAG; `make push-images IMAGE_REGISTRY=...` pushes them.
+# Push target: `make images IMAGE_REGISTRY=registry.example.com/team` builds the five shipped
+# images (operator, KV node, collector, Python and Java agents) as REGISTRY/NAME:TAG;
+# `make push-images IMAGE_REGISTRY=...` pushes them.
 IMAGE_REGISTRY ?=
 registry_image = $(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/$(lastword $(subst /, ,$(1))),$(1))
 KIND ?= kind
@@ -125,17 +128,20 @@ manifests: install crds monitoring
 	{ echo '# $(MANIFESTS_HEADER)'; $(HELM) $(MANIFESTS_HELM_ARGS); } > manifests/install.yaml.tmp
 	mv manifests/install.yaml.tmp manifests/install.yaml
 
-# The operator, KV node and collector images, and the local stack's Jaeger image
+# The operator, KV node, collector and language agent images, and the local stack's Jaeger image
 # (tools/images/build.sh: bases, sizes against budgets, timings).
 images:
 	@test -n "$(CONTAINER_ENGINE)" || { tools/images/engine.sh; exit 1; }
-	@test -n "$(OPERATOR_IMAGE)" -a -n "$(KVNODE_IMAGE)" -a -n "$(COLLECTOR_IMAGE)" || \
-		{ echo "$(IMAGES_PY): expected lines NAME = \"IMAGE\" for OPERATOR_IMAGE, KVNODE_IMAGE, COLLECTOR_IMAGE"; exit 1; }
+	@test -n "$(OPERATOR_IMAGE)" -a -n "$(KVNODE_IMAGE)" -a -n "$(COLLECTOR_IMAGE)" \
+		-a -n "$(PYTHON_AGENT_IMAGE)" -a -n "$(JAVA_AGENT_IMAGE)" || \
+		{ echo "$(IMAGES_PY): expected lines NAME = \"IMAGE\" for OPERATOR_IMAGE, KVNODE_IMAGE, COLLECTOR_IMAGE, PYTHON_AGENT_IMAGE, JAVA_AGENT_IMAGE"; exit 1; }
 	@$(MAKE) --no-print-directory install
 	CONTAINER_ENGINE=$(CONTAINER_ENGINE) IMAGE_REVISION=$(IMAGE_REVISION) PYTHON=$(BIN)/python \
 		OPERATOR_IMAGE=$(call registry_image,$(OPERATOR_IMAGE)) \
 		KVNODE_IMAGE=$(call registry_image,$(KVNODE_IMAGE)) \
 		COLLECTOR_IMAGE=$(call registry_image,$(COLLECTOR_IMAGE)) \
+		PYTHON_AGENT_IMAGE=$(call registry_image,$(PYTHON_AGENT_IMAGE)) \
+		JAVA_AGENT_IMAGE=$(call registry_image,$(JAVA_AGENT_IMAGE)) \
 		JAEGER_LOCAL_IMAGE=$(if $(IMAGE_REGISTRY),,$(JAEGER_LOCAL_IMAGE)) \
 		bash tools/images/build.sh
 
@@ -144,6 +150,8 @@ push-images:
 	$(CONTAINER_ENGINE) push $(call registry_image,$(OPERATOR_IMAGE))
 	$(CONTAINER_ENGINE) push $(call registry_image,$(KVNODE_IMAGE))
 	$(CONTAINER_ENGINE) push $(call registry_image,$(COLLECTOR_IMAGE))
+	$(CONTAINER_ENGINE) push $(call registry_image,$(PYTHON_AGENT_IMAGE))
+	$(CONTAINER_ENGINE) push $(call registry_image,$(JAVA_AGENT_IMAGE))
 
 # A kind cluster (created once, then reused) with the three images loaded and the operator
 # installed by the chart. Jaeger's image is pulled by the cluster itself. helm installs CRDs

@@ -1,7 +1,8 @@
-"""The three images kvtrace ships, read from their Dockerfiles (no container engine here) and
-checked against what runs them: the operator's rendered StatefulSet and collector Deployment,
-the chart's operator Deployment, and `make images` / `make kind-up` (which must build and
-load exactly the render defaults of render/images.py)."""
+"""The images kvtrace ships (operator, KV node, collector, the Python and Java agents), read
+from their Dockerfiles (no container engine here) and checked against what runs them: the
+operator's rendered StatefulSet and collector Deployment, the chart's operator Deployment, and
+`make images` / `make kind-up` (which must build and load exactly the render defaults of
+render/images.py)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,23 @@ DOCKERFILES = {
     images.COLLECTOR_IMAGE: Dockerfile(REPO / "tools" / "otelcol" / "Dockerfile"),
 }
 OPERATOR, KVNODE, COLLECTOR = DOCKERFILES.values()
+# The language agents the injection webhook's init containers copy (instrumentation/).
+AGENTS = {
+    images.PYTHON_AGENT_IMAGE: Dockerfile(REPO / "instrumentation" / "python" / "Dockerfile"),
+    images.JAVA_AGENT_IMAGE: Dockerfile(REPO / "instrumentation" / "java" / "Dockerfile"),
+}
+SHIPPED = {**DOCKERFILES, **AGENTS}
+SHIPPED_IMAGES = (
+    "OPERATOR_IMAGE",
+    "KVNODE_IMAGE",
+    "COLLECTOR_IMAGE",
+    "PYTHON_AGENT_IMAGE",
+    "JAVA_AGENT_IMAGE",
+)
 EACH = pytest.mark.parametrize(
-    "dockerfile", DOCKERFILES.values(), ids=["operator", "kvnode", "collector"]
+    "dockerfile",
+    SHIPPED.values(),
+    ids=["operator", "kvnode", "collector", "python-agent", "java-agent"],
 )
 EXAMPLE = REPO / "examples" / "01-basic"
 
@@ -79,7 +95,7 @@ def test_bases_are_pinned_to_versions(dockerfile: Dockerfile) -> None:
 
 
 def test_python_images_share_one_pinned_3_11_base() -> None:
-    python = {df.args()["PYTHON_IMAGE"] for df in DOCKERFILES.values()}
+    python = {df.args()["PYTHON_IMAGE"] for df in SHIPPED.values()}
     assert len(python) == 1, f"the Dockerfiles disagree on PYTHON_IMAGE: {python}"
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", python.pop())
 
@@ -224,7 +240,7 @@ def test_make_images_builds_each_dockerfile_under_its_render_default() -> None:
         for name, dockerfile in built.items()
         if name != "JAEGER_LOCAL_IMAGE"
     }
-    assert builds == {image: df.path for image, df in DOCKERFILES.items()}
+    assert builds == {image: df.path for image, df in SHIPPED.items()}
     assert built["JAEGER_LOCAL_IMAGE"] == "tools/jaeger/Dockerfile"
     assert variables["CONTAINER_ENGINE"] == "docker" and variables["JAEGER_LOCAL_IMAGE"]
 
@@ -235,13 +251,10 @@ def test_make_images_follows_an_overridden_image_name() -> None:
     assert variables["OPERATOR_IMAGE"] == images.OPERATOR_IMAGE
 
 
-def test_make_images_for_a_registry_names_the_three_images_there_and_no_local_jaeger() -> None:
+def test_make_images_for_a_registry_names_the_shipped_images_there_and_no_local_jaeger() -> None:
     variables = build_script_call("IMAGE_REGISTRY=registry.example.com/team")
-    for name, image in (
-        ("OPERATOR_IMAGE", images.OPERATOR_IMAGE),
-        ("KVNODE_IMAGE", images.KVNODE_IMAGE),
-        ("COLLECTOR_IMAGE", images.COLLECTOR_IMAGE),
-    ):
+    for name in SHIPPED_IMAGES:
+        image = getattr(images, name)
         assert variables[name] == "registry.example.com/team/" + image.rpartition("/")[2]
     assert variables["JAEGER_LOCAL_IMAGE"] == ""
     pushes = [
@@ -249,9 +262,7 @@ def test_make_images_for_a_registry_names_the_three_images_there_and_no_local_ja
         for cmd in make_dry_run("push-images", "IMAGE_REGISTRY=registry.example.com/team")
         if cmd[:2] == ["docker", "push"]
     ]
-    assert [cmd[2] for cmd in pushes] == [
-        variables[n] for n in ("OPERATOR_IMAGE", "KVNODE_IMAGE", "COLLECTOR_IMAGE")
-    ]
+    assert [cmd[2] for cmd in pushes] == [variables[n] for n in SHIPPED_IMAGES]
 
 
 def test_images_install_pinned_python_dependencies() -> None:

@@ -169,7 +169,13 @@ def test_process_limits_are_explicit_and_within_the_hosts() -> None:
 
 
 def test_budgets_are_the_issues_and_bad_lines_are_named(tmp_path: Path) -> None:
-    assert containers.budgets() == {"kvnode": 150, "operator": 200, "collector": 120}
+    assert containers.budgets() == {
+        "kvnode": 150,
+        "operator": 200,
+        "collector": 120,
+        "python-agent": 130,
+        "java-agent": 150,
+    }
     bad = tmp_path / "budgets.txt"
     bad.write_text("kvnode 150\noperator lots\n")
     with pytest.raises(

@@ -3,9 +3,12 @@
 # (tools/images/engine.sh). `make images` runs it; every name comes from its environment:
 #   CONTAINER_ENGINE  the engine (default: what engine.sh finds)
 #   OPERATOR_IMAGE KVNODE_IMAGE COLLECTOR_IMAGE  the tags (Makefile: render/images.py)
+#   PYTHON_AGENT_IMAGE JAVA_AGENT_IMAGE  the language agents' tags (render/images.py); the
+#                       Java agent's context is the tool cache's java-agent directory
+#                       (`kvtrace dev tools java-agent`: Maven Central via mvn)
 #   JAEGER_LOCAL_IMAGE  the local Jaeger image, from the cached jaeger binary (and the cached
 #                       jaeger-ui assets when the tool cache has them); empty: not built
-#   IMAGE_REVISION    the revision label;  IMAGES  which to build (default: all four)
+#   IMAGE_REVISION    the revision label;  IMAGES  which to build (default: all six)
 # Bases: the Dockerfiles' upstream bases (ARG PYTHON_IMAGE / GOLANG_IMAGE) when the engine
 # can pull them, else local Debian bases made once by tools/images/base.sh.
 # Podman only (docker build has no -v): builds run on the host network with the host's pip
@@ -21,8 +24,9 @@ log() { echo "[images] $*" >&2; }
 engine=${CONTAINER_ENGINE:-}
 [[ -n $engine ]] || engine=$("$here/engine.sh")
 : "${OPERATOR_IMAGE:?}" "${KVNODE_IMAGE:?}" "${COLLECTOR_IMAGE:?}"
+: "${PYTHON_AGENT_IMAGE:?}" "${JAVA_AGENT_IMAGE:?}"
 revision=${IMAGE_REVISION:-unknown}
-wanted=${IMAGES:-operator kvnode collector jaeger}
+wanted=${IMAGES:-operator kvnode collector python-agent java-agent jaeger}
 started=$SECONDS
 podman=false
 [[ $(basename "$engine") == podman* ]] && podman=true
@@ -97,13 +101,14 @@ print(t.directory if t and tools.verify(t) is None else "")')
 # (the containers tier's budget test is what fails on it).
 sizes() {
   local name budget tag bytes mb over=0
-  printf '%-10s %-45s %8s %8s\n' IMAGE TAG MB BUDGET >&2
+  printf '%-12s %-52s %8s %8s\n' IMAGE TAG MB BUDGET >&2
   while read -r name budget; do
     case $name in operator) tag=$OPERATOR_IMAGE ;; kvnode) tag=$KVNODE_IMAGE ;;
-                  collector) tag=$COLLECTOR_IMAGE ;; *) continue ;; esac
+                  collector) tag=$COLLECTOR_IMAGE ;; python-agent) tag=$PYTHON_AGENT_IMAGE ;;
+                  java-agent) tag=$JAVA_AGENT_IMAGE ;; *) continue ;; esac
     bytes=$("$engine" image inspect --format '{{.Size}}' "$tag" 2>/dev/null) || continue
     mb=$((bytes / 1000000))
-    printf '%-10s %-45s %8s %8s%s\n' "$name" "$tag" "$mb" "$budget" \
+    printf '%-12s %-52s %8s %8s%s\n' "$name" "$tag" "$mb" "$budget" \
       "$( ((mb > budget)) && echo '  OVER BUDGET')" >&2
     ((mb <= budget)) || over=1
   done < <(sed -e 's/#.*//' "$here/budgets.txt" | grep -v '^[[:space:]]*$')
@@ -128,6 +133,17 @@ for name in $wanted; do
       choose_base GOLANG_IMAGE golang tools/otelcol/Dockerfile
       build "$COLLECTOR_IMAGE" tools/otelcol/Dockerfile . "${go_flags[@]}" \
         --build-arg "PYTHON_IMAGE=${base[PYTHON_IMAGE]}" --build-arg "GOLANG_IMAGE=${base[GOLANG_IMAGE]}" ;;
+    python-agent)
+      choose_base PYTHON_IMAGE python instrumentation/python/Dockerfile
+      build "$PYTHON_AGENT_IMAGE" instrumentation/python/Dockerfile . \
+        --build-arg "PYTHON_IMAGE=${base[PYTHON_IMAGE]}" ;;
+    java-agent)
+      # The cached agent jar, fetched first when the cache lacks it (its last line: the directory).
+      agent=$("${PYTHON:-.venv/bin/python}" -c 'from kvtrace.devstack import tools
+print(tools.ensure(tools.TOOLS["java-agent"]))' | tail -1)
+      choose_base PYTHON_IMAGE python instrumentation/java/Dockerfile
+      build "$JAVA_AGENT_IMAGE" instrumentation/java/Dockerfile "$agent" \
+        --build-arg "PYTHON_IMAGE=${base[PYTHON_IMAGE]}" ;;
     jaeger)
       [[ -n ${JAEGER_LOCAL_IMAGE:-} ]] || continue
       if ! "${PYTHON:-.venv/bin/python}" -c 'from kvtrace.devstack.tools import binary; binary("jaeger")' 2>/dev/null; then
@@ -138,7 +154,7 @@ for name in $wanted; do
       trap 'rm -rf "$context"' EXIT
       jaeger_context "$context"
       build "$JAEGER_LOCAL_IMAGE" tools/jaeger/Dockerfile "$context" ;;
-    *) log "unknown image '$name' in IMAGES (expected operator, kvnode, collector, jaeger)"; exit 2 ;;
+    *) log "unknown image '$name' in IMAGES (expected operator, kvnode, collector, python-agent, java-agent, jaeger)"; exit 2 ;;
   esac
 done
 log "done in $((SECONDS - started))s"

@@ -283,7 +283,7 @@ def _agent_volumes(request: Request) -> list[tuple[str, str, str, list[str]]]:
                 PYTHON_VOLUME,
                 PYTHON_DIR,
                 images.PYTHON_AGENT_IMAGE,
-                ["cp", "-a", f"{PYTHON_AGENT_SOURCE}/.", PYTHON_DIR],
+                ["cp", "-r", f"{PYTHON_AGENT_SOURCE}/.", PYTHON_DIR],
             )
         )
     if request.java:

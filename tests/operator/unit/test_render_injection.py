@@ -227,7 +227,7 @@ def test_python_agent() -> None:
     assert init["image"] == PYTHON_AGENT_IMAGE
     assert init["command"] == [
         "cp",
-        "-a",
+        "-r",
         "/autoinstrumentation/.",
         "/otel-auto-instrumentation-python",
     ]
