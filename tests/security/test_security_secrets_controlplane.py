@@ -314,6 +314,15 @@ def test_the_operator_creates_the_token_secret_once(operator: Any, kube_ns: Any,
     ] == version
     assert decoded_token(kube_ns, "traces-otlp-token") == token
 
+    # The members follow the new ratio on a reconcile of their own, requested by the
+    # pipeline's (coalesced, after it): wait for it before taking their checksum.
+    def sampler_arg() -> str | None:
+        sts = kube_ns.get("statefulset", "kv") or {}
+        env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        return next((e.get("value") for e in env if e["name"] == "OTEL_TRACES_SAMPLER_ARG"), None)
+
+    poll(lambda: sampler_arg() == "0.5", timeout=TIMEOUT, message="the members at ratio 0.5")
+
     # Deleted by hand: a new one with a new token in the token set; the members keep theirs.
     members = checksum(kube_ns, "statefulset", "kv")
     kube_ns.run("delete", "secret", "traces-otlp-token")
