@@ -86,24 +86,25 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
             own_tracing.reconcile("KVCluster", cluster, result),
         ):
             pipeline, tracing = await resolve_pipeline(client, cluster)
+
+            async def refuse(exc: Exception) -> None:
+                """An invalid spec: conditions and an event, nothing applied."""
+                result["outcome"] = "invalid_spec"
+                status = kvcluster_status(
+                    cluster,
+                    statefulset=None,
+                    tracing=tracing,
+                    now=common.now(),
+                    spec_error=str(exc),
+                )
+                await common.write_status(client, k8s.KVCluster, cluster, status)
+                await common.report_spec_error(client, cluster, str(exc))
+
             try:
                 with own_tracing.span("render"):
                     children = render_kvcluster(cluster, pipeline)
             except SpecError as exc:
-                result["outcome"] = "invalid_spec"
-                await common.write_status(
-                    client,
-                    k8s.KVCluster,
-                    cluster,
-                    kvcluster_status(
-                        cluster,
-                        statefulset=None,
-                        tracing=tracing,
-                        now=common.now(),
-                        spec_error=str(exc),
-                    ),
-                )
-                await common.report_spec_error(client, cluster, str(exc))
+                await refuse(exc)
                 return False
             try:
                 children = await certificates.prepare(
@@ -142,20 +143,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 if changes is not None:
                     await report_scaling(client, cluster, changes)
             except (k8s.Rejected, SpecError) as exc:  # SpecError: certManager without cert-manager
-                result["outcome"] = "invalid_spec"
-                await common.write_status(
-                    client,
-                    k8s.KVCluster,
-                    cluster,
-                    kvcluster_status(
-                        cluster,
-                        statefulset=None,
-                        tracing=tracing,
-                        now=common.now(),
-                        spec_error=str(exc),
-                    ),
-                )
-                await common.report_spec_error(client, cluster, str(exc))
+                await refuse(exc)
                 return False
             except ApiError as exc:
                 if not k8s.is_forbidden(exc):

@@ -84,24 +84,25 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
             METRICS.reconcile("TracingPipeline") as result,
             tracing.reconcile("TracingPipeline", pipeline, result),
         ):
+
+            async def refuse(exc: Exception) -> None:
+                """An invalid spec: conditions and an event, nothing applied."""
+                result["outcome"] = "invalid_spec"
+                status = pipeline_status(
+                    runtime,
+                    pipeline,
+                    workloads=[],
+                    consumers=names,
+                    now=common.now(),
+                    spec_error=str(exc),
+                )
+                await common.write_status(client, k8s.TracingPipeline, pipeline, status)
+                await common.report_spec_error(client, pipeline, str(exc))
+
             try:
                 children = render_pipeline(pipeline, proxy_image=runtime.options.query_proxy_image)
             except SpecError as exc:
-                result["outcome"] = "invalid_spec"
-                await common.write_status(
-                    client,
-                    k8s.TracingPipeline,
-                    pipeline,
-                    pipeline_status(
-                        runtime,
-                        pipeline,
-                        workloads=[],
-                        consumers=names,
-                        now=common.now(),
-                        spec_error=str(exc),
-                    ),
-                )
-                await common.report_spec_error(client, pipeline, str(exc))
+                await refuse(exc)
                 return
             try:
                 children = await certificates.prepare(
@@ -141,21 +142,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 tokens = await sync_tokens(runtime, pipeline, referencing)  # revokes too
                 await instrumented.sync(client, pipeline, consumers.workload_names(referencing))
             except (k8s.Rejected, SpecError) as exc:  # SpecError: certManager without cert-manager
-                result["outcome"] = "invalid_spec"
-                await common.write_status(
-                    client,
-                    k8s.TracingPipeline,
-                    pipeline,
-                    pipeline_status(
-                        runtime,
-                        pipeline,
-                        workloads=[],
-                        consumers=names,
-                        now=common.now(),
-                        spec_error=str(exc),
-                    ),
-                )
-                await common.report_spec_error(client, pipeline, str(exc))
+                await refuse(exc)
                 return
             except ApiError as exc:
                 if not k8s.is_forbidden(exc):
