@@ -99,3 +99,47 @@ def test_a_missing_prerequisite_is_one_line_and_nothing_is_built(
     captured = capsys.readouterr()
     assert captured.err == f"kvtrace dev tools: error: {message}\n"
     assert fakes == []
+
+
+def test_a_second_run_waits_for_the_first_build_and_then_finds_it_cached(
+    fakes: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two concurrent callers (threads here; processes hold the same file lock): the tool is
+    built once, the second caller says it waits and then reports it cached."""
+    import threading
+
+    release = threading.Event()
+    entered = threading.Event()
+    slow = tools.TOOLS["kubernetes"]
+
+    def build(out: Path, scratch: Path) -> None:
+        entered.set()
+        assert release.wait(10)
+        slow.build(out, scratch)
+
+    tool = tools.Tool(slow.name, slow.version, slow.binaries, build)
+    first = threading.Thread(target=tools.ensure, args=(tool,))
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=tools.ensure, args=(tool,))
+    second.start()
+    release.set()
+    first.join(10)
+    second.join(10)
+    out = capsys.readouterr().out
+    assert fakes == ["kubernetes"]
+    assert "waiting for another build" in out
+    assert out.rstrip().endswith(f"cached at {tool.directory}")
+
+
+def test_the_collector_cache_key_changes_with_its_manifest(tmp_path: Path) -> None:
+    for name in ("builder-config.yaml", "go.sum"):
+        (tmp_path / name).write_text("a\n")
+    (tmp_path / "stubs" / "x").mkdir(parents=True)
+    (tmp_path / "stubs" / "x" / "go.mod").write_text("module x\n")
+    before = tools.otelcol_build_id(tmp_path)
+    assert before.startswith(f"{tools.OTELCOL_VERSION}-") and before == tools.otelcol_build_id(
+        tmp_path
+    )
+    (tmp_path / "builder-config.yaml").write_text("b\n")
+    assert tools.otelcol_build_id(tmp_path) != before

@@ -8,7 +8,9 @@ otherwise). A build that is present and intact is skipped; a missing or corrupt 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -19,7 +21,7 @@ import tarfile
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 REPO_TOOLS = Path(__file__).resolve().parents[3] / "tools"
@@ -93,6 +95,21 @@ class Tool:
 
     def path(self, binary: str | None = None) -> Path:
         return self.directory / (binary or self.binaries[0])
+
+
+OTELCOL_MANIFEST = REPO_TOOLS / "otelcol" / "builder-config.yaml"
+
+
+def otelcol_build_id(directory: Path = OTELCOL_MANIFEST.parent) -> str:
+    """The collector's cache key: its release plus a digest of the distribution's inputs
+    (the ocb manifest, the committed go.sum, the stand-in modules), so a change to any of
+    them builds a new binary instead of reusing a cached one without the new components."""
+    digest = hashlib.sha256()
+    inputs = [directory / "builder-config.yaml", directory / "go.sum"]
+    inputs += sorted(p for p in (directory / "stubs").rglob("*") if p.is_file())
+    for path in inputs:
+        digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
+    return f"{OTELCOL_VERSION}-{digest.hexdigest()[:10]}"
 
 
 def _sha256(path: Path) -> str:
@@ -244,9 +261,6 @@ def _otelcol_go_mod(manifest: dict[str, object]) -> str:
     lines += [f"\t{req}" for req in requires] + [")", ""]
     lines += [f"replace {rep}" for rep in manifest.get("replaces") or []]  # type: ignore[attr-defined]
     return "\n".join(lines) + "\n"
-
-
-OTELCOL_MANIFEST = REPO_TOOLS / "otelcol" / "builder-config.yaml"
 
 
 def otelcol_go_mod(manifest_path: Path = OTELCOL_MANIFEST) -> str:
@@ -405,7 +419,7 @@ TOOLS: dict[str, Tool] = {
                 {"builder": f"go.opentelemetry.io/collector/cmd/builder@v{OTELCOL_VERSION}"}
             ),
         ),
-        Tool("otelcol", OTELCOL_VERSION, ("otelcol-kvtrace",), _build_otelcol),
+        Tool("otelcol", otelcol_build_id(), ("otelcol-kvtrace",), _build_otelcol),
         Tool(
             "jaeger",
             JAEGER_VERSION,
@@ -475,6 +489,21 @@ def ensure(tool: Tool, *, force: bool = False) -> Path:
     return _ensure(tool, "rebuild forced" if force else verify(tool))
 
 
+@contextlib.contextmanager
+def _build_lock(tool: Tool) -> Iterator[None]:
+    """Hold the tool's build lock (a file lock beside its cache directory): a second
+    ``kvtrace dev tools`` (another shell, a parallel test session) waits for the first one's
+    build and then finds it cached, instead of compiling the same packages again."""
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with (cache_root() / f".{tool.name}-{tool.version}.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[tools] {tool.name} {tool.version}: waiting for another build", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def _ensure(
     tool: Tool, problem: str | None, position: str = "", since: float | None = None
 ) -> Path:
@@ -484,11 +513,19 @@ def _ensure(
     if problem is None:
         print(f"{head}: cached at {tool.directory}", flush=True)
         return tool.directory
+    with _build_lock(tool):
+        problem = verify(tool) if problem != "rebuild forced" else problem
+        if problem is None:  # another run built it while this one waited
+            print(f"{head}: cached at {tool.directory}", flush=True)
+            return tool.directory
+        return _build(tool, problem, head, since)
+
+
+def _build(tool: Tool, problem: str, head: str, since: float | None) -> Path:
     expected = EXPECTED_SECONDS.get(tool.name)
     expectation = f", about {minutes(expected)} cold on 2 idle cores" if expected else ""
     print(f"{head}: building ({problem}{expectation})", flush=True)
     started = time.monotonic()
-    cache_root().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"build-{tool.name}-", dir=cache_root()) as tmp:
         staging = Path(tmp) / "out"
         staging.mkdir()
