@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kvtrace.devstack import containers
+from kvtrace.devstack import containers, podcontainers
 from kvtrace.devstack.pytest_plugin import container_engine
 from kvtrace_operator.render import images, injection
 
@@ -105,7 +105,7 @@ def test_agent_init_container_fills_the_paths_the_app_container_uses(
     volume = tmp_path / "volume"
     volume.mkdir()
     volume.chmod(0o777)  # an emptyDir is writable by the pod's user
-    argv = containers.run_argv(
+    argv = podcontainers.run_argv(
         engine,
         name=f"kvtrace-test-{init['name']}-{uuid.uuid4().hex[:8]}",
         pod=pod,
@@ -113,7 +113,7 @@ def test_agent_init_container_fills_the_paths_the_app_container_uses(
         image=init["image"],
         args=[],
         env_names=[],
-        mounts=[containers.Mount(volume, mount["mountPath"], read_only=False)],
+        mounts=[podcontainers.Mount(volume, mount["mountPath"], read_only=False)],
         command=init["command"],
     )
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)

@@ -1,5 +1,6 @@
-"""The pod runner's container mode as a pure function (``containers.run_argv``: a rendered pod
-in, the engine's command line out), the image size budgets and the engine finder's refusal."""
+"""The pod runner's container mode as pure functions (``podcontainers``: a rendered pod in, the
+engine's command line, mounts and environment out), the image size budgets and the engine
+finder's refusal."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from kvtrace.devstack import containers
-from kvtrace.devstack.containers import Mount, run_argv
+from kvtrace.devstack import containers, podcontainers
+from kvtrace.devstack.podcontainers import Mount, run_argv
 from kvtrace_operator.render import render_all
 
 pytestmark = pytest.mark.unit
@@ -197,3 +198,63 @@ def test_engine_finder_says_why_an_engine_does_not_work(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1 and proc.stdout == ""
     assert f"{fake}: 'docker info' failed: Cannot connect to the Docker daemon" in proc.stderr
+
+
+def test_rendered_volumes_mount_read_only_unless_a_writable_kind(tmp_path: Path) -> None:
+    """The KV pod's own volumes: ConfigMap and Secret read-only, the data claim and /tmp
+    (emptyDir) writable, the endpoint map's directory read-only; none without a local dir."""
+    pod = kv_pod()
+    (container,) = pod["spec"]["containers"]
+    # The StatefulSet controller adds each claim template as a volume of the real pod.
+    declared = {v["name"] for v in pod["spec"]["volumes"]}
+    pod["spec"]["volumes"] += [
+        {"name": m["name"], "persistentVolumeClaim": {"claimName": f"{m['name']}-kv-0"}}
+        for m in container["volumeMounts"]
+        if m["name"] not in declared
+    ]
+    volumes = {v["name"]: tmp_path / v["name"] for v in pod["spec"]["volumes"]}
+    endpoint_map = tmp_path / "map" / "endpoints.json"
+    mounts = podcontainers.pod_mounts(pod, container, volumes, endpoint_map)
+    assert mounts[0] == Mount(endpoint_map.parent, podcontainers.ENDPOINT_MAP_DIR, True)
+    by_target = {m.target: m for m in mounts[1:]}
+    assert set(by_target) == {m["mountPath"] for m in container["volumeMounts"]}
+    kinds = {v["name"]: v for v in pod["spec"]["volumes"]}
+    for mount in container["volumeMounts"]:
+        volume = kinds[mount["name"]]
+        writable = ("emptyDir" in volume or "persistentVolumeClaim" in volume) and not mount.get(
+            "readOnly"
+        )
+        assert by_target[mount["mountPath"]].read_only is not writable, mount
+    assert by_target["/tmp"].read_only is False and by_target["/var/lib/kvnode"].read_only is False
+    assert podcontainers.pod_mounts(pod, container, {}, endpoint_map) == mounts[:1]
+
+
+def test_container_env_adds_what_the_kubelet_and_harness_add(tmp_path: Path) -> None:
+    env = podcontainers.container_env(
+        {"OTEL_SERVICE_NAME": "kv", "HOSTNAME": "overridden"},
+        pod_name="kv-0",
+        address="127.9.0.4",
+        endpoint_map=tmp_path / "endpoints.json",
+        api_server={"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443"},
+    )
+    assert env == {
+        "OTEL_SERVICE_NAME": "kv",
+        "HOSTNAME": "kv-0",
+        "KVTRACE_ENDPOINT_MAP": f"{podcontainers.ENDPOINT_MAP_DIR}/endpoints.json",
+        "KVTRACE_POD_ADDRESS": "127.9.0.4",
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "6443",
+    }
+    client = podcontainers.engine_client_env(env, {"PATH": "/bin", "AWS_SECRET": "x"})
+    assert client == {"PATH": "/bin", **env}  # nothing else of the host reaches a container
+
+
+def test_api_server_is_the_kubeconfigs(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "clusters:\n- name: local\n  cluster: {server: 'https://127.0.0.1:41234'}\n"
+    )
+    assert podcontainers.api_server_env(kubeconfig) == {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "41234",
+    }

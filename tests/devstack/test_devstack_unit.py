@@ -11,7 +11,8 @@ import pytest
 
 from kvtrace.devstack import cluster, tools
 from kvtrace.devstack.backends import forward_to_jaeger, jaeger_config, prepare_config
-from kvtrace.devstack.podrunner import LoopbackAllocator, _Rewriter, expand
+from kvtrace.devstack.podnames import Rewriter, expand
+from kvtrace.devstack.podrunner import LoopbackAllocator
 from kvtrace.devstack.proc import free_port
 from kvtrace.shared import endpoints
 from kvtrace.shared.jaeger_client import decode_spans, group_traces
@@ -163,7 +164,7 @@ def test_kubernetes_variable_expansion() -> None:
 
 
 def test_rewriter_maps_mounts_and_wildcard_addresses(tmp_path: Path) -> None:
-    rewrite = _Rewriter(
+    rewrite = Rewriter(
         [("/etc/kv/peers", tmp_path / "p"), ("/etc/kv", tmp_path / "c")], "127.9.0.3", "10.244.0.7"
     )
     assert rewrite("--peers-file=/etc/kv/peers/list") == f"--peers-file={tmp_path}/p/list"
@@ -178,7 +179,7 @@ def test_rewriter_maps_mounts_and_wildcard_addresses(tmp_path: Path) -> None:
 
 
 def test_rewriter_never_rewrites_a_replacement_again(tmp_path: Path) -> None:
-    rewrite = _Rewriter(
+    rewrite = Rewriter(
         [("/tmp", tmp_path / "scratch"), ("/var/lib/kv", Path("/tmp/cluster/pvc-1"))],
         "127.9.0.3",
         None,
@@ -189,7 +190,7 @@ def test_rewriter_never_rewrites_a_replacement_again(tmp_path: Path) -> None:
 
 def test_rewriter_maps_known_cluster_names_and_records_every_name_it_meets() -> None:
     seen: dict[str, str | None] = {}
-    rewrite = _Rewriter(
+    rewrite = Rewriter(
         [], "127.9.0.3", None, {"kv-1.kv.ns.svc.cluster.local:7071": "127.9.0.4:7071"}, seen
     )
     assert (

@@ -34,7 +34,11 @@ local directories, bind-mounted at their ``mountPath`` (so paths are not rewritt
 endpoint map's directory is mounted read-only, a projected ServiceAccount token is a
 TokenRequest token of the pod's ServiceAccount bound to the pod, and the API server is
 ``KUBERNETES_SERVICE_HOST``/``_PORT`` as the kubelet sets them
-(:mod:`kvtrace.devstack.containers`).
+(:mod:`kvtrace.devstack.podcontainers`).
+
+What the pods refer to in the API (environment sources, volume files, tokens) is read by
+:mod:`kvtrace.devstack.podsources`; names, addresses and rewrites are the pure functions of
+:mod:`kvtrace.devstack.podnames`.
 
 Pods deleted → processes stopped; pods recreated (new uid) → restarted; a process that
 exits is restarted per the pod's ``restartPolicy``. Service and pod DNS names are mapped to
@@ -44,25 +48,29 @@ path every process gets as ``KVTRACE_ENDPOINT_MAP``. Nothing here knows what the
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import itertools
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kvtrace.devstack import containers as containers_mod
-from kvtrace.devstack import tools
+from kvtrace.devstack import podcontainers, tools
+from kvtrace.devstack.podnames import (
+    Rewriter,
+    container_ports,
+    endpoint_entries,
+    expand,
+    parse_selector,
+)
+from kvtrace.devstack.podsources import PodSources, to_dict, write_files
 from kvtrace.devstack.proc import (
     Process,
     StartupError,
@@ -75,20 +83,6 @@ from kvtrace.shared import endpoints as endpoints_mod
 
 Obj = dict[str, Any]
 CommandResolver = Callable[[Obj, Obj], Sequence[str] | None]
-
-# What an engine's client needs of the host's environment in container mode (nothing else of
-# the host reaches a container).
-ENGINE_ENV = (
-    "PATH",
-    "HOME",
-    "TMPDIR",
-    "XDG_RUNTIME_DIR",
-    "CONTAINERS_CONF",
-    "DOCKER_HOST",
-    "CONTAINER_HOST",
-)
-# Volume kinds a container may write to (Kubernetes mounts the others read-only).
-WRITABLE_VOLUMES = ("emptyDir", "persistentVolumeClaim", "hostPath", "ephemeral")
 
 # requests lets these override the OTLP exporter's CA file (docs/security.md, TLS); a pod has
 # neither, so a process run as a pod must not inherit them from the host.
@@ -167,32 +161,6 @@ def _resolve_executable(name: str) -> str | None:
     return shutil.which(base)
 
 
-_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-
-
-def expand(value: str, env: Mapping[str, str]) -> str:
-    """Kubernetes ``$(VAR)`` expansion: known variables replaced, ``$$`` escapes, others kept."""
-
-    def sub(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group(1)
-        return env.get(name, match.group(0))
-
-    return _VAR.sub(sub, value)
-
-
-def _selector_matches(selector: Mapping[str, str] | None, labels: Mapping[str, str] | None) -> bool:
-    if not selector:
-        return False
-    labels = labels or {}
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
-def _to_dict(obj: Any) -> Obj:
-    return obj if isinstance(obj, dict) else obj.to_dict()
-
-
 @dataclasses.dataclass
 class _Rendered:
     """What a pod's processes get, after every rewrite, with the current endpoint map."""
@@ -267,14 +235,10 @@ class PodRunner:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._client: Any = None
-        self._cache: dict[tuple[str, str], Obj | None] = {}
+        self.sources = PodSources(cluster, namespace, self.workdir, self._note)
         # resolve_command's answers per (pod uid, container, image): pods are re-rendered every
         # poll, and a callback may be costly (tools.binary checksums the binary at each call).
         self._commands: dict[tuple[str, str, str], list[str]] = {}
-        # Re-issued serving certificates per (original tls.crt, pod address): see _serving_files.
-        self._leaves: dict[tuple[bytes, str], tuple[bytes, bytes] | None] = {}
-        # Projected ServiceAccount tokens per (pod uid, path): (token, refresh after).
-        self._tokens: dict[tuple[str, str], tuple[bytes, float]] = {}
         self._api_server: dict[str, str] | None = None  # container mode: KUBERNETES_SERVICE_*
 
     # ----------------------------------------------------------------- public API
@@ -289,7 +253,7 @@ class PodRunner:
         self.stop()
 
     def start(self) -> PodRunner:
-        self._client = self.cluster.new_client()
+        self._client = self.sources.client = self.cluster.new_client()
         self.sync()  # first pass synchronously: errors surface in the caller
         self._thread = threading.Thread(
             target=self._loop, name=f"podrunner-{self.namespace}", daemon=True
@@ -313,7 +277,7 @@ class PodRunner:
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
-            self._client = None
+            self._client = self.sources.client = None
         if self._given_workdir is None and not keep_workdirs():
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -364,7 +328,7 @@ class PodRunner:
                 return None
             with self._lock:
                 for running in self._running.values():
-                    for port in _container_ports(running.pod, self.containers):
+                    for port in container_ports(running.pod, self.containers):
                         if not port_open(running.address, port["containerPort"], timeout=0.2):
                             return None
             return pods
@@ -399,11 +363,10 @@ class PodRunner:
             labels = (
                 self.selector
                 if isinstance(self.selector, Mapping)
-                else _parse_selector(self.selector)
+                else parse_selector(self.selector)
             )
         return [
-            _to_dict(o)
-            for o in self._client.list(resource, namespace=self.namespace, labels=labels)
+            to_dict(o) for o in self._client.list(resource, namespace=self.namespace, labels=labels)
         ]
 
     def sync(self) -> None:
@@ -411,7 +374,7 @@ class PodRunner:
         with self._lock:
             if self._stopping:
                 return
-            self._cache.clear()
+            self.sources.clear()
             pods = self._list("Pod")
             wanted = {
                 p["metadata"]["uid"]: p
@@ -424,7 +387,10 @@ class PodRunner:
             # Names map to addresses as soon as pods are wanted (addresses are allocated up
             # front), so pods that name each other render resolved from their first start.
             self.endpoint_map.update(
-                self._owner, self._endpoint_entries(list(wanted.values()), self._list("Service"))
+                self._owner,
+                endpoint_entries(
+                    self.namespace, list(wanted.values()), self._list("Service"), self.address
+                ),
             )
             names = self.endpoint_map.entries()
             for uid, pod in wanted.items():
@@ -442,225 +408,6 @@ class PodRunner:
                         self._note(f"cannot start {message}")
                     self.errors[uid] = message
 
-    # ----------------------------------------------------------------- API objects
-    def _get(self, kind: str, name: str) -> Obj | None:
-        from lightkube.core.exceptions import ApiError
-        from lightkube.resources.core_v1 import (
-            ConfigMap,
-            PersistentVolume,
-            PersistentVolumeClaim,
-            Secret,
-        )
-
-        key = (kind, name)
-        if key not in self._cache:
-            resource = {
-                "ConfigMap": ConfigMap,
-                "Secret": Secret,
-                "PersistentVolumeClaim": PersistentVolumeClaim,
-                "PersistentVolume": PersistentVolume,
-            }[kind]
-            try:
-                namespace = None if kind == "PersistentVolume" else self.namespace
-                self._cache[key] = _to_dict(self._client.get(resource, name, namespace=namespace))
-            except ApiError as exc:
-                if exc.status.code != 404:
-                    raise
-                self._cache[key] = None
-        return self._cache[key]
-
-    def _data(self, kind: str, name: str, optional: bool = False) -> dict[str, bytes]:
-        obj = self._get(kind, name)
-        if obj is None:
-            if optional:
-                return {}
-            raise LookupError(f"{kind} {self.namespace}/{name} not found")
-        if kind == "Secret":
-            return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
-        data = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
-        data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
-        return data
-
-    # ----------------------------------------------------------------- values
-    def _field(self, pod: Obj, address: str, path: str) -> str:
-        meta = pod["metadata"]
-        match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
-        if match:
-            return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
-        values = {
-            "metadata.name": meta["name"],
-            "metadata.namespace": meta.get("namespace", self.namespace),
-            "metadata.uid": meta.get("uid", ""),
-            "spec.nodeName": pod["spec"].get("nodeName", ""),
-            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-            "status.podIP": address,
-            "status.podIPs": address,
-            "status.hostIP": "127.0.0.1",
-            "status.hostIPs": "127.0.0.1",
-        }
-        return str(values.get(path, ""))
-
-    def _env(self, pod: Obj, container: Obj, address: str) -> dict[str, str]:
-        env: dict[str, str] = {}
-        for source in container.get("envFrom") or []:
-            prefix = source.get("prefix", "")
-            for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
-                ref = source.get(key)
-                if ref:
-                    data = self._data(kind, ref["name"], ref.get("optional", False))
-                    env.update({prefix + k: v.decode() for k, v in data.items()})
-        for item in container.get("env") or []:
-            name = item["name"]
-            if "value" in item:
-                env[name] = expand(str(item.get("value") or ""), env)
-                continue
-            source = item.get("valueFrom") or {}
-            if "fieldRef" in source:
-                env[name] = self._field(pod, address, source["fieldRef"]["fieldPath"])
-            elif "configMapKeyRef" in source or "secretKeyRef" in source:
-                kind, ref = (
-                    ("ConfigMap", source["configMapKeyRef"])
-                    if "configMapKeyRef" in source
-                    else ("Secret", source["secretKeyRef"])
-                )
-                data = self._data(kind, ref["name"], ref.get("optional", False))
-                if ref["key"] in data:
-                    env[name] = data[ref["key"]].decode()
-                elif not ref.get("optional", False):
-                    raise LookupError(f"{kind} {ref['name']} has no key {ref['key']!r}")
-            elif "resourceFieldRef" in source:
-                env[name] = _resource_value(container, source["resourceFieldRef"])
-            else:
-                env[name] = ""
-        return env
-
-    # ----------------------------------------------------------------- volumes
-    def _volume_files(self, pod: Obj, address: str, volume: Obj) -> dict[str, bytes] | None:
-        """Files of a ConfigMap/Secret/projected/downwardAPI volume; None for other kinds."""
-        files: dict[str, bytes] = {}
-
-        def add(kind: str, ref: Obj) -> None:
-            data = self._data(kind, ref["name"], ref.get("optional", False))
-            items = ref.get("items")
-            if items:
-                files.update(
-                    {item["path"]: data[item["key"]] for item in items if item["key"] in data}
-                )
-            else:
-                files.update(data)
-
-        def add_downward(ref: Obj) -> None:
-            for item in ref.get("items") or []:
-                if "fieldRef" in item:
-                    files[item["path"]] = self._field(
-                        pod, address, item["fieldRef"]["fieldPath"]
-                    ).encode()
-
-        if "configMap" in volume:
-            add("ConfigMap", volume["configMap"])
-        elif "secret" in volume:
-            add("Secret", {**volume["secret"], "name": volume["secret"]["secretName"]})
-        elif "downwardAPI" in volume:
-            add_downward(volume["downwardAPI"])
-        elif "projected" in volume:
-            for source in volume["projected"].get("sources") or []:
-                if "configMap" in source:
-                    add("ConfigMap", source["configMap"])
-                elif "secret" in source:
-                    add("Secret", source["secret"])
-                elif "downwardAPI" in source:
-                    add_downward(source["downwardAPI"])
-                elif "serviceAccountToken" in source:
-                    files[source["serviceAccountToken"]["path"]] = self._token(
-                        pod, source["serviceAccountToken"]
-                    )
-        else:
-            return None
-        return files
-
-    def _token(self, pod: Obj, source: Obj) -> bytes:
-        """A TokenRequest token of the pod's ServiceAccount bound to the pod, renewed at half
-        its life (the kubelet renews at 80%)."""
-        meta = pod["metadata"]
-        key = (meta["uid"], source["path"])
-        cached = self._tokens.get(key)
-        if cached is None or time.monotonic() > cached[1]:
-            seconds = max(600, int(source.get("expirationSeconds") or 3600))
-            args = [
-                "-n",
-                self.namespace,
-                "create",
-                "token",
-                pod["spec"].get("serviceAccountName") or "default",
-                "--bound-object-kind=Pod",
-                f"--bound-object-name={meta['name']}",
-                f"--bound-object-uid={meta['uid']}",
-                f"--duration={seconds}s",
-            ]
-            if source.get("audience"):
-                args.append(f"--audience={source['audience']}")
-            token = self.cluster.kubectl(*args).stdout.strip().encode()
-            self._tokens[key] = cached = (token, time.monotonic() + seconds / 2)
-        return cached[0]
-
-    def _serving_files(self, files: dict[str, bytes], address: str) -> dict[str, bytes]:
-        """A Secret volume's files with a serving leaf re-issued for ``address`` (once per
-        certificate: the Secrets are read only then), or unchanged."""
-        cert = files.get("tls.crt")
-        if cert is None or "tls.key" not in files:
-            return files
-        key = (cert, address)
-        if key not in self._leaves:
-            from lightkube.resources.core_v1 import Secret
-
-            from kvtrace.devstack.local_tls import issuers, loopback_leaf
-
-            secrets = [
-                {k: base64.b64decode(v) for k, v in (_to_dict(s).get("data") or {}).items()}
-                for s in self._client.list(Secret, namespace=self.namespace)
-            ]
-            pair = loopback_leaf(cert.decode(errors="replace"), issuers(secrets), address)
-            self._leaves[key] = (pair.cert_pem.encode(), pair.key_pem.encode()) if pair else None
-            self._note(
-                f"serving certificate for {address}: "
-                f"{'re-issued with that address' if pair else 'served as it is (no issuer key here)'}"
-            )
-        reissued = self._leaves[key]
-        return (
-            files if reissued is None else {**files, "tls.crt": reissued[0], "tls.key": reissued[1]}
-        )
-
-    def _volume_dir(self, running: _Running, volume: Obj) -> Path:
-        if "persistentVolumeClaim" in volume:
-            claim = volume["persistentVolumeClaim"]["claimName"]
-            pvc = self._get("PersistentVolumeClaim", claim)
-            pv_name = ((pvc or {}).get("spec") or {}).get("volumeName")
-            pv = self._get("PersistentVolume", pv_name) if pv_name else None
-            host_path = (((pv or {}).get("spec") or {}).get("hostPath") or {}).get("path")
-            path = Path(host_path) if host_path else self.workdir / "claims" / claim
-        elif "hostPath" in volume:
-            path = Path(volume["hostPath"]["path"])
-        else:
-            path = running.directory / "volumes" / volume["name"]
-        path.mkdir(parents=True, exist_ok=True)
-        if self.engine is not None and any(kind in volume for kind in WRITABLE_VOLUMES):
-            path.chmod(0o777)  # as the kubelet makes an emptyDir: any container user may write
-        return path
-
-    @staticmethod
-    def _write_files(running: _Running, rendered: _Rendered) -> None:
-        """Write changed files only, each atomically (programs may be re-reading them)."""
-        for volume, files in rendered.files.items():
-            target = running.volumes[volume]
-            for rel, content in files.items():
-                path = target / rel
-                if path.is_file() and path.read_bytes() == content:
-                    continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_bytes(content)
-                os.replace(tmp, path)
-
     # ----------------------------------------------------------------- rendering
     def _selected(self, pod: Obj) -> list[Obj]:
         return [
@@ -673,96 +420,142 @@ class PodRunner:
         """Everything the pod's processes get; raises LookupError while a referenced object is missing."""
         pod = running.pod
         kwok_ip = (pod.get("status") or {}).get("podIP")
-
-        def mounts(containers: Iterable[Obj]) -> list[tuple[str, Path]]:
-            if self.engine is not None:  # containers see their volumes at the real paths
-                return []
-            found = {
-                m["mountPath"].rstrip("/") or "/": running.volumes[m["name"]] / m.get("subPath", "")
-                for c in containers
-                for m in c.get("volumeMounts") or []
-                if m["name"] in running.volumes
-            }
-            return sorted(found.items(), key=lambda item: -len(item[0]))
-
         seen: dict[str, str | None] = {}
         # Files are refreshed in place, as the kubelet does, never a reason to restart: a
         # node re-reading its peers file must keep running when the membership changes.
-        pod_rewrite = _Rewriter(
-            mounts(pod["spec"].get("containers") or []), running.address, kwok_ip, names
+        pod_rewrite = Rewriter(
+            self._mounts(running, pod["spec"].get("containers") or []),
+            running.address,
+            kwok_ip,
+            names,
         )
         files: dict[str, dict[str, bytes]] = {}
         for volume in pod["spec"].get("volumes") or []:
-            content = self._volume_files(pod, running.address, volume)
+            content = self.sources.volume_files(pod, running.address, volume)
             if content is not None and "secret" in volume:
-                content = self._serving_files(content, running.address)
+                content = self.sources.serving_files(content, running.address)
             if content is not None:
                 files[volume["name"]] = {
                     rel: pod_rewrite.text(data) for rel, data in content.items()
                 }
-        argvs: dict[str, list[str]] = {}
-        envs: dict[str, dict[str, str]] = {}
-        cwds: dict[str, Path] = {}
-        init = [c["name"] for c in pod["spec"].get("initContainers") or []]
+        rendered = _Rendered({}, {}, {}, [], files, seen)
+        rendered.init = [c["name"] for c in pod["spec"].get("initContainers") or []]
         for container in [*(pod["spec"].get("initContainers") or []), *self._selected(pod)]:
             cname = container["name"]
-            if self.engine is not None:
-                container_env = self._env(pod, container, running.address)
-                rewrite = _Rewriter([], running.address, kwok_ip, names, seen)
-                argvs[cname], envs[cname] = self._container_run(
+            container_env = self.sources.env(pod, container, running.address)
+            if self.engine is not None:  # containers see their volumes at the real paths
+                rewrite = Rewriter([], running.address, kwok_ip, names, seen)
+                rendered.argv[cname], rendered.env[cname] = self._container_run(
                     running, container, container_env, rewrite
                 )
-                cwds[cname] = running.directory
+                rendered.cwd[cname] = running.directory
                 continue
-            raw = self._argv(pod, container)
-            if raw is None:
-                raise LookupError(
-                    f"container {cname} has no command and no resolve_command mapping "
-                    f"for image {container.get('image')!r}"
-                )
-            container_env = self._env(pod, container, running.address)
-            rewrite = _Rewriter(
-                mounts([container]) + self._image_mounts(container),
+            rewrite = Rewriter(
+                self._mounts(running, [container]) + self._image_mounts(container),
                 running.address,
                 kwok_ip,
                 names,
                 seen,
             )
-            argv = [rewrite(expand(a, container_env)) for a in raw]
-            executable = resolve_executable(argv[0])
-            if executable is None:
-                raise FileNotFoundError(
-                    f"container {cname}: executable {argv[0]!r} not found "
-                    f"(venv {venv_bin()}, tool cache, PATH)"
-                )
-            argvs[cname] = [executable, *argv[1:]]
-            env = no_proxy_env(
-                {
-                    k: v
-                    for k, v in os.environ.items()
-                    if not k.startswith("PYTEST_") and k not in HOST_CA_OVERRIDES
-                }
-            )
-            env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
-            kubeconfig = getattr(self.cluster, "kubeconfig", None)
-            if kubeconfig:
-                env["KUBECONFIG"] = str(kubeconfig)
-            env.update({k: rewrite(v) for k, v in container_env.items()})
-            env.update(
-                self.extra_env
-            )  # the runner's caller has the last word (e.g. a test's collector)
-            env.update(
-                {
-                    endpoints_mod.ENV: str(self.endpoint_map.path),
-                    "HOSTNAME": pod["metadata"]["name"],
-                    "KVTRACE_POD_ADDRESS": running.address,
-                }
-            )
-            envs[cname] = env
+            rendered.argv[cname] = self._process_argv(pod, container, container_env, rewrite)
+            rendered.env[cname] = self._process_env(running, container_env, rewrite)
             workdir = container.get("workingDir")
             cwd = Path(rewrite(workdir)) if workdir else running.directory
-            cwds[cname] = cwd if cwd.is_dir() else running.directory
-        return _Rendered(argvs, envs, cwds, init, files, seen)
+            rendered.cwd[cname] = cwd if cwd.is_dir() else running.directory
+        return rendered
+
+    def _mounts(self, running: _Running, containers: Iterable[Obj]) -> list[tuple[str, Path]]:
+        """Process mode: ``(mountPath, local directory)`` of the containers' volume mounts,
+        longest path first (container mode mounts them at the real paths: none)."""
+        if self.engine is not None:
+            return []
+        found = {
+            m["mountPath"].rstrip("/") or "/": running.volumes[m["name"]] / m.get("subPath", "")
+            for c in containers
+            for m in c.get("volumeMounts") or []
+            if m["name"] in running.volumes
+        }
+        return sorted(found.items(), key=lambda item: -len(item[0]))
+
+    def _process_argv(
+        self, pod: Obj, container: Obj, container_env: Mapping[str, str], rewrite: Rewriter
+    ) -> list[str]:
+        """Process mode: the container's argv, rewritten, its executable resolved on the host."""
+        raw = self._argv(pod, container)
+        if raw is None:
+            raise LookupError(
+                f"container {container['name']} has no command and no resolve_command mapping "
+                f"for image {container.get('image')!r}"
+            )
+        argv = [rewrite(expand(a, container_env)) for a in raw]
+        executable = resolve_executable(argv[0])
+        if executable is None:
+            raise FileNotFoundError(
+                f"container {container['name']}: executable {argv[0]!r} not found "
+                f"(venv {venv_bin()}, tool cache, PATH)"
+            )
+        return [executable, *argv[1:]]
+
+    def _process_env(
+        self, running: _Running, container_env: Mapping[str, str], rewrite: Rewriter
+    ) -> dict[str, str]:
+        """Process mode: the host's environment (no proxies, no CA overrides), the venv first
+        on PATH, the cluster's kubeconfig, then the container's rewritten variables, the
+        runner's ``env`` (the caller has the last word: e.g. a test's collector) and the
+        harness's own (endpoint map, HOSTNAME, the pod's address)."""
+        env = no_proxy_env(
+            {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith("PYTEST_") and k not in HOST_CA_OVERRIDES
+            }
+        )
+        env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
+        kubeconfig = getattr(self.cluster, "kubeconfig", None)
+        if kubeconfig:
+            env["KUBECONFIG"] = str(kubeconfig)
+        env.update({k: rewrite(v) for k, v in container_env.items()})
+        env.update(self.extra_env)
+        env.update(
+            {
+                endpoints_mod.ENV: str(self.endpoint_map.path),
+                "HOSTNAME": running.pod_name,
+                "KVTRACE_POD_ADDRESS": running.address,
+            }
+        )
+        return env
+
+    def _container_run(
+        self, running: _Running, container: Obj, container_env: dict[str, str], rewrite: Rewriter
+    ) -> tuple[list[str], dict[str, str]]:
+        """Container mode: the ``ENGINE run`` argv of one container and the engine client's
+        environment (the container's variables ride in it, passed by name)."""
+        assert self.engine is not None
+        kubeconfig = getattr(self.cluster, "kubeconfig", None)
+        if self._api_server is None and kubeconfig:
+            self._api_server = podcontainers.api_server_env(kubeconfig)
+        env = podcontainers.container_env(
+            {**{k: rewrite(v) for k, v in container_env.items()}, **self.extra_env},
+            pod_name=running.pod_name,
+            address=running.address,
+            endpoint_map=self.endpoint_map.path,
+            api_server=self._api_server or {},
+        )
+        image = str(container.get("image"))
+        argv = podcontainers.run_argv(
+            self.engine,
+            name=f"kvtrace-{self.namespace}-{running.pod_name}-{container['name']}-{running.uid[:8]}",
+            pod=running.pod,
+            container=container,
+            image=self.images.get(image, image),
+            env_names=sorted(env),
+            mounts=podcontainers.pod_mounts(
+                running.pod, container, running.volumes, self.endpoint_map.path
+            ),
+            command=[rewrite(expand(a, container_env)) for a in container.get("command") or []],
+            args=[rewrite(expand(a, container_env)) for a in container.get("args") or []],
+        )
+        return argv, podcontainers.engine_client_env(env, os.environ)
 
     def _image_mounts(self, container: Obj) -> list[tuple[str, Path]]:
         """What stands for the files of the container's image: each top-level entry of its
@@ -777,14 +570,7 @@ class PodRunner:
         rendered = running.rendered
         assert rendered is not None
         for cname in rendered.init:
-            log = self.workdir / "logs" / f"{running.pod_name}_{cname}.log"
-            process = Process(
-                f"{running.pod_name}/{cname}",
-                rendered.argv[cname],
-                log,
-                env=rendered.env[cname],
-                cwd=rendered.cwd[cname],
-            ).start()
+            process = self._process(running, cname).start()
             self._note(f"init {process.name} pid {process.pid}: {' '.join(rendered.argv[cname])}")
             try:
                 code = process.popen.wait(timeout=timeout)  # type: ignore[union-attr]
@@ -797,74 +583,6 @@ class PodRunner:
                 raise RuntimeError(
                     f"init container {cname} exited with {code}:\n{process.tail(10)}"
                 )
-
-    def _container_run(
-        self, running: _Running, container: Obj, container_env: dict[str, str], rewrite: _Rewriter
-    ) -> tuple[list[str], dict[str, str]]:
-        """Container mode: the ``ENGINE run`` argv of one container and the engine client's
-        environment (the container's variables ride in it, passed by name)."""
-        assert self.engine is not None
-        pod = running.pod
-        env = {k: rewrite(v) for k, v in container_env.items()}
-        env.update(self.extra_env)
-        env.update(
-            {
-                endpoints_mod.ENV: f"{containers_mod.ENDPOINT_MAP_DIR}/{self.endpoint_map.path.name}",
-                "HOSTNAME": pod["metadata"]["name"],
-                "KVTRACE_POD_ADDRESS": running.address,
-            }
-        )
-        env.update(self._service_env())
-        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
-        mounts = [
-            containers_mod.Mount(
-                self.endpoint_map.path.parent, containers_mod.ENDPOINT_MAP_DIR, True
-            )
-        ]
-        for mount in container.get("volumeMounts") or []:
-            volume = volumes.get(mount["name"])
-            if volume is None or mount["name"] not in running.volumes:
-                continue
-            writable = any(kind in volume for kind in WRITABLE_VOLUMES) and not mount.get(
-                "readOnly"
-            )
-            mounts.append(
-                containers_mod.Mount(
-                    running.volumes[mount["name"]] / mount.get("subPath", ""),
-                    mount["mountPath"],
-                    not writable,
-                )
-            )
-        image = str(container.get("image"))
-        argv = containers_mod.run_argv(
-            self.engine,
-            name=f"kvtrace-{self.namespace}-{running.pod_name}-{container['name']}-{running.uid[:8]}",
-            pod=pod,
-            container=container,
-            image=self.images.get(image, image),
-            env_names=sorted(env),
-            mounts=mounts,
-            command=[rewrite(expand(a, container_env)) for a in container.get("command") or []],
-            args=[rewrite(expand(a, container_env)) for a in container.get("args") or []],
-        )
-        client_env = {k: v for k, v in os.environ.items() if k in ENGINE_ENV}
-        return argv, {**client_env, **env}
-
-    def _service_env(self) -> dict[str, str]:
-        """``KUBERNETES_SERVICE_HOST``/``_PORT``: the API server of the cluster's kubeconfig."""
-        kubeconfig = getattr(self.cluster, "kubeconfig", None)
-        if not kubeconfig:
-            return {}
-        if self._api_server is None:
-            import yaml
-
-            config = yaml.safe_load(Path(kubeconfig).read_text())
-            server = urllib.parse.urlsplit(config["clusters"][0]["cluster"]["server"])
-            self._api_server = {
-                "KUBERNETES_SERVICE_HOST": server.hostname or "127.0.0.1",
-                "KUBERNETES_SERVICE_PORT": str(server.port or 443),
-            }
-        return self._api_server
 
     # ----------------------------------------------------------------- processes
     def _start_pod(self, pod: Obj, names: Mapping[str, str]) -> _Running:
@@ -883,9 +601,11 @@ class PodRunner:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             for volume in pod["spec"].get("volumes") or []:
-                running.volumes[volume["name"]] = self._volume_dir(running, volume)
+                running.volumes[volume["name"]] = self.sources.volume_dir(
+                    directory, volume, shared=self.engine is not None
+                )
             running.rendered = self._render(running, names)
-            self._write_files(running, running.rendered)
+            write_files(running.volumes, running.rendered.files)
             self._run_init(running)
             for cname in running.rendered.argv:
                 if cname not in running.rendered.init:
@@ -899,7 +619,7 @@ class PodRunner:
         """Refresh volume files; restart the pod's processes when a name in their arguments or
         environment now maps elsewhere (typically: another runner started running its target)."""
         rendered = self._render(running, names)
-        self._write_files(running, rendered)
+        write_files(running.volumes, rendered.files)
         previous, running.rendered = running.rendered, rendered
         changed = sorted(
             k for k, v in (previous.names if previous else {}).items() if rendered.names.get(k) != v
@@ -924,23 +644,25 @@ class PodRunner:
             return None
         return argv + list(container.get("args") or [])
 
-    def _start_container(self, running: _Running, cname: str) -> None:
+    def _process(self, running: _Running, cname: str) -> Process:
+        """The (not yet started) process of one rendered container: in container mode the
+        engine's client, whose stop also removes the container."""
         rendered = running.rendered
         assert rendered is not None
         log = self.workdir / "logs" / f"{running.pod_name}_{cname}.log"
         argv, env, cwd = rendered.argv[cname], rendered.env[cname], rendered.cwd[cname]
-        if self.engine is not None:
-            process: Process = containers_mod.ContainerProcess(
-                self.engine,
-                argv[argv.index("--name") + 1],
-                f"{running.pod_name}/{cname}",
-                argv,
-                log,
-                env=env,
-                cwd=cwd,
-            ).start()
-        else:
-            process = Process(f"{running.pod_name}/{cname}", argv, log, env=env, cwd=cwd).start()
+        name = f"{running.pod_name}/{cname}"
+        if self.engine is None:
+            return Process(name, argv, log, env=env, cwd=cwd)
+        container = argv[argv.index("--name") + 1]
+        return podcontainers.ContainerProcess(
+            self.engine, container, name, argv, log, env=env, cwd=cwd
+        )
+
+    def _start_container(self, running: _Running, cname: str) -> None:
+        rendered = running.rendered
+        assert rendered is not None
+        process = self._process(running, cname).start()
         running.processes[cname] = process
         self._note(
             f"started {process.name} pid {process.pid} on {running.address}: "
@@ -973,147 +695,3 @@ class PodRunner:
             self._note(f"stopped {process.name}")
         running.processes.clear()
         running.next_restart.clear()
-
-    # ----------------------------------------------------------------- names
-    def _endpoint_entries(self, pods: list[Obj], services: list[Obj]) -> dict[str, str]:
-        ns = self.namespace
-        entries: dict[str, str] = {}
-        wanted = sorted(pods, key=lambda p: p["metadata"]["name"])
-        for pod in wanted:
-            spec, name = pod["spec"], pod["metadata"]["name"]
-            address = self.address(name)
-            ports = [p["containerPort"] for p in _container_ports(pod, None)]
-            hosts = [name]
-            kwok_ip = (pod.get("status") or {}).get("podIP")
-            if kwok_ip:
-                hosts.append(kwok_ip)
-            if spec.get("subdomain"):
-                base = f"{spec.get('hostname') or name}.{spec['subdomain']}"
-                hosts += [
-                    base,
-                    f"{base}.{ns}",
-                    f"{base}.{ns}.svc",
-                    f"{base}.{ns}.svc.cluster.local",
-                ]
-            for host in hosts:
-                for port in ports:
-                    entries[f"{host}:{port}"] = f"{address}:{port}"
-        for svc in services:
-            spec = svc.get("spec") or {}
-            backends = [
-                p
-                for p in wanted
-                if _selector_matches(spec.get("selector"), p["metadata"].get("labels"))
-            ]
-            if not backends:
-                continue
-            name = svc["metadata"]["name"]
-            hosts = [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
-            if spec.get("clusterIP") and spec["clusterIP"] != "None":
-                hosts.append(spec["clusterIP"])
-            for port in spec.get("ports") or []:
-                target = _target_port(backends[0], port.get("targetPort") or port["port"])
-                if target is None:
-                    continue
-                for host in hosts:
-                    entries[f"{host}:{port['port']}"] = (
-                        f"{self.address(backends[0]['metadata']['name'])}:{target}"
-                    )
-        return entries
-
-
-_HOST_PORT = re.compile(
-    r"(?<![\w.-])((?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?):(\d{1,5})(?![\d])"
-)
-
-
-class _Rewriter:
-    """Rewrite one argument, env value or mounted file for the host: mount paths → local
-    directories, ``0.0.0.0``/``[::]``/the KWOK pod IP → the pod's loopback address, and
-    ``host:port`` that the endpoint map knows → its address. Every ``host:port`` met is
-    recorded in ``seen`` with its mapped address (or None), so a change is noticed."""
-
-    def __init__(
-        self,
-        mounts: list[tuple[str, Path]],
-        address: str,
-        kwok_ip: str | None,
-        names: Mapping[str, str] | None = None,
-        seen: dict[str, str | None] | None = None,
-    ) -> None:
-        # One pass over all mount paths (longest first), so a replacement is never rewritten
-        # again (a volume mounted at /tmp must not touch the local path given for another).
-        self.mounts = {mount: str(local) for mount, local in mounts if mount != "/"}
-        self.mount_pattern = (
-            re.compile(
-                r"(?<![\w./-])("
-                + "|".join(re.escape(m) for m in sorted(self.mounts, key=len, reverse=True))
-                + r")(?=/|$|[^\w.-])"
-            )
-            if self.mounts
-            else None
-        )
-        # 127.0.0.1 too: in a pod it is the pod's own loopback, which here is the pod's address.
-        addresses = [r"0\.0\.0\.0", r"\[::\]", r"127\.0\.0\.1"] + (
-            [re.escape(kwok_ip)] if kwok_ip else []
-        )
-        self.wildcard = re.compile(r"(?<![\d.])(?:" + "|".join(addresses) + r")(?![\d])")
-        self.address = address
-        self.names = names or {}
-        self.seen = seen if seen is not None else {}
-
-    def _name(self, match: re.Match[str]) -> str:
-        key = f"{match.group(1).lower()}:{match.group(2)}"
-        target = self.names.get(key)
-        self.seen[key] = target
-        return target or match.group(0)
-
-    def __call__(self, value: str) -> str:
-        value = self.wildcard.sub(_literal(self.address), value)
-        value = _HOST_PORT.sub(self._name, value)
-        if self.mount_pattern is not None:  # last: local paths are not scanned again
-            value = self.mount_pattern.sub(lambda match: self.mounts[match.group(1)], value)
-        return value
-
-    def text(self, data: bytes) -> bytes:
-        """The same rewrite for file content that is UTF-8 text; other bytes stay as they are."""
-        try:
-            return self(data.decode("utf-8")).encode()
-        except UnicodeDecodeError:
-            return data
-
-
-def _literal(text: str) -> Callable[[re.Match[str]], str]:
-    """A ``re.sub`` replacement that inserts ``text`` verbatim (no backslash processing)."""
-    return lambda _match: text
-
-
-def _container_ports(pod: Obj, only: set[str] | None) -> list[Obj]:
-    return [
-        port
-        for c in pod["spec"].get("containers") or []
-        if only is None or c["name"] in only
-        for port in c.get("ports") or []
-        if (port.get("protocol") or "TCP") == "TCP"
-    ]
-
-
-def _target_port(pod: Obj, target: int | str) -> int | None:
-    if isinstance(target, int) or str(target).isdigit():
-        return int(target)
-    for port in _container_ports(pod, None):
-        if port.get("name") == target:
-            return int(port["containerPort"])
-    return None
-
-
-def _resource_value(container: Obj, ref: Obj) -> str:
-    section, _, resource = ref["resource"].partition(".")
-    value = ((container.get("resources") or {}).get(section) or {}).get(resource)
-    return str(value) if value is not None else "0"
-
-
-def _parse_selector(text: str) -> dict[str, str]:
-    pairs = (part.split("=", 1) for part in text.split(",") if part.strip())
-    return {k.strip(): v.strip() for k, v in pairs}
