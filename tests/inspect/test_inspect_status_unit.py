@@ -187,6 +187,51 @@ def test_healthy_cluster_report_has_members_pipeline_sampling_and_endpoints() ->
     assert "Jaeger query: http://traces-jaeger-query.store.svc.cluster.local:16686" in text
 
 
+@pytest.mark.parametrize(
+    ("jaeger", "storage", "lines"),
+    [
+        (
+            {},
+            {"traces": {"type": "memory", "maxTraces": 100000}, "archive": None},
+            [
+                "  trace storage: memory, the newest 100000 traces (lost on restart)",
+                "  archive storage: off",
+            ],
+        ),
+        (
+            {"storage": {"type": "badger", "retention": "48h"}, "archive": {"enabled": True}},
+            {
+                "traces": {"type": "badger", "retention": "48h"},
+                "archive": {"type": "badger", "retention": "720h"},
+            },
+            [
+                "  trace storage: badger, spans kept 48h",
+                "  archive storage: badger, spans kept 720h",
+            ],
+        ),
+        (
+            {"archive": {"enabled": True, "maxTraces": 500}},
+            {
+                "traces": {"type": "memory", "maxTraces": 100000},
+                "archive": {"type": "memory", "maxTraces": 500},
+            },
+            ["  archive storage: memory, the newest 500 traces (lost on restart)"],
+        ),
+        ({"enabled": False}, None, []),
+    ],
+)
+def test_pipeline_shows_the_retention_of_its_trace_and_archive_stores(
+    jaeger: dict[str, Any], storage: dict[str, Any] | None, lines: list[str]
+) -> None:
+    rep = report(pipelines=[pipeline(jaeger=jaeger)])
+    assert rep["tracingpipelines"][0]["storage"] == storage
+    text = status.render_table(rep).splitlines()
+    for line in lines:
+        assert line in text, text
+    if storage is None:
+        assert not [line for line in text if "storage:" in line], text
+
+
 def test_degraded_cluster_shows_which_member_is_not_ready_and_why() -> None:
     rep = report(
         clusters=[kvcluster(ready=1, phase="Degraded")],

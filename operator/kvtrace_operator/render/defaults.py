@@ -66,6 +66,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
         "enabled": True,
         "image": JAEGER_IMAGE,
         "storage": {"type": "memory", "maxTraces": 100000, "retention": "72h", "size": "10Gi"},
+        "archive": {"enabled": False, "maxTraces": 10000, "retention": "720h"},
         "tenancy": {"enabled": False, "header": "x-tenant"},
         "query": {"auth": {"mode": "none"}},
     },

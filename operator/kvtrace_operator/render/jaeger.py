@@ -10,19 +10,55 @@ from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.metrics import SPM_BACKEND, jaeger_metric_backends
 
 STORE = "traces"
+ARCHIVE_STORE = "archive"
 BADGER_DIR = "/badger"
+ARCHIVE_DIR = f"{BADGER_DIR}/archive"  # the archive's badger files, on the same volume
 
 
-def storage_backend(storage: dict[str, Any]) -> dict[str, Any]:
-    if storage["type"] == "badger":
+def storage_backend(
+    kind: str, max_traces: int, retention: str, directory: str = BADGER_DIR
+) -> dict[str, Any]:
+    """One ``jaeger_storage`` backend: memory (``max_traces``) or badger (files under
+    ``directory``, spans expire after ``retention``)."""
+    if kind == "badger":
         return {
             "badger": {
-                "directories": {"keys": f"{BADGER_DIR}/keys", "values": f"{BADGER_DIR}/values"},
+                "directories": {"keys": f"{directory}/keys", "values": f"{directory}/values"},
                 "ephemeral": False,
-                "ttl": {"spans": storage["retention"]},
+                "ttl": {"spans": retention},
             }
         }
-    return {"memory": {"max_traces": storage["maxTraces"]}}
+    return {"memory": {"max_traces": max_traces}}
+
+
+def storage_backends(jaeger: dict[str, Any]) -> dict[str, Any]:
+    """The primary store and, with ``archive.enabled``, the archive: the same type as the
+    primary with its own bound (memory: ``archive.maxTraces``; badger: ``archive.retention``,
+    under ``ARCHIVE_DIR``)."""
+    storage, archive = jaeger["storage"], jaeger["archive"]
+    backends = {STORE: storage_backend(storage["type"], storage["maxTraces"], storage["retention"])}
+    if archive["enabled"]:
+        backends[ARCHIVE_STORE] = storage_backend(
+            storage["type"], archive["maxTraces"], archive["retention"], ARCHIVE_DIR
+        )
+    return backends
+
+
+def retention(jaeger: dict[str, Any]) -> dict[str, Any]:
+    """What each trace store keeps (``kvtrace status``, docs/tracing.md): ``traces`` and
+    ``archive`` (None when off), each ``{"type", "maxTraces"}`` (memory: the newest that
+    many, lost on restart) or ``{"type", "retention"}`` (badger: spans expire after it)."""
+
+    def bound(kind: str, values: dict[str, Any]) -> dict[str, Any]:
+        if kind == "badger":
+            return {"type": kind, "retention": values["retention"]}
+        return {"type": kind, "maxTraces": values["maxTraces"]}
+
+    storage, archive = jaeger["storage"], jaeger["archive"]
+    return {
+        "traces": bound(storage["type"], storage),
+        "archive": bound(storage["type"], archive) if archive["enabled"] else None,
+    }
 
 
 def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +74,8 @@ def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
         # The Monitor tab (SPM) reads the span metrics (render/metrics.py).
         "storage": {
             "traces": STORE,
+            # The UI's Archive Trace button; reads by id fall back to it.
+            **({"traces_archive": ARCHIVE_STORE} if jaeger["archive"]["enabled"] else {}),
             **({"metrics": SPM_BACKEND} if spec["metrics"]["enabled"] else {}),
         },
         # Defaults to true: Jaeger would export spans of its own queries to localhost:4317,
@@ -58,12 +96,12 @@ def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_jaeger_config(pipeline: dict[str, Any]) -> dict[str, Any]:
-    """Jaeger v2: OTLP in (over TLS with the pipeline's managed or cert-manager leaf), one
-    storage backend, the query service on 16686 (the same leaf with TLS; behind the query
+    """Jaeger v2: OTLP in (over TLS with the pipeline's managed or cert-manager leaf), the
+    trace store (and the archive store when enabled), the query service on 16686 (the same leaf with TLS; behind the query
     proxy on loopback); its own metrics stay on 8888 (the collector's moved to 8889)."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     jaeger = spec["jaeger"]
-    storage: dict[str, Any] = {"backends": {STORE: storage_backend(jaeger["storage"])}}
+    storage: dict[str, Any] = {"backends": storage_backends(jaeger)}
     if metric_backends := jaeger_metric_backends(pipeline, spec):
         storage["metric_backends"] = metric_backends  # the Monitor tab (SPM)
     return {

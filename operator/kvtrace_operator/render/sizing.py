@@ -72,12 +72,15 @@ def collector_resources(spec: dict[str, Any], samples: bool) -> dict[str, Any]:
 
 
 def jaeger_resources(spec: dict[str, Any]) -> dict[str, Any]:
-    """Jaeger's container resources, from its storage."""
-    storage = spec["jaeger"]["storage"]
-    if storage["type"] == "badger":
-        working = PROCESS_BYTES + BADGER_BYTES
+    """Jaeger's container resources, from its storage (and a memory archive's traces)."""
+    storage, archive = spec["jaeger"]["storage"], spec["jaeger"]["archive"]
+    if storage["type"] == "badger":  # an archive is a second badger database
+        working = PROCESS_BYTES + BADGER_BYTES * (2 if archive["enabled"] else 1)
     else:
-        working = PROCESS_BYTES + int(storage["maxTraces"]) * SPANS_PER_TRACE * SPAN_BYTES
+        traces = int(storage["maxTraces"]) + (
+            int(archive["maxTraces"]) if archive["enabled"] else 0
+        )
+        working = PROCESS_BYTES + traces * SPANS_PER_TRACE * SPAN_BYTES
     defaults = {
         "requests": {"cpu": CPU_REQUEST, "memory": _mebibytes(working)},
         "limits": {"memory": _mebibytes(working * JAEGER_LIMIT_FACTOR)},

@@ -29,6 +29,7 @@ MIN_DURATIONS = {
     "spec.sampling.latencyThreshold": "1ms",
     "spec.sampling.decisionWait": "1s",
     "spec.jaeger.storage.retention": "1m",
+    "spec.jaeger.archive.retention": "1m",
     "spec.metrics.prometheus.retention": "1h",
     "spec.metrics.prometheus.scrapeInterval": "1s",
     **{
@@ -187,6 +188,7 @@ def _validate_jaeger(spec: dict[str, Any]) -> None:
     _integer(storage["maxTraces"], "spec.jaeger.storage.maxTraces", 1, 10_000_000)
     _duration(spec, "spec.jaeger.storage.retention")
     _quantity(storage["size"], "spec.jaeger.storage.size")
+    _validate_archive(spec)
     tenancy = jaeger["tenancy"]
     if tenancy["enabled"] and not tenancy.get("tenants"):
         raise SpecError(
@@ -195,6 +197,22 @@ def _validate_jaeger(spec: dict[str, Any]) -> None:
     query_access.validate(spec)
     if (ref := jaeger["query"]["auth"].get("credentialsSecretRef")) is not None:
         _secret_ref(ref, f"{query_access.FIELD}.credentialsSecretRef")
+
+
+def _validate_archive(spec: dict[str, Any]) -> None:
+    archive, storage = spec["jaeger"]["archive"], spec["jaeger"]["storage"]
+    _integer(archive["maxTraces"], "spec.jaeger.archive.maxTraces", 1, 10_000_000)
+    _duration(spec, "spec.jaeger.archive.retention")
+    if not archive["enabled"] or storage["type"] != "badger":
+        return
+    longer = parse_duration(archive["retention"], "spec.jaeger.archive.retention")
+    if longer <= parse_duration(storage["retention"], "spec.jaeger.storage.retention"):
+        raise SpecError(
+            "spec.jaeger.archive.retention",
+            f"expected a duration longer than spec.jaeger.storage.retention "
+            f"({storage['retention']}) with badger storage: the archive keeps what the primary "
+            f"store lets expire, got {archive['retention']!r}",
+        )
 
 
 _URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")

@@ -20,6 +20,7 @@ from kvtrace.inspect import injection
 from kvtrace.inspect.errors import InspectError
 from kvtrace_operator.render import names, resources, sampling
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.render.jaeger import retention
 
 INSTANCE = "app.kubernetes.io/instance"
 COMPONENT = "app.kubernetes.io/component"
@@ -205,6 +206,26 @@ def sampling_view(pipeline: Mapping[str, Any] | None) -> dict[str, Any]:
     return view
 
 
+def storage_view(pipeline: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What Jaeger's trace store and archive store keep (render/jaeger.py ``retention``;
+    defaults applied); None when the pipeline runs no Jaeger."""
+    spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
+    if spec["jaeger"]["enabled"] is False:
+        return None
+    try:
+        return retention(spec["jaeger"])
+    except (KeyError, TypeError):  # a spec the API server would have refused
+        return None
+
+
+def _store_text(store: Mapping[str, Any] | None) -> str:
+    if store is None:
+        return "off"
+    if store["type"] == "badger":
+        return f"badger, spans kept {store['retention']}"
+    return f"memory, the newest {store['maxTraces']} traces (lost on restart)"
+
+
 def pipeline_ref(cluster: Mapping[str, Any]) -> str:
     """The name of the TracingPipeline a KVCluster references ("" when none)."""
     return resources.pipeline_ref(dict(cluster)) or ""
@@ -272,6 +293,7 @@ def pipeline_view(
         "collectorTiers": (st.get("collector") or {}).get("tiers", 1),
         "jaeger": (st.get("jaeger") or {}).get("ready", "?"),
         "sampling": sampling_view(pipeline),
+        "storage": storage_view(pipeline),
         "endpoints": endpoints,
         "consumers": list(st.get("consumers") or []),
         "instrumentedWorkloads": list(st.get("instrumentedWorkloads") or []),
@@ -460,6 +482,9 @@ def render_pipeline(view: Mapping[str, Any]) -> list[str]:
     ]
     if view["sampling"].get("note"):
         lines.append(f"  sampling: {view['sampling']['note']}")
+    if view.get("storage"):
+        lines.append(f"  trace storage: {_store_text(view['storage']['traces'])}")
+        lines.append(f"  archive storage: {_store_text(view['storage']['archive'])}")
     for label, key in (
         ("collector OTLP/HTTP", "otlpHttp"),
         ("collector OTLP/gRPC", "otlpGrpc"),

@@ -109,6 +109,7 @@ class TestCRDDefinitions:
                     ".collector.batch.timeout",
                     ".collector.memoryLimiter.checkInterval",
                     ".jaeger.storage.retention",
+                    ".jaeger.archive.retention",
                     ".security.tls.duration",
                     ".security.tls.renewBefore",
                     ".security.tls.caDuration",
