@@ -78,8 +78,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "redaction": {"hashAttributes": ["kvstore.key"], "defaultPatterns": True},
     "networkPolicy": {"enabled": True, "queryAccess": "namespace"},
     "metrics": {
-        # Off until the collector in the tool cache and the image carry the connectors.
-        "enabled": False,
+        "enabled": True,
         "prometheus": {
             "image": PROMETHEUS_IMAGE,
             "retention": "24h",

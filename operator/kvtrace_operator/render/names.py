@@ -139,7 +139,7 @@ def pipeline_endpoints(pipeline: dict[str, Any]) -> dict[str, str]:
             f"{'https' if own_leaf else 'http'}://{query}:{JAEGER_QUERY_HTTP_PORT}"
         )
     metrics = (pipeline.get("spec") or {}).get("metrics") or {}
-    if metrics.get("enabled", False):  # the schema default (render/defaults.py)
+    if metrics.get("enabled", True):  # the schema default (render/defaults.py)
         external = (metrics.get("external") or {}).get("url")
         endpoints["metrics"] = (
             external or f"http://{service_dns(prometheus(name), namespace)}:{PROMETHEUS_PORT}"

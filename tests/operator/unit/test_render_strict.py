@@ -351,7 +351,7 @@ def test_every_image_may_be_pinned_by_digest() -> None:
     digest = "@sha256:" + "a" * 64
     images = {
         name: f"registry.example/{name}{digest}"
-        for name in ("kvnode", "otelcol", "jaeger", "proxy")
+        for name in ("kvnode", "otelcol", "jaeger", "proxy", "prometheus")
     }
     cluster = kvcluster(
         uid=None, image=images["kvnode"], tracing={"pipelineRef": {"name": "traces"}}
@@ -363,6 +363,7 @@ def test_every_image_may_be_pinned_by_digest() -> None:
             "image": images["jaeger"],
             "query": {"auth": {"mode": "bearer", "proxyImage": images["proxy"]}},
         },
+        metrics={"prometheus": {"image": images["prometheus"]}},
     )
     assert errors_of(cluster) == [] and errors_of(tp) == []
     code, out, err = run("-", stdin=yaml.safe_dump_all([cluster, tp]))
