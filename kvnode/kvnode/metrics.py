@@ -10,6 +10,7 @@ _DROP_REASONS = {
     "dropped": "queue_full",
     "failed": "export_failed",
 }  # telemetry.stats() key -> reason label
+_BUFFER_OUTCOMES = ("kept", "dropped", "expired", "overflow")  # tracing_retro's span outcomes
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -146,6 +147,10 @@ class Metrics:
             "(a version-1 peer without a handshake), refused (no common version).",
             ("side", "result"),
         )
+        self.trace_keeps_sent = Counter(
+            "kvnode_trace_keeps_sent_total",
+            "Retroactive sampling: KEEP frames sent to replicas of a kept trace.",
+        )
         self.unauthorized = Counter(
             "kvnode_unauthorized_total", "Client requests refused: no token or an unknown one."
         )
@@ -206,6 +211,40 @@ class Metrics:
         )
         self.gauge("kvnode_spans_queued", "Spans waiting in the export queue.", total("queued"))
 
+        def buffered() -> dict[tuple[str, ...], float]:
+            s = stats()
+            return {
+                (outcome,): float(s[key])
+                for outcome in _BUFFER_OUTCOMES
+                if (key := f"buffer_{outcome}") in s
+            }
+
+        self.gauge(
+            "kvnode_trace_buffer_spans_total",
+            "Retroactive sampling: spans of undecided traces by outcome: kept (exported), "
+            "dropped (the coordinator dropped the trace), expired (undecided after the buffer "
+            "age: a replica's spans of dropped traces), overflow (evicted early: buffer full).",
+            buffered,
+            ("outcome",),
+            kind="counter",
+        )
+        self.gauge(
+            "kvnode_trace_buffer_bytes",
+            "Retroactive sampling: estimated bytes held by the buffer of undecided traces.",
+            total("buffer_bytes"),
+        )
+        self.gauge(
+            "kvnode_trace_buffer_traces",
+            "Retroactive sampling: traces in the buffer (undecided, or kept and still open).",
+            total("buffer_traces"),
+        )
+        self.gauge(
+            "kvnode_trace_keeps_received_total",
+            "Retroactive sampling: KEEP frames received from coordinators.",
+            total("buffer_keeps_received"),
+            kind="counter",
+        )
+
     def render(self) -> str:
         lines: list[str] = []
         metrics: list[Counter | Histogram | Gauge] = [
@@ -220,6 +259,7 @@ class Metrics:
             self.rebalanced,
             self.peer_requests,
             self.peer_handshakes,
+            self.trace_keeps_sent,
             self.unauthorized,
             self.fsync,
             *self.gauges,

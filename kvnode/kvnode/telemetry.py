@@ -7,11 +7,17 @@ every span call, so untraced nodes pay one attribute check per operation. When t
 was configured with the usual OTLP/HTTP batch pipeline, spans are recorded and exported by
 `kvnode.tracing_lean` (same sampler, resource, batch sizes and exporter client; a hand-written
 OTLP encoding) at a fraction of the SDK's per-span cost; `LEAN` says which path is active.
+With retroactive sampling (`setup(retro=...)`, lean path only) the spans the sampler does not
+keep are recorded too, into `kvnode.tracing_retro`'s buffer (`RETRO`), and the coordinator
+decides when the operation ends (`finish`).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -30,6 +36,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 ENABLED = False
 LEAN: Any = None  # the tracing_lean.LeanTracer when the lean path is active
+RETRO: Any = None  # the tracing_retro.RetroBuffer with retroactive sampling
 RAW_KEYS = False  # development only: also record the raw key (`--trace-raw-keys`)
 _tracer: Any = trace.NoOpTracer()
 _w3c = TraceContextTextMapPropagator()
@@ -43,14 +50,23 @@ _fields: frozenset[str] = frozenset()
 _lean_span: type | None = None  # tracing_lean.LeanSpan when the lean path is active
 
 
-def setup(raw_keys: bool = False, lean: bool = True) -> bool:
-    global ENABLED, RAW_KEYS, LEAN, _tracer, _fields, _lean_span
+@dataclass(frozen=True)
+class Retroactive:
+    """Retroactive sampling's bounds (`--trace-retroactive` and friends, docs/tracing.md)."""
+
+    buffer_bytes: int
+    buffer_age: float  # seconds an undecided trace is held
+    latency_threshold: float  # seconds: an operation at least this long is kept
+
+
+def setup(raw_keys: bool = False, lean: bool = True, retro: Retroactive | None = None) -> bool:
+    global ENABLED, RAW_KEYS, LEAN, RETRO, _tracer, _fields, _lean_span
     provider = trace.get_tracer_provider()
     tracer = provider.get_tracer("kvnode")
     ENABLED = not isinstance(tracer, (trace.NoOpTracer, trace.ProxyTracer))
     RAW_KEYS = raw_keys and ENABLED
     _tracer = tracer
-    LEAN = None
+    LEAN = RETRO = None
     _lean_span = None
     if ENABLED and lean:
         from kvnode import tracing_lean
@@ -59,14 +75,64 @@ def setup(raw_keys: bool = False, lean: bool = True) -> bool:
         if LEAN is not None:
             _tracer = LEAN
             _lean_span = tracing_lean.LeanSpan
+    if ENABLED and retro is not None:
+        if LEAN is None:
+            logging.getLogger("kvnode.tracing").warning(
+                "retroactive sampling needs the node's own span export (an OTLP/HTTP batch "
+                "pipeline): only the sampler (OTEL_TRACES_SAMPLER) decides"
+            )
+        else:
+            from kvnode.tracing_retro import RetroBuffer
+
+            RETRO = LEAN.retro = RetroBuffer(
+                LEAN.export.emit,
+                retro.buffer_bytes,
+                retro.buffer_age,
+                retro.latency_threshold,
+                time.time_ns,
+            )
     _fields = frozenset(f.lower() for f in propagate.get_global_textmap().fields)
     return ENABLED
+
+
+def undecided(span: Span) -> bool:
+    """A span of this node that retroactive sampling holds until its trace is decided."""
+    return RETRO is not None and type(span) is _lean_span and not span.flags & 1  # type: ignore[attr-defined]
+
+
+def note_call(span: Span, member: str) -> None:
+    """The coordinator called `member` under `span` (told to keep, should the trace be kept)."""
+    if undecided(span):
+        RETRO.note_call(span.trace_id, member)  # type: ignore[attr-defined]
+
+
+def finish(span: Span) -> list[str]:
+    """End the coordinator's SERVER span of a client operation; with retroactive sampling,
+    decide its trace: the members to tell to keep theirs (empty: dropped, or decided already)."""
+    span.end()
+    if undecided(span):
+        return RETRO.decide(span)  # type: ignore[no-any-return]
+    return []
+
+
+def expire_traces() -> None:
+    """Retroactive sampling: free the buffer of traces older than its age (periodic)."""
+    if RETRO is not None:
+        RETRO.expire()
+
+
+def keep_trace(trace_id: int) -> None:
+    """A coordinator kept `trace_id`: export this node's spans of it (a KEEP peer frame)."""
+    if RETRO is not None:
+        RETRO.keep(trace_id)
 
 
 def stats() -> dict[str, int]:
     """Spans ended, exported, failed (the collector refused them or was unreachable until the
     exporter gave up) and dropped (export queue full), on the lean path; empty otherwise."""
-    return LEAN.export.stats() if LEAN is not None else {}
+    if LEAN is None:
+        return {}
+    return {**LEAN.export.stats(), **(RETRO.stats() if RETRO is not None else {})}
 
 
 def incoming_context(headers: Mapping[str, str]) -> Context | None:

@@ -53,6 +53,7 @@ from kvnode.tracing_otlp import (
     encode_span,
     resource_and_scope,
 )
+from kvnode.tracing_retro import RetroBuffer
 
 log = logging.getLogger("kvnode.tracing")
 
@@ -88,7 +89,7 @@ class LeanSpan(trace.Span):
 
     def __init__(
         self,
-        export: LeanExport,
+        export: LeanExport | RetroBuffer,
         name: str,
         kind: SpanKind,
         trace_id: int,
@@ -216,6 +217,9 @@ class LeanTracer:
         self.export = export
         self.root_decision, self.parent_decisions = fixed_decisions(self.sampler)
         self.root_bound = ratio_bound(self.sampler)
+        # Retroactive sampling (tracing_retro): a span the sampler does not keep is recorded
+        # anyway, not sampled, into this buffer, which decides when the operation ends.
+        self.retro: RetroBuffer | None = None
 
     def start(
         self,
@@ -254,28 +258,36 @@ class LeanTracer:
             if (
                 self.root_bound is not None
             ):  # TraceIdRatioBased's own test, without its result object
-                if trace_id & _TRACE_ID_LIMIT >= self.root_bound:
-                    return INVALID_SPAN
-                decision = Decision.RECORD_AND_SAMPLE
+                decision = (
+                    Decision.DROP
+                    if trace_id & _TRACE_ID_LIMIT >= self.root_bound
+                    else Decision.RECORD_AND_SAMPLE
+                )
+        export: LeanExport | RetroBuffer = self.export
         if decision is None:
             if context is None and parent_ctx is not None:
                 context = trace.set_span_in_context(NonRecordingSpan(parent_ctx))
             result = self.sampler.should_sample(context, trace_id, name, kind, attributes)
-            if not result.decision.is_sampled():  # type: ignore[no-untyped-call]
-                return INVALID_SPAN
             attrs = dict(result.attributes) if result.attributes else {}
             if attributes:
                 attrs.update(attributes)
-            trace_state = result.trace_state
-        elif decision is not Decision.RECORD_AND_SAMPLE:
-            return INVALID_SPAN
+            if result.decision.is_sampled():  # type: ignore[no-untyped-call]
+                trace_state = result.trace_state
+            elif self.retro is None:
+                return INVALID_SPAN
+            else:
+                export, flags = self.retro, flags & ~TraceFlags.SAMPLED
         else:
             attrs = attributes if attributes is not None else {}
+            if decision is not Decision.RECORD_AND_SAMPLE:
+                if self.retro is None:
+                    return INVALID_SPAN
+                export, flags = self.retro, flags & ~TraceFlags.SAMPLED
         parent_id, remote = (
             (parent_ctx.span_id, parent_ctx.is_remote) if parent_ctx is not None else (0, False)
         )
         return LeanSpan(
-            self.export,
+            export,
             name,
             kind,
             trace_id,
@@ -305,15 +317,19 @@ class LeanTracer:
         if decision is None:
             parent = SpanContext(trace_id, span_id, True, TraceFlags(flags), state)
             return self.start_under(name, kind, attributes, parent)
+        export: LeanExport | RetroBuffer = self.export
+        out_flags = _SAMPLED | (flags & TraceFlags.RANDOM_TRACE_ID)
         if decision is not Decision.RECORD_AND_SAMPLE:
-            return INVALID_SPAN
+            if self.retro is None:
+                return INVALID_SPAN
+            export, out_flags = self.retro, flags & TraceFlags.RANDOM_TRACE_ID
         return LeanSpan(
-            self.export,
+            export,
             name,
             kind,
             trace_id,
             self.ids.generate_span_id(),
-            _SAMPLED | (flags & TraceFlags.RANDOM_TRACE_ID),
+            out_flags,
             state.to_header() if state is not None else "",
             span_id,
             True,

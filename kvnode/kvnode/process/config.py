@@ -155,8 +155,37 @@ OPTIONS = (
         "DEVELOPMENT ONLY: also record raw keys on spans (true|false)",
         "BOOL",
     ),
+    Option(
+        "--trace-retroactive",
+        "false",
+        "retroactive sampling: record every operation's spans into a bounded buffer and keep, "
+        "besides what OTEL_TRACES_SAMPLER keeps, every failed or slow operation's trace "
+        "(true|false)",
+        "BOOL",
+    ),
+    Option(
+        "--trace-buffer-size",
+        "32MiB",
+        "retroactive sampling: bytes (estimated) of undecided spans held, 1MiB to 1GiB",
+        "SIZE",
+    ),
+    Option(
+        "--trace-buffer-age",
+        "5s",
+        "retroactive sampling: how long an undecided trace's spans are held, 100ms to 60s",
+        "DURATION",
+    ),
+    Option(
+        "--trace-latency-threshold",
+        "500ms",
+        "retroactive sampling: operations taking at least this long are kept",
+        "DURATION",
+    ),
     Option("--log-level", "info", "debug, info, warning or error", "LEVEL"),
 )
+
+TRACE_BUFFER_BYTES = (1 << 20, 1 << 30)  # --trace-buffer-size bounds
+TRACE_BUFFER_AGE = (0.1, 60.0)  # --trace-buffer-age bounds, seconds
 
 
 class ConfigError(ValueError):
@@ -197,6 +226,10 @@ class Config:
     faults: tuple[Fault, ...]
     trace_raw_keys: bool
     log_level: str
+    trace_retroactive: bool
+    trace_buffer_size: int
+    trace_buffer_age: float
+    trace_latency_threshold: float
 
 
 def _bool(text: str) -> bool:
@@ -262,6 +295,10 @@ def resolve(
             faults=parse_faults(v["faults"]),
             trace_raw_keys=_bool(v["trace_raw_keys"]),
             log_level=v["log_level"].upper(),
+            trace_retroactive=_bool(v["trace_retroactive"]),
+            trace_buffer_size=parse_size(v["trace_buffer_size"]),
+            trace_buffer_age=parse_duration(v["trace_buffer_age"]),
+            trace_latency_threshold=parse_duration(v["trace_latency_threshold"]),
         )
     except (ValueError, PeersError) as exc:
         raise ConfigError(str(exc)) from None
@@ -284,9 +321,27 @@ def resolve(
     if config.max_key_size < 1 or config.max_value_size < 0:
         problems.append("size limits must be positive")
     problems += security_problems(config)
+    problems += tracing_problems(config)
     if problems:
         raise ConfigError("; ".join(problems))
     return config
+
+
+def tracing_problems(config: Config) -> list[str]:
+    problems = []
+    low, high = TRACE_BUFFER_BYTES
+    if not low <= config.trace_buffer_size <= high:
+        problems.append(
+            f"--trace-buffer-size must be from 1MiB to 1GiB, got {config.trace_buffer_size} bytes"
+        )
+    low_s, high_s = TRACE_BUFFER_AGE
+    if not low_s <= config.trace_buffer_age <= high_s:
+        problems.append(
+            f"--trace-buffer-age must be from 100ms to 60s, got {config.trace_buffer_age:g}s"
+        )
+    if config.trace_latency_threshold < 0.001:
+        problems.append("--trace-latency-threshold must be at least 1ms")
+    return problems
 
 
 def security_problems(config: Config) -> list[str]:

@@ -176,7 +176,9 @@ class Node:
             cfg.peer_host,
             cfg.peer_port,
             len(self.cluster.ring.members),
-            "on" if telemetry.ENABLED else "off",
+            ("on, retroactive" if telemetry.RETRO is not None else "on")
+            if telemetry.ENABLED
+            else "off",
             "on (mutual between peers)" if creds.tls else "off",
             f"required ({len(creds.tokens)} client(s))" if creds.auth else "off",
         )
@@ -225,6 +227,8 @@ class Node:
                 first=min(1.0, cfg.anti_entropy_interval),
             )
         c.every(lambda: max(1.0, cfg.tombstone_grace / 4), self._purge_tombstones)
+        if telemetry.RETRO is not None:
+            c.every(lambda: 1.0, self._expire_traces)
         if self.credentials.tls is not None or self.credentials.auth:
             c.every(lambda: cfg.reload_interval, self._refresh_credentials)
         if partitions_file(cfg.faults):
@@ -232,6 +236,9 @@ class Node:
         if cfg.peers_file:
             self._peers_text = read_peers_file(cfg.peers_file)
             c.every(lambda: cfg.peers_file_interval, self._check_peers_file)
+
+    async def _expire_traces(self) -> None:
+        telemetry.expire_traces()
 
     async def _refresh_credentials(self) -> None:
         self.credentials.refresh()
@@ -281,7 +288,14 @@ def serve(config: Config) -> int:
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    telemetry.setup(raw_keys=config.trace_raw_keys)
+    retro = (
+        telemetry.Retroactive(
+            config.trace_buffer_size, config.trace_buffer_age, config.trace_latency_threshold
+        )
+        if config.trace_retroactive
+        else None
+    )
+    telemetry.setup(raw_keys=config.trace_raw_keys, retro=retro)
     try:
         import uvloop
 

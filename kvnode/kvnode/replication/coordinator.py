@@ -133,6 +133,7 @@ class Coordinator:
             (telemetry.w3c_headers(span), time.time_ns()) if span is not None else (NO_TRACE, 0)
         )
         local = False
+        undecided = span is not None and telemetry.undecided(span)
         for owner in owners:
             if owner == c.id:
                 local = True
@@ -142,6 +143,8 @@ class Coordinator:
             c.peers.put(member, [record], "replicate", trace).add_done_callback(
                 partial(self._write_answered, tally, owner, record, span, started)
             )
+            if undecided:
+                telemetry.note_call(span, owner)  # type: ignore[arg-type]
         if local:
             # The own copy is queued to the writer after the peer frames have gone out (their
             # flush is scheduled first): the peers' round trip is the longer path, and a woken
@@ -244,6 +247,8 @@ class Coordinator:
         fut.add_done_callback(
             partial(self._read_answered, tally, spare, key, owner, started, parent)
         )
+        if parent is not None:
+            telemetry.note_call(parent, owner)
 
     def _read_answered(
         self,
@@ -275,6 +280,14 @@ class Coordinator:
                 self._ask(tally, spare, key, parent)
         tally.settle()
 
+    def finish(self, span: Span) -> None:
+        """End the SERVER span of a client operation; with retroactive sampling, a kept trace
+        is kept by the replicas this node called in it too (a KEEP to each, one-way)."""
+        for owner in telemetry.finish(span):
+            member = self.c.member(owner)
+            if member is not None and self.c.peers.keep(member, span.get_span_context().trace_id):
+                self.c.metrics.trace_keeps_sent.inc()
+
     def repair(self, winner: Record, stale: list[str], parent: Span | None) -> None:
         """Push the newest record to replicas that answered with an older one (or none)."""
         c = self.c
@@ -301,6 +314,8 @@ class Coordinator:
                 member = c.member(owner)
                 if member is not None:
                     futs.append(c.peers.put(member, [winner], "read_repair", trace))
+                    if span is not None:
+                        telemetry.note_call(span, owner)
         if futs:
             gathered = asyncio.gather(*futs, return_exceptions=True)
             if span is not None:

@@ -64,6 +64,10 @@ class PeerAPI(Protocol):
         """How many hints `member` holds for `requester` (0 from a build that does not say)."""
         ...
 
+    def keep(self, member: Member, trace_id: int) -> bool:
+        """Tell `member` to export its spans of `trace_id` (retroactive sampling; one-way)."""
+        ...
+
     def status(self, member: Member, body: bytes) -> asyncio.Future[bytes]:
         """Exchange membership-change status (replication/membership.py encodes the bodies)."""
         ...

@@ -4,7 +4,8 @@
     payload  := u32 request id, u8 type, u8 len + traceparent, u16 len + tracestate, body
 
 Requests and responses share the framing; responses echo the request id (so one connection
-multiplexes many in-flight requests) with type OK or ERROR (body = UTF-8 message).
+multiplexes many in-flight requests) with type OK or ERROR (body = UTF-8 message). KEEP
+(version 3) is one-way: no answer, its body a 16-byte trace id (retroactive sampling).
 Anything that does not parse raises ProtocolError; the receiver answers or drops the
 connection, never applies a partial message.
 """
@@ -17,7 +18,7 @@ from typing import NamedTuple
 
 from kvnode.storage import Record
 
-PUT, GET, MERKLE, FETCH, PING, STATUS, HELLO = 1, 2, 3, 4, 5, 6, 7
+PUT, GET, MERKLE, FETCH, PING, STATUS, HELLO, KEEP = 1, 2, 3, 4, 5, 6, 7, 8
 OK, ERROR = 0x80, 0x81
 REQUEST_TYPES = {
     PUT: "put",
@@ -27,13 +28,16 @@ REQUEST_TYPES = {
     PING: "ping",
     STATUS: "status",
     HELLO: "hello",
+    KEEP: "keep",
 }
 
 # Peer protocol versions (docs/kvnode.md, "Peer protocol versions"): a build speaks its own
 # version and the one before, so a rolling upgrade from one release to the next always finds a
 # common version; a peer without a common version is refused at the handshake. Version 1 had
-# no handshake (its first frame is a request); version 2 added HELLO and STATUS.
-PROTOCOL = (1, 2)  # (oldest, newest) this build speaks
+# no handshake (its first frame is a request); version 2 added HELLO and STATUS; version 3
+# added KEEP (sent only on connections that negotiated 3: a version-2 peer never sees one).
+PROTOCOL = (2, 3)  # (oldest, newest) this build speaks
+KEEP_VERSION = 3
 REFUSED = "incompatible peer protocol"
 _HELLO = struct.Struct(">HH")
 
@@ -214,3 +218,16 @@ def decode_fetch(body: bytes, leaf_count: int) -> tuple[str, list[int]]:
     if pos + 2 * count != len(body) or any(i >= leaf_count for i in leaves) or not requester:
         raise ProtocolError("invalid fetch request")
     return requester, leaves
+
+
+def encode_trace_id(trace_id: int) -> bytes:
+    return trace_id.to_bytes(16, "big")
+
+
+def decode_trace_id(body: bytes) -> int:
+    if len(body) != 16:
+        raise ProtocolError("expected a 16-byte trace id")
+    trace_id = int.from_bytes(body, "big")
+    if not trace_id:
+        raise ProtocolError("the trace id is zero (invalid)")
+    return trace_id

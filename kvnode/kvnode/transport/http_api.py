@@ -106,7 +106,7 @@ def _kv_handler(state: ApiState) -> Callable[[Request, str, str], Awaitable[Repl
                 telemetry.fail(span, exc, "internal error")
         if span is not None:
             span.set_attribute("http.response.status_code", response.status)
-            span.end()
+            coord.finish(span)
         metrics.requests.inc(op, level, str(response.status))
         metrics.latency.observe(time.perf_counter() - start, op)
         return response

@@ -329,6 +329,23 @@ class PeerClient:
     def hints_held(self, member: Member, requester: str) -> asyncio.Future[int]:
         return self._request(member, frames.PING, requester.encode(), _hint_count, NO_TRACE)
 
+    def keep(self, member: Member, trace_id: int) -> bool:
+        """Tell `member` to export its spans of `trace_id` (retroactive sampling): one one-way
+        KEEP frame on the open connection, if it negotiated version 3. False when not sent (no
+        connection: the call this follows failed; or an older peer, which has no buffer)."""
+        conn = self._conns.get((member.host, member.port))
+        if (
+            conn is None
+            or conn.version < frames.KEEP_VERSION
+            or conn.outbox is None
+            or conn.lost
+            or (self.cut_off and member.id in self.cut_off)
+        ):
+            return False
+        request_id = next(self._ids) & 0xFFFFFFFF or 1
+        conn.outbox.write(frames.encode(request_id, frames.KEEP, frames.encode_trace_id(trace_id)))
+        return True
+
     def ping(self, member: Member) -> asyncio.Future[Any]:
         return self._request(member, frames.PING, b"", lambda b: None, NO_TRACE)
 

@@ -149,9 +149,17 @@ class _ServerConnection(asyncio.Protocol):
         server.metrics.peer_requests.inc(kind)
         # A SERVER span only for a traced request whose parent was sampled (parent-based
         # sampling); nothing about spans is computed otherwise.
-        traced = telemetry.ENABLED and msg.traceparent != "" and not msg.traceparent.endswith("-00")
+        # With retroactive sampling every traced request is recorded (the buffer holds it).
+        traced = (
+            telemetry.ENABLED
+            and msg.traceparent != ""
+            and (telemetry.RETRO is not None or not msg.traceparent.endswith("-00"))
+        )
         span = None
         try:
+            if msg.type == frames.KEEP:  # one-way: no answer
+                telemetry.keep_trace(frames.decode_trace_id(msg.body))
+                return
             if msg.type == frames.PUT:
                 op, records = frames.decode_records(msg.body)
                 if op >= len(OPERATIONS):
