@@ -125,6 +125,41 @@ MALFORMED = [
         "at least 1m",
     ),
     (
+        "archive-max-traces-zero",
+        tp(jaeger={"archive": {"maxTraces": 0}}),
+        "spec.jaeger.archive.maxTraces",
+        "greater than or equal to 1",
+    ),
+    (
+        "archive-enabled-not-a-boolean",
+        tp(jaeger={"archive": {"enabled": "yes"}}),
+        "spec.jaeger.archive.enabled",
+        "boolean",
+    ),
+    (
+        "archive-retention-malformed",
+        tp(jaeger={"archive": {"retention": "1 month"}}),
+        "spec.jaeger.archive.retention",
+        "should match",
+    ),
+    (
+        "archive-retention-too-short",
+        tp(jaeger={"archive": {"retention": "30s"}}),
+        "spec.jaeger.archive.retention",
+        "at least 1m",
+    ),
+    (
+        "archive-not-longer-than-badger-retention",
+        tp(
+            jaeger={
+                "storage": {"type": "badger", "retention": "72h"},
+                "archive": {"enabled": True, "retention": "48h"},
+            }
+        ),
+        "spec.jaeger.archive.retention",
+        "must be longer than storage.retention with badger storage",
+    ),
+    (
         "tenancy-without-tenants",
         tp(jaeger={"tenancy": {"enabled": True}}),
         "spec.jaeger.tenancy.tenants",
@@ -207,6 +242,7 @@ def test_malformed_resource_is_rejected_naming_the_field(
             collector={"replicas": 3},
             jaeger={
                 "storage": {"type": "badger", "retention": "24h"},
+                "archive": {"enabled": True, "retention": "720h"},
                 "tenancy": {"enabled": True, "tenants": ["a"]},
             },
         ),
