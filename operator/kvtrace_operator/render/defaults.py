@@ -55,6 +55,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
         "latencyThreshold": "500ms",
         "decisionWait": "10s",
         "numTraces": 50000,
+        "retroactive": {"bufferBytes": 33554432, "bufferAge": "5s"},
     },
     "collector": {
         "replicas": 1,

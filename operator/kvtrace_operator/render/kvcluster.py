@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from kvtrace_operator.render import kvsecurity, names, podspec, sampling, security
+from kvtrace_operator.render import kvsecurity, names, podspec, security
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import single_unit
 from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels
 from kvtrace_operator.render.networkpolicy import TELEMETRY_CLIENT_LABEL, kvcluster_policies
-from kvtrace_operator.render.otel_env import otel_environment
+from kvtrace_operator.render.otel_env import node_trace_flags, otel_environment
 from kvtrace_operator.render.statefulset import default_consistency, render_statefulset
 from kvtrace_operator.render.validate import validate_kvcluster
 
@@ -38,7 +39,7 @@ def peers_file(cluster: dict[str, Any], replicas: int) -> str:
     )
 
 
-def node_settings(spec: dict[str, Any], raw_keys: bool) -> str:
+def node_settings(spec: dict[str, Any], trace_flags: Sequence[tuple[str, str]]) -> str:
     """The node settings the args carry, as KVNODE_* lines (what the checksum covers)."""
     settings = [
         ("KVNODE_REPLICATION_FACTOR", spec["replicationFactor"]),
@@ -48,8 +49,7 @@ def node_settings(spec: dict[str, Any], raw_keys: bool) -> str:
             single_unit(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval"),
         ),
     ]
-    if raw_keys:
-        settings.append(("KVNODE_TRACE_RAW_KEYS", "true"))
+    settings += [("KVNODE_" + flag[2:].replace("-", "_").upper(), v) for flag, v in trace_flags]
     return "".join(f"{key}={value}\n" for key, value in settings)
 
 
@@ -62,7 +62,9 @@ def service_account(cluster: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def node_configmap(cluster: dict[str, Any], spec: dict[str, Any], raw_keys: bool) -> dict[str, Any]:
+def node_configmap(
+    cluster: dict[str, Any], spec: dict[str, Any], trace_flags: Sequence[tuple[str, str]]
+) -> dict[str, Any]:
     name = names.name_of(cluster)
     return {
         "apiVersion": "v1",
@@ -70,7 +72,7 @@ def node_configmap(cluster: dict[str, Any], spec: dict[str, Any], raw_keys: bool
         "metadata": child_metadata(cluster, names.node_configmap(name), KVNODE),
         "data": {
             "peers": peers_file(cluster, spec["replicas"]),
-            "settings": node_settings(spec, raw_keys),
+            "settings": node_settings(spec, trace_flags),
         },
     }
 
@@ -138,10 +140,8 @@ def render_kvcluster(
     validate_kvcluster(cluster)
     spec = apply_defaults_kvcluster(cluster.get("spec"))
     otel_env = otel_environment(cluster, pipeline)
-    raw_keys = pipeline is not None and sampling.records_raw_keys(
-        apply_defaults_pipeline(pipeline.get("spec"))
-    )
-    configmap = node_configmap(cluster, spec, raw_keys)
+    trace_flags = node_trace_flags(pipeline)
+    configmap = node_configmap(cluster, spec, trace_flags)
     # Traced members carry the label the pipeline's NetworkPolicy lets in.
     pod_labels = {TELEMETRY_CLIENT_LABEL: names.name_of(pipeline)} if pipeline is not None else {}
     # The pipeline's CA bundle when its receivers serve TLS; the cluster's own TLS and tokens.
@@ -153,7 +153,13 @@ def render_kvcluster(
         else []
     ) + kvsecurity.volumes(cluster, spec)
     statefulset = render_statefulset(
-        cluster, spec, otel_env, config_checksum(configmap, otel_env), raw_keys, pod_labels, volumes
+        cluster,
+        spec,
+        otel_env,
+        config_checksum(configmap, otel_env),
+        trace_flags,
+        pod_labels,
+        volumes,
     )
     token = security.client_secret(cluster, pipeline)  # its own OTLP token, before the members
     return [

@@ -163,6 +163,12 @@ def describes(spec: dict[str, Any]) -> str:
             f"only the head-sampled share of the traffic (ratio {spec['sampling']['ratio']}): "
             "scale rates by 1/ratio; error counts are sampled too"
         )
+    if sampling.mode(spec) == sampling.RETROACTIVE:
+        return (
+            f"only the kept spans (ratio {spec['sampling']['ratio']} of the traffic, plus every "
+            "failed and slow KV operation): rates and latencies lean towards errors and slow "
+            "operations; use the nodes' own kvnode_request* metrics for the whole traffic"
+        )
     return "every span, before tail sampling"
 
 

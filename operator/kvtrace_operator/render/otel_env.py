@@ -51,6 +51,17 @@ def exporter_env(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
     return variables
 
 
+def node_trace_flags(pipeline: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The ``kvtrace node serve`` tracing flags (flag, value) a pipeline asks of KV nodes:
+    raw keys (a development pipeline that does not hash kvstore.key) and retroactive
+    sampling's. Flags, not OTel variables: the OTel environment stays the standard one."""
+    if pipeline is None:
+        return []
+    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    flags = [("--trace-raw-keys", "true")] if sampling.records_raw_keys(spec) else []
+    return flags + sampling.node_retroactive_flags(spec)
+
+
 def resource_attributes(cluster: dict[str, Any]) -> str:
     name, namespace = names.name_of(cluster), names.namespace_of(cluster)
     attributes = [

@@ -7,23 +7,36 @@
 - ``development``: everything kept (ratio 1.0), no tail sampling, debug exporter on.
 - ``head``: the SDK samples ``parentbased_traceidratio`` with ``ratio``; no tail sampling,
   so errors are sampled like everything else (``keepErrors: true`` is rejected).
+- ``retroactive``: the SDK samples ``parentbased_traceidratio`` with ``ratio`` as in head mode,
+  and the KV nodes (``--trace-retroactive``, ``node_retroactive_flags``) also record what it
+  does not keep into a bounded buffer, keeping every failed or slow operation's trace when it
+  ends; no tail sampling (``keepErrors: false`` is rejected: the nodes always keep errors).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render.durations import duration_ms, parse_duration
+from kvtrace_operator.render.durations import duration_ms, parse_duration, single_unit
 from kvtrace_operator.render.names import OPERATOR_SERVICE_NAME
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
 HEAD = "head"
-MODES = (PRODUCTION, DEVELOPMENT, HEAD)
+RETROACTIVE = "retroactive"
+MODES = (PRODUCTION, DEVELOPMENT, HEAD, RETROACTIVE)
 
 HEAD_NOTE = (
     "head sampling: the SDK keeps a ratio of traces chosen at the root span, "
     "so errors and slow traces are sampled at that ratio too"
+)
+
+
+RETROACTIVE_NOTE = (
+    "retroactive sampling: the KV nodes keep every failed operation, every operation slower "
+    "than the latency threshold and a ratio of the rest, decided when each operation ends; "
+    "applications head-sample at that ratio (their own errors are sampled too), and a KV trace "
+    "kept under a caller's unsampled span lacks the caller's spans"
 )
 
 
@@ -40,10 +53,34 @@ def effective_ratio(spec: dict[str, Any]) -> float:
 
 
 def keeps_errors(spec: dict[str, Any]) -> bool:
-    """Whether every error trace is kept; unset means yes in production."""
+    """Whether every error trace is kept; unset means yes in production, always in retroactive."""
+    if mode(spec) == RETROACTIVE:
+        return True
     return (
         uses_tail_sampling(spec) and spec.get("sampling", {}).get("keepErrors", True) is not False
     )
+
+
+def node_retroactive_flags(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ``kvtrace node serve`` flags of retroactive sampling (none in the other modes):
+    the nodes keep what the SDK's ratio sampler keeps, and every operation that fails or takes
+    at least ``latencyThreshold``, holding undecided spans within ``retroactive``'s bounds."""
+    if mode(spec) != RETROACTIVE:
+        return []
+    values = spec["sampling"]
+    retro = values["retroactive"]
+    return [
+        ("--trace-retroactive", "true"),
+        ("--trace-buffer-size", str(int(retro["bufferBytes"]))),
+        (
+            "--trace-buffer-age",
+            single_unit(retro["bufferAge"], "spec.sampling.retroactive.bufferAge"),
+        ),
+        (
+            "--trace-latency-threshold",
+            single_unit(values["latencyThreshold"], "spec.sampling.latencyThreshold"),
+        ),
+    ]
 
 
 def debug_exporter_on(spec: dict[str, Any]) -> bool:
@@ -65,7 +102,7 @@ def two_tier(spec: dict[str, Any]) -> bool:
 
 def sdk_sampler(spec: dict[str, Any]) -> list[tuple[str, str]]:
     """``OTEL_TRACES_SAMPLER`` (and its argument) for applications sending to this pipeline."""
-    if mode(spec) == HEAD:
+    if mode(spec) in (HEAD, RETROACTIVE):
         return [
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", format_ratio(effective_ratio(spec))),

@@ -10,6 +10,10 @@ one per replica call at the default replication factor 3).
   the memory request; the memory limit is sized so that the working set fits under the
   memory_limiter's soft limit (``limitPercentage - spikeLimitPercentage`` of the container
   limit, which the limiter measures against) and one batch fits in its spike allowance.
+  In ``head`` and ``retroactive`` modes no tier tail-samples: the retroactive KV nodes hold
+  their undecided spans themselves (``sampling.retroactive.bufferBytes`` each, outside the
+  collector), so the collector's request drops by ``numTraces`` x ``SPANS_PER_TRACE`` x
+  ``SPAN_BYTES`` (~195 MiB at the defaults; ``tail_sampling_bytes``).
 - Jaeger's memory store is bounded by ``storage.maxTraces`` traces: request those plus the
   process, limit 50% above (Jaeger has no memory limiter); badger keeps its tables on the
   volume and caches a fixed amount.
@@ -43,11 +47,16 @@ def _mebibytes(size: float) -> str:
     return f"{math.ceil(size / MI)}Mi"
 
 
+def tail_sampling_bytes(spec: dict[str, Any]) -> int:
+    """What the tail sampler holds while deciding, at ``numTraces`` (the memory model above)."""
+    return int(spec["sampling"]["numTraces"]) * SPANS_PER_TRACE * SPAN_BYTES
+
+
 def collector_working_set(spec: dict[str, Any], samples: bool) -> int:
     """Bytes the collector of a tier holds: process + one batch (+ tail-sampling buffer)."""
     size = PROCESS_BYTES + int(spec["collector"]["batch"]["sendBatchSize"]) * SPAN_BYTES
     if samples and sampling.uses_tail_sampling(spec):
-        size += int(spec["sampling"]["numTraces"]) * SPANS_PER_TRACE * SPAN_BYTES
+        size += tail_sampling_bytes(spec)
     return size
 
 

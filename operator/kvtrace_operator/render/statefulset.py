@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from kvtrace_operator.render import kvsecurity, names, podspec
@@ -21,9 +22,9 @@ def default_consistency(spec: dict[str, Any]) -> str:
     return read if _STRENGTH[read] >= _STRENGTH[write] else write
 
 
-def node_args(spec: dict[str, Any], raw_keys: bool) -> list[str]:
-    """Only flags ``kvtrace node serve`` has (docs/design.md section 3); ``raw_keys``: a
-    development pipeline asked for raw keys on spans (it does not hash kvstore.key)."""
+def node_args(spec: dict[str, Any], trace_flags: Sequence[tuple[str, str]]) -> list[str]:
+    """Only flags ``kvtrace node serve`` has (docs/design.md section 3); ``trace_flags``: what
+    the pipeline asks of the nodes (``otel_env.node_trace_flags``: raw keys, retroactive)."""
     interval = single_unit(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval")
     args = [
         "--id=$(POD_NAME)",
@@ -35,7 +36,8 @@ def node_args(spec: dict[str, Any], raw_keys: bool) -> list[str]:
         f"--consistency={default_consistency(spec)}",
         f"--anti-entropy-interval={interval}",
     ]
-    return args + (["--trace-raw-keys=true"] if raw_keys else []) + kvsecurity.node_args(spec)
+    args += [f"{flag}={value}" for flag, value in trace_flags]
+    return args + kvsecurity.node_args(spec)
 
 
 def node_env(otel_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -47,7 +49,7 @@ def node_env(otel_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def node_container(
     spec: dict[str, Any],
     otel_env: list[dict[str, Any]],
-    raw_keys: bool,
+    trace_flags: Sequence[tuple[str, str]],
     extra_mounts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     container = {
@@ -55,7 +57,7 @@ def node_container(
         "image": spec["image"],
         "imagePullPolicy": spec["imagePullPolicy"],
         "command": list(COMMAND),
-        "args": node_args(spec, raw_keys),
+        "args": node_args(spec, trace_flags),
         "env": node_env(otel_env),
         "ports": [podspec.port("client", names.CLIENT_PORT), podspec.port("peer", names.PEER_PORT)],
         "livenessProbe": podspec.http_probe(
@@ -103,7 +105,7 @@ def pod_spec(
     cluster: dict[str, Any],
     spec: dict[str, Any],
     otel_env: list[dict[str, Any]],
-    raw_keys: bool,
+    trace_flags: Sequence[tuple[str, str]],
     extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """``extra_volumes``: (volume, mount) pairs, e.g. the pipeline's CA certificate."""
@@ -118,7 +120,7 @@ def pod_spec(
         "enableServiceLinks": False,
         "securityContext": podspec.pod_security_context(),
         "terminationGracePeriodSeconds": 30,
-        "containers": [node_container(spec, otel_env, raw_keys, [mount for _, mount in extra])],
+        "containers": [node_container(spec, otel_env, trace_flags, [mount for _, mount in extra])],
         "volumes": [
             podspec.config_volume("config", names.node_configmap(name), "peers", "peers"),
             podspec.tmp_volume(),
@@ -152,7 +154,7 @@ def render_statefulset(
     spec: dict[str, Any],
     otel_env: list[dict[str, Any]],
     config_checksum: str,
-    raw_keys: bool = False,
+    trace_flags: Sequence[tuple[str, str]] = (),
     pod_labels: dict[str, str] | None = None,
     extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
@@ -180,7 +182,7 @@ def render_statefulset(
             "selector": {"matchLabels": selector_labels(cluster, KVNODE)},
             "template": {
                 "metadata": podspec.template_metadata(labels, config_checksum),
-                "spec": pod_spec(cluster, spec, otel_env, raw_keys, extra_volumes),
+                "spec": pod_spec(cluster, spec, otel_env, trace_flags, extra_volumes),
             },
             "volumeClaimTemplates": [volume_claim(cluster, spec["storage"])],
         },

@@ -353,6 +353,11 @@ def sampling_status(spec: Mapping[str, Any]) -> dict[str, Any]:
         note = f"{sampling.HEAD_NOTE} (ratio {ratio}): not every error is kept"
     elif mode == sampling.DEVELOPMENT:
         note = "development: every span is kept and also written to the debug exporter"
+    elif mode == sampling.RETROACTIVE:
+        note = (
+            f"{sampling.RETROACTIVE_NOTE} (threshold {spec['sampling']['latencyThreshold']}, "
+            f"ratio {ratio})"
+        )
     else:
         errors = "every trace with an error, " if sampling.keeps_errors(spec) else ""
         note = (

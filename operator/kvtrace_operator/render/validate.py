@@ -23,11 +23,13 @@ MAX_PIPELINE_NAME = 40  # "-collector-sampling" and friends must still fit in 63
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 CONSISTENCY_LEVELS = ("one", "quorum", "all")
+MAX_BUFFER_AGE_NS = 60 * 10**9  # spec.sampling.retroactive.bufferAge, as the CRD says
 # The same minimums as the CRDs' CEL rules (a unit test compares them).
 MIN_DURATIONS = {
     "spec.antiEntropy.interval": "1s",
     "spec.sampling.latencyThreshold": "1ms",
     "spec.sampling.decisionWait": "1s",
+    "spec.sampling.retroactive.bufferAge": "100ms",
     "spec.jaeger.storage.retention": "1m",
     "spec.jaeger.archive.retention": "1m",
     "spec.metrics.prometheus.retention": "1h",
@@ -118,6 +120,38 @@ def _validate_sampling(spec: dict[str, Any]) -> None:
     _duration(spec, "spec.sampling.decisionWait")
     if sampling.uses_tail_sampling(spec):
         _decision_wait(spec)
+    _validate_retroactive(spec)
+
+
+def _validate_retroactive(spec: dict[str, Any]) -> None:
+    """The nodes' buffer bounds (the same as the CRD's and `kvtrace node serve`'s); in
+    retroactive mode the buffer must hold a trace past the latency threshold."""
+    values = spec["sampling"]
+    retro = values["retroactive"]
+    _integer(retro["bufferBytes"], "spec.sampling.retroactive.bufferBytes", 1 << 20, 1 << 30)
+    _duration(spec, "spec.sampling.retroactive.bufferAge")
+    age = parse_duration(retro["bufferAge"], "spec.sampling.retroactive.bufferAge")
+    if age > MAX_BUFFER_AGE_NS:
+        raise SpecError(
+            "spec.sampling.retroactive.bufferAge",
+            f"expected at most 60s, got {retro['bufferAge']!r}",
+        )
+    if values["mode"] != sampling.RETROACTIVE:
+        return
+    if values.get("keepErrors") is False:
+        raise SpecError(
+            "spec.sampling.keepErrors",
+            "retroactive mode always keeps every failed operation's trace: leave keepErrors "
+            "unset/true, or use mode head to sample errors at ratio",
+        )
+    threshold = parse_duration(values["latencyThreshold"], "spec.sampling.latencyThreshold")
+    if age <= threshold:
+        raise SpecError(
+            "spec.sampling.retroactive.bufferAge",
+            f"expected more than spec.sampling.latencyThreshold ({values['latencyThreshold']}), "
+            f"got {retro['bufferAge']!r}: a replica's spans of an operation just over the "
+            "threshold would expire before its coordinator keeps them",
+        )
 
 
 def _decision_wait(spec: dict[str, Any]) -> None:

@@ -436,10 +436,10 @@ def check_sampling(
                         f"ConfigMap {cm}: tail_sampling has no status_code ERROR policy, so errors "
                         "are sampled like everything else"
                     )
-    elif mode == sampling.HEAD:
+    elif mode in (sampling.HEAD, sampling.RETROACTIVE):
         if tail_in:
             problems.append(
-                f"head mode but {', '.join(tail_in)} also tail-samples: traces are sampled twice"
+                f"{mode} mode but {', '.join(tail_in)} also tail-samples: traces are sampled twice"
             )
     elif head_pods:  # development keeps everything
         problems.append(
@@ -461,6 +461,8 @@ def check_sampling(
         "(errors and slow traces kept)",
         sampling.HEAD: f"head mode: the SDK samples a ratio at the root; {sampling.HEAD_NOTE.split(': ', 1)[1]}",
         sampling.DEVELOPMENT: "development: every span is kept",
+        sampling.RETROACTIVE: "retroactive: the KV nodes keep errors, slow operations and a "
+        "ratio, decided when each operation ends",
     }.get(mode, mode)
     return Check(
         name,

@@ -106,6 +106,7 @@ class TestCRDDefinitions:
                 {
                     ".sampling.latencyThreshold",
                     ".sampling.decisionWait",
+                    ".sampling.retroactive.bufferAge",
                     ".collector.batch.timeout",
                     ".collector.memoryLimiter.checkInterval",
                     ".jaeger.storage.retention",
@@ -181,6 +182,12 @@ SPECS_KVCLUSTER = [
 SPECS_PIPELINE = [
     {},
     {"sampling": {"mode": "head", "ratio": 0.5}},
+    {
+        "sampling": {
+            "mode": "retroactive",
+            "retroactive": {"bufferBytes": 1 << 20, "bufferAge": "2s"},
+        }
+    },
     {"collector": {"replicas": 3, "batch": {"timeout": "1s"}}},
     {"jaeger": {"storage": {"type": "badger"}, "tenancy": {"enabled": True, "tenants": ["a"]}}},
     {
