@@ -131,13 +131,16 @@ def load_documents(path: str, stdin: TextIO) -> list[Document]:
 
 
 def strict_problems(documents: list[Document]) -> tuple[list[str], list[str]]:
-    """(errors, warnings) of every document against its CRD: every error, not the first."""
+    """(errors, warnings) of every document against its CRD: every error, not the first.
+    Each document becomes what the API server would store (its schema defaults applied), the
+    shape the render relies on."""
     schemas = crds.schemas()
     errors: list[str] = []
     warnings: list[str] = []
     for document in documents:
         resource = document.resource
         report = strict.check(resource, schemas[(resource["apiVersion"], resource["kind"])])
+        document.resource = report.resource
         errors += [f"{document.where()}: {error}" for error in report.errors]
         warnings += [
             f"warning: {document.where()}: rule not checked here (the API server will): {rule}"

@@ -303,8 +303,6 @@ def test_bad_access_values_name_the_field() -> None:
         SpecError, match=r"spec\.networkPolicy\.queryAccess: expected one of namespace, labelled"
     ):
         validate_pipeline(tp("traces", networkPolicy={"queryAccess": "everyone"}))
-    with pytest.raises(SpecError, match=r"spec\.networkPolicy\.enabled: expected true or false"):
-        validate_pipeline(tp("traces", networkPolicy={"enabled": "yes"}))
 
 
 def test_the_chart_operator_pod_carries_the_labels_the_kv_policy_lets_in() -> None:

@@ -286,7 +286,6 @@ def test_no_certificate_for_a_disabled_jaeger() -> None:
         ),
         ({"duration": "500ms"}, "spec.security.tls.duration", "at least 1s"),
         ({"renewBefore": "soon"}, "spec.security.tls.renewBefore", "expected a duration"),
-        ({"mode": 3}, "spec.security.tls.mode", "expected a string"),
     ],
 )
 @pytest.mark.parametrize("enabled", [True, False], ids=["enabled", "disabled"])

@@ -72,10 +72,13 @@ BLOCKED_NOTE = (
 @dataclass
 class Report:
     """What strict validation found: ``errors`` (the API server would reject the document)
-    and ``unchecked`` (CEL rules this evaluator cannot compile, left to the API server)."""
+    and ``unchecked`` (CEL rules this evaluator cannot compile, left to the API server);
+    ``resource``, the document as the API server would store it (schema defaults applied,
+    a null with a default replaced by it): what ``kvtrace render`` renders."""
 
     errors: list[FieldError] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
+    resource: dict[str, Any] = field(default_factory=dict)
 
 
 def document_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -277,6 +280,7 @@ def check(resource: dict[str, Any], schema: dict[str, Any]) -> Report:
     resource = {key: value for key, value in resource.items() if key != STATUS}
     report = Report(errors=list(unknown_fields(resource, full)))
     defaulted = with_defaults(resource, full)
+    report.resource = defaulted
     found = metadata_errors(resource) + schema_errors(defaulted, full)
     report.errors += found + list(list_errors(defaulted, full))
     if any(error.blocking for error in found):

@@ -1,5 +1,9 @@
 """Checks the schema cannot express, and the schema's own rules again for ``kvtrace render``
-(files never went through the API server). Every SpecError names the field path."""
+(files never went through the API server). Every SpecError names the field path.
+
+The shape of a spec (types, unknown fields, the CEL rules) is checked in one place, against the
+CRD itself: by the API server for the operator, by ``render.strict`` for ``kvtrace render``
+before anything renders. What reaches this module has that shape."""
 
 from __future__ import annotations
 
@@ -7,15 +11,9 @@ import re
 from typing import Any
 
 from kvtrace_operator.render import consumer_tokens, kvsecurity, query_access, sampling, tls
-from kvtrace_operator.render.defaults import (
-    KVCLUSTER_DEFAULTS,
-    PIPELINE_DEFAULTS,
-    apply_defaults_kvcluster,
-    apply_defaults_pipeline,
-)
+from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.errors import SpecError
-from kvtrace_operator.render.shapes import KVCLUSTER_OPTIONAL, PIPELINE_OPTIONAL, check_spec
 
 # StatefulSet pods get a controller-revision-hash label "NAME-<10 chars>" (<= 63).
 MAX_KVCLUSTER_NAME = 52
@@ -48,6 +46,11 @@ def _duration(spec: dict[str, Any], field: str) -> None:
     parse_duration(value, field, MIN_DURATIONS.get(field))
 
 
+def _spec(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource's spec, ``{}`` when it has none."""
+    return dict(resource.get("spec") or {})
+
+
 def _name(resource: dict[str, Any], limit: int) -> None:
     name = resource.get("metadata", {}).get("name")
     if not isinstance(name, str) or not _DNS_LABEL.match(name) or len(name) > limit:
@@ -76,7 +79,7 @@ def _quantity(value: Any, field: str) -> None:
 
 
 def validate_kvcluster(cluster: dict[str, Any]) -> None:
-    spec = apply_defaults_kvcluster(check_spec(cluster, KVCLUSTER_DEFAULTS, KVCLUSTER_OPTIONAL))
+    spec = apply_defaults_kvcluster(_spec(cluster))
     _name(cluster, MAX_KVCLUSTER_NAME)
     replicas = _integer(spec["replicas"], "spec.replicas", 1, 100)
     factor = _integer(spec["replicationFactor"], "spec.replicationFactor", 1, 7)
@@ -287,7 +290,7 @@ def _validate_security(spec: dict[str, Any]) -> None:
 
 
 def validate_pipeline(pipeline: dict[str, Any]) -> None:
-    spec = apply_defaults_pipeline(check_spec(pipeline, PIPELINE_DEFAULTS, PIPELINE_OPTIONAL))
+    spec = apply_defaults_pipeline(_spec(pipeline))
     _name(pipeline, MAX_PIPELINE_NAME)
     _validate_sampling(spec)
     _integer(spec["collector"]["replicas"], "spec.collector.replicas", 1, 20)
