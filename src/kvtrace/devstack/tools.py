@@ -377,6 +377,16 @@ _K8S_LDFLAGS = " ".join(
     )
 )
 
+# What `prometheus --version` prints (upstream's release builds set the same variables).
+_PROMETHEUS_LDFLAGS = " ".join(
+    f"-X github.com/prometheus/common/version.{key}={value}"
+    for key, value in (
+        ("Version", prometheus_release()),
+        ("Branch", "HEAD"),
+        ("BuildUser", "kvtrace"),
+    )
+)
+
 TOOLS: dict[str, Tool] = {
     tool.name: tool
     for tool in (
@@ -425,6 +435,18 @@ TOOLS: dict[str, Tool] = {
             JAEGER_VERSION,
             ("jaeger",),
             _build_wrapper("jaeger", {"jaeger": "github.com/jaegertracing/jaeger/cmd/jaeger"}),
+        ),
+        Tool(
+            "prometheus",
+            PROMETHEUS_VERSION,
+            ("prometheus", "promtool"),
+            _go_install(
+                {
+                    name: f"github.com/prometheus/prometheus/cmd/{name}@v{PROMETHEUS_VERSION}"
+                    for name in ("prometheus", "promtool")
+                },
+                ldflags=_PROMETHEUS_LDFLAGS,
+            ),
         ),
         Tool("python-agent", PYTHON_AGENT_VERSION, (), _build_python_agent),
         Tool("java-agent", JAVA_AGENT_VERSION, (), _build_java_agent),
