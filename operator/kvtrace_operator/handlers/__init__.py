@@ -18,6 +18,7 @@ import kopf
 from lightkube import AsyncClient
 
 from kvtrace.shared.api import KVCLUSTER, PIPELINE
+from kvtrace_operator import k8s
 from kvtrace_operator.handlers import (
     children,
     consumers,
@@ -26,10 +27,16 @@ from kvtrace_operator.handlers import (
     secret_watch,
     webhook,
 )
-from kvtrace_operator.handlers.runtime import Options, Runtime
+from kvtrace_operator.handlers.metrics import METRICS
+from kvtrace_operator.handlers.runtime import CHILDREN_INDICES, Options, Runtime
 
 # kopf's indices the runtime reads (kopf hands them, live, to the startup handler too).
-INDICES = (*consumers.SOURCES, secret_watch.INDEX, secret_watch.CLIENT_INDEX)
+INDICES = (
+    *consumers.SOURCES,
+    secret_watch.INDEX,
+    secret_watch.CLIENT_INDEX,
+    *CHILDREN_INDICES,
+)
 
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
@@ -43,6 +50,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
 
 def start(client: AsyncClient, options: Options, indices: Mapping[str, Any]) -> Runtime:
     """The Runtime of one operator run: ``indices`` are kopf's (the startup handler's kwargs)."""
+    k8s.count_requests(client, METRICS.api_request)
     runtime = Runtime(
         client, options, indices={key: indices[key] for key in INDICES if key in indices}
     )

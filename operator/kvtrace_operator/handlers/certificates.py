@@ -2,8 +2,9 @@
 event per change, naming Secrets and reasons only, never key material, and ``status.tls``
 (the trusted CAs and each server certificate with its ``notAfter``).
 
-A render the API server has not accepted yet is dry-run first, so an invalid spec writes no
-TLS Secret either (nothing half-applied). Without the Certificates: they need cert-manager's
+A render the API server has not accepted yet is dry-run first (the reconcile's only dry run:
+what is applied later is this render with the TLS Secrets and Secret versions added), so an
+invalid spec writes no TLS Secret, nor anything else (nothing half-applied). Without the Certificates: they need cert-manager's
 CRD, which k8s/certificates.py checks and reports as a spec error."""
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ async def prepare(
     server refuses: then nothing was written)."""
     client, meta = runtime.client, pipeline["metadata"]
     workloads = [child for child in children if child["kind"] != CERTIFICATE]
-    if runtime.tls_accepted.get(meta["uid"]) != checksum(workloads):
+    rendered = checksum(workloads)
+    if runtime.validated.get(meta["uid"]) != rendered:  # the one dry run of this render
         await dry_run(client, workloads, meta["namespace"])
-        runtime.tls_accepted[meta["uid"]] = checksum(workloads)
+        runtime.validated[meta["uid"]] = rendered
     prepared = await certificates.prepare(client, dict(pipeline))
     if prepared.actions:
         message = "; ".join(prepared.actions)

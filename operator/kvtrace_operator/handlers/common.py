@@ -16,7 +16,6 @@ from lightkube import AsyncClient
 from kvtrace_operator import k8s, tracing
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.handlers.runtime import Runtime
-from kvtrace_operator.render import checksum
 from kvtrace_operator.render.status import find_condition
 
 log = logging.getLogger("kvtrace_operator")
@@ -94,43 +93,53 @@ def in_step(rendered: list[dict[str, Any]], observed: list[dict[str, Any]]) -> b
 async def converge(
     runtime: Runtime, owner: Mapping[str, Any], children: list[dict[str, Any]], *, apply_all: bool
 ) -> tuple[list[dict[str, Any]], k8s.Changes | None]:
-    """Apply ``children`` (always when ``apply_all``; otherwise only when the observed
-    workloads lag behind the render, e.g. the pipeline changed meanwhile), and return the
-    observed workloads, so the status never describes a state that is not applied."""
-    client = runtime.client
+    """Apply the children that drifted (always when ``apply_all``; otherwise only when the
+    observed workloads lag behind the render, e.g. the pipeline changed meanwhile), and return
+    the observed workloads, so the status never describes a state that is not applied. The
+    owner's children come from the watch (handlers/children.py) when kopf runs: a reconcile
+    where nothing drifted sends no request here."""
+    client, uid = runtime.client, owner["metadata"]["uid"]
+    observed = runtime.children_of(uid)
     if not apply_all:
         with tracing.span("observe workloads") as step:
-            observed = await k8s.read_workloads(client, owner["metadata"]["namespace"], children)
-            step.set("kvtrace.in_step", in_step(children, observed))
-        if in_step(children, observed):
-            return observed, None
+            workloads = (
+                [seen.workload for seen in observed.values() if seen.workload is not None]
+                if observed is not None
+                else await k8s.read_workloads(client, owner["metadata"]["namespace"], children)
+            )
+            step.set("kvtrace.in_step", in_step(children, workloads))
+        if in_step(children, workloads):
+            return workloads, None
     with tracing.span("apply children", {"kvtrace.children": len(children)}) as step:
-        changes = await apply(runtime, owner, children)
+        changes = await apply(runtime, owner, children, observed)
         for action, items in (
             ("created", changes.created),
             ("updated", changes.updated),
             ("deleted", changes.deleted),
         ):
             step.set(f"kvtrace.children.{action}", len(items))
-    return k8s.workloads_of(changes.applied), changes
+        step.set("kvtrace.children.unchanged", len(children) - len(changes.applied))
+    return changes.workloads, changes
 
 
 async def apply(
-    runtime: Runtime, owner: Mapping[str, Any], children: list[dict[str, Any]]
+    runtime: Runtime,
+    owner: Mapping[str, Any],
+    children: list[dict[str, Any]],
+    observed: Mapping[k8s.ChildKey, k8s.Seen] | None,
 ) -> k8s.Changes:
-    """Apply every child and prune the stale ones, with an event per kind of action. A render
-    not yet accepted is dry-run first (k8s.Rejected leaves nothing half-applied); a child that
-    had to be deleted (immutable field) is retried shortly."""
+    """Apply the children that drifted since the last apply and prune the stale ones, with an
+    event per kind of action (the render was dry-run when it changed: handlers/certificates.py);
+    a child that had to be deleted (immutable field) is retried shortly."""
     client, uid = runtime.client, owner["metadata"]["uid"]
-    rendered = checksum(children)
     try:
         changes = await k8s.apply_children(
-            client, owner, children, validate_first=runtime.validated.get(uid) != rendered
+            client, owner, children, observed=observed, last=runtime.applied.get(uid)
         )
     except k8s.Recreating as exc:
         await k8s.post_event(client, owner, "Recreating", str(exc), "Warning")
         raise kopf.TemporaryError(str(exc), delay=2) from exc
-    runtime.validated[uid] = rendered
+    runtime.applied[uid] = changes.last
     await report_changes(client, owner, changes)
     return changes
 

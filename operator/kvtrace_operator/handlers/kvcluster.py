@@ -268,9 +268,9 @@ async def report_scaling(
         if obj["kind"] != "StatefulSet":
             continue
         before = changes.previous.get(k8s.child_key(obj))
-        if before is None:
+        if before is None or before.workload is None:
             return
-        old = workload_summary(before)["desired"]
+        old = before.workload["desired"]
         new = workload_summary(obj)["desired"]
         if old != new:
             await k8s.post_event(

@@ -1,5 +1,5 @@
 """The operator's own Prometheus metrics (``--metrics-port``): reconciles by kind and outcome,
-their duration (a histogram), child actions, TraceDelivery canaries by reason, the entries
+their duration (a histogram), child actions, API requests by method and resource, TraceDelivery canaries by reason, the entries
 of the run's per-object state (handlers/runtime.py), and the process's own metrics (CPU,
 memory, file descriptors, GC), on ``prometheus_client``.
 
@@ -76,6 +76,13 @@ class Metrics:
             ("kind", "action"),
             registry=self.registry,
         )
+        self.api_requests = Counter(
+            "kvtrace_operator_api_requests",
+            "Requests the reconciles sent to the API server (kopf's own watches and "
+            "annotations aside), by HTTP method, resource (plural, /SUBRESOURCE) and dry run.",
+            ("method", "resource", "dry_run"),
+            registry=self.registry,
+        )
         self.canaries = Counter(
             "kvtrace_operator_canaries",
             "TraceDelivery canary runs by reason (Delivered, NotFoundInJaeger, ...).",
@@ -102,6 +109,9 @@ class Metrics:
     def child_actions(self, kind: str, action: str, count: int) -> None:
         if count:
             self.children.labels(kind, action).inc(count)
+
+    def api_request(self, method: str, resource: str, dry_run: bool) -> None:
+        self.api_requests.labels(method, resource, str(dry_run).lower()).inc()
 
     def canary(self, reason: str) -> None:
         self.canaries.labels(reason).inc()

@@ -1,6 +1,6 @@
 """The operator's state for one run, kept on kopf's ``memo`` (``memo.runtime``), never in
 module globals: the options, the API client, one lock per object being reconciled, what the
-API server accepted per owner, the canary's outcomes, kopf's live indices, and the queue of
+API server accepted per owner and what the last apply left of each child, the canary's outcomes, kopf's live indices, and the queue of
 reconcile requests (coalesced: many requests for one object while it waits or runs -> one
 more reconcile, reading the object afresh).
 
@@ -20,6 +20,7 @@ from typing import Any
 from lightkube import AsyncClient
 
 from kvtrace.shared.api import PIPELINE
+from kvtrace_operator.k8s import PRUNABLE_KINDS, Applied, ChildKey, Seen
 from kvtrace_operator.render.images import OPERATOR_IMAGE
 
 log = logging.getLogger("kvtrace_operator")
@@ -29,6 +30,8 @@ ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 Runner = Callable[["Runtime", str, str, bool], Awaitable[None]]
 # The canary's outcome per pipeline: (condition status/reason/message, status.traceDelivery).
 Delivery = tuple[tuple[str, str, str], dict[str, Any]]
+# kopf's indices of our children by owner UID, one per kind (handlers/children.py keeps them).
+CHILDREN_INDICES = tuple(f"children_{kind.lower()}" for _, kind in PRUNABLE_KINDS)
 # How long after a deletion a reconcile that was under way may still write the object's entries.
 LATE_WRITES_S = 60.0
 
@@ -146,8 +149,8 @@ class Runtime:
     locks: ObjectLocks = dataclasses.field(default_factory=ObjectLocks)
     # owner uid -> checksum of the last render the API server accepted (no dry run again)
     validated: dict[str, str] = dataclasses.field(default_factory=dict)
-    # pipeline uid -> checksum of the last workloads the TLS step's dry run accepted
-    tls_accepted: dict[str, str] = dataclasses.field(default_factory=dict)
+    # owner uid -> what the last apply left of each child (the next applies only what drifted)
+    applied: dict[str, dict[ChildKey, Applied]] = dataclasses.field(default_factory=dict)
     deliveries: dict[tuple[str, str], Delivery] = dataclasses.field(default_factory=dict)
     rechecks: dict[tuple[str, str], asyncio.Task[None]] = dataclasses.field(default_factory=dict)
     # (workload uid, message) -> when its last InjectionFailed event was posted (bounded)
@@ -160,6 +163,17 @@ class Runtime:
     def request(self, kind: str, namespace: str, name: str, *, apply: bool = True) -> None:
         """Ask for a reconcile of another object (coalesced, never waited for)."""
         self.requests.request(kind, namespace, name, apply=apply)
+
+    def children_of(self, owner_uid: str) -> dict[ChildKey, Seen] | None:
+        """The owner's children as the watch saw them last (handlers/children.py); None when
+        kopf's indices are not there (handlers called without kopf: the caller lists them)."""
+        if not all(index in self.indices for index in CHILDREN_INDICES):
+            return None
+        found: dict[ChildKey, Seen] = {}
+        for index in CHILDREN_INDICES:
+            for child in self.indices[index].get(owner_uid, ()):
+                found[(child.kind, child.name)] = child
+        return found
 
     def lock(
         self, kind: str, namespace: str, name: str
@@ -183,7 +197,7 @@ class Runtime:
 
     def _forget_uid(self, uid: str) -> None:
         self.validated.pop(uid, None)
-        self.tls_accepted.pop(uid, None)
+        self.applied.pop(uid, None)
 
     def sizes(self) -> dict[str, int]:
         """Entries per store (the operator's metrics show them: they return to their
@@ -192,7 +206,7 @@ class Runtime:
             "locks": len(self.locks),
             "requests": len(self.requests),
             "validated": len(self.validated),
-            "tls_accepted": len(self.tls_accepted),
+            "applied": len(self.applied),
             "deliveries": len(self.deliveries),
             "rechecks": len(self.rechecks),
             "injection_events": len(self.injection_events),

@@ -29,7 +29,6 @@ from lightkube import ApiError, AsyncClient
 
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
-from kvtrace_operator.k8s.apply import dry_run
 from kvtrace_operator.k8s.secrets import ensure_generated, is_generated
 from kvtrace_operator.render import consumer_tokens, security
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
@@ -113,8 +112,8 @@ async def create_generated_first(
     """Create the owner's missing generated Secrets (a KVCluster's token) before the rest, so
     their versions are in the pod-template checksums from the first apply on: a changed one
     then rolls the pods that read it, and a new cluster's members do not restart once it
-    exists. Only when the API server accepts every child (a dry run): an invalid render leaves
-    nothing behind."""
+    exists. The render was dry-run before (handlers/certificates.py): an invalid one never
+    gets here and leaves nothing behind."""
     own = [obj for obj in children if is_generated(obj)]
     found = (
         await k8s.read_secrets(client, namespace, {obj["metadata"]["name"] for obj in own})
@@ -122,12 +121,6 @@ async def create_generated_first(
         else {}
     )
     missing = [obj for obj in own if found.get(obj["metadata"]["name"]) is None]
-    if not missing:
-        return
-    try:
-        await dry_run(client, children, namespace)
-    except k8s.Rejected:
-        return  # the apply's own dry run reports it
     for obj in missing:
         await ensure_generated(client, obj, namespace)
 
@@ -189,16 +182,26 @@ async def sync_tokens(
         client, namespace, consumer_tokens.consumers(settings, name, referencing)
     )
     labels = ", ".join(label for _, label in entries) or "none"
-    if await k8s.write_token_set(
-        client, namespace, consumer_tokens.token_set_secret(name), entries
-    ):
+    secret = consumer_tokens.token_set_secret(name)
+    written = await k8s.write_token_set(client, namespace, secret, entries)
+    generation, now = meta.get("generation"), common.now()
+    if written is k8s.TokenSetWrite.MISSING:  # the collector holds no token of ours
+        return condition(
+            TOKENS_READY,
+            False,
+            "TokenSetNotFound",
+            f"the collector's token file, Secret {namespace}/{secret}, does not exist; it is "
+            f"created with the pipeline's children and then filled with the tokens of: {labels}",
+            generation=generation,
+            now=now,
+        )
+    if written is k8s.TokenSetWrite.WRITTEN:
         log.info(
             "TracingPipeline %s/%s: the collector's token set now holds the tokens of: %s",
             namespace,
             name,
             labels,
         )
-    generation, now = meta.get("generation"), common.now()
     if not problems and waiting:  # created by the consumers' own reconciles: no warning
         return condition(
             TOKENS_READY,

@@ -4,17 +4,24 @@ status, writing our resources' status, and events. No kopf here."""
 
 from kvtrace_operator.k8s.apply import (
     PRUNABLE_KINDS,
+    Applied,
     Changes,
+    ChildKey,
     Recreating,
     Rejected,
+    Seen,
     apply_children,
     child_key,
+    drifted,
+    existing_children,
     owned_by,
+    seen,
     stale_children,
 )
 from kvtrace_operator.k8s.client import (
     KVCluster,
     TracingPipeline,
+    count_requests,
     get_object,
     make_client,
     patch_status,
@@ -24,11 +31,20 @@ from kvtrace_operator.k8s.events import build_event, post_event
 from kvtrace_operator.k8s.members import drained, member_credentials, member_url, member_views
 from kvtrace_operator.k8s.observe import read_workloads, workloads_of
 from kvtrace_operator.k8s.permissions import forbidden_message, is_forbidden
-from kvtrace_operator.k8s.secrets import read_secrets, read_tokens, write_token_set
+from kvtrace_operator.k8s.secrets import (
+    TokenSetWrite,
+    read_secrets,
+    read_tokens,
+    write_token_set,
+)
 
 __all__ = [
     "PRUNABLE_KINDS",
+    "Applied",
     "Changes",
+    "ChildKey",
+    "Seen",
+    "TokenSetWrite",
     "Recreating",
     "Rejected",
     "KVCluster",
@@ -36,9 +52,12 @@ __all__ = [
     "apply_children",
     "build_event",
     "drained",
+    "drifted",
+    "existing_children",
     "forbidden_message",
     "is_forbidden",
     "child_key",
+    "count_requests",
     "get_object",
     "make_client",
     "member_url",
@@ -51,6 +70,7 @@ __all__ = [
     "read_tokens",
     "read_workloads",
     "resource_class",
+    "seen",
     "stale_children",
     "workloads_of",
     "write_token_set",

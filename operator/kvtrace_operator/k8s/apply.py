@@ -1,16 +1,21 @@
 """Server-side apply of rendered children, and pruning of the ones no longer rendered.
 
-Apply order is the render order. Before applying, the owner's existing children are listed
-(by the owner's labels, selected by the API server, then by owner UID): that tells which applies created or changed
-an object (for events) and which existing children are stale (deleted after every apply
-succeeded, e.g. the load-balancing tier when the collector drops to one replica).
+Apply order is the render order. What exists is known without reading it again when the
+caller has it (``observed``: handlers/children.py keeps it from the watch on our children),
+else listed by the owner's labels (selected by the API server, then by owner UID). Each child
+is applied only when it drifted: its render changed since the last apply (``last``, a
+checksum per child), or the object differs from what that apply left (``Seen.version``: its
+generation and labels/annotations, or its resourceVersion for kinds without a generation;
+deleted counts too). Unchanged children cost no request. Existing children no longer rendered
+are deleted after every apply succeeded (e.g. the load-balancing tier when the collector drops
+to one replica).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightkube import ApiError, AsyncClient
 from lightkube.types import CascadeType, PatchType
@@ -18,7 +23,9 @@ from lightkube.types import CascadeType, PatchType
 from kvtrace.shared.api import FIELD_MANAGER
 from kvtrace_operator.k8s.client import resource_class, to_dict
 from kvtrace_operator.k8s.secrets import ensure_generated, is_generated
+from kvtrace_operator.render import checksum
 from kvtrace_operator.render.labels import owner_labels
+from kvtrace_operator.render.status import workload_summary
 
 # Every kind the renderers may produce and the operator may therefore have to delete.
 # PersistentVolumeClaims are deliberately absent: data is never deleted by a re-render
@@ -47,23 +54,82 @@ def owned_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
     return any(ref.get("uid") == owner_uid for ref in refs)
 
 
+ChildKey = tuple[str, str]  # (kind, name)
+WORKLOAD_KINDS = ("StatefulSet", "Deployment")
+
+
+class Seen(NamedTuple):
+    """What is known of one existing child without reading it again (no data, no spec):
+    enough to tell whether it drifted, to report the change, and to delete it."""
+
+    api_version: str
+    kind: str
+    name: str
+    resource_version: str
+    # Changes when someone writes what we apply, not when a controller writes the status.
+    version: str
+    workload: dict[str, Any] | None  # render.status.workload_summary() of a workload
+
+
+class Applied(NamedTuple):
+    """What the last apply of one child left: the checksum of its render, and its Seen.version."""
+
+    render: str
+    version: str
+
+
+def seen(obj: Mapping[str, Any]) -> Seen:
+    """The Seen of an object as the API server returned it (or a watch event carried it)."""
+    meta = obj.get("metadata") or {}
+    rv = str(meta.get("resourceVersion") or "")
+    generation = meta.get("generation")
+    version = (
+        "g{}/{}".format(
+            generation,
+            checksum([meta.get("labels") or {}, meta.get("annotations") or {}])[:16],
+        )
+        if generation
+        else f"rv{rv}"
+    )
+    workload = workload_summary(obj) if obj.get("kind") in WORKLOAD_KINDS else None
+    return Seen(
+        str(obj.get("apiVersion", "")), str(obj["kind"]), str(meta["name"]), rv, version, workload
+    )
+
+
+def drifted(obj: Mapping[str, Any], before: Seen | None, applied: Applied | None) -> bool:
+    """Whether ``obj`` must be applied: missing (``before`` None), rendered differently from
+    the last apply (``applied``: None when there was none), or changed by someone else since
+    (its version is not the one that apply left)."""
+    return (
+        before is None
+        or applied is None
+        or applied.render != checksum(obj)
+        or applied.version != before.version
+    )
+
+
 def stale_children(
-    existing: Iterable[Mapping[str, Any]], rendered: Iterable[Mapping[str, Any]], owner_uid: str
-) -> list[Mapping[str, Any]]:
-    """Existing children of ``owner_uid`` that the current render no longer contains."""
+    existing: Mapping[ChildKey, Seen], rendered: Iterable[Mapping[str, Any]]
+) -> list[Seen]:
+    """The owner's existing children that the current render no longer contains."""
     keep = {child_key(obj) for obj in rendered}
-    return [obj for obj in existing if owned_by(obj, owner_uid) and child_key(obj) not in keep]
+    return [child for key, child in existing.items() if key not in keep]
 
 
 @dataclasses.dataclass
 class Changes:
-    """What one apply pass did, as ``Kind/name`` strings (for events and logs)."""
+    """What one apply pass did, as ``Kind/name`` strings (for events and logs); ``applied``:
+    the objects written (as returned); ``workloads``: workload_summary() of every rendered
+    workload (applied now or found unchanged); ``last``: what to pass as ``last`` next time."""
 
     created: list[str] = dataclasses.field(default_factory=list)
     updated: list[str] = dataclasses.field(default_factory=list)
     deleted: list[str] = dataclasses.field(default_factory=list)
     applied: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    previous: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    previous: dict[ChildKey, Seen] = dataclasses.field(default_factory=dict)
+    workloads: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    last: dict[ChildKey, Applied] = dataclasses.field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.created or self.updated or self.deleted)
@@ -92,6 +158,11 @@ async def list_children(
             if owned_by(obj, owner_uid):
                 found.append(obj)
     return found
+
+
+async def existing_children(client: AsyncClient, owner: Mapping[str, Any]) -> dict[ChildKey, Seen]:
+    """The owner's children as Seen, listed (when no watch keeps them)."""
+    return {child_key(obj): seen(obj) for obj in await list_children(client, owner)}
 
 
 class Recreating(Exception):
@@ -210,36 +281,50 @@ async def apply_children(
     owner: Mapping[str, Any],
     rendered: Sequence[Mapping[str, Any]],
     *,
+    observed: Mapping[ChildKey, Seen] | None = None,
+    last: Mapping[ChildKey, Applied] | None = None,
     prune: bool = True,
     validate_first: bool = False,
 ) -> Changes:
-    """Apply ``rendered`` (in order) in the owner's namespace, then delete the owner's
-    children that are not rendered any more. With ``validate_first``, a server-side dry run
-    of every child comes first, so a child the API server rejects (Rejected) leaves nothing
-    half-applied. Raises lightkube.ApiError on other failures (the caller retries; applies
-    are idempotent)."""
+    """Apply the children of ``rendered`` that drifted (in order; all of them without
+    ``last``) in the owner's namespace, then delete the owner's children that are not rendered
+    any more. ``observed``: the owner's existing children (listed when None). With
+    ``validate_first``, a server-side dry run of every child comes first, so a child the API
+    server rejects (Rejected) leaves nothing half-applied. Raises lightkube.ApiError on other
+    failures (the caller retries; applies are idempotent)."""
     namespace = owner["metadata"]["namespace"]
-    uid = owner["metadata"]["uid"]
     if validate_first:
         await dry_run(client, rendered, namespace)
-    changes = Changes()
-    existing = await list_children(client, owner)
-    changes.previous = {child_key(obj): obj for obj in existing}
+    existing = dict(observed) if observed is not None else await existing_children(client, owner)
+    changes = Changes(previous=existing)
     for obj in rendered:
+        key = child_key(obj)
+        before, previous = existing.get(key), (last or {}).get(key)
+        if before is not None and previous is not None and not drifted(obj, before, previous):
+            changes.last[key] = previous
+            if before.workload is not None:
+                changes.workloads.append(before.workload)
+            continue
         if is_generated(obj):  # created once with its random token, never re-applied
             applied, _ = await ensure_generated(client, obj, namespace)
         else:
             applied = await apply_object(client, obj, namespace)
         changes.applied.append(applied)
-        before = changes.previous.get(child_key(obj))
+        after = seen(applied)
+        changes.last[key] = Applied(checksum(obj), after.version)
+        if after.workload is not None:
+            changes.workloads.append(after.workload)
         if before is None:
             changes.created.append(_label(obj))
-        elif before["metadata"].get("resourceVersion") != applied["metadata"].get(
-            "resourceVersion"
-        ):
+        elif before.resource_version != after.resource_version:
             changes.updated.append(_label(obj))
     if prune:
-        for obj in stale_children(existing, rendered, uid):
-            if await delete_object(client, obj, namespace):
-                changes.deleted.append(_label(obj))
+        for child in stale_children(existing, rendered):
+            ref = {
+                "apiVersion": child.api_version,
+                "kind": child.kind,
+                "metadata": {"name": child.name},
+            }
+            if await delete_object(client, ref, namespace):
+                changes.deleted.append(f"{child.kind}/{child.name}")
     return changes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx2
@@ -25,6 +26,32 @@ def make_client(timeout: float = 30.0) -> AsyncClient:
         field_manager=api.FIELD_MANAGER,
         timeout=httpx2.Timeout(timeout),
     )
+
+
+def request_resource(path: str) -> str:
+    """The resource a request's URL path addresses: its plural, with ``/SUBRESOURCE`` (e.g.
+    ``statefulsets``, ``kvclusters/status``); ``""`` for paths that name none."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts[:-1]:
+        after = parts[parts.index("namespaces") + 2 :]
+    else:  # cluster-scoped: /api/v1/PLURAL/... or /apis/GROUP/VERSION/PLURAL/...
+        after = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if not after:
+        return "namespaces" if "namespaces" in parts else ""
+    return after[0] if len(after) < 3 else f"{after[0]}/{after[2]}"
+
+
+def count_requests(client: AsyncClient, count: Callable[[str, str, bool], None]) -> None:
+    """Call ``count(method, resource, dry_run)`` for every request ``client`` sends (the
+    operator's metrics; a test counts the writes of a reconcile with it)."""
+
+    async def hook(request: httpx2.Request) -> None:
+        params: Mapping[str, str] = request.url.params
+        count(request.method, request_resource(request.url.path), "dryRun" in params)
+
+    # lightkube's own httpx client: its request hooks see every request, watches included
+    adapter = client._client._client  # noqa: SLF001 - lightkube has no request hook of its own
+    adapter.event_hooks["request"].append(hook)
 
 
 def resource_class(api_version: str, kind: str) -> Any:

@@ -7,10 +7,9 @@ from typing import Any
 
 from lightkube import AsyncClient
 
+from kvtrace_operator.k8s.apply import WORKLOAD_KINDS
 from kvtrace_operator.k8s.client import get_object, resource_class
 from kvtrace_operator.render.status import workload_summary
-
-WORKLOAD_KINDS = ("StatefulSet", "Deployment")
 
 
 def workloads_of(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

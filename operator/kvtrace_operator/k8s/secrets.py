@@ -5,6 +5,7 @@ creating the ones it generates (a random token, once; never rotated behind the u
 from __future__ import annotations
 
 import base64
+import enum
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -140,18 +141,26 @@ async def read_tokens(
     return entries, problems, waiting
 
 
+class TokenSetWrite(enum.Enum):
+    """What write_token_set() found and did."""
+
+    WRITTEN = "written"  # the file differed from the consumers' tokens: rewritten
+    UNCHANGED = "unchanged"  # the file already holds exactly those tokens
+    MISSING = "missing"  # the token-set Secret does not exist: nothing written
+
+
 async def write_token_set(
     client: AsyncClient, namespace: str, name: str, entries: list[tuple[str, str]]
-) -> bool:
+) -> TokenSetWrite:
     """Rewrite the token-set Secret's file when it differs from ``entries`` (the collector
-    re-reads it once the kubelet updated the volume). False when unchanged or when the Secret
-    does not exist yet (the pipeline's apply creates it)."""
+    re-reads it once the kubelet updated the volume). MISSING when the Secret does not exist
+    (the pipeline's apply creates it; nobody can then say which tokens the collector holds)."""
     existing = await get_object(client, Secret, name, namespace)
     if existing is None:
-        return False
+        return TokenSetWrite.MISSING
     current = _decoded(existing, consumer_tokens.TOKEN_SET_KEY) or ""
     if not consumer_tokens.needs_rewrite(current, entries):
-        return False
+        return TokenSetWrite.UNCHANGED
     placeholder = next(
         (
             token
@@ -168,4 +177,4 @@ async def write_token_set(
         namespace=namespace,
         patch_type=PatchType.MERGE,
     )
-    return True
+    return TokenSetWrite.WRITTEN

@@ -145,16 +145,109 @@ async def test_a_stale_body_from_the_resync_timer_never_undoes_an_update(
     assert status.get("observedGeneration") == newest["metadata"]["generation"]
 
 
-def metrics(port: int) -> dict[str, int]:
-    """``kvtrace_operator_state_entries`` by store."""
+def samples(port: int, name: str) -> dict[tuple[str, ...], float]:
+    """The operator's metric ``name``: label values -> value."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     found = {}
     for line in text.splitlines():
-        if line.startswith("kvtrace_operator_state_entries{"):
+        if line.startswith(name + "{"):
             labels, value = line.rsplit(" ", 1)
-            found[labels.split('"')[1]] = int(float(value))
+            found[tuple(labels.split('"')[1::2])] = float(value)
     return found
+
+
+def metrics(port: int) -> dict[str, int]:
+    """``kvtrace_operator_state_entries`` by store."""
+    entries = samples(port, "kvtrace_operator_state_entries")
+    return {labels[0]: int(value) for labels, value in entries.items()}
+
+
+WRITES = ("PATCH", "POST", "PUT", "DELETE")
+NOT_CHILDREN = ("events", "kvclusters/status", "tracingpipelines/status")
+
+
+class Requests:
+    """The operator's API requests (kvtrace_operator_api_requests) and KVCluster reconciles."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def reconciles(self) -> float:
+        found = samples(self.port, "kvtrace_operator_reconciles_total")
+        return sum(v for (kind, _), v in found.items() if kind == "KVCluster")
+
+    def child_writes(self) -> dict[str, int]:
+        """Writes (no dry run) of children by resource: status and events aside."""
+        found: dict[str, int] = {}
+        for (method, resource, dry_run), value in samples(
+            self.port, "kvtrace_operator_api_requests_total"
+        ).items():
+            if method in WRITES and dry_run == "false" and resource not in NOT_CHILDREN:
+                found[resource] = found.get(resource, 0) + int(value)
+        return found
+
+    def total(self) -> int:
+        return int(sum(samples(self.port, "kvtrace_operator_api_requests_total").values()))
+
+    def after_resyncs(self, poll: Any, count: int) -> None:
+        """Return once ``count`` more KVCluster reconciles ran (the 3 s resync timer's)."""
+        start = self.reconciles()
+        poll(lambda: self.reconciles() >= start + count, timeout=TIMEOUT, message="resyncs")
+
+
+def sts_template_cpu(kube: Kube) -> str:
+    return sts_cpu(kube, "kv")[0]
+
+
+def test_the_resync_writes_nothing_unchanged_and_repairs_what_drifted(
+    metrics_port: int, kube_ns: Kube, poll: Any
+) -> None:
+    """The resync timer (3 s here) of an unchanged cluster sends no write and only a few
+    reads; a child edited by hand (the peers ConfigMap, the StatefulSet's spec) is re-applied
+    by the next resync, and only that child; one deleted by hand comes back."""
+    requests = Requests(metrics_port)
+    kube_ns.apply(cluster("kv"))
+    poll(
+        lambda: kube_ns.condition_is("kvcluster", "kv", "Ready", "True"),
+        timeout=TIMEOUT,
+        message="kv Ready",
+    )
+    requests.after_resyncs(poll, 1)  # a reconcile under way at Ready has finished
+    writes, total, reconciles = requests.child_writes(), requests.total(), requests.reconciles()
+    requests.after_resyncs(poll, 3)
+    assert requests.child_writes() == writes, "an unchanged cluster's resync wrote a child"
+    per_resync = (requests.total() - total) / (requests.reconciles() - reconciles)
+    assert per_resync <= 15, f"{per_resync:.1f} requests per unchanged resync"
+    generation = sts_cpu(kube_ns, "kv")[1]
+
+    config = kube_ns.get("configmap", "kv-config") or {}
+    peers = config["data"]["peers"]
+    kube_ns.run("patch", "configmap", "kv-config", "--type=merge", "-p", '{"data":{"peers":"x"}}')
+    poll(
+        lambda: (kube_ns.get("configmap", "kv-config") or {})["data"]["peers"] == peers,
+        timeout=TIMEOUT,
+        message="the peers file repaired by the resync",
+    )
+    repaired = requests.child_writes()
+    assert repaired.get("configmaps", 0) == writes.get("configmaps", 0) + 1
+    assert repaired.get("statefulsets") == writes.get("statefulsets")
+    assert sts_cpu(kube_ns, "kv")[1] == generation, "the StatefulSet was written"
+
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "kvnode"}]}}}}
+    container = patch["spec"]["template"]["spec"]["containers"][0]
+    container["resources"] = {"requests": {"cpu": "999m"}}
+    kube_ns.run("patch", "statefulset", "kv", "--type=strategic", "-p", json.dumps(patch))
+    poll(
+        lambda: sts_template_cpu(kube_ns) == "100m",
+        timeout=TIMEOUT,
+        message="the StatefulSet's spec repaired by the resync",
+    )
+    kube_ns.run("delete", "poddisruptionbudget", "kv")
+    poll(lambda: kube_ns.get("poddisruptionbudget", "kv"), timeout=TIMEOUT, message="PDB back")
+    writes = requests.child_writes()
+    requests.after_resyncs(poll, 3)
+    assert requests.child_writes() == writes, "repaired, the cluster's resync still writes"
 
 
 def token_file_labels(kube: Kube, pipeline: str) -> set[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from kvtrace_operator import k8s
 from kvtrace_operator.handlers import consumers, secret_watch
 from kvtrace_operator.handlers.runtime import ObjectLocks, Options, Runtime
 from kvtrace_operator.render import consumer_tokens
@@ -122,7 +123,7 @@ async def test_create_delete_cycles_do_not_grow_the_state() -> None:
         name, uid = f"kv{cycle % 7}", f"uid-{cycle}"
         async with rt.lock("KVCluster", "ns", name):
             rt.validated[uid] = "checksum"
-            rt.tls_accepted[uid] = "checksum"
+            rt.applied[uid] = {("StatefulSet", name): k8s.Applied("render", "g1/labels")}
             rt.deliveries[("ns", name)] = (("True", "Delivered", ""), {})
             rt.rechecks[("ns", name)] = asyncio.get_running_loop().create_task(asyncio.sleep(60))
         rt.request("KVCluster", "ns", name)
@@ -133,7 +134,7 @@ async def test_create_delete_cycles_do_not_grow_the_state() -> None:
         "locks": 0,
         "requests": 0,
         "validated": 0,
-        "tls_accepted": 0,
+        "applied": 0,
         "deliveries": 0,
         "rechecks": 0,
         "injection_events": 0,

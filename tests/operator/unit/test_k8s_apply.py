@@ -14,6 +14,7 @@ from lightkube import ApiError, AsyncClient, KubeConfig
 
 from kvtrace_operator import k8s
 from kvtrace_operator.k8s.apply import list_children
+from kvtrace_operator.render import checksum
 
 pytestmark = pytest.mark.unit
 
@@ -285,14 +286,66 @@ async def test_an_immutable_field_deletes_the_child_to_recreate_it() -> None:
 
 
 def test_stale_children_and_ownership() -> None:
-    existing = [cm("a", "x"), cm("b", "x"), cm("c", "x", uid="other")]
-    assert [
-        o["metadata"]["name"] for o in k8s.stale_children(existing, [cm("a", "x")], "owner-uid")
-    ] == ["b"]
+    existing = {k8s.child_key(o): k8s.seen(o) for o in [cm("a", "x"), cm("b", "x")]}
+    assert [child.name for child in k8s.stale_children(existing, [cm("a", "x")])] == ["b"]
     assert k8s.owned_by(cm("a", "x"), "owner-uid") and not k8s.owned_by(
         {"metadata": {}}, "owner-uid"
     )
     assert k8s.child_key(cm("a", "x")) == ("ConfigMap", "a")
+
+
+def statefulset(
+    generation: int, rv: str, ready: int = 0, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    obj = child("StatefulSet", "kv", rv=rv, api="apps/v1")
+    obj["metadata"]["generation"] = generation
+    obj["metadata"]["labels"].update(labels or {})
+    obj["spec"] = {"replicas": 3, "template": {"metadata": {"annotations": {}}}}
+    obj["status"] = {"readyReplicas": ready, "observedGeneration": generation}
+    return obj
+
+
+def test_a_child_s_version_ignores_its_status_but_not_its_spec_or_labels() -> None:
+    """A controller writing the status moves the resourceVersion, not the version; someone
+    writing the spec (generation) or the labels moves it; kinds without a generation use the
+    resourceVersion."""
+    base = k8s.seen(statefulset(1, "10"))
+    assert k8s.seen(statefulset(1, "11", ready=3)).version == base.version
+    assert (k8s.seen(statefulset(1, "11", ready=3)).workload or {})["readyReplicas"] == 3
+    assert k8s.seen(statefulset(2, "12")).version != base.version
+    assert k8s.seen(statefulset(1, "12", labels={"x": "y"})).version != base.version
+    assert k8s.seen(cm("a", "x", rv="5")).version == "rv5"
+    assert k8s.seen(cm("a", "x")).workload is None
+
+
+def test_drifted_is_missing_rerendered_or_changed_by_someone_else() -> None:
+    obj = cm("a", "x")
+    now = k8s.seen(cm("a", "x", rv="7"))
+    applied = k8s.Applied(checksum(obj), "rv7")
+    assert not k8s.drifted(obj, now, applied)
+    assert k8s.drifted(obj, None, applied)  # deleted
+    assert k8s.drifted(obj, now, None)  # never applied by this process
+    assert k8s.drifted(cm("a", "y"), now, applied)  # rendered differently
+    assert k8s.drifted(obj, k8s.seen(cm("a", "edited", rv="8")), applied)  # edited by hand
+
+
+async def test_only_drifted_children_are_applied_and_nothing_is_sent_when_none_did() -> None:
+    server = FakeServer([])
+    client = client_for(server)
+    rendered = [cm("a", "x"), cm("b", "y"), cm("c", "z")]
+    first = await k8s.apply_children(client, OWNER, rendered, observed={}, last={})
+    assert first.created == ["ConfigMap/a", "ConfigMap/b", "ConfigMap/c"]
+    observed = {key: k8s.seen(server.objects[key]) for key in server.objects}
+    server.requests.clear()
+    again = await k8s.apply_children(client, OWNER, rendered, observed=observed, last=first.last)
+    assert server.requests == [] and not again and again.last == first.last
+
+    del observed[("ConfigMap", "b")]  # deleted by hand: the watch saw it go
+    server.objects.pop(("ConfigMap", "b"))
+    observed[("ConfigMap", "c")] = k8s.seen(cm("c", "edited", rv="9"))  # edited by hand
+    repaired = await k8s.apply_children(client, OWNER, rendered, observed=observed, last=first.last)
+    assert [r.url.path.rsplit("/", 1)[-1] for r in server.requests] == ["b", "c"]
+    assert repaired.created == ["ConfigMap/b"] and repaired.updated == ["ConfigMap/c"]
 
 
 def test_every_prunable_kind_resolves_to_a_lightkube_resource() -> None:
@@ -454,3 +507,34 @@ async def test_member_views_resolve_through_the_endpoint_map(
         assert views[1] is None  # kv-2 does not resolve: unknown, not drained
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [
+        ("/apis/apps/v1/namespaces/ns/statefulsets/kv", "statefulsets"),
+        ("/apis/apps/v1/namespaces/ns/statefulsets", "statefulsets"),
+        ("/apis/kvtrace.dev/v1alpha1/namespaces/ns/kvclusters/kv/status", "kvclusters/status"),
+        ("/api/v1/namespaces/ns/events", "events"),
+        ("/api/v1/namespaces/ns", "namespaces"),
+        (
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/a.b",
+            "customresourcedefinitions",
+        ),
+        ("/api/v1/nodes", "nodes"),
+        ("/version", ""),
+    ],
+)
+def test_a_request_is_counted_by_the_resource_it_addresses(path: str, resource: str) -> None:
+    assert k8s.client.request_resource(path) == resource
+
+
+async def test_every_request_of_a_client_is_counted() -> None:
+    server = FakeServer([cm("stale", "x")])
+    client = client_for(server)
+    seen: list[tuple[str, str, bool]] = []
+    k8s.count_requests(client, lambda *labels: seen.append(labels))
+    await k8s.apply_children(client, OWNER, [cm("a", "x")], validate_first=True)
+    assert ("PATCH", "configmaps", True) in seen and ("PATCH", "configmaps", False) in seen
+    assert ("DELETE", "configmaps", False) in seen
+    assert len(seen) == len(server.requests)

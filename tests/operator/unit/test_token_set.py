@@ -1,0 +1,99 @@
+"""The collector's token file against a fake API server (Secrets only): the three outcomes of
+k8s.write_token_set() and the TokensReady condition each one gives."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import httpx2
+import pytest
+from test_k8s_apply import client_for
+
+from kvtrace_operator import k8s
+from kvtrace_operator.handlers import secret_gate
+from kvtrace_operator.render.consumer_tokens import TOKEN_SET_KEY, parse
+
+pytestmark = pytest.mark.unit
+
+PIPELINE = {
+    "apiVersion": "kvtrace.dev/v1alpha1",
+    "kind": "TracingPipeline",
+    "metadata": {"name": "traces", "namespace": "ns1", "uid": "p-uid", "generation": 3},
+    "spec": {"security": {"auth": {"enabled": True}}},
+}
+
+
+def secret(name: str, key: str, value: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "ns1", "resourceVersion": "1"},
+        "data": {key: base64.b64encode(value.encode()).decode()},
+    }
+
+
+class Secrets:
+    """GET and merge-PATCH of Secrets in ns1; records the writes."""
+
+    def __init__(self, *objects: dict[str, Any]) -> None:
+        self.objects = {o["metadata"]["name"]: o for o in objects}
+        self.writes: list[str] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        name = request.url.path.rsplit("/", 1)[-1]
+        if request.method == "PATCH":
+            self.writes.append(name)
+            self.objects[name]["data"].update(json.loads(request.content)["data"])
+        found = self.objects.get(name)
+        if found is None:
+            return httpx2.Response(
+                404, json={"kind": "Status", "apiVersion": "v1", "code": 404, "message": "nf"}
+            )
+        return httpx2.Response(200, json=found)
+
+    def tokens(self) -> list[tuple[str, str]]:
+        raw = self.objects["traces-otlp-tokens"]["data"][TOKEN_SET_KEY]
+        return parse(base64.b64decode(raw).decode())
+
+
+async def test_written_unchanged_and_missing_are_distinct_outcomes() -> None:
+    server = Secrets(
+        secret("traces-otlp-tokens", TOKEN_SET_KEY, "nobody placeholder-no-consumer\n")
+    )
+    client = client_for(server)
+    entries = [("t1", "pipeline"), ("t2", "KVCluster/a")]
+    assert await k8s.write_token_set(client, "ns1", "traces-otlp-tokens", entries) is (
+        k8s.TokenSetWrite.WRITTEN
+    )
+    assert server.tokens() == entries
+    assert await k8s.write_token_set(client, "ns1", "traces-otlp-tokens", entries) is (
+        k8s.TokenSetWrite.UNCHANGED
+    )
+    assert await k8s.write_token_set(client, "ns1", "gone-otlp-tokens", entries) is (
+        k8s.TokenSetWrite.MISSING
+    )
+    assert server.writes == ["traces-otlp-tokens"]
+
+
+async def test_tokens_ready_is_false_when_the_token_file_does_not_exist() -> None:
+    """Every consumer has its token, but no file holds them: the collector accepts none of
+    them, so TokensReady is False and names the missing Secret (it used to say True)."""
+    server = Secrets(secret("traces-otlp-token", "token", "pipeline-token"))
+    cond = await secret_gate.sync_tokens(client_for(server), PIPELINE, [])
+    assert cond is not None
+    assert (cond["status"], cond["reason"]) == ("False", "TokenSetNotFound")
+    assert "Secret ns1/traces-otlp-tokens" in cond["message"] and "pipeline" in cond["message"]
+    assert server.writes == []
+
+
+async def test_tokens_ready_is_true_once_the_file_holds_every_consumer() -> None:
+    server = Secrets(
+        secret("traces-otlp-token", "token", "pipeline-token"),
+        secret("a-otlp-client-token", "token", "a-token"),
+        secret("traces-otlp-tokens", TOKEN_SET_KEY, "nobody placeholder-no-consumer\n"),
+    )
+    cond = await secret_gate.sync_tokens(client_for(server), PIPELINE, [("KVCluster", "a")])
+    assert cond is not None and (cond["status"], cond["reason"]) == ("True", "TokensFound")
+    assert server.tokens() == [("pipeline-token", "pipeline"), ("a-token", "KVCluster/a")]
