@@ -1,7 +1,8 @@
 """Benchmark: the operator with many resources on the local control plane.
 
     .venv/bin/python benchmarks/operator_scale.py [--clusters 200] [--pipelines 20] [--replicas 3]
-        [--phase-timeout 300] [--resync-interval 60] [--out benchmarks/results/operator_scale.json]
+        [--phase-timeout 300] [--resync-interval 60] [--tracemalloc FRAMES]
+        [--out benchmarks/results/operator_scale.json]
 
 A real local cluster (kube-apiserver, etcd, controller-manager, scheduler, KWOK with 3 fake
 nodes; `kvtrace dev tools` builds them) and `kvtrace operator run -n scale` as its own
@@ -23,6 +24,11 @@ resource), and afterwards its RSS: at baseline (idle, before), peak, and after t
 *Flip-flops*: a StatefulSet whose cpu request went back to an older value, or whose
 generation moved more than the updates asked for. Prints the JSON document, then a table and
 the issue's targets, met or not. Bounded: each phase gives up after `--phase-timeout`.
+
+`--tracemalloc FRAMES` (a memory investigation, not a timed run: tracing allocations slows the
+operator down) starts the operator with Python's tracemalloc on, takes a snapshot at the
+baseline and once everything is gone, and reports the allocations still held that grew most
+(by file and line), and the heap's size at both points.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ import argparse
 import base64
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -77,6 +85,63 @@ class Usage(threading.Thread):
                 self.peak_kib = max(self.peak_kib, self.rss_kib())
             except OSError:
                 return
+
+
+# Started in the operator's process (PYTHONPATH) with --tracemalloc: SIGUSR1 dumps a snapshot.
+SITECUSTOMIZE = """
+import os, signal, tracemalloc
+tracemalloc.start(int(os.environ["KVTRACE_BENCH_TRACEMALLOC"]))
+def dump(signum, frame):
+    path = os.environ["KVTRACE_BENCH_SNAPSHOTS"] + "/snapshot-%d" % len(os.listdir(
+        os.environ["KVTRACE_BENCH_SNAPSHOTS"]))
+    tracemalloc.take_snapshot().dump(path + ".tmp")
+    os.rename(path + ".tmp", path)
+signal.signal(signal.SIGUSR1, dump)
+"""
+
+
+class Snapshots:
+    """tracemalloc snapshots of the operator's process, on demand (--tracemalloc)."""
+
+    def __init__(self, work: Path, frames: int) -> None:
+        self.dir, self.frames = work / "snapshots", frames
+        self.dir.mkdir()
+        (work / "site").mkdir()
+        (work / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        self.env = {
+            "PYTHONPATH": str(work / "site"),
+            "KVTRACE_BENCH_TRACEMALLOC": str(frames),
+            "KVTRACE_BENCH_SNAPSHOTS": str(self.dir),
+        }
+
+    def take(self, pid: int, timeout: float = 120.0) -> tracemalloc.Snapshot:
+        index = len(list(self.dir.glob("snapshot-*[0-9]")))
+        path = self.dir / f"snapshot-{index}"
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no tracemalloc snapshot from {pid} in {timeout:.0f}s")
+            time.sleep(0.5)
+        return tracemalloc.Snapshot.load(str(path))
+
+    @staticmethod
+    def report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> dict[str, Any]:
+        grown = after.compare_to(before, "lineno")
+        return {
+            "heap_mib_baseline": round(
+                sum(s.size for s in before.statistics("filename")) / 2**20, 1
+            ),
+            "heap_mib_after": round(sum(s.size for s in after.statistics("filename")) / 2**20, 1),
+            "grown_most": [
+                {
+                    "where": str(stat.traceback[0]),
+                    "size_diff_kib": round(stat.size_diff / 1024, 1),
+                    "count_diff": stat.count_diff,
+                }
+                for stat in grown[:15]
+            ],
+        }
 
 
 def audit_policy(path: Path) -> Path:
@@ -276,7 +341,9 @@ def apply(cluster: LocalCluster, objects: list[dict[str, Any]]) -> None:
     )
 
 
-def start_operator(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> Any:
+def start_operator(
+    cluster: LocalCluster, work: Path, args: argparse.Namespace, env: dict[str, str]
+) -> Any:
     cluster.kubectl("create", "namespace", NAMESPACE)
     cluster.kubectl("-n", NAMESPACE, "create", "serviceaccount", OPERATOR_SA)
     cluster.kubectl(
@@ -302,6 +369,7 @@ def start_operator(cluster: LocalCluster, work: Path, args: argparse.Namespace) 
             str(args.resync_interval),
         ],
         work / "operator.log",
+        **env,
     )
     return process.start()
 
@@ -309,11 +377,13 @@ def start_operator(cluster: LocalCluster, work: Path, args: argparse.Namespace) 
 def measure(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    process = start_operator(cluster, work, args)
+    snapshots = Snapshots(work, args.tracemalloc) if args.tracemalloc else None
+    process = start_operator(cluster, work, args, snapshots.env if snapshots else {})
     usage = Usage(int(process.pid))
     usage.start()
     time.sleep(args.settle)
     baseline = usage.rss_kib()
+    first = snapshots.take(int(process.pid)) if snapshots else None
     audit, observer, n = work / "audit.log", Observer(cluster), args.clusters
     pipes = [pipeline(i) for i in range(args.pipelines)]
     phases = {
@@ -375,10 +445,16 @@ def measure(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> dict
         "peak_mib": round(usage.peak_kib / 1024, 1),
         "after_mib": round(usage.rss_kib() / 1024, 1),
     }
+    memory = (
+        {"tracemalloc": Snapshots.report(first, snapshots.take(int(process.pid)))}
+        if snapshots and first
+        else {}
+    )
     process.stop(timeout=15)
     return {
         "phases": phases,
         "rss": rss,
+        **memory,
         "flip_flops": flips,
         "requests_per_s_after_gone": round(after_gone / args.settle, 2),
     }
@@ -439,6 +515,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--resync-interval", type=float, default=60.0, help="the operator's drift timer"
     )
     parser.add_argument("--settle", type=float, default=10.0, help="idle seconds before and after")
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="trace the operator's allocations (FRAMES deep) and report what grew",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON document here")
     args = parser.parse_args(argv)
     for flag in ("clusters", "pipelines", "replicas"):
