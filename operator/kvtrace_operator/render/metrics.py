@@ -34,8 +34,8 @@ from kvtrace_operator.render.labels import (
 )
 from kvtrace_operator.render.monitoring import rules_for
 
-SPANMETRICS = "spanmetrics"
-SERVICEGRAPH = "servicegraph"
+SPANMETRICS = "span_metrics"  # the contrib spanmetrics connector (its 0.161 type name)
+SERVICEGRAPH = "service_graph"  # the contrib servicegraph connector
 METRICS_EXPORTER = "otlp_http/metrics"
 TRACES_TO_METRICS = "traces/spanmetrics"
 METRICS_PIPELINE = "metrics/spanmetrics"

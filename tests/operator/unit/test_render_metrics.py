@@ -40,14 +40,14 @@ class TestCollector:
         assert pipes["traces/spanmetrics"] == {
             "receivers": pipes["traces"]["receivers"],
             "processors": ["memory_limiter"],
-            "exporters": ["spanmetrics", "servicegraph"],
+            "exporters": ["span_metrics", "service_graph"],
         }
         assert pipes["metrics/spanmetrics"] == {
-            "receivers": ["spanmetrics", "servicegraph"],
+            "receivers": ["span_metrics", "service_graph"],
             "exporters": ["otlp_http/metrics"],
         }
         assert "otlp_http/metrics" not in pipes["traces"]["exporters"]
-        dims = [d["name"] for d in config["connectors"]["spanmetrics"]["dimensions"]]
+        dims = [d["name"] for d in config["connectors"]["span_metrics"]["dimensions"]]
         assert dims == ["kvstore.operation", "kvstore.consistency", "kvstore.member.id"]
         exporter = config["exporters"]["otlp_http/metrics"]
         assert exporter["metrics_endpoint"] == PROMETHEUS_URL + "/api/v1/otlp/v1/metrics"
