@@ -143,3 +143,31 @@ def test_a_failed_replica_call_keeps_the_trace_with_the_replicas_that_answered(
         (a.id, "SPAN_KIND_SERVER", 0),
         (b.id, "SPAN_KIND_SERVER", 0),  # b's span, kept by the coordinator's KEEP
     ]
+
+
+def test_a_replica_that_fails_keeps_the_trace_with_its_own_error_span(
+    kv_cluster: Callable[..., Harness], receiver: Receiver, tmp_path: Path
+) -> None:
+    """c refuses the record (its size limit is smaller): its ERROR reply is the coordinator's
+    ERROR CLIENT span, which keeps the trace; c's own ERROR span leaves c at once."""
+    h = retro_cluster(kv_cluster, receiver, tmp_path / "partitions")
+    a, b, c = h.nodes
+    c.terminate()
+    c.extra_env["KVNODE_MAX_VALUE_SIZE"] = "16"
+    c.start()
+    key = "norm/too-big-for-c"
+    assert a.put(key, b"x" * 100, "quorum")[0] == 204  # a and b make the quorum
+
+    def kept() -> list[tuple[str, Span]] | None:
+        root = roots(receiver).get(kh(key))
+        spans = receiver.trace(root.trace_id) if root is not None else []
+        return spans if len(spans) >= 4 else None
+
+    spans = wait_until(kept, 20, what="the trace of the write a replica refused")
+    kinds = sorted((n, Span.SpanKind.Name(s.kind), s.status.code) for n, s in spans)
+    assert kinds == [
+        (a.id, "SPAN_KIND_CLIENT", 2),
+        (a.id, "SPAN_KIND_SERVER", 0),
+        (b.id, "SPAN_KIND_SERVER", 0),
+        (c.id, "SPAN_KIND_SERVER", 2),  # the replica's own failure
+    ]

@@ -270,3 +270,44 @@ def test_sdk_internals_of_another_version_keep_the_sdk_path(
         )
     finally:
         batch._max_export_batch_size = size  # its worker thread still reads it
+
+
+@pytest.mark.unit
+def test_retroactive_records_what_the_sampler_drops_into_the_buffer(
+    providers: list[TracerProvider],
+) -> None:
+    """With a RetroBuffer attached, a span the ratio sampler does not keep is recorded anyway,
+    not sampled (its traceparent says so: replicas buffer too), and ends into the buffer; a kept
+    one goes to the export queue as before."""
+    from kvnode.tracing_retro import RetroBuffer
+
+    tracer = lean(providers, sampler=ParentBased(TraceIdRatioBased(0.5)))
+    held: list[Any] = []
+    buffer = RetroBuffer(held.append, 1 << 20, 5.0, 0.5, lambda: 0)
+    buffer.emit = held.append  # type: ignore[method-assign]  # what reaches the buffer
+    tracer.retro = buffer
+    queue = tracer.export.queue
+    kinds = {"sampled": 0, "unsampled": 0}
+    for _ in range(200):
+        span = tracer.start("PUT /v1/kv/{key}", SpanKind.SERVER, {}, None)
+        assert isinstance(span, LeanSpan), "every root is recorded"
+        sampled = bool(span.flags & TraceFlags.SAMPLED)
+        assert sampled == (span.trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < 1 << 63)
+        kinds["sampled" if sampled else "unsampled"] += 1
+        assert span.traceparent()[0].endswith("-03" if sampled else "-02")  # W3C random flag
+        child = tracer.start_under(
+            "kvstore.read_repair", SpanKind.INTERNAL, {}, span.get_span_context()
+        )
+        replica = tracer.continue_remote(
+            "kvstore.replicate", SpanKind.SERVER, {}, span.trace_id, span.span_id, span.flags, ""
+        )
+        for s in (child, replica):
+            assert isinstance(s, LeanSpan) and bool(s.flags & TraceFlags.SAMPLED) == sampled
+            s.end()
+        span.end()
+    assert min(kinds.values()) > 50, kinds
+    assert len(held) == 3 * kinds["unsampled"] and not any(s.flags & 1 for s in held)
+    assert len(queue) == 3 * kinds["sampled"]
+    tracer.retro = None  # without the buffer the sampler's "no" is no span at all
+    unsampled_parent = SpanContext(1, 2, True, TraceFlags(0))
+    assert tracer.start_under("x", SpanKind.SERVER, {}, unsampled_parent) is INVALID_SPAN

@@ -164,8 +164,7 @@ class _ServerConnection(asyncio.Protocol):
                 op, records = frames.decode_records(msg.body)
                 if op >= len(OPERATIONS):
                     raise frames.ProtocolError(f"unknown operation {op}")
-                server.check(records)
-                if traced:
+                if traced:  # before the checks: a refused record is this replica's ERROR span
                     span = self.span(
                         msg,
                         OPERATIONS[op],
@@ -175,6 +174,7 @@ class _ServerConnection(asyncio.Protocol):
                             else {"kvstore.records": len(records)}
                         ),
                     )
+                server.check(records)
                 forward = OPERATIONS[op] in ("replicate", "read_repair")
                 self._answer_when_done(
                     replica.apply(records, forward), msg.request_id, span, _applied_count
