@@ -3,13 +3,18 @@
     .venv/bin/python benchmarks/tracing_overhead.py [--duration 5] [--clients 32] [--keys 2000]
         [--modes production] [--node-env OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048 ...]
 
-Three configurations of a 3-node cluster, each started fresh with exactly the environment the
-operator renders (`otel_environment`) for its TracingPipeline:
+Four configurations of a 3-node cluster, each started fresh with exactly the environment and
+tracing flags the operator renders (`otel_environment`, `node_trace_flags`; see
+tests/tracing/tracing_stack.py's `start_kv_nodes`) for its TracingPipeline:
 
 - `untraced`: no pipeline (`OTEL_SDK_DISABLED=true`);
 - `production`: the default pipeline (sampling mode production, ratio 0.1): the SDK keeps every
   span (`parentbased_always_on`) and the collector's `tail_sampling` decides;
-- `head-0.1`: sampling mode head, ratio 0.1: the SDK keeps a tenth of the traces.
+- `head-0.1`: sampling mode head, ratio 0.1: the SDK keeps a tenth of the traces;
+- `retroactive-0.1`: sampling mode retroactive, ratio 0.1: the nodes record every operation,
+  export the tenth the trace-id rule keeps at once and hold the rest until the operation ends
+  (every failed or slow one kept; none here). Its buffers' counts (`kvnode_trace_buffer_*`)
+  are reported: `overflow` above 0 would mean the buffer bound cost traces.
 
 The traced ones send to the real `otelcol-kvtrace` running the rendered collector config, which
 exports to Jaeger v2 running the rendered Jaeger config (tests/tracing/tracing_stack.py starts
@@ -53,6 +58,7 @@ MODES: dict[str, dict[str, Any] | None] = {
     "untraced": None,
     "production": {"sampling": {"mode": "production"}},
     "head-0.1": {"sampling": {"mode": "head", "ratio": 0.1}},
+    "retroactive-0.1": {"sampling": {"mode": "retroactive", "ratio": 0.1}},
 }
 # Spans per operation when nothing is dropped: a QUORUM write with replication factor 3 is the
 # coordinator's SERVER span plus the SERVER span of each peer replica (2 peers; the coordinator
@@ -60,12 +66,28 @@ MODES: dict[str, dict[str, Any] | None] = {
 SPANS_PER_WRITE, SPANS_PER_READ = 3, 2
 
 
+def metric_sum(url: str, prefix: str) -> float:
+    """The sum of the samples whose line starts with `prefix` on a loopback /metrics page."""
+    with urllib.request.urlopen(url, timeout=10) as resp:  # loopback
+        lines = resp.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+
 def accepted_spans(collector: Collector) -> float:
     url = f"http://{collector.endpoint('metrics')}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as resp:  # loopback collector
-        lines = resp.read().decode().splitlines()
-    name = "otelcol_receiver_accepted_spans"
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + "{"))
+    return metric_sum(url, "otelcol_receiver_accepted_spans{")
+
+
+def buffer_counts(nodes: list[Any]) -> dict[str, float]:
+    """Retroactive sampling: the nodes' buffer outcomes and KEEP frames, summed."""
+    out = {}
+    for outcome in ("kept", "dropped", "expired", "overflow"):
+        needle = f'kvnode_trace_buffer_spans_total{{outcome="{outcome}"}} '
+        out[outcome] = sum(metric_sum(f"{n.url}/metrics", needle) for n in nodes)
+    out["keeps_sent"] = sum(
+        metric_sum(f"{n.url}/metrics", "kvnode_trace_keeps_sent_total ") for n in nodes
+    )
+    return out
 
 
 def run_mode(
@@ -122,6 +144,8 @@ def run_mode(
             "sampler": nodes[0].env.get("OTEL_TRACES_SAMPLER", "(SDK disabled)"),
             "phases": phases,
         }
+        if spec is not None and spec["sampling"]["mode"] == "retroactive":
+            out["buffer_spans"] = buffer_counts(nodes)
         if collector is not None:
             # the nodes' batch processors export on a timer: let them hand over the rest
             for n in nodes:

@@ -15,11 +15,22 @@ all) of the traces kept, so a ratio assertion cannot pass vacuously.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 
 import pytest
-from tracing_stack import SPANS_PER_WRITE, Stack, kept_after_markers, within, workload
+from tracing_stack import (
+    PUT_OP,
+    SPANS_PER_WRITE,
+    Op,
+    Stack,
+    kept_after_markers,
+    run_ops,
+    within,
+    workload,
+)
 
+from kvtrace.shared.jaeger_client import Trace
 from kvtrace_operator.render.status import sampling_status
 
 pytestmark = pytest.mark.dataplane
@@ -48,8 +59,17 @@ def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(
     stack = trace_stack(spec, faults=FAULTS, stagger=STAGGER)
     assert {n.env["OTEL_TRACES_SAMPLER"] for n in stack.nodes} == {"parentbased_always_on"}
     ops = workload(stack, normal=200, errors=20, slow=10, seed=1)
-    kept = kept_after_markers(stack)
+    assert_errors_slow_and_ratio_kept(
+        "production", ops, kept_after_markers(stack), ratio, threshold
+    )
 
+
+def assert_errors_slow_and_ratio_kept(
+    mode: str, ops: list[Op], kept: dict[str, list[Trace]], ratio: float, threshold: float
+) -> list[Op]:
+    """Every error trace kept (the coordinator's one ERROR span: the fault fails it before any
+    replica call), every slow trace kept whole from the three members, ``ratio`` of the fast
+    ones within the binomial bound, every kept trace whole. Returns the fast operations."""
     errors = [op for op in ops if op.key.startswith("fail/")]
     slow = [op for op in ops if op.key.startswith("slow/")]
     assert [op.key for op in errors if op.key_hash not in kept] == [], "every error trace is kept"
@@ -59,25 +79,25 @@ def test_production_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(
         assert [s.status_code for s in trace.spans] == ["ERROR"]
     for op in slow:
         (trace,) = kept[op.key_hash]
-        assert (
-            len(trace.spans) == SPANS_PER_WRITE
-            and max(s.duration_ms for s in trace.spans) >= SLOW * 1000
-        )
+        assert len(trace.spans) == SPANS_PER_WRITE
+        assert len({s.resource["kvstore.member.id"] for s in trace.spans}) == 3
+        assert max(s.duration_ms for s in trace.spans) >= SLOW * 1000
 
     # Normal operations that took a good part of the threshold might be kept by the latency
-    # policy (the trace also spans the third replica's late answer): count only the fast ones.
+    # rule (the trace also spans the third replica's late answer): count only the fast ones.
     normal = [op for op in ops if op.key.startswith("norm/")]
     fast = [op for op in normal if op.seconds < threshold / 2]
     assert len(fast) >= 50, f"only {len(fast)} of {len(normal)} normal writes were fast"
     n_kept = sum(op.key_hash in kept for op in fast)
     ok, text = within(n_kept, len(fast), ratio)
     print(
-        f"production ratio {ratio}: {text}; errors {len(errors)}/{len(errors)}, slow {len(slow)}/{len(slow)} kept"
+        f"{mode} ratio {ratio}: {text}; errors {len(errors)}/{len(errors)}, slow {len(slow)}/{len(slow)} kept"
     )
     assert ok, text
     for op in normal:
         for trace in kept.get(op.key_hash, []):
             assert len(trace.spans) == SPANS_PER_WRITE, "a kept trace is whole"
+    return fast
 
 
 def test_a_short_decision_wait_keeps_traces_from_three_nodes_whole(
@@ -166,3 +186,58 @@ def test_head_sampling_keeps_about_ratio_of_everything_errors_included(
     for op in ops:  # the replicas follow the root's decision (parent-based): kept traces are whole
         for trace in kept.get(op.key_hash, []):
             assert len(trace.spans) == (1 if op.key.startswith("fail/") else SPANS_PER_WRITE)
+
+
+def test_retroactive_keeps_every_error_and_slow_trace_and_ratio_of_the_rest(
+    trace_stack: Callable[..., Stack],
+) -> None:
+    """The production assertions, with the decision in the KV nodes: no tail sampler. The ratio
+    is the SDK's trace-id rule, so every kept ordinary trace's id is under the bound."""
+    ratio, threshold = 0.5, 0.5
+    spec = {"sampling": {"mode": "retroactive", "ratio": ratio, "latencyThreshold": "500ms"}}
+    stack = trace_stack(spec, faults=FAULTS, stagger=STAGGER)
+    assert {
+        (n.env["OTEL_TRACES_SAMPLER"], n.env["OTEL_TRACES_SAMPLER_ARG"]) for n in stack.nodes
+    } == {("parentbased_traceidratio", "0.5")}
+    ops = workload(stack, normal=200, errors=20, slow=10, seed=6)
+    kept = kept_after_markers(stack)
+    fast = assert_errors_slow_and_ratio_kept("retroactive", ops, kept, ratio, threshold)
+    bound = int(ratio * 2**64)
+    for op in fast:  # the SDK's TraceIdRatioBased rule: the low 64 bits under the bound
+        for trace in kept.get(op.key_hash, []):
+            assert int(trace.trace_id[16:], 16) < bound, "kept by the trace-id ratio rule"
+
+
+def test_retroactive_keeps_failed_and_slow_operations_under_an_unsampled_parent(
+    trace_stack: Callable[..., Stack],
+) -> None:
+    """A caller that head-samples said "not sampled": the KV node keeps its failed and slow
+    operations anyway, as partial traces (the caller's trace id and parent span id, the
+    caller's own span absent); its fast ones are dropped (ratio 0 keeps nothing else)."""
+    spec = {"sampling": {"mode": "retroactive", "ratio": 0.0, "latencyThreshold": "500ms"}}
+    stack = trace_stack(spec, faults=FAULTS, stagger=STAGGER)
+    urls = [n.url for n in stack.nodes]
+    ops = []
+    for i, prefix in enumerate(["norm"] * 30 + ["fail"] * 6 + ["slow"] * 6):
+        trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+        headers = {"traceparent": f"00-{trace_id}-{parent}-00"}
+        ops.append(
+            Op(urls[i % 3], "PUT", f"{prefix}/np-{i}", b"v", headers=headers, trace_id=trace_id)
+        )
+    run_ops(ops, concurrency=8)
+    assert [op for op in ops if op.status != (500 if op.key.startswith("fail/") else 204)] == []
+    kept = kept_after_markers(stack)
+
+    for op in ops:
+        traces = kept.get(op.key_hash, [])
+        if op.key.startswith("norm/"):
+            assert traces == [], f"{op.key}: a fast operation under an unsampled parent is dropped"
+            continue
+        (trace,) = traces
+        assert trace.trace_id == op.trace_id, "the caller's trace, continued"
+        (root,) = [s for s in trace.spans if s.name == PUT_OP]
+        assert root.parent_span_id == op.headers["traceparent"][36:52], (
+            "the root's parent is the caller's span, absent from Jaeger"
+        )
+        members = {s.resource["kvstore.member.id"] for s in trace.spans}
+        assert len(members) == (1 if op.key.startswith("fail/") else 3), (op.key, members)

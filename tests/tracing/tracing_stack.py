@@ -49,6 +49,7 @@ from kvtrace.shared.jaeger_client import JaegerClient, Trace
 from kvtrace_operator.render import otel_environment
 from kvtrace_operator.render.collector import JAEGER_EXPORTER
 from kvtrace_operator.render.metrics import METRICS_EXPORTER
+from kvtrace_operator.render.otel_env import flag_variable, node_trace_flags
 
 BIN = Path(sys.executable).parent
 NAMESPACE = "shop"
@@ -267,7 +268,9 @@ def start_kv_nodes(
     tls: LocalTLS | None = None,
 ) -> list[KVNode]:
     """``opentelemetry-instrument kvtrace node serve`` for pods ``orders-0..`` on ``ips``, each
-    with :func:`pod_env` as its whole OTel configuration (nothing else sets OTEL_*);
+    with :func:`pod_env` as its whole OTel configuration (nothing else sets OTEL_*) and the
+    tracing flags the StatefulSet's args would carry (``node_trace_flags``: retroactive
+    sampling, raw keys) as their ``KVNODE_*`` variables;
     ``secrets`` resolves its secretKeyRefs (the auth token), ``tls`` its trust bundle.
 
     ``stagger``: seconds between the starts. Each node's batch span processor exports on its
@@ -304,6 +307,7 @@ def start_kv_nodes(
             "KVNODE_ANTI_ENTROPY_INTERVAL": "0",
             "KVNODE_PEER_TIMEOUT": "5s",
             "KVNODE_LOG_LEVEL": "warning",
+            **{flag_variable(flag): value for flag, value in node_trace_flags(pipe)},
             **(extra or {}),
         }
         if faults:

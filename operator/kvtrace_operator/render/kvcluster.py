@@ -11,7 +11,7 @@ from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_def
 from kvtrace_operator.render.durations import single_unit
 from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels
 from kvtrace_operator.render.networkpolicy import TELEMETRY_CLIENT_LABEL, kvcluster_policies
-from kvtrace_operator.render.otel_env import node_trace_flags, otel_environment
+from kvtrace_operator.render.otel_env import flag_variable, node_trace_flags, otel_environment
 from kvtrace_operator.render.statefulset import default_consistency, render_statefulset
 from kvtrace_operator.render.validate import validate_kvcluster
 
@@ -49,7 +49,7 @@ def node_settings(spec: dict[str, Any], trace_flags: Sequence[tuple[str, str]]) 
             single_unit(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval"),
         ),
     ]
-    settings += [("KVNODE_" + flag[2:].replace("-", "_").upper(), v) for flag, v in trace_flags]
+    settings += [(flag_variable(flag), value) for flag, value in trace_flags]
     return "".join(f"{key}={value}\n" for key, value in settings)
 
 

@@ -62,6 +62,12 @@ def node_trace_flags(pipeline: dict[str, Any] | None) -> list[tuple[str, str]]:
     return flags + sampling.node_retroactive_flags(spec)
 
 
+def flag_variable(flag: str) -> str:
+    """The ``KVNODE_*`` variable of a ``kvtrace node serve`` flag (``--data-dir`` ↔
+    ``KVNODE_DATA_DIR``, docs/design.md section 3)."""
+    return "KVNODE_" + flag.removeprefix("--").replace("-", "_").upper()
+
+
 def resource_attributes(cluster: dict[str, Any]) -> str:
     name, namespace = names.name_of(cluster), names.namespace_of(cluster)
     attributes = [
