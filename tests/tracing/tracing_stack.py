@@ -48,6 +48,7 @@ from kvtrace.devstack.pytest_plugin import poll
 from kvtrace.shared.jaeger_client import JaegerClient, Trace
 from kvtrace_operator.render import otel_environment
 from kvtrace_operator.render.collector import JAEGER_EXPORTER
+from kvtrace_operator.render.jaeger import BADGER_DIR
 from kvtrace_operator.render.metrics import METRICS_EXPORTER
 from kvtrace_operator.render.otel_env import flag_variable, node_trace_flags
 
@@ -105,7 +106,8 @@ def loopback_config(
       ``static`` with ``sampling_collectors`` (their loopback OTLP gRPC addresses): a DNS
       resolver cannot resolve loopback processes; routing (``routing_key: traceID``) and the
       protocol are untouched;
-    - Jaeger's badger ``directories`` (``/badger/...`` in the pod) → under ``badger_dir``;
+    - Jaeger's badger ``directories`` (``/badger/...`` in the pod: the trace store's and the
+      archive's) → the same paths under ``badger_dir``;
     - the ``bearertokenauth`` extension's token file (the mounted Secret in the pod) →
       ``token_file`` (``otlp_token.use_token_file``);
     - the TLS mounts (the serving certificate, the trust bundle) → the files of ``tls``, the
@@ -141,8 +143,8 @@ def loopback_config(
             if badger_dir is None:
                 raise ValueError("the Jaeger config uses badger: give badger_dir")
             backend["badger"]["directories"] = {
-                "keys": str(badger_dir / "keys"),
-                "values": str(badger_dir / "values"),
+                kind: str(badger_dir / Path(path).relative_to(BADGER_DIR))
+                for kind, path in backend["badger"]["directories"].items()
             }
     return config
 
@@ -456,6 +458,15 @@ def traceparent() -> tuple[str, dict[str, str]]:
     """A fresh sampled W3C parent: (trace id, headers). The node continues it."""
     trace_id = secrets.token_hex(16)
     return trace_id, {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+
+
+def traced_put(stack: Stack, key: str) -> str:
+    """One PUT of ``key`` on the first node, continuing a sampled remote parent (every mode
+    keeps it); its trace id."""
+    tid, headers = traceparent()
+    (op,) = run_ops([Op(stack.nodes[0].url, "PUT", key, b"v", headers=headers)], concurrency=1)
+    assert op.status == 204, (key, op.status, op.error)
+    return tid
 
 
 # --------------------------------------------------------------------------- Jaeger
