@@ -1,12 +1,15 @@
 """OpenTelemetry Collector configuration (v0.161, our ``otelcol-kvtrace`` distribution).
 
 Processor order: ``memory_limiter`` first, ``batch`` last. With two tiers the edge work
-(resource detection, key hashing, redaction) happens once, in the load-balancing tier, and
-the sampling tier runs only ``tail_sampling``; hashing twice would hash the hash.
+(Kubernetes metadata, resource detection, key hashing, redaction) happens once, in the
+load-balancing tier, where applications connect (k8s_attributes may find a pod by the
+connection's address), and the sampling tier runs only ``tail_sampling``; hashing twice
+would hash the hash.
 
 Component types use their v0.161 canonical names (``otlp_grpc``, ``otlp_http``,
-``load_balancing``, ``resource_detection``): the older ``otlp``, ``otlphttp``,
-``loadbalancing`` and ``resourcedetection`` are deprecated aliases that log warnings.
+``load_balancing``, ``resource_detection``, ``k8s_attributes``): the older ``otlp``,
+``otlphttp``, ``loadbalancing``, ``resourcedetection`` and ``k8sattributes`` are deprecated
+aliases that log warnings.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kvtrace_operator.render import names, sampling, security, tls
+from kvtrace_operator.render import environment, names, sampling, security, tls
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.metrics import add_span_metrics
 from kvtrace_operator.render.redaction import redaction_processor
@@ -75,17 +78,11 @@ def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
     return result
 
 
-def edge_processors(spec: dict[str, Any]) -> dict[str, Any]:
-    """Resource detection (env and system only: no cloud metadata calls), hashing, redaction
-    (the default patterns unless ``redaction.defaultPatterns`` is false, then the user's)."""
-    result: dict[str, Any] = {
-        "resource_detection": {
-            "detectors": ["env", "system"],
-            "system": {"hostname_sources": ["os"]},
-            "timeout": "2s",
-            "override": False,
-        }
-    }
+def edge_processors(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The sending pod's Kubernetes metadata and resource detection (render/environment.py),
+    hashing, redaction (the default patterns unless ``redaction.defaultPatterns`` is false,
+    then the user's)."""
+    result = environment.edge_processors(environment.environment(pipeline, spec))
     redaction = spec["redaction"]
     hashed = redaction.get("hashAttributes") or []
     if hashed:
@@ -96,7 +93,9 @@ def edge_processors(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def processors(spec: dict[str, Any], edge: bool, tail: bool) -> dict[str, Any]:
+def processors(
+    pipeline: dict[str, Any], spec: dict[str, Any], edge: bool, tail: bool
+) -> dict[str, Any]:
     limiter = spec["collector"]["memoryLimiter"]
     batch = spec["collector"]["batch"]
     result: dict[str, Any] = {
@@ -107,7 +106,7 @@ def processors(spec: dict[str, Any], edge: bool, tail: bool) -> dict[str, Any]:
         }
     }
     if edge:
-        result.update(edge_processors(spec))
+        result.update(edge_processors(pipeline, spec))
     if tail:
         result["tail_sampling"] = sampling.tail_sampling_config(spec)
     result["batch"] = {"send_batch_size": batch["sendBatchSize"], "timeout": batch["timeout"]}
@@ -216,7 +215,7 @@ def render_collector_config(pipeline: dict[str, Any], tier: str = SAMPLING_TIER)
     else:
         exporters = destination_exporters(pipeline, spec)
     recv = receivers(spec, edge)
-    procs = processors(spec, edge, tail)
+    procs = processors(pipeline, spec, edge, tail)
     extensions = {
         "health_check": {"endpoint": listen(names.HEALTH_PORT)},
         **(security.extensions(spec) if edge else {}),

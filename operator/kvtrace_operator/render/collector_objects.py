@@ -1,11 +1,12 @@
-"""The collector's ConfigMaps, Deployments and Services: one tier, or two (docs/design.md
-section 4: a load-balancing tier in front of the tail-sampling tier)."""
+"""The collector's ServiceAccounts, RBAC, ConfigMaps, Deployments and Services: one tier, or
+two (docs/design.md section 4: a load-balancing tier in front of the tail-sampling tier). Only
+the edge tier (where applications connect) calls the API server (render/environment.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render import names, sampling, security, sizing, tls
+from kvtrace_operator.render import environment, names, sampling, security, sizing, tls
 from kvtrace_operator.render.collector import (
     LOADBALANCER_TIER,
     SAMPLING_TIER,
@@ -88,6 +89,7 @@ def workload(
     ``edge``: applications send to it (the token file and serving certificate); render/tls.py
     adds the serving certificate of every TLS tier and the trust bundle of exporting ones."""
     collector = spec["collector"]
+    settings = environment.environment(pipeline, spec)
     return Workload(
         program="otelcol",
         name=name,
@@ -99,7 +101,9 @@ def workload(
         ports=[*ports, ("health", names.HEALTH_PORT), ("metrics", names.COLLECTOR_METRICS_PORT)],
         probe_path="/",
         resources=sizing.collector_resources(spec, samples=tier == SAMPLING_TIER),
-        env=secret_env(spec) if destinations else [],
+        env=(secret_env(spec) if destinations else [])
+        + (environment.pod_env(settings) if edge else []),
+        api_access=edge and settings.uses_api,
         extra_volumes=(
             (ca_volumes(spec) if destinations else [])
             + (security.collector_volumes(spec, names.name_of(pipeline)) if edge else [])
@@ -161,6 +165,9 @@ def collector_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
         )
     objects += [
         front.service_account(pipeline),
+        *environment.rbac_objects(
+            pipeline, front.name, front.component, environment.environment(pipeline, spec)
+        ),
         front.config_map(pipeline),
         front.deployment(pipeline),
         service(pipeline, front.name, front.component, edge_ports),

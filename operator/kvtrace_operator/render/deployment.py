@@ -70,6 +70,7 @@ class Workload:
     extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
     env: list[dict[str, Any]] = field(default_factory=list)
     recreate: bool = False
+    api_access: bool = False  # mount the ServiceAccount's token (the program calls the API)
 
     def container(self) -> dict[str, Any]:
         container = {
@@ -91,13 +92,13 @@ class Workload:
         return podspec.with_resources(container, self.resources)
 
     def service_account(self, owner: dict[str, Any]) -> dict[str, Any]:
-        """Its own ServiceAccount, without a token: neither the collector (no k8s_attributes
-        processor, DNS resolver for the load-balancing exporter) nor Jaeger calls the API."""
+        """Its own ServiceAccount, with a token only where the program calls the API (the
+        collector's edge tier for k8s_attributes and the k8snode detector; never Jaeger)."""
         return {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
             "metadata": child_metadata(owner, self.name, self.component),
-            "automountServiceAccountToken": False,
+            "automountServiceAccountToken": self.api_access,
         }
 
     def config_map(self, owner: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +129,7 @@ class Workload:
                     ),
                     "spec": {
                         "serviceAccountName": self.name,
-                        "automountServiceAccountToken": False,
+                        "automountServiceAccountToken": self.api_access,
                         "enableServiceLinks": False,
                         "securityContext": podspec.pod_security_context(),
                         "containers": [self.container()],

@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kvtrace_operator.render import consumer_tokens, kvsecurity, query_access, sampling, tls
+from kvtrace_operator.render import (
+    consumer_tokens,
+    environment,
+    kvsecurity,
+    query_access,
+    sampling,
+    tls,
+)
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.errors import SpecError
@@ -28,6 +35,7 @@ MIN_DURATIONS = {
     "spec.sampling.latencyThreshold": "1ms",
     "spec.sampling.decisionWait": "1s",
     "spec.sampling.retroactive.bufferAge": "100ms",
+    "spec.collector.resourceDetection.timeout": "100ms",
     "spec.jaeger.storage.retention": "1m",
     "spec.jaeger.archive.retention": "1m",
     "spec.metrics.prometheus.retention": "1h",
@@ -294,6 +302,8 @@ def validate_pipeline(pipeline: dict[str, Any]) -> None:
     _name(pipeline, MAX_PIPELINE_NAME)
     _validate_sampling(spec)
     _integer(spec["collector"]["replicas"], "spec.collector.replicas", 1, 20)
+    _duration(spec, "spec.collector.resourceDetection.timeout")
+    environment.environment(pipeline, spec)
     _validate_jaeger(spec)
     _validate_destinations(spec)
     _validate_metrics(spec)

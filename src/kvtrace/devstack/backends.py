@@ -66,17 +66,41 @@ def _rebind_component(name: str, conf: Any, endpoints: dict[str, str]) -> Any:
     return conf
 
 
+# What needs a Kubernetes API server and the pod's environment (the operator's
+# render/environment.py): the k8s_attributes processor and the k8s_api (k8snode) detector.
+KUBERNETES_PROCESSOR = "k8s_attributes"
+KUBERNETES_DETECTOR = "k8s_api"
+
+
+def without_kubernetes(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without what needs Kubernetes: a collector run here as a plain process has no
+    API server and no node (the controlplane tier runs the rendered config unchanged, behind
+    its pod, against the local cluster)."""
+    processors = config.get("processors") or {}
+    processors.pop(KUBERNETES_PROCESSOR, None)
+    for name, processor in processors.items():
+        if name.split("/")[0] == "resource_detection" and isinstance(processor, dict):
+            detectors = processor.get("detectors") or []
+            processor["detectors"] = [d for d in detectors if d != KUBERNETES_DETECTOR]
+            processor.pop(KUBERNETES_DETECTOR, None)
+    for pipeline in ((config.get("service") or {}).get("pipelines") or {}).values():
+        if KUBERNETES_PROCESSOR in (pipeline.get("processors") or []):
+            pipeline["processors"].remove(KUBERNETES_PROCESSOR)
+    return config
+
+
 def prepare_config(
     config: dict[str, Any], *, health_extension: str | None = "health_check"
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Copy ``config`` with every listening port moved to a free loopback port.
+    """Copy ``config`` with every listening port moved to a free loopback port and what needs
+    Kubernetes left out (:func:`without_kubernetes`).
 
     Exporter endpoints are left alone (they name where data goes). When
     ``health_extension`` is given and absent, it is added so readiness can be checked.
     Returns the new config and ``{label: "127.0.0.1:port"}`` (labels such as
     ``otlp/grpc``, ``otlp/http``, ``health_check``, ``metrics``).
     """
-    config = copy.deepcopy(config)
+    config = without_kubernetes(copy.deepcopy(config))
     endpoints: dict[str, str] = {}
     for section in ("receivers", "extensions"):
         components = config.get(section) or {}
@@ -393,10 +417,34 @@ def forward_to_jaeger(
     }
 
 
+VALIDATE_NODE = "validate-node"
+
+
+def pod_environment(directory: Path) -> dict[str, str]:
+    """What a collector pod has that building its components needs: its node's name
+    (``K8S_NODE_NAME``, the downward API) and an API server, here a kubeconfig naming a
+    loopback port that ``otelcol validate`` never dials (it builds clients, sends nothing)."""
+    kubeconfig = directory / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "none", "user": {"token": "unused"}}],
+                "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
+                "current-context": "none",
+            }
+        )
+    )
+    return {"K8S_NODE_NAME": VALIDATE_NODE, "KUBECONFIG": str(kubeconfig)}
+
+
 def validate_config(
     config: dict[str, Any] | str, *, binary: str = "otelcol-kvtrace", workdir: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``<binary> validate --config FILE``; returncode 0 means the config is valid."""
+    """Run ``<binary> validate --config FILE`` in a collector pod's environment
+    (:func:`pod_environment`); returncode 0 means the config is valid."""
     text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
     with tempfile.TemporaryDirectory(prefix="kvtrace-validate-", dir=workdir) as tmp:
         path = Path(tmp) / "config.yaml"
@@ -406,6 +454,7 @@ def validate_config(
             capture_output=True,
             text=True,
             timeout=60,
+            env={**no_proxy_env(dict(os.environ)), **pod_environment(Path(tmp))},
         )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kvtrace.devstack import tools
+from kvtrace.devstack.backends import validate_config
 from kvtrace.devstack.operator_fixtures import Kube, Operator
 from kvtrace.devstack.pytest_plugin import require_binaries
 from kvtrace_operator.render import render_pipeline
@@ -82,14 +82,10 @@ def collector_configs(pipeline: dict[str, Any]) -> dict[str, str]:
 
 
 def otelcol_validate(config: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """``otelcol validate`` in a collector pod's environment (its node's name, an API server)."""
     require_binaries("otelcol-kvtrace")
-    path.write_text(config)
-    return subprocess.run(
-        [str(tools.binary("otelcol-kvtrace")), "validate", f"--config={path}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return validate_config(config, workdir=path.parent)
 
 
 @pytest.mark.parametrize("spec", list(SPECS.values()), ids=list(SPECS))

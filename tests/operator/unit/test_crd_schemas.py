@@ -109,6 +109,7 @@ class TestCRDDefinitions:
                     ".sampling.retroactive.bufferAge",
                     ".collector.batch.timeout",
                     ".collector.memoryLimiter.checkInterval",
+                    ".collector.resourceDetection.timeout",
                     ".jaeger.storage.retention",
                     ".jaeger.archive.retention",
                     ".security.tls.duration",

@@ -72,7 +72,13 @@ class TestCollectorConfig:
         configs = self.configs(mode, replicas)
         edge = [config for config in configs if "resource_detection" in config["processors"]]
         assert len(edge) == 1
-        assert edge[0]["processors"]["resource_detection"]["detectors"] == ["env", "system"]
+        assert edge[0]["processors"]["resource_detection"]["detectors"] == [
+            "env",
+            "system",
+            "k8s_api",
+        ]
+        assert sum("k8s_attributes" in config["processors"] for config in configs) == 1
+        assert "k8s_attributes" in edge[0]["processors"]
         assert edge[0]["processors"]["attributes/hash"] == {
             "actions": [{"key": "kvstore.key", "action": "hash"}]
         }

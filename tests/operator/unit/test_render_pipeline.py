@@ -94,7 +94,9 @@ class TestRenderPipeline:
         workload = ("ServiceAccount", "ConfigMap", "Deployment", "Service")
         if two_tier(spec):
             expected += [(kind, "traces-collector-sampling") for kind in workload]
-        expected += [(kind, "traces-collector") for kind in workload]
+        # The edge tier reads the sending pods (k8s_attributes, on by default): its Role.
+        edge = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service")
+        expected += [(kind, "traces-collector") for kind in edge]
         if jaeger_enabled(spec):
             expected += [("PersistentVolumeClaim", "traces-jaeger-data")] if badger(spec) else []
             expected += [
@@ -285,7 +287,8 @@ def test_exporter_secrets_reach_only_the_exporting_tier(replicas: int) -> None:
     }
     assert config["tls"]["ca_file"] == "/etc/otelcol-tls/vendor-x/ca.crt"
     pod = one(objects, "Deployment", exporting)["spec"]["template"]["spec"]
-    assert pod["containers"][0]["env"] == [
+    secret_env = [e for e in pod["containers"][0]["env"] if e["name"] != "K8S_NODE_NAME"]
+    assert secret_env == [
         {
             "name": "KVTRACE_EXPORTER_VENDOR_X_HEADER_0",
             "valueFrom": {"secretKeyRef": {"name": "vendor", "key": "token"}},
@@ -304,7 +307,8 @@ def test_exporter_secrets_reach_only_the_exporting_tier(replicas: int) -> None:
     )
     if replicas > 1:
         front = one(objects, "Deployment", "traces-collector")["spec"]["template"]["spec"]
-        assert "env" not in front["containers"][0]
+        # the edge gets only its node's name (the k8snode detector), no exporter Secret
+        assert [e["name"] for e in front["containers"][0]["env"]] == ["K8S_NODE_NAME"]
         # the edge mounts only the token set of the default auth and its TLS (leaf, trust
         # bundle), none of the exporter's Secrets
         assert [v["secret"]["secretName"] for v in front["volumes"] if "secret" in v] == [
