@@ -27,12 +27,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from kvtrace.inspect import injection
+from kvtrace.inspect import doctor_environment, injection
 from kvtrace.inspect.errors import InspectError
 from kvtrace.inspect.status import COMPONENT, INSTANCE, pipeline_ref
 from kvtrace.inspect.urls import checked_url
 from kvtrace.shared.endpoints import resolve_url
-from kvtrace.shared.jaeger_client import CA_FILE_ENV
+from kvtrace.shared.jaeger_client import CA_FILE_ENV, JaegerClient
 from kvtrace_operator.render import canary as render_canary
 from kvtrace_operator.render import names, sampling, security, sizing, tls
 from kvtrace_operator.render.canary import lookup_bound_s
@@ -666,6 +666,38 @@ def check_canary(result: Mapping[str, Any] | None) -> Check:
     )
 
 
+def check_resource_detection(
+    config: Any, result: Mapping[str, Any] | None, collector: str
+) -> Check:
+    """Which detectors the edge collector runs and what each added to the canary's resource
+    (``result``: :func:`send_canary`'s, with the resource read back from Jaeger)."""
+    name = "resource detection"
+    detectors = doctor_environment.detectors_of(config) if isinstance(config, dict) else []
+    if not detectors:
+        return Check(name, SKIP, f"no resource_detection in ConfigMap {collector}")
+    listed = f"{collector} runs detectors {', '.join(detectors)}"
+    if result is None or not result.get("found"):
+        return Check(name, SKIP, "not verified: no canary read back from Jaeger", [listed])
+    findings = doctor_environment.findings(detectors, result["resource"])
+    evidence = [listed] + [
+        f"{detector} found {', '.join(attrs)}" for detector, attrs in findings.found.items()
+    ]
+    if "env" in detectors:
+        evidence.append("env: the collector has no OTEL_RESOURCE_ATTRIBUTES of its own")
+    if findings.silent:
+        evidence += [f"{detector} found nothing" for detector in findings.silent]
+        return Check(
+            name,
+            WARN,
+            f"{', '.join(findings.silent)} found nothing on the canary",
+            evidence,
+            "; ".join(doctor_environment.fix_for(d, collector) for d in findings.silent),
+        )
+    return Check(
+        name, PASS, f"{', '.join(findings.found) or 'env'} found what they look for", evidence
+    )
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -907,12 +939,16 @@ def send_canary(
         result["send_error"] = otlp.error_text(exc)
         return result
     started = time.monotonic()
+    client = JaegerClient(
+        jaeger, timeout=3.0, ca_pem=jaeger_ca_pem, server_hostname=jaeger_server_hostname
+    )
     while True:
         try:
-            if otlp.in_jaeger(
-                jaeger, trace_id, ca_pem=jaeger_ca_pem, server_hostname=jaeger_server_hostname
-            ):
+            trace = client.trace(trace_id)
+            if trace is not None:
                 result["found"] = True
+                # What the collector added to it: the resource detection check reads it.
+                result["resource"] = dict(trace.spans[0].resource) if trace.spans else {}
                 result.pop("jaeger_error", None)
         except otlp.LOOKUP_ERRORS as exc:
             result["jaeger_error"] = otlp.error_text(exc)
@@ -1034,6 +1070,7 @@ def run_cluster(
     factor = int(apply_defaults_kvcluster(dict(cluster.get("spec") or {}))["replicationFactor"])
     checks.append(check_resources(configs, deployments, factor))
 
+    canary_result: dict[str, Any] | None = None
     if not canary:
         checks.append(check_canary({"skipped": "--no-canary"}))
     elif otlp_check.status != PASS:
@@ -1055,24 +1092,23 @@ def run_cluster(
             and jaeger_url.startswith("https://")
             and not os.environ.get(CA_FILE_ENV)
         )
-        checks.append(
-            check_canary(
-                send_canary(
-                    str(probe["url"]),
-                    jaeger_url,
-                    jaeger_given,
-                    pipeline=pipeline,
-                    cluster_name=name,
-                    timeout=timeout or canary_timeout_s(pipeline, None),
-                    jaeger_not_ready=not_ready,
-                    token=token,
-                    ca_pem=ca_pem,
-                    server_hostname=service_host,
-                    jaeger_ca_pem=ca_pem if query_tls else None,
-                    jaeger_server_hostname=urlsplit(endpoints.get("jaegerQuery") or "").hostname
-                    if query_tls
-                    else None,
-                )
-            )
+        canary_result = send_canary(
+            str(probe["url"]),
+            jaeger_url,
+            jaeger_given,
+            pipeline=pipeline,
+            cluster_name=name,
+            timeout=timeout or canary_timeout_s(pipeline, None),
+            jaeger_not_ready=not_ready,
+            token=token,
+            ca_pem=ca_pem,
+            server_hostname=service_host,
+            jaeger_ca_pem=ca_pem if query_tls else None,
+            jaeger_server_hostname=urlsplit(endpoints.get("jaegerQuery") or "").hostname
+            if query_tls
+            else None,
         )
+        checks.append(check_canary(canary_result))
+    edge = names.collector(pname)
+    checks.append(check_resource_detection(configs[edge], canary_result, edge))
     return checks
