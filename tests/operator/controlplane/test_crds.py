@@ -95,6 +95,24 @@ MALFORMED = [
         "head sampling",
     ),
     (
+        "retroactive-drops-errors",
+        tp(sampling={"mode": "retroactive", "keepErrors": False}),
+        "spec.sampling.keepErrors",
+        "retroactive mode always keeps",
+    ),
+    (
+        "retroactive-buffer-age-too-long",
+        tp(sampling={"mode": "retroactive", "retroactive": {"bufferAge": "61s"}}),
+        "spec.sampling.retroactive.bufferAge",
+        "bufferAge must be at most 60s",
+    ),
+    (
+        "retroactive-buffer-too-small",
+        tp(sampling={"retroactive": {"bufferBytes": 1000}}),
+        "spec.sampling.retroactive.bufferBytes",
+        "greater than or equal to 1048576",
+    ),
+    (
         "latency-threshold",
         tp(sampling={"latencyThreshold": "fast"}),
         "spec.sampling.latencyThreshold",
@@ -251,6 +269,7 @@ def test_malformed_resource_is_rejected_naming_the_field(
             jaeger={"enabled": False},
             redaction={"hashAttributes": []},
         ),
+        tp(sampling={"mode": "retroactive", "retroactive": {"bufferAge": "2s500ms"}}),
     ],
     ids=[
         "kvcluster-minimal",
@@ -258,6 +277,7 @@ def test_malformed_resource_is_rejected_naming_the_field(
         "pipeline-minimal",
         "pipeline-head-badger",
         "pipeline-dev",
+        "pipeline-retroactive",
     ],
 )
 def test_good_resources_are_accepted_with_defaults(
