@@ -31,6 +31,7 @@ import secrets
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -416,9 +417,33 @@ def run_ops(ops: Sequence[Op], concurrency: int = 8, timeout: float = 120) -> li
     return list(ops)
 
 
+def client_exporter_options(node: KVNode) -> dict[str, Any]:
+    """``OTLPSpanExporter`` options of an application sending where KV node ``node`` does:
+    the rendered endpoint (https with TLS), trust bundle and token header of its environment
+    (an application of the pipeline's namespace gets the same from injection)."""
+    import requests
+
+    env = node.env
+    # Not from this process's environment: requests would take REQUESTS_CA_BUNDLE (a host CA
+    # override a pod does not have) over the exporter's certificate_file, and any proxy.
+    session = requests.Session()
+    session.trust_env = False
+    options: dict[str, Any] = {
+        "endpoint": env["OTEL_EXPORTER_OTLP_ENDPOINT"] + "/v1/traces",
+        "session": session,
+    }
+    if "OTEL_EXPORTER_OTLP_CERTIFICATE" in env:
+        options["certificate_file"] = env["OTEL_EXPORTER_OTLP_CERTIFICATE"]
+    if env.get("OTEL_EXPORTER_OTLP_HEADERS"):
+        pairs = (item.split("=", 1) for item in env["OTEL_EXPORTER_OTLP_HEADERS"].split(","))
+        options["headers"] = {key.strip(): urllib.parse.unquote(value) for key, value in pairs}
+    return options
+
+
 def traced_client_writes(stack: Stack, keys: Sequence[str]) -> list[Op]:
     """PUTs of ``keys``, each under a CLIENT span of ``shop-frontend`` (its own SDK, exporting
-    to the stack's collector) whose context the node continues: one edge client -> KV."""
+    to the stack's collector as the nodes do) whose context the node continues: one edge
+    client -> KV."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.propagate import inject
     from opentelemetry.sdk.resources import Resource
@@ -428,9 +453,7 @@ def traced_client_writes(stack: Stack, keys: Sequence[str]) -> list[Op]:
 
     provider = TracerProvider(resource=Resource.create({"service.name": CLIENT_SERVICE}))
     provider.add_span_processor(
-        SimpleSpanProcessor(
-            OTLPSpanExporter(endpoint=f"{stack.collector.backend.otlp_http}/v1/traces")
-        )
+        SimpleSpanProcessor(OTLPSpanExporter(**client_exporter_options(stack.nodes[0])))
     )
     tracer = provider.get_tracer("kvtrace.tests")
     ops = []

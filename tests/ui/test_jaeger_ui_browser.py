@@ -1,7 +1,13 @@
-"""The Jaeger UI in a real browser (headless Chromium, selenium), served by the local Jaeger
-(the built jaeger-ui) over TLS: kvtrace.devstack.browser pins the serving certificate.
+"""The Jaeger UI in a real browser (headless Chromium, selenium) after load through the rendered
+stack: KV nodes, the collector with the spanmetrics and servicegraph connectors, Prometheus and
+Jaeger serving the built jaeger-ui over TLS (kvtrace.devstack.browser pins its certificate).
 
 - Chromium accepts the pinned certificate and no other;
+- the trace view shows a client's trace with the coordinator's and both replicas' spans, each
+  member named as the Jaeger API has it;
+- the Monitor tab (SPM) shows the KV service's operations with non-zero request rates and an
+  error rate after failed writes;
+- System Architecture draws the client -> KV edge the Jaeger API reports;
 - with ``spec.jaeger.archive``, the Archive Trace button stores a trace that the small primary
   store then evicts, and the UI still shows it (a trace not archived is gone).
 
@@ -23,12 +29,18 @@ from typing import Any
 
 import pytest
 from tracing_stack import (
+    CLIENT_SERVICE,
+    CLUSTER,
     PUT_OP,
     SPANS_PER_WRITE,
+    Op,
     Stack,
+    run_ops,
+    traced_client_writes,
     traced_put,
     traces_of,
     wait_for_traces,
+    workload,
 )
 
 from kvtrace.devstack import browser
@@ -72,7 +84,7 @@ def trace_page(driver: Any, stack: Stack, trace: Trace, timeout: float = 60) -> 
     return browser.page_text(
         driver,
         ui_url(stack, f"/trace/{trace.trace_id}"),
-        lambda text: re.search(rf"Total Spans:?\s*{spans}\b", text) is not None,
+        lambda text: re.search(rf"Total Spans:?\s*{spans}(?!\d)", text) is not None,
         timeout,
     )
 
@@ -122,6 +134,139 @@ def test_chromium_trusts_the_pinned_certificate_and_no_other(tmp_path: Path) -> 
                 d.get(url)
                 text = str(d.find_element(By.TAG_NAME, "body").text)
                 assert ("served over TLS" in text) is served, (trust, text[:200])
+
+
+# --------------------------------------------------------------------------- trace, SPM, DAG
+
+
+def load(stack: Stack) -> Trace:
+    """Client writes under a ``shop-frontend`` CLIENT span (the edge), plain writes and failed
+    writes (the fault switch: HTTP 500, ERROR spans); returns a client trace as the Jaeger API
+    has it (client span, coordinator, one replica span per peer)."""
+    ops = traced_client_writes(stack, [f"ui/{i}" for i in range(CLIENT_WRITES)])
+    assert all(op.status == 204 for op in ops), [(op.status, op.error) for op in ops]
+    workload(stack, normal=WRITES, errors=FAILED_WRITES, slow=0, seed=13)
+    tid = ops[0].trace_id
+    return wait_for_traces(stack.jaeger.client, [tid], 60, whole(1 + SPANS_PER_WRITE))[tid]
+
+
+def check_trace_view(driver: Any, stack: Stack, trace: Trace) -> None:
+    from selenium.webdriver.common.by import By
+
+    text = trace_page(driver, stack, trace)
+    assert re.search(r"Services:?\s*2(?!\d)", text), text[:600]
+    assert re.search(r"Depth:?\s*3(?!\d)", text), text[:600]  # client > coordinator > replicas
+    for span in trace.spans:
+        assert span.name in text and span.service in text, (span.name, text[:1500])
+    for name in driver.find_elements(By.CSS_SELECTOR, ".span-name"):
+        name.click()  # open every span's details: its Process (the resource) names the member
+    expected = {str(s.resource[MEMBER]) for s in trace.spans if s.service == CLUSTER}
+    assert len(expected) == SPANS_PER_WRITE, expected  # the coordinator and two replicas
+
+    def shown(driver: Any) -> set[str] | None:
+        items = browser.texts(driver, ".AccordianKeyValues--summaryItem")
+        found = {i.split("=", 1)[1] for i in items if i.startswith(f"{MEMBER}=")}
+        return found if found >= expected else None
+
+    assert browser.wait_for(driver, shown, f"{MEMBER} of every KV span", 30) == expected
+    browser.screenshot(driver, "jaeger-ui-trace")
+
+
+def operation_row(text: str, operation: str) -> tuple[float, float | None] | None:
+    """(requests/s, error %) of ``operation``'s row in the Monitor tab's table once it shows a
+    request rate; the error rate is None where the table says "No Data" (no errors)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == operation:
+            row = " ".join(lines[i + 1 : i + 4])  # latency, request rate, error rate
+            rate, errors = re.search(r"([\d.]+) req/s", row), re.search(r"([\d.]+)%", row)
+            if rate:
+                return float(rate.group(1)), float(errors.group(1)) if errors else None
+    return None
+
+
+@contextlib.contextmanager
+def steady_writes(stack: Stack, limit: int = 400, pace: float = 0.25) -> Iterator[list[Op]]:
+    """Writes at a steady pace while the block runs, one in five failing (the fault switch),
+    at most ``limit`` of them: the span metrics' counters must grow between two flushes of the
+    connectors, since a rate is an increase between samples (what came before the first
+    sample of a series counts for nothing)."""
+    stop, done = threading.Event(), []
+
+    def write() -> None:
+        for i in range(limit):
+            key = f"fail/steady-{i}" if i % 5 == 0 else f"norm/steady-{i}"
+            op = Op(stack.nodes[i % len(stack.nodes)].url, "PUT", key, b"v")
+            done.extend(run_ops([op], concurrency=1, timeout=30))
+            if stop.wait(pace):  # the pace of the load, and how the block ends it
+                return
+
+    thread = threading.Thread(target=write, name="steady-writes", daemon=True)
+    thread.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def check_monitor_tab(driver: Any, stack: Stack) -> None:
+    browser.set_local_storage(driver, ui_url(stack, "/search"), {"lastAtmSearchService": CLUSTER})
+    rows: dict[str, tuple[float, float | None]] = {}
+
+    def ready(text: str) -> bool:
+        for op in (PUT_OP, REPLICATE_OP):
+            if (row := operation_row(text, op)) is not None:
+                rows[op] = row
+        put, replicate = rows.get(PUT_OP), rows.get(REPLICATE_OP)
+        return bool(put and put[0] > 0 and put[1] and replicate and replicate[0] > 0)
+
+    # The span metrics reach Prometheus every 15 s (the connectors' flush interval); a rate
+    # needs two of them. The Monitor tab fetches on load: reload until the rows fill.
+    with steady_writes(stack) as ops:
+        url = ui_url(stack, "/monitor")
+        browser.page_text(driver, url, ready, timeout=150, reload_every=15)
+    browser.screenshot(driver, "jaeger-ui-monitor")
+    assert {op.status for op in ops} == {204, 500}, {op.status for op in ops}
+    # One in five of the steady writes fails (and 5 of the 29 before them): about 20% of the
+    # PUTs; the window's edges move it, so a wide band is asserted.
+    assert 5 <= (rows[PUT_OP][1] or 0) <= 40, rows
+
+
+def check_dependencies(driver: Any, stack: Stack) -> None:
+    from selenium.webdriver.common.by import By
+
+    edges = poll(
+        lambda: stack.jaeger.client.dependencies(dt.timedelta(minutes=30)),
+        timeout=30,
+        message="dependencies in the Jaeger API",
+    )
+    assert (CLIENT_SERVICE, CLUSTER) in {(parent, child) for parent, child, _ in edges}, edges
+    services = {name for parent, child, _ in edges for name in (parent, child)}
+
+    def drawn(driver: Any) -> tuple[set[str], int] | None:
+        labels = {t.strip() for t in browser.texts(driver, ".DAG--nodeLabel")}
+        paths = driver.find_elements(By.CSS_SELECTOR, ".DAG svg path[marker-end]")
+        return (labels, len(paths)) if labels >= services and paths else None
+
+    driver.get(ui_url(stack, "/dependencies"))
+    labels, paths = browser.wait_for(driver, drawn, "the dependency graph's nodes and edges")
+    assert labels == services and paths == len(edges), (labels, paths, edges)
+    browser.screenshot(driver, "jaeger-ui-system-architecture")
+
+
+def test_trace_view_monitor_tab_and_system_architecture_show_the_load(
+    trace_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    require_binaries("otelcol-kvtrace", "jaeger", "index.html", "prometheus")
+    stack = trace_stack(
+        {"sampling": SAMPLING, "metrics": {"enabled": True}}, faults=FAULTS, prometheus=True
+    )
+    trace = load(stack)
+    with chromium(stack, tmp_path) as driver:
+        check_trace_view(driver, stack, trace)
+        check_monitor_tab(driver, stack)
+        check_dependencies(driver, stack)
 
 
 # --------------------------------------------------------------------------- archive
