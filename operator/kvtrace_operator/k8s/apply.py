@@ -219,8 +219,18 @@ async def dry_run(
         except ApiError as exc:
             if is_invalid_error(exc):
                 raise _rejected(obj, exc) from exc
+            if _role_not_there_yet(obj, exc):
+                continue
             if not is_immutable_error(exc) and exc.status.code != 409:
                 raise
+
+
+def _role_not_there_yet(obj: Mapping[str, Any], exc: ApiError) -> bool:
+    """A RoleBinding to a Role of the same render that does not exist yet: an operator
+    without ``bind`` (the chart's) may bind only a Role whose rules it holds, which the API
+    server checks by reading the Role, so the dry run answers 404 until the real apply has
+    created the Role just before the binding (and checks the binding then)."""
+    return obj["kind"] == "RoleBinding" and exc.status.code == 404
 
 
 async def apply_object(

@@ -235,6 +235,27 @@ async def test_validate_first_dry_runs_everything_before_writing_anything() -> N
     assert patches == [("a", "All"), ("b", "All"), ("a", None), ("b", None)]
 
 
+async def test_a_binding_to_a_role_of_the_same_render_passes_the_dry_run() -> None:
+    """Without ``bind`` the API server reads the bound Role during a dry run: 404 until the
+    real apply has created it, just before the binding."""
+    server = FakeServer([])
+    server.reject["binding"] = 'rolebindings.rbac.authorization.k8s.io "binding" not found'
+    server.reject_code = 404
+    rbac = "rbac.authorization.k8s.io/v1"
+    rendered = [child("Role", "role", api=rbac), child("RoleBinding", "binding", api=rbac)]
+
+    async def role_then_binding() -> None:
+        await k8s.apply_children(client_for(server), OWNER, rendered, validate_first=True)
+
+    with pytest.raises(ApiError):  # the fake refuses the real apply too: it is attempted
+        await role_then_binding()
+    dry_runs = [r for r in server.requests if r.url.params.get("dryRun") == "All"]
+    assert [r.url.path.rsplit("/", 2)[-2] for r in dry_runs] == ["roles", "rolebindings"]
+    server.reject_code = 422  # anything else than 404 on the binding still stops the apply
+    with pytest.raises(k8s.Rejected):
+        await role_then_binding()
+
+
 async def test_a_rejected_child_leaves_nothing_half_applied() -> None:
     server = FakeServer([])
     server.reject["b"] = 'ConfigMap "b" is invalid: data[k]: Invalid value'
