@@ -19,7 +19,8 @@ Reported per phase: seconds until every resource was *processed* (kopf's handler
 its last-handled annotation holds the current spec), until *converged* (every StatefulSet at
 the new spec, every status at its generation, every pipeline's `status.consumers` and token
 file equal to its live KVClusters with `TokensReady=True`), until *gone* (delete: no
-resource, StatefulSet or Deployment left); the operator's CPU seconds and API requests (per
+resource, StatefulSet or Deployment left; *finalized*: no resource left, the rest is the
+garbage collector's); the operator's CPU seconds and API requests (per
 resource), and afterwards its RSS: at baseline (idle, before), peak, and after the delete.
 *Flip-flops*: a StatefulSet whose cpu request went back to an older value, or whose
 generation moved more than the updates asked for. Prints the JSON document, then a table and
@@ -255,6 +256,11 @@ class Observer:
         )
 
     @staticmethod
+    def finalized(snap: dict[str, list[dict[str, Any]]]) -> bool:
+        """No KVCluster or TracingPipeline left: the operator let them go (its finalizer)."""
+        return not any(snap.get(kind) for kind in ("KVCluster", "TracingPipeline"))
+
+    @staticmethod
     def gone(snap: dict[str, list[dict[str, Any]]]) -> bool:
         return not any(
             snap.get(kind) for kind in ("KVCluster", "TracingPipeline", "StatefulSet", "Deployment")
@@ -433,7 +439,7 @@ def measure(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> dict
             "--wait=false",
             timeout=KUBECTL_TIMEOUT_S,
         ),
-        {"gone": observer.gone},
+        {"finalized": observer.finalized, "gone": observer.gone},
     )
     time.sleep(args.settle)
     quiet = operator_requests(audit)
@@ -478,22 +484,21 @@ def verdict(result: dict[str, Any]) -> dict[str, bool]:
 
 
 def table(result: dict[str, Any]) -> str:
-    head = f"{'phase':<8} {'processed s':>12} {'converged s':>12} {'gone s':>8} {'CPU s':>7} {'requests':>9} {'req/res':>8}"
+    columns = ("processed_s", "converged_s", "finalized_s", "gone_s")
+    head = f"{'phase':<8} " + " ".join(f"{c[:-2] + ' s':>12}" for c in columns)
+    head += f" {'CPU s':>7} {'requests':>9} {'req/res':>8}"
     lines = [head, "-" * len(head)]
     for name, phase in result["phases"].items():
-        cells = [phase.get(key) for key in ("processed_s", "converged_s", "gone_s")]
-        text = [
-            f"{c:>12}" if i < 2 else f"{c:>8}"
-            for i, c in enumerate("-" if c is None else c for c in cells)
-        ]
+        cells = " ".join(f"{'-' if phase.get(c) is None else phase[c]:>12}" for c in columns)
         lines.append(
-            f"{name:<8} {' '.join(text)} {phase['operator_cpu_s']:>7} {phase['api_requests']:>9} "
+            f"{name:<8} {cells} {phase['operator_cpu_s']:>7} {phase['api_requests']:>9} "
             f"{phase['api_requests_per_resource']:>8}"
         )
     rss = result["rss"]
     lines.append(
-        f"operator RSS MiB: baseline {rss['baseline_mib']}, peak {rss['peak_mib']}, after {rss['after_mib']}; "
-        f"requests/s once gone: {result['requests_per_s_after_gone']}; flip-flops: {len(result['flip_flops'])}"
+        f"operator RSS MiB: baseline {rss['baseline_mib']}, peak {rss['peak_mib']}, "
+        f"after {rss['after_mib']}; requests/s once gone: {result['requests_per_s_after_gone']}; "
+        f"flip-flops: {len(result['flip_flops'])}"
     )
     lines += [
         f"target {'met    ' if ok else 'NOT met'}  {name}" for name, ok in result["targets"].items()

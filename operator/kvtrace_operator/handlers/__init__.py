@@ -28,7 +28,12 @@ from kvtrace_operator.handlers import (
     webhook,
 )
 from kvtrace_operator.handlers.metrics import METRICS
-from kvtrace_operator.handlers.runtime import CHILDREN_INDICES, Options, Runtime
+from kvtrace_operator.handlers.runtime import (
+    CHILDREN_INDICES,
+    SECRETS_INDEX,
+    Options,
+    Runtime,
+)
 
 # kopf's indices the runtime reads (kopf hands them, live, to the startup handler too).
 INDICES = (
@@ -36,6 +41,7 @@ INDICES = (
     secret_watch.INDEX,
     secret_watch.CLIENT_INDEX,
     *CHILDREN_INDICES,
+    SECRETS_INDEX,
 )
 
 

@@ -113,7 +113,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 pending = (made_by_pipeline(pipeline) if pipeline else set()) | made_for_members(
                     cluster
                 )
-                gate = await secret_gate.check(client, cluster, children, pending=pending)
+                gate = await secret_gate.check(runtime, cluster, children, pending=pending)
                 if gate.blocked:  # nothing applied: the members could not start
                     result["outcome"] = "secret_not_found"
                     observed = await k8s.read_workloads(client, meta["namespace"], children)

@@ -108,7 +108,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 children = await certificates.prepare(
                     runtime, pipeline, children
                 )  # TLS Secrets first
-                gate = await secret_gate.check(client, pipeline, children)
+                gate = await secret_gate.check(runtime, pipeline, children)
                 if gate.blocked:  # nothing applied: the pods could not start
                     result["outcome"] = "secret_not_found"
                     observed = await k8s.read_workloads(client, meta["namespace"], children)

@@ -22,6 +22,7 @@ from lightkube import AsyncClient
 from kvtrace.shared.api import PIPELINE
 from kvtrace_operator.k8s import PRUNABLE_KINDS, Applied, ChildKey, Seen
 from kvtrace_operator.render.images import OPERATOR_IMAGE
+from kvtrace_operator.render.secret_refs import Found
 
 log = logging.getLogger("kvtrace_operator")
 
@@ -30,6 +31,8 @@ ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 Runner = Callable[["Runtime", str, str, bool], Awaitable[None]]
 # The canary's outcome per pipeline: (condition status/reason/message, status.traceDelivery).
 Delivery = tuple[tuple[str, str, str], dict[str, Any]]
+# kopf's index of every Secret of the watched namespaces: (namespace, name) -> Found (no data).
+SECRETS_INDEX = "secret_versions"
 # kopf's indices of our children by owner UID, one per kind (handlers/children.py keeps them).
 CHILDREN_INDICES = tuple(f"children_{kind.lower()}" for _, kind in PRUNABLE_KINDS)
 # How long after a deletion a reconcile that was under way may still write the object's entries.
@@ -174,6 +177,12 @@ class Runtime:
             for child in self.indices[index].get(owner_uid, ()):
                 found[(child.kind, child.name)] = child
         return found
+
+    def secret_seen(self, namespace: str, name: str) -> Found | None:
+        """The version and key names of a Secret as the watch saw it last (handlers/
+        secret_watch.py); None when it saw none (or runs without kopf): the caller reads it."""
+        store = (self.indices.get(SECRETS_INDEX) or {}).get((namespace, name))
+        return next(iter(store), None) if store else None
 
     def lock(
         self, kind: str, namespace: str, name: str

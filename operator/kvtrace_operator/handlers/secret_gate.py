@@ -21,19 +21,22 @@ Imports no handler module but common and runtime.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
 
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import common
+from kvtrace_operator.handlers.runtime import Runtime
 from kvtrace_operator.k8s.secrets import ensure_generated, is_generated
 from kvtrace_operator.render import consumer_tokens, security
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.secret_refs import (
     SECRETS_READY,
+    Found,
     SecretRef,
     missing_secrets,
     referenced_secrets,
@@ -84,18 +87,20 @@ class Gate:
 
 
 async def check(
-    client: AsyncClient,
+    runtime: Runtime,
     owner: Mapping[str, Any],
     children: list[dict[str, Any]],
     pending: Collection[str] = (),
 ) -> Gate:
     """``pending``: Secrets the operator itself is about to create (a missing one is waited
-    for, without a warning)."""
-    namespace = owner["metadata"]["namespace"]
-    await create_generated_first(client, children, namespace)
+    for, without a warning). The Secrets' versions come from the Secret watch's index when
+    it has them (Runtime.secret_seen), else they are read."""
+    client, namespace = runtime.client, owner["metadata"]["namespace"]
+    known = functools.partial(runtime.secret_seen, namespace)
+    await create_generated_first(client, children, namespace, known)
     refs = referenced_secrets(children)
     used = {ref.name for obj in children for ref in workload_secret_refs(obj)}
-    found = await k8s.read_secrets(client, namespace, used)
+    found = await k8s.read_secrets(client, namespace, used, known)
     waiting = [
         message.replace("does not exist", "is not created")
         for message in missing_secrets(
@@ -107,7 +112,10 @@ async def check(
 
 
 async def create_generated_first(
-    client: AsyncClient, children: list[dict[str, Any]], namespace: str
+    client: AsyncClient,
+    children: list[dict[str, Any]],
+    namespace: str,
+    known: Callable[[str], Found | None],
 ) -> None:
     """Create the owner's missing generated Secrets (a KVCluster's token) before the rest, so
     their versions are in the pod-template checksums from the first apply on: a changed one
@@ -116,7 +124,7 @@ async def create_generated_first(
     gets here and leaves nothing behind."""
     own = [obj for obj in children if is_generated(obj)]
     found = (
-        await k8s.read_secrets(client, namespace, {obj["metadata"]["name"] for obj in own})
+        await k8s.read_secrets(client, namespace, {obj["metadata"]["name"] for obj in own}, known)
         if own
         else {}
     )

@@ -2,7 +2,8 @@
 asks for a reconcile of that pipeline and its KVClusters at once, not on the resync timer;
 a change of a KVCluster's own token Secret asks for its pipeline (the collector's token set)
 and that cluster. Two indices find them: (namespace, Secret) -> pipelines referencing it, and
-(namespace, a KVCluster's token Secret) -> (pipeline, cluster). Requests are coalesced
+(namespace, a KVCluster's token Secret) -> (pipeline, cluster). A third keeps every Secret's
+resourceVersion and key names (never its data) for the reconciles' Secret checks. Requests are coalesced
 (handlers/runtime.py): a burst of Secret events makes one reconcile per object.
 
 What a reconcile does with Secrets is handlers/secret_gate.py. Imports no handler module but
@@ -25,9 +26,10 @@ from kvtrace.shared.api import (
     VERSION,
 )
 from kvtrace_operator.handlers import common, consumers
-from kvtrace_operator.handlers.runtime import Options, Runtime
+from kvtrace_operator.handlers.runtime import SECRETS_INDEX, Options, Runtime
+from kvtrace_operator.k8s.secrets import found
 from kvtrace_operator.render import consumer_tokens, pipeline_ref
-from kvtrace_operator.render.secret_refs import pipeline_secret_names
+from kvtrace_operator.render.secret_refs import Found, pipeline_secret_names
 
 INDEX = "pipelines_by_secret"
 CLIENT_INDEX = "pipelines_by_client_token"
@@ -75,6 +77,14 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             if ref
             else None
         )
+
+    @kopf.index("", "v1", "secrets", id=SECRETS_INDEX, registry=registry)
+    def secret_versions(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], Found]:
+        """Every Secret's resourceVersion and key names (never its data): a reconcile's
+        Secret checks read them here instead of from the API server."""
+        return {(namespace or "", name): found(body)}
 
     def referenced(namespace: str | None, name: str, **kwargs: Any) -> bool:
         """Only Secrets a pipeline or a consumer uses reach the handler (kopf passes the

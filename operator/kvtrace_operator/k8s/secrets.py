@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import enum
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -24,24 +24,33 @@ from kvtrace_operator.render.security import GENERATED_ANNOTATION
 TOKEN_BYTES = 32  # 256 random bits, URL-safe base64 (43 characters of [A-Za-z0-9_-])
 
 
+def found(secret: Mapping[str, Any]) -> Found:
+    """What the operator keeps of a Secret: its resourceVersion and key names, never data."""
+    return Found(
+        str(secret["metadata"].get("resourceVersion", "")),
+        frozenset((secret.get("data") or {}).keys())
+        | frozenset((secret.get("stringData") or {}).keys()),
+    )
+
+
 async def read_secrets(
-    client: AsyncClient, namespace: str, names: Iterable[str]
+    client: AsyncClient,
+    namespace: str,
+    names: Iterable[str],
+    known: Callable[[str], Found | None] | None = None,
 ) -> dict[str, Found | None]:
-    """resourceVersion and key names of each Secret, None for a missing one. Raises
-    lightkube.ApiError otherwise (403 when the operator may not get Secrets)."""
-    found: dict[str, Found | None] = {}
+    """resourceVersion and key names of each Secret, None for a missing one. ``known``: what
+    a watch already saw of a Secret (None when it saw none: then it is read, as a Secret
+    created a moment ago may not be seen yet). Raises lightkube.ApiError otherwise (403 when
+    the operator may not get Secrets)."""
+    result: dict[str, Found | None] = {}
     for name in sorted(set(names)):
-        secret = await get_object(client, Secret, name, namespace)
-        found[name] = (
-            None
-            if secret is None
-            else Found(
-                str(secret["metadata"].get("resourceVersion", "")),
-                frozenset((secret.get("data") or {}).keys())
-                | frozenset((secret.get("stringData") or {}).keys()),
-            )
-        )
-    return found
+        seen = known(name) if known else None
+        if seen is None:
+            secret = await get_object(client, Secret, name, namespace)
+            seen = None if secret is None else found(secret)
+        result[name] = seen
+    return result
 
 
 def is_generated(obj: Mapping[str, Any]) -> bool:

@@ -219,8 +219,7 @@ def test_the_resync_writes_nothing_unchanged_and_repairs_what_drifted(
     requests.after_resyncs(poll, 3)
     assert requests.child_writes() == writes, "an unchanged cluster's resync wrote a child"
     per_resync = (requests.total() - total) / (requests.reconciles() - reconciles)
-    print(f"requests per unchanged resync: {per_resync:.1f}")
-    assert per_resync <= 15, f"{per_resync:.1f} requests per unchanged resync"
+    assert per_resync <= 10, f"{per_resync:.1f} requests per unchanged resync"
     generation = sts_cpu(kube_ns, "kv")[1]
 
     config = kube_ns.get("configmap", "kv-config") or {}

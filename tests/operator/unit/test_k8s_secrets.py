@@ -1,5 +1,6 @@
-"""The collector's token file against a fake API server (Secrets only): the three outcomes of
-k8s.write_token_set() and the TokensReady condition each one gives."""
+"""Secrets against a fake API server (Secrets only): what is read of them (from the watch's
+index when it saw them), the three outcomes of k8s.write_token_set() and the TokensReady
+condition each one gives."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from test_k8s_apply import client_for
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import secret_gate
 from kvtrace_operator.render.consumer_tokens import TOKEN_SET_KEY, parse
+from kvtrace_operator.render.secret_refs import Found
 
 pytestmark = pytest.mark.unit
 
@@ -40,9 +42,12 @@ class Secrets:
     def __init__(self, *objects: dict[str, Any]) -> None:
         self.objects = {o["metadata"]["name"]: o for o in objects}
         self.writes: list[str] = []
+        self.reads: list[str] = []
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         name = request.url.path.rsplit("/", 1)[-1]
+        if request.method == "GET":
+            self.reads.append(name)
         if request.method == "PATCH":
             self.writes.append(name)
             self.objects[name]["data"].update(json.loads(request.content)["data"])
@@ -97,3 +102,21 @@ async def test_tokens_ready_is_true_once_the_file_holds_every_consumer() -> None
     cond = await secret_gate.sync_tokens(client_for(server), PIPELINE, [("KVCluster", "a")])
     assert cond is not None and (cond["status"], cond["reason"]) == ("True", "TokensFound")
     assert server.tokens() == [("pipeline-token", "pipeline"), ("a-token", "KVCluster/a")]
+
+
+async def test_secrets_the_watch_saw_are_not_read_again() -> None:
+    """Versions and key names come from the watch's index; a Secret it has not seen (created
+    a moment ago, or missing) is read."""
+    server = Secrets(secret("new", "token", "t"), secret("seen", "token", "old"))
+    index = {
+        "seen": k8s.secrets.found(
+            secret("seen", "token", "t") | {"metadata": {"resourceVersion": "7"}}
+        )
+    }
+    found = await k8s.read_secrets(client_for(server), "ns1", ["seen", "new", "gone"], index.get)
+    assert found == {
+        "seen": Found("7", frozenset({"token"})),
+        "new": Found("1", frozenset({"token"})),
+        "gone": None,
+    }
+    assert server.reads == ["gone", "new"]
