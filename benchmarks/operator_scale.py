@@ -301,7 +301,8 @@ def consumers_match(
     text = base64.b64decode(((secret or {}).get("data") or {}).get("tokens", "")).decode()
     labels = sorted(line.split(" ", 1)[1] for line in text.splitlines() if " " in line)
     return (
-        status.get("consumers") == live
+        status.get("consumers")
+        == [{"kind": "KVCluster", "namespace": NAMESPACE, "name": n} for n in live]
         and ready
         and labels == sorted(["pipeline", *(f"KVCluster/{n}" for n in live)])
     )

@@ -59,6 +59,10 @@ def configure(settings: kopf.OperatorSettings, args: Any) -> None:
     settings.networking.connect_timeout = 10
     settings.networking.error_backoffs = (1, 2, 5, 10, 20, 30)
     settings.execution.max_workers = 4
+    # A resource being deleted goes once its timers exited; they exit at once when stopped
+    # (handlers/common.py unless_stopped), and kopf looks again after this many seconds, not
+    # its default minute, if one was still finishing.
+    settings.background.cancellation_polling = 1.0
 
 
 async def serve_metrics(port: int) -> web.AppRunner | None:

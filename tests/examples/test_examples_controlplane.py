@@ -69,7 +69,10 @@ def badger_claim(kubectl: Any, namespace: str) -> None:
 
 def shared_pipeline(kubectl: Any, namespace: str) -> None:
     consumers = status(kubectl, namespace, "tracingpipeline/shared-traces").get("consumers")
-    assert consumers == ["team-a-kv", "team-b-kv"]
+    assert [(c["kind"], c["name"]) for c in consumers] == [
+        ("KVCluster", "team-a-kv"),
+        ("KVCluster", "team-b-kv"),
+    ]
 
 
 FEATURE: dict[str, Callable[[Any, str], None]] = {

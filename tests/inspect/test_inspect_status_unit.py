@@ -89,7 +89,10 @@ def pipeline(name: str = "traces", **spec: Any) -> dict[str, Any]:
             "phase": "Running",
             "collector": {"ready": "1/1", "tiers": 1},
             "jaeger": {"ready": "1/1"},
-            "consumers": ["kv"],
+            "consumers": [
+                {"kind": "KVCluster", "namespace": NS, "name": "kv"},
+                {"kind": "Deployment", "namespace": "apps", "name": "web"},
+            ],
             "endpoints": {
                 "otlpHttp": f"http://{name}-collector.{NS}.svc.cluster.local:4318",
                 "otlpGrpc": f"http://{name}-collector.{NS}.svc.cluster.local:4317",
@@ -351,3 +354,13 @@ def test_no_status_yet_says_so() -> None:
 def test_age(seconds: int, text: str) -> None:
     assert status.age(NOW - dt.timedelta(seconds=seconds), NOW) == text
     assert status.age(None, NOW) == "?"
+
+
+def test_the_clusters_among_a_pipeline_s_consumers_typed_or_from_an_older_operator() -> None:
+    typed = [
+        {"kind": "Deployment", "namespace": "apps", "name": "web"},
+        {"kind": "KVCluster", "namespace": NS, "name": "kv"},
+    ]
+    assert status.cluster_consumers(typed) == ["kv"]
+    assert status.cluster_consumers(["kv", "kv2"]) == ["kv", "kv2"]
+    assert status.cluster_consumers(None) == []

@@ -7,6 +7,9 @@ it at once; a child workload's status change refreshes the owner's status. Handl
 resource never call another's reconcile: they ask for it (``Runtime.request``, coalesced).
 ``register()`` adds every handler to a kopf registry with the given options; ``start()``
 makes the run's Runtime (kept on kopf's memo) with the runners of the requests.
+
+Every handler and index function is ``async``: kopf runs sync ones in its thread pool (4
+workers), where every Secret and child event would queue.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
 def start(client: AsyncClient, options: Options, indices: Mapping[str, Any]) -> Runtime:
     """The Runtime of one operator run: ``indices`` are kopf's (the startup handler's kwargs)."""
     k8s.count_requests(client, METRICS.api_request)
+    for api_version, kind in k8s.PRUNABLE_KINDS:  # loaded now: the baseline memory holds them
+        k8s.resource_class(api_version, kind)
     runtime = Runtime(
         client, options, indices={key: indices[key] for key in INDICES if key in indices}
     )

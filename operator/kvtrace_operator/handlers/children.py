@@ -48,7 +48,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             registry=registry,
             labels={MANAGED_BY_LABEL: MANAGED_BY},
         )
-        def by_owner(body: kopf.Body, **_: Any) -> dict[str, k8s.Seen] | None:
+        async def by_owner(body: kopf.Body, **_: Any) -> dict[str, k8s.Seen] | None:
             ref = owner_ref(body)
             return {str(ref["uid"]): k8s.seen(body)} if ref and ref.get("uid") else None
 

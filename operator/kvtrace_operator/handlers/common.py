@@ -4,10 +4,12 @@ Per-run state (options, locks, what was accepted) is the Runtime on kopf's memo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import kopf
@@ -187,3 +189,26 @@ async def fresh(runtime: Runtime, res: Any, body: Mapping[str, Any]) -> dict[str
     if meta.get("uid") and current["metadata"].get("uid") != meta["uid"]:
         return None
     return plain(current)
+
+
+async def unless_stopped(stopped: kopf.DaemonStopped, work: Coroutine[Any, Any, object]) -> None:
+    """A timer's ``work``, cancelled as soon as kopf stops the timer (its resource is being
+    deleted): kopf lets a deleted resource go only once its timers have exited, and looks
+    again at one still running only much later. Cancelling a reconcile is safe: applies are
+    idempotent, and the resource is going anyway."""
+    task = asyncio.ensure_future(work)
+
+    async def stopping() -> None:
+        await stopped.wait()
+
+    waiter = asyncio.ensure_future(stopping())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+    with contextlib.suppress(asyncio.CancelledError):
+        await task  # its exception, if it failed (kopf logs it and retries the timer)

@@ -54,7 +54,7 @@ def cluster_names(consumers: Iterable[Referencing]) -> list[str]:
 
 def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.index(GROUP, VERSION, KVCLUSTER_PLURAL, id=CLUSTERS_INDEX, registry=registry)
-    def clusters_by_pipeline(
+    async def clusters_by_pipeline(
         namespace: str | None, name: str, spec: kopf.Spec, **_: Any
     ) -> dict[tuple[str, str], Referencing] | None:
         ref = pipeline_ref({"spec": dict(spec)})
@@ -68,7 +68,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         labels={injection.PIPELINE_LABEL: kopf.PRESENT},
         registry=registry,
     )
-    def workloads_by_pipeline(
+    async def workloads_by_pipeline(
         namespace: str | None, meta: kopf.Meta, **_: Any
     ) -> dict[tuple[str, str], Referencing] | None:
         labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}

@@ -317,8 +317,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         initial_delay=options.resync_interval,
         registry=registry,
     )
-    async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        await reconcile(memo.runtime, body)
+    async def resync(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        await common.unless_stopped(kwargs["stopped"], reconcile(memo.runtime, body))
 
     @kopf.on.event(*resource, id="deleted", registry=registry)
     async def deleted(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

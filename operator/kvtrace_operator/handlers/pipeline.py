@@ -79,7 +79,6 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
         if pipeline is None:
             return
         referencing = consumers.referencing(runtime.indices, meta["namespace"], meta["name"])
-        names = consumers.cluster_names(referencing)
         with (
             METRICS.reconcile("TracingPipeline") as result,
             tracing.reconcile("TracingPipeline", pipeline, result),
@@ -92,7 +91,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                     runtime,
                     pipeline,
                     workloads=[],
-                    consumers=names,
+                    consumers=referencing,
                     now=common.now(),
                     spec_error=str(exc),
                 )
@@ -127,7 +126,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                                     runtime,
                                     pipeline,
                                     workloads=observed,
-                                    consumers=names,
+                                    consumers=referencing,
                                     now=common.now(),
                                 ),
                             ),
@@ -163,7 +162,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                                 runtime,
                                 pipeline,
                                 workloads=workloads,
-                                consumers=names,
+                                consumers=referencing,
                                 now=common.now(),
                             ),
                             "instrumentedWorkloads": consumers.workload_names(referencing),
@@ -207,8 +206,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         initial_delay=options.resync_interval,
         registry=registry,
     )
-    async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        await reconcile(memo.runtime, body)
+    async def resync(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        await common.unless_stopped(kwargs["stopped"], reconcile(memo.runtime, body))
 
     if options.canary_interval > 0:
 
@@ -219,10 +218,14 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             initial_delay=min(options.canary_interval, 5.0),
             registry=registry,
         )
-        async def trace_delivery(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        async def trace_delivery(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             """The TraceDelivery canary, then a status refresh that carries its outcome."""
-            if await canary.probe(memo.runtime, body):
-                await reconcile(memo.runtime, body, apply=False)
+
+            async def probe_and_refresh() -> None:
+                if await canary.probe(memo.runtime, body):
+                    await reconcile(memo.runtime, body, apply=False)
+
+            await common.unless_stopped(kwargs["stopped"], probe_and_refresh())
 
     @kopf.on.event(*resource, id="deleted", registry=registry)
     async def deleted(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -59,14 +59,14 @@ def affected(
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     @kopf.index(GROUP, VERSION, PIPELINE_PLURAL, id=INDEX, registry=registry)
-    def pipelines_by_secret(
+    async def pipelines_by_secret(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[tuple[str, str], str] | None:
         secrets = pipeline_secret_names(common.plain(body))
         return {(namespace or "", secret): name for secret in sorted(secrets)} or None
 
     @kopf.index(GROUP, VERSION, KVCLUSTER_PLURAL, id=CLIENT_INDEX, registry=registry)
-    def pipelines_by_client_token(
+    async def pipelines_by_client_token(
         namespace: str | None, name: str, spec: kopf.Spec, **_: Any
     ) -> dict[tuple[str, str], tuple[str, str]] | None:
         """A KVCluster's own token Secret → (the pipeline it references, the cluster): its
@@ -79,7 +79,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         )
 
     @kopf.index("", "v1", "secrets", id=SECRETS_INDEX, registry=registry)
-    def secret_versions(
+    async def secret_versions(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[tuple[str, str], Found]:
         """Every Secret's resourceVersion and key names (never its data): a reconcile's

@@ -16,6 +16,7 @@ from typing import Any
 
 from kvtrace_operator.render import canary, names, sampling
 from kvtrace_operator.render.checksum import checksum
+from kvtrace_operator.render.consumer_tokens import WORKLOAD
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.kvcluster import quorum
 from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION, JAEGER, KVNODE, selector_string
@@ -371,11 +372,27 @@ def sampling_status(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def consumer_refs(referencing: Iterable[tuple[str, str]], namespace: str) -> list[dict[str, str]]:
+    """``status.consumers``: each object referencing the pipeline as ``{kind, namespace,
+    name}``, sorted: a KVCluster (``(KVCluster, NAME)``, in the pipeline's namespace) or a
+    workload the injection webhook configured (``(Workload, NAMESPACE/KIND/NAME)``, its own
+    kind and namespace)."""
+    refs = set()
+    for kind, name in referencing:
+        if kind == WORKLOAD:
+            where, _, workload = name.partition("/")
+            workload_kind, _, workload_name = workload.partition("/")
+            refs.add((workload_kind, where, workload_name))
+        else:
+            refs.add((kind, namespace, name))
+    return [{"kind": k, "namespace": ns, "name": n} for k, ns, n in sorted(refs)]
+
+
 def pipeline_status(
     pipeline: Mapping[str, Any],
     *,
     workloads: Sequence[Mapping[str, Any]],
-    consumers: Iterable[str],
+    consumers: Iterable[tuple[str, str]],
     now: str,
     spec_error: str | None = None,
     trace_delivery: tuple[str, str, str] | None = None,
@@ -384,7 +401,8 @@ def pipeline_status(
     """The full ``status`` of a TracingPipeline.
 
     ``workloads``: workload_summary() of every Deployment observed (collector tiers and
-    Jaeger); ``consumers``: names of the KVClusters that reference the pipeline;
+    Jaeger); ``consumers``: (kind, name) of the objects referencing the pipeline
+    (consumer_refs());
     ``trace_delivery``: (status, reason, message) of the TraceDelivery condition from
     render.canary.decide() and ``delivery`` the ``status.traceDelivery`` record (both kept
     as the status shows them when ``trace_delivery`` is None). Ready never depends on
@@ -394,7 +412,12 @@ def pipeline_status(
     spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
     cond = _condition_maker(generation, now)
 
-    status: dict[str, Any] = {"observedGeneration": generation, "consumers": sorted(set(consumers))}
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "consumers": consumer_refs(
+            consumers, str((pipeline.get("metadata") or {}).get("namespace"))
+        ),
+    }
     extra = [cond(canary.CONDITION, *trace_delivery)] if trace_delivery else []
     if trace_delivery is None:  # unchanged: what the status shows
         extra = [c for c in [find_condition(previous, canary.CONDITION)] if c]

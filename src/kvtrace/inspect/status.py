@@ -279,6 +279,17 @@ def cluster_view(
     }
 
 
+def cluster_consumers(consumers: Iterable[Any] | None) -> list[str]:
+    """The KVClusters among a pipeline's ``status.consumers`` (typed ``{kind, namespace,
+    name}`` entries; an older operator wrote the clusters' names): its workloads are listed
+    as ``instrumentedWorkloads``."""
+    return [
+        entry if isinstance(entry, str) else str(entry.get("name", ""))
+        for entry in consumers or ()
+        if isinstance(entry, str) or entry.get("kind") == "KVCluster"
+    ]
+
+
 def pipeline_view(
     pipeline: Mapping[str, Any], *, events: Iterable[Mapping[str, Any]], now: dt.datetime
 ) -> dict[str, Any]:
@@ -295,7 +306,7 @@ def pipeline_view(
         "sampling": sampling_view(pipeline),
         "storage": storage_view(pipeline),
         "endpoints": endpoints,
-        "consumers": list(st.get("consumers") or []),
+        "consumers": cluster_consumers(st.get("consumers")),
         "instrumentedWorkloads": list(st.get("instrumentedWorkloads") or []),
         "traceDelivery": dict(st.get("traceDelivery") or {}),
         "conditions": conditions_of(pipeline),

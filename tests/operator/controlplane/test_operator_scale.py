@@ -300,7 +300,10 @@ def expect_consumers(kube: Kube, poll: Any, names: list[str], message: str) -> N
     def converged() -> bool:
         pipe = kube.get("tracingpipeline", "traces") or {}
         return (
-            (pipe.get("status") or {}).get("consumers") == sorted(names)
+            (pipe.get("status") or {}).get("consumers")
+            == [
+                {"kind": "KVCluster", "namespace": kube.namespace, "name": n} for n in sorted(names)
+            ]
             and token_file_labels(kube, "traces") == labels
             and kube.condition_is("tracingpipeline", "traces", "TokensReady", "True")
         )

@@ -155,7 +155,7 @@ def test_both_kinds_reconcile_to_ready_with_truthful_status(
     poll(
         lambda: (
             (kube_ns.get("tracingpipeline", "traces") or {}).get("status", {}).get("consumers")
-            == ["kv"]
+            == [{"kind": "KVCluster", "namespace": kube_ns.namespace, "name": "kv"}]
         ),
         timeout=TIMEOUT,
         message="pipeline status lists its consumer",

@@ -236,3 +236,18 @@ async def test_tokens_ready_is_false_while_the_consumers_move(
     # Nothing moved during the next write: the condition is the token set's own.
     steady = await pipeline.sync_tokens(rt, body, consumers.referencing(rt.indices, "ns", "traces"))
     assert steady is not None and steady["status"] == "True"
+
+
+async def test_memory_is_released_once_after_a_burst_of_deletions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kvtrace_operator.handlers import runtime as runtime_module
+
+    released: list[float] = []
+    monkeypatch.setattr(runtime_module, "RELEASE_AFTER_S", 0.1)
+    monkeypatch.setattr(runtime_module, "release_memory", lambda: released.append(1.0))
+    rt = runtime()
+    for index in range(20):
+        rt.forget("KVCluster", "ns", f"kv{index}", f"uid-{index}")
+    await asyncio.sleep(0.3)
+    assert released == [1.0]

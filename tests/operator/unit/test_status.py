@@ -411,7 +411,15 @@ JAEGER = deployment("traces-jaeger", "jaeger")
 
 def test_pipeline_ready_with_endpoints_and_consumers() -> None:
     status = pipeline_status(
-        pipeline(), workloads=[COLLECTOR, JAEGER], consumers=["b", "a", "a"], now=T0
+        pipeline(),
+        workloads=[COLLECTOR, JAEGER],
+        consumers=[
+            ("KVCluster", "b"),
+            ("Workload", "apps/Deployment/web"),
+            ("KVCluster", "a"),
+            ("KVCluster", "a"),
+        ],
+        now=T0,
     )
     c = conds(status)
     assert [x["type"] for x in status["conditions"]] == [
@@ -421,7 +429,12 @@ def test_pipeline_ready_with_endpoints_and_consumers() -> None:
         "JaegerReady",
     ]
     assert all(x["status"] == "True" for x in status["conditions"])
-    assert status["consumers"] == ["a", "b"]
+    # Typed, each once: the KVClusters in the pipeline's namespace, an injected workload in its own.
+    assert status["consumers"] == [
+        {"kind": "Deployment", "namespace": "apps", "name": "web"},
+        {"kind": "KVCluster", "namespace": "ns1", "name": "a"},
+        {"kind": "KVCluster", "namespace": "ns1", "name": "b"},
+    ]
     assert (
         status["endpoints"]["otlpHttp"] == "https://traces-collector.ns1.svc.cluster.local:4318"
     )  # TLS default
@@ -491,7 +504,7 @@ def test_invalid_pipeline_is_config_valid_false_naming_the_field() -> None:
     status = pipeline_status(
         pipeline(),
         workloads=[],
-        consumers=["kv"],
+        consumers=[("KVCluster", "kv")],
         now=T0,
         spec_error="spec.sampling.keepErrors: head sampling cannot keep every error",
     )
@@ -500,7 +513,7 @@ def test_invalid_pipeline_is_config_valid_false_naming_the_field() -> None:
     assert c["ConfigValid"]["message"].startswith("spec.sampling.keepErrors")
     assert c["Ready"]["status"] == "False" and status["phase"] == PHASE_FAILED
     assert c["CollectorReady"]["status"] == "Unknown"
-    assert status["consumers"] == ["kv"]
+    assert status["consumers"] == [{"kind": "KVCluster", "namespace": "ns1", "name": "kv"}]
 
 
 def test_find_condition() -> None:
