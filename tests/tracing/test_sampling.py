@@ -228,10 +228,12 @@ def test_retroactive_keeps_failed_and_slow_operations_under_an_unsampled_parent(
     assert [op for op in ops if op.status != (500 if op.key.startswith("fail/") else 204)] == []
     kept = kept_after_markers(stack)
 
+    fast = [op for op in ops if op.key.startswith("norm/") and op.seconds < 0.25]
+    assert len(fast) >= 20, f"only {len(fast)} of 30 normal writes were fast"
     for op in ops:
         traces = kept.get(op.key_hash, [])
-        if op.key.startswith("norm/"):
-            assert traces == [], f"{op.key}: a fast operation under an unsampled parent is dropped"
+        if op.key.startswith("norm/"):  # a slow one (a loaded machine) is kept, rightly
+            assert op not in fast or traces == [], f"{op.key}: fast, unsampled parent: dropped"
             continue
         (trace,) = traces
         assert trace.trace_id == op.trace_id, "the caller's trace, continued"
