@@ -34,7 +34,10 @@ def pipeline() -> dict[str, Any]:
         "apiVersion": "kvtrace.dev/v1alpha1",
         "kind": "TracingPipeline",
         "metadata": {"name": "traces"},
-        "spec": {"sampling": {"ratio": 0.25}},
+        "spec": {
+            "sampling": {"ratio": 0.25},
+            "jaeger": {"archive": {"enabled": True, "maxTraces": 500}},
+        },
     }
 
 
@@ -77,6 +80,10 @@ def test_status_of_healthy_then_degraded_cluster(
     assert (cluster["sampling"]["mode"], cluster["sampling"]["ratio"]) == ("production", 0.25)
     assert cluster["endpoints"]["client"] == f"https://kv.{ns}.svc.cluster.local:7070"
     assert tp["collector"] == "1/1" and tp["jaeger"] == "1/1" and tp["consumers"] == ["kv"]
+    assert tp["storage"] == {  # the API server's defaults filled in
+        "traces": {"type": "memory", "maxTraces": 100000},
+        "archive": {"type": "memory", "maxTraces": 500},
+    }
     assert (
         tp["endpoints"]["otlpHttp"] == f"https://traces-collector.{ns}.svc.cluster.local:4318"
     )  # TLS default
@@ -95,6 +102,9 @@ def test_status_of_healthy_then_degraded_cluster(
     assert (
         f"Jaeger query: https://traces-jaeger-query.{ns}.svc.cluster.local:16686" in table.stdout
     )  # its leaf
+    pipeline_table = kvtrace_cli("status", "-n", ns, "traces").stdout
+    assert "  trace storage: memory, the newest 100000 traces (lost on restart)" in pipeline_table
+    assert "  archive storage: memory, the newest 500 traces (lost on restart)" in pipeline_table
     assert (
         yaml.safe_load(kvtrace_cli("status", "-n", ns, "traces", "-o", "yaml").stdout)["kvclusters"]
         == []
