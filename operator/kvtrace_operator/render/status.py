@@ -19,7 +19,15 @@ from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.consumer_tokens import WORKLOAD
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.kvcluster import quorum
-from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION, JAEGER, KVNODE, selector_string
+from kvtrace_operator.render.labels import (
+    CHECKSUM_ANNOTATION,
+    COLLECTOR,
+    COLLECTOR_LOADBALANCER,
+    COLLECTOR_SAMPLING,
+    JAEGER,
+    KVNODE,
+    selector_string,
+)
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
 
@@ -134,8 +142,11 @@ def workload_summary(obj: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _is_jaeger(workload: Mapping[str, Any]) -> bool:
-    return str(workload.get("component", "")) == JAEGER
+COLLECTOR_COMPONENTS = frozenset({COLLECTOR, COLLECTOR_LOADBALANCER, COLLECTOR_SAMPLING})
+
+
+def _component_is(workload: Mapping[str, Any], components: frozenset[str]) -> bool:
+    return str(workload.get("component", "")) in components
 
 
 # --------------------------------------------------------------------------- KVCluster
@@ -438,8 +449,9 @@ def pipeline_status(
         return status
 
     jaeger_enabled = spec["jaeger"]["enabled"] is not False
-    collectors = [w for w in workloads if not _is_jaeger(w)]
-    jaegers = [w for w in workloads if _is_jaeger(w)]
+    # By component label: the pipeline's other Deployments (its Prometheus) are neither.
+    collectors = [w for w in workloads if _component_is(w, COLLECTOR_COMPONENTS)]
+    jaegers = [w for w in workloads if _component_is(w, frozenset({JAEGER}))]
     status["collector"] = {**_counts(collectors), "tiers": 2 if sampling.two_tier(spec) else 1}
     status["jaeger"] = _counts(jaegers)
     coll_ok, coll_reason, coll_msg = _tier_state("collector", collectors)

@@ -492,6 +492,19 @@ def test_pipeline_waits_for_each_tier() -> None:
     )
 
 
+def test_the_pipelines_prometheus_is_neither_a_collector_nor_jaeger() -> None:
+    """spec.metrics deploys a Prometheus Deployment beside the tiers: it is not counted as a
+    collector (which would make one tier read 2/2) and a Prometheus still starting never holds
+    CollectorReady or Ready back (metrics never block traces)."""
+    starting = deployment("traces-prometheus", "prometheus", ready=0)
+    status = pipeline_status(
+        pipeline(), workloads=[COLLECTOR, JAEGER, starting], consumers=[], now=T0
+    )
+    assert status["collector"] == {"replicas": 1, "readyReplicas": 1, "ready": "1/1", "tiers": 1}
+    assert status["jaeger"] == {"replicas": 1, "readyReplicas": 1, "ready": "1/1"}
+    assert conds(status)["Ready"]["status"] == "True" and status["configChecksum"] == "abc"
+
+
 def test_pipeline_without_jaeger_is_ready_without_it() -> None:
     status = pipeline_status(pipeline(jaeger=False), workloads=[COLLECTOR], consumers=[], now=T0)
     c = conds(status)
