@@ -59,3 +59,25 @@ def test_every_alert_has_severity_summary_and_for() -> None:
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"] and rule["for"] == "60s", rule["alert"]
+
+
+RULES_TEST = Path(__file__).resolve().parent / "rules-test.yaml"
+
+
+def test_rule_unit_tests_cover_every_alert_firing_and_not() -> None:
+    """tests/monitoring/rules-test.yaml (run by promtool in test_alert_rules_promtool.py) tests
+    the chart's rules file, and has for every alert a case where it fires and one where it
+    must not."""
+    tests = yaml.safe_load(RULES_TEST.read_text())
+    assert tests["rule_files"] == ["../../charts/kvtrace-operator/files/alert-rules.yaml"]
+    firing: dict[str, int] = {}
+    quiet: dict[str, int] = {}
+    for case in tests["tests"]:
+        for check in case["alert_rule_test"]:
+            seen = firing if check["exp_alerts"] else quiet
+            seen[check["alertname"]] = seen.get(check["alertname"], 0) + 1
+            for alert in check["exp_alerts"]:
+                assert set(alert) == {"exp_labels", "exp_annotations"}, check["alertname"]
+    alerts = {rule["alert"] for group in alert_rules()["groups"] for rule in group["rules"]}
+    assert set(firing) == alerts, f"alerts without a firing case: {alerts - set(firing)}"
+    assert set(quiet) == alerts, f"alerts without a not-firing case: {alerts - set(quiet)}"

@@ -44,9 +44,17 @@ def otlp_receiver(server_tls: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def self_telemetry(metrics_port: int) -> dict[str, Any]:
-    """The process's own metrics, pulled by Prometheus on ``metrics_port``."""
+    """The process's own metrics, pulled by Prometheus on ``metrics_port``, under their
+    Prometheus names (``otelcol_receiver_accepted_spans_total``, ``..._memory_rss_bytes``):
+    collector 0.161 drops type and unit suffixes unless told not to, Jaeger's older core keeps
+    them; the alert rules and dashboards query one set of names."""
     every_interface = "0.0.0.0"  # noqa: S104 - scraped from the pod network
-    prometheus = {"host": every_interface, "port": metrics_port}
+    prometheus = {
+        "host": every_interface,
+        "port": metrics_port,
+        "without_units": False,
+        "without_type_suffix": False,
+    }
     return {"metrics": {"readers": [{"pull": {"exporter": {"prometheus": prometheus}}}]}}
 
 

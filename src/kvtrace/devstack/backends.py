@@ -120,7 +120,11 @@ def prepare_config(
     if metrics.get("level") != "none":
         port = free_port()
         metrics.pop("address", None)
-        metrics["readers"] = [{"pull": {"exporter": {"prometheus": {"host": HOST, "port": port}}}}]
+        # The rendered exporter's settings (metric naming) stay; only where it listens moves.
+        readers = metrics.get("readers") or [{}]
+        rendered = ((readers[0].get("pull") or {}).get("exporter") or {}).get("prometheus") or {}
+        prometheus = {**rendered, "host": HOST, "port": port}
+        metrics["readers"] = [{"pull": {"exporter": {"prometheus": prometheus}}}]
         endpoints["metrics"] = f"{HOST}:{port}"
     telemetry["metrics"] = metrics
     return config, endpoints

@@ -391,13 +391,17 @@ class JaegerClient:
         *,
         lookback: dt.timedelta = dt.timedelta(minutes=15),
         step: dt.timedelta = dt.timedelta(seconds=5),
+        rate_per: dt.timedelta = dt.timedelta(minutes=10),
         span_kind: str = "server",
         group_by_operation: bool = True,
     ) -> list[dict[str, Any]]:
         """What the Monitor tab (SPM) shows: ``metric`` ``calls`` (requests/s), ``errors`` (error
         ratio) or ``latencies`` (needs ``quantile``; not offered here) of ``service`` per
         operation, read by Jaeger from its metrics backend (``/api/metrics/...``): one entry
-        per series, ``{"labels": {...}, "points": [float, ...]}`` (NaN points left out)."""
+        per series, ``{"labels": {...}, "points": [float, ...]}`` (NaN points left out).
+        ``rate_per`` is the window of each rate (Jaeger's PromQL ``rate(...[ratePer])``; the
+        UI's 10 minutes): it must hold two samples of the span metrics, which the collector
+        pushes every 15 s."""
         now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
         body = self._get(
             f"/api/metrics/{metric}",
@@ -406,7 +410,7 @@ class JaegerClient:
                 "endTs": now_ms,
                 "lookback": int(lookback.total_seconds() * 1000),
                 "step": int(step.total_seconds() * 1000),
-                "ratePer": 1000,
+                "ratePer": int(rate_per.total_seconds() * 1000),
                 "spanKind": span_kind,
                 "groupByOperation": "true" if group_by_operation else None,
             },
