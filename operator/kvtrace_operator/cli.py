@@ -9,12 +9,46 @@ from typing import Any
 
 from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.errors import SpecError
-from kvtrace_operator.render.images import OPERATOR_IMAGE
+from kvtrace_operator.render.images import DEFAULT_IMAGES, OPERATOR_IMAGE
 
 CANARY_INTERVAL_ENV = "KVTRACE_CANARY_INTERVAL"
 CANARY_TIMEOUT_ENV = "KVTRACE_CANARY_TIMEOUT"
 TRACE_PIPELINE_ENV = "KVTRACE_TRACE_PIPELINE"
 QUERY_PROXY_IMAGE_ENV = "KVTRACE_QUERY_PROXY_IMAGE"
+# The operator-wide default images (render/images.py Images): field, flag, env, what it runs.
+IMAGE_FLAGS = (
+    (
+        "kvnode",
+        "--kvnode-image",
+        "KVTRACE_KVNODE_IMAGE",
+        "the KV nodes of a KVCluster without spec.image",
+    ),
+    (
+        "collector",
+        "--collector-image",
+        "KVTRACE_COLLECTOR_IMAGE",
+        "the collectors of a TracingPipeline without spec.collector.image",
+    ),
+    (
+        "jaeger",
+        "--jaeger-image",
+        "KVTRACE_JAEGER_IMAGE",
+        "Jaeger of a TracingPipeline without spec.jaeger.image",
+    ),
+    (
+        "prometheus",
+        "--prometheus-image",
+        "KVTRACE_PROMETHEUS_IMAGE",
+        "the Prometheus of a TracingPipeline (spec.metrics) without spec.metrics.prometheus.image",
+    ),
+    (
+        "query_proxy",
+        "--query-proxy-image",
+        QUERY_PROXY_IMAGE_ENV,
+        "the query-proxy sidecar that spec.jaeger.query.auth modes bearer and oidc add to "
+        "Jaeger, unless the pipeline sets proxyImage; the chart passes the operator's own image",
+    ),
+)
 WEBHOOK_PORT_ENV = "KVTRACE_WEBHOOK_PORT"
 WEBHOOK_HOST_ENV = "KVTRACE_WEBHOOK_HOST"
 WEBHOOK_SERVICE_ENV = "KVTRACE_WEBHOOK_SERVICE"
@@ -67,23 +101,21 @@ def image_reference(value: str, parameter: str) -> str:
     return text
 
 
-def add_query_proxy_image(parser: argparse.ArgumentParser) -> None:
-    """``--query-proxy-image`` (env KVTRACE_QUERY_PROXY_IMAGE), shared by ``operator run``
-    and ``render``: the default image of the pipelines' ``query-proxy`` sidecars."""
-    parser.add_argument(
-        "--query-proxy-image",
-        metavar="IMAGE",
-        default=os.environ.get(QUERY_PROXY_IMAGE_ENV, OPERATOR_IMAGE),
-        type=_arg_type(
-            "--query-proxy-image",
-            QUERY_PROXY_IMAGE_ENV,
-            lambda v: image_reference(v, "--query-proxy-image"),
-        ),
-        help="image of the query-proxy sidecar that spec.jaeger.query.auth modes "
-        "bearer and oidc add to Jaeger, unless the pipeline sets proxyImage; the "
-        "chart passes the operator's own image (env "
-        f"{QUERY_PROXY_IMAGE_ENV}; default: {OPERATOR_IMAGE})",
-    )
+def add_images(parser: argparse.ArgumentParser) -> None:
+    """The operator-wide default images (``--kvnode-image``, ``--collector-image``,
+    ``--jaeger-image``, ``--prometheus-image``, ``--query-proxy-image``, each with its
+    ``KVTRACE_*_IMAGE`` environment variable), shared by ``operator run`` and ``render``;
+    ``images_from_args`` turns them into one ``Images``."""
+    for field, flag, env, what in IMAGE_FLAGS:
+        default = getattr(DEFAULT_IMAGES, field)
+        parser.add_argument(
+            flag,
+            metavar="IMAGE",
+            dest=f"{field}_image",
+            default=os.environ.get(env, default),
+            type=_arg_type(flag, env, lambda v, f=flag: image_reference(v, f)),
+            help=f"image of {what} (env {env}; default: {default})",
+        )
 
 
 def trace_target(value: str) -> tuple[str, str] | None:
@@ -238,7 +270,7 @@ def register(subparsers: Any) -> None:
         help="export spans of the operator's own reconciles (service kvtrace-operator) "
         f"to this TracingPipeline's collector (env {TRACE_PIPELINE_ENV}; default: off)",
     )
-    add_query_proxy_image(run)
+    add_images(run)
     add_webhook(run)
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     run.set_defaults(func=_run)
@@ -281,7 +313,7 @@ def register(subparsers: Any) -> None:
         default="yaml",
         help="yaml: multi-document YAML (default); json: one v1 List",
     )
-    add_query_proxy_image(render)
+    add_images(render)
     render.set_defaults(func=_render)
 
 

@@ -14,7 +14,7 @@ from kvtrace.shared import api
 from kvtrace_operator import handlers, k8s, tracing
 from kvtrace_operator.handlers import webhook
 from kvtrace_operator.handlers.metrics import CONTENT_TYPE, METRICS
-from kvtrace_operator.render.images import OPERATOR_IMAGE
+from kvtrace_operator.render.images import images_from_args
 
 FINALIZER = f"{api.GROUP}/finalizer"
 ANNOTATIONS_PREFIX = api.GROUP
@@ -89,7 +89,7 @@ def handler_options(args: Any) -> handlers.Options:
         drain_timeout=getattr(args, "drain_timeout", 300.0),
         canary_interval=getattr(args, "canary_interval", 60.0),
         canary_timeout=getattr(args, "canary_timeout", 20.0),
-        query_proxy_image=getattr(args, "query_proxy_image", OPERATOR_IMAGE),
+        images=images_from_args(args),
         webhook=bool(getattr(args, "webhook_port", 0)),
     )
 

@@ -21,7 +21,7 @@ import yaml
 from kvtrace.shared.api import KVCLUSTER
 from kvtrace_operator import crds
 from kvtrace_operator.render import SpecError, pipeline_ref, referenced_pipeline, strict
-from kvtrace_operator.render.images import OPERATOR_IMAGE
+from kvtrace_operator.render.images import DEFAULT_IMAGES, Images, images_from_args
 from kvtrace_operator.render.names import name_of, namespace_of
 from kvtrace_operator.render.output import dump_all, dump_json_list
 from kvtrace_operator.render.resources import check_kind, render_one, validate_resource
@@ -154,11 +154,11 @@ def _attributed(document: Document, exc: SpecError) -> InputError:
 
 
 def render_documents(
-    documents: list[Document], proxy_image: str = OPERATOR_IMAGE
+    documents: list[Document], images: Images = DEFAULT_IMAGES
 ) -> list[dict[str, Any]]:
     """Validate every document, then render each; an error names the document it is about
-    (a KVCluster is never blamed for a broken pipeline it references). ``proxy_image``:
-    the ``query-proxy`` sidecar's default image (``--query-proxy-image``)."""
+    (a KVCluster is never blamed for a broken pipeline it references). ``images``:
+    the operator-wide default images (``--kvnode-image``, ..., ``--query-proxy-image``)."""
     for document in documents:
         try:
             validate_resource(document.resource)
@@ -168,7 +168,7 @@ def render_documents(
     objects: list[dict[str, Any]] = []
     for document in documents:
         try:
-            objects += render_one(document.resource, resources, proxy_image=proxy_image)
+            objects += render_one(document.resource, resources, images=images)
         except SpecError as exc:
             raise _attributed(document, exc) from exc
     return objects
@@ -233,7 +233,7 @@ def main(
     out, err, inp = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
     try:
         documents, warnings = checked_documents(args, inp)
-        objects = render_documents(documents, getattr(args, "query_proxy_image", OPERATOR_IMAGE))
+        objects = render_documents(documents, images_from_args(args))
     except InputError as exc:
         for line in str(exc).splitlines():
             print(f"kvtrace render: {line}", file=err)

@@ -14,7 +14,7 @@ from chartlib import operator_args, parse_operator_args, template
 from kvtrace_operator import cli
 from kvtrace_operator.main import handler_options
 from kvtrace_operator.render import render_pipeline
-from kvtrace_operator.render.images import OPERATOR_IMAGE
+from kvtrace_operator.render.images import OPERATOR_IMAGE, Images
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +37,7 @@ def deployment_image(*sets: str) -> str:
 def sidecar_image(proxy_image: str) -> str:
     [deployment] = [
         o
-        for o in render_pipeline(BEARER_PIPELINE, proxy_image=proxy_image)
+        for o in render_pipeline(BEARER_PIPELINE, images=Images(query_proxy=proxy_image))
         if o["kind"] == "Deployment" and o["metadata"]["name"] == "traces-jaeger"
     ]
     [proxy] = [
@@ -68,8 +68,8 @@ def test_the_sidecar_runs_the_image_the_chart_runs_the_operator_with(
         f"--query-proxy-image={expected}"
     ]
     options = handler_options(parse_operator_args(args))
-    assert options.query_proxy_image == expected
-    assert sidecar_image(options.query_proxy_image) == expected
+    assert options.images.query_proxy == expected
+    assert sidecar_image(options.images.query_proxy) == expected
 
 
 def test_the_flag_defaults_to_the_built_in_image_and_the_env_sets_it(

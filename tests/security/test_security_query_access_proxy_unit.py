@@ -12,7 +12,7 @@ import yaml
 
 from kvtrace_operator import cli
 from kvtrace_operator.render import names, render_jaeger_config, render_pipeline
-from kvtrace_operator.render.images import OPERATOR_IMAGE
+from kvtrace_operator.render.images import OPERATOR_IMAGE, Images
 from kvtrace_operator.render.podspec import container_security_context
 from kvtrace_operator.render.query_access import EXTENSION, TOKENS_FILE
 from kvtrace_operator.render.secret_refs import pipeline_secret_names, referenced_secrets
@@ -178,7 +178,7 @@ OPERATORS_OWN = "mirror.internal/kvtrace-operator@sha256:" + "0" * 64
 def test_proxy_image_is_the_pipelines_else_the_operators_own(
     auth: dict[str, Any], operator_image: str | None, expected: str
 ) -> None:
-    chosen = {} if operator_image is None else {"proxy_image": operator_image}
+    chosen = {} if operator_image is None else {"images": Images(query_proxy=operator_image)}
     objects = render_pipeline(tp(auth), **chosen)
     assert container(objects, "query-proxy")["image"] == expected
     assert container(objects, "jaeger")["image"] != operator_image  # Jaeger keeps its own image

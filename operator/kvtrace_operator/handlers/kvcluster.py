@@ -102,7 +102,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
 
             try:
                 with own_tracing.span("render"):
-                    children = render_kvcluster(cluster, pipeline)
+                    children = render_kvcluster(cluster, pipeline, images=runtime.options.images)
             except SpecError as exc:
                 await refuse(exc)
                 return False

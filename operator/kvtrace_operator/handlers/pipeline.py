@@ -99,7 +99,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 await common.report_spec_error(client, pipeline, str(exc))
 
             try:
-                children = render_pipeline(pipeline, proxy_image=runtime.options.query_proxy_image)
+                children = render_pipeline(pipeline, images=runtime.options.images)
             except SpecError as exc:
                 await refuse(exc)
                 return

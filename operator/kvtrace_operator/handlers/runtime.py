@@ -24,7 +24,7 @@ from lightkube import AsyncClient
 
 from kvtrace.shared.api import PIPELINE
 from kvtrace_operator.k8s import PRUNABLE_KINDS, Applied, ChildKey, Seen
-from kvtrace_operator.render.images import OPERATOR_IMAGE
+from kvtrace_operator.render.images import DEFAULT_IMAGES, Images
 from kvtrace_operator.render.secret_refs import Found
 
 log = logging.getLogger("kvtrace_operator")
@@ -65,7 +65,7 @@ class Options:
     drain_timeout: float = 300.0  # how long leaving members may take to hand their data over
     canary_interval: float = 60.0  # TraceDelivery canary of each pipeline; 0 disables it
     canary_timeout: float = 20.0  # Jaeger lookup bound on top of the tail-sampling decision wait
-    query_proxy_image: str = OPERATOR_IMAGE  # the query-proxy sidecar's image unless proxyImage
+    images: Images = DEFAULT_IMAGES  # the default images of resources that name none
     request_delay: float = 0.5  # requests for one object within this window make one reconcile
     request_concurrency: int = 8  # queued reconciles running at once (kopf's own run besides)
     webhook: bool = False  # the injection webhook is served (handlers/webhook.py)

@@ -2,7 +2,8 @@
 
 The API server applies the schema defaults before the operator sees a resource; ``kvtrace
 render`` reads files that may omit them, so it applies the same ones here. A unit test
-derives the defaults from ``crds/*.yaml`` and compares them with these trees.
+derives the defaults from ``crds/*.yaml`` and compares them with these trees. Images have no
+schema default: the operator's own (``render/images.py`` ``Images``) fills them at render time.
 
 A tree maps a field to its default value, or to a nested tree when the field is an object
 that itself defaults to ``{}`` (so its children get their defaults too). ``Each`` applies
@@ -14,13 +15,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kvtrace_operator.render.images import (
-    COLLECTOR_IMAGE,
-    JAEGER_IMAGE,
-    KVNODE_IMAGE,
-    PROMETHEUS_IMAGE,
-)
-
 
 class Each(dict):  # type: ignore[type-arg]
     """Defaults for every element of a list field (which itself has no default)."""
@@ -28,7 +22,6 @@ class Each(dict):  # type: ignore[type-arg]
 
 KVCLUSTER_DEFAULTS: dict[str, Any] = {
     "replicas": 3,
-    "image": KVNODE_IMAGE,
     "imagePullPolicy": "IfNotPresent",
     "replicationFactor": 3,
     "consistency": {"read": "quorum", "write": "quorum"},
@@ -59,7 +52,6 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     },
     "collector": {
         "replicas": 1,
-        "image": COLLECTOR_IMAGE,
         "batch": {"sendBatchSize": 8192, "timeout": "200ms"},
         "memoryLimiter": {"checkInterval": "1s", "limitPercentage": 80, "spikeLimitPercentage": 25},
         "resourceDetection": {
@@ -93,7 +85,6 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     },
     "jaeger": {
         "enabled": True,
-        "image": JAEGER_IMAGE,
         "storage": {"type": "memory", "maxTraces": 100000, "retention": "72h", "size": "10Gi"},
         "archive": {"enabled": False, "maxTraces": 10000, "retention": "720h"},
         "tenancy": {"enabled": False, "header": "x-tenant"},
@@ -109,7 +100,6 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "metrics": {
         "enabled": True,
         "prometheus": {
-            "image": PROMETHEUS_IMAGE,
             "retention": "24h",
             "storageSize": "1Gi",
             "scrapeInterval": "15s",

@@ -173,7 +173,10 @@ def environment(pipeline: dict[str, Any], spec: dict[str, Any]) -> Environment:
         ),
     )
     _check_scope(env)
-    _check_image(env, spec["collector"]["image"])
+    # Unset: the operator's --collector-image, which render_pipeline fills in before the
+    # collector's objects run this again with it.
+    if spec["collector"].get("image"):
+        _check_image(env, spec["collector"]["image"])
     return env
 
 

@@ -9,6 +9,7 @@ from kvtrace_operator.render import kvsecurity, names, podspec, security
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import single_unit
+from kvtrace_operator.render.images import DEFAULT_IMAGES, Images, with_kvcluster_image
 from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels
 from kvtrace_operator.render.networkpolicy import TELEMETRY_CLIENT_LABEL, kvcluster_policies
 from kvtrace_operator.render.otel_env import flag_variable, node_trace_flags, otel_environment
@@ -131,14 +132,15 @@ def config_checksum(configmap: dict[str, Any], otel_env: list[dict[str, Any]]) -
 
 
 def render_kvcluster(
-    cluster: dict[str, Any], pipeline: dict[str, Any] | None
+    cluster: dict[str, Any], pipeline: dict[str, Any] | None, *, images: Images = DEFAULT_IMAGES
 ) -> list[dict[str, Any]]:
     """Its own OTLP token Secret (traced by an auth pipeline), its clients' token Secrets
     (auth on), ServiceAccount, ConfigMap, headless Service, client Service, StatefulSet,
     PodDisruptionBudget, NetworkPolicy (unless ``networkPolicy.enabled`` is false);
-    ``pipeline`` None renders an untraced cluster."""
+    ``pipeline`` None renders an untraced cluster; ``images.kvnode`` is the members' image
+    unless the cluster names its own."""
     validate_kvcluster(cluster)
-    spec = apply_defaults_kvcluster(cluster.get("spec"))
+    spec = with_kvcluster_image(apply_defaults_kvcluster(cluster.get("spec")), images)
     otel_env = otel_environment(cluster, pipeline)
     trace_flags = node_trace_flags(pipeline)
     configmap = node_configmap(cluster, spec, trace_flags)

@@ -93,7 +93,9 @@ def metrics_settings(pipeline: dict[str, Any], spec: dict[str, Any]) -> MetricsS
         deploy=bool(metrics["enabled"]) and not external.get("url"),
         query_url=query_url,
         otlp_url=otlp_url,
-        image=prometheus["image"],
+        # Set by render_pipeline (the pipeline's own, else the operator's --prometheus-image);
+        # a spec defaulted elsewhere (the collector's config) has none and needs none.
+        image=prometheus.get("image", ""),
         retention=_seconds(prometheus["retention"], "spec.metrics.prometheus.retention"),
         storage_size=prometheus["storageSize"],
         scrape_interval=_seconds(

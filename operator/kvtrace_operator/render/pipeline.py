@@ -9,7 +9,7 @@ from kvtrace_operator.render.certificates import certificate_objects
 from kvtrace_operator.render.collector_objects import collector_objects
 from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.deployment import config_map
-from kvtrace_operator.render.images import OPERATOR_IMAGE
+from kvtrace_operator.render.images import DEFAULT_IMAGES, Images, with_pipeline_images
 from kvtrace_operator.render.jaeger_objects import jaeger_objects
 from kvtrace_operator.render.labels import INSTRUMENTATION
 from kvtrace_operator.render.metrics import metrics_objects
@@ -28,20 +28,21 @@ def instrumentation_configmap(pipeline: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_pipeline(
-    pipeline: dict[str, Any], *, proxy_image: str = OPERATOR_IMAGE
+    pipeline: dict[str, Any], *, images: Images = DEFAULT_IMAGES
 ) -> list[dict[str, Any]]:
     """The auth Secrets (the collector's token set, generated tokens), cert-manager Certificates
     (``tls.mode: certManager``), collector tier(s),
     Jaeger (PVC first when badger), Prometheus (``spec.metrics``), the instrumentation ConfigMap and the NetworkPolicies
-    (unless ``networkPolicy.enabled`` is false). ``proxy_image``: the ``query-proxy``
-    sidecar's image unless the pipeline sets ``proxyImage`` (the operator passes its own)."""
+    (unless ``networkPolicy.enabled`` is false). ``images``: the operator-wide defaults of
+    the images the pipeline does not name (collector, Jaeger, Prometheus, and the
+    ``query-proxy`` sidecar unless the pipeline sets ``proxyImage``)."""
     validate_pipeline(pipeline)
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    spec = with_pipeline_images(apply_defaults_pipeline(pipeline.get("spec")), images)
     return [
         *security.pipeline_secrets(pipeline, spec),
         *certificate_objects(pipeline, spec),
         *collector_objects(pipeline, spec),
-        *jaeger_objects(pipeline, spec, proxy_image),
+        *jaeger_objects(pipeline, spec, images.query_proxy),
         *metrics_objects(pipeline, spec),
         instrumentation_configmap(pipeline),
         *pipeline_policies(pipeline, spec),

@@ -7,7 +7,7 @@ from typing import Any
 from kvtrace.shared import api
 from kvtrace_operator.render import names
 from kvtrace_operator.render.errors import SpecError
-from kvtrace_operator.render.images import OPERATOR_IMAGE
+from kvtrace_operator.render.images import DEFAULT_IMAGES, Images
 from kvtrace_operator.render.kvcluster import render_kvcluster
 from kvtrace_operator.render.pipeline import render_pipeline
 from kvtrace_operator.render.validate import validate_kvcluster, validate_pipeline
@@ -63,20 +63,20 @@ def validate_resource(resource: dict[str, Any]) -> None:
 
 
 def render_one(
-    resource: dict[str, Any], resources: list[dict[str, Any]], *, proxy_image: str = OPERATOR_IMAGE
+    resource: dict[str, Any], resources: list[dict[str, Any]], *, images: Images = DEFAULT_IMAGES
 ) -> list[dict[str, Any]]:
     if check_kind(resource) == api.KVCLUSTER:
-        return render_kvcluster(resource, referenced_pipeline(resource, resources))
-    return render_pipeline(resource, proxy_image=proxy_image)
+        return render_kvcluster(resource, referenced_pipeline(resource, resources), images=images)
+    return render_pipeline(resource, images=images)
 
 
 def render_all(
-    resources: list[dict[str, Any]], *, proxy_image: str = OPERATOR_IMAGE
+    resources: list[dict[str, Any]], *, images: Images = DEFAULT_IMAGES
 ) -> list[dict[str, Any]]:
     """Children of every KVCluster (traced when its pipeline is among ``resources``) and
-    every TracingPipeline, in input order (``proxy_image``: see render_pipeline). Raises
+    every TracingPipeline, in input order (``images``: the operator-wide default images). Raises
     SpecError before returning anything."""
     objects: list[dict[str, Any]] = []
     for resource in resources:
-        objects += render_one(resource, resources, proxy_image=proxy_image)
+        objects += render_one(resource, resources, images=images)
     return objects

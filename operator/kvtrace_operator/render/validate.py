@@ -268,8 +268,6 @@ def _validate_metrics(spec: dict[str, Any]) -> None:
     _duration(spec, "spec.metrics.prometheus.retention")
     _duration(spec, "spec.metrics.prometheus.scrapeInterval")
     _quantity(prometheus["storageSize"], "spec.metrics.prometheus.storageSize")
-    if not prometheus["image"]:
-        raise SpecError("spec.metrics.prometheus.image", "expected an image reference, got ''")
     external = spec["metrics"].get("external")
     if external is None:
         return

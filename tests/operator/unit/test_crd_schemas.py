@@ -10,7 +10,12 @@ from render_testlib import crd, schema_default, spec_schema, validate_k8s
 
 from kvtrace_operator.render import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import DURATION_PATTERN
-from kvtrace_operator.render.images import COLLECTOR_IMAGE, JAEGER_IMAGE, KVNODE_IMAGE
+from kvtrace_operator.render.images import (
+    COLLECTOR_IMAGE,
+    JAEGER_IMAGE,
+    KVNODE_IMAGE,
+    PROMETHEUS_IMAGE,
+)
 from kvtrace_operator.render.validate import MAX_KVCLUSTER_NAME, MAX_PIPELINE_NAME, MIN_DURATIONS
 
 pytestmark = pytest.mark.unit
@@ -235,9 +240,6 @@ class TestDefaultsMatchSchema:
     @pytest.mark.parametrize(
         ("plural", "path", "value"),
         [
-            ("kvclusters", ("image",), KVNODE_IMAGE),
-            ("tracingpipelines", ("collector", "image"), COLLECTOR_IMAGE),
-            ("tracingpipelines", ("jaeger", "image"), JAEGER_IMAGE),
             ("tracingpipelines", ("sampling", "mode"), "production"),
             ("tracingpipelines", ("sampling", "latencyThreshold"), "500ms"),
             ("tracingpipelines", ("sampling", "ratio"), 0.1),
@@ -248,3 +250,31 @@ class TestDefaultsMatchSchema:
         for key in path:
             spec = spec[key]
         assert spec == value
+
+
+@pytest.mark.parametrize(
+    ("plural", "path", "flag", "builtin"),
+    [
+        ("kvclusters", ("image",), "--kvnode-image", KVNODE_IMAGE),
+        ("tracingpipelines", ("collector", "image"), "--collector-image", COLLECTOR_IMAGE),
+        ("tracingpipelines", ("jaeger", "image"), "--jaeger-image", JAEGER_IMAGE),
+        (
+            "tracingpipelines",
+            ("metrics", "prometheus", "image"),
+            "--prometheus-image",
+            PROMETHEUS_IMAGE,
+        ),
+    ],
+)
+def test_images_have_no_schema_default_and_name_the_operators(
+    plural: str, path: tuple[str, ...], flag: str, builtin: str
+) -> None:
+    """An image the API server defaulted would be stored in the object and never follow the
+    operator's image flag (a mirror, an upgrade): the schema leaves it unset and says which
+    flag and built-in image apply."""
+    schema = spec_schema(plural)
+    for key in path:
+        schema = schema["properties"][key]
+    assert "default" not in schema
+    description = " ".join(schema["description"].split())
+    assert flag in description and builtin in description, description
