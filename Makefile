@@ -75,7 +75,7 @@ HELM ?= $(shell $(BIN)/python -c 'from kvtrace.devstack.tools import binary; pri
 # manifests/install.yaml is this header plus exactly this `helm template` output;
 # tests/chart/chartlib.py reads both lines below and fails on drift.
 MANIFESTS_HEADER = Generated from charts/kvtrace-operator by `make manifests` (helm template); do not edit.
-MANIFESTS_HELM_ARGS = template kvtrace-operator charts/kvtrace-operator --namespace kvtrace-system --include-crds --kube-version 1.37.2 --set createNamespace=true
+MANIFESTS_HELM_ARGS = template kvtrace-operator charts/kvtrace-operator --namespace kvtrace-system --kube-version 1.37.2 --skip-tests --set createNamespace=true
 # The image names are the operator's defaults, read from their single source (override any of
 # them, e.g. `make kind-up KVNODE_IMAGE=...`, and set the custom resources' images to match).
 IMAGES_PY := operator/kvtrace_operator/render/images.py
@@ -103,13 +103,15 @@ KUBECTL ?= $(or $(wildcard $(BIN)/kubectl),kubectl)
 KIND_CLUSTER ?= kvtrace
 KIND_NODE_IMAGE ?=
 
-# The chart and the operator package (what `kvtrace render` validates against) ship
-# byte-identical copies of the top-level CRDs (the single source); unit tests fail on drift.
+# The top-level CRDs are the single source: the operator package (what `kvtrace render`
+# validates against) ships byte-identical copies, and the chart templates them (crds.install,
+# crds.keep: templates, unlike a chart's crds/ folder, are upgraded by `helm upgrade`;
+# tools/chart/crd_templates.py). Unit tests fail on drift.
 PACKAGE_CRDS := operator/kvtrace_operator/crds
-crds:
-	rm -f $(CHART)/crds/*.yaml $(PACKAGE_CRDS)/*.yaml
-	cp crds/*.yaml $(CHART)/crds/
+crds: install
+	rm -f $(PACKAGE_CRDS)/*.yaml
 	cp crds/*.yaml $(PACKAGE_CRDS)/
+	$(BIN)/python tools/chart/crd_templates.py
 
 # The chart's README values table, from values.schema.json (tools/chart/values_readme.py).
 chart-readme: install
@@ -154,16 +156,16 @@ push-images:
 	$(CONTAINER_ENGINE) push $(call registry_image,$(JAVA_AGENT_IMAGE))
 
 # A kind cluster (created once, then reused) with the three images loaded and the operator
-# installed by the chart. Jaeger's image is pulled by the cluster itself. helm installs CRDs
-# on the first install only: they are applied first, so a rerun upgrades them too.
+# installed by the chart. Jaeger's image is pulled by the cluster itself. The chart's CRDs are
+# templates, so a rerun upgrades them too; --take-ownership adopts CRDs an older kind-up
+# applied with kubectl.
 kind-up: install images
 	@command -v $(KIND) >/dev/null || { echo "kind not found: see https://kind.sigs.k8s.io"; exit 1; }
 	@test -n "$(HELM)" || { echo "helm v4 is not built: run 'kvtrace dev tools' (or pass HELM=...)"; exit 1; }
 	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind/cluster.yaml $(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE))
 	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(KVNODE_IMAGE) $(COLLECTOR_IMAGE)
-	$(KUBECTL) --context kind-$(KIND_CLUSTER) apply --server-side --force-conflicts -f crds/
 	$(HELM) upgrade --install kvtrace-operator $(CHART) --kube-context kind-$(KIND_CLUSTER) \
-		--namespace kvtrace-system --create-namespace \
+		--namespace kvtrace-system --create-namespace --take-ownership \
 		--set image.repository=$(call image_repository,$(OPERATOR_IMAGE)) \
 		--set image.tag=$(call image_tag,$(OPERATOR_IMAGE)) \
 		--set image.pullPolicy=Never --wait --timeout 5m

@@ -59,12 +59,13 @@ def template(
     *extra: str,
     release: str = "kvtrace-operator",
     namespace: str = "kvtrace-system",
-    include_crds: bool = False,
+    tests: bool = False,
 ) -> list[dict[str, Any]]:
-    """Every object `helm template` renders (CRDs only when asked)."""
+    """Every object `helm install` creates, as `helm template` renders them (the CRDs too,
+    unless ``crds.install=false``); ``tests``: the `helm test` hook's objects as well."""
     args = ["template", release, str(CHART), "--namespace", namespace, "--kube-version", "1.37.2"]
-    if include_crds:
-        args.append("--include-crds")
+    if not tests:
+        args.append("--skip-tests")
     out = helm(*args, *extra).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
@@ -118,7 +119,10 @@ class ChartOperator:
     chart's Deployment runs it (same arguments; the health and metrics ports moved to free
     loopback ports) with a kubeconfig holding a TokenRequest token of the chart's
     ServiceAccount, so it has exactly the chart's RBAC (the plugin's ``operator_process`` and
-    ``token_kubeconfig``)."""
+    ``token_kubeconfig``). The release installs no CRDs (``crds.install=false``): CRDs are
+    cluster-wide, one release could own them, and the tests share the ``crds`` fixture's;
+    tests/chart/test_chart_crds_controlplane.py installs and upgrades them on a cluster of its
+    own."""
 
     def __init__(
         self,
@@ -162,6 +166,8 @@ class ChartOperator:
             str(CHART),
             "--set",
             f"watch.scope={self.scope}",
+            "--set",
+            "crds.install=false",
             *self.values,
             "--wait",
             "--timeout",

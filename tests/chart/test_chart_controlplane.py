@@ -22,7 +22,7 @@ def can_i(kubectl: Any, user: str, verb: str, resource: str, namespace: str | No
 
 
 def test_install_upgrade_uninstall_cluster_scope(
-    local_cluster: Any, kubectl: Any, namespace: str, tmp_path: Path
+    local_cluster: Any, crds: Any, kubectl: Any, namespace: str, tmp_path: Path
 ) -> None:
     chart = ChartOperator(local_cluster, namespace, tmp_path, scope="cluster")
     chart.install()
@@ -116,7 +116,8 @@ def test_install_upgrade_uninstall_cluster_scope(
         ).stdout.strip()
         == ""
     )
-    # helm never deletes CRDs: custom resources survive an uninstall.
+    # The release installed no CRDs (crds.install=false, the crds fixture's are shared): they
+    # stay. test_chart_crds_controlplane.py owns them on a cluster of its own.
     kubectl("get", "crd", "kvclusters.kvtrace.dev", "tracingpipelines.kvtrace.dev")
 
 
@@ -161,7 +162,13 @@ def annotated(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_injection_works_with_only_the_charts_rbac(
-    local_cluster: Any, namespace: str, tmp_path: Path, kube_ns: Any, poll: Any, request: Any
+    local_cluster: Any,
+    crds: Any,
+    namespace: str,
+    tmp_path: Path,
+    kube_ns: Any,
+    poll: Any,
+    request: Any,
 ) -> None:
     """The operator run as the chart runs it (its ServiceAccount's token, the webhook on
     loopback instead of the Service) registers its webhook, injects a Deployment's and a Job's

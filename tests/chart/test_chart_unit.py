@@ -14,7 +14,6 @@ from chartlib import (
     INSTALL_YAML,
     K8S_VERSION,
     NAMESPACED_VALUES,
-    TOP_CRDS,
     expected_install_yaml,
     helm,
     rbac_rules,
@@ -23,25 +22,11 @@ from chartlib import (
 
 pytestmark = pytest.mark.unit
 
-RESYNC = "run `make manifests` (copies crds/ into the chart and regenerates manifests/install.yaml)"
 VARIANTS = {
     "default": (),
     "namespaced": NAMESPACED_VALUES,
     "no-webhook": ("--set", "webhook.enabled=false"),
 }
-
-
-def test_chart_crds_are_byte_identical_copies_of_the_top_level_crds() -> None:
-    top = sorted(p.name for p in TOP_CRDS.glob("*.yaml"))
-    chart = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
-    assert top, "no CRDs in crds/"
-    assert chart == top, (
-        f"charts/kvtrace-operator/crds/ holds {chart}, crds/ holds {top}: " + RESYNC
-    )
-    for name in top:
-        assert (CHART / "crds" / name).read_bytes() == (TOP_CRDS / name).read_bytes(), (
-            f"charts/kvtrace-operator/crds/{name} differs from crds/{name}: " + RESYNC
-        )
 
 
 def test_install_manifest_is_the_fresh_helm_template_output() -> None:
@@ -90,7 +75,7 @@ def test_helm_lint_strict_is_clean(extra: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_every_rendered_object_validates_against_kubernetes_1_37(variant: str) -> None:
-    objects = template(*VARIANTS[variant], include_crds=True)
+    objects = template(*VARIANTS[variant])
     assert objects
     for obj in objects:
         try:
@@ -211,6 +196,15 @@ def test_service_monitor_is_optional() -> None:
         ("webhook.enabled=yes", "/webhook/enabled"),
         ("webhook.port=0", "/webhook/port"),
         ("webhook.failurePolicy=Fail", "failurePolicy"),
+        ("images.kvnode=", "/images/kvnode"),
+        ("images.collector=a b", "/images/collector"),
+        ("images.registry=https://mirror", "/images/registry"),
+        ("images.operator=x", "operator"),
+        ("crds.install=yes", "/crds/install"),
+        ("crds.upgrade=true", "upgrade"),
+        ("podDisruptionBudget.minAvailable=half", "/podDisruptionBudget/minAvailable"),
+        ("topologySpreadConstraints[0].maxSkew=0", "/topologySpreadConstraints/0"),
+        ("tests.kvcluster=basic", "/tests/kvcluster"),
     ],
 )
 def test_values_schema_rejects_bad_values_naming_them(setting: str, named: str) -> None:

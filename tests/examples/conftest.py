@@ -19,8 +19,9 @@ from chartlib import ChartOperator
 
 @pytest.fixture
 def chart_operator(
-    local_cluster: Any, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+    local_cluster: Any, crds: Any, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[ChartOperator]:
+    """The chart's operator (its release installs no CRDs: the ``crds`` fixture's are shared)."""
     with ChartOperator(local_cluster, namespace, tmp_path, scope="namespace").installed(
         request
     ) as op:

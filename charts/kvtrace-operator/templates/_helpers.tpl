@@ -47,12 +47,34 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* Labels of the chart's CRDs (their own app.kubernetes.io/part-of comes from crds/). */}}
+{{- define "kvtrace-operator.crdLabels" -}}
+helm.sh/chart: {{ include "kvtrace-operator.chart" . }}
+app.kubernetes.io/name: {{ include "kvtrace-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* An image (or repository) moved to images.registry when one is set: REGISTRY/LAST-PATH-ELEMENT,
+as `make images IMAGE_REGISTRY=...` names them. Call with (list IMAGE ROOT). */}}
+{{- define "kvtrace-operator.mirrored" -}}
+{{- $image := index . 0 }}
+{{- $registry := (index . 1).Values.images.registry | trimSuffix "/" }}
+{{- if $registry }}
+{{- printf "%s/%s" $registry (base $image) }}
+{{- else }}
+{{- $image }}
+{{- end }}
+{{- end }}
+
 {{/* The operator image reference (also the query-proxy sidecars' default): pinned by digest when one is given. */}}
 {{- define "kvtrace-operator.image" -}}
+{{- $repository := include "kvtrace-operator.mirrored" (list .Values.image.repository $) }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
@@ -81,8 +103,56 @@ configuration_name): kvtrace-injection cluster-wide, else kvtrace-injection-NS..
 {{- end }}
 {{- end }}
 
+{{/* Labels of the `helm test` objects: not the operator's selector (no Deployment adopts the
+test pod), but the part-of/component pair the pipelines' NetworkPolicies admit (the doctor's
+canary reaches the collector and Jaeger). */}}
+{{- define "kvtrace-operator.testLabels" -}}
+helm.sh/chart: {{ include "kvtrace-operator.chart" . }}
+app.kubernetes.io/name: {{ include "kvtrace-operator.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: kvtrace
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The annotations of a `helm test` object, created in weight order, deleted before the next
+run and after a pass (a failed run's pod stays for `kubectl logs`). Call with the weight. */}}
+{{- define "kvtrace-operator.testHook" -}}
+helm.sh/hook: test
+helm.sh/hook-weight: {{ . | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end }}
+
+{{/* Whether the operator gets a PodDisruptionBudget: asked for, or several replicas. */}}
+{{- define "kvtrace-operator.pdb" -}}
+{{- if or .Values.podDisruptionBudget.enabled (gt (int .Values.replicaCount) 1) }}true{{- end }}
+{{- end }}
+
+{{/* The pods' topologySpreadConstraints: the given ones (the pods' selector filled in where a
+constraint has no labelSelector); none given and several replicas: spread over nodes, softly. */}}
+{{- define "kvtrace-operator.topologySpread" -}}
+{{- $constraints := list }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" (include "kvtrace-operator.selectorLabels" $ | fromYaml)) }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- if and (not $constraints) (gt (int .Values.replicaCount) 1) }}
+{{- $constraints = list (dict "maxSkew" 1 "topologyKey" "kubernetes.io/hostname" "whenUnsatisfiable" "ScheduleAnyway" "labelSelector" (dict "matchLabels" (include "kvtrace-operator.selectorLabels" . | fromYaml))) }}
+{{- end }}
+{{- if $constraints }}
+{{- toYaml $constraints }}
+{{- end }}
+{{- end }}
+
 {{/* Fail early on combinations the schema cannot express. */}}
 {{- define "kvtrace-operator.validate" -}}
+{{- if and (hasKey .Values.podDisruptionBudget "minAvailable") (hasKey .Values.podDisruptionBudget "maxUnavailable") }}
+{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both (a PodDisruptionBudget takes one)" }}
+{{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.name) }}
 {{- fail "replicaCount > 1 needs peering.name: without kopf peering several replicas would all reconcile at once" }}
 {{- end }}
