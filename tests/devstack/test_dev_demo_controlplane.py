@@ -6,6 +6,7 @@ own, and checks that everything it started is gone afterwards."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -97,10 +98,12 @@ def test_make_dev_exit_runs_every_step_draws_a_trace_and_cleans_up(tmp_path: Pat
         "namespace",
         "operator",
         "example Ready",
+        "metrics store",
         "tracing backends",
         "KV nodes",
         "load",
         "traces in Jaeger",
+        "RED metrics",
     ], output
     assert "    example Ready: kvcluster/basic, tracingpipeline/dev-traces" in output, output
     assert "3 KV processes started (basic-0, basic-1, basic-2)" in output, output
@@ -137,6 +140,21 @@ def test_make_dev_exit_runs_every_step_draws_a_trace_and_cleans_up(tmp_path: Pat
 
     jaeger = re.search(r"^  export KVTRACE_JAEGER_URL=(https://127\.[\d.]+:16686)$", output, re.M)
     assert jaeger and f"  Jaeger UI and /api/v3: {jaeger.group(1)}" in output, output
+    # spec.metrics (on by default): the pipeline's Prometheus, the Monitor tab, a RED table of
+    # the load from the span metrics (every span, before sampling).
+    prometheus = re.search(
+        r"^  export KVTRACE_PROMETHEUS_URL=(http://127\.[\d.]+:9090)$", output, re.M
+    )
+    assert prometheus and f"  Prometheus: {prometheus.group(1)}" in output, output
+    assert f"  Jaeger Monitor tab (RED per operation): {jaeger.group(1)}/monitor" in output, output
+    red = output.split("KV operations (spanmetrics, every span before sampling; rates over ", 1)
+    assert len(red) == 2, output
+    rows = re.findall(r"^(read|write|delete)\s+quorum\s+([\d.]+)\s+([\d.]+)%", red[1], re.M)
+    assert {op for op, _, _ in rows} >= {"read", "write"}, red[1]
+    assert all(float(rate) > 0 and float(errors) == 0 for _, rate, errors in rows), red[1]
+    assert (
+        "Prometheus scrapes kvtrace-collector (1), kvtrace-jaeger (1), kvtrace-kvnode (3)" in output
+    )
     drawn = output.split("One trace, with spans from ", 1)[1]
     header, rows = drawn.splitlines()[1], drawn.splitlines()[3:]
     assert re.match(r"^trace [0-9a-f]{32}  basic: (PUT|GET|DELETE) /v1/kv/\{key\}", header), drawn
@@ -204,6 +222,7 @@ def test_dev_demo_of_the_production_example_stays_up_until_sigterm_then_stops_ev
             "KVTRACE_JAEGER_CA_FILE",
             "KVTRACE_KV_CA_FILE",
             "KVTRACE_KV_TOKEN_FILE",
+            "KVTRACE_PROMETHEUS_URL",
         }
         member = re.search(r"--endpoint (https://127\.[\d.]+:7070)", output)
         assert member, output
@@ -233,6 +252,16 @@ def test_dev_demo_of_the_production_example_stays_up_until_sigterm_then_stops_ev
         assert len(re.findall(r"^trace [0-9a-f]{32}  orders-kv: ", listed.stdout, re.M)) == 2, (
             listed.stdout
         )
+        # `kvtrace top` reads the pipeline's Prometheus with nothing but the printed exports.
+        top = subprocess.run(
+            [kvtrace, "top", "-n", namespace, "-o", "json"],
+            env={**env, **found},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert top.returncode == 0, top.stdout + top.stderr
+        assert "write" in {row["kvstore_operation"] for row in json.loads(top.stdout)["operations"]}
         pods = subprocess.run(
             [kubectl_path(), "-n", namespace, "get", "pods", "-o", "name"],
             env={**env, **found},
@@ -324,7 +353,8 @@ def test_dev_demo_of_the_instrumented_app_draws_one_trace_from_the_app_through_t
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     steps = re.findall(r"^    (.+): ok \((\d+\.\d)s\)$", output, re.M)
-    assert [name for name, _ in steps][8:10] == ["KV nodes", "application"], output
+    names = [name for name, _ in steps]
+    assert names[names.index("KV nodes") + 1] == "application", output
     assert "    injection webhook https://127.0.0.1:" in output, output
     assert re.search(
         rf"^    kvapp-\S+: injected by {namespace}/app-traces, OTEL_SERVICE_NAME=kvapp, "

@@ -166,7 +166,10 @@ def _exports(state: dict[str, Any]) -> dict[str, str]:
         exports["KVTRACE_JAEGER_URL"] = state["jaeger_url"]
     if state.get("endpoint_map"):
         exports["KVTRACE_ENDPOINT_MAP"] = state["endpoint_map"]
-    from kvtrace.devstack.demo import kv_exports
+    from kvtrace.devstack.demo import PROMETHEUS_ENV, kv_exports
+
+    if state.get("prometheus_url"):  # `kvtrace dev demo`'s metrics store: `kvtrace top` reads it
+        exports[PROMETHEUS_ENV] = state["prometheus_url"]
 
     exports.update(kv_exports(state.get("kv_ca_file", ""), state.get("kv_token_file", "")))
     return exports

@@ -7,6 +7,9 @@ behind the operator's own collector and Jaeger pods, then behind the KV Stateful
 each with exactly the command, arguments, files and environment the operator rendered (only
 addresses are made local, see :mod:`kvtrace.devstack.podrunner`); bounded load with
 `kvtrace bench`; the traces that reached Jaeger, summarised, and one drawn as a waterfall.
+With ``spec.metrics`` (on by default) the pipeline's rendered Prometheus runs first
+(:mod:`kvtrace.devstack.demo_metrics`) and the demo ends with the Jaeger UI, Monitor tab and
+Prometheus URLs and `kvtrace top`'s RED table of the load.
 Then it stays up until Ctrl-C or SIGTERM (or, with ``exit_after``, returns at once) and
 stops everything it started.
 """
@@ -31,6 +34,8 @@ from kvtrace.devstack import demo_summary as text
 from kvtrace.devstack.demo_summary import DemoError
 from kvtrace.shared.jaeger_client import CA_FILE_ENV
 
+PROMETHEUS_ENV = "KVTRACE_PROMETHEUS_URL"  # what `kvtrace top` reads (kvtrace.inspect.cli)
+
 REPO = Path(__file__).resolve().parents[3]
 CLIENT_PORT = 7070  # docs/design.md section 3
 STEPS = (
@@ -47,6 +52,10 @@ STEPS = (
     "traces in Jaeger",
 )
 APP_STEP = "application"  # after "KV nodes", for an example with an app/ folder (docs/injection.md)
+# With spec.metrics (on by default) and no external store: the pipeline's Prometheus before
+# the tracing backends (they are rendered to reach it), its RED summary after the traces.
+METRICS_STORE_STEP, METRICS_STEP = "metrics store", "RED metrics"
+METRICS_TIMEOUT = 60.0  # seconds for the span metrics to show the load (15 s connector flushes)
 APP_FOLDER = "app"
 APP_START_SLACK = (
     150.0  # seconds on top of trace_timeout: a JVM and its agent start slowly on 2 busy cores
@@ -93,6 +102,11 @@ class Demo:
         self.app_services: list[
             str
         ] = []  # the injected applications' OTEL_SERVICE_NAMEs (example app/)
+        # The example's pipeline deploys its Prometheus (spec.metrics, on by default): the
+        # step count assumes so until the example step has read the pipeline.
+        self.metrics_on = True
+        self.metrics: Any = None  # its demo_metrics.MetricsStore, once started
+        self.backend_pods: dict[str, dict[str, str]] = {}  # component -> {pod: address}
         self.index = 0
 
     # ------------------------------------------------------------------ output
@@ -103,7 +117,8 @@ class Demo:
     @contextlib.contextmanager
     def step(self, name: str, detail: str = "") -> Iterator[None]:
         self.index += 1
-        self.say(text.step_start(self.index, len(STEPS) + bool(self.app_folder), name, detail))
+        total = len(STEPS) + bool(self.app_folder) + 2 * self.metrics_on
+        self.say(text.step_start(self.index, total, name, detail))
         began = time.monotonic()
         try:
             yield
@@ -226,6 +241,12 @@ class Demo:
             self.start_operator()
         with self.step("example Ready", f"kubectl -n {opts.namespace} apply -f {opts.example}"):
             self.apply_example(example)
+        if self.metrics_on:
+            with self.step(
+                METRICS_STORE_STEP,
+                f"the operator's Prometheus {example.pipeline}-prometheus (spec.metrics)",
+            ):
+                self.start_metrics_store(example)
         with self.step(
             "tracing backends", f"the operator's {example.pipeline} collector and Jaeger pods"
         ):
@@ -233,6 +254,8 @@ class Demo:
         self.write_state()
         with self.step("KV nodes", f"the processes behind StatefulSet {example.cluster}'s pods"):
             self.run_kv_nodes(example)
+            if self.metrics is not None:
+                self.scrape_pipeline_and_members(example)
         self.write_state()  # again, now with the KV cluster's CA bundle and client token
         if self.app_folder is not None:
             with self.step(
@@ -241,6 +264,7 @@ class Demo:
                 "injected by the webhook, run from their mutated spec",
             ):
                 self.run_application(self.app_folder)
+        load_started = time.monotonic()
         with self.step("load", f"kvtrace bench: at most {opts.ops} ops and {opts.duration:g}s"):
             result = self.load()
         sent = int(result.get("ops", 0)) + int(result.get("errors", 0))
@@ -248,15 +272,27 @@ class Demo:
             stats, trace = self.find_traces(sent)
             if self.app_services:
                 trace = [self.find_application_trace(service) for service in self.app_services][0]
+        red = ""
+        if self.metrics_on:
+            with self.step(METRICS_STEP, f"kvtrace top from {self.metrics.url}"):
+                red = self.metrics.red_summary(load_started, METRICS_TIMEOUT)
         self.say()
         self.say(f"kvtrace dev demo: every step succeeded in {time.monotonic() - began:.1f}s.")
         self.say(
             text.endpoints_text(
-                self.exports(), self.jaeger_url, self.collector_http, self.service, opts.namespace
+                self.exports(),
+                self.jaeger_url,
+                self.collector_http,
+                self.service,
+                opts.namespace,
+                prometheus_url=self.metrics.url if self.metrics else "",
             )
         )
         self.say(text.load_summary(result))
         self.say(text.traces_summary(stats, sent))
+        if red:
+            self.say()
+            self.say(red.rstrip("\n"))
         self.say()
         origin = (
             f"from the application {self.app_services[0]!r} through the store, "
@@ -290,6 +326,7 @@ class Demo:
             doc for path in files for doc in yaml.safe_load_all(path.read_text()) if doc is not None
         ]
         self.example = text.read_example(documents, str(folder))
+        self.metrics_on = text.metrics_deployed(documents, self.example.pipeline)
 
     def kubectl(
         self, *args: str, check: bool = True, timeout: float = 90.0
@@ -455,7 +492,8 @@ class Demo:
             selector = f"{base},app.kubernetes.io/component={component}"
             count = len(self.pods(selector))
             if count:
-                self.runner(selector, count, resolve_command=entrypoint)
+                runner = self.runner(selector, count, resolve_command=entrypoint)
+                self.backend_pods[component] = runner.pods()
         status = (
             json.loads(
                 self.kubectl(
@@ -499,6 +537,46 @@ class Demo:
         )
         self.say(f"    Jaeger {endpoints['jaegerQuery']} -> {self.jaeger_url}")
         self.say(f"    collector {endpoints['otlpHttp']} -> {self.collector_http}")
+
+    def get_object(self, kind: str, name: str = "", selector: str = "") -> dict[str, Any]:
+        """One object of the namespace (or the list matching ``selector``) as JSON."""
+        args = [kind, name] if name else [kind, "-l", selector]
+        result: dict[str, Any] = json.loads(
+            self.kubectl("-n", self.options.namespace, "get", *args, "-o", "json").stdout
+        )
+        return result
+
+    def start_metrics_store(self, example: text.Example) -> None:
+        """The pipeline's rendered Prometheus on its pod's address; its names in the endpoint
+        map before the collector and Jaeger render their configs (:mod:`demo_metrics`)."""
+        from kvtrace.devstack import demo_metrics
+        from kvtrace.devstack.podrunner import ALLOCATOR
+
+        store = demo_metrics.MetricsStore(
+            self.get_object,
+            self.options.namespace,
+            example.pipeline,
+            self.endpoint_map,
+            self.cluster.workdir / "pods" / "prometheus",
+            ALLOCATOR.allocate,
+        )
+        self.started.append(store)
+        self.say("    " + store.start())
+        self.metrics = store
+
+    def scrape_pipeline_and_members(self, example: text.Example) -> None:
+        from kvtrace.devstack.demo_metrics import kv_job_settings, scrape_targets
+
+        targets = scrape_targets(
+            self.options.namespace,
+            example.pipeline,
+            self.backend_pods,
+            example.cluster,
+            self.kv_runner.pods(),
+        )
+        self.metrics.scrape(targets, kv_job_settings(self.kv_ca))
+        jobs = ", ".join(f"{job} ({len(found)})" for job, found in targets.items())
+        self.say(f"    Prometheus scrapes {jobs}")
 
     def trust_collector(self, pipeline: str, url: str) -> Any:
         """With TLS (on by default), the pipeline's trust bundle as a file (``collector_ca``,
@@ -735,6 +813,7 @@ class Demo:
             "endpoint_map": str(self.endpoint_map.path),
             "kv_ca_file": self.kv_ca,
             "kv_token_file": self.kv_token,
+            "prometheus_url": self.metrics.url if self.metrics else "",
             "workdirs": [str(self.cluster.workdir)],
         }
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -826,6 +905,8 @@ class Demo:
             "KVTRACE_ENDPOINT_MAP": str(self.endpoint_map.path),
         }
         exports.update(kv_exports(self.kv_ca, self.kv_token))
+        if self.metrics is not None and self.metrics.url:  # `kvtrace top` reads it
+            exports[PROMETHEUS_ENV] = self.metrics.url
         if self.collector_ca:  # TLS: the collector's certificate names this address (pod runner)
             exports["OTEL_EXPORTER_OTLP_CERTIFICATE"] = self.collector_ca
             if self.jaeger_url.startswith(

@@ -250,17 +250,49 @@ def trace_problems(stats: TraceStats) -> list[str]:
 
 
 def endpoints_text(
-    exports: Mapping[str, str], jaeger_url: str, collector_http: str, service: str, namespace: str
+    exports: Mapping[str, str],
+    jaeger_url: str,
+    collector_http: str,
+    service: str,
+    namespace: str,
+    prometheus_url: str = "",
 ) -> str:
+    """Where the demo's pieces are; with a metrics store, the Monitor tab and Prometheus too."""
     lines = [
         "Where things are:",
         *[f"  export {k}={v}" for k, v in exports.items()],
         f"  Jaeger UI and /api/v3: {jaeger_url}  (search service {service!r})",
+    ]
+    if prometheus_url:
+        lines += [
+            f"  Jaeger Monitor tab (RED per operation): {jaeger_url}/monitor",
+            f"  Jaeger System Architecture: {jaeger_url}/dependencies",
+            f"  Prometheus: {prometheus_url}  (span metrics, alerts: {prometheus_url}/alerts)",
+        ]
+    lines += [
         f"  collector (OTLP/HTTP): {collector_http}",
         f"  kubectl -n {namespace} get kvtrace,pods      # after the exports above",
         f"  kvtrace traces --service {service} --limit 3  # after the exports above",
     ]
+    if prometheus_url:
+        lines.append(f"  kvtrace top -n {namespace}                    # after the exports above")
     return "\n".join(lines)
+
+
+def metrics_deployed(documents: Sequence[Any], pipeline: str) -> bool:
+    """Whether the example's TracingPipeline ``pipeline`` has the operator deploy a Prometheus:
+    ``spec.metrics`` on (the default) without an external store."""
+    from kvtrace_operator.render import apply_defaults_pipeline
+
+    for doc in documents:
+        if (
+            isinstance(doc, Mapping)
+            and doc.get("kind") == "TracingPipeline"
+            and (doc.get("metadata") or {}).get("name") == pipeline
+        ):
+            metrics = apply_defaults_pipeline(doc.get("spec") or {})["metrics"]
+            return bool(metrics["enabled"]) and not (metrics.get("external") or {}).get("url")
+    return False
 
 
 def env_lines(env: Mapping[str, str], prefix: str = "OTEL_") -> list[str]:

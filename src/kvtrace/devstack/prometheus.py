@@ -39,15 +39,21 @@ OTLP_METRICS_PATH = "/api/v1/otlp/v1/metrics"
 Targets = Mapping[
     str, Mapping[str, Mapping[str, str]]
 ]  # job -> {host:port: the labels the pod's would get}
+JobSettings = Mapping[str, Mapping[str, Any]]  # job -> scrape settings, e.g. scheme, tls_config
 
 
 def loopback_prometheus_config(
-    config: Mapping[str, Any], targets: Targets, rules_file: Path | None
+    config: Mapping[str, Any],
+    targets: Targets,
+    rules_file: Path | None,
+    job_settings: JobSettings | None = None,
 ) -> dict[str, Any]:
     """A copy of a rendered Prometheus config whose jobs scrape ``targets[job]`` (``host:port``
     with the labels relabelling gives a pod: ``pod``, ``namespace``, ``instance_of``; a job
     without targets is dropped) instead of discovering pods, and whose rule file is
-    ``rules_file``. Everything else (intervals, metrics paths, external labels) is kept."""
+    ``rules_file``. ``job_settings[job]`` is merged into that job (how the local process
+    reaches its targets: ``scheme: https`` and the CA of KV members serving TLS). Everything
+    else (intervals, metrics paths, external labels) is kept."""
     result = copy.deepcopy(dict(config))
     jobs = []
     for job in result.get("scrape_configs") or []:
@@ -56,6 +62,7 @@ def loopback_prometheus_config(
             continue
         job.pop("kubernetes_sd_configs", None)
         job.pop("relabel_configs", None)
+        job.update(copy.deepcopy(dict((job_settings or {}).get(job["job_name"]) or {})))
         job["static_configs"] = [
             {"targets": [address], "labels": dict(labels)}
             for address, labels in sorted(addresses.items())
@@ -67,8 +74,10 @@ def loopback_prometheus_config(
 
 
 class Prometheus:
-    """``prometheus`` with a config dict (and rule groups), on a free loopback port; its TSDB
-    in a temporary directory. ``args`` are extra flags (the rendered retention flags)."""
+    """``prometheus`` with a config dict (and rule groups), on a free loopback port (or
+    ``listen``, ``host:port``: a pod's own loopback address and port); its TSDB in a
+    temporary directory. ``args`` are extra flags (the rendered retention flags);
+    ``job_settings`` see :func:`loopback_prometheus_config`."""
 
     def __init__(
         self,
@@ -76,13 +85,17 @@ class Prometheus:
         rules: Mapping[str, Any] | None = None,
         *,
         targets: Targets | None = None,
+        job_settings: JobSettings | None = None,
         workdir: Path | None = None,
         args: Sequence[str] = (),
         name: str = "prometheus",
+        listen: str | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
         self.source_config, self.rules = config, rules
         self.targets = dict(targets or {})
+        self.job_settings = dict(job_settings or {})
+        self.listen = listen
         self.args, self.name, self.startup_timeout = list(args), name, startup_timeout
         self._given_workdir = workdir
         self.workdir = Path()
@@ -111,7 +124,7 @@ class Prometheus:
         config_file = self._write_config()
 
         def make() -> Process:
-            self.address = f"{HOST}:{free_port()}"
+            self.address = self.listen or f"{HOST}:{free_port()}"
             argv = [
                 str(binary),
                 f"--config.file={config_file}",
@@ -139,15 +152,20 @@ class Prometheus:
         config_file = self.workdir / "prometheus.yml"
         config_file.write_text(
             yaml.safe_dump(
-                loopback_prometheus_config(self.source_config, self.targets, rules_file),
+                loopback_prometheus_config(
+                    self.source_config, self.targets, rules_file, self.job_settings
+                ),
                 sort_keys=False,
             )
         )
         return config_file
 
-    def set_targets(self, targets: Targets) -> None:
-        """Scrape ``targets`` from now on (the config is rewritten and reloaded)."""
+    def set_targets(self, targets: Targets, job_settings: JobSettings | None = None) -> None:
+        """Scrape ``targets`` from now on (the config is rewritten and reloaded); with
+        ``job_settings``, those replace the jobs' settings."""
         self.targets = dict(targets)
+        if job_settings is not None:
+            self.job_settings = dict(job_settings)
         self._write_config()
         request = urllib.request.Request(self.url + "/-/reload", method="POST")  # noqa: S310 - loopback http
         with urlopen_direct(request, timeout=30) as resp:
