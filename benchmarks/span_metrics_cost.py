@@ -1,6 +1,7 @@
 """Benchmark: what metrics from traces cost, in one run.
 
     .venv/bin/python benchmarks/span_metrics_cost.py [--traces 20000] [--batch 200] [--rounds 2]
+        [--out benchmarks/results/span-metrics-cost.json]
 
 The real ``otelcol-kvtrace`` runs the rendered collector config of a production pipeline twice:
 ``metrics.enabled: false`` and the default ``metrics.enabled: true`` (the ``spanmetrics`` and
@@ -10,7 +11,9 @@ QUORUM-write traces of 3 spans (the coordinator's SERVER span and two replica SE
 the attributes the node sets), 5% of them failing. Reported: the collector's CPU (user +
 system from /proc) per accepted span in each configuration and their ratio (budget: the
 connectors add at most 15%), and the Prometheus resident memory after the run (budget: 300 MiB
-for one pipeline). Prints a JSON document, then a short table. Not a test: it only reports.
+for one pipeline). Prints a JSON document (with the machine's load average before and after:
+the CPU numbers are only comparable within one run), then a short table. Not a test: it only
+reports.
 """
 
 from __future__ import annotations
@@ -198,7 +201,9 @@ def main() -> int:
         "--rounds", type=int, default=2, help="alternating runs per configuration; the best counts"
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/kvtrace-span-metrics-cost"))
+    parser.add_argument("--out", type=Path, help="also write the JSON document here")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     bodies = requests(args.traces, args.batch, seed=13)
     spans = 3 * args.traces
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
@@ -211,7 +216,12 @@ def main() -> int:
     ratio = best["connectors-on"]["cpu_us_per_span"] / best["connectors-off"]["cpu_us_per_span"]
     memory = max(r.get("prometheus_rss_mib", 0.0) for r in runs["connectors-on"])
     report = {
-        "machine": {"cpus": os.cpu_count(), "load1": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
+            "loadavg_1_5_15_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "rounds": args.rounds,
         "traces": args.traces,
         "spans": spans,
         "runs": runs,
@@ -223,6 +233,8 @@ def main() -> int:
         "within_budget": ratio - 1 <= CPU_BUDGET and memory <= MEMORY_BUDGET_MIB,
     }
     print(json.dumps(report, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{'configuration':16} {'collector CPU us/span':>22} {'Prometheus RSS MiB':>19}")
     for name, result in best.items():
         print(
