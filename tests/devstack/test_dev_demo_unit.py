@@ -261,7 +261,8 @@ def test_a_bad_example_fails_the_first_step_and_starts_nothing(tmp_path: Path) -
     demo = Demo(Options(example=folder, exit_after=True), out=out, state_path=state)
     assert demo.run() == 1
     lines = out.getvalue().splitlines()
-    assert lines[0] == f"==> [1/{len(STEPS)}] example: {folder}"
+    # Until the example is read, the count assumes spec.metrics' default (on): two more steps.
+    assert lines[0] == f"==> [1/{len(STEPS) + 2}] example: {folder}"
     assert lines[-2] == (
         f"kvtrace dev demo: step 'example' failed: {folder}: KVCluster basic: "
         "spec.tracing.pipelineRef.name: expected the TracingPipeline that traces it "
