@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,13 +20,44 @@ TracingPipeline = create_namespaced_resource(
 )
 
 
-def make_client(timeout: float = 30.0) -> AsyncClient:
-    """A client for the in-cluster service account, else ``$KUBECONFIG``/``~/.kube/config``."""
-    return AsyncClient(
+# Requests of the operator in flight at once (client-go's controllers bound theirs too): more
+# only queue in the API server, where they time out and make every handler start over.
+IN_FLIGHT = 24
+
+
+class InFlight(httpx2.AsyncBaseTransport):
+    """A transport that lets at most ``limit`` requests be in flight (sent and their response
+    not read yet); the others wait here, where no timeout runs, not in the API server."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, limit: int) -> None:
+        self.inner, self.slots = inner, asyncio.Semaphore(limit)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        async with self.slots:
+            response = await self.inner.handle_async_request(request)
+            try:
+                await response.aread()  # the slot is held until the whole answer is in
+            except BaseException:
+                await response.aclose()
+                raise
+            return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def make_client(timeout: float = 30.0, in_flight: int = IN_FLIGHT) -> AsyncClient:
+    """A client for the in-cluster service account, else ``$KUBECONFIG``/``~/.kube/config``,
+    with at most ``in_flight`` requests in flight (InFlight); ``timeout`` runs per request
+    once it is sent."""
+    client = AsyncClient(
         config=KubeConfig.from_env(),
         field_manager=api.FIELD_MANAGER,
-        timeout=httpx2.Timeout(timeout),
+        timeout=httpx2.Timeout(timeout, pool=None),
     )
+    adapter = client._client._client  # noqa: SLF001 - lightkube takes no transport of its own
+    adapter._transport = InFlight(adapter._transport, in_flight)  # noqa: SLF001 - as above
+    return client
 
 
 def request_resource(path: str) -> str:

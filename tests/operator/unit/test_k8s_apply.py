@@ -559,3 +559,23 @@ async def test_every_request_of_a_client_is_counted() -> None:
     assert ("PATCH", "configmaps", True) in seen and ("PATCH", "configmaps", False) in seen
     assert ("DELETE", "configmaps", False) in seen
     assert len(seen) == len(server.requests)
+
+
+async def test_at_most_in_flight_requests_are_sent_at_once() -> None:
+    import asyncio
+
+    running, most = 0, 0
+
+    async def slow(request: httpx2.Request) -> httpx2.Response:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return httpx2.Response(200, json={"kind": "Status", "apiVersion": "v1"})
+
+    transport = k8s.client.InFlight(httpx2.MockTransport(slow), 3)
+    async with httpx2.AsyncClient(transport=transport) as client:
+        answers = await asyncio.gather(*(client.get(f"http://api.invalid/{i}") for i in range(12)))
+    assert [a.status_code for a in answers] == [200] * 12
+    assert most == 3
