@@ -5,6 +5,7 @@ a missing program before anything is built."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -123,10 +124,14 @@ def test_a_second_run_waits_for_the_first_build_and_then_finds_it_cached(
     assert entered.wait(10)
     second = threading.Thread(target=tools.ensure, args=(tool,))
     second.start()
+    out, deadline = "", time.monotonic() + 10
+    while "waiting for another build" not in out and time.monotonic() < deadline:
+        out += capsys.readouterr().out  # poll until the second caller blocks on the lock
+        time.sleep(0.01)
     release.set()
     first.join(10)
     second.join(10)
-    out = capsys.readouterr().out
+    out += capsys.readouterr().out
     assert fakes == ["kubernetes"]
     assert "waiting for another build" in out
     assert out.rstrip().endswith(f"cached at {tool.directory}")
