@@ -297,36 +297,21 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             after = injection.refused(pod, f"the operator failed to inject it: {exc}")
         set_patch(patch, pod, after)
 
-    @kopf.on.mutate(
-        "apps",
-        "v1",
-        "deployments",
-        id=webhook_render.WORKLOAD_HANDLER,
-        operations=["CREATE", "UPDATE"],
-        ignore_failures=True,
-        registry=registry,
-    )
-    @kopf.on.mutate(
-        "apps",
-        "v1",
-        "statefulsets",
-        id=webhook_render.WORKLOAD_HANDLER,
-        operations=["CREATE", "UPDATE"],
-        ignore_failures=True,
-        registry=registry,
-    )
-    @kopf.on.mutate(
-        "apps",
-        "v1",
-        "daemonsets",
-        id=webhook_render.WORKLOAD_HANDLER,
-        operations=["CREATE", "UPDATE"],
-        ignore_failures=True,
-        registry=registry,
-    )
     async def stamp_workload(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         checksum = await admit_workload(memo.runtime.client, common.plain(body))
         if checksum is not None:
             patch.setdefault("spec", {})["template"] = {
                 "metadata": {"annotations": {injection.RESTART_CHECKSUM: checksum}}
             }
+
+    # One mutating handler for the workload kinds whose pod templates restart on change.
+    for plural in ("deployments", "statefulsets", "daemonsets"):
+        kopf.on.mutate(
+            "apps",
+            "v1",
+            plural,
+            id=webhook_render.WORKLOAD_HANDLER,
+            operations=["CREATE", "UPDATE"],
+            ignore_failures=True,
+            registry=registry,
+        )(stamp_workload)
