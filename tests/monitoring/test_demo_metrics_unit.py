@@ -32,7 +32,11 @@ def rendered(kind: str) -> dict[str, Any]:
 
 def test_the_local_prometheus_keeps_the_rendered_retention_flags() -> None:
     flags = rendered_flags(rendered("Deployment"))
-    assert flags == ["--storage.tsdb.retention.time=21600s", "--storage.tsdb.retention.size=409MB"]
+    assert flags == [
+        "--storage.tsdb.retention.time=21600s",
+        "--storage.tsdb.retention.size=409MB",
+        "--enable-feature=created-timestamp-zero-ingestion",
+    ]
 
 
 def test_scrape_targets_in_the_rendered_config_with_tls_members() -> None:

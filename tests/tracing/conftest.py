@@ -25,7 +25,7 @@ from tracing_stack import (
 from kvtrace.devstack.backends import Collector, Jaeger
 from kvtrace.devstack.local_tls import local_tls
 from kvtrace.devstack.otlp_token import local_token
-from kvtrace.devstack.prometheus import Prometheus
+from kvtrace.devstack.prometheus import Prometheus, kept_flags
 from kvtrace.devstack.pytest_plugin import require_binaries
 from kvtrace_operator.render import (
     apply_defaults_pipeline,
@@ -33,7 +33,14 @@ from kvtrace_operator.render import (
     render_jaeger_config,
 )
 from kvtrace_operator.render.collector import LOADBALANCER_TIER, SAMPLING_TIER
-from kvtrace_operator.render.metrics import JOB_COLLECTOR, JOB_JAEGER, JOB_KVNODE, prometheus_config
+from kvtrace_operator.render.metrics import (
+    JOB_COLLECTOR,
+    JOB_JAEGER,
+    JOB_KVNODE,
+    metrics_settings,
+    prometheus_args,
+    prometheus_config,
+)
 from kvtrace_operator.render.monitoring import rules_for
 
 
@@ -73,6 +80,7 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
                 prometheus_config(pipe, defaulted),
                 rules_for(pipe, defaulted),
                 workdir=root / "prometheus",
+                args=kept_flags(prometheus_args(metrics_settings(pipe, defaulted))),
             )
             started.append(prom)
             prom.start()

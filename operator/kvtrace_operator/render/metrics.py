@@ -42,6 +42,7 @@ METRICS_PIPELINE = "metrics/spanmetrics"
 # Jaeger's SPM reads the spanmetrics connector's default namespace (traces.span.metrics).
 SPM_BACKEND = "metrics"
 OTLP_PATH = "/api/v1/otlp/v1/metrics"
+ZERO_AT_START = "--enable-feature=created-timestamp-zero-ingestion"
 CONFIG_FILE = "prometheus.yml"
 RULES_FILE = "rules.yml"
 CONFIG_DIR = "/etc/prometheus"
@@ -261,7 +262,10 @@ def prometheus_config(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[st
 
 
 def prometheus_args(settings: MetricsSettings) -> list[str]:
-    """Flags: the config, a TSDB bounded by time and by size, the OTLP receiver."""
+    """Flags: the config, a TSDB bounded by time and by size, the OTLP receiver, and a zero
+    sample at each pushed series' start time: without it the first push of a new series (a
+    new operation, the first error, a burst within one 15 s connector flush) has nothing
+    before it, and rate() and histogram_quantile() do not see it."""
     return [
         f"--config.file={CONFIG_DIR}/{CONFIG_FILE}",
         f"--storage.tsdb.path={DATA_DIR}",
@@ -269,6 +273,7 @@ def prometheus_args(settings: MetricsSettings) -> list[str]:
         f"--storage.tsdb.retention.size={retention_size(settings.storage_size)}",
         f"--web.listen-address=:{names.PROMETHEUS_PORT}",
         "--web.enable-otlp-receiver",
+        ZERO_AT_START,
     ]
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from kvtrace.devstack.demo_summary import DemoError
 from kvtrace.devstack.podnames import endpoint_entries
-from kvtrace.devstack.prometheus import JobSettings, Prometheus, Targets
+from kvtrace.devstack.prometheus import JobSettings, Prometheus, Targets, kept_flags
 from kvtrace_operator.render import names
 from kvtrace_operator.render.labels import (
     COLLECTOR,
@@ -37,16 +37,13 @@ from kvtrace_operator.render.metrics import CONFIG_FILE, JOB_COLLECTOR, JOB_JAEG
 from kvtrace_operator.render.metrics import RULES_FILE as PROMETHEUS_RULES_FILE
 
 OWNER = "metrics-store"  # its entries in the endpoint map
-# Rendered flags the local process keeps; it sets config, data path and address itself.
-KEPT_FLAGS = ("--storage.tsdb.retention.", "--enable-feature=")
 COLLECTORS = (COLLECTOR, COLLECTOR_SAMPLING, COLLECTOR_LOADBALANCER)
 Get = Callable[..., dict[str, Any]]  # get(kind, name) or get("pods", selector=...) -> object(s)
 
 
 def rendered_flags(deployment: Mapping[str, Any]) -> list[str]:
-    """The rendered Prometheus container's flags that the local process keeps (retention)."""
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    return [arg for arg in container.get("args") or [] if arg.startswith(KEPT_FLAGS)]
+    """The rendered Prometheus container's flags that the local process keeps."""
+    return kept_flags(deployment["spec"]["template"]["spec"]["containers"][0].get("args") or [])
 
 
 def scrape_targets(

@@ -36,6 +36,16 @@ HOST = "127.0.0.1"
 OTLP_METRICS_PATH = "/api/v1/otlp/v1/metrics"
 
 
+# Rendered flags a local Prometheus keeps (retention, features); it sets config, data path and
+# listening address itself.
+KEPT_FLAGS = ("--storage.tsdb.retention.", "--enable-feature=")
+
+
+def kept_flags(args: Sequence[str]) -> list[str]:
+    """The rendered Prometheus container's ``args`` that the local process keeps."""
+    return [arg for arg in args if arg.startswith(KEPT_FLAGS)]
+
+
 Targets = Mapping[
     str, Mapping[str, Mapping[str, str]]
 ]  # job -> {host:port: the labels the pod's would get}
