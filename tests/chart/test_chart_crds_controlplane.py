@@ -42,6 +42,16 @@ def own_cluster() -> Iterator[cluster_mod.LocalCluster]:
     except (cluster_mod.StartupError, FileNotFoundError) as exc:
         pytest.fail(f"local cluster did not start:\n{exc}", pytrace=False)
     try:
+        # Ready for helm: the API server says so and the controllers made the default
+        # ServiceAccount (a busy machine answers 429 "storage is (re)initializing" before).
+        poll(
+            lambda: all(
+                cluster.kubectl(*args, check=False).returncode == 0
+                for args in (("get", "--raw", "/readyz"), ("get", "serviceaccount", "default"))
+            ),
+            timeout=90,
+            message="the API server ready and the default ServiceAccount made",
+        )
         yield cluster
     finally:
         cluster.stop()
@@ -130,7 +140,9 @@ def test_helm_installs_upgrades_and_keeps_the_crds(
         refused = apply_probe()
         assert refused.returncode != 0 and "upgradeProbe" in refused.stderr, refused.stderr
 
-        upgraded = run_helm("upgrade", "kvo", str(changed_chart(tmp_path)), "--reuse-values")
+        upgraded = run_helm(
+            "upgrade", "kvo", str(changed_chart(tmp_path)), "--reset-then-reuse-values"
+        )
         assert "REVISION: 2" in upgraded.stdout, upgraded.stdout
         served = crd(cluster, KVC)
         assert served is not None
@@ -304,3 +316,38 @@ def test_the_documented_uninstall_order_releases_every_finalizer(
         "app.kubernetes.io/instance=kvtrace-operator",
     ).stdout
     assert leftovers.strip() == ""
+
+
+def test_upgrading_a_release_whose_crds_came_from_a_crds_folder(
+    own_cluster: cluster_mod.LocalCluster, tmp_path: Path
+) -> None:
+    """A release of a chart with a crds/ folder (this chart's form before its CRDs became
+    templates): its CRDs carry no helm ownership, so the upgrade that templates them is
+    refused until it adopts them once with --take-ownership (docs/install.md); then they are
+    the release's, kept on uninstall."""
+    cluster, kubeconfig = own_cluster, own_cluster.kubeconfig
+    old = tmp_path / "kvtrace-operator"
+    shutil.copytree(CHART, old)
+    shutil.rmtree(old / "templates" / "crds")
+    shutil.copytree(TOP_CRDS, old / "crds")
+
+    def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return helm(*args, "--namespace", "adopt", kubeconfig=kubeconfig, check=check, timeout=180)
+
+    run_helm("install", "old", str(old), "--create-namespace")
+    try:
+        installed = crd(cluster, KVC)
+        assert installed is not None
+        assert "meta.helm.sh/release-name" not in (installed["metadata"].get("annotations") or {})
+        refused = run_helm("upgrade", "old", str(CHART), "--reset-then-reuse-values", check=False)
+        assert refused.returncode != 0 and "cannot be imported" in refused.stderr, refused.stderr
+        run_helm("upgrade", "old", str(CHART), "--reset-then-reuse-values", "--take-ownership")
+        adopted = crd(cluster, KVC)
+        assert adopted is not None
+        annotations = adopted["metadata"]["annotations"]
+        assert annotations["meta.helm.sh/release-name"] == "old"
+        assert annotations["helm.sh/resource-policy"] == "keep"
+    finally:
+        run_helm("uninstall", "old", "--wait", "--timeout", "120s", check=False)
+    assert all(crd(cluster, name) is not None for name in CRD_NAMES)
+    cluster.kubectl("delete", "crd", *CRD_NAMES, "--wait", "--timeout=60s")
