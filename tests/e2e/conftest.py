@@ -1,5 +1,5 @@
-"""The kind tier's cluster: what `make kind-up` sets up (kind/cluster.yaml, the three images
-built and loaded, the chart installed), so the test and a developer's cluster are made the
+"""The kind tier's cluster: what `make kind-up` sets up (kind/cluster.yaml, the images built
+and loaded, the chart installed), so the test and a developer's cluster are made the
 same way. Cluster ``$KVTRACE_KIND_CLUSTER`` (default ``kvtrace-e2e``) is reused when it
 exists, and then kept; otherwise it is created, and deleted after the session."""
 

@@ -1,9 +1,11 @@
-"""The kind tier: the whole product in a kind cluster prepared by `make kind-up` (the three
-images built and loaded, the chart installed; see conftest.py). Apply examples/01-basic,
-wait until it is Ready with every child in place (the controlplane tier's assertions) in a
-namespace enforcing Pod Security "restricted", run `kvtrace bench` inside the cluster from the
-KV node image, port-forward Jaeger's query Service and find the traces over the default TLS
-(verified with the pipeline's trust bundle). The bench Pod, its result and the traces are
+"""The kind tier: the whole product in a kind cluster prepared by `make kind-up` (the images
+built and loaded, the chart installed; see conftest.py). Apply examples/01-basic, wait until it
+is Ready with every child in place (the controlplane tier's assertions) in a namespace enforcing
+Pod Security "restricted", run `kvtrace bench` inside the cluster from the KV node image (with
+the cluster's CA bundle and client token: TLS and tokens are on by default), port-forward
+Jaeger's query Service and find the traces over the default TLS (verified with the pipeline's
+trust bundle), then change the cluster's configuration and check that the members roll and the
+replacements serve the next bench. The bench Pod, its result, the traces and the roll are
 checked by the same functions as the containers tier (tests/examples/example_assertions.py).
 Skips, saying why, where Docker or kind is missing."""
 
@@ -27,6 +29,7 @@ from example_assertions import (
     assert_bench_succeeded,
     assert_children,
     bench_pod,
+    change_config_and_wait_rolled,
     pipeline_jaeger,
     wait_kv_traces,
     wait_ready,
@@ -37,7 +40,7 @@ from kvtrace.devstack.cluster import kubectl_path
 from kvtrace.devstack.proc import free_port, port_open
 from kvtrace.devstack.pytest_plugin import poll
 
-# The first run builds the three images (the collector from source) inside `make kind-up`.
+# The first run builds the images (the collector from source) inside `make kind-up`.
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(3600)]
 
 EXAMPLE = EXAMPLES / "01-basic"
@@ -106,6 +109,27 @@ def port_forward(kubeconfig: Path, namespace: str, target: str, remote: int) -> 
         proc.wait(timeout=10)
 
 
+def run_bench(kubectl: Any, namespace: str, name: str) -> None:
+    """Load from inside the cluster, through the client Service, with the KV node image."""
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(bench_pod(namespace, "https://basic:7070", cluster="basic", name=name)),
+    )
+
+    def finished() -> str:
+        phase = kubectl(
+            "-n", namespace, "get", f"pod/{name}", "-o", "jsonpath={.status.phase}"
+        ).stdout
+        return phase if phase in ("Succeeded", "Failed") else ""
+
+    phase = poll(finished, timeout=180, interval=2, message=f"the {name} pod to finish")
+    assert_bench_succeeded(
+        0 if phase == "Succeeded" else 1, kubectl("-n", namespace, "logs", f"pod/{name}").stdout
+    )
+
+
 def test_example_runs_is_benchmarked_and_traced_in_kind(
     kubectl: Any, kind_namespace: str, kind_cluster: Path
 ) -> None:
@@ -113,25 +137,7 @@ def test_example_runs_is_benchmarked_and_traced_in_kind(
     apply_example(kubectl, namespace, EXAMPLE)
     wait_ready(kubectl, namespace, EXAMPLE, timeout=600)
     assert_children(kubectl, namespace, EXAMPLE)
-
-    # Load from inside the cluster, through the client Service, with the KV node image.
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(bench_pod(namespace, "https://basic:7070", cluster="basic")),
-    )
-
-    def finished() -> str:
-        phase = kubectl(
-            "-n", namespace, "get", "pod/bench", "-o", "jsonpath={.status.phase}"
-        ).stdout
-        return phase if phase in ("Succeeded", "Failed") else ""
-
-    phase = poll(finished, timeout=180, interval=2, message="the bench pod to finish")
-    assert_bench_succeeded(
-        0 if phase == "Succeeded" else 1, kubectl("-n", namespace, "logs", "pod/bench").stdout
-    )
+    run_bench(kubectl, namespace, "bench")
 
     # Development pipeline: every trace is kept; found through Jaeger's /api/v3 over TLS.
     with port_forward(kind_cluster, namespace, "svc/dev-traces-jaeger-query", 16686) as port:
@@ -141,3 +147,7 @@ def test_example_runs_is_benchmarked_and_traced_in_kind(
             ),
             "basic",
         )
+
+    # A configuration change rolls the members; the replacements serve the next bench.
+    change_config_and_wait_rolled(kubectl, namespace, "basic", timeout=600)
+    run_bench(kubectl, namespace, "bench-after-roll")

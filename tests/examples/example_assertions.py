@@ -1,8 +1,8 @@
 """Assertions about an applied example, shared by the controlplane tier (local cluster), the
 containers tier (tests/containers: the pods as containers of our images) and the kind tier
 (tests/e2e): each passes a ``kubectl(*args, input=None, check=True, timeout=60)`` callable
-bound to its cluster. The bench Pod, its result and the traces it leaves are checked the same
-way in the containers and kind tiers."""
+bound to its cluster. The bench Pod, its result, the traces it leaves and the rolling of the
+members on a configuration change are checked the same way in the containers and kind tiers."""
 
 from __future__ import annotations
 
@@ -149,7 +149,13 @@ BENCH_KEY_PREFIX = "e2e-raw-key-"
 
 
 def bench_pod(
-    namespace: str, endpoint: str, *, cluster: str, ops: int = 2000, seconds: int = 20
+    namespace: str,
+    endpoint: str,
+    *,
+    cluster: str,
+    ops: int = 2000,
+    seconds: int = 20,
+    name: str = "bench",
 ) -> dict[str, Any]:
     """A one-shot Pod of the KV node image, with the operator's own security contexts, that
     runs ``kvtrace bench`` against ``endpoint`` (the KV client Service) and prints JSON; with
@@ -200,7 +206,7 @@ def bench_pod(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "bench", "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "restartPolicy": "Never",
             "securityContext": podspec.pod_security_context(),
@@ -248,3 +254,59 @@ def wait_kv_traces(jaeger: Any, service: str, timeout: float = 120) -> None:
         message=f"service {service} in Jaeger",
     )
     assert_kv_traces(jaeger, service, BENCH_KEY_PREFIX)
+
+
+# ------------------------------------------------------------------ configuration changes
+CHECKSUM = "kvtrace.dev/config-checksum"
+
+
+def member_uids(kubectl: Kubectl, namespace: str, cluster: str) -> dict[str, str]:
+    """``{pod name: uid}`` of KVCluster ``cluster``'s member pods (not being deleted)."""
+    selector = f"app.kubernetes.io/instance={cluster},app.kubernetes.io/component=kvnode"
+    return {
+        pod["metadata"]["name"]: pod["metadata"]["uid"]
+        for pod in get_json(kubectl, namespace, "pods", "-l", selector)
+        if not pod["metadata"].get("deletionTimestamp")
+    }
+
+
+def template_checksum(kubectl: Kubectl, namespace: str, cluster: str) -> str:
+    statefulset = get_json(kubectl, namespace, f"statefulset.apps/{cluster}")[0]
+    return str(statefulset["spec"]["template"]["metadata"]["annotations"][CHECKSUM])
+
+
+def change_config_and_wait_rolled(
+    kubectl: Kubectl, namespace: str, cluster: str, timeout: float = 300
+) -> dict[str, str]:
+    """Change KVCluster ``cluster``'s node settings (``spec.antiEntropy.interval``): its
+    ConfigMap and the pod template's config checksum change, every member pod is replaced (a
+    new uid each, as many as before) and the cluster is Ready again for the new generation.
+    Returns the new members' ``{pod name: uid}``."""
+    ref = f"kvcluster.kvtrace.dev/{cluster}"
+    before = member_uids(kubectl, namespace, cluster)
+    assert before, f"{cluster} has no member pods"
+    checksum = template_checksum(kubectl, namespace, cluster)
+    spec = get_json(kubectl, namespace, ref)[0]["spec"]
+    interval = "7m" if (spec.get("antiEntropy") or {}).get("interval") != "7m" else "9m"
+    patch = json.dumps({"spec": {"antiEntropy": {"interval": interval}}})
+    kubectl("-n", namespace, "patch", ref, "--type=merge", "-p", patch)
+    poll(
+        lambda: template_checksum(kubectl, namespace, cluster) != checksum,
+        timeout=60,
+        message=f"{cluster}'s pod template checksum to change",
+    )
+
+    def rolled() -> dict[str, str] | None:
+        now = member_uids(kubectl, namespace, cluster)
+        if set(now) != set(before) or set(now.values()) & set(before.values()):
+            return None
+        (kvcluster,) = get_json(kubectl, namespace, ref)
+        ready = condition(kvcluster, "Ready") or {}
+        observed = (kvcluster.get("status") or {}).get("observedGeneration")
+        current = ready.get("status") == "True" and observed == kvcluster["metadata"]["generation"]
+        return now if current else None
+
+    after: dict[str, str] = poll(
+        rolled, timeout=timeout, interval=2, message=f"every member of {cluster} replaced, Ready"
+    )
+    return after

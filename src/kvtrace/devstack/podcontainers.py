@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import socket
 import subprocess
+import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,6 +52,16 @@ class Mount:
     source: Path
     target: str
     read_only: bool
+
+
+# The names the ``kubernetes`` Service has in a pod (kopf dials https://kubernetes.default.svc,
+# port 443, whatever KUBERNETES_SERVICE_HOST says).
+KUBERNETES_SERVICE_NAMES = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
 
 
 def pod_mounts(
@@ -157,13 +169,14 @@ def run_argv(
     env_names: Sequence[str],
     mounts: Sequence[Mount],
     command: Sequence[str] = (),
+    hosts: Mapping[str, str] | None = None,
 ) -> list[str]:
     """``ENGINE run`` for one container: on the host network (the processes bind the pod's
     loopback address, rewritten into their arguments and files by the runner), with the
     rendered user, read-only root, capabilities and privilege escalation, the volumes as bind
     mounts, the environment passed by name (values come from the engine's own environment,
-    so secrets never appear in a command line), ``command`` (empty: the image's entrypoint)
-    and ``args``."""
+    so secrets never appear in a command line), ``hosts`` (name -> address) in its
+    /etc/hosts, ``command`` (empty: the image's entrypoint) and ``args``."""
     argv = [
         engine,
         "run",
@@ -183,11 +196,85 @@ def run_argv(
         argv += ["-v", f"{mount.source}:{mount.target}:{'ro' if mount.read_only else 'rw'}"]
     for env_name in env_names:
         argv += ["-e", env_name]
+    for host, address in sorted((hosts or {}).items()):
+        argv += ["--add-host", f"{host}:{address}"]
     if container.get("workingDir"):
         argv += ["--workdir", str(container["workingDir"])]
     if command:
         argv += ["--entrypoint", command[0]]
     return [*argv, image, *command[1:], *args]
+
+
+class ServiceForwarder:
+    """What kube-proxy does for one Service, for containers on the host network: accepts on
+    ``listen`` (a loopback address and the Service's port) and relays each connection to
+    ``target`` (``host``, ``port``). The pod runner gives containers the ``kubernetes``
+    Service this way: :data:`KUBERNETES_SERVICE_NAMES` at a loopback address, port 443, relayed
+    to the local API server (whose certificate names them)."""
+
+    def __init__(self, listen: tuple[str, int], target: tuple[str, int]) -> None:
+        self.listen = listen
+        self.target = target
+        self._server: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> ServiceForwarder:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            server.bind(self.listen)
+        except OSError as exc:
+            server.close()
+            raise OSError(f"cannot listen on {self.listen[0]}:{self.listen[1]}: {exc}") from exc
+        server.listen(64)
+        self._server = server
+        threading.Thread(target=self._accept, name=f"forward-{self.listen}", daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        server = self._server
+        while server is not None:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return  # closed by stop()
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._open |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for sock in (source, sink):  # one side ended: end both
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            for sock in (source, sink):
+                if sock in self._open:
+                    self._open.discard(sock)
+                    sock.close()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            with contextlib.suppress(OSError):  # wakes the blocked accept() and stops listening
+                server.shutdown(socket.SHUT_RDWR)
+            server.close()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
 
 
 class ContainerProcess(Process):

@@ -239,7 +239,10 @@ class PodRunner:
         # resolve_command's answers per (pod uid, container, image): pods are re-rendered every
         # poll, and a callback may be costly (tools.binary checksums the binary at each call).
         self._commands: dict[tuple[str, str, str], list[str]] = {}
-        self._api_server: dict[str, str] | None = None  # container mode: KUBERNETES_SERVICE_*
+        # Container mode: KUBERNETES_SERVICE_*, and the kubernetes Service's names and relay.
+        self._api_server: dict[str, str] = {}
+        self._service_hosts: dict[str, str] = {}
+        self._kubernetes: podcontainers.ServiceForwarder | None = None
 
     # ----------------------------------------------------------------- public API
     @property
@@ -254,6 +257,9 @@ class PodRunner:
 
     def start(self) -> PodRunner:
         self._client = self.sources.client = self.cluster.new_client()
+        kubeconfig = getattr(self.cluster, "kubeconfig", None)
+        if self.engine is not None and kubeconfig:
+            self._start_kubernetes_service(kubeconfig)
         self.sync()  # first pass synchronously: errors surface in the caller
         self._thread = threading.Thread(
             target=self._loop, name=f"podrunner-{self.namespace}", daemon=True
@@ -274,6 +280,9 @@ class PodRunner:
             self._thread.join(timeout=30)
             self._thread = None
         self.endpoint_map.remove(self._owner)
+        if self._kubernetes is not None:
+            self._kubernetes.stop()
+            self._kubernetes = None
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
@@ -531,15 +540,12 @@ class PodRunner:
         """Container mode: the ``ENGINE run`` argv of one container and the engine client's
         environment (the container's variables ride in it, passed by name)."""
         assert self.engine is not None
-        kubeconfig = getattr(self.cluster, "kubeconfig", None)
-        if self._api_server is None and kubeconfig:
-            self._api_server = podcontainers.api_server_env(kubeconfig)
         env = podcontainers.container_env(
             {**{k: rewrite(v) for k, v in container_env.items()}, **self.extra_env},
             pod_name=running.pod_name,
             address=running.address,
             endpoint_map=self.endpoint_map.path,
-            api_server=self._api_server or {},
+            api_server=self._api_server,
         )
         image = str(container.get("image"))
         argv = podcontainers.run_argv(
@@ -554,8 +560,23 @@ class PodRunner:
             ),
             command=[rewrite(expand(a, container_env)) for a in container.get("command") or []],
             args=[rewrite(expand(a, container_env)) for a in container.get("args") or []],
+            hosts=self._service_hosts,
         )
         return argv, podcontainers.engine_client_env(env, os.environ)
+
+    def _start_kubernetes_service(self, kubeconfig: Path | str) -> None:
+        """Container mode: the API server as a pod sees it: ``KUBERNETES_SERVICE_HOST``/
+        ``_PORT`` (the kubeconfig's server, which its certificate names), and the
+        ``kubernetes`` Service's names at a loopback address of this runner, port 443, relayed
+        to that server (kopf dials ``https://kubernetes.default.svc`` by name)."""
+        self._api_server = podcontainers.api_server_env(kubeconfig)
+        address = self.allocator.allocate(f"kubernetes-service/{self._owner}")
+        target = (
+            self._api_server["KUBERNETES_SERVICE_HOST"],
+            int(self._api_server["KUBERNETES_SERVICE_PORT"]),
+        )
+        self._kubernetes = podcontainers.ServiceForwarder((address, 443), target).start()
+        self._service_hosts = dict.fromkeys(podcontainers.KUBERNETES_SERVICE_NAMES, address)
 
     def _image_mounts(self, container: Obj) -> list[tuple[str, Path]]:
         """What stands for the files of the container's image: each top-level entry of its
