@@ -314,12 +314,14 @@ def own_metric(col: Any, name: str, label: str, value: str) -> float:
 
 def http_requests(col: Any, status: str) -> float:
     return own_metric(
-        col, "http_server_request_duration_count", "http_response_status_code", status
+        col, "http_server_request_duration_seconds_count", "http_response_status_code", status
     )
 
 
 def grpc_calls(col: Any, status: str) -> float:
-    return own_metric(col, "rpc_server_call_duration_count", "rpc_response_status_code", status)
+    return own_metric(
+        col, "rpc_server_call_duration_seconds_count", "rpc_response_status_code", status
+    )
 
 
 # ---- TLS ------------------------------------------------------------------------------------

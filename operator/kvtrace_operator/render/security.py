@@ -123,8 +123,8 @@ def receiver_settings(spec: dict[str, Any]) -> dict[str, Any]:
 def edge_telemetry(spec: dict[str, Any], telemetry: dict[str, Any]) -> dict[str, Any]:
     """With auth, the edge's metrics at level ``detailed``: the HTTP and gRPC servers then
     count every request by status, so refused ones show up as
-    ``http_server_request_duration_count{http_response_status_code="401"}`` and
-    ``rpc_server_call_duration_count{rpc_response_status_code="UNAUTHENTICATED"}`` (names as
+    ``http_server_request_duration_seconds_count{http_response_status_code="401"}`` and
+    ``rpc_server_call_duration_seconds_count{rpc_response_status_code="UNAUTHENTICATED"}`` (names as
     collector v0.161 exposes them)."""
     if not auth(spec):
         return telemetry
