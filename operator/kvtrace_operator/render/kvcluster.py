@@ -10,7 +10,12 @@ from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.durations import single_unit
 from kvtrace_operator.render.images import DEFAULT_IMAGES, Images, with_kvcluster_image
-from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels
+from kvtrace_operator.render.labels import (
+    CLIENT_SCHEME_LABEL,
+    KVNODE,
+    child_metadata,
+    selector_labels,
+)
 from kvtrace_operator.render.networkpolicy import TELEMETRY_CLIENT_LABEL, kvcluster_policies
 from kvtrace_operator.render.otel_env import flag_variable, node_trace_flags, otel_environment
 from kvtrace_operator.render.statefulset import default_consistency, render_statefulset
@@ -146,6 +151,8 @@ def render_kvcluster(
     configmap = node_configmap(cluster, spec, trace_flags)
     # Traced members carry the label the pipeline's NetworkPolicy lets in.
     pod_labels = {TELEMETRY_CLIENT_LABEL: names.name_of(pipeline)} if pipeline is not None else {}
+    # How a scraper reaches the members' /metrics (the client port serves TLS by default).
+    pod_labels[CLIENT_SCHEME_LABEL] = "https" if kvsecurity.tls_on(spec) else "http"
     # The pipeline's CA bundle when its receivers serve TLS; the cluster's own TLS and tokens.
     volumes = (
         security.client_volumes(

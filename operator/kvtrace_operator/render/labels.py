@@ -10,6 +10,9 @@ from kvtrace_operator.render.names import name_of, namespace_of
 
 PART_OF = "kvtrace"
 CHECKSUM_ANNOTATION = "kvtrace.dev/config-checksum"
+# On KV members: the scheme of their client port (https unless the cluster's TLS is off), which
+# the pipeline's Prometheus scrapes /metrics with.
+CLIENT_SCHEME_LABEL = "kvtrace.dev/client-scheme"
 
 # Components.
 KVNODE = "kvnode"

@@ -23,6 +23,7 @@ from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.deployment import config_map, dump_config, service
 from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.labels import (
+    CLIENT_SCHEME_LABEL,
     COLLECTOR,
     COLLECTOR_SAMPLING,
     JAEGER,
@@ -228,6 +229,25 @@ def _pods_job(job: str, namespace: str, keep: dict[str, str], port_name: str) ->
     }
 
 
+def kvnode_job(namespace: str) -> dict[str, Any]:
+    """The KV members of the namespace on their client port, with the scheme each member's
+    ``kvtrace.dev/client-scheme`` label gives (https unless its cluster turned TLS off: an
+    http scrape of a TLS port would read as every member down and page for quorum lost).
+    The certificate is not verified: each KVCluster has its own CA, which this one job
+    cannot hold, and /metrics carries no secret and needs no token. The scrape is still
+    encrypted; docs/monitoring.md says so."""
+    job = _pods_job(JOB_KVNODE, namespace, {"app.kubernetes.io/component": KVNODE}, "client")
+    job["relabel_configs"].append(
+        {
+            "source_labels": [f"__meta_kubernetes_pod_label_{_label_key(CLIENT_SCHEME_LABEL)}"],
+            "regex": "(https?)",
+            "target_label": "__scheme__",
+        }
+    )
+    job["tls_config"] = {"insecure_skip_verify": True}
+    return job
+
+
 def _label_key(key: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in key)
 
@@ -256,7 +276,7 @@ def prometheus_config(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[st
             _pods_job(
                 JOB_JAEGER, namespace, {**own, "app.kubernetes.io/component": JAEGER}, "metrics"
             ),
-            _pods_job(JOB_KVNODE, namespace, {"app.kubernetes.io/component": KVNODE}, "client"),
+            kvnode_job(namespace),
         ],
     }
 

@@ -7,9 +7,14 @@ from typing import Any
 
 import pytest
 import yaml
-from render_testlib import config_of, one, pipeline, validate_k8s
+from render_testlib import config_of, kvcluster, one, pipeline, validate_k8s
 
-from kvtrace_operator.render import render_collector_config, render_jaeger_config, render_pipeline
+from kvtrace_operator.render import (
+    render_collector_config,
+    render_jaeger_config,
+    render_kvcluster,
+    render_pipeline,
+)
 from kvtrace_operator.render.collector import LOADBALANCER_TIER, SAMPLING_TIER
 from kvtrace_operator.render.metrics import describes, retention_size
 from kvtrace_operator.render.monitoring import alert_rules, fill
@@ -164,6 +169,28 @@ class TestPrometheusObjects:
             "TailSamplingBufferNearFull",
             "TraceDeliveryFailing",
         }
+
+    @pytest.mark.parametrize(("tls", "scheme"), [(True, "https"), (False, "http")])
+    def test_kv_members_are_scraped_with_their_client_ports_scheme(
+        self, tls: bool, scheme: str
+    ) -> None:
+        """The members say their client port's scheme in a label, and the KV job takes it:
+        scraping a TLS port over http would read as every member down (KVQuorumLost)."""
+        cluster = kvcluster(tracing={"pipelineRef": "traces"}, security={"tls": {"enabled": tls}})
+        members = one(render_kvcluster(cluster, metered()), "StatefulSet")
+        labels = members["spec"]["template"]["metadata"]["labels"]
+        assert labels["kvtrace.dev/client-scheme"] == scheme
+        files = one(render_pipeline(metered()), "ConfigMap", "traces-prometheus")["data"]
+        jobs = {j["job_name"]: j for j in yaml.safe_load(files["prometheus.yml"])["scrape_configs"]}
+        kv = jobs["kvtrace-kvnode"]
+        assert {
+            "source_labels": ["__meta_kubernetes_pod_label_kvtrace_dev_client_scheme"],
+            "regex": "(https?)",
+            "target_label": "__scheme__",
+        } in kv["relabel_configs"]
+        # One job for every cluster of the namespace, each with its own CA: encrypted, not
+        # verified (/metrics needs no token and carries no secret).
+        assert kv["tls_config"] == {"insecure_skip_verify": True}
 
     def test_external_or_off_deploys_nothing(self) -> None:
         for spec in (
