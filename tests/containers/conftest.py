@@ -2,7 +2,7 @@
 chart deploys it, running from its image.
 
 ``image_operator``: the chart installed in the test's namespace (namespace scope, so its Role
-and RoleBinding), its Deployment's pod run as a container of the operator image by a pod runner
+and RoleBinding; no CRDs: the ``crds`` fixture's are shared), its Deployment's pod run as a container of the operator image by a pod runner
 in container mode that follows the whole namespace: the operator reaches the API server on
 loopback (``KUBERNETES_SERVICE_HOST``/``_PORT``) with the projected token of the chart's
 ServiceAccount, and every pod it makes (KV members, collector, Jaeger) and any the test adds
@@ -44,6 +44,7 @@ def engine() -> str:
 @pytest.fixture
 def image_operator(
     local_cluster: Any,
+    crds: Any,
     namespace: str,
     engine: str,
     endpoint_map: Any,
