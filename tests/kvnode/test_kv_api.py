@@ -12,6 +12,8 @@ from collections.abc import Callable
 import pytest
 from kvharness import Harness, http, wait_until
 
+from kvnode.transport import frames
+
 pytestmark = pytest.mark.dataplane
 
 
@@ -73,10 +75,14 @@ def test_bad_input_gets_json_errors_and_the_node_keeps_serving(
         s.settimeout(5)
         assert s.recv(100) == b""
     with socket.create_connection((a.ip, a.peer_port), timeout=5) as s:  # a well-framed bad message
-        s.sendall(b"\x00\x00\x00\x0b\x00\x00\x00\x07\x01\x00\x00\x00\xff\xff\xff")
         s.settimeout(5)
+        # after the handshake (a first frame without one is a version-1 peer, refused since 3)
+        s.sendall(frames.encode(0, frames.HELLO, frames.encode_hello(frames.PROTOCOL, "test")))
+        hello = s.recv(200)
+        assert hello[4:9] == b"\x00\x00\x00\x00" + bytes([frames.OK]), hello
+        s.sendall(b"\x00\x00\x00\x0b\x00\x00\x00\x07\x01\x00\x00\x00\xff\xff\xff")
         reply = s.recv(200)
-        assert reply[4:9] == b"\x00\x00\x00\x07\x81" and b"bad request" in reply
+        assert reply[4:9] == b"\x00\x00\x00\x07\x81" and b"bad request" in reply, reply
     assert a.put("after", b"ok")[0] == 204 and h.nodes[1].get("after")[2] == b"ok"
     assert a.metric("kvnode_peer_requests_total") >= 1
 
