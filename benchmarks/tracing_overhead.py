@@ -75,7 +75,7 @@ def metric_sum(url: str, prefix: str) -> float:
 
 def accepted_spans(collector: Collector) -> float:
     url = f"http://{collector.endpoint('metrics')}/metrics"
-    return metric_sum(url, "otelcol_receiver_accepted_spans{")
+    return metric_sum(url, "otelcol_receiver_accepted_spans_total{")
 
 
 def buffer_counts(nodes: list[Any]) -> dict[str, float]:

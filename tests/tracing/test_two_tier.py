@@ -59,12 +59,15 @@ def test_no_trace_is_split_or_partially_sampled_across_two_sampling_collectors(
 
     # Each trace id reached exactly one sampling collector, and both took a share.
     received = [
-        metric(s, "otelcol_processor_tail_sampling_new_trace_id_received") for s in stack.samplers
+        metric(s, "otelcol_processor_tail_sampling_new_trace_id_received_total")
+        for s in stack.samplers
     ]
     print(f"two tiers: trace ids per sampling collector {received}, {traces} traces sent")
     assert sum(received) == traces and min(received) > 0
-    spans_in = metric(stack.collector, "otelcol_receiver_accepted_spans")
-    assert sum(metric(s, "otelcol_receiver_accepted_spans") for s in stack.samplers) == spans_in
+    spans_in = metric(stack.collector, "otelcol_receiver_accepted_spans_total")
+    assert (
+        sum(metric(s, "otelcol_receiver_accepted_spans_total") for s in stack.samplers) == spans_in
+    )
 
     # What Jaeger shows is whole: all spans of a kept write, and every error trace.
     for op in ops:
