@@ -155,15 +155,21 @@ def test_a_replica_that_fails_keeps_the_trace_with_its_own_error_span(
     c.terminate()
     c.extra_env["KVNODE_MAX_VALUE_SIZE"] = "16"
     c.start()
-    key = "norm/too-big-for-c"
-    assert a.put(key, b"x" * 100, "quorum")[0] == 204  # a and b make the quorum
+    keys: list[str] = []
 
     def kept() -> list[tuple[str, Span]] | None:
-        root = roots(receiver).get(kh(key))
-        spans = receiver.trace(root.trace_id) if root is not None else []
-        return spans if len(spans) >= 4 else None
+        # A write sent before a has reconnected to the restarted c goes to a hint, not to c:
+        # write another key each round (a and b make the quorum) until c refuses one.
+        keys.append(f"norm/too-big-for-c-{len(keys)}")
+        assert a.put(keys[-1], b"x" * 100, "quorum")[0] == 204
+        for key in keys:
+            root = roots(receiver).get(kh(key))
+            spans = receiver.trace(root.trace_id) if root is not None else []
+            if len(spans) >= 4:
+                return spans
+        return None
 
-    spans = wait_until(kept, 20, what="the trace of the write a replica refused")
+    spans = wait_until(kept, 30, interval=1.0, what="the trace of a write a replica refused")
     kinds = sorted((n, Span.SpanKind.Name(s.kind), s.status.code) for n, s in spans)
     assert kinds == [
         (a.id, "SPAN_KIND_CLIENT", 2),
