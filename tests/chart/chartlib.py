@@ -193,20 +193,25 @@ class ChartOperator:
                 self.start()
             yield self
         finally:
-            self.cluster.kubectl(
-                "-n",
-                self.namespace,
-                "delete",
-                "kvclusters.kvtrace.dev,tracingpipelines.kvtrace.dev",
-                "--all",
-                "--wait",
-                "--timeout=60s",
-                check=False,
-                timeout=90,
-            )
+            self.delete_custom_resources()
             self.stop()
             dump_log_if_failed(request, "operator log", self.log_path)
             self.uninstall()
+
+    def delete_custom_resources(self) -> None:
+        """Every KVCluster and TracingPipeline of the namespace, deleted while the operator
+        still runs (kopf removes the finalizer it adds for its timers)."""
+        self.cluster.kubectl(
+            "-n",
+            self.namespace,
+            "delete",
+            "kvclusters.kvtrace.dev,tracingpipelines.kvtrace.dev",
+            "--all",
+            "--wait",
+            "--timeout=60s",
+            check=False,
+            timeout=90,
+        )
 
     def manifest(self) -> list[dict[str, Any]]:
         out = self.helm("get", "manifest", self.release).stdout

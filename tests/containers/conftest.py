@@ -82,17 +82,7 @@ def image_operator(
         yield operator
     finally:
         # The custom resources go while the operator still runs (it removes its finalizers).
-        local_cluster.kubectl(
-            "-n",
-            namespace,
-            "delete",
-            "kvclusters.kvtrace.dev,tracingpipelines.kvtrace.dev",
-            "--all",
-            "--wait",
-            "--timeout=60s",
-            check=False,
-            timeout=90,
-        )
+        chart.delete_custom_resources()
         runner.stop()  # every container of the namespace stopped and removed
         dump_log_if_failed(request, "operator container log", chart.log_path)
         chart.uninstall()

@@ -40,17 +40,7 @@ def chart(
         op.install()
         yield op
     finally:
-        local_cluster.kubectl(
-            "-n",
-            namespace,
-            "delete",
-            "kvclusters.kvtrace.dev,tracingpipelines.kvtrace.dev",
-            "--all",
-            "--wait",
-            "--timeout=60s",
-            check=False,
-            timeout=90,
-        )
+        op.delete_custom_resources()
         op.stop()
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:
