@@ -173,6 +173,7 @@ def setup(secure: bool, enabled: bool = True) -> tuple[list[dict[str, Any]], dic
         "billing": Pod(NS, template_labels(objects, "billing")),
         "collector": Pod(NS, template_labels(objects, "traces-collector")),
         "jaeger": Pod(NS, template_labels(objects, "traces-jaeger")),
+        "prometheus": Pod(NS, template_labels(objects, "traces-prometheus")),
         "app": Pod(NS, {"app": "web"}),
         "instrumented-app": Pod(NS, {"app": "web", "kvtrace.dev/telemetry-client": "traces"}),
         "kv-client": Pod(NS, {"app": "web", "kvtrace.dev/kv-client": "orders"}),
@@ -200,6 +201,7 @@ ALL = (
     "billing",
     "collector",
     "jaeger",
+    "prometheus",
     "app",
     "instrumented-app",
     "kv-client",
@@ -213,6 +215,7 @@ SAME_NS = (
     "billing",
     "collector",
     "jaeger",
+    "prometheus",
     "app",
     "instrumented-app",
     "kv-client",
@@ -233,9 +236,12 @@ DEFAULT_TABLE: dict[tuple[str, int], tuple[str, ...]] = {
     ("jaeger", 16686): (*SAME_NS, "operator"),  # queryAccess: namespace; the canary
     ("jaeger", 16685): SAME_NS,
     ("jaeger", 13133): ALL,
+    # OTLP writes from the connectors' tier, Monitor-tab queries, the namespace's readers.
+    ("prometheus", 9090): (*SAME_NS, "operator"),
 }
 SECURE_TABLE: dict[tuple[str, int], tuple[str, ...]] = {
-    ("orders", 7070): ("orders", "kv-client", "operator"),  # clientAccess: labelled
+    # clientAccess: labelled; the namespace's Prometheus scrapes /metrics there.
+    ("orders", 7070): ("orders", "kv-client", "operator", "prometheus"),
     ("orders", 7071): ("orders",),
     ("billing", 7070): ALL,
     ("collector", 4317): ("orders", "instrumented-app"),  # the load-balancing tier
@@ -247,6 +253,7 @@ SECURE_TABLE: dict[tuple[str, int], tuple[str, ...]] = {
     ("jaeger", 16686): ("query-proxy", "operator"),  # queryAccess: labelled; the canary
     ("jaeger", 16685): ("query-proxy",),
     ("jaeger", 8888): ALL,
+    ("prometheus", 9090): ("sampling", "jaeger", "query-proxy", "operator"),
 }
 
 
@@ -269,7 +276,8 @@ def test_who_may_reach_what(secure: bool) -> None:
 @pytest.mark.parametrize("secure", [False, True])
 def test_every_pod_is_covered_and_policies_are_valid(secure: bool) -> None:
     policies, pods = setup(secure)
-    for name in ("orders", "billing", "collector", "jaeger", *(("sampling",) if secure else ())):
+    covered = ("orders", "billing", "collector", "jaeger", "prometheus")
+    for name in (*covered, *(("sampling",) if secure else ())):
         assert any(
             p["metadata"]["namespace"] == pods[name].namespace
             and selects(p["spec"]["podSelector"], pods[name].labels)

@@ -21,6 +21,7 @@ from kvtrace_operator.render.labels import (
     JAEGER,
     KVNODE,
     PART_OF,
+    PROMETHEUS,
     child_metadata,
     selector_labels,
 )
@@ -72,14 +73,20 @@ def policy(
 
 def kvcluster_policies(cluster: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
     """Peer port only from the cluster's own members; client port from anywhere (``all``)
-    or from pods labelled ``kvtrace.dev/kv-client=NAME``, the members and the operator."""
+    or from pods labelled ``kvtrace.dev/kv-client=NAME``, the members, the operator and the
+    Prometheus of any pipeline in the namespace (it scrapes ``/metrics`` on the client port)."""
     if not enabled(spec):
         return []
     name = names.name_of(cluster)
     members = pods(selector_labels(cluster, KVNODE))
     if spec["networkPolicy"]["clientAccess"] == "labelled":
         operator = {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(OPERATOR_LABELS)}}
-        client = rule([names.CLIENT_PORT], [pods({KV_CLIENT_LABEL: name}), members, operator])
+        scraper = pods(
+            {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/component": PROMETHEUS}
+        )
+        client = rule(
+            [names.CLIENT_PORT], [pods({KV_CLIENT_LABEL: name}), members, operator, scraper]
+        )
     else:
         client = rule([names.CLIENT_PORT], None)
     return [policy(cluster, name, KVNODE, [client, rule([names.PEER_PORT], [members])])]
@@ -131,11 +138,11 @@ def pipeline_policies(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
             [rule(edge_ports(spec), consumers), rule([names.OTLP_HTTP_PORT], [operator]), own],
         )
     )
+    if spec["networkPolicy"]["queryAccess"] == "labelled":
+        query_peers = [pods({QUERY_CLIENT_LABEL: name})]
+    else:
+        query_peers = [{"podSelector": {}}]
     if spec["jaeger"]["enabled"]:
-        if spec["networkPolicy"]["queryAccess"] == "labelled":
-            query_peers = [pods({QUERY_CLIENT_LABEL: name})]
-        else:
-            query_peers = [{"podSelector": {}}]
         result.append(
             policy(
                 pipeline,
@@ -151,6 +158,23 @@ def pipeline_policies(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
                     rule([names.JAEGER_QUERY_HTTP_PORT], [operator]),
                     rule([names.HEALTH_PORT, names.JAEGER_METRICS_PORT], None),
                 ],
+            )
+        )
+    if spec["metrics"]["enabled"] and not (spec["metrics"].get("external") or {}).get("url"):
+        # Writes (OTLP from the collector tier that runs the connectors) and queries (Jaeger's
+        # Monitor tab, the query clients Jaeger's own rule admits, the operator) share 9090.
+        writers_and_readers = [
+            pods(selector_labels(pipeline, exporting)),
+            pods(selector_labels(pipeline, JAEGER)),
+            *query_peers,
+            operator,
+        ]
+        result.append(
+            policy(
+                pipeline,
+                names.prometheus(name),
+                PROMETHEUS,
+                [rule([names.PROMETHEUS_PORT], writers_and_readers)],
             )
         )
     return result

@@ -120,11 +120,12 @@ class TestRenderPipeline:
             ]
         )
         expected += [("ConfigMap", "traces-instrumentation")]
-        # NetworkPolicies last (on by default): one per collector tier, one for Jaeger.
+        # NetworkPolicies last (on by default): one per collector tier, Jaeger, Prometheus.
         if two_tier(spec):
             expected += [("NetworkPolicy", "traces-collector-sampling")]
         expected += [("NetworkPolicy", "traces-collector")]
         expected += [("NetworkPolicy", "traces-jaeger")] if jaeger_enabled(spec) else []
+        expected += [("NetworkPolicy", "traces-prometheus")] if metrics_on(spec) else []
         assert names == expected
 
     def test_metadata(self, spec: dict[str, Any]) -> None:
