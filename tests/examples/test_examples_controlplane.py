@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from example_assertions import apply_example, assert_children, get_json, wait_ready
 from examples_lib import folders
 
@@ -62,9 +63,15 @@ def two_tiers(kubectl: Any, namespace: str) -> None:
     assert [d["spec"]["replicas"] for d in tiers] == [2, 2]
 
 
-def badger_claim(kubectl: Any, namespace: str) -> None:
+def badger_claim_and_archive(kubectl: Any, namespace: str) -> None:
     claim = get_json(kubectl, namespace, "persistentvolumeclaim/durable-traces-jaeger-data")[0]
     assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    config = yaml.safe_load(
+        get_json(kubectl, namespace, "configmap/durable-traces-jaeger")[0]["data"]["config.yaml"]
+    )
+    archive = config["extensions"]["jaeger_storage"]["backends"]["archive"]["badger"]
+    assert archive["ttl"]["spans"] == "720h"
+    assert config["extensions"]["jaeger_query"]["storage"]["traces_archive"] == "archive"
 
 
 def shared_pipeline(kubectl: Any, namespace: str) -> None:
@@ -79,7 +86,7 @@ FEATURE: dict[str, Callable[[Any, str], None]] = {
     "01-basic": secure_defaults,
     "02-production-sampling": production_sampling,
     "03-scaled-collector": two_tiers,
-    "04-badger-storage": badger_claim,
+    "04-badger-storage": badger_claim_and_archive,
     "05-multi-tenant-jaeger": shared_pipeline,
 }
 

@@ -93,6 +93,7 @@ def test_examples_show_what_each_one_is_about() -> None:
     assert scaled["collector"]["replicas"] == 2 and scaled["sampling"]["mode"] == "production"
     storage = spec("04-badger-storage")["jaeger"]["storage"]
     assert storage["type"] == "badger" and storage["retention"]
+    assert spec("04-badger-storage")["jaeger"]["archive"] == {"enabled": True, "retention": "720h"}
     tenancy = spec("05-multi-tenant-jaeger")["jaeger"]["tenancy"]
     assert tenancy["enabled"] is True and tenancy["tenants"]
 
