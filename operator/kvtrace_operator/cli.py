@@ -7,9 +7,9 @@ import os
 import sys
 from typing import Any
 
-from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.images import DEFAULT_IMAGES, OPERATOR_IMAGE
+from kvtrace_operator.spec.durations import parse_duration
 
 CANARY_INTERVAL_ENV = "KVTRACE_CANARY_INTERVAL"
 CANARY_TIMEOUT_ENV = "KVTRACE_CANARY_TIMEOUT"

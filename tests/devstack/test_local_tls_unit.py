@@ -58,7 +58,7 @@ def test_every_server_gets_its_service_names_and_the_loopback_address(tmp_path: 
 
 
 def _defaults(pipe: dict[str, Any]) -> dict[str, Any]:
-    from kvtrace_operator.render.defaults import apply_defaults_pipeline
+    from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
     return dict(apply_defaults_pipeline(pipe["spec"]))
 

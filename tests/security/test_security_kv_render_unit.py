@@ -13,8 +13,8 @@ from kvtrace_operator import rotation
 from kvtrace_operator.k8s.certificates import leaf_specs, managed_secrets, policy
 from kvtrace_operator.render import SpecError, render_kvcluster, tls
 from kvtrace_operator.render.certificates import certificate_objects
-from kvtrace_operator.render.defaults import apply_defaults_kvcluster
 from kvtrace_operator.render.secret_refs import made_for_members, referenced_secrets
+from kvtrace_operator.spec.defaults import apply_defaults_kvcluster
 
 pytestmark = pytest.mark.unit
 

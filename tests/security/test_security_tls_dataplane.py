@@ -36,8 +36,8 @@ from kvtrace.devstack.otlp_token import LocalToken, local_token, use_token_file
 from kvtrace_operator import pki, rotation
 from kvtrace_operator.k8s.certificates import leaf_specs, managed_secrets, policy
 from kvtrace_operator.render import render_collector_config, render_jaeger_config, tls
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.security import CLIENT_CA_DIR
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 pytestmark = pytest.mark.dataplane
 

@@ -11,7 +11,7 @@ import yaml
 
 from kvtrace_operator.render import SpecError, render_kvcluster, render_pipeline, validate_pipeline
 from kvtrace_operator.render.certificates import certificate_objects
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 pytestmark = pytest.mark.unit
 

@@ -17,7 +17,7 @@ from kvtrace_operator.k8s import injection as k8s_injection
 from kvtrace_operator.render import SpecError, injection
 from kvtrace_operator.render import tls as tls_render
 from kvtrace_operator.render.consumer_tokens import workload_secret_name
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 log = logging.getLogger("kvtrace_operator")
 

@@ -33,7 +33,6 @@ from kvtrace_operator.handlers import common
 from kvtrace_operator.handlers.runtime import Runtime
 from kvtrace_operator.k8s.secrets import ensure_generated, is_generated
 from kvtrace_operator.render import consumer_tokens, security
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.secret_refs import (
     SECRETS_READY,
     Found,
@@ -46,6 +45,7 @@ from kvtrace_operator.render.secret_refs import (
     workload_secret_refs,
 )
 from kvtrace_operator.render.status import condition, find_condition
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 TOKENS_READY = "TokensReady"
 AUTHORIZED = "Authorized"

@@ -40,9 +40,9 @@ from kvtrace_operator.k8s import injection as k8s_injection
 from kvtrace_operator.render import SpecError, injection, validate_pipeline
 from kvtrace_operator.render import tls as tls_render
 from kvtrace_operator.render import webhook as webhook_render
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.security import auth, tls
 from kvtrace_operator.render.status import find_condition
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 log = logging.getLogger("kvtrace_operator")
 CA_VALIDITY = datetime.timedelta(days=365)

@@ -6,7 +6,6 @@ No kopf, no Kubernetes client (import-linter enforces it). Same input, same outp
 
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.collector import render_collector_config
-from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.jaeger import render_jaeger_config
 from kvtrace_operator.render.kvcluster import max_unavailable, quorum, render_kvcluster
@@ -17,6 +16,7 @@ from kvtrace_operator.render.pipeline import render_pipeline
 from kvtrace_operator.render.resources import pipeline_ref, referenced_pipeline, render_all
 from kvtrace_operator.render.sampling import HEAD_NOTE
 from kvtrace_operator.render.validate import validate_kvcluster, validate_pipeline
+from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 
 __all__ = [
     "HEAD_NOTE",

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvtrace_operator.render import sampling
-from kvtrace_operator.render.durations import parse_duration
+from kvtrace_operator.spec.durations import parse_duration
 
 CONDITION = "TraceDelivery"
 DELIVERED = "Delivered"

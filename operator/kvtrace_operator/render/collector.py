@@ -18,9 +18,9 @@ import copy
 from typing import Any
 
 from kvtrace_operator.render import environment, names, sampling, security, tls
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.metrics import add_span_metrics
 from kvtrace_operator.render.redaction import redaction_processor
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 SAMPLING_TIER = "sampling"
 LOADBALANCER_TIER = "loadbalancer"

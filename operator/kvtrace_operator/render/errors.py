@@ -1,22 +1,14 @@
-"""The error types of the render layer: a spec the operator cannot render (SpecError), and
-one finding of strict validation against the CRD schema (FieldError)."""
+"""The error types of the render layer: a spec the operator cannot render (SpecError, defined
+beside the typed spec in ``kvtrace_operator.spec.errors``), and one finding of strict validation
+against the CRD schema (FieldError)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kvtrace_operator.spec.errors import SpecError
 
-class SpecError(ValueError):
-    """A custom resource's spec is wrong in a way the renderer can name precisely.
-
-    ``field`` is the path of the offending field (``spec.sampling.keepErrors``), ``message``
-    says what was expected. Handlers turn it into a condition; ``kvtrace render`` prints it.
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+__all__ = ["FieldError", "SpecError"]
 
 
 @dataclass(frozen=True)

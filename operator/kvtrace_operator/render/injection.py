@@ -32,13 +32,13 @@ from kvtrace_operator.render import images, security
 from kvtrace_operator.render import tls as tls_render
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.consumer_tokens import TOKEN_KEY, workload_secret_name
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.labels import PART_OF
 from kvtrace_operator.render.names import namespace_of
 from kvtrace_operator.render.otel_env import env, exporter_env, field_env
 from kvtrace_operator.render.podspec import container_security_context
 from kvtrace_operator.render.validate import validate_pipeline
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 INJECT = "kvtrace.dev/inject"
 INJECT_PYTHON = "kvtrace.dev/inject-python"

@@ -6,8 +6,8 @@ from typing import Any
 
 from kvtrace_operator.render import names, query_access, query_proxy, tls
 from kvtrace_operator.render.collector import listen, otlp_receiver, self_telemetry
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.metrics import SPM_BACKEND, jaeger_metric_backends
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 STORE = "traces"
 ARCHIVE_STORE = "archive"

@@ -7,8 +7,6 @@ from typing import Any
 
 from kvtrace_operator.render import kvsecurity, names, podspec, security
 from kvtrace_operator.render.checksum import checksum
-from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
-from kvtrace_operator.render.durations import single_unit
 from kvtrace_operator.render.images import DEFAULT_IMAGES, Images, with_kvcluster_image
 from kvtrace_operator.render.labels import (
     CLIENT_SCHEME_LABEL,
@@ -20,6 +18,8 @@ from kvtrace_operator.render.networkpolicy import TELEMETRY_CLIENT_LABEL, kvclus
 from kvtrace_operator.render.otel_env import flag_variable, node_trace_flags, otel_environment
 from kvtrace_operator.render.statefulset import default_consistency, render_statefulset
 from kvtrace_operator.render.validate import validate_kvcluster
+from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.spec.durations import single_unit
 
 
 def quorum(replication_factor: int) -> int:

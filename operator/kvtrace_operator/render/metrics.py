@@ -21,7 +21,6 @@ from typing import Any
 from kvtrace_operator.render import names, podspec, sampling
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.deployment import config_map, dump_config, service
-from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.labels import (
     CLIENT_SCHEME_LABEL,
     COLLECTOR,
@@ -34,6 +33,7 @@ from kvtrace_operator.render.labels import (
     standard_labels,
 )
 from kvtrace_operator.render.monitoring import rules_for
+from kvtrace_operator.spec.durations import parse_duration
 
 SPANMETRICS = "span_metrics"  # the contrib spanmetrics connector (its 0.161 type name)
 SERVICEGRAPH = "service_graph"  # the contrib servicegraph connector

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from kvtrace_operator.render.durations import parse_duration
+from kvtrace_operator.spec.durations import parse_duration
 
 DATA_PACKAGE = "kvtrace_operator"
 DATA_DIR = "monitoring"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from kvtrace_operator.render import names, sampling, security
-from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.validate import validate_pipeline
+from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 
 
 def env(name: str, value: str) -> dict[str, Any]:

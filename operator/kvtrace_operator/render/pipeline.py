@@ -7,7 +7,6 @@ from typing import Any
 from kvtrace_operator.render import names, security
 from kvtrace_operator.render.certificates import certificate_objects
 from kvtrace_operator.render.collector_objects import collector_objects
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.deployment import config_map
 from kvtrace_operator.render.images import DEFAULT_IMAGES, Images, with_pipeline_images
 from kvtrace_operator.render.jaeger_objects import jaeger_objects
@@ -16,6 +15,7 @@ from kvtrace_operator.render.metrics import metrics_objects
 from kvtrace_operator.render.networkpolicy import pipeline_policies
 from kvtrace_operator.render.otel_env import exporter_env
 from kvtrace_operator.render.validate import validate_pipeline
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 
 def instrumentation_configmap(pipeline: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvtrace_operator.render.durations import duration_ms, parse_duration, single_unit
 from kvtrace_operator.render.names import OPERATOR_SERVICE_NAME
+from kvtrace_operator.spec.durations import duration_ms, parse_duration, single_unit
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"

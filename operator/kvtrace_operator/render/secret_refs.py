@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 
 from kvtrace_operator.render import consumer_tokens, tls
 from kvtrace_operator.render.checksum import checksum
-from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
 from kvtrace_operator.render.names import kv_tls_base, name_of
@@ -28,6 +27,7 @@ from kvtrace_operator.render.security import (
     client_volumes,
 )
 from kvtrace_operator.render.status import condition, merge_conditions
+from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 
 WORKLOAD_KINDS = ("StatefulSet", "Deployment")
 SECRETS_READY = "SecretsReady"

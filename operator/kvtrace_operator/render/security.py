@@ -28,9 +28,9 @@ from kvtrace_operator.render import tls as tls_render
 from kvtrace_operator.render.consumer_tokens import (
     GENERATED_ANNOTATION as GENERATED_ANNOTATION,  # re-exported
 )
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.names import name_of
 from kvtrace_operator.render.tls import SERVING_DIR  # noqa: F401 (where the edge mounts its leaf)
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 AUTH_EXTENSION = "bearertokenauth/otlp"
 AUTH_DIR = "/etc/otelcol-auth"

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from kvtrace_operator.render import kvsecurity, names, podspec
-from kvtrace_operator.render.durations import single_unit
 from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels, standard_labels
 from kvtrace_operator.render.otel_env import downward_env
+from kvtrace_operator.spec.durations import single_unit
 
 COMMAND = ["opentelemetry-instrument", "kvtrace", "node", "serve"]
 _STRENGTH = {"one": 0, "quorum": 1, "all": 2}

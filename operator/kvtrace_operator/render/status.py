@@ -17,7 +17,6 @@ from typing import Any
 from kvtrace_operator.render import canary, names, sampling
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.consumer_tokens import WORKLOAD
-from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.kvcluster import quorum
 from kvtrace_operator.render.labels import (
     CHECKSUM_ANNOTATION,
@@ -28,6 +27,7 @@ from kvtrace_operator.render.labels import (
     KVNODE,
     selector_string,
 )
+from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
 

@@ -28,8 +28,6 @@ import base64
 from typing import Any
 
 from kvtrace_operator.render import names, sampling
-from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
-from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.labels import (
     COLLECTOR,
@@ -39,6 +37,8 @@ from kvtrace_operator.render.labels import (
     KVNODE,
     child_metadata,
 )
+from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.spec.durations import parse_duration
 
 MANAGED, CERT_MANAGER, SECRET = "managed", "certManager", "secret"
 MODES = (MANAGED, CERT_MANAGER, SECRET)

@@ -18,9 +18,9 @@ from kvtrace_operator.render import (
     sampling,
     tls,
 )
-from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
-from kvtrace_operator.render.durations import parse_duration
 from kvtrace_operator.render.errors import SpecError
+from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.spec.durations import parse_duration
 
 # StatefulSet pods get a controller-revision-hash label "NAME-<10 chars>" (<= 63).
 MAX_KVCLUSTER_NAME = 52

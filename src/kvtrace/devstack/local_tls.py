@@ -32,8 +32,8 @@ from typing import Any
 
 from kvtrace_operator import pki
 from kvtrace_operator.render import names, sampling, tls
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.security import CLIENT_CA_DIR
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 LOOPBACK = ("127.0.0.1",)
 VALIDITY = datetime.timedelta(days=1)

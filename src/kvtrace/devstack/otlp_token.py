@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from kvtrace_operator.render.consumer_tokens import TOKEN_KEY, client_token_secret
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.security import AUTH_EXTENSION, auth, token_ref
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 
 class ConsumerSecrets(Mapping[tuple[str, str], str]):

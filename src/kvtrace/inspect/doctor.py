@@ -18,7 +18,6 @@ import binascii
 import dataclasses
 import json
 import os
-import re
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,8 +35,9 @@ from kvtrace.shared.jaeger_client import CA_FILE_ENV, JaegerClient
 from kvtrace_operator.render import canary as render_canary
 from kvtrace_operator.render import names, sampling, security, sizing, tls
 from kvtrace_operator.render.canary import lookup_bound_s
-from kvtrace_operator.render.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
+from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.spec.quantities import quantity_value
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 CONFIG_KEY = "config.yaml"
@@ -80,35 +80,10 @@ def container_env(pod: Mapping[str, Any], container: str = NODE_CONTAINER) -> di
     }
 
 
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(?:e([0-9]+))?([KMGTPE]i?|k|m)?$")
-_UNITS = {
-    "": 1,
-    "k": 10**3,
-    "K": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-    "m": 10**-3,
-}
-
-
 def quantity_bytes(value: Any) -> int | None:
     """A Kubernetes quantity (``512Mi``, ``1G``, ``1e9``) in bytes; None when unparsable."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    match = _QUANTITY.match(str(value or "").strip())
-    if not match:
-        return None
-    number = float(match.group(1)) * (10 ** int(match.group(2) or 0))
-    return int(number * _UNITS[match.group(3) or ""])
+    size = quantity_value(value if isinstance(value, (int, float)) else str(value or ""))
+    return None if size is None else int(size)
 
 
 def mib(value: float) -> str:

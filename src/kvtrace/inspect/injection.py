@@ -21,9 +21,9 @@ from typing import Any
 import kvtrace_operator.render.injection as injection
 from kvtrace_operator.render import webhook as webhook_render
 from kvtrace_operator.render.consumer_tokens import TOKEN_KEY
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.security import auth
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 UNKNOWN_WEBHOOK: Mapping[str, Any] = {"metadata": {}}  # not permitted to read the configurations
 

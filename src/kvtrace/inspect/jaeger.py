@@ -27,8 +27,8 @@ MAX_FETCH = 500
 def parse_duration_ns(value: str, parameter: str) -> int:
     """A Go-style duration (``250ms``, ``1h30m``) in nanoseconds; InspectError naming
     ``parameter`` otherwise."""
-    from kvtrace_operator.render.durations import parse_duration
     from kvtrace_operator.render.errors import SpecError
+    from kvtrace_operator.spec.durations import parse_duration
 
     try:
         return int(parse_duration(value, parameter))

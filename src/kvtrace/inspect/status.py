@@ -19,8 +19,8 @@ import yaml
 from kvtrace.inspect import injection
 from kvtrace.inspect.errors import InspectError
 from kvtrace_operator.render import names, resources, sampling
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.jaeger import retention
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 INSTANCE = "app.kubernetes.io/instance"
 COMPONENT = "app.kubernetes.io/component"

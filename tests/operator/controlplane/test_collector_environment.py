@@ -32,7 +32,7 @@ from kvtrace.devstack.pytest_plugin import require_binaries
 from kvtrace.shared.endpoints import resolve_url
 from kvtrace.shared.jaeger_client import JaegerClient
 from kvtrace_operator.render import environment, render_collector_config
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 pytestmark = pytest.mark.controlplane
 

@@ -9,7 +9,6 @@ import pytest
 from render_testlib import crd, schema_default, spec_schema, validate_k8s
 
 from kvtrace_operator.render import apply_defaults_kvcluster, apply_defaults_pipeline
-from kvtrace_operator.render.durations import DURATION_PATTERN
 from kvtrace_operator.render.images import (
     COLLECTOR_IMAGE,
     JAEGER_IMAGE,
@@ -17,6 +16,8 @@ from kvtrace_operator.render.images import (
     PROMETHEUS_IMAGE,
 )
 from kvtrace_operator.render.validate import MAX_KVCLUSTER_NAME, MAX_PIPELINE_NAME, MIN_DURATIONS
+from kvtrace_operator.spec import parse_kvcluster, parse_pipeline
+from kvtrace_operator.spec.durations import DURATION_PATTERN
 
 pytestmark = pytest.mark.unit
 
@@ -225,6 +226,20 @@ class TestDefaultsMatchSchema:
     def test_pipeline(self, spec: dict[str, Any]) -> None:
         assert apply_defaults_pipeline(spec) == schema_default(
             spec_schema("tracingpipelines"), spec
+        )
+
+    @pytest.mark.parametrize("spec", SPECS_KVCLUSTER)
+    def test_typed_kvcluster(self, spec: dict[str, Any]) -> None:
+        """The typed parse of what the API server would store (every default written out)
+        equals the typed parse of the spec as written."""
+        assert parse_kvcluster(spec) == parse_kvcluster(
+            schema_default(spec_schema("kvclusters"), spec)
+        )
+
+    @pytest.mark.parametrize("spec", SPECS_PIPELINE)
+    def test_typed_pipeline(self, spec: dict[str, Any]) -> None:
+        assert parse_pipeline(spec) == parse_pipeline(
+            schema_default(spec_schema("tracingpipelines"), spec)
         )
 
     def test_spec_itself_defaults_to_an_object(self) -> None:

@@ -9,8 +9,8 @@ import pytest
 from render_testlib import pipeline
 
 from kvtrace_operator.render import render_collector_config, render_jaeger_config
-from kvtrace_operator.render.defaults import PIPELINE_DEFAULTS
 from kvtrace_operator.render.redaction import DEFAULT_KEY_PATTERNS, DEFAULT_VALUE_PATTERNS
+from kvtrace_operator.spec.defaults import PIPELINE_DEFAULTS
 
 pytestmark = pytest.mark.unit
 

@@ -14,8 +14,8 @@ from render_testlib import pipeline
 
 from kvtrace_operator import crds
 from kvtrace_operator.render import environment, render_collector_config, render_pipeline, strict
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.errors import SpecError
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 pytestmark = pytest.mark.unit
 

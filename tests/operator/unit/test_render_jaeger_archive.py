@@ -13,9 +13,9 @@ from render_testlib import one, pipeline
 from test_render_strict import errors_of, run
 
 from kvtrace_operator.render import SpecError, render_pipeline, validate_pipeline
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.jaeger import render_jaeger_config, retention
 from kvtrace_operator.render.sizing import jaeger_resources
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import pytest
 from render_testlib import by_kind, config_of, one, pipeline, validate_k8s
 
 from kvtrace_operator.render import pipeline_endpoints, render_pipeline
-from kvtrace_operator.render.defaults import PIPELINE_DEFAULTS
 from kvtrace_operator.render.labels import CHECKSUM_ANNOTATION
+from kvtrace_operator.spec.defaults import PIPELINE_DEFAULTS
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ from render_testlib import by_kind, pipeline
 
 from kvtrace.inspect import doctor
 from kvtrace_operator.render import render_pipeline, sizing
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 pytestmark = pytest.mark.unit
 

@@ -19,8 +19,8 @@ from kvtrace_operator.render import (
     validate_kvcluster,
     validate_pipeline,
 )
-from kvtrace_operator.render.defaults import KVCLUSTER_DEFAULTS, PIPELINE_DEFAULTS
-from kvtrace_operator.render.durations import parse_duration, single_unit
+from kvtrace_operator.spec.defaults import KVCLUSTER_DEFAULTS, PIPELINE_DEFAULTS
+from kvtrace_operator.spec.durations import parse_duration, single_unit
 
 pytestmark = pytest.mark.unit
 

@@ -18,8 +18,8 @@ from kvtrace_operator.render.canary import (
     delivery_status,
     lookup_bound_s,
 )
-from kvtrace_operator.render.defaults import apply_defaults_pipeline
 from kvtrace_operator.render.status import find_condition, pipeline_status, workload_summary
+from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 pytestmark = pytest.mark.unit
 

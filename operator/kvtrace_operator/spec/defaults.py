@@ -20,6 +20,15 @@ class Each(dict):  # type: ignore[type-arg]
     """Defaults for every element of a list field (which itself has no default)."""
 
 
+# security.tls, the same in both CRDs.
+TLS_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "duration": "2160h",
+    "renewBefore": "720h",
+    "caDuration": "26280h",
+    "caRenewBefore": "4320h",
+}
+
 KVCLUSTER_DEFAULTS: dict[str, Any] = {
     "replicas": 3,
     "imagePullPolicy": "IfNotPresent",
@@ -29,16 +38,7 @@ KVCLUSTER_DEFAULTS: dict[str, Any] = {
     "antiEntropy": {"interval": "10m"},
     "scheduling": {"podAntiAffinity": "preferred"},
     "networkPolicy": {"enabled": True, "clientAccess": "all"},
-    "security": {
-        "auth": {"enabled": True},
-        "tls": {
-            "enabled": True,
-            "duration": "2160h",
-            "renewBefore": "720h",
-            "caDuration": "26280h",
-            "caRenewBefore": "4320h",
-        },
-    },
+    "security": {"auth": {"enabled": True}, "tls": TLS_DEFAULTS},
 }
 
 PIPELINE_DEFAULTS: dict[str, Any] = {
@@ -105,16 +105,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
             "scrapeInterval": "15s",
         },
     },
-    "security": {
-        "auth": {"enabled": True},
-        "tls": {
-            "enabled": True,
-            "duration": "2160h",
-            "renewBefore": "720h",
-            "caDuration": "26280h",
-            "caRenewBefore": "4320h",
-        },
-    },
+    "security": {"auth": {"enabled": True}, "tls": TLS_DEFAULTS},
 }
 
 
