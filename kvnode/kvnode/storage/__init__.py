@@ -1,4 +1,4 @@
-"""Storage layer: durable records and hints in SQLite (WAL) with group commit.
+"""Storage layer: durable records (a commit log, SQLite as its checkpointed index) and hints.
 
 The engine lives in `kvnode.storage.engine` (imported where it is used, so that building the
 CLI's parsers does not load sqlite3 and asyncio).

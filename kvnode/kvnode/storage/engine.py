@@ -1,30 +1,47 @@
-"""SQLite (WAL) storage engine with a single writer thread and group commit.
+"""Storage engine: a commit log for durability, SQLite (WAL) as its checkpointed index.
 
-Every mutation goes through the writer thread: it takes whatever is queued (optionally
-waiting a small window for more), applies it in one transaction, commits with
-``synchronous=FULL`` (the commit fsyncs the WAL) and only then resolves the callers'
-futures. So an acknowledged write is durable, many concurrent writes share one fsync, and a
-crash leaves either the whole transaction or none of it. Reads use their own connection on
-the event loop thread and see only committed data.
+Every mutation goes through the writer thread. It takes whatever is queued (optionally waiting
+a small window for more): record writes are decided last-write-wins against the newest copy
+(the records not yet checkpointed, held in memory, else the index), the winners are appended to
+the commit log as one frame and fdatasynced (`kvnode.storage.commitlog`), and only then do the
+callers' futures resolve. So an acknowledged write is durable, concurrent writes share one
+append and one fdatasync (group commit), and a crash keeps whole frames or nothing.
+
+A checkpoint writes the records held in memory into the SQLite table in one transaction that
+also records the log generation it covers, commits it with ``synchronous=FULL`` (an fsync), and
+starts the log's next generation from the beginning of the file. It runs when the log or the
+held records grow past a bound, after a second without writes, before any other job (hints,
+tombstone purges: they run in the checkpoint's transaction) and at close. On open, the frames of
+the generation after the index's are replayed into the index (recovery). Reads use their own
+connection on the event loop thread and the held records, and see only durable data.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kvnode.keys import key_hash
+from kvnode.storage.commitlog import HEADER, CommitLog, Replay, decode_frames, encode_records
+from kvnode.storage.held import merge_digests, merge_pages
 from kvnode.storage.policy import FSYNC_POLICIES
-from kvnode.storage.records import Record
+from kvnode.storage.records import Record, newest
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 1024
+LOG_FILE = "kv.log"
+CHECKPOINT_BYTES = 8 << 20  # log bytes since the last checkpoint (also what is preallocated)
+CHECKPOINT_KEYS = 16384  # distinct keys held in memory since the last checkpoint
+CHECKPOINT_IDLE = 1.0  # seconds without writes, with records held, before a checkpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -43,7 +60,12 @@ CREATE TABLE IF NOT EXISTS hints (
     tombstone INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hints_target ON hints(target, id);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+_SELECT = "SELECT value, version, tombstone FROM kv WHERE key = ?"
+_GENERATION = "SELECT value FROM meta WHERE name = 'log_generation'"
+_SET_GENERATION = "INSERT OR REPLACE INTO meta(name, value) VALUES ('log_generation', ?)"
 
 _UPSERT = """
 INSERT INTO kv(key, khash, version, tombstone, value) VALUES (?, ?, ?, ?, ?)
@@ -73,6 +95,20 @@ def _apply(cur: sqlite3.Cursor, records: Sequence[Record]) -> list[bool]:
     return applied
 
 
+def _upsert_rows(records: Iterable[Record]) -> Iterator[tuple[Any, ...]]:
+    for r in records:
+        yield (r.key, key_hash(r.key), r.version, r.tombstone, r.value)
+
+
+def _newer(a: Record, b: Record) -> bool:
+    """Whether `a` wins last-write-wins over `b` (`kvnode.storage.records.order`, inlined)."""
+    return (a.version, a.tombstone, a.value) > (b.version, b.tombstone, b.value)
+
+
+def _row_record(key: bytes, row: tuple[Any, ...] | None) -> Record | None:
+    return None if row is None else Record(key, row[0], row[1], bool(row[2]))
+
+
 class Store:
     """Durable records and hints. Mutations are coroutines (resolved after fsync)."""
 
@@ -92,6 +128,14 @@ class Store:
         self.group_window = group_window if fsync_policy == "group" else 0.0
         writer = _connect(self.path)
         writer.executescript(_SCHEMA)
+        self._log = CommitLog(os.path.join(data_dir, LOG_FILE), CHECKPOINT_BYTES)
+        # Records durable in the log but not yet in the index, newest per key (written by the
+        # writer thread only; a checkpoint replaces the dict, so a reader's reference stays a
+        # consistent snapshot), and which of their keys the index does not hold at all.
+        self._held: dict[bytes, Record] = {}
+        self._held_new: set[bytes] = set()
+        self._checkpoint_lock = threading.Lock()  # count() reads index and held keys together
+        self.recovered = self._recover(writer)
         self._reader = _connect(self.path)
         # Heavy scans (Merkle digests for anti-entropy) run on their own thread and connection,
         # so that a node holding many keys does not stall the event loop while it compares.
@@ -110,17 +154,45 @@ class Store:
         self._cache: dict[bytes, Record | None] = {}
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
-        self._on_commit = (
-            on_commit  # seconds of each durable commit (the WAL fsync), on the writer thread
+        self._on_commit = on_commit  # seconds of each durable commit (its fdatasync or fsync)
+
+    def _recover(self, conn: sqlite3.Connection) -> Replay:
+        """Replay the log's frames of the generation after the index's into the index."""
+        row = conn.execute(_GENERATION).fetchone()
+        generation = 0 if row is None else int(row[0])
+        replay = decode_frames(self._log.read(), HEADER.size, generation + 1)
+        self._log.reset(generation + 1)
+        if replay.records:
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            _apply(cur, replay.records)
+            cur.execute(_SET_GENERATION, (generation + 1,))
+            cur.execute("COMMIT")
+            cur.close()
+            self._log.reset(generation + 2)
+        log.info(
+            "commit log %s: replayed %d records of %d frames (generation %d), stopped at "
+            "offset %d (%s)",
+            self._log.path,
+            len(replay.records),
+            replay.frames,
+            generation + 1,
+            replay.end,
+            replay.stop,
         )
+        return replay
 
     # -- writer thread --------------------------------------------------------------
-    # A queue item is (job, records, future, loop): `records` are applied by the writer's own
-    # upsert (the hot path: no closure per write, one reused cursor), else `job(conn)` runs.
+    # A queue item is (job, records, future, loop): `records` are written through the log (the
+    # hot path: no closure per write), else `job(conn)` runs in a checkpoint's transaction.
     def _run(self, conn: sqlite3.Connection) -> None:
         cur = conn.cursor()
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=CHECKPOINT_IDLE if self._held else None)
+            except queue.Empty:
+                self._checkpoint_or_log(conn, cur)
+                continue
             if item is _STOP:
                 break
             batch = [item]
@@ -136,32 +208,112 @@ class Store:
                     stop = True
                     break
                 batch.append(nxt)
-            self._commit(conn, cur, batch)
+            if all(job is None for job, _records, _fut, _loop in batch):
+                self._hand_back(self._log_commit(cur, batch))
+                if self._log.pos >= CHECKPOINT_BYTES or len(self._held) >= CHECKPOINT_KEYS:
+                    self._checkpoint_or_log(conn, cur)
+            else:
+                self._hand_back(self._commit(conn, cur, batch))
             if stop:
                 break
+        self._checkpoint_or_log(conn, cur)  # a clean stop leaves the log with nothing to replay
         cur.close()
         conn.close()
+        self._log.close()
+
+    def _log_commit(self, cur: sqlite3.Cursor, batch: list[tuple[Any, ...]]) -> list[Any]:
+        """Decide each record against the newest copy, append the winners as one frame and
+        fdatasync it; then they are held (visible to reads) until the next checkpoint."""
+        held = self._held
+        won: dict[bytes, Record] = {}
+        new: list[bytes] = []
+        results: list[tuple[Any, ...]] = []
+        for _job, records, fut, loop in batch:
+            applied = []
+            for r in records:
+                current = won.get(r.key) or held.get(r.key)
+                if current is None:
+                    current = _row_record(r.key, cur.execute(_SELECT, (r.key,)).fetchone())
+                    if current is None and r.key not in won:
+                        new.append(r.key)
+                if current is None or _newer(r, current):
+                    won[r.key] = r
+                    applied.append(True)
+                else:
+                    applied.append(False)
+            results.append((fut, loop, records, applied, None))
+        if won:
+            try:
+                started = time.perf_counter()
+                self._log.append(encode_records(list(won.values())))
+                if self._on_commit is not None:
+                    self._on_commit(time.perf_counter() - started)
+            except OSError as exc:  # nothing was acknowledged: the next frame overwrites it
+                log.error("commit log append failed: %s", exc)
+                return [(fut, loop, records, None, exc) for fut, loop, records, _a, _e in results]
+            held.update(won)
+            self._held_new.update(new)
+        return results
+
+    def _flush_held(self, cur: sqlite3.Cursor) -> None:
+        """In a transaction: the held records into the index, and the generation it covers."""
+        if self._held:
+            cur.executemany(_UPSERT, _upsert_rows(self._held.values()))
+        cur.execute(_SET_GENERATION, (self._log.generation,))
+
+    def _checkpointed(self) -> None:
+        """Right after the checkpoint's commit, under the checkpoint lock: nothing is held, the
+        log starts its next generation."""
+        self._held = {}
+        self._held_new = set()
+        self._log.reset(self._log.generation + 1)
+
+    def _checkpoint_or_log(self, conn: sqlite3.Connection, cur: sqlite3.Cursor) -> bool:
+        """A checkpoint on its own; a failure is logged (the records stay held and logged)."""
+        try:
+            with self._checkpoint_lock:
+                cur.execute("BEGIN IMMEDIATE")
+                self._flush_held(cur)
+                cur.execute("COMMIT")
+                self._checkpointed()
+        except sqlite3.Error as exc:
+            log.error("checkpoint of the commit log failed: %s", exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return False
+        return True
 
     def _commit(
         self, conn: sqlite3.Connection, cur: sqlite3.Cursor, batch: list[tuple[Any, ...]]
-    ) -> None:
+    ) -> list[Any]:
+        """A batch with jobs: a checkpoint that applies the batch in its own transaction."""
         try:
-            cur.execute("BEGIN IMMEDIATE")
-            results: list[tuple[Any, ...]] = [
-                (fut, loop, records, _apply(cur, records) if job is None else job(conn), None)
-                for job, records, fut, loop in batch
-            ]
-            started = time.perf_counter()
-            cur.execute("COMMIT")
+            with self._checkpoint_lock:
+                cur.execute("BEGIN IMMEDIATE")
+                self._flush_held(cur)
+                results: list[tuple[Any, ...]] = [
+                    (fut, loop, records, _apply(cur, records) if job is None else job(conn), None)
+                    for job, records, fut, loop in batch
+                ]
+                started = time.perf_counter()
+                cur.execute("COMMIT")
+                self._checkpointed()
             if self._on_commit is not None:
                 self._on_commit(time.perf_counter() - started)
+            return results
         except Exception:  # noqa: BLE001 - each job again on its own: the failing one reports
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            results = [
-                (fut, loop, records, *self._commit_one(conn, cur, job, records))
-                for job, records, fut, loop in batch
-            ]
+        if not self._checkpoint_or_log(conn, cur):
+            error = RuntimeError("the store could not checkpoint its commit log (see the log)")
+            return [(fut, loop, records, None, error) for _job, records, fut, loop in batch]
+        return [
+            (fut, loop, records, *self._commit_one(conn, cur, job, records))
+            for job, records, fut, loop in batch
+        ]
+
+    def _hand_back(self, results: list[tuple[Any, ...]]) -> None:
+        """Resolve a batch's futures on their loops (one call per loop)."""
         first_loop = results[0][1]
         if all(r[1] is first_loop for r in results):
             by_loop = {first_loop: results}
@@ -277,13 +429,16 @@ class Store:
             return self._cache[key]
         except KeyError:
             pass
-        row = self._reader.execute(
-            "SELECT value, version, tombstone FROM kv WHERE key = ?", (key,)
-        ).fetchone()
-        record = None if row is None else Record(key, row[0], row[1], bool(row[2]))
+        record = self._held.get(key)
+        if record is None:
+            record = _row_record(key, self._reader.execute(_SELECT, (key,)).fetchone())
         if self._cache_limit:
             self._cache_put(key, record)
         return record
+
+    def checkpoint(self) -> asyncio.Future[None]:
+        """Resolves once everything queued before is in the index (and the log is empty)."""
+        return self.submit(lambda conn: None)
 
     def in_scan_thread(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run `fn(*args)` on the scan thread: the reads it makes there (`digests`,
@@ -312,23 +467,27 @@ class Store:
             # BETWEEN lo AND hi - 1: the top range ends at 2**63, one past SQLite's largest integer
             sql += " WHERE " + " OR ".join("khash BETWEEN ? AND ?" for _ in khash_ranges)
             params = [bound for lo, hi in khash_ranges for bound in (lo, hi - 1)]
-        rows = self._conn().execute(sql, params).fetchall()
-        return [(k, h, v, bool(t)) for k, h, v, t in rows]
+        held = self._held.copy()  # before the index query: see kvnode.storage.held
+        return merge_digests(self._conn().execute(sql, params).fetchall(), held, khash_ranges)
 
     def get_many(self, keys: Sequence[bytes]) -> list[Record]:
-        """Committed records of these keys (straight from SQLite, not the loop's cache)."""
+        """Durable records of these keys (the held ones and the index, not the loop's cache)."""
+        held = self._held.copy()
         conn = self._conn()
         out = []
         for key in keys:
-            row = conn.execute(
-                "SELECT value, version, tombstone FROM kv WHERE key = ?", (key,)
-            ).fetchone()
-            if row is not None:
-                out.append(Record(key, row[0], row[1], bool(row[2])))
+            record = newest(
+                [held.get(key), _row_record(key, conn.execute(_SELECT, (key,)).fetchone())]
+            )
+            if record is not None:
+                out.append(record)
         return out
 
     def scan(self, page: int = 512) -> Iterator[list[Record]]:
-        """Every record, in pages (for rebalancing)."""
+        """Every record, in pages in key order (for rebalancing)."""
+        return merge_pages(self._index_pages(page), self._held.copy(), page)
+
+    def _index_pages(self, page: int) -> Iterator[list[Record]]:
         last = b""
         first = True
         while True:
@@ -343,7 +502,10 @@ class Store:
             yield [Record(k, v, ver, bool(t)) for k, v, ver, t in rows]
 
     def count(self) -> int:
-        return int(self._reader.execute("SELECT count(*) FROM kv").fetchone()[0])
+        """Stored keys (tombstones included)."""
+        with self._checkpoint_lock:
+            held_new = len(self._held_new)
+            return held_new + int(self._reader.execute("SELECT count(*) FROM kv").fetchone()[0])
 
     def hint_counts(self) -> dict[str, int]:
         rows = self._reader.execute("SELECT target, count(*) FROM hints GROUP BY target").fetchall()
