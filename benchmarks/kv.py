@@ -1,7 +1,7 @@
 """Benchmark: a 3-node kvtrace cluster (tracing off / head 0.1 / every span) against etcd.
 
-    .venv/bin/python benchmarks/kv.py [--duration 5] [--clients 32] [--keys 2000] [--rounds 3]
-        [--tracing off,head-0.1,all-spans] [--secure off]
+    .venv/bin/python benchmarks/kv.py [--duration 5] [--clients 32,128] [--keys 2000]
+        [--rounds 3] [--tracing off,head-0.1,all-spans] [--secure off] [--etcd-paths json,grpc]
 
 `--secure` names tracing configurations that also run a second time with the KV cluster's
 transport security on (TLS on both ports, mutual between peers, and a bearer token per
@@ -11,21 +11,25 @@ request: what the operator renders by default), so the cost of TLS per operation
 Each configuration runs three fresh `kvtrace node serve` processes on 127.0.x.y under
 `opentelemetry-instrument` (traces go to a local OTLP/HTTP sink that discards them). If an
 etcd binary is found (the local stack's ~/.cache/kvtrace/tools/etcd-3.6.16/etcd, or `etcd` on
-PATH) a 3-member etcd cluster joins, measured through its JSON gateway. All systems are
-started and preloaded first; then QUORUM writes and QUORUM reads (32 clients, 100-byte values,
-`kvtrace bench`'s load generator) run round-robin over them `--rounds` times, so that each
-sees the same mix of machine load, and the median round is reported; last, 1 client each for
-the unloaded latency. Prints a JSON document and a table with the ratios traced/untraced and
-kvtrace/etcd, the servers' CPU per operation and the load generator's CPU. Not a test: it
-only reports.
+PATH) a 3-member etcd cluster joins, measured through two paths: its JSON gateway (with
+`kvtrace bench`'s load generator, like kvtrace) and its own gRPC API with etcd's official Go
+client (benchmarks/etcdload, built once into the tool cache; etcd's best figure). All systems
+are started and preloaded first; then QUORUM writes and QUORUM reads (etcd: puts and
+linearizable ranges; 100-byte values) at each `--clients` count run round-robin over them
+`--rounds` times, so that each sees the same mix of machine load, and the median round is
+reported; last, 1 client each for the unloaded latency. Prints a JSON document and tables with
+the ratios traced/untraced and kvtrace/etcd, the servers' CPU per operation and the load
+generator's CPU. Not a test: it only reports.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -34,6 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,8 +251,10 @@ def cpu_seconds(procs: list[subprocess.Popen[bytes]], main_thread_only: bool = F
     return sum(_ticks(path.format(pid=p.pid)) for p in procs) / os.sysconf("SC_CLK_TCK")
 
 
-def client_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def client_cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU of this process (the Python load generator), or with
+    ``resource.RUSAGE_CHILDREN`` of its finished children (the Go load generator)."""
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -257,6 +264,97 @@ UNLOADED = (
     ("unloaded_writes", {"write_ratio": 1.0, "clients": 1}),
     ("unloaded_reads", {"write_ratio": 0.0, "clients": 1}),
 )
+MAX_CLIENTS = 4096  # kvnode.bench.BenchConfig's and etcdload's limit
+ETCD_PATHS = {"json": "etcd (JSON gateway)", "grpc": "etcd (gRPC, Go client)"}
+# Printed beside every comparison with etcd, and kept in the JSON.
+WHAT_DIFFERS = (
+    "What differs: etcd is linearizable (Raft: one leader orders every write, and a "
+    "linearizable range confirms leadership with a quorum round); kvtrace is a Dynamo-style "
+    "quorum store (leaderless, N=3, R=W=2, HLC last-writer-wins, no total order), so a QUORUM "
+    "write needs two durable replicas and no leader. Same machine, same 3 members, same "
+    "100-byte values and key space."
+)
+
+
+def parse_clients(text: str) -> list[int]:
+    """``--clients``: one client count or a comma list (``32,128``), each within 1..4096 and
+    each once; the loaded phases run at every count."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and 1 <= int(part) <= MAX_CLIENTS for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected client counts within 1..{MAX_CLIENTS}, comma-separated (32,128), "
+            f"got {text!r}"
+        )
+    counts = [int(part) for part in parts]
+    if len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"expected each client count once, got {text!r}")
+    return counts
+
+
+def parse_etcd_paths(text: str) -> list[str]:
+    """``--etcd-paths``: a comma list of ``json`` and ``grpc`` ('' for neither)."""
+    paths = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [p for p in paths if p not in ETCD_PATHS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of {', '.join(ETCD_PATHS)}, got {text!r}"
+        )
+    return list(dict.fromkeys(paths))
+
+
+def client_counts(args: argparse.Namespace) -> list[int]:
+    """The run's client counts (benchmarks/tracing_overhead.py passes one int)."""
+    return list(args.clients) if isinstance(args.clients, list) else [args.clients]
+
+
+def phase_key(phase: str, clients: int, counts: Sequence[int]) -> str:
+    """A loaded phase's name in the report: ``writes`` when the run has one client count,
+    ``writes@128`` when it has several."""
+    return phase if len(counts) == 1 else f"{phase}@{clients}"
+
+
+def etcdload_command(binary: Path, cfg: BenchConfig) -> list[str]:
+    """The Go load generator's command line for the same workload as ``cfg``."""
+    if cfg.distribution != "uniform" or cfg.ops:
+        raise ValueError("etcdload runs uniform keys until the duration (no zipfian, no --ops)")
+    cmd = [str(binary), "-endpoints", ",".join(cfg.endpoints), "-clients", str(cfg.clients)]
+    cmd += ["-duration", f"{cfg.duration}s", "-keys", str(cfg.keys)]
+    cmd += ["-value-size", str(cfg.value_size), "-write-ratio", str(cfg.write_ratio)]
+    cmd += ["-prefix", cfg.key_prefix, "-timeout", f"{cfg.timeout}s", "-seed", str(cfg.seed)]
+    return cmd + (["-preload"] if cfg.preload else [])
+
+
+_ETCDLOAD_NUMBERS = ("seconds", "ops_per_s", "p50_ms", "p95_ms", "p99_ms")
+_ETCDLOAD_COUNTS = ("clients", "conns", "ops", "errors")
+
+
+def parse_etcdload(text: str) -> Result:
+    """etcdload's JSON report as a :class:`Result` (its gRPC connection count kept under
+    ``by_operation["grpc_connections"]``); ValueError naming the field that is wrong."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"etcdload output: expected one JSON document ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ValueError("etcdload output: expected a JSON object")
+    for name in _ETCDLOAD_COUNTS + _ETCDLOAD_NUMBERS:
+        wanted = int if name in _ETCDLOAD_COUNTS else (int, float)
+        if not isinstance(doc.get(name), wanted) or isinstance(doc.get(name), bool):
+            raise ValueError(f"etcdload output: {name!r} expected a number, got {doc.get(name)!r}")
+    by_operation = doc.get("by_operation")
+    if not isinstance(by_operation, dict) or not all(
+        isinstance(v, dict) for v in by_operation.values()
+    ):
+        raise ValueError("etcdload output: 'by_operation' expected an object of objects")
+    samples = doc.get("error_samples", [])
+    if not isinstance(samples, list):
+        raise ValueError("etcdload output: 'error_samples' expected a list")
+    return Result(
+        target=str(doc.get("target", "etcd-grpc")),
+        **{name: doc[name] for name in _ETCDLOAD_COUNTS + _ETCDLOAD_NUMBERS if name != "conns"},
+        by_operation={**by_operation, "grpc_connections": {"value": doc["conns"]}},
+        error_samples=[str(s) for s in samples],
+    )
 
 
 class Cluster:
@@ -277,7 +375,7 @@ class Cluster:
     def common(self, args: argparse.Namespace) -> dict[str, Any]:
         return dict(
             endpoints=self.endpoints,
-            clients=args.clients,
+            clients=client_counts(args)[0],
             duration=args.duration,
             keys=args.keys,
             value_size=100,
@@ -286,16 +384,22 @@ class Cluster:
             security=self.security,
         )
 
+    def load(self, cfg: BenchConfig) -> tuple[Result, float]:
+        """Run one measurement: its result and the load generator's CPU seconds."""
+        before = client_cpu_seconds()
+        result = run_sync(cfg)
+        return result, client_cpu_seconds() - before
+
     def preload(self, args: argparse.Namespace) -> None:
-        run_sync(
+        self.load(
             BenchConfig(**{**self.common(args), "duration": 0.1}, write_ratio=1.0, preload=True)
         )
 
     def measure(self, phase: str, overrides: dict[str, Any], args: argparse.Namespace) -> None:
         """Throughput and latency, plus the servers' and the load generator's CPU per operation."""
-        before, client_before = cpu_seconds(self.procs), client_cpu_seconds()
+        before = cpu_seconds(self.procs)
         main_before = cpu_seconds(self.procs, main_thread_only=True)
-        result = run_sync(BenchConfig(**{**self.common(args), **overrides}))
+        result, client = self.load(BenchConfig(**{**self.common(args), **overrides}))
         if result.ops:
             result.by_operation["server_cpu_us_per_op"] = {
                 "value": round((cpu_seconds(self.procs) - before) / result.ops * 1e6, 1)
@@ -307,7 +411,6 @@ class Cluster:
                 result.by_operation["server_cpu_us_per_op"]["event_loop"] = round(
                     main / result.ops * 1e6, 1
                 )
-            client = client_cpu_seconds() - client_before
             # the load generator must not be the bottleneck: its share of one core stays well below 1
             result.by_operation["client_cpu"] = {
                 "us_per_op": round(client / result.ops * 1e6, 1),
@@ -328,15 +431,56 @@ class Cluster:
         return out
 
 
+class EtcdGrpcCluster(Cluster):
+    """etcd through its own gRPC API: the same members, loaded by benchmarks/etcdload (etcd's
+    official Go client) in a child process instead of the Python load generator."""
+
+    def __init__(
+        self, name: str, procs: list[subprocess.Popen[bytes]], endpoints: list[str], binary: Path
+    ):
+        super().__init__(name, "etcd", procs, endpoints)
+        self.binary = binary
+
+    def load(self, cfg: BenchConfig) -> tuple[Result, float]:
+        cfg.validate()
+        before = client_cpu_seconds(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run(
+            etcdload_command(self.binary, cfg),
+            capture_output=True,
+            text=True,
+            timeout=cfg.duration + cfg.timeout + 60,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"etcdload exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+        return parse_etcdload(proc.stdout), client_cpu_seconds(resource.RUSAGE_CHILDREN) - before
+
+
+def build_etcdload() -> Path:
+    """The Go load generator, built once into the tool cache (kvtrace.devstack.tools, under its
+    build lock) and reused while its sources are unchanged. Build progress goes to stderr."""
+    from kvtrace.devstack import tools
+
+    tool = tools.TOOLS["etcdload"]
+    with contextlib.redirect_stdout(sys.stderr):
+        if tools.verify(tool) is not None:
+            tools.check_prerequisites([tool])
+        tools.ensure(tool)
+    return Path(tool.path())
+
+
 def run_rounds(clusters: list[Cluster], args: argparse.Namespace) -> None:
-    """Loaded phases round-robin over the systems, `--rounds` times, so that each sees the same
-    mix of machine load (the machine is shared); then the unloaded phases once each."""
+    """Loaded phases at every client count round-robin over the systems, `--rounds` times, so
+    that each sees the same mix of machine load (the machine is shared); then the unloaded
+    phases once each."""
+    counts = client_counts(args)
     for cluster in clusters:
         cluster.preload(args)
     for _ in range(args.rounds):
         for cluster in clusters:
-            for phase, overrides in LOADED:
-                cluster.measure(phase, overrides, args)
+            for clients in counts:
+                for phase, overrides in LOADED:
+                    key = phase_key(phase, clients, counts)
+                    cluster.measure(key, {**overrides, "clients": clients}, args)
     for cluster in clusters:
         for phase, overrides in UNLOADED:
             cluster.measure(phase, {**overrides, "duration": min(2.0, args.duration)}, args)
@@ -352,16 +496,206 @@ def tls_costs(results: dict[str, dict[str, Result]]) -> dict[str, dict[str, dict
         plain = results[name[: -len(" tls+token")]]
         costs = {}
         for phase, result in secured.items():
-            mine = result.by_operation.get("server_cpu_us_per_op", {}).get("value")
-            base = (
-                plain[phase].by_operation.get("server_cpu_us_per_op", {}).get("value")
-                if phase in plain
-                else None
-            )
+            mine = cpu_per_op(result)
+            base = cpu_per_op(plain[phase]) if phase in plain else None
             if mine is not None and base is not None:
                 costs[phase] = {"plain": base, "tls": mine, "added": round(mine - base, 1)}
         out[name[: -len(" tls+token")]] = costs
     return out
+
+
+def cpu_per_op(result: Result) -> float | None:
+    """The servers' CPU µs per operation of a measurement (None when it made no operation)."""
+    value = result.by_operation.get("server_cpu_us_per_op", {}).get("value")
+    return None if value is None else float(value)
+
+
+def ratios_to(
+    base_name: str, results: dict[str, dict[str, Result]], invert: bool = False
+) -> dict[str, float]:
+    """Every other system's ops/s and server CPU per op over ``base_name``'s, per loaded phase
+    (traced / untraced), or with ``invert`` ``base_name``'s over theirs (kvtrace / etcd)."""
+    base = results.get(base_name)
+    ratios: dict[str, float] = {}
+    for name, res in results.items():
+        if base is None or name == base_name:
+            continue
+        for phase in (p for p in base if not p.startswith("unloaded") and p in res):
+            mine, theirs = (base[phase], res[phase]) if invert else (res[phase], base[phase])
+            label = f"{base_name} / {name}" if invert else f"{name} / {base_name}"
+            if theirs.ops_per_s:
+                ratios[f"{label} {phase}"] = round(mine.ops_per_s / theirs.ops_per_s, 3)
+            cpu_mine, cpu_theirs = cpu_per_op(mine), cpu_per_op(theirs)
+            if cpu_mine is not None and cpu_theirs:
+                ratios[f"{label} {phase} (server CPU per op)"] = round(cpu_mine / cpu_theirs, 3)
+    return ratios
+
+
+def split_etcd(
+    results: dict[str, dict[str, Result]],
+) -> tuple[dict[str, dict[str, Result]], dict[str, dict[str, Result]]]:
+    """The run's kvtrace configurations and its etcd paths, apart."""
+    etcd = {name: res for name, res in results.items() if name in ETCD_PATHS.values()}
+    return {n: r for n, r in results.items() if n not in etcd}, etcd
+
+
+def vs_etcd(results: dict[str, dict[str, Result]], base_name: str) -> dict[str, float]:
+    """``base_name`` (untraced kvtrace) over each etcd path, per loaded phase."""
+    _, etcd = split_etcd(results)
+    if base_name not in results:
+        return {}
+    return ratios_to(base_name, {base_name: results[base_name], **etcd}, invert=True)
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _pair(a: float | None, b: float | None, digits: int = 0) -> str:
+    return f"{_num(a, digits)} / {_num(b, digits)}"
+
+
+def comparison_table(results: dict[str, dict[str, Result]], counts: Sequence[int]) -> str:
+    """Every system at every client count, as a Markdown table (what the README quotes); the
+    unloaded (1 client) p50s on each system's first row."""
+    lines = [
+        "| system | clients | writes/s | reads/s | write p50 / p99 ms | read p50 / p99 ms "
+        "| server CPU µs per write / read | unloaded p50 write / read ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, phases in results.items():
+        for i, clients in enumerate(counts):
+            w = phases.get(phase_key("writes", clients, counts))
+            r = phases.get(phase_key("reads", clients, counts))
+            uw, ur = phases.get("unloaded_writes"), phases.get("unloaded_reads")
+            unloaded = _pair(uw.p50_ms if uw else None, ur.p50_ms if ur else None, 2)
+            lines.append(
+                f"| {name} | {clients} | {_num(w.ops_per_s if w else None)} "
+                f"| {_num(r.ops_per_s if r else None)} "
+                f"| {_pair(w.p50_ms if w else None, w.p99_ms if w else None, 2)} "
+                f"| {_pair(r.p50_ms if r else None, r.p99_ms if r else None, 2)} "
+                f"| {_pair(cpu_per_op(w) if w else None, cpu_per_op(r) if r else None)} "
+                f"| {unloaded if i == 0 else ''} |"
+            )
+    return "\n".join(lines)
+
+
+def start_systems(
+    tmp: Path, args: argparse.Namespace, sink: Sink, clusters: list[Cluster], notes: list[str]
+) -> None:
+    """Start every system under test, appending each to ``clusters`` as soon as it runs (so
+    that the caller stops what started even when a later one fails)."""
+    subnet = 200
+    secure = [name for name in args.secure.split(",") if name]
+    for name, tls in [(n, False) for n in args.tracing.split(",")] + [(n, True) for n in secure]:
+        root = tmp / f"{name}{'-tls' if tls else ''}"
+        root.mkdir()
+        procs, endpoints, security = start_kvtrace(root, subnet, TRACING[name], sink, tls)
+        label = f"kvtrace tracing={name}{' tls+token' if tls else ''}"
+        clusters.append(Cluster(label, "kvtrace", procs, endpoints, security))
+        subnet += 1
+    paths = [] if args.no_etcd else args.etcd_paths
+    etcd = find_etcd() if paths else None
+    if not paths:
+        notes.append("etcd columns skipped: --no-etcd or empty --etcd-paths")
+        return
+    if etcd is None:
+        notes.append(
+            "etcd columns skipped: no etcd binary at "
+            f"{ETCD_CANDIDATES[0]} or on PATH (build it with the local stack's tool cache)"
+        )
+        return
+    etcdload = None
+    if "grpc" in paths:
+        try:
+            etcdload = build_etcdload()
+        except RuntimeError as exc:  # MissingPrerequisite included
+            notes.append(f"etcd gRPC column skipped: etcdload not built: {exc}")
+    root = tmp / "etcd"
+    root.mkdir()
+    procs, endpoints = start_etcd(etcd, root, subnet)
+    if "json" in paths:  # the same members through both paths
+        clusters.append(Cluster(ETCD_PATHS["json"], "etcd", procs, endpoints))
+    if etcdload is not None:
+        clusters.append(EtcdGrpcCluster(ETCD_PATHS["grpc"], procs, endpoints, etcdload))
+    elif "json" not in paths:
+        stop(procs)
+
+
+def report(
+    args: argparse.Namespace,
+    results: dict[str, dict[str, Result]],
+    load_at_start: tuple[float, float, float],
+    notes: list[str],
+) -> dict[str, Any]:
+    """The JSON document of a run."""
+    kvtrace, etcd = split_etcd(results)
+    base = "kvtrace tracing=off"
+    return {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_at_start": load_at_start,
+            "load_at_end": os.getloadavg(),
+        },
+        "command": shlex.join(["benchmarks/kv.py", *sys.argv[1:]]),
+        "clients": client_counts(args),
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "value_bytes": 100,
+        "consistency": "quorum",
+        "results": {
+            name: {phase: r.as_dict() for phase, r in phases.items()}
+            for name, phases in results.items()
+        },
+        "ratios_ops_per_s": ratios_to(base, kvtrace),
+        "kvtrace_vs_etcd": vs_etcd(results, base),
+        "what_differs_from_etcd": WHAT_DIFFERS if etcd else None,
+        "tls_cost_server_cpu_us_per_op": tls_costs(results),
+        "notes": notes,
+    }
+
+
+def print_text(doc: dict[str, Any], results: dict[str, dict[str, Result]]) -> None:
+    """The tables and ratio lines after the JSON document."""
+    rows = [
+        (f"{name} {phase}", r) for name, phases in results.items() for phase, r in phases.items()
+    ]
+    print(table(rows))
+    for name, phases in results.items():
+        cpu_text = ", ".join(
+            f"{phase} {cpu_per_op(r) or 0:.0f}"
+            + (
+                f" (event loop {r.by_operation['server_cpu_us_per_op']['event_loop']:.0f})"
+                if "event_loop" in r.by_operation.get("server_cpu_us_per_op", {})
+                else ""
+            )
+            for phase, r in phases.items()
+        )
+        print(f"server CPU µs/op, {name}: {cpu_text}")
+        client_text = ", ".join(
+            f"{phase} {r.by_operation.get('client_cpu', {}).get('cores', 0):.2f}"
+            for phase, r in phases.items()
+        )
+        print(f"load generator CPU (cores), {name}: {client_text}")
+    print()
+    print(comparison_table(results, doc["clients"]))
+    print()
+    for label, ratio in {**doc["ratios_ops_per_s"], **doc["kvtrace_vs_etcd"]}.items():
+        print(f"{label}: {ratio:.3f}")
+    if doc["what_differs_from_etcd"]:
+        print(doc["what_differs_from_etcd"])
+    for label, phases in doc["tls_cost_server_cpu_us_per_op"].items():
+        print(
+            f"TLS + token cost, {label}: "
+            + ", ".join(
+                f"{phase} {c['plain']:.0f} -> {c['tls']:.0f} µs server CPU/op (+{c['added']:.0f})"
+                for phase, c in phases.items()
+            )
+        )
+    start, end = doc["machine"]["load_at_start"], doc["machine"]["load_at_end"]
+    print(f"load average at start {start[0]:.1f}, at end {end[0]:.1f} ({os.cpu_count()} CPUs)")
+    for note in doc["notes"]:
+        print(note)
 
 
 def main() -> int:
@@ -369,7 +703,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--clients",
+        type=parse_clients,
+        default=[32, 128],
+        help="client counts of the loaded phases, comma-separated (default 32,128)",
+    )
     parser.add_argument("--keys", type=int, default=2000)
     parser.add_argument(
         "--tracing", default="off,head-0.1,all-spans", help="comma list of " + ",".join(TRACING)
@@ -386,113 +725,31 @@ def main() -> int:
         help="comma list of --tracing names also measured with TLS "
         "and client tokens on ('' for none)",
     )
+    parser.add_argument(
+        "--etcd-paths",
+        type=parse_etcd_paths,
+        default=["json", "grpc"],
+        help="how etcd is measured: json (its JSON gateway, the Python load generator), grpc "
+        "(its gRPC API, benchmarks/etcdload with etcd's Go client); default json,grpc",
+    )
     parser.add_argument("--no-etcd", action="store_true")
     args = parser.parse_args()
     load_at_start = os.getloadavg()
     notes: list[str] = []
     clusters: list[Cluster] = []
-    subnet = 200
     with tempfile.TemporaryDirectory(prefix="kvbench-") as tmp:
         sink = Sink()
         try:
-            secure = [name for name in args.secure.split(",") if name]
-            for name, tls in [(n, False) for n in args.tracing.split(",")] + [
-                (n, True) for n in secure
-            ]:
-                root = Path(tmp) / f"{name}{'-tls' if tls else ''}"
-                root.mkdir()
-                procs, endpoints, security = start_kvtrace(root, subnet, TRACING[name], sink, tls)
-                label = f"kvtrace tracing={name}{' tls+token' if tls else ''}"
-                clusters.append(Cluster(label, "kvtrace", procs, endpoints, security))
-                subnet += 1
-            etcd = None if args.no_etcd else find_etcd()
-            if etcd:
-                root = Path(tmp) / "etcd"
-                root.mkdir()
-                procs, endpoints = start_etcd(etcd, root, subnet)
-                clusters.append(Cluster("etcd (JSON gateway)", "etcd", procs, endpoints))
-            elif args.no_etcd:
-                notes.append("etcd column skipped: --no-etcd")
-            else:
-                notes.append(
-                    "etcd column skipped: no etcd binary at "
-                    f"{ETCD_CANDIDATES[0]} or on PATH (build it with the local stack's tool cache)"
-                )
+            start_systems(Path(tmp), args, sink, clusters, notes)
             run_rounds(clusters, args)
         finally:
             for cluster in clusters:
                 stop(cluster.procs)
             sink.close()
     results: dict[str, dict[str, Result]] = {c.name: c.median() for c in clusters}
-    ratios: dict[str, float] = {}
-    base = results.get("kvtrace tracing=off")
-    for name, res in results.items():
-        if base is None or res is base:
-            continue
-        for phase in ("writes", "reads"):
-            if base[phase].ops_per_s:
-                label = f"{name} / kvtrace tracing=off {phase}"
-                ratios[label] = round(res[phase].ops_per_s / base[phase].ops_per_s, 3)
-                cpu = base[phase].by_operation.get("server_cpu_us_per_op", {}).get("value")
-                if cpu:
-                    mine = res[phase].by_operation.get("server_cpu_us_per_op", {}).get("value", 0)
-                    ratios[f"{label} (server CPU per op)"] = round(mine / cpu, 3)
-    tls_cost = tls_costs(results)
-    doc = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_at_start": load_at_start,
-            "load_at_end": os.getloadavg(),
-        },
-        "clients": args.clients,
-        "duration_s": args.duration,
-        "rounds": args.rounds,
-        "value_bytes": 100,
-        "consistency": "quorum",
-        "results": {
-            name: {phase: r.as_dict() for phase, r in phases.items()}
-            for name, phases in results.items()
-        },
-        "ratios_ops_per_s": ratios,
-        "tls_cost_server_cpu_us_per_op": tls_cost,
-        "notes": notes,
-    }
+    doc = report(args, results, load_at_start, notes)
     print(json.dumps(doc, indent=2))
-    rows = [
-        (f"{name} {phase}", r) for name, phases in results.items() for phase, r in phases.items()
-    ]
-    print(table(rows))
-    for name, phases in results.items():
-        cpu_text = ", ".join(
-            f"{phase} {r.by_operation.get('server_cpu_us_per_op', {}).get('value', 0):.0f}"
-            + (
-                f" (event loop {r.by_operation['server_cpu_us_per_op']['event_loop']:.0f})"
-                if "event_loop" in r.by_operation.get("server_cpu_us_per_op", {})
-                else ""
-            )
-            for phase, r in phases.items()
-        )
-        print(f"server CPU µs/op, {name}: {cpu_text}")
-        client_text = ", ".join(
-            f"{phase} {r.by_operation.get('client_cpu', {}).get('cores', 0):.2f}"
-            for phase, r in phases.items()
-        )
-        print(f"load generator CPU (cores), {name}: {client_text}")
-    for label, ratio in ratios.items():
-        print(f"{label}: {ratio:.3f}")
-    for label, phases in tls_cost.items():
-        print(
-            f"TLS + token cost, {label}: "
-            + ", ".join(
-                f"{phase} {c['plain']:.0f} -> {c['tls']:.0f} µs server CPU/op (+{c['added']:.0f})"
-                for phase, c in phases.items()
-            )
-        )
-    print(
-        f"load average at start {load_at_start[0]:.1f}, at end {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)"
-    )
-    for note in notes:
-        print(note)
+    print_text(doc, results)
     return 0
 
 

@@ -38,8 +38,13 @@ def test_kv_benchmark_compares_with_etcd_in_the_same_run() -> None:
     require_binaries("etcd")
     report, text = run_benchmark("kv.py", "--rounds", "1", "--tracing", "off")
     assert report["machine"]["cpus"] >= 1
-    assert "etcd (JSON gateway) / kvtrace tracing=off writes:" in text
-    assert "etcd (JSON gateway) / kvtrace tracing=off reads:" in text
+    # etcd through both paths (JSON gateway, gRPC with etcd's Go client), with what differs
+    for path in ("etcd (JSON gateway)", "etcd (gRPC, Go client)"):
+        assert f"kvtrace tracing=off / {path} writes:" in text
+        assert f"kvtrace tracing=off / {path} reads:" in text
+        assert report["results"][path]["writes"]["ops"] > 0
+        assert report["results"][path]["reads"]["errors"] == 0
+    assert "etcd is linearizable" in text and "Dynamo-style" in text
     assert "ops/s" in text and "p99" in text
     # The same cluster with TLS and client tokens (--secure off is the default): its cost per op.
     assert "TLS + token cost, kvtrace tracing=off: writes" in text

@@ -48,6 +48,7 @@ STAMP = ".kvtrace-tool.json"
 EXPECTED_SECONDS = {
     "kubernetes": 299,
     "etcd": 35,
+    "etcdload": 60,  # 61 s of CPU cold (50 user + 11 system): at most that on 2 idle cores
     "kwok": 85,
     "ocb": 3,
     "otelcol": 263,
@@ -100,16 +101,32 @@ class Tool:
 OTELCOL_MANIFEST = REPO_TOOLS / "otelcol" / "builder-config.yaml"
 
 
+def _inputs_digest(directory: Path, inputs: Sequence[Path]) -> str:
+    """A short digest of a build's input files (their paths under ``directory`` and bytes)."""
+    digest = hashlib.sha256()
+    for path in inputs:
+        digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def otelcol_build_id(directory: Path = OTELCOL_MANIFEST.parent) -> str:
     """The collector's cache key: its release plus a digest of the distribution's inputs
     (the ocb manifest, the committed go.sum, the stand-in modules), so a change to any of
     them builds a new binary instead of reusing a cached one without the new components."""
-    digest = hashlib.sha256()
     inputs = [directory / "builder-config.yaml", directory / "go.sum"]
     inputs += sorted(p for p in (directory / "stubs").rglob("*") if p.is_file())
-    for path in inputs:
-        digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
-    return f"{OTELCOL_VERSION}-{digest.hexdigest()[:10]}"
+    return f"{OTELCOL_VERSION}-{_inputs_digest(directory, inputs)}"
+
+
+# benchmarks/kv.py's load generator for etcd's gRPC path (etcd's own Go client, at ETCD_VERSION).
+ETCDLOAD_MODULE = REPO_TOOLS.parent / "benchmarks" / "etcdload"
+
+
+def etcdload_build_id(directory: Path = ETCDLOAD_MODULE) -> str:
+    """etcdload's cache key: the etcd client's version plus a digest of the module (go.mod,
+    go.sum, its Go files), so an edit builds a new binary and an unchanged one is reused."""
+    inputs = [directory / "go.mod", directory / "go.sum", *sorted(directory.glob("*.go"))]
+    return f"{ETCD_VERSION}-{_inputs_digest(directory, inputs)}"
 
 
 def _sha256(path: Path) -> str:
@@ -162,13 +179,14 @@ def _run(cmd: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None
 
 
 def _build_wrapper(
-    module_dir: str, targets: dict[str, str], ldflags: str = ""
+    module_dir: str | Path, targets: dict[str, str], ldflags: str = ""
 ) -> Callable[[Path, Path], None]:
-    """Build main packages from a committed wrapper module (go.mod + go.sum in tools/)."""
+    """Build main packages from a committed module with its go.mod + go.sum (a directory of
+    tools/, or an absolute path such as benchmarks/etcdload)."""
 
     def build(out: Path, scratch: Path) -> None:
         src = REPO_TOOLS / module_dir
-        work = scratch / module_dir
+        work = scratch / src.name
         shutil.copytree(src, work)  # never let the build touch the committed go.sum
         for binary, package in targets.items():
             cmd = ["go", "build", "-trimpath", "-o", str(out / binary)]
@@ -412,6 +430,12 @@ TOOLS: dict[str, Tool] = {
             ETCD_VERSION,
             ("etcd",),
             _build_wrapper("etcd", {"etcd": "go.etcd.io/etcd/server/v3"}),
+        ),
+        Tool(
+            "etcdload",
+            etcdload_build_id(),
+            ("etcdload",),
+            _build_wrapper(ETCDLOAD_MODULE, {"etcdload": "."}),
         ),
         Tool(
             "kwok",
