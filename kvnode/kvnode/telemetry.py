@@ -103,15 +103,15 @@ def undecided(span: Span) -> bool:
 def note_call(span: Span, member: str) -> None:
     """The coordinator called `member` under `span` (told to keep, should the trace be kept)."""
     if undecided(span):
-        RETRO.note_call(span.trace_id, member)  # type: ignore[attr-defined]
+        span.note_call(member)  # type: ignore[attr-defined]
 
 
 def finish(span: Span) -> list[str]:
     """End the coordinator's SERVER span of a client operation; with retroactive sampling,
     decide its trace: the members to tell to keep theirs (empty: dropped, or decided already)."""
-    span.end()
-    if undecided(span):
+    if undecided(span) and span.close():  # type: ignore[attr-defined]
         return RETRO.decide(span)  # type: ignore[no-any-return]
+    span.end()
     return []
 
 

@@ -83,6 +83,7 @@ class LeanSpan(trace.Span):
         "events",
         "status_code",
         "status_message",
+        "called",
         "_export",
         "_ctx",
     )
@@ -102,14 +103,14 @@ class LeanSpan(trace.Span):
         start_ns: int | None,
     ):
         self._export = export
-        self.trace_id, self.span_id, self.flags, self.trace_state = (
-            trace_id,
-            span_id,
-            flags,
-            trace_state,
-        )
-        self.name, self.kind = name, kind.value + 1  # OTLP's SpanKind
-        self.parent_id, self.parent_remote = parent_id, parent_remote
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.flags = flags
+        self.trace_state = trace_state
+        self.name = name
+        self.kind = kind._value_ + 1  # OTLP's SpanKind (the member's value, not its property)
+        self.parent_id = parent_id
+        self.parent_remote = parent_remote
         self.attributes = attributes
         self.events: (
             tuple[tuple[str, int, dict[str, Any]], ...] | list[tuple[str, int, dict[str, Any]]]
@@ -118,6 +119,7 @@ class LeanSpan(trace.Span):
         self.status_message = ""
         self.start_ns = start_ns or time.time_ns()
         self.end_ns = 0
+        self.called: list[str] | None = None  # members called under it (retroactive sampling)
         self._ctx: SpanContext | None = None
 
     def traceparent(self) -> tuple[str, str]:
@@ -185,6 +187,21 @@ class LeanSpan(trace.Span):
             return
         self.end_ns = end_time or time.time_ns()
         self._export.emit(self)
+
+    def close(self, end_time: int | None = None) -> bool:
+        """End the span without handing it on (retroactive sampling: its trace's decision
+        does); False when it had ended already."""
+        if self.end_ns:
+            return False
+        self.end_ns = end_time or time.time_ns()
+        return True
+
+    def note_call(self, member: str) -> None:
+        """A peer call to `member` under this span (told to keep, should the trace be kept)."""
+        if self.called is None:
+            self.called = [member]
+        else:
+            self.called.append(member)
 
     def data(self) -> SpanData:
         return SpanData(
@@ -391,7 +408,8 @@ class LeanExport(SpanProcessor):
         self.delay = batch._schedule_delay  # noqa: SLF001
         self.resource, self.scope = resource_and_scope(resource_attributes, *scope)
         self.cache = AttributeCache()
-        self.queue: collections.deque[LeanSpan] = collections.deque()
+        # LeanSpans, and SpanData of spans retroactive sampling held and then kept
+        self.queue: collections.deque[LeanSpan | SpanData] = collections.deque()
         self.wake = threading.Event()
         self.lock = threading.Lock()  # one export at a time (worker, flush)
         self.stopped = False
@@ -400,7 +418,7 @@ class LeanExport(SpanProcessor):
         self.thread.start()
 
     # -- the event loop's side -----------------------------------------------------------
-    def emit(self, span: LeanSpan) -> None:
+    def emit(self, span: LeanSpan | SpanData) -> None:
         queue = self.queue
         self.ended += 1
         if len(queue) >= self.max_queue:
@@ -428,7 +446,7 @@ class LeanExport(SpanProcessor):
                     batch.append(pop())
                 self._send(batch)
 
-    def _send(self, batch: list[LeanSpan]) -> None:
+    def _send(self, batch: list[LeanSpan | SpanData]) -> None:
         try:
             cache = self.cache
             body = encode_request(self.resource, self.scope, [encode_span(s, cache) for s in batch])  # type: ignore[arg-type]

@@ -2,22 +2,30 @@
 
 In `spec.sampling.mode: retroactive` every operation is recorded, but only the spans of a trace
 the head sampler (`OTEL_TRACES_SAMPLER`, parent-based trace-id ratio) kept leave at once. The
-others wait here, by trace id, until the coordinator of the operation decides when it ends
-(docs/tracing.md, "Retroactive sampling"):
+coordinator of an operation decides when its SERVER span ends (`decide`, docs/tracing.md,
+"Retroactive sampling"):
 
 - keep (the operation failed, took at least the latency threshold, or a span of this node in
-  that trace ended with status ERROR): its spans go to the export queue, and so does every span
-  of that trace that ends here later (the late answer of a third replica, a read repair);
-  the coordinator then tells the replicas it called to do the same (a KEEP peer frame);
-- drop: its spans are discarded, unencoded.
+  that trace ended with status ERROR): the root and the spans held for that trace go to the
+  export queue, and so does every span of that trace that ends here later (the late answer of
+  a third replica, a read repair); the coordinator then tells the replicas it called to do the
+  same (a KEEP peer frame, `keep` on the replica);
+- drop: the root is discarded, unencoded. It was never held: only spans that end before their
+  trace is decided here (a replica's spans, a coordinator's read repair) are.
 
 A replica is never told about drops: its spans of a dropped trace expire after `max_age`.
-An ERROR span is never held: it leaves at once and keeps its trace on this node. The buffer is
-bounded by an estimate of its bytes: when full, the oldest trace is evicted (counted as
-`overflow`); adding a span never blocks and never allocates more than the span's entry.
+An ERROR span is never held: it leaves at once and keeps its trace on this node.
 
-Runs on the event loop only (no lock). Imports only the standard library; the spans are
-`tracing_lean.LeanSpan`s, read by field.
+Recording is cheap because most of it is thrown away: a held span is one plain tuple of its
+fields (no span object, no per-trace entry; the tuple holds only strings, numbers and the
+attribute dict, so the garbage collector stops tracking it), filed by trace id in the current
+*slice* of the buffer. A slice is one dict covering `max_age / SLICES` of time; eviction drops
+whole slices (the oldest once it is older than `max_age`, or while the estimated bytes exceed
+`max_bytes`, counted as `overflow`), so nothing is done per span to expire it. A span is held
+at least `max_age`, at most an eighth longer. Adding a span never blocks.
+
+Runs on the event loop only (no lock). Imports only the standard library and the OTLP encoder's
+`SpanData`; the spans are `tracing_lean.LeanSpan`s, read by field.
 """
 
 from __future__ import annotations
@@ -26,29 +34,41 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
-# What one buffered span costs in memory, estimated without measuring each span: the span
-# object with its slots and attribute dict (measured ~900 bytes for a replica's span with
-# three attributes under CPython 3.12) plus a share for each further attribute.
-SPAN_BYTES = 1024
-ATTRIBUTE_BYTES = 96
-TRACE_BYTES = 256  # a trace's entry, its list and its place in the eviction order
+from kvnode.tracing_otlp import SpanData
+
+# What one held span costs in memory, estimated without measuring each span: its record (a
+# 13-field tuple), its attribute dict with the strings only it holds, its trace id and its
+# place in the slice's dict; a replica's span with four attributes measures ~515 bytes under
+# CPython 3.11 (tracemalloc: tests/kvnode/test_tracing_retro_unit.py), the estimate 512.
+SPAN_BYTES = 256
+ATTRIBUTE_BYTES = 64
+KEPT_BYTES = 128  # a kept trace's id, remembered for max_age (its late spans leave at once)
+SLICES = 8  # the buffer's age is covered by this many slices (eviction granularity)
 _ERROR = 2  # OTLP status code ERROR
 
+# A held span: SpanData's fields after the trace id (the slice's key), then the members its
+# span called (a coordinator's read repair), or None.
+Record = tuple[Any, ...]
 
-class _Trace:
-    __slots__ = ("trace_id", "spans", "bytes", "kept", "called", "first_ns")
 
-    def __init__(self, trace_id: int, first_ns: int):
-        self.trace_id = trace_id
-        self.spans: list[Any] = []
-        self.bytes = TRACE_BYTES
-        self.kept = False
-        self.called: list[str] = []  # members the coordinator called in this trace
-        self.first_ns = first_ns
+class _Slice:
+    __slots__ = ("spans", "until_ns", "bytes", "count")
+
+    def __init__(self, until_ns: int):
+        self.spans: dict[int, Record | list[Record]] = {}  # trace id -> its span(s) held here
+        self.until_ns = until_ns  # every span held here ended before this time
+        self.bytes = 0
+        self.count = 0
+
+
+def record_size(attributes: Any) -> int:
+    """The estimated bytes of one held span with these attributes."""
+    return SPAN_BYTES + ATTRIBUTE_BYTES * len(attributes)
 
 
 class RetroBuffer:
-    """Undecided traces of one node. `export` is the export queue's `emit` (a kept span)."""
+    """Undecided traces of one node. `export` is the export queue's `emit` (a kept span: a
+    `LeanSpan`, or the `SpanData` rebuilt from a held record)."""
 
     def __init__(
         self,
@@ -61,10 +81,12 @@ class RetroBuffer:
         self.export = export
         self.max_bytes = max_bytes
         self.max_age_ns = int(max_age_s * 1e9)
+        self.slice_ns = max(1, self.max_age_ns // SLICES)
         self.threshold_ns = int(latency_threshold_s * 1e9)
         self.clock = clock  # time.time_ns in the node; a test's own clock in unit tests
-        self.traces: dict[int, _Trace] = {}
-        self.order: collections.deque[_Trace] = collections.deque()
+        self.current = _Slice(self._slice_end(clock()))
+        self.slices: collections.deque[_Slice] = collections.deque((self.current,))
+        self.kept: dict[int, int] = {}  # trace id -> when it was kept (ns)
         self.bytes = 0
         # spans by outcome: kept (exported), dropped (the coordinator decided so), expired
         # (no decision within max_age: a replica's spans of dropped traces), overflow
@@ -72,103 +94,152 @@ class RetroBuffer:
         self.counts = dict.fromkeys(("kept", "dropped", "expired", "overflow"), 0)
         self.keeps_received = 0
 
+    def _slice_end(self, now: int) -> int:
+        return now - now % self.slice_ns + self.slice_ns
+
     # -- spans -----------------------------------------------------------------------
     def emit(self, span: Any) -> None:
         """A span of an undecided trace ended (LeanSpan.end calls this in place of the export
-        queue's `emit`)."""
-        now = span.end_ns
-        entry = self.traces.get(span.trace_id)
-        if entry is None:
-            entry = self._open(span.trace_id, now)
-        if entry.kept:
+        queue's `emit`); not the coordinator's root, which `decide` ends."""
+        trace_id = span.trace_id
+        if trace_id in self.kept:
             self.counts["kept"] += 1
             self.export(span)
             return
         if span.status_code == _ERROR:  # an error keeps its trace on this node, at once
-            entry.spans.append(span)
-            self._keep(entry)
+            self._keep(trace_id, span.end_ns)
+            self.counts["kept"] += 1
+            self.export(span)
             return
-        size = SPAN_BYTES + ATTRIBUTE_BYTES * len(span.attributes)
-        entry.spans.append(span)
-        entry.bytes += size
+        now = span.end_ns
+        current = self.current
+        if now >= current.until_ns:
+            current = self._advance(now)
+        attributes = span.attributes
+        record = (
+            span.span_id,
+            span.parent_id,
+            span.parent_remote,
+            span.trace_state,
+            span.name,
+            span.kind,
+            span.start_ns,
+            now,
+            attributes,
+            span.events,
+            span.status_code,
+            span.status_message,
+            span.called,
+        )
+        spans = current.spans
+        held = spans.get(trace_id)
+        if held is None:
+            spans[trace_id] = record
+        elif type(held) is list:
+            held.append(record)
+        else:
+            spans[trace_id] = [held, record]  # type: ignore[list-item]
+        size = SPAN_BYTES + ATTRIBUTE_BYTES * len(attributes)
+        current.count += 1
+        current.bytes += size
         self.bytes += size
-        self._trim(now)
-
-    def note_call(self, trace_id: int, member: str) -> None:
-        """The coordinator called `member` in this (undecided) trace: it is told on a keep."""
-        entry = self.traces.get(trace_id)
-        if entry is None:
-            entry = self._open(trace_id, self.clock())
-        entry.called.append(member)
+        if self.bytes > self.max_bytes:
+            self._overflow()
 
     # -- decisions -------------------------------------------------------------------
     def decide(self, root: Any) -> list[str]:
         """The coordinator's operation ended with its SERVER span `root` (ended, not
-        head-sampled): keep the trace if it failed, was slow, or an error kept it here
-        already. Returns the members to tell (empty when dropped)."""
-        entry = self.traces.get(root.trace_id)
-        failed = root.status_code == _ERROR
-        slow = root.end_ns - root.start_ns >= self.threshold_ns
-        if entry is None:  # nothing buffered (the root alone was an ERROR span, kept)
-            return []
-        if failed or slow or entry.kept:
-            self._keep(entry)
-            called, entry.called = entry.called, []
+        head-sampled, not held): keep the trace if it failed, was slow, or an error kept it
+        here already. Returns the members to tell (empty when dropped)."""
+        trace_id = root.trace_id
+        if (
+            root.status_code == _ERROR
+            or root.end_ns - root.start_ns >= self.threshold_ns
+            or trace_id in self.kept
+        ):
+            called = self._keep(trace_id, root.end_ns)
+            self.counts["kept"] += 1
+            self.export(root)
+            if root.called:
+                called = root.called + called
             return list(dict.fromkeys(called))
-        del self.traces[root.trace_id]
-        self.counts["dropped"] += len(entry.spans)
-        self.bytes -= entry.bytes
+        self.counts["dropped"] += 1
         return []
 
     def keep(self, trace_id: int) -> None:
         """A KEEP from the coordinator of this trace: export what is held, and what ends later."""
         self.keeps_received += 1
-        entry = self.traces.get(trace_id)
-        if entry is None:
-            entry = self._open(trace_id, self.clock())
-        self._keep(entry)
+        self._keep(trace_id, self.clock())
 
-    def _keep(self, entry: _Trace) -> None:
-        entry.kept = True
-        spans, entry.spans = entry.spans, []
-        self.bytes -= entry.bytes - TRACE_BYTES
-        entry.bytes = TRACE_BYTES
-        self.counts["kept"] += len(spans)
-        for span in spans:
-            self.export(span)
+    def _keep(self, trace_id: int, now: int) -> list[str]:
+        """Mark the trace kept and export its held spans; the members they called."""
+        if trace_id not in self.kept:
+            self.kept[trace_id] = now
+            self.bytes += KEPT_BYTES
+        called: list[str] = []
+        for piece in self.slices:
+            held = piece.spans.pop(trace_id, None)
+            if held is None:
+                continue
+            records = held if type(held) is list else [held]
+            for record in records:
+                size = record_size(record[8])
+                piece.count -= 1
+                piece.bytes -= size
+                self.bytes -= size
+                self.counts["kept"] += 1
+                if record[12]:
+                    called += record[12]
+                self.export(SpanData(trace_id, *record[:12]))
+        return called
 
     # -- bounds ----------------------------------------------------------------------
-    def _open(self, trace_id: int, now: int) -> _Trace:
-        entry = self.traces[trace_id] = _Trace(trace_id, now)
-        self.order.append(entry)
-        self.bytes += TRACE_BYTES
-        self._trim(now)
-        return entry
+    def _advance(self, now: int) -> _Slice:
+        """Open a new slice if `now` is past the current one; evict slices older than max_age
+        and forget kept traces older than max_age."""
+        if now >= self.current.until_ns:
+            self.current = _Slice(self._slice_end(now))
+            self.slices.append(self.current)
+        oldest = now - self.max_age_ns
+        slices = self.slices
+        while len(slices) > 1 and slices[0].until_ns <= oldest:
+            self._evict(slices.popleft(), "expired")
+        if self.kept:
+            old = [t for t, at in self.kept.items() if at <= oldest]
+            for trace_id in old:
+                del self.kept[trace_id]
+            self.bytes -= KEPT_BYTES * len(old)
+        return self.current
+
+    def _overflow(self) -> None:
+        """Evict the oldest slices while over max_bytes (the current one last)."""
+        slices = self.slices
+        while self.bytes > self.max_bytes:
+            if len(slices) > 1:
+                self._evict(slices.popleft(), "overflow")
+            elif self.current.count:
+                self._evict(slices.popleft(), "overflow")
+                self.current = _Slice(self.current.until_ns)
+                slices.append(self.current)
+            else:  # only kept trace ids left: they expire with their age
+                return
+
+    def _evict(self, piece: _Slice, reason: str) -> None:
+        self.bytes -= piece.bytes
+        self.counts[reason] += piece.count
 
     def expire(self) -> None:
         """Evict what is older than max_age now (the node calls this every second, so an idle
         node frees its buffer too)."""
-        self._trim(self.clock(), keep=0)
+        self._advance(self.clock())
 
-    def _trim(self, now: int, keep: int = 1) -> None:
-        """Evict the oldest traces: those older than max_age, then while over max_bytes (the
-        newest `keep` traces, the one being added to, stay)."""
-        order, traces = self.order, self.traces
-        oldest = now - self.max_age_ns
-        while len(order) > keep and (order[0].first_ns < oldest or self.bytes > self.max_bytes):
-            entry = order.popleft()
-            if traces.get(entry.trace_id) is not entry:
-                continue  # decided already (a dropped trace leaves its place in the order)
-            del traces[entry.trace_id]
-            self.bytes -= entry.bytes
-            if entry.spans:
-                reason = "expired" if entry.first_ns < oldest else "overflow"
-                self.counts[reason] += len(entry.spans)
+    def held_traces(self) -> int:
+        return sum(len(piece.spans) for piece in self.slices)
 
     def stats(self) -> dict[str, int]:
         return {
             **{f"buffer_{k}": v for k, v in self.counts.items()},
             "buffer_bytes": self.bytes,
-            "buffer_traces": len(self.traces),
+            "buffer_traces": self.held_traces() + len(self.kept),
             "buffer_keeps_received": self.keeps_received,
         }

@@ -3,29 +3,24 @@ what is kept, dropped, expired and evicted, and the counts on /metrics."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import gc
+import itertools
+import tracemalloc
 from typing import Any
 
 import pytest
+from opentelemetry.trace import SpanKind
 
 from kvnode.metrics import Metrics
-from kvnode.tracing_retro import SPAN_BYTES, TRACE_BYTES, RetroBuffer
+from kvnode.tracing_lean import LeanSpan
+from kvnode.tracing_otlp import AttributeCache, SpanData, encode_span
+from kvnode.tracing_retro import KEPT_BYTES, SLICES, RetroBuffer, record_size
 from kvnode.transport import frames
 
 pytestmark = pytest.mark.unit
 
 MS = 1_000_000
-
-
-@dataclass
-class FakeSpan:
-    """The fields of a LeanSpan the buffer reads."""
-
-    trace_id: int
-    start_ns: int
-    end_ns: int
-    status_code: int = 0
-    attributes: dict[str, Any] = field(default_factory=dict)
+_span_ids = itertools.count(1)
 
 
 class Clock:
@@ -42,121 +37,216 @@ def make(max_bytes: int = 1 << 20, age_s: float = 5.0) -> tuple[RetroBuffer, lis
     return RetroBuffer(exported.append, max_bytes, age_s, 0.5, clock), exported, clock
 
 
-def span(clock: Clock, trace_id: int, ms: float = 1, status: int = 0) -> FakeSpan:
-    return FakeSpan(trace_id, clock.now - int(ms * MS), clock.now, status)
+def replica_attributes(n: int = 0) -> dict[str, Any]:
+    """A replica's span attributes, as the peer server sets them."""
+    return {
+        "kvstore.key.hash": f"{n:016x}",
+        "kvstore.operation": "replicate",
+        "db.operation.name": "replicate",
+        "network.peer.address": "127.0.0.2",
+    }
+
+
+def span(buf: RetroBuffer, clock: Clock, trace_id: int, ms: float = 1, **kw: Any) -> LeanSpan:
+    """An undecided span of `trace_id` that started `ms` before the clock (not ended)."""
+    return LeanSpan(
+        buf,
+        kw.get("name", "kvstore.replicate"),
+        kw.get("kind", SpanKind.SERVER),
+        trace_id,
+        next(_span_ids),
+        0,
+        "",
+        kw.get("parent_id", 0x1234),
+        True,
+        kw.get("attributes", replica_attributes(trace_id)),
+        clock.now - int(ms * MS),
+    )
+
+
+def ended(buf: RetroBuffer, clock: Clock, trace_id: int, ms: float = 1, **kw: Any) -> LeanSpan:
+    s = span(buf, clock, trace_id, ms, **kw)
+    s.end(clock.now)
+    return s
+
+
+def root(buf: RetroBuffer, clock: Clock, trace_id: int, ms: float, error: bool = False) -> LeanSpan:
+    """The coordinator's SERVER span, closed as telemetry.finish closes it (never held)."""
+    s = span(buf, clock, trace_id, ms, name="PUT /v1/kv/{key}", parent_id=0, attributes={})
+    if error:
+        s.status_code, s.status_message = 2, "not enough replicas"
+    assert s.close(clock.now)
+    return s
 
 
 def test_a_fast_successful_operation_is_dropped_unexported() -> None:
-    buf, exported, clock = make()
-    buf.note_call(7, "b")
-    buf.emit(span(clock, 7))  # the coordinator's child, e.g. a read repair
-    root = span(clock, 7, ms=3)
-    buf.emit(root)
-    assert buf.decide(root) == []
+    buf, exported, clock = make(age_s=1.0)
+    repair = ended(buf, clock, 7, name="kvstore.read_repair")  # a child ending before the root
+    coordinator = root(buf, clock, 7, ms=3)
+    coordinator.note_call("b")
+    assert buf.decide(coordinator) == []
     assert exported == []
-    assert buf.counts["dropped"] == 2 and buf.traces == {}
-    assert buf.bytes == 0
+    assert buf.counts["dropped"] == 1, "the root is dropped unheld"
+    assert buf.held_traces() == 1, "the held child waits for its age"
+    clock.now += 1200 * MS
+    buf.expire()
+    assert buf.counts["expired"] == 1 and buf.held_traces() == 0 and buf.bytes == 0
+    assert repair.end_ns and exported == []
 
 
 def test_a_slow_operation_is_kept_with_every_member_it_called() -> None:
     buf, exported, clock = make()
-    for member in ("b", "c", "b"):  # c called, b called twice (a read repair): told once
-        buf.note_call(9, member)
-    root = span(clock, 9, ms=500)  # exactly the threshold: kept
-    buf.emit(root)
-    assert buf.decide(root) == ["b", "c"]
-    assert exported == [root]
-    late = span(clock, 9)  # ends after the decision (a replica's late answer): leaves at once
-    buf.emit(late)
-    assert exported == [root, late]
-    assert buf.counts["kept"] == 2 and buf.counts["dropped"] == 0
+    repair = span(buf, clock, 9, name="kvstore.read_repair")
+    repair.note_call("d")
+    repair.end(clock.now)  # held with the member it called
+    coordinator = root(buf, clock, 9, ms=500)  # exactly the threshold: kept
+    for member in ("b", "c", "b"):  # c called, b called twice: told once
+        coordinator.note_call(member)
+    assert buf.decide(coordinator) == ["b", "c", "d"]
+    assert [getattr(s, "span_id", None) for s in exported] == [repair.span_id, coordinator.span_id]
+    assert isinstance(exported[0], SpanData) and exported[1] is coordinator
+    late = ended(buf, clock, 9)  # ends after the decision (a late answer): leaves at once
+    assert exported[-1] is late
+    assert buf.counts["kept"] == 3 and buf.counts["dropped"] == 0
+    assert buf.bytes == KEPT_BYTES, "only the kept trace's id is remembered"
+
+
+def test_a_held_span_is_exported_exactly_as_the_span_itself() -> None:
+    buf, exported, clock = make()
+    held = span(buf, clock, 21, ms=2)
+    held.add_event("retry", {"attempt": 2}, clock.now - MS)
+    held.set_attribute("kvstore.replicas.acked", 2)
+    held.end(clock.now)
+    buf.keep(21)
+    (out,) = exported
+    cache = AttributeCache()
+    assert encode_span(out, cache) == encode_span(held, cache)
 
 
 def test_an_error_span_leaves_at_once_and_keeps_its_trace() -> None:
     buf, exported, clock = make()
-    first = span(clock, 5)
-    buf.emit(first)
+    first = ended(buf, clock, 5)
     assert exported == []
-    failed = span(clock, 5, status=2)  # e.g. the CLIENT span of a failed replica call
-    buf.emit(failed)
-    assert exported == [first, failed], "the error keeps what the trace held too"
-    root = span(clock, 5, ms=2)
-    buf.emit(root)
-    assert exported[-1] is root
-    buf.note_call(5, "c")  # noted before the root ended, in a real coordinator
-    assert buf.decide(root) == ["c"], "the coordinator still tells the replicas"
+    failed = span(buf, clock, 5, name="kvstore.replicate", kind=SpanKind.CLIENT)
+    failed.status_code = 2  # e.g. the CLIENT span of a failed replica call
+    failed.end(clock.now)
+    assert [s.span_id for s in exported] == [first.span_id, failed.span_id], "held ones too"
+    coordinator = root(buf, clock, 5, ms=2)
+    coordinator.note_call("c")  # noted before the root ended, in a real coordinator
+    assert buf.decide(coordinator) == ["c"], "the coordinator still tells the replicas"
+    assert exported[-1] is coordinator
 
 
 def test_a_failed_root_keeps_the_trace() -> None:
     buf, exported, clock = make()
-    buf.note_call(3, "b")
-    root = span(clock, 3, ms=1, status=2)
-    buf.emit(root)
-    assert buf.decide(root) == ["b"]
-    assert exported == [root]
+    coordinator = root(buf, clock, 3, ms=1, error=True)
+    coordinator.note_call("b")
+    assert buf.decide(coordinator) == ["b"]
+    assert exported == [coordinator]
 
 
 def test_a_keep_from_the_coordinator_exports_held_and_later_spans() -> None:
     buf, exported, clock = make()
-    held = span(clock, 11)
-    buf.emit(held)
+    held = ended(buf, clock, 11)
     buf.keep(11)
-    assert exported == [held]
-    later = span(clock, 11)
-    buf.emit(later)
+    assert [s.span_id for s in exported] == [held.span_id]
+    later = ended(buf, clock, 11)
     buf.keep(12)  # before the replica's span of trace 12 ended (a slow third replica)
-    early = span(clock, 12)
-    buf.emit(early)
-    assert exported == [held, later, early]
+    early = ended(buf, clock, 12)
+    assert exported[1:] == [later, early]
     assert buf.keeps_received == 2
 
 
-def test_undecided_traces_expire_after_the_age() -> None:
+def test_a_kept_trace_is_forgotten_after_the_age() -> None:
     buf, exported, clock = make(age_s=1.0)
-    buf.emit(span(clock, 1))
-    buf.emit(span(clock, 1))
-    clock.now += 1001 * MS
-    buf.emit(span(clock, 2))  # a later span trims what is older than the age
-    assert 1 not in buf.traces and 2 in buf.traces
-    assert buf.counts["expired"] == 2 and buf.counts["overflow"] == 0
+    buf.keep(13)
+    assert buf.bytes == KEPT_BYTES and buf.stats()["buffer_traces"] == 1
+    clock.now += 1200 * MS
+    buf.expire()
+    assert buf.bytes == 0 and buf.kept == {}
+    ended(buf, clock, 13)
+    assert exported == [], "a span of it after the age is undecided again"
+
+
+def test_undecided_spans_are_held_at_least_the_age_and_at_most_a_slice_more() -> None:
+    buf, exported, clock = make(age_s=1.0)
+    ended(buf, clock, 1)
+    ended(buf, clock, 1)
+    clock.now += 999 * MS
+    ended(buf, clock, 2)  # a later span advances the buffer: trace 1 is not old enough yet
+    assert buf.held_traces() == 2 and buf.counts["expired"] == 0
+    clock.now += 1000 * MS // SLICES + 2 * MS
+    ended(buf, clock, 3)
+    assert buf.counts["expired"] == 2 and buf.held_traces() == 2
     assert exported == []
     buf.keep(1)  # a KEEP after expiry finds nothing: the spans are gone, nothing breaks
     assert exported == []
 
 
-def test_a_full_buffer_evicts_the_oldest_traces_and_counts_them() -> None:
-    per_trace = TRACE_BYTES + SPAN_BYTES
-    buf, _, clock = make(max_bytes=10 * per_trace)
-    for trace_id in range(1, 31):
-        buf.emit(span(clock, trace_id))
-        assert buf.bytes <= 10 * per_trace
-    assert buf.counts["overflow"] == 20
-    assert sorted(buf.traces) == list(range(21, 31)), "the newest traces stay"
+def test_a_full_buffer_evicts_the_oldest_slices_and_counts_them() -> None:
+    per_span = record_size(replica_attributes())
+    buf, _, clock = make(max_bytes=40 * per_span, age_s=8.0)  # slices of one second
+    for trace_id in range(1, 101):  # 10 spans a second for 10 s: 4 s of them fit
+        ended(buf, clock, trace_id)
+        assert buf.bytes <= 40 * per_span
+        clock.now += 100 * MS
+    assert buf.counts["overflow"] + buf.counts["expired"] + 10 * len(buf.slices) >= 100
+    assert buf.counts["overflow"] >= 60 and buf.counts["expired"] == 0
+    held = {t for piece in buf.slices for t in piece.spans}
+    assert held and max(held) == 100 and min(held) > 60, "the newest traces stay"
 
 
-def test_a_dropped_trace_leaves_no_stale_order_entry_that_evicts_a_new_one() -> None:
-    buf, _, clock = make(age_s=1.0)
-    root = span(clock, 4)
-    buf.emit(root)
-    buf.decide(root)
-    clock.now += 900 * MS
-    buf.emit(span(clock, 4))  # the same trace id again, after its drop (a late span)
-    clock.now += 200 * MS  # the first entry is now older than the age, the new one is not
-    buf.emit(span(clock, 8))
-    assert 4 in buf.traces and buf.counts["expired"] == 0
+def test_one_burst_larger_than_the_buffer_evicts_its_slice_whole() -> None:
+    per_span = record_size(replica_attributes())
+    buf, _, clock = make(max_bytes=10 * per_span)
+    for trace_id in range(1, 26):  # all in one slice: the 11th and the 22nd span overflow it
+        ended(buf, clock, trace_id)
+        assert buf.bytes <= 10 * per_span
+    assert buf.counts["overflow"] == 22 and buf.held_traces() == 3
+    assert {t for piece in buf.slices for t in piece.spans} == {23, 24, 25}
+
+
+def test_a_held_span_is_one_object_for_the_garbage_collector() -> None:
+    buf, _, clock = make()
+    spans = [span(buf, clock, trace_id) for trace_id in range(1, 1001)]
+    gc.collect()
+    before = len(gc.get_objects())
+    for s in spans:
+        s.end(clock.now)
+    del spans, s
+    gc.collect()
+    grown = len(gc.get_objects()) - before
+    # the span objects are gone; what is held is one tuple each (its attribute dict holds
+    # only strings, so the collector does not track it)
+    assert all(type(r) is tuple for r in buf.current.spans.values())
+    assert -1000 <= grown <= 10, f"{grown} more objects tracked than before the spans ended"
+
+
+def test_the_bytes_estimate_covers_what_held_spans_take() -> None:
+    buf, _, clock = make(max_bytes=1 << 30, age_s=60.0)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for trace_id in range(1, 2001):  # a replica's spans: what outlives them is what is held
+        ended(buf, clock, trace_id)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    measured = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert 0.8 * buf.bytes <= measured <= 1.25 * buf.bytes, (measured, buf.bytes)
 
 
 def test_buffer_counts_reach_metrics() -> None:
     buf, _, clock = make()
-    root = span(clock, 1)
-    buf.emit(root)
-    buf.decide(root)
+    buf.decide(root(buf, clock, 1, ms=1))
+    ended(buf, clock, 2)
     metrics = Metrics()
     metrics.span_export(buf.stats)
     text = metrics.render()
     assert 'kvnode_trace_buffer_spans_total{outcome="dropped"} 1.0' in text
     assert 'kvnode_trace_buffer_spans_total{outcome="overflow"} 0.0' in text
-    assert "kvnode_trace_buffer_bytes 0.0" in text
+    assert f"kvnode_trace_buffer_bytes {float(record_size(replica_attributes()))}" in text
+    assert "kvnode_trace_buffer_traces 1.0" in text
 
 
 def test_keep_frame_round_trips_and_rejects_bad_bodies() -> None:
@@ -184,9 +274,9 @@ def test_keep_needs_version_3_and_this_build_still_speaks_2() -> None:
 
 def test_expire_frees_an_idle_buffer() -> None:
     buf, _, clock = make(age_s=1.0)
-    buf.emit(span(clock, 1))
+    ended(buf, clock, 1)
     buf.expire()
-    assert 1 in buf.traces, "younger than the age"
-    clock.now += 1001 * MS
+    assert buf.held_traces() == 1, "younger than the age"
+    clock.now += 1200 * MS
     buf.expire()
-    assert buf.traces == {} and buf.bytes == 0 and buf.counts["expired"] == 1
+    assert buf.held_traces() == 0 and buf.bytes == 0 and buf.counts["expired"] == 1
