@@ -90,8 +90,10 @@ image_repository = $(patsubst %:$(call image_tag,$(1)),%,$(1))
 IMAGE_REVISION ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # docker when its daemon answers, else podman (tools/images/engine.sh says why neither works).
 CONTAINER_ENGINE ?= $(shell tools/images/engine.sh 2>/dev/null)
-# The local stack's Jaeger image, from the cached binary (kvtrace.devstack.containers).
+# The local stack's Jaeger and Prometheus images, from the cached binaries
+# (kvtrace.devstack.containers).
 JAEGER_LOCAL_IMAGE ?= $(shell $(BIN)/python -c 'from kvtrace.devstack.containers import LOCAL_JAEGER_IMAGE; print(LOCAL_JAEGER_IMAGE)' 2>/dev/null)
+PROMETHEUS_LOCAL_IMAGE ?= $(shell $(BIN)/python -c 'from kvtrace.devstack.containers import LOCAL_PROMETHEUS_IMAGE; print(LOCAL_PROMETHEUS_IMAGE)' 2>/dev/null)
 # Push target: `make images IMAGE_REGISTRY=registry.example.com/team` builds the five shipped
 # images (operator, KV node, collector, Python and Java agents) as REGISTRY/NAME:TAG;
 # `make push-images IMAGE_REGISTRY=...` pushes them.
@@ -147,6 +149,7 @@ images:
 		PYTHON_AGENT_IMAGE=$(call registry_image,$(PYTHON_AGENT_IMAGE)) \
 		JAVA_AGENT_IMAGE=$(call registry_image,$(JAVA_AGENT_IMAGE)) \
 		JAEGER_LOCAL_IMAGE=$(if $(IMAGE_REGISTRY),,$(JAEGER_LOCAL_IMAGE)) \
+		PROMETHEUS_LOCAL_IMAGE=$(if $(IMAGE_REGISTRY),,$(PROMETHEUS_LOCAL_IMAGE)) \
 		bash tools/images/build.sh
 
 push-images:

@@ -234,15 +234,22 @@ def build_script_call(*variables: str) -> dict[str, str]:
 def test_make_images_builds_each_dockerfile_under_its_render_default() -> None:
     variables = build_script_call()
     script = (REPO / "tools" / "images" / "build.sh").read_text()
-    built = dict(re.findall(r'build "\$(\w+_IMAGE)" (\S+/Dockerfile)', script))
+    built = dict(
+        re.findall(
+            r'build(?:_local)? "\$\{?(\w+_IMAGE)(?::-)?\}?" (?:\w+ )?(\S+/Dockerfile)', script
+        )
+    )
+    local = {"JAEGER_LOCAL_IMAGE": "jaeger", "PROMETHEUS_LOCAL_IMAGE": "prometheus"}
     builds = {
         variables[name]: REPO / dockerfile
         for name, dockerfile in built.items()
-        if name != "JAEGER_LOCAL_IMAGE"
+        if name not in local
     }
     assert builds == {image: df.path for image, df in SHIPPED.items()}
-    assert built["JAEGER_LOCAL_IMAGE"] == "tools/jaeger/Dockerfile"
-    assert variables["CONTAINER_ENGINE"] == "docker" and variables["JAEGER_LOCAL_IMAGE"]
+    for name, tool in local.items():
+        assert built[name] == f"tools/{tool}/Dockerfile"
+        assert variables[name], name
+    assert variables["CONTAINER_ENGINE"] == "docker"
 
 
 def test_make_images_follows_an_overridden_image_name() -> None:
@@ -251,12 +258,12 @@ def test_make_images_follows_an_overridden_image_name() -> None:
     assert variables["OPERATOR_IMAGE"] == images.OPERATOR_IMAGE
 
 
-def test_make_images_for_a_registry_names_the_shipped_images_there_and_no_local_jaeger() -> None:
+def test_make_images_for_a_registry_names_the_shipped_images_there_and_no_local_ones() -> None:
     variables = build_script_call("IMAGE_REGISTRY=registry.example.com/team")
     for name in SHIPPED_IMAGES:
         image = getattr(images, name)
         assert variables[name] == "registry.example.com/team/" + image.rpartition("/")[2]
-    assert variables["JAEGER_LOCAL_IMAGE"] == ""
+    assert variables["JAEGER_LOCAL_IMAGE"] == variables["PROMETHEUS_LOCAL_IMAGE"] == ""
     pushes = [
         cmd
         for cmd in make_dry_run("push-images", "IMAGE_REGISTRY=registry.example.com/team")

@@ -21,9 +21,13 @@ SHIPPED = {
     "python-agent": images.PYTHON_AGENT_IMAGE,
     "java-agent": images.JAVA_AGENT_IMAGE,
 }
-# What the pod runner runs in place of a rendered image: Jaeger's upstream image cannot be
-# pulled everywhere; the local one is the cached binary (tools/jaeger/Dockerfile).
-LOCAL_IMAGES = {images.JAEGER_IMAGE: containers.LOCAL_JAEGER_IMAGE}
+# What the pod runner runs in place of a rendered image: Jaeger's and Prometheus's upstream
+# images cannot be pulled everywhere; the local ones are the cached binaries
+# (tools/jaeger/Dockerfile, tools/prometheus/Dockerfile).
+LOCAL_IMAGES = {
+    images.JAEGER_IMAGE: containers.LOCAL_JAEGER_IMAGE,
+    images.PROMETHEUS_IMAGE: containers.LOCAL_PROMETHEUS_IMAGE,
+}
 
 
 def require_images(engine: str, wanted: list[str]) -> None:

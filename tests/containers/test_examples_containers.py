@@ -1,9 +1,10 @@
 """The containers tier on the real local control plane: the operator runs from its image as the
 chart deploys it (its ServiceAccount's projected token, its Role; see conftest.py), and every pod
 it makes runs as a container of its image (KV members: the kvnode image; collector: the
-otelcol-kvtrace image; Jaeger: the local Jaeger image) with the rendered command, environment,
-security context and volumes. For examples/01 and 02: the example reaches Ready with every
-child in place, a bench Pod (the KV node image, run as a container too) loads the KV cluster
+otelcol-kvtrace image; Jaeger and Prometheus: the local images) with the rendered command,
+environment, security context and volumes. For examples/01 and 02: the example reaches Ready
+with every child in place and every workload running and passing its readiness probe, a bench
+Pod (the KV node image, run as a container too) loads the KV cluster
 through its client Service, the traces reach Jaeger through the collector container, and a
 configuration change rolls the KV containers, whose replacements serve the next bench. The
 checks are the kind tier's (tests/examples/example_assertions.py)."""
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import ssl
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ from example_assertions import (
     assert_children,
     bench_pod,
     change_config_and_wait_rolled,
+    expected_children,
     get_json,
     member_uids,
     pipeline_jaeger,
@@ -74,6 +79,54 @@ def members_listening(runner: PodRunner, uids: dict[str, str]) -> bool:
     return True
 
 
+def probe(address: str, container: dict[str, Any]) -> str | None:
+    """The container's readinessProbe (httpGet) asked as the kubelet asks it, at the pod's
+    ``address``: None when it passes (2xx/3xx; https with no certificate check), else why."""
+    get = (container.get("readinessProbe") or {}).get("httpGet")
+    if get is None:
+        return None
+    port = get["port"]
+    if not str(port).isdigit():
+        port = next(p["containerPort"] for p in container["ports"] if p.get("name") == port)
+    url = f"{get.get('scheme', 'HTTP').lower()}://{address}:{port}{get.get('path', '/')}"
+    kubelet = ssl.create_default_context()
+    kubelet.check_hostname, kubelet.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=3, context=kubelet) as resp:
+            return None if 200 <= resp.status < 400 else f"{url}: HTTP {resp.status}"
+    except (OSError, urllib.error.URLError) as exc:
+        return f"{url}: {exc}"
+
+
+def unready_workloads(kubectl: Any, runner: PodRunner, namespace: str, folder: Path) -> list[str]:
+    """Every Deployment and StatefulSet the example renders has pods, each of whose containers
+    runs (as a container of its image) and passes its readiness probe; what does not, said."""
+    pods = get_json(kubectl, namespace, "pods")
+    problems = []
+    for workload in expected_children(folder, namespace):
+        if workload["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        selector = workload["spec"]["selector"]["matchLabels"]
+        mine = [
+            pod
+            for pod in pods
+            if selector.items() <= (pod["metadata"].get("labels") or {}).items()
+            and not pod["metadata"].get("deletionTimestamp")
+        ]
+        name = f"{workload['kind']}/{workload['metadata']['name']}"
+        problems += [] if mine else [f"{name}: no pod"]
+        for pod in mine:
+            processes = runner.processes(pod["metadata"]["name"])
+            for container in pod["spec"]["containers"]:
+                where = f"{name} {pod['metadata']['name']}/{container['name']}"
+                process = processes.get(container["name"])
+                if process is None or not process.alive():
+                    problems.append(f"{where}: no container runs")
+                elif (why := probe(runner.address(pod["metadata"]["name"]), container)) is not None:
+                    problems.append(f"{where}: readiness {why}")
+    return problems
+
+
 def run_bench(kubectl: Any, runner: PodRunner, namespace: str, example: Example, name: str) -> None:
     """A bench Pod through the cluster's client Service (as its status names it), run as a
     container of the KV node image; it must finish with operations and no error."""
@@ -91,23 +144,7 @@ def run_bench(kubectl: Any, runner: PodRunner, namespace: str, example: Example,
     assert_bench_succeeded(process.returncode, process.tail(200))
 
 
-# Example 02 in containers is flaky (seen failing 2 of 5 runs on 2026-12-07, also on an idle
-# machine): its spans sometimes never reach Jaeger within the deadline, cause not yet found (the
-# collector container's Jaeger exporter logged "no children to pick from" once). Not strict:
-# a pass is reported as XPASS. The same example passes as host processes (tests/examples).
-FLAKY_02 = pytest.mark.xfail(
-    reason="example 02's traces in containers sometimes never reach Jaeger (cause not found)",
-    strict=False,
-)
-
-
-@pytest.mark.parametrize(
-    "example",
-    [
-        pytest.param(case, id=case.folder, marks=[FLAKY_02] if case.folder.startswith("02") else [])
-        for case in CASES
-    ],
-)
+@pytest.mark.parametrize("example", [pytest.param(case, id=case.folder) for case in CASES])
 def test_example_runs_in_containers_is_traced_and_rolls_on_a_config_change(
     image_operator: ImageOperator, kubectl: Any, namespace: str, example: Example
 ) -> None:
@@ -116,6 +153,18 @@ def test_example_runs_in_containers_is_traced_and_rolls_on_a_config_change(
     apply_example(kubectl, namespace, folder)
     wait_ready(kubectl, namespace, folder, timeout=TIMEOUT)
     assert_children(kubectl, namespace, folder)
+    # Every workload of the example (KV members, collector, Jaeger, Prometheus) runs from its
+    # image and passes its readiness probe, as a kubelet would require before Ready.
+    last: list[list[str]] = [[]]
+
+    def all_ready() -> bool:
+        last[0] = unready_workloads(kubectl, runner, namespace, folder)
+        return not last[0]
+
+    try:
+        poll(all_ready, timeout=TIMEOUT, interval=2)
+    except AssertionError:
+        pytest.fail(f"workloads not ready in containers: {last[0]}; {runner.errors}", pytrace=False)
 
     members = member_uids(kubectl, namespace, example.cluster)
     assert len(members) == 3, members

@@ -11,7 +11,7 @@ import pytest
 
 from kvtrace.devstack import cluster, tools
 from kvtrace.devstack.backends import forward_to_jaeger, jaeger_config, prepare_config
-from kvtrace.devstack.podnames import Rewriter, expand
+from kvtrace.devstack.podnames import Rewriter, expand, is_service_address
 from kvtrace.devstack.podrunner import LoopbackAllocator
 from kvtrace.devstack.proc import free_port
 from kvtrace.shared import endpoints
@@ -176,6 +176,10 @@ def test_rewriter_maps_mounts_and_wildcard_addresses(tmp_path: Path) -> None:
     # The pod's own loopback (a server only a sidecar reaches) is the pod's address too.
     assert rewrite("--upstream http://127.0.0.1:16687") == "--upstream http://127.9.0.3:16687"
     assert rewrite("127.0.0.10:1,127.0.0.1") == "127.0.0.10:1,127.9.0.3"
+    # Go's empty host (every interface of the pod), as a whole value or a flag's value.
+    assert rewrite("--web.listen-address=:9090") == "--web.listen-address=127.9.0.3:9090"
+    assert rewrite(":8888") == "127.9.0.3:8888"
+    assert rewrite("a:9090") == "a:9090" and rewrite("--x=:9090,b") == "--x=:9090,b"
 
 
 def test_rewriter_never_rewrites_a_replacement_again(tmp_path: Path) -> None:
@@ -206,6 +210,21 @@ def test_rewriter_maps_known_cluster_names_and_records_every_name_it_meets() -> 
         == b"endpoint: http://127.9.0.4:7071/x\n"
     )
     assert rewrite.text(b"\xff\xfe0.0.0.0:1") == b"\xff\xfe0.0.0.0:1"
+
+
+def test_service_addresses_are_told_from_pod_names_and_addresses() -> None:
+    """A file's Service name restarts its pod's processes when it resolves; a pod's does not."""
+    for service in ("jaeger-otlp.obs.svc.cluster.local:4317", "b.ns.svc:80"):
+        assert is_service_address(service), service
+    for other in (
+        "kv-1.kv-peers.ns.svc.cluster.local:7071",  # a StatefulSet member under its subdomain
+        "kv-1.kv-peers.ns.svc:7071",
+        "b.ns:80",  # short forms are a Service's or HOSTNAME.SUBDOMAIN: not told apart
+        "b:80",
+        "127.0.0.1:4317",
+        "jaeger-otlp.obs.svc.cluster.local",
+    ):
+        assert not is_service_address(other), other
 
 
 def test_loopback_allocator_is_sticky_per_key() -> None:

@@ -8,7 +8,9 @@
 #                       (`kvtrace dev tools java-agent`: Maven Central via mvn)
 #   JAEGER_LOCAL_IMAGE  the local Jaeger image, from the cached jaeger binary (and the cached
 #                       jaeger-ui assets when the tool cache has them); empty: not built
-#   IMAGE_REVISION    the revision label;  IMAGES  which to build (default: all six)
+#   PROMETHEUS_LOCAL_IMAGE  the local Prometheus image, from the cached prometheus and
+#                       promtool binaries; empty: not built
+#   IMAGE_REVISION    the revision label;  IMAGES  which to build (default: all seven)
 # Bases: the Dockerfiles' upstream bases (ARG PYTHON_IMAGE / GOLANG_IMAGE) when the engine
 # can pull them, else local Debian bases made once by tools/images/base.sh.
 # Podman only (docker build has no -v): builds run on the host network with the host's pip
@@ -26,7 +28,7 @@ engine=${CONTAINER_ENGINE:-}
 : "${OPERATOR_IMAGE:?}" "${KVNODE_IMAGE:?}" "${COLLECTOR_IMAGE:?}"
 : "${PYTHON_AGENT_IMAGE:?}" "${JAVA_AGENT_IMAGE:?}"
 revision=${IMAGE_REVISION:-unknown}
-wanted=${IMAGES:-operator kvnode collector python-agent java-agent jaeger}
+wanted=${IMAGES:-operator kvnode collector python-agent java-agent jaeger prometheus}
 started=$SECONDS
 podman=false
 [[ $(basename "$engine") == podman* ]] && podman=true
@@ -97,6 +99,26 @@ print(t.directory if t and tools.verify(t) is None else "")')
   echo "jaeger:x:10001:" >"$dir/rootfs/etc/group"
 }
 
+# The local Prometheus image's context: the cached prometheus and promtool binaries, the CA
+# bundle, /tmp, /prometheus (writable by any user, as the upstream image's is by nobody), a
+# default configuration, passwd and group.
+prometheus_context() {  # DIR
+  local dir=$1 python=${PYTHON:-.venv/bin/python} name
+  mkdir -p "$dir/rootfs/bin" "$dir/rootfs/tmp" "$dir/rootfs/prometheus" \
+    "$dir/rootfs/etc/ssl/certs" "$dir/rootfs/etc/prometheus"
+  chmod 1777 "$dir/rootfs/tmp"
+  chmod 0777 "$dir/rootfs/prometheus"
+  for name in prometheus promtool; do
+    cp "$("$python" -c "from kvtrace.devstack.tools import binary; print(binary('$name'))")" \
+      "$dir/rootfs/bin/$name"
+  done
+  cp /etc/ssl/certs/ca-certificates.crt "$dir/rootfs/etc/ssl/certs/"
+  printf 'global:\n  scrape_interval: 15s\nscrape_configs:\n- job_name: prometheus\n  static_configs:\n  - targets: [localhost:9090]\n' \
+    >"$dir/rootfs/etc/prometheus/prometheus.yml"
+  echo "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin" >"$dir/rootfs/etc/passwd"
+  echo "nobody:x:65534:" >"$dir/rootfs/etc/group"
+}
+
 # Each built image's size against its budget (tools/images/budgets.txt), OVER BUDGET flagged
 # (the containers tier's budget test is what fails on it).
 sizes() {
@@ -115,6 +137,23 @@ sizes() {
   ((over == 0)) || log "some image is over its budget (tools/images/budgets.txt)"
 }
 
+# Staged build contexts (the local images'), removed on exit.
+contexts=()
+trap 'rm -rf ${contexts[@]+"${contexts[@]}"}' EXIT
+# A local stack's image of cached tool binaries, its context staged by STAGE; not built when
+# TAG is empty (`make images IMAGE_REGISTRY=...`) or the tool cache lacks TOOL (make tools).
+build_local() {  # TAG TOOL DOCKERFILE STAGE
+  local tag=$1 tool=$2 dockerfile=$3 stage=$4 context
+  [[ -n $tag ]] || return 0
+  if ! "${PYTHON:-.venv/bin/python}" -c "from kvtrace.devstack.tools import binary; binary('$tool')" 2>/dev/null; then
+    log "not building $tag: $tool is not in the tool cache (make tools)"
+    return 0
+  fi
+  context=$(mktemp -d)
+  contexts+=("$context")
+  "$stage" "$context"
+  build "$tag" "$dockerfile" "$context"
+}
 for name in $wanted; do
   case $name in
     operator)
@@ -144,17 +183,10 @@ print(tools.ensure(tools.TOOLS["java-agent"]))' | tail -1)
       choose_base PYTHON_IMAGE python instrumentation/java/Dockerfile
       build "$JAVA_AGENT_IMAGE" instrumentation/java/Dockerfile "$agent" \
         --build-arg "PYTHON_IMAGE=${base[PYTHON_IMAGE]}" ;;
-    jaeger)
-      [[ -n ${JAEGER_LOCAL_IMAGE:-} ]] || continue
-      if ! "${PYTHON:-.venv/bin/python}" -c 'from kvtrace.devstack.tools import binary; binary("jaeger")' 2>/dev/null; then
-        log "not building $JAEGER_LOCAL_IMAGE: jaeger is not in the tool cache (make tools)"
-        continue
-      fi
-      context=$(mktemp -d)
-      trap 'rm -rf "$context"' EXIT
-      jaeger_context "$context"
-      build "$JAEGER_LOCAL_IMAGE" tools/jaeger/Dockerfile "$context" ;;
-    *) log "unknown image '$name' in IMAGES (expected operator, kvnode, collector, python-agent, java-agent, jaeger)"; exit 2 ;;
+    jaeger) build_local "${JAEGER_LOCAL_IMAGE:-}" jaeger tools/jaeger/Dockerfile jaeger_context ;;
+    prometheus)
+      build_local "${PROMETHEUS_LOCAL_IMAGE:-}" prometheus tools/prometheus/Dockerfile prometheus_context ;;
+    *) log "unknown image '$name' in IMAGES (expected operator, kvnode, collector, python-agent, java-agent, jaeger, prometheus)"; exit 2 ;;
   esac
 done
 log "done in $((SECONDS - started))s"

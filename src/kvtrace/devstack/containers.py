@@ -17,6 +17,8 @@ IMAGES_DIR = tools.REPO_TOOLS / "images"
 # The local stack's Jaeger: the cached binary in an image (tools/jaeger/Dockerfile), run in
 # place of the upstream image, which this machine may not be able to pull.
 LOCAL_JAEGER_IMAGE = f"localhost/kvtrace/jaeger-local:{tools.JAEGER_VERSION}"
+# The same for Prometheus (tools/prometheus/Dockerfile), in place of prom/prometheus.
+LOCAL_PROMETHEUS_IMAGE = f"localhost/kvtrace/prometheus-local:{tools.PROMETHEUS_VERSION}"
 # Process limits are given explicitly: podman's defaults (nofile 1048576, nproc 4194304)
 # exceed what some hosts allow, and runc then refuses to start the container ("error setting
 # rlimit"). Open files: the harness's own limits; processes: at most NPROC (higher was refused

@@ -46,9 +46,10 @@ _HOST_PORT = re.compile(
 
 class Rewriter:
     """Rewrite one argument, env value or mounted file for the host: mount paths → local
-    directories, ``0.0.0.0``/``[::]``/the KWOK pod IP → the pod's loopback address, and
-    ``host:port`` that the endpoint map knows → its address. Every ``host:port`` met is
-    recorded in ``seen`` with its mapped address (or None), so a change is noticed."""
+    directories, ``0.0.0.0``/``[::]``/the KWOK pod IP/an empty host (``--flag=:PORT``) → the
+    pod's loopback address, and ``host:port`` that the endpoint map knows → its address.
+    Every ``host:port`` met is recorded in ``seen`` with its mapped address (or None), so a
+    change is noticed."""
 
     def __init__(
         self,
@@ -75,6 +76,9 @@ class Rewriter:
             [re.escape(kwok_ip)] if kwok_ip else []
         )
         self.wildcard = re.compile(r"(?<![\d.])(?:" + "|".join(addresses) + r")(?![\d])")
+        # A listen address with no host (Go's ``:9090``: every interface of the pod), as the
+        # whole value or after ``=`` (``--web.listen-address=:9090``), is the pod's address too.
+        self.empty_host = re.compile(r"(^|=):(\d{1,5})$")
         self.address = address
         self.names = names or {}
         self.seen = seen if seen is not None else {}
@@ -87,6 +91,7 @@ class Rewriter:
 
     def __call__(self, value: str) -> str:
         value = self.wildcard.sub(_literal(self.address), value)
+        value = self.empty_host.sub(lambda m: f"{m.group(1)}{self.address}:{m.group(2)}", value)
         value = _HOST_PORT.sub(self._name, value)
         if self.mount_pattern is not None:  # last: local paths are not scanned again
             value = self.mount_pattern.sub(lambda match: self.mounts[match.group(1)], value)
@@ -98,6 +103,21 @@ class Rewriter:
             return self(data.decode("utf-8")).encode()
         except UnicodeDecodeError:
             return data
+
+
+# A Service's DNS name with a port (``SERVICE.NAMESPACE.svc[.cluster.local]:PORT``): one label
+# before the namespace, where a pod's name under a headless Service has two
+# (``HOSTNAME.SUBDOMAIN.NAMESPACE.svc...``).
+_SERVICE_ADDRESS = re.compile(
+    r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?\.[a-z0-9]([a-z0-9-]*[a-z0-9])?\.svc(\.cluster\.local)?:\d+$"
+)
+
+
+def is_service_address(key: str) -> bool:
+    """Whether ``key`` (``host:port``, lower case, as :class:`Rewriter` records it) names a
+    Service (``SERVICE.NAMESPACE.svc[.cluster.local]:PORT``) rather than one pod (a peer's
+    ``HOSTNAME.SUBDOMAIN.NAMESPACE.svc...``) or an address."""
+    return bool(_SERVICE_ADDRESS.match(key))
 
 
 def _literal(text: str) -> Callable[[re.Match[str]], str]:

@@ -43,7 +43,9 @@ What the pods refer to in the API (environment sources, volume files, tokens) is
 Pods deleted → processes stopped; pods recreated (new uid) → restarted; a process that
 exits is restarted per the pod's ``restartPolicy``. Service and pod DNS names are mapped to
 the local addresses through the endpoint map (:mod:`kvtrace.shared.endpoints`), whose
-path every process gets as ``KVTRACE_ENDPOINT_MAP``. Nothing here knows what the pods are.
+path every process gets as ``KVTRACE_ENDPOINT_MAP``; a pod's processes restart when a name in
+their arguments or environment, or a Service's name in their mounted files, maps elsewhere
+(mounted files are otherwise refreshed in place). Nothing here knows what the pods are.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from kvtrace.devstack.podnames import (
     container_ports,
     endpoint_entries,
     expand,
+    is_service_address,
     parse_selector,
 )
 from kvtrace.devstack.podsources import PodSources, to_dict, write_files
@@ -430,13 +433,18 @@ class PodRunner:
         pod = running.pod
         kwok_ip = (pod.get("status") or {}).get("podIP")
         seen: dict[str, str | None] = {}
-        # Files are refreshed in place, as the kubelet does, never a reason to restart: a
-        # node re-reading its peers file must keep running when the membership changes.
+        # Files are refreshed in place, as the kubelet does. A pod's name in them is never a
+        # reason to restart (a node re-reading its peers file must keep running when the
+        # membership changes); a Service's name is, as in arguments and environment: a program
+        # reads its configuration once (the collector's exporter to Jaeger's Service), and in a
+        # cluster that name resolves from the Service's creation, before any backend runs.
+        file_names: dict[str, str | None] = {}
         pod_rewrite = Rewriter(
             self._mounts(running, pod["spec"].get("containers") or []),
             running.address,
             kwok_ip,
             names,
+            file_names,
         )
         files: dict[str, dict[str, bytes]] = {}
         for volume in pod["spec"].get("volumes") or []:
@@ -447,6 +455,7 @@ class PodRunner:
                 files[volume["name"]] = {
                     rel: pod_rewrite.text(data) for rel, data in content.items()
                 }
+        seen.update({k: v for k, v in file_names.items() if is_service_address(k)})
         rendered = _Rendered({}, {}, {}, [], files, seen)
         rendered.init = [c["name"] for c in pod["spec"].get("initContainers") or []]
         for container in [*(pod["spec"].get("initContainers") or []), *self._selected(pod)]:
