@@ -160,14 +160,30 @@ def audit_policy(path: Path) -> Path:
 
 
 def operator_requests(audit_log: Path) -> Counter[str]:
-    """The operator's completed requests so far, by verb."""
-    verbs: Counter[str] = Counter()
+    """The operator's completed requests so far, by ``verb resource[/subresource]`` (a dry
+    run counts as ``dryrun-patch``)."""
+    requests: Counter[str] = Counter()
     if audit_log.exists():
         for line in audit_log.read_text().splitlines():
             event = json.loads(line)
-            if event.get("user", {}).get("username") == OPERATOR_USER:
-                verbs[event.get("verb", "?")] += 1
-    return verbs
+            if event.get("user", {}).get("username") != OPERATOR_USER:
+                continue
+            ref = event.get("objectRef") or {}
+            resource = ref.get("resource", "?") + (
+                f"/{ref['subresource']}" if ref.get("subresource") else ""
+            )
+            verb = event.get("verb", "?")
+            if "dryRun=" in event.get("requestURI", ""):
+                verb = f"dryrun-{verb}"
+            requests[f"{verb} {resource}"] += 1
+    return requests
+
+
+def by_verb(requests: Counter[str]) -> dict[str, int]:
+    verbs: Counter[str] = Counter()
+    for key, count in requests.items():
+        verbs[key.split(" ", 1)[0]] += count
+    return dict(sorted(verbs.items()))
 
 
 def kvcluster(index: int, pipelines: int, replicas: int, cpu: str) -> dict[str, Any]:
@@ -226,45 +242,64 @@ class Observer:
         return found
 
     @staticmethod
-    def processed(snap: dict[str, list[dict[str, Any]]], total: int) -> bool:
-        done = 0
-        for obj in snap.get("KVCluster", []):
-            handled = (obj["metadata"].get("annotations") or {}).get(HANDLED) or "{}"
-            done += json.loads(handled).get("spec") == obj["spec"]
-        return done == total
-
-    @staticmethod
-    def converged(snap: dict[str, list[dict[str, Any]]], clusters: int, cpu: str) -> bool:
+    def progress(snap: dict[str, list[dict[str, Any]]], cpu: str) -> dict[str, int]:
+        """How far a phase got, as counts: KVClusters *processed* (kopf's last-handled
+        annotation holds the current spec), their *status_current* (observedGeneration is the
+        generation), StatefulSets at ``cpu``, pipelines whose consumers and token file match
+        (*pipelines_matched*), and what is *left* (resources, workloads)."""
         kvcs = snap.get("KVCluster", [])
         sts = {s["metadata"]["name"]: s for s in snap.get("StatefulSet", [])}
-        if len(kvcs) != clusters or any(
-            (k.get("status") or {}).get("observedGeneration") != k["metadata"]["generation"]
-            for k in kvcs
-        ):
-            return False
-        for kvc in kvcs:
+
+        def handled(obj: dict[str, Any]) -> bool:
+            annotation = (obj["metadata"].get("annotations") or {}).get(HANDLED) or "{}"
+            return bool(json.loads(annotation).get("spec") == obj["spec"])
+
+        def at_spec(kvc: dict[str, Any]) -> bool:
             child = sts.get(kvc["metadata"]["name"])
             containers = child["spec"]["template"]["spec"]["containers"] if child else []
-            if (
-                not containers
-                or containers[0].get("resources", {}).get("requests", {}).get("cpu") != cpu
-            ):
-                return False
-        return all(
-            consumers_match(p, kvcs, snap.get("Secret", []))
-            for p in snap.get("TracingPipeline", [])
+            return bool(
+                containers
+                and containers[0].get("resources", {}).get("requests", {}).get("cpu") == cpu
+            )
+
+        pipes = snap.get("TracingPipeline", [])
+        return {
+            "processed": sum(map(handled, kvcs)),
+            "status_current": sum(
+                (k.get("status") or {}).get("observedGeneration") == k["metadata"]["generation"]
+                for k in kvcs
+            ),
+            "sts_at_spec": sum(map(at_spec, kvcs)),
+            "pipelines_matched": sum(
+                consumers_match(p, kvcs, snap.get("Secret", [])) for p in pipes
+            ),
+            "resources_left": len(kvcs) + len(pipes),
+            "workloads_left": len(sts) + len(snap.get("Deployment", [])),
+        }
+
+    @staticmethod
+    def processed(counts: dict[str, int], total: int) -> bool:
+        return counts["processed"] == total
+
+    @staticmethod
+    def converged(counts: dict[str, int], clusters: int, pipelines: int) -> bool:
+        """Every status at its generation, every StatefulSet at the new spec, every
+        pipeline's consumers and token file equal to its live KVClusters."""
+        return (
+            counts["resources_left"] == clusters + pipelines
+            and counts["status_current"] == clusters
+            and counts["sts_at_spec"] == clusters
+            and counts["pipelines_matched"] == pipelines
         )
 
     @staticmethod
-    def finalized(snap: dict[str, list[dict[str, Any]]]) -> bool:
+    def finalized(counts: dict[str, int]) -> bool:
         """No KVCluster or TracingPipeline left: the operator let them go (its finalizer)."""
-        return not any(snap.get(kind) for kind in ("KVCluster", "TracingPipeline"))
+        return counts["resources_left"] == 0
 
     @staticmethod
-    def gone(snap: dict[str, list[dict[str, Any]]]) -> bool:
-        return not any(
-            snap.get(kind) for kind in ("KVCluster", "TracingPipeline", "StatefulSet", "Deployment")
-        )
+    def gone(counts: dict[str, int]) -> bool:
+        return counts["resources_left"] == 0 and counts["workloads_left"] == 0
 
     def flip_flops(self, updates: int) -> list[str]:
         """StatefulSets whose cpu went back to an older value, or that were written more often
@@ -316,18 +351,34 @@ def run_phase(
     args: argparse.Namespace,
     act: Any,
     done: dict[str, Any],
+    cpu: str = "",
 ) -> dict[str, Any]:
-    """Do ``act``, then poll until every check of ``done`` holds or the phase times out."""
+    """Do ``act``, then poll until every check of ``done`` (on Observer.progress counts)
+    holds or the phase times out. The timeline keeps every poll's counts with the operator's
+    CPU seconds and requests so far: where the phase waited."""
     requests_before, cpu_before = operator_requests(audit), usage.cpu_s()
+    lines_before = audit_lines(audit)
     started = time.monotonic()
     act()
+    acted = round(time.monotonic() - started, 1)
     reached: dict[str, float | None] = dict.fromkeys(done)
+    timeline = []
     while time.monotonic() - started < args.phase_timeout:
-        snap = observer.snapshot()
+        counts = observer.progress(observer.snapshot(), cpu)
+        elapsed = round(time.monotonic() - started, 1)
         for key, check in done.items():
-            if reached[key] is None and check(snap):
-                reached[key] = round(time.monotonic() - started, 1)
-        print(f"[{name}] {time.monotonic() - started:6.1f}s {reached}", file=sys.stderr, flush=True)
+            if reached[key] is None and check(counts):
+                reached[key] = elapsed
+        timeline.append(
+            {
+                "t": elapsed,
+                **counts,
+                "operator_cpu_s": round(usage.cpu_s() - cpu_before, 1),
+                "operator_requests": audit_lines(audit) - lines_before,
+                "operator_rss_mib": round(usage.rss_kib() / 1024, 1),
+            }
+        )
+        print(f"[{name}] {elapsed:6.1f}s {counts} {reached}", file=sys.stderr, flush=True)
         if all(value is not None for value in reached.values()):
             break
         time.sleep(2.0)
@@ -335,11 +386,22 @@ def run_phase(
     total = sum(requests.values())
     return {
         **{f"{key}_s": value for key, value in reached.items()},
+        "kubectl_s": acted,
         "operator_cpu_s": round(usage.cpu_s() - cpu_before, 1),
         "api_requests": total,
         "api_requests_per_resource": round(total / (args.clusters + args.pipelines), 1),
-        "api_requests_by_verb": dict(sorted(requests.items())),
+        "api_requests_by_verb": by_verb(requests),
+        "api_requests_by_resource": dict(requests.most_common()),
+        "timeline": timeline,
     }
+
+
+def audit_lines(audit_log: Path) -> int:
+    """The operator's requests so far (the audit policy logs only its user), cheaply."""
+    if not audit_log.exists():
+        return 0
+    with audit_log.open("rb") as log:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: log.read(1 << 20), b""))
 
 
 def apply(cluster: LocalCluster, objects: list[dict[str, Any]]) -> None:
@@ -385,7 +447,8 @@ def measure(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> dict
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
     snapshots = Snapshots(work, args.tracemalloc) if args.tracemalloc else None
-    process = start_operator(cluster, work, args, snapshots.env if snapshots else {})
+    env = dict(item.split("=", 1) for item in args.operator_env)
+    process = start_operator(cluster, work, args, {**env, **(snapshots.env if snapshots else {})})
     usage = Usage(int(process.pid))
     usage.start()
     time.sleep(args.settle)
@@ -405,9 +468,10 @@ def measure(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> dict
                 [*pipes, *(kvcluster(i, args.pipelines, args.replicas, "100m") for i in range(n))],
             ),
             {
-                "processed": lambda s: observer.processed(s, n),
-                "converged": lambda s: observer.converged(s, n, "100m"),
+                "processed": lambda c: observer.processed(c, n),
+                "converged": lambda c: observer.converged(c, n, args.pipelines),
             },
+            cpu="100m",
         ),
         "update": run_phase(
             "update",
@@ -419,9 +483,10 @@ def measure(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> dict
                 cluster, [kvcluster(i, args.pipelines, args.replicas, "150m") for i in range(n)]
             ),
             {
-                "processed": lambda s: observer.processed(s, n),
-                "converged": lambda s: observer.converged(s, n, "150m"),
+                "processed": lambda c: observer.processed(c, n),
+                "converged": lambda c: observer.converged(c, n, args.pipelines),
             },
+            cpu="150m",
         ),
     }
     flips = observer.flip_flops(updates=1)
@@ -528,11 +593,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="FRAMES",
         help="trace the operator's allocations (FRAMES deep) and report what grew",
     )
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable of the operator's process (repeatable), e.g. "
+        "MALLOC_ARENA_MAX=2 to compare allocator settings",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON document here")
     args = parser.parse_args(argv)
     for flag in ("clusters", "pipelines", "replicas"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    for item in args.operator_env:
+        if "=" not in item or not item.split("=", 1)[0]:
+            parser.error(f"--operator-env must be NAME=VALUE, got {item!r}")
     if args.phase_timeout <= 0 or args.settle < 0:
         parser.error("--phase-timeout must be > 0 and --settle >= 0")
     return args

@@ -33,6 +33,7 @@ from kvtrace_operator.handlers import (
 from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.handlers.runtime import (
     CHILDREN_INDICES,
+    OBJECTS_INDICES,
     SECRETS_INDEX,
     Options,
     Runtime,
@@ -45,6 +46,7 @@ INDICES = (
     secret_watch.CLIENT_INDEX,
     *CHILDREN_INDICES,
     SECRETS_INDEX,
+    *OBJECTS_INDICES.values(),
 )
 
 

@@ -2,9 +2,10 @@
 event per change, naming Secrets and reasons only, never key material, and ``status.tls``
 (the trusted CAs and each server certificate with its ``notAfter``).
 
-A render the API server has not accepted yet is dry-run first (the reconcile's only dry run:
-what is applied later is this render with the TLS Secrets and Secret versions added), so an
-invalid spec writes no TLS Secret, nor anything else (nothing half-applied). Without the Certificates: they need cert-manager's
+The children of a render the API server has not accepted yet are dry-run first (the
+reconcile's only dry run, of the children it changed: what is applied later is this render
+with the TLS Secrets and Secret versions added), so an invalid spec writes no TLS Secret, nor
+anything else (nothing half-applied). Without the Certificates: they need cert-manager's
 CRD, which k8s/certificates.py checks and reports as a spec error."""
 
 from __future__ import annotations
@@ -23,6 +24,24 @@ from kvtrace_operator.render.certificates import KIND as CERTIFICATE
 log = logging.getLogger("kvtrace_operator")
 
 
+async def validate_changed(
+    runtime: Runtime, owner: Mapping[str, Any], children: list[dict[str, Any]]
+) -> None:
+    """Dry-run the children whose render the API server has not accepted yet (all of them
+    the first time; after an update, those it changed): k8s.Rejected before anything is
+    written. The unchanged ones were accepted as they are and are not applied again."""
+    meta = owner["metadata"]
+    workloads = [child for child in children if child["kind"] != CERTIFICATE]
+    rendered = {k8s.child_key(obj): checksum(obj) for obj in workloads}
+    accepted = runtime.validated.get(meta["uid"]) or {}
+    changed = [
+        obj for obj in workloads if accepted.get(k8s.child_key(obj)) != rendered[k8s.child_key(obj)]
+    ]
+    if changed:
+        await dry_run(runtime.client, changed, meta["namespace"])
+    runtime.validated[meta["uid"]] = rendered
+
+
 async def prepare(
     runtime: Runtime, pipeline: Mapping[str, Any], children: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -31,12 +50,12 @@ async def prepare(
     Raises SpecError (certManager without cert-manager) and k8s.Rejected (a child the API
     server refuses: then nothing was written)."""
     client, meta = runtime.client, pipeline["metadata"]
-    workloads = [child for child in children if child["kind"] != CERTIFICATE]
-    rendered = checksum(workloads)
-    if runtime.validated.get(meta["uid"]) != rendered:  # the one dry run of this render
-        await dry_run(client, workloads, meta["namespace"])
-        runtime.validated[meta["uid"]] = rendered
-    prepared = await certificates.prepare(client, dict(pipeline))
+    await validate_changed(runtime, pipeline, children)
+    # The owner's Certificates are pruned (a LIST) when the rendered set changed, or first.
+    kept = certificates.certificate_names(dict(pipeline))
+    prune = runtime.certificates_kept.get(meta["uid"]) != kept
+    prepared = await certificates.prepare(runtime.secret_data, dict(pipeline), prune=prune)
+    runtime.certificates_kept[meta["uid"]] = kept
     if prepared.actions:
         message = "; ".join(prepared.actions)
         log.info(

@@ -15,9 +15,10 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 
+from kvtrace.shared.api import GROUP, VERSION
 from kvtrace_operator import k8s, tracing
 from kvtrace_operator.handlers.metrics import METRICS
-from kvtrace_operator.handlers.runtime import Runtime
+from kvtrace_operator.handlers.runtime import OBJECTS_INDICES, Runtime
 from kvtrace_operator.render.status import find_condition
 
 log = logging.getLogger("kvtrace_operator")
@@ -178,17 +179,31 @@ async def report_spec_error(client: AsyncClient, owner: Mapping[str, Any], messa
     await k8s.post_event(client, owner, "InvalidSpec", message, "Warning")
 
 
-async def fresh(runtime: Runtime, res: Any, body: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The object as the API server holds it now: the body a handler, a timer or a queued
-    request started with may be older, and applying it would undo a newer update. None when
-    it is gone, being deleted, or replaced by another object of the same name (uid)."""
+async def fresh(runtime: Runtime, kind: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The object as the API server holds it now, as far as the operator knows it (its watch:
+    Runtime.current): the body a handler, a timer or a queued request started with may be
+    older, and applying it would undo a newer update. None when it is gone, being deleted, or
+    replaced by another object of the same name (uid)."""
     meta = body["metadata"]
-    current = await k8s.get_object(runtime.client, res, meta["name"], meta["namespace"])
+    current = await runtime.current(kind, meta["namespace"], meta["name"])
     if current is None or current["metadata"].get("deletionTimestamp"):
         return None
     if meta.get("uid") and current["metadata"].get("uid") != meta["uid"]:
         return None
     return plain(current)
+
+
+def register_objects_index(registry: kopf.OperatorRegistry, kind: str, plural: str) -> None:
+    """kopf's index of our resources ``plural``: (namespace, name) -> the object without its
+    managedFields (Runtime.current reads it; kopf drops the entry when the object goes)."""
+
+    @kopf.index(GROUP, VERSION, plural, id=OBJECTS_INDICES[kind], registry=registry)
+    async def by_name(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        obj = plain(body)
+        obj["metadata"].pop("managedFields", None)
+        return {(namespace or "", name): obj}
 
 
 async def unless_stopped(stopped: kopf.DaemonStopped, work: Coroutine[Any, Any, object]) -> None:

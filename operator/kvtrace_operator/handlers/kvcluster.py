@@ -41,15 +41,13 @@ log = logging.getLogger("kvtrace_operator")
 
 
 async def resolve_pipeline(
-    client: AsyncClient, cluster: Mapping[str, Any]
+    runtime: Runtime, cluster: Mapping[str, Any]
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The referenced pipeline if it exists and is valid (else None), and the tracing state."""
     ref = pipeline_ref(dict(cluster))
     if not ref:
         return None, tracing_state(None, found=False)
-    pipeline = await k8s.get_object(
-        client, k8s.TracingPipeline, ref, cluster["metadata"]["namespace"]
-    )
+    pipeline = await runtime.current(PIPELINE, cluster["metadata"]["namespace"], ref)
     if pipeline is None:
         return None, tracing_state(ref, found=False)
     try:
@@ -78,14 +76,14 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
     meta = body["metadata"]
     client = runtime.client
     async with runtime.lock(KVCLUSTER, meta["namespace"], meta["name"]):
-        cluster = await common.fresh(runtime, k8s.KVCluster, body)
+        cluster = await common.fresh(runtime, KVCLUSTER, body)
         if cluster is None:
             return False
         with (
             METRICS.reconcile("KVCluster") as result,
             own_tracing.reconcile("KVCluster", cluster, result),
         ):
-            pipeline, tracing = await resolve_pipeline(client, cluster)
+            pipeline, tracing = await resolve_pipeline(runtime, cluster)
 
             async def refuse(exc: Exception) -> None:
                 """An invalid spec: conditions and an event, nothing applied."""
@@ -199,6 +197,22 @@ def recheck_while_draining(runtime: Runtime, namespace: str, name: str) -> None:
     runtime.rechecks[key] = asyncio.get_running_loop().create_task(loop())
 
 
+async def statefulset_replicas(runtime: Runtime, cluster: Mapping[str, Any], name: str) -> int:
+    """The StatefulSet's replicas now (0 when it does not exist), from the watch on the
+    children (read when kopf's indices are not there)."""
+    observed = runtime.children_of(cluster["metadata"]["uid"])
+    if observed is not None:
+        seen = observed.get(("StatefulSet", name))
+        return int(seen.workload["desired"]) if seen and seen.workload else 0
+    current = await k8s.get_object(
+        runtime.client,
+        k8s.resource_class("apps/v1", "StatefulSet"),
+        name,
+        cluster["metadata"]["namespace"],
+    )
+    return int((current or {}).get("spec", {}).get("replicas") or 0)
+
+
 def draining_since(cluster: Mapping[str, Any]) -> str | None:
     """When the current drain began (the Progressing/Draining condition's transition)."""
     cond = find_condition(cluster.get("status"), "Progressing") or {}
@@ -215,17 +229,12 @@ async def hold_leaving_members(
     client, options = runtime.client, runtime.options
     sts = next(obj for obj in children if obj["kind"] == "StatefulSet")
     desired = int(sts["spec"]["replicas"])
-    current = await k8s.get_object(
-        client,
-        k8s.resource_class("apps/v1", "StatefulSet"),
-        sts["metadata"]["name"],
-        cluster["metadata"]["namespace"],
-    )
-    kept = int((current or {}).get("spec", {}).get("replicas") or 0)
+    kept = await statefulset_replicas(runtime, cluster, sts["metadata"]["name"])
     if kept <= desired or options.drain_timeout <= 0:
         return []
     ordinals = list(range(desired, kept))
-    views = await k8s.member_views(cluster, ordinals, await k8s.member_credentials(client, cluster))
+    credentials = await k8s.member_credentials(runtime.secret_data, cluster)
+    views = await k8s.member_views(cluster, ordinals, credentials)
     name = sts["metadata"]["name"]
     pending = [f"{name}-{i}" for i, view in zip(ordinals, views) if not k8s.drained(view)]
     since = draining_since(cluster)
@@ -297,6 +306,7 @@ def request_pipelines(runtime: Runtime, namespace: str, refs: Iterable[str | Non
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     resource = (GROUP, VERSION, KVCLUSTER_PLURAL)
+    common.register_objects_index(registry, KVCLUSTER, KVCLUSTER_PLURAL)
 
     @kopf.on.resume(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
     @kopf.on.create(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
@@ -304,11 +314,13 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     async def reconcile_handler(body: kopf.Body, old: Any, memo: kopf.Memo, **_: Any) -> None:
         runtime: Runtime = memo.runtime
         await reconcile(runtime, body)
-        refs = {
-            pipeline_ref(common.plain(body)),
-            pipeline_ref({"spec": dict((old or {}).get("spec") or {})}),
-        }
-        request_pipelines(runtime, body["metadata"]["namespace"], refs)
+        ref = pipeline_ref(common.plain(body))
+        if old is None:  # created, or the operator (re)started: the pipeline counts it now
+            request_pipelines(runtime, body["metadata"]["namespace"], [ref])
+            return
+        before = pipeline_ref({"spec": dict(old.get("spec") or {})})
+        if before != ref:  # an update that moved it: both pipelines' consumers changed
+            request_pipelines(runtime, body["metadata"]["namespace"], [ref, before])
 
     @kopf.timer(
         *resource,

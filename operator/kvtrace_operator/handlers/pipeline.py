@@ -53,7 +53,7 @@ async def sync_tokens(
     """secret_gate.sync_tokens() for the consumers derived at the start of the reconcile;
     when they changed meanwhile, TokensReady is False (ConsumersChanged) and one more
     reconcile is requested: True only while the token file holds exactly the live ones."""
-    tokens = await secret_gate.sync_tokens(runtime.client, pipeline, referencing)
+    tokens = await secret_gate.sync_tokens(runtime.secret_data, pipeline, referencing)
     meta = pipeline["metadata"]
     if consumers.referencing(runtime.indices, meta["namespace"], meta["name"]) == referencing:
         return tokens
@@ -75,7 +75,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
     meta = body["metadata"]
     client = runtime.client
     async with runtime.lock(PIPELINE, meta["namespace"], meta["name"]):
-        pipeline = await common.fresh(runtime, k8s.TracingPipeline, body)
+        pipeline = await common.fresh(runtime, PIPELINE, body)
         if pipeline is None:
             return
         referencing = consumers.referencing(runtime.indices, meta["namespace"], meta["name"])
@@ -188,6 +188,7 @@ def request_consumers(runtime: Runtime, body: Mapping[str, Any]) -> None:
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     resource = (GROUP, VERSION, PIPELINE_PLURAL)
+    common.register_objects_index(registry, PIPELINE, PIPELINE_PLURAL)
 
     @kopf.on.resume(*resource, id="reconcile", backoff=options.retry_backoff, registry=registry)
     async def resumed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

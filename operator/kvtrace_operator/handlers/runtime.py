@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import ctypes
 import ctypes.util
 import dataclasses
@@ -22,8 +23,17 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from kvtrace.shared.api import PIPELINE
-from kvtrace_operator.k8s import PRUNABLE_KINDS, Applied, ChildKey, Seen
+from kvtrace.shared.api import KVCLUSTER, PIPELINE
+from kvtrace_operator.k8s import (
+    PRUNABLE_KINDS,
+    Applied,
+    ChildKey,
+    KVCluster,
+    SecretData,
+    Seen,
+    TracingPipeline,
+    get_object,
+)
 from kvtrace_operator.render.images import DEFAULT_IMAGES, Images
 from kvtrace_operator.render.secret_refs import Found
 
@@ -38,6 +48,10 @@ Delivery = tuple[tuple[str, str, str], dict[str, Any]]
 SECRETS_INDEX = "secret_versions"
 # kopf's indices of our children by owner UID, one per kind (handlers/children.py keeps them).
 CHILDREN_INDICES = tuple(f"children_{kind.lower()}" for _, kind in PRUNABLE_KINDS)
+# kopf's indices of our custom resources: (namespace, name) -> the object as the watch saw it
+# last, without managedFields (handlers/common.py register_objects_index keeps them).
+OBJECTS_INDICES = {KVCLUSTER: "kvclusters_by_name", PIPELINE: "pipelines_by_name"}
+RESOURCES = {KVCLUSTER: KVCluster, PIPELINE: TracingPipeline}
 # How long after a deletion a reconcile that was under way may still write the object's entries.
 LATE_WRITES_S = 60.0
 # Deletions quiet for this long: the memory the deleted objects used goes back (release_memory).
@@ -167,8 +181,10 @@ class Runtime:
     options: Options = Options()
     indices: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # kopf's live indices
     locks: ObjectLocks = dataclasses.field(default_factory=ObjectLocks)
-    # owner uid -> checksum of the last render the API server accepted (no dry run again)
-    validated: dict[str, str] = dataclasses.field(default_factory=dict)
+    # owner uid -> checksum of each child's render the API server accepted (no dry run again)
+    validated: dict[str, dict[ChildKey, str]] = dataclasses.field(default_factory=dict)
+    # owner uid -> the cert-manager Certificates rendered when its others were last pruned
+    certificates_kept: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
     # owner uid -> what the last apply left of each child (the next applies only what drifted)
     applied: dict[str, dict[ChildKey, Applied]] = dataclasses.field(default_factory=dict)
     deliveries: dict[tuple[str, str], Delivery] = dataclasses.field(default_factory=dict)
@@ -176,10 +192,30 @@ class Runtime:
     # (workload uid, message) -> when its last InjectionFailed event was posted (bounded)
     injection_events: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
     requests: Requests = dataclasses.field(init=False)
+    # the data of the Secrets the operator reads, while the Secret watch sees them unchanged
+    secret_data: SecretData = dataclasses.field(init=False)
     _release: asyncio.TimerHandle | None = dataclasses.field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.requests = Requests(self)
+        self.secret_data = SecretData(self.client, self.secret_version)
+
+    def secret_version(self, namespace: str, name: str) -> str | None:
+        """The resourceVersion the Secret watch saw last (None: it saw none)."""
+        seen = self.secret_seen(namespace, name)
+        return None if seen is None else seen.resource_version
+
+    async def current(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """Our resource ``kind`` (KVCluster, TracingPipeline) as the watch saw it last, a copy
+        (kopf updates its index before it hands an event's body to a handler, and events of
+        one object come in order: never older than a body any handler got, nor than what an
+        earlier reconcile read), None when it is gone. Read from the API server when kopf's
+        index is not there (handlers called without kopf)."""
+        index = self.indices.get(OBJECTS_INDICES[kind])
+        if index is None:
+            return await get_object(self.client, RESOURCES[kind], name, namespace)
+        store = index.get((namespace, name))
+        return copy.deepcopy(next(iter(store))) if store else None
 
     def request(self, kind: str, namespace: str, name: str, *, apply: bool = True) -> None:
         """Ask for a reconcile of another object (coalesced, never waited for)."""
@@ -235,6 +271,7 @@ class Runtime:
     def _forget_uid(self, uid: str) -> None:
         self.validated.pop(uid, None)
         self.applied.pop(uid, None)
+        self.certificates_kept.pop(uid, None)
 
     def sizes(self) -> dict[str, int]:
         """Entries per store (the operator's metrics show them: they return to their
@@ -244,6 +281,8 @@ class Runtime:
             "requests": len(self.requests),
             "validated": len(self.validated),
             "applied": len(self.applied),
+            "certificates_kept": len(self.certificates_kept),
+            "secret_data": len(self.secret_data),
             "deliveries": len(self.deliveries),
             "rechecks": len(self.rechecks),
             "injection_events": len(self.injection_events),

@@ -175,7 +175,7 @@ async def report_forbidden(
 
 
 async def sync_tokens(
-    client: AsyncClient, pipeline: Mapping[str, Any], referencing: Iterable[tuple[str, str]]
+    secrets: k8s.SecretData, pipeline: Mapping[str, Any], referencing: Iterable[tuple[str, str]]
 ) -> dict[str, Any] | None:
     """Bring the collector's token set in step with the pipeline's consumers (``referencing``:
     (kind, name) of the objects referencing it now); the ``TokensReady`` condition, None
@@ -187,11 +187,11 @@ async def sync_tokens(
     meta = pipeline["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     entries, problems, waiting = await k8s.read_tokens(
-        client, namespace, consumer_tokens.consumers(settings, name, referencing)
+        secrets, namespace, consumer_tokens.consumers(settings, name, referencing)
     )
     labels = ", ".join(label for _, label in entries) or "none"
     secret = consumer_tokens.token_set_secret(name)
-    written = await k8s.write_token_set(client, namespace, secret, entries)
+    written = await k8s.write_token_set(secrets, namespace, secret, entries)
     generation, now = meta.get("generation"), common.now()
     if written is k8s.TokenSetWrite.MISSING:  # the collector holds no token of ours
         return condition(
@@ -232,5 +232,5 @@ async def sync_tokens(
     before = find_condition(pipeline.get("status"), TOKENS_READY) or {}
     if not (before.get("status") == "False" and before.get("message") == message):
         log.warning("TracingPipeline %s/%s: %s", namespace, name, message)
-        await k8s.post_event(client, pipeline, "TokenNotFound", message, "Warning")
+        await k8s.post_event(secrets.client, pipeline, "TokenNotFound", message, "Warning")
     return condition(TOKENS_READY, False, "TokenNotFound", message, generation=generation, now=now)

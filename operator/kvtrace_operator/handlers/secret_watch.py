@@ -86,6 +86,18 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         Secret checks read them here instead of from the API server."""
         return {(namespace or "", name): found(body)}
 
+    def kept(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> bool:
+        runtime: Runtime | None = getattr(memo, "runtime", None)
+        return runtime is not None and runtime.secret_data.holds(namespace or "", name)
+
+    @kopf.on.event("", "v1", "secrets", id="secret-data", when=kept, registry=registry)
+    async def secret_data_event(
+        type: str | None, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    ) -> None:
+        """A deleted Secret whose data the operator kept (Runtime.secret_data): dropped."""
+        if type == "DELETED":
+            memo.runtime.secret_data.forget(namespace or "", name)
+
     def referenced(namespace: str | None, name: str, **kwargs: Any) -> bool:
         """Only Secrets a pipeline or a consumer uses reach the handler (kopf passes the
         indices here too)."""

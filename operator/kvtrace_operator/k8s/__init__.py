@@ -32,6 +32,7 @@ from kvtrace_operator.k8s.members import drained, member_credentials, member_url
 from kvtrace_operator.k8s.observe import read_workloads, workloads_of
 from kvtrace_operator.k8s.permissions import forbidden_message, is_forbidden
 from kvtrace_operator.k8s.secrets import (
+    SecretData,
     TokenSetWrite,
     read_secrets,
     read_tokens,
@@ -43,6 +44,7 @@ __all__ = [
     "Applied",
     "Changes",
     "ChildKey",
+    "SecretData",
     "Seen",
     "TokenSetWrite",
     "Recreating",

@@ -17,11 +17,10 @@ from typing import Any
 from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.resources.core_v1 import Secret
 
 from kvtrace_operator import pki, rotation
 from kvtrace_operator.k8s.apply import apply_object, delete_object, list_children
-from kvtrace_operator.k8s.client import get_object
+from kvtrace_operator.k8s.secrets import SecretData
 from kvtrace_operator.render import names, tls
 from kvtrace_operator.render.certificates import API_VERSION, CRD_NAME, KIND, certificate_objects
 from kvtrace_operator.render.errors import SpecError
@@ -139,17 +138,19 @@ def managed_secrets(
     return objects
 
 
-async def read_data(client: AsyncClient, name: str, namespace: str) -> dict[str, str]:
-    return tls.decoded(await get_object(client, Secret, name, namespace))
+async def read_data(secret_data: SecretData, name: str, namespace: str) -> dict[str, str]:
+    return tls.decoded(await secret_data.get(name, namespace))
 
 
 async def prepare_managed(
-    client: AsyncClient, pipeline: dict[str, Any], spec: dict[str, Any], now: datetime.datetime
+    secret_data: SecretData, pipeline: dict[str, Any], spec: dict[str, Any], now: datetime.datetime
 ) -> Prepared:
     name, namespace = tls.base_name(pipeline), names.namespace_of(pipeline)
     wanted = leaf_specs(pipeline, spec)
-    ca_data = await read_data(client, tls.ca_secret(name), namespace)
-    leaf_data = {leaf.secret: await read_data(client, leaf.secret, namespace) for leaf in wanted}
+    ca_data = await read_data(secret_data, tls.ca_secret(name), namespace)
+    leaf_data = {
+        leaf.secret: await read_data(secret_data, leaf.secret, namespace) for leaf in wanted
+    }
     state, actions = rotation.rotate(
         state_of(ca_data, leaf_data),
         wanted,
@@ -161,13 +162,14 @@ async def prepare_managed(
     current = {
         tls.ca_secret(name): ca_data,
         **leaf_data,
-        tls.trust_secret(name): await read_data(client, tls.trust_secret(name), namespace),
+        tls.trust_secret(name): await read_data(secret_data, tls.trust_secret(name), namespace),
     }
-    for (
-        obj
-    ) in objects:  # the changed ones now (the workloads wait for them); all again with the children
+    # the changed ones now (the workloads wait for them); all again with the children
+    for obj in objects:
         if tls.decoded(obj) != current.get(obj["metadata"]["name"]):
-            await apply_object(client, obj, namespace)
+            secret_data.remember(
+                await apply_object(secret_data.client, obj, namespace), written=True
+            )
     status = tls_status(
         tls.MANAGED,
         rotation.trust_bundle(state, now),
@@ -194,8 +196,9 @@ async def cert_manager_installed(client: AsyncClient) -> bool:
 
 
 async def prepare_cert_manager(
-    client: AsyncClient, pipeline: dict[str, Any], spec: dict[str, Any], now: datetime.datetime
+    secret_data: SecretData, pipeline: dict[str, Any], spec: dict[str, Any], now: datetime.datetime
 ) -> Prepared:
+    client = secret_data.client
     if not await cert_manager_installed(client):
         raise SpecError(
             "spec.security.tls.mode",
@@ -208,10 +211,11 @@ async def prepare_cert_manager(
     for obj in objects:
         await apply_object(client, obj, namespace)
     written = [
-        await read_data(client, leaf["secret"], namespace) for leaf in tls.leaves(pipeline, spec)
+        await read_data(secret_data, leaf["secret"], namespace)
+        for leaf in tls.leaves(pipeline, spec)
     ]
     ca_pems = [pem for data in written for pem in pki.split_bundle(data.get(tls.CA_FILE, ""))]
-    previous = await read_data(client, tls.trust_secret(name), namespace)
+    previous = await read_data(secret_data, tls.trust_secret(name), namespace)
     bundle = merged_bundle(ca_pems, previous.get(tls.CA_FILE, ""), now)
     status = tls_status(
         tls.CERT_MANAGER,
@@ -224,7 +228,7 @@ async def prepare_cert_manager(
     if not bundle:  # cert-manager has not issued yet: the Secret watch reconciles when it has
         return Prepared([], [], status)
     trust = tls.trust_secret_object(pipeline, bundle)
-    await apply_object(client, trust, namespace)
+    secret_data.remember(await apply_object(client, trust, namespace), written=True)
     changed = ["trust bundle updated"] if bundle != previous.get(tls.CA_FILE) else []
     return Prepared([trust], changed, status)
 
@@ -261,21 +265,34 @@ async def prune_certificates(
     return deleted
 
 
+def certificate_names(pipeline: dict[str, Any]) -> frozenset[str]:
+    """The cert-manager Certificates the owner's TLS mode renders now (none outside mode
+    certManager): what ``prepare`` keeps; the others of the owner are deleted."""
+    spec = tls.owner_spec(pipeline)
+    return frozenset(obj["metadata"]["name"] for obj in certificate_objects(pipeline, spec))
+
+
 async def prepare(
-    client: AsyncClient, pipeline: dict[str, Any], now: datetime.datetime | None = None
+    secret_data: SecretData,
+    pipeline: dict[str, Any],
+    now: datetime.datetime | None = None,
+    *,
+    prune: bool = True,
 ) -> Prepared:
-    """Write what the pipeline's TLS mode needs before its workloads are applied, and delete
-    the cert-manager Certificates it no longer renders. Raises SpecError (certManager without
-    cert-manager) and lightkube.ApiError."""
+    """Write what the pipeline's TLS mode needs before its workloads are applied (the current
+    Secrets read through ``secret_data``), and, with ``prune``, delete the cert-manager
+    Certificates it no longer renders (a LIST: the caller prunes when the rendered set
+    changed, not on every reconcile). Raises SpecError (certManager without cert-manager)
+    and lightkube.ApiError."""
     spec = tls.owner_spec(pipeline)
     moment = now or datetime.datetime.now(datetime.UTC)
     if tls.mode(spec) == tls.MANAGED:
-        prepared = await prepare_managed(client, pipeline, spec, moment)
+        prepared = await prepare_managed(secret_data, pipeline, spec, moment)
     elif tls.mode(spec) == tls.CERT_MANAGER:
-        prepared = await prepare_cert_manager(client, pipeline, spec, moment)
+        prepared = await prepare_cert_manager(secret_data, pipeline, spec, moment)
     else:
         prepared = Prepared()
-    if pipeline.get("metadata", {}).get("uid"):
-        keep = {obj["metadata"]["name"] for obj in certificate_objects(pipeline, spec)}
-        prepared.actions += await prune_certificates(client, pipeline, keep)
+    if prune and pipeline.get("metadata", {}).get("uid"):
+        keep = set(certificate_names(pipeline))
+        prepared.actions += await prune_certificates(secret_data.client, pipeline, keep)
     return prepared

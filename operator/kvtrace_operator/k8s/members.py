@@ -13,11 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx2
-from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Secret
 
 from kvtrace.shared.endpoints import resolve_url
-from kvtrace_operator.k8s.client import get_object
+from kvtrace_operator.k8s.secrets import SecretData
 from kvtrace_operator.render import apply_defaults_kvcluster, kvsecurity, names, tls
 
 
@@ -36,8 +34,8 @@ def member_url(cluster: Mapping[str, Any], ordinal: int, scheme: str = "http") -
     return f"{scheme}://{host}:{names.CLIENT_PORT}/v1/cluster"
 
 
-async def _secret_text(client: AsyncClient, name: str, key: str, namespace: str) -> str | None:
-    secret = await get_object(client, Secret, name, namespace)
+async def _secret_text(secret_data: SecretData, name: str, key: str, namespace: str) -> str | None:
+    secret = await secret_data.get(name, namespace)
     value = ((secret or {}).get("data") or {}).get(key)
     return (
         base64.b64decode(value).decode().strip() + ("\n" if key == tls.CA_FILE else "")
@@ -46,7 +44,7 @@ async def _secret_text(client: AsyncClient, name: str, key: str, namespace: str)
     )
 
 
-async def member_credentials(client: AsyncClient, cluster: Mapping[str, Any]) -> Credentials:
+async def member_credentials(secret_data: SecretData, cluster: Mapping[str, Any]) -> Credentials:
     """What reaching the members takes: their bundle (key ``ca.crt`` of the trust Secret, or
     of the user's Secret in mode secret) and the generated token (``NAME-kv-client-token``).
     A Secret not written yet leaves its part None (the members are not ready then either)."""
@@ -54,13 +52,15 @@ async def member_credentials(client: AsyncClient, cluster: Mapping[str, Any]) ->
     spec = apply_defaults_kvcluster(cluster.get("spec"))
     namespace = names.namespace_of(cluster)
     ca = (
-        await _secret_text(client, kvsecurity.trust_secret(cluster, spec), tls.CA_FILE, namespace)
+        await _secret_text(
+            secret_data, kvsecurity.trust_secret(cluster, spec), tls.CA_FILE, namespace
+        )
         if kvsecurity.tls_on(spec)
         else None
     )
     token = (
         await _secret_text(
-            client, names.kv_client_token(names.name_of(cluster)), "token", namespace
+            secret_data, names.kv_client_token(names.name_of(cluster)), "token", namespace
         )
         if kvsecurity.auth_on(spec)
         else None

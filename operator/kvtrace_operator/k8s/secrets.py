@@ -53,6 +53,69 @@ async def read_secrets(
     return result
 
 
+class SecretData:
+    """The Secrets whose data the operator must read (TLS material, consumer tokens, the
+    token set), each kept with the resourceVersion it was read at and served again while
+    ``version`` (the Secret watch: handlers/secret_watch.py) reports that same version: a
+    reconcile of an unchanged owner reads no Secret from the API server. A Secret the watch
+    has not seen (or without ``version``) is read every time. An entry goes when its Secret is
+    deleted (``forget``, from the Secret watch); the data is never logged."""
+
+    def __init__(
+        self, client: AsyncClient, version: Callable[[str, str], str | None] | None = None
+    ) -> None:
+        self.client, self.version = client, version
+        self._entries: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, name: str, namespace: str) -> dict[str, Any] | None:
+        """The Secret as a plain dict (data included), None when it does not exist."""
+        key = (namespace, name)
+        current = self.version(namespace, name) if self.version else None
+        kept = self._entries.get(key)
+        if kept is not None and current is not None and kept[0] == current:
+            return kept[1]
+        secret = await get_object(self.client, Secret, name, namespace)
+        if secret is None:
+            self._entries.pop(key, None)
+            return None
+        return self.remember(secret)
+
+    def remember(self, secret: Mapping[str, Any], *, written: bool = False) -> dict[str, Any]:
+        """Keep a Secret read or just ``written`` by the operator (as the API server returned
+        it): its name, labels, annotations, resourceVersion and data (not its managedFields);
+        returns that. A Secret read is kept only when the watch knows it (its deletion then
+        drops the entry); one written is in a watched namespace, where the watch sees it soon."""
+        meta = secret.get("metadata") or {}
+        kept = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                key: meta[key]
+                for key in ("name", "namespace", "resourceVersion", "labels", "annotations")
+                if key in meta
+            },
+            "data": dict(secret.get("data") or {}),
+        }
+        key = (str(meta.get("namespace", "")), str(meta["name"]))
+        if (
+            self.version is not None
+            and meta.get("resourceVersion")
+            and (written or self.version(*key))
+        ):
+            self._entries[key] = (str(meta["resourceVersion"]), kept)
+        return kept
+
+    def holds(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self._entries
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop a Secret that was deleted."""
+        self._entries.pop((namespace, name), None)
+
+
 def is_generated(obj: Mapping[str, Any]) -> bool:
     """A rendered Secret whose key the operator fills itself (render.security.token_secret)."""
     return obj.get("kind") == "Secret" and GENERATED_ANNOTATION in (
@@ -121,7 +184,7 @@ def _decoded(secret: Mapping[str, Any], key: str) -> str | None:
 
 
 async def read_tokens(
-    client: AsyncClient, namespace: str, consumers: Iterable[consumer_tokens.Consumer]
+    secret_data: SecretData, namespace: str, consumers: Iterable[consumer_tokens.Consumer]
 ) -> tuple[list[tuple[str, str]], list[str], list[str]]:
     """``(token, label)`` of every consumer whose Secret key holds a usable token, one message
     per consumer that has none (naming the Secret and key, never a value), and the labels of
@@ -130,7 +193,7 @@ async def read_tokens(
     problems: list[str] = []
     waiting: list[str] = []
     for consumer in consumers:
-        secret = await get_object(client, Secret, consumer.secret, consumer.namespace or namespace)
+        secret = await secret_data.get(consumer.secret, consumer.namespace or namespace)
         where = f"Secret {consumer.namespace or namespace}/{consumer.secret}"
         value = None if secret is None else _decoded(secret, consumer.key)
         token = consumer_tokens.usable(value) if value is not None else None
@@ -159,12 +222,12 @@ class TokenSetWrite(enum.Enum):
 
 
 async def write_token_set(
-    client: AsyncClient, namespace: str, name: str, entries: list[tuple[str, str]]
+    secret_data: SecretData, namespace: str, name: str, entries: list[tuple[str, str]]
 ) -> TokenSetWrite:
     """Rewrite the token-set Secret's file when it differs from ``entries`` (the collector
     re-reads it once the kubelet updated the volume). MISSING when the Secret does not exist
     (the pipeline's apply creates it; nobody can then say which tokens the collector holds)."""
-    existing = await get_object(client, Secret, name, namespace)
+    existing = await secret_data.get(name, namespace)
     if existing is None:
         return TokenSetWrite.MISSING
     current = _decoded(existing, consumer_tokens.TOKEN_SET_KEY) or ""
@@ -179,11 +242,12 @@ async def write_token_set(
         None,
     ) or secrets.token_urlsafe(TOKEN_BYTES)
     text = base64.b64encode(consumer_tokens.compose(entries, placeholder).encode()).decode()
-    await client.patch(
+    written = await secret_data.client.patch(
         Secret,
         name,
         {"data": {consumer_tokens.TOKEN_SET_KEY: text}},
         namespace=namespace,
         patch_type=PatchType.MERGE,
     )
+    secret_data.remember(to_dict(written), written=True)
     return TokenSetWrite.WRITTEN

@@ -122,7 +122,8 @@ async def test_create_delete_cycles_do_not_grow_the_state() -> None:
     for cycle in range(300):
         name, uid = f"kv{cycle % 7}", f"uid-{cycle}"
         async with rt.lock("KVCluster", "ns", name):
-            rt.validated[uid] = "checksum"
+            rt.validated[uid] = {("StatefulSet", name): "checksum"}
+            rt.certificates_kept[uid] = frozenset()
             rt.applied[uid] = {("StatefulSet", name): k8s.Applied("render", "g1/labels")}
             rt.deliveries[("ns", name)] = (("True", "Delivered", ""), {})
             rt.rechecks[("ns", name)] = asyncio.get_running_loop().create_task(asyncio.sleep(60))
@@ -135,6 +136,8 @@ async def test_create_delete_cycles_do_not_grow_the_state() -> None:
         "requests": 0,
         "validated": 0,
         "applied": 0,
+        "certificates_kept": 0,
+        "secret_data": 0,
         "deliveries": 0,
         "rechecks": 0,
         "injection_events": 0,
@@ -148,9 +151,9 @@ async def test_an_entry_written_by_a_reconcile_under_way_at_deletion_is_dropped_
 
     monkeypatch.setattr(runtime_module, "LATE_WRITES_S", 0.05)
     rt = runtime()
-    rt.validated["uid-1"] = "checksum"
+    rt.validated["uid-1"] = {}
     rt.forget("KVCluster", "ns", "kv", "uid-1")
-    rt.validated["uid-1"] = "checksum"  # the apply of a reconcile that read kv before its deletion
+    rt.validated["uid-1"] = {}  # the apply of a reconcile that read kv before its deletion
     await asyncio.sleep(0.2)
     assert rt.validated == {}
 

@@ -1,5 +1,5 @@
 """Secrets against a fake API server (Secrets only): what is read of them (from the watch's
-index when it saw them), the three outcomes of k8s.write_token_set() and the TokensReady
+index when it saw them; their data again only when the watch saw them change), the three outcomes of k8s.write_token_set() and the TokensReady
 condition each one gives."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ async def test_written_unchanged_and_missing_are_distinct_outcomes() -> None:
     server = Secrets(
         secret("traces-otlp-tokens", TOKEN_SET_KEY, "nobody placeholder-no-consumer\n")
     )
-    client = client_for(server)
+    client = k8s.SecretData(client_for(server))
     entries = [("t1", "pipeline"), ("t2", "KVCluster/a")]
     assert await k8s.write_token_set(client, "ns1", "traces-otlp-tokens", entries) is (
         k8s.TokenSetWrite.WRITTEN
@@ -86,7 +86,7 @@ async def test_tokens_ready_is_false_when_the_token_file_does_not_exist() -> Non
     """Every consumer has its token, but no file holds them: the collector accepts none of
     them, so TokensReady is False and names the missing Secret (it used to say True)."""
     server = Secrets(secret("traces-otlp-token", "token", "pipeline-token"))
-    cond = await secret_gate.sync_tokens(client_for(server), PIPELINE, [])
+    cond = await secret_gate.sync_tokens(k8s.SecretData(client_for(server)), PIPELINE, [])
     assert cond is not None
     assert (cond["status"], cond["reason"]) == ("False", "TokenSetNotFound")
     assert "Secret ns1/traces-otlp-tokens" in cond["message"] and "pipeline" in cond["message"]
@@ -99,7 +99,9 @@ async def test_tokens_ready_is_true_once_the_file_holds_every_consumer() -> None
         secret("a-otlp-client-token", "token", "a-token"),
         secret("traces-otlp-tokens", TOKEN_SET_KEY, "nobody placeholder-no-consumer\n"),
     )
-    cond = await secret_gate.sync_tokens(client_for(server), PIPELINE, [("KVCluster", "a")])
+    cond = await secret_gate.sync_tokens(
+        k8s.SecretData(client_for(server)), PIPELINE, [("KVCluster", "a")]
+    )
     assert cond is not None and (cond["status"], cond["reason"]) == ("True", "TokensFound")
     assert server.tokens() == [("pipeline-token", "pipeline"), ("a-token", "KVCluster/a")]
 
@@ -120,3 +122,46 @@ async def test_secrets_the_watch_saw_are_not_read_again() -> None:
         "gone": None,
     }
     assert server.reads == ["gone", "new"]
+
+
+async def test_secret_data_is_read_again_only_when_the_watch_saw_a_new_version() -> None:
+    """SecretData serves a Secret's data again while the watch reports the version it was
+    read at; a new version, a Secret the watch has not seen, or no watch at all: read. What
+    it keeps has no managedFields, and a deleted Secret is forgotten."""
+    with_fields = secret("tls", "tls.crt", "pem") | {
+        "metadata": {
+            "name": "tls",
+            "namespace": "ns1",
+            "resourceVersion": "1",
+            "managedFields": [{}],
+        }
+    }
+    server = Secrets(with_fields, secret("other", "token", "t"))
+    versions = {("ns1", "tls"): "1"}
+    data = k8s.SecretData(client_for(server), lambda ns, name: versions.get((ns, name)))
+    first = await data.get("tls", "ns1")
+    assert first is not None and "managedFields" not in first["metadata"]
+    assert await data.get("tls", "ns1") == first
+    assert server.reads == ["tls"], "the same version was read again"
+    await data.get("other", "ns1")
+    await data.get("other", "ns1")
+    assert server.reads == ["tls", "other", "other"], "a Secret the watch has not seen is read"
+    assert len(data) == 1, "a Secret the watch has not seen is kept"
+    versions[("ns1", "tls")] = "2"
+    await data.get("tls", "ns1")
+    assert server.reads[-1] == "tls", "a new version was not read"
+    data.forget("ns1", "tls")
+    assert not data.holds("ns1", "tls")
+    # one the operator just wrote is kept at once: the watch reports its version soon
+    data.remember(
+        secret("new", "token", "t")
+        | {"metadata": {"name": "new", "namespace": "ns1", "resourceVersion": "9"}},
+        written=True,
+    )
+    versions[("ns1", "new")] = "9"
+    assert (await data.get("new", "ns1") or {})["data"] and "new" not in server.reads
+
+    uncached = k8s.SecretData(client_for(server))
+    await uncached.get("tls", "ns1")
+    await uncached.get("tls", "ns1")
+    assert server.reads[-2:] == ["tls", "tls"] and len(uncached) == 0
