@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,16 @@ def setup(raw_keys: bool = False, lean: bool = True, retro: Retroactive | None =
 def undecided(span: Span) -> bool:
     """A span of this node that retroactive sampling holds until its trace is decided."""
     return RETRO is not None and type(span) is _lean_span and not span.flags & 1  # type: ignore[attr-defined]
+
+
+def describe(span: Span, build: Callable[..., dict[str, Any]], *args: Any) -> None:
+    """Set the attributes `build(*args)` returns on `span` (right after starting it). With
+    retroactive sampling an undecided span builds them only if its trace is kept: most are
+    dropped, and their attributes (a key hash, a few strings) would be built for nothing."""
+    if undecided(span):
+        span.defer_attributes(build, args)  # type: ignore[attr-defined]
+    else:
+        span.set_attributes(build(*args))
 
 
 def note_call(span: Span, member: str) -> None:

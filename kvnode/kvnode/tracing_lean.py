@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -53,7 +54,7 @@ from kvnode.tracing_otlp import (
     encode_span,
     resource_and_scope,
 )
-from kvnode.tracing_retro import RetroBuffer
+from kvnode.tracing_retro import Deferred, RetroBuffer, with_deferred
 
 log = logging.getLogger("kvnode.tracing")
 
@@ -84,6 +85,7 @@ class LeanSpan(trace.Span):
         "status_code",
         "status_message",
         "called",
+        "lazy",
         "_export",
         "_ctx",
     )
@@ -120,6 +122,7 @@ class LeanSpan(trace.Span):
         self.start_ns = start_ns or time.time_ns()
         self.end_ns = 0
         self.called: list[str] | None = None  # members called under it (retroactive sampling)
+        self.lazy: Deferred | None = None  # attributes built only if the span is exported
         self._ctx: SpanContext | None = None
 
     def traceparent(self) -> tuple[str, str]:
@@ -196,6 +199,17 @@ class LeanSpan(trace.Span):
         self.end_ns = end_time or time.time_ns()
         return True
 
+    def defer_attributes(self, build: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> None:
+        """Attributes `build(*args)` returns, built only if the span leaves the node
+        (`materialize`); those set with `set_attribute` win over them."""
+        self.lazy = (build, args)
+
+    def materialize(self) -> None:
+        """Build the deferred attributes (before the span is encoded)."""
+        if self.lazy is not None:
+            self.attributes = with_deferred(self.attributes, self.lazy)
+            self.lazy = None
+
     def note_call(self, member: str) -> None:
         """A peer call to `member` under this span (told to keep, should the trace be kept)."""
         if self.called is None:
@@ -204,6 +218,7 @@ class LeanSpan(trace.Span):
             self.called.append(member)
 
     def data(self) -> SpanData:
+        self.materialize()
         return SpanData(
             self.trace_id,
             self.span_id,

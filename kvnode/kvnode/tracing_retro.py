@@ -37,18 +37,30 @@ from typing import Any
 from kvnode.tracing_otlp import SpanData
 
 # What one held span costs in memory, estimated without measuring each span: its record (a
-# 13-field tuple), its attribute dict with the strings only it holds, its trace id and its
-# place in the slice's dict; a replica's span with four attributes measures ~515 bytes under
-# CPython 3.11 (tracemalloc: tests/kvnode/test_tracing_retro_unit.py), the estimate 512.
+# 14-field tuple), its attribute dict, its deferred attributes (the arguments to build them,
+# a key among them), its trace id and its place in the slice's dict. A replica's span (its
+# four attributes deferred) measures ~510 bytes under CPython 3.11 (tracemalloc:
+# tests/kvnode/test_tracing_retro_unit.py); the estimate is 512.
 SPAN_BYTES = 256
 ATTRIBUTE_BYTES = 64
 KEPT_BYTES = 128  # a kept trace's id, remembered for max_age (its late spans leave at once)
 SLICES = 8  # the buffer's age is covered by this many slices (eviction granularity)
 _ERROR = 2  # OTLP status code ERROR
 
+LAZY_BYTES = 256  # deferred attributes: their (build, args) tuples and the key they hold
 # A held span: SpanData's fields after the trace id (the slice's key), then the members its
-# span called (a coordinator's read repair), or None.
+# span called (a coordinator's read repair) or None, then its deferred attributes or None.
 Record = tuple[Any, ...]
+# Attributes whose building is deferred until a span is exported: (build, args).
+Deferred = tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]
+
+
+def with_deferred(attributes: dict[str, Any], lazy: Deferred) -> dict[str, Any]:
+    """The deferred attributes built, then `attributes` (set on the span since) over them."""
+    built = lazy[0](*lazy[1])
+    if attributes:
+        built.update(attributes)
+    return built
 
 
 class _Slice:
@@ -61,9 +73,9 @@ class _Slice:
         self.count = 0
 
 
-def record_size(attributes: Any) -> int:
-    """The estimated bytes of one held span with these attributes."""
-    return SPAN_BYTES + ATTRIBUTE_BYTES * len(attributes)
+def record_size(attributes: Any, lazy: Deferred | None) -> int:
+    """The estimated bytes of one held span with these attributes (and deferred ones)."""
+    return SPAN_BYTES + ATTRIBUTE_BYTES * len(attributes) + (LAZY_BYTES if lazy else 0)
 
 
 class RetroBuffer:
@@ -103,13 +115,11 @@ class RetroBuffer:
         queue's `emit`); not the coordinator's root, which `decide` ends."""
         trace_id = span.trace_id
         if trace_id in self.kept:
-            self.counts["kept"] += 1
-            self.export(span)
+            self._export_span(span)
             return
         if span.status_code == _ERROR:  # an error keeps its trace on this node, at once
             self._keep(trace_id, span.end_ns)
-            self.counts["kept"] += 1
-            self.export(span)
+            self._export_span(span)
             return
         now = span.end_ns
         current = self.current
@@ -130,6 +140,7 @@ class RetroBuffer:
             span.status_code,
             span.status_message,
             span.called,
+            span.lazy,
         )
         spans = current.spans
         held = spans.get(trace_id)
@@ -140,6 +151,8 @@ class RetroBuffer:
         else:
             spans[trace_id] = [held, record]  # type: ignore[list-item]
         size = SPAN_BYTES + ATTRIBUTE_BYTES * len(attributes)
+        if span.lazy is not None:
+            size += LAZY_BYTES
         current.count += 1
         current.bytes += size
         self.bytes += size
@@ -158,13 +171,17 @@ class RetroBuffer:
             or trace_id in self.kept
         ):
             called = self._keep(trace_id, root.end_ns)
-            self.counts["kept"] += 1
-            self.export(root)
+            self._export_span(root)
             if root.called:
                 called = root.called + called
             return list(dict.fromkeys(called))
         self.counts["dropped"] += 1
         return []
+
+    def _export_span(self, span: Any) -> None:
+        span.materialize()
+        self.counts["kept"] += 1
+        self.export(span)
 
     def keep(self, trace_id: int) -> None:
         """A KEEP from the coordinator of this trace: export what is held, and what ends later."""
@@ -181,16 +198,19 @@ class RetroBuffer:
             held = piece.spans.pop(trace_id, None)
             if held is None:
                 continue
-            records = held if type(held) is list else [held]
+            records: list[Record] = held if isinstance(held, list) else [held]
             for record in records:
-                size = record_size(record[8])
+                size = record_size(record[8], record[13])
                 piece.count -= 1
                 piece.bytes -= size
                 self.bytes -= size
                 self.counts["kept"] += 1
                 if record[12]:
                     called += record[12]
-                self.export(SpanData(trace_id, *record[:12]))
+                attributes = record[8]
+                if record[13]:
+                    attributes = with_deferred(attributes, record[13])
+                self.export(SpanData._make((trace_id, *record[:8], attributes, *record[9:12])))
         return called
 
     # -- bounds ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from kvnode.tracing_lean import LeanSpan
 from kvnode.tracing_otlp import AttributeCache, SpanData, encode_span
 from kvnode.tracing_retro import KEPT_BYTES, SLICES, RetroBuffer, record_size
 from kvnode.transport import frames
+from kvnode.transport.peer_server import _peer_attributes
 
 pytestmark = pytest.mark.unit
 
@@ -37,19 +38,10 @@ def make(max_bytes: int = 1 << 20, age_s: float = 5.0) -> tuple[RetroBuffer, lis
     return RetroBuffer(exported.append, max_bytes, age_s, 0.5, clock), exported, clock
 
 
-def replica_attributes(n: int = 0) -> dict[str, Any]:
-    """A replica's span attributes, as the peer server sets them."""
-    return {
-        "kvstore.key.hash": f"{n:016x}",
-        "kvstore.operation": "replicate",
-        "db.operation.name": "replicate",
-        "network.peer.address": "127.0.0.2",
-    }
-
-
 def span(buf: RetroBuffer, clock: Clock, trace_id: int, ms: float = 1, **kw: Any) -> LeanSpan:
-    """An undecided span of `trace_id` that started `ms` before the clock (not ended)."""
-    return LeanSpan(
+    """An undecided span of `trace_id` that started `ms` before the clock (not ended); by
+    default a replica's, its attributes deferred as the peer server defers them."""
+    s = LeanSpan(
         buf,
         kw.get("name", "kvstore.replicate"),
         kw.get("kind", SpanKind.SERVER),
@@ -59,9 +51,14 @@ def span(buf: RetroBuffer, clock: Clock, trace_id: int, ms: float = 1, **kw: Any
         "",
         kw.get("parent_id", 0x1234),
         True,
-        kw.get("attributes", replica_attributes(trace_id)),
+        kw.get("attributes", {}),
         clock.now - int(ms * MS),
     )
+    if "attributes" not in kw:
+        s.defer_attributes(
+            _peer_attributes, ("replicate", "127.0.0.2", f"key-{trace_id}".encode(), 1)
+        )
+    return s
 
 
 def ended(buf: RetroBuffer, clock: Clock, trace_id: int, ms: float = 1, **kw: Any) -> LeanSpan:
@@ -119,8 +116,41 @@ def test_a_held_span_is_exported_exactly_as_the_span_itself() -> None:
     held.end(clock.now)
     buf.keep(21)
     (out,) = exported
+    held.materialize()
+    assert held.attributes == {
+        **_peer_attributes("replicate", "127.0.0.2", b"key-21", 1),
+        "kvstore.replicas.acked": 2,
+    }
     cache = AttributeCache()
     assert encode_span(out, cache) == encode_span(held, cache)
+
+
+def test_deferred_attributes_are_built_only_for_spans_that_leave() -> None:
+    buf, exported, clock = make(age_s=1.0)
+    built: list[str] = []
+
+    def build(name: str) -> dict[str, Any]:
+        built.append(name)
+        return {"kvstore.operation": name, "kvstore.consistency": "quorum"}
+
+    dropped = span(buf, clock, 31, attributes={}, name="GET /v1/kv/{key}")
+    dropped.defer_attributes(build, ("read",))
+    assert dropped.close(clock.now)
+    assert buf.decide(dropped) == []
+    held = span(buf, clock, 32, attributes={})
+    held.defer_attributes(build, ("replicate",))
+    held.end(clock.now)
+    clock.now += 1200 * MS
+    buf.expire()
+    assert built == [] and buf.counts["dropped"] == buf.counts["expired"] == 1
+    slow = span(buf, clock, 33, ms=600, attributes={}, name="PUT /v1/kv/{key}")
+    slow.defer_attributes(build, ("write",))
+    slow.set_attribute("kvstore.consistency", "all")  # set on the span: wins
+    assert slow.close(clock.now)
+    buf.decide(slow)
+    assert built == ["write"]
+    assert exported == [slow]
+    assert slow.attributes == {"kvstore.operation": "write", "kvstore.consistency": "all"}
 
 
 def test_an_error_span_leaves_at_once_and_keeps_its_trace() -> None:
@@ -184,7 +214,7 @@ def test_undecided_spans_are_held_at_least_the_age_and_at_most_a_slice_more() ->
 
 
 def test_a_full_buffer_evicts_the_oldest_slices_and_counts_them() -> None:
-    per_span = record_size(replica_attributes())
+    per_span = record_size({}, (_peer_attributes, ()))
     buf, _, clock = make(max_bytes=40 * per_span, age_s=8.0)  # slices of one second
     for trace_id in range(1, 101):  # 10 spans a second for 10 s: 4 s of them fit
         ended(buf, clock, trace_id)
@@ -197,7 +227,7 @@ def test_a_full_buffer_evicts_the_oldest_slices_and_counts_them() -> None:
 
 
 def test_one_burst_larger_than_the_buffer_evicts_its_slice_whole() -> None:
-    per_span = record_size(replica_attributes())
+    per_span = record_size({}, (_peer_attributes, ()))
     buf, _, clock = make(max_bytes=10 * per_span)
     for trace_id in range(1, 26):  # all in one slice: the 11th and the 22nd span overflow it
         ended(buf, clock, trace_id)
@@ -245,7 +275,7 @@ def test_buffer_counts_reach_metrics() -> None:
     text = metrics.render()
     assert 'kvnode_trace_buffer_spans_total{outcome="dropped"} 1.0' in text
     assert 'kvnode_trace_buffer_spans_total{outcome="overflow"} 0.0' in text
-    assert f"kvnode_trace_buffer_bytes {float(record_size(replica_attributes()))}" in text
+    assert f"kvnode_trace_buffer_bytes {float(record_size({}, (_peer_attributes, ())))}" in text
     assert "kvnode_trace_buffer_traces 1.0" in text
 
 

@@ -164,7 +164,7 @@ def _server_span(
     request: Request, op: str, level: str, key: bytes, cluster: Cluster
 ) -> Span | None:
     """The coordinator's SERVER span, or None when it is not sampled (then no child spans
-    and no context to pass on). Attributes are built only for a sampled span."""
+    and no context to pass on). Attributes are built only for a span that is exported."""
     method = request.method
     span = telemetry.start(
         f"{method} {ROUTE}", telemetry.SERVER, None, telemetry.incoming_context(request.headers)
@@ -172,19 +172,26 @@ def _server_span(
     if not span.is_recording():
         span.end()
         return None
-    attrs: dict[str, Any] = {  # lean: every attribute costs on every traced operation
+    replicas = min(cluster.rf, len(cluster.ring.members))
+    telemetry.describe(span, _server_attributes, method, op, level, replicas, key)
+    return span
+
+
+def _server_attributes(
+    method: str, op: str, level: str, replicas: int, key: bytes
+) -> dict[str, Any]:
+    attrs: dict[str, Any] = {  # lean: every attribute costs on every exported operation
         "http.request.method": method,
         "http.route": ROUTE,
         "db.operation.name": op,
         "kvstore.operation": op,
         "kvstore.consistency": level,
-        "kvstore.replicas.required": required(level, min(cluster.rf, len(cluster.ring.members))),
+        "kvstore.replicas.required": required(level, replicas),
         "kvstore.key.hash": telemetry.key_hash_attr(key_hash(key)),
     }
     if telemetry.RAW_KEYS:
         attrs["kvstore.key"] = key.decode("utf-8", "replace")
-    span.set_attributes(attrs)
-    return span
+    return attrs
 
 
 def cluster_view(cluster: Cluster) -> dict[str, Any]:

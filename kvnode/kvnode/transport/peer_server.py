@@ -134,13 +134,15 @@ class _ServerConnection(asyncio.Protocol):
         if self.outbox is not None:
             self.outbox.write(frames.encode(request_id, type_, body))
 
-    def span(self, msg: frames.Message, operation: str, attrs: dict[str, Any]) -> Span:
-        attrs["kvstore.operation"] = operation
-        attrs["db.operation.name"] = operation
-        attrs["network.peer.address"] = self.peer_host
-        return telemetry.start_remote(
-            f"kvstore.{operation}", telemetry.SERVER, attrs, msg.traceparent, msg.tracestate
+    def span(
+        self, msg: frames.Message, operation: str, key: bytes | None = None, records: int = 0
+    ) -> Span:
+        """The replica's SERVER span (attributes: `_peer_attributes`, built if exported)."""
+        span = telemetry.start_remote(
+            f"kvstore.{operation}", telemetry.SERVER, {}, msg.traceparent, msg.tracestate
         )
+        telemetry.describe(span, _peer_attributes, operation, self.peer_host, key, records)
+        return span
 
     def handle(self, msg: frames.Message) -> None:
         server = self.server
@@ -165,15 +167,8 @@ class _ServerConnection(asyncio.Protocol):
                 if op >= len(OPERATIONS):
                     raise frames.ProtocolError(f"unknown operation {op}")
                 if traced:  # before the checks: a refused record is this replica's ERROR span
-                    span = self.span(
-                        msg,
-                        OPERATIONS[op],
-                        (
-                            {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(records[0].key))}
-                            if len(records) == 1
-                            else {"kvstore.records": len(records)}
-                        ),
-                    )
+                    one = records[0].key if len(records) == 1 else None
+                    span = self.span(msg, OPERATIONS[op], one, len(records))
                 server.check(records)
                 forward = OPERATIONS[op] in ("replicate", "read_repair")
                 self._answer_when_done(
@@ -184,17 +179,13 @@ class _ServerConnection(asyncio.Protocol):
                 if not msg.body or len(msg.body) > server.max_key:
                     raise frames.ProtocolError("invalid key")
                 if traced:
-                    span = self.span(
-                        msg,
-                        "read",
-                        {"kvstore.key.hash": telemetry.key_hash_attr(key_hash(msg.body))},
-                    )
+                    span = self.span(msg, "read", msg.body)
                 record = replica.get(msg.body)
                 body = frames.encode_records([record] if record is not None else [])
             elif msg.type == frames.MERKLE:
                 requester = msg.body.decode()
                 if traced:
-                    span = self.span(msg, "anti_entropy", {})
+                    span = self.span(msg, "anti_entropy")
                 self._answer_when_done(
                     replica.merkle_leaves_off_loop(requester), msg.request_id, span, b"".join
                 )
@@ -202,7 +193,7 @@ class _ServerConnection(asyncio.Protocol):
             elif msg.type == frames.FETCH:
                 requester, leaves = frames.decode_fetch(msg.body, merkle.LEAVES)
                 if traced:
-                    span = self.span(msg, "anti_entropy", {})
+                    span = self.span(msg, "anti_entropy")
                 self._answer_when_done(
                     replica.fetch_off_loop(requester, leaves),
                     msg.request_id,
@@ -256,3 +247,17 @@ class _ServerConnection(asyncio.Protocol):
 
 def _applied_count(applied: list[bool]) -> bytes:
     return frames.encode_u32(sum(applied))
+
+
+def _peer_attributes(operation: str, peer: str, key: bytes | None, records: int) -> dict[str, Any]:
+    """A replica span's attributes: the key's hash for one record (or how many records),
+    the operation and the calling member's address."""
+    attrs: dict[str, Any] = {}
+    if key is not None:
+        attrs["kvstore.key.hash"] = telemetry.key_hash_attr(key_hash(key))
+    elif records:
+        attrs["kvstore.records"] = records
+    attrs["kvstore.operation"] = operation
+    attrs["db.operation.name"] = operation
+    attrs["network.peer.address"] = peer
+    return attrs
