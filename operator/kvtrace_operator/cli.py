@@ -48,6 +48,19 @@ IMAGE_FLAGS = (
         "the query-proxy sidecar that spec.jaeger.query.auth modes bearer and oidc add to "
         "Jaeger, unless the pipeline sets proxyImage; the chart passes the operator's own image",
     ),
+    (
+        "python_agent",
+        "--python-agent-image",
+        "KVTRACE_PYTHON_AGENT_IMAGE",
+        "the init container that copies the Python agent into pods annotated "
+        "kvtrace.dev/inject-python",
+    ),
+    (
+        "java_agent",
+        "--java-agent-image",
+        "KVTRACE_JAVA_AGENT_IMAGE",
+        "the init container that copies the Java agent into pods annotated kvtrace.dev/inject-java",
+    ),
 )
 WEBHOOK_PORT_ENV = "KVTRACE_WEBHOOK_PORT"
 WEBHOOK_HOST_ENV = "KVTRACE_WEBHOOK_HOST"
@@ -103,8 +116,9 @@ def image_reference(value: str, parameter: str) -> str:
 
 def add_images(parser: argparse.ArgumentParser) -> None:
     """The operator-wide default images (``--kvnode-image``, ``--collector-image``,
-    ``--jaeger-image``, ``--prometheus-image``, ``--query-proxy-image``, each with its
-    ``KVTRACE_*_IMAGE`` environment variable), shared by ``operator run`` and ``render``;
+    ``--jaeger-image``, ``--prometheus-image``, ``--query-proxy-image``,
+    ``--python-agent-image``, ``--java-agent-image``, each with its ``KVTRACE_*_IMAGE``
+    environment variable), shared by ``operator run`` and ``render``;
     ``images_from_args`` turns them into one ``Images``."""
     for field, flag, env, what in IMAGE_FLAGS:
         default = getattr(DEFAULT_IMAGES, field)

@@ -89,6 +89,8 @@ IMAGE_FLAGS = {
     "--collector-image": images.COLLECTOR_IMAGE,
     "--jaeger-image": images.JAEGER_IMAGE,
     "--prometheus-image": images.PROMETHEUS_IMAGE,
+    "--python-agent-image": images.PYTHON_AGENT_IMAGE,
+    "--java-agent-image": images.JAVA_AGENT_IMAGE,
 }
 
 
@@ -111,6 +113,8 @@ def test_image_values_default_to_the_operators_built_in_images() -> None:
         "collector": images.COLLECTOR_IMAGE,
         "jaeger": images.JAEGER_IMAGE,
         "prometheus": images.PROMETHEUS_IMAGE,
+        "pythonAgent": images.PYTHON_AGENT_IMAGE,
+        "javaAgent": images.JAVA_AGENT_IMAGE,
     }
     assert flag_values(operator_args()) == {
         **IMAGE_FLAGS,
@@ -128,6 +132,8 @@ def test_one_registry_setting_mirrors_every_image_the_operator_runs() -> None:
         jaeger=f"{registry}/jaeger:2.13.0",
         prometheus=f"{registry}/prometheus:v3.16.0",
         query_proxy=f"{registry}/kvtrace-operator:0.1.0",
+        python_agent=f"{registry}/autoinstrumentation-python:0.66b1",
+        java_agent=f"{registry}/autoinstrumentation-java:2.22.0",
     )
     container = deployment(f"images.registry={registry}")["spec"]["template"]["spec"]
     assert container["containers"][0]["image"] == f"{registry}/kvtrace-operator:0.1.0"

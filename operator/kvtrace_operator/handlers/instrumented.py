@@ -17,13 +17,20 @@ from kvtrace_operator.k8s import injection as k8s_injection
 from kvtrace_operator.render import SpecError, injection
 from kvtrace_operator.render import tls as tls_render
 from kvtrace_operator.render.consumer_tokens import workload_secret_name
+from kvtrace_operator.render.images import DEFAULT_IMAGES, Images
 from kvtrace_operator.spec.defaults import apply_defaults_pipeline
 
 log = logging.getLogger("kvtrace_operator")
 
 
-async def sync(client: AsyncClient, pipeline: Mapping[str, Any], workloads: list[str]) -> None:
-    """``workloads``: ``NAMESPACE/KIND/NAME`` of the workloads injected with ``pipeline``."""
+async def sync(
+    client: AsyncClient,
+    pipeline: Mapping[str, Any],
+    workloads: list[str],
+    agents: Images = DEFAULT_IMAGES,
+) -> None:
+    """``workloads``: ``NAMESPACE/KIND/NAME`` of the workloads injected with ``pipeline``;
+    ``agents``: the operator's agent images."""
     meta = pipeline["metadata"]
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     ca = None
@@ -39,11 +46,16 @@ async def sync(client: AsyncClient, pipeline: Mapping[str, Any], workloads: list
                 "metadata": {"namespace": namespace, "name": workload_secret_name(kind, name)}
             }
             await k8s_injection.refresh_ca(client, secret, ca)
-        await restart_if_changed(client, dict(pipeline), namespace, kind, name)
+        await restart_if_changed(client, dict(pipeline), namespace, kind, name, agents)
 
 
 async def restart_if_changed(
-    client: AsyncClient, pipeline: dict[str, Any], namespace: str, kind: str, name: str
+    client: AsyncClient,
+    pipeline: dict[str, Any],
+    namespace: str,
+    kind: str,
+    name: str,
+    agents: Images = DEFAULT_IMAGES,
 ) -> None:
     """Roll a restart-on-change workload of ``pipeline`` whose pod template carries another
     configuration checksum than the current one (event InstrumentationChanged)."""
@@ -63,7 +75,7 @@ async def restart_if_changed(
     ref = f"{pipeline['metadata']['namespace']}/{pipeline['metadata']['name']}"
     if request is None or request.ref != ref:
         return
-    wanted = injection.config_checksum(pipeline, request)
+    wanted = injection.config_checksum(pipeline, request, agents)
     if annotations.get(injection.RESTART_CHECKSUM) == wanted:
         return
     workload.setdefault("apiVersion", k8s_injection.WORKLOAD_API_VERSIONS[kind])

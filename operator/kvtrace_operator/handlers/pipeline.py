@@ -139,7 +139,12 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                     runtime, pipeline, gate.children, apply_all=apply
                 )
                 tokens = await sync_tokens(runtime, pipeline, referencing)  # revokes too
-                await instrumented.sync(client, pipeline, consumers.workload_names(referencing))
+                await instrumented.sync(
+                    client,
+                    pipeline,
+                    consumers.workload_names(referencing),
+                    runtime.options.images,
+                )
             except (k8s.Rejected, SpecError) as exc:  # SpecError: certManager without cert-manager
                 await refuse(exc)
                 return

@@ -40,6 +40,7 @@ from kvtrace_operator.k8s import injection as k8s_injection
 from kvtrace_operator.render import SpecError, injection, validate_pipeline
 from kvtrace_operator.render import tls as tls_render
 from kvtrace_operator.render import webhook as webhook_render
+from kvtrace_operator.render.images import DEFAULT_IMAGES, Images
 from kvtrace_operator.render.security import auth, tls
 from kvtrace_operator.render.status import find_condition
 from kvtrace_operator.spec.defaults import apply_defaults_pipeline
@@ -231,11 +232,14 @@ async def admit_pod(runtime: Runtime, pod: dict[str, Any], dryrun: bool) -> dict
     if pipeline is None or why:
         await report(runtime, pod, why)
         return injection.refused(pod, why)
-    return injection.inject(pod, pipeline, request)
+    return injection.inject(pod, pipeline, request, runtime.options.images)
 
 
-async def admit_workload(client: AsyncClient, workload: dict[str, Any]) -> str | None:
-    """The restart checksum a restart-on-change workload's template should carry, if any."""
+async def admit_workload(
+    client: AsyncClient, workload: dict[str, Any], agents: Images = DEFAULT_IMAGES
+) -> str | None:
+    """The restart checksum a restart-on-change workload's template should carry, if any
+    (``agents``: the operator's agent images)."""
     template = (workload.get("spec") or {}).get("template") or {}
     annotations = (template.get("metadata") or {}).get("annotations") or {}
     if annotations.get(injection.RESTART_ON_CHANGE) != "true":
@@ -247,7 +251,7 @@ async def admit_workload(client: AsyncClient, workload: dict[str, Any]) -> str |
     if request is None:
         return None
     pipeline, _ = await usable_pipeline(client, request)
-    return None if pipeline is None else injection.config_checksum(pipeline, request)
+    return None if pipeline is None else injection.config_checksum(pipeline, request, agents)
 
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
@@ -298,7 +302,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         set_patch(patch, pod, after)
 
     async def stamp_workload(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        checksum = await admit_workload(memo.runtime.client, common.plain(body))
+        runtime = memo.runtime
+        checksum = await admit_workload(runtime.client, common.plain(body), runtime.options.images)
         if checksum is not None:
             patch.setdefault("spec", {})["template"] = {
                 "metadata": {"annotations": {injection.RESTART_CHECKSUM: checksum}}

@@ -4,7 +4,8 @@
 Jaeger: the Go module tag v1.76.0 is the release "v1.76.0 / v2.13.0"; Jaeger v2 images are
 tagged with the v2 version. ``Images`` holds the operator-wide choice of these defaults
 (``--kvnode-image``, ``--collector-image``, ``--jaeger-image``, ``--prometheus-image``,
-``--query-proxy-image``); the render functions fill a resource's missing images from it.
+``--query-proxy-image``, ``--python-agent-image``, ``--java-agent-image``); the render functions
+fill a resource's missing images from it, the injection its agents' init containers.
 Pure: imports nothing of the operator.
 """
 
@@ -36,6 +37,8 @@ class Images:
     jaeger: str = JAEGER_IMAGE  # TracingPipeline spec.jaeger.image
     prometheus: str = PROMETHEUS_IMAGE  # TracingPipeline spec.metrics.prometheus.image
     query_proxy: str = OPERATOR_IMAGE  # the query-proxy sidecar, unless the pipeline's proxyImage
+    python_agent: str = PYTHON_AGENT_IMAGE  # injected pods' init container (inject-python)
+    java_agent: str = JAVA_AGENT_IMAGE  # injected pods' init container (inject-java)
 
 
 DEFAULT_IMAGES = Images()

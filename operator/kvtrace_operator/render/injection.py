@@ -28,11 +28,12 @@ import re
 from typing import Any
 
 from kvtrace.shared.api import MANAGED_BY
-from kvtrace_operator.render import images, security
+from kvtrace_operator.render import security
 from kvtrace_operator.render import tls as tls_render
 from kvtrace_operator.render.checksum import checksum
 from kvtrace_operator.render.consumer_tokens import TOKEN_KEY, workload_secret_name
 from kvtrace_operator.render.errors import SpecError
+from kvtrace_operator.render.images import DEFAULT_IMAGES, Images
 from kvtrace_operator.render.labels import PART_OF
 from kvtrace_operator.render.names import namespace_of
 from kvtrace_operator.render.otel_env import env, exporter_env, field_env
@@ -181,16 +182,19 @@ def owning_workload(pod: dict[str, Any]) -> Workload:
     return Workload(kind, name)
 
 
-def config_checksum(pipeline: dict[str, Any], request: Request) -> str:
-    """What an injected pod was given, as one value: a change means its pods must restart."""
+def config_checksum(
+    pipeline: dict[str, Any], request: Request, agents: Images = DEFAULT_IMAGES
+) -> str:
+    """What an injected pod was given (``agents``: the operator's agent images), as one value:
+    a change means its pods must restart."""
     spec = apply_defaults_pipeline(pipeline.get("spec"))
     return checksum(
         {
             "env": exporter_env(pipeline),
             "auth": security.auth(spec) is not None,
             "tls": tls_render.mode(spec),
-            "python": images.PYTHON_AGENT_IMAGE if request.python else None,
-            "java": images.JAVA_AGENT_IMAGE if request.java else None,
+            "python": agents.python_agent if request.python else None,
+            "java": agents.java_agent if request.java else None,
         }
     )[:16]
 
@@ -274,23 +278,35 @@ def _prepend_agent(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def _agent_volumes(request: Request) -> list[tuple[str, str, str, list[str]]]:
+def _agent_volumes(request: Request, agents: Images) -> list[tuple[str, str, str, list[str]]]:
     """(volume, mount path, image, copy command) per agent asked for."""
-    agents = []
+    wanted = []
     if request.python:
-        agents.append(
+        wanted.append(
             (
                 PYTHON_VOLUME,
                 PYTHON_DIR,
-                images.PYTHON_AGENT_IMAGE,
+                agents.python_agent,
                 ["cp", "-r", f"{PYTHON_AGENT_SOURCE}/.", PYTHON_DIR],
             )
         )
     if request.java:
-        agents.append(
-            (JAVA_VOLUME, JAVA_DIR, images.JAVA_AGENT_IMAGE, ["cp", JAVA_AGENT_SOURCE, JAVA_AGENT])
+        wanted.append(
+            (JAVA_VOLUME, JAVA_DIR, agents.java_agent, ["cp", JAVA_AGENT_SOURCE, JAVA_AGENT])
         )
-    return agents
+    return wanted
+
+
+def agent_images(pod: dict[str, Any]) -> Images:
+    """The agent images an injected ``pod``'s init containers run (the defaults for an agent
+    it has not): what its checksum was computed with, whatever the operator's flags are now."""
+    spec = pod.get("spec") or {}
+    init = {c.get("name"): c.get("image") for c in spec.get("initContainers") or ()}
+    return dataclasses.replace(
+        DEFAULT_IMAGES,
+        python_agent=init.get(PYTHON_VOLUME) or DEFAULT_IMAGES.python_agent,
+        java_agent=init.get(JAVA_VOLUME) or DEFAULT_IMAGES.java_agent,
+    )
 
 
 def _add_named(
@@ -301,7 +317,7 @@ def _add_named(
 
 
 def _volumes(
-    pipeline_spec: dict[str, Any], request: Request, workload: Workload
+    pipeline_spec: dict[str, Any], request: Request, workload: Workload, agents: Images
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(volume, mount) pairs every container gets: the CA bundle, the agents."""
     pairs = []
@@ -318,7 +334,7 @@ def _volumes(
                 {"name": CA_VOLUME, "mountPath": security.CLIENT_CA_DIR, "readOnly": True},
             )
         )
-    for volume, path, _, _ in _agent_volumes(request):
+    for volume, path, _, _ in _agent_volumes(request, agents):
         pairs.append(
             (
                 {"name": volume, "emptyDir": {"sizeLimit": "200Mi"}},
@@ -328,15 +344,21 @@ def _volumes(
     return pairs
 
 
-def inject(pod: dict[str, Any], pipeline: dict[str, Any], request: Request) -> dict[str, Any]:
-    """``pod`` with ``pipeline``'s configuration injected as ``request`` asks (a new dict;
-    ``pod`` is not changed). SpecError when the pipeline cannot be rendered."""
+def inject(
+    pod: dict[str, Any],
+    pipeline: dict[str, Any],
+    request: Request,
+    agents: Images = DEFAULT_IMAGES,
+) -> dict[str, Any]:
+    """``pod`` with ``pipeline``'s configuration injected as ``request`` asks, the agents'
+    init containers from ``agents`` (the operator's images; a new dict, ``pod`` is not
+    changed). SpecError when the pipeline cannot be rendered."""
     validate_pipeline(pipeline)
     pipeline_spec = apply_defaults_pipeline(pipeline.get("spec"))
     result = copy.deepcopy(pod)
     spec = result.setdefault("spec", {})
     workload = owning_workload(result)
-    pairs = _volumes(pipeline_spec, request, workload)
+    pairs = _volumes(pipeline_spec, request, workload, agents)
     volumes = list(spec.get("volumes") or [])
     for volume, _ in pairs:
         volumes = _add_named(volumes, volume)
@@ -353,7 +375,7 @@ def inject(pod: dict[str, Any], pipeline: dict[str, Any], request: Request) -> d
         containers.append(container)
     spec["containers"] = containers
     init = list(spec.get("initContainers") or [])
-    for agent, path, image, command in _agent_volumes(request):
+    for agent, path, image, command in _agent_volumes(request, agents):
         init = _add_named(
             init,
             {
@@ -370,7 +392,7 @@ def inject(pod: dict[str, Any], pipeline: dict[str, Any], request: Request) -> d
     annotations = result.setdefault("metadata", {}).setdefault("annotations", {})
     annotations.pop(INJECTION_ERROR, None)
     annotations[INJECTED] = request.ref
-    annotations[INJECTED_CHECKSUM] = config_checksum(pipeline, request)
+    annotations[INJECTED_CHECKSUM] = config_checksum(pipeline, request, agents)
     return result
 
 

@@ -122,7 +122,7 @@ def _injected_problem(
         return f"token missing: Secret {workload.secret} (key {TOKEN_KEY}) does not exist"
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     if annotations.get(injection.INJECTED_CHECKSUM) != injection.config_checksum(
-        dict(pipeline), request
+        dict(pipeline), request, injection.agent_images(dict(pod))
     ):
         return (
             f"stale: TracingPipeline {request.ref} changed since the pod was injected (restart it, or "

@@ -1,7 +1,8 @@
 """The operator-wide default images (render/images.py ``Images``; `kvtrace operator run
---kvnode-image/--collector-image/--jaeger-image/--prometheus-image`, each with its env
-variable): a resource that names no image runs the operator's, one that names its own keeps
-it, and `kvtrace render` takes the same flags."""
+--kvnode-image/--collector-image/--jaeger-image/--prometheus-image/--python-agent-image/
+--java-agent-image`, each with its env variable): a resource that names no image runs the
+operator's, one that names its own keeps it, an injected pod's init containers run the agent
+images, and `kvtrace render` takes the same flags."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ MIRROR = Images(
     jaeger="mirror.example:5000/team/jaeger:2.13.0",
     prometheus="mirror.example:5000/team/prometheus@sha256:" + "ab" * 32,
     query_proxy="mirror.example:5000/team/kvtrace-operator:0.1.0",
+    python_agent="mirror.example:5000/team/autoinstrumentation-python:0.66b1",
+    java_agent="mirror.example:5000/team/autoinstrumentation-java@sha256:" + "cd" * 32,
 )
 
 
@@ -123,6 +126,8 @@ FLAGS = [
     ("jaeger", "--jaeger-image", "KVTRACE_JAEGER_IMAGE"),
     ("prometheus", "--prometheus-image", "KVTRACE_PROMETHEUS_IMAGE"),
     ("query_proxy", "--query-proxy-image", "KVTRACE_QUERY_PROXY_IMAGE"),
+    ("python_agent", "--python-agent-image", "KVTRACE_PYTHON_AGENT_IMAGE"),
+    ("java_agent", "--java-agent-image", "KVTRACE_JAVA_AGENT_IMAGE"),
 ]
 
 

@@ -5,6 +5,7 @@ determinism, and the annotation errors (named by their annotation)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from kvtrace_operator.render import SpecError
 from kvtrace_operator.render import injection as inj
-from kvtrace_operator.render.images import JAVA_AGENT_IMAGE, PYTHON_AGENT_IMAGE
+from kvtrace_operator.render.images import DEFAULT_IMAGES, JAVA_AGENT_IMAGE, PYTHON_AGENT_IMAGE
 
 pytestmark = pytest.mark.unit
 
@@ -272,6 +273,30 @@ def test_java_agent() -> None:
         "kvtrace-python-agent",
         "kvtrace-java-agent",
     ]
+
+
+def test_the_operators_agent_images_run_and_are_part_of_the_checksum() -> None:
+    """``--python-agent-image``/``--java-agent-image`` (``Images``) name the init containers;
+    a pod is stale when its agent image is not the operator's; ``agent_images`` reads what a
+    pod runs back (``kvtrace status`` computes the pod's checksum with it)."""
+    mirror = dataclasses.replace(
+        DEFAULT_IMAGES,
+        python_agent="m.example/py:1",
+        java_agent="m.example/java@sha256:" + "e" * 64,
+    )
+    source = SHAPES["both agents, existing init"]
+    request = inj.parse_request(source["metadata"]["annotations"], source["metadata"]["namespace"])
+    assert request is not None
+    out = inj.inject(source, pipeline(), request, mirror)
+    images = {c["name"]: c["image"] for c in out["spec"]["initContainers"]}
+    assert images["kvtrace-python-agent"] == mirror.python_agent
+    assert images["kvtrace-java-agent"] == mirror.java_agent
+    assert inj.agent_images(out) == mirror
+    assert inj.agent_images(pod()) == DEFAULT_IMAGES
+    checksum = out["metadata"]["annotations"][inj.INJECTED_CHECKSUM]
+    assert checksum == inj.config_checksum(pipeline(), request, mirror)
+    assert checksum != inj.config_checksum(pipeline(), request)
+    assert inj.inject(out, pipeline(), request, mirror) == out
 
 
 def test_no_agent_without_the_annotation() -> None:
