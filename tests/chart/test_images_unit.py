@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +189,31 @@ def test_collector_is_built_like_the_local_stacks_binary() -> None:
     golang = re.fullmatch(r"golang:(\d+)\.(\d+)\.\d+-\w+", COLLECTOR.args()["GOLANG_IMAGE"])
     assert go_directive and golang
     assert tuple(map(int, golang.groups())) >= tuple(map(int, go_directive.groups()))
+
+
+def test_collector_go_mod_step_runs_on_its_build_context_alone(tmp_path: Path) -> None:
+    """The gomod stage imports tools.py with only what the Dockerfile copies: an input another
+    tool's cache key reads at import time (benchmarks/etcdload) must be copied too."""
+    for source in COLLECTOR.copy_sources():
+        origin, target = REPO / source, tmp_path / source
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_dir():
+            shutil.copytree(origin, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(origin, target)
+    (run,) = [r for r in COLLECTOR.values("RUN") if "tools.otelcol_go_mod()" in r]
+    code = re.search(r'-c "(.+)" >', run)
+    assert code, run
+    proc = subprocess.run(
+        [sys.executable, "-c", code.group(1)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == tools.otelcol_go_mod()
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@
 # golang:*-bookworm): the bases are made from Debian packages only.
 #   python: debootstrap --variant=minbase bookworm + python3, python3-venv, python-is-python3,
 #           ca-certificates (Debian's Python 3.11, like the upstream base's minor version)
-#   golang: the same root filesystem + the Go toolchain the collector Dockerfile pins
-#           (GOLANG_IMAGE golang:X.Y.Z-bookworm): the host's GOROOT when it is that version,
-#           else that toolchain fetched by `go` itself (GOTOOLCHAIN=goX.Y.Z).
+#   golang: the python base's root filesystem (made first when missing: one debootstrap for
+#           both) + the Go toolchain the collector Dockerfile pins (GOLANG_IMAGE
+#           golang:X.Y.Z-bookworm): the host's GOROOT when it is that version, else that
+#           toolchain fetched by `go` itself (GOTOOLCHAIN=goX.Y.Z).
 # Needs root (debootstrap). The root filesystem is made once per run and discarded.
 set -euo pipefail
 engine=${1:?usage: base.sh ENGINE python|golang}
@@ -58,11 +59,21 @@ started=$SECONDS
 work=$(mktemp -d /var/tmp/kvtrace-base.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 rootfs=$work/rootfs
-log "making $ref: debootstrap --variant=minbase $suite (python3, python3-venv, ca-certificates)"
-debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
-  "$suite" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
-  || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
-slim "$rootfs"
+if [[ $kind == golang ]]; then
+  # The python base's files (the same debootstrap, slimmed), not a second debootstrap.
+  python_ref=$(bash "$here/base.sh" "$engine" python)
+  log "making $ref from $python_ref"
+  mkdir -p "$rootfs"
+  container=$("$engine" create "$python_ref")
+  "$engine" export "$container" | tar -C "$rootfs" -x
+  "$engine" rm "$container" >/dev/null
+else
+  log "making $ref: debootstrap --variant=minbase $suite (python3, python3-venv, ca-certificates)"
+  debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+    "$suite" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
+    || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
+  slim "$rootfs"
+fi
 changes=(--change 'CMD ["/bin/bash"]' --change "LABEL dev.kvtrace.base.recipe=$recipe")
 path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 if [[ $kind == golang ]]; then
