@@ -143,6 +143,7 @@ class Store:
         self._scan_local = threading.local()
         self._loop_thread = threading.get_ident()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._outgoing: list[tuple[Any, ...]] = []  # queued in this loop iteration (_hand_over)
         self._thread = threading.Thread(
             target=self._run, args=(writer,), name="kvnode-writer", daemon=True
         )
@@ -183,39 +184,41 @@ class Store:
         return replay
 
     # -- writer thread --------------------------------------------------------------
-    # A queue item is (job, records, future, loop): `records` are written through the log (the
-    # hot path: no closure per write), else `job(conn)` runs in a checkpoint's transaction.
+    # A queue item is a list of entries (job, records, future, loop): `records` are written
+    # through the log (the hot path: no closure per write), else `job(conn)` runs in a
+    # checkpoint's transaction.
     def _run(self, conn: sqlite3.Connection) -> None:
         cur = conn.cursor()
-        while True:
-            try:
-                item = self._queue.get(timeout=CHECKPOINT_IDLE if self._held else None)
-            except queue.Empty:
-                self._checkpoint_or_log(conn, cur)
-                continue
-            if item is _STOP:
-                break
-            batch = [item]
-            if self.group_window:
-                time.sleep(self.group_window)
-            stop = False
-            while len(batch) < self.batch_limit:
+        backlog: list[tuple[Any, ...]] = []
+        stop = False
+        while backlog or not stop:
+            if not backlog:
+                try:
+                    item = self._queue.get(timeout=CHECKPOINT_IDLE if self._held else None)
+                except queue.Empty:
+                    self._checkpoint_or_log(conn, cur)
+                    continue
+                if item is _STOP:
+                    break
+                backlog.extend(item)
+                if self.group_window:
+                    time.sleep(self.group_window)
+            while not stop and len(backlog) < self.batch_limit:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is _STOP:
                     stop = True
-                    break
-                batch.append(nxt)
+                else:
+                    backlog.extend(nxt)
+            batch, backlog = backlog[: self.batch_limit], backlog[self.batch_limit :]
             if all(job is None for job, _records, _fut, _loop in batch):
                 self._hand_back(self._log_commit(cur, batch))
                 if self._log.pos >= CHECKPOINT_BYTES or len(self._held) >= CHECKPOINT_KEYS:
                     self._checkpoint_or_log(conn, cur)
             else:
                 self._hand_back(self._commit(conn, cur, batch))
-            if stop:
-                break
         self._checkpoint_or_log(conn, cur)  # a clean stop leaves the log with nothing to replay
         cur.close()
         conn.close()
@@ -364,8 +367,17 @@ class Store:
             raise RuntimeError("store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((job, records, fut, loop))
+        if not self._outgoing:
+            loop.call_soon(self._hand_over)
+        self._outgoing.append((job, records, fut, loop))
         return fut
+
+    def _hand_over(self) -> None:
+        """Once per loop iteration: everything queued in it goes to the writer in one item, so
+        a burst of writes wakes the writer once and reaches it as one batch."""
+        items, self._outgoing = self._outgoing, []
+        if items:
+            self._queue.put(items)
 
     def submit(self, job: Job) -> asyncio.Future[Any]:
         """Queue a write job; the future resolves once it is committed and fsynced."""
@@ -525,6 +537,7 @@ class Store:
         if self.closed:
             return
         self.closed = True
+        self._hand_over()
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
         self._scanner.submit(self._close_scan_conn)
