@@ -190,3 +190,35 @@ async def test_close_leaves_nothing_to_replay(tmp_path: Path) -> None:
         assert os.path.getsize(tmp_path / LOG_FILE) == size  # rewritten in place, not grown
     finally:
         store.close()
+
+
+async def test_a_failed_append_acknowledges_nothing_and_the_next_one_works(
+    tmp_path: Path,
+) -> None:
+    """A write error (EIO, ENOSPC) fails the batch's callers; nothing of it becomes visible,
+    and the next frame overwrites whatever part of it reached the file."""
+    store = Store(str(tmp_path))
+    real_append = store._log.append
+    calls = 0
+
+    def failing_once(payload: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            os.pwrite(store._log.fd, b"\xff" * 40, store._log.pos)  # a partial frame was written
+            raise OSError(28, "No space left on device")
+        real_append(payload)
+
+    store._log.append = failing_once  # type: ignore[method-assign]
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            await store.apply([Record(b"lost", b"v", 1)])
+        assert store.get(b"lost") is None and store.count() == 0
+        assert await store.apply([Record(b"kept", b"v", 2)]) == [True]
+        replay = decode_frames(
+            (tmp_path / LOG_FILE).read_bytes(), HEADER.size, store._log.generation
+        )
+        assert replay.records == [Record(b"kept", b"v", 2)]  # what a restart would replay
+    finally:
+        store._log.append = real_append  # type: ignore[method-assign]
+        store.close()
