@@ -36,13 +36,10 @@ from tracing_stack import loopback_config, pipeline  # noqa: E402
 from kvtrace.devstack.backends import Collector, Jaeger  # noqa: E402
 from kvtrace.devstack.proc import urlopen_direct  # noqa: E402
 from kvtrace.devstack.prometheus import Prometheus  # noqa: E402
-from kvtrace_operator.render import (  # noqa: E402
-    apply_defaults_pipeline,
-    render_collector_config,
-    render_jaeger_config,
-)
+from kvtrace_operator.render import render_collector_config, render_jaeger_config  # noqa: E402
 from kvtrace_operator.render.metrics import prometheus_config  # noqa: E402
 from kvtrace_operator.render.monitoring import rules_for  # noqa: E402
+from kvtrace_operator.spec import parse_pipeline  # noqa: E402
 
 BASE = {
     "sampling": {"mode": "production", "decisionWait": "2s"},
@@ -143,9 +140,9 @@ def run(
     name: str, extra: dict[str, Any], bodies: list[bytes], spans: int, workdir: Path
 ) -> dict[str, Any]:
     pipe = pipeline(**BASE, **extra)
-    spec = apply_defaults_pipeline(pipe["spec"])
+    spec = parse_pipeline(pipe["spec"])
     prom = None
-    if spec["metrics"]["enabled"]:
+    if spec.metrics.enabled:
         prom = Prometheus(
             prometheus_config(pipe, spec), rules_for(pipe, spec), workdir=workdir / f"{name}-prom"
         ).start()

@@ -14,6 +14,7 @@ from kvtrace.devstack.local_tls import issuers, local_tls, loopback_leaf
 from kvtrace_operator import pki
 from kvtrace_operator.render import render_collector_config, render_jaeger_config, tls
 from kvtrace_operator.render.security import CLIENT_CA_DIR
+from kvtrace_operator.spec import PipelineSpec, parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -57,10 +58,8 @@ def test_every_server_gets_its_service_names_and_the_loopback_address(tmp_path: 
     )
 
 
-def _defaults(pipe: dict[str, Any]) -> dict[str, Any]:
-    from kvtrace_operator.spec.defaults import apply_defaults_pipeline
-
-    return dict(apply_defaults_pipeline(pipe["spec"]))
+def _defaults(pipe: dict[str, Any]) -> PipelineSpec:
+    return parse_pipeline(pipe["spec"])
 
 
 def _ips(cert_pem: str) -> list[str]:

@@ -9,13 +9,8 @@ import kubernetes_validate
 import pytest
 from examples_lib import EXAMPLES, FOLDER, documents, folders, manifest_files, schema_errors
 
-from kvtrace_operator.render import (
-    apply_defaults_kvcluster,
-    apply_defaults_pipeline,
-    render_all,
-    validate_kvcluster,
-    validate_pipeline,
-)
+from kvtrace_operator.render import render_all, validate_kvcluster, validate_pipeline
+from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 
 pytestmark = pytest.mark.unit
 

@@ -14,6 +14,7 @@ from kvtrace.inspect.doctor import FAIL, PASS, SKIP, WARN
 from kvtrace.inspect.errors import InspectError
 from kvtrace_operator.render.kvcluster import render_kvcluster
 from kvtrace_operator.render.pipeline import render_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -232,12 +233,10 @@ class Secrets:
 
 
 def test_collector_token_comes_from_the_pipelines_token_secret() -> None:
-    spec = doctor.apply_defaults_pipeline({})  # auth on by default: the generated Secret
+    spec = parse_pipeline({})  # auth on by default: the generated Secret
     generated = Secrets({"traces-otlp-token": {"token": "c2VjcmV0LXRva2Vu"}})
     assert doctor.collector_token(generated, NS, pipeline(), spec) == ("secret-token", "")
-    own = doctor.apply_defaults_pipeline(
-        {"security": {"auth": {"tokenSecretRef": {"name": "mine", "key": "t"}}}}
-    )
+    own = parse_pipeline({"security": {"auth": {"tokenSecretRef": {"name": "mine", "key": "t"}}}})
     own_secret = Secrets({"mine": {"t": "b3duCg=="}})  # "own\n": the trailing newline is dropped
     assert doctor.collector_token(own_secret, NS, pipeline(), own) == ("own", "")
     assert doctor.collector_token(Secrets({}), NS, pipeline(), spec) == (
@@ -246,18 +245,16 @@ def test_collector_token_comes_from_the_pipelines_token_secret() -> None:
     )
     token, why = doctor.collector_token(Secrets({}, refuse=True), NS, pipeline(), spec)
     assert token is None and "403 Forbidden" in why
-    off = doctor.apply_defaults_pipeline({"security": {"auth": {"enabled": False}}})
+    off = parse_pipeline({"security": {"auth": {"enabled": False}}})
     assert doctor.collector_token(Secrets({}, refuse=True), NS, pipeline(), off) == (None, "")
 
 
 def test_collector_trust_is_the_bundle_the_pipelines_clients_trust() -> None:
     """TLS (on by default): doctor verifies the collector with the bundle the members mount."""
-    spec = doctor.apply_defaults_pipeline({})  # mode managed: NAME-tls-trust
+    spec = parse_pipeline({})  # mode managed: NAME-tls-trust
     managed = Secrets({"traces-tls-trust": {"ca.crt": "LS0tLS1CRUdJTg=="}})
     assert doctor.collector_trust(managed, NS, pipeline(), spec) == ("-----BEGIN", "")
-    own = doctor.apply_defaults_pipeline(
-        {"security": {"tls": {"secretName": "collector-tls"}}}
-    )  # mode secret
+    own = parse_pipeline({"security": {"tls": {"secretName": "collector-tls"}}})  # mode secret
     assert doctor.collector_trust(
         Secrets({"collector-tls": {"ca.crt": "TUlORQ=="}}), NS, pipeline(), own
     ) == ("MINE", "")
@@ -267,7 +264,7 @@ def test_collector_trust_is_the_bundle_the_pipelines_clients_trust() -> None:
     )
     ca, why = doctor.collector_trust(Secrets({}, refuse=True), NS, pipeline(), spec)
     assert ca is None and "403 Forbidden" in why
-    off = doctor.apply_defaults_pipeline({"security": {"tls": {"enabled": False}}})
+    off = parse_pipeline({"security": {"tls": {"enabled": False}}})
     assert doctor.collector_trust(Secrets({}, refuse=True), NS, pipeline(), off) == (None, "")
 
 

@@ -21,8 +21,8 @@ import yaml
 
 from kvtrace.devstack import tools
 from kvtrace.devstack.pytest_plugin import require_binaries
-from kvtrace_operator.render import apply_defaults_pipeline
 from kvtrace_operator.render.monitoring import alert_rules, rules_for
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.dataplane
 
@@ -50,7 +50,7 @@ def rendered_rules(tmp_path: Path, spec: dict[str, Any]) -> Path:
     """The rules file a pipeline with ``spec`` renders into its Prometheus ConfigMap."""
     pipe = {"metadata": {"name": "traces", "namespace": "shop"}, "spec": spec}
     path = tmp_path / f"rules-{len(list(tmp_path.iterdir()))}.yml"
-    path.write_text(yaml.safe_dump(rules_for(pipe, apply_defaults_pipeline(spec))))
+    path.write_text(yaml.safe_dump(rules_for(pipe, parse_pipeline(spec))))
     return path
 
 

@@ -12,8 +12,9 @@ import yaml
 from kvtrace.devstack.demo_metrics import kv_job_settings, rendered_flags, scrape_targets
 from kvtrace.devstack.demo_summary import endpoints_text, metrics_deployed
 from kvtrace.devstack.prometheus import loopback_prometheus_config
-from kvtrace_operator.render import apply_defaults_pipeline
+from kvtrace_operator.render.images import PROMETHEUS_IMAGE
 from kvtrace_operator.render.metrics import metrics_objects
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +27,7 @@ PIPELINE = {
 
 
 def rendered(kind: str) -> dict[str, Any]:
-    objects = metrics_objects(PIPELINE, apply_defaults_pipeline(PIPELINE["spec"]))
+    objects = metrics_objects(PIPELINE, parse_pipeline(PIPELINE["spec"]), PROMETHEUS_IMAGE)
     return next(o for o in objects if o["kind"] == kind)
 
 

@@ -12,9 +12,17 @@ import pytest
 from test_security_render_unit import kvc, tp
 
 from kvtrace.devstack.otlp_token import LocalToken
-from kvtrace_operator.render import SpecError, render_kvcluster, render_pipeline, validate_pipeline
+from kvtrace_operator import crds
+from kvtrace_operator.render import (
+    SpecError,
+    render_kvcluster,
+    render_pipeline,
+    strict,
+    validate_pipeline,
+)
 from kvtrace_operator.render import consumer_tokens as ct
 from kvtrace_operator.render.secret_refs import pipeline_secret_names
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -26,9 +34,13 @@ def auth(**fields: Any) -> dict[str, Any]:
 
 
 def test_every_consumer_has_its_own_secret() -> None:
-    settings = auth(consumers=[{"name": "billing"}, {"name": "app", "tokenSecretRef": APP_REF}])[
-        "auth"
-    ]
+    settings = parse_pipeline(
+        {
+            "security": auth(
+                consumers=[{"name": "billing"}, {"name": "app", "tokenSecretRef": APP_REF}]
+            )
+        }
+    ).security.auth
     # generated: the operator makes the Secret (a missing one is awaited, not reported)
     assert ct.consumers(
         settings,
@@ -44,7 +56,9 @@ def test_every_consumer_has_its_own_secret() -> None:
         ct.Consumer("consumer/app", "app-token", "value", generated=False),
     ]
     # The pipeline's own token is the user's Secret when it names one (pipelines from before).
-    own = auth(tokenSecretRef={"name": "otlp-token", "key": "token"})["auth"]
+    own = parse_pipeline(
+        {"security": auth(tokenSecretRef={"name": "otlp-token", "key": "token"})}
+    ).security.auth
     assert ct.consumers(own, "traces", [])[0] == ct.Consumer("pipeline", "otlp-token", "token")
 
 
@@ -150,9 +164,9 @@ def test_only_a_usable_token_enters_the_set(value: str, token: str | None) -> No
     ("consumers", "field", "words"),
     [
         ("billing", "spec.security.auth.consumers", "expected a list"),
-        (["billing"], "spec.security.auth.consumers[0]", "expected {name: NAME"),
+        (["billing"], "spec.security.auth.consumers[0]", "expected an object"),
         ([{"name": "Billing"}], "spec.security.auth.consumers[0].name", "expected a DNS label"),
-        ([{}], "spec.security.auth.consumers[0].name", "got None"),
+        ([{}], "spec.security.auth.consumers[0].name", "got ''"),
         (
             [{"name": "a"}, {"name": "a"}],
             "spec.security.auth.consumers[1].name",
@@ -163,13 +177,21 @@ def test_only_a_usable_token_enters_the_set(value: str, token: str | None) -> No
             "spec.security.auth.consumers[0].tokenSecretRef",
             "expected {name: SECRET, key: KEY}",
         ),
-        ([{"name": "a", "token": "x"}], "spec.security.auth.consumers[0].token", "unknown field"),
     ],
 )
 def test_bad_consumers_are_refused_naming_the_field(consumers: Any, field: str, words: str) -> None:
     with pytest.raises(SpecError) as info:
         validate_pipeline(tp(security=auth(consumers=consumers)))
     assert info.value.field == field and words in str(info.value)
+
+
+def test_an_unknown_consumer_field_is_refused_by_the_strict_check() -> None:
+    """Unknown fields are the schema check's (render.strict, the API server's for the operator),
+    before the typed parse and the validator see the spec."""
+    resource = tp(security=auth(consumers=[{"name": "a", "token": "x"}]))
+    report = strict.check(resource, crds.schemas()[(resource["apiVersion"], resource["kind"])])
+    assert [error.field for error in report.errors] == ["spec.security.auth.consumers[0].token"]
+    assert "unknown field" in report.errors[0].message
 
 
 def test_local_harnesses_resolve_every_consumer_secret_to_their_token(tmp_path: Any) -> None:

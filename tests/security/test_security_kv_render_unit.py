@@ -14,7 +14,7 @@ from kvtrace_operator.k8s.certificates import leaf_specs, managed_secrets, polic
 from kvtrace_operator.render import SpecError, render_kvcluster, tls
 from kvtrace_operator.render.certificates import certificate_objects
 from kvtrace_operator.render.secret_refs import made_for_members, referenced_secrets
-from kvtrace_operator.spec.defaults import apply_defaults_kvcluster
+from kvtrace_operator.spec import parse_kvcluster
 
 pytestmark = pytest.mark.unit
 
@@ -48,8 +48,8 @@ def volumes(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_managed_by_default_one_leaf_for_every_member_and_the_generated_token() -> None:
     cluster = untraced()
-    spec = apply_defaults_kvcluster(cluster["spec"])
-    assert tls.mode(spec) == tls.MANAGED
+    spec = parse_kvcluster(cluster["spec"])
+    assert spec.security.tls.active_mode == tls.MANAGED
     [leaf] = tls.leaves(cluster, spec)
     assert leaf == {
         "secret": "orders-kv-tls",
@@ -85,7 +85,7 @@ def test_managed_by_default_one_leaf_for_every_member_and_the_generated_token() 
 
 def test_the_managed_ca_signs_the_members_leaf_under_the_kv_prefix() -> None:
     cluster = untraced()
-    spec = apply_defaults_kvcluster(cluster["spec"])
+    spec = parse_kvcluster(cluster["spec"])
     now = datetime.datetime.now(datetime.UTC)
     state, actions = rotation.rotate(
         rotation.State(), leaf_specs(cluster, spec), now, policy(spec), "kv CA"
@@ -100,7 +100,7 @@ def test_the_managed_ca_signs_the_members_leaf_under_the_kv_prefix() -> None:
 def test_cert_manager_and_user_secret_modes() -> None:
     issuer = {"name": "ca-issuer", "kind": "ClusterIssuer"}
     cluster = untraced(security={"tls": {"mode": "certManager", "issuerRef": issuer}})
-    spec = apply_defaults_kvcluster(cluster["spec"])
+    spec = parse_kvcluster(cluster["spec"])
     [cert] = certificate_objects(cluster, spec)
     assert (
         cert["spec"]["secretName"] == "orders-kv-tls" and cert["spec"]["dnsNames"] == MEMBER_NAMES
@@ -110,9 +110,7 @@ def test_cert_manager_and_user_secret_modes() -> None:
     found = volumes(render_kvcluster(mine, None))
     assert found["serving-cert"]["secret"]["secretName"] == "my-kv-cert"
     assert found["kv-trust"]["secret"]["secretName"] == "my-kv-cert"
-    assert not tls.leaves(mine, apply_defaults_kvcluster(mine["spec"])) and not made_for_members(
-        mine
-    )
+    assert not tls.leaves(mine, parse_kvcluster(mine["spec"])) and not made_for_members(mine)
 
 
 def test_declared_clients_get_their_own_tokens() -> None:

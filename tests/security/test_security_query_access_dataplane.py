@@ -27,9 +27,10 @@ from kvtrace.devstack.backends import Jaeger, send_probe_trace, validate_config
 from kvtrace.inspect import doctor
 from kvtrace.shared.jaeger_client import CREDENTIALS_ENV, JaegerClient, JaegerError
 from kvtrace_operator import pki
-from kvtrace_operator.render import apply_defaults_pipeline, render_jaeger_config
+from kvtrace_operator.render import render_jaeger_config
 from kvtrace_operator.render.query_access import EXTENSION
 from kvtrace_operator.render.tls import leaves
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.dataplane
 
@@ -219,7 +220,7 @@ def test_basic_query_auth_over_tls_with_the_jaeger_leaf(poll: Any, tmp_path: Pat
     ca = pki.make_ca("traces ca", now, dt.timedelta(days=1))
     [leaf] = [
         leaf
-        for leaf in leaves(pipeline, apply_defaults_pipeline(pipeline["spec"]))
+        for leaf in leaves(pipeline, parse_pipeline(pipeline["spec"]))
         if leaf["secret"] == "traces-jaeger-tls"
     ]
     pair = pki.issue(ca, leaf["commonName"], leaf["dnsNames"], now, dt.timedelta(hours=1))

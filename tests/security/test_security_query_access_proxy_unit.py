@@ -18,6 +18,7 @@ from kvtrace_operator.render.query_access import EXTENSION, TOKENS_FILE
 from kvtrace_operator.render.secret_refs import pipeline_secret_names, referenced_secrets
 from kvtrace_operator.render.security import GENERATED_ANNOTATION, RELOADED_VOLUMES
 from kvtrace_operator.render.tls import leaves
+from kvtrace_operator.spec import PipelineSpec, parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -274,10 +275,8 @@ def test_the_jaeger_leaf_names_the_query_service_and_secret_mode_keeps_query_pla
     )
 
 
-def render_pipeline_spec(pipe: dict[str, Any]) -> dict[str, Any]:
-    from kvtrace_operator.render import apply_defaults_pipeline
-
-    return dict(apply_defaults_pipeline(pipe["spec"]))
+def render_pipeline_spec(pipe: dict[str, Any]) -> PipelineSpec:
+    return parse_pipeline(pipe["spec"])
 
 
 def test_kvtrace_render_names_the_field_and_renders_the_sidecar(tmp_path: Any) -> None:

@@ -37,7 +37,7 @@ from kvtrace_operator import pki, rotation
 from kvtrace_operator.k8s.certificates import leaf_specs, managed_secrets, policy
 from kvtrace_operator.render import render_collector_config, render_jaeger_config, tls
 from kvtrace_operator.render.security import CLIENT_CA_DIR
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.dataplane
 
@@ -92,7 +92,7 @@ def secret_data(
     pipe: dict[str, Any], state: rotation.State, moment: datetime.datetime
 ) -> dict[str, dict[str, str]]:
     """What the operator's Secrets hold for ``state``: name -> decoded data."""
-    spec = apply_defaults_pipeline(pipe["spec"])
+    spec = parse_pipeline(pipe["spec"])
     return {
         obj["metadata"]["name"]: tls.decoded(obj)
         for obj in managed_secrets(pipe, spec, state, moment)
@@ -102,7 +102,7 @@ def secret_data(
 def issue(
     pipe: dict[str, Any], state: rotation.State, moment: datetime.datetime
 ) -> tuple[rotation.State, list[str]]:
-    spec = apply_defaults_pipeline(pipe["spec"])
+    spec = parse_pipeline(pipe["spec"])
     return rotation.rotate(
         state, leaf_specs(pipe, spec), moment, policy(spec), "kvtrace store/traces CA"
     )
@@ -533,8 +533,8 @@ def test_tls_configs_pass_otelcol_and_jaeger_validate(pipe: dict[str, Any], tmp_
     from kvtrace.devstack.pytest_plugin import require_binaries
 
     require_binaries("otelcol-kvtrace", "jaeger")
-    spec = apply_defaults_pipeline(pipe["spec"])
-    tiers = ["loadbalancer", "sampling"] if spec["collector"]["replicas"] > 1 else ["sampling"]
+    spec = parse_pipeline(pipe["spec"])
+    tiers = ["loadbalancer", "sampling"] if spec.collector.replicas > 1 else ["sampling"]
     for tier in tiers:
         proc = validate_config(render_collector_config(pipe, tier), workdir=tmp_path)
         assert proc.returncode == 0, f"{tier}: {proc.stderr}"

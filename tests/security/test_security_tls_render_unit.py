@@ -11,7 +11,7 @@ import yaml
 
 from kvtrace_operator.render import SpecError, render_kvcluster, render_pipeline, validate_pipeline
 from kvtrace_operator.render.certificates import certificate_objects
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -120,7 +120,7 @@ def test_managed_two_tiers_every_hop_is_tls_and_each_pod_mounts_only_what_it_nee
     )
     assert env["OTEL_EXPORTER_OTLP_CERTIFICATE"] == "/etc/kvtrace-telemetry/ca.crt"
     assert not certificate_objects(
-        tp({"enabled": True}), apply_defaults_pipeline(tp({"enabled": True})["spec"])
+        tp({"enabled": True}), parse_pipeline(tp({"enabled": True})["spec"])
     )
 
 

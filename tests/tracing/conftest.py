@@ -27,11 +27,7 @@ from kvtrace.devstack.local_tls import local_tls
 from kvtrace.devstack.otlp_token import local_token
 from kvtrace.devstack.prometheus import Prometheus, kept_flags
 from kvtrace.devstack.pytest_plugin import require_binaries
-from kvtrace_operator.render import (
-    apply_defaults_pipeline,
-    render_collector_config,
-    render_jaeger_config,
-)
+from kvtrace_operator.render import render_collector_config, render_jaeger_config, sampling
 from kvtrace_operator.render.collector import LOADBALANCER_TIER, SAMPLING_TIER
 from kvtrace_operator.render.metrics import (
     JOB_COLLECTOR,
@@ -42,6 +38,7 @@ from kvtrace_operator.render.metrics import (
     prometheus_config,
 )
 from kvtrace_operator.render.monitoring import rules_for
+from kvtrace_operator.spec import parse_pipeline
 
 
 @pytest.fixture
@@ -73,14 +70,14 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
         root.mkdir()
         token = local_token(root / "otlp-token")
         tls = local_tls(root / "tls", pipe)
+        parsed = parse_pipeline(pipe["spec"])
         prom = None
         if prometheus:  # the rendered config and rules; targets once everything listens
-            defaulted = apply_defaults_pipeline(pipe["spec"])
             prom = Prometheus(
-                prometheus_config(pipe, defaulted),
-                rules_for(pipe, defaulted),
+                prometheus_config(pipe, parsed),
+                rules_for(pipe, parsed),
                 workdir=root / "prometheus",
-                args=kept_flags(prometheus_args(metrics_settings(pipe, defaulted))),
+                args=kept_flags(prometheus_args(metrics_settings(pipe, parsed))),
             )
             started.append(prom)
             prom.start()
@@ -99,13 +96,9 @@ def trace_stack(tmp_path: Path, loopback_ip: Callable[[], str]) -> Iterator[Call
         )
         started.append(jaeger)
         jaeger.start()
-        two_tier = (
-            spec.get("collector", {}).get("replicas", 1) > 1
-            and spec.get("sampling", {}).get("mode", "production") == "production"
-        )
         samplers: list[RestartableCollector] = []
-        if two_tier:
-            for i in range(spec["collector"]["replicas"]):
+        if sampling.two_tier(parsed):
+            for i in range(parsed.collector.replicas):
                 c = Collector(
                     loopback_config(
                         render_collector_config(pipe, SAMPLING_TIER),

@@ -32,6 +32,7 @@ from tracing_stack import (
 
 from kvtrace.shared.jaeger_client import Trace
 from kvtrace_operator.render.status import sampling_status
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.dataplane
 
@@ -166,7 +167,7 @@ def test_head_sampling_keeps_about_ratio_of_everything_errors_included(
 ) -> None:
     ratio = 0.5
     spec = {"sampling": {"mode": "head", "ratio": ratio}}
-    note = sampling_status(spec)["note"]
+    note = sampling_status(parse_pipeline(spec))["note"]
     assert "errors" in note and "sampled" in note and "not every error is kept" in note, note
     stack = trace_stack(spec, faults=FAULTS)
     assert {

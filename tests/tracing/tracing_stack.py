@@ -52,6 +52,7 @@ from kvtrace_operator.render.collector import JAEGER_EXPORTER
 from kvtrace_operator.render.jaeger import BADGER_DIR
 from kvtrace_operator.render.metrics import METRICS_EXPORTER
 from kvtrace_operator.render.otel_env import flag_variable, node_trace_flags
+from kvtrace_operator.spec import parse_pipeline
 
 BIN = Path(sys.executable).parent
 NAMESPACE = "shop"
@@ -299,6 +300,7 @@ def start_kv_nodes(
             secrets=secrets,
             tls=tls,
         )
+        pipe_spec = parse_pipeline(pipe.get("spec")) if pipe is not None else None
         env = {
             **base,
             **n.env,
@@ -310,7 +312,7 @@ def start_kv_nodes(
             "KVNODE_ANTI_ENTROPY_INTERVAL": "0",
             "KVNODE_PEER_TIMEOUT": "5s",
             "KVNODE_LOG_LEVEL": "warning",
-            **{flag_variable(flag): value for flag, value in node_trace_flags(pipe)},
+            **{flag_variable(flag): value for flag, value in node_trace_flags(pipe_spec)},
             **(extra or {}),
         }
         if faults:

@@ -38,7 +38,6 @@ from kvtrace_operator.handlers.metrics import METRICS
 from kvtrace_operator.handlers.runtime import Delivery, Runtime
 from kvtrace_operator.render import (
     SpecError,
-    apply_defaults_pipeline,
     names,
     query_access,
     security,
@@ -52,6 +51,7 @@ from kvtrace_operator.render.canary import (
     lookup_bound_s,
 )
 from kvtrace_operator.render.status import find_condition
+from kvtrace_operator.spec import PipelineSpec, parse_pipeline
 
 log = logging.getLogger("kvtrace_operator")
 
@@ -134,7 +134,7 @@ async def _secret_value(client: AsyncClient, namespace: str, name: str, key: str
 
 
 async def credentials(
-    client: AsyncClient, pipeline: Mapping[str, Any], spec: dict[str, Any]
+    client: AsyncClient, pipeline: Mapping[str, Any], spec: PipelineSpec
 ) -> tuple[str | None, str | None]:
     """(bearer token, CA certificate PEM) the pipeline's collector requires, else None."""
     namespace, name = _key(pipeline)
@@ -146,14 +146,14 @@ async def credentials(
                 client, namespace, ref["name"], ref["key"], "spec.security.auth token"
             )
         ).strip()
-    if security.tls(spec):
-        secret, key = tls.client_ca(spec, name)
+    if (settings := security.tls(spec)) is not None:
+        secret, key = tls.client_ca(settings, name)
         ca = await _secret_value(client, namespace, secret, key, "spec.security.tls CA bundle")
     return token, ca
 
 
 async def query_credentials(
-    client: AsyncClient, pipeline: Mapping[str, Any], spec: dict[str, Any]
+    client: AsyncClient, pipeline: Mapping[str, Any], spec: PipelineSpec
 ) -> dict[str, str]:
     """What the Jaeger lookup sends (the first line of the Secret key): ``credentials``
     (USER:PASSWORD, HTTP Basic) or ``token`` (bearer, for the query proxy); empty without
@@ -180,7 +180,7 @@ async def run(runtime: Runtime, pipeline: Mapping[str, Any]) -> CanaryResult:
     """Send one canary through the pipeline and look for it in Jaeger (bounded in time)."""
     client = runtime.client
     namespace, name = _key(pipeline)
-    spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
+    spec = parse_pipeline(pipeline.get("spec"))
     endpoints = names.pipeline_endpoints(dict(pipeline))
     collector = endpoints["otlpHttp"]
     jaeger = endpoints.get("jaegerQuery")

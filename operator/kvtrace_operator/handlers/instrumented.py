@@ -18,7 +18,7 @@ from kvtrace_operator.render import SpecError, injection
 from kvtrace_operator.render import tls as tls_render
 from kvtrace_operator.render.consumer_tokens import workload_secret_name
 from kvtrace_operator.render.images import DEFAULT_IMAGES, Images
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 log = logging.getLogger("kvtrace_operator")
 
@@ -32,11 +32,11 @@ async def sync(
     """``workloads``: ``NAMESPACE/KIND/NAME`` of the workloads injected with ``pipeline``;
     ``agents``: the operator's agent images."""
     meta = pipeline["metadata"]
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    settings = parse_pipeline(pipeline.get("spec")).security.tls
     ca = None
-    if tls_render.settings(spec) is not None:
+    if settings.enabled:
         ca = await k8s_injection.read_ca(
-            client, meta["namespace"], *tls_render.client_ca(spec, meta["name"])
+            client, meta["namespace"], *tls_render.client_ca(settings, meta["name"])
         )
     for label in workloads:
         namespace, _, workload = label.partition("/")

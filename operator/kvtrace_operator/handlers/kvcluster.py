@@ -28,7 +28,6 @@ from kvtrace_operator.render import (
     render_kvcluster,
     validate_pipeline,
 )
-from kvtrace_operator.render.sampling import mode as sampling_mode
 from kvtrace_operator.render.secret_refs import made_by_pipeline, made_for_members
 from kvtrace_operator.render.status import (
     find_condition,
@@ -36,6 +35,7 @@ from kvtrace_operator.render.status import (
     tracing_state,
     workload_summary,
 )
+from kvtrace_operator.spec import parse_pipeline
 
 log = logging.getLogger("kvtrace_operator")
 
@@ -62,7 +62,7 @@ async def resolve_pipeline(
         ref,
         found=True,
         endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
-        mode=sampling_mode(pipeline.get("spec") or {}),
+        mode=parse_pipeline(pipeline.get("spec")).sampling.mode,
         sampler=env.get("OTEL_TRACES_SAMPLER", ""),
     )
 

@@ -45,7 +45,7 @@ from kvtrace_operator.render.secret_refs import (
     workload_secret_refs,
 )
 from kvtrace_operator.render.status import condition, find_condition
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 TOKENS_READY = "TokensReady"
 AUTHORIZED = "Authorized"
@@ -181,7 +181,7 @@ async def sync_tokens(
     (kind, name) of the objects referencing it now); the ``TokensReady`` condition, None
     without auth. A Warning event ``TokenNotFound`` once per distinct set of consumers
     without a token."""
-    settings = security.auth(apply_defaults_pipeline(pipeline.get("spec")))
+    settings = security.auth(parse_pipeline(pipeline.get("spec")))
     if settings is None:
         return None
     meta = pipeline["metadata"]

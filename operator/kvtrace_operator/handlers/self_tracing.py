@@ -14,7 +14,8 @@ from lightkube import AsyncClient
 from kvtrace.shared.endpoints import resolve_url
 from kvtrace_operator import tracing
 from kvtrace_operator.handlers import canary
-from kvtrace_operator.render import apply_defaults_pipeline, names
+from kvtrace_operator.render import names
+from kvtrace_operator.spec import parse_pipeline
 
 log = logging.getLogger("kvtrace_operator")
 
@@ -24,7 +25,7 @@ async def follow(client: AsyncClient, pipeline: Mapping[str, Any]) -> None:
     meta = pipeline["metadata"]
     if tracing.target() != (meta["namespace"], meta["name"]):
         return
-    spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
+    spec = parse_pipeline(pipeline.get("spec"))
     try:
         token, ca = await canary.credentials(client, pipeline, spec)
     except canary.CredentialsError as exc:

@@ -43,7 +43,7 @@ from kvtrace_operator.render import webhook as webhook_render
 from kvtrace_operator.render.images import DEFAULT_IMAGES, Images
 from kvtrace_operator.render.security import auth, tls
 from kvtrace_operator.render.status import find_condition
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 log = logging.getLogger("kvtrace_operator")
 CA_VALIDITY = datetime.timedelta(days=365)
@@ -159,11 +159,11 @@ async def ensure_secret(
     client: AsyncClient, pod: dict[str, Any], request: injection.Request, pipeline: dict[str, Any]
 ) -> str:
     """Create (or complete) the pod's workload Secret; an empty string, or why it cannot be."""
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    spec = parse_pipeline(pipeline.get("spec"))
     namespace = pod["metadata"]["namespace"]
     ca = None
-    if tls(spec):
-        secret, key = tls_render.client_ca(spec, request.pipeline)
+    if (settings := tls(spec)) is not None:
+        secret, key = tls_render.client_ca(settings, request.pipeline)
         ca = await k8s_injection.read_ca(client, request.namespace, secret, key)
         if not ca:
             return f"the CA bundle of TracingPipeline {request.ref} (Secret {secret}, key {key}) does not exist yet"

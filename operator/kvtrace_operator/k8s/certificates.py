@@ -24,6 +24,7 @@ from kvtrace_operator.k8s.secrets import SecretData
 from kvtrace_operator.render import names, tls
 from kvtrace_operator.render.certificates import API_VERSION, CRD_NAME, KIND, certificate_objects
 from kvtrace_operator.render.errors import SpecError
+from kvtrace_operator.spec import OwnerSpec
 
 # Registers cert-manager's kind with lightkube (apply_object resolves kinds by apiVersion/kind).
 Certificate = create_namespaced_resource("cert-manager.io", "v1", "Certificate", "certificates")
@@ -66,8 +67,8 @@ def tls_status(mode: str, bundle_pem: str, leaves: dict[str, str]) -> dict[str, 
     }
 
 
-def policy(spec: dict[str, Any]) -> rotation.Policy:
-    seconds = tls.policy_seconds(spec)
+def policy(spec: OwnerSpec) -> rotation.Policy:
+    seconds = tls.policy_seconds(spec.security.tls)
     return rotation.Policy(
         duration=datetime.timedelta(seconds=seconds["duration"]),
         renew_before=datetime.timedelta(seconds=seconds["renewBefore"]),
@@ -76,7 +77,7 @@ def policy(spec: dict[str, Any]) -> rotation.Policy:
     )
 
 
-def leaf_specs(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[rotation.LeafSpec]:
+def leaf_specs(pipeline: dict[str, Any], spec: OwnerSpec) -> list[rotation.LeafSpec]:
     return [
         rotation.LeafSpec(leaf["secret"], leaf["commonName"], tuple(leaf["dnsNames"]))
         for leaf in tls.leaves(pipeline, spec)
@@ -109,7 +110,7 @@ def state_of(ca_data: dict[str, str], leaf_data: dict[str, dict[str, str]]) -> r
 
 
 def managed_secrets(
-    pipeline: dict[str, Any], spec: dict[str, Any], state: rotation.State, now: datetime.datetime
+    pipeline: dict[str, Any], spec: OwnerSpec, state: rotation.State, now: datetime.datetime
 ) -> list[dict[str, Any]]:
     """The CA Secret, the trust bundle and one ``kubernetes.io/tls`` Secret per leaf."""
     assert state.ca is not None
@@ -143,7 +144,7 @@ async def read_data(secret_data: SecretData, name: str, namespace: str) -> dict[
 
 
 async def prepare_managed(
-    secret_data: SecretData, pipeline: dict[str, Any], spec: dict[str, Any], now: datetime.datetime
+    secret_data: SecretData, pipeline: dict[str, Any], spec: OwnerSpec, now: datetime.datetime
 ) -> Prepared:
     name, namespace = tls.base_name(pipeline), names.namespace_of(pipeline)
     wanted = leaf_specs(pipeline, spec)
@@ -196,7 +197,7 @@ async def cert_manager_installed(client: AsyncClient) -> bool:
 
 
 async def prepare_cert_manager(
-    secret_data: SecretData, pipeline: dict[str, Any], spec: dict[str, Any], now: datetime.datetime
+    secret_data: SecretData, pipeline: dict[str, Any], spec: OwnerSpec, now: datetime.datetime
 ) -> Prepared:
     client = secret_data.client
     if not await cert_manager_installed(client):
@@ -260,7 +261,7 @@ async def prune_certificates(
         ):
             deleted.append(
                 f"Certificate {obj['metadata']['name']}: deleted (not rendered in mode "
-                f"{tls.mode(tls.owner_spec(pipeline)) or 'off'})"
+                f"{tls.owner_spec(pipeline).security.tls.active_mode or 'off'})"
             )
     return deleted
 
@@ -286,9 +287,9 @@ async def prepare(
     and lightkube.ApiError."""
     spec = tls.owner_spec(pipeline)
     moment = now or datetime.datetime.now(datetime.UTC)
-    if tls.mode(spec) == tls.MANAGED:
+    if spec.security.tls.active_mode == tls.MANAGED:
         prepared = await prepare_managed(secret_data, pipeline, spec, moment)
-    elif tls.mode(spec) == tls.CERT_MANAGER:
+    elif spec.security.tls.active_mode == tls.CERT_MANAGER:
         prepared = await prepare_cert_manager(secret_data, pipeline, spec, moment)
     else:
         prepared = Prepared()

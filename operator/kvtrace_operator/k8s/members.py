@@ -16,7 +16,8 @@ import httpx2
 
 from kvtrace.shared.endpoints import resolve_url
 from kvtrace_operator.k8s.secrets import SecretData
-from kvtrace_operator.render import apply_defaults_kvcluster, kvsecurity, names, tls
+from kvtrace_operator.render import kvsecurity, names, tls
+from kvtrace_operator.spec import parse_kvcluster
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,7 @@ async def member_credentials(secret_data: SecretData, cluster: Mapping[str, Any]
     of the user's Secret in mode secret) and the generated token (``NAME-kv-client-token``).
     A Secret not written yet leaves its part None (the members are not ready then either)."""
     cluster = dict(cluster)
-    spec = apply_defaults_kvcluster(cluster.get("spec"))
+    spec = parse_kvcluster(cluster.get("spec"))
     namespace = names.namespace_of(cluster)
     ca = (
         await _secret_text(

@@ -16,13 +16,10 @@ from kvtrace_operator.render.pipeline import render_pipeline
 from kvtrace_operator.render.resources import pipeline_ref, referenced_pipeline, render_all
 from kvtrace_operator.render.sampling import HEAD_NOTE
 from kvtrace_operator.render.validate import validate_kvcluster, validate_pipeline
-from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 
 __all__ = [
     "HEAD_NOTE",
     "SpecError",
-    "apply_defaults_kvcluster",
-    "apply_defaults_pipeline",
     "checksum",
     "client_endpoint",
     "max_unavailable",

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvtrace_operator.render import sampling
-from kvtrace_operator.spec.durations import parse_duration
+from kvtrace_operator.spec import PipelineSpec
 
 CONDITION = "TraceDelivery"
 DELIVERED = "Delivered"
@@ -66,24 +66,15 @@ class CanaryResult:
     jaeger_error: str | None = None  # the last lookup failure, if any
 
 
-def canary_duration_ns(spec: Mapping[str, Any]) -> int:
-    """Longer than the latency threshold, so production tail sampling keeps the canary
-    (``spec`` with defaults applied)."""
-    threshold = spec.get("sampling", {}).get("latencyThreshold", "500ms")
-    return parse_duration(threshold, "spec.sampling.latencyThreshold") + 100_000_000
+def canary_duration_ns(spec: PipelineSpec) -> int:
+    """Longer than the latency threshold, so production tail sampling keeps the canary."""
+    return spec.sampling.latency_threshold.nanos + 100_000_000
 
 
-def lookup_bound_s(spec: Mapping[str, Any], slack_s: float = DEFAULT_TIMEOUT_S) -> float:
+def lookup_bound_s(spec: PipelineSpec, slack_s: float = DEFAULT_TIMEOUT_S) -> float:
     """How long to look for the canary in Jaeger: the tail-sampling decision wait (the
-    collector holds every trace that long) plus ``slack_s`` (``spec`` with defaults)."""
-    wait = 0.0
-    if sampling.uses_tail_sampling(dict(spec)):
-        wait = (
-            parse_duration(
-                spec.get("sampling", {}).get("decisionWait", "10s"), "spec.sampling.decisionWait"
-            )
-            / 1e9
-        )
+    collector holds every trace that long) plus ``slack_s``."""
+    wait = spec.sampling.decision_wait.seconds if sampling.uses_tail_sampling(spec) else 0.0
     return wait + slack_s
 
 

@@ -12,24 +12,26 @@ from typing import Any
 
 from kvtrace_operator.render import tls
 from kvtrace_operator.render.labels import child_metadata
+from kvtrace_operator.spec import OwnerSpec
+from kvtrace_operator.spec.common import TLS
 
 API_VERSION = "cert-manager.io/v1"
 KIND = "Certificate"
 CRD_NAME = "certificates.cert-manager.io"
 
 
-def issuer_ref(settings: dict[str, Any]) -> dict[str, str]:
-    ref = settings["issuerRef"]
+def issuer_ref(settings: TLS) -> dict[str, str]:
+    ref = settings.issuer_ref
+    if ref is None:  # render.validate refuses certManager without one
+        raise ValueError("spec.security.tls.issuerRef: required with mode certManager")
     return {
-        "name": str(ref["name"]),
-        "kind": str(ref.get("kind") or "Issuer"),
-        "group": str(ref.get("group") or "cert-manager.io"),
+        "name": ref.name,
+        "kind": ref.kind or "Issuer",
+        "group": ref.group or "cert-manager.io",
     }
 
 
-def certificate(
-    pipeline: dict[str, Any], leaf: dict[str, Any], settings: dict[str, Any]
-) -> dict[str, Any]:
+def certificate(pipeline: dict[str, Any], leaf: dict[str, Any], settings: TLS) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -38,8 +40,8 @@ def certificate(
             "secretName": leaf["secret"],
             "commonName": leaf["commonName"],
             "dnsNames": list(leaf["dnsNames"]),
-            "duration": settings["duration"],
-            "renewBefore": settings["renewBefore"],
+            "duration": settings.duration.text,
+            "renewBefore": settings.renew_before.text,
             "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
             "usages": ["server auth", "client auth", "digital signature"],
             "issuerRef": issuer_ref(settings),
@@ -47,9 +49,9 @@ def certificate(
     }
 
 
-def certificate_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Certificates of a certManager pipeline (none in the other modes)."""
-    if tls.mode(spec) != tls.CERT_MANAGER:
+def certificate_objects(pipeline: dict[str, Any], spec: OwnerSpec) -> list[dict[str, Any]]:
+    """The Certificates of a certManager pipeline or KVCluster (none in the other modes)."""
+    settings = spec.security.tls
+    if settings.active_mode != tls.CERT_MANAGER:
         return []
-    settings = spec["security"]["tls"]
     return [certificate(pipeline, leaf, settings) for leaf in tls.leaves(pipeline, spec)]

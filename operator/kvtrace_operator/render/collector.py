@@ -20,7 +20,8 @@ from typing import Any
 from kvtrace_operator.render import environment, names, sampling, security, tls
 from kvtrace_operator.render.metrics import add_span_metrics
 from kvtrace_operator.render.redaction import redaction_processor
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import PipelineSpec, parse_pipeline
+from kvtrace_operator.spec.pipeline import OTLPExporter
 
 SAMPLING_TIER = "sampling"
 LOADBALANCER_TIER = "loadbalancer"
@@ -58,13 +59,13 @@ def self_telemetry(metrics_port: int) -> dict[str, Any]:
     return {"metrics": {"readers": [{"pull": {"exporter": {"prometheus": prometheus}}}]}}
 
 
-def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
+def receivers(spec: PipelineSpec, edge: bool) -> dict[str, Any]:
     """OTLP always; Zipkin and Jaeger only at the edge (where applications send). Every edge
     server gets the pipeline's authentication and TLS (``spec.security``)."""
     result: dict[str, Any] = {"otlp": otlp_receiver()}
-    if edge and spec["receivers"]["zipkin"]["enabled"]:
+    if edge and spec.zipkin_receiver:
         result["zipkin"] = {"endpoint": listen(names.ZIPKIN_PORT)}
-    if edge and spec["receivers"]["jaeger"]["enabled"]:
+    if edge and spec.jaeger_receiver:
         result["jaeger"] = {
             "protocols": {
                 "grpc": {"endpoint": listen(names.JAEGER_GRPC_PORT)},
@@ -75,7 +76,7 @@ def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
     extra = (
         security.receiver_settings(spec)
         if edge
-        else ({"tls": tls.server_tls(spec)} if tls.every_hop(spec) else {})
+        else ({"tls": tls.server_tls(spec.security.tls)} if spec.security.tls.every_hop else {})
     )
     if extra:
         for receiver in result.values():
@@ -86,13 +87,13 @@ def receivers(spec: dict[str, Any], edge: bool) -> dict[str, Any]:
     return result
 
 
-def edge_processors(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def edge_processors(pipeline: dict[str, Any], spec: PipelineSpec) -> dict[str, Any]:
     """The sending pod's Kubernetes metadata and resource detection (render/environment.py),
     hashing, redaction (the default patterns unless ``redaction.defaultPatterns`` is false,
     then the user's)."""
     result = environment.edge_processors(environment.environment(pipeline, spec))
-    redaction = spec["redaction"]
-    hashed = redaction.get("hashAttributes") or []
+    redaction = spec.redaction
+    hashed = redaction.hash_attributes
     if hashed:
         result["attributes/hash"] = {"actions": [{"key": key, "action": "hash"} for key in hashed]}
     masking = redaction_processor(redaction)
@@ -102,22 +103,24 @@ def edge_processors(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str,
 
 
 def processors(
-    pipeline: dict[str, Any], spec: dict[str, Any], edge: bool, tail: bool
+    pipeline: dict[str, Any], spec: PipelineSpec, edge: bool, tail: bool
 ) -> dict[str, Any]:
-    limiter = spec["collector"]["memoryLimiter"]
-    batch = spec["collector"]["batch"]
+    collector = spec.collector
     result: dict[str, Any] = {
         "memory_limiter": {
-            "check_interval": limiter["checkInterval"],
-            "limit_percentage": limiter["limitPercentage"],
-            "spike_limit_percentage": limiter["spikeLimitPercentage"],
+            "check_interval": collector.check_interval.text,
+            "limit_percentage": collector.limit_percentage,
+            "spike_limit_percentage": collector.spike_limit_percentage,
         }
     }
     if edge:
         result.update(edge_processors(pipeline, spec))
     if tail:
         result["tail_sampling"] = sampling.tail_sampling_config(spec)
-    result["batch"] = {"send_batch_size": batch["sendBatchSize"], "timeout": batch["timeout"]}
+    result["batch"] = {
+        "send_batch_size": collector.send_batch_size,
+        "timeout": collector.batch_timeout.text,
+    }
     return result
 
 
@@ -133,47 +136,49 @@ def ca_file(exporter: str) -> str:
     return f"{TLS_DIR}/{exporter}/ca.crt"
 
 
-def user_exporter(exporter: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def user_exporter(exporter: OTLPExporter) -> tuple[str, dict[str, Any]]:
     """An OTLP exporter; secret headers are ``${env:...}`` references, CA files are mounted."""
-    kind = "otlp_grpc" if exporter["protocol"] == "grpc" else "otlp_http"
-    tls = exporter["tls"]
+    kind = "otlp_grpc" if exporter.protocol == "grpc" else "otlp_http"
     config: dict[str, Any] = {
-        "endpoint": exporter["endpoint"],
-        "tls": {"insecure": tls["insecure"], "insecure_skip_verify": tls["insecureSkipVerify"]},
+        "endpoint": exporter.endpoint,
+        "tls": {
+            "insecure": exporter.insecure,
+            "insecure_skip_verify": exporter.insecure_skip_verify,
+        },
     }
-    if tls.get("caSecret"):
-        config["tls"]["ca_file"] = ca_file(exporter["name"])
-    headers = dict(sorted((exporter.get("headers") or {}).items()))
-    for index, header in enumerate(exporter.get("secretHeaders") or []):
-        headers[header["name"]] = "${env:" + header_env_name(exporter["name"], index) + "}"
+    if exporter.ca_secret:
+        config["tls"]["ca_file"] = ca_file(exporter.name)
+    headers = dict(sorted((exporter.headers or {}).items()))
+    for index, header in enumerate(exporter.secret_headers):
+        headers[header.name] = "${env:" + header_env_name(exporter.name, index) + "}"
     if headers:
         config["headers"] = headers
-    if exporter.get("compression"):
-        config["compression"] = exporter["compression"]
-    return f"{kind}/{exporter['name']}", config
+    if exporter.compression:
+        config["compression"] = exporter.compression
+    return f"{kind}/{exporter.name}", config
 
 
-def destination_exporters(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def destination_exporters(pipeline: dict[str, Any], spec: PipelineSpec) -> dict[str, Any]:
     """Jaeger, the user's OTLP exporters and the debug exporter."""
     result: dict[str, Any] = {}
-    if spec["jaeger"]["enabled"]:
+    if spec.jaeger.enabled:
         host = names.service_dns(
             names.jaeger_otlp(names.name_of(pipeline)), names.namespace_of(pipeline)
         )
         # The name verified is the Service's even where the endpoint is rewritten (the local pod runner).
         result[JAEGER_EXPORTER] = {
             "endpoint": f"{host}:{names.OTLP_GRPC_PORT}",
-            "tls": tls.exporter_tls(spec, server_name=host),
+            "tls": tls.exporter_tls(spec.security.tls, server_name=host),
         }
-    for exporter in spec["exporters"].get("otlp") or []:
+    for exporter in spec.exporters.otlp:
         key, config = user_exporter(exporter)
         result[key] = config
     if sampling.debug_exporter_on(spec):
-        result["debug"] = {"verbosity": spec["exporters"]["debug"]["verbosity"]}
+        result["debug"] = {"verbosity": spec.exporters.debug_verbosity}
     return result
 
 
-def loadbalancing_exporter(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def loadbalancing_exporter(pipeline: dict[str, Any], spec: PipelineSpec) -> dict[str, Any]:
     """Every span of a trace to the same sampling-tier pod (DNS on its headless Service; with
     TLS the pods' certificate is verified for the Service's name, not the pod IP dialled)."""
     host = names.service_dns(
@@ -183,7 +188,10 @@ def loadbalancing_exporter(pipeline: dict[str, Any], spec: dict[str, Any]) -> di
         "load_balancing": {
             "routing_key": "traceID",
             "protocol": {
-                "otlp": {"tls": tls.exporter_tls(spec, server_name=host), "timeout": "5s"}
+                "otlp": {
+                    "tls": tls.exporter_tls(spec.security.tls, server_name=host),
+                    "timeout": "5s",
+                }
             },
             "resolver": {"dns": {"hostname": host, "port": str(names.OTLP_GRPC_PORT)}},
         }
@@ -214,7 +222,7 @@ def render_collector_config(pipeline: dict[str, Any], tier: str = SAMPLING_TIER)
     load balancer) or ``loadbalancer`` (the front tier of a two-tier pipeline)."""
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    spec = parse_pipeline(pipeline.get("spec"))
     two_tier = sampling.two_tier(spec)
     edge = tier == LOADBALANCER_TIER or not two_tier
     tail = tier == SAMPLING_TIER and sampling.uses_tail_sampling(spec)

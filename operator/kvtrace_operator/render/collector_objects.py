@@ -15,16 +15,18 @@ from kvtrace_operator.render.collector import (
     render_collector_config,
 )
 from kvtrace_operator.render.deployment import Workload, service
+from kvtrace_operator.render.images import Images
 from kvtrace_operator.render.labels import COLLECTOR, COLLECTOR_LOADBALANCER, COLLECTOR_SAMPLING
+from kvtrace_operator.spec import PipelineSpec
 
 CONFIG_DIR = "/etc/otelcol"
 
 
-def receiver_ports(spec: dict[str, Any]) -> list[tuple[str, int]]:
+def receiver_ports(spec: PipelineSpec) -> list[tuple[str, int]]:
     ports = [("otlp-grpc", names.OTLP_GRPC_PORT), ("otlp-http", names.OTLP_HTTP_PORT)]
-    if spec["receivers"]["zipkin"]["enabled"]:
+    if spec.zipkin_receiver:
         ports.append(("zipkin", names.ZIPKIN_PORT))
-    if spec["receivers"]["jaeger"]["enabled"]:
+    if spec.jaeger_receiver:
         ports += [
             ("jaeger-grpc", names.JAEGER_GRPC_PORT),
             ("jaeger-thrift", names.JAEGER_THRIFT_HTTP_PORT),
@@ -32,42 +34,38 @@ def receiver_ports(spec: dict[str, Any]) -> list[tuple[str, int]]:
     return ports
 
 
-def secret_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+def secret_env(spec: PipelineSpec) -> list[dict[str, Any]]:
     """The secret header values of the user's exporters, as env vars of the collector."""
     return [
         {
-            "name": header_env_name(exporter["name"], index),
-            "valueFrom": {
-                "secretKeyRef": {
-                    "name": header["secretKeyRef"]["name"],
-                    "key": header["secretKeyRef"]["key"],
-                }
-            },
+            "name": header_env_name(exporter.name, index),
+            "valueFrom": {"secretKeyRef": header.secret_key_ref.as_dict()},
         }
-        for exporter in spec["exporters"].get("otlp") or []
-        for index, header in enumerate(exporter.get("secretHeaders") or [])
+        for exporter in spec.exporters.otlp
+        for index, header in enumerate(exporter.secret_headers)
+        if header.secret_key_ref is not None  # render.validate refuses a header without one
     ]
 
 
-def ca_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def ca_volumes(spec: PipelineSpec) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """A Secret volume (and its mount) per exporter with a CA certificate."""
     volumes = []
-    for exporter in spec["exporters"].get("otlp") or []:
-        secret = exporter["tls"].get("caSecret")
+    for exporter in spec.exporters.otlp:
+        secret = exporter.ca_secret
         if secret:
-            volume = f"tls-{exporter['name']}"
+            volume = f"tls-{exporter.name}"
             volumes.append(
                 (
                     {
                         "name": volume,
                         "secret": {
-                            "secretName": secret["name"],
-                            "items": [{"key": secret["key"], "path": "ca.crt"}],
+                            "secretName": secret.name,
+                            "items": [{"key": secret.key, "path": "ca.crt"}],
                         },
                     },
                     {
                         "name": volume,
-                        "mountPath": ca_file(exporter["name"]).rsplit("/", 1)[0],
+                        "mountPath": ca_file(exporter.name).rsplit("/", 1)[0],
                         "readOnly": True,
                     },
                 )
@@ -77,7 +75,8 @@ def ca_volumes(spec: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any
 
 def workload(
     pipeline: dict[str, Any],
-    spec: dict[str, Any],
+    spec: PipelineSpec,
+    image: str,
     name: str,
     component: str,
     tier: str,
@@ -88,14 +87,13 @@ def workload(
     """``destinations``: this tier exports to Jaeger and the user's exporters (their secrets);
     ``edge``: applications send to it (the token file and serving certificate); render/tls.py
     adds the serving certificate of every TLS tier and the trust bundle of exporting ones."""
-    collector = spec["collector"]
-    settings = environment.environment(pipeline, spec)
+    settings = environment.environment(pipeline, spec, image)
     return Workload(
         program="otelcol",
         name=name,
         component=component,
-        image=collector["image"],
-        replicas=collector["replicas"],
+        image=image,
+        replicas=spec.collector.replicas,
         config=render_collector_config(pipeline, tier),
         config_dir=CONFIG_DIR,
         ports=[*ports, ("health", names.HEALTH_PORT), ("metrics", names.COLLECTOR_METRICS_PORT)],
@@ -109,18 +107,19 @@ def workload(
             + (security.collector_volumes(spec, names.name_of(pipeline)) if edge else [])
             + tls.collector_volumes(
                 pipeline,
-                spec,
+                spec.security.tls,
                 name,
-                serves=edge or tls.every_hop(spec),
-                exports_inside=destinations
-                and spec["jaeger"]["enabled"]
-                or tier == LOADBALANCER_TIER,
+                serves=edge or spec.security.tls.every_hop,
+                exports_inside=destinations and spec.jaeger.enabled or tier == LOADBALANCER_TIER,
             )
         ),
     )
 
 
-def collector_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
+def collector_objects(
+    pipeline: dict[str, Any], spec: PipelineSpec, images: Images
+) -> list[dict[str, Any]]:
+    """The collector tier(s) (``images``: the pipeline's, render.images.pipeline_images)."""
     name = names.name_of(pipeline)
     edge_ports = receiver_ports(spec)
     objects: list[dict[str, Any]] = []
@@ -129,6 +128,7 @@ def collector_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
         back = workload(
             pipeline,
             spec,
+            images.collector,
             names.sampling_collector(name),
             COLLECTOR_SAMPLING,
             SAMPLING_TIER,
@@ -145,6 +145,7 @@ def collector_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
         front = workload(
             pipeline,
             spec,
+            images.collector,
             names.collector(name),
             COLLECTOR_LOADBALANCER,
             LOADBALANCER_TIER,
@@ -156,6 +157,7 @@ def collector_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
         front = workload(
             pipeline,
             spec,
+            images.collector,
             names.collector(name),
             COLLECTOR,
             SAMPLING_TIER,
@@ -166,7 +168,10 @@ def collector_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
     objects += [
         front.service_account(pipeline),
         *environment.rbac_objects(
-            pipeline, front.name, front.component, environment.environment(pipeline, spec)
+            pipeline,
+            front.name,
+            front.component,
+            environment.environment(pipeline, spec, images.collector),
         ),
         front.config_map(pipeline),
         front.deployment(pipeline),

@@ -30,6 +30,8 @@ from kvtrace.shared.api import KVCLUSTER
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.labels import child_metadata
 from kvtrace_operator.render.names import name_of
+from kvtrace_operator.spec.common import TokenHolder
+from kvtrace_operator.spec.pipeline import PipelineAuth
 
 FIELD = "spec.security.auth.consumers"
 TOKEN_KEY = "token"
@@ -87,29 +89,15 @@ def generated_secret(
 
 
 def validate(
-    auth: dict[str, Any], key: str = "consumers", field: str = FIELD, reserved: tuple[str, ...] = ()
+    holders: tuple[TokenHolder, ...], field: str = FIELD, reserved: tuple[str, ...] = ()
 ) -> None:
-    """``consumers`` (a KVCluster's ``clients``: ``key`` under ``field``): a list of
-    ``{name, tokenSecretRef?}`` with distinct DNS-label names, none of ``reserved``."""
-    entries = auth.get(key)
-    if entries is None:
-        return
-    if not isinstance(entries, list):
-        raise SpecError(field, f"expected a list of {{name, tokenSecretRef}}, got {entries!r}")
+    """``consumers`` (a KVCluster's ``clients``, under ``field``): distinct DNS-label names,
+    none of ``reserved``, and a complete ``tokenSecretRef`` where one is given."""
+    kind = field.rsplit(".", 1)[-1][:-1]  # consumer, client
     seen: set[str] = set()
-    for index, entry in enumerate(entries):
-        where = f"{field}[{index}]"
-        if not isinstance(entry, dict):
-            raise SpecError(
-                where, f"expected {{name: NAME, tokenSecretRef: {{name, key}}}}, got {entry!r}"
-            )
-        unknown = sorted(set(entry) - {"name", "tokenSecretRef"})
-        if unknown:
-            raise SpecError(
-                f"{where}.{unknown[0]}", f"unknown field: a {key[:-1]} has name and tokenSecretRef"
-            )
-        name = entry.get("name")
-        if not isinstance(name, str) or not _DNS_LABEL.match(name) or len(name) > 63:
+    for index, holder in enumerate(holders):
+        where, name = f"{field}[{index}]", holder.name
+        if not _DNS_LABEL.match(name) or len(name) > 63:
             raise SpecError(
                 f"{where}.name",
                 "expected a DNS label (lower-case letters, digits, '-', "
@@ -118,41 +106,36 @@ def validate(
         if name in seen or name in reserved:
             raise SpecError(
                 f"{where}.name",
-                f"duplicate {key[:-1]} {name!r}: each {key[:-1]} has one token"
+                f"duplicate {kind} {name!r}: each {kind} has one token"
                 if name in seen
                 else f"{name!r} is the generated token's name: choose another",
             )
         seen.add(name)
-        ref = entry.get("tokenSecretRef")
-        if ref is not None and not (
-            isinstance(ref, dict)
-            and set(ref) <= {"name", "key"}
-            and all(isinstance(ref.get(key), str) and ref[key] for key in ("name", "key"))
-        ):
+        ref = holder.token_secret_ref
+        if ref is not None and not (ref.name and ref.key):
             raise SpecError(
-                f"{where}.tokenSecretRef", f"expected {{name: SECRET, key: KEY}}, got {ref!r}"
+                f"{where}.tokenSecretRef",
+                f"expected {{name: SECRET, key: KEY}}, got {ref.as_dict()!r}",
             )
 
 
-def pipeline_consumer(auth: dict[str, Any], pipeline_name: str) -> Consumer:
-    ref = auth.get("tokenSecretRef")
+def pipeline_consumer(auth: PipelineAuth, pipeline_name: str) -> Consumer:
+    ref = auth.token_secret_ref
     if ref:
-        return Consumer(PIPELINE_LABEL, ref["name"], ref["key"])
+        return Consumer(PIPELINE_LABEL, ref.name, ref.key)
     return Consumer(PIPELINE_LABEL, pipeline_token_secret(pipeline_name), TOKEN_KEY, True)
 
 
-def declared_consumers(auth: dict[str, Any], pipeline_name: str) -> list[Consumer]:
+def declared_consumers(auth: PipelineAuth, pipeline_name: str) -> list[Consumer]:
     """The pipeline's ``consumers`` entries, in order."""
     result = []
-    for entry in auth.get("consumers") or ():
-        ref = entry.get("tokenSecretRef")
-        label = f"consumer/{entry['name']}"
+    for entry in auth.consumers:
+        ref = entry.token_secret_ref
+        label = f"consumer/{entry.name}"
         result.append(
-            Consumer(label, ref["name"], ref["key"])
+            Consumer(label, ref.name, ref.key)
             if ref
-            else Consumer(
-                label, consumer_token_secret(pipeline_name, entry["name"]), TOKEN_KEY, True
-            )
+            else Consumer(label, consumer_token_secret(pipeline_name, entry.name), TOKEN_KEY, True)
         )
     return result
 
@@ -183,7 +166,7 @@ def referencing_consumer(kind: str, name: str) -> Consumer:
 
 
 def consumers(
-    auth: dict[str, Any], pipeline_name: str, referencing: Iterable[tuple[str, str]]
+    auth: PipelineAuth, pipeline_name: str, referencing: Iterable[tuple[str, str]]
 ) -> list[Consumer]:
     """Every consumer whose token the collector accepts, derived from its sources (never
     accumulated): the pipeline's own, each object referencing it (``referencing``: (kind,
@@ -207,15 +190,15 @@ def workload_consumer(namespace: str, workload: str, secret: str) -> Consumer:
 
 
 def generated_consumer_secrets(
-    pipeline: dict[str, Any], auth: dict[str, Any]
+    pipeline: dict[str, Any], auth: PipelineAuth
 ) -> list[dict[str, Any]]:
     """Generated Secrets of declared consumers without ``tokenSecretRef``."""
     return [
         generated_secret(
-            pipeline, consumer_token_secret(name_of(pipeline), entry["name"]), "otlp-consumer-token"
+            pipeline, consumer_token_secret(name_of(pipeline), entry.name), "otlp-consumer-token"
         )
-        for entry in auth.get("consumers") or ()
-        if not entry.get("tokenSecretRef")
+        for entry in auth.consumers
+        if entry.token_secret_ref is None
     ]
 
 

@@ -21,6 +21,8 @@ from kvtrace_operator.render import names
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.images import COLLECTOR_IMAGE
 from kvtrace_operator.render.labels import child_metadata
+from kvtrace_operator.spec import PipelineSpec
+from kvtrace_operator.spec.pipeline import AttributeFrom
 
 FIELD = "spec.collector.resourceDetection"
 ATTRIBUTES_FIELD = "spec.collector.kubernetesAttributes"
@@ -111,31 +113,31 @@ class Environment:
         return self.node or self.attributes
 
 
-def _extracts(items: list[dict[str, Any]], field: str) -> tuple[FieldExtract, ...]:
+def _extracts(items: tuple[AttributeFrom, ...], field: str) -> tuple[FieldExtract, ...]:
     found = []
     for index, item in enumerate(items):
         where = f"{field}[{index}]"
-        if not isinstance(item, dict):
-            raise SpecError(where, f"expected an object with key and tagName, got {item!r}")
-        for key in ("key", "tagName"):
-            if not isinstance(item.get(key), str) or not item[key]:
-                raise SpecError(
-                    f"{where}.{key}", f"expected a non-empty string, got {item.get(key)!r}"
-                )
-        source = item.get("from", "pod")
+        for key, value in (("key", item.key), ("tagName", item.tag_name)):
+            if not value:
+                raise SpecError(f"{where}.{key}", f"expected a non-empty string, got {value!r}")
+        source = item.source or "pod"
         if source not in SOURCES:
             raise SpecError(
                 f"{where}.from", f"expected one of {', '.join(SOURCES)}, got {source!r}"
             )
-        found.append(FieldExtract(item["key"], item["tagName"], source))
+        found.append(FieldExtract(item.key, item.tag_name, source))
     return tuple(found)
 
 
-def environment(pipeline: dict[str, Any], spec: dict[str, Any]) -> Environment:
-    """The typed settings of a defaulted spec; SpecError names the field that is wrong."""
-    detection = spec["collector"]["resourceDetection"]
-    attributes = spec["collector"]["kubernetesAttributes"]
-    listed = list(detection["detectors"])
+def environment(
+    pipeline: dict[str, Any], spec: PipelineSpec, image: str | None = None
+) -> Environment:
+    """The environment settings of a typed spec; SpecError names the field that is wrong.
+    ``image``: the collector's image when known (the pipeline's own, else the operator's
+    --collector-image, as render_pipeline resolves it), checked against the detectors."""
+    collector = spec.collector
+    attributes = collector.kubernetes_attributes
+    listed = list(collector.detectors)
     for index, detector in enumerate(listed):
         if detector not in DETECTORS:
             raise SpecError(
@@ -148,35 +150,32 @@ def environment(pipeline: dict[str, Any], spec: dict[str, Any]) -> Environment:
             f"{FIELD}.detectors",
             f"expected each detector once (k8snode and k8s_api are one detector), got {listed}",
         )
-    for index, name in enumerate(attributes["metadata"]):
+    for index, name in enumerate(attributes.metadata):
         if name not in METADATA:
             raise SpecError(
                 f"{ATTRIBUTES_FIELD}.metadata[{index}]",
                 f"expected one of {', '.join(METADATA)}, got {name!r}",
             )
-    if attributes["scope"] not in SCOPES:
+    if attributes.scope not in SCOPES:
         raise SpecError(
             f"{ATTRIBUTES_FIELD}.scope",
-            f"expected one of {', '.join(SCOPES)}, got {attributes['scope']!r}",
+            f"expected one of {', '.join(SCOPES)}, got {attributes.scope!r}",
         )
     env = Environment(
         namespace=names.namespace_of(pipeline),
         detectors=tuple(rendered),
-        override=bool(detection["override"]),
-        timeout=str(detection["timeout"]),
-        attributes=bool(attributes["enabled"]),
-        scope=attributes["scope"],
-        metadata=tuple(attributes["metadata"]),
-        labels=_extracts(attributes.get("labels") or [], f"{ATTRIBUTES_FIELD}.labels"),
-        annotations=_extracts(
-            attributes.get("annotations") or [], f"{ATTRIBUTES_FIELD}.annotations"
-        ),
+        override=collector.detection_override,
+        timeout=collector.detection_timeout.text,
+        attributes=attributes.enabled,
+        scope=attributes.scope,
+        metadata=attributes.metadata,
+        labels=_extracts(attributes.labels, f"{ATTRIBUTES_FIELD}.labels"),
+        annotations=_extracts(attributes.annotations, f"{ATTRIBUTES_FIELD}.annotations"),
     )
     _check_scope(env)
-    # Unset: the operator's --collector-image, which render_pipeline fills in before the
-    # collector's objects run this again with it.
-    if spec["collector"].get("image"):
-        _check_image(env, spec["collector"]["image"])
+    chosen = image or collector.image
+    if chosen:  # unset: the operator's --collector-image, not known here
+        _check_image(env, chosen)
     return env
 
 

@@ -6,13 +6,15 @@ tagged with the v2 version. ``Images`` holds the operator-wide choice of these d
 (``--kvnode-image``, ``--collector-image``, ``--jaeger-image``, ``--prometheus-image``,
 ``--query-proxy-image``, ``--python-agent-image``, ``--java-agent-image``); the render functions
 fill a resource's missing images from it, the injection its agents' init containers.
-Pure: imports nothing of the operator.
+Pure: imports nothing of the operator but the typed spec.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
+
+from kvtrace_operator.spec import PipelineSpec
 
 OPERATOR_IMAGE = "ghcr.io/kvtrace/kvtrace-operator:0.1.0"
 KVNODE_IMAGE = "ghcr.io/kvtrace/kvnode:0.1.0"
@@ -54,25 +56,13 @@ def images_from_args(args: Any) -> Images:
     return Images(**chosen)
 
 
-def with_kvcluster_image(spec: dict[str, Any], images: Images) -> dict[str, Any]:
-    """A defaulted KVCluster ``spec`` with ``image`` set: its own, else ``images.kvnode``."""
-    return {**spec, "image": spec.get("image") or images.kvnode}
-
-
-def with_pipeline_images(spec: dict[str, Any], images: Images) -> dict[str, Any]:
-    """A defaulted TracingPipeline ``spec`` with the collector's, Jaeger's and Prometheus's
-    images set: the pipeline's own, else the operator's defaults in ``images``."""
-    metrics = spec["metrics"]
-    prometheus = metrics["prometheus"]
-    return {
-        **spec,
-        "collector": {
-            **spec["collector"],
-            "image": spec["collector"].get("image") or images.collector,
-        },
-        "jaeger": {**spec["jaeger"], "image": spec["jaeger"].get("image") or images.jaeger},
-        "metrics": {
-            **metrics,
-            "prometheus": {**prometheus, "image": prometheus.get("image") or images.prometheus},
-        },
-    }
+def pipeline_images(spec: PipelineSpec, images: Images) -> Images:
+    """The images a pipeline runs: those its spec names (collector, Jaeger, Prometheus, the
+    query proxy's ``proxyImage``), else the operator-wide ``images``."""
+    return replace(
+        images,
+        collector=spec.collector.image or images.collector,
+        jaeger=spec.jaeger.image or images.jaeger,
+        prometheus=spec.metrics.prometheus.image or images.prometheus,
+        query_proxy=spec.jaeger.query_auth.proxy_image or images.query_proxy,
+    )

@@ -39,7 +39,7 @@ from kvtrace_operator.render.names import namespace_of
 from kvtrace_operator.render.otel_env import env, exporter_env, field_env
 from kvtrace_operator.render.podspec import container_security_context
 from kvtrace_operator.render.validate import validate_pipeline
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import PipelineSpec, parse_pipeline
 
 INJECT = "kvtrace.dev/inject"
 INJECT_PYTHON = "kvtrace.dev/inject-python"
@@ -187,12 +187,12 @@ def config_checksum(
 ) -> str:
     """What an injected pod was given (``agents``: the operator's agent images), as one value:
     a change means its pods must restart."""
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    spec = parse_pipeline(pipeline.get("spec"))
     return checksum(
         {
-            "env": exporter_env(pipeline),
+            "env": exporter_env(pipeline, spec),
             "auth": security.auth(spec) is not None,
-            "tls": tls_render.mode(spec),
+            "tls": spec.security.tls.active_mode,
             "python": agents.python_agent if request.python else None,
             "java": agents.java_agent if request.java else None,
         }
@@ -224,12 +224,12 @@ def merged_attributes(own: str, ours: str) -> str:
 def container_env(
     pod: dict[str, Any],
     pipeline: dict[str, Any],
+    spec: PipelineSpec,
     request: Request,
     workload: Workload,
     container: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """The container's env list: ours first (skipping what it sets), then its own."""
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
     own = list(container.get("env") or [])
     own_values = {item["name"]: item for item in own}
     ours = [
@@ -237,7 +237,7 @@ def container_env(
         field_env(POD_UID_ENV, "metadata.uid"),
         field_env(NODE_NAME_ENV, "spec.nodeName"),
         env("OTEL_SERVICE_NAME", workload.name),
-        *exporter_env(pipeline),
+        *exporter_env(pipeline, spec),
     ]
     attributes = resource_attributes(pod, workload, container["name"])
     given = own_values.get("OTEL_RESOURCE_ATTRIBUTES")
@@ -317,7 +317,7 @@ def _add_named(
 
 
 def _volumes(
-    pipeline_spec: dict[str, Any], request: Request, workload: Workload, agents: Images
+    pipeline_spec: PipelineSpec, request: Request, workload: Workload, agents: Images
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(volume, mount) pairs every container gets: the CA bundle, the agents."""
     pairs = []
@@ -354,7 +354,7 @@ def inject(
     init containers from ``agents`` (the operator's images; a new dict, ``pod`` is not
     changed). SpecError when the pipeline cannot be rendered."""
     validate_pipeline(pipeline)
-    pipeline_spec = apply_defaults_pipeline(pipeline.get("spec"))
+    pipeline_spec = parse_pipeline(pipeline.get("spec"))
     result = copy.deepcopy(pod)
     spec = result.setdefault("spec", {})
     workload = owning_workload(result)
@@ -366,7 +366,9 @@ def inject(
     containers = []
     for container in spec.get("containers") or []:
         container = dict(container)
-        container["env"] = container_env(result, pipeline, request, workload, container)
+        container["env"] = container_env(
+            result, pipeline, pipeline_spec, request, workload, container
+        )
         mounts = list(container.get("volumeMounts") or [])
         for _, mount in pairs:
             if not any(m.get("mountPath") == mount["mountPath"] for m in mounts):

@@ -7,7 +7,8 @@ from typing import Any
 from kvtrace_operator.render import names, query_access, query_proxy, tls
 from kvtrace_operator.render.collector import listen, otlp_receiver, self_telemetry
 from kvtrace_operator.render.metrics import SPM_BACKEND, jaeger_metric_backends
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import PipelineSpec, parse_pipeline
+from kvtrace_operator.spec.pipeline import Jaeger
 
 STORE = "traces"
 ARCHIVE_STORE = "archive"
@@ -31,40 +32,42 @@ def storage_backend(
     return {"memory": {"max_traces": max_traces}}
 
 
-def storage_backends(jaeger: dict[str, Any]) -> dict[str, Any]:
+def storage_backends(jaeger: Jaeger) -> dict[str, Any]:
     """The primary store and, with ``archive.enabled``, the archive: the same type as the
     primary with its own bound (memory: ``archive.maxTraces``; badger: ``archive.retention``,
     under ``ARCHIVE_DIR``)."""
-    storage, archive = jaeger["storage"], jaeger["archive"]
-    backends = {STORE: storage_backend(storage["type"], storage["maxTraces"], storage["retention"])}
-    if archive["enabled"]:
+    storage, archive = jaeger.storage, jaeger.archive
+    backends = {STORE: storage_backend(storage.type, storage.max_traces, storage.retention.text)}
+    if archive.enabled:
         backends[ARCHIVE_STORE] = storage_backend(
-            storage["type"], archive["maxTraces"], archive["retention"], ARCHIVE_DIR
+            storage.type, archive.max_traces, archive.retention.text, ARCHIVE_DIR
         )
     return backends
 
 
-def retention(jaeger: dict[str, Any]) -> dict[str, Any]:
+def retention(jaeger: Jaeger) -> dict[str, Any]:
     """What each trace store keeps (``kvtrace status``, docs/tracing.md): ``traces`` and
     ``archive`` (None when off), each ``{"type", "maxTraces"}`` (memory: the newest that
     many, lost on restart) or ``{"type", "retention"}`` (badger: spans expire after it)."""
 
-    def bound(kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    def bound(kind: str, max_traces: int, kept: str) -> dict[str, Any]:
         if kind == "badger":
-            return {"type": kind, "retention": values["retention"]}
-        return {"type": kind, "maxTraces": values["maxTraces"]}
+            return {"type": kind, "retention": kept}
+        return {"type": kind, "maxTraces": max_traces}
 
-    storage, archive = jaeger["storage"], jaeger["archive"]
+    storage, archive = jaeger.storage, jaeger.archive
     return {
-        "traces": bound(storage["type"], storage),
-        "archive": bound(storage["type"], archive) if archive["enabled"] else None,
+        "traces": bound(storage.type, storage.max_traces, storage.retention.text),
+        "archive": bound(storage.type, archive.max_traces, archive.retention.text)
+        if archive.enabled
+        else None,
     }
 
 
-def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
+def query_extension(spec: PipelineSpec) -> dict[str, Any]:
     """The query servers: on the query ports, or on loopback behind kvtrace's query proxy
     (modes bearer and oidc: the proxy serves the query port, render/query_access.py)."""
-    jaeger = spec["jaeger"]
+    jaeger = spec.jaeger
     http, grpc = (
         query_proxy.loopback_endpoints()
         if query_access.proxied(spec)
@@ -75,8 +78,8 @@ def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
         "storage": {
             "traces": STORE,
             # The UI's Archive Trace button; reads by id fall back to it.
-            **({"traces_archive": ARCHIVE_STORE} if jaeger["archive"]["enabled"] else {}),
-            **({"metrics": SPM_BACKEND} if spec["metrics"]["enabled"] else {}),
+            **({"traces_archive": ARCHIVE_STORE} if jaeger.archive.enabled else {}),
+            **({"metrics": SPM_BACKEND} if spec.metrics.enabled else {}),
         },
         # Defaults to true: Jaeger would export spans of its own queries to localhost:4317,
         # where nothing listens in its pod.
@@ -84,13 +87,13 @@ def query_extension(spec: dict[str, Any]) -> dict[str, Any]:
         "http": {"endpoint": http, **query_access.server_settings(spec)},
         "grpc": {"endpoint": grpc, **query_access.server_settings(spec)},
     }
-    tenancy = jaeger["tenancy"]
-    if tenancy["enabled"]:
+    tenancy = jaeger.tenancy
+    if tenancy.enabled:
         # tenancy.Options has no mapstructure tags: jaeger v1.76 matches the Go field names.
         query["multi_tenancy"] = {
             "Enabled": True,
-            "Header": tenancy["header"],
-            "Tenants": list(tenancy.get("tenants") or []),
+            "Header": tenancy.header,
+            "Tenants": list(tenancy.tenants),
         }
     return query
 
@@ -99,9 +102,8 @@ def render_jaeger_config(pipeline: dict[str, Any]) -> dict[str, Any]:
     """Jaeger v2: OTLP in (over TLS with the pipeline's managed or cert-manager leaf), the
     trace store (and the archive store when enabled), the query service on 16686 (the same leaf with TLS; behind the query
     proxy on loopback); its own metrics stay on 8888 (the collector's moved to 8889)."""
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
-    jaeger = spec["jaeger"]
-    storage: dict[str, Any] = {"backends": storage_backends(jaeger)}
+    spec = parse_pipeline(pipeline.get("spec"))
+    storage: dict[str, Any] = {"backends": storage_backends(spec.jaeger)}
     if metric_backends := jaeger_metric_backends(pipeline, spec):
         storage["metric_backends"] = metric_backends  # the Monitor tab (SPM)
     return {
@@ -113,7 +115,9 @@ def render_jaeger_config(pipeline: dict[str, Any]) -> dict[str, Any]:
         },
         "receivers": {
             "otlp": otlp_receiver(
-                tls.server_tls(spec, tls.JAEGER_SERVING_DIR) if tls.every_hop(spec) else None
+                tls.server_tls(spec.security.tls, tls.JAEGER_SERVING_DIR)
+                if spec.security.tls.every_hop
+                else None
             )
         },
         "processors": {"batch": {}},

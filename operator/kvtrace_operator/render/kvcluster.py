@@ -7,7 +7,7 @@ from typing import Any
 
 from kvtrace_operator.render import kvsecurity, names, podspec, security
 from kvtrace_operator.render.checksum import checksum
-from kvtrace_operator.render.images import DEFAULT_IMAGES, Images, with_kvcluster_image
+from kvtrace_operator.render.images import DEFAULT_IMAGES, Images
 from kvtrace_operator.render.labels import (
     CLIENT_SCHEME_LABEL,
     KVNODE,
@@ -16,10 +16,13 @@ from kvtrace_operator.render.labels import (
 )
 from kvtrace_operator.render.networkpolicy import TELEMETRY_CLIENT_LABEL, kvcluster_policies
 from kvtrace_operator.render.otel_env import flag_variable, node_trace_flags, otel_environment
-from kvtrace_operator.render.statefulset import default_consistency, render_statefulset
+from kvtrace_operator.render.statefulset import (
+    anti_entropy_interval,
+    default_consistency,
+    render_statefulset,
+)
 from kvtrace_operator.render.validate import validate_kvcluster
-from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
-from kvtrace_operator.spec.durations import single_unit
+from kvtrace_operator.spec import KVClusterSpec, parse_kvcluster, parse_pipeline
 
 
 def quorum(replication_factor: int) -> int:
@@ -45,15 +48,12 @@ def peers_file(cluster: dict[str, Any], replicas: int) -> str:
     )
 
 
-def node_settings(spec: dict[str, Any], trace_flags: Sequence[tuple[str, str]]) -> str:
+def node_settings(spec: KVClusterSpec, trace_flags: Sequence[tuple[str, str]]) -> str:
     """The node settings the args carry, as KVNODE_* lines (what the checksum covers)."""
-    settings = [
-        ("KVNODE_REPLICATION_FACTOR", spec["replicationFactor"]),
+    settings: list[tuple[str, object]] = [
+        ("KVNODE_REPLICATION_FACTOR", spec.replication_factor),
         ("KVNODE_CONSISTENCY", default_consistency(spec)),
-        (
-            "KVNODE_ANTI_ENTROPY_INTERVAL",
-            single_unit(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval"),
-        ),
+        ("KVNODE_ANTI_ENTROPY_INTERVAL", anti_entropy_interval(spec)),
     ]
     settings += [(flag_variable(flag), value) for flag, value in trace_flags]
     return "".join(f"{key}={value}\n" for key, value in settings)
@@ -69,7 +69,7 @@ def service_account(cluster: dict[str, Any]) -> dict[str, Any]:
 
 
 def node_configmap(
-    cluster: dict[str, Any], spec: dict[str, Any], trace_flags: Sequence[tuple[str, str]]
+    cluster: dict[str, Any], spec: KVClusterSpec, trace_flags: Sequence[tuple[str, str]]
 ) -> dict[str, Any]:
     name = names.name_of(cluster)
     return {
@@ -77,7 +77,7 @@ def node_configmap(
         "kind": "ConfigMap",
         "metadata": child_metadata(cluster, names.node_configmap(name), KVNODE),
         "data": {
-            "peers": peers_file(cluster, spec["replicas"]),
+            "peers": peers_file(cluster, spec.replicas),
             "settings": node_settings(spec, trace_flags),
         },
     }
@@ -115,13 +115,13 @@ def client_service(cluster: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def disruption_budget(cluster: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def disruption_budget(cluster: dict[str, Any], spec: KVClusterSpec) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": child_metadata(cluster, names.name_of(cluster), KVNODE),
         "spec": {
-            "maxUnavailable": max_unavailable(spec["replicationFactor"]),
+            "maxUnavailable": max_unavailable(spec.replication_factor),
             # A member that is not ready holds no quorum share: evicting it never hurts.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
             "selector": {"matchLabels": selector_labels(cluster, KVNODE)},
@@ -145,9 +145,10 @@ def render_kvcluster(
     ``pipeline`` None renders an untraced cluster; ``images.kvnode`` is the members' image
     unless the cluster names its own."""
     validate_kvcluster(cluster)
-    spec = with_kvcluster_image(apply_defaults_kvcluster(cluster.get("spec")), images)
-    otel_env = otel_environment(cluster, pipeline)
-    trace_flags = node_trace_flags(pipeline)
+    spec = parse_kvcluster(cluster.get("spec"))
+    otel_env = otel_environment(cluster, pipeline)  # validates the pipeline first
+    pipeline_spec = parse_pipeline(pipeline.get("spec")) if pipeline is not None else None
+    trace_flags = node_trace_flags(pipeline_spec)
     configmap = node_configmap(cluster, spec, trace_flags)
     # Traced members carry the label the pipeline's NetworkPolicy lets in.
     pod_labels = {TELEMETRY_CLIENT_LABEL: names.name_of(pipeline)} if pipeline is not None else {}
@@ -155,22 +156,21 @@ def render_kvcluster(
     pod_labels[CLIENT_SCHEME_LABEL] = "https" if kvsecurity.tls_on(spec) else "http"
     # The pipeline's CA bundle when its receivers serve TLS; the cluster's own TLS and tokens.
     volumes = (
-        security.client_volumes(
-            apply_defaults_pipeline(pipeline.get("spec")), names.name_of(pipeline)
-        )
-        if pipeline is not None
+        security.client_volumes(pipeline_spec, names.name_of(pipeline))
+        if pipeline is not None and pipeline_spec is not None
         else []
     ) + kvsecurity.volumes(cluster, spec)
     statefulset = render_statefulset(
         cluster,
         spec,
+        spec.image or images.kvnode,
         otel_env,
         config_checksum(configmap, otel_env),
         trace_flags,
         pod_labels,
         volumes,
     )
-    token = security.client_secret(cluster, pipeline)  # its own OTLP token, before the members
+    token = security.client_secret(cluster, pipeline_spec)  # its own OTLP token, first
     return [
         *([token] if token else []),
         *kvsecurity.token_secrets(cluster, spec),  # its clients' tokens, before the members

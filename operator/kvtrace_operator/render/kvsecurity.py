@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from kvtrace_operator.render import consumer_tokens, names, tls
 from kvtrace_operator.render.labels import KVNODE  # noqa: F401 (the component of the leaf)
+from kvtrace_operator.spec import KVClusterSpec
 
 TLS_DIR = "/etc/kvnode-tls"
 TRUST_DIR = "/etc/kvnode-trust"
@@ -39,52 +40,51 @@ class Client(NamedTuple):
     key: str
 
 
-def tls_on(spec: dict[str, Any]) -> bool:
-    return tls.settings(spec) is not None
+def tls_on(spec: KVClusterSpec) -> bool:
+    return spec.security.tls.enabled
 
 
-def auth_on(spec: dict[str, Any]) -> bool:
-    return bool(spec["security"]["auth"]["enabled"])
+def auth_on(spec: KVClusterSpec) -> bool:
+    return spec.security.auth.enabled
 
 
-def leaf_secret(cluster: dict[str, Any], spec: dict[str, Any]) -> str:
-    if tls.mode(spec) == tls.SECRET:
-        return str(spec["security"]["tls"]["secretName"])
+def leaf_secret(cluster: dict[str, Any], spec: KVClusterSpec) -> str:
+    settings = spec.security.tls
+    if settings.active_mode == tls.SECRET and settings.secret_name:
+        return settings.secret_name
     return tls.leaf_secret(names.kv_tls_base(names.name_of(cluster)))
 
 
-def trust_secret(cluster: dict[str, Any], spec: dict[str, Any]) -> str:
+def trust_secret(cluster: dict[str, Any], spec: KVClusterSpec) -> str:
     """Where the members' and clients' CA bundle (key ``ca.crt``) is."""
-    if tls.mode(spec) == tls.SECRET:
+    if spec.security.tls.active_mode == tls.SECRET:
         return leaf_secret(cluster, spec)
     return tls.trust_secret(names.kv_tls_base(names.name_of(cluster)))
 
 
-def clients(cluster: dict[str, Any], spec: dict[str, Any]) -> list[Client]:
+def clients(cluster: dict[str, Any], spec: KVClusterSpec) -> list[Client]:
     """The generated client first, then the declared ones in order."""
     name = names.name_of(cluster)
     result = [Client(DEFAULT_CLIENT, names.kv_client_token(name), consumer_tokens.TOKEN_KEY)]
-    for entry in spec["security"]["auth"].get("clients") or ():
-        ref = entry.get("tokenSecretRef")
+    for entry in spec.security.auth.clients:
+        ref = entry.token_secret_ref
         result.append(
-            Client(entry["name"], ref["name"], ref["key"])
+            Client(entry.name, ref.name, ref.key)
             if ref
             else Client(
-                entry["name"], names.kv_client_token(name, entry["name"]), consumer_tokens.TOKEN_KEY
+                entry.name, names.kv_client_token(name, entry.name), consumer_tokens.TOKEN_KEY
             )
         )
     return result
 
 
-def token_secrets(cluster: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
+def token_secrets(cluster: dict[str, Any], spec: KVClusterSpec) -> list[dict[str, Any]]:
     """The token Secrets the operator generates (created once with a random token, owned by
     the cluster): its own and each declared client's without ``tokenSecretRef``."""
     if not auth_on(spec):
         return []
     declared = {
-        entry["name"]
-        for entry in spec["security"]["auth"].get("clients") or ()
-        if not entry.get("tokenSecretRef")
+        entry.name for entry in spec.security.auth.clients if entry.token_secret_ref is None
     }
     return [
         consumer_tokens.generated_secret(cluster, client.secret, TOKEN_COMPONENT)
@@ -94,7 +94,7 @@ def token_secrets(cluster: dict[str, Any], spec: dict[str, Any]) -> list[dict[st
 
 
 def volumes(
-    cluster: dict[str, Any], spec: dict[str, Any]
+    cluster: dict[str, Any], spec: KVClusterSpec
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(volume, mount) pairs of the members: leaf, CA bundle, client tokens."""
     result = []
@@ -116,7 +116,7 @@ def volumes(
     return result
 
 
-def node_args(spec: dict[str, Any]) -> list[str]:
+def node_args(spec: KVClusterSpec) -> list[str]:
     """``kvtrace node serve`` flags of the mounted files."""
     args = []
     if tls_on(spec):
@@ -130,14 +130,13 @@ def node_args(spec: dict[str, Any]) -> list[str]:
     return args
 
 
-def probe_scheme(spec: dict[str, Any]) -> str:
+def probe_scheme(spec: KVClusterSpec) -> str:
     """The kubelet probes HTTPS without verifying the certificate, and sends no token
     (``/healthz`` and ``/readyz`` need none)."""
     return "HTTPS" if tls_on(spec) else "HTTP"
 
 
-def validate(spec: dict[str, Any]) -> None:
+def validate(spec: KVClusterSpec) -> None:
     """SpecError naming the ``spec.security`` field that cannot work."""
-    tls.validate(spec)
-    auth = spec["security"]["auth"]
-    consumer_tokens.validate(auth, "clients", CLIENTS_FIELD, reserved=(DEFAULT_CLIENT,))
+    tls.validate(spec.security.tls)
+    consumer_tokens.validate(spec.security.auth.clients, CLIENTS_FIELD, reserved=(DEFAULT_CLIENT,))

@@ -33,7 +33,9 @@ from kvtrace_operator.render.labels import (
     standard_labels,
 )
 from kvtrace_operator.render.monitoring import rules_for
-from kvtrace_operator.spec.durations import parse_duration
+from kvtrace_operator.spec import PipelineSpec
+from kvtrace_operator.spec.durations import Duration
+from kvtrace_operator.spec.quantities import Quantity
 
 SPANMETRICS = "span_metrics"  # the contrib spanmetrics connector (its 0.161 type name)
 SERVICEGRAPH = "service_graph"  # the contrib servicegraph connector
@@ -65,25 +67,24 @@ class MetricsSettings:
     deploy: bool  # the operator deploys Prometheus (no spec.metrics.external)
     query_url: str  # where Jaeger's SPM and ``kvtrace top`` query
     otlp_url: str  # where the collector pushes the connectors' metrics
-    image: str
     retention: str  # Prometheus form: whole seconds
-    storage_size: str
+    storage_size: Quantity
     scrape_interval: str
     resources: dict[str, Any]
 
 
-def _seconds(value: str, field: str) -> str:
-    return f"{max(1, parse_duration(value, field) // 10**9)}s"
+def _seconds(value: Duration) -> str:
+    return f"{max(1, value.nanos // 10**9)}s"
 
 
-def metrics_settings(pipeline: dict[str, Any], spec: dict[str, Any]) -> MetricsSettings:
-    """The typed ``spec.metrics`` of a defaulted pipeline spec."""
-    metrics = spec["metrics"]
-    prometheus = metrics["prometheus"]
-    external = metrics.get("external") or {}
-    if external.get("url"):
-        query_url = str(external["url"]).rstrip("/")
-        otlp_url = str(external.get("otlpEndpoint") or query_url + OTLP_PATH)
+def metrics_settings(pipeline: dict[str, Any], spec: PipelineSpec) -> MetricsSettings:
+    """What ``spec.metrics`` means for this pipeline: where metrics go and are queried."""
+    metrics = spec.metrics
+    prometheus = metrics.prometheus
+    external = metrics.external
+    if external is not None and external.url:
+        query_url = external.url.rstrip("/")
+        otlp_url = external.otlp_endpoint or query_url + OTLP_PATH
     else:
         host = names.service_dns(
             names.prometheus(names.name_of(pipeline)), names.namespace_of(pipeline)
@@ -91,19 +92,14 @@ def metrics_settings(pipeline: dict[str, Any], spec: dict[str, Any]) -> MetricsS
         query_url = f"http://{host}:{names.PROMETHEUS_PORT}"
         otlp_url = query_url + OTLP_PATH
     return MetricsSettings(
-        enabled=bool(metrics["enabled"]),
-        deploy=bool(metrics["enabled"]) and not external.get("url"),
+        enabled=metrics.enabled,
+        deploy=metrics.deploys_prometheus,
         query_url=query_url,
         otlp_url=otlp_url,
-        # Set by render_pipeline (the pipeline's own, else the operator's --prometheus-image);
-        # a spec defaulted elsewhere (the collector's config) has none and needs none.
-        image=prometheus.get("image", ""),
-        retention=_seconds(prometheus["retention"], "spec.metrics.prometheus.retention"),
-        storage_size=prometheus["storageSize"],
-        scrape_interval=_seconds(
-            prometheus["scrapeInterval"], "spec.metrics.prometheus.scrapeInterval"
-        ),
-        resources=prometheus.get("resources") or DEFAULT_RESOURCES,
+        retention=_seconds(prometheus.retention),
+        storage_size=prometheus.storage_size,
+        scrape_interval=_seconds(prometheus.scrape_interval),
+        resources=prometheus.resources or DEFAULT_RESOURCES,
     )
 
 
@@ -138,7 +134,7 @@ def metrics_exporter(settings: MetricsSettings) -> dict[str, Any]:
 
 
 def add_span_metrics(
-    config: dict[str, Any], pipeline: dict[str, Any], spec: dict[str, Any]
+    config: dict[str, Any], pipeline: dict[str, Any], spec: PipelineSpec
 ) -> dict[str, Any]:
     """``config`` (a sampling-tier collector config) with the two connectors fed by the same
     receivers as its traces pipeline, before any sampling; unchanged when metrics are off."""
@@ -160,16 +156,16 @@ def add_span_metrics(
     return config
 
 
-def describes(spec: dict[str, Any]) -> str:
+def describes(spec: PipelineSpec) -> str:
     """What the span metrics count (for status and docs)."""
-    if sampling.mode(spec) == sampling.HEAD:
+    if spec.sampling.mode == sampling.HEAD:
         return (
-            f"only the head-sampled share of the traffic (ratio {spec['sampling']['ratio']}): "
+            f"only the head-sampled share of the traffic (ratio {spec.sampling.ratio}): "
             "scale rates by 1/ratio; error counts are sampled too"
         )
-    if sampling.mode(spec) == sampling.RETROACTIVE:
+    if spec.sampling.mode == sampling.RETROACTIVE:
         return (
-            f"only the kept spans (ratio {spec['sampling']['ratio']} of the traffic, plus every "
+            f"only the kept spans (ratio {spec.sampling.ratio} of the traffic, plus every "
             "failed and slow KV operation): rates and latencies lean towards errors and slow "
             "operations; use the nodes' own kvnode_request* metrics for the whole traffic"
         )
@@ -179,7 +175,7 @@ def describes(spec: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- Jaeger
 
 
-def jaeger_metric_backends(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def jaeger_metric_backends(pipeline: dict[str, Any], spec: PipelineSpec) -> dict[str, Any]:
     """Jaeger's ``metric_backends`` (its Monitor tab reads the spanmetrics); {} when off."""
     settings = metrics_settings(pipeline, spec)
     if not settings.enabled:
@@ -252,7 +248,7 @@ def _label_key(key: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in key)
 
 
-def prometheus_config(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def prometheus_config(pipeline: dict[str, Any], spec: PipelineSpec) -> dict[str, Any]:
     """Scrapes the collector's and Jaeger's own telemetry and the KV nodes of the namespace;
     receives the span metrics over OTLP; evaluates the alert rules."""
     settings = metrics_settings(pipeline, spec)
@@ -297,28 +293,15 @@ def prometheus_args(settings: MetricsSettings) -> list[str]:
     ]
 
 
-def retention_size(quantity: str) -> str:
+def retention_size(size: Quantity) -> str:
     """80% of the data volume's size in Prometheus units (``1Gi`` -> ``819MB``; MB is 2^20)."""
-    units = {
-        "Ki": 2**10,
-        "Mi": 2**20,
-        "Gi": 2**30,
-        "Ti": 2**40,
-        "k": 10**3,
-        "M": 10**6,
-        "G": 10**9,
-        "T": 10**12,
-    }
-    number = quantity.rstrip("".join(units) + "iPE")
-    unit = quantity[len(number) :]
-    size = float(number) * units.get(unit, 1)
-    return f"{max(1, int(size * 0.8) // 2**20)}MB"
+    return f"{max(1, int(size.bytes * 0.8) // 2**20)}MB"
 
 
-def prometheus_container(settings: MetricsSettings) -> dict[str, Any]:
+def prometheus_container(settings: MetricsSettings, image: str) -> dict[str, Any]:
     container = {
         "name": "prometheus",
-        "image": settings.image,
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "args": prometheus_args(settings),
         "ports": [podspec.port("http", names.PROMETHEUS_PORT)],
@@ -335,12 +318,12 @@ def prometheus_container(settings: MetricsSettings) -> dict[str, Any]:
 
 
 def prometheus_deployment(
-    pipeline: dict[str, Any], settings: MetricsSettings, files: dict[str, str]
+    pipeline: dict[str, Any], settings: MetricsSettings, files: dict[str, str], image: str
 ) -> dict[str, Any]:
     name = names.prometheus(names.name_of(pipeline))
     volumes = [
         {"name": "config", "configMap": {"name": name}},
-        {"name": "data", "emptyDir": {"sizeLimit": settings.storage_size}},
+        {"name": "data", "emptyDir": {"sizeLimit": settings.storage_size.text}},
         podspec.tmp_volume(),
     ]
     return {
@@ -359,7 +342,7 @@ def prometheus_deployment(
                     "serviceAccountName": name,
                     "enableServiceLinks": False,
                     "securityContext": podspec.pod_security_context(),
-                    "containers": [prometheus_container(settings)],
+                    "containers": [prometheus_container(settings, image)],
                     "volumes": volumes,
                 },
             },
@@ -393,7 +376,7 @@ def prometheus_rbac(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def prometheus_files(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, str]:
+def prometheus_files(pipeline: dict[str, Any], spec: PipelineSpec) -> dict[str, str]:
     """The ConfigMap's files: ``prometheus.yml`` and the alert rules."""
     return {
         CONFIG_FILE: dump_config(prometheus_config(pipeline, spec)),
@@ -401,8 +384,11 @@ def prometheus_files(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str
     }
 
 
-def metrics_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Prometheus (RBAC, ConfigMap, Deployment, Service) when the operator deploys it."""
+def metrics_objects(
+    pipeline: dict[str, Any], spec: PipelineSpec, image: str
+) -> list[dict[str, Any]]:
+    """Prometheus (RBAC, ConfigMap, Deployment, Service) when the operator deploys it
+    (``image``: the pipeline's, else the operator's --prometheus-image)."""
     settings = metrics_settings(pipeline, spec)
     if not settings.deploy:
         return []
@@ -411,6 +397,6 @@ def metrics_objects(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict
     return [
         *prometheus_rbac(pipeline),
         config_map(pipeline, name, PROMETHEUS, files),
-        prometheus_deployment(pipeline, settings, files),
+        prometheus_deployment(pipeline, settings, files, image),
         service(pipeline, name, PROMETHEUS, [("http", names.PROMETHEUS_PORT)]),
     ]

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from kvtrace_operator.spec import PipelineSpec
 from kvtrace_operator.spec.durations import parse_duration
 
 DATA_PACKAGE = "kvtrace_operator"
@@ -72,12 +73,12 @@ def alert_rules(
     return rules
 
 
-def rules_for(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def rules_for(pipeline: dict[str, Any], spec: PipelineSpec) -> dict[str, Any]:
     """The rule groups with the pipeline's latency threshold, trace buffer and scrape interval."""
     return alert_rules(
-        spec["sampling"]["latencyThreshold"],
-        spec["sampling"]["numTraces"],
-        spec["metrics"]["prometheus"]["scrapeInterval"],
+        spec.sampling.latency_threshold.text,
+        spec.sampling.num_traces,
+        spec.metrics.prometheus.scrape_interval.text,
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvtrace_operator.spec import parse_kvcluster, parse_pipeline
+
 # service.name of the operator's own reconcile spans (--trace-pipeline): production tail
 # sampling keeps all of them, so a rolling restart is always visible beside KV latency.
 OPERATOR_SERVICE_NAME = "kvtrace-operator"
@@ -58,8 +60,7 @@ def member_address(cluster_name: str, namespace: str, ordinal: int) -> str:
 
 
 def client_endpoint(cluster: dict[str, Any]) -> str:
-    # TLS is on unless the spec turns it off (the schema default: render/defaults.py).
-    tls = (cluster.get("spec") or {}).get("security", {}).get("tls", {}).get("enabled", True)
+    tls = parse_kvcluster(cluster.get("spec")).security.tls.enabled
     return f"{'https' if tls else 'http'}://{service_dns(name_of(cluster), namespace_of(cluster))}:{CLIENT_PORT}"
 
 
@@ -114,33 +115,24 @@ def instrumentation(pipeline_name: str) -> str:
 
 def pipeline_endpoints(pipeline: dict[str, Any]) -> dict[str, str]:
     """The addresses a TracingPipeline's status reports (``status.endpoints``)."""
+    spec = parse_pipeline(pipeline.get("spec"))
     name, namespace = name_of(pipeline), namespace_of(pipeline)
     host = service_dns(collector(name), namespace)
-    # TLS is on unless the spec turns it off (the schema default: render/defaults.py).
-    tls = (pipeline.get("spec") or {}).get("security", {}).get("tls", {}).get("enabled", True)
-    scheme = "https" if tls else "http"
+    scheme = "https" if spec.security.tls.enabled else "http"
     endpoints = {
         "otlpGrpc": f"{scheme}://{host}:{OTLP_GRPC_PORT}",
         "otlpHttp": f"{scheme}://{host}:{OTLP_HTTP_PORT}",
     }
-    if pipeline.get("spec", {}).get("jaeger", {}).get("enabled", True):
+    if spec.jaeger.enabled:
         query = service_dns(jaeger_query(name), namespace)
         # Jaeger serves a leaf of its own in TLS modes managed and certManager (not secret).
-        tls_settings = pipeline.get("spec", {}).get("security", {}).get("tls", {})
-        own_leaf = (
-            tls
-            and (
-                tls_settings.get("mode")
-                or ("secret" if tls_settings.get("secretName") else "managed")
-            )
-            != "secret"
-        )
+        own_leaf = spec.security.tls.every_hop
         endpoints["jaegerQuery"] = (
             f"{'https' if own_leaf else 'http'}://{query}:{JAEGER_QUERY_HTTP_PORT}"
         )
-    metrics = (pipeline.get("spec") or {}).get("metrics") or {}
-    if metrics.get("enabled", True):  # the schema default (render/defaults.py)
-        external = (metrics.get("external") or {}).get("url")
+    metrics = spec.metrics
+    if metrics.enabled:
+        external = metrics.external.url if metrics.external is not None else None
         endpoints["metrics"] = (
             external or f"http://{service_dns(prometheus(name), namespace)}:{PROMETHEUS_PORT}"
         )

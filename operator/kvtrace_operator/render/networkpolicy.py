@@ -25,6 +25,7 @@ from kvtrace_operator.render.labels import (
     child_metadata,
     selector_labels,
 )
+from kvtrace_operator.spec import KVClusterSpec, PipelineSpec
 
 # Labels a pod carries to be let in (the value is the KVCluster's or pipeline's name).
 TELEMETRY_CLIENT_LABEL = "kvtrace.dev/telemetry-client"
@@ -34,8 +35,8 @@ QUERY_CLIENT_LABEL = "kvtrace.dev/jaeger-query-client"
 OPERATOR_LABELS = {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/component": "operator"}
 
 
-def enabled(spec: dict[str, Any]) -> bool:
-    return bool(spec.get("networkPolicy", {}).get("enabled", True))
+def enabled(spec: KVClusterSpec | PipelineSpec) -> bool:
+    return spec.network_policy_enabled
 
 
 def tcp(*ports: int) -> list[dict[str, Any]]:
@@ -71,7 +72,7 @@ def policy(
     }
 
 
-def kvcluster_policies(cluster: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
+def kvcluster_policies(cluster: dict[str, Any], spec: KVClusterSpec) -> list[dict[str, Any]]:
     """Peer port only from the cluster's own members; client port from anywhere (``all``)
     or from pods labelled ``kvtrace.dev/kv-client=NAME``, the members, the operator and the
     Prometheus of any pipeline in the namespace (it scrapes ``/metrics`` on the client port)."""
@@ -79,7 +80,7 @@ def kvcluster_policies(cluster: dict[str, Any], spec: dict[str, Any]) -> list[di
         return []
     name = names.name_of(cluster)
     members = pods(selector_labels(cluster, KVNODE))
-    if spec["networkPolicy"]["clientAccess"] == "labelled":
+    if spec.client_access == "labelled":
         operator = {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(OPERATOR_LABELS)}}
         scraper = pods(
             {"app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/component": PROMETHEUS}
@@ -92,16 +93,16 @@ def kvcluster_policies(cluster: dict[str, Any], spec: dict[str, Any]) -> list[di
     return [policy(cluster, name, KVNODE, [client, rule([names.PEER_PORT], [members])])]
 
 
-def edge_ports(spec: dict[str, Any]) -> list[int]:
+def edge_ports(spec: PipelineSpec) -> list[int]:
     ports = [names.OTLP_GRPC_PORT, names.OTLP_HTTP_PORT]
-    if spec["receivers"]["zipkin"]["enabled"]:
+    if spec.zipkin_receiver:
         ports.append(names.ZIPKIN_PORT)
-    if spec["receivers"]["jaeger"]["enabled"]:
+    if spec.jaeger_receiver:
         ports += [names.JAEGER_GRPC_PORT, names.JAEGER_THRIFT_HTTP_PORT]
     return ports
 
 
-def pipeline_policies(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
+def pipeline_policies(pipeline: dict[str, Any], spec: PipelineSpec) -> list[dict[str, Any]]:
     """Collector receivers only from consumers (pods labelled
     ``kvtrace.dev/telemetry-client=NAME``: the members of KVClusters that reference the
     pipeline carry it); the sampling tier only from the load-balancing tier; Jaeger's OTLP
@@ -138,11 +139,11 @@ def pipeline_policies(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
             [rule(edge_ports(spec), consumers), rule([names.OTLP_HTTP_PORT], [operator]), own],
         )
     )
-    if spec["networkPolicy"]["queryAccess"] == "labelled":
+    if spec.query_access == "labelled":
         query_peers = [pods({QUERY_CLIENT_LABEL: name})]
     else:
         query_peers = [{"podSelector": {}}]
-    if spec["jaeger"]["enabled"]:
+    if spec.jaeger.enabled:
         result.append(
             policy(
                 pipeline,
@@ -160,7 +161,7 @@ def pipeline_policies(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[di
                 ],
             )
         )
-    if spec["metrics"]["enabled"] and not (spec["metrics"].get("external") or {}).get("url"):
+    if spec.metrics.deploys_prometheus:
         # Writes (OTLP from the collector tier that runs the connectors) and queries (Jaeger's
         # Monitor tab, the query clients Jaeger's own rule admits, the operator) share 9090.
         writers_and_readers = [

@@ -11,7 +11,7 @@ from typing import Any
 
 from kvtrace_operator.render import names, sampling, security
 from kvtrace_operator.render.validate import validate_pipeline
-from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.spec import KVClusterSpec, PipelineSpec, parse_kvcluster, parse_pipeline
 
 
 def env(name: str, value: str) -> dict[str, Any]:
@@ -27,9 +27,9 @@ def downward_env() -> list[dict[str, Any]]:
     return [field_env("POD_NAME", "metadata.name"), field_env("NODE_NAME", "spec.nodeName")]
 
 
-def exporter_env(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
-    """Exporter, propagation and sampler variables every application of ``pipeline`` shares."""
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
+def exporter_env(pipeline: dict[str, Any], spec: PipelineSpec) -> list[dict[str, Any]]:
+    """Exporter, propagation and sampler variables every application of ``pipeline`` (its
+    typed ``spec``) shares."""
     host = names.service_dns(names.collector(names.name_of(pipeline)), names.namespace_of(pipeline))
     variables = [
         env(
@@ -51,13 +51,13 @@ def exporter_env(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
     return variables
 
 
-def node_trace_flags(pipeline: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """The ``kvtrace node serve`` tracing flags (flag, value) a pipeline asks of KV nodes:
-    raw keys (a development pipeline that does not hash kvstore.key) and retroactive
-    sampling's. Flags, not OTel variables: the OTel environment stays the standard one."""
-    if pipeline is None:
+def node_trace_flags(spec: PipelineSpec | None) -> list[tuple[str, str]]:
+    """The ``kvtrace node serve`` tracing flags (flag, value) a pipeline (its typed spec, None
+    when untraced) asks of KV nodes: raw keys (a development pipeline that does not hash
+    kvstore.key) and retroactive sampling's. Flags, not OTel variables: the OTel environment
+    stays the standard one."""
+    if spec is None:
         return []
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
     flags = [("--trace-raw-keys", "true")] if sampling.records_raw_keys(spec) else []
     return flags + sampling.node_retroactive_flags(spec)
 
@@ -82,9 +82,8 @@ def resource_attributes(cluster: dict[str, Any]) -> str:
     return ",".join(f"{key}={value}" for key, value in attributes)
 
 
-def service_name(cluster: dict[str, Any]) -> str:
-    tracing = apply_defaults_kvcluster(cluster.get("spec")).get("tracing", {})
-    return str(tracing.get("serviceName") or names.name_of(cluster))
+def service_name(cluster: dict[str, Any], spec: KVClusterSpec) -> str:
+    return spec.service_name or names.name_of(cluster)
 
 
 def otel_environment(
@@ -95,11 +94,12 @@ def otel_environment(
     if pipeline is None:
         return [env("OTEL_SDK_DISABLED", "true")]
     validate_pipeline(pipeline)
+    spec = parse_pipeline(pipeline.get("spec"))
     return [
         *downward_env(),
-        env("OTEL_SERVICE_NAME", service_name(cluster)),
+        env("OTEL_SERVICE_NAME", service_name(cluster, parse_kvcluster(cluster.get("spec")))),
         env("OTEL_RESOURCE_ATTRIBUTES", resource_attributes(cluster)),
-        *exporter_env(pipeline),
+        *exporter_env(pipeline, spec),
         # The cluster's own token only by reference to its Secret, never in a ConfigMap.
-        *security.client_env(apply_defaults_pipeline(pipeline.get("spec")), names.name_of(cluster)),
+        *security.client_env(spec, names.name_of(cluster)),
     ]

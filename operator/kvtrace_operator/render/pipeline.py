@@ -8,20 +8,20 @@ from kvtrace_operator.render import names, security
 from kvtrace_operator.render.certificates import certificate_objects
 from kvtrace_operator.render.collector_objects import collector_objects
 from kvtrace_operator.render.deployment import config_map
-from kvtrace_operator.render.images import DEFAULT_IMAGES, Images, with_pipeline_images
+from kvtrace_operator.render.images import DEFAULT_IMAGES, Images, pipeline_images
 from kvtrace_operator.render.jaeger_objects import jaeger_objects
 from kvtrace_operator.render.labels import INSTRUMENTATION
 from kvtrace_operator.render.metrics import metrics_objects
 from kvtrace_operator.render.networkpolicy import pipeline_policies
 from kvtrace_operator.render.otel_env import exporter_env
 from kvtrace_operator.render.validate import validate_pipeline
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import PipelineSpec, parse_pipeline
 
 
-def instrumentation_configmap(pipeline: dict[str, Any]) -> dict[str, Any]:
+def instrumentation_configmap(pipeline: dict[str, Any], spec: PipelineSpec) -> dict[str, Any]:
     """The standard OTEL_* variables any application can ``envFrom`` (it sets its own
     OTEL_SERVICE_NAME)."""
-    data = {item["name"]: item["value"] for item in exporter_env(pipeline)}
+    data = {item["name"]: item["value"] for item in exporter_env(pipeline, spec)}
     return config_map(
         pipeline, names.instrumentation(names.name_of(pipeline)), INSTRUMENTATION, data
     )
@@ -37,13 +37,14 @@ def render_pipeline(
     the images the pipeline does not name (collector, Jaeger, Prometheus, and the
     ``query-proxy`` sidecar unless the pipeline sets ``proxyImage``)."""
     validate_pipeline(pipeline)
-    spec = with_pipeline_images(apply_defaults_pipeline(pipeline.get("spec")), images)
+    spec = parse_pipeline(pipeline.get("spec"))
+    chosen = pipeline_images(spec, images)
     return [
         *security.pipeline_secrets(pipeline, spec),
         *certificate_objects(pipeline, spec),
-        *collector_objects(pipeline, spec),
-        *jaeger_objects(pipeline, spec, images.query_proxy),
-        *metrics_objects(pipeline, spec),
-        instrumentation_configmap(pipeline),
+        *collector_objects(pipeline, spec, chosen),
+        *jaeger_objects(pipeline, spec, chosen),
+        *metrics_objects(pipeline, spec, chosen.prometheus),
+        instrumentation_configmap(pipeline, spec),
         *pipeline_policies(pipeline, spec),
     ]

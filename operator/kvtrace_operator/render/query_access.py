@@ -37,6 +37,8 @@ from kvtrace_operator.render.labels import JAEGER, child_metadata
 from kvtrace_operator.render.names import jaeger as jaeger_name
 from kvtrace_operator.render.names import name_of
 from kvtrace_operator.render.security import GENERATED_ANNOTATION
+from kvtrace_operator.spec import PipelineSpec
+from kvtrace_operator.spec.pipeline import OIDCAuth, QueryAuth
 
 NONE, BASIC, BEARER, OIDC = "none", "basic", "bearer", "oidc"
 MODES = (NONE, BASIC, BEARER, OIDC)
@@ -55,19 +57,18 @@ TOKENS_VOLUME = "auth-token"  # bearer/oidc: the proxy re-reads it (security.REL
 FIELD = "spec.jaeger.query.auth"
 
 
-def settings(spec: dict[str, Any]) -> dict[str, Any] | None:
+def settings(spec: PipelineSpec) -> QueryAuth | None:
     """``spec.jaeger.query.auth`` when it asks for authentication (and Jaeger is on), else None."""
-    jaeger = spec["jaeger"]
-    auth = jaeger["query"]["auth"]
-    return auth if jaeger["enabled"] and auth["mode"] != NONE else None
+    auth = spec.jaeger.query_auth
+    return auth if spec.jaeger.enabled and auth.mode != NONE else None
 
 
-def mode(spec: dict[str, Any]) -> str:
+def mode(spec: PipelineSpec) -> str:
     auth = settings(spec)
-    return str(auth["mode"]) if auth else NONE
+    return auth.mode if auth else NONE
 
 
-def proxied(spec: dict[str, Any]) -> bool:
+def proxied(spec: PipelineSpec) -> bool:
     """Whether the query-proxy sidecar serves the query port (modes bearer and oidc)."""
     return mode(spec) in PROXY_MODES
 
@@ -75,20 +76,20 @@ def proxied(spec: dict[str, Any]) -> bool:
 # ---- validation -------------------------------------------------------------------------------
 
 
-def _string(value: Any, field: str, expected: str) -> str:
-    if not isinstance(value, str) or not value.strip():
+def _string(value: str | None, field: str, expected: str) -> str:
+    if value is None or not value.strip():
         raise SpecError(field, f"expected {expected}, got {value!r}")
     return value
 
 
-def _validate_oidc(oidc: Any) -> None:
+def _validate_oidc(oidc: OIDCAuth | None) -> None:
     field = f"{FIELD}.oidc"
-    if not isinstance(oidc, dict):
+    if oidc is None:
         raise SpecError(
             field, "required with mode oidc: {issuer: https://..., audience: CLIENT_ID}"
         )
     issuer = _string(
-        oidc.get("issuer"), f"{field}.issuer", "the https URL of the OIDC issuer (its tokens' iss)"
+        oidc.issuer, f"{field}.issuer", "the https URL of the OIDC issuer (its tokens' iss)"
     )
     parts = urlsplit(issuer)
     if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
@@ -96,55 +97,41 @@ def _validate_oidc(oidc: Any) -> None:
             f"{field}.issuer", f"expected an https URL without query or fragment, got {issuer!r}"
         )
     _string(
-        oidc.get("audience"),
-        f"{field}.audience",
-        "the audience (client id) tokens must be issued for",
+        oidc.audience, f"{field}.audience", "the audience (client id) tokens must be issued for"
     )
-    claim = oidc.get("requiredClaim")
-    if claim is not None:
-        if not isinstance(claim, dict):
-            raise SpecError(
-                f"{field}.requiredClaim", f"expected {{name: CLAIM, value: VALUE}}, got {claim!r}"
-            )
-        name = _string(
-            claim.get("name"), f"{field}.requiredClaim.name", "a claim name, e.g. groups"
-        )
+    if oidc.required_claim is not None:
+        claim_name, claim_value = oidc.required_claim
+        name = _string(claim_name, f"{field}.requiredClaim.name", "a claim name, e.g. groups")
         if "=" in name:
             raise SpecError(
                 f"{field}.requiredClaim.name", f"expected a claim name without '=', got {name!r}"
             )
-        _string(claim.get("value"), f"{field}.requiredClaim.value", "the value the claim must hold")
-    ref = oidc.get("caSecretRef")
-    if ref is not None and not (
-        isinstance(ref, dict)
-        and all(isinstance(ref.get(k), str) and ref[k] for k in ("name", "key"))
-    ):
-        raise SpecError(f"{field}.caSecretRef", f"expected {{name: SECRET, key: KEY}}, got {ref!r}")
+        _string(claim_value, f"{field}.requiredClaim.value", "the value the claim must hold")
+    ref = oidc.ca_secret_ref
+    if ref is not None and not (ref.name and ref.key):
+        raise SpecError(
+            f"{field}.caSecretRef", f"expected {{name: SECRET, key: KEY}}, got {ref.as_dict()!r}"
+        )
 
 
-def validate(spec: dict[str, Any]) -> None:
+def validate(spec: PipelineSpec) -> None:
     """The mode and what goes with it (the CRD's rules, again for files; the shape of
     ``credentialsSecretRef``: render/validate.py)."""
-    auth = spec["jaeger"]["query"]["auth"]
-    if auth["mode"] not in MODES:
-        raise SpecError(
-            f"{FIELD}.mode", f"expected one of {', '.join(MODES)}, got {auth['mode']!r}"
-        )
-    if auth.get("credentialsSecretRef") is not None and auth["mode"] == NONE:
+    auth = spec.jaeger.query_auth
+    if auth.credentials_secret_ref is not None and auth.mode == NONE:
         raise SpecError(
             f"{FIELD}.credentialsSecretRef", "not used with mode none: set a mode or remove it"
         )
-    if auth["mode"] == OIDC:
-        _validate_oidc(auth.get("oidc"))
-    elif auth.get("oidc") is not None:
-        raise SpecError(f"{FIELD}.oidc", f"only used with mode oidc, got mode {auth['mode']}")
-    image = auth.get("proxyImage")
-    if image is not None:
-        _string(image, f"{FIELD}.proxyImage", "an image reference")
-        if auth["mode"] not in PROXY_MODES:
+    if auth.mode == OIDC:
+        _validate_oidc(auth.oidc)
+    elif auth.oidc is not None:
+        raise SpecError(f"{FIELD}.oidc", f"only used with mode oidc, got mode {auth.mode}")
+    if auth.proxy_image is not None:
+        _string(auth.proxy_image, f"{FIELD}.proxyImage", "an image reference")
+        if auth.mode not in PROXY_MODES:
             raise SpecError(
                 f"{FIELD}.proxyImage",
-                f"only used with modes bearer and oidc, got mode {auth['mode']}",
+                f"only used with modes bearer and oidc, got mode {auth.mode}",
             )
 
 
@@ -159,28 +146,28 @@ def token_secret_name(pipeline_name: str) -> str:
     return f"{jaeger_name(pipeline_name)}-query-token"
 
 
-def credentials_ref(spec: dict[str, Any], pipeline_name: str) -> dict[str, str] | None:
+def credentials_ref(spec: PipelineSpec, pipeline_name: str) -> dict[str, str] | None:
     """The Secret key holding the credentials (``credentialsSecretRef`` or the generated one:
     USER:PASSWORD lines for basic, tokens for bearer/oidc), None without query auth."""
     auth = settings(spec)
     if auth is None:
         return None
-    ref = auth.get("credentialsSecretRef")
+    ref = auth.credentials_secret_ref
     if ref:
-        return dict(ref)
-    if auth["mode"] == BASIC:
+        return ref.as_dict()
+    if auth.mode == BASIC:
         return {"name": credentials_secret_name(pipeline_name), "key": CREDENTIALS_KEY}
     return {"name": token_secret_name(pipeline_name), "key": TOKEN_KEY}
 
 
-def credentials_secret(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
+def credentials_secret(pipeline: dict[str, Any], spec: PipelineSpec) -> dict[str, Any] | None:
     """The Secret the operator creates without ``credentialsSecretRef`` (metadata only: the
     k8s layer fills ``kvtrace:RANDOM`` (basic) or ``RANDOM`` once, when it creates it)."""
     auth = settings(spec)
-    if auth is None or auth.get("credentialsSecretRef"):
+    if auth is None or auth.credentials_secret_ref:
         return None
     pipeline_name = name_of(pipeline)
-    if auth["mode"] == BASIC:
+    if auth.mode == BASIC:
         metadata = child_metadata(pipeline, credentials_secret_name(pipeline_name), JAEGER)
         metadata["annotations"] = {
             GENERATED_ANNOTATION: CREDENTIALS_KEY,
@@ -195,24 +182,24 @@ def credentials_secret(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[s
 # ---- Jaeger's config ----------------------------------------------------------------------------
 
 
-def extensions(spec: dict[str, Any]) -> dict[str, Any]:
+def extensions(spec: PipelineSpec) -> dict[str, Any]:
     """The Jaeger config's authenticator extension (basic only)."""
     return {EXTENSION: {"htpasswd": {"file": HTPASSWD_FILE}}} if mode(spec) == BASIC else {}
 
 
-def server_settings(spec: dict[str, Any]) -> dict[str, Any]:
+def server_settings(spec: PipelineSpec) -> dict[str, Any]:
     """What ``jaeger_query``'s ``http`` and ``grpc`` servers get besides their endpoint:
     the authenticator (basic), their leaf certificate (TLS on every hop, unless the proxy
     terminates TLS)."""
     extra: dict[str, Any] = {}
     if mode(spec) == BASIC:
         extra["auth"] = {"authenticator": EXTENSION}
-    if tls.every_hop(spec) and not proxied(spec):
-        extra["tls"] = tls.server_tls(spec, tls.JAEGER_SERVING_DIR)
+    if spec.security.tls.every_hop and not proxied(spec):
+        extra["tls"] = tls.server_tls(spec.security.tls, tls.JAEGER_SERVING_DIR)
     return extra
 
 
-def query_ports(spec: dict[str, Any]) -> list[tuple[str, int]]:
+def query_ports(spec: PipelineSpec) -> list[tuple[str, int]]:
     """The query Service's ports: HTTP only behind the proxy, else HTTP and gRPC."""
     ports = [("query-http", names.JAEGER_QUERY_HTTP_PORT)]
     return ports if proxied(spec) else ports + [("query-grpc", names.JAEGER_QUERY_GRPC_PORT)]
@@ -223,7 +210,7 @@ def query_ports(spec: dict[str, Any]) -> list[tuple[str, int]]:
 Volume = tuple[dict[str, Any], dict[str, Any]]
 
 
-def volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
+def volumes(spec: PipelineSpec, pipeline_name: str) -> list[Volume]:
     """The credentials file, only the credentials key of the Secret, read-only: the htpasswd
     of Jaeger (basic), or the proxy's tokens file (bearer/oidc)."""
     ref = credentials_ref(spec, pipeline_name)
@@ -241,6 +228,6 @@ def volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
     ]
 
 
-def jaeger_volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
+def jaeger_volumes(spec: PipelineSpec, pipeline_name: str) -> list[Volume]:
     """What the Jaeger container mounts for query access (the htpasswd file of basic)."""
     return volumes(spec, pipeline_name) if mode(spec) == BASIC else []

@@ -22,6 +22,8 @@ from kvtrace_operator.render.query_access import (
     settings,
     volumes,
 )
+from kvtrace_operator.spec import PipelineSpec
+from kvtrace_operator.spec.pipeline import OIDCAuth
 
 CONTAINER = "query-proxy"
 LOOPBACK = "127.0.0.1"
@@ -39,20 +41,26 @@ def loopback_endpoints() -> tuple[str, str]:
     return f"{LOOPBACK}:{UPSTREAM_PORT}", f"{LOOPBACK}:{names.JAEGER_QUERY_GRPC_PORT}"
 
 
-def proxy_volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
+def _oidc(spec: PipelineSpec) -> OIDCAuth | None:
+    auth = settings(spec)
+    return auth.oidc if auth is not None and auth.mode == OIDC else None
+
+
+def proxy_volumes(spec: PipelineSpec, pipeline_name: str) -> list[Volume]:
     """What the proxy container mounts: the tokens file and the OIDC issuer's CA."""
     if not proxied(spec):
         return []
     found = volumes(spec, pipeline_name)
-    ca = (settings(spec) or {}).get("oidc", {}).get("caSecretRef") if mode(spec) == OIDC else None
+    oidc = _oidc(spec)
+    ca = oidc.ca_secret_ref if oidc is not None else None
     if ca:
         found.append(
             (
                 {
                     "name": OIDC_CA_VOLUME,
                     "secret": {
-                        "secretName": ca["name"],
-                        "items": [{"key": ca["key"], "path": "ca.crt"}],
+                        "secretName": ca.name,
+                        "items": [{"key": ca.key, "path": "ca.crt"}],
                     },
                 },
                 {"name": OIDC_CA_VOLUME, "mountPath": OIDC_CA_DIR, "readOnly": True},
@@ -61,11 +69,10 @@ def proxy_volumes(spec: dict[str, Any], pipeline_name: str) -> list[Volume]:
     return found
 
 
-def proxy_args(spec: dict[str, Any]) -> list[str]:
-    auth = settings(spec) or {}
+def proxy_args(spec: PipelineSpec) -> list[str]:
     args = [
         "--mode",
-        auth["mode"],
+        mode(spec),
         "--listen",
         f"0.0.0.0:{names.JAEGER_QUERY_HTTP_PORT}",
         "--upstream",
@@ -73,17 +80,14 @@ def proxy_args(spec: dict[str, Any]) -> list[str]:
         "--tokens-file",
         TOKENS_FILE,
     ]
-    if auth["mode"] == OIDC:
-        oidc = auth["oidc"]
-        args += ["--issuer", oidc["issuer"], "--audience", oidc["audience"]]
-        if oidc.get("requiredClaim"):
-            args += [
-                "--required-claim",
-                f"{oidc['requiredClaim']['name']}={oidc['requiredClaim']['value']}",
-            ]
-        if oidc.get("caSecretRef"):
+    oidc = _oidc(spec)
+    if oidc is not None:
+        args += ["--issuer", oidc.issuer, "--audience", oidc.audience]
+        if oidc.required_claim:
+            args += ["--required-claim", "=".join(oidc.required_claim)]
+        if oidc.ca_secret_ref:
             args += ["--oidc-ca-file", f"{OIDC_CA_DIR}/ca.crt"]
-    if tls.every_hop(spec):
+    if spec.security.tls.every_hop:
         args += [
             "--tls-cert-file",
             f"{tls.JAEGER_SERVING_DIR}/tls.crt",
@@ -94,17 +98,15 @@ def proxy_args(spec: dict[str, Any]) -> list[str]:
 
 
 def proxy_container(
-    spec: dict[str, Any], mounts: list[dict[str, Any]], default_image: str = OPERATOR_IMAGE
+    spec: PipelineSpec, mounts: list[dict[str, Any]], image: str = OPERATOR_IMAGE
 ) -> dict[str, Any] | None:
-    """The ``query-proxy`` sidecar (bearer/oidc): ``proxyImage`` or ``default_image`` (the
-    operator's own image) running ``kvtrace query-proxy``, restricted like every container,
-    with ``mounts`` (its own volumes and, with TLS, Jaeger's serving certificate)."""
+    """The ``query-proxy`` sidecar (bearer/oidc): ``image`` (the pipeline's ``proxyImage``,
+    else the operator's own image) running ``kvtrace query-proxy``, restricted like every
+    container, with ``mounts`` (its own volumes and, with TLS, Jaeger's serving certificate)."""
     if not proxied(spec):
         return None
-    auth = settings(spec) or {}
-    scheme = (
-        "HTTPS" if tls.every_hop(spec) else "HTTP"
-    )  # the kubelet does not verify the certificate
+    # The kubelet does not verify the certificate.
+    scheme = "HTTPS" if spec.security.tls.every_hop else "HTTP"
 
     def probe(period: int) -> dict[str, Any]:
         return {
@@ -116,7 +118,7 @@ def proxy_container(
 
     return {
         "name": CONTAINER,
-        "image": auth.get("proxyImage") or default_image,
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["kvtrace", "query-proxy"],
         "args": proxy_args(spec),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvtrace_operator.spec.pipeline import Redaction
+
 # Attribute keys whose values are always masked.
 DEFAULT_KEY_PATTERNS = [
     r"(?i).*(password|passwd|secret|token|api[-_.]?key|authorization|cookie|credential|private[-_.]?key).*",
@@ -31,15 +33,11 @@ DEFAULT_VALUE_PATTERNS = [
 ]
 
 
-def redaction_processor(redaction: dict[str, Any]) -> dict[str, Any] | None:
+def redaction_processor(redaction: Redaction) -> dict[str, Any] | None:
     """The ``redaction`` processor for ``spec.redaction``, or None when it masks nothing."""
-    builtin = redaction.get("defaultPatterns", True)
-    patterns = (DEFAULT_KEY_PATTERNS if builtin else []) + list(
-        redaction.get("blockedKeyPatterns") or []
-    )
-    values = (DEFAULT_VALUE_PATTERNS if builtin else []) + list(
-        redaction.get("blockedValues") or []
-    )
+    builtin = redaction.default_patterns
+    patterns = (DEFAULT_KEY_PATTERNS if builtin else []) + list(redaction.blocked_key_patterns)
+    values = (DEFAULT_VALUE_PATTERNS if builtin else []) + list(redaction.blocked_values)
     if not (patterns or values):
         return None
     return {

@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from kvtrace_operator.render.names import OPERATOR_SERVICE_NAME
-from kvtrace_operator.spec.durations import duration_ms, parse_duration, single_unit
+from kvtrace_operator.spec import PipelineSpec
+from kvtrace_operator.spec.durations import single_unit
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -40,69 +41,54 @@ RETROACTIVE_NOTE = (
 )
 
 
-def mode(spec: dict[str, Any]) -> str:
-    return str(spec.get("sampling", {}).get("mode", PRODUCTION))
+def uses_tail_sampling(spec: PipelineSpec) -> bool:
+    return spec.sampling.mode == PRODUCTION
 
 
-def uses_tail_sampling(spec: dict[str, Any]) -> bool:
-    return mode(spec) == PRODUCTION
+def effective_ratio(spec: PipelineSpec) -> float:
+    return 1.0 if spec.sampling.mode == DEVELOPMENT else spec.sampling.ratio
 
 
-def effective_ratio(spec: dict[str, Any]) -> float:
-    return 1.0 if mode(spec) == DEVELOPMENT else float(spec.get("sampling", {}).get("ratio", 0.1))
-
-
-def keeps_errors(spec: dict[str, Any]) -> bool:
+def keeps_errors(spec: PipelineSpec) -> bool:
     """Whether every error trace is kept; unset means yes in production, always in retroactive."""
-    if mode(spec) == RETROACTIVE:
+    if spec.sampling.mode == RETROACTIVE:
         return True
-    return (
-        uses_tail_sampling(spec) and spec.get("sampling", {}).get("keepErrors", True) is not False
-    )
+    return uses_tail_sampling(spec) and spec.sampling.keep_errors is not False
 
 
-def node_retroactive_flags(spec: dict[str, Any]) -> list[tuple[str, str]]:
+def node_retroactive_flags(spec: PipelineSpec) -> list[tuple[str, str]]:
     """The ``kvtrace node serve`` flags of retroactive sampling (none in the other modes):
     the nodes keep what the SDK's ratio sampler keeps, and every operation that fails or takes
     at least ``latencyThreshold``, holding undecided spans within ``retroactive``'s bounds."""
-    if mode(spec) != RETROACTIVE:
+    sampling = spec.sampling
+    if sampling.mode != RETROACTIVE:
         return []
-    values = spec["sampling"]
-    retro = values["retroactive"]
+    age, threshold = sampling.buffer_age, sampling.latency_threshold
     return [
         ("--trace-retroactive", "true"),
-        ("--trace-buffer-size", str(int(retro["bufferBytes"]))),
-        (
-            "--trace-buffer-age",
-            single_unit(retro["bufferAge"], "spec.sampling.retroactive.bufferAge"),
-        ),
-        (
-            "--trace-latency-threshold",
-            single_unit(values["latencyThreshold"], "spec.sampling.latencyThreshold"),
-        ),
+        ("--trace-buffer-size", str(sampling.buffer_bytes)),
+        ("--trace-buffer-age", single_unit(age.text, age.field)),
+        ("--trace-latency-threshold", single_unit(threshold.text, threshold.field)),
     ]
 
 
-def debug_exporter_on(spec: dict[str, Any]) -> bool:
-    return mode(spec) == DEVELOPMENT or bool(
-        spec.get("exporters", {}).get("debug", {}).get("enabled")
-    )
+def debug_exporter_on(spec: PipelineSpec) -> bool:
+    return spec.sampling.mode == DEVELOPMENT or spec.exporters.debug_enabled
 
 
-def records_raw_keys(spec: dict[str, Any]) -> bool:
+def records_raw_keys(spec: PipelineSpec) -> bool:
     """A development pipeline that does not hash kvstore.key asks the nodes for raw keys."""
-    hashed = spec.get("redaction", {}).get("hashAttributes", ["kvstore.key"]) or []
-    return mode(spec) == DEVELOPMENT and "kvstore.key" not in hashed
+    return spec.sampling.mode == DEVELOPMENT and "kvstore.key" not in spec.redaction.hash_attributes
 
 
-def two_tier(spec: dict[str, Any]) -> bool:
+def two_tier(spec: PipelineSpec) -> bool:
     """More than one collector replica with tail sampling: a load-balancing tier in front."""
-    return uses_tail_sampling(spec) and int(spec.get("collector", {}).get("replicas", 1)) > 1
+    return uses_tail_sampling(spec) and spec.collector.replicas > 1
 
 
-def sdk_sampler(spec: dict[str, Any]) -> list[tuple[str, str]]:
+def sdk_sampler(spec: PipelineSpec) -> list[tuple[str, str]]:
     """``OTEL_TRACES_SAMPLER`` (and its argument) for applications sending to this pipeline."""
-    if mode(spec) in (HEAD, RETROACTIVE):
+    if spec.sampling.mode in (HEAD, RETROACTIVE):
         return [
             ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", format_ratio(effective_ratio(spec))),
@@ -128,28 +114,18 @@ EXPORT_BATCH_SIZE = (
 QUEUE_SIZE = 16384
 
 
-def schedule_delay_ms(spec: dict[str, Any]) -> int:
+def schedule_delay_ms(spec: PipelineSpec) -> int:
     """``OTEL_BSP_SCHEDULE_DELAY``: a quarter of ``decisionWait``, at most 5000 ms."""
-    wait = parse_duration(
-        spec.get("sampling", {}).get("decisionWait", "10s"), "spec.sampling.decisionWait"
-    )
-    return max(1, min(SDK_SCHEDULE_DELAY_MS, wait // 4_000_000))
+    return max(1, min(SDK_SCHEDULE_DELAY_MS, spec.sampling.decision_wait.nanos // 4_000_000))
 
 
-def min_decision_wait_ns(spec: dict[str, Any]) -> int:
+def min_decision_wait_ns(spec: PipelineSpec) -> int:
     """The shortest ``decisionWait`` that judges whole traces: 2 x (``latencyThreshold`` +
     ``collector.batch.timeout``) (see the comment above ``SDK_SCHEDULE_DELAY_MS``)."""
-    threshold = parse_duration(
-        spec.get("sampling", {}).get("latencyThreshold", "500ms"), "spec.sampling.latencyThreshold"
-    )
-    batch = parse_duration(
-        spec.get("collector", {}).get("batch", {}).get("timeout", "200ms"),
-        "spec.collector.batch.timeout",
-    )
-    return 2 * (threshold + batch)
+    return 2 * (spec.sampling.latency_threshold.nanos + spec.collector.batch_timeout.nanos)
 
 
-def sdk_batch_processor(spec: dict[str, Any]) -> list[tuple[str, str]]:
+def sdk_batch_processor(spec: PipelineSpec) -> list[tuple[str, str]]:
     """The ``OTEL_BSP_*`` variables for applications sending to this pipeline."""
     return [
         ("OTEL_BSP_SCHEDULE_DELAY", str(schedule_delay_ms(spec))),
@@ -168,17 +144,15 @@ def percentage(ratio: float) -> float | int:
     return int(value) if value == int(value) else value
 
 
-def tail_sampling_config(spec: dict[str, Any]) -> dict[str, Any]:
+def tail_sampling_config(spec: PipelineSpec) -> dict[str, Any]:
     """The ``tail_sampling`` processor of a production pipeline."""
-    sampling = spec.get("sampling", {})
+    sampling = spec.sampling
     policies: list[dict[str, Any]] = []
     if keeps_errors(spec):
         policies.append(
             {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
         )
-    threshold = duration_ms(
-        sampling.get("latencyThreshold", "500ms"), "spec.sampling.latencyThreshold"
-    )
+    threshold = sampling.latency_threshold.ms
     policies.append({"name": "slow", "type": "latency", "latency": {"threshold_ms": threshold}})
     # The operator's own reconciles are few and are what explains a rolling restart: keep them all.
     policies.append(
@@ -196,7 +170,7 @@ def tail_sampling_config(spec: dict[str, Any]) -> dict[str, Any]:
         }
     )
     return {
-        "decision_wait": sampling.get("decisionWait", "10s"),
-        "num_traces": int(sampling.get("numTraces", 50000)),
+        "decision_wait": sampling.decision_wait.text,
+        "num_traces": sampling.num_traces,
         "policies": policies,
     }

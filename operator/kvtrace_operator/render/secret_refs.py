@@ -27,7 +27,7 @@ from kvtrace_operator.render.security import (
     client_volumes,
 )
 from kvtrace_operator.render.status import condition, merge_conditions
-from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.spec import parse_kvcluster, parse_pipeline
 
 WORKLOAD_KINDS = ("StatefulSet", "Deployment")
 SECRETS_READY = "SecretsReady"
@@ -161,15 +161,15 @@ def made_by_pipeline(pipeline: dict[str, Any]) -> set[str]:
     """Secrets the operator creates for ``pipeline`` that its consumers' pods use (the trust
     bundle of managed or cert-manager TLS; a KVCluster's token is its own child): a consumer
     reconciled before its pipeline waits for them instead of reporting them missing."""
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
-    return {tls.trust_secret(name_of(pipeline))} if tls.every_hop(spec) else set()
+    spec = parse_pipeline(pipeline.get("spec"))
+    return {tls.trust_secret(name_of(pipeline))} if spec.security.tls.every_hop else set()
 
 
 def made_for_members(cluster: dict[str, Any]) -> set[str]:
     """The TLS Secrets of a KVCluster's members that the operator (mode managed) or
     cert-manager (mode certManager) writes: awaited, not reported missing."""
-    spec = apply_defaults_kvcluster(cluster.get("spec"))
-    if not tls.every_hop(spec):
+    spec = parse_kvcluster(cluster.get("spec"))
+    if not spec.security.tls.every_hop:
         return set()
     return {
         tls.trust_secret(kv_tls_base(name_of(cluster))),
@@ -234,18 +234,16 @@ def pipeline_secret_names(pipeline: dict[str, Any]) -> set[str]:
         children = render_pipeline(pipeline)
     except SpecError:
         return set()
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
+    spec = parse_pipeline(pipeline.get("spec"))
     client = {"volumes": [volume for volume, _ in client_volumes(spec, name_of(pipeline))]}
     uses = [
         *(ref for obj in children for ref in workload_secret_refs(obj)),
         *pod_secret_refs(client),
     ]
+    settings = auth(spec)
     tokens = (
-        {
-            consumer.secret
-            for consumer in consumer_tokens.consumers(auth(spec) or {}, name_of(pipeline), ())
-        }
-        if auth(spec)
+        {consumer.secret for consumer in consumer_tokens.consumers(settings, name_of(pipeline), ())}
+        if settings is not None
         else set()
     )
     return {ref.name for ref in uses} | generated_secrets(children) | tokens

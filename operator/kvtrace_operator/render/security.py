@@ -30,7 +30,9 @@ from kvtrace_operator.render.consumer_tokens import (
 )
 from kvtrace_operator.render.names import name_of
 from kvtrace_operator.render.tls import SERVING_DIR  # noqa: F401 (where the edge mounts its leaf)
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import PipelineSpec
+from kvtrace_operator.spec.common import TLS
+from kvtrace_operator.spec.pipeline import PipelineAuth
 
 AUTH_EXTENSION = "bearertokenauth/otlp"
 AUTH_DIR = "/etc/otelcol-auth"
@@ -46,35 +48,35 @@ TOKEN_COMPONENT = "otlp-token"
 RELOADED_VOLUMES = frozenset({"auth-token", "serving-cert", "kv-trust", "client-tokens"})
 
 
-def auth(spec: dict[str, Any]) -> dict[str, Any] | None:
+def auth(spec: PipelineSpec) -> PipelineAuth | None:
     """The auth settings when enabled, else None."""
-    settings = spec.get("security", {}).get("auth", {})
-    return settings if settings.get("enabled") else None
+    settings = spec.security.auth
+    return settings if settings.enabled else None
 
 
 def token_secret_name(pipeline_name: str) -> str:
     return consumer_tokens.pipeline_token_secret(pipeline_name)
 
 
-def token_ref(spec: dict[str, Any], pipeline_name: str) -> dict[str, str]:
+def token_ref(spec: PipelineSpec, pipeline_name: str) -> dict[str, str]:
     """The Secret key holding the pipeline's own token (the operator's canary and
     self-tracing send it): ``tokenSecretRef``, else the generated Secret."""
-    consumer = consumer_tokens.pipeline_consumer(auth(spec) or {}, pipeline_name)
+    consumer = consumer_tokens.pipeline_consumer(spec.security.auth, pipeline_name)
     return {"name": consumer.secret, "key": consumer.key}
 
 
-def token_secret(pipeline: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
+def token_secret(pipeline: dict[str, Any], spec: PipelineSpec) -> dict[str, Any] | None:
     """The Secret the operator creates for an auth pipeline without ``tokenSecretRef``
     (metadata only: the token is generated once, when the Secret is created)."""
     settings = auth(spec)
-    if settings is None or settings.get("tokenSecretRef"):
+    if settings is None or settings.token_secret_ref:
         return None
     return consumer_tokens.generated_secret(
         pipeline, token_secret_name(name_of(pipeline)), TOKEN_COMPONENT
     )
 
 
-def pipeline_secrets(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
+def pipeline_secrets(pipeline: dict[str, Any], spec: PipelineSpec) -> list[dict[str, Any]]:
     """The Secrets a pipeline with auth creates: its own token (without ``tokenSecretRef``),
     the declared consumers' generated tokens and the collector's token set (first in apply
     order: the collector mounts it)."""
@@ -89,38 +91,38 @@ def pipeline_secrets(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dic
     ]
 
 
-def client_secret(
-    cluster: dict[str, Any], pipeline: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """A traced KVCluster's own token Secret when its pipeline requires auth."""
-    if pipeline is None or auth(apply_defaults_pipeline(pipeline.get("spec"))) is None:
+def client_secret(cluster: dict[str, Any], pipeline: PipelineSpec | None) -> dict[str, Any] | None:
+    """A traced KVCluster's own token Secret when its pipeline (typed spec, None when
+    untraced) requires auth."""
+    if pipeline is None or auth(pipeline) is None:
         return None
     return consumer_tokens.client_secret(cluster)
 
 
-def tls(spec: dict[str, Any]) -> dict[str, Any] | None:
-    settings = spec.get("security", {}).get("tls", {})
-    return settings if settings.get("enabled") else None
+def tls(spec: PipelineSpec) -> TLS | None:
+    """The TLS settings when enabled, else None."""
+    settings = spec.security.tls
+    return settings if settings.enabled else None
 
 
-def scheme(spec: dict[str, Any]) -> str:
+def scheme(spec: PipelineSpec) -> str:
     return "https" if tls(spec) else "http"
 
 
 # ---- collector side -------------------------------------------------------------------------
 
 
-def receiver_settings(spec: dict[str, Any]) -> dict[str, Any]:
+def receiver_settings(spec: PipelineSpec) -> dict[str, Any]:
     """What every server protocol of an edge receiver gets (``auth``, ``tls``)."""
     result: dict[str, Any] = {}
     if auth(spec):
         result["auth"] = {"authenticator": AUTH_EXTENSION}
-    if tls(spec):
-        result["tls"] = tls_render.server_tls(spec)
+    if spec.security.tls.enabled:
+        result["tls"] = tls_render.server_tls(spec.security.tls)
     return result
 
 
-def edge_telemetry(spec: dict[str, Any], telemetry: dict[str, Any]) -> dict[str, Any]:
+def edge_telemetry(spec: PipelineSpec, telemetry: dict[str, Any]) -> dict[str, Any]:
     """With auth, the edge's metrics at level ``detailed``: the HTTP and gRPC servers then
     count every request by status, so refused ones show up as
     ``http_server_request_duration_seconds_count{http_response_status_code="401"}`` and
@@ -131,12 +133,12 @@ def edge_telemetry(spec: dict[str, Any], telemetry: dict[str, Any]) -> dict[str,
     return {**telemetry, "metrics": {**telemetry["metrics"], "level": "detailed"}}
 
 
-def extensions(spec: dict[str, Any]) -> dict[str, Any]:
+def extensions(spec: PipelineSpec) -> dict[str, Any]:
     return {AUTH_EXTENSION: {"filename": TOKEN_FILE}} if auth(spec) else {}
 
 
 def collector_volumes(
-    spec: dict[str, Any], pipeline_name: str
+    spec: PipelineSpec, pipeline_name: str
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Secret volumes (and mounts) of the edge tier: the token file (every consumer's token)."""
     volumes = []
@@ -159,7 +161,7 @@ def collector_volumes(
 # ---- client (KV pod) side -------------------------------------------------------------------
 
 
-def client_env(spec: dict[str, Any], cluster_name: str) -> list[dict[str, Any]]:
+def client_env(spec: PipelineSpec, cluster_name: str) -> list[dict[str, Any]]:
     """The KVCluster's own token (from its Secret), the header built from it, the CA file."""
     result: list[dict[str, Any]] = []
     if auth(spec):
@@ -187,10 +189,11 @@ def client_env(spec: dict[str, Any], cluster_name: str) -> list[dict[str, Any]]:
 
 
 def client_volumes(
-    spec: dict[str, Any], pipeline_name: str
+    spec: PipelineSpec, pipeline_name: str
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Only the CA bundle (the user's Secret's ``ca.crt``, or the managed trust bundle): a
     client never sees a private key."""
-    if not tls(spec):
+    settings = tls(spec)
+    if settings is None:
         return []
-    return [tls_render.trust_volume(*tls_render.client_ca(spec, pipeline_name), CLIENT_CA_DIR)]
+    return [tls_render.trust_volume(*tls_render.client_ca(settings, pipeline_name), CLIENT_CA_DIR)]

@@ -31,6 +31,7 @@ import math
 from typing import Any
 
 from kvtrace_operator.render import sampling
+from kvtrace_operator.spec import PipelineSpec
 
 MI = 1024 * 1024
 SPAN_BYTES = 1024  # one span in memory, attributes included
@@ -47,54 +48,52 @@ def _mebibytes(size: float) -> str:
     return f"{math.ceil(size / MI)}Mi"
 
 
-def tail_sampling_bytes(spec: dict[str, Any]) -> int:
+def tail_sampling_bytes(spec: PipelineSpec) -> int:
     """What the tail sampler holds while deciding, at ``numTraces`` (the memory model above)."""
-    return int(spec["sampling"]["numTraces"]) * SPANS_PER_TRACE * SPAN_BYTES
+    return spec.sampling.num_traces * SPANS_PER_TRACE * SPAN_BYTES
 
 
-def collector_working_set(spec: dict[str, Any], samples: bool) -> int:
+def collector_working_set(spec: PipelineSpec, samples: bool) -> int:
     """Bytes the collector of a tier holds: process + one batch (+ tail-sampling buffer)."""
-    size = PROCESS_BYTES + int(spec["collector"]["batch"]["sendBatchSize"]) * SPAN_BYTES
+    size = PROCESS_BYTES + spec.collector.send_batch_size * SPAN_BYTES
     if samples and sampling.uses_tail_sampling(spec):
         size += tail_sampling_bytes(spec)
     return size
 
 
-def collector_memory_limit(spec: dict[str, Any], working_set: int) -> int:
+def collector_memory_limit(spec: PipelineSpec, working_set: int) -> int:
     """The smallest limit whose soft limit holds ``working_set`` and whose spike allowance
     holds one batch."""
-    limiter = spec["collector"]["memoryLimiter"]
-    soft = (limiter["limitPercentage"] - limiter["spikeLimitPercentage"]) / 100
-    spike = limiter["spikeLimitPercentage"] / 100
-    batch = int(spec["collector"]["batch"]["sendBatchSize"]) * SPAN_BYTES
+    collector = spec.collector
+    soft = (collector.limit_percentage - collector.spike_limit_percentage) / 100
+    spike = collector.spike_limit_percentage / 100
+    batch = collector.send_batch_size * SPAN_BYTES
     return int(max(math.ceil(working_set / soft), math.ceil(batch / spike)))
 
 
-def collector_resources(spec: dict[str, Any], samples: bool) -> dict[str, Any]:
+def collector_resources(spec: PipelineSpec, samples: bool) -> dict[str, Any]:
     """The collector container's resources (``samples``: this tier runs the tail sampler)."""
     working = collector_working_set(spec, samples)
     defaults = {
         "requests": {"cpu": CPU_REQUEST, "memory": _mebibytes(working)},
         "limits": {"memory": _mebibytes(collector_memory_limit(spec, working))},
     }
-    return merged(spec["collector"].get("resources"), defaults)
+    return merged(spec.collector.resources, defaults)
 
 
-def jaeger_resources(spec: dict[str, Any]) -> dict[str, Any]:
+def jaeger_resources(spec: PipelineSpec) -> dict[str, Any]:
     """Jaeger's container resources, from its storage (and a memory archive's traces)."""
-    storage, archive = spec["jaeger"]["storage"], spec["jaeger"]["archive"]
-    if storage["type"] == "badger":  # an archive is a second badger database
-        working = PROCESS_BYTES + BADGER_BYTES * (2 if archive["enabled"] else 1)
+    storage, archive = spec.jaeger.storage, spec.jaeger.archive
+    if storage.type == "badger":  # an archive is a second badger database
+        working = PROCESS_BYTES + BADGER_BYTES * (2 if archive.enabled else 1)
     else:
-        traces = int(storage["maxTraces"]) + (
-            int(archive["maxTraces"]) if archive["enabled"] else 0
-        )
+        traces = storage.max_traces + (archive.max_traces if archive.enabled else 0)
         working = PROCESS_BYTES + traces * SPANS_PER_TRACE * SPAN_BYTES
     defaults = {
         "requests": {"cpu": CPU_REQUEST, "memory": _mebibytes(working)},
         "limits": {"memory": _mebibytes(working * JAEGER_LIMIT_FACTOR)},
     }
-    return merged(spec["jaeger"].get("resources"), defaults)
+    return merged(spec.jaeger.resources, defaults)
 
 
 def merged(user: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any]:

@@ -9,30 +9,37 @@ from typing import Any
 from kvtrace_operator.render import kvsecurity, names, podspec
 from kvtrace_operator.render.labels import KVNODE, child_metadata, selector_labels, standard_labels
 from kvtrace_operator.render.otel_env import downward_env
+from kvtrace_operator.spec import KVClusterSpec
 from kvtrace_operator.spec.durations import single_unit
+from kvtrace_operator.spec.kvcluster import Scheduling, Storage
 
 COMMAND = ["opentelemetry-instrument", "kvtrace", "node", "serve"]
 _STRENGTH = {"one": 0, "quorum": 1, "all": 2}
 
 
-def default_consistency(spec: dict[str, Any]) -> str:
+def default_consistency(spec: KVClusterSpec) -> str:
     """``--consistency``: the stronger of the read and write defaults (the node has one
     default level for requests that name none)."""
-    read, write = str(spec["consistency"]["read"]), str(spec["consistency"]["write"])
+    read, write = spec.consistency.read, spec.consistency.write
     return read if _STRENGTH[read] >= _STRENGTH[write] else write
 
 
-def node_args(spec: dict[str, Any], trace_flags: Sequence[tuple[str, str]]) -> list[str]:
+def anti_entropy_interval(spec: KVClusterSpec) -> str:
+    """``--anti-entropy-interval`` in a form the node's flag accepts."""
+    return single_unit(spec.anti_entropy_interval.text, spec.anti_entropy_interval.field)
+
+
+def node_args(spec: KVClusterSpec, trace_flags: Sequence[tuple[str, str]]) -> list[str]:
     """Only flags ``kvtrace node serve`` has (docs/design.md section 3); ``trace_flags``: what
     the pipeline asks of the nodes (``otel_env.node_trace_flags``: raw keys, retroactive)."""
-    interval = single_unit(spec["antiEntropy"]["interval"], "spec.antiEntropy.interval")
+    interval = anti_entropy_interval(spec)
     args = [
         "--id=$(POD_NAME)",
         f"--client-addr=0.0.0.0:{names.CLIENT_PORT}",
         f"--peer-addr=0.0.0.0:{names.PEER_PORT}",
         f"--peers-file={names.PEERS_FILE}",
         f"--data-dir={names.DATA_DIR}",
-        f"--replication-factor={spec['replicationFactor']}",
+        f"--replication-factor={spec.replication_factor}",
         f"--consistency={default_consistency(spec)}",
         f"--anti-entropy-interval={interval}",
     ]
@@ -47,15 +54,16 @@ def node_env(otel_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def node_container(
-    spec: dict[str, Any],
+    spec: KVClusterSpec,
+    image: str,
     otel_env: list[dict[str, Any]],
     trace_flags: Sequence[tuple[str, str]],
     extra_mounts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     container = {
         "name": "kvnode",
-        "image": spec["image"],
-        "imagePullPolicy": spec["imagePullPolicy"],
+        "image": image,
+        "imagePullPolicy": spec.image_pull_policy,
         "command": list(COMMAND),
         "args": node_args(spec, trace_flags),
         "env": node_env(otel_env),
@@ -74,7 +82,7 @@ def node_container(
         ],
         "securityContext": podspec.container_security_context(),
     }
-    return podspec.with_resources(container, spec.get("resources"))
+    return podspec.with_resources(container, spec.resources)
 
 
 def anti_affinity_term(cluster: dict[str, Any]) -> dict[str, Any]:
@@ -84,10 +92,10 @@ def anti_affinity_term(cluster: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def affinity(cluster: dict[str, Any], scheduling: dict[str, Any]) -> dict[str, Any] | None:
+def affinity(cluster: dict[str, Any], scheduling: Scheduling) -> dict[str, Any] | None:
     """The user's affinity, plus pod anti-affinity on the instance unless they set their own."""
-    result = copy.deepcopy(scheduling.get("affinity") or {})
-    policy = scheduling["podAntiAffinity"]
+    result = copy.deepcopy(scheduling.affinity or {})
+    policy = scheduling.pod_anti_affinity
     if policy != "none" and "podAntiAffinity" not in result:
         term = anti_affinity_term(cluster)
         if policy == "required":
@@ -103,14 +111,15 @@ def affinity(cluster: dict[str, Any], scheduling: dict[str, Any]) -> dict[str, A
 
 def pod_spec(
     cluster: dict[str, Any],
-    spec: dict[str, Any],
+    spec: KVClusterSpec,
+    image: str,
     otel_env: list[dict[str, Any]],
     trace_flags: Sequence[tuple[str, str]],
     extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """``extra_volumes``: (volume, mount) pairs, e.g. the pipeline's CA certificate."""
     name = names.name_of(cluster)
-    scheduling = spec["scheduling"]
+    scheduling = spec.scheduling
     extra = extra_volumes or []
     pod: dict[str, Any] = {
         "serviceAccountName": name,
@@ -120,7 +129,9 @@ def pod_spec(
         "enableServiceLinks": False,
         "securityContext": podspec.pod_security_context(),
         "terminationGracePeriodSeconds": 30,
-        "containers": [node_container(spec, otel_env, trace_flags, [mount for _, mount in extra])],
+        "containers": [
+            node_container(spec, image, otel_env, trace_flags, [mount for _, mount in extra])
+        ],
         "volumes": [
             podspec.config_volume("config", names.node_configmap(name), "peers", "peers"),
             podspec.tmp_volume(),
@@ -130,28 +141,35 @@ def pod_spec(
     pod_affinity = affinity(cluster, scheduling)
     if pod_affinity:
         pod["affinity"] = pod_affinity
-    for key in ("nodeSelector", "tolerations", "topologySpreadConstraints", "priorityClassName"):
-        if scheduling.get(key):
-            pod[key] = copy.deepcopy(scheduling[key])
+    placement = {
+        "nodeSelector": scheduling.node_selector,
+        "tolerations": scheduling.tolerations,
+        "topologySpreadConstraints": scheduling.topology_spread_constraints,
+        "priorityClassName": scheduling.priority_class_name,
+    }
+    for key, value in placement.items():
+        if value:
+            pod[key] = copy.deepcopy(value)
     return pod
 
 
-def volume_claim(cluster: dict[str, Any], storage: dict[str, Any]) -> dict[str, Any]:
+def volume_claim(cluster: dict[str, Any], storage: Storage) -> dict[str, Any]:
     claim: dict[str, Any] = {
         "metadata": {"name": "data", "labels": standard_labels(cluster, KVNODE)},
         "spec": {
             "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": storage["size"]}},
+            "resources": {"requests": {"storage": storage.size.text}},
         },
     }
-    if storage.get("storageClassName"):
-        claim["spec"]["storageClassName"] = storage["storageClassName"]
+    if storage.storage_class_name:
+        claim["spec"]["storageClassName"] = storage.storage_class_name
     return claim
 
 
 def render_statefulset(
     cluster: dict[str, Any],
-    spec: dict[str, Any],
+    spec: KVClusterSpec,
+    image: str,
     otel_env: list[dict[str, Any]],
     config_checksum: str,
     trace_flags: Sequence[tuple[str, str]] = (),
@@ -160,7 +178,8 @@ def render_statefulset(
 ) -> dict[str, Any]:
     """OrderedReady, one pod at a time: an image change never takes down more than one member.
     ``pod_labels``: extra labels of the members (not in the selector), e.g. the one that lets
-    them through the pipeline's NetworkPolicy."""
+    them through the pipeline's NetworkPolicy; ``image``: the members' (``spec.image``, else
+    the operator's default)."""
     name = names.name_of(cluster)
     labels = {**standard_labels(cluster, KVNODE), **(pod_labels or {})}
     return {
@@ -168,7 +187,7 @@ def render_statefulset(
         "kind": "StatefulSet",
         "metadata": child_metadata(cluster, name, KVNODE),
         "spec": {
-            "replicas": spec["replicas"],
+            "replicas": spec.replicas,
             "serviceName": names.peers_service(name),
             "podManagementPolicy": "OrderedReady",
             # A member removed by scaling was drained first; its stale volume must not come
@@ -182,8 +201,8 @@ def render_statefulset(
             "selector": {"matchLabels": selector_labels(cluster, KVNODE)},
             "template": {
                 "metadata": podspec.template_metadata(labels, config_checksum),
-                "spec": pod_spec(cluster, spec, otel_env, trace_flags, extra_volumes),
+                "spec": pod_spec(cluster, spec, image, otel_env, trace_flags, extra_volumes),
             },
-            "volumeClaimTemplates": [volume_claim(cluster, spec["storage"])],
+            "volumeClaimTemplates": [volume_claim(cluster, spec.storage)],
         },
     }

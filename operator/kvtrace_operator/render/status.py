@@ -27,7 +27,8 @@ from kvtrace_operator.render.labels import (
     KVNODE,
     selector_string,
 )
-from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.spec import PipelineSpec, parse_kvcluster, parse_pipeline
+from kvtrace_operator.spec.defaults import KVCLUSTER_DEFAULTS
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
 
@@ -209,11 +210,11 @@ def kvcluster_status(
     file and are still handing their data over (the StatefulSet keeps them meanwhile)."""
     previous = cluster.get("status") or {}
     generation = (cluster.get("metadata") or {}).get("generation")
-    spec = apply_defaults_kvcluster(dict(cluster.get("spec") or {}))
+    spec = parse_kvcluster(cluster.get("spec")) if spec_error is None else None
     cond = _condition_maker(generation, now)
 
     tracing_ok = tracing["reason"] == TRACING_CONFIGURED
-    desired = _int(spec.get("replicas"), 0)
+    desired = spec.replicas if spec is not None else _declared_replicas(cluster)
     ready = int(statefulset["readyReplicas"]) if statefulset else 0
     name, namespace = names.name_of(dict(cluster)), names.namespace_of(dict(cluster))
     status: dict[str, Any] = {
@@ -242,11 +243,12 @@ def kvcluster_status(
             cond("Degraded", True, "InvalidSpec", msg),
         ]
     else:
+        assert spec is not None
         phase, conditions = _cluster_conditions(
             cond,
             statefulset,
             desired=desired,
-            replication_factor=_int(spec.get("replicationFactor"), 1),
+            replication_factor=spec.replication_factor,
             was_ready=bool(previous.get("readyReplicas")),
             draining=draining,
         )
@@ -256,8 +258,13 @@ def kvcluster_status(
     return status
 
 
-def _int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
+def _declared_replicas(cluster: Mapping[str, Any]) -> int:
+    """``spec.replicas`` of a spec the operator rejected: as written when it is an integer,
+    else the schema default."""
+    value = (cluster.get("spec") or {}).get("replicas")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(KVCLUSTER_DEFAULTS["replicas"])
 
 
 def _not_ready_detail(
@@ -355,26 +362,25 @@ def _cluster_conditions(
 # --------------------------------------------------------------------------- TracingPipeline
 
 
-def sampling_status(spec: Mapping[str, Any]) -> dict[str, Any]:
+def sampling_status(spec: PipelineSpec) -> dict[str, Any]:
     """The sampling actually rendered, with a note on what the mode implies (head mode:
     errors are sampled like everything else)."""
-    spec = apply_defaults_pipeline(dict(spec))
     ratio = sampling.format_ratio(sampling.effective_ratio(spec))
-    mode = sampling.mode(spec)
+    mode = spec.sampling.mode
     if mode == sampling.HEAD:
         note = f"{sampling.HEAD_NOTE} (ratio {ratio}): not every error is kept"
     elif mode == sampling.DEVELOPMENT:
         note = "development: every span is kept and also written to the debug exporter"
     elif mode == sampling.RETROACTIVE:
         note = (
-            f"{sampling.RETROACTIVE_NOTE} (threshold {spec['sampling']['latencyThreshold']}, "
+            f"{sampling.RETROACTIVE_NOTE} (threshold {spec.sampling.latency_threshold}, "
             f"ratio {ratio})"
         )
     else:
         errors = "every trace with an error, " if sampling.keeps_errors(spec) else ""
         note = (
             f"production tail sampling: {errors}every trace slower than "
-            f"{spec['sampling']['latencyThreshold']}, and a ratio {ratio} of the rest"
+            f"{spec.sampling.latency_threshold}, and a ratio {ratio} of the rest"
         )
     return {
         "sdkSampler": dict(sampling.sdk_sampler(spec))["OTEL_TRACES_SAMPLER"],
@@ -420,7 +426,6 @@ def pipeline_status(
     TraceDelivery (see render/canary.py)."""
     previous = pipeline.get("status") or {}
     generation = (pipeline.get("metadata") or {}).get("generation")
-    spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
     cond = _condition_maker(generation, now)
 
     status: dict[str, Any] = {
@@ -448,7 +453,8 @@ def pipeline_status(
         status["conditions"] = merge_conditions(previous.get("conditions"), conditions)
         return status
 
-    jaeger_enabled = spec["jaeger"]["enabled"] is not False
+    spec = parse_pipeline(pipeline.get("spec"))
+    jaeger_enabled = spec.jaeger.enabled
     # By component label: the pipeline's other Deployments (its Prometheus) are neither.
     collectors = [w for w in workloads if _component_is(w, COLLECTOR_COMPONENTS)]
     jaegers = [w for w in workloads if _component_is(w, frozenset({JAEGER}))]

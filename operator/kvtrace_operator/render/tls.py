@@ -37,11 +37,14 @@ from kvtrace_operator.render.labels import (
     KVNODE,
     child_metadata,
 )
-from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
-from kvtrace_operator.spec.durations import parse_duration
+from kvtrace_operator.spec import KVClusterSpec, OwnerSpec, parse_kvcluster, parse_pipeline
+from kvtrace_operator.spec.common import CERT_MANAGER as CERT_MANAGER  # re-exported
+from kvtrace_operator.spec.common import MANAGED as MANAGED  # re-exported
+from kvtrace_operator.spec.common import SECRET as SECRET  # re-exported
+from kvtrace_operator.spec.common import TLS, TLS_MODES
+from kvtrace_operator.spec.durations import Duration, parse_duration
 
-MANAGED, CERT_MANAGER, SECRET = "managed", "certManager", "secret"
-MODES = (MANAGED, CERT_MANAGER, SECRET)
+MODES = TLS_MODES
 SERVING_VOLUME = "serving-cert"  # re-read by the program: a change rolls nothing
 TRUST_VOLUME = "telemetry-ca"  # read at start: a change rolls the pods
 SERVING_DIR = (
@@ -55,27 +58,7 @@ TRUST_COMPONENT = "tls-trust"
 CA_COMPONENT = "tls-ca"
 MAX_RELOAD_SECONDS = 3600
 ISSUER_KINDS = ("Issuer", "ClusterIssuer")
-# Durations of the managed CA and leaves (and of cert-manager Certificates).
-DURATION_FIELDS = ("duration", "renewBefore", "caDuration", "caRenewBefore")
 MIN_DURATION = "1s"  # the CRD's CEL minimum of each
-
-
-def settings(spec: dict[str, Any]) -> dict[str, Any] | None:
-    """``spec.security.tls`` when enabled, else None."""
-    values = spec.get("security", {}).get("tls", {})
-    return values if values.get("enabled") else None
-
-
-def mode(spec: dict[str, Any]) -> str | None:
-    values = settings(spec)
-    if values is None:
-        return None
-    return str(values.get("mode") or (SECRET if values.get("secretName") else MANAGED))
-
-
-def every_hop(spec: dict[str, Any]) -> bool:
-    """Whether the sampling tier and Jaeger serve TLS too (managed and certManager modes)."""
-    return mode(spec) in (MANAGED, CERT_MANAGER)
 
 
 KVCLUSTER_KIND = "KVCluster"
@@ -92,10 +75,10 @@ def base_name(owner: dict[str, Any]) -> str:
     return names.kv_tls_base(name) if is_kvcluster(owner) else name
 
 
-def owner_spec(owner: dict[str, Any]) -> dict[str, Any]:
-    """The defaulted spec of a pipeline or a KVCluster."""
-    defaults = apply_defaults_kvcluster if is_kvcluster(owner) else apply_defaults_pipeline
-    return defaults(owner.get("spec"))
+def owner_spec(owner: dict[str, Any]) -> OwnerSpec:
+    """The typed spec of a pipeline or a KVCluster."""
+    parse = parse_kvcluster if is_kvcluster(owner) else parse_pipeline
+    return parse(owner.get("spec"))
 
 
 def ca_secret(pipeline_name: str) -> str:
@@ -110,17 +93,17 @@ def leaf_secret(workload_name: str) -> str:
     return f"{workload_name}-tls"
 
 
-def edge_secret(spec: dict[str, Any], pipeline_name: str) -> str:
+def edge_secret(settings: TLS, pipeline_name: str) -> str:
     """The Secret the collector apps send to serves from."""
-    if mode(spec) == SECRET:
-        return str(spec["security"]["tls"]["secretName"])
+    if settings.active_mode == SECRET and settings.secret_name:
+        return settings.secret_name
     return leaf_secret(names.collector(pipeline_name))
 
 
-def client_ca(spec: dict[str, Any], pipeline_name: str) -> tuple[str, str]:
+def client_ca(settings: TLS, pipeline_name: str) -> tuple[str, str]:
     """(Secret, key) of the CA bundle applications trust."""
-    if mode(spec) == SECRET:
-        return edge_secret(spec, pipeline_name), CA_FILE
+    if settings.active_mode == SECRET:
+        return edge_secret(settings, pipeline_name), CA_FILE
     return trust_secret(pipeline_name), CA_FILE
 
 
@@ -134,11 +117,11 @@ def dns_names(service: str, namespace: str) -> tuple[str, ...]:
     )
 
 
-def kv_leaves(cluster: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
+def kv_leaves(cluster: dict[str, Any], spec: KVClusterSpec) -> list[dict[str, Any]]:
     """One leaf every member serves on both ports (managed and certManager modes): the client
     Service's names, the peer Service's and each member's (``NAME-i.NAME-peers.NS.svc...``,
     by wildcard: the peers file names members so, and a new member needs no new leaf)."""
-    if not every_hop(spec):
+    if not spec.security.tls.every_hop:
         return []
     name, namespace = names.name_of(cluster), names.namespace_of(cluster)
     peers = names.peers_service(name)
@@ -153,13 +136,13 @@ def kv_leaves(cluster: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, A
     ]
 
 
-def leaves(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any]]:
+def leaves(pipeline: dict[str, Any], spec: OwnerSpec) -> list[dict[str, Any]]:
     """One serving certificate per TLS server of the pipeline (managed and certManager
     modes): ``secret``, ``component`` (labels), ``commonName``, ``dnsNames``; a KVCluster's
     one (``kv_leaves``)."""
-    if is_kvcluster(pipeline):
+    if isinstance(spec, KVClusterSpec):
         return kv_leaves(pipeline, spec)
-    if not every_hop(spec):
+    if not spec.security.tls.every_hop:
         return []
     name, namespace = names.name_of(pipeline), names.namespace_of(pipeline)
     servers = [
@@ -173,7 +156,7 @@ def leaves(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any
         servers.append(
             (names.sampling_collector(name), names.sampling_collector(name), COLLECTOR_SAMPLING)
         )
-    if spec["jaeger"]["enabled"]:
+    if spec.jaeger.enabled:
         servers.append((names.jaeger(name), names.jaeger_otlp(name), JAEGER))
     # Jaeger's leaf serves its query port too (or the query proxy beside it).
     extra = {names.jaeger(name): dns_names(names.jaeger_query(name), namespace)}
@@ -188,27 +171,27 @@ def leaves(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[dict[str, Any
     ]
 
 
-def written_secrets(pipeline: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+def written_secrets(pipeline: dict[str, Any], spec: OwnerSpec) -> list[str]:
     """The Secrets the operator writes (and owns) for the pipeline's TLS, not rendered because
     their keys are made when it applies: the CA, the trust bundle and each leaf in mode
     managed; the trust bundle in mode certManager (cert-manager writes the leaves)."""
     name = base_name(pipeline)
-    if mode(spec) == MANAGED:
+    active = spec.security.tls.active_mode
+    if active == MANAGED:
         return [
             ca_secret(name),
             trust_secret(name),
             *(leaf["secret"] for leaf in leaves(pipeline, spec)),
         ]
-    return [trust_secret(name)] if mode(spec) == CERT_MANAGER else []
+    return [trust_secret(name)] if active == CERT_MANAGER else []
 
 
-def reload_interval(spec: dict[str, Any]) -> str:
+def reload_interval(settings: TLS) -> str:
     """How often servers re-read their certificate: a quarter of ``renewBefore``, at most 1h,
     so a renewed leaf is served long before the old one expires."""
-    values = spec["security"]["tls"]
-    if mode(spec) == SECRET:
+    if settings.active_mode == SECRET:
         return f"{MAX_RELOAD_SECONDS // 3600}h"
-    renew = parse_duration(values["renewBefore"], "spec.security.tls.renewBefore") // 10**9
+    renew = settings.renew_before.nanos // 10**9
     seconds = max(1, min(MAX_RELOAD_SECONDS, renew // 4))
     return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds}s"
 
@@ -216,12 +199,12 @@ def reload_interval(spec: dict[str, Any]) -> str:
 # ---- configs --------------------------------------------------------------------------------
 
 
-def server_tls(spec: dict[str, Any], directory: str = SERVING_DIR) -> dict[str, Any]:
+def server_tls(settings: TLS, directory: str = SERVING_DIR) -> dict[str, Any]:
     """The ``tls`` block of a receiver protocol serving the mounted leaf."""
     return {
         "cert_file": f"{directory}/tls.crt",
         "key_file": f"{directory}/tls.key",
-        "reload_interval": reload_interval(spec),
+        "reload_interval": reload_interval(settings),
     }
 
 
@@ -235,9 +218,9 @@ def client_tls(server_name: str | None = None) -> dict[str, Any]:
     return result
 
 
-def exporter_tls(spec: dict[str, Any], server_name: str | None = None) -> dict[str, Any]:
+def exporter_tls(settings: TLS, server_name: str | None = None) -> dict[str, Any]:
     """TLS to the pipeline's own sampling tier or Jaeger: verified, or plaintext (``insecure``)."""
-    return client_tls(server_name) if every_hop(spec) else {"insecure": True}
+    return client_tls(server_name) if settings.every_hop else {"insecure": True}
 
 
 # ---- volumes --------------------------------------------------------------------------------
@@ -273,7 +256,7 @@ def trust_volume(secret: str, key: str, directory: str) -> tuple[dict[str, Any],
 
 def collector_volumes(
     pipeline: dict[str, Any],
-    spec: dict[str, Any],
+    settings: TLS,
     workload_name: str,
     *,
     serves: bool,
@@ -281,7 +264,7 @@ def collector_volumes(
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """A collector tier's TLS volumes: ``serves`` its receivers over TLS (its leaf, or the
     user's Secret at the edge); ``exports_inside`` to the sampling tier or Jaeger (the bundle)."""
-    if settings(spec) is None:
+    if not settings.enabled:
         return []
     name = names.name_of(pipeline)
     volumes = []
@@ -289,18 +272,18 @@ def collector_volumes(
         edge = workload_name == names.collector(name)
         volumes.append(
             serving_volume(
-                edge_secret(spec, name) if edge else leaf_secret(workload_name), SERVING_DIR
+                edge_secret(settings, name) if edge else leaf_secret(workload_name), SERVING_DIR
             )
         )
-    if exports_inside and every_hop(spec):
+    if exports_inside and settings.every_hop:
         volumes.append(trust_volume(trust_secret(name), CA_FILE, TRUST_DIR))
     return volumes
 
 
 def jaeger_volumes(
-    pipeline: dict[str, Any], spec: dict[str, Any]
+    pipeline: dict[str, Any], settings: TLS
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    if not every_hop(spec):
+    if not settings.every_hop:
         return []
     return [serving_volume(leaf_secret(names.jaeger(names.name_of(pipeline))), JAEGER_SERVING_DIR)]
 
@@ -352,64 +335,62 @@ def decoded(secret_obj: dict[str, Any] | None) -> dict[str, str]:
 # ---- validation -------------------------------------------------------------------------------
 
 
-def validate(spec: dict[str, Any]) -> None:
+def validate(settings: TLS) -> None:
     """SpecError naming the ``spec.security.tls`` field that cannot work (the CRD's CEL rules,
     again for files; like them, whether or not TLS is enabled)."""
-    values = spec["security"]["tls"]
     field = "spec.security.tls"
-    if values.get("mode") is not None and values["mode"] not in MODES:
-        raise SpecError(
-            f"{field}.mode", f"expected one of {', '.join(MODES)}, got {values['mode']!r}"
-        )
-    chosen = values.get("mode") or (SECRET if values.get("secretName") else MANAGED)
-    if values.get("secretName") and chosen != SECRET:
+    chosen = settings.chosen_mode
+    if settings.secret_name and chosen != SECRET:
         raise SpecError(f"{field}.secretName", f"is used only by mode secret, got mode {chosen}")
     if chosen == CERT_MANAGER:
-        issuer = values.get("issuerRef")
-        if not isinstance(issuer, dict) or not issuer.get("name"):
+        issuer = settings.issuer_ref
+        if issuer is None or not issuer.name:
             raise SpecError(
                 f"{field}.issuerRef",
                 "required with mode certManager: {name: ISSUER, kind: "
                 "Issuer|ClusterIssuer}, the cert-manager issuer that signs the certificates",
             )
-        if issuer.get("kind", "Issuer") not in ISSUER_KINDS:
+        if (issuer.kind or "Issuer") not in ISSUER_KINDS:
             raise SpecError(
                 f"{field}.issuerRef.kind",
-                f"expected one of {', '.join(ISSUER_KINDS)}, got {issuer.get('kind')!r}",
+                f"expected one of {', '.join(ISSUER_KINDS)}, got {issuer.kind!r}",
             )
-    if chosen == SECRET and not values.get("secretName"):
+    if chosen == SECRET and not settings.secret_name:
         raise SpecError(
             f"{field}.secretName",
             "required with mode secret: a Secret with tls.crt, tls.key "
             "and ca.crt (as cert-manager writes it)",
         )
-    nanos = {
-        key: parse_duration(values[key], f"{field}.{key}", MIN_DURATION) for key in DURATION_FIELDS
-    }
-    if nanos["renewBefore"] >= nanos["duration"]:
+    durations = _durations(settings)
+    for duration in durations.values():
+        parse_duration(duration.text, duration.field, MIN_DURATION)
+    duration, renew = durations["duration"], durations["renewBefore"]
+    ca_duration, ca_renew = durations["caDuration"], durations["caRenewBefore"]
+    if renew.nanos >= duration.nanos:
         raise SpecError(
-            f"{field}.renewBefore",
-            f"expected less than duration ({values['duration']}), got {values['renewBefore']!r}",
+            renew.field, f"expected less than duration ({duration}), got {renew.text!r}"
         )
-    if nanos["caRenewBefore"] >= nanos["caDuration"]:
+    if ca_renew.nanos >= ca_duration.nanos:
         raise SpecError(
-            f"{field}.caRenewBefore",
-            f"expected less than caDuration ({values['caDuration']}), "
-            f"got {values['caRenewBefore']!r}",
+            ca_renew.field, f"expected less than caDuration ({ca_duration}), got {ca_renew.text!r}"
         )
-    if 2 * nanos["renewBefore"] >= nanos["caRenewBefore"]:
+    if 2 * renew.nanos >= ca_renew.nanos:
         raise SpecError(
-            f"{field}.caRenewBefore",
-            "expected more than twice renewBefore "
-            f"({values['renewBefore']}): leaves move to a new CA half-way through "
-            f"caRenewBefore, got {values['caRenewBefore']!r}",
+            ca_renew.field,
+            f"expected more than twice renewBefore ({renew}): leaves move to a new CA half-way "
+            f"through caRenewBefore, got {ca_renew.text!r}",
         )
 
 
-def policy_seconds(spec: dict[str, Any]) -> dict[str, float]:
-    """The four durations in seconds (for the rotation policy of the k8s layer)."""
-    values = spec["security"]["tls"]
+def _durations(settings: TLS) -> dict[str, Duration]:
     return {
-        key: parse_duration(values[key], f"spec.security.tls.{key}") / 1e9
-        for key in DURATION_FIELDS
+        "duration": settings.duration,
+        "renewBefore": settings.renew_before,
+        "caDuration": settings.ca_duration,
+        "caRenewBefore": settings.ca_renew_before,
     }
+
+
+def policy_seconds(settings: TLS) -> dict[str, float]:
+    """The four durations in seconds (for the rotation policy of the k8s layer)."""
+    return {key: duration.seconds for key, duration in _durations(settings).items()}

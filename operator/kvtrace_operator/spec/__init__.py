@@ -16,9 +16,13 @@ from kvtrace_operator.spec.kvcluster import KVClusterSpec, parse_kvcluster
 from kvtrace_operator.spec.pipeline import PipelineSpec, parse_pipeline
 from kvtrace_operator.spec.quantities import Quantity
 
+# The spec of a resource that owns TLS Secrets and Certificates (render/tls.py).
+OwnerSpec = KVClusterSpec | PipelineSpec
+
 __all__ = [
     "Duration",
     "KVClusterSpec",
+    "OwnerSpec",
     "PipelineSpec",
     "Quantity",
     "SpecError",

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from kvtrace_operator.spec.durations import Duration
 from kvtrace_operator.spec.fields import Fields
 
-TLS_MODES = ("managed", "certManager", "secret")
+MANAGED, CERT_MANAGER, SECRET = "managed", "certManager", "secret"
+TLS_MODES = (MANAGED, CERT_MANAGER, SECRET)
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class SecretKeyRef:
     def read(cls, fields: Fields | None) -> SecretKeyRef | None:
         if fields is None:
             return None
-        return cls(name=fields.string("name"), key=fields.string("key"))
+        return cls(name=fields.text("name"), key=fields.text("key"))
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "key": self.key}
@@ -39,7 +40,7 @@ class TokenHolder:
     @classmethod
     def read_all(cls, fields: Fields, name: str) -> tuple[TokenHolder, ...]:
         return tuple(
-            cls(item.string("name"), SecretKeyRef.read(item.opt_obj("tokenSecretRef")))
+            cls(item.text("name"), SecretKeyRef.read(item.opt_obj("tokenSecretRef")))
             for item in fields.items(name)
         )
 
@@ -56,7 +57,7 @@ class IssuerRef:
     def read(cls, fields: Fields | None) -> IssuerRef | None:
         if fields is None:
             return None
-        return cls(fields.string("name"), fields.opt_string("kind"), fields.opt_string("group"))
+        return cls(fields.text("name"), fields.opt_string("kind"), fields.opt_string("group"))
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,26 @@ class TLS:
     renew_before: Duration
     ca_duration: Duration
     ca_renew_before: Duration
+
+    @property
+    def active_mode(self) -> str | None:
+        """The mode in force: None when TLS is off; an unset ``mode`` means ``secret`` when
+        ``secretName`` is given, else ``managed``."""
+        if not self.enabled:
+            return None
+        return self.chosen_mode
+
+    @property
+    def chosen_mode(self) -> str:
+        """The mode these settings choose, whether or not TLS is enabled (the CRD's rules
+        check it either way)."""
+        return self.mode or (SECRET if self.secret_name else MANAGED)
+
+    @property
+    def every_hop(self) -> bool:
+        """Whether every server serves TLS with a leaf of the operator's CA or cert-manager
+        (modes managed and certManager), not only the edge (mode secret)."""
+        return self.active_mode in (MANAGED, CERT_MANAGER)
 
     @classmethod
     def read(cls, fields: Fields) -> TLS:

@@ -66,6 +66,11 @@ class Fields:
     def string(self, name: str) -> str:
         return str(self._check(name, self._present(name), str, "a string"))
 
+    def text(self, name: str) -> str:
+        """A string the CRD requires whose absence ``render.validate`` explains in its own
+        words (an exporter's ``endpoint``, a Secret reference's ``key``): "" when absent."""
+        return "" if self._value.get(name) is None else self.string(name)
+
     def opt_string(self, name: str) -> str | None:
         return None if self._value.get(name) is None else self.string(name)
 

@@ -90,7 +90,7 @@ class Tenancy:
 
 
 @dataclass(frozen=True)
-class OIDC:
+class OIDCAuth:
     issuer: str
     audience: str
     required_claim: tuple[str, str] | None  # (name, value)
@@ -103,7 +103,7 @@ class QueryAuth:
 
     mode: str
     credentials_secret_ref: SecretKeyRef | None
-    oidc: OIDC | None
+    oidc: OIDCAuth | None
     proxy_image: str | None
 
 
@@ -121,7 +121,7 @@ class Jaeger:
 @dataclass(frozen=True)
 class SecretHeader:
     name: str
-    secret_key_ref: SecretKeyRef
+    secret_key_ref: SecretKeyRef | None  # required: render.validate says so
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,11 @@ class Metrics:
     prometheus: Prometheus
     external: ExternalMetrics | None
 
+    @property
+    def deploys_prometheus(self) -> bool:
+        """The operator deploys the pipeline's own Prometheus (metrics on, no external one)."""
+        return self.enabled and not (self.external is not None and self.external.url)
+
 
 @dataclass(frozen=True)
 class PipelineAuth:
@@ -224,7 +229,7 @@ def _sampling(fields: Fields) -> Sampling:
 
 def _attributes_from(fields: Fields, name: str) -> tuple[AttributeFrom, ...]:
     return tuple(
-        AttributeFrom(item.string("key"), item.string("tagName"), item.opt_string("from"))
+        AttributeFrom(item.text("key"), item.text("tagName"), item.opt_string("from"))
         for item in fields.items(name)
     )
 
@@ -262,10 +267,10 @@ def _query_auth(fields: Fields) -> QueryAuth:
         credentials_secret_ref=SecretKeyRef.read(fields.opt_obj("credentialsSecretRef")),
         oidc=None
         if oidc is None
-        else OIDC(
-            issuer=oidc.string("issuer"),
-            audience=oidc.string("audience"),
-            required_claim=None if claim is None else (claim.string("name"), claim.string("value")),
+        else OIDCAuth(
+            issuer=oidc.text("issuer"),
+            audience=oidc.text("audience"),
+            required_claim=None if claim is None else (claim.text("name"), claim.text("value")),
             ca_secret_ref=SecretKeyRef.read(oidc.opt_obj("caSecretRef")),
         ),
         proxy_image=fields.opt_string("proxyImage"),
@@ -298,8 +303,8 @@ def _jaeger(fields: Fields) -> Jaeger:
 def _otlp_exporter(fields: Fields) -> OTLPExporter:
     tls = fields.obj("tls")
     return OTLPExporter(
-        name=fields.string("name"),
-        endpoint=fields.string("endpoint"),
+        name=fields.text("name"),
+        endpoint=fields.text("endpoint"),
         protocol=fields.string("protocol"),
         headers=fields.string_map("headers"),
         compression=fields.opt_string("compression"),
@@ -307,17 +312,10 @@ def _otlp_exporter(fields: Fields) -> OTLPExporter:
         insecure_skip_verify=tls.boolean("insecureSkipVerify"),
         ca_secret=SecretKeyRef.read(tls.opt_obj("caSecret")),
         secret_headers=tuple(
-            SecretHeader(item.string("name"), _required_ref(item, "secretKeyRef"))
+            SecretHeader(item.text("name"), SecretKeyRef.read(item.opt_obj("secretKeyRef")))
             for item in fields.items("secretHeaders")
         ),
     )
-
-
-def _required_ref(fields: Fields, name: str) -> SecretKeyRef:
-    ref = SecretKeyRef.read(fields.opt_obj(name))
-    if ref is None:
-        raise SpecError(fields.at(name), "expected a Secret reference {name, key}, got nothing")
-    return ref
 
 
 def _metrics(fields: Fields) -> Metrics:
@@ -333,7 +331,7 @@ def _metrics(fields: Fields) -> Metrics:
         ),
         external=None
         if external is None
-        else ExternalMetrics(external.string("url"), external.opt_string("otlpEndpoint")),
+        else ExternalMetrics(external.text("url"), external.opt_string("otlpEndpoint")),
     )
 
 

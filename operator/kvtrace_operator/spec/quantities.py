@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from kvtrace_operator.spec.errors import SpecError
 
+# The CRDs' pattern of a size field (storage.size, jaeger.storage.size, storageSize).
+STORAGE_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(?:e([0-9]+))?([KMGTPE]i?|k|m)?$")
 _UNITS = {
     "": 1,
@@ -49,9 +51,9 @@ class Quantity:
 
     @classmethod
     def parse(cls, value: object, field: str) -> Quantity:
-        """SpecError naming ``field`` unless ``value`` is a quantity string."""
+        """SpecError naming ``field`` unless ``value`` is a storage size (the CRDs' pattern)."""
         size = quantity_value(value) if isinstance(value, str) else None
-        if size is None:
+        if size is None or not STORAGE_PATTERN.match(str(value)):
             raise SpecError(
                 field, f"expected a storage quantity such as 1Gi or 500Mi, got {value!r}"
             )

@@ -584,7 +584,8 @@ class Demo:
         with it; None for a plaintext collector."""
         import ssl
 
-        from kvtrace_operator.render import apply_defaults_pipeline, tls
+        from kvtrace_operator.render import tls
+        from kvtrace_operator.spec import parse_pipeline
 
         if not url.startswith("https://"):
             return None
@@ -593,7 +594,7 @@ class Demo:
                 "-n", self.options.namespace, "get", "tracingpipeline", pipeline, "-o", "json"
             ).stdout
         )
-        secret, key = tls.client_ca(apply_defaults_pipeline(obj.get("spec")), pipeline)
+        secret, key = tls.client_ca(parse_pipeline(obj.get("spec")).security.tls, pipeline)
         self.collector_ca = self.secret_file(
             secret,
             key,
@@ -627,14 +628,15 @@ class Demo:
         members with the bundle; None when its members serve plaintext."""
         import ssl
 
-        from kvtrace_operator.render import apply_defaults_kvcluster, kvsecurity, names
+        from kvtrace_operator.render import kvsecurity, names
+        from kvtrace_operator.spec import parse_kvcluster
 
         obj = json.loads(
             self.kubectl(
                 "-n", self.options.namespace, "get", "kvcluster", name, "-o", "json"
             ).stdout
         )
-        spec = apply_defaults_kvcluster(obj.get("spec"))
+        spec = parse_kvcluster(obj.get("spec"))
         if kvsecurity.auth_on(spec):
             self.kv_token = self.secret_file(
                 names.kv_client_token(name),

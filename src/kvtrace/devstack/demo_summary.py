@@ -282,7 +282,7 @@ def endpoints_text(
 def metrics_deployed(documents: Sequence[Any], pipeline: str) -> bool:
     """Whether the example's TracingPipeline ``pipeline`` has the operator deploy a Prometheus:
     ``spec.metrics`` on (the default) without an external store."""
-    from kvtrace_operator.render import apply_defaults_pipeline
+    from kvtrace_operator.spec import parse_pipeline
 
     for doc in documents:
         if (
@@ -290,8 +290,7 @@ def metrics_deployed(documents: Sequence[Any], pipeline: str) -> bool:
             and doc.get("kind") == "TracingPipeline"
             and (doc.get("metadata") or {}).get("name") == pipeline
         ):
-            metrics = apply_defaults_pipeline(doc.get("spec") or {})["metrics"]
-            return bool(metrics["enabled"]) and not (metrics.get("external") or {}).get("url")
+            return parse_pipeline(doc.get("spec")).metrics.deploys_prometheus
     return False
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from kvtrace_operator import pki
 from kvtrace_operator.render import names, sampling, tls
 from kvtrace_operator.render.security import CLIENT_CA_DIR
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 LOOPBACK = ("127.0.0.1",)
 VALIDITY = datetime.timedelta(days=1)
@@ -70,7 +70,7 @@ class LocalTLS:
         """The leaf of the collector running the rendered sampling tier: behind a
         load-balancing tier its own, else the edge's."""
         name = names.name_of(self.pipeline)
-        two_tier = sampling.two_tier(apply_defaults_pipeline(self.pipeline.get("spec")))
+        two_tier = sampling.two_tier(parse_pipeline(self.pipeline.get("spec")))
         return self.leaf_of(names.sampling_collector(name) if two_tier else names.collector(name))
 
     def jaeger_leaf(self) -> str:
@@ -127,10 +127,10 @@ def local_tls(
     its Service names and ``hosts`` (IP addresses). Mode ``managed`` and ``certManager``
     pipelines get all their servers; TLS off gets nothing; mode ``secret`` (the user's own
     certificate) is the caller's to provide."""
-    spec = apply_defaults_pipeline(pipeline.get("spec"))
-    if tls.settings(spec) is None:
+    spec = parse_pipeline(pipeline.get("spec"))
+    if not spec.security.tls.enabled:
         return LocalTLS(pipeline)
-    if not tls.every_hop(spec):
+    if not spec.security.tls.every_hop:
         raise ValueError(
             "spec.security.tls mode secret serves the user's own certificate: provide its files"
         )

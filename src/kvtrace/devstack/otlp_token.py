@@ -22,7 +22,7 @@ from typing import Any
 
 from kvtrace_operator.render.consumer_tokens import TOKEN_KEY, client_token_secret
 from kvtrace_operator.render.security import AUTH_EXTENSION, auth, token_ref
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 
 class ConsumerSecrets(Mapping[tuple[str, str], str]):
@@ -67,7 +67,7 @@ class LocalToken:
         """``{(secret name, key): token}`` for the Secret keys consumers of the pipeline read
         (its ``tokenSecretRef`` or the generated ``NAME-otlp-token``, and every KVCluster's
         own token Secret); empty without auth."""
-        spec = apply_defaults_pipeline(pipeline.get("spec"))
+        spec = parse_pipeline(pipeline.get("spec"))
         if auth(spec) is None:
             return {}
         ref = token_ref(spec, pipeline["metadata"]["name"])

@@ -36,7 +36,7 @@ from kvtrace_operator.render import canary as render_canary
 from kvtrace_operator.render import names, sampling, security, sizing, tls
 from kvtrace_operator.render.canary import lookup_bound_s
 from kvtrace_operator.render.errors import SpecError
-from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
+from kvtrace_operator.spec import PipelineSpec, parse_kvcluster, parse_pipeline
 from kvtrace_operator.spec.quantities import quantity_value
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
@@ -345,8 +345,8 @@ def check_sampling(
     name = "sampling coherent"
     if pipeline is None:
         return Check(name, SKIP, "no pipeline", [])
-    spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
-    mode = sampling.mode(spec)
+    spec = parse_pipeline(pipeline.get("spec"))
+    mode = spec.sampling.mode
     pname = names.name_of(dict(pipeline))
     samplers: dict[str, list[str]] = {}
     for pod in pods:
@@ -741,18 +741,16 @@ def canary_timeout_s(pipeline: Mapping[str, Any] | None, given: str | None) -> f
 
     if given:
         return parse_duration_ns(given, "--canary-timeout") / 1e9
-    spec = apply_defaults_pipeline(dict((pipeline or {}).get("spec") or {}))
     try:
-        return lookup_bound_s(spec, DEFAULT_CANARY_SLACK_S)
+        return lookup_bound_s(parse_pipeline((pipeline or {}).get("spec")), DEFAULT_CANARY_SLACK_S)
     except SpecError:
         return 10.0 + DEFAULT_CANARY_SLACK_S
 
 
 def canary_duration_ns(pipeline: Mapping[str, Any] | None) -> int:
     """Longer than the latency threshold, so production tail sampling keeps the canary."""
-    spec = apply_defaults_pipeline(dict((pipeline or {}).get("spec") or {}))
     try:
-        return render_canary.canary_duration_ns(spec)
+        return render_canary.canary_duration_ns(parse_pipeline((pipeline or {}).get("spec")))
     except SpecError:
         return 600_000_000
 
@@ -784,7 +782,7 @@ def resolve_address(
 
 
 def collector_token(
-    kube: Any, namespace: str, pipeline: Mapping[str, Any], spec: dict[str, Any]
+    kube: Any, namespace: str, pipeline: Mapping[str, Any], spec: PipelineSpec
 ) -> tuple[str | None, str]:
     """(bearer token, why there is none): the token the pipeline's collector requires
     (``spec.security.auth``, on by default), read from its Secret as the operator's canary
@@ -812,14 +810,15 @@ def secret_text(kube: Any, namespace: str, name: str, key: str) -> tuple[str | N
 
 
 def collector_trust(
-    kube: Any, namespace: str, pipeline: Mapping[str, Any], spec: dict[str, Any]
+    kube: Any, namespace: str, pipeline: Mapping[str, Any], spec: PipelineSpec
 ) -> tuple[str | None, str]:
     """(CA bundle PEM, why there is none): what the pipeline's clients trust when its collector
     serves TLS (``spec.security.tls``, on by default), read from its Secret as the operator's
     canary does; (None, "") without TLS."""
-    if tls.settings(spec) is None:
+    settings = security.tls(spec)
+    if settings is None:
         return None, ""
-    return secret_text(kube, namespace, *tls.client_ca(spec, names.name_of(dict(pipeline))))
+    return secret_text(kube, namespace, *tls.client_ca(settings, names.name_of(dict(pipeline))))
 
 
 def probe_otlp(
@@ -999,7 +998,7 @@ def run_cluster(
         checks.append(check_pod_env(cluster, None, pods))
         return checks
     pname = names.name_of(pipeline)
-    spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
+    spec = parse_pipeline(pipeline.get("spec"))
     tiers = [names.collector(pname)] + (
         [names.sampling_collector(pname)] if sampling.two_tier(spec) else []
     )
@@ -1042,7 +1041,7 @@ def run_cluster(
     checks.append(otlp_check)
     checks.append(check_pod_env(cluster, pipeline, pods))
     checks.append(check_sampling(pipeline, configs, pods))
-    factor = int(apply_defaults_kvcluster(dict(cluster.get("spec") or {}))["replicationFactor"])
+    factor = parse_kvcluster(cluster.get("spec")).replication_factor
     checks.append(check_resources(configs, deployments, factor))
 
     canary_result: dict[str, Any] | None = None
@@ -1055,7 +1054,7 @@ def run_cluster(
     else:
         jaeger_url, jaeger_given = resolve_address(jaeger, endpoints.get("jaegerQuery"), "--jaeger")
         not_ready = ""
-        if spec["jaeger"]["enabled"] is not False:
+        if spec.jaeger.enabled:
             dep = kube.get("Deployment", names.jaeger(pname), namespace)
             ready = int(((dep or {}).get("status") or {}).get("readyReplicas") or 0)
             if not ready:

@@ -23,7 +23,7 @@ from kvtrace_operator.render import webhook as webhook_render
 from kvtrace_operator.render.consumer_tokens import TOKEN_KEY
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.security import auth
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 UNKNOWN_WEBHOOK: Mapping[str, Any] = {"metadata": {}}  # not permitted to read the configurations
 
@@ -116,7 +116,7 @@ def _injected_problem(
         return f"TracingPipeline {request.ref} no longer exists"
     workload = injection.owning_workload(dict(pod))
     secret = secrets.get(workload.secret)
-    if auth(apply_defaults_pipeline(dict(pipeline.get("spec") or {}))) and (
+    if auth(parse_pipeline(pipeline.get("spec"))) and (
         secret is None or TOKEN_KEY not in (secret.get("data") or {})
     ):
         return f"token missing: Secret {workload.secret} (key {TOKEN_KEY}) does not exist"

@@ -20,7 +20,7 @@ from kvtrace.inspect import injection
 from kvtrace.inspect.errors import InspectError
 from kvtrace_operator.render import names, resources, sampling
 from kvtrace_operator.render.jaeger import retention
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import SpecError, parse_pipeline
 
 INSTANCE = "app.kubernetes.io/instance"
 COMPONENT = "app.kubernetes.io/component"
@@ -187,16 +187,16 @@ def is_member(pod: Mapping[str, Any], cluster_name: str) -> bool:
 
 def sampling_view(pipeline: Mapping[str, Any] | None) -> dict[str, Any]:
     """Mode and ratio of a pipeline (defaults applied), as rendered for its applications."""
+    empty: dict[str, Any] = {"mode": "", "ratio": None, "tailSampling": False, "sdkSampler": ""}
     if pipeline is None:
-        return {"mode": "", "ratio": None, "tailSampling": False, "sdkSampler": ""}
-    spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
+        return empty
     try:
-        ratio = sampling.effective_ratio(spec)
-    except (TypeError, ValueError):
-        ratio = None
+        spec = parse_pipeline(pipeline.get("spec"))
+    except SpecError:  # a spec the API server would have refused
+        return empty
     view: dict[str, Any] = {
-        "mode": sampling.mode(spec),
-        "ratio": ratio,
+        "mode": spec.sampling.mode,
+        "ratio": sampling.effective_ratio(spec),
         "tailSampling": sampling.uses_tail_sampling(spec),
         "sdkSampler": dict(sampling.sdk_sampler(spec)).get("OTEL_TRACES_SAMPLER", ""),
     }
@@ -209,13 +209,11 @@ def sampling_view(pipeline: Mapping[str, Any] | None) -> dict[str, Any]:
 def storage_view(pipeline: Mapping[str, Any]) -> dict[str, Any] | None:
     """What Jaeger's trace store and archive store keep (render/jaeger.py ``retention``;
     defaults applied); None when the pipeline runs no Jaeger."""
-    spec = apply_defaults_pipeline(dict(pipeline.get("spec") or {}))
-    if spec["jaeger"]["enabled"] is False:
-        return None
     try:
-        return retention(spec["jaeger"])
-    except (KeyError, TypeError):  # a spec the API server would have refused
+        spec = parse_pipeline(pipeline.get("spec"))
+    except SpecError:  # a spec the API server would have refused
         return None
+    return retention(spec.jaeger) if spec.jaeger.enabled else None
 
 
 def _store_text(store: Mapping[str, Any] | None) -> str:

@@ -32,7 +32,7 @@ from kvtrace.devstack.pytest_plugin import require_binaries
 from kvtrace.shared.endpoints import resolve_url
 from kvtrace.shared.jaeger_client import JaegerClient
 from kvtrace_operator.render import environment, render_collector_config
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.controlplane
 
@@ -217,7 +217,7 @@ def node_reader(namespace: str) -> list[dict[str, Any]]:
             "metadata": {"name": name},
             # The default pipeline's: get on nodes (its k8s_attributes reads its namespace).
             "rules": environment.cluster_rules(
-                environment.environment(pipeline, apply_defaults_pipeline(pipeline["spec"]))
+                environment.environment(pipeline, parse_pipeline(pipeline["spec"]))
             ),
         },
         {

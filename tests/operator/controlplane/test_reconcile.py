@@ -10,12 +10,11 @@ import pytest
 
 from kvtrace.devstack.operator_fixtures import Kube, Operator
 from kvtrace_operator.render import (
-    apply_defaults_kvcluster,
-    apply_defaults_pipeline,
     render_kvcluster,
     render_pipeline,
     tls,
 )
+from kvtrace_operator.spec import parse_kvcluster, parse_pipeline
 
 pytestmark = pytest.mark.controlplane
 
@@ -68,10 +67,10 @@ def rendered(owner: dict[str, Any], pipeline: dict[str, Any] | None = None) -> s
     its TLS Secrets (TLS is on by default for both kinds; their keys are made when it applies)."""
     if owner["kind"] == "KVCluster":
         objects = render_kvcluster(owner, pipeline)
-        made = tls.written_secrets(owner, apply_defaults_kvcluster(owner.get("spec")))
+        made = tls.written_secrets(owner, parse_kvcluster(owner.get("spec")))
     else:
         objects = render_pipeline(owner)
-        made = tls.written_secrets(owner, apply_defaults_pipeline(owner.get("spec")))
+        made = tls.written_secrets(owner, parse_pipeline(owner.get("spec")))
     return {
         (obj["kind"], obj["metadata"]["name"])
         for obj in objects

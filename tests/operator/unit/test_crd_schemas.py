@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from render_testlib import crd, schema_default, spec_schema, validate_k8s
 
-from kvtrace_operator.render import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.render.images import (
     COLLECTOR_IMAGE,
     JAEGER_IMAGE,
@@ -17,6 +16,7 @@ from kvtrace_operator.render.images import (
 )
 from kvtrace_operator.render.validate import MAX_KVCLUSTER_NAME, MAX_PIPELINE_NAME, MIN_DURATIONS
 from kvtrace_operator.spec import parse_kvcluster, parse_pipeline
+from kvtrace_operator.spec.defaults import apply_defaults_kvcluster, apply_defaults_pipeline
 from kvtrace_operator.spec.durations import DURATION_PATTERN
 
 pytestmark = pytest.mark.unit

@@ -13,6 +13,7 @@ from kvtrace_operator import k8s
 from kvtrace_operator.handlers import consumers, secret_watch
 from kvtrace_operator.handlers.runtime import ObjectLocks, Options, Runtime
 from kvtrace_operator.render import consumer_tokens
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -181,7 +182,9 @@ def test_the_consumers_are_read_from_the_indices_per_namespace_and_pipeline() ->
 
 
 def test_a_consumer_set_is_a_function_of_its_sources() -> None:
-    auth = {"enabled": True, "consumers": [{"name": "billing"}]}
+    auth = parse_pipeline(
+        {"security": {"auth": {"consumers": [{"name": "billing"}]}}}
+    ).security.auth
     referencing = consumers.referencing(INDICES, "ns", "traces")
     first = consumer_tokens.consumers(auth, "traces", referencing)
     assert [c.label for c in first] == [

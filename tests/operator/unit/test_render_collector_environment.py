@@ -15,7 +15,7 @@ from render_testlib import pipeline
 from kvtrace_operator import crds
 from kvtrace_operator.render import environment, render_collector_config, render_pipeline, strict
 from kvtrace_operator.render.errors import SpecError
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -29,7 +29,7 @@ def tp(**collector: Any) -> dict[str, Any]:
 
 def settings(**collector: Any) -> environment.Environment:
     resource = tp(**collector)
-    return environment.environment(resource, apply_defaults_pipeline(resource["spec"]))
+    return environment.environment(resource, parse_pipeline(resource["spec"]))
 
 
 def processors(config: dict[str, Any]) -> list[str]:

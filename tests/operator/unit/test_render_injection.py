@@ -14,6 +14,7 @@ import pytest
 from kvtrace_operator.render import SpecError
 from kvtrace_operator.render import injection as inj
 from kvtrace_operator.render.images import DEFAULT_IMAGES, JAVA_AGENT_IMAGE, PYTHON_AGENT_IMAGE
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -429,7 +430,7 @@ def test_an_injected_workload_is_a_consumer_with_its_token_in_its_own_namespace(
     assert consumer == ct.Consumer(
         "workload/shop/Deployment/web", "web-deployment-otlp-workload", "token", True, "shop"
     )
-    auth = {"enabled": True}
+    auth = parse_pipeline({}).security.auth
     labels = [
         c.label
         for c in ct.consumers(

@@ -15,7 +15,7 @@ from test_render_strict import errors_of, run
 from kvtrace_operator.render import SpecError, render_pipeline, validate_pipeline
 from kvtrace_operator.render.jaeger import render_jaeger_config, retention
 from kvtrace_operator.render.sizing import jaeger_resources
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -64,7 +64,7 @@ def test_badger_archive_has_its_own_directory_and_ttl_on_the_same_volume() -> No
 
 def test_memory_archive_adds_its_traces_to_jaegers_default_memory() -> None:
     def memory(**jaeger: Any) -> str:
-        spec = apply_defaults_pipeline({"jaeger": jaeger})
+        spec = parse_pipeline({"jaeger": jaeger})
         return str(jaeger_resources(spec)["requests"]["memory"])
 
     off = memory(storage={"maxTraces": 1000}, archive={"maxTraces": 1000})
@@ -96,7 +96,7 @@ def test_memory_archive_adds_its_traces_to_jaegers_default_memory() -> None:
     ],
 )
 def test_retention_of_both_stores(jaeger: dict[str, Any], expected: dict[str, Any]) -> None:
-    assert retention(apply_defaults_pipeline({"jaeger": jaeger})["jaeger"]) == expected
+    assert retention(parse_pipeline({"jaeger": jaeger}).jaeger) == expected
 
 
 BAD_ARCHIVES: list[tuple[dict[str, Any], str, str, str]] = [

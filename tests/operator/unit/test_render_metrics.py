@@ -18,6 +18,7 @@ from kvtrace_operator.render import (
 from kvtrace_operator.render.collector import LOADBALANCER_TIER, SAMPLING_TIER
 from kvtrace_operator.render.metrics import describes, retention_size
 from kvtrace_operator.render.monitoring import alert_rules, fill
+from kvtrace_operator.spec import Quantity, parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -176,7 +177,9 @@ class TestPrometheusObjects:
     ) -> None:
         """The members say their client port's scheme in a label, and the KV job takes it:
         scraping a TLS port over http would read as every member down (KVQuorumLost)."""
-        cluster = kvcluster(tracing={"pipelineRef": "traces"}, security={"tls": {"enabled": tls}})
+        cluster = kvcluster(
+            tracing={"pipelineRef": {"name": "traces"}}, security={"tls": {"enabled": tls}}
+        )
         members = one(render_kvcluster(cluster, metered()), "StatefulSet")
         labels = members["spec"]["template"]["metadata"]["labels"]
         assert labels["kvtrace.dev/client-scheme"] == scheme
@@ -208,7 +211,7 @@ class TestPrometheusObjects:
         ("size", "flag"), [("1Gi", "819MB"), ("512Mi", "409MB"), ("2G", "1525MB")]
     )
     def test_retention_size(self, size: str, flag: str) -> None:
-        assert retention_size(size) == flag
+        assert retention_size(Quantity.parse(size, "spec.metrics.prometheus.storageSize")) == flag
 
 
 class TestRules:
@@ -245,9 +248,11 @@ class TestRules:
 
 
 def test_head_mode_says_what_the_metrics_describe() -> None:
-    assert "head-sampled share" in describes({"sampling": {"mode": "head", "ratio": 0.2}})
+    assert "head-sampled share" in describes(
+        parse_pipeline({"sampling": {"mode": "head", "ratio": 0.2}})
+    )
     assert (
-        describes({"sampling": {"mode": "production", "ratio": 0.1}})
+        describes(parse_pipeline({"sampling": {"mode": "production", "ratio": 0.1}}))
         == "every span, before tail sampling"
     )
 

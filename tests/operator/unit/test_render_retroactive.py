@@ -10,7 +10,6 @@ from render_testlib import by_kind, env_map, kvcluster, one, pipeline
 
 from kvnode.process.config import OPTIONS, resolve
 from kvtrace_operator.render import (
-    apply_defaults_pipeline,
     otel_environment,
     render_collector_config,
     render_kvcluster,
@@ -19,6 +18,7 @@ from kvtrace_operator.render import (
 from kvtrace_operator.render.errors import SpecError
 from kvtrace_operator.render.sizing import collector_working_set, tail_sampling_bytes
 from kvtrace_operator.render.status import sampling_status
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -87,8 +87,8 @@ def test_no_tail_sampling_and_the_collector_memory_it_saves() -> None:
         "tail_sampling" not in p.get("processors", [])
         for p in config["service"]["pipelines"].values()
     )
-    retro = apply_defaults_pipeline(tp["spec"])
-    production = apply_defaults_pipeline({"sampling": {"mode": "production"}})
+    retro = parse_pipeline(tp["spec"])
+    production = parse_pipeline({"sampling": {"mode": "production"}})
     saved = collector_working_set(production, True) - collector_working_set(retro, True)
     assert saved == tail_sampling_bytes(production) == 50000 * 4 * 1024  # ~195 MiB
     deployments = by_kind(render_pipeline(tp), "Deployment")
@@ -98,7 +98,7 @@ def test_no_tail_sampling_and_the_collector_memory_it_saves() -> None:
 
 
 def test_status_says_what_the_mode_keeps() -> None:
-    status = sampling_status({"sampling": RETRO})
+    status = sampling_status(parse_pipeline({"sampling": RETRO}))
     assert status["sdkSampler"] == "parentbased_traceidratio"
     assert status["tailSampling"] is False
     assert "every failed operation" in status["note"] and "300ms" in status["note"]

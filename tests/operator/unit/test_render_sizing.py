@@ -10,7 +10,7 @@ from render_testlib import by_kind, pipeline
 
 from kvtrace.inspect import doctor
 from kvtrace_operator.render import render_pipeline, sizing
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -118,7 +118,7 @@ class TestTheUsersOwn:
         }
 
     def test_deterministic_and_pure(self) -> None:
-        spec = apply_defaults_pipeline({})
+        spec = parse_pipeline({})
         before = repr(spec)
         assert sizing.collector_resources(spec, True) == sizing.collector_resources(spec, True)
         assert repr(spec) == before

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kvtrace_operator import pki, rotation
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -183,9 +184,9 @@ class TestSecretsOfTheManagedCA:
 
     def test_secrets_round_trip_and_never_expose_the_ca_key_to_pods(self) -> None:
         from kvtrace_operator.k8s import certificates
-        from kvtrace_operator.render import apply_defaults_pipeline, tls
+        from kvtrace_operator.render import tls
 
-        spec = apply_defaults_pipeline(self.PIPELINE["spec"])
+        spec = parse_pipeline(self.PIPELINE["spec"])
         leaves = certificates.leaf_specs(self.PIPELINE, spec)
         assert [leaf.secret for leaf in leaves] == [
             "p-collector-tls",

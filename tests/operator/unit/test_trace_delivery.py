@@ -19,7 +19,7 @@ from kvtrace_operator.render.canary import (
     lookup_bound_s,
 )
 from kvtrace_operator.render.status import find_condition, pipeline_status, workload_summary
-from kvtrace_operator.spec.defaults import apply_defaults_pipeline
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -161,16 +161,13 @@ class TestDeliveryRecord:
 
 class TestBounds:
     def test_canary_outlasts_the_latency_threshold(self) -> None:
-        spec = apply_defaults_pipeline({"sampling": {"latencyThreshold": "1s"}})
+        spec = parse_pipeline({"sampling": {"latencyThreshold": "1s"}})
         assert canary_duration_ns(spec) == 1_100_000_000
 
     def test_lookup_waits_for_the_tail_sampling_decision(self) -> None:
-        assert lookup_bound_s(apply_defaults_pipeline({}), 20.0) == 30.0  # decisionWait 10s
-        assert (
-            lookup_bound_s(apply_defaults_pipeline({"sampling": {"decisionWait": "2s"}}), 5.0)
-            == 7.0
-        )
-        assert lookup_bound_s(apply_defaults_pipeline({"sampling": {"mode": "head"}}), 5.0) == 5.0
+        assert lookup_bound_s(parse_pipeline({}), 20.0) == 30.0  # decisionWait 10s
+        assert lookup_bound_s(parse_pipeline({"sampling": {"decisionWait": "2s"}}), 5.0) == 7.0
+        assert lookup_bound_s(parse_pipeline({"sampling": {"mode": "head"}}), 5.0) == 5.0
 
 
 def pipeline(status: dict[str, Any] | None = None) -> dict[str, Any]:
