@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvnode.keys import key_hash
@@ -108,6 +108,7 @@ records = st.lists(
 )
 
 
+@settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(records, min_size=1, max_size=5), st.integers(0, 1 << 63), st.data())
 def test_any_prefix_decodes_to_whole_frames_only(
     batches: list[list[Record]], generation: int, data: st.DataObject
