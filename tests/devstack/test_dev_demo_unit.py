@@ -74,7 +74,7 @@ def _kv(docs: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         (
             lambda docs: _kv(docs)["spec"].update(replicas="3"),
-            "spec.replicas: expected a positive integer, got '3'",
+            "KVCluster basic: spec.replicas: expected an integer, got a string '3'",
         ),
         (
             lambda docs: _kv(docs)["spec"].pop("tracing"),

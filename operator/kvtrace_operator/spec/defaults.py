@@ -1,7 +1,8 @@
 """Spec defaults, identical to the ``default:`` values of the CRD schemas.
 
 The API server applies the schema defaults before the operator sees a resource; ``kvtrace
-render`` reads files that may omit them, so it applies the same ones here. A unit test
+render`` reads files that may omit them, so ``parse_kvcluster`` / ``parse_pipeline`` apply the
+same ones here, once, before reading the typed spec. Nothing else re-defaults. A unit test
 derives the defaults from ``crds/*.yaml`` and compares them with these trees. Images have no
 schema default: the operator's own (``render/images.py`` ``Images``) fills them at render time.
 

@@ -59,13 +59,18 @@ def read_example(documents: Sequence[Any], source: str) -> Example:
         raise DemoError(
             f"{source}: expected exactly one {API_VERSION} KVCluster, found {len(clusters)}"
         )
+    from kvtrace_operator.spec import SpecError, parse_kvcluster
+
     name, spec = clusters[0]
-    replicas = spec.get("replicas", 3)
-    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+    try:
+        parsed = parse_kvcluster(spec)
+    except SpecError as exc:
+        raise DemoError(f"{source}: KVCluster {name}: {exc}") from None
+    replicas, ref = parsed.replicas, parsed.pipeline_name
+    if replicas < 1:
         raise DemoError(
             f"{source}: KVCluster {name}: spec.replicas: expected a positive integer, got {replicas!r}"
         )
-    ref = ((spec.get("tracing") or {}).get("pipelineRef") or {}).get("name")
     if not ref:
         raise DemoError(
             f"{source}: KVCluster {name}: spec.tracing.pipelineRef.name: expected the "

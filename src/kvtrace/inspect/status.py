@@ -20,7 +20,7 @@ from kvtrace.inspect import injection
 from kvtrace.inspect.errors import InspectError
 from kvtrace_operator.render import names, resources, sampling
 from kvtrace_operator.render.jaeger import retention
-from kvtrace_operator.spec import SpecError, parse_pipeline
+from kvtrace_operator.spec import SpecError, parse_kvcluster, parse_pipeline
 
 INSTANCE = "app.kubernetes.io/instance"
 COMPONENT = "app.kubernetes.io/component"
@@ -143,11 +143,19 @@ def member_view(pod: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def desired_replicas(cluster: Mapping[str, Any]) -> int:
+    """``spec.replicas`` of a KVCluster (defaults applied); 0 for a spec the API server would
+    have refused."""
+    try:
+        return parse_kvcluster(cluster.get("spec")).replicas
+    except SpecError:
+        return 0
+
+
 def members(cluster: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Every desired member (``NAME-0..N-1``, missing pods included) and any extra pod."""
     name = names.name_of(dict(cluster))
-    desired = (cluster.get("spec") or {}).get("replicas")
-    desired = desired if isinstance(desired, int) else 0
+    desired = desired_replicas(cluster)
     by_name = {p["metadata"]["name"]: p for p in pods if is_member(p, name)}
     result = []
     for ordinal in range(desired):
@@ -240,13 +248,9 @@ def cluster_view(
     events: Iterable[Mapping[str, Any]],
     now: dt.datetime,
 ) -> dict[str, Any]:
-    meta, spec, st = (
-        cluster.get("metadata") or {},
-        cluster.get("spec") or {},
-        cluster.get("status") or {},
-    )
+    meta, st = cluster.get("metadata") or {}, cluster.get("status") or {}
     member_list = members(cluster, pods)
-    desired = spec.get("replicas") if isinstance(spec.get("replicas"), int) else 0
+    desired = desired_replicas(cluster)
     ready = sum(1 for m in member_list if m["ready"] and not m.get("extra"))
     ref = pipeline_ref(cluster)
     tracing = st.get("tracing") or {}

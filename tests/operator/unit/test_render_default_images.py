@@ -7,6 +7,7 @@ images, and `kvtrace render` takes the same flags."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 import pytest
@@ -23,7 +24,9 @@ from kvtrace_operator.render.images import (
     PROMETHEUS_IMAGE,
     Images,
     images_from_args,
+    pipeline_images,
 )
+from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -111,6 +114,19 @@ def test_a_resources_own_image_wins() -> None:
     assert found["Deployment/traces-jaeger/jaeger"] == "own/jaeger:1"
     assert found["Deployment/traces-prometheus/prometheus"] == "own/prometheus:1"
     assert found["Deployment/traces-jaeger/query-proxy"] == MIRROR.query_proxy
+
+
+def test_pipeline_images_takes_the_pipelines_own_else_the_operators() -> None:
+    spec = parse_pipeline(
+        {
+            "collector": {"image": "own/otelcol:1"},
+            "jaeger": {"query": {"auth": {"mode": "bearer", "proxyImage": "own/proxy:1"}}},
+        }
+    )
+    assert pipeline_images(spec, MIRROR) == dataclasses.replace(
+        MIRROR, collector="own/otelcol:1", query_proxy="own/proxy:1"
+    )
+    assert pipeline_images(parse_pipeline({}), MIRROR) == MIRROR
 
 
 def parse(argv: list[str], command: str = "operator") -> argparse.Namespace:

@@ -164,3 +164,49 @@ class TestTypedValues:
         spec = parse_pipeline({})
         with pytest.raises(AttributeError):
             spec.sampling.ratio = 1.0  # type: ignore[misc]
+
+
+class TestRulesOnTheTypedSpec:
+    """The rules several modules used to re-derive from the dict, once on the typed spec."""
+
+    @pytest.mark.parametrize(
+        ("tls", "active", "every_hop"),
+        [
+            ({}, "managed", True),
+            ({"enabled": False}, None, False),
+            ({"secretName": "mine"}, "secret", False),
+            ({"mode": "certManager", "issuerRef": {"name": "ca"}}, "certManager", True),
+            ({"enabled": False, "secretName": "mine"}, None, False),
+        ],
+    )
+    def test_tls_mode_in_force(
+        self, tls: dict[str, Any], active: str | None, every_hop: bool
+    ) -> None:
+        for parse in PARSERS.values():
+            settings = parse({"security": {"tls": tls}}).security.tls
+            assert (settings.active_mode, settings.every_hop) == (active, every_hop)
+
+    def test_chosen_mode_whether_or_not_enabled(self) -> None:
+        settings = parse_pipeline({"security": {"tls": {"enabled": False, "secretName": "s"}}})
+        assert settings.security.tls.chosen_mode == "secret"
+
+    @pytest.mark.parametrize(
+        ("metrics", "deploys"),
+        [
+            ({}, True),
+            ({"enabled": False}, False),
+            ({"external": {"url": "http://prom:9090"}}, False),
+            ({"enabled": False, "external": {"url": "http://prom:9090"}}, False),
+        ],
+    )
+    def test_the_operator_deploys_prometheus(self, metrics: dict[str, Any], deploys: bool) -> None:
+        assert parse_pipeline({"metrics": metrics}).metrics.deploys_prometheus is deploys
+
+    def test_required_text_the_validator_explains_is_empty_when_missing(self) -> None:
+        """An exporter without endpoint parses; render.validate names the field in its words."""
+        [exporter] = parse_pipeline({"exporters": {"otlp": [{"name": "up"}]}}).exporters.otlp
+        assert exporter.endpoint == ""
+        with pytest.raises(
+            SpecError, match=r"^spec.exporters.otlp\[0\].endpoint: expected a string"
+        ):
+            parse_pipeline({"exporters": {"otlp": [{"name": "up", "endpoint": 4317}]}})
