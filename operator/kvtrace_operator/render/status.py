@@ -28,7 +28,6 @@ from kvtrace_operator.render.labels import (
     selector_string,
 )
 from kvtrace_operator.spec import PipelineSpec, parse_kvcluster, parse_pipeline
-from kvtrace_operator.spec.defaults import KVCLUSTER_DEFAULTS
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
 
@@ -264,7 +263,7 @@ def _declared_replicas(cluster: Mapping[str, Any]) -> int:
     value = (cluster.get("spec") or {}).get("replicas")
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    return int(KVCLUSTER_DEFAULTS["replicas"])
+    return parse_kvcluster(None).replicas
 
 
 def _not_ready_detail(
