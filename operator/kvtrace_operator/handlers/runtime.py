@@ -119,7 +119,7 @@ class _Request:
 class Requests:
     """Reconcile requests, coalesced per object: a request waits ``delay`` seconds (the
     burst it belongs to gathers), then the object's runner runs; requests arriving meanwhile
-    make one more run after it. At most ``concurrency`` runs at once. The caller never
+    make one more run after it. At most ``request_concurrency`` runs of one kind at once. The caller never
     waits: a handler asking for another object's reconcile is not blocked by it."""
 
     def __init__(self, runtime: Runtime) -> None:
@@ -127,7 +127,8 @@ class Requests:
         self.runners: dict[str, Runner] = {}
         self._pending: dict[ObjectKey, _Request] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots: asyncio.Semaphore | None = None
+        # per kind: a pipeline's reconcile never queues behind hundreds of KVClusters' refreshes
+        self._slots: dict[str, asyncio.Semaphore] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -148,14 +149,13 @@ class Requests:
     async def _run(self, key: ObjectKey) -> None:
         kind, namespace, name = key
         options = self.runtime.options
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(max(1, options.request_concurrency))
+        slots = self._slots.setdefault(kind, asyncio.Semaphore(max(1, options.request_concurrency)))
         try:
             await asyncio.sleep(options.request_delay)
             pending = self._pending[key]
             while pending.dirty:
                 apply, pending.dirty, pending.apply = pending.apply, False, False
-                async with self._slots:
+                async with slots:
                     try:
                         await self.runners[kind](self.runtime, namespace, name, apply)
                     except Exception as exc:  # noqa: BLE001 - logged; the resync timer repairs

@@ -43,6 +43,12 @@ def cluster(name: str, cpu: str = "100m", pipeline: str | None = None) -> dict[s
     }
 
 
+def set_cpu(kube: Kube, name: str, cpu: str) -> None:
+    """Update the KVCluster's cpu request."""
+    patch = {"spec": {"resources": {"requests": {"cpu": cpu}}}}
+    kube.run("patch", "kvcluster", name, "--type=merge", "-p", json.dumps(patch))
+
+
 def sts_cpu(kube: Kube, name: str) -> tuple[str, int]:
     """(cpu request of the node container, metadata.generation) of the cluster's StatefulSet."""
     sts = kube.get("statefulset", name) or {}
@@ -106,14 +112,7 @@ async def test_a_stale_body_from_the_resync_timer_never_undoes_an_update(
     await kvcluster_handlers.reconcile(runtime, stale)
     assert sts_cpu(kube_ns, "kv")[0] == "100m"
 
-    kube_ns.run(
-        "patch",
-        "kvcluster",
-        "kv",
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"resources": {"requests": {"cpu": "150m"}}}}),
-    )
+    set_cpu(kube_ns, "kv", "150m")
     updated = kube_ns.get("kvcluster", "kv")
     assert updated is not None
     await kvcluster_handlers.reconcile(runtime, updated)  # the update handler
@@ -126,14 +125,7 @@ async def test_a_stale_body_from_the_resync_timer_never_undoes_an_update(
     # the old body and the next update arrives: whoever runs first applies the newest spec.
     async with runtime.lock("KVCluster", kube_ns.namespace, "kv"):
         timer = asyncio.create_task(kvcluster_handlers.reconcile(runtime, stale))
-        kube_ns.run(
-            "patch",
-            "kvcluster",
-            "kv",
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"resources": {"requests": {"cpu": "200m"}}}}),
-        )
+        set_cpu(kube_ns, "kv", "200m")
         newest = kube_ns.get("kvcluster", "kv")
         assert newest is not None
         update = asyncio.create_task(kvcluster_handlers.reconcile(runtime, newest))
@@ -191,6 +183,14 @@ class Requests:
     def total(self) -> int:
         return int(sum(v for _, v in samples(self.port, "kvtrace_operator_api_requests_total")))
 
+    def dry_runs(self) -> dict[str, int]:
+        """Dry-run requests by resource."""
+        found: dict[str, int] = {}
+        for labels, value in samples(self.port, "kvtrace_operator_api_requests_total"):
+            if labels["dry_run"] == "true":
+                found[labels["resource"]] = found.get(labels["resource"], 0) + int(value)
+        return found
+
     def by_resource(self) -> dict[str, int]:
         """Every request (reads too) by ``METHOD resource``."""
         found: dict[str, int] = {}
@@ -214,7 +214,8 @@ def test_the_resync_writes_nothing_unchanged_and_repairs_what_drifted(
 ) -> None:
     """The resync timer (3 s here) of an unchanged cluster sends no write and at most one
     read (on average); a child edited by hand (the peers ConfigMap, the StatefulSet's spec) is re-applied
-    by the next resync, and only that child; one deleted by hand comes back."""
+    by the next resync, and only that child; one deleted by hand comes back. An update
+    dry-runs only the child it changed."""
     requests = Requests(metrics_port)
     kube_ns.apply(cluster("kv"))
     poll(
@@ -262,6 +263,13 @@ def test_the_resync_writes_nothing_unchanged_and_repairs_what_drifted(
     writes = requests.child_writes()
     requests.after_resyncs(poll, 3)
     assert requests.child_writes() == writes, "repaired, the cluster's resync still writes"
+
+    # An update dry-runs only the children its render changed: the StatefulSet.
+    dry_runs = requests.dry_runs()
+    set_cpu(kube_ns, "kv", "150m")
+    poll(lambda: sts_template_cpu(kube_ns) == "150m", timeout=TIMEOUT, message="updated")
+    more = {k: v - dry_runs.get(k, 0) for k, v in requests.dry_runs().items()}
+    assert {k: v for k, v in more.items() if v} == {"statefulsets": 1}, more
 
 
 def token_file_labels(kube: Kube, pipeline: str) -> set[str]:

@@ -87,6 +87,24 @@ async def test_runs_are_bounded_and_a_failure_is_logged_not_raised(
     assert "queued reconcile of KVCluster ns/kv0 failed: API server unreachable" in caplog.text
 
 
+async def test_a_pipeline_request_does_not_queue_behind_many_cluster_requests() -> None:
+    """Each kind has its own ``request_concurrency`` runs: a pipeline requested after 20
+    KVClusters (each run slow) runs at once, not after them."""
+    rt, clusters, pipelines = runtime(), Recorder(pause=0.2), Recorder()
+    rt.requests.runners.update({"KVCluster": clusters, "TracingPipeline": pipelines})
+    for index in range(20):
+        rt.request("KVCluster", "ns", f"kv{index}")
+    rt.request("TracingPipeline", "ns", "traces")
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 5.0
+    while not pipelines.calls and loop.time() < end:
+        await asyncio.sleep(0.01)
+    assert pipelines.calls == [("ns", "traces", True)]
+    assert len(clusters.calls) <= 4, "the pipeline waited for the clusters' runs"
+    await settle(rt)
+    assert clusters.most == 2 and len(clusters.calls) == 20
+
+
 async def test_an_unknown_kind_is_refused_naming_the_known_ones() -> None:
     rt = runtime()
     rt.requests.runners["KVCluster"] = Recorder()
