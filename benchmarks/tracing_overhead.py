@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/tracing_overhead.py [--duration 5] [--clients 32] [--keys 2000]
         [--modes production] [--node-env OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048 ...]
+        [--paired 7 [--paired-rate 400] [--skip-sequential]]
 
 Four configurations of a 3-node cluster, each started fresh with exactly the environment and
 tracing flags the operator renders (`otel_environment`, `node_trace_flags`; see
@@ -28,6 +29,11 @@ sets with OTEL_BSP_MAX_QUEUE_SIZE = 16384, or refused); the preload's 0.1 s warm
 preload is not counted, so a few percent above 100% (0 missing) means nothing was dropped.
 Prints a JSON document, a table of every phase, and a short table of the ratios to `untraced`
 (throughput, node CPU per operation, unloaded write p50). Not a test: it only reports.
+
+`--paired ROUNDS` adds the measurement that holds on a loaded machine (`run_paired`): the
+modes' clusters all run at once and get the same paced writes, then reads, at the same
+moments; per round each mode's node CPU per operation is divided by untraced's from the same
+seconds, so whatever else loads the machine cancels in the ratio.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ import os
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "tracing")]
 
 from kv import Cluster, cpu_seconds, run_rounds  # noqa: E402 - benchmarks/kv.py
+from paced_load import Target, paced_load, ratio_estimate  # noqa: E402 - tests/tracing
 from tracing_stack import kvcluster, loopback_config, pipeline, start_kv_nodes, stop_kv_nodes  # noqa: E402
 
 from kvnode.bench import Result, table  # noqa: E402
@@ -90,12 +100,25 @@ def buffer_counts(nodes: list[Any]) -> dict[str, float]:
     return out
 
 
-def run_mode(
+@dataclass
+class ModeStack:
+    """One mode's running 3-node cluster, with its collector (None when untraced)."""
+
+    name: str
+    spec: dict[str, Any] | None
+    nodes: list[Any]
+    collector: Collector | None
+
+
+@contextmanager
+def mode_stack(
     name: str, spec: dict[str, Any] | None, root: Path, args: argparse.Namespace
-) -> dict[str, Any]:
+) -> Iterator[ModeStack]:
+    """Start the mode's Jaeger, collector and nodes with the rendered configuration; stop them
+    on exit (the nodes first)."""
     pipe = pipeline(**spec) if spec is not None else None
     backends: list[Any] = []
-    nodes = []
+    nodes: list[Any] = []
     try:
         collector = None
         token = local_token(root / "otlp-token")
@@ -134,6 +157,18 @@ def run_mode(
             tls=tls,
             extra=dict(kv.split("=", 1) for kv in args.node_env),
         )
+        yield ModeStack(name, spec, nodes, collector)
+    finally:
+        stop_kv_nodes(nodes)
+        for backend in reversed(backends):
+            backend.stop()
+
+
+def run_mode(
+    name: str, spec: dict[str, Any] | None, root: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    with mode_stack(name, spec, root, args) as stack:
+        nodes, collector = stack.nodes, stack.collector
         procs: list[Any] = [n.process for n in nodes]  # Process has the .pid kv.cpu_seconds reads
         collector_procs: list[Any] = [collector.process] if collector else []
         cpu0 = cpu_seconds(collector_procs)
@@ -167,10 +202,63 @@ def run_mode(
             out["spans_reaching_collector"] = round(accepted / expected, 3)
             out["spans_dropped"] = max(0, round(expected - accepted))
         return out
-    finally:
-        stop_kv_nodes(nodes)
-        for backend in reversed(backends):
-            backend.stop()
+
+
+def run_paired(modes: list[str], root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every mode's cluster running at once, loaded with the same paced writes, then reads,
+    at the same moments (tests/tracing/paced_load.py): per round, each mode's node CPU per
+    operation divided by untraced's in the same seconds, so the machine's other load cancels;
+    summarised as a geometric mean with one-sided 95% bounds over the rounds."""
+    with ExitStack() as running:
+        stacks = []
+        for name in modes:
+            (root / f"paired-{name}").mkdir()
+            stacks.append(
+                running.enter_context(mode_stack(name, MODES[name], root / f"paired-{name}", args))
+            )
+        targets = [
+            Target(st.name, [n.url for n in st.nodes], [n.process.pid for n in st.nodes])
+            for st in stacks
+        ]
+        per_round: dict[str, dict[str, list[float]]] = {
+            kind: {name: [] for name in modes} for kind in ("write", "read")
+        }
+        for r in range(args.paired):
+            for kind, write_ratio in (("write", 1.0), ("read", 0.0)):
+                phases = paced_load(
+                    targets,
+                    ops=int(args.paired_rate * args.duration),
+                    rate=args.paired_rate,
+                    write_ratio=write_ratio,
+                    keys=args.keys,
+                    seed=r + 1,
+                )
+                for name, phase in phases.items():
+                    if phase.errors:
+                        raise RuntimeError(f"{name} {kind}s: {phase.errors[:3]}")
+                    per_round[kind][name].append(phase.cpu_us_per_op)
+        out: dict[str, Any] = {
+            "rate_per_s": args.paired_rate,
+            "rounds": args.paired,
+            "node_cpu_us_per_op": per_round,
+            "ratio_to_untraced": {},
+        }
+        for name in modes:
+            if name == "untraced":
+                continue
+            for kind in ("write", "read"):
+                ratios = [
+                    mine / base
+                    for mine, base in zip(per_round[kind][name], per_round[kind]["untraced"])
+                ]
+                est = ratio_estimate(ratios)
+                out["ratio_to_untraced"].setdefault(name, {})[f"node CPU per {kind}"] = {
+                    "point": round(est.point, 3),
+                    "low95": round(est.low, 3),
+                    "high95": round(est.high, 3),
+                    "rounds": [round(x, 3) for x in ratios],
+                }
+        return out
 
 
 def ratios_to_untraced(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -239,16 +327,45 @@ def main() -> int:
         help="also set this in the nodes' environment, over the rendered one (to compare a setting, "
         "e.g. OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048); repeatable",
     )
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also run every mode's cluster at once under the same paced load for ROUNDS rounds "
+        "(writes, then reads) and report node CPU per operation as paired ratios to untraced "
+        "(needs untraced among --modes; at least 2 rounds)",
+    )
+    parser.add_argument(
+        "--paired-rate",
+        type=float,
+        default=400.0,
+        help="operations per second sent to each cluster in the paired run",
+    )
+    parser.add_argument(
+        "--skip-sequential",
+        action="store_true",
+        help="only the paired run (no closed-loop measurement of each mode in turn)",
+    )
     args = parser.parse_args()
     for kv in args.node_env:
         if "=" not in kv or not kv.split("=", 1)[0]:
             parser.error(f"--node-env: expected NAME=VALUE, got {kv!r}")
+    modes = args.modes.split(",")
+    if unknown := [m for m in modes if m not in MODES]:
+        parser.error(f"--modes: unknown {', '.join(unknown)}; expected some of {', '.join(MODES)}")
+    if args.paired and ("untraced" not in modes or args.paired < 2):
+        parser.error("--paired: needs untraced among --modes and at least 2 rounds")
     results: dict[str, dict[str, Any]] = {}
+    paired: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="kvtrace-tracing-bench-") as tmp:
-        for name in args.modes.split(","):
-            root = Path(tmp) / name
-            root.mkdir()
-            results[name] = run_mode(name, MODES[name], root, args)
+        if not args.skip_sequential:
+            for name in modes:
+                root = Path(tmp) / name
+                root.mkdir()
+                results[name] = run_mode(name, MODES[name], root, args)
+        if args.paired:
+            paired = run_paired(modes, Path(tmp), args)
     ratios = ratios_to_untraced(results)
     doc = {
         "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
@@ -266,6 +383,7 @@ def main() -> int:
             for name, res in results.items()
         },
         "ratios": ratios,
+        **({"paired": paired} if paired is not None else {}),
     }
     print(json.dumps(doc, indent=2))
     rows: list[tuple[str, Result]] = [
@@ -288,6 +406,14 @@ def main() -> int:
             )
         print(f"{name} ({res['sampler']}): node CPU µs/op {cpu}{extra}")
     print(ratio_table(ratios))
+    if paired is not None:
+        print(f"paired, {paired['rounds']} rounds at {paired['rate_per_s']:g} ops/s per cluster:")
+        for name, measures in paired["ratio_to_untraced"].items():
+            for measure_, est in measures.items():
+                print(
+                    f"  {name} {measure_}: {est['point']:.3f} "
+                    f"(95%: {est['low95']:.3f}-{est['high95']:.3f})"
+                )
     return 0
 
 
