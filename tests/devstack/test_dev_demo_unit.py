@@ -328,10 +328,10 @@ def test_the_pod_runner_asks_resolve_command_once_per_pod_container_and_image(
     runner = PodRunner(None, "ns", workdir=tmp_path, resolve_command=entrypoint)
     pod = {"metadata": {"uid": "u1"}}
     container = {"name": "c", "image": "tool:1", "args": ["--x"]}
-    assert [runner._argv(pod, container) for _ in range(3)] == [["/bin/true", "--x"]] * 3
-    assert runner._argv({"metadata": {"uid": "u2"}}, container) == ["/bin/true", "--x"]
+    assert [runner.renderer.argv(pod, container) for _ in range(3)] == [["/bin/true", "--x"]] * 3
+    assert runner.renderer.argv({"metadata": {"uid": "u2"}}, container) == ["/bin/true", "--x"]
     later = {"name": "c", "image": "later:1"}
-    assert runner._argv(pod, later) is None and runner._argv(pod, later) is None
+    assert runner.renderer.argv(pod, later) is None and runner.renderer.argv(pod, later) is None
     assert asked == ["tool:1", "tool:1", "later:1", "later:1"]  # no answer is asked again
 
 

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from kvtrace.devstack.local_tls import LocalTLS, local_tls
 from kvtrace.devstack.otlp_token import LocalToken, local_token, use_token_file
-from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
+from kvtrace.devstack.podrender import HOST_CA_OVERRIDES
 from kvtrace.devstack.proc import urlopen_direct
 from kvtrace_operator.render import render_collector_config, render_jaeger_config
 

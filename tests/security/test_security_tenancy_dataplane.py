@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from kvtrace.devstack.backends import Jaeger
 from kvtrace.devstack.local_tls import LocalTLS, local_tls
-from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
+from kvtrace.devstack.podrender import HOST_CA_OVERRIDES
 from kvtrace.devstack.proc import urlopen_direct
 from kvtrace_operator.render import render_jaeger_config
 from kvtrace_operator.render.jaeger import BADGER_DIR

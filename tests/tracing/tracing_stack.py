@@ -42,7 +42,7 @@ from kvnode.keys import key_hash
 from kvtrace.devstack.backends import Collector, Jaeger
 from kvtrace.devstack.local_tls import LocalTLS
 from kvtrace.devstack.otlp_token import use_token_file
-from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
+from kvtrace.devstack.podrender import HOST_CA_OVERRIDES
 from kvtrace.devstack.proc import Process, free_port, wait_until
 from kvtrace.devstack.prometheus import OTLP_METRICS_PATH, Prometheus
 from kvtrace.devstack.pytest_plugin import poll

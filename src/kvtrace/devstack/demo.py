@@ -705,7 +705,7 @@ class Demo:
     def run_application(self, folder: Path) -> None:
         """Apply the example's application; check its pods were injected; run them (agents'
         init containers included) from their mutated spec."""
-        from kvtrace.devstack.podrunner import agent_image_roots
+        from kvtrace.devstack.podrender import agent_image_roots
         from kvtrace_operator.render import injection
 
         ns = self.options.namespace

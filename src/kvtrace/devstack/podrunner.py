@@ -24,7 +24,7 @@ namespace (optionally a label selector) and, for each Running pod, starts every 
 - init containers run first, in order, each to completion (as the kubelet does); files of an
   image the host does not have come from ``image_roots`` (image -> a local directory standing
   for the image's root: ``/autoinstrumentation`` of the Python agent image is
-  ``ROOT/autoinstrumentation``; :func:`agent_image_roots` gives the injection agents').
+  ``ROOT/autoinstrumentation``; ``podrender.agent_image_roots`` gives the injection agents').
 
 Container mode (``engine=`` docker or podman, the ``containers`` test tier): each container
 runs as a real container of its image (``images`` maps a rendered image to a local one) with
@@ -36,9 +36,11 @@ TokenRequest token of the pod's ServiceAccount bound to the pod, and the API ser
 ``KUBERNETES_SERVICE_HOST``/``_PORT`` as the kubelet sets them
 (:mod:`kvtrace.devstack.podcontainers`).
 
-What the pods refer to in the API (environment sources, volume files, tokens) is read by
-:mod:`kvtrace.devstack.podsources`; names, addresses and rewrites are the pure functions of
-:mod:`kvtrace.devstack.podnames`.
+How a pod's containers are rendered (argv, environment, working directory, files) is
+:mod:`kvtrace.devstack.podrender`; what the pods refer to in the API (environment sources,
+volume files, tokens) is read by :mod:`kvtrace.devstack.podsources`; names, addresses and
+rewrites are the pure functions of :mod:`kvtrace.devstack.podnames`. This module follows the
+pods and starts, restarts and stops their processes.
 
 Pods deleted → processes stopped; pods recreated (new uid) → restarted; a process that
 exits is restarted per the pod's ``restartPolicy``. Service and pod DNS names are mapped to
@@ -56,40 +58,21 @@ import itertools
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kvtrace.devstack import podcontainers, tools
-from kvtrace.devstack.podnames import (
-    Rewriter,
-    container_ports,
-    endpoint_entries,
-    expand,
-    is_service_address,
-    parse_selector,
-)
+from kvtrace.devstack import podcontainers
+from kvtrace.devstack.podnames import container_ports, endpoint_entries, parse_selector
+from kvtrace.devstack.podrender import CommandResolver, PodRenderer, PodTarget, Rendered
 from kvtrace.devstack.podsources import PodSources, to_dict, write_files
-from kvtrace.devstack.proc import (
-    Process,
-    StartupError,
-    keep_workdirs,
-    no_proxy_env,
-    port_open,
-    wait_until,
-)
+from kvtrace.devstack.proc import Process, StartupError, keep_workdirs, port_open, wait_until
 from kvtrace.shared import endpoints as endpoints_mod
 
 Obj = dict[str, Any]
-CommandResolver = Callable[[Obj, Obj], Sequence[str] | None]
-
-# requests lets these override the OTLP exporter's CA file (docs/security.md, TLS); a pod has
-# neither, so a process run as a pod must not inherit them from the host.
-HOST_CA_OVERRIDES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 class LoopbackAllocator:
@@ -117,65 +100,6 @@ class LoopbackAllocator:
 ALLOCATOR = LoopbackAllocator()
 
 
-def agent_image_roots() -> dict[str, Path]:
-    """The injection agents' images (render/images.py) -> the tool cache's copies of their
-    files (``kvtrace dev tools``), for those that are built."""
-    from kvtrace_operator.render.images import JAVA_AGENT_IMAGE, PYTHON_AGENT_IMAGE
-
-    agents = {
-        PYTHON_AGENT_IMAGE: tools.TOOLS["python-agent"],
-        JAVA_AGENT_IMAGE: tools.TOOLS["java-agent"],
-    }
-    return {image: tool.directory for image, tool in agents.items() if tools.verify(tool) is None}
-
-
-def venv_bin() -> Path:
-    return Path(sys.executable).parent
-
-
-_RESOLVED: dict[str, str] = {}
-
-
-def resolve_executable(name: str) -> str | None:
-    """venv bin first, then a cached upstream tool of that name, then PATH (found ones cached:
-    verifying a cached tool checksums it, and pods are re-rendered every poll)."""
-    if name not in _RESOLVED:
-        found = _resolve_executable(name)
-        if found is None:
-            return None
-        _RESOLVED[name] = found
-    return _RESOLVED[name]
-
-
-def _resolve_executable(name: str) -> str | None:
-    base = Path(name).name
-    if (
-        "/" in name
-        and os.access(name, os.X_OK)
-        and not Path(name).is_dir()
-        and not str(name).startswith(("/usr/bin/", "/bin/", "/usr/local/bin/"))
-    ):
-        return name
-    candidate = venv_bin() / base
-    if candidate.exists() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    with contextlib.suppress(KeyError, FileNotFoundError):
-        return str(tools.binary(base))
-    return shutil.which(base)
-
-
-@dataclasses.dataclass
-class _Rendered:
-    """What a pod's processes get, after every rewrite, with the current endpoint map."""
-
-    argv: dict[str, list[str]]  # container -> argv (executable resolved)
-    env: dict[str, dict[str, str]]  # container -> environment
-    cwd: dict[str, Path]
-    init: list[str]  # init containers (in argv/env/cwd too), in the order they run
-    files: dict[str, dict[str, bytes]]  # volume -> relative path -> content
-    names: dict[str, str | None]  # every host:port in argv/env -> where the map sends it
-
-
 @dataclasses.dataclass
 class _Running:
     pod_name: str
@@ -185,7 +109,7 @@ class _Running:
     directory: Path
     restart_policy: str
     volumes: dict[str, Path] = dataclasses.field(default_factory=dict)
-    rendered: _Rendered | None = None
+    rendered: Rendered | None = None
     processes: dict[str, Process] = dataclasses.field(default_factory=dict)
     restarts: dict[str, int] = dataclasses.field(default_factory=dict)
     next_restart: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -222,14 +146,10 @@ class PodRunner:
             self.workdir / "endpoints.json"
         )
         self.allocator = allocator or ALLOCATOR
-        self.extra_env = dict(env or {})
         self.containers = set(containers) if containers is not None else None
-        self.resolve_command = resolve_command
         self.poll_interval = poll_interval
         self.restart_delay = restart_delay
         self.engine = engine  # container mode when set
-        self.images = dict(images or {})
-        self.image_roots = dict(image_roots or {})
         self.errors: dict[str, str] = {}  # pod uid -> why its processes could not start
         self._owner = f"podrunner/{namespace}/{selector}/{id(self)}"
         self._running: dict[str, _Running] = {}
@@ -239,12 +159,19 @@ class PodRunner:
         self._thread: threading.Thread | None = None
         self._client: Any = None
         self.sources = PodSources(cluster, namespace, self.workdir, self._note)
-        # resolve_command's answers per (pod uid, container, image): pods are re-rendered every
-        # poll, and a callback may be costly (tools.binary checksums the binary at each call).
-        self._commands: dict[tuple[str, str, str], list[str]] = {}
-        # Container mode: KUBERNETES_SERVICE_*, and the kubernetes Service's names and relay.
-        self._api_server: dict[str, str] = {}
-        self._service_hosts: dict[str, str] = {}
+        self.renderer = PodRenderer(
+            self.sources,
+            namespace,
+            self.endpoint_map,
+            kubeconfig=getattr(cluster, "kubeconfig", None),
+            extra_env=env,
+            containers=containers,
+            resolve_command=resolve_command,
+            engine=engine,
+            images=images,
+            image_roots=image_roots,
+        )
+        # Container mode: the kubernetes Service's relay (kube-proxy's job).
         self._kubernetes: podcontainers.ServiceForwarder | None = None
 
     # ----------------------------------------------------------------- public API
@@ -421,179 +348,23 @@ class PodRunner:
                     self.errors[uid] = message
 
     # ----------------------------------------------------------------- rendering
-    def _selected(self, pod: Obj) -> list[Obj]:
-        return [
-            c
-            for c in pod["spec"].get("containers") or []
-            if self.containers is None or c["name"] in self.containers
-        ]
-
-    def _render(self, running: _Running, names: Mapping[str, str]) -> _Rendered:
-        """Everything the pod's processes get; raises LookupError while a referenced object is missing."""
-        pod = running.pod
-        kwok_ip = (pod.get("status") or {}).get("podIP")
-        seen: dict[str, str | None] = {}
-        # Files are refreshed in place, as the kubelet does. A pod's name in them is never a
-        # reason to restart (a node re-reading its peers file must keep running when the
-        # membership changes); a Service's name is, as in arguments and environment: a program
-        # reads its configuration once (the collector's exporter to Jaeger's Service), and in a
-        # cluster that name resolves from the Service's creation, before any backend runs.
-        file_names: dict[str, str | None] = {}
-        pod_rewrite = Rewriter(
-            self._mounts(running, pod["spec"].get("containers") or []),
-            running.address,
-            kwok_ip,
-            names,
-            file_names,
-        )
-        files: dict[str, dict[str, bytes]] = {}
-        for volume in pod["spec"].get("volumes") or []:
-            content = self.sources.volume_files(pod, running.address, volume)
-            if content is not None and "secret" in volume:
-                content = self.sources.serving_files(content, running.address)
-            if content is not None:
-                files[volume["name"]] = {
-                    rel: pod_rewrite.text(data) for rel, data in content.items()
-                }
-        seen.update({k: v for k, v in file_names.items() if is_service_address(k)})
-        rendered = _Rendered({}, {}, {}, [], files, seen)
-        rendered.init = [c["name"] for c in pod["spec"].get("initContainers") or []]
-        for container in [*(pod["spec"].get("initContainers") or []), *self._selected(pod)]:
-            cname = container["name"]
-            container_env = self.sources.env(pod, container, running.address)
-            if self.engine is not None:  # containers see their volumes at the real paths
-                rewrite = Rewriter([], running.address, kwok_ip, names, seen)
-                rendered.argv[cname], rendered.env[cname] = self._container_run(
-                    running, container, container_env, rewrite
-                )
-                rendered.cwd[cname] = running.directory
-                continue
-            rewrite = Rewriter(
-                self._mounts(running, [container]) + self._image_mounts(container),
-                running.address,
-                kwok_ip,
-                names,
-                seen,
-            )
-            rendered.argv[cname] = self._process_argv(pod, container, container_env, rewrite)
-            rendered.env[cname] = self._process_env(running, container_env, rewrite)
-            workdir = container.get("workingDir")
-            cwd = Path(rewrite(workdir)) if workdir else running.directory
-            rendered.cwd[cname] = cwd if cwd.is_dir() else running.directory
-        return rendered
-
-    def _mounts(self, running: _Running, containers: Iterable[Obj]) -> list[tuple[str, Path]]:
-        """Process mode: ``(mountPath, local directory)`` of the containers' volume mounts,
-        longest path first (container mode mounts them at the real paths: none)."""
-        if self.engine is not None:
-            return []
-        found = {
-            m["mountPath"].rstrip("/") or "/": running.volumes[m["name"]] / m.get("subPath", "")
-            for c in containers
-            for m in c.get("volumeMounts") or []
-            if m["name"] in running.volumes
-        }
-        return sorted(found.items(), key=lambda item: -len(item[0]))
-
-    def _process_argv(
-        self, pod: Obj, container: Obj, container_env: Mapping[str, str], rewrite: Rewriter
-    ) -> list[str]:
-        """Process mode: the container's argv, rewritten, its executable resolved on the host."""
-        raw = self._argv(pod, container)
-        if raw is None:
-            raise LookupError(
-                f"container {container['name']} has no command and no resolve_command mapping "
-                f"for image {container.get('image')!r}"
-            )
-        argv = [rewrite(expand(a, container_env)) for a in raw]
-        executable = resolve_executable(argv[0])
-        if executable is None:
-            raise FileNotFoundError(
-                f"container {container['name']}: executable {argv[0]!r} not found "
-                f"(venv {venv_bin()}, tool cache, PATH)"
-            )
-        return [executable, *argv[1:]]
-
-    def _process_env(
-        self, running: _Running, container_env: Mapping[str, str], rewrite: Rewriter
-    ) -> dict[str, str]:
-        """Process mode: the host's environment (no proxies, no CA overrides), the venv first
-        on PATH, the cluster's kubeconfig, then the container's rewritten variables, the
-        runner's ``env`` (the caller has the last word: e.g. a test's collector) and the
-        harness's own (endpoint map, HOSTNAME, the pod's address)."""
-        env = no_proxy_env(
-            {
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith("PYTEST_") and k not in HOST_CA_OVERRIDES
-            }
-        )
-        env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
-        kubeconfig = getattr(self.cluster, "kubeconfig", None)
-        if kubeconfig:
-            env["KUBECONFIG"] = str(kubeconfig)
-        env.update({k: rewrite(v) for k, v in container_env.items()})
-        env.update(self.extra_env)
-        env.update(
-            {
-                endpoints_mod.ENV: str(self.endpoint_map.path),
-                "HOSTNAME": running.pod_name,
-                "KVTRACE_POD_ADDRESS": running.address,
-            }
-        )
-        return env
-
-    def _container_run(
-        self, running: _Running, container: Obj, container_env: dict[str, str], rewrite: Rewriter
-    ) -> tuple[list[str], dict[str, str]]:
-        """Container mode: the ``ENGINE run`` argv of one container and the engine client's
-        environment (the container's variables ride in it, passed by name)."""
-        assert self.engine is not None
-        env = podcontainers.container_env(
-            {**{k: rewrite(v) for k, v in container_env.items()}, **self.extra_env},
-            pod_name=running.pod_name,
-            address=running.address,
-            endpoint_map=self.endpoint_map.path,
-            api_server=self._api_server,
-        )
-        image = str(container.get("image"))
-        argv = podcontainers.run_argv(
-            self.engine,
-            name=f"kvtrace-{self.namespace}-{running.pod_name}-{container['name']}-{running.uid[:8]}",
-            pod=running.pod,
-            container=container,
-            image=self.images.get(image, image),
-            env_names=sorted(env),
-            mounts=podcontainers.pod_mounts(
-                running.pod, container, running.volumes, self.endpoint_map.path
-            ),
-            command=[rewrite(expand(a, container_env)) for a in container.get("command") or []],
-            args=[rewrite(expand(a, container_env)) for a in container.get("args") or []],
-            hosts=self._service_hosts,
-        )
-        return argv, podcontainers.engine_client_env(env, os.environ)
-
     def _start_kubernetes_service(self, kubeconfig: Path | str) -> None:
         """Container mode: the API server as a pod sees it: ``KUBERNETES_SERVICE_HOST``/
         ``_PORT`` (the kubeconfig's server, which its certificate names), and the
         ``kubernetes`` Service's names at a loopback address of this runner, port 443, relayed
         to that server (kopf dials ``https://kubernetes.default.svc`` by name)."""
-        self._api_server = podcontainers.api_server_env(kubeconfig)
+        api_server = podcontainers.api_server_env(kubeconfig)
         address = self.allocator.allocate(f"kubernetes-service/{self._owner}")
-        target = (
-            self._api_server["KUBERNETES_SERVICE_HOST"],
-            int(self._api_server["KUBERNETES_SERVICE_PORT"]),
-        )
+        target = (api_server["KUBERNETES_SERVICE_HOST"], int(api_server["KUBERNETES_SERVICE_PORT"]))
         self._kubernetes = podcontainers.ServiceForwarder((address, 443), target).start()
-        self._service_hosts = dict.fromkeys(podcontainers.KUBERNETES_SERVICE_NAMES, address)
+        self.renderer.api_server = api_server
+        self.renderer.service_hosts = dict.fromkeys(podcontainers.KUBERNETES_SERVICE_NAMES, address)
 
-    def _image_mounts(self, container: Obj) -> list[tuple[str, Path]]:
-        """What stands for the files of the container's image: each top-level entry of its
-        ``image_roots`` directory at ``/ENTRY``."""
-        root = self.image_roots.get(str(container.get("image")))
-        if root is None or not root.is_dir():
-            return []
-        return [(f"/{entry.name}", entry) for entry in sorted(root.iterdir())]
+    def _render(self, running: _Running, names: Mapping[str, str]) -> Rendered:
+        """What the pod's processes get where it runs (raises LookupError while an object it
+        refers to is missing)."""
+        target = PodTarget(running.pod, running.address, running.directory, running.volumes)
+        return self.renderer.render(target, names)
 
     def _run_init(self, running: _Running, timeout: float = 120.0) -> None:
         """Run the pod's init containers in order, each to completion; raise if one fails."""
@@ -662,17 +433,6 @@ class PodRunner:
                     self._start_container(running, cname)
             return
         self._restart_exited(running)
-
-    def _argv(self, pod: Obj, container: Obj) -> list[str] | None:
-        argv = list(container.get("command") or [])
-        if not argv and self.resolve_command is not None:
-            key = (pod["metadata"]["uid"], container["name"], str(container.get("image")))
-            argv = list(self._commands.get(key) or self.resolve_command(pod, container) or [])
-            if argv:  # no answer (or an exception) is asked again next pass
-                self._commands[key] = argv
-        if not argv:
-            return None
-        return argv + list(container.get("args") or [])
 
     def _process(self, running: _Running, cname: str) -> Process:
         """The (not yet started) process of one rendered container: in container mode the

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from kvtrace.devstack import tools
-from kvtrace.devstack.podrunner import HOST_CA_OVERRIDES
+from kvtrace.devstack.podrender import HOST_CA_OVERRIDES
 from kvtrace.shared.endpoints import resolve_url
 from kvtrace.shared.jaeger_client import JaegerClient, Trace
 
