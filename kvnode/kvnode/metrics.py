@@ -156,7 +156,7 @@ class Metrics:
         )
         self.fsync = Histogram(
             "kvnode_fsync_duration_seconds",
-            "Duration of a durable storage commit (one WAL fsync, shared by its batch).",
+            "Duration of a durable storage commit (one fdatasync of the commit log, shared by its batch).",
         )
         self.gauges: list[Gauge] = []
         self.gauge(
