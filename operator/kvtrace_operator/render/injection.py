@@ -353,8 +353,7 @@ def inject(
     """``pod`` with ``pipeline``'s configuration injected as ``request`` asks, the agents'
     init containers from ``agents`` (the operator's images; a new dict, ``pod`` is not
     changed). SpecError when the pipeline cannot be rendered."""
-    validate_pipeline(pipeline)
-    pipeline_spec = parse_pipeline(pipeline.get("spec"))
+    pipeline_spec = validate_pipeline(pipeline)
     result = copy.deepcopy(pod)
     spec = result.setdefault("spec", {})
     workload = owning_workload(result)

@@ -22,7 +22,7 @@ from kvtrace_operator.render.statefulset import (
     render_statefulset,
 )
 from kvtrace_operator.render.validate import validate_kvcluster
-from kvtrace_operator.spec import KVClusterSpec, parse_kvcluster, parse_pipeline
+from kvtrace_operator.spec import KVClusterSpec, parse_pipeline
 
 
 def quorum(replication_factor: int) -> int:
@@ -144,8 +144,7 @@ def render_kvcluster(
     PodDisruptionBudget, NetworkPolicy (unless ``networkPolicy.enabled`` is false);
     ``pipeline`` None renders an untraced cluster; ``images.kvnode`` is the members' image
     unless the cluster names its own."""
-    validate_kvcluster(cluster)
-    spec = parse_kvcluster(cluster.get("spec"))
+    spec = validate_kvcluster(cluster)
     otel_env = otel_environment(cluster, pipeline)  # validates the pipeline first
     pipeline_spec = parse_pipeline(pipeline.get("spec")) if pipeline is not None else None
     trace_flags = node_trace_flags(pipeline_spec)

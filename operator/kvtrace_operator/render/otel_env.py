@@ -11,7 +11,7 @@ from typing import Any
 
 from kvtrace_operator.render import names, sampling, security
 from kvtrace_operator.render.validate import validate_pipeline
-from kvtrace_operator.spec import KVClusterSpec, PipelineSpec, parse_kvcluster, parse_pipeline
+from kvtrace_operator.spec import KVClusterSpec, PipelineSpec, parse_kvcluster
 
 
 def env(name: str, value: str) -> dict[str, Any]:
@@ -93,8 +93,7 @@ def otel_environment(
     SpecError (naming the pipeline's field) when the pipeline cannot be rendered."""
     if pipeline is None:
         return [env("OTEL_SDK_DISABLED", "true")]
-    validate_pipeline(pipeline)
-    spec = parse_pipeline(pipeline.get("spec"))
+    spec = validate_pipeline(pipeline)
     return [
         *downward_env(),
         env("OTEL_SERVICE_NAME", service_name(cluster, parse_kvcluster(cluster.get("spec")))),

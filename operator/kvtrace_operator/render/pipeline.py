@@ -15,7 +15,7 @@ from kvtrace_operator.render.metrics import metrics_objects
 from kvtrace_operator.render.networkpolicy import pipeline_policies
 from kvtrace_operator.render.otel_env import exporter_env
 from kvtrace_operator.render.validate import validate_pipeline
-from kvtrace_operator.spec import PipelineSpec, parse_pipeline
+from kvtrace_operator.spec import PipelineSpec
 
 
 def instrumentation_configmap(pipeline: dict[str, Any], spec: PipelineSpec) -> dict[str, Any]:
@@ -36,8 +36,7 @@ def render_pipeline(
     (unless ``networkPolicy.enabled`` is false). ``images``: the operator-wide defaults of
     the images the pipeline does not name (collector, Jaeger, Prometheus, and the
     ``query-proxy`` sidecar unless the pipeline sets ``proxyImage``)."""
-    validate_pipeline(pipeline)
-    spec = parse_pipeline(pipeline.get("spec"))
+    spec = validate_pipeline(pipeline)
     chosen = pipeline_images(spec, images)
     return [
         *security.pipeline_secrets(pipeline, spec),

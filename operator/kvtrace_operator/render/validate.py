@@ -19,7 +19,7 @@ from kvtrace_operator.render import (
     tls,
 )
 from kvtrace_operator.render.errors import SpecError
-from kvtrace_operator.spec import PipelineSpec, parse_kvcluster, parse_pipeline
+from kvtrace_operator.spec import KVClusterSpec, PipelineSpec, parse_kvcluster, parse_pipeline
 from kvtrace_operator.spec.common import SecretKeyRef
 from kvtrace_operator.spec.durations import Duration, parse_duration
 from kvtrace_operator.spec.pipeline import OTLPExporter
@@ -73,7 +73,8 @@ def _enum(value: Any, field: str, allowed: tuple[str, ...]) -> str:
     return str(value)
 
 
-def validate_kvcluster(cluster: dict[str, Any]) -> None:
+def validate_kvcluster(cluster: dict[str, Any]) -> KVClusterSpec:
+    """The cluster's typed spec once every check passed; SpecError naming the field else."""
     _name(cluster, MAX_KVCLUSTER_NAME)
     spec = parse_kvcluster(cluster.get("spec"))
     replicas = _integer(spec.replicas, "spec.replicas", 1, 100)
@@ -86,6 +87,7 @@ def validate_kvcluster(cluster: dict[str, Any]) -> None:
         )
     _duration(spec.anti_entropy_interval)
     kvsecurity.validate(spec)
+    return spec
 
 
 def _validate_sampling(spec: PipelineSpec) -> None:
@@ -254,7 +256,8 @@ def _validate_security(spec: PipelineSpec) -> None:
     tls.validate(spec.security.tls)
 
 
-def validate_pipeline(pipeline: dict[str, Any]) -> None:
+def validate_pipeline(pipeline: dict[str, Any]) -> PipelineSpec:
+    """The pipeline's typed spec once every check passed; SpecError naming the field else."""
     _name(pipeline, MAX_PIPELINE_NAME)
     spec = parse_pipeline(pipeline.get("spec"))
     _validate_sampling(spec)
@@ -275,3 +278,4 @@ def validate_pipeline(pipeline: dict[str, Any]) -> None:
             "must contain kvstore.key: raw keys are "
             "kept only by a development pipeline that asks for it explicitly",
         )
+    return spec
