@@ -67,6 +67,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             if type != "DELETED" and body.get("kind") not in WORKLOADS:
                 return
             runtime: Runtime = memo.runtime
+            if type == "DELETED":
+                runtime.deletion_seen()
             owner_kind, owner_name = owner
             # repair a deletion; otherwise only refresh the status
             runtime.request(

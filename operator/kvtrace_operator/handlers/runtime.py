@@ -249,12 +249,9 @@ class Runtime:
         record its uid once: those entries are dropped again a little later. Once deletions
         have been quiet for RELEASE_AFTER_S, the memory goes back (release_memory)."""
         with contextlib.suppress(RuntimeError):  # no running loop: nothing can be under way
-            loop = asyncio.get_running_loop()
             if uid:
-                loop.call_later(LATE_WRITES_S, self._forget_uid, uid)
-            if self._release is not None:
-                self._release.cancel()
-            self._release = loop.call_later(RELEASE_AFTER_S, self._released)
+                asyncio.get_running_loop().call_later(LATE_WRITES_S, self._forget_uid, uid)
+        self.deletion_seen()
         if uid:
             self._forget_uid(uid)
         if kind == PIPELINE:
@@ -263,6 +260,17 @@ class Runtime:
         task = self.rechecks.pop((namespace, name), None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+
+    def deletion_seen(self) -> None:
+        """A resource or one of our children was deleted: once deletions have been quiet for
+        RELEASE_AFTER_S the memory goes back (release_memory). Children count too: the
+        garbage collector deletes them for a while after their owners went, and what their
+        events allocated is freed only then."""
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to release later
+            loop = asyncio.get_running_loop()
+            if self._release is not None:
+                self._release.cancel()
+            self._release = loop.call_later(RELEASE_AFTER_S, self._released)
 
     def _released(self) -> None:
         self._release = None
