@@ -136,15 +136,41 @@ def generated_data(obj: Mapping[str, Any]) -> dict[str, str]:
     return {annotations[GENERATED_ANNOTATION]: base64.b64encode(token.encode()).decode()}
 
 
+def earlier_owner(existing: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
+    """True when ``existing`` is a Secret we generated for an earlier owner of the same kind and
+    name (deleted and created again before the garbage collector removed its dependents): the
+    collector will delete it, so it must not be adopted, and its token belongs to the old one."""
+    labels = existing["metadata"].get("labels") or {}
+    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+        return False
+    wanted = {
+        (ref.get("kind"), ref.get("name")): ref.get("uid")
+        for ref in obj["metadata"].get("ownerReferences") or []
+    }
+    for ref in existing["metadata"].get("ownerReferences") or []:
+        uid = wanted.get((ref.get("kind"), ref.get("name")))
+        if uid and ref.get("uid") and ref["uid"] != uid:
+            return True
+    return False
+
+
 async def ensure_generated(
-    client: AsyncClient, obj: Mapping[str, Any], namespace: str
+    client: AsyncClient, obj: Mapping[str, Any], namespace: str, attempts: int = 3
 ) -> tuple[dict[str, Any], bool]:
     """Create the rendered Secret with a random token in its generated key unless it exists.
     An existing one keeps its token; only when it has none (it was applied without data, e.g.
     from ``kvtrace render`` output, and carries our managed-by label) the key is added, once.
-    Returns (the Secret without data, created)."""
+    One left by an earlier owner of the same name (``earlier_owner``) is deleted and made
+    again with a new token. Returns (the Secret without data, created)."""
     name = obj["metadata"]["name"]
     existing = await get_object(client, Secret, name, namespace)
+    if existing is not None and attempts > 0 and earlier_owner(existing, obj):
+        try:
+            await client.delete(Secret, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+        existing = None
     if existing is not None:
         key = obj["metadata"]["annotations"][GENERATED_ANNOTATION]
         labels = existing["metadata"].get("labels") or {}
@@ -166,7 +192,7 @@ async def ensure_generated(
     except ApiError as exc:
         if exc.status.code != 409:  # created meanwhile (another reconcile): keep that one
             raise
-        return await ensure_generated(client, obj, namespace)
+        return await ensure_generated(client, obj, namespace, attempts - 1)
     return metadata_only({"apiVersion": "v1", "kind": "Secret", **created}), True
 
 

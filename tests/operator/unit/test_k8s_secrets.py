@@ -12,8 +12,10 @@ import httpx2
 import pytest
 from test_k8s_apply import client_for
 
+from kvtrace.shared.api import MANAGED_BY, MANAGED_BY_LABEL
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers import secret_gate
+from kvtrace_operator.k8s.secrets import earlier_owner
 from kvtrace_operator.render.consumer_tokens import TOKEN_SET_KEY, parse
 from kvtrace_operator.render.secret_refs import Found
 
@@ -165,3 +167,24 @@ async def test_secret_data_is_read_again_only_when_the_watch_saw_a_new_version()
     await uncached.get("tls", "ns1")
     await uncached.get("tls", "ns1")
     assert server.reads[-2:] == ["tls", "tls"] and len(uncached) == 0
+
+
+def stale_check_secret(owner_uid: str, token: str | None) -> dict[str, Any]:
+    """A generated Secret of KVCluster "kv" owned by ``owner_uid``."""
+    metadata = {
+        "name": "kv-kv-client-token",
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+        "ownerReferences": [{"kind": "KVCluster", "name": "kv", "uid": owner_uid}],
+    }
+    return {"metadata": metadata, **({"data": {"token": token}} if token else {})}
+
+
+def test_earlier_owner_needs_our_label_and_the_same_kind_and_name_with_another_uid() -> None:
+    ours = stale_check_secret("earlier-uid", "t")
+    assert earlier_owner(ours, stale_check_secret("new-uid", None))
+    assert not earlier_owner(ours, stale_check_secret("earlier-uid", None))
+    foreign = {**ours, "metadata": {**ours["metadata"], "labels": {}}}
+    assert not earlier_owner(foreign, stale_check_secret("new-uid", None))
+    other = stale_check_secret("new-uid", None)
+    other["metadata"]["ownerReferences"][0]["name"] = "another"
+    assert not earlier_owner(ours, other)
