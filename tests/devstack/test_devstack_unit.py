@@ -11,7 +11,7 @@ import pytest
 
 from kvtrace.devstack import cluster, tools
 from kvtrace.devstack.backends import forward_to_jaeger, jaeger_config, prepare_config
-from kvtrace.devstack.podnames import Rewriter, expand, is_service_address
+from kvtrace.devstack.podnames import Rewriter, expand, headless_pod_dns, is_service_address
 from kvtrace.devstack.podrunner import LoopbackAllocator
 from kvtrace.devstack.proc import free_port
 from kvtrace.shared import endpoints
@@ -210,6 +210,27 @@ def test_rewriter_maps_known_cluster_names_and_records_every_name_it_meets() -> 
         == b"endpoint: http://127.9.0.4:7071/x\n"
     )
     assert rewrite.text(b"\xff\xfe0.0.0.0:1") == b"\xff\xfe0.0.0.0:1"
+
+
+def test_a_headless_services_pod_names_render_the_same_before_and_after_the_pods_start() -> None:
+    """A StatefulSet member's peers file names members whose pods do not exist yet (OrderedReady);
+    their names rewrite to the address each pod will have, so the file does not change when they
+    start (a change of a peer's address is a membership change to the node)."""
+    services = [
+        {"metadata": {"name": "kv-peers"}, "spec": {"clusterIP": "None"}},
+        {"metadata": {"name": "kv"}, "spec": {"clusterIP": "10.0.0.7"}},
+    ]
+    addresses = {"kv-0": "127.9.0.3", "kv-1": "127.9.0.4", "kv-2": "127.9.0.5"}
+    lookup = headless_pod_dns("ns", services, addresses.__getitem__)
+    for name in ("kv-1.kv-peers", "kv-1.kv-peers.ns", "kv-1.kv-peers.ns.svc.cluster.local"):
+        assert lookup(f"{name}:7071") == "127.9.0.4:7071", name
+    for other in ("kv-1.kv:7070", "kv-1.kv-peers.other.svc:7071", "kv-peers:7071", "kv-1.x:1"):
+        assert lookup(other) is None, other
+    seen: dict[str, str | None] = {}
+    known = {"kv-0.kv-peers.ns.svc.cluster.local:7071": "127.9.0.3:7071"}
+    rewrite = Rewriter([], "127.9.0.3", None, known, seen, lookup)
+    peers = "".join(f"kv-{i}=kv-{i}.kv-peers.ns.svc.cluster.local:7071\n" for i in range(3))
+    assert rewrite(peers) == "kv-0=127.9.0.3:7071\nkv-1=127.9.0.4:7071\nkv-2=127.9.0.5:7071\n"
 
 
 def test_service_addresses_are_told_from_pod_names_and_addresses() -> None:

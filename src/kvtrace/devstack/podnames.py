@@ -58,6 +58,7 @@ class Rewriter:
         kwok_ip: str | None,
         names: Mapping[str, str] | None = None,
         seen: dict[str, str | None] | None = None,
+        pod_dns: Callable[[str], str | None] | None = None,
     ) -> None:
         # One pass over all mount paths (longest first), so a replacement is never rewritten
         # again (a volume mounted at /tmp must not touch the local path given for another).
@@ -82,10 +83,11 @@ class Rewriter:
         self.address = address
         self.names = names or {}
         self.seen = seen if seen is not None else {}
+        self.pod_dns = pod_dns
 
     def _name(self, match: re.Match[str]) -> str:
         key = f"{match.group(1).lower()}:{match.group(2)}"
-        target = self.names.get(key)
+        target = self.names.get(key) or (self.pod_dns(key) if self.pod_dns else None)
         self.seen[key] = target
         return target or match.group(0)
 
@@ -147,6 +149,32 @@ def _target_port(pod: Obj, target: int | str) -> int | None:
 def parse_selector(text: str) -> dict[str, str]:
     pairs = (part.split("=", 1) for part in text.split(",") if part.strip())
     return {k.strip(): v.strip() for k, v in pairs}
+
+
+def headless_pod_dns(
+    namespace: str, services: list[Obj], address: Callable[[str], str]
+) -> Callable[[str], str | None]:
+    """``HOSTNAME.SUBDOMAIN[.NS[.svc[.cluster.local]]]:PORT`` under one of the namespace's
+    headless Services (lower case, as :class:`Rewriter` records it) -> the address the pod
+    HOSTNAME has or will have (``address`` is sticky per pod name), else None. A StatefulSet's
+    peers file names members before their pods exist (OrderedReady starts them one by one); in a
+    cluster that name is the same before and after the pod starts, so here its rewrite must be
+    too, or a member would see its peers' addresses change as a membership change."""
+    headless = {
+        svc["metadata"]["name"]
+        for svc in services
+        if (svc.get("spec") or {}).get("clusterIP") == "None"
+    }
+    suffixes = ([], [namespace], [namespace, "svc"], [namespace, "svc", "cluster", "local"])
+
+    def lookup(key: str) -> str | None:
+        host, _, port = key.rpartition(":")
+        labels = host.split(".")
+        if len(labels) < 2 or labels[1] not in headless or labels[2:] not in suffixes:
+            return None
+        return f"{address(labels[0])}:{port}"
+
+    return lookup
 
 
 def endpoint_entries(

@@ -148,6 +148,9 @@ class PodRenderer:
         self.image_roots = dict(image_roots or {})
         self.api_server: dict[str, str] = {}
         self.service_hosts: dict[str, str] = {}
+        # A headless Service's pod name -> its pod's address (podnames.headless_pod_dns), set by
+        # the runner from the namespace's Services at each pass.
+        self.pod_dns: Callable[[str], str | None] | None = None
         # resolve_command's answers per (pod uid, container, image): pods are re-rendered every
         # poll, and a callback may be costly (tools.binary checksums the binary at each call).
         self._commands: dict[tuple[str, str, str], list[str]] = {}
@@ -176,6 +179,7 @@ class PodRenderer:
             kwok_ip,
             names,
             file_names,
+            self.pod_dns,
         )
         files: dict[str, dict[str, bytes]] = {}
         for volume in pod["spec"].get("volumes") or []:
@@ -193,7 +197,7 @@ class PodRenderer:
             cname = container["name"]
             container_env = self.sources.env(pod, container, target.address)
             if self.engine is not None:  # containers see their volumes at the real paths
-                rewrite = Rewriter([], target.address, kwok_ip, names, seen)
+                rewrite = Rewriter([], target.address, kwok_ip, names, seen, self.pod_dns)
                 rendered.argv[cname], rendered.env[cname] = self._container_run(
                     target, container, container_env, rewrite
                 )
@@ -205,6 +209,7 @@ class PodRenderer:
                 kwok_ip,
                 names,
                 seen,
+                self.pod_dns,
             )
             rendered.argv[cname] = self._process_argv(pod, container, container_env, rewrite)
             rendered.env[cname] = self._process_env(target, container_env, rewrite)

@@ -66,7 +66,12 @@ from pathlib import Path
 from typing import Any
 
 from kvtrace.devstack import podcontainers
-from kvtrace.devstack.podnames import container_ports, endpoint_entries, parse_selector
+from kvtrace.devstack.podnames import (
+    container_ports,
+    endpoint_entries,
+    headless_pod_dns,
+    parse_selector,
+)
 from kvtrace.devstack.podrender import CommandResolver, PodRenderer, PodTarget, Rendered
 from kvtrace.devstack.podsources import PodSources, to_dict, write_files
 from kvtrace.devstack.proc import Process, StartupError, keep_workdirs, port_open, wait_until
@@ -325,12 +330,12 @@ class PodRunner:
                 self._stop_pod(self._running.pop(uid))
             # Names map to addresses as soon as pods are wanted (addresses are allocated up
             # front), so pods that name each other render resolved from their first start.
+            services = self._list("Service")
             self.endpoint_map.update(
                 self._owner,
-                endpoint_entries(
-                    self.namespace, list(wanted.values()), self._list("Service"), self.address
-                ),
+                endpoint_entries(self.namespace, list(wanted.values()), services, self.address),
             )
+            self.renderer.pod_dns = headless_pod_dns(self.namespace, services, self.address)
             names = self.endpoint_map.entries()
             for uid, pod in wanted.items():
                 running = self._running.get(uid)
