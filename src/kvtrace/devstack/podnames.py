@@ -165,7 +165,12 @@ def headless_pod_dns(
         for svc in services
         if (svc.get("spec") or {}).get("clusterIP") == "None"
     }
-    suffixes = ([], [namespace], [namespace, "svc"], [namespace, "svc", "cluster", "local"])
+    suffixes: tuple[list[str], ...] = (
+        [],
+        [namespace],
+        [namespace, "svc"],
+        [namespace, "svc", "cluster", "local"],
+    )
 
     def lookup(key: str) -> str | None:
         host, _, port = key.rpartition(":")
