@@ -44,9 +44,10 @@ async def validate_changed(
 
 async def prepare(
     runtime: Runtime, pipeline: Mapping[str, Any], children: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], dict[k8s.ChildKey, dict[str, Any]]]:
     """Create or renew the managed CA and leaves (or apply cert-manager's Certificates and the
-    trust bundle), then ``children`` with those objects first, so the apply keeps them.
+    trust bundle), then ``children`` with those objects first, so the apply keeps them, and
+    the ones written now as the API server returned them (the apply takes them as applied).
     Raises SpecError (certManager without cert-manager) and k8s.Rejected (a child the API
     server refuses: then nothing was written)."""
     client, meta = runtime.client, pipeline["metadata"]
@@ -72,4 +73,4 @@ async def prepare(
         await k8s.patch_status(
             client, resource, meta["name"], meta["namespace"], {"tls": prepared.status}
         )
-    return [*prepared.objects, *children]
+    return [*prepared.objects, *children], prepared.written

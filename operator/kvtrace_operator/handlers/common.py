@@ -94,10 +94,16 @@ def in_step(rendered: list[dict[str, Any]], observed: list[dict[str, Any]]) -> b
 
 
 async def converge(
-    runtime: Runtime, owner: Mapping[str, Any], children: list[dict[str, Any]], *, apply_all: bool
+    runtime: Runtime,
+    owner: Mapping[str, Any],
+    children: list[dict[str, Any]],
+    *,
+    apply_all: bool,
+    written: Mapping[k8s.ChildKey, Mapping[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], k8s.Changes | None]:
     """Apply the children that drifted (always when ``apply_all``; otherwise only when the
-    observed workloads lag behind the render, e.g. the pipeline changed meanwhile), and return
+    observed workloads lag behind the render, e.g. the pipeline changed meanwhile; those in
+    ``written`` were applied by this reconcile already: handlers/certificates.py), and return
     the observed workloads, so the status never describes a state that is not applied. The
     owner's children come from the watch (handlers/children.py) when kopf runs: a reconcile
     where nothing drifted sends no request here."""
@@ -114,7 +120,7 @@ async def converge(
         if in_step(children, workloads):
             return workloads, None
     with tracing.span("apply children", {"kvtrace.children": len(children)}) as step:
-        changes = await apply(runtime, owner, children, observed)
+        changes = await apply(runtime, owner, children, observed, written or {})
         for action, items in (
             ("created", changes.created),
             ("updated", changes.updated),
@@ -130,6 +136,7 @@ async def apply(
     owner: Mapping[str, Any],
     children: list[dict[str, Any]],
     observed: Mapping[k8s.ChildKey, k8s.Seen] | None,
+    written: Mapping[k8s.ChildKey, Mapping[str, Any]],
 ) -> k8s.Changes:
     """Apply the children that drifted since the last apply and prune the stale ones, with an
     event per kind of action (the render was dry-run when it changed: handlers/certificates.py);
@@ -137,7 +144,12 @@ async def apply(
     client, uid = runtime.client, owner["metadata"]["uid"]
     try:
         changes = await k8s.apply_children(
-            client, owner, children, observed=observed, last=runtime.applied.get(uid)
+            client,
+            owner,
+            children,
+            observed=observed,
+            last=runtime.applied.get(uid),
+            written=written,
         )
     except k8s.Recreating as exc:
         await k8s.post_event(client, owner, "Recreating", str(exc), "Warning")

@@ -80,6 +80,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
         if cluster is None:
             return False
         with (
+            k8s.request_priority(k8s.RECONCILE),  # the earlier reconciles' requests first
             METRICS.reconcile("KVCluster") as result,
             own_tracing.reconcile("KVCluster", cluster, result),
         ):
@@ -105,7 +106,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 await refuse(exc)
                 return False
             try:
-                children = await certificates.prepare(
+                children, written = await certificates.prepare(
                     runtime, cluster, children
                 )  # TLS Secrets first
                 pending = (made_by_pipeline(pipeline) if pipeline else set()) | made_for_members(
@@ -136,7 +137,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                     draining = await hold_leaving_members(runtime, cluster, children)
                     step.set("kvtrace.draining", ", ".join(draining))
                 workloads, changes = await common.converge(
-                    runtime, cluster, children, apply_all=apply
+                    runtime, cluster, children, apply_all=apply, written=written | gate.written
                 )
                 if changes is not None:
                     await report_scaling(client, cluster, changes)

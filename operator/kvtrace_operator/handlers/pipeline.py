@@ -80,6 +80,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
             return
         referencing = consumers.referencing(runtime.indices, meta["namespace"], meta["name"])
         with (
+            k8s.request_priority(k8s.FIRST),  # few, and every consumer's tokens wait on it
             METRICS.reconcile("TracingPipeline") as result,
             tracing.reconcile("TracingPipeline", pipeline, result),
         ):
@@ -104,7 +105,7 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 await refuse(exc)
                 return
             try:
-                children = await certificates.prepare(
+                children, written = await certificates.prepare(
                     runtime, pipeline, children
                 )  # TLS Secrets first
                 gate = await secret_gate.check(runtime, pipeline, children)
@@ -136,7 +137,11 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                     await secret_gate.report_missing(client, pipeline, gate)
                     return
                 workloads, _ = await common.converge(
-                    runtime, pipeline, gate.children, apply_all=apply
+                    runtime,
+                    pipeline,
+                    gate.children,
+                    apply_all=apply,
+                    written=written | gate.written,
                 )
                 tokens = await sync_tokens(runtime, pipeline, referencing)  # revokes too
                 await instrumented.sync(

@@ -61,6 +61,8 @@ class Gate:
     refs: list[SecretRef]
     problems: list[str]
     waiting: list[str] = dataclasses.field(default_factory=list)  # Secrets the operator makes
+    # the generated Secrets created now (without data): the apply takes them as applied
+    written: dict[k8s.ChildKey, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def blocked(self) -> bool:
@@ -97,7 +99,7 @@ async def check(
     it has them (Runtime.secret_seen), else they are read."""
     client, namespace = runtime.client, owner["metadata"]["namespace"]
     known = functools.partial(runtime.secret_seen, namespace)
-    await create_generated_first(client, children, namespace, known)
+    written = await create_generated_first(client, children, namespace, known)
     refs = referenced_secrets(children)
     used = {ref.name for obj in children for ref in workload_secret_refs(obj)}
     found = await k8s.read_secrets(client, namespace, used, known)
@@ -108,7 +110,7 @@ async def check(
         )
     ]
     problems = missing_secrets([ref for ref in refs if ref.name not in pending], found, namespace)
-    return Gate(roll_on_secret_changes(children, found), refs, problems, waiting)
+    return Gate(roll_on_secret_changes(children, found), refs, problems, waiting, written)
 
 
 async def create_generated_first(
@@ -116,12 +118,12 @@ async def create_generated_first(
     children: list[dict[str, Any]],
     namespace: str,
     known: Callable[[str], Found | None],
-) -> None:
+) -> dict[k8s.ChildKey, dict[str, Any]]:
     """Create the owner's missing generated Secrets (a KVCluster's token) before the rest, so
     their versions are in the pod-template checksums from the first apply on: a changed one
     then rolls the pods that read it, and a new cluster's members do not restart once it
     exists. The render was dry-run before (handlers/certificates.py): an invalid one never
-    gets here and leaves nothing behind."""
+    gets here and leaves nothing behind. Returns them as the API server did (without data)."""
     own = [obj for obj in children if is_generated(obj)]
     found = (
         await k8s.read_secrets(client, namespace, {obj["metadata"]["name"] for obj in own}, known)
@@ -129,8 +131,11 @@ async def create_generated_first(
         else {}
     )
     missing = [obj for obj in own if found.get(obj["metadata"]["name"]) is None]
-    for obj in missing:
-        await ensure_generated(client, obj, namespace)
+    written = {}
+    with k8s.request_priority(k8s.FIRST):  # the pipeline's token file waits for these
+        for obj in missing:
+            written[k8s.child_key(obj)], _ = await ensure_generated(client, obj, namespace)
+    return written
 
 
 async def report_missing(client: AsyncClient, owner: Mapping[str, Any], gate: Gate) -> None:

@@ -19,12 +19,15 @@ from kvtrace_operator.k8s.apply import (
     stale_children,
 )
 from kvtrace_operator.k8s.client import (
+    FIRST,
+    RECONCILE,
     KVCluster,
     TracingPipeline,
     count_requests,
     get_object,
     make_client,
     patch_status,
+    request_priority,
     resource_class,
 )
 from kvtrace_operator.k8s.events import build_event, post_event
@@ -40,6 +43,8 @@ from kvtrace_operator.k8s.secrets import (
 )
 
 __all__ = [
+    "FIRST",
+    "RECONCILE",
     "PRUNABLE_KINDS",
     "Applied",
     "Changes",
@@ -71,6 +76,7 @@ __all__ = [
     "read_secrets",
     "read_tokens",
     "read_workloads",
+    "request_priority",
     "resource_class",
     "seen",
     "stale_children",

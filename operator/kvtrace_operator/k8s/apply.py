@@ -97,15 +97,29 @@ def seen(obj: Mapping[str, Any]) -> Seen:
     )
 
 
+def generation_of(version: str) -> int | None:
+    """The generation in a Seen.version (None for kinds without one: ``rv...``)."""
+    return int(version[1:].partition("/")[0]) if version.startswith("g") else None
+
+
 def drifted(obj: Mapping[str, Any], before: Seen | None, applied: Applied | None) -> bool:
     """Whether ``obj`` must be applied: missing (``before`` None), rendered differently from
     the last apply (``applied``: None when there was none), or changed by someone else since
-    (its version is not the one that apply left)."""
-    return (
-        before is None
-        or applied is None
-        or applied.render != checksum(obj)
-        or applied.version != before.version
+    (its version is not the one that apply left). A generation older than the one that apply
+    left is not a change: the watch has not caught up with it yet (a status refresh right
+    after an update would otherwise apply the same spec again)."""
+    if before is None or applied is None or applied.render != checksum(obj):
+        return True
+    if applied.version == before.version:
+        return False
+    seen_generation, applied_generation = (
+        generation_of(before.version),
+        generation_of(applied.version),
+    )
+    return not (
+        seen_generation is not None
+        and applied_generation is not None
+        and seen_generation < applied_generation
     )
 
 
@@ -295,10 +309,13 @@ async def apply_children(
     last: Mapping[ChildKey, Applied] | None = None,
     prune: bool = True,
     validate_first: bool = False,
+    written: Mapping[ChildKey, Mapping[str, Any]] | None = None,
 ) -> Changes:
     """Apply the children of ``rendered`` that drifted (in order; all of them without
     ``last``) in the owner's namespace, then delete the owner's children that are not rendered
-    any more. ``observed``: the owner's existing children (listed when None). With
+    any more. ``observed``: the owner's existing children (listed when None). ``written``:
+    children the caller applied (or created) just before, as the API server returned them:
+    taken as applied, not sent again. With
     ``validate_first``, a server-side dry run of every child comes first, so a child the API
     server rejects (Rejected) leaves nothing half-applied. Raises lightkube.ApiError on other
     failures (the caller retries; applies are idempotent)."""
@@ -315,7 +332,9 @@ async def apply_children(
             if before.workload is not None:
                 changes.workloads.append(before.workload)
             continue
-        if is_generated(obj):  # created once with its random token, never re-applied
+        if key in (written or {}):
+            applied = dict((written or {})[key])
+        elif is_generated(obj):  # created once with its random token, never re-applied
             applied, _ = await ensure_generated(client, obj, namespace)
         else:
             applied = await apply_object(client, obj, namespace)

@@ -19,7 +19,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 
 from kvtrace_operator import pki, rotation
-from kvtrace_operator.k8s.apply import apply_object, delete_object, list_children
+from kvtrace_operator.k8s.apply import apply_object, child_key, delete_object, list_children
 from kvtrace_operator.k8s.secrets import SecretData
 from kvtrace_operator.render import names, tls
 from kvtrace_operator.render.certificates import API_VERSION, CRD_NAME, KIND, certificate_objects
@@ -43,6 +43,9 @@ class Prepared:
     status: dict[str, Any] | None = (
         None  # status.tls of the pipeline (None: TLS off or mode secret)
     )
+    # those of ``objects`` written now, as the API server returned them: the children's apply
+    # of this reconcile takes them as applied (each TLS Secret is written once)
+    written: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def _stamp(moment: datetime.datetime) -> str:
@@ -165,18 +168,18 @@ async def prepare_managed(
         **leaf_data,
         tls.trust_secret(name): await read_data(secret_data, tls.trust_secret(name), namespace),
     }
-    # the changed ones now (the workloads wait for them); all again with the children
+    # the changed ones now (the workloads wait for them); the others go with the children
+    written: dict[tuple[str, str], dict[str, Any]] = {}
     for obj in objects:
         if tls.decoded(obj) != current.get(obj["metadata"]["name"]):
-            secret_data.remember(
-                await apply_object(secret_data.client, obj, namespace), written=True
-            )
+            written[child_key(obj)] = await apply_object(secret_data.client, obj, namespace)
+            secret_data.remember(written[child_key(obj)], written=True)
     status = tls_status(
         tls.MANAGED,
         rotation.trust_bundle(state, now),
         {name: pair.cert_pem for name, pair in state.leaves.items()},
     )
-    return Prepared(objects, actions, status)
+    return Prepared(objects, actions, status, written)
 
 
 def merged_bundle(ca_pems: list[str], previous_bundle: str, now: datetime.datetime) -> str:
@@ -229,9 +232,10 @@ async def prepare_cert_manager(
     if not bundle:  # cert-manager has not issued yet: the Secret watch reconciles when it has
         return Prepared([], [], status)
     trust = tls.trust_secret_object(pipeline, bundle)
-    secret_data.remember(await apply_object(client, trust, namespace), written=True)
+    applied = await apply_object(client, trust, namespace)
+    secret_data.remember(applied, written=True)
     changed = ["trust bundle updated"] if bundle != previous.get(tls.CA_FILE) else []
-    return Prepared([trust], changed, status)
+    return Prepared([trust], changed, status, {child_key(trust): applied})
 
 
 async def prune_certificates(

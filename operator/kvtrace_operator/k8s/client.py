@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import contextlib
+import contextvars
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import httpx2
@@ -24,16 +29,71 @@ TracingPipeline = create_namespaced_resource(
 # only queue in the API server, where they time out and make every handler start over.
 IN_FLIGHT = 24
 
+# Who goes first when every slot is taken (request_priority): lower first, then the earlier.
+FIRST, RECONCILE, LAST = 0, 1, 2
+Priority = tuple[int, float]  # (level, when the work that sends the request began)
+_PRIORITY: contextvars.ContextVar[Priority | None] = contextvars.ContextVar(
+    "kvtrace_request_priority", default=None
+)
+
+
+@contextlib.contextmanager
+def request_priority(level: int) -> Iterator[None]:
+    """The requests sent from inside (this task and the tasks it starts) wait for a slot of
+    the InFlight transport at ``level``, ordered by when this block began: a whole piece of
+    work (a reconcile) gets ahead of the ones that began after it, instead of every piece
+    moving one request at a time and all of them finishing together at the end. Nested
+    blocks keep the outer one's time."""
+    outer = _PRIORITY.get()
+    token = _PRIORITY.set((level, outer[1] if outer else time.monotonic()))
+    try:
+        yield
+    finally:
+        _PRIORITY.reset(token)
+
+
+class Slots:
+    """At most ``limit`` holders at once; the waiters get a freed slot by priority, then in
+    the order they came (a semaphore served by priority)."""
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self._waiters: list[tuple[Priority, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    async def acquire(self, priority: Priority) -> None:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._arrivals), granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if not granted.cancelled():  # the slot was handed over just before: pass it on
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, granted = heapq.heappop(self._waiters)
+            if not granted.done():  # a cancelled waiter is skipped
+                granted.set_result(None)
+                return
+        self.free += 1
+
 
 class InFlight(httpx2.AsyncBaseTransport):
     """A transport that lets at most ``limit`` requests be in flight (sent and their response
-    not read yet); the others wait here, where no timeout runs, not in the API server."""
+    not read yet); the others wait here, where no timeout runs, not in the API server, and
+    are sent by their request_priority() (requests sent outside one go last)."""
 
     def __init__(self, inner: httpx2.AsyncBaseTransport, limit: int) -> None:
-        self.inner, self.slots = inner, asyncio.Semaphore(limit)
+        self.inner, self.slots = inner, Slots(limit)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        async with self.slots:
+        await self.slots.acquire(_PRIORITY.get() or (LAST, time.monotonic()))
+        try:
             response = await self.inner.handle_async_request(request)
             try:
                 await response.aread()  # the slot is held until the whole answer is in
@@ -41,6 +101,8 @@ class InFlight(httpx2.AsyncBaseTransport):
                 await response.aclose()
                 raise
             return response
+        finally:
+            self.slots.release()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -1,7 +1,8 @@
 """The operator at scale, on the real API server: no reconcile applies a spec older than the
-API server's (a stale body from a resync timer that fired while the worker was busy), a
-pipeline's consumers and token file follow the live clusters through create/delete cycles,
-and the per-object state returns to its baseline once the clusters are gone."""
+API server's (a stale body from a resync timer that fired while the worker was busy), a new
+cluster writes each Secret once and an update its StatefulSet once, a pipeline's consumers
+and token file follow the live clusters through create/delete cycles, and the per-object
+state returns to its baseline once the clusters are gone."""
 
 from __future__ import annotations
 
@@ -137,6 +138,39 @@ async def test_a_stale_body_from_the_resync_timer_never_undoes_an_update(
     assert status.get("observedGeneration") == newest["metadata"]["generation"]
 
 
+async def test_a_new_cluster_writes_each_of_its_secrets_once(
+    runtime: handlers.Runtime, kube_ns: Kube
+) -> None:
+    """A new cluster's first reconcile writes each TLS Secret once (before the workloads that
+    mount them; not again with the other children) and creates its token Secret once; a
+    second reconcile writes no Secret."""
+    writes: list[tuple[str, str]] = []
+    k8s.count_requests(
+        runtime.client,
+        lambda method, resource, dry_run: (
+            writes.append((method, resource))
+            if resource == "secrets" and method in WRITES and not dry_run
+            else None
+        ),
+    )
+    kube_ns.apply(cluster("kv"))
+    body = kube_ns.get("kvcluster", "kv")
+    assert body is not None
+    await kvcluster_handlers.reconcile(runtime, body)
+    owned = [
+        s["metadata"]["name"]
+        for s in kube_ns.list("secrets")
+        if k8s.owned_by(s, body["metadata"]["uid"])
+    ]
+    assert len(owned) >= 3, owned  # the TLS CA, trust bundle and leaf, and the token
+    assert sorted(writes) == sorted(
+        [("POST", "secrets")] + [("PATCH", "secrets")] * (len(owned) - 1)
+    ), (owned, writes)
+    writes.clear()
+    await kvcluster_handlers.reconcile(runtime, body)
+    assert writes == []
+
+
 def samples(port: int, name: str) -> list[tuple[dict[str, str], float]]:
     """The operator's metric ``name``: (labels, value) of each series."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -264,11 +298,15 @@ def test_the_resync_writes_nothing_unchanged_and_repairs_what_drifted(
     requests.after_resyncs(poll, 3)
     assert requests.child_writes() == writes, "repaired, the cluster's resync still writes"
 
-    # An update dry-runs only the children its render changed: the StatefulSet.
-    dry_runs = requests.dry_runs()
+    # An update dry-runs only the children its render changed: the StatefulSet; and writes it
+    # once (the status refreshes of its rollout, and the resyncs after, do not write it again).
+    dry_runs, writes = requests.dry_runs(), requests.child_writes()
     set_cpu(kube_ns, "kv", "150m")
     poll(lambda: sts_template_cpu(kube_ns) == "150m", timeout=TIMEOUT, message="updated")
     more = {k: v - dry_runs.get(k, 0) for k, v in requests.dry_runs().items()}
+    assert {k: v for k, v in more.items() if v} == {"statefulsets": 1}, more
+    requests.after_resyncs(poll, 3)
+    more = {k: v - writes.get(k, 0) for k, v in requests.child_writes().items()}
     assert {k: v for k, v in more.items() if v} == {"statefulsets": 1}, more
 
 

@@ -350,6 +350,35 @@ def test_drifted_is_missing_rerendered_or_changed_by_someone_else() -> None:
     assert k8s.drifted(obj, k8s.seen(cm("a", "edited", rv="8")), applied)  # edited by hand
 
 
+def test_a_watch_behind_the_last_apply_is_not_a_drift() -> None:
+    """The watch still shows the generation before the operator's own apply (it lags on a busy
+    API server): not applied again. A later generation (someone wrote the spec) or the same
+    generation with other labels is a drift."""
+    obj = statefulset(2, "20")
+    applied = k8s.Applied(checksum(obj), k8s.seen(statefulset(2, "20")).version)
+    assert not k8s.drifted(obj, k8s.seen(statefulset(1, "10")), applied)  # not caught up yet
+    assert not k8s.drifted(obj, k8s.seen(statefulset(2, "21", ready=3)), applied)
+    assert k8s.drifted(obj, k8s.seen(statefulset(3, "30")), applied)  # written by someone else
+    assert k8s.drifted(obj, k8s.seen(statefulset(2, "22", labels={"x": "y"})), applied)
+    assert k8s.apply.generation_of(applied.version) == 2
+    assert k8s.apply.generation_of("rv7") is None
+
+
+async def test_children_written_before_by_the_same_reconcile_are_not_sent_again() -> None:
+    """A TLS Secret (or a generated token) the reconcile wrote just before the children's
+    apply is taken as applied: counted as created, remembered for the next apply, not sent."""
+    server = FakeServer([])
+    client = client_for(server)
+    rendered = [cm("tls", "x"), cm("b", "y")]
+    written = {("ConfigMap", "tls"): cm("tls", "x", rv="4")}
+    changes = await k8s.apply_children(
+        client, OWNER, rendered, observed={}, last={}, written=written
+    )
+    assert [r.url.path.rsplit("/", 1)[-1] for r in server.requests] == ["b"]
+    assert changes.created == ["ConfigMap/tls", "ConfigMap/b"]
+    assert changes.last[("ConfigMap", "tls")] == k8s.Applied(checksum(cm("tls", "x")), "rv4")
+
+
 async def test_only_drifted_children_are_applied_and_nothing_is_sent_when_none_did() -> None:
     server = FakeServer([])
     client = client_for(server)
@@ -579,3 +608,48 @@ async def test_at_most_in_flight_requests_are_sent_at_once() -> None:
         answers = await asyncio.gather(*(client.get(f"http://api.invalid/{i}") for i in range(12)))
     assert [a.status_code for a in answers] == [200] * 12
     assert most == 3
+
+
+async def test_waiting_requests_go_by_priority_then_by_when_their_work_began() -> None:
+    """Two slots, both taken: the waiting requests are sent FIRST-level ones first (a
+    pipeline's), then those of the reconcile that began earliest (each reconcile's requests
+    together), then the ones sent outside any (last); a cancelled waiter gives its turn away."""
+    import asyncio
+
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        order.append(request.url.path.strip("/"))
+        if request.url.path.startswith("/hold"):
+            await release.wait()
+        return httpx2.Response(200, json={})
+
+    transport = k8s.client.InFlight(httpx2.MockTransport(answer), 2)
+    async with httpx2.AsyncClient(transport=transport) as client:
+
+        async def reconcile(level: int, names: list[str]) -> None:
+            with k8s.request_priority(level):
+                await asyncio.gather(*(client.get(f"http://api.invalid/{n}") for n in names))
+
+        holders = [asyncio.create_task(client.get(f"http://api.invalid/hold{i}")) for i in (1, 2)]
+        while len(order) < 2:
+            await asyncio.sleep(0)
+        # sent outside any reconcile first, then the work begins in this order; every
+        # request waits for a slot
+        outside = asyncio.create_task(client.get("http://api.invalid/outside"))
+        cancelled = asyncio.create_task(client.get("http://api.invalid/cancelled"))
+        tasks = []
+        for level, names in (
+            (k8s.RECONCILE, ["early1", "early2"]),
+            (k8s.RECONCILE, ["late1"]),
+            (k8s.FIRST, ["pipeline"]),
+        ):
+            tasks.append(asyncio.create_task(reconcile(level, names)))
+            await asyncio.sleep(0.01)  # a later start
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(*holders, *tasks, outside)
+    assert order[2:] == ["pipeline", "early1", "early2", "late1", "outside"], order
+    assert transport.slots.free == 2
