@@ -612,6 +612,55 @@ def test_pod_runner_rewrites_names_in_env_and_files_and_restarts_when_they_resol
     assert runner_a.processes(a_pod)["main"].alive()
 
 
+def test_pod_runner_never_runs_a_finished_pod_again_when_its_names_resolve(
+    kubectl: Any, namespace: str, poll: Any, pod_runner: Any
+) -> None:
+    """A pod that ran to completion (restartPolicy Never: a bench) stays finished when a
+    Service it names starts resolving, or later moves to another backend, as under a kubelet."""
+    once = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "once", "namespace": namespace, "labels": {"app": "once"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "example/once:1",
+                    "command": ["python3", "-c", "print('done')"],
+                    "env": [{"name": "UPSTREAM", "value": f"http://b.{namespace}.svc:80"}],
+                }
+            ],
+        },
+    }
+    conf = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "conf", "namespace": namespace},
+        "data": {"config.yaml": "listen: 0.0.0.0:8080\n"},
+    }
+    _apply(kubectl, once, conf, *_echo_deployment(namespace, "b", []))
+    runner_once = pod_runner("app=once")
+    finished = poll(
+        lambda: next(
+            (p for p in [runner_once.processes("once").get("main")] if p and p.returncode == 0),
+            None,
+        ),
+        timeout=60,
+        message="the pod once ran to completion",
+    )
+    runner_b = pod_runner("app=b")  # shares the endpoint map: b's Service starts resolving
+    runner_b.wait_running(1, timeout=60)
+    poll(
+        lambda: runner_once.resolve(f"b.{namespace}.svc:80") != f"b.{namespace}.svc:80",
+        timeout=30,
+        message="b's Service resolving",
+    )
+    runner_once.sync()  # a whole pass after the name resolved
+    assert runner_once.processes("once")["main"] is finished
+    assert "once: endpoints" not in (runner_once.workdir / "podrunner.log").read_text()
+
+
 def test_pod_runner_reports_why_a_pod_cannot_start_and_starts_it_once_it_can(
     kubectl: Any, namespace: str, poll: Any, pod_runner: Any, tmp_path: Path
 ) -> None:
@@ -635,6 +684,17 @@ def test_pod_runner_reports_why_a_pod_cannot_start_and_starts_it_once_it_can(
     (address,) = runner.wait_running(1, timeout=60).values()
     assert _get_json(f"{address}:8080")["config"] == f"listen: {address}:8080\n"
     assert not runner.errors
+
+    # Its ConfigMap deleted while it runs (as an owner's deletion does before the pods go): it
+    # keeps running on its last files, as under a kubelet; not a start problem.
+    ((pod_name, process),) = ((n, runner.processes(n)["main"]) for n in runner.pods())
+    kubectl("delete", "configmap", "conf", "-n", namespace)
+    runner.sync()  # one whole pass, synchronously, after the deletion
+    assert not runner.errors
+    assert runner.processes(pod_name)["main"] is process and process.alive()
+    assert _get_json(f"{address}:8080")["config"] == f"listen: {address}:8080\n"
+    log = (runner.workdir / "podrunner.log").read_text()
+    assert f"{pod_name}: keeps running on its last files: ConfigMap" in log
 
 
 def _run_in_pod(

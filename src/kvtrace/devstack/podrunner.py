@@ -118,6 +118,7 @@ class _Running:
     processes: dict[str, Process] = dataclasses.field(default_factory=dict)
     restarts: dict[str, int] = dataclasses.field(default_factory=dict)
     next_restart: dict[str, float] = dataclasses.field(default_factory=dict)
+    stale: str | None = None  # why its files could not be refreshed (an object is gone)
 
 
 class PodRunner:
@@ -423,14 +424,27 @@ class PodRunner:
 
     def _update_pod(self, running: _Running, names: Mapping[str, str]) -> None:
         """Refresh volume files; restart the pod's processes when a name in their arguments or
-        environment now maps elsewhere (typically: another runner started running its target)."""
-        rendered = self._render(running, names)
+        environment now maps elsewhere (typically: another runner started running its target).
+        An object the running pod refers to that is gone (its owner's deletion removes the
+        ConfigMaps and Secrets before the pods) leaves it running on what it had, as the
+        kubelet does: said once in the log, not a start problem."""
+        try:
+            rendered = self._render(running, names)
+        except LookupError as exc:
+            if running.stale != str(exc):
+                self._note(f"{running.pod_name}: keeps running on its last files: {exc}")
+            running.stale = str(exc)
+            self._restart_exited(running)
+            return
+        running.stale = None
         write_files(running.volumes, rendered.files)
         previous, running.rendered = running.rendered, rendered
         changed = sorted(
             k for k, v in (previous.names if previous else {}).items() if rendered.names.get(k) != v
         )
-        if changed:
+        # A container that has terminated for good (restartPolicy Never, or OnFailure after
+        # success: a finished bench) is never run again, as under a kubelet.
+        if changed and not all(self._finished(running, c) for c in running.processes):
             self._note(f"{running.pod_name}: endpoints {changed} changed; restarting its processes")
             self._stop_pod(running)
             for cname in rendered.argv:
@@ -438,6 +452,16 @@ class PodRunner:
                     self._start_container(running, cname)
             return
         self._restart_exited(running)
+
+    @staticmethod
+    def _finished(running: _Running, cname: str) -> bool:
+        """The container exited and its pod's restartPolicy does not run it again."""
+        code = running.processes[cname].returncode
+        if code is None:
+            return False
+        return running.restart_policy == "Never" or (
+            running.restart_policy == "OnFailure" and code == 0
+        )
 
     def _process(self, running: _Running, cname: str) -> Process:
         """The (not yet started) process of one rendered container: in container mode the
@@ -468,11 +492,7 @@ class PodRunner:
         now = time.monotonic()
         for cname, process in list(running.processes.items()):
             code = process.returncode
-            if code is None:
-                continue
-            if running.restart_policy == "Never" or (
-                running.restart_policy == "OnFailure" and code == 0
-            ):
+            if code is None or self._finished(running, cname):
                 continue
             due = running.next_restart.get(cname)
             if due is None:
