@@ -5,6 +5,8 @@ a missing program before anything is built."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -148,3 +150,62 @@ def test_the_collector_cache_key_changes_with_its_manifest(tmp_path: Path) -> No
     )
     (tmp_path / "builder-config.yaml").write_text("b\n")
     assert tools.otelcol_build_id(tmp_path) != before
+
+
+def test_importing_the_module_reads_no_input_file(tmp_path: Path) -> None:
+    """The collector image imports tools.py with only the collector's inputs copied in: the
+    repository-digest cache keys (collector, etcdload) are computed when first asked for."""
+    module = tmp_path / "src" / "kvtrace" / "devstack" / "tools.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(Path(tools.__file__).read_text())
+    script = (
+        "import sys; sys.path.insert(0, 'src/kvtrace/devstack'); import tools\n"
+        "try:\n"
+        "    tools.TOOLS['etcdload'].version\n"
+        "except FileNotFoundError as exc:\n"
+        "    print('etcdload key asked:', exc.filename)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("etcdload key asked:") and "etcdload" in done.stdout
+
+
+def test_a_computed_cache_key_is_computed_once_when_asked() -> None:
+    calls: list[int] = []
+
+    def key() -> str:
+        calls.append(1)
+        return "1.0-abc"
+
+    tool = tools.Tool("x", key, ("x",), lambda out, scratch: None)
+    assert calls == []
+    assert tool.version == "1.0-abc" and tool.version == "1.0-abc"
+    assert calls == [1]
+    assert tool.directory.name == "x-1.0-abc"
+    assert tools.Tool("y", "2.0", ("y",), lambda out, scratch: None).version == "2.0"
+
+
+def test_list_aligns_columns_for_long_versions(
+    fakes: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long = tools.Tool("otelcol", lambda: "0.161.0-75db2984f4", ("otelcol",), lambda o, s: None)
+    monkeypatch.setitem(tools.TOOLS, "otelcol", long)
+    assert main(["dev", "tools", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["TOOL", "kubernetes", "other", "otelcol"]
+    assert lines[3].split()[1:3] == ["0.161.0-75db2984f4", "not"]
+    # Every column starts at the same offset on every line, whatever the version's length.
+    for header in ("VERSION", "STATE", "DIRECTORY"):
+        column = lines[0].index(header)
+        assert all(line[column - 2 : column] == "  " and line[column] != " " for line in lines)
+    assert lines[3].endswith(str(long.directory))
+
+
+def test_table_pads_each_column_to_its_longest_cell() -> None:
+    assert tools.table([("a", "bbb", "c"), ("aaaa", "b", "cc")]) == [
+        "a     bbb  c",
+        "aaaa  b    cc",
+    ]
+    assert tools.table([]) == []

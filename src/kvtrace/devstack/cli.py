@@ -137,10 +137,7 @@ def _tools(args: argparse.Namespace) -> int:
     from kvtrace.devstack import tools
 
     if args.list:
-        for tool in tools.TOOLS.values():
-            print(
-                f"{tool.name:12} {tool.version:10} {tools.verify(tool) or 'ok':40} {tool.directory}"
-            )
+        print("\n".join(tools.listing()))
         return 0
     try:
         tools.ensure_all(args.names, force=args.force)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -82,13 +83,21 @@ def cache_root() -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class Tool:
-    """One cached upstream program (or a group built together)."""
+    """One cached upstream program (or a group built together). ``release`` is its cache key
+    (the version), or the function that computes it from the build's input files: called when
+    the key is first asked for, never at import, so importing this module reads no file (the
+    collector image's build imports it with only the collector's inputs at hand)."""
 
     name: str
-    version: str
+    release: str | Callable[[], str]
     binaries: tuple[str, ...]
     build: Callable[[Path, Path], None]  # (output dir, scratch dir) -> None
     executable: bool = True  # False: ``binaries`` are data files (jaeger-ui's assets)
+
+    @functools.cached_property
+    def version(self) -> str:
+        """The cache key: the release, plus a digest of the inputs for a repository's build."""
+        return self.release() if callable(self.release) else self.release
 
     @property
     def directory(self) -> Path:
@@ -433,7 +442,7 @@ TOOLS: dict[str, Tool] = {
         ),
         Tool(
             "etcdload",
-            etcdload_build_id(),
+            etcdload_build_id,
             ("etcdload",),
             _build_wrapper(ETCDLOAD_MODULE, {"etcdload": "."}),
         ),
@@ -457,7 +466,7 @@ TOOLS: dict[str, Tool] = {
                 {"builder": f"go.opentelemetry.io/collector/cmd/builder@v{OTELCOL_VERSION}"}
             ),
         ),
-        Tool("otelcol", otelcol_build_id(), ("otelcol-kvtrace",), _build_otelcol),
+        Tool("otelcol", otelcol_build_id, ("otelcol-kvtrace",), _build_otelcol),
         Tool(
             "jaeger",
             JAEGER_VERSION,
@@ -493,6 +502,26 @@ TOOLS: dict[str, Tool] = {
         ),
     )
 }
+
+
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as lines of left-aligned columns, each as wide as its longest cell (the last
+    column is not padded): ``kvtrace dev tools --list``."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def listing() -> list[str]:
+    """``kvtrace dev tools --list``: each tool's name, cache key, state and directory."""
+    rows = [("TOOL", "VERSION", "STATE", "DIRECTORY")]
+    rows += [
+        (tool.name, tool.version, verify(tool) or "ok", str(tool.directory))
+        for tool in TOOLS.values()
+    ]
+    return table(rows)
 
 
 def minutes(seconds: float) -> str:
