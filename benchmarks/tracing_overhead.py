@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/tracing_overhead.py [--duration 5] [--clients 32] [--keys 2000]
         [--modes production] [--node-env OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048 ...]
-        [--paired 7 [--paired-rate 400] [--skip-sequential]]
+        [--paired 7 [--paired-rate 400] [--skip-sequential] [--before DIR]]
 
 Four configurations of a 3-node cluster, each started fresh with exactly the environment and
 tracing flags the operator renders (`otel_environment`, `node_trace_flags`; see
@@ -33,7 +33,10 @@ Prints a JSON document, a table of every phase, and a short table of the ratios 
 `--paired ROUNDS` adds the measurement that holds on a loaded machine (`run_paired`): the
 modes' clusters all run at once and get the same paced writes, then reads, at the same
 moments; per round each mode's node CPU per operation is divided by untraced's from the same
-seconds, so whatever else loads the machine cancels in the ratio.
+seconds, so whatever else loads the machine cancels in the ratio. `--before DIR` (with
+`--paired`) adds, for each traced mode, a cluster `MODE@before` whose nodes import the `kvnode`
+package of DIR (a checkout of the code before a change: `DIR/kvnode/kvnode`), loaded at the same
+moments: an A/B of two versions of the node in the same seconds (`ratio_to_before`).
 """
 
 from __future__ import annotations
@@ -110,12 +113,18 @@ class ModeStack:
     collector: Collector | None
 
 
+BEFORE = "@before"  # suffix of a mode whose nodes run the code of --before DIR
+
+
 @contextmanager
 def mode_stack(
     name: str, spec: dict[str, Any] | None, root: Path, args: argparse.Namespace
 ) -> Iterator[ModeStack]:
     """Start the mode's Jaeger, collector and nodes with the rendered configuration; stop them
-    on exit (the nodes first)."""
+    on exit (the nodes first). A `MODE@before` mode's nodes import `kvnode` from --before."""
+    extra = dict(kv.split("=", 1) for kv in args.node_env)
+    if name.endswith(BEFORE):
+        extra["PYTHONPATH"] = str(Path(args.before).resolve() / "kvnode")
     pipe = pipeline(**spec) if spec is not None else None
     backends: list[Any] = []
     nodes: list[Any] = []
@@ -155,7 +164,7 @@ def mode_stack(
             collector.otlp_http if collector else None,
             secrets=token.secrets(pipe) if pipe is not None else None,
             tls=tls,
-            extra=dict(kv.split("=", 1) for kv in args.node_env),
+            extra=extra,
         )
         yield ModeStack(name, spec, nodes, collector)
     finally:
@@ -213,8 +222,9 @@ def run_paired(modes: list[str], root: Path, args: argparse.Namespace) -> dict[s
         stacks = []
         for name in modes:
             (root / f"paired-{name}").mkdir()
+            spec = MODES[name.removesuffix(BEFORE)]
             stacks.append(
-                running.enter_context(mode_stack(name, MODES[name], root / f"paired-{name}", args))
+                running.enter_context(mode_stack(name, spec, root / f"paired-{name}", args))
             )
         targets = [
             Target(st.name, [n.url for n in st.nodes], [n.process.pid for n in st.nodes])
@@ -247,18 +257,26 @@ def run_paired(modes: list[str], root: Path, args: argparse.Namespace) -> dict[s
             if name == "untraced":
                 continue
             for kind in ("write", "read"):
-                ratios = [
-                    mine / base
-                    for mine, base in zip(per_round[kind][name], per_round[kind]["untraced"])
-                ]
-                est = ratio_estimate(ratios)
-                out["ratio_to_untraced"].setdefault(name, {})[f"node CPU per {kind}"] = {
-                    "point": round(est.point, 3),
-                    "low95": round(est.low, 3),
-                    "high95": round(est.high, 3),
-                    "rounds": [round(x, 3) for x in ratios],
-                }
+                out["ratio_to_untraced"].setdefault(name, {})[f"node CPU per {kind}"] = (
+                    paired_ratio(per_round[kind][name], per_round[kind]["untraced"])
+                )
+                if name + BEFORE in modes:
+                    out.setdefault("ratio_to_before", {}).setdefault(name, {})[
+                        f"node CPU per {kind}"
+                    ] = paired_ratio(per_round[kind][name], per_round[kind][name + BEFORE])
         return out
+
+
+def paired_ratio(mine: list[float], base: list[float]) -> dict[str, Any]:
+    """Round by round `mine / base`, summarised (geometric mean, one-sided 95% bounds)."""
+    ratios = [m / b for m, b in zip(mine, base)]
+    est = ratio_estimate(ratios)
+    return {
+        "point": round(est.point, 3),
+        "low95": round(est.low, 3),
+        "high95": round(est.high, 3),
+        "rounds": [round(x, 3) for x in ratios],
+    }
 
 
 def ratios_to_untraced(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -343,6 +361,12 @@ def main() -> int:
         help="operations per second sent to each cluster in the paired run",
     )
     parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="with --paired: also run each traced mode as MODE@before, its nodes importing the "
+        "kvnode package of DIR (a checkout of the code before a change), in the same rounds",
+    )
+    parser.add_argument(
         "--skip-sequential",
         action="store_true",
         help="only the paired run (no closed-loop measurement of each mode in turn)",
@@ -356,6 +380,13 @@ def main() -> int:
         parser.error(f"--modes: unknown {', '.join(unknown)}; expected some of {', '.join(MODES)}")
     if args.paired and ("untraced" not in modes or args.paired < 2):
         parser.error("--paired: needs untraced among --modes and at least 2 rounds")
+    paired_modes = modes
+    if args.before is not None:
+        if not args.paired:
+            parser.error("--before: needs --paired (the A/B runs in the same rounds)")
+        if not (Path(args.before) / "kvnode" / "kvnode" / "__init__.py").is_file():
+            parser.error(f"--before: expected a checkout with kvnode/kvnode/, got {args.before!r}")
+        paired_modes = modes + [m + BEFORE for m in modes if m != "untraced"]
     results: dict[str, dict[str, Any]] = {}
     paired: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="kvtrace-tracing-bench-") as tmp:
@@ -365,7 +396,7 @@ def main() -> int:
                 root.mkdir()
                 results[name] = run_mode(name, MODES[name], root, args)
         if args.paired:
-            paired = run_paired(modes, Path(tmp), args)
+            paired = run_paired(paired_modes if args.before is not None else modes, Path(tmp), args)
     ratios = ratios_to_untraced(results)
     doc = {
         "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
@@ -375,6 +406,7 @@ def main() -> int:
         "value_bytes": 100,
         "consistency": "quorum",
         "node_env": dict(kv.split("=", 1) for kv in args.node_env),
+        "before": args.before,
         "results": {
             name: {
                 **{k: v for k, v in res.items() if k != "phases"},
@@ -408,12 +440,13 @@ def main() -> int:
     print(ratio_table(ratios))
     if paired is not None:
         print(f"paired, {paired['rounds']} rounds at {paired['rate_per_s']:g} ops/s per cluster:")
-        for name, measures in paired["ratio_to_untraced"].items():
-            for measure_, est in measures.items():
-                print(
-                    f"  {name} {measure_}: {est['point']:.3f} "
-                    f"(95%: {est['low95']:.3f}-{est['high95']:.3f})"
-                )
+        for key in ("ratio_to_untraced", "ratio_to_before"):
+            for name, measures in paired.get(key, {}).items():
+                for measure_, est in measures.items():
+                    print(
+                        f"  {name} {measure_}, {key.replace('_', ' ')}: {est['point']:.3f} "
+                        f"(95%: {est['low95']:.3f}-{est['high95']:.3f})"
+                    )
     return 0
 
 

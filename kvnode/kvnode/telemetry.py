@@ -48,6 +48,9 @@ INTERNAL = SpanKind.INTERNAL
 
 _fields: frozenset[str] = frozenset()
 _lean_span: type | None = None  # tracing_lean.LeanSpan when the lean path is active
+_held_remote: Any = None  # tracing_lean.HeldRemoteSpan when a replica may hold spans raw
+# W3C trace flags (two hex digits) with the sampled bit clear, and their value
+_UNSAMPLED_FLAGS = {f"{i:02x}": i for i in range(0, 256, 2)}
 
 
 @dataclass(frozen=True)
@@ -60,14 +63,14 @@ class Retroactive:
 
 
 def setup(raw_keys: bool = False, lean: bool = True, retro: Retroactive | None = None) -> bool:
-    global ENABLED, RAW_KEYS, LEAN, RETRO, _tracer, _fields, _lean_span
+    global ENABLED, RAW_KEYS, LEAN, RETRO, _tracer, _fields, _lean_span, _held_remote
     provider = trace.get_tracer_provider()
     tracer = provider.get_tracer("kvnode")
     ENABLED = not isinstance(tracer, (trace.NoOpTracer, trace.ProxyTracer))
     RAW_KEYS = raw_keys and ENABLED
     _tracer = tracer
     LEAN = RETRO = None
-    _lean_span = None
+    _lean_span = _held_remote = None
     if ENABLED and lean:
         from kvnode import tracing_lean
 
@@ -90,7 +93,12 @@ def setup(raw_keys: bool = False, lean: bool = True, retro: Retroactive | None =
                 retro.buffer_age,
                 retro.latency_threshold,
                 time.time_ns,
+                LEAN.ids.generate_span_id,
             )
+            if LEAN.holds_remote():
+                from kvnode.tracing_lean import HeldRemoteSpan
+
+                _held_remote = HeldRemoteSpan
     _fields = frozenset(f.lower() for f in propagate.get_global_textmap().fields)
     return ENABLED
 
@@ -255,6 +263,38 @@ def start_remote(
             return LEAN.continue_remote(name, kind, attributes, *common, tracestate)  # type: ignore[no-any-return]
         return LEAN.start_under(name, kind, attributes, remote_parent(traceparent, tracestate))  # type: ignore[no-any-return]
     return start(name, kind, attributes, context_from(traceparent, tracestate))
+
+
+def replica_span(
+    name: str,
+    traceparent: str,
+    tracestate: str,
+    build: Callable[..., dict[str, Any]],
+    args: tuple[Any, ...],
+) -> Span:
+    """A replica's SERVER span continuing the caller's trace carried in a peer message, with
+    the attributes `build(*args)` returns (`describe`). With retroactive sampling, under an
+    unsampled parent in the common form (as our peers send it), only the trace and parent ids
+    are parsed and no span is made unless the trace is kept (`tracing_lean.HeldRemoteSpan`)."""
+    if (
+        _held_remote is not None
+        and len(traceparent) == 55
+        and traceparent.startswith("00-")
+        and traceparent[35] == "-" == traceparent[52]
+    ):
+        flags = _UNSAMPLED_FLAGS.get(traceparent[53:])
+        if flags is not None:
+            try:
+                trace_id, parent_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
+            except ValueError:
+                trace_id = parent_id = 0
+            if trace_id > 0 and parent_id > 0:
+                return _held_remote(  # type: ignore[no-any-return]
+                    LEAN, name, trace_id, parent_id, flags, tracestate, (build, args)
+                )
+    span = start_remote(name, SERVER, {}, traceparent, tracestate)
+    describe(span, build, *args)
+    return span
 
 
 def w3c_headers(span: Span) -> tuple[str, str]:

@@ -236,6 +236,118 @@ class LeanSpan(trace.Span):
         )
 
 
+class HeldRemoteSpan(trace.Span):
+    """A replica's SERVER span under an unsampled remote parent, with retroactive sampling:
+    the peer message's ids (parsed once, for the buffer's key), its start and its deferred
+    attributes; `end()` hands them to the buffer raw (`RetroBuffer.hold_remote`), where no
+    span id is drawn and no attribute built unless a KEEP comes. Anything else asked of it
+    (a status, an exception, an attribute, its context) makes it the `LeanSpan` it stands for
+    first, which then behaves as one (an ERROR span leaves at once and keeps its trace)."""
+
+    __slots__ = (
+        "tracer",
+        "trace_id",
+        "parent_id",
+        "flags",
+        "tracestate",
+        "name",
+        "start_ns",
+        "lazy",
+        "span",
+        "ended",
+    )
+
+    def __init__(
+        self,
+        tracer: LeanTracer,
+        name: str,
+        trace_id: int,
+        parent_id: int,
+        flags: int,
+        tracestate: str,
+        lazy: Deferred,
+    ):
+        self.tracer = tracer
+        self.name = name
+        self.trace_id = trace_id
+        self.parent_id = parent_id
+        self.flags = flags
+        self.tracestate = tracestate
+        self.lazy = lazy
+        self.start_ns = time.time_ns()
+        self.span: trace.Span | None = None  # the LeanSpan, once something needed it
+        self.ended = False
+
+    def full(self) -> trace.Span:
+        """The LeanSpan this stands for (made once, with the same start and attributes)."""
+        if self.span is None:
+            span = self.tracer.continue_remote(
+                self.name,
+                SpanKind.SERVER,
+                {},
+                self.trace_id,
+                self.parent_id,
+                self.flags,
+                self.tracestate,
+            )
+            if type(span) is LeanSpan:
+                span.start_ns = self.start_ns
+                span.lazy = self.lazy
+            self.span = span
+        return self.span
+
+    def end(self, end_time: int | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.span is not None:
+            self.span.end(end_time)
+            return
+        retro = self.tracer.retro
+        assert retro is not None
+        retro.hold_remote(
+            self.trace_id,
+            self.parent_id,
+            self.tracestate,
+            self.name,
+            self.start_ns,
+            end_time or time.time_ns(),
+            *self.lazy,
+        )
+
+    def is_recording(self) -> bool:
+        return not self.ended
+
+    def get_span_context(self) -> SpanContext:
+        return self.full().get_span_context()
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.full().set_attribute(key, value)
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:  # type: ignore[override]
+        self.full().set_attributes(attributes)
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        self.full().add_event(name, attributes, timestamp)
+
+    def update_name(self, name: str) -> None:
+        self.full().update_name(name)
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        self.full().set_status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        self.full().record_exception(exception, attributes, timestamp, escaped)
+
+
 class LeanTracer:
     """Starts `LeanSpan`s with the provider's sampler and id generator (as the SDK's
     `Tracer.start_span` does); a span the sampler does not keep is `INVALID_SPAN`: nothing is
@@ -368,6 +480,11 @@ class LeanTracer:
             attributes,
             None,
         )
+
+    def holds_remote(self) -> bool:
+        """Whether a span under an unsampled remote parent goes to the retroactive buffer
+        (the sampler drops it, without asking per span): `HeldRemoteSpan` may stand for it."""
+        return self.retro is not None and self.parent_decisions.get((True, False)) is Decision.DROP
 
 
 def ratio_bound(sampler: Any) -> int | None:

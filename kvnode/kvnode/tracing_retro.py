@@ -17,9 +17,10 @@ A replica is never told about drops: its spans of a dropped trace expire after `
 An ERROR span is never held: it leaves at once and keeps its trace on this node.
 
 Recording is cheap because most of it is thrown away: a held span is one plain tuple of its
-fields (no span object, no per-trace entry; the tuple holds only strings, numbers and the
-attribute dict, so the garbage collector stops tracking it), filed by trace id in the current
-*slice* of the buffer. A slice is one dict covering `max_age / SLICES` of time; eviction drops
+fields (no span object, no per-trace entry), filed by trace id in the current *slice* of the
+buffer. A replica's SERVER span under an unsampled parent is held rawer still (`hold_remote`:
+its parent's span id, the peer message's tracestate, its name, start and end, and its deferred
+attributes): its own span id is drawn and its attributes built only if its trace is kept. A slice is one dict covering `max_age / SLICES` of time; eviction drops
 whole slices (the oldest once it is older than `max_age`, or while the estimated bytes exceed
 `max_bytes`, counted as `overflow`), so nothing is done per span to expire it. A span is held
 at least `max_age`, at most an eighth longer. Adding a span never blocks.
@@ -31,6 +32,7 @@ Runs on the event loop only (no lock). Imports only the standard library and the
 from __future__ import annotations
 
 import collections
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -48,8 +50,27 @@ SLICES = 8  # the buffer's age is covered by this many slices (eviction granular
 _ERROR = 2  # OTLP status code ERROR
 
 LAZY_BYTES = 256  # deferred attributes: their (build, args) tuples and the key they hold
+# A replica's span held raw (`hold_remote`): one tuple of numbers, strings and bytes (the parent
+# id, times, the index of its attribute builder, then the builder's arguments). Measured ~260
+# bytes under CPython 3.11 (tracemalloc, with a key: tests/kvnode/test_tracing_retro_unit.py).
+REMOTE_BYTES = 256
+REMOTE_FIELDS = 6  # and then the attribute builder's arguments
+
+
+def is_raw(record: Record) -> bool:
+    """A raw replica span's record starts with its tracestate (a str), a full one with its
+    span id (an int)."""
+    return type(record[0]) is str
+
+
+_SERVER = 2  # OTLP's SpanKind SERVER
 # A held span: SpanData's fields after the trace id (the slice's key), then the members its
-# span called (a coordinator's read repair) or None, then its deferred attributes or None.
+# span called (a coordinator's read repair) or None, then its deferred attributes or None; or
+# a replica's span held raw: (tracestate header, parent span id, name, start ns, end ns,
+# attribute builder's index in `RetroBuffer.builders`, *its arguments). A raw record refers to
+# no function or container, only to numbers, strings and bytes: the
+# garbage collector untracks it at its first pass, so held records never reach the old
+# generation, whose growth would otherwise trigger full collections of the node's whole heap.
 Record = tuple[Any, ...]
 # Attributes whose building is deferred until a span is exported: (build, args).
 Deferred = tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]
@@ -78,6 +99,18 @@ def record_size(attributes: Any, lazy: Deferred | None) -> int:
     return SPAN_BYTES + ATTRIBUTE_BYTES * len(attributes) + (LAZY_BYTES if lazy else 0)
 
 
+def held_size(record: Record) -> int:
+    """The estimated bytes of a held record (as counted when it was held)."""
+    if is_raw(record):
+        return REMOTE_BYTES
+    return record_size(record[8], record[13])
+
+
+def random_span_id() -> int:
+    """The SDK's RandomIdGenerator's span id (the node passes its provider's generator)."""
+    return random.getrandbits(64) or 1
+
+
 class RetroBuffer:
     """Undecided traces of one node. `export` is the export queue's `emit` (a kept span: a
     `LeanSpan`, or the `SpanData` rebuilt from a held record)."""
@@ -89,8 +122,12 @@ class RetroBuffer:
         max_age_s: float,
         latency_threshold_s: float,
         clock: Callable[[], int],
+        span_ids: Callable[[], int] = random_span_id,
     ):
         self.export = export
+        self.span_ids = span_ids  # a raw replica span's own id, drawn when it is exported
+        self.builders: list[Callable[..., dict[str, Any]]] = []  # of raw spans' attributes
+        self._builder_index: dict[Callable[..., dict[str, Any]], int] = {}
         self.max_bytes = max_bytes
         self.max_age_ns = int(max_age_s * 1e9)
         self.slice_ns = max(1, self.max_age_ns // SLICES)
@@ -121,10 +158,6 @@ class RetroBuffer:
             self._keep(trace_id, span.end_ns)
             self._export_span(span)
             return
-        now = span.end_ns
-        current = self.current
-        if now >= current.until_ns:
-            current = self._advance(now)
         attributes = span.attributes
         record = (
             span.span_id,
@@ -134,7 +167,7 @@ class RetroBuffer:
             span.name,
             span.kind,
             span.start_ns,
-            now,
+            span.end_ns,
             attributes,
             span.events,
             span.status_code,
@@ -142,6 +175,40 @@ class RetroBuffer:
             span.called,
             span.lazy,
         )
+        size = SPAN_BYTES + ATTRIBUTE_BYTES * len(attributes)
+        if span.lazy is not None:
+            size += LAZY_BYTES
+        self._hold(trace_id, record, size, span.end_ns)
+
+    def hold_remote(
+        self,
+        trace_id: int,
+        parent_id: int,
+        tracestate: str,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        build: Callable[..., dict[str, Any]],
+        args: tuple[Any, ...],
+    ) -> None:
+        """A replica's SERVER span (status unset) under an unsampled remote parent ended:
+        held raw, its attributes `build(*args)` built only if kept (`args`: strings, bytes
+        and numbers); a kept trace's leaves at once."""
+        index = self._builder_index.get(build)
+        if index is None:
+            index = self._builder_index[build] = len(self.builders)
+            self.builders.append(build)
+        record = (tracestate, parent_id, name, start_ns, end_ns, index, *args)
+        if trace_id in self.kept:
+            self.counts["kept"] += 1
+            self.export(self._remote_data(trace_id, record))
+            return
+        self._hold(trace_id, record, REMOTE_BYTES, end_ns)
+
+    def _hold(self, trace_id: int, record: Record, size: int, now: int) -> None:
+        current = self.current
+        if now >= current.until_ns:
+            current = self._advance(now)
         spans = current.spans
         held = spans.get(trace_id)
         if held is None:
@@ -150,14 +217,30 @@ class RetroBuffer:
             held.append(record)
         else:
             spans[trace_id] = [held, record]  # type: ignore[list-item]
-        size = SPAN_BYTES + ATTRIBUTE_BYTES * len(attributes)
-        if span.lazy is not None:
-            size += LAZY_BYTES
         current.count += 1
         current.bytes += size
         self.bytes += size
         if self.bytes > self.max_bytes:
             self._overflow()
+
+    def _remote_data(self, trace_id: int, record: Record) -> SpanData:
+        """The SpanData of a raw replica span: its id drawn now, its attributes built now."""
+        tracestate, parent_id, name, start_ns, end_ns, build = record[:REMOTE_FIELDS]
+        return SpanData(
+            trace_id,
+            self.span_ids(),
+            parent_id,
+            True,
+            tracestate,
+            name,
+            _SERVER,
+            start_ns,
+            end_ns,
+            self.builders[build](*record[REMOTE_FIELDS:]),
+            (),
+            0,
+            "",
+        )
 
     # -- decisions -------------------------------------------------------------------
     def decide(self, root: Any) -> list[str]:
@@ -200,11 +283,14 @@ class RetroBuffer:
                 continue
             records: list[Record] = held if isinstance(held, list) else [held]
             for record in records:
-                size = record_size(record[8], record[13])
+                size = held_size(record)
                 piece.count -= 1
                 piece.bytes -= size
                 self.bytes -= size
                 self.counts["kept"] += 1
+                if is_raw(record):
+                    self.export(self._remote_data(trace_id, record))
+                    continue
                 if record[12]:
                     called += record[12]
                 attributes = record[8]

@@ -311,3 +311,133 @@ def test_retroactive_records_what_the_sampler_drops_into_the_buffer(
     tracer.retro = None  # without the buffer the sampler's "no" is no span at all
     unsampled_parent = SpanContext(1, 2, True, TraceFlags(0))
     assert tracer.start_under("x", SpanKind.SERVER, {}, unsampled_parent) is INVALID_SPAN
+
+
+def _held_setup(
+    providers: list[TracerProvider], monkeypatch: pytest.MonkeyPatch
+) -> tuple[LeanTracer, list[Any]]:
+    """A lean tracer sampling at ratio 0 with a retroactive buffer, wired into `telemetry` as
+    `telemetry.setup(retro=...)` wires it; returns it and what the buffer exports."""
+    from kvnode import telemetry
+    from kvnode.tracing_retro import RetroBuffer
+
+    tracer = lean(providers, sampler=ParentBased(TraceIdRatioBased(0)))
+    exported: list[Any] = []
+    tracer.retro = RetroBuffer(exported.append, 1 << 20, 5.0, 0.5, lambda: 0)
+    assert tracer.holds_remote()
+    monkeypatch.setattr(telemetry, "LEAN", tracer)
+    monkeypatch.setattr(telemetry, "RETRO", tracer.retro)
+    monkeypatch.setattr(telemetry, "_lean_span", LeanSpan)
+    monkeypatch.setattr(telemetry, "_held_remote", tracing_lean.HeldRemoteSpan)
+    return tracer, exported
+
+
+def _replica_attributes(operation: str, key: bytes) -> dict[str, Any]:
+    return {"kvstore.operation": operation, "kvstore.key.len": len(key)}
+
+
+@pytest.mark.unit
+def test_a_replica_span_under_an_unsampled_parent_is_held_raw_and_kept_whole(
+    providers: list[TracerProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retroactive sampling: a replica's span under an unsampled parent is held without a span
+    object; a KEEP exports it as the full path would have made it (its own span id, the
+    caller's ids, its deferred attributes), and one that ends after the KEEP leaves at once."""
+    from kvnode import telemetry
+    from kvnode.tracing_otlp import AttributeCache, SpanData, encode_span
+
+    tracer, exported = _held_setup(providers, monkeypatch)
+    trace_id, parent_id = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+    traceparent = f"00-{trace_id:032x}-{parent_id:016x}-02"
+    args = ("replicate", b"k1")
+    held = telemetry.replica_span(
+        "kvstore.replicate", traceparent, "vendor=x", _replica_attributes, args
+    )
+    assert type(held) is tracing_lean.HeldRemoteSpan and held.is_recording()
+    held.end()
+    held.end()  # a second end changes nothing
+    assert not held.is_recording() and exported == [] and tracer.retro is not None
+    assert tracer.retro.held_traces() == 1
+    tracer.retro.keep(trace_id)
+    (out,) = exported
+    assert isinstance(out, SpanData) and out.span_id and out.span_id != parent_id
+    # what the full path makes of the same message
+    full = tracer.continue_remote(
+        "kvstore.replicate", SpanKind.SERVER, {}, trace_id, parent_id, 2, "vendor=x"
+    )
+    assert isinstance(full, LeanSpan)
+    full.defer_attributes(_replica_attributes, args)
+    full.start_ns, full.end_ns, full.span_id = out.start_ns, out.end_ns, out.span_id
+    assert out.start_ns <= out.end_ns
+    cache = AttributeCache()
+    assert encode_span(out, cache) == encode_span(full.data(), cache)
+    later = telemetry.replica_span("kvstore.replicate", traceparent, "", _replica_attributes, args)
+    later.end()
+    assert len(exported) == 2 and exported[1].parent_id == parent_id, "kept: leaves at once"
+    assert tracer.retro.counts["kept"] == 2
+
+
+@pytest.mark.unit
+def test_a_held_replica_span_that_fails_becomes_a_span_and_keeps_its_trace(
+    providers: list[TracerProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kvnode import telemetry
+
+    tracer, exported = _held_setup(providers, monkeypatch)
+    traceparent = f"00-{7:032x}-{9:016x}-00"
+    first = telemetry.replica_span(
+        "kvstore.read", traceparent, "", _replica_attributes, ("read", b"k")
+    )
+    first.end()
+    failing = telemetry.replica_span(
+        "kvstore.replicate", traceparent, "", _replica_attributes, ("replicate", b"k")
+    )
+    assert type(failing) is tracing_lean.HeldRemoteSpan
+    telemetry.fail(failing, OSError("disk full"), "storage error")
+    failing.end()
+    assert [s.name for s in exported] == ["kvstore.read", "kvstore.replicate"], "held one too"
+    error = exported[1]
+    assert isinstance(error, LeanSpan) and error.status_code == 2
+    assert error.status_message == "storage error" and error.events[0][0] == "exception"
+    assert error.parent_id == 9 and error.trace_id == 7 and error.parent_remote
+    assert error.attributes == {"kvstore.operation": "replicate", "kvstore.key.len": 1}
+    assert error.start_ns == failing.start_ns
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        f"00-{7:032x}-{9:016x}-01",  # sampled: the full path exports it
+        f"01-{7:032x}-{9:016x}-00",  # another version: the W3C propagator's business
+        f"00-{0:032x}-{9:016x}-00",  # invalid trace id
+        f"00-{7:032x}-{0:016x}-00",  # invalid parent id
+        f"00-{'g' * 32}-{9:016x}-00",  # not hex
+        f"00-{7:032x}-{9:016x}-0g",
+        f"00-{7:032x}-{9:016x}-00-",
+    ],
+)
+def test_only_the_common_unsampled_form_is_held_raw(
+    providers: list[TracerProvider], monkeypatch: pytest.MonkeyPatch, traceparent: str
+) -> None:
+    from kvnode import telemetry
+
+    _held_setup(providers, monkeypatch)
+    span = telemetry.replica_span(
+        "kvstore.read", traceparent, "", _replica_attributes, ("read", b"k")
+    )
+    assert type(span) is not tracing_lean.HeldRemoteSpan
+
+
+@pytest.mark.unit
+def test_without_a_retroactive_buffer_nothing_is_held_raw(
+    providers: list[TracerProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracer, _ = _held_setup(providers, monkeypatch)
+    tracer.retro = None
+    assert not tracer.holds_remote()
+    always = lean(providers, sampler=ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON))
+    from kvnode.tracing_retro import RetroBuffer
+
+    always.retro = RetroBuffer(lambda s: None, 1 << 20, 5.0, 0.5, lambda: 0)
+    assert not always.holds_remote(), "a sampler that records unsampled parents exports them"

@@ -12,9 +12,10 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from kvnode.metrics import Metrics
+from kvnode.storage import Record
 from kvnode.tracing_lean import LeanSpan
 from kvnode.tracing_otlp import AttributeCache, SpanData, encode_span
-from kvnode.tracing_retro import KEPT_BYTES, SLICES, RetroBuffer, record_size
+from kvnode.tracing_retro import KEPT_BYTES, REMOTE_BYTES, SLICES, RetroBuffer, record_size
 from kvnode.transport import frames
 from kvnode.transport.peer_server import _peer_attributes
 
@@ -310,3 +311,75 @@ def test_expire_frees_an_idle_buffer() -> None:
     clock.now += 1200 * MS
     buf.expire()
     assert buf.held_traces() == 0 and buf.bytes == 0 and buf.counts["expired"] == 1
+
+
+def hold_raw(buf: RetroBuffer, clock: Clock, trace_id: int) -> None:
+    """A replica's span held raw, as `tracing_lean.HeldRemoteSpan.end` holds it."""
+    args = ("replicate", "127.0.0.2", f"key-{trace_id}".encode(), 1)
+    buf.hold_remote(
+        trace_id, 0x1234, "", "kvstore.replicate", clock.now - MS, clock.now, _peer_attributes, args
+    )
+
+
+def test_the_bytes_estimate_covers_what_raw_replica_spans_take() -> None:
+    buf, _, clock = make(max_bytes=1 << 30, age_s=60.0)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for trace_id in range(1, 2001):
+        hold_raw(buf, clock, trace_id)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    measured = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert buf.bytes == 2000 * REMOTE_BYTES
+    assert 0.8 * buf.bytes <= measured <= 1.25 * buf.bytes, (measured, buf.bytes)
+
+
+def test_raw_replica_spans_expire_overflow_and_are_kept_like_the_others() -> None:
+    buf, exported, clock = make(max_bytes=10 * REMOTE_BYTES, age_s=1.0)
+    for trace_id in range(1, 13):  # the 11th overflows the only slice: all 11 go
+        hold_raw(buf, clock, trace_id)
+    assert buf.counts["overflow"] == 11 and buf.held_traces() == 1
+    assert buf.bytes == REMOTE_BYTES
+    buf.keep(12)
+    (out,) = exported
+    assert (out.trace_id, out.parent_id, out.parent_remote, out.kind) == (12, 0x1234, True, 2)
+    assert out.attributes == _peer_attributes("replicate", "127.0.0.2", b"key-12", 1)
+    assert out.end_ns - out.start_ns == MS and out.span_id
+    hold_raw(buf, clock, 13)
+    clock.now += 1200 * MS
+    buf.expire()
+    assert buf.counts["expired"] == 1 and buf.bytes == 0 and buf.held_traces() == 0
+
+
+def test_raw_replica_spans_leave_the_garbage_collectors_lists() -> None:
+    """A raw record holds only numbers, strings and bytes: one pass of the collector untracks
+    it, so held spans never fill the old generation (whose growth triggers full collections
+    of the node's whole heap)."""
+    buf, _, clock = make()
+    for trace_id in range(1, 101):
+        hold_raw(buf, clock, trace_id)
+    gc.collect(0)
+    records = list(buf.current.spans.values())
+    assert len(records) == 100 and not any(gc.is_tracked(r) for r in records)
+
+
+def test_a_traced_frame_in_the_common_form_encodes_as_the_general_layout() -> None:
+    """The coordinator's traced peer frames take one struct pack; the bytes are the general
+    layout's, so older peers read them."""
+    traceparent = f"00-{0x0AF7651916CD43DD8448EB211C80319C:032x}-{0xB7AD6B7169203331:016x}-02"
+    body = frames.encode_records([Record(b"key", b"v" * 10, 5, False)], 0)
+    frame = frames.encode(7, frames.PUT, body, traceparent)
+    general = b"".join(
+        (
+            frames._HEAD.pack(7, frames.PUT, 55),
+            traceparent.encode(),
+            frames._U16.pack(0),
+            body,
+        )
+    )
+    assert frame == frames._LEN.pack(len(general)) + general
+    assert frames.decode(general) == frames.Message(7, frames.PUT, traceparent, "", body)
+    with_state = frames.encode(7, frames.PUT, body, traceparent, "k=v")
+    assert frames.decode(with_state[4:]).tracestate == "k=v"

@@ -137,7 +137,11 @@ def pooled(phases: Sequence[Phase], q: float) -> float:
 
 
 # One-sided 95% quantiles of Student's t by degrees of freedom (rounds - 1).
+# one-sided 95% Student t by degrees of freedom; beyond 30, 30's (a little wider than the truth)
 _T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833}
+_T95 |= {10: 1.812, 11: 1.796, 12: 1.782, 13: 1.771, 14: 1.761, 15: 1.753, 16: 1.746}
+_T95 |= {17: 1.740, 18: 1.734, 19: 1.729, 20: 1.725, 21: 1.721, 22: 1.717, 23: 1.714}
+_T95 |= {24: 1.711, 25: 1.708, 26: 1.706, 27: 1.703, 28: 1.701, 29: 1.699, 30: 1.697}
 
 
 @dataclass
@@ -157,7 +161,7 @@ def ratio_estimate(ratios: Sequence[float]) -> RatioEstimate:
     logs = [math.log(r) for r in ratios]
     mean, margin = (
         statistics.fmean(logs),
-        _T95[len(logs) - 1] * statistics.stdev(logs) / math.sqrt(len(logs)),
+        _T95.get(len(logs) - 1, _T95[30]) * statistics.stdev(logs) / math.sqrt(len(logs)),
     )
     return RatioEstimate(
         list(ratios), math.exp(mean), math.exp(mean - margin), math.exp(mean + margin)

@@ -47,6 +47,8 @@ _U16 = struct.Struct(">H")
 _REC = struct.Struct(">HIQB")
 _U32 = struct.Struct(">I")
 _BARE = struct.Struct(">IIBBH")  # length, request id, type, empty traceparent and tracestate
+# a traced frame in the common form (a 55-byte version-00 traceparent, no tracestate): one pack
+_TRACED = struct.Struct(">IIBB55sH")
 _ONE = struct.Struct(">BIHIQB")  # a body of exactly one record: operation, count, record head
 _new = tuple.__new__  # builds Message and Record without their Python-level __new__ (hot path)
 
@@ -66,8 +68,12 @@ class Message(NamedTuple):
 def encode(
     request_id: int, type_: int, body: bytes = b"", traceparent: str = "", tracestate: str = ""
 ) -> bytes:
-    if not traceparent and not tracestate:  # untraced: one pack
-        return _BARE.pack(_HEAD.size + 2 + len(body), request_id, type_, 0, 0) + body
+    if not tracestate:  # untraced, or traced in the common form: one pack
+        if not traceparent:
+            return _BARE.pack(_HEAD.size + 2 + len(body), request_id, type_, 0, 0) + body
+        if len(traceparent) == 55:
+            size = _HEAD.size + 57 + len(body)
+            return _TRACED.pack(size, request_id, type_, 55, traceparent.encode(), 0) + body
     tp = traceparent.encode()
     ts = tracestate.encode()
     payload_len = _HEAD.size + len(tp) + 2 + len(ts) + len(body)

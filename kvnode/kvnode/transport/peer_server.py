@@ -27,6 +27,7 @@ from kvnode.transport import frames
 from kvnode.transport.outbox import Outbox
 
 log = logging.getLogger("kvnode.peer")
+_SPAN_NAMES = {op: f"kvstore.{op}" for op in (*OPERATIONS, "read")}
 
 
 class PeerServer:
@@ -138,11 +139,13 @@ class _ServerConnection(asyncio.Protocol):
         self, msg: frames.Message, operation: str, key: bytes | None = None, records: int = 0
     ) -> Span:
         """The replica's SERVER span (attributes: `_peer_attributes`, built if exported)."""
-        span = telemetry.start_remote(
-            f"kvstore.{operation}", telemetry.SERVER, {}, msg.traceparent, msg.tracestate
+        return telemetry.replica_span(
+            _SPAN_NAMES[operation],
+            msg.traceparent,
+            msg.tracestate,
+            _peer_attributes,
+            (operation, self.peer_host, key, records),
         )
-        telemetry.describe(span, _peer_attributes, operation, self.peer_host, key, records)
-        return span
 
     def handle(self, msg: frames.Message) -> None:
         server = self.server
