@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from image_stack import LOCAL_IMAGES, SHIPPED, ImageOperator, require_images
+from image_stack import LOCAL_IMAGES, SHIPPED, SIZES, ImageOperator, require_images
 
+from kvtrace.devstack import tools
 from kvtrace.devstack.podrunner import PodRunner
 from kvtrace.devstack.proc import free_port
 from kvtrace.devstack.pytest_plugin import container_engine, dump_log_if_failed, poll
@@ -86,3 +87,18 @@ def image_operator(
         runner.stop()  # every container of the namespace stopped and removed
         dump_log_if_failed(request, "operator container log", chart.log_path)
         chart.uninstall()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The shipped images' sizes against their budgets (tools/images/budgets.txt), whenever
+    the budget tests ran."""
+    if not SIZES:
+        return
+    terminalreporter.section("image sizes (MB, 10^6 bytes) against their budgets")
+    rows = [("IMAGE", "TAG", "MB", "BUDGET", "")]
+    rows += [
+        (name, SHIPPED[name], f"{size:.1f}", str(budget), "OVER BUDGET" if size > budget else "")
+        for name, (size, budget) in sorted(SIZES.items())
+    ]
+    for line in tools.table(rows):
+        terminalreporter.write_line(line)

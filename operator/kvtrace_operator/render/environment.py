@@ -59,9 +59,22 @@ DETECTORS = ("env", "system", *NODE_DETECTOR_NAMES, *CLOUD_PROVIDERS)
 # API): k8s_api always, eks when the instance metadata service is closed to pods (the EKS
 # default). eks builds an in-cluster client even to find it is not on EKS.
 NODE_READERS = (NODE_DETECTOR, "eks")
-# Detectors whose libraries our distribution (tools/otelcol/builder-config.yaml) replaces with
-# stand-ins that detect nothing: the module proxy it is built from does not serve them.
-STAND_IN_DETECTORS = ("vultr", "hetzner", "ibmcloud_vpc")
+# Detectors our distribution (tools/otelcol/builder-config.yaml) cannot run as upstream's, and
+# why: the operator refuses them with it (the contrib image runs them). Three libraries are
+# stand-ins that detect nothing (the module proxy it is built from does not serve them); the
+# EC2 API client is left out to keep the image within its budget (ec2's instance metadata path
+# needs no API client; the operator never asks ec2 for tags).
+_STAND_IN = "is a stand-in that detects nothing in {image}"
+CONTRIB_ONLY_DETECTORS = {
+    "vultr": _STAND_IN,
+    "hetzner": _STAND_IN,
+    "ibmcloud_vpc": _STAND_IN,
+    "eks": (
+        "reads its instance through the EC2 API where the pod cannot reach the instance "
+        "metadata service (EKS's default), and {image} leaves the EC2 API client out to stay "
+        "small (ec2 reads the instance metadata service without it)"
+    ),
+}
 DISTRIBUTION = COLLECTOR_IMAGE.rsplit("/", 1)[-1].split(":")[0]  # otelcol-kvtrace, any registry
 SCOPES = ("namespace", "cluster")
 # What k8s_attributes may extract here: the pod and its owners, nothing that needs a
@@ -191,17 +204,19 @@ def _check_scope(env: Environment) -> None:
 
 
 def _check_image(env: Environment, image: str) -> None:
-    """Our distribution cannot detect the clouds whose libraries it replaces: refuse them
-    there rather than run a detector that silently finds nothing."""
+    """Our distribution cannot run the detectors whose libraries it replaces or leaves out
+    (:data:`CONTRIB_ONLY_DETECTORS`): refuse them there rather than run a detector that
+    silently finds nothing or only part of what it should."""
     if image.rsplit("/", 1)[-1].split("@")[0].split(":")[0] != DISTRIBUTION:
         return
     for index, detector in enumerate(env.detectors):
-        if detector in STAND_IN_DETECTORS:
+        if detector in CONTRIB_ONLY_DETECTORS:
+            why = CONTRIB_ONLY_DETECTORS[detector].format(image=image)
             raise SpecError(
                 f"{FIELD}.detectors[{index}]",
-                f"{detector} is a stand-in that detects nothing in {image}: set "
+                f"{detector} {why}: set "
                 "spec.collector.image to otel/opentelemetry-collector-contrib:0.161.0 "
-                "(docs/install.md, Images)",
+                "(docs/install.md, Which collector image)",
             )
 
 

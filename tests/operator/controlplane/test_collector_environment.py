@@ -116,12 +116,12 @@ def isolated_validate(config: dict[str, Any], workdir: Path) -> subprocess.Compl
 def test_every_detector_combination_passes_otelcol_validate(
     detectors: list[str], replicas: int, tmp_path: Path
 ) -> None:
-    stand_in = set(detectors) & set(environment.STAND_IN_DETECTORS)
+    contrib_only = set(detectors) & set(environment.CONTRIB_ONLY_DETECTORS)
     collector: dict[str, Any] = {
         "replicas": replicas,
         "resourceDetection": {"detectors": detectors},
     }
-    if stand_in:  # refused with our image (test_render_collector_environment.py)
+    if contrib_only:  # refused with our image (test_render_collector_environment.py)
         collector["image"] = CONTRIB
     pipeline = tp(collector=collector)
     tiers = ["loadbalancer", "sampling"] if replicas > 1 else ["sampling"]

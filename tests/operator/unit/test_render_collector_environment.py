@@ -152,12 +152,12 @@ class TestDefaults:
 
 # Every detector alone, none, the defaults with each cloud, and pairs of clouds.
 COMBINATIONS = (
-    [[d] for d in environment.DETECTORS if d not in environment.STAND_IN_DETECTORS]
+    [[d] for d in environment.DETECTORS if d not in environment.CONTRIB_ONLY_DETECTORS]
     + [[]]
     + [
         ["env", "system", "k8snode", cloud]
         for cloud in CLOUD
-        if cloud not in environment.STAND_IN_DETECTORS
+        if cloud not in environment.CONTRIB_ONLY_DETECTORS
     ]
     + [["eks", "ec2"], ["aks", "azure"], ["gcp", "env"]]
 )
@@ -165,7 +165,9 @@ COMBINATIONS = (
 
 @pytest.mark.parametrize("detectors", COMBINATIONS, ids=lambda d: "-".join(d) or "none")
 def test_every_detector_combination_renders_and_passes_the_crd(detectors: list[str]) -> None:
-    collector = {"resourceDetection": {"detectors": detectors}}
+    collector: dict[str, Any] = {"resourceDetection": {"detectors": detectors}}
+    if set(detectors) & set(environment.CONTRIB_ONLY_DETECTORS):  # refused with our image
+        collector["image"] = CONTRIB
     assert schema_errors(**collector) == []
     config = render_collector_config(tp(**collector))
     rendered = ["k8s_api" if d == "k8snode" else d for d in detectors]
@@ -189,8 +191,8 @@ def test_every_detector_combination_renders_and_passes_the_crd(detectors: list[s
     assert pod["automountServiceAccountToken"] is True  # k8s_attributes, on by default
 
 
-@pytest.mark.parametrize("detector", environment.STAND_IN_DETECTORS)
-def test_stand_in_detectors_need_the_contrib_image(detector: str) -> None:
+@pytest.mark.parametrize("detector", environment.CONTRIB_ONLY_DETECTORS)
+def test_detectors_our_distribution_cannot_run_need_the_contrib_image(detector: str) -> None:
     collector = {"resourceDetection": {"detectors": ["env", detector]}}
     with pytest.raises(SpecError) as raised:
         render_pipeline(tp(**collector))
@@ -201,6 +203,21 @@ def test_stand_in_detectors_need_the_contrib_image(detector: str) -> None:
         render_pipeline(tp(image="registry.example.com/team/otelcol-kvtrace:0.161.0", **collector))
     config = render_collector_config(tp(image=CONTRIB, **collector))
     assert config["processors"]["resource_detection"]["detectors"] == ["env", detector]
+
+
+def test_eks_is_refused_with_our_distribution_pointing_to_ec2_and_the_contrib_image() -> None:
+    """otelcol-kvtrace leaves the EC2 API client out (tools/otelcol/stubs/ec2): eks's lookup of
+    its instance where the metadata service is closed to pods would find part of what it
+    should; ec2 reads the metadata service and runs in our image."""
+    with pytest.raises(SpecError) as raised:
+        render_pipeline(tp(resourceDetection={"detectors": ["env", "system", "eks"]}))
+    assert raised.value.field == "spec.collector.resourceDetection.detectors[2]"
+    message = str(raised.value)
+    assert "EC2 API" in message and "ec2 reads the instance metadata service" in message
+    assert "set spec.collector.image to otel/opentelemetry-collector-contrib:0.161.0" in message
+    ec2 = render_collector_config(tp(resourceDetection={"detectors": ["env", "system", "ec2"]}))
+    assert ec2["processors"]["resource_detection"]["detectors"] == ["env", "system", "ec2"]
+    assert "ec2" not in ec2["processors"]["resource_detection"]  # no tags: no EC2 API call
 
 
 def test_k8snode_is_k8s_apis_older_name_listed_once() -> None:
@@ -240,6 +257,7 @@ def test_override_and_timeout_reach_the_processor() -> None:
 def test_eks_alone_still_gets_a_token_and_its_node_name() -> None:
     """eks builds an in-cluster client at start (the collector fails without a token)."""
     collector = {
+        "image": CONTRIB,  # eks is refused with our distribution
         "resourceDetection": {"detectors": ["eks"]},
         "kubernetesAttributes": {"enabled": False},
     }
