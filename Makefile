@@ -41,8 +41,11 @@ scan: tools
 
 # All tiers: unit, dataplane, controlplane, containers (the images are built first wherever
 # docker or podman works; elsewhere the containers tier skips saying why), kind (skips itself
-# without Docker and kind).
-test: tools lint scan
+# without Docker and kind). On a cold machine the images that need no tool (the Debian bases,
+# the Python images) build beside the tool build (tools/images/beside.sh), the rest after it.
+test: install system-deps
+	bash tools/images/beside.sh $(MAKE) --no-print-directory tools
+	$(MAKE) --no-print-directory lint scan
 	@if engine=$$(tools/images/engine.sh); then $(MAKE) --no-print-directory images CONTAINER_ENGINE=$$engine; \
 		else echo "[images] not built: the containers tier will skip"; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
