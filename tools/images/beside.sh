@@ -14,6 +14,9 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 early=${EARLY_IMAGES-operator kvnode python-agent}
 pid=""
+# `make -n test` runs this script too (its recipe line names $(MAKE)): build nothing then.
+make_flags=${MAKEFLAGS:-}
+[[ $make_flags != -* && ${make_flags%% *} == *n* ]] && early=""
 if [[ -n $early ]] && engine=$("$here/engine.sh" 2>/dev/null); then
   log=$(mktemp)
   trap 'rm -f "$log"' EXIT
