@@ -2,11 +2,14 @@
 
     .venv/bin/python benchmarks/kv.py [--duration 5] [--clients 32,128] [--keys 2000]
         [--rounds 3] [--tracing off,head-0.1,all-spans] [--secure off] [--etcd-paths json,grpc]
+        [--pure off]
 
 `--secure` names tracing configurations that also run a second time with the KV cluster's
 transport security on (TLS on both ports, mutual between peers, and a bearer token per
 request: what the operator renders by default), so the cost of TLS per operation shows as
-"tls / plain" ratios of throughput and server CPU per operation.
+"tls / plain" ratios of throughput and server CPU per operation. `--pure` names tracing
+configurations that also run with the node's pure-Python hot path (`KVNODE_PURE_PYTHON=1`,
+docs/kvnode.md) beside the compiled one, in the same rounds: the "pure / compiled" A/B.
 
 Each configuration runs three fresh `kvtrace node serve` processes on 127.0.x.y under
 `opentelemetry-instrument` (traces go to a local OTLP/HTTP sink that discards them). If an
@@ -139,7 +142,12 @@ def secure_files(root: Path, ips: list[str]) -> tuple[dict[str, str], Security]:
 
 
 def start_kvtrace(
-    root: Path, subnet: int, tracing: dict[str, str], sink: Sink, secure: bool = False
+    root: Path,
+    subnet: int,
+    tracing: dict[str, str],
+    sink: Sink,
+    secure: bool = False,
+    pure: bool = False,
 ) -> tuple[list[subprocess.Popen[bytes]], list[str], Security]:
     ips = [f"127.0.{subnet}.{i + 2}" for i in range(3)]
     security_env, security = secure_files(root, ips) if secure else ({}, Security())
@@ -165,6 +173,7 @@ def start_kvtrace(
                 "KVNODE_PEERS": peers,
                 "KVNODE_DATA_DIR": str(root / f"kv-{i}"),
                 "KVNODE_LOG_LEVEL": "warning",
+                "KVNODE_PURE_PYTHON": "1" if pure else "0",
                 **security_env,
             }
         )
@@ -587,12 +596,17 @@ def start_systems(
     that the caller stops what started even when a later one fails)."""
     subnet = 200
     secure = [name for name in args.secure.split(",") if name]
-    for name, tls in [(n, False) for n in args.tracing.split(",")] + [(n, True) for n in secure]:
-        root = tmp / f"{name}{'-tls' if tls else ''}"
+    pure = [name for name in args.pure.split(",") if name]
+    variants = [(n, False, False) for n in args.tracing.split(",")]
+    variants += [(n, True, False) for n in secure] + [(n, False, True) for n in pure]
+    for name, tls, slow in variants:
+        suffix = " tls+token" if tls else " pure" if slow else ""
+        root = tmp / f"{name}{suffix.replace(' ', '-').replace('+', '-')}"
         root.mkdir()
-        procs, endpoints, security = start_kvtrace(root, subnet, TRACING[name], sink, tls)
-        label = f"kvtrace tracing={name}{' tls+token' if tls else ''}"
-        clusters.append(Cluster(label, "kvtrace", procs, endpoints, security))
+        procs, endpoints, security = start_kvtrace(root, subnet, TRACING[name], sink, tls, slow)
+        clusters.append(
+            Cluster(f"kvtrace tracing={name}{suffix}", "kvtrace", procs, endpoints, security)
+        )
         subnet += 1
     paths = [] if args.no_etcd else args.etcd_paths
     etcd = find_etcd() if paths else None
@@ -731,6 +745,12 @@ def main() -> int:
         default=["json", "grpc"],
         help="how etcd is measured: json (its JSON gateway, the Python load generator), grpc "
         "(its gRPC API, benchmarks/etcdload with etcd's Go client); default json,grpc",
+    )
+    parser.add_argument(
+        "--pure",
+        default="",
+        help="comma list of --tracing names also measured with the pure-Python hot path "
+        "(KVNODE_PURE_PYTHON=1) beside the compiled one ('' for none)",
     )
     parser.add_argument("--no-etcd", action="store_true")
     args = parser.parse_args()

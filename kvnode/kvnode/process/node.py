@@ -8,7 +8,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from kvnode import telemetry
+from kvnode import implementation, telemetry
 from kvnode.faults import cut_off, partitions_file, protocol_versions
 from kvnode.metrics import Metrics
 from kvnode.process.config import Config
@@ -169,7 +169,7 @@ class Node:
         self._start_background()
         log.info(
             "kvnode %s serving clients on %s:%d, peers on %s:%d, %d members, tracing %s, TLS %s, "
-            "client tokens %s",
+            "client tokens %s, hot path %s",
             cfg.id,
             cfg.client_host,
             cfg.client_port,
@@ -181,6 +181,7 @@ class Node:
             else "off",
             "on (mutual between peers)" if creds.tls else "off",
             f"required ({len(creds.tokens)} client(s))" if creds.auth else "off",
+            implementation.active(),
         )
         await stop.wait()
         log.info("shutting down")

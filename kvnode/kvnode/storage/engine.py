@@ -144,10 +144,10 @@ class Store:
         self._loop_thread = threading.get_ident()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._outgoing: list[tuple[Any, ...]] = []  # queued in this loop iteration (_hand_over)
-        self._thread = threading.Thread(
+        self._writer_thread = threading.Thread(
             target=self._run, args=(writer,), name="kvnode-writer", daemon=True
         )
-        self._thread.start()
+        self._writer_thread.start()
         self.closed = False
         # Read cache (event loop thread only): key -> committed record, or None for "absent".
         # Updated by done callbacks of committed writes, which run before anyone is told the
@@ -539,7 +539,7 @@ class Store:
         self.closed = True
         self._hand_over()
         self._queue.put(_STOP)
-        self._thread.join(timeout=10)
+        self._writer_thread.join(timeout=10)
         self._scanner.submit(self._close_scan_conn)
         self._scanner.shutdown(wait=True)
         self._reader.close()
