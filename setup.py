@@ -33,9 +33,15 @@ def ext_modules() -> list[Any]:
         str(Path("kvnode", *name.split(".")).with_suffix(".py"))
         for name in spec["COMPILED_MODULES"]
     ]
-    # pyproject.toml's [tool.mypy] (strict) applies; third-party imports the build environment
-    # lacks are Any there, which the compiled code then checks no further than the sources do.
-    return list(mypycify(paths, opt_level="3", debug_level="0", group_name="kvnode._hotpath"))
+    # pyproject.toml's [tool.mypy] (strict) applies to the compiled modules. pip builds in an
+    # isolated environment without the node's dependencies (OpenTelemetry, uvloop): there they
+    # are Any, so strict mode's complaints about them (subclassing Any, `type: ignore` comments
+    # that only the real packages need) are not errors of the build, and modules that are not
+    # compiled are followed silently. `make lint` type-checks everything with the real packages.
+    relaxed = ["--follow-imports=silent", "--no-warn-unused-ignores", "--allow-subclassing-any"]
+    return list(
+        mypycify([*relaxed, *paths], opt_level="3", debug_level="0", group_name="kvnode._hotpath")
+    )
 
 
 setup(ext_modules=ext_modules())
