@@ -101,13 +101,16 @@ class Usage(threading.Thread):
                 return
 
 
-# Started in the operator's process (PYTHONPATH) with --tracemalloc: SIGUSR1 dumps a snapshot.
+# Started in the operator's process (PYTHONPATH) with --tracemalloc: SIGUSR1 dumps a snapshot
+# and the names of the modules imported so far.
 SITECUSTOMIZE = """
-import os, signal, tracemalloc
+import os, signal, sys, tracemalloc
 tracemalloc.start(int(os.environ["KVTRACE_BENCH_TRACEMALLOC"]))
 def dump(signum, frame):
-    path = os.environ["KVTRACE_BENCH_SNAPSHOTS"] + "/snapshot-%d" % len(os.listdir(
-        os.environ["KVTRACE_BENCH_SNAPSHOTS"]))
+    where = os.environ["KVTRACE_BENCH_SNAPSHOTS"]
+    path = where + "/snapshot-%d" % len([n for n in os.listdir(where) if "." not in n])
+    with open(path + ".modules", "w") as modules:
+        modules.write("\\n".join(sorted(sys.modules)))
     tracemalloc.take_snapshot().dump(path + ".tmp")
     os.rename(path + ".tmp", path)
 signal.signal(signal.SIGUSR1, dump)
@@ -128,7 +131,8 @@ class Snapshots:
             "KVTRACE_BENCH_SNAPSHOTS": str(self.dir),
         }
 
-    def take(self, pid: int, timeout: float = 120.0) -> tracemalloc.Snapshot:
+    def take(self, pid: int, timeout: float = 120.0) -> tuple[tracemalloc.Snapshot, set[str]]:
+        """A snapshot of the process's heap, and the modules it has imported."""
         index = len(list(self.dir.glob("snapshot-*[0-9]")))
         path = self.dir / f"snapshot-{index}"
         os.kill(pid, signal.SIGUSR1)
@@ -137,23 +141,37 @@ class Snapshots:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no tracemalloc snapshot from {pid} in {timeout:.0f}s")
             time.sleep(0.5)
-        return tracemalloc.Snapshot.load(str(path))
+        modules = set(Path(f"{path}.modules").read_text().split())
+        return tracemalloc.Snapshot.load(str(path)), modules
 
     @staticmethod
-    def report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> dict[str, Any]:
-        grown = after.compare_to(before, "lineno")
+    def report(
+        first: tuple[tracemalloc.Snapshot, set[str]], last: tuple[tracemalloc.Snapshot, set[str]]
+    ) -> dict[str, Any]:
+        """What grew from ``first`` to ``last``: the heap, by line, the modules imported
+        meanwhile (by package), and the allocations held that grew most, by traceback."""
+        (before, modules_before), (after, modules_after) = first, last
+        imported = Counter(name.split(".")[0] for name in modules_after - modules_before)
         return {
             "heap_mib_baseline": round(
                 sum(s.size for s in before.statistics("filename")) / 2**20, 1
             ),
             "heap_mib_after": round(sum(s.size for s in after.statistics("filename")) / 2**20, 1),
+            "modules_imported_after_baseline": dict(imported.most_common()),
             "grown_most": [
                 {
                     "where": str(stat.traceback[0]),
                     "size_diff_kib": round(stat.size_diff / 1024, 1),
                     "count_diff": stat.count_diff,
                 }
-                for stat in grown[:15]
+                for stat in after.compare_to(before, "lineno")[:15]
+            ],
+            "grown_most_by_traceback": [
+                {
+                    "frames": [str(frame) for frame in stat.traceback[-8:]],  # the innermost
+                    "size_diff_kib": round(stat.size_diff / 1024, 1),
+                }
+                for stat in after.compare_to(before, "traceback")[:10]
             ],
         }
 
@@ -466,12 +484,12 @@ class Client:
         self._run(work)
 
     def delete_all(self) -> None:
-        """Every KVCluster and TracingPipeline of the namespace, one deletecollection each."""
+        """Every KVCluster, then every TracingPipeline of the namespace (kubectl's order: a
+        pipeline gone first would re-render its clusters), one deletecollection each."""
 
         async def work(client: AsyncClient) -> None:
-            await asyncio.gather(
-                *(client.deletecollection(res, namespace=NAMESPACE) for res in RESOURCES.values())
-            )
+            for res in RESOURCES.values():
+                await client.deletecollection(res, namespace=NAMESPACE)
 
         self._run(work)
 
@@ -515,6 +533,20 @@ def measure(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> dict
     snapshots = Snapshots(work, args.tracemalloc) if args.tracemalloc else None
     env = dict(item.split("=", 1) for item in args.operator_env)
     process = start_operator(cluster, work, args, {**env, **(snapshots.env if snapshots else {})})
+    try:
+        return run_phases(cluster, work, args, process, snapshots)
+    finally:
+        process.stop(timeout=15)
+
+
+def run_phases(
+    cluster: LocalCluster,
+    work: Path,
+    args: argparse.Namespace,
+    process: Any,
+    snapshots: Snapshots | None,
+) -> dict[str, Any]:
+    """Baseline, the three phases, and what is left after them (the operator runs)."""
     usage = Usage(int(process.pid))
     usage.start()
     time.sleep(args.settle)
@@ -580,7 +612,6 @@ def measure(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> dict
         if snapshots and first
         else {}
     )
-    process.stop(timeout=15)
     return {
         "phases": phases,
         "rss": rss,
@@ -683,8 +714,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def interrupted(signum: int, frame: Any) -> None:
+    """SIGTERM, or SIGINT (which a shell leaves ignored in a background job): stop the local
+    cluster and the operator on the way out, not leave them running."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupted)
     load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="kvtrace-operator-scale-") as tmp:
         work = Path(tmp)

@@ -126,6 +126,7 @@ def run(args: Any) -> int:
         configure(settings, args)
         # The run's state (handlers/runtime.py): kopf hands its live indices to startup too.
         memo.runtime = handlers.start(k8s.make_client(), options, kwargs)
+        await k8s.refresh_pool(memo.runtime.client)  # the HTTP stack loads now, not mid-burst
         METRICS.state.sizes = memo.runtime.sizes
         memo.metrics = await serve_metrics(getattr(args, "metrics_port", 0))
         if serving is not None:

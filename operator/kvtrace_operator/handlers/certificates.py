@@ -52,9 +52,11 @@ async def prepare(
     server refuses: then nothing was written)."""
     client, meta = runtime.client, pipeline["metadata"]
     await validate_changed(runtime, pipeline, children)
-    # The owner's Certificates are pruned (a LIST) when the rendered set changed, or first.
+    # The owner's Certificates are pruned (a LIST) when the rendered set changed, or first;
+    # not for a new owner (no status yet: never reconciled) that renders none.
     kept = certificates.certificate_names(dict(pipeline))
-    prune = runtime.certificates_kept.get(meta["uid"]) != kept
+    known = runtime.certificates_kept.get(meta["uid"])
+    prune = known != kept and not (known is None and not kept and not pipeline.get("status"))
     prepared = await certificates.prepare(runtime.secret_data, dict(pipeline), prune=prune)
     runtime.certificates_kept[meta["uid"]] = kept
     if prepared.actions:

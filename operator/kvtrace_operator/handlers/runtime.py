@@ -33,6 +33,7 @@ from kvtrace_operator.k8s import (
     Seen,
     TracingPipeline,
     get_object,
+    refresh_pool,
 )
 from kvtrace_operator.render.images import DEFAULT_IMAGES, Images
 from kvtrace_operator.render.secret_refs import Found
@@ -195,10 +196,13 @@ class Runtime:
     # the data of the Secrets the operator reads, while the Secret watch sees them unchanged
     secret_data: SecretData = dataclasses.field(init=False)
     _release: asyncio.TimerHandle | None = dataclasses.field(default=None, init=False)
+    _releasing: asyncio.Task[None] | None = dataclasses.field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.requests = Requests(self)
-        self.secret_data = SecretData(self.client, self.secret_version)
+        self.secret_data = SecretData(
+            self.client, self.secret_version, watching=SECRETS_INDEX in self.indices
+        )
 
     def secret_version(self, namespace: str, name: str) -> str | None:
         """The resourceVersion the Secret watch saw last (None: it saw none)."""
@@ -274,6 +278,11 @@ class Runtime:
 
     def _released(self) -> None:
         self._release = None
+        self._releasing = asyncio.get_running_loop().create_task(self._release_memory())
+
+    async def _release_memory(self) -> None:
+        """The connections idle since the burst closed (refresh_pool), then release_memory."""
+        await refresh_pool(self.client)
         release_memory()
 
     def _forget_uid(self, uid: str) -> None:

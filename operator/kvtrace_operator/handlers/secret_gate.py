@@ -21,7 +21,6 @@ Imports no handler module but common and runtime.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
@@ -98,8 +97,12 @@ async def check(
     for, without a warning). The Secrets' versions come from the Secret watch's index when
     it has them (Runtime.secret_seen), else they are read."""
     client, namespace = runtime.client, owner["metadata"]["namespace"]
-    known = functools.partial(runtime.secret_seen, namespace)
-    written = await create_generated_first(client, children, namespace, known)
+
+    def known(name: str) -> Found | None:
+        """As the Secret watch saw it last, else as this operator wrote it (not seen yet)."""
+        return runtime.secret_seen(namespace, name) or runtime.secret_data.found(namespace, name)
+
+    written = await create_generated_first(runtime, children, namespace, known)
     refs = referenced_secrets(children)
     used = {ref.name for obj in children for ref in workload_secret_refs(obj)}
     found = await k8s.read_secrets(client, namespace, used, known)
@@ -114,7 +117,7 @@ async def check(
 
 
 async def create_generated_first(
-    client: AsyncClient,
+    runtime: Runtime,
     children: list[dict[str, Any]],
     namespace: str,
     known: Callable[[str], Found | None],
@@ -124,17 +127,16 @@ async def create_generated_first(
     then rolls the pods that read it, and a new cluster's members do not restart once it
     exists. The render was dry-run before (handlers/certificates.py): an invalid one never
     gets here and leaves nothing behind. Returns them as the API server did (without data)."""
-    own = [obj for obj in children if is_generated(obj)]
-    found = (
-        await k8s.read_secrets(client, namespace, {obj["metadata"]["name"] for obj in own}, known)
-        if own
-        else {}
-    )
-    missing = [obj for obj in own if found.get(obj["metadata"]["name"]) is None]
+    # the ones the watch has not seen: ensure_generated reads each (made by an earlier run?)
+    missing = [
+        obj for obj in children if is_generated(obj) and known(obj["metadata"]["name"]) is None
+    ]
     written = {}
     with k8s.request_priority(k8s.FIRST):  # the pipeline's token file waits for these
         for obj in missing:
-            written[k8s.child_key(obj)], _ = await ensure_generated(client, obj, namespace)
+            written[k8s.child_key(obj)], _ = await ensure_generated(
+                runtime.client, obj, namespace, keep=runtime.secret_data
+            )
     return written
 
 

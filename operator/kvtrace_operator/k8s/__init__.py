@@ -27,6 +27,7 @@ from kvtrace_operator.k8s.client import (
     get_object,
     make_client,
     patch_status,
+    refresh_pool,
     request_priority,
     resource_class,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "read_secrets",
     "read_tokens",
     "read_workloads",
+    "refresh_pool",
     "request_priority",
     "resource_class",
     "seen",

@@ -142,7 +142,14 @@ def managed_secrets(
     return objects
 
 
-async def read_data(secret_data: SecretData, name: str, namespace: str) -> dict[str, str]:
+async def read_data(
+    secret_data: SecretData, name: str, namespace: str, *, new_owner: bool = False
+) -> dict[str, str]:
+    """A Secret's decoded data ({} when it does not exist). For a ``new_owner`` (never
+    reconciled: no status yet) a Secret the running Secret watch has not seen is taken as
+    absent without a read: nobody made its TLS Secrets yet."""
+    if new_owner and secret_data.unseen(namespace, name):
+        return {}
     return tls.decoded(await secret_data.get(name, namespace))
 
 
@@ -151,9 +158,11 @@ async def prepare_managed(
 ) -> Prepared:
     name, namespace = tls.base_name(pipeline), names.namespace_of(pipeline)
     wanted = leaf_specs(pipeline, spec)
-    ca_data = await read_data(secret_data, tls.ca_secret(name), namespace)
+    new_owner = not pipeline.get("status")
+    ca_data = await read_data(secret_data, tls.ca_secret(name), namespace, new_owner=new_owner)
     leaf_data = {
-        leaf.secret: await read_data(secret_data, leaf.secret, namespace) for leaf in wanted
+        leaf.secret: await read_data(secret_data, leaf.secret, namespace, new_owner=new_owner)
+        for leaf in wanted
     }
     state, actions = rotation.rotate(
         state_of(ca_data, leaf_data),
@@ -166,7 +175,9 @@ async def prepare_managed(
     current = {
         tls.ca_secret(name): ca_data,
         **leaf_data,
-        tls.trust_secret(name): await read_data(secret_data, tls.trust_secret(name), namespace),
+        tls.trust_secret(name): await read_data(
+            secret_data, tls.trust_secret(name), namespace, new_owner=new_owner
+        ),
     }
     # the changed ones now (the workloads wait for them); the others go with the children
     written: dict[tuple[str, str], dict[str, Any]] = {}

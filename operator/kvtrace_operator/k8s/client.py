@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import heapq
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -18,6 +19,8 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
 from kvtrace.shared import api
+
+log = logging.getLogger("kvtrace_operator")
 
 KVCluster = create_namespaced_resource(api.GROUP, api.VERSION, api.KVCLUSTER, api.KVCLUSTER_PLURAL)
 TracingPipeline = create_namespaced_resource(
@@ -120,6 +123,20 @@ def make_client(timeout: float = 30.0, in_flight: int = IN_FLIGHT) -> AsyncClien
     adapter = client._client._client  # noqa: SLF001 - lightkube takes no transport of its own
     adapter._transport = InFlight(adapter._transport, in_flight)  # noqa: SLF001 - as above
     return client
+
+
+async def refresh_pool(client: AsyncClient) -> None:
+    """One cheap request (``GET /version``: any authenticated user may) through ``client``'s
+    connection pool, best effort. At startup it loads the HTTP stack (httpcore2, anyio, h11,
+    h2 and what they import: ~2 MiB of modules, imported on the first request), so the
+    baseline memory holds it; after a burst it lets the pool close the connections idle past
+    their keep-alive (each holds an asyncio TLS buffer of 128 KiB): the pool looks only when a
+    request comes, and an idle operator sends none."""
+    adapter = client._client._client  # noqa: SLF001 - lightkube has no raw request of its own
+    try:
+        await adapter.get("/version")
+    except httpx2.HTTPError as exc:
+        log.debug("GET /version failed: %s", exc)
 
 
 def request_resource(path: str) -> str:

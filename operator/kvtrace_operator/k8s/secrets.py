@@ -58,13 +58,19 @@ class SecretData:
     token set), each kept with the resourceVersion it was read at and served again while
     ``version`` (the Secret watch: handlers/secret_watch.py) reports that same version: a
     reconcile of an unchanged owner reads no Secret from the API server. A Secret the watch
-    has not seen (or without ``version``) is read every time. An entry goes when its Secret is
-    deleted (``forget``, from the Secret watch); the data is never logged."""
+    has not seen (or without ``version``) is read every time, unless the operator wrote it
+    itself and the watch runs (``watching``): then what it wrote is the newest there is until
+    the watch reports it. An entry goes when its Secret is deleted (``forget``, from the
+    Secret watch); the data is never logged."""
 
     def __init__(
-        self, client: AsyncClient, version: Callable[[str, str], str | None] | None = None
+        self,
+        client: AsyncClient,
+        version: Callable[[str, str], str | None] | None = None,
+        *,
+        watching: bool = False,
     ) -> None:
-        self.client, self.version = client, version
+        self.client, self.version, self.watching = client, version, watching
         self._entries: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
 
     def __len__(self) -> int:
@@ -75,7 +81,7 @@ class SecretData:
         key = (namespace, name)
         current = self.version(namespace, name) if self.version else None
         kept = self._entries.get(key)
-        if kept is not None and current is not None and kept[0] == current:
+        if kept is not None and (kept[0] == current or (current is None and self.watching)):
             return kept[1]
         secret = await get_object(self.client, Secret, name, namespace)
         if secret is None:
@@ -110,6 +116,22 @@ class SecretData:
 
     def holds(self, namespace: str, name: str) -> bool:
         return (namespace, name) in self._entries
+
+    def found(self, namespace: str, name: str) -> Found | None:
+        """The version and key names of a Secret kept here (None: none is)."""
+        kept = self._entries.get((namespace, name))
+        return None if kept is None else Found(kept[0], frozenset(kept[1]["data"]))
+
+    def unseen(self, namespace: str, name: str) -> bool:
+        """True when the Secret watch runs and has seen no such Secret, nor was it written
+        here: it does not exist yet, and the watch's event will say when it does (only for
+        Secrets of a watched namespace)."""
+        return (
+            self.watching
+            and self.version is not None
+            and self.version(namespace, name) is None
+            and (namespace, name) not in self._entries
+        )
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a Secret that was deleted."""
@@ -155,13 +177,18 @@ def earlier_owner(existing: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
 
 
 async def ensure_generated(
-    client: AsyncClient, obj: Mapping[str, Any], namespace: str, attempts: int = 3
+    client: AsyncClient,
+    obj: Mapping[str, Any],
+    namespace: str,
+    attempts: int = 3,
+    keep: SecretData | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Create the rendered Secret with a random token in its generated key unless it exists.
     An existing one keeps its token; only when it has none (it was applied without data, e.g.
     from ``kvtrace render`` output, and carries our managed-by label) the key is added, once.
     One left by an earlier owner of the same name (``earlier_owner``) is deleted and made
-    again with a new token. Returns (the Secret without data, created)."""
+    again with a new token. Returns (the Secret without data, created); ``keep``: the
+    SecretData that keeps the one created (its token is read next: the pipeline's token file)."""
     name = obj["metadata"]["name"]
     existing = await get_object(client, Secret, name, namespace)
     if existing is not None and attempts > 0 and earlier_owner(existing, obj):
@@ -192,7 +219,9 @@ async def ensure_generated(
     except ApiError as exc:
         if exc.status.code != 409:  # created meanwhile (another reconcile): keep that one
             raise
-        return await ensure_generated(client, obj, namespace, attempts - 1)
+        return await ensure_generated(client, obj, namespace, attempts - 1, keep)
+    if keep is not None:
+        keep.remember(created, written=True)
     return metadata_only({"apiVersion": "v1", "kind": "Secret", **created}), True
 
 
@@ -219,6 +248,13 @@ async def read_tokens(
     problems: list[str] = []
     waiting: list[str] = []
     for consumer in consumers:
+        if (
+            consumer.generated
+            and not consumer.namespace
+            and secret_data.unseen(namespace, consumer.secret)
+        ):
+            waiting.append(consumer.label)  # its owner's reconcile makes it: no read until then
+            continue
         secret = await secret_data.get(consumer.secret, consumer.namespace or namespace)
         where = f"Secret {consumer.namespace or namespace}/{consumer.secret}"
         value = None if secret is None else _decoded(secret, consumer.key)

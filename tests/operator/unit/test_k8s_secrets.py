@@ -108,6 +108,43 @@ async def test_tokens_ready_is_true_once_the_file_holds_every_consumer() -> None
     assert server.tokens() == [("pipeline-token", "pipeline"), ("a-token", "KVCluster/a")]
 
 
+async def test_with_the_watch_running_what_it_has_not_seen_is_not_read_needlessly() -> None:
+    """With the Secret watch running: a KVCluster's token Secret it has not seen does not
+    exist yet (its event brings the pipeline back): awaited, not read; one in another
+    namespace (an injected workload's, maybe unwatched) is read. A Secret the operator wrote
+    itself is served as written until the watch reports it; without the watch it is read."""
+    server = Secrets(
+        secret("traces-otlp-token", "token", "pipeline-token"),
+        secret("traces-otlp-tokens", TOKEN_SET_KEY, "nobody placeholder-no-consumer\n"),
+    )
+    versions = {("ns1", "traces-otlp-token"): "1", ("ns1", "traces-otlp-tokens"): "1"}
+    data = k8s.SecretData(
+        client_for(server), lambda ns, name: versions.get((ns, name)), watching=True
+    )
+    cond = await secret_gate.sync_tokens(data, PIPELINE, [("KVCluster", "a")])
+    assert cond is not None and cond["reason"] == "TokenPending", cond
+    assert "a-otlp-client-token" not in server.reads
+    assert data.unseen("ns1", "a-otlp-client-token") and not data.unseen("ns1", "traces-otlp-token")
+    entries, _, waiting = await k8s.read_tokens(
+        data, "ns1", [k8s.secrets.consumer_tokens.workload_consumer("other", "Deployment/w", "w")]
+    )
+    assert server.reads[-1] == "w" and waiting == ["workload/other/Deployment/w"]
+
+    written = secret("tls", "tls.crt", "pem") | {
+        "metadata": {"name": "tls", "namespace": "ns1", "resourceVersion": "5"}
+    }
+    data.remember(written, written=True)
+    reads = len(server.reads)
+    assert (await data.get("tls", "ns1") or {})["data"] == written["data"]
+    assert len(server.reads) == reads and data.found("ns1", "tls") == Found(
+        "5", frozenset({"tls.crt"})
+    )
+    unwatched = k8s.SecretData(client_for(server), lambda ns, name: versions.get((ns, name)))
+    unwatched.remember(written, written=True)
+    assert await unwatched.get("tls", "ns1") is None and server.reads[-1] == "tls"
+    assert not unwatched.unseen("ns1", "a-otlp-client-token")
+
+
 async def test_secrets_the_watch_saw_are_not_read_again() -> None:
     """Versions and key names come from the watch's index; a Secret it has not seen (created
     a moment ago, or missing) is read."""
