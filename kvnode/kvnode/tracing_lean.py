@@ -393,7 +393,7 @@ class LeanTracer:
         context), without its general path."""
         trace_id = self.ids.generate_trace_id()
         export: LeanExport | RetroBuffer = self.export
-        flags = self.root_flags
+        flags: int = self.root_flags
         if trace_id & _TRACE_ID_LIMIT >= self.root_bound:  # type: ignore[operator]
             if self.retro is None:
                 return INVALID_SPAN
