@@ -61,10 +61,12 @@ async def test_hints_persist_until_deleted(tmp_path: Path) -> None:
     store = Store(str(tmp_path))
     try:
         assert store.hint_counts() == {"n2": 2}
+        assert store.has_hints(("n1", "n2")) and not store.has_hints(("n1", "n3"))
+        assert not store.has_hints(())
         batch = store.hints_for("n2")
         assert [r.key for _, r in batch] == [b"a", b"b"]
         await store.delete_hints([i for i, _ in batch])
-        assert store.hint_counts() == {}
+        assert store.hint_counts() == {} and not store.has_hints(("n2",))
     finally:
         store.close()
 

@@ -104,8 +104,7 @@ class Cluster:
         """Streamed for the current target ring, and no hints waiting for one of its members."""
         if self.streamed_fp != membership.fingerprint(self.view.target.members):
             return False
-        hints = self.store.hint_counts()
-        return not any(hints.get(m) for m in self.view.target.ids)
+        return not self.store.has_hints(self.view.target.ids)
 
     def learn(self, status: Status) -> None:
         """Record a peer's status; a node that just started takes a change in progress from it."""

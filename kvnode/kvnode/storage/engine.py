@@ -523,6 +523,15 @@ class Store:
         rows = self._reader.execute("SELECT target, count(*) FROM hints GROUP BY target").fetchall()
         return dict(rows)
 
+    def has_hints(self, targets: Sequence[str]) -> bool:
+        """Whether a hint waits for any of ``targets``: one probe of the (target, id) index,
+        where :meth:`hint_counts` counts every pending hint."""
+        if not targets:
+            return False
+        marks = ",".join("?" * len(targets))
+        query = f"SELECT 1 FROM hints WHERE target IN ({marks}) LIMIT 1"
+        return self._reader.execute(query, tuple(targets)).fetchone() is not None
+
     def hints_for(self, target: str, limit: int = 256) -> list[tuple[int, Record]]:
         rows = self._reader.execute(
             "SELECT id, key, value, version, tombstone FROM hints WHERE target = ? ORDER BY id LIMIT ?",
