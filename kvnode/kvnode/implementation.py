@@ -113,7 +113,8 @@ def select(environ: dict[str, str] | None = None, package_dir: Path | None = Non
         if stale:
             warnings.warn(
                 f"kvnode: compiled modules older than their sources ({', '.join(stale)}): "
-                "running the pure-Python modules; reinstall (make install) to recompile",
+                "running the pure-Python modules; recompile with "
+                "`.venv/bin/pip install --no-deps -e .` (or `touch pyproject.toml && make install`)",
                 RuntimeWarning,
                 stacklevel=2,
             )
