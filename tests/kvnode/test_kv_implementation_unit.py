@@ -26,6 +26,9 @@ VECTOR_FILES = [
     "tests/kvnode/test_kv_implementation_unit.py",
 ]
 ACTIVE = "import kvnode.implementation as i; print(i.active())"
+# Sources edited after an in-place build run pure, with a warning (a developer's tree; never a
+# fresh install): what the compiled-install checks below then expect.
+STALE = implementation.stale_modules(Path(implementation.__file__).parent)
 
 
 def _python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -52,13 +55,14 @@ def test_flag_reads_on_off_and_names_the_variable_otherwise() -> None:
 def test_this_process_runs_what_its_environment_selects() -> None:
     pure = implementation.flag("KVNODE_PURE_PYTHON", os.environ.get("KVNODE_PURE_PYTHON"))
     built_pure = implementation.flag("KVTRACE_BUILD_PURE", os.environ.get("KVTRACE_BUILD_PURE"))
-    assert implementation.active() == ("pure" if pure or built_pure else "compiled")
+    assert implementation.active() == ("pure" if pure or built_pure or STALE else "compiled")
 
 
 @pytest.mark.skipif(
     implementation.flag("KVTRACE_BUILD_PURE", os.environ.get("KVTRACE_BUILD_PURE")),
     reason="KVTRACE_BUILD_PURE=1: installed without the compiled modules",
 )
+@pytest.mark.skipif(bool(STALE), reason=f"sources edited since the in-place build: {STALE}")
 def test_the_install_compiled_the_hot_path_and_the_variable_selects_it(tmp_path: Path) -> None:
     compiled = _python(ACTIVE, tmp_path, KVNODE_PURE_PYTHON="0")
     assert compiled.returncode == 0 and compiled.stdout.strip() == "compiled", compiled.stderr
