@@ -49,8 +49,8 @@ INTERNAL = SpanKind.INTERNAL
 _fields: frozenset[str] = frozenset()
 _lean_span: type | None = None  # tracing_lean.LeanSpan when the lean path is active
 _held_remote: Any = None  # tracing_lean.HeldRemoteSpan when a replica may hold spans raw
-# W3C trace flags (two hex digits) with the sampled bit clear, and their value
-_UNSAMPLED_FLAGS = {f"{i:02x}": i for i in range(0, 256, 2)}
+# W3C trace flags (two hex digits) with the sampled bit clear
+_UNSAMPLED_FLAGS = frozenset(f"{i:02x}" for i in range(0, 256, 2))
 
 
 @dataclass(frozen=True)
@@ -276,22 +276,13 @@ def replica_span(
     the attributes `build(*args)` returns (`describe`). With retroactive sampling, under an
     unsampled parent in the common form (as our peers send it), only the trace and parent ids
     are parsed and no span is made unless the trace is kept (`tracing_lean.HeldRemoteSpan`)."""
-    if (
-        _held_remote is not None
-        and len(traceparent) == 55
-        and traceparent.startswith("00-")
-        and traceparent[35] == "-" == traceparent[52]
-    ):
-        flags = _UNSAMPLED_FLAGS.get(traceparent[53:])
-        if flags is not None:
-            try:
-                trace_id, parent_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
-            except ValueError:
-                trace_id = parent_id = 0
-            if trace_id > 0 and parent_id > 0:
-                return _held_remote(  # type: ignore[no-any-return]
-                    LEAN, name, trace_id, parent_id, flags, tracestate, (build, args)
-                )
+    if _held_remote is not None and traceparent[53:] in _UNSAMPLED_FLAGS:
+        common = _common_traceparent(traceparent)
+        if common is not None:
+            trace_id, parent_id, flags = common
+            return _held_remote(  # type: ignore[no-any-return]
+                LEAN, name, trace_id, parent_id, flags, tracestate, (build, args)
+            )
     span = start_remote(name, SERVER, {}, traceparent, tracestate)
     describe(span, build, *args)
     return span
