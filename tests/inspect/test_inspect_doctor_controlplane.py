@@ -144,8 +144,20 @@ def test_doctor_passes_then_flags_a_stopped_jaeger(
         timeout=TIMEOUT,
         message="Jaeger stopped",
     )
+    # The local pod runner restarts the collector when a Service its config names loses its
+    # last backend (a kubelet would not): wait until it accepts OTLP again, so that what the
+    # doctor reports is the stopped Jaeger and nothing else.
     for extra in ((), ("--jaeger", f"http://{jaeger_url}")):
-        result = doctor(*extra)
+        result = poll(
+            lambda extra=extra: (
+                r
+                if statuses((r := doctor(*extra)).stdout).get("collector accepts OTLP") == "PASS"
+                else None
+            ),
+            timeout=TIMEOUT,
+            interval=2,
+            message="the collector accepts OTLP with Jaeger stopped",
+        )
         found = statuses(result.stdout)
         assert result.returncode == 1, result.stdout + result.stderr
         assert found["canary trace reaches Jaeger"] == "FAIL", result.stdout
