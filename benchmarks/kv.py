@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/kv.py [--duration 5] [--clients 32,128] [--keys 2000]
         [--rounds 3] [--tracing off,head-0.1,all-spans] [--secure off] [--etcd-paths json,grpc]
-        [--pure off]
+        [--pure off] [--loadgen python,go] [--baseline DIR]
 
 `--secure` names tracing configurations that also run a second time with the KV cluster's
 transport security on (TLS on both ports, mutual between peers, and a bearer token per
@@ -10,14 +10,21 @@ request: what the operator renders by default), so the cost of TLS per operation
 "tls / plain" ratios of throughput and server CPU per operation. `--pure` names tracing
 configurations that also run with the node's pure-Python hot path (`KVNODE_PURE_PYTHON=1`,
 docs/kvnode.md) beside the compiled one, in the same rounds: the "pure / compiled" A/B.
+`--baseline DIR` (a source tree of another commit: `git worktree add --detach DIR COMMIT`;
+repeatable) adds an untraced cluster running DIR's node code ("kvtrace tracing=off baseline
+DIRNAME"), pure Python as DIR has no compiled modules, beside "kvtrace tracing=off pure" (this
+tree's code, pure too) in the same rounds: the A/B of a change to the node.
 
 Each configuration runs three fresh `kvtrace node serve` processes on 127.0.x.y under
 `opentelemetry-instrument` (traces go to a local OTLP/HTTP sink that discards them). If an
 etcd binary is found (the local stack's ~/.cache/kvtrace/tools/etcd-3.6.16/etcd, or `etcd` on
-PATH) a 3-member etcd cluster joins, measured through two paths: its JSON gateway (with
-`kvtrace bench`'s load generator, like kvtrace) and its own gRPC API with etcd's official Go
-client (benchmarks/etcdload, built once into the tool cache; etcd's best figure). All systems
-are started and preloaded first; then QUORUM writes and QUORUM reads (etcd: puts and
+PATH) a 3-member etcd cluster joins, measured through two paths: its JSON gateway and its own
+gRPC API with etcd's official Go client (etcd's best figure). Two load generators (`--loadgen`)
+drive kvtrace and the JSON gateway: `python` (`kvtrace bench`'s, ~20-30 µs of CPU per
+operation: what an application using the Python client sees) and `go` (benchmarks/etcdload's
+HTTP mode, a few µs per operation, so that it takes little of the cores from the servers;
+the same program drives etcd's gRPC path; built once into the tool cache). Systems measured by
+the Go generator are named "... (Go client)". All systems are started and preloaded first; then QUORUM writes and QUORUM reads (etcd: puts and
 linearizable ranges; 100-byte values) at each `--clients` count run round-robin over them
 `--rounds` times, so that each sees the same mix of machine load, and the median round is
 reported; last, 1 client each for the unloaded latency. Prints a JSON document and tables with
@@ -148,7 +155,10 @@ def start_kvtrace(
     sink: Sink,
     secure: bool = False,
     pure: bool = False,
+    source: Path | None = None,
 ) -> tuple[list[subprocess.Popen[bytes]], list[str], Security]:
+    """Three nodes on 127.0.SUBNET.2-4; ``source``: run the node code of that source tree
+    (another commit's checkout, pure Python) instead of this one's."""
     ips = [f"127.0.{subnet}.{i + 2}" for i in range(3)]
     security_env, security = secure_files(root, ips) if secure else ({}, Security())
     ports = [(free_port(ip), free_port(ip)) for ip in ips]
@@ -173,10 +183,12 @@ def start_kvtrace(
                 "KVNODE_PEERS": peers,
                 "KVNODE_DATA_DIR": str(root / f"kv-{i}"),
                 "KVNODE_LOG_LEVEL": "warning",
-                "KVNODE_PURE_PYTHON": "1" if pure else "0",
+                "KVNODE_PURE_PYTHON": "1" if pure or source is not None else "0",
                 **security_env,
             }
         )
+        if source is not None:  # its packages first on the path, before this tree's
+            env["PYTHONPATH"] = os.pathsep.join(str(source / d) for d in ("kvnode", "src"))
         cmd = [str(BIN / "opentelemetry-instrument"), str(BIN / "kvtrace"), "node", "serve"]
         log = open(root / f"kv-{i}.log", "wb")  # noqa: SIM115 - the child's, for its lifetime
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -275,6 +287,10 @@ UNLOADED = (
 )
 MAX_CLIENTS = 4096  # kvnode.bench.BenchConfig's and etcdload's limit
 ETCD_PATHS = {"json": "etcd (JSON gateway)", "grpc": "etcd (gRPC, Go client)"}
+GO_CLIENT = " (Go client)"  # the suffix of a system measured by etcdload's HTTP mode
+ETCD_JSON_GO = "etcd (JSON gateway, Go client)"
+ETCD_SYSTEMS = (*ETCD_PATHS.values(), ETCD_JSON_GO)
+LOADGENS = ("python", "go")
 # Printed beside every comparison with etcd, and kept in the JSON.
 WHAT_DIFFERS = (
     "What differs: etcd is linearizable (Raft: one leader orders every write, and a "
@@ -311,6 +327,26 @@ def parse_etcd_paths(text: str) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
+def parse_loadgens(text: str) -> list[str]:
+    """``--loadgen``: a non-empty comma list of ``python`` and ``go``."""
+    gens = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not gens or any(g not in LOADGENS for g in gens):
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of {', '.join(LOADGENS)} (at least one), got {text!r}"
+        )
+    return gens
+
+
+def baseline_tree(text: str) -> Path:
+    """``--baseline``: a kvtrace source tree (it holds kvnode/kvnode and src/kvtrace)."""
+    tree = Path(text).resolve()
+    if not (tree / "kvnode" / "kvnode").is_dir() or not (tree / "src" / "kvtrace").is_dir():
+        raise argparse.ArgumentTypeError(
+            f"expected a kvtrace source tree (with kvnode/kvnode and src/kvtrace), got {text!r}"
+        )
+    return tree
+
+
 def client_counts(args: argparse.Namespace) -> list[int]:
     """The run's client counts (benchmarks/tracing_overhead.py passes one int)."""
     return list(args.clients) if isinstance(args.clients, list) else [args.clients]
@@ -322,11 +358,17 @@ def phase_key(phase: str, clients: int, counts: Sequence[int]) -> str:
     return phase if len(counts) == 1 else f"{phase}@{clients}"
 
 
-def etcdload_command(binary: Path, cfg: BenchConfig) -> list[str]:
-    """The Go load generator's command line for the same workload as ``cfg``."""
+def etcdload_command(binary: Path, cfg: BenchConfig, api: str = "grpc") -> list[str]:
+    """The Go load generator's command line for the same workload as ``cfg`` over ``api``
+    (``grpc`` or ``etcd-json`` for etcd, ``kvtrace`` with ``cfg.consistency``)."""
     if cfg.distribution != "uniform" or cfg.ops:
         raise ValueError("etcdload runs uniform keys until the duration (no zipfian, no --ops)")
-    cmd = [str(binary), "-endpoints", ",".join(cfg.endpoints), "-clients", str(cfg.clients)]
+    if cfg.security != PLAIN or any(e.startswith("https:") for e in cfg.endpoints):
+        raise ValueError("etcdload speaks plain HTTP: no TLS, no token")
+    cmd = [str(binary), "-api", api]
+    if api == "kvtrace":
+        cmd += ["-consistency", cfg.consistency]
+    cmd += ["-endpoints", ",".join(cfg.endpoints), "-clients", str(cfg.clients)]
     cmd += ["-duration", f"{cfg.duration}s", "-keys", str(cfg.keys)]
     cmd += ["-value-size", str(cfg.value_size), "-write-ratio", str(cfg.write_ratio)]
     cmd += ["-prefix", cfg.key_prefix, "-timeout", f"{cfg.timeout}s", "-seed", str(cfg.seed)]
@@ -440,21 +482,28 @@ class Cluster:
         return out
 
 
-class EtcdGrpcCluster(Cluster):
-    """etcd through its own gRPC API: the same members, loaded by benchmarks/etcdload (etcd's
-    official Go client) in a child process instead of the Python load generator."""
+class GoCluster(Cluster):
+    """A system loaded by benchmarks/etcdload in a child process instead of the Python load
+    generator: etcd's gRPC API (etcd's official Go client), or over HTTP etcd's JSON gateway
+    or kvtrace's API (``api``), the same members as the Python-loaded system's."""
 
     def __init__(
-        self, name: str, procs: list[subprocess.Popen[bytes]], endpoints: list[str], binary: Path
+        self,
+        name: str,
+        target: str,
+        procs: list[subprocess.Popen[bytes]],
+        endpoints: list[str],
+        binary: Path,
+        api: str,
     ):
-        super().__init__(name, "etcd", procs, endpoints)
-        self.binary = binary
+        super().__init__(name, target, procs, endpoints)
+        self.binary, self.api = binary, api
 
     def load(self, cfg: BenchConfig) -> tuple[Result, float]:
         cfg.validate()
         before = client_cpu_seconds(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(
-            etcdload_command(self.binary, cfg),
+            etcdload_command(self.binary, cfg, self.api),
             capture_output=True,
             text=True,
             timeout=cfg.duration + cfg.timeout + 60,
@@ -519,6 +568,12 @@ def cpu_per_op(result: Result) -> float | None:
     return None if value is None else float(value)
 
 
+def client_cpu_per_op(result: Result) -> float | None:
+    """The load generator's CPU µs per operation of a measurement (None when not measured)."""
+    value = result.by_operation.get("client_cpu", {}).get("us_per_op")
+    return None if value is None else float(value)
+
+
 def ratios_to(
     base_name: str, results: dict[str, dict[str, Result]], invert: bool = False
 ) -> dict[str, float]:
@@ -540,20 +595,41 @@ def ratios_to(
     return ratios
 
 
+def traced_ratios(base_name: str, kvtrace: dict[str, dict[str, Result]]) -> dict[str, float]:
+    """Every kvtrace configuration over the untraced one measured by the same load generator,
+    and the Go-loaded untraced cluster over the Python-loaded one (what the generator changes)."""
+    go = {n: r for n, r in kvtrace.items() if n.endswith(GO_CLIENT)}
+    python = {n: r for n, r in kvtrace.items() if n not in go}
+    ratios = ratios_to(base_name, python) | ratios_to(base_name + GO_CLIENT, go)
+    if base_name in kvtrace and base_name + GO_CLIENT in kvtrace:
+        both = {name: kvtrace[name] for name in (base_name, base_name + GO_CLIENT)}
+        ratios |= ratios_to(base_name, both)
+    return ratios
+
+
 def split_etcd(
     results: dict[str, dict[str, Result]],
 ) -> tuple[dict[str, dict[str, Result]], dict[str, dict[str, Result]]]:
     """The run's kvtrace configurations and its etcd paths, apart."""
-    etcd = {name: res for name, res in results.items() if name in ETCD_PATHS.values()}
+    etcd = {name: res for name, res in results.items() if name in ETCD_SYSTEMS}
     return {n: r for n, r in results.items() if n not in etcd}, etcd
 
 
 def vs_etcd(results: dict[str, dict[str, Result]], base_name: str) -> dict[str, float]:
-    """``base_name`` (untraced kvtrace) over each etcd path, per loaded phase."""
+    """``base_name`` (untraced kvtrace) over each etcd path, per loaded phase: the Python-loaded
+    kvtrace over the JSON gateway under the same generator and over etcd's gRPC path; the
+    Go-loaded kvtrace (``base_name`` + " (Go client)", if measured) over the JSON gateway
+    under the Go generator and over the gRPC path, so that each pair shares its generator's
+    cost."""
     _, etcd = split_etcd(results)
-    if base_name not in results:
-        return {}
-    return ratios_to(base_name, {base_name: results[base_name], **etcd}, invert=True)
+    pairs = [(base_name, [ETCD_PATHS["json"], ETCD_PATHS["grpc"]])]
+    pairs.append((base_name + GO_CLIENT, [ETCD_JSON_GO, ETCD_PATHS["grpc"]]))
+    ratios: dict[str, float] = {}
+    for base, peers in pairs:
+        if base in results:
+            against = {name: etcd[name] for name in peers if name in etcd}
+            ratios |= ratios_to(base, {base: results[base], **against}, invert=True)
+    return ratios
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -569,8 +645,9 @@ def comparison_table(results: dict[str, dict[str, Result]], counts: Sequence[int
     unloaded (1 client) p50s on each system's first row."""
     lines = [
         "| system | clients | writes/s | reads/s | write p50 / p99 ms | read p50 / p99 ms "
-        "| server CPU µs per write / read | unloaded p50 write / read ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server CPU µs per write / read | load generator CPU µs per write / read "
+        "| unloaded p50 write / read ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, phases in results.items():
         for i, clients in enumerate(counts):
@@ -584,9 +661,49 @@ def comparison_table(results: dict[str, dict[str, Result]], counts: Sequence[int
                 f"| {_pair(w.p50_ms if w else None, w.p99_ms if w else None, 2)} "
                 f"| {_pair(r.p50_ms if r else None, r.p99_ms if r else None, 2)} "
                 f"| {_pair(cpu_per_op(w) if w else None, cpu_per_op(r) if r else None)} "
+                f"| {_pair(client_cpu_per_op(w) if w else None, client_cpu_per_op(r) if r else None)} "
                 f"| {unloaded if i == 0 else ''} |"
             )
     return "\n".join(lines)
+
+
+# The write-path targets (issue 18; docs/kvnode.md "Against the performance targets"): untraced,
+# QUORUM, 32 clients (the unloaded p50 with 1 client): (name, phase, figure, bound, at most?).
+TARGETS = (
+    ("QUORUM writes/s", "writes", "ops_per_s", 12_000.0, False),
+    ("server CPU µs per write", "writes", "server_cpu_us_per_op", 140.0, True),
+    ("QUORUM reads/s", "reads", "ops_per_s", 25_000.0, False),
+    ("unloaded write p50 ms", "unloaded_writes", "p50_ms", 0.6, True),
+)
+TARGET_CLIENTS = 32
+
+
+def judge_targets(
+    results: dict[str, dict[str, Result]], counts: Sequence[int], base_name: str
+) -> dict[str, Any]:
+    """The targets against the untraced cluster as the Go generator measured it (etcd's best
+    figure is its Go client's too), or the Python generator's when the Go one did not run;
+    each target met or not, with the figure. Empty without a 32-client run."""
+    name = base_name + GO_CLIENT if base_name + GO_CLIENT in results else base_name
+    phases = results.get(name)
+    if phases is None or TARGET_CLIENTS not in counts:
+        return {}
+    judged: dict[str, Any] = {"judged_on": name, "clients": TARGET_CLIENTS, "targets": {}}
+    for label, phase, figure, bound, at_most in TARGETS:
+        key = phase if phase.startswith("unloaded") else phase_key(phase, TARGET_CLIENTS, counts)
+        result = phases.get(key)
+        value = None
+        if result is not None:
+            value = (
+                cpu_per_op(result) if figure == "server_cpu_us_per_op" else getattr(result, figure)
+            )
+        met = value is not None and (value <= bound if at_most else value >= bound)
+        judged["targets"][label] = {
+            "target": f"{'<=' if at_most else '>='} {bound:g}",
+            "value": value,
+            "met": met,
+        }
+    return judged
 
 
 def start_systems(
@@ -597,18 +714,38 @@ def start_systems(
     subnet = 200
     secure = [name for name in args.secure.split(",") if name]
     pure = [name for name in args.pure.split(",") if name]
-    variants = [(n, False, False) for n in args.tracing.split(",")]
-    variants += [(n, True, False) for n in secure] + [(n, False, True) for n in pure]
-    for name, tls, slow in variants:
+    if args.baseline and "off" not in pure:
+        pure.append("off")  # a baseline runs pure Python: compare it with this tree's, pure
+    variants: list[tuple[str, bool, bool, Path | None]]
+    variants = [(n, False, False, None) for n in args.tracing.split(",")]
+    variants += [(n, True, False, None) for n in secure] + [(n, False, True, None) for n in pure]
+    variants += [("off", False, True, tree) for tree in args.baseline]
+    paths = [] if args.no_etcd else args.etcd_paths
+    etcdload = None
+    if "go" in args.loadgen or "grpc" in paths:
+        try:
+            etcdload = build_etcdload()
+        except RuntimeError as exc:  # MissingPrerequisite included
+            notes.append(f"Go load generator columns skipped: etcdload not built: {exc}")
+    for name, tls, slow, tree in variants:
         suffix = " tls+token" if tls else " pure" if slow else ""
+        if tree is not None:
+            suffix = f" baseline {tree.name}"
         root = tmp / f"{name}{suffix.replace(' ', '-').replace('+', '-')}"
         root.mkdir()
-        procs, endpoints, security = start_kvtrace(root, subnet, TRACING[name], sink, tls, slow)
-        clusters.append(
-            Cluster(f"kvtrace tracing={name}{suffix}", "kvtrace", procs, endpoints, security)
+        procs, endpoints, security = start_kvtrace(
+            root, subnet, TRACING[name], sink, tls, slow, tree
         )
+        system = f"kvtrace tracing={name}{suffix}"
+        go = etcdload is not None and "go" in args.loadgen and not tls  # etcdload: plain HTTP
+        if "python" in args.loadgen or not go:
+            clusters.append(Cluster(system, "kvtrace", procs, endpoints, security))
+        if go:
+            assert etcdload is not None
+            clusters.append(
+                GoCluster(system + GO_CLIENT, "kvtrace", procs, endpoints, etcdload, "kvtrace")
+            )
         subnet += 1
-    paths = [] if args.no_etcd else args.etcd_paths
     etcd = find_etcd() if paths else None
     if not paths:
         notes.append("etcd columns skipped: --no-etcd or empty --etcd-paths")
@@ -619,20 +756,21 @@ def start_systems(
             f"{ETCD_CANDIDATES[0]} or on PATH (build it with the local stack's tool cache)"
         )
         return
-    etcdload = None
-    if "grpc" in paths:
-        try:
-            etcdload = build_etcdload()
-        except RuntimeError as exc:  # MissingPrerequisite included
-            notes.append(f"etcd gRPC column skipped: etcdload not built: {exc}")
     root = tmp / "etcd"
     root.mkdir()
     procs, endpoints = start_etcd(etcd, root, subnet)
-    if "json" in paths:  # the same members through both paths
-        clusters.append(Cluster(ETCD_PATHS["json"], "etcd", procs, endpoints))
+    systems: list[Cluster] = []  # the same members through each path and generator
+    if "json" in paths and "python" in args.loadgen:
+        systems.append(Cluster(ETCD_PATHS["json"], "etcd", procs, endpoints))
     if etcdload is not None:
-        clusters.append(EtcdGrpcCluster(ETCD_PATHS["grpc"], procs, endpoints, etcdload))
-    elif "json" not in paths:
+        if "json" in paths and "go" in args.loadgen:
+            systems.append(GoCluster(ETCD_JSON_GO, "etcd", procs, endpoints, etcdload, "etcd-json"))
+        if "grpc" in paths:
+            systems.append(
+                GoCluster(ETCD_PATHS["grpc"], "etcd", procs, endpoints, etcdload, "grpc")
+            )
+    clusters.extend(systems)
+    if not systems:
         stop(procs)
 
 
@@ -661,8 +799,9 @@ def report(
             name: {phase: r.as_dict() for phase, r in phases.items()}
             for name, phases in results.items()
         },
-        "ratios_ops_per_s": ratios_to(base, kvtrace),
+        "ratios_ops_per_s": traced_ratios(base, kvtrace),
         "kvtrace_vs_etcd": vs_etcd(results, base),
+        "targets": judge_targets(results, client_counts(args), base),
         "what_differs_from_etcd": WHAT_DIFFERS if etcd else None,
         "tls_cost_server_cpu_us_per_op": tls_costs(results),
         "notes": notes,
@@ -696,6 +835,11 @@ def print_text(doc: dict[str, Any], results: dict[str, dict[str, Result]]) -> No
     print()
     for label, ratio in {**doc["ratios_ops_per_s"], **doc["kvtrace_vs_etcd"]}.items():
         print(f"{label}: {ratio:.3f}")
+    if doc["targets"]:
+        print(f"targets, judged on {doc['targets']['judged_on']} at {TARGET_CLIENTS} clients:")
+        for label, t in doc["targets"]["targets"].items():
+            state = "met" if t["met"] else "NOT met"
+            print(f"  {label} {t['target']}: {t['value']} ({state})")
     if doc["what_differs_from_etcd"]:
         print(doc["what_differs_from_etcd"])
     for label, phases in doc["tls_cost_server_cpu_us_per_op"].items():
@@ -751,6 +895,23 @@ def main() -> int:
         default="",
         help="comma list of --tracing names also measured with the pure-Python hot path "
         "(KVNODE_PURE_PYTHON=1) beside the compiled one ('' for none)",
+    )
+    parser.add_argument(
+        "--loadgen",
+        type=parse_loadgens,
+        default=list(LOADGENS),
+        help="load generators for kvtrace and etcd's JSON gateway: python (kvtrace bench's, "
+        "~20-30 µs of CPU per operation) and/or go (benchmarks/etcdload's HTTP mode, a few µs); "
+        "default python,go",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=baseline_tree,
+        action="append",
+        default=[],
+        help="a source tree of another commit (git worktree add --detach DIR COMMIT): its "
+        "untraced nodes are measured beside this tree's in the same rounds, both pure Python "
+        "(repeatable)",
     )
     parser.add_argument("--no-etcd", action="store_true")
     args = parser.parse_args()

@@ -1,13 +1,18 @@
-// Command etcdload is a bounded load generator for etcd's own gRPC path, with etcd's official
-// Go client (go.etcd.io/etcd/client/v3, the version of the local stack's etcd): the peer that
-// benchmarks/kv.py measures besides etcd's JSON gateway and kvtrace.
+// Command etcdload is the bounded Go load generator of benchmarks/kv.py, for three paths
+// (-api): etcd's own gRPC API with etcd's official Go client (go.etcd.io/etcd/client/v3, the
+// version of the local stack's etcd; the default, etcd's best figure), etcd's JSON gateway
+// (etcd-json) and kvtrace's HTTP client API (kvtrace), the last two with one small HTTP/1.1
+// client (http.go), so that kvtrace and etcd are loaded by a generator that costs the machine
+// a few microseconds of CPU per operation instead of the Python generator's ~20-30.
 //
-// N clients (goroutines) each run puts of -value-size bytes (-write-ratio 1) or linearizable
-// ranges (-write-ratio 0), or a mix, on keys drawn uniformly from -keys keys under -prefix,
-// until -duration has passed. Clients multiplex over -conns gRPC connections (HTTP/2; 0: one
-// per endpoint, etcd's best figure: one per client did 14-64% fewer ops/s in an A/B on 2
-// cores, benchmarks/results/etcdload-connections-ab-2026-12-07.json), each pinned to one
-// endpoint, round-robin. It prints one JSON document on stdout:
+// N clients (goroutines) each run puts of -value-size bytes (-write-ratio 1) or reads
+// (-write-ratio 0; etcd: linearizable ranges; kvtrace: GET at -consistency), or a mix, on keys
+// drawn uniformly from -keys keys under -prefix, until -duration has passed. With -api grpc
+// the clients multiplex over -conns gRPC connections (HTTP/2; 0: one per endpoint, etcd's best
+// figure: one per client did 14-64% fewer ops/s in an A/B on 2 cores,
+// benchmarks/results/etcdload-connections-ab-2026-12-07.json), each pinned to one endpoint,
+// round-robin; over HTTP each client has its own keep-alive connection, round-robin over the
+// endpoints (as kvtrace bench's clients). It prints one JSON document on stdout:
 // ops/s, latency percentiles, errors (with up to 5 samples).
 //
 // Exit status: 0 when the run completed (errors are counted in the JSON, not fatal), 1 when an
@@ -37,20 +42,29 @@ const (
 	maxClients  = 4096
 	maxKeys     = 1_000_000
 	maxSamples  = 5
+
+	apiGRPC     = "grpc"
+	apiEtcdJSON = "etcd-json"
+	apiKvtrace  = "kvtrace"
 )
 
+// targets is each -api's target name in the report (kvnode.bench.Result's target).
+var targets = map[string]string{apiGRPC: "etcd-grpc", apiEtcdJSON: "etcd-json", apiKvtrace: "kvtrace"}
+
 type config struct {
-	endpoints  []string
-	clients    int
-	conns      int
-	duration   time.Duration
-	keys       int
-	valueSize  int
-	writeRatio float64
-	prefix     string
-	preload    bool
-	timeout    time.Duration
-	seed       uint64
+	api         string
+	consistency string
+	endpoints   []string
+	clients     int
+	conns       int
+	duration    time.Duration
+	keys        int
+	valueSize   int
+	writeRatio  float64
+	prefix      string
+	preload     bool
+	timeout     time.Duration
+	seed        uint64
 }
 
 // opStats is one operation kind's figures, the shape of kvnode.bench's by_operation entries.
@@ -79,10 +93,12 @@ type report struct {
 
 func parseFlags(args []string) (config, error) {
 	fs := flag.NewFlagSet("etcdload", flag.ContinueOnError)
-	endpoints := fs.String("endpoints", "", "comma list of etcd client URLs (http://HOST:PORT), required")
+	endpoints := fs.String("endpoints", "", "comma list of client URLs (http://HOST:PORT), required")
 	cfg := config{}
+	fs.StringVar(&cfg.api, "api", apiGRPC, "the path loaded: grpc (etcd's gRPC API), etcd-json (etcd's JSON gateway) or kvtrace (kvtrace's HTTP API)")
+	fs.StringVar(&cfg.consistency, "consistency", "quorum", "-api kvtrace: the consistency level of every request (one, quorum, all)")
 	fs.IntVar(&cfg.clients, "clients", 32, "concurrent clients (1..4096)")
-	fs.IntVar(&cfg.conns, "conns", 0, "gRPC connections the clients share (0: one per endpoint)")
+	fs.IntVar(&cfg.conns, "conns", 0, "-api grpc: gRPC connections the clients share (0: one per endpoint)")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "how long to run (at most 10m)")
 	fs.IntVar(&cfg.keys, "keys", 2000, "size of the key space (1..1000000)")
 	fs.IntVar(&cfg.valueSize, "value-size", 100, "bytes per value")
@@ -107,8 +123,14 @@ func parseFlags(args []string) (config, error) {
 
 func (c config) validate() error {
 	switch {
+	case targets[c.api] == "":
+		return fmt.Errorf("-api: expected grpc, etcd-json or kvtrace, got %q", c.api)
+	case c.consistency != "one" && c.consistency != "quorum" && c.consistency != "all":
+		return fmt.Errorf("-consistency: expected one, quorum or all, got %q", c.consistency)
+	case c.conns != 0 && c.api != apiGRPC:
+		return fmt.Errorf("-conns: only with -api grpc (over HTTP each client has its own connection), got %d", c.conns)
 	case len(c.endpoints) == 0:
-		return errors.New("-endpoints: expected at least one etcd client URL, got none")
+		return errors.New("-endpoints: expected at least one client URL, got none")
 	case c.clients < 1 || c.clients > maxClients:
 		return fmt.Errorf("-clients: expected 1..%d, got %d", maxClients, c.clients)
 	case c.conns < 0 || c.conns > c.clients:
@@ -124,11 +146,46 @@ func (c config) validate() error {
 	case c.timeout <= 0:
 		return fmt.Errorf("-timeout: expected a positive duration, got %s", c.timeout)
 	}
+	if c.api != apiGRPC {
+		for _, ep := range c.endpoints {
+			if _, err := hostPort(c.api, ep); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
-// connect opens the connections (each pinned to one endpoint, round-robin) and checks that
-// every endpoint answers, so that a wrong address fails before the run instead of as errors.
+// kvClient runs one operation (a put when write, else a read) of one client.
+type kvClient interface {
+	op(write bool, key string) error
+	close()
+}
+
+// grpcClient is a client over a shared clientv3 connection (closed by whoever opened it).
+type grpcClient struct {
+	cli     *clientv3.Client
+	value   string
+	timeout time.Duration
+}
+
+func (g grpcClient) op(write bool, key string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+	defer cancel()
+	var err error
+	if write {
+		_, err = g.cli.Put(ctx, key, g.value)
+	} else {
+		_, err = g.cli.Get(ctx, key) // linearizable: clientv3's default (not WithSerializable)
+	}
+	return err
+}
+
+func (g grpcClient) close() {}
+
+// connect opens the gRPC connections (each pinned to one endpoint, round-robin) and checks
+// that every endpoint answers, so that a wrong address fails before the run instead of as
+// errors.
 func connect(cfg config) ([]*clientv3.Client, error) {
 	n := cfg.conns
 	if n == 0 {
@@ -166,19 +223,54 @@ func closeAll(conns []*clientv3.Client) {
 	}
 }
 
+func closeClients(clients []kvClient) {
+	for _, c := range clients {
+		c.close()
+	}
+}
+
+// openClients is one kvClient per client of cfg's path, and a function that closes them all.
+func openClients(cfg config, value []byte) ([]kvClient, func(), error) {
+	if cfg.api != apiGRPC {
+		clients, err := httpClients(cfg, value)
+		return clients, func() { closeClients(clients) }, err
+	}
+	conns, err := connect(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	clients := make([]kvClient, cfg.clients)
+	for n := range clients {
+		clients[n] = grpcClient{cli: conns[n%len(conns)], value: string(value), timeout: cfg.timeout}
+	}
+	return clients, func() { closeAll(conns) }, nil
+}
+
+// connections is how many connections the clients use (the report's conns).
+func connections(cfg config) int {
+	switch {
+	case cfg.api != apiGRPC:
+		return cfg.clients
+	case cfg.conns == 0:
+		return min(len(cfg.endpoints), cfg.clients)
+	default:
+		return cfg.conns
+	}
+}
+
 func key(cfg config, i int) string { return fmt.Sprintf("%s%d", cfg.prefix, i) }
 
-func preload(cfg config, conns []*clientv3.Client, value string) error {
+// preload puts every key once, over at most 64 of the clients (each its own share of keys).
+func preload(cfg config, clients []kvClient) error {
+	workers := min(len(clients), 64)
 	var wg sync.WaitGroup
-	errs := make([]error, len(conns))
-	for c := range conns {
+	errs := make([]error, workers)
+	for c := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := c; i < cfg.keys && errs[c] == nil; i += len(conns) {
-				ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
-				_, errs[c] = conns[c].Put(ctx, key(cfg, i), value)
-				cancel()
+			for i := c; i < cfg.keys && errs[c] == nil; i += workers {
+				errs[c] = clients[c].op(true, key(cfg, i))
 			}
 		}()
 	}
@@ -193,22 +285,15 @@ type clientResult struct {
 	samples       []string
 }
 
-func runClient(cfg config, n int, cli *clientv3.Client, value string, deadline time.Time) clientResult {
+func runClient(cfg config, n int, cli kvClient, deadline time.Time) clientResult {
 	rng := rand.New(rand.NewPCG(cfg.seed, uint64(n)+1))
 	var res clientResult
 	for time.Now().Before(deadline) {
 		write := rng.Float64() < cfg.writeRatio
 		k := key(cfg, rng.IntN(cfg.keys))
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
 		start := time.Now()
-		var err error
-		if write {
-			_, err = cli.Put(ctx, k, value)
-		} else {
-			_, err = cli.Get(ctx, k) // linearizable: clientv3's default (not WithSerializable)
-		}
+		err := cli.op(write, k)
 		elapsed := time.Since(start).Seconds()
-		cancel()
 		switch {
 		case err != nil:
 			res.errors++
@@ -240,7 +325,7 @@ func round(v float64, places int) float64 {
 
 func summarize(cfg config, conns int, results []clientResult, elapsed float64) report {
 	rep := report{
-		Target: "etcd-grpc", Clients: cfg.clients, Conns: conns, Seconds: round(elapsed, 3),
+		Target: targets[cfg.api], Clients: cfg.clients, Conns: conns, Seconds: round(elapsed, 3),
 		ByOperation: map[string]opStats{}, ErrorSamples: []string{},
 	}
 	var every, writes, reads []float64
@@ -279,19 +364,18 @@ func summarize(cfg config, conns int, results []clientResult, elapsed float64) r
 }
 
 func run(cfg config) (report, error) {
-	conns, err := connect(cfg)
-	if err != nil {
-		return report{}, err
-	}
-	defer closeAll(conns)
 	valueBytes := make([]byte, cfg.valueSize)
 	vrng := rand.New(rand.NewPCG(cfg.seed, 0))
 	for i := range valueBytes {
 		valueBytes[i] = byte(vrng.UintN(256))
 	}
-	value := string(valueBytes)
+	clients, closeThem, err := openClients(cfg, valueBytes)
+	if err != nil {
+		return report{}, err
+	}
+	defer closeThem()
 	if cfg.preload {
-		if err := preload(cfg, conns, value); err != nil {
+		if err := preload(cfg, clients); err != nil {
 			return report{}, fmt.Errorf("preload: %w", err)
 		}
 	}
@@ -303,11 +387,11 @@ func run(cfg config) (report, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[n] = runClient(cfg, n, conns[n%len(conns)], value, deadline)
+			results[n] = runClient(cfg, n, clients[n], deadline)
 		}()
 	}
 	wg.Wait()
-	return summarize(cfg, len(conns), results, time.Since(start).Seconds()), nil
+	return summarize(cfg, connections(cfg), results, time.Since(start).Seconds()), nil
 }
 
 func main() {

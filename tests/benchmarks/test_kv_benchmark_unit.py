@@ -91,6 +91,7 @@ def test_etcdload_command_is_the_same_workload_as_the_python_generator() -> None
     assert cmd[0] == "/cache/etcdload"
     flags = dict(zip(cmd[1::2], cmd[2::2]))
     assert flags == {
+        "-api": "grpc",
         "-endpoints": "http://127.0.0.2:1,http://127.0.0.3:2",
         "-clients": "128",
         "-duration": "5.0s",
@@ -105,6 +106,31 @@ def test_etcdload_command_is_the_same_workload_as_the_python_generator() -> None
     assert kv.etcdload_command(Path("x"), preload)[-1] == "-preload"
     with pytest.raises(ValueError, match="uniform keys"):
         kv.etcdload_command(Path("x"), BenchConfig(endpoints=["e"], distribution="zipfian"))
+
+
+def test_etcdload_command_over_http_names_the_api_and_kvtraces_consistency() -> None:
+    cfg = BenchConfig(endpoints=["http://127.0.0.2:1"], consistency="all", write_ratio=1.0)
+    cmd = kv.etcdload_command(Path("x"), cfg, "kvtrace")
+    flags = dict(zip(cmd[1::2], cmd[2::2]))
+    assert flags["-api"] == "kvtrace" and flags["-consistency"] == "all"
+    assert flags["-write-ratio"] == "1.0" and flags["-endpoints"] == "http://127.0.0.2:1"
+    json_gateway = kv.etcdload_command(Path("x"), cfg, "etcd-json")
+    assert json_gateway[1:3] == ["-api", "etcd-json"] and "-consistency" not in json_gateway
+    # etcdload speaks plain HTTP: a secured cluster is refused, not loaded without its token
+    for secured in (
+        BenchConfig(endpoints=["https://127.0.0.2:1"]),
+        BenchConfig(endpoints=["http://127.0.0.2:1"], security=kv.Security(token="t")),
+    ):
+        with pytest.raises(ValueError, match="plain HTTP"):
+            kv.etcdload_command(Path("x"), secured, "kvtrace")
+
+
+def test_loadgen_is_a_list_of_python_and_go() -> None:
+    assert kv.parse_loadgens("python,go") == ["python", "go"]
+    assert kv.parse_loadgens(" go , go") == ["go"]
+    for bad in ("", "rust", "python,java"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a comma list of python, go"):
+            kv.parse_loadgens(bad)
 
 
 def test_etcdload_report_becomes_a_result() -> None:
@@ -157,7 +183,10 @@ def result(ops_per_s: float, cpu: float, p50: float = 1.0) -> Result:
         p50_ms=p50,
         p95_ms=2 * p50,
         p99_ms=3 * p50,
-        by_operation={"server_cpu_us_per_op": {"value": cpu}},
+        by_operation={
+            "server_cpu_us_per_op": {"value": cpu},
+            "client_cpu": {"us_per_op": cpu / 10, "cores": 0.1},
+        },
     )
 
 
@@ -178,6 +207,12 @@ RESULTS = {
     "etcd (JSON gateway)": run_of(4000, 6400, 400, 240),
     "etcd (gRPC, Go client)": run_of(5000, 10000, 300, 140),
 }
+GO_RESULTS = {
+    **RESULTS,
+    "kvtrace tracing=off (Go client)": run_of(12000, 30000, 150, 60),
+    "kvtrace tracing=head-0.1 (Go client)": run_of(10800, 24000, 165, 72),
+    "etcd (JSON gateway, Go client)": run_of(6000, 10000, 360, 200),
+}
 
 
 def test_kvtrace_is_compared_with_each_etcd_path_at_each_client_count() -> None:
@@ -196,6 +231,32 @@ def test_kvtrace_is_compared_with_each_etcd_path_at_each_client_count() -> None:
     )
 
 
+def test_each_load_generator_compares_kvtrace_with_etcd_under_the_same_generator() -> None:
+    ratios = kv.vs_etcd(GO_RESULTS, "kvtrace tracing=off")
+    go = "kvtrace tracing=off (Go client)"
+    assert ratios[f"{go} / etcd (JSON gateway, Go client) writes@32"] == 2.0
+    assert ratios[f"{go} / etcd (gRPC, Go client) reads@32"] == 3.0
+    assert ratios[f"{go} / etcd (gRPC, Go client) writes@32 (server CPU per op)"] == 0.5
+    # no cross-generator pair: the Go-loaded kvtrace is not set against the Python-loaded etcd
+    assert f"{go} / etcd (JSON gateway) writes@32" not in ratios
+    assert "kvtrace tracing=off / etcd (JSON gateway, Go client) writes@32" not in ratios
+    # 16 for each generator's kvtrace
+    assert len(ratios) == 32
+
+
+def test_traced_ratios_stay_within_one_load_generator() -> None:
+    kvtrace, etcd = kv.split_etcd(GO_RESULTS)
+    assert "etcd (JSON gateway, Go client)" in etcd and len(etcd) == 3
+    ratios = kv.traced_ratios("kvtrace tracing=off", kvtrace)
+    go = "kvtrace tracing=off (Go client)"
+    assert ratios[f"kvtrace tracing=head-0.1 (Go client) / {go} writes@32"] == 0.9
+    assert ratios["kvtrace tracing=head-0.1 / kvtrace tracing=off writes@32"] == 0.95
+    # the generator's own effect: the Go-loaded untraced cluster over the Python-loaded one
+    assert ratios[f"{go} / kvtrace tracing=off writes@32"] == 1.5
+    assert "kvtrace tracing=head-0.1 (Go client) / kvtrace tracing=off writes@32" not in ratios
+    assert len(ratios) == 8 * 3
+
+
 def test_traced_configurations_are_compared_with_the_untraced_one_only() -> None:
     kvtrace, etcd = kv.split_etcd(RESULTS)
     assert set(etcd) == {"etcd (JSON gateway)", "etcd (gRPC, Go client)"}
@@ -211,16 +272,37 @@ def test_comparison_table_has_a_row_per_system_and_client_count() -> None:
     text = kv.comparison_table(RESULTS, [32, 128])
     lines = text.splitlines()
     assert lines[0].startswith("| system | clients | writes/s | reads/s |")
+    assert "| load generator CPU µs per write / read |" in lines[0]
     assert len(lines) == 2 + 4 * 2
     assert (
-        "| etcd (gRPC, Go client) | 32 | 5,000 | 10,000 | 1.00 / 3.00 | 1.00 / 3.00 | 300 / 140 | 0.80 / 0.20 |"
-        in lines
+        "| etcd (gRPC, Go client) | 32 | 5,000 | 10,000 | 1.00 / 3.00 | 1.00 / 3.00 | 300 / 140 "
+        "| 30 / 14 | 0.80 / 0.20 |" in lines
     )
     # the unloaded p50s once per system, on its first row
     assert (
-        "| etcd (gRPC, Go client) | 128 | 10,000 | 20,000 | 1.00 / 3.00 | 1.00 / 3.00 | 150 / 70 |  |"
-        in lines
+        "| etcd (gRPC, Go client) | 128 | 10,000 | 20,000 | 1.00 / 3.00 | 1.00 / 3.00 | 150 / 70 "
+        "| 15 / 7 |  |" in lines
     )
-    # a system missing a phase shows "-" rather than failing
+    # a system missing a phase (or the generator's CPU) shows "-" rather than failing
     partial = kv.comparison_table({"etcd (JSON gateway)": {"writes": result(10, 5)}}, [32])
-    assert "| etcd (JSON gateway) | 32 | 10 | - | 1.00 / 3.00 | - / - | 5 / - | - / - |" in partial
+    assert (
+        "| etcd (JSON gateway) | 32 | 10 | - | 1.00 / 3.00 | - / - | 5 / - | 0 / - | - / - |"
+        in partial
+    )
+
+
+def test_targets_are_judged_on_the_go_generators_untraced_cluster_at_32_clients() -> None:
+    judged = kv.judge_targets(GO_RESULTS, [32, 128], "kvtrace tracing=off")
+    assert judged["judged_on"] == "kvtrace tracing=off (Go client)"
+    targets = judged["targets"]
+    # 12,000 writes/s at 150 µs each; 30,000 reads/s; unloaded p50 0.8 ms
+    assert targets["QUORUM writes/s"] == {"target": ">= 12000", "value": 12000, "met": True}
+    assert targets["server CPU µs per write"] == {"target": "<= 140", "value": 150.0, "met": False}
+    assert targets["QUORUM reads/s"]["met"] is True
+    assert targets["unloaded write p50 ms"] == {"target": "<= 0.6", "value": 0.8, "met": False}
+    # without the Go generator, the Python generator's figures; without 32 clients, nothing
+    python = kv.judge_targets(RESULTS, [32, 128], "kvtrace tracing=off")
+    assert python["judged_on"] == "kvtrace tracing=off"
+    assert python["targets"]["QUORUM writes/s"]["value"] == 8000
+    assert kv.judge_targets(GO_RESULTS, [128], "kvtrace tracing=off") == {}
+    assert kv.judge_targets({}, [32], "kvtrace tracing=off") == {}

@@ -127,7 +127,8 @@ def otelcol_build_id(directory: Path = OTELCOL_MANIFEST.parent) -> str:
     return f"{OTELCOL_VERSION}-{_inputs_digest(directory, inputs)}"
 
 
-# benchmarks/kv.py's load generator for etcd's gRPC path (etcd's own Go client, at ETCD_VERSION).
+# benchmarks/kv.py's Go load generator: etcd's gRPC path (etcd's own Go client, at ETCD_VERSION),
+# etcd's JSON gateway and kvtrace's HTTP API (one small HTTP/1.1 client, standard library only).
 ETCDLOAD_MODULE = REPO_TOOLS.parent / "benchmarks" / "etcdload"
 
 
