@@ -20,9 +20,9 @@ Each configuration runs three fresh `kvtrace node serve` processes on 127.0.x.y 
 etcd binary is found (the local stack's ~/.cache/kvtrace/tools/etcd-3.6.16/etcd, or `etcd` on
 PATH) a 3-member etcd cluster joins, measured through two paths: its JSON gateway and its own
 gRPC API with etcd's official Go client (etcd's best figure). Two load generators (`--loadgen`)
-drive kvtrace and the JSON gateway: `python` (`kvtrace bench`'s, ~20-30 µs of CPU per
+drive kvtrace and the JSON gateway: `python` (`kvtrace bench`'s, ~30-37 µs of CPU per
 operation: what an application using the Python client sees) and `go` (benchmarks/etcdload's
-HTTP mode, a few µs per operation, so that it takes little of the cores from the servers;
+HTTP mode, ~16-24 µs per operation, so that it takes less of the cores from the servers;
 the same program drives etcd's gRPC path; built once into the tool cache). Systems measured by
 the Go generator are named "... (Go client)". All systems are started and preloaded first; then QUORUM writes and QUORUM reads (etcd: puts and
 linearizable ranges; 100-byte values) at each `--clients` count run round-robin over them
@@ -901,7 +901,7 @@ def main() -> int:
         type=parse_loadgens,
         default=list(LOADGENS),
         help="load generators for kvtrace and etcd's JSON gateway: python (kvtrace bench's, "
-        "~20-30 µs of CPU per operation) and/or go (benchmarks/etcdload's HTTP mode, a few µs); "
+        "~30-37 µs of CPU per operation) and/or go (benchmarks/etcdload's HTTP mode, ~16-24 µs); "
         "default python,go",
     )
     parser.add_argument(
