@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/tracing_overhead.py [--duration 5] [--clients 32] [--keys 2000]
         [--modes production] [--node-env OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048 ...]
-        [--paired 7 [--paired-rate 400] [--skip-sequential] [--before DIR]]
+        [--paired 7 [--paired-rate 400] [--skip-sequential] [--before DIR [--before-modes M]]]
 
 Four configurations of a 3-node cluster, each started fresh with exactly the environment and
 tracing flags the operator renders (`otel_environment`, `node_trace_flags`; see
@@ -36,7 +36,8 @@ moments; per round each mode's node CPU per operation is divided by untraced's f
 seconds, so whatever else loads the machine cancels in the ratio. `--before DIR` (with
 `--paired`) adds, for each traced mode, a cluster `MODE@before` whose nodes import the `kvnode`
 package of DIR (a checkout of the code before a change: `DIR/kvnode/kvnode`), loaded at the same
-moments: an A/B of two versions of the node in the same seconds (`ratio_to_before`).
+moments: an A/B of two versions of the node in the same seconds (`ratio_to_before`);
+`--before-modes` limits the twins to some of the traced modes (fewer clusters on the machine).
 """
 
 from __future__ import annotations
@@ -367,6 +368,12 @@ def main() -> int:
         "kvnode package of DIR (a checkout of the code before a change), in the same rounds",
     )
     parser.add_argument(
+        "--before-modes",
+        metavar="MODES",
+        help="with --before: the comma list of traced modes that get a MODE@before twin "
+        "(default: every traced mode of --modes)",
+    )
+    parser.add_argument(
         "--skip-sequential",
         action="store_true",
         help="only the paired run (no closed-loop measurement of each mode in turn)",
@@ -386,7 +393,10 @@ def main() -> int:
             parser.error("--before: needs --paired (the A/B runs in the same rounds)")
         if not (Path(args.before) / "kvnode" / "kvnode" / "__init__.py").is_file():
             parser.error(f"--before: expected a checkout with kvnode/kvnode/, got {args.before!r}")
-        paired_modes = modes + [m + BEFORE for m in modes if m != "untraced"]
+        twins = args.before_modes.split(",") if args.before_modes else modes
+        if unknown := [m for m in twins if m not in modes or m == "untraced"]:
+            parser.error(f"--before-modes: {', '.join(unknown)} not a traced mode of --modes")
+        paired_modes = modes + [m + BEFORE for m in twins if m != "untraced"]
     results: dict[str, dict[str, Any]] = {}
     paired: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="kvtrace-tracing-bench-") as tmp:

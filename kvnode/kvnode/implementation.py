@@ -26,11 +26,16 @@ from types import ModuleType
 PURE_PYTHON_ENV = "KVNODE_PURE_PYTHON"
 BUILD_PURE_ENV = "KVTRACE_BUILD_PURE"
 # The event loops' hot path (docs/kvnode.md "Where the time goes"): HTTP, the peer protocol's
-# both ends, the coordinator and replica, the storage engine's hand-off and commit log, and the
-# leaf helpers they call per operation. Each is mypy --strict clean; mypyc compiles them as one
-# group (one shared library) so that calls between them are native calls.
+# both ends, the coordinator and replica, the storage engine's hand-off and commit log, the
+# leaf helpers they call per operation, and the span calls every operation makes with
+# retroactive sampling (telemetry, the retro buffer and its stand-in spans). Each is mypy
+# --strict clean; mypyc compiles them as one group (one shared library) so that calls between
+# them are native calls.
 COMPILED_MODULES = (
     "kvnode.keys",
+    "kvnode.telemetry",
+    "kvnode.tracing_retro",
+    "kvnode.tracing_held",
     "kvnode.storage.records",
     "kvnode.storage.held",
     "kvnode.storage.commitlog",

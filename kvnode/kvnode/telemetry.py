@@ -48,7 +48,9 @@ INTERNAL = SpanKind.INTERNAL
 
 _fields: frozenset[str] = frozenset()
 _lean_span: type | None = None  # tracing_lean.LeanSpan when the lean path is active
-_held_remote: Any = None  # tracing_lean.HeldRemoteSpan when a replica may hold spans raw
+_held_remote: Any = None  # tracing_held.HeldRemoteSpan when a replica may hold spans raw
+_held_root: type | None = None  # tracing_held.HeldRootSpan with retroactive sampling
+_roots: Any = None  # tracing_held.OperationRoots under a trace-id ratio sampler (lean path)
 # W3C trace flags (two hex digits) with the sampled bit clear
 _UNSAMPLED_FLAGS = frozenset(f"{i:02x}" for i in range(0, 256, 2))
 
@@ -63,14 +65,15 @@ class Retroactive:
 
 
 def setup(raw_keys: bool = False, lean: bool = True, retro: Retroactive | None = None) -> bool:
-    global ENABLED, RAW_KEYS, LEAN, RETRO, _tracer, _fields, _lean_span, _held_remote
+    global ENABLED, RAW_KEYS, LEAN, RETRO, _tracer, _fields, _lean_span, _held_remote, _held_root
+    global _roots
     provider = trace.get_tracer_provider()
     tracer = provider.get_tracer("kvnode")
     ENABLED = not isinstance(tracer, (trace.NoOpTracer, trace.ProxyTracer))
     RAW_KEYS = raw_keys and ENABLED
     _tracer = tracer
     LEAN = RETRO = None
-    _lean_span = _held_remote = None
+    _lean_span = _held_remote = _held_root = _roots = None
     if ENABLED and lean:
         from kvnode import tracing_lean
 
@@ -93,19 +96,25 @@ def setup(raw_keys: bool = False, lean: bool = True, retro: Retroactive | None =
                 retro.buffer_age,
                 retro.latency_threshold,
                 time.time_ns,
-                LEAN.ids.generate_span_id,
+                LEAN.span_ids,
             )
-            if LEAN.holds_remote():
-                from kvnode.tracing_lean import HeldRemoteSpan
+            from kvnode.tracing_held import HeldRemoteSpan, HeldRootSpan
 
+            _held_root = HeldRootSpan
+            if LEAN.holds_remote():
                 _held_remote = HeldRemoteSpan
+    if LEAN is not None:
+        _roots = LEAN.roots()
     _fields = frozenset(f.lower() for f in propagate.get_global_textmap().fields)
     return ENABLED
 
 
 def undecided(span: Span) -> bool:
     """A span of this node that retroactive sampling holds until its trace is decided."""
-    return RETRO is not None and type(span) is _lean_span and not span.flags & 1  # type: ignore[attr-defined]
+    if RETRO is None:
+        return False
+    kind = type(span)
+    return kind is _held_root or (kind is _lean_span and not span.flags & 1)  # type: ignore[attr-defined]
 
 
 def describe(span: Span, build: Callable[..., dict[str, Any]], *args: Any) -> None:
@@ -127,6 +136,8 @@ def note_call(span: Span, member: str) -> None:
 def finish(span: Span) -> list[str]:
     """End the coordinator's SERVER span of a client operation; with retroactive sampling,
     decide its trace: the members to tell to keep theirs (empty: dropped, or decided already)."""
+    if type(span) is _held_root:
+        return span.finish()  # type: ignore[attr-defined, no-any-return]
     if undecided(span) and span.close():  # type: ignore[attr-defined]
         return RETRO.decide(span)  # type: ignore[no-any-return]
     span.end()
@@ -159,6 +170,26 @@ def incoming_context(headers: Mapping[str, str]) -> Context | None:
     if _fields.isdisjoint(headers):
         return None
     return propagate.extract(headers)
+
+
+def server_span(
+    name: str,
+    headers: Mapping[str, str],
+    build: Callable[..., dict[str, Any]],
+    args: tuple[Any, ...],
+) -> Span | None:
+    """The coordinator's SERVER span of a client operation, continuing the caller's context
+    from `headers` (if any), with the attributes `build(*args)` returns (`describe`); None when
+    it is not recorded (then no child spans and no context to pass on)."""
+    parent = incoming_context(headers)
+    if parent is None and _roots is not None:
+        return _roots.start(name, build, args)  # type: ignore[no-any-return]  # the common case
+    span = start(name, SERVER, None, parent)
+    if not span.is_recording():
+        span.end()
+        return None
+    describe(span, build, *args)
+    return span
 
 
 def start(
@@ -275,13 +306,13 @@ def replica_span(
     """A replica's SERVER span continuing the caller's trace carried in a peer message, with
     the attributes `build(*args)` returns (`describe`). With retroactive sampling, under an
     unsampled parent in the common form (as our peers send it), only the trace and parent ids
-    are parsed and no span is made unless the trace is kept (`tracing_lean.HeldRemoteSpan`)."""
+    are parsed and no span is made unless the trace is kept (`tracing_held.HeldRemoteSpan`)."""
     if _held_remote is not None and traceparent[53:] in _UNSAMPLED_FLAGS:
         common = _common_traceparent(traceparent)
         if common is not None:
             trace_id, parent_id, flags = common
             return _held_remote(  # type: ignore[no-any-return]
-                LEAN, name, trace_id, parent_id, flags, tracestate, (build, args)
+                LEAN, RETRO, name, trace_id, parent_id, flags, tracestate, build, args
             )
     span = start_remote(name, SERVER, {}, traceparent, tracestate)
     describe(span, build, *args)
@@ -290,7 +321,7 @@ def replica_span(
 
 def w3c_headers(span: Span) -> tuple[str, str]:
     """(traceparent, tracestate) that make a remote span a child of `span`."""
-    if type(span) is _lean_span:
+    if type(span) is _lean_span or type(span) is _held_root:
         return span.traceparent()  # type: ignore[attr-defined, no-any-return]
     ctx = span.get_span_context()
     if not ctx.is_valid:

@@ -33,6 +33,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler, TraceIdRatioBased
 from opentelemetry.trace import (
     INVALID_SPAN,
@@ -47,6 +48,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import Attributes
 
+from kvnode.tracing_held import HeldRemoteSpan, HeldRootSpan, OperationRoots
 from kvnode.tracing_otlp import (
     AttributeCache,
     SpanData,
@@ -54,7 +56,13 @@ from kvnode.tracing_otlp import (
     encode_span,
     resource_and_scope,
 )
-from kvnode.tracing_retro import Deferred, RetroBuffer, with_deferred
+from kvnode.tracing_retro import (
+    Deferred,
+    RetroBuffer,
+    random_span_id,
+    random_trace_id,
+    with_deferred,
+)
 
 log = logging.getLogger("kvnode.tracing")
 
@@ -238,116 +246,10 @@ class LeanSpan(trace.Span):
         )
 
 
-class HeldRemoteSpan(trace.Span):
-    """A replica's SERVER span under an unsampled remote parent, with retroactive sampling:
-    the peer message's ids (parsed once, for the buffer's key), its start and its deferred
-    attributes; `end()` hands them to the buffer raw (`RetroBuffer.hold_remote`), where no
-    span id is drawn and no attribute built unless a KEEP comes. Anything else asked of it
-    (a status, an exception, an attribute, its context) makes it the `LeanSpan` it stands for
-    first, which then behaves as one (an ERROR span leaves at once and keeps its trace)."""
-
-    __slots__ = (
-        "tracer",
-        "trace_id",
-        "parent_id",
-        "flags",
-        "tracestate",
-        "name",
-        "start_ns",
-        "lazy",
-        "span",
-        "ended",
-    )
-
-    def __init__(
-        self,
-        tracer: LeanTracer,
-        name: str,
-        trace_id: int,
-        parent_id: int,
-        flags: int,
-        tracestate: str,
-        lazy: Deferred,
-    ):
-        self.tracer = tracer
-        self.name = name
-        self.trace_id = trace_id
-        self.parent_id = parent_id
-        self.flags = flags
-        self.tracestate = tracestate
-        self.lazy = lazy
-        self.start_ns = time.time_ns()
-        self.span: trace.Span | None = None  # the LeanSpan, once something needed it
-        self.ended = False
-
-    def full(self) -> trace.Span:
-        """The LeanSpan this stands for (made once, with the same start and attributes)."""
-        if self.span is None:
-            span = self.tracer.continue_remote(
-                self.name,
-                SpanKind.SERVER,
-                {},
-                self.trace_id,
-                self.parent_id,
-                self.flags,
-                self.tracestate,
-            )
-            if type(span) is LeanSpan:
-                span.start_ns = self.start_ns
-                span.lazy = self.lazy
-            self.span = span
-        return self.span
-
-    def end(self, end_time: int | None = None) -> None:
-        if self.ended:
-            return
-        self.ended = True
-        if self.span is not None:
-            self.span.end(end_time)
-            return
-        retro = self.tracer.retro
-        assert retro is not None
-        retro.hold_remote(
-            self.trace_id,
-            self.parent_id,
-            self.tracestate,
-            self.name,
-            self.start_ns,
-            end_time or time.time_ns(),
-            *self.lazy,
-        )
-
-    def is_recording(self) -> bool:
-        return not self.ended
-
-    def get_span_context(self) -> SpanContext:
-        return self.full().get_span_context()
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        self.full().set_attribute(key, value)
-
-    def set_attributes(self, attributes: dict[str, Any]) -> None:  # type: ignore[override]
-        self.full().set_attributes(attributes)
-
-    def add_event(
-        self, name: str, attributes: Attributes = None, timestamp: int | None = None
-    ) -> None:
-        self.full().add_event(name, attributes, timestamp)
-
-    def update_name(self, name: str) -> None:
-        self.full().update_name(name)
-
-    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
-        self.full().set_status(status, description)
-
-    def record_exception(
-        self,
-        exception: BaseException,
-        attributes: Attributes = None,
-        timestamp: int | None = None,
-        escaped: bool = False,
-    ) -> None:
-        self.full().record_exception(exception, attributes, timestamp, escaped)
+# The stand-ins are spans to the API (`get_current_span` checks): a read repair under a held
+# root is its child.
+trace.Span.register(HeldRootSpan)
+trace.Span.register(HeldRemoteSpan)
 
 
 class LeanTracer:
@@ -360,6 +262,10 @@ class LeanTracer:
     def __init__(self, provider: TracerProvider, export: LeanExport):
         self.sampler = provider.sampler
         self.ids = provider.id_generator
+        # the SDK's default generator's ids without its method calls (tracing_retro)
+        random_ids = type(self.ids) is RandomIdGenerator
+        self.trace_ids = random_trace_id if random_ids else self.ids.generate_trace_id
+        self.span_ids = random_span_id if random_ids else self.ids.generate_span_id
         self.export = export
         self.root_decision, self.parent_decisions = fixed_decisions(self.sampler)
         self.root_bound = ratio_bound(self.sampler)
@@ -391,7 +297,7 @@ class LeanTracer:
         """A root span under a trace-id ratio sampler (`root_bound`): `start_under`'s decision
         for a root (the coordinator's SERVER span of every client operation without a caller's
         context), without its general path."""
-        trace_id = self.ids.generate_trace_id()
+        trace_id = self.trace_ids()
         export: LeanExport | RetroBuffer = self.export
         flags: int = self.root_flags
         if trace_id & _TRACE_ID_LIMIT >= self.root_bound:  # type: ignore[operator]
@@ -403,12 +309,72 @@ class LeanTracer:
             name,
             kind,
             trace_id,
-            self.ids.generate_span_id(),
+            self.span_ids(),
             flags,
             "",
             0,
             False,
             attributes if attributes is not None else {},
+            start_ns,
+        )
+
+    def operation_span(
+        self, name: str, trace_id: int, span_id: int, attributes: dict[str, Any]
+    ) -> LeanSpan:
+        """A sampled SERVER span of a client operation without a caller's context (started by
+        `roots`, which decided it)."""
+        return LeanSpan(
+            self.export,
+            name,
+            SpanKind.SERVER,
+            trace_id,
+            span_id,
+            self.root_flags,
+            "",
+            0,
+            False,
+            attributes,
+            None,
+        )
+
+    def roots(self) -> OperationRoots | None:
+        """What starts client operations' root spans under a trace-id ratio sampler (with the
+        retroactive buffer, if attached); None under another sampler (the general path)."""
+        if self.root_bound is None:
+            return None
+        return OperationRoots(
+            self, self.retro, self.root_bound, self.root_flags, self.trace_ids, self.span_ids
+        )
+
+    def span_context(self, trace_id: int, span_id: int, flags: int) -> SpanContext:
+        """The context of a local span given by its ids and flags (a stand-in's)."""
+        return SpanContext(trace_id, span_id, False, TraceFlags(flags))
+
+    def undecided_span(
+        self,
+        name: str,
+        trace_id: int,
+        span_id: int,
+        flags: int,
+        parent: tuple[int, bool, str],
+        attributes: dict[str, Any],
+        start_ns: int,
+    ) -> LeanSpan:
+        """The `LeanSpan` a retroactive stand-in (`tracing_held.HeldRootSpan`,
+        `HeldRemoteSpan`) becomes: unsampled, ended into the buffer. `parent`: (span id,
+        remote, tracestate header)."""
+        assert self.retro is not None
+        return LeanSpan(
+            self.retro,
+            name,
+            SpanKind.SERVER,
+            trace_id,
+            span_id,
+            flags & TraceFlags.RANDOM_TRACE_ID,  # the sampled bit clear
+            parent[2],
+            parent[0],
+            parent[1],
+            attributes,
             start_ns,
         )
 
@@ -431,7 +397,7 @@ class LeanTracer:
             trace_state = parent_ctx.trace_state
         else:
             parent_ctx = None
-            trace_id = self.ids.generate_trace_id()
+            trace_id = self.trace_ids()
             flags = _SAMPLED_RANDOM if self.ids.is_trace_id_random() else _SAMPLED
             decision = self.root_decision
             trace_state = None
@@ -471,7 +437,7 @@ class LeanTracer:
             name,
             kind,
             trace_id,
-            self.ids.generate_span_id(),
+            self.span_ids(),
             flags,
             trace_state.to_header() if trace_state is not None else "",
             parent_id,
@@ -508,7 +474,7 @@ class LeanTracer:
             name,
             kind,
             trace_id,
-            self.ids.generate_span_id(),
+            self.span_ids(),
             out_flags,
             state.to_header() if state is not None else "",
             span_id,
@@ -519,7 +485,8 @@ class LeanTracer:
 
     def holds_remote(self) -> bool:
         """Whether a span under an unsampled remote parent goes to the retroactive buffer
-        (the sampler drops it, without asking per span): `HeldRemoteSpan` may stand for it."""
+        (the sampler drops it, without asking per span): `tracing_held.HeldRemoteSpan` may
+        stand for it."""
         return self.retro is not None and self.parent_decisions.get((True, False)) is Decision.DROP
 
 

@@ -20,10 +20,15 @@ Recording is cheap because most of it is thrown away: a held span is one plain t
 fields (no span object, no per-trace entry), filed by trace id in the current *slice* of the
 buffer. A replica's SERVER span under an unsampled parent is held rawer still (`hold_remote`:
 its parent's span id, the peer message's tracestate, its name, start and end, and its deferred
-attributes): its own span id is drawn and its attributes built only if its trace is kept. A slice is one dict covering `max_age / SLICES` of time; eviction drops
-whole slices (the oldest once it is older than `max_age`, or while the estimated bytes exceed
-`max_bytes`, counted as `overflow`), so nothing is done per span to expire it. A span is held
-at least `max_age`, at most an eighth longer. Adding a span never blocks.
+attributes): its own span id is drawn and its attributes built only if its trace is kept. The
+coordinator's SERVER span is never held: it is decided when the operation ends (`decide`;
+`dropped` for the stand-in of `kvnode.tracing_held`, which becomes a span only if kept). Every held record refers only to numbers, strings, bytes and tuples or dicts of them (a
+deferred attribute builder by its index in `builders`, never the function): the garbage
+collector untracks it at its first pass. A slice is one dict covering `max_age / SLICES` of
+time; eviction drops whole slices (the oldest once it is older than `max_age`, or while the
+estimated bytes exceed `max_bytes`, counted as `overflow`), so nothing is done per span to
+expire it. A span is held at least `max_age`, at most an eighth longer. Adding a span never
+blocks.
 
 Runs on the event loop only (no lock). Imports only the standard library and the OTLP encoder's
 `SpanData`; the spans are `tracing_lean.LeanSpan`s, read by field.
@@ -39,22 +44,24 @@ from typing import Any
 from kvnode.tracing_otlp import SpanData
 
 # What one held span costs in memory, estimated without measuring each span: its record (a
-# 14-field tuple), its attribute dict, its deferred attributes (the arguments to build them,
-# a key among them), its trace id and its place in the slice's dict. A replica's span (its
-# four attributes deferred) measures ~510 bytes under CPython 3.11 (tracemalloc:
-# tests/kvnode/test_tracing_retro_unit.py); the estimate is 512.
+# tuple of 14 fields, then its deferred attributes' arguments, then its attributes' keys and
+# values), its trace id and its place in the slice's dict. A replica's span (its four
+# attributes deferred, a key among their arguments) measures ~350 bytes under CPython 3.11
+# (tracemalloc: tests/kvnode/test_tracing_retro_unit.py); the estimate is 352.
 SPAN_BYTES = 256
 ATTRIBUTE_BYTES = 64
 KEPT_BYTES = 128  # a kept trace's id, remembered for max_age (its late spans leave at once)
 SLICES = 8  # the buffer's age is covered by this many slices (eviction granularity)
 _ERROR = 2  # OTLP status code ERROR
 
-LAZY_BYTES = 256  # deferred attributes: their (build, args) tuples and the key they hold
+LAZY_BYTES = 96  # deferred attributes: their builder's arguments in the record (a key among them)
 # A replica's span held raw (`hold_remote`): one tuple of numbers, strings and bytes (the parent
 # id, times, the index of its attribute builder, then the builder's arguments). Measured ~260
-# bytes under CPython 3.11 (tracemalloc, with a key: tests/kvnode/test_tracing_retro_unit.py).
-REMOTE_BYTES = 256
+# bytes under CPython 3.11 from the Python source, ~320 compiled (tracemalloc, with a key:
+# tests/kvnode/test_tracing_retro_unit.py).
+REMOTE_BYTES = 288
 REMOTE_FIELDS = 6  # and then the attribute builder's arguments
+FULL_FIELDS = 14  # a full record's fields before its attribute builder's arguments
 
 
 def is_raw(record: Record) -> bool:
@@ -64,13 +71,18 @@ def is_raw(record: Record) -> bool:
 
 
 _SERVER = 2  # OTLP's SpanKind SERVER
-# A held span: SpanData's fields after the trace id (the slice's key), then the members its
-# span called (a coordinator's read repair) or None, then its deferred attributes or None; or
-# a replica's span held raw: (tracestate header, parent span id, name, start ns, end ns,
-# attribute builder's index in `RetroBuffer.builders`, *its arguments). A raw record refers to
-# no function or container, only to numbers, strings and bytes: the
-# garbage collector untracks it at its first pass, so held records never reach the old
-# generation, whose growth would otherwise trigger full collections of the node's whole heap.
+# A held span: SpanData's fields after the trace id (the slice's key) but its attributes
+# (span id, parent id, parent remote, tracestate, name, kind, start ns, end ns, events, status
+# code, status message), then the members its span called (a coordinator's read repair),
+# comma-separated, or "", its deferred attributes' builder (its index in
+# `RetroBuffer.builders`, -1 for none), the number of the builder's arguments, the arguments,
+# and then its attributes' keys and values, flattened; or a replica's span held raw:
+# (tracestate header, parent span id, name, start ns, end ns, attribute builder's index, *its
+# arguments). A record refers to no function, dict, list or nested tuple, only to numbers,
+# strings and bytes (and `()`: no events): the garbage collector untracks it at its first pass
+# (CPython keeps a tuple tracked while it holds a dict, or a tuple not yet untracked), so held
+# records never reach the old generation, whose growth would otherwise trigger full
+# collections of the node's whole heap.
 Record = tuple[Any, ...]
 # Attributes whose building is deferred until a span is exported: (build, args).
 Deferred = tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]
@@ -94,8 +106,9 @@ class _Slice:
         self.count = 0
 
 
-def record_size(attributes: Any, lazy: Deferred | None) -> int:
-    """The estimated bytes of one held span with these attributes (and deferred ones)."""
+def record_size(attributes: Any, lazy: object) -> int:
+    """The estimated bytes of one held span with these attributes (and deferred ones, when
+    `lazy` is true)."""
     return SPAN_BYTES + ATTRIBUTE_BYTES * len(attributes) + (LAZY_BYTES if lazy else 0)
 
 
@@ -103,12 +116,25 @@ def held_size(record: Record) -> int:
     """The estimated bytes of a held record (as counted when it was held)."""
     if is_raw(record):
         return REMOTE_BYTES
-    return record_size(record[8], record[13])
+    attributes: int = (len(record) - FULL_FIELDS - record[13]) // 2
+    return SPAN_BYTES + ATTRIBUTE_BYTES * attributes + (LAZY_BYTES if record[12] >= 0 else 0)
 
 
 def random_span_id() -> int:
-    """The SDK's RandomIdGenerator's span id (the node passes its provider's generator)."""
-    return random.getrandbits(64) or 1
+    """The SDK's `RandomIdGenerator.generate_span_id` (random, never 0), without its method
+    call: what the node draws ids with when that is the provider's generator."""
+    span_id = random.getrandbits(64)
+    while not span_id:
+        span_id = random.getrandbits(64)
+    return span_id
+
+
+def random_trace_id() -> int:
+    """The SDK's `RandomIdGenerator.generate_trace_id`, as `random_span_id`."""
+    trace_id = random.getrandbits(128)
+    while not trace_id:
+        trace_id = random.getrandbits(128)
+    return trace_id
 
 
 class RetroBuffer:
@@ -158,7 +184,8 @@ class RetroBuffer:
             self._keep(trace_id, span.end_ns)
             self._export_span(span)
             return
-        attributes = span.attributes
+        attributes, lazy, called = span.attributes, span.lazy, span.called
+        build, args = (self._builder(lazy[0]), lazy[1]) if lazy is not None else (-1, ())
         record = (
             span.span_id,
             span.parent_id,
@@ -168,17 +195,25 @@ class RetroBuffer:
             span.kind,
             span.start_ns,
             span.end_ns,
-            attributes,
-            span.events,
+            tuple(span.events),
             span.status_code,
             span.status_message,
-            span.called,
-            span.lazy,
+            ",".join(called) if called else "",  # (member ids have no commas: ring.py)
+            build,
+            len(args),
+            *args,
+            *[item for pair in attributes.items() for item in pair],
         )
-        size = SPAN_BYTES + ATTRIBUTE_BYTES * len(attributes)
-        if span.lazy is not None:
-            size += LAZY_BYTES
-        self._hold(trace_id, record, size, span.end_ns)
+        self._hold(trace_id, record, record_size(attributes, lazy), span.end_ns)
+
+    def _builder(self, build: Callable[..., dict[str, Any]]) -> int:
+        """The index of an attribute builder in `builders` (a record holds the index, not the
+        function, which would keep the record tracked by the garbage collector)."""
+        index = self._builder_index.get(build)
+        if index is None:
+            index = self._builder_index[build] = len(self.builders)
+            self.builders.append(build)
+        return index
 
     def hold_remote(
         self,
@@ -194,11 +229,7 @@ class RetroBuffer:
         """A replica's SERVER span (status unset) under an unsampled remote parent ended:
         held raw, its attributes `build(*args)` built only if kept (`args`: strings, bytes
         and numbers); a kept trace's leaves at once."""
-        index = self._builder_index.get(build)
-        if index is None:
-            index = self._builder_index[build] = len(self.builders)
-            self.builders.append(build)
-        record = (tracestate, parent_id, name, start_ns, end_ns, index, *args)
+        record = (tracestate, parent_id, name, start_ns, end_ns, self._builder(build), *args)
         if trace_id in self.kept:
             self.counts["kept"] += 1
             self.export(self._remote_data(trace_id, record))
@@ -242,24 +273,38 @@ class RetroBuffer:
             "",
         )
 
+    def _full_data(self, trace_id: int, record: Record) -> SpanData:
+        """The SpanData of a span held through the full path (`emit`)."""
+        args_end = FULL_FIELDS + record[13]
+        flat = record[args_end:]
+        attributes = dict(zip(flat[::2], flat[1::2]))
+        if record[12] >= 0:
+            lazy = (self.builders[record[12]], record[FULL_FIELDS:args_end])
+            attributes = with_deferred(attributes, lazy)
+        return SpanData._make((trace_id, *record[:8], attributes, *record[8:11]))
+
     # -- decisions -------------------------------------------------------------------
     def decide(self, root: Any) -> list[str]:
         """The coordinator's operation ended with its SERVER span `root` (ended, not
         head-sampled, not held): keep the trace if it failed, was slow, or an error kept it
         here already. Returns the members to tell (empty when dropped)."""
         trace_id = root.trace_id
-        if (
-            root.status_code == _ERROR
-            or root.end_ns - root.start_ns >= self.threshold_ns
-            or trace_id in self.kept
-        ):
-            called = self._keep(trace_id, root.end_ns)
-            self._export_span(root)
-            if root.called:
-                called = root.called + called
-            return list(dict.fromkeys(called))
+        if root.status_code != _ERROR and self.dropped(trace_id, root.start_ns, root.end_ns):
+            return []
+        called = self._keep(trace_id, root.end_ns)
+        self._export_span(root)
+        if root.called:
+            called = root.called + called
+        return list(dict.fromkeys(called))
+
+    def dropped(self, trace_id: int, start_ns: int, end_ns: int) -> bool:
+        """Whether the operation of a root that did not fail is dropped (counted): it was
+        faster than the latency threshold and nothing kept its trace here already. What
+        `decide` asks, and what `tracing_held.HeldRootSpan` asks before it becomes a span."""
+        if end_ns - start_ns >= self.threshold_ns or trace_id in self.kept:
+            return False
         self.counts["dropped"] += 1
-        return []
+        return True
 
     def _export_span(self, span: Any) -> None:
         span.materialize()
@@ -291,12 +336,9 @@ class RetroBuffer:
                 if is_raw(record):
                     self.export(self._remote_data(trace_id, record))
                     continue
-                if record[12]:
-                    called += record[12]
-                attributes = record[8]
-                if record[13]:
-                    attributes = with_deferred(attributes, record[13])
-                self.export(SpanData._make((trace_id, *record[:8], attributes, *record[9:12])))
+                if record[11]:
+                    called += record[11].split(",")
+                self.export(self._full_data(trace_id, record))
         return called
 
     # -- bounds ----------------------------------------------------------------------

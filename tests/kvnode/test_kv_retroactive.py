@@ -24,7 +24,7 @@ PUT = "PUT /v1/kv/{key}"
 def retro_cluster(
     kv_cluster: Callable[..., Harness], receiver: Receiver, partitions: Path
 ) -> Harness:
-    return traced_cluster(
+    h = traced_cluster(
         kv_cluster,
         receiver,
         OTEL_TRACES_SAMPLER="parentbased_traceidratio",
@@ -34,6 +34,15 @@ def retro_cluster(
         KVNODE_TRACE_BUFFER_AGE="3s",
         KVNODE_FAULTS=f"error:fail/,delay:slow/:400ms,partitions:{partitions}",
     )
+    # Every member reaches every peer before the operations under test: a member that tried a
+    # peer before it listened fails its calls to it for a short backoff, and such a failed call
+    # is an ERROR span that (rightly) keeps a fast operation's trace.
+    wait_until(
+        lambda: all(n.put(f"warm/{n.id}", b"v", "all")[0] == 204 for n in h.nodes),
+        20,
+        what="a write at ALL through every member (every peer reachable)",
+    )
+    return h
 
 
 def roots(receiver: Receiver) -> dict[str, Span]:

@@ -37,6 +37,7 @@ from opentelemetry.trace import (
 from tracing_receiver import Receiver
 
 from kvnode import tracing_lean
+from kvnode.tracing_held import HeldRemoteSpan, HeldRootSpan
 from kvnode.tracing_lean import LeanSpan, LeanTracer, fixed_decisions
 
 DEAD_ENDPOINT = "http://127.0.0.1:9/v1/traces"  # never contacted: these tests flush nothing there
@@ -282,9 +283,7 @@ def test_retroactive_records_what_the_sampler_drops_into_the_buffer(
     from kvnode.tracing_retro import RetroBuffer
 
     tracer = lean(providers, sampler=ParentBased(TraceIdRatioBased(0.5)))
-    held: list[Any] = []
-    buffer = RetroBuffer(held.append, 1 << 20, 5.0, 0.5, lambda: 0)
-    buffer.emit = held.append  # type: ignore[method-assign]  # what reaches the buffer
+    buffer = RetroBuffer(lambda s: None, 1 << 20, 5.0, 0.5, lambda: 0)
     tracer.retro = buffer
     queue = tracer.export.queue
     kinds = {"sampled": 0, "unsampled": 0}
@@ -306,7 +305,7 @@ def test_retroactive_records_what_the_sampler_drops_into_the_buffer(
             s.end()
         span.end()
     assert min(kinds.values()) > 50, kinds
-    assert len(held) == 3 * kinds["unsampled"] and not any(s.flags & 1 for s in held)
+    assert sum(piece.count for piece in buffer.slices) == 3 * kinds["unsampled"], "all held"
     assert len(queue) == 3 * kinds["sampled"]
     tracer.retro = None  # without the buffer the sampler's "no" is no span at all
     unsampled_parent = SpanContext(1, 2, True, TraceFlags(0))
@@ -328,7 +327,9 @@ def _held_setup(
     monkeypatch.setattr(telemetry, "LEAN", tracer)
     monkeypatch.setattr(telemetry, "RETRO", tracer.retro)
     monkeypatch.setattr(telemetry, "_lean_span", LeanSpan)
-    monkeypatch.setattr(telemetry, "_held_remote", tracing_lean.HeldRemoteSpan)
+    monkeypatch.setattr(telemetry, "_held_remote", HeldRemoteSpan)
+    monkeypatch.setattr(telemetry, "_held_root", HeldRootSpan)
+    monkeypatch.setattr(telemetry, "_roots", tracer.roots())
     return tracer, exported
 
 
@@ -353,7 +354,7 @@ def test_a_replica_span_under_an_unsampled_parent_is_held_raw_and_kept_whole(
     held = telemetry.replica_span(
         "kvstore.replicate", traceparent, "vendor=x", _replica_attributes, args
     )
-    assert type(held) is tracing_lean.HeldRemoteSpan and held.is_recording()
+    assert type(held) is HeldRemoteSpan and held.is_recording()
     held.end()
     held.end()  # a second end changes nothing
     assert not held.is_recording() and exported == [] and tracer.retro is not None
@@ -392,7 +393,7 @@ def test_a_held_replica_span_that_fails_becomes_a_span_and_keeps_its_trace(
     failing = telemetry.replica_span(
         "kvstore.replicate", traceparent, "", _replica_attributes, ("replicate", b"k")
     )
-    assert type(failing) is tracing_lean.HeldRemoteSpan
+    assert type(failing) is HeldRemoteSpan
     telemetry.fail(failing, OSError("disk full"), "storage error")
     failing.end()
     assert [s.name for s in exported] == ["kvstore.read", "kvstore.replicate"], "held one too"
@@ -426,7 +427,7 @@ def test_only_the_common_unsampled_form_is_held_raw(
     span = telemetry.replica_span(
         "kvstore.read", traceparent, "", _replica_attributes, ("read", b"k")
     )
-    assert type(span) is not tracing_lean.HeldRemoteSpan
+    assert type(span) is not HeldRemoteSpan
 
 
 @pytest.mark.unit
@@ -441,3 +442,134 @@ def test_without_a_retroactive_buffer_nothing_is_held_raw(
 
     always.retro = RetroBuffer(lambda s: None, 1 << 20, 5.0, 0.5, lambda: 0)
     assert not always.holds_remote(), "a sampler that records unsampled parents exports them"
+
+
+def _operation(threshold_s: float = 0.5) -> tuple[str, dict[str, str], Any, tuple[Any, ...]]:
+    """telemetry.server_span's arguments for a client operation without a caller's context."""
+    return "PUT /v1/kv/{key}", {"host": "kv"}, _replica_attributes, ("write", b"key")
+
+
+@pytest.mark.unit
+def test_an_unsampled_operation_is_dropped_without_becoming_a_span(
+    providers: list[TracerProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retroactive sampling: the coordinator's SERVER span of an operation the sampler did not
+    keep is a stand-in: its traceparent (sampled bit clear) and calls are there, attributes set
+    on it are kept, and a fast successful operation is dropped at `finish` without a span."""
+    from kvnode import telemetry
+
+    tracer, exported = _held_setup(providers, monkeypatch)
+    made: list[Any] = []
+    monkeypatch.setattr(LeanSpan, "__init__", lambda *a: made.append(a), raising=True)
+    root = telemetry.server_span(*_operation())
+    assert type(root) is HeldRootSpan and root.is_recording() and telemetry.undecided(root)
+    traceparent, tracestate = telemetry.w3c_headers(root)
+    assert traceparent == f"00-{root.trace_id:032x}-{root.span_id:016x}-{root.flags:02x}"
+    assert not root.flags & 1 and tracestate == ""
+    ctx = root.get_span_context()
+    assert (ctx.trace_id, ctx.span_id, ctx.trace_flags.sampled) == (
+        root.trace_id,
+        root.span_id,
+        False,
+    )
+    telemetry.note_call(root, "b")
+    root.set_attribute("http.response.status_code", 204)
+    assert telemetry.finish(root) == [] and telemetry.finish(root) == []
+    assert not root.is_recording() and made == [] and exported == []
+    assert tracer.retro is not None and tracer.retro.counts["dropped"] == 1
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("outcome", ["slow", "failed", "kept already"])
+def test_a_kept_operation_is_exported_as_the_span_it_stood_for(
+    providers: list[TracerProvider], monkeypatch: pytest.MonkeyPatch, outcome: str
+) -> None:
+    """A slow or failed operation (or one whose trace an ERROR span kept on this node) becomes
+    a LeanSpan with the stand-in's ids, start, attributes (deferred ones built now) and calls,
+    and is exported; the members it called are returned to be told."""
+    from kvnode import telemetry
+
+    tracer, exported = _held_setup(providers, monkeypatch)
+    assert tracer.retro is not None
+    root = telemetry.server_span(*_operation())
+    assert type(root) is HeldRootSpan
+    telemetry.note_call(root, "b")
+    if outcome == "slow":
+        root.start_ns -= 600_000_000  # threshold 0.5 s
+    elif outcome == "failed":
+        telemetry.fail(root, RuntimeError("boom"), "not enough replicas")
+    else:
+        tracer.retro.keep(root.trace_id)
+    telemetry.note_call(root, "c")
+    root.set_attribute("http.response.status_code", 503 if outcome == "failed" else 204)
+    assert telemetry.finish(root) == ["b", "c"]
+    (out,) = exported
+    assert isinstance(out, LeanSpan) and not out.flags & 1
+    assert (out.trace_id, out.span_id, out.start_ns) == (root.trace_id, root.span_id, root.start_ns)
+    assert out.end_ns > out.start_ns and out.parent_id == 0 and out.kind == 2
+    assert out.attributes == {
+        **_replica_attributes("write", b"key"),
+        "http.response.status_code": 503 if outcome == "failed" else 204,
+    }
+    assert out.status_code == (2 if outcome == "failed" else 0)
+    assert tracer.retro.counts["kept"] == 1 and tracer.retro.counts["dropped"] == 0
+
+
+@pytest.mark.unit
+def test_a_child_of_an_unsampled_operation_is_its_child_in_the_buffer(
+    providers: list[TracerProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read repair (or a failed call's CLIENT span) under the stand-in is a child of it: the
+    API sees the stand-in as a span."""
+    from kvnode import telemetry
+
+    tracer, exported = _held_setup(providers, monkeypatch)
+    root = telemetry.server_span(*_operation())
+    assert isinstance(root, trace.Span)
+    repair = telemetry.start_child("kvstore.read_repair", SpanKind.INTERNAL, {}, root)
+    assert isinstance(repair, LeanSpan) and repair.trace_id == root.trace_id
+    assert repair.parent_id == root.span_id and not repair.flags & 1
+    repair.end()
+    assert tracer.retro is not None and tracer.retro.held_traces() == 1 and exported == []
+    telemetry.record_failure(
+        "kvstore.replicate", SpanKind.CLIENT, {}, root, root.start_ns, OSError("x"), "timeout"
+    )
+    assert [s.name for s in exported] == ["kvstore.read_repair", "kvstore.replicate"]
+    assert telemetry.finish(root) == [] and exported[-1].span_id == root.span_id, "kept"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("retro", [False, True])
+def test_operation_roots_follow_the_trace_id_ratio_rule(
+    providers: list[TracerProvider], retro: bool
+) -> None:
+    """A client operation's root under a ratio sampler is decided by the SDK's
+    TraceIdRatioBased rule on its trace id: sampled ones are LeanSpans with their attributes
+    built; the others are stand-ins with retroactive sampling, nothing without it."""
+    from kvnode.tracing_retro import RetroBuffer
+
+    tracer = lean(providers, sampler=ParentBased(TraceIdRatioBased(0.5)))
+    if retro:
+        tracer.retro = RetroBuffer(lambda s: None, 1 << 20, 5.0, 0.5, lambda: 0)
+    roots = tracer.roots()
+    assert roots is not None
+    sampler = TraceIdRatioBased(0.5)
+    counts = {"sampled": 0, "other": 0}
+    for _ in range(200):
+        span = roots.start("GET /v1/kv/{key}", _replica_attributes, ("read", b"k"))
+        if isinstance(span, LeanSpan):
+            counts["sampled"] += 1
+            assert span.flags & 1 and span.attributes == _replica_attributes("read", b"k")
+            trace_id = span.trace_id
+        else:
+            counts["other"] += 1
+            if not retro:
+                assert span is None
+                continue
+            assert type(span) is HeldRootSpan and not span.flags & 1
+            trace_id = span.trace_id
+        expected = sampler.should_sample(None, trace_id, "x").decision.is_sampled()
+        assert isinstance(span, LeanSpan) == expected
+    assert min(counts.values()) > 50, counts
+    always = lean(providers, sampler=ParentBased(ALWAYS_ON))
+    assert always.roots() is None, "another sampler: the general start path"

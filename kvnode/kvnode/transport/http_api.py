@@ -38,6 +38,7 @@ from kvnode.transport.validation import (
 ROUTE = "/v1/kv/{key}"
 _PREFIX = "/v1/kv/"
 _OPS = {"PUT": "write", "GET": "read", "DELETE": "delete"}
+_SPAN_NAMES = {method: f"{method} {ROUTE}" for method in _OPS}  # the SERVER spans' names
 _NOT_FOUND = json.dumps({"error": "not_found", "message": "no such key"}).encode()
 
 
@@ -163,18 +164,16 @@ async def _run(
 def _server_span(
     request: Request, op: str, level: str, key: bytes, cluster: Cluster
 ) -> Span | None:
-    """The coordinator's SERVER span, or None when it is not sampled (then no child spans
+    """The coordinator's SERVER span, or None when it is not recorded (then no child spans
     and no context to pass on). Attributes are built only for a span that is exported."""
     method = request.method
-    span = telemetry.start(
-        f"{method} {ROUTE}", telemetry.SERVER, None, telemetry.incoming_context(request.headers)
-    )
-    if not span.is_recording():
-        span.end()
-        return None
     replicas = min(cluster.rf, len(cluster.ring.members))
-    telemetry.describe(span, _server_attributes, method, op, level, replicas, key)
-    return span
+    return telemetry.server_span(
+        _SPAN_NAMES[method],
+        request.headers,
+        _server_attributes,
+        (method, op, level, replicas, key),
+    )
 
 
 def _server_attributes(
