@@ -2,17 +2,20 @@
 event per change, naming Secrets and reasons only, never key material, and ``status.tls``
 (the trusted CAs and each server certificate with its ``notAfter``).
 
-The children of a render the API server has not accepted yet are dry-run first (the
-reconcile's only dry run, of the children it changed: what is applied later is this render
-with the TLS Secrets and Secret versions added), so an invalid spec writes no TLS Secret, nor
-anything else (nothing half-applied). Without the Certificates: they need cert-manager's
-CRD, which k8s/certificates.py checks and reports as a spec error."""
+A render the API server has not accepted yet is checked first (validate_changed): the
+operator's permissions for every kind it changed, then a dry run of the children carrying
+the spec's unchecked values (render/dry_run.py: the workloads and claims; the others are
+valid by construction), the reconcile's only dry run (what is applied later is this render
+with the TLS Secrets and Secret versions added). So an invalid spec, or a missing
+permission, writes no TLS Secret, nor anything else (nothing half-applied). Without the
+Certificates: they need cert-manager's CRD, which k8s/certificates.py checks and reports as
+a spec error."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from kvtrace_operator import k8s
 from kvtrace_operator.handlers.runtime import Runtime
@@ -20,6 +23,7 @@ from kvtrace_operator.k8s import certificates
 from kvtrace_operator.k8s.apply import dry_run
 from kvtrace_operator.render import checksum
 from kvtrace_operator.render.certificates import KIND as CERTIFICATE
+from kvtrace_operator.render.dry_run import checked_children
 
 log = logging.getLogger("kvtrace_operator")
 
@@ -27,29 +31,46 @@ log = logging.getLogger("kvtrace_operator")
 async def validate_changed(
     runtime: Runtime, owner: Mapping[str, Any], children: list[dict[str, Any]]
 ) -> None:
-    """Dry-run the children whose render the API server has not accepted yet (all of them
-    the first time; after an update, those it changed): k8s.Rejected before anything is
-    written. The unchanged ones were accepted as they are and are not applied again."""
+    """Before anything of a render the API server has not accepted yet is written (all of it
+    the first time; after an update, the children it changed): check that the operator may
+    write every kind it changed (k8s.Permissions: a refusal half-way would leave it
+    half-applied; the ApiError 403 is raised first), then dry-run those carrying the spec's
+    unchecked values (render/dry_run.py): k8s.Rejected. The unchanged children were accepted
+    as they are and are not applied again; cert-manager's Certificates wait for its CRD
+    (k8s/certificates.py)."""
     meta = owner["metadata"]
-    workloads = [child for child in children if child["kind"] != CERTIFICATE]
-    rendered = {k8s.child_key(obj): checksum(obj) for obj in workloads}
+    children = [child for child in children if child["kind"] != CERTIFICATE]
+    rendered = {k8s.child_key(obj): checksum(obj) for obj in children}
     accepted = runtime.validated.get(meta["uid"]) or {}
     changed = [
-        obj for obj in workloads if accepted.get(k8s.child_key(obj)) != rendered[k8s.child_key(obj)]
+        obj for obj in children if accepted.get(k8s.child_key(obj)) != rendered[k8s.child_key(obj)]
     ]
     if changed:
-        await dry_run(runtime.client, changed, meta["namespace"])
+        await runtime.permissions.check(meta["namespace"], k8s.needed(changed))
+        checked = checked_children(changed)
+        if checked:
+            await dry_run(runtime.client, checked, meta["namespace"])
     runtime.validated[meta["uid"]] = rendered
+
+
+class Prepared(NamedTuple):
+    """What prepare() hands the reconcile: the children with the TLS objects first, the ones
+    written now as the API server returned them (the apply takes them as applied), and the
+    ``status.tls`` to write with the rest of the status (None removes it)."""
+
+    children: list[dict[str, Any]]
+    written: dict[k8s.ChildKey, dict[str, Any]]
+    tls: dict[str, Any] | None
 
 
 async def prepare(
     runtime: Runtime, pipeline: Mapping[str, Any], children: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], dict[k8s.ChildKey, dict[str, Any]]]:
+) -> Prepared:
     """Create or renew the managed CA and leaves (or apply cert-manager's Certificates and the
-    trust bundle), then ``children`` with those objects first, so the apply keeps them, and
-    the ones written now as the API server returned them (the apply takes them as applied).
-    Raises SpecError (certManager without cert-manager) and k8s.Rejected (a child the API
-    server refuses: then nothing was written)."""
+    trust bundle), with an event ``CertificatesRenewed`` naming what changed (not for a new
+    owner: its ``Created`` event names the Secrets). Raises SpecError (certManager without
+    cert-manager) and k8s.Rejected (a child the API server refuses: then nothing was
+    written)."""
     client, meta = runtime.client, pipeline["metadata"]
     await validate_changed(runtime, pipeline, children)
     # The owner's Certificates are pruned (a LIST) when the rendered set changed, or first;
@@ -68,11 +89,6 @@ async def prepare(
             meta["name"],
             message,
         )
-        await k8s.post_event(client, pipeline, "CertificatesRenewed", message)
-    if (pipeline.get("status") or {}).get("tls") != prepared.status:
-        # Its own key of the status (None removes it): the rest of the status is the reconcile's.
-        resource = k8s.KVCluster if pipeline.get("kind") == "KVCluster" else k8s.TracingPipeline
-        await k8s.patch_status(
-            client, resource, meta["name"], meta["namespace"], {"tls": prepared.status}
-        )
-    return [*prepared.objects, *children], prepared.written
+        if pipeline.get("status"):
+            await k8s.post_event(client, pipeline, "CertificatesRenewed", message)
+    return Prepared([*prepared.objects, *children], prepared.written, prepared.status)

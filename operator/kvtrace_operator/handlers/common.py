@@ -53,7 +53,10 @@ async def write_status(
     client: AsyncClient, res: Any, owner: Mapping[str, Any], status: dict[str, Any]
 ) -> None:
     """Patch ``status`` when it differs from what the owner already shows; post an event
-    when the Ready condition flips, and when TraceDelivery becomes True or False."""
+    when the Ready condition flips, and when TraceDelivery becomes True or False. A new
+    object's first Ready=False is no flip: its condition says why (and a reason worth a
+    warning, InvalidSpec or SecretNotFound, has its own event), and a member set starting up
+    would otherwise post one event per object created."""
     previous = owner.get("status") or {}
     if all(previous.get(key) == value for key, value in status.items()):
         return
@@ -63,13 +66,14 @@ async def write_status(
     before, after = find_condition(previous, "Ready"), find_condition(status, "Ready")
     if after and (before or {}).get("status") != after["status"]:
         ready = after["status"] == "True"
-        await k8s.post_event(
-            client,
-            owner,
-            "Ready" if ready else "NotReady",
-            f"{after['reason']}: {after['message']}",
-            "Normal" if ready or before is None else "Warning",
-        )
+        if before is not None or ready:
+            await k8s.post_event(
+                client,
+                owner,
+                "Ready" if ready else "NotReady",
+                f"{after['reason']}: {after['message']}",
+                "Normal" if ready else "Warning",
+            )
     before, after = (
         find_condition(previous, "TraceDelivery"),
         find_condition(status, "TraceDelivery"),

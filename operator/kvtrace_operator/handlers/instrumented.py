@@ -34,7 +34,7 @@ async def sync(
     meta = pipeline["metadata"]
     settings = parse_pipeline(pipeline.get("spec")).security.tls
     ca = None
-    if settings.enabled:
+    if settings.enabled and workloads:  # nothing injected: no CA to read (a request each time)
         ca = await k8s_injection.read_ca(
             client, meta["namespace"], *tls_render.client_ca(settings, meta["name"])
         )

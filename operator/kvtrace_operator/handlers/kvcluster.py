@@ -106,9 +106,8 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 await refuse(exc)
                 return False
             try:
-                children, written = await certificates.prepare(
-                    runtime, cluster, children
-                )  # TLS Secrets first
+                prepared = await certificates.prepare(runtime, cluster, children)  # TLS first
+                children, written = prepared.children, prepared.written
                 pending = (made_by_pipeline(pipeline) if pipeline else set()) | made_for_members(
                     cluster
                 )
@@ -128,7 +127,8 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                                 tracing=tracing,
                                 now=common.now(),
                             ),
-                        ),
+                        )
+                        | {"tls": prepared.tls},
                     )
                     await secret_gate.report_missing(client, cluster, gate)
                     return False
@@ -164,7 +164,8 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                         now=common.now(),
                         draining=draining,
                     ),
-                ),
+                )
+                | {"tls": prepared.tls},
             )
     if draining:
         recheck_while_draining(runtime, meta["namespace"], meta["name"])

@@ -105,9 +105,8 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 await refuse(exc)
                 return
             try:
-                children, written = await certificates.prepare(
-                    runtime, pipeline, children
-                )  # TLS Secrets first
+                prepared = await certificates.prepare(runtime, pipeline, children)  # TLS first
+                children, written = prepared.children, prepared.written
                 gate = await secret_gate.check(runtime, pipeline, children)
                 if gate.blocked:  # nothing applied: the pods could not start
                     result["outcome"] = "secret_not_found"
@@ -132,7 +131,8 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                                 ),
                             ),
                             tokens,
-                        ),
+                        )
+                        | {"tls": prepared.tls},
                     )
                     await secret_gate.report_missing(client, pipeline, gate)
                     return
@@ -179,7 +179,8 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                         },
                     ),
                     tokens,
-                ),
+                )
+                | {"tls": prepared.tls},
             )
     await self_tracing.follow(client, pipeline)
 

@@ -29,6 +29,7 @@ from kvtrace_operator.k8s import (
     Applied,
     ChildKey,
     KVCluster,
+    Permissions,
     SecretData,
     Seen,
     TracingPipeline,
@@ -82,6 +83,9 @@ class Options:
     canary_timeout: float = 20.0  # Jaeger lookup bound on top of the tail-sampling decision wait
     images: Images = DEFAULT_IMAGES  # the default images of resources that name none
     request_delay: float = 0.5  # requests for one object within this window make one reconcile
+    # status refreshes only (a child's status changed: members becoming ready, a rollout)
+    # within this window make one; a request to apply cuts it to ``request_delay``
+    status_delay: float = 2.0
     request_concurrency: int = 8  # queued reconciles running at once (kopf's own run besides)
     webhook: bool = False  # the injection webhook is served (handlers/webhook.py)
 
@@ -118,10 +122,13 @@ class _Request:
 
 
 class Requests:
-    """Reconcile requests, coalesced per object: a request waits ``delay`` seconds (the
-    burst it belongs to gathers), then the object's runner runs; requests arriving meanwhile
-    make one more run after it. At most ``request_concurrency`` runs of one kind at once. The caller never
-    waits: a handler asking for another object's reconcile is not blocked by it."""
+    """Reconcile requests, coalesced per object: a request waits ``request_delay`` seconds
+    (``status_delay`` while only status refreshes were asked for: a StatefulSet's members
+    becoming ready one after the other make one status write, not one each) so the burst it
+    belongs to gathers, then the object's runner runs; requests arriving meanwhile make one
+    more run after it, gathered the same way. At most ``request_concurrency`` runs of one
+    kind at once. The caller never waits: a handler asking for another object's reconcile is
+    not blocked by it."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -152,9 +159,9 @@ class Requests:
         options = self.runtime.options
         slots = self._slots.setdefault(kind, asyncio.Semaphore(max(1, options.request_concurrency)))
         try:
-            await asyncio.sleep(options.request_delay)
             pending = self._pending[key]
             while pending.dirty:
+                await self._gather(pending)
                 apply, pending.dirty, pending.apply = pending.apply, False, False
                 async with slots:
                     try:
@@ -165,6 +172,18 @@ class Requests:
                         )
         finally:
             self._pending.pop(key, None)
+
+    async def _gather(self, pending: _Request) -> None:
+        """Wait while the burst gathers: ``request_delay``, ``status_delay`` as long as only
+        status refreshes are pending (looked at every ``request_delay`` at most)."""
+        options, loop = self.runtime.options, asyncio.get_running_loop()
+        start, step = loop.time(), max(0.01, min(options.request_delay, options.status_delay))
+        while True:
+            window = options.request_delay if pending.apply else options.status_delay
+            left = start + window - loop.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, step))
 
     async def close(self) -> None:
         """Cancel what is still queued (the operator is stopping)."""
@@ -195,6 +214,8 @@ class Runtime:
     requests: Requests = dataclasses.field(init=False)
     # the data of the Secrets the operator reads, while the Secret watch sees them unchanged
     secret_data: SecretData = dataclasses.field(init=False)
+    # the operator's own permissions per namespace (a render is checked before it is written)
+    permissions: Permissions = dataclasses.field(init=False)
     _release: asyncio.TimerHandle | None = dataclasses.field(default=None, init=False)
     _releasing: asyncio.Task[None] | None = dataclasses.field(default=None, init=False)
 
@@ -203,6 +224,7 @@ class Runtime:
         self.secret_data = SecretData(
             self.client, self.secret_version, watching=SECRETS_INDEX in self.indices
         )
+        self.permissions = Permissions(self.client)
 
     def secret_version(self, namespace: str, name: str) -> str | None:
         """The resourceVersion the Secret watch saw last (None: it saw none)."""

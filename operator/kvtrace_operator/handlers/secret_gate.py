@@ -127,7 +127,8 @@ async def create_generated_first(
     then rolls the pods that read it, and a new cluster's members do not restart once it
     exists. The render was dry-run before (handlers/certificates.py): an invalid one never
     gets here and leaves nothing behind. Returns them as the API server did (without data)."""
-    # the ones the watch has not seen: ensure_generated reads each (made by an earlier run?)
+    # the ones the operator does not know: created at once when the Secret watch has not seen
+    # them either (ensure_generated reads one only if it exists after all), else read first
     missing = [
         obj for obj in children if is_generated(obj) and known(obj["metadata"]["name"]) is None
     ]
@@ -135,7 +136,11 @@ async def create_generated_first(
     with k8s.request_priority(k8s.FIRST):  # the pipeline's token file waits for these
         for obj in missing:
             written[k8s.child_key(obj)], _ = await ensure_generated(
-                runtime.client, obj, namespace, keep=runtime.secret_data
+                runtime.client,
+                obj,
+                namespace,
+                keep=runtime.secret_data,
+                absent=runtime.secret_data.unseen(namespace, obj["metadata"]["name"]),
             )
     return written
 

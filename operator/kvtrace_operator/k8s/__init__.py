@@ -34,7 +34,7 @@ from kvtrace_operator.k8s.client import (
 from kvtrace_operator.k8s.events import build_event, post_event
 from kvtrace_operator.k8s.members import drained, member_credentials, member_url, member_views
 from kvtrace_operator.k8s.observe import read_workloads, workloads_of
-from kvtrace_operator.k8s.permissions import forbidden_message, is_forbidden
+from kvtrace_operator.k8s.permissions import Permissions, forbidden_message, is_forbidden, needed
 from kvtrace_operator.k8s.secrets import (
     SecretData,
     TokenSetWrite,
@@ -47,6 +47,7 @@ __all__ = [
     "FIRST",
     "RECONCILE",
     "PRUNABLE_KINDS",
+    "Permissions",
     "Applied",
     "Changes",
     "ChildKey",
@@ -71,6 +72,7 @@ __all__ = [
     "member_url",
     "member_credentials",
     "member_views",
+    "needed",
     "owned_by",
     "patch_status",
     "post_event",

@@ -182,15 +182,20 @@ async def ensure_generated(
     namespace: str,
     attempts: int = 3,
     keep: SecretData | None = None,
+    *,
+    absent: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """Create the rendered Secret with a random token in its generated key unless it exists.
     An existing one keeps its token; only when it has none (it was applied without data, e.g.
     from ``kvtrace render`` output, and carries our managed-by label) the key is added, once.
     One left by an earlier owner of the same name (``earlier_owner``) is deleted and made
     again with a new token. Returns (the Secret without data, created); ``keep``: the
-    SecretData that keeps the one created (its token is read next: the pipeline's token file)."""
+    SecretData that keeps the one created (its token is read next: the pipeline's token file).
+    ``absent``: the caller's watch has seen no such Secret, so it is created without reading
+    it first (a new owner's: one request, not two); should it exist after all, the create
+    answers 409 and the one found is read and handled as above."""
     name = obj["metadata"]["name"]
-    existing = await get_object(client, Secret, name, namespace)
+    existing = None if absent else await get_object(client, Secret, name, namespace)
     if existing is not None and attempts > 0 and earlier_owner(existing, obj):
         try:
             await client.delete(Secret, name, namespace=namespace)

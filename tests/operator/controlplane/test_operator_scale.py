@@ -246,8 +246,8 @@ def sts_template_cpu(kube: Kube) -> str:
 def test_the_resync_writes_nothing_unchanged_and_repairs_what_drifted(
     metrics_port: int, kube_ns: Kube, poll: Any
 ) -> None:
-    """The resync timer (3 s here) of an unchanged cluster sends no write and at most one
-    read (on average); a child edited by hand (the peers ConfigMap, the StatefulSet's spec) is re-applied
+    """A new cluster's create dry-runs its StatefulSet only and reads no Secret. The resync
+    timer (3 s here) of an unchanged cluster sends no write and at most one read (on average); a child edited by hand (the peers ConfigMap, the StatefulSet's spec) is re-applied
     by the next resync, and only that child; one deleted by hand comes back. An update
     dry-runs only the child it changed."""
     requests = Requests(metrics_port)
@@ -258,6 +258,16 @@ def test_the_resync_writes_nothing_unchanged_and_repairs_what_drifted(
         message="kv Ready",
     )
     requests.after_resyncs(poll, 2)  # a reconcile under way at Ready has finished
+    # The create dry-ran only the child carrying the spec's free-form values, created its
+    # token Secrets without reading them first (the Secret watch had seen none), wrote
+    # status.tls with the rest of the status, and posted no event for a first Ready=False nor
+    # for the TLS Secrets its Created event names.
+    assert requests.dry_runs() == {"statefulsets": 1}, requests.dry_runs()
+    assert requests.by_resource().get("GET secrets", 0) == 0, requests.by_resource()
+    assert (kube_ns.get("kvcluster", "kv") or {})["status"]["tls"]["certificates"]
+    assert not {"NotReady", "CertificatesRenewed"} & {
+        e["reason"] for e in kube_ns.list("events") if e["involvedObject"]["name"] == "kv"
+    }
     writes, total, reconciles = requests.child_writes(), requests.total(), requests.reconciles()
     before = requests.by_resource()
     requests.after_resyncs(poll, 3)

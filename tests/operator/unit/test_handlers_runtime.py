@@ -17,7 +17,7 @@ from kvtrace_operator.spec import parse_pipeline
 
 pytestmark = pytest.mark.unit
 
-FAST = Options(request_delay=0.02, request_concurrency=2)
+FAST = Options(request_delay=0.02, status_delay=0.02, request_concurrency=2)
 
 
 def runtime(options: Options = FAST) -> Runtime:
@@ -73,6 +73,28 @@ async def test_requests_during_a_run_make_exactly_one_more_run_and_apply_wins() 
         rt.request("KVCluster", "ns", "kv", apply=apply)
     await settle(rt)
     assert runner.calls == [("ns", "kv", False), ("ns", "kv", True)]
+
+
+async def test_status_refreshes_gather_longer_and_a_request_to_apply_cuts_the_wait() -> None:
+    """Members becoming ready one after the other (a status refresh each) make one run
+    after ``status_delay``; a request to apply (a deleted child) waits ``request_delay`` only."""
+    rt, runner = runtime(Options(request_delay=0.02, status_delay=1.0)), Recorder()
+    rt.requests.runners["KVCluster"] = runner
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(3):
+        rt.request("KVCluster", "ns", "kv", apply=False)
+        await asyncio.sleep(0.05)
+    await settle(rt)
+    assert runner.calls == [("ns", "kv", False)]
+    assert loop.time() - started >= 1.0  # the status window, not request_delay
+    rt.request("KVCluster", "ns", "kv", apply=False)
+    await asyncio.sleep(0.05)
+    rt.request("KVCluster", "ns", "kv", apply=True)
+    requested = loop.time()
+    await settle(rt)
+    assert runner.calls[1:] == [("ns", "kv", True)]
+    assert loop.time() - requested < 0.6, "the request to apply waited for the status window"
 
 
 async def test_runs_are_bounded_and_a_failure_is_logged_not_raised(
