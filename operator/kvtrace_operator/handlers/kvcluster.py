@@ -30,6 +30,7 @@ from kvtrace_operator.render import (
 )
 from kvtrace_operator.render.secret_refs import made_by_pipeline, made_for_members
 from kvtrace_operator.render.status import (
+    TRACING_NOT_FOUND,
     find_condition,
     kvcluster_status,
     tracing_state,
@@ -70,9 +71,10 @@ async def resolve_pipeline(
 async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = True) -> bool:
     """Re-read the cluster, render everything, then apply it all (or, with ``apply=False``,
     only observe unless something lags behind) and write the status. An invalid spec becomes
-    conditions and an event; nothing is applied. True while leaving members still drain (a
-    background task then reconciles again every ``retry_backoff`` seconds until they are
-    done). Nothing happens when the cluster is gone or being deleted."""
+    conditions and an event; nothing is applied. True while leaving members still drain, or
+    while a new cluster waits for its pipeline (pipeline_awaited: nothing applied yet); a
+    background task then reconciles again every ``retry_backoff`` seconds until that is over.
+    Nothing happens when the cluster is gone or being deleted."""
     meta = body["metadata"]
     client = runtime.client
     async with runtime.lock(KVCLUSTER, meta["namespace"], meta["name"]):
@@ -85,6 +87,16 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
             own_tracing.reconcile("KVCluster", cluster, result),
         ):
             pipeline, tracing = await resolve_pipeline(runtime, cluster)
+            if tracing["reason"] == TRACING_NOT_FOUND and pipeline_awaited(runtime, cluster):
+                awaited = tracing_state(
+                    tracing["pipeline"], found=False, awaited_s=runtime.options.pipeline_grace
+                )
+                status = kvcluster_status(
+                    cluster, statefulset=None, tracing=awaited, now=common.now()
+                )
+                await common.write_status(client, k8s.KVCluster, cluster, status)
+                recheck_later(runtime, meta["namespace"], meta["name"])
+                return True
 
             async def refuse(exc: Exception) -> None:
                 """An invalid spec: conditions and an event, nothing applied."""
@@ -168,14 +180,30 @@ async def reconcile(runtime: Runtime, body: Mapping[str, Any], *, apply: bool = 
                 | {"tls": prepared.tls},
             )
     if draining:
-        recheck_while_draining(runtime, meta["namespace"], meta["name"])
+        recheck_later(runtime, meta["namespace"], meta["name"])
     return bool(draining)
 
 
-def recheck_while_draining(runtime: Runtime, namespace: str, name: str) -> None:
-    """Reconcile again every ``retry_backoff`` seconds until the drain is over (one task per
-    cluster, dropped when it ends; nothing else would trigger a reconcile while members only
-    stream data)."""
+def pipeline_awaited(runtime: Runtime, cluster: Mapping[str, Any]) -> bool:
+    """Whether a cluster whose pipeline does not exist waits for it instead of starting its
+    members untraced: only a new one (no StatefulSet yet, created less than ``pipeline_grace``
+    seconds ago), as when both are applied from one folder and the cluster comes first; its
+    members would otherwise start untraced and roll a moment later, once the pipeline and its
+    Secrets exist. Never without the watch on the children (handlers called without kopf)."""
+    grace, meta = runtime.options.pipeline_grace, cluster["metadata"]
+    observed = runtime.children_of(meta["uid"])
+    if grace <= 0 or observed is None or not meta.get("creationTimestamp"):
+        return False
+    if any(kind == "StatefulSet" for kind, _ in observed):
+        return False
+    return common.seconds_since(meta["creationTimestamp"]) < grace
+
+
+def recheck_later(runtime: Runtime, namespace: str, name: str) -> None:
+    """Reconcile again every ``retry_backoff`` seconds while reconcile() says so: leaving
+    members still drain, or a new cluster waits for its pipeline (one task per cluster,
+    dropped when it ends; nothing else would trigger a reconcile while members only stream
+    data, or when the pipeline never comes)."""
     key = (namespace, name)
     running = runtime.rechecks.get(key)
     if running is not None and not running.done():

@@ -86,6 +86,9 @@ class Options:
     # status refreshes only (a child's status changed: members becoming ready, a rollout)
     # within this window make one; a request to apply cuts it to ``request_delay``
     status_delay: float = 2.0
+    # a new cluster whose pipeline does not exist (yet) waits this long before its members
+    # start untraced: a pipeline applied with it would otherwise roll them a moment later
+    pipeline_grace: float = 20.0
     request_concurrency: int = 8  # queued reconciles running at once (kopf's own run besides)
     webhook: bool = False  # the injection webhook is served (handlers/webhook.py)
 

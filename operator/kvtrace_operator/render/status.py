@@ -160,8 +160,11 @@ def tracing_state(
     endpoint: str | None = None,
     mode: str | None = None,
     sampler: str = "",
+    awaited_s: float | None = None,
 ) -> dict[str, Any]:
-    """What the handler learned about the referenced pipeline, for kvcluster_status()."""
+    """What the handler learned about the referenced pipeline, for kvcluster_status().
+    ``awaited_s``: a new cluster waits that long for a pipeline not found (yet) before its
+    members start untraced."""
     if not pipeline_name:
         return {
             "reason": TRACING_DISABLED,
@@ -169,11 +172,17 @@ def tracing_state(
             "message": "spec.tracing.pipelineRef is not set: the cluster runs untraced",
         }
     if not found:
+        then = (
+            "the cluster runs untraced until it appears"
+            if awaited_s is None
+            else f"the members start once it does, or untraced {awaited_s:g}s after the "
+            "cluster's creation (a pipeline applied with the cluster may come a moment later)"
+        )
         return {
             "reason": TRACING_NOT_FOUND,
             "pipeline": pipeline_name,
             "message": f"TracingPipeline {pipeline_name!r} (spec.tracing.pipelineRef.name) "
-            "does not exist in this namespace: the cluster runs untraced until it appears",
+            f"does not exist in this namespace: {then}",
         }
     if error:
         return {

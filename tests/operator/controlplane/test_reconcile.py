@@ -311,6 +311,33 @@ def test_pipeline_change_rolls_the_members_and_deletion_leaves_them_untraced(
     )
 
 
+def test_a_new_cluster_waits_for_its_pipeline_and_starts_its_members_once(
+    operator: Operator, kube_ns: Kube, poll: Any
+) -> None:
+    """The cluster applied before its pipeline (as from one folder, or the pipeline's Secrets
+    made a moment after the cluster): no member starts untraced to roll once the pipeline
+    and its Secrets exist; the StatefulSet is written once, traced (generation 1)."""
+    kube_ns.apply(kvcluster())
+
+    def waiting() -> bool:
+        cond = kube_ns.condition("kvcluster", "kv", "TracingConfigured") or {}
+        return "the members start once it does" in cond.get("message", "")
+
+    poll(waiting, timeout=TIMEOUT, message="the new cluster waits for its pipeline")
+    assert kube_ns.get("statefulset", "kv") is None, "members started before the pipeline"
+    kube_ns.apply(pipeline())
+    poll(
+        lambda: kube_ns.condition_is("kvcluster", "kv", "TracingConfigured", "True"),
+        timeout=TIMEOUT,
+        message="traced once the pipeline exists",
+    )
+    ready(kube_ns, poll, "kvcluster", "kv")
+    sts = statefulset(kube_ns)
+    assert sts["metadata"]["generation"] == 1, "the StatefulSet was written twice: pods rolled"
+    assert "OTEL_SDK_DISABLED" not in node_env(kube_ns)
+    assert node_env(kube_ns)["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("https://traces-collector.")
+
+
 def test_deleting_the_resource_garbage_collects_its_children(
     operator: Operator, kube_ns: Kube, poll: Any
 ) -> None:

@@ -366,6 +366,21 @@ def test_untraced_cluster_runs_and_says_why(state: dict[str, Any], reason: str) 
         assert "spec.tracing.pipelineRef.name" in c["TracingConfigured"]["message"]
 
 
+def test_a_new_cluster_waiting_for_its_pipeline_says_how_long_and_what_then() -> None:
+    status = kvcluster_status(
+        cluster(),
+        statefulset=None,
+        tracing=tracing_state("traces", found=False, awaited_s=20.0),
+        now=T0,
+    )
+    c = conds(status)
+    assert c["TracingConfigured"]["reason"] == TRACING_NOT_FOUND
+    message = c["TracingConfigured"]["message"]
+    assert "'traces'" in message and "the members start once it does" in message
+    assert "untraced 20s after the cluster's creation" in message
+    assert c["Ready"]["status"] == "False" and status["readyReplicas"] == 0
+
+
 def test_cluster_status_is_deterministic_and_transition_times_survive_a_resync() -> None:
     first = kvcluster_status(
         cluster(), statefulset=workload_summary(statefulset()), tracing=TRACED, now=T0
