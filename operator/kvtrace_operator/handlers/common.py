@@ -209,17 +209,39 @@ async def fresh(runtime: Runtime, kind: str, body: Mapping[str, Any]) -> dict[st
     return plain(current)
 
 
+# Annotations holding a whole copy of the object (kopf's diff base, kubectl's client-side
+# apply): no reconcile reads them, and kept per object they would double what is held.
+COPY_ANNOTATIONS = (
+    f"{GROUP}/last-handled-configuration",
+    "kubectl.kubernetes.io/last-applied-configuration",
+)
+
+
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a reconcile reads of our resource (a plain copy): without its managedFields and
+    the annotations that copy it (COPY_ANNOTATIONS)."""
+    obj = plain(body)
+    meta = obj["metadata"]
+    meta.pop("managedFields", None)
+    annotations = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if k not in COPY_ANNOTATIONS
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    return obj
+
+
 def register_objects_index(registry: kopf.OperatorRegistry, kind: str, plural: str) -> None:
-    """kopf's index of our resources ``plural``: (namespace, name) -> the object without its
-    managedFields (Runtime.current reads it; kopf drops the entry when the object goes)."""
+    """kopf's index of our resources ``plural``: (namespace, name) -> the object as slim()
+    keeps it (Runtime.current reads it; kopf drops the entry when the object goes)."""
 
     @kopf.index(GROUP, VERSION, plural, id=OBJECTS_INDICES[kind], registry=registry)
     async def by_name(
         namespace: str | None, name: str, body: kopf.Body, **_: Any
     ) -> dict[tuple[str, str], dict[str, Any]]:
-        obj = plain(body)
-        obj["metadata"].pop("managedFields", None)
-        return {(namespace or "", name): obj}
+        return {(namespace or "", name): slim(body)}
 
 
 async def unless_stopped(stopped: kopf.DaemonStopped, work: Coroutine[Any, Any, object]) -> None:

@@ -320,3 +320,32 @@ async def test_memory_is_released_once_after_a_burst_of_deletions(
     assert released == [1.0]
     await until(2)
     assert released == [1.0, 1.0]
+
+
+def test_the_objects_index_keeps_no_copy_of_the_object() -> None:
+    """What the index of our resources keeps: no managedFields, no annotation copying the
+    object (kopf's diff base, kubectl's last-applied), the rest as it is."""
+    from kvtrace_operator.handlers.common import slim
+
+    body = {
+        "metadata": {
+            "name": "kv",
+            "managedFields": [{"manager": "kubectl"}],
+            "annotations": {
+                "kvtrace.dev/last-handled-configuration": '{"spec": {}}',
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "team": "a",
+            },
+        },
+        "spec": {"replicas": 3},
+        "status": {"phase": "Running"},
+    }
+    kept = slim(body)
+    assert kept == {
+        "metadata": {"name": "kv", "annotations": {"team": "a"}},
+        "spec": {"replicas": 3},
+        "status": {"phase": "Running"},
+    }
+    assert "managedFields" in body["metadata"]  # a copy: kopf's body is untouched
+    del body["metadata"]["annotations"]["team"]
+    assert "annotations" not in slim(body)["metadata"]
