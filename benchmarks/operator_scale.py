@@ -26,6 +26,8 @@ file equal to its live KVClusters with `TokensReady=True`), until *gone* (delete
 resource, StatefulSet or Deployment left; *finalized*: no resource left, the rest is the
 garbage collector's); the operator's CPU seconds and API requests (per
 resource), and afterwards its RSS: at baseline (idle, before), peak, and after the delete.
+RSS *after* is read once the garbage collector deleted every child too
+(`children_gone_after_delete_s`, from the delete phase's end) and twice `--settle` later.
 *Flip-flops*: a StatefulSet whose cpu request went back to an older value, or whose
 generation moved more than the updates asked for. Prints the JSON document, then a table and
 the issue's targets, met or not. Bounded: each phase gives up after `--phase-timeout`.
@@ -539,6 +541,35 @@ def measure(cluster: LocalCluster, work: Path, args: argparse.Namespace) -> dict
         process.stop(timeout=15)
 
 
+CHILD_KINDS = (
+    "configmaps,secrets,services,serviceaccounts,deployments,statefulsets,"
+    "poddisruptionbudgets,networkpolicies,roles,rolebindings"
+)
+
+
+def wait_children_gone(cluster: LocalCluster, timeout: float) -> float | None:
+    """Seconds until the garbage collector deleted the last of the operator's children (it
+    goes on after the StatefulSets and Deployments are gone; the operator hands memory back
+    once deletions were quiet for 10 s, so RSS "after" is read after that); None: timed out."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        left = cluster.kubectl(
+            "-n",
+            NAMESPACE,
+            "get",
+            CHILD_KINDS,
+            "-l",
+            "app.kubernetes.io/managed-by=kvtrace-operator",
+            "-o",
+            "name",
+            timeout=KUBECTL_TIMEOUT_S,
+        ).stdout.split()
+        if not left:
+            return round(time.monotonic() - started, 1)
+        time.sleep(2.0)
+    return None
+
+
 def run_phases(
     cluster: LocalCluster,
     work: Path,
@@ -597,6 +628,7 @@ def run_phases(
         client.delete_all,
         {"finalized": observer.finalized, "gone": observer.gone},
     )
+    children_gone = wait_children_gone(cluster, args.phase_timeout)
     time.sleep(args.settle)
     quiet = operator_requests(audit)
     time.sleep(args.settle)
@@ -617,6 +649,7 @@ def run_phases(
         "rss": rss,
         **memory,
         "flip_flops": flips,
+        "children_gone_after_delete_s": children_gone,
         "requests_per_s_after_gone": round(after_gone / args.settle, 2),
     }
 
@@ -652,7 +685,9 @@ def table(result: dict[str, Any]) -> str:
     rss = result["rss"]
     lines.append(
         f"operator RSS MiB: baseline {rss['baseline_mib']}, peak {rss['peak_mib']}, "
-        f"after {rss['after_mib']}; requests/s once gone: {result['requests_per_s_after_gone']}; "
+        f"after {rss['after_mib']} (every child gone "
+        f"{result.get('children_gone_after_delete_s')} s after the delete phase); "
+        f"requests/s once gone: {result['requests_per_s_after_gone']}; "
         f"flip-flops: {len(result['flip_flops'])}"
     )
     lines += [
@@ -672,7 +707,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--phase-timeout",
         type=float,
         default=240.0,
-        help="seconds before a phase gives up (default 240: a run ends within 15 minutes)",
+        help="seconds before a phase (or the wait for the last child to go) gives up "
+        "(default 240: a run ends within 20 minutes)",
     )
     parser.add_argument(
         "--resync-interval", type=float, default=60.0, help="the operator's drift timer"
