@@ -90,6 +90,10 @@ class Options:
     # start untraced: a pipeline applied with it would otherwise roll them a moment later
     pipeline_grace: float = 20.0
     request_concurrency: int = 8  # queued reconciles running at once (kopf's own run besides)
+    # reconciles of one kind doing their work at once, whatever started them: 200 resources
+    # created at once queue for the API server anyway (k8s.client.IN_FLIGHT requests at a
+    # time), so more would only hold their renders and bodies in memory meanwhile
+    reconcile_concurrency: int = 32
     webhook: bool = False  # the injection webhook is served (handlers/webhook.py)
 
 
@@ -220,6 +224,7 @@ class Runtime:
     # the operator's own permissions per namespace (a render is checked before it is written)
     permissions: Permissions = dataclasses.field(init=False)
     _release: asyncio.TimerHandle | None = dataclasses.field(default=None, init=False)
+    _places: dict[str, asyncio.Semaphore] = dataclasses.field(default_factory=dict, init=False)
     _releasing: asyncio.Task[None] | None = dataclasses.field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -270,7 +275,19 @@ class Runtime:
     def lock(
         self, kind: str, namespace: str, name: str
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        return self.locks.hold((kind, namespace, name))
+        """The object's own lock, then one of ``reconcile_concurrency`` places of its kind:
+        a reconcile waits for both before it reads the object (first come, first served)."""
+        return self._locked_and_placed(kind, (kind, namespace, name))
+
+    @contextlib.asynccontextmanager
+    async def _locked_and_placed(self, kind: str, key: ObjectKey) -> AsyncIterator[None]:
+        places = self._places.get(kind)
+        if places is None:
+            places = self._places[kind] = asyncio.Semaphore(
+                max(1, self.options.reconcile_concurrency)
+            )
+        async with self.locks.hold(key), places:
+            yield
 
     def forget(self, kind: str, namespace: str, name: str, uid: str | None) -> None:
         """Drop the per-object entries of a deleted KVCluster or TracingPipeline. A reconcile

@@ -349,3 +349,30 @@ def test_the_objects_index_keeps_no_copy_of_the_object() -> None:
     assert "managedFields" in body["metadata"]  # a copy: kopf's body is untouched
     del body["metadata"]["annotations"]["team"]
     assert "annotations" not in slim(body)["metadata"]
+
+
+async def test_at_most_reconcile_concurrency_reconciles_of_a_kind_work_at_once() -> None:
+    """200 resources created at once: their reconciles queue for a place (first come, first
+    served) instead of all holding their renders while the API server works through them;
+    another kind has places of its own, and one object's reconciles still go one at a time."""
+    rt = runtime(Options(reconcile_concurrency=2))
+    running: dict[str, int] = {"KVCluster": 0, "TracingPipeline": 0}
+    most: dict[str, int] = {"KVCluster": 0, "TracingPipeline": 0}
+    order: list[str] = []
+
+    async def work(kind: str, name: str) -> None:
+        async with rt.lock(kind, "ns", name):
+            order.append(name)
+            running[kind] += 1
+            most[kind] = max(most[kind], running[kind])
+            await asyncio.sleep(0.02)
+            running[kind] -= 1
+
+    await asyncio.gather(
+        *(work("KVCluster", f"kv{i}") for i in range(6)),
+        work("TracingPipeline", "traces"),
+        work("KVCluster", "kv0"),
+    )
+    assert most == {"KVCluster": 2, "TracingPipeline": 1}
+    assert order[:2] == ["kv0", "kv1"] and order.count("kv0") == 2
+    assert len(rt.locks) == 0
