@@ -3,8 +3,8 @@
 Layers, bottom to top (enforced by import-linter): ``storage`` (commit log + SQLite index, hints)
 → ``replication`` (ring, clocks, quorum, hints, repair, anti-entropy, rebalance)
 → ``transport`` (client HTTP API, binary peer protocol) → ``process`` (config, signals,
-tracing setup). ``metrics``, ``telemetry``, ``faults`` and ``keys`` are leaf helpers any
-layer may use; ``cli``, ``client`` and ``bench`` sit outside the layers.
+tracing setup). ``metrics``, ``telemetry``, ``faults``, ``keys`` and ``running`` are leaf
+helpers any layer may use; ``cli``, ``client`` and ``bench`` sit outside the layers.
 
 The hot path's modules are compiled by mypyc at install time; ``KVNODE_PURE_PYTHON=1`` runs
 their pure-Python sources instead (``kvnode.implementation``, selected here, before any other

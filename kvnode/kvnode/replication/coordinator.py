@@ -20,6 +20,7 @@ from kvnode.keys import key_hash
 from kvnode.replication.cluster import Cluster
 from kvnode.replication.peers import NO_TRACE, PeerError
 from kvnode.replication.quorum import required
+from kvnode.running import running_loop
 from kvnode.storage import Record, newest
 
 
@@ -125,7 +126,7 @@ class Coordinator:
         owners = self._owners(khash)
         need = required(level, len(owners))
         record = Record(key, b"" if tombstone else value, c.clock.now(), tombstone)
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         tally = _Tally(need, len(owners), loop.create_future())
         if c.view.previous:  # ranges move: old and new owners get it, quorums per phase
             owners, tally.sets = self._moving(khash, level)
@@ -168,7 +169,7 @@ class Coordinator:
         try:
             fut = self.c.store.apply([record])
         except RuntimeError as exc:  # the store is closed: shutting down
-            fut = asyncio.get_running_loop().create_future()
+            fut = running_loop().create_future()
             fut.set_exception(exc)
         fut.add_done_callback(
             partial(self._write_answered, tally, self.c.id, record, span, started)
@@ -208,7 +209,7 @@ class Coordinator:
         khash = key_hash(key)
         owners = self._owners(khash)
         need = required(level, len(owners))
-        tally = _Tally(need, len(owners), asyncio.get_running_loop().create_future())
+        tally = _Tally(need, len(owners), running_loop().create_future())
         if c.view.previous:  # ranges move: the old owners are consulted (phase rules)
             sets = c.write_sets(khash)
             if len(sets) == 1:

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kvnode.keys import key_hash
+from kvnode.running import running_loop
 from kvnode.storage.commitlog import HEADER, CommitLog, Replay, decode_frames, encode_records
 from kvnode.storage.held import merge_digests, merge_pages
 from kvnode.storage.policy import FSYNC_POLICIES
@@ -365,7 +366,7 @@ class Store:
     def _enqueue(self, job: Job | None, records: Sequence[Record] | None) -> asyncio.Future[Any]:
         if self.closed:
             raise RuntimeError("store is closed")
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if not self._outgoing:
             loop.call_soon(self._hand_over)

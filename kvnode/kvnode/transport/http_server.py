@@ -27,6 +27,7 @@ from http import HTTPStatus
 from typing import NamedTuple
 from urllib.parse import unquote_plus
 
+from kvnode.running import running_loop
 from kvnode.transport.http_parse import (
     BadRequest,
     check_trailer,
@@ -313,11 +314,11 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = "close" not in connection if http11 else "keep-alive" in connection
         req = Request(self, method, path, query, headers, length)
         if not self.body_done:
-            req._body = asyncio.get_running_loop().create_future()  # noqa: SLF001
+            req._body = running_loop().create_future()  # noqa: SLF001
             self.expect_continue = headers.get("expect", "").lower() == "100-continue"
         self.request = req
         self.responding = True
-        asyncio.get_running_loop().create_task(self._respond(req))
+        running_loop().create_task(self._respond(req))
         return True
 
     def _body_framing(self, headers: dict[str, str]) -> int | None:

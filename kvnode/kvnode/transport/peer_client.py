@@ -24,6 +24,7 @@ from kvnode.metrics import Metrics
 from kvnode.replication import merkle
 from kvnode.replication.peers import NO_TRACE, OPERATIONS, PeerError, Trace
 from kvnode.replication.ring import Member
+from kvnode.running import running_loop
 from kvnode.storage import Record
 from kvnode.transport import frames
 from kvnode.transport.outbox import Outbox
@@ -229,7 +230,7 @@ class PeerClient:
     def _request(
         self, member: Member, type_: int, body: bytes, decoder: Decoder, trace: Trace
     ) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if self.cut_off and member.id in self.cut_off:
             fut.set_exception(PeerError("unreachable: partitioned (test fault)"))
