@@ -89,6 +89,6 @@ async def prepare(
             meta["name"],
             message,
         )
-        if pipeline.get("status"):
+        if not certificates.first_tls(pipeline):
             await k8s.post_event(client, pipeline, "CertificatesRenewed", message)
     return Prepared([*prepared.objects, *children], prepared.written, prepared.status)

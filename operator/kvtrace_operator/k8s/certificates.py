@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Mapping
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -142,12 +143,18 @@ def managed_secrets(
     return objects
 
 
+def first_tls(owner: Mapping[str, Any]) -> bool:
+    """Whether the owner's TLS was never prepared: no ``status.tls`` yet (a status written
+    before, e.g. while a new KVCluster waited for its pipeline, does not count)."""
+    return not (owner.get("status") or {}).get("tls")
+
+
 async def read_data(
     secret_data: SecretData, name: str, namespace: str, *, new_owner: bool = False
 ) -> dict[str, str]:
-    """A Secret's decoded data ({} when it does not exist). For a ``new_owner`` (never
-    reconciled: no status yet) a Secret the running Secret watch has not seen is taken as
-    absent without a read: nobody made its TLS Secrets yet."""
+    """A Secret's decoded data ({} when it does not exist). For a ``new_owner`` (no
+    ``status.tls`` yet: its TLS was never prepared) a Secret the running Secret watch has not
+    seen is taken as absent without a read: nobody made its TLS Secrets yet."""
     if new_owner and secret_data.unseen(namespace, name):
         return {}
     return tls.decoded(await secret_data.get(name, namespace))
@@ -158,7 +165,7 @@ async def prepare_managed(
 ) -> Prepared:
     name, namespace = tls.base_name(pipeline), names.namespace_of(pipeline)
     wanted = leaf_specs(pipeline, spec)
-    new_owner = not pipeline.get("status")
+    new_owner = first_tls(pipeline)
     ca_data = await read_data(secret_data, tls.ca_secret(name), namespace, new_owner=new_owner)
     leaf_data = {
         leaf.secret: await read_data(secret_data, leaf.secret, namespace, new_owner=new_owner)

@@ -4,6 +4,7 @@ operator's own permissions before anything of it is written (Permissions)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -106,11 +107,20 @@ class Permissions:
     def __init__(self, client: AsyncClient, ttl: float = RULES_TTL_S) -> None:
         self.client, self.ttl = client, ttl
         self._rules: dict[str, tuple[float, list[dict[str, Any]] | None]] = {}
+        self._reading: dict[str, asyncio.Lock] = {}  # many reconciles at once: one review
 
     async def rules(self, namespace: str, *, fresh: bool) -> list[dict[str, Any]] | None:
-        kept = self._rules.get(namespace)
-        if not fresh and kept is not None and time.monotonic() - kept[0] < self.ttl:
-            return kept[1]
+        asked = time.monotonic()
+        async with self._reading.setdefault(namespace, asyncio.Lock()):
+            kept = self._rules.get(namespace)
+            if kept is not None and (
+                kept[0] >= asked or (not fresh and asked - kept[0] < self.ttl)
+            ):
+                return kept[1]  # asked for after this one asked, or recent enough
+            return await self._review(namespace)
+
+    async def _review(self, namespace: str) -> list[dict[str, Any]] | None:
+        started = time.monotonic()
         review = SelfSubjectRulesReview(spec=SelfSubjectRulesReviewSpec(namespace=namespace))
         try:
             status = to_dict(await self.client.create(review)).get("status") or {}
@@ -119,7 +129,7 @@ class Permissions:
                 raise
             status = {"incomplete": True}  # no system:basic-user: the requests' answers decide
         rules = None if status.get("incomplete") else list(status.get("resourceRules") or ())
-        self._rules[namespace] = (time.monotonic(), rules)
+        self._rules[namespace] = (started, rules)
         return rules
 
     async def check(self, namespace: str, needs: Iterable[Need]) -> None:

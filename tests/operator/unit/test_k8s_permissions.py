@@ -104,3 +104,14 @@ async def test_a_refused_review_refuses_nothing() -> None:
             raise refusal("", ("authorization.k8s.io", "selfsubjectrulesreviews", "create"))
 
     await Permissions(Refusing()).check("store", [("apps", "statefulsets", "patch")])  # type: ignore[arg-type]
+
+
+async def test_reconciles_checking_at_once_share_one_review() -> None:
+    import asyncio
+
+    client = Reviews(CHART_LIKE)
+    permissions = Permissions(client)  # type: ignore[arg-type]
+    await asyncio.gather(
+        *(permissions.check("store", [("apps", "statefulsets", "patch")]) for _ in range(20))
+    )
+    assert client.calls == 1
