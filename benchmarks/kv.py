@@ -191,7 +191,10 @@ def start_kvtrace(
             env["PYTHONPATH"] = os.pathsep.join(str(source / d) for d in ("kvnode", "src"))
         cmd = [str(BIN / "opentelemetry-instrument"), str(BIN / "kvtrace"), "node", "serve"]
         log = open(root / f"kv-{i}.log", "wb")  # noqa: SIM115 - the child's, for its lifetime
-        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+        # cwd: the node's own directory. From the repository's root, where opentelemetry-instrument
+        # puts the working directory on sys.path, the kvnode/ source root would be imported as a
+        # namespace package and KVNODE_PURE_PYTHON (kvnode/__init__.py) would never take effect.
+        procs.append(subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT))
     endpoints = [f"{'https' if secure else 'http'}://{ip}:{cp}" for ip, (cp, _) in zip(ips, ports)]
     for url in endpoints:
         wait_http(url + "/readyz", context=security.context() if secure else None)
