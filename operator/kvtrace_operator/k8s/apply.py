@@ -107,11 +107,15 @@ def drifted(obj: Mapping[str, Any], before: Seen | None, applied: Applied | None
     the last apply (``applied``: None when there was none), or changed by someone else since
     (its version is not the one that apply left). A generation older than the one that apply
     left is not a change: the watch has not caught up with it yet (a status refresh right
-    after an update would otherwise apply the same spec again)."""
+    after an update would otherwise apply the same spec again); nor is a new version of a
+    generated Secret (a pipeline's token file rewritten for each new consumer was read again
+    by every reconcile of the pipeline after it)."""
     if before is None or applied is None or applied.render != checksum(obj):
         return True
     if applied.version == before.version:
         return False
+    if is_generated(obj):  # its data is written by the operator itself (a token, the token
+        return False  # file), not by the apply: a new resourceVersion is no drift
     seen_generation, applied_generation = (
         generation_of(before.version),
         generation_of(applied.version),

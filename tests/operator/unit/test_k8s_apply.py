@@ -653,3 +653,19 @@ async def test_waiting_requests_go_by_priority_then_by_when_their_work_began() -
         await asyncio.gather(*holders, *tasks, outside)
     assert order[2:] == ["pipeline", "early1", "early2", "late1", "outside"], order
     assert transport.slots.free == 2
+
+
+def test_a_generated_secret_rewritten_by_the_operator_has_not_drifted() -> None:
+    """A pipeline's token file changes with every consumer (write_token_set): its new
+    resourceVersion is no drift (the next reconcile would read it again); a render change
+    still is, and a Secret with applied data drifts on any new version."""
+    from kvtrace_operator.render.consumer_tokens import generated_secret
+
+    token_file = generated_secret(OWNER, "kv-otlp-tokens", "otlp-tokens", "tokens")
+    applied = k8s.Applied(checksum(token_file), "rv3")
+    rewritten = k8s.Seen("v1", "Secret", "kv-otlp-tokens", "5", "rv5", None)
+    assert not k8s.drifted(token_file, rewritten, applied)
+    changed = {**token_file, "metadata": {**token_file["metadata"], "labels": {"x": "y"}}}
+    assert k8s.drifted(changed, rewritten, applied)
+    plain = child("Secret", "kv-tls")
+    assert k8s.drifted(plain, rewritten, k8s.Applied(checksum(plain), "rv3"))
