@@ -670,7 +670,7 @@ def comparison_table(results: dict[str, dict[str, Result]], counts: Sequence[int
     return "\n".join(lines)
 
 
-# The write-path targets (issue 18; docs/kvnode.md "Against the performance targets"): untraced,
+# The write-path targets (docs/kvnode.md "Against the performance targets"): untraced,
 # QUORUM, 32 clients (the unloaded p50 with 1 client): (name, phase, figure, bound, at most?).
 TARGETS = (
     ("QUORUM writes/s", "writes", "ops_per_s", 12_000.0, False),
